@@ -1,0 +1,98 @@
+#pragma once
+
+#include "knflow/model/workflow.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace knflow::store {
+class Db;
+}
+namespace knflow::metrics {
+class Metrics;
+}
+
+namespace knflow::cache {
+
+// One stored workflow as readers see it: the identity and labels needed to filter lists, and the
+// canonical JSON of the whole object (apiVersion, kind, metadata, spec, status) ready to serve.
+struct Entry {
+  std::string namespace_;
+  std::string name;
+  std::string uid;
+  std::int64_t generation = 0;
+  std::int64_t resource_version = 0;
+  model::StringMap labels;
+  std::string json;
+};
+
+using Key = std::pair<std::string, std::string>;  // namespace, name
+
+// An immutable view of every workflow at one revision. Readers hold it as long as they like.
+struct Snapshot {
+  std::int64_t revision = 0;  // the last write included
+  std::map<Key, std::shared_ptr<const Entry>> items;
+};
+
+enum class WriteStatus {
+  ok,
+  already_exists,  // create of a name that exists
+  not_found,       // update or delete of a name that does not exist
+  conflict,        // the caller's resourceVersion is not the stored one
+  store_failed     // SQLite refused the write; nothing changed
+};
+
+struct WriteResult {
+  WriteStatus status = WriteStatus::ok;
+  std::shared_ptr<const Entry> entry;  // the stored entry after the write (or the deleted one)
+  std::string message;                 // for conflict and store_failed: what happened
+};
+
+// Clock and identity sources, injectable for tests.
+struct CacheSettings {
+  std::function<std::string()> now_rfc3339;  // default: system clock, UTC, seconds precision
+  std::function<std::string()> new_uid;      // default: random RFC 4122 version 4 UUID
+};
+
+// The in-memory cache of all workflows backed by SQLite. One writer: every write method runs on
+// the caller's single writer strand (the API posts there); snapshot() may be called from any
+// thread and never blocks on a writer. Rebuilt from SQLite by the constructor. Write methods
+// assign uid, generation (bumped only when the spec changes), resourceVersion (one counter for all
+// writes, persisted) and timestamps, store the object, then publish a new snapshot. A status
+// given to create/replace is kept as is (the daemon sets Valid/Ready); every status change is
+// appended to the status history.
+class WorkflowCache {
+ public:
+  WorkflowCache(store::Db& db, metrics::Metrics* metrics, CacheSettings settings = {});
+  ~WorkflowCache();
+  WorkflowCache(const WorkflowCache&) = delete;
+  WorkflowCache& operator=(const WorkflowCache&) = delete;
+
+  std::shared_ptr<const Snapshot> snapshot() const;
+
+  // Writer strand only. `workflow` is validated; its metadata.name/namespace name the object.
+  WriteResult create(model::Workflow workflow);
+  // Writer strand only. Replaces spec, labels, annotations (and status when given). When
+  // metadata.resourceVersion is non-empty it must equal the stored one, else `conflict`.
+  WriteResult replace(model::Workflow workflow);
+  // Writer strand only. `resource_version`, when given, must equal the stored one.
+  WriteResult remove(const std::string& namespace_, const std::string& name,
+                     std::optional<std::string> resource_version);
+
+  // Status history of one workflow, newest first, at most `limit` entries (JSON status objects
+  // with `observedAt`). Writer strand only.
+  std::vector<std::string> status_history(const std::string& namespace_, const std::string& name,
+                                          std::size_t limit);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace knflow::cache

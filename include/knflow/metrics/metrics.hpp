@@ -1,0 +1,43 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace prometheus {
+class Registry;
+}
+
+namespace knflow::metrics {
+
+// The daemon's Prometheus registry and the families every part records into. Label values are
+// bounded by construction: routes are router templates, methods a fixed set, codes HTTP codes.
+// Thread-safe (prometheus-cpp metrics are atomic; family lookups take its internal lock).
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // One HTTP request answered: `route` is the router template ("/api/v1/namespaces/{ns}/workflows")
+  // or "unmatched"; `method` one of the known methods or "OTHER".
+  void observe_request(std::string_view route, std::string_view method, unsigned code,
+                       std::chrono::duration<double> elapsed);
+  void set_workflows(double count);
+  // One SQLite call failed; `operation` is a fixed word such as "write" or "read".
+  void sqlite_error(std::string_view operation);
+  void set_connections(double open);
+
+  prometheus::Registry& registry();
+
+  // Prometheus text exposition format 0.0.4 of everything registered.
+  std::string serialize() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace knflow::metrics

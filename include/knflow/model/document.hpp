@@ -1,0 +1,53 @@
+#pragma once
+
+#include <boost/json/value.hpp>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace knflow::model {
+
+enum class Format { json, yaml };
+
+// Bounds applied while parsing outside input, before any of it reaches the typed model.
+struct ParseLimits {
+  std::size_t max_bytes = 1 << 20;        // whole document
+  std::size_t max_depth = 64;             // nesting of maps and lists
+  std::size_t max_nodes = 200'000;        // values after YAML aliases are expanded
+  std::size_t max_string_bytes = 256 << 10;
+};
+
+// Why a document could not be parsed: a plain message and, where known, the 1-based line and
+// column of the offending input (0 when unknown).
+struct ParseError {
+  std::string message;
+  std::size_t line = 0;
+  std::size_t column = 0;
+
+  std::string to_string() const;
+};
+
+using ParseResult = std::variant<boost::json::value, ParseError>;
+
+// Parses one JSON or YAML document into a JSON value. Rejects, with a clear message and position:
+// invalid UTF-8, documents larger or deeper than the limits, duplicate keys, non-scalar or
+// non-string keys, YAML alias expansions beyond max_nodes, multi-document YAML streams, and
+// YAML tags other than the core schema's. YAML scalars follow the YAML 1.2 core schema (plain
+// true/false/null/numbers are typed; quoted scalars are strings). Pure; thread-safe.
+ParseResult parse_document(std::string_view text, Format format, const ParseLimits& limits = {});
+
+// Picks the format from a media type (application/json, application/yaml, application/x-yaml,
+// text/yaml, text/x-yaml; parameters ignored); nullopt-like false in `ok` when unsupported.
+struct FormatGuess {
+  bool ok = false;
+  Format format = Format::json;
+};
+FormatGuess format_from_media_type(std::string_view media_type);
+
+// Serialises a JSON value as YAML (block style, strings quoted whenever a plain scalar would be
+// read back as something else). to_yaml(parse(y)) parses back to the same value.
+std::string to_yaml(const boost::json::value& value);
+
+}  // namespace knflow::model

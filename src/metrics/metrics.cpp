@@ -1,0 +1,95 @@
+#include "knflow/metrics/metrics.hpp"
+
+#include "knflow/version.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <array>
+
+namespace knflow::metrics {
+namespace {
+
+constexpr std::array<std::string_view, 7> kKnownMethods = {"GET",     "HEAD",  "POST",  "PUT",
+                                                           "DELETE",  "PATCH", "OPTIONS"};
+
+std::string bounded_method(std::string_view method) {
+  for (auto known : kKnownMethods) {
+    if (known == method) return std::string(known);
+  }
+  return "OTHER";
+}
+
+}  // namespace
+
+struct Metrics::Impl {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  prometheus::Family<prometheus::Counter>& requests =
+      prometheus::BuildCounter()
+          .Name("knflow_http_requests_total")
+          .Help("HTTP requests answered, by route template, method and status code")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& durations =
+      prometheus::BuildHistogram()
+          .Name("knflow_http_request_duration_seconds")
+          .Help("Time from a request's first byte read to its answer written")
+          .Register(*registry);
+  prometheus::Gauge& workflows = prometheus::BuildGauge()
+                                     .Name("knflow_workflows")
+                                     .Help("Workflows stored")
+                                     .Register(*registry)
+                                     .Add({});
+  prometheus::Family<prometheus::Counter>& sqlite_errors =
+      prometheus::BuildCounter()
+          .Name("knflow_sqlite_errors_total")
+          .Help("SQLite calls that failed, by operation")
+          .Register(*registry);
+  prometheus::Gauge& connections = prometheus::BuildGauge()
+                                       .Name("knflow_http_connections")
+                                       .Help("Open HTTP connections")
+                                       .Register(*registry)
+                                       .Add({});
+
+  Impl() {
+    prometheus::BuildGauge()
+        .Name("knflow_build_info")
+        .Help("Always 1; the labels say which build is running")
+        .Register(*registry)
+        .Add({{"version", kVersion}, {"commit", kGitCommit}})
+        .Set(1);
+  }
+};
+
+Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
+Metrics::~Metrics() = default;
+
+void Metrics::observe_request(std::string_view route, std::string_view method, unsigned code,
+                              std::chrono::duration<double> elapsed) {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  const std::map<std::string, std::string> labels = {{"route", std::string(route)},
+                                                     {"method", bounded_method(method)},
+                                                     {"code", std::to_string(code)}};
+  impl_->requests.Add(labels).Increment();
+  impl_->durations.Add(labels, kBuckets).Observe(elapsed.count());
+}
+
+void Metrics::set_workflows(double count) { impl_->workflows.Set(count); }
+
+void Metrics::sqlite_error(std::string_view operation) {
+  impl_->sqlite_errors.Add({{"operation", std::string(operation)}}).Increment();
+}
+
+void Metrics::set_connections(double open) { impl_->connections.Set(open); }
+
+prometheus::Registry& Metrics::registry() { return *impl_->registry; }
+
+std::string Metrics::serialize() const {
+  return prometheus::TextSerializer{}.Serialize(impl_->registry->Collect());
+}
+
+}  // namespace knflow::metrics
