@@ -1,0 +1,155 @@
+#pragma once
+
+// A thin RAII layer over the SQLite C API: Db (one connection, migrated on open), Stmt (a statement
+// prepared once and reused), Tx (a transaction that rolls back unless committed).
+//
+// Errors: every failing SQLite call throws store::Error carrying the SQLite extended result code
+// and message. Refusals of knflow's own (a foreign file, a schema newer than this binary) throw it
+// too, with SQLITE_NOTADB and SQLITE_ERROR respectively. Nothing here asserts on the database's
+// contents: a broken or hostile file is an Error, never an abort.
+//
+// Threads: a connection and everything made from it belong to one thread or strand at a time
+// (the connection is opened in SQLite's multi-thread mode, without its own mutex).
+
+#include "knflow/store/migrations.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace knflow::store {
+
+// A failed SQLite call or a refused database: what() is the message, code() the SQLite extended
+// result code (SQLITE_BUSY, SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_READONLY, ...).
+class Error : public std::runtime_error {
+ public:
+  Error(int code, const std::string& message);
+  int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
+struct DbSettings {
+  // How long a write waits for another connection's lock before failing with SQLITE_BUSY.
+  std::chrono::milliseconds busy_timeout{5000};
+  // The schema; tests may pass a prefix or an extension of the real list.
+  std::span<const std::string_view> migrations = kAllMigrations;
+};
+
+// One connection to the knflow database file. The constructor opens (creating the file if
+// needed), refuses a file that is not knflow's or whose schema is newer than `migrations`, applies
+// the missing migrations (each in its own IMMEDIATE transaction, together with its user_version),
+// and sets WAL, synchronous=NORMAL, foreign_keys=ON and busy_timeout. Throws Error on any failure.
+// One thread or strand at a time.
+class Db {
+ public:
+  explicit Db(const std::filesystem::path& path, DbSettings settings = {});
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  // Runs one or more SQL statements without parameters or results (pragmas, DDL). Throws Error.
+  void exec(std::string_view sql);
+  // The schema version (PRAGMA user_version). Throws Error.
+  std::int64_t user_version();
+  // Runs PRAGMA integrity_check and returns its first line: "ok" for a sound file. Throws Error.
+  std::string integrity_check();
+  // Rows changed by the last INSERT, UPDATE or DELETE on this connection.
+  std::int64_t changes() const;
+  // The rowid of the last successful INSERT on this connection.
+  std::int64_t last_insert_rowid() const;
+  // Whether a transaction is open on this connection.
+  bool in_transaction() const;
+
+  sqlite3* handle() const { return db_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  void check_identity(std::size_t newest);
+  void migrate(std::span<const std::string_view> migrations);
+
+  sqlite3* db_ = nullptr;
+  std::filesystem::path path_;
+};
+
+// A prepared statement, compiled once (from a constexpr SQL string) and reused: reset(), bind by
+// 1-based index, step() until it returns false, read columns (0-based) while on a row. Text read
+// with column_text() is valid until the next step() or reset(). Same thread as its Db; must not
+// outlive it. Throws Error.
+class Stmt {
+ public:
+  Stmt(Db& db, std::string_view sql);
+  ~Stmt();
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  // Rewinds the statement and clears its bindings, ready for a new use. Never throws (an error of
+  // the previous step was already thrown by step()).
+  void reset() noexcept;
+
+  void bind_int64(int index, std::int64_t value);
+  void bind_text(int index, std::string_view value);  // copied by SQLite
+  void bind_null(int index);
+
+  // Advances: true when a row is available, false when the statement has finished. Throws Error
+  // (and rewinds the statement) on failure.
+  bool step();
+  // Steps a statement that returns no rows to completion; throws Error on failure.
+  void run();
+
+  std::int64_t column_int64(int index) const;
+  std::string_view column_text(int index) const;  // "" for NULL
+  std::string column_string(int index) const { return std::string(column_text(index)); }
+  bool column_is_null(int index) const;
+
+  // Rewinds the statement when a scope ends, whatever way it ends:
+  //   auto use = stmt.use();  stmt.bind_text(1, ns); while (stmt.step()) { ... }
+  class Use {
+   public:
+    explicit Use(Stmt& stmt) : stmt_(stmt) { stmt_.reset(); }
+    ~Use() { stmt_.reset(); }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+
+   private:
+    Stmt& stmt_;
+  };
+  [[nodiscard]] Use use() { return Use(*this); }
+
+ private:
+  [[noreturn]] void fail_bind(int code, int index) const;
+
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+// A write transaction. The outermost Tx on a connection runs BEGIN IMMEDIATE (taking the write
+// lock up front, so a busy database fails here, not half way); a Tx opened inside another one is a
+// SAVEPOINT, so store functions that guard themselves can also be composed into a larger
+// transaction. The destructor rolls back unless commit() succeeded. Same thread as its Db.
+// Throws Error when it cannot begin or commit.
+class Tx {
+ public:
+  explicit Tx(Db& db);
+  ~Tx();
+  Tx(const Tx&) = delete;
+  Tx& operator=(const Tx&) = delete;
+
+  // Makes the changes durable (outermost) or merges them into the enclosing transaction
+  // (nested). Throws Error; the transaction is then still rolled back by the destructor.
+  void commit();
+
+ private:
+  Db& db_;
+  bool nested_ = false;
+  bool done_ = false;
+};
+
+}  // namespace knflow::store

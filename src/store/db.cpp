@@ -1,0 +1,226 @@
+#include "knflow/store/db.hpp"
+
+#include <sqlite3.h>
+
+#include <cstdio>
+#include <string>
+
+namespace knflow::store {
+namespace {
+
+[[noreturn]] void throw_error(sqlite3* db, int code, std::string_view context) {
+  std::string message(context);
+  message += ": ";
+  message += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(code);
+  throw Error(code, message);
+}
+
+std::string hex32(std::int64_t value) {
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%08x", static_cast<unsigned>(value));
+  return text;
+}
+
+}  // namespace
+
+Error::Error(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
+
+// ---- Db ---------------------------------------------------------------------------------------
+
+Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
+  const int flags =
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+  const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = "cannot open " + path.string() + ": ";
+    message += db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    throw Error(rc, message);
+  }
+  try {
+    sqlite3_extended_result_codes(db_, 1);
+    sqlite3_busy_timeout(db_, static_cast<int>(settings.busy_timeout.count()));
+    // Read-only checks first, so that a foreign file is refused before anything is written to it.
+    check_identity(settings.migrations.size());
+    {
+      Stmt journal(*this, "PRAGMA journal_mode = WAL");
+      const std::string mode = journal.step() ? journal.column_string(0) : std::string();
+      if (mode != "wal" && mode != "memory") {
+        throw Error(SQLITE_ERROR, "cannot switch " + path.string() +
+                                      " to WAL journal mode (journal_mode is " + mode + ")");
+      }
+    }
+    exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON");
+    migrate(settings.migrations);
+  } catch (...) {
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    throw;
+  }
+}
+
+Db::~Db() { sqlite3_close_v2(db_); }
+
+void Db::check_identity(std::size_t newest) {
+  std::int64_t application_id = 0;
+  {
+    Stmt stmt(*this, "PRAGMA application_id");
+    if (stmt.step()) application_id = stmt.column_int64(0);
+  }
+  const std::int64_t version = user_version();
+  if (application_id != 0 && application_id != kApplicationId) {
+    throw Error(SQLITE_NOTADB, path_.string() + " is not a knflow database (application_id " +
+                                   hex32(application_id) + ", expected " + hex32(kApplicationId) +
+                                   ")");
+  }
+  if (application_id == 0) {
+    // No knflow identity yet: only an empty file may become a knflow database.
+    Stmt stmt(*this, "SELECT COUNT(*) FROM sqlite_schema");
+    const std::int64_t objects = stmt.step() ? stmt.column_int64(0) : 0;
+    if (objects != 0 || version != 0) {
+      throw Error(SQLITE_NOTADB, path_.string() +
+                                     " is not a knflow database (it holds other tables and no "
+                                     "knflow application_id)");
+    }
+  }
+  if (version > static_cast<std::int64_t>(newest)) {
+    throw Error(SQLITE_ERROR, path_.string() + " has schema version " + std::to_string(version) +
+                                  ", newer than this binary's newest schema version " +
+                                  std::to_string(newest) + "; run a newer knflow");
+  }
+}
+
+void Db::migrate(std::span<const std::string_view> migrations) {
+  const auto newest = static_cast<std::int64_t>(migrations.size());
+  while (user_version() < newest) {
+    Tx tx(*this);
+    // Read again under the write lock: another process may have migrated meanwhile.
+    const std::int64_t version = user_version();
+    if (version >= newest) break;
+    try {
+      exec(migrations[static_cast<std::size_t>(version)]);
+    } catch (const Error& e) {
+      throw Error(e.code(), "migration " + std::to_string(version + 1) + " failed: " + e.what());
+    }
+    if (version == 0) exec("PRAGMA application_id = " + std::to_string(kApplicationId));
+    exec("PRAGMA user_version = " + std::to_string(version + 1));
+    tx.commit();
+  }
+}
+
+void Db::exec(std::string_view sql) {
+  const std::string text(sql);
+  char* message = nullptr;
+  const int rc = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &message);
+  if (rc != SQLITE_OK) {
+    std::string what = message != nullptr ? message : sqlite3_errstr(rc);
+    sqlite3_free(message);
+    throw Error(sqlite3_extended_errcode(db_), what);
+  }
+}
+
+std::int64_t Db::user_version() {
+  Stmt stmt(*this, "PRAGMA user_version");
+  return stmt.step() ? stmt.column_int64(0) : 0;
+}
+
+std::string Db::integrity_check() {
+  Stmt stmt(*this, "PRAGMA integrity_check");
+  return stmt.step() ? stmt.column_string(0) : std::string();
+}
+
+std::int64_t Db::changes() const { return sqlite3_changes64(db_); }
+
+std::int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+
+bool Db::in_transaction() const { return sqlite3_get_autocommit(db_) == 0; }
+
+// ---- Stmt -------------------------------------------------------------------------------------
+
+Stmt::Stmt(Db& db, std::string_view sql) {
+  const int rc = sqlite3_prepare_v3(db.handle(), sql.data(), static_cast<int>(sql.size()),
+                                    SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
+  if (rc != SQLITE_OK) {
+    const std::string head(sql.substr(0, sql.find_first_of('\n', sql.find_first_not_of('\n'))));
+    throw_error(db.handle(), rc, "cannot prepare \"" + head + "\"");
+  }
+}
+
+Stmt::~Stmt() { sqlite3_finalize(stmt_); }
+
+void Stmt::reset() noexcept {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+void Stmt::fail_bind(int code, int index) const {
+  throw_error(sqlite3_db_handle(stmt_), code, "cannot bind parameter " + std::to_string(index));
+}
+
+void Stmt::bind_int64(int index, std::int64_t value) {
+  const int rc = sqlite3_bind_int64(stmt_, index, value);
+  if (rc != SQLITE_OK) fail_bind(rc, index);
+}
+
+void Stmt::bind_text(int index, std::string_view value) {
+  const int rc =
+      sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  if (rc != SQLITE_OK) fail_bind(rc, index);
+}
+
+void Stmt::bind_null(int index) {
+  const int rc = sqlite3_bind_null(stmt_, index);
+  if (rc != SQLITE_OK) fail_bind(rc, index);
+}
+
+bool Stmt::step() {
+  const int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  std::string message = sqlite3_errmsg(sqlite3_db_handle(stmt_));
+  sqlite3_reset(stmt_);
+  throw Error(rc, message);
+}
+
+void Stmt::run() {
+  while (step()) {
+  }
+}
+
+std::int64_t Stmt::column_int64(int index) const { return sqlite3_column_int64(stmt_, index); }
+
+std::string_view Stmt::column_text(int index) const {
+  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, index));
+  if (text == nullptr) return {};
+  return {text, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, index))};
+}
+
+bool Stmt::column_is_null(int index) const {
+  return sqlite3_column_type(stmt_, index) == SQLITE_NULL;
+}
+
+// ---- Tx ---------------------------------------------------------------------------------------
+
+Tx::Tx(Db& db) : db_(db), nested_(db.in_transaction()) {
+  db_.exec(nested_ ? "SAVEPOINT knflow_tx" : "BEGIN IMMEDIATE");
+}
+
+Tx::~Tx() {
+  if (done_) return;
+  // Errors are ignored: SQLite may already have rolled back on its own (after SQLITE_FULL,
+  // SQLITE_IOERR, ...), and a destructor has nobody to tell.
+  if (nested_) {
+    sqlite3_exec(db_.handle(), "ROLLBACK TO knflow_tx; RELEASE knflow_tx", nullptr, nullptr,
+                 nullptr);
+  } else if (db_.in_transaction()) {
+    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+}
+
+void Tx::commit() {
+  db_.exec(nested_ ? "RELEASE knflow_tx" : "COMMIT");
+  done_ = true;
+}
+
+}  // namespace knflow::store

@@ -1,0 +1,297 @@
+#include "knflow/store/db.hpp"
+
+#include "support/catch.hpp"
+#include "support/temp_dir.hpp"
+
+#include <sqlite3.h>
+
+#include <fstream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+using knflow::store::Db;
+using knflow::store::DbSettings;
+using knflow::store::Error;
+using knflow::store::Stmt;
+using knflow::store::Tx;
+
+std::int64_t query_int(Db& db, std::string_view sql) {
+  Stmt stmt(db, sql);
+  REQUIRE(stmt.step());
+  return stmt.column_int64(0);
+}
+
+std::string query_text(Db& db, std::string_view sql) {
+  Stmt stmt(db, sql);
+  REQUIRE(stmt.step());
+  return stmt.column_string(0);
+}
+
+std::vector<std::string> table_names(Db& db) {
+  Stmt stmt(db, "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name");
+  std::vector<std::string> names;
+  while (stmt.step()) names.push_back(stmt.column_string(0));
+  return names;
+}
+
+// The store::Error a call throws; fails the test when it throws nothing.
+template <typename F>
+Error error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e;
+  }
+  FAIL("no store::Error thrown");
+  throw std::logic_error("unreachable");
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("An empty file is migrated to the newest schema with knflow's identity") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+
+  CHECK(db.user_version() == static_cast<std::int64_t>(std::size(knflow::store::kMigrations)));
+  CHECK(query_int(db, "PRAGMA application_id") == knflow::store::kApplicationId);
+  CHECK(query_text(db, "PRAGMA journal_mode") == "wal");
+  CHECK(query_int(db, "PRAGMA synchronous") == 1);  // NORMAL
+  CHECK(query_int(db, "PRAGMA foreign_keys") == 1);
+  CHECK(query_int(db, "PRAGMA busy_timeout") == 5000);
+  CHECK(table_names(db) ==
+        std::vector<std::string>{"meta", "workflow_status_history", "workflows"});
+  CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'revision'") == 0);
+  CHECK(db.integrity_check() == "ok");
+}
+
+TEST_CASE("Reopening a database keeps its data and applies no migration twice") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  {
+    Db db(path);
+    db.exec("UPDATE meta SET value = 42 WHERE key = 'revision'");
+  }
+  Db db(path);
+  CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'revision'") == 42);
+  CHECK(query_int(db, "SELECT COUNT(*) FROM meta") == 1);
+}
+
+TEST_CASE("A migration appended later is applied to an existing database") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const std::string_view first_only[] = {knflow::store::kMigration1Workflows};
+  const std::string_view extended[] = {knflow::store::kMigration1Workflows,
+                                       "CREATE TABLE runs (id INTEGER PRIMARY KEY) STRICT"};
+  {
+    Db db(path, DbSettings{.migrations = first_only});
+    CHECK(db.user_version() == 1);
+    db.exec("UPDATE meta SET value = 7 WHERE key = 'revision'");
+  }
+  Db db(path, DbSettings{.migrations = extended});
+  CHECK(db.user_version() == 2);
+  CHECK(table_names(db) ==
+        std::vector<std::string>{"meta", "runs", "workflow_status_history", "workflows"});
+  CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'revision'") == 7);
+}
+
+TEST_CASE("A failing migration leaves the database at the previous version") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const std::string_view broken[] = {knflow::store::kMigration1Workflows,
+                                     "CREATE TABLE runs (id INTEGER PRIMARY KEY) STRICT; "
+                                     "INSERT INTO no_such_table (x) VALUES (1)"};
+  { Db db(path, DbSettings{.migrations = std::span(broken, 1)}); }
+
+  const Error e = error_of([&] { Db db(path, DbSettings{.migrations = broken}); });
+  CHECK(contains(e.what(), "migration 2 failed"));
+  CHECK(contains(e.what(), "no_such_table"));
+
+  Db db(path, DbSettings{.migrations = std::span(broken, 1)});
+  CHECK(db.user_version() == 1);
+  CHECK(table_names(db) ==
+        std::vector<std::string>{"meta", "workflow_status_history", "workflows"});
+}
+
+TEST_CASE("A database newer than the binary is refused, naming both versions") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const auto newest = std::size(knflow::store::kMigrations);
+  {
+    Db db(path);
+    db.exec("PRAGMA user_version = " + std::to_string(newest + 3));
+  }
+  const Error e = error_of([&] { Db db(path); });
+  CHECK(e.code() == SQLITE_ERROR);
+  CHECK(contains(e.what(), "schema version " + std::to_string(newest + 3)));
+  CHECK(contains(e.what(), "newest schema version " + std::to_string(newest)));
+}
+
+TEST_CASE("Files that are not knflow databases are refused untouched") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "other.db";
+
+  SECTION("another application's id") {
+    {
+      Db db(path);
+      db.exec("PRAGMA application_id = 1234");
+    }
+    const Error e = error_of([&] { Db db(path); });
+    CHECK(e.code() == SQLITE_NOTADB);
+    CHECK(contains(e.what(), "not a knflow database"));
+    CHECK(contains(e.what(), "0x000004d2"));
+  }
+
+  SECTION("someone else's tables and no application_id") {
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(raw, "CREATE TABLE notes (body TEXT)", nullptr, nullptr, nullptr) ==
+            SQLITE_OK);
+    sqlite3_close(raw);
+
+    const Error e = error_of([&] { Db db(path); });
+    CHECK(e.code() == SQLITE_NOTADB);
+    CHECK(contains(e.what(), "not a knflow database"));
+
+    REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    REQUIRE(sqlite3_prepare_v2(raw, "PRAGMA journal_mode", -1, &stmt, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+    CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))) == "delete");
+    sqlite3_finalize(stmt);
+    sqlite3_close(raw);
+  }
+
+  SECTION("not SQLite at all") {
+    std::ofstream(path) << "this is a text file, long enough to have a header of sorts........"
+                           "..............................................................\n";
+    const Error e = error_of([&] { Db db(path); });
+    CHECK((e.code() & 0xff) == SQLITE_NOTADB);
+  }
+}
+
+TEST_CASE("A directory that does not exist cannot be opened") {
+  knflow::test::TempDir dir;
+  const Error e = error_of([&] { Db db(dir.path() / "missing" / "knflow.db"); });
+  CHECK((e.code() & 0xff) == SQLITE_CANTOPEN);
+  CHECK(contains(e.what(), "missing"));
+}
+
+TEST_CASE("Tx commits, or rolls back when it goes out of scope uncommitted") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  db.exec("CREATE TABLE t (v INTEGER NOT NULL)");
+  Stmt insert(db, "INSERT INTO t (v) VALUES (?)");
+  auto add = [&](std::int64_t v) {
+    auto use = insert.use();
+    insert.bind_int64(1, v);
+    insert.run();
+  };
+
+  {
+    Tx tx(db);
+    add(1);
+    tx.commit();
+  }
+  CHECK_THROWS_AS(
+      [&] {
+        Tx tx(db);
+        add(2);
+        throw std::runtime_error("caller failed half way");
+      }(),
+      std::runtime_error);
+  CHECK_FALSE(db.in_transaction());
+
+  SECTION("a nested Tx rolls back only its own part") {
+    {
+      Tx outer(db);
+      add(3);
+      {
+        Tx inner(db);
+        add(4);
+      }
+      {
+        Tx inner(db);
+        add(5);
+        inner.commit();
+      }
+      outer.commit();
+    }
+    CHECK(query_text(db, "SELECT group_concat(v) FROM (SELECT v FROM t ORDER BY v)") == "1,3,5");
+  }
+
+  SECTION("an outer rollback undoes a committed nested Tx") {
+    {
+      Tx outer(db);
+      Tx inner(db);
+      add(6);
+      inner.commit();
+    }
+    CHECK(query_text(db, "SELECT group_concat(v) FROM (SELECT v FROM t ORDER BY v)") == "1");
+  }
+}
+
+TEST_CASE("Stmt is reused with new bindings and reports SQLite errors with their code") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  db.exec("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)");
+  Stmt insert(db, "INSERT INTO t (k, v) VALUES (?, ?)");
+  Stmt select(db, "SELECT k, v FROM t WHERE v >= ? ORDER BY k");
+
+  for (int i = 0; i < 3; ++i) {
+    auto use = insert.use();
+    insert.bind_text(1, "k" + std::to_string(i));
+    if (i == 1) {
+      insert.bind_null(2);
+    } else {
+      insert.bind_int64(2, i * 10);
+    }
+    insert.run();
+  }
+  {
+    auto use = select.use();
+    select.bind_int64(1, 0);
+    REQUIRE(select.step());
+    CHECK(select.column_text(0) == "k0");
+    REQUIRE(select.step());
+    CHECK(select.column_text(0) == "k2");
+    CHECK(select.column_int64(1) == 20);
+    CHECK_FALSE(select.step());
+  }
+
+  const Error duplicate = error_of([&] {
+    auto use = insert.use();
+    insert.bind_text(1, "k0");
+    insert.bind_int64(2, 1);
+    insert.run();
+  });
+  CHECK(duplicate.code() == SQLITE_CONSTRAINT_PRIMARYKEY);
+  CHECK(contains(duplicate.what(), "UNIQUE constraint failed: t.k"));
+
+  // The statement is usable again after the failure.
+  {
+    auto use = insert.use();
+    insert.bind_text(1, "k3");
+    insert.bind_int64(2, 30);
+    insert.run();
+  }
+  CHECK(query_int(db, "SELECT COUNT(*) FROM t") == 4);
+
+  const Error bad_sql = error_of([&] { Stmt s(db, "SELECT x FROM nowhere"); });
+  CAPTURE(bad_sql.what());
+  CHECK(contains(bad_sql.what(), "no such table: nowhere"));
+  CHECK(contains(bad_sql.what(), "SELECT x FROM nowhere"));
+
+  const Error bad_index = error_of([&] {
+    auto use = select.use();
+    select.bind_int64(5, 1);
+  });
+  CHECK(bad_index.code() == SQLITE_RANGE);
+}
