@@ -14,8 +14,8 @@
 namespace knflow::metrics {
 namespace {
 
-constexpr std::array<std::string_view, 7> kKnownMethods = {"GET",     "HEAD",  "POST",  "PUT",
-                                                           "DELETE",  "PATCH", "OPTIONS"};
+constexpr std::array<std::string_view, 7> kKnownMethods = {"GET",    "HEAD",  "POST",   "PUT",
+                                                           "DELETE", "PATCH", "OPTIONS"};
 
 std::string bounded_method(std::string_view method) {
   for (auto known : kKnownMethods) {

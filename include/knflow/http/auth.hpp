@@ -1,0 +1,34 @@
+#pragma once
+
+#include <array>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace knflow::http {
+
+// The bearer tokens the server accepts. Tokens are kept only as SHA-256 digests and compared in
+// constant time; they are never logged. Immutable after construction, so thread-safe.
+class TokenSet {
+ public:
+  TokenSet() = default;
+  // Reads a token file: one token per line; blank lines and lines starting with '#' are skipped;
+  // surrounding whitespace is trimmed. Fails (nullopt, with `error` set) when the file cannot be
+  // read or holds no token.
+  static std::optional<TokenSet> load(const std::filesystem::path& file, std::string& error);
+  static TokenSet from_tokens(const std::vector<std::string>& tokens);
+
+  // True when the Authorization header value is "Bearer <token>" for an accepted token.
+  bool accepts(std::string_view authorization_header) const;
+  bool empty() const { return digests_.empty(); }
+
+ private:
+  std::vector<std::array<unsigned char, 32>> digests_;
+};
+
+// 32 random bytes from OpenSSL as 64 hex characters.
+std::string generate_token();
+
+}  // namespace knflow::http

@@ -1,0 +1,41 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace knflow::http {
+
+// A request as handlers see it: already read whole, within the server's limits. Beast stays
+// inside the server; handlers only see these plain values.
+struct Request {
+  std::string method;                                        // upper case, as sent
+  std::string target;                                        // path and query, as sent
+  std::string path;                                          // percent-decoded path
+  std::multimap<std::string, std::string> query;             // percent-decoded
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;
+  std::map<std::string, std::string> params;  // from the route template, e.g. {"ns": "shop"}
+
+  // The first header with this (lower-case) name, if any.
+  std::optional<std::string_view> header(std::string_view name) const;
+  // The first query parameter with this name, if any.
+  std::optional<std::string_view> query_param(std::string_view name) const;
+};
+
+struct Response {
+  unsigned status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+
+  Response& set_header(std::string name, std::string value);
+  std::optional<std::string_view> header(std::string_view name) const;
+};
+
+// A response with a body and its Content-Type.
+Response make_response(unsigned status, std::string content_type, std::string body);
+
+}  // namespace knflow::http

@@ -1,0 +1,52 @@
+#pragma once
+
+#include "knflow/http/message.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace knflow::http {
+
+using Handler = std::function<boost::asio::awaitable<Response>(Request&)>;
+
+enum class Access {
+  token,      // needs a valid bearer token
+  health,     // /healthz, /readyz: anonymous when the server allows it (--anonymous-health)
+  metrics,    // /metrics: anonymous when the server allows it (--anonymous-metrics)
+  anonymous,  // static assets and the OpenAPI document
+};
+
+// One row of the routing table. A template is a path of literal segments and `{param}` segments;
+// a segment may also be `{param}:verb` (a custom verb, as Google APIs write them). The template
+// `/{asset*}` matches any path that the embedded assets hold.
+struct Route {
+  std::string method;
+  std::string path_template;
+  Access access = Access::token;
+  Handler handler;
+  std::string summary;  // one line, for logs and the route listing
+};
+
+struct Match {
+  const Route* route = nullptr;      // set when method and path matched
+  std::vector<std::string> allowed;  // methods for the path when only the method did not
+  std::map<std::string, std::string> params;
+};
+
+// The routing table. Built once at start-up, then read concurrently without locks.
+class Router {
+ public:
+  void add(Route route);
+  // Finds the route for a method and a percent-decoded path. HEAD matches a GET route.
+  Match match(std::string_view method, std::string_view path) const;
+  const std::vector<Route>& routes() const { return routes_; }
+
+ private:
+  std::vector<Route> routes_;
+};
+
+}  // namespace knflow::http

@@ -1,0 +1,35 @@
+#pragma once
+
+#include <initializer_list>
+#include <string_view>
+#include <utility>
+
+namespace knflow::log {
+
+enum class Level { debug, info, warn, error };
+
+// Sets the lowest level written; messages below it are dropped. Call once at start-up.
+void set_level(Level level);
+bool parse_level(std::string_view text, Level& out);
+
+using Field = std::pair<std::string_view, std::string_view>;
+
+// Writes one line to stderr: `ts=<RFC 3339> level=<level> msg="<message>" key=value ...`, values
+// quoted when they contain spaces or quotes. Thread-safe (one write(2) per line). Never pass a
+// token, a secret or a request body.
+void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
+
+inline void info(std::string_view message, std::initializer_list<Field> fields = {}) {
+  write(Level::info, message, fields);
+}
+inline void warn(std::string_view message, std::initializer_list<Field> fields = {}) {
+  write(Level::warn, message, fields);
+}
+inline void error(std::string_view message, std::initializer_list<Field> fields = {}) {
+  write(Level::error, message, fields);
+}
+inline void debug(std::string_view message, std::initializer_list<Field> fields = {}) {
+  write(Level::debug, message, fields);
+}
+
+}  // namespace knflow::log

@@ -1,0 +1,620 @@
+#include "knflow/api/api.hpp"
+
+#include "knflow/api/label_selector.hpp"
+#include "knflow/cache/workflow_cache.hpp"
+#include "knflow/http/assets.hpp"
+#include "knflow/http/problem.hpp"
+#include "knflow/log/log.hpp"
+#include "knflow/metrics/metrics.hpp"
+#include "knflow/model/codec.hpp"
+#include "knflow/model/validate.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+
+#include <charconv>
+
+namespace knflow::api {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using http::Problem;
+using http::ProblemError;
+using http::Request;
+using http::Response;
+
+constexpr std::string_view kJson = "application/json";
+constexpr std::string_view kYaml = "application/yaml";
+
+Response problem(unsigned status, std::string type, std::string detail, const Request& req,
+                 std::vector<ProblemError> errors = {}) {
+  Problem p;
+  p.status = status;
+  p.type = std::move(type);
+  p.detail = std::move(detail);
+  p.instance = req.path;
+  p.errors = std::move(errors);
+  return http::make_problem(p);
+}
+
+std::vector<ProblemError> to_problem_errors(const model::Errors& errors) {
+  std::vector<ProblemError> out;
+  out.reserve(errors.size());
+  for (const auto& e : errors) out.push_back({e.pointer, e.message});
+  return out;
+}
+
+json::object mode_json(const model::ModeSupport& m) {
+  json::array reasons;
+  for (const auto& r : m.reasons) {
+    reasons.push_back(json::object{{"pointer", r.pointer}, {"detail", r.message}});
+  }
+  return json::object{{"supported", m.supported}, {"reasons", std::move(reasons)}};
+}
+
+json::object modes_json(const model::ValidationReport& report) {
+  return json::object{{"standalone", mode_json(report.standalone)},
+                      {"cluster", mode_json(report.cluster)}};
+}
+
+// Picks the answer format from Accept (RFC 9110 section 12.5.1, q-values honoured); nullopt when
+// the client accepts neither JSON nor YAML.
+std::optional<model::Format> negotiate(const Request& req) {
+  auto accept = req.header("accept");
+  if (!accept || accept->empty()) return model::Format::json;
+  double best_q = -1;
+  std::optional<model::Format> best;
+  std::string_view rest = *accept;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    double q = 1;
+    auto semi = item.find(';');
+    std::string_view type = item.substr(0, semi);
+    if (semi != std::string_view::npos) {
+      auto qpos = item.find("q=", semi);
+      if (qpos != std::string_view::npos) {
+        std::string qtext(item.substr(qpos + 2));
+        try {
+          q = std::stod(qtext);
+        } catch (...) {
+          q = 0;
+        }
+      }
+    }
+    while (!type.empty() && type.front() == ' ') type.remove_prefix(1);
+    while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
+    std::optional<model::Format> format;
+    if (type == "*/*" || type == "application/*" || type == "application/json") {
+      format = model::Format::json;
+    } else {
+      auto guess = model::format_from_media_type(type);
+      if (guess.ok) format = guess.format;
+    }
+    if (format && q > 0 && q > best_q) {
+      best_q = q;
+      best = format;
+    }
+  }
+  return best;
+}
+
+Response not_acceptable(const Request& req) {
+  return problem(406, "not-acceptable",
+                 "This endpoint answers application/json or application/yaml; the Accept header "
+                 "allows neither.",
+                 req);
+}
+
+// Answers a JSON document in the negotiated format.
+Response document_response(unsigned status, std::string json_text, model::Format format) {
+  if (format == model::Format::yaml) {
+    return http::make_response(status, std::string(kYaml), model::to_yaml(json::parse(json_text)));
+  }
+  json_text.push_back('\n');
+  return http::make_response(status, std::string(kJson), std::move(json_text));
+}
+
+// Reads and parses a request body as JSON or YAML per Content-Type. On failure returns the
+// problem to answer.
+std::variant<json::value, Response> read_document(const Request& req,
+                                                  const model::ParseLimits& limits) {
+  auto content_type = req.header("content-type");
+  if (!content_type) {
+    return problem(415, "unsupported-media-type",
+                   "Send the body with Content-Type: application/json or application/yaml.", req);
+  }
+  auto guess = model::format_from_media_type(*content_type);
+  if (!guess.ok) {
+    return problem(415, "unsupported-media-type",
+                   "Content-Type " + std::string(*content_type) +
+                       " is not supported; use application/json or application/yaml.",
+                   req);
+  }
+  auto parsed = model::parse_document(req.body, guess.format, limits);
+  if (auto* error = std::get_if<model::ParseError>(&parsed)) {
+    return problem(400, "malformed-document",
+                   std::string(guess.format == model::Format::yaml ? "YAML" : "JSON") +
+                       " body could not be parsed: " + error->to_string(),
+                   req, {{"", error->to_string()}});
+  }
+  return std::get<json::value>(std::move(parsed));
+}
+
+// The status the standalone back end reports for a stored, valid workflow.
+model::WorkflowStatus standalone_status(const std::string& now) {
+  model::WorkflowStatus status;
+  status.conditions.push_back({.type = "Valid",
+                               .status = "True",
+                               .reason = "Validated",
+                               .message = "The workflow passed validation.",
+                               .last_transition_time = now,
+                               .observed_generation = std::nullopt});
+  status.conditions.push_back({.type = "Ready",
+                               .status = "True",
+                               .reason = "StandaloneReady",
+                               .message = "The standalone engine can run this workflow.",
+                               .last_transition_time = now,
+                               .observed_generation = std::nullopt});
+  return status;
+}
+
+std::string now_rfc3339() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string hex_encode(std::string_view in) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : in) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xf]);
+  }
+  return out;
+}
+
+std::optional<std::string> hex_decode(std::string_view in) {
+  if (in.size() % 2 != 0) return std::nullopt;
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); i += 2) {
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(in.data() + i, in.data() + i + 2, value, 16);
+    if (ec != std::errc{} || ptr != in.data() + i + 2) return std::nullopt;
+    out.push_back(static_cast<char>(value));
+  }
+  return out;
+}
+
+// Continue tokens are opaque to clients: "v1." + hex of "<namespace>\0<name>" of the last item.
+std::string encode_continue(const cache::Key& key) {
+  return "v1." + hex_encode(key.first + '\0' + key.second);
+}
+
+std::optional<cache::Key> decode_continue(std::string_view token) {
+  if (!token.starts_with("v1.")) return std::nullopt;
+  auto raw = hex_decode(token.substr(3));
+  if (!raw) return std::nullopt;
+  auto zero = raw->find('\0');
+  if (zero == std::string::npos) return std::nullopt;
+  return cache::Key{raw->substr(0, zero), raw->substr(zero + 1)};
+}
+
+}  // namespace
+
+struct Api::Handlers {
+  Api& api;
+
+  cache::WorkflowCache* cache() const { return api.cache_.load(); }
+
+  Response starting(const Request& req) const {
+    auto res = problem(503, "starting", "The workflow cache is still loading; retry shortly.", req);
+    res.set_header("Retry-After", "1");
+    return res;
+  }
+
+  // Validates the path's namespace (and name, when present).
+  std::optional<Response> check_path(const Request& req) const {
+    for (const char* key : {"ns", "name"}) {
+      auto it = req.params.find(key);
+      if (it != req.params.end() && !model::is_dns1123_label(it->second)) {
+        return problem(400, "invalid-name",
+                       std::string(key == std::string_view("ns") ? "Namespace" : "Name") + " \"" +
+                           it->second +
+                           "\" in the path is not a DNS-1123 label (lower-case letters, digits "
+                           "and '-', at most 63 characters).",
+                       req);
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Body → validated workflow whose metadata agrees with the path. On failure, the problem.
+  std::variant<model::Workflow, Response> read_workflow(const Request& req) const {
+    auto doc = read_document(req, api.settings_.parse_limits);
+    if (auto* res = std::get_if<Response>(&doc)) return std::move(*res);
+    auto& value = std::get<json::value>(doc);
+    // Fill namespace (and name on PUT) from the path before validating, as kubectl does.
+    std::vector<ProblemError> path_errors;
+    if (auto* obj = value.if_object()) {
+      auto* meta = obj->if_contains("metadata");
+      if (meta && meta->is_object()) {
+        auto& m = meta->as_object();
+        auto fill = [&](const char* field, const std::string& from_path) {
+          auto* have = m.if_contains(field);
+          if (!have || (have->is_string() && have->as_string().empty())) {
+            m[field] = from_path;
+          } else if (have->is_string() && have->as_string() != from_path) {
+            path_errors.push_back({std::string("/metadata/") + field,
+                                   std::string(field) + " \"" + std::string(have->as_string()) +
+                                       "\" does not match \"" + from_path + "\" in the path"});
+          }
+        };
+        fill("namespace", req.params.at("ns"));
+        if (auto it = req.params.find("name"); it != req.params.end()) fill("name", it->second);
+      }
+    }
+    auto result = model::check_value(value);
+    auto errors = to_problem_errors(result.report.errors);
+    errors.insert(errors.begin(), path_errors.begin(), path_errors.end());
+    if (!errors.empty() || !result.workflow) {
+      Problem p;
+      p.status = 422;
+      p.type = "validation";
+      p.title = "Invalid workflow";
+      p.detail = "The workflow has " + std::to_string(errors.size()) +
+                 (errors.size() == 1 ? " error." : " errors.");
+      p.instance = req.path;
+      p.errors = std::move(errors);
+      p.extensions["modes"] = modes_json(result.report);
+      return http::make_problem(p);
+    }
+    if (!result.report.standalone.supported) {
+      Problem p;
+      p.status = 422;
+      p.type = "unsupported-mode";
+      p.title = "Workflow cannot run here";
+      p.detail =
+          "This daemon runs workflows in standalone mode, and this workflow cannot run "
+          "there.";
+      p.instance = req.path;
+      p.errors = to_problem_errors(result.report.standalone.reasons);
+      p.extensions["modes"] = modes_json(result.report);
+      return http::make_problem(p);
+    }
+    auto workflow = std::move(*result.workflow);
+    workflow.status = standalone_status(now_rfc3339());
+    return workflow;
+  }
+
+  Response write_failure(const cache::WriteResult& r, const Request& req) const {
+    switch (r.status) {
+      case cache::WriteStatus::already_exists:
+        return problem(409, "already-exists",
+                       "Workflow \"" + req.params.at("ns") + "/" +
+                           (r.entry ? r.entry->name : std::string()) + "\" already exists.",
+                       req);
+      case cache::WriteStatus::not_found:
+        return problem(404, "not-found",
+                       "Workflow \"" + req.params.at("ns") + "/" + req.params.at("name") +
+                           "\" does not exist.",
+                       req);
+      case cache::WriteStatus::conflict:
+        return problem(409, "conflict",
+                       r.message.empty()
+                           ? "The workflow was changed since it was read; get it again and "
+                             "retry with its current metadata.resourceVersion."
+                           : r.message,
+                       req, {{"/metadata/resourceVersion", r.message}});
+      case cache::WriteStatus::store_failed:
+        return problem(500, "storage", "The workflow could not be stored: " + r.message, req);
+      case cache::WriteStatus::ok:
+        break;
+    }
+    return problem(500, "internal", "Unexpected write result.", req);
+  }
+
+  // Runs a cache write on the writer strand and resumes here with its result.
+  template <typename F>
+  asio::awaitable<cache::WriteResult> on_writer(F f) {
+    co_return co_await asio::co_spawn(
+        api.writer_,
+        [this, f = std::move(f)]() mutable -> asio::awaitable<cache::WriteResult> {
+          co_return f(*cache());
+        },
+        asio::use_awaitable);
+  }
+
+  asio::awaitable<Response> list(Request& req, bool all_namespaces) {
+    auto* c = cache();
+    if (!c) co_return starting(req);
+    if (auto bad = check_path(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+
+    std::size_t limit = api.settings_.default_page_size;
+    if (auto l = req.query_param("limit")) {
+      std::size_t parsed = 0;
+      auto [ptr, ec] = std::from_chars(l->data(), l->data() + l->size(), parsed);
+      if (ec != std::errc{} || ptr != l->data() + l->size() || parsed == 0) {
+        co_return problem(400, "invalid-query",
+                          "limit must be a positive integer, got \"" + std::string(*l) + "\".",
+                          req);
+      }
+      limit = std::min(parsed, api.settings_.max_page_size);
+    }
+    LabelSelector selector;
+    if (auto s = req.query_param("labelSelector")) {
+      std::string error;
+      auto parsed = LabelSelector::parse(*s, error);
+      if (!parsed) co_return problem(400, "invalid-query", "labelSelector: " + error, req);
+      selector = std::move(*parsed);
+    }
+    const std::string prefix(req.query_param("namePrefix").value_or(""));
+    std::optional<cache::Key> after;
+    if (auto token = req.query_param("continue"); token && !token->empty()) {
+      after = decode_continue(*token);
+      if (!after) {
+        co_return problem(400, "invalid-query",
+                          "continue token is not one this server issued; start the list again.",
+                          req);
+      }
+    }
+
+    auto snap = c->snapshot();
+    const std::string ns = all_namespaces ? std::string() : req.params.at("ns");
+    auto it = after ? snap->items.upper_bound(*after)
+                    : (all_namespaces ? snap->items.begin()
+                                      : snap->items.lower_bound(cache::Key{ns, std::string()}));
+    std::string items;
+    std::size_t count = 0;
+    std::optional<cache::Key> last;
+    bool more = false;
+    for (; it != snap->items.end(); ++it) {
+      const auto& [key, entry] = *it;
+      if (!all_namespaces && key.first != ns) break;
+      if (!prefix.empty() && !key.second.starts_with(prefix)) continue;
+      if (!selector.matches(entry->labels)) continue;
+      if (count == limit) {
+        more = true;
+        break;
+      }
+      if (count) items.push_back(',');
+      items += entry->json;
+      ++count;
+      last = key;
+    }
+    std::string meta = "{\"resourceVersion\":\"" + std::to_string(snap->revision) + "\"";
+    if (more && last) meta += ",\"continue\":\"" + encode_continue(*last) + "\"";
+    meta += "}";
+    std::string body =
+        "{\"apiVersion\":\"knflow.dev/v1alpha1\",\"kind\":\"WorkflowList\","
+        "\"metadata\":" +
+        meta + ",\"items\":[" + items + "]}";
+    co_return document_response(200, std::move(body), *format);
+  }
+
+  asio::awaitable<Response> list_all(Request& req) { return list(req, true); }
+  asio::awaitable<Response> list_ns(Request& req) { return list(req, false); }
+
+  asio::awaitable<Response> get(Request& req) {
+    auto* c = cache();
+    if (!c) co_return starting(req);
+    if (auto bad = check_path(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    auto snap = c->snapshot();
+    auto it = snap->items.find({req.params.at("ns"), req.params.at("name")});
+    if (it == snap->items.end()) {
+      co_return problem(
+          404, "not-found",
+          "Workflow \"" + req.params.at("ns") + "/" + req.params.at("name") + "\" does not exist.",
+          req);
+    }
+    co_return document_response(200, it->second->json, *format);
+  }
+
+  asio::awaitable<Response> history(Request& req) {
+    auto* c = cache();
+    if (!c) co_return starting(req);
+    if (auto bad = check_path(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    const auto ns = req.params.at("ns");
+    const auto name = req.params.at("name");
+    if (!c->snapshot()->items.contains({ns, name})) {
+      co_return problem(404, "not-found", "Workflow \"" + ns + "/" + name + "\" does not exist.",
+                        req);
+    }
+    auto rows = co_await asio::co_spawn(
+        api.writer_,
+        [c, ns, name]() -> asio::awaitable<std::vector<std::string>> {
+          co_return c->status_history(ns, name, 100);
+        },
+        asio::use_awaitable);
+    std::string items;
+    for (const auto& row : rows) {
+      if (!items.empty()) items.push_back(',');
+      items += row;
+    }
+    co_return document_response(200, "{\"items\":[" + items + "]}", *format);
+  }
+
+  asio::awaitable<Response> create(Request& req) {
+    if (!cache()) co_return starting(req);
+    if (auto bad = check_path(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    auto read = read_workflow(req);
+    if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
+    auto workflow = std::get<model::Workflow>(std::move(read));
+    auto result = co_await on_writer([w = std::move(workflow)](cache::WorkflowCache& c) mutable {
+      return c.create(std::move(w));
+    });
+    if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
+    log::info("Created workflow",
+              {{"namespace", result.entry->namespace_}, {"name", result.entry->name}});
+    auto res = document_response(201, result.entry->json, *format);
+    res.set_header("Location", "/api/v1/namespaces/" + result.entry->namespace_ + "/workflows/" +
+                                   result.entry->name);
+    co_return res;
+  }
+
+  asio::awaitable<Response> replace(Request& req) {
+    if (!cache()) co_return starting(req);
+    if (auto bad = check_path(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    auto read = read_workflow(req);
+    if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
+    auto workflow = std::get<model::Workflow>(std::move(read));
+    auto result = co_await on_writer([w = std::move(workflow)](cache::WorkflowCache& c) mutable {
+      return c.replace(std::move(w));
+    });
+    if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
+    log::info("Updated workflow",
+              {{"namespace", result.entry->namespace_},
+               {"name", result.entry->name},
+               {"resourceVersion", std::to_string(result.entry->resource_version)}});
+    co_return document_response(200, result.entry->json, *format);
+  }
+
+  asio::awaitable<Response> remove(Request& req) {
+    if (!cache()) co_return starting(req);
+    if (auto bad = check_path(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    std::optional<std::string> precondition;
+    if (auto rv = req.query_param("resourceVersion")) precondition = std::string(*rv);
+    auto result = co_await on_writer(
+        [ns = req.params.at("ns"), name = req.params.at("name"),
+         precondition](cache::WorkflowCache& c) { return c.remove(ns, name, precondition); });
+    if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
+    log::info("Deleted workflow",
+              {{"namespace", result.entry->namespace_}, {"name", result.entry->name}});
+    co_return document_response(200, result.entry->json, *format);
+  }
+
+  asio::awaitable<Response> validate(Request& req) {
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    auto doc = read_document(req, api.settings_.parse_limits);
+    if (auto* res = std::get_if<Response>(&doc)) co_return std::move(*res);
+    auto result = model::check_value(std::get<json::value>(doc));
+    if (!result.report.ok()) {
+      Problem p;
+      p.status = 422;
+      p.type = "validation";
+      p.title = "Invalid workflow";
+      p.detail = "The workflow has " + std::to_string(result.report.errors.size()) +
+                 (result.report.errors.size() == 1 ? " error." : " errors.");
+      p.instance = req.path;
+      p.errors = to_problem_errors(result.report.errors);
+      p.extensions["modes"] = modes_json(result.report);
+      co_return http::make_problem(p);
+    }
+    json::object body{
+        {"valid", true}, {"errors", json::array{}}, {"modes", modes_json(result.report)}};
+    co_return document_response(200, json::serialize(body), *format);
+  }
+
+  asio::awaitable<Response> healthz(Request&) {
+    co_return http::make_response(200, "text/plain; charset=utf-8", "ok\n");
+  }
+
+  asio::awaitable<Response> readyz(Request& req) {
+    if (api.draining_) {
+      co_return problem(503, "draining", "The server is shutting down.", req);
+    }
+    if (!cache()) co_return starting(req);
+    co_return http::make_response(200, "text/plain; charset=utf-8", "ok\n");
+  }
+
+  asio::awaitable<Response> metrics(Request&) {
+    co_return http::make_response(200, "text/plain; version=0.0.4; charset=utf-8",
+                                  api.metrics_.serialize());
+  }
+
+  asio::awaitable<Response> asset(Request& req) {
+    const std::string_view path = req.path == "/" ? "/index.html" : std::string_view(req.path);
+    for (const auto& file : http::embedded_files()) {
+      if (file.path != path) continue;
+      auto res =
+          http::make_response(200, std::string(content_type_for(path)), std::string(file.bytes));
+      res.set_header("Cache-Control", "no-cache");
+      co_return res;
+    }
+    co_return problem(404, "not-found", "No route matches " + req.path, req);
+  }
+
+  static std::string_view content_type_for(std::string_view path) {
+    struct Type {
+      std::string_view ext, type;
+    };
+    static constexpr Type kTypes[] = {{".html", "text/html; charset=utf-8"},
+                                      {".css", "text/css; charset=utf-8"},
+                                      {".js", "text/javascript; charset=utf-8"},
+                                      {".json", "application/json"},
+                                      {".svg", "image/svg+xml"},
+                                      {".png", "image/png"},
+                                      {".ico", "image/x-icon"},
+                                      {".woff2", "font/woff2"},
+                                      {".txt", "text/plain; charset=utf-8"},
+                                      {".map", "application/json"}};
+    for (const auto& t : kTypes) {
+      if (path.ends_with(t.ext)) return t.type;
+    }
+    return "application/octet-stream";
+  }
+};
+
+Api::Api(asio::any_io_executor executor, metrics::Metrics& metrics, ApiSettings settings)
+    : writer_(asio::make_strand(executor)), metrics_(metrics), settings_(settings) {}
+
+Api::~Api() = default;
+
+void Api::attach(std::unique_ptr<cache::WorkflowCache> cache) {
+  cache_owner_ = std::move(cache);
+  cache_.store(cache_owner_.get());
+}
+
+std::unique_ptr<cache::WorkflowCache> Api::detach() {
+  cache_.store(nullptr);
+  return std::move(cache_owner_);
+}
+
+void Api::register_routes(http::Router& router) {
+  auto h = std::make_shared<Handlers>(Handlers{*this});
+  using http::Access;
+  auto add = [&](std::string method, std::string path, Access access,
+                 asio::awaitable<Response> (Handlers::*fn)(Request&), std::string summary) {
+    router.add({std::move(method), std::move(path), access,
+                [h, fn](Request& req) { return ((*h).*fn)(req); }, std::move(summary)});
+  };
+  const std::string ws = "/api/v1/namespaces/{ns}/workflows";
+  add("GET", "/api/v1/workflows", Access::token, &Handlers::list_all,
+      "List workflows in every namespace");
+  add("GET", ws, Access::token, &Handlers::list_ns, "List workflows in a namespace");
+  add("POST", ws, Access::token, &Handlers::create, "Create a workflow");
+  add("GET", ws + "/{name}", Access::token, &Handlers::get, "Get a workflow");
+  add("PUT", ws + "/{name}", Access::token, &Handlers::replace, "Replace a workflow");
+  add("DELETE", ws + "/{name}", Access::token, &Handlers::remove, "Delete a workflow");
+  add("GET", ws + "/{name}/history", Access::token, &Handlers::history,
+      "Status history of a workflow, newest first");
+  add("POST", "/api/v1/validate", Access::token, &Handlers::validate,
+      "Validate a workflow without storing it");
+  add("GET", "/healthz", Access::health, &Handlers::healthz, "Liveness");
+  add("GET", "/readyz", Access::health, &Handlers::readyz, "Readiness: cache loaded");
+  add("GET", "/metrics", Access::metrics, &Handlers::metrics, "Prometheus metrics");
+  add("GET", "/{asset*}", Access::anonymous, &Handlers::asset,
+      "Embedded static assets: the dashboard and /api/v1/openapi.json");
+}
+
+}  // namespace knflow::api

@@ -1,0 +1,130 @@
+#include "knflow/api/label_selector.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+namespace knflow::api {
+namespace {
+
+bool is_key_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+         c == '/';
+}
+
+bool is_value_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+}
+
+// A tiny cursor over the selector text.
+struct Cursor {
+  std::string_view text;
+  std::size_t pos = 0;
+
+  void skip_spaces() {
+    while (pos < text.size() && text[pos] == ' ') ++pos;
+  }
+  bool done() const { return pos >= text.size(); }
+  bool consume(std::string_view token) {
+    skip_spaces();
+    if (text.substr(pos, token.size()) == token) {
+      pos += token.size();
+      return true;
+    }
+    return false;
+  }
+  std::string word(bool (*accept)(char)) {
+    skip_spaces();
+    std::size_t start = pos;
+    while (pos < text.size() && accept(text[pos])) ++pos;
+    return std::string(text.substr(start, pos - start));
+  }
+};
+
+}  // namespace
+
+std::optional<LabelSelector> LabelSelector::parse(std::string_view text, std::string& error) {
+  LabelSelector selector;
+  Cursor c{text};
+  c.skip_spaces();
+  if (c.done()) return selector;
+  for (;;) {
+    Requirement req;
+    const std::size_t start = c.pos;
+    const bool negated = c.consume("!");
+    req.key = c.word(is_key_char);
+    if (req.key.empty() || req.key.size() > 316) {
+      error = "expected a label key at offset " + std::to_string(c.pos);
+      return std::nullopt;
+    }
+    c.skip_spaces();
+    if (negated) {
+      req.op = Op::not_exists;
+    } else if (c.consume("==") || c.consume("=")) {
+      req.op = Op::equals;
+    } else if (c.consume("!=")) {
+      req.op = Op::not_equals;
+    } else if (c.consume("notin")) {
+      req.op = Op::not_in;
+    } else if (c.consume("in")) {
+      req.op = Op::in;
+    } else {
+      req.op = Op::exists;
+    }
+    if (req.op == Op::equals || req.op == Op::not_equals) {
+      req.values.push_back(c.word(is_value_char));
+      if (req.values.back().size() > 63) {
+        error = "label value longer than 63 characters at offset " + std::to_string(start);
+        return std::nullopt;
+      }
+    } else if (req.op == Op::in || req.op == Op::not_in) {
+      if (!c.consume("(")) {
+        error = "expected '(' after 'in' or 'notin' at offset " + std::to_string(c.pos);
+        return std::nullopt;
+      }
+      for (;;) {
+        req.values.push_back(c.word(is_value_char));
+        if (c.consume(")")) break;
+        if (!c.consume(",")) {
+          error = "expected ',' or ')' in a value set at offset " + std::to_string(c.pos);
+          return std::nullopt;
+        }
+      }
+    }
+    selector.requirements_.push_back(std::move(req));
+    c.skip_spaces();
+    if (c.done()) break;
+    if (!c.consume(",")) {
+      error = "unexpected character '" + std::string(1, text[c.pos]) + "' at offset " +
+              std::to_string(c.pos);
+      return std::nullopt;
+    }
+  }
+  return selector;
+}
+
+bool LabelSelector::matches(const model::StringMap& labels) const {
+  return std::all_of(requirements_.begin(), requirements_.end(), [&](const Requirement& r) {
+    auto it = labels.find(r.key);
+    const bool has = it != labels.end();
+    auto in_values = [&] {
+      return has && std::find(r.values.begin(), r.values.end(), it->second) != r.values.end();
+    };
+    switch (r.op) {
+      case Op::equals:
+        return has && it->second == r.values.front();
+      case Op::not_equals:
+        return !has || it->second != r.values.front();
+      case Op::exists:
+        return has;
+      case Op::not_exists:
+        return !has;
+      case Op::in:
+        return in_values();
+      case Op::not_in:
+        return !in_values();
+    }
+    return false;
+  });
+}
+
+}  // namespace knflow::api

@@ -1,0 +1,47 @@
+#include "knflow/cli/main.hpp"
+
+#include "commands.hpp"
+#include "knflow/version.hpp"
+
+#include <iostream>
+
+namespace knflow::cli {
+
+void print_usage() {
+  std::cout << "knflow " << kVersion
+            << ": serverless workflows on your laptop and on Knative\n\n"
+               "Usage: knflow <command> [options]\n\n"
+               "Commands:\n"
+               "  serve      run the daemon: REST API, dashboard, metrics, engine\n"
+               "  validate   check a workflow file offline and list every error\n"
+               "  version    print the version and exit\n"
+               "  help       print this text\n\n"
+               "Run `knflow <command> --help` for a command's options.\n";
+}
+
+int version() {
+  std::cout << "knflow " << kVersion << " (commit " << kGitCommit << ")\n";
+  return kExitOk;
+}
+
+int run(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    print_usage();
+    return kExitUsage;
+  }
+  const std::string command = args.front();
+  args.erase(args.begin());
+  if (command == "serve") return serve(args);
+  if (command == "validate") return validate(args);
+  if (command == "version" || command == "--version") return version();
+  if (command == "help" || command == "--help" || command == "-h") {
+    print_usage();
+    return kExitOk;
+  }
+  std::cerr << "knflow: unknown command \"" << command << "\"\n\n";
+  print_usage();
+  return kExitUsage;
+}
+
+}  // namespace knflow::cli

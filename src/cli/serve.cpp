@@ -1,0 +1,342 @@
+#include "commands.hpp"
+
+#include "knflow/api/api.hpp"
+#include "knflow/cache/workflow_cache.hpp"
+#include "knflow/http/auth.hpp"
+#include "knflow/http/server.hpp"
+#include "knflow/log/log.hpp"
+#include "knflow/metrics/metrics.hpp"
+#include "knflow/store/db.hpp"
+#include "knflow/version.hpp"
+
+#include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/program_options.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+namespace knflow::cli {
+namespace {
+
+namespace asio = boost::asio;
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+std::string default_data_dir() {
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) {
+    return (fs::path(xdg) / "knflow").string();
+  }
+  if (const char* home = std::getenv("HOME"); home && *home) {
+    return (fs::path(home) / ".local" / "share" / "knflow").string();
+  }
+  return "knflow-data";
+}
+
+po::options_description serve_options() {
+  po::options_description desc(
+      "Usage: knflow serve [options]\n\n"
+      "Runs the daemon: REST API under /api/v1, dashboard at /, Prometheus metrics at /metrics,\n"
+      "health at /healthz and /readyz. Every option can also be set as an environment variable\n"
+      "KNFLOW_<OPTION> (upper case, '-' as '_', e.g. KNFLOW_LISTEN) or as a key in the YAML file\n"
+      "given by --config; the command line wins over the environment, which wins over the "
+      "file.\n\nOptions");
+  // clang-format off
+  desc.add_options()
+    ("help,h", "print this help")
+    ("config", po::value<std::string>(), "YAML file of options (keys are option names)")
+    ("listen", po::value<std::string>()->default_value("127.0.0.1:8080"),
+     "HOST:PORT to listen on; port 0 picks a free port. A non-loopback host needs --token-file")
+    ("data-dir", po::value<std::string>()->default_value(default_data_dir()),
+     "directory for the SQLite database (knflow.db) and the generated token")
+    ("token-file", po::value<std::string>(),
+     "file of accepted bearer tokens, one per line ('#' starts a comment). Default: "
+     "<data-dir>/token, created with a random token on first start (loopback only)")
+    ("anonymous-health", po::value<bool>()->default_value(false)->implicit_value(true),
+     "serve /healthz and /readyz without a token")
+    ("anonymous-metrics", po::value<bool>()->default_value(false)->implicit_value(true),
+     "serve /metrics without a token")
+    ("max-body-bytes", po::value<std::size_t>()->default_value(1 << 20),
+     "largest request body accepted (413 above)")
+    ("max-header-bytes", po::value<std::size_t>()->default_value(16 << 10),
+     "largest request head accepted (431 above)")
+    ("max-connections", po::value<std::size_t>()->default_value(1024),
+     "connections served at once (503 above)")
+    ("request-timeout", po::value<double>()->default_value(10),
+     "seconds a client has to send a whole request (408 after)")
+    ("idle-timeout", po::value<double>()->default_value(60),
+     "seconds a keep-alive connection may stay idle")
+    ("shutdown-timeout", po::value<double>()->default_value(10),
+     "seconds in-flight requests get to finish after SIGTERM or SIGINT")
+    ("threads", po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
+     "threads running the event loop")
+    ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error");
+  // clang-format on
+  return desc;
+}
+
+// KNFLOW_DATA_DIR → data-dir, for options that exist; other variables are ignored.
+std::function<std::string(std::string)> env_mapper(const po::options_description& desc) {
+  return [&desc](std::string name) -> std::string {
+    constexpr std::string_view kPrefix = "KNFLOW_";
+    if (!name.starts_with(kPrefix)) return "";
+    std::string option = name.substr(kPrefix.size());
+    for (auto& c : option) {
+      c = c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (option == "config" || desc.find_nothrow(option, false) != nullptr) return option;
+    return "";
+  };
+}
+
+// Reads the --config YAML file as `--key=value` arguments; throws po::error on a bad file.
+std::vector<std::string> config_file_args(const std::string& path,
+                                          const po::options_description& desc) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    throw po::error("config file " + path + ": " + e.what());
+  }
+  std::vector<std::string> args;
+  if (root.IsNull()) return args;
+  if (!root.IsMap()) throw po::error("config file " + path + ": expected a mapping of options");
+  for (const auto& kv : root) {
+    const auto key = kv.first.as<std::string>();
+    if (key == "config" || key == "help" || desc.find_nothrow(key, false) == nullptr) {
+      throw po::error("config file " + path + ": unknown option \"" + key + "\"");
+    }
+    if (!kv.second.IsScalar()) {
+      throw po::error("config file " + path + ": option \"" + key + "\" must be a scalar");
+    }
+    args.push_back("--" + key + "=" + kv.second.Scalar());
+  }
+  return args;
+}
+
+std::optional<asio::ip::tcp::endpoint> parse_listen(const std::string& text, std::string& error) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) {
+    error = "--listen must be HOST:PORT, got \"" + text + "\"";
+    return std::nullopt;
+  }
+  std::string host = text.substr(0, colon);
+  const std::string port_text = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty()) host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";
+  unsigned long port = 0;
+  try {
+    std::size_t used = 0;
+    port = std::stoul(port_text, &used);
+    if (used != port_text.size() || port > 65535) throw std::out_of_range("port");
+  } catch (const std::exception&) {
+    error = "--listen port must be a number from 0 to 65535, got \"" + port_text + "\"";
+    return std::nullopt;
+  }
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) {
+    error = "--listen host must be an IP address or localhost, got \"" + host + "\"";
+    return std::nullopt;
+  }
+  return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char* name) {
+  return std::chrono::milliseconds(static_cast<long long>(vm[name].as<double>() * 1000));
+}
+
+// The accepted tokens: from --token-file, or the data directory's token file (created on first
+// start when listening on loopback). Returns nullopt after printing why it refused.
+std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs::path& data_dir,
+                                          const asio::ip::tcp::endpoint& listen) {
+  std::string error;
+  if (vm.count("token-file")) {
+    auto tokens = http::TokenSet::load(vm["token-file"].as<std::string>(), error);
+    if (!tokens) std::cerr << "knflow serve: " << error << "\n";
+    return tokens;
+  }
+  if (!listen.address().is_loopback()) {
+    std::cerr << "knflow serve: refusing to listen on " << listen.address().to_string()
+              << ", which is not a loopback address, without --token-file: anyone who can reach "
+                 "it could change workflows. Create a file with one long random token per line "
+                 "and pass --token-file FILE.\n";
+    return std::nullopt;
+  }
+  const fs::path file = data_dir / "token";
+  if (!fs::exists(file)) {
+    const auto token = http::generate_token();
+    {
+      const auto old_mask = ::umask(077);
+      std::ofstream out(file);
+      ::umask(old_mask);
+      out << token << "\n";
+      if (!out) {
+        std::cerr << "knflow serve: cannot write " << file << "\n";
+        return std::nullopt;
+      }
+    }
+    std::cerr << "Created an API token in " << file.string()
+              << ". Send it with every request, for example:\n  curl -H \"Authorization: Bearer "
+                 "$(cat "
+              << file.string() << ")\" http://" << listen.address().to_string() << ":"
+              << listen.port() << "/api/v1/workflows\n";
+  }
+  auto tokens = http::TokenSet::load(file, error);
+  if (!tokens) std::cerr << "knflow serve: " << error << "\n";
+  return tokens;
+}
+
+}  // namespace
+
+int serve(const std::vector<std::string>& args) {
+  const auto desc = serve_options();
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return kExitOk;
+    }
+    po::options_description env_desc = desc;
+    po::store(po::parse_environment(env_desc, env_mapper(desc)), vm);
+    if (vm.count("config")) {
+      po::store(po::command_line_parser(config_file_args(vm["config"].as<std::string>(), desc))
+                    .options(desc)
+                    .run(),
+                vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "knflow serve: " << e.what() << "\nRun `knflow serve --help` for the options.\n";
+    return kExitUsage;
+  }
+
+  log::Level level;
+  if (!log::parse_level(vm["log-level"].as<std::string>(), level)) {
+    std::cerr << "knflow serve: --log-level must be debug, info, warn or error\n";
+    return kExitUsage;
+  }
+  log::set_level(level);
+
+  std::string error;
+  auto listen = parse_listen(vm["listen"].as<std::string>(), error);
+  if (!listen) {
+    std::cerr << "knflow serve: " << error << "\n";
+    return kExitUsage;
+  }
+  const fs::path data_dir = vm["data-dir"].as<std::string>();
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  if (ec) {
+    std::cerr << "knflow serve: cannot create data directory " << data_dir << ": " << ec.message()
+              << "\n";
+    return kExitUsage;
+  }
+  fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  auto tokens = load_tokens(vm, data_dir, *listen);
+  if (!tokens) return kExitUsage;
+
+  http::ServerSettings server_settings{
+      .listen = *listen,
+      .max_body_bytes = vm["max-body-bytes"].as<std::size_t>(),
+      .max_header_bytes = vm["max-header-bytes"].as<std::size_t>(),
+      .max_connections = vm["max-connections"].as<std::size_t>(),
+      .request_timeout = seconds_option(vm, "request-timeout"),
+      .idle_timeout = seconds_option(vm, "idle-timeout"),
+      .write_timeout = std::chrono::seconds(30),
+      .shutdown_timeout = seconds_option(vm, "shutdown-timeout"),
+      .anonymous_health = vm["anonymous-health"].as<bool>(),
+      .anonymous_metrics = vm["anonymous-metrics"].as<bool>(),
+  };
+  api::ApiSettings api_settings;
+  api_settings.parse_limits.max_bytes = server_settings.max_body_bytes;
+
+  const unsigned threads = std::max(1u, vm["threads"].as<unsigned>());
+  asio::io_context ioc(static_cast<int>(threads));
+  metrics::Metrics metrics;
+  api::Api api(ioc.get_executor(), metrics, api_settings);
+  http::Router router;
+  api.register_routes(router);
+  http::Server server(ioc.get_executor(), router, std::move(*tokens), &metrics, server_settings);
+
+  asio::ip::tcp::endpoint bound;
+  try {
+    bound = server.start();
+  } catch (const boost::system::system_error& e) {
+    std::cerr << "knflow serve: cannot listen on " << vm["listen"].as<std::string>() << ": "
+              << e.code().message() << "\n";
+    return kExitUsage;
+  }
+  const std::string address = bound.address().to_string() + ":" + std::to_string(bound.port());
+  log::info("Started knflow", {{"version", kVersion},
+                               {"listen", address},
+                               {"dataDir", data_dir.string()},
+                               {"mode", "standalone"}});
+
+  int exit_code = kExitOk;
+  bool shutting_down = false;
+  std::unique_ptr<store::Db> db;  // writer strand only
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+
+  // Stops accepting, drains requests, then closes the cache and SQLite on the writer strand.
+  auto shutdown = [&](int code) {
+    asio::post(api.writer(), [&, code] {
+      if (shutting_down) return;
+      shutting_down = true;
+      exit_code = code;
+      api.set_draining();
+      signals.cancel();
+      server.stop([&] {
+        asio::post(api.writer(), [&] {
+          api.detach().reset();
+          db.reset();
+          log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
+          ioc.stop();
+        });
+      });
+    });
+  };
+  signals.async_wait([&](const boost::system::error_code& sec, int signal) {
+    if (sec) return;
+    log::info("Received signal, draining", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    shutdown(kExitOk);
+  });
+
+  // The cache loads on the writer strand while the server already answers /healthz.
+  asio::post(api.writer(), [&] {
+    try {
+      const auto started = std::chrono::steady_clock::now();
+      db = std::make_unique<store::Db>(data_dir / "knflow.db");
+      auto cache = std::make_unique<cache::WorkflowCache>(*db, &metrics);
+      const auto count = cache->snapshot()->items.size();
+      api.attach(std::move(cache));
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - started)
+                          .count();
+      log::info("Loaded workflows, ready",
+                {{"count", std::to_string(count)}, {"ms", std::to_string(ms)}});
+    } catch (const std::exception& e) {
+      log::error("Failed to open the database",
+                 {{"path", (data_dir / "knflow.db").string()}, {"error", e.what()}});
+      shutdown(kExitFailed);
+    }
+  });
+
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
+  ioc.run();
+  for (auto& t : pool) t.join();
+  return exit_code;
+}
+
+}  // namespace knflow::cli

@@ -1,0 +1,90 @@
+#include "knflow/http/auth.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include <fstream>
+#include <stdexcept>
+
+namespace knflow::http {
+namespace {
+
+std::array<unsigned char, 32> digest(std::string_view token) {
+  std::array<unsigned char, 32> out{};
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), out.data());
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+}  // namespace
+
+std::optional<TokenSet> TokenSet::load(const std::filesystem::path& file, std::string& error) {
+  std::ifstream in(file);
+  if (!in) {
+    error = "cannot read token file " + file.string();
+    return std::nullopt;
+  }
+  std::vector<std::string> tokens;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto token = trim(line);
+    if (token.empty() || token.front() == '#') continue;
+    tokens.emplace_back(token);
+  }
+  if (tokens.empty()) {
+    error = "token file " + file.string() + " holds no token (one per line)";
+    return std::nullopt;
+  }
+  return from_tokens(tokens);
+}
+
+TokenSet TokenSet::from_tokens(const std::vector<std::string>& tokens) {
+  TokenSet set;
+  for (const auto& t : tokens) set.digests_.push_back(digest(t));
+  return set;
+}
+
+bool TokenSet::accepts(std::string_view header) const {
+  constexpr std::string_view kScheme = "Bearer ";
+  if (header.size() <= kScheme.size()) return false;
+  // The scheme is case-insensitive (RFC 9110 section 11.1).
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) !=
+        std::tolower(static_cast<unsigned char>(kScheme[i]))) {
+      return false;
+    }
+  }
+  const auto given = digest(trim(header.substr(kScheme.size())));
+  // Compare against every token without stopping early, each comparison in constant time.
+  bool found = false;
+  for (const auto& d : digests_) {
+    found |= CRYPTO_memcmp(d.data(), given.data(), d.size()) == 0;
+  }
+  return found;
+}
+
+std::string generate_token() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) {
+    throw std::runtime_error("OpenSSL RAND_bytes failed");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0xf]);
+  }
+  return out;
+}
+
+}  // namespace knflow::http

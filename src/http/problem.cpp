@@ -1,0 +1,80 @@
+#include "knflow/http/problem.hpp"
+
+#include <boost/json/serialize.hpp>
+
+namespace knflow::http {
+
+std::string_view reason_phrase(unsigned status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 417:
+      return "Expectation Failed";
+    case 422:
+      return "Unprocessable Content";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Unknown";
+  }
+}
+
+Response make_problem(const Problem& problem) {
+  boost::json::object body;
+  body["type"] = "https://knflow.dev/problems/" + problem.type;
+  body["title"] =
+      problem.title.empty() ? std::string(reason_phrase(problem.status)) : problem.title;
+  body["status"] = problem.status;
+  if (!problem.detail.empty()) body["detail"] = problem.detail;
+  if (!problem.instance.empty()) body["instance"] = problem.instance;
+  if (!problem.errors.empty()) {
+    boost::json::array errors;
+    for (const auto& e : problem.errors) {
+      errors.push_back(boost::json::object{{"pointer", e.pointer}, {"detail", e.detail}});
+    }
+    body["errors"] = std::move(errors);
+  }
+  for (const auto& [key, value] : problem.extensions) body[key] = value;
+  return make_response(problem.status, "application/problem+json",
+                       boost::json::serialize(body) + "\n");
+}
+
+}  // namespace knflow::http

@@ -1,0 +1,83 @@
+#include "knflow/http/router.hpp"
+
+#include "knflow/http/assets.hpp"
+
+#include <algorithm>
+
+namespace knflow::http {
+namespace {
+
+std::vector<std::string_view> split_path(std::string_view path) {
+  std::vector<std::string_view> segments;
+  if (path.empty() || path.front() != '/') return segments;
+  path.remove_prefix(1);
+  while (true) {
+    auto slash = path.find('/');
+    segments.push_back(path.substr(0, slash));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+  }
+  return segments;
+}
+
+bool is_asset(std::string_view path) {
+  if (path == "/") return true;
+  for (const auto& file : embedded_files()) {
+    if (file.path == path) return true;
+  }
+  return false;
+}
+
+// Matches one template segment against one path segment, filling params.
+bool match_segment(std::string_view tmpl, std::string_view seg,
+                   std::map<std::string, std::string>& params) {
+  if (tmpl.empty() || tmpl.front() != '{') return tmpl == seg;
+  auto close = tmpl.find('}');
+  std::string_view name = tmpl.substr(1, close - 1);
+  std::string_view verb = tmpl.substr(close + 1);  // "" or ":verb"
+  if (seg.size() <= verb.size() || !seg.ends_with(verb)) return false;
+  std::string_view value = seg.substr(0, seg.size() - verb.size());
+  if (value.empty()) return false;
+  // A value may not itself carry a custom verb when the template has none.
+  if (verb.empty() && value.find(':') != std::string_view::npos) return false;
+  params[std::string(name)] = std::string(value);
+  return true;
+}
+
+bool match_template(const std::string& path_template, std::string_view path,
+                    std::map<std::string, std::string>& params) {
+  if (path_template == "/{asset*}") return is_asset(path);
+  auto want = split_path(path_template);
+  auto got = split_path(path);
+  if (want.size() != got.size()) return false;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (!match_segment(want[i], got[i], params)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void Router::add(Route route) { routes_.push_back(std::move(route)); }
+
+Match Router::match(std::string_view method, std::string_view path) const {
+  Match result;
+  for (const auto& route : routes_) {
+    std::map<std::string, std::string> params;
+    if (!match_template(route.path_template, path, params)) continue;
+    if (route.method == method || (method == "HEAD" && route.method == "GET")) {
+      result.route = &route;
+      result.params = std::move(params);
+      result.allowed.clear();
+      return result;
+    }
+    if (std::find(result.allowed.begin(), result.allowed.end(), route.method) ==
+        result.allowed.end()) {
+      result.allowed.push_back(route.method);
+      if (route.method == "GET") result.allowed.push_back("HEAD");
+    }
+  }
+  return result;
+}
+
+}  // namespace knflow::http

@@ -1,0 +1,460 @@
+#include "knflow/http/server.hpp"
+
+#include "knflow/http/problem.hpp"
+#include "knflow/log/log.hpp"
+#include "knflow/metrics/metrics.hpp"
+#include "knflow/version.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/parse.hpp>
+
+#include <atomic>
+#include <ctime>
+#include <map>
+#include <mutex>
+
+namespace knflow::http {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+constexpr std::string_view kContentSecurityPolicy =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'";
+
+// The IMF-fixdate of the current second, formatted once per second per thread.
+std::string_view http_date() {
+  thread_local std::time_t last = 0;
+  thread_local char buf[64];
+  const std::time_t now = std::time(nullptr);
+  if (now != last) {
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    last = now;
+  }
+  return buf;
+}
+
+// Connection bookkeeping shared between a session and Server::stop. Touched only on the
+// connection's strand, except `executor`, which is immutable.
+struct ConnState {
+  asio::any_io_executor executor;
+  beast::tcp_stream* stream = nullptr;  // valid while `alive`
+  bool alive = true;
+  bool busy = false;     // a request is being read, handled or answered
+  bool closing = false;  // the server is stopping: finish the current request, then close
+};
+
+Problem simple_problem(unsigned status, std::string type, std::string detail,
+                       std::string instance = {}) {
+  Problem p;
+  p.status = status;
+  p.type = std::move(type);
+  p.detail = std::move(detail);
+  p.instance = std::move(instance);
+  return p;
+}
+
+}  // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  asio::any_io_executor executor;
+  const Router& router;
+  TokenSet tokens;
+  metrics::Metrics* metrics;
+  ServerSettings settings;
+  tcp::acceptor acceptor;
+
+  mutable std::mutex mutex;  // guards the fields below
+  std::map<std::uint64_t, std::shared_ptr<ConnState>> connections;
+  std::uint64_t next_id = 0;
+  bool stopping = false;
+  std::function<void()> on_stopped;
+  std::unique_ptr<asio::steady_timer> shutdown_timer;
+
+  Impl(asio::any_io_executor ex, const Router& r, TokenSet t, metrics::Metrics* m, ServerSettings s)
+      : executor(ex),
+        router(r),
+        tokens(std::move(t)),
+        metrics(m),
+        settings(s),
+        acceptor(asio::make_strand(ex)) {}
+
+  asio::awaitable<void> accept_loop() {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(executor), use_tuple);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      if (ec) {
+        // Out of file descriptors and the like: wait a little instead of spinning.
+        log::warn("Failed to accept a connection", {{"error", ec.message()}});
+        asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(50));
+        co_await pause.async_wait(use_tuple);
+        continue;
+      }
+      auto state = register_connection(socket.get_executor());
+      auto ex = socket.get_executor();
+      if (!state) {
+        asio::co_spawn(ex, refuse(std::move(socket)), [](std::exception_ptr) {});
+        continue;
+      }
+      asio::co_spawn(ex, session(shared_from_this(), std::move(socket), state),
+                     [self = shared_from_this(), state](std::exception_ptr e) {
+                       if (e) {
+                         try {
+                           std::rethrow_exception(e);
+                         } catch (const std::exception& ex) {
+                           log::error("Ended a connection on an exception", {{"error", ex.what()}});
+                         }
+                       }
+                       self->unregister_connection(state);
+                     });
+    }
+  }
+
+  std::shared_ptr<ConnState> register_connection(asio::any_io_executor ex) {
+    std::lock_guard lock(mutex);
+    if (stopping || connections.size() >= settings.max_connections) return nullptr;
+    auto state = std::make_shared<ConnState>();
+    state->executor = ex;
+    connections.emplace(next_id++, state);
+    if (metrics) metrics->set_connections(static_cast<double>(connections.size()));
+    return state;
+  }
+
+  void unregister_connection(const std::shared_ptr<ConnState>& state) {
+    std::function<void()> done;
+    {
+      std::lock_guard lock(mutex);
+      std::erase_if(connections, [&](const auto& kv) { return kv.second == state; });
+      if (metrics) metrics->set_connections(static_cast<double>(connections.size()));
+      if (stopping && connections.empty() && on_stopped) {
+        done = std::move(on_stopped);
+        on_stopped = nullptr;
+        if (shutdown_timer) shutdown_timer->cancel();
+      }
+    }
+    if (done) done();
+  }
+
+  // Over the connection cap: answer 503 at once, without reading the request.
+  asio::awaitable<void> refuse(tcp::socket socket) {
+    beast::tcp_stream stream(std::move(socket));
+    auto res = make_problem(simple_problem(503, "too-many-connections",
+                                           "The server holds its maximum of " +
+                                               std::to_string(settings.max_connections) +
+                                               " connections; retry shortly."));
+    bhttp::response<bhttp::string_body> r{bhttp::status::service_unavailable, 11};
+    r.set(bhttp::field::content_type, "application/problem+json");
+    r.set(bhttp::field::retry_after, "1");
+    r.set(bhttp::field::connection, "close");
+    r.body() = std::move(res.body);
+    r.prepare_payload();
+    stream.expires_after(std::chrono::seconds(2));
+    co_await bhttp::async_write(stream, r, use_tuple);
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    if (metrics) metrics->observe_request("unmatched", "OTHER", 503, std::chrono::seconds(0));
+  }
+
+  // Turns a parsed Beast request into the plain Request handlers see. Fails (returns a problem)
+  // when the target is not a valid origin-form URL.
+  std::optional<Response> to_request(const bhttp::request<bhttp::string_body>& in, Request& out) {
+    out.method = std::string(in.method_string());
+    out.target = std::string(in.target());
+    auto parsed = boost::urls::parse_origin_form(out.target);
+    if (!parsed) {
+      return make_problem(
+          simple_problem(400, "bad-request", "The request target is not a valid path and query."));
+    }
+    out.path = parsed->path();
+    if (out.path.empty()) out.path = "/";
+    for (auto param : parsed->params()) {
+      out.query.emplace(param.key, param.value);
+    }
+    for (const auto& field : in) {
+      std::string name(field.name_string());
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out.headers.emplace_back(std::move(name), std::string(field.value()));
+    }
+    out.body = in.body();
+    return std::nullopt;
+  }
+
+  bool allowed(const Route& route, const Request& req) const {
+    switch (route.access) {
+      case Access::anonymous:
+        return true;
+      case Access::health:
+        if (settings.anonymous_health) return true;
+        break;
+      case Access::metrics:
+        if (settings.anonymous_metrics) return true;
+        break;
+      case Access::token:
+        break;
+    }
+    auto header = req.header("authorization");
+    return header && tokens.accepts(*header);
+  }
+
+  asio::awaitable<Response> dispatch(Request& req, std::string& route_label) {
+    Match m = router.match(req.method, req.path);
+    if (!m.route) {
+      if (!m.allowed.empty()) {
+        std::string allow;
+        for (const auto& a : m.allowed) allow += (allow.empty() ? "" : ", ") + a;
+        auto res = make_problem(simple_problem(
+            405, "method-not-allowed", req.method + " is not allowed on " + req.path, req.path));
+        res.set_header("Allow", allow);
+        co_return res;
+      }
+      co_return make_problem(
+          simple_problem(404, "not-found", "No route matches " + req.path, req.path));
+    }
+    route_label = m.route->path_template;
+    if (!allowed(*m.route, req)) {
+      auto res = make_problem(simple_problem(
+          401, "unauthorized",
+          "A valid bearer token is required: send \"Authorization: Bearer <token>\".", req.path));
+      res.set_header("WWW-Authenticate", "Bearer realm=\"knflow\"");
+      co_return res;
+    }
+    req.params = std::move(m.params);
+    try {
+      co_return co_await m.route->handler(req);
+    } catch (const std::exception& e) {
+      log::error("Failed to handle a request", {{"route", route_label}, {"error", e.what()}});
+      co_return make_problem(
+          simple_problem(500, "internal", "The server failed to answer.", req.path));
+    }
+  }
+
+  static void add_common_headers(bhttp::response<bhttp::string_body>& r) {
+    r.set(bhttp::field::server, std::string("knflow/") + kVersion);
+    r.set(bhttp::field::date, http_date());
+    r.set("X-Content-Type-Options", "nosniff");
+    r.set("Content-Security-Policy", kContentSecurityPolicy);
+    r.set("Referrer-Policy", "no-referrer");
+    r.set("X-Frame-Options", "DENY");
+  }
+
+  // Reads what a client still sends after an error answer, for a bounded time, so that closing
+  // does not reset the connection before the client has read the answer.
+  asio::awaitable<void> linger(beast::tcp_stream& stream) {
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream.expires_after(std::chrono::seconds(1));
+    std::array<char, 8192> scratch{};
+    std::size_t drained = 0;
+    while (drained < (4u << 20)) {
+      auto [rec, n] = co_await stream.async_read_some(asio::buffer(scratch), use_tuple);
+      if (rec) break;
+      drained += n;
+    }
+  }
+
+  static asio::awaitable<void> session(std::shared_ptr<Impl> self, tcp::socket socket,
+                                       std::shared_ptr<ConnState> state) {
+    const auto& settings = self->settings;
+    beast::tcp_stream stream(std::move(socket));
+    state->stream = &stream;
+    beast::flat_buffer buffer;
+    bool lingering = false;
+    for (;;) {
+      if (state->closing) break;
+      // Wait for the first bytes of the next request; an idle connection closes quietly.
+      if (buffer.size() == 0) {
+        stream.expires_after(settings.idle_timeout);
+        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(8192), use_tuple);
+        if (ec) break;
+        buffer.commit(n);
+      }
+      state->busy = true;
+      const auto started = Clock::now();
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(settings.max_header_bytes));
+      parser.body_limit(settings.max_body_bytes);
+      stream.expires_after(settings.request_timeout);
+
+      Response res;
+      std::string route_label = "unmatched";
+      std::string method = "OTHER";
+      bool keep_alive = false;
+      bool is_head = false;
+      auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, use_tuple);
+      if (!ec) {
+        auto& head = parser.get();
+        method = std::string(head.method_string());
+        // curl sends Expect: 100-continue for larger bodies; answer it (or refuse the body).
+        if (beast::iequals(head[bhttp::field::expect], "100-continue")) {
+          if (parser.content_length() && *parser.content_length() > settings.max_body_bytes) {
+            ec = bhttp::error::body_limit;
+          } else {
+            bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+            auto [wec, wn] = co_await bhttp::async_write(stream, cont, use_tuple);
+            ec = wec;
+          }
+        }
+        if (!ec && !parser.is_done()) {
+          std::tie(ec, n) = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
+        }
+      }
+      if (ec) {
+        if (ec == bhttp::error::header_limit) {
+          res = make_problem(simple_problem(431, "header-too-large",
+                                            "The request head is larger than " +
+                                                std::to_string(settings.max_header_bytes) +
+                                                " bytes."));
+        } else if (ec == bhttp::error::body_limit) {
+          res =
+              make_problem(simple_problem(413, "body-too-large",
+                                          "The request body is larger than " +
+                                              std::to_string(settings.max_body_bytes) + " bytes."));
+        } else if (ec == beast::error::timeout) {
+          res = make_problem(simple_problem(408, "request-timeout",
+                                            "The request was not received whole within " +
+                                                std::to_string(settings.request_timeout.count()) +
+                                                " ms."));
+        } else if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+                   ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+                   ec == bhttp::error::partial_message) {
+          break;  // the peer went away mid-request, or the server is stopping: nothing to answer
+        } else {
+          res = make_problem(simple_problem(400, "bad-request",
+                                            "The request is not valid HTTP/1.1: " + ec.message()));
+        }
+        lingering = true;
+      } else {
+        auto in = parser.release();
+        is_head = in.method() == bhttp::verb::head;
+        Request req;
+        if (auto bad = self->to_request(in, req)) {
+          res = std::move(*bad);
+        } else {
+          res = co_await self->dispatch(req, route_label);
+        }
+        keep_alive = in.keep_alive() && !state->closing;
+      }
+
+      bhttp::response<bhttp::string_body> out;
+      out.version(11);
+      out.result(res.status);
+      add_common_headers(out);
+      for (auto& [name, value] : res.headers) out.set(name, value);
+      if (!out.has_content_length() && res.status != 204 && res.status != 304) {
+        out.content_length(res.body.size());
+      }
+      if (!is_head) out.body() = std::move(res.body);
+      out.keep_alive(keep_alive);
+      stream.expires_after(settings.write_timeout);
+      // HEAD: Content-Length describes the GET body, which is not sent.
+      bhttp::response_serializer<bhttp::string_body> serializer(out);
+      if (is_head) serializer.split(true);
+      auto [wec, wn] = is_head ? co_await bhttp::async_write_header(stream, serializer, use_tuple)
+                               : co_await bhttp::async_write(stream, serializer, use_tuple);
+      if (self->metrics) {
+        self->metrics->observe_request(route_label, method, res.status, Clock::now() - started);
+      }
+      state->busy = false;
+      if (wec || !keep_alive) break;
+    }
+    if (lingering) co_await self->linger(stream);
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.socket().close(ignored);
+    state->alive = false;
+    state->stream = nullptr;
+  }
+};
+
+Server::Server(asio::any_io_executor executor, const Router& router, TokenSet tokens,
+               metrics::Metrics* metrics, ServerSettings settings)
+    : impl_(std::make_shared<Impl>(executor, router, std::move(tokens), metrics, settings)) {}
+
+Server::~Server() = default;
+
+tcp::endpoint Server::start() {
+  auto& acceptor = impl_->acceptor;
+  acceptor.open(impl_->settings.listen.protocol());
+  acceptor.set_option(asio::socket_base::reuse_address(true));
+  acceptor.bind(impl_->settings.listen);
+  acceptor.listen(asio::socket_base::max_listen_connections);
+  auto bound = acceptor.local_endpoint();
+  asio::co_spawn(acceptor.get_executor(), impl_->accept_loop(), [](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("Stopped accepting on an exception", {{"error", ex.what()}});
+      }
+    }
+  });
+  return bound;
+}
+
+void Server::stop(std::function<void()> done) {
+  auto impl = impl_;
+  asio::post(impl->acceptor.get_executor(), [impl] {
+    beast::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  std::vector<std::shared_ptr<ConnState>> open;
+  {
+    std::lock_guard lock(impl->mutex);
+    impl->stopping = true;
+    for (auto& [id, state] : impl->connections) open.push_back(state);
+    if (!open.empty()) {
+      impl->on_stopped = std::move(done);
+      impl->shutdown_timer = std::make_unique<asio::steady_timer>(impl->executor);
+      impl->shutdown_timer->expires_after(impl->settings.shutdown_timeout);
+      impl->shutdown_timer->async_wait([impl](beast::error_code ec) {
+        if (ec) return;
+        // In-flight requests ran out of time: close what is left.
+        std::vector<std::shared_ptr<ConnState>> left;
+        {
+          std::lock_guard inner(impl->mutex);
+          for (auto& [id, state] : impl->connections) left.push_back(state);
+        }
+        log::warn("Closed connections still busy at the shutdown deadline",
+                  {{"count", std::to_string(left.size())}});
+        for (auto& state : left) {
+          asio::post(state->executor, [state] {
+            if (state->alive && state->stream) state->stream->socket().close();
+          });
+        }
+      });
+    }
+  }
+  if (open.empty()) {
+    done();
+    return;
+  }
+  for (auto& state : open) {
+    asio::post(state->executor, [state] {
+      state->closing = true;
+      if (state->alive && state->stream && !state->busy) state->stream->cancel();
+    });
+  }
+}
+
+std::size_t Server::open_connections() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->connections.size();
+}
+
+}  // namespace knflow::http

@@ -1,0 +1,96 @@
+#include "knflow/log/log.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <string>
+
+namespace knflow::log {
+namespace {
+
+std::atomic<Level> g_level{Level::info};
+
+constexpr std::string_view level_name(Level level) {
+  switch (level) {
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
+  }
+  return "info";
+}
+
+void append_value(std::string& line, std::string_view value) {
+  const bool quote = value.empty() || value.find_first_of(" \"=\t\n\\") != std::string_view::npos;
+  if (!quote) {
+    line.append(value);
+    return;
+  }
+  line.push_back('"');
+  for (char c : value) {
+    if (c == '"' || c == '\\') {
+      line.push_back('\\');
+      line.push_back(c);
+    } else if (c == '\n') {
+      line.append("\\n");
+    } else if (c == '\t') {
+      line.append("\\t");
+    } else {
+      line.push_back(c);
+    }
+  }
+  line.push_back('"');
+}
+
+std::string timestamp() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buf[40];
+  const auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::string out(buf, n);
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(millis));
+  out.append(frac);
+  return out;
+}
+
+}  // namespace
+
+void set_level(Level level) { g_level.store(level); }
+
+bool parse_level(std::string_view text, Level& out) {
+  for (Level l : {Level::debug, Level::info, Level::warn, Level::error}) {
+    if (level_name(l) == text) {
+      out = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+void write(Level level, std::string_view message, std::initializer_list<Field> fields) {
+  if (level < g_level.load()) return;
+  std::string line = "ts=" + timestamp() + " level=" + std::string(level_name(level)) + " msg=";
+  append_value(line, message);
+  for (const auto& [key, value] : fields) {
+    line.push_back(' ');
+    line.append(key);
+    line.push_back('=');
+    append_value(line, value);
+  }
+  line.push_back('\n');
+  // One write per line keeps lines whole when threads log at once.
+  [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+}  // namespace knflow::log
