@@ -1,0 +1,35 @@
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace knflow::model {
+
+// Whether a string is an expression: exactly `${ ... }` (surrounding ASCII whitespace ignored, so
+// YAML block scalars with a final newline still count).
+bool is_expression(std::string_view text);
+
+// The jq program inside `${ ... }`; the text itself when it is not an expression.
+std::string_view expression_program(std::string_view text);
+
+// Whether `name` can be a jq variable name (`$name`): [A-Za-z_][A-Za-z0-9_]*.
+bool is_jq_identifier(std::string_view name);
+
+// The first jq feature that knflow expressions may not use, named as written (`input`, `$ENV`,
+// `import`, ...), or nullopt. These read files, the environment or other inputs, or write to the
+// daemon's own streams. Lexical and conservative: also refuses a user-defined function of the same
+// name. Pure; thread-safe.
+std::optional<std::string> forbidden_feature(std::string_view program);
+
+// Compiles a jq program with `variables` (names without `$`) declared, the way the engine will run
+// it. Returns nullopt when it compiles, otherwise a plain message (jq's own for syntax errors and
+// unknown names; "... is not available in knflow expressions" for refused features).
+// Thread-safe: jq 1.6 keeps global state that is not reliably thread-safe, so every libjq call is
+// serialised by one process-wide mutex. Compiling costs about 10 ms (jq re-reads its builtins), so
+// verdicts are kept in a bounded cache keyed by program and variables.
+std::optional<std::string> compile_error(std::string_view program,
+                                         std::span<const std::string> variables);
+
+}  // namespace knflow::model
