@@ -1,0 +1,1033 @@
+#include "knflow/model/document.hpp"
+
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/emitter.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/exceptions.h>
+#include <yaml-cpp/mark.h>
+#include <yaml-cpp/parser.h>
+#include <boost/json/basic_parser_impl.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value_stack.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace knflow::model {
+namespace {
+
+namespace json = boost::json;
+
+constexpr std::string_view kBom = "\xEF\xBB\xBF";
+constexpr std::string_view kCoreTag = "tag:yaml.org,2002:";
+
+// Deeper trees than this are refused whatever the limits say: boost::json::value copies, compares
+// and destroys recursively, and yaml-cpp recurses while parsing (its own guard stops at ~500).
+constexpr std::size_t kMaxSupportedDepth = 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Positions and UTF-8
+
+// 1-based line and column of a byte offset; the column counts code points, not bytes.
+ParseError error_at(std::string_view text, std::size_t offset, std::string message) {
+  offset = std::min(offset, text.size());
+  std::size_t line = 1;
+  std::size_t line_start = 0;
+  for (std::size_t i = 0; i < offset; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      line_start = i + 1;
+    }
+  }
+  std::size_t column = 1;
+  for (std::size_t i = line_start; i < offset; ++i) {
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) ++column;
+  }
+  return ParseError{std::move(message), line, column};
+}
+
+// A small hand-written UTF-8 validator (RFC 3629): rejects stray continuation bytes, overlong
+// forms, surrogates, code points above U+10FFFF and truncated sequences. Returns the offset of the
+// first byte of the first invalid sequence, or npos.
+std::size_t find_invalid_utf8(std::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned char c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t length = 0;
+    unsigned char low = 0x80;  // allowed range of the second byte
+    unsigned char high = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      length = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      length = 3;
+      if (c == 0xE0) low = 0xA0;   // overlong
+      if (c == 0xED) high = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      length = 4;
+      if (c == 0xF0) low = 0x90;   // overlong
+      if (c == 0xF4) high = 0x8F;  // above U+10FFFF
+    } else {
+      return i;  // continuation byte, overlong C0/C1 lead, or F5..FF
+    }
+    if (i + length > n || s[i + 1] < low || s[i + 1] > high) return i;
+    for (std::size_t k = 2; k < length; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return i;
+    }
+    i += length;
+  }
+  return std::string_view::npos;
+}
+
+// A key or value shown in a message: JSON-quoted and cut to a readable length.
+std::string quoted(std::string_view text) {
+  constexpr std::size_t kShown = 64;
+  bool cut = false;
+  if (text.size() > kShown) {
+    std::size_t end = kShown;
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+    text = text.substr(0, end);
+    cut = true;
+  }
+  std::string out = json::serialize(json::string_view(text.data(), text.size()));
+  if (cut) out.insert(out.size() - 1, "...");
+  return out;
+}
+
+std::string too_deep_message(std::size_t max_depth) {
+  return "nesting is deeper than the limit of " + std::to_string(max_depth) + " levels";
+}
+
+std::string too_many_nodes_message(std::size_t max_nodes) {
+  return "document has more than the limit of " + std::to_string(max_nodes) + " values";
+}
+
+std::string too_long_message(std::size_t max_string_bytes) {
+  return "string is longer than the limit of " + std::to_string(max_string_bytes) + " bytes";
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+// Builds the value through boost::json::value_stack, as boost::json::parser's own handler does,
+// adding what that parser cannot do: reject duplicate keys and enforce the node and string limits.
+class JsonHandler {
+ public:
+  static constexpr std::size_t max_object_size = json::object::max_size();
+  static constexpr std::size_t max_array_size = json::array::max_size();
+  static constexpr std::size_t max_key_size = json::string::max_size();
+  static constexpr std::size_t max_string_size = json::string::max_size();
+
+  explicit JsonHandler(const ParseLimits& limits) : limits_(limits) { stack_.reset(); }
+
+  bool on_document_begin(json::error_code&) { return true; }
+  bool on_document_end(json::error_code&) { return true; }
+
+  bool on_object_begin(json::error_code& ec) {
+    if (!count_node(ec)) return false;
+    keys_.emplace_back();
+    return true;
+  }
+  bool on_object_end(std::size_t n, json::error_code&) {
+    keys_.pop_back();
+    stack_.push_object(n);
+    return true;
+  }
+  bool on_array_begin(json::error_code& ec) { return count_node(ec); }
+  bool on_array_end(std::size_t n, json::error_code&) {
+    stack_.push_array(n);
+    return true;
+  }
+
+  bool on_key_part(json::string_view s, std::size_t n, json::error_code& ec) {
+    if (!check_length(n, ec)) return false;
+    key_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(json::string_view s, std::size_t n, json::error_code& ec) {
+    if (!check_length(n, ec)) return false;
+    key_.append(s.data(), s.size());
+    if (!keys_.back().insert(key_).second) {
+      return fail(ec, "duplicate key " + quoted(key_), Token::string);
+    }
+    stack_.push_key(key_);
+    key_.clear();
+    return true;
+  }
+
+  bool on_string_part(json::string_view s, std::size_t n, json::error_code& ec) {
+    if (!check_length(n, ec)) return false;
+    stack_.push_chars(s);
+    return true;
+  }
+  bool on_string(json::string_view s, std::size_t n, json::error_code& ec) {
+    if (!check_length(n, ec) || !count_node(ec, Token::string)) return false;
+    stack_.push_string(s);
+    return true;
+  }
+
+  bool on_number_part(json::string_view, json::error_code&) { return true; }
+  bool on_int64(std::int64_t i, json::string_view, json::error_code& ec) {
+    if (!count_node(ec, Token::scalar)) return false;
+    stack_.push_int64(i);
+    return true;
+  }
+  bool on_uint64(std::uint64_t u, json::string_view, json::error_code& ec) {
+    if (!count_node(ec, Token::scalar)) return false;
+    stack_.push_uint64(u);
+    return true;
+  }
+  bool on_double(double d, json::string_view, json::error_code& ec) {
+    if (!count_node(ec, Token::scalar)) return false;
+    stack_.push_double(d);
+    return true;
+  }
+  bool on_bool(bool b, json::error_code& ec) {
+    if (!count_node(ec, Token::scalar)) return false;
+    stack_.push_bool(b);
+    return true;
+  }
+  bool on_null(json::error_code& ec) {
+    if (!count_node(ec, Token::scalar)) return false;
+    stack_.push_null();
+    return true;
+  }
+  bool on_comment_part(json::string_view, json::error_code&) { return true; }
+  bool on_comment(json::string_view, json::error_code&) { return true; }
+
+  // What the parser was reading when this handler refused it: the parser reports the offset where
+  // it stopped, which for a string or a scalar is its end.
+  enum class Token { other, string, scalar };
+
+  const std::string& error() const { return error_; }
+  Token error_token() const { return error_token_; }
+  json::value release() { return stack_.release(); }
+
+ private:
+  bool fail(json::error_code& ec, std::string message, Token token = Token::other) {
+    error_ = std::move(message);
+    error_token_ = token;
+    ec = boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+    return false;
+  }
+  bool count_node(json::error_code& ec, Token token = Token::other) {
+    if (++nodes_ > limits_.max_nodes) {
+      return fail(ec, too_many_nodes_message(limits_.max_nodes), token);
+    }
+    return true;
+  }
+  bool check_length(std::size_t n, json::error_code& ec) {
+    if (n > limits_.max_string_bytes) {
+      return fail(ec, too_long_message(limits_.max_string_bytes), Token::string);
+    }
+    return true;
+  }
+
+  const ParseLimits& limits_;
+  json::value_stack stack_;
+  std::vector<std::unordered_set<std::string>> keys_;  // keys seen, one set per open object
+  std::string key_;
+  std::size_t nodes_ = 0;
+  std::string error_;
+  Token error_token_ = Token::other;
+};
+
+// Start of the token that ends at or spans `offset`: the opening quote of a string (the first quote
+// before it that no backslash escapes), or the first character of a number or literal.
+std::size_t token_start(std::string_view body, std::size_t offset, JsonHandler::Token token) {
+  offset = std::min(offset, body.size());
+  if (token == JsonHandler::Token::scalar) {
+    const auto in_scalar = [](char c) {
+      return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-' || c == '+' || c == '.' ||
+             c == 'E';
+    };
+    while (offset > 0 && in_scalar(body[offset - 1])) --offset;
+    return offset;
+  }
+  if (token == JsonHandler::Token::string) {
+    for (std::size_t i = offset; i > 0; --i) {
+      if (body[i - 1] != '"') continue;
+      std::size_t backslashes = 0;
+      while (i - 1 > backslashes && body[i - 2 - backslashes] == '\\') ++backslashes;
+      if (backslashes % 2 == 0) return i - 1;
+    }
+  }
+  return offset;
+}
+
+ParseResult parse_json(std::string_view body, const ParseLimits& limits, std::size_t max_depth) {
+  json::parse_options options;
+  options.max_depth = max_depth;
+  json::basic_parser<JsonHandler> parser(options, limits);
+  json::error_code ec;
+  const std::size_t consumed = parser.write_some(false, body.data(), body.size(), ec);
+  if (ec) {
+    std::string message = parser.handler().error();
+    std::size_t at = consumed;
+    if (!message.empty()) {
+      // The parser stops on a string's closing quote, or just after a number.
+      const bool on_quote = at < body.size() && body[at] == '"';
+      at = token_start(body, on_quote ? at : at, parser.handler().error_token());
+    } else {
+      if (ec == json::error::too_deep) {
+        message = too_deep_message(max_depth);
+      } else if (ec == json::error::incomplete) {
+        message = "invalid JSON: unexpected end of the document";
+      } else {
+        message = "invalid JSON: " + ec.message();
+      }
+    }
+    return error_at(body, at, std::move(message));
+  }
+  if (consumed < body.size()) {
+    return error_at(body, consumed, "invalid JSON: unexpected data after the document");
+  }
+  return parser.handler().release();
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML 1.2 core schema scalars
+
+bool is_null_text(std::string_view s) {
+  return s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL";
+}
+
+std::optional<bool> bool_text(std::string_view s) {
+  if (s == "true" || s == "True" || s == "TRUE") return true;
+  if (s == "false" || s == "False" || s == "FALSE") return false;
+  return std::nullopt;
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+bool all_of(std::string_view s, bool (*pred)(char)) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), pred);
+}
+
+bool is_decimal_int(std::string_view s) {
+  if (!s.empty() && (s.front() == '-' || s.front() == '+')) s.remove_prefix(1);
+  return all_of(s, is_digit);
+}
+
+bool is_octal_int(std::string_view s) {
+  return s.size() > 2 && s.starts_with("0o") &&
+         all_of(s.substr(2), [](char c) { return c >= '0' && c <= '7'; });
+}
+
+bool is_hex_int(std::string_view s) {
+  return s.size() > 2 && s.starts_with("0x") && all_of(s.substr(2), [](char c) {
+           return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+         });
+}
+
+bool is_int_text(std::string_view s) {
+  return is_decimal_int(s) || is_octal_int(s) || is_hex_int(s);
+}
+
+// [-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?
+bool is_float_text(std::string_view s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  auto digits = [&] {
+    const std::size_t start = i;
+    while (i < n && is_digit(s[i])) ++i;
+    return i - start;
+  };
+  if (i < n && (s[i] == '-' || s[i] == '+')) ++i;
+  const std::size_t whole = digits();
+  std::size_t fraction = 0;
+  if (i < n && s[i] == '.') {
+    ++i;
+    fraction = digits();
+  }
+  if (whole == 0 && fraction == 0) return false;
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < n && (s[i] == '-' || s[i] == '+')) ++i;
+    if (digits() == 0) return false;
+  }
+  return i == n;
+}
+
+bool is_inf_or_nan_text(std::string_view s) {
+  if (s == ".nan" || s == ".NaN" || s == ".NAN") return true;
+  if (!s.empty() && (s.front() == '-' || s.front() == '+')) s.remove_prefix(1);
+  return s == ".inf" || s == ".Inf" || s == ".INF";
+}
+
+// std::from_chars reports overflow and underflow alike; this tells them apart by the literal's
+// decimal order of magnitude (position of its first significant digit plus its exponent).
+bool underflows(std::string_view s) {
+  long long scale = 0;
+  bool significant = false;
+  bool after_point = false;
+  std::size_t i = (!s.empty() && (s.front() == '-' || s.front() == '+')) ? 1 : 0;
+  for (; i < s.size() && s[i] != 'e' && s[i] != 'E'; ++i) {
+    if (s[i] == '.') {
+      after_point = true;
+      continue;
+    }
+    if (!significant) {
+      if (s[i] == '0') {
+        if (after_point) --scale;
+        continue;
+      }
+      significant = true;
+    }
+    if (!after_point && scale < 1'000'000'000) ++scale;
+  }
+  long long exponent = 0;
+  bool negative = false;
+  if (i < s.size()) {
+    ++i;
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) negative = s[i++] == '-';
+    for (; i < s.size(); ++i) exponent = std::min(exponent * 10 + (s[i] - '0'), 1'000'000'000LL);
+  }
+  return scale + (negative ? -exponent : exponent) < 0;
+}
+
+using Resolved = std::variant<json::value, std::string>;  // the value, or why there is none
+
+Resolved float_value(std::string_view s) {
+  if (is_inf_or_nan_text(s)) {
+    return "value " + quoted(s) + " is not representable in JSON (no infinity or NaN)";
+  }
+  const std::string_view digits = (!s.empty() && s.front() == '+') ? s.substr(1) : s;
+  double d = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), d);
+  if (ec == std::errc::result_out_of_range && underflows(digits)) {
+    return json::value(digits.front() == '-' ? -0.0 : 0.0);
+  }
+  if (ec != std::errc() || end != digits.data() + digits.size()) {
+    return "number " + quoted(s) + " is too large to represent";
+  }
+  return json::value(d);
+}
+
+// Integers follow Boost.JSON's reading of JSON numbers: int64, else uint64, else double.
+Resolved int_value(std::string_view s) {
+  int base = 10;
+  std::string_view digits = s;
+  if (is_octal_int(s) || is_hex_int(s)) {
+    base = s[1] == 'o' ? 8 : 16;
+    digits = s.substr(2);
+  } else if (!s.empty() && s.front() == '+') {
+    digits = s.substr(1);
+  }
+  const char* first = digits.data();
+  const char* last = digits.data() + digits.size();
+  if (base == 10) {
+    std::int64_t i = 0;
+    if (std::from_chars(first, last, i).ec == std::errc()) return json::value(i);
+  }
+  if (digits.front() != '-') {
+    std::uint64_t u = 0;
+    if (std::from_chars(first, last, u, base).ec == std::errc()) {
+      if (u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        return json::value(static_cast<std::int64_t>(u));
+      }
+      return json::value(u);
+    }
+  }
+  if (base != 10) return "integer " + quoted(s) + " does not fit in 64 bits";
+  return float_value(s);
+}
+
+std::string tag_name(const std::string& tag) {
+  if (tag.starts_with(kCoreTag)) return "!!" + tag.substr(kCoreTag.size());
+  if (tag.starts_with("!")) return tag;
+  return "!<" + tag + ">";
+}
+
+std::string unsupported_tag(const std::string& tag) {
+  return "unsupported tag " + tag_name(tag) + " (only the YAML core schema tags are allowed)";
+}
+
+bool is_core_scalar_tag(std::string_view tag) {
+  if (!tag.starts_with(kCoreTag)) return false;
+  tag.remove_prefix(kCoreTag.size());
+  return tag == "str" || tag == "int" || tag == "float" || tag == "bool" || tag == "null";
+}
+
+// A plain (untagged, unquoted) scalar under the core schema.
+Resolved plain_value(const std::string& text) {
+  if (is_null_text(text)) return json::value(nullptr);
+  if (auto b = bool_text(text)) return json::value(*b);
+  if (is_int_text(text)) return int_value(text);
+  if (is_float_text(text) || is_inf_or_nan_text(text)) return float_value(text);
+  return json::value(json::string_view(text.data(), text.size()));
+}
+
+// A scalar with its tag: "?" for plain, "!" for quoted or non-specific, else an explicit tag.
+Resolved scalar_value(const std::string& tag, const std::string& text) {
+  if (tag == "?") return plain_value(text);
+  const auto as_string = [&] { return json::value(json::string_view(text.data(), text.size())); };
+  if (tag == "!") return as_string();
+  if (!tag.starts_with(kCoreTag)) return unsupported_tag(tag);
+  const std::string_view type = std::string_view(tag).substr(kCoreTag.size());
+  const auto invalid = [&] { return "invalid " + tag_name(tag) + " value " + quoted(text); };
+  if (type == "str") return as_string();
+  if (type == "null") {
+    if (is_null_text(text)) return json::value(nullptr);
+    return invalid();
+  }
+  if (type == "bool") {
+    if (auto b = bool_text(text)) return json::value(*b);
+    return invalid();
+  }
+  if (type == "int") {
+    if (is_int_text(text)) return int_value(text);
+    return invalid();
+  }
+  if (type == "float") {
+    if (is_float_text(text) || is_inf_or_nan_text(text)) return float_value(text);
+    return invalid();
+  }
+  if (type == "map" || type == "seq") return "tag " + tag_name(tag) + " cannot be used on a scalar";
+  return unsupported_tag(tag);
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML events to a JSON value
+
+// A problem found while handling yaml-cpp's events; thrown through yaml-cpp, caught below.
+struct YamlFailure {
+  std::string message;
+  YAML::Mark mark;
+};
+
+constexpr const char* kNullKeyMessage =
+    "map key is null or empty; quote it to use it as a string key";
+
+[[noreturn]] void fail(const YAML::Mark& mark, std::string message) {
+  throw YamlFailure{std::move(message), mark};
+}
+
+// Builds one document from yaml-cpp's events with an explicit stack (no recursion here), counting
+// values and string bytes as aliases are expanded so that alias bombs stop at the limits.
+class YamlBuilder final : public YAML::EventHandler {
+ public:
+  YamlBuilder(const ParseLimits& limits, std::size_t max_depth)
+      : limits_(limits), max_depth_(max_depth) {}
+
+  bool has_root() const { return root_.has_value(); }
+  json::value take_root() { return std::move(*root_); }
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+
+  void OnAnchor(const YAML::Mark&, const std::string& name) override { anchor_name_ = name; }
+
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    if (expecting_key()) {
+      fail(mark, kNullKeyMessage);
+    }
+    count_nodes(1, mark);
+    if (anchor != YAML::NullAnchor) remember_scalar(anchor, json::value(nullptr), "");
+    add(json::value(nullptr), 0);
+  }
+
+  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                const std::string& text) override {
+    if (text.size() > limits_.max_string_bytes)
+      fail(mark, too_long_message(limits_.max_string_bytes));
+    Resolved resolved = scalar_value(tag, text);
+    if (auto* message = std::get_if<std::string>(&resolved)) fail(mark, std::move(*message));
+    json::value& value = std::get<json::value>(resolved);
+    if (anchor != YAML::NullAnchor) remember_scalar(anchor, value, text);
+    if (expecting_key()) {
+      if (value.is_null()) fail(mark, kNullKeyMessage);
+      take_key(text, mark);
+      return;
+    }
+    count_nodes(1, mark);
+    if (value.is_string()) count_bytes(text.size(), mark);
+    add(std::move(value), 0);
+  }
+
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    const auto found = anchors_.find(anchor);
+    if (found == anchors_.end()) fail(mark, "alias refers to an unknown anchor");
+    const Anchored& anchored = found->second;
+    if (!anchored.complete) {
+      fail(mark, "alias *" + anchored.name + " refers to a node that contains it");
+    }
+    if (expecting_key()) {
+      if (!anchored.scalar || anchored.scalar->is_null()) {
+        fail(mark, "alias *" + anchored.name + " used as a map key must refer to a string");
+      }
+      take_key(anchored.text, mark);
+      return;
+    }
+    if (stack_.size() + anchored.height > max_depth_) fail(mark, too_deep_message(max_depth_));
+    if (nodes_ + anchored.nodes > limits_.max_nodes) {
+      fail(mark, "aliases expand the document beyond the limit of " +
+                     std::to_string(limits_.max_nodes) + " values");
+    }
+    if (bytes_ + anchored.bytes > limits_.max_bytes) {
+      fail(mark, "aliases expand the document beyond the limit of " +
+                     std::to_string(limits_.max_bytes) + " bytes");
+    }
+    nodes_ += anchored.nodes;
+    bytes_ += anchored.bytes;
+    add(anchored.scalar ? *anchored.scalar : json::value(resolve(anchored.trie)), anchored.height);
+  }
+
+  void OnSequenceStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open(mark, tag, anchor, "seq", json::array());
+  }
+  void OnSequenceEnd() override { close(); }
+
+  void OnMapStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    open(mark, tag, anchor, "map", json::object());
+  }
+  void OnMapEnd() override { close(); }
+
+ private:
+  static constexpr std::uint32_t kNoParent = std::numeric_limits<std::uint32_t>::max();
+
+  // One collection being filled.
+  struct Frame {
+    json::value node;  // array or object
+    std::uint32_t trie = 0;
+    YAML::anchor_t anchor = YAML::NullAnchor;
+    std::size_t nodes_before = 0;  // running totals when the collection started
+    std::size_t bytes_before = 0;
+    std::size_t child_height = 0;  // deepest nesting among the children
+    bool has_key = false;          // maps: a key is waiting for its value
+    std::string key;
+  };
+
+  // Where every collection sits: its parent collection and its index there. Aliases find anchored
+  // collections through it instead of keeping a copy of each.
+  struct TrieNode {
+    std::uint32_t parent;
+    std::uint32_t slot;
+  };
+
+  struct Anchored {
+    std::string name;
+    bool complete = false;
+    std::optional<json::value> scalar;  // scalars are kept as they are: they are small
+    std::string text;                   // a scalar's text, for aliases used as keys
+    std::uint32_t trie = 0;             // collections are found in the tree
+    std::size_t nodes = 0;
+    std::size_t bytes = 0;
+    std::size_t height = 0;
+  };
+
+  bool expecting_key() const {
+    return !stack_.empty() && stack_.back().node.is_object() && !stack_.back().has_key;
+  }
+
+  void count_nodes(std::size_t n, const YAML::Mark& mark) {
+    nodes_ += n;
+    if (nodes_ > limits_.max_nodes) fail(mark, too_many_nodes_message(limits_.max_nodes));
+  }
+
+  void count_bytes(std::size_t n, const YAML::Mark& mark) {
+    bytes_ += n;
+    if (bytes_ > limits_.max_bytes) {
+      fail(mark, "document's strings exceed the limit of " + std::to_string(limits_.max_bytes) +
+                     " bytes");
+    }
+  }
+
+  Anchored& new_anchor(YAML::anchor_t anchor) {
+    Anchored& anchored = anchors_[anchor];
+    anchored = Anchored{};
+    anchored.name = std::exchange(anchor_name_, std::string());
+    return anchored;
+  }
+
+  void remember_scalar(YAML::anchor_t anchor, const json::value& value, const std::string& text) {
+    Anchored& anchored = new_anchor(anchor);
+    anchored.complete = true;
+    anchored.scalar = value;
+    anchored.text = text;
+    anchored.nodes = 1;
+    anchored.bytes = value.is_string() ? text.size() : 0;
+  }
+
+  void take_key(const std::string& key, const YAML::Mark& mark) {
+    if (key.size() > limits_.max_string_bytes)
+      fail(mark, too_long_message(limits_.max_string_bytes));
+    count_bytes(key.size(), mark);
+    Frame& frame = stack_.back();
+    if (frame.node.get_object().contains(key)) fail(mark, "duplicate key " + quoted(key));
+    frame.key = key;
+    frame.has_key = true;
+  }
+
+  std::uint32_t next_slot() const {
+    const json::value& node = stack_.back().node;
+    return static_cast<std::uint32_t>(node.is_array() ? node.get_array().size()
+                                                      : node.get_object().size());
+  }
+
+  void open(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+            std::string_view type, json::value node) {
+    if (expecting_key()) {
+      fail(mark, "map keys must be scalars; a sequence or map as a key is not supported");
+    }
+    if (tag != "?" && tag != "!" && tag != std::string(kCoreTag) + std::string(type)) {
+      const bool other_collection = tag == std::string(kCoreTag) + (type == "seq" ? "map" : "seq");
+      if (!other_collection && !is_core_scalar_tag(tag)) fail(mark, unsupported_tag(tag));
+      fail(mark,
+           "tag " + tag_name(tag) + " cannot be used on a " + (type == "seq" ? "sequence" : "map"));
+    }
+    if (stack_.size() + 1 > max_depth_) fail(mark, too_deep_message(max_depth_));
+    const std::size_t nodes_before = nodes_;
+    count_nodes(1, mark);
+    Frame frame;
+    frame.node = std::move(node);
+    frame.trie = static_cast<std::uint32_t>(trie_.size());
+    trie_.push_back(stack_.empty() ? TrieNode{kNoParent, 0}
+                                   : TrieNode{stack_.back().trie, next_slot()});
+    frame.anchor = anchor;
+    frame.nodes_before = nodes_before;
+    frame.bytes_before = bytes_;
+    if (anchor != YAML::NullAnchor) new_anchor(anchor);  // incomplete until closed
+    stack_.push_back(std::move(frame));
+  }
+
+  void close() {
+    Frame frame = std::move(stack_.back());
+    stack_.pop_back();
+    const std::size_t height = frame.child_height + 1;
+    if (frame.anchor != YAML::NullAnchor) {
+      Anchored& anchored = anchors_[frame.anchor];
+      anchored.complete = true;
+      anchored.trie = frame.trie;
+      anchored.nodes = nodes_ - frame.nodes_before;
+      anchored.bytes = bytes_ - frame.bytes_before;
+      anchored.height = height;
+    }
+    add(std::move(frame.node), height);
+  }
+
+  void add(json::value value, std::size_t height) {
+    if (stack_.empty()) {
+      root_ = std::move(value);
+      return;
+    }
+    Frame& frame = stack_.back();
+    frame.child_height = std::max(frame.child_height, height);
+    if (frame.node.is_array()) {
+      frame.node.get_array().push_back(std::move(value));
+    } else {
+      frame.node.get_object().emplace(frame.key, std::move(value));
+      frame.has_key = false;
+    }
+  }
+
+  // The completed collection `trie` refers to: up its chain of ancestors to the deepest one still
+  // open on the stack, then down through completed children by index.
+  const json::value& resolve(std::uint32_t trie) const {
+    std::vector<std::uint32_t> chain;
+    for (std::uint32_t id = trie; id != kNoParent; id = trie_[id].parent) chain.push_back(id);
+    std::reverse(chain.begin(), chain.end());
+    std::size_t open = 0;  // chain[open] is stack_[open]; chain[0] is the root
+    while (open + 1 < stack_.size() && open + 1 < chain.size() &&
+           stack_[open + 1].trie == chain[open + 1]) {
+      ++open;
+    }
+    const json::value* node = &stack_[open].node;
+    for (std::size_t i = open + 1; i < chain.size(); ++i) {
+      const std::uint32_t slot = trie_[chain[i]].slot;
+      node = node->is_array() ? &node->get_array()[slot]
+                              : &(node->get_object().begin() + slot)->value();
+    }
+    return *node;
+  }
+
+  const ParseLimits& limits_;
+  std::size_t max_depth_;
+  std::vector<Frame> stack_;
+  std::vector<TrieNode> trie_;
+  std::unordered_map<YAML::anchor_t, Anchored> anchors_;
+  std::string anchor_name_;
+  std::optional<json::value> root_;
+  std::size_t nodes_ = 0;  // values so far, aliases expanded
+  std::size_t bytes_ = 0;  // string and key bytes so far, aliases expanded
+};
+
+// Stops the parser at the start of a second document.
+class SecondDocument final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    fail(mark, "a second document is not allowed; send one document per request or file");
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// Offset of the first control character YAML does not allow (C0 other than tab, LF and CR), or
+// npos. yaml-cpp reads some of them as the end of its input.
+std::size_t find_control_character(std::string_view text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') return i;
+  }
+  return std::string_view::npos;
+}
+
+// Whether the stream holds anything but blank lines, comments, directives and document markers.
+bool has_content(std::string_view text) {
+  while (!text.empty()) {
+    const std::size_t end = text.find('\n');
+    std::string_view line = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
+    if (line.starts_with('%')) continue;
+    if ((line.starts_with("---") || line.starts_with("...")) &&
+        (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r')) {
+      line.remove_prefix(3);
+    }
+    const std::size_t first = line.find_first_not_of(" \t\r");
+    if (first != std::string_view::npos && line[first] != '#') return true;
+  }
+  return false;
+}
+
+ParseError yaml_error_at(std::string_view body, const YAML::Mark& mark, std::string message) {
+  if (mark.is_null() || mark.pos < 0) return ParseError{std::move(message)};
+  return error_at(body, static_cast<std::size_t>(mark.pos), std::move(message));
+}
+
+ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::size_t max_depth) {
+  if (const std::size_t at = find_control_character(body); at != std::string_view::npos) {
+    return error_at(
+        body, at, "control character " + std::to_string(int(body[at])) + " is not allowed in YAML");
+  }
+  if (!has_content(body)) return ParseError{"empty document"};
+  std::istringstream in{std::string(body)};
+  try {
+    YAML::Parser parser(in);
+    YamlBuilder builder(limits, max_depth);
+    parser.HandleNextDocument(builder);
+    if (!builder.has_root()) return ParseError{"empty document"};
+    SecondDocument probe;
+    parser.HandleNextDocument(probe);
+    return builder.take_root();
+  } catch (const YamlFailure& failure) {
+    return yaml_error_at(body, failure.mark, failure.message);
+  } catch (const YAML::DeepRecursion& e) {
+    return yaml_error_at(body, e.mark, "nesting is deeper than the YAML parser allows");
+  } catch (const YAML::Exception& e) {
+    return yaml_error_at(body, e.mark, "invalid YAML: " + e.msg);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML output
+
+// Whether a string can be written as a plain scalar and read back as the same string.
+bool plain_is_safe(std::string_view s) {
+  if (s.empty()) return false;
+  if (const Resolved r = plain_value(std::string(s));
+      !std::holds_alternative<json::value>(r) || !std::get<json::value>(r).is_string()) {
+    return false;
+  }
+  if (std::string_view("-?:,[]{}#&*!|>'\"%@` ").find(s.front()) != std::string_view::npos) {
+    return false;
+  }
+  if (s.starts_with("...") || s.back() == ' ' || s.back() == ':') return false;
+  if (s.find(": ") != std::string_view::npos || s.find(" #") != std::string_view::npos) {
+    return false;
+  }
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7F) return false;
+    // C1 controls (NEL among them), U+2028/U+2029 line and paragraph separators, U+FEFF.
+    if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) < 0xA0) return false;
+    if (s.substr(i).starts_with("\xE2\x80\xA8") || s.substr(i).starts_with("\xE2\x80\xA9") ||
+        s.substr(i).starts_with(kBom)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void emit_string(YAML::Emitter& out, std::string_view s) {
+  if (!plain_is_safe(s)) out << YAML::DoubleQuoted;
+  out << std::string(s);
+}
+
+// Shortest text that reads back as the same double, always in float syntax.
+std::string double_text(double d) {
+  if (d != d) return ".nan";
+  if (d == std::numeric_limits<double>::infinity()) return ".inf";
+  if (d == -std::numeric_limits<double>::infinity()) return "-.inf";
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof buffer, d);
+  std::string text(buffer, result.ptr);
+  if (text.find_first_of(".e") == std::string::npos) text += ".0";
+  return text;
+}
+
+void emit_scalar(YAML::Emitter& out, const json::value& value) {
+  switch (value.kind()) {
+    case json::kind::null:
+      out << YAML::Null;
+      break;
+    case json::kind::bool_:
+      out << value.get_bool();
+      break;
+    case json::kind::int64:
+      out << std::to_string(value.get_int64());
+      break;
+    case json::kind::uint64:
+      out << std::to_string(value.get_uint64());
+      break;
+    case json::kind::double_:
+      out << double_text(value.get_double());
+      break;
+    case json::kind::string: {
+      const json::string& s = value.get_string();
+      emit_string(out, std::string_view(s.data(), s.size()));
+      break;
+    }
+    case json::kind::array:
+    case json::kind::object:
+      break;
+  }
+}
+
+}  // namespace
+
+std::string ParseError::to_string() const {
+  if (line == 0) return message;
+  return "line " + std::to_string(line) + ", column " + std::to_string(column) + ": " + message;
+}
+
+ParseResult parse_document(std::string_view text, Format format, const ParseLimits& limits) {
+  if (text.size() > limits.max_bytes) {
+    return ParseError{"document is " + std::to_string(text.size()) +
+                      " bytes, more than the limit of " + std::to_string(limits.max_bytes) +
+                      " bytes"};
+  }
+  const std::size_t bom = text.starts_with(kBom) ? kBom.size() : 0;
+  const std::string_view body = text.substr(bom);
+  if (const std::size_t at = find_invalid_utf8(body); at != std::string_view::npos) {
+    return error_at(body, at,
+                    "invalid UTF-8 at byte offset " + std::to_string(at + bom) + " of the input");
+  }
+  const std::size_t max_depth = std::min(limits.max_depth, kMaxSupportedDepth);
+  return format == Format::json ? parse_json(body, limits, max_depth)
+                                : parse_yaml(body, limits, max_depth);
+}
+
+FormatGuess format_from_media_type(std::string_view media_type) {
+  media_type = media_type.substr(0, media_type.find(';'));
+  const std::size_t first = media_type.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  media_type = media_type.substr(first, media_type.find_last_not_of(" \t") + 1 - first);
+  std::string type(media_type);
+  std::transform(type.begin(), type.end(), type.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const std::size_t slash = type.find('/');
+  if (slash == 0 || slash == std::string::npos || slash + 1 == type.size() ||
+      type.find('/', slash + 1) != std::string::npos) {
+    return {};
+  }
+  const std::string_view subtype = std::string_view(type).substr(slash + 1);
+  if (type == "application/json" || (subtype.ends_with("+json") && subtype.size() > 5)) {
+    return {true, Format::json};
+  }
+  if (type == "application/yaml" || type == "application/x-yaml" || type == "text/yaml" ||
+      type == "text/x-yaml" || (subtype.ends_with("+yaml") && subtype.size() > 5)) {
+    return {true, Format::yaml};
+  }
+  return {};
+}
+
+std::string to_yaml(const json::value& value) {
+  YAML::Emitter out;
+  out.SetMapFormat(YAML::Block);
+  out.SetSeqFormat(YAML::Block);
+  out.SetNullFormat(YAML::LowerNull);
+  out.SetBoolFormat(YAML::TrueFalseBool);
+  out.SetBoolFormat(YAML::LowerCase);
+
+  // Iterative walk: one entry per open array or object and the index of its next child.
+  struct Open {
+    const json::value* node;
+    std::size_t next;
+  };
+  std::vector<Open> stack;
+  const auto begin = [&](const json::value& node) {
+    if (node.is_array()) {
+      if (node.get_array().empty()) out << YAML::Flow;
+      out << YAML::BeginSeq;
+      stack.push_back({&node, 0});
+    } else if (node.is_object()) {
+      if (node.get_object().empty()) out << YAML::Flow;
+      out << YAML::BeginMap;
+      stack.push_back({&node, 0});
+    } else {
+      emit_scalar(out, node);
+    }
+  };
+  begin(value);
+  while (!stack.empty()) {
+    const json::value& node = *stack.back().node;
+    const std::size_t index = stack.back().next++;
+    if (node.is_array()) {
+      const json::array& array = node.get_array();
+      if (index == array.size()) {
+        out << YAML::EndSeq;
+        stack.pop_back();
+      } else {
+        begin(array[index]);
+      }
+    } else {
+      const json::object& object = node.get_object();
+      if (index == object.size()) {
+        out << YAML::EndMap;
+        stack.pop_back();
+      } else {
+        const json::key_value_pair& entry = *(object.begin() + index);
+        out << YAML::Key;
+        emit_string(out, entry.key());
+        out << YAML::Value;
+        begin(entry.value());
+      }
+    }
+  }
+  if (!out.good()) {
+    // Every JSON value has a YAML form: a failure here is a bug, not bad input.
+    std::fprintf(stderr, "to_yaml: yaml-cpp emitter failed: %s\n", out.GetLastError().c_str());
+    std::abort();
+  }
+  std::string text = out.c_str();
+  text += '\n';
+  return text;
+}
+
+}  // namespace knflow::model
