@@ -50,7 +50,8 @@ enum class WriteStatus {
 
 struct WriteResult {
   WriteStatus status = WriteStatus::ok;
-  std::shared_ptr<const Entry> entry;  // the stored entry after the write (or the deleted one)
+  std::shared_ptr<const Entry> entry;  // the stored entry after the write (or the deleted one);
+                                       // for already_exists and conflict the current one
   std::string message;                 // for conflict and store_failed: what happened
 };
 
@@ -69,14 +70,18 @@ struct CacheSettings {
 // appended to the status history.
 class WorkflowCache {
  public:
+  // Writer strand. Loads every workflow from `db` (which must outlive the cache); `metrics` may be
+  // null. Throws store::Error when SQLite fails or a stored row is not a JSON object.
   WorkflowCache(store::Db& db, metrics::Metrics* metrics, CacheSettings settings = {});
   ~WorkflowCache();
   WorkflowCache(const WorkflowCache&) = delete;
   WorkflowCache& operator=(const WorkflowCache&) = delete;
 
+  // Any thread, never blocks on the writer: the newest published snapshot. Never fails.
   std::shared_ptr<const Snapshot> snapshot() const;
 
   // Writer strand only. `workflow` is validated; its metadata.name/namespace name the object.
+  // Write methods never throw store::Error: SQLite failures come back as store_failed.
   WriteResult create(model::Workflow workflow);
   // Writer strand only. Replaces spec, labels, annotations (and status when given). When
   // metadata.resourceVersion is non-empty it must equal the stored one, else `conflict`.
@@ -86,7 +91,7 @@ class WorkflowCache {
                      std::optional<std::string> resource_version);
 
   // Status history of one workflow, newest first, at most `limit` entries (JSON status objects
-  // with `observedAt`). Writer strand only.
+  // with `observedAt`). Writer strand only. Throws store::Error when SQLite fails.
   std::vector<std::string> status_history(const std::string& namespace_, const std::string& name,
                                           std::size_t limit);
 
