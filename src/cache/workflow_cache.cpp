@@ -326,7 +326,9 @@ WriteResult WorkflowCache::remove(const std::string& namespace_, const std::stri
             .message = describe(key) + " not found"};
   }
   const std::shared_ptr<const Entry>& old = it->second;
-  if (resource_version && *resource_version != std::to_string(old->resource_version)) {
+  // An empty precondition is no precondition, as for replace.
+  if (resource_version && !resource_version->empty() &&
+      *resource_version != std::to_string(old->resource_version)) {
     return {.status = WriteStatus::conflict,
             .entry = old,
             .message = conflict_message(key, old->resource_version, *resource_version)};

@@ -211,6 +211,10 @@ TEST_CASE_METHOD(Fixture, "replace and remove of missing or stale workflows") {
   current.metadata.resource_version = "2";
   CHECK(cache.replace(current).status == WriteStatus::ok);
   CHECK(cache.remove("ns", "a", std::string("3")).status == WriteStatus::ok);
+
+  // An empty resourceVersion is no precondition.
+  cache.create(workflow("ns", "b", "http://f"));
+  CHECK(cache.remove("ns", "b", std::string()).status == WriteStatus::ok);
 }
 
 TEST_CASE_METHOD(Fixture, "resourceVersion is monotonic across deletes and restarts") {
