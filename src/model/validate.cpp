@@ -181,12 +181,30 @@ class Validator {
 
   bool suppressed(std::string_view pointer) const {
     return std::any_of(scopes_.begin(), scopes_.end(),
-                       [&](const std::string& scope) { return is_under(pointer, scope); });
+                       [&](const std::string& scope) { return is_under(pointer, scope); }) ||
+           std::find(parents_.begin(), parents_.end(), pointer) != parents_.end();
   }
 
   void error(std::string pointer, std::string message) {
     if (suppressed(pointer)) return;
     report_.errors.push_back({std::move(pointer), std::move(message)});
+  }
+
+  // Step pointers, then function pointers.
+  std::vector<std::string> containers() const {
+    std::vector<std::string> out = step_pointers_;
+    for (const auto& [name, f] : w_.spec.functions)
+      out.push_back(pointer_append("/spec/functions", name));
+    return out;
+  }
+
+  // A function with an error of its own (or one hidden by a decoding error): mode reasons about
+  // it would only repeat that error.
+  bool function_in_error(const std::string& name) const {
+    const std::string at = pointer_append("/spec/functions", name);
+    return suppressed(at) ||
+           std::any_of(report_.errors.begin(), report_.errors.end(),
+                       [&](const FieldError& e) { return is_under(e.pointer, at); });
   }
 
   void collect_steps(const Steps& steps, const std::string& pointer) {
@@ -215,20 +233,16 @@ class Validator {
   // construct may be a placeholder), or the function, or the field itself.
   void compute_scopes() {
     for (const FieldError& e : decode_errors_) {
+      // A step or function itself, or one of its own keys (a misspelt or mistyped construct, a
+      // misspelt url): the whole step or function. Deeper down, only the field.
       std::string scope = e.pointer;
-      std::size_t best = 0;
-      for (const std::string& step : step_pointers_) {
-        if (is_under(e.pointer, step) && step.size() > best) {
-          best = step.size();
-          scope = step;
-        }
+      const std::string parent = e.pointer.substr(0, e.pointer.rfind('/'));
+      for (const std::string& container : containers()) {
+        if (container == e.pointer || container == parent) scope = container;
       }
-      if (best == 0 && is_under(e.pointer, "/spec/functions")) {
-        if (e.pointer != "/spec/functions") {
-          const std::size_t end = e.pointer.find('/', std::string_view("/spec/functions/").size());
-          scope = e.pointer.substr(0, end);
-        }
-      }
+      // The object holding a field that could not be read: what is said about the object as a
+      // whole ("needs exactly one of uri or ref") may only be a consequence.
+      if (!e.pointer.empty()) parents_.push_back(parent);
       // The functions map itself could not be read: references to it prove nothing.
       if (is_under("/spec/functions", e.pointer)) functions_unreliable_ = true;
       scopes_.push_back(std::move(scope));
@@ -747,7 +761,7 @@ class Validator {
               auto it = w_.spec.functions.find(c.function);
               if (it == w_.spec.functions.end()) return;  // reported as an error
               const Function& f = it->second;
-              if (!f.url && !f.image && !f.local) return;  // reported as an error
+              if (function_in_error(c.function)) return;
               if (!runs_standalone(f)) {
                 reason(report_.standalone, at + "/call",
                        step_label(step) + " calls function " + quoted(c.function) +
@@ -834,7 +848,7 @@ class Validator {
     standalone_calls(w_.spec.steps, "/spec/do");
 
     for (const auto& [name, f] : w_.spec.functions) {
-      if (!f.url && !f.image && f.local) {
+      if (!f.url && !f.image && f.local && !function_in_error(name)) {
         reason(report_.cluster, pointer_append("/spec/functions", name),
                "function " + quoted(name) + " has only local: cluster mode needs url or image");
       }
@@ -864,7 +878,8 @@ class Validator {
   const Errors& decode_errors_;
   ValidationReport report_;
   std::vector<std::string> step_pointers_;
-  std::vector<std::string> scopes_;
+  std::vector<std::string> scopes_;   // decode errors hide validation errors at and under these
+  std::vector<std::string> parents_;  // ... and exactly at these
   bool functions_unreliable_ = false;
   std::map<std::string, std::string> step_names_;  // name -> pointer of its first step
 };

@@ -1,0 +1,417 @@
+#include "knflow/model/validate.hpp"
+
+#include "knflow/model/codec.hpp"
+#include "knflow/model/expression.hpp"
+#include "support/catch.hpp"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using namespace knflow::model;
+
+namespace {
+
+const fs::path kSource = KNFLOW_SOURCE_DIR;
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+std::string describe(const Errors& errors) {
+  std::string out;
+  for (const auto& e : errors)
+    out += "  " + (e.pointer.empty() ? "(root)" : e.pointer) + ": " + e.message + "\n";
+  return out;
+}
+
+std::vector<fs::path> files_in(const fs::path& dir, std::string_view extension) {
+  std::vector<fs::path> out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == extension) out.push_back(entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+CheckResult check_yaml(const std::string& text) { return check_document(text, Format::yaml); }
+
+// A valid workflow around the given `do` list (YAML, indented as under `spec:`), with functions
+// that run in both modes.
+std::string workflow_with(const std::string& steps, const std::string& extra_spec = "",
+                          const std::string& extra_functions = "") {
+  return "apiVersion: knflow.dev/v1alpha1\n"
+         "kind: Workflow\n"
+         "metadata: {name: wf}\n"
+         "spec:\n"
+         "  functions:\n"
+         "    f: {url: 'http://127.0.0.1:9000'}\n"
+         "    g: {url: 'http://127.0.0.1:9001'}\n"
+         "    img: {image: 'registry.example.com/img:1'}\n" +
+         extra_functions + extra_spec + "  do:\n" + steps;
+}
+
+std::set<std::string> pointers(const Errors& errors) {
+  std::set<std::string> out;
+  for (const auto& e : errors) out.insert(e.pointer);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every example validates and runs in the mode it is written for",
+          "[validate][examples]") {
+  struct Expected {
+    std::string file;
+    bool standalone;
+    bool cluster;
+  };
+  const std::vector<Expected> table{
+      {"hello.yaml", true, true},
+      {"order-pipeline.yaml", true, false},
+      {"cluster-sequence.yaml", false, true},
+      {"try-catch.yaml", true, false},
+      {"loops.yaml", true, false},
+  };
+  for (const auto& path : files_in(kSource / "examples", ".yaml")) {
+    INFO(path.filename().string());
+    const CheckResult result = check_yaml(read_file(path));
+    INFO(describe(result.report.errors));
+    CHECK(result.report.ok());
+    CHECK(result.workflow.has_value());
+    auto it = std::find_if(table.begin(), table.end(),
+                           [&](const Expected& e) { return e.file == path.filename(); });
+    if (it != table.end()) {
+      INFO("standalone reasons:\n" << describe(result.report.standalone.reasons));
+      INFO("cluster reasons:\n" << describe(result.report.cluster.reasons));
+      CHECK(result.report.standalone.supported == it->standalone);
+      CHECK(result.report.cluster.supported == it->cluster);
+    }
+  }
+  for (const auto& e : table) CHECK(fs::exists(kSource / "examples" / e.file));
+}
+
+TEST_CASE("every Workflow block in docs/*.md validates", "[validate][docs]") {
+  std::size_t blocks = 0;
+  for (const auto& path : files_in(kSource / "docs", ".md")) {
+    std::istringstream in(read_file(path));
+    std::string line;
+    std::string block;
+    bool inside = false;
+    std::size_t line_number = 0;
+    std::size_t block_start = 0;
+    while (std::getline(in, line)) {
+      ++line_number;
+      if (!inside && line.starts_with("```yaml")) {
+        inside = true;
+        block.clear();
+        block_start = line_number;
+      } else if (inside && line.starts_with("```")) {
+        inside = false;
+        if (block.find("\nkind: Workflow") == std::string::npos &&
+            !block.starts_with("kind: Workflow")) {
+          continue;
+        }
+        ++blocks;
+        INFO(path.filename().string() << " block at line " << block_start);
+        const CheckResult result = check_yaml(block);
+        INFO(describe(result.report.errors));
+        CHECK(result.report.ok());
+      } else if (inside) {
+        block += line + "\n";
+      }
+    }
+  }
+  CHECK(blocks >= 3);
+}
+
+TEST_CASE("invalid documents give exactly the expected error pointers", "[validate][invalid]") {
+  const auto files = files_in(kSource / "test/model/invalid", ".yaml");
+  CHECK(files.size() >= 40);
+  for (const auto& path : files) {
+    const std::string text = read_file(path);
+    // Header: "# expect: <pointer>" lines, optionally "<pointer> | <text in the message>";
+    // "(root)" is the empty pointer.
+    std::multiset<std::string> expected;
+    std::vector<std::pair<std::string, std::string>> fragments;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line) && line.starts_with("#")) {
+      constexpr std::string_view kExpect = "# expect: ";
+      if (!line.starts_with(kExpect)) continue;
+      std::string pointer = line.substr(kExpect.size());
+      std::string fragment;
+      if (auto bar = pointer.find(" | "); bar != std::string::npos) {
+        fragment = pointer.substr(bar + 3);
+        pointer.erase(bar);
+      }
+      if (pointer == "(root)") pointer.clear();
+      expected.insert(pointer);
+      if (!fragment.empty()) fragments.emplace_back(pointer, fragment);
+    }
+    INFO(path.filename().string());
+    REQUIRE_FALSE(expected.empty());
+    const CheckResult result = check_yaml(text);
+    INFO("got:\n" << describe(result.report.errors));
+    std::multiset<std::string> got;
+    for (const auto& e : result.report.errors) got.insert(e.pointer);
+    CHECK(got == expected);
+    for (const auto& [pointer, fragment] : fragments) {
+      INFO("expected at " << pointer << " a message containing: " << fragment);
+      CHECK(std::any_of(
+          result.report.errors.begin(), result.report.errors.end(), [&](const FieldError& e) {
+            return e.pointer == pointer && e.message.find(fragment) != std::string::npos;
+          }));
+    }
+  }
+}
+
+TEST_CASE("check_document reports a parse error at the root", "[validate]") {
+  const CheckResult result = check_document("{\"apiVersion\": ", Format::json);
+  REQUIRE(result.report.errors.size() == 1);
+  CHECK(result.report.errors[0].pointer.empty());
+  CHECK_FALSE(result.workflow.has_value());
+}
+
+TEST_CASE("check_value keeps decoding and validation errors in one list", "[validate]") {
+  // One unknown field (decoding) and one bad step name (validation); neither hides the other.
+  const CheckResult result = check_value(json::parse(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+    "metadata": {"name": "wf", "colour": "red"},
+    "spec": {"functions": {"f": {"url": "http://a"}}, "do": [{"name": "Bad_Name", "call": "f"}]}})"));
+  CHECK(pointers(result.report.errors) ==
+        std::set<std::string>{"/metadata/colour", "/spec/do/0/name"});
+  CHECK_FALSE(result.workflow.has_value());
+}
+
+TEST_CASE("is_dns1123_label", "[validate]") {
+  struct Row {
+    std::string name;
+    bool ok;
+  };
+  const std::vector<Row> rows{
+      {"a", true},    {"order-pipeline", true},
+      {"0abc", true}, {std::string(63, 'a'), true},
+      {"", false},    {std::string(64, 'a'), false},
+      {"-a", false},  {"a-", false},
+      {"A", false},   {"a_b", false},
+      {"a.b", false}, {"ä", false},
+  };
+  for (const auto& row : rows) {
+    INFO(row.name);
+    CHECK(is_dns1123_label(row.name) == row.ok);
+  }
+}
+
+TEST_CASE("expressions compile with the variables in scope", "[validate][expression]") {
+  const std::vector<std::string> globals{"event", "input", "run"};
+  struct Row {
+    std::string program;
+    bool ok;
+    std::string fragment;  // expected in the message when not ok
+  };
+  const std::vector<Row> rows{
+      {".a", true, ""},
+      {"{order: .order, receipt: .}", true, ""},
+      {"$event.type + $run.id", true, ""},
+      {"$input | length", true, ""},
+      {"[.[] | select(.x > 1)] | map(.y)", true, ""},
+      {"\"id: \\(.id)\"", true, ""},
+      {"{env: 1, input: 2}", true, ""},  // object keys, not calls
+      {".env + .input", true, ""},       // fields, not calls
+      {"@base64 \"\\(.a)\"", true, ""},
+      {"try error(\"x\") catch .", true, ""},
+      {"def f: . + 1; f", true, ""},
+      {".a |||", false, "syntax error"},
+      {"$item", false, "$item is not defined"},
+      {"foo(1)", false, "foo/1 is not defined"},
+      {"{a: }", false, "syntax error"},
+      {"input", false, "\"input\" is not available in knflow expressions"},
+      {"[inputs]", false, "\"inputs\" is not available"},
+      {"$ENV.HOME", false, "\"$ENV\" is not available"},
+      {"$ ENV", false, "\"$ENV\" is not available"},
+      {"env.PATH", false, "\"env\" is not available"},
+      {"{a: env}", false, "\"env\" is not available"},
+      {"{a: .x | env}", false, "\"env\" is not available"},
+      {"\"\\(env)\"", false, "\"env\" is not available"},
+      {"input_filename", false, "\"input_filename\" is not available"},
+      {"get_search_list", false, "\"get_search_list\" is not available"},
+      {". | debug", false, "\"debug\" is not available"},
+      {"stderr", false, "\"stderr\" is not available"},
+      {"import \"a\" as a; .", false, "\"import\" is not available"},
+      {"include \"a\"; .", false, "\"include\" is not available"},
+      {"  ", false, "empty"},
+  };
+  for (const auto& row : rows) {
+    INFO(row.program);
+    const auto problem = compile_error(row.program, globals);
+    CHECK(problem.has_value() != row.ok);
+    if (problem && !row.fragment.empty()) {
+      INFO(*problem);
+      CHECK(problem->find(row.fragment) != std::string::npos);
+    }
+  }
+  const std::vector<std::string> in_loop{"event", "input", "run", "item", "index"};
+  CHECK_FALSE(compile_error("$item + $index", in_loop).has_value());
+  // Cached verdicts do not leak across variable sets.
+  CHECK(compile_error("$item + $index", globals).has_value());
+}
+
+TEST_CASE("is_expression and expression_program", "[validate][expression]") {
+  CHECK(is_expression("${ .a }"));
+  CHECK(is_expression("${.a}"));
+  CHECK(is_expression("  ${ .a }\n"));
+  CHECK_FALSE(is_expression("${ .a"));
+  CHECK_FALSE(is_expression(".a"));
+  CHECK_FALSE(is_expression("hello ${ .name }"));
+  CHECK(expression_program("${ .a }") == " .a ");
+  CHECK(expression_program("${{a: 1}}") == "{a: 1}");
+}
+
+TEST_CASE("modes: which constructs run standalone and in the cluster", "[validate][modes]") {
+  struct Row {
+    std::string what;
+    std::string steps;
+    bool standalone;
+    bool cluster;
+    std::set<std::string> reasons;  // pointers of the reasons for the unsupported mode(s)
+    std::string extra_spec = "";
+    std::string extra_functions = "";
+  };
+  const std::vector<Row> rows{
+      {"url call", "    - {name: a, call: f}\n", true, true, {}},
+      {"image call", "    - {name: a, call: img}\n", false, true, {"/spec/do/0/call"}},
+      {"local call",
+       "    - {name: a, call: loc}\n",
+       true,
+       false,
+       {"/spec/functions/loc"},
+       "",
+       "    loc: {local: {command: [python3, f.py]}}\n"},
+      {"fork join each",
+       "    - name: a\n      fork: {join: each, branches: [{name: b, call: f}, {name: c, do: "
+       "[{name: d, call: g}]}]}\n",
+       true,
+       true,
+       {}},
+      {"fork join all (default)",
+       "    - name: a\n      fork: {branches: [{name: b, call: f}]}\n",
+       true,
+       false,
+       {"/spec/do/0/fork"}},
+      {"fork join any",
+       "    - name: a\n      fork: {join: any, branches: [{name: b, call: f}]}\n",
+       true,
+       false,
+       {"/spec/do/0/fork/join"}},
+      {"switch",
+       "    - name: a\n      switch: [{then: continue}]\n",
+       true,
+       false,
+       {"/spec/do/0/switch"}},
+      {"for",
+       "    - name: a\n      for: {in: '${ . }'}\n      do: [{name: b, call: f}]\n",
+       true,
+       false,
+       {"/spec/do/0/for"}},
+      {"while",
+       "    - name: a\n      while: '${ false }'\n      maxIterations: 3\n      do: [{name: b, "
+       "call: f}]\n",
+       true,
+       false,
+       {"/spec/do/0/while"}},
+      {"try", "    - name: a\n      try: [{name: b, call: f}]\n", true, false, {"/spec/do/0/try"}},
+      {"wait", "    - {name: a, wait: PT1S}\n", true, false, {"/spec/do/0/wait"}},
+      {"set", "    - {name: a, set: {x: 1}}\n", true, false, {"/spec/do/0/set"}},
+      {"raise", "    - {name: a, raise: {type: runtime}}\n", true, false, {"/spec/do/0/raise"}},
+      {"emit", "    - {name: a, emit: {type: t, source: s}}\n", true, false, {"/spec/do/0/emit"}},
+      {"nested do at top level",
+       "    - {name: a, do: [{name: b, call: f}]}\n",
+       true,
+       false,
+       {"/spec/do/0/do"}},
+      {"step if", "    - {name: a, call: f, if: '${ true }'}\n", true, false, {"/spec/do/0/if"}},
+      {"step input and output",
+       "    - {name: a, call: f, input: '${ . }', output: '${ . }'}\n",
+       true,
+       false,
+       {"/spec/do/0/input", "/spec/do/0/output"}},
+      {"then end", "    - {name: a, call: f, then: end}\n", true, false, {"/spec/do/0/then"}},
+      {"switch in a fork branch",
+       "    - name: a\n      fork: {join: each, branches: [{name: b, switch: [{then: "
+       "continue}]}]}\n",
+       true,
+       false,
+       {"/spec/do/0/fork/branches/0/switch"}},
+      {"whole-run timeout",
+       "    - {name: a, call: f}\n",
+       true,
+       false,
+       {"/spec/timeout"},
+       "  timeout: PT1M\n"},
+      {"trigger, reply and deadLetter",
+       "    - {name: a, call: f}\n",
+       true,
+       true,
+       {},
+       "  trigger: {broker: default, filter: {type: a.b}}\n  reply: {uri: 'http://r'}\n  "
+       "deadLetter: {ref: "
+       "{apiVersion: v1, kind: Service, name: dl}}\n"},
+  };
+  for (const auto& row : rows) {
+    INFO(row.what);
+    const CheckResult result =
+        check_yaml(workflow_with(row.steps, row.extra_spec, row.extra_functions));
+    INFO(describe(result.report.errors));
+    CHECK(result.report.ok());
+    CHECK(result.report.standalone.supported == row.standalone);
+    CHECK(result.report.cluster.supported == row.cluster);
+    std::set<std::string> got = pointers(result.report.standalone.reasons);
+    got.merge(pointers(result.report.cluster.reasons));
+    CHECK(got == row.reasons);
+  }
+}
+
+TEST_CASE("a cluster reason names the step", "[validate][modes]") {
+  const CheckResult result =
+      check_yaml(workflow_with("    - name: route\n      switch: [{then: continue}]\n"));
+  REQUIRE(result.report.cluster.reasons.size() == 1);
+  CHECK(result.report.cluster.reasons[0].message ==
+        "step \"route\": switch needs the knflow data plane, not available in cluster mode yet");
+}
+
+TEST_CASE("a workflow that runs in neither mode is an error", "[validate][modes]") {
+  const CheckResult result =
+      check_yaml(workflow_with("    - {name: a, call: img}\n"
+                               "    - {name: b, wait: PT1S}\n"));
+  CHECK(pointers(result.report.errors) == std::set<std::string>{"/spec"});
+  REQUIRE_FALSE(result.report.errors.empty());
+  CHECK(result.report.errors[0].message.find("neither") != std::string::npos);
+  CHECK(result.report.errors[0].message.find("/spec/do/1/wait") != std::string::npos);
+}
+
+TEST_CASE("validate reports every error of a decoded workflow at once", "[validate]") {
+  const DecodeResult decoded = decode_workflow(json::parse(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+    "metadata": {"name": "wf"},
+    "spec": {"functions": {"f": {"url": "http://a"}}, "do": [
+      {"name": "a", "call": "missing"},
+      {"name": "a", "call": "f", "then": "nowhere"},
+      {"name": "c", "while": "${ true }", "do": [{"name": "d", "call": "f"}]}]}})"));
+  REQUIRE(decoded.ok());
+  const ValidationReport report = validate(decoded.workflow);
+  CHECK(pointers(report.errors) == std::set<std::string>{"/spec/do/0/call", "/spec/do/1/name",
+                                                         "/spec/do/1/then",
+                                                         "/spec/do/2/maxIterations"});
+}
