@@ -650,9 +650,12 @@ class Validator {
             if (c.status && (*c.status < 100 || *c.status > 599)) {
               error(at + "/raise/status", "status must be an HTTP status, 100 to 599");
             }
+            if (c.title) maybe_expression(*c.title, at + "/raise/title", variables);
+            if (c.detail) maybe_expression(*c.detail, at + "/raise/detail", variables);
           } else if constexpr (std::is_same_v<T, EmitStep>) {
             if (c.type.empty()) error(at + "/emit/type", "type must not be empty");
             if (c.source.empty()) error(at + "/emit/source", "source must not be empty");
+            if (c.subject) maybe_expression(*c.subject, at + "/emit/subject", variables);
             if (c.data) expressions_in(*c.data, at + "/emit/data", variables);
           }
         },

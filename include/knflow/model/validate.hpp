@@ -28,10 +28,14 @@ struct ValidationReport {
 // Checks a decoded workflow: DNS-1123 names and generated-name lengths, unique step names, `then`
 // targets in scope, at most one default per switch, while.maxIterations bounds, durations,
 // references to declared functions, jq expressions (compiled with the variables in scope), and
-// which modes it can run in. Pure; thread-safe.
+// which modes it can run in (a workflow that runs in neither is an error at /spec). Pure;
+// thread-safe (jq compilation is serialised by one mutex, see expression.hpp).
 ValidationReport validate(const Workflow& workflow);
 
-// Text to verdict: parse, decode, validate; every error of every stage in one list.
+// Text to verdict: parse, decode, validate; every error of every stage in one list, decoding
+// errors first. Validation runs even after decoding errors, but what a decoding error could have
+// caused is not reported again (docs/workflow-dsl.md, "One mistake, one error"). A document that
+// does not parse is one error with the empty pointer.
 struct CheckResult {
   std::optional<Workflow> workflow;  // set when the document decoded without errors
   ValidationReport report;

@@ -140,9 +140,9 @@ struct SwitchStep {
 };
 
 struct ForStep {
-  std::string each;  // variable name for the element, e.g. "item"
+  std::string each;  // variable name for the element; empty when absent, meaning "item"
   std::string in;    // expression giving the array
-  std::optional<std::string> at;
+  std::optional<std::string> at;  // variable name for the index; absent means "index"
   std::optional<std::int64_t> concurrency;
   Steps steps;  // the step's `do`
 
@@ -166,7 +166,7 @@ struct ErrorFilter {
 
 struct Catch {
   std::optional<ErrorFilter> errors;
-  std::optional<std::string> as;
+  std::optional<std::string> as;  // variable name for the error; absent means "error"
   std::optional<RetryPolicy> retry;
   std::optional<Steps> steps;  // the catch's `do`
 
