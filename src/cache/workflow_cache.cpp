@@ -11,10 +11,10 @@
 #include <boost/json.hpp>
 
 #include <array>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <ctime>
+#include <mutex>
 #include <system_error>
 
 namespace knflow::cache {
@@ -131,7 +131,7 @@ struct WorkflowCache::Impl {
       next->items.erase(key);
     }
     const std::size_t count = next->items.size();
-    current.store(std::move(next), std::memory_order_release);
+    set_current(std::move(next));
     if (metrics != nullptr) metrics->set_workflows(static_cast<double>(count));
   }
 
@@ -145,11 +145,29 @@ struct WorkflowCache::Impl {
                                             .status_json = json::serialize(status)});
   }
 
+  std::shared_ptr<const Snapshot> get_current() const {
+    std::lock_guard lock(current_mutex);
+    return current;
+  }
+
+  // The previous snapshot is released after the lock, so its destruction (possibly of the whole
+  // map, when no reader holds it) never delays a reader.
+  void set_current(std::shared_ptr<const Snapshot> next) {
+    {
+      std::lock_guard lock(current_mutex);
+      current.swap(next);
+    }
+  }
+
   store::Db& db;
   store::WorkflowStore store;
   metrics::Metrics* metrics;
   CacheSettings settings;
-  std::atomic<std::shared_ptr<const Snapshot>> current;
+  // The published snapshot, behind a mutex held only to copy or swap one pointer. Not
+  // std::atomic<std::shared_ptr>: libstdc++ 12 unlocks its load() with a relaxed store, which
+  // ThreadSanitizer reports as a data race with the next store().
+  mutable std::mutex current_mutex;
+  std::shared_ptr<const Snapshot> current;
 };
 
 namespace {
@@ -210,15 +228,13 @@ WorkflowCache::WorkflowCache(store::Db& db, metrics::Metrics* metrics, CacheSett
     throw;
   }
   const std::size_t count = snapshot->items.size();
-  impl_->current.store(std::move(snapshot));
+  impl_->set_current(std::move(snapshot));
   if (metrics != nullptr) metrics->set_workflows(static_cast<double>(count));
 }
 
 WorkflowCache::~WorkflowCache() = default;
 
-std::shared_ptr<const Snapshot> WorkflowCache::snapshot() const {
-  return impl_->current.load(std::memory_order_acquire);
-}
+std::shared_ptr<const Snapshot> WorkflowCache::snapshot() const { return impl_->get_current(); }
 
 WriteResult WorkflowCache::create(model::Workflow workflow) {
   model::ObjectMeta& meta = workflow.metadata;
