@@ -11,7 +11,9 @@
 #include <boost/json/value_stack.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -192,7 +194,14 @@ class JsonHandler {
     stack_.push_uint64(u);
     return true;
   }
-  bool on_double(double d, json::string_view, json::error_code& ec) {
+  bool on_double(double d, json::string_view text, json::error_code& ec) {
+    // Boost.JSON reads an exponent beyond double's range as infinity, which JSON cannot hold.
+    if (!std::isfinite(d)) {
+      return fail(ec,
+                  "number " + quoted(std::string_view(text.data(), text.size())) +
+                      " is too large to represent",
+                  Token::scalar);
+    }
     if (!count_node(ec, Token::scalar)) return false;
     stack_.push_double(d);
     return true;
@@ -511,6 +520,23 @@ struct YamlFailure {
   YAML::Mark mark;
 };
 
+// yaml-cpp 0.7 writes the escapes \N and \_ as the single bytes 0x85 and 0xA0 instead of the UTF-8
+// for U+0085 and U+00A0. The input is valid UTF-8 and yaml-cpp encodes every other escape
+// correctly, so a stray byte of either value can only come from those two escapes.
+std::optional<std::string> repair_escapes(std::string_view text) {
+  std::string out;
+  for (std::size_t at; (at = find_invalid_utf8(text)) != std::string_view::npos;) {
+    const auto c = static_cast<unsigned char>(text[at]);
+    if (c != 0x85 && c != 0xA0) return std::nullopt;
+    out.append(text.substr(0, at));
+    out += '\xC2';
+    out += static_cast<char>(c);
+    text.remove_prefix(at + 1);
+  }
+  out.append(text);
+  return out;
+}
+
 constexpr const char* kNullKeyMessage =
     "map key is null or empty; quote it to use it as a string key";
 
@@ -543,9 +569,16 @@ class YamlBuilder final : public YAML::EventHandler {
   }
 
   void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
-                const std::string& text) override {
-    if (text.size() > limits_.max_string_bytes)
+                const std::string& raw) override {
+    if (raw.size() > limits_.max_string_bytes) {
       fail(mark, too_long_message(limits_.max_string_bytes));
+    }
+    std::optional<std::string> repaired;
+    if (find_invalid_utf8(raw) != std::string_view::npos) {
+      repaired = repair_escapes(raw);
+      if (!repaired) fail(mark, "scalar is not valid UTF-8 after its escapes are applied");
+    }
+    const std::string& text = repaired ? *repaired : raw;
     Resolved resolved = scalar_value(tag, text);
     if (auto* message = std::get_if<std::string>(&resolved)) fail(mark, std::move(*message));
     json::value& value = std::get<json::value>(resolved);
@@ -772,8 +805,14 @@ class YamlBuilder final : public YAML::EventHandler {
 // Stops the parser at the start of a second document.
 class SecondDocument final : public YAML::EventHandler {
  public:
+  explicit SecondDocument(std::string_view body) : body_(body) {}
+
   void OnDocumentStart(const YAML::Mark& mark) override {
-    fail(mark, "a second document is not allowed; send one document per request or file");
+    const bool marker =
+        mark.pos >= 0 &&
+        body_.substr(std::min(body_.size(), std::size_t(mark.pos))).starts_with("---");
+    fail(mark, marker ? "a second document is not allowed; send one document per request or file"
+                      : "unexpected content after the end of the document");
   }
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
@@ -786,6 +825,9 @@ class SecondDocument final : public YAML::EventHandler {
   void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
                   YAML::EmitterStyle::value) override {}
   void OnMapEnd() override {}
+
+ private:
+  std::string_view body_;
 };
 
 // Offset of the first control character YAML does not allow (C0 other than tab, LF and CR), or
@@ -832,7 +874,7 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
     YamlBuilder builder(limits, max_depth);
     parser.HandleNextDocument(builder);
     if (!builder.has_root()) return ParseError{"empty document"};
-    SecondDocument probe;
+    SecondDocument probe(body);
     parser.HandleNextDocument(probe);
     return builder.take_root();
   } catch (const YamlFailure& failure) {

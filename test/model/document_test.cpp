@@ -171,6 +171,8 @@ TEST_CASE("JSON rejections carry a message and a position") {
       {"empty", "", "unexpected end of the document", 1, 1},
       {"comment", "// x\n{}", "invalid JSON", 1, 1},
       {"NaN is not JSON", "[NaN]", "invalid JSON", 1, 2},
+      {"number too large for a double", "[1, -11e999]", "number \"-11e999\" is too large", 1, 5},
+      {"tiny number reads as zero, a huge one does not", "[1e-999, 1e999]", "\"1e999\"", 1, 10},
       {"control character in a string", "[\"a\x01\"]", "invalid JSON", 1, 4},
       {"too deep", "[[[1]]]", "nesting is deeper than the limit of 2 levels", 1, 3,
        ParseLimits{.max_depth = 2}},
@@ -333,6 +335,8 @@ TEST_CASE("YAML scalars follow the YAML 1.2 core schema") {
       {"\"~\"", R"("~")"},
       {"'.inf'", R"(".inf")"},
       {"\"a\\tb\\u00e9\"", R"("a\tbé")"},
+      {"\"\\N\\_\\L\\P\\x41\\0\"", R"("\u0085\u00a0\u2028\u2029A\u0000")"},
+      {"\"é\\N\\_é\"", R"("é\u0085\u00a0é")"},
       // plain strings
       {"hello world", R"("hello world")"},
       {"${ .total > 1000 }", R"("${ .total > 1000 }")"},
@@ -415,7 +419,14 @@ TEST_CASE("YAML rejections carry a message and a position") {
       {"hex beyond 64 bits", "a: 0x1FFFFFFFFFFFFFFFF\n", "does not fit in 64 bits", 1, 4},
       // documents
       {"second document", "a: 1\n---\nb: 2\n", "a second document is not allowed", 2, 1},
-      {"second bare document", "a: 1\n...\nb: 2\n", "a second document is not allowed", 3, 1},
+      {"content after an explicit end", "a: 1\n...\nb: 2\n",
+       "unexpected content after the end of the document", 3, 1},
+      {"content after a flow node", "[1] x\n", "unexpected content after the end of the document",
+       1, 5},
+      {"block after a flow node", "[1]\n- 2\n", "unexpected content after the end of the document",
+       2, 1},
+      {"stray bracket", "a: 1\n]\n", "invalid YAML", 2, 1},
+      {"list after a map", "a: 1\n- 2\n", "invalid YAML", 2, 1},
       {"trailing empty document", "a: 1\n---\n", "a second document is not allowed", 2, 1},
       {"empty stream", "", "empty document", 0, 0},
       {"blank stream", "  \n\n", "empty document", 0, 0},
@@ -798,6 +809,14 @@ TEST_CASE("property: parse_document(to_yaml(v), yaml) == v") {
     CAPTURE(i, json::serialize(value), text);
     CHECK(parse_ok(text, Format::yaml) == value);
   }
+}
+
+TEST_CASE("to_yaml round trips long keys and strings") {
+  // yaml-cpp writes keys over 1024 characters, the limit of an implicit key, as explicit "? " keys.
+  const std::string long_key(5000, 'k');
+  const std::string long_value = repeat("word \"quoted\" ", 10'000);
+  const json::value value = {{long_key, long_value}, {"short", long_key}};
+  CHECK(parse_ok(to_yaml(value), Format::yaml) == value);
 }
 
 TEST_CASE("to_yaml handles a value as deep as the parser accepts") {

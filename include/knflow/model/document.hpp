@@ -12,6 +12,9 @@ namespace knflow::model {
 enum class Format { json, yaml };
 
 // Bounds applied while parsing outside input, before any of it reaches the typed model.
+// max_bytes also bounds the key and string bytes a YAML document expands to through aliases;
+// max_depth is capped at 1000 whatever its value (values are copied and destroyed recursively),
+// and yaml-cpp refuses YAML nested deeper than about 500 levels by itself.
 struct ParseLimits {
   std::size_t max_bytes = 1 << 20;        // whole document
   std::size_t max_depth = 64;             // nesting of maps and lists
