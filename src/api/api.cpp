@@ -321,15 +321,18 @@ struct Api::Handlers {
     return problem(500, "internal", "Unexpected write result.", req);
   }
 
-  // Runs a cache write on the writer strand and resumes here with its result.
-  template <typename F>
-  asio::awaitable<cache::WriteResult> on_writer(F f) {
-    co_return co_await asio::co_spawn(
-        api.writer_,
-        [this, f = std::move(f)]() mutable -> asio::awaitable<cache::WriteResult> {
-          co_return f(*cache());
-        },
-        asio::use_awaitable);
+  using WriteOp = std::function<cache::WriteResult(cache::WorkflowCache&)>;
+
+  static asio::awaitable<cache::WriteResult> run_write(cache::WorkflowCache* c, WriteOp op) {
+    co_return op(*c);
+  }
+
+  // Runs a cache write on the writer strand and resumes here with its result. (No lambda
+  // coroutines with captures here: g++ 12 mishandles closures that are temporaries of a co_await
+  // expression.)
+  asio::awaitable<cache::WriteResult> on_writer(WriteOp op) {
+    auto task = run_write(cache(), std::move(op));
+    co_return co_await asio::co_spawn(api.writer_, std::move(task), asio::use_awaitable);
   }
 
   asio::awaitable<Response> list(Request& req, bool all_namespaces) {
@@ -421,6 +424,11 @@ struct Api::Handlers {
     co_return document_response(200, it->second->json, *format);
   }
 
+  static asio::awaitable<std::vector<std::string>> read_history(cache::WorkflowCache* c,
+                                                                std::string ns, std::string name) {
+    co_return c->status_history(ns, name, 100);
+  }
+
   asio::awaitable<Response> history(Request& req) {
     auto* c = cache();
     if (!c) co_return starting(req);
@@ -433,12 +441,8 @@ struct Api::Handlers {
       co_return problem(404, "not-found", "Workflow \"" + ns + "/" + name + "\" does not exist.",
                         req);
     }
-    auto rows = co_await asio::co_spawn(
-        api.writer_,
-        [c, ns, name]() -> asio::awaitable<std::vector<std::string>> {
-          co_return c->status_history(ns, name, 100);
-        },
-        asio::use_awaitable);
+    auto task = read_history(c, ns, name);
+    auto rows = co_await asio::co_spawn(api.writer_, std::move(task), asio::use_awaitable);
     std::string items;
     for (const auto& row : rows) {
       if (!items.empty()) items.push_back(',');
@@ -455,9 +459,10 @@ struct Api::Handlers {
     auto read = read_workflow(req);
     if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
     auto workflow = std::get<model::Workflow>(std::move(read));
-    auto result = co_await on_writer([w = std::move(workflow)](cache::WorkflowCache& c) mutable {
+    WriteOp op = [w = std::move(workflow)](cache::WorkflowCache& c) mutable {
       return c.create(std::move(w));
-    });
+    };
+    auto result = co_await on_writer(std::move(op));
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
     log::info("Created workflow",
               {{"namespace", result.entry->namespace_}, {"name", result.entry->name}});
@@ -475,9 +480,10 @@ struct Api::Handlers {
     auto read = read_workflow(req);
     if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
     auto workflow = std::get<model::Workflow>(std::move(read));
-    auto result = co_await on_writer([w = std::move(workflow)](cache::WorkflowCache& c) mutable {
+    WriteOp op = [w = std::move(workflow)](cache::WorkflowCache& c) mutable {
       return c.replace(std::move(w));
-    });
+    };
+    auto result = co_await on_writer(std::move(op));
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
     log::info("Updated workflow",
               {{"namespace", result.entry->namespace_},
@@ -493,9 +499,9 @@ struct Api::Handlers {
     if (!format) co_return not_acceptable(req);
     std::optional<std::string> precondition;
     if (auto rv = req.query_param("resourceVersion")) precondition = std::string(*rv);
-    auto result = co_await on_writer(
-        [ns = req.params.at("ns"), name = req.params.at("name"),
-         precondition](cache::WorkflowCache& c) { return c.remove(ns, name, precondition); });
+    WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name"), precondition](
+                     cache::WorkflowCache& c) { return c.remove(ns, name, precondition); };
+    auto result = co_await on_writer(std::move(op));
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
     log::info("Deleted workflow",
               {{"namespace", result.entry->namespace_}, {"name", result.entry->name}});

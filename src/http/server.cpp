@@ -289,7 +289,17 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(settings.max_header_bytes));
       parser.body_limit(settings.max_body_bytes);
-      stream.expires_after(settings.request_timeout);
+      // The request deadline is a timer that cancels the read rather than the stream's own
+      // expiry, which would close the socket before the 408 could be written.
+      stream.expires_never();
+      bool timed_out = false;
+      auto armed = std::make_shared<bool>(true);
+      asio::steady_timer deadline(stream.get_executor(), settings.request_timeout);
+      deadline.async_wait([armed, &timed_out, &stream](beast::error_code tec) {
+        if (tec || !*armed) return;
+        timed_out = true;
+        stream.socket().cancel();
+      });
 
       Response res;
       std::string route_label = "unmatched";
@@ -314,7 +324,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           std::tie(ec, n) = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
         }
       }
+      *armed = false;
+      deadline.cancel();
       if (ec) {
+        if (timed_out) ec = beast::error::timeout;
         if (ec == bhttp::error::header_limit) {
           res = make_problem(simple_problem(431, "header-too-large",
                                             "The request head is larger than " +
@@ -365,11 +378,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       // HEAD: Content-Length describes the GET body, which is not sent.
       bhttp::response_serializer<bhttp::string_body> serializer(out);
       if (is_head) serializer.split(true);
-      auto [wec, wn] = is_head ? co_await bhttp::async_write_header(stream, serializer, use_tuple)
-                               : co_await bhttp::async_write(stream, serializer, use_tuple);
+      // Recorded before the write, so that a client that has its answer sees it counted.
       if (self->metrics) {
         self->metrics->observe_request(route_label, method, res.status, Clock::now() - started);
       }
+      auto [wec, wn] = is_head ? co_await bhttp::async_write_header(stream, serializer, use_tuple)
+                               : co_await bhttp::async_write(stream, serializer, use_tuple);
       state->busy = false;
       if (wec || !keep_alive) break;
     }

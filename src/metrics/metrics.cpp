@@ -36,7 +36,7 @@ struct Metrics::Impl {
   prometheus::Family<prometheus::Histogram>& durations =
       prometheus::BuildHistogram()
           .Name("knflow_http_request_duration_seconds")
-          .Help("Time from a request's first byte read to its answer written")
+          .Help("Time from a request's first byte read to its answer ready to send")
           .Register(*registry);
   prometheus::Gauge& workflows = prometheus::BuildGauge()
                                      .Name("knflow_workflows")
@@ -55,6 +55,8 @@ struct Metrics::Impl {
                                        .Add({});
 
   Impl() {
+    // Both series exist from the start at 0, so that a rate() alert has something to read.
+    for (const char* operation : {"read", "write"}) sqlite_errors.Add({{"operation", operation}});
     prometheus::BuildGauge()
         .Name("knflow_build_info")
         .Help("Always 1; the labels say which build is running")

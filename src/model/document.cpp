@@ -891,7 +891,9 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
 
 // Whether a string can be written as a plain scalar and read back as the same string.
 bool plain_is_safe(std::string_view s) {
-  if (s.empty()) return false;
+  // Invalid UTF-8 (only a value built in code can hold it) goes double-quoted: yaml-cpp then writes
+  // each bad byte as U+FFFD, so the output stays readable YAML.
+  if (s.empty() || find_invalid_utf8(s) != std::string_view::npos) return false;
   if (const Resolved r = plain_value(std::string(s));
       !std::holds_alternative<json::value>(r) || !std::get<json::value>(r).is_string()) {
     return false;

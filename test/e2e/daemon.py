@@ -1,0 +1,116 @@
+"""Starts the real knflow binary for end-to-end tests: a fresh data directory, a free port,
+and helpers to call it with urllib. Test tooling only."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+BIN = os.environ.get("KNFLOW_BIN", "build/dev/knflow")
+SOURCE_DIR = os.environ.get("KNFLOW_SOURCE_DIR", os.getcwd())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, *args, env=None, data_dir=None):
+        self.tmp = tempfile.TemporaryDirectory(prefix="knflow-e2e-")
+        self.data_dir = data_dir or os.path.join(self.tmp.name, "data")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.tmp.name, "daemon.log")
+        self.args = [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
+                     *args]
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+
+    def start(self, wait_ready=True):
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    @property
+    def token(self):
+        with open(os.path.join(self.data_dir, "token")) as f:
+            return f.read().strip()
+
+    def output(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_ready(self, limit=60):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                status, _, _ = self.call("GET", "/readyz")
+                if status == 200:
+                    return
+            except (OSError, FileNotFoundError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("daemon not ready in time:\n" + self.output())
+
+    def call(self, method, path, body=None, content_type="application/json", token=True, headers=None):
+        data = body.encode() if isinstance(body, str) else body
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        if token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
+
+    def json(self, method, path, body=None, **kw):
+        status, _, text = self.call(method, path, body, **kw)
+        return status, (json.loads(text) if text else None)
+
+    def stop(self, sig=signal.SIGTERM, limit=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(limit)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+    def close(self):
+        try:
+            if self.proc and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        finally:
+            self.log.close() if getattr(self, "log", None) else None
+            self.tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def workflow(name, url="http://127.0.0.1:9000"):
+    return json.dumps({
+        "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
+        "spec": {"functions": {"echo": {"url": url}}, "do": [{"name": "say", "call": "echo"}]},
+    })

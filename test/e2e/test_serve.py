@@ -1,0 +1,156 @@
+"""The real `knflow serve` process: first start, tokens, refusal to bind openly, config and
+environment, restart keeps data, graceful shutdown on SIGTERM and SIGINT."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from daemon import BIN, Daemon, free_port, workflow  # noqa: E402
+
+
+class ServeTest(unittest.TestCase):
+    def test_first_start_creates_a_token_and_requires_it(self):
+        with Daemon() as d:
+            d.start()
+            token_file = os.path.join(d.data_dir, "token")
+            self.assertEqual(os.stat(token_file).st_mode & 0o777, 0o600)
+            self.assertIn("Created an API token in " + token_file, d.output())
+            self.assertNotIn(d.token, d.output())  # the token itself is never printed
+            status, _, _ = d.call("GET", "/api/v1/workflows", token=False)
+            self.assertEqual(status, 401)
+            status, _, _ = d.call("GET", "/api/v1/workflows")
+            self.assertEqual(status, 200)
+            self.assertEqual(d.stop(), 0)
+
+    def test_restart_keeps_workflows_and_the_token(self):
+        with Daemon() as d:
+            d.start()
+            status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows", workflow("kept"))
+            self.assertEqual(status, 201, body)
+            token = d.token
+            self.assertEqual(d.stop(), 0)
+            d.start()
+            self.assertEqual(d.token, token)
+            self.assertNotIn("Created an API token", d.output().split("Stopped knflow")[-1])
+            status, obj = d.json("GET", "/api/v1/namespaces/default/workflows/kept")
+            self.assertEqual(status, 200)
+            self.assertEqual(obj["metadata"]["name"], "kept")
+            self.assertEqual(d.stop(signal.SIGINT), 0)
+
+    def test_non_loopback_without_token_file_is_refused(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run([BIN, "serve", "--listen", f"0.0.0.0:{free_port()}", "--data-dir", tmp],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("refusing to listen on 0.0.0.0", r.stderr)
+            self.assertIn("--token-file", r.stderr)
+
+    def test_token_file_env_and_config(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            tokens = os.path.join(tmp, "tokens")
+            with open(tokens, "w") as f:
+                f.write("# operators\nfirst-token\n\n  second-token  \n")
+            config = os.path.join(tmp, "knflow.yaml")
+            port = free_port()
+            with open(config, "w") as f:
+                f.write(f"listen: 127.0.0.1:{port}\nanonymous-health: true\n")
+            data = os.path.join(tmp, "data")
+            proc = subprocess.Popen([BIN, "serve", "--config", config, "--data-dir", data],
+                                    env=dict(os.environ, KNFLOW_TOKEN_FILE=tokens),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                import urllib.request
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                            self.assertEqual(r.status, 200)  # anonymous health from the config file
+                            break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+                for token, expected in (("second-token", 200), ("first-token", 200), ("nope", 401)):
+                    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/workflows",
+                                                 headers={"Authorization": "Bearer " + token})
+                    try:
+                        with urllib.request.urlopen(req, timeout=5) as r:
+                            status = r.status
+                    except urllib.error.HTTPError as e:
+                        status = e.code
+                    self.assertEqual(status, expected, token)
+                self.assertFalse(os.path.exists(os.path.join(data, "token")))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(proc.wait(30), 0)
+
+    def test_unknown_config_key_is_a_clear_error(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = os.path.join(tmp, "c.yaml")
+            with open(config, "w") as f:
+                f.write("listne: 127.0.0.1:1\n")
+            r = subprocess.run([BIN, "serve", "--config", config, "--data-dir", tmp],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn('unknown option "listne"', r.stderr)
+
+    def test_help_documents_every_option(self):
+        r = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0)
+        for option in ("--listen", "--data-dir", "--token-file", "--config", "--anonymous-health",
+                       "--anonymous-metrics", "--max-body-bytes", "--max-header-bytes",
+                       "--max-connections", "--request-timeout", "--idle-timeout",
+                       "--shutdown-timeout", "--threads", "--log-level", "KNFLOW_"):
+            self.assertIn(option, r.stdout)
+
+    def test_sigterm_finishes_an_in_flight_request_then_exits_0(self):
+        with Daemon() as d:
+            d.start()
+            body = workflow("late").encode()
+            s = socket.create_connection(("127.0.0.1", d.port))
+            head = (f"POST /api/v1/namespaces/default/workflows HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Bearer {d.token}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            # A first request on the connection proves the server accepted it.
+            s.sendall(f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {d.token}\r\n\r\n"
+                      .encode())
+            self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200"))
+            s.sendall(head + body[:10])  # the request is in flight
+            time.sleep(0.2)  # let the server read the partial request before the signal
+            d.proc.send_signal(signal.SIGTERM)
+            # Draining: new connections are refused while the in-flight request waits.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+                    time.sleep(0.02)
+                except OSError:
+                    break
+            self.assertIsNone(d.proc.poll(), "the daemon must wait for the in-flight request")
+            s.sendall(body[10:])
+            reply = s.recv(65536).decode()
+            self.assertTrue(reply.startswith("HTTP/1.1 201"), reply)
+            self.assertIn("Connection: close", reply)
+            s.close()
+            self.assertEqual(d.proc.wait(30), 0)
+            self.assertIn("Stopped knflow", d.output())
+            # The write that finished during the drain was stored.
+            d.start()
+            status, _ = d.json("GET", "/api/v1/namespaces/default/workflows/late")
+            self.assertEqual(status, 200)
+            self.assertEqual(d.stop(), 0)
+
+    def test_version(self):
+        r = subprocess.run([BIN, "version"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^knflow \d+\.\d+\.\d+ \(commit \w+\)")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,63 @@
+"""`knflow validate` on every example (valid) and on broken documents (every error listed)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from daemon import BIN, SOURCE_DIR  # noqa: E402
+
+
+def validate(*args, stdin=None):
+    return subprocess.run([BIN, "validate", *args], capture_output=True, text=True, timeout=60,
+                          input=stdin, cwd=SOURCE_DIR)
+
+
+class ValidateCliTest(unittest.TestCase):
+    def test_every_example_is_valid(self):
+        examples = sorted(glob.glob(os.path.join(SOURCE_DIR, "examples", "*.yaml")))
+        self.assertGreaterEqual(len(examples), 3)
+        for path in examples:
+            r = validate("-f", path)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn(": valid", r.stdout)
+
+    def test_broken_example_lists_every_error(self):
+        path = os.path.join(SOURCE_DIR, "examples", "broken", "broken.yaml")
+        r = validate("-f", path, "-o", "json")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        report = json.loads(r.stdout)
+        self.assertFalse(report["valid"])
+        with open(path) as f:
+            expected = [line.split(":", 1)[1].strip() for line in f if line.startswith("# expect:")]
+        self.assertEqual(sorted(e["pointer"] for e in report["errors"]), sorted(expected))
+        text = validate("-f", path)
+        self.assertEqual(text.returncode, 1)
+        for pointer in expected:
+            self.assertIn(pointer + ":", text.stdout)
+
+    def test_stdin_and_unreadable_files(self):
+        with open(os.path.join(SOURCE_DIR, "examples", "hello.yaml")) as f:
+            r = validate("-f", "-", stdin=f.read())
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = validate("-f", "/nonexistent/workflow.yaml")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("cannot read", r.stderr)
+        r = validate()
+        self.assertEqual(r.returncode, 2)
+
+    def test_hostile_documents_fail_cleanly(self):
+        deep = b"[" * 100000 + b"]" * 100000
+        laughs = b"a: &a [1]\n" + b"".join(
+            f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}, *{'a' if i == 0 else f'b{i - 1}'}]\n".encode()
+            for i in range(40))
+        for doc in (deep, laughs, b"\xff\xfe not utf-8", b"kind: Workflow\nkind: Workflow\n"):
+            r = subprocess.run([BIN, "validate", "-f", "-"], capture_output=True, timeout=60, input=doc)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn(b"error", r.stdout)
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,442 @@
+// End to end through real sockets: the Beast server, router, auth, API handlers, cache and SQLite.
+
+#include "server_fixture.hpp"
+#include "support/catch.hpp"
+
+#include "knflow/http/assets.hpp"
+#include "knflow/model/document.hpp"
+
+#include <boost/json.hpp>
+
+#include <set>
+#include <thread>
+
+namespace json = boost::json;
+using knflow::test::Reply;
+using knflow::test::ServerFixture;
+
+namespace {
+
+std::string workflow_json(const std::string& name, const std::string& url = "http://127.0.0.1:9000",
+                          const std::string& labels = R"({"team":"a"})") {
+  return R"({"apiVersion":"knflow.dev/v1alpha1","kind":"Workflow","metadata":{"name":")" + name +
+         R"(","labels":)" + labels + R"(},"spec":{"functions":{"echo":{"url":")" + url +
+         R"("}},"do":[{"name":"say","call":"echo"}]}})";
+}
+
+const std::string kCollection = "/api/v1/namespaces/shop/workflows";
+
+std::set<std::string> pointers(const Reply& r) {
+  std::set<std::string> out;
+  const auto doc = r.json();
+  for (const auto& e : doc.at("errors").as_array()) {
+    out.insert(std::string(e.at("pointer").as_string()));
+  }
+  return out;
+}
+
+void require_problem(const Reply& r, unsigned status) {
+  INFO(r.body);
+  REQUIRE(r.status == status);
+  REQUIRE(r.header("content-type") == "application/problem+json");
+  auto body = r.json().as_object();
+  REQUIRE(body.at("status").as_int64() == status);
+  REQUIRE(body.at("type").as_string().starts_with("https://knflow.dev/problems/"));
+  REQUIRE(!body.at("title").as_string().empty());
+}
+
+}  // namespace
+
+TEST_CASE("workflows: create, get, list, replace, delete", "[http][crud]") {
+  ServerFixture server;
+  auto created = server.call("POST", kCollection, workflow_json("hello"));
+  INFO(created.body);
+  REQUIRE(created.status == 201);
+  REQUIRE(created.header("location") == kCollection + "/hello");
+  auto obj = created.json().as_object();
+  const auto& meta = obj.at("metadata").as_object();
+  REQUIRE(meta.at("namespace").as_string() == "shop");
+  REQUIRE(meta.at("generation").as_int64() == 1);
+  REQUIRE(!meta.at("uid").as_string().empty());
+  const std::string rv1(meta.at("resourceVersion").as_string());
+  REQUIRE(obj.at("status").at("conditions").as_array().size() == 2);
+
+  auto got = server.call("GET", kCollection + "/hello");
+  REQUIRE(got.status == 200);
+  REQUIRE(got.json() == created.json());
+
+  auto list = server.call("GET", kCollection);
+  REQUIRE(list.status == 200);
+  REQUIRE(list.json().at("kind").as_string() == "WorkflowList");
+  REQUIRE(list.json().at("items").as_array().size() == 1);
+  REQUIRE(server.call("GET", "/api/v1/workflows").json().at("items").as_array().size() == 1);
+  REQUIRE(server.call("GET", "/api/v1/namespaces/other/workflows")
+              .json()
+              .at("items")
+              .as_array()
+              .empty());
+
+  SECTION("create twice is a conflict") {
+    require_problem(server.call("POST", kCollection, workflow_json("hello")), 409);
+  }
+
+  SECTION("replace with the current resourceVersion bumps generation; a stale one is 409") {
+    auto changed = json::parse(workflow_json("hello", "http://127.0.0.1:9001")).as_object();
+    changed["metadata"].as_object()["resourceVersion"] = rv1;
+    auto updated = server.call("PUT", kCollection + "/hello", json::serialize(changed));
+    INFO(updated.body);
+    REQUIRE(updated.status == 200);
+    REQUIRE(updated.json().at("metadata").at("generation").as_int64() == 2);
+    REQUIRE(updated.json().at("metadata").at("resourceVersion").as_string() != rv1);
+    REQUIRE(updated.json().at("metadata").at("uid") == meta.at("uid"));
+
+    auto stale = server.call("PUT", kCollection + "/hello", json::serialize(changed));
+    require_problem(stale, 409);
+    REQUIRE(pointers(stale) == std::set<std::string>{"/metadata/resourceVersion"});
+    // Nothing changed by the refused write.
+    REQUIRE(server.call("GET", kCollection + "/hello").json() == updated.json());
+  }
+
+  SECTION("a name in the body that differs from the path is refused") {
+    auto r = server.call("PUT", kCollection + "/hello", workflow_json("other"));
+    require_problem(r, 422);
+    REQUIRE(pointers(r).contains("/metadata/name"));
+  }
+
+  SECTION("replace of a missing workflow is 404") {
+    require_problem(server.call("PUT", kCollection + "/missing", workflow_json("missing")), 404);
+  }
+
+  SECTION("delete with a stale precondition is 409, then delete works and the name is gone") {
+    require_problem(server.call("DELETE", kCollection + "/hello?resourceVersion=999999"), 409);
+    auto deleted = server.call("DELETE", kCollection + "/hello");
+    REQUIRE(deleted.status == 200);
+    REQUIRE(deleted.json().at("metadata").at("name").as_string() == "hello");
+    require_problem(server.call("GET", kCollection + "/hello"), 404);
+    require_problem(server.call("DELETE", kCollection + "/hello"), 404);
+  }
+}
+
+TEST_CASE("workflows: YAML in, YAML out, and content negotiation", "[http][yaml]") {
+  ServerFixture server;
+  const std::string yaml = R"(apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata:
+  name: from-yaml
+spec:
+  functions:
+    echo: {url: "http://127.0.0.1:9000"}
+  do:
+    - name: say
+      call: echo
+)";
+  auto created =
+      server.call("POST", kCollection, yaml,
+                  {{"Content-Type", "application/yaml"}, {"Accept", "application/yaml"}});
+  INFO(created.body);
+  REQUIRE(created.status == 201);
+  REQUIRE(created.header("content-type") == "application/yaml");
+  auto as_json = server.call("GET", kCollection + "/from-yaml");
+  auto parsed = knflow::model::parse_document(created.body, knflow::model::Format::yaml);
+  REQUIRE(std::holds_alternative<json::value>(parsed));
+  REQUIRE(std::get<json::value>(parsed) == as_json.json());
+
+  SECTION("q-values pick the preferred format") {
+    auto r = server.call("GET", kCollection + "/from-yaml", {},
+                         {{"Accept", "application/json;q=0.5, application/yaml"}});
+    REQUIRE(r.header("content-type") == "application/yaml");
+  }
+  SECTION("an unsupported Content-Type is 415") {
+    require_problem(server.call("POST", kCollection, yaml, {{"Content-Type", "text/plain"}}), 415);
+  }
+  SECTION("an Accept that allows neither JSON nor YAML is 406") {
+    require_problem(server.call("GET", kCollection + "/from-yaml", {}, {{"Accept", "text/html"}}),
+                    406);
+  }
+  SECTION("malformed YAML is 400 with the position") {
+    auto r =
+        server.call("POST", kCollection, "a: [1, 2\nb: {", {{"Content-Type", "application/yaml"}});
+    require_problem(r, 400);
+    REQUIRE(r.json().at("detail").as_string().find("line") != json::string::npos);
+  }
+  SECTION("malformed JSON is 400") {
+    require_problem(server.call("POST", kCollection, "{\"apiVersion\": "), 400);
+  }
+  SECTION("duplicate keys are refused") {
+    require_problem(
+        server.call("POST", kCollection, "{\"kind\":\"Workflow\",\"kind\":\"Workflow\"}"), 400);
+  }
+}
+
+TEST_CASE("workflows: an invalid workflow lists every error with pointers", "[http][validation]") {
+  ServerFixture server;
+  const std::string broken = R"({"apiVersion":"knflow.dev/v1alpha1","kind":"Workflow",
+    "metadata":{"name":"Bad_Name"},
+    "spec":{"functions":{"echo":{"url":"http://127.0.0.1:9000"}},
+            "do":[{"name":"a","call":"missing"},{"name":"a","call":"echo","colour":"red"}]}})";
+  auto r = server.call("POST", kCollection, broken);
+  require_problem(r, 422);
+  auto p = pointers(r);
+  // The unknown field hides the rest of its step (no cascades), so its duplicate name is not
+  // reported until the field is fixed.
+  REQUIRE(p == std::set<std::string>{"/metadata/name", "/spec/do/0/call", "/spec/do/1/colour"});
+  REQUIRE(r.json().at("modes").is_object());
+  // Nothing was stored.
+  REQUIRE(server.call("GET", kCollection).json().at("items").as_array().empty());
+
+  SECTION("the dry run gives the same errors without storing") {
+    auto dry = server.call("POST", "/api/v1/validate", broken);
+    require_problem(dry, 422);
+    REQUIRE(pointers(dry) == p);
+    auto ok = server.call("POST", "/api/v1/validate", workflow_json("fine"));
+    REQUIRE(ok.status == 200);
+    REQUIRE(ok.json().at("valid").as_bool());
+    REQUIRE(ok.json().at("modes").at("standalone").at("supported").as_bool());
+    REQUIRE(server.call("GET", kCollection).json().at("items").as_array().empty());
+  }
+}
+
+TEST_CASE("workflows: lists filter and page like Kubernetes lists", "[http][list]") {
+  ServerFixture server;
+  for (int i = 0; i < 7; ++i) {
+    const std::string labels = i % 2 ? R"({"team":"a","tier":"gold"})" : R"({"team":"b"})";
+    auto name = (i < 5 ? "order-" : "user-") + std::to_string(i);
+    REQUIRE(server.call("POST", kCollection, workflow_json(name, "http://127.0.0.1:9000", labels))
+                .status == 201);
+  }
+  REQUIRE(server.call("POST", "/api/v1/namespaces/aaa/workflows", workflow_json("first")).status ==
+          201);
+
+  SECTION("pages of 3 with continue tokens list everything once, in order") {
+    std::vector<std::string> seen;
+    std::string target = "/api/v1/workflows?limit=3";
+    for (int pages = 0; pages < 10; ++pages) {
+      auto r = server.call("GET", target);
+      REQUIRE(r.status == 200);
+      auto body = r.json().as_object();
+      REQUIRE(body.at("items").as_array().size() <= 3);
+      for (const auto& item : body.at("items").as_array()) {
+        seen.push_back(std::string(item.at("metadata").at("namespace").as_string()) + "/" +
+                       std::string(item.at("metadata").at("name").as_string()));
+      }
+      const auto* cont = body.at("metadata").as_object().if_contains("continue");
+      if (!cont) break;
+      target = "/api/v1/workflows?limit=3&continue=" + std::string(cont->as_string());
+    }
+    REQUIRE(seen == std::vector<std::string>{"aaa/first", "shop/order-0", "shop/order-1",
+                                             "shop/order-2", "shop/order-3", "shop/order-4",
+                                             "shop/user-5", "shop/user-6"});
+  }
+  SECTION("label selectors") {
+    auto count = [&](const std::string& selector) {
+      return server.call("GET", kCollection + "?labelSelector=" + selector)
+          .json()
+          .at("items")
+          .as_array()
+          .size();
+    };
+    REQUIRE(count("team%3Da") == 3);
+    REQUIRE(count("team!%3Da") == 4);
+    REQUIRE(count("tier") == 3);
+    REQUIRE(count("!tier") == 4);
+    REQUIRE(count("team%20in%20(a,b),tier") == 3);
+    REQUIRE(count("team%20notin%20(a)") == 4);
+    require_problem(server.call("GET", kCollection + "?labelSelector=team%20in%20a"), 400);
+  }
+  SECTION("name prefix") {
+    auto r = server.call("GET", kCollection + "?namePrefix=user-");
+    REQUIRE(r.json().at("items").as_array().size() == 2);
+  }
+  SECTION("bad limit and forged continue tokens are 400") {
+    require_problem(server.call("GET", kCollection + "?limit=0"), 400);
+    require_problem(server.call("GET", kCollection + "?limit=ten"), 400);
+    require_problem(server.call("GET", kCollection + "?continue=garbage"), 400);
+  }
+}
+
+TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
+  knflow::http::ServerSettings settings;
+  settings.max_body_bytes = 4096;
+  settings.max_header_bytes = 2048;
+  settings.max_connections = 3;
+  settings.request_timeout = std::chrono::milliseconds(300);
+  ServerFixture server(settings);
+
+  SECTION("body over the limit: 413") {
+    require_problem(server.call("POST", kCollection, std::string(5000, ' ')), 413);
+  }
+  SECTION("body over the limit announced with Expect: 100-continue: 413 before sending it") {
+    knflow::test::RawConnection c(server.port());
+    c.send("POST " + kCollection +
+           " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+           "100000\r\nExpect: 100-continue\r\nAuthorization: Bearer " +
+           std::string(knflow::test::kToken) + "\r\n\r\n");
+    REQUIRE(c.read_reply().status == 413);
+  }
+  SECTION("headers over the limit: 431") {
+    require_problem(server.call("GET", "/healthz", {}, {{"X-Big", std::string(4000, 'x')}}), 431);
+  }
+  SECTION("a client too slow to send its request: 408") {
+    knflow::test::RawConnection c(server.port());
+    c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n");  // never finishes the head
+    auto reply = c.read_reply();
+    REQUIRE(reply.status == 408);
+    REQUIRE(reply.header("content-type") == "application/problem+json");
+  }
+  SECTION("over the connection cap: 503 with Retry-After") {
+    std::vector<std::unique_ptr<knflow::test::RawConnection>> held;
+    for (int i = 0; i < 3; ++i) {
+      held.push_back(std::make_unique<knflow::test::RawConnection>(server.port()));
+      // A request on each proves the server registered the connection.
+      held.back()->send("GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                        std::string(knflow::test::kToken) + "\r\n\r\n");
+      REQUIRE(held.back()->read_reply().status == 200);
+    }
+    auto refused = knflow::test::request(server.port(), "GET", "/healthz");
+    require_problem(refused, 503);
+    REQUIRE(refused.header("retry-after") == "1");
+  }
+  SECTION("unknown route: 404 problem") {
+    require_problem(server.call("GET", "/api/v1/nothing-here"), 404);
+    require_problem(server.call("GET", "/../../etc/passwd"), 404);
+  }
+  SECTION("wrong method: 405 with Allow") {
+    auto r = server.call("PATCH", kCollection);
+    require_problem(r, 405);
+    REQUIRE(r.header("allow") == "GET, HEAD, POST");
+  }
+  SECTION("invalid names in the path: 400") {
+    require_problem(server.call("GET", "/api/v1/namespaces/Bad_NS/workflows"), 400);
+  }
+}
+
+TEST_CASE("http: every route demands a token unless it is public", "[http][auth]") {
+  for (bool anonymous : {false, true}) {
+    knflow::http::ServerSettings settings;
+    settings.anonymous_health = anonymous;
+    settings.anonymous_metrics = anonymous;
+    ServerFixture server(settings);
+    for (const auto& route : server.router().routes()) {
+      std::string path = route.path_template;
+      if (path == "/{asset*}") path = "/";
+      for (auto [param, value] : {std::pair{"{ns}", "default"}, std::pair{"{name}", "x"}}) {
+        if (auto at = path.find(param); at != std::string::npos)
+          path.replace(at, strlen(param), value);
+      }
+      const bool is_public = route.access == knflow::http::Access::anonymous ||
+                             (anonymous && (route.access == knflow::http::Access::health ||
+                                            route.access == knflow::http::Access::metrics));
+      INFO(route.method << " " << path << " anonymous=" << anonymous);
+      const std::string body = route.method == "POST" || route.method == "PUT" ? "{}" : "";
+      auto none = knflow::test::request(server.port(), route.method, path, body,
+                                        {{"Content-Type", "application/json"}});
+      auto bad = knflow::test::request(
+          server.port(), route.method, path, body,
+          {{"Content-Type", "application/json"}, {"Authorization", "Bearer wrong-token"}});
+      auto good = server.call(route.method, path, body);
+      if (is_public) {
+        REQUIRE(none.status != 401);
+        REQUIRE(bad.status != 401);
+      } else {
+        require_problem(none, 401);
+        REQUIRE(none.header("www-authenticate") == "Bearer realm=\"knflow\"");
+        require_problem(bad, 401);
+      }
+      REQUIRE(good.status != 401);
+    }
+  }
+}
+
+TEST_CASE("http: health, readiness and metrics", "[http][health]") {
+  ServerFixture server({}, /*load_cache=*/false);
+  REQUIRE(server.call("GET", "/healthz").status == 200);
+  require_problem(server.call("GET", "/readyz"), 503);
+  require_problem(server.call("GET", kCollection), 503);
+  server.load_cache();
+  REQUIRE(server.call("GET", "/readyz").status == 200);
+  REQUIRE(server.call("POST", kCollection, workflow_json("counted")).status == 201);
+  auto metrics = server.call("GET", "/metrics");
+  REQUIRE(metrics.status == 200);
+  REQUIRE(metrics.header("content-type").starts_with("text/plain; version=0.0.4"));
+  const auto& text = metrics.body;
+  INFO(text);
+  REQUIRE(text.find("knflow_http_requests_total{code=\"201\",method=\"POST\",route=\"/api/v1/"
+                    "namespaces/{ns}/workflows\"} 1") != std::string::npos);
+  REQUIRE(text.find("knflow_http_request_duration_seconds_bucket") != std::string::npos);
+  REQUIRE(text.find("knflow_workflows 1") != std::string::npos);
+  REQUIRE(text.find("knflow_build_info{") != std::string::npos);
+  REQUIRE(text.find("knflow_sqlite_errors_total") != std::string::npos);
+}
+
+TEST_CASE("http: static assets are embedded, typed and locked down", "[http][assets]") {
+  ServerFixture server;
+  auto page = knflow::test::request(server.port(), "GET", "/");
+  REQUIRE(page.status == 200);
+  REQUIRE(page.header("content-type") == "text/html; charset=utf-8");
+  REQUIRE(page.header("x-content-type-options") == "nosniff");
+  REQUIRE(page.header("content-security-policy").find("default-src 'self'") != std::string::npos);
+  REQUIRE(page.body.find("<title>knflow</title>") != std::string::npos);
+  auto head = knflow::test::request(server.port(), "HEAD", "/");
+  REQUIRE(head.status == 200);
+  REQUIRE(head.header("content-length") == std::to_string(page.body.size()));
+  auto openapi = knflow::test::request(server.port(), "GET", "/api/v1/openapi.json");
+  REQUIRE(openapi.status == 200);
+  REQUIRE(openapi.json().at("openapi").as_string().starts_with("3.1"));
+  for (const char* hostile : {"/..%2f..%2fetc%2fpasswd", "/index.html/../../etc/passwd",
+                              "/%2e%2e/CMakeLists.txt", "//etc/passwd"}) {
+    INFO(hostile);
+    REQUIRE(knflow::test::request(server.port(), "GET", hostile).status == 404);
+  }
+}
+
+TEST_CASE("openapi: every route of the router is documented", "[http][openapi]") {
+  ServerFixture server;
+  json::value doc;
+  for (const auto& file : knflow::http::embedded_files()) {
+    if (file.path == "/api/v1/openapi.json") doc = json::parse(file.bytes);
+  }
+  REQUIRE(doc.is_object());
+  const auto& paths = doc.at("paths").as_object();
+  for (const auto& route : server.router().routes()) {
+    std::string path = route.path_template == "/{asset*}" ? "/" : route.path_template;
+    INFO(route.method << " " << path);
+    REQUIRE(paths.contains(path));
+    std::string method = route.method;
+    for (auto& c : method) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    REQUIRE(paths.at(path).as_object().contains(method));
+  }
+}
+
+TEST_CASE("workflows: concurrent writers never lose an update", "[http][concurrency]") {
+  ServerFixture server;
+  REQUIRE(server.call("POST", kCollection, workflow_json("shared")).status == 201);
+  // Four clients each try to apply 10 updates with optimistic concurrency; every 200 must be a
+  // distinct resourceVersion and the final generation must equal 1 + the successes.
+  std::atomic<int> successes{0};
+  std::vector<std::thread> clients;
+  std::mutex mutex;
+  std::set<std::string> versions;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 10; ++i) {
+        auto current = server.call("GET", kCollection + "/shared").json().as_object();
+        auto next = json::parse(workflow_json("shared", "http://127.0.0.1:" +
+                                                            std::to_string(10000 + c * 100 + i)))
+                        .as_object();
+        next["metadata"].as_object()["resourceVersion"] =
+            current.at("metadata").at("resourceVersion");
+        auto r = server.call("PUT", kCollection + "/shared", json::serialize(next));
+        if (r.status == 200) {
+          ++successes;
+          std::lock_guard lock(mutex);
+          versions.insert(std::string(r.json().at("metadata").at("resourceVersion").as_string()));
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  REQUIRE(successes.load() >= 4);
+  REQUIRE(versions.size() == static_cast<std::size_t>(successes.load()));
+  auto final = server.call("GET", kCollection + "/shared").json();
+  REQUIRE(final.at("metadata").at("generation").as_int64() == 1 + successes.load());
+}
