@@ -202,6 +202,37 @@ std::string conflict_message(const Key& key, std::int64_t stored, const std::str
          ", given " + given;
 }
 
+// A status written with a spec describes that spec's generation: stamp it where the writer left
+// observedGeneration unset, and keep each condition's lastTransitionTime when the stored
+// condition of the same type had the same status (Kubernetes condition semantics), so that an
+// unchanged status is recognised as unchanged.
+void settle_status(model::WorkflowStatus& status, std::int64_t generation,
+                   const json::value* stored_status) {
+  if (!status.observed_generation) status.observed_generation = generation;
+  const json::array* stored_conditions = nullptr;
+  if (stored_status != nullptr && stored_status->is_object()) {
+    if (const auto* c = stored_status->as_object().if_contains("conditions"); c && c->is_array()) {
+      stored_conditions = &c->as_array();
+    }
+  }
+  for (model::Condition& condition : status.conditions) {
+    if (!condition.observed_generation) condition.observed_generation = generation;
+    if (stored_conditions == nullptr) continue;
+    for (const json::value& old : *stored_conditions) {
+      const auto* o = old.if_object();
+      if (o == nullptr) continue;
+      const auto* type = o->if_contains("type");
+      const auto* state = o->if_contains("status");
+      const auto* since = o->if_contains("lastTransitionTime");
+      if (type && type->is_string() && type->as_string() == condition.type && state &&
+          state->is_string() && state->as_string() == condition.status && since &&
+          since->is_string()) {
+        condition.last_transition_time = std::string(since->as_string());
+      }
+    }
+  }
+}
+
 }  // namespace
 
 WorkflowCache::WorkflowCache(store::Db& db, metrics::Metrics* metrics, CacheSettings settings)
@@ -252,6 +283,7 @@ WriteResult WorkflowCache::create(model::Workflow workflow) {
   meta.generation = 1;
   meta.resource_version = std::to_string(revision);
   meta.creation_timestamp = now;
+  if (workflow.status) settle_status(*workflow.status, meta.generation, nullptr);
   const json::value encoded = model::encode_workflow(workflow);
   const json::value* status = workflow.status ? field(encoded.as_object(), "status") : nullptr;
   auto entry = make_entry(meta, revision, compact_text(encoded));
@@ -311,6 +343,10 @@ WriteResult WorkflowCache::replace(model::Workflow workflow) {
   if (stored_spec == nullptr || *stored_spec != object.at("spec")) {
     meta.generation = old.generation + 1;
     object.at("metadata").as_object()["generation"] = meta.generation;
+  }
+  if (workflow.status) {
+    settle_status(*workflow.status, meta.generation, stored_status);
+    object["status"] = model::encode_status(*workflow.status);
   }
   const json::value* status = nullptr;  // set when a new status row is due
   if (!workflow.status) {

@@ -440,3 +440,35 @@ TEST_CASE("workflows: concurrent writers never lose an update", "[http][concurre
   auto final = server.call("GET", kCollection + "/shared").json();
   REQUIRE(final.at("metadata").at("generation").as_int64() == 1 + successes.load());
 }
+
+TEST_CASE("workflows: status follows the generation, history records only changes",
+          "[http][status]") {
+  ServerFixture server;
+  auto created = server.call("POST", kCollection, workflow_json("tracked")).json();
+  REQUIRE(created.at("status").at("observedGeneration").as_int64() == 1);
+  for (const auto& c : created.at("status").at("conditions").as_array()) {
+    REQUIRE(c.at("observedGeneration").as_int64() == 1);
+    REQUIRE(c.at("status").as_string() == "True");
+  }
+  auto history = [&] {
+    auto r = server.call("GET", kCollection + "/tracked/history");
+    REQUIRE(r.status == 200);
+    return r.json().at("items").as_array().size();
+  };
+  REQUIRE(history() == 1);
+
+  // The same spec again: generation and status unchanged, no new history row.
+  auto same = server.call("PUT", kCollection + "/tracked", workflow_json("tracked")).json();
+  REQUIRE(same.at("metadata").at("generation").as_int64() == 1);
+  REQUIRE(same.at("status") == created.at("status"));
+  REQUIRE(history() == 1);
+
+  // A new spec: generation 2, the status says it describes generation 2, one more row.
+  auto changed =
+      server.call("PUT", kCollection + "/tracked", workflow_json("tracked", "http://127.0.0.1:1"))
+          .json();
+  REQUIRE(changed.at("metadata").at("generation").as_int64() == 2);
+  REQUIRE(changed.at("status").at("observedGeneration").as_int64() == 2);
+  REQUIRE(history() == 2);
+  require_problem(server.call("GET", kCollection + "/missing/history"), 404);
+}
