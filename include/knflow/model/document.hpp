@@ -16,9 +16,9 @@ enum class Format { json, yaml };
 // max_depth is capped at 1000 whatever its value (values are copied and destroyed recursively),
 // and yaml-cpp refuses YAML nested deeper than about 500 levels by itself.
 struct ParseLimits {
-  std::size_t max_bytes = 1 << 20;        // whole document
-  std::size_t max_depth = 64;             // nesting of maps and lists
-  std::size_t max_nodes = 200'000;        // values after YAML aliases are expanded
+  std::size_t max_bytes = 1 << 20;  // whole document
+  std::size_t max_depth = 64;       // nesting of maps and lists
+  std::size_t max_nodes = 200'000;  // values after YAML aliases are expanded
   std::size_t max_string_bytes = 256 << 10;
 };
 
