@@ -819,6 +819,12 @@ TEST_CASE("to_yaml round trips long keys and strings") {
   CHECK(parse_ok(to_yaml(value), Format::yaml) == value);
 }
 
+TEST_CASE("to_yaml writes invalid UTF-8 built in code as U+FFFD, never as invalid YAML") {
+  CHECK(to_yaml(json::value("a\xFF")) == "\"a\xEF\xBF\xBD\"\n");
+  CHECK(parse_ok(to_yaml(json::value{{"k\xED\xA0\x80", "v\xC3"}}), Format::yaml) ==
+        json::value{{"k\xEF\xBF\xBD", "v\xEF\xBF\xBD"}});
+}
+
 TEST_CASE("to_yaml handles a value as deep as the parser accepts") {
   json::value value = "leaf";
   for (int i = 0; i < 64; ++i) value = json::array{std::move(value)};
