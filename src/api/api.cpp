@@ -451,45 +451,34 @@ struct Api::Handlers {
     co_return document_response(200, "{\"items\":[" + items + "]}", *format);
   }
 
-  asio::awaitable<Response> create(Request& req) {
-    if (!cache()) co_return starting(req);
-    if (auto bad = check_path(req)) co_return *bad;
-    auto format = negotiate(req);
-    if (!format) co_return not_acceptable(req);
-    auto read = read_workflow(req);
-    if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
-    auto workflow = std::get<model::Workflow>(std::move(read));
-    WriteOp op = [w = std::move(workflow)](cache::WorkflowCache& c) mutable {
-      return c.create(std::move(w));
-    };
-    auto result = co_await on_writer(std::move(op));
-    if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
-    log::info("Created workflow",
-              {{"namespace", result.entry->namespace_}, {"name", result.entry->name}});
-    auto res = document_response(201, result.entry->json, *format);
-    res.set_header("Location", "/api/v1/namespaces/" + result.entry->namespace_ + "/workflows/" +
-                                   result.entry->name);
-    co_return res;
-  }
+  asio::awaitable<Response> create(Request& req) { return write(req, /*create=*/true); }
+  asio::awaitable<Response> replace(Request& req) { return write(req, /*create=*/false); }
 
-  asio::awaitable<Response> replace(Request& req) {
+  // POST (create) and PUT (replace): read, validate, write on the writer strand, answer.
+  asio::awaitable<Response> write(Request& req, bool create) {
     if (!cache()) co_return starting(req);
     if (auto bad = check_path(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     auto read = read_workflow(req);
     if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
-    auto workflow = std::get<model::Workflow>(std::move(read));
-    WriteOp op = [w = std::move(workflow)](cache::WorkflowCache& c) mutable {
-      return c.replace(std::move(w));
+    WriteOp op = [w = std::get<model::Workflow>(std::move(read)),
+                  create](cache::WorkflowCache& c) mutable {
+      return create ? c.create(std::move(w)) : c.replace(std::move(w));
     };
     auto result = co_await on_writer(std::move(op));
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
-    log::info("Updated workflow",
-              {{"namespace", result.entry->namespace_},
-               {"name", result.entry->name},
-               {"resourceVersion", std::to_string(result.entry->resource_version)}});
-    co_return document_response(200, result.entry->json, *format);
+    const auto& entry = *result.entry;
+    log::info(create ? "Created workflow" : "Updated workflow",
+              {{"namespace", entry.namespace_},
+               {"name", entry.name},
+               {"resourceVersion", std::to_string(entry.resource_version)}});
+    auto res = document_response(create ? 201 : 200, entry.json, *format);
+    if (create) {
+      res.set_header("Location",
+                     "/api/v1/namespaces/" + entry.namespace_ + "/workflows/" + entry.name);
+    }
+    co_return res;
   }
 
   asio::awaitable<Response> remove(Request& req) {
