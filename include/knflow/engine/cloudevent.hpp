@@ -1,0 +1,53 @@
+#pragma once
+
+// CloudEvents 1.0 as the engine moves them, and their HTTP binding (binary and structured mode),
+// as Knative Eventing sends and receives them. Pure; thread-safe.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace knflow::engine {
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+struct CloudEvent {
+  std::string id;
+  std::string source;
+  std::string type;
+  std::string specversion = "1.0";
+  std::optional<std::string> subject;
+  std::optional<std::string> time;  // RFC 3339
+  std::optional<std::string> datacontenttype;
+  std::optional<std::string> dataschema;
+  std::map<std::string, std::string> extensions;  // lower-case names, e.g. "traceparent"
+  std::optional<std::string> data;                // raw bytes; nullopt: the event has no data
+
+  friend bool operator==(const CloudEvent&, const CloudEvent&) = default;
+};
+
+// Binary mode (CloudEvents HTTP binding 3.1): `ce-*` headers (values percent-encoded as 3.1.3.2
+// requires), Content-Type from datacontenttype, body = data.
+struct EncodedEvent {
+  HeaderList headers;
+  std::string body;
+};
+EncodedEvent encode_binary(const CloudEvent& event);
+
+// Structured mode (3.2): application/cloudevents+json; data as JSON when datacontenttype is JSON
+// (or absent and the data parses), else data_base64.
+EncodedEvent encode_structured(const CloudEvent& event);
+
+// Reads an event from an HTTP message (headers with lower-case names). Returns:
+// - CloudEvent when the message is a binary-mode or structured-mode event;
+// - nullopt when it carries no CloudEvent at all (no ce-specversion, not application/cloudevents);
+// - an error string when it claims to be one but is malformed (missing id/source/type, wrong
+//   specversion, bad JSON, bad base64, batch mode).
+using DecodeEventResult = std::variant<std::nullopt_t, CloudEvent, std::string>;
+DecodeEventResult decode_event(const HeaderList& headers, std::string_view body);
+
+}  // namespace knflow::engine

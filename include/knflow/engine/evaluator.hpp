@@ -1,0 +1,36 @@
+#pragma once
+
+// Evaluation of workflow expressions (jq programs, `${ ... }` without the markers) against JSON.
+// Expressions are the workflow author's code; event data is only ever the program's input, never
+// code. The production evaluator (JqWorkerPool) runs libjq in separate worker processes with no
+// environment, no files and bounded memory, and kills a worker whose evaluation runs past the
+// time bound, so a runaway expression faults its step and the daemon keeps serving.
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace knflow::engine {
+
+struct Evaluation {
+  std::optional<boost::json::value> value;  // the program's first output; null if it has none
+  std::string error;                        // set when the program failed (compile, runtime,
+                                            // time or memory bound); plain words
+  bool ok() const { return error.empty(); }
+};
+
+// Injectable for unit tests; implementations are thread-safe.
+class Evaluator {
+ public:
+  virtual ~Evaluator() = default;
+  // `variables` are bound as $name (e.g. {"input": ..., "run": ...} gives $input, $run).
+  virtual boost::asio::awaitable<Evaluation> evaluate(std::string program,
+                                                      boost::json::value input,
+                                                      boost::json::object variables) = 0;
+};
+
+}  // namespace knflow::engine

@@ -1,0 +1,92 @@
+#pragma once
+
+// Standalone mode's local functions: processes the daemon starts from `local.command`, with PORT
+// set to a free loopback port (and K_SERVICE, K_CONFIGURATION, K_REVISION as Knative would set
+// them), waits until the port accepts connections, restarts with exponential backoff (capped) when
+// one dies, stops (SIGTERM, then SIGKILL after a grace period) on shutdown or when no workflow
+// uses it any more, and keeps the last lines of its stdout and stderr as logs.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace knflow::engine {
+
+// Which process: one per (namespace, workflow, function) and command line.
+struct FunctionKey {
+  std::string namespace_;
+  std::string workflow;
+  std::string function;
+
+  auto operator<=>(const FunctionKey&) const = default;
+};
+
+struct FunctionSpec {
+  std::vector<std::string> command;  // argv; argv[0] looked up in PATH
+  std::map<std::string, std::string> env;
+  std::filesystem::path working_dir;  // relative commands resolve here
+};
+
+struct LogLine {
+  std::string time;    // RFC 3339 with milliseconds
+  std::string stream;  // "stdout" or "stderr"
+  std::string text;
+};
+
+struct FunctionState {
+  bool running = false;
+  std::optional<int> pid;
+  std::optional<unsigned short> port;
+  std::size_t restarts = 0;
+  std::string last_exit;  // "exited with 1", "killed by signal 9"
+};
+
+struct SupervisorSettings {
+  std::chrono::milliseconds start_timeout{30'000};  // until the port accepts
+  std::chrono::milliseconds stop_grace{5'000};      // SIGTERM → SIGKILL
+  std::chrono::milliseconds min_backoff{200};
+  std::chrono::milliseconds max_backoff{30'000};
+  std::size_t log_lines = 2'000;  // kept per function
+};
+
+// Thread-safe.
+class FunctionSupervisor {
+ public:
+  FunctionSupervisor(boost::asio::any_io_executor executor, SupervisorSettings settings = {});
+  ~FunctionSupervisor();
+
+  // Makes sure the function's process runs (starting it, or restarting it if the spec changed)
+  // and returns its base URL (http://127.0.0.1:PORT) once the port accepts connections; or an
+  // error message when it could not be started in time.
+  struct Endpoint {
+    std::optional<std::string> url;
+    std::string error;
+  };
+  boost::asio::awaitable<Endpoint> ensure(FunctionKey key, FunctionSpec spec);
+
+  // Stops and forgets the processes of one workflow (it was deleted or changed).
+  void release_workflow(const std::string& namespace_, const std::string& workflow);
+
+  std::vector<LogLine> logs(const FunctionKey& key, std::optional<std::string> since = {}) const;
+  std::optional<FunctionState> state(const FunctionKey& key) const;
+  std::size_t total_restarts() const;
+
+  // Stops every process (SIGTERM, then SIGKILL after the grace period); `done` runs when all
+  // have exited.
+  void shutdown(std::function<void()> done);
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace knflow::engine

@@ -1,0 +1,46 @@
+#pragma once
+
+#include "knflow/engine/evaluator.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+
+namespace knflow::engine {
+
+struct JqWorkerSettings {
+  std::filesystem::path executable;  // the knflow binary; workers run `knflow jq-worker`
+  std::size_t workers = 2;           // processes; evaluations beyond that wait in a bounded queue
+  std::size_t max_queue = 10'000;    // more waiting evaluations fail at once with an error
+  std::chrono::milliseconds time_limit{1'000};  // per evaluation; then the worker is killed
+  std::size_t memory_limit_bytes = 256u << 20;  // RLIMIT_AS of each worker
+  std::size_t max_program_cache = 1024;         // compiled programs kept per worker
+};
+
+// Evaluator backed by `knflow jq-worker` processes (see run_jq_worker). A worker that exceeds the
+// time limit, dies or breaks the protocol is killed and replaced; its evaluation fails with an
+// `expression` error naming the cause. Thread-safe.
+class JqWorkerPool final : public Evaluator {
+ public:
+  JqWorkerPool(boost::asio::any_io_executor executor, JqWorkerSettings settings);
+  ~JqWorkerPool() override;
+
+  boost::asio::awaitable<Evaluation> evaluate(std::string program, boost::json::value input,
+                                              boost::json::object variables) override;
+  // Kills every worker; pending evaluations fail.
+  void shutdown();
+  std::size_t workers_restarted() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+// The worker's main loop, run by `knflow jq-worker`: reads length-prefixed JSON requests on
+// stdin, answers on stdout, until stdin closes. Returns the exit code.
+int run_jq_worker();
+
+}  // namespace knflow::engine

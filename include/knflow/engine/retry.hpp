@@ -1,0 +1,43 @@
+#pragma once
+
+// The Knative delivery contract for retries: which outcomes are retried and how long to wait.
+// Pure; thread-safe.
+
+#include "knflow/model/workflow.hpp"
+
+#include <chrono>
+#include <optional>
+#include <random>
+#include <string_view>
+
+namespace knflow::engine {
+
+// Connection errors and timeouts (status 0), 404, 408, 409, 429 and 5xx are retried; other
+// statuses are final.
+bool is_retryable_status(unsigned status);
+
+// A retry policy with defaults applied: limit 0 (no retries), backoff exponential, delay 200 ms,
+// maxDelay 30 s, jitter true (the defaults are documented in docs/engine.md).
+struct EffectivePolicy {
+  std::int64_t limit = 0;
+  model::Backoff backoff = model::Backoff::exponential;
+  std::chrono::milliseconds delay{200};
+  std::chrono::milliseconds max_delay{30'000};
+  bool jitter = true;
+};
+EffectivePolicy effective_policy(const std::optional<model::RetryPolicy>& step,
+                                 const std::optional<model::RetryPolicy>& workflow_default);
+
+// Delay before retry number `retry` (1-based): constant d, linear d*n, exponential d*2^(n-1),
+// capped at max_delay; with jitter, uniformly drawn from [delay/2, delay]. A Retry-After value
+// (seconds or HTTP-date, already parsed by the caller) replaces the computed delay when longer,
+// still capped at max_delay.
+std::chrono::milliseconds retry_delay(const EffectivePolicy& policy, std::int64_t retry,
+                                      std::optional<std::chrono::milliseconds> retry_after,
+                                      std::mt19937_64& rng);
+
+// Parses a Retry-After header value: delta-seconds or an IMF-fixdate relative to `now`.
+std::optional<std::chrono::milliseconds> parse_retry_after(
+    std::string_view value, std::chrono::system_clock::time_point now);
+
+}  // namespace knflow::engine
