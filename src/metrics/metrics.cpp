@@ -54,7 +54,55 @@ struct Metrics::Impl {
                                        .Register(*registry)
                                        .Add({});
 
+  prometheus::Counter& runs_started = prometheus::BuildCounter()
+                                          .Name("knflow_runs_started_total")
+                                          .Help("Workflow runs started (resumed runs not counted)")
+                                          .Register(*registry)
+                                          .Add({});
+  prometheus::Family<prometheus::Counter>& runs_finished =
+      prometheus::BuildCounter()
+          .Name("knflow_runs_finished_total")
+          .Help("Workflow runs that reached a terminal phase, by phase")
+          .Register(*registry);
+  prometheus::Histogram& run_duration =
+      prometheus::BuildHistogram()
+          .Name("knflow_run_duration_seconds")
+          .Help("Time from a run's start to its terminal phase")
+          .Register(*registry)
+          .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5,
+                                                           10, 60, 300, 3600});
+  prometheus::Gauge& runs_in_flight = prometheus::BuildGauge()
+                                          .Name("knflow_runs_in_flight")
+                                          .Help("Runs executing now")
+                                          .Register(*registry)
+                                          .Add({});
+  prometheus::Histogram& step_duration =
+      prometheus::BuildHistogram()
+          .Name("knflow_step_duration_seconds")
+          .Help("Time a step took, retries included")
+          .Register(*registry)
+          .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.005, 0.01, 0.05, 0.1,
+                                                           0.5, 1, 5, 30, 300});
+  prometheus::Counter& retries = prometheus::BuildCounter()
+                                     .Name("knflow_step_retries_total")
+                                     .Help("Calls and try blocks retried")
+                                     .Register(*registry)
+                                     .Add({});
+  prometheus::Counter& dead_lettered = prometheus::BuildCounter()
+                                           .Name("knflow_dead_lettered_total")
+                                           .Help("Events delivered to a dead-letter sink")
+                                           .Register(*registry)
+                                           .Add({});
+  prometheus::Gauge& function_restarts = prometheus::BuildGauge()
+                                             .Name("knflow_function_restarts")
+                                             .Help("Restarts of local function processes")
+                                             .Register(*registry)
+                                             .Add({});
+
   Impl() {
+    for (const char* phase : {"completed", "faulted", "cancelled"}) {
+      runs_finished.Add({{"phase", phase}});
+    }
     // Both series exist from the start at 0, so that a rate() alert has something to read.
     for (const char* operation : {"read", "write"}) sqlite_errors.Add({{"operation", operation}});
     prometheus::BuildGauge()
@@ -87,6 +135,25 @@ void Metrics::sqlite_error(std::string_view operation) {
 }
 
 void Metrics::set_connections(double open) { impl_->connections.Set(open); }
+
+void Metrics::run_started() { impl_->runs_started.Increment(); }
+
+void Metrics::run_finished(std::string_view phase, std::chrono::duration<double> elapsed) {
+  impl_->runs_finished.Add({{"phase", std::string(phase)}}).Increment();
+  if (elapsed.count() > 0) impl_->run_duration.Observe(elapsed.count());
+}
+
+void Metrics::set_runs_in_flight(double count) { impl_->runs_in_flight.Set(count); }
+
+void Metrics::observe_step(std::chrono::duration<double> elapsed) {
+  impl_->step_duration.Observe(elapsed.count());
+}
+
+void Metrics::retry() { impl_->retries.Increment(); }
+
+void Metrics::dead_lettered() { impl_->dead_lettered.Increment(); }
+
+void Metrics::set_function_restarts(double count) { impl_->function_restarts.Set(count); }
 
 prometheus::Registry& Metrics::registry() { return *impl_->registry; }
 

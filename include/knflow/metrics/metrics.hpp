@@ -30,6 +30,15 @@ class Metrics {
   void sqlite_error(std::string_view operation);
   void set_connections(double open);
 
+  // Engine: runs and steps. `phase` is completed, faulted or cancelled.
+  void run_started();
+  void run_finished(std::string_view phase, std::chrono::duration<double> elapsed = {});
+  void set_runs_in_flight(double count);
+  void observe_step(std::chrono::duration<double> elapsed);
+  void retry();
+  void dead_lettered();
+  void set_function_restarts(double count);
+
   prometheus::Registry& registry();
 
   // Prometheus text exposition format 0.0.4 of everything registered.

@@ -1,0 +1,104 @@
+#pragma once
+
+// The standalone back end: runs workflows by sending CloudEvents to function endpoints the way
+// Knative Eventing does, with the constructs Knative lacks (switch, loops, joins, waits,
+// try/catch, transforms, synchronous replies) given their one semantics here. Runs are durable:
+// every run, step attempt and completed step is written to SQLite, and after a crash every
+// unfinished run resumes by replaying its journal (completed steps are not run again; a step
+// that was in flight runs again with the same event id). See docs/engine.md.
+
+#include "knflow/engine/cloudevent.hpp"
+#include "knflow/model/workflow.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace knflow::store {
+class RunStore;
+}
+namespace knflow::metrics {
+class Metrics;
+}
+
+namespace knflow::engine {
+
+class HttpClient;
+class Evaluator;
+class FunctionSupervisor;
+
+struct EngineSettings {
+  std::chrono::milliseconds default_call_timeout{30'000};  // a call without a function timeout
+  std::size_t record_cap_bytes = 16 << 10;  // attempt input/output kept in run records
+  std::string broker_url;                   // where `emit` posts: the daemon's own broker endpoint
+  std::string broker_token;                 // bearer token for it
+  std::string working_dir = ".";            // relative `local.command` paths resolve here
+  std::size_t max_active_runs = 10'000;     // more at once: start() refuses with 503
+  std::size_t max_step_visits = 10'000;     // one step entered more often in one list: fault
+};
+
+// What a finished run produced.
+struct RunOutcome {
+  std::string phase;                         // completed, faulted, cancelled
+  std::optional<CloudEvent> output;          // completed: the final event (data as JSON text)
+  std::optional<boost::json::object> error;  // faulted or cancelled: RFC 7807 object
+};
+
+struct StartResult {
+  std::string run_id;   // empty on failure
+  unsigned status = 0;  // on failure: the HTTP status that fits (503 when too many runs)
+  std::string error;
+};
+
+// All public methods may be called from any thread; runs execute each on their own strand, and
+// every SQLite access happens on `store_strand` (the strand that owns the database).
+class Engine {
+ public:
+  Engine(boost::asio::any_io_executor executor,
+         boost::asio::strand<boost::asio::any_io_executor> store_strand, HttpClient& http,
+         Evaluator& evaluator, FunctionSupervisor& functions, metrics::Metrics* metrics,
+         EngineSettings settings);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Store strand only: makes the run store live and resumes every unfinished run.
+  void attach(store::RunStore* runs);
+  bool attached() const;
+
+  // Starts a run of a validated workflow. `definition` is the stored object the workflow was
+  // decoded from (kept with the run so that a resumed run uses it). `event` is the input.
+  boost::asio::awaitable<StartResult> start(std::shared_ptr<const model::Workflow> workflow,
+                                            std::string definition, CloudEvent event);
+
+  // Waits until the run is terminal, up to `timeout`; nullopt when it is still going.
+  boost::asio::awaitable<std::optional<RunOutcome>> wait(std::string run_id,
+                                                         std::chrono::milliseconds timeout);
+
+  enum class Control { ok, not_found, conflict };
+  // Cancels a pending, running or waiting run.
+  boost::asio::awaitable<Control> cancel(std::string run_id);
+  // Redrives a faulted or cancelled run from where it stopped, reusing completed steps.
+  boost::asio::awaitable<Control> retry(std::string run_id);
+
+  // Stops executing runs without changing their recorded phase (they resume at the next start);
+  // `done` runs when every run coroutine has returned.
+  void shutdown(std::function<void()> done);
+
+  std::size_t active_runs() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace knflow::engine

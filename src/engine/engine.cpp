@@ -1,0 +1,1371 @@
+#include "knflow/engine/engine.hpp"
+
+#include "knflow/engine/evaluator.hpp"
+#include "knflow/engine/function_supervisor.hpp"
+#include "knflow/engine/http_client.hpp"
+#include "knflow/engine/retry.hpp"
+#include "knflow/log/log.hpp"
+#include "knflow/metrics/metrics.hpp"
+#include "knflow/model/codec.hpp"
+#include "knflow/model/expression.hpp"
+#include "knflow/store/run_store.hpp"
+#include "run_state.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <atomic>
+#include <ctime>
+#include <mutex>
+#include <random>
+
+namespace knflow::engine {
+namespace asio = boost::asio;
+using namespace detail;
+
+namespace detail {
+
+std::string error_type_uri(std::string_view short_type) {
+  if (short_type.find(':') != std::string_view::npos) return std::string(short_type);
+  return "https://serverlessworkflow.io/spec/1.0.0/errors/" + std::string(short_type);
+}
+
+Fault make_fault(std::string_view type, unsigned status, std::string title, std::string detail,
+                 std::string instance) {
+  Fault f;
+  f.error["type"] = error_type_uri(type);
+  f.error["status"] = status;
+  f.error["title"] = std::move(title);
+  if (!detail.empty()) f.error["detail"] = std::move(detail);
+  f.error["instance"] = std::move(instance);
+  return f;
+}
+
+}  // namespace detail
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+std::string now_rfc3339_ms() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buf[40];
+  const auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms));
+  return std::string(buf, n) + frac;
+}
+
+std::string random_hex(std::size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  RAND_bytes(raw.data(), static_cast<int>(raw.size()));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : raw) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0xf]);
+  }
+  return out;
+}
+
+std::string new_run_id() {
+  std::string h = random_hex(16);
+  h[12] = '4';
+  h[16] = "89ab"[h[16] % 4];
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20);
+}
+
+bool truthy(const json::value& v) { return !(v.is_null() || (v.is_bool() && !v.as_bool())); }
+
+std::string capped(const json::value& v, std::size_t cap) {
+  std::string text = json::serialize(v);
+  if (text.size() <= cap) return text;
+  json::object marker{
+      {"truncated", true}, {"bytes", text.size()}, {"head", text.substr(0, cap / 2)}};
+  return json::serialize(marker);
+}
+
+std::string base64(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+json::object event_attributes(const CloudEvent& e) {
+  json::object o{
+      {"id", e.id}, {"source", e.source}, {"type", e.type}, {"specversion", e.specversion}};
+  if (e.subject) o["subject"] = *e.subject;
+  if (e.time) o["time"] = *e.time;
+  if (e.datacontenttype) o["datacontenttype"] = *e.datacontenttype;
+  if (e.dataschema) o["dataschema"] = *e.dataschema;
+  for (const auto& [k, v] : e.extensions) o[k] = v;
+  return o;
+}
+
+CloudEvent event_from_attributes(const json::object& o) {
+  CloudEvent e;
+  auto str = [&](const char* k) -> std::optional<std::string> {
+    if (auto* v = o.if_contains(k); v && v->is_string()) return std::string(v->as_string());
+    return std::nullopt;
+  };
+  e.id = str("id").value_or("");
+  e.source = str("source").value_or("");
+  e.type = str("type").value_or("");
+  e.specversion = str("specversion").value_or("1.0");
+  e.subject = str("subject");
+  e.time = str("time");
+  e.datacontenttype = str("datacontenttype");
+  e.dataschema = str("dataschema");
+  static const std::set<std::string> kKnown = {
+      "id", "source", "type", "specversion", "subject", "time", "datacontenttype", "dataschema"};
+  for (const auto& [k, v] : o) {
+    if (!kKnown.contains(std::string(k)) && v.is_string()) {
+      e.extensions[std::string(k)] = std::string(v.as_string());
+    }
+  }
+  return e;
+}
+
+// The data of an event as JSON: parsed when it is JSON (or untyped and parses), else a string.
+json::value data_as_json(const CloudEvent& e) {
+  if (!e.data) return nullptr;
+  const bool jsonish = !e.datacontenttype || e.datacontenttype->find("json") != std::string::npos;
+  if (jsonish) {
+    boost::system::error_code ec;
+    auto v = json::parse(*e.data, ec);
+    if (!ec) return v;
+  }
+  return json::string(*e.data);
+}
+
+json::value current_json(const Current& c) {
+  return json::object{{"data", c.data}, {"event", event_attributes(c.event)}};
+}
+
+Current current_from_json(const json::value& v) {
+  Current c;
+  const auto& o = v.as_object();
+  c.data = o.at("data");
+  c.event = event_from_attributes(o.at("event").as_object());
+  return c;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
+  asio::any_io_executor executor;
+  Strand store_strand;
+  HttpClient& http;
+  Evaluator& evaluator;
+  FunctionSupervisor& functions;
+  metrics::Metrics* metrics;
+  EngineSettings settings;
+  store::RunStore* runs = nullptr;  // store strand only
+
+  mutable std::mutex mutex;  // guards active and stopping
+  std::map<std::string, std::shared_ptr<Run>> active;
+  bool stopping = false;
+  std::function<void()> on_stopped;
+  std::mt19937_64 rng{std::random_device{}()};  // run strands draw jitter under `mutex`
+
+  Impl(asio::any_io_executor ex, Strand store, HttpClient& h, Evaluator& e, FunctionSupervisor& f,
+       metrics::Metrics* m, EngineSettings s)
+      : executor(ex),
+        store_strand(std::move(store)),
+        http(h),
+        evaluator(e),
+        functions(f),
+        metrics(m),
+        settings(std::move(s)) {}
+
+  // --- store access: every call runs on the store strand ------------------------------------
+
+  template <typename T>
+  static asio::awaitable<T> run_store_op(store::RunStore* runs,
+                                         std::function<T(store::RunStore&)> op) {
+    co_return op(*runs);
+  }
+
+  template <typename T>
+  asio::awaitable<T> on_store(std::function<T(store::RunStore&)> op) {
+    auto task = run_store_op<T>(runs, std::move(op));
+    co_return co_await asio::co_spawn(store_strand, std::move(task), asio::use_awaitable);
+  }
+
+  // Writes the run's record (phase, output, error, timestamps) as `run.record` holds it.
+  asio::awaitable<void> record_run(const Run& run) {
+    std::function<int(store::RunStore&)> op = [rec = run.record](store::RunStore& s) {
+      s.update_run(rec);
+      return 0;
+    };
+    co_await on_store<int>(std::move(op));
+  }
+
+  static store::JournalEntry journal_entry(std::string path, std::string_view state,
+                                           const json::value& value) {
+    return store::JournalEntry{
+        .path = std::move(path),
+        .state = state == "started" ? store::JournalState::started : store::JournalState::completed,
+        .value_json = json::serialize(value)};
+  }
+
+  asio::awaitable<void> journal_put(const Run& run, std::string path, std::string state,
+                                    json::value value) {
+    std::function<int(store::RunStore&)> op =
+        [id = run.id, entry = journal_entry(std::move(path), state, value)](store::RunStore& s) {
+          s.put_journal(id, entry);
+          return 0;
+        };
+    co_await on_store<int>(std::move(op));
+  }
+
+  asio::awaitable<std::int64_t> attempt_begin(const Run& run, const std::string& path,
+                                              const std::string& step, std::int64_t attempt,
+                                              const json::value& input) {
+    store::AttemptRecord rec;
+    rec.run_id = run.id;
+    rec.path = path;
+    rec.step = step;
+    rec.attempt = attempt;
+    rec.phase = store::AttemptPhase::running;
+    rec.started_at = now_rfc3339_ms();
+    rec.input_json = capped(input, settings.record_cap_bytes);
+    std::function<std::int64_t(store::RunStore&)> op = [rec](store::RunStore& s) {
+      return s.append_attempt(rec);
+    };
+    co_return co_await on_store<std::int64_t>(std::move(op));
+  }
+
+  store::AttemptResult attempt_result(store::AttemptPhase phase,
+                                      const std::optional<json::value>& output,
+                                      const std::optional<json::object>& error,
+                                      std::optional<unsigned> http_status) const {
+    store::AttemptResult r;
+    r.phase = phase;
+    r.finished_at = now_rfc3339_ms();
+    if (output) r.output_json = capped(*output, settings.record_cap_bytes);
+    if (error) r.error_json = json::serialize(*error);
+    if (http_status) r.http_status = static_cast<std::int64_t>(*http_status);
+    return r;
+  }
+
+  asio::awaitable<void> attempt_end(const Run& run, std::int64_t seq, store::AttemptResult result) {
+    std::function<int(store::RunStore&)> op = [id = run.id, seq, result](store::RunStore& s) {
+      s.finish_attempt(id, seq, result);
+      return 0;
+    };
+    co_await on_store<int>(std::move(op));
+  }
+
+  // --- expressions ----------------------------------------------------------------------------
+
+  json::object base_vars(const Run& run, const Current& cur) const {
+    return json::object{{"event", event_attributes(cur.event)},
+                        {"run", json::object{{"id", run.id},
+                                             {"workflow", run.workflow_name},
+                                             {"namespace", run.namespace_},
+                                             {"startedAt", run.started_at}}}};
+  }
+
+  // Evaluates `text` when it is an expression, else returns it as a literal string.
+  asio::awaitable<json::value> eval(const std::string& text, const json::value& input,
+                                    const json::object& vars, const std::string& instance) {
+    if (!model::is_expression(text)) co_return json::string(text);
+    std::string program(model::expression_program(text));
+    auto result = co_await evaluator.evaluate(std::move(program), input, vars);
+    if (!result.ok()) {
+      throw make_fault("expression", 400, "Expression failed",
+                       "expression " + text + ": " + result.error, instance);
+    }
+    co_return result.value ? std::move(*result.value) : json::value(nullptr);
+  }
+
+  // Evaluates every `${ ... }` string inside a JSON value (objects and arrays at any depth).
+  asio::awaitable<json::value> eval_deep(const json::value& value, const json::value& input,
+                                         const json::object& vars, const std::string& instance) {
+    if (value.is_string()) {
+      co_return co_await eval(std::string(value.as_string()), input, vars, instance);
+    }
+    if (value.is_array()) {
+      json::array out;
+      for (const auto& v : value.as_array()) {
+        out.push_back(co_await eval_deep(v, input, vars, instance));
+      }
+      co_return out;
+    }
+    if (value.is_object()) {
+      json::object out;
+      for (const auto& [k, v] : value.as_object()) {
+        out[k] = co_await eval_deep(v, input, vars, instance);
+      }
+      co_return out;
+    }
+    co_return value;
+  }
+
+  // --- timing ---------------------------------------------------------------------------------
+
+  // Sleeps until `until` on the run's strand; returns false when the scope was cancelled.
+  asio::awaitable<bool> sleep_until(Scope& scope, std::chrono::steady_clock::time_point until) {
+    if (scope.cancelled()) co_return false;
+    asio::steady_timer timer(co_await asio::this_coro::executor, until);
+    scope.add_timer(&timer);
+    co_await timer.async_wait(use_tuple);
+    scope.remove_timer(&timer);
+    co_return !scope.cancelled();
+  }
+
+  static void check_live(Run& run, Scope& scope, std::optional<SteadyTime> deadline,
+                         const std::string& path) {
+    if (run.cancel_requested) {
+      throw make_fault("runtime", 499, "Cancelled", "the run was cancelled", path);
+    }
+    if (scope.cancelled()) {
+      throw make_fault("runtime", 499, "Cancelled", "the branch was cancelled", path);
+    }
+    if (deadline && std::chrono::steady_clock::now() >= *deadline) {
+      throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
+    }
+  }
+
+  // --- the interpreter ------------------------------------------------------------------------
+
+  struct StepOutcome {
+    std::vector<Current> outputs;   // usually one; fork `join: each` gives one per branch
+    std::string flow = "continue";  // continue, end, or the name of a step in the same list
+  };
+
+  struct Env {
+    std::shared_ptr<Run> run;
+    Scope* scope;
+    std::optional<SteadyTime> deadline;
+    json::object vars;  // loop and catch variables in scope (item, index, error, ...)
+  };
+
+  static json::value outcome_json(const StepOutcome& o) {
+    json::array outs;
+    for (const auto& c : o.outputs) outs.push_back(current_json(c));
+    return json::object{{"outputs", std::move(outs)}, {"flow", o.flow}};
+  }
+
+  static StepOutcome outcome_from_json(const json::value& v) {
+    StepOutcome o;
+    for (const auto& c : v.at("outputs").as_array()) o.outputs.push_back(current_from_json(c));
+    o.flow = std::string(v.at("flow").as_string());
+    return o;
+  }
+
+  // Runs a list of steps from `first`; returns the outputs of its end (several after a fork
+  // with `join: each`, whose continuations run concurrently).
+  asio::awaitable<std::vector<Current>> exec_list(Env env, const model::Steps* steps,
+                                                  std::string base, Current cur,
+                                                  std::size_t first = 0) {
+    std::map<std::size_t, std::size_t> visits;
+    std::size_t i = first;
+    while (i < steps->size()) {
+      const model::Step& step = (*steps)[i];
+      const std::size_t visit = ++visits[i];
+      if (visit > settings.max_step_visits) {
+        throw make_fault("runtime", 500, "Loop guard",
+                         "step \"" + step.name + "\" was entered more than " +
+                             std::to_string(settings.max_step_visits) + " times",
+                         base + "/" + std::to_string(i));
+      }
+      std::string path = base + "/" + std::to_string(i);
+      if (visit > 1) path += "~" + std::to_string(visit);
+      StepOutcome out = co_await exec_step(env, step, path, std::move(cur));
+      std::size_t next = i + 1;
+      bool end = false;
+      if (out.flow == "end") {
+        end = true;
+      } else if (out.flow != "continue") {
+        auto it = std::find_if(steps->begin(), steps->end(),
+                               [&](const model::Step& s) { return s.name == out.flow; });
+        next = static_cast<std::size_t>(it - steps->begin());
+      }
+      if (out.outputs.size() > 1) {
+        // Fork `join: each`: the rest of this list runs once per branch output, concurrently.
+        std::vector<Current> all;
+        if (end) co_return out.outputs;
+        std::vector<std::function<asio::awaitable<std::vector<Current>>()>> tasks;
+        for (std::size_t k = 0; k < out.outputs.size(); ++k) {
+          tasks.push_back([this, env, steps, path, k, c = out.outputs[k], next]() {
+            return exec_list(env, steps, path + "/each/" + std::to_string(k), c, next);
+          });
+        }
+        auto results = co_await gather(env, std::move(tasks), /*any=*/false);
+        for (auto& r : results) {
+          for (auto& c : *r) all.push_back(std::move(c));
+        }
+        co_return all;
+      }
+      cur = std::move(out.outputs.front());
+      if (end) break;
+      i = next;
+    }
+    co_return std::vector<Current>{std::move(cur)};
+  }
+
+  // Runs tasks concurrently on the run's strand. all: every result, in order; the first fault
+  // cancels the others and is rethrown. any: the first success, the rest cancelled (their slots
+  // stay empty); faults only when every task faulted.
+  asio::awaitable<std::vector<std::optional<std::vector<Current>>>> gather(
+      Env env, std::vector<std::function<asio::awaitable<std::vector<Current>>()>> tasks,
+      bool any) {
+    struct State {
+      std::vector<std::optional<std::vector<Current>>> results;
+      std::optional<Fault> fault;
+      std::size_t done = 0;
+      bool won = false;
+    };
+    auto state = std::make_shared<State>();
+    state->results.resize(tasks.size());
+    Scope group(env.scope);
+    Env child = env;
+    child.scope = &group;
+    auto strand = env.run->strand;
+    asio::steady_timer finished(strand, std::chrono::steady_clock::time_point::max());
+    const std::size_t n = tasks.size();
+    for (std::size_t k = 0; k < n; ++k) {
+      auto task = branch_task(child, tasks[k]);
+      asio::co_spawn(
+          strand, std::move(task),
+          [state, k, n, any, &group, &finished](std::exception_ptr e, std::vector<Current> r) {
+            if (e) {
+              try {
+                std::rethrow_exception(e);
+              } catch (const Fault& f) {
+                if (!state->fault) state->fault = f;
+              } catch (const std::exception& ex) {
+                if (!state->fault) {
+                  state->fault = make_fault("runtime", 500, "Internal error", ex.what(), "");
+                }
+              }
+              if (!any) group.cancel();
+            } else if (!any || !state->won) {
+              state->results[k] = std::move(r);
+              if (any) {
+                state->won = true;
+                group.cancel();
+              }
+            }
+            if (++state->done == n) finished.cancel();
+          });
+    }
+    while (state->done < n) {
+      co_await finished.async_wait(use_tuple);
+    }
+    if (any) {
+      if (!state->won) throw *state->fault;
+      co_return state->results;
+    }
+    if (state->fault) throw *state->fault;
+    co_return state->results;
+  }
+
+  static asio::awaitable<std::vector<Current>> branch_task(
+      Env, std::function<asio::awaitable<std::vector<Current>>()> task) {
+    co_return co_await task();
+  }
+
+  asio::awaitable<StepOutcome> exec_step(Env env, const model::Step& step, std::string path,
+                                         Current cur) {
+    Run& run = *env.run;
+    if (auto it = run.journal.find(path);
+        it != run.journal.end() && it->second.state == "completed") {
+      co_return outcome_from_json(it->second.value);  // replayed: done before a restart
+    }
+    check_live(run, *env.scope, env.deadline, path);
+    const auto started = std::chrono::steady_clock::now();
+
+    json::object vars = base_vars(run, cur);
+    for (const auto& [k, v] : env.vars) vars[k] = v;
+    json::value input = cur.data;
+    if (step.input) input = co_await eval(*step.input, cur.data, vars, path + "/input");
+    vars["input"] = input;
+
+    StepOutcome out;
+    if (step.if_) {
+      auto cond = co_await eval(*step.if_, input, vars, path + "/if");
+      if (!truthy(cond)) {
+        out.outputs.push_back(std::move(cur));  // skipped: the input passes through
+        co_await complete(run, path, out);
+        co_return out;
+      }
+    }
+    Env inner = env;
+    if (step.timeout) {
+      auto d = std::chrono::steady_clock::now() + step.timeout->value;
+      if (!inner.deadline || d < *inner.deadline) inner.deadline = d;
+    }
+    Current in{input, cur.event};
+    std::optional<Fault> fault;
+    try {
+      out = co_await exec_construct(inner, step, path, std::move(in), vars);
+      if (step.output) {
+        for (auto& o : out.outputs) {
+          o.data = co_await eval(*step.output, o.data, vars, path + "/output");
+        }
+      }
+    } catch (const Fault& f) {
+      fault = f;
+    }
+    if (fault) {
+      co_await flush_pending(run, path);
+      throw *fault;
+    }
+    if (out.flow == "continue" && step.then) out.flow = *step.then;
+    co_await complete(run, path, out);
+    if (metrics) {
+      metrics->observe_step(std::chrono::steady_clock::now() - started);
+    }
+    co_return out;
+  }
+
+  // Journals a completed step. A call's successful attempt is finished in the same commit.
+  asio::awaitable<void> complete(Run& run, const std::string& path, const StepOutcome& out) {
+    auto value = outcome_json(out);
+    run.journal[path] = {"completed", value};
+    auto entry = journal_entry(path, "completed", value);
+    if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
+      auto [seq, result] = std::move(it->second);
+      run.pending_attempts.erase(it);
+      std::function<int(store::RunStore&)> op = [id = run.id, seq, result,
+                                                 entry](store::RunStore& s) {
+        s.record_step(id, seq, result, entry);
+        return 0;
+      };
+      co_await on_store<int>(std::move(op));
+      co_return;
+    }
+    std::function<int(store::RunStore&)> op = [id = run.id, entry](store::RunStore& s) {
+      s.put_journal(id, entry);
+      return 0;
+    };
+    co_await on_store<int>(std::move(op));
+  }
+
+  // A step faulted after its call succeeded (an output expression failed): the attempt still
+  // completed.
+  asio::awaitable<void> flush_pending(Run& run, const std::string& path) {
+    auto it = run.pending_attempts.find(path);
+    if (it == run.pending_attempts.end()) co_return;
+    auto [seq, result] = std::move(it->second);
+    run.pending_attempts.erase(it);
+    co_await attempt_end(run, seq, std::move(result));
+  }
+
+  asio::awaitable<StepOutcome> exec_construct(Env env, const model::Step& step,
+                                              const std::string& path, Current cur,
+                                              const json::object& vars) {
+    StepOutcome out;
+    const auto& c = step.construct;
+    if (auto* call = std::get_if<model::CallStep>(&c)) {
+      out.outputs.push_back(co_await exec_call(env, step, *call, path, std::move(cur)));
+    } else if (auto* d = std::get_if<model::DoStep>(&c)) {
+      auto results = co_await exec_list(env, &d->steps, path + "/do", cur);
+      out.outputs.push_back(collapse(std::move(results), cur));
+    } else if (auto* fork = std::get_if<model::ForkStep>(&c)) {
+      out = co_await exec_fork(env, *fork, path, std::move(cur));
+    } else if (auto* sw = std::get_if<model::SwitchStep>(&c)) {
+      out.flow = co_await exec_switch(env, *sw, path, cur, vars);
+      out.outputs.push_back(std::move(cur));
+    } else if (auto* f = std::get_if<model::ForStep>(&c)) {
+      out.outputs.push_back(co_await exec_for(env, *f, path, std::move(cur), vars));
+    } else if (auto* w = std::get_if<model::WhileStep>(&c)) {
+      out.outputs.push_back(co_await exec_while(env, *w, path, std::move(cur), vars));
+    } else if (auto* t = std::get_if<model::TryStep>(&c)) {
+      out.outputs.push_back(co_await exec_try(env, *t, path, std::move(cur)));
+    } else if (auto* w = std::get_if<model::WaitStep>(&c)) {
+      co_await exec_wait(env, *w, path);
+      out.outputs.push_back(std::move(cur));
+    } else if (auto* s = std::get_if<model::SetStep>(&c)) {
+      cur.data = co_await eval_deep(s->value, cur.data, vars, path + "/set");
+      out.outputs.push_back(std::move(cur));
+    } else if (auto* r = std::get_if<model::RaiseStep>(&c)) {
+      Fault f = make_fault(r->type, static_cast<unsigned>(r->status.value_or(500)), "", "", path);
+      f.error["title"] = r->title ? co_await eval(*r->title, cur.data, vars, path + "/raise/title")
+                                  : json::value(step.name);
+      if (r->detail) {
+        f.error["detail"] = co_await eval(*r->detail, cur.data, vars, path + "/raise/detail");
+      }
+      throw f;
+    } else if (auto* e = std::get_if<model::EmitStep>(&c)) {
+      co_await exec_emit(env, *e, path, cur, vars);
+      out.outputs.push_back(std::move(cur));
+    }
+    co_return out;
+  }
+
+  // Several outputs of a nested list (after a fork with join each) become one array.
+  static Current collapse(std::vector<Current> results, const Current& fallback) {
+    if (results.size() == 1) return std::move(results.front());
+    Current c;
+    c.event = results.empty() ? fallback.event : results.front().event;
+    json::array arr;
+    for (auto& r : results) arr.push_back(std::move(r.data));
+    c.data = std::move(arr);
+    return c;
+  }
+
+  asio::awaitable<StepOutcome> exec_fork(Env env, const model::ForkStep& fork,
+                                         const std::string& path, Current cur) {
+    const auto join = fork.join.value_or(model::Join::all);
+    std::vector<std::function<asio::awaitable<std::vector<Current>>()>> tasks;
+    for (std::size_t k = 0; k < fork.branches.size(); ++k) {
+      const model::Steps* one = &fork.branches;  // each branch is a single step of the list
+      tasks.push_back([this, env, one, k, path, cur]() {
+        return exec_branch(env, one, k, path + "/fork/" + std::to_string(k), cur);
+      });
+    }
+    auto results = co_await gather(env, std::move(tasks), join == model::Join::any);
+    StepOutcome out;
+    if (join == model::Join::any) {
+      for (auto& r : results) {
+        if (r) {
+          out.outputs.push_back(collapse(std::move(*r), cur));
+          break;
+        }
+      }
+    } else if (join == model::Join::each) {
+      for (auto& r : results) out.outputs.push_back(collapse(std::move(*r), cur));
+    } else {
+      Current joined;
+      joined.event = cur.event;
+      json::array arr;
+      for (auto& r : results) arr.push_back(collapse(std::move(*r), cur).data);
+      joined.data = std::move(arr);
+      out.outputs.push_back(std::move(joined));
+    }
+    co_return out;
+  }
+
+  // Runs branch `k` (one step) as a list of its own, so that its `then: end` ends the branch.
+  asio::awaitable<std::vector<Current>> exec_branch(Env env, const model::Steps* branches,
+                                                    std::size_t k, std::string path, Current cur) {
+    const model::Step& step = (*branches)[k];
+    StepOutcome out = co_await exec_step(env, step, path, std::move(cur));
+    co_return out.outputs;
+  }
+
+  asio::awaitable<std::string> exec_switch(Env env, const model::SwitchStep& sw,
+                                           const std::string& path, const Current& cur,
+                                           const json::object& vars) {
+    const model::SwitchCase* fallback = nullptr;
+    for (std::size_t k = 0; k < sw.cases.size(); ++k) {
+      const auto& c = sw.cases[k];
+      if (!c.when) {
+        fallback = &c;
+        continue;
+      }
+      auto v =
+          co_await eval(*c.when, cur.data, vars, path + "/switch/" + std::to_string(k) + "/when");
+      if (truthy(v)) co_return c.then;
+    }
+    if (fallback) co_return fallback->then;
+    (void)env;
+    throw make_fault("runtime", 500, "No switch case matched",
+                     "no case matched and the switch has no default", path + "/switch");
+  }
+
+  asio::awaitable<Current> exec_for(Env env, const model::ForStep& f, const std::string& path,
+                                    Current cur, const json::object& vars) {
+    auto items = co_await eval(f.in, cur.data, vars, path + "/for/in");
+    if (!items.is_array()) {
+      throw make_fault("expression", 400, "for.in is not an array",
+                       "for.in gave " + std::string(json::serialize(items)).substr(0, 200),
+                       path + "/for/in");
+    }
+    const std::string each = f.each.empty() ? "item" : f.each;
+    const std::string at = f.at.value_or("index");
+    const auto& arr = items.as_array();
+    const std::size_t concurrency =
+        static_cast<std::size_t>(std::max<std::int64_t>(1, f.concurrency.value_or(1)));
+    std::vector<json::value> results(arr.size());
+    for (std::size_t start = 0; start < arr.size(); start += concurrency) {
+      std::vector<std::function<asio::awaitable<std::vector<Current>>()>> tasks;
+      const std::size_t end = std::min(arr.size(), start + concurrency);
+      for (std::size_t k = start; k < end; ++k) {
+        Env e = env;
+        e.vars[each] = arr[k];
+        e.vars[at] = k;
+        tasks.push_back([this, e, steps = &f.steps, p = path + "/for/" + std::to_string(k), cur]() {
+          return exec_list(e, steps, p, cur);
+        });
+      }
+      auto batch = co_await gather(env, std::move(tasks), false);
+      for (std::size_t k = start; k < end; ++k) {
+        results[k] = collapse(std::move(*batch[k - start]), cur).data;
+      }
+    }
+    json::array out;
+    for (auto& r : results) out.push_back(std::move(r));
+    cur.data = std::move(out);
+    co_return cur;
+  }
+
+  asio::awaitable<Current> exec_while(Env env, const model::WhileStep& w, const std::string& path,
+                                      Current cur, const json::object& base) {
+    const std::int64_t max = w.max_iterations.value_or(10'000);
+    for (std::int64_t n = 0;; ++n) {
+      json::object vars = base;
+      vars["event"] = event_attributes(cur.event);
+      auto cond = co_await eval(w.condition, cur.data, vars, path + "/while");
+      if (!truthy(cond)) break;
+      if (n >= max) {
+        throw make_fault("runtime", 500, "Loop guard",
+                         "while ran " + std::to_string(max) +
+                             " iterations (maxIterations) and its condition still holds",
+                         path + "/while");
+      }
+      auto results = co_await exec_list(env, &w.steps, path + "/while/" + std::to_string(n), cur);
+      cur = collapse(std::move(results), cur);
+    }
+    co_return cur;
+  }
+
+  static bool catch_matches(const model::Catch& c, const json::object& error) {
+    if (!c.errors) return true;
+    if (c.errors->type) {
+      auto* t = error.if_contains("type");
+      if (!t || !t->is_string() || t->as_string() != error_type_uri(*c.errors->type)) {
+        return false;
+      }
+    }
+    if (c.errors->status) {
+      auto* s = error.if_contains("status");
+      if (!s || !s->is_number() || s->to_number<std::int64_t>() != *c.errors->status) return false;
+    }
+    return true;
+  }
+
+  asio::awaitable<Current> exec_try(Env env, const model::TryStep& t, const std::string& path,
+                                    Current cur) {
+    const auto policy =
+        t.catch_ ? effective_policy(t.catch_->retry, std::nullopt) : EffectivePolicy{};
+    for (std::int64_t attempt = 0;; ++attempt) {
+      std::optional<Fault> fault;
+      try {
+        auto results =
+            co_await exec_list(env, &t.steps, path + "/try/" + std::to_string(attempt), cur);
+        co_return collapse(std::move(results), cur);
+      } catch (const Fault& f) {
+        fault = f;
+      }
+      const bool cancelled = env.run->cancel_requested || env.scope->cancelled();
+      if (cancelled || !t.catch_ || !catch_matches(*t.catch_, fault->error)) throw *fault;
+      if (attempt < policy.limit) {
+        std::chrono::milliseconds delay;
+        {
+          std::lock_guard lock(mutex);
+          delay = retry_delay(policy, attempt + 1, std::nullopt, rng);
+        }
+        if (metrics) metrics->retry();
+        if (!co_await sleep_until(*env.scope, std::chrono::steady_clock::now() + delay)) {
+          throw *fault;
+        }
+        continue;
+      }
+      if (!t.catch_->steps) co_return cur;  // caught and swallowed
+      Env handler = env;
+      handler.vars[t.catch_->as.value_or("error")] = fault->error;
+      auto results = co_await exec_list(handler, &*t.catch_->steps, path + "/catch/do", cur);
+      co_return collapse(std::move(results), cur);
+    }
+  }
+
+  asio::awaitable<void> exec_wait(Env env, const model::WaitStep& w, const std::string& path) {
+    Run& run = *env.run;
+    const std::string key = path + "/wait";
+    std::int64_t deadline_ms = 0;
+    if (auto it = run.journal.find(key); it != run.journal.end()) {
+      deadline_ms = it->second.value.at("deadline").to_number<std::int64_t>();
+    } else {
+      deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        (std::chrono::system_clock::now() + w.duration.value).time_since_epoch())
+                        .count();
+      json::value v = json::object{{"deadline", deadline_ms}};
+      run.journal[key] = {"started", v};
+      co_await journal_put(run, key, "started", v);
+    }
+    const auto remaining = std::chrono::milliseconds(deadline_ms) -
+                           std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch());
+    auto until =
+        std::chrono::steady_clock::now() + std::max(std::chrono::milliseconds(0), remaining);
+    if (env.deadline && *env.deadline < until) {
+      co_await sleep_until(*env.scope, *env.deadline);
+      check_live(run, *env.scope, env.deadline, path);
+    }
+    if (!co_await sleep_until(*env.scope, until)) check_live(run, *env.scope, env.deadline, path);
+    check_live(run, *env.scope, std::nullopt, path);
+  }
+
+  asio::awaitable<void> exec_emit(Env env, const model::EmitStep& e, const std::string& path,
+                                  const Current& cur, const json::object& vars) {
+    Run& run = *env.run;
+    if (settings.broker_url.empty()) {
+      throw make_fault("configuration", 500, "No broker", "emit needs the daemon's broker", path);
+    }
+    CloudEvent ev;
+    ev.id = run.id + ":" + path;
+    ev.type = e.type;
+    ev.source = e.source;
+    if (e.subject) {
+      auto s = co_await eval(*e.subject, cur.data, vars, path + "/emit/subject");
+      ev.subject = s.is_string() ? std::string(s.as_string()) : json::serialize(s);
+    }
+    ev.time = now_rfc3339_ms();
+    ev.datacontenttype = "application/json";
+    json::value data = cur.data;
+    if (e.data) data = co_await eval_deep(*e.data, cur.data, vars, path + "/emit/data");
+    ev.data = json::serialize(data);
+    ev.extensions["traceparent"] = traceparent(run);
+    auto encoded = encode_binary(ev);
+    HttpRequest req;
+    req.url = settings.broker_url;
+    req.headers = encoded.headers;
+    if (!settings.broker_token.empty()) {
+      req.headers.emplace_back("Authorization", "Bearer " + settings.broker_token);
+    }
+    req.body = std::move(encoded.body);
+    req.timeout = settings.default_call_timeout;
+    auto res = co_await http.send(std::move(req));
+    if (res.error || res.status / 100 != 2) {
+      throw make_fault(
+          "communication", res.status ? res.status : 502, "Emit failed",
+          res.error ? res.error_message : "the broker answered " + std::to_string(res.status),
+          path);
+    }
+  }
+
+  static std::string traceparent(const Run& run) {
+    return "00-" + run.trace_id + "-" + random_hex(8) + "-01";
+  }
+
+  // The URL of a function in standalone mode.
+  asio::awaitable<std::string> function_url(const Run& run, const std::string& name,
+                                            const std::string& path) {
+    auto it = run.workflow->spec.functions.find(name);
+    if (it == run.workflow->spec.functions.end()) {
+      throw make_fault("configuration", 500, "Unknown function", "no function " + name, path);
+    }
+    const model::Function& fn = it->second;
+    if (fn.url) co_return *fn.url;
+    if (fn.local && fn.local->url) co_return *fn.local->url;
+    if (fn.local && !fn.local->command.empty()) {
+      FunctionSpec spec;
+      spec.command = fn.local->command;
+      spec.env = fn.env;
+      spec.working_dir = settings.working_dir;
+      FunctionKey key{run.namespace_, run.workflow_name, name};
+      auto endpoint = co_await functions.ensure(std::move(key), std::move(spec));
+      if (!endpoint.url) {
+        throw make_fault("communication", 503, "Function did not start", endpoint.error, path);
+      }
+      co_return *endpoint.url;
+    }
+    throw make_fault("configuration", 500, "Function cannot run standalone",
+                     "function " + name + " has no url or local", path);
+  }
+
+  asio::awaitable<Current> exec_call(Env env, const model::Step& step, const model::CallStep& call,
+                                     const std::string& path, Current cur) {
+    Run& run = *env.run;
+    const std::string url = co_await function_url(run, call.function, path);
+    const auto& fn = run.workflow->spec.functions.at(call.function);
+    const auto policy = effective_policy(call.retry, run.workflow->spec.retry);
+    const auto per_call = fn.timeout ? fn.timeout->value : settings.default_call_timeout;
+
+    CloudEvent out = cur.event;
+    out.id = run.id + ":" + path;  // the same id on every attempt and after a restart
+    out.datacontenttype = "application/json";
+    out.data = json::serialize(cur.data);
+    out.extensions["traceparent"] = traceparent(run);
+    const auto encoded = encode_binary(out);
+
+    std::int64_t& attempts = run.attempts[path];
+    for (;;) {
+      check_live(run, *env.scope, env.deadline, path);
+      const std::int64_t attempt = ++attempts;
+      const auto seq = co_await attempt_begin(run, path, step.name, attempt, cur.data);
+      HttpRequest req;
+      req.url = url;
+      req.headers = encoded.headers;
+      req.headers.emplace_back("Prefer", "reply");
+      req.body = encoded.body;
+      req.timeout = per_call;
+      if (env.deadline) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            *env.deadline - std::chrono::steady_clock::now());
+        req.timeout = std::max(std::chrono::milliseconds(1), std::min(req.timeout, left));
+      }
+      auto res = co_await http.send(std::move(req));
+      if (!res.error && res.status / 100 == 2) {
+        Current next = cur;
+        if (res.status != 202 && !res.body.empty()) {
+          auto decoded = decode_event(res.headers, res.body);
+          if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
+            next.data = data_as_json(*ev);
+            next.event = *ev;
+            next.event.data.reset();
+          } else if (std::holds_alternative<std::nullopt_t>(decoded)) {
+            CloudEvent plain = cur.event;
+            plain.data = res.body;
+            plain.datacontenttype.reset();
+            for (const auto& [k, v] : res.headers) {
+              if (k == "content-type") plain.datacontenttype = v;
+            }
+            next.data = data_as_json(plain);
+            next.event.id = run.id + ":" + path + ":reply";
+            next.event.type = "dev.knflow." + run.workflow_name + "." + step.name;
+            next.event.source = "/apis/knflow.dev/v1alpha1/namespaces/" + run.namespace_ +
+                                "/workflows/" + run.workflow_name;
+          } else {
+            co_await attempt_end(
+                run, seq,
+                attempt_result(store::AttemptPhase::faulted, std::nullopt,
+                               make_fault("communication", 502, "Malformed reply event",
+                                          std::get<std::string>(decoded), path)
+                                   .error,
+                               res.status));
+            throw make_fault("communication", 502, "Malformed reply event",
+                             std::get<std::string>(decoded), path);
+          }
+          next.event.datacontenttype.reset();
+        }
+        // Finished together with the step's journal entry, in one commit (complete()).
+        run.pending_attempts[path] = {seq, attempt_result(store::AttemptPhase::completed, next.data,
+                                                          std::nullopt, res.status)};
+        co_return next;
+      }
+      const unsigned status = res.error ? 0 : res.status;
+      const std::string detail = res.error
+                                     ? res.error_message
+                                     : "the function answered " + std::to_string(res.status) +
+                                           (res.body.empty() ? "" : ": " + res.body.substr(0, 512));
+      Fault fault = make_fault(
+          res.error && res.error_message.find("timed out") != std::string::npos ? "timeout"
+                                                                                : "communication",
+          status ? status : 503, "Call to " + call.function + " failed", detail, path);
+      co_await attempt_end(run, seq,
+                           attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
+                                          status ? std::optional<unsigned>(status) : std::nullopt));
+      if (is_retryable_status(status) && attempt <= policy.limit) {
+        std::optional<std::chrono::milliseconds> retry_after;
+        for (const auto& [k, v] : res.headers) {
+          if (k == "retry-after")
+            retry_after = parse_retry_after(v, std::chrono::system_clock::now());
+        }
+        std::chrono::milliseconds delay;
+        {
+          std::lock_guard lock(mutex);
+          delay = retry_delay(policy, attempt, retry_after, rng);
+        }
+        if (metrics) metrics->retry();
+        auto until = std::chrono::steady_clock::now() + delay;
+        if (env.deadline && *env.deadline < until) until = *env.deadline;
+        co_await sleep_until(*env.scope, until);
+        continue;
+      }
+      co_await dead_letter(run, out, url, status, res.body);
+      throw fault;
+    }
+  }
+
+  // Sends the event that exhausted its retries to spec.deadLetter with Knative's extensions.
+  asio::awaitable<void> dead_letter(const Run& run, CloudEvent event, const std::string& dest,
+                                    unsigned status, const std::string& body) {
+    const auto& dl = run.workflow->spec.dead_letter;
+    if (!dl || !dl->uri) co_return;
+    event.extensions["knativeerrordest"] = dest;
+    event.extensions["knativeerrorcode"] = std::to_string(status);
+    std::string excerpt = base64(body);
+    if (excerpt.size() > 1024) excerpt.resize(1024);
+    if (!body.empty()) event.extensions["knativeerrordata"] = excerpt;
+    auto encoded = encode_binary(event);
+    HttpRequest req;
+    req.url = *dl->uri;
+    req.headers = std::move(encoded.headers);
+    req.body = std::move(encoded.body);
+    req.timeout = settings.default_call_timeout;
+    const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
+    for (std::int64_t attempt = 1;; ++attempt) {
+      auto res = co_await http.send(req);
+      if (!res.error && res.status / 100 == 2) break;
+      const unsigned s = res.error ? 0 : res.status;
+      if (!is_retryable_status(s) || attempt > std::max<std::int64_t>(policy.limit, 3)) {
+        log::warn("Failed to deliver to the dead-letter sink",
+                  {{"run", run.id}, {"url", *dl->uri}, {"status", std::to_string(s)}});
+        co_return;
+      }
+      std::chrono::milliseconds delay;
+      {
+        std::lock_guard lock(mutex);
+        delay = retry_delay(policy, attempt, std::nullopt, rng);
+      }
+      asio::steady_timer t(co_await asio::this_coro::executor, delay);
+      co_await t.async_wait(use_tuple);
+    }
+    if (metrics) metrics->dead_lettered();
+  }
+
+  // --- run lifecycle --------------------------------------------------------------------------
+
+  asio::awaitable<void> execute(std::shared_ptr<Run> run) {
+    Env env{run, &run->root, std::nullopt, {}};
+    if (run->deadline) {
+      auto left = *run->deadline - std::chrono::system_clock::now();
+      env.deadline = std::chrono::steady_clock::now() +
+                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
+    }
+    Current start{data_as_json(run->input), run->input};
+    start.event.data.reset();
+    std::optional<Fault> fault;
+    std::vector<Current> results;
+    try {
+      results = co_await exec_list(env, &run->workflow->spec.steps, "/do", start);
+    } catch (const Fault& f) {
+      fault = f;
+    } catch (const std::exception& e) {
+      fault = make_fault("runtime", 500, "Internal error", e.what(), "/do");
+    }
+    if (stopping_now()) co_return;  // shutting down: the run resumes at the next start
+    RunOutcome outcome;
+    std::optional<std::string> output_text, error_text;
+    if (fault) {
+      const bool cancelled = run->cancel_requested;
+      outcome.phase = cancelled ? "cancelled" : "faulted";
+      outcome.error = fault->error;
+      error_text = json::serialize(fault->error);
+    } else {
+      outcome.phase = "completed";
+      Current final = collapse(std::move(results), start);
+      CloudEvent ev = final.event;
+      ev.data = json::serialize(final.data);
+      ev.datacontenttype = "application/json";
+      outcome.output = ev;
+      output_text = json::serialize(current_json(final));
+      co_await send_reply(*run, ev);
+    }
+    run->phase = outcome.phase;
+    run->record.phase = outcome.phase == "completed"   ? store::RunPhase::completed
+                        : outcome.phase == "cancelled" ? store::RunPhase::cancelled
+                                                       : store::RunPhase::faulted;
+    run->record.output_json = output_text;
+    run->record.error_json = error_text;
+    run->record.finished_at = now_rfc3339_ms();
+    run->record.updated_at = *run->record.finished_at;
+    co_await record_run(*run);
+    finish(run, std::move(outcome));
+  }
+
+  asio::awaitable<void> send_reply(const Run& run, const CloudEvent& ev) {
+    const auto& reply = run.workflow->spec.reply;
+    if (!reply || !reply->uri) co_return;
+    auto encoded = encode_binary(ev);
+    HttpRequest req;
+    req.url = *reply->uri;
+    req.headers = std::move(encoded.headers);
+    req.body = std::move(encoded.body);
+    req.timeout = settings.default_call_timeout;
+    auto res = co_await http.send(std::move(req));
+    if (res.error || res.status / 100 != 2) {
+      log::warn("Failed to deliver a run's reply",
+                {{"run", run.id},
+                 {"url", *reply->uri},
+                 {"error", res.error ? res.error_message : std::to_string(res.status)}});
+    }
+  }
+
+  bool stopping_now() {
+    std::lock_guard lock(mutex);
+    return stopping;
+  }
+
+  void finish(const std::shared_ptr<Run>& run, RunOutcome outcome) {
+    run->outcome = std::move(outcome);
+    for (auto& w : run->waiters) w->cancel();
+    run->waiters.clear();
+    if (metrics) metrics->run_finished(run->outcome->phase);
+    log::info("Finished run", {{"run", run->id},
+                               {"workflow", run->namespace_ + "/" + run->workflow_name},
+                               {"phase", run->outcome->phase}});
+  }
+
+  void launch(std::shared_ptr<Run> run) {
+    auto self = shared_from_this();
+    auto task = execute(run);
+    asio::co_spawn(run->strand, std::move(task), [self, run](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::error("Run coroutine failed", {{"run", run->id}, {"error", ex.what()}});
+        }
+      }
+      self->retire(run);
+    });
+  }
+
+  // A run coroutine returned. Finished runs stay findable until their waiters are gone.
+  void retire(const std::shared_ptr<Run>& run) {
+    std::function<void()> done;
+    {
+      std::lock_guard lock(mutex);
+      active.erase(run->id);
+      if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size()));
+      if (stopping && active.empty() && on_stopped) done = std::exchange(on_stopped, nullptr);
+    }
+    if (done) done();
+  }
+
+  // Store strand only. Rebuilds a run from its record, journal and attempts, and runs it again:
+  // completed steps replay from the journal, the rest execute.
+  void resume(store::RunStore& store, const store::RunRecord& rec) {
+    auto decoded = model::decode_workflow(json::parse(rec.definition_json));
+    if (!decoded.ok()) {
+      log::error("Failed to resume a run: its definition no longer decodes", {{"run", rec.id}});
+      store::RunRecord u = rec;
+      u.phase = store::RunPhase::faulted;
+      u.error_json =
+          json::serialize(make_fault("configuration", 500, "Definition unreadable",
+                                     "the stored definition of this run no longer decodes", "/")
+                              .error);
+      u.finished_at = now_rfc3339_ms();
+      u.updated_at = *u.finished_at;
+      store.update_run(u);
+      return;
+    }
+    auto run = std::make_shared<Run>(asio::make_strand(executor));
+    run->id = rec.id;
+    run->record = rec;
+    run->namespace_ = rec.namespace_;
+    run->workflow_name = rec.workflow;
+    run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
+    run->definition = rec.definition_json;
+    const auto input = json::parse(rec.input_json);
+    run->input = event_from_attributes(input.at("event").as_object());
+    run->input.data = json::serialize(input.at("data"));
+    run->input.datacontenttype = "application/json";
+    run->created_at = rec.created_at;
+    run->started_at = rec.started_at.value_or(rec.created_at);
+    run->trace_id = rec.traceparent.size() >= 35 ? rec.traceparent.substr(3, 32) : random_hex(16);
+    if (run->workflow->spec.timeout) {
+      // The run deadline counts from the run's start, across restarts.
+      std::tm tm{};
+      strptime(run->started_at.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+      run->deadline =
+          std::chrono::system_clock::from_time_t(timegm(&tm)) + run->workflow->spec.timeout->value;
+    }
+    for (auto& j : store.journal(rec.id)) {
+      run->journal[j.path] = {std::string(store::to_string(j.state)), json::parse(j.value_json)};
+    }
+    for (auto& a : store.attempts(rec.id)) {
+      auto& n = run->attempts[a.path];
+      n = std::max(n, a.attempt);
+    }
+    {
+      std::lock_guard lock(mutex);
+      active[run->id] = run;
+      if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size()));
+    }
+    log::info("Resumed run", {{"run", run->id},
+                              {"workflow", run->namespace_ + "/" + run->workflow_name},
+                              {"completedSteps", std::to_string(run->journal.size())}});
+    launch(run);
+  }
+
+  static asio::awaitable<bool> register_waiter(std::shared_ptr<Run> run,
+                                               std::shared_ptr<asio::steady_timer> timer) {
+    if (run->outcome) co_return false;
+    run->waiters.push_back(std::move(timer));
+    co_return true;
+  }
+
+  static asio::awaitable<std::optional<RunOutcome>> read_outcome(std::shared_ptr<Run> run) {
+    co_return run->outcome;
+  }
+
+  static asio::awaitable<void> cancel_on_strand(std::shared_ptr<Run> run) {
+    run->cancel_requested = true;
+    run->root.cancel();
+    co_return;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+
+Engine::Engine(asio::any_io_executor executor, Strand store_strand, HttpClient& http,
+               Evaluator& evaluator, FunctionSupervisor& functions, metrics::Metrics* metrics,
+               EngineSettings settings)
+    : impl_(std::make_shared<Impl>(executor, std::move(store_strand), http, evaluator, functions,
+                                   metrics, std::move(settings))) {}
+
+Engine::~Engine() = default;
+
+bool Engine::attached() const { return impl_->runs != nullptr; }
+
+std::size_t Engine::active_runs() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->active.size();
+}
+
+void Engine::attach(store::RunStore* runs) {
+  impl_->runs = runs;
+  // Resume every unfinished run: its journal replays completed steps.
+  for (auto& rec : runs->unfinished_runs()) impl_->resume(*runs, rec);
+}
+
+asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow> workflow,
+                                           std::string definition, CloudEvent event) {
+  auto& impl = *impl_;
+  auto run = std::make_shared<Run>(asio::make_strand(impl.executor));
+  {
+    std::lock_guard lock(impl.mutex);
+    if (impl.stopping) co_return StartResult{"", 503, "the daemon is shutting down"};
+    if (impl.active.size() >= impl.settings.max_active_runs) {
+      co_return StartResult{"", 503,
+                            "too many runs in flight (" +
+                                std::to_string(impl.settings.max_active_runs) + "); retry later"};
+    }
+  }
+  run->id = new_run_id();
+  run->namespace_ = workflow->metadata.namespace_;
+  run->workflow_name = workflow->metadata.name;
+  run->workflow = workflow;
+  run->definition = std::move(definition);
+  run->created_at = now_rfc3339_ms();
+  run->started_at = run->created_at;
+  run->trace_id = random_hex(16);
+  if (auto it = event.extensions.find("traceparent");
+      it != event.extensions.end() && it->second.size() >= 35) {
+    run->trace_id = it->second.substr(3, 32);  // continue the caller's trace
+  }
+  event.extensions.erase("traceparent");
+  if (workflow->spec.timeout) {
+    run->deadline = std::chrono::system_clock::now() + workflow->spec.timeout->value;
+  }
+  run->input = event;
+  Current input{data_as_json(event), event};
+  input.event.data.reset();
+
+  store::RunRecord rec;
+  rec.id = run->id;
+  rec.namespace_ = run->namespace_;
+  rec.workflow = run->workflow_name;
+  rec.generation = workflow->metadata.generation;
+  rec.definition_json = run->definition;
+  rec.phase = store::RunPhase::running;
+  rec.input_json = json::serialize(current_json(input));
+  rec.traceparent = "00-" + run->trace_id + "-0000000000000000-01";
+  rec.created_at = run->created_at;
+  rec.started_at = run->started_at;
+  rec.updated_at = run->created_at;
+  std::function<std::int64_t(store::RunStore&)> op = [rec](store::RunStore& s) {
+    return s.insert_run(rec);
+  };
+  rec.seq = co_await impl.on_store<std::int64_t>(std::move(op));
+  run->record = std::move(rec);
+  {
+    std::lock_guard lock(impl.mutex);
+    impl.active[run->id] = run;
+    if (impl.metrics) impl.metrics->set_runs_in_flight(static_cast<double>(impl.active.size()));
+  }
+  if (impl.metrics) impl.metrics->run_started();
+  impl.launch(run);
+  co_return StartResult{run->id, 0, ""};
+}
+
+asio::awaitable<std::optional<RunOutcome>> Engine::wait(std::string run_id,
+                                                        std::chrono::milliseconds timeout) {
+  std::shared_ptr<Run> run;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
+  }
+  if (!run) co_return std::nullopt;  // not running here: the caller reads the store
+  // Register on the run's strand, so that finish() cannot slip between check and wait.
+  auto timer = std::make_shared<asio::steady_timer>(run->strand, timeout);
+  auto registered =
+      co_await asio::co_spawn(run->strand, Impl::register_waiter(run, timer), asio::use_awaitable);
+  if (!registered) co_return run->outcome;
+  co_await timer->async_wait(use_tuple);
+  co_return co_await asio::co_spawn(run->strand, Impl::read_outcome(run), asio::use_awaitable);
+}
+
+asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
+  std::shared_ptr<Run> run;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
+  }
+  if (!run) {
+    std::function<std::optional<store::RunRecord>(store::RunStore&)> op =
+        [run_id](store::RunStore& s) { return s.get_run(run_id); };
+    auto rec = co_await impl_->on_store<std::optional<store::RunRecord>>(std::move(op));
+    co_return rec ? Control::conflict : Control::not_found;
+  }
+  co_await asio::co_spawn(run->strand, Impl::cancel_on_strand(run), asio::use_awaitable);
+  co_return Control::ok;
+}
+
+asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->active.contains(run_id)) co_return Control::conflict;
+  }
+  std::function<Control(store::RunStore&)> op = [impl = impl_,
+                                                 run_id](store::RunStore& s) -> Control {
+    auto rec = s.get_run(run_id);
+    if (!rec) return Control::not_found;
+    if (rec->phase != store::RunPhase::faulted && rec->phase != store::RunPhase::cancelled) {
+      return Control::conflict;
+    }
+    // Completed steps stay in the journal and replay; the failed step runs again.
+    rec->phase = store::RunPhase::running;
+    rec->error_json.reset();
+    rec->output_json.reset();
+    rec->finished_at.reset();
+    rec->updated_at = now_rfc3339_ms();
+    s.update_run(*rec);
+    impl->resume(s, *rec);
+    return Control::ok;
+  };
+  co_return co_await impl_->on_store<Control>(std::move(op));
+}
+
+void Engine::shutdown(std::function<void()> done) {
+  std::vector<std::shared_ptr<Run>> runs;
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->stopping = true;
+    for (auto& [id, r] : impl_->active) runs.push_back(r);
+    if (!runs.empty()) impl_->on_stopped = std::move(done);
+  }
+  if (runs.empty()) {
+    done();
+    return;
+  }
+  for (auto& r : runs) {
+    asio::post(r->strand, [r] { r->root.cancel(); });
+  }
+}
+
+}  // namespace knflow::engine

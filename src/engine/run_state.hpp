@@ -1,0 +1,108 @@
+#pragma once
+
+// Engine internals shared by engine.cpp and interpreter.cpp: one run's state and the ways the
+// interpreter reaches the outside world (store, HTTP, expressions). Not a public header.
+
+#include "knflow/engine/cloudevent.hpp"
+#include "knflow/engine/engine.hpp"
+#include "knflow/model/workflow.hpp"
+#include "knflow/store/run_store.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace knflow::engine::detail {
+
+namespace json = boost::json;
+using Strand = boost::asio::strand<boost::asio::any_io_executor>;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+// A step failure travelling up the interpreter: an RFC 7807 object with the DSL's error types.
+struct Fault {
+  json::object error;  // type, status, title, detail, instance
+};
+
+// DSL error types as URIs (https://serverlessworkflow.io/spec/1.0.0/errors/<type>).
+std::string error_type_uri(std::string_view short_type);
+Fault make_fault(std::string_view type, unsigned status, std::string title, std::string detail,
+                 std::string instance);
+
+// The current event: its data as JSON and its other attributes (event.data unused).
+struct Current {
+  json::value data;
+  CloudEvent event;
+};
+
+// A node of the cancellation tree: cancelling it wakes every sleep registered on it or below.
+// Touched only on its run's strand.
+class Scope {
+ public:
+  explicit Scope(Scope* parent = nullptr) : parent_(parent) {
+    if (parent_) parent_->children_.insert(this);
+  }
+  ~Scope() {
+    if (parent_) parent_->children_.erase(this);
+  }
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+  bool cancelled() const { return cancelled_ || (parent_ && parent_->cancelled()); }
+  void cancel() {
+    cancelled_ = true;
+    for (auto* t : timers_) t->cancel();
+    for (auto* c : children_) c->cancel();
+  }
+  void add_timer(boost::asio::steady_timer* t) { timers_.insert(t); }
+  void remove_timer(boost::asio::steady_timer* t) { timers_.erase(t); }
+
+ private:
+  Scope* parent_;
+  bool cancelled_ = false;
+  std::set<Scope*> children_;
+  std::set<boost::asio::steady_timer*> timers_;
+};
+
+// A journal entry as the interpreter keeps it in memory.
+struct JournalValue {
+  std::string state;  // "started" or "completed"
+  json::value value;
+};
+
+// One run, owned by the engine, executed on `strand`.
+struct Run {
+  std::string id;
+  std::string namespace_;
+  std::string workflow_name;
+  std::shared_ptr<const model::Workflow> workflow;
+  std::string definition;
+  CloudEvent input;
+  std::string created_at;
+  std::string started_at;
+  std::string trace_id;  // 32 hex
+  Strand strand;
+  Scope root;
+  std::optional<std::chrono::system_clock::time_point> deadline;  // spec.timeout
+  std::map<std::string, JournalValue> journal;   // path → entry (loaded on resume)
+  std::map<std::string, std::int64_t> attempts;  // path → attempts made so far
+  // A call's successful attempt, finished in the same commit as its step's journal entry.
+  std::map<std::string, std::pair<std::int64_t, store::AttemptResult>> pending_attempts;
+  store::RunRecord record;  // as last written
+  bool cancel_requested = false;
+  std::string phase = "running";
+  std::optional<RunOutcome> outcome;
+  std::vector<std::shared_ptr<boost::asio::steady_timer>> waiters;  // sync invokes
+
+  explicit Run(Strand s) : strand(std::move(s)) {}
+};
+
+}  // namespace knflow::engine::detail
