@@ -1,0 +1,204 @@
+#pragma once
+
+// Rows of the `runs`, `run_attempts` and `run_journal` tables (migration 2): every workflow run,
+// every step attempt, and the journal a run is resumed from after a crash. See docs/storage.md.
+
+#include "knflow/store/db.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+namespace knflow::store {
+
+// The phases of a run, as the DSL names them. cancelled, faulted and completed are final.
+enum class RunPhase { pending, running, waiting, cancelled, faulted, completed };
+// The phases of one step attempt; every phase but running is final.
+enum class AttemptPhase { running, completed, faulted, cancelled };
+// A journal entry's state: the step has started (value: what resume needs to continue it, such as
+// a wait deadline) or completed (value: its full output, a switch decision, ...).
+enum class JournalState { started, completed };
+
+// The names stored in the tables: "pending", "running", ...
+std::string_view to_string(RunPhase phase);
+std::string_view to_string(AttemptPhase phase);
+std::string_view to_string(JournalState state);
+
+// Whether a run in this phase has finished (cancelled, faulted or completed).
+constexpr bool is_finished(RunPhase phase) {
+  return phase == RunPhase::cancelled || phase == RunPhase::faulted || phase == RunPhase::completed;
+}
+
+// One row of `runs`. Timestamps are RFC 3339 in UTC with milliseconds, always in the same form
+// ("2024-01-02T03:04:05.678Z"), so that they compare correctly as strings.
+struct RunRecord {
+  std::string id;  // a UUID v4 chosen by the engine
+  std::string namespace_;
+  std::string workflow;
+  std::int64_t generation = 0;  // of the definition below
+  std::string definition_json;  // the workflow object the run executes, frozen at start
+  RunPhase phase = RunPhase::pending;
+  std::string input_json;  // the starting event: attributes and data
+  std::optional<std::string> output_json{};
+  std::optional<std::string> error_json{};
+  std::string traceparent;  // W3C trace context; "" when there is none
+  std::string created_at;
+  std::optional<std::string> started_at{};
+  std::optional<std::string> finished_at{};  // set exactly when the phase is final
+  std::string updated_at;
+  std::int64_t seq = 0;  // assigned by insert_run: grows with every insert, never reused
+
+  friend bool operator==(const RunRecord&, const RunRecord&) = default;
+};
+
+// One row of `run_attempts`: one attempt of one step of a run.
+struct AttemptRecord {
+  std::string run_id;
+  std::int64_t seq = 0;  // assigned by append_attempt: 1, 2, ... within the run
+  std::string path;      // the step's execution path: "/do/2/fork/branches/1/do/0", "/do/3[7]/do/0"
+  std::string step;      // the step's name
+  std::int64_t attempt = 1;
+  AttemptPhase phase = AttemptPhase::running;
+  std::string started_at;
+  std::optional<std::string> finished_at{};  // set exactly when the phase is not running
+  std::optional<std::string> input_json{};   // size-capped by the caller
+  std::optional<std::string> output_json{};  // size-capped by the caller
+  std::optional<std::string> error_json{};
+  std::optional<std::int64_t> http_status{};
+
+  friend bool operator==(const AttemptRecord&, const AttemptRecord&) = default;
+};
+
+// How an attempt ended: written by finish_attempt and record_step.
+struct AttemptResult {
+  AttemptPhase phase = AttemptPhase::completed;  // not running
+  std::string finished_at;
+  std::optional<std::string> output_json{};  // size-capped by the caller
+  std::optional<std::string> error_json{};
+  std::optional<std::int64_t> http_status{};
+};
+
+// One row of `run_journal`: what resume replays for the step at `path`. The row's updated_at is
+// set by SQLite's clock on every write; it is for humans and not read back.
+struct JournalEntry {
+  std::string path;
+  JournalState state = JournalState::completed;
+  std::string value_json;  // full, never capped
+
+  friend bool operator==(const JournalEntry&, const JournalEntry&) = default;
+};
+
+// Which runs list_runs returns. Every condition set must hold.
+struct RunFilter {
+  std::string namespace_;
+  std::optional<std::string> workflow{};
+  std::optional<std::set<RunPhase>> phases{};   // an empty set matches no run
+  std::optional<std::string> created_after{};   // created_at > this (same form as RunRecord's)
+  std::optional<std::string> created_before{};  // created_at < this
+  std::optional<std::int64_t> after_seq{};      // the cursor: only runs with seq below it
+  std::size_t limit = 100;
+};
+
+// Runs, step attempts and the resume journal in SQLite. Statements are prepared once, by the
+// constructor. Every function is one transaction (a savepoint when called inside batch() or
+// another Tx) and throws Error when SQLite fails, leaving the database as it was; writes that
+// name a run that does not exist fail with SQLITE_CONSTRAINT_FOREIGNKEY, rows that break the
+// tables' checks (a final phase without finished_at, ...) with SQLITE_CONSTRAINT_CHECK. Same
+// thread or strand as its Db (the engine's store strand); must not outlive it.
+class RunStore {
+ public:
+  explicit RunStore(Db& db);
+  ~RunStore();
+  RunStore(const RunStore&) = delete;
+  RunStore& operator=(const RunStore&) = delete;
+
+  // Inserts a new run (record.seq is ignored) and returns the seq assigned to it. A run id already
+  // stored fails with SQLITE_CONSTRAINT_PRIMARYKEY.
+  std::int64_t insert_run(const RunRecord& record);
+  // Writes the mutable columns of the run record.id (phase, output_json, error_json, started_at,
+  // finished_at, updated_at); the others never change. Returns false when there is no such run.
+  bool update_run(const RunRecord& record);
+  // The run with this id, if any.
+  std::optional<RunRecord> get_run(const std::string& id);
+  // One page of the runs matching the filter, newest first (by seq). The next page is the same
+  // filter with after_seq set to the seq of the last run returned: pages never repeat a run, and
+  // runs inserted meanwhile (higher seqs) appear on none of the following pages.
+  std::vector<RunRecord> list_runs(const RunFilter& filter);
+  // Every run that has not finished (pending, running, waiting), oldest first: what the engine
+  // resumes at startup.
+  std::vector<RunRecord> unfinished_runs();
+  // Deletes a run with its attempts and journal. Returns false when there is no such run.
+  bool delete_run(const std::string& id);
+
+  // Appends an attempt to its run (record.seq is ignored) and returns the seq assigned to it.
+  std::int64_t append_attempt(const AttemptRecord& record);
+  // Records how the attempt (run_id, seq) ended. Returns false, changing nothing, when there is no
+  // such attempt.
+  bool finish_attempt(const std::string& run_id, std::int64_t seq, const AttemptResult& result);
+  // Every attempt of a run, in the order they were appended.
+  std::vector<AttemptRecord> attempts(const std::string& run_id);
+
+  // Inserts or replaces the journal entry of (run_id, entry.path).
+  void put_journal(const std::string& run_id, const JournalEntry& entry);
+  // Every journal entry of a run, ordered by path.
+  std::vector<JournalEntry> journal(const std::string& run_id);
+
+  // The engine's hot path, one commit per completed step: finishes the attempt (run_id, seq) and
+  // writes the journal entry for it, both or neither. Returns false, changing nothing, when there
+  // is no such attempt.
+  bool record_step(const std::string& run_id, std::int64_t seq, const AttemptResult& result,
+                   const JournalEntry& entry);
+
+  // Runs f() (which calls functions of this store, or of others on the same Db) as one
+  // transaction: committed when f returns, rolled back when it throws. Returns what f returns.
+  template <class F>
+  std::invoke_result_t<F&> batch(F&& f) {
+    Tx tx(db_);
+    if constexpr (std::is_void_v<std::invoke_result_t<F&>>) {
+      f();
+      tx.commit();
+    } else {
+      std::invoke_result_t<F&> result = f();
+      tx.commit();
+      return result;
+    }
+  }
+
+  // Deletes finished runs (cancelled, faulted, completed), with their attempts and journal, that
+  // finished before `finished_before`, or that are older (by finished_at) than the newest
+  // `keep_at_most` finished runs; unset means no such limit. Deletes at most `max_rows` runs,
+  // oldest first, so a caller can prune in small transactions; returns how many it deleted (fewer
+  // than max_rows: nothing is left to prune).
+  std::size_t prune(const std::optional<std::string>& finished_before,
+                    std::optional<std::size_t> keep_at_most, std::size_t max_rows);
+
+ private:
+  std::vector<RunRecord> read_runs(Stmt& stmt);
+  // The statements alone, without a transaction of their own.
+  bool write_finish(const std::string& run_id, std::int64_t seq, const AttemptResult& result);
+  void write_journal(const std::string& run_id, const JournalEntry& entry);
+
+  Db& db_;
+  Stmt next_run_seq_;
+  Stmt insert_run_;
+  Stmt update_run_;
+  Stmt select_run_;
+  Stmt list_by_namespace_;
+  Stmt list_by_workflow_;
+  Stmt select_unfinished_;
+  Stmt delete_run_;
+  Stmt insert_attempt_;
+  Stmt finish_attempt_;
+  Stmt select_attempts_;
+  Stmt upsert_journal_;
+  Stmt select_journal_;
+  Stmt prune_by_age_;
+  Stmt prune_by_count_;
+};
+
+}  // namespace knflow::store

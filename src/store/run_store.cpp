@@ -1,0 +1,462 @@
+#include "knflow/store/run_store.hpp"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace knflow::store {
+namespace {
+
+// The seq of a new run: one counter for the whole database in meta 'run_seq' (created by the
+// first insert), so a seq is never handed out twice, even after the newest run was deleted.
+constexpr std::string_view kNextRunSeq =
+    "INSERT INTO meta (key, value) VALUES ('run_seq', 1) "
+    "ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value";
+
+constexpr std::string_view kInsertRun =
+    "INSERT INTO runs (id, namespace, workflow, generation, definition_json, phase, input_json, "
+    "output_json, error_json, traceparent, created_at, started_at, finished_at, updated_at, seq) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+constexpr std::string_view kUpdateRun =
+    "UPDATE runs SET phase = ?2, output_json = ?3, error_json = ?4, started_at = ?5, "
+    "finished_at = ?6, updated_at = ?7 WHERE id = ?1";
+
+// Every SELECT of runs reads these columns in this order (see read_run).
+constexpr std::string_view kSelectRun =
+    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
+    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+    "FROM runs WHERE id = ?";
+
+// Two statements rather than one with "(?2 IS NULL OR workflow = ?2)", so that each one walks its
+// own index backwards from the cursor. ?3: the phases as a JSON array, or NULL for any phase.
+constexpr std::string_view kListByNamespace =
+    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
+    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+    "FROM runs WHERE namespace = ?1 AND seq < ?6 "
+    "AND (?3 IS NULL OR phase IN (SELECT value FROM json_each(?3))) "
+    "AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5) "
+    "ORDER BY seq DESC LIMIT ?7";
+
+constexpr std::string_view kListByWorkflow =
+    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
+    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+    "FROM runs WHERE namespace = ?1 AND workflow = ?2 AND seq < ?6 "
+    "AND (?3 IS NULL OR phase IN (SELECT value FROM json_each(?3))) "
+    "AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5) "
+    "ORDER BY seq DESC LIMIT ?7";
+
+// The phase condition is the one of the partial index runs_unfinished, word for word.
+constexpr std::string_view kSelectUnfinished =
+    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
+    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+    "FROM runs WHERE phase IN ('pending', 'running', 'waiting') ORDER BY seq";
+
+constexpr std::string_view kDeleteRun = "DELETE FROM runs WHERE id = ?";
+
+constexpr std::string_view kInsertAttempt =
+    "INSERT INTO run_attempts (run_id, seq, path, step, attempt, phase, started_at, finished_at, "
+    "input_json, output_json, error_json, http_status) "
+    "VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_attempts WHERE run_id = ?1), "
+    "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING seq";
+
+constexpr std::string_view kFinishAttempt =
+    "UPDATE run_attempts SET phase = ?3, finished_at = ?4, output_json = ?5, error_json = ?6, "
+    "http_status = ?7 WHERE run_id = ?1 AND seq = ?2";
+
+constexpr std::string_view kSelectAttempts =
+    "SELECT run_id, seq, path, step, attempt, phase, started_at, finished_at, input_json, "
+    "output_json, error_json, http_status FROM run_attempts WHERE run_id = ? ORDER BY seq";
+
+constexpr std::string_view kUpsertJournal =
+    "INSERT INTO run_journal (run_id, path, state, value_json, updated_at) "
+    "VALUES (?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
+    "ON CONFLICT (run_id, path) DO UPDATE SET state = excluded.state, "
+    "value_json = excluded.value_json, updated_at = excluded.updated_at";
+
+constexpr std::string_view kSelectJournal =
+    "SELECT path, state, value_json FROM run_journal WHERE run_id = ? ORDER BY path";
+
+// Both prune statements walk the partial index runs_finished (same phase condition, word for
+// word) from the oldest finished run; the cascade takes attempts and journal along.
+constexpr std::string_view kPruneByAge =
+    "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
+    "WHERE phase IN ('cancelled', 'faulted', 'completed') AND finished_at < ?1 "
+    "ORDER BY finished_at, seq LIMIT ?2)";
+
+// ?1 = keep_at_most: the finished run at that offset from the newest is the newest to delete.
+constexpr std::string_view kPruneByCount =
+    "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
+    "WHERE phase IN ('cancelled', 'faulted', 'completed') AND (finished_at, seq) <= "
+    "(SELECT finished_at, seq FROM runs WHERE phase IN ('cancelled', 'faulted', 'completed') "
+    "ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?1) "
+    "ORDER BY finished_at, seq LIMIT ?2)";
+
+std::int64_t to_int64(std::size_t value) {
+  return static_cast<std::int64_t>(
+      std::min<std::size_t>(value, std::numeric_limits<std::int64_t>::max()));
+}
+
+void bind_optional(Stmt& stmt, int index, const std::optional<std::string>& value) {
+  if (value) {
+    stmt.bind_text(index, *value);
+  } else {
+    stmt.bind_null(index);
+  }
+}
+
+void bind_optional(Stmt& stmt, int index, const std::optional<std::int64_t>& value) {
+  if (value) {
+    stmt.bind_int64(index, *value);
+  } else {
+    stmt.bind_null(index);
+  }
+}
+
+std::optional<std::string> optional_text(const Stmt& stmt, int index) {
+  if (stmt.column_is_null(index)) return std::nullopt;
+  return stmt.column_string(index);
+}
+
+std::optional<std::int64_t> optional_int64(const Stmt& stmt, int index) {
+  if (stmt.column_is_null(index)) return std::nullopt;
+  return stmt.column_int64(index);
+}
+
+// The enum whose name is `text`; a name the tables' checks should have kept out is an Error (a
+// damaged or hand-edited file), never an abort.
+template <class Enum, std::size_t N>
+Enum parse(const Enum (&values)[N], std::string_view text, std::string_view what) {
+  for (const Enum value : values) {
+    if (to_string(value) == text) return value;
+  }
+  throw Error(SQLITE_CORRUPT,
+              "unknown " + std::string(what) + " '" + std::string(text) + "' in the database");
+}
+
+constexpr RunPhase kRunPhases[] = {RunPhase::pending,   RunPhase::running, RunPhase::waiting,
+                                   RunPhase::cancelled, RunPhase::faulted, RunPhase::completed};
+constexpr AttemptPhase kAttemptPhases[] = {AttemptPhase::running, AttemptPhase::completed,
+                                           AttemptPhase::faulted, AttemptPhase::cancelled};
+constexpr JournalState kJournalStates[] = {JournalState::started, JournalState::completed};
+
+RunRecord read_run(const Stmt& stmt) {
+  RunRecord record;
+  record.id = stmt.column_string(0);
+  record.namespace_ = stmt.column_string(1);
+  record.workflow = stmt.column_string(2);
+  record.generation = stmt.column_int64(3);
+  record.definition_json = stmt.column_string(4);
+  record.phase = parse(kRunPhases, stmt.column_text(5), "run phase");
+  record.input_json = stmt.column_string(6);
+  record.output_json = optional_text(stmt, 7);
+  record.error_json = optional_text(stmt, 8);
+  record.traceparent = stmt.column_string(9);
+  record.created_at = stmt.column_string(10);
+  record.started_at = optional_text(stmt, 11);
+  record.finished_at = optional_text(stmt, 12);
+  record.updated_at = stmt.column_string(13);
+  record.seq = stmt.column_int64(14);
+  return record;
+}
+
+// The phases as a JSON array for json_each: ["running","waiting"]. The names need no escaping.
+std::string phases_json(const std::set<RunPhase>& phases) {
+  std::string json = "[";
+  for (const RunPhase phase : phases) {
+    if (json.size() > 1) json += ',';
+    json += '"';
+    json += to_string(phase);
+    json += '"';
+  }
+  json += ']';
+  return json;
+}
+
+}  // namespace
+
+std::string_view to_string(RunPhase phase) {
+  switch (phase) {
+    case RunPhase::pending:
+      return "pending";
+    case RunPhase::running:
+      return "running";
+    case RunPhase::waiting:
+      return "waiting";
+    case RunPhase::cancelled:
+      return "cancelled";
+    case RunPhase::faulted:
+      return "faulted";
+    case RunPhase::completed:
+      return "completed";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(AttemptPhase phase) {
+  switch (phase) {
+    case AttemptPhase::running:
+      return "running";
+    case AttemptPhase::completed:
+      return "completed";
+    case AttemptPhase::faulted:
+      return "faulted";
+    case AttemptPhase::cancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(JournalState state) {
+  switch (state) {
+    case JournalState::started:
+      return "started";
+    case JournalState::completed:
+      return "completed";
+  }
+  return "unknown";
+}
+
+RunStore::RunStore(Db& db)
+    : db_(db),
+      next_run_seq_(db, kNextRunSeq),
+      insert_run_(db, kInsertRun),
+      update_run_(db, kUpdateRun),
+      select_run_(db, kSelectRun),
+      list_by_namespace_(db, kListByNamespace),
+      list_by_workflow_(db, kListByWorkflow),
+      select_unfinished_(db, kSelectUnfinished),
+      delete_run_(db, kDeleteRun),
+      insert_attempt_(db, kInsertAttempt),
+      finish_attempt_(db, kFinishAttempt),
+      select_attempts_(db, kSelectAttempts),
+      upsert_journal_(db, kUpsertJournal),
+      select_journal_(db, kSelectJournal),
+      prune_by_age_(db, kPruneByAge),
+      prune_by_count_(db, kPruneByCount) {}
+
+RunStore::~RunStore() = default;
+
+std::vector<RunRecord> RunStore::read_runs(Stmt& stmt) {
+  std::vector<RunRecord> records;
+  while (stmt.step()) records.push_back(read_run(stmt));
+  return records;
+}
+
+std::int64_t RunStore::insert_run(const RunRecord& record) {
+  Tx tx(db_);
+  std::int64_t seq = 0;
+  {
+    auto use = next_run_seq_.use();
+    if (next_run_seq_.step()) seq = next_run_seq_.column_int64(0);
+    next_run_seq_.run();
+  }
+  {
+    auto use = insert_run_.use();
+    insert_run_.bind_text(1, record.id);
+    insert_run_.bind_text(2, record.namespace_);
+    insert_run_.bind_text(3, record.workflow);
+    insert_run_.bind_int64(4, record.generation);
+    insert_run_.bind_text(5, record.definition_json);
+    insert_run_.bind_text(6, to_string(record.phase));
+    insert_run_.bind_text(7, record.input_json);
+    bind_optional(insert_run_, 8, record.output_json);
+    bind_optional(insert_run_, 9, record.error_json);
+    insert_run_.bind_text(10, record.traceparent);
+    insert_run_.bind_text(11, record.created_at);
+    bind_optional(insert_run_, 12, record.started_at);
+    bind_optional(insert_run_, 13, record.finished_at);
+    insert_run_.bind_text(14, record.updated_at);
+    insert_run_.bind_int64(15, seq);
+    insert_run_.run();
+  }
+  tx.commit();
+  return seq;
+}
+
+bool RunStore::update_run(const RunRecord& record) {
+  Tx tx(db_);
+  {
+    auto use = update_run_.use();
+    update_run_.bind_text(1, record.id);
+    update_run_.bind_text(2, to_string(record.phase));
+    bind_optional(update_run_, 3, record.output_json);
+    bind_optional(update_run_, 4, record.error_json);
+    bind_optional(update_run_, 5, record.started_at);
+    bind_optional(update_run_, 6, record.finished_at);
+    update_run_.bind_text(7, record.updated_at);
+    update_run_.run();
+  }
+  if (db_.changes() == 0) return false;  // the destructor rolls the empty transaction back
+  tx.commit();
+  return true;
+}
+
+std::optional<RunRecord> RunStore::get_run(const std::string& id) {
+  auto use = select_run_.use();
+  select_run_.bind_text(1, id);
+  if (!select_run_.step()) return std::nullopt;
+  return read_run(select_run_);
+}
+
+std::vector<RunRecord> RunStore::list_runs(const RunFilter& filter) {
+  Stmt& stmt = filter.workflow ? list_by_workflow_ : list_by_namespace_;
+  auto use = stmt.use();
+  stmt.bind_text(1, filter.namespace_);
+  if (filter.workflow) stmt.bind_text(2, *filter.workflow);
+  bind_optional(
+      stmt, 3,
+      filter.phases ? std::optional<std::string>(phases_json(*filter.phases)) : std::nullopt);
+  bind_optional(stmt, 4, filter.created_after);
+  bind_optional(stmt, 5, filter.created_before);
+  stmt.bind_int64(6, filter.after_seq.value_or(std::numeric_limits<std::int64_t>::max()));
+  stmt.bind_int64(7, to_int64(filter.limit));
+  return read_runs(stmt);
+}
+
+std::vector<RunRecord> RunStore::unfinished_runs() {
+  auto use = select_unfinished_.use();
+  return read_runs(select_unfinished_);
+}
+
+bool RunStore::delete_run(const std::string& id) {
+  Tx tx(db_);
+  {
+    auto use = delete_run_.use();
+    delete_run_.bind_text(1, id);
+    delete_run_.run();
+  }
+  if (db_.changes() == 0) return false;
+  tx.commit();
+  return true;
+}
+
+std::int64_t RunStore::append_attempt(const AttemptRecord& record) {
+  Tx tx(db_);
+  std::int64_t seq = 0;
+  {
+    auto use = insert_attempt_.use();
+    insert_attempt_.bind_text(1, record.run_id);
+    insert_attempt_.bind_text(2, record.path);
+    insert_attempt_.bind_text(3, record.step);
+    insert_attempt_.bind_int64(4, record.attempt);
+    insert_attempt_.bind_text(5, to_string(record.phase));
+    insert_attempt_.bind_text(6, record.started_at);
+    bind_optional(insert_attempt_, 7, record.finished_at);
+    bind_optional(insert_attempt_, 8, record.input_json);
+    bind_optional(insert_attempt_, 9, record.output_json);
+    bind_optional(insert_attempt_, 10, record.error_json);
+    bind_optional(insert_attempt_, 11, record.http_status);
+    if (insert_attempt_.step()) seq = insert_attempt_.column_int64(0);
+    insert_attempt_.run();
+  }
+  tx.commit();
+  return seq;
+}
+
+bool RunStore::finish_attempt(const std::string& run_id, std::int64_t seq,
+                              const AttemptResult& result) {
+  Tx tx(db_);
+  if (!write_finish(run_id, seq, result)) return false;  // the destructor rolls back
+  tx.commit();
+  return true;
+}
+
+bool RunStore::write_finish(const std::string& run_id, std::int64_t seq,
+                            const AttemptResult& result) {
+  auto use = finish_attempt_.use();
+  finish_attempt_.bind_text(1, run_id);
+  finish_attempt_.bind_int64(2, seq);
+  finish_attempt_.bind_text(3, to_string(result.phase));
+  finish_attempt_.bind_text(4, result.finished_at);
+  bind_optional(finish_attempt_, 5, result.output_json);
+  bind_optional(finish_attempt_, 6, result.error_json);
+  bind_optional(finish_attempt_, 7, result.http_status);
+  finish_attempt_.run();
+  return db_.changes() != 0;
+}
+
+std::vector<AttemptRecord> RunStore::attempts(const std::string& run_id) {
+  std::vector<AttemptRecord> records;
+  auto use = select_attempts_.use();
+  select_attempts_.bind_text(1, run_id);
+  while (select_attempts_.step()) {
+    AttemptRecord& record = records.emplace_back();
+    record.run_id = select_attempts_.column_string(0);
+    record.seq = select_attempts_.column_int64(1);
+    record.path = select_attempts_.column_string(2);
+    record.step = select_attempts_.column_string(3);
+    record.attempt = select_attempts_.column_int64(4);
+    record.phase = parse(kAttemptPhases, select_attempts_.column_text(5), "attempt phase");
+    record.started_at = select_attempts_.column_string(6);
+    record.finished_at = optional_text(select_attempts_, 7);
+    record.input_json = optional_text(select_attempts_, 8);
+    record.output_json = optional_text(select_attempts_, 9);
+    record.error_json = optional_text(select_attempts_, 10);
+    record.http_status = optional_int64(select_attempts_, 11);
+  }
+  return records;
+}
+
+void RunStore::put_journal(const std::string& run_id, const JournalEntry& entry) {
+  Tx tx(db_);
+  write_journal(run_id, entry);
+  tx.commit();
+}
+
+void RunStore::write_journal(const std::string& run_id, const JournalEntry& entry) {
+  auto use = upsert_journal_.use();
+  upsert_journal_.bind_text(1, run_id);
+  upsert_journal_.bind_text(2, entry.path);
+  upsert_journal_.bind_text(3, to_string(entry.state));
+  upsert_journal_.bind_text(4, entry.value_json);
+  upsert_journal_.run();
+}
+
+std::vector<JournalEntry> RunStore::journal(const std::string& run_id) {
+  std::vector<JournalEntry> entries;
+  auto use = select_journal_.use();
+  select_journal_.bind_text(1, run_id);
+  while (select_journal_.step()) {
+    JournalEntry& entry = entries.emplace_back();
+    entry.path = select_journal_.column_string(0);
+    entry.state = parse(kJournalStates, select_journal_.column_text(1), "journal state");
+    entry.value_json = select_journal_.column_string(2);
+  }
+  return entries;
+}
+
+bool RunStore::record_step(const std::string& run_id, std::int64_t seq, const AttemptResult& result,
+                           const JournalEntry& entry) {
+  Tx tx(db_);
+  write_journal(run_id, entry);
+  if (!write_finish(run_id, seq, result)) return false;  // the destructor rolls the entry back
+  tx.commit();
+  return true;
+}
+
+std::size_t RunStore::prune(const std::optional<std::string>& finished_before,
+                            std::optional<std::size_t> keep_at_most, std::size_t max_rows) {
+  Tx tx(db_);
+  std::int64_t deleted = 0;
+  const std::int64_t budget = to_int64(max_rows);
+  if (finished_before && deleted < budget) {
+    auto use = prune_by_age_.use();
+    prune_by_age_.bind_text(1, *finished_before);
+    prune_by_age_.bind_int64(2, budget - deleted);
+    prune_by_age_.run();
+    deleted += db_.changes();
+  }
+  if (keep_at_most && deleted < budget) {
+    auto use = prune_by_count_.use();
+    prune_by_count_.bind_int64(1, to_int64(*keep_at_most));
+    prune_by_count_.bind_int64(2, budget - deleted);
+    prune_by_count_.run();
+    deleted += db_.changes();
+  }
+  tx.commit();
+  return static_cast<std::size_t>(deleted);
+}
+
+}  // namespace knflow::store

@@ -1,0 +1,796 @@
+#include "knflow/store/run_store.hpp"
+
+#include "knflow/store/workflow_store.hpp"
+
+#include "support/catch.hpp"
+#include "support/temp_dir.hpp"
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+using knflow::store::AttemptPhase;
+using knflow::store::AttemptRecord;
+using knflow::store::AttemptResult;
+using knflow::store::Db;
+using knflow::store::DbSettings;
+using knflow::store::Error;
+using knflow::store::JournalEntry;
+using knflow::store::JournalState;
+using knflow::store::RunFilter;
+using knflow::store::RunPhase;
+using knflow::store::RunRecord;
+using knflow::store::RunStore;
+using knflow::store::Stmt;
+using knflow::store::Tx;
+using knflow::store::WorkflowRecord;
+using knflow::store::WorkflowStore;
+
+// A timestamp `seconds` after 2024-05-01T00:00:00.000Z (less than a day), in the stored form.
+std::string at(int seconds, int millis = 0) {
+  char text[32];
+  std::snprintf(text, sizeof text, "2024-05-01T%02d:%02d:%02d.%03dZ", seconds / 3600,
+                seconds / 60 % 60, seconds % 60, millis);
+  return text;
+}
+
+RunRecord make_run(const std::string& id, const std::string& workflow = "greet",
+                   RunPhase phase = RunPhase::pending, int created = 0,
+                   const std::string& namespace_ = "default") {
+  RunRecord run{.id = id,
+                .namespace_ = namespace_,
+                .workflow = workflow,
+                .generation = 3,
+                .definition_json = R"({"kind":"Workflow","metadata":{"name":")" + workflow + "\"}}",
+                .phase = phase,
+                .input_json = R"({"attributes":{"type":"greeting"},"data":{"name":")" + id + "\"}}",
+                .traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                .created_at = at(created),
+                .updated_at = at(created)};
+  if (phase != RunPhase::pending) run.started_at = at(created);
+  if (knflow::store::is_finished(phase)) run.finished_at = at(created + 1);
+  return run;
+}
+
+AttemptRecord make_attempt(const std::string& run_id, const std::string& path, int started = 0) {
+  return AttemptRecord{.run_id = run_id,
+                       .path = path,
+                       .step = "call" + path,
+                       .attempt = 1,
+                       .phase = AttemptPhase::running,
+                       .started_at = at(started),
+                       .input_json = R"({"name":"Ada"})"};
+}
+
+std::int64_t query_int(Db& db, std::string_view sql) {
+  Stmt stmt(db, sql);
+  REQUIRE(stmt.step());
+  return stmt.column_int64(0);
+}
+
+std::vector<std::string> ids_of(const std::vector<RunRecord>& runs) {
+  std::vector<std::string> ids;
+  for (const auto& run : runs) ids.push_back(run.id);
+  return ids;
+}
+
+// The store::Error a call throws; fails the test when it throws nothing.
+template <typename F>
+Error error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e;
+  }
+  FAIL("no store::Error thrown");
+  throw std::logic_error("unreachable");
+}
+
+}  // namespace
+
+TEST_CASE("Migration 2 adds the run tables to a version 1 database and keeps its workflows") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const WorkflowRecord workflow{.namespace_ = "default",
+                                .name = "greet",
+                                .uid = "0b6d6f6e-4f7c-4a57-9d2e-8f1c2b3a4d5e",
+                                .generation = 2,
+                                .resource_version = 5,
+                                .object_json = R"({"kind":"Workflow"})",
+                                .created_at = "2024-01-02T03:04:05Z",
+                                .updated_at = "2024-01-02T03:04:06Z"};
+  {
+    Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 1)});
+    REQUIRE(db.user_version() == 1);
+    WorkflowStore workflows(db);
+    workflows.put(workflow);
+    workflows.append_status({.namespace_ = "default",
+                             .name = "greet",
+                             .uid = workflow.uid,
+                             .generation = 2,
+                             .observed_at = "2024-01-02T03:04:06Z",
+                             .status_json = R"({"phase":"Ready"})"});
+  }
+
+  Db db(path);
+  CHECK(db.user_version() == 2);
+  CHECK(db.integrity_check() == "ok");
+  WorkflowStore workflows(db);
+  const auto loaded = workflows.load_all();
+  REQUIRE(loaded.size() == 1);
+  CHECK(loaded[0].uid == workflow.uid);
+  CHECK(loaded[0].resource_version == workflow.resource_version);
+  CHECK(loaded[0].object_json == workflow.object_json);
+  CHECK(loaded[0].updated_at == workflow.updated_at);
+  CHECK(workflows.revision() == 5);
+  CHECK(workflows.status_history("default", "greet", 10).size() == 1);
+
+  RunStore runs(db);
+  CHECK(runs.insert_run(make_run("r1")) == 1);
+  CHECK(runs.get_run("r1").has_value());
+  CHECK(query_int(db,
+                  "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
+                  "('runs', 'run_attempts', 'run_journal')") == 3);
+}
+
+TEST_CASE("A run is inserted, read, updated and deleted") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+
+  RunRecord run = make_run("r1");
+  run.seq = 99;  // ignored
+  CHECK(store.insert_run(run) == 1);
+  run.seq = 1;
+  CHECK(store.get_run("r1") == run);
+  CHECK_FALSE(store.get_run("r2").has_value());
+
+  SECTION("a run id can be stored once only, and a failed insert uses no seq") {
+    const Error e = error_of([&] { store.insert_run(make_run("r1", "other")); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_PRIMARYKEY);
+    CHECK(store.get_run("r1") == run);
+    CHECK(store.insert_run(make_run("r2")) == 2);
+  }
+
+  SECTION("update writes the phase, results and times, and nothing else") {
+    run.phase = RunPhase::running;
+    run.started_at = at(2);
+    run.updated_at = at(2);
+    CHECK(store.update_run(run));
+    CHECK(store.get_run("r1") == run);
+
+    RunRecord finished = run;
+    finished.phase = RunPhase::completed;
+    finished.output_json = R"({"greeting":"Hello, Ada"})";
+    finished.finished_at = at(3);
+    finished.updated_at = at(3);
+    finished.workflow = "renamed";  // immutable: not written
+    finished.definition_json = "{}";
+    finished.seq = 42;
+    CHECK(store.update_run(finished));
+    RunRecord expected = finished;
+    expected.workflow = run.workflow;
+    expected.definition_json = run.definition_json;
+    expected.seq = 1;
+    CHECK(store.get_run("r1") == expected);
+
+    RunRecord faulted = expected;
+    faulted.phase = RunPhase::faulted;
+    faulted.output_json.reset();
+    faulted.error_json = R"({"type":"https://serverlessworkflow.io/spec/1.0.0/errors/runtime"})";
+    CHECK(store.update_run(faulted));
+    CHECK(store.get_run("r1") == faulted);
+  }
+
+  SECTION("update of a run that does not exist changes nothing") {
+    RunRecord other = make_run("missing", "greet", RunPhase::running);
+    CHECK_FALSE(store.update_run(other));
+    CHECK_FALSE(store.get_run("missing").has_value());
+  }
+
+  SECTION("a final phase needs finished_at, and only a final phase has one") {
+    RunRecord bad = run;
+    bad.phase = RunPhase::completed;
+    CHECK(error_of([&] { store.update_run(bad); }).code() == SQLITE_CONSTRAINT_CHECK);
+    bad.phase = RunPhase::running;
+    bad.finished_at = at(5);
+    CHECK(error_of([&] { store.update_run(bad); }).code() == SQLITE_CONSTRAINT_CHECK);
+    RunRecord unfinished_insert = make_run("r3", "greet", RunPhase::completed);
+    unfinished_insert.finished_at.reset();
+    CHECK(error_of([&] { store.insert_run(unfinished_insert); }).code() == SQLITE_CONSTRAINT_CHECK);
+    CHECK(store.get_run("r1") == run);
+    CHECK_FALSE(store.get_run("r3").has_value());
+  }
+
+  SECTION("delete removes the run; its seq is never handed out again") {
+    CHECK(store.insert_run(make_run("r2")) == 2);
+    CHECK(store.delete_run("r2"));
+    CHECK_FALSE(store.get_run("r2").has_value());
+    CHECK_FALSE(store.delete_run("r2"));
+    CHECK(store.insert_run(make_run("r3")) == 3);
+  }
+
+  SECTION("seqs survive a reopen") {
+    CHECK(store.delete_run("r1"));
+    Db reopened(dir.path() / "knflow.db");
+    RunStore again(reopened);
+    CHECK(again.insert_run(make_run("r2")) == 2);
+  }
+}
+
+TEST_CASE("Attempts are numbered per run and finished in place") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  store.insert_run(make_run("a", "greet", RunPhase::running));
+  store.insert_run(make_run("b", "greet", RunPhase::running));
+
+  CHECK(store.append_attempt(make_attempt("a", "/do/0", 1)) == 1);
+  CHECK(store.append_attempt(make_attempt("b", "/do/0", 1)) == 1);
+  AttemptRecord retry = make_attempt("a", "/do/1", 2);
+  CHECK(store.append_attempt(retry) == 2);
+  retry.attempt = 2;
+  retry.started_at = at(3);
+  CHECK(store.append_attempt(retry) == 3);
+
+  CHECK(store.finish_attempt("a", 1,
+                             {.phase = AttemptPhase::completed,
+                              .finished_at = at(2),
+                              .output_json = R"({"greeting":"Hello"})",
+                              .http_status = 200}));
+  CHECK(store.finish_attempt("a", 2,
+                             {.phase = AttemptPhase::faulted,
+                              .finished_at = at(3),
+                              .error_json = R"({"status":503})",
+                              .http_status = 503}));
+
+  const auto attempts = store.attempts("a");
+  REQUIRE(attempts.size() == 3);
+  CHECK(attempts[0] == AttemptRecord{.run_id = "a",
+                                     .seq = 1,
+                                     .path = "/do/0",
+                                     .step = "call/do/0",
+                                     .attempt = 1,
+                                     .phase = AttemptPhase::completed,
+                                     .started_at = at(1),
+                                     .finished_at = at(2),
+                                     .input_json = R"({"name":"Ada"})",
+                                     .output_json = R"({"greeting":"Hello"})",
+                                     .http_status = 200});
+  CHECK(attempts[1].phase == AttemptPhase::faulted);
+  CHECK(attempts[1].error_json == R"({"status":503})");
+  CHECK(attempts[1].http_status == 503);
+  CHECK_FALSE(attempts[1].output_json.has_value());
+  CHECK(attempts[2].attempt == 2);
+  CHECK(attempts[2].phase == AttemptPhase::running);
+  CHECK_FALSE(attempts[2].finished_at.has_value());
+  CHECK_FALSE(attempts[2].http_status.has_value());
+  CHECK(store.attempts("b").size() == 1);
+  CHECK(store.attempts("nobody").empty());
+
+  SECTION("an attempt that does not exist is not finished") {
+    CHECK_FALSE(store.finish_attempt("a", 4, {.finished_at = at(4)}));
+    CHECK_FALSE(store.finish_attempt("nobody", 1, {.finished_at = at(4)}));
+    CHECK(store.attempts("a").size() == 3);
+  }
+
+  SECTION("an attempt of a run that does not exist is refused") {
+    const Error e = error_of([&] { store.append_attempt(make_attempt("nobody", "/do/0")); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_FOREIGNKEY);
+    CHECK(store.attempts("nobody").empty());
+  }
+
+  SECTION("a finished attempt is not running") {
+    const Error e = error_of([&] {
+      store.finish_attempt("a", 3, {.phase = AttemptPhase::running, .finished_at = at(4)});
+    });
+    CHECK(e.code() == SQLITE_CONSTRAINT_CHECK);
+    CHECK(store.attempts("a")[2] == attempts[2]);
+  }
+}
+
+TEST_CASE("The journal keeps one entry per path, replaced by later writes") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  store.insert_run(make_run("a", "greet", RunPhase::running));
+  store.insert_run(make_run("b", "greet", RunPhase::running));
+
+  const std::string big = "\"" + std::string(1 << 20, 'x') + "\"";  // never capped
+  store.put_journal("a", {"/do/1", JournalState::started, R"({"deadline":"2024-05-01"})"});
+  store.put_journal("a", {"/do/0", JournalState::completed, big});
+  store.put_journal("a", {"/do/1", JournalState::completed, R"({"next":"/do/3"})"});
+  store.put_journal("b", {"/do/0", JournalState::started, "null"});
+
+  CHECK(store.journal("a") ==
+        std::vector<JournalEntry>{{"/do/0", JournalState::completed, big},
+                                  {"/do/1", JournalState::completed, R"({"next":"/do/3"})"}});
+  CHECK(store.journal("b") == std::vector<JournalEntry>{{"/do/0", JournalState::started, "null"}});
+  CHECK(store.journal("nobody").empty());
+  CHECK(query_int(
+            db,
+            "SELECT COUNT(*) FROM run_journal WHERE updated_at LIKE '____-__-__T__:__:__.___Z'") ==
+        3);
+
+  const Error e = error_of([&] {
+    store.put_journal("nobody", {"/do/0", JournalState::completed, "{}"});
+  });
+  CHECK(e.code() == SQLITE_CONSTRAINT_FOREIGNKEY);
+  CHECK(store.journal("nobody").empty());
+}
+
+TEST_CASE("record_step finishes the attempt and writes its journal entry, both or neither") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  store.insert_run(make_run("a", "greet", RunPhase::running));
+  REQUIRE(store.append_attempt(make_attempt("a", "/do/0")) == 1);
+  const JournalEntry started{"/do/0", JournalState::started, R"({"attempt":1})"};
+  store.put_journal("a", started);
+  const AttemptResult done{.phase = AttemptPhase::completed,
+                           .finished_at = at(5),
+                           .output_json = R"({"greeting":"Hel…"})",
+                           .http_status = 200};
+  const JournalEntry completed{"/do/0", JournalState::completed, R"({"greeting":"Hello, Ada"})"};
+
+  SECTION("both writes in one commit") {
+    CHECK(store.record_step("a", 1, done, completed));
+    const auto attempts = store.attempts("a");
+    REQUIRE(attempts.size() == 1);
+    CHECK(attempts[0].phase == AttemptPhase::completed);
+    CHECK(attempts[0].finished_at == at(5));
+    CHECK(attempts[0].output_json == done.output_json);
+    CHECK(attempts[0].http_status == 200);
+    CHECK(store.journal("a") == std::vector<JournalEntry>{completed});
+  }
+
+  SECTION("a run that does not exist: foreign key error, nothing written") {
+    const Error e = error_of([&] { store.record_step("nobody", 1, done, completed); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_FOREIGNKEY);
+    CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == 1);
+    CHECK(store.attempts("a")[0].phase == AttemptPhase::running);
+    CHECK_FALSE(db.in_transaction());
+  }
+
+  SECTION("an attempt that does not exist: the journal entry written first is rolled back") {
+    CHECK_FALSE(store.record_step("a", 2, done, completed));
+    CHECK(store.journal("a") == std::vector<JournalEntry>{started});
+    CHECK_FALSE(db.in_transaction());
+  }
+
+  SECTION("the attempt's write fails: the journal entry written first is rolled back") {
+    AttemptResult bad = done;
+    bad.phase = AttemptPhase::running;  // with a finished_at: refused by the table's check
+    const Error e = error_of([&] { store.record_step("a", 1, bad, completed); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_CHECK);
+    CHECK(store.journal("a") == std::vector<JournalEntry>{started});
+    CHECK(store.attempts("a")[0].phase == AttemptPhase::running);
+    CHECK_FALSE(db.in_transaction());
+  }
+}
+
+TEST_CASE("batch groups writes into one transaction") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+
+  SECTION("committed together, returning what the function returns") {
+    const std::int64_t seq = store.batch([&] {
+      CHECK(db.in_transaction());
+      store.insert_run(make_run("a", "greet", RunPhase::running));
+      store.put_journal("a", {"/do/0", JournalState::started, "{}"});
+      return store.append_attempt(make_attempt("a", "/do/0"));
+    });
+    CHECK(seq == 1);
+    CHECK_FALSE(db.in_transaction());
+    CHECK(store.get_run("a").has_value());
+    CHECK(store.attempts("a").size() == 1);
+    CHECK(store.journal("a").size() == 1);
+  }
+
+  SECTION("rolled back together when the function throws") {
+    CHECK_THROWS_AS(store.batch([&] {
+      store.insert_run(make_run("a", "greet", RunPhase::running));
+      store.append_attempt(make_attempt("a", "/do/0"));
+      throw std::runtime_error("engine gave up");
+    }),
+                    std::runtime_error);
+    CHECK_FALSE(db.in_transaction());
+    CHECK_FALSE(store.get_run("a").has_value());
+    CHECK(query_int(db, "SELECT COUNT(*) FROM run_attempts") == 0);
+    CHECK(store.insert_run(make_run("b")) == 1);  // the rolled-back seq is handed out again
+  }
+
+  SECTION("a failed write caught inside undoes only itself") {
+    store.batch([&] {
+      store.insert_run(make_run("a", "greet", RunPhase::running));
+      CHECK_THROWS_AS(store.append_attempt(make_attempt("nobody", "/do/0")), Error);
+      store.append_attempt(make_attempt("a", "/do/0"));
+    });
+    CHECK(store.get_run("a").has_value());
+    CHECK(store.attempts("a").size() == 1);
+    CHECK(store.attempts("nobody").empty());
+  }
+}
+
+TEST_CASE("Pages of runs, newest first, hold every run once") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  std::vector<std::string> inserted;
+  for (int i = 0; i < 25; ++i) {
+    const std::string id = "run-" + std::to_string(i);
+    store.insert_run(make_run(id, i % 2 == 0 ? "even" : "odd", RunPhase::pending, i));
+    store.insert_run(
+        make_run("elsewhere-" + std::to_string(i), "even", RunPhase::pending, i, "other"));
+    inserted.push_back(id);
+  }
+  const std::vector<std::string> newest_first(inserted.rbegin(), inserted.rend());
+
+  std::vector<std::string> seen;
+  std::vector<std::size_t> sizes;
+  RunFilter filter{.namespace_ = "default", .limit = 10};
+  for (int page = 0; page < 10; ++page) {
+    const auto runs = store.list_runs(filter);
+    sizes.push_back(runs.size());
+    if (runs.empty()) break;
+    for (const auto& run : runs) seen.push_back(run.id);
+    filter.after_seq = runs.back().seq;
+    if (page == 0) {
+      // Runs started while a client pages through are newer: on none of the following pages.
+      store.insert_run(make_run("late", "even", RunPhase::pending, 30));
+    }
+  }
+  CHECK(sizes == std::vector<std::size_t>{10, 10, 5, 0});
+  CHECK(seen == newest_first);
+
+  std::vector<std::string> even;
+  RunFilter by_workflow{.namespace_ = "default", .workflow = "even", .limit = 4};
+  for (int page = 0; page < 10; ++page) {
+    const auto runs = store.list_runs(by_workflow);
+    if (runs.empty()) break;
+    for (const auto& run : runs) even.push_back(run.id);
+    by_workflow.after_seq = runs.back().seq;
+  }
+  std::vector<std::string> expected_even{"late"};
+  for (const auto& id : newest_first) {
+    if (std::stoi(id.substr(4)) % 2 == 0) expected_even.push_back(id);
+  }
+  CHECK(even == expected_even);
+}
+
+TEST_CASE("Runs are listed by workflow, phase set and creation time") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  store.insert_run(make_run("a", "greet", RunPhase::completed, 10));
+  store.insert_run(make_run("b", "greet", RunPhase::running, 20));
+  store.insert_run(make_run("c", "order", RunPhase::faulted, 30));
+  store.insert_run(make_run("d", "order", RunPhase::waiting, 40));
+  store.insert_run(make_run("e", "greet", RunPhase::pending, 50));
+  store.insert_run(make_run("x", "greet", RunPhase::running, 25, "other"));
+
+  struct Case {
+    const char* name;
+    RunFilter filter;
+    std::vector<std::string> ids;
+  };
+  const std::vector<Case> cases{
+      {"the namespace", {.namespace_ = "default"}, {"e", "d", "c", "b", "a"}},
+      {"another namespace", {.namespace_ = "other"}, {"x"}},
+      {"a namespace without runs", {.namespace_ = "none"}, {}},
+      {"one workflow", {.namespace_ = "default", .workflow = "order"}, {"d", "c"}},
+      {"a workflow without runs", {.namespace_ = "default", .workflow = "none"}, {}},
+      {"unfinished phases",
+       {.namespace_ = "default",
+        .phases = std::set{RunPhase::pending, RunPhase::running, RunPhase::waiting}},
+       {"e", "d", "b"}},
+      {"one phase and a workflow",
+       {.namespace_ = "default", .workflow = "greet", .phases = std::set{RunPhase::completed}},
+       {"a"}},
+      {"an empty phase set", {.namespace_ = "default", .phases = std::set<RunPhase>{}}, {}},
+      {"created after (exclusive)", {.namespace_ = "default", .created_after = at(30)}, {"e", "d"}},
+      {"created before (exclusive)",
+       {.namespace_ = "default", .created_before = at(30)},
+       {"b", "a"}},
+      {"a time range, to the millisecond",
+       {.namespace_ = "default", .created_after = at(19, 999), .created_before = at(40, 1)},
+       {"d", "c", "b"}},
+      {"everything at once",
+       {.namespace_ = "default",
+        .workflow = "greet",
+        .phases = std::set{RunPhase::running, RunPhase::completed},
+        .created_after = at(5),
+        .created_before = at(60)},
+       {"b", "a"}},
+      {"a limit", {.namespace_ = "default", .limit = 2}, {"e", "d"}},
+      {"a limit of zero", {.namespace_ = "default", .limit = 0}, {}},
+      {"a cursor", {.namespace_ = "default", .after_seq = 3}, {"b", "a"}},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.name);
+    CHECK(ids_of(store.list_runs(c.filter)) == c.ids);
+  }
+}
+
+TEST_CASE("Unfinished runs are the pending, running and waiting ones, oldest first") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  CHECK(store.unfinished_runs().empty());
+  store.insert_run(make_run("a", "greet", RunPhase::running, 10));
+  store.insert_run(make_run("b", "greet", RunPhase::completed, 20));
+  store.insert_run(make_run("c", "order", RunPhase::waiting, 30, "other"));
+  store.insert_run(make_run("d", "order", RunPhase::cancelled, 40));
+  store.insert_run(make_run("e", "greet", RunPhase::pending, 50));
+  store.insert_run(make_run("f", "greet", RunPhase::faulted, 60));
+
+  const auto runs = store.unfinished_runs();
+  CHECK(ids_of(runs) == std::vector<std::string>{"a", "c", "e"});
+  REQUIRE(runs.size() == 3);
+  CHECK(runs[0] == store.get_run("a"));  // whole records, definition included
+
+  RunRecord a = runs[0];
+  a.phase = RunPhase::completed;
+  a.finished_at = at(70);
+  store.update_run(a);
+  CHECK(ids_of(store.unfinished_runs()) == std::vector<std::string>{"c", "e"});
+}
+
+TEST_CASE("Prune deletes finished runs in batches, with their attempts and journal") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  // Ten finished runs f0..f9, finished in the reverse order of their creation (f9 first), and two
+  // old unfinished ones; every run has two attempts and a journal entry.
+  const RunPhase finals[] = {RunPhase::completed, RunPhase::faulted, RunPhase::cancelled};
+  std::vector<std::string> all;
+  for (int i = 0; i < 10; ++i) {
+    RunRecord run = make_run("f" + std::to_string(i), "greet", finals[i % 3], i);
+    run.finished_at = at(100 - i);
+    store.insert_run(run);
+    all.push_back(run.id);
+  }
+  store.insert_run(make_run("u0", "greet", RunPhase::running, 0));
+  store.insert_run(make_run("u1", "greet", RunPhase::waiting, 1));
+  all.push_back("u0");
+  all.push_back("u1");
+  for (const auto& id : all) {
+    store.append_attempt(make_attempt(id, "/do/0"));
+    store.append_attempt(make_attempt(id, "/do/1"));
+    store.put_journal(id, {"/do/0", JournalState::completed, "{}"});
+  }
+
+  auto remaining = [&] {
+    std::set<std::string> ids;
+    for (const auto& run : store.list_runs({.namespace_ = "default", .limit = 100})) {
+      ids.insert(run.id);
+    }
+    return ids;
+  };
+  auto check_children = [&](std::int64_t runs) {
+    CHECK(query_int(db, "SELECT COUNT(*) FROM runs") == runs);
+    CHECK(query_int(db, "SELECT COUNT(*) FROM run_attempts") == 2 * runs);
+    CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == runs);
+    CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
+  };
+
+  SECTION("by age, oldest first") {
+    // Finished before at(94): f9 (at 91) .. f7 (at 93).
+    CHECK(store.prune(at(94), std::nullopt, 2) == 2);
+    CHECK(remaining().count("f9") == 0);
+    CHECK(remaining().count("f8") == 0);
+    CHECK(store.prune(at(94), std::nullopt, 2) == 1);
+    CHECK(store.prune(at(94), std::nullopt, 2) == 0);
+    CHECK(remaining() ==
+          std::set<std::string>{"f0", "f1", "f2", "f3", "f4", "f5", "f6", "u0", "u1"});
+    check_children(9);
+    CHECK(store.attempts("f9").empty());
+    CHECK(store.journal("f9").empty());
+  }
+
+  SECTION("by count, keeping the newest finished runs by finish time") {
+    std::vector<std::size_t> batches;
+    for (std::size_t n = 1; n != 0;) {
+      n = store.prune(std::nullopt, 4, 4);
+      batches.push_back(n);
+    }
+    CHECK(batches == std::vector<std::size_t>{4, 2, 0});
+    CHECK(remaining() == std::set<std::string>{"f0", "f1", "f2", "f3", "u0", "u1"});
+    check_children(6);
+  }
+
+  SECTION("by age or by count, whichever deletes more") {
+    CHECK(store.prune(at(92), 8, 100) == 2);  // the count deletes f9 and f8, the age f9 only
+    CHECK(store.prune(at(97), 8, 100) == 4);  // the age deletes f7 .. f4, the count nothing
+    CHECK(remaining() == std::set<std::string>{"f0", "f1", "f2", "f3", "u0", "u1"});
+    check_children(6);
+  }
+
+  SECTION("keeping none deletes every finished run, never an unfinished one") {
+    CHECK(store.prune(at(1000), 0, 100) == 10);
+    CHECK(remaining() == std::set<std::string>{"u0", "u1"});
+    check_children(2);
+    CHECK(store.attempts("u0").size() == 2);
+  }
+
+  SECTION("nothing to prune") {
+    CHECK(store.prune(std::nullopt, std::nullopt, 100) == 0);
+    CHECK(store.prune(at(1000), 0, 0) == 0);
+    CHECK(store.prune(at(50), 10, 100) == 0);
+    check_children(12);
+  }
+}
+
+// ---- Crash safety ---------------------------------------------------------------------------
+//
+// A real child process writes runs, attempts and journal entries and is killed with SIGKILL at
+// points chosen by how many commits it has reported, never by time. Every commit it reported must
+// survive, and no run may show half of a record_step.
+
+namespace {
+
+// Large enough that a few hundred commits pass the WAL auto-checkpoint.
+std::string pad(const std::string& id, const char* what) {
+  return R"({")" + std::string(what) + R"(":")" + id + R"(","pad":")" + std::string(4000, 'x') +
+         R"("})";
+}
+
+std::string crash_id(int round, std::int64_t i) {
+  return "run-" + std::to_string(round) + "-" + std::to_string(i);
+}
+
+// What the child reports after each commit: the run's number times 4 plus the stage it reached.
+enum Stage : std::int64_t { kStarted = 1, kStepRecorded = 2, kCompleted = 3 };
+
+// The child: for each run, three commits (the run and its first attempt in one batch; the step
+// through record_step; the run's completion), each reported on `out`. Never returns.
+[[noreturn]] void run_until_killed(const std::filesystem::path& path, int round, int out) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  int code = 0;
+  try {
+    Db db(path);
+    RunStore store(db);
+    auto report = [&](std::int64_t i, Stage stage) {
+      const std::int64_t value = i * 4 + stage;
+      return ::write(out, &value, sizeof value) == sizeof value;
+    };
+    for (std::int64_t i = 1; i < 200000; ++i) {
+      const std::string id = crash_id(round, i);
+      RunRecord run = make_run(id, "crash", RunPhase::running, 1, "crash");
+      AttemptRecord attempt = make_attempt(id, "/do/0", 1);
+      attempt.input_json = pad(id, "input");
+      std::int64_t seq = store.batch([&] {
+        store.insert_run(run);
+        return store.append_attempt(attempt);
+      });
+      if (!report(i, kStarted)) break;
+      store.record_step(id, seq,
+                        {.phase = AttemptPhase::completed,
+                         .finished_at = at(2),
+                         .output_json = pad(id, "output").substr(0, 100),
+                         .http_status = 200},
+                        {"/do/0", JournalState::completed, pad(id, "output")});
+      if (!report(i, kStepRecorded)) break;
+      run.phase = RunPhase::completed;
+      run.output_json = pad(id, "output");
+      run.finished_at = at(3);
+      run.updated_at = at(3);
+      store.update_run(run);
+      if (!report(i, kCompleted)) break;
+    }
+  } catch (...) {
+    code = 2;
+  }
+  ::_exit(code);
+}
+
+bool read_report(int in, std::int64_t& value) {
+  auto* bytes = reinterpret_cast<char*>(&value);
+  std::size_t got = 0;
+  while (got < sizeof value) {
+    const ssize_t n = ::read(in, bytes + got, sizeof value - got);
+    if (n == 0) return false;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("Runs, attempts and journal entries reported by a writer survive SIGKILL") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  { Db db(path); }  // created and migrated before the first child starts
+
+  std::map<std::string, std::int64_t> reached;  // run id → the highest stage reported
+  int round = 0;
+  for (const std::size_t kill_after : {1, 50, 500, 3}) {
+    CAPTURE(kill_after);
+    ++round;
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      ::close(fds[0]);
+      run_until_killed(path, round, fds[1]);
+    }
+    ::close(fds[1]);
+
+    std::size_t seen = 0;
+    std::int64_t value = 0;
+    auto note = [&] {
+      auto& stage = reached[crash_id(round, value / 4)];
+      stage = std::max(stage, value % 4);
+    };
+    while (seen < kill_after && read_report(fds[0], value)) {
+      note();
+      ++seen;
+    }
+    ::kill(child, SIGKILL);
+    while (read_report(fds[0], value)) note();  // reported before it died: committed too
+    ::close(fds[0]);
+    int wait_status = 0;
+    REQUIRE(::waitpid(child, &wait_status, 0) == child);
+    CHECK(seen == kill_after);  // the child did not stop on its own before being killed
+    REQUIRE(WIFSIGNALED(wait_status));
+    CHECK(WTERMSIG(wait_status) == SIGKILL);
+
+    Db db(path);
+    CHECK(db.integrity_check() == "ok");
+    CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
+    RunStore store(db);
+    std::set<std::string> unfinished;
+    for (const auto& run : store.unfinished_runs()) unfinished.insert(run.id);
+
+    std::size_t missing = 0;
+    for (const auto& [id, stage] : reached) {
+      const auto run = store.get_run(id);
+      const auto attempts = store.attempts(id);
+      const auto journal = store.journal(id);
+      if (!run || attempts.size() != 1 || attempts[0].input_json != pad(id, "input")) {
+        ++missing;
+        continue;
+      }
+      if (stage >= kStepRecorded &&
+          (attempts[0].phase != AttemptPhase::completed ||
+           journal !=
+               std::vector<JournalEntry>{{"/do/0", JournalState::completed, pad(id, "output")}})) {
+        ++missing;
+      }
+      if (stage >= kCompleted &&
+          (run->phase != RunPhase::completed || run->output_json != pad(id, "output"))) {
+        ++missing;
+      }
+      if (run->phase == RunPhase::running && unfinished.count(id) == 0) ++missing;
+    }
+    CHECK(missing == 0);
+
+    // Never half a step, reported or not: a journal entry exactly when the attempt completed.
+    std::size_t torn = 0;
+    for (const auto& run : store.list_runs({.namespace_ = "crash", .limit = 1000000})) {
+      const auto attempts = store.attempts(run.id);
+      const bool completed = attempts.size() == 1 && attempts[0].phase == AttemptPhase::completed;
+      if (completed != (store.journal(run.id).size() == 1)) ++torn;
+    }
+    CHECK(torn == 0);
+  }
+}
