@@ -1,0 +1,575 @@
+#include "knflow/engine/cloudevent.hpp"
+
+#include <openssl/evp.h>
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <set>
+
+namespace knflow::engine {
+namespace {
+
+namespace json = boost::json;
+
+constexpr std::string_view kStructuredType = "application/cloudevents+json; charset=UTF-8";
+constexpr std::size_t kMaxJsonDepth = 128;
+
+// The context attributes of CloudEvents 1.0, plus the names the JSON format reserves; none of
+// them may be used as an extension name.
+constexpr std::array<std::string_view, 10> kReservedNames = {
+    "specversion",     "id",         "source", "type",       "subject", "time",
+    "datacontenttype", "dataschema", "data",   "data_base64"};
+
+bool is_reserved(std::string_view name) {
+  return std::find(kReservedNames.begin(), kReservedNames.end(), name) != kReservedNames.end();
+}
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = lower(c);
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
+                                            [](char x, char y) { return lower(x) == lower(y); });
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// The media type of a Content-Type value: lower-case, parameters and whitespace removed.
+std::string media_type(std::string_view content_type) {
+  auto semicolon = content_type.find(';');
+  return to_lower(trim(content_type.substr(0, semicolon)));
+}
+
+// application/json, text/json and any structured-syntax +json type (CloudEvents JSON format 3.1).
+bool is_json_media_type(std::string_view content_type) {
+  auto type = media_type(content_type);
+  return type == "application/json" || type == "text/json" ||
+         (type.size() > 5 && type.ends_with("+json"));
+}
+
+bool is_valid_extension_name(std::string_view name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+  });
+}
+
+// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+bool is_valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+bool is_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+int number(std::string_view s) {
+  int v = 0;
+  for (char c : s) v = v * 10 + (c - '0');
+  return v;
+}
+
+// RFC 3339 date-time (`2024-05-01T12:00:00Z`, `2024-05-01T12:00:00.123+02:00`).
+bool is_rfc3339(std::string_view s) {
+  if (s.size() < 20) return false;
+  auto date = s.substr(0, 10);
+  if (!is_digits(date.substr(0, 4)) || date[4] != '-' || !is_digits(date.substr(5, 2)) ||
+      date[7] != '-' || !is_digits(date.substr(8, 2))) {
+    return false;
+  }
+  const int year = number(date.substr(0, 4));
+  const int month = number(date.substr(5, 2));
+  const int day = number(date.substr(8, 2));
+  static constexpr std::array<int, 12> kDays = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1]) return false;
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (month == 2 && day == 29 && !leap) return false;
+  if (s[10] != 'T' && s[10] != 't') return false;
+  auto time = s.substr(11);
+  if (time.size() < 9 || !is_digits(time.substr(0, 2)) || time[2] != ':' ||
+      !is_digits(time.substr(3, 2)) || time[5] != ':' || !is_digits(time.substr(6, 2))) {
+    return false;
+  }
+  if (number(time.substr(0, 2)) > 23 || number(time.substr(3, 2)) > 59 ||
+      number(time.substr(6, 2)) > 60) {
+    return false;
+  }
+  auto rest = time.substr(8);
+  if (rest.front() == '.') {
+    std::size_t n = 1;
+    while (n < rest.size() && rest[n] >= '0' && rest[n] <= '9') ++n;
+    if (n == 1) return false;
+    rest.remove_prefix(n);
+  }
+  if (rest == "Z" || rest == "z") return true;
+  if (rest.size() != 6 || (rest[0] != '+' && rest[0] != '-') || !is_digits(rest.substr(1, 2)) ||
+      rest[3] != ':' || !is_digits(rest.substr(4, 2))) {
+    return false;
+  }
+  return number(rest.substr(1, 2)) <= 23 && number(rest.substr(4, 2)) <= 59;
+}
+
+// The checks every decoded event passes; returns a message or nullopt.
+std::optional<std::string> validate(const CloudEvent& event) {
+  if (event.specversion != "1.0") {
+    return "specversion \"" + event.specversion + "\" is not supported (only 1.0)";
+  }
+  if (event.id.empty()) return std::string("the required attribute id is missing or empty");
+  if (event.source.empty()) return std::string("the required attribute source is missing or empty");
+  if (event.type.empty()) return std::string("the required attribute type is missing or empty");
+  if (event.time && !is_rfc3339(*event.time)) {
+    return "the attribute time is not an RFC 3339 timestamp: \"" + *event.time + "\"";
+  }
+  for (const auto& [name, value] : event.extensions) {
+    if (!is_valid_extension_name(name)) {
+      return "the extension name \"" + name + "\" is not lower-case letters and digits";
+    }
+    if (is_reserved(name)) return "the extension name \"" + name + "\" is reserved";
+  }
+  return std::nullopt;
+}
+
+// Percent-encoding of a header value (HTTP binding 3.1.3.2), hand-written: every byte of
+// U+0000-U+001F, space, double quote, percent, U+007F and every byte of a multi-byte UTF-8
+// sequence becomes %XX; all other printable ASCII stays as it is.
+std::string percent_encode(std::string_view value) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(value.size());
+  for (char ch : value) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c == '"' || c == '%' || c >= 0x7F) {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0x0F];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Decodes a header value (3.1.3.2): optional whitespace trimmed, double-quoted strings unescaped
+// (RFC 7230 3.2.6, for older senders), then one round of percent-decoding; the result must be
+// valid UTF-8. Hand-written like percent_encode.
+std::optional<std::string> decode_header_value(std::string_view raw) {
+  raw = trim(raw);
+  std::string unquoted;
+  unquoted.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '"') {
+      unquoted += raw[i];
+      continue;
+    }
+    bool closed = false;
+    for (++i; i < raw.size(); ++i) {
+      if (raw[i] == '"') {
+        closed = true;
+        break;
+      }
+      if (raw[i] == '\\') {
+        if (++i == raw.size()) return std::nullopt;
+      }
+      unquoted += raw[i];
+    }
+    if (!closed) return std::nullopt;
+  }
+  std::string out;
+  out.reserve(unquoted.size());
+  for (std::size_t i = 0; i < unquoted.size(); ++i) {
+    if (unquoted[i] != '%') {
+      out += unquoted[i];
+      continue;
+    }
+    if (i + 2 >= unquoted.size()) return std::nullopt;
+    const int hi = hex_value(unquoted[i + 1]);
+    const int lo = hex_value(unquoted[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>((hi << 4) | lo);
+    i += 2;
+  }
+  if (!is_valid_utf8(out)) return std::nullopt;
+  return out;
+}
+
+// Base64 through OpenSSL. EVP_EncodeBlock pads; EVP_DecodeBlock counts padding as zero bytes, so
+// those are removed here, and it accepts some malformed input, so the alphabet is checked first.
+std::string base64_encode(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(data.data()),
+                                static_cast<int>(data.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+  std::string padded(text);
+  if (padded.size() % 4 == 1) return std::nullopt;
+  if (padded.size() % 4 != 0) padded.append(4 - padded.size() % 4, '=');  // unpadded senders
+  std::size_t padding = 0;
+  for (std::size_t i = 0; i < padded.size(); ++i) {
+    const char c = padded[i];
+    const bool alphabet = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                          (c >= '0' && c <= '9') || c == '+' || c == '/';
+    if (c == '=') {
+      if (i + 2 < padded.size()) return std::nullopt;  // '=' only in the last two places
+      ++padding;
+    } else if (!alphabet || padding > 0) {
+      return std::nullopt;
+    }
+  }
+  if (padded.empty()) return std::string();
+  std::string out(padded.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(padded.data()),
+                                static_cast<int>(padded.size()));
+  if (n < 0 || static_cast<std::size_t>(n) < padding) return std::nullopt;
+  out.resize(static_cast<std::size_t>(n) - padding);
+  return out;
+}
+
+json::parse_options json_options() {
+  json::parse_options options;
+  options.max_depth = kMaxJsonDepth;
+  return options;
+}
+
+// ---- structured mode: the members of the top-level object as written -------------------------
+
+std::size_t skip_ws(std::string_view s, std::size_t i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  return i;
+}
+
+// `i` is at the opening quote; returns the index after the closing quote.
+std::size_t skip_string(std::string_view s, std::size_t i) {
+  for (++i; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;
+    } else if (s[i] == '"') {
+      return i + 1;
+    }
+  }
+  return s.size();
+}
+
+std::size_t skip_value(std::string_view s, std::size_t i) {
+  if (i >= s.size()) return i;
+  if (s[i] == '"') return skip_string(s, i);
+  if (s[i] == '{' || s[i] == '[') {
+    std::size_t depth = 0;
+    while (i < s.size()) {
+      const char c = s[i];
+      if (c == '"') {
+        i = skip_string(s, i);
+        continue;
+      }
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') {
+        if (--depth == 0) return i + 1;
+      }
+      ++i;
+    }
+    return i;
+  }
+  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\t' &&
+         s[i] != '\n' && s[i] != '\r') {
+    ++i;
+  }
+  return i;
+}
+
+struct Member {
+  std::string name;
+  std::string_view raw;  // the value's JSON text exactly as sent
+};
+
+// Splits a JSON object text (already validated by Boost.JSON) into its members, so that `data` is
+// passed on byte for byte (numbers keep their digits) and duplicate names are seen.
+std::vector<Member> top_level_members(std::string_view s) {
+  std::vector<Member> members;
+  std::size_t i = skip_ws(s, 0) + 1;  // past '{'
+  for (;;) {
+    i = skip_ws(s, i);
+    if (i >= s.size() || s[i] == '}') break;
+    const std::size_t key_start = i;
+    i = skip_string(s, i);
+    auto key = s.substr(key_start, i - key_start);
+    std::string name;
+    if (key.find('\\') == std::string_view::npos) {
+      name = std::string(key.substr(1, key.size() - 2));
+    } else {
+      name = std::string(json::parse(key).as_string());
+    }
+    i = skip_ws(s, i) + 1;  // past ':'
+    i = skip_ws(s, i);
+    const std::size_t value_start = i;
+    i = skip_value(s, i);
+    members.push_back({std::move(name), s.substr(value_start, i - value_start)});
+    i = skip_ws(s, i);
+    if (i < s.size() && s[i] == ',') ++i;
+  }
+  return members;
+}
+
+DecodeEventResult decode_structured(std::string_view content_type, std::string_view body) {
+  const auto type = media_type(content_type);
+  if (type != "application/cloudevents+json") {
+    return std::string("the event format " + type +
+                       " is not supported (only application/cloudevents+json)");
+  }
+  boost::system::error_code ec;
+  auto value = json::parse(body, ec, {}, json_options());
+  if (ec) return "the structured-mode body is not valid JSON: " + ec.message();
+  if (!value.is_object()) return std::string("the structured-mode body is not a JSON object");
+
+  CloudEvent event;
+  event.specversion.clear();
+  std::set<std::string> seen;
+  std::optional<std::string_view> data_raw;
+  std::optional<std::string> data_base64;
+  for (const auto& member : top_level_members(body)) {
+    if (!seen.insert(member.name).second) {
+      return "the member \"" + member.name + "\" appears twice";
+    }
+    const auto& name = member.name;
+    const json::value& parsed = value.as_object().at(name);
+    if (parsed.is_null()) continue;  // a null attribute is an absent one
+    if (name == "data") {
+      data_raw = member.raw;
+      continue;
+    }
+    std::string text;
+    if (parsed.is_string()) {
+      text = std::string(parsed.as_string());
+    } else if (is_reserved(name)) {
+      return "the attribute " + name + " must be a string";
+    } else if (parsed.is_bool()) {
+      text = parsed.as_bool() ? "true" : "false";
+    } else if (parsed.is_int64() || parsed.is_uint64()) {
+      text = std::string(member.raw);
+    } else {
+      return "the extension " + name + " must be a string, an integer or a boolean";
+    }
+    if (name == "specversion") {
+      event.specversion = std::move(text);
+    } else if (name == "id") {
+      event.id = std::move(text);
+    } else if (name == "source") {
+      event.source = std::move(text);
+    } else if (name == "type") {
+      event.type = std::move(text);
+    } else if (name == "subject") {
+      event.subject = std::move(text);
+    } else if (name == "time") {
+      event.time = std::move(text);
+    } else if (name == "datacontenttype") {
+      event.datacontenttype = std::move(text);
+    } else if (name == "dataschema") {
+      event.dataschema = std::move(text);
+    } else if (name == "data_base64") {
+      data_base64 = std::move(text);
+    } else {
+      event.extensions.emplace(name, std::move(text));
+    }
+  }
+  if (event.specversion.empty()) {
+    return std::string("the required attribute specversion is missing");
+  }
+  if (data_raw && data_base64) return std::string("data and data_base64 are both present");
+  if (data_base64) {
+    auto bytes = base64_decode(*data_base64);
+    if (!bytes) return std::string("data_base64 is not valid base64");
+    event.data = std::move(*bytes);
+  } else if (data_raw) {
+    const bool json_data = !event.datacontenttype || is_json_media_type(*event.datacontenttype);
+    const json::value& parsed = value.as_object().at("data");
+    if (!json_data && parsed.is_string()) {
+      event.data = std::string(parsed.as_string());  // e.g. text/plain sent as a JSON string
+    } else {
+      event.data = std::string(*data_raw);
+    }
+  }
+  if (auto error = validate(event)) return *error;
+  return event;
+}
+
+DecodeEventResult decode_binary(const HeaderList& headers, std::string_view body) {
+  CloudEvent event;
+  std::set<std::string> seen;
+  for (const auto& [raw_name, raw_value] : headers) {
+    if (!istarts_with(raw_name, "ce-")) {
+      if (iequals(raw_name, "content-type")) event.datacontenttype = std::string(trim(raw_value));
+      continue;
+    }
+    const auto name = to_lower(std::string_view(raw_name).substr(3));
+    if (!seen.insert(name).second) return "the header ce-" + name + " appears twice";
+    // Content-Type carries datacontenttype in binary mode; a ce-datacontenttype header must not
+    // be sent (3.1.3.1) and is ignored.
+    if (name == "datacontenttype") continue;
+    auto value = decode_header_value(raw_value);
+    if (!value) {
+      return "the header ce-" + name +
+             " is not a valid percent-encoded UTF-8 value (CloudEvents HTTP binding 3.1.3.2)";
+    }
+    if (name == "specversion") {
+      event.specversion = std::move(*value);
+    } else if (name == "id") {
+      event.id = std::move(*value);
+    } else if (name == "source") {
+      event.source = std::move(*value);
+    } else if (name == "type") {
+      event.type = std::move(*value);
+    } else if (name == "subject") {
+      event.subject = std::move(*value);
+    } else if (name == "time") {
+      event.time = std::move(*value);
+    } else if (name == "dataschema") {
+      event.dataschema = std::move(*value);
+    } else {
+      event.extensions.emplace(name, std::move(*value));
+    }
+  }
+  if (!body.empty()) event.data = std::string(body);
+  if (auto error = validate(event)) return *error;
+  return event;
+}
+
+const std::string* find_header(const HeaderList& headers, std::string_view name) {
+  for (const auto& [n, v] : headers) {
+    if (iequals(n, name)) return &v;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+EncodedEvent encode_binary(const CloudEvent& event) {
+  EncodedEvent out;
+  auto add = [&](std::string name, std::string_view value) {
+    out.headers.emplace_back(std::move(name), percent_encode(value));
+  };
+  add("ce-specversion", event.specversion);
+  add("ce-id", event.id);
+  add("ce-source", event.source);
+  add("ce-type", event.type);
+  if (event.subject) add("ce-subject", *event.subject);
+  if (event.time) add("ce-time", *event.time);
+  if (event.dataschema) add("ce-dataschema", *event.dataschema);
+  for (const auto& [name, value] : event.extensions) add("ce-" + name, value);
+  // Content-Type is an ordinary HTTP header, not percent-encoded.
+  if (event.datacontenttype) out.headers.emplace_back("Content-Type", *event.datacontenttype);
+  if (event.data) out.body = *event.data;
+  return out;
+}
+
+EncodedEvent encode_structured(const CloudEvent& event) {
+  json::object object;
+  object["specversion"] = event.specversion;
+  object["id"] = event.id;
+  object["source"] = event.source;
+  object["type"] = event.type;
+  if (event.subject) object["subject"] = *event.subject;
+  if (event.time) object["time"] = *event.time;
+  if (event.datacontenttype) object["datacontenttype"] = *event.datacontenttype;
+  if (event.dataschema) object["dataschema"] = *event.dataschema;
+  for (const auto& [name, value] : event.extensions) object[name] = value;
+
+  bool spliced_data = false;
+  if (event.data) {
+    bool as_json = false;
+    if (!event.datacontenttype || is_json_media_type(*event.datacontenttype)) {
+      boost::system::error_code ec;
+      json::parse(*event.data, ec, {}, json_options());
+      as_json = !ec;
+    }
+    if (as_json) {
+      spliced_data = true;
+    } else {
+      object["data_base64"] = base64_encode(*event.data);
+    }
+  }
+  EncodedEvent out;
+  out.headers.emplace_back("Content-Type", std::string(kStructuredType));
+  out.body = json::serialize(object);
+  if (spliced_data) {
+    // The data goes in as written, so that it reaches the function byte for byte.
+    out.body.pop_back();  // '}'
+    out.body += ",\"data\":";
+    out.body += *event.data;
+    out.body += '}';
+  }
+  return out;
+}
+
+DecodeEventResult decode_event(const HeaderList& headers, std::string_view body) {
+  const std::string* content_type = find_header(headers, "content-type");
+  if (content_type) {
+    const auto type = media_type(*content_type);
+    if (type.starts_with("application/cloudevents-batch")) {
+      return std::string("batch mode is not supported");
+    }
+    if (type.starts_with("application/cloudevents")) return decode_structured(*content_type, body);
+  }
+  if (!find_header(headers, "ce-specversion")) return std::nullopt;
+  return decode_binary(headers, body);
+}
+
+}  // namespace knflow::engine

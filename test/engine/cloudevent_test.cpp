@@ -1,0 +1,413 @@
+#include "knflow/engine/cloudevent.hpp"
+
+#include "support/catch.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+
+namespace {
+
+using knflow::engine::CloudEvent;
+using knflow::engine::decode_event;
+using knflow::engine::DecodeEventResult;
+using knflow::engine::encode_binary;
+using knflow::engine::encode_structured;
+using knflow::engine::HeaderList;
+
+CloudEvent sample() {
+  CloudEvent e;
+  e.id = "6f1c-42";
+  e.source = "/wf/step1";
+  e.type = "dev.wf.step1.done";
+  return e;
+}
+
+// What a receiver sees: header names lower-cased, as the contract of decode_event says.
+HeaderList lower_names(HeaderList headers) {
+  for (auto& [name, value] : headers) {
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return headers;
+}
+
+CloudEvent decoded(const DecodeEventResult& r) {
+  if (const auto* error = std::get_if<std::string>(&r)) FAIL("decoding failed: " << *error);
+  REQUIRE(std::holds_alternative<CloudEvent>(r));
+  return std::get<CloudEvent>(r);
+}
+
+std::string error_of(const DecodeEventResult& r) {
+  if (std::holds_alternative<CloudEvent>(r)) FAIL("decoded an event where an error was expected");
+  if (std::holds_alternative<std::nullopt_t>(r)) FAIL("no event where an error was expected");
+  return std::get<std::string>(r);
+}
+
+std::string header(const HeaderList& headers, const std::string& name) {
+  for (const auto& [n, v] : headers) {
+    if (n == name) return v;
+  }
+  return "<absent>";
+}
+
+std::vector<CloudEvent> round_trip_events() {
+  std::vector<CloudEvent> events;
+  events.push_back(sample());  // no data at all
+
+  auto json = sample();
+  json.datacontenttype = "application/json";
+  json.data = R"({"order": 42, "price": 1.50, "big": 12345678901234567890123, "s": "é"})";
+  events.push_back(json);
+
+  auto full = sample();
+  full.subject = "order 42 \"rush\" 100% ✓";
+  full.time = "2024-05-01T12:00:00.123+02:00";
+  full.dataschema = "https://example.com/schema.json";
+  full.datacontenttype = "text/plain; charset=utf-8";
+  full.extensions = {{"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+                     {"knativeerrorcode", "503"},
+                     {"comment", "Euro € 😀, tab\there"}};
+  full.data = "plain text, not JSON";
+  events.push_back(full);
+
+  auto bytes = sample();
+  bytes.datacontenttype = "application/octet-stream";
+  bytes.data = std::string("\x00\x01\xff\xfe binary", 11);
+  events.push_back(bytes);
+
+  auto no_type_json = sample();  // no datacontenttype, data is JSON
+  no_type_json.data = "[1,2,3]";
+  events.push_back(no_type_json);
+
+  auto no_type_bytes = sample();  // no datacontenttype, data is not JSON
+  no_type_bytes.data = "hello";
+  events.push_back(no_type_bytes);
+
+  auto bad_json = sample();  // says JSON, is not: still arrives byte for byte
+  bad_json.datacontenttype = "application/json";
+  bad_json.data = "{not json";
+  events.push_back(bad_json);
+
+  auto cloud_json = sample();
+  cloud_json.datacontenttype = "application/vnd.order+json";
+  cloud_json.data = R"("just a string")";
+  events.push_back(cloud_json);
+  return events;
+}
+
+}  // namespace
+
+TEST_CASE("binary mode round-trips events", "[engine][cloudevent]") {
+  for (const auto& event : round_trip_events()) {
+    auto encoded = encode_binary(event);
+    INFO("body: " << encoded.body);
+    CHECK(decoded(decode_event(lower_names(encoded.headers), encoded.body)) == event);
+  }
+}
+
+TEST_CASE("structured mode round-trips events", "[engine][cloudevent]") {
+  for (const auto& event : round_trip_events()) {
+    auto encoded = encode_structured(event);
+    INFO("body: " << encoded.body);
+    CHECK(header(encoded.headers, "Content-Type") == "application/cloudevents+json; charset=UTF-8");
+    CHECK(decoded(decode_event(lower_names(encoded.headers), encoded.body)) == event);
+  }
+}
+
+TEST_CASE("binary mode writes the attributes as ce- headers and data as the body",
+          "[engine][cloudevent]") {
+  auto event = sample();
+  event.datacontenttype = "application/json";
+  event.data = R"({"order":42})";
+  event.extensions["traceparent"] = "00-abc-def-01";
+  auto encoded = encode_binary(event);
+  CHECK(header(encoded.headers, "ce-specversion") == "1.0");
+  CHECK(header(encoded.headers, "ce-id") == "6f1c-42");
+  CHECK(header(encoded.headers, "ce-source") == "/wf/step1");
+  CHECK(header(encoded.headers, "ce-type") == "dev.wf.step1.done");
+  CHECK(header(encoded.headers, "ce-traceparent") == "00-abc-def-01");
+  CHECK(header(encoded.headers, "Content-Type") == "application/json");
+  CHECK(header(encoded.headers, "ce-datacontenttype") == "<absent>");  // 3.1.3.1: never both
+  CHECK(header(encoded.headers, "ce-subject") == "<absent>");
+  CHECK(encoded.body == R"({"order":42})");
+}
+
+TEST_CASE("structured mode carries JSON data as JSON and other data as data_base64",
+          "[engine][cloudevent]") {
+  struct Row {
+    std::optional<std::string> type;
+    std::string data;
+    const char* member;  // "data" or "data_base64"
+    std::string expected;
+  };
+  const std::vector<Row> rows = {
+      {"application/json", R"({"a":1.50})", "data", R"({"a":1.50})"},
+      {std::nullopt, "[1,2]", "data", "[1,2]"},
+      {std::nullopt, "hello", "data_base64", "aGVsbG8="},
+      {"text/plain", "hi", "data_base64", "aGk="},
+      {"application/json", "{bad", "data_base64", "e2JhZA=="},
+      {"application/octet-stream", std::string("\xff\x00", 2), "data_base64", "/wA="},
+  };
+  for (const auto& row : rows) {
+    auto event = sample();
+    event.datacontenttype = row.type;
+    event.data = row.data;
+    auto body = encode_structured(event).body;
+    INFO(body);
+    // The data's digits as written: 1.50 stays 1.50.
+    if (std::string(row.member) == "data") {
+      CHECK(body.find("\"data\":" + row.expected) != std::string::npos);
+    }
+    auto json = boost::json::parse(body).as_object();
+    REQUIRE(json.contains(row.member));
+    if (std::string(row.member) == "data_base64") {
+      CHECK(json.at("data_base64").as_string() == row.expected);
+      CHECK(!json.contains("data"));
+    } else {
+      CHECK(!json.contains("data_base64"));
+    }
+    CHECK(json.at("specversion").as_string() == "1.0");
+    CHECK(json.at("id").as_string() == "6f1c-42");
+  }
+}
+
+TEST_CASE("binary mode percent-encodes header values as 3.1.3.2 requires", "[engine][cloudevent]") {
+  const std::vector<std::pair<std::string, std::string>> rows = {
+      {"plain-ascii_0.9~!#$&'()*+,/:;<=>?@[\\]^`{|}",
+       "plain-ascii_0.9~!#$&'()*+,/:;<=>?@[\\]^`{|}"},
+      {"a b", "a%20b"},
+      {"say \"hi\"", "say%20%22hi%22"},
+      {"100%", "100%25"},
+      {"tab\tnewline\ncr\r", "tab%09newline%0Acr%0D"},
+      {std::string("nul\0x", 5), "nul%00x"},
+      {"del\x7f", "del%7F"},
+      {"Euro € 😀", "Euro%20%E2%82%AC%20%F0%9F%98%80"},
+      {"é", "%C3%A9"},
+  };
+  for (const auto& [value, wire] : rows) {
+    auto event = sample();
+    event.subject = value;
+    auto encoded = encode_binary(event);
+    CHECK(header(encoded.headers, "ce-subject") == wire);
+    auto back = decoded(decode_event(encoded.headers, encoded.body));
+    CHECK(back.subject == value);
+  }
+}
+
+TEST_CASE("binary mode decodes what other senders write", "[engine][cloudevent]") {
+  struct Row {
+    std::string wire;
+    std::string value;
+  };
+  const std::vector<Row> rows = {
+      {"%41%62c", "Abc"},                                  // needlessly encoded ASCII is accepted
+      {"%e2%82%ac", "€"},                                  // lower-case hex digits
+      {"  padded  ", "padded"},                            // optional whitespace around the value
+      {R"("quoted \"x\" value")", R"(quoted "x" value)"},  // older senders: quoted-string
+      {R"(a "b c" d)", "a b c d"},
+      {"a b", "a b"},  // unencoded space (older senders)
+  };
+  for (const auto& row : rows) {
+    HeaderList headers = {{"ce-specversion", "1.0"},
+                          {"ce-id", "1"},
+                          {"ce-source", "/s"},
+                          {"ce-type", "t"},
+                          {"ce-subject", row.wire}};
+    INFO(row.wire);
+    CHECK(decoded(decode_event(headers, "")).subject == row.value);
+  }
+}
+
+TEST_CASE("binary mode reads header names in any case and Content-Type as datacontenttype",
+          "[engine][cloudevent]") {
+  HeaderList headers = {{"CE-SpecVersion", "1.0"},
+                        {"Ce-Id", "abc"},
+                        {"ce-SOURCE", "/src"},
+                        {"ce-type", "t"},
+                        {"Ce-TraceParent", "00-x"},
+                        {"ce-datacontenttype", "text/ignored"},
+                        {"Content-Type", "application/json; charset=utf-8"},
+                        {"prefer", "reply"}};
+  auto event = decoded(decode_event(headers, R"({"x":1})"));
+  CHECK(event.id == "abc");
+  CHECK(event.source == "/src");
+  CHECK(event.extensions == std::map<std::string, std::string>{{"traceparent", "00-x"}});
+  CHECK(event.datacontenttype == "application/json; charset=utf-8");
+  CHECK(event.data == R"({"x":1})");
+
+  HeaderList no_body = {
+      {"ce-specversion", "1.0"}, {"ce-id", "1"}, {"ce-source", "/s"}, {"ce-type", "t"}};
+  auto empty = decoded(decode_event(no_body, ""));
+  CHECK(!empty.data);
+  CHECK(!empty.datacontenttype);
+}
+
+TEST_CASE("structured mode decodes other senders' events", "[engine][cloudevent]") {
+  const HeaderList headers = {{"content-type", "Application/CloudEvents+JSON; charset=utf-8"},
+                              {"ce-id", "ignored in structured mode"}};
+  SECTION("text data as a JSON string, extensions of every type") {
+    auto event = decoded(decode_event(headers, R"({
+      "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
+      "datacontenttype": "text/plain", "data": "hello \u00e9",
+      "count": 42, "flag": true, "subject": null, "ext": "v"
+    })"));
+    CHECK(event.id == "1");
+    CHECK(event.data == "hello é");
+    CHECK(!event.subject);
+    CHECK(event.extensions ==
+          std::map<std::string, std::string>{{"count", "42"}, {"flag", "true"}, {"ext", "v"}});
+  }
+  SECTION("JSON data byte for byte, with or without datacontenttype") {
+    auto event = decoded(decode_event(
+        headers,
+        R"({"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"n": 1.50, "s":"x"}})"));
+    CHECK(event.data == R"({"n": 1.50, "s":"x"})");
+    CHECK(!event.datacontenttype);
+  }
+  SECTION("data_base64") {
+    auto event = decoded(decode_event(
+        headers,
+        R"({"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"AAH/"})"));
+    CHECK(event.data == std::string("\x00\x01\xff", 3));
+    auto unpadded = decoded(decode_event(
+        headers, R"({"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"aGk"})"));
+    CHECK(unpadded.data == "hi");
+    auto empty = decoded(decode_event(
+        headers, R"({"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":""})"));
+    CHECK(empty.data == "");
+  }
+  SECTION("escaped member names") {
+    auto event = decoded(decode_event(
+        headers, R"({"specversion":"1.0","i\u0064":"1","source":"/s","type":"t","d\u0061ta":7})"));
+    CHECK(event.id == "1");
+    CHECK(event.data == "7");
+  }
+}
+
+TEST_CASE("messages without an event are not events", "[engine][cloudevent]") {
+  const std::vector<HeaderList> rows = {
+      {},
+      {{"content-type", "application/json"}},
+      {{"content-type", "text/plain"}, {"ce-id", "1"}, {"ce-source", "/s"}, {"ce-type", "t"}},
+      {{"x-ce-specversion", "1.0"}},
+  };
+  for (const auto& headers : rows) {
+    CHECK(std::holds_alternative<std::nullopt_t>(decode_event(headers, R"({"a":1})")));
+  }
+}
+
+TEST_CASE("malformed events are errors with a plain message", "[engine][cloudevent]") {
+  const HeaderList structured = {{"content-type", "application/cloudevents+json"}};
+  auto binary = [](std::vector<std::pair<std::string, std::string>> extra) {
+    HeaderList h = {
+        {"ce-specversion", "1.0"}, {"ce-id", "1"}, {"ce-source", "/s"}, {"ce-type", "t"}};
+    for (auto& [name, value] : extra) {
+      auto it = std::find_if(h.begin(), h.end(), [&](const auto& p) { return p.first == name; });
+      if (it != h.end()) {
+        it->second = value;
+      } else {
+        h.emplace_back(name, value);
+      }
+    }
+    return h;
+  };
+  struct Row {
+    HeaderList headers;
+    std::string body;
+    std::string error;
+  };
+  const std::string ok_attrs = R"("specversion":"1.0","id":"1","source":"/s","type":"t")";
+  const std::vector<Row> rows = {
+      {{{"content-type", "application/cloudevents-batch+json"}},
+       "[]",
+       "batch mode is not supported"},
+      {{{"content-type", "application/cloudevents+avro"}},
+       "",
+       "the event format application/cloudevents+avro is not supported (only "
+       "application/cloudevents+json)"},
+      {structured, "{", "the structured-mode body is not valid JSON: incomplete JSON"},
+      {structured, "[1]", "the structured-mode body is not a JSON object"},
+      {structured, R"({"id":"1","source":"/s","type":"t"})",
+       "the required attribute specversion is missing"},
+      {structured, R"({"specversion":"0.3","id":"1","source":"/s","type":"t"})",
+       "specversion \"0.3\" is not supported (only 1.0)"},
+      {structured, R"({"specversion":"1.0","source":"/s","type":"t"})",
+       "the required attribute id is missing or empty"},
+      {structured, R"({"specversion":"1.0","id":"","source":"/s","type":"t"})",
+       "the required attribute id is missing or empty"},
+      {structured, R"({"specversion":"1.0","id":"1","type":"t"})",
+       "the required attribute source is missing or empty"},
+      {structured, R"({"specversion":"1.0","id":"1","source":"/s"})",
+       "the required attribute type is missing or empty"},
+      {structured, R"({"specversion":"1.0","id":1,"source":"/s","type":"t"})",
+       "the attribute id must be a string"},
+      {structured, "{" + ok_attrs + R"(,"id":"2"})", "the member \"id\" appears twice"},
+      {structured, "{" + ok_attrs + R"(,"data":1,"data_base64":"AA=="})",
+       "data and data_base64 are both present"},
+      {structured, "{" + ok_attrs + R"(,"data_base64":"not base64!"})",
+       "data_base64 is not valid base64"},
+      {structured, "{" + ok_attrs + R"(,"data_base64":"AA=A"})", "data_base64 is not valid base64"},
+      {structured, "{" + ok_attrs + R"(,"data_base64":"A"})", "data_base64 is not valid base64"},
+      {structured, "{" + ok_attrs + R"(,"Upper":"x"})",
+       "the extension name \"Upper\" is not lower-case letters and digits"},
+      {structured, "{" + ok_attrs + R"(,"my_ext":"x"})",
+       "the extension name \"my_ext\" is not lower-case letters and digits"},
+      {structured, "{" + ok_attrs + R"(,"ext":{"a":1}})",
+       "the extension ext must be a string, an integer or a boolean"},
+      {structured, "{" + ok_attrs + R"(,"time":"yesterday"})",
+       "the attribute time is not an RFC 3339 timestamp: \"yesterday\""},
+      {structured, "{" + ok_attrs + R"(,"time":"2023-02-29T00:00:00Z"})",
+       "the attribute time is not an RFC 3339 timestamp: \"2023-02-29T00:00:00Z\""},
+      {binary({{"ce-specversion", "0.3"}}), "", "specversion \"0.3\" is not supported (only 1.0)"},
+      {binary({{"ce-id", ""}}), "", "the required attribute id is missing or empty"},
+      {binary({{"ce-source", "  "}}), "", "the required attribute source is missing or empty"},
+      {{{"ce-specversion", "1.0"}, {"ce-id", "1"}, {"ce-source", "/s"}},
+       "",
+       "the required attribute type is missing or empty"},
+      {binary({{"ce-my-ext", "x"}}), "",
+       "the extension name \"my-ext\" is not lower-case letters and digits"},
+      {binary({{"ce-data", "x"}}), "", "the extension name \"data\" is reserved"},
+      {binary({{"ce-subject", "100%"}}), "",
+       "the header ce-subject is not a valid percent-encoded UTF-8 value (CloudEvents HTTP binding "
+       "3.1.3.2)"},
+      {binary({{"ce-subject", "%zz"}}), "",
+       "the header ce-subject is not a valid percent-encoded UTF-8 value (CloudEvents HTTP binding "
+       "3.1.3.2)"},
+      {binary({{"ce-subject", "%C0%A0"}}), "",  // overlong encoding of a space (the spec's example)
+       "the header ce-subject is not a valid percent-encoded UTF-8 value (CloudEvents HTTP binding "
+       "3.1.3.2)"},
+      {binary({{"ce-subject", "%ED%A0%80"}}), "",  // a UTF-16 surrogate
+       "the header ce-subject is not a valid percent-encoded UTF-8 value (CloudEvents HTTP binding "
+       "3.1.3.2)"},
+      {binary({{"ce-subject", "\"unterminated"}}), "",
+       "the header ce-subject is not a valid percent-encoded UTF-8 value (CloudEvents HTTP binding "
+       "3.1.3.2)"},
+      {binary({{"ce-time", "2024-13-01T00:00:00Z"}}), "",
+       "the attribute time is not an RFC 3339 timestamp: \"2024-13-01T00:00:00Z\""},
+      {[] {
+         HeaderList h = {{"ce-specversion", "1.0"},
+                         {"ce-id", "1"},
+                         {"ce-source", "/s"},
+                         {"ce-type", "t"},
+                         {"Ce-Id", "2"}};
+         return h;
+       }(),
+       "", "the header ce-id appears twice"},
+  };
+  for (const auto& row : rows) {
+    INFO(row.body);
+    CHECK(error_of(decode_event(row.headers, row.body)) == row.error);
+  }
+}
+
+TEST_CASE("valid timestamps and extension names are accepted", "[engine][cloudevent]") {
+  for (const std::string time :
+       {"2024-05-01T12:00:00Z", "2024-02-29T23:59:60.5-08:00", "1999-12-31t00:00:00.000000001z"}) {
+    HeaderList h = {{"ce-specversion", "1.0"}, {"ce-id", "1"},
+                    {"ce-source", "/s"},       {"ce-type", "t"},
+                    {"ce-time", time},         {"ce-x1verylongextensionname", "y"}};
+    INFO(time);
+    auto event = decoded(decode_event(h, ""));
+    CHECK(event.time == time);
+    CHECK(event.extensions.at("x1verylongextensionname") == "y");  // longer than 20: allowed
+  }
+}
