@@ -1,0 +1,602 @@
+#include "knflow/engine/http_client.hpp"
+
+#include "knflow/log/log.hpp"
+#include "knflow/version.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/parse.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <variant>
+#include <vector>
+
+namespace knflow::engine {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using Strand = asio::strand<asio::any_io_executor>;
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+constexpr std::uint32_t kMaxResponseHeaderBytes = 64 << 10;
+constexpr int kMaxInterimResponses = 8;  // 1xx answers skipped before the final one
+
+// Where a request goes, taken apart once.
+struct Target {
+  std::string host;         // for the resolver: no brackets around IPv6 addresses
+  std::string port;         // decimal
+  std::string authority;    // host:port for messages ("127.0.0.1:8080", "[::1]:80")
+  std::string host_header;  // Host: the port only when it is not 80
+  std::string path_and_query;
+  std::string origin_key;  // scheme://host:port, lower-case
+};
+
+HttpResponse failure(boost::system::error_code ec, std::string message) {
+  HttpResponse r;
+  r.error = ec;
+  r.error_message = std::move(message);
+  return r;
+}
+
+HttpResponse shut_down_response() {
+  return failure(asio::error::operation_aborted, "the HTTP client was shut down");
+}
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::variant<Target, HttpResponse> parse_target(const std::string& url) {
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) {
+    return failure(boost::system::errc::make_error_code(boost::system::errc::invalid_argument),
+                   "invalid URL \"" + url + "\": " + parsed.error().message());
+  }
+  const auto& u = *parsed;
+  const auto scheme = to_lower(u.scheme());
+  if (scheme == "https") {
+    return failure(asio::error::operation_not_supported, "https is not supported yet");
+  }
+  if (scheme != "http") {
+    return failure(asio::error::operation_not_supported,
+                   "the URL scheme \"" + scheme + "\" is not supported (only http)");
+  }
+  const auto invalid = boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+  if (!u.has_authority() || u.encoded_host().empty()) {
+    return failure(invalid, "the URL \"" + url + "\" has no host");
+  }
+  if (u.has_userinfo()) return failure(invalid, "credentials in URLs are not supported");
+  Target t;
+  switch (u.host_type()) {
+    case boost::urls::host_type::ipv4:
+    case boost::urls::host_type::ipv6:
+      t.host = u.host_address();
+      break;
+    case boost::urls::host_type::name:
+      t.host = to_lower(u.host_name());
+      break;
+    default:
+      return failure(invalid, "the URL \"" + url + "\" has an unsupported host");
+  }
+  if (u.has_port() && !u.port().empty()) {
+    // port_number() wraps values above 65535, so the digits are checked here.
+    unsigned long port = 0;
+    for (char c : u.port()) {
+      port = port * 10 + static_cast<unsigned long>(c - '0');
+      if (port > 65535) break;
+    }
+    if (port == 0 || port > 65535) {
+      return failure(invalid, "the URL \"" + url + "\" has an invalid port");
+    }
+    t.port = std::to_string(port);
+  } else {
+    t.port = "80";
+  }
+  const bool v6 = u.host_type() == boost::urls::host_type::ipv6;
+  const std::string host_part = v6 ? "[" + t.host + "]" : t.host;
+  t.authority = host_part + ":" + t.port;
+  t.host_header = t.port == "80" ? host_part : t.authority;
+  t.path_and_query = u.encoded_path().empty() ? "/" : std::string(u.encoded_path());
+  if (u.has_query()) t.path_and_query += "?" + std::string(u.encoded_query());
+  t.origin_key = "http://" + t.authority;
+  return t;
+}
+
+bool is_token(std::string_view s) {
+  static constexpr std::string_view kExtra = "!#$%&'*+-.^_`|~";
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || kExtra.find(c) != std::string_view::npos;
+  });
+}
+
+bool is_field_value(std::string_view s) {
+  return std::none_of(s.begin(), s.end(),
+                      [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+}
+
+// Headers the client manages itself; the caller's copies are dropped.
+bool is_managed_header(std::string_view lower_name) {
+  return lower_name == "host" || lower_name == "content-length" ||
+         lower_name == "transfer-encoding" || lower_name == "connection" ||
+         lower_name == "keep-alive" || lower_name == "te" || lower_name == "upgrade" ||
+         lower_name == "trailer" || lower_name == "proxy-connection";
+}
+
+Clock::time_point deadline_after(std::chrono::milliseconds timeout) {
+  // A day bounds absurd timeouts so that the addition cannot overflow.
+  const auto bounded = std::clamp(timeout, std::chrono::milliseconds{0},
+                                  std::chrono::milliseconds{std::chrono::hours{24}});
+  return Clock::now() + bounded;
+}
+
+// The request as it goes on the wire, with the deadline of the whole exchange.
+struct Prepared {
+  bhttp::request<bhttp::string_body> message;
+  Clock::time_point deadline;
+  std::chrono::milliseconds timeout{0};
+  bool head = false;
+};
+
+std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target& target) {
+  const auto invalid = boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+  Prepared p;
+  auto& m = p.message;
+  m.version(11);
+  const auto verb = bhttp::string_to_verb(request.method);
+  if (verb != bhttp::verb::unknown) {
+    m.method(verb);
+  } else if (is_token(request.method)) {
+    m.method_string(request.method);
+  } else {
+    return failure(invalid, "invalid HTTP method \"" + request.method + "\"");
+  }
+  p.head = verb == bhttp::verb::head;
+  m.target(target.path_and_query);
+  m.set(bhttp::field::host, target.host_header);
+  for (auto& [name, value] : request.headers) {
+    if (!is_token(name) || !is_field_value(value)) {
+      return failure(invalid, "invalid request header \"" + name + "\"");
+    }
+    if (is_managed_header(to_lower(name))) continue;
+    m.insert(name, value);
+  }
+  if (m.find(bhttp::field::user_agent) == m.end()) {
+    m.set(bhttp::field::user_agent, std::string("knflow/") + kVersion);
+  }
+  m.body() = std::move(request.body);
+  m.prepare_payload();
+  m.keep_alive(true);
+  p.timeout = request.timeout;
+  p.deadline = deadline_after(request.timeout);
+  return p;
+}
+
+// One keep-alive connection. Touched only on its pool's strand.
+struct Conn {
+  explicit Conn(const Strand& strand) : stream(strand) {}
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  Clock::time_point idle_since{};
+};
+
+void close_conn(Conn& conn) {
+  beast::error_code ignored;
+  conn.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  conn.stream.close();
+}
+
+// True when an idle connection can still be used: the peer has neither closed it nor sent
+// anything (a non-blocking peek would block).
+bool still_open(Conn& conn) {
+  auto& socket = conn.stream.socket();
+  if (!socket.is_open()) return false;
+  beast::error_code ec;
+  socket.non_blocking(true, ec);
+  if (ec) return false;
+  char byte = 0;
+  socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
+  const bool open = ec == asio::error::would_block || ec == asio::error::try_again;
+  socket.non_blocking(false, ec);
+  return open && !ec;
+}
+
+// Someone waiting for a connection: granted a pooled connection, or the right to open one, or
+// woken by its deadline or by shutdown.
+struct Waiter {
+  Waiter(const Strand& strand, Clock::time_point deadline) : timer(strand, deadline) {}
+  asio::steady_timer timer;
+  std::unique_ptr<Conn> conn;
+  bool slot = false;
+};
+
+struct Lease {
+  std::unique_ptr<Conn> conn;  // a pooled connection, or null: open a new one (a slot is held)
+  bool shut_down = false;
+  bool timed_out = false;
+};
+
+struct Outcome {
+  HttpResponse response;
+  bool reusable = false;  // the answer was read whole and keep-alive holds
+  bool stale = false;     // failed before any byte of an answer on a reused connection
+};
+
+std::string describe(beast::error_code ec, const Target& target, const Prepared& req,
+                     std::string_view phase) {
+  if (ec == beast::error::timeout || ec == asio::error::timed_out) {
+    return "timed out after " + std::to_string(req.timeout.count()) + " ms";
+  }
+  if (ec == asio::error::connection_refused) return "connection refused to " + target.authority;
+  if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again ||
+      ec == asio::error::no_data) {
+    return "could not resolve host " + target.host + ": " + ec.message();
+  }
+  if (ec == asio::error::connection_reset || ec == asio::error::broken_pipe) {
+    return "connection reset by " + target.authority;
+  }
+  if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+      ec == bhttp::error::partial_message) {
+    return "connection closed by " + target.authority + " before the answer was complete";
+  }
+  if (ec == bhttp::error::header_limit) {
+    return "the answer's headers from " + target.authority + " are larger than " +
+           std::to_string(kMaxResponseHeaderBytes) + " bytes";
+  }
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category()) {
+    return "invalid HTTP answer from " + target.authority + ": " + ec.message();
+  }
+  return std::string(phase) + " failed for " + target.authority + ": " + ec.message();
+}
+
+// The state of one origin. Every member is touched only on `strand`, except `opened`.
+struct Pool : std::enable_shared_from_this<Pool> {
+  Pool(asio::any_io_executor executor, HttpClientSettings s, Target t)
+      : strand(asio::make_strand(executor)), settings(s), target(std::move(t)), reaper(strand) {
+    settings.max_connections_per_origin = std::max<std::size_t>(1, s.max_connections_per_origin);
+  }
+
+  Strand strand;
+  HttpClientSettings settings;
+  const Target target;  // host, port and authority of the origin (path of the first request)
+  std::vector<std::unique_ptr<Conn>> idle;  // back: most recently used
+  std::size_t open = 0;                     // open or opening, idle or busy
+  std::deque<std::shared_ptr<Waiter>> waiters;
+  std::set<Conn*> active;  // connecting or exchanging
+  asio::steady_timer reaper;
+  bool reaping = false;
+  bool closed = false;
+  std::atomic<std::size_t> opened{0};
+
+  // A connection went away: its slot goes to the first waiter, if any.
+  void free_slot() {
+    if (!waiters.empty()) {
+      auto w = std::move(waiters.front());
+      waiters.pop_front();
+      w->slot = true;
+      w->timer.cancel();
+      return;
+    }
+    --open;
+  }
+
+  void release(std::unique_ptr<Conn> conn, bool reusable) {
+    if (!reusable || closed) {
+      close_conn(*conn);
+      free_slot();
+      return;
+    }
+    if (!waiters.empty()) {
+      auto w = std::move(waiters.front());
+      waiters.pop_front();
+      w->conn = std::move(conn);
+      w->timer.cancel();
+      return;
+    }
+    if (idle.size() >= settings.max_idle_per_origin) {
+      close_conn(*conn);
+      free_slot();
+      return;
+    }
+    conn->idle_since = Clock::now();
+    idle.push_back(std::move(conn));
+    if (!reaping) {
+      reaping = true;
+      asio::co_spawn(strand, reap(shared_from_this()), [](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::error("Stopped closing idle connections on an exception", {{"error", ex.what()}});
+        }
+      });
+    }
+  }
+
+  void close_all() {
+    closed = true;
+    for (auto& conn : idle) close_conn(*conn);
+    open -= idle.size();
+    idle.clear();
+    reaper.cancel();
+    for (auto* conn : active) close_conn(*conn);
+    for (auto& w : waiters) w->timer.cancel();
+    waiters.clear();
+  }
+
+  // Closes idle connections once they have been idle for idle_timeout.
+  static asio::awaitable<void> reap(std::shared_ptr<Pool> self) {
+    while (!self->closed && !self->idle.empty()) {
+      self->reaper.expires_at(self->idle.front()->idle_since + self->settings.idle_timeout);
+      co_await self->reaper.async_wait(use_tuple);
+      const auto now = Clock::now();
+      while (!self->idle.empty() &&
+             self->idle.front()->idle_since + self->settings.idle_timeout <= now) {
+        close_conn(*self->idle.front());
+        self->idle.erase(self->idle.begin());
+        self->free_slot();
+      }
+    }
+    self->reaping = false;
+  }
+
+  // A pooled connection, or a slot to open one, waiting in FIFO order until the deadline.
+  static asio::awaitable<Lease> acquire(std::shared_ptr<Pool> self, Clock::time_point deadline) {
+    Lease lease;
+    if (self->closed) {
+      lease.shut_down = true;
+      co_return lease;
+    }
+    if (!self->idle.empty()) {
+      auto conn = std::move(self->idle.back());
+      self->idle.pop_back();
+      if (still_open(*conn)) {
+        lease.conn = std::move(conn);
+      } else {
+        close_conn(*conn);  // its slot is ours: open a new connection in its place
+      }
+      co_return lease;
+    }
+    if (self->open < self->settings.max_connections_per_origin) {
+      ++self->open;
+      co_return lease;
+    }
+    auto waiter = std::make_shared<Waiter>(self->strand, deadline);
+    self->waiters.push_back(waiter);
+    co_await waiter->timer.async_wait(use_tuple);
+    if (!waiter->conn && !waiter->slot) {
+      std::erase(self->waiters, waiter);
+      if (self->closed) {
+        lease.shut_down = true;
+      } else {
+        lease.timed_out = true;
+      }
+      co_return lease;
+    }
+    if (Clock::now() >= deadline) {
+      // Granted just as the deadline passed: hand it on.
+      if (waiter->conn) {
+        self->release(std::move(waiter->conn), true);
+      } else {
+        self->free_slot();
+      }
+      lease.timed_out = true;
+      co_return lease;
+    }
+    lease.conn = std::move(waiter->conn);
+    co_return lease;
+  }
+
+  static asio::awaitable<beast::error_code> connect(std::shared_ptr<Pool> self, Conn& conn,
+                                                    Clock::time_point deadline) {
+    const auto& target = self->target;
+    std::vector<tcp::endpoint> endpoints;
+    beast::error_code ec;
+    auto address = asio::ip::make_address(target.host, ec);
+    const auto port = static_cast<unsigned short>(std::stoul(target.port));
+    if (!ec) {
+      endpoints.emplace_back(address, port);
+    } else {
+      // The resolver has no deadline of its own: a timer cancels it. Both live on the strand.
+      auto resolver = std::make_shared<tcp::resolver>(self->strand);
+      asio::steady_timer watchdog(self->strand, deadline);
+      watchdog.async_wait([resolver](beast::error_code wec) {
+        if (!wec) resolver->cancel();
+      });
+      auto [rec, results] = co_await resolver->async_resolve(target.host, target.port, use_tuple);
+      watchdog.cancel();
+      if (rec == asio::error::operation_aborted && Clock::now() >= deadline) {
+        co_return beast::error::timeout;
+      }
+      if (rec) co_return rec;
+      for (const auto& entry : results) endpoints.push_back(entry.endpoint());
+      if (endpoints.empty()) co_return asio::error::host_not_found;
+    }
+    conn.stream.expires_at(deadline);
+    auto [cec, endpoint] = co_await conn.stream.async_connect(endpoints, use_tuple);
+    if (cec) co_return cec;
+    conn.stream.socket().set_option(tcp::no_delay(true), ec);
+    self->opened.fetch_add(1, std::memory_order_relaxed);
+    co_return beast::error_code{};
+  }
+
+  static asio::awaitable<Outcome> exchange(std::shared_ptr<Pool> self, Conn& conn, Prepared& req,
+                                           bool reused) {
+    Outcome out;
+    auto fail = [&](beast::error_code ec, std::string_view phase, bool got_bytes) {
+      out.stale = reused && !got_bytes && ec != beast::error::timeout && !self->closed;
+      if (self->closed) {
+        out.response = shut_down_response();
+        return;
+      }
+      out.response.error = ec == beast::error::timeout ? asio::error::timed_out : ec;
+      out.response.error_message = describe(ec, self->target, req, phase);
+      if (ec == bhttp::error::body_limit) {
+        out.response.error_message = "the answer from " + self->target.authority +
+                                     " is larger than " +
+                                     std::to_string(self->settings.max_response_bytes) + " bytes";
+      }
+    };
+    conn.stream.expires_at(req.deadline);
+    auto [wec, wn] = co_await bhttp::async_write(conn.stream, req.message, use_tuple);
+    if (wec) {
+      fail(wec, "send", false);
+      co_return out;
+    }
+    bool got_bytes = false;
+    for (int interim = 0;; ++interim) {
+      bhttp::response_parser<bhttp::string_body> parser;
+      parser.header_limit(kMaxResponseHeaderBytes);
+      parser.body_limit(self->settings.max_response_bytes);
+      if (req.head) parser.skip(true);
+      conn.stream.expires_at(req.deadline);
+      auto [rec, rn] = co_await bhttp::async_read(conn.stream, conn.buffer, parser, use_tuple);
+      got_bytes = got_bytes || parser.got_some();
+      if (rec) {
+        fail(rec, "read", got_bytes);
+        co_return out;
+      }
+      const bool keep_alive = parser.keep_alive();
+      auto res = parser.release();
+      const unsigned status = res.result_int();
+      if (status >= 100 && status < 200 && status != 101 && interim < kMaxInterimResponses) {
+        continue;
+      }
+      out.response.status = status;
+      for (const auto& field : res) {
+        out.response.headers.emplace_back(to_lower(field.name_string()),
+                                          std::string(field.value()));
+      }
+      out.response.body = std::move(res.body());
+      out.reusable = keep_alive && status != 101 && conn.buffer.size() == 0;
+      co_return out;
+    }
+  }
+
+  // One request on this origin: lease, connect if needed, exchange, give the connection back.
+  static asio::awaitable<HttpResponse> run(std::shared_ptr<Pool> self, Prepared req) {
+    auto lease = co_await acquire(self, req.deadline);
+    if (lease.shut_down) co_return shut_down_response();
+    if (lease.timed_out) {
+      co_return failure(asio::error::timed_out,
+                        "timed out after " + std::to_string(req.timeout.count()) +
+                            " ms waiting for a free connection to " + self->target.authority);
+    }
+    std::unique_ptr<Conn> conn = std::move(lease.conn);
+    bool reused = conn != nullptr;
+    for (int attempt = 0;; ++attempt) {
+      if (self->closed) {
+        if (conn) close_conn(*conn);
+        self->free_slot();
+        co_return shut_down_response();
+      }
+      if (!conn) {
+        conn = std::make_unique<Conn>(self->strand);
+        self->active.insert(conn.get());
+        auto ec = co_await connect(self, *conn, req.deadline);
+        self->active.erase(conn.get());
+        if (ec) {
+          close_conn(*conn);
+          self->free_slot();
+          if (self->closed) co_return shut_down_response();
+          auto code = ec == beast::error::timeout ? asio::error::timed_out : ec;
+          co_return failure(code, describe(ec, self->target, req, "connect"));
+        }
+      }
+      self->active.insert(conn.get());
+      auto outcome = co_await exchange(self, *conn, req, reused);
+      self->active.erase(conn.get());
+      if (outcome.stale && attempt == 0) {
+        // The peer closed the idle connection: the request was not processed; once more on a
+        // new connection, in the same slot.
+        close_conn(*conn);
+        conn.reset();
+        reused = false;
+        continue;
+      }
+      self->release(std::move(conn), outcome.reusable);
+      co_return std::move(outcome.response);
+    }
+  }
+};
+
+}  // namespace
+
+// Owns the pools, one per origin; `pools` and `shut_down` are guarded by `mutex`.
+struct HttpClient::Impl {
+  asio::any_io_executor executor;
+  HttpClientSettings settings;
+  mutable std::mutex mutex;
+  std::map<std::string, std::shared_ptr<Pool>> pools;
+  bool shut_down = false;
+
+  // The pool of the target's origin, created on first use; null after shutdown.
+  std::shared_ptr<Pool> pool_for(const Target& target) {
+    std::lock_guard lock(mutex);
+    if (shut_down) return nullptr;
+    auto& pool = pools[target.origin_key];
+    if (!pool) pool = std::make_shared<Pool>(executor, settings, target);
+    return pool;
+  }
+};
+
+HttpClient::HttpClient(asio::any_io_executor executor, HttpClientSettings settings)
+    : impl_(std::make_shared<Impl>()) {
+  impl_->executor = std::move(executor);
+  impl_->settings = settings;
+}
+
+HttpClient::~HttpClient() { shutdown(); }
+
+asio::awaitable<HttpResponse> HttpClient::send(HttpRequest request) {
+  auto parsed = parse_target(request.url);
+  if (auto* bad = std::get_if<HttpResponse>(&parsed)) co_return std::move(*bad);
+  const auto& target = std::get<Target>(parsed);
+  auto prepared = prepare(request, target);
+  if (auto* bad = std::get_if<HttpResponse>(&prepared)) co_return std::move(*bad);
+  auto pool = impl_->pool_for(target);
+  if (!pool) co_return shut_down_response();
+  // The exchange runs on the pool's strand; this coroutine resumes on its own executor.
+  co_return co_await asio::co_spawn(
+      pool->strand, Pool::run(pool, std::move(std::get<Prepared>(prepared))), asio::use_awaitable);
+}
+
+void HttpClient::shutdown() {
+  std::vector<std::shared_ptr<Pool>> pools;
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->shut_down = true;
+    for (auto& [key, pool] : impl_->pools) pools.push_back(pool);
+  }
+  for (auto& pool : pools) {
+    asio::post(pool->strand, [pool] { pool->close_all(); });
+  }
+}
+
+std::size_t HttpClient::connections_opened() const {
+  std::lock_guard lock(impl_->mutex);
+  std::size_t total = 0;
+  for (const auto& [key, pool] : impl_->pools)
+    total += pool->opened.load(std::memory_order_relaxed);
+  return total;
+}
+
+}  // namespace knflow::engine

@@ -1,0 +1,199 @@
+#include "echo_server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+
+namespace knflow::test {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// One connection; touched on its strand, except that stop() posts there.
+struct Session {
+  explicit Session(tcp::socket socket) : stream(std::move(socket)), delay(stream.get_executor()) {}
+  beast::tcp_stream stream;
+  asio::steady_timer delay;
+  bool stopped = false;
+};
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+}  // namespace
+
+struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
+  explicit Impl(asio::any_io_executor ex) : executor(ex), acceptor(asio::make_strand(ex)) {}
+
+  asio::any_io_executor executor;
+  tcp::acceptor acceptor;
+  unsigned short port = 0;
+  std::atomic<std::size_t> accepted{0};
+
+  mutable std::mutex mutex;  // guards the fields below
+  std::map<std::string, EchoRoute> routes;
+  std::map<std::string, std::size_t> hits;
+  std::vector<EchoRequest> requests;
+  std::map<std::size_t, std::shared_ptr<Session>> sessions;
+  bool stopping = false;
+
+  static asio::awaitable<void> accept_loop(std::shared_ptr<Impl> self) {
+    for (;;) {
+      auto [ec, socket] =
+          co_await self->acceptor.async_accept(asio::make_strand(self->executor), use_tuple);
+      if (ec) co_return;  // stopped
+      const std::size_t id = ++self->accepted;
+      auto session = std::make_shared<Session>(std::move(socket));
+      {
+        std::lock_guard lock(self->mutex);
+        if (self->stopping) co_return;
+        self->sessions.emplace(id, session);
+      }
+      asio::co_spawn(session->stream.get_executor(), serve(self, session, id),
+                     [self, id](std::exception_ptr) {
+                       std::lock_guard lock(self->mutex);
+                       self->sessions.erase(id);
+                     });
+    }
+  }
+
+  // The route for a request and whether to drop it, counting the hit.
+  std::pair<EchoRoute, bool> route_for(const EchoRequest& request) {
+    auto path = request.target.substr(0, request.target.find('?'));
+    std::lock_guard lock(mutex);
+    requests.push_back(request);
+    auto it = routes.find(path);
+    EchoRoute route = it == routes.end() ? EchoRoute{} : it->second;
+    const std::size_t hit = ++hits[path];
+    return {route, hit <= route.drop_first};
+  }
+
+  static asio::awaitable<void> serve(std::shared_ptr<Impl> self, std::shared_ptr<Session> session,
+                                     std::size_t id) {
+    auto& stream = session->stream;
+    beast::flat_buffer buffer;
+    for (;;) {
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.body_limit(64 << 20);
+      stream.expires_after(std::chrono::seconds(60));
+      auto [ec, n] = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
+      if (ec) break;
+      auto in = parser.release();
+      EchoRequest request;
+      request.method = std::string(in.method_string());
+      request.target = std::string(in.target());
+      for (const auto& field : in) {
+        request.headers.emplace_back(lower(field.name_string()), std::string(field.value()));
+      }
+      request.body = in.body();
+      request.connection = id;
+      auto [route, drop] = self->route_for(request);
+      if (drop) break;
+      stream.expires_never();
+      if (route.delay.count() > 0) {
+        session->delay.expires_after(route.delay);
+        co_await session->delay.async_wait(use_tuple);
+        if (session->stopped) break;
+      }
+      bhttp::response<bhttp::string_body> out;
+      out.version(11);
+      out.result(route.status);
+      if (route.body) {
+        out.body() = *route.body;
+      } else {
+        for (const auto& [name, value] : request.headers) {
+          if (name == "content-type" || name.starts_with("ce-")) out.insert(name, value);
+        }
+        out.body() = request.body;
+      }
+      for (const auto& [name, value] : route.headers) out.set(name, value);
+      out.keep_alive(in.keep_alive());
+      out.prepare_payload();
+      stream.expires_after(std::chrono::seconds(10));
+      auto [wec, wn] = co_await bhttp::async_write(stream, out, use_tuple);
+      if (wec || !in.keep_alive() || route.close_after_answer) break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.socket().close(ignored);
+  }
+};
+
+EchoServer::EchoServer(asio::any_io_executor executor)
+    : impl_(std::make_shared<Impl>(std::move(executor))) {
+  auto& acceptor = impl_->acceptor;
+  const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), 0);
+  acceptor.open(endpoint.protocol());
+  acceptor.set_option(asio::socket_base::reuse_address(true));
+  acceptor.bind(endpoint);
+  acceptor.listen(asio::socket_base::max_listen_connections);
+  impl_->port = acceptor.local_endpoint().port();
+  asio::co_spawn(acceptor.get_executor(), Impl::accept_loop(impl_), [](std::exception_ptr) {});
+}
+
+EchoServer::~EchoServer() { stop(); }
+
+unsigned short EchoServer::port() const { return impl_->port; }
+
+std::string EchoServer::url(std::string_view path) const {
+  return "http://127.0.0.1:" + std::to_string(impl_->port) + std::string(path);
+}
+
+void EchoServer::route(const std::string& path, EchoRoute route) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->routes[path] = std::move(route);
+}
+
+std::size_t EchoServer::connections_accepted() const { return impl_->accepted.load(); }
+
+std::size_t EchoServer::open_connections() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->sessions.size();
+}
+
+std::vector<EchoRequest> EchoServer::requests() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->requests;
+}
+
+void EchoServer::stop() {
+  auto impl = impl_;
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    std::lock_guard lock(impl->mutex);
+    if (impl->stopping) return;
+    impl->stopping = true;
+    for (auto& [id, session] : impl->sessions) open.push_back(session);
+  }
+  asio::post(impl->acceptor.get_executor(), [impl] {
+    beast::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  for (auto& session : open) {
+    asio::post(session->stream.get_executor(), [session] {
+      session->stopped = true;
+      session->delay.cancel();
+      session->stream.close();
+    });
+  }
+}
+
+}  // namespace knflow::test

@@ -1,0 +1,65 @@
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace knflow::test {
+
+// How the echo server answers one path.
+struct EchoRoute {
+  unsigned status = 200;
+  // nullopt: echo the request (its body, Content-Type and ce-* headers), which makes the server a
+  // CloudEvents function that returns the event it got.
+  std::optional<std::string> body{};
+  std::vector<std::pair<std::string, std::string>> headers{};
+  std::chrono::milliseconds delay{0};  // wait this long before answering
+  bool close_after_answer = false;     // answer as keep-alive, then close the connection anyway
+  std::size_t drop_first = 0;  // the first N requests: close the connection without answering
+};
+
+// A request as the server read it.
+struct EchoRequest {
+  std::string method;
+  std::string target;
+  std::vector<std::pair<std::string, std::string>> headers;  // lower-case names
+  std::string body;
+  std::size_t connection = 0;  // 1-based number of the connection it came on
+};
+
+// A real HTTP/1.1 server on 127.0.0.1 (port 0) for engine tests: answers each path as its route
+// says (unrouted paths echo), records requests and counts connections. It runs on the executor
+// it is given, one strand per connection; every public function is thread-safe.
+class EchoServer {
+ public:
+  explicit EchoServer(boost::asio::any_io_executor executor);
+  ~EchoServer();
+  EchoServer(const EchoServer&) = delete;
+  EchoServer& operator=(const EchoServer&) = delete;
+
+  unsigned short port() const;
+  std::string url(std::string_view path = "/") const;  // http://127.0.0.1:<port><path>
+
+  // Sets how `path` (without the query) is answered from now on.
+  void route(const std::string& path, EchoRoute route);
+
+  std::size_t connections_accepted() const;
+  std::size_t open_connections() const;
+  std::vector<EchoRequest> requests() const;
+
+  // Closes the listener and every connection, and cancels pending delays.
+  void stop();
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace knflow::test

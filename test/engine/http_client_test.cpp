@@ -1,0 +1,412 @@
+#include "knflow/engine/http_client.hpp"
+
+#include "echo_server.hpp"
+#include "support/catch.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <exception>
+#include <optional>
+
+namespace {
+
+namespace asio = boost::asio;
+using knflow::engine::HttpClient;
+using knflow::engine::HttpClientSettings;
+using knflow::engine::HttpRequest;
+using knflow::engine::HttpResponse;
+using knflow::test::EchoRoute;
+using knflow::test::EchoServer;
+using namespace std::chrono_literals;
+
+// Runs `task` on the test thread until it finishes (or a generous bound passes: nullopt).
+template <typename T>
+std::optional<T> run(asio::io_context& ioc, asio::awaitable<T> task) {
+  std::optional<T> result;
+  std::exception_ptr error;
+  asio::co_spawn(ioc, std::move(task), [&](std::exception_ptr e, T value) {
+    error = e;
+    if (!e) result = std::move(value);
+    ioc.stop();
+  });
+  ioc.restart();
+  ioc.run_for(60s);
+  if (error) std::rethrow_exception(error);
+  return result;
+}
+
+HttpRequest post(std::string url, std::string body = {},
+                 std::chrono::milliseconds timeout = 30'000ms) {
+  HttpRequest r;
+  r.url = std::move(url);
+  r.body = std::move(body);
+  r.timeout = timeout;
+  return r;
+}
+
+asio::awaitable<HttpResponse> send_one(HttpClient& client, HttpRequest request) {
+  co_return co_await client.send(std::move(request));
+}
+
+asio::awaitable<std::vector<HttpResponse>> send_sequence(HttpClient& client,
+                                                         std::vector<HttpRequest> requests) {
+  std::vector<HttpResponse> out;
+  for (auto& request : requests) out.push_back(co_await client.send(std::move(request)));
+  co_return out;
+}
+
+// Starts every request at once on the test thread and runs until all have answered.
+std::vector<HttpResponse> send_concurrently(asio::io_context& ioc, HttpClient& client,
+                                            std::vector<HttpRequest> requests) {
+  std::vector<HttpResponse> out(requests.size());
+  std::size_t done = 0;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    asio::co_spawn(ioc, client.send(std::move(requests[i])),
+                   [&, i](std::exception_ptr e, HttpResponse r) {
+                     if (!e) out[i] = std::move(r);
+                     if (++done == out.size()) ioc.stop();
+                   });
+  }
+  ioc.restart();
+  ioc.run_for(60s);
+  REQUIRE(done == out.size());
+  return out;
+}
+
+// A port on 127.0.0.1 that nothing listens on.
+unsigned short closed_port(asio::io_context& ioc) {
+  asio::ip::tcp::acceptor acceptor(ioc, {asio::ip::make_address("127.0.0.1"), 0});
+  auto port = acceptor.local_endpoint().port();
+  acceptor.close();
+  return port;
+}
+
+std::string header(const HttpResponse& r, const std::string& name) {
+  for (const auto& [n, v] : r.headers) {
+    if (n == name) return v;
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("http client reuses one keep-alive connection for sequential requests",
+          "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  HttpClient client(ioc.get_executor());
+  std::vector<HttpRequest> requests;
+  for (int i = 0; i < 100; ++i) requests.push_back(post(server.url("/echo"), std::to_string(i)));
+  auto responses = run(ioc, send_sequence(client, std::move(requests)));
+  REQUIRE(responses);
+  REQUIRE(responses->size() == 100);
+  for (int i = 0; i < 100; ++i) {
+    INFO("request " << i << ": " << (*responses)[i].error_message);
+    CHECK(!(*responses)[i].error);
+    CHECK((*responses)[i].status == 200);
+    CHECK((*responses)[i].body == std::to_string(i));
+  }
+  CHECK(server.connections_accepted() == 1);
+  CHECK(client.connections_opened() == 1);
+}
+
+TEST_CASE("http client sends the method, target, Host, headers and body it was given",
+          "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  HttpClient client(ioc.get_executor());
+  auto request = post(server.url("/fn/a%20b?x=1&y=2"), R"({"order":42})");
+  request.method = "PUT";
+  request.headers = {{"Content-Type", "application/json"},
+                     {"ce-id", "1"},
+                     {"Prefer", "reply"},
+                     {"Content-Length", "999"}};  // managed by the client: ignored
+  auto response = run(ioc, send_one(client, std::move(request)));
+  REQUIRE(response);
+  REQUIRE(!response->error);
+  CHECK(response->status == 200);
+  CHECK(response->body == R"({"order":42})");
+  CHECK(header(*response, "content-type") == "application/json");
+  CHECK(header(*response, "ce-id") == "1");
+
+  auto seen = server.requests();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].method == "PUT");
+  CHECK(seen[0].target == "/fn/a%20b?x=1&y=2");
+  CHECK(seen[0].body == R"({"order":42})");
+  auto find = [&](const std::string& name) {
+    for (const auto& [n, v] : seen[0].headers) {
+      if (n == name) return v;
+    }
+    return std::string("<absent>");
+  };
+  CHECK(find("host") == "127.0.0.1:" + std::to_string(server.port()));
+  CHECK(find("prefer") == "reply");
+  CHECK(find("content-length") == "12");
+  CHECK(find("user-agent").starts_with("knflow/"));
+}
+
+TEST_CASE("http client bounds connections per origin; extra requests wait their turn",
+          "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  server.route("/slowish", EchoRoute{.delay = 5ms});
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.max_connections_per_origin = 8});
+  std::vector<HttpRequest> requests;
+  for (int i = 0; i < 200; ++i) requests.push_back(post(server.url("/slowish"), std::to_string(i)));
+  auto responses = send_concurrently(ioc, client, std::move(requests));
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    INFO("request " << i << ": " << responses[i].error_message);
+    CHECK(!responses[i].error);
+    CHECK(responses[i].status == 200);
+    CHECK(responses[i].body == std::to_string(i));
+  }
+  CHECK(server.connections_accepted() == 8);
+  CHECK(client.connections_opened() == 8);
+  CHECK(server.requests().size() == 200);
+}
+
+TEST_CASE("http client passes error statuses through as answers", "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  server.route("/fail",
+               EchoRoute{.status = 503, .body = "busy", .headers = {{"Retry-After", "3"}}});
+  server.route("/missing", EchoRoute{.status = 404, .body = ""});
+  HttpClient client(ioc.get_executor());
+  auto responses =
+      run(ioc, send_sequence(client, {post(server.url("/fail")), post(server.url("/missing"))}));
+  REQUIRE(responses);
+  CHECK(!(*responses)[0].error);
+  CHECK((*responses)[0].error_message.empty());
+  CHECK((*responses)[0].status == 503);
+  CHECK((*responses)[0].body == "busy");
+  CHECK(header((*responses)[0], "retry-after") == "3");
+  CHECK(!(*responses)[1].error);
+  CHECK((*responses)[1].status == 404);
+  CHECK(server.connections_accepted() == 1);  // an error status keeps the connection
+}
+
+TEST_CASE("http client reports a refused connection in plain words", "[engine][http_client]") {
+  asio::io_context ioc;
+  const auto port = closed_port(ioc);
+  HttpClient client(ioc.get_executor());
+  auto response =
+      run(ioc, send_one(client, post("http://127.0.0.1:" + std::to_string(port) + "/")));
+  REQUIRE(response);
+  CHECK(response->error == asio::error::connection_refused);
+  CHECK(response->error_message == "connection refused to 127.0.0.1:" + std::to_string(port));
+  CHECK(response->status == 0);
+  CHECK(client.connections_opened() == 0);
+}
+
+TEST_CASE("http client gives up at the request deadline", "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  server.route("/slow", EchoRoute{.delay = 60s});
+  HttpClient client(ioc.get_executor());
+  auto responses = run(ioc, send_sequence(client, {post(server.url("/slow"), "x", 200ms),
+                                                   post(server.url("/fast"), "y", 5000ms)}));
+  REQUIRE(responses);
+  CHECK((*responses)[0].error == asio::error::timed_out);
+  CHECK((*responses)[0].error_message == "timed out after 200 ms");
+  CHECK((*responses)[0].status == 0);
+  // The timed-out connection is not reused: the next request opens a new one and succeeds.
+  CHECK(!(*responses)[1].error);
+  CHECK((*responses)[1].body == "y");
+  CHECK(client.connections_opened() == 2);
+  server.stop();
+}
+
+TEST_CASE("http client times out requests still waiting for a connection",
+          "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  server.route("/slow", EchoRoute{.delay = 60s});
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.max_connections_per_origin = 1});
+  auto responses = send_concurrently(
+      ioc, client, {post(server.url("/slow"), "a", 1000ms), post(server.url("/slow"), "b", 100ms)});
+  CHECK(responses[0].error == asio::error::timed_out);
+  CHECK(responses[0].error_message == "timed out after 1000 ms");
+  CHECK(responses[1].error == asio::error::timed_out);
+  CHECK(responses[1].error_message == "timed out after 100 ms waiting for a free connection to " +
+                                          std::string("127.0.0.1:") +
+                                          std::to_string(server.port()));
+  CHECK(server.connections_accepted() == 1);
+  server.stop();
+}
+
+TEST_CASE("http client retries once on a new connection when a pooled one went stale",
+          "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  HttpClient client(ioc.get_executor());
+
+  SECTION("the server closed the idle connection after its last answer") {
+    server.route("/close", EchoRoute{.body = "bye", .close_after_answer = true});
+    auto responses = run(ioc, send_sequence(client, {post(server.url("/close"), "1"),
+                                                     post(server.url("/echo"), "2")}));
+    REQUIRE(responses);
+    CHECK((*responses)[0].body == "bye");
+    INFO((*responses)[1].error_message);
+    CHECK(!(*responses)[1].error);
+    CHECK((*responses)[1].body == "2");
+    CHECK(server.connections_accepted() == 2);
+    CHECK(client.connections_opened() == 2);
+  }
+
+  SECTION("the server dropped a request on a reused connection without answering") {
+    server.route("/flaky", EchoRoute{.drop_first = 1});
+    auto responses = run(ioc, send_sequence(client, {post(server.url("/echo"), "1"),
+                                                     post(server.url("/flaky"), "2")}));
+    REQUIRE(responses);
+    INFO((*responses)[1].error_message);
+    CHECK(!(*responses)[1].error);
+    CHECK((*responses)[1].body == "2");
+    auto seen = server.requests();
+    REQUIRE(seen.size() == 3);
+    CHECK(seen[1].target == "/flaky");
+    CHECK(seen[1].connection == 1);
+    CHECK(seen[2].target == "/flaky");
+    CHECK(seen[2].connection == 2);
+  }
+
+  SECTION("a fresh connection that fails is not retried") {
+    server.route("/drop", EchoRoute{.drop_first = 1});
+    auto response = run(ioc, send_one(client, post(server.url("/drop"), "1")));
+    REQUIRE(response);
+    CHECK(response->error);
+    CHECK(response->status == 0);
+    CHECK(response->error_message ==
+          "connection closed by 127.0.0.1:" + std::to_string(server.port()) +
+              " before the answer was complete");
+    CHECK(server.requests().size() == 1);
+  }
+}
+
+TEST_CASE("http client refuses answers larger than max_response_bytes", "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  server.route("/big", EchoRoute{.body = std::string(100'000, 'x')});
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.max_response_bytes = 1000});
+  auto responses =
+      run(ioc, send_sequence(client, {post(server.url("/big")), post(server.url("/small"), "ok")}));
+  REQUIRE(responses);
+  CHECK((*responses)[0].error);
+  CHECK((*responses)[0].status == 0);
+  CHECK((*responses)[0].body.empty());
+  CHECK((*responses)[0].error_message ==
+        "the answer from 127.0.0.1:" + std::to_string(server.port()) +
+            " is larger than 1000 bytes");
+  CHECK(!(*responses)[1].error);
+  CHECK((*responses)[1].body == "ok");
+  CHECK(client.connections_opened() == 2);  // the cut-off connection was not reused
+}
+
+TEST_CASE("http client shutdown fails requests in flight and waiting", "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  server.route("/slow", EchoRoute{.delay = 60s});
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.max_connections_per_origin = 1});
+  std::vector<HttpResponse> out(2);
+  std::size_t done = 0;
+  for (int i = 0; i < 2; ++i) {
+    asio::co_spawn(ioc, client.send(post(server.url("/slow"), "x", 50'000ms)),
+                   [&, i](std::exception_ptr, HttpResponse r) {
+                     out[i] = std::move(r);
+                     ++done;
+                   });
+  }
+  // Run until the first request is at the server; the second is then queued behind it.
+  for (int i = 0; i < 10'000 && server.requests().empty(); ++i) ioc.run_one_for(10ms);
+  REQUIRE(server.requests().size() == 1);
+  REQUIRE(done == 0);
+  client.shutdown();
+  for (int i = 0; i < 10'000 && done < 2; ++i) ioc.run_one_for(10ms);
+  REQUIRE(done == 2);
+  for (const auto& r : out) {
+    CHECK(r.error == asio::error::operation_aborted);
+    CHECK(r.error_message == "the HTTP client was shut down");
+  }
+  // After shutdown every send fails at once.
+  auto late = run(ioc, send_one(client, post(server.url("/fast"))));
+  REQUIRE(late);
+  CHECK(late->error_message == "the HTTP client was shut down");
+  CHECK(server.requests().size() == 1);
+  server.stop();
+}
+
+TEST_CASE("http client closes connections idle longer than idle_timeout", "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.idle_timeout = 20ms});
+  auto idle_then_send = [](HttpClient& c, std::string url) -> asio::awaitable<HttpResponse> {
+    auto first = co_await c.send(post(url, "1"));
+    if (first.error) co_return first;
+    // Waiting well past the idle timeout, not timing anything.
+    asio::steady_timer pause(co_await asio::this_coro::executor, 300ms);
+    co_await pause.async_wait(asio::use_awaitable);
+    co_return co_await c.send(post(url, "2"));
+  };
+  auto response = run(ioc, idle_then_send(client, server.url("/echo")));
+  REQUIRE(response);
+  CHECK(!response->error);
+  CHECK(response->body == "2");
+  CHECK(client.connections_opened() == 2);
+  CHECK(server.connections_accepted() == 2);
+}
+
+TEST_CASE("http client resolves host names", "[engine][http_client]") {
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  HttpClient client(ioc.get_executor());
+  auto response =
+      run(ioc,
+          send_one(client, post("http://localhost:" + std::to_string(server.port()) + "/x", "hi")));
+  REQUIRE(response);
+  INFO(response->error_message);
+  CHECK(!response->error);
+  CHECK(response->body == "hi");
+  auto seen = server.requests();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].target == "/x");
+}
+
+TEST_CASE("http client refuses URLs it cannot serve", "[engine][http_client]") {
+  asio::io_context ioc;
+  HttpClient client(ioc.get_executor());
+  struct Row {
+    std::string url;
+    std::string message;
+  };
+  const std::vector<Row> rows = {
+      {"https://example.com/", "https is not supported yet"},
+      {"HTTPS://example.com/", "https is not supported yet"},
+      {"ftp://example.com/", "the URL scheme \"ftp\" is not supported (only http)"},
+      {"http:///path", "the URL \"http:///path\" has no host"},
+      {"http://user:pw@example.com/", "credentials in URLs are not supported"},
+      {"http://example.com:99999/", "the URL \"http://example.com:99999/\" has an invalid port"},
+  };
+  for (const auto& row : rows) {
+    auto response = run(ioc, send_one(client, post(row.url)));
+    REQUIRE(response);
+    INFO(row.url);
+    CHECK(response->error);
+    CHECK(response->status == 0);
+    CHECK(response->error_message == row.message);
+  }
+  auto bad = run(ioc, send_one(client, post("not a url")));
+  REQUIRE(bad);
+  CHECK(bad->error);
+  CHECK(bad->error_message.starts_with("invalid URL \"not a url\""));
+
+  auto injected = post("http://127.0.0.1:1/");
+  injected.headers = {{"X-Evil", "a\r\nInjected: yes"}};
+  auto refused = run(ioc, send_one(client, std::move(injected)));
+  REQUIRE(refused);
+  CHECK(refused->error_message == "invalid request header \"X-Evil\"");
+  CHECK(client.connections_opened() == 0);
+}
