@@ -1,0 +1,1004 @@
+#include "knflow/engine/function_supervisor.hpp"
+
+#include "knflow/log/log.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <set>
+#include <string_view>
+#include <utility>
+
+namespace knflow::engine {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using Endpoint = FunctionSupervisor::Endpoint;
+using namespace std::chrono_literals;
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+constexpr std::size_t kMaxLineBytes = 8 * 1024;  // longer output lines are cut into pieces
+constexpr std::size_t kStderrExcerptLines = 5;   // quoted when a start fails
+constexpr std::size_t kStderrExcerptBytes = 1'000;
+constexpr int kPortTries = 3;        // start attempts when another process took the chosen port
+constexpr auto kStableUptime = 60s;  // a process up this long resets the restart backoff
+constexpr auto kProbeLimit = 1s;     // one readiness connect
+constexpr auto kFirstProbeInterval = 10ms;
+constexpr auto kMaxProbeInterval = 100ms;
+constexpr auto kStderrDrainLimit = 500ms;  // for the last stderr lines of a failed start
+constexpr std::string_view kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
+
+std::string now_rfc3339() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buf[40];
+  const auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[48];
+  std::snprintf(out, sizeof out, "%.*s.%03dZ", static_cast<int>(n), buf, static_cast<int>(millis));
+  return out;
+}
+
+std::string format_duration(std::chrono::milliseconds d) {
+  if (d < 1s) return std::to_string(d.count()) + "ms";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(d.count()) / 1000.0);
+  return buf;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exited with " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "ended with wait status " + std::to_string(status);
+}
+
+// Output is kept as text: invalid UTF-8 becomes U+FFFD, so logs can be served as JSON.
+std::string sanitize_utf8(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  const auto* s = reinterpret_cast<const unsigned char*>(in.data());
+  const std::size_t n = in.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned char c = s[i];
+    std::size_t len = 0;
+    std::uint32_t min = 0;
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      min = 0x10000;
+    }
+    bool ok = len != 0 && i + len <= n;
+    std::uint32_t cp = ok ? c & (0x7F >> len) : 0;
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) ok = false;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    ok = ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
+    if (ok) {
+      out.append(in.substr(i, len));
+      i += len;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  return out;
+}
+
+// Asks the kernel for a free loopback port: bind port 0, read the port, close. Another process
+// can take the port before the function binds it; the start then retries with another port.
+std::optional<unsigned short> pick_port(std::string& error) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    error = std::string("could not open a socket: ") + std::strerror(errno);
+    return std::nullopt;
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  std::optional<unsigned short> port;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  } else {
+    error = std::string("could not pick a free port: ") + std::strerror(errno);
+  }
+  ::close(fd);
+  return port;
+}
+
+// Whether something else holds the port now (the race pick_port leaves open).
+bool port_taken(unsigned short port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool taken =
+      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno == EADDRINUSE;
+  ::close(fd);
+  return taken;
+}
+
+bool same_spec(const FunctionSpec& a, const FunctionSpec& b) {
+  return a.command == b.command && a.env == b.env && a.working_dir == b.working_dir;
+}
+
+bool is_executable_file(const std::filesystem::path& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
+}
+
+// argv[0] as the child will run it: a path with a slash is taken against the working directory;
+// a bare name is looked up in the child's PATH (relative PATH entries against the working
+// directory too), like execvp would in the child.
+std::optional<std::filesystem::path> resolve_program(const std::string& program,
+                                                     const std::filesystem::path& working_dir,
+                                                     const std::string& path_env) {
+  if (program.find('/') != std::string::npos) return (working_dir / program).lexically_normal();
+  std::string_view rest = path_env;
+  for (;;) {
+    const auto colon = rest.find(':');
+    const std::string_view dir = rest.substr(0, colon);
+    const std::filesystem::path candidate =
+        (working_dir / (dir.empty() ? std::string_view(".") : dir)) / program;
+    if (is_executable_file(candidate)) return candidate.lexically_normal();
+    if (colon == std::string_view::npos) return std::nullopt;
+    rest.remove_prefix(colon + 1);
+  }
+}
+
+struct Spawned {
+  pid_t pid = -1;
+  int out = -1;  // read ends of the child's stdout and stderr
+  int err = -1;
+  std::string error;
+};
+
+void close_pair(int fds[2]) {
+  if (fds[0] >= 0) ::close(fds[0]);
+  if (fds[1] >= 0) ::close(fds[1]);
+}
+
+// Starts argv in its own process group, in working_dir, with exactly `env`, stdin from /dev/null
+// and stdout/stderr into fresh pipes; no other descriptor of the daemon is inherited.
+Spawned spawn_process(const std::filesystem::path& program, const std::vector<std::string>& args,
+                      const std::filesystem::path& working_dir,
+                      const std::vector<std::string>& env) {
+  Spawned result;
+  int out[2] = {-1, -1};
+  int err[2] = {-1, -1};
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    result.error = std::string("could not create pipes: ") + std::strerror(errno);
+    close_pair(out);
+    close_pair(err);
+    return result;
+  }
+  std::vector<char*> argv;
+  std::string argv0 = program.string();
+  argv.push_back(argv0.data());
+  for (std::size_t i = 1; i < args.size(); ++i) argv.push_back(const_cast<char*>(args[i].c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+  posix_spawn_file_actions_addchdir_np(&actions, working_dir.c_str());
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t mask;
+  sigemptyset(&mask);
+  posix_spawnattr_setsigmask(&attr, &mask);
+  sigset_t defaults;
+  sigfillset(&defaults);  // signals the daemon ignores (SIGPIPE) are not ignored by functions
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+
+  const int rc =
+      ::posix_spawn(&result.pid, argv0.c_str(), &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (rc != 0) {
+    ::close(out[0]);
+    ::close(err[0]);
+    result.pid = -1;
+    result.error = "could not start " + argv0 + ": " + std::strerror(rc);
+    return result;
+  }
+  result.out = out[0];
+  result.err = err[0];
+  return result;
+}
+
+void log_exception(std::string_view what, std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    log::error("Ended a function supervisor task on an exception",
+               {{"task", what}, {"error", ex.what()}});
+  } catch (...) {
+    log::error("Ended a function supervisor task on an exception", {{"task", what}});
+  }
+}
+
+// A co_spawn completion handler that logs what escaped.
+auto logged(std::string_view what) {
+  return [what](std::exception_ptr e) { log_exception(what, e); };
+}
+
+// One process incarnation. Strand-owned.
+struct Process {
+  FunctionKey key;
+  pid_t pid = -1;
+  unsigned short port = 0;
+  Clock::time_point started;
+  std::optional<Clock::time_point> ready_at;
+  std::optional<std::string> exit;  // "exited with 1" once reaped
+  bool stopping = false;            // we asked it to stop: its exit is expected
+  int open_streams = 2;             // output pipes not yet at end of file
+  std::deque<std::string> recent_stderr;
+  std::shared_ptr<asio::steady_timer> kill_timer;
+  std::unique_ptr<asio::posix::stream_descriptor> out;
+  std::unique_ptr<asio::posix::stream_descriptor> err;
+  std::weak_ptr<struct Function> owner;  // NOLINT: defined below
+};
+
+// One start (or restart) and the ensure() calls waiting for it. Strand-owned.
+struct Attempt {
+  explicit Attempt(const asio::any_io_executor& ex) : signal(ex, Clock::time_point::max()) {}
+  std::optional<Endpoint> result;
+  asio::steady_timer signal;  // cancelled once `result` is set
+};
+
+enum class Phase { starting, running, backing_off, failed, stopped };
+
+// One key's function. Strand-owned, except `state` and `logs`, which the strand writes and any
+// thread reads, both under Impl::mutex.
+struct Function {
+  FunctionKey key;
+  FunctionSpec spec;
+  unsigned revision = 1;
+  std::uint64_t epoch = 0;  // bumped when the spec changes or the function is stopped
+  Phase phase = Phase::starting;
+  std::shared_ptr<Process> process;  // the current incarnation
+  std::shared_ptr<Attempt> attempt;  // the start callers wait for; null when none is due
+  std::string last_error;            // why the last start failed (Phase::failed)
+  std::chrono::milliseconds next_backoff{0};
+  std::shared_ptr<asio::steady_timer> backoff_timer;
+  Clock::time_point retry_at;
+
+  FunctionState state;
+  std::deque<LogLine> logs;
+};
+
+}  // namespace
+
+// Everything runs on `strand`. `mutex` guards what other threads read: the function map's shape,
+// each function's `state` and `logs`, `live_pids` and `closed`.
+struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSupervisor::Impl> {
+  asio::strand<asio::any_io_executor> strand;
+  SupervisorSettings settings;
+  asio::signal_set signals;
+  std::string signals_error;
+
+  mutable std::mutex mutex;
+  std::map<FunctionKey, std::shared_ptr<Function>> functions;
+  std::set<pid_t> live_pids;  // spawned and not reaped
+  bool closed = false;        // the destructor ran: start nothing more
+  std::atomic<std::size_t> total_restarts{0};
+
+  std::map<pid_t, std::shared_ptr<Process>> processes;  // not reaped yet
+  bool reaper_running = false;
+  bool shutting_down = false;
+  std::vector<std::function<void()>> shutdown_waiters;
+
+  Impl(asio::any_io_executor executor, SupervisorSettings s)
+      : strand(asio::make_strand(executor)), settings(s), signals(strand) {
+    boost::system::error_code ec;
+    signals.add(SIGCHLD, ec);
+    if (ec) {
+      signals_error = ec.message();
+      log::error("Failed to watch SIGCHLD; local functions are reaped only while starting",
+                 {{"error", signals_error}});
+      return;
+    }
+    // Asio installs its handler without flags: ask for restartable system calls, so that a
+    // function's exit does not interrupt blocking calls (SQLite) on other threads with EINTR, and
+    // for no notification when a child is merely stopped.
+    struct sigaction sa {};
+    if (::sigaction(SIGCHLD, nullptr, &sa) == 0 && sa.sa_handler != SIG_DFL &&
+        sa.sa_handler != SIG_IGN) {
+      sa.sa_flags |= SA_RESTART | SA_NOCLDSTOP;
+      ::sigaction(SIGCHLD, &sa, nullptr);
+    }
+  }
+
+  // --- ensure -----------------------------------------------------------------------------
+
+  static asio::awaitable<Endpoint> ensure_on_strand(std::shared_ptr<Impl> self, FunctionKey key,
+                                                    FunctionSpec spec) {
+    if (self->is_closed() || self->shutting_down) {
+      co_return Endpoint{.url = std::nullopt, .error = "the function supervisor is shutting down"};
+    }
+    if (spec.command.empty()) {
+      co_return Endpoint{.url = std::nullopt, .error = "local.command is empty"};
+    }
+    auto it = self->functions.find(key);
+    std::shared_ptr<Function> fn;
+    if (it == self->functions.end()) {
+      fn = std::make_shared<Function>();
+      fn->key = key;
+      fn->spec = std::move(spec);
+      fn->next_backoff = self->settings.min_backoff;
+      {
+        std::lock_guard lock(self->mutex);
+        self->functions.emplace(std::move(key), fn);
+      }
+      self->begin_start(fn, false);
+    } else {
+      fn = it->second;
+      if (!same_spec(fn->spec, spec)) {
+        log::info("Replacing local function with a changed spec",
+                  {{"namespace", fn->key.namespace_},
+                   {"workflow", fn->key.workflow},
+                   {"function", fn->key.function}});
+        self->supersede(*fn, "the function's spec changed while it was starting");
+        fn->spec = std::move(spec);
+        ++fn->revision;
+        fn->next_backoff = self->settings.min_backoff;
+        {
+          std::lock_guard lock(self->mutex);
+          fn->state.restarts = 0;
+          fn->state.last_exit.clear();
+        }
+        self->begin_start(fn, false);
+      }
+    }
+
+    if (fn->phase == Phase::running && fn->process)
+      co_return Endpoint{.url = url(*fn->process), .error = {}};
+    if (!fn->attempt) {
+      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::max(Clock::duration::zero(), fn->retry_at - Clock::now()));
+      co_return Endpoint{
+          .url = std::nullopt,
+          .error = fn->last_error + " (next attempt in " + format_duration(wait) + ")"};
+    }
+    const auto attempt = fn->attempt;
+    while (!attempt->result) {
+      const auto cs = co_await asio::this_coro::cancellation_state;
+      if (cs.cancelled() != asio::cancellation_type::none) {
+        co_return Endpoint{.url = std::nullopt, .error = "cancelled while the function started"};
+      }
+      co_await attempt->signal.async_wait(use_tuple);
+    }
+    co_return *attempt->result;
+  }
+
+  static std::string url(const Process& p) { return "http://127.0.0.1:" + std::to_string(p.port); }
+
+  bool is_closed() const {
+    std::lock_guard lock(mutex);
+    return closed;
+  }
+
+  // Starts (or restarts) fn's process in the background; callers wait on fn->attempt.
+  void begin_start(const std::shared_ptr<Function>& fn, bool restart) {
+    if (!fn->attempt) fn->attempt = std::make_shared<Attempt>(strand);
+    fn->phase = Phase::starting;
+    fn->backoff_timer.reset();
+    if (restart) {
+      std::lock_guard lock(mutex);
+      ++fn->state.restarts;
+      ++total_restarts;
+    }
+    asio::co_spawn(strand, run_start(shared_from_this(), fn, fn->epoch), logged("start"));
+  }
+
+  enum class Readiness { ready, exited, timed_out, superseded };
+
+  static asio::awaitable<void> run_start(std::shared_ptr<Impl> self, std::shared_ptr<Function> fn,
+                                         std::uint64_t epoch) {
+    Endpoint outcome;
+    for (int tries = 1;; ++tries) {
+      std::shared_ptr<Process> proc;
+      outcome.error = self->spawn(fn, proc);
+      if (!proc) break;
+      const Readiness readiness = co_await wait_ready(self, fn, proc, epoch);
+      if (readiness == Readiness::superseded) co_return;  // whoever superseded stopped it
+      if (readiness == Readiness::ready) {
+        outcome.url = url(*proc);
+        break;
+      }
+      if (readiness == Readiness::timed_out) {
+        outcome.error = "did not accept connections on 127.0.0.1:" + std::to_string(proc->port) +
+                        " within " + format_duration(self->settings.start_timeout);
+        self->detach_process(*fn);
+        self->stop(proc);
+        break;
+      }
+      // Exited before it listened: read what it said on stderr.
+      co_await drain_stderr(proc);
+      if (fn->epoch != epoch || self->is_closed()) co_return;
+      if (tries < kPortTries && port_taken(proc->port)) {
+        log::warn("Retrying local function on another port: its port was taken",
+                  {{"namespace", fn->key.namespace_},
+                   {"workflow", fn->key.workflow},
+                   {"function", fn->key.function},
+                   {"port", std::to_string(proc->port)}});
+        continue;
+      }
+      outcome.error = *proc->exit +
+                      " before accepting connections on 127.0.0.1:" + std::to_string(proc->port) +
+                      stderr_excerpt(*proc);
+      break;
+    }
+    if (fn->epoch != epoch || self->is_closed()) co_return;
+    self->finish_start(fn, std::move(outcome));
+  }
+
+  static std::string stderr_excerpt(const Process& p) {
+    if (p.recent_stderr.empty()) return "; it wrote nothing to stderr";
+    std::string out = "; stderr: ";
+    bool first = true;
+    for (const auto& line : p.recent_stderr) {
+      if (!first) out += " | ";
+      first = false;
+      out += line;
+    }
+    if (out.size() > kStderrExcerptBytes) out = "…" + out.substr(out.size() - kStderrExcerptBytes);
+    return out;
+  }
+
+  void finish_start(const std::shared_ptr<Function>& fn, Endpoint outcome) {
+    const auto attempt = std::move(fn->attempt);
+    if (outcome.url) {
+      fn->phase = Phase::running;
+      fn->process->ready_at = Clock::now();
+      {
+        std::lock_guard lock(mutex);
+        fn->state.running = true;
+      }
+      const auto pid = std::to_string(fn->process->pid);
+      const auto port = std::to_string(fn->process->port);
+      const auto revision = std::to_string(fn->revision);
+      log::info("Started local function", {{"namespace", fn->key.namespace_},
+                                           {"workflow", fn->key.workflow},
+                                           {"function", fn->key.function},
+                                           {"pid", pid},
+                                           {"port", port},
+                                           {"revision", revision}});
+    } else {
+      detach_process(*fn);
+      fn->phase = Phase::failed;
+      fn->last_error = outcome.error;
+      const auto delay = schedule_retry(fn);
+      const auto retry = format_duration(delay);
+      log::warn("Failed to start local function", {{"namespace", fn->key.namespace_},
+                                                   {"workflow", fn->key.workflow},
+                                                   {"function", fn->key.function},
+                                                   {"error", outcome.error},
+                                                   {"retry_in", retry}});
+    }
+    if (attempt) {
+      attempt->result = std::move(outcome);
+      attempt->signal.cancel();
+    }
+  }
+
+  // Restarts fn after its current backoff, which then doubles up to max_backoff.
+  std::chrono::milliseconds schedule_retry(const std::shared_ptr<Function>& fn) {
+    const auto delay = fn->next_backoff;
+    fn->next_backoff = std::min(settings.max_backoff, std::max(settings.min_backoff, delay * 2));
+    fn->retry_at = Clock::now() + delay;
+    fn->backoff_timer = std::make_shared<asio::steady_timer>(strand, delay);
+    asio::co_spawn(strand, retry_after(shared_from_this(), fn, fn->backoff_timer, fn->epoch),
+                   logged("restart"));
+    return delay;
+  }
+
+  static asio::awaitable<void> retry_after(std::shared_ptr<Impl> self, std::shared_ptr<Function> fn,
+                                           std::shared_ptr<asio::steady_timer> timer,
+                                           std::uint64_t epoch) {
+    auto [ec] = co_await timer->async_wait(use_tuple);
+    if (ec || fn->epoch != epoch || fn->backoff_timer != timer || self->is_closed() ||
+        self->shutting_down) {
+      co_return;
+    }
+    self->begin_start(fn, true);
+  }
+
+  // --- processes --------------------------------------------------------------------------
+
+  // Spawns fn's command on a fresh port; sets `proc` on success, else returns the error.
+  std::string spawn(const std::shared_ptr<Function>& fn, std::shared_ptr<Process>& proc) {
+    std::string error;
+    const auto port = pick_port(error);
+    if (!port) return error;
+    const FunctionSpec& spec = fn->spec;
+
+    std::map<std::string, std::string> env;
+    for (const char* name : {"PATH", "HOME", "LANG"}) {
+      if (const char* value = std::getenv(name)) env[name] = value;
+    }
+    if (!env.contains("PATH")) env["PATH"] = kDefaultPath;
+    env["PYTHONUNBUFFERED"] = "1";
+    for (const auto& [name, value] : spec.env) {
+      if (name.empty() || name.find('=') != std::string::npos ||
+          name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
+        return "environment variable name \"" + name + "\" is not valid";
+      }
+      env[name] = value;
+    }
+    // What Knative's runtime contract sets; a function cannot override them.
+    const std::string service = fn->key.workflow + "-" + fn->key.function;
+    char revision[16];
+    std::snprintf(revision, sizeof revision, "%05u", fn->revision);
+    env["PORT"] = std::to_string(*port);
+    env["K_SERVICE"] = service;
+    env["K_CONFIGURATION"] = service;
+    env["K_REVISION"] = service + "-" + revision;
+    std::vector<std::string> envp;
+    for (const auto& [name, value] : env) envp.push_back(name + "=" + value);
+
+    std::error_code fs_ec;
+    const std::filesystem::path working_dir =
+        std::filesystem::absolute(spec.working_dir.empty() ? "." : spec.working_dir, fs_ec);
+    if (fs_ec) return "working directory " + spec.working_dir.string() + ": " + fs_ec.message();
+    const auto program = resolve_program(spec.command[0], working_dir, env["PATH"]);
+    if (!program) return "could not start " + spec.command[0] + ": not found in PATH";
+
+    Spawned spawned;
+    {
+      // Spawning and recording the pid under the mutex: the destructor kills every pid in
+      // live_pids, and none can be added once it has looked.
+      std::lock_guard lock(mutex);
+      if (closed) return "the function supervisor is shutting down";
+      spawned = spawn_process(*program, spec.command, working_dir, envp);
+      if (spawned.pid > 0) live_pids.insert(spawned.pid);
+    }
+    if (spawned.pid <= 0) return spawned.error;
+
+    proc = std::make_shared<Process>();
+    proc->key = fn->key;
+    proc->pid = spawned.pid;
+    proc->port = *port;
+    proc->started = Clock::now();
+    proc->owner = fn;
+    proc->out = std::make_unique<asio::posix::stream_descriptor>(strand, spawned.out);
+    proc->err = std::make_unique<asio::posix::stream_descriptor>(strand, spawned.err);
+    processes.emplace(proc->pid, proc);
+    fn->process = proc;
+    {
+      std::lock_guard lock(mutex);
+      fn->state.running = false;
+      fn->state.pid = proc->pid;
+      fn->state.port = proc->port;
+    }
+    log::debug("Spawned local function", {{"namespace", fn->key.namespace_},
+                                          {"workflow", fn->key.workflow},
+                                          {"function", fn->key.function},
+                                          {"pid", std::to_string(proc->pid)},
+                                          {"port", env["PORT"]}});
+    auto self = shared_from_this();
+    asio::co_spawn(strand, pump(self, proc, false), logged("stdout"));
+    asio::co_spawn(strand, pump(self, proc, true), logged("stderr"));
+    if (!reaper_running && signals_error.empty()) {
+      reaper_running = true;
+      asio::co_spawn(strand, reaper(self), logged("reaper"));
+    }
+    return {};
+  }
+
+  static asio::awaitable<Readiness> wait_ready(std::shared_ptr<Impl> self,
+                                               std::shared_ptr<Function> fn,
+                                               std::shared_ptr<Process> proc, std::uint64_t epoch) {
+    const auto deadline = proc->started + self->settings.start_timeout;
+    auto interval = Clock::duration(kFirstProbeInterval);
+    asio::steady_timer timer(self->strand);
+    for (;;) {
+      self->reap();  // SIGCHLD does this too; polling keeps a start bounded if a signal is lost
+      if (fn->epoch != epoch || self->is_closed()) co_return Readiness::superseded;
+      if (proc->exit) co_return Readiness::exited;
+      const auto now = Clock::now();
+      if (now >= deadline) co_return Readiness::timed_out;
+      const bool accepted = co_await probe(self->strand, proc->port,
+                                           std::min<Clock::duration>(deadline - now, kProbeLimit));
+      if (fn->epoch != epoch || self->is_closed()) co_return Readiness::superseded;
+      if (accepted) {
+        self->reap();
+        co_return proc->exit ? Readiness::exited : Readiness::ready;
+      }
+      timer.expires_after(std::min<Clock::duration>(interval, deadline - Clock::now()));
+      co_await timer.async_wait(use_tuple);
+      interval = std::min<Clock::duration>(interval * 2, kMaxProbeInterval);
+    }
+  }
+
+  // Whether 127.0.0.1:port accepts a TCP connection within `limit`.
+  static asio::awaitable<bool> probe(asio::strand<asio::any_io_executor> ex, unsigned short port,
+                                     Clock::duration limit) {
+    using namespace asio::experimental::awaitable_operators;
+    tcp::socket socket(ex);
+    asio::steady_timer timer(ex, limit);
+    const tcp::endpoint endpoint(asio::ip::address_v4::loopback(), port);
+    auto result =
+        co_await (socket.async_connect(endpoint, use_tuple) || timer.async_wait(use_tuple));
+    if (result.index() != 0) co_return false;
+    const auto [ec] = std::get<0>(result);
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    co_return !ec;
+  }
+
+  // Waits (bounded) until the process's stderr reached end of file.
+  static asio::awaitable<void> drain_stderr(std::shared_ptr<Process> proc) {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    const auto until = Clock::now() + kStderrDrainLimit;
+    while (proc->open_streams > 0 && Clock::now() < until) {
+      timer.expires_after(10ms);
+      co_await timer.async_wait(use_tuple);
+    }
+  }
+
+  // Reads one output stream into lines until end of file.
+  static asio::awaitable<void> pump(std::shared_ptr<Impl> self, std::shared_ptr<Process> proc,
+                                    bool is_stderr) {
+    auto& stream = is_stderr ? proc->err : proc->out;
+    std::string line;
+    char buf[4096];
+    for (;;) {
+      if (!stream) break;
+      auto [ec, n] = co_await stream->async_read_some(asio::buffer(buf), use_tuple);
+      if (ec || !stream) break;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (buf[i] == '\n') {
+          if (!line.empty() && line.back() == '\r') line.pop_back();
+          self->append_line(*proc, is_stderr, line);
+          line.clear();
+        } else {
+          line.push_back(buf[i]);
+          if (line.size() >= kMaxLineBytes) {
+            self->append_line(*proc, is_stderr, line);
+            line.clear();
+          }
+        }
+      }
+    }
+    if (!line.empty()) self->append_line(*proc, is_stderr, line);
+    if (stream) {
+      boost::system::error_code ignored;
+      stream->close(ignored);
+    }
+    --proc->open_streams;
+  }
+
+  void append_line(Process& proc, bool is_stderr, std::string_view raw) {
+    std::string text = sanitize_utf8(raw);
+    if (is_stderr) {
+      proc.recent_stderr.push_back(text);
+      if (proc.recent_stderr.size() > kStderrExcerptLines) proc.recent_stderr.pop_front();
+    }
+    const auto fn = proc.owner.lock();
+    if (!fn || settings.log_lines == 0) return;
+    std::lock_guard lock(mutex);
+    fn->logs.push_back(
+        LogLine{.time = now_rfc3339(), .stream = is_stderr ? "stderr" : "stdout", .text = text});
+    while (fn->logs.size() > settings.log_lines) fn->logs.pop_front();
+  }
+
+  static asio::awaitable<void> reaper(std::shared_ptr<Impl> self) {
+    while (!self->processes.empty() && !self->is_closed()) {
+      co_await self->signals.async_wait(use_tuple);
+      self->reap();
+    }
+    self->reaper_running = false;
+  }
+
+  // Collects every exited process of ours; never waits for a pid we did not start (other parts
+  // of the daemon reap their own children).
+  void reap() {
+    std::vector<std::shared_ptr<Process>> exited;
+    {
+      std::lock_guard lock(mutex);
+      for (auto it = processes.begin(); it != processes.end();) {
+        const pid_t pid = it->first;
+        siginfo_t info{};
+        const int rc = ::waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT);
+        if (rc == 0 && info.si_pid == 0) {
+          ++it;  // still running
+          continue;
+        }
+        std::string how = "exited (status unknown: reaped elsewhere)";
+        if (rc == 0) {
+          // The leader is a zombie, so its id cannot be reused yet: clear what is left of its
+          // process group (children it started), then reap it.
+          ::kill(-pid, SIGKILL);
+          int status = 0;
+          while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+          }
+          how = describe_status(status);
+        }
+        live_pids.erase(pid);
+        it->second->exit = std::move(how);
+        exited.push_back(std::move(it->second));
+        it = processes.erase(it);
+      }
+    }
+    for (const auto& proc : exited) on_exit(proc);
+    if (processes.empty()) signals.cancel();  // the reaper has nothing left to wait for
+    check_shutdown_done();
+  }
+
+  void on_exit(const std::shared_ptr<Process>& proc) {
+    if (proc->kill_timer) proc->kill_timer->cancel();
+    const auto fn = proc->owner.lock();
+    const auto pid = std::to_string(proc->pid);
+    if (proc->stopping) {
+      log::info("Stopped local function", {{"namespace", proc->key.namespace_},
+                                           {"workflow", proc->key.workflow},
+                                           {"function", proc->key.function},
+                                           {"pid", pid},
+                                           {"status", *proc->exit}});
+      return;
+    }
+    if (!fn || fn->process != proc || is_closed()) return;
+    {
+      std::lock_guard lock(mutex);
+      fn->state.last_exit = *proc->exit;
+    }
+    if (fn->phase != Phase::running) return;  // a start in progress sees proc->exit itself
+    detach_process(*fn);
+    if (proc->ready_at && Clock::now() - *proc->ready_at >= kStableUptime) {
+      fn->next_backoff = settings.min_backoff;
+    }
+    fn->phase = Phase::backing_off;
+    fn->attempt = std::make_shared<Attempt>(strand);  // callers wait for the restart
+    const auto delay = format_duration(schedule_retry(fn));
+    log::warn("Local function exited; restarting", {{"namespace", fn->key.namespace_},
+                                                    {"workflow", fn->key.workflow},
+                                                    {"function", fn->key.function},
+                                                    {"pid", pid},
+                                                    {"status", *proc->exit},
+                                                    {"restart_in", delay}});
+  }
+
+  // Forgets fn's current process (it exited or is being stopped).
+  void detach_process(Function& fn) {
+    fn.process.reset();
+    std::lock_guard lock(mutex);
+    fn.state.running = false;
+    fn.state.pid.reset();
+    fn.state.port.reset();
+  }
+
+  // SIGTERM to the process group, SIGKILL after the grace period; reap() finishes it.
+  void stop(const std::shared_ptr<Process>& proc) {
+    if (proc->exit || proc->stopping) return;
+    proc->stopping = true;
+    signal_group(proc->pid, SIGTERM);
+    proc->kill_timer = std::make_shared<asio::steady_timer>(strand, settings.stop_grace);
+    asio::co_spawn(strand, kill_after_grace(shared_from_this(), proc, proc->kill_timer),
+                   logged("stop"));
+  }
+
+  static asio::awaitable<void> kill_after_grace(std::shared_ptr<Impl> self,
+                                                std::shared_ptr<Process> proc,
+                                                std::shared_ptr<asio::steady_timer> timer) {
+    auto [ec] = co_await timer->async_wait(use_tuple);
+    if (ec || proc->exit) co_return;
+    if (!self->signal_group(proc->pid, SIGKILL)) co_return;
+    log::warn("Killed local function after the stop grace period",
+              {{"pid", std::to_string(proc->pid)},
+               {"grace", format_duration(self->settings.stop_grace)}});
+  }
+
+  // Sends `sig` to the process group led by pid (to pid alone if it left its group), unless pid
+  // was reaped already (its id may belong to someone else by now). Any thread.
+  bool signal_group(pid_t pid, int sig) {
+    std::lock_guard lock(mutex);
+    if (!live_pids.contains(pid)) return false;
+    if (::kill(-pid, sig) != 0) ::kill(pid, sig);
+    return true;
+  }
+
+  // Stops whatever fn is doing: its process, a pending restart, and answers callers waiting for a
+  // start with `reason`.
+  void supersede(Function& fn, const std::string& reason) {
+    ++fn.epoch;
+    if (fn.backoff_timer) {
+      fn.backoff_timer->cancel();
+      fn.backoff_timer.reset();
+    }
+    if (fn.attempt) {
+      fn.attempt->result = Endpoint{.url = std::nullopt, .error = reason};
+      fn.attempt->signal.cancel();
+      fn.attempt.reset();
+    }
+    if (fn.process) {
+      const auto proc = fn.process;
+      detach_process(fn);
+      stop(proc);
+    }
+  }
+
+  // --- release, shutdown, close ------------------------------------------------------------
+
+  void release(const std::string& namespace_, const std::string& workflow) {
+    for (auto it = functions.begin(); it != functions.end();) {
+      if (it->first.namespace_ != namespace_ || it->first.workflow != workflow) {
+        ++it;
+        continue;
+      }
+      log::info("Released local function", {{"namespace", it->first.namespace_},
+                                            {"workflow", it->first.workflow},
+                                            {"function", it->first.function}});
+      supersede(*it->second, "the workflow's functions were released");
+      it->second->phase = Phase::stopped;
+      std::lock_guard lock(mutex);
+      it = functions.erase(it);
+    }
+  }
+
+  void begin_shutdown(std::function<void()> done) {
+    if (done) shutdown_waiters.push_back(std::move(done));
+    if (!shutting_down) {
+      shutting_down = true;
+      log::info("Stopping local functions", {{"processes", std::to_string(processes.size())}});
+      for (auto& [key, fn] : functions) {
+        supersede(*fn, "the function supervisor is shutting down");
+        fn->phase = Phase::stopped;
+      }
+    }
+    check_shutdown_done();
+  }
+
+  void check_shutdown_done() {
+    if (!shutting_down || !processes.empty()) return;
+    for (auto& done : std::exchange(shutdown_waiters, {})) asio::post(strand, std::move(done));
+  }
+
+  // Any thread (the destructor): SIGKILL and reap every process still running, synchronously.
+  void kill_everything() {
+    std::lock_guard lock(mutex);
+    closed = true;
+    for (const pid_t pid : live_pids) {
+      if (::kill(-pid, SIGKILL) != 0) ::kill(pid, SIGKILL);
+      int status = 0;
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    live_pids.clear();
+  }
+
+  // On the strand after the destructor: ends every pending operation so that the coroutines
+  // finish and release this object.
+  void close() {
+    boost::system::error_code ignored;
+    signals.cancel(ignored);
+    signals.clear(ignored);
+    // kill_everything() reaped these: mark them so that nothing signals their ids again.
+    for (auto& [pid, proc] : processes) {
+      proc->exit = "killed by signal 9";
+      if (proc->kill_timer) proc->kill_timer->cancel();
+      if (proc->out) proc->out->close(ignored);
+      if (proc->err) proc->err->close(ignored);
+    }
+    processes.clear();
+    for (auto& [key, fn] : functions) supersede(*fn, "the function supervisor was destroyed");
+    shutdown_waiters.clear();
+    std::lock_guard lock(mutex);
+    functions.clear();
+  }
+};
+
+FunctionSupervisor::FunctionSupervisor(boost::asio::any_io_executor executor,
+                                       SupervisorSettings settings)
+    : impl_(std::make_shared<Impl>(std::move(executor), settings)) {}
+
+FunctionSupervisor::~FunctionSupervisor() {
+  impl_->kill_everything();
+  asio::post(impl_->strand, [self = impl_] { self->close(); });
+}
+
+boost::asio::awaitable<FunctionSupervisor::Endpoint> FunctionSupervisor::ensure(FunctionKey key,
+                                                                                FunctionSpec spec) {
+  co_return co_await asio::co_spawn(impl_->strand,
+                                    Impl::ensure_on_strand(impl_, std::move(key), std::move(spec)),
+                                    asio::use_awaitable);
+}
+
+void FunctionSupervisor::release_workflow(const std::string& namespace_,
+                                          const std::string& workflow) {
+  asio::post(impl_->strand,
+             [self = impl_, namespace_, workflow] { self->release(namespace_, workflow); });
+}
+
+std::vector<LogLine> FunctionSupervisor::logs(const FunctionKey& key,
+                                              std::optional<std::string> since) const {
+  std::lock_guard lock(impl_->mutex);
+  const auto it = impl_->functions.find(key);
+  if (it == impl_->functions.end()) return {};
+  std::vector<LogLine> out;
+  for (const auto& line : it->second->logs) {
+    if (!since || line.time >= *since) out.push_back(line);
+  }
+  return out;
+}
+
+std::optional<FunctionState> FunctionSupervisor::state(const FunctionKey& key) const {
+  std::lock_guard lock(impl_->mutex);
+  const auto it = impl_->functions.find(key);
+  if (it == impl_->functions.end()) return std::nullopt;
+  return it->second->state;
+}
+
+std::size_t FunctionSupervisor::total_restarts() const { return impl_->total_restarts.load(); }
+
+void FunctionSupervisor::shutdown(std::function<void()> done) {
+  asio::post(impl_->strand, [self = impl_, done = std::move(done)]() mutable {
+    self->begin_shutdown(std::move(done));
+  });
+}
+
+}  // namespace knflow::engine

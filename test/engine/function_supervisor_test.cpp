@@ -1,0 +1,488 @@
+#include "knflow/engine/function_supervisor.hpp"
+
+#include "support/catch.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using knflow::engine::FunctionKey;
+using knflow::engine::FunctionSpec;
+using knflow::engine::FunctionSupervisor;
+using knflow::engine::LogLine;
+using knflow::engine::SupervisorSettings;
+using Endpoint = FunctionSupervisor::Endpoint;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+const std::filesystem::path kFixtures =
+    std::filesystem::path(KNFLOW_SOURCE_DIR) / "test" / "engine" / "fixtures";
+
+// Runs the io_context on this thread until pred() holds or the limit passes.
+template <class Pred>
+bool run_until(asio::io_context& ioc, Pred pred, std::chrono::seconds limit = 30s) {
+  const auto deadline = Clock::now() + limit;
+  while (!pred()) {
+    if (Clock::now() >= deadline) return false;
+    if (ioc.stopped()) ioc.restart();
+    ioc.run_one_for(10ms);
+  }
+  return true;
+}
+
+Endpoint ensure(asio::io_context& ioc, FunctionSupervisor& supervisor, const FunctionKey& key,
+                const FunctionSpec& spec) {
+  std::optional<Endpoint> out;
+  auto on_done = [&out](std::exception_ptr e, Endpoint endpoint) {
+    if (e) endpoint.error = "ensure() threw";
+    out = std::move(endpoint);
+  };
+  asio::co_spawn(ioc, supervisor.ensure(key, spec), on_done);
+  REQUIRE(run_until(
+      ioc, [&] { return out.has_value(); }, 60s));
+  return *out;
+}
+
+void shutdown(asio::io_context& ioc, FunctionSupervisor& supervisor) {
+  bool done = false;
+  supervisor.shutdown([&done] { done = true; });
+  REQUIRE(run_until(ioc, [&] { return done; }));
+}
+
+FunctionSpec echo_spec(std::map<std::string, std::string> env = {}) {
+  return FunctionSpec{
+      .command = {"python3", "echo_function.py"}, .env = std::move(env), .working_dir = kFixtures};
+}
+
+FunctionKey key(std::string workflow, std::string function, std::string ns = "shop") {
+  return FunctionKey{.namespace_ = std::move(ns),
+                     .workflow = std::move(workflow),
+                     .function = std::move(function)};
+}
+
+unsigned short port_of(const std::string& url) {
+  return static_cast<unsigned short>(std::stoi(url.substr(url.rfind(':') + 1)));
+}
+
+struct Reply {
+  int status = 0;  // 0: no answer
+  std::string body;
+};
+
+// A blocking HTTP/1.0 exchange with 127.0.0.1:port over a raw socket (bounded by 5 s timeouts).
+Reply http(unsigned short port, const std::string& method, const std::string& target,
+           const std::string& body = {}) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  timeval tv{.tv_sec = 5, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  Reply reply;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return reply;
+  }
+  const std::string request =
+      method + " " + target +
+      " HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    ::close(fd);
+    return reply;
+  }
+  std::string raw;
+  char buf[4096];
+  for (;;) {
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    raw.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  const auto head_end = raw.find("\r\n\r\n");
+  if (raw.rfind("HTTP/", 0) != 0 || head_end == std::string::npos) return reply;
+  reply.status = std::stoi(raw.substr(raw.find(' ') + 1, 3));
+  reply.body = raw.substr(head_end + 4);
+  return reply;
+}
+
+json::object env_of(const std::string& url) {
+  const auto reply = http(port_of(url), "GET", "/env");
+  REQUIRE(reply.status == 200);
+  return json::parse(reply.body).as_object();
+}
+
+std::string env_value(const json::object& env, const char* name) {
+  const auto* v = env.if_contains(name);
+  return v ? std::string(v->as_string()) : std::string("<unset>");
+}
+
+bool exists(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+
+// Gone, or a zombie waiting for a parent that is not us (a grandchild whose parent died).
+bool dead(pid_t pid) {
+  if (!exists(pid)) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto paren = text.rfind(')');
+  return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
+}
+
+// Reaped: neither running nor a zombie child of ours.
+bool reaped(pid_t pid) {
+  int status = 0;
+  return !exists(pid) && ::waitpid(pid, &status, WNOHANG) == -1 && errno == ECHILD;
+}
+
+std::size_t count_lines(const std::vector<LogLine>& lines, const std::string& stream,
+                        const std::string& needle) {
+  std::size_t n = 0;
+  for (const auto& line : lines) {
+    if (line.stream == stream && line.text.find(needle) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("A local function answers on its port with the runtime contract's environment",
+          "[function_supervisor]") {
+  ::setenv("KNFLOW_TEST_NOT_INHERITED", "secret", 1);
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+
+  SECTION("command from PATH, script relative to the working directory") {
+    const auto endpoint = ensure(ioc, supervisor, key("orders", "echo"),
+                                 echo_spec({{"GREETING", "hello"}, {"PORT", "1"}}));
+    REQUIRE(endpoint.url);
+    CHECK(endpoint.error.empty());
+    REQUIRE(std::regex_match(*endpoint.url, std::regex(R"(http://127\.0\.0\.1:\d+)")));
+    const auto port = port_of(*endpoint.url);
+
+    const auto echoed = http(port, "POST", "/", "{\"order\":42}");
+    CHECK(echoed.status == 200);
+    CHECK(echoed.body == "{\"order\":42}");
+
+    const auto env = env_of(*endpoint.url);
+    CHECK(env_value(env, "PORT") == std::to_string(port));  // spec.env cannot override PORT
+    CHECK(env_value(env, "K_SERVICE") == "orders-echo");
+    CHECK(env_value(env, "K_CONFIGURATION") == "orders-echo");
+    CHECK(env_value(env, "K_REVISION") == "orders-echo-00001");
+    CHECK(env_value(env, "GREETING") == "hello");
+    CHECK(env_value(env, "PYTHONUNBUFFERED") == "1");
+    // Inherited (a pyenv shim in between may prepend its own directories).
+    CHECK_THAT(env_value(env, "PATH"), Catch::EndsWith(std::getenv("PATH")));
+    CHECK(env_value(env, "KNFLOW_TEST_NOT_INHERITED") == "<unset>");
+
+    const auto state = supervisor.state(key("orders", "echo"));
+    REQUIRE(state);
+    CHECK(state->running);
+    CHECK(state->port == port);
+    REQUIRE(state->pid);
+    CHECK(exists(*state->pid));
+    CHECK(state->restarts == 0);
+    CHECK(!supervisor.state(key("orders", "other")));
+
+    // A second ensure() with the same spec returns the same process.
+    const auto again = ensure(ioc, supervisor, key("orders", "echo"),
+                              echo_spec({{"GREETING", "hello"}, {"PORT", "1"}}));
+    CHECK(again.url == endpoint.url);
+    CHECK(supervisor.state(key("orders", "echo"))->pid == state->pid);
+  }
+
+  SECTION("relative program path resolved against the working directory") {
+    const auto endpoint = ensure(
+        ioc, supervisor, key("orders", "echo"),
+        FunctionSpec{.command = {"./echo_function.py"}, .env = {}, .working_dir = kFixtures});
+    REQUIRE(endpoint.url);
+    CHECK(http(port_of(*endpoint.url), "POST", "/", "ping").body == "ping");
+  }
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("Output of both streams is kept as bounded, timestamped lines", "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.log_lines = 5});
+  const auto k = key("orders", "echo");
+  const auto endpoint = ensure(ioc, supervisor, k, echo_spec());
+  REQUIRE(endpoint.url);
+
+  REQUIRE(run_until(ioc, [&] {
+    const auto lines = supervisor.logs(k);
+    return count_lines(lines, "stdout", "echo: listening on") == 1 &&
+           count_lines(lines, "stderr", "echo: stderr is captured too") == 1;
+  }));
+  const auto first = supervisor.logs(k);
+  for (const auto& line : first) {
+    CHECK(std::regex_match(line.time, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")));
+  }
+  CHECK(supervisor.logs(k, "9999-01-01T00:00:00.000Z").empty());
+  CHECK(supervisor.logs(k, first.front().time).size() >= 1);
+
+  SECTION("only the last log_lines lines are kept") {
+    REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=20").status == 200);
+    REQUIRE(run_until(ioc, [&] {
+      const auto lines = supervisor.logs(k);
+      return !lines.empty() && lines.back().text == "spam 19";
+    }));
+    const auto lines = supervisor.logs(k);
+    REQUIRE(lines.size() == 5);
+    CHECK(lines.front().text == "spam 15");
+  }
+
+  SECTION("a very long line is cut into bounded pieces") {
+    REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=1&len=20000").status == 200);
+    std::size_t total = 0;
+    REQUIRE(run_until(ioc, [&] {
+      total = 0;
+      for (const auto& line : supervisor.logs(k)) {
+        if (line.text.starts_with("xxx")) total += line.text.size();
+      }
+      return total == 20000;
+    }));
+    for (const auto& line : supervisor.logs(k)) CHECK(line.text.size() <= 8192);
+  }
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("A function that crashes is restarted on a new pid", "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 50ms});
+  const auto k = key("orders", "echo");
+  const auto first = ensure(ioc, supervisor, k, echo_spec());
+  REQUIRE(first.url);
+  const pid_t old_pid = *supervisor.state(k)->pid;
+
+  http(port_of(*first.url), "POST", "/crash");  // no answer: it exits while handling this
+  REQUIRE(run_until(ioc, [&] {
+    const auto s = supervisor.state(k);
+    return s->restarts == 1 && s->running && s->pid && *s->pid != old_pid;
+  }));
+  const auto state = supervisor.state(k);
+  CHECK(state->last_exit == "exited with 3");
+  CHECK(supervisor.total_restarts() == 1);
+  CHECK(reaped(old_pid));
+  CHECK(count_lines(supervisor.logs(k), "stderr", "echo: crashing on request") == 1);
+
+  const auto second = ensure(ioc, supervisor, k, echo_spec());
+  REQUIRE(second.url);
+  CHECK(port_of(*second.url) == state->port);
+  CHECK(http(port_of(*second.url), "POST", "/", "again").body == "again");
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("A function that exits at start fails ensure() with its status and stderr",
+          "[function_supervisor]") {
+  struct Case {
+    std::vector<std::string> command;
+    std::map<std::string, std::string> env;
+    std::vector<std::string> expected;
+  };
+  const auto c = GENERATE(
+      Case{{"python3", "echo_function.py"},
+           {{"EXIT_AT_START", "7"}},
+           {"exited with 7 before accepting connections", "echo: refusing to start"}},
+      Case{{"python3", "no_such_script.py"}, {}, {"exited with 2", "No such file or directory"}},
+      Case{{"knflow-no-such-command"}, {}, {"knflow-no-such-command", "not found in PATH"}},
+      Case{{"./no_such_program"}, {}, {"no_such_program", "No such file or directory"}});
+
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 10s});
+  const auto k = key("orders", "broken");
+  const FunctionSpec spec{.command = c.command, .env = c.env, .working_dir = kFixtures};
+  const auto endpoint = ensure(ioc, supervisor, k, spec);
+  CHECK(!endpoint.url);
+  for (const auto& text : c.expected) CHECK_THAT(endpoint.error, Catch::Contains(text));
+  const auto state = supervisor.state(k);
+  REQUIRE(state);
+  CHECK(!state->running);
+  CHECK(!state->pid);
+
+  // While the restart backs off, callers get the last error at once.
+  const auto again = ensure(ioc, supervisor, k, spec);
+  CHECK(!again.url);
+  CHECK_THAT(again.error, Catch::Contains(c.expected.front()));
+  CHECK_THAT(again.error, Catch::Contains("next attempt in"));
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("A function that never listens fails after start_timeout and is stopped",
+          "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(),
+                                SupervisorSettings{.start_timeout = 300ms, .min_backoff = 10s});
+  const auto k = key("orders", "silent");
+  const FunctionSpec spec{
+      .command = {"python3", "-c", "import time\nprint('sleeping', flush=True)\ntime.sleep(600)"},
+      .env = {},
+      .working_dir = {}};
+  std::optional<Endpoint> result;
+  auto on_done = [&result](std::exception_ptr, Endpoint e) { result = std::move(e); };
+  asio::co_spawn(ioc, supervisor.ensure(k, spec), on_done);
+  std::optional<pid_t> pid;
+  REQUIRE(run_until(ioc, [&] {
+    const auto s = supervisor.state(k);
+    if (s && s->pid) pid = s->pid;
+    return pid.has_value();
+  }));
+  REQUIRE(run_until(ioc, [&] { return result.has_value(); }));
+  CHECK(!result->url);
+  CHECK_THAT(result->error, Catch::Contains("did not accept connections on 127.0.0.1:"));
+  CHECK_THAT(result->error, Catch::Contains("within 300ms"));
+  REQUIRE(run_until(ioc, [&] { return reaped(*pid); }));
+  CHECK(!supervisor.state(k)->pid);
+  CHECK(count_lines(supervisor.logs(k), "stdout", "sleeping") == 1);
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("A changed spec replaces the process", "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  const auto k = key("orders", "echo");
+  const auto first = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}));
+  REQUIRE(first.url);
+  const pid_t old_pid = *supervisor.state(k)->pid;
+
+  const auto second = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "b"}}));
+  REQUIRE(second.url);
+  const pid_t new_pid = *supervisor.state(k)->pid;
+  CHECK(new_pid != old_pid);
+  REQUIRE(run_until(ioc, [&] { return reaped(old_pid); }));
+  const auto env = env_of(*second.url);
+  CHECK(env_value(env, "GREETING") == "b");
+  CHECK(env_value(env, "K_REVISION") == "orders-echo-00002");
+  CHECK(supervisor.state(k)->restarts == 0);
+  CHECK(supervisor.total_restarts() == 0);
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("release_workflow and shutdown stop processes and their children",
+          "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  const auto a1 = key("a", "one");
+  const auto a2 = key("a", "two");
+  const auto b1 = key("b", "one");
+  const auto other_namespace = key("a", "one", "elsewhere");
+  const auto url_a1 = ensure(ioc, supervisor, a1, echo_spec({{"SPAWN_CHILD", "1"}})).url;
+  const auto url_a2 = ensure(ioc, supervisor, a2, echo_spec()).url;
+  const auto url_b1 = ensure(ioc, supervisor, b1, echo_spec()).url;
+  const auto url_other = ensure(ioc, supervisor, other_namespace, echo_spec()).url;
+  REQUIRE((url_a1 && url_a2 && url_b1 && url_other));
+  const pid_t pid_a1 = *supervisor.state(a1)->pid;
+  const pid_t pid_a2 = *supervisor.state(a2)->pid;
+  const pid_t pid_b1 = *supervisor.state(b1)->pid;
+  const pid_t pid_other = *supervisor.state(other_namespace)->pid;
+  const auto child = http(port_of(*url_a1), "GET", "/child");
+  REQUIRE(child.status == 200);
+  const pid_t grandchild = std::stoi(child.body);
+  REQUIRE(grandchild > 0);
+  REQUIRE(exists(grandchild));
+
+  supervisor.release_workflow("shop", "a");
+  REQUIRE(run_until(ioc, [&] { return reaped(pid_a1) && reaped(pid_a2) && dead(grandchild); }));
+  CHECK(!supervisor.state(a1));
+  CHECK(!supervisor.state(a2));
+  CHECK(supervisor.logs(a1).empty());
+  CHECK(http(port_of(*url_b1), "POST", "/", "still here").body == "still here");
+  CHECK(http(port_of(*url_other), "POST", "/", "me too").body == "me too");
+
+  shutdown(ioc, supervisor);
+  CHECK(reaped(pid_b1));
+  CHECK(reaped(pid_other));
+  CHECK(!supervisor.state(b1)->running);
+  const auto after = ensure(ioc, supervisor, b1, echo_spec());
+  CHECK(!after.url);
+  CHECK_THAT(after.error, Catch::Contains("shutting down"));
+}
+
+TEST_CASE("Stopping honours SIGTERM and kills after stop_grace", "[function_supervisor]") {
+  asio::io_context ioc;
+  const bool ignores_term = GENERATE(false, true);
+  const auto grace = ignores_term ? 300ms : 20'000ms;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.stop_grace = grace});
+  const auto k = key("orders", "stubborn");
+  REQUIRE(
+      ensure(ioc, supervisor, k, echo_spec({{"IGNORE_SIGTERM", ignores_term ? "1" : "0"}})).url);
+  const pid_t pid = *supervisor.state(k)->pid;
+
+  const auto started = Clock::now();
+  shutdown(ioc, supervisor);
+  const auto took = Clock::now() - started;
+  CHECK(reaped(pid));
+  if (ignores_term) {
+    CHECK(took >= grace);
+  } else {
+    CHECK(took < 10s);  // SIGTERM was enough: no waiting for the grace period
+  }
+}
+
+TEST_CASE("Concurrent ensure() calls for one function share one start", "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  const auto k = key("orders", "echo");
+  std::vector<std::optional<Endpoint>> results(5);
+  for (auto& slot : results) {
+    auto on_done = [&slot](std::exception_ptr, Endpoint e) { slot = std::move(e); };
+    asio::co_spawn(ioc, supervisor.ensure(k, echo_spec()), on_done);
+  }
+  REQUIRE(run_until(ioc, [&] {
+    for (const auto& r : results) {
+      if (!r) return false;
+    }
+    return true;
+  }));
+  for (const auto& r : results) {
+    REQUIRE(r->url);
+    CHECK(r->url == results.front()->url);
+  }
+  REQUIRE(run_until(
+      ioc, [&] { return count_lines(supervisor.logs(k), "stdout", "echo: listening on") >= 1; }));
+  CHECK(count_lines(supervisor.logs(k), "stdout", "echo: listening on") == 1);
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("Destroying the supervisor leaves no process behind", "[function_supervisor]") {
+  asio::io_context ioc;
+  pid_t pid = 0;
+  {
+    FunctionSupervisor supervisor(ioc.get_executor());
+    REQUIRE(ensure(ioc, supervisor, key("orders", "echo"), echo_spec()).url);
+    pid = *supervisor.state(key("orders", "echo"))->pid;
+  }
+  CHECK(reaped(pid));
+  ioc.restart();
+  ioc.run_for(1s);  // the posted clean-up runs and every pending operation ends
+  CHECK(ioc.stopped());
+}
