@@ -1,6 +1,7 @@
 #include "knflow/cli/main.hpp"
 
 #include "commands.hpp"
+#include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/version.hpp"
 
 #include <iostream>
@@ -34,6 +35,7 @@ int run(int argc, char** argv) {
   args.erase(args.begin());
   if (command == "serve") return serve(args);
   if (command == "validate") return validate(args);
+  if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
   if (command == "version" || command == "--version") return version();
   if (command == "help" || command == "--help" || command == "-h") {
     print_usage();
