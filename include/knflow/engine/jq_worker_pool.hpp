@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 namespace knflow::engine {
 
@@ -18,6 +19,7 @@ struct JqWorkerSettings {
   std::chrono::milliseconds time_limit{1'000};  // per evaluation; then the worker is killed
   std::size_t memory_limit_bytes = 256u << 20;  // RLIMIT_AS of each worker
   std::size_t max_program_cache = 1024;         // compiled programs kept per worker
+  std::size_t max_value_bytes = 16u << 20;      // largest result (as JSON); larger ones fail
 };
 
 // Evaluator backed by `knflow jq-worker` processes (see run_jq_worker). A worker that exceeds the
@@ -32,7 +34,10 @@ class JqWorkerPool final : public Evaluator {
                                               boost::json::object variables) override;
   // Kills every worker; pending evaluations fail.
   void shutdown();
+  // Workers killed or lost (time limit, memory limit, death, protocol error) and replaced.
   std::size_t workers_restarted() const;
+  // Process ids of the workers, 0 for a slot with no process; for tests and diagnostics.
+  std::vector<int> worker_pids() const;
 
  private:
   struct Impl;

@@ -1,0 +1,358 @@
+#include "knflow/engine/jq_worker_pool.hpp"
+
+#include "support/catch.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using knflow::engine::Evaluation;
+using knflow::engine::JqWorkerPool;
+using knflow::engine::JqWorkerSettings;
+
+JqWorkerSettings settings(std::size_t workers = 2) {
+  return JqWorkerSettings{.executable = KNFLOW_EXECUTABLE, .workers = workers};
+}
+
+// Evaluations started on the test's io_context; their results are read on the test's thread.
+class Batch {
+ public:
+  Batch(asio::io_context& ioc, JqWorkerPool& pool) : ioc_(ioc), pool_(pool) {}
+
+  // Starts one evaluation; its result will be results()[index].
+  std::size_t start(std::string program, json::value input = nullptr, json::object vars = {}) {
+    const std::size_t index = results_.size();
+    results_.emplace_back();
+    asio::co_spawn(ioc_, pool_.evaluate(std::move(program), std::move(input), std::move(vars)),
+                   [this, index](std::exception_ptr e, Evaluation result) {
+                     if (e) {
+                       result.error = "exception";
+                       result.value.reset();
+                     }
+                     results_[index] = std::move(result);
+                     ++done_;
+                   });
+    return index;
+  }
+
+  // Runs the io_context until every evaluation started so far has finished. (The bound is a
+  // safety net against a hung test, not a measurement.)
+  const std::vector<std::optional<Evaluation>>& wait() {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (done_ < results_.size() && std::chrono::steady_clock::now() < give_up) {
+      if (ioc_.stopped()) ioc_.restart();
+      ioc_.run_one_for(std::chrono::milliseconds(100));
+    }
+    REQUIRE(done_ == results_.size());
+    return results_;
+  }
+
+ private:
+  asio::io_context& ioc_;
+  JqWorkerPool& pool_;
+  std::vector<std::optional<Evaluation>> results_;
+  std::size_t done_ = 0;
+};
+
+Evaluation evaluate(asio::io_context& ioc, JqWorkerPool& pool, std::string program,
+                    json::value input = nullptr, json::object vars = {}) {
+  Batch batch(ioc, pool);
+  batch.start(std::move(program), std::move(input), std::move(vars));
+  return *batch.wait().front();
+}
+
+json::value parse(std::string_view text) { return json::parse(text); }
+
+// Runs the io_context until `done()` holds (bounded, as a safety net).
+template <typename Predicate>
+bool run_until(asio::io_context& ioc, Predicate done) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!done() && std::chrono::steady_clock::now() < give_up) {
+    if (ioc.stopped()) ioc.restart();
+    ioc.run_one_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+}  // namespace
+
+TEST_CASE("jq workers: values, variables and round trips", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings());
+
+  struct Case {
+    std::string program;
+    std::string input;
+    std::string vars;
+    std::string expected;
+  };
+  const std::vector<Case> cases{
+      {".a + 1", R"({"a": 1})", "{}", "2"},
+      {"{x: .a, y: [.b, \"s\"], z: {w: (.a * 10)}}", R"({"a": 2, "b": null})", "{}",
+       R"({"x": 2, "y": [null, "s"], "z": {"w": 20}})"},
+      {"$input.n + $run.attempt", "null", R"({"input": {"n": 5}, "run": {"attempt": 2}})", "7"},
+      {"[$input, $run.id, .]", "3", R"({"run": {"id": "r-1"}, "input": "in"})",
+       R"(["in", "r-1", 3])"},
+      {"$item * $index", "null", R"({"index": 3, "item": 4})", "12"},
+      {"empty", "1", "{}", "null"},
+      {".missing", "{}", "{}", "null"},
+      {"1, 2, 3", "null", "{}", "1"},
+      {".", R"("text")", "{}", R"("text")"},
+      {".", R"([1, "a", null, true, false, {"k": [], "o": {}}])", "{}",
+       R"([1, "a", null, true, false, {"k": [], "o": {}}])"},
+      {".", "3.5", "{}", "3.5"},
+      {".", "-7", "{}", "-7"},
+      {".", "true", "{}", "true"},
+      {".", "null", "{}", "null"},
+      {". * 1024", "12345678901234", "{}", "12641975194863616"},
+      {"pow(2; 62)", "null", "{}", "4611686018427387904"},
+      {". + \"!\"", R"("héllo 🌍")", "{}", R"("héllo 🌍!")"},
+      {"{\"ключ\": ., len: length, e: \"\\u00e9\"}", R"("🌍")", "{}",
+       R"({"ключ": "🌍", "len": 1, "e": "é"})"},
+      {"[infinite, nan]", "null", "{}", "[1.7976931348623157e308, null]"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.program, c.input, c.vars);
+    const Evaluation e = evaluate(ioc, pool, c.program, parse(c.input), parse(c.vars).as_object());
+    REQUIRE(e.error == "");
+    REQUIRE(e.value);
+    CHECK(*e.value == parse(c.expected));
+  }
+
+  SECTION("integers come back as integers, exactly when jq's doubles hold them") {
+    Evaluation e = evaluate(ioc, pool, ".", parse("9007199254740992"));
+    REQUIRE(e.ok());
+    CHECK(e.value->is_int64());
+    CHECK(e.value->as_int64() == 9007199254740992);
+    // jq 1.6 numbers are doubles: 2^53 + 1 is not one.
+    e = evaluate(ioc, pool, ".", parse("9007199254740993"));
+    CHECK(e.value->as_int64() == 9007199254740992);
+    e = evaluate(ioc, pool, ".", parse("-9223372036854775808"));
+    CHECK(e.value->as_int64() == INT64_MIN);
+    e = evaluate(ioc, pool, ". + 0.5", parse("1"));
+    CHECK(e.value->is_double());
+  }
+}
+
+TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(1));
+
+  SECTION("compile errors say what is wrong") {
+    Evaluation e = evaluate(ioc, pool, ".a +");
+    CHECK_FALSE(e.ok());
+    CHECK_FALSE(e.value);
+    CHECK_THAT(e.error, Catch::Contains("syntax error"));
+    e = evaluate(ioc, pool, "$nope + 1", nullptr, json::object{{"input", 1}});
+    CHECK(e.error == "$nope is not defined");
+    e = evaluate(ioc, pool, "  ");
+    CHECK_THAT(e.error, Catch::Contains("empty"));
+    e = evaluate(ioc, pool, "$x", nullptr, json::object{{"not-a-name", 1}});
+    CHECK_THAT(e.error, Catch::Contains("cannot be a jq variable name"));
+  }
+
+  SECTION("runtime errors carry jq's message") {
+    Evaluation e = evaluate(ioc, pool, "error(\"x\")");
+    CHECK(e.error == "x");
+    e = evaluate(ioc, pool, ". + 1", json::object{});
+    CHECK_THAT(e.error, Catch::Contains("cannot be added"));
+    e = evaluate(ioc, pool, "error({a: 1})");
+    CHECK(e.error == R"({"a":1} (not a string))");
+    e = evaluate(ioc, pool, "try error(\"x\") catch \"caught \\(.)\"");
+    CHECK(e.value == json::value("caught x"));
+  }
+
+  SECTION("features that reach outside the expression are refused") {
+    for (const std::string program :
+         {"input", "[inputs]", "env", "$ENV", "$ENV.HOME", "env.HOME", "import \"a\" as a; .",
+          "include \"x\"; .", "debug", "stderr", "input_filename", "$__prog_args"}) {
+      CAPTURE(program);
+      const Evaluation e = evaluate(ioc, pool, program, json::object{{"a", 1}});
+      CHECK_FALSE(e.ok());
+      CHECK_THAT(e.error, Catch::Contains("is not available in knflow expressions"));
+    }
+    // The worker is still there and serving.
+    CHECK(evaluate(ioc, pool, ".a", json::object{{"a", 1}}).value == json::value(1));
+    CHECK(pool.workers_restarted() == 0);
+  }
+}
+
+TEST_CASE("jq workers: runaway expressions fault alone and the pool keeps serving",
+          "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(2));
+  // Both workers started, so that the runaway and the normal evaluation run side by side.
+  {
+    Batch warm(ioc, pool);
+    warm.start("1");
+    warm.start("2");
+    for (const auto& r : warm.wait()) REQUIRE(r->ok());
+  }
+
+  for (const std::string program : {"def f: f; f", "[repeat(1)]", "last(range(1e12))",
+                                    "def f: [f]; f", "reduce range(1e9) as $i (\"\"; . + \"x\")"}) {
+    CAPTURE(program);
+    const std::size_t restarted = pool.workers_restarted();
+    Batch batch(ioc, pool);
+    const std::size_t runaway = batch.start(program);
+    const std::size_t normal = batch.start(".a * 2", json::object{{"a", 21}});
+    const auto& results = batch.wait();
+    CHECK_FALSE(results[runaway]->ok());
+    const std::string& error = results[runaway]->error;
+    const bool bounded = error == "expression exceeded the 1000 ms time limit" ||
+                         error == "expression exceeded the 256 MiB memory limit";
+    CHECK(bounded);
+    REQUIRE(results[normal]->ok());
+    CHECK(*results[normal]->value == json::value(42));
+
+    CHECK(pool.workers_restarted() > restarted);
+    const Evaluation after = evaluate(ioc, pool, ".", json::value("still here"));
+    CHECK(after.value == json::value("still here"));
+  }
+}
+
+TEST_CASE("jq workers: no environment, no working directory, no inherited files", "[engine][jq]") {
+  ::setenv("KNFLOW_TEST_SECRET", "hunter2", 1);
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(1));
+
+  for (const std::string program : {"$ENV.KNFLOW_TEST_SECRET", "env.KNFLOW_TEST_SECRET",
+                                    "env | .KNFLOW_TEST_SECRET", "$ENV | keys"}) {
+    CAPTURE(program);
+    const Evaluation e = evaluate(ioc, pool, program);
+    CHECK_FALSE(e.ok());
+    CHECK_FALSE(e.value);
+  }
+
+  REQUIRE(evaluate(ioc, pool, "1").ok());
+  const int pid = pool.worker_pids().at(0);
+  REQUIRE(pid > 0);
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::ifstream environ(proc + "/environ", std::ios::binary);
+  const std::string environment{std::istreambuf_iterator<char>(environ), {}};
+  CHECK(environment.empty());
+  CHECK(std::filesystem::read_symlink(proc + "/cwd") == "/");
+  std::vector<int> fds;
+  for (const auto& entry : std::filesystem::directory_iterator(proc + "/fd")) {
+    fds.push_back(std::stoi(entry.path().filename().string()));
+  }
+  std::sort(fds.begin(), fds.end());
+  CHECK(fds == std::vector<int>{0, 1, 2});
+  ::unsetenv("KNFLOW_TEST_SECRET");
+}
+
+TEST_CASE("jq workers: a thousand concurrent evaluations on two workers", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(2));
+  Batch batch(ioc, pool);
+  for (int i = 0; i < 1000; ++i) {
+    batch.start("{n: (.n * 2), who: $run.id}", json::object{{"n", i}},
+                json::object{{"run", json::object{{"id", "r" + std::to_string(i)}}}});
+  }
+  const auto& results = batch.wait();
+  for (int i = 0; i < 1000; ++i) {
+    CAPTURE(i);
+    REQUIRE(results[i]->error == "");
+    CHECK(*results[i]->value ==
+          json::value(json::object{{"n", 2 * i}, {"who", "r" + std::to_string(i)}}));
+  }
+  CHECK(pool.workers_restarted() == 0);
+}
+
+TEST_CASE("jq workers: a full queue refuses at once", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.max_queue = 2;
+  JqWorkerPool pool(ioc.get_executor(), s);
+  Batch batch(ioc, pool);
+  for (int i = 0; i < 10; ++i) batch.start(".", json::value(i));
+  const auto& results = batch.wait();
+  std::size_t served = 0;
+  for (const auto& r : results) {
+    if (r->ok()) {
+      ++served;
+    } else {
+      CHECK_THAT(r->error, Catch::Contains("too many expressions are waiting"));
+    }
+  }
+  CHECK(served == 3);  // one on the worker, two in the queue
+  // Once the queue drained, evaluations are accepted again.
+  CHECK(evaluate(ioc, pool, "\"ok\"").value == json::value("ok"));
+}
+
+TEST_CASE("jq workers: a worker killed from outside is replaced", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(1));
+  REQUIRE(evaluate(ioc, pool, "1").ok());
+  const int pid = pool.worker_pids().at(0);
+  REQUIRE(pid > 0);
+  REQUIRE(::kill(pid, SIGKILL) == 0);
+
+  const Evaluation e = evaluate(ioc, pool, ".x", json::object{{"x", "after"}});
+  REQUIRE(e.error == "");
+  CHECK(*e.value == json::value("after"));
+  CHECK(pool.worker_pids().at(0) != pid);
+  CHECK(pool.workers_restarted() >= 1);
+  // Reaped by the pool: it is no zombie of ours any more.
+  CHECK(run_until(ioc, [pid] {
+    int status = 0;
+    return ::waitpid(pid, &status, WNOHANG) == -1 && errno == ECHILD;
+  }));
+}
+
+TEST_CASE("jq workers: shutdown fails pending evaluations and kills the workers", "[engine][jq]") {
+  asio::io_context ioc;
+  auto pool = std::make_unique<JqWorkerPool>(ioc.get_executor(), settings(1));
+  REQUIRE(evaluate(ioc, *pool, "1").ok());
+  const int pid = pool->worker_pids().at(0);
+
+  Batch batch(ioc, *pool);
+  const std::size_t busy = batch.start("last(range(1e12))");
+  const std::size_t queued = batch.start("2");
+  ioc.restart();
+  ioc.poll();  // both are on their way: one on the worker, one waiting
+  pool->shutdown();
+  const auto& results = batch.wait();
+  CHECK(results[busy]->error == "the expression evaluator is shutting down");
+  CHECK(results[queued]->error == "the expression evaluator is shutting down");
+  CHECK(evaluate(ioc, *pool, "3").error == "the expression evaluator is shutting down");
+  pool.reset();
+  CHECK(run_until(ioc, [pid] { return ::kill(pid, 0) == -1; }));  // killed and reaped
+}
+
+TEST_CASE("jq workers: a worker that cannot start fails the evaluation clearly", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.executable = "/nonexistent/knflow";
+  JqWorkerPool pool(ioc.get_executor(), s);
+  Evaluation e = evaluate(ioc, pool, "1");
+  CHECK_THAT(e.error, Catch::StartsWith("could not start an expression worker"));
+  e = evaluate(ioc, pool, "1");  // after a backoff, tried again
+  CHECK_THAT(e.error, Catch::StartsWith("could not start an expression worker"));
+
+  s.executable = "/bin/true";  // starts, but does not speak the protocol
+  JqWorkerPool wrong(ioc.get_executor(), s);
+  e = evaluate(ioc, wrong, "1");
+  CHECK_THAT(e.error, Catch::StartsWith("could not start an expression worker"));
+}
