@@ -15,6 +15,8 @@ inline constexpr int kExitFailed = 3;   // the daemon failed at run time
 
 int serve(const std::vector<std::string>& args);
 int validate(const std::vector<std::string>& args);
+int invoke(const std::vector<std::string>& args);
+int runs(const std::vector<std::string>& args);
 int version();
 void print_usage();
 

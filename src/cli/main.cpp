@@ -15,6 +15,8 @@ void print_usage() {
                "Commands:\n"
                "  serve      run the daemon: REST API, dashboard, metrics, engine\n"
                "  validate   check a workflow file offline and list every error\n"
+               "  invoke     run a workflow on the daemon and print its result\n"
+               "  runs       list runs, or show one with `runs get ID`\n"
                "  version    print the version and exit\n"
                "  help       print this text\n\n"
                "Run `knflow <command> --help` for a command's options.\n";
@@ -35,6 +37,8 @@ int run(int argc, char** argv) {
   args.erase(args.begin());
   if (command == "serve") return serve(args);
   if (command == "validate") return validate(args);
+  if (command == "invoke") return invoke(args);
+  if (command == "runs") return runs(args);
   if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
   if (command == "version" || command == "--version") return version();
   if (command == "help" || command == "--help" || command == "-h") {

@@ -2,11 +2,16 @@
 
 #include "knflow/api/api.hpp"
 #include "knflow/cache/workflow_cache.hpp"
+#include "knflow/engine/engine.hpp"
+#include "knflow/engine/function_supervisor.hpp"
+#include "knflow/engine/http_client.hpp"
+#include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/http/auth.hpp"
 #include "knflow/http/server.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/store/db.hpp"
+#include "knflow/store/run_store.hpp"
 #include "knflow/version.hpp"
 
 #include <sys/stat.h>
@@ -14,6 +19,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/program_options.hpp>
 
 #include <cstdlib>
@@ -76,7 +82,23 @@ po::options_description serve_options() {
      "seconds in-flight requests get to finish after SIGTERM or SIGINT")
     ("threads", po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
      "threads running the event loop")
-    ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error");
+    ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error")
+    ("functions-dir", po::value<std::string>()->default_value("."),
+     "directory that relative local.command paths of functions start in")
+    ("invoke-timeout", po::value<double>()->default_value(30),
+     "seconds a synchronous invoke waits for the run's result before answering 202")
+    ("max-invoke-timeout", po::value<double>()->default_value(300),
+     "largest ?timeout= a synchronous invoke may ask for, in seconds")
+    ("expression-timeout", po::value<double>()->default_value(1),
+     "seconds one jq expression may run before its step faults")
+    ("expression-workers", po::value<std::size_t>()->default_value(2),
+     "processes that evaluate jq expressions")
+    ("max-active-runs", po::value<std::size_t>()->default_value(10000),
+     "runs executing at once; more are refused with 503")
+    ("retention-hours", po::value<double>()->default_value(168),
+     "finished runs older than this are deleted (0 keeps them by age)")
+    ("retention-runs", po::value<std::size_t>()->default_value(100000),
+     "at most this many finished runs are kept (0: no limit)");
   // clang-format on
   return desc;
 }
@@ -264,7 +286,32 @@ int serve(const std::vector<std::string>& args) {
   const unsigned threads = std::max(1u, vm["threads"].as<unsigned>());
   asio::io_context ioc(static_cast<int>(threads));
   metrics::Metrics metrics;
-  api::Api api(ioc.get_executor(), metrics, api_settings);
+  api_settings.invoke_timeout = seconds_option(vm, "invoke-timeout");
+  api_settings.max_invoke_timeout = seconds_option(vm, "max-invoke-timeout");
+
+  // The engine and what it runs on: pooled HTTP, jq worker processes, local function processes.
+  std::error_code self_ec;
+  const auto self_exe = fs::read_symlink("/proc/self/exe", self_ec);
+  engine::HttpClient http_client(ioc.get_executor());
+  engine::JqWorkerPool jq(
+      ioc.get_executor(),
+      engine::JqWorkerSettings{
+          .executable = self_ec ? fs::path("knflow") : self_exe,
+          .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
+          .time_limit = seconds_option(vm, "expression-timeout"),
+      });
+  engine::FunctionSupervisor functions(ioc.get_executor());
+  // `emit` reaches the daemon's own broker over loopback with a token made for this process.
+  const std::string internal_token = http::generate_token();
+  tokens->add(internal_token);
+  engine::EngineSettings engine_settings;
+  engine_settings.broker_token = internal_token;
+  engine_settings.working_dir = vm["functions-dir"].as<std::string>();
+  engine_settings.max_active_runs = vm["max-active-runs"].as<std::size_t>();
+  api::Api api(ioc.get_executor(), metrics, api_settings, nullptr, &functions);
+  engine::Engine engine(ioc.get_executor(), api.writer(), http_client, jq, functions, &metrics,
+                        engine_settings);
+  api.set_engine(&engine);
   http::Router router;
   api.register_routes(router);
   http::Server server(ioc.get_executor(), router, std::move(*tokens), &metrics, server_settings);
@@ -278,6 +325,13 @@ int serve(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   const std::string address = bound.address().to_string() + ":" + std::to_string(bound.port());
+  {
+    const auto loopback = bound.address().is_loopback() || bound.address().is_unspecified()
+                              ? std::string(bound.address().is_v6() ? "[::1]" : "127.0.0.1")
+                              : bound.address().to_string();
+    engine.set_broker_url("http://" + loopback + ":" + std::to_string(bound.port()) +
+                          "/api/v1/namespaces/{ns}/broker");
+  }
   log::info("Started knflow", {{"version", kVersion},
                                {"listen", address},
                                {"dataDir", data_dir.string()},
@@ -288,7 +342,8 @@ int serve(const std::vector<std::string>& args) {
   std::unique_ptr<store::Db> db;  // writer strand only
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
 
-  // Stops accepting, drains requests, then closes the cache and SQLite on the writer strand.
+  // Stops accepting and drains requests; stops runs (they stay unfinished in SQLite and resume at
+  // the next start), expression workers and function processes; then closes SQLite.
   auto shutdown = [&](int code) {
     asio::post(api.writer(), [&, code] {
       if (shutting_down) return;
@@ -297,12 +352,18 @@ int serve(const std::vector<std::string>& args) {
       api.set_draining();
       signals.cancel();
       server.stop([&] {
-        asio::post(api.writer(), [&] {
-          api.detach().reset();
-          db.reset();
-          log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
-          ioc.stop();
+        engine.shutdown([&] {
+          jq.shutdown();
+          functions.shutdown([&] {
+            asio::post(api.writer(), [&] {
+              api.detach();
+              db.reset();
+              log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
+              ioc.stop();
+            });
+          });
         });
+        http_client.shutdown();
       });
     });
   };
@@ -312,6 +373,46 @@ int serve(const std::vector<std::string>& args) {
     shutdown(kExitOk);
   });
 
+  // Finished runs are pruned by age and count in small batches on the writer strand, one batch
+  // per turn, so that API writes interleave and are never blocked for long.
+  const double retention_hours = vm["retention-hours"].as<double>();
+  const std::size_t retention_runs = vm["retention-runs"].as<std::size_t>();
+  asio::steady_timer retention_timer(api.writer());
+  std::function<void()> schedule_retention = [&] {
+    retention_timer.expires_after(std::chrono::seconds(60));
+    retention_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec || shutting_down) return;
+      std::function<void()> batch = [&] {
+        std::optional<std::string> before;
+        if (retention_hours > 0) {
+          const auto cutoff = std::chrono::system_clock::now() -
+                              std::chrono::seconds(static_cast<long long>(retention_hours * 3600));
+          const std::time_t t = std::chrono::system_clock::to_time_t(cutoff);
+          std::tm tm{};
+          gmtime_r(&t, &tm);
+          char buf[40];
+          std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+          before = buf;
+        }
+        std::optional<std::size_t> keep;
+        if (retention_runs > 0) keep = retention_runs;
+        std::size_t deleted = 0;
+        try {
+          if (auto* runs = api.run_store()) deleted = runs->prune(before, keep, 200);
+        } catch (const std::exception& e) {
+          log::warn("Failed to prune runs", {{"error", e.what()}});
+          metrics.sqlite_error("write");
+        }
+        if (deleted == 200 && !shutting_down) {
+          asio::post(api.writer(), batch);
+        } else {
+          schedule_retention();
+        }
+      };
+      batch();
+    });
+  };
+
   // The cache loads on the writer strand while the server already answers /healthz.
   asio::post(api.writer(), [&] {
     try {
@@ -319,7 +420,10 @@ int serve(const std::vector<std::string>& args) {
       db = std::make_unique<store::Db>(data_dir / "knflow.db");
       auto cache = std::make_unique<cache::WorkflowCache>(*db, &metrics);
       const auto count = cache->snapshot()->items.size();
-      api.attach(std::move(cache));
+      auto runs = std::make_unique<store::RunStore>(*db);
+      engine.attach(runs.get());  // resumes the runs a previous process left unfinished
+      api.attach(std::move(cache), std::move(runs));
+      schedule_retention();
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - started)
                           .count();

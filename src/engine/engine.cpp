@@ -39,7 +39,7 @@ Fault make_fault(std::string_view type, unsigned status, std::string title, std:
                  std::string instance) {
   Fault f;
   f.error["type"] = error_type_uri(type);
-  f.error["status"] = status;
+  f.error["status"] = static_cast<std::int64_t>(status);
   f.error["title"] = std::move(title);
   if (!detail.empty()) f.error["detail"] = std::move(detail);
   f.error["instance"] = std::move(instance);
@@ -162,6 +162,24 @@ Current current_from_json(const json::value& v) {
   c.data = o.at("data");
   c.event = event_from_attributes(o.at("event").as_object());
   return c;
+}
+
+// The outcome of a finished run as its record holds it.
+RunOutcome outcome_from_record(const store::RunRecord& rec) {
+  RunOutcome o;
+  o.phase = std::string(store::to_string(rec.phase));
+  if (rec.output_json) {
+    auto c = current_from_json(json::parse(*rec.output_json));
+    CloudEvent ev = c.event;
+    ev.data = json::serialize(c.data);
+    ev.datacontenttype = "application/json";
+    o.output = std::move(ev);
+  }
+  if (rec.error_json) {
+    auto e = json::parse(*rec.error_json);
+    if (e.is_object()) o.error = e.as_object();
+  }
+  return o;
 }
 
 }  // namespace
@@ -836,11 +854,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     json::value data = cur.data;
     if (e.data) data = co_await eval_deep(*e.data, cur.data, vars, path + "/emit/data");
     ev.data = json::serialize(data);
-    ev.extensions["traceparent"] = traceparent(run);
     auto encoded = encode_binary(ev);
     HttpRequest req;
+    req.headers.emplace_back("traceparent", traceparent(run));
     req.url = settings.broker_url;
-    req.headers = encoded.headers;
+    if (auto at = req.url.find("{ns}"); at != std::string::npos) {
+      req.url.replace(at, 4, run.namespace_);
+    }
+    for (auto& h : encoded.headers) req.headers.push_back(h);
     if (!settings.broker_token.empty()) {
       req.headers.emplace_back("Authorization", "Bearer " + settings.broker_token);
     }
@@ -897,7 +918,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     out.id = run.id + ":" + path;  // the same id on every attempt and after a restart
     out.datacontenttype = "application/json";
     out.data = json::serialize(cur.data);
-    out.extensions["traceparent"] = traceparent(run);
+    out.extensions.erase("traceparent");
     const auto encoded = encode_binary(out);
 
     std::int64_t& attempts = run.attempts[path];
@@ -909,6 +930,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       req.url = url;
       req.headers = encoded.headers;
       req.headers.emplace_back("Prefer", "reply");
+      req.headers.emplace_back("traceparent", traceparent(run));  // W3C trace context
       req.body = encoded.body;
       req.timeout = per_call;
       if (env.deadline) {
@@ -1180,6 +1202,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     for (auto& a : store.attempts(rec.id)) {
       auto& n = run->attempts[a.path];
       n = std::max(n, a.attempt);
+      if (a.phase == store::AttemptPhase::running) {
+        // The daemon stopped during this attempt; the step runs again with the same event id.
+        store.finish_attempt(
+            rec.id, a.seq,
+            attempt_result(store::AttemptPhase::cancelled, std::nullopt,
+                           make_fault("runtime", 503, "Interrupted",
+                                      "the daemon stopped during this attempt", a.path)
+                               .error,
+                           std::nullopt));
+      }
     }
     {
       std::lock_guard lock(mutex);
@@ -1221,6 +1253,8 @@ Engine::Engine(asio::any_io_executor executor, Strand store_strand, HttpClient& 
 Engine::~Engine() = default;
 
 bool Engine::attached() const { return impl_->runs != nullptr; }
+
+void Engine::set_broker_url(std::string url) { impl_->settings.broker_url = std::move(url); }
 
 std::size_t Engine::active_runs() const {
   std::lock_guard lock(impl_->mutex);
@@ -1300,7 +1334,14 @@ asio::awaitable<std::optional<RunOutcome>> Engine::wait(std::string run_id,
     std::lock_guard lock(impl_->mutex);
     if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
   }
-  if (!run) co_return std::nullopt;  // not running here: the caller reads the store
+  if (!run) {
+    // Not executing: finished (or unknown). The store has its outcome.
+    std::function<std::optional<store::RunRecord>(store::RunStore&)> op =
+        [run_id](store::RunStore& s) { return s.get_run(run_id); };
+    auto rec = co_await impl_->on_store<std::optional<store::RunRecord>>(std::move(op));
+    if (!rec || !store::is_finished(rec->phase)) co_return std::nullopt;
+    co_return outcome_from_record(*rec);
+  }
   // Register on the run's strand, so that finish() cannot slip between check and wait.
   auto timer = std::make_shared<asio::steady_timer>(run->strand, timeout);
   auto registered =

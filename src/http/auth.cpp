@@ -54,6 +54,8 @@ TokenSet TokenSet::from_tokens(const std::vector<std::string>& tokens) {
   return set;
 }
 
+void TokenSet::add(const std::string& token) { digests_.push_back(digest(token)); }
+
 bool TokenSet::accepts(std::string_view header) const {
   constexpr std::string_view kScheme = "Bearer ";
   if (header.size() <= kScheme.size()) return false;

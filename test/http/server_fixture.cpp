@@ -2,6 +2,7 @@
 
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/store/db.hpp"
+#include "knflow/store/run_store.hpp"
 
 #include <boost/asio/post.hpp>
 
@@ -24,7 +25,8 @@ void ServerFixture::load_cache() {
   std::promise<void> loaded;
   boost::asio::post(api_.writer(), [&] {
     db_ = std::make_unique<store::Db>(dir_.path() / "knflow.db");
-    api_.attach(std::make_unique<cache::WorkflowCache>(*db_, &metrics_));
+    api_.attach(std::make_unique<cache::WorkflowCache>(*db_, &metrics_),
+                std::make_unique<store::RunStore>(*db_));
     loaded.set_value();
   });
   loaded.get_future().get();
@@ -36,7 +38,7 @@ ServerFixture::~ServerFixture() {
   stopped.get_future().get();
   std::promise<void> closed;
   boost::asio::post(api_.writer(), [&] {
-    api_.detach().reset();
+    api_.detach();
     db_.reset();
     closed.set_value();
   });

@@ -7,11 +7,24 @@
 #include <boost/asio/strand.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <map>
 #include <memory>
+#include <mutex>
 
 namespace knflow::cache {
 class WorkflowCache;
+}
+namespace knflow::store {
+class RunStore;
+}
+namespace knflow::engine {
+class Engine;
+class FunctionSupervisor;
+}  // namespace knflow::engine
+namespace knflow::model {
+struct Workflow;
 }
 namespace knflow::metrics {
 class Metrics;
@@ -21,8 +34,10 @@ namespace knflow::api {
 
 struct ApiSettings {
   model::ParseLimits parse_limits;
-  std::size_t default_page_size = 500;  // list `limit` when none is given
-  std::size_t max_page_size = 1000;     // larger `limit` values are lowered to this
+  std::size_t default_page_size = 500;               // list `limit` when none is given
+  std::size_t max_page_size = 1000;                  // larger `limit` values are lowered to this
+  std::chrono::milliseconds invoke_timeout{30'000};  // synchronous invoke waits this long
+  std::chrono::milliseconds max_invoke_timeout{300'000};  // `?timeout=` is capped at this
 };
 
 // The REST handlers: thin translation between HTTP and the workflow cache. Reads take a cache
@@ -31,28 +46,52 @@ struct ApiSettings {
 // 503.
 class Api {
  public:
-  Api(boost::asio::any_io_executor executor, metrics::Metrics& metrics, ApiSettings settings);
+  // `engine` and `functions` may be null (routes that need them answer 503).
+  Api(boost::asio::any_io_executor executor, metrics::Metrics& metrics, ApiSettings settings,
+      engine::Engine* engine = nullptr, engine::FunctionSupervisor* functions = nullptr);
   ~Api();
 
   // The strand every cache write (and the cache's construction) must run on.
   boost::asio::strand<boost::asio::any_io_executor>& writer() { return writer_; }
 
-  // Makes the cache live; call on the writer strand once it is loaded. /readyz turns 200.
-  void attach(std::unique_ptr<cache::WorkflowCache> cache);
-  // Detaches and returns the cache (on the writer strand), e.g. to close SQLite at shutdown.
-  std::unique_ptr<cache::WorkflowCache> detach();
+  // Makes the cache (and the run store) live; call on the writer strand once loaded. /readyz
+  // turns 200.
+  void attach(std::unique_ptr<cache::WorkflowCache> cache,
+              std::unique_ptr<store::RunStore> runs = nullptr);
+  // Detaches and destroys the cache and run store (on the writer strand), before SQLite closes.
+  void detach();
+  // The engine, when it is built after the API (its store strand is the API's writer strand).
+  void set_engine(engine::Engine* engine) { engine_ = engine; }
+  // The run store while attached; writer strand only.
+  store::RunStore* run_store() { return runs_.get(); }
   // /readyz turns 503 (the server is draining).
   void set_draining() { draining_ = true; }
 
-  // Adds every route (workflows, validate, health, metrics, OpenAPI, static assets).
+  // Adds every route (workflows, runs, invoke, broker, validate, health, metrics, OpenAPI,
+  // static assets).
   void register_routes(http::Router& router);
 
  private:
   struct Handlers;
+  struct RunHandlers;
+  friend struct RunHandlers;
+  void register_run_routes(http::Router& router);
+  // The decoded workflow of a cache entry, decoded once per resourceVersion. Any thread.
+  std::shared_ptr<const model::Workflow> decoded(const std::string& namespace_,
+                                                 const std::string& name,
+                                                 std::int64_t resource_version,
+                                                 const std::string& json);
   boost::asio::strand<boost::asio::any_io_executor> writer_;
   metrics::Metrics& metrics_;
   ApiSettings settings_;
+  engine::Engine* engine_;
+  engine::FunctionSupervisor* functions_;
   std::unique_ptr<cache::WorkflowCache> cache_owner_;  // writer strand only
+  std::unique_ptr<store::RunStore> runs_;              // writer strand only
+  std::mutex decoded_mutex_;
+  std::map<std::pair<std::string, std::string>,
+           std::pair<std::int64_t, std::shared_ptr<const model::Workflow>>>
+      decoded_;
   std::atomic<cache::WorkflowCache*> cache_{nullptr};  // read by handlers for snapshots
   std::atomic<bool> draining_{false};
 };

@@ -96,6 +96,9 @@ class Engine {
 
   std::size_t active_runs() const;
 
+  // Where `emit` posts; "{ns}" is replaced by the run's namespace. Call before runs start.
+  void set_broker_url(std::string url);
+
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;

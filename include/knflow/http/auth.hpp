@@ -20,6 +20,9 @@ class TokenSet {
   static std::optional<TokenSet> load(const std::filesystem::path& file, std::string& error);
   static TokenSet from_tokens(const std::vector<std::string>& tokens);
 
+  // Accepts one more token (before the server starts; not thread-safe).
+  void add(const std::string& token);
+
   // True when the Authorization header value is "Bearer <token>" for an accepted token.
   bool accepts(std::string_view authorization_header) const;
   bool empty() const { return digests_.empty(); }

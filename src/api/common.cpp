@@ -1,0 +1,155 @@
+#include "common.hpp"
+
+#include "knflow/model/document.hpp"
+
+#include <boost/json.hpp>
+
+#include <charconv>
+
+namespace knflow::api::detail {
+
+namespace json = boost::json;
+using http::Problem;
+using http::ProblemError;
+using http::Request;
+using http::Response;
+
+Response problem(unsigned status, std::string type, std::string detail, const Request& req,
+                 std::vector<ProblemError> errors) {
+  Problem p;
+  p.status = status;
+  p.type = std::move(type);
+  p.detail = std::move(detail);
+  p.instance = req.path;
+  p.errors = std::move(errors);
+  return http::make_problem(p);
+}
+
+std::vector<ProblemError> to_problem_errors(const model::Errors& errors) {
+  std::vector<ProblemError> out;
+  out.reserve(errors.size());
+  for (const auto& e : errors) out.push_back({e.pointer, e.message});
+  return out;
+}
+
+json::object mode_json(const model::ModeSupport& m) {
+  json::array reasons;
+  for (const auto& r : m.reasons) {
+    reasons.push_back(json::object{{"pointer", r.pointer}, {"detail", r.message}});
+  }
+  return json::object{{"supported", m.supported}, {"reasons", std::move(reasons)}};
+}
+
+json::object modes_json(const model::ValidationReport& report) {
+  return json::object{{"standalone", mode_json(report.standalone)},
+                      {"cluster", mode_json(report.cluster)}};
+}
+
+// Picks the answer format from Accept (RFC 9110 section 12.5.1, q-values honoured); nullopt when
+// the client accepts neither JSON nor YAML.
+std::optional<model::Format> negotiate(const Request& req) {
+  auto accept = req.header("accept");
+  if (!accept || accept->empty()) return model::Format::json;
+  double best_q = -1;
+  std::optional<model::Format> best;
+  std::string_view rest = *accept;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    double q = 1;
+    auto semi = item.find(';');
+    std::string_view type = item.substr(0, semi);
+    if (semi != std::string_view::npos) {
+      auto qpos = item.find("q=", semi);
+      if (qpos != std::string_view::npos) {
+        std::string qtext(item.substr(qpos + 2));
+        try {
+          q = std::stod(qtext);
+        } catch (...) {
+          q = 0;
+        }
+      }
+    }
+    while (!type.empty() && type.front() == ' ') type.remove_prefix(1);
+    while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
+    std::optional<model::Format> format;
+    if (type == "*/*" || type == "application/*" || type == "application/json") {
+      format = model::Format::json;
+    } else {
+      auto guess = model::format_from_media_type(type);
+      if (guess.ok) format = guess.format;
+    }
+    if (format && q > 0 && q > best_q) {
+      best_q = q;
+      best = format;
+    }
+  }
+  return best;
+}
+
+Response not_acceptable(const Request& req) {
+  return problem(406, "not-acceptable",
+                 "This endpoint answers application/json or application/yaml; the Accept header "
+                 "allows neither.",
+                 req);
+}
+
+// Answers a JSON document in the negotiated format.
+Response document_response(unsigned status, std::string json_text, model::Format format) {
+  if (format == model::Format::yaml) {
+    return http::make_response(status, std::string(kYaml), model::to_yaml(json::parse(json_text)));
+  }
+  json_text.push_back('\n');
+  return http::make_response(status, std::string(kJson), std::move(json_text));
+}
+
+// Reads and parses a request body as JSON or YAML per Content-Type. On failure returns the
+// problem to answer.
+std::variant<json::value, Response> read_document(const Request& req,
+                                                  const model::ParseLimits& limits) {
+  auto content_type = req.header("content-type");
+  if (!content_type) {
+    return problem(415, "unsupported-media-type",
+                   "Send the body with Content-Type: application/json or application/yaml.", req);
+  }
+  auto guess = model::format_from_media_type(*content_type);
+  if (!guess.ok) {
+    return problem(415, "unsupported-media-type",
+                   "Content-Type " + std::string(*content_type) +
+                       " is not supported; use application/json or application/yaml.",
+                   req);
+  }
+  auto parsed = model::parse_document(req.body, guess.format, limits);
+  if (auto* error = std::get_if<model::ParseError>(&parsed)) {
+    return problem(400, "malformed-document",
+                   std::string(guess.format == model::Format::yaml ? "YAML" : "JSON") +
+                       " body could not be parsed: " + error->to_string(),
+                   req, {{"", error->to_string()}});
+  }
+  return std::get<json::value>(std::move(parsed));
+}
+
+std::string hex_encode(std::string_view in) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : in) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xf]);
+  }
+  return out;
+}
+
+std::optional<std::string> hex_decode(std::string_view in) {
+  if (in.size() % 2 != 0) return std::nullopt;
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); i += 2) {
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(in.data() + i, in.data() + i + 2, value, 16);
+    if (ec != std::errc{} || ptr != in.data() + i + 2) return std::nullopt;
+    out.push_back(static_cast<char>(value));
+  }
+  return out;
+}
+
+}  // namespace knflow::api::detail

@@ -1,0 +1,572 @@
+// REST handlers for running workflows: invoke, the broker endpoint, runs and their logs.
+
+#include "common.hpp"
+#include "knflow/api/api.hpp"
+#include "knflow/cache/workflow_cache.hpp"
+#include "knflow/engine/engine.hpp"
+#include "knflow/engine/function_supervisor.hpp"
+#include "knflow/log/log.hpp"
+#include "knflow/model/codec.hpp"
+#include "knflow/model/schema.hpp"
+#include "knflow/store/run_store.hpp"
+
+#include <openssl/rand.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+
+#include <charconv>
+#include <ctime>
+
+namespace knflow::api {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using namespace detail;
+using http::Request;
+using http::Response;
+
+std::string now_rfc3339_ms() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buf[40];
+  const auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms));
+  return std::string(buf, n) + frac;
+}
+
+std::string new_event_id() {
+  unsigned char raw[16];
+  RAND_bytes(raw, sizeof raw);
+  return hex_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+}
+
+json::value parse_or_null(const std::optional<std::string>& text) {
+  if (!text) return nullptr;
+  boost::system::error_code ec;
+  auto v = json::parse(*text, ec);
+  return ec ? json::value(json::string(*text)) : v;
+}
+
+// A run as the API shows it; `details` adds input, output and the definition's generation.
+json::object run_json(const store::RunRecord& r, bool details) {
+  json::object o{{"id", r.id},
+                 {"namespace", r.namespace_},
+                 {"workflow", r.workflow},
+                 {"generation", r.generation},
+                 {"phase", std::string(store::to_string(r.phase))},
+                 {"createdAt", r.created_at}};
+  if (r.started_at) o["startedAt"] = *r.started_at;
+  if (r.finished_at) o["finishedAt"] = *r.finished_at;
+  if (r.error_json) o["error"] = parse_or_null(r.error_json);
+  if (details) {
+    o["input"] = parse_or_null(r.input_json);
+    if (r.output_json) o["output"] = parse_or_null(r.output_json);
+    o["traceparent"] = r.traceparent;
+  }
+  return o;
+}
+
+json::object attempt_json(const store::AttemptRecord& a) {
+  json::object o{{"step", a.step},
+                 {"path", a.path},
+                 {"attempt", a.attempt},
+                 {"phase", std::string(store::to_string(a.phase))},
+                 {"startedAt", a.started_at}};
+  if (a.finished_at) o["finishedAt"] = *a.finished_at;
+  if (a.input_json) o["input"] = parse_or_null(a.input_json);
+  if (a.output_json) o["output"] = parse_or_null(a.output_json);
+  if (a.error_json) o["error"] = parse_or_null(a.error_json);
+  if (a.http_status) o["httpStatus"] = *a.http_status;
+  return o;
+}
+
+std::optional<store::RunPhase> parse_phase(std::string_view s) {
+  using P = store::RunPhase;
+  for (P p : {P::pending, P::running, P::waiting, P::cancelled, P::faulted, P::completed}) {
+    if (store::to_string(p) == s) return p;
+  }
+  return std::nullopt;
+}
+
+// Whether every attribute of a trigger filter equals the event's (CloudEvents exact match).
+bool filter_matches(const model::StringMap& filter, const engine::CloudEvent& e) {
+  for (const auto& [attr, want] : filter) {
+    std::optional<std::string> have;
+    if (attr == "type")
+      have = e.type;
+    else if (attr == "source")
+      have = e.source;
+    else if (attr == "id")
+      have = e.id;
+    else if (attr == "specversion")
+      have = e.specversion;
+    else if (attr == "subject")
+      have = e.subject;
+    else if (attr == "datacontenttype")
+      have = e.datacontenttype;
+    else if (attr == "dataschema")
+      have = e.dataschema;
+    else if (auto it = e.extensions.find(attr); it != e.extensions.end())
+      have = it->second;
+    if (!have || *have != want) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+struct Api::RunHandlers {
+  Api& api;
+
+  Response unavailable(const Request& req) const {
+    auto res =
+        problem(503, "starting", "The engine or its store is not ready; retry shortly.", req);
+    res.set_header("Retry-After", "1");
+    return res;
+  }
+
+  bool ready() const { return api.engine_ && api.cache_.load() && api.runs_; }
+
+  template <typename T>
+  static asio::awaitable<T> run_op(store::RunStore* runs, std::function<T(store::RunStore&)> op) {
+    co_return op(*runs);
+  }
+
+  // Runs `op` against the run store on the writer strand.
+  template <typename T>
+  asio::awaitable<T> on_store(std::function<T(store::RunStore&)> op) {
+    auto task = run_op<T>(api.runs_.get(), std::move(op));
+    co_return co_await asio::co_spawn(api.writer_, std::move(task), asio::use_awaitable);
+  }
+
+  std::optional<Response> check_names(const Request& req) const {
+    for (const char* key : {"ns", "name"}) {
+      auto it = req.params.find(key);
+      if (it != req.params.end() && !model::is_dns1123_label(it->second)) {
+        return problem(400, "invalid-name",
+                       "\"" + it->second + "\" in the path is not a DNS-1123 label.", req);
+      }
+    }
+    return std::nullopt;
+  }
+
+  // The event a request carries: a binary or structured CloudEvent, or plain data that becomes
+  // one. On failure, the problem.
+  std::variant<engine::CloudEvent, Response> read_event(const Request& req, bool require_ce,
+                                                        const std::string& source) const {
+    engine::HeaderList headers(req.headers.begin(), req.headers.end());
+    auto decoded = engine::decode_event(headers, req.body);
+    if (auto* e = std::get_if<engine::CloudEvent>(&decoded)) return std::move(*e);
+    if (auto* error = std::get_if<std::string>(&decoded)) {
+      return problem(400, "malformed-event", "The CloudEvent is malformed: " + *error, req);
+    }
+    if (require_ce) {
+      return problem(400, "not-a-cloudevent",
+                     "Send a CloudEvent: binary mode (ce-id, ce-source, ce-type, ce-specversion "
+                     "headers) or structured mode (Content-Type: application/cloudevents+json).",
+                     req);
+    }
+    engine::CloudEvent e;
+    e.id = new_event_id();
+    e.source = source;
+    e.type = "dev.knflow.invoke";
+    e.time = now_rfc3339_ms();
+    auto content_type = req.header("content-type");
+    if (!req.body.empty()) {
+      e.data = req.body;
+      e.datacontenttype = content_type ? std::string(*content_type) : "application/json";
+      if (e.datacontenttype->find("json") != std::string::npos) {
+        boost::system::error_code ec;
+        json::parse(req.body, ec);
+        if (ec) {
+          return problem(400, "malformed-document",
+                         "The body is not valid JSON: " + ec.message() + ".", req);
+        }
+      }
+    }
+    if (auto tp = req.header("traceparent")) e.extensions["traceparent"] = std::string(*tp);
+    return e;
+  }
+
+  static json::value event_data_json(const engine::CloudEvent& e) {
+    if (!e.data) return nullptr;
+    boost::system::error_code ec;
+    auto v = json::parse(*e.data, ec);
+    return ec ? json::value(json::string(*e.data)) : v;
+  }
+
+  // Starts one run of an entry's workflow; on failure the problem.
+  asio::awaitable<std::variant<std::string, Response>> start_run(const Request& req,
+                                                                 const cache::Entry& entry,
+                                                                 engine::CloudEvent event) {
+    auto workflow = api.decoded(entry.namespace_, entry.name, entry.resource_version, entry.json);
+    if (!workflow) {
+      co_return problem(500, "internal", "The stored workflow no longer decodes.", req);
+    }
+    if (workflow->spec.input && workflow->spec.input->schema) {
+      auto errors = model::check_schema(*workflow->spec.input->schema, event_data_json(event));
+      if (!errors.empty()) {
+        http::Problem p;
+        p.status = 400;
+        p.type = "input-schema";
+        p.title = "Input does not match the workflow's input schema";
+        p.detail = "The event data has " + std::to_string(errors.size()) +
+                   (errors.size() == 1 ? " error." : " errors.");
+        p.instance = req.path;
+        p.errors = to_problem_errors(errors);
+        co_return http::make_problem(p);
+      }
+    }
+    auto started = co_await api.engine_->start(workflow, entry.json, std::move(event));
+    if (started.run_id.empty()) {
+      auto res = problem(started.status ? started.status : 503, "engine-busy", started.error, req);
+      res.set_header("Retry-After", "1");
+      co_return res;
+    }
+    co_return started.run_id;
+  }
+
+  static std::string run_location(const std::string& ns, const std::string& id) {
+    return "/api/v1/namespaces/" + ns + "/runs/" + id;
+  }
+
+  Response accepted(const std::string& ns, const std::string& id) const {
+    json::object body{{"runId", id}, {"phase", "running"}, {"location", run_location(ns, id)}};
+    auto res = http::make_response(202, std::string(kJson), json::serialize(body) + "\n");
+    res.set_header("Location", run_location(ns, id));
+    res.set_header("Knflow-Run-Id", id);
+    return res;
+  }
+
+  asio::awaitable<Response> invoke(Request& req) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    const auto ns = req.params.at("ns");
+    const auto name = req.params.at("name");
+    auto snap = api.cache_.load()->snapshot();
+    auto it = snap->items.find({ns, name});
+    if (it == snap->items.end()) {
+      co_return problem(404, "not-found", "Workflow \"" + ns + "/" + name + "\" does not exist.",
+                        req);
+    }
+    const bool async = req.query_param("mode").value_or("") == "async";
+    auto timeout = api.settings_.invoke_timeout;
+    if (auto t = req.query_param("timeout")) {
+      double seconds = 0;
+      auto [ptr, ec] = std::from_chars(t->data(), t->data() + t->size(), seconds);
+      if (ec != std::errc{} || ptr != t->data() + t->size() || seconds < 0) {
+        co_return problem(400, "invalid-query",
+                          "timeout must be a number of seconds, got \"" + std::string(*t) + "\".",
+                          req);
+      }
+      timeout = std::min(api.settings_.max_invoke_timeout,
+                         std::chrono::milliseconds(static_cast<long long>(seconds * 1000)));
+    }
+    auto event =
+        read_event(req, false, "/apis/knflow.dev/v1alpha1/namespaces/" + ns + "/workflows/" + name);
+    if (auto* res = std::get_if<Response>(&event)) co_return std::move(*res);
+    auto started = co_await start_run(req, *it->second, std::get<engine::CloudEvent>(event));
+    if (auto* res = std::get_if<Response>(&started)) co_return std::move(*res);
+    const auto id = std::get<std::string>(started);
+    if (async) co_return accepted(ns, id);
+
+    auto outcome = co_await api.engine_->wait(id, timeout);
+    if (!outcome) co_return accepted(ns, id);
+    co_return outcome_response(req, id, *outcome);
+  }
+
+  Response outcome_response(const Request& req, const std::string& id,
+                            const engine::RunOutcome& outcome) const {
+    if (outcome.phase == "completed" && outcome.output) {
+      const auto& ev = *outcome.output;
+      auto encoded = engine::encode_binary(ev);
+      Response res;
+      res.status = 200;
+      for (auto& [k, v] : encoded.headers) res.set_header(k, v);
+      res.body = std::move(encoded.body);
+      res.set_header("Knflow-Run-Id", id);
+      return res;
+    }
+    http::Problem p;
+    const auto& error = outcome.error ? *outcome.error : json::object{};
+    unsigned status = 500;
+    if (auto* s = error.if_contains("status"); s && s->is_number()) {
+      status = static_cast<unsigned>(s->to_number<std::int64_t>());
+    }
+    if (outcome.phase == "cancelled") status = 409;
+    if (status < 400 || status > 599) status = status == 499 ? 409 : 500;
+    p.status = status;
+    p.type = outcome.phase == "cancelled" ? "cancelled" : "run-faulted";
+    p.title = outcome.phase == "cancelled" ? "Run cancelled" : "Run faulted";
+    if (auto* d = error.if_contains("detail"); d && d->is_string()) {
+      p.detail = std::string(d->as_string());
+    }
+    p.instance = req.path;
+    p.extensions["runId"] = id;
+    p.extensions["error"] = error;
+    auto res = http::make_problem(p);
+    res.set_header("Knflow-Run-Id", id);
+    return res;
+  }
+
+  asio::awaitable<Response> broker(Request& req) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    const auto ns = req.params.at("ns");
+    auto event = read_event(req, true, "");
+    if (auto* res = std::get_if<Response>(&event)) co_return std::move(*res);
+    const auto& ev = std::get<engine::CloudEvent>(event);
+    auto snap = api.cache_.load()->snapshot();
+    json::array started;
+    for (auto it = snap->items.lower_bound({ns, std::string()});
+         it != snap->items.end() && it->first.first == ns; ++it) {
+      auto workflow =
+          api.decoded(ns, it->first.second, it->second->resource_version, it->second->json);
+      if (!workflow || !workflow->spec.trigger) continue;
+      if (workflow->spec.trigger->broker.value_or("default") != "default") continue;
+      if (!filter_matches(workflow->spec.trigger->filter, ev)) continue;
+      auto run = co_await start_run(req, *it->second, ev);
+      if (auto* id = std::get_if<std::string>(&run)) {
+        started.push_back(json::object{{"workflow", it->first.second}, {"runId", *id}});
+      } else {
+        log::warn("Failed to start a triggered run",
+                  {{"namespace", ns},
+                   {"workflow", it->first.second},
+                   {"status", std::to_string(std::get<Response>(run).status)}});
+      }
+    }
+    json::object body{{"accepted", true}, {"runs", std::move(started)}};
+    co_return http::make_response(202, std::string(kJson), json::serialize(body) + "\n");
+  }
+
+  asio::awaitable<Response> list_runs(Request& req) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    store::RunFilter filter;
+    filter.namespace_ = req.params.at("ns");
+    if (auto w = req.query_param("workflow"); w && !w->empty()) filter.workflow = std::string(*w);
+    if (auto p = req.query_param("phase"); p && !p->empty()) {
+      std::set<store::RunPhase> phases;
+      std::string_view rest = *p;
+      while (!rest.empty()) {
+        auto comma = rest.find(',');
+        auto one = rest.substr(0, comma);
+        auto phase = parse_phase(one);
+        if (!phase) {
+          co_return problem(400, "invalid-query",
+                            "phase must be pending, running, waiting, cancelled, faulted or "
+                            "completed (comma-separated), got \"" +
+                                std::string(one) + "\".",
+                            req);
+        }
+        phases.insert(*phase);
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+      }
+      filter.phases = std::move(phases);
+    }
+    if (auto a = req.query_param("createdAfter")) filter.created_after = std::string(*a);
+    if (auto b = req.query_param("createdBefore")) filter.created_before = std::string(*b);
+    filter.limit = api.settings_.default_page_size;
+    if (auto l = req.query_param("limit")) {
+      std::size_t n = 0;
+      auto [ptr, ec] = std::from_chars(l->data(), l->data() + l->size(), n);
+      if (ec != std::errc{} || ptr != l->data() + l->size() || n == 0) {
+        co_return problem(400, "invalid-query", "limit must be a positive integer.", req);
+      }
+      filter.limit = std::min(n, api.settings_.max_page_size);
+    }
+    if (auto c = req.query_param("continue"); c && !c->empty()) {
+      std::int64_t seq = 0;
+      auto [ptr, ec] = std::from_chars(c->data(), c->data() + c->size(), seq);
+      if (ec != std::errc{} || ptr != c->data() + c->size() || seq <= 0) {
+        co_return problem(400, "invalid-query",
+                          "continue token is not one this server issued; start the list again.",
+                          req);
+      }
+      filter.after_seq = seq;
+    }
+    const std::size_t limit = filter.limit;
+    filter.limit = limit + 1;  // one more tells whether another page exists
+    std::function<std::vector<store::RunRecord>(store::RunStore&)> op =
+        [filter](store::RunStore& s) { return s.list_runs(filter); };
+    auto rows = co_await on_store<std::vector<store::RunRecord>>(std::move(op));
+    json::array items;
+    json::object meta;
+    for (std::size_t i = 0; i < rows.size() && i < limit; ++i) {
+      items.push_back(run_json(rows[i], false));
+    }
+    if (rows.size() > limit) meta["continue"] = std::to_string(rows[limit - 1].seq);
+    json::object body{{"apiVersion", "knflow.dev/v1alpha1"},
+                      {"kind", "RunList"},
+                      {"metadata", std::move(meta)},
+                      {"items", std::move(items)}};
+    co_return document_response(200, json::serialize(body), *format);
+  }
+
+  asio::awaitable<Response> get_run(Request& req) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    const auto ns = req.params.at("ns");
+    const auto id = req.params.at("id");
+    using Found = std::pair<std::optional<store::RunRecord>, std::vector<store::AttemptRecord>>;
+    std::function<Found(store::RunStore&)> op = [id](store::RunStore& s) {
+      auto run = s.get_run(id);
+      return Found{run, run ? s.attempts(id) : std::vector<store::AttemptRecord>{}};
+    };
+    auto [run, attempts] = co_await on_store<Found>(std::move(op));
+    if (!run || run->namespace_ != ns) {
+      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
+    }
+    auto body = run_json(*run, true);
+    json::array steps;
+    for (const auto& a : attempts) steps.push_back(attempt_json(a));
+    body["attempts"] = std::move(steps);
+    co_return document_response(200, json::serialize(body), *format);
+  }
+
+  asio::awaitable<std::optional<store::RunRecord>> find_run(const std::string& id) {
+    std::function<std::optional<store::RunRecord>(store::RunStore&)> op = [id](store::RunStore& s) {
+      return s.get_run(id);
+    };
+    co_return co_await on_store<std::optional<store::RunRecord>>(std::move(op));
+  }
+
+  asio::awaitable<Response> control(Request& req, bool cancel) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    const auto ns = req.params.at("ns");
+    const auto id = req.params.at("id");
+    auto run = co_await find_run(id);
+    if (!run || run->namespace_ != ns) {
+      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
+    }
+    auto result = cancel ? co_await api.engine_->cancel(id) : co_await api.engine_->retry(id);
+    if (result == engine::Engine::Control::not_found) {
+      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist.", req);
+    }
+    if (result == engine::Engine::Control::conflict) {
+      co_return problem(409, "conflict",
+                        cancel ? "The run has already finished."
+                               : "Only a faulted or cancelled run can be retried; this one is " +
+                                     std::string(store::to_string(run->phase)) + ".",
+                        req);
+    }
+    co_return accepted(ns, id);
+  }
+
+  asio::awaitable<Response> cancel(Request& req) { return control(req, true); }
+  asio::awaitable<Response> retry(Request& req) { return control(req, false); }
+
+  asio::awaitable<Response> remove(Request& req) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    const auto ns = req.params.at("ns");
+    const auto id = req.params.at("id");
+    auto run = co_await find_run(id);
+    if (!run || run->namespace_ != ns) {
+      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
+    }
+    if (!store::is_finished(run->phase)) {
+      co_return problem(409, "conflict", "The run has not finished; cancel it first.", req);
+    }
+    std::function<bool(store::RunStore&)> op = [id](store::RunStore& s) {
+      return s.delete_run(id);
+    };
+    co_await on_store<bool>(std::move(op));
+    co_return http::make_response(200, std::string(kJson),
+                                  json::serialize(run_json(*run, false)) + "\n");
+  }
+
+  json::array function_logs(const std::string& ns, const std::string& workflow,
+                            const model::Workflow& wf, std::optional<std::string> since,
+                            std::optional<std::string> until) const {
+    json::array items;
+    if (!api.functions_) return items;
+    for (const auto& [name, fn] : wf.spec.functions) {
+      if (!fn.local || fn.local->command.empty()) continue;
+      for (const auto& line : api.functions_->logs({ns, workflow, name}, since)) {
+        if (until && line.time > *until) continue;
+        items.push_back(json::object{
+            {"function", name}, {"time", line.time}, {"stream", line.stream}, {"text", line.text}});
+      }
+    }
+    return items;
+  }
+
+  asio::awaitable<Response> run_logs(Request& req) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    const auto ns = req.params.at("ns");
+    const auto id = req.params.at("id");
+    auto run = co_await find_run(id);
+    if (!run || run->namespace_ != ns) {
+      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
+    }
+    auto decoded = model::decode_workflow(json::parse(run->definition_json));
+    auto items =
+        function_logs(ns, run->workflow, decoded.workflow, run->created_at, run->finished_at);
+    co_return http::make_response(
+        200, std::string(kJson),
+        json::serialize(json::value(json::object{{"items", json::value(std::move(items))}})) +
+            "\n");
+  }
+
+  asio::awaitable<Response> workflow_logs(Request& req) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    const auto ns = req.params.at("ns");
+    const auto name = req.params.at("name");
+    auto snap = api.cache_.load()->snapshot();
+    auto it = snap->items.find({ns, name});
+    if (it == snap->items.end()) {
+      co_return problem(404, "not-found", "Workflow \"" + ns + "/" + name + "\" does not exist.",
+                        req);
+    }
+    auto wf = api.decoded(ns, name, it->second->resource_version, it->second->json);
+    std::optional<std::string> since;
+    if (auto s = req.query_param("since")) since = std::string(*s);
+    auto items = wf ? function_logs(ns, name, *wf, since, std::nullopt) : json::array{};
+    co_return http::make_response(
+        200, std::string(kJson),
+        json::serialize(json::value(json::object{{"items", json::value(std::move(items))}})) +
+            "\n");
+  }
+};
+
+void Api::register_run_routes(http::Router& router) {
+  auto h = std::make_shared<RunHandlers>(RunHandlers{*this});
+  using http::Access;
+  auto add = [&](std::string method, std::string path,
+                 asio::awaitable<Response> (RunHandlers::*fn)(Request&), std::string summary) {
+    router.add({std::move(method), std::move(path), Access::token,
+                [h, fn](Request& req) { return ((*h).*fn)(req); }, std::move(summary)});
+  };
+  const std::string ns = "/api/v1/namespaces/{ns}";
+  add("POST", ns + "/workflows/{name}:invoke", &RunHandlers::invoke,
+      "Run a workflow; waits for the result unless ?mode=async");
+  add("GET", ns + "/workflows/{name}/logs", &RunHandlers::workflow_logs,
+      "Logs of a workflow's local functions");
+  add("POST", ns + "/broker", &RunHandlers::broker,
+      "Deliver a CloudEvent to every workflow whose trigger matches");
+  add("GET", ns + "/runs", &RunHandlers::list_runs, "List runs, newest first");
+  add("GET", ns + "/runs/{id}", &RunHandlers::get_run, "Get a run with every step attempt");
+  add("DELETE", ns + "/runs/{id}", &RunHandlers::remove, "Delete a finished run");
+  add("POST", ns + "/runs/{id}:cancel", &RunHandlers::cancel, "Cancel a run");
+  add("POST", ns + "/runs/{id}:retry", &RunHandlers::retry,
+      "Redrive a faulted or cancelled run from the step that failed");
+  add("GET", ns + "/runs/{id}/logs", &RunHandlers::run_logs,
+      "Logs of the local functions during a run");
+}
+
+}  // namespace knflow::api

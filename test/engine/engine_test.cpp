@@ -1,0 +1,519 @@
+// The engine end to end with real parts: SQLite run store, pooled HTTP client, jq worker
+// processes, and a real HTTP server standing in for the functions.
+
+#include "knflow/engine/engine.hpp"
+#include "echo_server.hpp"
+#include "knflow/engine/function_supervisor.hpp"
+#include "knflow/engine/http_client.hpp"
+#include "knflow/engine/jq_worker_pool.hpp"
+#include "knflow/model/codec.hpp"
+#include "knflow/model/validate.hpp"
+#include "knflow/store/db.hpp"
+#include "knflow/store/run_store.hpp"
+#include "support/catch.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/json.hpp>
+
+#include <thread>
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using namespace knflow;
+
+namespace {
+
+// Everything an engine needs, running on two background threads.
+class EngineFixture {
+ public:
+  EngineFixture() { start_engine(); }
+
+  ~EngineFixture() {
+    stop_engine();
+    on_store([&] {
+      runs_.reset();
+      db_.reset();
+    });
+    echo.stop();
+    work_.reset();
+    ioc_.stop();
+    for (auto& t : threads_) t.join();
+  }
+
+  void start_engine() {
+    engine_ = std::make_unique<engine::Engine>(ioc_.get_executor(), store_strand_, http_, jq_,
+                                               functions_, nullptr, engine::EngineSettings{});
+    engine_->set_broker_url(echo.url("/broker/{ns}"));
+    on_store([&] {
+      if (!db_) db_ = std::make_unique<store::Db>(dir_.path() / "knflow.db");
+      if (!runs_) runs_ = std::make_unique<store::RunStore>(*db_);
+      engine_->attach(runs_.get());
+    });
+  }
+
+  // Stops the engine as a daemon shutdown does: runs stay unfinished in the store.
+  void stop_engine() {
+    if (!engine_) return;
+    std::promise<void> stopped;
+    engine_->shutdown([&] { stopped.set_value(); });
+    stopped.get_future().get();
+    engine_.reset();
+  }
+
+  template <typename F>
+  void on_store(F f) {
+    std::promise<void> done;
+    asio::post(store_strand_, [&] {
+      f();
+      done.set_value();
+    });
+    done.get_future().get();
+  }
+
+  static std::shared_ptr<const model::Workflow> parse(const std::string& yaml) {
+    auto checked = model::check_document(yaml, model::Format::yaml);
+    std::string errors;
+    for (const auto& e : checked.report.errors) errors += e.pointer + ": " + e.message + "\n";
+    INFO(errors);
+    REQUIRE(checked.workflow);
+    auto wf = *checked.workflow;
+    if (wf.metadata.namespace_.empty()) wf.metadata.namespace_ = "test";
+    wf.metadata.generation = 1;
+    return std::make_shared<const model::Workflow>(std::move(wf));
+  }
+
+  // Starts a run with `data` as input and waits for its outcome.
+  engine::RunOutcome run(const std::string& yaml, const std::string& data = "{}",
+                         std::string* run_id = nullptr) {
+    auto id = start(yaml, data);
+    if (run_id) *run_id = id;
+    return wait(id);
+  }
+
+  std::string start(const std::string& yaml, const std::string& data = "{}") {
+    auto wf = parse(yaml);
+    engine::CloudEvent event;
+    event.id = "input-1";
+    event.source = "/test";
+    event.type = "test.input";
+    event.datacontenttype = "application/json";
+    event.data = data;
+    auto started =
+        asio::co_spawn(ioc_,
+                       engine_->start(wf, json::serialize(model::encode_workflow(*wf)), event),
+                       asio::use_future)
+            .get();
+    INFO(started.error);
+    REQUIRE(!started.run_id.empty());
+    return started.run_id;
+  }
+
+  engine::RunOutcome wait(const std::string& id) {
+    auto outcome =
+        asio::co_spawn(ioc_, engine_->wait(id, std::chrono::seconds(60)), asio::use_future).get();
+    REQUIRE(outcome);
+    return *outcome;
+  }
+
+  static json::value data(const engine::RunOutcome& o) {
+    INFO(o.phase << " " << (o.error ? json::serialize(*o.error) : ""));
+    REQUIRE(o.phase == "completed");
+    REQUIRE(o.output);
+    REQUIRE(o.output->data);
+    return json::parse(*o.output->data);
+  }
+
+  static std::string error_type(const engine::RunOutcome& o) {
+    REQUIRE(o.error);
+    std::string t(o.error->at("type").as_string());
+    return t.substr(t.rfind('/') + 1);
+  }
+
+  std::vector<store::AttemptRecord> attempts(const std::string& id) {
+    std::vector<store::AttemptRecord> out;
+    on_store([&] { out = runs_->attempts(id); });
+    return out;
+  }
+
+  std::optional<store::RunRecord> record(const std::string& id) {
+    std::optional<store::RunRecord> out;
+    on_store([&] { out = runs_->get_run(id); });
+    return out;
+  }
+
+  engine::Engine& engine() { return *engine_; }
+  asio::io_context& ioc() { return ioc_; }
+
+ private:
+  asio::io_context ioc_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_{ioc_.get_executor()};
+  std::vector<std::thread> threads_ = [this] {
+    std::vector<std::thread> t;
+    for (int i = 0; i < 2; ++i) t.emplace_back([this] { ioc_.run(); });
+    return t;
+  }();
+  test::TempDir dir_;
+  asio::strand<asio::any_io_executor> store_strand_{asio::make_strand(ioc_.get_executor())};
+  engine::HttpClient http_{ioc_.get_executor()};
+  engine::JqWorkerPool jq_{ioc_.get_executor(),
+                           engine::JqWorkerSettings{.executable = KNFLOW_EXECUTABLE,
+                                                    .time_limit = std::chrono::milliseconds(500)}};
+  engine::FunctionSupervisor functions_{ioc_.get_executor()};
+  std::unique_ptr<store::Db> db_;
+  std::unique_ptr<store::RunStore> runs_;
+  std::unique_ptr<engine::Engine> engine_;
+
+ public:
+  test::EchoServer echo{ioc_.get_executor()};
+};
+
+std::string header(const std::string& name, const std::string& extra = "") {
+  return "apiVersion: knflow.dev/v1alpha1\nkind: Workflow\nmetadata: {name: " + name +
+         "}\nspec:\n" + extra;
+}
+
+std::string functions(EngineFixture& f, std::initializer_list<std::string> names) {
+  std::string out = "  functions:\n";
+  for (const auto& n : names) out += "    " + n + ": {url: \"" + f.echo.url("/" + n) + "\"}\n";
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("engine: calls pass the event along; set, input and output shape the data",
+          "[engine][call]") {
+  EngineFixture f;
+  auto yaml = header("chain") + functions(f, {"echo"}) + R"(  do:
+    - name: first
+      call: echo
+      output: '${ {order: ., seen: 1} }'
+    - name: second
+      call: echo
+      input: '${ .order }'
+      output: '${ {total: (.amount * 2), run: $run.workflow, input: $input.amount} }'
+    - name: finish
+      set: {done: true, total: '${ .total }', type: '${ $event.type }'}
+)";
+  std::string id;
+  auto out = f.run(yaml, R"({"amount": 21})", &id);
+  auto d = EngineFixture::data(out);
+  CHECK(d.at("done").as_bool());
+  CHECK(d.at("total").to_number<double>() == 42);
+  CHECK(d.at("type").as_string() == "test.input");
+  auto requests = f.echo.requests();
+  REQUIRE(requests.size() == 2);
+  // Binary mode, Prefer: reply, a stable id per step, and trace context.
+  std::map<std::string, std::string> h(requests[0].headers.begin(), requests[0].headers.end());
+  CHECK(h["ce-specversion"] == "1.0");
+  CHECK(h["ce-type"] == "test.input");
+  CHECK(h["ce-id"] == id + ":/do/0");
+  CHECK(h["prefer"] == "reply");
+  CHECK(h["traceparent"].size() == 55);
+  CHECK(json::parse(requests[1].body) == json::parse(R"({"amount": 21})"));
+  auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 2);
+  CHECK(attempts[0].step == "first");
+  CHECK(attempts[0].phase == store::AttemptPhase::completed);
+  CHECK(attempts[0].http_status == 200);
+  CHECK(f.record(id)->phase == store::RunPhase::completed);
+}
+
+TEST_CASE("engine: a reply that is not a CloudEvent becomes the data", "[engine][call]") {
+  EngineFixture f;
+  f.echo.route("/plain", {.status = 200,
+                          .body = R"({"plain": true})",
+                          .headers = {{"Content-Type", "application/json"}}});
+  f.echo.route("/empty", {.status = 202, .body = ""});
+  auto yaml = header("plain") + functions(f, {"plain", "empty"}) + R"(  do:
+    - {name: a, call: plain}
+    - {name: b, call: empty}
+    - {name: c, set: '${ {plain: .plain, type: $event.type} }'}
+)";
+  auto d = EngineFixture::data(f.run(yaml));
+  CHECK(d.at("plain").as_bool());
+  CHECK(d.at("type").as_string() == "dev.knflow.plain.a");
+}
+
+TEST_CASE("engine: switch takes the first match, the default, or faults", "[engine][switch]") {
+  EngineFixture f;
+  auto yaml = header("route") + R"(  do:
+    - name: route
+      switch:
+        - when: '${ .n > 10 }'
+          then: big
+        - then: small
+    - {name: big, set: {size: big}, then: end}
+    - {name: small, set: {size: small}}
+)";
+  CHECK(EngineFixture::data(f.run(yaml, R"({"n": 11})")).at("size").as_string() == "big");
+  CHECK(EngineFixture::data(f.run(yaml, R"({"n": 1})")).at("size").as_string() == "small");
+  auto strict = header("strict") + R"(  do:
+    - name: route
+      switch:
+        - when: '${ .n > 10 }'
+          then: continue
+    - {name: after, set: {ok: true}}
+)";
+  auto out = f.run(strict, R"({"n": 1})");
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "runtime");
+}
+
+TEST_CASE("engine: fork joins all in order, any first, each separately", "[engine][fork]") {
+  EngineFixture f;
+  f.echo.route("/slow", {.status = 200,
+                         .body = R"("slow")",
+                         .headers = {{"Content-Type", "application/json"}},
+                         .delay = std::chrono::milliseconds(300)});
+  f.echo.route(
+      "/fast",
+      {.status = 200, .body = R"("fast")", .headers = {{"Content-Type", "application/json"}}});
+  auto all = header("all") + functions(f, {"slow", "fast"}) + R"(  do:
+    - name: both
+      fork:
+        branches:
+          - {name: s, call: slow}
+          - {name: q, call: fast}
+)";
+  CHECK(EngineFixture::data(f.run(all)) == json::parse(R"(["slow", "fast"])"));
+  auto any = header("any") + functions(f, {"slow", "fast"}) + R"(  do:
+    - name: first
+      fork:
+        join: any
+        branches:
+          - {name: s, call: slow}
+          - {name: q, call: fast}
+)";
+  CHECK(EngineFixture::data(f.run(any)) == json::parse(R"("fast")"));
+  auto each = header("each") + functions(f, {"slow", "fast"}) + R"(  do:
+    - name: split
+      fork:
+        join: each
+        branches:
+          - {name: s, call: slow}
+          - {name: q, call: fast}
+    - {name: tag, set: '${ {got: .} }'}
+)";
+  auto out = EngineFixture::data(f.run(each));
+  REQUIRE(out.is_array());
+  CHECK(out.as_array().size() == 2);
+}
+
+TEST_CASE("engine: for runs the body per element; while stops at its guard", "[engine][loops]") {
+  EngineFixture f;
+  auto loop = header("loop") + functions(f, {"echo"}) + R"(  do:
+    - name: each
+      for: {each: x, in: '${ .items }', at: i, concurrency: 3}
+      do:
+        - {name: call-it, call: echo, input: '${ {v: ($x * 10), i: $i} }'}
+)";
+  CHECK(EngineFixture::data(f.run(loop, R"({"items": [1, 2, 3, 4, 5]})")) ==
+        json::parse(
+            R"([{"v":10,"i":0},{"v":20,"i":1},{"v":30,"i":2},{"v":40,"i":3},{"v":50,"i":4}])"));
+  auto counting = header("count") + R"(  do:
+    - name: up
+      while: '${ .n < 5 }'
+      maxIterations: 10
+      do:
+        - {name: inc, set: '${ {n: (.n + 1)} }'}
+)";
+  CHECK(EngineFixture::data(f.run(counting, R"({"n": 0})")).at("n").as_int64() == 5);
+  auto runaway = header("runaway") + R"(  do:
+    - name: up
+      while: '${ true }'
+      maxIterations: 3
+      do:
+        - {name: inc, set: '${ {n: (.n + 1)} }'}
+)";
+  auto out = f.run(runaway, R"({"n": 0})");
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "runtime");
+}
+
+TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[engine][retry]") {
+  EngineFixture f;
+  f.echo.route("/down", {.status = 503, .body = "busy"});
+  f.echo.route("/bad", {.status = 400, .body = "no"});
+  f.echo.route("/flaky", {.drop_first = 2});
+  const std::string policy = "      retry: {limit: 2, backoff: constant, delay: PT0.01S}\n";
+  auto yaml = [&](const std::string& fn) {
+    return header("r-" + fn) + functions(f, {fn}) + "  deadLetter: {uri: \"" + f.echo.url("/dls") +
+           "\"}\n  do:\n    - name: call-it\n      call: " + fn + "\n" + policy;
+  };
+  SECTION("5xx is retried, then the event goes to the dead-letter sink") {
+    std::string id;
+    auto out = f.run(yaml("down"), R"({"x": 1})", &id);
+    CHECK(out.phase == "faulted");
+    CHECK(EngineFixture::error_type(out) == "communication");
+    auto attempts = f.attempts(id);
+    REQUIRE(attempts.size() == 3);
+    CHECK(attempts[2].attempt == 3);
+    CHECK(attempts[2].http_status == 503);
+    std::vector<test::EchoRequest> dls;
+    for (auto& r : f.echo.requests()) {
+      if (r.target == "/dls") dls.push_back(r);
+    }
+    REQUIRE(dls.size() == 1);
+    std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
+    CHECK(h["ce-knativeerrorcode"] == "503");
+    CHECK(h["ce-knativeerrordest"] == f.echo.url("/down"));
+    CHECK(h["ce-knativeerrordata"] == "YnVzeQ==");  // base64("busy")
+    CHECK(json::parse(dls[0].body) == json::parse(R"({"x": 1})"));
+  }
+  SECTION("400 fails at once") {
+    std::string id;
+    auto out = f.run(yaml("bad"), "{}", &id);
+    CHECK(out.phase == "faulted");
+    CHECK(f.attempts(id).size() == 1);
+  }
+  SECTION("connection failures then success") {
+    std::string id;
+    auto out = f.run(yaml("flaky"), R"({"ok": 1})", &id);
+    CHECK(EngineFixture::data(out) == json::parse(R"({"ok": 1})"));
+    CHECK(f.attempts(id).size() == 3);
+  }
+}
+
+TEST_CASE("engine: try/catch handles matching errors with $error", "[engine][try]") {
+  EngineFixture f;
+  f.echo.route("/bad", {.status = 400, .body = "no"});
+  auto yaml = header("guarded") + functions(f, {"bad"}) + R"(  do:
+    - name: guarded
+      try:
+        - {name: call-it, call: bad}
+      catch:
+        errors: {type: communication, status: 400}
+        as: err
+        retry: {limit: 1, backoff: constant, delay: PT0.01S}
+        do:
+          - {name: handle, set: '${ {handled: $err.status, title: $err.title} }'}
+)";
+  std::string id;
+  auto d = EngineFixture::data(f.run(yaml, "{}", &id));
+  CHECK(d.at("handled").as_int64() == 400);
+  CHECK(f.attempts(id).size() == 2);  // the try block was retried once
+  auto unmatched = header("unmatched") + functions(f, {"bad"}) + R"(  do:
+    - name: guarded
+      try:
+        - {name: call-it, call: bad}
+      catch:
+        errors: {status: 500}
+        do:
+          - {name: handle, set: {handled: true}}
+)";
+  CHECK(f.run(unmatched).phase == "faulted");
+  auto raised = header("raised") + R"(  do:
+    - name: fail
+      raise: {type: validation, status: 422, title: Bad order, detail: '${ "order " + .id }'}
+)";
+  auto out = f.run(raised, R"({"id": "o-1"})");
+  CHECK(out.phase == "faulted");
+  CHECK(out.error->at("status").as_int64() == 422);
+  CHECK(out.error->at("detail").as_string() == "order o-1");
+  CHECK(out.error->at("instance").as_string() == "/do/0");
+}
+
+TEST_CASE("engine: step and run timeouts fault with a timeout error", "[engine][timeout]") {
+  EngineFixture f;
+  f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
+  auto yaml = header("slow") + functions(f, {"hang"}) + R"(  do:
+    - {name: call-it, call: hang, timeout: PT0.2S}
+)";
+  auto out = f.run(yaml);
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "timeout");
+  auto waiting = header("run-timeout") + R"(  timeout: PT0.2S
+  do:
+    - {name: nap, wait: PT30S}
+)";
+  auto out2 = f.run(waiting);
+  CHECK(out2.phase == "faulted");
+  CHECK(EngineFixture::error_type(out2) == "timeout");
+}
+
+TEST_CASE("engine: a runaway expression faults its step; the engine keeps serving",
+          "[engine][expression]") {
+  EngineFixture f;
+  auto yaml = header("runaway") + R"(  do:
+    - {name: spin, set: '${ def f: f; f }'}
+)";
+  auto out = f.run(yaml);
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "expression");
+  auto ok = header("fine") + R"(  do:
+    - {name: add, set: '${ {n: (.n + 1)} }'}
+)";
+  CHECK(EngineFixture::data(f.run(ok, R"({"n": 1})")).at("n").as_int64() == 2);
+}
+
+TEST_CASE("engine: emit posts a new event to the broker; the data is unchanged", "[engine][emit]") {
+  EngineFixture f;
+  auto yaml = header("emitter") + R"(  do:
+    - name: tell
+      emit: {type: com.example.told, source: /test, data: {n: '${ .n }'}}
+)";
+  CHECK(EngineFixture::data(f.run(yaml, R"({"n": 3})")) == json::parse(R"({"n": 3})"));
+  auto requests = f.echo.requests();
+  REQUIRE(requests.size() == 1);
+  CHECK(requests[0].target == "/broker/test");
+  CHECK(json::parse(requests[0].body) == json::parse(R"({"n": 3})"));
+}
+
+TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
+  EngineFixture f;
+  auto yaml = header("sleeper") + R"(  do:
+    - {name: nap, wait: PT60S}
+)";
+  auto id = f.start(yaml);
+  auto result = asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get();
+  CHECK(result == engine::Engine::Control::ok);
+  auto out = f.wait(id);
+  CHECK(out.phase == "cancelled");
+  CHECK(f.record(id)->phase == store::RunPhase::cancelled);
+}
+
+TEST_CASE("engine: a restarted engine resumes runs from their last completed step",
+          "[engine][durable]") {
+  EngineFixture f;
+  auto yaml = header("durable") + functions(f, {"echo"}) + R"(  do:
+    - {name: before, call: echo}
+    - {name: nap, wait: PT0.5S}
+    - {name: after, call: echo, output: '${ {resumed: true} }'}
+)";
+  auto id = f.start(yaml, R"({"k": 1})");
+  // Wait until the first step is journalled, then stop the engine as a shutdown would.
+  for (int i = 0; i < 500 && f.echo.requests().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(f.echo.requests().size() == 1);
+  f.stop_engine();
+  REQUIRE(f.record(id)->phase == store::RunPhase::running);
+  f.start_engine();  // resumes the run
+  auto out = f.wait(id);
+  CHECK(EngineFixture::data(out).at("resumed").as_bool());
+  // `before` was not called again: one request before the stop, one for `after`.
+  CHECK(f.echo.requests().size() == 2);
+  CHECK(f.record(id)->phase == store::RunPhase::completed);
+}
+
+TEST_CASE("engine: a thousand concurrent runs all complete", "[engine][load]") {
+  EngineFixture f;
+  auto yaml = header("many") + functions(f, {"echo"}) + R"(  do:
+    - {name: a, call: echo}
+    - {name: b, set: '${ {n: .n} }'}
+)";
+  std::vector<std::string> ids;
+  for (int i = 0; i < 1000; ++i) ids.push_back(f.start(yaml, "{\"n\": " + std::to_string(i) + "}"));
+  int completed = 0;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto out = f.wait(ids[i]);
+    completed += out.phase == "completed";
+    CHECK(EngineFixture::data(out).at("n").as_int64() == static_cast<std::int64_t>(i));
+  }
+  CHECK(completed == 1000);
+  CHECK(f.engine().active_runs() == 0);
+}
