@@ -3,6 +3,7 @@
 #include "common.hpp"
 #include "knflow/api/label_selector.hpp"
 #include "knflow/cache/workflow_cache.hpp"
+#include "knflow/engine/function_supervisor.hpp"
 #include "knflow/http/assets.hpp"
 #include "knflow/http/problem.hpp"
 #include "knflow/log/log.hpp"
@@ -331,6 +332,8 @@ struct Api::Handlers {
     auto result = co_await on_writer(std::move(op));
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
     const auto& entry = *result.entry;
+    // Local function processes of the old definition stop; the next run starts them anew.
+    if (!create && api.functions_) api.functions_->release_workflow(entry.namespace_, entry.name);
     log::info(create ? "Created workflow" : "Updated workflow",
               {{"namespace", entry.namespace_},
                {"name", entry.name},
@@ -354,6 +357,9 @@ struct Api::Handlers {
                      cache::WorkflowCache& c) { return c.remove(ns, name, precondition); };
     auto result = co_await on_writer(std::move(op));
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
+    if (api.functions_) {
+      api.functions_->release_workflow(result.entry->namespace_, result.entry->name);
+    }
     log::info("Deleted workflow",
               {{"namespace", result.entry->namespace_}, {"name", result.entry->name}});
     co_return document_response(200, result.entry->json, *format);
@@ -447,6 +453,21 @@ void Api::attach(std::unique_ptr<cache::WorkflowCache> cache,
   runs_ = std::move(runs);
   cache_owner_ = std::move(cache);
   cache_.store(cache_owner_.get());
+}
+
+std::string Api::apply(model::Workflow workflow) {
+  auto* c = cache_.load();
+  if (!c) return "the cache is not loaded";
+  if (workflow.metadata.namespace_.empty()) workflow.metadata.namespace_ = "default";
+  workflow.metadata.resource_version.clear();
+  workflow.status = standalone_status(now_rfc3339());
+  const bool exists =
+      c->snapshot()->items.contains({workflow.metadata.namespace_, workflow.metadata.name});
+  if (exists && functions_) {
+    functions_->release_workflow(workflow.metadata.namespace_, workflow.metadata.name);
+  }
+  auto result = exists ? c->replace(std::move(workflow)) : c->create(std::move(workflow));
+  return result.status == cache::WriteStatus::ok ? std::string() : result.message;
 }
 
 void Api::detach() {

@@ -212,11 +212,11 @@ int invoke(const std::vector<std::string>& args) {
     if (k == "knflow-run-id") run_id = v;
   }
   if (res.status == 202) {
-    std::cout << res.body;
+    std::cout << res.body << std::flush;
     std::cerr << "run " << run_id << " is running; see: knflow runs get " << run_id << "\n";
     return kExitOk;
   }
-  std::cout << res.body << (res.body.ends_with("\n") ? "" : "\n");
+  std::cout << res.body << (res.body.ends_with("\n") ? "" : "\n") << std::flush;
   std::cerr << "run " << run_id << " completed\n";
   return kExitOk;
 }
@@ -245,7 +245,7 @@ int runs(const std::vector<std::string>& args) {
     auto res = send(vm, std::move(call));
     if (res.error || res.status != 200) return report_failure(res);
     if (vm["output"].as<std::string>() == "json") {
-      std::cout << res.body;
+      std::cout << res.body << std::flush;
       return kExitOk;
     }
     auto run = json::parse(res.body).as_object();

@@ -10,6 +10,7 @@
 #include "knflow/http/server.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
+#include "knflow/model/validate.hpp"
 #include "knflow/store/db.hpp"
 #include "knflow/store/run_store.hpp"
 #include "knflow/version.hpp"
@@ -26,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <thread>
 
 namespace knflow::cli {
@@ -83,6 +85,9 @@ po::options_description serve_options() {
     ("threads", po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
      "threads running the event loop")
     ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error")
+    ("apply", po::value<std::vector<std::string>>()->composing(),
+     "workflow file (YAML or JSON) to create or update at start; may be repeated. Namespace "
+     "`default` unless the file names one")
     ("functions-dir", po::value<std::string>()->default_value("."),
      "directory that relative local.command paths of functions start in")
     ("invoke-timeout", po::value<double>()->default_value(30),
@@ -216,6 +221,35 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
   auto tokens = http::TokenSet::load(file, error);
   if (!tokens) std::cerr << "knflow serve: " << error << "\n";
   return tokens;
+}
+
+// Creates or replaces the workflow in `file` (writer strand, after attach). Prints why not and
+// returns false when the file is unreadable or invalid.
+bool apply_file(api::Api& api, const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    log::error("Failed to read a workflow to apply", {{"file", file}});
+    return false;
+  }
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto checked = model::check_document(
+      text, file.ends_with(".json") ? model::Format::json : model::Format::yaml);
+  if (!checked.workflow || !checked.report.ok() || !checked.report.standalone.supported) {
+    const auto& errors =
+        checked.report.ok() ? checked.report.standalone.reasons : checked.report.errors;
+    for (const auto& e : errors) {
+      log::error("Refused a workflow to apply",
+                 {{"file", file}, {"pointer", e.pointer}, {"error", e.message}});
+    }
+    return false;
+  }
+  auto result = api.apply(std::move(*checked.workflow));
+  if (!result.empty()) {
+    log::error("Failed to apply a workflow", {{"file", file}, {"error", result}});
+    return false;
+  }
+  log::info("Applied workflow", {{"file", file}});
+  return true;
 }
 
 }  // namespace
@@ -423,6 +457,14 @@ int serve(const std::vector<std::string>& args) {
       auto runs = std::make_unique<store::RunStore>(*db);
       engine.attach(runs.get());  // resumes the runs a previous process left unfinished
       api.attach(std::move(cache), std::move(runs));
+      if (vm.count("apply")) {
+        for (const auto& file : vm["apply"].as<std::vector<std::string>>()) {
+          if (!apply_file(api, file)) {
+            shutdown(kExitUsage);
+            return;
+          }
+        }
+      }
       schedule_retention();
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - started)

@@ -62,6 +62,9 @@ class Api {
   void detach();
   // The engine, when it is built after the API (its store strand is the API's writer strand).
   void set_engine(engine::Engine* engine) { engine_ = engine; }
+  // Creates or replaces a validated workflow (namespace `default` when it has none) as the API
+  // would, with the standalone status; writer strand only, after attach(). Returns "" or why not.
+  std::string apply(model::Workflow workflow);
   // The run store while attached; writer strand only.
   store::RunStore* run_store() { return runs_.get(); }
   // /readyz turns 503 (the server is draining).
