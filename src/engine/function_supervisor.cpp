@@ -60,7 +60,13 @@ constexpr auto kMaxProbeInterval = 100ms;
 constexpr auto kStderrDrainLimit = 500ms;  // for the last stderr lines of a failed start
 constexpr std::string_view kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
 
-std::string now_rfc3339() {
+// An instant as milliseconds since the epoch, and its RFC 3339 text in UTC with milliseconds.
+struct Stamp {
+  std::int64_t millis = 0;
+  std::string text;
+};
+
+Stamp now_stamp() {
   const auto now = std::chrono::system_clock::now();
   const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
   const auto millis =
@@ -71,7 +77,71 @@ std::string now_rfc3339() {
   const auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   char out[48];
   std::snprintf(out, sizeof out, "%.*s.%03dZ", static_cast<int>(n), buf, static_cast<int>(millis));
-  return out;
+  return Stamp{
+      .millis =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count(),
+      .text = out};
+}
+
+// Parses RFC 3339 (`2024-05-01T10:00:00Z`, `...T10:00:00.5+02:00`) into milliseconds since the
+// epoch; digits beyond milliseconds are dropped.
+std::optional<std::int64_t> parse_rfc3339_millis(std::string_view s) {
+  auto number = [&s](std::size_t pos, std::size_t len) -> int {
+    if (pos + len > s.size()) return -1;
+    int v = 0;
+    for (std::size_t i = pos; i < pos + len; ++i) {
+      if (s[i] < '0' || s[i] > '9') return -1;
+      v = v * 10 + (s[i] - '0');
+    }
+    return v;
+  };
+  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || s[13] != ':' || s[16] != ':' ||
+      (s[10] != 'T' && s[10] != 't' && s[10] != ' ')) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = number(0, 4) - 1900;
+  tm.tm_mon = number(5, 2) - 1;
+  tm.tm_mday = number(8, 2);
+  tm.tm_hour = number(11, 2);
+  tm.tm_min = number(14, 2);
+  tm.tm_sec = number(17, 2);
+  if (tm.tm_year < -1899 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+      tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 ||
+      tm.tm_sec > 60) {
+    return std::nullopt;
+  }
+  std::size_t pos = 19;
+  int millis = 0;
+  if (s[pos] == '.') {
+    ++pos;
+    int digits = 0;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      if (digits < 3) millis = millis * 10 + (s[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0) return std::nullopt;
+    for (; digits < 3; ++digits) millis *= 10;
+  }
+  int offset_minutes = 0;
+  if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
+    ++pos;
+  } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
+    const int hours = number(pos + 1, 2);
+    const int minutes = number(pos + 4, 2);
+    if (hours < 0 || hours > 23 || minutes < 0 || minutes > 59 || pos + 3 >= s.size() ||
+        s[pos + 3] != ':') {
+      return std::nullopt;
+    }
+    offset_minutes = (s[pos] == '-' ? -1 : 1) * (hours * 60 + minutes);
+    pos += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (pos != s.size()) return std::nullopt;
+  const std::int64_t seconds = ::timegm(&tm);
+  return seconds * 1000 + millis - std::int64_t{offset_minutes} * 60'000;
 }
 
 std::string format_duration(std::chrono::milliseconds d) {
@@ -328,7 +398,7 @@ struct Function {
   Clock::time_point retry_at;
 
   FunctionState state;
-  std::deque<LogLine> logs;
+  std::deque<std::pair<std::int64_t, LogLine>> logs;  // with the line's time in epoch millis
 };
 
 }  // namespace
@@ -741,9 +811,11 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     }
     const auto fn = proc.owner.lock();
     if (!fn || settings.log_lines == 0) return;
+    auto stamp = now_stamp();
     std::lock_guard lock(mutex);
-    fn->logs.push_back(
-        LogLine{.time = now_rfc3339(), .stream = is_stderr ? "stderr" : "stdout", .text = text});
+    fn->logs.emplace_back(stamp.millis, LogLine{.time = std::move(stamp.text),
+                                                .stream = is_stderr ? "stderr" : "stdout",
+                                                .text = std::move(text)});
     while (fn->logs.size() > settings.log_lines) fn->logs.pop_front();
   }
 
@@ -979,9 +1051,14 @@ std::vector<LogLine> FunctionSupervisor::logs(const FunctionKey& key,
   std::lock_guard lock(impl_->mutex);
   const auto it = impl_->functions.find(key);
   if (it == impl_->functions.end()) return {};
+  // Compared as instants, so that `...:00Z`, `...:00.000Z` and `...+02:00` mean what they say;
+  // text that is not RFC 3339 is compared as text.
+  const auto since_millis = since ? parse_rfc3339_millis(*since) : std::nullopt;
   std::vector<LogLine> out;
-  for (const auto& line : it->second->logs) {
-    if (!since || line.time >= *since) out.push_back(line);
+  for (const auto& [millis, line] : it->second->logs) {
+    if (!since || (since_millis ? millis >= *since_millis : line.time >= *since)) {
+      out.push_back(line);
+    }
   }
   return out;
 }

@@ -3,6 +3,7 @@
 #include "support/catch.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 
@@ -14,13 +15,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -243,7 +247,12 @@ TEST_CASE("Output of both streams is kept as bounded, timestamped lines", "[func
     CHECK(std::regex_match(line.time, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")));
   }
   CHECK(supervisor.logs(k, "9999-01-01T00:00:00.000Z").empty());
-  CHECK(supervisor.logs(k, first.front().time).size() >= 1);
+  // `since` is an instant: inclusive, any RFC 3339 precision or offset.
+  const auto& t = first.front().time;
+  CHECK(supervisor.logs(k, t).size() == first.size());
+  CHECK(supervisor.logs(k, t.substr(0, 19) + "Z").size() == first.size());
+  CHECK(supervisor.logs(k, t.substr(0, 23) + "+01:00").size() == first.size());
+  CHECK(supervisor.logs(k, t.substr(0, 23) + "-01:00").empty());
 
   SECTION("only the last log_lines lines are kept") {
     REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=20").status == 200);
@@ -485,4 +494,73 @@ TEST_CASE("Destroying the supervisor leaves no process behind", "[function_super
   ioc.restart();
   ioc.run_for(1s);  // the posted clean-up runs and every pending operation ends
   CHECK(ioc.stopped());
+}
+
+TEST_CASE("A function that keeps failing to start is retried with a capped backoff",
+          "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(),
+                                SupervisorSettings{.min_backoff = 10ms, .max_backoff = 40ms});
+  const auto k = key("orders", "broken");
+  const auto spec = echo_spec({{"EXIT_AT_START", "1"}});
+  CHECK(!ensure(ioc, supervisor, k, spec).url);
+  REQUIRE(run_until(ioc, [&] { return supervisor.state(k)->restarts >= 4; }));
+  CHECK(supervisor.total_restarts() == supervisor.state(k)->restarts);
+  CHECK(supervisor.state(k)->last_exit == "exited with 1");
+
+  // A call during a start waits for it and gets its error; one during the backoff gets the last
+  // error at once, with the time of the next attempt.
+  std::smatch m;
+  std::string error;
+  for (int i = 0; i < 50 && m.empty(); ++i) {
+    const auto endpoint = ensure(ioc, supervisor, k, spec);
+    REQUIRE(!endpoint.url);
+    CHECK_THAT(endpoint.error, Catch::Contains("exited with 1"));
+    error = endpoint.error;
+    std::regex_search(error, m, std::regex(R"(next attempt in (\d+)ms\))"));
+  }
+  REQUIRE(!m.empty());
+  CHECK(std::stoi(m[1]) <= 40);
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("The supervisor can be used from several threads", "[function_supervisor]") {
+  asio::io_context ioc;
+  auto guard = asio::make_work_guard(ioc);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+
+  std::mutex mutex;
+  std::vector<Endpoint> results;
+  std::atomic<bool> stopped{false};
+  {
+    FunctionSupervisor supervisor(ioc.get_executor());
+    for (int i = 0; i < 6; ++i) {
+      auto on_done = [&](std::exception_ptr, Endpoint e) {
+        std::lock_guard lock(mutex);
+        results.push_back(std::move(e));
+      };
+      asio::co_spawn(ioc, supervisor.ensure(key("orders", i % 2 ? "odd" : "even"), echo_spec()),
+                     on_done);
+    }
+    const auto deadline = Clock::now() + 30s;
+    bool all = false;
+    while (!all && Clock::now() < deadline) {
+      // Readers race with the strand on purpose.
+      (void)supervisor.state(key("orders", "odd"));
+      (void)supervisor.logs(key("orders", "even"));
+      (void)supervisor.total_restarts();
+      std::lock_guard lock(mutex);
+      all = results.size() == 6;
+    }
+    REQUIRE(all);
+    for (const auto& r : results) CHECK(r.url);
+    CHECK(count_lines(supervisor.logs(key("orders", "odd")), "stdout", "listening") <= 1);
+    supervisor.shutdown([&stopped] { stopped = true; });
+    const auto until = Clock::now() + 30s;
+    while (!stopped && Clock::now() < until) std::this_thread::yield();
+    CHECK(stopped);
+  }
+  guard.reset();
+  for (auto& t : threads) t.join();
 }
