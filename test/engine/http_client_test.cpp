@@ -4,13 +4,18 @@
 #include "support/catch.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include <exception>
+#include <future>
 #include <optional>
+#include <thread>
 
 namespace {
 
@@ -409,4 +414,39 @@ TEST_CASE("http client refuses URLs it cannot serve", "[engine][http_client]") {
   REQUIRE(refused);
   CHECK(refused->error_message == "invalid request header \"X-Evil\"");
   CHECK(client.connections_opened() == 0);
+}
+
+TEST_CASE("http client serves callers on several threads and strands", "[engine][http_client]") {
+  asio::io_context ioc;
+  auto work = asio::make_work_guard(ioc);
+  EchoServer server(ioc.get_executor());
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.max_connections_per_origin = 4});
+  std::vector<std::thread> threads;
+  struct Join {
+    std::vector<std::thread>& threads;
+    asio::io_context& ioc;
+    ~Join() {
+      ioc.stop();
+      for (auto& t : threads) t.join();
+    }
+  } join{threads, ioc};
+  for (int i = 0; i < 2; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+
+  std::vector<std::future<HttpResponse>> futures;
+  for (int i = 0; i < 100; ++i) {
+    futures.push_back(asio::co_spawn(asio::make_strand(ioc),
+                                     client.send(post(server.url("/echo"), std::to_string(i))),
+                                     asio::use_future));
+  }
+  for (std::size_t i = 0; i < futures.size(); ++i) {
+    REQUIRE(futures[i].wait_for(60s) == std::future_status::ready);
+    auto r = futures[i].get();
+    INFO(r.error_message);
+    CHECK(!r.error);
+    CHECK(r.body == std::to_string(i));
+  }
+  CHECK(client.connections_opened() <= 4);
+  CHECK(server.connections_accepted() <= 4);
+  client.shutdown();
+  server.stop();
 }
