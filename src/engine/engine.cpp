@@ -1218,6 +1218,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       active[run->id] = run;
       if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size()));
     }
+    if (metrics) metrics->run_started();  // started in this process, so finished here too
     log::info("Resumed run", {{"run", run->id},
                               {"workflow", run->namespace_ + "/" + run->workflow_name},
                               {"completedSteps", std::to_string(run->journal.size())}});

@@ -6,6 +6,7 @@
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/engine/http_client.hpp"
 #include "knflow/engine/jq_worker_pool.hpp"
+#include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/validate.hpp"
 #include "knflow/store/db.hpp"
@@ -46,7 +47,7 @@ class EngineFixture {
 
   void start_engine() {
     engine_ = std::make_unique<engine::Engine>(ioc_.get_executor(), store_strand_, http_, jq_,
-                                               functions_, nullptr, engine::EngineSettings{});
+                                               functions_, &metrics, engine::EngineSettings{});
     engine_->set_broker_url(echo.url("/broker/{ns}"));
     on_store([&] {
       if (!db_) db_ = std::make_unique<store::Db>(dir_.path() / "knflow.db");
@@ -146,6 +147,7 @@ class EngineFixture {
   }
 
   engine::Engine& engine() { return *engine_; }
+  metrics::Metrics metrics;
   asio::io_context& ioc() { return ioc_; }
 
  private:
@@ -516,4 +518,18 @@ TEST_CASE("engine: a thousand concurrent runs all complete", "[engine][load]") {
   }
   CHECK(completed == 1000);
   CHECK(f.engine().active_runs() == 0);
+  // The drain invariant: started = completed + faulted + cancelled, nothing in flight.
+  const auto text = f.metrics.serialize();
+  auto value = [&](const std::string& series) {
+    auto at = text.find("\n" + series + " ");
+    REQUIRE(at != std::string::npos);
+    return std::stod(text.substr(at + series.size() + 2));
+  };
+  const double started = value("knflow_runs_started_total");
+  const double finished = value("knflow_runs_finished_total{phase=\"completed\"}") +
+                          value("knflow_runs_finished_total{phase=\"faulted\"}") +
+                          value("knflow_runs_finished_total{phase=\"cancelled\"}");
+  CHECK(started == 1000);
+  CHECK(finished == started);
+  CHECK(value("knflow_runs_in_flight") == 0);
 }
