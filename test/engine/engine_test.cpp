@@ -533,3 +533,34 @@ TEST_CASE("engine: a thousand concurrent runs all complete", "[engine][load]") {
   CHECK(finished == started);
   CHECK(value("knflow_runs_in_flight") == 0);
 }
+
+TEST_CASE("engine: retry redrives a faulted run from the failed step", "[engine][redrive]") {
+  EngineFixture f;
+  f.echo.route("/second", {.status = 400, .body = "not yet"});
+  auto yaml = header("redrive") + functions(f, {"first", "second"}) + R"(  do:
+    - {name: a, call: first}
+    - {name: b, call: second}
+)";
+  std::string id;
+  auto out = f.run(yaml, R"({"v": 1})", &id);
+  REQUIRE(out.phase == "faulted");
+  REQUIRE(f.echo.requests().size() == 2);
+  f.echo.route("/second", {});  // the function is fixed: it echoes again
+  auto result = asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get();
+  REQUIRE(result == engine::Engine::Control::ok);
+  auto again = f.wait(id);
+  CHECK(EngineFixture::data(again) == json::parse(R"({"v": 1})"));
+  // `a` completed before and was reused; only `b` ran again, as attempt 2.
+  auto requests = f.echo.requests();
+  REQUIRE(requests.size() == 3);
+  CHECK(requests[2].target == "/second");
+  auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 3);
+  CHECK(attempts[2].step == "b");
+  CHECK(attempts[2].attempt == 2);
+  // A completed run cannot be retried; an unknown one is not found.
+  CHECK(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
+        engine::Engine::Control::conflict);
+  CHECK(asio::co_spawn(f.ioc(), f.engine().retry("nope"), asio::use_future).get() ==
+        engine::Engine::Control::not_found);
+}
