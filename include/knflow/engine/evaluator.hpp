@@ -28,8 +28,7 @@ class Evaluator {
  public:
   virtual ~Evaluator() = default;
   // `variables` are bound as $name (e.g. {"input": ..., "run": ...} gives $input, $run).
-  virtual boost::asio::awaitable<Evaluation> evaluate(std::string program,
-                                                      boost::json::value input,
+  virtual boost::asio::awaitable<Evaluation> evaluate(std::string program, boost::json::value input,
                                                       boost::json::object variables) = 0;
 };
 
