@@ -350,10 +350,7 @@ TEST_CASE("A function that never listens fails after start_timeout and is stoppe
   FunctionSupervisor supervisor(ioc.get_executor(),
                                 SupervisorSettings{.start_timeout = 300ms, .min_backoff = 10s});
   const auto k = key("orders", "silent");
-  const FunctionSpec spec{
-      .command = {"python3", "-c", "import time\nprint('sleeping', flush=True)\ntime.sleep(600)"},
-      .env = {},
-      .working_dir = {}};
+  const FunctionSpec spec{.command = {"sleep", "600"}, .env = {}, .working_dir = {}};
   std::optional<Endpoint> result;
   auto on_done = [&result](std::exception_ptr, Endpoint e) { result = std::move(e); };
   asio::co_spawn(ioc, supervisor.ensure(k, spec), on_done);
@@ -369,7 +366,6 @@ TEST_CASE("A function that never listens fails after start_timeout and is stoppe
   CHECK_THAT(result->error, Catch::Contains("within 300ms"));
   REQUIRE(run_until(ioc, [&] { return reaped(*pid); }));
   CHECK(!supervisor.state(k)->pid);
-  CHECK(count_lines(supervisor.logs(k), "stdout", "sleeping") == 1);
 
   shutdown(ioc, supervisor);
 }
