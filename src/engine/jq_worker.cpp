@@ -115,8 +115,18 @@ std::string frame(std::string_view body) {
   return out;
 }
 
+// An error message longer than this (error() of a large value) is cut, at a UTF-8 boundary.
+constexpr std::size_t kMaxMessageBytes = 4096;
+
 std::string error_answer(std::string_view message, bool fatal = false) {
-  json::object answer{{"ok", false}, {"error", message}};
+  std::string text(message);
+  if (text.size() > kMaxMessageBytes) {
+    std::size_t cut = kMaxMessageBytes;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text.resize(cut);
+    text += "...";
+  }
+  json::object answer{{"ok", false}, {"error", text}};
   if (fatal) answer["fatal"] = true;
   return json::serialize(answer);
 }

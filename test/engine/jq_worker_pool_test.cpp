@@ -2,6 +2,8 @@
 
 #include "support/catch.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
@@ -181,6 +183,9 @@ TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[e
     CHECK(e.error == R"({"a":1} (not a string))");
     e = evaluate(ioc, pool, "try error(\"x\") catch \"caught \\(.)\"");
     CHECK(e.value == json::value("caught x"));
+    e = evaluate(ioc, pool, "error(\"é\" * 100000)");  // long messages are cut
+    CHECK(e.error.size() < 5000);
+    CHECK_THAT(e.error, Catch::StartsWith("ééé") && Catch::EndsWith("é..."));
   }
 
   SECTION("features that reach outside the expression are refused") {
@@ -196,6 +201,48 @@ TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[e
     CHECK(evaluate(ioc, pool, ".a", json::object{{"a", 1}}).value == json::value(1));
     CHECK(pool.workers_restarted() == 0);
   }
+}
+
+TEST_CASE("jq workers: results are bounded in depth and size", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.max_value_bytes = 1000;
+  JqWorkerPool pool(ioc.get_executor(), s);
+  Evaluation e = evaluate(ioc, pool, "reduce range(2000) as $i (null; [.])");
+  CHECK(e.error == "the expression's result is nested more than 1000 levels deep");
+  e = evaluate(ioc, pool, "\"x\" * 2000");
+  CHECK(e.error == "the expression's result is larger than 1000 bytes");
+  e = evaluate(ioc, pool, "reduce range(900) as $i (null; [.]) | flatten");
+  CHECK(e.value == json::value(json::array{nullptr}));
+  CHECK(pool.workers_restarted() == 0);
+}
+
+TEST_CASE("jq workers: a cancelled evaluation frees its worker", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(1));
+  REQUIRE(evaluate(ioc, pool, "1").ok());
+
+  std::optional<Evaluation> cancelled;
+  std::optional<Evaluation> queued;
+  asio::cancellation_signal on_worker;
+  asio::cancellation_signal in_queue;
+  asio::co_spawn(
+      ioc, pool.evaluate("last(range(1e12))", nullptr, {}),
+      asio::bind_cancellation_slot(
+          on_worker.slot(), [&](std::exception_ptr, Evaluation r) { cancelled = std::move(r); }));
+  asio::co_spawn(
+      ioc, pool.evaluate("2", nullptr, {}),
+      asio::bind_cancellation_slot(
+          in_queue.slot(), [&](std::exception_ptr, Evaluation r) { queued = std::move(r); }));
+  ioc.restart();
+  ioc.poll();  // the first is on the worker, the second waits for it
+  in_queue.emit(asio::cancellation_type::terminal);
+  on_worker.emit(asio::cancellation_type::terminal);
+  REQUIRE(run_until(ioc, [&] { return cancelled && queued; }));
+  CHECK(cancelled->error == "the evaluation was cancelled");
+  CHECK(queued->error == "the evaluation was cancelled");
+  CHECK(evaluate(ioc, pool, "3").value == json::value(3));
+  CHECK(pool.workers_restarted() == 1);
 }
 
 TEST_CASE("jq workers: runaway expressions fault alone and the pool keeps serving",
@@ -355,4 +402,34 @@ TEST_CASE("jq workers: a worker that cannot start fails the evaluation clearly",
   JqWorkerPool wrong(ioc.get_executor(), s);
   e = evaluate(ioc, wrong, "1");
   CHECK_THAT(e.error, Catch::StartsWith("could not start an expression worker"));
+}
+
+// Not run by default (`test_engine "[.bench]"`): prints what an evaluation of a cached program
+// costs, one at a time (latency) and many at once (throughput). Measures; asserts only results.
+TEST_CASE("jq workers: cost of an evaluation", "[.bench]") {
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(2);
+  s.max_queue = 50'000;
+  JqWorkerPool pool(ioc.get_executor(), s);
+  const json::value input = json::parse(R"({"order": {"id": "o-1", "items": [1, 2, 3]}})");
+  const json::object vars{{"run", json::object{{"id", "r-1"}}}};
+  const std::string program = "{id: .order.id, total: (.order.items | add), run: $run.id}";
+  REQUIRE(evaluate(ioc, pool, program, input, vars).ok());  // compiled and cached
+
+  using Clock = std::chrono::steady_clock;
+  constexpr int kSequential = 2'000;
+  auto start = Clock::now();
+  for (int i = 0; i < kSequential; ++i) REQUIRE(evaluate(ioc, pool, program, input, vars).ok());
+  const auto sequential = std::chrono::duration<double, std::micro>(Clock::now() - start);
+
+  constexpr int kConcurrent = 20'000;
+  Batch batch(ioc, pool);
+  start = Clock::now();
+  for (int i = 0; i < kConcurrent; ++i) batch.start(program, input, vars);
+  for (const auto& r : batch.wait()) REQUIRE(r->ok());
+  const auto concurrent = std::chrono::duration<double, std::micro>(Clock::now() - start);
+
+  WARN("one at a time: " << sequential.count() / kSequential << " us per evaluation; "
+                         << kConcurrent << " at once on 2 workers: "
+                         << concurrent.count() / kConcurrent << " us per evaluation");
 }
