@@ -349,6 +349,33 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return !scope.cancelled();
   }
 
+  // Sends a request, but stops waiting as soon as the scope is cancelled (a lost `any` branch, a
+  // cancelled run, a shutdown): nullopt then. The request itself finishes in the background and
+  // its answer is dropped.
+  asio::awaitable<std::optional<HttpResponse>> send_cancellable(Scope& scope, HttpRequest req) {
+    struct Shared {
+      std::optional<HttpResponse> response;
+    };
+    auto shared = std::make_shared<Shared>();
+    auto ex = co_await asio::this_coro::executor;
+    auto wake =
+        std::make_shared<asio::steady_timer>(ex, std::chrono::steady_clock::time_point::max());
+    auto task = http.send(std::move(req));
+    asio::co_spawn(ex, std::move(task), [shared, wake](std::exception_ptr e, HttpResponse r) {
+      if (e) {
+        r = HttpResponse{};
+        r.error = boost::asio::error::operation_aborted;
+        r.error_message = "the request failed inside the client";
+      }
+      shared->response = std::move(r);
+      wake->cancel();
+    });
+    scope.add_timer(wake.get());
+    while (!shared->response && !scope.cancelled()) co_await wake->async_wait(use_tuple);
+    scope.remove_timer(wake.get());
+    co_return std::move(shared->response);
+  }
+
   static void check_live(Run& run, Scope& scope, std::optional<SteadyTime> deadline,
                          const std::string& path) {
     if (run.cancel_requested) {
@@ -938,7 +965,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             *env.deadline - std::chrono::steady_clock::now());
         req.timeout = std::max(std::chrono::milliseconds(1), std::min(req.timeout, left));
       }
-      auto res = co_await http.send(std::move(req));
+      auto answered = co_await send_cancellable(*env.scope, std::move(req));
+      if (!answered) {
+        co_await attempt_end(
+            run, seq,
+            attempt_result(
+                store::AttemptPhase::cancelled, std::nullopt,
+                make_fault("runtime", 499, "Cancelled",
+                           "the call was abandoned: its run or branch was cancelled", path)
+                    .error,
+                std::nullopt));
+        check_live(run, *env.scope, std::nullopt, path);
+      }
+      auto res = std::move(*answered);
       if (!res.error && res.status / 100 == 2) {
         Current next = cur;
         if (res.status != 202 && !res.body.empty()) {
@@ -982,10 +1021,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                      ? res.error_message
                                      : "the function answered " + std::to_string(res.status) +
                                            (res.body.empty() ? "" : ": " + res.body.substr(0, 512));
-      Fault fault = make_fault(
-          res.error && res.error_message.find("timed out") != std::string::npos ? "timeout"
-                                                                                : "communication",
-          status ? status : 503, "Call to " + call.function + " failed", detail, path);
+      Fault fault =
+          make_fault(res.error == boost::asio::error::timed_out ? "timeout" : "communication",
+                     status ? status : 503, "Call to " + call.function + " failed", detail, path);
       co_await attempt_end(run, seq,
                            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
                                           status ? std::optional<unsigned>(status) : std::nullopt));
