@@ -6,6 +6,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/json.hpp>
 
 #include <signal.h>
@@ -21,8 +22,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -325,6 +328,31 @@ TEST_CASE("jq workers: a thousand concurrent evaluations on two workers", "[engi
           json::value(json::object{{"n", 2 * i}, {"who", "r" + std::to_string(i)}}));
   }
   CHECK(pool.workers_restarted() == 0);
+}
+
+TEST_CASE("jq workers: evaluations from many threads and strands", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(2));
+  constexpr int kEvaluations = 400;
+  std::mutex mutex;
+  std::vector<std::optional<Evaluation>> results(kEvaluations);
+  int done = 0;
+  for (int i = 0; i < kEvaluations; ++i) {
+    asio::co_spawn(asio::make_strand(ioc), pool.evaluate(". + 1", json::value(i), {}),
+                   [&, i](std::exception_ptr e, Evaluation r) {
+                     std::lock_guard lock(mutex);
+                     if (!e) results[i] = std::move(r);
+                     if (++done == kEvaluations) ioc.stop();
+                   });
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) threads.emplace_back([&ioc] { ioc.run(); });
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kEvaluations; ++i) {
+    CAPTURE(i);
+    REQUIRE(results[i]);
+    CHECK(results[i]->value == json::value(i + 1));
+  }
 }
 
 TEST_CASE("jq workers: a full queue refuses at once", "[engine][jq]") {
