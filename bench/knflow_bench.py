@@ -906,7 +906,7 @@ def render_doc(args, get, st, v, meta, notes: str) -> str:
         "```sh",
         "KNFLOW_BENCH_DEPS=1 scripts/install-deps.sh   # wrk and nginx-light (Debian)",
         "cmake --preset release && cmake --build --preset release",
-        "bench/run.sh                  # 2-3 minutes on a quiet machine; rewrites this file",
+        "bench/run.sh                  # 2-3 minutes on a quiet machine; rewrites its sections",
         "bench/run.sh --no-doc         # print the tables only",
         "bench/run.sh --help           # durations, connections, counts",
         "bench/profile.sh perf         # where knflow's CPU goes under the same load",
@@ -917,10 +917,12 @@ def render_doc(args, get, st, v, meta, notes: str) -> str:
         "library). Everything listens on 127.0.0.1, runs under one temporary directory, and every",
         "process it starts (knflow, nginx, wrk) is stopped on exit, however the run ends. It runs a copy",
         "of `build/release/knflow` taken at the start, so a rebuild meanwhile changes nothing. The part",
-        "of this file between the `analysis` markers is written by hand and kept by the script.",
+        "of this file between the `analysis` markers is written by hand and kept by the script, and so",
+        "is every section another benchmark writes here (such as \"Standalone engine\").",
         "On a busy machine a run takes longer: before each wrk run it waits up to 60 s for other",
         "work to calm down (`--quiet-wait`), and says in the tables how busy the machine was.",
-        "`bench/run.sh --from-json FILE` rewrites this file from the figures a `--json FILE` run saved.",
+        "`bench/run.sh --from-json FILE` rewrites its sections from the figures a `--json FILE` run",
+        "saved.",
         "",
         "## Method",
         "",
@@ -1024,6 +1026,25 @@ def render_doc(args, get, st, v, meta, notes: str) -> str:
 
 
 DEFAULT_NOTES = "No analysis written yet for this machine."
+OWN_SECTIONS = ("## How to run", "## Method", "## Results", "## Commands")
+
+
+def write_doc(doc: Path, render) -> None:
+    """Rewrites this script's part of doc and keeps every "## " section it does not own.
+
+    Other benchmarks (bench/engine_run.sh) keep their own sections in the same file, after ours;
+    the file is re-read right before writing so that a section written meanwhile survives."""
+    text = doc.read_text() if doc.exists() else ""
+    starts = [m.start() for m in re.finditer(r"^## ", text, re.M)] + [len(text)]
+    foreign = []
+    for a, b in zip(starts, starts[1:]):
+        chunk = text[a:b]
+        if not chunk.startswith(OWN_SECTIONS):
+            foreign.append(chunk.rstrip("\n") + "\n")
+    out = render(read_notes(doc))
+    if foreign:
+        out = out.rstrip("\n") + "\n\n" + "\n".join(foreign)
+    doc.write_text(out)
 
 
 def read_notes(path: Path) -> str:
@@ -1095,7 +1116,7 @@ def main(argv: list[str]) -> int:
         args.knflow_shown = saved.get("knflow_shown", "build/release/knflow")
         v = evaluate(get, st)
         doc = Path(args.doc)
-        doc.write_text(render_doc(args, get, st, v, meta, read_notes(doc)))
+        write_doc(doc, lambda notes: render_doc(args, get, st, v, meta, notes))
         log(f"wrote {doc} from {args.from_json}")
         return 0
 
@@ -1168,7 +1189,7 @@ def main(argv: list[str]) -> int:
                                               indent=2))
     if not args.no_doc:
         doc = Path(args.doc)
-        doc.write_text(render_doc(args, get, st, v, meta, read_notes(doc)))
+        write_doc(doc, lambda notes: render_doc(args, get, st, v, meta, notes))
         log(f"wrote {doc}")
     return 0
 
