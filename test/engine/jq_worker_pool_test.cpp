@@ -282,6 +282,17 @@ TEST_CASE("jq workers: runaway expressions fault alone and the pool keeps servin
   }
 }
 
+TEST_CASE("jq workers: an expression that crashes jq faults alone", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(1));
+  // jq 1.6 fails an assertion (and aborts) on a NaN slice bound.
+  const Evaluation e = evaluate(ioc, pool, "[range(5)] | .[nan:1]");
+  CHECK(e.error ==
+        "the expression worker died while evaluating the expression (killed by SIGABRT)");
+  CHECK(pool.workers_restarted() == 2);  // tried once more on a fresh worker, which died too
+  CHECK(evaluate(ioc, pool, "[range(5)] | .[1:2]").value == json::value(json::array{1}));
+}
+
 TEST_CASE("jq workers: no environment, no working directory, no inherited files", "[engine][jq]") {
   ::setenv("KNFLOW_TEST_SECRET", "hunter2", 1);
   asio::io_context ioc;

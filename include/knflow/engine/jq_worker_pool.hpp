@@ -32,7 +32,10 @@ class JqWorkerPool final : public Evaluator {
 
   boost::asio::awaitable<Evaluation> evaluate(std::string program, boost::json::value input,
                                               boost::json::object variables) override;
-  // Kills every worker; pending evaluations fail.
+  // Kills every worker; waiting and running evaluations fail with "the expression evaluator is
+  // shutting down", later ones too. Runs on the pool's strand (at once when called there); the
+  // destructor calls it, and whatever is left when the pool's last coroutine ends is killed and
+  // reaped then.
   void shutdown();
   // Workers killed or lost (time limit, memory limit, death, protocol error) and replaced.
   std::size_t workers_restarted() const;
