@@ -396,7 +396,7 @@ struct Api::Handlers {
     if (api.draining_) {
       co_return problem(503, "draining", "The server is shutting down.", req);
     }
-    if (!cache()) co_return starting(req);
+    if (!cache() || !api.ready_) co_return starting(req);
     co_return http::make_response(200, "text/plain; charset=utf-8", "ok\n");
   }
 
@@ -448,11 +448,12 @@ Api::Api(asio::any_io_executor executor, metrics::Metrics& metrics, ApiSettings 
 
 Api::~Api() = default;
 
-void Api::attach(std::unique_ptr<cache::WorkflowCache> cache,
-                 std::unique_ptr<store::RunStore> runs) {
+void Api::attach(std::unique_ptr<cache::WorkflowCache> cache, std::unique_ptr<store::RunStore> runs,
+                 bool ready) {
   runs_ = std::move(runs);
   cache_owner_ = std::move(cache);
   cache_.store(cache_owner_.get());
+  if (ready) ready_ = true;
 }
 
 std::string Api::apply(model::Workflow workflow) {

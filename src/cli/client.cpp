@@ -71,6 +71,15 @@ struct Call {
   std::chrono::milliseconds timeout{60'000};
 };
 
+// Sends one request, then closes the client so that its idle-connection timers do not keep the
+// event loop (and the command) waiting.
+asio::awaitable<engine::HttpResponse> send_and_close(engine::HttpClient& client,
+                                                     engine::HttpRequest req) {
+  auto res = co_await client.send(std::move(req));
+  client.shutdown();
+  co_return res;
+}
+
 engine::HttpResponse send(const po::variables_map& vm, Call call) {
   asio::io_context ioc;
   engine::HttpClient client(ioc.get_executor());
@@ -85,7 +94,7 @@ engine::HttpResponse send(const po::variables_map& vm, Call call) {
   }
   req.body = std::move(call.body);
   req.timeout = call.timeout;
-  auto future = asio::co_spawn(ioc, client.send(std::move(req)), asio::use_future);
+  auto future = asio::co_spawn(ioc, send_and_close(client, std::move(req)), asio::use_future);
   ioc.run();
   return future.get();
 }

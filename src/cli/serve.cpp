@@ -456,7 +456,7 @@ int serve(const std::vector<std::string>& args) {
       const auto count = cache->snapshot()->items.size();
       auto runs = std::make_unique<store::RunStore>(*db);
       engine.attach(runs.get());  // resumes the runs a previous process left unfinished
-      api.attach(std::move(cache), std::move(runs));
+      api.attach(std::move(cache), std::move(runs), /*ready=*/false);
       if (vm.count("apply")) {
         for (const auto& file : vm["apply"].as<std::vector<std::string>>()) {
           if (!apply_file(api, file)) {
@@ -465,6 +465,7 @@ int serve(const std::vector<std::string>& args) {
           }
         }
       }
+      api.mark_ready();  // /readyz: loaded, and every --apply workflow stored
       schedule_retention();
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - started)

@@ -1163,7 +1163,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     run->outcome = std::move(outcome);
     for (auto& w : run->waiters) w->cancel();
     run->waiters.clear();
-    if (metrics) metrics->run_finished(run->outcome->phase);
+    if (metrics) {
+      metrics->run_finished(run->outcome->phase, std::chrono::steady_clock::now() - run->began);
+    }
     log::info("Finished run", {{"run", run->id},
                                {"workflow", run->namespace_ + "/" + run->workflow_name},
                                {"phase", run->outcome->phase}});

@@ -88,7 +88,8 @@ struct Run {
   CloudEvent input;
   std::string created_at;
   std::string started_at;
-  std::string trace_id;  // 32 hex
+  std::string trace_id;                                                            // 32 hex
+  std::chrono::steady_clock::time_point began = std::chrono::steady_clock::now();  // here
   Strand strand;
   Scope root;
   std::optional<std::chrono::system_clock::time_point> deadline;  // spec.timeout

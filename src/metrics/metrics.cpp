@@ -56,7 +56,7 @@ struct Metrics::Impl {
 
   prometheus::Counter& runs_started = prometheus::BuildCounter()
                                           .Name("knflow_runs_started_total")
-                                          .Help("Workflow runs started (resumed runs not counted)")
+                                          .Help("Workflow runs this process started or resumed")
                                           .Register(*registry)
                                           .Add({});
   prometheus::Family<prometheus::Counter>& runs_finished =

@@ -56,8 +56,10 @@ class Api {
 
   // Makes the cache (and the run store) live; call on the writer strand once loaded. /readyz
   // turns 200.
+  // With `ready` false, /readyz stays 503 until mark_ready() (e.g. after `--apply` files).
   void attach(std::unique_ptr<cache::WorkflowCache> cache,
-              std::unique_ptr<store::RunStore> runs = nullptr);
+              std::unique_ptr<store::RunStore> runs = nullptr, bool ready = true);
+  void mark_ready() { ready_ = true; }
   // Detaches and destroys the cache and run store (on the writer strand), before SQLite closes.
   void detach();
   // The engine, when it is built after the API (its store strand is the API's writer strand).
@@ -97,6 +99,7 @@ class Api {
       decoded_;
   std::atomic<cache::WorkflowCache*> cache_{nullptr};  // read by handlers for snapshots
   std::atomic<bool> draining_{false};
+  std::atomic<bool> ready_{false};
 };
 
 }  // namespace knflow::api
