@@ -1,6 +1,7 @@
 #include "knflow/http/auth.hpp"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -11,8 +12,14 @@ namespace knflow::http {
 namespace {
 
 std::array<unsigned char, 32> digest(std::string_view token) {
+  // Fetched once: OpenSSL 3's one-shot SHA256() looks the algorithm up on every call.
+  static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   std::array<unsigned char, 32> out{};
-  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), out.data());
+  unsigned int size = 0;
+  if (kSha256 == nullptr ||
+      EVP_Digest(token.data(), token.size(), out.data(), &size, kSha256, nullptr) != 1) {
+    SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), out.data());
+  }
   return out;
 }
 

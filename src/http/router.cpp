@@ -44,11 +44,10 @@ bool match_segment(std::string_view tmpl, std::string_view seg,
   return true;
 }
 
-bool match_template(const std::string& path_template, std::string_view path,
+bool match_template(const std::string& path_template, const std::vector<std::string>& want,
+                    std::string_view path, const std::vector<std::string_view>& got,
                     std::map<std::string, std::string>& params) {
   if (path_template == "/{asset*}") return is_asset(path);
-  auto want = split_path(path_template);
-  auto got = split_path(path);
   if (want.size() != got.size()) return false;
   for (std::size_t i = 0; i < want.size(); ++i) {
     if (!match_segment(want[i], got[i], params)) return false;
@@ -58,13 +57,20 @@ bool match_template(const std::string& path_template, std::string_view path,
 
 }  // namespace
 
-void Router::add(Route route) { routes_.push_back(std::move(route)); }
+void Router::add(Route route) {
+  std::vector<std::string> segments;
+  for (auto s : split_path(route.path_template)) segments.emplace_back(s);
+  segments_.push_back(std::move(segments));
+  routes_.push_back(std::move(route));
+}
 
 Match Router::match(std::string_view method, std::string_view path) const {
   Match result;
-  for (const auto& route : routes_) {
+  const auto got = split_path(path);  // once per request, not once per route
+  for (std::size_t r = 0; r < routes_.size(); ++r) {
+    const auto& route = routes_[r];
     std::map<std::string, std::string> params;
-    if (!match_template(route.path_template, path, params)) continue;
+    if (!match_template(route.path_template, segments_[r], path, got, params)) continue;
     if (route.method == method || (method == "HEAD" && route.method == "GET")) {
       result.route = &route;
       result.params = std::move(params);

@@ -10,6 +10,8 @@
 #include <prometheus/text_serializer.h>
 
 #include <array>
+#include <mutex>
+#include <unordered_map>
 
 namespace knflow::metrics {
 namespace {
@@ -99,6 +101,12 @@ struct Metrics::Impl {
                                              .Register(*registry)
                                              .Add({});
 
+  // Counter and histogram of each (route, method, code), found once: prometheus-cpp's Add()
+  // builds label maps and, for histograms, a new object on every call.
+  std::mutex request_mutex;
+  std::unordered_map<std::string, std::pair<prometheus::Counter*, prometheus::Histogram*>>
+      request_series;
+
   Impl() {
     for (const char* phase : {"completed", "faulted", "cancelled"}) {
       runs_finished.Add({{"phase", phase}});
@@ -121,11 +129,26 @@ void Metrics::observe_request(std::string_view route, std::string_view method, u
                               std::chrono::duration<double> elapsed) {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-  const std::map<std::string, std::string> labels = {{"route", std::string(route)},
-                                                     {"method", bounded_method(method)},
-                                                     {"code", std::to_string(code)}};
-  impl_->requests.Add(labels).Increment();
-  impl_->durations.Add(labels, kBuckets).Observe(elapsed.count());
+  std::string key;
+  key.reserve(route.size() + method.size() + 8);
+  key.append(route).append(1, '\x1f').append(method).append(1, '\x1f').append(std::to_string(code));
+  std::pair<prometheus::Counter*, prometheus::Histogram*> series;
+  {
+    std::lock_guard lock(impl_->request_mutex);
+    auto it = impl_->request_series.find(key);
+    if (it == impl_->request_series.end()) {
+      const std::map<std::string, std::string> labels = {{"route", std::string(route)},
+                                                         {"method", bounded_method(method)},
+                                                         {"code", std::to_string(code)}};
+      it = impl_->request_series
+               .emplace(key, std::make_pair(&impl_->requests.Add(labels),
+                                            &impl_->durations.Add(labels, kBuckets)))
+               .first;
+    }
+    series = it->second;
+  }
+  series.first->Increment();
+  series.second->Observe(elapsed.count());
 }
 
 void Metrics::set_workflows(double count) { impl_->workflows.Set(count); }

@@ -47,6 +47,7 @@ class Router {
 
  private:
   std::vector<Route> routes_;
+  std::vector<std::vector<std::string>> segments_;  // each template split once, by add()
 };
 
 }  // namespace knflow::http
