@@ -324,13 +324,15 @@ int serve(const std::vector<std::string>& args) {
   api_settings.max_invoke_timeout = seconds_option(vm, "max-invoke-timeout");
 
   // The engine and what it runs on: pooled HTTP, jq worker processes, local function processes.
+  // Workers are this very binary: /proc/self/exe names it even if the file was moved.
   std::error_code self_ec;
-  const auto self_exe = fs::read_symlink("/proc/self/exe", self_ec);
+  auto self_exe = fs::read_symlink("/proc/self/exe", self_ec);
+  if (self_ec) self_exe = "/proc/self/exe";
   engine::HttpClient http_client(ioc.get_executor());
   engine::JqWorkerPool jq(
       ioc.get_executor(),
       engine::JqWorkerSettings{
-          .executable = self_ec ? fs::path("knflow") : self_exe,
+          .executable = self_exe,
           .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
           .time_limit = seconds_option(vm, "expression-timeout"),
       });

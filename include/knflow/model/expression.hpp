@@ -27,8 +27,9 @@ std::optional<std::string> forbidden_feature(std::string_view program);
 // it. Returns nullopt when it compiles, otherwise a plain message (jq's own for syntax errors and
 // unknown names; "... is not available in knflow expressions" for refused features).
 // Thread-safe: jq 1.6 keeps global state that is not reliably thread-safe, so every libjq call is
-// serialised by one process-wide mutex in expression.cpp; code that needs libjq for anything else
-// (evaluation) belongs in that file, behind the same mutex. Compiling costs about 10 ms (jq
+// serialised by one process-wide mutex in expression.cpp. Evaluation does not happen in this
+// process at all: the engine's `knflow jq-worker` processes run it (docs/expressions.md). Compiling
+// costs about 10 ms (jq
 // re-reads its builtins), so verdicts are kept in a bounded cache keyed by program and variables.
 std::optional<std::string> compile_error(std::string_view program,
                                          std::span<const std::string> variables);
