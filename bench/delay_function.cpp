@@ -78,9 +78,8 @@ void serve(int fd, std::chrono::microseconds delay) {
     std::string_view head(buf.data(), head_end);
     for (std::size_t pos = head.find("\r\n"); pos != std::string_view::npos;) {
       const std::size_t next = head.find("\r\n", pos + 2);
-      std::string_view line = head.substr(pos + 2, next == std::string_view::npos
-                                                       ? std::string_view::npos
-                                                       : next - pos - 2);
+      std::string_view line = head.substr(
+          pos + 2, next == std::string_view::npos ? std::string_view::npos : next - pos - 2);
       if (iequals_prefix(line, "content-length:")) {
         length = std::strtoul(std::string(line.substr(15)).c_str(), nullptr, 10);
       } else if (iequals_prefix(line, "connection:") &&
@@ -135,7 +134,8 @@ int main(int argc, char** argv) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(lfd, 1024) != 0) {
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(lfd, 1024) != 0) {
     std::perror("delay_function: bind/listen");
     return 1;
   }
