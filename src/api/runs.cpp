@@ -27,20 +27,6 @@ using namespace detail;
 using http::Request;
 using http::Response;
 
-std::string now_rfc3339_ms() {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[40];
-  const auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char frac[8];
-  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms));
-  return std::string(buf, n) + frac;
-}
-
 std::string new_event_id() {
   unsigned char raw[16];
   RAND_bytes(raw, sizeof raw);
@@ -177,7 +163,7 @@ struct Api::RunHandlers {
     e.id = new_event_id();
     e.source = source;
     e.type = "dev.knflow.invoke";
-    e.time = now_rfc3339_ms();
+    e.time = log::now_rfc3339_ms();
     auto content_type = req.header("content-type");
     if (!req.body.empty()) {
       e.data = req.body;

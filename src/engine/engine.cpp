@@ -52,20 +52,6 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-std::string now_rfc3339_ms() {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[40];
-  const auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char frac[8];
-  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms));
-  return std::string(buf, n) + frac;
-}
-
 std::string random_hex(std::size_t bytes) {
   std::vector<unsigned char> raw(bytes);
   RAND_bytes(raw.data(), static_cast<int>(raw.size()));
@@ -262,7 +248,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     rec.step = step;
     rec.attempt = attempt;
     rec.phase = store::AttemptPhase::running;
-    rec.started_at = now_rfc3339_ms();
+    rec.started_at = log::now_rfc3339_ms();
     rec.input_json = capped(input, settings.record_cap_bytes);
     std::function<std::int64_t(store::RunStore&)> op = [rec](store::RunStore& s) {
       return s.append_attempt(rec);
@@ -276,7 +262,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                       std::optional<unsigned> http_status) const {
     store::AttemptResult r;
     r.phase = phase;
-    r.finished_at = now_rfc3339_ms();
+    r.finished_at = log::now_rfc3339_ms();
     if (output) r.output_json = capped(*output, settings.record_cap_bytes);
     if (error) r.error_json = json::serialize(*error);
     if (http_status) r.http_status = static_cast<std::int64_t>(*http_status);
@@ -876,7 +862,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto s = co_await eval(*e.subject, cur.data, vars, path + "/emit/subject");
       ev.subject = s.is_string() ? std::string(s.as_string()) : json::serialize(s);
     }
-    ev.time = now_rfc3339_ms();
+    ev.time = log::now_rfc3339_ms();
     ev.datacontenttype = "application/json";
     json::value data = cur.data;
     if (e.data) data = co_await eval_deep(*e.data, cur.data, vars, path + "/emit/data");
@@ -1130,7 +1116,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                                        : store::RunPhase::faulted;
     run->record.output_json = output_text;
     run->record.error_json = error_text;
-    run->record.finished_at = now_rfc3339_ms();
+    run->record.finished_at = log::now_rfc3339_ms();
     run->record.updated_at = *run->record.finished_at;
     co_await record_run(*run);
     finish(run, std::move(outcome));
@@ -1210,7 +1196,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           json::serialize(make_fault("configuration", 500, "Definition unreadable",
                                      "the stored definition of this run no longer decodes", "/")
                               .error);
-      u.finished_at = now_rfc3339_ms();
+      u.finished_at = log::now_rfc3339_ms();
       u.updated_at = *u.finished_at;
       store.update_run(u);
       return;
@@ -1326,7 +1312,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   run->workflow_name = workflow->metadata.name;
   run->workflow = workflow;
   run->definition = std::move(definition);
-  run->created_at = now_rfc3339_ms();
+  run->created_at = log::now_rfc3339_ms();
   run->started_at = run->created_at;
   run->trace_id = random_hex(16);
   if (auto it = event.extensions.find("traceparent");
@@ -1425,7 +1411,7 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     rec->error_json.reset();
     rec->output_json.reset();
     rec->finished_at.reset();
-    rec->updated_at = now_rfc3339_ms();
+    rec->updated_at = log::now_rfc3339_ms();
     s.update_run(*rec);
     impl->resume(s, *rec);
     return Control::ok;

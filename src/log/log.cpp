@@ -48,7 +48,7 @@ void append_value(std::string& line, std::string_view value) {
   line.push_back('"');
 }
 
-std::string timestamp() {
+std::string timestamp_now() {
   const auto now = std::chrono::system_clock::now();
   const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
   const auto millis =
@@ -68,6 +68,8 @@ std::string timestamp() {
 
 void set_level(Level level) { g_level.store(level); }
 
+std::string now_rfc3339_ms() { return timestamp_now(); }
+
 bool parse_level(std::string_view text, Level& out) {
   for (Level l : {Level::debug, Level::info, Level::warn, Level::error}) {
     if (level_name(l) == text) {
@@ -80,7 +82,7 @@ bool parse_level(std::string_view text, Level& out) {
 
 void write(Level level, std::string_view message, std::initializer_list<Field> fields) {
   if (level < g_level.load()) return;
-  std::string line = "ts=" + timestamp() + " level=" + std::string(level_name(level)) + " msg=";
+  std::string line = "ts=" + timestamp_now() + " level=" + std::string(level_name(level)) + " msg=";
   append_value(line, message);
   for (const auto& [key, value] : fields) {
     line.push_back(' ');

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <initializer_list>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -10,6 +11,10 @@ enum class Level { debug, info, warn, error };
 
 // Sets the lowest level written; messages below it are dropped. Call once at start-up.
 void set_level(Level level);
+
+// The current time as RFC 3339 in UTC with milliseconds ("2026-01-02T03:04:05.678Z"), the form
+// logs, runs and events use (it sorts as text). Thread-safe.
+std::string now_rfc3339_ms();
 bool parse_level(std::string_view text, Level& out);
 
 using Field = std::pair<std::string_view, std::string_view>;
