@@ -621,7 +621,20 @@ def bench_calls(args, children, tmp, kn: Knflow, ngx_port: int, ngx_pids) -> dic
             f" pause {k['pause_ms']} ms): p50 {k['p50_ms']:.3f} ms p99 {k['p99_ms']:.3f} ms; "
             f"direct at {d['rps']:,.0f}/s: p50 {d['p50_ms']:.3f} ms p99 {d['p99_ms']:.3f} ms; "
             f"overhead per step p50 {ov50:.3f} ms p99 {ov99:.3f} ms")
-    return {"runs": runs, "best": best, "max_runs": max_runs, "steps": steps}
+    unloaded = {}
+    if args.unloaded_duration > 0:
+        # Informative: one request at a time (wrk -t1 -c1), no queueing behind other runs.
+        d = run_wrk(args, direct_url, post_direct, args.unloaded_duration, kn_pids, 1, 1)
+        unloaded["direct"] = d
+        for n in args.steps:
+            k = run_wrk(args, urls[n], post_kn, args.unloaded_duration, kn_pids, 1, 1)
+            unloaded[n] = {"knflow": k, "overhead_p50_ms": (k["p50_ms"] - n * d["p50_ms"]) / n,
+                           "overhead_p99_ms": (k["p99_ms"] - n * d["p99_ms"]) / n}
+            log(f"  unloaded seq-{n}: p50 {k['p50_ms']:.3f} ms p99 {k['p99_ms']:.3f} ms "
+                f"(direct p50 {d['p50_ms']:.3f} ms): overhead per step p50 "
+                f"{unloaded[n]['overhead_p50_ms']:.3f} ms")
+    return {"runs": runs, "best": best, "max_runs": max_runs, "steps": steps,
+            "unloaded": unloaded}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -879,7 +892,7 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         "directory; every process it starts (knflow, nginx, the delay function, wrk) is stopped on",
         "exit however the run ends; it runs a copy of `build/release/knflow` taken at the start.",
         "It rewrites only this section (the part between the `engine-analysis` markers is written",
-        "by hand and kept).",
+        "by hand and kept); `bench/run.sh` keeps this section when it rewrites its own.",
         "",
         "```sh",
         "KNFLOW_BENCH_DEPS=1 scripts/install-deps.sh   # wrk and nginx-light (Debian)",
@@ -887,7 +900,8 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         "bench/engine_run.sh               # about 6 minutes; rewrites this section",
         "bench/engine_run.sh --no-doc      # print the tables only",
         "bench/engine_run.sh --only fork   # one part: calls (1 and 2), fork, memory",
-        "bench/engine_profile.sh           # perf profile of 1-step invokes under the same load",
+        "bench/engine_run.sh --from-json F # rewrite this section from a --json F run's figures",
+        "bench/engine_profile.sh [N]       # perf and strace of seq-N invokes under wrk -t2 -c32",
         "```",
         "",
         "### Method",
@@ -921,7 +935,9 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         "  knflow run (N × invokes/s). Each measured run lasts at least",
         f"  {args.latency_duration} s and until about {args.latency_requests:,} requests (at most 30 s).",
         "  Overhead per step = (knflow latency − N × direct latency) ÷ N, at p50 and at p99 (wrk's",
-        "  percentiles). Target: p50 ≤ 0.25 ms + one SQLite commit, p99 ≤ 2 ms.",
+        "  percentiles). Target: p50 ≤ 0.25 ms + one SQLite commit, p99 ≤ 2 ms. Then, for",
+        f"  comparison only, one `wrk -t1 -c1 -d{args.unloaded_duration}s` run of the function and of each",
+        "  `seq-N` gives the same figures without queueing.",
         f"- **SQLite commit:** Python's sqlite3 ({commit['sqlite'] if commit else '?'}) in the run's"
         " temporary directory (same file",
         "  system as the data directory), `journal_mode=WAL`, `synchronous=NORMAL` as knflow opens",
@@ -986,6 +1002,18 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
                 f"{ms(kk['p50_ms'])} / {ms(kk['p99_ms'])} | {dd['rps']:,.0f}/s | "
                 f"{ms(dd['p50_ms'])} / {ms(dd['p99_ms'])} | {ms(s['overhead_p50_ms'])} | "
                 f"{verdict(s['p50_ok'])} | {ms(s['overhead_p99_ms'])} | {verdict(s['p99_ok'])} |")
+        u = calls.get("unloaded") or {}
+        if u:
+            du = u["direct"]
+            o += ["", f"For comparison, without queueing (`wrk -t1 -c1 -d{args.unloaded_duration}s`, "
+                  "one request at a time; no target): the echo function directly answers at "
+                  f"p50 {ms(du['p50_ms'])} / p99 {ms(du['p99_ms'])}.", "",
+                  "| N steps | invokes/s | knflow p50 / p99 | overhead per step p50 | p99 |",
+                  "|---:|---:|---:|---:|---:|"]
+            for n in args.steps:
+                kk = u[n]["knflow"]
+                o.append(f"| {n} | {kk['rps']:,.0f} | {ms(kk['p50_ms'])} / {ms(kk['p99_ms'])} | "
+                         f"{ms(u[n]['overhead_p50_ms'])} | {ms(u[n]['overhead_p99_ms'])} |")
         o += ["",
               f"One SQLite commit (same disk, {commit['fs']}): mean {commit['mean_ms'] * 1000:.0f} µs, "
               f"p50 {commit['p50_ms'] * 1000:.0f} µs, p99 {commit['p99_ms'] * 1000:.0f} µs, max "
@@ -1007,6 +1035,11 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         for n, s in calls["steps"].items():
             rows.append(("half load", f"seq-{n}", s["knflow"]))
             rows.append((f"direct for N={n}", "echo", s["direct"]))
+        u = calls.get("unloaded") or {}
+        if u:
+            rows.append(("unloaded", "echo", u["direct"]))
+            for n in args.steps:
+                rows.append(("unloaded", f"seq-{n}", u[n]["knflow"]))
         for label, target, r in rows:
             kc = f"{r['cpu_s'][0]:.2f} s" if target != "echo" else "–"
             o.append(f"| {label} | {target} | {r['threads']} × {r['connections']} | "
@@ -1080,7 +1113,7 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         o += ["", "Missed: " + "; ".join(missed) + ". See the analysis below."]
     o += ["", NOTES_BEGIN, notes.strip("\n"), NOTES_END, "", "#### Commands", "", "```sh",
           "# $TMP is the run's temporary directory, post.lua the script described above",
-          shown(calls_cmd(args, "knflow"), args),
+          shown(calls_cmd(args), args),
           shown(shlex.join(meta["ngx_argv"]), args),
           shown(shlex.join(meta["delay_cc"]), args),
           shown(shlex.join(meta["delay_argv"]), args),
@@ -1090,13 +1123,15 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
           f"   # {args.rounds} rounds interleaved; once per seq-N for N > 1",
           "wrk -t1 -c<C> -d<2..30>s --latency -s paced.lua <url>   # paced.lua adds: "
           "function delay() return <pause ms> end",
+          f"wrk -t1 -c1 -d{args.unloaded_duration}s --latency -s post.lua <url>   # unloaded, "
+          "echo then each seq-N",
           "bench/engine_run.sh " + " ".join(shlex.quote(a) for a in args.passed), "```", "",
           "<details><summary>Echo function (nginx) configuration</summary>", "", "```nginx",
           shown(meta["ngx_conf"], args).rstrip(), "```", "", "</details>"]
     return "\n".join(o).replace("\n\n\n", "\n\n") + "\n"
 
 
-def calls_cmd(args, _name) -> str:
+def calls_cmd(args) -> str:
     return shlex.join([args.knflow, "serve", "--listen", "127.0.0.1:$PORT", "--data-dir",
                        "$TMP/<part>-data", "--threads", str(args.threads)])
 
@@ -1121,8 +1156,12 @@ def read_notes(text: str) -> str:
 def write_section(doc: Path, render) -> None:
     """Replaces this script's section of doc (or appends it), leaving every other byte alone.
 
-    The file is re-read right before writing: others edit the sections above."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    The file is re-read right before writing: others edit the sections above. No newline
+    translation (newline=""), so bytes such as the CRLF of the HTTP heads quoted above stay."""
+    text = "# Benchmarks\n"
+    if doc.exists():
+        with open(doc, encoding="utf-8", newline="") as f:
+            text = f.read()
     start = text.find("\n" + SECTION + "\n")
     if start < 0:
         new = render(DEFAULT_NOTES)
@@ -1133,7 +1172,8 @@ def write_section(doc: Path, render) -> None:
         end = m.start() if m else len(text)
         new = render(read_notes(text[start:end]))
         out = text[:start] + new + ("\n" + text[end:] if end < len(text) else "")
-    doc.write_text(out)
+    with open(doc, "w", encoding="utf-8", newline="") as f:
+        f.write(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1146,6 +1186,38 @@ def tool_versions(args) -> dict:
             "nginx": first_line([args.nginx, "-v"]).replace("nginx version: ", ""),
             "wrk": first_line(["wrk", "--version"]).split(" [")[0],
             "python": platform.python_version()}
+
+
+def rewrite_from_json(args) -> int:
+    """Renders the section again from a --json file (after a change to the text only)."""
+    saved = json.loads(Path(args.from_json).read_text())
+    for k, x in saved.get("args", {}).items():
+        if k not in ("doc", "no_doc"):
+            setattr(args, k, x)
+    if "args" not in saved:  # files written before the arguments were saved: defaults
+        args.tmp = saved["meta"]["ngx_argv"][2].rsplit("/echo-nginx", 1)[0]
+        args.knflow_shown = "build/release/knflow"
+        args.knflow = str(Path(args.tmp) / "knflow")
+        args.passed = ["--json", args.from_json]
+
+    def ints(d):
+        return {int(k) if k.isdigit() else k: x for k, x in d.items()} if d else d
+    calls, fork = saved["calls"], saved["fork"]
+    if calls:
+        for key in ("steps", "max_runs", "unloaded"):
+            calls[key] = ints(calls.get(key))
+    if fork:
+        fork["knflow"], fork["direct"] = ints(fork["knflow"]), ints(fork["direct"])
+    args.steps = [int(n) for n in args.steps]
+    v = evaluate(args, calls, fork, saved["memory"], saved["commit"])
+    render = lambda notes: section(args, saved["meta"], calls, fork, saved["memory"],  # noqa: E731
+                                   saved["commit"], v, notes)
+    if args.no_doc:
+        print(render(DEFAULT_NOTES))
+    else:
+        write_section(Path(args.doc), render)
+        log(f"rewrote the \"{SECTION[3:]}\" section of {args.doc} from {args.from_json}")
+    return 0
 
 
 def int_list(text: str) -> list[int]:
@@ -1170,6 +1242,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--latency-requests", type=int, default=3000,
                    help="a half-load run lasts until about this many requests (30 s at most)")
     p.add_argument("--calibration", type=float, default=2, help="seconds per pacing calibration")
+    p.add_argument("--unloaded-duration", type=int, default=5,
+                   help="seconds of one extra wrk -t1 -c1 run per workflow and of the function "
+                        "(latency without queueing, informative; 0 skips them)")
     p.add_argument("--commits", type=int, default=1000, help="SQLite commits timed")
     p.add_argument("--fork", type=int_list, default=[2, 8, 32], help="K of the fork-K workflows")
     p.add_argument("--fork-invokes", type=int, default=40)
@@ -1187,7 +1262,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     p.add_argument("--doc", default=str(ROOT / "docs/benchmarks.md"))
     p.add_argument("--json", help="also write every figure to this JSON file")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="measure nothing: rewrite the section from the figures a --json run saved")
     args = p.parse_args(argv)
+    if args.from_json:
+        return rewrite_from_json(args)
     cleaned, skip = [], False
     for a in argv:
         if skip:
@@ -1269,9 +1348,11 @@ def main(argv: list[str]) -> int:
             if isinstance(o, list):
                 return [strip(x) for x in o]
             return o
+        saved_args = {k: x for k, x in vars(args).items() if k not in ("json", "from_json")}
         Path(args.json).write_text(json.dumps(strip({"meta": meta, "calls": calls, "fork": fork,
                                                      "memory": mem, "commit": commit,
-                                                     "verdict": v}), indent=2))
+                                                     "verdict": v, "args": saved_args}),
+                                              indent=2))
     if not args.no_doc:
         write_section(Path(args.doc), render)
         log(f"wrote the \"{SECTION[3:]}\" section of {args.doc}")

@@ -5,6 +5,7 @@
 #   bench/engine_run.sh                 # full run (about 6 minutes)
 #   bench/engine_run.sh --no-doc        # print the tables only
 #   bench/engine_run.sh --only fork     # one part: calls, fork or memory
+#   bench/engine_run.sh --json F        # also save every figure; --from-json F re-renders from it
 #   bench/engine_run.sh --help          # every option
 #
 # Needs the release binary (cmake --preset release && cmake --build --preset release), wrk and
