@@ -457,7 +457,7 @@ int serve(const std::vector<std::string>& args) {
       auto cache = std::make_unique<cache::WorkflowCache>(*db, &metrics);
       const auto count = cache->snapshot()->items.size();
       auto runs = std::make_unique<store::RunStore>(*db);
-      engine.attach(runs.get());  // resumes the runs a previous process left unfinished
+      store::RunStore* run_store = runs.get();
       api.attach(std::move(cache), std::move(runs), /*ready=*/false);
       if (vm.count("apply")) {
         for (const auto& file : vm["apply"].as<std::vector<std::string>>()) {
@@ -467,6 +467,9 @@ int serve(const std::vector<std::string>& args) {
           }
         }
       }
+      // Resumes the runs a previous process left unfinished, once the API (and so the broker
+      // that `emit` steps post to) can answer.
+      engine.attach(run_store);
       api.mark_ready();  // /readyz: loaded, and every --apply workflow stored
       schedule_retention();
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
