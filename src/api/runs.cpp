@@ -411,14 +411,16 @@ struct Api::RunHandlers {
       return Found{run, run ? s.attempts(id) : std::vector<store::AttemptRecord>{}};
     };
     auto [run, attempts] = co_await on_store<Found>(std::move(op));
-    if (!run || run->namespace_ != ns) {
-      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
-    }
+    if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     auto body = run_json(*run, true);
     json::array steps;
     for (const auto& a : attempts) steps.push_back(attempt_json(a));
     body["attempts"] = std::move(steps);
     co_return document_response(200, json::serialize(body), *format);
+  }
+
+  static Response run_not_found(const Request& req, const std::string& id, const std::string& ns) {
+    return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
   }
 
   asio::awaitable<std::optional<store::RunRecord>> find_run(const std::string& id) {
@@ -434,9 +436,7 @@ struct Api::RunHandlers {
     const auto ns = req.params.at("ns");
     const auto id = req.params.at("id");
     auto run = co_await find_run(id);
-    if (!run || run->namespace_ != ns) {
-      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
-    }
+    if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     auto result = cancel ? co_await api.engine_->cancel(id) : co_await api.engine_->retry(id);
     if (result == engine::Engine::Control::not_found) {
       co_return problem(404, "not-found", "Run \"" + id + "\" does not exist.", req);
@@ -460,9 +460,7 @@ struct Api::RunHandlers {
     const auto ns = req.params.at("ns");
     const auto id = req.params.at("id");
     auto run = co_await find_run(id);
-    if (!run || run->namespace_ != ns) {
-      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
-    }
+    if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     if (!store::is_finished(run->phase)) {
       co_return problem(409, "conflict", "The run has not finished; cancel it first.", req);
     }
@@ -496,9 +494,7 @@ struct Api::RunHandlers {
     const auto ns = req.params.at("ns");
     const auto id = req.params.at("id");
     auto run = co_await find_run(id);
-    if (!run || run->namespace_ != ns) {
-      co_return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
-    }
+    if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     auto decoded = model::decode_workflow(json::parse(run->definition_json));
     auto items =
         function_logs(ns, run->workflow, decoded.workflow, run->created_at, run->finished_at);
