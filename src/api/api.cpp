@@ -360,6 +360,7 @@ struct Api::Handlers {
     if (api.functions_) {
       api.functions_->release_workflow(result.entry->namespace_, result.entry->name);
     }
+    api.forget_decoded(result.entry->namespace_, result.entry->name);
     log::info("Deleted workflow",
               {{"namespace", result.entry->namespace_}, {"name", result.entry->name}});
     co_return document_response(200, result.entry->json, *format);
@@ -469,6 +470,11 @@ std::string Api::apply(model::Workflow workflow) {
   }
   auto result = exists ? c->replace(std::move(workflow)) : c->create(std::move(workflow));
   return result.status == cache::WriteStatus::ok ? std::string() : result.message;
+}
+
+void Api::forget_decoded(const std::string& namespace_, const std::string& name) {
+  std::lock_guard lock(decoded_mutex_);
+  decoded_.erase({namespace_, name});
 }
 
 void Api::detach() {

@@ -236,12 +236,8 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto name = req.params.at("name");
-    auto snap = api.cache_.load()->snapshot();
-    auto it = snap->items.find({ns, name});
-    if (it == snap->items.end()) {
-      co_return problem(404, "not-found", "Workflow \"" + ns + "/" + name + "\" does not exist.",
-                        req);
-    }
+    auto entry = find_workflow(ns, name);
+    if (!entry) co_return workflow_not_found(req, ns, name);
     const bool async = req.query_param("mode").value_or("") == "async";
     auto timeout = api.settings_.invoke_timeout;
     if (auto t = req.query_param("timeout")) {
@@ -258,7 +254,7 @@ struct Api::RunHandlers {
     auto event =
         read_event(req, false, "/apis/knflow.dev/v1alpha1/namespaces/" + ns + "/workflows/" + name);
     if (auto* res = std::get_if<Response>(&event)) co_return std::move(*res);
-    auto started = co_await start_run(req, *it->second, std::get<engine::CloudEvent>(event));
+    auto started = co_await start_run(req, *entry, std::get<engine::CloudEvent>(event));
     if (auto* res = std::get_if<Response>(&started)) co_return std::move(*res);
     const auto id = std::get<std::string>(started);
     if (async) co_return accepted(ns, id);
@@ -419,6 +415,26 @@ struct Api::RunHandlers {
     co_return document_response(200, json::serialize(body), *format);
   }
 
+  // The cached entry of a workflow, or null.
+  std::shared_ptr<const cache::Entry> find_workflow(const std::string& ns,
+                                                    const std::string& name) const {
+    auto snap = api.cache_.load()->snapshot();
+    auto it = snap->items.find({ns, name});
+    return it == snap->items.end() ? nullptr : it->second;
+  }
+
+  static Response workflow_not_found(const Request& req, const std::string& ns,
+                                     const std::string& name) {
+    return problem(404, "not-found", "Workflow \"" + ns + "/" + name + "\" does not exist.", req);
+  }
+
+  static Response items_response(json::array items) {
+    return http::make_response(
+        200, std::string(kJson),
+        json::serialize(json::value(json::object{{"items", json::value(std::move(items))}})) +
+            "\n");
+  }
+
   static Response run_not_found(const Request& req, const std::string& id, const std::string& ns) {
     return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
   }
@@ -498,10 +514,7 @@ struct Api::RunHandlers {
     auto decoded = model::decode_workflow(json::parse(run->definition_json));
     auto items =
         function_logs(ns, run->workflow, decoded.workflow, run->created_at, run->finished_at);
-    co_return http::make_response(
-        200, std::string(kJson),
-        json::serialize(json::value(json::object{{"items", json::value(std::move(items))}})) +
-            "\n");
+    co_return items_response(std::move(items));
   }
 
   asio::awaitable<Response> workflow_logs(Request& req) {
@@ -509,20 +522,13 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto name = req.params.at("name");
-    auto snap = api.cache_.load()->snapshot();
-    auto it = snap->items.find({ns, name});
-    if (it == snap->items.end()) {
-      co_return problem(404, "not-found", "Workflow \"" + ns + "/" + name + "\" does not exist.",
-                        req);
-    }
-    auto wf = api.decoded(ns, name, it->second->resource_version, it->second->json);
+    auto entry = find_workflow(ns, name);
+    if (!entry) co_return workflow_not_found(req, ns, name);
+    auto wf = api.decoded(ns, name, entry->resource_version, entry->json);
     std::optional<std::string> since;
     if (auto s = req.query_param("since")) since = std::string(*s);
     auto items = wf ? function_logs(ns, name, *wf, since, std::nullopt) : json::array{};
-    co_return http::make_response(
-        200, std::string(kJson),
-        json::serialize(json::value(json::object{{"items", json::value(std::move(items))}})) +
-            "\n");
+    co_return items_response(std::move(items));
   }
 };
 

@@ -1110,7 +1110,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       output_text = json::serialize(current_json(final));
       co_await send_reply(*run, ev);
     }
-    run->phase = outcome.phase;
     run->record.phase = outcome.phase == "completed"   ? store::RunPhase::completed
                         : outcome.phase == "cancelled" ? store::RunPhase::cancelled
                                                        : store::RunPhase::faulted;

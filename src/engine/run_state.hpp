@@ -99,7 +99,6 @@ struct Run {
   std::map<std::string, std::pair<std::int64_t, store::AttemptResult>> pending_attempts;
   store::RunRecord record;  // as last written
   bool cancel_requested = false;
-  std::string phase = "running";
   std::optional<RunOutcome> outcome;
   std::vector<std::shared_ptr<boost::asio::steady_timer>> waiters;  // sync invokes
 

@@ -86,6 +86,8 @@ class Api {
                                                  const std::string& name,
                                                  std::int64_t resource_version,
                                                  const std::string& json);
+  // Drops a deleted workflow's decoded copy. Any thread.
+  void forget_decoded(const std::string& namespace_, const std::string& name);
   boost::asio::strand<boost::asio::any_io_executor> writer_;
   metrics::Metrics& metrics_;
   ApiSettings settings_;
