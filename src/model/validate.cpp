@@ -807,14 +807,69 @@ class Validator {
     return kNames[c.index()];
   }
 
+  // A retry policy as a Knative DeliverySpec: `retry`, `backoffPolicy` (linear: delay*n,
+  // exponential: delay*2^n before retry n) and `backoffDelay`; there is no constant backoff and
+  // no cap. `jitter` is not carried (it only spreads load) and is not a reason.
+  void cluster_retry(const RetryPolicy& retry, const std::string& pointer) {
+    const Backoff backoff = retry.backoff.value_or(Backoff::exponential);
+    if (backoff == Backoff::constant) {
+      reason(report_.cluster, pointer + "/backoff",
+             "backoff \"constant\" cannot be expressed as a Knative delivery, which backs off "
+             "linearly or exponentially only: use linear or exponential in cluster mode");
+      return;
+    }
+    if (!retry.max_delay || !retry.limit || *retry.limit < 1) return;
+    // Whether Knative's wait before the last retry (number `limit`) is longer than maxDelay,
+    // computed without overflow: linear delay*n > cap, exponential delay*2^n > cap.
+    const std::int64_t delay = retry.delay ? retry.delay->value.count() : 200;  // engine default
+    const std::int64_t cap = retry.max_delay->value.count();
+    const std::int64_t n = *retry.limit;
+    bool exceeds = false;
+    if (backoff == Backoff::linear) {
+      exceeds = delay > cap / n;
+    } else {
+      std::int64_t wait = delay;
+      for (std::int64_t i = 0; i < n && !exceeds; ++i) {
+        exceeds = wait > cap / 2;
+        wait *= 2;
+      }
+    }
+    if (exceeds) {
+      reason(report_.cluster, pointer + "/maxDelay",
+             "maxDelay " + quoted(retry.max_delay->text) +
+                 " cannot be kept in cluster mode: Knative delivery has no cap, and its " +
+                 (backoff == Backoff::linear ? "linear" : "exponential") +
+                 " backoff waits longer than that before retry " + std::to_string(n) +
+                 "; lower limit or delay, or drop maxDelay");
+    }
+  }
+
+  // A call as a Sequence step or a Parallel branch: its delivery comes from its retry policy.
+  void cluster_call(const CallStep& call, const std::string& at) {
+    if (call.retry) cluster_retry(*call.retry, at + "/retry");
+  }
+
+  // A step timeout becomes the Knative delivery timeout of a call; Knative has nothing that
+  // bounds a whole Parallel or nested Sequence.
+  void cluster_timeout(const Step& step, const std::string& at) {
+    if (step.timeout && !std::holds_alternative<CallStep>(step.construct)) {
+      cluster_reason(step, at + "/timeout",
+                     "timeout on a " + std::string(construct_name(step.construct)));
+    }
+  }
+
   // A Knative Sequence: calls and fork-with-join-each.
   void cluster_sequence(const Steps& steps, const std::string& pointer) {
     for (std::size_t i = 0; i < steps.size(); ++i) {
       const std::string at = pointer_append(pointer, i);
       const Step& step = steps[i];
       cluster_common(step, at);
-      if (std::holds_alternative<CallStep>(step.construct)) continue;
+      if (const auto* call = std::get_if<CallStep>(&step.construct)) {
+        cluster_call(*call, at);
+        continue;
+      }
       if (const auto* fork = std::get_if<ForkStep>(&step.construct)) {
+        cluster_timeout(step, at);
         cluster_fork(step, *fork, at);
         continue;
       }
@@ -835,10 +890,15 @@ class Validator {
       const Step& branch = fork.branches[i];
       const std::string brat = pointer_append(bat, i);
       cluster_common(branch, brat);
-      if (std::holds_alternative<CallStep>(branch.construct)) continue;
+      if (const auto* call = std::get_if<CallStep>(&branch.construct)) {
+        cluster_call(*call, brat);
+        continue;
+      }
       if (const auto* nested = std::get_if<DoStep>(&branch.construct)) {
+        cluster_timeout(branch, brat);
         cluster_sequence(nested->steps, brat + "/do");
       } else if (const auto* inner = std::get_if<ForkStep>(&branch.construct)) {
+        cluster_timeout(branch, brat);
         cluster_fork(branch, *inner, brat);
       } else {
         const std::string_view name = construct_name(branch.construct);
@@ -862,6 +922,7 @@ class Validator {
              "spec.timeout (a whole-run deadline) needs the knflow data plane, not available in "
              "cluster mode yet");
     }
+    if (w_.spec.retry) cluster_retry(*w_.spec.retry, "/spec/retry");
 
     if (!report_.standalone.supported && !report_.cluster.supported) {
       std::string message = "the workflow can run in neither mode";

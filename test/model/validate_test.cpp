@@ -360,6 +360,45 @@ TEST_CASE("modes: which constructs run standalone and in the cluster", "[validat
        false,
        {"/spec/timeout"},
        "  timeout: PT1M\n"},
+      {"retry linear and exponential",
+       "    - {name: a, call: f, retry: {limit: 3, backoff: linear, delay: PT1S}}\n"
+       "    - {name: b, call: g, retry: {limit: 3, delay: PT1S, maxDelay: PT8S, jitter: true}}\n",
+       true,
+       true,
+       {}},
+      {"retry constant",
+       "    - {name: a, call: f, retry: {limit: 3, backoff: constant}}\n",
+       true,
+       false,
+       {"/spec/do/0/retry/backoff"}},
+      {"default retry constant",
+       "    - {name: a, call: f}\n",
+       true,
+       false,
+       {"/spec/retry/backoff"},
+       "  retry: {limit: 2, backoff: constant, delay: PT1S}\n"},
+      {"maxDelay Knative would exceed (exponential: 1s * 2^4 > 10s)",
+       "    - {name: a, call: f, retry: {limit: 4, delay: PT1S, maxDelay: PT10S}}\n",
+       true,
+       false,
+       {"/spec/do/0/retry/maxDelay"}},
+      {"maxDelay Knative would exceed (linear, in a fork branch)",
+       "    - name: a\n      fork: {join: each, branches: [{name: b, call: f, retry: {limit: 4, "
+       "backoff: linear, delay: PT3S, maxDelay: PT10S}}]}\n",
+       true,
+       false,
+       {"/spec/do/0/fork/branches/0/retry/maxDelay"}},
+      {"step timeout on a call (Knative delivery timeout)",
+       "    - {name: a, call: f, timeout: PT5S}\n",
+       true,
+       true,
+       {}},
+      {"step timeout on a fork and on a do branch",
+       "    - name: a\n      timeout: PT5S\n      fork: {join: each, branches: [{name: b, "
+       "timeout: PT1S, do: [{name: c, call: f}]}]}\n",
+       true,
+       false,
+       {"/spec/do/0/timeout", "/spec/do/0/fork/branches/0/timeout"}},
       {"trigger, reply and deadLetter",
        "    - {name: a, call: f}\n",
        true,
@@ -389,6 +428,21 @@ TEST_CASE("a cluster reason names the step", "[validate][modes]") {
   REQUIRE(result.report.cluster.reasons.size() == 1);
   CHECK(result.report.cluster.reasons[0].message ==
         "step \"route\": switch needs the knflow data plane, not available in cluster mode yet");
+}
+
+TEST_CASE("cluster reasons for retry policies say what Knative cannot do", "[validate][modes]") {
+  const CheckResult result =
+      check_yaml(workflow_with("    - {name: a, call: f, retry: {limit: 3, backoff: constant}}\n"
+                               "    - {name: b, call: f, retry: {limit: 5, delay: PT1S, maxDelay: "
+                               "PT10S}}\n"));
+  REQUIRE(result.report.cluster.reasons.size() == 2);
+  CHECK(result.report.cluster.reasons[0].message ==
+        "backoff \"constant\" cannot be expressed as a Knative delivery, which backs off "
+        "linearly or exponentially only: use linear or exponential in cluster mode");
+  CHECK(result.report.cluster.reasons[1].message ==
+        "maxDelay \"PT10S\" cannot be kept in cluster mode: Knative delivery has no cap, and its "
+        "exponential backoff waits longer than that before retry 5; lower limit or delay, or drop "
+        "maxDelay");
 }
 
 TEST_CASE("a workflow that runs in neither mode is an error", "[validate][modes]") {
