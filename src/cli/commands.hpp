@@ -9,12 +9,13 @@ namespace knflow::cli {
 
 // Exit codes shared by every command.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitInvalid = 1;  // the input was read and is invalid (validate)
+inline constexpr int kExitInvalid = 1;  // the input was read and is invalid (validate, render)
 inline constexpr int kExitUsage = 2;    // bad flags, unreadable files, refused configuration
 inline constexpr int kExitFailed = 3;   // the daemon failed at run time
 
 int serve(const std::vector<std::string>& args);
 int validate(const std::vector<std::string>& args);
+int render(const std::vector<std::string>& args);
 int invoke(const std::vector<std::string>& args);
 int runs(const std::vector<std::string>& args);
 int version();

@@ -15,6 +15,7 @@ void print_usage() {
                "Commands:\n"
                "  serve      run the daemon: REST API, dashboard, metrics, engine\n"
                "  validate   check a workflow file offline and list every error\n"
+               "  render     print the Knative objects a workflow compiles to (offline)\n"
                "  invoke     run a workflow on the daemon and print its result\n"
                "  runs       list runs, or show one with `runs get ID`\n"
                "  version    print the version and exit\n"
@@ -37,6 +38,7 @@ int run(int argc, char** argv) {
   args.erase(args.begin());
   if (command == "serve") return serve(args);
   if (command == "validate") return validate(args);
+  if (command == "render") return render(args);
   if (command == "invoke") return invoke(args);
   if (command == "runs") return runs(args);
   if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
