@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <map>
 #include <set>
+#include <sstream>
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -545,4 +546,36 @@ TEST_CASE("to_yaml_stream: one document per object", "[render]") {
   const std::string yaml =
       render::to_yaml_stream({json::object{{"a", 1}}, json::object{{"b", "x: y"}}});
   CHECK(yaml == "---\na: 1\n---\nb: \"x: y\"\n");
+}
+
+TEST_CASE("docs/cluster.md shows what knflow render prints", "[render][docs]") {
+  // Every Workflow block directly followed by a block that starts with `---`: that block is the
+  // workflow's render output (no uid, as `knflow render -f FILE` prints it).
+  std::istringstream in(test::read_text(test::kSourceDir / "docs/cluster.md"));
+  std::vector<std::string> blocks;
+  std::string line;
+  std::string block;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (!inside && line.starts_with("```yaml")) {
+      inside = true;
+      block.clear();
+    } else if (inside && line.starts_with("```")) {
+      inside = false;
+      blocks.push_back(block);
+    } else if (inside) {
+      block += line + "\n";
+    }
+  }
+  std::size_t shown = 0;
+  for (std::size_t i = 0; i + 1 < blocks.size(); ++i) {
+    if (!blocks[i].starts_with("apiVersion: knflow.dev/v1alpha1\nkind: Workflow\n")) continue;
+    if (!blocks[i + 1].starts_with("---\n")) continue;
+    const render::Result r = render_yaml(blocks[i]);
+    INFO(describe(r.errors));
+    REQUIRE(r.ok());
+    CHECK(render::to_yaml_stream(r.objects) == blocks[i + 1]);
+    ++shown;
+  }
+  CHECK(shown >= 1);
 }
