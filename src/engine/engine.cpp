@@ -4,6 +4,7 @@
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/engine/http_client.hpp"
 #include "knflow/engine/retry.hpp"
+#include "knflow/engine/store_queue.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
@@ -175,6 +176,7 @@ RunOutcome outcome_from_record(const store::RunRecord& rec) {
 struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::any_io_executor executor;
   Strand store_strand;
+  StoreQueue store_queue;  // group commit of every run's store operations
   HttpClient& http;
   Evaluator& evaluator;
   FunctionSupervisor& functions;
@@ -192,6 +194,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
        metrics::Metrics* m, EngineSettings s)
       : executor(ex),
         store_strand(std::move(store)),
+        store_queue(store_strand),
         http(h),
         evaluator(e),
         functions(f),
@@ -200,16 +203,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // --- store access: every call runs on the store strand ------------------------------------
 
-  template <typename T>
-  static asio::awaitable<T> run_store_op(store::RunStore* runs,
-                                         std::function<T(store::RunStore&)> op) {
-    co_return op(*runs);
-  }
-
+  // Through the group-commit queue: the result is back once the transaction holding `op` has
+  // committed.
   template <typename T>
   asio::awaitable<T> on_store(std::function<T(store::RunStore&)> op) {
-    auto task = run_store_op<T>(runs, std::move(op));
-    co_return co_await asio::co_spawn(store_strand, std::move(task), asio::use_awaitable);
+    co_return co_await store_queue.run<T>(std::move(op));
   }
 
   // Writes the run's record (phase, output, error, timestamps) as `run.record` holds it.
@@ -1289,6 +1287,7 @@ std::size_t Engine::active_runs() const {
 
 void Engine::attach(store::RunStore* runs) {
   impl_->runs = runs;
+  impl_->store_queue.attach(runs);
   // Resume every unfinished run: its journal replays completed steps.
   for (auto& rec : runs->unfinished_runs()) impl_->resume(*runs, rec);
 }

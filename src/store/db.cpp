@@ -2,8 +2,11 @@
 
 #include <sqlite3.h>
 
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <string>
+#include <thread>
 
 namespace knflow::store {
 namespace {
@@ -21,13 +24,94 @@ std::string hex32(std::int64_t value) {
   return text;
 }
 
+// Before SQLite initialises: no up-front bulk allocation of page-cache memory per connection and
+// per temporary b-tree. SQLite then allocates pages as it needs them, which avoids faulting in
+// about 20 fresh pages for each transient table a statement opens (see docs/storage.md).
+void configure_sqlite_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0); });
+}
+
 }  // namespace
+
+// Copies WAL pages into the database file on a connection and thread of its own when the writer
+// asks (Db::on_wal_commit), with PASSIVE checkpoints that never wait for or block the writer.
+class Db::Checkpointer {
+ public:
+  explicit Checkpointer(const std::filesystem::path& path) {
+    const int rc =
+        sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string message = "cannot open " + path.string() + " for checkpoints: ";
+      message += db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+      sqlite3_close_v2(db_);
+      throw Error(rc, message);
+    }
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  ~Checkpointer() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+    sqlite3_close_v2(db_);
+  }
+
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  void request() {
+    {
+      std::lock_guard lock(mutex_);
+      if (requested_) return;
+      requested_ = true;
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stopping_ || requested_; });
+      if (stopping_) return;
+      requested_ = false;
+      lock.unlock();
+      // SQLITE_BUSY (another checkpoint running) and errors leave the WAL as it is; the writer
+      // asks again after its next commit and checkpoints itself if the WAL keeps growing.
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      lock.lock();
+    }
+  }
+
+  sqlite3* db_ = nullptr;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool requested_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+int Db::on_wal_commit(void* self, sqlite3* db, const char* name, int pages) {
+  auto& owner = *static_cast<Db*>(self);
+  const auto count = static_cast<std::size_t>(pages);
+  if (count >= 10 * owner.checkpoint_pages_) {
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  } else if (count >= owner.checkpoint_pages_) {
+    owner.checkpointer_->request();
+  }
+  return SQLITE_OK;
+}
 
 Error::Error(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
 
 // ---- Db ---------------------------------------------------------------------------------------
 
 Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
+  configure_sqlite_once();
   const int flags =
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
   const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
@@ -43,9 +127,10 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
     sqlite3_busy_timeout(db_, static_cast<int>(settings.busy_timeout.count()));
     // Read-only checks first, so that a foreign file is refused before anything is written to it.
     check_identity(settings.migrations.size());
+    std::string mode;
     {
       Stmt journal(*this, "PRAGMA journal_mode = WAL");
-      const std::string mode = journal.step() ? journal.column_string(0) : std::string();
+      mode = journal.step() ? journal.column_string(0) : std::string();
       if (mode != "wal" && mode != "memory") {
         throw Error(SQLITE_ERROR, "cannot switch " + path.string() +
                                       " to WAL journal mode (journal_mode is " + mode + ")");
@@ -53,14 +138,23 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
     }
     exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON");
     migrate(settings.migrations);
+    if (settings.checkpoint_pages > 0 && mode == "wal") {
+      checkpointer_ = std::make_unique<Checkpointer>(path);
+      checkpoint_pages_ = settings.checkpoint_pages;
+      sqlite3_wal_hook(db_, &Db::on_wal_commit, this);  // replaces the automatic checkpoint
+    }
   } catch (...) {
+    checkpointer_.reset();
     sqlite3_close_v2(db_);
     db_ = nullptr;
     throw;
   }
 }
 
-Db::~Db() { sqlite3_close_v2(db_); }
+Db::~Db() {
+  checkpointer_.reset();  // first, so that the writer's close makes the last checkpoint
+  sqlite3_close_v2(db_);
+}
 
 void Db::check_identity(std::size_t newest) {
   std::int64_t application_id = 0;

@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <stdexcept>
@@ -294,4 +295,43 @@ TEST_CASE("Stmt is reused with new bindings and reports SQLite errors with their
     select.bind_int64(5, 1);
   });
   CHECK(bad_index.code() == SQLITE_RANGE);
+}
+
+TEST_CASE("WAL checkpoints happen off the writer and keep the WAL bounded") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const auto wal = dir.path() / "knflow.db-wal";
+  {
+    DbSettings settings;
+    settings.checkpoint_pages = 8;
+    Db db(path, settings);
+    db.exec("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body TEXT NOT NULL)");
+    const std::string body(1024, 'x');
+    for (int i = 0; i < 3000; ++i) {
+      Tx tx(db);
+      Stmt insert(db, "INSERT INTO blobs (body) VALUES (?1)");
+      insert.bind_text(1, body);
+      insert.step();
+      tx.commit();
+    }
+    // SQLite's automatic checkpoint is off (the WAL hook replaces it), so pages reached the
+    // database file only through our checkpoints, while the writer kept writing; and the WAL was
+    // restarted from its beginning instead of growing to the ~3,000 pages written.
+    CHECK(std::filesystem::file_size(path) > 2'000'000);
+    CHECK(std::filesystem::file_size(wal) < 1'000'000);
+    CHECK(query_int(db, "SELECT COUNT(*) FROM blobs") == 3000);
+  }
+  Db reopened(path);
+  CHECK(query_int(reopened, "SELECT COUNT(*) FROM blobs") == 3000);
+  CHECK(reopened.integrity_check() == "ok");
+}
+
+TEST_CASE("checkpoint_pages = 0 leaves checkpoints to SQLite") {
+  knflow::test::TempDir dir;
+  DbSettings settings;
+  settings.checkpoint_pages = 0;
+  Db db(dir.path() / "knflow.db", settings);
+  db.exec("CREATE TABLE t (x INTEGER)");
+  db.exec("INSERT INTO t VALUES (1)");
+  CHECK(query_int(db, "PRAGMA wal_autocheckpoint") == 1000);
 }

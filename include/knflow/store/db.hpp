@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -42,13 +43,20 @@ struct DbSettings {
   std::chrono::milliseconds busy_timeout{5000};
   // The schema; tests may pass a prefix or an extension of the real list.
   std::span<const std::string_view> migrations = kAllMigrations;
+  // WAL checkpoints: once a commit leaves at least this many pages in the WAL, a thread of the
+  // Db's own, on a second connection, copies them into the database (PASSIVE: it never blocks the
+  // writer), so that neither the copy nor its fsync happen on the writer's strand. If the WAL
+  // still grows past 10x this, the writer checkpoints itself. 0: SQLite's automatic checkpoint
+  // on the writer (its default behaviour).
+  std::size_t checkpoint_pages = 1000;
 };
 
 // One connection to the knflow database file. The constructor opens (creating the file if
 // needed), refuses a file that is not knflow's or whose schema is newer than `migrations`, applies
 // the missing migrations (each in its own IMMEDIATE transaction, together with its user_version),
 // and sets WAL, synchronous=NORMAL, foreign_keys=ON and busy_timeout. Throws Error on any failure.
-// One thread or strand at a time.
+// One thread or strand at a time (the background checkpointer, see DbSettings, has its own
+// connection and thread).
 class Db {
  public:
   explicit Db(const std::filesystem::path& path, DbSettings settings = {});
@@ -75,9 +83,13 @@ class Db {
  private:
   void check_identity(std::size_t newest);
   void migrate(std::span<const std::string_view> migrations);
+  static int on_wal_commit(void* self, sqlite3* db, const char* name, int pages);
 
+  class Checkpointer;
   sqlite3* db_ = nullptr;
   std::filesystem::path path_;
+  std::size_t checkpoint_pages_ = 0;
+  std::unique_ptr<Checkpointer> checkpointer_;  // before db_ closes, it stops
 };
 
 // A prepared statement, compiled once (from a constexpr SQL string) and reused: reset(), bind by

@@ -1,0 +1,94 @@
+#include "knflow/engine/store_queue.hpp"
+
+#include "knflow/store/run_store.hpp"
+
+#include <stdexcept>
+
+namespace knflow::engine {
+
+namespace asio = boost::asio;
+
+StoreQueue::StoreQueue(Strand store_strand) : strand_(std::move(store_strand)) {}
+
+void StoreQueue::attach(store::RunStore* runs) { runs_ = runs; }
+
+std::uint64_t StoreQueue::commits() const {
+  std::lock_guard lock(mutex_);
+  return commits_;
+}
+
+std::uint64_t StoreQueue::operations() const {
+  std::lock_guard lock(mutex_);
+  return operations_;
+}
+
+namespace {
+
+// The completion handler of one waiting coroutine, shared so that the Item stays copyable.
+template <typename Handler>
+std::function<void(std::exception_ptr)> resumer(Handler handler) {
+  auto shared = std::make_shared<Handler>(std::move(handler));
+  return [shared](std::exception_ptr error) {
+    auto ex = asio::get_associated_executor(*shared);
+    asio::post(ex, [shared, error]() mutable { std::move (*shared)(error); });
+  };
+}
+
+}  // namespace
+
+// Not a coroutine: the initiation lambda lives in an ordinary function, since g++ 12 miscompiles
+// capturing lambdas created inside a co_await expression.
+asio::awaitable<void> StoreQueue::submit(std::function<void(store::RunStore&)> work) {
+  auto initiate = [this](auto handler, std::function<void(store::RunStore&)> w) {
+    enqueue(Item{std::move(w), resumer(std::move(handler))});
+  };
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr)>(
+      std::move(initiate), asio::use_awaitable, std::move(work));
+}
+
+void StoreQueue::enqueue(Item item) {
+  bool post = false;
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(item));
+    if (!scheduled_) scheduled_ = post = true;
+  }
+  if (post) asio::post(strand_, [this] { drain(); });
+}
+
+void StoreQueue::drain() {
+  std::vector<Item> items;
+  {
+    std::lock_guard lock(mutex_);
+    items.swap(queue_);
+    scheduled_ = false;
+  }
+  std::vector<std::exception_ptr> errors(items.size());
+  std::exception_ptr commit_error;
+  try {
+    if (runs_ == nullptr) throw std::logic_error("the run store is not attached");
+    // One transaction for the whole group; each operation in a savepoint of its own, so that a
+    // failing one leaves the others' changes in.
+    runs_->batch([&] {
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        try {
+          runs_->batch([&] { items[i].work(*runs_); });
+        } catch (...) {
+          errors[i] = std::current_exception();
+        }
+      }
+    });
+  } catch (...) {
+    commit_error = std::current_exception();
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (!commit_error) ++commits_;
+    operations_ += items.size();
+  }
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    items[i].done(commit_error ? commit_error : errors[i]);
+  }
+}
+
+}  // namespace knflow::engine

@@ -1,0 +1,114 @@
+#include "knflow/engine/store_queue.hpp"
+#include "knflow/store/db.hpp"
+#include "knflow/store/run_store.hpp"
+#include "support/catch.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <algorithm>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+using knflow::engine::StoreQueue;
+using knflow::store::RunPhase;
+using knflow::store::RunRecord;
+using knflow::store::RunStore;
+
+namespace {
+
+RunRecord run_record(const std::string& id) {
+  return RunRecord{.id = id,
+                   .namespace_ = "default",
+                   .workflow = "greet",
+                   .generation = 1,
+                   .definition_json = "{}",
+                   .phase = RunPhase::running,
+                   .input_json = "{}",
+                   .traceparent = "",
+                   .created_at = "2026-01-01T00:00:00.000Z",
+                   .started_at = "2026-01-01T00:00:00.000Z",
+                   .updated_at = "2026-01-01T00:00:00.000Z"};
+}
+
+asio::awaitable<void> insert(StoreQueue& queue, std::string id, std::vector<std::string>& out) {
+  std::function<std::int64_t(RunStore&)> op = [id](RunStore& s) {
+    return s.insert_run(run_record(id));
+  };
+  try {
+    const auto seq = co_await queue.run<std::int64_t>(std::move(op));
+    out.push_back(id + ":" + std::to_string(seq));
+  } catch (const knflow::store::Error& e) {
+    out.push_back(id + ":error");
+  }
+}
+
+}  // namespace
+
+TEST_CASE("store queue: concurrent operations share one commit, a failing one alone is undone") {
+  knflow::test::TempDir dir;
+  asio::io_context ioc;
+  auto store_strand = asio::make_strand(ioc.get_executor());
+  knflow::store::Db db(dir.path() / "knflow.db");
+  RunStore runs(db);
+  StoreQueue queue(store_strand);
+  queue.attach(&runs);
+
+  std::vector<std::string> results;
+  // All five are queued before the strand gets a turn, so they run in one transaction; "b" is
+  // inserted twice and the second insert fails (primary key) without undoing the others.
+  for (const char* id : {"a", "b", "c", "b", "d"}) {
+    asio::co_spawn(ioc, insert(queue, id, results), asio::detached);
+  }
+  ioc.run();
+
+  REQUIRE(results.size() == 5);
+  CHECK(queue.commits() == 1);
+  CHECK(queue.operations() == 5);
+  std::sort(results.begin(), results.end());
+  CHECK(results == std::vector<std::string>{"a:1", "b:2", "b:error", "c:3", "d:4"});
+  for (const char* id : {"a", "b", "c", "d"}) CHECK(runs.get_run(id).has_value());
+
+  // Later operations get transactions of their own turns.
+  results.clear();
+  ioc.restart();
+  asio::co_spawn(ioc, insert(queue, "e", results), asio::detached);
+  ioc.run();
+  CHECK(results == std::vector<std::string>{"e:5"});
+  CHECK(queue.commits() == 2);
+}
+
+TEST_CASE("store queue: results come back on the caller's executor, from many threads") {
+  knflow::test::TempDir dir;
+  asio::io_context ioc(2);
+  auto store_strand = asio::make_strand(ioc.get_executor());
+  knflow::store::Db db(dir.path() / "knflow.db");
+  RunStore runs(db);
+  StoreQueue queue(store_strand);
+  queue.attach(&runs);
+
+  constexpr int kRuns = 200;
+  std::vector<std::vector<std::string>> per_strand(kRuns);
+  for (int i = 0; i < kRuns; ++i) {
+    auto strand = asio::make_strand(ioc.get_executor());
+    asio::co_spawn(strand, insert(queue, "run-" + std::to_string(i), per_strand[i]),
+                   asio::detached);
+  }
+  std::thread other([&] { ioc.run(); });
+  ioc.run();
+  other.join();
+
+  for (int i = 0; i < kRuns; ++i) {
+    REQUIRE(per_strand[i].size() == 1);
+    CHECK(per_strand[i][0].find(":error") == std::string::npos);
+  }
+  CHECK(queue.operations() == kRuns);
+  CHECK(queue.commits() <= kRuns);
+  knflow::store::RunFilter filter{.namespace_ = "default", .limit = 1000};
+  CHECK(runs.list_runs(filter).size() == kRuns);
+}
