@@ -1,6 +1,7 @@
 #include "commands.hpp"
 
 #include "knflow/api/api.hpp"
+#include "knflow/asio/context_pool.hpp"
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/engine/engine.hpp"
 #include "knflow/engine/function_supervisor.hpp"
@@ -83,7 +84,7 @@ po::options_description serve_options() {
     ("shutdown-timeout", po::value<double>()->default_value(10),
      "seconds in-flight requests get to finish after SIGTERM or SIGINT")
     ("threads", po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
-     "threads running the event loop")
+     "threads running the event loop, and as many more serving HTTP connections (one event loop each)")
     ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error")
     ("apply", po::value<std::vector<std::string>>()->composing(),
      "workflow file (YAML or JSON) to create or update at start; may be repeated. Namespace "
@@ -350,7 +351,10 @@ int serve(const std::vector<std::string>& args) {
   api.set_engine(&engine);
   http::Router router;
   api.register_routes(router);
-  http::Server server(ioc.get_executor(), router, std::move(*tokens), &metrics, server_settings);
+  // Connections run on contexts of their own, one thread each (the rest of the daemon on `ioc`).
+  io::ContextPool connections(threads);
+  http::Server server(ioc.get_executor(), router, std::move(*tokens), &metrics, server_settings,
+                      &connections);
 
   asio::ip::tcp::endpoint bound;
   try {
@@ -484,10 +488,12 @@ int serve(const std::vector<std::string>& args) {
     }
   });
 
+  connections.start();
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();
+  connections.stop();  // the server has closed every connection by now
   return exit_code;
 }
 

@@ -1,5 +1,6 @@
 #include "knflow/http/server.hpp"
 
+#include "knflow/asio/context_pool.hpp"
 #include "knflow/http/problem.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
@@ -78,6 +79,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   TokenSet tokens;
   metrics::Metrics* metrics;
   ServerSettings settings;
+  io::ContextPool* sessions;
   tcp::acceptor acceptor;
 
   mutable std::mutex mutex;  // guards the fields below
@@ -87,17 +89,26 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::function<void()> on_stopped;
   std::unique_ptr<asio::steady_timer> shutdown_timer;
 
-  Impl(asio::any_io_executor ex, const Router& r, TokenSet t, metrics::Metrics* m, ServerSettings s)
+  Impl(asio::any_io_executor ex, const Router& r, TokenSet t, metrics::Metrics* m, ServerSettings s,
+       io::ContextPool* pool)
       : executor(ex),
         router(r),
         tokens(std::move(t)),
         metrics(m),
         settings(s),
+        sessions(pool),
         acceptor(asio::make_strand(ex)) {}
+
+  // Where the next connection runs: a context of the pool (one thread: no strand needed), or a
+  // strand of the shared executor.
+  asio::any_io_executor connection_executor() {
+    if (sessions != nullptr) return sessions->next();
+    return asio::make_strand(executor);
+  }
 
   asio::awaitable<void> accept_loop() {
     for (;;) {
-      auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(executor), use_tuple);
+      auto [ec, socket] = co_await acceptor.async_accept(connection_executor(), use_tuple);
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
         // Out of file descriptors and the like: wait a little instead of spinning.
@@ -397,8 +408,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 };
 
 Server::Server(asio::any_io_executor executor, const Router& router, TokenSet tokens,
-               metrics::Metrics* metrics, ServerSettings settings)
-    : impl_(std::make_shared<Impl>(executor, router, std::move(tokens), metrics, settings)) {}
+               metrics::Metrics* metrics, ServerSettings settings, io::ContextPool* sessions)
+    : impl_(std::make_shared<Impl>(executor, router, std::move(tokens), metrics, settings,
+                                   sessions)) {}
 
 Server::~Server() = default;
 

@@ -14,8 +14,10 @@ ServerFixture::ServerFixture(http::ServerSettings settings, bool load)
     : api_(ioc_.get_executor(), metrics_, api::ApiSettings{}) {
   api_.register_routes(router_);
   settings.listen = {boost::asio::ip::make_address("127.0.0.1"), 0};
-  server_ = std::make_unique<http::Server>(
-      ioc_.get_executor(), router_, http::TokenSet::from_tokens({kToken}), &metrics_, settings);
+  server_ = std::make_unique<http::Server>(ioc_.get_executor(), router_,
+                                           http::TokenSet::from_tokens({kToken}), &metrics_,
+                                           settings, &connections_);
+  connections_.start();
   port_ = server_->start().port();
   for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
   if (load) load_cache();
@@ -46,6 +48,7 @@ ServerFixture::~ServerFixture() {
   work_.reset();
   ioc_.stop();
   for (auto& t : threads_) t.join();
+  connections_.stop();
 }
 
 Reply ServerFixture::call(const std::string& method, const std::string& target,

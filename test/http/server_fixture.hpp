@@ -1,6 +1,7 @@
 #pragma once
 
 #include "knflow/api/api.hpp"
+#include "knflow/asio/context_pool.hpp"
 #include "knflow/http/server.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "support/http_client.hpp"
@@ -21,8 +22,8 @@ namespace knflow::test {
 inline constexpr const char* kToken = "test-token-0123456789";
 
 // A real daemon stack (SQLite in a temporary directory, cache, API, Beast server on 127.0.0.1
-// port 0) running on two background threads. Tests talk to it over real sockets and assert only
-// on their own thread.
+// port 0) running on two background threads, its connections on two more. Tests talk to it over
+// real sockets and assert only on their own thread.
 class ServerFixture {
  public:
   explicit ServerFixture(http::ServerSettings settings = {}, bool load_cache = true);
@@ -44,6 +45,7 @@ class ServerFixture {
   metrics::Metrics metrics_;
   api::Api api_;
   http::Router router_;
+  io::ContextPool connections_{2};  // as `knflow serve` runs them
   std::unique_ptr<http::Server> server_;
   std::unique_ptr<store::Db> db_;
   std::vector<std::thread> threads_;

@@ -14,6 +14,9 @@
 namespace knflow::metrics {
 class Metrics;
 }
+namespace knflow::io {
+class ContextPool;
+}
 
 namespace knflow::http {
 
@@ -35,8 +38,11 @@ struct ServerSettings {
 // error answer is application/problem+json. Thread-safe: start/stop may be called from any thread.
 class Server {
  public:
+  // Connections run on `sessions` (round-robin, one thread per context) when given, else each on
+  // a strand of `executor`; the acceptor and the shutdown timer run on `executor`. `sessions`
+  // must outlive the server's connections (stop() reports when they are gone).
   Server(boost::asio::any_io_executor executor, const Router& router, TokenSet tokens,
-         metrics::Metrics* metrics, ServerSettings settings);
+         metrics::Metrics* metrics, ServerSettings settings, io::ContextPool* sessions = nullptr);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -1,0 +1,38 @@
+#include "knflow/asio/context_pool.hpp"
+
+#include <algorithm>
+
+namespace knflow::io {
+
+ContextPool::ContextPool(std::size_t size) {
+  const std::size_t n = std::max<std::size_t>(1, size);
+  contexts_.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    // Concurrency hint 1: each context is run by exactly one thread.
+    contexts_.push_back(std::make_unique<boost::asio::io_context>(1));
+  }
+}
+
+ContextPool::~ContextPool() { stop(); }
+
+boost::asio::any_io_executor ContextPool::next() {
+  const std::size_t i = next_.fetch_add(1, std::memory_order_relaxed) % contexts_.size();
+  return contexts_[i]->get_executor();
+}
+
+void ContextPool::start() {
+  if (!threads_.empty()) return;
+  for (auto& context : contexts_) {
+    guards_.emplace_back(context->get_executor());
+    threads_.emplace_back([ctx = context.get()] { ctx->run(); });
+  }
+}
+
+void ContextPool::stop() {
+  guards_.clear();  // a context whose work is done returns from run()
+  for (auto& context : contexts_) context->stop();
+  for (auto& thread : threads_) thread.join();
+  threads_.clear();
+}
+
+}  // namespace knflow::io
