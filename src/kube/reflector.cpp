@@ -1,0 +1,163 @@
+#include "knflow/kube/reflector.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace knflow::kube {
+namespace {
+
+namespace json = boost::json;
+
+std::string meta_string(const json::object& object, std::string_view key) {
+  auto meta = object.find("metadata");
+  if (meta == object.end() || !meta->value().is_object()) return {};
+  const auto& m = meta->value().get_object();
+  auto it = m.find(key);
+  if (it == m.end() || !it->value().is_string()) return {};
+  return std::string(it->value().get_string());
+}
+
+}  // namespace
+
+Backoff::Backoff(BackoffSettings settings) : settings_(settings), base_(settings.initial) {}
+
+std::chrono::milliseconds Backoff::next(SteadyClock::time_point now, double u) {
+  if (last_ && now - *last_ >= settings_.reset_after) base_ = settings_.initial;
+  last_ = now;
+  u = std::clamp(u, 0.0, 1.0);
+  const double ms = static_cast<double>(base_.count()) * (1.0 + settings_.jitter * u);
+  const auto delay = std::min(settings_.max, std::chrono::milliseconds(std::llround(ms)));
+  base_ = std::min(settings_.max, base_ * 2);
+  return delay;
+}
+
+void Backoff::reset() {
+  base_ = settings_.initial;
+  last_.reset();
+}
+
+ReflectorLogic::ReflectorLogic(ReflectorSettings settings)
+    : settings_(settings), backoff_(settings.backoff) {}
+
+ReflectorStep ReflectorLogic::start() const { return {ReflectorStep::Action::list, {}, {}}; }
+
+ReflectorStep ReflectorLogic::listed(std::string resource_version) {
+  resource_version_ = std::move(resource_version);
+  events_since_list_ = false;
+  return rewatch({});
+}
+
+ReflectorStep ReflectorLogic::list_failed(const Error&, SteadyClock::time_point now, double u) {
+  return relist(backoff_.next(now, u));
+}
+
+ReflectorStep ReflectorLogic::watch_failed(const Error& error, SteadyClock::time_point now,
+                                           double u) {
+  if (error.is_gone()) {
+    // A 410 right after a LIST (nothing seen since) would relist in a loop: back off then.
+    return relist(events_since_list_ ? std::chrono::milliseconds{} : backoff_.next(now, u));
+  }
+  if (error.is_transient()) return rewatch(backoff_.next(now, u));
+  return relist(backoff_.next(now, u));
+}
+
+void ReflectorLogic::observed(std::string resource_version) {
+  if (!resource_version.empty()) resource_version_ = std::move(resource_version);
+  events_since_list_ = true;
+}
+
+ReflectorStep ReflectorLogic::watch_ended(const std::optional<Error>& error, std::size_t events,
+                                          std::chrono::milliseconds lasted,
+                                          SteadyClock::time_point now, double u) {
+  if (!error) {
+    if (events == 0 && lasted < settings_.short_watch) return rewatch(backoff_.next(now, u));
+    return rewatch({});
+  }
+  return watch_failed(*error, now, u);
+}
+
+int ReflectorLogic::watch_timeout_seconds(double u) const {
+  u = std::clamp(u, 0.0, 1.0);
+  const double s = static_cast<double>(settings_.min_watch_timeout.count()) * (1.0 + u);
+  return std::max(1, static_cast<int>(s));
+}
+
+ReflectorStep ReflectorLogic::relist(std::chrono::milliseconds delay) {
+  return {ReflectorStep::Action::list, delay, {}};
+}
+
+ReflectorStep ReflectorLogic::rewatch(std::chrono::milliseconds delay) const {
+  return {ReflectorStep::Action::watch, delay, resource_version_};
+}
+
+std::string object_key(const json::object& object) {
+  auto ns = meta_string(object, "namespace");
+  auto name = meta_string(object, "name");
+  return ns.empty() ? name : ns + "/" + name;
+}
+
+std::vector<Delta> Store::replace(std::vector<json::object> items) {
+  std::vector<Delta> deltas;
+  std::map<std::string, ObjectPtr, std::less<>> next;
+  std::lock_guard lock(mutex_);
+  for (auto& item : items) {
+    auto key = object_key(item);
+    auto object = std::make_shared<const json::object>(std::move(item));
+    auto old = objects_.find(key);
+    if (old == objects_.end()) {
+      deltas.push_back({Delta::Type::added, nullptr, object, false});
+    } else if (resource_version_of(*old->second) != resource_version_of(*object)) {
+      deltas.push_back({Delta::Type::updated, old->second, object, false});
+    }
+    next[std::move(key)] = std::move(object);
+  }
+  for (auto& [key, object] : objects_) {
+    if (!next.contains(key)) deltas.push_back({Delta::Type::deleted, object, object, true});
+  }
+  objects_ = std::move(next);
+  return deltas;
+}
+
+std::optional<Delta> Store::apply(WatchEvent event) {
+  if (event.type == EventType::bookmark || event.type == EventType::error) return std::nullopt;
+  auto key = object_key(event.object);
+  auto object = std::make_shared<const json::object>(std::move(event.object));
+  std::lock_guard lock(mutex_);
+  auto old = objects_.find(key);
+  if (event.type == EventType::deleted) {
+    ObjectPtr before;
+    if (old != objects_.end()) {
+      before = old->second;
+      objects_.erase(old);
+    }
+    return Delta{Delta::Type::deleted, before, object, false};
+  }
+  if (old == objects_.end()) {
+    objects_.emplace(std::move(key), object);
+    return Delta{Delta::Type::added, nullptr, object, false};
+  }
+  auto before = old->second;
+  old->second = object;
+  return Delta{Delta::Type::updated, before, object, false};
+}
+
+ObjectPtr Store::get(std::string_view key) const {
+  std::lock_guard lock(mutex_);
+  auto it = objects_.find(key);
+  return it == objects_.end() ? nullptr : it->second;
+}
+
+std::vector<ObjectPtr> Store::list() const {
+  std::lock_guard lock(mutex_);
+  std::vector<ObjectPtr> out;
+  out.reserve(objects_.size());
+  for (const auto& [key, object] : objects_) out.push_back(object);
+  return out;
+}
+
+std::size_t Store::size() const {
+  std::lock_guard lock(mutex_);
+  return objects_.size();
+}
+
+}  // namespace knflow::kube
