@@ -101,6 +101,35 @@ struct Metrics::Impl {
                                              .Register(*registry)
                                              .Add({});
 
+  prometheus::Family<prometheus::Counter>& reconciles =
+      prometheus::BuildCounter()
+          .Name("knflow_controller_reconciles_total")
+          .Help("Workflow reconciles by the controller, by result")
+          .Register(*registry);
+  prometheus::Histogram& reconcile_duration =
+      prometheus::BuildHistogram()
+          .Name("knflow_controller_reconcile_duration_seconds")
+          .Help("Time one reconcile of a Workflow took, its API requests included")
+          .Register(*registry)
+          .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.005, 0.01, 0.05, 0.1,
+                                                           0.5, 1, 5, 30});
+  prometheus::Family<prometheus::Counter>& controller_writes =
+      prometheus::BuildCounter()
+          .Name("knflow_controller_writes_total")
+          .Help("Writes the controller sent to the API server, by operation and result")
+          .Register(*registry);
+  prometheus::Gauge& controller_queue_depth = prometheus::BuildGauge()
+                                                  .Name("knflow_controller_queue_depth")
+                                                  .Help("Workflow keys waiting for a worker")
+                                                  .Register(*registry)
+                                                  .Add({});
+  prometheus::Gauge& controller_leader =
+      prometheus::BuildGauge()
+          .Name("knflow_controller_leader")
+          .Help("1 while this process leads the controller (holds the Lease), else 0")
+          .Register(*registry)
+          .Add({});
+
   // Counter and histogram of each (route, method, code), found once: prometheus-cpp's Add()
   // builds label maps and, for histograms, a new object on every call.
   std::mutex request_mutex;
@@ -113,6 +142,14 @@ struct Metrics::Impl {
     }
     // Both series exist from the start at 0, so that a rate() alert has something to read.
     for (const char* operation : {"read", "write"}) sqlite_errors.Add({{"operation", operation}});
+    for (const char* result : {"success", "invalid", "retry", "error"}) {
+      reconciles.Add({{"result", result}});
+    }
+    for (const char* operation : {"apply", "prune", "status"}) {
+      for (const char* result : {"ok", "conflict", "error"}) {
+        controller_writes.Add({{"operation", operation}, {"result", result}});
+      }
+    }
     prometheus::BuildGauge()
         .Name("knflow_build_info")
         .Help("Always 1; the labels say which build is running")
@@ -177,6 +214,22 @@ void Metrics::retry() { impl_->retries.Increment(); }
 void Metrics::dead_lettered() { impl_->dead_lettered.Increment(); }
 
 void Metrics::set_function_restarts(double count) { impl_->function_restarts.Set(count); }
+
+void Metrics::controller_reconciled(std::string_view result,
+                                    std::chrono::duration<double> elapsed) {
+  impl_->reconciles.Add({{"result", std::string(result)}}).Increment();
+  impl_->reconcile_duration.Observe(elapsed.count());
+}
+
+void Metrics::controller_write(std::string_view operation, std::string_view result) {
+  impl_->controller_writes
+      .Add({{"operation", std::string(operation)}, {"result", std::string(result)}})
+      .Increment();
+}
+
+void Metrics::set_controller_queue_depth(double keys) { impl_->controller_queue_depth.Set(keys); }
+
+void Metrics::set_controller_leader(bool leading) { impl_->controller_leader.Set(leading ? 1 : 0); }
 
 prometheus::Registry& Metrics::registry() { return *impl_->registry; }
 

@@ -39,6 +39,15 @@ class Metrics {
   void dead_lettered();
   void set_function_restarts(double count);
 
+  // Controller (cluster mode). `result` of a reconcile: success, invalid (terminal: the spec is
+  // refused), retry (transient error, requeued with backoff) or error (terminal: the server
+  // refused an object). A write's `operation` is apply, prune or status; its `result` ok,
+  // conflict or error.
+  void controller_reconciled(std::string_view result, std::chrono::duration<double> elapsed);
+  void controller_write(std::string_view operation, std::string_view result);
+  void set_controller_queue_depth(double keys);
+  void set_controller_leader(bool leading);
+
   prometheus::Registry& registry();
 
   // Prometheus text exposition format 0.0.4 of everything registered.
