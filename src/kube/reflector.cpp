@@ -43,7 +43,7 @@ ReflectorStep ReflectorLogic::start() const { return {ReflectorStep::Action::lis
 
 ReflectorStep ReflectorLogic::listed(std::string resource_version) {
   resource_version_ = std::move(resource_version);
-  events_since_list_ = false;
+  progress_since_list_ = false;
   return rewatch({});
 }
 
@@ -54,8 +54,8 @@ ReflectorStep ReflectorLogic::list_failed(const Error&, SteadyClock::time_point 
 ReflectorStep ReflectorLogic::watch_failed(const Error& error, SteadyClock::time_point now,
                                            double u) {
   if (error.is_gone()) {
-    // A 410 right after a LIST (nothing seen since) would relist in a loop: back off then.
-    return relist(events_since_list_ ? std::chrono::milliseconds{} : backoff_.next(now, u));
+    // A 410 before any watch made progress since the LIST could relist in a loop: back off then.
+    return relist(progress_since_list_ ? std::chrono::milliseconds{} : backoff_.next(now, u));
   }
   if (error.is_transient()) return rewatch(backoff_.next(now, u));
   return relist(backoff_.next(now, u));
@@ -63,12 +63,13 @@ ReflectorStep ReflectorLogic::watch_failed(const Error& error, SteadyClock::time
 
 void ReflectorLogic::observed(std::string resource_version) {
   if (!resource_version.empty()) resource_version_ = std::move(resource_version);
-  events_since_list_ = true;
+  progress_since_list_ = true;
 }
 
 ReflectorStep ReflectorLogic::watch_ended(const std::optional<Error>& error, std::size_t events,
                                           std::chrono::milliseconds lasted,
                                           SteadyClock::time_point now, double u) {
+  if (events > 0 || lasted >= settings_.short_watch) progress_since_list_ = true;
   if (!error) {
     if (events == 0 && lasted < settings_.short_watch) return rewatch(backoff_.next(now, u));
     return rewatch({});

@@ -6,6 +6,7 @@
 #include "knflow/kube/informer.hpp"
 
 #include "fake_apiserver.hpp"
+#include "run_io.hpp"
 #include "support/catch.hpp"
 #include "support/temp_dir.hpp"
 
@@ -40,37 +41,11 @@ using knflow::test::TestPki;
 namespace resources = knflow::kube::resources;
 using namespace std::chrono_literals;
 
-// Runs `task` on the test thread until it finishes.
+using knflow::test::run_until;
+
 template <typename T>
 T run(asio::io_context& ioc, asio::awaitable<T> task) {
-  std::optional<T> result;
-  std::exception_ptr error;
-  bool done = false;
-  asio::co_spawn(ioc, std::move(task), [&](std::exception_ptr e, T value) {
-    error = e;
-    if (!e) result.emplace(std::move(value));
-    done = true;
-  });
-  const auto end = std::chrono::steady_clock::now() + 30s;
-  while (!done && std::chrono::steady_clock::now() < end) {
-    ioc.restart();
-    ioc.run_for(5ms);
-  }
-  if (error) std::rethrow_exception(error);
-  REQUIRE(done);
-  return std::move(*result);
-}
-
-// Runs the io_context on the test thread until `done` holds (false if it never does).
-bool run_until(asio::io_context& ioc, const std::function<bool()>& done,
-               std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= end) return false;
-    ioc.restart();
-    ioc.run_for(2ms);
-  }
-  return true;
+  return knflow::test::run_io(ioc, std::move(task));
 }
 
 std::unique_ptr<Client> make_client(asio::io_context& ioc, Config config,

@@ -203,10 +203,21 @@ TEST_CASE("the reflector lists, watches from the list's version and follows even
     r.observed("601");
     CHECK(r.watch_ended(api_error(500, "Expired"), 1, 1s, at(11s), 0.0).action == Action::list);
   }
-  SECTION("a 410 right after a LIST backs off instead of relisting in a loop") {
+  SECTION("a 410 before any watch made progress since the LIST backs off, not to loop") {
     auto step = r.watch_failed(api_error(410), at(1s), 0.0);
     CHECK(step.action == Action::list);
     CHECK(step.delay == 800ms);
+    r.listed("700");
+    auto at_once = r.watch_ended(api_error(410, "Expired"), 0, 10ms, at(2s), 0.0);
+    CHECK(at_once.action == Action::list);
+    CHECK(at_once.delay == 1600ms);
+  }
+  SECTION("a 410 after a quiet but healthy watch (a partition, then compaction) relists at once") {
+    // The watch ran for a minute without events, broke, and could not be reopened for a while.
+    CHECK(r.watch_ended(connection_error(), 0, 60s, at(60s), 0.0).action == Action::watch);
+    CHECK(r.watch_failed(connection_error(), at(61s), 0.0).action == Action::watch);
+    CHECK(r.watch_failed(api_error(410, "Expired"), at(63s), 0.0) ==
+          ReflectorStep{Action::list, 0ms, ""});
   }
   SECTION("a broken connection watches again from the same version after a growing backoff") {
     r.observed("110");

@@ -86,7 +86,8 @@ class ReflectorLogic {
 
   // The WATCH ended. `error` unset: a normal end (timeoutSeconds, idle) → WATCH again now from the
   // last resourceVersion (after a backoff when it was very short and empty). 410 (status or
-  // ERROR event) → LIST now (after a backoff when the previous LIST had no event since). A broken
+  // ERROR event) → LIST now, unless no watch has made progress since the last LIST (then after a
+  // backoff, so that a server answering 410 at once cannot make us relist in a loop). A broken
   // connection or 5xx → WATCH again after a backoff. Anything else (undecodable stream, other
   // ERROR events) → LIST after a backoff.
   ReflectorStep watch_ended(const std::optional<Error>& error, std::size_t events,
@@ -105,7 +106,8 @@ class ReflectorLogic {
   ReflectorSettings settings_;
   Backoff backoff_;
   std::string resource_version_;
-  bool events_since_list_ = false;
+  // Since the last LIST, a watch delivered an event, ended normally, or lasted short_watch.
+  bool progress_since_list_ = false;
 };
 
 using ObjectPtr = std::shared_ptr<const boost::json::object>;
