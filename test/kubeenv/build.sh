@@ -102,8 +102,9 @@ $go_version
 GOFLAGS=$GOFLAGS ldflags=$ldflags
 INFO
 
-echo "kubeenv: building into $bin (the first build on a machine takes about 25 minutes on 2 cores;"
-echo "kubeenv: later builds reuse Go's build cache, $(go env GOCACHE))"
+echo "kubeenv: building into $bin"
+echo "kubeenv: the first build on a machine takes 10 to 20 minutes on 2 cores and about 5 GB"
+echo "kubeenv: (downloads, Go build cache); later builds reuse Go's build cache, $(go env GOCACHE)"
 total_start=$SECONDS
 beat=""
 trap '[[ -z $beat ]] || kill "$beat" 2>/dev/null' EXIT
@@ -117,7 +118,16 @@ for b in "${binaries[@]}"; do
   echo "kubeenv: building $name ($pkg)"
   start=$SECONDS
   # A heartbeat, so that a long cold build visibly makes progress.
-  (while sleep 60; do echo "kubeenv:   ... still building $name ($((SECONDS - start)) s)"; done) &
+  # On TERM it ends its sleep too, which would otherwise hold stdout open for up to a minute.
+  (
+    trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+    while :; do
+      sleep 60 &
+      nap=$!
+      wait "$nap"
+      echo "kubeenv:   ... still building $name ($((SECONDS - start)) s)"
+    done
+  ) &
   beat=$!
   tmp="$bin/.$name.tmp.$$"
   status=0
