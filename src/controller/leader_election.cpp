@@ -268,14 +268,17 @@ struct LeaderElector::Impl : std::enable_shared_from_this<LeaderElector::Impl> {
 
   // One attempt to take or keep the lease; true when our record was written.
   asio::awaitable<bool> try_acquire_or_renew() {
+    // Every argument of a call in a co_await is a named object: g++ 12 destroys prvalue
+    // arguments (default ones included) twice there.
     const auto type = kube::resources::leases();
+    const kube::WriteOptions write_options;
     if (logic.held() && lease) {
       // Renewal: write over our last object; a conflict means someone else wrote in between.
       json::object object = *lease;
       const LeaseRecord record = logic.next_record(micro_time_now());
       set_lease_record(object, record);
       const auto sent = Clock::now();
-      auto updated = co_await client.update(type, std::move(object));
+      auto updated = co_await client.update(type, std::move(object), write_options);
       if (updated) {
         wrote(*updated, record, sent);
         co_return true;
@@ -298,9 +301,9 @@ struct LeaderElector::Impl : std::enable_shared_from_this<LeaderElector::Impl> {
       logic.observe(std::nullopt, now);
       const LeaseRecord record = logic.next_record(micro_time_now());
       const auto sent = Clock::now();
+      json::object fresh = make_lease(settings.lease_namespace, settings.lease_name, record);
       auto created =
-          co_await client.create(type, settings.lease_namespace,
-                                 make_lease(settings.lease_namespace, settings.lease_name, record));
+          co_await client.create(type, settings.lease_namespace, std::move(fresh), write_options);
       if (!created) {
         if (!created.error().is_already_exists()) {
           log::warn("Failed to create the lease",
@@ -319,7 +322,7 @@ struct LeaderElector::Impl : std::enable_shared_from_this<LeaderElector::Impl> {
     const LeaseRecord record = logic.next_record(micro_time_now());
     set_lease_record(object, record);
     const auto sent = Clock::now();
-    auto updated = co_await client.update(type, std::move(object));
+    auto updated = co_await client.update(type, std::move(object), write_options);
     if (!updated) {
       if (!updated.error().is_conflict()) {
         log::warn("Failed to update the lease",
@@ -335,7 +338,9 @@ struct LeaderElector::Impl : std::enable_shared_from_this<LeaderElector::Impl> {
     if (!lease) co_return;
     json::object object = *lease;
     set_lease_record(object, logic.release_record(micro_time_now()));
-    auto updated = co_await client.update(kube::resources::leases(), std::move(object));
+    const auto type = kube::resources::leases();
+    const kube::WriteOptions write_options;
+    auto updated = co_await client.update(type, std::move(object), write_options);
     if (updated) {
       log::info("Released the lease", {{"lease", settings.lease_name}});
     } else {

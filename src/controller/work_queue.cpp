@@ -256,7 +256,9 @@ void WorkQueue::forget(const std::string& key) { impl_->limiter.forget(key); }
 int WorkQueue::requeues(const std::string& key) const { return impl_->limiter.requeues(key); }
 
 asio::awaitable<std::optional<std::string>> WorkQueue::get() {
-  co_return co_await asio::co_spawn(impl_->strand, Impl::get_on_strand(impl_), asio::use_awaitable);
+  // The awaitable is named first: g++ 12 mishandles prvalues inside a co_await expression.
+  auto on_strand = Impl::get_on_strand(impl_);
+  co_return co_await asio::co_spawn(impl_->strand, std::move(on_strand), asio::use_awaitable);
 }
 
 void WorkQueue::done(const std::string& key) {

@@ -1,0 +1,866 @@
+#include "knflow/controller/controller.hpp"
+
+#include "knflow/controller/apply_diff.hpp"
+#include "knflow/controller/status.hpp"
+#include "knflow/kube/informer.hpp"
+#include "knflow/log/log.hpp"
+#include "knflow/metrics/metrics.hpp"
+#include "knflow/model/validate.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace knflow::controller {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using Strand = asio::strand<asio::any_io_executor>;
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+const json::object* object_at(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end() || !it->value().is_object()) return nullptr;
+  return &it->value().get_object();
+}
+
+std::string string_at(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end() || !it->value().is_string()) return {};
+  return std::string(it->value().get_string());
+}
+
+std::int64_t int_at(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end()) return 0;
+  if (it->value().is_int64()) return it->value().get_int64();
+  if (it->value().is_uint64()) return static_cast<std::int64_t>(it->value().get_uint64());
+  return 0;
+}
+
+const json::object& metadata_of(const json::object& o) {
+  static const json::object empty;
+  const json::object* m = object_at(o, "metadata");
+  return m ? *m : empty;
+}
+
+// The Workflow key an owned object belongs to: its namespace and its knflow.dev/workflow label.
+std::string owner_key(const json::object& object) {
+  const auto& meta = metadata_of(object);
+  const json::object* labels = object_at(meta, "labels");
+  if (labels == nullptr) return {};
+  const std::string owner = string_at(*labels, render::kWorkflowLabel);
+  if (owner.empty()) return {};
+  return string_at(meta, "namespace") + "/" + owner;
+}
+
+enum class Outcome { success, invalid, retry, failed, abandoned };
+
+const char* result_label(Outcome o) {
+  switch (o) {
+    case Outcome::success:
+      return "success";
+    case Outcome::invalid:
+      return "invalid";
+    case Outcome::retry:
+      return "retry";
+    case Outcome::failed:
+    case Outcome::abandoned:
+      return "error";
+  }
+  return "error";
+}
+
+// Worth another attempt later: no answer, a deadline, 409, 429, 5xx, or a 404 (a CRD or
+// namespace that is not there yet).
+bool retryable(const kube::Error& e) {
+  return e.is_transient() || e.is_conflict() || e.is_not_found() ||
+         e.kind == kube::ErrorKind::decode;
+}
+
+const char* write_result(const kube::Error& e) { return e.is_conflict() ? "conflict" : "error"; }
+
+// What a Workflow's generation renders to; cached per (uid, generation).
+struct Plan {
+  std::string uid;
+  std::int64_t generation = 0;
+  std::optional<Readiness> invalid;
+  std::vector<json::object> objects;
+  std::vector<std::size_t> kinds;  // index into Impl::owned, per object
+  std::vector<FunctionEntry> functions;
+  std::string entry_sequence;
+};
+
+}  // namespace
+
+kube::ResourceType workflow_resource() {
+  return kube::ResourceType{"knflow.dev", "v1alpha1", "workflows", true, "Workflow"};
+}
+
+kube::ResourceType resource_of(const render::Kind& kind) {
+  kube::ResourceType t;
+  const std::string_view av = kind.api_version;
+  const auto slash = av.find('/');
+  if (slash == std::string_view::npos) {
+    t.version = std::string(av);
+  } else {
+    t.group = std::string(av.substr(0, slash));
+    t.version = std::string(av.substr(slash + 1));
+  }
+  t.kind = std::string(kind.kind);
+  // Every kind render produces has the regular plural: lower case + "s".
+  for (char c : kind.kind) {
+    t.resource.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  t.resource += "s";
+  t.namespaced = true;
+  return t;
+}
+
+json::object model_view(const json::object& workflow) {
+  json::object out;
+  for (const char* key : {"apiVersion", "kind"}) {
+    if (auto it = workflow.find(key); it != workflow.end()) out[key] = it->value();
+  }
+  json::object meta;
+  const auto& m = metadata_of(workflow);
+  for (const char* key :
+       {"name", "namespace", "uid", "generation", "creationTimestamp", "labels", "annotations"}) {
+    if (auto it = m.find(key); it != m.end()) meta[key] = it->value();
+  }
+  out["metadata"] = std::move(meta);
+  if (auto it = workflow.find("spec"); it != workflow.end()) out["spec"] = it->value();
+  return out;
+}
+
+struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
+  struct Owned {
+    render::Kind kind;
+    kube::ResourceType type;
+    std::unique_ptr<kube::Informer> informer;
+  };
+
+  Impl(asio::any_io_executor ex, kube::Client& c, ControllerSettings s)
+      : executor(std::move(ex)),
+        strand(asio::make_strand(executor)),
+        client(c),
+        settings(std::move(s)) {
+    if (settings.election.identity.empty()) settings.election.identity = default_identity();
+    if (settings.workers == 0) settings.workers = 1;
+  }
+
+  asio::any_io_executor executor;
+  Strand strand;
+  kube::Client& client;
+  ControllerSettings settings;
+
+  std::unique_ptr<kube::Informer> workflows;
+  std::vector<Owned> owned;
+  std::unique_ptr<kube::Client> election_client;
+  std::unique_ptr<LeaderElector> elector;
+
+  // Owned objects by Workflow key: (index into owned, name). Written by the informers' handlers.
+  std::mutex index_mutex;
+  std::unordered_map<std::string, std::set<std::pair<std::size_t, std::string>>> index;
+
+  // Our own recent writes that the informers have not delivered yet ("read your own writes").
+  // An entry holds while the informer's copy still has the resourceVersion the write was decided
+  // on; any informer event for the object removes it. Without it, a reconcile that runs between
+  // a write and its watch event would write again (a needless apply, or a status PUT on a stale
+  // resourceVersion that fails with 409).
+  struct OwnWrite {
+    std::string based_on;    // resourceVersion of the copy the write was decided on ("" none)
+    json::object desired;    // what we applied, or the status we wrote
+    kube::ObjectPtr result;  // the server's answer; null after a delete
+  };
+  std::mutex own_mutex;
+  std::unordered_map<std::string, OwnWrite> own_writes;
+
+  static std::string object_write_key(std::size_t kind, std::string_view ns,
+                                      std::string_view name) {
+    std::string k = "o/" + std::to_string(kind) + "/";
+    k.append(ns).append("/").append(name);
+    return k;
+  }
+  static std::string status_write_key(std::string_view key) { return "s/" + std::string(key); }
+
+  void own_write(std::string k, OwnWrite w) {
+    std::lock_guard lock(own_mutex);
+    own_writes[std::move(k)] = std::move(w);
+  }
+
+  void own_forget(const std::string& k) {
+    std::lock_guard lock(own_mutex);
+    own_writes.erase(k);
+  }
+
+  // Our write of `k`, when the informer's copy (resourceVersion `observed_rv`) predates it.
+  std::optional<OwnWrite> own_pending(const std::string& k, const std::string& observed_rv) {
+    std::lock_guard lock(own_mutex);
+    auto it = own_writes.find(k);
+    if (it == own_writes.end()) return std::nullopt;
+    if (it->second.based_on != observed_rv) {
+      own_writes.erase(it);  // the informer moved on: its copy is the truth again
+      return std::nullopt;
+    }
+    return it->second;
+  }
+
+  // Rendered plans by Workflow key.
+  std::mutex plan_mutex;
+  std::unordered_map<std::string, std::shared_ptr<const Plan>> plans;
+
+  // The queue of the current term (null while not leading).
+  mutable std::mutex queue_mutex;
+  std::shared_ptr<WorkQueue> queue;
+  std::atomic<std::uint64_t> term{0};
+  std::atomic<bool> term_active{false};  // the write gate, cleared at once on a lost lease
+
+  // On the strand only.
+  bool started = false;
+  bool stopping = false;
+  bool term_running = false;
+  bool informers_stopped = false;
+  bool finishing = false;
+  std::size_t tasks = 0;  // lead, worker and resync coroutines running
+  std::shared_ptr<asio::steady_timer> resync_timer;
+  std::vector<std::function<void()>> on_stopped;
+
+  mutable std::mutex stats_mutex;
+  ControllerStats counters;
+
+  template <class F>
+  void count(F&& f) {
+    std::lock_guard lock(stats_mutex);
+    f(counters);
+  }
+
+  void record_write(const char* operation, const char* result) {
+    count([&](ControllerStats& s) {
+      if (std::string_view(operation) == "apply") ++s.applies;
+      if (std::string_view(operation) == "prune") ++s.prunes;
+      if (std::string_view(operation) == "status") ++s.status_writes;
+      if (std::string_view(result) == "conflict") ++s.conflicts;
+    });
+    if (settings.metrics) settings.metrics->controller_write(operation, result);
+  }
+
+  // ---- informers and the owned-object index
+
+  void enqueue(const std::string& key) {
+    if (key.empty()) return;
+    std::shared_ptr<WorkQueue> q;
+    {
+      std::lock_guard lock(queue_mutex);
+      q = queue;
+    }
+    if (q) q->add(key);
+  }
+
+  void index_add(std::size_t kind, const json::object& object) {
+    const std::string key = owner_key(object);
+    if (key.empty()) return;
+    std::lock_guard lock(index_mutex);
+    index[key].emplace(kind, string_at(metadata_of(object), "name"));
+  }
+
+  void index_remove(std::size_t kind, const json::object& object) {
+    const std::string key = owner_key(object);
+    if (key.empty()) return;
+    std::lock_guard lock(index_mutex);
+    auto it = index.find(key);
+    if (it == index.end()) return;
+    it->second.erase({kind, string_at(metadata_of(object), "name")});
+    if (it->second.empty()) index.erase(it);
+  }
+
+  std::vector<std::pair<std::size_t, std::string>> owned_by(const std::string& key) {
+    std::lock_guard lock(index_mutex);
+    auto it = index.find(key);
+    if (it == index.end()) return {};
+    return {it->second.begin(), it->second.end()};
+  }
+
+  void forget_plan(const std::string& key) {
+    std::lock_guard lock(plan_mutex);
+    plans.erase(key);
+  }
+
+  void workflow_event(const json::object& wf, bool deleted) {
+    const std::string key = kube::object_key(wf);
+    own_forget(status_write_key(key));
+    if (deleted) forget_plan(key);
+    enqueue(key);
+  }
+
+  void owned_event(std::size_t kind, const json::object& object) {
+    const auto& meta = metadata_of(object);
+    own_forget(object_write_key(kind, string_at(meta, "namespace"), string_at(meta, "name")));
+  }
+
+  void build_informers() {
+    kube::InformerSettings ws;
+    ws.type = workflow_resource();
+    ws.ns = settings.watch_namespace;
+    ws.reflector = settings.reflector;
+    ws.name = "workflows";
+    workflows = std::make_unique<kube::Informer>(client, ws);
+    std::weak_ptr<Impl> weak = weak_from_this();
+    kube::EventHandlers wh;
+    wh.on_add = [weak](const kube::ObjectPtr& o) {
+      if (auto self = weak.lock()) self->workflow_event(*o, false);
+    };
+    wh.on_update = [weak](const kube::ObjectPtr&, const kube::ObjectPtr& o) {
+      if (auto self = weak.lock()) self->workflow_event(*o, false);
+    };
+    wh.on_delete = [weak](const kube::ObjectPtr& o, bool) {
+      if (auto self = weak.lock()) self->workflow_event(*o, true);
+    };
+    workflows->add_handlers(std::move(wh));
+
+    const std::string selector =
+        std::string(render::kManagedByLabel) + "=" + std::string(render::kManagedByValue);
+    for (const auto& kind : render::rendered_kinds()) {
+      Owned o{kind, resource_of(kind), nullptr};
+      kube::InformerSettings s;
+      s.type = o.type;
+      s.ns = settings.watch_namespace;
+      s.label_selector = selector;
+      s.reflector = settings.reflector;
+      s.name = o.type.resource;
+      o.informer = std::make_unique<kube::Informer>(client, s);
+      const std::size_t index_of_kind = owned.size();
+      kube::EventHandlers h;
+      h.on_add = [weak, index_of_kind](const kube::ObjectPtr& obj) {
+        if (auto self = weak.lock()) {
+          self->owned_event(index_of_kind, *obj);
+          self->index_add(index_of_kind, *obj);
+          self->enqueue(owner_key(*obj));
+        }
+      };
+      h.on_update = [weak, index_of_kind](const kube::ObjectPtr& old, const kube::ObjectPtr& obj) {
+        if (auto self = weak.lock()) {
+          self->owned_event(index_of_kind, *obj);
+          const std::string before = owner_key(*old);
+          const std::string now = owner_key(*obj);
+          if (before != now) {
+            self->index_remove(index_of_kind, *old);
+            self->enqueue(before);
+          }
+          self->index_add(index_of_kind, *obj);
+          self->enqueue(now);
+        }
+      };
+      h.on_delete = [weak, index_of_kind](const kube::ObjectPtr& obj, bool) {
+        if (auto self = weak.lock()) {
+          self->owned_event(index_of_kind, *obj);
+          self->index_remove(index_of_kind, *obj);
+          self->enqueue(owner_key(*obj));
+        }
+      };
+      o.informer->add_handlers(std::move(h));
+      owned.push_back(std::move(o));
+    }
+  }
+
+  bool all_synced() const {
+    if (!workflows || !workflows->has_synced()) return false;
+    return std::all_of(owned.begin(), owned.end(),
+                       [](const Owned& o) { return o.informer->has_synced(); });
+  }
+
+  // ---- leadership terms
+
+  bool may_write(std::uint64_t t) const {
+    if (term.load() != t || !term_active.load()) return false;
+    return !elector || elector->is_leader();
+  }
+
+  // On the strand.
+  void begin_term() {
+    if (stopping || term_running) return;
+    term_running = true;
+    const std::uint64_t t = ++term;
+    WorkQueueSettings qs;
+    qs.rate_limit = settings.rate_limit;
+    if (settings.metrics) {
+      metrics::Metrics* m = settings.metrics;
+      qs.on_depth = [m](std::size_t n) { m->set_controller_queue_depth(static_cast<double>(n)); };
+    }
+    auto q = std::make_shared<WorkQueue>(executor, std::move(qs));
+    {
+      std::lock_guard lock(queue_mutex);
+      queue = q;
+    }
+    term_active = true;
+    count([](ControllerStats& s) { ++s.terms; });
+    if (settings.metrics) settings.metrics->set_controller_leader(true);
+    auto self = shared_from_this();
+    spawn(lead(self, q, t), strand);
+  }
+
+  // On the strand.
+  void end_term() {
+    if (!term_running) return;
+    term_running = false;
+    term_active = false;
+    ++term;
+    std::shared_ptr<WorkQueue> q;
+    {
+      std::lock_guard lock(queue_mutex);
+      q = std::move(queue);
+      queue.reset();
+    }
+    if (q) q->shutdown();
+    if (resync_timer) resync_timer->cancel();
+    if (settings.metrics) {
+      settings.metrics->set_controller_leader(false);
+      settings.metrics->set_controller_queue_depth(0);
+    }
+  }
+
+  // Runs a task coroutine, counted so that stop() can wait for it; on the strand.
+  template <class Executor>
+  void spawn(asio::awaitable<void> task, Executor on) {
+    ++tasks;
+    asio::co_spawn(on, std::move(task), [self = shared_from_this()](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::error("Controller task failed", {{"error", ex.what()}});
+        }
+      }
+      asio::post(self->strand, [self] {
+        --self->tasks;
+        self->maybe_finish();
+      });
+    });
+  }
+
+  // Waits for the caches, enqueues every Workflow, then starts the workers and the resync.
+  static asio::awaitable<void> lead(std::shared_ptr<Impl> self, std::shared_ptr<WorkQueue> q,
+                                    std::uint64_t t) {
+    bool synced = co_await self->workflows->wait_synced();
+    for (auto& o : self->owned) {
+      if (!synced) break;
+      synced = co_await o.informer->wait_synced();
+    }
+    if (!synced || self->term.load() != t) co_return;
+    for (const auto& wf : self->workflows->list()) q->add(kube::object_key(*wf));
+    log::info("Started reconciling", {{"workers", std::to_string(self->settings.workers)},
+                                      {"workflows", std::to_string(self->workflows->size())}});
+    for (std::size_t i = 0; i < self->settings.workers; ++i) {
+      self->spawn(worker(self, q, t), asio::make_strand(self->executor));
+    }
+    if (self->settings.resync.count() > 0) {
+      self->resync_timer = std::make_shared<asio::steady_timer>(self->strand);
+      self->spawn(resync(self, q, t, self->resync_timer), self->strand);
+    }
+  }
+
+  static asio::awaitable<void> resync(std::shared_ptr<Impl> self, std::shared_ptr<WorkQueue> q,
+                                      std::uint64_t t, std::shared_ptr<asio::steady_timer> timer) {
+    while (self->term.load() == t) {
+      timer->expires_after(self->settings.resync);
+      co_await timer->async_wait(use_tuple);
+      if (self->term.load() != t) break;
+      for (const auto& wf : self->workflows->list()) q->add(kube::object_key(*wf));
+    }
+  }
+
+  static asio::awaitable<void> worker(std::shared_ptr<Impl> self, std::shared_ptr<WorkQueue> q,
+                                      std::uint64_t t) {
+    for (;;) {
+      std::optional<std::string> key = co_await q->get();
+      if (!key) break;
+      const auto started = Clock::now();
+      Outcome outcome = Outcome::retry;
+      try {
+        outcome = co_await self->reconcile(*key, t);
+      } catch (const std::exception& e) {
+        log::error("Reconcile threw", {{"workflow", *key}, {"error", e.what()}});
+      }
+      const std::chrono::duration<double> elapsed = Clock::now() - started;
+      self->count([](ControllerStats& s) { ++s.reconciles; });
+      if (self->settings.metrics && outcome != Outcome::abandoned) {
+        self->settings.metrics->controller_reconciled(result_label(outcome), elapsed);
+      }
+      if (outcome == Outcome::retry) {
+        q->add_rate_limited(*key);
+      } else {
+        q->forget(*key);
+      }
+      q->done(*key);
+    }
+  }
+
+  // ---- reconcile
+
+  std::shared_ptr<const Plan> plan_for(const std::string& key, const json::object& wf) {
+    const auto& meta = metadata_of(wf);
+    const std::string uid = string_at(meta, "uid");
+    const std::int64_t generation = int_at(meta, "generation");
+    {
+      std::lock_guard lock(plan_mutex);
+      auto it = plans.find(key);
+      if (it != plans.end() && it->second->uid == uid && it->second->generation == generation) {
+        return it->second;
+      }
+    }
+    auto plan = std::make_shared<Plan>();
+    plan->uid = uid;
+    plan->generation = generation;
+    const std::string name = string_at(meta, "name");
+    plan->entry_sequence = name;
+    model::CheckResult checked = model::check_value(json::value(model_view(wf)));
+    if (!checked.report.ok() || !checked.workflow) {
+      plan->invalid = Readiness{"False", "InvalidSpec", errors_message(checked.report.errors)};
+    } else if (!checked.report.cluster.supported) {
+      plan->invalid = Readiness{"False", "NotSupportedInCluster",
+                                errors_message(checked.report.cluster.reasons)};
+    } else {
+      render::Options options;
+      options.default_namespace = string_at(meta, "namespace");
+      options.channel_template = settings.channel_template;
+      render::Result rendered = render::render(*checked.workflow, options);
+      if (!rendered.ok()) {
+        plan->invalid = Readiness{"False", "RenderFailed", errors_message(rendered.errors)};
+      } else {
+        std::map<std::string, std::string> services;  // function → Service name
+        for (auto& object : rendered.objects) {
+          const std::string av = string_at(object, "apiVersion");
+          const std::string kind = string_at(object, "kind");
+          auto found = std::find_if(owned.begin(), owned.end(), [&](const Owned& o) {
+            return o.kind.api_version == av && o.kind.kind == kind;
+          });
+          if (found == owned.end()) {
+            log::error("Render produced a kind the controller does not watch",
+                       {{"apiVersion", av}, {"kind", kind}});
+            continue;
+          }
+          if (kind == "Service") {
+            const json::object* labels = object_at(metadata_of(object), "labels");
+            const std::string fn = labels ? string_at(*labels, render::kFunctionLabel) : "";
+            if (!fn.empty()) services[fn] = string_at(metadata_of(object), "name");
+          }
+          plan->kinds.push_back(static_cast<std::size_t>(found - owned.begin()));
+          plan->objects.push_back(std::move(object));
+        }
+        for (const auto& [fn, spec] : checked.workflow->spec.functions) {
+          if (auto it = services.find(fn); it != services.end()) {
+            plan->functions.push_back({fn, it->second, std::nullopt});
+          } else if (spec.url) {
+            plan->functions.push_back({fn, "", spec.url});
+          }
+        }
+      }
+    }
+    std::shared_ptr<const Plan> out = plan;
+    std::lock_guard lock(plan_mutex);
+    plans[key] = out;
+    return out;
+  }
+
+  asio::awaitable<Outcome> reconcile(std::string key, std::uint64_t t) {
+    kube::ObjectPtr wf = workflows->get(key);
+    if (!wf) {
+      // Gone: its Knative objects carry a controller ownerReference to it, so the garbage
+      // collector deletes them; nothing to do here.
+      forget_plan(key);
+      co_return Outcome::success;
+    }
+    const auto& meta = metadata_of(*wf);
+    if (meta.contains("deletionTimestamp")) co_return Outcome::success;
+    const std::string ns = string_at(meta, "namespace");
+    const std::string name = string_at(meta, "name");
+    auto plan = plan_for(key, *wf);
+
+    StatusInput input;
+    input.generation = plan->generation;
+    input.entry_sequence = plan->entry_sequence;
+    input.functions = plan->functions;
+    if (plan->invalid) input.invalid = plan->invalid;
+
+    if (!plan->invalid) {
+      std::set<std::pair<std::size_t, std::string>> desired;
+      kube::ApplyOptions apply_options;
+      apply_options.field_manager = settings.field_manager;
+      apply_options.force = true;
+      for (std::size_t i = 0; i < plan->objects.size(); ++i) {
+        const json::object& object = plan->objects[i];
+        const Owned& o = owned[plan->kinds[i]];
+        const std::string object_name = string_at(metadata_of(object), "name");
+        desired.emplace(plan->kinds[i], object_name);
+        const std::string write_key = object_write_key(plan->kinds[i], ns, object_name);
+        kube::ObjectPtr current = o.informer->get(ns, object_name);
+        const std::string observed_rv = current ? kube::resource_version_of(*current) : "";
+        if (auto mine = own_pending(write_key, observed_rv)) current = mine->result;
+        if (!current || needs_apply(object, *current, settings.field_manager)) {
+          if (!may_write(t)) co_return Outcome::abandoned;
+          auto applied = co_await client.apply(o.type, object, apply_options);
+          if (!applied) {
+            const auto& e = applied.error();
+            record_write("apply", write_result(e));
+            log::warn("Failed to apply", {{"kind", o.type.kind},
+                                          {"name", object_name},
+                                          {"namespace", ns},
+                                          {"error", e.message}});
+            if (retryable(e)) co_return Outcome::retry;
+            input.apply_failed = Readiness{"False", "ApplyFailed",
+                                           o.type.kind + " " + object_name + ": " + e.message};
+            break;
+          }
+          record_write("apply", "ok");
+          log::info(current ? "Updated" : "Created",
+                    {{"kind", o.type.kind}, {"name", object_name}, {"namespace", ns}});
+          current = std::make_shared<const json::object>(std::move(*applied));
+          own_write(write_key, OwnWrite{observed_rv, object, current});
+        }
+        input.children.push_back({o.type.kind, object_name, current});
+      }
+
+      // Prune what this Workflow owns (by label) and no longer renders.
+      if (!input.apply_failed) {
+        for (const auto& [kind, object_name] : owned_by(key)) {
+          if (desired.contains({kind, object_name})) continue;
+          const Owned& o = owned[kind];
+          kube::ObjectPtr current = o.informer->get(ns, object_name);
+          if (!current || metadata_of(*current).contains("deletionTimestamp")) continue;
+          const std::string write_key = object_write_key(kind, ns, object_name);
+          const std::string observed_rv = kube::resource_version_of(*current);
+          if (own_pending(write_key, observed_rv)) continue;  // deleted by us already
+          if (!may_write(t)) co_return Outcome::abandoned;
+          kube::DeleteOptions options;
+          options.propagation_policy = "Background";
+          options.precondition_uid = string_at(metadata_of(*current), "uid");
+          auto removed = co_await client.remove(o.type, ns, object_name, options);
+          if (!removed && !removed.error().is_not_found()) {
+            const auto& e = removed.error();
+            record_write("prune", write_result(e));
+            log::warn("Failed to prune", {{"kind", o.type.kind},
+                                          {"name", object_name},
+                                          {"namespace", ns},
+                                          {"error", e.message}});
+            // A uid precondition that fails (409) means the object was replaced: look again.
+            if (retryable(e)) co_return Outcome::retry;
+            input.apply_failed = Readiness{"False", "PruneFailed",
+                                           o.type.kind + " " + object_name + ": " + e.message};
+            break;
+          }
+          record_write("prune", "ok");
+          own_write(write_key, OwnWrite{observed_rv, {}, nullptr});
+          log::info("Pruned", {{"kind", o.type.kind}, {"name", object_name}, {"namespace", ns}});
+        }
+      }
+    }
+
+    // Status: written only when it says something new. Compared with what we wrote last when the
+    // informer has not delivered that write yet.
+    const std::string status_key = status_write_key(key);
+    kube::ObjectPtr base = wf;
+    const std::string wf_rv = kube::resource_version_of(*wf);
+    if (auto mine = own_pending(status_key, wf_rv); mine && mine->result) base = mine->result;
+    static const json::object kEmpty;
+    const json::object* previous = object_at(*base, "status");
+    input.previous = previous;
+    input.now = now_rfc3339();
+    const model::WorkflowStatus status = compute_status(input);
+    json::object status_object = status_json(status);
+    Outcome done = plan->invalid        ? Outcome::invalid
+                   : input.apply_failed ? Outcome::failed
+                                        : Outcome::success;
+    if (same_status(status_object, previous ? *previous : kEmpty)) co_return done;
+
+    if (settings.status_write_delay.count() > 0) {
+      asio::steady_timer timer(co_await asio::this_coro::executor, settings.status_write_delay);
+      co_await timer.async_wait(use_tuple);
+    }
+    if (!may_write(t)) co_return Outcome::abandoned;
+    json::object body = *base;
+    body["status"] = status_object;
+    const kube::ResourceType type = workflow_resource();
+    const kube::WriteOptions write_options;
+    auto written = co_await client.update_status(type, std::move(body), write_options);
+    if (!written) {
+      const auto& e = written.error();
+      if (e.is_not_found()) co_return Outcome::success;  // deleted meanwhile
+      record_write("status", write_result(e));
+      own_forget(status_key);
+      if (e.is_conflict()) {
+        log::info("Status write conflicted; retrying", {{"workflow", key}});
+        co_return Outcome::retry;
+      }
+      log::warn("Failed to write status", {{"workflow", key}, {"error", e.message}});
+      co_return retryable(e) ? Outcome::retry : Outcome::failed;
+    }
+    own_write(status_key, OwnWrite{wf_rv, status_object,
+                                   std::make_shared<const json::object>(std::move(*written))});
+    record_write("status", "ok");
+    const model::Condition& ready = status.conditions.back();
+    log::info("Updated status", {{"workflow", key},
+                                 {"generation", std::to_string(plan->generation)},
+                                 {"ready", ready.status},
+                                 {"reason", ready.reason}});
+    if (settings.on_status_change) {
+      StatusChange change{ns,
+                          name,
+                          plan->uid,
+                          plan->generation,
+                          ready.status,
+                          ready.reason,
+                          std::move(status_object)};
+      try {
+        settings.on_status_change(change);
+      } catch (const std::exception& e) {
+        log::error("Status change callback threw", {{"error", e.what()}});
+      }
+    }
+    co_return done;
+  }
+
+  // ---- start and stop
+
+  void start_on_strand() {
+    if (started || stopping) return;
+    started = true;
+    build_informers();
+    workflows->start();
+    for (auto& o : owned) o.informer->start();
+    if (!settings.leader_election) {
+      begin_term();
+      return;
+    }
+    kube::ClientSettings cs = client.settings();
+    // Leader election gets its own connections, no rate limit shared with reconciles, and a
+    // request deadline well inside the renew deadline.
+    cs.request_timeout =
+        std::max(std::chrono::milliseconds(500), settings.election.renew_deadline / 2);
+    cs.qps = 0;
+    auto created = kube::Client::create(executor, client.config(), cs);
+    if (!created) {
+      log::error("Cannot create the leader election client", {{"error", created.error().message}});
+      return;
+    }
+    election_client = std::move(*created);
+    std::weak_ptr<Impl> weak = weak_from_this();
+    LeaderCallbacks callbacks;
+    callbacks.on_started_leading = [weak] {
+      if (auto self = weak.lock()) asio::post(self->strand, [self] { self->begin_term(); });
+    };
+    callbacks.on_stopped_leading = [weak] {
+      if (auto self = weak.lock()) {
+        // At once (not only on the strand): no write may start from here on.
+        self->term_active = false;
+        asio::post(self->strand, [self] { self->end_term(); });
+      }
+    };
+    elector = std::make_unique<LeaderElector>(executor, *election_client, settings.election,
+                                              std::move(callbacks));
+    elector->start();
+  }
+
+  void stop_on_strand(std::function<void()> done) {
+    if (done) on_stopped.push_back(std::move(done));
+    if (stopping) {
+      maybe_finish();
+      return;
+    }
+    stopping = true;
+    end_term();
+    // Informers first: that wakes a term still waiting for the caches; their stores stay
+    // readable for reconciles that are finishing.
+    const std::size_t n = (workflows ? 1 : 0) + owned.size();
+    if (n == 0) {
+      informers_stopped = true;
+      maybe_finish();
+      return;
+    }
+    auto self = shared_from_this();
+    auto remaining = std::make_shared<std::atomic<std::size_t>>(n);
+    auto one_done = [self, remaining] {
+      if (--*remaining == 0) {
+        asio::post(self->strand, [self] {
+          self->informers_stopped = true;
+          self->maybe_finish();
+        });
+      }
+    };
+    if (workflows) workflows->stop(one_done);
+    for (auto& o : owned) o.informer->stop(one_done);
+  }
+
+  // On the strand: once the informers and every task are done, stop the elector (it releases
+  // the lease), then call the waiting `done`s.
+  void maybe_finish() {
+    if (!stopping || tasks > 0 || !informers_stopped || finishing) return;
+    finishing = true;
+    if (!elector) {
+      finished();
+      return;
+    }
+    elector->stop(
+        [self = shared_from_this()] { asio::post(self->strand, [self] { self->finished(); }); });
+  }
+
+  void finished() {
+    if (election_client) election_client->shutdown();
+    auto callbacks = std::move(on_stopped);
+    on_stopped.clear();
+    log::info("Stopped the controller");
+    for (auto& f : callbacks) {
+      if (f) f();
+    }
+  }
+};
+
+Controller::Controller(asio::any_io_executor executor, kube::Client& client,
+                       ControllerSettings settings)
+    : impl_(std::make_shared<Impl>(std::move(executor), client, std::move(settings))) {}
+
+Controller::~Controller() { stop(); }
+
+void Controller::start() {
+  asio::post(impl_->strand, [self = impl_] { self->start_on_strand(); });
+}
+
+void Controller::stop(std::function<void()> done) {
+  asio::post(impl_->strand, [self = impl_, done = std::move(done)]() mutable {
+    self->stop_on_strand(std::move(done));
+  });
+}
+
+bool Controller::is_leader() const {
+  if (!impl_->term_active.load()) return false;
+  return !impl_->elector || impl_->elector->is_leader();
+}
+
+bool Controller::synced() const { return impl_->all_synced(); }
+
+std::string Controller::identity() const { return impl_->settings.election.identity; }
+
+ControllerStats Controller::stats() const {
+  std::lock_guard lock(impl_->stats_mutex);
+  return impl_->counters;
+}
+
+void Controller::enqueue(const std::string& key) { impl_->enqueue(key); }
+
+}  // namespace knflow::controller
