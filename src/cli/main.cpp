@@ -18,6 +18,7 @@ void print_usage() {
                "  render     print the Knative objects a workflow compiles to (offline)\n"
                "  invoke     run a workflow on the daemon and print its result\n"
                "  runs       list runs, or show one with `runs get ID`\n"
+               "  controller run the cluster controller alone (internal, for tests)\n"
                "  version    print the version and exit\n"
                "  help       print this text\n\n"
                "Run `knflow <command> --help` for a command's options.\n";
@@ -41,6 +42,7 @@ int run(int argc, char** argv) {
   if (command == "render") return render(args);
   if (command == "invoke") return invoke(args);
   if (command == "runs") return runs(args);
+  if (command == "controller") return controller(args);
   if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
   if (command == "version" || command == "--version") return version();
   if (command == "help" || command == "--help" || command == "-h") {
