@@ -422,6 +422,20 @@ Result<Config> load_kubeconfig(const KubeconfigOptions& options) {
   return KubeconfigReader(path, options.context).load();
 }
 
+Result<Config> load_config(const KubeconfigOptions& options, const InClusterOptions& in_cluster) {
+  if (!options.path.empty()) return load_kubeconfig(options);
+  if (auto list = env("KUBECONFIG"); list && !list->empty()) return load_kubeconfig(options);
+  if (in_cluster_available(in_cluster)) return load_in_cluster(in_cluster);
+  const auto home = kubeconfig_path(options);
+  std::error_code ec;
+  if (!home.empty() && fs::exists(home, ec)) return load_kubeconfig(options);
+  return config_error(
+      "no Kubernetes configuration: no kubeconfig was given, $KUBECONFIG is not set, this is not "
+      "a pod (KUBERNETES_SERVICE_HOST unset or no " +
+      (in_cluster.directory / "token").string() + "), and " +
+      (home.empty() ? std::string("$HOME is unknown") : home.string() + " does not exist"));
+}
+
 TokenSource::TokenSource(std::string token, fs::path file, std::chrono::seconds recheck)
     : token_(trim(std::move(token))), file_(std::move(file)), recheck_(recheck) {}
 

@@ -371,7 +371,11 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
     if (rec) {
       out.ec = rec;
       out.phase = "read from";
-      out.stale = reused && !parser.got_some() && rec != beast::error::timeout;
+      // Sent, but nothing came back: only a read may be sent again (as Go's transport decides),
+      // since the server may have acted on a write before closing.
+      const bool replayable =
+          message->method() == bhttp::verb::get || message->method() == bhttp::verb::head;
+      out.stale = reused && replayable && !parser.got_some() && rec != beast::error::timeout;
       co_return;
     }
     out.reusable = parser.keep_alive() && conn->buffer.size() == 0;
@@ -610,7 +614,13 @@ asio::awaitable<Result<HttpReply>> Transport::send(HttpRequest request) {
     auto ex = conn->executor;
     Outcome out = co_await asio::co_spawn(
         ex, Impl::exchange(self, conn, message, request.deadline, reused), asio::use_awaitable);
-    if (out.stale && attempt == 0 && !self->shut_down) continue;  // closed while idle: once more
+    // A pooled connection the server closed while it was idle: the request was not processed;
+    // try the next one (after a server restart every pooled connection is stale, at most
+    // max_idle_connections of them).
+    if (out.stale && reused && !self->shut_down &&
+        attempt <= static_cast<int>(self->settings.max_idle_connections)) {
+      continue;
+    }
     if (out.ec) co_return self->to_error(out.ec, out.phase, request);
     if (out.reusable) self->give_back(std::move(conn));
     co_return std::move(out.reply);

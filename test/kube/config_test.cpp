@@ -389,3 +389,39 @@ TEST_CASE("base64 decoding", "[kube][config]") {
   CHECK_FALSE(base64_decode("Zg==Zg"));
   CHECK_FALSE(base64_decode("Zg="));
 }
+
+TEST_CASE("load_config: flag, then $KUBECONFIG, then in-cluster, then ~/.kube/config",
+          "[kube][config]") {
+  TempDir dir;
+  write(dir.path() / "flag", kTwoContexts);
+  write(dir.path() / "env", kTwoContexts);
+  write(dir.path() / "home" / ".kube" / "config", kTwoContexts);
+  write(dir.path() / "sa" / "token", "sa-token");
+  write(dir.path() / "sa" / "ca.crt", "CLUSTER CA");
+  const knflow::kube::InClusterOptions pod{
+      .directory = dir.path() / "sa", .host = "10.96.0.1", .port = "443"};
+  const knflow::kube::InClusterOptions no_pod{
+      .directory = dir.path() / "none", .host = "", .port = std::nullopt};
+  ScopedEnv home("HOME", (dir.path() / "home").string());
+  {
+    ScopedEnv kubeconfig("KUBECONFIG", (dir.path() / "env").string());
+    auto flag = knflow::kube::load_config({.path = dir.path() / "flag", .context = ""}, pod);
+    REQUIRE(flag);
+    CHECK(flag->source.find((dir.path() / "flag").string()) != std::string::npos);
+    auto from_env = knflow::kube::load_config({}, pod);
+    REQUIRE(from_env);
+    CHECK(from_env->source.find((dir.path() / "env").string()) != std::string::npos);
+  }
+  ScopedEnv kubeconfig("KUBECONFIG", std::nullopt);
+  auto in_pod = knflow::kube::load_config({}, pod);
+  REQUIRE(in_pod);
+  CHECK(in_pod->source == "in-cluster");
+  auto laptop = knflow::kube::load_config({}, no_pod);
+  REQUIRE(laptop);
+  CHECK(laptop->source.find(".kube") != std::string::npos);
+  fs::remove(dir.path() / "home" / ".kube" / "config");
+  auto nothing = knflow::kube::load_config({}, no_pod);
+  REQUIRE_FALSE(nothing);
+  CHECK(nothing.error().message.find("no Kubernetes configuration") != std::string::npos);
+  CHECK(nothing.error().message.find("does not exist") != std::string::npos);
+}

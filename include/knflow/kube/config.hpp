@@ -61,6 +61,13 @@ std::filesystem::path kubeconfig_path(const KubeconfigOptions& options = {});
 // names the file, the context and the field.
 Result<Config> load_kubeconfig(const KubeconfigOptions& options = {});
 
+// The configuration as controller-runtime finds it: the kubeconfig at options.path (a
+// --kubeconfig flag), else $KUBECONFIG, else in-cluster (when in a pod), else ~/.kube/config.
+// `in_cluster` says where the service account is. Fails when none is there, naming every place
+// it looked.
+Result<Config> load_config(const KubeconfigOptions& options = {},
+                           const InClusterOptions& in_cluster = {});
+
 // The bearer token of a Config: a fixed token, or a token file re-read at most once per
 // `recheck` (the kubelet rotates projected service-account tokens; client-go re-reads every
 // minute) and at once after invalidate() (a 401). Thread-safe.
