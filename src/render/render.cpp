@@ -6,9 +6,10 @@
 
 #include <boost/json.hpp>
 
-#include <algorithm>
 #include <array>
+#include <chrono>
 #include <optional>
+#include <variant>
 
 namespace knflow::render {
 
