@@ -595,11 +595,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             s.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     a = p.parse_args(argv)
 
-    # SIGTERM and SIGHUP tear down like Ctrl-C does.
+    # SIGTERM and SIGHUP tear down like Ctrl-C does, and so does the end of whatever started us
+    # (a wrapper such as pyenv's shim may be killed instead of this process).
     def interrupt(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
     if a.command == "run":
         cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
