@@ -115,7 +115,45 @@ asio::awaitable<Result<std::optional<knflow::kube::WatchEvent>>> next_of(
   co_return co_await stream.next();
 }
 
+// Every verb with its default options, awaited inside a coroutine: g++ 12 destroys aggregate
+// temporaries in a co_await twice, so the defaults must not be aggregate temporaries (the ASan run
+// catches a regression).
+asio::awaitable<int> defaults_inside_co_await(Client& client) {
+  // Named arguments only (g++ 12 also refuses string literals for std::string parameters here).
+  const auto type = resources::config_maps();
+  const std::string ns = "ns";
+  const std::string name = "a";
+  const auto object = cm("ns", "a", "1");
+  const json::value patch = json::object{{"data", nullptr}};
+  int ok = 0;
+  ok += (co_await client.list(type, ns)).ok();
+  ok += (co_await client.list_all(type, ns)).ok();
+  ok += (co_await client.create(type, ns, object)).ok();
+  ok += (co_await client.update(type, object)).ok();
+  ok += (co_await client.apply(type, object)).ok();
+  ok += (co_await client.patch(type, ns, name, knflow::kube::PatchType::merge, patch)).ok();
+  ok += (co_await client.remove(type, ns, name)).ok();
+  ok += (co_await client.update_status(type, object)).ok();
+  ok += (co_await client.apply_status(type, object)).ok();
+  co_return ok;
+}
+
 }  // namespace
+
+TEST_CASE("verbs with their default options inside a co_await", "[kube][client]") {
+  asio::io_context ioc;
+  FakeApiServer server(ioc.get_executor());
+  server.handle([](const FakeRequest& r) {
+    if (r.method == "GET" && r.path == "/api/v1/namespaces/ns/configmaps") {
+      return json_reply(json::object{{"kind", "ConfigMapList"},
+                                     {"metadata", {{"resourceVersion", "5"}}},
+                                     {"items", json::array()}});
+    }
+    return json_reply(cm("ns", "a", "7"));
+  });
+  auto client = make_client(ioc, config_for(server));
+  CHECK(run(ioc, defaults_inside_co_await(*client)) == 9);
+}
 
 TEST_CASE("verbs send the method, path, query, headers and body Kubernetes expects",
           "[kube][client]") {

@@ -50,7 +50,11 @@ struct ObjectList {
 enum class PatchType { merge, json, strategic_merge, apply };
 
 // Thread-safe: every verb may be called from any executor or strand; the caller's coroutine
-// resumes on its own executor. Connections are bound to the caller's executor while in use.
+// resumes on its own executor. The client must outlive the calls.
+//
+// g++ 12 destroys an aggregate temporary twice when it is built inside a co_await expression
+// (`co_await client.list(t, ns, ListOptions{...})`): name option structs first. The defaults
+// below are value-initialised (`ListOptions()`), which is safe.
 class Client {
  public:
   // Builds a client; no connection is opened yet. Fails (ErrorKind::config) when the server URL,
@@ -71,30 +75,30 @@ class Client {
 
   // One page of a LIST (all objects when options.limit is 0).
   boost::asio::awaitable<Result<ObjectList>> list(ResourceType type, std::string ns,
-                                                  ListOptions options = {});
+                                                  ListOptions options = ListOptions());
 
   // Every page of a LIST, `options.limit` objects per request (500 when 0), in one ObjectList with
   // the resourceVersion of the first page (the snapshot the pages belong to). When a continue
   // token expires half-way (410), lists again in one request, as client-go's pager does.
   boost::asio::awaitable<Result<ObjectList>> list_all(ResourceType type, std::string ns,
-                                                      ListOptions options = {});
+                                                      ListOptions options = ListOptions());
 
   // POST: creates `object` in `ns` (or in its metadata.namespace when `ns` is empty).
   boost::asio::awaitable<Result<boost::json::object>> create(ResourceType type, std::string ns,
                                                              boost::json::object object,
-                                                             WriteOptions options = {});
+                                                             WriteOptions options = WriteOptions());
 
   // PUT: replaces the object named by its metadata (namespace, name). The object's
   // metadata.resourceVersion makes it conditional: a stale one fails with is_conflict().
   boost::asio::awaitable<Result<boost::json::object>> update(ResourceType type,
                                                              boost::json::object object,
-                                                             WriteOptions options = {});
+                                                             WriteOptions options = WriteOptions());
 
   // PATCH of any kind. For PatchType::apply use apply(), which fills in the options.
   boost::asio::awaitable<Result<boost::json::object>> patch(ResourceType type, std::string ns,
                                                             std::string name, PatchType kind,
                                                             boost::json::value body,
-                                                            WriteOptions options = {},
+                                                            WriteOptions options = WriteOptions(),
                                                             std::string subresource = {});
 
   // Server-side apply (PATCH application/apply-patch+yaml, JSON body, fieldManager=knflow): the
@@ -103,24 +107,21 @@ class Client {
   // resourceVersion).
   boost::asio::awaitable<Result<boost::json::object>> apply(ResourceType type,
                                                             boost::json::object object,
-                                                            ApplyOptions options = {});
+                                                            ApplyOptions options = ApplyOptions());
 
   // DELETE with a DeleteOptions body (propagation policy, preconditions, dry run). Answers the
   // server's body: the deleted object, the object with deletionTimestamp set while finalizers
   // run, or a Status of kind "Status" with status "Success".
-  boost::asio::awaitable<Result<boost::json::object>> remove(ResourceType type, std::string ns,
-                                                             std::string name,
-                                                             DeleteOptions options = {});
+  boost::asio::awaitable<Result<boost::json::object>> remove(
+      ResourceType type, std::string ns, std::string name, DeleteOptions options = DeleteOptions());
 
   // The status subresource.
   boost::asio::awaitable<Result<boost::json::object>> get_status(ResourceType type, std::string ns,
                                                                  std::string name);
-  boost::asio::awaitable<Result<boost::json::object>> update_status(ResourceType type,
-                                                                    boost::json::object object,
-                                                                    WriteOptions options = {});
-  boost::asio::awaitable<Result<boost::json::object>> apply_status(ResourceType type,
-                                                                   boost::json::object object,
-                                                                   ApplyOptions options = {});
+  boost::asio::awaitable<Result<boost::json::object>> update_status(
+      ResourceType type, boost::json::object object, WriteOptions options = WriteOptions());
+  boost::asio::awaitable<Result<boost::json::object>> apply_status(
+      ResourceType type, boost::json::object object, ApplyOptions options = ApplyOptions());
 
   // Opens a WATCH on its own connection (not rate limited, as in client-go). Fails with the
   // server's Status when it refuses (is_gone() when the resourceVersion is too old).
