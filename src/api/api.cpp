@@ -3,6 +3,7 @@
 #include "common.hpp"
 #include "knflow/api/label_selector.hpp"
 #include "knflow/cache/workflow_cache.hpp"
+#include "knflow/cache/workflow_writer.hpp"
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/http/assets.hpp"
 #include "knflow/http/problem.hpp"
@@ -139,21 +140,25 @@ struct Api::Handlers {
       p.extensions["modes"] = modes_json(result.report);
       return http::make_problem(p);
     }
-    if (!result.report.standalone.supported) {
+    const bool cluster = api.cluster_mode();
+    const auto& support = cluster ? result.report.cluster : result.report.standalone;
+    if (!support.supported) {
       Problem p;
       p.status = 422;
       p.type = "unsupported-mode";
       p.title = "Workflow cannot run here";
-      p.detail =
-          "This daemon runs workflows in standalone mode, and this workflow cannot run "
-          "there.";
+      p.detail = cluster ? "This daemon runs workflows on Knative (cluster mode), and this "
+                           "workflow cannot run there."
+                         : "This daemon runs workflows in standalone mode, and this workflow "
+                           "cannot run there.";
       p.instance = req.path;
-      p.errors = to_problem_errors(result.report.standalone.reasons);
+      p.errors = to_problem_errors(support.reasons);
       p.extensions["modes"] = modes_json(result.report);
       return http::make_problem(p);
     }
     auto workflow = std::move(*result.workflow);
-    workflow.status = standalone_status(now_rfc3339());
+    // In cluster mode the controller writes status through the status subresource.
+    if (!cluster) workflow.status = standalone_status(now_rfc3339());
     return workflow;
   }
 
@@ -196,6 +201,18 @@ struct Api::Handlers {
   asio::awaitable<cache::WriteResult> on_writer(WriteOp op) {
     auto task = run_write(cache(), std::move(op));
     co_return co_await asio::co_spawn(api.writer_, std::move(task), asio::use_awaitable);
+  }
+
+  // Cluster mode: the object the apiserver answered goes into the cache at once, so that a read
+  // after a write sees it; the watch delivers the same object (a no-op) or a newer one later.
+  asio::awaitable<void> mirror(cache::WriteResult& result) {
+    if (result.status != cache::WriteStatus::ok || !result.entry) co_return;
+    auto parsed = json::parse(result.entry->json);
+    WriteOp op = [object = std::move(parsed.as_object())](cache::WorkflowCache& c) {
+      return c.mirror_put(object);
+    };
+    auto mirrored = co_await on_writer(std::move(op));
+    if (mirrored.status == cache::WriteStatus::ok) result.entry = mirrored.entry;
   }
 
   asio::awaitable<Response> list(Request& req, bool all_namespaces) {
@@ -325,11 +342,22 @@ struct Api::Handlers {
     if (!format) co_return not_acceptable(req);
     auto read = read_workflow(req);
     if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
-    WriteOp op = [w = std::get<model::Workflow>(std::move(read)),
-                  create](cache::WorkflowCache& c) mutable {
-      return create ? c.create(std::move(w)) : c.replace(std::move(w));
-    };
-    auto result = co_await on_writer(std::move(op));
+    cache::WriteResult result;
+    if (auto* writer = api.cluster_writer_) {
+      auto w = std::get<model::Workflow>(std::move(read));
+      if (create) {
+        result = co_await writer->create(std::move(w));
+      } else {
+        result = co_await writer->replace(std::move(w));
+      }
+      co_await mirror(result);
+    } else {
+      WriteOp op = [w = std::get<model::Workflow>(std::move(read)),
+                    create](cache::WorkflowCache& c) mutable {
+        return create ? c.create(std::move(w)) : c.replace(std::move(w));
+      };
+      result = co_await on_writer(std::move(op));
+    }
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
     const auto& entry = *result.entry;
     // Local function processes of the old definition stop; the next run starts them anew.
@@ -353,9 +381,19 @@ struct Api::Handlers {
     if (!format) co_return not_acceptable(req);
     std::optional<std::string> precondition;
     if (auto rv = req.query_param("resourceVersion")) precondition = std::string(*rv);
-    WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name"), precondition](
-                     cache::WorkflowCache& c) { return c.remove(ns, name, precondition); };
-    auto result = co_await on_writer(std::move(op));
+    cache::WriteResult result;
+    if (auto* writer = api.cluster_writer_) {
+      result = co_await writer->remove(req.params.at("ns"), req.params.at("name"), precondition);
+      if (result.status == cache::WriteStatus::ok) {
+        WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name")](
+                         cache::WorkflowCache& c) { return c.mirror_remove(ns, name); };
+        co_await on_writer(std::move(op));
+      }
+    } else {
+      WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name"), precondition](
+                       cache::WorkflowCache& c) { return c.remove(ns, name, precondition); };
+      result = co_await on_writer(std::move(op));
+    }
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
     if (api.functions_) {
       api.functions_->release_workflow(result.entry->namespace_, result.entry->name);

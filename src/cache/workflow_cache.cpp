@@ -239,6 +239,11 @@ WorkflowCache::WorkflowCache(store::Db& db, metrics::Metrics* metrics, CacheSett
     : impl_(std::make_unique<Impl>(db, metrics, std::move(settings))) {
   auto snapshot = std::make_shared<Snapshot>();
   try {
+    if (!impl_->settings.load_stored) {
+      impl_->set_current(std::move(snapshot));
+      if (metrics != nullptr) metrics->set_workflows(0);
+      return;
+    }
     snapshot->revision = impl_->store.revision();
     std::vector<store::WorkflowRecord> records = impl_->store.load_all();
     for (store::WorkflowRecord& record : records) {
@@ -402,6 +407,92 @@ WriteResult WorkflowCache::remove(const std::string& namespace_, const std::stri
   }
   impl_->publish(*base, key, nullptr, revision);
   return {.status = WriteStatus::ok, .entry = old, .message = {}};
+}
+
+namespace {
+
+std::string string_at(const json::object& object, std::string_view name) {
+  const json::value* v = object.if_contains(name);
+  return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+}  // namespace
+
+WriteResult WorkflowCache::mirror_put(const json::object& object) {
+  const json::value* meta_value = field(object, "metadata");
+  const json::object* meta = meta_value != nullptr ? meta_value->if_object() : nullptr;
+  if (meta == nullptr || string_at(*meta, "name").empty()) {
+    return {.status = WriteStatus::store_failed,
+            .entry = nullptr,
+            .message = "a mirrored workflow has no metadata.name"};
+  }
+  const Key key{string_at(*meta, "namespace"), string_at(*meta, "name")};
+  const std::shared_ptr<const Snapshot> base = snapshot();
+  std::string text = json::serialize(object);
+  const json::value* stored_status = nullptr;
+  json::object stored;
+  if (auto it = base->items.find(key); it != base->items.end()) {
+    if (it->second->json == text) {
+      return {.status = WriteStatus::ok, .entry = it->second, .message = {}};
+    }
+    json::error_code ec;
+    json::value parsed = json::parse(it->second->json, ec);
+    if (!ec && parsed.is_object()) {
+      stored = std::move(parsed.as_object());
+      stored_status = field(stored, "status");
+    }
+  }
+  const std::int64_t revision = base->revision + 1;
+  auto entry = std::make_shared<Entry>();
+  entry->namespace_ = key.first;
+  entry->name = key.second;
+  entry->uid = string_at(*meta, "uid");
+  if (const json::value* g = meta->if_contains("generation"); g != nullptr && g->is_int64()) {
+    entry->generation = g->as_int64();
+  }
+  entry->resource_version = revision;
+  entry->labels = labels_of(object);
+  entry->json = std::move(text);
+
+  // SQLite keeps a copy of the object (the status history refers to it) and every status change;
+  // a failure to write them is counted, never fatal: the Kubernetes API holds the workflow.
+  const json::value* status = field(object, "status");
+  const bool status_changed =
+      status != nullptr && (stored_status == nullptr || *stored_status != *status);
+  const std::string now = impl_->settings.now_rfc3339();
+  const std::string created = [&] {
+    std::string c = string_at(*meta, "creationTimestamp");
+    return c.empty() ? now : c;
+  }();
+  impl_->transact(key, [&] {
+    impl_->store.put(record_of(*entry, created, now));
+    if (status_changed) {
+      impl_->store.append_status(store::StatusRecord{.namespace_ = entry->namespace_,
+                                                     .name = entry->name,
+                                                     .uid = entry->uid,
+                                                     .generation = entry->generation,
+                                                     .observed_at = now,
+                                                     .status_json = json::serialize(*status)});
+    }
+  });
+  impl_->publish(*base, key, entry, revision);
+  return {.status = WriteStatus::ok, .entry = std::move(entry), .message = {}};
+}
+
+WriteResult WorkflowCache::mirror_remove(const std::string& namespace_, const std::string& name) {
+  const Key key{namespace_, name};
+  const std::shared_ptr<const Snapshot> base = snapshot();
+  const auto it = base->items.find(key);
+  if (it == base->items.end()) {
+    return {.status = WriteStatus::not_found,
+            .entry = nullptr,
+            .message = describe(key) + " not found"};
+  }
+  auto old = it->second;
+  const std::int64_t revision = base->revision + 1;
+  impl_->transact(key, [&] { impl_->store.remove(namespace_, name, revision); });
+  impl_->publish(*base, key, nullptr, revision);
+  return {.status = WriteStatus::ok, .entry = std::move(old), .message = {}};
 }
 
 std::vector<std::string> WorkflowCache::status_history(const std::string& namespace_,

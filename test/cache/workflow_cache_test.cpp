@@ -431,3 +431,51 @@ TEST_CASE_METHOD(Fixture,
   CHECK(reads.load() > 0);
   CHECK(cache.snapshot()->revision == kWrites);
 }
+
+TEST_CASE_METHOD(Fixture, "Cluster mode: the cache mirrors objects and records status changes") {
+  knflow::store::Db db2(dir.path() / "mirror.db");
+  auto settings = counting_settings();
+  settings.load_stored = false;
+  {
+    // A workflow stored in standalone mode is not loaded by a mirroring cache.
+    WorkflowCache standalone(db2, nullptr, counting_settings());
+    REQUIRE(standalone.create(workflow("default", "local", "http://a")).status == WriteStatus::ok);
+  }
+  WorkflowCache cache(db2, nullptr, settings);
+  CHECK(cache.snapshot()->items.empty());
+
+  auto object = json::parse(R"({"apiVersion":"knflow.dev/v1alpha1","kind":"Workflow",
+      "metadata":{"name":"greet","namespace":"team","uid":"k-1","generation":2,
+                  "resourceVersion":"8812","labels":{"tier":"web"}},
+      "spec":{"functions":{"f":{"url":"http://f"}},"do":[{"call":{"function":"f"},"name":"c"}]}})")
+                    .as_object();
+  auto put = cache.mirror_put(object);
+  REQUIRE(put.status == WriteStatus::ok);
+  auto snap = cache.snapshot();
+  const auto& entry = *snap->items.at(Key{"team", "greet"});
+  CHECK(entry.uid == "k-1");
+  CHECK(entry.generation == 2);
+  CHECK(entry.labels.at("tier") == "web");
+  CHECK(json::parse(entry.json) == object);  // served as the apiserver holds it
+  CHECK(cache.status_history("team", "greet", 10).empty());
+
+  // The same object again publishes nothing; a status change is recorded once.
+  CHECK(cache.mirror_put(object).status == WriteStatus::ok);
+  CHECK(cache.snapshot()->revision == snap->revision);
+  object["status"] = json::parse(R"({"observedGeneration":2,"conditions":[
+      {"type":"Ready","status":"True","reason":"Ready","message":"",
+       "lastTransitionTime":"2026-01-01T00:00:00Z"}]})");
+  object["metadata"].as_object()["resourceVersion"] = "8813";
+  REQUIRE(cache.mirror_put(object).status == WriteStatus::ok);
+  object["metadata"].as_object()["resourceVersion"] = "8814";
+  object["metadata"].as_object()["labels"].as_object()["tier"] = "api";
+  REQUIRE(cache.mirror_put(object).status == WriteStatus::ok);
+  CHECK(cache.status_history("team", "greet", 10).size() == 1);
+  CHECK(cache.snapshot()->items.at(Key{"team", "greet"})->labels.at("tier") == "api");
+
+  CHECK(cache.mirror_remove("team", "greet").status == WriteStatus::ok);
+  CHECK(cache.mirror_remove("team", "greet").status == WriteStatus::not_found);
+  CHECK(cache.snapshot()->items.empty());
+  CHECK(cache.mirror_put(json::object{{"metadata", json::object{}}}).status ==
+        WriteStatus::store_failed);
+}

@@ -15,7 +15,8 @@
 
 namespace knflow::cache {
 class WorkflowCache;
-}
+class WorkflowWriter;
+}  // namespace knflow::cache
 namespace knflow::store {
 class RunStore;
 }
@@ -62,6 +63,10 @@ class Api {
   void mark_ready() { ready_ = true; }
   // Detaches and destroys the cache and run store (on the writer strand), before SQLite closes.
   void detach();
+  // Cluster mode: workflow writes go to `writer` (the Kubernetes API) and the cache mirrors the
+  // apiserver; workflows must be runnable in cluster mode. Call before the server starts.
+  void set_cluster_writer(cache::WorkflowWriter* writer) { cluster_writer_ = writer; }
+  bool cluster_mode() const { return cluster_writer_ != nullptr; }
   // The engine, when it is built after the API (its store strand is the API's writer strand).
   void set_engine(engine::Engine* engine) { engine_ = engine; }
   // Creates or replaces a validated workflow (namespace `default` when it has none) as the API
@@ -93,6 +98,7 @@ class Api {
   ApiSettings settings_;
   engine::Engine* engine_;
   engine::FunctionSupervisor* functions_;
+  cache::WorkflowWriter* cluster_writer_ = nullptr;
   std::unique_ptr<cache::WorkflowCache> cache_owner_;  // writer strand only
   std::unique_ptr<store::RunStore> runs_;              // writer strand only
   std::mutex decoded_mutex_;

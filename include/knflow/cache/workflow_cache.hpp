@@ -2,6 +2,8 @@
 
 #include "knflow/model/workflow.hpp"
 
+#include <boost/json/object.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -59,6 +61,9 @@ struct WriteResult {
 struct CacheSettings {
   std::function<std::string()> now_rfc3339;  // default: system clock, UTC, seconds precision
   std::function<std::string()> new_uid;      // default: random RFC 4122 version 4 UUID
+  // Whether the constructor loads the workflows stored in SQLite. Cluster mode starts empty: the
+  // Kubernetes API owns the workflows and the cache mirrors them (mirror_put, mirror_remove).
+  bool load_stored = true;
 };
 
 // The in-memory cache of all workflows backed by SQLite. One writer: every write method runs on
@@ -89,6 +94,17 @@ class WorkflowCache {
   // Writer strand only. `resource_version`, when given, must equal the stored one.
   WriteResult remove(const std::string& namespace_, const std::string& name,
                      std::optional<std::string> resource_version);
+
+  // Writer strand only. Cluster mode: `object` is a Workflow as the Kubernetes API holds it; it
+  // becomes the entry of its namespace/name as is (its resourceVersion is the apiserver's; the
+  // entry's own resource_version is the cache's revision). SQLite keeps a copy in the workflows
+  // table and, when the status differs from the entry's, appends it to the history; a SQLite
+  // failure there is counted and otherwise ignored. An object identical to the entry publishes
+  // nothing. Fails (store_failed) only when the object has no metadata name.
+  WriteResult mirror_put(const boost::json::object& object);
+  // Writer strand only. Cluster mode: the workflow is gone from the Kubernetes API. not_found
+  // when the cache does not hold it.
+  WriteResult mirror_remove(const std::string& namespace_, const std::string& name);
 
   // Status history of one workflow, newest first, at most `limit` entries (JSON status objects
   // with `observedAt`). Writer strand only. Throws store::Error when SQLite fails.

@@ -1,0 +1,35 @@
+#pragma once
+
+// Where the REST API's workflow writes go when the daemon does not own the workflows itself. In
+// cluster mode the Kubernetes API owns them: the writer sends creates, updates and deletes there,
+// and the cache mirrors what the apiserver then holds (WorkflowCache::mirror_put). Standalone
+// mode has no writer: the API writes the cache (and SQLite) directly.
+
+#include "knflow/cache/workflow_cache.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <optional>
+#include <string>
+
+namespace knflow::cache {
+
+class WorkflowWriter {
+ public:
+  virtual ~WorkflowWriter() = default;
+
+  // The results use the cache's vocabulary: already_exists, not_found, conflict (a stale
+  // resourceVersion), store_failed (the owner refused or could not be reached; `message` says
+  // what it answered). On success `entry` is the object as the owner stored it.
+
+  // `workflow` is validated; its metadata names it. Its status is ignored (the owner's
+  // controller writes status).
+  virtual boost::asio::awaitable<WriteResult> create(model::Workflow workflow) = 0;
+  // Replaces spec, labels and annotations. With a metadata.resourceVersion, only if it is the
+  // stored one.
+  virtual boost::asio::awaitable<WriteResult> replace(model::Workflow workflow) = 0;
+  virtual boost::asio::awaitable<WriteResult> remove(
+      std::string namespace_, std::string name, std::optional<std::string> resource_version) = 0;
+};
+
+}  // namespace knflow::cache
