@@ -183,6 +183,15 @@ struct Api::Handlers {
                        req, {{"/metadata/resourceVersion", r.message}});
       case cache::WriteStatus::store_failed:
         return problem(500, "storage", "The workflow could not be stored: " + r.message, req);
+      case cache::WriteStatus::invalid:
+        return problem(422, "validation",
+                       "The Kubernetes API refused the workflow: " + r.message, req);
+      case cache::WriteStatus::unavailable: {
+        auto res = problem(503, "unavailable",
+                           "The Kubernetes API is not available: " + r.message, req);
+        res.set_header("Retry-After", "1");
+        return res;
+      }
       case cache::WriteStatus::ok:
         break;
     }

@@ -47,7 +47,10 @@ enum class WriteStatus {
   already_exists,  // create of a name that exists
   not_found,       // update or delete of a name that does not exist
   conflict,        // the caller's resourceVersion is not the stored one
-  store_failed     // SQLite refused the write; nothing changed
+  store_failed,    // SQLite refused the write; nothing changed
+  // Cluster mode (WorkflowWriter) only:
+  invalid,     // the Kubernetes API refused the object (schema, CEL rules, admission)
+  unavailable  // the Kubernetes API could not be reached or answered 429/5xx; try again
 };
 
 struct WriteResult {
