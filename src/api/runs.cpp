@@ -112,6 +112,13 @@ struct Api::RunHandlers {
   Api& api;
 
   Response unavailable(const Request& req) const {
+    if (api.cluster_mode()) {
+      return problem(501, "cluster-mode",
+                     "In cluster mode workflows run on Knative: send events to the workflow's "
+                     "status.address.url. Runs through the daemon's own engine (invoke, broker, "
+                     "runs) are available in standalone mode.",
+                     req);
+    }
     auto res =
         problem(503, "starting", "The engine or its store is not ready; retry shortly.", req);
     res.set_header("Retry-After", "1");
