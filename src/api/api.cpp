@@ -184,11 +184,11 @@ struct Api::Handlers {
       case cache::WriteStatus::store_failed:
         return problem(500, "storage", "The workflow could not be stored: " + r.message, req);
       case cache::WriteStatus::invalid:
-        return problem(422, "validation",
-                       "The Kubernetes API refused the workflow: " + r.message, req);
+        return problem(422, "validation", "The Kubernetes API refused the workflow: " + r.message,
+                       req);
       case cache::WriteStatus::unavailable: {
-        auto res = problem(503, "unavailable",
-                           "The Kubernetes API is not available: " + r.message, req);
+        auto res =
+            problem(503, "unavailable", "The Kubernetes API is not available: " + r.message, req);
         res.set_header("Retry-After", "1");
         return res;
       }
@@ -393,6 +393,21 @@ struct Api::Handlers {
     cache::WriteResult result;
     if (auto* writer = api.cluster_writer_) {
       result = co_await writer->remove(req.params.at("ns"), req.params.at("name"), precondition);
+      if (result.status == cache::WriteStatus::ok && result.entry->json.empty()) {
+        // The apiserver answered a bare Status: answer the object as last mirrored.
+        auto snap = cache()->snapshot();
+        if (auto it = snap->items.find({req.params.at("ns"), req.params.at("name")});
+            it != snap->items.end()) {
+          result.entry = it->second;
+        } else {
+          auto named = std::make_shared<cache::Entry>(*result.entry);
+          named->json = json::serialize(json::object{
+              {"apiVersion", "knflow.dev/v1alpha1"},
+              {"kind", "Workflow"},
+              {"metadata", json::object{{"name", named->name}, {"namespace", named->namespace_}}}});
+          result.entry = std::move(named);
+        }
+      }
       if (result.status == cache::WriteStatus::ok) {
         WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name")](
                          cache::WorkflowCache& c) { return c.mirror_remove(ns, name); };

@@ -3,12 +3,17 @@
 #include "knflow/api/api.hpp"
 #include "knflow/asio/context_pool.hpp"
 #include "knflow/cache/workflow_cache.hpp"
+#include "knflow/controller/controller.hpp"
+#include "knflow/controller/kube_workflow_writer.hpp"
 #include "knflow/engine/engine.hpp"
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/engine/http_client.hpp"
 #include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/http/auth.hpp"
 #include "knflow/http/server.hpp"
+#include "knflow/kube/client.hpp"
+#include "knflow/kube/config.hpp"
+#include "knflow/kube/informer.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/validate.hpp"
@@ -104,7 +109,28 @@ po::options_description serve_options() {
     ("retention-hours", po::value<double>()->default_value(168),
      "finished runs older than this are deleted (0 keeps them by age)")
     ("retention-runs", po::value<std::size_t>()->default_value(100000),
-     "at most this many finished runs are kept (0: no limit)");
+     "at most this many finished runs are kept (0: no limit)")
+    ("mode", po::value<std::string>()->default_value("auto"),
+     "standalone, cluster, or auto: cluster when --kubeconfig is given or the daemon runs in a "
+     "pod, else standalone (docs/cluster.md)")
+    ("kubeconfig", po::value<std::string>(),
+     "cluster mode: kubeconfig file of the cluster (default in cluster mode: the pod's service "
+     "account, else $KUBECONFIG, else ~/.kube/config)")
+    ("context", po::value<std::string>()->default_value(""),
+     "cluster mode: kubeconfig context (default: its current-context)")
+    ("watch-namespace", po::value<std::string>()->default_value(""),
+     "cluster mode: serve and reconcile Workflows of this namespace only (default: all)")
+    ("leader-election", po::value<bool>()->default_value(true)->implicit_value(true),
+     "cluster mode: reconcile only while holding the Lease (false: always)")
+    ("lease-namespace", po::value<std::string>()->default_value(""),
+     "cluster mode: namespace of the leader election Lease (default: the kubeconfig context's "
+     "or the pod's namespace)")
+    ("kube-qps", po::value<double>()->default_value(20),
+     "cluster mode: Kubernetes API requests per second (token bucket)")
+    ("kube-burst", po::value<int>()->default_value(30),
+     "cluster mode: Kubernetes API request burst")
+    ("resync", po::value<double>()->default_value(600),
+     "cluster mode: seconds between full reconciles of every Workflow (0: never)");
   // clang-format on
   return desc;
 }
@@ -303,6 +329,36 @@ int serve(const std::vector<std::string>& args) {
   auto tokens = load_tokens(vm, data_dir, *listen);
   if (!tokens) return kExitUsage;
 
+  // Cluster mode: the Kubernetes API owns the workflows (docs/cluster.md).
+  std::optional<kube::Config> kube_config;
+  {
+    const std::string mode = vm["mode"].as<std::string>();
+    if (mode != "auto" && mode != "standalone" && mode != "cluster") {
+      std::cerr << "knflow serve: --mode must be auto, standalone or cluster, not \"" << mode
+                << "\"\n";
+      return kExitUsage;
+    }
+    const bool in_pod = kube::in_cluster_available();
+    if (mode == "cluster" || (mode == "auto" && (vm.count("kubeconfig") || in_pod))) {
+      auto loaded = vm.count("kubeconfig") || !in_pod
+                        ? kube::load_kubeconfig(kube::KubeconfigOptions{
+                              vm.count("kubeconfig") ? vm["kubeconfig"].as<std::string>() : "",
+                              vm["context"].as<std::string>()})
+                        : kube::load_in_cluster();
+      if (!loaded) {
+        std::cerr << "knflow serve: cluster mode: " << loaded.error().message << "\n";
+        return kExitUsage;
+      }
+      kube_config = std::move(*loaded);
+      if (vm.count("apply")) {
+        std::cerr << "knflow serve: --apply is for standalone mode; in cluster mode create "
+                     "workflows with kubectl or the REST API\n";
+        return kExitUsage;
+      }
+    }
+  }
+  const bool cluster = kube_config.has_value();
+
   http::ServerSettings server_settings{
       .listen = *listen,
       .max_body_bytes = vm["max-body-bytes"].as<std::size_t>(),
@@ -348,7 +404,42 @@ int serve(const std::vector<std::string>& args) {
   api::Api api(ioc.get_executor(), metrics, api_settings, nullptr, &functions);
   engine::Engine engine(ioc.get_executor(), api.writer(), http_client, jq, functions, &metrics,
                         engine_settings);
-  api.set_engine(&engine);
+  // Cluster mode runs workflows on Knative: the engine stays idle and invoke routes answer 503.
+  if (!cluster) api.set_engine(&engine);
+
+  std::unique_ptr<kube::Client> kube_client;
+  std::unique_ptr<controller::KubeWorkflowWriter> cluster_writer;
+  std::unique_ptr<controller::Controller> reconciler;
+  std::unique_ptr<kube::Informer> mirror;  // feeds the cache from the watch
+  if (cluster) {
+    kube::ClientSettings client_settings;
+    client_settings.qps = vm["kube-qps"].as<double>();
+    client_settings.burst = vm["kube-burst"].as<int>();
+    auto created = kube::Client::create(ioc.get_executor(), *kube_config, client_settings);
+    if (!created) {
+      std::cerr << "knflow serve: cluster mode: " << created.error().message << "\n";
+      return kExitUsage;
+    }
+    kube_client = std::move(*created);
+    cluster_writer = std::make_unique<controller::KubeWorkflowWriter>(*kube_client);
+    api.set_cluster_writer(cluster_writer.get());
+
+    controller::ControllerSettings cs;
+    cs.watch_namespace = vm["watch-namespace"].as<std::string>();
+    cs.leader_election = vm["leader-election"].as<bool>();
+    cs.election.lease_namespace = vm["lease-namespace"].as<std::string>().empty()
+                                      ? kube_config->default_namespace
+                                      : vm["lease-namespace"].as<std::string>();
+    cs.resync = seconds_option(vm, "resync");
+    cs.metrics = &metrics;
+    reconciler = std::make_unique<controller::Controller>(ioc.get_executor(), *kube_client, cs);
+
+    kube::InformerSettings ms;
+    ms.type = controller::workflow_resource();
+    ms.ns = cs.watch_namespace;
+    ms.name = "workflow-mirror";
+    mirror = std::make_unique<kube::Informer>(*kube_client, ms);
+  }
   http::Router router;
   api.register_routes(router);
   // Connections run on contexts of their own, one thread each (the rest of the daemon on `ioc`).
@@ -375,12 +466,27 @@ int serve(const std::vector<std::string>& args) {
   log::info("Started knflow", {{"version", kVersion},
                                {"listen", address},
                                {"dataDir", data_dir.string()},
-                               {"mode", "standalone"}});
+                               {"mode", cluster ? "cluster" : "standalone"},
+                               {"cluster", cluster ? kube_config->source : std::string("none")}});
 
   int exit_code = kExitOk;
   bool shutting_down = false;
   std::unique_ptr<store::Db> db;  // writer strand only
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
+
+  // Cluster mode: the controller (releasing its Lease), then the mirror's watch, then the client.
+  std::function<void(std::function<void()>)> stop_cluster = [&](std::function<void()> next) {
+    if (!cluster) {
+      next();
+      return;
+    }
+    reconciler->stop([&, next] {
+      mirror->stop([&, next] {
+        kube_client->shutdown();
+        asio::post(api.writer(), next);
+      });
+    });
+  };
 
   // Stops accepting and drains requests; stops runs (they stay unfinished in SQLite and resume at
   // the next start), expression workers and function processes; then closes SQLite.
@@ -392,18 +498,20 @@ int serve(const std::vector<std::string>& args) {
       api.set_draining();
       signals.cancel();
       server.stop([&] {
-        engine.shutdown([&] {
-          jq.shutdown();
-          functions.shutdown([&] {
-            asio::post(api.writer(), [&] {
-              api.detach();
-              db.reset();
-              log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
-              ioc.stop();
+        stop_cluster([&] {
+          engine.shutdown([&] {
+            jq.shutdown();
+            functions.shutdown([&] {
+              asio::post(api.writer(), [&] {
+                api.detach();
+                db.reset();
+                log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
+                ioc.stop();
+              });
             });
           });
+          http_client.shutdown();
         });
-        http_client.shutdown();
       });
     });
   };
@@ -453,12 +561,49 @@ int serve(const std::vector<std::string>& args) {
     });
   };
 
+  // Cluster mode, once the cache is attached (writer strand): the watch of Workflows feeds the
+  // cache on the writer strand, and the controller starts campaigning and reconciling.
+  std::function<void(cache::WorkflowCache*)> start_cluster = [&](cache::WorkflowCache* mirrored) {
+    auto& writer = api.writer();
+    kube::EventHandlers handlers;
+    handlers.on_add = [&writer, mirrored](const kube::ObjectPtr& object) {
+      asio::post(writer, [mirrored, object] { mirrored->mirror_put(*object); });
+    };
+    handlers.on_update = [&writer, mirrored](const kube::ObjectPtr&,
+                                             const kube::ObjectPtr& object) {
+      asio::post(writer, [mirrored, object] { mirrored->mirror_put(*object); });
+    };
+    handlers.on_delete = [&writer, mirrored](const kube::ObjectPtr& object, bool) {
+      asio::post(writer, [mirrored, object] {
+        const auto& meta = object->at("metadata").as_object();
+        auto text = [&](const char* key) {
+          const auto* v = meta.if_contains(key);
+          return v && v->is_string() ? std::string(v->as_string()) : std::string();
+        };
+        mirrored->mirror_remove(text("namespace"), text("name"));
+      });
+    };
+    handlers.on_synced = [&] {
+      asio::post(writer, [&] {
+        if (!shutting_down) api.mark_ready();
+        log::info("Mirrored every workflow from the cluster",
+                  {{"count", std::to_string(mirror->size())}});
+      });
+    };
+    mirror->add_handlers(std::move(handlers));
+    mirror->start();
+    reconciler->start();
+  };
+
   // The cache loads on the writer strand while the server already answers /healthz.
   asio::post(api.writer(), [&] {
     try {
       const auto started = std::chrono::steady_clock::now();
       db = std::make_unique<store::Db>(data_dir / "knflow.db");
-      auto cache = std::make_unique<cache::WorkflowCache>(*db, &metrics);
+      cache::CacheSettings cache_settings;
+      cache_settings.load_stored = !cluster;  // cluster mode: mirrors the apiserver
+      auto cache = std::make_unique<cache::WorkflowCache>(*db, &metrics, cache_settings);
+      cache::WorkflowCache* mirrored = cache.get();
       const auto count = cache->snapshot()->items.size();
       auto runs = std::make_unique<store::RunStore>(*db);
       store::RunStore* run_store = runs.get();
@@ -471,10 +616,14 @@ int serve(const std::vector<std::string>& args) {
           }
         }
       }
-      // Resumes the runs a previous process left unfinished, once the API (and so the broker
-      // that `emit` steps post to) can answer.
-      engine.attach(run_store);
-      api.mark_ready();  // /readyz: loaded, and every --apply workflow stored
+      if (cluster) {
+        start_cluster(mirrored);  // /readyz turns 200 once the mirror has listed every workflow
+      } else {
+        // Resumes the runs a previous process left unfinished, once the API (and so the broker
+        // that `emit` steps post to) can answer.
+        engine.attach(run_store);
+        api.mark_ready();  // /readyz: loaded, and every --apply workflow stored
+      }
       schedule_retention();
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - started)

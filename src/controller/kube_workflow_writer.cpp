@@ -1,0 +1,145 @@
+#include "knflow/controller/kube_workflow_writer.hpp"
+
+#include "knflow/controller/controller.hpp"
+#include "knflow/model/codec.hpp"
+
+#include <boost/json/serialize.hpp>
+
+namespace knflow::controller {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace {
+
+std::string text_at(const json::object& object, const char* key) {
+  const auto* v = object.if_contains(key);
+  return v && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+
+std::shared_ptr<const cache::Entry> entry_of(const json::object& object) {
+  auto entry = std::make_shared<cache::Entry>();
+  if (const auto* meta = object.if_contains("metadata"); meta && meta->is_object()) {
+    const auto& m = meta->as_object();
+    entry->namespace_ = text_at(m, "namespace");
+    entry->name = text_at(m, "name");
+    entry->uid = text_at(m, "uid");
+    if (const auto* g = m.if_contains("generation"); g && g->is_int64()) {
+      entry->generation = g->as_int64();
+    }
+  }
+  entry->json = json::serialize(object);
+  return entry;
+}
+
+std::shared_ptr<const cache::Entry> named(const std::string& namespace_, const std::string& name) {
+  auto entry = std::make_shared<cache::Entry>();
+  entry->namespace_ = namespace_;
+  entry->name = name;
+  return entry;
+}
+
+// What a user owns of a Workflow: apiVersion, kind, metadata's name, namespace, labels and
+// annotations, and spec. Never status (the controller's), never server metadata.
+json::object user_object(const model::Workflow& workflow) {
+  json::object encoded = model::encode_workflow(workflow).as_object();
+  json::object out;
+  out["apiVersion"] = "knflow.dev/v1alpha1";
+  out["kind"] = "Workflow";
+  json::object meta;
+  if (const auto* m = encoded.if_contains("metadata"); m && m->is_object()) {
+    for (const char* key : {"name", "namespace", "labels", "annotations"}) {
+      if (const auto* v = m->as_object().if_contains(key)) meta[key] = *v;
+    }
+  }
+  out["metadata"] = std::move(meta);
+  if (const auto* spec = encoded.if_contains("spec")) out["spec"] = *spec;
+  return out;
+}
+
+cache::WriteResult ok(const json::object& object) {
+  return {.status = cache::WriteStatus::ok, .entry = entry_of(object), .message = {}};
+}
+
+}  // namespace
+
+cache::WriteResult KubeWorkflowWriter::failure(const kube::Error& error,
+                                               const std::string& namespace_,
+                                               const std::string& name) {
+  cache::WriteResult r;
+  r.entry = named(namespace_, name);
+  r.message = error.message;
+  if (error.is_already_exists()) {
+    r.status = cache::WriteStatus::already_exists;
+  } else if (error.is_not_found()) {
+    r.status = cache::WriteStatus::not_found;
+  } else if (error.is_conflict()) {
+    r.status = cache::WriteStatus::conflict;
+  } else if (error.is_invalid() || (error.is_api() && error.code == 400)) {
+    r.status = cache::WriteStatus::invalid;
+  } else if (error.is_transient()) {
+    r.status = cache::WriteStatus::unavailable;
+  } else {
+    r.status = cache::WriteStatus::store_failed;
+  }
+  return r;
+}
+
+asio::awaitable<cache::WriteResult> KubeWorkflowWriter::create(model::Workflow workflow) {
+  const std::string ns = workflow.metadata.namespace_;
+  const std::string name = workflow.metadata.name;
+  // Every argument named: g++ 12 destroys prvalue arguments of a coroutine call inside a
+  // co_await expression twice.
+  const kube::ResourceType type = workflow_resource();
+  json::object object = user_object(workflow);
+  const kube::WriteOptions options;
+  auto created = co_await client_.create(type, ns, std::move(object), options);
+  if (!created) co_return failure(created.error(), ns, name);
+  co_return ok(*created);
+}
+
+asio::awaitable<cache::WriteResult> KubeWorkflowWriter::replace(model::Workflow workflow) {
+  const std::string ns = workflow.metadata.namespace_;
+  const std::string name = workflow.metadata.name;
+  const kube::ResourceType type = workflow_resource();
+  auto current = co_await client_.get(type, ns, name);
+  if (!current) co_return failure(current.error(), ns, name);
+  json::object object = std::move(*current);
+  json::object mine = user_object(workflow);
+  auto& meta = object["metadata"].as_object();
+  const auto& my_meta = mine["metadata"].as_object();
+  for (const char* key : {"labels", "annotations"}) {
+    if (const auto* v = my_meta.if_contains(key)) {
+      meta[key] = *v;
+    } else {
+      meta.erase(key);
+    }
+  }
+  if (!workflow.metadata.resource_version.empty()) {
+    meta["resourceVersion"] = workflow.metadata.resource_version;
+  }
+  object["spec"] = mine["spec"];
+  object.erase("status");  // the status subresource ignores it; say so by not sending it
+  const kube::WriteOptions options;
+  auto updated = co_await client_.update(type, std::move(object), options);
+  if (!updated) co_return failure(updated.error(), ns, name);
+  co_return ok(*updated);
+}
+
+asio::awaitable<cache::WriteResult> KubeWorkflowWriter::remove(
+    std::string namespace_, std::string name, std::optional<std::string> resource_version) {
+  kube::DeleteOptions options;
+  if (resource_version && !resource_version->empty()) {
+    options.precondition_resource_version = *resource_version;
+  }
+  const kube::ResourceType type = workflow_resource();
+  auto deleted = co_await client_.remove(type, namespace_, name, options);
+  if (!deleted) co_return failure(deleted.error(), namespace_, name);
+  // The deleted Workflow (or, while finalizers run, the Workflow being deleted); a bare Status
+  // only names it.
+  if (text_at(*deleted, "kind") == "Workflow") co_return ok(*deleted);
+  co_return cache::WriteResult{
+      .status = cache::WriteStatus::ok, .entry = named(namespace_, name), .message = {}};
+}
+
+}  // namespace knflow::controller
