@@ -356,7 +356,8 @@ asio::awaitable<Result<json::object>> Client::apply(ResourceType type, json::obj
   auto name = name_of(type, object, {}, true, "apply");
   if (!name) co_return name.error();
   fill_type(object, type);
-  co_return co_await Impl::call_object(impl_, apply_request(type, *name, object, options, ""));
+  auto request = apply_request(type, *name, object, options, "");
+  co_return co_await Impl::call_object(impl_, std::move(request));
 }
 
 asio::awaitable<Result<json::object>> Client::apply_status(ResourceType type, json::object object,
@@ -364,8 +365,8 @@ asio::awaitable<Result<json::object>> Client::apply_status(ResourceType type, js
   auto name = name_of(type, object, {}, true, "status apply");
   if (!name) co_return name.error();
   fill_type(object, type);
-  co_return co_await Impl::call_object(impl_,
-                                       apply_request(type, *name, object, options, "status"));
+  auto request = apply_request(type, *name, object, options, "status");
+  co_return co_await Impl::call_object(impl_, std::move(request));
 }
 
 asio::awaitable<Result<json::object>> Client::remove(ResourceType type, std::string ns,

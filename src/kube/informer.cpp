@@ -303,8 +303,8 @@ void Informer::stop(std::function<void()> done) {
 bool Informer::has_synced() const { return impl_->synced; }
 
 asio::awaitable<bool> Informer::wait_synced() {
-  co_return co_await asio::co_spawn(impl_->strand, Impl::wait_synced_on_strand(impl_),
-                                    asio::use_awaitable);
+  auto on_strand = Impl::wait_synced_on_strand(impl_);  // named: no prvalue in a co_await
+  co_return co_await asio::co_spawn(impl_->strand, std::move(on_strand), asio::use_awaitable);
 }
 
 ObjectPtr Informer::get(std::string_view ns, std::string_view name) const {

@@ -612,8 +612,9 @@ asio::awaitable<Result<HttpReply>> Transport::send(HttpRequest request) {
     auto [conn, reused] = self->take();
     if (!conn) co_return self->to_error(asio::error::operation_aborted, "send to", request);
     auto ex = conn->executor;
-    Outcome out = co_await asio::co_spawn(
-        ex, Impl::exchange(self, conn, message, request.deadline, reused), asio::use_awaitable);
+    // Named first: no prvalues inside a co_await expression (g++ 12).
+    auto exchange = Impl::exchange(self, conn, message, request.deadline, reused);
+    Outcome out = co_await asio::co_spawn(ex, std::move(exchange), asio::use_awaitable);
     // A pooled connection the server closed while it was idle: the request was not processed;
     // try the next one (after a server restart every pooled connection is stale, at most
     // max_idle_connections of them).
