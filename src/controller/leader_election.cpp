@@ -241,9 +241,10 @@ struct LeaderElector::Impl : std::enable_shared_from_this<LeaderElector::Impl> {
     if (!leading.exchange(false)) return;
     valid_until = 0;
     logic.lost();
-    log::warn("Stopped leading", {{"lease", settings.lease_namespace + "/" + settings.lease_name},
-                                  {"identity", settings.identity},
-                                  {"reason", why}});
+    log::write(why == "stopping" ? log::Level::info : log::Level::warn, "Stopped leading",
+               {{"lease", settings.lease_namespace + "/" + settings.lease_name},
+                {"identity", settings.identity},
+                {"reason", why}});
     if (callbacks.on_stopped_leading) callbacks.on_stopped_leading();
   }
 
