@@ -390,7 +390,8 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
 
   bool may_write(std::uint64_t t) const {
     if (term.load() != t || !term_active.load()) return false;
-    return !elector || elector->is_leader();
+    if (!settings.leader_election) return true;
+    return elector && elector->is_leader();
   }
 
   // On the strand.
@@ -738,16 +739,11 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
 
   // ---- start and stop
 
-  void start_on_strand() {
-    if (started || stopping) return;
-    started = true;
+  // Builds the informers and the elector, from the constructor: afterwards they are only read,
+  // from any thread.
+  void build() {
     build_informers();
-    workflows->start();
-    for (auto& o : owned) o.informer->start();
-    if (!settings.leader_election) {
-      begin_term();
-      return;
-    }
+    if (!settings.leader_election) return;
     kube::ClientSettings cs = client.settings();
     // Leader election gets its own connections, no rate limit shared with reconciles, and a
     // request deadline well inside the renew deadline.
@@ -756,6 +752,8 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     cs.qps = 0;
     auto created = kube::Client::create(executor, client.config(), cs);
     if (!created) {
+      // Cannot happen with a config the main client accepted; without an elector this process
+      // never leads (may_write stays false).
       log::error("Cannot create the leader election client", {{"error", created.error().message}});
       return;
     }
@@ -774,7 +772,18 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     };
     elector = std::make_unique<LeaderElector>(executor, *election_client, settings.election,
                                               std::move(callbacks));
-    elector->start();
+  }
+
+  void start_on_strand() {
+    if (started || stopping) return;
+    started = true;
+    workflows->start();
+    for (auto& o : owned) o.informer->start();
+    if (!settings.leader_election) {
+      begin_term();
+    } else if (elector) {
+      elector->start();
+    }
   }
 
   void stop_on_strand(std::function<void()> done) {
@@ -833,7 +842,9 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
 
 Controller::Controller(asio::any_io_executor executor, kube::Client& client,
                        ControllerSettings settings)
-    : impl_(std::make_shared<Impl>(std::move(executor), client, std::move(settings))) {}
+    : impl_(std::make_shared<Impl>(std::move(executor), client, std::move(settings))) {
+  impl_->build();
+}
 
 Controller::~Controller() { stop(); }
 
@@ -849,7 +860,8 @@ void Controller::stop(std::function<void()> done) {
 
 bool Controller::is_leader() const {
   if (!impl_->term_active.load()) return false;
-  return !impl_->elector || impl_->elector->is_leader();
+  if (!impl_->settings.leader_election) return true;
+  return impl_->elector && impl_->elector->is_leader();
 }
 
 bool Controller::synced() const { return impl_->all_synced(); }

@@ -6,6 +6,7 @@
 #include "knflow/model/validate.hpp"
 #include "support/catch.hpp"
 
+#include <boost/asio/io_context.hpp>
 #include <boost/json/parse.hpp>
 
 namespace {
@@ -60,4 +61,52 @@ TEST_CASE("The model's view of a stored Workflow decodes strictly") {
   REQUIRE(checked.workflow.has_value());
   CHECK(checked.workflow->metadata.uid == "u-1");
   CHECK(checked.report.cluster.supported);
+}
+
+TEST_CASE("A controller whose API server is unreachable starts, never leads, and stops cleanly") {
+  boost::asio::io_context ioc;
+  knflow::kube::Config config;
+  config.server = "http://127.0.0.1:1";  // nothing listens on port 1
+  config.source = "test";
+  knflow::kube::ClientSettings cs;
+  cs.request_timeout = std::chrono::milliseconds(2000);
+  auto client = knflow::kube::Client::create(ioc.get_executor(), config, cs);
+  REQUIRE(client.ok());
+  knflow::controller::ControllerSettings settings;
+  settings.election.identity = "unit";
+  settings.election.retry_period = std::chrono::milliseconds(50);
+  settings.election.renew_deadline = std::chrono::milliseconds(100);
+  settings.election.lease_duration = std::chrono::milliseconds(150);
+  knflow::controller::Controller controller(ioc.get_executor(), **client, settings);
+  CHECK(controller.identity() == "unit");
+  controller.start();
+  ioc.run_for(std::chrono::milliseconds(300));
+  CHECK_FALSE(controller.is_leader());
+  CHECK_FALSE(controller.synced());
+  bool stopped = false;
+  controller.stop([&] { stopped = true; });
+  for (int i = 0; i < 500 && !stopped; ++i) ioc.run_for(std::chrono::milliseconds(10));
+  CHECK(stopped);
+  CHECK(controller.stats().reconciles == 0);
+  (*client)->shutdown();
+}
+
+TEST_CASE("Without leader election a controller reconciles at once (it leads its own term)") {
+  boost::asio::io_context ioc;
+  knflow::kube::Config config;
+  config.server = "http://127.0.0.1:1";
+  auto client = knflow::kube::Client::create(ioc.get_executor(), config);
+  REQUIRE(client.ok());
+  knflow::controller::ControllerSettings settings;
+  settings.leader_election = false;
+  knflow::controller::Controller controller(ioc.get_executor(), **client, settings);
+  controller.start();
+  ioc.run_for(std::chrono::milliseconds(50));
+  CHECK(controller.is_leader());  // may write, though nothing is synced to reconcile yet
+  bool stopped = false;
+  controller.stop([&] { stopped = true; });
+  for (int i = 0; i < 500 && !stopped; ++i) ioc.run_for(std::chrono::milliseconds(10));
+  CHECK(stopped);
+  CHECK_FALSE(controller.is_leader());
+  (*client)->shutdown();
 }
