@@ -503,9 +503,9 @@ class ControllerTest(ClusterTestCase):
 
     def test_status_write_conflict_is_retried(self):
         ns = self.namespace("conflict")
-        # Two seconds between reading the Workflow and writing its status: a write by someone else
-        # in between makes the status PUT fail with 409.
-        c = self.start_controller("--status-write-delay", "2", namespace=ns, lease="conflict")
+        # Three seconds between reading the Workflow and writing its status: a write by someone
+        # else in between makes the status PUT fail with 409.
+        c = self.start_controller("--status-write-delay", "3", namespace=ns, lease="conflict")
         c.wait_leading()
         doc = {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "cw"},
                "spec": {"functions": {"f": {"url": "http://f.example"}},
@@ -515,7 +515,10 @@ class ControllerTest(ClusterTestCase):
         conflicts = c.metrics()['knflow_controller_writes_total{operation="status",result="conflict"}']
         self.make_ready("Sequence", ns, "cw")  # the status will change...
         time.sleep(0.5)
-        self.kube.kubectl("annotate", "workflow", "cw", "-n", ns, "touched=yes")  # ...under a write
+        code, body = self.api("PATCH", f"{WORKFLOWS}/namespaces/{ns}/workflows/cw",  # ...under a write
+                              {"metadata": {"annotations": {"touched": "yes"}}},
+                              content_type="application/merge-patch+json")
+        self.assertEqual(code, 200, body)
         self.wait_condition(ns, "cw", "True", "Ready", timeout=40)
         self.assertGreater(
             c.metrics()['knflow_controller_writes_total{operation="status",result="conflict"}'],
