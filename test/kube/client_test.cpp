@@ -11,14 +11,20 @@
 #include "support/temp_dir.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <atomic>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <optional>
+#include <thread>
 
 namespace {
 
@@ -756,4 +762,97 @@ TEST_CASE("an informer lists, watches, relists on 410 with synthetic deletes, an
   bool stopped = false;
   informer.stop([&] { stopped = true; });
   REQUIRE(run_until(ioc, [&] { return stopped; }));
+}
+
+TEST_CASE("the client and an informer used from four threads and many strands",
+          "[kube][client][threads]") {
+  // The scripted server runs on its own thread; the client's io_context on four others. The
+  // test's thread only starts things, waits on futures and checks.
+  asio::io_context server_io;
+  FakeApiServer server(server_io.get_executor());
+  std::shared_ptr<FakeStream> watch;
+  server.handle([&](const FakeRequest& r) {
+    if (r.query.contains("watch")) {
+      watch = std::make_shared<FakeStream>();
+      FakeReply reply;
+      reply.stream = watch;
+      return reply;
+    }
+    if (r.path == "/api/v1/namespaces/ns/configmaps") {
+      return json_reply(json::object{{"kind", "ConfigMapList"},
+                                     {"metadata", {{"resourceVersion", "5"}}},
+                                     {"items", json::array{cm("ns", "a", "1")}}});
+    }
+    return json_reply(cm("ns", "a", "1"));
+  });
+  std::thread server_thread([&] { server_io.run(); });
+
+  asio::io_context client_io;
+  auto guard = asio::make_work_guard(client_io);
+  ClientSettings settings;
+  settings.qps = 0;  // no limit: as much concurrency as possible
+  auto client = make_client(client_io, config_for(server), settings);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back([&] { client_io.run(); });
+
+  knflow::kube::InformerSettings informer_settings;
+  informer_settings.type = resources::config_maps();
+  informer_settings.ns = "ns";
+  knflow::kube::Informer informer(*client, informer_settings);
+  std::atomic<int> informer_events{0};
+  std::promise<void> seen_update;
+  informer.add_handlers({
+      .on_add = [&](const ObjectPtr&) { ++informer_events; },
+      .on_update =
+          [&](const ObjectPtr&, const ObjectPtr&) {
+            if (++informer_events == 2) seen_update.set_value();
+          },
+      .on_delete = nullptr,
+      .on_synced = nullptr,
+  });
+  informer.start();
+
+  constexpr int kRequests = 200;
+  std::atomic<int> ok{0};
+  std::atomic<int> done{0};
+  std::promise<void> all_done;
+  for (int i = 0; i < kRequests; ++i) {
+    asio::co_spawn(asio::make_strand(client_io), client->get(resources::config_maps(), "ns", "a"),
+                   [&](std::exception_ptr e, Result<json::object> r) {
+                     if (!e && r) ++ok;
+                     if (++done == kRequests) all_done.set_value();
+                   });
+  }
+  REQUIRE(all_done.get_future().wait_for(60s) == std::future_status::ready);
+  CHECK(ok == kRequests);
+
+  std::promise<bool> synced;
+  asio::co_spawn(client_io, informer.wait_synced(),
+                 [&](std::exception_ptr, bool s) { synced.set_value(s); });
+  auto synced_future = synced.get_future();
+  REQUIRE(synced_future.wait_for(30s) == std::future_status::ready);
+  CHECK(synced_future.get());
+  // Feed the watch on the server's thread once the informer has opened it.
+  std::promise<void> fed;
+  std::function<void()> feed = [&] {
+    if (watch && watch->attached()) {
+      watch->send(event("MODIFIED", cm("ns", "a", "2")));
+      fed.set_value();
+      return;
+    }
+    asio::post(server_io, feed);
+  };
+  asio::post(server_io, feed);
+  REQUIRE(fed.get_future().wait_for(30s) == std::future_status::ready);
+  REQUIRE(seen_update.get_future().wait_for(30s) == std::future_status::ready);
+  CHECK(informer.get("ns", "a"));
+
+  std::promise<void> stopped;
+  informer.stop([&] { stopped.set_value(); });
+  REQUIRE(stopped.get_future().wait_for(30s) == std::future_status::ready);
+  client->shutdown();
+  guard.reset();
+  for (auto& t : threads) t.join();
+  server_io.stop();
+  server_thread.join();
 }
