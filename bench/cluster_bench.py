@@ -503,6 +503,7 @@ def create_workflows(kube: KubeEnv, template: dict, ns: str, n: int, threads: in
         finally:
             api.close()
 
+    wall0 = time.time()
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         for f in [pool.submit(run) for _ in range(threads)]:
@@ -511,7 +512,7 @@ def create_workflows(kube: KubeEnv, template: dict, ns: str, n: int, threads: in
     if errors:
         raise BenchError(f"{len(errors)} creates failed, first: {errors[0]}")
     latencies.sort()
-    return {"t0": t0, "t1": t1, "seconds": t1 - t0, "rate": n / (t1 - t0),
+    return {"t0": t0, "t1": t1, "wall0": wall0, "seconds": t1 - t0, "rate": n / (t1 - t0),
             "p50_ms": latencies[len(latencies) // 2] * 1000,
             "max_ms": latencies[-1] * 1000, "bytes_each": len(bodies[0])}
 
@@ -549,6 +550,52 @@ def missing_children(by_wf: dict, names: list[str], expected: list[tuple[str, st
         have = by_wf.get(name, set())
         missing += sum(1 for kind, suffix in expected if (kind, name + suffix) not in have)
     return missing
+
+
+def _log_time(line: str) -> float | None:
+    m = re.match(r"ts=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z ", line)
+    if not m:
+        return None
+    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    return t + (float(m.group(2)) if m.group(2) else 0.0)
+
+
+def log_writes(text: str, ns: str, wall0: float) -> dict:
+    """The controller's own record of its writes in namespace ns (its info lines `Created`,
+    `Updated`, `Pruned`, `Updated status`, millisecond timestamps), in seconds since wall0."""
+    times, status_times = [], []
+    for line in text.splitlines():
+        if ' msg="Updated status" ' in line or " msg=\"Updated status\" " in line:
+            if f"workflow={ns}/" not in line:
+                continue
+            t = _log_time(line)
+            if t is not None:
+                status_times.append(t - wall0)
+                times.append(t - wall0)
+        elif re.search(r" msg=(Created|Updated|Pruned) ", line) and f"namespace={ns} " in line + " ":
+            t = _log_time(line)
+            if t is not None:
+                times.append(t - wall0)
+    times.sort()
+    status_times.sort()
+    if not times:
+        return {}
+    out = {"writes": len(times), "first": times[0], "last": times[-1],
+           "status_writes": len(status_times),
+           "last_status": status_times[-1] if status_times else None,
+           "in_first_2s": sum(1 for t in times if t < times[0] + 2.0)}
+    if len(times) > 1 and times[-1] > times[0]:
+        out["rate"] = (len(times) - 1) / (times[-1] - times[0])
+        # the steady part: after the burst's first 2 s
+        later = [t for t in times if t >= times[0] + 2.0]
+        if len(later) > 1 and later[-1] > later[0]:
+            out["steady_rate"] = (len(later) - 1) / (later[-1] - later[0])
+    if status_times:
+        k = len(status_times)
+        out["status_p50"] = status_times[k // 2]
+        out["status_p90"] = status_times[min(k - 1, int(k * 0.9))]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,6 +692,7 @@ def bench_batch(args, kube: KubeEnv, api: Api, ctl: Controller, sampler: Sampler
     time.sleep(args.settle)
     c2 = controller_snapshot(ctl)
     rss_after = ctl.rss()
+    from_log = log_writes(ctl.log(), ns, created["wall0"])
     wf_items, wf_bytes = list_all(api, *WORKFLOWS, ns)
     _, objs, child_bytes = children_by_workflow(api, ns)
     writes = dict_delta(c0["writes"], c1["writes"])
@@ -661,6 +709,7 @@ def bench_batch(args, kube: KubeEnv, api: Api, ctl: Controller, sampler: Sampler
         "seconds": seconds, "resolution": resolution,
         "from_last_create": converged_at - created["t1"],
         "timeline": timeline, "list_ms_mean": sum(list_seconds) / len(list_seconds) * 1000,
+        "log": from_log,
         "polls": len(list_seconds),
         "writes": writes, "total_writes": total_writes, "writes_per_wf": total_writes / n,
         "late_writes": dict_delta(c1["writes"], c2["writes"]),
@@ -674,6 +723,11 @@ def bench_batch(args, kube: KubeEnv, api: Api, ctl: Controller, sampler: Sampler
         "wf_json_mean": sum(wf_sizes) / n, "wf_json_no_managed_fields_mean": sum(no_mf) / n,
         "child_json_per_wf": sum(child_sizes) / n,
         "list_bytes": wf_bytes + child_bytes,
+        # One Workflow and its owned objects as served, for offline analysis (--json only).
+        "sample": {"workflow": wf_items[0] if wf_items else None,
+                   "children": [o for o in objs.values()
+                                if wf_items and (o["metadata"].get("labels") or {}).get(
+                                    WORKFLOW_LABEL) == wf_items[0]["metadata"]["name"]]},
     }
 
 
@@ -723,6 +777,36 @@ def bench_noop(args, api: Api, ctl: Controller, sampler: Sampler, namespaces: li
     return out
 
 
+def bench_restart(args, children: Children, ctl: Controller, tmp: Path, workflows: int
+                  ) -> tuple[Controller, dict]:
+    """Stops the controller and starts a fresh one on the converged cluster: its RSS once its
+    caches are synced and its first reconcile of every Workflow is done (no burst behind it),
+    and the writes that first pass makes (0 expected)."""
+    log("restart: a fresh controller on the converged cluster")
+    code = ctl.stop()
+    t0 = time.monotonic()
+    new = Controller(children, ctl.argv, tmp / "controller-restarted.log")
+    deadline = t0 + 120
+    while True:
+        new.check()
+        h = new.health()
+        depth = new.metrics().get("knflow_controller_queue_depth", 0)
+        if h["synced"] and h["reconciles"] >= workflows and depth == 0:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"restart: not done after 120 s ({h})")
+        time.sleep(0.1)
+    ready = time.monotonic() - t0
+    time.sleep(args.settle)
+    h = new.health()
+    out = {"stop_code": code, "ready_s": ready, "rss": new.rss(),
+           "reconciles": h["reconciles"],
+           "writes": h["applies"] + h["prunes"] + h["statusWrites"]}
+    log(f"restart: synced and reconciled {h['reconciles']} in {ready:.1f} s, "
+        f"{out['writes']} writes, RSS {mib(out['rss']['VmRSS'])}")
+    return new, out
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation and the section
 
@@ -730,7 +814,8 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**MISSED**"
 
 
-def evaluate(args, batches: list[dict], noop: dict | None, idle: dict) -> dict:
+def evaluate(args, batches: list[dict], noop: dict | None, idle: dict,
+             meta: dict | None = None) -> dict:
     v: dict = {"batches": {}}
     for b in batches:
         ideal = b["n"] * b["writes_per_wf"] / args.qps
@@ -758,6 +843,9 @@ def evaluate(args, batches: list[dict], noop: dict | None, idle: dict) -> dict:
         v["rss_all_ok"] = v["rss_vs_all"] <= 2.0
         total = sum(b["n"] for b in batches)
         v["rss_total_per_wf"] = (last["rss_after"]["VmRSS"] - idle["VmRSS"]) / total
+        rs = (meta or {}).get("restart")
+        if rs:
+            v["rss_restart_per_wf"] = (rs["rss"]["VmRSS"] - idle["VmRSS"]) / total
     return v
 
 
@@ -855,7 +943,14 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         "  each object as the apiserver returns it in a LIST (compact JSON, `managedFields`",
         "  included, as the informers keep it), averaged; compared with the Workflow's own JSON",
         "  (the target) and with the Workflow plus its owned objects (what the informers really",
-        "  cache per Workflow). MiB = 2^20 bytes.",
+        "  cache per Workflow). Then the controller is stopped and a fresh one started on the",
+        "  converged cluster: its RSS once its caches are synced and its first reconcile of every",
+        "  Workflow is done (and the writes that pass makes) shows the cache without the garbage",
+        "  of the bursts. MiB = 2^20 bytes.",
+        "- **Where the time goes:** the controller logs every write at level info with a",
+        "  millisecond timestamp (`Created`, `Updated`, `Pruned`, `Updated status`); the driver",
+        "  reads them for the batch's namespace: first and last write, the write rate after the",
+        "  burst, when each Workflow's status was written.",
         "- **CPU:** user + system time of the controller, kube-apiserver, etcd and this driver",
         "  (`/proc/PID/stat`) over each phase; \"other\" is what the rest of the machine used",
         "  meanwhile (`/proc/stat` busy time minus those), in cores.",
@@ -948,6 +1043,17 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
             o.append(f"- N = {b['n']:,}: " + ", ".join(marks) + mid +
                      f" ({b['polls']} LISTs of the batch's Workflows, {b['list_ms_mean']:.0f} ms each "
                      "on average).")
+            lg = b.get("log") or {}
+            if lg:
+                o.append(
+                    f"  The controller's log (its `Created`/`Updated status` lines, ms timestamps): "
+                    f"{lg['writes']:,} writes, the first {lg['first']:.2f} s after the first POST, "
+                    f"{lg['in_first_2s']} in its first 2 s (the burst), then "
+                    f"{lg.get('steady_rate', 0):.2f} writes/s to the last at {lg['last']:.1f} s "
+                    f"(QPS {args.qps:g}); half the Workflows had their status written by "
+                    f"{lg.get('status_p50', 0):.1f} s, 90 % by {lg.get('status_p90', 0):.1f} s, "
+                    f"the last at {lg.get('last_status') or 0:.1f} s, which the LIST saw "
+                    f"{b['seconds'] - (lg.get('last_status') or 0):.2f} s later.")
         o.append("")
     if noop:
         ap = ", ".join(f"{k} {int(r['requests']):,}" for k, r in noop["apiserver"].items()
@@ -991,6 +1097,13 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         if noop:
             o.append(f"| after the no-op window | {mib(noop['rss_end']['VmRSS'])} | "
                      f"{mib(noop['rss_end']['VmRSS'] - prev)} | |")
+        rs = meta.get("restart")
+        if rs:
+            o.append(f"| a fresh controller on the same {total:,} Workflows: caches synced, "
+                     f"first reconcile of each done ({rs['reconciles']:,} reconciles, "
+                     f"{rs['writes']} writes, {rs['ready_s']:.1f} s) | {mib(rs['rss']['VmRSS'])} | "
+                     f"{mib(rs['rss']['VmRSS'] - idle['VmRSS'])} above idle | "
+                     f"{kib((rs['rss']['VmRSS'] - idle['VmRSS']) / total)} |")
         hwm = (noop or {}).get("rss_end", last["rss_after"])["VmHWM"]
         o += ["",
               f"| per Workflow of the last batch (N = {last['n']:,}) | measured | JSON as served | "
@@ -1002,6 +1115,11 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
               f"informers cache) | {kib(v['rss_per_wf'])} | "
               f"{kib(last['wf_json_mean'] + last['child_json_per_wf'])} | {v['rss_vs_all']:.2f}× | "
               f"≤ 2× | {verdict(v['rss_all_ok'])} |",
+              *([f"| the same, in the fresh controller (from idle, ÷ {total:,}) | "
+                 f"{kib(v['rss_restart_per_wf'])} | "
+                 f"{kib(last['wf_json_mean'] + last['child_json_per_wf'])} | "
+                 f"{v['rss_restart_per_wf'] / (last['wf_json_mean'] + last['child_json_per_wf']):.2f}× | | |"]
+                if "rss_restart_per_wf" in v else []),
               "",
               f"A Workflow's JSON is {last['wf_json_mean']:,.0f} bytes on average "
               f"({last['wf_json_no_managed_fields_mean']:,.0f} without `managedFields`); its "
@@ -1110,7 +1228,7 @@ def rewrite_from_json(args) -> int:
     batches = saved["batches"]
     for b in batches:
         b["timeline"] = [tuple(x) for x in b["timeline"]]
-    v = evaluate(args, batches, saved["noop"], saved["idle"])
+    v = evaluate(args, batches, saved["noop"], saved["idle"], saved["meta"])
     render = lambda notes: section(args, saved["meta"], batches, saved["noop"],  # noqa: E731
                                    saved["idle"], v, notes)
     if args.no_doc:
@@ -1145,6 +1263,8 @@ def main(argv: list[str]) -> int:
                    help="seconds before each RSS sample and after each convergence")
     p.add_argument("--timeout-factor", type=float, default=4.0,
                    help="give up on a batch after this × the ideal time + 120 s")
+    p.add_argument("--no-restart", dest="restart", action="store_false",
+                   help="skip the fresh controller's RSS on the converged cluster")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     p.add_argument("--doc", default=str(ROOT / "docs/benchmarks.md"))
     p.add_argument("--json", help="also write every figure to this JSON file")
@@ -1184,7 +1304,7 @@ def main(argv: list[str]) -> int:
             "machine": machine(), "git": git_info(), "loadavg": os.getloadavg()}
     log(f"load {meta['loadavg'][0]:.2f}; starting kube-apiserver and etcd")
     batches: list[dict] = []
-    noop = None
+    noop = restart = None
     kube = KubeEnv(controller_manager=False)
     try:
         kube.start()
@@ -1236,6 +1356,9 @@ def main(argv: list[str]) -> int:
             line for line in lines[:ready_lines] if "level=warn" in line or "level=error" in line]
         meta["controller_log_warning_count"] = len(bad)
         meta["controller_log_warnings"] = bad[:20]
+        if args.restart and batches:
+            ctl, restart = bench_restart(args, children, ctl, tmp, sum(b["n"] for b in batches))
+            meta["restart"] = restart
         code = ctl.stop()
         if code != 0:
             log(f"warning: the controller exited with {code} after SIGTERM")
@@ -1247,7 +1370,7 @@ def main(argv: list[str]) -> int:
         children.stop_all()
         kube.stop()
 
-    v = evaluate(args, batches, noop, idle)
+    v = evaluate(args, batches, noop, idle, meta)
     render = lambda notes: section(args, meta, batches, noop, idle, v, notes)  # noqa: E731
     print()
     print(render(DEFAULT_NOTES))
