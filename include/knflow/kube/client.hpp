@@ -30,7 +30,7 @@ struct ClientSettings {
   double qps = 20;  // token bucket shared by every request of the client; <= 0: no limit
   int burst = 30;
   std::size_t max_idle_connections = 4;             // keep-alive connections kept for reuse
-  std::chrono::milliseconds idle_timeout{90'000};   // a pooled connection idle longer is closed
+  std::chrono::milliseconds idle_timeout{90'000};   // idle longer: closed instead of reused
   std::size_t max_response_bytes = 64 << 20;        // larger answers fail (ErrorKind::decode)
   std::size_t max_event_bytes = 16 << 20;           // larger watch events fail
   std::chrono::milliseconds watch_margin{30'000};   // watch deadline: timeoutSeconds + this
