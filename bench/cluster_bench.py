@@ -661,7 +661,12 @@ def bench_batch(args, kube: KubeEnv, api: Api, ctl: Controller, sampler: Sampler
                              f"({timeline[-1][1] if timeline else 0} of {n} done)")
         h = ctl.health()
         status_writes = h["statusWrites"] - base_status
-        if now - last_list >= args.poll_interval or (status_writes >= n and now - last_list >= 0.2):
+        # Far from done, LIST less often (each LIST of 1,000 Workflows is about 4.5 MB the
+        # apiserver encodes and this driver decodes); near the end, every poll interval.
+        far = not timeline or timeline[-1][1] < 0.9 * n
+        interval = min(args.poll_max, args.poll_interval * max(1.0, n / 200)) if far \
+            else args.poll_interval
+        if now - last_list >= interval or (status_writes >= n and now - last_list >= 0.2):
             sent = time.monotonic()
             items, _ = list_all(api, *WORKFLOWS, ns)
             answered = time.monotonic()
@@ -777,6 +782,45 @@ def bench_noop(args, api: Api, ctl: Controller, sampler: Sampler, namespaces: li
     return out
 
 
+def standby_rss(args, api: Api, children: Children, ctl: Controller, tmp: Path) -> dict:
+    """A second controller with leader election, on a Lease someone else holds for an hour: it
+    syncs its informers and never reconciles. Its RSS is the informers' caches alone."""
+    lease = "bench-standby"
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": lease, "namespace": "default"},
+            "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600,
+                     "acquireTime": now, "renewTime": now}}
+    status, text = api.request("POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+                               json.dumps(body).encode())
+    if status != 201:
+        raise BenchError(f"creating the Lease {lease}: {status} {text[:200]!r}")
+    argv = [a for a in ctl.argv if a != "--no-leader-election"] + ["--lease-name", lease]
+    log("standby: a controller that syncs its caches and does not lead")
+    t0 = time.monotonic()
+    sb = Controller(children, argv, tmp / "controller-standby.log")
+    try:
+        while True:
+            sb.check()
+            h = sb.health()
+            if h["synced"]:
+                break
+            if time.monotonic() - t0 > 120:
+                raise BenchError("standby: caches not synced after 120 s")
+            time.sleep(0.1)
+        ready = time.monotonic() - t0
+        time.sleep(args.settle)
+        h = sb.health()
+        out = {"ready_s": ready, "rss": sb.rss(), "leader": h["leader"],
+               "reconciles": h["reconciles"],
+               "writes": h["applies"] + h["prunes"] + h["statusWrites"]}
+    finally:
+        sb.stop()
+    log(f"standby: synced in {out['ready_s']:.1f} s, leader {out['leader']}, "
+        f"{out['reconciles']} reconciles, RSS {mib(out['rss']['VmRSS'])}")
+    return out
+
+
 def bench_restart(args, children: Children, ctl: Controller, tmp: Path, workflows: int
                   ) -> tuple[Controller, dict]:
     """Stops the controller and starts a fresh one on the converged cluster: its RSS once its
@@ -805,6 +849,96 @@ def bench_restart(args, children: Children, ctl: Controller, tmp: Path, workflow
     log(f"restart: synced and reconciled {h['reconciles']} in {ready:.1f} s, "
         f"{out['writes']} writes, RSS {mib(out['rss']['VmRSS'])}")
     return new, out
+
+
+FOOTPRINT_CPP = r"""// Written by bench/cluster_bench.py: heap bytes of boost::json values parsed from JSON text
+// with the default allocator, as knflow's informers hold them. One JSON document per input
+// line; prints "text_bytes heap_bytes allocations" per line, heap = malloc_usable_size of every
+// allocation + 8 bytes of glibc chunk header each.
+#include <boost/json.hpp>
+#include <boost/json/src.hpp>
+#include <boost/version.hpp>
+#include <malloc.h>
+#include <cstdlib>
+#include <iostream>
+#include <new>
+#include <string>
+#include <vector>
+
+static long long g_bytes = 0, g_count = 0;
+void* operator new(std::size_t n) {
+  void* p = std::malloc(n ? n : 1);
+  if (!p) throw std::bad_alloc();
+  g_bytes += static_cast<long long>(malloc_usable_size(p));
+  ++g_count;
+  return p;
+}
+void operator delete(void* p) noexcept {
+  if (p) {
+    g_bytes -= static_cast<long long>(malloc_usable_size(p));
+    --g_count;
+  }
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept { operator delete(p); }
+
+int main() {
+  std::cout << "boost " << BOOST_LIB_VERSION << "\n";
+  std::vector<boost::json::value> keep;
+  keep.reserve(4096);
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.empty()) continue;
+    const long long b = g_bytes, c = g_count;
+    keep.push_back(boost::json::parse(line));
+    const long long db = g_bytes - b, dc = g_count - c;
+    std::cout << line.size() << " " << db + 8 * dc << " " << dc << "\n";
+  }
+}
+"""
+
+
+def footprint(args, tmp: Path, sample: dict) -> dict | None:
+    """What one Workflow's cached objects weigh as boost::json values: the Workflow, its owned
+    objects, and (approximately) the rendered objects the controller's plan cache keeps (the
+    owned objects without status and server metadata). None when the probe cannot be built."""
+    if not sample or not sample.get("workflow"):
+        return None
+    src, binary = tmp / "json_footprint.cpp", tmp / "json_footprint"
+    src.write_text(FOOTPRINT_CPP)
+    cc = [os.environ.get("CXX", "c++"), "-O2", "-std=c++20", "-o", str(binary), str(src)]
+    r = subprocess.run(cc, capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"footprint probe not built ({' '.join(cc)}): {r.stderr.strip()[:300]}")
+        return None
+
+    def compact(o):
+        return json.dumps(o, separators=(",", ":"), ensure_ascii=False)
+
+    def rendered(o):
+        m = o["metadata"]
+        return {"apiVersion": o["apiVersion"], "kind": o["kind"],
+                "metadata": {k: m[k] for k in ("name", "namespace", "labels", "annotations",
+                                               "ownerReferences") if k in m},
+                "spec": o.get("spec")}
+    children = sample["children"]
+    lines = [compact(sample["workflow"])] + [compact(c) for c in children] + \
+        [compact(rendered(c)) for c in children]
+    r = subprocess.run([str(binary)], input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"footprint probe failed: {r.stderr.strip()[:300]}")
+        return None
+    out_lines = r.stdout.splitlines()
+    rows = [tuple(int(x) for x in line.split()) for line in out_lines[1:]]
+    k = len(children)
+
+    def total(part):
+        return {"text": sum(x[0] for x in part), "heap": sum(x[1] for x in part),
+                "allocs": sum(x[2] for x in part)}
+    out = {"boost": out_lines[0].split()[1], "cc": cc, "workflow": total(rows[:1]),
+           "children": total(rows[1:1 + k]), "plan": total(rows[1 + k:]), "objects": k}
+    log(f"footprint: Workflow {out['workflow']}, owned {out['children']}, plan {out['plan']}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -906,8 +1040,9 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         "  `system:masters`, which API Priority and Fairness exempts: nothing on the server side",
         "  throttles the controller or the driver.",
         f"- **Controller:** `knflow controller --no-leader-election --resync {args.resync:g}` with the",
-        f"  defaults otherwise: client rate limit QPS {args.qps:g} / burst {args.burst} (shared by every",
-        f"  request of its client: writes, LISTs, WATCHes), {args.workers} workers, 2 threads. The",
+        f"  defaults otherwise: client rate limit QPS {args.qps:g} / burst {args.burst} (one token bucket",
+        f"  for every request of its client but WATCHes: applies, deletes, status PUTs, GETs,",
+        f"  LISTs), {args.workers} workers, 2 threads. The",
         f"  resync is {args.resync:g} s (default 600 s) so that the no-op window holds full resyncs; it",
         "  runs during the bursts too (its reconciles find nothing to write and make no request).",
         "- **Workflow:** `examples/cluster-sequence.yaml` (3 image functions, a url function, a",
@@ -920,8 +1055,10 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         f"  namespace, the earlier batches still there), {args.create_threads} threads with one keep-alive",
         "  HTTPS connection each POST the N Workflows straight to the apiserver. From the first",
         "  POST, the driver LISTs the batch's Workflows every "
-        f"{args.poll_interval:g} s (and at once when the controller's",
-        "  `/healthz` counts N more status writes); when every `status.observedGeneration` equals",
+        f"{args.poll_interval:g} s (every {args.poll_interval:g} s × N/200, at most "
+        f"{getattr(args, 'poll_max', 5):g} s, while under",
+        "  90 % are done; and at once when the controller's `/healthz` counts N more status",
+        "  writes); when every `status.observedGeneration` equals",
         "  `metadata.generation`, it LISTs the four owned kinds (label",
         "  `app.kubernetes.io/managed-by=knflow`) and checks that every Workflow has each of its",
         f"  {meta['rendered']} objects. Converged = the answer to that LIST (so the time is an upper bound,",
@@ -943,10 +1080,14 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         "  each object as the apiserver returns it in a LIST (compact JSON, `managedFields`",
         "  included, as the informers keep it), averaged; compared with the Workflow's own JSON",
         "  (the target) and with the Workflow plus its owned objects (what the informers really",
-        "  cache per Workflow). Then the controller is stopped and a fresh one started on the",
-        "  converged cluster: its RSS once its caches are synced and its first reconcile of every",
-        "  Workflow is done (and the writes that pass makes) shows the cache without the garbage",
-        "  of the bursts. MiB = 2^20 bytes.",
+        "  cache per Workflow). Then, on the converged cluster: a standby controller (leader",
+        "  election on, a Lease another holder keeps for an hour) syncs its informers and never",
+        "  reconciles: its RSS is the informers' caches alone; and the measured controller is",
+        "  stopped and a fresh one started: its RSS once its caches are synced and its first",
+        "  reconcile of every Workflow is done (and the writes that pass makes) shows the cache",
+        "  without what the bursts left behind. A probe compiled for the run",
+        "  (`c++ -O2`, boost::json as knflow uses it) parses one Workflow and its owned objects",
+        "  of this run and counts their heap bytes. MiB = 2^20 bytes.",
         "- **Where the time goes:** the controller logs every write at level info with a",
         "  millisecond timestamp (`Created`, `Updated`, `Pruned`, `Updated status`); the driver",
         "  reads them for the batch's namespace: first and last write, the write rate after the",
@@ -1016,7 +1157,8 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         for b in batches:
             wr = ", ".join(f"{k} {int(x):,}" for k, x in b["writes"].items()) or "none"
             ap = ", ".join(f"{k} {int(r['requests']):,}"
-                           + (f" ({r['mean_ms']:.1f} ms)" if r["mean_ms"] is not None else "")
+                           + (f" ({r['mean_ms']:.1f} ms)" if r["mean_ms"] is not None
+                              and r["verb"] != "WATCH" else "")
                            for k, r in b["apiserver"].items() if r["requests"])
             rc = ", ".join(f"{k} {int(x):,}" for k, x in b["reconciles"].items())
             rm = f" ({b['reconcile_mean_ms']:.0f} ms)" if b["reconcile_mean_ms"] is not None else ""
@@ -1097,6 +1239,13 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         if noop:
             o.append(f"| after the no-op window | {mib(noop['rss_end']['VmRSS'])} | "
                      f"{mib(noop['rss_end']['VmRSS'] - prev)} | |")
+        sb = meta.get("standby")
+        if sb:
+            o.append(f"| a standby controller on the same {total:,} Workflows (leader election, the "
+                     f"Lease held by another): informers synced, nothing reconciled "
+                     f"({sb['reconciles']} reconciles) | {mib(sb['rss']['VmRSS'])} | "
+                     f"{mib(sb['rss']['VmRSS'] - idle['VmRSS'])} above idle | "
+                     f"{kib((sb['rss']['VmRSS'] - idle['VmRSS']) / total)} |")
         rs = meta.get("restart")
         if rs:
             o.append(f"| a fresh controller on the same {total:,} Workflows: caches synced, "
@@ -1126,6 +1275,29 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
               f"{last['objects_per_wf']:.0f} owned objects add {last['child_json_per_wf']:,.0f} bytes. "
               f"Over every batch, from idle: {kib(v['rss_total_per_wf'])} per Workflow. Peak RSS "
               f"(VmHWM) of the controller at the end: {mib(hwm)}.", ""]
+        fp = meta.get("footprint")
+        if fp:
+            w, c, pl = fp["workflow"], fp["children"], fp["plan"]
+            parts = w["heap"] + c["heap"] + pl["heap"]
+            line = (f"Where a cached Workflow's memory goes, from a probe that parses the sample "
+                    f"objects of this run with boost::json {fp['boost'].replace('_', '.')} and "
+                    f"counts the heap (`malloc_usable_size` + 8 bytes per allocation): the "
+                    f"Workflow, {w['text']:,} bytes of JSON, is {w['heap']:,} bytes in "
+                    f"{w['allocs']} allocations ({w['heap'] / w['text']:.1f}×); its "
+                    f"{fp['objects']} owned objects, {c['text']:,} bytes, are {c['heap']:,} "
+                    f"({c['heap'] / c['text']:.1f}×); the rendered objects the controller keeps "
+                    f"per (uid, generation) (approximated by the owned objects without status "
+                    f"and server metadata), {pl['text']:,} bytes, are {pl['heap']:,} "
+                    f"({pl['heap'] / pl['text']:.1f}×). Together {parts / 1024:.1f} KiB")
+            if sb:
+                line += (f"; the standby controller (informers only) measured "
+                         f"{kib((sb['rss']['VmRSS'] - idle['VmRSS']) / total)} per Workflow "
+                         f"against {(w['heap'] + c['heap']) / 1024:.1f} KiB for the informers' "
+                         "part")
+            if rs:
+                line += (f"; the fresh leader {kib((rs['rss']['VmRSS'] - idle['VmRSS']) / total)} "
+                         "against the sum")
+            o += [line + ".", ""]
     warnings = meta.get("controller_log_warnings") or []
     startup = meta.get("controller_log_startup_warnings") or []
     o += [f"Controller log: {meta.get('controller_log_lines', 0):,} lines; at level warn or error: "
@@ -1158,6 +1330,11 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
     o += ["", NOTES_BEGIN, notes.strip("\n"), NOTES_END, "", "#### Commands", "", "```sh",
           "# $TMP is the run's temporary directory, $KUBEENV KubeEnv's folder in it",
           ctl_argv,
+          *([shown(shlex.join([a for a in meta["controller_argv"] if a != "--no-leader-election"]
+                              + ["--lease-name", "bench-standby"]), args)
+             + "   # the standby"] if meta.get("standby") else []),
+          *([shown(shlex.join(meta["footprint"]["cc"]), args) + "   # the footprint probe"]
+            if meta.get("footprint") else []),
           "bench/cluster_run.sh " + " ".join(shlex.quote(a) for a in args.passed), "```", "",
           END]
     return "\n".join(o).replace("\n\n\n", "\n\n") + "\n"
@@ -1259,12 +1436,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--create-threads", type=int, default=8)
     p.add_argument("--poll-interval", type=float, default=1.0,
                    help="seconds between LISTs of the batch's Workflows")
+    p.add_argument("--poll-max", type=float, default=5.0,
+                   help="seconds between those LISTs while under 90 %% of the batch is done "
+                        "(poll interval × N/200, at most this)")
     p.add_argument("--settle", type=float, default=5.0,
                    help="seconds before each RSS sample and after each convergence")
     p.add_argument("--timeout-factor", type=float, default=4.0,
                    help="give up on a batch after this × the ideal time + 120 s")
     p.add_argument("--no-restart", dest="restart", action="store_false",
                    help="skip the fresh controller's RSS on the converged cluster")
+    p.add_argument("--no-footprint", dest="footprint", action="store_false",
+                   help="skip compiling the boost::json footprint probe (c++ and Boost)")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     p.add_argument("--doc", default=str(ROOT / "docs/benchmarks.md"))
     p.add_argument("--json", help="also write every figure to this JSON file")
@@ -1357,8 +1539,11 @@ def main(argv: list[str]) -> int:
         meta["controller_log_warning_count"] = len(bad)
         meta["controller_log_warnings"] = bad[:20]
         if args.restart and batches:
+            meta["standby"] = standby_rss(args, api, children, ctl, tmp)
             ctl, restart = bench_restart(args, children, ctl, tmp, sum(b["n"] for b in batches))
             meta["restart"] = restart
+        if args.footprint and batches:
+            meta["footprint"] = footprint(args, tmp, batches[-1]["sample"])
         code = ctl.stop()
         if code != 0:
             log(f"warning: the controller exited with {code} after SIGTERM")
