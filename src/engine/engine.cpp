@@ -1248,14 +1248,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     launch(run);
   }
 
-  static asio::awaitable<bool> register_waiter(std::shared_ptr<Run> run,
-                                               std::shared_ptr<asio::steady_timer> timer) {
-    if (run->outcome) co_return false;
-    run->waiters.push_back(std::move(timer));
-    co_return true;
-  }
-
-  static asio::awaitable<std::optional<RunOutcome>> read_outcome(std::shared_ptr<Run> run) {
+  // Runs on the run's strand from start to end: finish(), which cancels the waiters' timers,
+  // runs on the same strand, so it cannot slip between the check and the wait. (Registering on
+  // the strand and starting the wait from the caller's executor lost the wake-up when finish()
+  // ran in between: the caller then slept for the whole timeout.)
+  static asio::awaitable<std::optional<RunOutcome>> wait_on_strand(
+      std::shared_ptr<Run> run, std::shared_ptr<asio::steady_timer> timer) {
+    if (run->outcome) co_return run->outcome;
+    run->waiters.push_back(timer);
+    co_await timer->async_wait(use_tuple);
     co_return run->outcome;
   }
 
@@ -1367,13 +1368,9 @@ asio::awaitable<std::optional<RunOutcome>> Engine::wait(std::string run_id,
     if (!rec || !store::is_finished(rec->phase)) co_return std::nullopt;
     co_return outcome_from_record(*rec);
   }
-  // Register on the run's strand, so that finish() cannot slip between check and wait.
   auto timer = std::make_shared<asio::steady_timer>(run->strand, timeout);
-  auto registered =
-      co_await asio::co_spawn(run->strand, Impl::register_waiter(run, timer), asio::use_awaitable);
-  if (!registered) co_return run->outcome;
-  co_await timer->async_wait(use_tuple);
-  co_return co_await asio::co_spawn(run->strand, Impl::read_outcome(run), asio::use_awaitable);
+  auto task = Impl::wait_on_strand(run, timer);
+  co_return co_await asio::co_spawn(run->strand, std::move(task), asio::use_awaitable);
 }
 
 asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
