@@ -110,6 +110,8 @@ po::options_description serve_options() {
      "finished runs older than this are deleted (0 keeps them by age)")
     ("retention-runs", po::value<std::size_t>()->default_value(100000),
      "at most this many finished runs are kept (0: no limit)")
+    ("retention-interval", po::value<double>()->default_value(60),
+     "seconds between two rounds of pruning finished runs")
     ("mode", po::value<std::string>()->default_value("auto"),
      "standalone, cluster, or auto: cluster when --kubeconfig is given or the daemon runs in a "
      "pod, else standalone (docs/cluster.md)")
@@ -525,39 +527,44 @@ int serve(const std::vector<std::string>& args) {
   // per turn, so that API writes interleave and are never blocked for long.
   const double retention_hours = vm["retention-hours"].as<double>();
   const std::size_t retention_runs = vm["retention-runs"].as<std::size_t>();
+  const auto retention_interval = seconds_option(vm, "retention-interval");
   asio::steady_timer retention_timer(api.writer());
-  std::function<void()> schedule_retention = [&] {
-    retention_timer.expires_after(std::chrono::seconds(60));
+  std::function<void()> schedule_retention;
+  // One batch; the next one is posted while a batch deleted a full 200. It lives here, not in
+  // the timer's handler, because the posted copy refers to it after that handler returned.
+  std::function<void()> prune_batch = [&] {
+    std::optional<std::string> before;
+    if (retention_hours > 0) {
+      const auto cutoff = std::chrono::system_clock::now() -
+                          std::chrono::seconds(static_cast<long long>(retention_hours * 3600));
+      const std::time_t t = std::chrono::system_clock::to_time_t(cutoff);
+      std::tm tm{};
+      gmtime_r(&t, &tm);
+      char buf[40];
+      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+      before = buf;
+    }
+    std::optional<std::size_t> keep;
+    if (retention_runs > 0) keep = retention_runs;
+    std::size_t deleted = 0;
+    try {
+      if (auto* runs = api.run_store()) deleted = runs->prune(before, keep, 200);
+    } catch (const std::exception& e) {
+      log::warn("Failed to prune runs", {{"error", e.what()}});
+      metrics.sqlite_error("write");
+    }
+    if (shutting_down) return;
+    if (deleted == 200) {
+      asio::post(api.writer(), [&] { prune_batch(); });
+    } else {
+      schedule_retention();
+    }
+  };
+  schedule_retention = [&] {
+    retention_timer.expires_after(retention_interval);
     retention_timer.async_wait([&](const boost::system::error_code& ec) {
       if (ec || shutting_down) return;
-      std::function<void()> batch = [&] {
-        std::optional<std::string> before;
-        if (retention_hours > 0) {
-          const auto cutoff = std::chrono::system_clock::now() -
-                              std::chrono::seconds(static_cast<long long>(retention_hours * 3600));
-          const std::time_t t = std::chrono::system_clock::to_time_t(cutoff);
-          std::tm tm{};
-          gmtime_r(&t, &tm);
-          char buf[40];
-          std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
-          before = buf;
-        }
-        std::optional<std::size_t> keep;
-        if (retention_runs > 0) keep = retention_runs;
-        std::size_t deleted = 0;
-        try {
-          if (auto* runs = api.run_store()) deleted = runs->prune(before, keep, 200);
-        } catch (const std::exception& e) {
-          log::warn("Failed to prune runs", {{"error", e.what()}});
-          metrics.sqlite_error("write");
-        }
-        if (deleted == 200 && !shutting_down) {
-          asio::post(api.writer(), batch);
-        } else {
-          schedule_retention();
-        }
-      };
-      batch();
+      prune_batch();
     });
   };
 
