@@ -2,7 +2,13 @@
 
 // The CLI's commands; each returns the process exit code. Main thread only.
 
+#include "knflow/model/document.hpp"
+#include "knflow/model/errors.hpp"
+
+#include <optional>
+#include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace knflow::cli {
@@ -20,6 +26,14 @@ int invoke(const std::vector<std::string>& args);
 int runs(const std::vector<std::string>& args);
 int controller(const std::vector<std::string>& args);  // internal: the cluster controller alone
 int version();
+
+// The text of a workflow file ("-": standard input); nullopt, after saying so on stderr as
+// `knflow <command>: cannot read FILE`, when it cannot be read.
+std::optional<std::string> read_workflow_file(const std::string& file, std::string_view command);
+// JSON for *.json, else YAML.
+model::Format workflow_file_format(const std::string& file);
+// Every error as "  /pointer: message", one per line.
+void print_error_list(std::ostream& out, const model::Errors& errors);
 void print_usage();
 
 }  // namespace knflow::cli

@@ -17,9 +17,7 @@ namespace po = boost::program_options;
 // `headline`, then every error with its pointer, as `knflow validate` lists them.
 void print_errors(const std::string& headline, const model::Errors& errors) {
   std::cerr << headline << "\n";
-  for (const auto& e : errors) {
-    std::cerr << "  " << (e.pointer.empty() ? "/" : e.pointer) << ": " << e.message << "\n";
-  }
+  print_error_list(std::cerr, errors);
 }
 
 }  // namespace
@@ -72,19 +70,10 @@ int render(const std::vector<std::string>& args) {
     }
   }
 
-  std::string text;
-  if (file == "-") {
-    text.assign(std::istreambuf_iterator<char>(std::cin), {});
-  } else {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) {
-      std::cerr << "knflow render: cannot read " << file << "\n";
-      return kExitUsage;
-    }
-    text.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  const auto format = file.ends_with(".json") ? model::Format::json : model::Format::yaml;
-  model::CheckResult checked = model::check_document(text, format);
+  const auto text = read_workflow_file(file, "render");
+  if (!text) return kExitUsage;
+  const auto format = workflow_file_format(file);
+  model::CheckResult checked = model::check_document(*text, format);
   if (!checked.report.ok() || !checked.workflow) {
     const std::size_t n = checked.report.errors.size();
     print_errors(file + ": " + std::to_string(n) + (n == 1 ? " error" : " errors"),

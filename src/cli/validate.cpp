@@ -61,20 +61,10 @@ int validate(const std::vector<std::string>& args) {
     return kExitUsage;
   }
 
-  std::string text;
-  if (file == "-") {
-    text.assign(std::istreambuf_iterator<char>(std::cin), {});
-  } else {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) {
-      std::cerr << "knflow validate: cannot read " << file << "\n";
-      return kExitUsage;
-    }
-    text.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  // JSON files by name; everything else as YAML, which also reads most JSON.
-  const auto format = file.ends_with(".json") ? model::Format::json : model::Format::yaml;
-  const auto result = model::check_document(text, format);
+  const auto text = read_workflow_file(file, "validate");
+  if (!text) return kExitUsage;
+  const auto format = workflow_file_format(file);
+  const auto result = model::check_document(*text, format);
   const auto& report = result.report;
 
   if (output == "json") {
@@ -97,9 +87,7 @@ int validate(const std::vector<std::string>& args) {
   } else {
     std::cout << file << ": " << report.errors.size()
               << (report.errors.size() == 1 ? " error\n" : " errors\n");
-    for (const auto& e : report.errors) {
-      std::cout << "  " << (e.pointer.empty() ? "/" : e.pointer) << ": " << e.message << "\n";
-    }
+    print_error_list(std::cout, report.errors);
   }
   std::cout << "modes:\n";
   print_mode(std::cout, "standalone", report.standalone);
