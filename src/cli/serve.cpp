@@ -476,17 +476,17 @@ int serve(const std::vector<std::string>& args) {
   std::unique_ptr<store::Db> db;  // writer strand only
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
 
-  // Cluster mode: the controller (releasing its Lease), then the mirror's watch, then the client.
+  // Cluster mode: the controller (releasing its Lease), then the client, then the mirror's watch.
   std::function<void(std::function<void()>)> stop_cluster = [&](std::function<void()> next) {
     if (!cluster) {
       next();
       return;
     }
+    // The client is shut down before the mirror is told to stop, so that a LIST in flight ends
+    // at once instead of at its request deadline.
     reconciler->stop([&, next] {
-      mirror->stop([&, next] {
-        kube_client->shutdown();
-        asio::post(api.writer(), next);
-      });
+      kube_client->shutdown();
+      mirror->stop([&, next] { asio::post(api.writer(), next); });
     });
   };
 
