@@ -440,6 +440,7 @@ int serve(const std::vector<std::string>& args) {
     ms.type = controller::workflow_resource();
     ms.ns = cs.watch_namespace;
     ms.name = "workflow-mirror";
+    ms.transform = kube::without_managed_fields;
     mirror = std::make_unique<kube::Informer>(*kube_client, ms);
   }
   http::Router router;

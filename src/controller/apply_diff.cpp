@@ -1,8 +1,16 @@
 #include "knflow/controller/apply_diff.hpp"
 
-#include <boost/json/parse.hpp>
+#include "knflow/render/render.hpp"
 
+#include <openssl/evp.h>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <stdexcept>
+#include <vector>
 
 namespace knflow::controller {
 namespace {
@@ -27,73 +35,13 @@ bool numbers_equal(const json::value& a, const json::value& b) {
   return as_double(a) == as_double(b);
 }
 
-// The element of `list` that `key` names: `k:{"name":"x"}` matches objects with those fields.
-const json::value* find_keyed(const json::array& list, const json::object& key) {
-  for (const auto& element : list) {
-    if (!element.is_object()) continue;
-    const auto& o = element.get_object();
-    bool match = true;
-    for (const auto& kv : key) {
-      auto it = o.find(kv.key());
-      if (it == o.end() || !json_equal(it->value(), kv.value())) {
-        match = false;
-        break;
-      }
-    }
-    if (match) return &element;
+// Whether a list element has the key fields a `k:{"name":"x"}` entry names.
+bool matches_keys(const json::object& element, const json::object& key) {
+  for (const auto& kv : key) {
+    auto it = element.find(kv.key());
+    if (it == element.end() || !json_equal(it->value(), kv.value())) return false;
   }
-  return nullptr;
-}
-
-// The child of `desired` that one fieldsV1 entry names, or nullptr when desired has none.
-const json::value* child_of(std::string_view entry, const json::value& desired, bool& known) {
-  known = true;
-  if (entry.size() < 2 || entry[1] != ':') {
-    known = false;
-    return nullptr;
-  }
-  const char prefix = entry[0];
-  const std::string_view rest = entry.substr(2);
-  if (prefix == 'f') {
-    if (!desired.is_object()) return nullptr;
-    auto it = desired.get_object().find(rest);
-    if (it == desired.get_object().end() || it->value().is_null()) return nullptr;
-    return &it->value();
-  }
-  if (!desired.is_array()) return nullptr;
-  const auto& list = desired.get_array();
-  if (prefix == 'i') {
-    std::size_t index = 0;
-    for (char c : rest) {
-      if (c < '0' || c > '9') {
-        known = false;
-        return nullptr;
-      }
-      index = index * 10 + static_cast<std::size_t>(c - '0');
-    }
-    return index < list.size() ? &list[index] : nullptr;
-  }
-  boost::system::error_code ec;
-  json::value parsed = json::parse(rest, ec);
-  if (ec) {
-    known = false;
-    return nullptr;
-  }
-  if (prefix == 'k') {
-    if (!parsed.is_object()) {
-      known = false;
-      return nullptr;
-    }
-    return find_keyed(list, parsed.get_object());
-  }
-  if (prefix == 'v') {
-    for (const auto& element : list) {
-      if (json_equal(element, parsed)) return &element;
-    }
-    return nullptr;
-  }
-  known = false;
-  return nullptr;
+  return true;
 }
 
 }  // namespace
@@ -126,54 +74,158 @@ bool json_equal(const json::value& a, const json::value& b) {
   }
 }
 
-bool json_subset(const json::value& desired, const json::value& observed) {
-  if (desired.is_object()) {
-    if (!observed.is_object()) return false;
-    const auto& o = observed.get_object();
-    for (const auto& kv : desired.get_object()) {
-      auto it = o.find(kv.key());
-      if (kv.value().is_null()) {
-        if (it != o.end() && !it->value().is_null()) return false;
-        continue;
+namespace {
+
+const json::object* object_member(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  return it != o.end() && it->value().is_object() ? &it->value().get_object() : nullptr;
+}
+
+void write_number(std::string& out, const json::value& v) {
+  if (v.is_int64()) {
+    out += std::to_string(v.get_int64());
+  } else if (v.is_uint64()) {
+    out += std::to_string(v.get_uint64());
+  } else {
+    const double d = v.get_double();
+    if (std::isfinite(d) && std::trunc(d) == d && std::fabs(d) < 9.2e18) {
+      out += std::to_string(static_cast<std::int64_t>(d));
+    } else {
+      out += json::serialize(v);
+    }
+  }
+}
+
+// Appends the canonical form of `v`; false (and nothing appended) when `v` is left out of an
+// enclosing object: null, or an object or array that is empty once its own members are left out.
+bool write_canonical(std::string& out, const json::value& v, bool in_object) {
+  switch (v.kind()) {
+    case json::kind::null:
+      if (in_object) return false;
+      out += "null";
+      return true;
+    case json::kind::object: {
+      const auto& o = v.get_object();
+      std::vector<const json::key_value_pair*> members;
+      members.reserve(o.size());
+      for (const auto& kv : o) members.push_back(&kv);
+      std::sort(members.begin(), members.end(),
+                [](const auto* x, const auto* y) { return x->key() < y->key(); });
+      const std::size_t mark = out.size();
+      out += '{';
+      bool any = false;
+      for (const auto* kv : members) {
+        const std::size_t before = out.size();
+        if (any) out += ',';
+        out += json::serialize(json::string(kv->key()));
+        out += ':';
+        if (write_canonical(out, kv->value(), true)) {
+          any = true;
+        } else {
+          out.resize(before);
+        }
       }
-      if (it == o.end() || !json_subset(kv.value(), it->value())) return false;
+      if (!any && in_object) {
+        out.resize(mark);
+        return false;
+      }
+      out += '}';
+      return true;
     }
-    return true;
-  }
-  if (desired.is_array()) {
-    if (!observed.is_array()) return false;
-    const auto& d = desired.get_array();
-    const auto& o = observed.get_array();
-    if (d.size() != o.size()) return false;
-    for (std::size_t i = 0; i < d.size(); ++i) {
-      if (!json_subset(d[i], o[i])) return false;
+    case json::kind::array: {
+      const auto& a = v.get_array();
+      if (a.empty() && in_object) return false;
+      out += '[';
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        if (i > 0) out += ',';
+        write_canonical(out, a[i], false);
+      }
+      out += ']';
+      return true;
     }
-    return true;
+    case json::kind::string:
+      out += json::serialize(v);
+      return true;
+    case json::kind::bool_:
+      out += v.get_bool() ? "true" : "false";
+      return true;
+    default:
+      write_number(out, v);
+      return true;
   }
-  return json_equal(desired, observed);
 }
 
-bool fields_covered(const json::object& fields_v1, const json::value& desired) {
-  for (const auto& kv : fields_v1) {
-    const std::string_view entry = kv.key();
-    if (entry == ".") continue;  // the element itself: found already, or we would not be here
-    bool known = true;
-    const json::value* child = child_of(entry, desired, known);
-    if (!known || child == nullptr) return false;
-    if (kv.value().is_object() && !kv.value().get_object().empty()) {
-      if (!fields_covered(kv.value().get_object(), *child)) return false;
-    }
+std::uint64_t digest_of(const json::value& value) {
+  const std::string text = canonical_json(value);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(text.data(), text.size(), md, &length, EVP_sha256(), nullptr) != 1 || length < 8) {
+    throw std::runtime_error("SHA-256 failed");
   }
-  return true;
+  std::uint64_t d = 0;
+  for (int i = 0; i < 8; ++i) d = (d << 8) | md[i];
+  return d;
 }
 
-bool needs_apply(const json::object& desired, const json::object& observed,
-                 std::string_view manager) {
-  if (!json_subset(desired, observed)) return true;
-  auto meta = observed.find("metadata");
-  if (meta == observed.end() || !meta->value().is_object()) return false;
-  auto managed = meta->value().get_object().find("managedFields");
-  if (managed == meta->value().get_object().end() || !managed->value().is_array()) return false;
+// Whether one fieldsV1 entry of a list (`k:{...}`, `v:...`, `i:N`) names `element`.
+bool names_element(std::string_view entry, const json::value& element, std::size_t index) {
+  if (entry.size() < 2 || entry[1] != ':') return false;
+  const std::string_view rest = entry.substr(2);
+  if (entry[0] == 'i') {
+    std::size_t n = 0;
+    for (char c : rest) {
+      if (c < '0' || c > '9') return false;
+      n = n * 10 + static_cast<std::size_t>(c - '0');
+    }
+    return !rest.empty() && n == index;
+  }
+  if (entry[0] != 'k' && entry[0] != 'v') return false;
+  boost::system::error_code ec;
+  const json::value parsed = json::parse(rest, ec);
+  if (ec) return false;
+  if (entry[0] == 'v') return json_equal(element, parsed);
+  if (!parsed.is_object() || !element.is_object()) return false;
+  return matches_keys(element.get_object(), parsed.get_object());
+}
+
+// The part of `observed` that a fieldsV1 node with members lists, with observed's values. A
+// member without members of its own (`{}`) owns its whole value.
+json::value project(const json::object& fields, const json::value& observed) {
+  if (observed.is_object()) {
+    const auto& o = observed.get_object();
+    json::object out;
+    for (const auto& kv : fields) {
+      const std::string_view entry = kv.key();
+      if (!entry.starts_with("f:")) continue;  // "." or a list entry on an object: nothing to take
+      auto it = o.find(entry.substr(2));
+      if (it == o.end()) continue;
+      const bool whole = !kv.value().is_object() || kv.value().get_object().empty();
+      out[entry.substr(2)] = whole ? it->value() : project(kv.value().get_object(), it->value());
+    }
+    return out;
+  }
+  if (observed.is_array()) {
+    const auto& a = observed.get_array();
+    json::array out;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      for (const auto& kv : fields) {
+        if (kv.key() == "." || !names_element(kv.key(), a[i], i)) continue;
+        const bool whole = !kv.value().is_object() || kv.value().get_object().empty();
+        out.push_back(whole ? a[i] : project(kv.value().get_object(), a[i]));
+        break;
+      }
+    }
+    return out;
+  }
+  return observed;
+}
+
+// The fieldsV1 of `manager`'s Apply entry, or nullptr.
+const json::object* applied_fields(const json::object& observed, std::string_view manager) {
+  const json::object* meta = object_member(observed, "metadata");
+  if (meta == nullptr) return nullptr;
+  auto managed = meta->find("managedFields");
+  if (managed == meta->end() || !managed->value().is_array()) return nullptr;
   for (const auto& entry : managed->value().get_array()) {
     if (!entry.is_object()) continue;
     const auto& e = entry.get_object();
@@ -183,24 +235,141 @@ bool needs_apply(const json::object& desired, const json::object& observed,
     if (op == e.end() || !op->value().is_string() || op->value().get_string() != "Apply") continue;
     if (auto sub = e.find("subresource");
         sub != e.end() && sub->value().is_string() && !sub->value().get_string().empty()) {
-      continue;  // our status writes, if any, are not the object's fields
+      continue;  // a status written through the subresource is not the object's fields
     }
-    auto fields = e.find("fieldsV1");
-    if (fields == e.end() || !fields->value().is_object()) continue;
-    // The top level is always `f:` entries: look them up in `desired` without copying it.
-    for (const auto& kv : fields->value().get_object()) {
-      const std::string_view key = kv.key();
-      if (key == ".") continue;
-      if (!key.starts_with("f:")) return true;
-      auto child = desired.find(key.substr(2));
-      if (child == desired.end() || child->value().is_null()) return true;
-      if (kv.value().is_object() && !kv.value().get_object().empty() &&
-          !fields_covered(kv.value().get_object(), child->value())) {
-        return true;
-      }
-    }
+    if (const json::object* fields = object_member(e, "fieldsV1")) return fields;
   }
-  return false;
+  return nullptr;
+}
+
+std::string hex(std::uint64_t d) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, d >>= 4) out[static_cast<std::size_t>(i)] = kDigits[d & 0xf];
+  return out;
+}
+
+void copy_member(const json::object& from, json::object& to, std::string_view key) {
+  if (auto it = from.find(key); it != from.end()) to[key] = it->value();
+}
+
+}  // namespace
+
+std::string canonical_json(const json::value& value) {
+  std::string out;
+  write_canonical(out, value, false);
+  return out;
+}
+
+std::uint64_t desired_digest(const json::object& desired) {
+  json::object fields = desired;
+  fields.erase("apiVersion");
+  fields.erase("kind");
+  if (auto meta = fields.find("metadata"); meta != fields.end() && meta->value().is_object()) {
+    meta->value().get_object().erase("name");
+    meta->value().get_object().erase("namespace");
+  }
+  return digest_of(fields);
+}
+
+std::optional<std::uint64_t> applied_digest(const json::object& observed,
+                                            std::string_view manager) {
+  const json::object* fields = applied_fields(observed, manager);
+  if (fields == nullptr) return std::nullopt;
+  return digest_of(project(*fields, observed));
+}
+
+json::object child_summary(json::object observed, std::string_view manager) {
+  json::object out;
+  if (const json::object* meta = object_member(observed, "metadata")) {
+    json::object m;
+    for (const char* key :
+         {"name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp"}) {
+      copy_member(*meta, m, key);
+    }
+    if (const json::object* labels = object_member(*meta, "labels")) {
+      json::object kept;
+      for (const auto& kv : *labels) {
+        const std::string_view key = kv.key();
+        if (key == render::kWorkflowLabel) {
+          kept[key] = kv.value();
+        }
+      }
+      if (!kept.empty()) m["labels"] = std::move(kept);
+    }
+    out["metadata"] = std::move(m);
+  }
+  if (const json::object* status = object_member(observed, "status")) {
+    json::object s;
+    copy_member(*status, s, "observedGeneration");
+    copy_member(*status, s, "url");
+    if (const json::object* address = object_member(*status, "address")) {
+      json::object a;
+      copy_member(*address, a, "url");
+      s["address"] = std::move(a);
+    }
+    if (auto conditions = status->find("conditions");
+        conditions != status->end() && conditions->value().is_array()) {
+      json::array kept;
+      for (const auto& c : conditions->value().get_array()) {
+        if (!c.is_object()) continue;
+        auto type = c.get_object().find("type");
+        if (type == c.get_object().end() || type->value() != "Ready") continue;
+        json::object ready;
+        for (const char* key : {"type", "status", "reason", "message"}) {
+          copy_member(c.get_object(), ready, key);
+        }
+        kept.push_back(std::move(ready));
+      }
+      s["conditions"] = std::move(kept);
+    }
+    out["status"] = std::move(s);
+  }
+  if (auto digest = applied_digest(observed, manager)) out[kAppliedDigestMember] = hex(*digest);
+  return out;
+}
+
+std::optional<std::uint64_t> summary_digest(const json::object& summary) {
+  auto it = summary.find(kAppliedDigestMember);
+  if (it == summary.end() || !it->value().is_string()) return std::nullopt;
+  const auto& text = it->value().get_string();
+  if (text.size() != 16) return std::nullopt;
+  std::uint64_t d = 0;
+  for (char c : text) {
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return std::nullopt;
+    d = (d << 4) | static_cast<std::uint64_t>(v);
+  }
+  return d;
+}
+
+bool AppliedMemo::is_applied(const std::string& key, std::uint64_t want,
+                             std::optional<std::uint64_t> have) const {
+  if (!have) return false;
+  if (*have == want) return true;
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(key);
+  return it != entries_.end() && it->second.desired == want && it->second.kept == *have;
+}
+
+void AppliedMemo::remember(const std::string& key, std::uint64_t want,
+                           std::optional<std::uint64_t> have) {
+  std::lock_guard lock(mutex_);
+  if (!have || *have == want) {
+    entries_.erase(key);
+  } else {
+    entries_[key] = Entry{want, *have};
+  }
+}
+
+void AppliedMemo::forget(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  entries_.erase(key);
+}
+
+std::size_t AppliedMemo::size() const {
+  std::lock_guard lock(mutex_);
+  return entries_.size();
 }
 
 }  // namespace knflow::controller

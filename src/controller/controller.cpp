@@ -97,7 +97,8 @@ bool retryable(const kube::Error& e) {
 
 const char* write_result(const kube::Error& e) { return e.is_conflict() ? "conflict" : "error"; }
 
-// What a Workflow's generation renders to; cached per (uid, generation).
+// What a Workflow's generation renders to. Made on every reconcile (not cached: the rendered
+// objects of a Workflow take several times its own size, and the cache is what bounds memory).
 struct Plan {
   std::string uid;
   std::int64_t generation = 0;
@@ -187,8 +188,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
   // resourceVersion that fails with 409).
   struct OwnWrite {
     std::string based_on;    // resourceVersion of the copy the write was decided on ("" none)
-    json::object desired;    // what we applied, or the status we wrote
-    kube::ObjectPtr result;  // the server's answer; null after a delete
+    kube::ObjectPtr result;  // the server's answer as the informer would cache it; null: deleted
   };
   std::mutex own_mutex;
   std::unordered_map<std::string, OwnWrite> own_writes;
@@ -223,9 +223,8 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     return it->second;
   }
 
-  // Rendered plans by Workflow key.
-  std::mutex plan_mutex;
-  std::unordered_map<std::string, std::shared_ptr<const Plan>> plans;
+  // Objects the server changed inside fields we own (see AppliedMemo), by write key.
+  AppliedMemo applied_memo;
 
   // The queue of the current term (null while not leading).
   mutable std::mutex queue_mutex;
@@ -298,21 +297,18 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     return {it->second.begin(), it->second.end()};
   }
 
-  void forget_plan(const std::string& key) {
-    std::lock_guard lock(plan_mutex);
-    plans.erase(key);
-  }
-
-  void workflow_event(const json::object& wf, bool deleted) {
+  void workflow_event(const json::object& wf) {
     const std::string key = kube::object_key(wf);
     own_forget(status_write_key(key));
-    if (deleted) forget_plan(key);
     enqueue(key);
   }
 
-  void owned_event(std::size_t kind, const json::object& object) {
+  void owned_event(std::size_t kind, const json::object& object, bool deleted = false) {
     const auto& meta = metadata_of(object);
-    own_forget(object_write_key(kind, string_at(meta, "namespace"), string_at(meta, "name")));
+    const std::string k =
+        object_write_key(kind, string_at(meta, "namespace"), string_at(meta, "name"));
+    own_forget(k);
+    if (deleted) applied_memo.forget(k);
   }
 
   void build_informers() {
@@ -321,17 +317,18 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     ws.ns = settings.watch_namespace;
     ws.reflector = settings.reflector;
     ws.name = "workflows";
+    ws.transform = kube::without_managed_fields;
     workflows = std::make_unique<kube::Informer>(client, ws);
     std::weak_ptr<Impl> weak = weak_from_this();
     kube::EventHandlers wh;
     wh.on_add = [weak](const kube::ObjectPtr& o) {
-      if (auto self = weak.lock()) self->workflow_event(*o, false);
+      if (auto self = weak.lock()) self->workflow_event(*o);
     };
     wh.on_update = [weak](const kube::ObjectPtr&, const kube::ObjectPtr& o) {
-      if (auto self = weak.lock()) self->workflow_event(*o, false);
+      if (auto self = weak.lock()) self->workflow_event(*o);
     };
     wh.on_delete = [weak](const kube::ObjectPtr& o, bool) {
-      if (auto self = weak.lock()) self->workflow_event(*o, true);
+      if (auto self = weak.lock()) self->workflow_event(*o);
     };
     workflows->add_handlers(std::move(wh));
 
@@ -345,6 +342,9 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       s.label_selector = selector;
       s.reflector = settings.reflector;
       s.name = o.type.resource;
+      s.transform = [manager = settings.field_manager](json::object object) {
+        return child_summary(std::move(object), manager);
+      };
       o.informer = std::make_unique<kube::Informer>(client, s);
       const std::size_t index_of_kind = owned.size();
       kube::EventHandlers h;
@@ -370,7 +370,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       };
       h.on_delete = [weak, index_of_kind](const kube::ObjectPtr& obj, bool) {
         if (auto self = weak.lock()) {
-          self->owned_event(index_of_kind, *obj);
+          self->owned_event(index_of_kind, *obj, true);
           self->index_remove(index_of_kind, *obj);
           self->enqueue(owner_key(*obj));
         }
@@ -465,7 +465,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       synced = co_await o.informer->wait_synced();
     }
     if (!synced || self->term.load() != t) co_return;
-    for (const auto& wf : self->workflows->list()) q->add(kube::object_key(*wf));
+    for (const auto& key : self->workflows->keys()) q->add(key);
     log::info("Started reconciling", {{"workers", std::to_string(self->settings.workers)},
                                       {"workflows", std::to_string(self->workflows->size())}});
     for (std::size_t i = 0; i < self->settings.workers; ++i) {
@@ -483,7 +483,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       timer->expires_after(self->settings.resync);
       co_await timer->async_wait(use_tuple);
       if (self->term.load() != t) break;
-      for (const auto& wf : self->workflows->list()) q->add(kube::object_key(*wf));
+      for (const auto& key : self->workflows->keys()) q->add(key);
     }
   }
 
@@ -515,20 +515,11 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
 
   // ---- reconcile
 
-  std::shared_ptr<const Plan> plan_for(const std::string& key, const json::object& wf) {
+  std::unique_ptr<const Plan> plan_for(const json::object& wf) {
     const auto& meta = metadata_of(wf);
-    const std::string uid = string_at(meta, "uid");
-    const std::int64_t generation = int_at(meta, "generation");
-    {
-      std::lock_guard lock(plan_mutex);
-      auto it = plans.find(key);
-      if (it != plans.end() && it->second->uid == uid && it->second->generation == generation) {
-        return it->second;
-      }
-    }
-    auto plan = std::make_shared<Plan>();
-    plan->uid = uid;
-    plan->generation = generation;
+    auto plan = std::make_unique<Plan>();
+    plan->uid = string_at(meta, "uid");
+    plan->generation = int_at(meta, "generation");
     const std::string name = string_at(meta, "name");
     plan->entry_sequence = name;
     model::CheckResult checked = model::check_value(json::value(model_view(wf)));
@@ -574,10 +565,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
         }
       }
     }
-    std::shared_ptr<const Plan> out = plan;
-    std::lock_guard lock(plan_mutex);
-    plans[key] = out;
-    return out;
+    return plan;
   }
 
   asio::awaitable<Outcome> reconcile(std::string key, std::uint64_t t) {
@@ -585,14 +573,13 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     if (!wf) {
       // Gone: its Knative objects carry a controller ownerReference to it, so the garbage
       // collector deletes them; nothing to do here.
-      forget_plan(key);
       co_return Outcome::success;
     }
     const auto& meta = metadata_of(*wf);
     if (meta.contains("deletionTimestamp")) co_return Outcome::success;
     const std::string ns = string_at(meta, "namespace");
     const std::string name = string_at(meta, "name");
-    auto plan = plan_for(key, *wf);
+    auto plan = plan_for(*wf);
 
     StatusInput input;
     input.generation = plan->generation;
@@ -611,10 +598,11 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
         const std::string object_name = string_at(metadata_of(object), "name");
         desired.emplace(plan->kinds[i], object_name);
         const std::string write_key = object_write_key(plan->kinds[i], ns, object_name);
+        const std::uint64_t want = desired_digest(object);
         kube::ObjectPtr current = o.informer->get(ns, object_name);
         const std::string observed_rv = current ? kube::resource_version_of(*current) : "";
         if (auto mine = own_pending(write_key, observed_rv)) current = mine->result;
-        if (!current || needs_apply(object, *current, settings.field_manager)) {
+        if (!current || !applied_memo.is_applied(write_key, want, summary_digest(*current))) {
           if (!may_write(t)) co_return Outcome::abandoned;
           auto applied = co_await client.apply(o.type, object, apply_options);
           if (!applied) {
@@ -632,8 +620,10 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           record_write("apply", "ok");
           log::info(current ? "Updated" : "Created",
                     {{"kind", o.type.kind}, {"name", object_name}, {"namespace", ns}});
-          current = std::make_shared<const json::object>(std::move(*applied));
-          own_write(write_key, OwnWrite{observed_rv, object, current});
+          current = std::make_shared<const json::object>(
+              child_summary(std::move(*applied), settings.field_manager));
+          applied_memo.remember(write_key, want, summary_digest(*current));
+          own_write(write_key, OwnWrite{observed_rv, current});
         }
         input.children.push_back({o.type.kind, object_name, current});
       }
@@ -667,7 +657,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
             break;
           }
           record_write("prune", "ok");
-          own_write(write_key, OwnWrite{observed_rv, {}, nullptr});
+          own_write(write_key, OwnWrite{observed_rv, nullptr});
           log::info("Pruned", {{"kind", o.type.kind}, {"name", object_name}, {"namespace", ns}});
         }
       }
@@ -712,8 +702,8 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       log::warn("Failed to write status", {{"workflow", key}, {"error", e.message}});
       co_return retryable(e) ? Outcome::retry : Outcome::failed;
     }
-    own_write(status_key, OwnWrite{wf_rv, status_object,
-                                   std::make_shared<const json::object>(std::move(*written))});
+    own_write(status_key, OwnWrite{wf_rv, std::make_shared<const json::object>(
+                                              kube::without_managed_fields(std::move(*written)))});
     record_write("status", "ok");
     const model::Condition& ready = status.conditions.back();
     log::info("Updated status", {{"workflow", key},

@@ -31,7 +31,11 @@ std::chrono::milliseconds since(Clock::time_point start) {
 
 struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
   Impl(Client& c, InformerSettings s, Strand st)
-      : client(c), settings(std::move(s)), strand(std::move(st)), timer(strand) {
+      : client(c),
+        settings(std::move(s)),
+        strand(std::move(st)),
+        store(settings.transform),
+        timer(strand) {
     if (settings.name.empty()) settings.name = settings.type.resource;
   }
 
@@ -318,6 +322,8 @@ ObjectPtr Informer::get(std::string_view ns, std::string_view name) const {
 ObjectPtr Informer::get(std::string_view key) const { return impl_->store.get(key); }
 
 std::vector<ObjectPtr> Informer::list() const { return impl_->store.list(); }
+
+std::vector<std::string> Informer::keys() const { return impl_->store.keys(); }
 
 std::size_t Informer::size() const { return impl_->store.size(); }
 

@@ -1,5 +1,8 @@
 #include "knflow/kube/reflector.hpp"
 
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
 #include <algorithm>
 #include <cmath>
 
@@ -97,23 +100,44 @@ std::string object_key(const json::object& object) {
   return ns.empty() ? name : ns + "/" + name;
 }
 
+json::object without_managed_fields(json::object object) {
+  if (auto meta = object.find("metadata"); meta != object.end() && meta->value().is_object()) {
+    meta->value().get_object().erase("managedFields");
+  }
+  return object;
+}
+
+Store::Store(Transform transform) : transform_(std::move(transform)) {}
+
+json::object Store::transformed(json::object object) const {
+  return transform_ ? transform_(std::move(object)) : std::move(object);
+}
+
+ObjectPtr Store::parsed(const Entry& entry) {
+  // The text was serialized from an object: it parses back into one.
+  return std::make_shared<const json::object>(json::parse(entry.json).as_object());
+}
+
 std::vector<Delta> Store::replace(std::vector<json::object> items) {
   std::vector<Delta> deltas;
-  std::map<std::string, ObjectPtr, std::less<>> next;
+  std::map<std::string, Entry, std::less<>> next;
   std::lock_guard lock(mutex_);
   for (auto& item : items) {
     auto key = object_key(item);
-    auto object = std::make_shared<const json::object>(std::move(item));
+    auto object = std::make_shared<const json::object>(transformed(std::move(item)));
+    Entry entry{resource_version_of(*object), json::serialize(*object)};
     auto old = objects_.find(key);
     if (old == objects_.end()) {
       deltas.push_back({Delta::Type::added, nullptr, object, false});
-    } else if (resource_version_of(*old->second) != resource_version_of(*object)) {
-      deltas.push_back({Delta::Type::updated, old->second, object, false});
+    } else if (old->second.resource_version != entry.resource_version) {
+      deltas.push_back({Delta::Type::updated, parsed(old->second), object, false});
     }
-    next[std::move(key)] = std::move(object);
+    next[std::move(key)] = std::move(entry);
   }
-  for (auto& [key, object] : objects_) {
-    if (!next.contains(key)) deltas.push_back({Delta::Type::deleted, object, object, true});
+  for (auto& [key, entry] : objects_) {
+    if (next.contains(key)) continue;
+    auto object = parsed(entry);
+    deltas.push_back({Delta::Type::deleted, object, object, true});
   }
   objects_ = std::move(next);
   return deltas;
@@ -122,37 +146,46 @@ std::vector<Delta> Store::replace(std::vector<json::object> items) {
 std::optional<Delta> Store::apply(WatchEvent event) {
   if (event.type == EventType::bookmark || event.type == EventType::error) return std::nullopt;
   auto key = object_key(event.object);
-  auto object = std::make_shared<const json::object>(std::move(event.object));
+  auto object = std::make_shared<const json::object>(transformed(std::move(event.object)));
   std::lock_guard lock(mutex_);
   auto old = objects_.find(key);
   if (event.type == EventType::deleted) {
     ObjectPtr before;
     if (old != objects_.end()) {
-      before = old->second;
+      before = parsed(old->second);
       objects_.erase(old);
     }
     return Delta{Delta::Type::deleted, before, object, false};
   }
+  Entry entry{resource_version_of(*object), json::serialize(*object)};
   if (old == objects_.end()) {
-    objects_.emplace(std::move(key), object);
+    objects_.emplace(std::move(key), std::move(entry));
     return Delta{Delta::Type::added, nullptr, object, false};
   }
-  auto before = old->second;
-  old->second = object;
+  auto before = parsed(old->second);
+  old->second = std::move(entry);
   return Delta{Delta::Type::updated, before, object, false};
 }
 
 ObjectPtr Store::get(std::string_view key) const {
   std::lock_guard lock(mutex_);
   auto it = objects_.find(key);
-  return it == objects_.end() ? nullptr : it->second;
+  return it == objects_.end() ? nullptr : parsed(it->second);
 }
 
 std::vector<ObjectPtr> Store::list() const {
   std::lock_guard lock(mutex_);
   std::vector<ObjectPtr> out;
   out.reserve(objects_.size());
-  for (const auto& [key, object] : objects_) out.push_back(object);
+  for (const auto& [key, entry] : objects_) out.push_back(parsed(entry));
+  return out;
+}
+
+std::vector<std::string> Store::keys() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  out.reserve(objects_.size());
+  for (const auto& [key, entry] : objects_) out.push_back(key);
   return out;
 }
 

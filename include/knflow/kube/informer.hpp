@@ -25,6 +25,9 @@ struct InformerSettings {
   std::int64_t page_size = 500;  // LIST page size
   ReflectorSettings reflector;
   std::string name;  // for logs; empty: the resource name
+  // Applied to every object before it is cached and handed to handlers (see Transform); empty:
+  // objects are kept whole.
+  Transform transform;
 };
 
 // Called on the informer's strand, in the order the changes happened; they must not block (enqueue
@@ -74,10 +77,12 @@ class Informer {
   // Resumes when the informer has synced (true) or was stopped first (false). Any executor.
   boost::asio::awaitable<bool> wait_synced();
 
-  // Reads of the store, from any thread.
+  // Reads of the store, from any thread. Each object returned is a fresh parse of the cached
+  // text: list() parses every object; keys() is the cheap way to visit them all.
   ObjectPtr get(std::string_view ns, std::string_view name) const;
   ObjectPtr get(std::string_view key) const;
   std::vector<ObjectPtr> list() const;
+  std::vector<std::string> keys() const;  // "namespace/name", ordered
   std::size_t size() const;
 
   InformerStats stats() const;
