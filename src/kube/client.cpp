@@ -247,8 +247,25 @@ asio::awaitable<Result<ObjectList>> Client::list(ResourceType type, std::string 
   co_return co_await Impl::list_page(impl_, std::move(type), std::move(ns), std::move(options));
 }
 
+json::object without_managed_fields(json::object object) {
+  if (auto meta = object.find("metadata"); meta != object.end() && meta->value().is_object()) {
+    meta->value().get_object().erase("managedFields");
+  }
+  return object;
+}
+
 asio::awaitable<Result<ObjectList>> Client::list_all(ResourceType type, std::string ns,
                                                      ListOptions options) {
+  Transform none;
+  co_return co_await list_all(std::move(type), std::move(ns), std::move(options), std::move(none));
+}
+
+asio::awaitable<Result<ObjectList>> Client::list_all(ResourceType type, std::string ns,
+                                                     ListOptions options, Transform transform) {
+  auto transformed = [&transform](ObjectList& list) {
+    if (!transform) return;
+    for (auto& item : list.items) item = transform(std::move(item));
+  };
   if (!type.namespaced) ns.clear();
   if (options.limit <= 0) options.limit = kDefaultPageSize;
   options.continue_token.clear();
@@ -261,11 +278,14 @@ asio::awaitable<Result<ObjectList>> Client::list_all(ResourceType type, std::str
         // as client-go's pager does.
         options.limit = 0;
         options.continue_token.clear();
-        co_return co_await Impl::list_page(impl_, type, ns, options);
+        auto everything = co_await Impl::list_page(impl_, type, ns, options);
+        if (everything) transformed(*everything);
+        co_return everything;
       }
       co_return page.error();
     }
     if (first) all.resource_version = page->resource_version;
+    transformed(*page);
     for (auto& item : page->items) all.items.push_back(std::move(item));
     if (page->continue_token.empty()) co_return all;
     options.continue_token = std::move(page->continue_token);

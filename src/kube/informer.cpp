@@ -31,11 +31,7 @@ std::chrono::milliseconds since(Clock::time_point start) {
 
 struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
   Impl(Client& c, InformerSettings s, Strand st)
-      : client(c),
-        settings(std::move(s)),
-        strand(std::move(st)),
-        store(settings.transform),
-        timer(strand) {
+      : client(c), settings(std::move(s)), strand(std::move(st)), timer(strand) {
     if (settings.name.empty()) settings.name = settings.type.resource;
   }
 
@@ -126,7 +122,8 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
         options.label_selector = s.label_selector;
         options.field_selector = s.field_selector;
         options.limit = s.page_size;
-        auto listed = co_await self->client.list_all(s.type, s.ns, options);
+        Transform transform = s.transform;
+        auto listed = co_await self->client.list_all(s.type, s.ns, options, std::move(transform));
         if (self->stopped) break;
         if (!listed) {
           if (listed.error().kind == ErrorKind::cancelled) break;  // the client was shut down
@@ -200,6 +197,9 @@ struct Informer::Impl : std::enable_shared_from_this<Informer::Impl> {
           if (!rv.empty()) st.resource_version = rv;
         });
         logic.observed(std::move(rv));
+        if (s.transform && event.type != EventType::bookmark && event.type != EventType::error) {
+          event.object = s.transform(std::move(event.object));
+        }
         if (auto delta = self->store.apply(std::move(event))) self->deliver({*delta});
       }
       self->watch = nullptr;

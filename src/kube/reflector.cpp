@@ -100,19 +100,6 @@ std::string object_key(const json::object& object) {
   return ns.empty() ? name : ns + "/" + name;
 }
 
-json::object without_managed_fields(json::object object) {
-  if (auto meta = object.find("metadata"); meta != object.end() && meta->value().is_object()) {
-    meta->value().get_object().erase("managedFields");
-  }
-  return object;
-}
-
-Store::Store(Transform transform) : transform_(std::move(transform)) {}
-
-json::object Store::transformed(json::object object) const {
-  return transform_ ? transform_(std::move(object)) : std::move(object);
-}
-
 ObjectPtr Store::parsed(const Entry& entry) {
   // The text was serialized from an object: it parses back into one.
   return std::make_shared<const json::object>(json::parse(entry.json).as_object());
@@ -124,7 +111,7 @@ std::vector<Delta> Store::replace(std::vector<json::object> items) {
   std::lock_guard lock(mutex_);
   for (auto& item : items) {
     auto key = object_key(item);
-    auto object = std::make_shared<const json::object>(transformed(std::move(item)));
+    auto object = std::make_shared<const json::object>(std::move(item));
     Entry entry{resource_version_of(*object), json::serialize(*object)};
     auto old = objects_.find(key);
     if (old == objects_.end()) {
@@ -146,7 +133,7 @@ std::vector<Delta> Store::replace(std::vector<json::object> items) {
 std::optional<Delta> Store::apply(WatchEvent event) {
   if (event.type == EventType::bookmark || event.type == EventType::error) return std::nullopt;
   auto key = object_key(event.object);
-  auto object = std::make_shared<const json::object>(transformed(std::move(event.object)));
+  auto object = std::make_shared<const json::object>(std::move(event.object));
   std::lock_guard lock(mutex_);
   auto old = objects_.find(key);
   if (event.type == EventType::deleted) {

@@ -331,6 +331,25 @@ TEST_CASE("list_all walks every page and keeps the first page's resourceVersion"
     CHECK_FALSE(r.back().query.contains("limit"));
     CHECK_FALSE(r.back().query.contains("continue"));
   }
+
+  SECTION("a transform is applied to every object of every page, the fallback's too") {
+    int calls = 0;
+    knflow::kube::Transform transform = [&calls](json::object o) {
+      ++calls;
+      o["metadata"].as_object()["labels"] = json::object{{"seen", "yes"}};
+      return o;
+    };
+    auto some = run(ioc, client->list_all(resources::config_maps(), "ns", options, transform));
+    REQUIRE(some);
+    CHECK(calls == 5);
+    for (const auto& item : some->items)
+      CHECK(item.at("metadata").at("labels").at("seen") == "yes");
+    expire_once = true;
+    auto again = run(ioc, client->list_all(resources::config_maps(), "ns", options, transform));
+    REQUIRE(again);
+    CHECK(again->items.size() == 5);
+    CHECK(again->items[4].at("metadata").at("labels").at("seen") == "yes");
+  }
 }
 
 TEST_CASE("failures are values: Status, connection, timeout, shutdown", "[kube][client]") {

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,15 @@ struct ObjectList {
   std::string continue_token;              // metadata.continue: more pages follow when set
   std::optional<std::int64_t> remaining_item_count;
 };
+
+// Applied to every object as it arrives, as client-go's TransformFunc: it keeps what the consumer
+// reads and drops the rest, so that a cache stays small. An informer's transform must keep
+// metadata.name, metadata.namespace and metadata.resourceVersion.
+using Transform = std::function<boost::json::object(boost::json::object)>;
+
+// The object without metadata.managedFields, which no reader of a cache needs (often a third of
+// an object's size).
+boost::json::object without_managed_fields(boost::json::object object);
 
 enum class PatchType { merge, json, strategic_merge, apply };
 
@@ -82,6 +92,10 @@ class Client {
   // token expires half-way (410), lists again in one request, as client-go's pager does.
   boost::asio::awaitable<Result<ObjectList>> list_all(ResourceType type, std::string ns,
                                                       ListOptions options = ListOptions());
+  // The same, with `transform` applied to each page's objects as the page arrives, so that only
+  // one page is held whole at a time.
+  boost::asio::awaitable<Result<ObjectList>> list_all(ResourceType type, std::string ns,
+                                                      ListOptions options, Transform transform);
 
   // POST: creates `object` in `ns` (or in its metadata.namespace when `ns` is empty).
   boost::asio::awaitable<Result<boost::json::object>> create(ResourceType type, std::string ns,

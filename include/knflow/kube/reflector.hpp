@@ -11,7 +11,6 @@
 #include <boost/json/object.hpp>
 
 #include <chrono>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -117,15 +116,6 @@ using ObjectPtr = std::shared_ptr<const boost::json::object>;
 // MetaNamespaceKeyFunc.
 std::string object_key(const boost::json::object& object);
 
-// Applied to every object before it is stored and handed to event handlers, as client-go's
-// TransformFunc: it keeps what the consumer reads and drops the rest, so that the cache stays
-// small. It must keep metadata.name, metadata.namespace and metadata.resourceVersion.
-using Transform = std::function<boost::json::object(boost::json::object)>;
-
-// The object without metadata.managedFields, which no reader of a cache needs (often a third of
-// an object's size).
-boost::json::object without_managed_fields(boost::json::object object);
-
 // What a store change means for event handlers.
 struct Delta {
   enum class Type { added, updated, deleted };
@@ -135,13 +125,11 @@ struct Delta {
   bool final_state_unknown = false;  // deleted while no watch saw it (found missing by a relist)
 };
 
-// The informer's cache: objects by key, each kept as compact JSON text after the transform (a
-// parsed boost::json tree takes several times the memory of its text; readers get a fresh
-// parse). Written by its owner only (the informer's strand); read from any thread.
+// The informer's cache: objects by key, each kept as compact JSON text (a parsed boost::json
+// tree takes several times the memory of its text; readers get a fresh parse). Written by its
+// owner only (the informer's strand); read from any thread.
 class Store {
  public:
-  explicit Store(Transform transform = {});
-
   // A complete LIST replaces the contents: added for new keys, updated for keys whose
   // resourceVersion changed, deleted (final_state_unknown) for keys no longer listed.
   std::vector<Delta> replace(std::vector<boost::json::object> items);
@@ -161,10 +149,8 @@ class Store {
     std::string json;  // the transformed object, serialized
   };
 
-  boost::json::object transformed(boost::json::object object) const;
   static ObjectPtr parsed(const Entry& entry);
 
-  Transform transform_;
   mutable std::mutex mutex_;
   std::map<std::string, Entry, std::less<>> objects_;
 };
