@@ -27,6 +27,9 @@ int runs(const std::vector<std::string>& args);
 int controller(const std::vector<std::string>& args);  // internal: the cluster controller alone
 int version();
 
+// Allocator settings for the long-running commands (serve, controller), before anything else.
+void tune_allocator_for_daemon();
+
 // The text of a workflow file ("-": standard input); nullopt, after saying so on stderr as
 // `knflow <command>: cannot read FILE`, when it cannot be read.
 std::optional<std::string> read_workflow_file(const std::string& file, std::string_view command);

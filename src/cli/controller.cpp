@@ -35,6 +35,7 @@ std::chrono::milliseconds seconds_of(const po::variables_map& vm, const char* na
 }  // namespace
 
 int controller(const std::vector<std::string>& args) {
+  tune_allocator_for_daemon();
   po::options_description desc(
       "Usage: knflow controller [--kubeconfig FILE] [--context NAME] [options]\n\n"
       "Runs the cluster controller alone: watches Workflow custom resources and keeps their\n"

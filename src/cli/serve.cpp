@@ -284,6 +284,7 @@ bool apply_file(api::Api& api, const std::string& file) {
 }  // namespace
 
 int serve(const std::vector<std::string>& args) {
+  tune_allocator_for_daemon();
   const auto desc = serve_options();
   po::variables_map vm;
   try {

@@ -284,7 +284,7 @@ json::object child_summary(json::object observed, std::string_view manager) {
   if (const json::object* meta = object_member(observed, "metadata")) {
     json::object m;
     for (const char* key :
-         {"name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp"}) {
+         {"name", "namespace", "resourceVersion", "generation", "deletionTimestamp"}) {
       copy_member(*meta, m, key);
     }
     if (const json::object* labels = object_member(*meta, "labels")) {

@@ -191,10 +191,6 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
   std::unique_ptr<kube::Client> election_client;
   std::unique_ptr<LeaderElector> elector;
 
-  // Owned objects by Workflow key: (index into owned, name). Written by the informers' handlers.
-  std::mutex index_mutex;
-  std::unordered_map<std::string, std::set<std::pair<std::size_t, std::string>>> index;
-
   // Our own recent writes that the informers have not delivered yet ("read your own writes").
   // An entry holds while the informer's copy still has the resourceVersion the write was decided
   // on; any informer event for the object removes it. Without it, a reconcile that runs between
@@ -215,8 +211,15 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
   }
   static std::string status_write_key(std::string_view key) { return "s/" + std::string(key); }
 
-  void own_write(std::string k, OwnWrite w) {
+  // Remembers our write of `k` unless `informer` (holding the object under `object_key`) has
+  // moved past the copy the write was decided on: then its event came first, and remembering
+  // would keep the entry until the object's next event. Under own_mutex, which the handlers'
+  // own_forget takes after the store has changed, so an event cannot slip between the check and
+  // the insertion.
+  void own_write(std::string k, OwnWrite w, const kube::Informer& informer,
+                 std::string_view object_key) {
     std::lock_guard lock(own_mutex);
+    if (informer.resource_version(object_key).value_or("") != w.based_on) return;
     own_writes[std::move(k)] = std::move(w);
   }
 
@@ -287,7 +290,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     });
   }
 
-  // ---- informers and the owned-object index
+  // ---- informers and owned objects
 
   void enqueue(const std::string& key) {
     if (key.empty()) return;
@@ -299,28 +302,21 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     if (q) q->add(key);
   }
 
-  void index_add(std::size_t kind, const json::object& object) {
-    const std::string key = owner_key(object);
-    if (key.empty()) return;
-    std::lock_guard lock(index_mutex);
-    index[key].emplace(kind, string_at(metadata_of(object), "name"));
-  }
-
-  void index_remove(std::size_t kind, const json::object& object) {
-    const std::string key = owner_key(object);
-    if (key.empty()) return;
-    std::lock_guard lock(index_mutex);
-    auto it = index.find(key);
-    if (it == index.end()) return;
-    it->second.erase({kind, string_at(metadata_of(object), "name")});
-    if (it->second.empty()) index.erase(it);
-  }
-
+  // The cached objects the Workflow `key` ("namespace/name") owns: (index into owned, name).
+  // Render names every object "<name>" or "<name>-<suffix>", so they are among the cached keys
+  // with that prefix (no index to keep in memory); the knflow.dev/workflow label tells its own
+  // from those of a Workflow whose name merely starts the same.
   std::vector<std::pair<std::size_t, std::string>> owned_by(const std::string& key) {
-    std::lock_guard lock(index_mutex);
-    auto it = index.find(key);
-    if (it == index.end()) return {};
-    return {it->second.begin(), it->second.end()};
+    std::vector<std::pair<std::size_t, std::string>> out;
+    const std::size_t name_at = key.find('/') + 1;
+    for (std::size_t kind = 0; kind < owned.size(); ++kind) {
+      for (const auto& k : owned[kind].informer->keys_with_prefix(key)) {
+        if (k.size() > key.size() && k[key.size()] != '-') continue;
+        kube::ObjectPtr object = owned[kind].informer->get(k);
+        if (object && owner_key(*object) == key) out.emplace_back(kind, k.substr(name_at));
+      }
+    }
+    return out;
   }
 
   void workflow_event(const json::object& wf) {
@@ -382,7 +378,6 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       h.on_add = [weak, index_of_kind](const kube::ObjectPtr& obj) {
         if (auto self = weak.lock()) {
           self->owned_event(index_of_kind, *obj);
-          self->index_add(index_of_kind, *obj);
           self->enqueue(owner_key(*obj));
         }
       };
@@ -391,11 +386,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           self->owned_event(index_of_kind, *obj);
           const std::string before = owner_key(*old);
           const std::string now = owner_key(*obj);
-          if (before != now) {
-            self->index_remove(index_of_kind, *old);
-            self->enqueue(before);
-          }
-          self->index_add(index_of_kind, *obj);
+          if (before != now) self->enqueue(before);
           self->enqueue(now);
         }
       };
@@ -403,7 +394,6 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       h.on_delete = [weak, index_of_kind](const kube::ObjectPtr& obj, bool) {
         if (auto self = weak.lock()) {
           self->owned_event(index_of_kind, *obj, true);
-          self->index_remove(index_of_kind, *obj);
           self->enqueue(owner_key(*obj));
         }
       };
@@ -657,7 +647,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           current = std::make_shared<const json::object>(
               child_summary(std::move(*applied), settings.field_manager));
           applied_memo.remember(write_key, want, summary_digest(*current));
-          own_write(write_key, OwnWrite{observed_rv, current});
+          own_write(write_key, OwnWrite{observed_rv, current}, *o.informer, ns + "/" + object_name);
         }
         input.children.push_back({o.type.kind, object_name, current});
       }
@@ -675,7 +665,8 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           if (!may_write(t)) co_return Outcome::abandoned;
           kube::DeleteOptions options;
           options.propagation_policy = "Background";
-          options.precondition_uid = string_at(metadata_of(*current), "uid");
+          // Only the object as we saw it: a changed one (409) is looked at again.
+          options.precondition_resource_version = observed_rv;
           auto removed = co_await client.remove(o.type, ns, object_name, options);
           if (!removed && !removed.error().is_not_found()) {
             const auto& e = removed.error();
@@ -691,7 +682,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
             break;
           }
           record_write("prune", "ok");
-          own_write(write_key, OwnWrite{observed_rv, nullptr});
+          own_write(write_key, OwnWrite{observed_rv, nullptr}, *o.informer, ns + "/" + object_name);
           log::info("Pruned", {{"kind", o.type.kind}, {"name", object_name}, {"namespace", ns}});
         }
       }
@@ -736,8 +727,10 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       log::warn("Failed to write status", {{"workflow", key}, {"error", e.message}});
       co_return retryable(e) ? Outcome::retry : Outcome::failed;
     }
-    own_write(status_key, OwnWrite{wf_rv, std::make_shared<const json::object>(
-                                              kube::without_managed_fields(std::move(*written)))});
+    own_write(status_key,
+              OwnWrite{wf_rv, std::make_shared<const json::object>(
+                                  kube::without_managed_fields(std::move(*written)))},
+              *workflows, key);
     record_write("status", "ok");
     const model::Condition& ready = status.conditions.back();
     log::info("Updated status", {{"workflow", key},

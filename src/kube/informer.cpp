@@ -325,6 +325,14 @@ std::vector<ObjectPtr> Informer::list() const { return impl_->store.list(); }
 
 std::vector<std::string> Informer::keys() const { return impl_->store.keys(); }
 
+std::vector<std::string> Informer::keys_with_prefix(std::string_view prefix) const {
+  return impl_->store.keys_with_prefix(prefix);
+}
+
+std::optional<std::string> Informer::resource_version(std::string_view key) const {
+  return impl_->store.resource_version(key);
+}
+
 std::size_t Informer::size() const { return impl_->store.size(); }
 
 InformerStats Informer::stats() const {

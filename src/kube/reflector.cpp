@@ -5,6 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <utility>
 
 namespace knflow::kube {
 namespace {
@@ -100,33 +104,66 @@ std::string object_key(const json::object& object) {
   return ns.empty() ? name : ns + "/" + name;
 }
 
+Store::Entry::Entry(std::pmr::memory_resource* pool, std::string_view key, std::string_view rv,
+                    std::string_view text)
+    : pool_(pool),
+      data_(nullptr),
+      key_size_(static_cast<std::uint32_t>(key.size())),
+      rv_size_(static_cast<std::uint32_t>(rv.size())),
+      text_size_(static_cast<std::uint32_t>(text.size())) {
+  if (key.size() + rv.size() + text.size() > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::length_error("kube::Store: object too large to cache");
+  }
+  data_ = static_cast<char*>(pool_->allocate(size(), 1));
+  std::memcpy(data_, key.data(), key.size());
+  std::memcpy(data_ + key.size(), rv.data(), rv.size());
+  std::memcpy(data_ + key.size() + rv.size(), text.data(), text.size());
+}
+
+Store::Entry::Entry(Entry&& other) noexcept
+    : pool_(other.pool_),
+      data_(std::exchange(other.data_, nullptr)),
+      key_size_(other.key_size_),
+      rv_size_(other.rv_size_),
+      text_size_(other.text_size_) {}
+
+Store::Entry::~Entry() {
+  if (data_ != nullptr) pool_->deallocate(data_, size(), 1);
+}
+
 ObjectPtr Store::parsed(const Entry& entry) {
   // The text was serialized from an object: it parses back into one.
-  return std::make_shared<const json::object>(json::parse(entry.json).as_object());
+  return std::make_shared<const json::object>(json::parse(entry.text()).as_object());
+}
+
+void Store::put(Map& map, std::string_view key, const json::object& object) {
+  map.erase(key);  // the old key is a view into the old entry: it goes with it
+  Entry entry(&pool_, key, resource_version_of(object), json::serialize(object));
+  const std::string_view stored_key = entry.key();
+  map.emplace(stored_key, std::move(entry));
 }
 
 std::vector<Delta> Store::replace(std::vector<json::object> items) {
   std::vector<Delta> deltas;
-  std::map<std::string, Entry, std::less<>> next;
   std::lock_guard lock(mutex_);
+  Map next(&pool_);
   for (auto& item : items) {
     auto key = object_key(item);
     auto object = std::make_shared<const json::object>(std::move(item));
-    Entry entry{resource_version_of(*object), json::serialize(*object)};
     auto old = objects_.find(key);
     if (old == objects_.end()) {
       deltas.push_back({Delta::Type::added, nullptr, object, false});
-    } else if (old->second.resource_version != entry.resource_version) {
+    } else if (old->second.resource_version() != resource_version_of(*object)) {
       deltas.push_back({Delta::Type::updated, parsed(old->second), object, false});
     }
-    next[std::move(key)] = std::move(entry);
+    put(next, key, *object);
   }
   for (auto& [key, entry] : objects_) {
     if (next.contains(key)) continue;
     auto object = parsed(entry);
     deltas.push_back({Delta::Type::deleted, object, object, true});
   }
-  objects_ = std::move(next);
+  objects_.swap(next);  // same pool: the old nodes go back to it with `next`
   return deltas;
 }
 
@@ -144,13 +181,12 @@ std::optional<Delta> Store::apply(WatchEvent event) {
     }
     return Delta{Delta::Type::deleted, before, object, false};
   }
-  Entry entry{resource_version_of(*object), json::serialize(*object)};
   if (old == objects_.end()) {
-    objects_.emplace(std::move(key), std::move(entry));
+    put(objects_, key, *object);
     return Delta{Delta::Type::added, nullptr, object, false};
   }
   auto before = parsed(old->second);
-  old->second = std::move(entry);
+  put(objects_, key, *object);
   return Delta{Delta::Type::updated, before, object, false};
 }
 
@@ -158,6 +194,13 @@ ObjectPtr Store::get(std::string_view key) const {
   std::lock_guard lock(mutex_);
   auto it = objects_.find(key);
   return it == objects_.end() ? nullptr : parsed(it->second);
+}
+
+std::optional<std::string> Store::resource_version(std::string_view key) const {
+  std::lock_guard lock(mutex_);
+  auto it = objects_.find(key);
+  if (it == objects_.end()) return std::nullopt;
+  return std::string(it->second.resource_version());
 }
 
 std::vector<ObjectPtr> Store::list() const {
@@ -172,7 +215,17 @@ std::vector<std::string> Store::keys() const {
   std::lock_guard lock(mutex_);
   std::vector<std::string> out;
   out.reserve(objects_.size());
-  for (const auto& [key, entry] : objects_) out.push_back(key);
+  for (const auto& [key, entry] : objects_) out.emplace_back(key);
+  return out;
+}
+
+std::vector<std::string> Store::keys_with_prefix(std::string_view prefix) const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  for (auto it = objects_.lower_bound(prefix);
+       it != objects_.end() && it->first.substr(0, prefix.size()) == prefix; ++it) {
+    out.emplace_back(it->first);
+  }
   return out;
 }
 

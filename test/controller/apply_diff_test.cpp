@@ -173,7 +173,7 @@ TEST_CASE("A summary keeps what status and the apply decision need, and little e
   const json::object summary = child_summary(observed, "knflow");
   CHECK(summary_digest(summary) == desired_digest(object(kDesired)));
   CHECK(summary == object(R"({
-    "metadata": {"name": "wf-a", "namespace": "ns", "uid": "s1", "resourceVersion": "42",
+    "metadata": {"name": "wf-a", "namespace": "ns", "resourceVersion": "42",
                  "generation": 1,
                  "labels": {"knflow.dev/workflow": "wf"}},
     "status": {"observedGeneration": 1, "url": "http://wf-a.ns", "address": {"url": "http://a"},

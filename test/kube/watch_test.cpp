@@ -332,6 +332,13 @@ TEST_CASE("the store keeps text: every read is a fresh parse", "[kube][store]") 
   // Unchanged resourceVersion on a relist: no event.
   CHECK(store.replace({cm("ns", "a", "2")}).empty());
   CHECK(store.keys() == std::vector<std::string>{"ns/a"});
+  CHECK(store.resource_version("ns/a") == "2");
+  store.replace(
+      {cm("ns", "a", "3"), cm("ns", "a-b", "4"), cm("ns", "ab", "5"), cm("ns2", "a", "6")});
+  CHECK(store.keys_with_prefix("ns/a") == std::vector<std::string>{"ns/a", "ns/a-b", "ns/ab"});
+  CHECK(store.keys_with_prefix("ns/b").empty());
+  CHECK(store.keys_with_prefix("").size() == 4);
+  CHECK(store.resource_version("ns/b") == std::nullopt);
   CHECK(knflow::kube::without_managed_fields(json::parse(R"({"metadata":{"name":"x",
       "managedFields":[{"manager":"m"}]}})")
                                                  .as_object()) ==

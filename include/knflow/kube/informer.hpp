@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,9 @@ class Informer {
   ObjectPtr get(std::string_view key) const;
   std::vector<ObjectPtr> list() const;
   std::vector<std::string> keys() const;  // "namespace/name", ordered
+  std::vector<std::string> keys_with_prefix(std::string_view prefix) const;  // ordered
+  // The cached object's resourceVersion ("namespace/name" key), without parsing; nullopt: absent.
+  std::optional<std::string> resource_version(std::string_view key) const;
   std::size_t size() const;
 
   InformerStats stats() const;

@@ -11,8 +11,10 @@
 #include <boost/json/object.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -126,8 +128,11 @@ struct Delta {
 };
 
 // The informer's cache: objects by key, each kept as compact JSON text (a parsed boost::json
-// tree takes several times the memory of its text; readers get a fresh parse). Written by its
-// owner only (the informer's strand); read from any thread.
+// tree takes several times the memory of its text; readers get a fresh parse). The texts and the
+// map's nodes come from a memory pool of the store's own, so that a long-lived cache does not
+// hold pages of the general heap that short-lived allocations (parsing, rendering, requests)
+// leave mostly free: those pages go back to the system. Written by its owner only (the
+// informer's strand); read from any thread.
 class Store {
  public:
   // A complete LIST replaces the contents: added for new keys, updated for keys whose
@@ -139,20 +144,45 @@ class Store {
   std::optional<Delta> apply(WatchEvent event);
 
   ObjectPtr get(std::string_view key) const;  // null when absent
-  std::vector<ObjectPtr> list() const;        // ordered by key
-  std::vector<std::string> keys() const;      // ordered; cheaper than list()
+  // The resourceVersion of the object under `key`, without parsing it; nullopt when absent.
+  std::optional<std::string> resource_version(std::string_view key) const;
+  std::vector<ObjectPtr> list() const;    // ordered by key
+  std::vector<std::string> keys() const;  // ordered; cheaper than list()
+  std::vector<std::string> keys_with_prefix(std::string_view prefix) const;  // ordered
   std::size_t size() const;
 
  private:
-  struct Entry {
-    std::string resource_version;
-    std::string json;  // the transformed object, serialized
-  };
+  // One object: its key, resourceVersion and serialized text in one block of the pool, exactly
+  // as long as they are. Move-only; the map's key is a view into it.
+  class Entry {
+   public:
+    Entry(std::pmr::memory_resource* pool, std::string_view key, std::string_view rv,
+          std::string_view text);
+    Entry(Entry&& other) noexcept;
+    Entry& operator=(Entry&&) = delete;
+    ~Entry();
+    std::string_view key() const { return {data_, key_size_}; }
+    std::string_view resource_version() const { return {data_ + key_size_, rv_size_}; }
+    std::string_view text() const { return {data_ + key_size_ + rv_size_, text_size_}; }
 
+   private:
+    std::size_t size() const { return std::size_t{key_size_} + rv_size_ + text_size_; }
+    std::pmr::memory_resource* pool_;
+    char* data_;
+    std::uint32_t key_size_, rv_size_, text_size_;
+  };
+  struct ByText {  // compares any string type as a string_view
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const { return a < b; }
+  };
+  using Map = std::pmr::map<std::string_view, Entry, ByText>;
   static ObjectPtr parsed(const Entry& entry);
+  // Adds or replaces the entry of `key`.
+  void put(Map& map, std::string_view key, const boost::json::object& object);
 
   mutable std::mutex mutex_;
-  std::map<std::string, Entry, std::less<>> objects_;
+  std::pmr::unsynchronized_pool_resource pool_;  // guarded by mutex_, like the map
+  Map objects_{&pool_};
 };
 
 }  // namespace knflow::kube
