@@ -61,6 +61,12 @@ constexpr std::string_view kInsertAttempt =
     "VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_attempts WHERE run_id = ?1), "
     "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING seq";
 
+// The seq is the caller's: no look-up of the run's highest seq, no RETURNING.
+constexpr std::string_view kBeginAttempt =
+    "INSERT INTO run_attempts (run_id, seq, path, step, attempt, phase, started_at, finished_at, "
+    "input_json, output_json, error_json, http_status) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
 constexpr std::string_view kFinishAttempt =
     "UPDATE run_attempts SET phase = ?3, finished_at = ?4, output_json = ?5, error_json = ?6, "
     "http_status = ?7 WHERE run_id = ?1 AND seq = ?2";
@@ -229,6 +235,7 @@ RunStore::RunStore(Db& db)
       select_unfinished_(db, kSelectUnfinished),
       delete_run_(db, kDeleteRun),
       insert_attempt_(db, kInsertAttempt),
+      begin_attempt_(db, kBeginAttempt),
       finish_attempt_(db, kFinishAttempt),
       select_attempts_(db, kSelectAttempts),
       upsert_journal_(db, kUpsertJournal),
@@ -244,7 +251,7 @@ std::vector<RunRecord> RunStore::read_runs(Stmt& stmt) {
   return records;
 }
 
-std::int64_t RunStore::insert_run(const RunRecord& record) {
+std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* first) {
   Tx tx(db_);
   std::int64_t seq = 0;
   {
@@ -271,6 +278,7 @@ std::int64_t RunStore::insert_run(const RunRecord& record) {
     insert_run_.bind_int64(15, seq);
     insert_run_.run();
   }
+  if (first) write_attempt(*first);
   tx.commit();
   return seq;
 }
@@ -355,6 +363,29 @@ std::int64_t RunStore::append_attempt(const AttemptRecord& record) {
   return seq;
 }
 
+void RunStore::begin_attempt(const AttemptRecord& record) {
+  Tx tx(db_);
+  write_attempt(record);
+  tx.commit();
+}
+
+void RunStore::write_attempt(const AttemptRecord& record) {
+  auto use = begin_attempt_.use();
+  begin_attempt_.bind_text(1, record.run_id);
+  begin_attempt_.bind_int64(2, record.seq);
+  begin_attempt_.bind_text(3, record.path);
+  begin_attempt_.bind_text(4, record.step);
+  begin_attempt_.bind_int64(5, record.attempt);
+  begin_attempt_.bind_text(6, to_string(record.phase));
+  begin_attempt_.bind_text(7, record.started_at);
+  bind_optional(begin_attempt_, 8, record.finished_at);
+  bind_optional(begin_attempt_, 9, record.input_json);
+  bind_optional(begin_attempt_, 10, record.output_json);
+  bind_optional(begin_attempt_, 11, record.error_json);
+  bind_optional(begin_attempt_, 12, record.http_status);
+  begin_attempt_.run();
+}
+
 bool RunStore::finish_attempt(const std::string& run_id, std::int64_t seq,
                               const AttemptResult& result) {
   Tx tx(db_);
@@ -399,9 +430,11 @@ std::vector<AttemptRecord> RunStore::attempts(const std::string& run_id) {
   return records;
 }
 
-void RunStore::put_journal(const std::string& run_id, const JournalEntry& entry) {
+void RunStore::put_journal(const std::string& run_id, const JournalEntry& entry,
+                           const AttemptRecord* next) {
   Tx tx(db_);
   write_journal(run_id, entry);
+  if (next) write_attempt(*next);
   tx.commit();
 }
 
@@ -428,10 +461,11 @@ std::vector<JournalEntry> RunStore::journal(const std::string& run_id) {
 }
 
 bool RunStore::record_step(const std::string& run_id, std::int64_t seq, const AttemptResult& result,
-                           const JournalEntry& entry) {
+                           const JournalEntry& entry, const AttemptRecord* next) {
   Tx tx(db_);
   write_journal(run_id, entry);
   if (!write_finish(run_id, seq, result)) return false;  // the destructor rolls the entry back
+  if (next) write_attempt(*next);
   tx.commit();
   return true;
 }

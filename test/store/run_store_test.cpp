@@ -382,6 +382,79 @@ TEST_CASE("record_step finishes the attempt and writes its journal entry, both o
   }
 }
 
+TEST_CASE("A step's commit can begin the next step's attempt: all or nothing") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  AttemptRecord first = make_attempt("a", "/do/0", 1);
+  first.seq = 1;
+  AttemptRecord second = make_attempt("a", "/do/1", 2);
+  second.seq = 2;
+  const AttemptResult done{.phase = AttemptPhase::completed,
+                           .finished_at = at(2),
+                           .output_json = R"({"greeting":"Hello"})",
+                           .http_status = 200};
+  const JournalEntry completed{"/do/0", JournalState::completed, R"({"greeting":"Hello, Ada"})"};
+
+  SECTION("insert_run begins the first attempt; record_step ends it and begins the next") {
+    CHECK(store.insert_run(make_run("a", "greet", RunPhase::running), &first) == 1);
+    REQUIRE(store.attempts("a") == std::vector<AttemptRecord>{first});
+    CHECK(store.record_step("a", 1, done, completed, &second));
+    const auto attempts = store.attempts("a");
+    REQUIRE(attempts.size() == 2);
+    CHECK(attempts[0].phase == AttemptPhase::completed);
+    CHECK(attempts[0].http_status == 200);
+    CHECK(attempts[1] == second);
+    CHECK(store.journal("a") == std::vector<JournalEntry>{completed});
+  }
+
+  SECTION("a first attempt that is refused takes the run with it, and its seq") {
+    AttemptRecord bad = first;
+    bad.finished_at = at(2);  // running with a finished_at: refused by the table's check
+    const Error e =
+        error_of([&] { store.insert_run(make_run("a", "greet", RunPhase::running), &bad); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_CHECK);
+    CHECK_FALSE(store.get_run("a").has_value());
+    CHECK(store.attempts("a").empty());
+    CHECK_FALSE(db.in_transaction());
+    CHECK(store.insert_run(make_run("b")) == 1);
+  }
+
+  SECTION("a next attempt that is refused undoes the step's journal entry and its attempt end") {
+    store.insert_run(make_run("a", "greet", RunPhase::running), &first);
+    AttemptRecord taken = second;
+    taken.seq = 1;  // the seq of the attempt being finished
+    const Error e = error_of([&] { store.record_step("a", 1, done, completed, &taken); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_PRIMARYKEY);
+    CHECK(store.attempts("a") == std::vector<AttemptRecord>{first});
+    CHECK(store.journal("a").empty());
+    CHECK_FALSE(db.in_transaction());
+  }
+
+  SECTION("no attempt to finish: the next one is not begun either") {
+    store.insert_run(make_run("a", "greet", RunPhase::running), &first);
+    CHECK_FALSE(store.record_step("a", 7, done, completed, &second));
+    CHECK(store.attempts("a") == std::vector<AttemptRecord>{first});
+    CHECK(store.journal("a").empty());
+  }
+
+  SECTION("a journal entry of a step that is not a call can begin the next call's attempt") {
+    store.insert_run(make_run("a", "greet", RunPhase::running));
+    store.put_journal("a", {"/do/0", JournalState::completed, "{}"}, &first);
+    CHECK(store.attempts("a") == std::vector<AttemptRecord>{first});
+    CHECK(store.journal("a").size() == 1);
+  }
+
+  SECTION("begin_attempt takes the caller's seq and refuses one already used") {
+    store.insert_run(make_run("a", "greet", RunPhase::running));
+    store.begin_attempt(second);
+    CHECK(store.attempts("a") == std::vector<AttemptRecord>{second});
+    const Error e = error_of([&] { store.begin_attempt(second); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_PRIMARYKEY);
+    CHECK(store.append_attempt(first) == 3);  // after the highest seq
+  }
+}
+
 TEST_CASE("batch groups writes into one transaction") {
   knflow::test::TempDir dir;
   Db db(dir.path() / "knflow.db");
@@ -656,8 +729,9 @@ std::string crash_id(int round, std::int64_t i) {
 // What the child reports after each commit: the run's number times 4 plus the stage it reached.
 enum Stage : std::int64_t { kStarted = 1, kStepRecorded = 2, kCompleted = 3 };
 
-// The child: for each run, three commits (the run and its first attempt in one batch; the step
-// through record_step; the run's completion), each reported on `out`. Never returns.
+// The child: for each run, three commits as the engine makes them for a run of one call (the run
+// with its first attempt; the step through record_step, which also begins a second attempt, as
+// for a next call; the run's completion), each reported on `out`. Never returns.
 [[noreturn]] void run_until_killed(const std::filesystem::path& path, int round, int out) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   int code = 0;
@@ -673,17 +747,17 @@ enum Stage : std::int64_t { kStarted = 1, kStepRecorded = 2, kCompleted = 3 };
       RunRecord run = make_run(id, "crash", RunPhase::running, 1, "crash");
       AttemptRecord attempt = make_attempt(id, "/do/0", 1);
       attempt.input_json = pad(id, "input");
-      std::int64_t seq = store.batch([&] {
-        store.insert_run(run);
-        return store.append_attempt(attempt);
-      });
+      attempt.seq = 1;
+      AttemptRecord next = make_attempt(id, "/do/1", 2);
+      next.seq = 2;
+      store.insert_run(run, &attempt);
       if (!report(i, kStarted)) break;
-      store.record_step(id, seq,
+      store.record_step(id, 1,
                         {.phase = AttemptPhase::completed,
                          .finished_at = at(2),
                          .output_json = pad(id, "output").substr(0, 100),
                          .http_status = 200},
-                        {"/do/0", JournalState::completed, pad(id, "output")});
+                        {"/do/0", JournalState::completed, pad(id, "output")}, &next);
       if (!report(i, kStepRecorded)) break;
       run.phase = RunPhase::completed;
       run.output_json = pad(id, "output");
@@ -766,12 +840,13 @@ TEST_CASE("Runs, attempts and journal entries reported by a writer survive SIGKI
       const auto run = store.get_run(id);
       const auto attempts = store.attempts(id);
       const auto journal = store.journal(id);
-      if (!run || attempts.size() != 1 || attempts[0].input_json != pad(id, "input")) {
+      if (!run || attempts.empty() || attempts[0].input_json != pad(id, "input")) {
         ++missing;
         continue;
       }
       if (stage >= kStepRecorded &&
-          (attempts[0].phase != AttemptPhase::completed ||
+          (attempts.size() != 2 || attempts[0].phase != AttemptPhase::completed ||
+           attempts[1].path != "/do/1" || attempts[1].phase != AttemptPhase::running ||
            journal !=
                std::vector<JournalEntry>{{"/do/0", JournalState::completed, pad(id, "output")}})) {
         ++missing;
@@ -784,12 +859,15 @@ TEST_CASE("Runs, attempts and journal entries reported by a writer survive SIGKI
     }
     CHECK(missing == 0);
 
-    // Never half a step, reported or not: a journal entry exactly when the attempt completed.
+    // Never half a step, reported or not: a journal entry exactly when the first attempt
+    // completed, and then the next attempt begun; never a run without its first attempt.
     std::size_t torn = 0;
     for (const auto& run : store.list_runs({.namespace_ = "crash", .limit = 1000000})) {
       const auto attempts = store.attempts(run.id);
-      const bool completed = attempts.size() == 1 && attempts[0].phase == AttemptPhase::completed;
-      if (completed != (store.journal(run.id).size() == 1)) ++torn;
+      const bool completed = attempts.size() == 2 && attempts[0].phase == AttemptPhase::completed;
+      const bool started = attempts.size() == 1 && attempts[0].phase == AttemptPhase::running;
+      const bool journalled = store.journal(run.id).size() == 1;
+      if (completed != journalled || (!completed && !started)) ++torn;
     }
     CHECK(torn == 0);
   }
