@@ -10,9 +10,12 @@ namespace {
 
 // The seq of a new run: one counter for the whole database in meta 'run_seq' (created by the
 // first insert), so a seq is never handed out twice, even after the newest run was deleted.
-constexpr std::string_view kNextRunSeq =
+// Advanced, then read: RETURNING would cost a temporary b-tree per insert.
+constexpr std::string_view kAdvanceRunSeq =
     "INSERT INTO meta (key, value) VALUES ('run_seq', 1) "
-    "ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value";
+    "ON CONFLICT (key) DO UPDATE SET value = value + 1";
+
+constexpr std::string_view kReadRunSeq = "SELECT value FROM meta WHERE key = 'run_seq'";
 
 constexpr std::string_view kInsertRun =
     "INSERT INTO runs (id, namespace, workflow, generation, definition_json, phase, input_json, "
@@ -47,11 +50,12 @@ constexpr std::string_view kListByWorkflow =
     "AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5) "
     "ORDER BY seq DESC LIMIT ?7";
 
-// The phase condition is the one of the partial index runs_unfinished, word for word.
+// The phase condition is the one of the partial index runs_unfinished (migration 3), word for
+// word: spelled with OR, as `IN` would cost a temporary b-tree.
 constexpr std::string_view kSelectUnfinished =
     "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
     "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
-    "FROM runs WHERE phase IN ('pending', 'running', 'waiting') ORDER BY seq";
+    "FROM runs WHERE phase = 'pending' OR phase = 'running' OR phase = 'waiting' ORDER BY seq";
 
 constexpr std::string_view kDeleteRun = "DELETE FROM runs WHERE id = ?";
 
@@ -85,17 +89,20 @@ constexpr std::string_view kSelectJournal =
     "SELECT path, state, value_json FROM run_journal WHERE run_id = ? ORDER BY path";
 
 // Both prune statements walk the partial index runs_finished (same phase condition, word for
-// word) from the oldest finished run; the cascade takes attempts and journal along.
+// word, as migration 3 spells it) from the oldest finished run; the cascade takes attempts and
+// journal along.
 constexpr std::string_view kPruneByAge =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
-    "WHERE phase IN ('cancelled', 'faulted', 'completed') AND finished_at < ?1 "
+    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
+    "AND finished_at < ?1 "
     "ORDER BY finished_at, seq LIMIT ?2)";
 
 // ?1 = keep_at_most: the finished run at that offset from the newest is the newest to delete.
 constexpr std::string_view kPruneByCount =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
-    "WHERE phase IN ('cancelled', 'faulted', 'completed') AND (finished_at, seq) <= "
-    "(SELECT finished_at, seq FROM runs WHERE phase IN ('cancelled', 'faulted', 'completed') "
+    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
+    "AND (finished_at, seq) <= (SELECT finished_at, seq FROM runs "
+    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
     "ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?1) "
     "ORDER BY finished_at, seq LIMIT ?2)";
 
@@ -226,7 +233,8 @@ std::string_view to_string(JournalState state) {
 
 RunStore::RunStore(Db& db)
     : db_(db),
-      next_run_seq_(db, kNextRunSeq),
+      advance_run_seq_(db, kAdvanceRunSeq),
+      read_run_seq_(db, kReadRunSeq),
       insert_run_(db, kInsertRun),
       update_run_(db, kUpdateRun),
       select_run_(db, kSelectRun),
@@ -255,9 +263,12 @@ std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* 
   Tx tx(db_);
   std::int64_t seq = 0;
   {
-    auto use = next_run_seq_.use();
-    if (next_run_seq_.step()) seq = next_run_seq_.column_int64(0);
-    next_run_seq_.run();
+    auto use = advance_run_seq_.use();
+    advance_run_seq_.run();
+  }
+  {
+    auto use = read_run_seq_.use();
+    if (read_run_seq_.step()) seq = read_run_seq_.column_int64(0);
   }
   {
     auto use = insert_run_.use();

@@ -126,7 +126,7 @@ TEST_CASE("Migration 2 adds the run tables to a version 1 database and keeps its
   }
 
   Db db(path);
-  CHECK(db.user_version() == 2);
+  CHECK(db.user_version() == static_cast<std::int64_t>(std::size(knflow::store::kMigrations)));
   CHECK(db.integrity_check() == "ok");
   WorkflowStore workflows(db);
   const auto loaded = workflows.load_all();
@@ -144,6 +144,105 @@ TEST_CASE("Migration 2 adds the run tables to a version 1 database and keeps its
   CHECK(query_int(db,
                   "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
                   "('runs', 'run_attempts', 'run_journal')") == 3);
+}
+
+namespace {
+
+// Temporary b-trees (OpenEphemeral) SQLite opens for a write to the run tables: one per
+// `IN (...)` list of three or more constants in their checks and partial indexes.
+std::int64_t ephemeral_tables(Db& db) {
+  std::int64_t total = 0;
+  for (const std::string_view sql :
+       {"INSERT INTO runs (id, namespace, workflow, generation, definition_json, phase, "
+        "input_json, traceparent, created_at, updated_at, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "UPDATE runs SET phase = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+        "INSERT INTO run_attempts (run_id, seq, path, step, attempt, phase, started_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "UPDATE run_attempts SET phase = ?, finished_at = ? WHERE run_id = ? AND seq = ?"}) {
+    Stmt explain(db, "EXPLAIN " + std::string(sql));
+    while (explain.step()) total += explain.column_text(1) == "OpenEphemeral";
+  }
+  return total;
+}
+
+std::string query_plan(Db& db, const std::string& sql) {
+  Stmt plan(db, "EXPLAIN QUERY PLAN " + sql);
+  std::string text;
+  while (plan.step()) text += std::string(plan.column_text(3)) + "; ";
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks phases without IN") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const JournalEntry entry{"/do/0", JournalState::completed, R"({"greeting":"Hello"})"};
+  std::vector<RunRecord> runs;
+  std::vector<std::vector<AttemptRecord>> attempts;
+  {
+    // A database as the previous version wrote it.
+    Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 2)});
+    REQUIRE(db.user_version() == 2);
+    CHECK(ephemeral_tables(db) > 0);
+    RunStore store(db);
+    store.insert_run(make_run("done", "greet", RunPhase::completed, 10));
+    store.append_attempt(make_attempt("done", "/do/0", 10));
+    store.record_step("done", 1,
+                      {.phase = AttemptPhase::completed, .finished_at = at(11), .http_status = 200},
+                      entry);
+    store.insert_run(make_run("going", "greet", RunPhase::running, 20));
+    store.append_attempt(make_attempt("going", "/do/0", 20));
+    store.put_journal("going", {"/do/1/wait", JournalState::started, R"({"deadline":1})"});
+    store.insert_run(make_run("faulted", "order", RunPhase::faulted, 30, "other"));
+    for (const char* id : {"done", "going", "faulted"}) {
+      runs.push_back(*store.get_run(id));
+      attempts.push_back(store.attempts(id));
+    }
+  }
+
+  Db db(path);
+  CHECK(db.user_version() == 3);
+  CHECK(db.integrity_check() == "ok");
+  CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
+  CHECK(query_int(db,
+                  "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE '%_new' "
+                  "OR (name LIKE 'run%' AND sql LIKE '% IN (%')") == 0);
+  CHECK(ephemeral_tables(db) == 0);
+  RunStore store(db);
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    CAPTURE(runs[i].id);
+    CHECK(store.get_run(runs[i].id) == runs[i]);
+    CHECK(store.attempts(runs[i].id) == attempts[i]);
+  }
+  CHECK(store.journal("done") == std::vector<JournalEntry>{entry});
+  CHECK(store.journal("going").size() == 1);
+
+  // The partial indexes serve the same reads; the checks refuse what they refused.
+  CHECK(query_plan(db,
+                   "SELECT id FROM runs WHERE phase = 'pending' OR phase = 'running' OR "
+                   "phase = 'waiting' ORDER BY seq")
+            .find("runs_unfinished") != std::string::npos);
+  CHECK(ids_of(store.unfinished_runs()) == std::vector<std::string>{"going"});
+  RunRecord bad = make_run("bad", "greet", RunPhase::running, 40);
+  bad.finished_at = at(41);  // a running run with a finished_at
+  CHECK(error_of([&] { store.insert_run(bad); }).code() == SQLITE_CONSTRAINT_CHECK);
+  CHECK(error_of([&] {
+          db.exec("UPDATE run_attempts SET phase = 'lost' WHERE run_id = 'going'");
+        }).code() == SQLITE_CONSTRAINT_CHECK);
+  CHECK(error_of([&] { store.append_attempt(make_attempt("nobody", "/do/0")); }).code() ==
+        SQLITE_CONSTRAINT_FOREIGNKEY);
+  CHECK(store.insert_run(make_run("new", "greet", RunPhase::running, 50)) == 4);
+
+  // Deleting a run still takes its attempts and journal along (the children's foreign keys
+  // name the rebuilt runs table).
+  CHECK(store.prune(at(100), std::nullopt, 10) == 2);
+  CHECK(store.attempts("done").empty());
+  CHECK(store.journal("done").empty());
+  CHECK(store.delete_run("going"));
+  CHECK(query_int(db, "SELECT COUNT(*) FROM run_attempts") == 0);
+  CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == 0);
 }
 
 TEST_CASE("A run is inserted, read, updated and deleted") {

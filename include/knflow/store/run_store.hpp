@@ -194,7 +194,8 @@ class RunStore {
   void write_attempt(const AttemptRecord& record);
 
   Db& db_;
-  Stmt next_run_seq_;
+  Stmt advance_run_seq_;
+  Stmt read_run_seq_;
   Stmt insert_run_;
   Stmt update_run_;
   Stmt select_run_;
