@@ -621,7 +621,8 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
       release.get_future().wait();
     });
     holding.get_future().wait();
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // `one` answers after 50 ms
+    // No way to see the commit queued: wait well past `one`'s answer (50 ms).
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
     CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
           engine::Engine::Control::ok);
     release.set_value();
