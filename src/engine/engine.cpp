@@ -639,32 +639,62 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return out;
   }
 
-  // Journals a completed step. A call's successful attempt is finished in the same commit, and
-  // when the list goes on to a call that starts at once, that call's attempt is begun in it too
-  // (next_attempt): one commit per step.
+  // The run's record as completed, when the step at `at` ends the run's top-level list with one
+  // output and nothing is left to do before the run's end is written (no `spec.reply` to send
+  // first): its commit can end the run too. nullopt otherwise.
+  std::optional<store::RunRecord> run_end(const Run& run, const ListPosition& at,
+                                          const StepOutcome& out) const {
+    if (at.steps != &run.workflow->spec.steps || *at.base != "/do") return std::nullopt;
+    if (out.outputs.size() != 1 || run.cancel_requested) return std::nullopt;
+    if (const auto& reply = run.workflow->spec.reply; reply && reply->uri) return std::nullopt;
+    if (out.flow != "end") {
+      const std::size_t next =
+          out.flow == "continue" ? at.index + 1 : step_index(*at.steps, out.flow);
+      if (next < at.steps->size()) return std::nullopt;
+    }
+    store::RunRecord rec = run.record;
+    rec.phase = store::RunPhase::completed;
+    rec.output_json = json::serialize(current_json(out.outputs.front()));
+    rec.error_json.reset();
+    rec.finished_at = log::now_rfc3339_ms();
+    rec.updated_at = *rec.finished_at;
+    return rec;
+  }
+
+  // Journals a completed step. A call's successful attempt is finished in the same commit; when
+  // the list goes on to a call that starts at once, that call's attempt is begun in it too
+  // (next_attempt), and when the step ends the run, the run's end is written in it (run_end):
+  // one commit per step.
   asio::awaitable<void> complete(Run& run, const Env& env, const std::string& path,
                                  const StepOutcome& out, const ListPosition& at) {
     auto value = outcome_json(out);
     auto entry = journal_entry(path, "completed", value);
     run.journal[path] = {"completed", std::move(value)};
     auto next = next_attempt(run, env, at, out);
+    auto end = next ? std::nullopt : run_end(run, at, out);
     std::function<int(store::RunStore&)> op;
     if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
       auto [seq, result] = std::move(it->second);
       run.pending_attempts.erase(it);
-      op = [id = run.id, seq, result = std::move(result), entry = std::move(entry),
-            next](store::RunStore& s) {
+      op = [id = run.id, seq, result = std::move(result), entry = std::move(entry), next,
+            end](store::RunStore& s) {
         s.record_step(id, seq, result, entry, next ? &*next : nullptr);
+        if (end) s.update_run(*end);
         return 0;
       };
     } else {
-      op = [id = run.id, entry = std::move(entry), next](store::RunStore& s) {
+      op = [id = run.id, entry = std::move(entry), next, end](store::RunStore& s) {
         s.put_journal(id, entry, next ? &*next : nullptr);
+        if (end) s.update_run(*end);
         return 0;
       };
     }
     co_await on_store<int>(std::move(op));
     if (next) run.begun_attempts[next->path] = {next->attempt, next->seq};
+    if (end) {
+      run.record = std::move(*end);
+      run.end_written = true;
+    }
   }
 
   // A step faulted: a call attempt it still holds is finished. The successful attempt of a call
@@ -1201,6 +1231,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       ev.datacontenttype = "application/json";
       outcome.output = ev;
       output_text = json::serialize(current_json(final));
+      if (run->end_written) {
+        finish(run, std::move(outcome));  // the last step's commit ended the run (run_end)
+        co_return;
+      }
       co_await send_reply(*run, ev);
     }
     run->record.phase = outcome.phase == "completed"   ? store::RunPhase::completed

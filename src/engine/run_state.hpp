@@ -108,6 +108,7 @@ struct Run {
   std::int64_t attempt_seq = 0;  // the seq of the run's newest attempt: the engine numbers them
   store::RunRecord record;       // as last written
   bool cancel_requested = false;
+  bool end_written = false;  // the run's end went into the commit of its last step
   std::optional<RunOutcome> outcome;
   std::vector<std::shared_ptr<boost::asio::steady_timer>> waiters;  // sync invokes
 

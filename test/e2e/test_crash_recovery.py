@@ -92,6 +92,26 @@ spec:
 """
 
 
+def replyless_workflow(name, sink):
+    """Two calls and no `reply`: the commit of the last step also writes the run's end."""
+    return f"""apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {{name: {name}}}
+spec:
+  functions:
+    step-a: {{url: "{sink.url('/step-a')}"}}
+    step-c: {{url: "{sink.url('/step-c')}"}}
+  deadLetter: {{uri: "{sink.url('/dead')}"}}
+  do:
+    - name: first
+      call: step-a
+      retry: {RETRY}
+    - name: last
+      call: step-c
+      retry: {RETRY}
+"""
+
+
 # --- processes ------------------------------------------------------------------------------
 
 def children_of(pid):
@@ -495,6 +515,70 @@ class CrashRecoveryTest(unittest.TestCase):
         finally:
             if gen is not None:
                 gen.deadline = 0  # stop retrying
+                gen.join()
+            d.close()
+            sink.stop()
+
+    def test_runs_ended_by_their_last_step_survive_kill_9(self):
+        """Without `reply` a run's end is written in the commit of its last step: after a kill
+        -9 under load every accepted run is completed exactly once, with its output, and its
+        attempts are consistent."""
+        sink = LedgerSink().start()
+        d = Daemon()
+        gen = None
+        try:
+            d.start()
+            status, _, body = d.call("POST", f"/api/v1/namespaces/{NS}/workflows",
+                                     replyless_workflow("replyless", sink),
+                                     content_type="application/yaml")
+            self.assertEqual(status, 201, body)
+            gen = LoadGenerator(d.base, d.token, "replyless", range(RUNS), LOAD_BUDGET, 5).start()
+            self.assertTrue(wait_until(lambda: gen.accepted_count() >= RUNS // 2, LOAD_BUDGET,
+                                       0.002))
+            self.assertEqual(kill9(d), [])
+            d.start()
+            self.assertTrue(gen.join(), "the load generator did not stop")
+            accepted, uncertain = gen.snapshot()
+            self.assertEqual(gen.errors, [])
+            self.assertEqual(len(accepted), RUNS)
+            client = Client(d)
+
+            def all_terminal():
+                runs = client.runs("replyless")
+                return runs if all(r["phase"] in TERMINAL for r in runs) else None
+
+            runs = wait_until(all_terminal, DRAIN_BUDGET, 0.2)
+            self.assertIsNotNone(runs, "runs not terminal")
+            by_id = {r["id"]: r for r in runs}
+            self.assertLessEqual(len(by_id), RUNS + sum(uncertain.values()))
+            for key, (run_id, _) in accepted.items():
+                status, run = client.json("GET", f"/api/v1/namespaces/{NS}/runs/{run_id}")
+                self.assertEqual(status, 200, run)
+                self.assertEqual(run["phase"], "completed", run)
+                self.assertEqual(run["output"]["data"], {"key": key}, run)
+                per_path = defaultdict(list)
+                for a in run["attempts"]:
+                    per_path[a["path"]].append(a)
+                self.assertEqual(set(per_path), {"/do/0", "/do/1"}, run["attempts"])
+                for attempts in per_path.values():
+                    self.assertEqual([a["attempt"] for a in attempts],
+                                     list(range(1, len(attempts) + 1)), attempts)
+                    self.assertEqual(attempts[-1]["phase"], "completed", attempts)
+                    for a in attempts[:-1]:
+                        self.assertIn(a["phase"], ("cancelled", "faulted"), attempts)
+            delivered = Counter(x.ce_id for x in sink.deliveries())
+            for run_id in by_id:
+                for path in ("/do/0", "/do/1"):
+                    self.assertGreaterEqual(delivered[f"{run_id}:{path}"], 1, run_id)
+            self.assertEqual(sink.deliveries("/dead"), [])
+            self.assertEqual(client.metrics().get("knflow_runs_in_flight"), 0.0)
+            self.assertEqual(d.stop(), 0, d.output())
+        except BaseException:
+            sys.stderr.write(f"\n--- daemon output ---\n{output_of(d)[-6000:]}\n")
+            raise
+        finally:
+            if gen is not None:
+                gen.deadline = 0
                 gen.join()
             d.close()
             sink.stop()

@@ -542,7 +542,7 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
   f.echo.route("/down", {.status = 503, .body = "busy"});
   f.echo.route("/bad", {.status = 400, .body = "no"});
 
-  SECTION("three calls: the run's insert, one operation per step, the run's end") {
+  SECTION("three calls: the run's insert, then one operation per step; the last ends the run") {
     auto yaml = header("three") + functions(f, {"a", "b", "c"}) + R"(  do:
     - {name: one, call: a}
     - {name: two, call: b, output: '${ {n: (.n + 1)} }'}
@@ -554,7 +554,9 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     REQUIRE(f.record(id)->phase == store::RunPhase::completed);
-    CHECK(f.engine().store_operations() - before == 5);  // was 8: an attempt_begin per call
+    CHECK(f.engine().store_operations() - before == 4);  // was 8: attempt_begin, update_run
+    CHECK(EngineFixture::data(f.wait(id)) == json::parse(R"({"n": 2})"));
+    CHECK(json::parse(*f.record(id)->output_json).at("data") == json::parse(R"({"n": 2})"));
     const auto attempts = f.attempts(id);
     REQUIRE(attempts.size() == 3);
     for (std::size_t k = 0; k < 3; ++k) {
@@ -568,6 +570,23 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
     // A begun-ahead attempt records the input its call sent: the previous step's output.
     CHECK(json::parse(*attempts[1].input_json) == json::parse(R"({"n": 1})"));
     CHECK(json::parse(*attempts[2].input_json) == json::parse(R"({"n": 2})"));
+  }
+
+  SECTION("with a reply, the run's end is written after the reply was sent") {
+    auto yaml = header("replying", "  reply: {uri: \"" + f.echo.url("/reply") + "\"}\n") +
+                functions(f, {"a"}) + R"(  do:
+    - {name: one, call: a}
+)";
+    const auto before = f.engine().store_operations();
+    auto id = f.start(yaml, R"({"n": 1})");
+    for (int i = 0; i < 1000 && f.record(id)->phase != store::RunPhase::completed; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(f.record(id)->phase == store::RunPhase::completed);
+    CHECK(f.engine().store_operations() - before == 3);
+    const auto requests = f.echo.requests();
+    REQUIRE(requests.size() == 2);
+    CHECK(requests[1].target == "/reply");
   }
 
   SECTION("after a step that is not a call, before a retry and after an input expression") {

@@ -97,7 +97,8 @@ class Engine {
 
   std::size_t active_runs() const;
   // Store operations queued for the group commit so far (a run of N calls that start at once
-  // takes N + 2: its insert, one per step, its end); for tests.
+  // takes N + 1: its insert and one per step, the last one ending the run; N + 2 with a
+  // spec.reply); for tests.
   std::uint64_t store_operations() const;
 
   // Where `emit` posts; "{ns}" is replaced by the run's namespace. Call before runs start.
