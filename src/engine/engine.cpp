@@ -210,12 +210,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return co_await store_queue.run<T>(std::move(op));
   }
 
-  // Writes the run's record (phase, output, error, timestamps) as `run.record` holds it.
-  asio::awaitable<void> record_run(const Run& run) {
-    std::function<int(store::RunStore&)> op = [rec = run.record](store::RunStore& s) {
-      s.update_run(rec);
-      return 0;
-    };
+  // Writes the run's record (phase, output, error, timestamps) as `run.record` holds it. With
+  // `abandoned`, finishes those attempts too, in the same commit.
+  asio::awaitable<void> record_run(
+      const Run& run, std::vector<std::pair<std::int64_t, store::AttemptResult>> abandoned = {}) {
+    std::function<int(store::RunStore&)> op =
+        [rec = run.record, abandoned = std::move(abandoned)](store::RunStore& s) {
+          for (const auto& [seq, result] : abandoned) s.finish_attempt(rec.id, seq, result);
+          s.update_run(rec);
+          return 0;
+        };
     co_await on_store<int>(std::move(op));
   }
 
@@ -237,21 +241,43 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_await on_store<int>(std::move(op));
   }
 
-  asio::awaitable<std::int64_t> attempt_begin(const Run& run, const std::string& path,
-                                              const std::string& step, std::int64_t attempt,
-                                              const json::value& input) {
+  // A new running attempt of the step at `path`, numbered by the run (its next seq).
+  store::AttemptRecord new_attempt(Run& run, std::string path, const std::string& step,
+                                   std::int64_t attempt, const json::value& input) const {
     store::AttemptRecord rec;
     rec.run_id = run.id;
-    rec.path = path;
+    rec.seq = ++run.attempt_seq;
+    rec.path = std::move(path);
     rec.step = step;
     rec.attempt = attempt;
     rec.phase = store::AttemptPhase::running;
     rec.started_at = log::now_rfc3339_ms();
     rec.input_json = capped(input, settings.record_cap_bytes);
-    std::function<std::int64_t(store::RunStore&)> op = [rec](store::RunStore& s) {
-      return s.append_attempt(rec);
-    };
+    return rec;
+  }
+
+  asio::awaitable<std::int64_t> attempt_begin(Run& run, const std::string& path,
+                                              const std::string& step, std::int64_t attempt,
+                                              const json::value& input) {
+    std::function<std::int64_t(store::RunStore&)> op =
+        [rec = new_attempt(run, path, step, attempt, input)](store::RunStore& s) {
+          s.begin_attempt(rec);
+          return rec.seq;
+        };
     co_return co_await on_store<std::int64_t>(std::move(op));
+  }
+
+  // Whether a step is a call that starts as soon as it is entered, so that its first attempt can
+  // be begun in the commit before it: no `if` or `input` expression to evaluate first (its input
+  // is the current data), and a function with a URL (not a local command, which may have to be
+  // started first).
+  static bool starts_at_once(const Run& run, const model::Step& step) {
+    const auto* call = std::get_if<model::CallStep>(&step.construct);
+    if (call == nullptr || step.if_ || step.input) return false;
+    const auto it = run.workflow->spec.functions.find(call->function);
+    if (it == run.workflow->spec.functions.end()) return false;
+    const model::Function& fn = it->second;
+    return fn.url.has_value() || (fn.local && fn.local->url);
   }
 
   store::AttemptResult attempt_result(store::AttemptPhase phase,
@@ -387,6 +413,53 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     json::object vars;  // loop and catch variables in scope (item, index, error, ...)
   };
 
+  // Where exec_list stands when it runs a step: what complete() needs to find the step that comes
+  // next in the same list. Points into exec_list's frame, which awaits the step. `{}` (all null):
+  // the step is not run by exec_list (a fork branch).
+  struct ListPosition {
+    const model::Steps* steps;
+    std::size_t index;
+    const std::string* base;
+    const std::map<std::size_t, std::size_t>* visits;  // entries per step so far
+  };
+
+  // The execution path of the `visit`-th entry into step `i` of the list at `base`.
+  static std::string step_path(const std::string& base, std::size_t i, std::size_t visit) {
+    std::string path = base + "/" + std::to_string(i);
+    if (visit > 1) path += "~" + std::to_string(visit);
+    return path;
+  }
+
+  // The index of the step named by a `then` (steps.size() when there is none).
+  static std::size_t step_index(const model::Steps& steps, const std::string& name) {
+    auto it = std::find_if(steps.begin(), steps.end(),
+                           [&](const model::Step& s) { return s.name == name; });
+    return static_cast<std::size_t>(it - steps.begin());
+  }
+
+  // The attempt to begin in the commit that ends the step at `at`, when the list goes on, at once
+  // and on one path, to a call that starts at once and is not replayed; nullopt otherwise (the
+  // call then begins its attempt itself, as retries always do).
+  std::optional<store::AttemptRecord> next_attempt(Run& run, const Env& env, const ListPosition& at,
+                                                   const StepOutcome& out) const {
+    if (at.steps == nullptr || out.outputs.size() != 1 || out.flow == "end") return std::nullopt;
+    const std::size_t next =
+        out.flow == "continue" ? at.index + 1 : step_index(*at.steps, out.flow);
+    if (next >= at.steps->size()) return std::nullopt;
+    const model::Step& step = (*at.steps)[next];
+    if (!starts_at_once(run, step)) return std::nullopt;
+    const auto seen = at.visits->find(next);
+    const std::size_t visit = (seen == at.visits->end() ? 0 : seen->second) + 1;
+    if (visit > settings.max_step_visits) return std::nullopt;
+    if (run.cancel_requested || env.scope->cancelled()) return std::nullopt;
+    if (env.deadline && std::chrono::steady_clock::now() >= *env.deadline) return std::nullopt;
+    std::string path = step_path(*at.base, next, visit);
+    if (run.journal.contains(path) || run.begun_attempts.contains(path)) return std::nullopt;
+    const auto made = run.attempts.find(path);
+    const std::int64_t attempt = (made == run.attempts.end() ? 0 : made->second) + 1;
+    return new_attempt(run, std::move(path), step.name, attempt, out.outputs.front().data);
+  }
+
   static json::value outcome_json(const StepOutcome& o) {
     json::array outs;
     for (const auto& c : o.outputs) outs.push_back(current_json(c));
@@ -416,17 +489,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                              std::to_string(settings.max_step_visits) + " times",
                          base + "/" + std::to_string(i));
       }
-      std::string path = base + "/" + std::to_string(i);
-      if (visit > 1) path += "~" + std::to_string(visit);
-      StepOutcome out = co_await exec_step(env, step, path, std::move(cur));
+      std::string path = step_path(base, i, visit);
+      StepOutcome out = co_await exec_step(env, step, path, std::move(cur),
+                                           ListPosition{steps, i, &base, &visits});
       std::size_t next = i + 1;
       bool end = false;
       if (out.flow == "end") {
         end = true;
       } else if (out.flow != "continue") {
-        auto it = std::find_if(steps->begin(), steps->end(),
-                               [&](const model::Step& s) { return s.name == out.flow; });
-        next = static_cast<std::size_t>(it - steps->begin());
+        next = step_index(*steps, out.flow);
       }
       if (out.outputs.size() > 1) {
         // Fork `join: each`: the rest of this list runs once per branch output, concurrently.
@@ -513,91 +584,138 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return co_await task();
   }
 
+  // Runs one step (or replays it from the journal). `at`: where in its list, when exec_list
+  // runs it, so that the commit ending it can begin the next call's attempt.
   asio::awaitable<StepOutcome> exec_step(Env env, const model::Step& step, std::string path,
-                                         Current cur) {
+                                         Current cur, ListPosition at = {}) {
     Run& run = *env.run;
     if (auto it = run.journal.find(path);
         it != run.journal.end() && it->second.state == "completed") {
       co_return outcome_from_json(it->second.value);  // replayed: done before a restart
     }
-    check_live(run, *env.scope, env.deadline, path);
     const auto started = std::chrono::steady_clock::now();
-
-    json::object vars = base_vars(run, cur);
-    for (const auto& [k, v] : env.vars) vars[k] = v;
-    json::value input = cur.data;
-    if (step.input) input = co_await eval(*step.input, cur.data, vars, path + "/input");
-    vars["input"] = input;
-
     StepOutcome out;
-    if (step.if_) {
-      auto cond = co_await eval(*step.if_, input, vars, path + "/if");
-      if (!truthy(cond)) {
-        out.outputs.push_back(std::move(cur));  // skipped: the input passes through
-        co_await complete(run, path, out);
-        co_return out;
-      }
-    }
-    Env inner = env;
-    if (step.timeout) {
-      auto d = std::chrono::steady_clock::now() + step.timeout->value;
-      if (!inner.deadline || d < *inner.deadline) inner.deadline = d;
-    }
-    Current in{input, cur.event};
+    bool skipped = false;
     std::optional<Fault> fault;
     try {
-      out = co_await exec_construct(inner, step, path, std::move(in), vars);
-      if (step.output) {
-        for (auto& o : out.outputs) {
-          o.data = co_await eval(*step.output, o.data, vars, path + "/output");
+      check_live(run, *env.scope, env.deadline, path);
+      json::object vars = base_vars(run, cur);
+      for (const auto& [k, v] : env.vars) vars[k] = v;
+      json::value input = cur.data;
+      if (step.input) input = co_await eval(*step.input, cur.data, vars, path + "/input");
+      vars["input"] = input;
+      if (step.if_) {
+        auto cond = co_await eval(*step.if_, input, vars, path + "/if");
+        skipped = !truthy(cond);
+      }
+      if (skipped) {
+        out.outputs.push_back(std::move(cur));  // skipped: the input passes through
+      } else {
+        Env inner = env;
+        if (step.timeout) {
+          auto d = std::chrono::steady_clock::now() + step.timeout->value;
+          if (!inner.deadline || d < *inner.deadline) inner.deadline = d;
+        }
+        Current in{std::move(input), cur.event};
+        out = co_await exec_construct(inner, step, path, std::move(in), vars);
+        if (step.output) {
+          for (auto& o : out.outputs) {
+            o.data = co_await eval(*step.output, o.data, vars, path + "/output");
+          }
         }
       }
     } catch (const Fault& f) {
       fault = f;
     }
     if (fault) {
-      co_await flush_pending(run, path);
+      co_await settle_attempts(run, path, *fault);
       throw *fault;
     }
-    if (out.flow == "continue" && step.then) out.flow = *step.then;
-    co_await complete(run, path, out);
-    if (metrics) {
+    if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
+    co_await complete(run, env, path, out, at);
+    if (metrics && !skipped) {
       metrics->observe_step(std::chrono::steady_clock::now() - started);
     }
     co_return out;
   }
 
-  // Journals a completed step. A call's successful attempt is finished in the same commit.
-  asio::awaitable<void> complete(Run& run, const std::string& path, const StepOutcome& out) {
+  // The run's record as completed, when the step at `at` ends the run's top-level list with one
+  // output and nothing is left to do before the run's end is written (no `spec.reply` to send
+  // first): its commit can end the run too. nullopt otherwise.
+  std::optional<store::RunRecord> run_end(const Run& run, const ListPosition& at,
+                                          const StepOutcome& out) const {
+    if (at.steps != &run.workflow->spec.steps || *at.base != "/do") return std::nullopt;
+    if (out.outputs.size() != 1 || run.cancel_requested) return std::nullopt;
+    if (const auto& reply = run.workflow->spec.reply; reply && reply->uri) return std::nullopt;
+    if (out.flow != "end") {
+      const std::size_t next =
+          out.flow == "continue" ? at.index + 1 : step_index(*at.steps, out.flow);
+      if (next < at.steps->size()) return std::nullopt;
+    }
+    store::RunRecord rec = run.record;
+    rec.phase = store::RunPhase::completed;
+    rec.output_json = json::serialize(current_json(out.outputs.front()));
+    rec.error_json.reset();
+    rec.finished_at = log::now_rfc3339_ms();
+    rec.updated_at = *rec.finished_at;
+    return rec;
+  }
+
+  // Journals a completed step. A call's successful attempt is finished in the same commit; when
+  // the list goes on to a call that starts at once, that call's attempt is begun in it too
+  // (next_attempt), and when the step ends the run, the run's end is written in it (run_end):
+  // one commit per step.
+  asio::awaitable<void> complete(Run& run, const Env& env, const std::string& path,
+                                 const StepOutcome& out, const ListPosition& at) {
     auto value = outcome_json(out);
-    run.journal[path] = {"completed", value};
     auto entry = journal_entry(path, "completed", value);
+    run.journal[path] = {"completed", std::move(value)};
+    auto next = next_attempt(run, env, at, out);
+    auto end = next ? std::nullopt : run_end(run, at, out);
+    std::function<int(store::RunStore&)> op;
     if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
       auto [seq, result] = std::move(it->second);
       run.pending_attempts.erase(it);
-      std::function<int(store::RunStore&)> op = [id = run.id, seq, result,
-                                                 entry](store::RunStore& s) {
-        s.record_step(id, seq, result, entry);
+      op = [id = run.id, seq, result = std::move(result), entry = std::move(entry), next,
+            end](store::RunStore& s) {
+        s.record_step(id, seq, result, entry, next ? &*next : nullptr);
+        if (end) s.update_run(*end);
         return 0;
       };
-      co_await on_store<int>(std::move(op));
-      co_return;
+    } else {
+      op = [id = run.id, entry = std::move(entry), next, end](store::RunStore& s) {
+        s.put_journal(id, entry, next ? &*next : nullptr);
+        if (end) s.update_run(*end);
+        return 0;
+      };
     }
-    std::function<int(store::RunStore&)> op = [id = run.id, entry](store::RunStore& s) {
-      s.put_journal(id, entry);
-      return 0;
-    };
     co_await on_store<int>(std::move(op));
+    if (next) run.begun_attempts[next->path] = {next->attempt, next->seq};
+    if (end) {
+      run.record = std::move(*end);
+      run.end_written = true;
+    }
   }
 
-  // A step faulted after its call succeeded (an output expression failed): the attempt still
-  // completed.
-  asio::awaitable<void> flush_pending(Run& run, const std::string& path) {
-    auto it = run.pending_attempts.find(path);
-    if (it == run.pending_attempts.end()) co_return;
-    auto [seq, result] = std::move(it->second);
-    run.pending_attempts.erase(it);
-    co_await attempt_end(run, seq, std::move(result));
+  // A step faulted: a call attempt it still holds is finished. The successful attempt of a call
+  // whose output expression then failed completed; an attempt begun ahead that the call never
+  // took over (the run was cancelled or timed out before the call started) is cancelled with the
+  // step's error.
+  asio::awaitable<void> settle_attempts(Run& run, const std::string& path, const Fault& fault) {
+    if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
+      auto [seq, result] = std::move(it->second);
+      run.pending_attempts.erase(it);
+      co_await attempt_end(run, seq, std::move(result));
+    }
+    if (auto it = run.begun_attempts.find(path); it != run.begun_attempts.end()) {
+      const auto begun = it->second;
+      run.begun_attempts.erase(it);
+      auto& made = run.attempts[path];
+      made = std::max(made, begun.attempt);
+      co_await attempt_end(
+          run, begun.seq,
+          attempt_result(store::AttemptPhase::cancelled, std::nullopt, fault.error, std::nullopt));
+    }
   }
 
   asio::awaitable<StepOutcome> exec_construct(Env env, const model::Step& step,
@@ -936,7 +1054,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     for (;;) {
       check_live(run, *env.scope, env.deadline, path);
       const std::int64_t attempt = ++attempts;
-      const auto seq = co_await attempt_begin(run, path, step.name, attempt, cur.data);
+      std::int64_t seq = 0;
+      if (auto begun = run.begun_attempts.find(path);
+          begun != run.begun_attempts.end() && begun->second.attempt == attempt) {
+        seq = begun->second.seq;  // begun in the commit that ended the previous step
+        run.begun_attempts.erase(begun);
+      } else {
+        seq = co_await attempt_begin(run, path, step.name, attempt, cur.data);
+      }
       HttpRequest req;
       req.url = url;
       req.headers = encoded.headers;
@@ -1106,6 +1231,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       ev.datacontenttype = "application/json";
       outcome.output = ev;
       output_text = json::serialize(current_json(final));
+      if (run->end_written) {
+        finish(run, std::move(outcome));  // the last step's commit ended the run (run_end)
+        co_return;
+      }
       co_await send_reply(*run, ev);
     }
     run->record.phase = outcome.phase == "completed"   ? store::RunPhase::completed
@@ -1115,7 +1244,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     run->record.error_json = error_text;
     run->record.finished_at = log::now_rfc3339_ms();
     run->record.updated_at = *run->record.finished_at;
-    co_await record_run(*run);
+    // An attempt begun ahead and never taken over is left only by an error that is not a fault
+    // (settle_attempts handles those): it did not run.
+    std::vector<std::pair<std::int64_t, store::AttemptResult>> abandoned;
+    for (const auto& [path, begun] : run->begun_attempts) {
+      abandoned.emplace_back(
+          begun.seq, attempt_result(store::AttemptPhase::cancelled, std::nullopt,
+                                    make_fault("runtime", 500, "Not started",
+                                               "the run ended before this call started", path)
+                                        .error,
+                                    std::nullopt));
+    }
+    run->begun_attempts.clear();
+    co_await record_run(*run, std::move(abandoned));
     finish(run, std::move(outcome));
   }
 
@@ -1223,6 +1364,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       run->journal[j.path] = {std::string(store::to_string(j.state)), json::parse(j.value_json)};
     }
     for (auto& a : store.attempts(rec.id)) {
+      run->attempt_seq = std::max(run->attempt_seq, a.seq);
       auto& n = run->attempts[a.path];
       n = std::max(n, a.attempt);
       if (a.phase == store::AttemptPhase::running) {
@@ -1286,6 +1428,8 @@ std::size_t Engine::active_runs() const {
   return impl_->active.size();
 }
 
+std::uint64_t Engine::store_operations() const { return impl_->store_queue.operations(); }
+
 void Engine::attach(store::RunStore* runs) {
   impl_->runs = runs;
   impl_->store_queue.attach(runs);
@@ -1338,11 +1482,18 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.created_at = run->created_at;
   rec.started_at = run->started_at;
   rec.updated_at = run->created_at;
-  std::function<std::int64_t(store::RunStore&)> op = [rec](store::RunStore& s) {
-    return s.insert_run(rec);
+  // A first step that is a call starting at once has its attempt begun with the run: one commit.
+  std::optional<store::AttemptRecord> first;
+  if (const auto& steps = workflow->spec.steps;
+      !steps.empty() && Impl::starts_at_once(*run, steps.front())) {
+    first = impl.new_attempt(*run, "/do/0", steps.front().name, 1, input.data);
+  }
+  std::function<std::int64_t(store::RunStore&)> op = [rec, first](store::RunStore& s) {
+    return s.insert_run(rec, first ? &*first : nullptr);
   };
   rec.seq = co_await impl.on_store<std::int64_t>(std::move(op));
   run->record = std::move(rec);
+  if (first) run->begun_attempts["/do/0"] = {first->attempt, first->seq};
   {
     std::lock_guard lock(impl.mutex);
     impl.active[run->id] = run;

@@ -97,8 +97,18 @@ struct Run {
   std::map<std::string, std::int64_t> attempts;  // path → attempts made so far
   // A call's successful attempt, finished in the same commit as its step's journal entry.
   std::map<std::string, std::pair<std::int64_t, store::AttemptResult>> pending_attempts;
-  store::RunRecord record;  // as last written
+  // Attempts begun ahead, in the commit that ended the step before (or inserted the run), of
+  // calls that start at once: path → its attempt number and seq. The call takes its attempt over
+  // instead of beginning one; a step that faults before it does finishes it as cancelled.
+  struct BegunAttempt {
+    std::int64_t attempt = 0;
+    std::int64_t seq = 0;
+  };
+  std::map<std::string, BegunAttempt> begun_attempts;
+  std::int64_t attempt_seq = 0;  // the seq of the run's newest attempt: the engine numbers them
+  store::RunRecord record;       // as last written
   bool cancel_requested = false;
+  bool end_written = false;  // the run's end went into the commit of its last step
   std::optional<RunOutcome> outcome;
   std::vector<std::shared_ptr<boost::asio::steady_timer>> waiters;  // sync invokes
 

@@ -4,6 +4,7 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -145,6 +146,7 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
     }
   } catch (...) {
     checkpointer_.reset();
+    for (auto& stmt : tx_stmts_) stmt.reset();
     sqlite3_close_v2(db_);
     db_ = nullptr;
     throw;
@@ -153,7 +155,32 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
 
 Db::~Db() {
   checkpointer_.reset();  // first, so that the writer's close makes the last checkpoint
+  for (auto& stmt : tx_stmts_) stmt.reset();
   sqlite3_close_v2(db_);
+}
+
+Stmt& Db::tx_stmt(TxOp op) {
+  static constexpr std::string_view kSql[] = {"BEGIN IMMEDIATE",   "COMMIT",
+                                              "ROLLBACK",          "SAVEPOINT knflow_tx",
+                                              "RELEASE knflow_tx", "ROLLBACK TO knflow_tx"};
+  static_assert(std::size(kSql) == static_cast<std::size_t>(TxOp::count));
+  auto& stmt = tx_stmts_[static_cast<std::size_t>(op)];
+  if (!stmt) stmt = std::make_unique<Stmt>(*this, kSql[static_cast<std::size_t>(op)]);
+  return *stmt;
+}
+
+void Db::tx_control(TxOp op) {
+  Stmt& stmt = tx_stmt(op);
+  auto use = stmt.use();
+  stmt.run();
+}
+
+void Db::tx_control_quietly(TxOp op) noexcept {
+  try {
+    tx_control(op);
+  } catch (...) {
+    // Nothing to do: see Tx::~Tx.
+  }
 }
 
 void Db::check_identity(std::size_t newest) {
@@ -297,7 +324,7 @@ bool Stmt::column_is_null(int index) const {
 // ---- Tx ---------------------------------------------------------------------------------------
 
 Tx::Tx(Db& db) : db_(db), nested_(db.in_transaction()) {
-  db_.exec(nested_ ? "SAVEPOINT knflow_tx" : "BEGIN IMMEDIATE");
+  db_.tx_control(nested_ ? Db::TxOp::savepoint : Db::TxOp::begin);
 }
 
 Tx::~Tx() {
@@ -305,15 +332,15 @@ Tx::~Tx() {
   // Errors are ignored: SQLite may already have rolled back on its own (after SQLITE_FULL,
   // SQLITE_IOERR, ...), and a destructor has nobody to tell.
   if (nested_) {
-    sqlite3_exec(db_.handle(), "ROLLBACK TO knflow_tx; RELEASE knflow_tx", nullptr, nullptr,
-                 nullptr);
+    db_.tx_control_quietly(Db::TxOp::rollback_to);
+    db_.tx_control_quietly(Db::TxOp::release);
   } else if (db_.in_transaction()) {
-    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    db_.tx_control_quietly(Db::TxOp::rollback);
   }
 }
 
 void Tx::commit() {
-  db_.exec(nested_ ? "RELEASE knflow_tx" : "COMMIT");
+  db_.tx_control(nested_ ? Db::TxOp::release : Db::TxOp::commit);
   done_ = true;
 }
 

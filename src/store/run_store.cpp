@@ -10,9 +10,12 @@ namespace {
 
 // The seq of a new run: one counter for the whole database in meta 'run_seq' (created by the
 // first insert), so a seq is never handed out twice, even after the newest run was deleted.
-constexpr std::string_view kNextRunSeq =
+// Advanced, then read: RETURNING would cost a temporary b-tree per insert.
+constexpr std::string_view kAdvanceRunSeq =
     "INSERT INTO meta (key, value) VALUES ('run_seq', 1) "
-    "ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value";
+    "ON CONFLICT (key) DO UPDATE SET value = value + 1";
+
+constexpr std::string_view kReadRunSeq = "SELECT value FROM meta WHERE key = 'run_seq'";
 
 constexpr std::string_view kInsertRun =
     "INSERT INTO runs (id, namespace, workflow, generation, definition_json, phase, input_json, "
@@ -47,11 +50,12 @@ constexpr std::string_view kListByWorkflow =
     "AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5) "
     "ORDER BY seq DESC LIMIT ?7";
 
-// The phase condition is the one of the partial index runs_unfinished, word for word.
+// The phase condition is the one of the partial index runs_unfinished (migration 3), word for
+// word: spelled with OR, as `IN` would cost a temporary b-tree.
 constexpr std::string_view kSelectUnfinished =
     "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
     "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
-    "FROM runs WHERE phase IN ('pending', 'running', 'waiting') ORDER BY seq";
+    "FROM runs WHERE phase = 'pending' OR phase = 'running' OR phase = 'waiting' ORDER BY seq";
 
 constexpr std::string_view kDeleteRun = "DELETE FROM runs WHERE id = ?";
 
@@ -60,6 +64,12 @@ constexpr std::string_view kInsertAttempt =
     "input_json, output_json, error_json, http_status) "
     "VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_attempts WHERE run_id = ?1), "
     "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING seq";
+
+// The seq is the caller's: no look-up of the run's highest seq, no RETURNING.
+constexpr std::string_view kBeginAttempt =
+    "INSERT INTO run_attempts (run_id, seq, path, step, attempt, phase, started_at, finished_at, "
+    "input_json, output_json, error_json, http_status) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 constexpr std::string_view kFinishAttempt =
     "UPDATE run_attempts SET phase = ?3, finished_at = ?4, output_json = ?5, error_json = ?6, "
@@ -79,17 +89,20 @@ constexpr std::string_view kSelectJournal =
     "SELECT path, state, value_json FROM run_journal WHERE run_id = ? ORDER BY path";
 
 // Both prune statements walk the partial index runs_finished (same phase condition, word for
-// word) from the oldest finished run; the cascade takes attempts and journal along.
+// word, as migration 3 spells it) from the oldest finished run; the cascade takes attempts and
+// journal along.
 constexpr std::string_view kPruneByAge =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
-    "WHERE phase IN ('cancelled', 'faulted', 'completed') AND finished_at < ?1 "
+    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
+    "AND finished_at < ?1 "
     "ORDER BY finished_at, seq LIMIT ?2)";
 
 // ?1 = keep_at_most: the finished run at that offset from the newest is the newest to delete.
 constexpr std::string_view kPruneByCount =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
-    "WHERE phase IN ('cancelled', 'faulted', 'completed') AND (finished_at, seq) <= "
-    "(SELECT finished_at, seq FROM runs WHERE phase IN ('cancelled', 'faulted', 'completed') "
+    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
+    "AND (finished_at, seq) <= (SELECT finished_at, seq FROM runs "
+    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
     "ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?1) "
     "ORDER BY finished_at, seq LIMIT ?2)";
 
@@ -220,7 +233,8 @@ std::string_view to_string(JournalState state) {
 
 RunStore::RunStore(Db& db)
     : db_(db),
-      next_run_seq_(db, kNextRunSeq),
+      advance_run_seq_(db, kAdvanceRunSeq),
+      read_run_seq_(db, kReadRunSeq),
       insert_run_(db, kInsertRun),
       update_run_(db, kUpdateRun),
       select_run_(db, kSelectRun),
@@ -229,6 +243,7 @@ RunStore::RunStore(Db& db)
       select_unfinished_(db, kSelectUnfinished),
       delete_run_(db, kDeleteRun),
       insert_attempt_(db, kInsertAttempt),
+      begin_attempt_(db, kBeginAttempt),
       finish_attempt_(db, kFinishAttempt),
       select_attempts_(db, kSelectAttempts),
       upsert_journal_(db, kUpsertJournal),
@@ -244,13 +259,16 @@ std::vector<RunRecord> RunStore::read_runs(Stmt& stmt) {
   return records;
 }
 
-std::int64_t RunStore::insert_run(const RunRecord& record) {
+std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* first) {
   Tx tx(db_);
   std::int64_t seq = 0;
   {
-    auto use = next_run_seq_.use();
-    if (next_run_seq_.step()) seq = next_run_seq_.column_int64(0);
-    next_run_seq_.run();
+    auto use = advance_run_seq_.use();
+    advance_run_seq_.run();
+  }
+  {
+    auto use = read_run_seq_.use();
+    if (read_run_seq_.step()) seq = read_run_seq_.column_int64(0);
   }
   {
     auto use = insert_run_.use();
@@ -271,6 +289,7 @@ std::int64_t RunStore::insert_run(const RunRecord& record) {
     insert_run_.bind_int64(15, seq);
     insert_run_.run();
   }
+  if (first) write_attempt(*first);
   tx.commit();
   return seq;
 }
@@ -355,6 +374,29 @@ std::int64_t RunStore::append_attempt(const AttemptRecord& record) {
   return seq;
 }
 
+void RunStore::begin_attempt(const AttemptRecord& record) {
+  Tx tx(db_);
+  write_attempt(record);
+  tx.commit();
+}
+
+void RunStore::write_attempt(const AttemptRecord& record) {
+  auto use = begin_attempt_.use();
+  begin_attempt_.bind_text(1, record.run_id);
+  begin_attempt_.bind_int64(2, record.seq);
+  begin_attempt_.bind_text(3, record.path);
+  begin_attempt_.bind_text(4, record.step);
+  begin_attempt_.bind_int64(5, record.attempt);
+  begin_attempt_.bind_text(6, to_string(record.phase));
+  begin_attempt_.bind_text(7, record.started_at);
+  bind_optional(begin_attempt_, 8, record.finished_at);
+  bind_optional(begin_attempt_, 9, record.input_json);
+  bind_optional(begin_attempt_, 10, record.output_json);
+  bind_optional(begin_attempt_, 11, record.error_json);
+  bind_optional(begin_attempt_, 12, record.http_status);
+  begin_attempt_.run();
+}
+
 bool RunStore::finish_attempt(const std::string& run_id, std::int64_t seq,
                               const AttemptResult& result) {
   Tx tx(db_);
@@ -399,9 +441,11 @@ std::vector<AttemptRecord> RunStore::attempts(const std::string& run_id) {
   return records;
 }
 
-void RunStore::put_journal(const std::string& run_id, const JournalEntry& entry) {
+void RunStore::put_journal(const std::string& run_id, const JournalEntry& entry,
+                           const AttemptRecord* next) {
   Tx tx(db_);
   write_journal(run_id, entry);
+  if (next) write_attempt(*next);
   tx.commit();
 }
 
@@ -428,10 +472,11 @@ std::vector<JournalEntry> RunStore::journal(const std::string& run_id) {
 }
 
 bool RunStore::record_step(const std::string& run_id, std::int64_t seq, const AttemptResult& result,
-                           const JournalEntry& entry) {
+                           const JournalEntry& entry, const AttemptRecord* next) {
   Tx tx(db_);
   write_journal(run_id, entry);
   if (!write_finish(run_id, seq, result)) return false;  // the destructor rolls the entry back
+  if (next) write_attempt(*next);
   tx.commit();
   return true;
 }

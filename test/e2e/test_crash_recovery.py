@@ -29,8 +29,8 @@ WORKERS = 4                # concurrent invokers
 PACE = 0.04                # each invoker pauses up to this many seconds between invokes
 LOAD_BUDGET = 45           # seconds the generator may take to get every invoke accepted
 DRAIN_BUDGET = 60          # seconds the runs get to finish after the load
-STEP_PATHS = {("/step-a", None): "/do/0", ("/step-b", "left"): "/do/2/fork/0",
-              ("/step-b", "right"): "/do/2/fork/1"}
+STEP_PATHS = {("/step-a", None): "/do/0", ("/step-c", None): "/do/1",
+              ("/step-b", "left"): "/do/3/fork/0", ("/step-b", "right"): "/do/3/fork/1"}
 TERMINAL = ("completed", "faulted", "cancelled")
 RETRY = "{limit: 10, backoff: constant, delay: PT0.1S}"
 
@@ -43,11 +43,15 @@ spec:
   functions:
     step-a: {{url: "{sink.url('/step-a')}"}}
     step-b: {{url: "{sink.url('/step-b')}"}}
+    step-c: {{url: "{sink.url('/step-c')}"}}
   reply: {{uri: "{sink.url('/final')}"}}
   deadLetter: {{uri: "{sink.url('/dead')}"}}
   do:
     - name: first
       call: step-a
+      retry: {RETRY}
+    - name: second
+      call: step-c
       retry: {RETRY}
     - name: pause
       wait: PT0.3S
@@ -84,6 +88,26 @@ spec:
       retry: {RETRY}
     - name: after
       call: step-b
+      retry: {RETRY}
+"""
+
+
+def replyless_workflow(name, sink):
+    """Two calls and no `reply`: the commit of the last step also writes the run's end."""
+    return f"""apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {{name: {name}}}
+spec:
+  functions:
+    step-a: {{url: "{sink.url('/step-a')}"}}
+    step-c: {{url: "{sink.url('/step-c')}"}}
+  deadLetter: {{uri: "{sink.url('/dead')}"}}
+  do:
+    - name: first
+      call: step-a
+      retry: {RETRY}
+    - name: last
+      call: step-c
       retry: {RETRY}
 """
 
@@ -406,12 +430,30 @@ class CrashRecoveryTest(unittest.TestCase):
                 per_run[(x.run_id, expected)] += 1
                 first_seen[x.run_id].setdefault(expected, x.at)
             for run_id in by_id:
-                for step in ("/do/0", "/do/2/fork/0", "/do/2/fork/1", "/final"):
+                for step in ("/do/0", "/do/1", "/do/3/fork/0", "/do/3/fork/1", "/final"):
                     self.assertGreaterEqual(per_run[(run_id, step)], 1, f"{run_id} missed {step}")
                 # The durable wait held, also across the restart.
-                waited = first_seen[run_id]["/do/2/fork/0"] - first_seen[run_id]["/do/0"]
+                waited = first_seen[run_id]["/do/3/fork/0"] - first_seen[run_id]["/do/1"]
                 self.assertGreaterEqual(waited, 0.28, f"run {run_id} waited only {waited:.3f}s")
             self.assertEqual(sink.deliveries("/dead"), [], "nothing is dead-lettered")
+
+            # Every call's attempts, those begun in the commit of the step before included (the
+            # first in the run's insert): none left running, numbered 1, 2, ... in order, every
+            # one but the last interrupted (cancelled by the restart) or failed, the last one
+            # completed.
+            for run_id in by_id:
+                status, detail = client.json("GET", f"/api/v1/namespaces/{NS}/runs/{run_id}")
+                self.assertEqual(status, 200, detail)
+                per_path = defaultdict(list)
+                for a in detail["attempts"]:
+                    per_path[a["path"]].append(a)
+                self.assertEqual(set(per_path), set(STEP_PATHS.values()), detail["attempts"])
+                for attempts in per_path.values():
+                    self.assertEqual([a["attempt"] for a in attempts],
+                                     list(range(1, len(attempts) + 1)), attempts)
+                    self.assertEqual(attempts[-1]["phase"], "completed", attempts)
+                    for a in attempts[:-1]:
+                        self.assertIn(a["phase"], ("cancelled", "faulted"), attempts)
 
             duplicates = {k: n - 1 for k, n in per_run.items() if n > 1}
             dup_runs = {run_id for run_id, _ in duplicates}
@@ -473,6 +515,70 @@ class CrashRecoveryTest(unittest.TestCase):
         finally:
             if gen is not None:
                 gen.deadline = 0  # stop retrying
+                gen.join()
+            d.close()
+            sink.stop()
+
+    def test_runs_ended_by_their_last_step_survive_kill_9(self):
+        """Without `reply` a run's end is written in the commit of its last step: after a kill
+        -9 under load every accepted run is completed exactly once, with its output, and its
+        attempts are consistent."""
+        sink = LedgerSink().start()
+        d = Daemon()
+        gen = None
+        try:
+            d.start()
+            status, _, body = d.call("POST", f"/api/v1/namespaces/{NS}/workflows",
+                                     replyless_workflow("replyless", sink),
+                                     content_type="application/yaml")
+            self.assertEqual(status, 201, body)
+            gen = LoadGenerator(d.base, d.token, "replyless", range(RUNS), LOAD_BUDGET, 5).start()
+            self.assertTrue(wait_until(lambda: gen.accepted_count() >= RUNS // 2, LOAD_BUDGET,
+                                       0.002))
+            self.assertEqual(kill9(d), [])
+            d.start()
+            self.assertTrue(gen.join(), "the load generator did not stop")
+            accepted, uncertain = gen.snapshot()
+            self.assertEqual(gen.errors, [])
+            self.assertEqual(len(accepted), RUNS)
+            client = Client(d)
+
+            def all_terminal():
+                runs = client.runs("replyless")
+                return runs if all(r["phase"] in TERMINAL for r in runs) else None
+
+            runs = wait_until(all_terminal, DRAIN_BUDGET, 0.2)
+            self.assertIsNotNone(runs, "runs not terminal")
+            by_id = {r["id"]: r for r in runs}
+            self.assertLessEqual(len(by_id), RUNS + sum(uncertain.values()))
+            for key, (run_id, _) in accepted.items():
+                status, run = client.json("GET", f"/api/v1/namespaces/{NS}/runs/{run_id}")
+                self.assertEqual(status, 200, run)
+                self.assertEqual(run["phase"], "completed", run)
+                self.assertEqual(run["output"]["data"], {"key": key}, run)
+                per_path = defaultdict(list)
+                for a in run["attempts"]:
+                    per_path[a["path"]].append(a)
+                self.assertEqual(set(per_path), {"/do/0", "/do/1"}, run["attempts"])
+                for attempts in per_path.values():
+                    self.assertEqual([a["attempt"] for a in attempts],
+                                     list(range(1, len(attempts) + 1)), attempts)
+                    self.assertEqual(attempts[-1]["phase"], "completed", attempts)
+                    for a in attempts[:-1]:
+                        self.assertIn(a["phase"], ("cancelled", "faulted"), attempts)
+            delivered = Counter(x.ce_id for x in sink.deliveries())
+            for run_id in by_id:
+                for path in ("/do/0", "/do/1"):
+                    self.assertGreaterEqual(delivered[f"{run_id}:{path}"], 1, run_id)
+            self.assertEqual(sink.deliveries("/dead"), [])
+            self.assertEqual(client.metrics().get("knflow_runs_in_flight"), 0.0)
+            self.assertEqual(d.stop(), 0, d.output())
+        except BaseException:
+            sys.stderr.write(f"\n--- daemon output ---\n{output_of(d)[-6000:]}\n")
+            raise
+        finally:
+            if gen is not None:
+                gen.deadline = 0
                 gen.join()
             d.close()
             sink.stop()

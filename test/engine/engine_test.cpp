@@ -155,6 +155,7 @@ class EngineFixture {
   }
 
   engine::Engine& engine() { return *engine_; }
+  asio::strand<asio::any_io_executor>& store_strand() { return store_strand_; }
   metrics::Metrics metrics;
   asio::io_context& ioc() { return ioc_; }
 
@@ -533,6 +534,128 @@ TEST_CASE("engine: a restarted engine resumes runs from their last completed ste
   // `before` was not called again: one request before the stop, one for `after`.
   CHECK(f.echo.requests().size() == 2);
   CHECK(f.record(id)->phase == store::RunPhase::completed);
+}
+
+TEST_CASE("engine: a call's attempt is begun in the commit that ends the step before it",
+          "[engine][durable]") {
+  EngineFixture f;
+  f.echo.route("/down", {.status = 503, .body = "busy"});
+  f.echo.route("/bad", {.status = 400, .body = "no"});
+
+  SECTION("three calls: the run's insert, then one operation per step; the last ends the run") {
+    auto yaml = header("three") + functions(f, {"a", "b", "c"}) + R"(  do:
+    - {name: one, call: a}
+    - {name: two, call: b, output: '${ {n: (.n + 1)} }'}
+    - {name: three, call: c}
+)";
+    const auto before = f.engine().store_operations();
+    auto id = f.start(yaml, R"({"n": 1})");
+    for (int i = 0; i < 1000 && f.record(id)->phase != store::RunPhase::completed; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(f.record(id)->phase == store::RunPhase::completed);
+    CHECK(f.engine().store_operations() - before == 4);  // was 8: attempt_begin, update_run
+    CHECK(EngineFixture::data(f.wait(id)) == json::parse(R"({"n": 2})"));
+    CHECK(json::parse(*f.record(id)->output_json).at("data") == json::parse(R"({"n": 2})"));
+    const auto attempts = f.attempts(id);
+    REQUIRE(attempts.size() == 3);
+    for (std::size_t k = 0; k < 3; ++k) {
+      CAPTURE(k);
+      CHECK(attempts[k].seq == static_cast<std::int64_t>(k + 1));
+      CHECK(attempts[k].path == "/do/" + std::to_string(k));
+      CHECK(attempts[k].attempt == 1);
+      CHECK(attempts[k].phase == store::AttemptPhase::completed);
+      CHECK(attempts[k].http_status == 200);
+    }
+    // A begun-ahead attempt records the input its call sent: the previous step's output.
+    CHECK(json::parse(*attempts[1].input_json) == json::parse(R"({"n": 1})"));
+    CHECK(json::parse(*attempts[2].input_json) == json::parse(R"({"n": 2})"));
+  }
+
+  SECTION("with a reply, the run's end is written after the reply was sent") {
+    auto yaml = header("replying", "  reply: {uri: \"" + f.echo.url("/reply") + "\"}\n") +
+                functions(f, {"a"}) + R"(  do:
+    - {name: one, call: a}
+)";
+    const auto before = f.engine().store_operations();
+    auto id = f.start(yaml, R"({"n": 1})");
+    for (int i = 0; i < 1000 && f.record(id)->phase != store::RunPhase::completed; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(f.record(id)->phase == store::RunPhase::completed);
+    CHECK(f.engine().store_operations() - before == 3);
+    const auto requests = f.echo.requests();
+    REQUIRE(requests.size() == 2);
+    CHECK(requests[1].target == "/reply");
+  }
+
+  SECTION("after a step that is not a call, before a retry and after an input expression") {
+    auto yaml = header("mixed") + functions(f, {"a", "down", "bad"}) + R"(  do:
+    - {name: prepare, set: {v: 1}}
+    - name: flaky
+      call: down
+      retry: {limit: 1, backoff: constant, delay: PT0.01S}
+    - {name: never, call: a}
+)";
+    std::string id;
+    auto out = f.run(yaml, "{}", &id);
+    CHECK(out.phase == "faulted");
+    const auto attempts = f.attempts(id);
+    REQUIRE(attempts.size() == 2);  // `never` was not begun: the list did not go on
+    CHECK(attempts[0].attempt == 1);
+    CHECK(attempts[0].phase == store::AttemptPhase::faulted);
+    CHECK(json::parse(*attempts[0].input_json) == json::parse(R"({"v": 1})"));
+    CHECK(attempts[1].attempt == 2);  // a retry begins its own attempt
+    CHECK(attempts[1].phase == store::AttemptPhase::faulted);
+    CHECK(attempts[1].seq == 2);
+
+    auto shaped = header("shaped") + functions(f, {"a"}) + R"(  do:
+    - {name: one, call: a}
+    - {name: two, call: a, input: '${ {w: 2} }'}
+)";
+    auto shaped_out = f.run(shaped, "{}", &id);
+    CHECK(EngineFixture::data(shaped_out) == json::parse(R"({"w": 2})"));
+    const auto shaped_attempts = f.attempts(id);
+    REQUIRE(shaped_attempts.size() == 2);
+    CHECK(json::parse(*shaped_attempts[1].input_json) == json::parse(R"({"w": 2})"));
+  }
+
+  SECTION("a run cancelled before its begun call starts: that attempt ends cancelled") {
+    f.echo.route("/slow", {.status = 200, .body = "{}", .delay = std::chrono::milliseconds(50)});
+    auto yaml = header("cut") + functions(f, {"slow", "a"}) + R"(  do:
+    - {name: one, call: slow}
+    - {name: two, call: a}
+)";
+    auto id = f.start(yaml);
+    for (int i = 0; i < 500 && f.echo.requests().empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(f.echo.requests().size() == 1);
+    // Hold the store strand: the commit that ends `one` (and begins `two`) waits behind it while
+    // the run is cancelled, so `two` finds the run cancelled when it is entered.
+    std::promise<void> release;
+    std::promise<void> holding;
+    asio::post(f.store_strand(), [&] {
+      holding.set_value();
+      release.get_future().wait();
+    });
+    holding.get_future().wait();
+    // No way to see the commit queued: wait well past `one`'s answer (50 ms).
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+    release.set_value();
+    auto out = f.wait(id);
+    CHECK(out.phase == "cancelled");
+    CHECK(f.echo.requests().size() == 1);  // `two` never called
+    const auto attempts = f.attempts(id);
+    REQUIRE(attempts.size() == 2);
+    CHECK(attempts[0].phase == store::AttemptPhase::completed);
+    CHECK(attempts[1].path == "/do/1");
+    CHECK(attempts[1].phase == store::AttemptPhase::cancelled);
+    REQUIRE(attempts[1].error_json);
+    CHECK(json::parse(*attempts[1].error_json).at("title") == "Cancelled");
+  }
 }
 
 TEST_CASE("engine: a thousand concurrent runs all complete", "[engine][load]") {

@@ -126,7 +126,7 @@ TEST_CASE("Migration 2 adds the run tables to a version 1 database and keeps its
   }
 
   Db db(path);
-  CHECK(db.user_version() == 2);
+  CHECK(db.user_version() == static_cast<std::int64_t>(std::size(knflow::store::kMigrations)));
   CHECK(db.integrity_check() == "ok");
   WorkflowStore workflows(db);
   const auto loaded = workflows.load_all();
@@ -144,6 +144,105 @@ TEST_CASE("Migration 2 adds the run tables to a version 1 database and keeps its
   CHECK(query_int(db,
                   "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
                   "('runs', 'run_attempts', 'run_journal')") == 3);
+}
+
+namespace {
+
+// Temporary b-trees (OpenEphemeral) SQLite opens for a write to the run tables: one per
+// `IN (...)` list of three or more constants in their checks and partial indexes.
+std::int64_t ephemeral_tables(Db& db) {
+  std::int64_t total = 0;
+  for (const std::string_view sql :
+       {"INSERT INTO runs (id, namespace, workflow, generation, definition_json, phase, "
+        "input_json, traceparent, created_at, updated_at, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "UPDATE runs SET phase = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+        "INSERT INTO run_attempts (run_id, seq, path, step, attempt, phase, started_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "UPDATE run_attempts SET phase = ?, finished_at = ? WHERE run_id = ? AND seq = ?"}) {
+    Stmt explain(db, "EXPLAIN " + std::string(sql));
+    while (explain.step()) total += explain.column_text(1) == "OpenEphemeral";
+  }
+  return total;
+}
+
+std::string query_plan(Db& db, const std::string& sql) {
+  Stmt plan(db, "EXPLAIN QUERY PLAN " + sql);
+  std::string text;
+  while (plan.step()) text += std::string(plan.column_text(3)) + "; ";
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks phases without IN") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const JournalEntry entry{"/do/0", JournalState::completed, R"({"greeting":"Hello"})"};
+  std::vector<RunRecord> runs;
+  std::vector<std::vector<AttemptRecord>> attempts;
+  {
+    // A database as the previous version wrote it.
+    Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 2)});
+    REQUIRE(db.user_version() == 2);
+    CHECK(ephemeral_tables(db) > 0);
+    RunStore store(db);
+    store.insert_run(make_run("done", "greet", RunPhase::completed, 10));
+    store.append_attempt(make_attempt("done", "/do/0", 10));
+    store.record_step("done", 1,
+                      {.phase = AttemptPhase::completed, .finished_at = at(11), .http_status = 200},
+                      entry);
+    store.insert_run(make_run("going", "greet", RunPhase::running, 20));
+    store.append_attempt(make_attempt("going", "/do/0", 20));
+    store.put_journal("going", {"/do/1/wait", JournalState::started, R"({"deadline":1})"});
+    store.insert_run(make_run("faulted", "order", RunPhase::faulted, 30, "other"));
+    for (const char* id : {"done", "going", "faulted"}) {
+      runs.push_back(*store.get_run(id));
+      attempts.push_back(store.attempts(id));
+    }
+  }
+
+  Db db(path);
+  CHECK(db.user_version() == 3);
+  CHECK(db.integrity_check() == "ok");
+  CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
+  CHECK(query_int(db,
+                  "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE '%_new' "
+                  "OR (name LIKE 'run%' AND sql LIKE '% IN (%')") == 0);
+  CHECK(ephemeral_tables(db) == 0);
+  RunStore store(db);
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    CAPTURE(runs[i].id);
+    CHECK(store.get_run(runs[i].id) == runs[i]);
+    CHECK(store.attempts(runs[i].id) == attempts[i]);
+  }
+  CHECK(store.journal("done") == std::vector<JournalEntry>{entry});
+  CHECK(store.journal("going").size() == 1);
+
+  // The partial indexes serve the same reads; the checks refuse what they refused.
+  CHECK(query_plan(db,
+                   "SELECT id FROM runs WHERE phase = 'pending' OR phase = 'running' OR "
+                   "phase = 'waiting' ORDER BY seq")
+            .find("runs_unfinished") != std::string::npos);
+  CHECK(ids_of(store.unfinished_runs()) == std::vector<std::string>{"going"});
+  RunRecord bad = make_run("bad", "greet", RunPhase::running, 40);
+  bad.finished_at = at(41);  // a running run with a finished_at
+  CHECK(error_of([&] { store.insert_run(bad); }).code() == SQLITE_CONSTRAINT_CHECK);
+  CHECK(error_of([&] {
+          db.exec("UPDATE run_attempts SET phase = 'lost' WHERE run_id = 'going'");
+        }).code() == SQLITE_CONSTRAINT_CHECK);
+  CHECK(error_of([&] { store.append_attempt(make_attempt("nobody", "/do/0")); }).code() ==
+        SQLITE_CONSTRAINT_FOREIGNKEY);
+  CHECK(store.insert_run(make_run("new", "greet", RunPhase::running, 50)) == 4);
+
+  // Deleting a run still takes its attempts and journal along (the children's foreign keys
+  // name the rebuilt runs table).
+  CHECK(store.prune(at(100), std::nullopt, 10) == 2);
+  CHECK(store.attempts("done").empty());
+  CHECK(store.journal("done").empty());
+  CHECK(store.delete_run("going"));
+  CHECK(query_int(db, "SELECT COUNT(*) FROM run_attempts") == 0);
+  CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == 0);
 }
 
 TEST_CASE("A run is inserted, read, updated and deleted") {
@@ -379,6 +478,79 @@ TEST_CASE("record_step finishes the attempt and writes its journal entry, both o
     CHECK(store.journal("a") == std::vector<JournalEntry>{started});
     CHECK(store.attempts("a")[0].phase == AttemptPhase::running);
     CHECK_FALSE(db.in_transaction());
+  }
+}
+
+TEST_CASE("A step's commit can begin the next step's attempt: all or nothing") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  AttemptRecord first = make_attempt("a", "/do/0", 1);
+  first.seq = 1;
+  AttemptRecord second = make_attempt("a", "/do/1", 2);
+  second.seq = 2;
+  const AttemptResult done{.phase = AttemptPhase::completed,
+                           .finished_at = at(2),
+                           .output_json = R"({"greeting":"Hello"})",
+                           .http_status = 200};
+  const JournalEntry completed{"/do/0", JournalState::completed, R"({"greeting":"Hello, Ada"})"};
+
+  SECTION("insert_run begins the first attempt; record_step ends it and begins the next") {
+    CHECK(store.insert_run(make_run("a", "greet", RunPhase::running), &first) == 1);
+    REQUIRE(store.attempts("a") == std::vector<AttemptRecord>{first});
+    CHECK(store.record_step("a", 1, done, completed, &second));
+    const auto attempts = store.attempts("a");
+    REQUIRE(attempts.size() == 2);
+    CHECK(attempts[0].phase == AttemptPhase::completed);
+    CHECK(attempts[0].http_status == 200);
+    CHECK(attempts[1] == second);
+    CHECK(store.journal("a") == std::vector<JournalEntry>{completed});
+  }
+
+  SECTION("a first attempt that is refused takes the run with it, and its seq") {
+    AttemptRecord bad = first;
+    bad.finished_at = at(2);  // running with a finished_at: refused by the table's check
+    const Error e =
+        error_of([&] { store.insert_run(make_run("a", "greet", RunPhase::running), &bad); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_CHECK);
+    CHECK_FALSE(store.get_run("a").has_value());
+    CHECK(store.attempts("a").empty());
+    CHECK_FALSE(db.in_transaction());
+    CHECK(store.insert_run(make_run("b")) == 1);
+  }
+
+  SECTION("a next attempt that is refused undoes the step's journal entry and its attempt end") {
+    store.insert_run(make_run("a", "greet", RunPhase::running), &first);
+    AttemptRecord taken = second;
+    taken.seq = 1;  // the seq of the attempt being finished
+    const Error e = error_of([&] { store.record_step("a", 1, done, completed, &taken); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_PRIMARYKEY);
+    CHECK(store.attempts("a") == std::vector<AttemptRecord>{first});
+    CHECK(store.journal("a").empty());
+    CHECK_FALSE(db.in_transaction());
+  }
+
+  SECTION("no attempt to finish: the next one is not begun either") {
+    store.insert_run(make_run("a", "greet", RunPhase::running), &first);
+    CHECK_FALSE(store.record_step("a", 7, done, completed, &second));
+    CHECK(store.attempts("a") == std::vector<AttemptRecord>{first});
+    CHECK(store.journal("a").empty());
+  }
+
+  SECTION("a journal entry of a step that is not a call can begin the next call's attempt") {
+    store.insert_run(make_run("a", "greet", RunPhase::running));
+    store.put_journal("a", {"/do/0", JournalState::completed, "{}"}, &first);
+    CHECK(store.attempts("a") == std::vector<AttemptRecord>{first});
+    CHECK(store.journal("a").size() == 1);
+  }
+
+  SECTION("begin_attempt takes the caller's seq and refuses one already used") {
+    store.insert_run(make_run("a", "greet", RunPhase::running));
+    store.begin_attempt(second);
+    CHECK(store.attempts("a") == std::vector<AttemptRecord>{second});
+    const Error e = error_of([&] { store.begin_attempt(second); });
+    CHECK(e.code() == SQLITE_CONSTRAINT_PRIMARYKEY);
+    CHECK(store.append_attempt(first) == 3);  // after the highest seq
   }
 }
 
@@ -656,8 +828,9 @@ std::string crash_id(int round, std::int64_t i) {
 // What the child reports after each commit: the run's number times 4 plus the stage it reached.
 enum Stage : std::int64_t { kStarted = 1, kStepRecorded = 2, kCompleted = 3 };
 
-// The child: for each run, three commits (the run and its first attempt in one batch; the step
-// through record_step; the run's completion), each reported on `out`. Never returns.
+// The child: for each run, three commits as the engine makes them for a run of one call (the run
+// with its first attempt; the step through record_step, which also begins a second attempt, as
+// for a next call; the run's completion), each reported on `out`. Never returns.
 [[noreturn]] void run_until_killed(const std::filesystem::path& path, int round, int out) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   int code = 0;
@@ -673,17 +846,17 @@ enum Stage : std::int64_t { kStarted = 1, kStepRecorded = 2, kCompleted = 3 };
       RunRecord run = make_run(id, "crash", RunPhase::running, 1, "crash");
       AttemptRecord attempt = make_attempt(id, "/do/0", 1);
       attempt.input_json = pad(id, "input");
-      std::int64_t seq = store.batch([&] {
-        store.insert_run(run);
-        return store.append_attempt(attempt);
-      });
+      attempt.seq = 1;
+      AttemptRecord next = make_attempt(id, "/do/1", 2);
+      next.seq = 2;
+      store.insert_run(run, &attempt);
       if (!report(i, kStarted)) break;
-      store.record_step(id, seq,
+      store.record_step(id, 1,
                         {.phase = AttemptPhase::completed,
                          .finished_at = at(2),
                          .output_json = pad(id, "output").substr(0, 100),
                          .http_status = 200},
-                        {"/do/0", JournalState::completed, pad(id, "output")});
+                        {"/do/0", JournalState::completed, pad(id, "output")}, &next);
       if (!report(i, kStepRecorded)) break;
       run.phase = RunPhase::completed;
       run.output_json = pad(id, "output");
@@ -766,12 +939,13 @@ TEST_CASE("Runs, attempts and journal entries reported by a writer survive SIGKI
       const auto run = store.get_run(id);
       const auto attempts = store.attempts(id);
       const auto journal = store.journal(id);
-      if (!run || attempts.size() != 1 || attempts[0].input_json != pad(id, "input")) {
+      if (!run || attempts.empty() || attempts[0].input_json != pad(id, "input")) {
         ++missing;
         continue;
       }
       if (stage >= kStepRecorded &&
-          (attempts[0].phase != AttemptPhase::completed ||
+          (attempts.size() != 2 || attempts[0].phase != AttemptPhase::completed ||
+           attempts[1].path != "/do/1" || attempts[1].phase != AttemptPhase::running ||
            journal !=
                std::vector<JournalEntry>{{"/do/0", JournalState::completed, pad(id, "output")}})) {
         ++missing;
@@ -784,12 +958,15 @@ TEST_CASE("Runs, attempts and journal entries reported by a writer survive SIGKI
     }
     CHECK(missing == 0);
 
-    // Never half a step, reported or not: a journal entry exactly when the attempt completed.
+    // Never half a step, reported or not: a journal entry exactly when the first attempt
+    // completed, and then the next attempt begun; never a run without its first attempt.
     std::size_t torn = 0;
     for (const auto& run : store.list_runs({.namespace_ = "crash", .limit = 1000000})) {
       const auto attempts = store.attempts(run.id);
-      const bool completed = attempts.size() == 1 && attempts[0].phase == AttemptPhase::completed;
-      if (completed != (store.journal(run.id).size() == 1)) ++torn;
+      const bool completed = attempts.size() == 2 && attempts[0].phase == AttemptPhase::completed;
+      const bool started = attempts.size() == 1 && attempts[0].phase == AttemptPhase::running;
+      const bool journalled = store.journal(run.id).size() == 1;
+      if (completed != journalled || (!completed && !started)) ++torn;
     }
     CHECK(torn == 0);
   }

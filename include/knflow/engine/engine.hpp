@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -95,6 +96,10 @@ class Engine {
   void shutdown(std::function<void()> done);
 
   std::size_t active_runs() const;
+  // Store operations queued for the group commit so far (a run of N calls that start at once
+  // takes N + 1: its insert and one per step, the last one ending the run; N + 2 with a
+  // spec.reply); for tests.
+  std::uint64_t store_operations() const;
 
   // Where `emit` posts; "{ns}" is replaced by the run's namespace. Call before runs start.
   void set_broker_url(std::string url);

@@ -27,6 +27,8 @@ struct sqlite3_stmt;
 
 namespace knflow::store {
 
+class Stmt;
+
 // A failed SQLite call or a refused database: what() is the message, code() the SQLite extended
 // result code (SQLITE_BUSY, SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_READONLY, ...).
 class Error : public std::runtime_error {
@@ -81,6 +83,14 @@ class Db {
   const std::filesystem::path& path() const { return path_; }
 
  private:
+  friend class Tx;
+  // Transaction control for Tx, each statement prepared once, on first use (sqlite3_exec would
+  // parse it again for every transaction and savepoint).
+  enum class TxOp { begin, commit, rollback, savepoint, release, rollback_to, count };
+  void tx_control(TxOp op);                   // throws Error
+  void tx_control_quietly(TxOp op) noexcept;  // errors ignored (a destructor's rollback)
+  Stmt& tx_stmt(TxOp op);
+
   void check_identity(std::size_t newest);
   void migrate(std::span<const std::string_view> migrations);
   static int on_wal_commit(void* self, sqlite3* db, const char* name, int pages);
@@ -90,6 +100,7 @@ class Db {
   std::filesystem::path path_;
   std::size_t checkpoint_pages_ = 0;
   std::unique_ptr<Checkpointer> checkpointer_;  // before db_ closes, it stops
+  std::unique_ptr<Stmt> tx_stmts_[static_cast<std::size_t>(TxOp::count)];  // finalized before
 };
 
 // A prepared statement, compiled once (from a constexpr SQL string) and reused: reset(), bind by

@@ -59,7 +59,8 @@ struct RunRecord {
 // One row of `run_attempts`: one attempt of one step of a run.
 struct AttemptRecord {
   std::string run_id;
-  std::int64_t seq = 0;  // assigned by append_attempt: 1, 2, ... within the run
+  std::int64_t seq = 0;  // 1, 2, ... within the run: assigned by append_attempt, or by the caller
+                         // of begin_attempt, insert_run and record_step
   std::string path;      // the step's execution path: "/do/2/fork/branches/1/do/0", "/do/3[7]/do/0"
   std::string step;      // the step's name
   std::int64_t attempt = 1;
@@ -117,9 +118,10 @@ class RunStore {
   RunStore(const RunStore&) = delete;
   RunStore& operator=(const RunStore&) = delete;
 
-  // Inserts a new run (record.seq is ignored) and returns the seq assigned to it. A run id already
-  // stored fails with SQLITE_CONSTRAINT_PRIMARYKEY.
-  std::int64_t insert_run(const RunRecord& record);
+  // Inserts a new run (record.seq is ignored) and returns the seq assigned to it. With `first`,
+  // also begins the run's first attempt (as begin_attempt) in the same transaction: both or
+  // neither. A run id already stored fails with SQLITE_CONSTRAINT_PRIMARYKEY.
+  std::int64_t insert_run(const RunRecord& record, const AttemptRecord* first = nullptr);
   // Writes the mutable columns of the run record.id (phase, output_json, error_json, started_at,
   // finished_at, updated_at); the others never change. Returns false when there is no such run.
   bool update_run(const RunRecord& record);
@@ -137,22 +139,29 @@ class RunStore {
 
   // Appends an attempt to its run (record.seq is ignored) and returns the seq assigned to it.
   std::int64_t append_attempt(const AttemptRecord& record);
+  // Inserts an attempt with the seq the caller chose (the engine counts its runs' attempts), which
+  // saves append_attempt's look-up of the run's highest seq. A seq the run already has fails with
+  // SQLITE_CONSTRAINT_PRIMARYKEY.
+  void begin_attempt(const AttemptRecord& record);
   // Records how the attempt (run_id, seq) ended. Returns false, changing nothing, when there is no
   // such attempt.
   bool finish_attempt(const std::string& run_id, std::int64_t seq, const AttemptResult& result);
   // Every attempt of a run, in the order they were appended.
   std::vector<AttemptRecord> attempts(const std::string& run_id);
 
-  // Inserts or replaces the journal entry of (run_id, entry.path).
-  void put_journal(const std::string& run_id, const JournalEntry& entry);
+  // Inserts or replaces the journal entry of (run_id, entry.path). With `next`, also begins that
+  // attempt (as begin_attempt) in the same transaction: both or neither.
+  void put_journal(const std::string& run_id, const JournalEntry& entry,
+                   const AttemptRecord* next = nullptr);
   // Every journal entry of a run, ordered by path.
   std::vector<JournalEntry> journal(const std::string& run_id);
 
-  // The engine's hot path, one commit per completed step: finishes the attempt (run_id, seq) and
-  // writes the journal entry for it, both or neither. Returns false, changing nothing, when there
-  // is no such attempt.
+  // The engine's hot path, one commit per completed step: finishes the attempt (run_id, seq),
+  // writes the journal entry for it and, with `next`, begins the attempt of the call that starts
+  // right after it (as begin_attempt): all or nothing. Returns false, changing nothing, when there
+  // is no attempt (run_id, seq).
   bool record_step(const std::string& run_id, std::int64_t seq, const AttemptResult& result,
-                   const JournalEntry& entry);
+                   const JournalEntry& entry, const AttemptRecord* next = nullptr);
 
   // Runs f() (which calls functions of this store, or of others on the same Db) as one
   // transaction: committed when f returns, rolled back when it throws. Returns what f returns.
@@ -182,9 +191,11 @@ class RunStore {
   // The statements alone, without a transaction of their own.
   bool write_finish(const std::string& run_id, std::int64_t seq, const AttemptResult& result);
   void write_journal(const std::string& run_id, const JournalEntry& entry);
+  void write_attempt(const AttemptRecord& record);
 
   Db& db_;
-  Stmt next_run_seq_;
+  Stmt advance_run_seq_;
+  Stmt read_run_seq_;
   Stmt insert_run_;
   Stmt update_run_;
   Stmt select_run_;
@@ -193,6 +204,7 @@ class RunStore {
   Stmt select_unfinished_;
   Stmt delete_run_;
   Stmt insert_attempt_;
+  Stmt begin_attempt_;
   Stmt finish_attempt_;
   Stmt select_attempts_;
   Stmt upsert_journal_;
