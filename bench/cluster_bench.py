@@ -1078,9 +1078,9 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         f"{args.settle:g} s after each batch converged;",
         "  per cached Workflow = (RSS after the last batch − RSS before it) ÷ its N. JSON size =",
         "  each object as the apiserver returns it in a LIST (compact JSON, `managedFields`",
-        "  included, as the informers keep it), averaged; compared with the Workflow's own JSON",
-        "  (the target) and with the Workflow plus its owned objects (what the informers really",
-        "  cache per Workflow). Then, on the converged cluster: a standby controller (leader",
+        "  included), averaged; compared with the Workflow's own JSON (the target) and with",
+        "  the Workflow plus its owned objects (the informers watch both; they keep the",
+        "  Workflow without `managedFields` and a summary of each owned object). Then, on the converged cluster: a standby controller (leader",
         "  election on, a Lease another holder keeps for an hour) syncs its informers and never",
         "  reconciles: its RSS is the informers' caches alone; and the measured controller is",
         "  stopped and a fresh one started: its RSS once its caches are synced and its first",
@@ -1261,7 +1261,7 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
               f"| the Workflow alone | {kib(v['rss_per_wf'])} | {kib(last['wf_json_mean'])} | "
               f"{v['rss_vs_wf']:.2f}× | ≤ 2× | {verdict(v['rss_ok'])} |",
               f"| the Workflow and its {last['objects_per_wf']:.0f} owned objects (what the "
-              f"informers cache) | {kib(v['rss_per_wf'])} | "
+              f"informers watch) | {kib(v['rss_per_wf'])} | "
               f"{kib(last['wf_json_mean'] + last['child_json_per_wf'])} | {v['rss_vs_all']:.2f}× | "
               f"≤ 2× | {verdict(v['rss_all_ok'])} |",
               *([f"| the same, in the fresh controller (from idle, ÷ {total:,}) | "
@@ -1279,24 +1279,24 @@ def section(args, meta: dict, batches: list[dict], noop: dict | None, idle: dict
         if fp:
             w, c, pl = fp["workflow"], fp["children"], fp["plan"]
             parts = w["heap"] + c["heap"] + pl["heap"]
-            line = (f"Where a cached Workflow's memory goes, from a probe that parses the sample "
+            line = (f"For comparison, what the same objects take as parsed trees (how the "
+                    f"controller cached them before it kept compact text and summaries; "
+                    f"docs/controller.md, \"Memory\"), from a probe that parses the sample "
                     f"objects of this run with boost::json {fp['boost'].replace('_', '.')} and "
                     f"counts the heap (`malloc_usable_size` + 8 bytes per allocation): the "
                     f"Workflow, {w['text']:,} bytes of JSON, is {w['heap']:,} bytes in "
                     f"{w['allocs']} allocations ({w['heap'] / w['text']:.1f}×); its "
                     f"{fp['objects']} owned objects, {c['text']:,} bytes, are {c['heap']:,} "
-                    f"({c['heap'] / c['text']:.1f}×); the rendered objects the controller keeps "
-                    f"per (uid, generation) (approximated by the owned objects without status "
-                    f"and server metadata), {pl['text']:,} bytes, are {pl['heap']:,} "
-                    f"({pl['heap'] / pl['text']:.1f}×). Together {parts / 1024:.1f} KiB")
+                    f"({c['heap'] / c['text']:.1f}×); their rendered form (the owned objects "
+                    f"without status and server metadata), {pl['text']:,} bytes, is "
+                    f"{pl['heap']:,} ({pl['heap'] / pl['text']:.1f}×). Together "
+                    f"{parts / 1024:.1f} KiB per Workflow")
             if sb:
                 line += (f"; the standby controller (informers only) measured "
                          f"{kib((sb['rss']['VmRSS'] - idle['VmRSS']) / total)} per Workflow "
-                         f"against {(w['heap'] + c['heap']) / 1024:.1f} KiB for the informers' "
-                         "part")
+                         f"against {(w['heap'] + c['heap']) / 1024:.1f} KiB as trees")
             if rs:
-                line += (f"; the fresh leader {kib((rs['rss']['VmRSS'] - idle['VmRSS']) / total)} "
-                         "against the sum")
+                line += (f", the fresh leader {kib((rs['rss']['VmRSS'] - idle['VmRSS']) / total)}")
             o += [line + ".", ""]
     warnings = meta.get("controller_log_warnings") or []
     startup = meta.get("controller_log_startup_warnings") or []
