@@ -28,7 +28,6 @@ import argparse
 import atexit
 import concurrent.futures
 import copy
-import ctypes
 import datetime
 import http.client
 import json
@@ -47,6 +46,8 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from benchlib import BenchError, CLK_TCK, cpu_busy_ticks, die_with_parent, git_info, int_list, machine, mib, proc_status, verdict  # noqa: E402
 sys.path.insert(0, str(ROOT / "test" / "kubeenv"))
 from kubeenv import KubeEnv  # noqa: E402
 
@@ -56,8 +57,6 @@ END = "<!-- cluster-bench:end -->"
 NOTES_BEGIN = "<!-- cluster-analysis:begin -->"
 NOTES_END = "<!-- cluster-analysis:end -->"
 
-MIB = 1024 * 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKFLOWS = ("knflow.dev/v1alpha1", "workflows")
 # (apiVersion, plural) of every kind the controller owns (render::rendered_kinds()).
 KINDS = {
@@ -80,22 +79,12 @@ ARGO = {
 }
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 def log(msg: str) -> None:
     print(f"[cluster-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Processes and /proc
-
-def _die_with_parent() -> None:
-    try:  # PR_SET_PDEATHSIG: if this driver is killed outright, the child gets SIGTERM
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
 
 
 class Children:
@@ -112,7 +101,7 @@ class Children:
     def spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen:
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         self.procs.append(proc)
         self.record(proc.pid)
         return proc
@@ -134,17 +123,6 @@ class Children:
             self.stop(proc, timeout=5.0)
 
 
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads)."""
     try:
@@ -158,12 +136,6 @@ def cpu_seconds(pid: int) -> float:
 def self_cpu() -> float:
     t = os.times()
     return t.user + t.system
-
-
-def cpu_busy_ticks() -> int:
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return sum(fields[:8]) - (fields[3] + fields[4])
 
 
 def child_pids_by_name(parent: int) -> dict[str, int]:
@@ -180,32 +152,6 @@ def child_pids_by_name(parent: int) -> dict[str, int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
             out[comm] = int(entry)
     return out
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) * 1024
-    return {"nproc": os.cpu_count(),
-            "nproc_cmd": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-            "cpu": cpu, "mem_gib": mem / (1024 ** 3), "kernel": platform.release()}
-
-
-def git_info() -> dict:
-    def git(*a):
-        r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
-        return r.stdout.rstrip() if r.returncode == 0 else ""
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s"),
-            "dirty_files": [line[3:] for line in dirty.splitlines()]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -944,9 +890,6 @@ def footprint(args, tmp: Path, sample: dict) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 # Evaluation and the section
 
-def verdict(ok: bool) -> str:
-    return "**met**" if ok else "**MISSED**"
-
 
 def evaluate(args, batches: list[dict], noop: dict | None, idle: dict,
              meta: dict | None = None) -> dict:
@@ -981,10 +924,6 @@ def evaluate(args, batches: list[dict], noop: dict | None, idle: dict,
         if rs:
             v["rss_restart_per_wf"] = (rs["rss"]["VmRSS"] - idle["VmRSS"]) / total
     return v
-
-
-def mib(b: float) -> str:
-    return f"{b / MIB:.1f} MiB"
 
 
 def kib(b: float) -> str:
@@ -1414,10 +1353,6 @@ def rewrite_from_json(args) -> int:
         write_section(Path(args.doc), render)
         log(f"rewrote the \"{SECTION[3:]}\" section of {args.doc} from {args.from_json}")
     return 0
-
-
-def int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
 
 
 def main(argv: list[str]) -> int:

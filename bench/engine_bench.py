@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import concurrent.futures
-import ctypes
 import datetime
 import http.client
 import json
@@ -48,6 +47,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from benchlib import BenchError, CLK_TCK, MIB, child_pids, cpu_busy_ticks, die_with_parent, free_port, git_info, int_list, machine, mib, proc_status, verdict  # noqa: E402
 NS_PATH = "/api/v1/namespaces/default"
 SECTION = "## Standalone engine"
 NOTES_BEGIN = "<!-- engine-analysis:begin -->"
@@ -58,24 +59,9 @@ NOTES_END = "<!-- engine-analysis:end -->"
 # Processes, /proc, HTTP and wrk helpers. The same conventions as bench/knflow_bench.py (kept
 # separate so that this driver runs on its own).
 
-MIB = 1024 * 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(RuntimeError):
-    pass
-
 
 def log(msg: str) -> None:
     print(f"[engine-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: if this driver is killed outright, the kernel sends SIGTERM to the child.
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
 
 
 class Children:
@@ -89,7 +75,7 @@ class Children:
     def spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen:
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         with self.lock:
             self.procs.append(proc)
             with open(self.pid_file, "a") as f:
@@ -114,23 +100,6 @@ class Children:
             self.stop(proc, timeout=5.0)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
-
-
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of the given processes (all their threads)."""
     total = 0
@@ -139,28 +108,6 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
-
-
-def cpu_busy_ticks() -> int:
-    """Busy CPU ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return sum(fields[:8]) - (fields[3] + fields[4])
-
-
-def child_pids(parent: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            pids.append(int(entry))
-    return pids
 
 
 def request(port: int, method: str, path: str, token: str | None, body: bytes | None = None,
@@ -268,32 +215,6 @@ def wait_for_quiet(args) -> tuple[float, float]:
         waited = time.monotonic() - t0
         if busy <= args.quiet_cores or waited >= args.quiet_wait:
             return waited, busy
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) * 1024
-    return {"nproc": os.cpu_count(),
-            "nproc_cmd": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-            "cpu": cpu, "mem_gib": mem / (1024 ** 3), "kernel": platform.release()}
-
-
-def git_info() -> dict:
-    def git(*a):
-        r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
-        return r.stdout.rstrip() if r.returncode == 0 else ""
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s"),
-            "dirty_files": [line[3:] for line in dirty.splitlines()]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +395,7 @@ def run_wrk(args, url: str, script: Path, duration: float, pids, threads: int,
     busy0 = cpu_busy_ticks()
     t0 = time.monotonic()
     res = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
-                         preexec_fn=_die_with_parent)
+                         preexec_fn=die_with_parent)
     elapsed = time.monotonic() - t0
     busy1 = cpu_busy_ticks()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -842,16 +763,8 @@ def ms(x: float) -> str:
     return f"{x:.2f} ms" if abs(x) < 10 else f"{x:.1f} ms"
 
 
-def mib(x: float) -> str:
-    return f"{x / MIB:.1f} MiB"
-
-
 def kib(x: float) -> str:
     return f"{x / 1024:.1f} KiB" if abs(x) >= 1024 else f"{x:.0f} B"
-
-
-def verdict(ok: bool) -> str:
-    return "**met**" if ok else "**MISSED**"
 
 
 def evaluate(args, calls, fork, mem, commit) -> dict:
@@ -1218,10 +1131,6 @@ def rewrite_from_json(args) -> int:
         write_section(Path(args.doc), render)
         log(f"rewrote the \"{SECTION[3:]}\" section of {args.doc} from {args.from_json}")
     return 0
-
-
-def int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
 
 
 def main(argv: list[str]) -> int:

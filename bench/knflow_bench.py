@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import concurrent.futures
-import ctypes
 import datetime
 import hashlib
 import http.client
@@ -38,9 +37,9 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from benchlib import BenchError, CLK_TCK, MIB, child_pids, die_with_parent, free_port, git_info, machine, mib, proc_status, verdict  # noqa: E402
 WORKFLOW_PATH = "/api/v1/namespaces/default/workflows/order-pipeline"
-MIB = 1024 * 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Headers knflow puts on every answer (docs/api.md); nginx adds the same ones so that both answers
 # carry (almost) the same bytes, not only the same body.
@@ -53,10 +52,6 @@ SECURITY_HEADERS = [
     ("Referrer-Policy", "no-referrer"),
     ("X-Frame-Options", "DENY"),
 ]
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def log(msg: str) -> None:
@@ -78,7 +73,7 @@ class Children:
         out = open(log_path, "ab")
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, **kw)
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent, **kw)
         finally:
             out.close()
         with self.lock:
@@ -105,31 +100,6 @@ class Children:
             self.stop(proc, timeout=5.0)
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: if this driver is killed outright, the kernel sends SIGTERM to the child.
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
-
-
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of the given processes (all their threads)."""
     total = 0
@@ -147,21 +117,6 @@ def cpu_ticks_total() -> tuple[int, int]:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
     return total - idle, total
-
-
-def child_pids(parent: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            pids.append(int(entry))
-    return pids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,7 +405,7 @@ def run_wrk(args, url: str, auth: str, duration: int, server_pids, threads: int 
     busy0, all0 = cpu_ticks_total()
     t0 = time.monotonic()
     res = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
-                         preexec_fn=_die_with_parent)
+                         preexec_fn=die_with_parent)
     elapsed = time.monotonic() - t0
     busy1, all1 = cpu_ticks_total()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -710,31 +665,6 @@ def bench_startup(args, children: Children, tmp: Path, template: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Report
 
-def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) * 1024
-    return {"nproc": os.cpu_count(), "nproc_cmd": subprocess.run(["nproc"], capture_output=True,
-                                                                  text=True).stdout.strip(),
-            "cpu": cpu, "mem_gib": mem / (1024 ** 3), "kernel": platform.release()}
-
-
-def git_info() -> dict:
-    def git(*a):
-        r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
-        return r.stdout.rstrip() if r.returncode == 0 else ""
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s"),
-            "dirty_files": [line[3:] for line in dirty.splitlines()]}
-
 
 def tool_versions(args) -> dict:
     def first_line(argv):
@@ -748,14 +678,6 @@ def tool_versions(args) -> dict:
 
 def ms(x: float) -> str:
     return f"{x:.3f} ms" if x < 10 else f"{x:.1f} ms"
-
-
-def mib(x: float) -> str:
-    return f"{x / MIB:.1f} MiB"
-
-
-def verdict(ok: bool) -> str:
-    return "**met**" if ok else "**MISSED**"
 
 
 def evaluate(get: dict | None, st: dict | None) -> dict:
