@@ -39,37 +39,9 @@ if ! bash test/kubeenv/build.sh --print >/dev/null 2>&1 && [[ -z "${KNFLOW_KUBE_
   exit 2
 fi
 
-tmp="$(mktemp -d /tmp/knflow-cluster-bench.XXXXXX)"
-keep="${KNFLOW_BENCH_KEEP:-0}"
-
-# The Python driver stops what it starts (the controller; KubeEnv stops etcd and kube-apiserver,
-# which also die with the driver through PDEATHSIG); this is the backstop if it dies without doing
-# so. It kills only the PIDs the driver recorded, and only while their command line still names
-# $tmp (KubeEnv's folder is under $tmp: TMPDIR below).
-cleanup() {
-  local status=$?
-  if [[ -f "$tmp/pids" ]]; then
-    local pid
-    while read -r pid; do
-      [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || continue
-      if tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$tmp"; then
-        kill -TERM "$pid" 2>/dev/null || true
-        sleep 0.5
-        if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$tmp"; then
-          kill -KILL "$pid" 2>/dev/null || true
-        fi
-      fi
-    done <"$tmp/pids"
-  fi
-  if [[ "$keep" == 1 ]]; then
-    echo "bench: kept $tmp" >&2
-  else
-    rm -rf "$tmp"
-  fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# KubeEnv puts its folder (etcd, kube-apiserver) under $tmp (TMPDIR below), so the exit trap
+# of bench/lib.sh covers those processes too; they also die with the driver (PDEATHSIG).
+source bench/lib.sh
+bench_tmpdir knflow-cluster-bench
 
 TMPDIR="$tmp" python3 bench/cluster_bench.py --knflow "$knflow" --tmp "$tmp" "$@"

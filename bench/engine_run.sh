@@ -33,35 +33,7 @@ for tool in wrk python3 "$nginx_bin"; do
   fi
 done
 
-tmp="$(mktemp -d /tmp/knflow-engine-bench.XXXXXX)"
-keep="${KNFLOW_BENCH_KEEP:-0}"
-
-# The Python driver stops what it starts; this is the backstop if it dies without doing so. It
-# kills only the PIDs the driver recorded, and only while their command line still names $tmp.
-cleanup() {
-  local status=$?
-  if [[ -f "$tmp/pids" ]]; then
-    local pid
-    while read -r pid; do
-      [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || continue
-      if tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$tmp"; then
-        kill -TERM "$pid" 2>/dev/null || true
-        sleep 0.5
-        if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$tmp"; then
-          kill -KILL "$pid" 2>/dev/null || true
-        fi
-      fi
-    done <"$tmp/pids"
-  fi
-  if [[ "$keep" == 1 ]]; then
-    echo "bench: kept $tmp" >&2
-  else
-    rm -rf "$tmp"
-  fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source bench/lib.sh
+bench_tmpdir knflow-engine-bench
 
 python3 bench/engine_bench.py --knflow "$knflow" --nginx "$nginx_bin" --tmp "$tmp" "$@"
