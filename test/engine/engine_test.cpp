@@ -154,6 +154,15 @@ class EngineFixture {
     return out;
   }
 
+  // Polls the store (up to 10 s) until the run's record has `phase`: its last write may come
+  // after the outcome a waiter sees (the reply is sent first).
+  void wait_stored(const std::string& id, store::RunPhase phase) {
+    for (int i = 0; i < 1000 && record(id)->phase != phase; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(record(id)->phase == phase);
+  }
+
   engine::Engine& engine() { return *engine_; }
   asio::strand<asio::any_io_executor>& store_strand() { return store_strand_; }
   metrics::Metrics metrics;
@@ -550,10 +559,7 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
 )";
     const auto before = f.engine().store_operations();
     auto id = f.start(yaml, R"({"n": 1})");
-    for (int i = 0; i < 1000 && f.record(id)->phase != store::RunPhase::completed; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    REQUIRE(f.record(id)->phase == store::RunPhase::completed);
+    f.wait_stored(id, store::RunPhase::completed);
     CHECK(f.engine().store_operations() - before == 4);  // was 8: attempt_begin, update_run
     CHECK(EngineFixture::data(f.wait(id)) == json::parse(R"({"n": 2})"));
     CHECK(json::parse(*f.record(id)->output_json).at("data") == json::parse(R"({"n": 2})"));
@@ -579,10 +585,7 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
 )";
     const auto before = f.engine().store_operations();
     auto id = f.start(yaml, R"({"n": 1})");
-    for (int i = 0; i < 1000 && f.record(id)->phase != store::RunPhase::completed; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    REQUIRE(f.record(id)->phase == store::RunPhase::completed);
+    f.wait_stored(id, store::RunPhase::completed);
     CHECK(f.engine().store_operations() - before == 3);
     const auto requests = f.echo.requests();
     REQUIRE(requests.size() == 2);
