@@ -539,26 +539,26 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
 
   // ---- reconcile
 
-  std::unique_ptr<const Plan> plan_for(const json::object& wf) {
+  Plan plan_for(const json::object& wf) {
     const auto& meta = metadata_of(wf);
-    auto plan = std::make_unique<Plan>();
-    plan->uid = string_at(meta, "uid");
-    plan->generation = int_at(meta, "generation");
+    Plan plan;
+    plan.uid = string_at(meta, "uid");
+    plan.generation = int_at(meta, "generation");
     const std::string name = string_at(meta, "name");
-    plan->entry_sequence = name;
+    plan.entry_sequence = name;
     model::CheckResult checked = model::check_value(json::value(model_view(wf)));
     if (!checked.report.ok() || !checked.workflow) {
-      plan->invalid = Readiness{"False", "InvalidSpec", errors_message(checked.report.errors)};
+      plan.invalid = Readiness{"False", "InvalidSpec", errors_message(checked.report.errors)};
     } else if (!checked.report.cluster.supported) {
-      plan->invalid = Readiness{"False", "NotSupportedInCluster",
-                                errors_message(checked.report.cluster.reasons)};
+      plan.invalid = Readiness{"False", "NotSupportedInCluster",
+                               errors_message(checked.report.cluster.reasons)};
     } else {
       render::Options options;
       options.default_namespace = string_at(meta, "namespace");
       options.channel_template = settings.channel_template;
       render::Result rendered = render::render(*checked.workflow, options);
       if (!rendered.ok()) {
-        plan->invalid = Readiness{"False", "RenderFailed", errors_message(rendered.errors)};
+        plan.invalid = Readiness{"False", "RenderFailed", errors_message(rendered.errors)};
       } else {
         std::map<std::string, std::string> services;  // function → Service name
         for (auto& object : rendered.objects) {
@@ -577,14 +577,14 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
             const std::string fn = labels ? string_at(*labels, render::kFunctionLabel) : "";
             if (!fn.empty()) services[fn] = string_at(metadata_of(object), "name");
           }
-          plan->kinds.push_back(static_cast<std::size_t>(found - owned.begin()));
-          plan->objects.push_back(std::move(object));
+          plan.kinds.push_back(static_cast<std::size_t>(found - owned.begin()));
+          plan.objects.push_back(std::move(object));
         }
         for (const auto& [fn, spec] : checked.workflow->spec.functions) {
           if (auto it = services.find(fn); it != services.end()) {
-            plan->functions.push_back({fn, it->second, std::nullopt});
+            plan.functions.push_back({fn, it->second, std::nullopt});
           } else if (spec.url) {
-            plan->functions.push_back({fn, "", spec.url});
+            plan.functions.push_back({fn, "", spec.url});
           }
         }
       }
@@ -603,25 +603,25 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     if (meta.contains("deletionTimestamp")) co_return Outcome::success;
     const std::string ns = string_at(meta, "namespace");
     const std::string name = string_at(meta, "name");
-    auto plan = plan_for(*wf);
+    const Plan plan = plan_for(*wf);
 
     StatusInput input;
-    input.generation = plan->generation;
-    input.entry_sequence = plan->entry_sequence;
-    input.functions = plan->functions;
-    if (plan->invalid) input.invalid = plan->invalid;
+    input.generation = plan.generation;
+    input.entry_sequence = plan.entry_sequence;
+    input.functions = plan.functions;
+    if (plan.invalid) input.invalid = plan.invalid;
 
-    if (!plan->invalid) {
+    if (!plan.invalid) {
       std::set<std::pair<std::size_t, std::string>> desired;
       kube::ApplyOptions apply_options;
       apply_options.field_manager = settings.field_manager;
       apply_options.force = true;
-      for (std::size_t i = 0; i < plan->objects.size(); ++i) {
-        const json::object& object = plan->objects[i];
-        const Owned& o = owned[plan->kinds[i]];
+      for (std::size_t i = 0; i < plan.objects.size(); ++i) {
+        const json::object& object = plan.objects[i];
+        const Owned& o = owned[plan.kinds[i]];
         const std::string object_name = string_at(metadata_of(object), "name");
-        desired.emplace(plan->kinds[i], object_name);
-        const std::string write_key = object_write_key(plan->kinds[i], ns, object_name);
+        desired.emplace(plan.kinds[i], object_name);
+        const std::string write_key = object_write_key(plan.kinds[i], ns, object_name);
         const std::uint64_t want = desired_digest(object);
         kube::ObjectPtr current = o.informer->get(ns, object_name);
         const std::string observed_rv = current ? kube::resource_version_of(*current) : "";
@@ -700,7 +700,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     input.now = now_rfc3339();
     const model::WorkflowStatus status = compute_status(input);
     json::object status_object = status_json(status);
-    Outcome done = plan->invalid        ? Outcome::invalid
+    Outcome done = plan.invalid         ? Outcome::invalid
                    : input.apply_failed ? Outcome::failed
                                         : Outcome::success;
     if (same_status(status_object, previous ? *previous : kEmpty)) co_return done;
@@ -734,14 +734,14 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     record_write("status", "ok");
     const model::Condition& ready = status.conditions.back();
     log::info("Updated status", {{"workflow", key},
-                                 {"generation", std::to_string(plan->generation)},
+                                 {"generation", std::to_string(plan.generation)},
                                  {"ready", ready.status},
                                  {"reason", ready.reason}});
     if (settings.on_status_change) {
       StatusChange change{ns,
                           name,
-                          plan->uid,
-                          plan->generation,
+                          plan.uid,
+                          plan.generation,
                           ready.status,
                           ready.reason,
                           std::move(status_object)};

@@ -321,8 +321,6 @@ ObjectPtr Informer::get(std::string_view ns, std::string_view name) const {
 
 ObjectPtr Informer::get(std::string_view key) const { return impl_->store.get(key); }
 
-std::vector<ObjectPtr> Informer::list() const { return impl_->store.list(); }
-
 std::vector<std::string> Informer::keys() const { return impl_->store.keys(); }
 
 std::vector<std::string> Informer::keys_with_prefix(std::string_view prefix) const {

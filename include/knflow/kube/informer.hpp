@@ -79,10 +79,9 @@ class Informer {
   boost::asio::awaitable<bool> wait_synced();
 
   // Reads of the store, from any thread. Each object returned is a fresh parse of the cached
-  // text: list() parses every object; keys() is the cheap way to visit them all.
+  // text; keys() visits them all without parsing.
   ObjectPtr get(std::string_view ns, std::string_view name) const;
   ObjectPtr get(std::string_view key) const;
-  std::vector<ObjectPtr> list() const;
   std::vector<std::string> keys() const;  // "namespace/name", ordered
   std::vector<std::string> keys_with_prefix(std::string_view prefix) const;  // ordered
   // The cached object's resourceVersion ("namespace/name" key), without parsing; nullopt: absent.
