@@ -112,6 +112,9 @@ po::options_description serve_options() {
      "at most this many finished runs are kept (0: no limit)")
     ("retention-interval", po::value<double>()->default_value(60),
      "seconds between two rounds of pruning finished runs")
+    ("wal-checkpoint-pages", po::value<std::size_t>()->default_value(store::DbSettings{}.checkpoint_pages),
+     "WAL pages (4 KiB) not yet in the database file that start a background checkpoint "
+     "(0: SQLite's own, on the writer; docs/storage.md)")
     ("mode", po::value<std::string>()->default_value("auto"),
      "standalone, cluster, or auto: cluster when --kubeconfig is given or the daemon runs in a "
      "pod, else standalone (docs/cluster.md)")
@@ -608,7 +611,9 @@ int serve(const std::vector<std::string>& args) {
   asio::post(api.writer(), [&] {
     try {
       const auto started = std::chrono::steady_clock::now();
-      db = std::make_unique<store::Db>(data_dir / "knflow.db");
+      store::DbSettings db_settings;
+      db_settings.checkpoint_pages = vm["wal-checkpoint-pages"].as<std::size_t>();
+      db = std::make_unique<store::Db>(data_dir / "knflow.db", db_settings);
       cache::CacheSettings cache_settings;
       cache_settings.load_stored = !cluster;  // cluster mode: mirrors the apiserver
       auto cache = std::make_unique<cache::WorkflowCache>(*db, &metrics, cache_settings);

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <iterator>
@@ -35,11 +37,32 @@ void configure_sqlite_once() {
 
 }  // namespace
 
-// Copies WAL pages into the database file on a connection and thread of its own when the writer
-// asks (Db::on_wal_commit), with PASSIVE checkpoints that never wait for or block the writer.
+// SQLite's default busy handler sleeps 1, 2, 5, 10 ... ms between tries; a lock held for the
+// last frames of a checkpoint (about a millisecond) would cost at least a whole first sleep. This
+// one tries again after 20 µs, 50 times, then every millisecond, until `timeout` (the argument).
+static int wait_briefly(void* timeout, int tries) {
+  using std::chrono::microseconds;
+  const auto limit = *static_cast<const std::chrono::milliseconds*>(timeout);
+  constexpr int kShort = 50;
+  const microseconds waited =
+      tries < kShort ? microseconds(20) * tries
+                     : microseconds(20) * kShort + std::chrono::milliseconds(tries - kShort);
+  if (waited >= limit) return 0;
+  std::this_thread::sleep_for(tries < kShort ? microseconds(20) : microseconds(1000));
+  return 1;
+}
+
+// Copies WAL frames into the database file on a connection and thread of its own, so that neither
+// the copy nor its fsyncs happen on the writer's strand. Woken by the writer (Db::on_wal_commit)
+// once `threshold` frames are not yet copied; runs a PASSIVE checkpoint (never waits for or blocks
+// the writer). Once everything it saw is copied and the WAL holds twice the threshold, a RESTART
+// checkpoint holds the writer off only while it copies what the writer added meanwhile, so that
+// the writer's next transaction writes the WAL from its beginning again: under constant commits
+// the WAL would otherwise never restart (a restart needs a moment with every frame copied before
+// the writer begins) and only the writer's own checkpoint would bound it.
 class Db::Checkpointer {
  public:
-  explicit Checkpointer(const std::filesystem::path& path) {
+  Checkpointer(const std::filesystem::path& path, std::size_t threshold) : threshold_(threshold) {
     const int rc =
         sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) {
@@ -47,6 +70,18 @@ class Db::Checkpointer {
       message += db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
       sqlite3_close_v2(db_);
       throw Error(rc, message);
+    }
+    sqlite3_busy_handler(db_, &wait_briefly, &restart_wait_);
+    // A connection opens the WAL only when it first reads the database. Until then SQLite (3.40)
+    // treats it as not in WAL mode: sqlite3_wal_checkpoint_v2 returns SQLITE_OK, copies nothing
+    // and reports -1 frames.
+    const int read =
+        sqlite3_exec(db_, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
+    if (read != SQLITE_OK) {
+      std::string message = "cannot read " + path.string() + " for checkpoints: ";
+      message += sqlite3_errmsg(db_);
+      sqlite3_close_v2(db_);
+      throw Error(read, message);
     }
     thread_ = std::thread([this] { loop(); });
   }
@@ -64,14 +99,28 @@ class Db::Checkpointer {
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
 
-  void request() {
+  // Writer only: a commit left `frames` in the WAL. Returns true when the writer is to checkpoint
+  // itself: the WAL reached 10x the threshold (a long reader, a slow disk), and the thread stands
+  // aside so that its checkpoint lock does not make the writer's fail. Otherwise wakes the thread
+  // once `threshold` frames are not yet copied; frames the last checkpoint copied do not count,
+  // so a WAL that has not restarted yet does not wake it after every commit.
+  bool committed(std::size_t frames) {
+    frames_.store(frames, std::memory_order_relaxed);
+    if (frames >= 10 * threshold_) return true;
+    std::size_t copied = copied_.load(std::memory_order_relaxed);
+    if (frames < copied) copied = 0;  // the WAL restarted since
+    if (frames - copied < threshold_) return false;
     {
       std::lock_guard lock(mutex_);
-      if (requested_) return;
+      if (requested_) return false;
       requested_ = true;
     }
     wake_.notify_one();
+    return false;
   }
+
+  std::uint64_t copies() const { return copies_.load(std::memory_order_relaxed); }
+  std::uint64_t restarts() const { return restarts_.load(std::memory_order_relaxed); }
 
  private:
   void loop() {
@@ -79,16 +128,50 @@ class Db::Checkpointer {
     for (;;) {
       wake_.wait(lock, [this] { return stopping_ || requested_; });
       if (stopping_) return;
-      requested_ = false;
       lock.unlock();
-      // SQLITE_BUSY (another checkpoint running) and errors leave the WAL as it is; the writer
-      // asks again after its next commit and checkpoints itself if the WAL keeps growing.
-      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      checkpoint();
       lock.lock();
+      requested_ = false;  // commits meanwhile did not wake it; what they wrote is copied next
     }
   }
 
+  // SQLITE_BUSY (the writer checkpointing itself; for the RESTART, the writer in a transaction)
+  // and errors leave the WAL as it is: the writer asks again after a later commit, and
+  // checkpoints itself if the WAL keeps growing.
+  void checkpoint() {
+    if (writers_turn()) return;
+    int frames = -1;
+    int copied = -1;
+    if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied) !=
+            SQLITE_OK ||
+        copied < 0) {
+      return;
+    }
+    copies_.fetch_add(1, std::memory_order_relaxed);
+    copied_.store(static_cast<std::size_t>(copied), std::memory_order_relaxed);
+    if (copied < frames || static_cast<std::size_t>(frames) < 2 * threshold_ || writers_turn()) {
+      return;
+    }
+    if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_RESTART, &frames, &copied) ==
+        SQLITE_OK) {
+      restarts_.fetch_add(1, std::memory_order_relaxed);
+      copied_.store(0, std::memory_order_relaxed);  // the writer's next frames start the WAL
+    }
+  }
+
+  bool writers_turn() const { return frames_.load(std::memory_order_relaxed) >= 10 * threshold_; }
+
   sqlite3* db_ = nullptr;
+  const std::size_t threshold_;
+  std::atomic<std::size_t> frames_{0};  // in the WAL after the writer's last commit
+  // A RESTART checkpoint does not wait for the writer's transaction to end (wait_briefly's
+  // argument): while it waited it would hold the checkpoint lock, and the writer's own checkpoint
+  // (the backstop at 10x the threshold) would fail. A busy writer wins; the RESTART is tried again
+  // after the next PASSIVE checkpoint.
+  std::chrono::milliseconds restart_wait_{0};
+  std::atomic<std::size_t> copied_{0};  // frames the last checkpoint left copied
+  std::atomic<std::uint64_t> copies_{0};
+  std::atomic<std::uint64_t> restarts_{0};
   std::mutex mutex_;
   std::condition_variable wake_;
   bool requested_ = false;
@@ -98,13 +181,26 @@ class Db::Checkpointer {
 
 int Db::on_wal_commit(void* self, sqlite3* db, const char* name, int pages) {
   auto& owner = *static_cast<Db*>(self);
-  const auto count = static_cast<std::size_t>(pages);
-  if (count >= 10 * owner.checkpoint_pages_) {
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-  } else if (count >= owner.checkpoint_pages_) {
-    owner.checkpointer_->request();
+  const auto frames = static_cast<std::size_t>(pages);
+  owner.wal_frames_ = frames;
+  // SQLITE_BUSY: the thread's checkpoint is still running; tried again after the next commit.
+  if (owner.checkpointer_->committed(frames) &&
+      sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) ==
+          SQLITE_OK) {
+    ++owner.writer_checkpoints_;
   }
   return SQLITE_OK;
+}
+
+CheckpointStats Db::checkpoint_stats() const {
+  CheckpointStats stats;
+  stats.wal_frames = wal_frames_;
+  stats.by_writer = writer_checkpoints_;
+  if (checkpointer_) {
+    stats.background = checkpointer_->copies();
+    stats.restarts = checkpointer_->restarts();
+  }
+  return stats;
 }
 
 Error::Error(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
@@ -125,7 +221,8 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
   }
   try {
     sqlite3_extended_result_codes(db_, 1);
-    sqlite3_busy_timeout(db_, static_cast<int>(settings.busy_timeout.count()));
+    busy_timeout_ = settings.busy_timeout;
+    sqlite3_busy_handler(db_, &wait_briefly, &busy_timeout_);
     // Read-only checks first, so that a foreign file is refused before anything is written to it.
     check_identity(settings.migrations.size());
     std::string mode;
@@ -140,8 +237,7 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
     exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON");
     migrate(settings.migrations);
     if (settings.checkpoint_pages > 0 && mode == "wal") {
-      checkpointer_ = std::make_unique<Checkpointer>(path);
-      checkpoint_pages_ = settings.checkpoint_pages;
+      checkpointer_ = std::make_unique<Checkpointer>(path, settings.checkpoint_pages);
       sqlite3_wal_hook(db_, &Db::on_wal_commit, this);  // replaces the automatic checkpoint
     }
   } catch (...) {

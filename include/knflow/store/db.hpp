@@ -45,21 +45,29 @@ struct DbSettings {
   std::chrono::milliseconds busy_timeout{5000};
   // The schema; tests may pass a prefix or an extension of the real list.
   std::span<const std::string_view> migrations = kAllMigrations;
-  // WAL checkpoints: once a commit leaves at least this many pages in the WAL, a thread of the
-  // Db's own, on a second connection, copies them into the database (PASSIVE: it never blocks the
-  // writer), so that neither the copy nor its fsync happen on the writer's strand. If the WAL
-  // still grows past 10x this, the writer checkpoints itself. 0: SQLite's automatic checkpoint
-  // on the writer (its default behaviour). 100 rather than SQLite's 1000: under constant writes
-  // PASSIVE checkpoints rarely complete, so the WAL does not restart and the writer's own
-  // checkpoint at 10x is what bounds it; at 10,000 pages that stalled every run for 30-40 ms
-  // (docs/storage.md, "Checkpoints off the writer").
-  std::size_t checkpoint_pages = 100;
+  // WAL checkpoints: once this many WAL frames (pages) are not yet copied into the database, a
+  // thread of the Db's own, on a second connection, copies them (PASSIVE: it never blocks the
+  // writer), so that neither the copy nor its fsyncs happen on the writer's strand; once the WAL
+  // holds twice this, all of it copied, a short RESTART checkpoint lets the writer start it from
+  // its beginning again. If the WAL still reaches 10x this, the writer checkpoints itself.
+  // 0: SQLite's automatic checkpoint on the writer (its default behaviour). See docs/storage.md,
+  // "Checkpoints off the writer".
+  std::size_t checkpoint_pages = 300;
+};
+
+// What the WAL checkpoints have done so far (for tests).
+struct CheckpointStats {
+  std::uint64_t background = 0;  // PASSIVE checkpoints by the checkpointer thread that ran
+  std::uint64_t restarts = 0;    // RESTART checkpoints by it (the WAL starts over)
+  std::uint64_t by_writer = 0;   // checkpoints the writer made itself (WAL at 10x the threshold)
+  std::size_t wal_frames = 0;    // frames in the WAL after the writer's last commit
 };
 
 // One connection to the knflow database file. The constructor opens (creating the file if
 // needed), refuses a file that is not knflow's or whose schema is newer than `migrations`, applies
 // the missing migrations (each in its own IMMEDIATE transaction, together with its user_version),
-// and sets WAL, synchronous=NORMAL, foreign_keys=ON and busy_timeout. Throws Error on any failure.
+// and sets WAL, synchronous=NORMAL, foreign_keys=ON and a busy handler that waits up to
+// busy_timeout (in steps of 20 µs at first). Throws Error on any failure.
 // One thread or strand at a time (the background checkpointer, see DbSettings, has its own
 // connection and thread).
 class Db {
@@ -82,6 +90,9 @@ class Db {
   // Whether a transaction is open on this connection.
   bool in_transaction() const;
 
+  // Writer only.
+  CheckpointStats checkpoint_stats() const;
+
   sqlite3* handle() const { return db_; }
   const std::filesystem::path& path() const { return path_; }
 
@@ -101,7 +112,9 @@ class Db {
   class Checkpointer;
   sqlite3* db_ = nullptr;
   std::filesystem::path path_;
-  std::size_t checkpoint_pages_ = 0;
+  std::chrono::milliseconds busy_timeout_{0};  // wait_briefly's argument
+  std::size_t wal_frames_ = 0;                 // writer only, like the counter below
+  std::uint64_t writer_checkpoints_ = 0;
   std::unique_ptr<Checkpointer> checkpointer_;  // before db_ closes, it stops
   std::unique_ptr<Stmt> tx_stmts_[static_cast<std::size_t>(TxOp::count)];  // finalized before
 };
