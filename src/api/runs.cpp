@@ -195,14 +195,12 @@ struct Api::RunHandlers {
     return ec ? json::value(json::string(*e.data)) : v;
   }
 
-  // Starts one run of an entry's workflow; on failure the problem.
-  asio::awaitable<std::variant<std::string, Response>> start_run(const Request& req,
-                                                                 const cache::Entry& entry,
-                                                                 engine::CloudEvent event) {
+  // The workflow of an entry, decoded, with the event checked against its input schema; on
+  // failure the problem.
+  std::variant<std::shared_ptr<const model::Workflow>, Response> runnable(
+      const Request& req, const cache::Entry& entry, const engine::CloudEvent& event) {
     auto workflow = api.decoded(entry.namespace_, entry.name, entry.resource_version, entry.json);
-    if (!workflow) {
-      co_return problem(500, "internal", "The stored workflow no longer decodes.", req);
-    }
+    if (!workflow) return problem(500, "internal", "The stored workflow no longer decodes.", req);
     if (workflow->spec.input && workflow->spec.input->schema) {
       auto errors = model::check_schema(*workflow->spec.input->schema, event_data_json(event));
       if (!errors.empty()) {
@@ -214,15 +212,29 @@ struct Api::RunHandlers {
                    (errors.size() == 1 ? " error." : " errors.");
         p.instance = req.path;
         p.errors = to_problem_errors(errors);
-        co_return http::make_problem(p);
+        return http::make_problem(p);
       }
     }
-    auto started = co_await api.engine_->start(workflow, entry.json, std::move(event));
-    if (started.run_id.empty()) {
-      auto res = problem(started.status ? started.status : 503, "engine-busy", started.error, req);
-      res.set_header("Retry-After", "1");
-      co_return res;
-    }
+    return workflow;
+  }
+
+  // The problem for a run the engine refused to start.
+  Response not_started(const Request& req, const engine::StartResult& started) const {
+    auto res = problem(started.status ? started.status : 503, "engine-busy", started.error, req);
+    res.set_header("Retry-After", "1");
+    return res;
+  }
+
+  // Starts one run of an entry's workflow; on failure the problem.
+  asio::awaitable<std::variant<std::string, Response>> start_run(const Request& req,
+                                                                 const cache::Entry& entry,
+                                                                 engine::CloudEvent event) {
+    auto workflow = runnable(req, entry, event);
+    if (auto* res = std::get_if<Response>(&workflow)) co_return std::move(*res);
+    auto started = co_await api.engine_->start(
+        std::get<std::shared_ptr<const model::Workflow>>(std::move(workflow)), entry.json,
+        std::move(event));
+    if (started.run_id.empty()) co_return not_started(req, started);
     co_return started.run_id;
   }
 
@@ -261,14 +273,21 @@ struct Api::RunHandlers {
     auto event =
         read_event(req, false, "/apis/knflow.dev/v1alpha1/namespaces/" + ns + "/workflows/" + name);
     if (auto* res = std::get_if<Response>(&event)) co_return std::move(*res);
-    auto started = co_await start_run(req, *entry, std::get<engine::CloudEvent>(event));
-    if (auto* res = std::get_if<Response>(&started)) co_return std::move(*res);
-    const auto id = std::get<std::string>(started);
-    if (async) co_return accepted(ns, id);
-
-    auto outcome = co_await api.engine_->wait(id, timeout);
-    if (!outcome) co_return accepted(ns, id);
-    co_return outcome_response(req, id, *outcome);
+    if (async) {
+      auto started =
+          co_await start_run(req, *entry, std::get<engine::CloudEvent>(std::move(event)));
+      if (auto* res = std::get_if<Response>(&started)) co_return std::move(*res);
+      co_return accepted(ns, std::get<std::string>(started));
+    }
+    auto workflow = runnable(req, *entry, std::get<engine::CloudEvent>(event));
+    if (auto* res = std::get_if<Response>(&workflow)) co_return std::move(*res);
+    auto invoked = co_await api.engine_->start_and_wait(
+        std::get<std::shared_ptr<const model::Workflow>>(std::move(workflow)), entry->json,
+        std::get<engine::CloudEvent>(std::move(event)), timeout);
+    if (invoked.start.run_id.empty()) co_return not_started(req, invoked.start);
+    const auto& id = invoked.start.run_id;
+    if (!invoked.outcome) co_return accepted(ns, id);
+    co_return outcome_response(req, id, *invoked.outcome);
   }
 
   Response outcome_response(const Request& req, const std::string& id,

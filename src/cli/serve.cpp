@@ -23,6 +23,7 @@
 
 #include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -89,7 +90,8 @@ po::options_description serve_options() {
     ("shutdown-timeout", po::value<double>()->default_value(10),
      "seconds in-flight requests get to finish after SIGTERM or SIGINT")
     ("threads", po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
-     "threads running the event loop, and as many more serving HTTP connections (one event loop each)")
+     "threads running the event loop, and as many more serving HTTP connections (one event loop "
+     "each); the engine and SQLite run on one thread more")
     ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error")
     ("apply", po::value<std::vector<std::string>>()->composing(),
      "workflow file (YAML or JSON) to create or update at start; may be repeated. Namespace "
@@ -382,6 +384,14 @@ int serve(const std::vector<std::string>& args) {
 
   const unsigned threads = std::max(1u, vm["threads"].as<unsigned>());
   asio::io_context ioc(static_cast<int>(threads));
+  // The SQLite writer strand, the engine's runs and its HTTP client share one thread of their own:
+  // a run's store operations, calls and steps hand over to each other without waking another
+  // thread (a cross-core wake-up costs 15-20 us on these machines; docs/architecture.md).
+  asio::io_context engine_context(1);
+  // Both run until the last step of shutdown stops them: neither may return early because it ran
+  // out of work while that sequence still continues on the other.
+  auto engine_work = asio::make_work_guard(engine_context);
+  auto ioc_work = asio::make_work_guard(ioc);
   metrics::Metrics metrics;
   api_settings.invoke_timeout = seconds_option(vm, "invoke-timeout");
   api_settings.max_invoke_timeout = seconds_option(vm, "max-invoke-timeout");
@@ -391,7 +401,7 @@ int serve(const std::vector<std::string>& args) {
   std::error_code self_ec;
   auto self_exe = fs::read_symlink("/proc/self/exe", self_ec);
   if (self_ec) self_exe = "/proc/self/exe";
-  engine::HttpClient http_client(ioc.get_executor());
+  engine::HttpClient http_client(engine_context.get_executor());
   engine::JqWorkerPool jq(
       ioc.get_executor(),
       engine::JqWorkerSettings{
@@ -407,9 +417,9 @@ int serve(const std::vector<std::string>& args) {
   engine_settings.broker_token = internal_token;
   engine_settings.working_dir = vm["functions-dir"].as<std::string>();
   engine_settings.max_active_runs = vm["max-active-runs"].as<std::size_t>();
-  api::Api api(ioc.get_executor(), metrics, api_settings, nullptr, &functions);
-  engine::Engine engine(ioc.get_executor(), api.writer(), http_client, jq, functions, &metrics,
-                        engine_settings);
+  api::Api api(engine_context.get_executor(), metrics, api_settings, nullptr, &functions);
+  engine::Engine engine(engine_context.get_executor(), api.writer(), http_client, jq, functions,
+                        &metrics, engine_settings);
   // Cluster mode runs workflows on Knative: the engine stays idle and invoke routes answer 503.
   if (!cluster) api.set_engine(&engine);
 
@@ -514,6 +524,7 @@ int serve(const std::vector<std::string>& args) {
                 db.reset();
                 log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
                 ioc.stop();
+                engine_context.stop();
               });
             });
           });
@@ -653,6 +664,7 @@ int serve(const std::vector<std::string>& args) {
 
   connections.start();
   std::vector<std::thread> pool;
+  pool.emplace_back([&] { engine_context.run(); });
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();

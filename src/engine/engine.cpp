@@ -1524,6 +1524,33 @@ asio::awaitable<std::optional<RunOutcome>> Engine::wait(std::string run_id,
   co_return co_await asio::co_spawn(run->strand, std::move(task), asio::use_awaitable);
 }
 
+namespace {
+
+// A coroutine of its own (not a lambda): g++ 12 miscompiles capturing lambdas created inside a
+// co_await expression.
+asio::awaitable<Engine::Invoked> start_then_wait(Engine& engine,
+                                                 std::shared_ptr<const model::Workflow> workflow,
+                                                 std::string definition, CloudEvent event,
+                                                 std::chrono::milliseconds timeout) {
+  Engine::Invoked invoked;
+  invoked.start =
+      co_await engine.start(std::move(workflow), std::move(definition), std::move(event));
+  if (!invoked.start.run_id.empty()) {
+    invoked.outcome = co_await engine.wait(invoked.start.run_id, timeout);
+  }
+  co_return invoked;
+}
+
+}  // namespace
+
+asio::awaitable<Engine::Invoked> Engine::start_and_wait(
+    std::shared_ptr<const model::Workflow> workflow, std::string definition, CloudEvent event,
+    std::chrono::milliseconds timeout) {
+  auto task =
+      start_then_wait(*this, std::move(workflow), std::move(definition), std::move(event), timeout);
+  co_return co_await asio::co_spawn(impl_->executor, std::move(task), asio::use_awaitable);
+}
+
 asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
   std::shared_ptr<Run> run;
   {

@@ -229,6 +229,51 @@ TEST_CASE("engine: a waiter never misses the end of a run that finishes as it st
   thread.join();
 }
 
+TEST_CASE("engine: start_and_wait starts on the engine's executor and returns the outcome",
+          "[engine][wait]") {
+  // Called from another io_context, as a connection's synchronous invoke does: one hand-over to
+  // the engine for the insert, launch and wait, one back.
+  EngineFixture f;
+  boost::asio::io_context other(1);
+  auto guard = boost::asio::make_work_guard(other);
+  std::thread thread([&] { other.run(); });
+  auto invoke = [&](const std::string& yaml, std::chrono::milliseconds timeout) {
+    auto wf = f.parse(yaml);
+    engine::CloudEvent event;
+    event.id = "input-1";
+    event.source = "/test";
+    event.type = "test.input";
+    event.datacontenttype = "application/json";
+    event.data = R"({"n": 1})";
+    return asio::co_spawn(other,
+                          f.engine().start_and_wait(
+                              wf, json::serialize(model::encode_workflow(*wf)), event, timeout),
+                          asio::use_future)
+        .get();
+  };
+  auto done = invoke(header("quick") + R"(  do:
+    - name: only
+      set: {done: true}
+)",
+                     std::chrono::seconds(20));
+  REQUIRE(!done.start.run_id.empty());
+  REQUIRE(done.outcome);
+  CHECK(done.outcome->phase == "completed");
+  REQUIRE(done.outcome->output);
+  CHECK(json::parse(*done.outcome->output->data).at("done") == true);
+
+  // Still going at the timeout: started, no outcome yet (the API answers 202 with its id).
+  auto waiting = invoke(header("slow") + R"(  do:
+    - name: nap
+      wait: PT30S
+)",
+                        std::chrono::milliseconds(50));
+  CHECK(!waiting.start.run_id.empty());
+  CHECK(!waiting.outcome);
+  guard.reset();
+  thread.join();
+}
+
 TEST_CASE("engine: calls pass the event along; set, input and output shape the data",
           "[engine][call]") {
   EngineFixture f;

@@ -85,6 +85,18 @@ class Engine {
   boost::asio::awaitable<std::optional<RunOutcome>> wait(std::string run_id,
                                                          std::chrono::milliseconds timeout);
 
+  // start() then wait(), both on the engine's executor: the caller's thread hands over once and
+  // is handed back once (a synchronous invoke from a connection's thread would otherwise cross
+  // twice each way: the run's insert, then the wait). `outcome` is nullopt when the run did not
+  // start or is still going after `timeout`.
+  struct Invoked {
+    StartResult start;
+    std::optional<RunOutcome> outcome;
+  };
+  boost::asio::awaitable<Invoked> start_and_wait(std::shared_ptr<const model::Workflow> workflow,
+                                                 std::string definition, CloudEvent event,
+                                                 std::chrono::milliseconds timeout);
+
   enum class Control { ok, not_found, conflict };
   // Cancels a pending, running or waiting run.
   boost::asio::awaitable<Control> cancel(std::string run_id);
