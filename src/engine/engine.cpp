@@ -65,12 +65,30 @@ std::string random_hex(std::size_t bytes) {
   return out;
 }
 
+// A UUID version 7 (RFC 9562): the Unix time in milliseconds in the first 48 bits, then the
+// version, 74 random bits and the variant. Ids of runs started one after another sort (and sit in
+// SQLite's indexes on runs.id, run_attempts and run_journal) next to each other, so a group commit
+// appends to the same few index pages instead of touching one random page per run and per index
+// (version 4 ids did: 3 scattered pages written per run, each a whole WAL frame).
 std::string new_run_id() {
-  std::string h = random_hex(16);
-  h[12] = '4';
-  h[16] = "89ab"[h[16] % 4];
-  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
-         "-" + h.substr(20);
+  const auto ms =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  unsigned char raw[16];
+  for (int i = 0; i < 6; ++i) raw[i] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
+  RAND_bytes(raw + 6, 10);
+  raw[6] = static_cast<unsigned char>(0x70 | (raw[6] & 0x0f));  // version 7
+  raw[8] = static_cast<unsigned char>(0x80 | (raw[8] & 0x3f));  // variant 10
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kHex[raw[i] >> 4]);
+    out.push_back(kHex[raw[i] & 0xf]);
+  }
+  return out;
 }
 
 bool truthy(const json::value& v) { return !(v.is_null() || (v.is_bool() && !v.as_bool())); }

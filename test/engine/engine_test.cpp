@@ -21,6 +21,7 @@
 #include <boost/json.hpp>
 
 #include <optional>
+#include <regex>
 #include <thread>
 
 namespace asio = boost::asio;
@@ -272,6 +273,30 @@ TEST_CASE("engine: start_and_wait starts on the engine's executor and returns th
   CHECK(!waiting.outcome);
   guard.reset();
   thread.join();
+}
+
+TEST_CASE("engine: run ids are UUIDs version 7 carrying their start time", "[engine]") {
+  // Time-ordered ids keep the indexes keyed by run id append-mostly (docs/storage.md).
+  EngineFixture f;
+  const auto yaml = header("quick") + R"(  do:
+    - name: only
+      set: {done: true}
+)";
+  auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const auto before = now_ms();
+  const auto id = f.start(yaml);
+  const auto after = now_ms();
+  REQUIRE(id.size() == 36);
+  CHECK(std::regex_match(
+      id, std::regex("[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")));
+  const auto ms = std::stoll(id.substr(0, 8) + id.substr(9, 4), nullptr, 16);
+  CHECK(ms >= before);
+  CHECK(ms <= after);
+  CHECK(f.start(yaml).substr(0, 8) >= id.substr(0, 8));
 }
 
 TEST_CASE("engine: calls pass the event along; set, input and output shape the data",
