@@ -7,7 +7,8 @@ directory:
 
 1. per-step overhead: synchronous invokes of workflows of N sequential calls at half of their
    measured maximum throughput, against N direct POSTs to the function at the same call rate;
-2. throughput: 1-step invokes per second / direct POSTs per second (same wrk settings);
+2. throughput: 1-step invokes per second / direct POSTs per second (same wrk settings), and as
+   its ceiling the same ratio through nginx as a plain reverse proxy;
 3. fork scaling: one fork (join all) of K branches each calling the 50 ms function, latency of
    an invoke / latency with one branch;
 4. memory: RSS idle, with 1,000 runs in flight (a `wait`), and with 10,000 finished runs stored
@@ -218,17 +219,19 @@ def wait_for_quiet(args) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Functions: nginx echo and the delay function
+# Functions: nginx echo (and nginx as a reverse proxy in front of it) and the delay function
 
-def start_echo_nginx(children: Children, nginx_bin: str, tmp: Path, workers: int
-                     ) -> tuple[subprocess.Popen, int, Path, list[str]]:
-    base = tmp / "echo-nginx"
+def start_nginx(children: Children, nginx_bin: str, tmp: Path, name: str, what: str,
+                workers: int, servers) -> tuple[subprocess.Popen, int, Path, list[str]]:
+    """One nginx under $tmp/NAME (its own prefix, pid file and logs): the shared settings, then
+    servers(port), the text of its upstream and server blocks; returns once every worker runs."""
+    base = tmp / name
     for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (base / d).mkdir(parents=True, exist_ok=True)
     for p in (tmp, base):
         os.chmod(p, 0o755)
     port = free_port()
-    conf = f"""# Written by bench/engine_bench.py for one run: the echo function.
+    conf = f"""# Written by bench/engine_bench.py for one run: {what}.
 daemon off;
 master_process on;
 worker_processes {workers};
@@ -248,27 +251,55 @@ http {{
   keepalive_timeout 60s;
   keepalive_requests 1000000;
   server_tokens off;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      default_type application/json;
-      return 200 '{{"ok":true}}';
-    }}
-  }}
-}}
+{servers(port)}}}
 """
     conf_path = base / "nginx.conf"
     conf_path.write_text(conf)
     argv = [nginx_bin, "-p", str(base), "-c", str(conf_path), "-e", str(base / "logs/error.log")]
     test = subprocess.run(argv + ["-t"], capture_output=True, text=True)
     if test.returncode != 0:
-        raise BenchError(f"nginx -t failed: {test.stderr.strip()}")
-    proc = children.spawn(argv, tmp / "echo-nginx.log")
-    wait_listening(proc, port, "echo nginx")
+        raise BenchError(f"nginx -t failed ({name}): {test.stderr.strip()}")
+    proc = children.spawn(argv, tmp / f"{name}.log")
+    wait_listening(proc, port, name.replace("-", " "))
     deadline = time.monotonic() + 5
     while len(child_pids(proc.pid)) < workers and time.monotonic() < deadline:
         time.sleep(0.01)
     return proc, port, conf_path, argv
+
+
+def start_echo_nginx(children: Children, nginx_bin: str, tmp: Path, workers: int
+                     ) -> tuple[subprocess.Popen, int, Path, list[str]]:
+    return start_nginx(children, nginx_bin, tmp, "echo-nginx", "the echo function", workers,
+                       lambda port: f"""  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      default_type application/json;
+      return 200 '{{"ok":true}}';
+    }}
+  }}
+""")
+
+
+def start_proxy_nginx(children: Children, nginx_bin: str, tmp: Path, workers: int,
+                      echo_port: int) -> tuple[subprocess.Popen, int, Path, list[str]]:
+    """nginx as a plain reverse proxy in front of the echo function, keeping its upstream
+    connections open: the reference ceiling of the throughput ratio."""
+    return start_nginx(children, nginx_bin, tmp, "proxy-nginx",
+                       "a plain reverse proxy in front of the echo function", workers,
+                       lambda port: f"""  upstream echo {{
+    server 127.0.0.1:{echo_port};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://echo;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+""")
 
 
 def build_delay_function(tmp: Path) -> tuple[Path, list[str]]:
@@ -491,27 +522,41 @@ def sqlite_commit_cost(directory: Path, n: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Parts 1 and 2: throughput and per-step overhead
 
-def bench_calls(args, children, tmp, kn: Knflow, ngx_port: int, ngx_pids) -> dict:
+def bench_calls(args, children, tmp, kn: Knflow, ngx_port: int, ngx_pids, proxy_port: int,
+                proxy_pids) -> dict:
     token = kn.token
     kn_pids = lambda: [kn.proc.pid, *ngx_pids()]  # noqa: E731  (knflow first, then nginx)
+    proxied_pids = lambda: kn_pids() + proxy_pids()  # noqa: E731  (the proxy's last)
     direct_url = f"http://127.0.0.1:{ngx_port}/echo"
+    proxy_url = f"http://127.0.0.1:{proxy_port}/echo"
     post_kn = write_lua(tmp, "post-knflow", token, None)
     post_direct = write_lua(tmp, "post-direct", token, None)
     urls = {n: f"http://127.0.0.1:{kn.port}{invoke_path(f'seq-{n}')}" for n in args.steps}
+    # Interleaved in this order; the proxy is the reference ceiling (no target).
+    targets = (("knflow", urls[1], post_kn, kn_pids),
+               ("direct", direct_url, post_direct, kn_pids),
+               ("proxy", proxy_url, post_direct, proxied_pids))
 
-    log("part 2: throughput, 1-step invokes vs direct POSTs to the echo function")
-    for name, url, script in (("knflow", urls[1], post_kn), ("direct", direct_url, post_direct)):
+    log("part 2: throughput, 1-step invokes vs direct POSTs to the echo function, and through "
+        "nginx as a reverse proxy")
+    for name, url, script, pids in targets:
         log(f"  warm-up {name} ({args.warmup} s)")
-        run_wrk(args, url, script, args.warmup, kn_pids, args.wrk_threads, args.connections,
+        run_wrk(args, url, script, args.warmup, pids, args.wrk_threads, args.connections,
                 quiet=False)
-    runs: dict[str, list[dict]] = {"knflow": [], "direct": []}
+    runs: dict[str, list[dict]] = {name: [] for name, *_ in targets}
     for rnd in range(args.rounds):
-        for name, url, script in (("knflow", urls[1], post_kn),
-                                  ("direct", direct_url, post_direct)):
-            r = run_wrk(args, url, script, args.duration, kn_pids, args.wrk_threads,
+        for name, url, script, pids in targets:
+            r = run_wrk(args, url, script, args.duration, pids, args.wrk_threads,
                         args.connections)
             r["round"] = rnd + 1
             runs[name].append(r)
+            if name == "proxy":
+                r["proxy_cpu_s"] = sum(r["cpu_s"][-len(proxy_pids()):])
+                log(f"  {name} run {rnd + 1}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.3f} ms, "
+                    f"p99 {r['p99_ms']:.3f} ms, proxy nginx CPU {r['proxy_cpu_s']:.2f} s, echo "
+                    f"nginx CPU {sum(r['cpu_s'][1:]) - r['proxy_cpu_s']:.2f} s, other "
+                    f"{r['other_cores']:.2f} cores")
+                continue
             log(f"  {name} run {rnd + 1}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.3f} ms, "
                 f"p99 {r['p99_ms']:.3f} ms, knflow CPU {r['cpu_s'][0]:.2f} s, nginx CPU "
                 f"{sum(r['cpu_s'][1:]):.2f} s, other {r['other_cores']:.2f} cores")
@@ -772,6 +817,8 @@ def evaluate(args, calls, fork, mem, commit) -> dict:
     if calls:
         v["tp_ratio"] = calls["best"]["knflow"]["rps"] / calls["best"]["direct"]["rps"]
         v["tp_ok"] = v["tp_ratio"] >= 0.4
+        if "proxy" in calls["best"]:  # absent from files written before it was measured
+            v["proxy_ratio"] = calls["best"]["proxy"]["rps"] / calls["best"]["direct"]["rps"]
         v["p50_limit"] = 0.25 + commit["mean_ms"]
         for n, s in calls["steps"].items():
             s["p50_ok"] = s["overhead_p50_ms"] <= v["p50_limit"]
@@ -797,6 +844,8 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
                  + (" …" if len(g["dirty_files"]) > 8 else "") + ".")
     steps = ", ".join(str(n) for n in args.steps)
     forks = ", ".join(str(k) for k in args.fork)
+    # Files written before the reverse proxy was measured hold throughput figures without it.
+    with_proxy = not calls or "proxy" in calls["best"]
     o = [
         SECTION, "",
         "How much the engine adds to the functions it calls. Written by `bench/engine_run.sh`",
@@ -839,6 +888,15 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         f"- **Throughput (2):** `wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s` on",
         f"  `seq-1` and on the echo function, one {args.warmup} s warm-up each, then {args.rounds} rounds",
         "  interleaved; the better run of each is compared.",
+        *(["- **Reverse proxy (2, reference ceiling, no target):** the same wrk load, with the same",
+           "  warm-up, in the same interleaved rounds (`seq-1`, echo, proxy), through a second nginx",
+           f"  in front of the echo function acting as a plain reverse proxy: `worker_processes {args.threads}`",
+           "  like the daemon's `--threads`, `proxy_pass` to an `upstream` with `keepalive 64` (and",
+           "  `keepalive_requests 1000000`), `proxy_http_version 1.1`, `proxy_set_header Connection",
+           "  \"\"`, access log off, `tcp_nodelay on`. Its better run ÷ the better direct run is the",
+           "  share of the direct rate that one HTTP hop through a mature proxy keeps on this",
+           "  machine: the ceiling for the ratio of knflow. Configuration below."]
+          if with_proxy else []),
         f"- **Per-step overhead (1):** the maximum invokes/s of `seq-N` is the same wrk run (for N = 1,",
         "  the better throughput run). Then `seq-N` is invoked at half that rate (\"half load\") by",
         "  `wrk -t1` with a Lua `delay()`: C connections, each pausing a whole number of",
@@ -899,6 +957,17 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
             f"| knflow CPU per invoke, nginx CPU per request | "
             f"{k['cpu_s'][0] * 1e6 / k['requests']:.0f} µs (+ nginx {sum(k['cpu_s'][1:]) * 1e6 / k['requests']:.0f} µs) | "
             f"{sum(d['cpu_s'][1:]) * 1e6 / d['requests']:.0f} µs | | | |",
+        ]
+        if "proxy" in b:
+            px = b["proxy"]
+            o.append(
+                "| nginx reverse proxy (`proxy_pass`, keep-alive upstream) ÷ direct: requests/s; "
+                "p50 / p99; nginx-proxy CPU per request | "
+                f"{px['rps']:,.0f}; {ms(px['p50_ms'])} / {ms(px['p99_ms'])}; "
+                f"{px['proxy_cpu_s'] * 1e6 / px['requests']:.0f} µs (+ echo nginx "
+                f"{(sum(px['cpu_s'][1:]) - px['proxy_cpu_s']) * 1e6 / px['requests']:.0f} µs) | "
+                f"{d['rps']:,.0f} | {v['proxy_ratio']:.3f}× | none: the ceiling | |")
+        o += [
             "",
             f"Per-step overhead at half load (target p50 ≤ 0.25 ms + one commit "
             f"= {ms(v['p50_limit'])}; p99 ≤ 2 ms):",
@@ -937,11 +1006,12 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
               "nginx CPU | other CPU (cores) | wrk timeouts (> 2 s) |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         rows = []
+        run_target = {"knflow": "seq-1", "direct": "echo", "proxy": "nginx proxy"}
         for rnd in range(args.rounds):
-            for name in ("knflow", "direct"):
-                if rnd < len(calls["runs"][name]):
-                    rows.append((f"throughput {rnd + 1}",
-                                 "seq-1" if name == "knflow" else "echo", calls["runs"][name][rnd]))
+            for name in ("knflow", "direct", "proxy"):
+                if rnd < len(calls["runs"].get(name, [])):
+                    rows.append((f"throughput {rnd + 1}", run_target[name],
+                                 calls["runs"][name][rnd]))
         for n, r in calls["max_runs"].items():
             if n != 1:
                 rows.append(("maximum", f"seq-{n}", r))
@@ -954,10 +1024,13 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
             for n in args.steps:
                 rows.append(("unloaded", f"seq-{n}", u[n]["knflow"]))
         for label, target, r in rows:
-            kc = f"{r['cpu_s'][0]:.2f} s" if target != "echo" else "–"
+            kc = f"{r['cpu_s'][0]:.2f} s" if target not in ("echo", "nginx proxy") else "–"
+            nc = f"{sum(r['cpu_s'][1:]):.2f} s"
+            if "proxy_cpu_s" in r:
+                nc += f" (proxy {r['proxy_cpu_s']:.2f} s)"
             o.append(f"| {label} | {target} | {r['threads']} × {r['connections']} | "
                      f"{r['rps']:,.0f} | {ms(r['p50_ms'])} | {ms(r['p90_ms'])} | "
-                     f"{ms(r['p99_ms'])} | {kc} | {sum(r['cpu_s'][1:]):.2f} s | "
+                     f"{ms(r['p99_ms'])} | {kc} | {nc} | "
                      f"{r['other_cores']:.2f} | {r['timeouts']} |")
         o.append("")
     if fork:
@@ -1024,14 +1097,17 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         o.append("Met: " + "; ".join(met) + ".")
     if missed:
         o += ["", "Missed: " + "; ".join(missed) + ". See the analysis below."]
+    warmups = ("knflow, direct, then through the proxy" if calls and "proxy" in calls["best"]
+               else "knflow then direct")
     o += ["", NOTES_BEGIN, notes.strip("\n"), NOTES_END, "", "#### Commands", "", "```sh",
           "# $TMP is the run's temporary directory, post.lua the script described above",
           shown(calls_cmd(args), args),
           shown(shlex.join(meta["ngx_argv"]), args),
+          *([shown(shlex.join(meta["proxy_argv"]), args)] if "proxy_argv" in meta else []),
           shown(shlex.join(meta["delay_cc"]), args),
           shown(shlex.join(meta["delay_argv"]), args),
           f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.warmup}s --latency -s post.lua <url>"
-          "   # warm-up, knflow then direct",
+          f"   # warm-up, {warmups}",
           f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s --latency -s post.lua <url>"
           f"   # {args.rounds} rounds interleaved; once per seq-N for N > 1",
           "wrk -t1 -c<C> -d<2..30>s --latency -s paced.lua <url>   # paced.lua adds: "
@@ -1041,6 +1117,9 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
           "bench/engine_run.sh " + " ".join(shlex.quote(a) for a in args.passed), "```", "",
           "<details><summary>Echo function (nginx) configuration</summary>", "", "```nginx",
           shown(meta["ngx_conf"], args).rstrip(), "```", "", "</details>"]
+    if "proxy_conf" in meta:
+        o += ["", "<details><summary>Reverse proxy (nginx) configuration</summary>", "",
+              "```nginx", shown(meta["proxy_conf"], args).rstrip(), "```", "", "</details>"]
     return "\n".join(o).replace("\n\n\n", "\n\n") + "\n"
 
 
@@ -1055,6 +1134,7 @@ def shown(text: str, args) -> str:
     text = text.replace("'127.0.0.1:$PORT'", "127.0.0.1:$PORT").replace(
         "'$TMP/<part>-data'", "$TMP/<part>-data")
     text = re.sub(r"--port \d+", "--port $PORT", text)
+    text = re.sub(r"server 127\.0\.0\.1:\d+;", "server 127.0.0.1:$ECHO_PORT;", text)
     return re.sub(r"listen 127\.0\.0\.1:\d+;", "listen 127.0.0.1:$PORT;", text)
 
 
@@ -1217,6 +1297,11 @@ def main(argv: list[str]) -> int:
                                                               args.threads)
         meta["ngx_conf"], meta["ngx_argv"] = conf_path.read_text(), ngx_argv
         ngx_pids = lambda: [ngx.pid, *child_pids(ngx.pid)]  # noqa: E731
+        if args.only in (None, "calls"):
+            proxy, proxy_port, conf_path, proxy_argv = start_proxy_nginx(
+                children, args.nginx, tmp, args.threads, ngx_port)
+            meta["proxy_conf"], meta["proxy_argv"] = conf_path.read_text(), proxy_argv
+            proxy_pids = lambda: [proxy.pid, *child_pids(proxy.pid)]  # noqa: E731
         delay_bin, cc_argv = build_delay_function(tmp)
         delay, delay_port, delay_argv = start_delay_function(children, tmp, delay_bin,
                                                              args.delay_ms)
@@ -1232,7 +1317,8 @@ def main(argv: list[str]) -> int:
                 commit = sqlite_commit_cost(tmp / "sqlite-commit", args.commits)
                 log(f"SQLite commit ({commit['fs']}): mean {commit['mean_ms'] * 1000:.0f} µs, "
                     f"p99 {commit['p99_ms'] * 1000:.0f} µs")
-                calls = bench_calls(args, children, tmp, kn, ngx_port, ngx_pids)
+                calls = bench_calls(args, children, tmp, kn, ngx_port, ngx_pids, proxy_port,
+                                    proxy_pids)
             if args.only in (None, "fork"):
                 fork = bench_fork(args, kn, delay_port)
             kn.stop()
