@@ -682,31 +682,36 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // Journals a completed step. A call's successful attempt is finished in the same commit; when
   // the list goes on to a call that starts at once, that call's attempt is begun in it too
   // (next_attempt), and when the step ends the run, the run's end is written in it (run_end):
-  // one commit per step.
+  // one commit per step. A step that ends the run gets no journal entry: nothing replays the
+  // journal of a completed run (it is neither resumed nor redriven), and the entry would cost the
+  // commit two more pages (the journal table and its key).
   asio::awaitable<void> complete(Run& run, const Env& env, const std::string& path,
                                  const StepOutcome& out, const ListPosition& at) {
     auto value = outcome_json(out);
-    auto entry = journal_entry(path, "completed", value);
-    run.journal[path] = {"completed", std::move(value)};
     auto next = next_attempt(run, env, at, out);
     auto end = next ? std::nullopt : run_end(run, at, out);
-    std::function<int(store::RunStore&)> op;
+    std::optional<store::JournalEntry> entry;
+    if (!end) entry = journal_entry(path, "completed", value);
+    run.journal[path] = {"completed", std::move(value)};
+    std::optional<std::pair<std::int64_t, store::AttemptResult>> attempt;
     if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
-      auto [seq, result] = std::move(it->second);
+      attempt = std::move(it->second);
       run.pending_attempts.erase(it);
-      op = [id = run.id, seq, result = std::move(result), entry = std::move(entry), next,
-            end](store::RunStore& s) {
-        s.record_step(id, seq, result, entry, next ? &*next : nullptr);
-        if (end) s.update_run(*end);
-        return 0;
-      };
-    } else {
-      op = [id = run.id, entry = std::move(entry), next, end](store::RunStore& s) {
-        s.put_journal(id, entry, next ? &*next : nullptr);
-        if (end) s.update_run(*end);
-        return 0;
-      };
     }
+    std::function<int(store::RunStore&)> op = [id = run.id, attempt = std::move(attempt),
+                                               entry = std::move(entry), next,
+                                               end](store::RunStore& s) {
+      const auto* begin = next ? &*next : nullptr;
+      if (entry && attempt) {
+        s.record_step(id, attempt->first, attempt->second, *entry, begin);
+      } else if (entry) {
+        s.put_journal(id, *entry, begin);
+      } else if (attempt) {
+        s.finish_attempt(id, attempt->first, attempt->second);
+      }
+      if (end) s.update_run(*end);
+      return 0;
+    };
     co_await on_store<int>(std::move(op));
     if (next) run.begun_attempts[next->path] = {next->attempt, next->seq};
     if (end) {

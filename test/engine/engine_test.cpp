@@ -149,6 +149,12 @@ class EngineFixture {
     return out;
   }
 
+  std::vector<store::JournalEntry> journal(const std::string& id) {
+    std::vector<store::JournalEntry> out;
+    on_store([&] { out = runs_->journal(id); });
+    return out;
+  }
+
   std::optional<store::RunRecord> record(const std::string& id) {
     std::optional<store::RunRecord> out;
     on_store([&] { out = runs_->get_run(id); });
@@ -646,6 +652,12 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
     // A begun-ahead attempt records the input its call sent: the previous step's output.
     CHECK(json::parse(*attempts[1].input_json) == json::parse(R"({"n": 1})"));
     CHECK(json::parse(*attempts[2].input_json) == json::parse(R"({"n": 2})"));
+    // The steps before the last are journaled (a crash would replay them); the last one, whose
+    // commit ends the run, is not: nothing replays a completed run.
+    const auto journal = f.journal(id);
+    REQUIRE(journal.size() == 2);
+    CHECK(journal[0].path == "/do/0");
+    CHECK(journal[1].path == "/do/1");
   }
 
   SECTION("with a reply, the run's end is written after the reply was sent") {
