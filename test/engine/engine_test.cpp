@@ -606,10 +606,18 @@ TEST_CASE("engine: a restarted engine resumes runs from their last completed ste
     - {name: after, call: echo, output: '${ {resumed: true} }'}
 )";
   auto id = f.start(yaml, R"({"k": 1})");
-  // Wait until the first step is journalled, then stop the engine as a shutdown would.
-  for (int i = 0; i < 500 && f.echo.requests().empty(); ++i) {
+  // Wait until the first step is journalled (its request answered is not enough: a stop before
+  // the commit would rightly call it again), then stop the engine as a shutdown would.
+  auto first_journalled = [&] {
+    for (const auto& entry : f.journal(id)) {
+      if (entry.path == "/do/0" && entry.state == store::JournalState::completed) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 500 && !first_journalled(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  REQUIRE(first_journalled());
   REQUIRE(f.echo.requests().size() == 1);
   f.stop_engine();
   REQUIRE(f.record(id)->phase == store::RunPhase::running);
