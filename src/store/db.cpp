@@ -119,6 +119,7 @@ class Db::Checkpointer {
     return false;
   }
 
+  std::size_t frames() const { return frames_.load(std::memory_order_relaxed); }
   std::uint64_t copies() const { return copies_.load(std::memory_order_relaxed); }
   std::uint64_t restarts() const { return restarts_.load(std::memory_order_relaxed); }
 
@@ -182,7 +183,6 @@ class Db::Checkpointer {
 int Db::on_wal_commit(void* self, sqlite3* db, const char* name, int pages) {
   auto& owner = *static_cast<Db*>(self);
   const auto frames = static_cast<std::size_t>(pages);
-  owner.wal_frames_ = frames;
   // SQLITE_BUSY: the thread's checkpoint is still running; tried again after the next commit.
   if (owner.checkpointer_->committed(frames) &&
       sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) ==
@@ -194,9 +194,9 @@ int Db::on_wal_commit(void* self, sqlite3* db, const char* name, int pages) {
 
 CheckpointStats Db::checkpoint_stats() const {
   CheckpointStats stats;
-  stats.wal_frames = wal_frames_;
   stats.by_writer = writer_checkpoints_;
   if (checkpointer_) {
+    stats.wal_frames = checkpointer_->frames();
     stats.background = checkpointer_->copies();
     stats.restarts = checkpointer_->restarts();
   }

@@ -59,11 +59,8 @@ constexpr std::string_view kSelectUnfinished =
 
 constexpr std::string_view kDeleteRun = "DELETE FROM runs WHERE id = ?";
 
-constexpr std::string_view kInsertAttempt =
-    "INSERT INTO run_attempts (run_id, seq, path, step, attempt, phase, started_at, finished_at, "
-    "input_json, output_json, error_json, http_status) "
-    "VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_attempts WHERE run_id = ?1), "
-    "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING seq";
+constexpr std::string_view kNextAttemptSeq =
+    "SELECT COALESCE(MAX(seq), 0) + 1 FROM run_attempts WHERE run_id = ?";
 
 // The seq is the caller's: no look-up of the run's highest seq, no RETURNING.
 constexpr std::string_view kBeginAttempt =
@@ -242,7 +239,7 @@ RunStore::RunStore(Db& db)
       list_by_workflow_(db, kListByWorkflow),
       select_unfinished_(db, kSelectUnfinished),
       delete_run_(db, kDeleteRun),
-      insert_attempt_(db, kInsertAttempt),
+      next_attempt_seq_(db, kNextAttemptSeq),
       begin_attempt_(db, kBeginAttempt),
       finish_attempt_(db, kFinishAttempt),
       select_attempts_(db, kSelectAttempts),
@@ -353,25 +350,16 @@ bool RunStore::delete_run(const std::string& id) {
 
 std::int64_t RunStore::append_attempt(const AttemptRecord& record) {
   Tx tx(db_);
-  std::int64_t seq = 0;
+  AttemptRecord numbered = record;
   {
-    auto use = insert_attempt_.use();
-    insert_attempt_.bind_text(1, record.run_id);
-    insert_attempt_.bind_text(2, record.path);
-    insert_attempt_.bind_text(3, record.step);
-    insert_attempt_.bind_int64(4, record.attempt);
-    insert_attempt_.bind_text(5, to_string(record.phase));
-    insert_attempt_.bind_text(6, record.started_at);
-    bind_optional(insert_attempt_, 7, record.finished_at);
-    bind_optional(insert_attempt_, 8, record.input_json);
-    bind_optional(insert_attempt_, 9, record.output_json);
-    bind_optional(insert_attempt_, 10, record.error_json);
-    bind_optional(insert_attempt_, 11, record.http_status);
-    if (insert_attempt_.step()) seq = insert_attempt_.column_int64(0);
-    insert_attempt_.run();
+    auto use = next_attempt_seq_.use();
+    next_attempt_seq_.bind_text(1, record.run_id);
+    next_attempt_seq_.step();
+    numbered.seq = next_attempt_seq_.column_int64(0);
   }
+  write_attempt(numbered);
   tx.commit();
-  return seq;
+  return numbered.seq;
 }
 
 void RunStore::begin_attempt(const AttemptRecord& record) {

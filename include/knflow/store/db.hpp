@@ -112,9 +112,8 @@ class Db {
   class Checkpointer;
   sqlite3* db_ = nullptr;
   std::filesystem::path path_;
-  std::chrono::milliseconds busy_timeout_{0};  // wait_briefly's argument
-  std::size_t wal_frames_ = 0;                 // writer only, like the counter below
-  std::uint64_t writer_checkpoints_ = 0;
+  std::chrono::milliseconds busy_timeout_{0};   // wait_briefly's argument
+  std::uint64_t writer_checkpoints_ = 0;        // writer only
   std::unique_ptr<Checkpointer> checkpointer_;  // before db_ closes, it stops
   std::unique_ptr<Stmt> tx_stmts_[static_cast<std::size_t>(TxOp::count)];  // finalized before
 };

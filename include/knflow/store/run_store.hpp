@@ -203,7 +203,7 @@ class RunStore {
   Stmt list_by_workflow_;
   Stmt select_unfinished_;
   Stmt delete_run_;
-  Stmt insert_attempt_;
+  Stmt next_attempt_seq_;
   Stmt begin_attempt_;
   Stmt finish_attempt_;
   Stmt select_attempts_;
