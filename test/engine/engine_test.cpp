@@ -97,22 +97,39 @@ class EngineFixture {
     return wait(id);
   }
 
-  std::string start(const std::string& yaml, const std::string& data = "{}") {
-    auto wf = parse(yaml);
+  // The event an invoke with `data` as its JSON body starts a run with.
+  static engine::CloudEvent input_event(const std::string& data) {
     engine::CloudEvent event;
     event.id = "input-1";
     event.source = "/test";
     event.type = "test.input";
     event.datacontenttype = "application/json";
     event.data = data;
-    auto started =
-        asio::co_spawn(ioc_,
-                       engine_->start(wf, json::serialize(model::encode_workflow(*wf)), event),
-                       asio::use_future)
-            .get();
+    return event;
+  }
+
+  std::string start(const std::string& yaml, const std::string& data = "{}") {
+    auto wf = parse(yaml);
+    auto started = asio::co_spawn(ioc_,
+                                  engine_->start(wf, json::serialize(model::encode_workflow(*wf)),
+                                                 input_event(data)),
+                                  asio::use_future)
+                       .get();
     INFO(started.error);
     REQUIRE(!started.run_id.empty());
     return started.run_id;
+  }
+
+  // start_and_wait from another io_context, as a connection's synchronous invoke.
+  engine::Engine::Invoked invoke_elsewhere(boost::asio::io_context& other, const std::string& yaml,
+                                           const std::string& data,
+                                           std::chrono::milliseconds timeout) {
+    auto wf = parse(yaml);
+    return asio::co_spawn(other,
+                          engine_->start_and_wait(wf, json::serialize(model::encode_workflow(*wf)),
+                                                  input_event(data), timeout),
+                          asio::use_future)
+        .get();
   }
 
   // Waits from another io_context, as HTTP connections do (they run on io::ContextPool).
@@ -203,6 +220,18 @@ std::string header(const std::string& name, const std::string& extra = "") {
          "}\nspec:\n" + extra;
 }
 
+// An io_context run by a thread of its own, as a connection's (io::ContextPool).
+struct Elsewhere {
+  boost::asio::io_context context{1};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard{
+      context.get_executor()};
+  std::thread thread{[this] { context.run(); }};
+  ~Elsewhere() {
+    guard.reset();
+    thread.join();
+  }
+};
+
 std::string functions(EngineFixture& f, std::initializer_list<std::string> names) {
   std::string out = "  functions:\n";
   for (const auto& n : names) out += "    " + n + ": {url: \"" + f.echo.url("/" + n) + "\"}\n";
@@ -218,9 +247,7 @@ TEST_CASE("engine: a waiter never misses the end of a run that finishes as it st
   // in 3,000 under the engine benchmark). The fix waits on the run's strand by construction;
   // this test exercises waits from another io_context but hits such a narrow window only rarely.
   EngineFixture f;
-  boost::asio::io_context other(1);
-  auto guard = boost::asio::make_work_guard(other);
-  std::thread thread([&] { other.run(); });
+  Elsewhere other;
   const auto yaml = header("quick") + R"(  do:
     - name: only
       set: {done: true}
@@ -228,12 +255,10 @@ TEST_CASE("engine: a waiter never misses the end of a run that finishes as it st
   int missed = 0;
   for (int i = 0; i < 300; ++i) {
     auto id = f.start(yaml);
-    auto outcome = f.wait_elsewhere(other, id, std::chrono::seconds(20));
+    auto outcome = f.wait_elsewhere(other.context, id, std::chrono::seconds(20));
     if (!outcome || outcome->phase != "completed") ++missed;
   }
   CHECK(missed == 0);
-  guard.reset();
-  thread.join();
 }
 
 TEST_CASE("engine: start_and_wait starts on the engine's executor and returns the outcome",
@@ -241,22 +266,9 @@ TEST_CASE("engine: start_and_wait starts on the engine's executor and returns th
   // Called from another io_context, as a connection's synchronous invoke does: one hand-over to
   // the engine for the insert, launch and wait, one back.
   EngineFixture f;
-  boost::asio::io_context other(1);
-  auto guard = boost::asio::make_work_guard(other);
-  std::thread thread([&] { other.run(); });
+  Elsewhere other;
   auto invoke = [&](const std::string& yaml, std::chrono::milliseconds timeout) {
-    auto wf = f.parse(yaml);
-    engine::CloudEvent event;
-    event.id = "input-1";
-    event.source = "/test";
-    event.type = "test.input";
-    event.datacontenttype = "application/json";
-    event.data = R"({"n": 1})";
-    return asio::co_spawn(other,
-                          f.engine().start_and_wait(
-                              wf, json::serialize(model::encode_workflow(*wf)), event, timeout),
-                          asio::use_future)
-        .get();
+    return f.invoke_elsewhere(other.context, yaml, R"({"n": 1})", timeout);
   };
   auto done = invoke(header("quick") + R"(  do:
     - name: only
@@ -277,8 +289,6 @@ TEST_CASE("engine: start_and_wait starts on the engine's executor and returns th
                         std::chrono::milliseconds(50));
   CHECK(!waiting.start.run_id.empty());
   CHECK(!waiting.outcome);
-  guard.reset();
-  thread.join();
 }
 
 TEST_CASE("engine: run ids are UUIDs version 7 carrying their start time", "[engine]") {
