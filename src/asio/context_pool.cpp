@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "knflow/asio/run_loop.hpp"
+
 namespace knflow::io {
 
 ContextPool::ContextPool(std::size_t size) {
@@ -20,11 +22,11 @@ boost::asio::any_io_executor ContextPool::next() {
   return contexts_[i]->get_executor();
 }
 
-void ContextPool::start() {
+void ContextPool::start(std::chrono::microseconds spin) {
   if (!threads_.empty()) return;
   for (auto& context : contexts_) {
     guards_.emplace_back(context->get_executor());
-    threads_.emplace_back([ctx = context.get()] { ctx->run(); });
+    threads_.emplace_back([ctx = context.get(), spin] { io::run(*ctx, spin); });
   }
 }
 

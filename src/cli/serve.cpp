@@ -2,6 +2,7 @@
 
 #include "knflow/api/api.hpp"
 #include "knflow/asio/context_pool.hpp"
+#include "knflow/asio/run_loop.hpp"
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/controller/controller.hpp"
 #include "knflow/controller/kube_workflow_writer.hpp"
@@ -92,6 +93,10 @@ po::options_description serve_options() {
     ("threads", po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
      "threads running the event loop, and as many more serving HTTP connections (one event loop "
      "each); the engine and SQLite run on one thread more")
+    ("spin-us", po::value<unsigned>()->default_value(50),
+     "microseconds the engine's and the connections' threads keep polling for work before they "
+     "sleep (0: sleep at once); a little CPU after each burst of work for lower latency "
+     "(docs/architecture.md)")
     ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error")
     ("apply", po::value<std::vector<std::string>>()->composing(),
      "workflow file (YAML or JSON) to create or update at start; may be repeated. Namespace "
@@ -212,6 +217,9 @@ std::optional<asio::ip::tcp::endpoint> parse_listen(const std::string& text, std
   return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
 }
 
+// A thread that polls longer than this before it sleeps only burns CPU (docs/architecture.md).
+constexpr unsigned kMaxSpinMicros = 10'000;
+
 std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char* name) {
   return std::chrono::milliseconds(static_cast<long long>(vm[name].as<double>() * 1000));
 }
@@ -318,6 +326,10 @@ int serve(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   log::set_level(level);
+  if (vm["spin-us"].as<unsigned>() > kMaxSpinMicros) {
+    std::cerr << "knflow serve: --spin-us must be at most " << kMaxSpinMicros << "\n";
+    return kExitUsage;
+  }
 
   std::string error;
   auto listen = parse_listen(vm["listen"].as<std::string>(), error);
@@ -662,9 +674,10 @@ int serve(const std::vector<std::string>& args) {
     }
   });
 
-  connections.start();
+  const std::chrono::microseconds spin{vm["spin-us"].as<unsigned>()};
+  connections.start(spin);
   std::vector<std::thread> pool;
-  pool.emplace_back([&] { engine_context.run(); });
+  pool.emplace_back([&] { io::run(engine_context, spin); });
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();

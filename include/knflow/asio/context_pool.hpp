@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <thread>
@@ -30,7 +31,8 @@ class ContextPool {
   boost::asio::any_io_executor next();
 
   // Starts one thread per context; they run until stop(), even while a context has no work.
-  void start();
+  // Each thread polls for up to `spin` before it sleeps (io::run).
+  void start(std::chrono::microseconds spin = std::chrono::microseconds{0});
   // Stops the contexts (handlers still queued are not run; they are destroyed with the pool) and
   // joins the threads. Stop what runs on them first (Server::stop).
   void stop();

@@ -1,0 +1,27 @@
+#include "knflow/asio/run_loop.hpp"
+
+namespace knflow::io {
+
+void run(boost::asio::io_context& context, std::chrono::microseconds spin) {
+  if (spin.count() <= 0) {
+    context.run();
+    return;
+  }
+  using clock = std::chrono::steady_clock;
+  while (!context.stopped()) {
+    if (context.poll() > 0) continue;
+    if (context.stopped()) return;
+    const auto until = clock::now() + spin;
+    bool ran = false;
+    while (clock::now() < until) {
+      if (context.poll_one() > 0) {
+        ran = true;
+        break;
+      }
+      if (context.stopped()) return;
+    }
+    if (!ran && context.run_one() == 0) return;  // out of work, or stopped while asleep
+  }
+}
+
+}  // namespace knflow::io

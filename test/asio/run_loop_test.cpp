@@ -1,0 +1,100 @@
+// io::run: the spin-then-sleep loop the engine's and the connections' threads run.
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/connect_pair.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <string>
+#include <thread>
+
+#include "knflow/asio/run_loop.hpp"
+
+namespace asio = boost::asio;
+using std::chrono::microseconds;
+
+namespace {
+
+// Runs io::run(context, spin) on a thread of its own; joins it when destroyed.
+struct Runner {
+  Runner(asio::io_context& context, microseconds spin)
+      : thread([&context, spin, this] {
+          knflow::io::run(context, spin);
+          returned = true;
+        }) {}
+  ~Runner() {
+    if (thread.joinable()) thread.join();
+  }
+  std::atomic<bool> returned = false;
+  std::thread thread;
+};
+
+}  // namespace
+
+TEST_CASE("io::run runs handlers posted from another thread, spinning or not", "[asio]") {
+  for (const auto spin : {microseconds{0}, microseconds{50}, microseconds{10'000}}) {
+    CAPTURE(spin.count());
+    asio::io_context context(1);
+    auto guard = asio::make_work_guard(context);
+    std::atomic<int> ran = 0;
+    std::promise<void> all;
+    constexpr int kHandlers = 2'000;
+    Runner runner(context, spin);
+    for (int i = 0; i < kHandlers; ++i) {
+      asio::post(context, [&] {
+        if (++ran == kHandlers) all.set_value();
+      });
+      if (i % 100 == 0) std::this_thread::yield();  // some arrive while it spins, some asleep
+    }
+    all.get_future().wait();
+    guard.reset();  // out of work: run returns
+    runner.thread.join();
+    CHECK(ran == kHandlers);
+    CHECK(runner.returned);
+  }
+}
+
+TEST_CASE("io::run returns when the context is stopped, even with work outstanding", "[asio]") {
+  asio::io_context context(1);
+  auto guard = asio::make_work_guard(context);
+  std::promise<void> started;
+  Runner runner(context, microseconds{10'000});
+  asio::post(context, [&] { started.set_value(); });
+  started.get_future().wait();
+  context.stop();  // while it spins or sleeps, with the guard still held
+  runner.thread.join();
+  CHECK(runner.returned);
+}
+
+TEST_CASE("io::run completes socket reads that arrive while it spins and after it slept",
+          "[asio]") {
+  asio::io_context context(1);
+  asio::local::stream_protocol::socket a(context), b(context);
+  asio::local::connect_pair(a, b);
+  auto guard = asio::make_work_guard(context);
+  Runner runner(context, microseconds{200});
+  for (int round = 0; round < 50; ++round) {
+    CAPTURE(round);
+    std::promise<std::string> got;
+    std::string buffer(5, '\0');
+    asio::post(context, [&] {
+      asio::async_read(b, asio::buffer(buffer), [&](boost::system::error_code ec, std::size_t) {
+        got.set_value(ec ? ec.message() : buffer);
+      });
+    });
+    // Every other round waits long enough for the loop to go to sleep first.
+    if (round % 2 == 1) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    asio::write(a, asio::buffer(std::string("hello")));
+    CHECK(got.get_future().get() == "hello");
+  }
+  guard.reset();  // no operation outstanding: run returns
+  runner.thread.join();
+  CHECK(runner.returned);
+}
