@@ -100,13 +100,20 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(r.returncode, 2)
             self.assertIn('unknown option "listne"', r.stderr)
 
+    def test_out_of_range_spin_is_a_clear_error(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run([BIN, "serve", "--spin-us", "20000", "--data-dir", tmp],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("--spin-us must be at most 10000", r.stderr)
+
     def test_help_documents_every_option(self):
         r = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0)
         for option in ("--listen", "--data-dir", "--token-file", "--config", "--anonymous-health",
                        "--anonymous-metrics", "--max-body-bytes", "--max-header-bytes",
                        "--max-connections", "--request-timeout", "--idle-timeout",
-                       "--shutdown-timeout", "--threads", "--log-level", "KNFLOW_"):
+                       "--shutdown-timeout", "--threads", "--spin-us", "--log-level", "KNFLOW_"):
             self.assertIn(option, r.stdout)
 
     def test_sigterm_finishes_an_in_flight_request_then_exits_0(self):
