@@ -6,7 +6,8 @@ answers after 50 ms (bench/delay_function.cpp), with `knflow serve --threads 2` 
 directory:
 
 1. per-step overhead: synchronous invokes of workflows of N sequential calls at half of their
-   measured maximum throughput, against N direct POSTs to the function at the same call rate;
+   measured maximum throughput, against N direct POSTs to the function at the same call rate
+   (both at a constant rate from an open-loop generator, bench/open_loop.cpp);
 2. throughput: 1-step invokes per second / direct POSTs per second (same wrk settings), and as
    its ceiling the same ratio through nginx as a plain reverse proxy;
 3. fork scaling: one fork (join all) of K branches each calling the 50 ms function, latency of
@@ -302,15 +303,14 @@ def start_proxy_nginx(children: Children, nginx_bin: str, tmp: Path, workers: in
 """)
 
 
-def build_delay_function(tmp: Path) -> tuple[Path, list[str]]:
-    """Compiles bench/delay_function.cpp into $tmp (a second or so; no CMake target needed)."""
-    out = tmp / "delay_function"
+def build_cpp(tmp: Path, name: str) -> tuple[Path, list[str]]:
+    """Compiles bench/NAME.cpp into $tmp/NAME (seconds; no CMake target needed)."""
+    out = tmp / name
     cxx = os.environ.get("CXX", "c++")
-    argv = [cxx, "-O2", "-std=c++20", "-pthread", "-o", str(out),
-            str(ROOT / "bench/delay_function.cpp")]
+    argv = [cxx, "-O2", "-std=c++20", "-pthread", "-o", str(out), str(ROOT / f"bench/{name}.cpp")]
     res = subprocess.run(argv, capture_output=True, text=True)
     if res.returncode != 0:
-        raise BenchError(f"compiling bench/delay_function.cpp failed:\n{res.stderr}")
+        raise BenchError(f"compiling bench/{name}.cpp failed:\n{res.stderr}")
     return out, argv
 
 
@@ -399,38 +399,51 @@ def runs_state(kn: Knflow) -> tuple[float, float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# wrk with a Lua script (POST {} with the token), optionally paced with delay()
+# Load: wrk with a Lua script (POST {} with the token) for the throughput and unloaded runs, the
+# open-loop generator (bench/open_loop.cpp) for the half-load runs
 
-def write_lua(tmp: Path, name: str, token: str | None, pause_ms: int | None) -> Path:
+def write_lua(tmp: Path, name: str, token: str | None) -> Path:
     lines = ['wrk.method = "POST"', 'wrk.body = "{}"',
              'wrk.headers["Content-Type"] = "application/json"']
     if token:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {token}"')
-    if pause_ms is not None:
-        # wrk waits this many whole milliseconds after each answer before the connection sends
-        # its next request; the pause is not part of the measured latency.
-        lines.append(f"function delay() return {int(pause_ms)} end")
     path = tmp / f"{name}.lua"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def run_wrk(args, url: str, script: Path, duration: float, pids, threads: int,
-            connections: int, quiet: bool = True) -> dict:
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
-            "-s", str(script), url]
+def measured(args, pids, quiet: bool, argv: list[str], timeout: float
+             ) -> tuple[subprocess.CompletedProcess, dict]:
+    """Runs one load generator (argv) with the bookkeeping every measured run shares: waits for
+    a quiet machine (if quiet), then reads the CPU time of the servers (pids(), from /proc), of
+    the generator (a child: getrusage) and of the whole machine around it; "other_cores" is what
+    the rest of the machine used meanwhile, in cores."""
     waited, background = wait_for_quiet(args) if quiet and args.quiet_wait > 0 else (0.0, 0.0)
     pid_list = pids()
     cpu0 = [cpu_seconds([p]) for p in pid_list]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0 = cpu_busy_ticks()
     t0 = time.monotonic()
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                          preexec_fn=die_with_parent)
     elapsed = time.monotonic() - t0
     busy1 = cpu_busy_ticks()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1 = [cpu_seconds([p]) for p in pid_list]
+    r = {"cpu_s": [b - a for a, b in zip(cpu0, cpu1)],
+         "client_cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)}
+    machine_busy = (busy1 - busy0) / CLK_TCK
+    r["other_cores"] = max(0.0, (machine_busy - sum(r["cpu_s"]) - r["client_cpu_s"]) / elapsed)
+    r["background_cores"] = background
+    r["quiet_waited_s"] = waited
+    return res, r
+
+
+def run_wrk(args, url: str, script: Path, duration: float, pids, threads: int,
+            connections: int, quiet: bool = True) -> dict:
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
+            "-s", str(script), url]
+    res, book = measured(args, pids, quiet, argv, duration + 60)
     if res.returncode != 0:
         raise BenchError(f"wrk failed ({res.returncode}): {res.stderr}")
     r = parse_wrk(res.stdout)
@@ -445,40 +458,50 @@ def run_wrk(args, url: str, script: Path, duration: float, pids, threads: int,
         # wrk counts a request unanswered after 2 s as a timeout: a stalled machine, not a
         # broken measurement; kept and shown in the table of runs.
         log(f"  warning: {r['timeouts']} requests took over 2 s ({url})")
-    r["cpu_s"] = [b - a for a, b in zip(cpu0, cpu1)]
-    r["wrk_cpu_s"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-    machine_busy = (busy1 - busy0) / CLK_TCK
-    r["other_cores"] = max(0.0, (machine_busy - sum(r["cpu_s"]) - r["wrk_cpu_s"]) / elapsed)
-    r["background_cores"] = background
-    r["quiet_waited_s"] = waited
+    r.update(book)
     r["threads"], r["connections"], r["duration"] = threads, connections, int(duration)
     return r
 
 
-def paced(args, tmp: Path, name: str, url: str, token: str | None, rate: float, duration: float,
-          pids) -> dict:
-    """wrk -t1 at about `rate` requests/s: C connections, each pausing d ms after every answer.
+def open_loop_argv(binary: Path | str, url: str, token: str | None, rate: float, duration: float,
+                   warmup: float, connections: int) -> list[str]:
+    return [str(binary), "--url", url, "--rate", f"{rate:.1f}", "--duration", str(duration),
+            "--warmup", f"{warmup:g}", "--connections", str(connections),
+            *(["--header", f"Authorization: Bearer {token}"] if token else []),
+            "--body", "{}", "--content-type", "application/json"]
 
-    wrk's pause is in whole milliseconds, so the rate is set by the number of connections, which
-    two short calibration runs correct (period per connection = C / achieved rate)."""
-    per = 0.5  # ms, first guess of latency + timer slack per request
-    pause = 5
-    conns = 1
-    for _ in range(3):
-        if rate * (pause + per) / 1000 < 4:
-            pause = max(pause, math.ceil(4000 / rate - per))
-        conns = max(1, min(256, round(rate * (pause + per) / 1000)))
-        script = write_lua(tmp, f"{name}-paced", token, pause)
-        cal = run_wrk(args, url, script, args.calibration, pids, 1, conns, quiet=False)
-        achieved = cal["rps"]
-        per = max(0.0, conns / achieved * 1000 - pause)
-        if abs(achieved / rate - 1) < 0.1:
-            break
-    conns = max(1, min(256, round(rate * (pause + per) / 1000)))
-    script = write_lua(tmp, f"{name}-paced", token, pause)
-    r = run_wrk(args, url, script, duration, pids, 1, conns)
-    r["pause_ms"] = pause
-    r["target_rps"] = rate
+
+def run_open_loop(args, binary: Path, url: str, token: str | None, rate: float,
+                  duration: float, pids) -> dict:
+    """bench/open_loop.cpp at a constant `rate`: request i due at t0 + i / rate, latency from
+    its due time to its answer (coordinated omission corrected)."""
+    argv = open_loop_argv(binary, url, token, rate, duration, args.latency_warmup,
+                          args.latency_connections)
+    res, book = measured(args, pids, True, argv, args.latency_warmup + duration + 60)
+    if res.returncode != 0:
+        raise BenchError(f"open-loop generator failed ({res.returncode}): {res.stderr.strip()}")
+    try:
+        g = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        raise BenchError(f"cannot parse the open-loop generator's output:\n{res.stdout}")
+    if g["non2xx"]:
+        raise BenchError(f"{url}: {g['non2xx']} answers were not 2xx")
+    errors = {k: x for k, x in g["errors"].items() if k != "timeout" and x}
+    if errors:
+        raise BenchError(f"{url}: open-loop generator errors {errors}")
+    if g["errors"]["timeout"]:
+        # Still unanswered 10 s after the last was due: a stalled machine, not a broken
+        # measurement; kept and shown in the table of runs.
+        log(f"  warning: {g['errors']['timeout']} requests unanswered after 10 s ({url})")
+    lat = g["latency_ms"]
+    r = {"rps": g["rate"], "target_rps": g["target_rate"], "requests": g["requests"],
+         "p50_ms": lat["p50"], "p75_ms": lat["p75"], "p90_ms": lat["p90"], "p99_ms": lat["p99"],
+         "p999_ms": lat["p999"], "max_ms": lat["max"], "mean_ms": lat["mean"],
+         "lateness_ms": g["lateness_ms"], "timeouts": g["errors"]["timeout"],
+         "connections": args.latency_connections, "connections_used": g["connections_used"],
+         "reconnects": g["reconnects"], "max_queued": g["max_queued"],
+         "generator_cpu_s": g["cpu_s"], "duration": duration, "warmup": args.latency_warmup}
+    r.update(book)
     return r
 
 
@@ -523,14 +546,14 @@ def sqlite_commit_cost(directory: Path, n: int) -> dict:
 # Parts 1 and 2: throughput and per-step overhead
 
 def bench_calls(args, children, tmp, kn: Knflow, ngx_port: int, ngx_pids, proxy_port: int,
-                proxy_pids) -> dict:
+                proxy_pids, open_loop: Path) -> dict:
     token = kn.token
     kn_pids = lambda: [kn.proc.pid, *ngx_pids()]  # noqa: E731  (knflow first, then nginx)
     proxied_pids = lambda: kn_pids() + proxy_pids()  # noqa: E731  (the proxy's last)
     direct_url = f"http://127.0.0.1:{ngx_port}/echo"
     proxy_url = f"http://127.0.0.1:{proxy_port}/echo"
-    post_kn = write_lua(tmp, "post-knflow", token, None)
-    post_direct = write_lua(tmp, "post-direct", token, None)
+    post_kn = write_lua(tmp, "post-knflow", token)
+    post_direct = write_lua(tmp, "post-direct", token)
     urls = {n: f"http://127.0.0.1:{kn.port}{invoke_path(f'seq-{n}')}" for n in args.steps}
     # Interleaved in this order; the proxy is the reference ceiling (no target).
     targets = (("knflow", urls[1], post_kn, kn_pids),
@@ -575,18 +598,19 @@ def bench_calls(args, children, tmp, kn: Knflow, ngx_port: int, ngx_pids, proxy_
     steps = {}
     for n in args.steps:
         rate = max_rps[n] / 2
-        k = paced(args, tmp, f"seq-{n}", urls[n], token, rate, latency_duration(args, rate),
-                  kn_pids)
-        d = paced(args, tmp, f"direct-{n}", direct_url, token, k["rps"] * n,
-                  latency_duration(args, k["rps"] * n), kn_pids)
+        k = run_open_loop(args, open_loop, urls[n], token, rate, latency_duration(args, rate),
+                          kn_pids)
+        d = run_open_loop(args, open_loop, direct_url, token, rate * n,
+                          latency_duration(args, rate * n), kn_pids)
         ov50 = (k["p50_ms"] - n * d["p50_ms"]) / n
         ov99 = (k["p99_ms"] - n * d["p99_ms"]) / n
         steps[n] = {"max_rps": max_rps[n], "knflow": k, "direct": d,
                     "overhead_p50_ms": ov50, "overhead_p99_ms": ov99}
-        log(f"  seq-{n} at {k['rps']:,.0f}/s ({k['rps'] / max_rps[n]:.2f} of max; -c{k['connections']}"
-            f" pause {k['pause_ms']} ms): p50 {k['p50_ms']:.3f} ms p99 {k['p99_ms']:.3f} ms; "
-            f"direct at {d['rps']:,.0f}/s: p50 {d['p50_ms']:.3f} ms p99 {d['p99_ms']:.3f} ms; "
-            f"overhead per step p50 {ov50:.3f} ms p99 {ov99:.3f} ms")
+        log(f"  seq-{n} at {k['rps']:,.0f}/s ({k['rps'] / max_rps[n]:.2f} of max; "
+            f"{k['connections_used']} conns, sent late {k['lateness_ms']['mean']:.3f} ms): "
+            f"p50 {k['p50_ms']:.3f} ms p99 {k['p99_ms']:.3f} ms; direct at {d['rps']:,.0f}/s: "
+            f"p50 {d['p50_ms']:.3f} ms p99 {d['p99_ms']:.3f} ms; overhead per step p50 "
+            f"{ov50:.3f} ms p99 {ov99:.3f} ms")
     unloaded = {}
     if args.unloaded_duration > 0:
         # Informative: one request at a time (wrk -t1 -c1), no queueing behind other runs.
@@ -851,8 +875,9 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         "How much the engine adds to the functions it calls. Written by `bench/engine_run.sh`",
         "(driver `bench/engine_bench.py`, Python 3 standard library); like the sections above it",
         "is not a test and never runs in CI. Everything listens on 127.0.0.1 under one temporary",
-        "directory; every process it starts (knflow, nginx, the delay function, wrk) is stopped on",
-        "exit however the run ends; it runs a copy of `build/release/knflow` taken at the start.",
+        "directory; every process it starts (knflow, nginx, the delay function, the load",
+        "generators) is stopped on exit however the run ends; it runs a copy of",
+        "`build/release/knflow` taken at the start.",
         "It rewrites only this section (the part between the `engine-analysis` markers is written",
         "by hand and kept); `bench/run.sh` keeps this section when it rewrites its own.",
         "",
@@ -882,9 +907,10 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
         f"  function; `wait-{args.wait_seconds}s`, one `wait: PT{args.wait_seconds}S` step.",
         "- **Client:** wrk with a Lua script posting `{}` as `application/json` with the",
         "  `Authorization` header, to `POST .../workflows/NAME:invoke` (synchronous) and, as the",
-        "  baseline, straight to the echo function. Same machine: wrk, nginx and knflow share the",
-        f"  {m['nproc']} cores. Before each measured run the script waits (up to {args.quiet_wait:g} s) for",
-        f"  the rest of the machine to use less than {args.quiet_cores} cores.",
+        "  baseline, straight to the echo function; at half load, the same request from an",
+        "  open-loop generator, `bench/open_loop.cpp` (below). Same machine: the client, nginx and",
+        f"  knflow share the {m['nproc']} cores. Before each measured run the script waits (up to",
+        f"  {args.quiet_wait:g} s) for the rest of the machine to use less than {args.quiet_cores} cores.",
         f"- **Throughput (2):** `wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s` on",
         f"  `seq-1` and on the echo function, one {args.warmup} s warm-up each, then {args.rounds} rounds",
         "  interleaved; the better run of each is compared.",
@@ -899,16 +925,33 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
           if with_proxy else []),
         f"- **Per-step overhead (1):** the maximum invokes/s of `seq-N` is the same wrk run (for N = 1,",
         "  the better throughput run). Then `seq-N` is invoked at half that rate (\"half load\") by",
-        "  `wrk -t1` with a Lua `delay()`: C connections, each pausing a whole number of",
-        "  milliseconds after every answer (the pause is not in the latency); C is calibrated with",
-        f"  short {args.calibration:g} s runs until the rate is within 10 % of the target. The direct",
-        "  baseline is paced the same way at the rate of calls the function received during the",
-        "  knflow run (N × invokes/s). Each measured run lasts at least",
-        f"  {args.latency_duration} s and until about {args.latency_requests:,} requests (at most 30 s).",
-        "  Overhead per step = (knflow latency − N × direct latency) ÷ N, at p50 and at p99 (wrk's",
-        "  percentiles). Target: p50 ≤ 0.25 ms + one SQLite commit, p99 ≤ 2 ms. Then, for",
-        f"  comparison only, one `wrk -t1 -c1 -d{args.unloaded_duration}s` run of the function and of each",
-        "  `seq-N` gives the same figures without queueing.",
+        "  `bench/open_loop.cpp`, an open-loop generator (one thread, Boost.Asio and Beast) compiled",
+        "  for the run like the delay function. Request i is due at t0 + i ÷ rate, evenly spaced",
+        "  whatever happened to the ones before. At its due time it goes out on an idle keep-alive",
+        f"  connection, else on a new one (at most {args.latency_connections}; 4 are opened before the clock starts),",
+        "  else it waits first in first out for the next connection to free. Its latency runs from",
+        "  its due time to the last byte of its answer, so time spent waiting behind a slow answer",
+        "  counts: coordinated omission corrected, as `wrk2 -R` does (wrk2 is not packaged in",
+        "  Debian). The direct baseline is the same generator at N × that rate, the rate of calls",
+        f"  the function receives from the knflow run. Each run first sends {args.latency_warmup:g} s of requests",
+        f"  that are not recorded, then lasts at least {args.latency_duration} s and until about",
+        f"  {args.latency_requests:,} requests (at most 30 s). \"Sent late\" is when the generator handed a due",
+        "  request to a connection (or queued it when none was free) minus its due time: the",
+        "  generator's own precision (an absolute-time timer per due time and no busy wait, so the",
+        "  wake-up of a sleeping thread). It is part of every latency: the N direct latencies count",
+        "  it N times and the knflow latency once, so the overhead per step is understated by about",
+        "  (N − 1) ÷ N of it. Why not wrk: the half-load runs used to be `wrk -t1` with a Lua",
+        "  `delay()`, each of C connections pausing a whole number of milliseconds after every",
+        "  answer. wrk's timers have millisecond granularity, so the connections woke on the same",
+        "  tick and, each sending only after its answer (closed loop), stayed in step: requests",
+        "  arrived in bursts. nginx echo paced that way at 2.4 % of its capacity (3,848/s of",
+        "  157k/s) answered at p50 0.225 ms, against 0.059 ms one request at a time: the figure",
+        "  measured the generator's bursts. A closed-loop client also sends nothing while it waits,",
+        "  so a stall delays the requests behind it without their wait being measured (coordinated",
+        "  omission). Overhead per step = (knflow latency − N × direct latency) ÷ N, at p50 and at",
+        "  p99. Target: p50 ≤ 0.25 ms + one SQLite commit, p99 ≤ 2 ms. Then, for comparison only,",
+        f"  one `wrk -t1 -c1 -d{args.unloaded_duration}s` run of the function and of each `seq-N` gives the same",
+        "  figures without queueing.",
         f"- **SQLite commit:** Python's sqlite3 ({commit['sqlite'] if commit else '?'}) in the run's"
         " temporary directory (same file",
         "  system as the data directory), `journal_mode=WAL`, `synchronous=NORMAL` as knflow opens",
@@ -972,7 +1015,7 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
             f"Per-step overhead at half load (target p50 ≤ 0.25 ms + one commit "
             f"= {ms(v['p50_limit'])}; p99 ≤ 2 ms):",
             "",
-            "| N steps | max invokes/s | half-load rate (C, pause) | knflow p50 / p99 | direct rate | "
+            "| N steps | max invokes/s | half-load rate (÷ max) | knflow p50 / p99 | direct rate | "
             "direct p50 / p99 | overhead per step p50 | | overhead per step p99 | |",
             "|---:|---:|---|---:|---:|---:|---:|---|---:|---|",
         ]
@@ -980,7 +1023,7 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
             kk, dd = s["knflow"], s["direct"]
             o.append(
                 f"| {n} | {s['max_rps']:,.0f} | {kk['rps']:,.0f}/s = {kk['rps'] / s['max_rps']:.2f}× "
-                f"(-c{kk['connections']}, {kk['pause_ms']} ms; {kk['requests']:,} invokes) | "
+                f"({kk['requests']:,} invokes) | "
                 f"{ms(kk['p50_ms'])} / {ms(kk['p99_ms'])} | {dd['rps']:,.0f}/s | "
                 f"{ms(dd['p50_ms'])} / {ms(dd['p99_ms'])} | {ms(s['overhead_p50_ms'])} | "
                 f"{verdict(s['p50_ok'])} | {ms(s['overhead_p99_ms'])} | {verdict(s['p99_ok'])} |")
@@ -1001,10 +1044,13 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
               f"p50 {commit['p50_ms'] * 1000:.0f} µs, p99 {commit['p99_ms'] * 1000:.0f} µs, max "
               f"{commit['max_ms']:.1f} ms over {commit['n']:,} commits (the mean includes the "
               "automatic WAL checkpoints, with their `fdatasync`).", "",
-              "Every wrk run behind these figures:", "",
-              "| run | target | threads × conns | requests/s | p50 | p90 | p99 | knflow CPU | "
-              "nginx CPU | other CPU (cores) | wrk timeouts (> 2 s) |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "Every run behind these figures (client CPU: wrk's or the open-loop generator's; sent "
+              "late: see Method; timeouts: wrk's requests over 2 s, the generator's unanswered 10 s "
+              "after the last was due):", "",
+              "| run | target | client (wrk threads × conns) | requests/s | p50 | p90 | p99 | "
+              "knflow CPU | nginx CPU | client CPU | sent late mean / p99 | other CPU (cores) | "
+              "timeouts |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         rows = []
         run_target = {"knflow": "seq-1", "direct": "echo", "proxy": "nginx proxy"}
         for rnd in range(args.rounds):
@@ -1028,9 +1074,15 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
             nc = f"{sum(r['cpu_s'][1:]):.2f} s"
             if "proxy_cpu_s" in r:
                 nc += f" (proxy {r['proxy_cpu_s']:.2f} s)"
-            o.append(f"| {label} | {target} | {r['threads']} × {r['connections']} | "
+            if "lateness_ms" in r:  # the open-loop generator
+                client = (f"open loop, {r['connections']} conns max "
+                          f"({r['connections_used']} used)")
+                late = f"{ms(r['lateness_ms']['mean'])} / {ms(r['lateness_ms']['p99'])}"
+            else:
+                client, late = f"{r['threads']} × {r['connections']}", "–"
+            o.append(f"| {label} | {target} | {client} | "
                      f"{r['rps']:,.0f} | {ms(r['p50_ms'])} | {ms(r['p90_ms'])} | "
-                     f"{ms(r['p99_ms'])} | {kc} | {nc} | "
+                     f"{ms(r['p99_ms'])} | {kc} | {nc} | {r['client_cpu_s']:.2f} s | {late} | "
                      f"{r['other_cores']:.2f} | {r['timeouts']} |")
         o.append("")
     if fork:
@@ -1110,8 +1162,12 @@ def section(args, meta, calls, fork, mem, commit, v, notes: str) -> str:
           f"   # warm-up, {warmups}",
           f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s --latency -s post.lua <url>"
           f"   # {args.rounds} rounds interleaved; once per seq-N for N > 1",
-          "wrk -t1 -c<C> -d<2..30>s --latency -s paced.lua <url>   # paced.lua adds: "
-          "function delay() return <pause ms> end",
+          *([shown(shlex.join(meta["open_loop_cc"]), args),
+             f"$TMP/open_loop --url <url> --rate <R> --duration <{args.latency_duration}..30> --warmup "
+             f"{args.latency_warmup:g} --connections {args.latency_connections} --header "
+             "'Authorization: Bearer <token>' --body '{}' --content-type application/json"
+             "   # half load: seq-N at half its maximum, echo at N × that"]
+            if "open_loop_cc" in meta else []),
           f"wrk -t1 -c1 -d{args.unloaded_duration}s --latency -s post.lua <url>   # unloaded, "
           "echo then each seq-N",
           "bench/engine_run.sh " + " ".join(shlex.quote(a) for a in args.passed), "```", "",
@@ -1196,6 +1252,11 @@ def rewrite_from_json(args) -> int:
     def ints(d):
         return {int(k) if k.isdigit() else k: x for k, x in d.items()} if d else d
     calls, fork = saved["calls"], saved["fork"]
+    if calls and any("lateness_ms" not in s["knflow"] for s in calls["steps"].values()):
+        log(f"error: {args.from_json} was written before the half-load runs used the open-loop "
+            "generator (no lateness_ms in its calls.steps); this version cannot render it: "
+            "check out the commit that wrote it, or measure again")
+        return 1
     if calls:
         for key in ("steps", "max_runs", "unloaded"):
             calls[key] = ints(calls.get(key))
@@ -1230,7 +1291,10 @@ def main(argv: list[str]) -> int:
                    help="minimum seconds of a half-load latency run")
     p.add_argument("--latency-requests", type=int, default=3000,
                    help="a half-load run lasts until about this many requests (30 s at most)")
-    p.add_argument("--calibration", type=float, default=2, help="seconds per pacing calibration")
+    p.add_argument("--latency-connections", type=int, default=64,
+                   help="most keep-alive connections of the open-loop generator (half load)")
+    p.add_argument("--latency-warmup", type=float, default=1,
+                   help="seconds of requests sent but not recorded before each half-load run")
     p.add_argument("--unloaded-duration", type=int, default=5,
                    help="seconds of one extra wrk -t1 -c1 run per workflow and of the function "
                         "(latency without queueing, informative; 0 skips them)")
@@ -1302,7 +1366,7 @@ def main(argv: list[str]) -> int:
                 children, args.nginx, tmp, args.threads, ngx_port)
             meta["proxy_conf"], meta["proxy_argv"] = conf_path.read_text(), proxy_argv
             proxy_pids = lambda: [proxy.pid, *child_pids(proxy.pid)]  # noqa: E731
-        delay_bin, cc_argv = build_delay_function(tmp)
+        delay_bin, cc_argv = build_cpp(tmp, "delay_function")
         delay, delay_port, delay_argv = start_delay_function(children, tmp, delay_bin,
                                                              args.delay_ms)
         meta["delay_argv"], meta["delay_cc"] = delay_argv, cc_argv
@@ -1317,8 +1381,9 @@ def main(argv: list[str]) -> int:
                 commit = sqlite_commit_cost(tmp / "sqlite-commit", args.commits)
                 log(f"SQLite commit ({commit['fs']}): mean {commit['mean_ms'] * 1000:.0f} µs, "
                     f"p99 {commit['p99_ms'] * 1000:.0f} µs")
+                gen_bin, meta["open_loop_cc"] = build_cpp(tmp, "open_loop")
                 calls = bench_calls(args, children, tmp, kn, ngx_port, ngx_pids, proxy_port,
-                                    proxy_pids)
+                                    proxy_pids, gen_bin)
             if args.only in (None, "fork"):
                 fork = bench_fork(args, kn, delay_port)
             kn.stop()
