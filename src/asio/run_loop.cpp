@@ -1,5 +1,7 @@
 #include "knflow/asio/run_loop.hpp"
 
+#include <thread>
+
 namespace knflow::io {
 
 void run(boost::asio::io_context& context, std::chrono::microseconds spin) {
@@ -19,6 +21,7 @@ void run(boost::asio::io_context& context, std::chrono::microseconds spin) {
         break;
       }
       if (context.stopped()) return;
+      std::this_thread::yield();  // a thread that has work on this core runs first
     }
     if (!ran && context.run_one() == 0) return;  // out of work, or stopped while asleep
   }

@@ -11,8 +11,9 @@ namespace knflow::io {
 
 // Runs `context` until it is stopped (or runs out of work). With `spin` zero this is run().
 // Otherwise, whenever no handler is ready, it polls (handlers posted from other threads and a
-// non-blocking look at its sockets) for up to `spin` before blocking: a hand-over or an answer
-// that arrives within that time is picked up without the thread sleeping and being woken.
+// non-blocking look at its sockets) for up to `spin` before blocking, yielding the core between
+// polls to any other thread ready to run: a hand-over or an answer that arrives within that time
+// is picked up without the thread sleeping and being woken.
 void run(boost::asio::io_context& context, std::chrono::microseconds spin);
 
 }  // namespace knflow::io
