@@ -202,7 +202,7 @@ TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks pha
     }
   }
 
-  Db db(path);
+  Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 3)});
   CHECK(db.user_version() == 3);
   CHECK(db.integrity_check() == "ok");
   CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
@@ -245,6 +245,82 @@ TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks pha
   CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == 0);
 }
 
+TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-trees") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const JournalEntry entry{"/do/0", JournalState::completed, R"({"greeting":"Hello"})"};
+  std::vector<RunRecord> runs;
+  std::vector<std::vector<AttemptRecord>> attempts;
+  {
+    // A database as the previous version wrote it.
+    Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 3)});
+    REQUIRE(db.user_version() == 3);
+    RunStore store(db);
+    store.insert_run(make_run("done", "greet", RunPhase::completed, 10));
+    store.append_attempt(make_attempt("done", "/do/0", 10));
+    store.record_step("done", 1,
+                      {.phase = AttemptPhase::completed, .finished_at = at(11), .http_status = 200},
+                      entry);
+    store.insert_run(make_run("going", "greet", RunPhase::running, 20));
+    store.append_attempt(make_attempt("going", "/do/0", 20));
+    store.append_attempt(make_attempt("going", "/do/1", 21));
+    store.put_journal("going", {"/do/1/wait", JournalState::started, R"({"deadline":1})"});
+    store.insert_run(make_run("faulted", "order", RunPhase::faulted, 30, "other"));
+    CHECK(store.delete_run("faulted"));  // the newest seq, deleted: never handed out again
+    store.insert_run(make_run("later", "order", RunPhase::faulted, 40, "other"));
+    for (const char* id : {"done", "going", "later"}) {
+      runs.push_back(*store.get_run(id));
+      attempts.push_back(store.attempts(id));
+    }
+  }
+
+  Db db(path);
+  CHECK(db.user_version() == 4);
+  CHECK(db.integrity_check() == "ok");
+  CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
+  CHECK(query_int(db, "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE '%_new'") == 0);
+  // seq is the rowid; the id has one unique index; the children are WITHOUT ROWID tables.
+  CHECK(query_int(db, "SELECT COUNT(*) FROM runs WHERE rowid <> seq") == 0);
+  CHECK(query_int(db,
+                  "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND "
+                  "tbl_name = 'runs'") == 5);  // id, and the four named ones
+  CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_index_list('run_attempts')") == 1);
+  CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_index_list('run_journal')") == 1);
+  CHECK(query_int(db,
+                  "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('run_attempts', "
+                  "'run_journal') AND sql LIKE '%WITHOUT ROWID'") == 2);
+  RunStore store(db);
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    CAPTURE(runs[i].id);
+    CHECK(store.get_run(runs[i].id) == runs[i]);
+    CHECK(store.attempts(runs[i].id) == attempts[i]);
+  }
+  CHECK(store.journal("done") == std::vector<JournalEntry>{entry});
+  CHECK(store.journal("going").size() == 1);
+  CHECK(ids_of(store.unfinished_runs()) == std::vector<std::string>{"going"});
+  CHECK(query_plan(db,
+                   "SELECT id FROM runs WHERE phase = 'pending' OR phase = 'running' OR "
+                   "phase = 'waiting' ORDER BY seq")
+            .find("runs_unfinished") != std::string::npos);
+
+  // The counter goes on after the highest seq ever handed out; ids and attempts stay unique.
+  CHECK(store.insert_run(make_run("new", "greet", RunPhase::running, 50)) == 5);
+  CHECK(error_of([&] { store.insert_run(make_run("new", "greet")); }).code() ==
+        SQLITE_CONSTRAINT_UNIQUE);
+  CHECK(error_of([&] { store.begin_attempt(attempts[1][0]); }).code() ==
+        SQLITE_CONSTRAINT_PRIMARYKEY);
+  CHECK(error_of([&] { store.append_attempt(make_attempt("nobody", "/do/0")); }).code() ==
+        SQLITE_CONSTRAINT_FOREIGNKEY);
+
+  // Deleting a run still takes its attempts and journal along.
+  CHECK(store.prune(at(100), std::nullopt, 10) == 2);
+  CHECK(store.attempts("done").empty());
+  CHECK(store.journal("done").empty());
+  CHECK(store.delete_run("going"));
+  CHECK(query_int(db, "SELECT COUNT(*) FROM run_attempts") == 0);
+  CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == 0);
+}
+
 TEST_CASE("A run is inserted, read, updated and deleted") {
   knflow::test::TempDir dir;
   Db db(dir.path() / "knflow.db");
@@ -259,7 +335,7 @@ TEST_CASE("A run is inserted, read, updated and deleted") {
 
   SECTION("a run id can be stored once only, and a failed insert uses no seq") {
     const Error e = error_of([&] { store.insert_run(make_run("r1", "other")); });
-    CHECK(e.code() == SQLITE_CONSTRAINT_PRIMARYKEY);
+    CHECK(e.code() == SQLITE_CONSTRAINT_UNIQUE);
     CHECK(store.get_run("r1") == run);
     CHECK(store.insert_run(make_run("r2")) == 2);
   }

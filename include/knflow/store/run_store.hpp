@@ -120,7 +120,7 @@ class RunStore {
 
   // Inserts a new run (record.seq is ignored) and returns the seq assigned to it. With `first`,
   // also begins the run's first attempt (as begin_attempt) in the same transaction: both or
-  // neither. A run id already stored fails with SQLITE_CONSTRAINT_PRIMARYKEY.
+  // neither. A run id already stored fails with SQLITE_CONSTRAINT_UNIQUE.
   std::int64_t insert_run(const RunRecord& record, const AttemptRecord* first = nullptr);
   // Writes the mutable columns of the run record.id (phase, output_json, error_json, started_at,
   // finished_at, updated_at); the others never change. Returns false when there is no such run.
