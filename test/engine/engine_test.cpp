@@ -220,7 +220,10 @@ std::string header(const std::string& name, const std::string& extra = "") {
          "}\nspec:\n" + extra;
 }
 
-// An io_context run by a thread of its own, as a connection's (io::ContextPool).
+// An io_context run by a thread of its own, as a connection's (io::ContextPool). Declare it before
+// the EngineFixture: a thread of the engine may still be inside its post() to this context (waking
+// it) when a test's last wait returns, so it must be destroyed after the engine's threads stopped,
+// as serve's connection contexts outlive the engine's thread.
 struct Elsewhere {
   boost::asio::io_context context{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard{
@@ -246,8 +249,8 @@ TEST_CASE("engine: a waiter never misses the end of a run that finishes as it st
   // executor; a run finishing in between left it asleep for the whole timeout (about one invoke
   // in 3,000 under the engine benchmark). The fix waits on the run's strand by construction;
   // this test exercises waits from another io_context but hits such a narrow window only rarely.
+  Elsewhere other;  // outlives the fixture: the engine's threads may still be posting to it
   EngineFixture f;
-  Elsewhere other;
   const auto yaml = header("quick") + R"(  do:
     - name: only
       set: {done: true}
@@ -265,8 +268,8 @@ TEST_CASE("engine: start_and_wait starts on the engine's executor and returns th
           "[engine][wait]") {
   // Called from another io_context, as a connection's synchronous invoke does: one hand-over to
   // the engine for the insert, launch and wait, one back.
+  Elsewhere other;  // outlives the fixture: the engine's threads may still be posting to it
   EngineFixture f;
-  Elsewhere other;
   auto invoke = [&](const std::string& yaml, std::chrono::milliseconds timeout) {
     return f.invoke_elsewhere(other.context, yaml, R"({"n": 1})", timeout);
   };
