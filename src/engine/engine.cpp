@@ -53,15 +53,19 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+// Appends a byte as two lowercase hex digits.
+void append_hex(std::string& out, unsigned char b) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back(kHex[b >> 4]);
+  out.push_back(kHex[b & 0xf]);
+}
+
 std::string random_hex(std::size_t bytes) {
   std::vector<unsigned char> raw(bytes);
   RAND_bytes(raw.data(), static_cast<int>(raw.size()));
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  for (unsigned char b : raw) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 0xf]);
-  }
+  out.reserve(2 * bytes);
+  for (unsigned char b : raw) append_hex(out, b);
   return out;
 }
 
@@ -80,13 +84,11 @@ std::string new_run_id() {
   RAND_bytes(raw + 6, 10);
   raw[6] = static_cast<unsigned char>(0x70 | (raw[6] & 0x0f));  // version 7
   raw[8] = static_cast<unsigned char>(0x80 | (raw[8] & 0x3f));  // variant 10
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(36);
   for (int i = 0; i < 16; ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
-    out.push_back(kHex[raw[i] >> 4]);
-    out.push_back(kHex[raw[i] & 0xf]);
+    append_hex(out, raw[i]);
   }
   return out;
 }

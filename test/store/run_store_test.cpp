@@ -173,33 +173,74 @@ std::string query_plan(Db& db, const std::string& sql) {
   return text;
 }
 
+// What the migration tests write with a previous version's schema and check after migrating: a
+// completed run with an attempt and a journal entry, and a running one with a started entry.
+const JournalEntry kDoneEntry{"/do/0", JournalState::completed, R"({"greeting":"Hello"})"};
+
+void write_sample_runs(RunStore& store) {
+  store.insert_run(make_run("done", "greet", RunPhase::completed, 10));
+  store.append_attempt(make_attempt("done", "/do/0", 10));
+  store.record_step("done", 1,
+                    {.phase = AttemptPhase::completed, .finished_at = at(11), .http_status = 200},
+                    kDoneEntry);
+  store.insert_run(make_run("going", "greet", RunPhase::running, 20));
+  store.append_attempt(make_attempt("going", "/do/0", 20));
+  store.put_journal("going", {"/do/1/wait", JournalState::started, R"({"deadline":1})"});
+}
+
+// The runs `ids` and their attempts as a store reads them.
+struct Stored {
+  std::vector<RunRecord> runs;
+  std::vector<std::vector<AttemptRecord>> attempts;
+};
+
+Stored read_runs(RunStore& store, std::initializer_list<const char*> ids) {
+  Stored stored;
+  for (const char* id : ids) {
+    stored.runs.push_back(*store.get_run(id));
+    stored.attempts.push_back(store.attempts(id));
+  }
+  return stored;
+}
+
+// Every run, attempt and journal entry as before the migration.
+void check_kept(RunStore& store, const Stored& before) {
+  for (std::size_t i = 0; i < before.runs.size(); ++i) {
+    CAPTURE(before.runs[i].id);
+    CHECK(store.get_run(before.runs[i].id) == before.runs[i]);
+    CHECK(store.attempts(before.runs[i].id) == before.attempts[i]);
+  }
+  CHECK(store.journal("done") == std::vector<JournalEntry>{kDoneEntry});
+  CHECK(store.journal("going").size() == 1);
+}
+
+// Deleting a run still takes its attempts and journal along (the children's foreign keys name the
+// rebuilt runs table): pruning "done" and whatever else finished, then deleting "going", leaves
+// no child rows.
+void check_cascades(Db& db, RunStore& store) {
+  CHECK(store.prune(at(100), std::nullopt, 10) == 2);
+  CHECK(store.attempts("done").empty());
+  CHECK(store.journal("done").empty());
+  CHECK(store.delete_run("going"));
+  CHECK(query_int(db, "SELECT COUNT(*) FROM run_attempts") == 0);
+  CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == 0);
+}
+
 }  // namespace
 
 TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks phases without IN") {
   knflow::test::TempDir dir;
   const auto path = dir.path() / "knflow.db";
-  const JournalEntry entry{"/do/0", JournalState::completed, R"({"greeting":"Hello"})"};
-  std::vector<RunRecord> runs;
-  std::vector<std::vector<AttemptRecord>> attempts;
+  Stored before;
   {
     // A database as the previous version wrote it.
     Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 2)});
     REQUIRE(db.user_version() == 2);
     CHECK(ephemeral_tables(db) > 0);
     RunStore store(db);
-    store.insert_run(make_run("done", "greet", RunPhase::completed, 10));
-    store.append_attempt(make_attempt("done", "/do/0", 10));
-    store.record_step("done", 1,
-                      {.phase = AttemptPhase::completed, .finished_at = at(11), .http_status = 200},
-                      entry);
-    store.insert_run(make_run("going", "greet", RunPhase::running, 20));
-    store.append_attempt(make_attempt("going", "/do/0", 20));
-    store.put_journal("going", {"/do/1/wait", JournalState::started, R"({"deadline":1})"});
+    write_sample_runs(store);
     store.insert_run(make_run("faulted", "order", RunPhase::faulted, 30, "other"));
-    for (const char* id : {"done", "going", "faulted"}) {
-      runs.push_back(*store.get_run(id));
-      attempts.push_back(store.attempts(id));
-    }
+    before = read_runs(store, {"done", "going", "faulted"});
   }
 
   Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 3)});
@@ -211,13 +252,7 @@ TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks pha
                   "OR (name LIKE 'run%' AND sql LIKE '% IN (%')") == 0);
   CHECK(ephemeral_tables(db) == 0);
   RunStore store(db);
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    CAPTURE(runs[i].id);
-    CHECK(store.get_run(runs[i].id) == runs[i]);
-    CHECK(store.attempts(runs[i].id) == attempts[i]);
-  }
-  CHECK(store.journal("done") == std::vector<JournalEntry>{entry});
-  CHECK(store.journal("going").size() == 1);
+  check_kept(store, before);
 
   // The partial indexes serve the same reads; the checks refuse what they refused.
   CHECK(query_plan(db,
@@ -235,43 +270,24 @@ TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks pha
         SQLITE_CONSTRAINT_FOREIGNKEY);
   CHECK(store.insert_run(make_run("new", "greet", RunPhase::running, 50)) == 4);
 
-  // Deleting a run still takes its attempts and journal along (the children's foreign keys
-  // name the rebuilt runs table).
-  CHECK(store.prune(at(100), std::nullopt, 10) == 2);
-  CHECK(store.attempts("done").empty());
-  CHECK(store.journal("done").empty());
-  CHECK(store.delete_run("going"));
-  CHECK(query_int(db, "SELECT COUNT(*) FROM run_attempts") == 0);
-  CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == 0);
+  check_cascades(db, store);
 }
 
 TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-trees") {
   knflow::test::TempDir dir;
   const auto path = dir.path() / "knflow.db";
-  const JournalEntry entry{"/do/0", JournalState::completed, R"({"greeting":"Hello"})"};
-  std::vector<RunRecord> runs;
-  std::vector<std::vector<AttemptRecord>> attempts;
+  Stored before;
   {
     // A database as the previous version wrote it.
     Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 3)});
     REQUIRE(db.user_version() == 3);
     RunStore store(db);
-    store.insert_run(make_run("done", "greet", RunPhase::completed, 10));
-    store.append_attempt(make_attempt("done", "/do/0", 10));
-    store.record_step("done", 1,
-                      {.phase = AttemptPhase::completed, .finished_at = at(11), .http_status = 200},
-                      entry);
-    store.insert_run(make_run("going", "greet", RunPhase::running, 20));
-    store.append_attempt(make_attempt("going", "/do/0", 20));
+    write_sample_runs(store);
     store.append_attempt(make_attempt("going", "/do/1", 21));
-    store.put_journal("going", {"/do/1/wait", JournalState::started, R"({"deadline":1})"});
     store.insert_run(make_run("faulted", "order", RunPhase::faulted, 30, "other"));
     CHECK(store.delete_run("faulted"));  // the newest seq, deleted: never handed out again
     store.insert_run(make_run("later", "order", RunPhase::faulted, 40, "other"));
-    for (const char* id : {"done", "going", "later"}) {
-      runs.push_back(*store.get_run(id));
-      attempts.push_back(store.attempts(id));
-    }
+    before = read_runs(store, {"done", "going", "later"});
   }
 
   Db db(path);
@@ -290,13 +306,7 @@ TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-tre
                   "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('run_attempts', "
                   "'run_journal') AND sql LIKE '%WITHOUT ROWID'") == 2);
   RunStore store(db);
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    CAPTURE(runs[i].id);
-    CHECK(store.get_run(runs[i].id) == runs[i]);
-    CHECK(store.attempts(runs[i].id) == attempts[i]);
-  }
-  CHECK(store.journal("done") == std::vector<JournalEntry>{entry});
-  CHECK(store.journal("going").size() == 1);
+  check_kept(store, before);
   CHECK(ids_of(store.unfinished_runs()) == std::vector<std::string>{"going"});
   CHECK(query_plan(db,
                    "SELECT id FROM runs WHERE phase = 'pending' OR phase = 'running' OR "
@@ -307,18 +317,12 @@ TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-tre
   CHECK(store.insert_run(make_run("new", "greet", RunPhase::running, 50)) == 5);
   CHECK(error_of([&] { store.insert_run(make_run("new", "greet")); }).code() ==
         SQLITE_CONSTRAINT_UNIQUE);
-  CHECK(error_of([&] { store.begin_attempt(attempts[1][0]); }).code() ==
+  CHECK(error_of([&] { store.begin_attempt(before.attempts[1][0]); }).code() ==
         SQLITE_CONSTRAINT_PRIMARYKEY);
   CHECK(error_of([&] { store.append_attempt(make_attempt("nobody", "/do/0")); }).code() ==
         SQLITE_CONSTRAINT_FOREIGNKEY);
 
-  // Deleting a run still takes its attempts and journal along.
-  CHECK(store.prune(at(100), std::nullopt, 10) == 2);
-  CHECK(store.attempts("done").empty());
-  CHECK(store.journal("done").empty());
-  CHECK(store.delete_run("going"));
-  CHECK(query_int(db, "SELECT COUNT(*) FROM run_attempts") == 0);
-  CHECK(query_int(db, "SELECT COUNT(*) FROM run_journal") == 0);
+  check_cascades(db, store);
 }
 
 TEST_CASE("A run is inserted, read, updated and deleted") {
