@@ -438,7 +438,6 @@ int serve(const std::vector<std::string>& args) {
   std::unique_ptr<kube::Client> kube_client;
   std::unique_ptr<controller::KubeWorkflowWriter> cluster_writer;
   std::unique_ptr<controller::Controller> reconciler;
-  std::unique_ptr<kube::Informer> mirror;  // feeds the cache from the watch
   if (cluster) {
     kube::ClientSettings client_settings;
     client_settings.qps = vm["kube-qps"].as<double>();
@@ -461,13 +460,6 @@ int serve(const std::vector<std::string>& args) {
     cs.resync = seconds_option(vm, "resync");
     cs.metrics = &metrics;
     reconciler = std::make_unique<controller::Controller>(ioc.get_executor(), *kube_client, cs);
-
-    kube::InformerSettings ms;
-    ms.type = controller::workflow_resource();
-    ms.ns = cs.watch_namespace;
-    ms.name = "workflow-mirror";
-    ms.transform = kube::without_managed_fields;
-    mirror = std::make_unique<kube::Informer>(*kube_client, ms);
   }
   http::Router router;
   api.register_routes(router);
@@ -503,17 +495,16 @@ int serve(const std::vector<std::string>& args) {
   std::unique_ptr<store::Db> db;  // writer strand only
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
 
-  // Cluster mode: the controller (releasing its Lease), then the client, then the mirror's watch.
+  // Cluster mode: the controller (its informers, the cache's watch among them, and then its
+  // Lease), then the client.
   std::function<void(std::function<void()>)> stop_cluster = [&](std::function<void()> next) {
     if (!cluster) {
       next();
       return;
     }
-    // The client is shut down before the mirror is told to stop, so that a LIST in flight ends
-    // at once instead of at its request deadline.
     reconciler->stop([&, next] {
       kube_client->shutdown();
-      mirror->stop([&, next] { asio::post(api.writer(), next); });
+      asio::post(api.writer(), next);
     });
   };
 
@@ -596,8 +587,9 @@ int serve(const std::vector<std::string>& args) {
     });
   };
 
-  // Cluster mode, once the cache is attached (writer strand): the watch of Workflows feeds the
-  // cache on the writer strand, and the controller starts campaigning and reconciling.
+  // Cluster mode, once the cache is attached (writer strand): the controller's watch of Workflows
+  // also feeds the cache on the writer strand (one LIST and WATCH for both, whether this process
+  // leads or not), and the controller starts campaigning and reconciling.
   std::function<void(cache::WorkflowCache*)> start_cluster = [&](cache::WorkflowCache* mirrored) {
     auto& writer = api.writer();
     kube::EventHandlers handlers;
@@ -622,11 +614,10 @@ int serve(const std::vector<std::string>& args) {
       asio::post(writer, [&] {
         if (!shutting_down) api.mark_ready();
         log::info("Mirrored every workflow from the cluster",
-                  {{"count", std::to_string(mirror->size())}});
+                  {{"count", std::to_string(reconciler->workflow_count())}});
       });
     };
-    mirror->add_handlers(std::move(handlers));
-    mirror->start();
+    reconciler->add_workflow_handlers(std::move(handlers));
     reconciler->start();
   };
 

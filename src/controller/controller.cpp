@@ -892,4 +892,10 @@ ControllerStats Controller::stats() const {
 
 void Controller::enqueue(const std::string& key) { impl_->enqueue(key); }
 
+void Controller::add_workflow_handlers(kube::EventHandlers handlers) {
+  impl_->workflows->add_handlers(std::move(handlers));
+}
+
+std::size_t Controller::workflow_count() const { return impl_->workflows->size(); }
+
 }  // namespace knflow::controller

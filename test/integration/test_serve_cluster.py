@@ -127,6 +127,28 @@ class ServeClusterTest(unittest.TestCase):
         wait_for("the mirror to drop it",
                  lambda: self.daemon.json("GET", BASE + "/via-kubectl")[0] == 404)
 
+    def watches_of(self, group, resource):
+        """WATCH requests the apiserver is serving for `resource`, from its own metrics."""
+        status, text = self.env.request("GET", "/metrics")
+        self.assertEqual(status, 200)
+        total = 0
+        for line in text.splitlines():
+            if (line.startswith("apiserver_longrunning_requests{") and 'verb="WATCH"' in line
+                    and f'group="{group}"' in line and f'resource="{resource}"' in line):
+                total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+    def test_one_watch_of_workflows_feeds_the_cache_and_the_controller(self):
+        # The garbage collector watches every resource once, brokers included, which knflow does
+        # not watch; the daemon adds exactly one watch of Workflows for its REST cache and its
+        # controller together (it used to open two).
+        wait_for("the daemon's watch", lambda: self.watches_of("knflow.dev", "workflows") >= 1)
+        collector = self.watches_of("eventing.knative.dev", "brokers")
+        wait_for("one watch of workflows more than the collector's",
+                 lambda: self.watches_of("knflow.dev", "workflows") == collector + 1)
+        time.sleep(1)  # and it stays one
+        self.assertEqual(self.watches_of("knflow.dev", "workflows"), collector + 1)
+
     def test_refusals_have_clear_answers(self):
         # A construct Knative cannot express is refused by the daemon before the apiserver,
         # naming the step (with a url function it could run standalone: unsupported-mode).

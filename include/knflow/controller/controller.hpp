@@ -11,6 +11,7 @@
 #include "knflow/controller/leader_election.hpp"
 #include "knflow/controller/work_queue.hpp"
 #include "knflow/kube/client.hpp"
+#include "knflow/kube/informer.hpp"
 #include "knflow/kube/reflector.hpp"
 #include "knflow/render/render.hpp"
 
@@ -96,6 +97,14 @@ class Controller {
 
   // Reconciles the Workflow "namespace/name" soon (when leading), e.g. after the API wrote it.
   void enqueue(const std::string& key);
+
+  // More handlers on the controller's own Workflow informer, so that another part of the daemon
+  // (serve's REST cache) follows the same LIST and WATCH instead of opening its own. Only before
+  // start() (aborts otherwise). The handlers run on the informer's strand, whether this process
+  // leads or not, until stop() has finished.
+  void add_workflow_handlers(kube::EventHandlers handlers);
+  // Workflows in that informer's cache.
+  std::size_t workflow_count() const;
 
  private:
   struct Impl;
