@@ -445,7 +445,17 @@ class ScopedReleaseTest(unittest.TestCase):
             self.assertEqual(status, 200, listed)
             self.assertEqual({(i["metadata"]["namespace"], i["metadata"]["name"])
                               for i in listed["items"]}, {("team-a", "hello")})
-        self.assertNotRegex(d.output().lower(), r"forbidden|\b403\b")
+            log = d.output()
+            # Writing there through the REST API: the apiserver refuses the daemon's
+            # ServiceAccount, and the answer says so (403, not a storage error).
+            doc["metadata"]["name"] = "via-rest"
+            status, problem = d.json("POST", "/api/v1/namespaces/team-b/workflows",
+                                     json.dumps(doc))
+            self.assertEqual(status, 403, problem)
+            self.assertEqual(problem["type"].rsplit("/", 1)[-1], "forbidden")
+            self.assertIn("refused this daemon's identity", problem["detail"])
+            self.assertIn("team-b", problem["detail"])
+        self.assertNotRegex(log.lower(), r"forbidden|\b403\b")
         self.assertIsNone(get("services.serving.knative.dev", "hello-greet", "team-b"))
 
         kube.helm("uninstall", "scoped", "-n", "knflow-scoped")
