@@ -186,6 +186,11 @@ struct Api::Handlers {
       case cache::WriteStatus::invalid:
         return problem(422, "validation", "The Kubernetes API refused the workflow: " + r.message,
                        req);
+      case cache::WriteStatus::forbidden:
+        // Not the caller's token: the daemon's own identity in the cluster (its ServiceAccount)
+        // may not do this, e.g. a namespace outside the Helm chart's watchNamespace.
+        return problem(403, "forbidden",
+                       "The Kubernetes API refused this daemon's identity: " + r.message, req);
       case cache::WriteStatus::unavailable: {
         auto res =
             problem(503, "unavailable", "The Kubernetes API is not available: " + r.message, req);

@@ -137,6 +137,8 @@ po::options_description serve_options() {
     ("lease-namespace", po::value<std::string>()->default_value(""),
      "cluster mode: namespace of the leader election Lease (default: the kubeconfig context's "
      "or the pod's namespace)")
+    ("lease-name", po::value<std::string>()->default_value("knflow-controller"),
+     "cluster mode: name of the leader election Lease; daemons sharing it share one leader")
     ("kube-qps", po::value<double>()->default_value(20),
      "cluster mode: Kubernetes API requests per second (token bucket)")
     ("kube-burst", po::value<int>()->default_value(30),
@@ -457,6 +459,7 @@ int serve(const std::vector<std::string>& args) {
     cs.election.lease_namespace = vm["lease-namespace"].as<std::string>().empty()
                                       ? kube_config->default_namespace
                                       : vm["lease-namespace"].as<std::string>();
+    cs.election.lease_name = vm["lease-name"].as<std::string>();
     cs.resync = seconds_option(vm, "resync");
     cs.metrics = &metrics;
     reconciler = std::make_unique<controller::Controller>(ioc.get_executor(), *kube_client, cs);

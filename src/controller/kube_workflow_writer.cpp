@@ -77,6 +77,8 @@ cache::WriteResult KubeWorkflowWriter::failure(const kube::Error& error,
     r.status = cache::WriteStatus::conflict;
   } else if (error.is_invalid() || (error.is_api() && error.code == 400)) {
     r.status = cache::WriteStatus::invalid;
+  } else if (error.is_forbidden()) {
+    r.status = cache::WriteStatus::forbidden;
   } else if (error.is_transient()) {
     r.status = cache::WriteStatus::unavailable;
   } else {

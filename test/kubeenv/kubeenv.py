@@ -189,6 +189,8 @@ class KubeEnv:
       etcd_compaction_interval  e.g. "2s": the apiserver compacts etcd that often (default 5m);
                               with watch_cache=False an old resourceVersion then gets 410 Gone.
       crds                    install manifests/crds/*.yaml and the Knative CRDs (default True).
+      knflow_crds             False: leave manifests/crds/ out (the Knative CRDs still come with
+                              `crds`), e.g. for the Helm chart to install the Workflow CRD.
       extra_crds              more CRD files or folders to install and wait for.
       apiserver_args          extra kube-apiserver flags, e.g. ["--v=4"].
       keep                    keep the temp folder (logs, etcd data) after stop; also
@@ -200,13 +202,14 @@ class KubeEnv:
 
     def __init__(self, *, controller_manager: bool = False, watch_cache: bool = True,
                  etcd_compaction_interval: str | None = None, crds: bool = True,
-                 extra_crds: Sequence[str | os.PathLike] = (),
+                 knflow_crds: bool = True, extra_crds: Sequence[str | os.PathLike] = (),
                  apiserver_args: Sequence[str] = (), keep: bool | None = None,
                  start_timeout: float = 90.0, bin_dir: str | os.PathLike | None = None):
         self.controller_manager = controller_manager
         self.watch_cache = watch_cache
         self.etcd_compaction_interval = etcd_compaction_interval
         self.install_crds = crds
+        self.install_knflow_crds = knflow_crds
         self.extra_crds = [Path(p) for p in extra_crds]
         self.apiserver_args = list(apiserver_args)
         self.keep = keep if keep is not None else os.environ.get("KNFLOW_KUBEENV_KEEP") == "1"
@@ -513,7 +516,8 @@ current-context: kubeenv
     def _crd_files(self) -> list[Path]:
         files: list[Path] = []
         if self.install_crds:
-            files += sorted((source_dir() / "manifests" / "crds").glob("*.yaml"))
+            if self.install_knflow_crds:
+                files += sorted((source_dir() / "manifests" / "crds").glob("*.yaml"))
             knative = shared_dir() / "knative" / "crds"
             if not knative.is_dir():
                 raise KubeEnvError(f"the Knative CRDs are not in {knative} "

@@ -50,6 +50,7 @@ enum class WriteStatus {
   store_failed,    // SQLite refused the write; nothing changed
   // Cluster mode (WorkflowWriter) only:
   invalid,     // the Kubernetes API refused the object (schema, CEL rules, admission)
+  forbidden,   // the Kubernetes API refused the daemon's own identity (RBAC, 403)
   unavailable  // the Kubernetes API could not be reached or answered 429/5xx; try again
 };
 
