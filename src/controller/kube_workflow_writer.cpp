@@ -100,32 +100,41 @@ asio::awaitable<cache::WriteResult> KubeWorkflowWriter::create(model::Workflow w
   co_return ok(*created);
 }
 
+// Without a resourceVersion from the caller the replace is unconditional, but the apiserver needs
+// one for a custom resource: it gets the stored object and updates with that object's version.
+// The controller writes status meanwhile (a new resourceVersion each time), so a 409 then is not
+// the caller's conflict: the replace reads again and retries, as client-go's RetryOnConflict does,
+// a few times. With the caller's resourceVersion a 409 is the answer.
 asio::awaitable<cache::WriteResult> KubeWorkflowWriter::replace(model::Workflow workflow) {
+  constexpr int kUnconditionalTries = 5;
   const std::string ns = workflow.metadata.namespace_;
   const std::string name = workflow.metadata.name;
+  const bool conditional = !workflow.metadata.resource_version.empty();
   const kube::ResourceType type = workflow_resource();
-  auto current = co_await client_.get(type, ns, name);
-  if (!current) co_return failure(current.error(), ns, name);
-  json::object object = std::move(*current);
-  json::object mine = user_object(workflow);
-  auto& meta = object["metadata"].as_object();
-  const auto& my_meta = mine["metadata"].as_object();
-  for (const char* key : {"labels", "annotations"}) {
-    if (const auto* v = my_meta.if_contains(key)) {
-      meta[key] = *v;
-    } else {
-      meta.erase(key);
+  const json::object mine = user_object(workflow);
+  for (int attempt = 1;; ++attempt) {
+    auto current = co_await client_.get(type, ns, name);
+    if (!current) co_return failure(current.error(), ns, name);
+    json::object object = std::move(*current);
+    auto& meta = object["metadata"].as_object();
+    const auto& my_meta = mine.at("metadata").as_object();
+    for (const char* key : {"labels", "annotations"}) {
+      if (const auto* v = my_meta.if_contains(key)) {
+        meta[key] = *v;
+      } else {
+        meta.erase(key);
+      }
+    }
+    if (conditional) meta["resourceVersion"] = workflow.metadata.resource_version;
+    object["spec"] = mine.at("spec");
+    object.erase("status");  // the status subresource ignores it; say so by not sending it
+    const kube::WriteOptions options;
+    auto updated = co_await client_.update(type, std::move(object), options);
+    if (updated) co_return ok(*updated);
+    if (conditional || !updated.error().is_conflict() || attempt == kUnconditionalTries) {
+      co_return failure(updated.error(), ns, name);
     }
   }
-  if (!workflow.metadata.resource_version.empty()) {
-    meta["resourceVersion"] = workflow.metadata.resource_version;
-  }
-  object["spec"] = mine["spec"];
-  object.erase("status");  // the status subresource ignores it; say so by not sending it
-  const kube::WriteOptions options;
-  auto updated = co_await client_.update(type, std::move(object), options);
-  if (!updated) co_return failure(updated.error(), ns, name);
-  co_return ok(*updated);
 }
 
 asio::awaitable<cache::WriteResult> KubeWorkflowWriter::remove(

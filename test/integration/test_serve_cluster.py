@@ -7,6 +7,7 @@ in SQLite."""
 import json
 import os
 import sys
+import threading
 import time
 import unittest
 
@@ -126,6 +127,40 @@ class ServeClusterTest(unittest.TestCase):
         self.env.kubectl("delete", "workflows.knflow.dev", "via-kubectl", "-n", NS)
         wait_for("the mirror to drop it",
                  lambda: self.daemon.json("GET", BASE + "/via-kubectl")[0] == 404)
+
+    def test_a_replace_without_resource_version_survives_concurrent_status_writes(self):
+        # A PUT without metadata.resourceVersion is unconditional; the apiserver needs a version
+        # for a custom resource, so the daemon reads the stored one first. Status writes in
+        # between (the controller's; here also a tight loop of the test's own) must not turn it
+        # into a 409: the daemon reads again and retries.
+        status, _ = self.daemon.json("POST", BASE, json.dumps(cluster_workflow("busy-status")))
+        self.assertEqual(status, 201)
+        path = f"/apis/knflow.dev/v1alpha1/namespaces/{NS}/workflows/busy-status/status"
+        stop = threading.Event()
+
+        def write_status():
+            n = 0
+            while not stop.is_set():
+                n += 1
+                self.env.request("PATCH", path, {"status": {"reason": f"busy-{n}"}},
+                                 content_type="application/merge-patch+json")
+
+        writer = threading.Thread(target=write_status)
+        writer.start()
+        try:
+            for i in range(20):
+                body = cluster_workflow("busy-status", image=f"registry.example/greet:{i}")
+                status, answer = self.daemon.json("PUT", BASE + "/busy-status", json.dumps(body))
+                self.assertEqual(status, 200, answer)
+        finally:
+            stop.set()
+            writer.join()
+        # With the caller's resourceVersion, a stale one is still refused.
+        body = cluster_workflow("busy-status")
+        body["metadata"]["resourceVersion"] = "1"
+        status, problem = self.daemon.json("PUT", BASE + "/busy-status", json.dumps(body))
+        self.assertEqual(status, 409, problem)
+        self.assertEqual(self.daemon.json("DELETE", BASE + "/busy-status")[0], 200)
 
     def watches_of(self, group, resource):
         """WATCH requests the apiserver is serving for `resource`, from its own metrics."""
