@@ -8,14 +8,18 @@
 namespace knflow::store {
 namespace {
 
-// The seq of a new run: one counter for the whole database in meta 'run_seq' (created by the
-// first insert), so a seq is never handed out twice, even after the newest run was deleted.
-// Advanced, then read: RETURNING would cost a temporary b-tree per insert.
-constexpr std::string_view kAdvanceRunSeq =
-    "INSERT INTO meta (key, value) VALUES ('run_seq', 1) "
-    "ON CONFLICT (key) DO UPDATE SET value = value + 1";
+// The seq of a new run: one more than the highest of the newest stored run's seq (the last entry
+// of the rowid b-tree, the page the insert writes anyway) and meta 'run_seq', the highest seq any
+// delete removed (migration 5). Only reads: an insert writes no page of `meta`.
+constexpr std::string_view kNextRunSeq =
+    "SELECT max(COALESCE((SELECT max(seq) FROM runs), 0), "
+    "COALESCE((SELECT value FROM meta WHERE key = 'run_seq'), 0)) + 1";
 
-constexpr std::string_view kReadRunSeq = "SELECT value FROM meta WHERE key = 'run_seq'";
+// Before runs are deleted, in the same transaction: meta 'run_seq' keeps the highest seq stored so
+// far, so that deleting the newest runs never lets kNextRunSeq hand their seqs out again.
+constexpr std::string_view kKeepRunSeq =
+    "INSERT INTO meta (key, value) VALUES ('run_seq', COALESCE((SELECT max(seq) FROM runs), 0)) "
+    "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)";
 
 constexpr std::string_view kInsertRun =
     "INSERT INTO runs (id, namespace, workflow, generation, definition_json, phase, input_json, "
@@ -230,8 +234,8 @@ std::string_view to_string(JournalState state) {
 
 RunStore::RunStore(Db& db)
     : db_(db),
-      advance_run_seq_(db, kAdvanceRunSeq),
-      read_run_seq_(db, kReadRunSeq),
+      next_run_seq_(db, kNextRunSeq),
+      keep_run_seq_(db, kKeepRunSeq),
       insert_run_(db, kInsertRun),
       update_run_(db, kUpdateRun),
       select_run_(db, kSelectRun),
@@ -260,12 +264,9 @@ std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* 
   Tx tx(db_);
   std::int64_t seq = 0;
   {
-    auto use = advance_run_seq_.use();
-    advance_run_seq_.run();
-  }
-  {
-    auto use = read_run_seq_.use();
-    if (read_run_seq_.step()) seq = read_run_seq_.column_int64(0);
+    auto use = next_run_seq_.use();
+    next_run_seq_.step();
+    seq = next_run_seq_.column_int64(0);
   }
   {
     auto use = insert_run_.use();
@@ -336,8 +337,14 @@ std::vector<RunRecord> RunStore::unfinished_runs() {
   return read_runs(select_unfinished_);
 }
 
+void RunStore::keep_run_seq() {
+  auto use = keep_run_seq_.use();
+  keep_run_seq_.run();
+}
+
 bool RunStore::delete_run(const std::string& id) {
   Tx tx(db_);
+  keep_run_seq();
   {
     auto use = delete_run_.use();
     delete_run_.bind_text(1, id);
@@ -472,6 +479,7 @@ bool RunStore::record_step(const std::string& run_id, std::int64_t seq, const At
 std::size_t RunStore::prune(const std::optional<std::string>& finished_before,
                             std::optional<std::size_t> keep_at_most, std::size_t max_rows) {
   Tx tx(db_);
+  keep_run_seq();
   std::int64_t deleted = 0;
   const std::int64_t budget = to_int64(max_rows);
   if (finished_before && deleted < budget) {
@@ -488,6 +496,7 @@ std::size_t RunStore::prune(const std::optional<std::string>& finished_before,
     prune_by_count_.run();
     deleted += db_.changes();
   }
+  if (deleted == 0) return 0;  // the destructor rolls keep_run_seq's write back: nothing written
   tx.commit();
   return static_cast<std::size_t>(deleted);
 }

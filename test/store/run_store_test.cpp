@@ -290,7 +290,7 @@ TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-tre
     before = read_runs(store, {"done", "going", "later"});
   }
 
-  Db db(path);
+  Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 4)});
   CHECK(db.user_version() == 4);
   CHECK(db.integrity_check() == "ok");
   CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
@@ -323,6 +323,35 @@ TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-tre
         SQLITE_CONSTRAINT_FOREIGNKEY);
 
   check_cascades(db, store);
+}
+
+TEST_CASE("Migration 5 keeps the highest seq in meta, and older binaries away") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const auto version4 = DbSettings{.migrations = std::span(knflow::store::kMigrations, 4)};
+  std::int64_t counter = 0;
+  {
+    Db db(path, version4);
+    RunStore store(db);
+    for (const char* id : {"a", "b", "c"}) store.insert_run(make_run(id));
+    SECTION("a counter past the newest run (a previous release deleted the newest ones)") {
+      db.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('run_seq', 5)");
+      counter = 5;
+    }
+    SECTION("a counter behind the newest run") {
+      db.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('run_seq', 1)");
+      counter = 3;
+    }
+    SECTION("no counter yet") { counter = 3; }
+  }
+
+  Db db(path);
+  CHECK(db.user_version() == 5);
+  CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'run_seq'") == counter);
+  RunStore store(db);
+  CHECK(store.delete_run("c"));  // the newest stored run
+  CHECK(store.insert_run(make_run("d")) == counter + 1);
+  CHECK(error_of([&] { Db old(path, version4); }).code() == SQLITE_ERROR);
 }
 
 TEST_CASE("A run is inserted, read, updated and deleted") {
@@ -407,6 +436,19 @@ TEST_CASE("A run is inserted, read, updated and deleted") {
     Db reopened(dir.path() / "knflow.db");
     RunStore again(reopened);
     CHECK(again.insert_run(make_run("r2")) == 2);
+  }
+
+  SECTION("an insert writes nothing to meta: only deletes keep the highest seq there") {
+    CHECK(store.insert_run(make_run("r2")) == 2);
+    CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'run_seq'") == 0);
+    CHECK_FALSE(store.delete_run("missing"));  // rolled back, nothing written
+    CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'run_seq'") == 0);
+    CHECK(store.delete_run("r1"));  // not the newest
+    CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'run_seq'") == 2);
+    CHECK(store.insert_run(make_run("r3")) == 3);
+    CHECK(store.delete_run("r3"));
+    CHECK(store.delete_run("r2"));  // the table is empty now
+    CHECK(store.insert_run(make_run("r4")) == 4);
   }
 }
 
@@ -879,11 +921,21 @@ TEST_CASE("Prune deletes finished runs in batches, with their attempts and journ
     CHECK(store.attempts("u0").size() == 2);
   }
 
-  SECTION("nothing to prune") {
+  SECTION("nothing to prune: nothing written") {
     CHECK(store.prune(std::nullopt, std::nullopt, 100) == 0);
     CHECK(store.prune(at(1000), 0, 0) == 0);
     CHECK(store.prune(at(50), 10, 100) == 0);
     check_children(12);
+    CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'run_seq'") == 0);
+  }
+
+  SECTION("a prune that deletes the newest run: its seq is never handed out again") {
+    RunRecord late = make_run("late", "greet", RunPhase::completed, 20);
+    late.finished_at = at(20);
+    CHECK(store.insert_run(late) == 13);
+    CHECK(store.prune(at(1000), 0, 100) == 11);
+    CHECK(remaining() == std::set<std::string>{"u0", "u1"});
+    CHECK(store.insert_run(make_run("next", "greet", RunPhase::running, 21)) == 14);
   }
 }
 

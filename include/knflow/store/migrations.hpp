@@ -295,11 +295,20 @@ CREATE INDEX runs_finished ON runs (finished_at, seq)
 )sql";
 
 // Append new migrations here, one line each; the database's user_version is their count.
+// The run counter written only when runs are deleted (migration 5): a new run's seq is one more
+// than the highest of the newest stored run's seq and `meta.run_seq`, which now holds the highest
+// seq of any deleted run, written by the deletes themselves. Inserts no longer write `meta`: one
+// b-tree page less per run. This migration brings `meta.run_seq` up to the newest stored seq, and
+// its version number keeps binaries that still advance the counter on every insert away from the
+// database (they would hand out a seq that is already stored).
+inline constexpr std::string_view kMigration5RunSeqOnDelete = R"sql(
+INSERT INTO meta (key, value) VALUES ('run_seq', COALESCE((SELECT max(seq) FROM runs), 0))
+  ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value);
+)sql";
+
 inline constexpr std::string_view kMigrations[] = {
-    kMigration1Workflows,
-    kMigration2Runs,
-    kMigration3PhasesWithoutIn,
-    kMigration4FewerBtrees,
+    kMigration1Workflows,   kMigration2Runs,           kMigration3PhasesWithoutIn,
+    kMigration4FewerBtrees, kMigration5RunSeqOnDelete,
 };
 
 inline constexpr std::span<const std::string_view> kAllMigrations{kMigrations};

@@ -190,12 +190,14 @@ class RunStore {
   std::vector<RunRecord> read_runs(Stmt& stmt);
   // The statements alone, without a transaction of their own.
   bool write_finish(const std::string& run_id, std::int64_t seq, const AttemptResult& result);
+  // Before a delete of runs, in its transaction: see kKeepRunSeq.
+  void keep_run_seq();
   void write_journal(const std::string& run_id, const JournalEntry& entry);
   void write_attempt(const AttemptRecord& record);
 
   Db& db_;
-  Stmt advance_run_seq_;
-  Stmt read_run_seq_;
+  Stmt next_run_seq_;
+  Stmt keep_run_seq_;
   Stmt insert_run_;
   Stmt update_run_;
   Stmt select_run_;
