@@ -19,8 +19,10 @@ class WorkflowWriter {
   virtual ~WorkflowWriter() = default;
 
   // The results use the cache's vocabulary: already_exists, not_found, conflict (a stale
-  // resourceVersion), store_failed (the owner refused or could not be reached; `message` says
-  // what it answered). On success `entry` is the object as the owner stored it.
+  // resourceVersion), invalid, forbidden and unavailable (the owner refused the object, refused
+  // this daemon's identity, or could not be reached), store_failed (anything else the owner
+  // answered); `message` says what it answered. On success `entry` is the object as the owner
+  // stored it.
 
   // `workflow` is validated; its metadata names it. Its status is ignored (the owner's
   // controller writes status).

@@ -294,7 +294,6 @@ CREATE INDEX runs_finished ON runs (finished_at, seq)
   WHERE phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed';
 )sql";
 
-// Append new migrations here, one line each; the database's user_version is their count.
 // The run counter written only when runs are deleted (migration 5): a new run's seq is one more
 // than the highest of the newest stored run's seq and `meta.run_seq`, which now holds the highest
 // seq of any deleted run, written by the deletes themselves. Inserts no longer write `meta`: one
@@ -306,10 +305,16 @@ INSERT INTO meta (key, value) VALUES ('run_seq', COALESCE((SELECT max(seq) FROM 
   ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value);
 )sql";
 
+// Append new migrations here, one line each; the database's user_version is their count.
+// clang-format off
 inline constexpr std::string_view kMigrations[] = {
-    kMigration1Workflows,   kMigration2Runs,           kMigration3PhasesWithoutIn,
-    kMigration4FewerBtrees, kMigration5RunSeqOnDelete,
+    kMigration1Workflows,
+    kMigration2Runs,
+    kMigration3PhasesWithoutIn,
+    kMigration4FewerBtrees,
+    kMigration5RunSeqOnDelete,
 };
+// clang-format on
 
 inline constexpr std::span<const std::string_view> kAllMigrations{kMigrations};
 
