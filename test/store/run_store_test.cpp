@@ -99,6 +99,12 @@ Error error_of(F&& f) {
   throw std::logic_error("unreachable");
 }
 
+// The settings of a binary that knows only the first `n` migrations: it leaves (or finds) a
+// database at version n.
+DbSettings up_to_version(std::size_t n) {
+  return DbSettings{.migrations = std::span(knflow::store::kMigrations, n)};
+}
+
 }  // namespace
 
 TEST_CASE("Migration 2 adds the run tables to a version 1 database and keeps its workflows") {
@@ -113,7 +119,7 @@ TEST_CASE("Migration 2 adds the run tables to a version 1 database and keeps its
                                 .created_at = "2024-01-02T03:04:05Z",
                                 .updated_at = "2024-01-02T03:04:06Z"};
   {
-    Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 1)});
+    Db db(path, up_to_version(1));
     REQUIRE(db.user_version() == 1);
     WorkflowStore workflows(db);
     workflows.put(workflow);
@@ -234,7 +240,7 @@ TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks pha
   Stored before;
   {
     // A database as the previous version wrote it.
-    Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 2)});
+    Db db(path, up_to_version(2));
     REQUIRE(db.user_version() == 2);
     CHECK(ephemeral_tables(db) > 0);
     RunStore store(db);
@@ -243,7 +249,7 @@ TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks pha
     before = read_runs(store, {"done", "going", "faulted"});
   }
 
-  Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 3)});
+  Db db(path, up_to_version(3));
   CHECK(db.user_version() == 3);
   CHECK(db.integrity_check() == "ok");
   CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
@@ -279,7 +285,7 @@ TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-tre
   Stored before;
   {
     // A database as the previous version wrote it.
-    Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 3)});
+    Db db(path, up_to_version(3));
     REQUIRE(db.user_version() == 3);
     RunStore store(db);
     write_sample_runs(store);
@@ -290,7 +296,7 @@ TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-tre
     before = read_runs(store, {"done", "going", "later"});
   }
 
-  Db db(path, DbSettings{.migrations = std::span(knflow::store::kMigrations, 4)});
+  Db db(path, up_to_version(4));
   CHECK(db.user_version() == 4);
   CHECK(db.integrity_check() == "ok");
   CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
@@ -328,7 +334,7 @@ TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-tre
 TEST_CASE("Migration 5 keeps the highest seq in meta, and older binaries away") {
   knflow::test::TempDir dir;
   const auto path = dir.path() / "knflow.db";
-  const auto version4 = DbSettings{.migrations = std::span(knflow::store::kMigrations, 4)};
+  const auto version4 = up_to_version(4);
   std::int64_t counter = 0;
   {
     Db db(path, version4);
