@@ -357,7 +357,10 @@ TEST_CASE("Migration 5 keeps the highest seq in meta, and older binaries away") 
   RunStore store(db);
   CHECK(store.delete_run("c"));  // the newest stored run
   CHECK(store.insert_run(make_run("d")) == counter + 1);
-  CHECK(error_of([&] { Db old(path, version4); }).code() == SQLITE_ERROR);
+  const Error refused = error_of([&] { Db old(path, version4); });
+  CHECK(refused.code() == SQLITE_ERROR);
+  CHECK(std::string(refused.what()).find("newer than this binary's newest schema version 4") !=
+        std::string::npos);
 }
 
 TEST_CASE("A run is inserted, read, updated and deleted") {
