@@ -54,12 +54,44 @@ constexpr std::string_view kListByWorkflow =
     "AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5) "
     "ORDER BY seq DESC LIMIT ?7";
 
-// The phase condition is the one of the partial index runs_unfinished (migration 3), word for
-// word: spelled with OR, as `IN` would cost a temporary b-tree.
+// Unfinished runs without an index of them (migration 6): every run that has not finished has a
+// seq at or above meta 'resume_from' or is listed in run_resume_parked. Two searches of the rowid
+// b-tree, merged in seq order (one condition with OR would scan the table); the phase condition is
+// spelled with OR, as `IN` would cost a temporary b-tree.
 constexpr std::string_view kSelectUnfinished =
     "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
     "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
-    "FROM runs WHERE phase = 'pending' OR phase = 'running' OR phase = 'waiting' ORDER BY seq";
+    "FROM runs WHERE seq >= (SELECT value FROM meta WHERE key = 'resume_from') "
+    "AND (phase = 'pending' OR phase = 'running' OR phase = 'waiting') "
+    "UNION ALL "
+    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
+    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+    "FROM runs WHERE seq IN (SELECT seq FROM run_resume_parked) "
+    "AND seq < (SELECT value FROM meta WHERE key = 'resume_from') "
+    "AND (phase = 'pending' OR phase = 'running' OR phase = 'waiting') "
+    "ORDER BY seq";
+
+// 'resume_from'; no row in a database before migration 6.
+constexpr std::string_view kResumeFrom = "SELECT value FROM meta WHERE key = 'resume_from'";
+
+// Moving 'resume_from' up to ?1 (the seq of the run about to be inserted): first every run at or
+// above the old value that is still going is parked. Reads the few hundred rows inserted since.
+constexpr std::string_view kParkUnfinished =
+    "INSERT OR IGNORE INTO run_resume_parked (seq) SELECT seq FROM runs "
+    "WHERE seq >= (SELECT value FROM meta WHERE key = 'resume_from') "
+    "AND (phase = 'pending' OR phase = 'running' OR phase = 'waiting')";
+
+constexpr std::string_view kSetResumeFrom =
+    "UPDATE meta SET value = ?1 WHERE key = 'resume_from' AND value < ?1";
+
+// A run that is going again (a redrive) below 'resume_from' is parked; a run that finishes leaves
+// the list. For a run not below the mark, or not parked, both only read.
+constexpr std::string_view kParkRun =
+    "INSERT OR IGNORE INTO run_resume_parked (seq) SELECT seq FROM runs WHERE id = ?1 "
+    "AND seq < (SELECT value FROM meta WHERE key = 'resume_from')";
+
+constexpr std::string_view kUnparkRun =
+    "DELETE FROM run_resume_parked WHERE seq = (SELECT seq FROM runs WHERE id = ?1)";
 
 constexpr std::string_view kDeleteRun = "DELETE FROM runs WHERE id = ?";
 
@@ -241,7 +273,6 @@ RunStore::RunStore(Db& db)
       select_run_(db, kSelectRun),
       list_by_namespace_(db, kListByNamespace),
       list_by_workflow_(db, kListByWorkflow),
-      select_unfinished_(db, kSelectUnfinished),
       delete_run_(db, kDeleteRun),
       next_attempt_seq_(db, kNextAttemptSeq),
       begin_attempt_(db, kBeginAttempt),
@@ -251,6 +282,11 @@ RunStore::RunStore(Db& db)
       select_journal_(db, kSelectJournal),
       prune_by_age_(db, kPruneByAge),
       prune_by_count_(db, kPruneByCount) {}
+
+Stmt& RunStore::lazy(std::optional<Stmt>& stmt, std::string_view sql) {
+  if (!stmt) stmt.emplace(db_, sql);
+  return *stmt;
+}
 
 RunStore::~RunStore() = default;
 
@@ -268,6 +304,7 @@ std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* 
     next_run_seq_.step();
     seq = next_run_seq_.column_int64(0);
   }
+  move_resume_from(seq);
   {
     auto use = insert_run_.use();
     insert_run_.bind_text(1, record.id);
@@ -306,8 +343,40 @@ bool RunStore::update_run(const RunRecord& record) {
     update_run_.run();
   }
   if (db_.changes() == 0) return false;  // the destructor rolls the empty transaction back
+  // A run that finishes at or above 'resume_from' (most of them) was never parked: no statement.
+  // Should record.seq be wrong, the worst left behind is a parked entry of a finished run, which
+  // resume skips and the run's delete removes.
+  const bool finished = is_finished(record.phase);
+  if (!finished || record.seq <= 0 || !resume_from_ || record.seq < *resume_from_) {
+    Stmt& park = finished ? lazy(unpark_run_, kUnparkRun) : lazy(park_run_, kParkRun);
+    auto use = park.use();
+    park.bind_text(1, record.id);
+    park.run();
+  }
   tx.commit();
   return true;
+}
+
+void RunStore::move_resume_from(std::int64_t seq) {
+  if (!resume_from_) {
+    auto use = lazy(resume_from_stmt_, kResumeFrom).use();
+    // Before migration 6 (the migration tests write such files) there is nothing to move.
+    resume_from_ = resume_from_stmt_->step() ? resume_from_stmt_->column_int64(0)
+                                             : std::numeric_limits<std::int64_t>::max();
+  }
+  if (seq - *resume_from_ < kResumeFromEvery) return;
+  {
+    auto use = lazy(park_unfinished_, kParkUnfinished).use();
+    park_unfinished_->run();
+  }
+  {
+    auto use = lazy(set_resume_from_, kSetResumeFrom).use();
+    set_resume_from_->bind_int64(1, seq);
+    set_resume_from_->run();
+  }
+  // Ahead of the file if this transaction rolls back: the next move comes later, and resume reads
+  // from the stored value, which is still right.
+  resume_from_ = seq;
 }
 
 std::optional<RunRecord> RunStore::get_run(const std::string& id) {
@@ -333,8 +402,8 @@ std::vector<RunRecord> RunStore::list_runs(const RunFilter& filter) {
 }
 
 std::vector<RunRecord> RunStore::unfinished_runs() {
-  auto use = select_unfinished_.use();
-  return read_runs(select_unfinished_);
+  auto use = lazy(select_unfinished_, kSelectUnfinished).use();
+  return read_runs(*select_unfinished_);
 }
 
 void RunStore::keep_run_seq() {

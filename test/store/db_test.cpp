@@ -69,7 +69,8 @@ TEST_CASE("An empty file is migrated to the newest schema with knflow's identity
   CHECK(query_text(db, "PRAGMA journal_mode") == "wal");
   CHECK(query_int(db, "PRAGMA synchronous") == 1);  // NORMAL
   CHECK(query_int(db, "PRAGMA foreign_keys") == 1);
-  CHECK(table_names(db) == std::vector<std::string>{"meta", "run_attempts", "run_journal", "runs",
+  CHECK(table_names(db) == std::vector<std::string>{"meta", "run_attempts", "run_journal",
+                                                    "run_resume_parked", "runs",
                                                     "workflow_status_history", "workflows"});
   CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'revision'") == 0);
   CHECK(db.integrity_check() == "ok");
@@ -84,7 +85,8 @@ TEST_CASE("Reopening a database keeps its data and applies no migration twice") 
   }
   Db db(path);
   CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'revision'") == 42);
-  CHECK(query_int(db, "SELECT COUNT(*) FROM meta") == 2);  // revision, and run_seq (migration 5)
+  // revision, run_seq (migration 5) and resume_from (migration 6)
+  CHECK(query_int(db, "SELECT COUNT(*) FROM meta") == 3);
 }
 
 TEST_CASE("A migration appended later is applied to an existing database") {

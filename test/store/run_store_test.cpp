@@ -99,6 +99,25 @@ Error error_of(F&& f) {
   throw std::logic_error("unreachable");
 }
 
+// The unfinished runs of a database before migration 6, read by plain SQL (RunStore reads them
+// through the tables migration 6 added).
+std::vector<std::string> unfinished_ids(Db& db) {
+  Stmt stmt(db,
+            "SELECT id FROM runs WHERE phase = 'pending' OR phase = 'running' OR phase = 'waiting' "
+            "ORDER BY seq");
+  std::vector<std::string> ids;
+  while (stmt.step()) ids.push_back(stmt.column_string(0));
+  return ids;
+}
+
+// The seqs listed in run_resume_parked (migration 6).
+std::vector<std::int64_t> parked_seqs(Db& db) {
+  Stmt stmt(db, "SELECT seq FROM run_resume_parked ORDER BY seq");
+  std::vector<std::int64_t> seqs;
+  while (stmt.step()) seqs.push_back(stmt.column_int64(0));
+  return seqs;
+}
+
 // The settings of a binary that knows only the first `n` migrations: it leaves (or finds) a
 // database at version n.
 DbSettings up_to_version(std::size_t n) {
@@ -265,7 +284,7 @@ TEST_CASE("Migration 3 keeps every run, attempt and journal entry and checks pha
                    "SELECT id FROM runs WHERE phase = 'pending' OR phase = 'running' OR "
                    "phase = 'waiting' ORDER BY seq")
             .find("runs_unfinished") != std::string::npos);
-  CHECK(ids_of(store.unfinished_runs()) == std::vector<std::string>{"going"});
+  CHECK(unfinished_ids(db) == std::vector<std::string>{"going"});
   RunRecord bad = make_run("bad", "greet", RunPhase::running, 40);
   bad.finished_at = at(41);  // a running run with a finished_at
   CHECK(error_of([&] { store.insert_run(bad); }).code() == SQLITE_CONSTRAINT_CHECK);
@@ -313,7 +332,7 @@ TEST_CASE("Migration 4 keeps every run, attempt and journal entry in fewer b-tre
                   "'run_journal') AND sql LIKE '%WITHOUT ROWID'") == 2);
   RunStore store(db);
   check_kept(store, before);
-  CHECK(ids_of(store.unfinished_runs()) == std::vector<std::string>{"going"});
+  CHECK(unfinished_ids(db) == std::vector<std::string>{"going"});
   CHECK(query_plan(db,
                    "SELECT id FROM runs WHERE phase = 'pending' OR phase = 'running' OR "
                    "phase = 'waiting' ORDER BY seq")
@@ -351,7 +370,7 @@ TEST_CASE("Migration 5 keeps the highest seq in meta, and older binaries away") 
     SECTION("no counter yet") { counter = 3; }
   }
 
-  Db db(path);
+  Db db(path, up_to_version(5));
   CHECK(db.user_version() == 5);
   CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'run_seq'") == counter);
   RunStore store(db);
@@ -361,6 +380,115 @@ TEST_CASE("Migration 5 keeps the highest seq in meta, and older binaries away") 
   CHECK(refused.code() == SQLITE_ERROR);
   CHECK(std::string(refused.what()).find("newer than this binary's newest schema version 4") !=
         std::string::npos);
+}
+
+TEST_CASE("Migration 6 parks the unfinished runs and drops runs_unfinished") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  const auto version5 = up_to_version(5);
+  Stored before;
+  {
+    Db db(path, version5);
+    RunStore store(db);
+    write_sample_runs(store);
+    store.insert_run(make_run("waits", "order", RunPhase::waiting, 30, "other"));
+    store.insert_run(make_run("queued", "greet", RunPhase::pending, 40));
+    store.insert_run(make_run("failed", "greet", RunPhase::faulted, 50));
+    before = read_runs(store, {"done", "going", "waits", "queued", "failed"});
+  }
+
+  Db db(path);
+  CHECK(db.user_version() == 6);
+  CHECK(db.integrity_check() == "ok");
+  CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
+  CHECK(query_int(db, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'runs_unfinished'") == 0);
+  // Every unfinished run is parked, and 'resume_from' is past the newest run.
+  CHECK(parked_seqs(db) == std::vector<std::int64_t>{2, 3, 4});
+  CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'resume_from'") == 6);
+  RunStore store(db);
+  check_kept(store, before);
+  CHECK(ids_of(store.unfinished_runs()) == std::vector<std::string>{"going", "waits", "queued"});
+  const Error refused = error_of([&] { Db old(path, version5); });
+  CHECK(std::string(refused.what()).find("newer than this binary's newest schema version 5") !=
+        std::string::npos);
+  check_cascades(db, store);
+  CHECK(parked_seqs(db) == std::vector<std::int64_t>{3, 4});  // waits, queued
+}
+
+TEST_CASE("Unfinished runs are found however far resume_from has moved on") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  constexpr std::int64_t every = RunStore::kResumeFromEvery;
+  const auto resume_from = [](Db& db) {
+    return query_int(db, "SELECT value FROM meta WHERE key = 'resume_from'");
+  };
+  const auto finish = [](RunStore& store, const std::string& id, RunPhase phase) {
+    RunRecord run = *store.get_run(id);
+    run.phase = phase;
+    run.finished_at = at(90);
+    REQUIRE(store.update_run(run));
+  };
+  Db db(path);
+  RunStore store(db);
+  CHECK(resume_from(db) == 1);
+
+  // 3 × every + 10 runs: every 100th still going, the others finished at once. An insert moves
+  // 'resume_from' up to its own seq once it is `every` behind: at seqs 257, 513 and 769.
+  std::vector<std::string> going;
+  for (std::int64_t i = 1; i <= 3 * every + 10; ++i) {
+    const std::string id = "r" + std::to_string(i);
+    REQUIRE(store.insert_run(make_run(id, "greet", RunPhase::running, 10)) == i);
+    if (i % 100 == 0) {
+      going.push_back(id);
+    } else {
+      finish(store, id, RunPhase::completed);
+    }
+  }
+  CHECK(resume_from(db) == 3 * every + 1);
+  // Only the runs below the mark that were going when it moved are parked.
+  CHECK(parked_seqs(db) == std::vector<std::int64_t>{100, 200, 300, 400, 500, 600, 700});
+  CHECK(ids_of(store.unfinished_runs()) == going);
+  // Two searches of the rowid b-tree, as RunStore spells them; no scan of the table, no sort.
+  const std::string plan = query_plan(
+      db,
+      "SELECT id, seq FROM runs WHERE seq >= (SELECT value FROM meta WHERE key = 'resume_from') "
+      "AND (phase = 'pending' OR phase = 'running' OR phase = 'waiting') UNION ALL "
+      "SELECT id, seq FROM runs WHERE seq IN (SELECT seq FROM run_resume_parked) "
+      "AND seq < (SELECT value FROM meta WHERE key = 'resume_from') "
+      "AND (phase = 'pending' OR phase = 'running' OR phase = 'waiting') ORDER BY seq");
+  CAPTURE(plan);
+  CHECK(plan.find("SCAN") == std::string::npos);
+  CHECK(plan.find("TEMP B-TREE") == std::string::npos);
+
+  // Finishing a parked run takes it off the list; runs above the mark write neither list nor mark.
+  finish(store, "r200", RunPhase::faulted);
+  store.insert_run(make_run("late", "greet", RunPhase::running, 20));
+  finish(store, "late", RunPhase::completed);
+  CHECK(parked_seqs(db) == std::vector<std::int64_t>{100, 300, 400, 500, 600, 700});
+  CHECK(resume_from(db) == 3 * every + 1);
+
+  // A redrive sets a finished run below the mark going again: parked; it finishes: unparked.
+  RunRecord redriven = *store.get_run("r200");
+  redriven.phase = RunPhase::running;
+  redriven.finished_at.reset();
+  REQUIRE(store.update_run(redriven));
+  CHECK(parked_seqs(db) == std::vector<std::int64_t>{100, 200, 300, 400, 500, 600, 700});
+  finish(store, "r5", RunPhase::cancelled);  // not parked, not going: changes nothing
+  redriven.phase = RunPhase::waiting;        // going on: stays parked
+  REQUIRE(store.update_run(redriven));
+  CHECK(parked_seqs(db) == std::vector<std::int64_t>{100, 200, 300, 400, 500, 600, 700});
+
+  // Deleting a parked run takes its entry along.
+  CHECK(store.delete_run("r300"));
+  CHECK(parked_seqs(db) == std::vector<std::int64_t>{100, 200, 400, 500, 600, 700});
+  CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
+
+  // A reopened database finds the same runs: the parked ones and those from the mark on.
+  const std::vector<std::string> expected{"r100", "r200", "r400", "r500", "r600", "r700"};
+  CHECK(ids_of(store.unfinished_runs()) == expected);
+  Db reopened(path);
+  RunStore again(reopened);
+  CHECK(ids_of(again.unfinished_runs()) == expected);
 }
 
 TEST_CASE("A run is inserted, read, updated and deleted") {

@@ -305,6 +305,26 @@ INSERT INTO meta (key, value) VALUES ('run_seq', COALESCE((SELECT max(seq) FROM 
   ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value);
 )sql";
 
+// Resume without an index of unfinished runs (migration 6): `runs_unfinished` cost a b-tree page in
+// both commits of every run (an entry added at its start and removed at its end). Resume finds the
+// unfinished runs instead from meta 'resume_from', a seq, and `run_resume_parked`: every run that
+// has not finished either has a seq at or above 'resume_from' or is listed there. Inserts move
+// 'resume_from' up every few hundred runs, listing the runs below it that are still going (few,
+// and a page written only then); a run leaves the list when it finishes (see RunStore).
+inline constexpr std::string_view kMigration6ResumeWithoutIndex = R"sql(
+CREATE TABLE run_resume_parked (
+  seq INTEGER PRIMARY KEY REFERENCES runs (seq) ON DELETE CASCADE
+) STRICT;
+
+INSERT INTO run_resume_parked (seq)
+  SELECT seq FROM runs WHERE phase = 'pending' OR phase = 'running' OR phase = 'waiting';
+
+INSERT INTO meta (key, value)
+  VALUES ('resume_from', COALESCE((SELECT max(seq) FROM runs), 0) + 1);
+
+DROP INDEX runs_unfinished;
+)sql";
+
 // Append new migrations here, one line each; the database's user_version is their count.
 // clang-format off
 inline constexpr std::string_view kMigrations[] = {
@@ -313,6 +333,7 @@ inline constexpr std::string_view kMigrations[] = {
     kMigration3PhasesWithoutIn,
     kMigration4FewerBtrees,
     kMigration5RunSeqOnDelete,
+    kMigration6ResumeWithoutIndex,
 };
 // clang-format on
 

@@ -132,8 +132,11 @@ class RunStore {
   // runs inserted meanwhile (higher seqs) appear on none of the following pages.
   std::vector<RunRecord> list_runs(const RunFilter& filter);
   // Every run that has not finished (pending, running, waiting), oldest first: what the engine
-  // resumes at startup.
+  // resumes at startup. Reads the runs from meta 'resume_from' on (at most kResumeFromEvery
+  // inserted since it last moved) and the parked ones, not the whole table.
   std::vector<RunRecord> unfinished_runs();
+  // How far behind the newest run meta 'resume_from' may fall before an insert moves it up.
+  static constexpr std::int64_t kResumeFromEvery = 256;
   // Deletes a run with its attempts and journal. Returns false when there is no such run.
   bool delete_run(const std::string& id);
 
@@ -195,7 +198,21 @@ class RunStore {
   void write_journal(const std::string& run_id, const JournalEntry& entry);
   void write_attempt(const AttemptRecord& record);
 
+  // The statement, prepared on its first use: those of tables that migration 6 added, so that the
+  // migration tests can still write files of earlier versions through this class.
+  Stmt& lazy(std::optional<Stmt>& stmt, std::string_view sql);
+  // Before the insert of run `seq`, in its transaction: moves meta 'resume_from' up to seq once it
+  // is kResumeFromEvery behind, parking the runs below seq that are still going.
+  void move_resume_from(std::int64_t seq);
+
   Db& db_;
+  std::optional<std::int64_t> resume_from_;  // 'resume_from' as last read or written
+  std::optional<Stmt> resume_from_stmt_;
+  std::optional<Stmt> park_unfinished_;
+  std::optional<Stmt> set_resume_from_;
+  std::optional<Stmt> park_run_;
+  std::optional<Stmt> unpark_run_;
+  std::optional<Stmt> select_unfinished_;
   Stmt next_run_seq_;
   Stmt keep_run_seq_;
   Stmt insert_run_;
@@ -203,7 +220,6 @@ class RunStore {
   Stmt select_run_;
   Stmt list_by_namespace_;
   Stmt list_by_workflow_;
-  Stmt select_unfinished_;
   Stmt delete_run_;
   Stmt next_attempt_seq_;
   Stmt begin_attempt_;
