@@ -10,10 +10,13 @@ namespace {
 
 // The seq of a new run: one more than the highest of the newest stored run's seq (the last entry
 // of the rowid b-tree, the page the insert writes anyway) and meta 'run_seq', the highest seq any
-// delete removed (migration 5). Only reads: an insert writes no page of `meta`.
+// delete removed (migration 5). Only reads: an insert writes no page of `meta`. Second column:
+// meta 'resume_from' as stored (migration 6; NULL before it), which decides whether the insert
+// moves it up.
 constexpr std::string_view kNextRunSeq =
     "SELECT max(COALESCE((SELECT max(seq) FROM runs), 0), "
-    "COALESCE((SELECT value FROM meta WHERE key = 'run_seq'), 0)) + 1";
+    "COALESCE((SELECT value FROM meta WHERE key = 'run_seq'), 0)) + 1, "
+    "(SELECT value FROM meta WHERE key = 'resume_from')";
 
 // Before runs are deleted, in the same transaction: meta 'run_seq' keeps the highest seq stored so
 // far, so that deleting the newest runs never lets kNextRunSeq hand their seqs out again.
@@ -71,9 +74,6 @@ constexpr std::string_view kSelectUnfinished =
     "AND (phase = 'pending' OR phase = 'running' OR phase = 'waiting') "
     "ORDER BY seq";
 
-// 'resume_from'; no row in a database before migration 6.
-constexpr std::string_view kResumeFrom = "SELECT value FROM meta WHERE key = 'resume_from'";
-
 // Moving 'resume_from' up to ?1 (the seq of the run about to be inserted): first every run at or
 // above the old value that is still going is parked. Reads the few hundred rows inserted since.
 constexpr std::string_view kParkUnfinished =
@@ -85,7 +85,8 @@ constexpr std::string_view kSetResumeFrom =
     "UPDATE meta SET value = ?1 WHERE key = 'resume_from' AND value < ?1";
 
 // A run that is going again (a redrive) below 'resume_from' is parked; a run that finishes leaves
-// the list. For a run not below the mark, or not parked, both only read.
+// the list. For a run not below the mark, or not parked, both only read (two look-ups of pages the
+// update has just used, and of the list's few pages).
 constexpr std::string_view kParkRun =
     "INSERT OR IGNORE INTO run_resume_parked (seq) SELECT seq FROM runs WHERE id = ?1 "
     "AND seq < (SELECT value FROM meta WHERE key = 'resume_from')";
@@ -299,12 +300,15 @@ std::vector<RunRecord> RunStore::read_runs(Stmt& stmt) {
 std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* first) {
   Tx tx(db_);
   std::int64_t seq = 0;
+  std::optional<std::int64_t> resume_from;
   {
     auto use = next_run_seq_.use();
     next_run_seq_.step();
     seq = next_run_seq_.column_int64(0);
+    resume_from = optional_int64(next_run_seq_, 1);
   }
-  move_resume_from(seq);
+  // Before migration 6 (the migration tests write such files) there is no mark to move.
+  if (resume_from && seq - *resume_from >= kResumeFromEvery) move_resume_from(seq);
   {
     auto use = insert_run_.use();
     insert_run_.bind_text(1, record.id);
@@ -343,12 +347,9 @@ bool RunStore::update_run(const RunRecord& record) {
     update_run_.run();
   }
   if (db_.changes() == 0) return false;  // the destructor rolls the empty transaction back
-  // A run that finishes at or above 'resume_from' (most of them) was never parked: no statement.
-  // Should record.seq be wrong, the worst left behind is a parked entry of a finished run, which
-  // resume skips and the run's delete removes.
-  const bool finished = is_finished(record.phase);
-  if (!finished || record.seq <= 0 || !resume_from_ || record.seq < *resume_from_) {
-    Stmt& park = finished ? lazy(unpark_run_, kUnparkRun) : lazy(park_run_, kParkRun);
+  Stmt& park =
+      is_finished(record.phase) ? lazy(unpark_run_, kUnparkRun) : lazy(park_run_, kParkRun);
+  {
     auto use = park.use();
     park.bind_text(1, record.id);
     park.run();
@@ -358,25 +359,13 @@ bool RunStore::update_run(const RunRecord& record) {
 }
 
 void RunStore::move_resume_from(std::int64_t seq) {
-  if (!resume_from_) {
-    auto use = lazy(resume_from_stmt_, kResumeFrom).use();
-    // Before migration 6 (the migration tests write such files) there is nothing to move.
-    resume_from_ = resume_from_stmt_->step() ? resume_from_stmt_->column_int64(0)
-                                             : std::numeric_limits<std::int64_t>::max();
-  }
-  if (seq - *resume_from_ < kResumeFromEvery) return;
   {
     auto use = lazy(park_unfinished_, kParkUnfinished).use();
     park_unfinished_->run();
   }
-  {
-    auto use = lazy(set_resume_from_, kSetResumeFrom).use();
-    set_resume_from_->bind_int64(1, seq);
-    set_resume_from_->run();
-  }
-  // Ahead of the file if this transaction rolls back: the next move comes later, and resume reads
-  // from the stored value, which is still right.
-  resume_from_ = seq;
+  auto use = lazy(set_resume_from_, kSetResumeFrom).use();
+  set_resume_from_->bind_int64(1, seq);
+  set_resume_from_->run();
 }
 
 std::optional<RunRecord> RunStore::get_run(const std::string& id) {

@@ -448,7 +448,8 @@ TEST_CASE("Unfinished runs are found however far resume_from has moved on") {
   // Only the runs below the mark that were going when it moved are parked.
   CHECK(parked_seqs(db) == std::vector<std::int64_t>{100, 200, 300, 400, 500, 600, 700});
   CHECK(ids_of(store.unfinished_runs()) == going);
-  // Two searches of the rowid b-tree, as RunStore spells them; no scan of the table, no sort.
+  // Two searches of the rowid b-tree, as RunStore spells them (kSelectUnfinished, with fewer
+  // columns); no scan of the table, no sort.
   const std::string plan = query_plan(
       db,
       "SELECT id, seq FROM runs WHERE seq >= (SELECT value FROM meta WHERE key = 'resume_from') "
@@ -489,6 +490,46 @@ TEST_CASE("Unfinished runs are found however far resume_from has moved on") {
   Db reopened(path);
   RunStore again(reopened);
   CHECK(ids_of(again.unfinished_runs()) == expected);
+}
+
+TEST_CASE("resume_from stays at most kResumeFromEvery behind, whoever moved it or rolled back") {
+  knflow::test::TempDir dir;
+  Db db(dir.path() / "knflow.db");
+  RunStore store(db);
+  RunStore other(db);  // a second store on the same connection: it moves the mark too
+  constexpr std::int64_t every = RunStore::kResumeFromEvery;
+  int n = 0;
+  const auto insert = [&](RunStore& s, RunPhase phase) {
+    return s.insert_run(make_run("r" + std::to_string(++n), "greet", phase, 1));
+  };
+  const auto behind = [&] {
+    return query_int(db, "SELECT max(seq) FROM runs") -
+           query_int(db, "SELECT value FROM meta WHERE key = 'resume_from'") + 1;
+  };
+  for (std::int64_t i = 0; i < every; ++i) insert(store, RunPhase::completed);
+  // The insert that would move the mark rolls back with its group.
+  CHECK_THROWS_AS(store.batch([&] {
+    insert(store, RunPhase::completed);
+    throw std::runtime_error("the group fails");
+  }),
+                  std::runtime_error);
+  --n;
+  for (std::int64_t i = 0; i < every; ++i) {
+    insert(store, RunPhase::completed);
+    REQUIRE(behind() <= every);
+  }
+
+  // A run parked by a move of the other store leaves the list when this one finishes it.
+  const std::string slow = "r" + std::to_string(n + 1);
+  insert(other, RunPhase::running);
+  for (std::int64_t i = 0; i < every; ++i) insert(other, RunPhase::completed);
+  REQUIRE(parked_seqs(db).size() == 1);
+  RunRecord run = *store.get_run(slow);
+  run.phase = RunPhase::completed;
+  run.finished_at = at(9);
+  REQUIRE(store.update_run(run));
+  CHECK(parked_seqs(db).empty());
+  CHECK(store.unfinished_runs().empty());
 }
 
 TEST_CASE("A run is inserted, read, updated and deleted") {

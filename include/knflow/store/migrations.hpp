@@ -310,7 +310,8 @@ INSERT INTO meta (key, value) VALUES ('run_seq', COALESCE((SELECT max(seq) FROM 
 // unfinished runs instead from meta 'resume_from', a seq, and `run_resume_parked`: every run that
 // has not finished either has a seq at or above 'resume_from' or is listed there. Inserts move
 // 'resume_from' up every few hundred runs, listing the runs below it that are still going (few,
-// and a page written only then); a run leaves the list when it finishes (see RunStore).
+// and a page written only then); a run leaves the list when it finishes or is deleted (see
+// RunStore and docs/storage.md).
 inline constexpr std::string_view kMigration6ResumeWithoutIndex = R"sql(
 CREATE TABLE run_resume_parked (
   seq INTEGER PRIMARY KEY REFERENCES runs (seq) ON DELETE CASCADE

@@ -105,12 +105,13 @@ struct RunFilter {
   std::size_t limit = 100;
 };
 
-// Runs, step attempts and the resume journal in SQLite. Statements are prepared once, by the
-// constructor. Every function is one transaction (a savepoint when called inside batch() or
-// another Tx) and throws Error when SQLite fails, leaving the database as it was; writes that
-// name a run that does not exist fail with SQLITE_CONSTRAINT_FOREIGNKEY, rows that break the
-// tables' checks (a final phase without finished_at, ...) with SQLITE_CONSTRAINT_CHECK. Same
-// thread or strand as its Db (the engine's store strand); must not outlive it.
+// Runs, step attempts and the resume journal in SQLite. Statements are prepared once: by the
+// constructor, and those of migration 6's table on first use. Every function is one transaction (a
+// savepoint when called inside batch() or another Tx) and throws Error when SQLite fails, leaving
+// the database as it was; writes that name a run that does not exist fail with
+// SQLITE_CONSTRAINT_FOREIGNKEY, rows that break the tables' checks (a final phase without
+// finished_at, ...) with SQLITE_CONSTRAINT_CHECK. Same thread or strand as its Db (the engine's
+// store strand); must not outlive it.
 class RunStore {
  public:
   explicit RunStore(Db& db);
@@ -132,8 +133,8 @@ class RunStore {
   // runs inserted meanwhile (higher seqs) appear on none of the following pages.
   std::vector<RunRecord> list_runs(const RunFilter& filter);
   // Every run that has not finished (pending, running, waiting), oldest first: what the engine
-  // resumes at startup. Reads the runs from meta 'resume_from' on (at most kResumeFromEvery
-  // inserted since it last moved) and the parked ones, not the whole table.
+  // resumes at startup. Reads the runs from meta 'resume_from' on (at most kResumeFromEvery: an
+  // insert moves the mark up once it is that far behind) and the parked ones, not the whole table.
   std::vector<RunRecord> unfinished_runs();
   // How far behind the newest run meta 'resume_from' may fall before an insert moves it up.
   static constexpr std::int64_t kResumeFromEvery = 256;
@@ -198,16 +199,15 @@ class RunStore {
   void write_journal(const std::string& run_id, const JournalEntry& entry);
   void write_attempt(const AttemptRecord& record);
 
-  // The statement, prepared on its first use: those of tables that migration 6 added, so that the
-  // migration tests can still write files of earlier versions through this class.
+  // The statement, prepared on its first use: those of the table migration 6 added, so that the
+  // migration tests can still insert runs, attempts and journal entries into files of earlier
+  // versions through this class (update_run and unfinished_runs need version 6).
   Stmt& lazy(std::optional<Stmt>& stmt, std::string_view sql);
-  // Before the insert of run `seq`, in its transaction: moves meta 'resume_from' up to seq once it
-  // is kResumeFromEvery behind, parking the runs below seq that are still going.
+  // Before the insert of run `seq`, in its transaction: parks the runs at or above meta
+  // 'resume_from' that are still going, and moves the mark up to seq.
   void move_resume_from(std::int64_t seq);
 
   Db& db_;
-  std::optional<std::int64_t> resume_from_;  // 'resume_from' as last read or written
-  std::optional<Stmt> resume_from_stmt_;
   std::optional<Stmt> park_unfinished_;
   std::optional<Stmt> set_resume_from_;
   std::optional<Stmt> park_run_;
