@@ -550,10 +550,10 @@ void Api::detach() {
   runs_.reset();
 }
 
-std::shared_ptr<const model::Workflow> Api::decoded(const std::string& namespace_,
-                                                    const std::string& name,
-                                                    std::int64_t resource_version,
-                                                    const std::string& json_text) {
+std::shared_ptr<const Api::Decoded> Api::decoded(const std::string& namespace_,
+                                                 const std::string& name,
+                                                 std::int64_t resource_version,
+                                                 const std::string& json_text) {
   const auto key = std::make_pair(namespace_, name);
   {
     std::lock_guard lock(decoded_mutex_);
@@ -562,12 +562,16 @@ std::shared_ptr<const model::Workflow> Api::decoded(const std::string& namespace
       return it->second.second;
     }
   }
-  auto result = model::decode_workflow(json::parse(json_text));
+  json::value object = json::parse(json_text);
+  auto result = model::decode_workflow(object);
   if (!result.ok()) return nullptr;
-  auto workflow = std::make_shared<const model::Workflow>(std::move(result.workflow));
+  auto decoded = std::make_shared<Decoded>();
+  decoded->workflow = std::make_shared<const model::Workflow>(std::move(result.workflow));
+  object.as_object().erase("status");  // decode_workflow accepts objects only
+  decoded->definition = json::serialize(object);
   std::lock_guard lock(decoded_mutex_);
-  decoded_[key] = {resource_version, workflow};
-  return workflow;
+  decoded_[key] = {resource_version, decoded};
+  return decoded;
 }
 
 void Api::register_routes(http::Router& router) {

@@ -197,10 +197,11 @@ struct Api::RunHandlers {
 
   // The workflow of an entry, decoded, with the event checked against its input schema; on
   // failure the problem.
-  std::variant<std::shared_ptr<const model::Workflow>, Response> runnable(
+  std::variant<std::shared_ptr<const Api::Decoded>, Response> runnable(
       const Request& req, const cache::Entry& entry, const engine::CloudEvent& event) {
-    auto workflow = api.decoded(entry.namespace_, entry.name, entry.resource_version, entry.json);
-    if (!workflow) return problem(500, "internal", "The stored workflow no longer decodes.", req);
+    auto decoded = api.decoded(entry.namespace_, entry.name, entry.resource_version, entry.json);
+    if (!decoded) return problem(500, "internal", "The stored workflow no longer decodes.", req);
+    const auto& workflow = decoded->workflow;
     if (workflow->spec.input && workflow->spec.input->schema) {
       auto errors = model::check_schema(*workflow->spec.input->schema, event_data_json(event));
       if (!errors.empty()) {
@@ -215,7 +216,7 @@ struct Api::RunHandlers {
         return http::make_problem(p);
       }
     }
-    return workflow;
+    return decoded;
   }
 
   // The problem for a run the engine refused to start.
@@ -231,9 +232,9 @@ struct Api::RunHandlers {
                                                                  engine::CloudEvent event) {
     auto workflow = runnable(req, entry, event);
     if (auto* res = std::get_if<Response>(&workflow)) co_return std::move(*res);
-    auto started = co_await api.engine_->start(
-        std::get<std::shared_ptr<const model::Workflow>>(std::move(workflow)), entry.json,
-        std::move(event));
+    const auto& decoded = std::get<std::shared_ptr<const Api::Decoded>>(workflow);
+    auto started =
+        co_await api.engine_->start(decoded->workflow, decoded->definition, std::move(event));
     if (started.run_id.empty()) co_return not_started(req, started);
     co_return started.run_id;
   }
@@ -281,9 +282,10 @@ struct Api::RunHandlers {
     }
     auto workflow = runnable(req, *entry, std::get<engine::CloudEvent>(event));
     if (auto* res = std::get_if<Response>(&workflow)) co_return std::move(*res);
+    const auto& decoded = std::get<std::shared_ptr<const Api::Decoded>>(workflow);
     auto invoked = co_await api.engine_->start_and_wait(
-        std::get<std::shared_ptr<const model::Workflow>>(std::move(workflow)), entry->json,
-        std::get<engine::CloudEvent>(std::move(event)), timeout);
+        decoded->workflow, decoded->definition, std::get<engine::CloudEvent>(std::move(event)),
+        timeout);
     if (invoked.start.run_id.empty()) co_return not_started(req, invoked.start);
     const auto& id = invoked.start.run_id;
     if (!invoked.outcome) co_return accepted(ns, id);
@@ -335,9 +337,11 @@ struct Api::RunHandlers {
     json::array started;
     for (auto it = snap->items.lower_bound({ns, std::string()});
          it != snap->items.end() && it->first.first == ns; ++it) {
-      auto workflow =
+      auto decoded =
           api.decoded(ns, it->first.second, it->second->resource_version, it->second->json);
-      if (!workflow || !workflow->spec.trigger) continue;
+      if (!decoded) continue;
+      const auto& workflow = decoded->workflow;
+      if (!workflow->spec.trigger) continue;
       if (workflow->spec.trigger->broker.value_or("default") != "default") continue;
       if (!filter_matches(workflow->spec.trigger->filter, ev)) continue;
       auto run = co_await start_run(req, *it->second, ev);
@@ -550,7 +554,8 @@ struct Api::RunHandlers {
     const auto name = req.params.at("name");
     auto entry = find_workflow(ns, name);
     if (!entry) co_return workflow_not_found(req, ns, name);
-    auto wf = api.decoded(ns, name, entry->resource_version, entry->json);
+    auto decoded = api.decoded(ns, name, entry->resource_version, entry->json);
+    auto wf = decoded ? decoded->workflow : nullptr;
     std::optional<std::string> since;
     if (auto s = req.query_param("since")) since = std::string(*s);
     auto items = wf ? function_logs(ns, name, *wf, since, std::nullopt) : json::array{};

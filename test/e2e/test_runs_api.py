@@ -3,6 +3,7 @@ input schema refusal, and the broker endpoint starting triggered workflows."""
 
 import json
 import os
+import sqlite3
 import sys
 import time
 import unittest
@@ -88,6 +89,18 @@ class RunsApiTest(unittest.TestCase):
         self.wait_phase(run_id, {"faulted"})
         status, listing = self.d.json("GET", NS + "/runs?phase=faulted")
         self.assertIn(run_id, [r["id"] for r in listing["items"]])
+        # The run keeps the definition it started with, without the workflow's status (which says
+        # nothing about how it runs): read from the file, as a resume or the redrive above reads it.
+        db = sqlite3.connect(f"file:{os.path.join(self.d.data_dir, 'knflow.db')}?mode=ro", uri=True)
+        try:
+            (text,) = db.execute("SELECT definition_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+        finally:
+            db.close()
+        definition = json.loads(text)
+        status, served = self.d.json("GET", NS + "/workflows/failer")
+        self.assertIn("status", served)
+        del served["status"]
+        self.assertEqual(definition, served)
 
     def test_input_schema_and_paging(self):
         status, _, body = self.d.call("POST", NS + "/workflows/waiter:invoke", '{"n": -1}')

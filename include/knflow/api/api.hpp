@@ -86,11 +86,16 @@ class Api {
   struct RunHandlers;
   friend struct RunHandlers;
   void register_run_routes(http::Router& router);
-  // The decoded workflow of a cache entry, decoded once per resourceVersion. Any thread.
-  std::shared_ptr<const model::Workflow> decoded(const std::string& namespace_,
-                                                 const std::string& name,
-                                                 std::int64_t resource_version,
-                                                 const std::string& json);
+  // A cache entry's workflow as runs need it, made once per resourceVersion: decoded, and the
+  // definition every run of it stores (the object without `status`, which says nothing about how
+  // it runs and would otherwise be stored again with every run).
+  struct Decoded {
+    std::shared_ptr<const model::Workflow> workflow;
+    std::string definition;
+  };
+  // Null when the entry's JSON no longer decodes. Any thread.
+  std::shared_ptr<const Decoded> decoded(const std::string& namespace_, const std::string& name,
+                                         std::int64_t resource_version, const std::string& json);
   // Drops a deleted workflow's decoded copy. Any thread.
   void forget_decoded(const std::string& namespace_, const std::string& name);
   boost::asio::strand<boost::asio::any_io_executor> writer_;
@@ -103,7 +108,7 @@ class Api {
   std::unique_ptr<store::RunStore> runs_;              // writer strand only
   std::mutex decoded_mutex_;
   std::map<std::pair<std::string, std::string>,
-           std::pair<std::int64_t, std::shared_ptr<const model::Workflow>>>
+           std::pair<std::int64_t, std::shared_ptr<const Decoded>>>
       decoded_;
   std::atomic<cache::WorkflowCache*> cache_{nullptr};  // read by handlers for snapshots
   std::atomic<bool> draining_{false};
