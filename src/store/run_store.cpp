@@ -33,25 +33,23 @@ constexpr std::string_view kUpdateRun =
     "UPDATE runs SET phase = ?2, output_json = ?3, error_json = ?4, started_at = ?5, "
     "finished_at = ?6, updated_at = ?7 WHERE id = ?1";
 
-// Every SELECT of runs reads these columns in this order (see read_run).
-constexpr std::string_view kSelectRun =
-    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
-    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
-    "FROM runs WHERE id = ?";
+// Every SELECT of runs reads these columns in this order (see read_run). A macro, so that the
+// statements below can splice it into their literals; #undef after the last one.
+#define KNFLOW_SELECT_RUN_COLUMNS                                                                 \
+  "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, " \
+  "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+
+constexpr std::string_view kSelectRun = KNFLOW_SELECT_RUN_COLUMNS "FROM runs WHERE id = ?";
 
 // Two statements rather than one with "(?2 IS NULL OR workflow = ?2)", so that each one walks its
 // own index backwards from the cursor. ?3: the phases as a JSON array, or NULL for any phase.
-constexpr std::string_view kListByNamespace =
-    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
-    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+constexpr std::string_view kListByNamespace = KNFLOW_SELECT_RUN_COLUMNS
     "FROM runs WHERE namespace = ?1 AND seq < ?6 "
     "AND (?3 IS NULL OR phase IN (SELECT value FROM json_each(?3))) "
     "AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5) "
     "ORDER BY seq DESC LIMIT ?7";
 
-constexpr std::string_view kListByWorkflow =
-    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
-    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+constexpr std::string_view kListByWorkflow = KNFLOW_SELECT_RUN_COLUMNS
     "FROM runs WHERE namespace = ?1 AND workflow = ?2 AND seq < ?6 "
     "AND (?3 IS NULL OR phase IN (SELECT value FROM json_each(?3))) "
     "AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5) "
@@ -61,18 +59,16 @@ constexpr std::string_view kListByWorkflow =
 // seq at or above meta 'resume_from' or is listed in run_resume_parked. Two searches of the rowid
 // b-tree, merged in seq order (one condition with OR would scan the table); the phase condition is
 // spelled with OR, as `IN` would cost a temporary b-tree.
-constexpr std::string_view kSelectUnfinished =
-    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
-    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+constexpr std::string_view kSelectUnfinished = KNFLOW_SELECT_RUN_COLUMNS
     "FROM runs WHERE seq >= (SELECT value FROM meta WHERE key = 'resume_from') "
     "AND (phase = 'pending' OR phase = 'running' OR phase = 'waiting') "
-    "UNION ALL "
-    "SELECT id, namespace, workflow, generation, definition_json, phase, input_json, output_json, "
-    "error_json, traceparent, created_at, started_at, finished_at, updated_at, seq "
+    "UNION ALL " KNFLOW_SELECT_RUN_COLUMNS
     "FROM runs WHERE seq IN (SELECT seq FROM run_resume_parked) "
     "AND seq < (SELECT value FROM meta WHERE key = 'resume_from') "
     "AND (phase = 'pending' OR phase = 'running' OR phase = 'waiting') "
     "ORDER BY seq";
+
+#undef KNFLOW_SELECT_RUN_COLUMNS
 
 // Moving 'resume_from' up to ?1 (the seq of the run about to be inserted): first every run at or
 // above the old value that is still going is parked. Reads the few hundred rows inserted since.
