@@ -36,7 +36,7 @@ std::string content_type_of(PatchType kind) {
 
 Result<json::object> parse_object(const std::string& body, std::string_view where) {
   json::parse_options options;
-  options.max_depth = 256;
+  options.max_depth = kMaxObjectDepth;
   boost::system::error_code ec;
   auto value = json::parse(body, ec, json::storage_ptr(), options);
   if (ec) {

@@ -132,8 +132,10 @@ Store::Entry::~Entry() {
 }
 
 ObjectPtr Store::parsed(const Entry& entry) {
-  // The text was serialized from an object: it parses back into one.
-  return std::make_shared<const json::object>(json::parse(entry.text()).as_object());
+  // The text was serialized from an object: it parses back into one, with the depth it had.
+  json::parse_options options;
+  options.max_depth = kMaxObjectDepth;
+  return std::make_shared<const json::object>(json::parse(entry.text(), {}, options).as_object());
 }
 
 void Store::put(Map& map, std::string_view key, const json::object& object) {

@@ -9,7 +9,7 @@ namespace json = boost::json;
 
 json::parse_options parse_options() {
   json::parse_options o;
-  o.max_depth = 256;  // Kubernetes objects nest deeper than Boost.JSON's default of 32
+  o.max_depth = kMaxObjectDepth;
   return o;
 }
 

@@ -258,6 +258,23 @@ TEST_CASE("the reflector lists, watches from the list's version and follows even
   }
 }
 
+TEST_CASE("the store gives back objects nested as deep as the watch decoder reads them",
+          "[kube][store]") {
+  // A Workflow's spec nests `do` lists, `set` objects and schemas: deeper than Boost.JSON's
+  // default of 32 levels.
+  auto object = cm("ns", "deep", "1");
+  boost::json::value deep = 1;
+  for (std::size_t i = 0; i + 8 < knflow::kube::kMaxObjectDepth; ++i) {
+    deep = boost::json::object{{"v", std::move(deep)}};
+  }
+  object["data"] = deep;
+  Store store;
+  store.replace({object});
+  auto got = store.get("ns/deep");
+  REQUIRE(got);
+  CHECK(got->at("data") == deep);
+}
+
 TEST_CASE("the store: watch events and a relist's synthetic deletes", "[kube][store]") {
   Store store;
   auto initial = store.replace({cm("ns", "a", "1"), cm("ns", "b", "2"), cm("other", "a", "3")});

@@ -18,6 +18,10 @@
 
 namespace knflow::kube {
 
+// How deep the objects the client parses (answers, watch events, the reflector's cache) may nest:
+// Kubernetes objects nest deeper than Boost.JSON's default of 32.
+inline constexpr std::size_t kMaxObjectDepth = 256;
+
 enum class EventType { added, modified, deleted, bookmark, error };
 
 std::string_view to_string(EventType type);
