@@ -10,6 +10,7 @@
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
+#include "knflow/model/document.hpp"
 #include "knflow/model/validate.hpp"
 #include "knflow/store/run_store.hpp"
 
@@ -221,7 +222,7 @@ struct Api::Handlers {
   // after a write sees it; the watch delivers the same object (a no-op) or a newer one later.
   asio::awaitable<void> mirror(cache::WriteResult& result) {
     if (result.status != cache::WriteStatus::ok || !result.entry) co_return;
-    auto parsed = json::parse(result.entry->json);
+    auto parsed = model::parse_data(result.entry->json);
     WriteOp op = [object = std::move(parsed.as_object())](cache::WorkflowCache& c) {
       return c.mirror_put(object);
     };
@@ -562,7 +563,7 @@ std::shared_ptr<const Api::Decoded> Api::decoded(const std::string& namespace_,
       return it->second.second;
     }
   }
-  json::value object = json::parse(json_text);
+  json::value object = model::parse_data(json_text);
   auto result = model::decode_workflow(object);
   if (!result.ok()) return nullptr;
   auto decoded = std::make_shared<Decoded>();

@@ -98,7 +98,8 @@ Response not_acceptable(const Request& req) {
 // Answers a JSON document in the negotiated format.
 Response document_response(unsigned status, std::string json_text, model::Format format) {
   if (format == model::Format::yaml) {
-    return http::make_response(status, std::string(kYaml), model::to_yaml(json::parse(json_text)));
+    return http::make_response(status, std::string(kYaml),
+                               model::to_yaml(model::parse_data(json_text)));
   }
   json_text.push_back('\n');
   return http::make_response(status, std::string(kJson), std::move(json_text));

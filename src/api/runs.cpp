@@ -7,6 +7,7 @@
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/model/codec.hpp"
+#include "knflow/model/document.hpp"
 #include "knflow/model/schema.hpp"
 #include "knflow/store/run_store.hpp"
 
@@ -36,7 +37,7 @@ std::string new_event_id() {
 json::value parse_or_null(const std::optional<std::string>& text) {
   if (!text) return nullptr;
   boost::system::error_code ec;
-  auto v = json::parse(*text, ec);
+  auto v = model::parse_data(*text, ec);
   return ec ? json::value(json::string(*text)) : v;
 }
 
@@ -177,7 +178,7 @@ struct Api::RunHandlers {
       e.datacontenttype = content_type ? std::string(*content_type) : "application/json";
       if (e.datacontenttype->find("json") != std::string::npos) {
         boost::system::error_code ec;
-        json::parse(req.body, ec);
+        model::parse_data(req.body, ec);
         if (ec) {
           return problem(400, "malformed-document",
                          "The body is not valid JSON: " + ec.message() + ".", req);
@@ -191,7 +192,7 @@ struct Api::RunHandlers {
   static json::value event_data_json(const engine::CloudEvent& e) {
     if (!e.data) return nullptr;
     boost::system::error_code ec;
-    auto v = json::parse(*e.data, ec);
+    auto v = model::parse_data(*e.data, ec);
     return ec ? json::value(json::string(*e.data)) : v;
   }
 
@@ -541,7 +542,7 @@ struct Api::RunHandlers {
     const auto id = req.params.at("id");
     auto run = co_await find_run(id);
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
-    auto decoded = model::decode_workflow(json::parse(run->definition_json));
+    auto decoded = model::decode_workflow(model::parse_data(run->definition_json));
     auto items =
         function_logs(ns, run->workflow, decoded.workflow, run->created_at, run->finished_at);
     co_return items_response(std::move(items));

@@ -2,6 +2,7 @@
 
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
+#include "knflow/model/document.hpp"
 #include "knflow/store/db.hpp"
 #include "knflow/store/workflow_store.hpp"
 
@@ -74,7 +75,7 @@ model::StringMap labels_of(const json::object& object) {
 // Parses a stored object; a row that is not a JSON object means the file was damaged or edited.
 json::object parse_stored(const Key& key, std::string_view text) {
   json::error_code ec;
-  json::value value = json::parse(text, ec);
+  json::value value = model::parse_data(text, ec);
   if (ec || !value.is_object()) {
     throw store::Error(SQLITE_CORRUPT, "stored " + describe(key) + " is not a JSON object" +
                                            (ec ? ": " + ec.message() : std::string()));
@@ -436,7 +437,7 @@ WriteResult WorkflowCache::mirror_put(const json::object& object) {
       return {.status = WriteStatus::ok, .entry = it->second, .message = {}};
     }
     json::error_code ec;
-    json::value parsed = json::parse(it->second->json, ec);
+    json::value parsed = model::parse_data(it->second->json, ec);
     if (!ec && parsed.is_object()) {
       stored = std::move(parsed.as_object());
       stored_status = field(stored, "status");
@@ -508,7 +509,7 @@ std::vector<std::string> WorkflowCache::status_history(const std::string& namesp
   out.reserve(rows.size());
   for (const store::StatusRecord& row : rows) {
     json::error_code ec;
-    json::value status = json::parse(row.status_json, ec);
+    json::value status = model::parse_data(row.status_json, ec);
     if (ec || !status.is_object()) {
       out.push_back(row.status_json);  // damaged row: served as stored
       continue;

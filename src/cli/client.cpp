@@ -2,6 +2,7 @@
 
 #include "commands.hpp"
 #include "knflow/engine/http_client.hpp"
+#include "knflow/model/document.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -106,7 +107,7 @@ int report_failure(const engine::HttpResponse& res) {
     return kExitFailed;
   }
   boost::system::error_code ec;
-  auto body = json::parse(res.body, ec);
+  auto body = model::parse_data(res.body, ec);
   if (ec || !body.is_object()) {
     std::cerr << "knflow: the daemon answered " << res.status << ": " << res.body << "\n";
     return kExitFailed;
@@ -257,7 +258,7 @@ int runs(const std::vector<std::string>& args) {
       std::cout << res.body << std::flush;
       return kExitOk;
     }
-    auto run = json::parse(res.body).as_object();
+    auto run = model::parse_data(res.body).as_object();
     std::cout << "Run:       " << str(run, "id") << "\n"
               << "Workflow:  " << str(run, "namespace") << "/" << str(run, "workflow")
               << " (generation " << str(run, "generation") << ")\n"
@@ -312,7 +313,7 @@ int runs(const std::vector<std::string>& args) {
   if (vm.count("phase")) call.path += "&phase=" + vm["phase"].as<std::string>();
   auto res = send(vm, std::move(call));
   if (res.error || res.status != 200) return report_failure(res);
-  auto list = json::parse(res.body).as_object();
+  auto list = model::parse_data(res.body).as_object();
   std::cout << std::left << std::setw(38) << "ID" << std::setw(24) << "WORKFLOW" << std::setw(11)
             << "PHASE" << std::setw(26) << "STARTED"
             << "FINISHED\n";

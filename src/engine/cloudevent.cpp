@@ -1,5 +1,7 @@
 #include "knflow/engine/cloudevent.hpp"
 
+#include "knflow/model/document.hpp"
+
 #include <openssl/evp.h>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
@@ -17,7 +19,7 @@ namespace {
 namespace json = boost::json;
 
 constexpr std::string_view kStructuredType = "application/cloudevents+json; charset=UTF-8";
-constexpr std::size_t kMaxJsonDepth = 128;
+constexpr std::size_t kMaxJsonDepth = model::kMaxDataDepth;
 
 // The context attributes of CloudEvents 1.0, plus the names the JSON format reserves; none of
 // them may be used as an extension name.
@@ -557,6 +559,29 @@ EncodedEvent encode_structured(const CloudEvent& event) {
     out.body += '}';
   }
   return out;
+}
+
+std::optional<std::string> trace_id_from_traceparent(std::string_view tp) {
+  auto lower_hex = [](std::string_view s) {
+    return !s.empty() && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+  };
+  auto zeros = [](std::string_view s) {
+    return s.find_first_not_of('0') == std::string_view::npos;
+  };
+  constexpr std::size_t kLength = 55;  // 00-<32>-<16>-<2>
+  if (tp.size() < kLength || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return std::nullopt;
+  const std::string_view version = tp.substr(0, 2);
+  const std::string_view trace_id = tp.substr(3, 32);
+  const std::string_view parent_id = tp.substr(36, 16);
+  const std::string_view flags = tp.substr(53, 2);
+  if (!lower_hex(version) || version == "ff" || !lower_hex(trace_id) || !lower_hex(parent_id) ||
+      !lower_hex(flags) || zeros(trace_id) || zeros(parent_id)) {
+    return std::nullopt;
+  }
+  if (version == "00" ? tp.size() != kLength : tp.size() > kLength && tp[kLength] != '-') {
+    return std::nullopt;
+  }
+  return std::string(trace_id);
 }
 
 DecodeEventResult decode_event(const HeaderList& headers, std::string_view body) {

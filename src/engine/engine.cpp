@@ -8,6 +8,7 @@
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
+#include "knflow/model/document.hpp"
 #include "knflow/model/expression.hpp"
 #include "knflow/store/run_store.hpp"
 #include "run_state.hpp"
@@ -153,7 +154,7 @@ json::value data_as_json(const CloudEvent& e) {
   const bool jsonish = !e.datacontenttype || e.datacontenttype->find("json") != std::string::npos;
   if (jsonish) {
     boost::system::error_code ec;
-    auto v = json::parse(*e.data, ec);
+    auto v = model::parse_data(*e.data, ec);
     if (!ec) return v;
   }
   return json::string(*e.data);
@@ -176,14 +177,14 @@ RunOutcome outcome_from_record(const store::RunRecord& rec) {
   RunOutcome o;
   o.phase = std::string(store::to_string(rec.phase));
   if (rec.output_json) {
-    auto c = current_from_json(json::parse(*rec.output_json));
+    auto c = current_from_json(model::parse_data(*rec.output_json));
     CloudEvent ev = c.event;
     ev.data = json::serialize(c.data);
     ev.datacontenttype = "application/json";
     o.output = std::move(ev);
   }
   if (rec.error_json) {
-    auto e = json::parse(*rec.error_json);
+    auto e = model::parse_data(*rec.error_json);
     if (e.is_object()) o.error = e.as_object();
   }
   return o;
@@ -1193,10 +1194,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::string excerpt = base64(body);
     if (excerpt.size() > 1024) excerpt.resize(1024);
     if (!body.empty()) event.extensions["knativeerrordata"] = excerpt;
+    event.extensions.erase("traceparent");
     auto encoded = encode_binary(event);
     HttpRequest req;
     req.url = *dl->uri;
     req.headers = std::move(encoded.headers);
+    req.headers.emplace_back("traceparent", traceparent(run));
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
     const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
@@ -1285,13 +1288,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     finish(run, std::move(outcome));
   }
 
-  asio::awaitable<void> send_reply(const Run& run, const CloudEvent& ev) {
+  asio::awaitable<void> send_reply(const Run& run, CloudEvent ev) {
     const auto& reply = run.workflow->spec.reply;
     if (!reply || !reply->uri) co_return;
+    ev.extensions.erase("traceparent");
     auto encoded = encode_binary(ev);
     HttpRequest req;
     req.url = *reply->uri;
     req.headers = std::move(encoded.headers);
+    req.headers.emplace_back("traceparent", traceparent(run));
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
     auto res = co_await http.send(std::move(req));
@@ -1347,46 +1352,63 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (done) done();
   }
 
+  // Store strand only. Faults a run whose stored state cannot be read back, so that one bad run
+  // never keeps the daemon from starting (or the others from resuming).
+  void fault_unreadable(store::RunStore& store, const store::RunRecord& rec,
+                        const std::string& detail) {
+    log::error("Failed to resume a run: its stored state does not decode",
+               {{"run", rec.id}, {"error", detail}});
+    store::RunRecord u = rec;
+    u.phase = store::RunPhase::faulted;
+    u.error_json =
+        json::serialize(make_fault("configuration", 500, "Run state unreadable",
+                                   "the stored state of this run does not decode: " + detail, "/")
+                            .error);
+    u.finished_at = log::now_rfc3339_ms();
+    u.updated_at = *u.finished_at;
+    store.update_run(u);
+  }
+
   // Store strand only. Rebuilds a run from its record, journal and attempts, and runs it again:
   // completed steps replay from the journal, the rest execute.
   void resume(store::RunStore& store, const store::RunRecord& rec) {
-    auto decoded = model::decode_workflow(json::parse(rec.definition_json));
-    if (!decoded.ok()) {
-      log::error("Failed to resume a run: its definition no longer decodes", {{"run", rec.id}});
-      store::RunRecord u = rec;
-      u.phase = store::RunPhase::faulted;
-      u.error_json =
-          json::serialize(make_fault("configuration", 500, "Definition unreadable",
-                                     "the stored definition of this run no longer decodes", "/")
-                              .error);
-      u.finished_at = log::now_rfc3339_ms();
-      u.updated_at = *u.finished_at;
-      store.update_run(u);
+    auto run = std::make_shared<Run>(asio::make_strand(executor));
+    // Everything read back from the record first: what does not decode faults this run alone.
+    try {
+      auto decoded = model::decode_workflow(model::parse_data(rec.definition_json));
+      if (!decoded.ok()) {
+        fault_unreadable(store, rec, "its definition no longer decodes");
+        return;
+      }
+      run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
+      const auto input = model::parse_data(rec.input_json);
+      run->input = event_from_attributes(input.at("event").as_object());
+      run->input.data = json::serialize(input.at("data"));
+      run->input.datacontenttype = "application/json";
+      for (auto& j : store.journal(rec.id)) {
+        run->journal[j.path] = {std::string(store::to_string(j.state)),
+                                model::parse_data(j.value_json)};
+      }
+    } catch (const store::Error&) {
+      throw;  // the database itself failed: not this run's problem alone
+    } catch (const std::exception& e) {
+      fault_unreadable(store, rec, e.what());
       return;
     }
-    auto run = std::make_shared<Run>(asio::make_strand(executor));
     run->id = rec.id;
     run->record = rec;
     run->namespace_ = rec.namespace_;
     run->workflow_name = rec.workflow;
-    run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
     run->definition = rec.definition_json;
-    const auto input = json::parse(rec.input_json);
-    run->input = event_from_attributes(input.at("event").as_object());
-    run->input.data = json::serialize(input.at("data"));
-    run->input.datacontenttype = "application/json";
     run->created_at = rec.created_at;
     run->started_at = rec.started_at.value_or(rec.created_at);
-    run->trace_id = rec.traceparent.size() >= 35 ? rec.traceparent.substr(3, 32) : random_hex(16);
+    run->trace_id = trace_id_from_traceparent(rec.traceparent).value_or(random_hex(16));
     if (run->workflow->spec.timeout) {
-      // The run deadline counts from the run's start, across restarts.
+      // The run deadline counts from the run's start (a retry starts it again), across restarts.
       std::tm tm{};
       strptime(run->started_at.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
       run->deadline =
           std::chrono::system_clock::from_time_t(timegm(&tm)) + run->workflow->spec.timeout->value;
-    }
-    for (auto& j : store.journal(rec.id)) {
-      run->journal[j.path] = {std::string(store::to_string(j.state)), json::parse(j.value_json)};
     }
     for (auto& a : store.attempts(rec.id)) {
       run->attempt_seq = std::max(run->attempt_seq, a.seq);
@@ -1483,9 +1505,9 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   run->created_at = log::now_rfc3339_ms();
   run->started_at = run->created_at;
   run->trace_id = random_hex(16);
-  if (auto it = event.extensions.find("traceparent");
-      it != event.extensions.end() && it->second.size() >= 35) {
-    run->trace_id = it->second.substr(3, 32);  // continue the caller's trace
+  if (auto it = event.extensions.find("traceparent"); it != event.extensions.end()) {
+    // Continue the caller's trace; one that is not valid W3C trace context starts a new one.
+    if (auto id = trace_id_from_traceparent(it->second)) run->trace_id = std::move(*id);
   }
   event.extensions.erase("traceparent");
   if (workflow->spec.timeout) {
@@ -1503,7 +1525,9 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.definition_json = run->definition;
   rec.phase = store::RunPhase::running;
   rec.input_json = json::serialize(current_json(input));
-  rec.traceparent = "00-" + run->trace_id + "-0000000000000000-01";
+  // The run's own span: a valid traceparent (W3C: the parent id is never all zeros). Resume reads
+  // the trace id back from it; runs stored before with an all-zero parent id get a new trace.
+  rec.traceparent = "00-" + run->trace_id + "-" + random_hex(8) + "-01";
   rec.created_at = run->created_at;
   rec.started_at = run->started_at;
   rec.updated_at = run->created_at;
@@ -1610,6 +1634,8 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     rec->output_json.reset();
     rec->finished_at.reset();
     rec->updated_at = log::now_rfc3339_ms();
+    // A retry starts the run again: spec.timeout counts from it (createdAt keeps the first start).
+    rec->started_at = rec->updated_at;
     s.update_run(*rec);
     impl->resume(s, *rec);
     return Control::ok;

@@ -10,6 +10,7 @@
 // "fatal" means the worker exits right after this answer (it ran out of memory).
 
 #include "knflow/engine/jq_worker_pool.hpp"
+#include "knflow/model/document.hpp"
 
 #include "knflow/model/expression.hpp"
 
@@ -57,9 +58,9 @@ namespace {
 
 namespace json = boost::json;
 
-// Values are converted and destroyed recursively; deeper results are refused (the same cap as
-// model::ParseLimits::max_depth).
-constexpr std::size_t kMaxDepth = 1000;
+// Values are converted and destroyed recursively; deeper results are refused (the bound of all
+// event data, model::kMaxDataDepth).
+constexpr std::size_t kMaxDepth = model::kMaxDataDepth;
 constexpr int kMaxOpenFiles = 16;
 constexpr int kExitProtocol = 2;
 constexpr int kExitOutOfMemory = 3;

@@ -1,6 +1,7 @@
 #include "knflow/engine/jq_worker_pool.hpp"
 
 #include "knflow/log/log.hpp"
+#include "knflow/model/document.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -51,8 +52,8 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr milliseconds kStartTimeout{10'000};  // spawn to the answer of the configuration
 constexpr milliseconds kMinBackoff{50};        // before restarting a worker that failed to start
 constexpr milliseconds kMaxBackoff{5'000};
-constexpr std::size_t kMaxDepth = 1000;            // of answers; the worker refuses deeper results
-constexpr std::size_t kAnswerOverhead = 64 << 10;  // envelope and error messages
+constexpr std::size_t kMaxDepth = model::kMaxDataDepth;  // of answers; the worker refuses deeper
+constexpr std::size_t kAnswerOverhead = 64 << 10;        // envelope and error messages
 constexpr std::string_view kShuttingDown = "the expression evaluator is shutting down";
 
 std::string describe_bytes(std::size_t bytes) {

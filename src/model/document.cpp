@@ -7,8 +7,10 @@
 #include <yaml-cpp/mark.h>
 #include <yaml-cpp/parser.h>
 #include <boost/json/basic_parser_impl.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value_stack.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -985,6 +987,21 @@ ParseResult parse_document(std::string_view text, Format format, const ParseLimi
   const std::size_t max_depth = std::min(limits.max_depth, kMaxSupportedDepth);
   return format == Format::json ? parse_json(body, limits, max_depth)
                                 : parse_yaml(body, limits, max_depth);
+}
+
+static_assert(kMaxDataDepth <= kMaxSupportedDepth);
+
+json::value parse_data(std::string_view text, boost::system::error_code& ec) {
+  json::parse_options options;
+  options.max_depth = kMaxDataDepth;
+  return json::parse(text, ec, {}, options);
+}
+
+json::value parse_data(std::string_view text) {
+  boost::system::error_code ec;
+  json::value value = parse_data(text, ec);
+  if (ec) throw boost::system::system_error(ec);
+  return value;
 }
 
 FormatGuess format_from_media_type(std::string_view media_type) {

@@ -13,6 +13,7 @@ using knflow::engine::DecodeEventResult;
 using knflow::engine::encode_binary;
 using knflow::engine::encode_structured;
 using knflow::engine::HeaderList;
+using knflow::engine::trace_id_from_traceparent;
 
 CloudEvent sample() {
   CloudEvent e;
@@ -410,4 +411,23 @@ TEST_CASE("valid timestamps and extension names are accepted", "[engine][cloudev
     CHECK(event.time == time);
     CHECK(event.extensions.at("x1verylongextensionname") == "y");  // longer than 20: allowed
   }
+}
+
+TEST_CASE("trace_id_from_traceparent accepts W3C trace context and nothing else",
+          "[engine][cloudevent]") {
+  const std::string id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  CHECK(trace_id_from_traceparent("00-" + id + "-00f067aa0ba902b7-01") == id);
+  CHECK(trace_id_from_traceparent("00-" + id + "-00f067aa0ba902b7-00") == id);
+  // A later version may append fields after a dash; version 00 may not.
+  CHECK(trace_id_from_traceparent("01-" + id + "-00f067aa0ba902b7-01-what-comes-next") == id);
+  CHECK_FALSE(trace_id_from_traceparent("00-" + id + "-00f067aa0ba902b7-01-extra"));
+  CHECK_FALSE(trace_id_from_traceparent("01-" + id + "-00f067aa0ba902b7-01x"));
+  CHECK_FALSE(trace_id_from_traceparent("ff-" + id + "-00f067aa0ba902b7-01"));
+  CHECK_FALSE(trace_id_from_traceparent("00-" + std::string(32, '0') + "-00f067aa0ba902b7-01"));
+  CHECK_FALSE(trace_id_from_traceparent("00-" + id + "-0000000000000000-01"));
+  CHECK_FALSE(trace_id_from_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+  CHECK_FALSE(trace_id_from_traceparent("00-NOT_A_TRACE_ID_AT_ALL_0123456789-0000000000000000-01"));
+  CHECK_FALSE(trace_id_from_traceparent("00-" + id + "_00f067aa0ba902b7-01"));
+  CHECK_FALSE(trace_id_from_traceparent(""));
+  CHECK_FALSE(trace_id_from_traceparent("garbage"));
 }

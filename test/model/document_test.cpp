@@ -2,9 +2,11 @@
 
 #include "knflow/model/errors.hpp"
 
+#include <boost/json/error.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <bit>
 #include <cmath>
@@ -829,6 +831,22 @@ TEST_CASE("to_yaml handles a value as deep as the parser accepts") {
   json::value value = "leaf";
   for (int i = 0; i < 64; ++i) value = json::array{std::move(value)};
   CHECK(parse_ok(to_yaml(value), Format::yaml) == value);
+}
+
+TEST_CASE("parse_data reads data nested up to kMaxDataDepth levels, and no deeper") {
+  auto nested = [](std::size_t depth) {
+    return std::string(depth, '[') + "1" + std::string(depth, ']');
+  };
+  boost::system::error_code ec;
+  // Boost.JSON's own default stops at 32 levels.
+  const json::value deep = parse_data(nested(kMaxDataDepth), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(json::serialize(deep) == nested(kMaxDataDepth));
+  parse_data(nested(kMaxDataDepth + 1), ec);
+  CHECK(ec == json::error::too_deep);
+  CHECK_THROWS_AS(parse_data(nested(kMaxDataDepth + 1)), boost::system::system_error);
+  CHECK_THROWS_AS(parse_data("{"), boost::system::system_error);
+  CHECK(parse_data(R"({"a": [1, 2]})") == json::parse(R"({"a": [1, 2]})"));
 }
 
 }  // namespace

@@ -50,4 +50,10 @@ EncodedEvent encode_structured(const CloudEvent& event);
 using DecodeEventResult = std::variant<std::nullopt_t, CloudEvent, std::string>;
 DecodeEventResult decode_event(const HeaderList& headers, std::string_view body);
 
+// The trace id (32 lowercase hex digits) of a W3C Trace Context `traceparent`, or nullopt when
+// the value is not one: version 00 exactly `00-<32 hex>-<16 hex>-<2 hex>`; a later version at
+// least that, followed by nothing or by '-'; version ff, an all-zero trace id or an all-zero
+// parent id are invalid (https://www.w3.org/TR/trace-context/#traceparent-header).
+std::optional<std::string> trace_id_from_traceparent(std::string_view traceparent);
+
 }  // namespace knflow::engine

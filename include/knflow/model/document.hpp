@@ -1,6 +1,7 @@
 #pragma once
 
 #include <boost/json/value.hpp>
+#include <boost/system/error_code.hpp>
 
 #include <cstddef>
 #include <string>
@@ -48,6 +49,17 @@ struct FormatGuess {
   Format format = Format::json;
 };
 FormatGuess format_from_media_type(std::string_view media_type);
+
+// Event data, step values and the run state the engine stores nest at most this deep: the bound
+// of expression results (jq), of event data entering the daemon (invoke and broker bodies, a
+// function's answer) and of every stored value read back, so that what was accepted and stored
+// always parses again (Boost.JSON's own default is 32).
+inline constexpr std::size_t kMaxDataDepth = 1000;
+
+// Parses JSON data bounded by kMaxDataDepth. The first form reports errors through `ec`
+// (boost::json::error::too_deep when nested deeper); the second throws boost::system::system_error.
+boost::json::value parse_data(std::string_view text, boost::system::error_code& ec);
+boost::json::value parse_data(std::string_view text);
 
 // Serialises a JSON value as YAML (block style, strings quoted whenever a plain scalar would be
 // read back as something else). to_yaml(parse(y)) parses back to the same value.

@@ -1,0 +1,268 @@
+"""What a run carries and keeps, against the real daemon: deeply nested data (accepted, answered,
+stored and read back after kill -9), a run whose stored state no longer decodes (faulted alone;
+the daemon starts and the other runs resume), a retry after the run's own timeout (a fresh
+deadline), and W3C trace context (validated on the way in, sent with every delivery)."""
+
+import http.server
+import json
+import os
+import re
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from daemon import Daemon  # noqa: E402
+
+NS = "/api/v1/namespaces/default"
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
+
+
+def nested(depth):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def depth_of(value):
+    d = 0
+    while isinstance(value, list):
+        value = value[0]
+        d += 1
+    return d
+
+
+class Function:
+    """A local HTTP function: records every request; `answer(n, body)` decides each answer (n
+    counts requests from 1). Returns (status, body) or (status, body, seconds to wait first)."""
+
+    def __init__(self, answer):
+        self.requests = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.lock:
+                    outer.requests.append((self.path, dict(self.headers), body))
+                    n = len(outer.requests)
+                status, text, *pause = answer(n, body)
+                if pause:
+                    time.sleep(pause[0])
+                payload = text.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the daemon gave up on this request
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RunStateTest(unittest.TestCase):
+    def setUp(self):
+        self.daemons = []
+        self.functions = []
+
+    def tearDown(self):
+        for d in self.daemons:
+            d.close()
+        for f in self.functions:
+            f.close()
+
+    def daemon(self, data_dir=None):
+        d = Daemon(data_dir=data_dir)
+        self.daemons.append(d)
+        return d.start()
+
+    def function(self, answer):
+        f = Function(answer)
+        self.functions.append(f)
+        return f
+
+    def create(self, d, doc):
+        status, _, body = d.call("POST", NS + "/workflows", json.dumps(doc))
+        self.assertEqual(status, 201, body)
+
+    def wait_phase(self, d, run_id, phases, limit=30):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            status, run = d.json("GET", f"{NS}/runs/{run_id}")
+            self.assertEqual(status, 200)
+            if run["phase"] in phases:
+                return run
+            time.sleep(0.05)
+        self.fail(f"run {run_id} never reached {phases}")
+
+    def test_deep_data_is_accepted_answered_and_read_back_after_kill(self):
+        d = self.daemon()
+        echo = self.function(lambda n, body: (200, body.decode()))
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "echo"},
+                        "spec": {"functions": {"echo": {"url": echo.url}},
+                                 "do": [{"name": "say", "call": "echo"}]}})
+        # 40 levels: more than Boost.JSON's default bound of 32, well inside knflow's 1,000.
+        status, _, body = d.call("POST", NS + "/workflows/echo:invoke", json.dumps(nested(40)))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(depth_of(json.loads(body)), 40, "the function's deep answer stays JSON")
+        too_deep = "[" * 1001 + "1" + "]" * 1001
+        status, _, body = d.call("POST", NS + "/workflows/echo:invoke", too_deep)
+        self.assertEqual(status, 400, body)
+        self.assertIn("too deep", body)
+
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "deep"},
+                        "spec": {"do": [{"name": "build", "set": "${ reduce range(40) as $i (1; [.]) }"},
+                                        {"name": "nap", "wait": "PT1S"}]}})
+        status, run = d.json("POST", NS + "/workflows/deep:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, run)
+        run_id = run["runId"]
+        db = os.path.join(d.data_dir, "knflow.db")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the deep value is in the journal
+            with sqlite3.connect(db) as c:
+                if c.execute("SELECT count(*) FROM run_journal WHERE run_id = ? AND value_json LIKE ?",
+                             (run_id, "%" + "[" * 40 + "%")).fetchone()[0] > 0:
+                    break
+            time.sleep(0.05)
+        else:
+            self.fail("the set step never reached the journal")
+        d.stop(signal.SIGKILL)
+
+        again = self.daemon(data_dir=d.data_dir)  # starts: the deep journal entry reads back
+        done = self.wait_phase(again, run_id, ("completed", "faulted"))
+        self.assertEqual(done["phase"], "completed", done)
+        self.assertEqual(depth_of(done["output"]["data"]), 40)
+
+    def test_a_workflow_nested_up_to_the_document_limit_reads_back(self):
+        d = self.daemon()
+        value = 1
+        for _ in range(50):  # the document nests about 55 levels: under the limit of 64
+            value = {"v": value}
+        doc = {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "tall"},
+               "spec": {"do": [{"name": "put", "set": value}]}}
+        self.create(d, doc)
+        status, got = d.json("GET", NS + "/workflows/tall")
+        self.assertEqual(status, 200, got)
+        self.assertEqual(got["spec"]["do"][0]["set"], value)
+        status, _, body = d.call("POST", NS + "/workflows/tall:invoke", "{}")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body), value)
+        d.stop()
+        again = self.daemon(data_dir=d.data_dir)  # the stored workflow loads again
+        status, got = again.json("GET", NS + "/workflows/tall")
+        self.assertEqual(status, 200, got)
+        self.assertEqual(got["spec"]["do"][0]["set"], value)
+
+    def test_a_run_whose_state_does_not_decode_is_faulted_alone(self):
+        d = self.daemon()
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "nap"},
+                        "spec": {"do": [{"name": "nap", "wait": "PT1S"}]}})
+        ids = []
+        for _ in range(2):
+            status, run = d.json("POST", NS + "/workflows/nap:invoke?mode=async", "{}")
+            self.assertEqual(status, 202, run)
+            ids.append(run["runId"])
+        d.stop(signal.SIGKILL)
+        with sqlite3.connect(os.path.join(d.data_dir, "knflow.db")) as c:
+            c.execute("UPDATE runs SET input_json = '{' WHERE id = ?", (ids[0],))
+
+        again = self.daemon(data_dir=d.data_dir)
+        bad = self.wait_phase(again, ids[0], ("completed", "faulted", "cancelled"))
+        self.assertEqual(bad["phase"], "faulted", bad)
+        self.assertEqual(bad["error"]["title"], "Run state unreadable", bad)
+        good = self.wait_phase(again, ids[1], ("completed", "faulted", "cancelled"))
+        self.assertEqual(good["phase"], "completed", good)
+
+    def test_retry_after_the_run_timeout_gets_a_fresh_deadline(self):
+        d = self.daemon()
+        # The first request outlives the run's 1 s timeout; later ones answer at once.
+        slow_once = self.function(lambda n, body: (200, '{"ok":true}', 5) if n == 1
+                                  else (200, '{"ok":true}'))
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "bounded"},
+                        "spec": {"timeout": "PT1S", "functions": {"fn": {"url": slow_once.url}},
+                                 "do": [{"name": "ask", "call": "fn"}]}})
+        status, run = d.json("POST", NS + "/workflows/bounded:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, run)
+        run_id = run["runId"]
+        first = self.wait_phase(d, run_id, ("completed", "faulted"))
+        self.assertEqual(first["phase"], "faulted", first)
+        self.assertEqual(first["error"]["type"].rsplit("/", 1)[-1], "timeout", first)
+
+        status, _, body = d.call("POST", f"{NS}/runs/{run_id}:retry")
+        self.assertLess(status, 300, body)
+        second = self.wait_phase(d, run_id, ("completed", "faulted"))
+        self.assertEqual(second["phase"], "completed", second)
+        self.assertEqual(len(slow_once.requests), 2)
+
+    def test_trace_context_is_validated_and_sent_with_every_delivery(self):
+        d = self.daemon()
+        sink = self.function(lambda n, body: (200, ""))
+        failing = self.function(lambda n, body: (500, '{"oops":true}'))
+        fine = self.function(lambda n, body: (200, '{"ok":true}'))
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "replied"},
+                        "spec": {"functions": {"fine": {"url": fine.url}},
+                                 "reply": {"uri": sink.url + "/reply"},
+                                 "do": [{"name": "ask", "call": "fine"}]}})
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "lettered"},
+                        "spec": {"functions": {"failing": {"url": failing.url}},
+                                 "deadLetter": {"uri": sink.url + "/dead"},
+                                 "do": [{"name": "ask", "call": "failing",
+                                         "retry": {"limit": 0}}]}})
+
+        # A caller's valid trace continues; an invalid one is replaced by a fresh, valid one.
+        caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        for name, incoming in (("replied", caller), ("lettered", "00-NOT_A_TRACE_ID_AT_ALL_0123456789-0000000000000000-01")):
+            status, _, body = d.call("POST", f"{NS}/workflows/{name}:invoke", "{}",
+                                     headers={"traceparent": incoming})
+            self.assertIn(status // 100, (2, 4, 5), body)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(sink.requests) < 2:
+            time.sleep(0.05)
+        by_path = {path: headers for path, headers, _ in sink.requests}
+        self.assertEqual(set(by_path), {"/reply", "/dead"})
+
+        reply = TRACEPARENT.match(by_path["/reply"].get("traceparent", ""))
+        self.assertIsNotNone(reply, by_path["/reply"])
+        self.assertEqual(reply.group(1), "4bf92f3577b34da6a3ce929d0e0e4736")
+        call = TRACEPARENT.match(fine.requests[0][1].get("traceparent", ""))
+        self.assertEqual(call.group(1), reply.group(1))
+
+        dead = TRACEPARENT.match(by_path["/dead"].get("traceparent", ""))
+        self.assertIsNotNone(dead, by_path["/dead"])
+        self.assertNotEqual(dead.group(1), "0" * 32)
+        call = TRACEPARENT.match(failing.requests[0][1].get("traceparent", ""))
+        self.assertEqual(call.group(1), dead.group(1))
+        status, runs = d.json("GET", f"{NS}/runs?workflow=lettered")
+        self.assertEqual(status, 200)
+        status, run = d.json("GET", f"{NS}/runs/{runs['items'][0]['id']}")
+        self.assertEqual(status, 200)
+        self.assertEqual(TRACEPARENT.match(run["traceparent"]).group(1), dead.group(1), run)
+
+
+if __name__ == "__main__":
+    unittest.main()
