@@ -10,6 +10,7 @@
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -34,8 +35,9 @@ void add_connection_options(po::options_description& desc) {
     ("server", po::value<std::string>(),
      "daemon URL (default: $KNFLOW_SERVER or http://127.0.0.1:8080)")
     ("token-file", po::value<std::string>(),
-     "file whose first token is sent (default: $KNFLOW_TOKEN, else "
-     "~/.local/share/knflow/token)");
+     "file whose first token is sent (default: $KNFLOW_TOKEN, else $KNFLOW_TOKEN_FILE, else "
+     "the daemon's token in $KNFLOW_DATA_DIR, $XDG_DATA_HOME/knflow or "
+     "~/.local/share/knflow)");
   // clang-format on
 }
 
@@ -44,24 +46,49 @@ std::string env_or(const char* name, std::string fallback) {
   return v && *v ? std::string(v) : std::move(fallback);
 }
 
-std::string read_token(const po::variables_map& vm) {
+// Where requests go and the token they carry; `token_source` says where the token came from
+// (or where none was found), for the message of a 401.
+struct Target {
+  std::string server;
+  std::string token;
+  std::string token_source;
+};
+
+// The daemon's URL and token from the flags and the environment, looked up in the order the
+// help text gives. A missing or unreadable token file leaves the token empty.
+Target resolve_target(const po::variables_map& vm) {
+  Target target;
+  target.server = vm.count("server") ? vm["server"].as<std::string>()
+                                     : env_or("KNFLOW_SERVER", "http://127.0.0.1:8080");
+  while (target.server.ends_with("/")) target.server.pop_back();
   fs::path file;
   if (vm.count("token-file")) {
     file = vm["token-file"].as<std::string>();
   } else if (const char* t = std::getenv("KNFLOW_TOKEN"); t && *t) {
-    return t;
+    target.token = t;
+    target.token_source = "$KNFLOW_TOKEN";
+    return target;
+  } else if (const char* f = std::getenv("KNFLOW_TOKEN_FILE"); f && *f) {
+    file = f;
+  } else if (const char* d = std::getenv("KNFLOW_DATA_DIR"); d && *d) {
+    file = fs::path(d) / "token";
   } else {
     const char* xdg = std::getenv("XDG_DATA_HOME");
     const char* home = std::getenv("HOME");
     file = xdg && *xdg ? fs::path(xdg) / "knflow" / "token"
                        : fs::path(home ? home : ".") / ".local" / "share" / "knflow" / "token";
   }
+  target.token_source = file.string();
   std::ifstream in(file);
   std::string line;
   while (std::getline(in, line)) {
-    if (!line.empty() && line.front() != '#') return line;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty() && line.front() != '#') {
+      target.token = line;
+      break;
+    }
   }
-  return {};
+  return target;
 }
 
 struct Call {
@@ -81,18 +108,14 @@ asio::awaitable<engine::HttpResponse> send_and_close(engine::HttpClient& client,
   co_return res;
 }
 
-engine::HttpResponse send(const po::variables_map& vm, Call call) {
+engine::HttpResponse send(const Target& target, Call call) {
   asio::io_context ioc;
   engine::HttpClient client(ioc.get_executor());
   engine::HttpRequest req;
   req.method = call.method;
-  req.url = (vm.count("server") ? vm["server"].as<std::string>()
-                                : env_or("KNFLOW_SERVER", "http://127.0.0.1:8080")) +
-            call.path;
+  req.url = target.server + call.path;
   req.headers = std::move(call.headers);
-  if (auto token = read_token(vm); !token.empty()) {
-    req.headers.emplace_back("Authorization", "Bearer " + token);
-  }
+  if (!target.token.empty()) req.headers.emplace_back("Authorization", "Bearer " + target.token);
   req.body = std::move(call.body);
   req.timeout = call.timeout;
   auto future = asio::co_spawn(ioc, send_and_close(client, std::move(req)), asio::use_future);
@@ -100,39 +123,136 @@ engine::HttpResponse send(const po::variables_map& vm, Call call) {
   return future.get();
 }
 
-// Prints a problem answer readably; returns the exit code for it.
-int report_failure(const engine::HttpResponse& res) {
+// A member as plain text: a string as it is, another value as JSON; empty when absent or null.
+std::string text(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  if (!v || v->is_null()) return {};
+  return v->is_string() ? std::string(v->as_string()) : json::serialize(*v);
+}
+
+// The same, "-" when empty: for table cells.
+std::string str(const json::object& o, std::string_view key) {
+  auto t = text(o, key);
+  return t.empty() ? "-" : t;
+}
+
+const json::object* object_member(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  return v && v->is_object() ? &v->as_object() : nullptr;
+}
+
+// What a workflow error (an RFC 7807 object: type, status, title, detail, instance) says
+// happened: "title: detail", or whichever of them there is.
+std::string error_summary(const json::object& e) {
+  auto title = text(e, "title");
+  auto detail = text(e, "detail");
+  if (title.empty()) return detail.empty() ? text(e, "type") : detail;
+  if (detail.empty() || detail == title) return title;
+  return title + ": " + detail;
+}
+
+// A workflow error's kind: "validation, status 422"; the DSL's standard type URIs shortened to
+// their name.
+std::string error_kind(const json::object& e) {
+  constexpr std::string_view kStandard = "https://serverlessworkflow.io/spec/1.0.0/errors/";
+  auto type = text(e, "type");
+  if (type.starts_with(kStandard)) type.erase(0, kStandard.size());
+  auto status = text(e, "status");
+  if (status.empty()) return type;
+  return type.empty() ? "status " + status : type + ", status " + status;
+}
+
+// One "  label:   value" line of a failure report, values aligned.
+void report_line(std::string_view label, std::string_view value) {
+  std::string head = "  " + std::string(label) + ":";
+  std::cerr << std::left << std::setw(11) << head << value << "\n";
+}
+
+// Prints a failed request (no answer, or a problem answer) readably on stderr, every member of
+// the problem the daemon sends (title, detail, errors[], a faulted run's error with the step
+// path it happened at, runId, instance); returns the exit code for it. `ns` is the namespace the
+// command addressed, for the `knflow runs get` hint.
+int report_failure(const engine::HttpResponse& res, const Target& target, const std::string& ns) {
   if (res.error) {
-    std::cerr << "knflow: " << res.error_message << "\n";
+    std::cerr << "knflow: no answer from the daemon at " << target.server << ": "
+              << res.error_message << "\n"
+              << "  (is it running there? --server or $KNFLOW_SERVER give its URL)\n";
     return kExitFailed;
   }
   boost::system::error_code ec;
   auto body = model::parse_data(res.body, ec);
   if (ec || !body.is_object()) {
-    std::cerr << "knflow: the daemon answered " << res.status << ": " << res.body << "\n";
+    constexpr std::size_t kShown = 1000;
+    std::cerr << "knflow: the daemon answered " << res.status << ": "
+              << std::string_view(res.body).substr(0, kShown)
+              << (res.body.size() > kShown ? "..." : "") << "\n";
     return kExitFailed;
   }
   const auto& o = body.as_object();
-  std::cerr << "knflow: " << res.status;
-  if (auto* t = o.if_contains("title")) std::cerr << " " << json::value_to<std::string>(*t);
-  if (auto* d = o.if_contains("detail")) std::cerr << ": " << json::value_to<std::string>(*d);
-  std::cerr << "\n";
+  const auto* error = object_member(o, "error");
+  const auto title = text(o, "title");
+  const auto detail = text(o, "detail");
+  // First line: what failed. For a faulted run that is the workflow error.
+  std::cerr << "knflow: " << res.status << (title.empty() ? "" : " " + title);
+  if (error) {
+    std::cerr << ": " << error_summary(*error) << "\n";
+    if (!detail.empty() && detail != text(*error, "detail")) report_line("detail", detail);
+    if (auto at = text(*error, "instance"); !at.empty()) report_line("at", at);
+    if (auto kind = error_kind(*error); !kind.empty()) report_line("type", kind);
+    for (const auto& [key, value] : *error) {
+      if (key != "type" && key != "status" && key != "title" && key != "detail" &&
+          key != "instance") {
+        report_line(key,
+                    value.is_string() ? std::string(value.as_string()) : json::serialize(value));
+      }
+    }
+  } else {
+    std::cerr << (detail.empty() ? "" : ": " + detail) << "\n";
+  }
   if (auto* errors = o.if_contains("errors"); errors && errors->is_array()) {
     for (const auto& e : errors->as_array()) {
-      std::cerr << "  " << json::value_to<std::string>(e.at("pointer")) << ": "
-                << json::value_to<std::string>(e.at("detail")) << "\n";
+      if (!e.is_object()) continue;
+      auto pointer = text(e.as_object(), "pointer");
+      std::cerr << "  " << (pointer.empty() ? "" : pointer + ": ") << text(e.as_object(), "detail")
+                << "\n";
     }
   }
-  if (auto* id = o.if_contains("runId")) {
-    std::cerr << "  run: " << json::value_to<std::string>(*id) << "\n";
+  if (auto id = text(o, "runId"); !id.empty()) {
+    report_line("run", id);
+    report_line("see", "knflow runs get " + id + " -n " + ns);
+  }
+  for (const auto& [key, value] : o) {
+    if (key != "type" && key != "title" && key != "status" && key != "detail" &&
+        key != "instance" && key != "errors" && key != "error" && key != "runId") {
+      report_line(key, value.is_string() ? std::string(value.as_string()) : json::serialize(value));
+    }
+  }
+  if (auto instance = text(o, "instance"); !instance.empty()) report_line("request", instance);
+  if (res.status == 401) {
+    report_line("token", target.token.empty()
+                             ? "none found in " + target.token_source +
+                                   " (--token-file FILE or $KNFLOW_TOKEN give one)"
+                             : "the one from " + target.token_source + " was refused");
   }
   return kExitInvalid;
 }
 
-std::string str(const json::object& o, const char* key) {
-  auto* v = o.if_contains(key);
-  if (!v || v->is_null()) return "-";
-  return v->is_string() ? std::string(v->as_string()) : json::serialize(*v);
+// Prints rows as columns two spaces apart, each as wide as its widest cell; the last column is
+// not padded.
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
+    }
+    std::cout << line << "\n";
+  }
 }
 
 bool parse_args(po::options_description& desc, const std::vector<std::string>& args,
@@ -215,15 +335,18 @@ int invoke(const std::vector<std::string>& args) {
   if (!query.empty()) call.path += "?" + query;
   call.body = std::move(data);
   call.headers.emplace_back("Content-Type", "application/json");
-  auto res = send(vm, std::move(call));
-  if (res.error || res.status >= 300) return report_failure(res);
+  const auto ns = vm["namespace"].as<std::string>();
+  const auto target = resolve_target(vm);
+  auto res = send(target, std::move(call));
+  if (res.error || res.status >= 300) return report_failure(res, target, ns);
   std::string run_id;
   for (const auto& [k, v] : res.headers) {
     if (k == "knflow-run-id") run_id = v;
   }
   if (res.status == 202) {
     std::cout << res.body << std::flush;
-    std::cerr << "run " << run_id << " is running; see: knflow runs get " << run_id << "\n";
+    std::cerr << "run " << run_id << " is running; see: knflow runs get " << run_id << " -n " << ns
+              << "\n";
     return kExitOk;
   }
   std::cout << res.body << (res.body.ends_with("\n") ? "" : "\n") << std::flush;
@@ -249,11 +372,12 @@ int runs(const std::vector<std::string>& args) {
     } catch (const po::error&) {
       return kExitUsage;
     }
+    const auto ns = vm["namespace"].as<std::string>();
+    const auto target = resolve_target(vm);
     Call call;
-    call.path = "/api/v1/namespaces/" + vm["namespace"].as<std::string>() + "/runs/" +
-                vm["id"].as<std::string>();
-    auto res = send(vm, std::move(call));
-    if (res.error || res.status != 200) return report_failure(res);
+    call.path = "/api/v1/namespaces/" + ns + "/runs/" + vm["id"].as<std::string>();
+    auto res = send(target, std::move(call));
+    if (res.error || res.status != 200) return report_failure(res, target, ns);
     if (vm["output"].as<std::string>() == "json") {
       std::cout << res.body << std::flush;
       return kExitOk;
@@ -265,7 +389,27 @@ int runs(const std::vector<std::string>& args) {
               << "Phase:     " << str(run, "phase") << "\n"
               << "Started:   " << str(run, "startedAt") << "\n"
               << "Finished:  " << str(run, "finishedAt") << "\n";
-    if (run.contains("error")) std::cout << "Error:     " << str(run, "error") << "\n";
+    const json::array no_attempts;
+    const auto* attempts = run.if_contains("attempts");
+    const auto& attempt_list =
+        attempts && attempts->is_array() ? attempts->as_array() : no_attempts;
+    if (const auto* error = object_member(run, "error")) {
+      std::cout << "Error:     " << error_summary(*error) << "\n";
+      if (auto at = text(*error, "instance"); !at.empty()) {
+        // Name the step when an attempt ran at that path (raise, switch and expression faults
+        // have none).
+        std::string step;
+        for (const auto& a : attempt_list) {
+          if (a.is_object() && text(a.as_object(), "path") == at) {
+            step = text(a.as_object(), "step");
+          }
+        }
+        std::cout << "At:        " << at << (step.empty() ? "" : " (step " + step + ")") << "\n";
+      }
+      if (auto kind = error_kind(*error); !kind.empty()) std::cout << "Type:      " << kind << "\n";
+    } else if (auto* e = run.if_contains("error"); e && !e->is_null()) {
+      std::cout << "Error:     " << text(run, "error") << "\n";
+    }
     if (run.contains("output")) {
       const auto& out = run.at("output");
       std::cout << "Output:    "
@@ -274,20 +418,22 @@ int runs(const std::vector<std::string>& args) {
                         : json::serialize(out))
                 << "\n";
     }
-    std::cout << "\n"
-              << std::left << std::setw(22) << "STEP" << std::setw(9) << "ATTEMPT" << std::setw(11)
-              << "PHASE" << std::setw(6) << "HTTP"
-              << "DETAIL\n";
-    for (const auto& a : run.at("attempts").as_array()) {
-      const auto& o = a.as_object();
-      std::string detail;
-      if (auto* e = o.if_contains("error"); e && e->is_object()) {
-        detail = str(e->as_object(), "detail");
-      }
-      std::cout << std::left << std::setw(22) << str(o, "step") << std::setw(9) << str(o, "attempt")
-                << std::setw(11) << str(o, "phase") << std::setw(6) << str(o, "httpStatus")
-                << detail << "\n";
+    std::cout << "\n";
+    if (attempt_list.empty()) {
+      std::cout << "No call attempts (only calls to functions are recorded as attempts).\n";
+      return kExitOk;
     }
+    // PATH tells apart the attempts of one step in different loop iterations or branches.
+    std::vector<std::vector<std::string>> rows{
+        {"STEP", "PATH", "ATTEMPT", "PHASE", "HTTP", "ERROR"}};
+    for (const auto& a : attempt_list) {
+      if (!a.is_object()) continue;
+      const auto& o = a.as_object();
+      const auto* error = object_member(o, "error");
+      rows.push_back({str(o, "step"), str(o, "path"), str(o, "attempt"), str(o, "phase"),
+                      str(o, "httpStatus"), error ? error_summary(*error) : ""});
+    }
+    print_table(rows);
     return kExitOk;
   }
 
@@ -306,13 +452,15 @@ int runs(const std::vector<std::string>& args) {
   } catch (const po::error&) {
     return kExitUsage;
   }
+  const auto ns = vm["namespace"].as<std::string>();
+  const auto target = resolve_target(vm);
   Call call;
-  call.path = "/api/v1/namespaces/" + vm["namespace"].as<std::string>() +
-              "/runs?limit=" + std::to_string(vm["limit"].as<unsigned>());
+  call.path =
+      "/api/v1/namespaces/" + ns + "/runs?limit=" + std::to_string(vm["limit"].as<unsigned>());
   if (vm.count("workflow")) call.path += "&workflow=" + vm["workflow"].as<std::string>();
   if (vm.count("phase")) call.path += "&phase=" + vm["phase"].as<std::string>();
-  auto res = send(vm, std::move(call));
-  if (res.error || res.status != 200) return report_failure(res);
+  auto res = send(target, std::move(call));
+  if (res.error || res.status != 200) return report_failure(res, target, ns);
   auto list = model::parse_data(res.body).as_object();
   std::cout << std::left << std::setw(38) << "ID" << std::setw(24) << "WORKFLOW" << std::setw(11)
             << "PHASE" << std::setw(26) << "STARTED"
