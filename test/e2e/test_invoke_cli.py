@@ -1,0 +1,277 @@
+"""`knflow invoke` and `knflow runs` run as a user would, the real binary against a real daemon
+whose workflows (namespace `audit`, not the default) call a tiny HTTP function in this process:
+a synchronous invoke with `-d @file.json` prints the answer; `--async` prints the run id and a
+hint that works as printed; a call that keeps answering 503 shows its retries and error in
+`knflow runs get`; attempts in a loop are told apart by their path; a faulted run's message names
+the error and the step path; `knflow runs NAME -n NS` lists that workflow's runs."""
+
+import http.server
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from daemon import BIN, Daemon, free_port  # noqa: E402
+
+NS = "audit"
+DEADLINE = 60  # seconds: generous bounds for polling, never an assertion on speed
+
+
+class Function(http.server.BaseHTTPRequestHandler):
+    """The workflows' function. /greet answers {"hello": name}; /down always 503; /flaky answers
+    503 to the first two deliveries of each event (by ce-id), then echoes the data."""
+
+    lock = threading.Lock()
+    seen = {}
+
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/greet":
+            self.answer(200, json.dumps({"hello": json.loads(data)["name"]}).encode())
+        elif self.path == "/down":
+            self.answer(503, b"overloaded", "text/plain")
+        elif self.path == "/flaky":
+            with Function.lock:
+                n = Function.seen[self.headers["ce-id"]] = Function.seen.get(self.headers["ce-id"], 0) + 1
+            self.answer(503, b"busy", "text/plain") if n <= 2 else self.answer(200, data)
+        else:
+            self.answer(404, b"no such function", "text/plain")
+
+    def answer(self, status, body, content_type="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def workflow(name, do, functions=None):
+    return json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                       "metadata": {"name": name, "namespace": NS},
+                       "spec": {"functions": functions or {}, "do": do}})
+
+
+FAST_RETRY = {"limit": 2, "backoff": "constant", "delay": "PT0.01S", "jitter": False}
+
+
+class InvokeCliTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.function = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Function)
+        threading.Thread(target=cls.function.serve_forever, daemon=True).start()
+        fn = f"http://127.0.0.1:{cls.function.server_address[1]}"
+        cls.d = Daemon()
+        cls.d.start()
+        docs = [
+            workflow("greet", [{"name": "say", "call": "greeter"}],
+                     {"greeter": {"url": fn + "/greet"}}),
+            workflow("charge", [{"name": "pay", "call": "bank", "retry": FAST_RETRY}],
+                     {"bank": {"url": fn + "/down"}}),
+            workflow("reserve", [{"name": "lines", "for": {"each": "item", "in": "${ .items }"},
+                                  "do": [{"name": "hold", "call": "stock",
+                                          "retry": {**FAST_RETRY, "limit": 3}}]}],
+                     {"stock": {"url": fn + "/flaky"}}),
+            workflow("loopfail", [{"name": "lines", "for": {"each": "item", "in": "${ .items }"},
+                                   "do": [{"name": "check", "if": "${ $item > 2 }",
+                                           "raise": {"type": "validation", "status": 422,
+                                                     "title": "too big",
+                                                     "detail": '${ "item \\($item) is over 2" }'}}]}]),
+        ]
+        for doc in docs:
+            status, _, body = cls.d.call("POST", f"/api/v1/namespaces/{NS}/workflows", doc)
+            if status != 201:
+                raise RuntimeError(f"creating a workflow answered {status}: {body}")
+        cls.tmp = tempfile.TemporaryDirectory(prefix="knflow-cli-")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.close()
+        cls.function.shutdown()
+        cls.function.server_close()
+        cls.tmp.cleanup()
+
+    def cli(self, *args, flags=True, env=None):
+        """Runs the knflow binary; with `flags`, pointed at the daemon by --server and
+        --token-file, else only by the environment given."""
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith("KNFLOW_") and k != "XDG_DATA_HOME"}
+        base["HOME"] = self.tmp.name  # no token of the user's own daemon is ever picked up
+        argv = [BIN, *args]
+        if flags:
+            argv += ["--server", self.d.base, "--token-file", os.path.join(self.d.data_dir, "token")]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=DEADLINE,
+                           env={**base, **(env or {})})
+        return r.returncode, r.stdout, r.stderr
+
+    def run_of(self, run_id, phases=("completed", "faulted", "cancelled")):
+        """The run from the API once it is in one of `phases`."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            status, run = self.d.json("GET", f"/api/v1/namespaces/{NS}/runs/{run_id}")
+            self.assertEqual(status, 200, run)
+            if run["phase"] in phases or time.monotonic() > deadline:
+                self.assertIn(run["phase"], phases, run)
+                return run
+            time.sleep(0.05)
+
+    @staticmethod
+    def attempt_rows(out):
+        """The `runs get` attempts table as dicts keyed by its header."""
+        lines = out.split("\n\n", 1)[1].splitlines()
+        header = lines[0].split()
+        return [dict(zip(header, line.split(None, len(header) - 1))) for line in lines[1:] if line]
+
+    def test_sync_invoke_with_data_from_a_file(self):
+        data = os.path.join(self.tmp.name, "input.json")
+        with open(data, "w") as f:
+            json.dump({"name": "ada"}, f)
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", "@" + data)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out), {"hello": "ada"})
+        self.assertRegex(err, r"^run \S+ completed\n$")
+        run_id = err.split()[1]
+        self.assertEqual(self.run_of(run_id)["phase"], "completed")
+
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", '{"name": "bob"}')
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out), {"hello": "bob"})
+
+        code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", "@/nonexistent/input.json")
+        self.assertEqual(code, 2)
+        self.assertIn("cannot read /nonexistent/input.json", err)
+
+    def test_async_invoke_prints_a_hint_that_works_as_printed(self):
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", '{"name": "eve"}', "--async")
+        self.assertEqual(code, 0, err)
+        run_id = json.loads(out)["runId"]
+        self.assertEqual(err, f"run {run_id} is running; see: knflow runs get {run_id} -n {NS}\n")
+        self.run_of(run_id)
+
+        # The hint, run as printed, with the daemon and token found through the environment.
+        hint = shlex.split(err.split("see: ", 1)[1])
+        self.assertEqual(hint[0], "knflow")
+        code, out, err = self.cli(*hint[1:], flags=False,
+                                  env={"KNFLOW_SERVER": self.d.base, "KNFLOW_DATA_DIR": self.d.data_dir})
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"Run:       {run_id}", out)
+        self.assertIn(f"Workflow:  {NS}/greet", out)
+        self.assertIn("Phase:     completed", out)
+        self.assertIn('Output:    {"hello":"eve"}', out)
+        rows = self.attempt_rows(out)
+        self.assertEqual([(r["STEP"], r["PATH"], r["ATTEMPT"], r["PHASE"], r["HTTP"]) for r in rows],
+                         [("say", "/do/0", "1", "completed", "200")], out)
+
+        # Without -n the run is looked up in `default`, and the message says so.
+        code, _, err = self.cli("runs", "get", run_id)
+        self.assertEqual(code, 1)
+        self.assertIn("404", err)
+        self.assertIn("does not exist in default", err)
+
+    def test_failing_call_shows_retries_and_error(self):
+        code, out, err = self.cli("invoke", "charge", "-n", NS)
+        self.assertEqual(code, 1, out + err)
+        self.assertEqual(out, "")
+        first = err.splitlines()[0]
+        self.assertIn("503", first)
+        self.assertIn("Call to bank failed", first)
+        self.assertIn("503", first.split("Call to bank failed", 1)[1])  # the function's answer
+        self.assertRegex(err, r"\n  at: +/do/0\n")
+        self.assertRegex(err, r"\n  type: +communication, status 503\n")
+        run_id = next(line.split()[-1] for line in err.splitlines() if line.startswith("  run:"))
+        self.assertIn(f"\n  see:     knflow runs get {run_id} -n {NS}\n", err)
+        self.assertIn(f"\n  request: /api/v1/namespaces/{NS}/workflows/charge:invoke\n", err)
+
+        run = self.run_of(run_id, ("faulted",))
+        self.assertEqual(len(run["attempts"]), 3, run)  # the first attempt and two retries
+        code, out, err = self.cli("runs", "get", run_id, "-n", NS)
+        self.assertEqual(code, 0, err)
+        self.assertIn("Phase:     faulted", out)
+        self.assertRegex(out, r"\nError: +Call to bank failed: .*503")
+        self.assertIn("\nAt:        /do/0 (step pay)\n", out)
+        self.assertIn("\nType:      communication, status 503\n", out)
+        rows = self.attempt_rows(out)
+        self.assertEqual([(r["STEP"], r["PATH"], r["ATTEMPT"], r["PHASE"], r["HTTP"]) for r in rows],
+                         [("pay", "/do/0", str(n), "faulted", "503") for n in (1, 2, 3)], out)
+        for r in rows:
+            self.assertIn("Call to bank failed", r["ERROR"])
+
+    def test_attempts_in_a_loop_are_told_apart_by_path(self):
+        code, out, err = self.cli("invoke", "reserve", "-n", NS, "-d", '{"items": [1, 2]}')
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out), [{"items": [1, 2]}, {"items": [1, 2]}])
+        run_id = err.split()[1]
+        run = self.run_of(run_id, ("completed",))
+        paths = sorted({a["path"] for a in run["attempts"]})
+        self.assertEqual(len(paths), 2, run)  # one per iteration
+        code, out, err = self.cli("runs", "get", run_id, "-n", NS)
+        self.assertEqual(code, 0, err)
+        rows = self.attempt_rows(out)
+        for path in paths:
+            mine = [(r["STEP"], r["ATTEMPT"], r["PHASE"], r["HTTP"]) for r in rows if r["PATH"] == path]
+            self.assertEqual(sorted(mine), [("hold", "1", "faulted", "503"), ("hold", "2", "faulted", "503"),
+                                            ("hold", "3", "completed", "200")], out)
+
+    def test_faulted_run_message_names_the_error_and_the_step_path(self):
+        code, out, err = self.cli("invoke", "loopfail", "-n", NS, "-d", '{"items": [1, 3]}')
+        self.assertEqual(code, 1, out + err)
+        lines = err.splitlines()
+        self.assertEqual(lines[0], "knflow: 422 Run faulted: too big: item 3 is over 2", err)
+        run_id = next(line.split()[-1] for line in lines if line.startswith("  run:"))
+        error = self.run_of(run_id, ("faulted",))["error"]
+        self.assertTrue(error["instance"].startswith("/do/0/for/1"), error)  # the second item
+        self.assertIn(f"  at:      {error['instance']}", lines)
+        self.assertIn("  type:    validation, status 422", lines)
+
+        code, out, err = self.cli("runs", "get", run_id, "-n", NS)
+        self.assertEqual(code, 0, err)
+        self.assertIn("\nError:     too big: item 3 is over 2\n", out)
+        self.assertIn(f"\nAt:        {error['instance']}\n", out)
+        self.assertIn("No call attempts", out)
+
+    def test_runs_lists_one_workflows_runs(self):
+        ids = []
+        for name in ("eve", "max"):
+            code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", json.dumps({"name": name}))
+            self.assertEqual(code, 0, err)
+            ids.append(err.split()[1])
+        code, _, err = self.cli("invoke", "charge", "-n", NS)
+        self.assertEqual(code, 1)
+        code, out, err = self.cli("runs", "greet", "-n", NS)
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "WORKFLOW", "PHASE", "STARTED", "FINISHED"])
+        listed = {line.split()[0]: line.split()[1:3] for line in lines[1:] if line.strip()}
+        for run_id in ids:
+            self.assertEqual(listed.get(run_id), ["greet", "completed"], out)
+        self.assertEqual({wf for wf, _ in listed.values()}, {"greet"}, out)
+
+        code, out, err = self.cli("runs", "-n", NS, "--phase", "faulted")
+        self.assertEqual(code, 0, err)
+        rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+        self.assertTrue(rows, out)
+        self.assertEqual({r[2] for r in rows}, {"faulted"}, out)
+
+    def test_no_daemon_and_bad_token(self):
+        url = f"http://127.0.0.1:{free_port()}"
+        code, _, err = self.cli("invoke", "greet", "-n", NS, flags=False, env={"KNFLOW_SERVER": url})
+        self.assertEqual(code, 3, err)
+        self.assertIn(f"no answer from the daemon at {url}", err)
+
+        code, _, err = self.cli("runs", "-n", NS, flags=False,
+                                env={"KNFLOW_SERVER": self.d.base, "KNFLOW_TOKEN": "not-the-token"})
+        self.assertEqual(code, 1, err)
+        self.assertIn("401", err)
+        self.assertIn("the one from $KNFLOW_TOKEN was refused", err)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
