@@ -1,15 +1,19 @@
 """Runs the README's curl walkthrough, command by command, against a fresh daemon, and checks that
-each command answers with the status its comment announces (200 when it names none)."""
+each command answers with the status its comment announces (200 when it names none); and runs
+the lines of "Run the example" as written (the curl invoke, `knflow runs`, `knflow runs get`,
+`knflow invoke`) against a daemon started with the example, checking the answers it shows."""
 
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import SOURCE_DIR, Daemon  # noqa: E402
+from daemon import BIN, SOURCE_DIR, Daemon  # noqa: E402
 
 
 def walkthrough_steps():
@@ -35,7 +39,78 @@ def walkthrough_steps():
     return setup, steps
 
 
+def example_section():
+    """The "Run the example" section: its two shell blocks, the JSON answer it shows and the
+    answer it gives in words for the big order."""
+    with open(os.path.join(SOURCE_DIR, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("## Run the example", 1)[1].split("\n## ", 1)[0]
+    shell = re.findall(r"```sh\n(.*?)```", section, re.S)
+    answer = re.search(r"```json\n(.*?)```", section, re.S).group(1).strip()
+    review = re.search(r"manual review \(`(\{.*?\})`\)", section).group(1)
+    return shell, answer, review
+
+
 class ReadmeTest(unittest.TestCase):
+    def test_run_the_example_as_shown(self):
+        """The lines run as written: `build/release/knflow` is the binary under test (linked
+        there), `~` is a fresh home whose ~/.local/share/knflow is the daemon's data directory,
+        and only the daemon's port differs: the curl's URL is rewritten, the CLI gets
+        $KNFLOW_SERVER."""
+        (invoke_block, cli_block), answer, review = example_section()
+        with tempfile.TemporaryDirectory(prefix="knflow-readme-") as home, \
+                Daemon("--apply", os.path.join(SOURCE_DIR, "examples", "order-pipeline.yaml"),
+                       "--functions-dir", SOURCE_DIR,
+                       data_dir=os.path.join(home, ".local", "share", "knflow")) as d:
+            work = os.path.join(home, "knflow")
+            os.makedirs(os.path.join(work, "build", "release"))
+            os.symlink(os.path.abspath(BIN), os.path.join(work, "build", "release", "knflow"))
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith("KNFLOW_") and k != "XDG_DATA_HOME"}
+            env.update(HOME=home, KNFLOW_SERVER=d.base)
+
+            def sh(script):
+                r = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True,
+                                   text=True, timeout=120)
+                self.assertEqual(r.returncode, 0, f"{script}\n{r.stdout}{r.stderr}")
+                return r.stdout
+
+            try:
+                d.start()
+                deadline = time.monotonic() + 60  # --apply may finish after /readyz
+                while d.call("GET", "/api/v1/namespaces/shop/workflows/order-pipeline")[0] != 200:
+                    self.assertLess(time.monotonic(), deadline, "the example never appeared")
+                    time.sleep(0.05)
+
+                script = invoke_block.replace("http://127.0.0.1:8080", d.base).rstrip()
+                self.assertTrue(script.endswith(":invoke"), script)
+                headers = os.path.join(home, "headers")
+                self.assertEqual(sh(script + " -D " + headers), answer)
+                with open(headers) as f:
+                    run_id = re.search(r"(?im)^knflow-run-id: *(\S+)", f.read()).group(1)
+                # "Add ?mode=async to get 202 and the run id at once."
+                out = sh(script + "?mode=async -w '\\n%{http_code}'")
+                body, _, code = out.rpartition("\n")
+                self.assertEqual(code, "202", out)
+                self.assertTrue(json.loads(body)["runId"], body)
+
+                lines = [line for line in cli_block.splitlines() if line.strip()]
+                self.assertEqual(len(lines), 3, cli_block)
+                listed = sh(lines[0])
+                self.assertTrue(listed.startswith("ID"), listed)
+                self.assertTrue(any(row.startswith(run_id) and " completed " in row
+                                    for row in listed.splitlines()), listed)
+                self.assertIn("RUN_ID", lines[1])
+                shown = sh(lines[1].replace("RUN_ID", run_id))
+                self.assertIn(f"Run:       {run_id}", shown)
+                self.assertIn("Phase:     completed", shown)
+                self.assertIn("STEP", shown)
+                self.assertIn("HTTP", shown)
+                self.assertEqual(json.loads(sh(lines[2])), json.loads(review))
+                self.assertEqual(d.stop(), 0)
+            finally:
+                d.stop()  # SIGTERM, so the daemon stops the example's functions
+
     def test_walkthrough_runs_as_shown(self):
         setup, steps = walkthrough_steps()
         self.assertGreaterEqual(len(steps), 6)
