@@ -68,7 +68,11 @@ Response make_problem(const Problem& problem) {
   if (!problem.errors.empty()) {
     boost::json::array errors;
     for (const auto& e : problem.errors) {
-      errors.push_back(boost::json::object{{"pointer", e.pointer}, {"detail", e.detail}});
+      if (e.parameter.empty()) {
+        errors.push_back(boost::json::object{{"pointer", e.pointer}, {"detail", e.detail}});
+      } else {
+        errors.push_back(boost::json::object{{"parameter", e.parameter}, {"detail", e.detail}});
+      }
     }
     body["errors"] = std::move(errors);
   }

@@ -9,10 +9,13 @@
 
 namespace knflow::http {
 
-// One entry of a problem's `errors` member (RFC 9457 section 3 extension): where and what.
+// One entry of a problem's `errors` member (RFC 9457 section 3 extension): where and what. Where is
+// a JSON pointer into the request's document, or, for an error in the query, the parameter's name
+// (then the entry has `parameter` instead of `pointer`).
 struct ProblemError {
   std::string pointer;
   std::string detail;
+  std::string parameter{};
 };
 
 // An RFC 9457 problem: `type` is a short slug turned into https://knflow.dev/problems/<slug>.
