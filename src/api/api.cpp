@@ -2,6 +2,7 @@
 
 #include "common.hpp"
 #include "knflow/api/label_selector.hpp"
+#include "knflow/api/query.hpp"
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/cache/workflow_writer.hpp"
 #include "knflow/engine/function_supervisor.hpp"
@@ -17,8 +18,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
-
-#include <charconv>
 
 namespace knflow::api {
 namespace {
@@ -237,34 +236,31 @@ struct Api::Handlers {
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
 
-    std::size_t limit = api.settings_.default_page_size;
-    if (auto l = req.query_param("limit")) {
-      std::size_t parsed = 0;
-      auto [ptr, ec] = std::from_chars(l->data(), l->data() + l->size(), parsed);
-      if (ec != std::errc{} || ptr != l->data() + l->size() || parsed == 0) {
-        co_return problem(400, "invalid-query",
-                          "limit must be a positive integer, got \"" + std::string(*l) + "\".",
-                          req);
-      }
-      limit = std::min(parsed, api.settings_.max_page_size);
-    }
+    std::vector<http::ProblemError> errors;
+    const std::size_t limit =
+        parse_limit(req, api.settings_.default_page_size, api.settings_.max_page_size, errors);
     LabelSelector selector;
     if (auto s = req.query_param("labelSelector")) {
       std::string error;
-      auto parsed = LabelSelector::parse(*s, error);
-      if (!parsed) co_return problem(400, "invalid-query", "labelSelector: " + error, req);
-      selector = std::move(*parsed);
+      if (auto parsed = LabelSelector::parse(*s, error)) {
+        selector = std::move(*parsed);
+      } else {
+        errors.push_back(
+            {.pointer = "", .detail = "labelSelector: " + error, .parameter = "labelSelector"});
+      }
     }
     const std::string prefix(req.query_param("namePrefix").value_or(""));
     std::optional<cache::Key> after;
     if (auto token = req.query_param("continue"); token && !token->empty()) {
       after = decode_continue(*token);
       if (!after) {
-        co_return problem(400, "invalid-query",
-                          "continue token is not one this server issued; start the list again.",
-                          req);
+        errors.push_back(
+            {.pointer = "",
+             .detail = "continue token is not one this server issued; start the list again.",
+             .parameter = "continue"});
       }
     }
+    if (!errors.empty()) co_return invalid_query(req, std::move(errors));
 
     auto snap = c->snapshot();
     const std::string ns = all_namespaces ? std::string() : req.params.at("ns");

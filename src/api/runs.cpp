@@ -2,6 +2,7 @@
 
 #include "common.hpp"
 #include "knflow/api/api.hpp"
+#include "knflow/api/query.hpp"
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/engine/engine.hpp"
 #include "knflow/engine/function_supervisor.hpp"
@@ -15,9 +16,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
-
-#include <charconv>
-#include <ctime>
 
 namespace knflow::api {
 namespace {
@@ -72,14 +70,6 @@ json::object attempt_json(const store::AttemptRecord& a) {
   if (a.error_json) o["error"] = parse_or_null(a.error_json);
   if (a.http_status) o["httpStatus"] = *a.http_status;
   return o;
-}
-
-std::optional<store::RunPhase> parse_phase(std::string_view s) {
-  using P = store::RunPhase;
-  for (P p : {P::pending, P::running, P::waiting, P::cancelled, P::faulted, P::completed}) {
-    if (store::to_string(p) == s) return p;
-  }
-  return std::nullopt;
 }
 
 // Whether every attribute of a trigger filter equals the event's (CloudEvents exact match).
@@ -257,21 +247,13 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto name = req.params.at("name");
+    auto query =
+        parse_invoke_query(req, api.settings_.invoke_timeout, api.settings_.max_invoke_timeout);
+    if (!query.errors.empty()) co_return invalid_query(req, std::move(query.errors));
+    const bool async = query.async;
+    const auto timeout = query.timeout;
     auto entry = find_workflow(ns, name);
     if (!entry) co_return workflow_not_found(req, ns, name);
-    const bool async = req.query_param("mode").value_or("") == "async";
-    auto timeout = api.settings_.invoke_timeout;
-    if (auto t = req.query_param("timeout")) {
-      double seconds = 0;
-      auto [ptr, ec] = std::from_chars(t->data(), t->data() + t->size(), seconds);
-      if (ec != std::errc{} || ptr != t->data() + t->size() || seconds < 0) {
-        co_return problem(400, "invalid-query",
-                          "timeout must be a number of seconds, got \"" + std::string(*t) + "\".",
-                          req);
-      }
-      timeout = std::min(api.settings_.max_invoke_timeout,
-                         std::chrono::milliseconds(static_cast<long long>(seconds * 1000)));
-    }
     auto event =
         read_event(req, false, "/apis/knflow.dev/v1alpha1/namespaces/" + ns + "/workflows/" + name);
     if (auto* res = std::get_if<Response>(&event)) co_return std::move(*res);
@@ -364,49 +346,10 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
-    store::RunFilter filter;
-    filter.namespace_ = req.params.at("ns");
-    if (auto w = req.query_param("workflow"); w && !w->empty()) filter.workflow = std::string(*w);
-    if (auto p = req.query_param("phase"); p && !p->empty()) {
-      std::set<store::RunPhase> phases;
-      std::string_view rest = *p;
-      while (!rest.empty()) {
-        auto comma = rest.find(',');
-        auto one = rest.substr(0, comma);
-        auto phase = parse_phase(one);
-        if (!phase) {
-          co_return problem(400, "invalid-query",
-                            "phase must be pending, running, waiting, cancelled, faulted or "
-                            "completed (comma-separated), got \"" +
-                                std::string(one) + "\".",
-                            req);
-        }
-        phases.insert(*phase);
-        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-      }
-      filter.phases = std::move(phases);
-    }
-    if (auto a = req.query_param("createdAfter")) filter.created_after = std::string(*a);
-    if (auto b = req.query_param("createdBefore")) filter.created_before = std::string(*b);
-    filter.limit = api.settings_.default_page_size;
-    if (auto l = req.query_param("limit")) {
-      std::size_t n = 0;
-      auto [ptr, ec] = std::from_chars(l->data(), l->data() + l->size(), n);
-      if (ec != std::errc{} || ptr != l->data() + l->size() || n == 0) {
-        co_return problem(400, "invalid-query", "limit must be a positive integer.", req);
-      }
-      filter.limit = std::min(n, api.settings_.max_page_size);
-    }
-    if (auto c = req.query_param("continue"); c && !c->empty()) {
-      std::int64_t seq = 0;
-      auto [ptr, ec] = std::from_chars(c->data(), c->data() + c->size(), seq);
-      if (ec != std::errc{} || ptr != c->data() + c->size() || seq <= 0) {
-        co_return problem(400, "invalid-query",
-                          "continue token is not one this server issued; start the list again.",
-                          req);
-      }
-      filter.after_seq = seq;
-    }
+    auto query = parse_runs_query(req, req.params.at("ns"), api.settings_.default_page_size,
+                                  api.settings_.max_page_size);
+    if (!query.errors.empty()) co_return invalid_query(req, std::move(query.errors));
+    auto filter = std::move(query.filter);
     const std::size_t limit = filter.limit;
     filter.limit = limit + 1;  // one more tells whether another page exists
     std::function<std::vector<store::RunRecord>(store::RunStore&)> op =
@@ -553,13 +496,13 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto name = req.params.at("name");
+    auto query = parse_logs_query(req);
+    if (!query.errors.empty()) co_return invalid_query(req, std::move(query.errors));
     auto entry = find_workflow(ns, name);
     if (!entry) co_return workflow_not_found(req, ns, name);
     auto decoded = api.decoded(ns, name, entry->resource_version, entry->json);
     auto wf = decoded ? decoded->workflow : nullptr;
-    std::optional<std::string> since;
-    if (auto s = req.query_param("since")) since = std::string(*s);
-    auto items = wf ? function_logs(ns, name, *wf, since, std::nullopt) : json::array{};
+    auto items = wf ? function_logs(ns, name, *wf, query.since, std::nullopt) : json::array{};
     co_return items_response(std::move(items));
   }
 };

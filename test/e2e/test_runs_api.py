@@ -1,5 +1,6 @@
 """The runs API of the real daemon: async invoke, list with filters, get, cancel, retry, delete,
-input schema refusal, and the broker endpoint starting triggered workflows."""
+input schema refusal, query parameters checked, time filters compared as instants, and the broker
+endpoint starting triggered workflows."""
 
 import json
 import os
@@ -7,6 +8,8 @@ import sqlite3
 import sys
 import time
 import unittest
+import urllib.parse
+from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
 from daemon import Daemon  # noqa: E402
@@ -136,6 +139,110 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(json.loads(body)["runs"], [])
         status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}')
         self.assertEqual(status, 400, body)  # not a CloudEvent
+
+    def invalid_query(self, method, target, parameters, body=None):
+        """Asserts a 400 invalid-query naming exactly these parameters; returns the problem."""
+        status, headers, text = self.d.call(method, target, body)
+        self.assertEqual(status, 400, text)
+        self.assertEqual(headers["Content-Type"], "application/problem+json")
+        problem = json.loads(text)
+        self.assertEqual(problem["type"], "https://knflow.dev/problems/invalid-query", text)
+        self.assertEqual([e["parameter"] for e in problem["errors"]], parameters, text)
+        return problem
+
+    def test_invoke_query_is_checked(self):
+        for query, parameters in [("timeout=nan", ["timeout"]), ("timeout=-1", ["timeout"]),
+                                  ("timeout=soon", ["timeout"]), ("timeout=", ["timeout"]),
+                                  ("mode=asynk", ["mode"]), ("mode=async&timeout=nan", ["timeout"]),
+                                  ("mode=ASYNC&timeout=-inf", ["mode", "timeout"])]:
+            with self.subTest(query=query):
+                problem = self.invalid_query("POST", NS + "/workflows/waiter:invoke?" + query,
+                                             parameters, '{"n": 1}')
+                for error in problem["errors"]:
+                    self.assertIn(error["parameter"], error["detail"])
+        # Nothing was started by the refused requests.
+        status, listing = self.d.json("GET", NS + "/runs?workflow=waiter")
+        self.assertEqual(listing["items"], [])
+        status, _, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=sync&timeout=0",
+                                      '{"n": 1}')
+        self.assertEqual(status, 202, body)  # timeout 0: the run goes on
+
+    def test_invoke_timeout_inf_is_capped_not_zero(self):
+        # A timeout too large to wait for is the cap, so the answer is the run's result, not an
+        # early 202 (the failer faults at once, with 422).
+        for timeout in ("inf", "1e300", "1e400", "999999999999"):
+            with self.subTest(timeout=timeout):
+                status, headers, body = self.d.call(
+                    "POST", NS + "/workflows/failer:invoke?timeout=" + timeout, '{"n": 2}')
+                self.assertEqual(status, 422, body)
+                self.assertEqual(json.loads(body)["error"]["detail"], "n was 2")
+
+    def test_run_list_query_is_checked(self):
+        self.invalid_query("GET", NS + "/runs?createdAfter=yesterday", ["createdAfter"])
+        self.invalid_query("GET", NS + "/runs?createdBefore=2026-11-30T09:02:20", ["createdBefore"])
+        self.invalid_query("GET", NS + "/runs?createdAfter=2026-02-30T00:00:00Z", ["createdAfter"])
+        self.invalid_query("GET", NS + "/runs?workflow=Waiter", ["workflow"])
+        self.invalid_query("GET", NS + "/runs?limit=0&phase=running,sleeping&continue=x&workflow=a_b",
+                           ["workflow", "phase", "limit", "continue"])
+        self.invalid_query("GET", NS + "/workflows/waiter/logs?since=garbage", ["since"])
+        status, body = self.d.json("GET", NS + "/workflows/waiter/logs?since=2026-11-30T10:02:20%2B01:00")
+        self.assertEqual((status, body), (200, {"items": []}))
+        status, _, body = self.d.call("GET", NS + "/runs?limit=99999999999999999999999")
+        self.assertEqual(status, 200, body)  # lowered to the largest page, like any large limit
+
+    def test_time_filters_compare_instants_whatever_the_offset(self):
+        ids = []
+        for i in range(3):
+            status, _, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async", json.dumps({"n": i}))
+            self.assertEqual(status, 202, body)
+            ids.append(json.loads(body)["runId"])
+        created = {}
+        for run_id in ids:
+            status, run = self.d.json("GET", f"{NS}/runs/{run_id}")
+            created[run_id] = datetime.strptime(run["createdAt"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=timezone.utc)
+
+        def listed(**filters):
+            query = urllib.parse.urlencode({"workflow": "waiter", **filters})
+            status, listing = self.d.json("GET", NS + "/runs?" + query)
+            self.assertEqual(status, 200, listing)
+            return sorted(r["id"] for r in listing["items"])
+
+        def forms(instant):
+            """The same instant written four ways."""
+            ms = "milliseconds"
+            return [instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    if instant.microsecond == 0 else
+                    instant.astimezone(timezone.utc).isoformat(timespec=ms).replace("+00:00", "Z"),
+                    instant.astimezone(timezone(timedelta(hours=1))).isoformat(timespec=ms),
+                    instant.astimezone(timezone(-timedelta(hours=5, minutes=30))).isoformat(timespec=ms),
+                    instant.astimezone(timezone(timedelta(hours=9))).isoformat(timespec="microseconds")]
+
+        before_all = min(created.values()) - timedelta(hours=2)
+        after_all = max(created.values()) + timedelta(hours=2)
+        for form in forms(before_all):
+            with self.subTest(createdAfter=form):
+                self.assertEqual(listed(createdAfter=form), sorted(ids))
+                self.assertEqual(listed(createdBefore=form), [])
+        for form in forms(after_all):
+            with self.subTest(createdBefore=form):
+                self.assertEqual(listed(createdBefore=form), sorted(ids))
+                self.assertEqual(listed(createdAfter=form), [])
+        # At a run's own instant: every way of writing it selects the same runs as the Z form
+        # (exclusive bounds; runs created in the same millisecond fall on the same side).
+        for run_id in ids:
+            z, *others = forms(created[run_id])
+            for form in others:
+                with self.subTest(run=run_id, form=form):
+                    self.assertNotIn(run_id, listed(createdAfter=form))
+                    self.assertEqual(listed(createdAfter=form), listed(createdAfter=z))
+                    self.assertEqual(listed(createdBefore=form), listed(createdBefore=z))
+        # A + left unencoded in the URL arrives as a space; it still means +01:00.
+        plus = before_all.astimezone(timezone(timedelta(hours=1))).isoformat(timespec="seconds")
+        status, listing = self.d.json("GET", NS + "/runs?workflow=waiter&createdAfter=" + plus)
+        self.assertEqual(status, 200, listing)
+        self.assertEqual(sorted(r["id"] for r in listing["items"]), sorted(ids))
+
 
 
 if __name__ == "__main__":

@@ -251,6 +251,17 @@ TEST_CASE("workflows: lists filter and page like Kubernetes lists", "[http][list
     require_problem(server.call("GET", kCollection + "?limit=0"), 400);
     require_problem(server.call("GET", kCollection + "?limit=ten"), 400);
     require_problem(server.call("GET", kCollection + "?continue=garbage"), 400);
+    // Every invalid parameter at once, each named.
+    auto r = server.call("GET", kCollection + "?limit=0&labelSelector=team%20in%20a&continue=x");
+    require_problem(r, 400);
+    std::vector<std::string> named;
+    const auto problem = r.json();
+    for (const auto& e : problem.at("errors").as_array()) {
+      named.emplace_back(e.at("parameter").as_string());
+    }
+    REQUIRE(named == std::vector<std::string>{"limit", "labelSelector", "continue"});
+    // A limit too large to represent is lowered like any large one.
+    REQUIRE(server.call("GET", kCollection + "?limit=99999999999999999999999").status == 200);
   }
 }
 

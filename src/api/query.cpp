@@ -1,0 +1,205 @@
+#include "knflow/api/query.hpp"
+
+#include "knflow/model/timestamp.hpp"
+#include "knflow/model/validate.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+#include <variant>
+
+namespace knflow::api {
+namespace {
+
+using http::ProblemError;
+
+// A parameter's value for a problem's detail: quoted, and cut when long (the query may be 16 KiB).
+std::string quoted(std::string_view value) {
+  constexpr std::size_t kMax = 64;
+  if (value.size() <= kMax) return "\"" + std::string(value) + "\"";
+  return "\"" + std::string(value.substr(0, kMax)) + "...\"";
+}
+
+void add(std::vector<ProblemError>& errors, std::string parameter, std::string detail) {
+  errors.push_back({.pointer = "", .detail = std::move(detail), .parameter = std::move(parameter)});
+}
+
+// Seconds as a non-negative decimal number, capped at `max`; on failure why not.
+std::variant<std::chrono::milliseconds, std::string> parse_seconds(std::string_view value,
+                                                                   std::chrono::milliseconds max) {
+  // An unencoded `+` in a query reads as a space: `1e+3` arrives as `1e 3` (and a space is never
+  // valid in a number), so a space after the exponent's `e` is taken for the `+` it was.
+  std::string text(value);
+  if (auto e = text.find_first_of("eE");
+      e != std::string::npos && e + 1 < text.size() && text[e + 1] == ' ') {
+    text[e + 1] = '+';
+  }
+  double seconds = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, seconds);
+  if (ptr != end || (ec != std::errc{} && ec != std::errc::result_out_of_range)) {
+    return "must be a number of seconds such as 10 or 2.5, got " + quoted(value);
+  }
+  if (ec == std::errc::result_out_of_range) {
+    // Too large or too small for a double: strtod tells which (±HUGE_VAL, or nearly zero). The
+    // text is known to be a plain decimal number here; the daemon keeps the C locale, so strtod
+    // reads it as from_chars did.
+    seconds = std::strtod(text.c_str(), nullptr);
+  }
+  if (std::isnan(seconds)) return "must be a number of seconds, got " + quoted(value);
+  if (seconds < 0) return "must not be negative, got " + quoted(value);
+  // Compared before converting: a double beyond long long's range (inf, 1e300) does not convert.
+  if (seconds * 1000 >= static_cast<double>(max.count())) return max;
+  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+}
+
+// An RFC 3339 filter in the store's canonical form; on failure the error is added.
+std::optional<std::string> instant_param(const http::Request& req, const char* name,
+                                         std::vector<ProblemError>& errors) {
+  auto value = req.query_param(name);
+  if (!value || value->empty()) return std::nullopt;
+  // An unencoded `+` in a query reads as a space (form encoding): `...T10:02:20+01:00` arrives as
+  // `...T10:02:20 01:00`. A space is never valid there, so it can only have been a `+`.
+  std::string text(*value);
+  if (text.size() > 19 && text.find(' ', 19) != std::string::npos) {
+    text[text.find(' ', 19)] = '+';
+  }
+  auto parsed = model::parse_rfc3339(text);
+  if (auto* error = std::get_if<std::string>(&parsed)) {
+    add(errors, name,
+        std::string(name) + " must be an RFC 3339 date-time such as 2026-11-30T09:02:20Z or " +
+            "2026-11-30T10:02:20.5+01:00 (send + as %2B), got " + quoted(*value) + ": " + *error +
+            ".");
+    return std::nullopt;
+  }
+  return model::format_rfc3339_ms(std::get<model::Instant>(parsed));
+}
+
+std::optional<store::RunPhase> parse_phase(std::string_view s) {
+  using P = store::RunPhase;
+  for (P p : {P::pending, P::running, P::waiting, P::cancelled, P::faulted, P::completed}) {
+    if (store::to_string(p) == s) return p;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::size_t parse_limit(const http::Request& req, std::size_t default_page_size,
+                        std::size_t max_page_size, std::vector<ProblemError>& errors) {
+  auto l = req.query_param("limit");
+  if (!l) return default_page_size;
+  std::size_t n = 0;
+  const char* end = l->data() + l->size();
+  auto [ptr, ec] = std::from_chars(l->data(), end, n);
+  const bool too_large = ec == std::errc::result_out_of_range;
+  if (ptr != end || (ec != std::errc{} && !too_large) || (!too_large && n == 0)) {
+    add(errors, "limit", "limit must be a positive integer, got " + quoted(*l) + ".");
+    return default_page_size;
+  }
+  return too_large ? max_page_size : std::min(n, max_page_size);
+}
+
+InvokeQuery parse_invoke_query(const http::Request& req, std::chrono::milliseconds default_timeout,
+                               std::chrono::milliseconds max_timeout) {
+  InvokeQuery q{.async = false, .timeout = default_timeout, .errors = {}};
+  if (auto mode = req.query_param("mode")) {
+    if (*mode == "async") {
+      q.async = true;
+    } else if (*mode != "sync") {
+      add(q.errors, "mode", "mode must be sync (the default) or async, got " + quoted(*mode) + ".");
+    }
+  }
+  if (auto t = req.query_param("timeout")) {
+    auto parsed = parse_seconds(*t, max_timeout);
+    if (auto* error = std::get_if<std::string>(&parsed)) {
+      add(q.errors, "timeout", "timeout " + *error + ".");
+    } else {
+      q.timeout = std::get<std::chrono::milliseconds>(parsed);
+    }
+  }
+  return q;
+}
+
+RunsQuery parse_runs_query(const http::Request& req, std::string ns, std::size_t default_page_size,
+                           std::size_t max_page_size) {
+  RunsQuery q;
+  q.filter.namespace_ = std::move(ns);
+  if (auto w = req.query_param("workflow"); w && !w->empty()) {
+    if (model::is_dns1123_label(*w)) {
+      q.filter.workflow = std::string(*w);
+    } else {
+      add(q.errors, "workflow",
+          "workflow must be a workflow's name (a DNS-1123 label), got " + quoted(*w) + ".");
+    }
+  }
+  if (auto p = req.query_param("phase"); p && !p->empty()) {
+    std::set<store::RunPhase> phases;
+    std::vector<std::string> unknown;
+    std::string_view rest = *p;
+    while (true) {
+      const auto comma = rest.find(',');
+      const auto one = rest.substr(0, comma);
+      if (auto phase = parse_phase(one)) {
+        phases.insert(*phase);
+      } else {
+        unknown.push_back(quoted(one));
+      }
+      if (comma == std::string_view::npos) break;
+      rest = rest.substr(comma + 1);
+    }
+    if (unknown.empty()) {
+      q.filter.phases = std::move(phases);
+    } else {
+      std::string list;
+      for (const auto& u : unknown) list += (list.empty() ? "" : ", ") + u;
+      add(q.errors, "phase",
+          "phase must be pending, running, waiting, cancelled, faulted or completed "
+          "(comma-separated); not a phase: " +
+              list + ".");
+    }
+  }
+  q.filter.created_after = instant_param(req, "createdAfter", q.errors);
+  q.filter.created_before = instant_param(req, "createdBefore", q.errors);
+  q.filter.limit = parse_limit(req, default_page_size, max_page_size, q.errors);
+  if (auto c = req.query_param("continue"); c && !c->empty()) {
+    std::int64_t seq = 0;
+    const char* end = c->data() + c->size();
+    auto [ptr, ec] = std::from_chars(c->data(), end, seq);
+    if (ec != std::errc{} || ptr != end || seq <= 0) {
+      add(q.errors, "continue",
+          "continue token is not one this server issued; start the list again.");
+    } else {
+      q.filter.after_seq = seq;
+    }
+  }
+  return q;
+}
+
+LogsQuery parse_logs_query(const http::Request& req) {
+  LogsQuery q;
+  q.since = instant_param(req, "since", q.errors);
+  return q;
+}
+
+http::Response invalid_query(const http::Request& req, std::vector<http::ProblemError> errors) {
+  http::Problem p;
+  p.status = 400;
+  p.type = "invalid-query";
+  if (errors.size() == 1) {
+    p.detail = errors.front().detail;
+  } else {
+    p.detail = std::to_string(errors.size()) + " query parameters are invalid:";
+    for (std::size_t i = 0; i < errors.size(); ++i) {
+      p.detail += (i ? ", " : " ") + errors[i].parameter;
+    }
+    p.detail += ".";
+  }
+  p.instance = req.path;
+  p.errors = std::move(errors);
+  return http::make_problem(p);
+}
+
+}  // namespace knflow::api

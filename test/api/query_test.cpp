@@ -1,0 +1,197 @@
+#include "knflow/api/query.hpp"
+
+#include "support/catch.hpp"
+
+#include <boost/json.hpp>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace json = boost::json;
+using namespace knflow::api;
+using namespace std::chrono_literals;
+
+namespace {
+
+knflow::http::Request with_query(std::vector<std::pair<std::string, std::string>> params) {
+  knflow::http::Request req;
+  req.method = "GET";
+  req.path = "/api/v1/namespaces/shop/runs";
+  for (auto& [k, v] : params) req.query.emplace(std::move(k), std::move(v));
+  return req;
+}
+
+// "parameter: detail" for each error.
+std::vector<std::string> describe(const std::vector<knflow::http::ProblemError>& errors) {
+  std::vector<std::string> out;
+  for (const auto& e : errors) {
+    CHECK(e.pointer.empty());
+    out.push_back(e.parameter + ": " + e.detail);
+  }
+  return out;
+}
+
+InvokeQuery invoke(std::vector<std::pair<std::string, std::string>> params) {
+  return parse_invoke_query(with_query(std::move(params)), 30s, 300s);
+}
+
+RunsQuery runs(std::vector<std::pair<std::string, std::string>> params) {
+  return parse_runs_query(with_query(std::move(params)), "shop", 500, 1000);
+}
+
+}  // namespace
+
+TEST_CASE("query: invoke timeout is seconds, capped, and anything else is refused",
+          "[api][query]") {
+  struct Case {
+    std::string text;
+    std::chrono::milliseconds want;
+  };
+  const Case valid[] = {
+      {"10", 10s},        {"2.5", 2500ms}, {"0", 0ms},    {"-0", 0ms},
+      {"0.0001", 0ms},    {"1e1", 10s},    {"300", 300s}, {"301", 300s},
+      {"1e300", 300s},    {"1e400", 300s}, {"inf", 300s}, {"INF", 300s},
+      {"infinity", 300s}, {"1e-400", 0ms}, {"1e+1", 10s}, {"2e 1", 20s},
+  };
+  for (const auto& c : valid) {
+    INFO("timeout=" << c.text);
+    auto q = invoke({{"timeout", c.text}});
+    CHECK(describe(q.errors).empty());
+    CHECK(q.timeout == c.want);
+    CHECK_FALSE(q.async);
+  }
+  CHECK(invoke({}).timeout == 30s);
+
+  struct Bad {
+    std::string text;
+    std::string detail;
+  };
+  const Bad invalid[] = {
+      {"nan", "timeout must be a number of seconds, got \"nan\"."},
+      {"-nan", "timeout must be a number of seconds, got \"-nan\"."},
+      {"-1", "timeout must not be negative, got \"-1\"."},
+      {"-inf", "timeout must not be negative, got \"-inf\"."},
+      {"-1e400", "timeout must not be negative, got \"-1e400\"."},
+      {"10s", "timeout must be a number of seconds such as 10 or 2.5, got \"10s\"."},
+      {"", "timeout must be a number of seconds such as 10 or 2.5, got \"\"."},
+      {"+5", "timeout must be a number of seconds such as 10 or 2.5, got \"+5\"."},
+      {"0x10", "timeout must be a number of seconds such as 10 or 2.5, got \"0x10\"."},
+      {" 5", "timeout must be a number of seconds such as 10 or 2.5, got \" 5\"."},
+      {"PT5S", "timeout must be a number of seconds such as 10 or 2.5, got \"PT5S\"."},
+  };
+  for (const auto& c : invalid) {
+    INFO("timeout=" << c.text);
+    CHECK(describe(invoke({{"timeout", c.text}}).errors) ==
+          std::vector<std::string>{"timeout: " + c.detail});
+  }
+}
+
+TEST_CASE("query: invoke mode is sync or async", "[api][query]") {
+  CHECK(invoke({{"mode", "async"}}).async);
+  CHECK_FALSE(invoke({{"mode", "sync"}}).async);
+  CHECK(invoke({{"mode", "sync"}}).errors.empty());
+  for (const char* bad : {"asynk", "", "ASYNC", "async "}) {
+    INFO("mode=" << bad);
+    auto q = invoke({{"mode", bad}});
+    CHECK_FALSE(q.async);
+    CHECK(describe(q.errors) ==
+          std::vector<std::string>{"mode: mode must be sync (the default) or async, got \"" +
+                                   std::string(bad) + "\"."});
+  }
+  // Both wrong: both reported at once.
+  auto q = invoke({{"mode", "asynk"}, {"timeout", "nan"}});
+  REQUIRE(q.errors.size() == 2);
+  CHECK(q.errors[0].parameter == "mode");
+  CHECK(q.errors[1].parameter == "timeout");
+}
+
+TEST_CASE("query: time filters are RFC 3339, compared in the store's UTC form", "[api][query]") {
+  auto q = runs(
+      {{"createdAfter", "2026-11-30T10:02:20+01:00"}, {"createdBefore", "2026-11-30T09:02:21.5Z"}});
+  CHECK(q.errors.empty());
+  CHECK(q.filter.namespace_ == "shop");
+  CHECK(q.filter.created_after == "2026-11-30T09:02:20.000Z");
+  CHECK(q.filter.created_before == "2026-11-30T09:02:21.500Z");
+
+  // An unencoded + arrives as a space: read as the + it was.
+  CHECK(runs({{"createdAfter", "2026-11-30T10:02:20 01:00"}}).filter.created_after ==
+        "2026-11-30T09:02:20.000Z");
+  // Empty: no filter.
+  auto empty = runs({{"createdAfter", ""}, {"createdBefore", ""}});
+  CHECK(empty.errors.empty());
+  CHECK_FALSE(empty.filter.created_after);
+  CHECK_FALSE(empty.filter.created_before);
+
+  for (const char* bad : {"yesterday", "2026-11-30", "2026-11-30T09:02:20", "2026-02-30T00:00:00Z",
+                          "1764493340", "2026-11-30T09:02:20+1"}) {
+    INFO("createdAfter=" << bad);
+    auto r = runs({{"createdAfter", bad}});
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].parameter == "createdAfter");
+    CHECK_THAT(r.errors[0].detail,
+               Catch::Matchers::StartsWith("createdAfter must be an RFC 3339 date-time") &&
+                   Catch::Matchers::Contains("got \"" + std::string(bad) + "\""));
+  }
+  auto both = runs({{"createdAfter", "garbage"}, {"createdBefore", "later"}});
+  REQUIRE(both.errors.size() == 2);
+  CHECK(both.errors[1].parameter == "createdBefore");
+}
+
+TEST_CASE("query: workflow, phase, limit and continue", "[api][query]") {
+  auto q = runs(
+      {{"workflow", "orders"}, {"phase", "running,faulted"}, {"limit", "20"}, {"continue", "41"}});
+  CHECK(q.errors.empty());
+  CHECK(q.filter.workflow == "orders");
+  CHECK(q.filter.phases ==
+        std::set{knflow::store::RunPhase::running, knflow::store::RunPhase::faulted});
+  CHECK(q.filter.limit == 20);
+  CHECK(q.filter.after_seq == 41);
+
+  CHECK(runs({}).filter.limit == 500);
+  CHECK(runs({{"limit", "5000"}}).filter.limit == 1000);
+  CHECK(runs({{"limit", "99999999999999999999999999"}}).filter.limit == 1000);
+  CHECK_FALSE(runs({{"workflow", ""}, {"phase", ""}, {"continue", ""}}).filter.workflow);
+
+  auto bad = runs({{"workflow", "Orders!"},
+                   {"phase", "running,sleeping,"},
+                   {"limit", "0"},
+                   {"continue", "abc"}});
+  CHECK(describe(bad.errors) ==
+        std::vector<std::string>{
+            "workflow: workflow must be a workflow's name (a DNS-1123 label), got \"Orders!\".",
+            "phase: phase must be pending, running, waiting, cancelled, faulted or completed "
+            "(comma-separated); not a phase: \"sleeping\", \"\".",
+            "limit: limit must be a positive integer, got \"0\".",
+            "continue: continue token is not one this server issued; start the list again."});
+  for (const char* limit : {"-1", "ten", "", "1.5", "+3"}) {
+    INFO("limit=" << limit);
+    CHECK(runs({{"limit", limit}}).errors.size() == 1);
+  }
+}
+
+TEST_CASE("query: logs since is an RFC 3339 instant", "[api][query]") {
+  CHECK(parse_logs_query(with_query({{"since", "2026-11-30T10:02:20.25+01:00"}})).since ==
+        "2026-11-30T09:02:20.250Z");
+  CHECK_FALSE(parse_logs_query(with_query({})).since);
+  auto bad = parse_logs_query(with_query({{"since", "garbage"}}));
+  REQUIRE(bad.errors.size() == 1);
+  CHECK(bad.errors[0].parameter == "since");
+}
+
+TEST_CASE("query: the problem names every invalid parameter", "[api][query]") {
+  auto req = with_query({});
+  auto one = invalid_query(req, runs({{"limit", "0"}}).errors);
+  CHECK(one.status == 400);
+  CHECK(one.header("Content-Type") == "application/problem+json");
+  auto doc = json::parse(one.body).as_object();
+  CHECK(doc.at("type") == "https://knflow.dev/problems/invalid-query");
+  CHECK(doc.at("detail") == "limit must be a positive integer, got \"0\".");
+  CHECK(doc.at("instance") == "/api/v1/namespaces/shop/runs");
+  CHECK(json::serialize(doc.at("errors")) ==
+        R"([{"parameter":"limit","detail":"limit must be a positive integer, got \"0\"."}])");
+
+  auto two = json::parse(invalid_query(req, runs({{"limit", "0"}, {"phase", "x"}}).errors).body);
+  CHECK(two.at("detail") == "2 query parameters are invalid: phase, limit.");
+  CHECK(two.at("errors").as_array().size() == 2);
+}
