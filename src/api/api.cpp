@@ -508,6 +508,7 @@ Api::Api(asio::any_io_executor executor, metrics::Metrics& metrics, ApiSettings 
     : writer_(asio::make_strand(executor)),
       metrics_(metrics),
       settings_(settings),
+      broker_runs_(settings.broker_recent_runs),
       engine_(engine),
       functions_(functions) {}
 

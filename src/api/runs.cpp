@@ -309,6 +309,30 @@ struct Api::RunHandlers {
     return res;
   }
 
+  // A matching workflow's run that did not start, as the broker's answer lists it: the workflow
+  // and the problem starting it gave (without `instance`, the broker's path).
+  static json::object not_started_json(const std::string& workflow, const Response& res) {
+    json::object o{{"workflow", workflow}};
+    boost::system::error_code ec;
+    auto problem = json::parse(res.body, ec);
+    if (!ec && problem.is_object()) {
+      for (auto& [key, value] : problem.as_object()) {
+        if (key != "instance") o[key] = std::move(value);
+      }
+    } else {
+      o["status"] = res.status;
+    }
+    return o;
+  }
+
+  // Whether a sender should deliver the event again for a run that did not start: overload and
+  // server errors may be gone by then (the Knative delivery contract retries 429 and 5xx); a 4xx
+  // (the data fails the workflow's input schema) is the same on every attempt.
+  static bool retryable(unsigned status) { return status == 429 || status >= 500; }
+
+  // Starts a run of every workflow of the namespace whose trigger matches the event. 202 when
+  // every one started (or had started for an earlier delivery of the same event) or can never
+  // start with this event (`rejected`); 503 with Retry-After when any could not start for now.
   asio::awaitable<Response> broker(Request& req) {
     if (!ready()) co_return unavailable(req);
     if (auto bad = check_names(req)) co_return *bad;
@@ -317,28 +341,73 @@ struct Api::RunHandlers {
     if (auto* res = std::get_if<Response>(&event)) co_return std::move(*res);
     const auto& ev = std::get<engine::CloudEvent>(event);
     auto snap = api.cache_.load()->snapshot();
-    json::array started;
+    json::array started;   // runs started for the event, now or by an earlier delivery of it
+    json::array retry;     // runs that could not start for now: deliver the event again
+    json::array rejected;  // runs that cannot start with this event: delivering it again is useless
     for (auto it = snap->items.lower_bound({ns, std::string()});
          it != snap->items.end() && it->first.first == ns; ++it) {
-      auto decoded =
-          api.decoded(ns, it->first.second, it->second->resource_version, it->second->json);
+      const auto& name = it->first.second;
+      auto decoded = api.decoded(ns, name, it->second->resource_version, it->second->json);
       if (!decoded) continue;
       const auto& workflow = decoded->workflow;
       if (!workflow->spec.trigger) continue;
       if (workflow->spec.trigger->broker.value_or("default") != "default") continue;
       if (!filter_matches(workflow->spec.trigger->filter, ev)) continue;
-      auto run = co_await start_run(req, *it->second, ev);
-      if (auto* id = std::get_if<std::string>(&run)) {
-        started.push_back(json::object{{"workflow", it->first.second}, {"runId", *id}});
-      } else {
-        log::warn("Failed to start a triggered run",
-                  {{"namespace", ns},
-                   {"workflow", it->first.second},
-                   {"status", std::to_string(std::get<Response>(run).status)}});
+      auto claim = api.broker_runs_.claim({ns, name, ev.source, ev.id});
+      if (claim.state() == RecentDeliveries::State::started) {
+        started.push_back(
+            json::object{{"workflow", name}, {"runId", claim.run_id()}, {"duplicate", true}});
+        continue;
       }
+      if (claim.state() == RecentDeliveries::State::starting) {
+        retry.push_back(json::object{
+            {"workflow", name},
+            {"status", 503},
+            {"detail", "Another delivery of this event is starting this workflow's run."}});
+        continue;
+      }
+      std::variant<std::string, Response> run;
+      try {
+        run = co_await start_run(req, *it->second, ev);
+      } catch (const std::exception& e) {  // the store failed: the others may still start
+        log::error("Failed to record a triggered run",
+                   {{"namespace", ns}, {"workflow", name}, {"error", e.what()}});
+        run = problem(500, "internal", "The run could not be recorded.", req);
+      }
+      if (auto* id = std::get_if<std::string>(&run)) {
+        claim.started(*id);
+        started.push_back(json::object{{"workflow", name}, {"runId", *id}});
+        continue;
+      }
+      const auto& res = std::get<Response>(run);
+      const bool again = retryable(res.status);
+      log::warn("Failed to start a triggered run", {{"namespace", ns},
+                                                    {"workflow", name},
+                                                    {"status", std::to_string(res.status)},
+                                                    {"retryable", again ? "true" : "false"}});
+      (again ? retry : rejected).push_back(not_started_json(name, res));
     }
-    json::object body{{"accepted", true}, {"runs", std::move(started)}};
-    co_return http::make_response(202, std::string(kJson), json::serialize(body) + "\n");
+    if (retry.empty()) {
+      json::object body{
+          {"accepted", true}, {"runs", std::move(started)}, {"rejected", std::move(rejected)}};
+      co_return http::make_response(202, std::string(kJson), json::serialize(body) + "\n");
+    }
+    http::Problem p;
+    p.status = 503;
+    p.type = "delivery-incomplete";
+    p.title = "The event did not reach every matching workflow";
+    p.detail = std::to_string(retry.size()) + " of " +
+               std::to_string(started.size() + retry.size() + rejected.size()) +
+               " matching workflows could not start a run now. Send the event again (same source "
+               "and id) after Retry-After: workflows that already have a run for it are not "
+               "started again.";
+    p.instance = req.path;
+    p.extensions["runs"] = std::move(started);
+    p.extensions["notStarted"] = std::move(retry);
+    p.extensions["rejected"] = std::move(rejected);
+    auto res = http::make_problem(p);
+    res.set_header("Retry-After", "1");
+    co_return res;
   }
 
   asio::awaitable<Response> list_runs(Request& req) {

@@ -1,6 +1,6 @@
 """The runs API of the real daemon: async invoke, list with filters, get, cancel, retry, delete,
 input schema refusal, query parameters checked, time filters compared as instants, and the broker
-endpoint starting triggered workflows."""
+endpoint starting triggered workflows (503 when a run cannot start, repeats not started twice)."""
 
 import json
 import os
@@ -243,6 +243,90 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(status, 200, listing)
         self.assertEqual(sorted(r["id"] for r in listing["items"]), sorted(ids))
 
+
+TRIGGERED = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {{name: {name}}}
+spec:
+{schema}  trigger: {{filter: {{type: com.example.order}}}}
+  do:
+    - {{name: nap, wait: PT30S}}
+"""
+
+
+class BrokerOverloadTest(unittest.TestCase):
+    """The broker tells the truth when a run cannot start: one run at most in flight."""
+
+    def setUp(self):
+        self.d = Daemon("--max-active-runs", "1")
+        self.d.start()
+        for name, schema in (("alpha", ""), ("beta", ""),
+                             ("picky", "  input: {schema: {type: object, required: [n]}}\n")):
+            doc = TRIGGERED.format(name=name, schema=schema)
+            status, _, body = self.d.call("POST", NS + "/workflows", doc, content_type="application/yaml")
+            self.assertEqual(status, 201, body)
+
+    def tearDown(self):
+        self.d.close()
+
+    def deliver(self, event_id, data='{"m": 1}'):
+        headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": "/shop",
+                   "ce-type": "com.example.order"}
+        status, headers, body = self.d.call("POST", NS + "/broker", data, headers=headers)
+        return status, headers, json.loads(body)
+
+    def runs_of(self, workflow):
+        status, listing = self.d.json("GET", NS + "/runs?workflow=" + workflow)
+        self.assertEqual(status, 200)
+        return [r["id"] for r in listing["items"]]
+
+    def test_503_until_every_matching_workflow_has_its_run(self):
+        # alpha starts and takes the only slot; beta cannot start now; picky never can (no `n`).
+        status, headers, problem = self.deliver("e-1")
+        self.assertEqual(status, 503, problem)
+        self.assertEqual(headers["Content-Type"], "application/problem+json")
+        self.assertIn("Retry-After", headers)
+        self.assertEqual(problem["type"], "https://knflow.dev/problems/delivery-incomplete")
+        self.assertEqual([r["workflow"] for r in problem["runs"]], ["alpha"])
+        alpha = problem["runs"][0]["runId"]
+        self.assertEqual([(r["workflow"], r["status"]) for r in problem["notStarted"]], [("beta", 503)])
+        self.assertEqual([(r["workflow"], r["status"], r["type"]) for r in problem["rejected"]],
+                         [("picky", 400, "https://knflow.dev/problems/input-schema")])
+
+        # The sender delivers the same event again: alpha is not started twice.
+        status, _, problem = self.deliver("e-1")
+        self.assertEqual(status, 503, problem)
+        self.assertEqual(problem["runs"], [{"workflow": "alpha", "runId": alpha, "duplicate": True}])
+        self.assertEqual([r["workflow"] for r in problem["notStarted"]], ["beta"])
+        self.assertEqual(self.runs_of("alpha"), [alpha])
+        self.assertEqual(self.runs_of("beta"), [])
+
+        # Another event while alpha's run holds the slot: nothing starts, and the sender is told.
+        status, _, problem = self.deliver("e-2")
+        self.assertEqual(status, 503, problem)
+        self.assertEqual(problem["runs"], [])
+        self.assertEqual([r["workflow"] for r in problem["notStarted"]], ["alpha", "beta"])
+
+        # The slot frees; the sender's retries of e-1 get it delivered, once per workflow.
+        status, _, body = self.d.call("POST", f"{NS}/runs/{alpha}:cancel")
+        self.assertEqual(status, 202, body)
+        for _ in range(200):
+            status, _, answer = self.deliver("e-1")
+            if status != 503:
+                break
+            time.sleep(0.05)
+        self.assertEqual(status, 202, answer)
+        self.assertEqual(answer["accepted"], True)
+        runs = {r["workflow"]: r for r in answer["runs"]}
+        self.assertEqual(sorted(runs), ["alpha", "beta"])
+        self.assertEqual(runs["alpha"], {"workflow": "alpha", "runId": alpha, "duplicate": True})
+        self.assertNotIn("duplicate", runs["beta"])
+        # picky can never take this event: reported, not worth a retry.
+        self.assertEqual([r["workflow"] for r in answer["rejected"]], ["picky"])
+        self.assertEqual(self.runs_of("alpha"), [alpha])
+        self.assertEqual(self.runs_of("beta"), [runs["beta"]["runId"]])
+        self.assertEqual(self.runs_of("picky"), [])
+        self.assertIn("Failed to start a triggered run", self.d.output())
 
 
 if __name__ == "__main__":

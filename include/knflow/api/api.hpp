@@ -1,5 +1,6 @@
 #pragma once
 
+#include "knflow/api/recent_deliveries.hpp"
 #include "knflow/http/router.hpp"
 #include "knflow/model/document.hpp"
 
@@ -39,6 +40,7 @@ struct ApiSettings {
   std::size_t max_page_size = 1000;                  // larger `limit` values are lowered to this
   std::chrono::milliseconds invoke_timeout{30'000};  // synchronous invoke waits this long
   std::chrono::milliseconds max_invoke_timeout{300'000};  // `?timeout=` is capped at this
+  std::size_t broker_recent_runs = 10'000;  // (workflow, source, id) remembered against repeats
 };
 
 // The REST handlers: thin translation between HTTP and the workflow cache. Reads take a cache
@@ -101,6 +103,7 @@ class Api {
   boost::asio::strand<boost::asio::any_io_executor> writer_;
   metrics::Metrics& metrics_;
   ApiSettings settings_;
+  RecentDeliveries broker_runs_;  // the runs the broker started lately, against repeated events
   engine::Engine* engine_;
   engine::FunctionSupervisor* functions_;
   cache::WorkflowWriter* cluster_writer_ = nullptr;

@@ -1,0 +1,51 @@
+#include "knflow/api/recent_deliveries.hpp"
+
+#include <utility>
+
+namespace knflow::api {
+
+RecentDeliveries::Claim::Claim(RecentDeliveries* owner, Key key, State state, std::string run_id)
+    : owner_(owner), key_(std::move(key)), state_(state), run_id_(std::move(run_id)) {}
+
+RecentDeliveries::Claim::Claim(Claim&& other) noexcept
+    : owner_(std::exchange(other.owner_, nullptr)),
+      key_(std::move(other.key_)),
+      state_(other.state_),
+      run_id_(std::move(other.run_id_)) {}
+
+RecentDeliveries::Claim::~Claim() {
+  if (owner_) owner_->release(key_);
+}
+
+void RecentDeliveries::Claim::started(std::string run_id) {
+  if (!owner_) return;
+  run_id_ = run_id;
+  std::exchange(owner_, nullptr)->record(key_, std::move(run_id));
+}
+
+RecentDeliveries::Claim RecentDeliveries::claim(Key key) {
+  std::lock_guard lock(mutex_);
+  if (auto it = runs_.find(key); it != runs_.end()) {
+    return Claim(nullptr, std::move(key), State::started, it->second);
+  }
+  if (!starting_.insert(key).second) return Claim(nullptr, std::move(key), State::starting, {});
+  return Claim(this, std::move(key), State::claimed, {});
+}
+
+void RecentDeliveries::record(const Key& key, std::string run_id) {
+  std::lock_guard lock(mutex_);
+  starting_.erase(key);
+  // A claim is granted only while the key is not in runs_, so each key is in order_ once.
+  if (runs_.emplace(key, std::move(run_id)).second) order_.push_back(key);
+  while (runs_.size() > capacity_) {
+    runs_.erase(order_.front());
+    order_.pop_front();
+  }
+}
+
+void RecentDeliveries::release(const Key& key) {
+  std::lock_guard lock(mutex_);
+  starting_.erase(key);
+}
+
+}  // namespace knflow::api

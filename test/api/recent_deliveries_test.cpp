@@ -1,0 +1,77 @@
+#include "knflow/api/recent_deliveries.hpp"
+
+#include "support/catch.hpp"
+
+#include <optional>
+#include <stdexcept>
+
+using knflow::api::RecentDeliveries;
+using State = RecentDeliveries::State;
+
+namespace {
+
+RecentDeliveries::Key key(const std::string& workflow, const std::string& id) {
+  return {"shop", workflow, "/orders", id};
+}
+
+}  // namespace
+
+TEST_CASE("recent deliveries: a repeated event gets the run started for it", "[api][broker]") {
+  RecentDeliveries d(100);
+  {
+    auto first = d.claim(key("billing", "e-1"));
+    REQUIRE(first.state() == State::claimed);
+    first.started("run-1");
+  }
+  auto again = d.claim(key("billing", "e-1"));
+  CHECK(again.state() == State::started);
+  CHECK(again.run_id() == "run-1");
+  // Another workflow, id or source is another delivery.
+  CHECK(d.claim(key("shipping", "e-1")).state() == State::claimed);
+  CHECK(d.claim(key("billing", "e-2")).state() == State::claimed);
+  CHECK(d.claim({"shop", "billing", "/other", "e-1"}).state() == State::claimed);
+  CHECK(d.claim({"other-ns", "billing", "/orders", "e-1"}).state() == State::claimed);
+}
+
+TEST_CASE("recent deliveries: a run that did not start may be started by a later delivery",
+          "[api][broker]") {
+  RecentDeliveries d(100);
+  {
+    auto first = d.claim(key("billing", "e-1"));
+    REQUIRE(first.state() == State::claimed);
+    // Meanwhile another delivery of the same event must not start a second run.
+    CHECK(d.claim(key("billing", "e-1")).state() == State::starting);
+  }  // not started: released
+  CHECK(d.claim(key("billing", "e-1")).state() == State::claimed);
+
+  // Starting threw: the claim is released as the stack unwinds.
+  try {
+    auto claim = d.claim(key("billing", "e-2"));
+    REQUIRE(claim.state() == State::claimed);
+    throw std::runtime_error("store failed");
+  } catch (const std::runtime_error&) {
+  }
+  CHECK(d.claim(key("billing", "e-2")).state() == State::claimed);
+
+  // A moved claim releases once, from where it ended up.
+  std::optional<RecentDeliveries::Claim> held;
+  {
+    auto claim = d.claim(key("billing", "e-3"));
+    held.emplace(std::move(claim));
+  }
+  CHECK(d.claim(key("billing", "e-3")).state() == State::starting);
+  held->started("run-3");
+  CHECK(d.claim(key("billing", "e-3")).run_id() == "run-3");
+}
+
+TEST_CASE("recent deliveries: bounded, the oldest forgotten first", "[api][broker]") {
+  RecentDeliveries d(2);
+  for (const char* id : {"e-1", "e-2", "e-3"}) d.claim(key("billing", id)).started(id);
+  CHECK(d.claim(key("billing", "e-1")).state() == State::claimed);  // forgotten
+  CHECK(d.claim(key("billing", "e-2")).state() == State::started);
+  CHECK(d.claim(key("billing", "e-3")).state() == State::started);
+
+  RecentDeliveries none(0);
+  none.claim(key("billing", "e-1")).started("run-1");
+  CHECK(none.claim(key("billing", "e-1")).state() == State::claimed);
+}
