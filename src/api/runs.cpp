@@ -314,7 +314,7 @@ struct Api::RunHandlers {
   static json::object not_started_json(const std::string& workflow, const Response& res) {
     json::object o{{"workflow", workflow}};
     boost::system::error_code ec;
-    auto problem = json::parse(res.body, ec);
+    auto problem = model::parse_data(res.body, ec);
     if (!ec && problem.is_object()) {
       for (auto& [key, value] : problem.as_object()) {
         if (key != "instance") o[key] = std::move(value);
