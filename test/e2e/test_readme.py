@@ -57,7 +57,7 @@ class ReadmeTest(unittest.TestCase):
         there), `~` is a fresh home whose ~/.local/share/knflow is the daemon's data directory,
         and only the daemon's port differs: the curl's URL is rewritten, the CLI gets
         $KNFLOW_SERVER."""
-        (invoke_block, cli_block), answer, review = example_section()
+        (invoke_block, cli_block, failure_block), answer, review = example_section()
         with tempfile.TemporaryDirectory(prefix="knflow-readme-") as home, \
                 Daemon("--apply", os.path.join(SOURCE_DIR, "examples", "order-pipeline.yaml"),
                        "--functions-dir", SOURCE_DIR,
@@ -107,6 +107,33 @@ class ReadmeTest(unittest.TestCase):
                 self.assertIn("STEP", shown)
                 self.assertIn("HTTP", shown)
                 self.assertEqual(json.loads(sh(lines[2])), json.loads(review))
+
+                # "When a step fails": a flaky charge is retried and the run completes; a
+                # declined card faults the run at once, and `runs get` shows why.
+                lines = [line for line in failure_block.splitlines() if line.strip()]
+                self.assertEqual(len(lines), 3, failure_block)
+                flaky = json.loads(sh(lines[0]))
+                self.assertEqual(flaky["receipt"], "rcpt-flaky-1", flaky)
+                r = subprocess.run(["bash", "-c", lines[1]], cwd=work, env=env,
+                                   capture_output=True, text=True, timeout=120)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn("card declined", r.stderr)
+                failed_id = re.search(r"knflow runs get (\S+) -n shop", r.stderr).group(1)
+                self.assertIn("RUN_ID", lines[2])
+                shown = sh(lines[2].replace("RUN_ID", failed_id))
+                self.assertIn("Phase:     faulted", shown)
+                self.assertIn("At:        /do/2 (step charge)", shown)
+                self.assertRegex(shown, r"charge +/do/2 +1 +faulted +402 +Call to charge failed")
+                knflow = lines[2].split(" runs get", 1)[0]
+                shown_runs = {row.split()[0]: sh(lines[2].replace("RUN_ID", row.split()[0]))
+                              for row in sh(knflow + " runs -n shop").splitlines()[1:]
+                              if row.strip()}
+                flaky_id = next(rid for rid, out in shown_runs.items() if "rcpt-flaky-1" in out)
+                attempts = [row for row in shown_runs[flaky_id].splitlines()
+                            if row.startswith("charge ")]
+                self.assertEqual([row.split()[3:5] for row in attempts],
+                                 [["faulted", "503"], ["faulted", "503"], ["completed", "200"]],
+                                 attempts)
                 self.assertEqual(d.stop(), 0)
             finally:
                 d.stop()  # SIGTERM, so the daemon stops the example's functions
