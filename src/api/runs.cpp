@@ -17,6 +17,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
+#include <chrono>
+
 namespace knflow::api {
 namespace {
 
@@ -25,6 +27,9 @@ namespace json = boost::json;
 using namespace detail;
 using http::Request;
 using http::Response;
+
+// How long :cancel waits for the run to end before it answers 202 `cancelling`.
+constexpr std::chrono::seconds kCancelWait{10};
 
 std::string new_event_id() {
   unsigned char raw[16];
@@ -234,9 +239,10 @@ struct Api::RunHandlers {
     return "/api/v1/namespaces/" + ns + "/runs/" + id;
   }
 
-  Response accepted(const std::string& ns, const std::string& id) const {
-    json::object body{{"runId", id}, {"phase", "running"}, {"location", run_location(ns, id)}};
-    auto res = http::make_response(202, std::string(kJson), json::serialize(body) + "\n");
+  Response accepted(const std::string& ns, const std::string& id, unsigned status = 202,
+                    std::string_view phase = "running") const {
+    json::object body{{"runId", id}, {"phase", phase}, {"location", run_location(ns, id)}};
+    auto res = http::make_response(status, std::string(kJson), json::serialize(body) + "\n");
     res.set_header("Location", run_location(ns, id));
     res.set_header("Knflow-Run-Id", id);
     return res;
@@ -506,6 +512,14 @@ struct Api::RunHandlers {
                                : "Only a faulted or cancelled run can be retried; this one is " +
                                      std::string(store::to_string(run->phase)) + ".",
                         req);
+    }
+    if (cancel) {
+      // Cancelling stops what the run is doing (a call in flight, a wait) at once; the answer
+      // says how it ended. A run still unwinding after kCancelWait answers 202 `cancelling`.
+      if (auto outcome = co_await api.engine_->wait(id, kCancelWait)) {
+        co_return accepted(ns, id, 200, outcome->phase);
+      }
+      co_return accepted(ns, id, 202, "cancelling");
     }
     co_return accepted(ns, id);
   }

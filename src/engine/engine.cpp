@@ -1156,9 +1156,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                      ? res.error_message
                                      : "the function answered " + std::to_string(res.status) +
                                            (res.body.empty() ? "" : ": " + res.body.substr(0, 512));
-      Fault fault =
-          make_fault(res.error == boost::asio::error::timed_out ? "timeout" : "communication",
-                     status ? status : 503, "Call to " + call.function + " failed", detail, path);
+      // No answer: 504 when the request timed out, 502 when it could not be sent or read, as a
+      // gateway says it (a run's or step's own deadline is 408, check_live).
+      const bool timed_out = res.error == boost::asio::error::timed_out;
+      Fault fault = make_fault(timed_out ? "timeout" : "communication",
+                               status ? status : (timed_out ? 504 : 502),
+                               "Call to " + call.function + " failed", detail, path);
       co_await attempt_end(run, seq,
                            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
                                           status ? std::optional<unsigned>(status) : std::nullopt));

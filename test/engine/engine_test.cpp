@@ -569,6 +569,30 @@ TEST_CASE("engine: step and run timeouts fault with a timeout error", "[engine][
   CHECK(EngineFixture::error_type(out2) == "timeout");
 }
 
+TEST_CASE("engine: a call without an answer faults 504 when it timed out, 502 when it failed",
+          "[engine][timeout]") {
+  EngineFixture f;
+  f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
+  auto timed_out = header("no-answer") + "  functions:\n    hang: {url: \"" + f.echo.url("/hang") +
+                   "\", timeout: PT0.2S}\n" + R"(  do:
+    - {name: call-it, call: hang}
+)";
+  auto out = f.run(timed_out);
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "timeout");
+  CHECK(out.error->at("status").as_int64() == 504);
+  // Nothing listens on port 1 of the loopback address: the connection is refused.
+  auto refused = header("refused") + R"(  functions:
+    gone: {url: "http://127.0.0.1:1/"}
+  do:
+    - {name: call-it, call: gone}
+)";
+  auto out2 = f.run(refused);
+  CHECK(out2.phase == "faulted");
+  CHECK(EngineFixture::error_type(out2) == "communication");
+  CHECK(out2.error->at("status").as_int64() == 502);
+}
+
 TEST_CASE("engine: a runaway expression faults its step; the engine keeps serving",
           "[engine][expression]") {
   EngineFixture f;
