@@ -524,10 +524,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         // Fork `join: each`: the rest of this list runs once per branch output, concurrently.
         std::vector<Current> all;
         if (end) co_return out.outputs;
-        std::vector<std::function<asio::awaitable<std::vector<Current>>()>> tasks;
+        std::vector<Task> tasks;
         for (std::size_t k = 0; k < out.outputs.size(); ++k) {
-          tasks.push_back([this, env, steps, path, k, c = out.outputs[k], next]() {
-            return exec_list(env, steps, path + "/each/" + std::to_string(k), c, next);
+          tasks.push_back([this, steps, path, k, c = out.outputs[k], next](Env e) {
+            return exec_list(std::move(e), steps, path + "/each/" + std::to_string(k), c, next);
           });
         }
         auto results = co_await gather(env, std::move(tasks), /*any=*/false);
@@ -543,12 +543,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return std::vector<Current>{std::move(cur)};
   }
 
+  // A concurrent part of a step (a fork branch, a loop iteration, a `join: each` continuation).
+  // It runs with the Env gather() gives it: the group's scope, so that cancelling the group
+  // reaches it.
+  using Task = std::function<asio::awaitable<std::vector<Current>>(Env)>;
+
   // Runs tasks concurrently on the run's strand. all: every result, in order; the first fault
   // cancels the others and is rethrown. any: the first success, the rest cancelled (their slots
   // stay empty); faults only when every task faulted.
-  asio::awaitable<std::vector<std::optional<std::vector<Current>>>> gather(
-      Env env, std::vector<std::function<asio::awaitable<std::vector<Current>>()>> tasks,
-      bool any) {
+  asio::awaitable<std::vector<std::optional<std::vector<Current>>>> gather(Env env,
+                                                                           std::vector<Task> tasks,
+                                                                           bool any) {
     struct State {
       std::vector<std::optional<std::vector<Current>>> results;
       std::optional<Fault> fault;
@@ -600,9 +605,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return state->results;
   }
 
-  static asio::awaitable<std::vector<Current>> branch_task(
-      Env, std::function<asio::awaitable<std::vector<Current>>()> task) {
-    co_return co_await task();
+  static asio::awaitable<std::vector<Current>> branch_task(Env env, Task task) {
+    co_return co_await task(std::move(env));
   }
 
   // Runs one step (or replays it from the journal). `at`: where in its list, when exec_list
@@ -800,11 +804,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<StepOutcome> exec_fork(Env env, const model::ForkStep& fork,
                                          const std::string& path, Current cur) {
     const auto join = fork.join.value_or(model::Join::all);
-    std::vector<std::function<asio::awaitable<std::vector<Current>>()>> tasks;
+    std::vector<Task> tasks;
     for (std::size_t k = 0; k < fork.branches.size(); ++k) {
       const model::Steps* one = &fork.branches;  // each branch is a single step of the list
-      tasks.push_back([this, env, one, k, path, cur]() {
-        return exec_branch(env, one, k, path + "/fork/" + std::to_string(k), cur);
+      tasks.push_back([this, one, k, path, cur](Env e) {
+        return exec_branch(std::move(e), one, k, path + "/fork/" + std::to_string(k), cur);
       });
     }
     auto results = co_await gather(env, std::move(tasks), join == model::Join::any);
@@ -872,14 +876,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         static_cast<std::size_t>(std::max<std::int64_t>(1, f.concurrency.value_or(1)));
     std::vector<json::value> results(arr.size());
     for (std::size_t start = 0; start < arr.size(); start += concurrency) {
-      std::vector<std::function<asio::awaitable<std::vector<Current>>()>> tasks;
+      std::vector<Task> tasks;
       const std::size_t end = std::min(arr.size(), start + concurrency);
       for (std::size_t k = start; k < end; ++k) {
-        Env e = env;
-        e.vars[each] = arr[k];
-        e.vars[at] = k;
-        tasks.push_back([this, e, steps = &f.steps, p = path + "/for/" + std::to_string(k), cur]() {
-          return exec_list(e, steps, p, cur);
+        tasks.push_back([this, each, at, item = arr[k], k, steps = &f.steps,
+                         p = path + "/for/" + std::to_string(k), cur](Env e) {
+          e.vars[each] = item;
+          e.vars[at] = k;
+          return exec_list(std::move(e), steps, p, cur);
         });
       }
       auto batch = co_await gather(env, std::move(tasks), false);

@@ -1,5 +1,6 @@
 #include "echo_server.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -10,6 +11,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -51,6 +53,8 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
   mutable std::mutex mutex;  // guards the fields below
   std::map<std::string, EchoRoute> routes;
   std::map<std::string, std::size_t> hits;
+  std::map<std::string, std::size_t> in_flight;      // being answered now, by path
+  std::map<std::string, std::size_t> max_in_flight;  // the most at once, by path
   std::vector<EchoRequest> requests;
   std::map<std::size_t, std::shared_ptr<Session>> sessions;
   bool stopping = false;
@@ -75,15 +79,28 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
     }
   }
 
-  // The route for a request and whether to drop it, counting the hit.
+  static std::string path_of(const EchoRequest& request) {
+    return request.target.substr(0, request.target.find('?'));
+  }
+
+  // The route for a request and whether to drop it, counting the hit; a request not dropped is
+  // in flight until answered().
   std::pair<EchoRoute, bool> route_for(const EchoRequest& request) {
-    auto path = request.target.substr(0, request.target.find('?'));
+    auto path = path_of(request);
     std::lock_guard lock(mutex);
     requests.push_back(request);
     auto it = routes.find(path);
     EchoRoute route = it == routes.end() ? EchoRoute{} : it->second;
     const std::size_t hit = ++hits[path];
-    return {route, hit <= route.drop_first};
+    if (hit <= route.statuses.size()) route.status = route.statuses[hit - 1];
+    const bool drop = hit <= route.drop_first;
+    if (!drop) max_in_flight[path] = std::max(max_in_flight[path], ++in_flight[path]);
+    return {route, drop};
+  }
+
+  void answered(const EchoRequest& request) {
+    std::lock_guard lock(mutex);
+    --in_flight[path_of(request)];
   }
 
   static asio::awaitable<void> serve(std::shared_ptr<Impl> self, std::shared_ptr<Session> session,
@@ -105,13 +122,17 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
       }
       request.body = in.body();
       request.connection = id;
+      request.received = std::chrono::steady_clock::now();
       auto [route, drop] = self->route_for(request);
       if (drop) break;
       stream.expires_never();
       if (route.delay.count() > 0) {
         session->delay.expires_after(route.delay);
         co_await session->delay.async_wait(use_tuple);
-        if (session->stopped) break;
+        if (session->stopped) {
+          self->answered(request);
+          break;
+        }
       }
       bhttp::response<bhttp::string_body> out;
       out.version(11);
@@ -129,6 +150,7 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
       out.prepare_payload();
       stream.expires_after(std::chrono::seconds(10));
       auto [wec, wn] = co_await bhttp::async_write(stream, out, use_tuple);
+      self->answered(request);
       if (wec || !in.keep_alive() || route.close_after_answer) break;
     }
     beast::error_code ignored;
@@ -172,6 +194,12 @@ std::size_t EchoServer::open_connections() const {
 std::vector<EchoRequest> EchoServer::requests() const {
   std::lock_guard lock(impl_->mutex);
   return impl_->requests;
+}
+
+std::size_t EchoServer::max_in_flight(const std::string& path) const {
+  std::lock_guard lock(impl_->mutex);
+  auto it = impl_->max_in_flight.find(path);
+  return it == impl_->max_in_flight.end() ? 0 : it->second;
 }
 
 void EchoServer::stop() {

@@ -23,6 +23,8 @@ struct EchoRoute {
   std::chrono::milliseconds delay{0};  // wait this long before answering
   bool close_after_answer = false;     // answer as keep-alive, then close the connection anyway
   std::size_t drop_first = 0;  // the first N requests: close the connection without answering
+  // The Nth request (1-based) is answered with statuses[N-1] while there is one, then `status`.
+  std::vector<unsigned> statuses{};
 };
 
 // A request as the server read it.
@@ -31,7 +33,8 @@ struct EchoRequest {
   std::string target;
   std::vector<std::pair<std::string, std::string>> headers;  // lower-case names
   std::string body;
-  std::size_t connection = 0;  // 1-based number of the connection it came on
+  std::size_t connection = 0;                        // 1-based number of the connection it came on
+  std::chrono::steady_clock::time_point received{};  // when it had been read
 };
 
 // A real HTTP/1.1 server on 127.0.0.1 (port 0) for engine tests: answers each path as its route
@@ -53,6 +56,8 @@ class EchoServer {
   std::size_t connections_accepted() const;
   std::size_t open_connections() const;
   std::vector<EchoRequest> requests() const;
+  // The most requests to `path` (without the query) that were being answered at once.
+  std::size_t max_in_flight(const std::string& path) const;
 
   // Closes the listener and every connection, and cancels pending delays.
   void stop();

@@ -512,6 +512,105 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
   }
 }
 
+TEST_CASE("engine: step if skips a step, a nested do runs in order, then jumps to a named step",
+          "[engine][flow]") {
+  EngineFixture f;
+  auto yaml = header("flow") + R"(  do:
+    - {name: maybe, if: '${ .go }', set: '${ . + {went: true} }'}
+    - name: inner
+      do:
+        - {name: a, set: '${ . + {a: 1} }', then: c}
+        - {name: b, set: '${ . + {b: 1} }'}
+        - {name: c, set: '${ . + {c: 1} }'}
+    - {name: after, set: '${ . + {after: 1} }'}
+)";
+  CHECK(EngineFixture::data(f.run(yaml, R"({"go": false})")) ==
+        json::parse(R"({"go": false, "a": 1, "c": 1, "after": 1})"));
+  CHECK(EngineFixture::data(f.run(yaml, R"({"go": true})")) ==
+        json::parse(R"({"go": true, "went": true, "a": 1, "c": 1, "after": 1})"));
+}
+
+TEST_CASE("engine: for never runs more iterations at once than its concurrency",
+          "[engine][loops]") {
+  EngineFixture f;
+  f.echo.route("/slow", {.delay = std::chrono::milliseconds(100)});
+  auto yaml = header("bounded") + functions(f, {"slow"}) + R"(  do:
+    - name: each
+      for: {each: x, in: '${ .items }', concurrency: 2}
+      do:
+        - {name: call-it, call: slow, input: '${ {v: $x} }'}
+)";
+  CHECK(EngineFixture::data(f.run(yaml, R"({"items": [1, 2, 3, 4, 5, 6]})")) ==
+        json::parse(R"([{"v":1},{"v":2},{"v":3},{"v":4},{"v":5},{"v":6}])"));
+  CHECK(f.echo.max_in_flight("/slow") == 2);
+}
+
+TEST_CASE("engine: a fork cancels the branches that lost (any) or were outrun by a fault (all)",
+          "[engine][fork]") {
+  EngineFixture f;
+  f.echo.route("/slow", {.status = 200,
+                         .body = R"("slow")",
+                         .headers = {{"Content-Type", "application/json"}},
+                         .delay = std::chrono::seconds(30)});
+  f.echo.route(
+      "/fast",
+      {.status = 200, .body = R"("fast")", .headers = {{"Content-Type", "application/json"}}});
+  auto any = header("any-cancel") + functions(f, {"slow", "fast"}) + R"(  do:
+    - name: first
+      fork:
+        join: any
+        branches:
+          - {name: s, call: slow}
+          - {name: q, call: fast}
+)";
+  std::string id;
+  CHECK(EngineFixture::data(f.run(any, "{}", &id)) == json::parse(R"("fast")"));
+  std::map<std::string, store::AttemptPhase> phases;
+  for (const auto& a : f.attempts(id)) phases[a.step] = a.phase;
+  CHECK(phases["q"] == store::AttemptPhase::completed);
+  CHECK(phases["s"] == store::AttemptPhase::cancelled);
+
+  // join: all — the first branch to fault cancels the others.
+  f.echo.route("/broken", {.status = 400, .body = "no"});
+  auto all = header("all-cancel") + functions(f, {"slow", "broken"}) + R"(  do:
+    - name: both
+      fork:
+        branches:
+          - {name: s, call: slow}
+          - {name: b, call: broken}
+)";
+  std::string id2;
+  auto out = f.run(all, "{}", &id2);
+  CHECK(out.phase == "faulted");
+  CHECK(out.error->at("status").as_int64() == 400);
+  phases.clear();
+  for (const auto& a : f.attempts(id2)) phases[a.step] = a.phase;
+  CHECK(phases["b"] == store::AttemptPhase::faulted);
+  CHECK(phases["s"] == store::AttemptPhase::cancelled);
+}
+
+TEST_CASE("engine: Retry-After sets the delay before the next attempt", "[engine][retry]") {
+  EngineFixture f;
+  f.echo.route("/busy", {.status = 200,
+                         .body = R"({"ok": true})",
+                         .headers = {{"Retry-After", "1"}},
+                         .statuses = {503}});
+  auto yaml = header("retry-after") + functions(f, {"busy"}) + R"(  do:
+    - name: call-it
+      call: busy
+      retry: {limit: 2, backoff: constant, delay: PT0.01S}
+)";
+  auto out = f.run(yaml);
+  CHECK(out.phase == "completed");
+  std::vector<test::EchoRequest> busy;
+  for (auto& r : f.echo.requests()) {
+    if (r.target == "/busy") busy.push_back(r);
+  }
+  REQUIRE(busy.size() == 2);
+  // The policy alone would have waited 10 ms; the answer asked for a second.
+  CHECK(busy[1].received - busy[0].received >= std::chrono::seconds(1));
+}
+
 TEST_CASE("engine: try/catch handles matching errors with $error", "[engine][try]") {
   EngineFixture f;
   f.echo.route("/bad", {.status = 400, .body = "no"});
