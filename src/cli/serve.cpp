@@ -423,7 +423,7 @@ int serve(const std::vector<std::string>& args) {
           .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
           .time_limit = seconds_option(vm, "expression-timeout"),
       });
-  engine::FunctionSupervisor functions(ioc.get_executor());
+  engine::FunctionSupervisor functions(ioc.get_executor(), {}, &metrics);
   // `emit` reaches the daemon's own broker over loopback with a token made for this process.
   const std::string internal_token = http::generate_token();
   tokens->add(internal_token);

@@ -1,6 +1,7 @@
 #include "knflow/engine/function_supervisor.hpp"
 
 #include "knflow/log/log.hpp"
+#include "knflow/metrics/metrics.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -411,6 +412,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   asio::signal_set signals;
   std::string signals_error;
 
+  metrics::Metrics* metrics;
+
   mutable std::mutex mutex;
   std::map<FunctionKey, std::shared_ptr<Function>> functions;
   std::set<pid_t> live_pids;  // spawned and not reaped
@@ -422,8 +425,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   bool shutting_down = false;
   std::vector<std::function<void()>> shutdown_waiters;
 
-  Impl(asio::any_io_executor executor, SupervisorSettings s)
-      : strand(asio::make_strand(executor)), settings(s), signals(strand) {
+  Impl(asio::any_io_executor executor, SupervisorSettings s, metrics::Metrics* m)
+      : strand(asio::make_strand(executor)), settings(std::move(s)), signals(strand), metrics(m) {
     boost::system::error_code ec;
     signals.add(SIGCHLD, ec);
     if (ec) {
@@ -518,9 +521,12 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     fn->phase = Phase::starting;
     fn->backoff_timer.reset();
     if (restart) {
-      std::lock_guard lock(mutex);
-      ++fn->state.restarts;
-      ++total_restarts;
+      {
+        std::lock_guard lock(mutex);
+        ++fn->state.restarts;
+        ++total_restarts;
+      }
+      if (metrics) metrics->function_restarted();
     }
     asio::co_spawn(strand, run_start(shared_from_this(), fn, fn->epoch), logged("start"));
   }
@@ -1025,8 +1031,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
 };
 
 FunctionSupervisor::FunctionSupervisor(boost::asio::any_io_executor executor,
-                                       SupervisorSettings settings)
-    : impl_(std::make_shared<Impl>(std::move(executor), settings)) {}
+                                       SupervisorSettings settings, metrics::Metrics* metrics)
+    : impl_(std::make_shared<Impl>(std::move(executor), std::move(settings), metrics)) {}
 
 FunctionSupervisor::~FunctionSupervisor() {
   impl_->kill_everything();

@@ -95,11 +95,12 @@ struct Metrics::Impl {
                                            .Help("Events delivered to a dead-letter sink")
                                            .Register(*registry)
                                            .Add({});
-  prometheus::Gauge& function_restarts = prometheus::BuildGauge()
-                                             .Name("knflow_function_restarts")
-                                             .Help("Restarts of local function processes")
-                                             .Register(*registry)
-                                             .Add({});
+  prometheus::Counter& function_restarts =
+      prometheus::BuildCounter()
+          .Name("knflow_function_restarts_total")
+          .Help("Local function processes started again after an exit or a failed start")
+          .Register(*registry)
+          .Add({});
 
   prometheus::Family<prometheus::Counter>& reconciles =
       prometheus::BuildCounter()
@@ -213,7 +214,7 @@ void Metrics::retry() { impl_->retries.Increment(); }
 
 void Metrics::dead_lettered() { impl_->dead_lettered.Increment(); }
 
-void Metrics::set_function_restarts(double count) { impl_->function_restarts.Set(count); }
+void Metrics::function_restarted() { impl_->function_restarts.Increment(); }
 
 void Metrics::controller_reconciled(std::string_view result,
                                     std::chrono::duration<double> elapsed) {

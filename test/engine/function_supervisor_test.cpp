@@ -1,5 +1,6 @@
 #include "knflow/engine/function_supervisor.hpp"
 
+#include "knflow/metrics/metrics.hpp"
 #include "support/catch.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -283,7 +284,10 @@ TEST_CASE("Output of both streams is kept as bounded, timestamped lines", "[func
 
 TEST_CASE("A function that crashes is restarted on a new pid", "[function_supervisor]") {
   asio::io_context ioc;
-  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 50ms});
+  knflow::metrics::Metrics metrics;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 50ms},
+                                &metrics);
+  CHECK_THAT(metrics.serialize(), Catch::Contains("\nknflow_function_restarts_total 0\n"));
   const auto k = key("orders", "echo");
   const auto first = ensure(ioc, supervisor, k, echo_spec());
   REQUIRE(first.url);
@@ -297,6 +301,7 @@ TEST_CASE("A function that crashes is restarted on a new pid", "[function_superv
   const auto state = supervisor.state(k);
   CHECK(state->last_exit == "exited with 3");
   CHECK(supervisor.total_restarts() == 1);
+  CHECK_THAT(metrics.serialize(), Catch::Contains("\nknflow_function_restarts_total 1\n"));
   CHECK(reaped(old_pid));
   CHECK(count_lines(supervisor.logs(k), "stderr", "echo: crashing on request") == 1);
 

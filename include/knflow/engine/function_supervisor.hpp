@@ -19,6 +19,10 @@
 #include <string>
 #include <vector>
 
+namespace knflow::metrics {
+class Metrics;
+}
+
 namespace knflow::engine {
 
 // Which process: one per (namespace, workflow, function) and command line.
@@ -61,7 +65,9 @@ struct SupervisorSettings {
 // Thread-safe.
 class FunctionSupervisor {
  public:
-  FunctionSupervisor(boost::asio::any_io_executor executor, SupervisorSettings settings = {});
+  // Restarts are counted into `metrics` when given.
+  FunctionSupervisor(boost::asio::any_io_executor executor, SupervisorSettings settings = {},
+                     metrics::Metrics* metrics = nullptr);
   ~FunctionSupervisor();
 
   // Makes sure the function's process runs (starting it, or restarting it if the spec changed)

@@ -37,7 +37,8 @@ class Metrics {
   void observe_step(std::chrono::duration<double> elapsed);
   void retry();
   void dead_lettered();
-  void set_function_restarts(double count);
+  // The function supervisor started a local function again (after an exit or a failed start).
+  void function_restarted();
 
   // Controller (cluster mode). `result` of a reconcile: success, invalid (terminal: the spec is
   // refused), retry (transient error, requeued with backoff) or error (terminal: the server
