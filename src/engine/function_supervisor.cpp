@@ -19,7 +19,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -279,64 +279,167 @@ void close_pair(int fds[2]) {
   if (fds[1] >= 0) ::close(fds[1]);
 }
 
+// Moves a descriptor above stdin, stdout and stderr (close-on-exec): a daemon started with one
+// of those closed gets it back from pipe2(), and the child's dup2() calls must not clobber it.
+int above_stdio(int fd) {
+  if (fd < 0 || fd > STDERR_FILENO) return fd;
+  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+  ::close(fd);
+  return moved;
+}
+
+// Why a child did not get to run the program, sent to the daemon over a close-on-exec pipe
+// (nothing arrives when execve() succeeds).
+enum class ChildStage : int { setup = 1, working_dir = 2, exec = 3 };
+struct ChildFailure {
+  ChildStage stage;
+  int error;
+};
+
+// What the forked child needs, all made before fork(): the child may only make system calls.
+struct ChildPlan {
+  const char* program;
+  char* const* argv;
+  char* const* envp;
+  const char* working_dir;
+  int out;  // write ends of the stdout and stderr pipes
+  int err;
+  int status;  // write end of the ChildFailure pipe
+  pid_t parent;
+};
+
+// The child between fork() and execve(). Async-signal-safe calls only: the daemon has other
+// threads, whose locks (malloc's among them) may be held in this copy of its memory for good.
+[[noreturn]] void run_child(const ChildPlan& plan) {
+  int status = plan.status;
+  const auto fail = [&status](ChildStage stage) {
+    const ChildFailure failure{.stage = stage, .error = errno};
+    [[maybe_unused]] const auto written = ::write(status, &failure, sizeof failure);
+    ::_exit(127);
+  };
+  if (::setpgid(0, 0) != 0) fail(ChildStage::setup);
+  // SIGKILL when the daemon's thread that forked us ends: with the daemon (docs/functions.md).
+  // If the daemon died before this call, we are somebody else's child already: end here.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(ChildStage::setup);
+  if (::getppid() != plan.parent) ::_exit(127);
+  // Every signal at its default action, even those the daemon ignores (SIGPIPE) or handles.
+  // Blocked since before fork(), so no handler of the daemon runs here.
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &default_action, nullptr);
+  const int null = ::open("/dev/null", O_RDONLY);
+  if (null < 0 || ::dup2(null, STDIN_FILENO) < 0 || ::dup2(plan.out, STDOUT_FILENO) < 0 ||
+      ::dup2(plan.err, STDERR_FILENO) < 0) {
+    fail(ChildStage::setup);
+  }
+  if (::chdir(plan.working_dir) != 0) fail(ChildStage::working_dir);
+  // No other descriptor of the daemon: the status pipe moves to 3 (still close-on-exec), then
+  // everything above goes.
+  if (status != STDERR_FILENO + 1) {
+    if (::dup3(status, STDERR_FILENO + 1, O_CLOEXEC) < 0) fail(ChildStage::setup);
+    status = STDERR_FILENO + 1;
+  }
+  ::closefrom(STDERR_FILENO + 2);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::execve(plan.program, plan.argv, plan.envp);
+  fail(ChildStage::exec);
+  ::_exit(127);  // fail() does not return
+}
+
 // Starts argv in its own process group, in working_dir, with exactly `env`, stdin from /dev/null
-// and stdout/stderr into fresh pipes; no other descriptor of the daemon is inherited.
+// and stdout/stderr into fresh pipes; no other descriptor of the daemon is inherited, and the
+// process gets SIGKILL when the calling thread ends (PR_SET_PDEATHSIG). fork() and execve()
+// rather than posix_spawn(), which cannot set that; the calling thread waits until execve()
+// succeeded or failed, as posix_spawn() does.
 Spawned spawn_process(const std::filesystem::path& program, const std::vector<std::string>& args,
                       const std::filesystem::path& working_dir,
                       const std::vector<std::string>& env) {
   Spawned result;
+  std::string argv0 = program.string();
   int out[2] = {-1, -1};
   int err[2] = {-1, -1};
-  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+  int status[2] = {-1, -1};
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 ||
+      ::pipe2(status, O_CLOEXEC) != 0) {
     result.error = std::string("could not create pipes: ") + std::strerror(errno);
     close_pair(out);
     close_pair(err);
+    close_pair(status);
+    return result;
+  }
+  for (int* fd : {&out[0], &out[1], &err[0], &err[1], &status[0], &status[1]}) {
+    *fd = above_stdio(*fd);
+  }
+  if (std::min({out[0], out[1], err[0], err[1], status[0], status[1]}) < 0) {
+    result.error = std::string("could not create pipes: ") + std::strerror(errno);
+    close_pair(out);
+    close_pair(err);
+    close_pair(status);
     return result;
   }
   std::vector<char*> argv;
-  std::string argv0 = program.string();
   argv.push_back(argv0.data());
   for (std::size_t i = 1; i < args.size(); ++i) argv.push_back(const_cast<char*>(args[i].c_str()));
   argv.push_back(nullptr);
   std::vector<char*> envp;
   for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  const std::string dir = working_dir.string();
+  const ChildPlan plan{.program = argv0.c_str(),
+                       .argv = argv.data(),
+                       .envp = envp.data(),
+                       .working_dir = dir.c_str(),
+                       .out = out[1],
+                       .err = err[1],
+                       .status = status[1],
+                       .parent = ::getpid()};
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-  posix_spawn_file_actions_addchdir_np(&actions, working_dir.c_str());
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t mask;
-  sigemptyset(&mask);
-  posix_spawnattr_setsigmask(&attr, &mask);
-  sigset_t defaults;
-  sigfillset(&defaults);  // signals the daemon ignores (SIGPIPE) are not ignored by functions
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-
-  const int rc =
-      ::posix_spawn(&result.pid, argv0.c_str(), &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  // All signals blocked across fork(): none may run a daemon's handler in the child.
+  sigset_t all;
+  sigset_t saved;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
+  const pid_t pid = ::fork();
+  if (pid == 0) run_child(plan);
+  const int fork_error = errno;
+  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   ::close(out[1]);
   ::close(err[1]);
-  if (rc != 0) {
-    ::close(out[0]);
-    ::close(err[0]);
-    result.pid = -1;
-    result.error = "could not start " + argv0 + ": " + std::strerror(rc);
+  ::close(status[1]);
+
+  ChildFailure failure{};
+  ssize_t n = -1;
+  if (pid > 0) {
+    do {
+      n = ::read(status[0], &failure, sizeof failure);
+    } while (n < 0 && errno == EINTR);
+  }
+  ::close(status[0]);
+  if (pid > 0 && n == 0) {  // end of file: execve() succeeded
+    result.pid = pid;
+    result.out = out[0];
+    result.err = err[0];
     return result;
   }
-  result.out = out[0];
-  result.err = err[0];
+  ::close(out[0]);
+  ::close(err[0]);
+  if (pid < 0) {
+    result.error = "could not start " + argv0 + ": " + std::strerror(fork_error);
+    return result;
+  }
+  int wait_status = 0;  // the child exits at once; it was never recorded anywhere
+  while (::waitpid(pid, &wait_status, 0) < 0 && errno == EINTR) {
+  }
+  if (n != static_cast<ssize_t>(sizeof failure)) {
+    result.error = "could not start " + argv0 + ": the process ended before it ran the program";
+  } else if (failure.stage == ChildStage::working_dir) {
+    result.error = "could not start " + argv0 + ": working directory " + dir + ": " +
+                   std::strerror(failure.error);
+  } else {
+    result.error = "could not start " + argv0 + ": " + std::strerror(failure.error);
+  }
   return result;
 }
 

@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -319,6 +320,7 @@ TEST_CASE("A function that exits at start fails ensure() with its status and std
     std::vector<std::string> command;
     std::map<std::string, std::string> env;
     std::vector<std::string> expected;
+    std::filesystem::path working_dir = kFixtures;
   };
   const auto c = GENERATE(
       Case{{"python3", "echo_function.py"},
@@ -326,12 +328,16 @@ TEST_CASE("A function that exits at start fails ensure() with its status and std
            {"exited with 7 before accepting connections", "echo: refusing to start"}},
       Case{{"python3", "no_such_script.py"}, {}, {"exited with 2", "No such file or directory"}},
       Case{{"knflow-no-such-command"}, {}, {"knflow-no-such-command", "not found in PATH"}},
-      Case{{"./no_such_program"}, {}, {"no_such_program", "No such file or directory"}});
+      Case{{"./no_such_program"}, {}, {"no_such_program", "No such file or directory"}},
+      Case{{"/bin/sh", "-c", "exit 0"},
+           {},
+           {"working directory /nonexistent/knflow-test: No such file or directory"},
+           "/nonexistent/knflow-test"});
 
   asio::io_context ioc;
   FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 10s});
   const auto k = key("orders", "broken");
-  const FunctionSpec spec{.command = c.command, .env = c.env, .working_dir = kFixtures};
+  const FunctionSpec spec{.command = c.command, .env = c.env, .working_dir = c.working_dir};
   const auto endpoint = ensure(ioc, supervisor, k, spec);
   CHECK(!endpoint.url);
   for (const auto& text : c.expected) CHECK_THAT(endpoint.error, Catch::Contains(text));
@@ -564,4 +570,30 @@ TEST_CASE("The supervisor can be used from several threads", "[function_supervis
   }
   guard.reset();
   for (auto& t : threads) t.join();
+}
+
+TEST_CASE("A function gets SIGKILL when the thread that started it ends (PR_SET_PDEATHSIG)",
+          "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 60s});
+  const auto k = key("orders", "echo");
+  // The io_context runs on `starter` only, so the process is forked there.
+  std::optional<Endpoint> started;
+  std::thread starter([&] {
+    auto on_done = [&started](std::exception_ptr, Endpoint e) { started = std::move(e); };
+    asio::co_spawn(ioc, supervisor.ensure(k, echo_spec()), on_done);
+    const auto deadline = Clock::now() + 60s;
+    while (!started && Clock::now() < deadline) {
+      if (ioc.stopped()) ioc.restart();
+      ioc.run_one_for(10ms);
+    }
+  });
+  starter.join();
+  REQUIRE(started);
+  REQUIRE(started->url);
+  const pid_t pid = *supervisor.state(k)->pid;
+  REQUIRE(run_until(ioc, [&] { return supervisor.state(k)->last_exit == "killed by signal 9"; }));
+  CHECK(reaped(pid));
+  CHECK(!supervisor.state(k)->running);
+  shutdown(ioc, supervisor);
 }

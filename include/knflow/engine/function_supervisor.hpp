@@ -4,7 +4,8 @@
 // set to a free loopback port (and K_SERVICE, K_CONFIGURATION, K_REVISION as Knative would set
 // them), waits until the port accepts connections, restarts with exponential backoff (capped) when
 // one dies, stops (SIGTERM, then SIGKILL after a grace period) on shutdown or when no workflow
-// uses it any more, and keeps the last lines of its stdout and stderr as logs.
+// uses it any more, and keeps the last lines of its stdout and stderr as logs. A function dies
+// with the daemon (PR_SET_PDEATHSIG; docs/functions.md).
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
