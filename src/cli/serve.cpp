@@ -70,7 +70,8 @@ po::options_description serve_options() {
     ("listen", po::value<std::string>()->default_value("127.0.0.1:8080"),
      "HOST:PORT to listen on; port 0 picks a free port. A non-loopback host needs --token-file")
     ("data-dir", po::value<std::string>()->default_value(default_data_dir()),
-     "directory for the SQLite database (knflow.db) and the generated token")
+     "directory for the SQLite database (knflow.db), the generated token and the record of "
+     "running local functions (function-processes/)")
     ("token-file", po::value<std::string>(),
      "file of accepted bearer tokens, one per line ('#' starts a comment). Default: "
      "<data-dir>/token, created with a random token on first start (loopback only)")
@@ -423,7 +424,11 @@ int serve(const std::vector<std::string>& args) {
           .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
           .time_limit = seconds_option(vm, "expression-timeout"),
       });
-  engine::FunctionSupervisor functions(ioc.get_executor(), {}, &metrics);
+  // Local functions: their process groups are recorded in the data directory, so that this
+  // start kills what a daemon killed with SIGKILL left running (docs/functions.md).
+  engine::FunctionSupervisor functions(
+      ioc.get_executor(), engine::SupervisorSettings{.state_dir = data_dir / "function-processes"},
+      &metrics);
   // `emit` reaches the daemon's own broker over loopback with a token made for this process.
   const std::string internal_token = http::generate_token();
   tokens->add(internal_token);

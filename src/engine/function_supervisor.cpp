@@ -28,14 +28,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <deque>
 #include <exception>
+#include <fstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <utility>
 
@@ -443,6 +446,181 @@ Spawned spawn_process(const std::filesystem::path& program, const std::vector<st
   return result;
 }
 
+// What /proc/PID/stat says about a process, as far as telling it apart from a later process
+// with the same id goes.
+struct ProcStat {
+  char state = '?';
+  pid_t pgrp = 0;
+  pid_t session = 0;
+  unsigned long long start = 0;  // clock ticks after boot
+};
+
+std::optional<ProcStat> read_proc_stat(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
+  std::string text;
+  if (!in || !std::getline(in, text)) return std::nullopt;
+  // The command name (field 2) is in parentheses and may hold anything: fields after the last ')'.
+  const auto paren = text.rfind(')');
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream fields(text.substr(paren + 1));
+  ProcStat stat;
+  long long ppid = 0;
+  long long pgrp = 0;
+  long long session = 0;
+  fields >> stat.state >> ppid >> pgrp >> session;
+  std::string skip;
+  for (int field = 7; field < 22 && fields; ++field) fields >> skip;  // tty_nr ... itrealvalue
+  fields >> stat.start;
+  if (!fields) return std::nullopt;
+  stat.pgrp = static_cast<pid_t>(pgrp);
+  stat.session = static_cast<pid_t>(session);
+  return stat;
+}
+
+std::optional<ProcStat> read_proc_stat(pid_t pid) { return read_proc_stat(std::to_string(pid)); }
+
+std::string read_first_line(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// What must match for a recorded process id to mean the same process: the same boot (start
+// times count from it) and the same pid namespace (ids are per namespace).
+std::string boot_id() { return read_first_line("/proc/sys/kernel/random/boot_id"); }
+
+std::string pid_namespace() {
+  std::error_code ec;
+  const auto target = std::filesystem::read_symlink("/proc/self/ns/pid", ec);
+  return ec ? std::string() : target.string();
+}
+
+constexpr std::string_view kRecordHeader = "knflow function processes 1";
+
+// Every process's stat, by pid.
+std::map<pid_t, ProcStat> all_proc_stats() {
+  std::map<pid_t, ProcStat> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const auto name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (auto stat = read_proc_stat(name)) out.emplace(std::stoi(name), *stat);
+  }
+  return out;
+}
+
+// Kills what is left of one recorded process group; returns how many live processes it had.
+// The group is ours when its leader is the recorded process (same start time), or when the
+// leader is gone but the group still has members: its id cannot have been reused while the group
+// exists. Members must also be in the recorded session and have started after the leader.
+std::size_t kill_leftover_group(const std::map<pid_t, ProcStat>& procs, pid_t pgid,
+                                unsigned long long start, pid_t session) {
+  const auto leader = procs.find(pgid);
+  const bool leader_is_ours = leader != procs.end() && leader->second.start == start;
+  if (leader != procs.end() && !leader_is_ours) return 0;  // the id belongs to another process
+  std::size_t members = 0;
+  for (const auto& [pid, stat] : procs) {
+    if (stat.pgrp == pgid && stat.session == session && stat.start >= start && stat.state != 'Z') {
+      ++members;
+    }
+  }
+  if (members > 0) ::kill(-pgid, SIGKILL);
+  if (leader_is_ours && leader->second.pgrp != pgid && leader->second.state != 'Z') {
+    ::kill(pgid, SIGKILL);  // it left its group
+    ++members;
+  }
+  return members;
+}
+
+struct Leftovers {
+  std::size_t groups = 0;
+  std::size_t processes = 0;
+};
+
+// The daemon a record file belongs to, from its name: "<pid>-<start time>", or that with ".new"
+// (a file being written when that daemon was killed).
+struct RecordName {
+  pid_t pid = 0;
+  unsigned long long start = 0;
+  bool partial = false;
+};
+
+std::optional<RecordName> parse_record_name(std::string_view name) {
+  RecordName out;
+  if (name.ends_with(".new")) {
+    out.partial = true;
+    name.remove_suffix(4);
+  }
+  const auto dash = name.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  const auto number = [](std::string_view text, auto& value) {
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    return ec == std::errc() && end == text.data() + text.size() && !text.empty();
+  };
+  if (!number(name.substr(0, dash), out.pid) || !number(name.substr(dash + 1), out.start) ||
+      out.pid <= 0) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+// Kills the recorded process groups of the daemons in `dir` that no longer run and removes their
+// files; skips `own` (this process's file) and files of daemons still running.
+Leftovers reap_leftovers(const std::filesystem::path& dir, const std::string& own) {
+  Leftovers out;
+  std::error_code ec;
+  std::vector<std::pair<std::filesystem::path, RecordName>> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const auto name = entry.path().filename().string();
+    if (name == own || name == own + ".new" || !entry.is_regular_file(ec)) continue;
+    if (const auto parsed = parse_record_name(name)) files.emplace_back(entry.path(), *parsed);
+  }
+  if (files.empty()) return out;
+  const auto boot = boot_id();
+  const auto namespace_ = pid_namespace();
+  const auto procs = all_proc_stats();
+  for (const auto& [file, daemon] : files) {
+    const auto it = procs.find(daemon.pid);
+    const bool running = it != procs.end() && it->second.start == daemon.start;
+    if (daemon.partial) {  // its groups are in the whole file it was to replace
+      if (!running) std::filesystem::remove(file, ec);
+      continue;
+    }
+    std::ifstream in(file);
+    std::string header;
+    std::string boot_line;
+    std::string namespace_line;
+    std::getline(in, header);
+    std::getline(in, boot_line);
+    std::getline(in, namespace_line);
+    if (header != kRecordHeader) continue;  // not one of ours
+    const bool same_system = boot_line == "boot " + boot && namespace_line == "pidns " + namespace_;
+    if (same_system) {
+      if (running) continue;  // that daemon still runs: its functions are its own
+      long long pgid = 0;
+      unsigned long long start = 0;
+      long long session = 0;
+      while (in >> pgid >> start >> session) {
+        if (pgid <= 1) continue;
+        const auto killed = kill_leftover_group(procs, static_cast<pid_t>(pgid), start,
+                                                static_cast<pid_t>(session));
+        if (killed > 0) {
+          ++out.groups;
+          out.processes += killed;
+          log::info("Killed the process group of a local function a killed daemon left",
+                    {{"pgid", std::to_string(pgid)},
+                     {"processes", std::to_string(killed)},
+                     {"record", file.string()}});
+        }
+      }
+    }
+    // Done, or from another boot or pid namespace: none of its processes can be running here.
+    std::filesystem::remove(file, ec);
+  }
+  return out;
+}
+
 void log_exception(std::string_view what, std::exception_ptr e) {
   if (!e) return;
   try {
@@ -522,6 +700,12 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   std::set<pid_t> live_pids;  // spawned and not reaped
   bool closed = false;        // the destructor ran: start nothing more
   std::atomic<std::size_t> total_restarts{0};
+  // The process groups of live_pids as written to record_file (empty: not recorded), for the
+  // next daemon should this one be killed: leader pid → its start time and session.
+  std::map<pid_t, std::pair<unsigned long long, pid_t>> recorded;
+  std::filesystem::path record_file;
+  std::string record_header;
+  bool record_failed = false;  // logged once
 
   std::map<pid_t, std::shared_ptr<Process>> processes;  // not reaped yet
   bool reaper_running = false;
@@ -530,6 +714,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
 
   Impl(asio::any_io_executor executor, SupervisorSettings s, metrics::Metrics* m)
       : strand(asio::make_strand(executor)), settings(std::move(s)), signals(strand), metrics(m) {
+    if (!settings.state_dir.empty()) open_record();
     boost::system::error_code ec;
     signals.add(SIGCHLD, ec);
     if (ec) {
@@ -546,6 +731,65 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
         sa.sa_handler != SIG_IGN) {
       sa.sa_flags |= SA_RESTART | SA_NOCLDSTOP;
       ::sigaction(SIGCHLD, &sa, nullptr);
+    }
+  }
+
+  // --- the record of running process groups ----------------------------------------------
+
+  // Kills what daemons that no longer run left behind in state_dir, then names this process's
+  // own record file there: <pid>-<start time>.
+  void open_record() {
+    std::error_code ec;
+    std::filesystem::create_directories(settings.state_dir, ec);
+    const auto self = read_proc_stat(::getpid());
+    if (ec || !self) {
+      log::error(
+          "Failed to prepare the record of local function processes; a killed daemon's "
+          "functions will not be found by the next one",
+          {{"dir", settings.state_dir.string()},
+           {"error", ec ? ec.message() : "cannot read /proc/self/stat"}});
+      return;
+    }
+    const std::string own = std::to_string(::getpid()) + "-" + std::to_string(self->start);
+    const auto leftovers = reap_leftovers(settings.state_dir, own);
+    if (leftovers.groups > 0) {
+      log::warn("Killed local functions of a daemon that was killed",
+                {{"groups", std::to_string(leftovers.groups)},
+                 {"processes", std::to_string(leftovers.processes)}});
+    }
+    record_file = settings.state_dir / own;
+    record_header =
+        std::string(kRecordHeader) + "\nboot " + boot_id() + "\npidns " + pid_namespace() + "\n";
+  }
+
+  // Writes `recorded` to record_file (a new file renamed over the old one, so a daemon killed
+  // while writing leaves a whole file); removes it when nothing runs. No fsync: what a crash of
+  // the machine loses, it also stops. Holds `mutex`.
+  void save_record_locked() {
+    if (record_file.empty()) return;
+    std::error_code ec;
+    if (recorded.empty()) {
+      std::filesystem::remove(record_file, ec);
+    } else {
+      auto temporary = record_file;
+      temporary += ".new";
+      {
+        std::ofstream out(temporary, std::ios::trunc);
+        out << record_header;
+        for (const auto& [pgid, process] : recorded) {
+          out << pgid << ' ' << process.first << ' ' << process.second << '\n';
+        }
+        out.flush();
+        if (!out) ec = std::make_error_code(std::errc::io_error);
+      }
+      if (!ec) std::filesystem::rename(temporary, record_file, ec);
+    }
+    if (ec && !record_failed) {
+      record_failed = true;
+      log::error(
+          "Failed to record local function processes; a killed daemon's functions will "
+          "not be found by the next one",
+          {{"file", record_file.string()}, {"error", ec.message()}});
     }
   }
 
@@ -794,7 +1038,14 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       std::lock_guard lock(mutex);
       if (closed) return "the function supervisor is shutting down";
       spawned = spawn_process(*program, spec.command, working_dir, envp);
-      if (spawned.pid > 0) live_pids.insert(spawned.pid);
+      if (spawned.pid > 0) {
+        live_pids.insert(spawned.pid);
+        // Recorded for the next daemon. The child exists until we reap it, so this reads it.
+        if (const auto stat = read_proc_stat(spawned.pid); stat && !record_file.empty()) {
+          recorded[spawned.pid] = {stat->start, stat->session};
+          save_record_locked();
+        }
+      }
     }
     if (spawned.pid <= 0) return spawned.error;
 
@@ -961,6 +1212,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
           how = describe_status(status);
         }
         live_pids.erase(pid);
+        if (recorded.erase(pid) > 0) save_record_locked();
         it->second->exit = std::move(how);
         exited.push_back(std::move(it->second));
         it = processes.erase(it);
@@ -1110,6 +1362,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       }
     }
     live_pids.clear();
+    recorded.clear();
+    save_record_locked();
   }
 
   // On the strand after the destructor: ends every pending operation so that the coroutines

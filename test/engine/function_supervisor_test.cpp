@@ -2,6 +2,7 @@
 
 #include "knflow/metrics/metrics.hpp"
 #include "support/catch.hpp"
+#include "support/temp_dir.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -11,11 +12,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -25,6 +28,7 @@
 #include <mutex>
 #include <optional>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -163,6 +167,90 @@ bool dead(pid_t pid) {
 bool reaped(pid_t pid) {
   int status = 0;
   return !exists(pid) && ::waitpid(pid, &status, WNOHANG) == -1 && errno == ECHILD;
+}
+
+// What /proc/PID/stat says (fields 3, 5, 6 and 22).
+struct ProcStat {
+  char state = '?';
+  pid_t pgrp = 0;
+  pid_t session = 0;
+  unsigned long long start = 0;
+};
+
+std::optional<ProcStat> proc_stat(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto paren = text.rfind(')');
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream fields(text.substr(paren + 1));
+  ProcStat stat;
+  long long ppid = 0;
+  fields >> stat.state >> ppid >> stat.pgrp >> stat.session;
+  std::string skip;
+  for (int field = 7; field < 22; ++field) fields >> skip;
+  fields >> stat.start;
+  if (!fields) return std::nullopt;
+  return stat;
+}
+
+// Running (not a zombie).
+bool alive(pid_t pid) {
+  const auto stat = proc_stat(pid);
+  return stat && stat->state != 'Z';
+}
+
+std::string first_line(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// `sh -c script` in a process group of its own, as the supervisor starts functions.
+pid_t start_group(const std::string& script) {
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  std::string sh = "sh";
+  std::string c = "-c";
+  std::string body = script;
+  char* argv[] = {sh.data(), c.data(), body.data(), nullptr};
+  pid_t pid = -1;
+  const int rc = ::posix_spawnp(&pid, "sh", nullptr, &attr, argv, environ);
+  posix_spawnattr_destroy(&attr);
+  REQUIRE(rc == 0);
+  return pid;
+}
+
+// The pid a shell wrote into `file`, once it is there.
+pid_t pid_from(const std::filesystem::path& file) {
+  const auto deadline = Clock::now() + 30s;
+  std::string text;
+  while (Clock::now() < deadline) {
+    text = first_line(file);
+    if (!text.empty()) return std::stoi(text);
+    std::this_thread::sleep_for(10ms);
+  }
+  FAIL("no pid in " << file);
+  return -1;
+}
+
+// Kills and reaps a process the test started.
+void kill_child(pid_t pid) {
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+}
+
+std::vector<std::string> file_names(const std::filesystem::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    out.push_back(entry.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::size_t count_lines(const std::vector<LogLine>& lines, const std::string& stream,
@@ -596,4 +684,98 @@ TEST_CASE("A function gets SIGKILL when the thread that started it ends (PR_SET_
   CHECK(reaped(pid));
   CHECK(!supervisor.state(k)->running);
   shutdown(ioc, supervisor);
+}
+
+TEST_CASE("A running function's process group is recorded in state_dir until it is reaped",
+          "[function_supervisor]") {
+  knflow::test::TempDir dir;
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.state_dir = dir.path()});
+  CHECK(file_names(dir.path()).empty());
+  const auto k = key("orders", "echo");
+  REQUIRE(ensure(ioc, supervisor, k, echo_spec()).url);
+  const pid_t pid = *supervisor.state(k)->pid;
+  const auto self = proc_stat(::getpid());
+  const auto child = proc_stat(pid);
+  REQUIRE((self && child));
+  const auto name = std::to_string(::getpid()) + "-" + std::to_string(self->start);
+  REQUIRE(file_names(dir.path()) == std::vector<std::string>{name});
+  std::ifstream in(dir.path() / name);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Catch::Contains("\n" + std::to_string(pid) + " " + std::to_string(child->start) +
+                                   " " + std::to_string(child->session) + "\n"));
+  CHECK(child->pgrp == pid);
+
+  shutdown(ioc, supervisor);
+  CHECK(file_names(dir.path()).empty());  // a daemon that stopped its functions leaves nothing
+}
+
+TEST_CASE("A new supervisor kills the process groups a killed daemon recorded, and nothing else",
+          "[function_supervisor]") {
+  knflow::test::TempDir dir;
+  const auto state = dir.path() / "function-processes";
+  std::filesystem::create_directories(state);
+  const auto here = "boot " + first_line("/proc/sys/kernel/random/boot_id") + "\npidns " +
+                    std::filesystem::read_symlink("/proc/self/ns/pid").string() + "\n";
+  const auto session = proc_stat(::getpid())->session;  // what the test starts stays in it
+  const auto record = [session](const std::filesystem::path& file, const std::string& system,
+                                const std::vector<std::pair<pid_t, unsigned long long>>& groups) {
+    std::ofstream out(file);
+    out << "knflow function processes 1\n" << system;
+    for (const auto& [pgid, start] : groups) out << pgid << ' ' << start << ' ' << session << '\n';
+  };
+
+  // Functions of the killed daemon: one whose leader still runs (with a child), and one whose
+  // leader is gone and whose child still runs in its group (PDEATHSIG kills leaders only).
+  const auto led_child_file = (dir.path() / "led-child").string();
+  const auto orphan_file = (dir.path() / "orphan").string();
+  const pid_t led = start_group("sleep 600 & echo $! > " + led_child_file + "; exec sleep 600");
+  const auto led_start = proc_stat(led)->start;
+  const pid_t leaderless = start_group("sleep 600 & echo $! > " + orphan_file + "; exit 0");
+  const auto leaderless_start = proc_stat(leaderless)->start;
+  // Processes that are not the killed daemon's: a group whose leader's id was reused (another
+  // start time), another daemon's function while that daemon runs, and one from another boot.
+  const pid_t reused = start_group("exec sleep 600");
+  const pid_t other_daemon = start_group("exec sleep 600");
+  const pid_t other_daemons_function = start_group("exec sleep 600");
+  const pid_t other_boot = start_group("exec sleep 600");
+  const pid_t led_child = pid_from(led_child_file);
+  const pid_t orphan = pid_from(orphan_file);
+  int status = 0;
+  REQUIRE(::waitpid(leaderless, &status, 0) == leaderless);  // the leader is gone for good
+  REQUIRE(alive(orphan));
+  REQUIRE(proc_stat(orphan)->pgrp == leaderless);
+
+  const std::string dead_daemon = "999999999-12345";  // beyond any pid_max: not running
+  record(
+      state / dead_daemon, here,
+      {{led, led_start}, {leaderless, leaderless_start}, {reused, proc_stat(reused)->start + 1}});
+  const auto live_daemon =
+      std::to_string(other_daemon) + "-" + std::to_string(proc_stat(other_daemon)->start);
+  record(state / live_daemon, here,
+         {{other_daemons_function, proc_stat(other_daemons_function)->start}});
+  record(state / "999999998-1", "boot another\npidns pid:[1]\n",
+         {{other_boot, proc_stat(other_boot)->start}});
+  // Half a file the killed daemon was writing (removed), and files that are not records (kept).
+  std::ofstream(state / (dead_daemon + ".new")) << "knflow function pro";
+  record(state / "99999999999999999999-1", here, {{reused, 0}});
+  std::ofstream(state / "notes.txt") << "1 2 3\n";
+
+  asio::io_context ioc;
+  {
+    FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.state_dir = state});
+    REQUIRE(run_until(ioc, [&] { return dead(led) && dead(led_child) && dead(orphan); }));
+    for (const pid_t untouched : {reused, other_daemon, other_daemons_function, other_boot}) {
+      INFO("pid " << untouched);
+      CHECK(alive(untouched));
+    }
+    // The killed daemon's record and the one from another boot are gone; the running
+    // daemon's stays, and so does what is not a record.
+    std::vector<std::string> kept = {live_daemon, "99999999999999999999-1", "notes.txt"};
+    std::sort(kept.begin(), kept.end());
+    CHECK(file_names(state) == kept);
+  }
+  for (const pid_t pid : {led, reused, other_daemon, other_daemons_function, other_boot}) {
+    kill_child(pid);
+  }
 }

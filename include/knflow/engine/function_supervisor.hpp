@@ -5,7 +5,8 @@
 // them), waits until the port accepts connections, restarts with exponential backoff (capped) when
 // one dies, stops (SIGTERM, then SIGKILL after a grace period) on shutdown or when no workflow
 // uses it any more, and keeps the last lines of its stdout and stderr as logs. A function dies
-// with the daemon (PR_SET_PDEATHSIG; docs/functions.md).
+// with the daemon (PR_SET_PDEATHSIG), and what a killed daemon left behind is killed by the next
+// one (docs/functions.md).
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -61,12 +62,17 @@ struct SupervisorSettings {
   std::chrono::milliseconds min_backoff{200};
   std::chrono::milliseconds max_backoff{30'000};
   std::size_t log_lines = 2'000;  // kept per function
+  // Where the running functions' process groups are recorded (one file per daemon process), so
+  // that the next daemon can kill what a killed one left behind. Empty: nothing is recorded or
+  // reaped (tests).
+  std::filesystem::path state_dir{};
 };
 
 // Thread-safe.
 class FunctionSupervisor {
  public:
-  // Restarts are counted into `metrics` when given.
+  // Kills what an earlier daemon that was killed left behind in settings.state_dir (blocking; it
+  // only reads /proc and sends signals). Restarts are counted into `metrics` when given.
   FunctionSupervisor(boost::asio::any_io_executor executor, SupervisorSettings settings = {},
                      metrics::Metrics* metrics = nullptr);
   ~FunctionSupervisor();

@@ -1,0 +1,163 @@
+"""Local functions (local.command) of the real daemon, with real processes: a function that
+crashes is restarted and the restart shows in /metrics; after `kill -9` of the daemon its
+function dies with it (PR_SET_PDEATHSIG) and the next daemon on the same data directory kills
+what was left of the function's process group (a child the function started)."""
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from daemon import SOURCE_DIR, Daemon  # noqa: E402
+
+NS = "/api/v1/namespaces/default"
+ECHO_DIR = os.path.join(SOURCE_DIR, "test", "engine", "fixtures")
+DEADLINE = 30  # seconds anything below may take; polled, never timed
+
+ECHOER = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: echoer}
+spec:
+  functions:
+    echo:
+      env: {SPAWN_CHILD: "1"}
+      local: {command: [python3, echo_function.py]}
+  do:
+    - {name: say, call: echo}
+"""
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def alive(pid):
+    state = proc_state(pid)
+    return state is not None and state != "Z"
+
+
+def wait_until(predicate, timeout=DEADLINE, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval)
+
+
+def function_get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return r.read().decode()
+
+
+def crash(port):
+    """POST /crash: the function exits with 3 while handling it, so there is no answer."""
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/crash", data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+    except (urllib.error.URLError, ConnectionError, socket.timeout):
+        pass
+
+
+class LocalFunctionsTest(unittest.TestCase):
+    def create(self, d, *docs):
+        for doc in docs:
+            status, _, body = d.call("POST", NS + "/workflows", doc, content_type="application/yaml")
+            self.assertEqual(status, 201, body)
+
+    def invoke(self, d, name, data):
+        status, _, body = d.call("POST", f"{NS}/workflows/{name}:invoke", json.dumps(data))
+        self.assertEqual(status, 200, body)
+        return json.loads(body)
+
+    def listening(self, d):
+        """[(port, pid)] of every start of echoer's function, from its logs, oldest first."""
+        status, logs = d.json("GET", NS + "/workflows/echoer/logs")
+        self.assertEqual(status, 200, logs)
+        found = []
+        for line in logs["items"]:
+            m = re.search(r"echo: listening on (\d+) pid=(\d+)", line["text"])
+            if m:
+                found.append((int(m.group(1)), int(m.group(2))))
+        return found
+
+    def restarts(self, d):
+        status, _, text = d.call("GET", "/metrics")
+        self.assertEqual(status, 200)
+        m = re.search(r"^knflow_function_restarts_total (\S+)$", text, re.M)
+        self.assertIsNotNone(m, text)
+        return float(m.group(1))
+
+    def test_killed_daemon_leaves_no_function_behind(self):
+        first = Daemon("--functions-dir", ECHO_DIR)
+        second = None
+        leftovers = []
+        try:
+            first.start()
+            self.create(first, ECHOER)
+            self.assertEqual(self.invoke(first, "echoer", {"n": 1}), '{"n":1}')  # echoed as text
+            self.assertEqual(self.restarts(first), 0)
+            [(port, pid)] = self.listening(first)
+            child = int(function_get(port, "/child"))
+            leftovers += [pid, child]
+            self.assertTrue(alive(child))
+
+            # A crash: the function is started again, and the restart is counted.
+            crash(port)
+            self.assertTrue(wait_until(lambda: self.restarts(first) == 1),
+                            "knflow_function_restarts_total never reached 1")
+            self.assertTrue(wait_until(lambda: len(self.listening(first)) == 2),
+                            first.output())
+            port, pid = self.listening(first)[1]
+            self.assertEqual(self.invoke(first, "echoer", {"n": 2}), '{"n":2}')
+            self.assertTrue(wait_until(lambda: not alive(child)),
+                            "the crashed function's child survived its restart")
+            child = int(function_get(port, "/child"))
+            leftovers += [pid, child]
+            records = os.path.join(first.data_dir, "function-processes")
+            [record] = os.listdir(records)
+            with open(os.path.join(records, record)) as f:
+                self.assertRegex(f.read(), rf"(?m)^{pid} \d+ \d+$")
+
+            # kill -9: the function dies with the daemon; its child is still in its group.
+            first.proc.kill()
+            first.proc.wait()
+            self.assertTrue(wait_until(lambda: not alive(pid)),
+                            f"function {pid} outlived the daemon killed with SIGKILL")
+            self.assertTrue(alive(child), "expected the function's child to outlive it")
+
+            # The next daemon on the same data directory kills what is left of the group.
+            second = Daemon("--functions-dir", ECHO_DIR, data_dir=first.data_dir)
+            second.start()
+            self.assertTrue(wait_until(lambda: not alive(child)),
+                            f"the next daemon left {child} running:\n{second.output()}")
+            self.assertIn("Killed local functions of a daemon that was killed", second.output())
+            self.assertEqual(os.listdir(records), [])
+
+            # The workflow still works; SIGTERM stops its new function and leaves no record.
+            self.assertEqual(self.invoke(second, "echoer", {"n": 3}), '{"n":3}')
+            [(port, pid)] = self.listening(second)
+            leftovers.append(pid)
+            self.assertEqual(second.stop(), 0, second.output())
+            self.assertFalse(alive(pid))
+            self.assertEqual(os.listdir(records), [])
+        finally:
+            for daemon in (second, first):
+                if daemon:
+                    daemon.close()
+            for pid in leftovers:  # only what this test started, should an assertion have failed
+                if alive(pid):
+                    os.kill(pid, 9)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
