@@ -594,8 +594,9 @@ void Api::register_run_routes(http::Router& router) {
   auto h = std::make_shared<RunHandlers>(RunHandlers{*this});
   using http::Access;
   auto add = [&](std::string method, std::string path,
-                 asio::awaitable<Response> (RunHandlers::*fn)(Request&), std::string summary) {
-    router.add({std::move(method), std::move(path), Access::token,
+                 asio::awaitable<Response> (RunHandlers::*fn)(Request&), std::string summary,
+                 Access access = Access::token) {
+    router.add({std::move(method), std::move(path), access,
                 [h, fn](Request& req) { return ((*h).*fn)(req); }, std::move(summary)});
   };
   const std::string ns = "/api/v1/namespaces/{ns}";
@@ -603,8 +604,9 @@ void Api::register_run_routes(http::Router& router) {
       "Run a workflow; waits for the result unless ?mode=async");
   add("GET", ns + "/workflows/{name}/logs", &RunHandlers::workflow_logs,
       "Logs of a workflow's local functions");
+  // Also open to local functions' KNFLOW_SINK_TOKEN for their namespace (docs/functions.md).
   add("POST", ns + "/broker", &RunHandlers::broker,
-      "Deliver a CloudEvent to every workflow whose trigger matches");
+      "Deliver a CloudEvent to every workflow whose trigger matches", Access::broker);
   add("GET", ns + "/runs", &RunHandlers::list_runs, "List runs, newest first");
   add("GET", ns + "/runs/{id}", &RunHandlers::get_run, "Get a run with every step attempt");
   add("DELETE", ns + "/runs/{id}", &RunHandlers::remove, "Delete a finished run");

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -31,6 +32,30 @@ std::string_view trim(std::string_view s) {
     s.remove_suffix(1);
   }
   return s;
+}
+
+// The token of "Bearer <token>" (the scheme is case-insensitive, RFC 9110 section 11.1).
+std::optional<std::string_view> bearer(std::string_view header) {
+  constexpr std::string_view kScheme = "Bearer ";
+  if (header.size() <= kScheme.size()) return std::nullopt;
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) !=
+        std::tolower(static_cast<unsigned char>(kScheme[i]))) {
+      return std::nullopt;
+    }
+  }
+  return trim(header.substr(kScheme.size()));
+}
+
+std::string hex(const unsigned char* bytes, std::size_t size) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(size * 2);
+  for (std::size_t i = 0; i < size; ++i) {
+    out.push_back(kHex[bytes[i] >> 4]);
+    out.push_back(kHex[bytes[i] & 0xf]);
+  }
+  return out;
 }
 
 }  // namespace
@@ -64,16 +89,9 @@ TokenSet TokenSet::from_tokens(const std::vector<std::string>& tokens) {
 void TokenSet::add(const std::string& token) { digests_.push_back(digest(token)); }
 
 bool TokenSet::accepts(std::string_view header) const {
-  constexpr std::string_view kScheme = "Bearer ";
-  if (header.size() <= kScheme.size()) return false;
-  // The scheme is case-insensitive (RFC 9110 section 11.1).
-  for (std::size_t i = 0; i < kScheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(header[i])) !=
-        std::tolower(static_cast<unsigned char>(kScheme[i]))) {
-      return false;
-    }
-  }
-  const auto given = digest(trim(header.substr(kScheme.size())));
+  const auto token = bearer(header);
+  if (!token) return false;
+  const auto given = digest(*token);
   // Compare against every token without stopping early, each comparison in constant time.
   bool found = false;
   for (const auto& d : digests_) {
@@ -82,18 +100,37 @@ bool TokenSet::accepts(std::string_view header) const {
   return found;
 }
 
+BrokerTokens::BrokerTokens() {
+  if (RAND_bytes(key_.data(), static_cast<int>(key_.size())) != 1) {
+    throw std::runtime_error("OpenSSL RAND_bytes failed");
+  }
+}
+
+std::string BrokerTokens::issue(std::string_view namespace_) const {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
+           reinterpret_cast<const unsigned char*>(namespace_.data()), namespace_.size(), mac,
+           &size) == nullptr) {
+    throw std::runtime_error("OpenSSL HMAC failed");
+  }
+  return hex(mac, size);
+}
+
+bool BrokerTokens::accepts(std::string_view header, std::string_view namespace_) const {
+  const auto token = bearer(header);
+  if (!token || namespace_.empty()) return false;
+  const auto expected = issue(namespace_);
+  return token->size() == expected.size() &&
+         CRYPTO_memcmp(token->data(), expected.data(), expected.size()) == 0;
+}
+
 std::string generate_token() {
   unsigned char bytes[32];
   if (RAND_bytes(bytes, sizeof bytes) != 1) {
     throw std::runtime_error("OpenSSL RAND_bytes failed");
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 0xf]);
-  }
-  return out;
+  return hex(bytes, sizeof bytes);
 }
 
 }  // namespace knflow::http

@@ -206,7 +206,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     return std::nullopt;
   }
 
-  bool allowed(const Route& route, const Request& req) const {
+  bool allowed(const Route& route, const Request& req,
+               const std::map<std::string, std::string>& params) const {
     switch (route.access) {
       case Access::anonymous:
         return true;
@@ -217,10 +218,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         if (settings.anonymous_metrics) return true;
         break;
       case Access::token:
+      case Access::broker:
         break;
     }
     auto header = req.header("authorization");
-    return header && tokens.accepts(*header);
+    if (!header) return false;
+    if (tokens.accepts(*header)) return true;
+    if (route.access != Access::broker || !settings.broker_tokens) return false;
+    const auto ns = params.find("ns");
+    return ns != params.end() && settings.broker_tokens->accepts(*header, ns->second);
   }
 
   asio::awaitable<Response> dispatch(Request& req, std::string& route_label) {
@@ -238,7 +244,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           simple_problem(404, "not-found", "No route matches " + req.path, req.path));
     }
     route_label = m.route->path_template;
-    if (!allowed(*m.route, req)) {
+    if (!allowed(*m.route, req, m.params)) {
       auto res = make_problem(simple_problem(
           401, "unauthorized",
           "A valid bearer token is required: send \"Authorization: Bearer <token>\".", req.path));

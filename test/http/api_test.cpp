@@ -322,10 +322,13 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
 }
 
 TEST_CASE("http: every route demands a token unless it is public", "[http][auth]") {
+  const auto broker_tokens = std::make_shared<const knflow::http::BrokerTokens>();
+  std::set<std::string> broker_routes;
   for (bool anonymous : {false, true}) {
     knflow::http::ServerSettings settings;
     settings.anonymous_health = anonymous;
     settings.anonymous_metrics = anonymous;
+    settings.broker_tokens = broker_tokens;
     ServerFixture server(settings);
     for (const auto& route : server.router().routes()) {
       std::string path = route.path_template;
@@ -345,6 +348,12 @@ TEST_CASE("http: every route demands a token unless it is public", "[http][auth]
           server.port(), route.method, path, body,
           {{"Content-Type", "application/json"}, {"Authorization", "Bearer wrong-token"}});
       auto good = server.call(route.method, path, body);
+      // A local function's token (KNFLOW_SINK_TOKEN) opens its own namespace's broker only.
+      auto sink = [&](const std::string& ns) {
+        return knflow::test::request(server.port(), route.method, path, body,
+                                     {{"Content-Type", "application/json"},
+                                      {"Authorization", "Bearer " + broker_tokens->issue(ns)}});
+      };
       if (is_public) {
         REQUIRE(none.status != 401);
         REQUIRE(bad.status != 401);
@@ -352,10 +361,33 @@ TEST_CASE("http: every route demands a token unless it is public", "[http][auth]
         require_problem(none, 401);
         REQUIRE(none.header("www-authenticate") == "Bearer realm=\"knflow\"");
         require_problem(bad, 401);
+        if (route.access == knflow::http::Access::broker) {
+          broker_routes.insert(route.method + " " + route.path_template);
+          REQUIRE(sink("x1").status != 401);
+          require_problem(sink("x2"), 401);
+        } else {
+          require_problem(sink("x1"), 401);
+        }
       }
       REQUIRE(good.status != 401);
     }
   }
+  REQUIRE(broker_routes == std::set<std::string>{"POST /api/v1/namespaces/{ns}/broker"});
+}
+
+TEST_CASE("http: a broker token belongs to one namespace and one process", "[http][auth]") {
+  const knflow::http::BrokerTokens tokens;
+  const auto shop = tokens.issue("shop");
+  REQUIRE(shop.size() == 64);
+  REQUIRE(shop == tokens.issue("shop"));
+  REQUIRE(shop != tokens.issue("billing"));
+  REQUIRE(shop != knflow::http::BrokerTokens().issue("shop"));  // a new key per daemon
+  REQUIRE(tokens.accepts("Bearer " + shop, "shop"));
+  REQUIRE(tokens.accepts("bearer " + shop, "shop"));
+  REQUIRE_FALSE(tokens.accepts("Bearer " + shop, "billing"));
+  REQUIRE_FALSE(tokens.accepts("Bearer " + shop, ""));
+  REQUIRE_FALSE(tokens.accepts("Bearer " + shop.substr(0, 63), "shop"));
+  REQUIRE_FALSE(tokens.accepts(shop, "shop"));
 }
 
 TEST_CASE("http: health, readiness and metrics", "[http][health]") {

@@ -31,6 +31,21 @@ class TokenSet {
   std::vector<std::array<unsigned char, 32>> digests_;
 };
 
+// Tokens for processes the daemon starts itself (local functions): the token of namespace `ns`
+// lets its bearer post events to that namespace's broker and nothing else (Access::broker
+// routes). A token is HMAC-SHA256(key, ns) in hex, under a random key made by the constructor:
+// nothing is stored, and every token ends with the process. Immutable, so thread-safe.
+class BrokerTokens {
+ public:
+  BrokerTokens();
+  std::string issue(std::string_view namespace_) const;
+  // True when the Authorization header value is "Bearer <token>" for `namespace_`'s token.
+  bool accepts(std::string_view authorization_header, std::string_view namespace_) const;
+
+ private:
+  std::array<unsigned char, 32> key_{};
+};
+
 // 32 random bytes from OpenSSL as 64 hex characters.
 std::string generate_token();
 

@@ -15,6 +15,7 @@ using Handler = std::function<boost::asio::awaitable<Response>(Request&)>;
 
 enum class Access {
   token,      // needs a valid bearer token
+  broker,     // a valid bearer token, or the BrokerTokens token of the path's {ns}
   health,     // /healthz, /readyz: anonymous when the server allows it (--anonymous-health)
   metrics,    // /metrics: anonymous when the server allows it (--anonymous-metrics)
   anonymous,  // static assets and the OpenAPI document

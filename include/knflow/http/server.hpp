@@ -31,6 +31,7 @@ struct ServerSettings {
   std::chrono::milliseconds shutdown_timeout{10'000};  // in-flight requests get this long
   bool anonymous_health = false;
   bool anonymous_metrics = false;
+  std::shared_ptr<const BrokerTokens> broker_tokens{};  // also accepted on Access::broker routes
 };
 
 // The HTTP/1.1 server: one coroutine per connection on its own strand, routing through the
