@@ -429,6 +429,10 @@ int serve(const std::vector<std::string>& args) {
   engine::FunctionSupervisor functions(
       ioc.get_executor(), engine::SupervisorSettings{.state_dir = data_dir / "function-processes"},
       &metrics);
+  // Local functions post events to their namespace's broker (K_SINK) with a token that is good
+  // for nothing else.
+  const auto broker_tokens = std::make_shared<const http::BrokerTokens>();
+  server_settings.broker_tokens = broker_tokens;
   // `emit` reaches the daemon's own broker over loopback with a token made for this process.
   const std::string internal_token = http::generate_token();
   tokens->add(internal_token);
@@ -489,8 +493,12 @@ int serve(const std::vector<std::string>& args) {
     const auto loopback = bound.address().is_loopback() || bound.address().is_unspecified()
                               ? std::string(bound.address().is_v6() ? "[::1]" : "127.0.0.1")
                               : bound.address().to_string();
-    engine.set_broker_url("http://" + loopback + ":" + std::to_string(bound.port()) +
-                          "/api/v1/namespaces/{ns}/broker");
+    const std::string broker_url = "http://" + loopback + ":" + std::to_string(bound.port()) +
+                                   "/api/v1/namespaces/{ns}/broker";
+    engine.set_broker_url(broker_url);
+    functions.set_sink(engine::SinkSettings{
+        .url = broker_url,
+        .token = [broker_tokens](const std::string& ns) { return broker_tokens->issue(ns); }});
   }
   log::info("Started knflow", {{"version", kVersion},
                                {"listen", address},

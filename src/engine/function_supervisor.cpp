@@ -694,6 +694,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   std::string signals_error;
 
   metrics::Metrics* metrics;
+  SinkSettings sink;
 
   mutable std::mutex mutex;
   std::map<FunctionKey, std::shared_ptr<Function>> functions;
@@ -1021,6 +1022,20 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     env["K_SERVICE"] = service;
     env["K_CONFIGURATION"] = service;
     env["K_REVISION"] = service + "-" + revision;
+    if (!sink.url.empty()) {
+      // Where to send events, as Knative's SinkBinding says it: the namespace's broker.
+      std::string url = sink.url;
+      if (const auto at = url.find("{ns}"); at != std::string::npos) {
+        url.replace(at, 4, fn->key.namespace_);
+      }
+      env["K_SINK"] = std::move(url);
+      env.erase("KNFLOW_SINK_TOKEN");
+      if (sink.token) {
+        if (auto token = sink.token(fn->key.namespace_); !token.empty()) {
+          env["KNFLOW_SINK_TOKEN"] = std::move(token);
+        }
+      }
+    }
     std::vector<std::string> envp;
     for (const auto& [name, value] : env) envp.push_back(name + "=" + value);
 
@@ -1401,6 +1416,11 @@ boost::asio::awaitable<FunctionSupervisor::Endpoint> FunctionSupervisor::ensure(
   co_return co_await asio::co_spawn(impl_->strand,
                                     Impl::ensure_on_strand(impl_, std::move(key), std::move(spec)),
                                     asio::use_awaitable);
+}
+
+void FunctionSupervisor::set_sink(SinkSettings sink) {
+  asio::post(impl_->strand,
+             [self = impl_, sink = std::move(sink)]() mutable { self->sink = std::move(sink); });
 }
 
 void FunctionSupervisor::release_workflow(const std::string& namespace_,

@@ -1,7 +1,9 @@
 """Local functions (local.command) of the real daemon, with real processes: a function that
 crashes is restarted and the restart shows in /metrics; after `kill -9` of the daemon its
 function dies with it (PR_SET_PDEATHSIG) and the next daemon on the same data directory kills
-what was left of the function's process group (a child the function started)."""
+what was left of the function's process group (a child the function started); a function finds
+the namespace's broker in K_SINK, and an event it posts there with KNFLOW_SINK_TOKEN starts a
+triggered workflow, while that token opens nothing else."""
 
 import json
 import os
@@ -17,7 +19,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from daemon import SOURCE_DIR, Daemon  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
-ECHO_DIR = os.path.join(SOURCE_DIR, "test", "engine", "fixtures")
+ECHO_DIR = os.path.join(SOURCE_DIR, "test", "engine", "fixtures")  # echo_function.py
+E2E_DIR = os.path.join(SOURCE_DIR, "test", "e2e")                 # sink_function.py
 DEADLINE = 30  # seconds anything below may take; polled, never timed
 
 ECHOER = """apiVersion: knflow.dev/v1alpha1
@@ -31,6 +34,27 @@ spec:
   do:
     - {name: say, call: echo}
 """
+
+PRODUCER = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: producer}
+spec:
+  functions:
+    forward:
+      local: {command: [python3, sink_function.py]}
+  do:
+    - {name: send, call: forward}
+"""
+
+CONSUMER = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: consumer}
+spec:
+  trigger: {filter: {type: test.sink.forwarded}}
+  do:
+    - {name: keep, set: '${ {got: .order} }'}
+"""
+
 
 def proc_state(pid):
     try:
@@ -157,6 +181,29 @@ class LocalFunctionsTest(unittest.TestCase):
             for pid in leftovers:  # only what this test started, should an assertion have failed
                 if alive(pid):
                     os.kill(pid, 9)
+
+    def test_a_function_posts_to_k_sink_and_starts_a_triggered_workflow(self):
+        with Daemon("--functions-dir", E2E_DIR) as d:
+            d.start()
+            self.create(d, PRODUCER, CONSUMER)
+            reply = self.invoke(d, "producer", {"order": "o-7"})
+            self.assertEqual(reply["sink"], f"{d.base}{NS}/broker")
+            self.assertEqual(reply["brokerStatus"], 202, reply)
+            [started] = reply["broker"]["runs"]
+            self.assertEqual(started["workflow"], "consumer")
+
+            def finished():
+                status, run = d.json("GET", f"{NS}/runs/{started['runId']}")
+                self.assertEqual(status, 200, run)
+                return run if run["phase"] in ("completed", "faulted", "cancelled") else None
+
+            run = wait_until(finished)
+            self.assertTrue(run, "the triggered run never finished")
+            self.assertEqual(run["phase"], "completed", run)
+            self.assertEqual(run["output"]["data"], {"got": "o-7"})
+            # The function's token is good for its own namespace's broker and nothing else.
+            self.assertEqual(reply["otherNamespaceStatus"], 401)
+            self.assertEqual(reply["listWorkflowsStatus"], 401)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ using knflow::engine::FunctionKey;
 using knflow::engine::FunctionSpec;
 using knflow::engine::FunctionSupervisor;
 using knflow::engine::LogLine;
+using knflow::engine::SinkSettings;
 using knflow::engine::SupervisorSettings;
 using Endpoint = FunctionSupervisor::Endpoint;
 using Clock = std::chrono::steady_clock;
@@ -292,6 +293,8 @@ TEST_CASE("A local function answers on its port with the runtime contract's envi
     // Inherited (a pyenv shim in between may prepend its own directories).
     CHECK_THAT(env_value(env, "PATH"), Catch::EndsWith(std::getenv("PATH")));
     CHECK(env_value(env, "KNFLOW_TEST_NOT_INHERITED") == "<unset>");
+    CHECK(env_value(env, "K_SINK") == "<unset>");  // no sink was set
+    CHECK(env_value(env, "KNFLOW_SINK_TOKEN") == "<unset>");
 
     const auto state = supervisor.state(key("orders", "echo"));
     REQUIRE(state);
@@ -658,6 +661,25 @@ TEST_CASE("The supervisor can be used from several threads", "[function_supervis
   }
   guard.reset();
   for (auto& t : threads) t.join();
+}
+
+TEST_CASE("A function gets K_SINK and its namespace's token once a sink is set",
+          "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  supervisor.set_sink(
+      SinkSettings{.url = "http://127.0.0.1:9/api/v1/namespaces/{ns}/broker",
+                   .token = [](const std::string& ns) { return "token-of-" + ns; }});
+  // Set by the daemon, like PORT: a workflow's env cannot point them elsewhere.
+  const auto spec = echo_spec({{"K_SINK", "http://elsewhere"}, {"KNFLOW_SINK_TOKEN", "mine"}});
+  for (const std::string ns : {"shop", "billing"}) {
+    const auto endpoint = ensure(ioc, supervisor, key("orders", "echo", ns), spec);
+    REQUIRE(endpoint.url);
+    const auto env = env_of(*endpoint.url);
+    CHECK(env_value(env, "K_SINK") == "http://127.0.0.1:9/api/v1/namespaces/" + ns + "/broker");
+    CHECK(env_value(env, "KNFLOW_SINK_TOKEN") == "token-of-" + ns);
+  }
+  shutdown(ioc, supervisor);
 }
 
 TEST_CASE("A function gets SIGKILL when the thread that started it ends (PR_SET_PDEATHSIG)",

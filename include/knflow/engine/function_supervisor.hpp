@@ -2,11 +2,11 @@
 
 // Standalone mode's local functions: processes the daemon starts from `local.command`, with PORT
 // set to a free loopback port (and K_SERVICE, K_CONFIGURATION, K_REVISION as Knative would set
-// them), waits until the port accepts connections, restarts with exponential backoff (capped) when
-// one dies, stops (SIGTERM, then SIGKILL after a grace period) on shutdown or when no workflow
-// uses it any more, and keeps the last lines of its stdout and stderr as logs. A function dies
-// with the daemon (PR_SET_PDEATHSIG), and what a killed daemon left behind is killed by the next
-// one (docs/functions.md).
+// them, K_SINK once the daemon's broker is known), waits until the port accepts connections,
+// restarts with exponential backoff (capped) when one dies, stops (SIGTERM, then SIGKILL after a
+// grace period) on shutdown or when no workflow uses it any more, and keeps the last lines of its
+// stdout and stderr as logs. A function dies with the daemon (PR_SET_PDEATHSIG), and what a
+// killed daemon left behind is killed by the next one (docs/functions.md).
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -68,6 +68,13 @@ struct SupervisorSettings {
   std::filesystem::path state_dir{};
 };
 
+// Where functions send events: K_SINK, and the bearer token they send with it.
+struct SinkSettings {
+  std::string url{};  // "{ns}" is replaced by the function's namespace
+  // The token for a namespace, given as KNFLOW_SINK_TOKEN; none when this is empty or gives "".
+  std::function<std::string(const std::string& namespace_)> token{};
+};
+
 // Thread-safe.
 class FunctionSupervisor {
  public:
@@ -76,6 +83,10 @@ class FunctionSupervisor {
   FunctionSupervisor(boost::asio::any_io_executor executor, SupervisorSettings settings = {},
                      metrics::Metrics* metrics = nullptr);
   ~FunctionSupervisor();
+
+  // Sets K_SINK and KNFLOW_SINK_TOKEN for processes started from now on (the daemon knows its
+  // broker's address only once it listens). Any thread.
+  void set_sink(SinkSettings sink);
 
   // Makes sure the function's process runs (starting it, or restarting it if the spec changed)
   // and returns its base URL (http://127.0.0.1:PORT) once the port accepts connections; or an
