@@ -11,6 +11,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -324,11 +325,19 @@ int invoke(const std::vector<std::string>& args) {
   std::string query;
   if (vm["async"].as<bool>()) query += "mode=async";
   if (vm.count("timeout")) {
+    // The daemon caps it (--max-invoke-timeout, 300 s by default); a day is far beyond that.
+    constexpr double kMaxTimeout = 24 * 3600;
+    const double seconds = vm["timeout"].as<double>();
+    if (!std::isfinite(seconds) || seconds < 0) {
+      std::cerr << "knflow invoke: --timeout must be a number of seconds from 0, got " << seconds
+                << "\n";
+      return kExitUsage;
+    }
+    const double sent = std::min(seconds, kMaxTimeout);
     std::ostringstream t;
-    t << vm["timeout"].as<double>();
+    t << std::fixed << std::setprecision(3) << sent;  // no exponent: `+` would need escaping
     query += (query.empty() ? "" : "&") + std::string("timeout=") + t.str();
-    call.timeout = std::chrono::milliseconds(
-        static_cast<long long>(vm["timeout"].as<double>() * 1000) + 10'000);
+    call.timeout = std::chrono::milliseconds(static_cast<long long>(sent * 1000) + 10'000);
   } else {
     call.timeout = std::chrono::minutes(6);
   }
@@ -438,12 +447,15 @@ int runs(const std::vector<std::string>& args) {
   }
 
   po::options_description desc(
-      "Usage: knflow runs [NAME] [-n NS] [--phase P[,P]] [--limit N]\n       knflow runs get ID"
-      "\n\nLists runs, newest first.\n\nOptions");
+      "Usage: knflow runs [NAME] [-n NS] [--phase P[,P]] [--limit N] [--continue TOKEN]\n"
+      "       knflow runs get ID"
+      "\n\nLists runs, newest first; when there are more than --limit, says how to get the next "
+      "page.\n\nOptions");
   add_connection_options(desc);
   desc.add_options()("workflow", po::value<std::string>(), "only runs of this workflow")(
       "phase", po::value<std::string>(), "only these phases, comma-separated")(
-      "limit", po::value<unsigned>()->default_value(50), "at most this many runs");
+      "limit", po::value<unsigned>()->default_value(50), "at most this many runs")(
+      "continue", po::value<std::string>(), "the next page, as the previous one said");
   po::positional_options_description positional;
   positional.add("workflow", 1);
   po::variables_map vm;
@@ -459,6 +471,7 @@ int runs(const std::vector<std::string>& args) {
       "/api/v1/namespaces/" + ns + "/runs?limit=" + std::to_string(vm["limit"].as<unsigned>());
   if (vm.count("workflow")) call.path += "&workflow=" + vm["workflow"].as<std::string>();
   if (vm.count("phase")) call.path += "&phase=" + vm["phase"].as<std::string>();
+  if (vm.count("continue")) call.path += "&continue=" + vm["continue"].as<std::string>();
   auto res = send(target, std::move(call));
   if (res.error || res.status != 200) return report_failure(res, target, ns);
   auto list = model::parse_data(res.body).as_object();
@@ -470,6 +483,13 @@ int runs(const std::vector<std::string>& args) {
     std::cout << std::left << std::setw(38) << str(o, "id") << std::setw(24) << str(o, "workflow")
               << std::setw(11) << str(o, "phase") << std::setw(26) << str(o, "startedAt")
               << str(o, "finishedAt") << "\n";
+  }
+  if (const auto* meta = list.if_contains("metadata"); meta && meta->is_object()) {
+    if (const auto* more = meta->as_object().if_contains("continue");
+        more && more->is_string() && !more->as_string().empty()) {
+      std::cerr << "More runs: the same command with --continue "
+                << std::string_view(more->as_string()) << "\n";
+    }
   }
   return kExitOk;
 }

@@ -31,6 +31,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/program_options.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -223,8 +224,41 @@ std::optional<asio::ip::tcp::endpoint> parse_listen(const std::string& text, std
 // A thread that polls longer than this before it sleeps only burns CPU (docs/architecture.md).
 constexpr unsigned kMaxSpinMicros = 10'000;
 
+// The options given in seconds (fractions allowed), checked by check_seconds_options before use.
+constexpr const char* kSecondsOptions[] = {
+    "expression-timeout", "idle-timeout",       "invoke-timeout", "max-invoke-timeout",
+    "request-timeout",    "retention-interval", "resync",         "shutdown-timeout"};
+constexpr double kMaxSeconds = 365.0 * 24 * 3600;  // a year: more is surely a mistake
+
 std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char* name) {
   return std::chrono::milliseconds(static_cast<long long>(vm[name].as<double>() * 1000));
+}
+
+// False after saying which: a seconds option that is not a number from 0 to a year (nan and inf
+// included, which would not convert to milliseconds), --retention-hours beyond ten years, or a
+// --kube-qps that is not a number from 0.
+bool check_seconds_options(const po::variables_map& vm) {
+  for (const char* name : kSecondsOptions) {
+    if (!vm.count(name)) continue;
+    const double v = vm[name].as<double>();
+    if (!std::isfinite(v) || v < 0 || v > kMaxSeconds) {
+      std::cerr << "knflow serve: --" << name << " must be a number of seconds from 0 to "
+                << static_cast<long long>(kMaxSeconds) << ", got " << v << "\n";
+      return false;
+    }
+  }
+  const double hours = vm["retention-hours"].as<double>();
+  if (!std::isfinite(hours) || hours < 0 || hours > kMaxSeconds * 10 / 3600) {
+    std::cerr << "knflow serve: --retention-hours must be a number of hours from 0 to "
+              << static_cast<long long>(kMaxSeconds * 10 / 3600) << ", got " << hours << "\n";
+    return false;
+  }
+  const double qps = vm["kube-qps"].as<double>();
+  if (!std::isfinite(qps) || qps < 0) {
+    std::cerr << "knflow serve: --kube-qps must be a number from 0, got " << qps << "\n";
+    return false;
+  }
+  return true;
 }
 
 // The accepted tokens: from --token-file, or the data directory's token file (created on first
@@ -333,6 +367,7 @@ int serve(const std::vector<std::string>& args) {
     std::cerr << "knflow serve: --spin-us must be at most " << kMaxSpinMicros << "\n";
     return kExitUsage;
   }
+  if (!check_seconds_options(vm)) return kExitUsage;
 
   std::string error;
   auto listen = parse_listen(vm["listen"].as<std::string>(), error);

@@ -8,6 +8,7 @@ the error and the step path; `knflow runs NAME -n NS` lists that workflow's runs
 import http.server
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -259,6 +260,34 @@ class InvokeCliTest(unittest.TestCase):
         rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
         self.assertTrue(rows, out)
         self.assertEqual({r[2] for r in rows}, {"faulted"}, out)
+
+    def test_runs_pages_and_invoke_timeouts(self):
+        for name in ("ann", "bob", "cy"):
+            code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", json.dumps({"name": name}))
+            self.assertEqual(code, 0, err)
+        seen = []
+        code, out, err = self.cli("runs", "greet", "-n", NS, "--limit", "2")
+        while True:
+            self.assertEqual(code, 0, err)
+            seen += [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+            more = re.search(r"--continue (\S+)", err)
+            if not more:
+                break
+            code, out, err = self.cli("runs", "greet", "-n", NS, "--limit", "2", "--continue",
+                                      more.group(1))
+        status, listing = self.d.json("GET", f"/api/v1/namespaces/{NS}/runs?workflow=greet&limit=1000")
+        self.assertEqual(status, 200, listing)
+        self.assertEqual(seen, [r["id"] for r in listing["items"]])
+        self.assertGreaterEqual(len(seen), 3)
+
+        for bad in ("inf", "nan", "-1"):
+            code, _, err = self.cli("invoke", "greet", "-n", NS, "--timeout", bad)
+            self.assertEqual(code, 2, err)
+            self.assertIn("--timeout must be a number of seconds", err)
+        # A huge timeout is sent capped, without an exponent; the run answers as usual.
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "--timeout", "1e300", "-d",
+                                  json.dumps({"name": "dee"}))
+        self.assertEqual(code, 0, err)
 
     def test_no_daemon_and_bad_token(self):
         url = f"http://127.0.0.1:{free_port()}"

@@ -107,6 +107,16 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(r.returncode, 2)
             self.assertIn("--spin-us must be at most 10000", r.stderr)
 
+    def test_durations_that_are_not_numbers_of_seconds_are_clear_errors(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for option, value in (("--invoke-timeout", "inf"), ("--shutdown-timeout", "nan"),
+                                  ("--request-timeout", "-1"), ("--retention-hours", "inf"),
+                                  ("--kube-qps", "nan")):
+                r = subprocess.run([BIN, "serve", option, value, "--data-dir", tmp],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, (option, value, r.stderr))
+                self.assertIn(f"knflow serve: {option} must be a number", r.stderr)
+
     def test_help_documents_every_option(self):
         r = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0)
