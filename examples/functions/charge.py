@@ -1,8 +1,8 @@
 """Charges an order. To show what failures look like (README, "When a step fails"):
 - an order whose id starts with "flaky-" gets 503 on its first two charges (the payment provider
   is busy), which the engine retries with the workflow's policy, so the run completes;
-- an order whose id starts with "declined-" gets 402 (card declined): a 4xx other than 404, 409
-  and 429 is not retried, so the run faults at this step;
+- an order whose id starts with "declined-" gets 402 (card declined): a 4xx other than 404, 408,
+  409 and 429 is not retried, so the run faults at this step;
 - with FAIL_FIRST=N in the function's env, every order gets 503 on its first N charges."""
 import os
 import sys

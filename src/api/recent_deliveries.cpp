@@ -1,10 +1,15 @@
 #include "knflow/api/recent_deliveries.hpp"
 
+#include <openssl/evp.h>
+
+#include <cstdint>
+#include <stdexcept>
 #include <utility>
 
 namespace knflow::api {
 
-RecentDeliveries::Claim::Claim(RecentDeliveries* owner, Key key, State state, std::string run_id)
+RecentDeliveries::Claim::Claim(RecentDeliveries* owner, std::string key, State state,
+                               std::string run_id)
     : owner_(owner), key_(std::move(key)), state_(state), run_id_(std::move(run_id)) {}
 
 RecentDeliveries::Claim::Claim(Claim&& other) noexcept
@@ -23,7 +28,24 @@ void RecentDeliveries::Claim::started(std::string run_id) {
   std::exchange(owner_, nullptr)->record(key_, std::move(run_id));
 }
 
-RecentDeliveries::Claim RecentDeliveries::claim(Key key) {
+std::string RecentDeliveries::digest(const Key& key) {
+  std::string input;
+  auto add = [&input](const std::string& part) {
+    const std::uint64_t n = part.size();
+    input.append(reinterpret_cast<const char*>(&n), sizeof n);
+    input.append(part);
+  };
+  std::apply([&](const auto&... parts) { (add(parts), ...); }, key);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(input.data(), input.size(), md, &size, EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("SHA-256 failed");
+  }
+  return std::string(reinterpret_cast<const char*>(md), size);
+}
+
+RecentDeliveries::Claim RecentDeliveries::claim(Key whole) {
+  std::string key = digest(whole);
   std::lock_guard lock(mutex_);
   if (auto it = runs_.find(key); it != runs_.end()) {
     return Claim(nullptr, std::move(key), State::started, it->second);
@@ -32,7 +54,7 @@ RecentDeliveries::Claim RecentDeliveries::claim(Key key) {
   return Claim(this, std::move(key), State::claimed, {});
 }
 
-void RecentDeliveries::record(const Key& key, std::string run_id) {
+void RecentDeliveries::record(const std::string& key, std::string run_id) {
   std::lock_guard lock(mutex_);
   starting_.erase(key);
   // A claim is granted only while the key is not in runs_, so each key is in order_ once.
@@ -43,7 +65,7 @@ void RecentDeliveries::record(const Key& key, std::string run_id) {
   }
 }
 
-void RecentDeliveries::release(const Key& key) {
+void RecentDeliveries::release(const std::string& key) {
   std::lock_guard lock(mutex_);
   starting_.erase(key);
 }

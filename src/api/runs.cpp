@@ -506,6 +506,12 @@ struct Api::RunHandlers {
     if (result == engine::Engine::Control::not_found) {
       co_return problem(404, "not-found", "Run \"" + id + "\" does not exist.", req);
     }
+    if (result == engine::Engine::Control::unreadable) {
+      co_return problem(500, "internal",
+                        "The run's stored state does not decode, so it cannot run again; it "
+                        "stays faulted with the error \"Run state unreadable\".",
+                        req);
+    }
     if (result == engine::Engine::Control::conflict) {
       co_return problem(409, "conflict",
                         cancel ? "The run has already finished."

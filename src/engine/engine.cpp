@@ -61,6 +61,25 @@ void append_hex(std::string& out, unsigned char b) {
   out.push_back(kHex[b & 0xf]);
 }
 
+// A step path without the attempt numbers of the `try` lists on it ("/do/1/try/2/0" ->
+// "/do/1/try/0"): an `emit` that a `catch.retry` runs again sends the same event id, so the broker
+// starts only the runs its earlier attempt did not (a redrive restarts at /try/0 anyway).
+std::string without_try_attempts(std::string_view path) {
+  std::string out;
+  out.reserve(path.size());
+  constexpr std::string_view kTry = "/try/";
+  while (!path.empty()) {
+    const auto at = path.find(kTry);
+    if (at == std::string_view::npos) break;
+    out.append(path.substr(0, at + kTry.size() - 1));  // up to "/try"
+    path.remove_prefix(at + kTry.size());
+    const auto digits = path.find_first_not_of("0123456789");
+    path.remove_prefix(digits == std::string_view::npos ? path.size() : digits);
+  }
+  out.append(path);
+  return out;
+}
+
 std::string random_hex(std::size_t bytes) {
   std::vector<unsigned char> raw(bytes);
   RAND_bytes(raw.data(), static_cast<int>(raw.size()));
@@ -1001,7 +1020,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       throw make_fault("configuration", 500, "No broker", "emit needs the daemon's broker", path);
     }
     CloudEvent ev;
-    ev.id = run.id + ":" + path;
+    ev.id = run.id + ":" + without_try_attempts(path);
     ev.type = e.type;
     ev.source = e.source;
     if (e.subject) {
@@ -1377,15 +1396,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // Store strand only. Rebuilds a run from its record, journal and attempts, and runs it again:
-  // completed steps replay from the journal, the rest execute.
-  void resume(store::RunStore& store, const store::RunRecord& rec) {
+  // completed steps replay from the journal, the rest execute. False when its stored state does
+  // not decode: the run is faulted instead.
+  bool resume(store::RunStore& store, const store::RunRecord& rec) {
     auto run = std::make_shared<Run>(asio::make_strand(executor));
     // Everything read back from the record first: what does not decode faults this run alone.
     try {
       auto decoded = model::decode_workflow(model::parse_data(rec.definition_json));
       if (!decoded.ok()) {
         fault_unreadable(store, rec, "its definition no longer decodes");
-        return;
+        return false;
       }
       run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
       const auto input = model::parse_data(rec.input_json);
@@ -1400,7 +1420,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       throw;  // the database itself failed: not this run's problem alone
     } catch (const std::exception& e) {
       fault_unreadable(store, rec, e.what());
-      return;
+      return false;
     }
     run->id = rec.id;
     run->record = rec;
@@ -1409,7 +1429,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     run->definition = rec.definition_json;
     run->created_at = rec.created_at;
     run->started_at = rec.started_at.value_or(rec.created_at);
-    run->trace_id = trace_id_from_traceparent(rec.traceparent).value_or(random_hex(16));
+    auto trace_id = trace_id_from_traceparent(rec.traceparent);
+    if (!trace_id && rec.traceparent.size() == 55) {
+      // Stored before the run's span id was random: "00-<trace id>-0000000000000000-01".
+      std::string stored = rec.traceparent;
+      stored.replace(36, 16, "0000000000000001");
+      trace_id = trace_id_from_traceparent(stored);
+    }
+    run->trace_id = trace_id.value_or(random_hex(16));
     if (run->workflow->spec.timeout) {
       // The run deadline counts from the run's start (a retry starts it again), across restarts.
       std::tm tm{};
@@ -1442,6 +1469,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                               {"workflow", run->namespace_ + "/" + run->workflow_name},
                               {"completedSteps", std::to_string(run->journal.size())}});
     launch(run);
+    return true;
   }
 
   // Runs on the run's strand from start to end: finish(), which cancels the waiters' timers,
@@ -1533,7 +1561,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.phase = store::RunPhase::running;
   rec.input_json = json::serialize(current_json(input));
   // The run's own span: a valid traceparent (W3C: the parent id is never all zeros). Resume reads
-  // the trace id back from it; runs stored before with an all-zero parent id get a new trace.
+  // the trace id back from it (and from the all-zero form stored before).
   rec.traceparent = "00-" + run->trace_id + "-" + random_hex(8) + "-01";
   rec.created_at = run->created_at;
   rec.started_at = run->started_at;
@@ -1644,8 +1672,7 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     // A retry starts the run again: spec.timeout counts from it (createdAt keeps the first start).
     rec->started_at = rec->updated_at;
     s.update_run(*rec);
-    impl->resume(s, *rec);
-    return Control::ok;
+    return impl->resume(s, *rec) ? Control::ok : Control::unreadable;
   };
   co_return co_await impl_->on_store<Control>(std::move(op));
 }

@@ -510,22 +510,40 @@ std::map<pid_t, ProcStat> all_proc_stats() {
   return out;
 }
 
+// The variable every local function gets (and its children inherit): which daemon's record it
+// is in. A leftover whose group leader is gone is killed only when it carries it.
+constexpr std::string_view kMarkerVariable = "KNFLOW_FUNCTION_OF";
+
+// Whether process `pid` has `entry` ("NAME=value") in its environment as it started.
+bool has_environment_entry(pid_t pid, const std::string& entry) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+  std::string item;
+  while (std::getline(in, item, '\0')) {
+    if (item == entry) return true;
+  }
+  return false;
+}
+
 // Kills what is left of one recorded process group; returns how many live processes it had.
-// The group is ours when its leader is the recorded process (same start time), or when the
-// leader is gone but the group still has members: its id cannot have been reused while the group
-// exists. Members must also be in the recorded session and have started after the leader.
+// When its leader is the recorded process (same start time) the whole group goes. When the
+// leader is gone (the usual case: it died with the daemon) its members go one by one, and only
+// those in the recorded session, started after the leader and carrying `marker` in their
+// environment: the group's id may have been reused by a group of the same terminal session.
 std::size_t kill_leftover_group(const std::map<pid_t, ProcStat>& procs, pid_t pgid,
-                                unsigned long long start, pid_t session) {
+                                unsigned long long start, pid_t session,
+                                const std::string& marker) {
   const auto leader = procs.find(pgid);
   const bool leader_is_ours = leader != procs.end() && leader->second.start == start;
   if (leader != procs.end() && !leader_is_ours) return 0;  // the id belongs to another process
   std::size_t members = 0;
   for (const auto& [pid, stat] : procs) {
-    if (stat.pgrp == pgid && stat.session == session && stat.start >= start && stat.state != 'Z') {
+    if (stat.pgrp == pgid && stat.session == session && stat.start >= start && stat.state != 'Z' &&
+        (leader_is_ours || has_environment_entry(pid, marker))) {
       ++members;
+      if (!leader_is_ours) ::kill(pid, SIGKILL);
     }
   }
-  if (members > 0) ::kill(-pgid, SIGKILL);
+  if (members > 0 && leader_is_ours) ::kill(-pgid, SIGKILL);
   if (leader_is_ours && leader->second.pgrp != pgid && leader->second.state != 'Z') {
     ::kill(pgid, SIGKILL);  // it left its group
     ++members;
@@ -603,8 +621,9 @@ Leftovers reap_leftovers(const std::filesystem::path& dir, const std::string& ow
       long long session = 0;
       while (in >> pgid >> start >> session) {
         if (pgid <= 1) continue;
-        const auto killed = kill_leftover_group(procs, static_cast<pid_t>(pgid), start,
-                                                static_cast<pid_t>(session));
+        const auto killed =
+            kill_leftover_group(procs, static_cast<pid_t>(pgid), start, static_cast<pid_t>(session),
+                                std::string(kMarkerVariable) + "=" + file.filename().string());
         if (killed > 0) {
           ++out.groups;
           out.processes += killed;
@@ -1022,6 +1041,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     env["K_SERVICE"] = service;
     env["K_CONFIGURATION"] = service;
     env["K_REVISION"] = service + "-" + revision;
+    if (!record_file.empty()) env[std::string(kMarkerVariable)] = record_file.filename().string();
     if (!sink.url.empty()) {
       // Where to send events, as Knative's SinkBinding says it: the namespace's broker.
       std::string url = sink.url;

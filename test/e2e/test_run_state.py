@@ -192,6 +192,9 @@ class RunStateTest(unittest.TestCase):
         bad = self.wait_phase(again, ids[0], ("completed", "faulted", "cancelled"))
         self.assertEqual(bad["phase"], "faulted", bad)
         self.assertEqual(bad["error"]["title"], "Run state unreadable", bad)
+        status, _, body = again.call("POST", f"{NS}/runs/{ids[0]}:retry")
+        self.assertEqual(status, 500, body)  # it cannot run again, and the answer says so
+        self.assertIn("does not decode", body)
         good = self.wait_phase(again, ids[1], ("completed", "faulted", "cancelled"))
         self.assertEqual(good["phase"], "completed", good)
 

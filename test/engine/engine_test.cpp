@@ -720,6 +720,33 @@ TEST_CASE("engine: emit posts a new event to the broker; the data is unchanged",
   CHECK(json::parse(requests[0].body) == json::parse(R"({"n": 3})"));
 }
 
+TEST_CASE("engine: an emit that catch.retry runs again sends the same event id", "[engine][emit]") {
+  // The broker de-duplicates by (source, id): the second attempt starts only what the first did
+  // not. A redrive starts the try list at its first attempt again, so its ids match too.
+  EngineFixture f;
+  auto yaml = header("emit-retry") + R"(  do:
+    - name: guarded
+      try:
+        - name: tell
+          emit: {type: com.example.told, source: /test}
+        - name: fail
+          raise: {type: runtime, status: 500, title: Broken}
+      catch:
+        errors: {status: 500}
+        retry: {limit: 1, backoff: constant, delay: PT0.01S}
+)";
+  CHECK(f.run(yaml).phase == "completed");
+  std::vector<std::string> ids;
+  for (const auto& r : f.echo.requests()) {
+    for (const auto& [name, value] : r.headers) {
+      if (r.target == "/broker/test" && name == "ce-id") ids.push_back(value);
+    }
+  }
+  REQUIRE(ids.size() == 2);
+  CHECK(ids[0] == ids[1]);
+  CHECK(ids[0].ends_with(":/do/0/try/0"));
+}
+
 TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
   EngineFixture f;
   auto yaml = header("sleeper") + R"(  do:

@@ -207,8 +207,9 @@ std::string first_line(const std::filesystem::path& file) {
   return line;
 }
 
-// `sh -c script` in a process group of its own, as the supervisor starts functions.
-pid_t start_group(const std::string& script) {
+// `sh -c script` in a process group of its own, as the supervisor starts functions; `extra`, when
+// given, is one more environment entry ("NAME=value").
+pid_t start_group(const std::string& script, std::string extra = {}) {
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
@@ -217,8 +218,12 @@ pid_t start_group(const std::string& script) {
   std::string c = "-c";
   std::string body = script;
   char* argv[] = {sh.data(), c.data(), body.data(), nullptr};
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  if (!extra.empty()) envp.push_back(extra.data());
+  envp.push_back(nullptr);
   pid_t pid = -1;
-  const int rc = ::posix_spawnp(&pid, "sh", nullptr, &attr, argv, environ);
+  const int rc = ::posix_spawnp(&pid, "sh", nullptr, &attr, argv, envp.data());
   posix_spawnattr_destroy(&attr);
   REQUIRE(rc == 0);
   return pid;
@@ -748,13 +753,21 @@ TEST_CASE("A new supervisor kills the process groups a killed daemon recorded, a
   };
 
   // Functions of the killed daemon: one whose leader still runs (with a child), and one whose
-  // leader is gone and whose child still runs in its group (PDEATHSIG kills leaders only).
+  // leader is gone and whose child still runs in its group (PDEATHSIG kills leaders only); that
+  // child carries the daemon's marker, as every function and its children do.
+  const std::string dead_daemon = "999999999-12345";  // beyond any pid_max: not running
   const auto led_child_file = (dir.path() / "led-child").string();
   const auto orphan_file = (dir.path() / "orphan").string();
+  const auto stranger_file = (dir.path() / "stranger").string();
   const pid_t led = start_group("sleep 600 & echo $! > " + led_child_file + "; exec sleep 600");
   const auto led_start = proc_stat(led)->start;
-  const pid_t leaderless = start_group("sleep 600 & echo $! > " + orphan_file + "; exit 0");
+  const pid_t leaderless = start_group("sleep 600 & echo $! > " + orphan_file + "; exit 0",
+                                       "KNFLOW_FUNCTION_OF=" + dead_daemon);
   const auto leaderless_start = proc_stat(leaderless)->start;
+  // A leaderless group recorded as the killed daemon's whose members lack the marker: its id
+  // could have been reused by a pipeline of the same terminal session (`git log | less`).
+  const pid_t unmarked = start_group("sleep 600 & echo $! > " + stranger_file + "; exit 0");
+  const auto unmarked_start = proc_stat(unmarked)->start;
   // Processes that are not the killed daemon's: a group whose leader's id was reused (another
   // start time), another daemon's function while that daemon runs, and one from another boot.
   const pid_t reused = start_group("exec sleep 600");
@@ -763,15 +776,19 @@ TEST_CASE("A new supervisor kills the process groups a killed daemon recorded, a
   const pid_t other_boot = start_group("exec sleep 600");
   const pid_t led_child = pid_from(led_child_file);
   const pid_t orphan = pid_from(orphan_file);
+  const pid_t stranger = pid_from(stranger_file);
   int status = 0;
   REQUIRE(::waitpid(leaderless, &status, 0) == leaderless);  // the leader is gone for good
+  REQUIRE(::waitpid(unmarked, &status, 0) == unmarked);
   REQUIRE(alive(orphan));
   REQUIRE(proc_stat(orphan)->pgrp == leaderless);
+  REQUIRE(alive(stranger));
 
-  const std::string dead_daemon = "999999999-12345";  // beyond any pid_max: not running
-  record(
-      state / dead_daemon, here,
-      {{led, led_start}, {leaderless, leaderless_start}, {reused, proc_stat(reused)->start + 1}});
+  record(state / dead_daemon, here,
+         {{led, led_start},
+          {leaderless, leaderless_start},
+          {unmarked, unmarked_start},
+          {reused, proc_stat(reused)->start + 1}});
   const auto live_daemon =
       std::to_string(other_daemon) + "-" + std::to_string(proc_stat(other_daemon)->start);
   record(state / live_daemon, here,
@@ -787,7 +804,8 @@ TEST_CASE("A new supervisor kills the process groups a killed daemon recorded, a
   {
     FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.state_dir = state});
     REQUIRE(run_until(ioc, [&] { return dead(led) && dead(led_child) && dead(orphan); }));
-    for (const pid_t untouched : {reused, other_daemon, other_daemons_function, other_boot}) {
+    for (const pid_t untouched :
+         {reused, other_daemon, other_daemons_function, other_boot, stranger}) {
       INFO("pid " << untouched);
       CHECK(alive(untouched));
     }
@@ -800,4 +818,5 @@ TEST_CASE("A new supervisor kills the process groups a killed daemon recorded, a
   for (const pid_t pid : {led, reused, other_daemon, other_daemons_function, other_boot}) {
     kill_child(pid);
   }
+  ::kill(stranger, SIGKILL);  // a grandchild: init reaps it
 }

@@ -14,8 +14,9 @@ namespace knflow::api {
 // that delivers an event again (after a 503 because another workflow's run could not start, or
 // after losing the answer) does not start a second run of a workflow that already has one for it.
 // CloudEvents identify an event by source and id, so a repeat is a duplicate. Bounded: past
-// `capacity` runs the oldest are forgotten. In memory only: a restart forgets them. Any thread
-// (one mutex, held for a map operation).
+// `capacity` runs the oldest are forgotten, and each is kept as a SHA-256 of its key (event ids
+// and sources may be long), so the memory is bounded by the capacity alone. In memory only: a
+// restart forgets them. Any thread (one mutex, held for a map operation).
 class RecentDeliveries {
  public:
   using Key = std::tuple<std::string, std::string, std::string, std::string>;
@@ -44,24 +45,26 @@ class RecentDeliveries {
 
    private:
     friend class RecentDeliveries;
-    Claim(RecentDeliveries* owner, Key key, State state, std::string run_id);
+    Claim(RecentDeliveries* owner, std::string key, State state, std::string run_id);
     RecentDeliveries* owner_;  // set while `claimed` and not yet started
-    Key key_;
+    std::string key_;          // digest(key)
     State state_;
     std::string run_id_;
   };
 
-  Claim claim(Key key);
+  Claim claim(Key whole);
 
  private:
-  void record(const Key& key, std::string run_id);
-  void release(const Key& key);
+  // 32 bytes for any key: SHA-256 over its parts, each preceded by its length.
+  static std::string digest(const Key& key);
+  void record(const std::string& key, std::string run_id);
+  void release(const std::string& key);
 
   std::mutex mutex_;
   const std::size_t capacity_;
-  std::map<Key, std::string> runs_;  // key -> run id
-  std::deque<Key> order_;            // the keys of runs_, oldest first
-  std::set<Key> starting_;           // claimed, not yet started or released
+  std::map<std::string, std::string> runs_;  // digest -> run id
+  std::deque<std::string> order_;            // the digests of runs_, oldest first
+  std::set<std::string> starting_;           // claimed, not yet started or released
 };
 
 }  // namespace knflow::api

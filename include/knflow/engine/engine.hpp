@@ -97,7 +97,8 @@ class Engine {
                                                  std::string definition, CloudEvent event,
                                                  std::chrono::milliseconds timeout);
 
-  enum class Control { ok, not_found, conflict };
+  // unreadable: a retried run whose stored state does not decode (it stays faulted).
+  enum class Control { ok, not_found, conflict, unreadable };
   // Cancels a pending, running or waiting run.
   boost::asio::awaitable<Control> cancel(std::string run_id);
   // Redrives a faulted or cancelled run from where it stopped, reusing completed steps.
