@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test: formatting, the Debug build's unit,
-# integration and end-to-end tests, then the whole suite again under ASan+UBSan.
+# Installs what is missing, builds the release binary (what the README's run command builds), and
+# runs every test: formatting, the Debug build's unit, integration and end-to-end tests, then the
+# whole suite again under ASan+UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -14,6 +15,11 @@ clang-format --dry-run -Werror "${sources[@]}"
 # takes 10 to 20 minutes; later runs find them cached at once).
 echo "== Kubernetes test binaries"
 test/kubeenv/build.sh
+
+# The release build is what the README's run command builds (-O3 warns where -O0 does not).
+echo "== build (release)"
+cmake --preset release >/dev/null
+cmake --build --preset release
 
 jobs=$(nproc)
 for preset in dev asan; do

@@ -85,7 +85,7 @@ std::string format_rfc3339_ms(Instant instant) {
   const auto day_start = floor<days>(instant);
   const year_month_day date{day_start};
   const hh_mm_ss time{instant - day_start};
-  char buf[32];
+  char buf[64];  // 24 bytes in practice; the compiler counts each field at its widest
   std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ",
                 static_cast<int>(date.year()), static_cast<unsigned>(date.month()),
                 static_cast<unsigned>(date.day()), static_cast<int>(time.hours().count()),
