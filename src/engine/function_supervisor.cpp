@@ -2,6 +2,7 @@
 
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
+#include "knflow/model/timestamp.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -85,67 +86,6 @@ Stamp now_stamp() {
       .millis =
           std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count(),
       .text = out};
-}
-
-// Parses RFC 3339 (`2024-05-01T10:00:00Z`, `...T10:00:00.5+02:00`) into milliseconds since the
-// epoch; digits beyond milliseconds are dropped.
-std::optional<std::int64_t> parse_rfc3339_millis(std::string_view s) {
-  auto number = [&s](std::size_t pos, std::size_t len) -> int {
-    if (pos + len > s.size()) return -1;
-    int v = 0;
-    for (std::size_t i = pos; i < pos + len; ++i) {
-      if (s[i] < '0' || s[i] > '9') return -1;
-      v = v * 10 + (s[i] - '0');
-    }
-    return v;
-  };
-  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || s[13] != ':' || s[16] != ':' ||
-      (s[10] != 'T' && s[10] != 't' && s[10] != ' ')) {
-    return std::nullopt;
-  }
-  std::tm tm{};
-  tm.tm_year = number(0, 4) - 1900;
-  tm.tm_mon = number(5, 2) - 1;
-  tm.tm_mday = number(8, 2);
-  tm.tm_hour = number(11, 2);
-  tm.tm_min = number(14, 2);
-  tm.tm_sec = number(17, 2);
-  if (tm.tm_year < -1899 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-      tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 ||
-      tm.tm_sec > 60) {
-    return std::nullopt;
-  }
-  std::size_t pos = 19;
-  int millis = 0;
-  if (s[pos] == '.') {
-    ++pos;
-    int digits = 0;
-    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
-      if (digits < 3) millis = millis * 10 + (s[pos] - '0');
-      ++digits;
-      ++pos;
-    }
-    if (digits == 0) return std::nullopt;
-    for (; digits < 3; ++digits) millis *= 10;
-  }
-  int offset_minutes = 0;
-  if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
-    ++pos;
-  } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
-    const int hours = number(pos + 1, 2);
-    const int minutes = number(pos + 4, 2);
-    if (hours < 0 || hours > 23 || minutes < 0 || minutes > 59 || pos + 3 >= s.size() ||
-        s[pos + 3] != ':') {
-      return std::nullopt;
-    }
-    offset_minutes = (s[pos] == '-' ? -1 : 1) * (hours * 60 + minutes);
-    pos += 6;
-  } else {
-    return std::nullopt;
-  }
-  if (pos != s.size()) return std::nullopt;
-  const std::int64_t seconds = ::timegm(&tm);
-  return seconds * 1000 + millis - std::int64_t{offset_minutes} * 60'000;
 }
 
 std::string format_duration(std::chrono::milliseconds d) {
@@ -1456,7 +1396,13 @@ std::vector<LogLine> FunctionSupervisor::logs(const FunctionKey& key,
   if (it == impl_->functions.end()) return {};
   // Compared as instants, so that `...:00Z`, `...:00.000Z` and `...+02:00` mean what they say;
   // text that is not RFC 3339 is compared as text.
-  const auto since_millis = since ? parse_rfc3339_millis(*since) : std::nullopt;
+  std::optional<std::int64_t> since_millis;
+  if (since) {
+    const auto parsed = model::parse_rfc3339(*since);
+    if (const auto* at = std::get_if<model::Instant>(&parsed)) {
+      since_millis = at->time_since_epoch().count();
+    }
+  }
   std::vector<LogLine> out;
   for (const auto& [millis, line] : it->second->logs) {
     if (!since || (since_millis ? millis >= *since_millis : line.time >= *since)) {

@@ -109,6 +109,26 @@ class Daemon:
         self.close()
 
 
+def alive(pid):
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Calls `predicate` every `interval` seconds until it returns something true or `timeout`
+    seconds have passed; returns its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval)
+
+
 def workflow(name, url="http://127.0.0.1:9000"):
     return json.dumps({
         "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},

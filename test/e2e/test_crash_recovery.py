@@ -19,7 +19,7 @@ import urllib.request
 from collections import Counter, defaultdict
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import Daemon  # noqa: E402
+from daemon import Daemon, alive, wait_until  # noqa: E402
 from ledger_sink import LedgerSink  # noqa: E402
 
 NS = "default"
@@ -131,14 +131,6 @@ def children_of(pid):
     return out
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def kill9(daemon):
     """SIGKILLs the daemon; its helper processes must go with it (they are killed by pid if
     they linger, and returned so that the test can report them)."""
@@ -221,15 +213,6 @@ def output_of(daemon):
         return daemon.output()
     except OSError:
         return "(no output)"
-
-
-def wait_until(predicate, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result or time.monotonic() >= deadline:
-            return result
-        time.sleep(interval)
 
 
 # --- the load generator ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import BIN, SOURCE_DIR, Daemon  # noqa: E402
+from daemon import BIN, SOURCE_DIR, Daemon, wait_until  # noqa: E402
 
 EXAMPLE = os.path.join(SOURCE_DIR, "examples", "order-pipeline.yaml")
 FUNCTIONS = ("validate", "charge", "reserve", "notify_email", "notify_sms", "review")
@@ -71,15 +71,6 @@ def function_processes(daemon_pid):
             if f"examples/functions/{name}.py" in cmd:
                 out[name] = pid
     return out
-
-
-def wait_until(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result or time.monotonic() >= deadline:
-            return result
-        time.sleep(interval)
 
 
 class ExampleTest(unittest.TestCase):

@@ -10,13 +10,12 @@ import os
 import re
 import socket
 import sys
-import time
 import unittest
 import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import SOURCE_DIR, Daemon  # noqa: E402
+from daemon import SOURCE_DIR, Daemon, alive, wait_until  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 ECHO_DIR = os.path.join(SOURCE_DIR, "test", "engine", "fixtures")  # echo_function.py
@@ -54,28 +53,6 @@ spec:
   do:
     - {name: keep, set: '${ {got: .order} }'}
 """
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def alive(pid):
-    state = proc_state(pid)
-    return state is not None and state != "Z"
-
-
-def wait_until(predicate, timeout=DEADLINE, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result or time.monotonic() >= deadline:
-            return result
-        time.sleep(interval)
 
 
 def function_get(port, path):
@@ -137,13 +114,13 @@ class LocalFunctionsTest(unittest.TestCase):
 
             # A crash: the function is started again, and the restart is counted.
             crash(port)
-            self.assertTrue(wait_until(lambda: self.restarts(first) == 1),
+            self.assertTrue(wait_until(lambda: self.restarts(first) == 1, DEADLINE),
                             "knflow_function_restarts_total never reached 1")
-            self.assertTrue(wait_until(lambda: len(self.listening(first)) == 2),
+            self.assertTrue(wait_until(lambda: len(self.listening(first)) == 2, DEADLINE),
                             first.output())
             port, pid = self.listening(first)[1]
             self.assertEqual(self.invoke(first, "echoer", {"n": 2}), '{"n":2}')
-            self.assertTrue(wait_until(lambda: not alive(child)),
+            self.assertTrue(wait_until(lambda: not alive(child), DEADLINE),
                             "the crashed function's child survived its restart")
             child = int(function_get(port, "/child"))
             leftovers += [pid, child]
@@ -155,14 +132,14 @@ class LocalFunctionsTest(unittest.TestCase):
             # kill -9: the function dies with the daemon; its child is still in its group.
             first.proc.kill()
             first.proc.wait()
-            self.assertTrue(wait_until(lambda: not alive(pid)),
+            self.assertTrue(wait_until(lambda: not alive(pid), DEADLINE),
                             f"function {pid} outlived the daemon killed with SIGKILL")
             self.assertTrue(alive(child), "expected the function's child to outlive it")
 
             # The next daemon on the same data directory kills what is left of the group.
             second = Daemon("--functions-dir", ECHO_DIR, data_dir=first.data_dir)
             second.start()
-            self.assertTrue(wait_until(lambda: not alive(child)),
+            self.assertTrue(wait_until(lambda: not alive(child), DEADLINE),
                             f"the next daemon left {child} running:\n{second.output()}")
             self.assertIn("Killed local functions of a daemon that was killed", second.output())
             self.assertEqual(os.listdir(records), [])
@@ -197,7 +174,7 @@ class LocalFunctionsTest(unittest.TestCase):
                 self.assertEqual(status, 200, run)
                 return run if run["phase"] in ("completed", "faulted", "cancelled") else None
 
-            run = wait_until(finished)
+            run = wait_until(finished, DEADLINE)
             self.assertTrue(run, "the triggered run never finished")
             self.assertEqual(run["phase"], "completed", run)
             self.assertEqual(run["output"]["data"], {"got": "o-7"})

@@ -235,6 +235,15 @@ struct Elsewhere {
   }
 };
 
+// A route answering `body` as JSON (after `delay`).
+test::EchoRoute json_answer(std::string body,
+                            std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
+  return {.status = 200,
+          .body = std::move(body),
+          .headers = {{"Content-Type", "application/json"}},
+          .delay = delay};
+}
+
 std::string functions(EngineFixture& f, std::initializer_list<std::string> names) {
   std::string out = "  functions:\n";
   for (const auto& n : names) out += "    " + n + ": {url: \"" + f.echo.url("/" + n) + "\"}\n";
@@ -358,9 +367,7 @@ TEST_CASE("engine: calls pass the event along; set, input and output shape the d
 
 TEST_CASE("engine: a reply that is not a CloudEvent becomes the data", "[engine][call]") {
   EngineFixture f;
-  f.echo.route("/plain", {.status = 200,
-                          .body = R"({"plain": true})",
-                          .headers = {{"Content-Type", "application/json"}}});
+  f.echo.route("/plain", json_answer(R"({"plain": true})"));
   f.echo.route("/empty", {.status = 202, .body = ""});
   auto yaml = header("plain") + functions(f, {"plain", "empty"}) + R"(  do:
     - {name: a, call: plain}
@@ -399,13 +406,8 @@ TEST_CASE("engine: switch takes the first match, the default, or faults", "[engi
 
 TEST_CASE("engine: fork joins all in order, any first, each separately", "[engine][fork]") {
   EngineFixture f;
-  f.echo.route("/slow", {.status = 200,
-                         .body = R"("slow")",
-                         .headers = {{"Content-Type", "application/json"}},
-                         .delay = std::chrono::milliseconds(300)});
-  f.echo.route(
-      "/fast",
-      {.status = 200, .body = R"("fast")", .headers = {{"Content-Type", "application/json"}}});
+  f.echo.route("/slow", json_answer(R"("slow")", std::chrono::milliseconds(300)));
+  f.echo.route("/fast", json_answer(R"("fast")"));
   auto all = header("all") + functions(f, {"slow", "fast"}) + R"(  do:
     - name: both
       fork:
@@ -548,13 +550,8 @@ TEST_CASE("engine: for never runs more iterations at once than its concurrency",
 TEST_CASE("engine: a fork cancels the branches that lost (any) or were outrun by a fault (all)",
           "[engine][fork]") {
   EngineFixture f;
-  f.echo.route("/slow", {.status = 200,
-                         .body = R"("slow")",
-                         .headers = {{"Content-Type", "application/json"}},
-                         .delay = std::chrono::seconds(30)});
-  f.echo.route(
-      "/fast",
-      {.status = 200, .body = R"("fast")", .headers = {{"Content-Type", "application/json"}}});
+  f.echo.route("/slow", json_answer(R"("slow")", std::chrono::seconds(30)));
+  f.echo.route("/fast", json_answer(R"("fast")"));
   auto any = header("any-cancel") + functions(f, {"slow", "fast"}) + R"(  do:
     - name: first
       fork:
