@@ -795,9 +795,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       cur.data = co_await eval_deep(s->value, cur.data, vars, path + "/set");
       out.outputs.push_back(std::move(cur));
     } else if (auto* r = std::get_if<model::RaiseStep>(&c)) {
-      Fault f = make_fault(r->type, static_cast<unsigned>(r->status.value_or(500)), "", "", path);
-      f.error["title"] = r->title ? co_await eval(*r->title, cur.data, vars, path + "/raise/title")
-                                  : json::value(step.name);
+      Fault f =
+          make_fault(r->type, static_cast<unsigned>(r->status.value_or(500)), step.name, "", path);
+      // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
+      // the other branch is taken (a json::value never constructed: heap corruption).
+      if (r->title) {
+        f.error["title"] = co_await eval(*r->title, cur.data, vars, path + "/raise/title");
+      }
       if (r->detail) {
         f.error["detail"] = co_await eval(*r->detail, cur.data, vars, path + "/raise/detail");
       }

@@ -647,6 +647,29 @@ TEST_CASE("engine: try/catch handles matching errors with $error", "[engine][try
   CHECK(out.error->at("instance").as_string() == "/do/0");
 }
 
+TEST_CASE("engine: a raise without a title is titled with its step's name", "[engine][try]") {
+  // The title was `title ? co_await eval(...) : step name`: g++ 12 destroys the result of the
+  // co_await branch also when the other one was taken, a json::value never constructed, which
+  // corrupted the heap (the daemon died of SIGSEGV a few runs later). Many runs, so that a
+  // corrupted heap shows.
+  EngineFixture f;
+  auto yaml = header("untitled") + R"(  do:
+    - name: guarded
+      try:
+        - name: refuse
+          raise: {type: validation, status: 422}
+      catch:
+        errors: {type: validation}
+        do:
+          - {name: handle, set: '${ {title: $error.title, detail: ($error | has("detail"))} }'}
+)";
+  for (int i = 0; i < 200; ++i) {
+    CAPTURE(i);
+    auto d = EngineFixture::data(f.run(yaml, "{\"n\": " + std::to_string(i) + "}"));
+    REQUIRE(d == json::parse(R"({"title": "refuse", "detail": false})"));
+  }
+}
+
 TEST_CASE("engine: step and run timeouts fault with a timeout error", "[engine][timeout]") {
   EngineFixture f;
   f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
