@@ -799,11 +799,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           make_fault(r->type, static_cast<unsigned>(r->status.value_or(500)), step.name, "", path);
       // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
       // the other branch is taken (a json::value never constructed: heap corruption).
+      // RFC 7807's title and detail are strings: another value is written as JSON text, null is
+      // as if absent.
+      auto text = [](json::value v) -> std::optional<std::string> {
+        if (v.is_null()) return std::nullopt;
+        if (v.is_string()) return std::string(v.as_string());
+        return json::serialize(v);
+      };
       if (r->title) {
-        f.error["title"] = co_await eval(*r->title, cur.data, vars, path + "/raise/title");
+        auto title = co_await eval(*r->title, cur.data, vars, path + "/raise/title");
+        if (auto t = text(std::move(title))) f.error["title"] = *t;
       }
       if (r->detail) {
-        f.error["detail"] = co_await eval(*r->detail, cur.data, vars, path + "/raise/detail");
+        auto detail = co_await eval(*r->detail, cur.data, vars, path + "/raise/detail");
+        if (auto t = text(std::move(detail))) f.error["detail"] = *t;
       }
       throw f;
     } else if (auto* e = std::get_if<model::EmitStep>(&c)) {

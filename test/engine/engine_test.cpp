@@ -670,6 +670,28 @@ TEST_CASE("engine: a raise without a title is titled with its step's name", "[en
   }
 }
 
+TEST_CASE("engine: the title and detail a raise evaluates are strings", "[engine][try]") {
+  // RFC 7807: title and detail are strings. Clients (and the invoke answer, which copies a string
+  // detail) read them as such.
+  EngineFixture f;
+  auto yaml = header("shaped-error") + R"(  do:
+    - name: refuse
+      raise: {type: validation, status: 422, title: '${ .code }', detail: '${ .why }'}
+)";
+  auto out = f.run(yaml, R"({"code": 42, "why": {"field": "amount"}})");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("title") == "42");
+  CHECK(out.error->at("detail") == R"({"field":"amount"})");
+  // null: as if absent (the step's name; no detail).
+  out = f.run(yaml, R"({"code": null})");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("title") == "refuse");
+  CHECK(!out.error->contains("detail"));
+  out = f.run(yaml, R"({"code": "E42", "why": "amount too large"})");
+  CHECK(out.error->at("title") == "E42");
+  CHECK(out.error->at("detail") == "amount too large");
+}
+
 TEST_CASE("engine: step and run timeouts fault with a timeout error", "[engine][timeout]") {
   EngineFixture f;
   f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
