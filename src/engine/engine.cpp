@@ -986,9 +986,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           delay = retry_delay(policy, attempt + 1, std::nullopt, rng);
         }
         if (metrics) metrics->retry();
-        if (!co_await sleep_until(*env.scope, std::chrono::steady_clock::now() + delay)) {
-          throw *fault;
-        }
+        // The backoff ends at the step's (or run's) deadline and at a cancel, as a call's does.
+        auto until = std::chrono::steady_clock::now() + delay;
+        if (env.deadline && *env.deadline < until) until = *env.deadline;
+        co_await sleep_until(*env.scope, until);
+        check_live(*env.run, *env.scope, env.deadline, path);
         continue;
       }
       if (!t.catch_->steps) co_return cur;  // caught and swallowed

@@ -710,6 +710,48 @@ TEST_CASE("engine: step and run timeouts fault with a timeout error", "[engine][
   CHECK(EngineFixture::error_type(out2) == "timeout");
 }
 
+TEST_CASE("engine: a catch.retry backoff ends at the step's deadline and at a cancel",
+          "[engine][timeout][try]") {
+  EngineFixture f;
+  f.echo.route("/down", {.status = 503, .body = "busy"});
+  auto yaml = [&](const std::string& name, const std::string& timeout) {
+    return header(name) + functions(f, {"down"}) + timeout + R"(  do:
+    - name: guarded
+      try:
+        - {name: call-it, call: down}
+      catch:
+        errors: {type: communication}
+        retry: {limit: 3, backoff: constant, delay: PT1H, maxDelay: PT1H, jitter: false}
+)";
+  };
+  SECTION("the run's timeout ends the backoff with a timeout error") {
+    // It slept the whole hour, then found the deadline passed.
+    auto out = f.run(yaml("short-run", "  timeout: PT0.3S\n"));
+    CHECK(out.phase == "faulted");
+    CHECK(EngineFixture::error_type(out) == "timeout");
+    CHECK(out.error->at("status") == 408);
+  }
+  SECTION("a cancel ends it, and the run says it was cancelled") {
+    // The run ended cancelled, but with the error the catch had retried (a 503).
+    std::string id = f.start(yaml("cancelled-in-backoff", ""));
+    auto faulted_once = [&] {
+      auto attempts = f.attempts(id);
+      return attempts.size() == 1 && attempts[0].phase == store::AttemptPhase::faulted;
+    };
+    for (int i = 0; i < 500 && !faulted_once(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(faulted_once());
+    CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+    auto out = f.wait(id);
+    CHECK(out.phase == "cancelled");
+    REQUIRE(out.error);
+    CHECK(out.error->at("title") == "Cancelled");
+    CHECK(out.error->at("status") == 499);
+  }
+}
+
 TEST_CASE("engine: a call without an answer faults 504 when it timed out, 502 when it failed",
           "[engine][timeout]") {
   EngineFixture f;
