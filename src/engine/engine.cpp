@@ -63,7 +63,8 @@ void append_hex(std::string& out, unsigned char b) {
 
 // A step path without the attempt numbers of the `try` lists on it ("/do/1/try/2/0" ->
 // "/do/1/try/0"): an `emit` that a `catch.retry` runs again sends the same event id, so the broker
-// starts only the runs its earlier attempt did not (a redrive restarts at /try/0 anyway).
+// starts only the runs its earlier attempt did not (a redrive or restart goes on at the attempt
+// the try had reached, with the same ids).
 std::string without_try_attempts(std::string_view path) {
   std::string out;
   out.reserve(path.size());
@@ -388,6 +389,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // --- timing ---------------------------------------------------------------------------------
+
+  // A time as the journal keeps it: milliseconds since the Unix epoch (wall clock, so that it
+  // means the same after a restart).
+  static std::int64_t unix_ms(std::chrono::system_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  }
+
+  // The steady-clock time at which the wall clock reaches `ms` (Unix ms); now when it has.
+  static SteadyTime steady_at(std::int64_t ms) {
+    const auto left = std::chrono::milliseconds(ms - unix_ms(std::chrono::system_clock::now()));
+    return std::chrono::steady_clock::now() + std::max(std::chrono::milliseconds(0), left);
+  }
 
   // Sleeps until `until` on the run's strand; returns false when the scope was cancelled.
   asio::awaitable<bool> sleep_until(Scope& scope, std::chrono::steady_clock::time_point until) {
@@ -964,11 +977,37 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return true;
   }
 
+  // A try keeps its progress in the journal, so that a restart goes on where it was instead of
+  // running the try list from its first attempt again: `<path>/try` (started) holds the attempt a
+  // catch.retry moved on to, the retries used and when the backoff ends; `<path>/catch` (started)
+  // the error handed to catch.do, which a restart goes straight back to.
   asio::awaitable<Current> exec_try(Env env, const model::TryStep& t, const std::string& path,
                                     Current cur) {
+    Run& run = *env.run;
     const auto policy =
         t.catch_ ? effective_policy(t.catch_->retry, std::nullopt) : EffectivePolicy{};
-    for (std::int64_t attempt = 0;; ++attempt) {
+    const std::string progress_key = path + "/try";
+    const std::string handler_key = path + "/catch";
+    std::int64_t attempt = 0;              // the try list's paths: <path>/try/<attempt>/...
+    std::int64_t retries = 0;              // of catch.retry's limit
+    std::optional<std::int64_t> retry_at;  // when the backoff before `attempt` ends (Unix ms)
+    std::optional<json::object> caught;    // the error catch.do handles
+    if (auto it = run.journal.find(handler_key); it != run.journal.end()) {
+      caught = it->second.value.at("error").as_object();
+    } else if (auto at = run.journal.find(progress_key); at != run.journal.end()) {
+      const auto& progress = at->second.value;
+      attempt = progress.at("attempt").to_number<std::int64_t>();
+      retries = progress.at("retries").to_number<std::int64_t>();
+      retry_at = progress.at("retryAt").to_number<std::int64_t>();
+    }
+    while (!caught) {
+      if (retry_at) {
+        // The backoff ends at the step's (or run's) deadline and at a cancel, as a call's does.
+        auto until = steady_at(*retry_at);
+        if (env.deadline && *env.deadline < until) until = *env.deadline;
+        co_await sleep_until(*env.scope, until);
+        check_live(run, *env.scope, env.deadline, path);
+      }
       std::optional<Fault> fault;
       try {
         auto results =
@@ -977,28 +1016,34 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       } catch (const Fault& f) {
         fault = f;
       }
-      const bool cancelled = env.run->cancel_requested || env.scope->cancelled();
+      const bool cancelled = run.cancel_requested || env.scope->cancelled();
       if (cancelled || !t.catch_ || !catch_matches(*t.catch_, fault->error)) throw *fault;
-      if (attempt < policy.limit) {
+      if (retries < policy.limit) {
         std::chrono::milliseconds delay;
         {
           std::lock_guard lock(mutex);
-          delay = retry_delay(policy, attempt + 1, std::nullopt, rng);
+          delay = retry_delay(policy, retries + 1, std::nullopt, rng);
         }
         if (metrics) metrics->retry();
-        // The backoff ends at the step's (or run's) deadline and at a cancel, as a call's does.
-        auto until = std::chrono::steady_clock::now() + delay;
-        if (env.deadline && *env.deadline < until) until = *env.deadline;
-        co_await sleep_until(*env.scope, until);
-        check_live(*env.run, *env.scope, env.deadline, path);
+        ++attempt;
+        ++retries;
+        retry_at = unix_ms(std::chrono::system_clock::now() + delay);
+        json::value progress =
+            json::object{{"attempt", attempt}, {"retries", retries}, {"retryAt", *retry_at}};
+        run.journal[progress_key] = {"started", progress};
+        co_await journal_put(run, progress_key, "started", progress);
         continue;
       }
       if (!t.catch_->steps) co_return cur;  // caught and swallowed
-      Env handler = env;
-      handler.vars[t.catch_->as.value_or("error")] = fault->error;
-      auto results = co_await exec_list(handler, &*t.catch_->steps, path + "/catch/do", cur);
-      co_return collapse(std::move(results), cur);
+      caught = fault->error;
+      json::value handled = json::object{{"error", *caught}};
+      run.journal[handler_key] = {"started", handled};
+      co_await journal_put(run, handler_key, "started", handled);
     }
+    Env handler = env;
+    handler.vars[t.catch_->as.value_or("error")] = *caught;
+    auto results = co_await exec_list(handler, &*t.catch_->steps, path + "/catch/do", cur);
+    co_return collapse(std::move(results), cur);
   }
 
   asio::awaitable<void> exec_wait(Env env, const model::WaitStep& w, const std::string& path) {
@@ -1008,18 +1053,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (auto it = run.journal.find(key); it != run.journal.end()) {
       deadline_ms = it->second.value.at("deadline").to_number<std::int64_t>();
     } else {
-      deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        (std::chrono::system_clock::now() + w.duration.value).time_since_epoch())
-                        .count();
+      deadline_ms = unix_ms(std::chrono::system_clock::now() + w.duration.value);
       json::value v = json::object{{"deadline", deadline_ms}};
       run.journal[key] = {"started", v};
       co_await journal_put(run, key, "started", v);
     }
-    const auto remaining = std::chrono::milliseconds(deadline_ms) -
-                           std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch());
-    auto until =
-        std::chrono::steady_clock::now() + std::max(std::chrono::milliseconds(0), remaining);
+    const auto until = steady_at(deadline_ms);
     if (env.deadline && *env.deadline < until) {
       co_await sleep_until(*env.scope, *env.deadline);
       check_live(run, *env.scope, env.deadline, path);

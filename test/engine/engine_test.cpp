@@ -20,6 +20,7 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
 
+#include <functional>
 #include <optional>
 #include <regex>
 #include <thread>
@@ -806,7 +807,7 @@ TEST_CASE("engine: emit posts a new event to the broker; the data is unchanged",
 
 TEST_CASE("engine: an emit that catch.retry runs again sends the same event id", "[engine][emit]") {
   // The broker de-duplicates by (source, id): the second attempt starts only what the first did
-  // not. A redrive starts the try list at its first attempt again, so its ids match too.
+  // not. A redrive goes on at the attempt the try had reached, so its ids match too.
   EngineFixture f;
   auto yaml = header("emit-retry") + R"(  do:
     - name: guarded
@@ -874,6 +875,87 @@ TEST_CASE("engine: a restarted engine resumes runs from their last completed ste
   // `before` was not called again: one request before the stop, one for `after`.
   CHECK(f.echo.requests().size() == 2);
   CHECK(f.record(id)->phase == store::RunPhase::completed);
+}
+
+TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
+          "[engine][durable][try]") {
+  // The try list started again at its first attempt: the call that had faulted there was called
+  // again, the retries began anew (every restart gave the try its whole budget again), and a run
+  // that was in its catch handler ran the try list again first, then handled whatever error that
+  // gave (or took the success path, the handler's work half done).
+  EngineFixture f;
+  auto requests_to = [&](const std::string& target) {
+    std::vector<test::EchoRequest> out;
+    for (auto& r : f.echo.requests()) {
+      if (r.target == target) out.push_back(r);
+    }
+    return out;
+  };
+  auto ce_id = [](const test::EchoRequest& r) {
+    for (const auto& [name, value] : r.headers) {
+      if (name == "ce-id") return value;
+    }
+    return std::string();
+  };
+  auto wait_for = [&](const std::function<bool()>& done) {
+    for (int i = 0; i < 1000 && !done(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(done());
+  };
+
+  SECTION("a restart during a retry runs that retry again, not the try's first attempt") {
+    // The first request fails (its connection is closed), the retry hangs.
+    f.echo.route("/flaky", {.delay = std::chrono::seconds(30), .drop_first = 1});
+    auto yaml = header("retrying") + functions(f, {"flaky"}) + R"(  do:
+    - name: guarded
+      try:
+        - {name: call-it, call: flaky}
+      catch:
+        errors: {type: communication}
+        retry: {limit: 2, backoff: constant, delay: PT0.01S}
+)";
+    auto id = f.start(yaml, R"({"k": 1})");
+    wait_for([&] { return requests_to("/flaky").size() == 2; });
+    f.stop_engine();
+    f.echo.route("/flaky", {});  // answers at once now
+    f.start_engine();
+    auto out = f.wait(id);
+    CHECK(EngineFixture::data(out) == json::parse(R"({"k": 1})"));
+    auto flaky = requests_to("/flaky");
+    REQUIRE(flaky.size() == 3);
+    CHECK(ce_id(flaky[0]) == id + ":/do/0/try/0/0");
+    CHECK(ce_id(flaky[1]) == id + ":/do/0/try/1/0");
+    CHECK(ce_id(flaky[2]) == id + ":/do/0/try/1/0");  // the retry again, with its id
+  }
+
+  SECTION("a restart during catch.do goes back into the handler with the same $error") {
+    f.echo.route("/down", {.status = 503, .body = "busy"});
+    f.echo.route("/handler", {.delay = std::chrono::seconds(30)});
+    auto yaml = header("handling") + functions(f, {"down", "handler"}) + R"(  do:
+    - name: guarded
+      try:
+        - {name: call-it, call: down}
+      catch:
+        errors: {type: communication}
+        retry: {limit: 1, backoff: constant, delay: PT0.01S}
+        do:
+          - {name: handle, call: handler, input: '${ {failed: $error.instance} }'}
+)";
+    auto id = f.start(yaml);
+    wait_for([&] { return requests_to("/handler").size() == 1; });
+    REQUIRE(requests_to("/down").size() == 2);
+    f.stop_engine();
+    f.echo.route("/handler", {});
+    f.start_engine();
+    auto out = f.wait(id);
+    CHECK(EngineFixture::data(out) == json::parse(R"({"failed": "/do/0/try/1/0"})"));
+    CHECK(requests_to("/down").size() == 2);  // the try list was not run again
+    auto handler = requests_to("/handler");
+    REQUIRE(handler.size() == 2);
+    CHECK(json::parse(handler[1].body) == json::parse(handler[0].body));
+    CHECK(ce_id(handler[1]) == id + ":/do/0/catch/do/0");
+  }
 }
 
 TEST_CASE("engine: a call's attempt is begun in the commit that ends the step before it",
