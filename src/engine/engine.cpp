@@ -1333,17 +1333,28 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       error_text = json::serialize(fault->error);
     } else {
       outcome.phase = "completed";
+      auto as_event = [](const Current& c) {
+        CloudEvent ev = c.event;
+        ev.data = json::serialize(c.data);
+        ev.datacontenttype = "application/json";
+        return ev;
+      };
+      // After a top-level fork with `join: each`, every output is a final event of its own (as
+      // each branch of a Knative Parallel replies on its own); the run's output is their array.
+      std::vector<CloudEvent> finals;
+      if (results.size() > 1) {
+        for (const auto& r : results) finals.push_back(as_event(r));
+      }
       Current final = collapse(std::move(results), start);
-      CloudEvent ev = final.event;
-      ev.data = json::serialize(final.data);
-      ev.datacontenttype = "application/json";
+      CloudEvent ev = as_event(final);
       outcome.output = ev;
       output_text = json::serialize(current_json(final));
       if (run->end_written) {
         finish(run, std::move(outcome));  // the last step's commit ended the run (run_end)
         co_return;
       }
-      co_await send_reply(*run, ev);
+      if (finals.empty()) finals.push_back(std::move(ev));
+      for (auto& e : finals) co_await send_reply(*run, std::move(e));
     }
     run->record.phase = outcome.phase == "completed"   ? store::RunPhase::completed
                         : outcome.phase == "cancelled" ? store::RunPhase::cancelled

@@ -323,11 +323,13 @@ class CrashInsideConstructsTest(unittest.TestCase):
         self.assertEqual(lettered["error"]["status"], 503, lettered)
         self.assertEqual(len(fn.to("/dead")), 1)
 
-        # One reply per completed run.
+        # One reply per completed run (`each`: one per output of its join).
         for name in WORKFLOWS:
             replies = [body for _, body in fn.to(f"/reply-{name}")]
             if name == "lettered":
                 self.assertEqual(replies, [])
+            elif name == "each":
+                self.assertEqual(sorted(replies, key=json.dumps), data[name])
             else:
                 self.assertEqual(replies, [data[name]], name)
         self.assertEqual(d.stop(), 0, d.output())

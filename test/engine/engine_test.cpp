@@ -440,6 +440,34 @@ TEST_CASE("engine: fork joins all in order, any first, each separately", "[engin
   CHECK(out.as_array().size() == 2);
 }
 
+TEST_CASE("engine: each output of a top-level join each is a final event of its own",
+          "[engine][fork]") {
+  // docs/engine.md: each one goes to spec.reply, as a Knative Parallel's branches reply each on
+  // their own (the reply got one event holding their array); the run's output is their array.
+  EngineFixture f;
+  auto yaml = header("fan-out", "  reply: {uri: \"" + f.echo.url("/reply") + "\"}\n") +
+              functions(f, {"echo"}) + R"(  do:
+    - name: split
+      fork:
+        join: each
+        branches:
+          - {name: left, set: {side: left}}
+          - {name: right, set: {side: right}}
+    - {name: mark, call: echo, input: '${ . + {marked: true} }'}
+)";
+  std::string id;
+  CHECK(EngineFixture::data(f.run(yaml, "{}", &id)) ==
+        json::parse(R"([{"side": "left", "marked": true}, {"side": "right", "marked": true}])"));
+  f.wait_stored(id, store::RunPhase::completed);
+  std::vector<json::value> replies;
+  for (const auto& r : f.echo.requests()) {
+    if (r.target == "/reply") replies.push_back(json::parse(r.body));
+  }
+  REQUIRE(replies.size() == 2);
+  CHECK(replies[0] == json::parse(R"({"side": "left", "marked": true})"));
+  CHECK(replies[1] == json::parse(R"({"side": "right", "marked": true})"));
+}
+
 TEST_CASE("engine: for runs the body per element; while stops at its guard", "[engine][loops]") {
   EngineFixture f;
   auto loop = header("loop") + functions(f, {"echo"}) + R"(  do:
