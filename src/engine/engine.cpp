@@ -995,10 +995,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (auto it = run.journal.find(handler_key); it != run.journal.end()) {
       caught = it->second.value.at("error").as_object();
     } else if (auto at = run.journal.find(progress_key); at != run.journal.end()) {
-      const auto& progress = at->second.value;
+      const auto& progress = at->second.value.as_object();
       attempt = progress.at("attempt").to_number<std::int64_t>();
-      retries = progress.at("retries").to_number<std::int64_t>();
-      retry_at = progress.at("retryAt").to_number<std::int64_t>();
+      const auto* drive = progress.if_contains("drive");
+      if ((drive ? drive->to_number<std::int64_t>() : 0) == run.drive) {
+        retries = progress.at("retries").to_number<std::int64_t>();
+        retry_at = progress.at("retryAt").to_number<std::int64_t>();
+      }  // else redriven since: the attempt runs again at once, with all the retries
     }
     while (!caught) {
       if (retry_at) {
@@ -1028,8 +1031,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         ++attempt;
         ++retries;
         retry_at = unix_ms(std::chrono::system_clock::now() + delay);
-        json::value progress =
-            json::object{{"attempt", attempt}, {"retries", retries}, {"retryAt", *retry_at}};
+        json::value progress = json::object{{"attempt", attempt},
+                                            {"retries", retries},
+                                            {"retryAt", *retry_at},
+                                            {"drive", run.drive}};
         run.journal[progress_key] = {"started", progress};
         co_await journal_put(run, progress_key, "started", progress);
         continue;
@@ -1154,6 +1159,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const auto encoded = encode_binary(out);
 
     std::int64_t& attempts = run.attempts[path];
+    // Attempts made before the run's latest redrive do not count against the retry limit.
+    const auto based = run.retry_base.find(path);
+    const std::int64_t base = based == run.retry_base.end() ? 0 : based->second;
     for (;;) {
       check_live(run, *env.scope, env.deadline, path);
       const std::int64_t attempt = ++attempts;
@@ -1242,7 +1250,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       co_await attempt_end(run, seq,
                            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
                                           status ? std::optional<unsigned>(status) : std::nullopt));
-      if (is_retryable_status(status) && attempt <= policy.limit) {
+      if (is_retryable_status(status) && attempt - base <= policy.limit) {
         std::optional<std::chrono::milliseconds> retry_after;
         for (const auto& [k, v] : res.headers) {
           if (k == "retry-after")
@@ -1251,7 +1259,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         std::chrono::milliseconds delay;
         {
           std::lock_guard lock(mutex);
-          delay = retry_delay(policy, attempt, retry_after, rng);
+          delay = retry_delay(policy, attempt - base, retry_after, rng);
         }
         if (metrics) metrics->retry();
         auto until = std::chrono::steady_clock::now() + delay;
@@ -1460,11 +1468,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     store.update_run(u);
   }
 
+  // The journal entry that counts a run's redrives: `drive`, how many, and `attemptSeq`, the seq
+  // of the last attempt made before the latest (not a step path: those begin with /do).
+  static constexpr std::string_view kRedriveKey = "/redrive";
+
   // Store strand only. Rebuilds a run from its record, journal and attempts, and runs it again:
-  // completed steps replay from the journal, the rest execute. False when its stored state does
+  // completed steps replay from the journal, the rest execute; `redriven`: a redrive (:retry),
+  // which gives the steps it runs again their retries again. False when its stored state does
   // not decode: the run is faulted instead.
-  bool resume(store::RunStore& store, const store::RunRecord& rec) {
+  bool resume(store::RunStore& store, const store::RunRecord& rec, bool redriven = false) {
     auto run = std::make_shared<Run>(asio::make_strand(executor));
+    std::int64_t before_redrive = 0;  // attempts up to this seq were made before the latest
     // Everything read back from the record first: what does not decode faults this run alone.
     try {
       auto decoded = model::decode_workflow(model::parse_data(rec.definition_json));
@@ -1480,6 +1494,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       for (auto& j : store.journal(rec.id)) {
         run->journal[j.path] = {std::string(store::to_string(j.state)),
                                 model::parse_data(j.value_json)};
+      }
+      if (auto it = run->journal.find(std::string(kRedriveKey)); it != run->journal.end()) {
+        run->drive = it->second.value.at("drive").to_number<std::int64_t>();
+        before_redrive = it->second.value.at("attemptSeq").to_number<std::int64_t>();
       }
     } catch (const store::Error&) {
       throw;  // the database itself failed: not this run's problem alone
@@ -1509,10 +1527,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       run->deadline =
           std::chrono::system_clock::from_time_t(timegm(&tm)) + run->workflow->spec.timeout->value;
     }
-    for (auto& a : store.attempts(rec.id)) {
-      run->attempt_seq = std::max(run->attempt_seq, a.seq);
+    const auto attempts = store.attempts(rec.id);
+    for (const auto& a : attempts) run->attempt_seq = std::max(run->attempt_seq, a.seq);
+    if (redriven) {
+      ++run->drive;
+      before_redrive = run->attempt_seq;
+      json::value v = json::object{{"drive", run->drive}, {"attemptSeq", before_redrive}};
+      store.put_journal(rec.id, journal_entry(std::string(kRedriveKey), "started", v));
+      run->journal[std::string(kRedriveKey)] = {"started", std::move(v)};
+    }
+    for (const auto& a : attempts) {
       auto& n = run->attempts[a.path];
       n = std::max(n, a.attempt);
+      if (a.seq <= before_redrive) {
+        auto& base = run->retry_base[a.path];
+        base = std::max(base, a.attempt);
+      }
       if (a.phase == store::AttemptPhase::running) {
         // The daemon stopped during this attempt; the step runs again with the same event id.
         store.finish_attempt(
@@ -1737,7 +1767,7 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     // A retry starts the run again: spec.timeout counts from it (createdAt keeps the first start).
     rec->started_at = rec->updated_at;
     s.update_run(*rec);
-    return impl->resume(s, *rec) ? Control::ok : Control::unreadable;
+    return impl->resume(s, *rec, /*redriven=*/true) ? Control::ok : Control::unreadable;
   };
   co_return co_await impl_->on_store<Control>(std::move(op));
 }

@@ -106,7 +106,12 @@ struct Run {
   };
   std::map<std::string, BegunAttempt> begun_attempts;
   std::int64_t attempt_seq = 0;  // the seq of the run's newest attempt: the engine numbers them
-  store::RunRecord record;       // as last written
+  // Redrives: how many the run had (a try's progress from an earlier one starts its retries
+  // anew), and per call path the attempts made before the latest, which its retry limit does not
+  // count (a redrive gives the failed step its retries again).
+  std::int64_t drive = 0;
+  std::map<std::string, std::int64_t> retry_base;
+  store::RunRecord record;  // as last written
   bool cancel_requested = false;
   bool end_written = false;  // the run's end went into the commit of its last step
   std::optional<RunOutcome> outcome;

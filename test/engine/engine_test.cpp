@@ -1140,6 +1140,71 @@ TEST_CASE("engine: a thousand concurrent runs all complete", "[engine][load]") {
   CHECK(value("knflow_runs_in_flight") == 0);
 }
 
+TEST_CASE("engine: a redrive gives the failed step its retries again", "[engine][redrive]") {
+  // As a redriven Step Functions execution does (its retry counts start at 0). A redriven call
+  // got one attempt whatever its retry policy (its attempts went on counting against the limit),
+  // and a try had only what was left of its catch.retry.
+  EngineFixture f;
+  auto ce_ids = [&](const std::string& target) {
+    std::vector<std::string> out;
+    for (const auto& r : f.echo.requests()) {
+      for (const auto& [name, value] : r.headers) {
+        if (r.target == target && name == "ce-id") out.push_back(value);
+      }
+    }
+    return out;
+  };
+  auto redrive = [&](const std::string& id) {
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+    return f.wait(id);
+  };
+
+  SECTION("a call") {
+    f.echo.route("/down", {.status = 503, .body = "busy"});
+    auto yaml = header("call-again") + functions(f, {"down"}) + R"(  do:
+    - {name: ask, call: down, retry: {limit: 2, backoff: constant, delay: PT0.01S}}
+)";
+    std::string id;
+    REQUIRE(f.run(yaml, "{}", &id).phase == "faulted");
+    REQUIRE(f.attempts(id).size() == 3);
+    CHECK(redrive(id).phase == "faulted");
+    auto attempts = f.attempts(id);
+    REQUIRE(attempts.size() == 6);  // three more: the first and its two retries
+    for (std::size_t k = 0; k < attempts.size(); ++k) {
+      CHECK(attempts[k].attempt == static_cast<std::int64_t>(k + 1));  // the count goes on
+    }
+    // And once more: every redrive gets the whole budget, also after a restart.
+    f.stop_engine();
+    f.start_engine();
+    CHECK(redrive(id).phase == "faulted");
+    CHECK(f.attempts(id).size() == 9);
+  }
+
+  SECTION("a try") {
+    // A 503 is caught and retried; the retry's 400 is not caught and faults the run. Redriven,
+    // the retry runs again, gets a 503, and has its one retry again.
+    f.echo.route("/down", {.status = 503, .body = "busy", .statuses = {503, 400}});
+    auto yaml = header("try-again") + functions(f, {"down"}) + R"(  do:
+    - name: guarded
+      try:
+        - {name: ask, call: down}
+      catch:
+        errors: {status: 503}
+        retry: {limit: 1, backoff: constant, delay: PT0.01S}
+)";
+    std::string id;
+    auto out = f.run(yaml, R"({"v": 1})", &id);
+    REQUIRE(out.phase == "faulted");
+    REQUIRE(out.error->at("status") == 400);
+    CHECK(EngineFixture::data(redrive(id)) == json::parse(R"({"v": 1})"));  // swallowed
+    auto ids = ce_ids("/down");
+    REQUIRE(ids.size() == 4);
+    CHECK(ids[2] == id + ":/do/0/try/1/0");  // the failed retry, again
+    CHECK(ids[3] == id + ":/do/0/try/2/0");  // and its retry
+  }
+}
+
 TEST_CASE("engine: retry redrives a faulted run from the failed step", "[engine][redrive]") {
   EngineFixture f;
   f.echo.route("/second", {.status = 400, .body = "not yet"});
