@@ -10,6 +10,7 @@
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/expression.hpp"
+#include "knflow/model/timestamp.hpp"
 #include "knflow/store/run_store.hpp"
 #include "run_state.hpp"
 
@@ -670,7 +671,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       } else {
         Env inner = env;
         if (step.timeout) {
-          auto d = std::chrono::steady_clock::now() + step.timeout->value;
+          auto d = co_await step_deadline(run, step, path);
           if (!inner.deadline || d < *inner.deadline) inner.deadline = d;
         }
         Current in{std::move(input), cur.event};
@@ -694,6 +695,37 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       metrics->observe_step(std::chrono::steady_clock::now() - started);
     }
     co_return out;
+  }
+
+  // The deadline of a step with a `timeout`, counted from when the step began, across restarts
+  // (as spec.timeout's is): a call's from its first attempt, which the store keeps; another
+  // step's from the journal entry `<path>/timeout` written as it begins. A redrive starts them
+  // again.
+  asio::awaitable<SteadyTime> step_deadline(Run& run, const model::Step& step,
+                                            const std::string& path) {
+    const auto timeout = step.timeout->value;
+    const std::string key = path + "/timeout";
+    if (auto it = run.journal.find(key); it != run.journal.end()) {
+      const auto& v = it->second.value.as_object();
+      if (v.at("drive").to_number<std::int64_t>() == run.drive) {
+        co_return steady_at(v.at("deadline").to_number<std::int64_t>());
+      }
+    }
+    if (std::holds_alternative<model::CallStep>(step.construct)) {
+      // No journal entry: the call's attempts say when it began.
+      if (auto it = run.first_attempt_at.find(path); it != run.first_attempt_at.end()) {
+        const auto began = model::parse_rfc3339(it->second);
+        if (const auto* at = std::get_if<model::Instant>(&began)) {
+          co_return steady_at(unix_ms(*at + timeout));
+        }
+      }
+      co_return std::chrono::steady_clock::now() + timeout;
+    }
+    const std::int64_t deadline = unix_ms(std::chrono::system_clock::now() + timeout);
+    json::value v = json::object{{"deadline", deadline}, {"drive", run.drive}};
+    run.journal[key] = {"started", v};
+    co_await journal_put(run, key, "started", v);
+    co_return steady_at(deadline);
   }
 
   // The run's record as completed, when the step at `at` ends the run's top-level list with one
@@ -1542,6 +1574,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (a.seq <= before_redrive) {
         auto& base = run->retry_base[a.path];
         base = std::max(base, a.attempt);
+      } else {
+        run->first_attempt_at.emplace(a.path, a.started_at);  // attempts come in seq order
       }
       if (a.phase == store::AttemptPhase::running) {
         // The daemon stopped during this attempt; the step runs again with the same event id.

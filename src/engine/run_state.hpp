@@ -111,6 +111,9 @@ struct Run {
   // count (a redrive gives the failed step its retries again).
   std::int64_t drive = 0;
   std::map<std::string, std::int64_t> retry_base;
+  // Loaded on resume: per call path, when its first attempt since the latest redrive began (when
+  // the step began, which its timeout counts from).
+  std::map<std::string, std::string> first_attempt_at;
   store::RunRecord record;  // as last written
   bool cancel_requested = false;
   bool end_written = false;  // the run's end went into the commit of its last step

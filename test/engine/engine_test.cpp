@@ -986,6 +986,69 @@ TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
   }
 }
 
+TEST_CASE("engine: a step's timeout counts from when the step began, across a restart",
+          "[engine][durable][timeout]") {
+  // As spec.timeout does. The resumed step got its whole timeout again: a step stopped after its
+  // deadline ran again (here: called its function again) instead of timing out.
+  EngineFixture f;
+  f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
+  auto hang_requests = [&] {
+    std::size_t n = 0;
+    for (const auto& r : f.echo.requests()) n += r.target == "/hang";
+    return n;
+  };
+  auto restart_after_deadline = [&](const std::string& yaml) {
+    const auto began = std::chrono::system_clock::now();
+    auto id = f.start(yaml);
+    for (int i = 0; i < 1000 && hang_requests() == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(hang_requests() == 1);
+    f.stop_engine();
+    while (std::chrono::system_clock::now() < began + std::chrono::milliseconds(1100)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    f.start_engine();
+    auto out = f.wait(id);
+    CHECK(out.phase == "faulted");
+    CHECK(EngineFixture::error_type(out) == "timeout");
+    CHECK(out.error->at("status") == 408);
+    CHECK(hang_requests() == 1);  // not called again: its step's time was up
+  };
+  SECTION("a call") {
+    restart_after_deadline(header("timed-call") + functions(f, {"hang"}) + R"(  do:
+    - {name: ask, call: hang, timeout: PT1S}
+)");
+  }
+  SECTION("a nested list") {
+    restart_after_deadline(header("timed-list") + functions(f, {"hang"}) + R"(  do:
+    - name: outer
+      timeout: PT1S
+      do:
+        - {name: ask, call: hang}
+)");
+  }
+  SECTION("a redrive gives the steps it runs again their whole timeout") {
+    for (const auto& yaml : {header("redriven-call") + functions(f, {"hang"}) + R"(  do:
+    - {name: ask, call: hang, timeout: PT0.3S}
+)",
+                             header("redriven-list") + functions(f, {"hang"}) + R"(  do:
+    - name: outer
+      timeout: PT0.3S
+      do:
+        - {name: ask, call: hang}
+)"}) {
+      f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
+      std::string id;
+      REQUIRE(f.run(yaml, "{}", &id).phase == "faulted");
+      f.echo.route("/hang", {.status = 200, .body = R"({"answered": true})"});
+      REQUIRE(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
+              engine::Engine::Control::ok);
+      CHECK(EngineFixture::data(f.wait(id)) == json::parse(R"({"answered": true})"));
+    }
+  }
+}
+
 TEST_CASE("engine: a call's attempt is begun in the commit that ends the step before it",
           "[engine][durable]") {
   EngineFixture f;
