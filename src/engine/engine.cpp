@@ -1217,6 +1217,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             *env.deadline - std::chrono::steady_clock::now());
         req.timeout = std::max(std::chrono::milliseconds(1), std::min(req.timeout, left));
       }
+      const bool cut_short = req.timeout < per_call;  // by the step's or the run's deadline
       auto answered = co_await send_cancellable(*env.scope, std::move(req));
       if (!answered) {
         co_await attempt_end(
@@ -1282,6 +1283,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       co_await attempt_end(run, seq,
                            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
                                           status ? std::optional<unsigned>(status) : std::nullopt));
+      if (timed_out && cut_short) {
+        // The step's or the run's deadline passed, not the function's timeout: the step times out
+        // (408), and no attempt can follow, so nothing is dead-lettered, as when the deadline
+        // passes during a retry's backoff.
+        throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
+      }
       if (is_retryable_status(status) && attempt - base <= policy.limit) {
         std::optional<std::chrono::milliseconds> retry_after;
         for (const auto& [k, v] : res.headers) {

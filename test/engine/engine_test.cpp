@@ -781,6 +781,34 @@ TEST_CASE("engine: a catch.retry backoff ends at the step's deadline and at a ca
   }
 }
 
+TEST_CASE("engine: a call cut short by its step's or run's deadline faults 408, not dead-lettered",
+          "[engine][timeout]") {
+  // docs/engine.md: a step's or the run's own deadline is a timeout error with status 408. A call
+  // whose request the deadline cut short faulted 504, as if the function had timed out, and its
+  // event went to the dead-letter sink (with a retry policy, the same deadline passing during the
+  // backoff gave 408 and no dead letter).
+  EngineFixture f;
+  f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
+  const std::string sink = "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n";
+  for (const auto& yaml :
+       {header("step-deadline", sink) + functions(f, {"hang"}) + R"(  do:
+    - {name: ask, call: hang, timeout: PT0.2S}
+)",
+        header("run-deadline", sink + "  timeout: PT0.2S\n") + functions(f, {"hang"}) + R"(  do:
+    - {name: ask, call: hang}
+)"}) {
+    std::string id;
+    auto out = f.run(yaml, "{}", &id);
+    CHECK(out.phase == "faulted");
+    CHECK(EngineFixture::error_type(out) == "timeout");
+    CHECK(out.error->at("status") == 408);
+    auto attempts = f.attempts(id);
+    REQUIRE(attempts.size() == 1);
+    CHECK(attempts[0].phase == store::AttemptPhase::faulted);
+  }
+  for (const auto& r : f.echo.requests()) CHECK(r.target != "/dls");
+}
+
 TEST_CASE("engine: a call without an answer faults 504 when it timed out, 502 when it failed",
           "[engine][timeout]") {
   EngineFixture f;
