@@ -477,6 +477,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const std::map<std::size_t, std::size_t>* visits;  // entries per step so far
   };
 
+  // Where the outputs of a fork with `join: each` go on: through the rest of the list the fork
+  // step is in, each as soon as its branch has ended.
+  struct EachNext {
+    const model::Step* step;             // the fork step: its output expression and its then
+    const model::Steps* steps;           // the list it is in
+    std::size_t index;                   // its index there
+    std::optional<SteadyTime> deadline;  // the list's (the fork step's own timeout is not)
+    json::object vars;                   // for its output expression
+  };
+
   // The execution path of the `visit`-th entry into step `i` of the list at `base`.
   static std::string step_path(const std::string& base, std::size_t i, std::size_t visit) {
     std::string path = base + "/" + std::to_string(i);
@@ -554,7 +564,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         next = step_index(*steps, out.flow);
       }
       if (out.outputs.size() > 1) {
-        // Fork `join: each`: the rest of this list runs once per branch output, concurrently.
+        // Fork `join: each`: the rest of this list runs once per branch output, concurrently. A
+        // fork run here sent its outputs on itself (exec_branch) and ends the list; this is for
+        // one journaled by a daemon from before that, whose outputs have not gone on yet.
         std::vector<Current> all;
         if (end) co_return out.outputs;
         std::vector<Task> tasks;
@@ -675,8 +687,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           if (!inner.deadline || d < *inner.deadline) inner.deadline = d;
         }
         Current in{std::move(input), cur.event};
-        out = co_await exec_construct(inner, step, path, std::move(in), vars);
-        if (step.output) {
+        std::shared_ptr<const EachNext> each_next;
+        if (const auto* fork = std::get_if<model::ForkStep>(&step.construct);
+            fork && fork->join.value_or(model::Join::all) == model::Join::each &&
+            at.steps != nullptr) {
+          each_next = std::make_shared<const EachNext>(EachNext{.step = &step,
+                                                                .steps = at.steps,
+                                                                .index = at.index,
+                                                                .deadline = env.deadline,
+                                                                .vars = vars});
+        }
+        out = co_await exec_construct(inner, step, path, std::move(in), vars, each_next);
+        if (each_next) {
+          out.flow = "end";  // its outputs went on through the rest of the list already
+        } else if (step.output) {
           for (auto& o : out.outputs) {
             o.data = co_await eval(*step.output, o.data, vars, path + "/output");
           }
@@ -814,7 +838,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   asio::awaitable<StepOutcome> exec_construct(Env env, const model::Step& step,
                                               const std::string& path, Current cur,
-                                              const json::object& vars) {
+                                              const json::object& vars,
+                                              std::shared_ptr<const EachNext> each_next = {}) {
     StepOutcome out;
     const auto& c = step.construct;
     if (auto* call = std::get_if<model::CallStep>(&c)) {
@@ -823,7 +848,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto results = co_await exec_list(env, &d->steps, path + "/do", cur);
       out.outputs.push_back(collapse(std::move(results), cur));
     } else if (auto* fork = std::get_if<model::ForkStep>(&c)) {
-      out = co_await exec_fork(env, *fork, path, std::move(cur));
+      out = co_await exec_fork(env, *fork, path, std::move(cur), std::move(each_next));
     } else if (auto* sw = std::get_if<model::SwitchStep>(&c)) {
       out.flow = co_await exec_switch(env, *sw, path, cur, vars);
       out.outputs.push_back(std::move(cur));
@@ -879,13 +904,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   asio::awaitable<StepOutcome> exec_fork(Env env, const model::ForkStep& fork,
-                                         const std::string& path, Current cur) {
+                                         const std::string& path, Current cur,
+                                         std::shared_ptr<const EachNext> each_next = {}) {
     const auto join = fork.join.value_or(model::Join::all);
     std::vector<Task> tasks;
     for (std::size_t k = 0; k < fork.branches.size(); ++k) {
       const model::Steps* one = &fork.branches;  // each branch is a single step of the list
-      tasks.push_back([this, one, k, path, cur](Env e) {
-        return exec_branch(std::move(e), one, k, path + "/fork/" + std::to_string(k), cur);
+      tasks.push_back([this, one, k, path, cur, each_next](Env e) {
+        return exec_branch(std::move(e), one, k, path, cur, each_next);
       });
     }
     auto results = co_await gather(env, std::move(tasks), join == model::Join::any);
@@ -896,6 +922,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           out.outputs.push_back(collapse(std::move(*r), cur));
           break;
         }
+      }
+    } else if (join == model::Join::each && each_next) {
+      // What the rest of the list gave for each branch, in branch order.
+      for (auto& r : results) {
+        for (auto& c : *r) out.outputs.push_back(std::move(c));
       }
     } else if (join == model::Join::each) {
       for (auto& r : results) out.outputs.push_back(collapse(std::move(*r), cur));
@@ -910,12 +941,26 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return out;
   }
 
-  // Runs branch `k` (one step) as a list of its own, so that its `then: end` ends the branch.
+  // Runs branch `k` (one step) of the fork at `path` as a list of its own, so that its `then: end`
+  // ends the branch. With `each_next`, its output then goes on through the rest of the fork
+  // step's list at once, as a Knative Parallel's branch replies on its own.
   asio::awaitable<std::vector<Current>> exec_branch(Env env, const model::Steps* branches,
-                                                    std::size_t k, std::string path, Current cur) {
+                                                    std::size_t k, std::string path, Current cur,
+                                                    std::shared_ptr<const EachNext> each_next) {
     const model::Step& step = (*branches)[k];
-    StepOutcome out = co_await exec_step(env, step, path, std::move(cur));
-    co_return out.outputs;
+    StepOutcome out = co_await exec_step(env, step, path + "/fork/" + std::to_string(k), cur);
+    if (!each_next) co_return out.outputs;
+    Current c = collapse(std::move(out.outputs), cur);
+    const model::Step& fork = *each_next->step;
+    if (fork.output)
+      c.data = co_await eval(*fork.output, c.data, each_next->vars, path + "/output");
+    const std::string flow = fork.then.value_or("continue");
+    if (flow == "end") co_return std::vector<Current>{std::move(c)};
+    const std::size_t next =
+        flow == "continue" ? each_next->index + 1 : step_index(*each_next->steps, flow);
+    env.deadline = each_next->deadline;  // the list's: the rest is not part of the fork step
+    co_return co_await exec_list(std::move(env), each_next->steps,
+                                 path + "/each/" + std::to_string(k), std::move(c), next);
   }
 
   asio::awaitable<std::string> exec_switch(Env env, const model::SwitchStep& sw,

@@ -468,6 +468,54 @@ TEST_CASE("engine: each output of a top-level join each is a final event of its 
   CHECK(replies[1] == json::parse(R"({"side": "right", "marked": true})"));
 }
 
+TEST_CASE("engine: a join each output goes on through the list as soon as its branch ends",
+          "[engine][fork]") {
+  // As a Knative Parallel's branches do: the rest of the list ran for no branch until every
+  // branch had ended, so a slow branch held up the others.
+  EngineFixture f;
+  f.echo.route("/slow", {.delay = std::chrono::seconds(30)});
+  auto yaml = header("streaming") + functions(f, {"fast", "slow", "next"}) + R"(  do:
+    - name: split
+      fork:
+        join: each
+        branches:
+          - {name: quick, call: fast, input: '${ {branch: "quick"} }'}
+          - {name: held, call: slow, input: '${ {branch: "held"} }'}
+      output: '${ . + {forked: true} }'
+    - {name: after, call: next}
+)";
+  auto next_bodies = [&] {
+    std::vector<json::value> out;
+    for (const auto& r : f.echo.requests()) {
+      if (r.target == "/next") out.push_back(json::parse(r.body));
+    }
+    return out;
+  };
+  auto id = f.start(yaml);
+  auto quick_went_on = [&] {
+    for (const auto& a : f.attempts(id)) {
+      if (a.path == "/do/0/each/0/1" && a.phase == store::AttemptPhase::completed) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 1000 && !quick_went_on(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(quick_went_on());
+  CHECK(next_bodies() ==
+        std::vector<json::value>{json::parse(R"({"branch": "quick", "forked": true})")});
+  // A restart meanwhile: what went on is not run again; the held branch runs again and goes on.
+  f.stop_engine();
+  f.echo.route("/slow", {});
+  f.start_engine();
+  CHECK(
+      EngineFixture::data(f.wait(id)) ==
+      json::parse(R"([{"branch": "quick", "forked": true}, {"branch": "held", "forked": true}])"));
+  CHECK(next_bodies() ==
+        std::vector<json::value>{json::parse(R"({"branch": "quick", "forked": true})"),
+                                 json::parse(R"({"branch": "held", "forked": true})")});
+}
+
 TEST_CASE("engine: for runs the body per element; while stops at its guard", "[engine][loops]") {
   EngineFixture f;
   auto loop = header("loop") + functions(f, {"echo"}) + R"(  do:
