@@ -1098,6 +1098,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
       const bool cancelled = run.cancel_requested || env.scope->cancelled();
       if (cancelled || !t.catch_ || !catch_matches(*t.catch_, fault->error)) throw *fault;
+      // The run's deadline, an enclosing step's or this step's own passed: that is not the try's
+      // to catch (as a Step Functions execution's timeout cannot be caught), the step times out.
+      check_live(run, *env.scope, env.deadline, path);
       if (retries < policy.limit) {
         std::chrono::milliseconds delay;
         {
@@ -1258,8 +1261,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       req.body = encoded.body;
       req.timeout = per_call;
       if (env.deadline) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            *env.deadline - std::chrono::steady_clock::now());
+        // Rounded up: a request the deadline cut short ends when that deadline has passed.
+        auto left = std::chrono::ceil<std::chrono::milliseconds>(*env.deadline -
+                                                                 std::chrono::steady_clock::now());
         req.timeout = std::max(std::chrono::milliseconds(1), std::min(req.timeout, left));
       }
       const bool cut_short = req.timeout < per_call;  // by the step's or the run's deadline

@@ -857,6 +857,37 @@ TEST_CASE("engine: a call cut short by its step's or run's deadline faults 408, 
   for (const auto& r : f.echo.requests()) CHECK(r.target != "/dls");
 }
 
+TEST_CASE("engine: a catch does not swallow the run's or an enclosing step's deadline",
+          "[engine][timeout][try]") {
+  // As a Step Functions execution's timeout cannot be caught: the run (or the step whose deadline
+  // it is) is over. A catch without do swallowed it, and a run whose last step was such a try
+  // completed, after its deadline, as if nothing had happened.
+  EngineFixture f;
+  f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
+  auto guarded = [](const std::string& indent) {
+    return indent + "- name: guarded\n" + indent + "  try:\n" + indent +
+           "    - {name: ask, call: hang}\n" + indent + "  catch:\n" + indent +
+           "    errors: {type: timeout}\n";
+  };
+  auto run_timeout = header("run-deadline", "  timeout: PT0.3S\n") + functions(f, {"hang"}) +
+                     "  do:\n" + guarded("    ");
+  auto step_timeout = header("step-deadline") + functions(f, {"hang"}) +
+                      "  do:\n    - name: outer\n      timeout: PT0.3S\n      do:\n" +
+                      guarded("        ");
+  for (const auto& yaml : {run_timeout, step_timeout}) {
+    auto out = f.run(yaml);
+    CHECK(out.phase == "faulted");
+    if (out.error) {
+      CHECK(EngineFixture::error_type(out) == "timeout");
+      CHECK(out.error->at("status") == 408);
+    }
+  }
+  // A timeout of the call's own (the function's timeout) is the try's to catch.
+  auto own = header("own-timeout") + "  functions:\n    hang: {url: \"" + f.echo.url("/hang") +
+             "\", timeout: PT0.2S}\n  do:\n" + guarded("    ");
+  CHECK(EngineFixture::data(f.run(own, R"({"kept": true})")) == json::parse(R"({"kept": true})"));
+}
+
 TEST_CASE("engine: a call without an answer faults 504 when it timed out, 502 when it failed",
           "[engine][timeout]") {
   EngineFixture f;
