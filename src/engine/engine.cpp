@@ -867,8 +867,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } else if (auto* r = std::get_if<model::RaiseStep>(&c)) {
       Fault f =
           make_fault(r->type, static_cast<unsigned>(r->status.value_or(500)), step.name, "", path);
-      // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
-      // the other branch is taken (a json::value never constructed: heap corruption).
       // RFC 7807's title and detail are strings: another value is written as JSON text, null is
       // as if absent.
       auto text = [](json::value v) -> std::optional<std::string> {
@@ -876,6 +874,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         if (v.is_string()) return std::string(v.as_string());
         return json::serialize(v);
       };
+      // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
+      // the other branch is taken (a json::value never constructed: heap corruption).
       if (r->title) {
         auto title = co_await eval(*r->title, cur.data, vars, path + "/raise/title");
         if (auto t = text(std::move(title))) f.error["title"] = *t;
@@ -952,8 +952,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (!each_next) co_return out.outputs;
     Current c = collapse(std::move(out.outputs), cur);
     const model::Step& fork = *each_next->step;
-    if (fork.output)
+    if (fork.output) {
       c.data = co_await eval(*fork.output, c.data, each_next->vars, path + "/output");
+    }
     const std::string flow = fork.then.value_or("continue");
     if (flow == "end") co_return std::vector<Current>{std::move(c)};
     const std::size_t next =
