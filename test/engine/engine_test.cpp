@@ -1375,6 +1375,65 @@ TEST_CASE("engine: a redrive gives the failed step its retries again", "[engine]
   }
 }
 
+TEST_CASE("engine: a redrive reuses the iterations and branches that completed",
+          "[engine][redrive]") {
+  // As a redriven Step Functions Map or Parallel state reruns only what failed or was aborted.
+  EngineFixture f;
+  f.echo.route("/item", {.status = 200, .statuses = {200, 200, 400}});  // the third one fails
+  f.echo.route("/right", {.delay = std::chrono::seconds(30)});
+  auto yaml = header("redrive-parts") + functions(f, {"item", "left", "right"}) + R"(  do:
+    - name: items
+      for: {each: x, in: '${ .items }'}
+      do:
+        - {name: one, call: item, input: '${ {item: $x} }'}
+    - name: both
+      fork:
+        branches:
+          - {name: l, call: left, input: '${ {side: "left"} }'}
+          - {name: r, call: right, input: '${ {side: "right"} }'}
+)";
+  auto count = [&](const std::string& target) {
+    std::size_t n = 0;
+    for (const auto& r : f.echo.requests()) n += r.target == target;
+    return n;
+  };
+  auto redrive = [&](const std::string& id) {
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+  };
+  std::string id;
+  auto out = f.run(yaml, R"({"items": [1, 2, 3, 4]})", &id);
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("instance") == "/do/0/for/2/0");
+  CHECK(count("/item") == 3);  // the fourth never started
+
+  // Redriven: the third item again, then the fourth; the fork's left branch completes while the
+  // right one hangs, and the run is cancelled there.
+  redrive(id);
+  auto left_done = [&] {
+    for (const auto& a : f.attempts(id)) {
+      if (a.path == "/do/1/fork/0" && a.phase == store::AttemptPhase::completed) return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 1000 && !(left_done() && count("/right") == 1); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(left_done());
+  REQUIRE(count("/right") == 1);
+  CHECK(count("/item") == 5);
+  CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+        engine::Engine::Control::ok);
+  REQUIRE(f.wait(id).phase == "cancelled");
+
+  f.echo.route("/right", {});
+  redrive(id);
+  CHECK(EngineFixture::data(f.wait(id)) == json::parse(R"([{"side": "left"}, {"side": "right"}])"));
+  CHECK(count("/left") == 1);  // its branch had completed
+  CHECK(count("/right") == 2);
+  CHECK(count("/item") == 5);
+}
+
 TEST_CASE("engine: retry redrives a faulted run from the failed step", "[engine][redrive]") {
   EngineFixture f;
   f.echo.route("/second", {.status = 400, .body = "not yet"});
