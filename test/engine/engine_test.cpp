@@ -607,6 +607,15 @@ TEST_CASE("engine: step if skips a step, a nested do runs in order, then jumps t
         json::parse(R"({"go": false, "a": 1, "c": 1, "after": 1})"));
   CHECK(EngineFixture::data(f.run(yaml, R"({"go": true})")) ==
         json::parse(R"({"go": true, "went": true, "a": 1, "c": 1, "after": 1})"));
+  // A skipped step's `then` is skipped with it.
+  auto last = header("skipped-then") + R"(  do:
+    - {name: maybe, if: '${ .go }', set: '${ . + {went: true} }', then: end}
+    - {name: after, set: '${ . + {after: 1} }'}
+)";
+  CHECK(EngineFixture::data(f.run(last, R"({"go": false})")) ==
+        json::parse(R"({"go": false, "after": 1})"));
+  CHECK(EngineFixture::data(f.run(last, R"({"go": true})")) ==
+        json::parse(R"({"go": true, "went": true})"));
 }
 
 TEST_CASE("engine: for never runs more iterations at once than its concurrency",
