@@ -258,7 +258,7 @@ class CrashInsideConstructsTest(unittest.TestCase):
             "handled": lambda: running("handled", "/do/0/catch/do/0"),
             "routed": lambda: running("routed", "/do/2"),
             "told": lambda: running("told", "/do/1") and len(fn.to("/heard")) == 1,
-            "lettered": lambda: running("lettered", "/do/0"),
+            "lettered": lambda: self.attempts(ids["lettered"]).get("/do/0") == ["faulted", "running"],
         }
         for name, check in ready.items():
             self.assertTrue(wait_until(check, 30), f"{name}: {self.attempts(ids[name])}")
