@@ -6,6 +6,7 @@
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/engine/engine.hpp"
 #include "knflow/engine/function_supervisor.hpp"
+#include "knflow/engine/step_history.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
@@ -450,18 +451,44 @@ struct Api::RunHandlers {
     if (!format) co_return not_acceptable(req);
     const auto ns = req.params.at("ns");
     const auto id = req.params.at("id");
-    using Found = std::pair<std::optional<store::RunRecord>, std::vector<store::AttemptRecord>>;
-    std::function<Found(store::RunStore&)> op = [id](store::RunStore& s) {
-      auto run = s.get_run(id);
-      return Found{run, run ? s.attempts(id) : std::vector<store::AttemptRecord>{}};
+    struct Found {
+      std::optional<store::RunRecord> run;
+      std::vector<store::AttemptRecord> attempts;
+      std::vector<store::JournalEntry> journal;
     };
-    auto [run, attempts] = co_await on_store<Found>(std::move(op));
+    std::function<Found(store::RunStore&)> op = [id](store::RunStore& s) {
+      Found found{s.get_run(id), {}, {}};
+      if (found.run) {
+        found.attempts = s.attempts(id);
+        found.journal = s.journal(id);
+      }
+      return found;
+    };
+    auto found = co_await on_store<Found>(std::move(op));
+    const auto& run = found.run;
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     auto body = run_json(*run, true);
-    json::array steps;
-    for (const auto& a : attempts) steps.push_back(attempt_json(a));
-    body["attempts"] = std::move(steps);
+    json::array attempts;
+    for (const auto& a : found.attempts) attempts.push_back(attempt_json(a));
+    body["steps"] = run_steps(*run, found.journal, found.attempts);
+    body["attempts"] = std::move(attempts);
     co_return document_response(200, json::serialize(body), *format);
+  }
+
+  // The run's step history (engine::step_history), from the definition it runs. A definition
+  // that no longer decodes (a database edited by hand) gives none.
+  json::array run_steps(const store::RunRecord& run,
+                        const std::vector<store::JournalEntry>& journal,
+                        const std::vector<store::AttemptRecord>& attempts) const {
+    model::DecodeResult decoded;
+    try {
+      decoded = model::decode_workflow(model::parse_data(run.definition_json));
+    } catch (const std::exception&) {
+      return {};
+    }
+    if (!decoded.ok()) return {};
+    return engine::step_history(decoded.workflow, run, journal, attempts,
+                                api.engine_->record_cap_bytes());
   }
 
   // The cached entry of a workflow, or null.

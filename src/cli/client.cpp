@@ -3,6 +3,7 @@
 #include "commands.hpp"
 #include "knflow/engine/http_client.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/timestamp.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -161,6 +162,42 @@ std::string error_kind(const json::object& e) {
   auto status = text(e, "status");
   if (status.empty()) return type;
   return type.empty() ? "status " + status : type + ", status " + status;
+}
+
+// How long a step took, from its startedAt and finishedAt: "87 ms", "3.2 s", "<1 ms"; empty when
+// either is missing or unreadable.
+std::string took(const json::object& step) {
+  auto started = model::parse_rfc3339(text(step, "startedAt"));
+  auto finished = model::parse_rfc3339(text(step, "finishedAt"));
+  const auto* a = std::get_if<model::Instant>(&started);
+  const auto* b = std::get_if<model::Instant>(&finished);
+  if (!a || !b || *b < *a) return {};
+  const auto ms = (*b - *a).count();
+  if (ms == 0) return "<1 ms";
+  if (ms < 10'000) return std::to_string(ms) + " ms";
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << static_cast<double>(ms) / 1000 << " s";
+  return out.str();
+}
+
+// What else a step of the history says: its calls' attempts, where the flow went, a wait's
+// deadline, the error a `try` caught, the error it faulted with.
+std::string step_detail(const json::object& step) {
+  std::vector<std::string> parts;
+  if (auto n = text(step, "attempts"); !n.empty()) {
+    parts.push_back(n + (n == "1" ? " attempt" : " attempts"));
+  }
+  if (auto then = text(step, "then"); !then.empty()) parts.push_back("then " + then);
+  if (auto until = text(step, "until"); !until.empty()) parts.push_back("until " + until);
+  if (const auto* caught = object_member(step, "caught")) {
+    auto tries = text(step, "tries");
+    parts.push_back("caught " + error_summary(*caught) +
+                    (tries.empty() || tries == "1" ? "" : " after " + tries + " tries"));
+  }
+  if (const auto* error = object_member(step, "error")) parts.push_back(error_summary(*error));
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : "; ") + p;
+  return out;
 }
 
 // One "  label:   value" line of a failure report, values aligned.
@@ -366,8 +403,9 @@ int invoke(const std::vector<std::string>& args) {
 int runs(const std::vector<std::string>& args) {
   if (!args.empty() && args.front() == "get") {
     po::options_description desc(
-        "Usage: knflow runs get ID [-n NS] [-o text|json]\n\nShows one run with every step "
-        "attempt.\n\nOptions");
+        "Usage: knflow runs get ID [-n NS] [-o text|json]\n\nShows one run: its error or "
+        "output, every step it ran (in the order they started) and every attempt of its calls."
+        "\n\nOptions");
     add_connection_options(desc);
     desc.add_options()("id", po::value<std::string>()->required(), "the run id")(
         "output,o", po::value<std::string>()->default_value("text"), "text or json");
@@ -398,18 +436,25 @@ int runs(const std::vector<std::string>& args) {
               << "Phase:     " << str(run, "phase") << "\n"
               << "Started:   " << str(run, "startedAt") << "\n"
               << "Finished:  " << str(run, "finishedAt") << "\n";
-    const json::array no_attempts;
-    const auto* attempts = run.if_contains("attempts");
-    const auto& attempt_list =
-        attempts && attempts->is_array() ? attempts->as_array() : no_attempts;
+    const json::array none;
+    auto list = [&](std::string_view key) -> const json::array& {
+      const auto* v = run.if_contains(key);
+      return v && v->is_array() ? v->as_array() : none;
+    };
+    const auto& attempt_list = list("attempts");
+    const auto& step_list = list("steps");
     if (const auto* error = object_member(run, "error")) {
       std::cout << "Error:     " << error_summary(*error) << "\n";
       if (auto at = text(*error, "instance"); !at.empty()) {
-        // Name the step when an attempt ran at that path (raise, switch and expression faults
-        // have none).
+        // Name the step the history gives the run's error, or that an attempt ran at that path.
         std::string step;
+        for (const auto& s : step_list) {
+          if (s.is_object() && object_member(s.as_object(), "error")) {
+            step = text(s.as_object(), "name");
+          }
+        }
         for (const auto& a : attempt_list) {
-          if (a.is_object() && text(a.as_object(), "path") == at) {
+          if (step.empty() && a.is_object() && text(a.as_object(), "path") == at) {
             step = text(a.as_object(), "step");
           }
         }
@@ -426,6 +471,19 @@ int runs(const std::vector<std::string>& args) {
                         ? json::serialize(out.at("data"))
                         : json::serialize(out))
                 << "\n";
+    }
+    // The step history, in the order the steps started; then every call attempt.
+    if (!step_list.empty()) {
+      std::vector<std::vector<std::string>> rows{
+          {"STEP", "PATH", "KIND", "PHASE", "TOOK", "DETAIL"}};
+      for (const auto& s : step_list) {
+        if (!s.is_object()) continue;
+        const auto& o = s.as_object();
+        rows.push_back({str(o, "name"), str(o, "path"), str(o, "kind"), str(o, "phase"),
+                        took(o).empty() ? "-" : took(o), step_detail(o)});
+      }
+      std::cout << "\n";
+      print_table(rows);
     }
     std::cout << "\n";
     if (attempt_list.empty()) {

@@ -458,6 +458,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   struct StepOutcome {
     std::vector<Current> outputs;   // usually one; fork `join: each` gives one per branch
     std::string flow = "continue";  // continue, end, or the name of a step in the same list
+    json::object note;              // for the step history only: what a `try` caught
   };
 
   struct Env {
@@ -664,6 +665,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       co_return outcome_from_json(it->second.value);  // replayed: done before a restart
     }
     const auto started = std::chrono::steady_clock::now();
+    const auto started_at = log::now_rfc3339_ms();  // for the step history
     StepOutcome out;
     bool skipped = false;
     std::optional<Fault> fault;
@@ -714,7 +716,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       throw *fault;
     }
     if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
-    co_await complete(run, env, path, out, at);
+    const StepTimes times{started_at, skipped};  // named: see complete()
+    co_await complete(run, env, path, out, at, times);
     if (metrics && !skipped) {
       metrics->observe_step(std::chrono::steady_clock::now() - started);
     }
@@ -774,25 +777,43 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return rec;
   }
 
+  // When a step started (wall clock) and whether its `if` skipped it: kept in its journal entry
+  // for the step history (docs/engine.md), never read by replay. Passed as a named object: GCC 12
+  // frees a temporary with a std::string member twice when it is an argument of a co_await
+  // (docs/architecture.md, "Known compiler workarounds").
+  struct StepTimes {
+    std::string started_at;
+    bool skipped = false;
+  };
+
   // Journals a completed step. A call's successful attempt is finished in the same commit; when
   // the list goes on to a call that starts at once, that call's attempt is begun in it too
   // (next_attempt), and when the step ends the run, the run's end is written in it (run_end):
-  // one commit per step. A step that ends the run gets no journal entry: nothing replays the
-  // journal of a completed run (it is neither resumed nor redriven), and the entry would cost the
-  // commit two more pages (the journal table and its key).
+  // one commit per step. A call that ends the run gets no journal entry: nothing replays the
+  // journal of a completed run (it is neither resumed nor redriven), its attempt already says how
+  // it went, and the entry would cost the commit two more pages (the journal table and its key).
+  // Any other step that ends the run keeps its entry, for the run's step history.
   asio::awaitable<void> complete(Run& run, const Env& env, const std::string& path,
-                                 const StepOutcome& out, const ListPosition& at) {
+                                 const StepOutcome& out, const ListPosition& at,
+                                 const StepTimes& times) {
     auto value = outcome_json(out);
     auto next = next_attempt(run, env, at, out);
     auto end = next ? std::nullopt : run_end(run, at, out);
-    std::optional<store::JournalEntry> entry;
-    if (!end) entry = journal_entry(path, "completed", value);
-    run.journal[path] = {"completed", std::move(value)};
     std::optional<std::pair<std::int64_t, store::AttemptResult>> attempt;
     if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
       attempt = std::move(it->second);
       run.pending_attempts.erase(it);
     }
+    std::optional<store::JournalEntry> entry;
+    if (!end || !attempt) {
+      auto& o = value.as_object();
+      o["startedAt"] = times.started_at;
+      o["finishedAt"] = log::now_rfc3339_ms();
+      if (times.skipped) o["skipped"] = true;
+      for (const auto& [k, v] : out.note) o[k] = v;
+      entry = journal_entry(path, "completed", value);
+    }
+    run.journal[path] = {"completed", std::move(value)};
     std::function<int(store::RunStore&)> op = [id = run.id, attempt = std::move(attempt),
                                                entry = std::move(entry), next,
                                                end](store::RunStore& s) {
@@ -857,7 +878,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } else if (auto* w = std::get_if<model::WhileStep>(&c)) {
       out.outputs.push_back(co_await exec_while(env, *w, path, std::move(cur), vars));
     } else if (auto* t = std::get_if<model::TryStep>(&c)) {
-      out.outputs.push_back(co_await exec_try(env, *t, path, std::move(cur)));
+      out.outputs.push_back(co_await exec_try(env, *t, path, std::move(cur), out.note));
     } else if (auto* w = std::get_if<model::WaitStep>(&c)) {
       co_await exec_wait(env, *w, path);
       out.outputs.push_back(std::move(cur));
@@ -1058,9 +1079,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // A try keeps its progress in the journal, so that a restart goes on where it was instead of
   // running the try list from its first attempt again: `<path>/try` (started) holds the attempt a
   // catch.retry moved on to, the retries used and when the backoff ends; `<path>/catch` (started)
-  // the error handed to catch.do, which a restart goes straight back to.
+  // the error handed to catch.do (and how many times the list ran), which a restart goes straight
+  // back to. `note` gets what the step history shows of a caught error: the error and how many
+  // times the try list ran.
   asio::awaitable<Current> exec_try(Env env, const model::TryStep& t, const std::string& path,
-                                    Current cur) {
+                                    Current cur, json::object& note) {
     Run& run = *env.run;
     const auto policy =
         t.catch_ ? effective_policy(t.catch_->retry, std::nullopt) : EffectivePolicy{};
@@ -1072,6 +1095,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::optional<json::object> caught;    // the error catch.do handles
     if (auto it = run.journal.find(handler_key); it != run.journal.end()) {
       caught = it->second.value.at("error").as_object();
+      if (const auto* tries = it->second.value.as_object().if_contains("tries")) {
+        attempt = tries->to_number<std::int64_t>() - 1;
+      }
     } else if (auto at = run.journal.find(progress_key); at != run.journal.end()) {
       const auto& progress = at->second.value.as_object();
       attempt = progress.at("attempt").to_number<std::int64_t>();
@@ -1120,12 +1146,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_await journal_put(run, progress_key, "started", progress);
         continue;
       }
+      note["caught"] = fault->error;
+      note["tries"] = attempt + 1;
       if (!t.catch_->steps) co_return cur;  // caught and swallowed
       caught = fault->error;
-      json::value handled = json::object{{"error", *caught}};
+      json::value handled = json::object{{"error", *caught}, {"tries", attempt + 1}};
       run.journal[handler_key] = {"started", handled};
       co_await journal_put(run, handler_key, "started", handled);
     }
+    note["caught"] = *caught;
+    note["tries"] = attempt + 1;
     Env handler = env;
     handler.vars[t.catch_->as.value_or("error")] = *caught;
     auto results = co_await exec_list(handler, &*t.catch_->steps, path + "/catch/do", cur);
@@ -1140,7 +1170,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       deadline_ms = it->second.value.at("deadline").to_number<std::int64_t>();
     } else {
       deadline_ms = unix_ms(std::chrono::system_clock::now() + w.duration.value);
-      json::value v = json::object{{"deadline", deadline_ms}};
+      json::value v = json::object{{"deadline", deadline_ms}, {"startedAt", log::now_rfc3339_ms()}};
       run.journal[key] = {"started", v};
       co_await journal_put(run, key, "started", v);
     }
@@ -1688,6 +1718,8 @@ Engine::Engine(asio::any_io_executor executor, Strand store_strand, HttpClient& 
 Engine::~Engine() = default;
 
 bool Engine::attached() const { return impl_->runs != nullptr; }
+
+std::size_t Engine::record_cap_bytes() const { return impl_->settings.record_cap_bytes; }
 
 void Engine::set_broker_url(std::string url) { impl_->settings.broker_url = std::move(url); }
 

@@ -152,7 +152,12 @@ class ExampleTest(unittest.TestCase):
             self.assertIn("Phase:     completed", out)
             self.assertIn('Output:    {"order":"o-1","receipt":"rcpt-o-1","reserved":2,'
                           '"notified":["email","sms"]}', out)
-            steps = [line.split()[0] for line in out.split("STEP", 1)[1].splitlines()[1:] if line]
+            # The step history, then the attempts of the calls (the table with ATTEMPT).
+            history, attempts = out.split("\nSTEP ")[1:]
+            self.assertEqual([line.split()[0] for line in history.splitlines()[1:] if line],
+                             ["validate", "route", "charge", "reserve-items", "reserve", "reserve",
+                              "notify", "send-email", "send-sms"], out)
+            steps = [line.split()[0] for line in attempts.splitlines()[1:] if line]
             self.assertEqual(sorted(steps),
                              sorted(["validate", "charge", "reserve", "reserve", "send-email",
                                      "send-sms"]), out)

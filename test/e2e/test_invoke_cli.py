@@ -126,8 +126,10 @@ class InvokeCliTest(unittest.TestCase):
 
     @staticmethod
     def attempt_rows(out):
-        """The `runs get` attempts table as dicts keyed by its header."""
-        lines = out.split("\n\n", 1)[1].splitlines()
+        """The `runs get` attempts table (the one with an ATTEMPT column) as dicts keyed by its
+        header."""
+        lines = next(block for block in out.split("\n\n") if " ATTEMPT " in block.split("\n", 1)[0])
+        lines = lines.splitlines()
         header = lines[0].split()
         return [dict(zip(header, line.split(None, len(header) - 1))) for line in lines[1:] if line]
 
@@ -235,7 +237,7 @@ class InvokeCliTest(unittest.TestCase):
         code, out, err = self.cli("runs", "get", run_id, "-n", NS)
         self.assertEqual(code, 0, err)
         self.assertIn("\nError:     too big: item 3 is over 2\n", out)
-        self.assertIn(f"\nAt:        {error['instance']}\n", out)
+        self.assertIn(f"\nAt:        {error['instance']} (step check)\n", out)
         self.assertIn("No call attempts", out)
 
     def test_runs_lists_one_workflows_runs(self):

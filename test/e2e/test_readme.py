@@ -129,7 +129,8 @@ class ReadmeTest(unittest.TestCase):
                               for row in sh(knflow + " runs -n shop").splitlines()[1:]
                               if row.strip()}
                 flaky_id = next(rid for rid, out in shown_runs.items() if "rcpt-flaky-1" in out)
-                attempts = [row for row in shown_runs[flaky_id].splitlines()
+                # The attempts table comes after the step history.
+                attempts = [row for row in shown_runs[flaky_id].split("\nSTEP ")[-1].splitlines()
                             if row.startswith("charge ")]
                 self.assertEqual([row.split()[3:5] for row in attempts],
                                  [["faulted", "503"], ["faulted", "503"], ["completed", "200"]],

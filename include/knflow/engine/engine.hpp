@@ -114,6 +114,10 @@ class Engine {
   // spec.reply); for tests.
   std::uint64_t store_operations() const;
 
+  // The size above which a step attempt's input or output is kept truncated in run records (and
+  // a step's output in its history).
+  std::size_t record_cap_bytes() const;
+
   // Where `emit` posts; "{ns}" is replaced by the run's namespace. Call before runs start.
   void set_broker_url(std::string url);
 

@@ -1,0 +1,51 @@
+#pragma once
+
+// The steps of a run as its records tell them: every step that completed (from the journal),
+// every call (from its attempts), a `wait` in progress, and the step the run faulted at. What
+// `GET .../runs/{id}` serves as `steps` and `knflow runs get` prints. See docs/engine.md, "Step
+// history".
+
+#include "knflow/model/workflow.hpp"
+#include "knflow/store/run_store.hpp"
+
+#include <boost/json/array.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace knflow::engine {
+
+// A step of a workflow found by an execution path, and the part of the path that names it.
+struct ResolvedStep {
+  const model::Step* step = nullptr;
+  std::string path;  // "/do/3/for/1/0"; a prefix of what was resolved
+};
+
+// The deepest step that `path` (an execution path as the engine writes them: "/do/2",
+// "/do/3/for/7/0", "/do/4/fork/1", "/do/1~2", "/do/5/try/1/0", "/do/5/catch/do/0",
+// "/do/2/each/1/3"; an error instance may go on with "/input", "/switch", ...) names in `wf`, or
+// nullopt when not even its first step exists.
+std::optional<ResolvedStep> resolve_step(const model::Workflow& wf, std::string_view path);
+
+// The DSL's name for the step's construct: call, do, fork, switch, for, while, try, wait, set,
+// raise or emit.
+std::string_view step_kind(const model::Step& step);
+
+// Whether execution path a sorts before b: segment by segment, numbers (and "3~2", a step's
+// second visit) by value, so "/do/2" < "/do/10" and a container after the steps inside it only
+// when their times say so.
+bool path_less(std::string_view a, std::string_view b);
+
+// The history of one run, as JSON objects ordered by start (then by path): path, name, kind,
+// phase (completed, skipped, running, faulted, cancelled), startedAt and finishedAt when known,
+// attempts (calls), then (where the flow went when not to the next step), until (a wait's
+// deadline), output (the step's output data, capped at `cap` bytes as attempts are) and error (the
+// step the run faulted at). `definition` is the run's frozen workflow, already decoded.
+boost::json::array step_history(const model::Workflow& definition, const store::RunRecord& run,
+                                const std::vector<store::JournalEntry>& journal,
+                                const std::vector<store::AttemptRecord>& attempts, std::size_t cap);
+
+}  // namespace knflow::engine

@@ -1,0 +1,352 @@
+#include "knflow/engine/step_history.hpp"
+
+#include "knflow/model/codec.hpp"
+#include "knflow/model/document.hpp"
+#include "knflow/model/timestamp.hpp"
+
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+#include <utility>
+
+namespace knflow::engine {
+namespace {
+
+namespace json = boost::json;
+
+std::vector<std::string_view> segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  while (!path.empty()) {
+    if (path.front() == '/') path.remove_prefix(1);
+    const auto end = path.find('/');
+    out.push_back(path.substr(0, end));
+    path.remove_prefix(end == std::string_view::npos ? path.size() : end);
+  }
+  return out;
+}
+
+// "3" or "3~2" (the second visit of step 3): the index, or nullopt for anything else.
+std::optional<std::size_t> index_of(std::string_view seg) {
+  const auto tilde = seg.find('~');
+  const auto digits = seg.substr(0, tilde);
+  std::size_t value = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc{} || end != digits.data() + digits.size() || digits.empty()) {
+    return std::nullopt;
+  }
+  if (tilde != std::string_view::npos) {
+    std::size_t visit = 0;
+    const auto v = seg.substr(tilde + 1);
+    auto [vend, vec] = std::from_chars(v.data(), v.data() + v.size(), visit);
+    if (vec != std::errc{} || vend != v.data() + v.size() || v.empty()) return std::nullopt;
+  }
+  return value;
+}
+
+// A segment's sort key: numbers (with their visit) by value, before any word.
+struct SegmentKey {
+  bool word = false;
+  std::size_t index = 0;
+  std::size_t visit = 0;
+  std::string_view text;
+
+  auto operator<=>(const SegmentKey&) const = default;
+};
+
+SegmentKey key_of(std::string_view seg) {
+  if (auto i = index_of(seg)) {
+    std::size_t visit = 1;
+    if (const auto tilde = seg.find('~'); tilde != std::string_view::npos) {
+      std::from_chars(seg.data() + tilde + 1, seg.data() + seg.size(), visit);
+    }
+    return {false, *i, visit, {}};
+  }
+  return {true, 0, 0, seg};
+}
+
+std::optional<std::string> text_member(const json::object& o, std::string_view key) {
+  if (const auto* v = o.if_contains(key); v && v->is_string()) return std::string(v->as_string());
+  return std::nullopt;
+}
+
+json::value capped_value(json::value v, std::size_t cap) {
+  std::string text = json::serialize(v);
+  if (text.size() <= cap) return v;
+  return json::object{
+      {"truncated", true}, {"bytes", text.size()}, {"head", text.substr(0, cap / 2)}};
+}
+
+// The output data of a completed step's journal value: one output's data, or the array of them
+// (a fork with `join: each`).
+std::optional<json::value> output_data(const json::object& value) {
+  const auto* outs = value.if_contains("outputs");
+  if (!outs || !outs->is_array()) return std::nullopt;
+  const auto& arr = outs->as_array();
+  auto data = [](const json::value& o) {
+    const auto* d = o.is_object() ? o.as_object().if_contains("data") : nullptr;
+    return d ? *d : json::value(nullptr);
+  };
+  if (arr.size() == 1) return data(arr.front());
+  json::array all;
+  for (const auto& o : arr) all.push_back(data(o));
+  return json::value(std::move(all));
+}
+
+std::string deadline_text(const json::value& deadline) {
+  if (!deadline.is_int64() && !deadline.is_uint64()) return {};
+  const auto ms = deadline.to_number<std::int64_t>();
+  constexpr std::int64_t kYear10000 = 253'402'300'800'000;  // what format_rfc3339_ms can write
+  if (ms < 0 || ms >= kYear10000) return {};
+  return model::format_rfc3339_ms(model::Instant{std::chrono::milliseconds(ms)});
+}
+
+}  // namespace
+
+std::optional<ResolvedStep> resolve_step(const model::Workflow& wf, std::string_view path) {
+  const auto segs = segments(path);
+  if (segs.empty() || segs.front() != "do") return std::nullopt;
+  std::optional<ResolvedStep> found;
+  const model::Steps* list = &wf.spec.steps;
+  std::string prefix = "/do";
+  std::size_t i = 1;
+  // Alternates between an index into `list` and what follows the step it names.
+  while (i < segs.size()) {
+    const auto index = index_of(segs[i]);
+    if (!index || *index >= list->size()) break;
+    const model::Step* step = &(*list)[*index];
+    prefix += "/";
+    prefix += segs[i];
+    found = ResolvedStep{step, prefix};
+    ++i;
+    bool go_on = true;
+    while (go_on && i < segs.size()) {
+      go_on = false;
+      const auto word = segs[i];
+      const auto next = i + 1 < segs.size() ? index_of(segs[i + 1]) : std::nullopt;
+      const auto& c = step->construct;
+      if (word == "each" && next) {  // fork `join: each`: the rest of the same list, per output
+        prefix += "/each/" + std::string(segs[i + 1]);
+        i += 2;
+      } else if (auto* d = std::get_if<model::DoStep>(&c); d && word == "do") {
+        list = &d->steps;
+        prefix += "/do";
+        i += 1;
+      } else if (auto* f = std::get_if<model::ForkStep>(&c);
+                 f && word == "fork" && next && *next < f->branches.size()) {
+        step = &f->branches[*next];  // each branch is a single step
+        prefix += "/fork/" + std::string(segs[i + 1]);
+        found = ResolvedStep{step, prefix};
+        i += 2;
+        go_on = true;
+      } else if (auto* l = std::get_if<model::ForStep>(&c); l && word == "for" && next) {
+        list = &l->steps;
+        prefix += "/for/" + std::string(segs[i + 1]);
+        i += 2;
+      } else if (auto* w = std::get_if<model::WhileStep>(&c); w && word == "while" && next) {
+        list = &w->steps;
+        prefix += "/while/" + std::string(segs[i + 1]);
+        i += 2;
+      } else if (auto* t = std::get_if<model::TryStep>(&c); t && word == "try" && next) {
+        list = &t->steps;
+        prefix += "/try/" + std::string(segs[i + 1]);
+        i += 2;
+      } else if (t && word == "catch" && i + 1 < segs.size() && segs[i + 1] == "do" && t->catch_ &&
+                 t->catch_->steps) {
+        list = &*t->catch_->steps;
+        prefix += "/catch/do";
+        i += 2;
+      } else {
+        return found;  // "/input", "/switch", "/wait", ...: a part of the step, not a step
+      }
+    }
+  }
+  return found;
+}
+
+std::string_view step_kind(const model::Step& step) {
+  static constexpr std::string_view kKinds[] = {"call", "do",   "fork", "switch", "for", "while",
+                                                "try",  "wait", "set",  "raise",  "emit"};
+  static_assert(std::size(kKinds) == std::variant_size_v<model::Construct>);
+  return kKinds[step.construct.index()];
+}
+
+bool path_less(std::string_view a, std::string_view b) {
+  const auto sa = segments(a);
+  const auto sb = segments(b);
+  for (std::size_t i = 0; i < sa.size() && i < sb.size(); ++i) {
+    const auto ka = key_of(sa[i]);
+    const auto kb = key_of(sb[i]);
+    if (ka != kb) return ka < kb;
+  }
+  return sa.size() < sb.size();
+}
+
+json::array step_history(const model::Workflow& definition, const store::RunRecord& run,
+                         const std::vector<store::JournalEntry>& journal,
+                         const std::vector<store::AttemptRecord>& attempts, std::size_t cap) {
+  std::map<std::string, json::object> steps;  // by path
+  auto entry = [&](const ResolvedStep& r) -> json::object& {
+    auto [it, fresh] = steps.try_emplace(r.path);
+    if (fresh) {
+      it->second["path"] = r.path;
+      it->second["name"] = r.step->name;
+      it->second["kind"] = step_kind(*r.step);
+    }
+    return it->second;
+  };
+
+  for (const auto& j : journal) {
+    const auto r = resolve_step(definition, j.path);
+    if (!r) continue;
+    json::value value;
+    try {
+      value = model::parse_data(j.value_json);
+    } catch (const std::exception&) {
+      continue;  // resume would fault the run; the history just leaves the entry out
+    }
+    if (!value.is_object()) continue;
+    const auto& v = value.as_object();
+    if (r->path != j.path) {
+      // A part of a step: the deadline a `wait` keeps while it waits.
+      if (j.path != r->path + "/wait" ||
+          !std::holds_alternative<model::WaitStep>(r->step->construct)) {
+        continue;
+      }
+      auto& s = entry(*r);
+      if (!s.contains("phase")) s["phase"] = "running";
+      if (auto started = text_member(v, "startedAt")) s["startedAt"] = *started;
+      if (const auto* d = v.if_contains("deadline")) {
+        if (auto until = deadline_text(*d); !until.empty()) s["until"] = until;
+      }
+      continue;
+    }
+    if (j.state != store::JournalState::completed) continue;
+    auto& s = entry(*r);
+    const auto* skipped = v.if_contains("skipped");
+    s["phase"] = skipped && skipped->is_bool() && skipped->as_bool() ? "skipped" : "completed";
+    if (auto started = text_member(v, "startedAt")) s["startedAt"] = *started;
+    if (auto finished = text_member(v, "finishedAt")) s["finishedAt"] = *finished;
+    // Where the flow went: a switch's decision always, another step's when not to the next step.
+    const bool decides = std::holds_alternative<model::SwitchStep>(r->step->construct);
+    if (auto flow = text_member(v, "flow"); flow && (decides || *flow != "continue")) {
+      s["then"] = *flow;
+    }
+    if (const auto* caught = v.if_contains("caught")) s["caught"] = *caught;  // a `try`
+    if (const auto* tries = v.if_contains("tries")) s["tries"] = *tries;
+    if (auto out = output_data(v)) s["output"] = capped_value(std::move(*out), cap);
+  }
+
+  // Calls: how many attempts each made. A call without a journal entry (the one whose commit
+  // ended the run, one in flight, one that faulted) takes its phase and times from its attempts.
+  std::map<std::string, const store::AttemptRecord*> last;
+  for (const auto& a : attempts) {
+    auto r = resolve_step(definition, a.path);
+    auto [it, fresh] = steps.try_emplace(a.path);
+    auto& s = it->second;
+    if (fresh) {
+      s["path"] = a.path;
+      s["name"] = a.step;
+      s["kind"] = r && r->path == a.path ? step_kind(*r->step) : "call";
+    }
+    const auto* n = s.if_contains("attempts");
+    s["attempts"] = n ? n->to_number<std::int64_t>() + 1 : 1;
+    if (!s.contains("startedAt")) s["startedAt"] = a.started_at;
+    last[a.path] = &a;
+  }
+  for (const auto& [path, a] : last) {
+    auto& s = steps[path];
+    if (s.contains("phase")) continue;  // journaled: completed or skipped
+    s["phase"] = store::to_string(a->phase);
+    if (a->finished_at) s["finishedAt"] = *a->finished_at;
+    // A completed call without a journal entry in a completed run is the step whose commit ended
+    // the run: its output is the run's. Otherwise the reply's data stands for it.
+    const bool ended_run = run.phase == store::RunPhase::completed && run.output_json;
+    const auto& output = ended_run ? run.output_json : a->output_json;
+    if (a->phase == store::AttemptPhase::completed && output) {
+      try {
+        auto v = model::parse_data(*output);
+        if (ended_run && v.is_object() && v.as_object().contains("data")) v = v.at("data");
+        s["output"] = capped_value(std::move(v), cap);
+      } catch (const std::exception&) {
+      }
+    }
+  }
+
+  // The step the run faulted at (a raise, a switch without a match, an expression, a call),
+  // and the steps around it, which faulted with it.
+  const bool faulted = run.phase == store::RunPhase::faulted;
+  if ((faulted || run.phase == store::RunPhase::cancelled) && run.error_json) {
+    try {
+      const auto error = model::parse_data(*run.error_json);
+      const auto* instance =
+          error.is_object() ? error.as_object().if_contains("instance") : nullptr;
+      if (instance && instance->is_string()) {
+        if (auto r = resolve_step(definition, instance->as_string())) {
+          auto& s = entry(*r);
+          s["phase"] = faulted ? "faulted" : "cancelled";
+          s["error"] = error;
+          if (!s.contains("finishedAt") && run.finished_at) s["finishedAt"] = *run.finished_at;
+          // Its enclosing steps (a loop, a fork, a do) did not complete either.
+          std::string outer = r->path;
+          while (true) {
+            const auto cut = outer.rfind('/');
+            if (cut == std::string::npos || cut == 0) break;
+            outer.resize(cut);
+            auto o = resolve_step(definition, outer);
+            if (!o || o->path != outer) continue;
+            auto& p = entry(*o);
+            if (auto phase = text_member(p, "phase"); phase && *phase != "running") continue;
+            p["phase"] = faulted ? "faulted" : "cancelled";
+            if (run.finished_at) p["finishedAt"] = *run.finished_at;
+          }
+        }
+      }
+    } catch (const std::exception&) {
+    }
+  }
+
+  // A finished run has nothing running: what was still going when it ended was cancelled.
+  json::array out;
+  std::vector<json::object*> order;
+  for (auto& [path, s] : steps) {
+    if (store::is_finished(run.phase) && text_member(s, "phase") == "running") {
+      s["phase"] = "cancelled";
+      if (run.finished_at) s["finishedAt"] = *run.finished_at;
+    }
+    order.push_back(&s);
+  }
+  // Sorted by start. A step whose start is unknown (one that was still going when the run
+  // faulted) sorts by the earliest start of the steps inside it, else by its end: so a loop comes
+  // before its iterations.
+  auto known = [](const json::object& s) {
+    if (auto t = text_member(s, "startedAt")) return *t;
+    return std::string();
+  };
+  std::map<const json::object*, std::string> when;
+  for (const auto* s : order) {
+    std::string w = known(*s);
+    if (w.empty()) {
+      const std::string inside = std::string(s->at("path").as_string()) + "/";
+      for (auto it = steps.lower_bound(inside); it != steps.end() && it->first.starts_with(inside);
+           ++it) {
+        const auto t = known(it->second);
+        if (!t.empty() && (w.empty() || t < w)) w = t;
+      }
+    }
+    if (w.empty()) w = text_member(*s, "finishedAt").value_or("~");  // "~": unknown, last
+    when[s] = std::move(w);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](const json::object* a, const json::object* b) {
+    const auto& ta = when[a];
+    const auto& tb = when[b];
+    if (ta != tb) return ta < tb;
+    return path_less(a->at("path").as_string(), b->at("path").as_string());
+  });
+  for (auto* s : order) out.push_back(std::move(*s));
+  return out;
+}
+
+}  // namespace knflow::engine

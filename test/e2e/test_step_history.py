@@ -1,0 +1,190 @@
+"""A run's step history (`steps` in GET .../runs/{id}, the STEP table of `knflow runs get`) from the
+real daemon: every kind of step that ran, in the order they started, with skips, a switch's
+decision, a caught error, a wait's deadline, the step a run faulted at and the loop around it, a
+wait cancelled, and the same history read back after a kill -9 and a restart."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from daemon import BIN, Daemon, wait_until  # noqa: E402
+
+NS = "/api/v1/namespaces/default"
+
+TOUR = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: tour}
+spec:
+  do:
+    - {name: init, set: {n: 0}}
+    - {name: skip-me, if: '${ false }', set: {never: true}}
+    - name: route
+      switch:
+        - {when: '${ .n > 5 }', then: finish}
+        - {then: continue}
+    - name: count
+      while: '${ .n < 2 }'
+      maxIterations: 5
+      do:
+        - {name: bump, set: '${ .n += 1 }'}
+    - name: guarded
+      try:
+        - {name: boom, raise: {type: runtime, status: 500, title: Boom}}
+      catch:
+        as: err
+        do:
+          - {name: handle, set: '${ {handled: $err.title, n: .n} }'}
+    - {name: pause, wait: PT0.1S}
+    - {name: finish, set: '${ . + {done: true} }'}
+"""
+
+LOOP_FAULT = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: loop-fault}
+spec:
+  do:
+    - name: check-all
+      for: {each: item, in: '${ .items }'}
+      do:
+        - {name: check, if: '${ $item > 1 }', raise: {type: validation, status: 422, title: Too big}}
+"""
+
+NAP = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: nap}
+spec:
+  do:
+    - {name: first, set: {a: 1}}
+    - {name: sleep, wait: PT1H}
+"""
+
+
+def table(out, first_header):
+    """The rows of the `runs get` table whose header starts with these words, as dicts."""
+    for block in out.split("\n\n"):
+        lines = [line for line in block.splitlines() if line.strip()]
+        if lines and lines[0].split()[:len(first_header)] == first_header:
+            header = lines[0].split()
+            return [dict(zip(header, line.split(None, len(header) - 1))) for line in lines[1:]]
+    raise AssertionError(f"no table {first_header} in:\n{out}")
+
+
+class StepHistoryTest(unittest.TestCase):
+    def setUp(self):
+        self.d = Daemon()
+        self.d.start()
+        for doc in (TOUR, LOOP_FAULT, NAP):
+            status, _, body = self.d.call("POST", NS + "/workflows", doc, content_type="application/yaml")
+            self.assertEqual(status, 201, body)
+
+    def tearDown(self):
+        self.d.close()
+
+    def invoke(self, name, data="{}"):
+        status, headers, body = self.d.call("POST", f"{NS}/workflows/{name}:invoke", data)
+        return status, headers["Knflow-Run-Id"], body
+
+    def steps(self, run_id):
+        status, run = self.d.json("GET", f"{NS}/runs/{run_id}")
+        self.assertEqual(status, 200, run)
+        return run["steps"]
+
+    def cli(self, *args):
+        env = dict(os.environ, KNFLOW_SERVER=self.d.base, KNFLOW_TOKEN=self.d.token)
+        r = subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    def test_every_step_that_ran_in_order(self):
+        status, run_id, body = self.invoke("tour")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body), {"handled": "Boom", "n": 2, "done": True})
+        steps = self.steps(run_id)
+        self.assertEqual(
+            [(s["path"], s["name"], s["kind"], s["phase"]) for s in steps],
+            [("/do/0", "init", "set", "completed"),
+             ("/do/1", "skip-me", "set", "skipped"),
+             ("/do/2", "route", "switch", "completed"),
+             ("/do/3", "count", "while", "completed"),
+             ("/do/3/while/0/0", "bump", "set", "completed"),
+             ("/do/3/while/1/0", "bump", "set", "completed"),
+             ("/do/4", "guarded", "try", "completed"),
+             ("/do/4/catch/do/0", "handle", "set", "completed"),
+             ("/do/5", "pause", "wait", "completed"),
+             # The last step ends the run in the same commit, and is journaled all the same.
+             ("/do/6", "finish", "set", "completed")])
+        by_path = {s["path"]: s for s in steps}
+        self.assertEqual(by_path["/do/2"]["then"], "continue")  # a switch's decision
+        self.assertEqual(by_path["/do/4"]["caught"]["title"], "Boom")
+        self.assertEqual(by_path["/do/4"]["tries"], 1)
+        self.assertIn("until", by_path["/do/5"])
+        self.assertEqual(by_path["/do/3/while/1/0"]["output"], {"n": 2})
+        self.assertEqual(by_path["/do/6"]["output"], {"handled": "Boom", "n": 2, "done": True})
+        for s in steps:
+            self.assertLessEqual(s["startedAt"], s["finishedAt"], s)
+        self.assertGreaterEqual(by_path["/do/5"]["finishedAt"], by_path["/do/5"]["until"])
+
+        code, out, err = self.cli("runs", "get", run_id)
+        self.assertEqual(code, 0, err)
+        rows = table(out, ["STEP", "PATH", "KIND"])
+        self.assertEqual([(r["STEP"], r["PATH"], r["KIND"], r["PHASE"]) for r in rows],
+                         [(s["name"], s["path"], s["kind"], s["phase"]) for s in steps])
+        self.assertIn("then continue", rows[2]["DETAIL"])
+        self.assertIn("caught Boom", rows[6]["DETAIL"])
+        self.assertIn("No call attempts", out)
+
+    def test_the_step_a_run_faulted_at_and_the_loop_around_it(self):
+        status, run_id, body = self.invoke("loop-fault", '{"items": [1, 2, 3]}')
+        self.assertEqual(status, 422, body)
+        steps = self.steps(run_id)
+        phases = {s["path"]: s["phase"] for s in steps}
+        self.assertEqual(phases["/do/0/for/0/0"], "skipped")
+        self.assertEqual(phases["/do/0/for/1/0"], "faulted")
+        self.assertEqual(phases["/do/0"], "faulted")
+        faulted = next(s for s in steps if s["path"] == "/do/0/for/1/0")
+        self.assertEqual(faulted["error"]["title"], "Too big")
+        self.assertEqual(faulted["kind"], "raise")
+        # Iterations run one after another; the third never started. The loop comes first.
+        self.assertEqual([s["path"] for s in steps], ["/do/0", "/do/0/for/0/0", "/do/0/for/1/0"])
+
+        code, out, err = self.cli("runs", "get", run_id)
+        self.assertEqual(code, 0, err)
+        self.assertIn("\nAt:        /do/0/for/1/0 (step check)\n", out)
+        rows = {r["PATH"]: r for r in table(out, ["STEP", "PATH", "KIND"])}
+        self.assertEqual(rows["/do/0/for/1/0"]["PHASE"], "faulted")
+        self.assertIn("Too big", rows["/do/0/for/1/0"]["DETAIL"])
+
+    def test_a_wait_waiting_then_cancelled(self):
+        status, _, body = self.d.call("POST", f"{NS}/workflows/nap:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, body)
+        run_id = json.loads(body)["runId"]
+        wait_until(lambda: any(s["path"] == "/do/1" for s in self.steps(run_id)), 30)
+        sleep = next(s for s in self.steps(run_id) if s["path"] == "/do/1")
+        self.assertEqual(sleep["phase"], "running")
+        self.assertEqual(sleep["kind"], "wait")
+        self.assertNotIn("finishedAt", sleep)
+        self.assertGreater(sleep["until"], sleep["startedAt"])
+
+        status, _, body = self.d.call("POST", f"{NS}/runs/{run_id}:cancel")
+        self.assertEqual(status, 200, body)
+        steps = self.steps(run_id)
+        self.assertEqual([(s["path"], s["phase"]) for s in steps],
+                         [("/do/0", "completed"), ("/do/1", "cancelled")])
+        self.assertEqual(steps[1]["error"]["title"], "Cancelled")
+
+    def test_the_history_outlives_a_kill_and_a_resume(self):
+        status, _, body = self.d.call("POST", f"{NS}/workflows/nap:invoke?mode=async", "{}")
+        run_id = json.loads(body)["runId"]
+        wait_until(lambda: any(s["path"] == "/do/1" for s in self.steps(run_id)), 30)
+        before = self.steps(run_id)
+        self.d.stop(signal.SIGKILL)
+        self.d.start()
+        after = self.steps(run_id)
+        self.assertEqual(after, before)  # the resumed wait keeps its start and deadline
+
+
+if __name__ == "__main__":
+    unittest.main()

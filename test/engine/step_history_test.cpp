@@ -1,0 +1,236 @@
+#include "knflow/engine/step_history.hpp"
+
+#include "knflow/model/codec.hpp"
+#include "knflow/model/document.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <boost/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace json = boost::json;
+using knflow::engine::path_less;
+using knflow::engine::resolve_step;
+using knflow::engine::step_history;
+using knflow::store::AttemptPhase;
+using knflow::store::AttemptRecord;
+using knflow::store::JournalEntry;
+using knflow::store::JournalState;
+using knflow::store::RunPhase;
+using knflow::store::RunRecord;
+
+// One step of every kind that holds others, and the simple ones inside them.
+knflow::model::Workflow workflow() {
+  auto decoded = knflow::model::decode_workflow(knflow::model::parse_data(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
+    "spec": {
+      "functions": {"f": {"url": "http://127.0.0.1:1/"}},
+      "do": [
+        {"name": "first", "call": "f"},
+        {"name": "route", "switch": [{"when": "${ .x }", "then": "last"}, {"then": "continue"}]},
+        {"name": "each-item", "for": {"in": "${ .items }"}, "do": [{"name": "one", "call": "f"}]},
+        {"name": "both", "fork": {"branches": [
+          {"name": "left", "call": "f"},
+          {"name": "right", "do": [{"name": "inner", "set": {"a": 1}}]}]}},
+        {"name": "poll", "while": "${ .n < 3 }", "do": [{"name": "pause", "wait": "PT1S"}]},
+        {"name": "guard", "try": [{"name": "risky", "call": "f"}],
+         "catch": {"do": [{"name": "handle", "set": {"handled": true}}]}},
+        {"name": "last", "raise": {"type": "runtime", "status": 500}}
+      ]}})"));
+  REQUIRE(decoded.ok());
+  return decoded.workflow;
+}
+
+std::string value(std::string_view started, std::string_view finished, std::string_view flow,
+                  std::string_view data = "{}") {
+  return R"({"outputs":[{"data":)" + std::string(data) + R"(,"event":{}}],"flow":")" +
+         std::string(flow) + R"(","startedAt":")" + std::string(started) + R"(","finishedAt":")" +
+         std::string(finished) + R"("})";
+}
+
+AttemptRecord attempt(std::string path, std::string step, std::int64_t n, AttemptPhase phase,
+                      std::string started, std::optional<std::string> finished) {
+  AttemptRecord a;
+  a.run_id = "r";
+  a.seq = n;
+  a.path = std::move(path);
+  a.step = std::move(step);
+  a.attempt = n;
+  a.phase = phase;
+  a.started_at = std::move(started);
+  a.finished_at = std::move(finished);
+  return a;
+}
+
+const json::object& find(const json::array& steps, std::string_view path) {
+  for (const auto& s : steps) {
+    if (s.as_object().at("path").as_string() == path) return s.as_object();
+  }
+  FAIL("no step at " << path << " in " << json::serialize(steps));
+  throw;
+}
+
+std::vector<std::string> paths(const json::array& steps) {
+  std::vector<std::string> out;
+  for (const auto& s : steps) out.emplace_back(s.as_object().at("path").as_string());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("resolve_step finds the step an execution path names, through every construct") {
+  const auto wf = workflow();
+  auto name_at = [&](std::string_view path) -> std::string {
+    auto r = resolve_step(wf, path);
+    return r ? r->step->name + " " + r->path : "none";
+  };
+  CHECK(name_at("/do/0") == "first /do/0");
+  CHECK(name_at("/do/1~3") == "route /do/1~3");            // a later visit
+  CHECK(name_at("/do/1/switch/0/when") == "route /do/1");  // an error's instance
+  CHECK(name_at("/do/2/for/7/0") == "one /do/2/for/7/0");  // an iteration
+  CHECK(name_at("/do/2/for/in") == "each-item /do/2");     // no iteration: the loop
+  CHECK(name_at("/do/3/fork/0") == "left /do/3/fork/0");   // a branch is a step
+  CHECK(name_at("/do/3/fork/1/do/0") == "inner /do/3/fork/1/do/0");
+  CHECK(name_at("/do/3/fork/2") == "both /do/3");  // no such branch
+  CHECK(name_at("/do/4/while/2/0/wait") == "pause /do/4/while/2/0");
+  CHECK(name_at("/do/5/try/1/0") == "risky /do/5/try/1/0");
+  CHECK(name_at("/do/5/catch/do/0/set") == "handle /do/5/catch/do/0");
+  CHECK(name_at("/do/2/each/1/3") == "both /do/2/each/1/3");  // a `join: each` continuation
+  CHECK(name_at("/do/9") == "none");
+  CHECK(name_at("/do") == "none");
+  CHECK(name_at("/dx/0") == "none");
+  CHECK(name_at("/do/x") == "none");
+  CHECK(name_at("/do/0~") == "none");
+  CHECK(name_at("") == "none");
+  CHECK(knflow::engine::step_kind(*resolve_step(wf, "/do/4")->step) == "while");
+}
+
+TEST_CASE("path_less orders numbers by value and visits after the first") {
+  CHECK(path_less("/do/2", "/do/10"));
+  CHECK_FALSE(path_less("/do/10", "/do/2"));
+  CHECK(path_less("/do/2", "/do/2~2"));
+  CHECK(path_less("/do/2~2", "/do/2~10"));
+  CHECK(path_less("/do/2", "/do/2/for/0/0"));  // a container before what it holds
+  CHECK(path_less("/do/2/for/9/0", "/do/2/for/10/0"));
+  CHECK_FALSE(path_less("/do/1", "/do/1"));
+}
+
+TEST_CASE("The history joins the journal, the attempts and the run's error") {
+  const auto wf = workflow();
+  RunRecord run;
+  run.id = "r";
+  run.phase = RunPhase::faulted;
+  run.finished_at = "2026-01-01T00:00:09.000Z";
+  run.error_json =
+      R"({"type":"https://serverlessworkflow.io/spec/1.0.0/errors/runtime","status":500,)"
+      R"("title":"Boom","instance":"/do/6"})";
+  const std::vector<JournalEntry> journal{
+      {"/do/0", JournalState::completed,
+       value("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z", "continue", R"({"n":1})")},
+      {"/do/1", JournalState::completed,
+       value("2026-01-01T00:00:02.000Z", "2026-01-01T00:00:02.001Z", "last")},
+      // A wait that was still waiting: a started entry for its deadline only.
+      {"/do/4/while/0/0/wait", JournalState::started,
+       R"({"deadline":1767225603000,"startedAt":"2026-01-01T00:00:03.000Z"})"},
+      // Entries written before the history existed have no times; one that names no step.
+      {"/do/5", JournalState::completed, R"({"outputs":[],"flow":"continue"})"},
+      {"/do/77", JournalState::completed, R"({"outputs":[],"flow":"continue"})"},
+  };
+  const std::vector<AttemptRecord> attempts{
+      attempt("/do/0", "first", 1, AttemptPhase::completed, "2026-01-01T00:00:01.100Z",
+              "2026-01-01T00:00:01.900Z"),
+      attempt("/do/5/try/0/0", "risky", 2, AttemptPhase::faulted, "2026-01-01T00:00:04.000Z",
+              "2026-01-01T00:00:04.500Z"),
+      attempt("/do/5/try/0/0", "risky", 3, AttemptPhase::running, "2026-01-01T00:00:05.000Z",
+              std::nullopt),
+  };
+  const auto steps = step_history(wf, run, journal, attempts, 1024);
+
+  const auto& first = find(steps, "/do/0");
+  CHECK(first.at("name") == "first");
+  CHECK(first.at("kind") == "call");
+  CHECK(first.at("phase") == "completed");
+  CHECK(first.at("startedAt") == "2026-01-01T00:00:01.000Z");
+  CHECK(first.at("finishedAt") == "2026-01-01T00:00:02.000Z");
+  CHECK(first.at("attempts") == 1);
+  CHECK(first.at("output") == json::parse(R"({"n":1})"));
+  CHECK_FALSE(first.contains("then"));  // went on to the next step
+
+  CHECK(find(steps, "/do/1").at("then") == "last");  // a switch's decision
+
+  const auto& pause = find(steps, "/do/4/while/0/0");
+  CHECK(pause.at("kind") == "wait");
+  CHECK(pause.at("until") == "2026-01-01T00:00:03.000Z");
+  CHECK(pause.at("phase") == "cancelled");  // the run ended while it waited
+  CHECK(pause.at("finishedAt") == "2026-01-01T00:00:09.000Z");
+
+  const auto& risky = find(steps, "/do/5/try/0/0");
+  CHECK(risky.at("attempts") == 2);
+  CHECK(risky.at("startedAt") == "2026-01-01T00:00:04.000Z");
+  CHECK(risky.at("phase") == "cancelled");  // its last attempt was still running
+
+  const auto& last = find(steps, "/do/6");
+  CHECK(last.at("kind") == "raise");
+  CHECK(last.at("phase") == "faulted");
+  CHECK(last.at("error").at("title") == "Boom");
+  CHECK(last.at("finishedAt") == "2026-01-01T00:00:09.000Z");
+
+  CHECK(find(steps, "/do/5").at("phase") == "completed");
+  // Ordered by start; without a start, by the earliest start inside it (the try), else by finish
+  // (the raise).
+  CHECK(paths(steps) == std::vector<std::string>{"/do/0", "/do/1", "/do/4/while/0/0", "/do/5",
+                                                 "/do/5/try/0/0", "/do/6"});
+}
+
+TEST_CASE("The history of a fault inside loops marks the steps around it faulted too") {
+  const auto wf = workflow();
+  RunRecord run;
+  run.phase = RunPhase::faulted;
+  run.finished_at = "2026-01-01T00:00:09.000Z";
+  run.error_json = R"({"title":"Call failed","instance":"/do/2/for/1/0"})";
+  const std::vector<JournalEntry> journal{
+      {"/do/2/for/0/0", JournalState::completed,
+       value("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z", "continue")}};
+  const std::vector<AttemptRecord> attempts{
+      attempt("/do/2/for/0/0", "one", 1, AttemptPhase::completed, "2026-01-01T00:00:01.000Z",
+              "2026-01-01T00:00:02.000Z"),
+      attempt("/do/2/for/1/0", "one", 2, AttemptPhase::faulted, "2026-01-01T00:00:01.000Z",
+              "2026-01-01T00:00:03.000Z")};
+  const auto steps = step_history(wf, run, journal, attempts, 1024);
+  CHECK(find(steps, "/do/2/for/0/0").at("phase") == "completed");
+  CHECK(find(steps, "/do/2/for/1/0").at("phase") == "faulted");
+  CHECK(find(steps, "/do/2/for/1/0").at("error").at("title") == "Call failed");
+  const auto& loop = find(steps, "/do/2");
+  CHECK(loop.at("phase") == "faulted");
+  CHECK(loop.at("kind") == "for");
+  CHECK_FALSE(loop.contains("error"));
+  // The loop, whose start is unknown, sorts by its first iteration's.
+  CHECK(paths(steps) == std::vector<std::string>{"/do/2", "/do/2/for/0/0", "/do/2/for/1/0"});
+}
+
+TEST_CASE("The history caps outputs and marks skipped steps and caught errors") {
+  const auto wf = workflow();
+  RunRecord run;
+  run.phase = RunPhase::running;
+  const std::string big(300, 'x');
+  std::string skipped =
+      value("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.000Z", "continue", "\"" + big + "\"");
+  skipped.insert(skipped.size() - 1, R"(,"skipped":true)");
+  std::string caught =
+      value("2026-01-01T00:00:02.000Z", "2026-01-01T00:00:03.000Z", "continue", "null");
+  caught.insert(caught.size() - 1, R"(,"caught":{"title":"Boom"},"tries":3)");
+  const std::vector<JournalEntry> journal{{"/do/0", JournalState::completed, skipped},
+                                          {"/do/5", JournalState::completed, caught}};
+  const auto steps = step_history(wf, run, journal, {}, 100);
+  const auto& first = find(steps, "/do/0");
+  CHECK(first.at("phase") == "skipped");
+  CHECK(first.at("output").at("truncated") == true);
+  CHECK(first.at("output").at("bytes") == 302);
+  const auto& guard = find(steps, "/do/5");
+  CHECK(guard.at("caught").at("title") == "Boom");
+  CHECK(guard.at("tries") == 3);
+}
