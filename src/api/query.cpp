@@ -55,9 +55,12 @@ std::variant<std::chrono::milliseconds, std::string> parse_seconds(std::string_v
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
 }
 
-// An RFC 3339 filter in the store's canonical form; on failure the error is added.
+// An RFC 3339 filter in the store's canonical form (milliseconds); on failure the error is added.
+// A finer instant is rounded to the stored millisecond that keeps the filter exact: down for an
+// exclusive lower bound (`created_at > t`), up for an exclusive upper bound (`created_at < t`).
 std::optional<std::string> instant_param(const http::Request& req, const char* name,
-                                         std::vector<ProblemError>& errors) {
+                                         std::vector<ProblemError>& errors,
+                                         model::SubMillis sub_millis = model::SubMillis::down) {
   auto value = req.query_param(name);
   if (!value || value->empty()) return std::nullopt;
   // An unencoded `+` in a query reads as a space (form encoding): `...T10:02:20+01:00` arrives as
@@ -66,7 +69,7 @@ std::optional<std::string> instant_param(const http::Request& req, const char* n
   if (text.size() > 19 && text.find(' ', 19) != std::string::npos) {
     text[text.find(' ', 19)] = '+';
   }
-  auto parsed = model::parse_rfc3339(text);
+  auto parsed = model::parse_rfc3339(text, sub_millis);
   if (auto* error = std::get_if<std::string>(&parsed)) {
     add(errors, name,
         std::string(name) + " must be an RFC 3339 date-time such as 2026-11-30T09:02:20Z or " +
@@ -162,7 +165,7 @@ RunsQuery parse_runs_query(const http::Request& req, std::string ns, std::size_t
     }
   }
   q.filter.created_after = instant_param(req, "createdAfter", q.errors);
-  q.filter.created_before = instant_param(req, "createdBefore", q.errors);
+  q.filter.created_before = instant_param(req, "createdBefore", q.errors, model::SubMillis::up);
   q.filter.limit = parse_limit(req, default_page_size, max_page_size, q.errors);
   if (auto c = req.query_param("continue"); c && !c->empty()) {
     std::int64_t seq = 0;

@@ -1395,10 +1395,11 @@ std::vector<LogLine> FunctionSupervisor::logs(const FunctionKey& key,
   const auto it = impl_->functions.find(key);
   if (it == impl_->functions.end()) return {};
   // Compared as instants, so that `...:00Z`, `...:00.000Z` and `...+02:00` mean what they say;
-  // text that is not RFC 3339 is compared as text.
+  // text that is not RFC 3339 is compared as text. Lines have milliseconds: `since` (inclusive)
+  // is rounded up to the first millisecond not before it.
   std::optional<std::int64_t> since_millis;
   if (since) {
-    const auto parsed = model::parse_rfc3339(*since);
+    const auto parsed = model::parse_rfc3339(*since, model::SubMillis::up);
     if (const auto* at = std::get_if<model::Instant>(&parsed)) {
       since_millis = at->time_since_epoch().count();
     }

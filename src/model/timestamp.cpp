@@ -29,7 +29,7 @@ constexpr Instant kLast = sys_days{year{10000} / January / 1} - milliseconds{1};
 
 }  // namespace
 
-std::variant<Instant, std::string> parse_rfc3339(std::string_view s) {
+std::variant<Instant, std::string> parse_rfc3339(std::string_view s, SubMillis sub_millis) {
   const auto y = digits(s, 0, 4);
   const auto mo = digits(s, 5, 2);
   const auto d = digits(s, 8, 2);
@@ -48,14 +48,17 @@ std::variant<Instant, std::string> parse_rfc3339(std::string_view s) {
   }
   std::size_t pos = 19;
   int millis = 0;
+  bool finer = false;  // a digit beyond milliseconds that is not 0
   if (pos < s.size() && s[pos] == '.') {
     std::size_t n = 0;
     for (++pos; pos < s.size() && s[pos] >= '0' && s[pos] <= '9'; ++pos, ++n) {
       if (n < 3) millis = millis * 10 + (s[pos] - '0');
+      if (n >= 3 && s[pos] != '0') finer = true;
     }
     if (n == 0) return std::string(kLayout);
     for (; n < 3; ++n) millis *= 10;
   }
+  if (finer && sub_millis == SubMillis::up) ++millis;  // 1000 is the next second: fine below
   minutes offset{0};
   if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
     ++pos;

@@ -114,6 +114,17 @@ TEST_CASE("query: time filters are RFC 3339, compared in the store's UTC form", 
   CHECK(q.filter.created_after == "2026-11-30T09:02:20.000Z");
   CHECK(q.filter.created_before == "2026-11-30T09:02:21.500Z");
 
+  // The store keeps milliseconds: a finer bound is rounded so that the filter stays exact. A run
+  // created at .000 is before .0005 (kept by createdBefore) and not after it (left out by
+  // createdAfter).
+  auto fine = runs({{"createdAfter", "2026-11-30T09:02:20.0005Z"},
+                    {"createdBefore", "2026-11-30T09:02:20.0005Z"}});
+  CHECK(fine.filter.created_after == "2026-11-30T09:02:20.000Z");
+  CHECK(fine.filter.created_before == "2026-11-30T09:02:20.001Z");
+  CHECK(runs({{"createdBefore", "2026-11-30T09:02:20.123000000Z"}}).filter.created_before ==
+        "2026-11-30T09:02:20.123Z");
+  CHECK(runs({{"createdBefore", "2026-11-30T09:02:20.999999+01:00"}}).filter.created_before ==
+        "2026-11-30T08:02:21.000Z");
   // An unencoded + arrives as a space: read as the + it was.
   CHECK(runs({{"createdAfter", "2026-11-30T10:02:20 01:00"}}).filter.created_after ==
         "2026-11-30T09:02:20.000Z");

@@ -351,6 +351,10 @@ TEST_CASE("Output of both streams is kept as bounded, timestamped lines", "[func
   CHECK(supervisor.logs(k, t.substr(0, 19) + "Z").size() == first.size());
   CHECK(supervisor.logs(k, t.substr(0, 23) + "+01:00").size() == first.size());
   CHECK(supervisor.logs(k, t.substr(0, 23) + "-01:00").empty());
+  // Finer than a millisecond: rounded up, so the lines of t's own millisecond are before it.
+  const auto later =
+      std::count_if(first.begin(), first.end(), [&](const auto& l) { return l.time > t; });
+  CHECK(supervisor.logs(k, t.substr(0, 23) + "0001Z").size() == static_cast<std::size_t>(later));
 
   SECTION("only the last log_lines lines are kept") {
     REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=20").status == 200);

@@ -47,6 +47,23 @@ TEST_CASE("timestamp: RFC 3339 date-times become the canonical UTC form", "[mode
   }
 }
 
+TEST_CASE("timestamp: digits beyond milliseconds can round up to the next millisecond",
+          "[model][timestamp]") {
+  auto up = [](std::string_view text) {
+    auto parsed = parse_rfc3339(text, SubMillis::up);
+    if (auto* error = std::get_if<std::string>(&parsed)) return "error: " + *error;
+    return format_rfc3339_ms(std::get<Instant>(parsed));
+  };
+  CHECK(up("2026-11-30T09:02:20.0005Z") == "2026-11-30T09:02:20.001Z");
+  CHECK(up("2026-11-30T09:02:20.123000001Z") == "2026-11-30T09:02:20.124Z");
+  CHECK(up("2026-11-30T09:02:20.123000Z") == "2026-11-30T09:02:20.123Z");  // zeros: exact
+  CHECK(up("2026-11-30T09:02:20.5Z") == "2026-11-30T09:02:20.500Z");
+  CHECK(up("2026-11-30T09:02:20Z") == "2026-11-30T09:02:20.000Z");
+  CHECK(up("2026-12-31T23:59:59.9991+00:00") == "2027-01-01T00:00:00.000Z");  // carries over
+  CHECK(up("9999-12-31T23:59:59.9999Z") == "error: the instant is outside the years 0000 to 9999");
+  CHECK(canonical("2026-11-30T09:02:20.0005Z") == "2026-11-30T09:02:20.000Z");  // the default
+}
+
 TEST_CASE("timestamp: anything else is refused with a reason", "[model][timestamp]") {
   struct Case {
     std::string_view text;
