@@ -517,6 +517,8 @@ Api::~Api() = default;
 void Api::attach(std::unique_ptr<cache::WorkflowCache> cache, std::unique_ptr<store::RunStore> runs,
                  bool ready) {
   runs_ = std::move(runs);
+  // The broker remembers the runs it started before a restart (migration 7).
+  if (runs_) broker_runs_.seed(runs_->recent_deliveries(settings_.broker_recent_runs));
   cache_owner_ = std::move(cache);
   cache_.store(cache_owner_.get());
   if (ready) ready_ = true;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 namespace knflow::api {
 
@@ -41,7 +42,18 @@ std::string RecentDeliveries::digest(const Key& key) {
   if (EVP_Digest(input.data(), input.size(), md, &size, EVP_sha256(), nullptr) != 1) {
     throw std::runtime_error("SHA-256 failed");
   }
-  return std::string(reinterpret_cast<const char*>(md), size);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(2 * size);
+  for (unsigned int i = 0; i < size; ++i) {
+    hex.push_back(kHex[md[i] >> 4]);
+    hex.push_back(kHex[md[i] & 0xf]);
+  }
+  return hex;
+}
+
+void RecentDeliveries::seed(const std::vector<std::pair<std::string, std::string>>& runs) {
+  for (const auto& [key, run_id] : runs) record(key, run_id);
 }
 
 RecentDeliveries::Claim RecentDeliveries::claim(Key whole) {

@@ -224,14 +224,16 @@ struct Api::RunHandlers {
   }
 
   // Starts one run of an entry's workflow; on failure the problem.
+  // `delivery`: the broker's digest of the event (Engine::start).
   asio::awaitable<std::variant<std::string, Response>> start_run(const Request& req,
                                                                  const cache::Entry& entry,
-                                                                 engine::CloudEvent event) {
+                                                                 engine::CloudEvent event,
+                                                                 std::string delivery = {}) {
     auto workflow = runnable(req, entry, event);
     if (auto* res = std::get_if<Response>(&workflow)) co_return std::move(*res);
     const auto& decoded = std::get<std::shared_ptr<const Api::Decoded>>(workflow);
-    auto started =
-        co_await api.engine_->start(decoded->workflow, decoded->definition, std::move(event));
+    auto started = co_await api.engine_->start(decoded->workflow, decoded->definition,
+                                               std::move(event), std::move(delivery));
     if (started.run_id.empty()) co_return not_started(req, started);
     co_return started.run_id;
   }
@@ -375,7 +377,7 @@ struct Api::RunHandlers {
       }
       std::variant<std::string, Response> run;
       try {
-        run = co_await start_run(req, *it->second, ev);
+        run = co_await start_run(req, *it->second, ev, claim.digest());
       } catch (const std::exception& e) {  // the store failed: the others may still start
         log::error("Failed to record a triggered run",
                    {{"namespace", ns}, {"workflow", name}, {"error", e.what()}});

@@ -1738,7 +1738,8 @@ void Engine::attach(store::RunStore* runs) {
 }
 
 asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow> workflow,
-                                           std::string definition, CloudEvent event) {
+                                           std::string definition, CloudEvent event,
+                                           std::string delivery) {
   auto& impl = *impl_;
   auto run = std::make_shared<Run>(asio::make_strand(impl.executor));
   {
@@ -1790,9 +1791,10 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
       !steps.empty() && Impl::starts_at_once(*run, steps.front())) {
     first = impl.new_attempt(*run, "/do/0", steps.front().name, 1, input.data);
   }
-  std::function<std::int64_t(store::RunStore&)> op = [rec, first](store::RunStore& s) {
-    return s.insert_run(rec, first ? &*first : nullptr);
-  };
+  std::function<std::int64_t(store::RunStore&)> op =
+      [rec, first, delivery = std::move(delivery)](store::RunStore& s) {
+        return s.insert_run(rec, first ? &*first : nullptr, delivery.empty() ? nullptr : &delivery);
+      };
   rec.seq = co_await impl.on_store<std::int64_t>(std::move(op));
   run->record = std::move(rec);
   if (first) run->begun_attempts["/do/0"] = {first->attempt, first->seq};

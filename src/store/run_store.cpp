@@ -109,6 +109,14 @@ constexpr std::string_view kSelectAttempts =
     "SELECT run_id, seq, path, step, attempt, phase, started_at, finished_at, input_json, "
     "output_json, error_json, http_status FROM run_attempts WHERE run_id = ? ORDER BY seq";
 
+// Migration 7's table: the broker's deliveries, one per run it started.
+constexpr std::string_view kInsertDelivery =
+    "INSERT INTO run_deliveries (seq, digest) VALUES (?, ?)";
+constexpr std::string_view kSelectDeliveries =
+    "SELECT digest, id FROM (SELECT d.seq AS seq, d.digest AS digest, r.id AS id "
+    "FROM run_deliveries d JOIN runs r ON r.seq = d.seq ORDER BY d.seq DESC LIMIT ?) "
+    "ORDER BY seq";
+
 constexpr std::string_view kUpsertJournal =
     "INSERT INTO run_journal (run_id, path, state, value_json, updated_at) "
     "VALUES (?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
@@ -293,7 +301,8 @@ std::vector<RunRecord> RunStore::read_runs(Stmt& stmt) {
   return records;
 }
 
-std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* first) {
+std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* first,
+                                  const std::string* delivery) {
   Tx tx(db_);
   std::int64_t seq = 0;
   std::optional<std::int64_t> resume_from;
@@ -325,8 +334,24 @@ std::int64_t RunStore::insert_run(const RunRecord& record, const AttemptRecord* 
     insert_run_.run();
   }
   if (first) write_attempt(*first);
+  if (delivery) {
+    auto use = lazy(insert_delivery_, kInsertDelivery).use();
+    insert_delivery_->bind_int64(1, seq);
+    insert_delivery_->bind_text(2, *delivery);
+    insert_delivery_->run();
+  }
   tx.commit();
   return seq;
+}
+
+std::vector<std::pair<std::string, std::string>> RunStore::recent_deliveries(std::size_t limit) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto use = lazy(select_deliveries_, kSelectDeliveries).use();
+  select_deliveries_->bind_int64(1, to_int64(limit));
+  while (select_deliveries_->step()) {
+    out.emplace_back(select_deliveries_->column_string(0), select_deliveries_->column_string(1));
+  }
+  return out;
 }
 
 bool RunStore::update_run(const RunRecord& record) {

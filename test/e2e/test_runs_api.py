@@ -4,6 +4,7 @@ endpoint starting triggered workflows (503 when a run cannot start, repeats not 
 
 import json
 import os
+import signal
 import sqlite3
 import sys
 import time
@@ -140,6 +141,28 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(json.loads(body)["runs"], [])
         status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}')
         self.assertEqual(status, 400, body)  # not a CloudEvent
+
+    def test_a_repeat_after_a_kill_does_not_start_a_second_run(self):
+        """The broker's memory of the runs it started survives a kill -9 and a restart (it is
+        recorded with each run's insert), so a sender that delivers the event again after losing
+        the daemon gets the run it already has."""
+        headers = {"ce-specversion": "1.0", "ce-id": "e-kill", "ce-source": "/test",
+                   "ce-type": "com.example.tick"}
+        status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}', headers=headers)
+        self.assertEqual(status, 202, body)
+        [first] = json.loads(body)["runs"]
+        self.d.stop(signal.SIGKILL)
+        self.d.start()
+        status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}', headers=headers)
+        self.assertEqual(status, 202, body)
+        self.assertEqual(json.loads(body)["runs"],
+                         [{"workflow": "waiter", "runId": first["runId"], "duplicate": True}])
+        status, listing = self.d.json("GET", NS + "/runs?workflow=waiter")
+        self.assertEqual([r["id"] for r in listing["items"]], [first["runId"]])
+        # Another event id is another event.
+        headers["ce-id"] = "e-kill-2"
+        status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}', headers=headers)
+        self.assertNotIn("duplicate", json.loads(body)["runs"][0])
 
     def invalid_query(self, method, target, parameters, body=None):
         """Asserts a 400 invalid-query naming exactly these parameters; returns the problem."""

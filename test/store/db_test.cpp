@@ -69,8 +69,8 @@ TEST_CASE("An empty file is migrated to the newest schema with knflow's identity
   CHECK(query_text(db, "PRAGMA journal_mode") == "wal");
   CHECK(query_int(db, "PRAGMA synchronous") == 1);  // NORMAL
   CHECK(query_int(db, "PRAGMA foreign_keys") == 1);
-  CHECK(table_names(db) == std::vector<std::string>{"meta", "run_attempts", "run_journal",
-                                                    "run_resume_parked", "runs",
+  CHECK(table_names(db) == std::vector<std::string>{"meta", "run_attempts", "run_deliveries",
+                                                    "run_journal", "run_resume_parked", "runs",
                                                     "workflow_status_history", "workflows"});
   CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'revision'") == 0);
   CHECK(db.integrity_check() == "ok");

@@ -408,7 +408,7 @@ TEST_CASE("Migration 6 parks the unfinished runs and drops runs_unfinished") {
     before = read_runs(store, {"done", "going", "waits", "queued", "failed"});
   }
 
-  Db db(path);
+  Db db(path, up_to_version(6));
   CHECK(db.user_version() == 6);
   CHECK(db.integrity_check() == "ok");
   CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
@@ -1286,4 +1286,38 @@ TEST_CASE("Runs, attempts and journal entries reported by a writer survive SIGKI
     }
     CHECK(torn == 0);
   }
+}
+
+TEST_CASE("Migration 7 keeps the runs, and a run's broker delivery goes with it") {
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  Stored before;
+  {
+    Db db(path, up_to_version(6));
+    RunStore store(db);
+    write_sample_runs(store);
+    before = read_runs(store, {"done", "going"});
+  }
+  Db db(path);
+  CHECK(db.user_version() == 7);
+  CHECK(db.integrity_check() == "ok");
+  RunStore store(db);
+  check_kept(store, before);
+  CHECK(store.recent_deliveries(10).empty());
+
+  // Runs the broker started record their delivery in their insert; the others do not.
+  const std::string d1 = "digest-1", d2 = "digest-2", d3 = "digest-3";
+  store.insert_run(make_run("b1", "greet", RunPhase::completed, 60), nullptr, &d1);
+  store.insert_run(make_run("plain", "greet", RunPhase::completed, 61));
+  store.insert_run(make_run("b2", "greet", RunPhase::running, 62), nullptr, &d2);
+  store.insert_run(make_run("b3", "greet", RunPhase::completed, 63), nullptr, &d3);
+  using Pairs = std::vector<std::pair<std::string, std::string>>;
+  CHECK(store.recent_deliveries(10) == Pairs{{d1, "b1"}, {d2, "b2"}, {d3, "b3"}});
+  CHECK(store.recent_deliveries(2) == Pairs{{d2, "b2"}, {d3, "b3"}});  // the newest, oldest first
+  // Deleting or pruning a run takes its delivery along.
+  CHECK(store.delete_run("b3"));
+  CHECK(store.recent_deliveries(10) == Pairs{{d1, "b1"}, {d2, "b2"}});
+  CHECK(store.prune(at(1000), std::nullopt, 100) > 0);  // b1 and the other finished runs
+  CHECK(store.recent_deliveries(10) == Pairs{{d2, "b2"}});
+  CHECK(query_int(db, "SELECT COUNT(*) FROM pragma_foreign_key_check") == 0);
 }

@@ -57,7 +57,8 @@ class Api {
   // The strand every cache write (and the cache's construction) must run on.
   boost::asio::strand<boost::asio::any_io_executor>& writer() { return writer_; }
 
-  // Makes the cache (and the run store) live; call on the writer strand once loaded. /readyz
+  // Makes the cache (and the run store) live, and seeds the broker's memory of the runs it started
+  // from the run store; call on the writer strand once loaded. /readyz
   // turns 200.
   // With `ready` false, /readyz stays 503 until mark_ready() (e.g. after `--apply` files).
   void attach(std::unique_ptr<cache::WorkflowCache> cache,

@@ -7,6 +7,8 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace knflow::api {
 
@@ -15,8 +17,9 @@ namespace knflow::api {
 // after losing the answer) does not start a second run of a workflow that already has one for it.
 // CloudEvents identify an event by source and id, so a repeat is a duplicate. Bounded: past
 // `capacity` runs the oldest are forgotten, and each is kept as a SHA-256 of its key (event ids
-// and sources may be long), so the memory is bounded by the capacity alone. In memory only: a
-// restart forgets them. Any thread (one mutex, held for a map operation).
+// and sources may be long), so the memory is bounded by the capacity alone. The runs record their
+// digest in the store (migration 7); at start-up seed() puts the newest back, so a restart
+// forgets nothing the store still holds. Any thread (one mutex, held for a map operation).
 class RecentDeliveries {
  public:
   using Key = std::tuple<std::string, std::string, std::string, std::string>;
@@ -39,6 +42,8 @@ class RecentDeliveries {
     Claim& operator=(Claim&&) = delete;
     ~Claim();
     State state() const { return state_; }
+    // The digest of the claimed key: what the run records (Engine::start's `delivery`).
+    const std::string& digest() const { return key_; }
     const std::string& run_id() const { return run_id_; }
     // Records the run started for the claimed key.
     void started(std::string run_id);
@@ -53,10 +58,13 @@ class RecentDeliveries {
   };
 
   Claim claim(Key whole);
+  // Remembers runs started before (digest, run id), oldest first: what the store kept.
+  void seed(const std::vector<std::pair<std::string, std::string>>& runs);
+
+  // 64 hex digits for any key: SHA-256 over its parts, each preceded by its length.
+  static std::string digest(const Key& key);
 
  private:
-  // 32 bytes for any key: SHA-256 over its parts, each preceded by its length.
-  static std::string digest(const Key& key);
   void record(const std::string& key, std::string run_id);
   void release(const std::string& key);
 

@@ -78,8 +78,12 @@ class Engine {
 
   // Starts a run of a validated workflow. `definition` is the stored object the workflow was
   // decoded from (kept with the run so that a resumed run uses it). `event` is the input.
+  // `delivery`, for a run the broker starts: the digest of the event it starts for, recorded with
+  // the run's insert (store::RunStore::insert_run) so that the broker remembers it after a
+  // restart.
   boost::asio::awaitable<StartResult> start(std::shared_ptr<const model::Workflow> workflow,
-                                            std::string definition, CloudEvent event);
+                                            std::string definition, CloudEvent event,
+                                            std::string delivery = {});
 
   // Waits until the run is terminal, up to `timeout`; nullopt when it is still going.
   boost::asio::awaitable<std::optional<RunOutcome>> wait(std::string run_id,

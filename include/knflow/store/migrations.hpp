@@ -326,6 +326,19 @@ INSERT INTO meta (key, value)
 DROP INDEX runs_unfinished;
 )sql";
 
+// Migration 7: the broker's memory of the runs it started, kept with the runs. A run that the
+// broker started for an event has a row here, written in the run's insert, keyed by the run's
+// seq (so a delete of the run takes it along through the rowid, with no index of its own) and
+// holding the SHA-256 (hex) of (namespace, workflow, event source, event id). At start-up the
+// newest of them seed the broker's memory, so a sender that delivers an event again after a
+// restart does not start a second run (docs/api.md, "The broker").
+inline constexpr std::string_view kMigration7BrokerDeliveries = R"sql(
+CREATE TABLE run_deliveries (
+  seq INTEGER PRIMARY KEY REFERENCES runs (seq) ON DELETE CASCADE,
+  digest TEXT NOT NULL
+) STRICT;
+)sql";
+
 // Append new migrations here, one line each; the database's user_version is their count.
 // clang-format off
 inline constexpr std::string_view kMigrations[] = {
@@ -335,6 +348,7 @@ inline constexpr std::string_view kMigrations[] = {
     kMigration4FewerBtrees,
     kMigration5RunSeqOnDelete,
     kMigration6ResumeWithoutIndex,
+    kMigration7BrokerDeliveries,
 };
 // clang-format on
 

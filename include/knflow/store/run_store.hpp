@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace knflow::store {
@@ -106,9 +107,9 @@ struct RunFilter {
 };
 
 // Runs, step attempts and the resume journal in SQLite. Statements are prepared once: by the
-// constructor, and those of migration 6's table on first use. Every function is one transaction (a
-// savepoint when called inside batch() or another Tx) and throws Error when SQLite fails, leaving
-// the database as it was; writes that name a run that does not exist fail with
+// constructor, and those of migration 6's and 7's tables on first use. Every function is one
+// transaction (a savepoint when called inside batch() or another Tx) and throws Error when SQLite
+// fails, leaving the database as it was; writes that name a run that does not exist fail with
 // SQLITE_CONSTRAINT_FOREIGNKEY, rows that break the tables' checks (a final phase without
 // finished_at, ...) with SQLITE_CONSTRAINT_CHECK. Same thread or strand as its Db (the engine's
 // store strand); must not outlive it.
@@ -121,8 +122,14 @@ class RunStore {
 
   // Inserts a new run (record.seq is ignored) and returns the seq assigned to it. With `first`,
   // also begins the run's first attempt (as begin_attempt) in the same transaction: both or
-  // neither. A run id already stored fails with SQLITE_CONSTRAINT_UNIQUE.
-  std::int64_t insert_run(const RunRecord& record, const AttemptRecord* first = nullptr);
+  // neither. With `delivery` (a run the broker started: the digest of the event it started for),
+  // records it in `run_deliveries` in the same transaction (migration 7). A run id already stored
+  // fails with SQLITE_CONSTRAINT_UNIQUE.
+  std::int64_t insert_run(const RunRecord& record, const AttemptRecord* first = nullptr,
+                          const std::string* delivery = nullptr);
+  // The newest `limit` broker deliveries of the runs still stored, oldest first: (digest, run
+  // id).
+  std::vector<std::pair<std::string, std::string>> recent_deliveries(std::size_t limit);
   // Writes the mutable columns of the run record.id (phase, output_json, error_json, started_at,
   // finished_at, updated_at); the others never change. Returns false when there is no such run.
   bool update_run(const RunRecord& record);
@@ -213,6 +220,8 @@ class RunStore {
   std::optional<Stmt> park_run_;
   std::optional<Stmt> unpark_run_;
   std::optional<Stmt> select_unfinished_;
+  std::optional<Stmt> insert_delivery_;
+  std::optional<Stmt> select_deliveries_;
   Stmt next_run_seq_;
   Stmt keep_run_seq_;
   Stmt insert_run_;
