@@ -12,6 +12,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -293,6 +294,24 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+// What was wrong with the command line. A missing positional argument is named as the usage line
+// writes it ("the NAME argument is missing"), not as the option program_options keeps it under
+// ("the option '--name' is required").
+std::string usage_error(const po::error& e, const po::positional_options_description* positional) {
+  const auto* missing = dynamic_cast<const po::required_option*>(&e);
+  if (missing && positional) {
+    auto name = missing->get_option_name();
+    name.erase(0, name.find_first_not_of('-'));
+    for (unsigned i = 0; i < positional->max_total_count() && i < 8; ++i) {
+      if (positional->name_for_position(i) != name) continue;
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+      return "the " + name + " argument is missing";
+    }
+  }
+  return e.what();
+}
+
 bool parse_args(po::options_description& desc, const std::vector<std::string>& args,
                 po::variables_map& vm, const po::positional_options_description* positional,
                 const char* command) {
@@ -306,7 +325,8 @@ bool parse_args(po::options_description& desc, const std::vector<std::string>& a
     }
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "knflow " << command << ": " << e.what() << "\n\n" << desc << "\n";
+    std::cerr << "knflow " << command << ": " << usage_error(e, positional) << "\n\n"
+              << desc << "\n";
     vm.clear();
     throw;
   }

@@ -286,6 +286,12 @@ class InvokeCliTest(unittest.TestCase):
             code, _, err = self.cli("invoke", "greet", "-n", NS, "--timeout", bad)
             self.assertEqual(code, 2, err)
             self.assertIn("--timeout must be a number of seconds", err)
+        # A missing positional argument is named as the usage line writes it.
+        for args, missing in ((("invoke",), "NAME"), (("runs", "get"), "ID")):
+            code, _, err = self.cli(*args, "-n", NS)
+            self.assertEqual(code, 2, err)
+            self.assertTrue(err.startswith(f"knflow {' '.join(args)}: the {missing} argument is "
+                                           "missing\n"), err)
         # A huge timeout is sent capped, without an exponent; the run answers as usual.
         code, out, err = self.cli("invoke", "greet", "-n", NS, "--timeout", "1e300", "-d",
                                   json.dumps({"name": "dee"}))
