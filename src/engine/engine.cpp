@@ -23,7 +23,6 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <atomic>
-#include <ctime>
 #include <mutex>
 #include <random>
 
@@ -415,8 +414,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // Sends a request, but stops waiting as soon as the scope is cancelled (a lost `any` branch, a
   // cancelled run, a shutdown): nullopt then. The request itself finishes in the background and
-  // its answer is dropped.
+  // its answer is dropped. A scope cancelled already (while the caller wrote its attempt) sends
+  // nothing.
   asio::awaitable<std::optional<HttpResponse>> send_cancellable(Scope& scope, HttpRequest req) {
+    if (scope.cancelled()) co_return std::nullopt;
     struct Shared {
       std::optional<HttpResponse> response;
     };
@@ -1640,11 +1641,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     run->trace_id = trace_id.value_or(random_hex(16));
     if (run->workflow->spec.timeout) {
-      // The run deadline counts from the run's start (a retry starts it again), across restarts.
-      std::tm tm{};
-      strptime(run->started_at.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+      // The run deadline counts from the run's start (a retry starts it again), across restarts,
+      // to the millisecond. A start that does not read back (never written so by the engine) gives
+      // the whole timeout from now.
+      const auto start = model::parse_rfc3339(run->started_at);
+      const auto* at = std::get_if<model::Instant>(&start);
       run->deadline =
-          std::chrono::system_clock::from_time_t(timegm(&tm)) + run->workflow->spec.timeout->value;
+          (at ? std::chrono::system_clock::time_point(*at) : std::chrono::system_clock::now()) +
+          run->workflow->spec.timeout->value;
     }
     const auto attempts = store.attempts(rec.id);
     for (const auto& a : attempts) run->attempt_seq = std::max(run->attempt_seq, a.seq);
