@@ -1215,9 +1215,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       req.headers.emplace_back("Authorization", "Bearer " + settings.broker_token);
     }
     req.body = std::move(encoded.body);
+    // Like a call: bounded by the step's or run's deadline, abandoned when the run or branch is
+    // cancelled.
     req.timeout = settings.default_call_timeout;
-    auto res = co_await http.send(std::move(req));
+    if (env.deadline) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(*env.deadline -
+                                                               std::chrono::steady_clock::now());
+      req.timeout = std::max(std::chrono::milliseconds(1), std::min(req.timeout, left));
+    }
+    auto answered = co_await send_cancellable(*env.scope, std::move(req));
+    if (!answered) {
+      check_live(run, *env.scope, std::nullopt, path);  // the scope was cancelled: throws
+      throw make_fault("runtime", 499, "Cancelled", "the emit was abandoned", path);
+    }
+    const auto& res = *answered;
     if (res.error || res.status / 100 != 2) {
+      check_live(run, *env.scope, env.deadline, path);  // cut short by the deadline: 408
       throw make_fault(
           "communication", res.status ? res.status : 502, "Emit failed",
           res.error ? res.error_message : "the broker answered " + std::to_string(res.status),

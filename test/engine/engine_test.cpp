@@ -976,6 +976,22 @@ TEST_CASE("engine: an emit that catch.retry runs again sends the same event id",
   CHECK(ids[0].ends_with(":/do/0/try/0"));
 }
 
+TEST_CASE("engine: an emit ends at its step's deadline, as a call does", "[engine][emit]") {
+  // The broker does not answer for a minute; the step's timeout is what ends the emit, with the
+  // deadline's 408 (it used to wait for its own 30 s timeout and fault 502).
+  EngineFixture f;
+  f.echo.route("/broker/test", {.delay = std::chrono::minutes(1)});
+  auto yaml = header("emit-deadline") + R"(  do:
+    - name: tell
+      timeout: PT0.2S
+      emit: {type: com.example.told, source: /test}
+)";
+  auto out = f.run(yaml);
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "timeout");
+  CHECK(out.error->at("status").as_int64() == 408);
+}
+
 TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
   EngineFixture f;
   auto yaml = header("sleeper") + R"(  do:
