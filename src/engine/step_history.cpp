@@ -230,8 +230,12 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     if (auto started = text_member(v, "startedAt")) s["startedAt"] = *started;
     if (auto finished = text_member(v, "finishedAt")) s["finishedAt"] = *finished;
     // Where the flow went: a switch's decision always, another step's when not to the next step.
+    // A fork with `join: each` sends each output on through the rest of its list itself, and its
+    // entry says "end" for that (replay needs it), not a `then` of its own.
     const bool decides = std::holds_alternative<model::SwitchStep>(r->step->construct);
-    if (auto flow = text_member(v, "flow"); flow && (decides || *flow != "continue")) {
+    const auto* fork = std::get_if<model::ForkStep>(&r->step->construct);
+    const bool each = fork && fork->join == model::Join::each && !r->step->then;
+    if (auto flow = text_member(v, "flow"); flow && !each && (decides || *flow != "continue")) {
       s["then"] = *flow;
     }
     if (const auto* caught = v.if_contains("caught")) s["caught"] = *caught;  // a `try`

@@ -53,6 +53,20 @@ spec:
         - {name: check, if: '${ $item > 1 }', raise: {type: validation, status: 422, title: Too big}}
 """
 
+EACH = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: each}
+spec:
+  do:
+    - name: split
+      fork:
+        join: each
+        branches:
+          - {name: one, set: {n: 1}}
+          - {name: two, set: {n: 2}}
+    - {name: double, set: '${ {n: (.n * 2)} }'}
+"""
+
 NAP = """apiVersion: knflow.dev/v1alpha1
 kind: Workflow
 metadata: {name: nap}
@@ -77,7 +91,7 @@ class StepHistoryTest(unittest.TestCase):
     def setUp(self):
         self.d = Daemon()
         self.d.start()
-        for doc in (TOUR, LOOP_FAULT, NAP):
+        for doc in (TOUR, LOOP_FAULT, NAP, EACH):
             status, _, body = self.d.call("POST", NS + "/workflows", doc, content_type="application/yaml")
             self.assertEqual(status, 201, body)
 
@@ -156,6 +170,19 @@ class StepHistoryTest(unittest.TestCase):
         rows = {r["PATH"]: r for r in table(out, ["STEP", "PATH", "KIND"])}
         self.assertEqual(rows["/do/0/for/1/0"]["PHASE"], "faulted")
         self.assertIn("Too big", rows["/do/0/for/1/0"]["DETAIL"])
+
+    def test_a_fork_with_join_each_and_what_each_output_went_through(self):
+        status, run_id, body = self.invoke("each")
+        self.assertEqual(status, 200, body)
+        steps = {s["path"]: s for s in self.steps(run_id)}
+        self.assertEqual({p: (s["name"], s["phase"]) for p, s in steps.items()},
+                         {"/do/0": ("split", "completed"),
+                          "/do/0/fork/0": ("one", "completed"),
+                          "/do/0/fork/1": ("two", "completed"),
+                          "/do/0/each/0/1": ("double", "completed"),
+                          "/do/0/each/1/1": ("double", "completed")})
+        self.assertNotIn("then", steps["/do/0"])  # it has no `then`: the outputs went on
+        self.assertEqual(steps["/do/0/each/1/1"]["output"], {"n": 4})
 
     def test_a_wait_waiting_then_cancelled(self):
         status, _, body = self.d.call("POST", f"{NS}/workflows/nap:invoke?mode=async", "{}")
