@@ -48,6 +48,14 @@ Fault make_fault(std::string_view type, unsigned status, std::string title, std:
   return f;
 }
 
+std::string capped(const json::value& v, std::size_t cap) {
+  std::string text = json::serialize(v);
+  if (text.size() <= cap) return text;
+  json::object marker{
+      {"truncated", true}, {"bytes", text.size()}, {"head", text.substr(0, cap / 2)}};
+  return json::serialize(marker);
+}
+
 }  // namespace detail
 
 namespace {
@@ -115,14 +123,6 @@ std::string new_run_id() {
 }
 
 bool truthy(const json::value& v) { return !(v.is_null() || (v.is_bool() && !v.as_bool())); }
-
-std::string capped(const json::value& v, std::size_t cap) {
-  std::string text = json::serialize(v);
-  if (text.size() <= cap) return text;
-  json::object marker{
-      {"truncated", true}, {"bytes", text.size()}, {"head", text.substr(0, cap / 2)}};
-  return json::serialize(marker);
-}
 
 std::string base64(std::string_view in) {
   std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');

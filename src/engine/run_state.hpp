@@ -1,7 +1,8 @@
 #pragma once
 
-// Engine internals shared by engine.cpp and interpreter.cpp: one run's state and the ways the
-// interpreter reaches the outside world (store, HTTP, expressions). Not a public header.
+// Engine internals shared by its sources (engine.cpp, step_history.cpp): one run's state, the
+// ways the interpreter reaches the outside world (store, HTTP, expressions) and how run records
+// cap data. Not a public header.
 
 #include "knflow/engine/cloudevent.hpp"
 #include "knflow/engine/engine.hpp"
@@ -36,6 +37,10 @@ struct Fault {
 std::string error_type_uri(std::string_view short_type);
 Fault make_fault(std::string_view type, unsigned status, std::string title, std::string detail,
                  std::string instance);
+
+// A value as a run record keeps it: its JSON text, or, above `cap` bytes, the marker
+// {"truncated": true, "bytes": <size>, "head": "<the first cap/2 bytes of the text>"}.
+std::string capped(const json::value& v, std::size_t cap);
 
 // The current event: its data as JSON and its other attributes (event.data unused).
 struct Current {

@@ -3,6 +3,7 @@
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/timestamp.hpp"
+#include "run_state.hpp"
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -72,11 +73,9 @@ std::optional<std::string> text_member(const json::object& o, std::string_view k
   return std::nullopt;
 }
 
-json::value capped_value(json::value v, std::size_t cap) {
-  std::string text = json::serialize(v);
-  if (text.size() <= cap) return v;
-  return json::object{
-      {"truncated", true}, {"bytes", text.size()}, {"head", text.substr(0, cap / 2)}};
+// Capped as an attempt's data is (detail::capped), as JSON.
+json::value capped_value(const json::value& v, std::size_t cap) {
+  return model::parse_data(detail::capped(v, cap));
 }
 
 // The output data of a completed step's journal value: one output's data, or the array of them
@@ -240,7 +239,7 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     }
     if (const auto* caught = v.if_contains("caught")) s["caught"] = *caught;  // a `try`
     if (const auto* tries = v.if_contains("tries")) s["tries"] = *tries;
-    if (auto out = output_data(v)) s["output"] = capped_value(std::move(*out), cap);
+    if (auto out = output_data(v)) s["output"] = capped_value(*out, cap);
   }
 
   // Calls: how many attempts each made. A call without a journal entry (the one whose commit
@@ -273,7 +272,7 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
       try {
         auto v = model::parse_data(*output);
         if (ended_run && v.is_object() && v.as_object().contains("data")) v = v.at("data");
-        s["output"] = capped_value(std::move(v), cap);
+        s["output"] = capped_value(v, cap);
       } catch (const std::exception&) {
       }
     }
