@@ -165,14 +165,14 @@ std::string error_kind(const json::object& e) {
   return type.empty() ? "status " + status : type + ", status " + status;
 }
 
-// How long a step took, from its startedAt and finishedAt: "87 ms", "3.2 s", "<1 ms"; empty when
-// either is missing or unreadable.
+// How long a step took, from its startedAt and finishedAt: "87 ms", "3.2 s", "<1 ms"; "-" (a
+// table's empty cell) when either is missing or unreadable.
 std::string took(const json::object& step) {
   auto started = model::parse_rfc3339(text(step, "startedAt"));
   auto finished = model::parse_rfc3339(text(step, "finishedAt"));
   const auto* a = std::get_if<model::Instant>(&started);
   const auto* b = std::get_if<model::Instant>(&finished);
-  if (!a || !b || *b < *a) return {};
+  if (!a || !b || *b < *a) return "-";
   const auto ms = (*b - *a).count();
   if (ms == 0) return "<1 ms";
   if (ms < 10'000) return std::to_string(ms) + " ms";
@@ -499,8 +499,8 @@ int runs(const std::vector<std::string>& args) {
       for (const auto& s : step_list) {
         if (!s.is_object()) continue;
         const auto& o = s.as_object();
-        rows.push_back({str(o, "name"), str(o, "path"), str(o, "kind"), str(o, "phase"),
-                        took(o).empty() ? "-" : took(o), step_detail(o)});
+        rows.push_back({str(o, "name"), str(o, "path"), str(o, "kind"), str(o, "phase"), took(o),
+                        step_detail(o)});
       }
       std::cout << "\n";
       print_table(rows);

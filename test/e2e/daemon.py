@@ -1,12 +1,14 @@
 """Starts the real knflow binary for end-to-end tests: a fresh data directory, a free port,
 and helpers to call it with urllib. Test tooling only."""
 
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -134,3 +136,39 @@ def workflow(name, url="http://127.0.0.1:9000"):
         "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
         "spec": {"functions": {"echo": {"url": url}}, "do": [{"name": "say", "call": "echo"}]},
     })
+
+
+class LocalFunction:
+    """A function on a local HTTP server (127.0.0.1, a free port) for the tests: `respond(path,
+    headers, body)` gives (status, JSON text) for each POST, called on the server's thread for
+    that request (so it may block to hold the request in flight). A connection the daemon
+    dropped meanwhile is ignored."""
+
+    def __init__(self, respond):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, text = respond(self.path, self.headers, body)
+                payload = text.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the daemon gave up on this request, or was killed
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -4,17 +4,15 @@ same data directory, and every run must then end as it would have without the ki
 phase and output, no completed step run again, waits, joins, loops, retries, catch handlers and
 switch decisions going on where they were, one reply per run, one dead letter."""
 
-import http.server
 import json
 import os
 import signal
 import sys
 import threading
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import Daemon, wait_until  # noqa: E402
+from daemon import Daemon, LocalFunction, wait_until  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 TERMINAL = ("completed", "faulted", "cancelled")
@@ -29,36 +27,16 @@ class Functions:
         self.requests = []
         self.lock = threading.Lock()
         self.opened = threading.Event()
-        outer = self
+        self.server = LocalFunction(self.respond)
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                body = json.loads(raw) if raw else None
-                path = self.path
-                with outer.lock:
-                    outer.requests.append((path, self.headers.get("ce-id"), body))
-                    n = sum(1 for p, _, _ in outer.requests if p == path)
-                status, answer = outer.answer(path, n, body)
-                payload = json.dumps(answer).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:
-                    pass  # the killed daemon's connection
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def respond(self, path, headers, raw):
+        body = json.loads(raw) if raw else None
+        with self.lock:
+            self.requests.append((path, headers.get("ce-id"), body))
+            n = sum(1 for p, _, _ in self.requests if p == path)
+        status, answer = self.answer(path, n, body)
+        return status, json.dumps(answer)
 
     def hold(self):
         self.opened.wait(120)
@@ -89,8 +67,7 @@ class Functions:
 
     def close(self):
         self.open()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 def workflow(name, fn, steps, extra=""):

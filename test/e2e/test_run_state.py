@@ -3,7 +3,6 @@ stored and read back after kill -9), a run whose stored state no longer decodes 
 the daemon starts and the other runs resume), a retry after the run's own timeout (a fresh
 deadline), and W3C trace context (validated on the way in, sent with every delivery)."""
 
-import http.server
 import json
 import os
 import re
@@ -15,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import Daemon  # noqa: E402
+from daemon import Daemon, LocalFunction  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
@@ -36,47 +35,24 @@ def depth_of(value):
     return d
 
 
-class Function:
+class Function(LocalFunction):
     """A local HTTP function: records every request; `answer(n, body)` decides each answer (n
     counts requests from 1). Returns (status, body) or (status, body, seconds to wait first)."""
 
     def __init__(self, answer):
         self.requests = []
         self.lock = threading.Lock()
-        outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def respond(path, headers, body):
+            with self.lock:
+                self.requests.append((path, dict(headers), body))
+                n = len(self.requests)
+            status, text, *pause = answer(n, body)
+            if pause:
+                time.sleep(pause[0])
+            return status, text
 
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer.lock:
-                    outer.requests.append((self.path, dict(self.headers), body))
-                    n = len(outer.requests)
-                status, text, *pause = answer(n, body)
-                if pause:
-                    time.sleep(pause[0])
-                payload = text.encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:
-                    pass  # the daemon gave up on this request
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(respond)
 
 
 class RunStateTest(unittest.TestCase):

@@ -31,6 +31,15 @@ using namespace knflow;
 
 namespace {
 
+// Polls `done` every 10 ms, up to 10 s, and requires it: for what another thread gets to (an
+// attempt, a journal entry, a request the echo server read).
+void wait_until(const std::function<bool()>& done) {
+  for (int i = 0; i < 1000 && !done(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(done());
+}
+
 // Everything an engine needs, running on two background threads.
 class EngineFixture {
  public:
@@ -182,10 +191,15 @@ class EngineFixture {
   // Polls the store (up to 10 s) until the run's record has `phase`: its last write may come
   // after the outcome a waiter sees (the reply is sent first).
   void wait_stored(const std::string& id, store::RunPhase phase) {
-    for (int i = 0; i < 1000 && record(id)->phase != phase; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    wait_until([&] { return record(id)->phase == phase; });
+  }
+
+  // Whether the run has an attempt at `path` that completed.
+  bool completed_at(const std::string& id, const std::string& path) {
+    for (const auto& a : attempts(id)) {
+      if (a.path == path && a.phase == store::AttemptPhase::completed) return true;
     }
-    REQUIRE(record(id)->phase == phase);
+    return false;
   }
 
   engine::Engine& engine() { return *engine_; }
@@ -492,16 +506,7 @@ TEST_CASE("engine: a join each output goes on through the list as soon as its br
     return out;
   };
   auto id = f.start(yaml);
-  auto quick_went_on = [&] {
-    for (const auto& a : f.attempts(id)) {
-      if (a.path == "/do/0/each/0/1" && a.phase == store::AttemptPhase::completed) return true;
-    }
-    return false;
-  };
-  for (int i = 0; i < 1000 && !quick_went_on(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  REQUIRE(quick_went_on());
+  wait_until([&] { return f.completed_at(id, "/do/0/each/0/1"); });  // the quick branch went on
   CHECK(next_bodies() ==
         std::vector<json::value>{json::parse(R"({"branch": "quick", "forked": true})")});
   // A restart meanwhile: what went on is not run again; the held branch runs again and goes on.
@@ -824,10 +829,7 @@ TEST_CASE("engine: a catch.retry backoff ends at the step's deadline and at a ca
       auto attempts = f.attempts(id);
       return attempts.size() == 1 && attempts[0].phase == store::AttemptPhase::faulted;
     };
-    for (int i = 0; i < 500 && !faulted_once(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    REQUIRE(faulted_once());
+    wait_until(faulted_once);
     CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
           engine::Engine::Control::ok);
     auto out = f.wait(id);
@@ -1022,10 +1024,7 @@ TEST_CASE("engine: a restarted engine resumes runs from their last completed ste
     }
     return false;
   };
-  for (int i = 0; i < 500 && !first_journalled(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  REQUIRE(first_journalled());
+  wait_until(first_journalled);
   REQUIRE(f.echo.requests().size() == 1);
   f.stop_engine();
   REQUIRE(f.record(id)->phase == store::RunPhase::running);
@@ -1057,13 +1056,6 @@ TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
     }
     return std::string();
   };
-  auto wait_for = [&](const std::function<bool()>& done) {
-    for (int i = 0; i < 1000 && !done(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    REQUIRE(done());
-  };
-
   SECTION("a restart during a retry runs that retry again, not the try's first attempt") {
     // The first request fails (its connection is closed), the retry hangs.
     f.echo.route("/flaky", {.delay = std::chrono::seconds(30), .drop_first = 1});
@@ -1076,7 +1068,7 @@ TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
         retry: {limit: 2, backoff: constant, delay: PT0.01S}
 )";
     auto id = f.start(yaml, R"({"k": 1})");
-    wait_for([&] { return requests_to("/flaky").size() == 2; });
+    wait_until([&] { return requests_to("/flaky").size() == 2; });
     f.stop_engine();
     f.echo.route("/flaky", {});  // answers at once now
     f.start_engine();
@@ -1103,7 +1095,7 @@ TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
           - {name: handle, call: handler, input: '${ {failed: $error.instance} }'}
 )";
     auto id = f.start(yaml);
-    wait_for([&] { return requests_to("/handler").size() == 1; });
+    wait_until([&] { return requests_to("/handler").size() == 1; });
     REQUIRE(requests_to("/down").size() == 2);
     f.stop_engine();
     f.echo.route("/handler", {});
@@ -1132,9 +1124,7 @@ TEST_CASE("engine: a step's timeout counts from when the step began, across a re
   auto restart_after_deadline = [&](const std::string& yaml) {
     const auto began = std::chrono::system_clock::now();
     auto id = f.start(yaml);
-    for (int i = 0; i < 1000 && hang_requests() == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    wait_until([&] { return hang_requests() > 0; });
     REQUIRE(hang_requests() == 1);
     f.stop_engine();
     while (std::chrono::system_clock::now() < began + std::chrono::milliseconds(1100)) {
@@ -1272,9 +1262,7 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
     - {name: two, call: a}
 )";
     auto id = f.start(yaml);
-    for (int i = 0; i < 500 && f.echo.requests().empty(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    wait_until([&] { return !f.echo.requests().empty(); });
     REQUIRE(f.echo.requests().size() == 1);
     // Hold the store strand: the commit that ends `one` (and begins `two`) waits behind it while
     // the run is cancelled, so `two` finds the run cancelled when it is entered.
@@ -1435,17 +1423,7 @@ TEST_CASE("engine: a redrive reuses the iterations and branches that completed",
   // Redriven: the third item again, then the fourth; the fork's left branch completes while the
   // right one hangs, and the run is cancelled there.
   redrive(id);
-  auto left_done = [&] {
-    for (const auto& a : f.attempts(id)) {
-      if (a.path == "/do/1/fork/0" && a.phase == store::AttemptPhase::completed) return true;
-    }
-    return false;
-  };
-  for (int i = 0; i < 1000 && !(left_done() && count("/right") == 1); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  REQUIRE(left_done());
-  REQUIRE(count("/right") == 1);
+  wait_until([&] { return f.completed_at(id, "/do/1/fork/0") && count("/right") == 1; });
   CHECK(count("/item") == 5);
   CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
         engine::Engine::Control::ok);
