@@ -929,6 +929,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                          const std::string& path, Current cur,
                                          std::shared_ptr<const EachNext> each_next = {}) {
     const auto join = fork.join.value_or(model::Join::all);
+    if (join == model::Join::any) {
+      // A winner journaled before a restart that came before the fork's own commit: the losers
+      // are not started again.
+      if (auto won = journaled_winner(*env.run, fork, path)) {
+        StepOutcome out;
+        out.outputs.push_back(collapse(std::move(won->outputs), cur));
+        co_return out;
+      }
+    }
     std::vector<Task> tasks;
     for (std::size_t k = 0; k < fork.branches.size(); ++k) {
       const model::Steps* one = &fork.branches;  // each branch is a single step of the list
@@ -961,6 +970,27 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       out.outputs.push_back(std::move(joined));
     }
     co_return out;
+  }
+
+  // The branch of a `join: any` fork that completed first, from the journal: the one with the
+  // earliest finish (entries journaled before finish times were kept count as earliest), the
+  // lowest index among equals.
+  static std::optional<StepOutcome> journaled_winner(const Run& run, const model::ForkStep& fork,
+                                                     const std::string& path) {
+    const json::value* won = nullptr;
+    std::string won_at;
+    for (std::size_t k = 0; k < fork.branches.size(); ++k) {
+      auto it = run.journal.find(path + "/fork/" + std::to_string(k));
+      if (it == run.journal.end() || it->second.state != "completed") continue;
+      const auto* at = it->second.value.as_object().if_contains("finishedAt");
+      std::string finished = at && at->is_string() ? std::string(at->as_string()) : "";
+      if (!won || finished < won_at) {
+        won = &it->second.value;
+        won_at = std::move(finished);
+      }
+    }
+    if (!won) return std::nullopt;
+    return outcome_from_json(*won);
   }
 
   // Runs branch `k` (one step) of the fork at `path` as a list of its own, so that its `then: end`

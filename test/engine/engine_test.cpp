@@ -182,6 +182,11 @@ class EngineFixture {
     return out;
   }
 
+  // Writes a journal entry as the engine would have before a restart.
+  void put_journal(const std::string& id, const store::JournalEntry& entry) {
+    on_store([&] { runs_->put_journal(id, entry); });
+  }
+
   std::optional<store::RunRecord> record(const std::string& id) {
     std::optional<store::RunRecord> out;
     on_store([&] { out = runs_->get_run(id); });
@@ -1034,6 +1039,44 @@ TEST_CASE("engine: a restarted engine resumes runs from their last completed ste
   // `before` was not called again: one request before the stop, one for `after`.
   CHECK(f.echo.requests().size() == 2);
   CHECK(f.record(id)->phase == store::RunPhase::completed);
+}
+
+TEST_CASE("engine: a restarted join any fork takes its journaled winner; the losers stay stopped",
+          "[engine][durable][fork]") {
+  // A restart between the winning branch's commit and the fork's own started every branch again:
+  // a losing branch began a new attempt (and could call its function again) before the replayed
+  // winner cancelled it.
+  EngineFixture f;
+  f.echo.route("/slow", json_answer(R"({"from": "slow"})", std::chrono::seconds(30)));
+  f.echo.route("/won", json_answer(R"({"from": "won"})", std::chrono::seconds(30)));
+  auto yaml = header("racing") + functions(f, {"slow", "won"}) + R"(  do:
+    - name: race
+      fork:
+        join: any
+        branches:
+          - {name: loser, call: slow}
+          - {name: winner, call: won}
+)";
+  auto id = f.start(yaml);
+  wait_until([&] { return f.echo.requests().size() == 2; });
+  f.stop_engine();
+  // What the engine journals when a branch completes, as if the winner's commit came just before
+  // the stop.
+  f.put_journal(id, {.path = "/do/0/fork/1",
+                     .state = store::JournalState::completed,
+                     .value_json = R"({"outputs": [{"data": {"from": "won"},
+                                       "event": {"id": "w", "source": "/won", "type": "t"}}],
+                                       "flow": "continue",
+                                       "startedAt": "2026-01-01T00:00:00.000Z",
+                                       "finishedAt": "2026-01-01T00:00:00.100Z"})"});
+  f.echo.route("/slow", json_answer(R"({"from": "slow"})"));  // would win at once now
+  f.start_engine();
+  auto out = f.wait(id);
+  CHECK(EngineFixture::data(out) == json::parse(R"({"from": "won"})"));
+  CHECK(f.echo.requests().size() == 2);  // no request after the restart
+  std::size_t loser_attempts = 0;
+  for (const auto& a : f.attempts(id)) loser_attempts += a.path == "/do/0/fork/0" ? 1 : 0;
+  CHECK(loser_attempts == 1);  // the one the stop interrupted, no new one
 }
 
 TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
