@@ -1435,8 +1435,41 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
   }
 
+  // Delivers a run's reply or dead letter as a Knative subscription delivers to its subscriber:
+  // retried on what the delivery contract retries (a 2xx ends it; another 4xx is final), with the
+  // workflow's `spec.retry` but at least three retries, each request with the default call timeout
+  // (these deliveries come after the run's steps: its deadline does not bound them). A cancel or
+  // a shutdown of the run ends the backoff: nullopt then, as when nothing was answered at all.
+  asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, const HttpRequest& req) {
+    const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
+    const std::int64_t limit = std::max<std::int64_t>(policy.limit, 3);
+    for (std::int64_t attempt = 1;; ++attempt) {
+      auto res = co_await http.send(req);
+      const unsigned s = res.error ? 0 : res.status;
+      if (s / 100 == 2 || !is_retryable_status(s) || attempt > limit) co_return res;
+      std::optional<std::chrono::milliseconds> retry_after;
+      for (const auto& [k, v] : res.headers) {
+        if (k == "retry-after")
+          retry_after = parse_retry_after(v, std::chrono::system_clock::now());
+      }
+      std::chrono::milliseconds delay;
+      {
+        std::lock_guard lock(mutex);
+        delay = retry_delay(policy, attempt, retry_after, rng);
+      }
+      if (!co_await sleep_until(run.root, std::chrono::steady_clock::now() + delay)) {
+        co_return std::nullopt;
+      }
+    }
+  }
+
+  static std::string delivery_error(const std::optional<HttpResponse>& res) {
+    if (!res) return "abandoned: the run was cancelled or the daemon is stopping";
+    return res->error ? res->error_message : std::to_string(res->status);
+  }
+
   // Sends the event that exhausted its retries to spec.deadLetter with Knative's extensions.
-  asio::awaitable<void> dead_letter(const Run& run, CloudEvent event, const std::string& dest,
+  asio::awaitable<void> dead_letter(Run& run, CloudEvent event, const std::string& dest,
                                     unsigned status, const std::string& body) {
     const auto& dl = run.workflow->spec.dead_letter;
     if (!dl || !dl->uri) co_return;
@@ -1453,23 +1486,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     req.headers.emplace_back("traceparent", traceparent(run));
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
-    const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
-    for (std::int64_t attempt = 1;; ++attempt) {
-      auto res = co_await http.send(req);
-      if (!res.error && res.status / 100 == 2) break;
-      const unsigned s = res.error ? 0 : res.status;
-      if (!is_retryable_status(s) || attempt > std::max<std::int64_t>(policy.limit, 3)) {
-        log::warn("Failed to deliver to the dead-letter sink",
-                  {{"run", run.id}, {"url", *dl->uri}, {"status", std::to_string(s)}});
-        co_return;
-      }
-      std::chrono::milliseconds delay;
-      {
-        std::lock_guard lock(mutex);
-        delay = retry_delay(policy, attempt, std::nullopt, rng);
-      }
-      asio::steady_timer t(co_await asio::this_coro::executor, delay);
-      co_await t.async_wait(use_tuple);
+    auto res = co_await deliver(run, req);
+    if (!res || res->error || res->status / 100 != 2) {
+      log::warn("Failed to deliver to the dead-letter sink",
+                {{"run", run.id}, {"url", *dl->uri}, {"error", delivery_error(res)}});
+      co_return;
     }
     if (metrics) metrics->dead_lettered();
   }
@@ -1526,6 +1547,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
       if (finals.empty()) finals.push_back(std::move(ev));
       for (auto& e : finals) co_await send_reply(*run, std::move(e));
+      if (stopping_now()) co_return;  // stopped while replying: replied again at the next start
     }
     run->record.phase = outcome.phase == "completed"   ? store::RunPhase::completed
                         : outcome.phase == "cancelled" ? store::RunPhase::cancelled
@@ -1550,7 +1572,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     finish(run, std::move(outcome));
   }
 
-  asio::awaitable<void> send_reply(const Run& run, CloudEvent ev) {
+  // Sends a final event to spec.reply (deliver(): retried as Knative retries a Sequence's reply);
+  // one that cannot be delivered goes to spec.deadLetter, with the reply's URL as its
+  // `knativeerrordest`, as Knative dead-letters a reply. The run stays completed either way.
+  asio::awaitable<void> send_reply(Run& run, CloudEvent ev) {
     const auto& reply = run.workflow->spec.reply;
     if (!reply || !reply->uri) co_return;
     ev.extensions.erase("traceparent");
@@ -1561,13 +1586,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     req.headers.emplace_back("traceparent", traceparent(run));
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
-    auto res = co_await http.send(std::move(req));
-    if (res.error || res.status / 100 != 2) {
-      log::warn("Failed to deliver a run's reply",
-                {{"run", run.id},
-                 {"url", *reply->uri},
-                 {"error", res.error ? res.error_message : std::to_string(res.status)}});
-    }
+    auto res = co_await deliver(run, req);
+    if (res && !res->error && res->status / 100 == 2) co_return;
+    log::warn("Failed to deliver a run's reply",
+              {{"run", run.id}, {"url", *reply->uri}, {"error", delivery_error(res)}});
+    // Abandoned: at a shutdown the run resumes at the next start and replies again; a cancel of
+    // the run gives the reply up.
+    if (!res) co_return;
+    const unsigned status = res->error ? 0 : res->status;
+    co_await dead_letter(run, std::move(ev), *reply->uri, status, res->body);
   }
 
   bool stopping_now() {

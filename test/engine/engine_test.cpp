@@ -601,6 +601,52 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
   }
 }
 
+TEST_CASE("engine: a reply is retried as a delivery, then dead-lettered; the run stays completed",
+          "[engine][retry]") {
+  // It was sent once, and a failure only logged: a reply sink that was briefly down lost it.
+  EngineFixture f;
+  f.echo.route("/echo", {});
+  f.echo.route("/dls", {});
+  auto yaml = [&](const std::string& sink) {
+    return header("replying-" + sink.substr(1),
+                  "  reply: {uri: \"" + f.echo.url(sink) + "\"}\n  deadLetter: {uri: \"" +
+                      f.echo.url("/dls") + "\"}\n" +
+                      "  retry: {limit: 1, backoff: constant, delay: PT0.01S}\n") +
+           functions(f, {"echo"}) + "  do:\n    - {name: call-it, call: echo}\n";
+  };
+  auto to = [&](const std::string& target) {
+    std::vector<test::EchoRequest> out;
+    for (auto& r : f.echo.requests()) {
+      if (r.target == target) out.push_back(r);
+    }
+    return out;
+  };
+  SECTION("a 503 and a dropped connection are retried, at least three times") {
+    f.echo.route("/reply", {.drop_first = 1, .statuses = {200, 503}});
+    auto out = f.run(yaml("/reply"), R"({"n": 1})");
+    CHECK(EngineFixture::data(out) == json::parse(R"({"n": 1})"));
+    auto replies = to("/reply");
+    REQUIRE(replies.size() == 3);  // dropped, 503, 200: more than spec.retry's one retry
+    CHECK(json::parse(replies[2].body) == json::parse(R"({"n": 1})"));
+    CHECK(to("/dls").empty());
+  }
+  SECTION("a 400 is final: the reply goes to the dead-letter sink") {
+    f.echo.route("/refusing", {.status = 400, .body = "no"});
+    std::string id;
+    auto out = f.run(yaml("/refusing"), R"({"n": 2})", &id);
+    CHECK(out.phase == "completed");
+    CHECK(to("/refusing").size() == 1);
+    auto dls = to("/dls");
+    REQUIRE(dls.size() == 1);
+    std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
+    CHECK(h["ce-knativeerrordest"] == f.echo.url("/refusing"));
+    CHECK(h["ce-knativeerrorcode"] == "400");
+    CHECK(h["ce-knativeerrordata"] == "bm8=");  // base64("no")
+    CHECK(json::parse(dls[0].body) == json::parse(R"({"n": 2})"));
+    f.wait_stored(id, store::RunPhase::completed);
+  }
+}
+
 TEST_CASE("engine: step if skips a step, a nested do runs in order, then jumps to a named step",
           "[engine][flow]") {
   EngineFixture f;
