@@ -183,6 +183,22 @@ bool path_less(std::string_view a, std::string_view b) {
   return sa.size() < sb.size();
 }
 
+namespace {
+
+// Calls `f` with each step that holds the one at `outer`, innermost first.
+template <typename F>
+void each_container(const model::Workflow& definition, std::string outer, F f) {
+  while (true) {
+    const auto cut = outer.rfind('/');
+    if (cut == std::string::npos || cut == 0) return;
+    outer.resize(cut);
+    auto o = resolve_step(definition, outer);
+    if (o && o->path == outer) f(*o);
+  }
+}
+
+}  // namespace
+
 json::array step_history(const model::Workflow& definition, const store::RunRecord& run,
                          const std::vector<store::JournalEntry>& journal,
                          const std::vector<store::AttemptRecord>& attempts, std::size_t cap) {
@@ -278,6 +294,18 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     }
   }
 
+  // The steps that hold a listed step (a loop, a fork, a `do`, a `try`) and have not completed
+  // are under way: they started before it and end after it. (A finished run's are then cancelled
+  // below, or faulted with the step the run faulted at.)
+  std::vector<std::string> listed;
+  for (const auto& [path, s] : steps) listed.push_back(path);
+  for (const auto& path : listed) {
+    each_container(definition, path, [&](const ResolvedStep& o) {
+      auto& c = entry(o);
+      if (!c.contains("phase")) c["phase"] = "running";
+    });
+  }
+
   // The step the run faulted at (a raise, a switch without a match, an expression, a call),
   // and the steps around it, which faulted with it.
   const bool faulted = run.phase == store::RunPhase::faulted;
@@ -293,18 +321,12 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
           s["error"] = error;
           if (!s.contains("finishedAt") && run.finished_at) s["finishedAt"] = *run.finished_at;
           // Its enclosing steps (a loop, a fork, a do) did not complete either.
-          std::string outer = r->path;
-          while (true) {
-            const auto cut = outer.rfind('/');
-            if (cut == std::string::npos || cut == 0) break;
-            outer.resize(cut);
-            auto o = resolve_step(definition, outer);
-            if (!o || o->path != outer) continue;
-            auto& p = entry(*o);
-            if (auto phase = text_member(p, "phase"); phase && *phase != "running") continue;
+          each_container(definition, r->path, [&](const ResolvedStep& o) {
+            auto& p = entry(o);
+            if (auto phase = text_member(p, "phase"); phase && *phase != "running") return;
             p["phase"] = faulted ? "faulted" : "cancelled";
             if (run.finished_at) p["finishedAt"] = *run.finished_at;
-          }
+          });
         }
       }
     } catch (const std::exception&) {

@@ -180,10 +180,15 @@ TEST_CASE("The history joins the journal, the attempts and the run's error") {
   CHECK(last.at("finishedAt") == "2026-01-01T00:00:09.000Z");
 
   CHECK(find(steps, "/do/5").at("phase") == "completed");
-  // Ordered by start; without a start, by the earliest start inside it (the try), else by finish
-  // (the raise).
-  CHECK(paths(steps) == std::vector<std::string>{"/do/0", "/do/1", "/do/4/while/0/0", "/do/5",
-                                                 "/do/5/try/0/0", "/do/6"});
+  // The loop around the wait was under way too, away from where the run faulted.
+  const auto& poll = find(steps, "/do/4");
+  CHECK(poll.at("kind") == "while");
+  CHECK(poll.at("phase") == "cancelled");
+  CHECK_FALSE(poll.contains("startedAt"));
+  // Ordered by start; without a start, by the earliest start inside it (the loop, the try), else
+  // by finish (the raise).
+  CHECK(paths(steps) == std::vector<std::string>{"/do/0", "/do/1", "/do/4", "/do/4/while/0/0",
+                                                 "/do/5", "/do/5/try/0/0", "/do/6"});
 }
 
 TEST_CASE("The history of a fault inside loops marks the steps around it faulted too") {
@@ -210,6 +215,37 @@ TEST_CASE("The history of a fault inside loops marks the steps around it faulted
   CHECK_FALSE(loop.contains("error"));
   // The loop, whose start is unknown, sorts by its first iteration's.
   CHECK(paths(steps) == std::vector<std::string>{"/do/2", "/do/2/for/0/0", "/do/2/for/1/0"});
+}
+
+TEST_CASE("The history lists the steps that hold a step under way as running") {
+  // Only calls and waits were listed while they ran: a loop showed its iterations but not itself
+  // until it completed, a fork branch's `do` not at all.
+  const auto wf = workflow();
+  RunRecord run;
+  run.phase = RunPhase::running;
+  const std::vector<JournalEntry> journal{
+      {"/do/2/for/0/0", JournalState::completed,
+       value("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z", "continue")},
+      {"/do/3/fork/1/do/0", JournalState::completed,
+       value("2026-01-01T00:00:04.000Z", "2026-01-01T00:00:04.001Z", "continue")}};
+  const std::vector<AttemptRecord> attempts{
+      attempt("/do/2/for/0/0", "one", 1, AttemptPhase::completed, "2026-01-01T00:00:01.000Z",
+              "2026-01-01T00:00:02.000Z"),
+      attempt("/do/2/for/1/0", "one", 2, AttemptPhase::running, "2026-01-01T00:00:03.000Z",
+              std::nullopt)};
+  const auto steps = step_history(wf, run, journal, attempts, 1024);
+  const auto& loop = find(steps, "/do/2");
+  CHECK(loop.at("kind") == "for");
+  CHECK(loop.at("phase") == "running");
+  CHECK_FALSE(loop.contains("startedAt"));
+  CHECK(find(steps, "/do/2/for/1/0").at("phase") == "running");
+  CHECK(find(steps, "/do/3").at("kind") == "fork");
+  CHECK(find(steps, "/do/3").at("phase") == "running");
+  CHECK(find(steps, "/do/3/fork/1").at("kind") == "do");
+  CHECK(find(steps, "/do/3/fork/1").at("phase") == "running");
+  CHECK(find(steps, "/do/3/fork/1/do/0").at("phase") == "completed");
+  CHECK(paths(steps) == std::vector<std::string>{"/do/2", "/do/2/for/0/0", "/do/2/for/1/0", "/do/3",
+                                                 "/do/3/fork/1", "/do/3/fork/1/do/0"});
 }
 
 TEST_CASE("The history caps outputs and marks skipped steps and caught errors") {
