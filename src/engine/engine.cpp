@@ -1414,18 +1414,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
       }
       if (is_retryable_status(status) && attempt - base <= policy.limit) {
-        std::optional<std::chrono::milliseconds> retry_after;
-        for (const auto& [k, v] : res.headers) {
-          if (k == "retry-after")
-            retry_after = parse_retry_after(v, std::chrono::system_clock::now());
-        }
-        std::chrono::milliseconds delay;
-        {
-          std::lock_guard lock(mutex);
-          delay = retry_delay(policy, attempt - base, retry_after, rng);
-        }
         if (metrics) metrics->retry();
-        auto until = std::chrono::steady_clock::now() + delay;
+        auto until = std::chrono::steady_clock::now() + backoff(policy, attempt - base, res);
         if (env.deadline && *env.deadline < until) until = *env.deadline;
         co_await sleep_until(*env.scope, until);
         continue;
@@ -1433,6 +1423,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       co_await dead_letter(run, out, url, status, res.body);
       throw fault;
     }
+  }
+
+  // The delay before retry number `retry` after the answer `res` (its Retry-After honoured).
+  std::chrono::milliseconds backoff(const EffectivePolicy& policy, std::int64_t retry,
+                                    const HttpResponse& res) {
+    std::optional<std::chrono::milliseconds> retry_after;
+    for (const auto& [k, v] : res.headers) {
+      if (k == "retry-after") retry_after = parse_retry_after(v, std::chrono::system_clock::now());
+    }
+    std::lock_guard lock(mutex);
+    return retry_delay(policy, retry, retry_after, rng);
   }
 
   // Delivers a run's reply or dead letter as a Knative subscription delivers to its subscriber:
@@ -1447,17 +1448,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto res = co_await http.send(req);
       const unsigned s = res.error ? 0 : res.status;
       if (s / 100 == 2 || !is_retryable_status(s) || attempt > limit) co_return res;
-      std::optional<std::chrono::milliseconds> retry_after;
-      for (const auto& [k, v] : res.headers) {
-        if (k == "retry-after")
-          retry_after = parse_retry_after(v, std::chrono::system_clock::now());
-      }
-      std::chrono::milliseconds delay;
-      {
-        std::lock_guard lock(mutex);
-        delay = retry_delay(policy, attempt, retry_after, rng);
-      }
-      if (!co_await sleep_until(run.root, std::chrono::steady_clock::now() + delay)) {
+      const auto until = std::chrono::steady_clock::now() + backoff(policy, attempt, res);
+      if (!co_await sleep_until(run.root, until)) {
         co_return std::nullopt;
       }
     }
