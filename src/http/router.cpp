@@ -2,7 +2,11 @@
 
 #include "knflow/http/assets.hpp"
 
+#include <boost/url/pct_string_view.hpp>
+
 #include <algorithm>
+#include <optional>
+#include <string>
 
 namespace knflow::http {
 namespace {
@@ -18,6 +22,13 @@ std::vector<std::string_view> split_path(std::string_view path) {
     path.remove_prefix(slash + 1);
   }
   return segments;
+}
+
+// A path or a segment of one with its escapes decoded; nullopt when an escape is malformed.
+std::optional<std::string> decoded(std::string_view encoded) {
+  auto pct = boost::urls::make_pct_string_view(encoded);
+  if (!pct) return std::nullopt;
+  return pct->decode();
 }
 
 bool is_asset(std::string_view path) {
@@ -45,7 +56,7 @@ bool match_segment(std::string_view tmpl, std::string_view seg,
 }
 
 bool match_template(const std::string& path_template, const std::vector<std::string>& want,
-                    std::string_view path, const std::vector<std::string_view>& got,
+                    std::string_view path, const std::vector<std::string>& got,
                     std::map<std::string, std::string>& params) {
   if (path_template == "/{asset*}") return is_asset(path);
   if (want.size() != got.size()) return false;
@@ -64,9 +75,17 @@ void Router::add(Route route) {
   routes_.push_back(std::move(route));
 }
 
-Match Router::match(std::string_view method, std::string_view path) const {
+Match Router::match(std::string_view method, std::string_view encoded_path) const {
   Match result;
-  const auto got = split_path(path);  // once per request, not once per route
+  // Split before decoding, so that an escaped slash (%2F) stays inside its segment; once per
+  // request, not once per route.
+  std::vector<std::string> got;
+  for (auto segment : split_path(encoded_path)) {
+    auto plain = decoded(segment);
+    if (!plain) return result;
+    got.push_back(std::move(*plain));
+  }
+  const auto path = decoded(encoded_path).value_or(std::string());
   for (std::size_t r = 0; r < routes_.size(); ++r) {
     const auto& route = routes_[r];
     std::map<std::string, std::string> params;

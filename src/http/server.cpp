@@ -230,7 +230,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 
   asio::awaitable<Response> dispatch(Request& req, std::string& route_label) {
-    Match m = router.match(req.method, req.path);
+    // The router splits the path as sent, then decodes each segment (an escaped slash is data).
+    const std::string sent_path = req.target.substr(0, req.target.find('?'));
+    Match m = router.match(req.method, sent_path);
     if (!m.route) {
       if (!m.allowed.empty()) {
         std::string allow;
@@ -241,7 +243,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         co_return res;
       }
       co_return make_problem(
-          simple_problem(404, "not-found", "No route matches " + req.path, req.path));
+          simple_problem(404, "not-found", "No route matches " + sent_path, req.path));
     }
     route_label = m.route->path_template;
     if (!allowed(*m.route, req, m.params)) {

@@ -321,6 +321,22 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
   }
 }
 
+TEST_CASE("http: a percent-encoded slash stays inside its path segment", "[http][paths]") {
+  ServerFixture server;
+  REQUIRE(server.call("POST", kCollection, workflow_json("hello")).status == 201);
+  // `hello%2Fhistory` is one name (an invalid one), not the history route of `hello`.
+  auto r = server.call("GET", kCollection + "/hello%2Fhistory");
+  require_problem(r, 400);
+  REQUIRE(r.json().at("detail").as_string().starts_with("Name \"hello/history\" in the path"));
+  // Nor is `shop%2Fworkflows` the namespace's collection: no route has such a segment, and the
+  // problem names the path as it was sent.
+  r = server.call("GET", "/api/v1/namespaces/shop%2Fworkflows");
+  require_problem(r, 404);
+  REQUIRE(r.json().at("detail") == "No route matches /api/v1/namespaces/shop%2Fworkflows");
+  // Other escapes decode as before: an escaped letter is the letter.
+  REQUIRE(server.call("GET", kCollection + "/hell%6F").status == 200);
+}
+
 TEST_CASE("http: every route demands a token unless it is public", "[http][auth]") {
   const auto broker_tokens = std::make_shared<const knflow::http::BrokerTokens>();
   std::set<std::string> broker_routes;

@@ -42,8 +42,10 @@ struct Match {
 class Router {
  public:
   void add(Route route);
-  // Finds the route for a method and a percent-decoded path. HEAD matches a GET route.
-  Match match(std::string_view method, std::string_view path) const;
+  // Finds the route for a method and a path as sent (percent-encoded): the path is split at
+  // its slashes first and each segment decoded then, so an escaped slash (%2F) is part of a
+  // name, never a separator. HEAD matches a GET route. No route for a malformed escape.
+  Match match(std::string_view method, std::string_view encoded_path) const;
   const std::vector<Route>& routes() const { return routes_; }
 
  private:
