@@ -61,6 +61,41 @@ struct ConnState {
   bool closing = false;  // the server is stopping: finish the current request, then close
 };
 
+// The offset of the first byte that is not part of valid UTF-8 (RFC 3629: no stray continuation
+// bytes, overlong forms, surrogates, code points above U+10FFFF or truncated sequences), or npos.
+// model::parse_document has the same check for documents; http does not depend on model.
+std::size_t find_invalid_utf8(std::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  for (std::size_t i = 0; i < n;) {
+    const unsigned char c = s[i];
+    std::size_t length = 1;
+    unsigned char low = 0x80;  // the allowed range of the second byte
+    unsigned char high = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      length = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      length = 3;
+      if (c == 0xE0) low = 0xA0;   // overlong
+      if (c == 0xED) high = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      length = 4;
+      if (c == 0xF0) low = 0x90;   // overlong
+      if (c == 0xF4) high = 0x8F;  // above U+10FFFF
+    } else if (c >= 0x80) {
+      return i;  // a continuation byte, an overlong C0/C1 lead, or F5..FF
+    }
+    if (length > 1) {
+      if (i + length > n || s[i + 1] < low || s[i + 1] > high) return i;
+      for (std::size_t k = 2; k < length; ++k) {
+        if ((s[i + k] & 0xC0) != 0x80) return i;
+      }
+    }
+    i += length;
+  }
+  return std::string_view::npos;
+}
+
 Problem simple_problem(unsigned status, std::string type, std::string detail,
                        std::string instance = {}) {
   Problem p;
@@ -194,7 +229,23 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     }
     out.path = parsed->path();
     if (out.path.empty()) out.path = "/";
+    // Names, ids and parameters are text, and problems and logs repeat them: bytes that are not
+    // UTF-8 once decoded (%FF) are refused here, without repeating them.
+    if (auto at = find_invalid_utf8(out.path); at != std::string_view::npos) {
+      return make_problem(
+          simple_problem(400, "bad-request",
+                         "The request path is not valid UTF-8 once percent-decoded (at byte " +
+                             std::to_string(at) + " of the decoded path)."));
+    }
     for (auto param : parsed->params()) {
+      const bool key_ok = find_invalid_utf8(param.key) == std::string_view::npos;
+      if (!key_ok || find_invalid_utf8(param.value) != std::string_view::npos) {
+        return make_problem(simple_problem(
+            400, "bad-request",
+            key_ok ? "The query parameter \"" + param.key +
+                         "\" is not valid UTF-8 once percent-decoded."
+                   : "A query parameter's name is not valid UTF-8 once percent-decoded."));
+      }
       out.query.emplace(param.key, param.value);
     }
     for (const auto& field : in) {

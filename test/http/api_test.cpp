@@ -337,6 +337,20 @@ TEST_CASE("http: a percent-encoded slash stays inside its path segment", "[http]
   REQUIRE(server.call("GET", kCollection + "/hell%6F").status == 200);
 }
 
+TEST_CASE("http: a target that is not UTF-8 once decoded is 400, and not echoed", "[http][paths]") {
+  ServerFixture server;
+  // A stray byte, a truncated sequence, a surrogate: in a path segment, a name, a query value.
+  for (const std::string& target : std::vector<std::string>{
+           "/%FF", kCollection + "/%C3", "/api/v1/namespaces/shop%ED%A0%80/workflows",
+           kCollection + "?namePrefix=%FFx", kCollection + "?%C0%80=1"}) {
+    INFO(target);
+    auto r = server.call("GET", target);
+    require_problem(r, 400);  // r.json() parses only valid UTF-8
+    REQUIRE(r.json().at("type") == "https://knflow.dev/problems/bad-request");
+    REQUIRE(r.json().at("detail").as_string().find("not valid UTF-8") != std::string::npos);
+  }
+}
+
 TEST_CASE("http: every route demands a token unless it is public", "[http][auth]") {
   const auto broker_tokens = std::make_shared<const knflow::http::BrokerTokens>();
   std::set<std::string> broker_routes;
