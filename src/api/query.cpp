@@ -15,11 +15,14 @@ namespace {
 
 using http::ProblemError;
 
-// A parameter's value for a problem's detail: quoted, and cut when long (the query may be 16 KiB).
+// A parameter's value for a problem's detail: quoted, and cut when long (the query may be 16 KiB),
+// before a character rather than inside one (the server passes on only valid UTF-8).
 std::string quoted(std::string_view value) {
   constexpr std::size_t kMax = 64;
   if (value.size() <= kMax) return "\"" + std::string(value) + "\"";
-  return "\"" + std::string(value.substr(0, kMax)) + "...\"";
+  std::size_t cut = kMax;
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  return "\"" + std::string(value.substr(0, cut)) + "...\"";
 }
 
 void add(std::vector<ProblemError>& errors, std::string parameter, std::string detail) {

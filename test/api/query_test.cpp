@@ -206,3 +206,15 @@ TEST_CASE("query: the problem names every invalid parameter", "[api][query]") {
   CHECK(two.at("detail") == "2 query parameters are invalid: phase, limit.");
   CHECK(two.at("errors").as_array().size() == 2);
 }
+
+TEST_CASE("query: a long value is cut in the problem at a character, not inside one",
+          "[api][query]") {
+  // 63 ASCII bytes, then two-byte characters: the 64-byte cut falls inside the first of them.
+  const std::string value = std::string(63, 'x') + "\xC3\xA9\xC3\xA9";
+  auto bad = runs({{"workflow", value}});
+  REQUIRE(bad.errors.size() == 1);
+  CHECK(bad.errors[0].detail == "workflow must be a workflow's name (a DNS-1123 label), got \"" +
+                                    std::string(63, 'x') + "...\".");
+  // The whole problem is JSON (Boost.JSON parses only valid UTF-8).
+  CHECK_NOTHROW(json::parse(invalid_query(with_query({}), bad.errors).body));
+}
