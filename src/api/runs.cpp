@@ -147,13 +147,35 @@ struct Api::RunHandlers {
     return std::nullopt;
   }
 
+  // Why an event's data or datacontenttype cannot be carried, or nullopt: the engine holds data
+  // as JSON or text inside the run's stored JSON state, so bytes that are not UTF-8 would make
+  // that state unreadable. (The other attributes are checked as the event is decoded.)
+  static std::optional<std::string> not_text(const engine::CloudEvent& e) {
+    if (e.datacontenttype &&
+        model::find_invalid_utf8(*e.datacontenttype) != std::string_view::npos) {
+      return "the Content-Type (datacontenttype) is not valid UTF-8.";
+    }
+    if (!e.data) return std::nullopt;
+    if (auto at = model::find_invalid_utf8(*e.data); at != std::string_view::npos) {
+      return "the data is not UTF-8 text (at byte " + std::to_string(at) +
+             "); the engine carries event data as JSON or text, so send binary data encoded as "
+             "text (base64 in a JSON string, say).";
+    }
+    return std::nullopt;
+  }
+
   // The event a request carries: a binary or structured CloudEvent, or plain data that becomes
   // one. On failure, the problem.
   std::variant<engine::CloudEvent, Response> read_event(const Request& req, bool require_ce,
                                                         const std::string& source) const {
     engine::HeaderList headers(req.headers.begin(), req.headers.end());
     auto decoded = engine::decode_event(headers, req.body);
-    if (auto* e = std::get_if<engine::CloudEvent>(&decoded)) return std::move(*e);
+    if (auto* e = std::get_if<engine::CloudEvent>(&decoded)) {
+      if (auto error = not_text(*e)) {
+        return problem(400, "malformed-event", "The CloudEvent is malformed: " + *error, req);
+      }
+      return std::move(*e);
+    }
     if (auto* error = std::get_if<std::string>(&decoded)) {
       return problem(400, "malformed-event", "The CloudEvent is malformed: " + *error, req);
     }
@@ -172,6 +194,9 @@ struct Api::RunHandlers {
     if (!req.body.empty()) {
       e.data = req.body;
       e.datacontenttype = content_type ? std::string(*content_type) : "application/json";
+      if (auto error = not_text(e)) {
+        return problem(400, "malformed-document", "The body cannot be event data: " + *error, req);
+      }
       if (e.datacontenttype->find("json") != std::string::npos) {
         boost::system::error_code ec;
         model::parse_data(req.body, ec);

@@ -60,9 +60,9 @@ ParseError error_at(std::string_view text, std::size_t offset, std::string messa
   return ParseError{std::move(message), line, column};
 }
 
-// A small hand-written UTF-8 validator (RFC 3629): rejects stray continuation bytes, overlong
-// forms, surrogates, code points above U+10FFFF and truncated sequences. Returns the offset of the
-// first byte of the first invalid sequence, or npos.
+}  // namespace
+
+// A small hand-written UTF-8 validator (RFC 3629), public for the API's checks of event data.
 std::size_t find_invalid_utf8(std::string_view text) {
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t n = text.size();
@@ -97,6 +97,8 @@ std::size_t find_invalid_utf8(std::string_view text) {
   }
   return std::string_view::npos;
 }
+
+namespace {
 
 // A key or value shown in a message: JSON-quoted and cut to a readable length.
 std::string quoted(std::string_view text) {

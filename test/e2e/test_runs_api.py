@@ -164,6 +164,42 @@ class RunsApiTest(unittest.TestCase):
         status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}', headers=headers)
         self.assertNotIn("duplicate", json.loads(body)["runs"][0])
 
+    def test_event_data_that_is_not_text_is_refused(self):
+        """The engine carries event data as JSON or text, inside the run's stored JSON state: data
+        or a Content-Type that is not UTF-8 is 400 and starts no run (such a run was stored
+        unreadable: its GET answered invalid JSON, and a restart faulted it)."""
+        sleeper = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                              "metadata": {"name": "sleeper"},
+                              "spec": {"do": [{"name": "nap", "wait": "PT30S"}]}})
+        status, _, body = self.d.call("POST", NS + "/workflows", sleeper)
+        self.assertEqual(status, 201, body)
+        binary = {"ce-specversion": "1.0", "ce-id": "b-1", "ce-source": "/test", "ce-type": "t"}
+        structured = json.dumps({"specversion": "1.0", "id": "s-1", "source": "/test", "type": "t",
+                                 "datacontenttype": "application/octet-stream", "data_base64": "//4="})
+        for name, body, content_type, headers, problem_type in [
+                ("plain data", b"\xff\xfe", "application/octet-stream", {}, "malformed-document"),
+                ("binary mode", b"\xff\xfe", "application/octet-stream", binary, "malformed-event"),
+                ("structured mode", structured, "application/cloudevents+json", {}, "malformed-event"),
+                ("plain Content-Type", "hi", "text/\xffplain", {}, "malformed-document"),
+                ("binary Content-Type", "hi", "text/\xffplain", binary, "malformed-event")]:
+            with self.subTest(name):
+                status, _, text = self.d.call("POST", NS + "/workflows/sleeper:invoke?mode=async", body,
+                                              content_type=content_type, headers=headers)
+                self.assertEqual(status, 400, text)
+                problem = json.loads(text)
+                self.assertEqual(problem["type"], "https://knflow.dev/problems/" + problem_type, text)
+                self.assertIn("UTF-8", problem["detail"])
+        status, listing = self.d.json("GET", NS + "/runs?workflow=sleeper")
+        self.assertEqual(listing["items"], [])
+        # The broker reads events the same way.
+        status, _, text = self.d.call("POST", NS + "/broker", b"\xff", content_type="application/octet-stream",
+                                      headers=binary)
+        self.assertEqual(status, 400, text)
+        # Text of any type is still data.
+        status, _, text = self.d.call("POST", NS + "/workflows/sleeper:invoke?mode=async", "h\u00e9",
+                                      content_type="text/plain")
+        self.assertEqual(status, 202, text)
+
     def invalid_query(self, method, target, parameters, body=None):
         """Asserts a 400 invalid-query naming exactly these parameters; returns the problem."""
         status, headers, text = self.d.call(method, target, body)
