@@ -38,6 +38,29 @@ std::string new_event_id() {
   return hex_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
 }
 
+// Why `text` is not JSON data as model::parse_data reads it (bounded by model::kMaxDataDepth),
+// with the line and column where the parser stopped; nullopt when it is.
+std::optional<std::string> json_error(std::string_view text) {
+  json::parse_options options;
+  options.max_depth = model::kMaxDataDepth;
+  json::stream_parser parser({}, options);
+  boost::system::error_code ec;
+  const std::size_t at = parser.write(text.data(), text.size(), ec);
+  if (!ec) parser.finish(ec);
+  if (!ec) return std::nullopt;
+  std::size_t line = 1;
+  std::size_t column = 1;
+  for (std::size_t i = 0; i < at && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
+      ++column;  // a character, not a byte inside one
+    }
+  }
+  return ec.message() + " at line " + std::to_string(line) + ", column " + std::to_string(column);
+}
+
 json::value parse_or_null(const std::optional<std::string>& text) {
   if (!text) return nullptr;
   boost::system::error_code ec;
@@ -147,10 +170,11 @@ struct Api::RunHandlers {
     return std::nullopt;
   }
 
-  // Why an event's data or datacontenttype cannot be carried, or nullopt: the engine holds data
-  // as JSON or text inside the run's stored JSON state, so bytes that are not UTF-8 would make
-  // that state unreadable. (The other attributes are checked as the event is decoded.)
-  static std::optional<std::string> not_text(const engine::CloudEvent& e) {
+  // Why an event's data cannot start a run, or nullopt. The engine holds data as JSON or text
+  // inside the run's stored JSON state, so bytes that are not UTF-8 (in the data or its
+  // datacontenttype; other attributes are checked as the event is decoded) would make that state
+  // unreadable; and data whose media type says JSON (in any case) must be JSON.
+  static std::optional<std::string> unusable_data(const engine::CloudEvent& e) {
     if (e.datacontenttype &&
         model::find_invalid_utf8(*e.datacontenttype) != std::string_view::npos) {
       return "the Content-Type (datacontenttype) is not valid UTF-8.";
@@ -160,6 +184,14 @@ struct Api::RunHandlers {
       return "the data is not UTF-8 text (at byte " + std::to_string(at) +
              "); the engine carries event data as JSON or text, so send binary data encoded as "
              "text (base64 in a JSON string, say).";
+    }
+    std::string type = e.datacontenttype.value_or("");
+    for (auto& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (type.find("json") != std::string::npos) {
+      if (auto error = json_error(*e.data)) {
+        return "the data is not valid JSON (" + *error + "), though its media type " +
+               *e.datacontenttype + " says it is.";
+      }
     }
     return std::nullopt;
   }
@@ -171,7 +203,7 @@ struct Api::RunHandlers {
     engine::HeaderList headers(req.headers.begin(), req.headers.end());
     auto decoded = engine::decode_event(headers, req.body);
     if (auto* e = std::get_if<engine::CloudEvent>(&decoded)) {
-      if (auto error = not_text(*e)) {
+      if (auto error = unusable_data(*e)) {
         return problem(400, "malformed-event", "The CloudEvent is malformed: " + *error, req);
       }
       return std::move(*e);
@@ -194,16 +226,12 @@ struct Api::RunHandlers {
     if (!req.body.empty()) {
       e.data = req.body;
       e.datacontenttype = content_type ? std::string(*content_type) : "application/json";
-      if (auto error = not_text(e)) {
-        return problem(400, "malformed-document", "The body cannot be event data: " + *error, req);
-      }
-      if (e.datacontenttype->find("json") != std::string::npos) {
-        boost::system::error_code ec;
-        model::parse_data(req.body, ec);
-        if (ec) {
-          return problem(400, "malformed-document",
-                         "The body is not valid JSON: " + ec.message() + ".", req);
-        }
+      if (auto error = unusable_data(e)) {
+        return problem(400, "malformed-document",
+                       std::string("The body cannot be event data") +
+                           (content_type ? "" : " (without a Content-Type it is JSON)") + ": " +
+                           *error,
+                       req);
       }
     }
     if (auto tp = req.header("traceparent")) e.extensions["traceparent"] = std::string(*tp);

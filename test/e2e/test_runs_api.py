@@ -200,6 +200,37 @@ class RunsApiTest(unittest.TestCase):
                                       content_type="text/plain")
         self.assertEqual(status, 202, text)
 
+    def test_data_declared_json_must_be_json_in_every_mode(self):
+        """Data whose media type says JSON must parse, whatever carries it (a CloudEvent's such
+        data became a string, and a plain body's too when its Content-Type was not lower case)."""
+        binary = {"ce-specversion": "1.0", "ce-id": "j-1", "ce-source": "/test", "ce-type": "t"}
+        structured = json.dumps({"specversion": "1.0", "id": "j-2", "source": "/test", "type": "t",
+                                 "datacontenttype": "application/json",
+                                 "data_base64": "e2JhZA=="})  # {bad
+        for name, body, content_type, headers, problem_type in [
+                ("plain, upper case", "{bad", "Application/JSON", {}, "malformed-document"),
+                ("binary mode", "{bad", "application/json", binary, "malformed-event"),
+                ("binary mode, +json", "{bad", "application/vnd.example+json; charset=utf-8", binary,
+                 "malformed-event"),
+                ("structured mode", structured, "application/cloudevents+json", {}, "malformed-event")]:
+            with self.subTest(name):
+                status, _, text = self.d.call("POST", NS + "/workflows/failer:invoke", body,
+                                              content_type=content_type, headers=headers)
+                self.assertEqual(status, 400, text)
+                problem = json.loads(text)
+                self.assertEqual(problem["type"], "https://knflow.dev/problems/" + problem_type, text)
+                self.assertIn("not valid JSON", problem["detail"])
+        status, listing = self.d.json("GET", NS + "/runs?workflow=failer")
+        self.assertEqual(listing["items"], [])
+        # Valid JSON data in binary mode still runs; data of another type stays a string.
+        status, _, text = self.d.call("POST", NS + "/workflows/failer:invoke", '{"n": 5}', headers=binary)
+        self.assertEqual(json.loads(text)["error"]["detail"], "n was 5", text)
+        status, _, text = self.d.call("POST", NS + "/workflows/failer:invoke?mode=async", "{bad",
+                                      content_type="text/plain", headers={**binary, "ce-id": "j-3"})
+        self.assertEqual(status, 202, text)
+        status, run = self.d.json("GET", f"{NS}/runs/{json.loads(text)['runId']}")
+        self.assertEqual(run["input"]["data"], "{bad")
+
     def invalid_query(self, method, target, parameters, body=None):
         """Asserts a 400 invalid-query naming exactly these parameters; returns the problem."""
         status, headers, text = self.d.call(method, target, body)
