@@ -620,17 +620,25 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto id = req.params.at("id");
-    auto run = co_await find_run(id);
-    if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
-    if (!store::is_finished(run->phase)) {
+    // Checked and deleted in one operation on the store strand, where a retry checks and
+    // redrives in one too: a run redriven between a check and a delete would be deleted running.
+    struct Removed {
+      std::optional<store::RunRecord> run;  // null: none in this namespace
+      bool deleted = false;                 // false with a run: it has not finished
+    };
+    std::function<Removed(store::RunStore&)> op = [id, ns](store::RunStore& s) {
+      Removed removed{s.get_run(id)};
+      if (removed.run && removed.run->namespace_ != ns) removed.run.reset();
+      if (removed.run && store::is_finished(removed.run->phase)) removed.deleted = s.delete_run(id);
+      return removed;
+    };
+    auto removed = co_await on_store<Removed>(std::move(op));
+    if (!removed.run) co_return run_not_found(req, id, ns);
+    if (!removed.deleted) {
       co_return problem(409, "conflict", "The run has not finished; cancel it first.", req);
     }
-    std::function<bool(store::RunStore&)> op = [id](store::RunStore& s) {
-      return s.delete_run(id);
-    };
-    co_await on_store<bool>(std::move(op));
     co_return http::make_response(200, std::string(kJson),
-                                  json::serialize(run_json(*run, false)) + "\n");
+                                  json::serialize(run_json(*removed.run, false)) + "\n");
   }
 
   json::array function_logs(const std::string& ns, const std::string& workflow,

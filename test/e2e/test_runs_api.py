@@ -7,13 +7,15 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import unittest
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import Daemon  # noqa: E402
+from daemon import Daemon, LocalFunction  # noqa: E402
 
 WAITER = """apiVersion: knflow.dev/v1alpha1
 kind: Workflow
@@ -79,6 +81,48 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(status, 200)
         status, _, _ = self.d.call("GET", f"{NS}/runs/{run_id}")
         self.assertEqual(status, 404)
+
+    def test_a_delete_racing_a_retry_never_removes_a_running_run(self):
+        """Retry and two deletes at once on a faulted run, many times: a delete answers 200 only
+        for a run that has finished, so never for one a retry has just redriven (the delete read
+        the phase, then deleted in a second store operation, and a redrive in between was deleted
+        while it ran), and of two deletes only one answers 200 (both did)."""
+        release = threading.Event()
+        deliveries = {}
+
+        def respond(path, headers, body):
+            # The first delivery of a run's call fails at once; a redriven one is held in flight.
+            n = deliveries[headers["ce-id"]] = deliveries.get(headers["ce-id"], 0) + 1
+            if n > 1:
+                release.wait(60)
+            return 500, '{"error": "down"}'
+
+        function = LocalFunction(respond)
+        try:
+            doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                              "metadata": {"name": "downstream"},
+                              "spec": {"functions": {"f": {"url": function.url}},
+                                       "do": [{"name": "call", "call": "f"}]}})
+            status, _, body = self.d.call("POST", NS + "/workflows", doc)
+            self.assertEqual(status, 201, body)
+            outcomes = set()
+            with ThreadPoolExecutor(3) as pool:
+                for _ in range(20):
+                    status, headers, body = self.d.call("POST", NS + "/workflows/downstream:invoke", "{}")
+                    self.assertEqual(status, 500, body)
+                    run = f"{NS}/runs/{headers['Knflow-Run-Id']}"
+                    answers = list(pool.map(lambda op: self.d.call(*op)[0],
+                                            [("POST", run + ":retry"), ("DELETE", run), ("DELETE", run)]))
+                    outcomes.add(tuple(answers))
+                    self.assertLessEqual(answers[1:].count(200), 1, answers)
+                    if answers[0] == 202:  # redriven, and held in its call: still running
+                        self.assertNotIn(200, answers[1:], answers)
+                        status, found = self.d.json("GET", run)
+                        self.assertEqual((status, found["phase"]), (200, "running"), found)
+            self.assertIn(202, [answers[0] for answers in outcomes])  # the race was run
+        finally:
+            release.set()
+            function.close()
 
     def test_sync_fault_and_retry(self):
         status, headers, body = self.d.call("POST", NS + "/workflows/failer:invoke", '{"n": 7}')
