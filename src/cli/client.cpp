@@ -10,6 +10,8 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -92,6 +94,24 @@ Target resolve_target(const po::variables_map& vm) {
     }
   }
   return target;
+}
+
+// A name, run id or filter as one component of a URL: everything but unreserved characters
+// percent-encoded, so that a `/`, `?`, `&`, `%` or space in it stays part of it.
+std::string escaped(std::string_view value) {
+  return boost::urls::encode(value, boost::urls::unreserved_chars);
+}
+
+// Whether every named argument has a value; prints the first that is empty (an empty name would
+// make the request's path another route's).
+bool all_given(std::string_view command,
+               std::initializer_list<std::pair<std::string_view, const std::string&>> args) {
+  for (const auto& [name, value] : args) {
+    if (!value.empty()) continue;
+    std::cerr << "knflow " << command << ": the " << name << " argument is empty\n";
+    return false;
+  }
+  return true;
 }
 
 struct Call {
@@ -375,10 +395,12 @@ int invoke(const std::vector<std::string>& args) {
     }
     data = text.str();
   }
+  const auto ns = vm["namespace"].as<std::string>();
+  const auto name = vm["name"].as<std::string>();
+  if (!all_given("invoke", {{"NAME", name}, {"--namespace", ns}})) return kExitUsage;
   Call call;
   call.method = "POST";
-  call.path = "/api/v1/namespaces/" + vm["namespace"].as<std::string>() + "/workflows/" +
-              vm["name"].as<std::string>() + ":invoke";
+  call.path = "/api/v1/namespaces/" + escaped(ns) + "/workflows/" + escaped(name) + ":invoke";
   std::string query;
   if (vm["async"].as<bool>()) query += "mode=async";
   if (vm.count("timeout")) {
@@ -401,7 +423,6 @@ int invoke(const std::vector<std::string>& args) {
   if (!query.empty()) call.path += "?" + query;
   call.body = std::move(data);
   call.headers.emplace_back("Content-Type", "application/json");
-  const auto ns = vm["namespace"].as<std::string>();
   const auto target = resolve_target(vm);
   auto res = send(target, std::move(call));
   if (res.error || res.status >= 300) return report_failure(res, target, ns);
@@ -440,9 +461,11 @@ int runs(const std::vector<std::string>& args) {
       return kExitUsage;
     }
     const auto ns = vm["namespace"].as<std::string>();
+    const auto id = vm["id"].as<std::string>();
+    if (!all_given("runs get", {{"ID", id}, {"--namespace", ns}})) return kExitUsage;
     const auto target = resolve_target(vm);
     Call call;
-    call.path = "/api/v1/namespaces/" + ns + "/runs/" + vm["id"].as<std::string>();
+    call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs/" + escaped(id);
     auto res = send(target, std::move(call));
     if (res.error || res.status != 200) return report_failure(res, target, ns);
     if (vm["output"].as<std::string>() == "json") {
@@ -543,13 +566,16 @@ int runs(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   const auto ns = vm["namespace"].as<std::string>();
+  if (!all_given("runs", {{"--namespace", ns}})) return kExitUsage;
   const auto target = resolve_target(vm);
   Call call;
-  call.path =
-      "/api/v1/namespaces/" + ns + "/runs?limit=" + std::to_string(vm["limit"].as<unsigned>());
-  if (vm.count("workflow")) call.path += "&workflow=" + vm["workflow"].as<std::string>();
-  if (vm.count("phase")) call.path += "&phase=" + vm["phase"].as<std::string>();
-  if (vm.count("continue")) call.path += "&continue=" + vm["continue"].as<std::string>();
+  call.path = "/api/v1/namespaces/" + escaped(ns) +
+              "/runs?limit=" + std::to_string(vm["limit"].as<unsigned>());
+  for (const char* filter : {"workflow", "phase", "continue"}) {
+    if (vm.count(filter)) {
+      call.path += "&" + std::string(filter) + "=" + escaped(vm[filter].as<std::string>());
+    }
+  }
   auto res = send(target, std::move(call));
   if (res.error || res.status != 200) return report_failure(res, target, ns);
   auto list = model::parse_data(res.body).as_object();

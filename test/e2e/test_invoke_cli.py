@@ -297,6 +297,32 @@ class InvokeCliTest(unittest.TestCase):
                                   json.dumps({"name": "dee"}))
         self.assertEqual(code, 0, err)
 
+    def test_arguments_are_sent_as_names_not_as_url_syntax(self):
+        """A name, run id or filter goes into the request as itself (escaped): a `/`, `?`, `&` or
+        space in one cannot reach another endpoint or add a parameter (`runs get ID/logs` printed
+        an empty run and exited 0; a namespace with a space was reported as no daemon)."""
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", json.dumps({"name": "ida"}))
+        self.assertEqual(code, 0, err)
+        run_id = err.split()[1]
+        for args, message in [
+                (("runs", "get", run_id + "/logs", "-n", NS), f'Run "{run_id}/logs" does not exist'),
+                (("runs", "get", "x?phase=running", "-n", NS), 'Run "x?phase=running" does not exist'),
+                (("runs", "get", "a b", "-n", NS), 'Run "a b" does not exist'),
+                (("invoke", "greet?mode=async", "-n", NS), '"greet?mode=async" in the path is not'),
+                (("invoke", "greet", "-n", "Bad NS"), '"Bad NS" in the path is not a DNS-1123 label'),
+                (("runs", "-n", NS, "--phase", "running&limit=abc"), 'not a phase: "running&limit=abc"'),
+                (("runs", "greet&phase=x", "-n", NS), 'got "greet&phase=x"')]:
+            with self.subTest(args=args):
+                code, out, err = self.cli(*args)
+                self.assertEqual(code, 1, out + err)
+                self.assertEqual(out, "")
+                self.assertIn(message, err)
+        for args, missing in ((("runs", "get", ""), "ID"), (("invoke", ""), "NAME")):
+            code, _, err = self.cli(*args, "-n", NS)
+            self.assertEqual(code, 2, err)
+            self.assertTrue(err.startswith(f"knflow {' '.join(args[:-1])}: the {missing} argument is "
+                                           "empty\n"), err)
+
     def test_no_daemon_and_bad_token(self):
         url = f"http://127.0.0.1:{free_port()}"
         code, _, err = self.cli("invoke", "greet", "-n", NS, flags=False, env={"KNFLOW_SERVER": url})
