@@ -381,19 +381,9 @@ int invoke(const std::vector<std::string>& args) {
   }
   std::string data = vm["data"].as<std::string>();
   if (data.starts_with("@")) {
-    const std::string file = data.substr(1);
-    std::ostringstream text;
-    if (file == "-") {
-      text << std::cin.rdbuf();
-    } else {
-      std::ifstream in(file, std::ios::binary);
-      if (!in) {
-        std::cerr << "knflow invoke: cannot read " << file << "\n";
-        return kExitUsage;
-      }
-      text << in.rdbuf();
-    }
-    data = text.str();
+    auto text = read_input_file(data.substr(1), "invoke");
+    if (!text) return kExitUsage;
+    data = std::move(*text);
   }
   const auto ns = vm["namespace"].as<std::string>();
   const auto name = vm["name"].as<std::string>();
@@ -463,12 +453,17 @@ int runs(const std::vector<std::string>& args) {
     const auto ns = vm["namespace"].as<std::string>();
     const auto id = vm["id"].as<std::string>();
     if (!all_given("runs get", {{"ID", id}, {"--namespace", ns}})) return kExitUsage;
+    const auto output = vm["output"].as<std::string>();
+    if (output != "text" && output != "json") {
+      std::cerr << "knflow runs get: --output must be text or json, got " << output << "\n";
+      return kExitUsage;
+    }
     const auto target = resolve_target(vm);
     Call call;
     call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs/" + escaped(id);
     auto res = send(target, std::move(call));
     if (res.error || res.status != 200) return report_failure(res, target, ns);
-    if (vm["output"].as<std::string>() == "json") {
+    if (output == "json") {
       std::cout << res.body << std::flush;
       return kExitOk;
     }
@@ -555,7 +550,7 @@ int runs(const std::vector<std::string>& args) {
   add_connection_options(desc);
   desc.add_options()("workflow", po::value<std::string>(), "only runs of this workflow")(
       "phase", po::value<std::string>(), "only these phases, comma-separated")(
-      "limit", po::value<unsigned>()->default_value(50), "at most this many runs")(
+      "limit", po::value<long long>()->default_value(50), "at most this many runs")(
       "continue", po::value<std::string>(), "the next page, as the previous one said");
   po::positional_options_description positional;
   positional.add("workflow", 1);
@@ -567,10 +562,15 @@ int runs(const std::vector<std::string>& args) {
   }
   const auto ns = vm["namespace"].as<std::string>();
   if (!all_given("runs", {{"--namespace", ns}})) return kExitUsage;
+  // Signed, so that -1 is refused rather than read as 2^32 - 1.
+  const auto limit = vm["limit"].as<long long>();
+  if (limit < 1) {
+    std::cerr << "knflow runs: --limit must be a positive number of runs, got " << limit << "\n";
+    return kExitUsage;
+  }
   const auto target = resolve_target(vm);
   Call call;
-  call.path = "/api/v1/namespaces/" + escaped(ns) +
-              "/runs?limit=" + std::to_string(vm["limit"].as<unsigned>());
+  call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs?limit=" + std::to_string(limit);
   for (const char* filter : {"workflow", "phase", "continue"}) {
     if (vm.count(filter)) {
       call.path += "&" + std::string(filter) + "=" + escaped(vm[filter].as<std::string>());

@@ -30,9 +30,9 @@ int version();
 // Allocator settings for the long-running commands (serve, controller), before anything else.
 void tune_allocator_for_daemon();
 
-// The text of a workflow file ("-": standard input); nullopt, after saying so on stderr as
-// `knflow <command>: cannot read FILE`, when it cannot be read.
-std::optional<std::string> read_workflow_file(const std::string& file, std::string_view command);
+// The text of an input file ("-": standard input); nullopt, after saying so on stderr as
+// `knflow <command>: cannot read FILE: why`, when it cannot be read (a directory included).
+std::optional<std::string> read_input_file(const std::string& file, std::string_view command);
 // JSON for *.json, else YAML.
 model::Format workflow_file_format(const std::string& file);
 // Every error as "  /pointer: message", one per line.

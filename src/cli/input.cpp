@@ -2,19 +2,29 @@
 
 #include "commands.hpp"
 
+#include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <system_error>
 
 namespace knflow::cli {
 
-std::optional<std::string> read_workflow_file(const std::string& file, std::string_view command) {
+std::optional<std::string> read_input_file(const std::string& file, std::string_view command) {
   if (file == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    std::cerr << "knflow " << command << ": cannot read " << file << "\n";
+  auto cannot = [&](std::error_code why) -> std::optional<std::string> {
+    std::cerr << "knflow " << command << ": cannot read " << file << ": " << why.message() << "\n";
     return std::nullopt;
+  };
+  // A directory opens, then reads as nothing: it would pass for an empty file.
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) {
+    return cannot(std::make_error_code(std::errc::is_a_directory));
   }
+  errno = 0;
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return cannot(std::error_code(errno ? errno : EIO, std::generic_category()));
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 

@@ -70,7 +70,7 @@ int render(const std::vector<std::string>& args) {
     }
   }
 
-  const auto text = read_workflow_file(file, "render");
+  const auto text = read_input_file(file, "render");
   if (!text) return kExitUsage;
   const auto format = workflow_file_format(file);
   model::CheckResult checked = model::check_document(*text, format);

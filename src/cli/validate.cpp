@@ -61,7 +61,7 @@ int validate(const std::vector<std::string>& args) {
     return kExitUsage;
   }
 
-  const auto text = read_workflow_file(file, "validate");
+  const auto text = read_input_file(file, "validate");
   if (!text) return kExitUsage;
   const auto format = workflow_file_format(file);
   const auto result = model::check_document(*text, format);

@@ -323,6 +323,25 @@ class InvokeCliTest(unittest.TestCase):
             self.assertTrue(err.startswith(f"knflow {' '.join(args[:-1])}: the {missing} argument is "
                                            "empty\n"), err)
 
+    def test_bad_options_are_usage_errors_that_say_why(self):
+        """Options the daemon cannot be asked about are refused before any request, with the
+        reason (exit 2): `-d @DIR` invoked the workflow with no data and exited 0, `--limit -1`
+        listed a page of 1000, `-o yaml` printed text."""
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", "@" + self.tmp.name)
+        self.assertEqual(code, 2, out + err)
+        self.assertEqual(err, f"knflow invoke: cannot read {self.tmp.name}: Is a directory\n")
+        code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", "@/nonexistent/input.json")
+        self.assertEqual(code, 2, err)
+        self.assertEqual(err, "knflow invoke: cannot read /nonexistent/input.json: "
+                              "No such file or directory\n")
+        for limit in ("-1", "0"):
+            code, out, err = self.cli("runs", "-n", NS, "--limit", limit)
+            self.assertEqual(code, 2, out + err)
+            self.assertEqual(err, f"knflow runs: --limit must be a positive number of runs, got {limit}\n")
+        code, out, err = self.cli("runs", "get", "some-id", "-n", NS, "-o", "yaml")
+        self.assertEqual(code, 2, out + err)
+        self.assertEqual(err, "knflow runs get: --output must be text or json, got yaml\n")
+
     def test_no_daemon_and_bad_token(self):
         url = f"http://127.0.0.1:{free_port()}"
         code, _, err = self.cli("invoke", "greet", "-n", NS, flags=False, env={"KNFLOW_SERVER": url})
