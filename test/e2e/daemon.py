@@ -140,7 +140,7 @@ def workflow(name, url="http://127.0.0.1:9000"):
 
 class LocalFunction:
     """A function on a local HTTP server (127.0.0.1, a free port) for the tests: `respond(path,
-    headers, body)` gives (status, JSON text) for each POST, called on the server's thread for
+    headers, body)` gives (status, JSON text, or bytes) for each POST, called on the server's thread for
     that request (so it may block to hold the request in flight). A connection the daemon
     dropped meanwhile is ignored."""
 
@@ -151,7 +151,7 @@ class LocalFunction:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, text = respond(self.path, self.headers, body)
-                payload = text.encode()
+                payload = text if isinstance(text, bytes) else text.encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

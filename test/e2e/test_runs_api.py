@@ -10,7 +10,9 @@ import sys
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -123,6 +125,53 @@ class RunsApiTest(unittest.TestCase):
         finally:
             release.set()
             function.close()
+
+    def test_a_function_answering_bytes_that_are_not_text_leaves_its_run_readable(self):
+        """A function's answer that is not UTF-8 (binary data, or an error page in another
+        encoding) reaches the run's output or error; every answer about the run is still JSON, the
+        bytes shown as U+FFFD (the run list, the run, a sync invoke's problem answered invalid
+        JSON, and one such run made `knflow runs` abort)."""
+        function = LocalFunction(lambda path, headers, body: (500 if path == "/fail" else 200,
+                                                              b"\xff\xfe binary"))
+        try:
+            for name, path in (("bytes", "/ok"), ("badbytes", "/fail")):
+                doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                                  "metadata": {"name": name},
+                                  "spec": {"functions": {"f": {"url": function.url + path}},
+                                           "do": [{"name": "call", "call": "f"}]}})
+                status, _, body = self.d.call("POST", NS + "/workflows", doc)
+                self.assertEqual(status, 201, body)
+            status, _, raw = self.raw_call("POST", NS + "/workflows/bytes:invoke")
+            self.assertEqual(status, 200, raw)  # the final event in binary mode: its data as it is
+            status, headers, raw = self.raw_call("POST", NS + "/workflows/badbytes:invoke")
+            self.assertEqual(status, 500, raw)
+            problem = json.loads(raw.decode())  # valid UTF-8, and JSON
+            self.assertIn("\ufffd\ufffd binary", problem["error"]["detail"], problem)
+            failed = headers["Knflow-Run-Id"]
+
+            status, _, raw = self.raw_call("GET", NS + "/runs")
+            self.assertEqual(status, 200, raw)
+            listed = {r["workflow"]: r for r in json.loads(raw.decode())["items"]}
+            self.assertIn("\ufffd\ufffd binary", listed["badbytes"]["error"]["detail"], listed)
+            for run_id in (failed, listed["bytes"]["id"]):
+                status, _, raw = self.raw_call("GET", f"{NS}/runs/{run_id}")
+                self.assertEqual(status, 200, raw)
+                run = json.loads(raw.decode())
+                self.assertIn("\ufffd\ufffd binary", json.dumps(run, ensure_ascii=False), run)
+        finally:
+            function.close()
+
+    def raw_call(self, method, path):
+        """(status, headers, body bytes): the body not decoded, so a test sees invalid UTF-8."""
+        req = urllib.request.Request(self.d.base + path, data=b"{}" if method == "POST" else None,
+                                     method=method)
+        req.add_header("Authorization", "Bearer " + self.d.token)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
 
     def test_sync_fault_and_retry(self):
         status, headers, body = self.d.call("POST", NS + "/workflows/failer:invoke", '{"n": 7}')
