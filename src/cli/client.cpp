@@ -296,6 +296,26 @@ int report_failure(const engine::HttpResponse& res, const Target& target, const 
   return kExitInvalid;
 }
 
+// Says that a 200 answer is not what the command reads (another server at that URL, a proxy's
+// page); returns the exit code for it.
+int unexpected_answer(const engine::HttpResponse& res, const Target& target,
+                      std::string_view what) {
+  constexpr std::size_t kShown = 200;
+  std::cerr << "knflow: the answer from " << target.server << " is not " << what << ": "
+            << std::string_view(res.body).substr(0, kShown)
+            << (res.body.size() > kShown ? "..." : "") << "\n"
+            << "  (is --server or $KNFLOW_SERVER the knflow daemon's URL?)\n";
+  return kExitFailed;
+}
+
+// The answer's JSON object, if it is one.
+std::optional<json::object> answer_object(const engine::HttpResponse& res) {
+  boost::system::error_code ec;
+  auto doc = model::parse_data(res.body, ec);
+  if (ec || !doc.is_object()) return std::nullopt;
+  return std::move(doc.as_object());
+}
+
 // Prints rows as columns two spaces apart, each as wide as its widest cell; the last column is
 // not padded.
 void print_table(const std::vector<std::vector<std::string>>& rows) {
@@ -467,7 +487,10 @@ int runs(const std::vector<std::string>& args) {
       std::cout << res.body << std::flush;
       return kExitOk;
     }
-    auto run = model::parse_data(res.body).as_object();
+    auto answer = answer_object(res);
+    const auto* run_id = answer ? answer->if_contains("id") : nullptr;
+    if (!run_id || !run_id->is_string()) return unexpected_answer(res, target, "a run");
+    const auto& run = *answer;
     std::cout << "Run:       " << str(run, "id") << "\n"
               << "Workflow:  " << str(run, "namespace") << "/" << str(run, "workflow")
               << " (generation " << str(run, "generation") << ")\n"
@@ -578,17 +601,20 @@ int runs(const std::vector<std::string>& args) {
   }
   auto res = send(target, std::move(call));
   if (res.error || res.status != 200) return report_failure(res, target, ns);
-  auto list = model::parse_data(res.body).as_object();
+  auto list = answer_object(res);
+  const auto* items = list ? list->if_contains("items") : nullptr;
+  if (!items || !items->is_array()) return unexpected_answer(res, target, "a run list");
   std::cout << std::left << std::setw(38) << "ID" << std::setw(24) << "WORKFLOW" << std::setw(11)
             << "PHASE" << std::setw(26) << "STARTED"
             << "FINISHED\n";
-  for (const auto& item : list.at("items").as_array()) {
+  for (const auto& item : items->as_array()) {
+    if (!item.is_object()) continue;
     const auto& o = item.as_object();
     std::cout << std::left << std::setw(38) << str(o, "id") << std::setw(24) << str(o, "workflow")
               << std::setw(11) << str(o, "phase") << std::setw(26) << str(o, "startedAt")
               << str(o, "finishedAt") << "\n";
   }
-  if (const auto* meta = list.if_contains("metadata"); meta && meta->is_object()) {
+  if (const auto* meta = list->if_contains("metadata"); meta && meta->is_object()) {
     if (const auto* more = meta->as_object().if_contains("continue");
         more && more->is_string() && !more->as_string().empty()) {
       std::cerr << "More runs: the same command with --continue "

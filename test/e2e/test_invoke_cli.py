@@ -342,6 +342,38 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 2, out + err)
         self.assertEqual(err, "knflow runs get: --output must be text or json, got yaml\n")
 
+    def test_an_answer_that_is_not_the_daemons_is_reported_not_a_crash(self):
+        """Another server at --server (or a proxy's page) answers 200 with something else: the
+        command says so and exits 3 (it aborted with an uncaught exception, exit -6)."""
+        class Other(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = {"/html": b"<html>a login page</html>", "/list": b'{"items": 5}',
+                        "/array": b"[1, 2]"}[self.path.split("/api/", 1)[0]]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        try:
+            base = f"http://127.0.0.1:{other.server_address[1]}"
+            for prefix, snippet in (("/html", "<html>a login page</html>"), ("/list", '{"items": 5}'),
+                                    ("/array", "[1, 2]")):
+                for args, what in ((("runs",), "a run list"), (("runs", "get", "some-id"), "a run")):
+                    with self.subTest(prefix=prefix, args=args):
+                        code, out, err = self.cli(*args, "-n", NS, flags=False,
+                                                  env={"KNFLOW_SERVER": base + prefix, "KNFLOW_TOKEN": "t"})
+                        self.assertEqual(code, 3, out + err)
+                        self.assertEqual(out, "")
+                        self.assertIn(f"knflow: the answer from {base + prefix} is not {what}: {snippet}", err)
+        finally:
+            other.shutdown()
+            other.server_close()
+
     def test_no_daemon_and_bad_token(self):
         url = f"http://127.0.0.1:{free_port()}"
         code, _, err = self.cli("invoke", "greet", "-n", NS, flags=False, env={"KNFLOW_SERVER": url})
