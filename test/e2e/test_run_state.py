@@ -174,6 +174,25 @@ class RunStateTest(unittest.TestCase):
         good = self.wait_phase(again, ids[1], ("completed", "faulted", "cancelled"))
         self.assertEqual(good["phase"], "completed", good)
 
+    def test_a_run_whose_definition_does_not_decode_still_answers(self):
+        """A run whose stored definition no longer decodes (a database edited by hand) is shown
+        without its steps, and its logs are an empty list (they answered 500)."""
+        d = self.daemon()
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "nap"},
+                        "spec": {"do": [{"name": "nap", "wait": "PT30S"}]}})
+        status, run = d.json("POST", NS + "/workflows/nap:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, run)
+        run_id = run["runId"]
+        d.stop(signal.SIGKILL)
+        with sqlite3.connect(os.path.join(d.data_dir, "knflow.db")) as c:
+            c.execute("UPDATE runs SET definition_json = '{' WHERE id = ?", (run_id,))
+        again = self.daemon(data_dir=d.data_dir)
+        bad = self.wait_phase(again, run_id, ("completed", "faulted", "cancelled"))
+        self.assertEqual((bad["phase"], bad["steps"]), ("faulted", []), bad)
+        status, logs = again.json("GET", f"{NS}/runs/{run_id}/logs")
+        self.assertEqual((status, logs), (200, {"items": []}))
+
     def test_retry_after_the_run_timeout_gets_a_fresh_deadline(self):
         d = self.daemon()
         # The first request outlives the run's 1 s timeout; later ones answer at once.
