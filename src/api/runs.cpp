@@ -611,10 +611,12 @@ struct Api::RunHandlers {
                         req);
     }
     if (result == engine::Engine::Control::conflict) {
+      if (cancel) co_return problem(409, "conflict", "The run has already finished.", req);
+      // The phase now: another retry may have redriven the run since it was read above.
+      if (auto now = co_await find_run(id)) run = std::move(now);
       co_return problem(409, "conflict",
-                        cancel ? "The run has already finished."
-                               : "Only a faulted or cancelled run can be retried; this one is " +
-                                     std::string(store::to_string(run->phase)) + ".",
+                        "Only a faulted or cancelled run can be retried; this one is " +
+                            std::string(store::to_string(run->phase)) + ".",
                         req);
     }
     if (cancel) {

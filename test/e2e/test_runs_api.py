@@ -126,6 +126,38 @@ class RunsApiTest(unittest.TestCase):
             release.set()
             function.close()
 
+    def test_of_two_retries_at_once_the_refused_one_says_why(self):
+        """Two retries of a faulted run at once: one redrives it, the other is 409 and names the
+        phase the run is in now (it said \"this one is faulted\", the phase read before)."""
+        release = threading.Event()
+        deliveries = {}
+
+        def respond(path, headers, body):
+            n = deliveries[headers["ce-id"]] = deliveries.get(headers["ce-id"], 0) + 1
+            if n > 1:
+                release.wait(60)  # the redriven call is held in flight
+            return 500, '{"error": "down"}'
+
+        function = LocalFunction(respond)
+        try:
+            doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                              "metadata": {"name": "twice"},
+                              "spec": {"functions": {"f": {"url": function.url}},
+                                       "do": [{"name": "call", "call": "f"}]}})
+            status, _, body = self.d.call("POST", NS + "/workflows", doc)
+            self.assertEqual(status, 201, body)
+            with ThreadPoolExecutor(2) as pool:
+                for _ in range(20):
+                    status, headers, body = self.d.call("POST", NS + "/workflows/twice:invoke", "{}")
+                    self.assertEqual(status, 500, body)
+                    retry = f"{NS}/runs/{headers['Knflow-Run-Id']}:retry"
+                    answers = sorted(pool.map(lambda _: self.d.call("POST", retry)[::2], range(2)))
+                    self.assertEqual([status for status, _ in answers], [202, 409], answers)
+                    self.assertIn("this one is running", answers[1][1])
+        finally:
+            release.set()
+            function.close()
+
     def test_a_function_answering_bytes_that_are_not_text_leaves_its_run_readable(self):
         """A function's answer that is not UTF-8 (binary data, or an error page in another
         encoding) reaches the run's output or error; every answer about the run is still JSON, the
