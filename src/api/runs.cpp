@@ -11,6 +11,7 @@
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/schema.hpp"
+#include "knflow/model/utf8.hpp"
 #include "knflow/store/run_store.hpp"
 
 #include <openssl/rand.h>

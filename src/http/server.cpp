@@ -4,6 +4,7 @@
 #include "knflow/http/problem.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
+#include "knflow/model/utf8.hpp"
 #include "knflow/version.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -60,41 +61,6 @@ struct ConnState {
   bool busy = false;     // a request is being read, handled or answered
   bool closing = false;  // the server is stopping: finish the current request, then close
 };
-
-// The offset of the first byte that is not part of valid UTF-8 (RFC 3629: no stray continuation
-// bytes, overlong forms, surrogates, code points above U+10FFFF or truncated sequences), or npos.
-// model::parse_document has the same check for documents; http does not depend on model.
-std::size_t find_invalid_utf8(std::string_view text) {
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  const std::size_t n = text.size();
-  for (std::size_t i = 0; i < n;) {
-    const unsigned char c = s[i];
-    std::size_t length = 1;
-    unsigned char low = 0x80;  // the allowed range of the second byte
-    unsigned char high = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      length = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      length = 3;
-      if (c == 0xE0) low = 0xA0;   // overlong
-      if (c == 0xED) high = 0x9F;  // surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      length = 4;
-      if (c == 0xF0) low = 0x90;   // overlong
-      if (c == 0xF4) high = 0x8F;  // above U+10FFFF
-    } else if (c >= 0x80) {
-      return i;  // a continuation byte, an overlong C0/C1 lead, or F5..FF
-    }
-    if (length > 1) {
-      if (i + length > n || s[i + 1] < low || s[i + 1] > high) return i;
-      for (std::size_t k = 2; k < length; ++k) {
-        if ((s[i + k] & 0xC0) != 0x80) return i;
-      }
-    }
-    i += length;
-  }
-  return std::string_view::npos;
-}
 
 Problem simple_problem(unsigned status, std::string type, std::string detail,
                        std::string instance = {}) {
@@ -231,15 +197,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (out.path.empty()) out.path = "/";
     // Names, ids and parameters are text, and problems and logs repeat them: bytes that are not
     // UTF-8 once decoded (%FF) are refused here, without repeating them.
-    if (auto at = find_invalid_utf8(out.path); at != std::string_view::npos) {
+    if (auto at = model::find_invalid_utf8(out.path); at != std::string_view::npos) {
       return make_problem(
           simple_problem(400, "bad-request",
                          "The request path is not valid UTF-8 once percent-decoded (at byte " +
                              std::to_string(at) + " of the decoded path)."));
     }
     for (auto param : parsed->params()) {
-      const bool key_ok = find_invalid_utf8(param.key) == std::string_view::npos;
-      if (!key_ok || find_invalid_utf8(param.value) != std::string_view::npos) {
+      const bool key_ok = model::find_invalid_utf8(param.key) == std::string_view::npos;
+      if (!key_ok || model::find_invalid_utf8(param.value) != std::string_view::npos) {
         return make_problem(simple_problem(
             400, "bad-request",
             key_ok ? "The query parameter \"" + param.key +

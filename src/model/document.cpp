@@ -1,5 +1,7 @@
 #include "knflow/model/document.hpp"
 
+#include "knflow/model/utf8.hpp"
+
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/emitter.h>
 #include <yaml-cpp/eventhandler.h>
@@ -59,46 +61,6 @@ ParseError error_at(std::string_view text, std::size_t offset, std::string messa
   }
   return ParseError{std::move(message), line, column};
 }
-
-}  // namespace
-
-// A small hand-written UTF-8 validator (RFC 3629), public for the API's checks of event data.
-std::size_t find_invalid_utf8(std::string_view text) {
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  const std::size_t n = text.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const unsigned char c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t length = 0;
-    unsigned char low = 0x80;  // allowed range of the second byte
-    unsigned char high = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      length = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      length = 3;
-      if (c == 0xE0) low = 0xA0;   // overlong
-      if (c == 0xED) high = 0x9F;  // surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      length = 4;
-      if (c == 0xF0) low = 0x90;   // overlong
-      if (c == 0xF4) high = 0x8F;  // above U+10FFFF
-    } else {
-      return i;  // continuation byte, overlong C0/C1 lead, or F5..FF
-    }
-    if (i + length > n || s[i + 1] < low || s[i + 1] > high) return i;
-    for (std::size_t k = 2; k < length; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return i;
-    }
-    i += length;
-  }
-  return std::string_view::npos;
-}
-
-namespace {
 
 // A key or value shown in a message: JSON-quoted and cut to a readable length.
 std::string quoted(std::string_view text) {

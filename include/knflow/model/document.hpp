@@ -61,11 +61,6 @@ inline constexpr std::size_t kMaxDataDepth = 1000;
 boost::json::value parse_data(std::string_view text, boost::system::error_code& ec);
 boost::json::value parse_data(std::string_view text);
 
-// The offset of the first byte of the first sequence that is not valid UTF-8 (RFC 3629: stray
-// continuation bytes, overlong forms, surrogates, code points above U+10FFFF, truncated
-// sequences), or npos when the whole text is valid.
-std::size_t find_invalid_utf8(std::string_view text);
-
 // Serialises a JSON value as YAML (block style, strings quoted whenever a plain scalar would be
 // read back as something else). to_yaml(parse(y)) parses back to the same value.
 std::string to_yaml(const boost::json::value& value);

@@ -1,0 +1,51 @@
+#pragma once
+
+// A UTF-8 check shared by the parts that take text from outside (model's documents, the API's
+// event data, the HTTP server's paths and query parameters). Header-only, so a part that depends
+// on nothing else of model can use it.
+
+#include <cstddef>
+#include <string_view>
+
+namespace knflow::model {
+
+// The offset of the first byte of the first sequence that is not valid UTF-8 (RFC 3629: stray
+// continuation bytes, overlong forms, surrogates, code points above U+10FFFF, truncated
+// sequences), or npos when the whole text is valid. Hand-written: none of the project's libraries
+// offers a validator on its own.
+inline std::size_t find_invalid_utf8(std::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned char c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t length = 0;
+    unsigned char low = 0x80;  // allowed range of the second byte
+    unsigned char high = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      length = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      length = 3;
+      if (c == 0xE0) low = 0xA0;   // overlong
+      if (c == 0xED) high = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      length = 4;
+      if (c == 0xF0) low = 0x90;   // overlong
+      if (c == 0xF4) high = 0x8F;  // above U+10FFFF
+    } else {
+      return i;  // continuation byte, overlong C0/C1 lead, or F5..FF
+    }
+    if (i + length > n || s[i + 1] < low || s[i + 1] > high) return i;
+    for (std::size_t k = 2; k < length; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return i;
+    }
+    i += length;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace knflow::model
