@@ -1,5 +1,7 @@
 #include "knflow/api/query.hpp"
 
+#include "knflow/model/utf8.hpp"
+
 #include "knflow/model/timestamp.hpp"
 #include "knflow/model/validate.hpp"
 
@@ -20,9 +22,7 @@ using http::ProblemError;
 std::string quoted(std::string_view value) {
   constexpr std::size_t kMax = 64;
   if (value.size() <= kMax) return "\"" + std::string(value) + "\"";
-  std::size_t cut = kMax;
-  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
-  return "\"" + std::string(value.substr(0, cut)) + "...\"";
+  return "\"" + std::string(model::utf8_prefix(value, kMax)) + "...\"";
 }
 
 void add(std::vector<ProblemError>& errors, std::string parameter, std::string detail) {

@@ -62,23 +62,9 @@ std::optional<std::string> json_error(std::string_view text) {
   return ec.message() + " at line " + std::to_string(line) + ", column " + std::to_string(column);
 }
 
-// `text` with every byte that is not part of valid UTF-8 replaced by U+FFFD. A run can hold such
-// bytes from a function's answer (the engine keeps them in its strings), and JSON cannot: JSON
-// text repaired so stays the same JSON, as the bytes can only be inside its strings.
-std::string repaired_utf8(std::string_view text) {
-  std::string out;
-  for (std::size_t at; (at = model::find_invalid_utf8(text)) != std::string_view::npos;) {
-    out.append(text.substr(0, at));
-    out += "\xEF\xBF\xBD";
-    text.remove_prefix(at + 1);
-  }
-  out.append(text);
-  return out;
-}
-
 json::value parse_or_null(const std::optional<std::string>& text) {
   if (!text) return nullptr;
-  const auto repaired = repaired_utf8(*text);
+  const auto repaired = model::repaired_utf8(*text);
   boost::system::error_code ec;
   auto v = model::parse_data(repaired, ec);
   return ec ? json::value(json::string(repaired)) : v;
@@ -383,7 +369,7 @@ struct Api::RunHandlers {
     p.extensions["runId"] = id;
     p.extensions["error"] = error;
     auto res = http::make_problem(p);
-    res.body = repaired_utf8(res.body);  // the error may quote a function's answer
+    res.body = model::repaired_utf8(res.body);  // the error may quote a function's answer
     res.set_header("Knflow-Run-Id", id);
     return res;
   }

@@ -1,6 +1,7 @@
 #include "knflow/engine/cloudevent.hpp"
 
 #include "knflow/model/document.hpp"
+#include "knflow/model/utf8.hpp"
 
 #include <openssl/evp.h>
 #include <boost/json/object.hpp>
@@ -71,43 +72,6 @@ bool is_valid_extension_name(std::string_view name) {
   return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
   });
-}
-
-// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
-bool is_valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t len = 0;
-    std::uint32_t cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > s.size()) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += len;
-  }
-  return true;
 }
 
 bool is_digits(std::string_view s) {
@@ -246,7 +210,7 @@ std::optional<std::string> decode_header_value(std::string_view raw) {
     out += static_cast<char>((hi << 4) | lo);
     i += 2;
   }
-  if (!is_valid_utf8(out)) return std::nullopt;
+  if (model::find_invalid_utf8(out) != std::string_view::npos) return std::nullopt;
   return out;
 }
 

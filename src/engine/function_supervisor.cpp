@@ -3,6 +3,7 @@
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/timestamp.hpp"
+#include "knflow/model/utf8.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -99,49 +100,6 @@ std::string describe_status(int status) {
   if (WIFEXITED(status)) return "exited with " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
   return "ended with wait status " + std::to_string(status);
-}
-
-// Output is kept as text: invalid UTF-8 becomes U+FFFD, so logs can be served as JSON.
-std::string sanitize_utf8(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  const auto* s = reinterpret_cast<const unsigned char*>(in.data());
-  const std::size_t n = in.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const unsigned char c = s[i];
-    std::size_t len = 0;
-    std::uint32_t min = 0;
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      min = 0x10000;
-    }
-    bool ok = len != 0 && i + len <= n;
-    std::uint32_t cp = ok ? c & (0x7F >> len) : 0;
-    for (std::size_t k = 1; ok && k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) ok = false;
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    ok = ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
-    if (ok) {
-      out.append(in.substr(i, len));
-      i += len;
-    } else {
-      out.append("\xEF\xBF\xBD");
-      ++i;
-    }
-  }
-  return out;
 }
 
 // Asks the kernel for a free loopback port: bind port 0, read the port, close. Another process
@@ -1139,7 +1097,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   }
 
   void append_line(Process& proc, bool is_stderr, std::string_view raw) {
-    std::string text = sanitize_utf8(raw);
+    std::string text = model::repaired_utf8(raw);  // kept as text, served as JSON
     if (is_stderr) {
       proc.recent_stderr.push_back(text);
       if (proc.recent_stderr.size() > kStderrExcerptLines) proc.recent_stderr.pop_front();

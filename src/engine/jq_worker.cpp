@@ -13,6 +13,7 @@
 #include "knflow/model/document.hpp"
 
 #include "knflow/model/expression.hpp"
+#include "knflow/model/utf8.hpp"
 
 extern "C" {
 #include <jq.h>
@@ -122,9 +123,7 @@ constexpr std::size_t kMaxMessageBytes = 4096;
 std::string error_answer(std::string_view message, bool fatal = false) {
   std::string text(message);
   if (text.size() > kMaxMessageBytes) {
-    std::size_t cut = kMaxMessageBytes;
-    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-    text.resize(cut);
+    text.resize(model::utf8_prefix(text, kMaxMessageBytes).size());
     text += "...";
   }
   json::object answer{{"ok", false}, {"error", text}};

@@ -65,13 +65,8 @@ ParseError error_at(std::string_view text, std::size_t offset, std::string messa
 // A key or value shown in a message: JSON-quoted and cut to a readable length.
 std::string quoted(std::string_view text) {
   constexpr std::size_t kShown = 64;
-  bool cut = false;
-  if (text.size() > kShown) {
-    std::size_t end = kShown;
-    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-    text = text.substr(0, end);
-    cut = true;
-  }
+  const bool cut = text.size() > kShown;
+  text = utf8_prefix(text, kShown);
   std::string out = json::serialize(json::string_view(text.data(), text.size()));
   if (cut) out.insert(out.size() - 1, "...");
   return out;

@@ -5,6 +5,7 @@
 // on nothing else of model can use it.
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace knflow::model {
@@ -46,6 +47,29 @@ inline std::size_t find_invalid_utf8(std::string_view text) {
     i += length;
   }
   return std::string_view::npos;
+}
+
+// `text` with every byte that does not belong to a valid UTF-8 sequence replaced by U+FFFD: text
+// from outside (a function's answer, its output) made fit for JSON. JSON text repaired so stays
+// the same JSON, as such bytes can only be inside its strings.
+inline std::string repaired_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t at; (at = find_invalid_utf8(text)) != std::string_view::npos;) {
+    out.append(text.substr(0, at));
+    out += "\xEF\xBF\xBD";
+    text.remove_prefix(at + 1);
+  }
+  out.append(text);
+  return out;
+}
+
+// The longest prefix of `text` of at most `max` bytes that does not end inside a character.
+inline std::string_view utf8_prefix(std::string_view text, std::size_t max) {
+  if (text.size() <= max) return text;
+  std::size_t cut = max;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return text.substr(0, cut);
 }
 
 }  // namespace knflow::model
