@@ -172,24 +172,12 @@ struct Api::RunHandlers {
     return std::nullopt;
   }
 
-  // Why an event's data cannot start a run, or nullopt. The engine holds data as JSON or text
-  // inside the run's stored JSON state, so bytes that are not UTF-8 (in the data or its
-  // datacontenttype; other attributes are checked as the event is decoded) would make that state
-  // unreadable; and data whose media type says JSON (in any case) must be JSON.
+  // Why an event's data cannot start a run, or nullopt: it is not text (engine::data_not_text:
+  // it would make the run's stored state unreadable), or its media type says JSON (in any case)
+  // and it is not JSON.
   static std::optional<std::string> unusable_data(const engine::CloudEvent& e) {
-    if (e.datacontenttype &&
-        model::find_invalid_utf8(*e.datacontenttype) != std::string_view::npos) {
-      return "the Content-Type (datacontenttype) is not valid UTF-8.";
-    }
-    if (!e.data) return std::nullopt;
-    if (auto at = model::find_invalid_utf8(*e.data); at != std::string_view::npos) {
-      return "the data is not UTF-8 text (at byte " + std::to_string(at) +
-             "); the engine carries event data as JSON or text, so send binary data encoded as "
-             "text (base64 in a JSON string, say).";
-    }
-    std::string type = e.datacontenttype.value_or("");
-    for (auto& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (type.find("json") != std::string::npos) {
+    if (auto error = engine::data_not_text(e)) return error;
+    if (e.data && engine::is_json_media_type(e.datacontenttype.value_or(""))) {
       if (auto error = json_error(*e.data)) {
         return "the data is not valid JSON (" + *error + "), though its media type " +
                *e.datacontenttype + " says it is.";

@@ -61,13 +61,6 @@ std::string media_type(std::string_view content_type) {
   return to_lower(trim(content_type.substr(0, semicolon)));
 }
 
-// application/json, text/json and any structured-syntax +json type (CloudEvents JSON format 3.1).
-bool is_json_media_type(std::string_view content_type) {
-  auto type = media_type(content_type);
-  return type == "application/json" || type == "text/json" ||
-         (type.size() > 5 && type.ends_with("+json"));
-}
-
 bool is_valid_extension_name(std::string_view name) {
   return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
@@ -523,6 +516,27 @@ EncodedEvent encode_structured(const CloudEvent& event) {
     out.body += '}';
   }
   return out;
+}
+
+// application/json, text/json and any structured-syntax +json type (CloudEvents JSON format 3.1).
+bool is_json_media_type(std::string_view content_type) {
+  auto type = media_type(content_type);
+  return type == "application/json" || type == "text/json" ||
+         (type.size() > 5 && type.ends_with("+json"));
+}
+
+std::optional<std::string> data_not_text(const CloudEvent& event) {
+  if (event.datacontenttype &&
+      model::find_invalid_utf8(*event.datacontenttype) != std::string_view::npos) {
+    return "the Content-Type (datacontenttype) is not valid UTF-8.";
+  }
+  if (!event.data) return std::nullopt;
+  if (auto at = model::find_invalid_utf8(*event.data); at != std::string_view::npos) {
+    return "the data is not UTF-8 text (at byte " + std::to_string(at) +
+           "); knflow carries event data as JSON or text, so send binary data encoded as text "
+           "(base64 in a JSON string, say).";
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string> trace_id_from_traceparent(std::string_view tp) {

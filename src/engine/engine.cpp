@@ -11,6 +11,7 @@
 #include "knflow/model/document.hpp"
 #include "knflow/model/expression.hpp"
 #include "knflow/model/timestamp.hpp"
+#include "knflow/model/utf8.hpp"
 #include "knflow/store/run_store.hpp"
 #include "run_state.hpp"
 
@@ -21,6 +22,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <atomic>
 #include <mutex>
@@ -168,10 +170,25 @@ CloudEvent event_from_attributes(const json::object& o) {
   return e;
 }
 
+// An exception's message for a run's error: a Boost system error's without the source location
+// its what() adds ("[boost.json:... at ./boost/json/...]").
+std::string reason(const std::exception& e) {
+  if (const auto* se = dynamic_cast<const boost::system::system_error*>(&e)) {
+    return se->code().message();
+  }
+  return e.what();
+}
+
+// The start of a function's error answer, for an error's detail: text (bytes that are not UTF-8
+// become U+FFFD), at most 512 bytes, cut at a character.
+std::string answer_excerpt(std::string_view body) {
+  return model::repaired_utf8(model::utf8_prefix(body, 512));
+}
+
 // The data of an event as JSON: parsed when it is JSON (or untyped and parses), else a string.
 json::value data_as_json(const CloudEvent& e) {
   if (!e.data) return nullptr;
-  const bool jsonish = !e.datacontenttype || e.datacontenttype->find("json") != std::string::npos;
+  const bool jsonish = !e.datacontenttype || is_json_media_type(*e.datacontenttype);
   if (jsonish) {
     boost::system::error_code ec;
     auto v = model::parse_data(*e.data, ec);
@@ -627,7 +644,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                 if (!state->fault) state->fault = f;
               } catch (const std::exception& ex) {
                 if (!state->fault) {
-                  state->fault = make_fault("runtime", 500, "Internal error", ex.what(), "");
+                  state->fault = make_fault("runtime", 500, "Internal error", reason(ex), "");
                 }
               }
               if (!any) group.cancel();
@@ -1359,6 +1376,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         Current next = cur;
         if (res.status != 202 && !res.body.empty()) {
           auto decoded = decode_event(res.headers, res.body);
+          if (std::holds_alternative<std::nullopt_t>(decoded)) {
+            CloudEvent plain;
+            plain.data = res.body;
+            for (const auto& [k, v] : res.headers) {
+              if (k == "content-type") plain.datacontenttype = v;
+            }
+            if (auto error = data_not_text(plain))
+              decoded = "the answer is a plain body, but " + *error;
+          } else if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
+            if (auto error = data_not_text(*ev)) decoded = *error;
+          }
           if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
             next.data = data_as_json(*ev);
             next.event = *ev;
@@ -1394,10 +1422,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_return next;
       }
       const unsigned status = res.error ? 0 : res.status;
-      const std::string detail = res.error
-                                     ? res.error_message
-                                     : "the function answered " + std::to_string(res.status) +
-                                           (res.body.empty() ? "" : ": " + res.body.substr(0, 512));
+      const std::string detail =
+          res.error ? res.error_message
+                    : "the function answered " + std::to_string(res.status) +
+                          (res.body.empty() ? "" : ": " + answer_excerpt(res.body));
       // No answer: 504 when the request timed out, 502 when it could not be sent or read, as a
       // gateway says it (a run's or step's own deadline is 408, check_live).
       const bool timed_out = res.error == boost::asio::error::timed_out;
@@ -1505,7 +1533,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } catch (const Fault& f) {
       fault = f;
     } catch (const std::exception& e) {
-      fault = make_fault("runtime", 500, "Internal error", e.what(), "/do");
+      fault = make_fault("runtime", 500, "Internal error", reason(e), "/do");
     }
     if (stopping_now()) co_return;  // shutting down: the run resumes at the next start
     RunOutcome outcome;
@@ -1684,7 +1712,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } catch (const store::Error&) {
       throw;  // the database itself failed: not this run's problem alone
     } catch (const std::exception& e) {
-      fault_unreadable(store, rec, e.what());
+      fault_unreadable(store, rec, reason(e));
       return false;
     }
     run->id = rec.id;
@@ -1764,6 +1792,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     run->waiters.push_back(timer);
     co_await timer->async_wait(use_tuple);
     co_return run->outcome;
+  }
+
+  static asio::awaitable<bool> ended_on_strand(std::shared_ptr<Run> run) {
+    co_return run->outcome.has_value();
   }
 
   static asio::awaitable<void> cancel_on_strand(std::shared_ptr<Run> run) {
@@ -1938,9 +1970,21 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
 }
 
 asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
-  {
-    std::lock_guard lock(impl_->mutex);
-    if (impl_->active.contains(run_id)) co_return Control::conflict;
+  // A run's end is written (and readable through the API) a moment before its coroutine returns
+  // and the engine lets go of it: a retry then waits for that instead of refusing a run that is
+  // no longer running.
+  for (int pauses = 0;; ++pauses) {
+    std::shared_ptr<Run> run;
+    {
+      std::lock_guard lock(impl_->mutex);
+      if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
+    }
+    if (!run) break;
+    const bool ended =
+        co_await asio::co_spawn(run->strand, Impl::ended_on_strand(run), asio::use_awaitable);
+    if (!ended || pauses == 1000) co_return Control::conflict;
+    asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(1));
+    co_await pause.async_wait(use_tuple);
   }
   std::function<Control(store::RunStore&)> op = [impl = impl_,
                                                  run_id](store::RunStore& s) -> Control {

@@ -159,10 +159,11 @@ class RunsApiTest(unittest.TestCase):
             function.close()
 
     def test_a_function_answering_bytes_that_are_not_text_leaves_its_run_readable(self):
-        """A function's answer that is not UTF-8 (binary data, or an error page in another
-        encoding) reaches the run's output or error; every answer about the run is still JSON, the
-        bytes shown as U+FFFD (the run list, the run, a sync invoke's problem answered invalid
-        JSON, and one such run made `knflow runs` abort)."""
+        """A function's answer that is not UTF-8: as a success it faults the call (502, not
+        retried: the engine carries data as JSON or text); in an error answer its start is quoted
+        in the error with the bytes shown as U+FFFD. Every answer about the runs is JSON (the run
+        list, the run, a sync invoke's problem answered invalid JSON, one such run made `knflow
+        runs` abort, and a restart faulted a running one as unreadable)."""
         function = LocalFunction(lambda path, headers, body: (500 if path == "/fail" else 200,
                                                               b"\xff\xfe binary"))
         try:
@@ -174,7 +175,8 @@ class RunsApiTest(unittest.TestCase):
                 status, _, body = self.d.call("POST", NS + "/workflows", doc)
                 self.assertEqual(status, 201, body)
             status, _, raw = self.raw_call("POST", NS + "/workflows/bytes:invoke")
-            self.assertEqual(status, 200, raw)  # the final event in binary mode: its data as it is
+            self.assertEqual(status, 502, raw)
+            self.assertIn("not UTF-8 text", json.loads(raw.decode())["error"]["detail"])
             status, headers, raw = self.raw_call("POST", NS + "/workflows/badbytes:invoke")
             self.assertEqual(status, 500, raw)
             problem = json.loads(raw.decode())  # valid UTF-8, and JSON
@@ -185,11 +187,11 @@ class RunsApiTest(unittest.TestCase):
             self.assertEqual(status, 200, raw)
             listed = {r["workflow"]: r for r in json.loads(raw.decode())["items"]}
             self.assertIn("\ufffd\ufffd binary", listed["badbytes"]["error"]["detail"], listed)
-            for run_id in (failed, listed["bytes"]["id"]):
-                status, _, raw = self.raw_call("GET", f"{NS}/runs/{run_id}")
-                self.assertEqual(status, 200, raw)
-                run = json.loads(raw.decode())
-                self.assertIn("\ufffd\ufffd binary", json.dumps(run, ensure_ascii=False), run)
+            self.assertEqual(listed["bytes"]["phase"], "faulted", listed)
+            status, _, raw = self.raw_call("GET", f"{NS}/runs/{failed}")
+            self.assertEqual(status, 200, raw)
+            run = json.loads(raw.decode())
+            self.assertIn("\ufffd\ufffd binary", json.dumps(run, ensure_ascii=False), run)
         finally:
             function.close()
 

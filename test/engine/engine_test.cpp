@@ -399,6 +399,55 @@ TEST_CASE("engine: a reply that is not a CloudEvent becomes the data", "[engine]
   CHECK(d.at("type").as_string() == "dev.knflow.plain.a");
 }
 
+TEST_CASE("engine: an answer that is not text faults its call; JSON types match in any case",
+          "[engine][call]") {
+  // A binary answer was kept raw in the run's stored state: invalid JSON there, so the run could
+  // not be shown and a restart faulted it as unreadable. `Application/JSON` stayed a string.
+  EngineFixture f;
+  const std::string binary("\xff\xfe\x00\x01", 4);
+  f.echo.route(
+      "/binary",
+      {.status = 200, .body = binary, .headers = {{"Content-Type", "application/octet-stream"}}});
+  f.echo.route("/binary-event", {.status = 200,
+                                 .body = binary,
+                                 .headers = {{"Content-Type", "application/octet-stream"},
+                                             {"ce-specversion", "1.0"},
+                                             {"ce-id", "b-1"},
+                                             {"ce-source", "/b"},
+                                             {"ce-type", "b"}}});
+  f.echo.route("/failing", {.status = 503, .body = binary});
+  f.echo.route("/upper", {.status = 200,
+                          .body = R"({"a": 1})",
+                          .headers = {{"Content-Type", "Application/JSON; charset=UTF-8"}}});
+  auto yaml = [&](const std::string& fn) {
+    return header("text-" + fn.substr(1)) + functions(f, {fn.substr(1)}) +
+           "  do:\n    - name: call-it\n      call: " + fn.substr(1) +
+           "\n      retry: {limit: 2, backoff: constant, delay: PT0.01S}\n";
+  };
+  for (const std::string fn : {"/binary", "/binary-event"}) {
+    std::string id;
+    auto out = f.run(yaml(fn), "{}", &id);
+    CHECK(out.phase == "faulted");
+    CHECK(EngineFixture::error_type(out) == "communication");
+    CHECK(out.error->at("status") == 502);
+    CHECK(std::string(out.error->at("detail").as_string()).find("not UTF-8 text") !=
+          std::string::npos);
+    CHECK(f.attempts(id).size() == 1);  // not retried: the next answer would be the same
+    // What the store keeps reads back as JSON.
+    for (const auto& a : f.attempts(id)) {
+      if (a.error_json) CHECK_NOTHROW(json::parse(*a.error_json));
+    }
+  }
+  std::string id;
+  auto out = f.run(yaml("/failing"), "{}", &id);
+  REQUIRE(out.error);
+  CHECK(std::string(out.error->at("detail").as_string()) ==
+        std::string("the function answered 503: \xEF\xBF\xBD\xEF\xBF\xBD\x00\x01", 35));
+  f.wait_stored(id, store::RunPhase::faulted);
+  CHECK_NOTHROW(json::parse(*f.record(id)->error_json));
+  CHECK(EngineFixture::data(f.run(yaml("/upper"))) == json::parse(R"({"a": 1})"));
+}
+
 TEST_CASE("engine: switch takes the first match, the default, or faults", "[engine][switch]") {
   EngineFixture f;
   auto yaml = header("route") + R"(  do:
@@ -1125,6 +1174,29 @@ TEST_CASE("engine: a restarted join any fork takes its journaled winner; the los
   CHECK(loser_attempts == 1);  // the one the stop interrupted, no new one
 }
 
+TEST_CASE("engine: a run whose stored state does not decode is faulted with a plain reason",
+          "[engine][durable]") {
+  // The reason quoted Boost's source location ("[boost.json:... at ./boost/json/...]").
+  EngineFixture f;
+  auto yaml = header("napping") + R"(  do:
+    - {name: nap, wait: PT30S}
+)";
+  auto id = f.start(yaml);
+  wait_until([&] { return !f.journal(id).empty(); });  // the wait's deadline
+  f.stop_engine();
+  f.put_journal(id, {.path = "/do/0",
+                     .state = store::JournalState::completed,
+                     .value_json = R"({"flow": "continue", "outputs": [)"});  // cut short
+  f.start_engine();
+  f.wait_stored(id, store::RunPhase::faulted);
+  auto error = json::parse(*f.record(id)->error_json);
+  CHECK(error.at("title") == "Run state unreadable");
+  const std::string detail(error.at("detail").as_string());
+  INFO(detail);
+  CHECK(detail.find("boost") == std::string::npos);
+  CHECK(detail.find("the stored state of this run does not decode: ") == 0);
+}
+
 TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
           "[engine][durable][try]") {
   // The try list started again at its first attempt: the call that had faulted there was called
@@ -1524,6 +1596,23 @@ TEST_CASE("engine: a redrive reuses the iterations and branches that completed",
   CHECK(count("/left") == 1);  // its branch had completed
   CHECK(count("/right") == 2);
   CHECK(count("/item") == 5);
+}
+
+TEST_CASE("engine: a retry as soon as the fault is stored is not refused",
+          "[engine][redrive]") {
+  // A run's end is in the store (where GET .../runs/{id} reads it) a moment before the engine
+  // lets go of the run: a retry in that moment was refused as if the run were still running.
+  EngineFixture f;
+  f.echo.route("/bad", {.status = 400});
+  auto yaml = header("refused") + functions(f, {"bad"}) + "  do:\n    - {name: b, call: bad}\n";
+  for (int i = 0; i < 200; ++i) {
+    const auto id = f.start(yaml);
+    while (f.record(id)->phase != store::RunPhase::faulted) {
+    }
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+    REQUIRE(f.wait(id).phase == "faulted");
+  }
 }
 
 TEST_CASE("engine: retry redrives a faulted run from the failed step", "[engine][redrive]") {

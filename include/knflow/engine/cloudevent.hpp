@@ -50,6 +50,15 @@ EncodedEvent encode_structured(const CloudEvent& event);
 using DecodeEventResult = std::variant<std::nullopt_t, CloudEvent, std::string>;
 DecodeEventResult decode_event(const HeaderList& headers, std::string_view body);
 
+// Whether a Content-Type says its data is JSON: application/json, text/json or a structured
+// syntax `+json` type (CloudEvents JSON format 3.1), in any case, parameters ignored.
+bool is_json_media_type(std::string_view type);
+
+// Why an event's data cannot be carried by a run, or nullopt: the engine holds data as JSON or
+// text inside the run's stored JSON state, so the data and its datacontenttype must be UTF-8
+// (the other attributes are checked as an event is decoded).
+std::optional<std::string> data_not_text(const CloudEvent& event);
+
 // The trace id (32 lowercase hex digits) of a W3C Trace Context `traceparent`, or nullopt when
 // the value is not one: version 00 exactly `00-<32 hex>-<16 hex>-<2 hex>`; a later version at
 // least that, followed by nothing or by '-'; version ff, an all-zero trace id or an all-zero
