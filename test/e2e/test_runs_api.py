@@ -42,6 +42,20 @@ spec:
 NS = "/api/v1/namespaces/default"
 
 
+def failing_then_held(release):
+    """A function whose first delivery of each event fails at once (500) and whose later ones (a
+    redrive's) are held in flight until `release` is set."""
+    deliveries = {}
+
+    def respond(path, headers, body):
+        n = deliveries[headers["ce-id"]] = deliveries.get(headers["ce-id"], 0) + 1
+        if n > 1:
+            release.wait(60)
+        return 500, '{"error": "down"}'
+
+    return LocalFunction(respond)
+
+
 class RunsApiTest(unittest.TestCase):
     def setUp(self):
         self.d = Daemon()
@@ -52,6 +66,15 @@ class RunsApiTest(unittest.TestCase):
 
     def tearDown(self):
         self.d.close()
+
+    def one_call_workflow(self, name, url):
+        """Stores workflow NAME: one step calling the function at URL."""
+        doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                          "metadata": {"name": name},
+                          "spec": {"functions": {"f": {"url": url}},
+                                   "do": [{"name": "call", "call": "f"}]}})
+        status, _, body = self.d.call("POST", NS + "/workflows", doc)
+        self.assertEqual(status, 201, body)
 
     def wait_phase(self, run_id, phases, limit=30):
         deadline = time.monotonic() + limit
@@ -90,23 +113,9 @@ class RunsApiTest(unittest.TestCase):
         the phase, then deleted in a second store operation, and a redrive in between was deleted
         while it ran), and of two deletes only one answers 200 (both did)."""
         release = threading.Event()
-        deliveries = {}
-
-        def respond(path, headers, body):
-            # The first delivery of a run's call fails at once; a redriven one is held in flight.
-            n = deliveries[headers["ce-id"]] = deliveries.get(headers["ce-id"], 0) + 1
-            if n > 1:
-                release.wait(60)
-            return 500, '{"error": "down"}'
-
-        function = LocalFunction(respond)
+        function = failing_then_held(release)
         try:
-            doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
-                              "metadata": {"name": "downstream"},
-                              "spec": {"functions": {"f": {"url": function.url}},
-                                       "do": [{"name": "call", "call": "f"}]}})
-            status, _, body = self.d.call("POST", NS + "/workflows", doc)
-            self.assertEqual(status, 201, body)
+            self.one_call_workflow("downstream", function.url)
             outcomes = set()
             with ThreadPoolExecutor(3) as pool:
                 for _ in range(20):
@@ -130,22 +139,9 @@ class RunsApiTest(unittest.TestCase):
         """Two retries of a faulted run at once: one redrives it, the other is 409 and names the
         phase the run is in now (it said \"this one is faulted\", the phase read before)."""
         release = threading.Event()
-        deliveries = {}
-
-        def respond(path, headers, body):
-            n = deliveries[headers["ce-id"]] = deliveries.get(headers["ce-id"], 0) + 1
-            if n > 1:
-                release.wait(60)  # the redriven call is held in flight
-            return 500, '{"error": "down"}'
-
-        function = LocalFunction(respond)
+        function = failing_then_held(release)
         try:
-            doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
-                              "metadata": {"name": "twice"},
-                              "spec": {"functions": {"f": {"url": function.url}},
-                                       "do": [{"name": "call", "call": "f"}]}})
-            status, _, body = self.d.call("POST", NS + "/workflows", doc)
-            self.assertEqual(status, 201, body)
+            self.one_call_workflow("twice", function.url)
             with ThreadPoolExecutor(2) as pool:
                 for _ in range(20):
                     status, headers, body = self.d.call("POST", NS + "/workflows/twice:invoke", "{}")
@@ -168,12 +164,7 @@ class RunsApiTest(unittest.TestCase):
                                                               b"\xff\xfe binary"))
         try:
             for name, path in (("bytes", "/ok"), ("badbytes", "/fail")):
-                doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
-                                  "metadata": {"name": name},
-                                  "spec": {"functions": {"f": {"url": function.url + path}},
-                                           "do": [{"name": "call", "call": "f"}]}})
-                status, _, body = self.d.call("POST", NS + "/workflows", doc)
-                self.assertEqual(status, 201, body)
+                self.one_call_workflow(name, function.url + path)
             status, _, raw = self.raw_call("POST", NS + "/workflows/bytes:invoke")
             self.assertEqual(status, 502, raw)
             self.assertIn("not UTF-8 text", json.loads(raw.decode())["error"]["detail"])
@@ -310,12 +301,8 @@ class RunsApiTest(unittest.TestCase):
                 ("plain Content-Type", "hi", "text/\xffplain", {}, "malformed-document"),
                 ("binary Content-Type", "hi", "text/\xffplain", binary, "malformed-event")]:
             with self.subTest(name):
-                status, _, text = self.d.call("POST", NS + "/workflows/sleeper:invoke?mode=async", body,
-                                              content_type=content_type, headers=headers)
-                self.assertEqual(status, 400, text)
-                problem = json.loads(text)
-                self.assertEqual(problem["type"], "https://knflow.dev/problems/" + problem_type, text)
-                self.assertIn("UTF-8", problem["detail"])
+                self.assert_refused(NS + "/workflows/sleeper:invoke?mode=async", body, content_type,
+                                    headers, problem_type, "UTF-8")
         status, listing = self.d.json("GET", NS + "/runs?workflow=sleeper")
         self.assertEqual(listing["items"], [])
         # The broker reads events the same way.
@@ -326,6 +313,14 @@ class RunsApiTest(unittest.TestCase):
         status, _, text = self.d.call("POST", NS + "/workflows/sleeper:invoke?mode=async", "h\u00e9",
                                       content_type="text/plain")
         self.assertEqual(status, 202, text)
+
+    def assert_refused(self, target, body, content_type, headers, problem_type, phrase):
+        """POST target answers 400 with a problem of that type whose detail says `phrase`."""
+        status, _, text = self.d.call("POST", target, body, content_type=content_type, headers=headers)
+        self.assertEqual(status, 400, text)
+        problem = json.loads(text)
+        self.assertEqual(problem["type"], "https://knflow.dev/problems/" + problem_type, text)
+        self.assertIn(phrase, problem["detail"])
 
     def test_data_declared_json_must_be_json_in_every_mode(self):
         """Data whose media type says JSON must parse, whatever carries it (a CloudEvent's such
@@ -341,12 +336,8 @@ class RunsApiTest(unittest.TestCase):
                  "malformed-event"),
                 ("structured mode", structured, "application/cloudevents+json", {}, "malformed-event")]:
             with self.subTest(name):
-                status, _, text = self.d.call("POST", NS + "/workflows/failer:invoke", body,
-                                              content_type=content_type, headers=headers)
-                self.assertEqual(status, 400, text)
-                problem = json.loads(text)
-                self.assertEqual(problem["type"], "https://knflow.dev/problems/" + problem_type, text)
-                self.assertIn("not valid JSON", problem["detail"])
+                self.assert_refused(NS + "/workflows/failer:invoke", body, content_type, headers,
+                                    problem_type, "not valid JSON")
         status, listing = self.d.json("GET", NS + "/runs?workflow=failer")
         self.assertEqual(listing["items"], [])
         # Valid JSON data in binary mode still runs; data of another type stays a string.
