@@ -600,6 +600,8 @@ struct Api::RunHandlers {
       if (auto outcome = co_await api.engine_->wait(id, kCancelWait)) {
         co_return accepted(ns, id, 200, outcome->phase);
       }
+      // No outcome: still unwinding, or ended and deleted meanwhile (a DELETE racing the cancel).
+      if (!co_await find_run(id)) co_return run_not_found(req, id, ns);
       co_return accepted(ns, id, 202, "cancelling");
     }
     co_return accepted(ns, id);
