@@ -1598,8 +1598,7 @@ TEST_CASE("engine: a redrive reuses the iterations and branches that completed",
   CHECK(count("/item") == 5);
 }
 
-TEST_CASE("engine: a retry as soon as the fault is stored is not refused",
-          "[engine][redrive]") {
+TEST_CASE("engine: a retry as soon as the fault is stored is not refused", "[engine][redrive]") {
   // A run's end is in the store (where GET .../runs/{id} reads it) a moment before the engine
   // lets go of the run: a retry in that moment was refused as if the run were still running.
   EngineFixture f;
