@@ -838,17 +838,21 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     self->finish_start(fn, std::move(outcome));
   }
 
+  // The last stderr lines, their end kept when they are long, cut at a character (the error is
+  // stored with the run and logged: it must stay text).
   static std::string stderr_excerpt(const Process& p) {
     if (p.recent_stderr.empty()) return "; it wrote nothing to stderr";
-    std::string out = "; stderr: ";
+    std::string lines;
     bool first = true;
     for (const auto& line : p.recent_stderr) {
-      if (!first) out += " | ";
+      if (!first) lines += " | ";
       first = false;
-      out += line;
+      lines += line;
     }
-    if (out.size() > kStderrExcerptBytes) out = "…" + out.substr(out.size() - kStderrExcerptBytes);
-    return out;
+    if (lines.size() > kStderrExcerptBytes) {
+      lines = "…" + std::string(model::utf8_suffix(lines, kStderrExcerptBytes));
+    }
+    return "; stderr: " + lines;
   }
 
   void finish_start(const std::shared_ptr<Function>& fn, Endpoint outcome) {

@@ -1,6 +1,7 @@
 #include "knflow/engine/function_supervisor.hpp"
 
 #include "knflow/metrics/metrics.hpp"
+#include "knflow/model/utf8.hpp"
 #include "support/catch.hpp"
 #include "support/temp_dir.hpp"
 
@@ -452,6 +453,28 @@ TEST_CASE("A function that exits at start fails ensure() with its status and std
   CHECK_THAT(again.error, Catch::Contains(c.expected.front()));
   CHECK_THAT(again.error, Catch::Contains("next attempt in"));
 
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("A failed start quotes the end of stderr in whole characters", "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 10s});
+  // 6,000 bytes of three-byte characters, more than the error quotes.
+  const FunctionSpec spec{.command = {"python3", "-c",
+                                      "import sys\n"
+                                      "sys.stderr.write('\u20ac' * 2000 + '\\n')\n"
+                                      "sys.stderr.write('last line \u20ac!\\n')\n"
+                                      "sys.exit(4)\n"},
+                          .env = {},
+                          .working_dir = kFixtures};
+  const auto endpoint = ensure(ioc, supervisor, key("orders", "noisy"), spec);
+  REQUIRE(!endpoint.url);
+  CHECK_THAT(endpoint.error, Catch::StartsWith("exited with 4 before accepting connections"));
+  CHECK_THAT(endpoint.error, Catch::Contains("; stderr: \u2026\u20ac\u20ac"));
+  CHECK_THAT(endpoint.error, Catch::Contains("\u20ac | last line \u20ac!"));
+  // The error goes into the run's stored state and the daemon's log: it must be text.
+  CHECK(knflow::model::find_invalid_utf8(endpoint.error) == std::string::npos);
+  CHECK(endpoint.error.size() < 1'200);
   shutdown(ioc, supervisor);
 }
 

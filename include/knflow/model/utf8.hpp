@@ -72,4 +72,12 @@ inline std::string_view utf8_prefix(std::string_view text, std::size_t max) {
   return text.substr(0, cut);
 }
 
+// The longest suffix of `text` of at most `max` bytes that does not start inside a character.
+inline std::string_view utf8_suffix(std::string_view text, std::size_t max) {
+  if (text.size() <= max) return text;
+  std::size_t from = text.size() - max;
+  while (from < text.size() && (static_cast<unsigned char>(text[from]) & 0xC0) == 0x80) ++from;
+  return text.substr(from);
+}
+
 }  // namespace knflow::model
