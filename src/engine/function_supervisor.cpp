@@ -1086,8 +1086,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
         } else {
           line.push_back(buf[i]);
           if (line.size() >= kMaxLineBytes) {
-            self->append_line(*proc, is_stderr, line);
-            line.clear();
+            // Cut between characters: one that is not complete yet begins the next piece.
+            const auto whole = line.size() - model::utf8_incomplete_tail(line);
+            self->append_line(*proc, is_stderr, std::string_view(line).substr(0, whole));
+            line.erase(0, whole);
           }
         }
       }
@@ -1101,7 +1103,18 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   }
 
   void append_line(Process& proc, bool is_stderr, std::string_view raw) {
-    std::string text = model::repaired_utf8(raw);  // kept as text, served as JSON
+    const std::string repaired = model::repaired_utf8(raw);  // kept as text, served as JSON
+    // Each U+FFFD takes three bytes where the byte it replaces took one: cut again, so that no
+    // line kept is longer than kMaxLineBytes.
+    std::string_view rest = repaired;
+    do {
+      const auto piece = model::utf8_prefix(rest, kMaxLineBytes);
+      keep_line(proc, is_stderr, std::string(piece));
+      rest.remove_prefix(piece.size());
+    } while (!rest.empty());
+  }
+
+  void keep_line(Process& proc, bool is_stderr, std::string text) {
     if (is_stderr) {
       proc.recent_stderr.push_back(text);
       if (proc.recent_stderr.size() > kStderrExcerptLines) proc.recent_stderr.pop_front();

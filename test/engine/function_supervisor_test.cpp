@@ -384,6 +384,45 @@ TEST_CASE("Output of both streams is kept as bounded, timestamped lines", "[func
   shutdown(ioc, supervisor);
 }
 
+TEST_CASE("A long line is cut between characters into pieces of at most 8 KiB of text",
+          "[function_supervisor]") {
+  struct Case {
+    std::string query;     // for POST /spam: one line of `units` units, at most 60,000 bytes
+    int units;             // (the pipe holds 64 KiB while this thread waits for the answer)
+    std::string unit;      // each unit as kept
+    std::string describe;  // what the line is
+  };
+  const auto c = GENERATE(Case{"text=%E2%82%AC", 20'000, "\u20ac", "three-byte characters"},
+                          Case{"text=%F0%9F%98%80", 15'000, "\U0001F600", "four-byte characters"},
+                          Case{"hex=ff", 20'000, "\uFFFD", "bytes that are not UTF-8"});
+  INFO(c.describe);
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  const auto k = key("orders", "echo");
+  const auto endpoint = ensure(ioc, supervisor, k, echo_spec());
+  REQUIRE(endpoint.url);
+  const auto query = "/spam?n=1&len=" + std::to_string(c.units) + "&" + c.query;
+  REQUIRE(http(port_of(*endpoint.url), "POST", query).status == 200);
+  std::vector<std::string> pieces;
+  std::string kept;
+  REQUIRE(run_until(ioc, [&] {
+    pieces.clear();
+    kept.clear();
+    for (const auto& line : supervisor.logs(k)) {
+      if (line.text.starts_with("echo:")) continue;
+      pieces.push_back(line.text);
+      kept += line.text;
+    }
+    return kept.size() >= c.units * c.unit.size();
+  }));
+  std::string expected;
+  for (int i = 0; i < c.units; ++i) expected += c.unit;
+  CHECK(kept == expected);  // no character split into two U+FFFD, none lost
+  CHECK(pieces.size() >= 3);
+  for (const auto& piece : pieces) CHECK(piece.size() <= 8192);
+  shutdown(ioc, supervisor);
+}
+
 TEST_CASE("A function that crashes is restarted on a new pid", "[function_supervisor]") {
   asio::io_context ioc;
   knflow::metrics::Metrics metrics;

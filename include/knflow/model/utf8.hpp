@@ -72,6 +72,18 @@ inline std::string_view utf8_prefix(std::string_view text, std::size_t max) {
   return text.substr(0, cut);
 }
 
+// How many bytes at the end of `text` (0 to 3) begin a character that more bytes would complete:
+// what text read in pieces carries over to the next piece so as not to cut a character in two.
+inline std::size_t utf8_incomplete_tail(std::string_view text) {
+  for (std::size_t back = 1; back <= 3 && back <= text.size(); ++back) {
+    const auto byte = static_cast<unsigned char>(text[text.size() - back]);
+    if ((byte & 0xC0) == 0x80) continue;  // a continuation byte: its first byte is further back
+    const std::size_t length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1;
+    return length > back ? back : 0;
+  }
+  return 0;
+}
+
 // The longest suffix of `text` of at most `max` bytes that does not start inside a character.
 inline std::string_view utf8_suffix(std::string_view text, std::size_t max) {
   if (text.size() <= max) return text;
