@@ -928,10 +928,20 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     }
     if (!env.contains("PATH")) env["PATH"] = kDefaultPath;
     env["PYTHONUNBUFFERED"] = "1";
+    // A process gets C strings: a NUL byte would cut an argument or a value short there.
+    for (std::size_t i = 0; i < spec.command.size(); ++i) {
+      if (spec.command[i].find('\0') != std::string::npos) {
+        return "could not start " + std::string(spec.command[0].c_str()) + ": command argument " +
+               std::to_string(i) + " contains a NUL byte";
+      }
+    }
     for (const auto& [name, value] : spec.env) {
       if (name.empty() || name.find('=') != std::string::npos ||
-          name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
+          name.find('\0') != std::string::npos) {
         return "environment variable name \"" + name + "\" is not valid";
+      }
+      if (value.find('\0') != std::string::npos) {
+        return "the value of environment variable " + name + " contains a NUL byte";
       }
       env[name] = value;
     }

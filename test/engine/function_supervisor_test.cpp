@@ -472,7 +472,14 @@ TEST_CASE("A function that exits at start fails ensure() with its status and std
       Case{{"/bin/sh", "-c", "exit 0"},
            {},
            {"working directory /nonexistent/knflow-test: No such file or directory"},
-           "/nonexistent/knflow-test"});
+           "/nonexistent/knflow-test"},
+      // A process cannot get a NUL byte: not cut short there (running something else).
+      Case{{"python3", std::string("echo_function.py\0--other", 24)},
+           {},
+           {"could not start python3: command argument 1 contains a NUL byte"}},
+      Case{{"python3", "echo_function.py"},
+           {{"GREETING", std::string("a\0b", 3)}},
+           {"the value of environment variable GREETING contains a NUL byte"}});
 
   asio::io_context ioc;
   FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 10s});
