@@ -570,18 +570,27 @@ int serve(const std::vector<std::string>& args) {
       signals.cancel();
       server.stop([&] {
         stop_cluster([&] {
-          engine.shutdown([&] {
-            jq.shutdown();
-            functions.shutdown([&] {
-              asio::post(api.writer(), [&] {
-                api.detach();
-                db.reset();
-                log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
-                ioc.stop();
-                engine_context.stop();
-              });
+          // The engine and the function processes stop together, once the engine has begun
+          // (its runs are cancelled and what they fail with from now on is not stored): a run
+          // waiting for a function's start or restart must not hold the exit for up to the start
+          // timeout and the backoff. The supervisor answers it at once; the run resumes at the
+          // next start.
+          auto running = std::make_shared<int>(2);
+          auto stopped = [&, running] {
+            asio::post(api.writer(), [&, running] {
+              if (--*running > 0) return;
+              api.detach();
+              db.reset();
+              log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
+              ioc.stop();
+              engine_context.stop();
             });
+          };
+          engine.shutdown([&, stopped] {
+            jq.shutdown();
+            stopped();
           });
+          functions.shutdown(stopped);
           http_client.shutdown();
         });
       });

@@ -1,15 +1,17 @@
 """Local functions (local.command) of the real daemon, with real processes: a function that
 crashes is restarted and the restart shows in /metrics; after `kill -9` of the daemon its
 function dies with it (PR_SET_PDEATHSIG) and the next daemon on the same data directory kills
-what was left of the function's process group (a child the function started); a function finds
-the namespace's broker in K_SINK, and an event it posts there with KNFLOW_SINK_TOKEN starts a
-triggered workflow, while that token opens nothing else."""
+what was left of the function's process group (a child the function started); SIGTERM while a
+run waits for a function that does not listen yet stops the daemon at once, and the run resumes
+at the next start; a function finds the namespace's broker in K_SINK, and an event it posts there
+with KNFLOW_SINK_TOKEN starts a triggered workflow, while that token opens nothing else."""
 
 import json
 import os
 import re
 import socket
 import sys
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -43,6 +45,17 @@ spec:
       local: {command: [python3, sink_function.py]}
   do:
     - {name: send, call: forward}
+"""
+
+SILENT = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: silent}
+spec:
+  functions:
+    mute:
+      local: {command: [sleep, "600"]}
+  do:
+    - {name: call, call: mute}
 """
 
 CONSUMER = """apiVersion: knflow.dev/v1alpha1
@@ -158,6 +171,49 @@ class LocalFunctionsTest(unittest.TestCase):
             for pid in leftovers:  # only what this test started, should an assertion have failed
                 if alive(pid):
                     os.kill(pid, 9)
+
+    def recorded_groups(self, d):
+        """The process groups of the daemon's running functions, from its record file."""
+        records = os.path.join(d.data_dir, "function-processes")
+        groups = []
+        for name in os.listdir(records) if os.path.isdir(records) else []:
+            with open(os.path.join(records, name)) as f:
+                groups += [int(line.split()[0]) for line in f.read().splitlines()[3:]]
+        return groups
+
+    def test_sigterm_while_a_function_starts_stops_the_daemon_at_once(self):
+        first = Daemon()
+        second = None
+        try:
+            first.start()
+            self.create(first, SILENT)
+            status, _, body = first.call("POST", f"{NS}/workflows/silent:invoke?mode=async", "{}")
+            self.assertEqual(status, 202, body)
+            run_id = json.loads(body)["runId"]
+            # The run waits for a function that never listens (the start timeout is 30 s).
+            [pid] = wait_until(lambda: self.recorded_groups(first), DEADLINE)
+
+            stopping = time.monotonic()
+            self.assertEqual(first.stop(), 0, first.output())
+            took = time.monotonic() - stopping
+            self.assertLess(took, 10, f"the daemon waited for the start:\n{first.output()}")
+            self.assertFalse(alive(pid))
+
+            # The shutdown did not fault the run: the next daemon resumes it.
+            second = Daemon(data_dir=first.data_dir)
+            second.start()
+            status, run = second.json("GET", f"{NS}/runs/{run_id}")
+            self.assertEqual(status, 200, run)
+            self.assertEqual(run["phase"], "running", run)
+            [pid] = wait_until(lambda: self.recorded_groups(second), DEADLINE)
+            stopping = time.monotonic()
+            self.assertEqual(second.stop(), 0, second.output())
+            self.assertLess(time.monotonic() - stopping, 10, second.output())
+            self.assertFalse(alive(pid))
+        finally:
+            for daemon in (second, first):
+                if daemon:
+                    daemon.close()
 
     def test_a_function_posts_to_k_sink_and_starts_a_triggered_workflow(self):
         with Daemon("--functions-dir", E2E_DIR) as d:
