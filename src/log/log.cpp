@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <string>
 
@@ -26,8 +28,14 @@ constexpr std::string_view level_name(Level level) {
   return "info";
 }
 
+bool is_control(char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; }
+
+// A value as is, or quoted with `"`, `\` and every control character escaped: values can hold
+// text from outside (a function's stderr in a start error), and a raw carriage return or
+// terminal escape would forge or hide lines.
 void append_value(std::string& line, std::string_view value) {
-  const bool quote = value.empty() || value.find_first_of(" \"=\t\n\\") != std::string_view::npos;
+  const bool quote = value.empty() || value.find_first_of(" \"=\\") != std::string_view::npos ||
+                     std::any_of(value.begin(), value.end(), is_control);
   if (!quote) {
     line.append(value);
     return;
@@ -41,6 +49,12 @@ void append_value(std::string& line, std::string_view value) {
       line.append("\\n");
     } else if (c == '\t') {
       line.append("\\t");
+    } else if (c == '\r') {
+      line.append("\\r");
+    } else if (is_control(c)) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned char>(c));
+      line.append(escaped);
     } else {
       line.push_back(c);
     }

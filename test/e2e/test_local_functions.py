@@ -3,8 +3,9 @@ crashes is restarted and the restart shows in /metrics; after `kill -9` of the d
 function dies with it (PR_SET_PDEATHSIG) and the next daemon on the same data directory kills
 what was left of the function's process group (a child the function started); SIGTERM while a
 run waits for a function that does not listen yet stops the daemon at once, and the run resumes
-at the next start; a function finds the namespace's broker in K_SINK, and an event it posts there
-with KNFLOW_SINK_TOKEN starts a triggered workflow, while that token opens nothing else."""
+at the next start; control characters a function writes to stderr reach the daemon's log only
+escaped; a function finds the namespace's broker in K_SINK, and an event it posts there with
+KNFLOW_SINK_TOKEN starts a triggered workflow, while that token opens nothing else."""
 
 import json
 import os
@@ -214,6 +215,32 @@ class LocalFunctionsTest(unittest.TestCase):
             for daemon in (second, first):
                 if daemon:
                     daemon.close()
+
+    def test_control_characters_of_a_function_do_not_reach_the_daemons_log_raw(self):
+        # A failed start's error quotes the function's stderr, and the daemon logs that error.
+        script = ("import sys\n"
+                  "sys.stderr.write('boom\\rts=2026-01-01T00:00:00.000Z level=error msg=Forged"
+                  "\\x1b[2K\\x07\\n')\n"
+                  "sys.exit(2)\n")
+        doc = json.dumps({
+            "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "noisy"},
+            "spec": {"functions": {"fail": {"local": {"command": ["python3", "-c", script]}}},
+                     "do": [{"name": "call", "call": "fail"}]}})
+        with Daemon() as d:
+            d.start()
+            self.create(d, doc)
+            status, _, body = d.call("POST", f"{NS}/workflows/noisy:invoke", "{}")
+            self.assertEqual(status, 503, body)
+            self.assertIn("stderr: boom", json.loads(body)["detail"])
+            self.assertEqual(d.stop(), 0)
+            with open(d.log_path, "rb") as f:
+                log = f.read()
+            line = next(line for line in log.split(b"\n")
+                        if b"Failed to start local function" in line)
+            self.assertIn(b"stderr: boom\\rts=2026-01-01T00:00:00.000Z level=error msg=Forged"
+                          b"\\u001b[2K\\u0007", line)
+            for control in (b"\r", b"\x1b", b"\x07"):
+                self.assertNotIn(control, log)
 
     def test_a_function_posts_to_k_sink_and_starts_a_triggered_workflow(self):
         with Daemon("--functions-dir", E2E_DIR) as d:

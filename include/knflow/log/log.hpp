@@ -20,8 +20,8 @@ bool parse_level(std::string_view text, Level& out);
 using Field = std::pair<std::string_view, std::string_view>;
 
 // Writes one line to stderr: `ts=<RFC 3339> level=<level> msg="<message>" key=value ...`, values
-// quoted when they contain spaces or quotes. Thread-safe (one write(2) per line). Never pass a
-// token, a secret or a request body.
+// quoted when they contain spaces, quotes or control characters (escaped: `\n`, `\r`, `\u001b`).
+// Thread-safe (one write(2) per line). Never pass a token, a secret or a request body.
 void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
 
 inline void info(std::string_view message, std::initializer_list<Field> fields = {}) {
