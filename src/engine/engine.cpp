@@ -429,33 +429,43 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return !scope.cancelled();
   }
 
-  // Sends a request, but stops waiting as soon as the scope is cancelled (a lost `any` branch, a
-  // cancelled run, a shutdown): nullopt then. The request itself finishes in the background and
-  // its answer is dropped. A scope cancelled already (while the caller wrote its attempt) sends
-  // nothing.
-  asio::awaitable<std::optional<HttpResponse>> send_cancellable(Scope& scope, HttpRequest req) {
+  // Awaits `task`, started at once on this executor, until it ends, the scope is cancelled (a lost
+  // `any` branch, a cancelled run, a shutdown) or `deadline` passes: nullopt then, the task going
+  // on in the background and its result dropped. A scope cancelled already starts nothing.
+  // `failed()` stands for the result of a task that threw.
+  template <typename T, typename Failed>
+  asio::awaitable<std::optional<T>> await_cancellable(Scope& scope,
+                                                      std::optional<SteadyTime> deadline,
+                                                      asio::awaitable<T> task, Failed failed) {
     if (scope.cancelled()) co_return std::nullopt;
-    struct Shared {
-      std::optional<HttpResponse> response;
-    };
-    auto shared = std::make_shared<Shared>();
+    auto result = std::make_shared<std::optional<T>>();
     auto ex = co_await asio::this_coro::executor;
-    auto wake =
-        std::make_shared<asio::steady_timer>(ex, std::chrono::steady_clock::time_point::max());
-    auto task = http.send(std::move(req));
-    asio::co_spawn(ex, std::move(task), [shared, wake](std::exception_ptr e, HttpResponse r) {
-      if (e) {
-        r = HttpResponse{};
-        r.error = boost::asio::error::operation_aborted;
-        r.error_message = "the request failed inside the client";
-      }
-      shared->response = std::move(r);
+    auto wake = std::make_shared<asio::steady_timer>(ex, deadline.value_or(SteadyTime::max()));
+    asio::co_spawn(ex, std::move(task), [result, wake, failed](std::exception_ptr e, T r) {
+      *result = e ? failed() : std::move(r);
       wake->cancel();
     });
     scope.add_timer(wake.get());
-    while (!shared->response && !scope.cancelled()) co_await wake->async_wait(use_tuple);
+    while (!*result && !scope.cancelled() &&
+           (!deadline || std::chrono::steady_clock::now() < *deadline)) {
+      co_await wake->async_wait(use_tuple);
+    }
     scope.remove_timer(wake.get());
-    co_return std::move(shared->response);
+    co_return std::move(*result);
+  }
+
+  // Sends a request, but stops waiting as soon as the scope is cancelled: nullopt then (the
+  // request finishes in the background). A scope cancelled already (while the caller wrote its
+  // attempt) sends nothing. The request's own timeout bounds it otherwise.
+  asio::awaitable<std::optional<HttpResponse>> send_cancellable(Scope& scope, HttpRequest req) {
+    auto sending = http.send(std::move(req));
+    auto failed = [] {
+      HttpResponse r;
+      r.error = boost::asio::error::operation_aborted;
+      r.error_message = "the request failed inside the client";
+      return r;
+    };
+    co_return co_await await_cancellable(scope, std::nullopt, std::move(sending), failed);
   }
 
   static void check_live(Run& run, Scope& scope, std::optional<SteadyTime> deadline,
@@ -1290,8 +1300,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // The URL of a function in standalone mode.
-  asio::awaitable<std::string> function_url(const Run& run, const std::string& name,
+  // The URL to call function `name` at. A local command is started first if it is not running;
+  // that wait ends with the step's or run's deadline and at a cancel, as a call does.
+  asio::awaitable<std::string> function_url(const Env& env, const std::string& name,
                                             const std::string& path) {
+    Run& run = *env.run;
     auto it = run.workflow->spec.functions.find(name);
     if (it == run.workflow->spec.functions.end()) {
       throw make_fault("configuration", 500, "Unknown function", "no function " + name, path);
@@ -1305,11 +1318,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       spec.env = fn.env;
       spec.working_dir = settings.working_dir;
       FunctionKey key{run.namespace_, run.workflow_name, name};
-      auto endpoint = co_await functions.ensure(std::move(key), std::move(spec));
-      if (!endpoint.url) {
-        throw make_fault("communication", 503, "Function did not start", endpoint.error, path);
+      auto starting = functions.ensure(std::move(key), std::move(spec));
+      auto failed = [] {
+        return FunctionSupervisor::Endpoint{std::nullopt, "the function supervisor failed"};
+      };
+      auto endpoint =
+          co_await await_cancellable(*env.scope, env.deadline, std::move(starting), failed);
+      if (!endpoint) {
+        check_live(run, *env.scope, env.deadline, path);  // cancelled or timed out: throws
+        throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
       }
-      co_return *endpoint.url;
+      if (!endpoint->url) {
+        throw make_fault("communication", 503, "Function did not start", endpoint->error, path);
+      }
+      co_return *endpoint->url;
     }
     throw make_fault("configuration", 500, "Function cannot run standalone",
                      "function " + name + " has no url or local", path);
@@ -1318,7 +1340,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<Current> exec_call(Env env, const model::Step& step, const model::CallStep& call,
                                      const std::string& path, Current cur) {
     Run& run = *env.run;
-    const std::string url = co_await function_url(run, call.function, path);
+    const std::string url = co_await function_url(env, call.function, path);
     const auto& fn = run.workflow->spec.functions.at(call.function);
     const auto policy = effective_policy(call.retry, run.workflow->spec.retry);
     const auto per_call = fn.timeout ? fn.timeout->value : settings.default_call_timeout;

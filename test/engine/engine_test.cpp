@@ -968,6 +968,32 @@ TEST_CASE("engine: a call cut short by its step's or run's deadline faults 408, 
   for (const auto& r : f.echo.requests()) CHECK(r.target != "/dls");
 }
 
+TEST_CASE("engine: waiting for a local function to start ends at the deadline and at a cancel",
+          "[engine][timeout]") {
+  // The wait for the start went on until the start timed out (30 s): a run with a 0.5 s timeout
+  // ran 30 s, and a cancel took as long, as a function that never listens was waited for.
+  EngineFixture f;
+  auto yaml = [](const std::string& name, const std::string& extra) {
+    return header(name, extra) + R"(  functions:
+    mute: {local: {command: [sleep, "600"]}}
+  do:
+    - {name: call, call: mute}
+)";
+  };
+  auto timed = f.run(yaml("mute-timed", "  timeout: PT0.5S\n"));
+  CHECK(timed.phase == "faulted");
+  CHECK(EngineFixture::error_type(timed) == "timeout");
+  CHECK(timed.error->at("status") == 408);
+
+  auto id = f.start(yaml("mute-cancelled", ""));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // into the start
+  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+  auto cancelled = f.wait(id);
+  CHECK(cancelled.phase == "cancelled");
+  CHECK(cancelled.error->at("status") == 499);  // the cancel's own error, not the start's
+}
+
 TEST_CASE("engine: a catch does not swallow the run's or an enclosing step's deadline",
           "[engine][timeout][try]") {
   // As a Step Functions execution's timeout cannot be caught: the run (or the step whose deadline

@@ -64,11 +64,15 @@ inline std::string repaired_utf8(std::string_view text) {
   return out;
 }
 
-// The longest prefix of `text` of at most `max` bytes that does not end inside a character.
+// The longest prefix of `text` of at most `max` bytes that does not end inside a character (it
+// backs up at most three bytes: text that is not UTF-8 there is cut at `max`).
 inline std::string_view utf8_prefix(std::string_view text, std::size_t max) {
   if (text.size() <= max) return text;
   std::size_t cut = max;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  while (cut > 0 && max - cut < 3 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
+    --cut;
+  }
+  if ((static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) cut = max;
   return text.substr(0, cut);
 }
 
