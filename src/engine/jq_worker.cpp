@@ -62,6 +62,8 @@ namespace json = boost::json;
 // Values are converted and destroyed recursively; deeper results are refused (the bound of all
 // event data, model::kMaxDataDepth).
 constexpr std::size_t kMaxDepth = model::kMaxDataDepth;
+// A request holds its values that deep inside its own object and, for a variable, "vars".
+constexpr std::size_t kMaxRequestDepth = kMaxDepth + 2;
 constexpr int kMaxOpenFiles = 16;
 constexpr int kExitProtocol = 2;
 constexpr int kExitOutOfMemory = 3;
@@ -542,7 +544,7 @@ int run_jq_worker() {
       body.resize(size);
       if (!read_exactly(body.data(), size, eof)) return kExitProtocol;
       json::parse_options options;
-      options.max_depth = kMaxDepth;
+      options.max_depth = kMaxRequestDepth;
       boost::system::error_code ec;
       json::value request = json::parse(body, ec, {}, options);
 

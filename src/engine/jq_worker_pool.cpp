@@ -52,8 +52,9 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr milliseconds kStartTimeout{10'000};  // spawn to the answer of the configuration
 constexpr milliseconds kMinBackoff{50};        // before restarting a worker that failed to start
 constexpr milliseconds kMaxBackoff{5'000};
-constexpr std::size_t kMaxDepth = model::kMaxDataDepth;  // of answers; the worker refuses deeper
-constexpr std::size_t kAnswerOverhead = 64 << 10;        // envelope and error messages
+// Of an answer: its value nests up to kMaxDataDepth (the worker refuses deeper) inside the answer.
+constexpr std::size_t kMaxAnswerDepth = model::kMaxDataDepth + 1;
+constexpr std::size_t kAnswerOverhead = 64 << 10;  // envelope and error messages
 constexpr std::string_view kShuttingDown = "the expression evaluator is shutting down";
 
 std::string describe_bytes(std::size_t bytes) {
@@ -341,7 +342,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   // what is wrong with anything else.
   static Evaluation decode_answer(const std::string& answer, bool& fatal, std::string& problem) {
     json::parse_options options;
-    options.max_depth = kMaxDepth;
+    options.max_depth = kMaxAnswerDepth;
     boost::system::error_code ec;
     json::value parsed = json::parse(answer, ec, {}, options);
     json::object* fields = ec ? nullptr : parsed.if_object();

@@ -220,6 +220,37 @@ TEST_CASE("jq workers: results are bounded in depth and size", "[engine][jq]") {
   CHECK(pool.workers_restarted() == 0);
 }
 
+TEST_CASE("jq workers: values nested as deep as event data may nest pass both ways",
+          "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(1));
+  // 1,000 levels: the most event data, a function's answer or a stored value may nest.
+  const auto nested = [](std::size_t depth) {
+    json::parse_options options;
+    options.max_depth = depth;
+    return json::parse(std::string(depth, '[') + "1" + std::string(depth, ']'), {}, options);
+  };
+  const auto depth_of = [](const json::value* v) {
+    std::size_t depth = 0;
+    for (; v->is_array(); v = &v->as_array().front()) ++depth;
+    return depth;
+  };
+  for (const std::size_t depth : {999, 1000}) {
+    CAPTURE(depth);
+    const json::value deep = nested(depth);
+    Evaluation e = evaluate(ioc, pool, ".", deep);  // as input, and back as the result
+    REQUIRE(e.error == "");
+    CHECK(depth_of(&*e.value) == depth);
+    e = evaluate(ioc, pool, "$input | flatten", nullptr, json::object{{"input", deep}});
+    REQUIRE(e.error == "");
+    CHECK(*e.value == json::value(json::array{1}));
+    e = evaluate(ioc, pool, "reduce range(" + std::to_string(depth) + ") as $i (1; [.])");
+    REQUIRE(e.error == "");
+    CHECK(depth_of(&*e.value) == depth);
+  }
+  CHECK(pool.workers_restarted() == 0);
+}
+
 TEST_CASE("jq workers: a cancelled evaluation frees its worker", "[engine][jq]") {
   asio::io_context ioc;
   JqWorkerPool pool(ioc.get_executor(), settings(1));
