@@ -232,6 +232,10 @@ std::optional<std::string> compile_error(std::string_view program,
   if (program.find_first_not_of(kWhitespace) == std::string_view::npos) {
     return std::string("is empty; write a jq program between ${ and }");
   }
+  if (program.size() > kMaxExpressionBytes) {
+    return "is " + std::to_string(program.size()) + " bytes long, more than the limit of " +
+           std::to_string(kMaxExpressionBytes) + " bytes";
+  }
   if (auto feature = forbidden_feature(program)) {
     return "\"" + *feature + "\" is not available in knflow expressions";
   }

@@ -2,6 +2,7 @@
 
 #include "knflow/model/codec.hpp"
 #include "knflow/model/expression.hpp"
+#include "knflow/model/utf8.hpp"
 
 #include <boost/url/parse.hpp>
 
@@ -526,7 +527,11 @@ class Validator {
                const std::vector<std::string>& variables) {
     if (suppressed(pointer)) return;
     if (auto problem = compile_error(expression_program(text), variables)) {
-      error(pointer, "expression " + quoted(text) + ": " + *problem);
+      // One too long to compile is not quoted whole.
+      const std::string shown = text.size() > kMaxExpressionBytes
+                                    ? std::string(utf8_prefix(text, 64)) + "..."
+                                    : std::string(text);
+      error(pointer, "expression " + quoted(shown) + ": " + *problem);
     }
   }
 

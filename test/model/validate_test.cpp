@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -266,6 +267,31 @@ TEST_CASE("expressions compile with the variables in scope", "[validate][express
   CHECK_FALSE(compile_error("$item + $index", in_loop).has_value());
   // Cached verdicts do not leak across variable sets.
   CHECK(compile_error("$item + $index", globals).has_value());
+}
+
+TEST_CASE("expressions longer than 4 KiB are refused before jq compiles them",
+          "[validate][expression]") {
+  const std::vector<std::string> globals{"event", "input", "run"};
+  // At the bound: a long but ordinary program compiles.
+  std::string longest = ".a";
+  while (longest.size() + 3 <= kMaxExpressionBytes) longest += " + 1";
+  longest.resize(kMaxExpressionBytes, ' ');
+  CHECK_FALSE(compile_error(longest, globals).has_value());
+  const auto refused = compile_error(longest + " ", globals);
+  REQUIRE(refused.has_value());
+  CHECK(*refused == "is 4097 bytes long, more than the limit of 4096 bytes");
+
+  // jq 1.6 compiles `.+.+…+.` in time that grows with the square of its length, in the process
+  // that validates (7 s for 20 KB here; a stack overflow after minutes for 100 KB): refused at
+  // once.
+  std::string chain;
+  for (int i = 0; i < 10'000; ++i) chain += ".+";
+  chain += '.';
+  const auto started = std::chrono::steady_clock::now();
+  const auto problem = compile_error(chain, globals);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::milliseconds(100));
+  REQUIRE(problem.has_value());
+  CHECK_THAT(*problem, Catch::Contains("more than the limit of 4096 bytes"));
 }
 
 TEST_CASE("is_expression and expression_program", "[validate][expression]") {

@@ -1,11 +1,18 @@
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 
 namespace knflow::model {
+
+// The longest jq program (the text between `${` and `}`) an expression may hold. jq 1.6 compiles
+// in time that grows with the square of a long program's length (`.+.+…+.`: 0.5 s at 4 KiB, 7 s
+// at 20 KiB, minutes and then a stack overflow at 100 KiB), and validation compiles in the
+// process that validates: longer programs are refused before libjq sees them.
+inline constexpr std::size_t kMaxExpressionBytes = 4096;
 
 // Whether a string is an expression: exactly `${ ... }` (surrounding ASCII whitespace ignored, so
 // YAML block scalars with a final newline still count).
