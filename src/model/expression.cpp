@@ -33,6 +33,11 @@ constexpr std::array<std::string_view, 12> kForbiddenCalls{"input",
                                                            "modulemeta",
                                                            "$__prog_args"};
 
+// jq 1.6's keywords: `$if`, `. as $__loc__` and the like do not parse, so none names a variable.
+constexpr std::array<std::string_view, 18> kKeywords{
+    "__loc__", "and",    "as",      "catch", "def",    "elif", "else",   "end",  "foreach",
+    "if",      "import", "include", "label", "module", "or",   "reduce", "then", "try"};
+
 // Module directives: jq 1.6 would read files from its search path (and aborts the process when
 // none is configured), so they are refused before libjq ever sees them.
 constexpr std::array<std::string_view, 2> kDirectives{"import", "include"};
@@ -219,6 +224,7 @@ std::string_view expression_program(std::string_view text) {
 
 bool is_jq_identifier(std::string_view name) {
   if (name.empty() || !is_ident_start(name.front())) return false;
+  if (std::find(kKeywords.begin(), kKeywords.end(), name) != kKeywords.end()) return false;
   return std::all_of(name.begin(), name.end(), is_ident_char);
 }
 

@@ -697,7 +697,8 @@ class Validator {
     for (const auto& [key, name] : {std::pair{"each", each}, std::pair{"at", index}}) {
       if (!is_jq_identifier(name)) {
         error(fat + "/" + key, std::string(key) + " " + quoted(name) +
-                                   " must be a jq variable name: letters, digits and '_'");
+                                   " must be a jq variable name: letters, digits and '_', "
+                                   "not a jq keyword");
         names_ok = false;
       } else if (name == "event" || name == "input" || name == "run") {
         error(fat + "/" + key, std::string(key) + " " + quoted(name) + " would hide $" + name);
@@ -732,7 +733,8 @@ class Validator {
     bool name_ok = true;
     if (!is_jq_identifier(name)) {
       error(cat + "/as",
-            "as " + quoted(name) + " must be a jq variable name: letters, digits and '_'");
+            "as " + quoted(name) +
+                " must be a jq variable name: letters, digits and '_', not a jq keyword");
       name_ok = false;
     } else if (name == "event" || name == "input" || name == "run") {
       error(cat + "/as", "as " + quoted(name) + " would hide $" + name);

@@ -175,6 +175,12 @@ TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[e
     CHECK_THAT(e.error, Catch::Contains("empty"));
     e = evaluate(ioc, pool, "$x", nullptr, json::object{{"not-a-name", 1}});
     CHECK_THAT(e.error, Catch::Contains("cannot be a jq variable name"));
+    // jq keywords do not parse as $names (`$if`, `$__loc__`).
+    for (const std::string keyword : {"if", "__loc__", "reduce", "and"}) {
+      CAPTURE(keyword);
+      e = evaluate(ioc, pool, "1", nullptr, json::object{{keyword, 1}});
+      CHECK(e.error == "\"" + keyword + "\" cannot be a jq variable name");
+    }
   }
 
   SECTION("runtime errors carry jq's message") {

@@ -21,7 +21,8 @@ bool is_expression(std::string_view text);
 // The jq program inside `${ ... }`; the text itself when it is not an expression.
 std::string_view expression_program(std::string_view text);
 
-// Whether `name` can be a jq variable name (`$name`): [A-Za-z_][A-Za-z0-9_]*.
+// Whether `name` can be a jq variable name (`$name`): [A-Za-z_][A-Za-z0-9_]* and not one of jq's
+// keywords (`if`, `reduce`, `__loc__`, ...), which jq 1.6 does not parse after `$`.
 bool is_jq_identifier(std::string_view name);
 
 // The first jq feature that knflow expressions may not use, named as written (`input`, `$ENV`,
