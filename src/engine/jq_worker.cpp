@@ -357,7 +357,7 @@ class Program {
   }
 
   // Runs the program on `input` (consumed) and returns its first output: a value, nothing
-  // (nullopt value and empty error) or an error.
+  // (nullopt value and empty error) or an error (jq's, or halt and halt_error's).
   struct Outcome {
     std::optional<jv> value;
     std::string error;
@@ -373,11 +373,13 @@ class Program {
     } else {
       jv_free(result);
       if (jq_halted(jq_)) {
-        jv message = jq_get_error_message(jq_);  // halt_error's input; invalid for `halt`
+        // halt_error's input; invalid for `halt`, which stops jq too: no result is not null here.
+        jv message = jq_get_error_message(jq_);
         if (jv_is_valid(message)) {
           outcome.error = message_text(message);
         } else {
           jv_free(message);
+          outcome.error = "the expression halted before its first result";
         }
       }
     }

@@ -192,6 +192,21 @@ TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[e
     CHECK(e.error == R"({"a":1} (not a string))");
     e = evaluate(ioc, pool, "try error(\"x\") catch \"caught \\(.)\"");
     CHECK(e.value == json::value("caught x"));
+    // halt and halt_error stop jq with no result: the evaluation fails, the worker stays.
+    e = evaluate(ioc, pool, "halt");
+    CHECK(e.error == "the expression halted before its first result");
+    CHECK_FALSE(e.value);
+    e = evaluate(ioc, pool, "if .stop then halt else .v end", json::object{{"stop", true}});
+    CHECK(e.error == "the expression halted before its first result");
+    e = evaluate(ioc, pool, "if .stop then halt else .v end", json::object{{"v", 7}});
+    CHECK(e.value == json::value(7));
+    e = evaluate(ioc, pool, "1, halt");
+    CHECK(e.value == json::value(1));
+    e = evaluate(ioc, pool, "\"bye\" | halt_error");
+    CHECK(e.error == "bye");
+    e = evaluate(ioc, pool, "{a: 1} | halt_error(1)");
+    CHECK(e.error == R"({"a":1} (not a string))");
+    CHECK(pool.workers_restarted() == 0);
     e = evaluate(ioc, pool, "error(\"é\" * 100000)");  // long messages are cut
     CHECK(e.error.size() < 5000);
     CHECK_THAT(e.error, Catch::StartsWith("ééé") && Catch::EndsWith("é..."));
