@@ -322,8 +322,9 @@ jv no_more_inputs(jq_state*, void*) { return jv_invalid(); }
 
 // One compiled program. jq 1.6 bakes the values given to jq_compile_args into the bytecode, so
 // a program is compiled once per set of variable names with the variables bound from its input:
-// `.[0] as $a | .[1] as $b | .[2] | PROGRAM` runs on `[a, b, input]`. The prefix adds no line,
-// so jq's line numbers still match the author's program.
+// `.[0] as $a | .[1] as $b | .[2] | PROGRAM` runs on `[a, b, input]` (model::program_binding,
+// which validation compiles too). The prefix adds no line, so jq's line numbers still match the
+// author's program.
 class Program {
  public:
   Program() = default;
@@ -343,12 +344,7 @@ class Program {
     jq_set_error_cb(jq_, collect_message, &message);
     jq_set_debug_cb(jq_, discard_message, nullptr);
     jq_set_input_cb(jq_, no_more_inputs, nullptr);
-    std::string wrapped;
-    for (std::size_t i = 0; i < names.size(); ++i) {
-      wrapped += ".[" + std::to_string(i) + "] as $" + names[i] + " | ";
-    }
-    if (!names.empty()) wrapped += ".[" + std::to_string(names.size()) + "] | ";
-    wrapped += program;
+    const std::string wrapped = model::program_binding(program, names);
     const bool ok = jq_compile_args(jq_, wrapped.c_str(), jv_object()) != 0;
     jq_set_error_cb(jq_, discard_message, nullptr);
     if (ok) return std::nullopt;

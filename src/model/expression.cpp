@@ -6,6 +6,7 @@ extern "C" {
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -182,11 +183,10 @@ std::optional<std::string> compile_with_jq(const std::string& program,
   if (jq == nullptr) return std::string("could not start the jq compiler (out of memory)");
   CompileMessages messages;
   jq_set_error_cb(jq, collect_error, &messages);
-  jv args = jv_object();
-  for (const std::string& name : variables) {
-    args = jv_object_set(args, jv_string(name.c_str()), jv_null());
-  }
-  const bool ok = jq_compile_args(jq, program.c_str(), args) != 0;
+  std::vector<std::string> names;
+  std::copy_if(variables.begin(), variables.end(), std::back_inserter(names), is_jq_identifier);
+  const std::string bound = program_binding(program, names);
+  const bool ok = jq_compile_args(jq, bound.c_str(), jv_object()) != 0;
   jq_teardown(&jq);
   if (ok) return std::nullopt;
   const bool multi_line = program.find('\n') != std::string::npos;
@@ -220,6 +220,16 @@ std::string_view expression_program(std::string_view text) {
   const std::size_t first = text.find_first_not_of(kWhitespace);
   const std::size_t last = text.find_last_not_of(kWhitespace);
   return text.substr(first + 2, last - first - 2);
+}
+
+std::string program_binding(std::string_view program, std::span<const std::string> variables) {
+  std::string out;
+  for (std::size_t i = 0; i < variables.size(); ++i) {
+    out += ".[" + std::to_string(i) + "] as $" + variables[i] + " | ";
+  }
+  if (!variables.empty()) out += ".[" + std::to_string(variables.size()) + "] | ";
+  out += program;
+  return out;
 }
 
 bool is_jq_identifier(std::string_view name) {

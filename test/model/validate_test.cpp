@@ -253,6 +253,11 @@ TEST_CASE("expressions compile with the variables in scope", "[validate][express
       {"import \"a\" as a; .", false, "\"import\" is not available"},
       {"include \"a\"; .", false, "\"include\" is not available"},
       {"  ", false, "empty"},
+      // Compiled as the engine's workers run it, after the variables' bindings: a program of
+      // definitions only, or with a module directive, does not compile there.
+      {"def f: 1;", false, "syntax error, unexpected $end"},
+      {"module {a: 1}; .", false, "syntax error, unexpected module"},
+      {"def f: 1; f", true, ""},
   };
   for (const auto& row : rows) {
     INFO(row.program);

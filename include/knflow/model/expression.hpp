@@ -31,14 +31,21 @@ bool is_jq_identifier(std::string_view name);
 // name. Pure; thread-safe.
 std::optional<std::string> forbidden_feature(std::string_view program);
 
+// The program the engine's jq workers compile for `program` with `variables` (names without `$`,
+// each a jq identifier) bound from its input: `.[0] as $a | .[1] as $b | .[2] | PROGRAM`, run on
+// `[a, b, data]` (jq 1.6 bakes the values given to jq_compile_args into the bytecode, so a program
+// compiled with them could not be reused). The prefix adds no line; `program` itself when there
+// are no variables. Pure.
+std::string program_binding(std::string_view program, std::span<const std::string> variables);
+
 // Compiles a jq program with `variables` (names without `$`) declared, the way the engine will run
-// it. Returns nullopt when it compiles, otherwise a plain message (jq's own for syntax errors and
-// unknown names; "... is not available in knflow expressions" for refused features).
-// Thread-safe: jq 1.6 keeps global state that is not reliably thread-safe, so every libjq call is
-// serialised by one process-wide mutex in expression.cpp. Evaluation does not happen in this
-// process at all: the engine's `knflow jq-worker` processes run it (docs/expressions.md). Compiling
-// costs about 10 ms (jq
-// re-reads its builtins), so verdicts are kept in a bounded cache keyed by program and variables.
+// it (program_binding; names that are not jq identifiers are left out). Returns nullopt when it
+// compiles, otherwise a plain message (jq's own for syntax errors and unknown names; "... is not
+// available in knflow expressions" for refused features). Thread-safe: jq 1.6 keeps global state
+// that is not reliably thread-safe, so every libjq call is serialised by one process-wide mutex in
+// expression.cpp. Evaluation does not happen in this process at all: the engine's `knflow
+// jq-worker` processes run it (docs/expressions.md). Compiling costs about 10 ms (jq re-reads its
+// builtins), so verdicts are kept in a bounded cache keyed by program and variables.
 std::optional<std::string> compile_error(std::string_view program,
                                          std::span<const std::string> variables);
 
