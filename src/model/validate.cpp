@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -607,7 +608,13 @@ class Validator {
       check_generated_name(name_at, "step", step.name);
     }
     if (step.if_) require_expression(*step.if_, at + "/if", "if", variables);
-    if (step.input) maybe_expression(*step.input, at + "/input", variables);
+    if (step.input) {
+      // It computes the step's input: $input is not defined in it (the engine binds it after).
+      std::vector<std::string> before_input;
+      std::copy_if(variables.begin(), variables.end(), std::back_inserter(before_input),
+                   [](const std::string& v) { return v != "input"; });
+      maybe_expression(*step.input, at + "/input", before_input);
+    }
     if (step.output) maybe_expression(*step.output, at + "/output", variables);
     if (step.timeout) check_positive(*step.timeout, at + "/timeout");
     if (step.then) check_then(*step.then, at + "/then", list);
