@@ -1,14 +1,17 @@
-"""Expressions against the real daemon: validation stays bounded, and hostile jq programs fault
-their own step with an `expression` error while the daemon keeps serving."""
+"""Expressions against the real daemon: validation stays bounded; hostile jq programs (runaway,
+memory bomb, jq crash, deep result, catastrophic regex, halt) fault their own step with an
+`expression` error while other runs are served and the workers stay bounded; after kill -9 the
+workers are gone and every run reads back."""
 
 import json
 import os
+import signal
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import Daemon  # noqa: E402
+from daemon import Daemon, alive, wait_until  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 
@@ -16,6 +19,37 @@ NS = "/api/v1/namespaces/default"
 def doc(name, steps):
     return {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
             "spec": {"do": steps}}
+
+
+def children(pid):
+    """Process ids whose parent is `pid` (the daemon's jq workers)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+# Hostile expressions, each the `set` of a one-step workflow, and what its run's error says.
+HOSTILE = [
+    ("spin", "def f: f; f", "exceeded the 1000 ms time limit"),
+    ("bomb", "[range(1e9)]", "exceeded the"),  # the time or the memory limit, whichever first
+    ("crash", "[range(5)] | .[nan:1]", "the expression worker died"),  # jq 1.6 aborts
+    ("deep", "reduce range(2000) as $i (null; [.])", "nested more than 1000 levels deep"),
+    ("redos", "\"a\" * 40 + \"b\" | test(\"^(a+)+$\")", "Regex failure"),
+    ("halt", "halt", "the expression halted before its first result"),
+    ("bye", "\"bye\" | halt_error", ": bye"),
+]
 
 
 class ExpressionsTest(unittest.TestCase):
@@ -40,6 +74,64 @@ class ExpressionsTest(unittest.TestCase):
             self.assertEqual(status, 200)
             self.assertIsNone(d.proc.poll(), d.output())
 
+    def test_hostile_expressions_fault_their_step_and_the_daemon_keeps_serving(self):
+        with Daemon() as d:
+            d.start()
+            for name, program, _ in HOSTILE:
+                status, problem = d.json("POST", NS + "/workflows", json.dumps(doc(name, [
+                    {"name": "run", "set": "${ " + program + " }"}])))
+                self.assertEqual(status, 201, problem)
+            status, problem = d.json("POST", NS + "/workflows", json.dumps(doc("fine", [
+                {"name": "text", "set": "${ {s: ([55296, 0, 1114111] | implode), n: [nan, 1e1000]} }"},
+                {"name": "nap", "wait": "PT30S"}])))
+            self.assertEqual(status, 201, problem)
+
+            runs = {}
+            for name, _, _ in HOSTILE:
+                status, run = d.json("POST", NS + f"/workflows/{name}:invoke?mode=async", "{}")
+                self.assertEqual(status, 202, run)
+                runs[name] = run["runId"]
+            # While they run (two workers, one second each at most), other runs are served.
+            status, run = d.json("POST", NS + "/workflows/fine:invoke?mode=async", "{}")
+            self.assertEqual(status, 202, run)
+            fine = run["runId"]
+
+            def finished():
+                views = {n: d.json("GET", f"{NS}/runs/{r}")[1] for n, r in runs.items()}
+                return views if all(v["phase"] == "faulted" for v in views.values()) else None
+
+            views = wait_until(finished, 60)
+            self.assertTrue(views, "every hostile run faults")
+            for name, program, message in HOSTILE:
+                error = views[name]["error"]
+                self.assertEqual(error["type"],
+                                 "https://serverlessworkflow.io/spec/1.0.0/errors/expression", error)
+                self.assertEqual(error["instance"], "/do/0/set")
+                self.assertIn(message, error["detail"])
+            _, view = d.json("GET", f"{NS}/runs/{fine}")
+            self.assertEqual(view["phase"], "running")  # waiting, past its expression
+
+            workers = children(d.proc.pid)
+            self.assertLessEqual(len(workers), 2)
+            self.assertLess(rss_kib(d.proc.pid), 200 * 1024)
+            for pid in workers:
+                self.assertLess(rss_kib(pid), 256 * 1024)
+            status, value = d.json("POST", NS + "/workflows/halt:invoke", "{}")
+            self.assertEqual(status, 400, value)  # and expressions still run
+
+            # kill -9: the workers die with the daemon; every run reads back after a restart.
+            d.stop(signal.SIGKILL)
+            self.assertTrue(wait_until(lambda: not any(alive(pid) for pid in workers), 10))
+            with Daemon(data_dir=d.data_dir) as again:
+                again.start()
+                for name, run_id in runs.items():
+                    status, view = again.json("GET", f"{NS}/runs/{run_id}")
+                    self.assertEqual(status, 200)
+                    self.assertEqual(view["phase"], "faulted")
+                status, view = again.json("GET", f"{NS}/runs/{fine}")
+                self.assertEqual(status, 200)
+                self.assertIn(view["phase"], ("running", "waiting"))
+                self.assertEqual(view["steps"][0]["output"]["s"], "\ufffd\u0000\U0010ffff")
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
