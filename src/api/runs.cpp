@@ -66,7 +66,7 @@ json::value parse_or_null(const std::optional<std::string>& text) {
   if (!text) return nullptr;
   const auto repaired = model::repaired_utf8(*text);
   boost::system::error_code ec;
-  auto v = model::parse_data(repaired, ec);
+  auto v = model::parse_stored(repaired, ec);
   return ec ? json::value(json::string(repaired)) : v;
 }
 

@@ -311,7 +311,7 @@ int unexpected_answer(const engine::HttpResponse& res, const Target& target,
 // The answer's JSON object, if it is one.
 std::optional<json::object> answer_object(const engine::HttpResponse& res) {
   boost::system::error_code ec;
-  auto doc = model::parse_data(res.body, ec);
+  auto doc = model::parse_stored(res.body, ec);
   if (ec || !doc.is_object()) return std::nullopt;
   return std::move(doc.as_object());
 }

@@ -214,14 +214,14 @@ RunOutcome outcome_from_record(const store::RunRecord& rec) {
   RunOutcome o;
   o.phase = std::string(store::to_string(rec.phase));
   if (rec.output_json) {
-    auto c = current_from_json(model::parse_data(*rec.output_json));
+    auto c = current_from_json(model::parse_stored(*rec.output_json));
     CloudEvent ev = c.event;
     ev.data = json::serialize(c.data);
     ev.datacontenttype = "application/json";
     o.output = std::move(ev);
   }
   if (rec.error_json) {
-    auto e = model::parse_data(*rec.error_json);
+    auto e = model::parse_stored(*rec.error_json);
     if (e.is_object()) o.error = e.as_object();
   }
   return o;
@@ -1719,13 +1719,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         return false;
       }
       run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
-      const auto input = model::parse_data(rec.input_json);
+      const auto input = model::parse_stored(rec.input_json);
       run->input = event_from_attributes(input.at("event").as_object());
       run->input.data = json::serialize(input.at("data"));
       run->input.datacontenttype = "application/json";
       for (auto& j : store.journal(rec.id)) {
         run->journal[j.path] = {std::string(store::to_string(j.state)),
-                                model::parse_data(j.value_json)};
+                                model::parse_stored(j.value_json)};
       }
       if (auto it = run->journal.find(std::string(kRedriveKey)); it != run->journal.end()) {
         run->drive = it->second.value.at("drive").to_number<std::int64_t>();

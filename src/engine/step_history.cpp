@@ -218,7 +218,7 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     if (!r) continue;
     json::value value;
     try {
-      value = model::parse_data(j.value_json);
+      value = model::parse_stored(j.value_json);
     } catch (const std::exception&) {
       continue;  // resume would fault the run; the history just leaves the entry out
     }
@@ -286,7 +286,7 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     const auto& output = ended_run ? run.output_json : a->output_json;
     if (a->phase == store::AttemptPhase::completed && output) {
       try {
-        auto v = model::parse_data(*output);
+        auto v = model::parse_stored(*output);
         if (ended_run && v.is_object() && v.as_object().contains("data")) v = v.at("data");
         s["output"] = capped_value(v, cap);
       } catch (const std::exception&) {
@@ -311,7 +311,7 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   const bool faulted = run.phase == store::RunPhase::faulted;
   if ((faulted || run.phase == store::RunPhase::cancelled) && run.error_json) {
     try {
-      const auto error = model::parse_data(*run.error_json);
+      const auto error = model::parse_stored(*run.error_json);
       const auto* instance =
           error.is_object() ? error.as_object().if_contains("instance") : nullptr;
       if (instance && instance->is_string()) {

@@ -963,6 +963,19 @@ json::value parse_data(std::string_view text) {
   return value;
 }
 
+json::value parse_stored(std::string_view text, boost::system::error_code& ec) {
+  json::parse_options options;
+  options.max_depth = kMaxDataDepth + kStoredWrapping;
+  return json::parse(text, ec, {}, options);
+}
+
+json::value parse_stored(std::string_view text) {
+  boost::system::error_code ec;
+  json::value value = parse_stored(text, ec);
+  if (ec) throw boost::system::system_error(ec);
+  return value;
+}
+
 FormatGuess format_from_media_type(std::string_view media_type) {
   media_type = media_type.substr(0, media_type.find(';'));
   const std::size_t first = media_type.find_first_not_of(" \t");

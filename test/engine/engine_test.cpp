@@ -8,6 +8,7 @@
 #include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
+#include "knflow/model/document.hpp"
 #include "knflow/model/validate.hpp"
 #include "knflow/store/db.hpp"
 #include "knflow/store/run_store.hpp"
@@ -1198,6 +1199,31 @@ TEST_CASE("engine: a restarted join any fork takes its journaled winner; the los
   std::size_t loser_attempts = 0;
   for (const auto& a : f.attempts(id)) loser_attempts += a.path == "/do/0/fork/0" ? 1 : 0;
   CHECK(loser_attempts == 1);  // the one the stop interrupted, no new one
+}
+
+TEST_CASE("engine: a run whose data nests as deep as data may resumes after a restart",
+          "[engine][durable]") {
+  // Its stored input wraps the data one level deeper, a journal entry three: read back with the
+  // data's own bound, a restart faulted the run as unreadable ("too deep").
+  EngineFixture f;
+  auto yaml = header("deep") + R"(  do:
+    - {name: first, wait: PT0.01S}
+    - {name: nap, wait: PT0.5S}
+)";
+  const std::string deep =
+      std::string(model::kMaxDataDepth, '[') + std::string(model::kMaxDataDepth, ']');
+  auto id = f.start(yaml, deep);
+  wait_until([&] {
+    for (const auto& e : f.journal(id)) {
+      if (e.path == "/do/0" && e.state == store::JournalState::completed) return true;
+    }
+    return false;
+  });
+  f.stop_engine();
+  f.start_engine();
+  auto out = f.wait(id);
+  REQUIRE(out.phase == "completed");
+  CHECK(*out.output->data == deep);
 }
 
 TEST_CASE("engine: a run whose stored state does not decode is faulted with a plain reason",

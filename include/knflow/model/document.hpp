@@ -61,6 +61,15 @@ inline constexpr std::size_t kMaxDataDepth = 1000;
 boost::json::value parse_data(std::string_view text, boost::system::error_code& ec);
 boost::json::value parse_data(std::string_view text);
 
+// What the engine stores around such data (a run's input with its event, a journal entry's list
+// of outputs, an output with its event) nests it at most this many levels deeper.
+inline constexpr std::size_t kStoredWrapping = 8;
+
+// Parses JSON the engine stored: data bounded by kMaxDataDepth inside its wrapping, so that a
+// value nested as deep as data may be reads back from the run's state. Errors as parse_data.
+boost::json::value parse_stored(std::string_view text, boost::system::error_code& ec);
+boost::json::value parse_stored(std::string_view text);
+
 // Serialises a JSON value as YAML (block style, strings quoted whenever a plain scalar would be
 // read back as something else). to_yaml(parse(y)) parses back to the same value.
 std::string to_yaml(const boost::json::value& value);
