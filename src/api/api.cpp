@@ -6,12 +6,14 @@
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/cache/workflow_writer.hpp"
 #include "knflow/engine/function_supervisor.hpp"
+#include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/http/assets.hpp"
 #include "knflow/http/problem.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/expression.hpp"
 #include "knflow/model/validate.hpp"
 #include "knflow/store/run_store.hpp"
 
@@ -100,10 +102,58 @@ struct Api::Handlers {
     return std::nullopt;
   }
 
+  // Compiles the expressions validation left pending (ValidateOptions::defer_compile) on the
+  // API's jq workers, one program at a time (requests validating together take turns), remembers
+  // the verdicts and puts them into the report. Returns why no worker could compile (then the
+  // report keeps its pending expressions), or nullopt.
+  asio::awaitable<std::optional<std::string>> compile_pending(model::ValidationReport& report) {
+    std::vector<std::optional<std::string>> verdicts;
+    std::map<std::pair<std::string, std::vector<std::string>>, std::size_t> first;  // → verdicts
+    for (const model::PendingExpression& p : report.pending) {
+      auto [at, added] = first.try_emplace({p.program, p.variables}, verdicts.size());
+      if (!added) {
+        verdicts.push_back(verdicts[at->second]);
+        continue;
+      }
+      std::string program = p.program;
+      std::vector<std::string> variables = p.variables;
+      engine::CompileCheck checked =
+          co_await api.compiler_->check(std::move(program), std::move(variables));
+      if (!checked.done) co_return std::move(checked.error);
+      model::remember_verdict(p.program, p.variables, checked.problem);
+      verdicts.push_back(std::move(checked.problem));
+    }
+    model::apply_verdicts(report, verdicts);
+    co_return std::nullopt;
+  }
+
+  // Parse, decode and validate, with the jq compiles on the API's workers when it has them.
+  // Nullopt when they could not compile (`unavailable` says why).
+  asio::awaitable<std::optional<model::CheckResult>> check(const json::value& document,
+                                                           std::string& unavailable) {
+    const model::ValidateOptions options{.defer_compile = api.compiler_ != nullptr};
+    model::CheckResult result = model::check_value(document, options);
+    if (!result.report.pending.empty()) {
+      auto problem = co_await compile_pending(result.report);
+      if (problem) {
+        unavailable = std::move(*problem);
+        co_return std::nullopt;
+      }
+    }
+    co_return result;
+  }
+
+  Response compiler_unavailable(const Request& req, const std::string& why) const {
+    auto res = problem(503, "unavailable",
+                       "The workflow's expressions could not be compiled now: " + why, req);
+    res.set_header("Retry-After", "1");
+    return res;
+  }
+
   // Body → validated workflow whose metadata agrees with the path. On failure, the problem.
-  std::variant<model::Workflow, Response> read_workflow(const Request& req) const {
+  asio::awaitable<std::variant<model::Workflow, Response>> read_workflow(const Request& req) {
     auto doc = read_document(req, api.settings_.parse_limits);
-    if (auto* res = std::get_if<Response>(&doc)) return std::move(*res);
+    if (auto* res = std::get_if<Response>(&doc)) co_return std::move(*res);
     auto& value = std::get<json::value>(doc);
     // Fill namespace (and name on PUT) from the path before validating, as kubectl does.
     std::vector<ProblemError> path_errors;
@@ -125,7 +175,10 @@ struct Api::Handlers {
         if (auto it = req.params.find("name"); it != req.params.end()) fill("name", it->second);
       }
     }
-    auto result = model::check_value(value);
+    std::string unavailable;
+    auto checked = co_await check(value, unavailable);
+    if (!checked) co_return compiler_unavailable(req, unavailable);
+    model::CheckResult& result = *checked;
     auto errors = to_problem_errors(result.report.errors);
     errors.insert(errors.begin(), path_errors.begin(), path_errors.end());
     if (!errors.empty() || !result.workflow) {
@@ -138,7 +191,7 @@ struct Api::Handlers {
       p.instance = req.path;
       p.errors = std::move(errors);
       p.extensions["modes"] = modes_json(result.report);
-      return http::make_problem(p);
+      co_return http::make_problem(p);
     }
     const bool cluster = api.cluster_mode();
     const auto& support = cluster ? result.report.cluster : result.report.standalone;
@@ -154,12 +207,12 @@ struct Api::Handlers {
       p.instance = req.path;
       p.errors = to_problem_errors(support.reasons);
       p.extensions["modes"] = modes_json(result.report);
-      return http::make_problem(p);
+      co_return http::make_problem(p);
     }
     auto workflow = std::move(*result.workflow);
     // In cluster mode the controller writes status through the status subresource.
     if (!cluster) workflow.status = standalone_status(now_rfc3339());
-    return workflow;
+    co_return workflow;
   }
 
   Response write_failure(const cache::WriteResult& r, const Request& req) const {
@@ -351,7 +404,7 @@ struct Api::Handlers {
     if (auto bad = check_path(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
-    auto read = read_workflow(req);
+    auto read = co_await read_workflow(req);
     if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
     cache::WriteResult result;
     if (auto* writer = api.cluster_writer_) {
@@ -435,7 +488,10 @@ struct Api::Handlers {
     if (!format) co_return not_acceptable(req);
     auto doc = read_document(req, api.settings_.parse_limits);
     if (auto* res = std::get_if<Response>(&doc)) co_return std::move(*res);
-    auto result = model::check_value(std::get<json::value>(doc));
+    std::string unavailable;
+    auto checked = co_await check(std::get<json::value>(doc), unavailable);
+    if (!checked) co_return compiler_unavailable(req, unavailable);
+    model::CheckResult& result = *checked;
     if (!result.report.ok()) {
       Problem p;
       p.status = 422;

@@ -4,6 +4,7 @@
 
 #include "knflow/model/document.hpp"
 #include "knflow/model/errors.hpp"
+#include "knflow/model/validate.hpp"
 
 #include <optional>
 #include <ostream>
@@ -35,6 +36,10 @@ void tune_allocator_for_daemon();
 std::optional<std::string> read_input_file(const std::string& file, std::string_view command);
 // JSON for *.json, else YAML.
 model::Format workflow_file_format(const std::string& file);
+// Checks a workflow file's text as the daemon does (model::check_document), with jq compiling its
+// expressions as the daemon's workers do: this process's $HOME is dropped first, since libjq
+// would read $HOME/.jq into every program (docs/expressions.md). Single-threaded commands only.
+model::CheckResult check_workflow_text(std::string_view text, model::Format format);
 // Every error as "  /pointer: message", one per line.
 void print_error_list(std::ostream& out, const model::Errors& errors);
 void print_usage();

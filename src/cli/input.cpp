@@ -3,6 +3,7 @@
 #include "commands.hpp"
 
 #include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -31,6 +32,11 @@ std::optional<std::string> read_input_file(const std::string& file, std::string_
 model::Format workflow_file_format(const std::string& file) {
   // JSON files by name; everything else as YAML, which also reads most JSON.
   return file.ends_with(".json") ? model::Format::json : model::Format::yaml;
+}
+
+model::CheckResult check_workflow_text(std::string_view text, model::Format format) {
+  ::unsetenv("HOME");  // no other thread runs: nothing reads the environment meanwhile
+  return model::check_document(text, format);
 }
 
 void print_error_list(std::ostream& out, const model::Errors& errors) {

@@ -73,7 +73,7 @@ int render(const std::vector<std::string>& args) {
   const auto text = read_input_file(file, "render");
   if (!text) return kExitUsage;
   const auto format = workflow_file_format(file);
-  model::CheckResult checked = model::check_document(*text, format);
+  model::CheckResult checked = check_workflow_text(*text, format);
   if (!checked.report.ok() || !checked.workflow) {
     const std::size_t n = checked.report.errors.size();
     print_errors(file + ": " + std::to_string(n) + (n == 1 ? " error" : " errors"),

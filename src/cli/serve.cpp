@@ -459,6 +459,15 @@ int serve(const std::vector<std::string>& args) {
           .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
           .time_limit = seconds_option(vm, "expression-timeout"),
       });
+  // Validation compiles the expressions of workflows written through the API on a worker of its
+  // own: off the connections' threads, without $HOME/.jq, never waiting behind runs' expressions
+  // (docs/expressions.md).
+  engine::JqWorkerPool validation_jq(ioc.get_executor(),
+                                     engine::JqWorkerSettings{
+                                         .executable = self_exe,
+                                         .workers = 1,
+                                         .time_limit = seconds_option(vm, "expression-timeout"),
+                                     });
   // Local functions: their process groups are recorded in the data directory, so that this
   // start kills what a daemon killed with SIGKILL left running (docs/functions.md).
   engine::FunctionSupervisor functions(
@@ -480,6 +489,7 @@ int serve(const std::vector<std::string>& args) {
                         &metrics, engine_settings);
   // Cluster mode runs workflows on Knative: the engine stays idle and invoke routes answer 503.
   if (!cluster) api.set_engine(&engine);
+  api.set_expression_compiler(&validation_jq);
 
   std::unique_ptr<kube::Client> kube_client;
   std::unique_ptr<controller::KubeWorkflowWriter> cluster_writer;
@@ -569,6 +579,7 @@ int serve(const std::vector<std::string>& args) {
       api.set_draining();
       signals.cancel();
       server.stop([&] {
+        validation_jq.shutdown();  // no request validates any more
         stop_cluster([&] {
           // The engine and the function processes stop together, once the engine has begun
           // (its runs are cancelled and what they fail with from now on is not stored): a run

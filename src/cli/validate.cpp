@@ -64,7 +64,7 @@ int validate(const std::vector<std::string>& args) {
   const auto text = read_input_file(file, "validate");
   if (!text) return kExitUsage;
   const auto format = workflow_file_format(file);
-  const auto result = model::check_document(*text, format);
+  const auto result = check_workflow_text(*text, format);
   const auto& report = result.report;
 
   if (output == "json") {

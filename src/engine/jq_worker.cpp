@@ -493,6 +493,30 @@ std::string evaluate(ProgramCache& cache, const Limits& limits, const json::valu
   return "{\"ok\":true,\"value\":" + serialized + "}";
 }
 
+// {"check": PROGRAM, "vars": [NAME, ...]}: compiles without running, the way validation does
+// (model::compile_error). The verdict is the answer's value: null when it compiles, else the
+// message. Validation in the daemon comes here so that a program is compiled as the workers run
+// it (no $HOME/.jq, no shared libjq state) and off the daemon's threads.
+std::string check(const json::object& request) {
+  const json::string* program = request.at("check").if_string();
+  const json::value* vars = request.if_contains("vars");
+  const json::array* list = vars != nullptr ? vars->if_array() : nullptr;
+  if (program == nullptr || (vars != nullptr && list == nullptr)) {
+    return error_answer("malformed request: expected {\"check\": \"...\", \"vars\": [...]}");
+  }
+  std::vector<std::string> names;
+  if (list != nullptr) {
+    for (const json::value& name : *list) {
+      if (!name.is_string()) return error_answer("malformed request: \"vars\" must be strings");
+      names.emplace_back(name.get_string());
+    }
+  }
+  const auto verdict =
+      model::compile_error(std::string_view(program->data(), program->size()), names);
+  if (!verdict) return "{\"ok\":true,\"value\":null}";
+  return "{\"ok\":true,\"value\":" + json::serialize(json::string_view(*verdict)) + "}";
+}
+
 std::size_t size_field(const json::object& config, std::string_view name, std::size_t fallback) {
   const json::value* v = config.if_contains(name);
   if (v == nullptr) return fallback;
@@ -576,6 +600,8 @@ int run_jq_worker() {
 
       if (ec) {
         answer = error_answer("malformed request: " + ec.message());
+      } else if (request.is_object() && request.get_object().contains("check")) {
+        answer = check(request.get_object());
       } else {
         answer = evaluate(*cache, limits, request);
       }

@@ -262,7 +262,10 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
 
   // ---- one evaluation, on the strand
 
-  static asio::awaitable<Evaluation> run(std::shared_ptr<Impl> self, std::string request) {
+  // `fault`, when given, is set to how the exchange with the worker ended (left alone when the
+  // request never reached a worker).
+  static asio::awaitable<Evaluation> run(std::shared_ptr<Impl> self, std::string request,
+                                         std::optional<Fault>* fault = nullptr) {
     // Cancellation (the caller gave up) arrives as error codes, so that the worker is always
     // either released or retired below.
     co_await asio::this_coro::throw_if_cancelled(false);
@@ -309,6 +312,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
       self->restarted.fetch_add(1, std::memory_order_relaxed);
     }
 
+    if (fault != nullptr) *fault = exchange.fault;
     switch (exchange.fault) {
       case Fault::none:
         break;
@@ -636,6 +640,41 @@ boost::asio::awaitable<Evaluation> JqWorkerPool::evaluate(std::string program,
   }
   co_return co_await asio::co_spawn(impl_->strand, Impl::run(impl_, std::move(request)),
                                     asio::use_awaitable);
+}
+
+boost::asio::awaitable<CompileCheck> JqWorkerPool::check(std::string program,
+                                                         std::vector<std::string> variables) {
+  json::array names;
+  for (std::string& name : variables) names.emplace_back(std::move(name));
+  std::string request = json::serialize(json::object{{"check", program}, {"vars", names}});
+  std::optional<Fault> fault;
+  Evaluation answer = co_await asio::co_spawn(
+      impl_->strand, Impl::run(impl_, std::move(request), &fault), asio::use_awaitable);
+  const bool stopping = answer.error == kShuttingDown;
+  if (fault == Fault::timeout && !stopping) {
+    co_return CompileCheck{.done = true,
+                           .problem = "jq took longer than the " +
+                                      std::to_string(impl_->settings.time_limit.count()) +
+                                      " ms time limit for expressions to compile it",
+                           .error = {}};
+  }
+  if (fault == Fault::died && !stopping) {
+    // Twice (the pool tries again on a fresh worker): the program crashes jq's compiler.
+    co_return CompileCheck{
+        .done = true, .problem = "jq's compiler crashed on it (" + answer.error + ")", .error = {}};
+  }
+  if (!answer.ok()) co_return CompileCheck{.done = false, .problem = {}, .error = answer.error};
+  if (answer.value && answer.value->is_null())
+    co_return CompileCheck{.done = true, .problem = std::nullopt, .error = {}};
+  if (answer.value && answer.value->is_string()) {
+    co_return CompileCheck{
+        .done = true, .problem = std::string(answer.value->get_string()), .error = {}};
+  }
+  co_return CompileCheck{.done = false,
+                         .problem = {},
+                         .error =
+                             "the expression worker gave a "
+                             "malformed answer to a check"};
 }
 
 void JqWorkerPool::shutdown() {

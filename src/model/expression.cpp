@@ -205,6 +205,19 @@ std::mutex jq_mutex;
 std::unordered_map<std::string, std::optional<std::string>> verdicts;
 constexpr std::size_t kMaxVerdicts = 4096;
 
+std::string verdict_key(std::string_view program, std::span<const std::string> variables) {
+  std::string key(program);
+  key += '\0';
+  for (const std::string& v : variables) key += v + ",";
+  return key;
+}
+
+// jq_mutex held.
+void remember_locked(std::string key, std::optional<std::string> verdict) {
+  if (verdicts.size() >= kMaxVerdicts && !verdicts.contains(key)) verdicts.clear();
+  verdicts.insert_or_assign(std::move(key), std::move(verdict));
+}
+
 }  // namespace
 
 bool is_expression(std::string_view text) {
@@ -240,8 +253,7 @@ bool is_jq_identifier(std::string_view name) {
 
 std::optional<std::string> forbidden_feature(std::string_view program) { return scan(program); }
 
-std::optional<std::string> compile_error(std::string_view program,
-                                         std::span<const std::string> variables) {
+std::optional<std::string> precheck_error(std::string_view program) {
   if (program.find('\0') != std::string_view::npos) {
     return std::string("contains a NUL character");
   }
@@ -255,15 +267,32 @@ std::optional<std::string> compile_error(std::string_view program,
   if (auto feature = forbidden_feature(program)) {
     return "\"" + *feature + "\" is not available in knflow expressions";
   }
-  std::string key(program);
-  key += '\0';
-  for (const std::string& v : variables) key += v + ",";
+  return std::nullopt;
+}
 
+std::optional<std::optional<std::string>> known_verdict(std::string_view program,
+                                                        std::span<const std::string> variables) {
+  const std::string key = verdict_key(program, variables);
+  const std::lock_guard lock(jq_mutex);
+  if (auto it = verdicts.find(key); it != verdicts.end()) return it->second;
+  return std::nullopt;
+}
+
+void remember_verdict(std::string_view program, std::span<const std::string> variables,
+                      std::optional<std::string> verdict) {
+  std::string key = verdict_key(program, variables);
+  const std::lock_guard lock(jq_mutex);
+  remember_locked(std::move(key), std::move(verdict));
+}
+
+std::optional<std::string> compile_error(std::string_view program,
+                                         std::span<const std::string> variables) {
+  if (auto problem = precheck_error(program)) return problem;
+  std::string key = verdict_key(program, variables);
   const std::lock_guard lock(jq_mutex);
   if (auto it = verdicts.find(key); it != verdicts.end()) return it->second;
   std::optional<std::string> verdict = compile_with_jq(std::string(program), variables);
-  if (verdicts.size() >= kMaxVerdicts) verdicts.clear();
-  verdicts.emplace(std::move(key), verdict);
+  remember_locked(std::move(key), verdict);
   return verdict;
 }
 

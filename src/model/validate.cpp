@@ -157,6 +157,14 @@ bool is_under(std::string_view pointer, std::string_view scope) {
 
 std::string step_label(const Step& step) { return "step " + quoted(step.name); }
 
+// The error of an expression that does not compile. One too long to compile is not quoted whole.
+std::string expression_message(std::string_view text, const std::string& problem) {
+  const std::string shown = text.size() > kMaxExpressionBytes
+                                ? std::string(utf8_prefix(text, 64)) + "..."
+                                : std::string(text);
+  return "expression " + quoted(shown) + ": " + problem;
+}
+
 // Where a step list sits: names of its steps (targets of `then`) and whether it is a fork's
 // branch list, where jumping between branches makes no sense.
 struct StepList {
@@ -166,8 +174,8 @@ struct StepList {
 
 class Validator {
  public:
-  Validator(const Workflow& workflow, const Errors& decode_errors)
-      : w_(workflow), decode_errors_(decode_errors) {}
+  Validator(const Workflow& workflow, const Errors& decode_errors, const ValidateOptions& options)
+      : w_(workflow), decode_errors_(decode_errors), options_(options) {}
 
   ValidationReport run() {
     collect_steps(w_.spec.steps, "/spec/do");
@@ -527,13 +535,37 @@ class Validator {
   void compile(std::string_view text, const std::string& pointer,
                const std::vector<std::string>& variables) {
     if (suppressed(pointer)) return;
-    if (auto problem = compile_error(expression_program(text), variables)) {
-      // One too long to compile is not quoted whole.
-      const std::string shown = text.size() > kMaxExpressionBytes
-                                    ? std::string(utf8_prefix(text, 64)) + "..."
-                                    : std::string(text);
-      error(pointer, "expression " + quoted(shown) + ": " + *problem);
+    const std::string_view program = expression_program(text);
+    if (auto problem = precheck_error(program)) {
+      error(pointer, expression_message(text, *problem));
+      return;
     }
+    // Past the limit, no more programs are compiled; the first one over it says why.
+    std::string key(program);
+    for (const std::string& v : variables) key += '\0' + v;
+    if (!distinct_.contains(key)) {
+      if (distinct_.size() >= kMaxDistinctExpressions) {
+        if (!over_limit_) {
+          over_limit_ = true;
+          error(pointer, "the workflow holds more than " + std::to_string(kMaxDistinctExpressions) +
+                             " distinct expressions (a program with the variables in its scope); "
+                             "expressions from here on are not checked");
+        }
+        return;
+      }
+      distinct_.insert(std::move(key));
+    }
+    std::optional<std::string> problem;
+    if (!options_.defer_compile) {
+      problem = compile_error(program, variables);
+    } else if (auto known = known_verdict(program, variables)) {
+      problem = std::move(*known);
+    } else {
+      report_.pending.push_back(
+          {pointer, std::string(text), std::string(program), variables, report_.errors.size()});
+      return;
+    }
+    if (problem) error(pointer, expression_message(text, *problem));
   }
 
   // A field that must hold an expression (`if`, `when`, `while`, `for.in`).
@@ -954,7 +986,10 @@ class Validator {
 
   const Workflow& w_;
   const Errors& decode_errors_;
+  const ValidateOptions& options_;
   ValidationReport report_;
+  std::set<std::string> distinct_;  // expressions (program, variables) met so far
+  bool over_limit_ = false;
   std::vector<std::string> step_pointers_;
   std::vector<std::string> scopes_;   // decode errors hide validation errors at and under these
   std::vector<std::string> parents_;  // ... and exactly at these
@@ -962,8 +997,9 @@ class Validator {
   std::map<std::string, std::string> step_names_;  // name -> pointer of its first step
 };
 
-ValidationReport validate_after_decode(const Workflow& workflow, const Errors& decode_errors) {
-  return Validator(workflow, decode_errors).run();
+ValidationReport validate_after_decode(const Workflow& workflow, const Errors& decode_errors,
+                                       const ValidateOptions& options) {
+  return Validator(workflow, decode_errors, options).run();
 }
 
 }  // namespace
@@ -975,16 +1011,38 @@ bool is_dns1123_label(std::string_view name) {
                      [](char c) { return is_lower_alnum(c) || c == '-'; });
 }
 
-ValidationReport validate(const Workflow& workflow) { return validate_after_decode(workflow, {}); }
+ValidationReport validate(const Workflow& workflow, const ValidateOptions& options) {
+  return validate_after_decode(workflow, {}, options);
+}
 
-CheckResult check_value(const boost::json::value& document) {
+void apply_verdicts(ValidationReport& report,
+                    const std::vector<std::optional<std::string>>& verdicts) {
+  Errors merged;
+  merged.reserve(report.errors.size() + report.pending.size());
+  std::size_t next = 0;  // of report.errors
+  for (std::size_t i = 0; i < report.pending.size(); ++i) {
+    const PendingExpression& p = report.pending[i];
+    for (; next < p.position && next < report.errors.size(); ++next) {
+      merged.push_back(std::move(report.errors[next]));
+    }
+    if (i < verdicts.size() && verdicts[i]) {
+      merged.push_back({p.pointer, expression_message(p.text, *verdicts[i])});
+    }
+  }
+  for (; next < report.errors.size(); ++next) merged.push_back(std::move(report.errors[next]));
+  report.errors = std::move(merged);
+  report.pending.clear();
+}
+
+CheckResult check_value(const boost::json::value& document, const ValidateOptions& options) {
   CheckResult result;
   DecodeResult decoded = decode_workflow(document);
-  result.report = validate_after_decode(decoded.workflow, decoded.errors);
+  result.report = validate_after_decode(decoded.workflow, decoded.errors, options);
   if (decoded.ok()) {
     result.workflow = std::move(decoded.workflow);
   } else {
     // Decoding errors first (they are about the text as written), then what validation found.
+    for (PendingExpression& p : result.report.pending) p.position += decoded.errors.size();
     Errors all = std::move(decoded.errors);
     all.insert(all.end(), result.report.errors.begin(), result.report.errors.end());
     result.report.errors = std::move(all);

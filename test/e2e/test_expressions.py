@@ -6,12 +6,15 @@ workers are gone and every run reads back."""
 import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import Daemon, alive, wait_until  # noqa: E402
+from daemon import BIN, Daemon, alive, wait_until  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 
@@ -81,6 +84,60 @@ class ExpressionsTest(unittest.TestCase):
             self.assertEqual(status, 200)
             self.assertIsNone(d.proc.poll(), d.output())
 
+    def test_validation_compiles_as_the_workers_do_without_home(self):
+        # libjq reads $HOME/.jq into every program it compiles. The workers that run expressions
+        # have no environment, so a function defined there validated and then faulted every run.
+        with tempfile.TemporaryDirectory() as home:
+            with open(os.path.join(home, ".jq"), "w") as f:
+                f.write("def knflow_from_home: 42;\n")
+            body = json.dumps(doc("home", [{"name": "s", "set": "${ knflow_from_home }"}]))
+            with Daemon(env={"HOME": home}) as d:
+                d.start()
+                for path in ("/api/v1/validate", NS + "/workflows"):
+                    status, problem = d.json("POST", path, body)
+                    self.assertEqual(status, 422, problem)
+                    [error] = problem["errors"]
+                    self.assertEqual(error["pointer"], "/spec/do/0/set")
+                    self.assertIn("knflow_from_home/0 is not defined", error["detail"])
+            # The CLI validates as the daemon does.
+            path = os.path.join(home, "home.json")
+            with open(path, "w") as f:
+                f.write(body)
+            cli = subprocess.run([BIN, "validate", "-f", path], capture_output=True, text=True,
+                                 env=dict(os.environ, HOME=home))
+            self.assertEqual(cli.returncode, 1, cli.stdout + cli.stderr)
+            self.assertIn("knflow_from_home/0 is not defined", cli.stdout + cli.stderr)
+
+    def test_a_long_validation_holds_no_other_request(self):
+        # Compiling takes 10-20 ms per distinct expression. It used to run on the thread serving
+        # the request, and connections share a few threads: /readyz could wait seconds behind a
+        # large workflow. Now the workflow's compiles run on a worker process of their own.
+        steps = [{"name": f"s{i}", "set": "${ .field_" + str(i) + " + 1 }"} for i in range(400)]
+        steps.append({"name": "bad", "set": "${ .a | }"})
+        body = json.dumps(doc("large", steps))
+        with Daemon() as d:
+            d.start()
+            answer = {}
+
+            def create():
+                answer["created"] = d.json("POST", NS + "/workflows", body)
+
+            writer = threading.Thread(target=create)
+            writer.start()
+            # Once the request is being validated (its compiles have started), every other
+            # request is served meanwhile, whichever connection thread it lands on.
+            self.assertTrue(wait_until(lambda: len(children(d.proc.pid)) >= 1, 30))
+            for _ in range(4):
+                status, _, _ = d.call("GET", "/readyz")
+                self.assertEqual(status, 200)
+                status, listed = d.json("GET", NS + "/workflows")
+                self.assertEqual(status, 200, listed)
+            self.assertTrue(writer.is_alive(), "the validation ended before the other requests")
+            writer.join(120)
+            status, problem = answer["created"]
+            self.assertEqual(status, 422, problem)
+            self.assertEqual([e["pointer"] for e in problem["errors"]], ["/spec/do/400/set"])
+
     def test_hostile_expressions_fault_their_step_and_the_daemon_keeps_serving(self):
         with Daemon() as d:
             d.start()
@@ -126,8 +183,9 @@ class ExpressionsTest(unittest.TestCase):
             self.assertTrue(view, "the fine run's set never completed")
             self.assertEqual(view["phase"], "running")
 
+            # The runs' two workers, and the one that compiled the workflows at validation.
             workers = children(d.proc.pid)
-            self.assertLessEqual(len(workers), 2)
+            self.assertLessEqual(len(workers), 3)
             if not sanitized(d.proc.pid):
                 self.assertLess(rss_kib(d.proc.pid), 200 * 1024)
                 for pid in workers:

@@ -1,5 +1,7 @@
 #include "knflow/engine/jq_worker_pool.hpp"
 
+#include "knflow/model/expression.hpp"
+
 #include "support/catch.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -493,6 +495,86 @@ TEST_CASE("jq workers: a worker that cannot start fails the evaluation clearly",
   JqWorkerPool wrong(ioc.get_executor(), s);
   e = evaluate(ioc, wrong, "1");
   CHECK_THAT(e.error, Catch::StartsWith("could not start an expression worker"));
+}
+
+namespace {
+
+knflow::engine::CompileCheck check(asio::io_context& ioc, JqWorkerPool& pool, std::string program,
+                                   std::vector<std::string> variables = {}) {
+  std::optional<knflow::engine::CompileCheck> out;
+  asio::co_spawn(ioc, pool.check(std::move(program), std::move(variables)),
+                 [&out](std::exception_ptr e, knflow::engine::CompileCheck result) {
+                   if (e) result = {.done = false, .problem = std::nullopt, .error = "exception"};
+                   out = std::move(result);
+                 });
+  REQUIRE(run_until(ioc, [&out] { return out.has_value(); }));
+  return *out;
+}
+
+}  // namespace
+
+TEST_CASE("jq workers: check compiles without running, as validation does", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.time_limit = std::chrono::milliseconds(100);
+  JqWorkerPool pool(ioc.get_executor(), s);
+
+  auto ok = check(ioc, pool, "$item + .a", {"item"});
+  CHECK(ok.done);
+  CHECK_FALSE(ok.problem.has_value());
+  CHECK(check(ioc, pool, "last(range(1e12))").done);  // compiled, never run
+
+  auto bad = check(ioc, pool, ".a +");
+  CHECK(bad.done);
+  CHECK(bad.problem == knflow::model::compile_error(".a +", {}));
+  CHECK(check(ioc, pool, "$item").problem == "$item is not defined");
+  CHECK(check(ioc, pool, "input").problem == "\"input\" is not available in knflow expressions");
+
+  // jq 1.6 compiles a long chain in time that grows with the square of its length (about 0.5 s
+  // for 4 KiB): past the time limit it does not compile, and the worker is replaced.
+  std::string chain = ".";
+  while (chain.size() + 2 <= knflow::model::kMaxExpressionBytes) chain += "+.";
+  auto slow = check(ioc, pool, chain);
+  CHECK(slow.done);
+  CHECK(slow.problem == "jq took longer than the 100 ms time limit for expressions to compile it");
+  CHECK(check(ioc, pool, ".").done);
+
+  pool.shutdown();
+  auto stopped = check(ioc, pool, ".");
+  CHECK_FALSE(stopped.done);
+  CHECK(stopped.error == "the expression evaluator is shutting down");
+}
+
+TEST_CASE("jq workers: check ignores $HOME/.jq, which jq in this process reads", "[engine][jq]") {
+  // libjq imports $HOME/.jq into every program it compiles; the workers run with no environment.
+  const auto home =
+      std::filesystem::temp_directory_path() / ("knflow-jq-home-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(home);
+  std::ofstream(home / ".jq") << "def knflow_from_home: 42;\n";
+  const char* old_home = std::getenv("HOME");
+  const std::string saved = old_home != nullptr ? old_home : "";
+  ::setenv("HOME", home.c_str(), 1);
+  const auto in_process = knflow::model::compile_error("knflow_from_home", {});
+  if (old_home != nullptr) {
+    ::setenv("HOME", saved.c_str(), 1);
+  } else {
+    ::unsetenv("HOME");
+  }
+  CHECK_FALSE(in_process.has_value());  // what the daemon's own validation used to say
+
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(1));
+  ::setenv("HOME", home.c_str(), 1);  // the daemon's environment when it starts its workers
+  auto checked = check(ioc, pool, "knflow_from_home");
+  if (old_home != nullptr) {
+    ::setenv("HOME", saved.c_str(), 1);
+  } else {
+    ::unsetenv("HOME");
+  }
+  CHECK(checked.done);
+  CHECK(checked.problem == "knflow_from_home/0 is not defined");
+  CHECK(evaluate(ioc, pool, "knflow_from_home").error == "knflow_from_home/0 is not defined");
+  std::filesystem::remove_all(home);
 }
 
 // Not run by default (`test_engine "[.bench]"`): prints what an evaluation of a cached program

@@ -24,6 +24,7 @@ class RunStore;
 namespace knflow::engine {
 class Engine;
 class FunctionSupervisor;
+class JqWorkerPool;
 }  // namespace knflow::engine
 namespace knflow::model {
 struct Workflow;
@@ -75,6 +76,11 @@ class Api {
   // Creates or replaces a validated workflow (namespace `default` when it has none) as the API
   // would, with the standalone status; writer strand only, after attach(). Returns "" or why not.
   std::string apply(model::Workflow workflow);
+  // Workflow validation (create, replace, validate) compiles its jq expressions on `compiler`'s
+  // worker processes instead of in this process: off the thread serving the request, without
+  // $HOME/.jq, and with jq's compile time bounded (docs/expressions.md). Without one they compile
+  // in this process, on that thread. Call before the server starts.
+  void set_expression_compiler(engine::JqWorkerPool* compiler) { compiler_ = compiler; }
   // The run store while attached; writer strand only.
   store::RunStore* run_store() { return runs_.get(); }
   // /readyz turns 503 (the server is draining).
@@ -107,6 +113,7 @@ class Api {
   RecentDeliveries broker_runs_;  // the runs the broker started lately, against repeated events
   engine::Engine* engine_;
   engine::FunctionSupervisor* functions_;
+  engine::JqWorkerPool* compiler_ = nullptr;
   cache::WorkflowWriter* cluster_writer_ = nullptr;
   std::unique_ptr<cache::WorkflowCache> cache_owner_;  // writer strand only
   std::unique_ptr<store::RunStore> runs_;              // writer strand only

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace knflow::engine {
@@ -22,6 +24,13 @@ struct JqWorkerSettings {
   std::size_t max_value_bytes = 16u << 20;      // largest result (as JSON); larger ones fail
 };
 
+// What a worker said about compiling a program (JqWorkerPool::check).
+struct CompileCheck {
+  bool done = false;                   // a verdict was reached; false: see `error`
+  std::optional<std::string> problem;  // when done: why it does not compile; nullopt: it does
+  std::string error;  // when not done: why no worker could check it (shutting down, queue full)
+};
+
 // Evaluator backed by `knflow jq-worker` processes (see run_jq_worker). A worker that exceeds the
 // time limit, dies or breaks the protocol is killed and replaced; its evaluation fails with an
 // `expression` error naming the cause. Thread-safe.
@@ -32,6 +41,12 @@ class JqWorkerPool final : public Evaluator {
 
   boost::asio::awaitable<Evaluation> evaluate(std::string program, boost::json::value input,
                                               boost::json::object variables) override;
+  // Compiles `program` with `variables` (names without `$`) declared on a worker, without running
+  // it, and says what validation would (model::compile_error, run in the worker: no $HOME/.jq,
+  // and jq's compile time bounded by the time limit). A program that takes longer than the time
+  // limit to compile, or that crashes the worker twice, does not compile.
+  boost::asio::awaitable<CompileCheck> check(std::string program,
+                                             std::vector<std::string> variables);
   // Kills every worker; waiting and running evaluations fail with "the expression evaluator is
   // shutting down", later ones too. Runs on the pool's strand (at once when called there); the
   // destructor calls it, and whatever is left when the pool's last coroutine ends is killed and

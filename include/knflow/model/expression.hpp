@@ -38,6 +38,15 @@ std::optional<std::string> forbidden_feature(std::string_view program);
 // are no variables. Pure.
 std::string program_binding(std::string_view program, std::span<const std::string> variables);
 
+// The most distinct expressions (program and variables in scope) one workflow may hold. Each
+// costs validation a jq compile of 10 to 20 ms (and up to about 0.5 s for the longest programs),
+// so this bounds what one document can make validation do.
+inline constexpr std::size_t kMaxDistinctExpressions = 1000;
+
+// What can be said about a program without compiling it: a NUL character, an empty program, one
+// longer than kMaxExpressionBytes, or a refused feature. Pure; thread-safe.
+std::optional<std::string> precheck_error(std::string_view program);
+
 // Compiles a jq program with `variables` (names without `$`) declared, the way the engine will run
 // it (program_binding; names that are not jq identifiers are left out). Returns nullopt when it
 // compiles, otherwise a plain message (jq's own for syntax errors and unknown names; "... is not
@@ -46,7 +55,20 @@ std::string program_binding(std::string_view program, std::span<const std::strin
 // expression.cpp. Evaluation does not happen in this process at all: the engine's `knflow
 // jq-worker` processes run it (docs/expressions.md). Compiling costs about 10 ms (jq re-reads its
 // builtins), so verdicts are kept in a bounded cache keyed by program and variables.
+//
+// libjq reads `$HOME/.jq` into every program it compiles: a process with a HOME compiles against
+// that file's definitions, which the workers (started with no environment) never see. The daemon
+// therefore has its workers compile what its API validates (docs/expressions.md); the CLI clears
+// HOME before it validates.
 std::optional<std::string> compile_error(std::string_view program,
                                          std::span<const std::string> variables);
+
+// The verdict cache that compile_error keeps, for callers that compile elsewhere (the daemon's
+// API has its jq workers compile): the cached verdict of a program, if any (nullopt inside when
+// it compiles), and remembering one. Thread-safe.
+std::optional<std::optional<std::string>> known_verdict(std::string_view program,
+                                                        std::span<const std::string> variables);
+void remember_verdict(std::string_view program, std::span<const std::string> variables,
+                      std::optional<std::string> verdict);
 
 }  // namespace knflow::model
