@@ -643,8 +643,10 @@ struct Api::RunHandlers {
     if (!api.functions_) return items;
     for (const auto& [name, fn] : wf.spec.functions) {
       if (!fn.local || fn.local->command.empty()) continue;
-      for (const auto& line : api.functions_->logs({ns, workflow, name}, since)) {
-        if (until && line.time > *until) continue;
+      const auto page = api.functions_->logs(
+          {{ns, workflow, name}},
+          {.since = since, .until = until, .max_lines = SIZE_MAX, .max_text_bytes = SIZE_MAX});
+      for (const auto& [_, line] : page.lines) {
         items.push_back(json::object{
             {"function", name}, {"time", line.time}, {"stream", line.stream}, {"text", line.text}});
       }

@@ -615,6 +615,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
 
   mutable std::mutex mutex;
   std::map<FunctionKey, std::shared_ptr<Function>> functions;
+  // The sequence number of the last line kept, of any function (LogLine::seq).
+  std::uint64_t last_log_seq = 0;
   std::set<pid_t> live_pids;  // spawned and not reaped
   bool closed = false;        // the destructor ran: start nothing more
   std::atomic<std::size_t> total_restarts{0};
@@ -1133,7 +1135,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     if (!fn || settings.log_lines == 0) return;
     auto stamp = now_stamp();
     std::lock_guard lock(mutex);
-    fn->logs.emplace_back(stamp.millis, LogLine{.time = std::move(stamp.text),
+    fn->logs.emplace_back(stamp.millis, LogLine{.seq = ++last_log_seq,
+                                                .time = std::move(stamp.text),
                                                 .stream = is_stderr ? "stderr" : "stdout",
                                                 .text = std::move(text)});
     while (fn->logs.size() > settings.log_lines) fn->logs.pop_front();
@@ -1374,28 +1377,67 @@ void FunctionSupervisor::release_workflow(const std::string& namespace_,
              [self = impl_, namespace_, workflow] { self->release(namespace_, workflow); });
 }
 
-std::vector<LogLine> FunctionSupervisor::logs(const FunctionKey& key,
-                                              std::optional<std::string> since) const {
+namespace {
+
+// A logs() bound as epoch milliseconds, so that `...:00Z`, `...:00.000Z` and `...+02:00` mean
+// what they say; nullopt for text that is not RFC 3339 (compared as text). Lines have
+// milliseconds: a finer bound is rounded as `sub_millis` says.
+std::optional<std::int64_t> bound_millis(const std::optional<std::string>& bound,
+                                         model::SubMillis sub_millis) {
+  if (!bound) return std::nullopt;
+  const auto parsed = model::parse_rfc3339(*bound, sub_millis);
+  if (const auto* at = std::get_if<model::Instant>(&parsed)) return at->time_since_epoch().count();
+  return std::nullopt;
+}
+
+}  // namespace
+
+LogPage FunctionSupervisor::logs(const std::vector<FunctionKey>& keys,
+                                 const LogQuery& query) const {
+  // `since` is inclusive: rounded up to the first millisecond not before it; `until` down.
+  const auto since_millis = bound_millis(query.since, model::SubMillis::up);
+  const auto until_millis = bound_millis(query.until, model::SubMillis::down);
+  using Kept = std::pair<std::int64_t, LogLine>;  // as Function::logs holds it
+  const auto matches = [&](const Kept& kept) {
+    const auto& [millis, line] = kept;
+    if (query.since && (since_millis ? millis < *since_millis : line.time < *query.since)) {
+      return false;
+    }
+    return !query.until || (until_millis ? millis <= *until_millis : line.time <= *query.until);
+  };
+  struct Cursor {
+    std::size_t key;
+    std::deque<Kept>::const_iterator at, end;
+  };
+  LogPage page;
   std::lock_guard lock(impl_->mutex);
-  const auto it = impl_->functions.find(key);
-  if (it == impl_->functions.end()) return {};
-  // Compared as instants, so that `...:00Z`, `...:00.000Z` and `...+02:00` mean what they say;
-  // text that is not RFC 3339 is compared as text. Lines have milliseconds: `since` (inclusive)
-  // is rounded up to the first millisecond not before it.
-  std::optional<std::int64_t> since_millis;
-  if (since) {
-    const auto parsed = model::parse_rfc3339(*since, model::SubMillis::up);
-    if (const auto* at = std::get_if<model::Instant>(&parsed)) {
-      since_millis = at->time_since_epoch().count();
-    }
+  std::vector<Cursor> cursors;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const auto it = impl_->functions.find(keys[i]);
+    if (it == impl_->functions.end()) continue;
+    const auto& kept = it->second->logs;  // in seq order
+    const auto from = std::partition_point(
+        kept.begin(), kept.end(), [&](const Kept& k) { return k.second.seq <= query.after; });
+    cursors.push_back({i, from, kept.end()});
   }
-  std::vector<LogLine> out;
-  for (const auto& [millis, line] : it->second->logs) {
-    if (!since || (since_millis ? millis >= *since_millis : line.time >= *since)) {
-      out.push_back(line);
+  std::size_t text_bytes = 0;
+  for (;;) {
+    // The earliest of the functions' next matching lines.
+    Cursor* next = nullptr;
+    for (auto& c : cursors) {
+      while (c.at != c.end && !matches(*c.at)) ++c.at;
+      if (c.at != c.end && (!next || c.at->second.seq < next->at->second.seq)) next = &c;
     }
+    if (!next) break;
+    if (page.lines.size() >= query.max_lines || text_bytes >= query.max_text_bytes) {
+      page.more = true;
+      break;
+    }
+    text_bytes += next->at->second.text.size();
+    page.lines.push_back({.key = next->key, .line = next->at->second});
+    ++next->at;
   }
-  return out;
+  return page;
 }
 
 std::optional<FunctionState> FunctionSupervisor::state(const FunctionKey& key) const {

@@ -23,9 +23,11 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <regex>
@@ -42,6 +44,8 @@ using knflow::engine::FunctionKey;
 using knflow::engine::FunctionSpec;
 using knflow::engine::FunctionSupervisor;
 using knflow::engine::LogLine;
+using knflow::engine::LogPage;
+using knflow::engine::LogQuery;
 using knflow::engine::SinkSettings;
 using knflow::engine::SupervisorSettings;
 using Endpoint = FunctionSupervisor::Endpoint;
@@ -269,6 +273,43 @@ std::size_t count_lines(const std::vector<LogLine>& lines, const std::string& st
   return n;
 }
 
+// Every kept line of one function (at or after `since`).
+std::vector<LogLine> lines_of(const FunctionSupervisor& supervisor, const FunctionKey& k,
+                              std::optional<std::string> since = {}) {
+  const auto page = supervisor.logs(
+      {k}, {.since = std::move(since), .max_lines = SIZE_MAX, .max_text_bytes = SIZE_MAX});
+  std::vector<LogLine> out;
+  for (const auto& [_, line] : page.lines) out.push_back(line);
+  return out;
+}
+
+// The lines `query` selects, page by page of at most `per_page` lines, each page starting after
+// the last line of the one before; every page but the last must say that more follow.
+std::vector<LogPage::Line> walk(const FunctionSupervisor& supervisor,
+                                const std::vector<FunctionKey>& keys, LogQuery query,
+                                std::size_t per_page) {
+  query.max_lines = per_page;
+  std::vector<LogPage::Line> out;
+  for (int pages = 0; pages < 1'000; ++pages) {
+    const auto page = supervisor.logs(keys, query);
+    CHECK(page.lines.size() <= per_page);
+    out.insert(out.end(), page.lines.begin(), page.lines.end());
+    if (!page.more) return out;
+    REQUIRE(!page.lines.empty());
+    query.after = page.lines.back().line.seq;
+  }
+  FAIL("more than 1,000 pages");
+  return out;
+}
+
+std::vector<std::string> texts(const std::vector<LogPage::Line>& lines, const char* prefix) {
+  std::vector<std::string> out;
+  for (const auto& [k, line] : lines) {
+    if (line.text.starts_with(prefix)) out.push_back(std::to_string(k) + ":" + line.text);
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("A local function answers on its port with the runtime contract's environment",
@@ -337,33 +378,34 @@ TEST_CASE("Output of both streams is kept as bounded, timestamped lines", "[func
   REQUIRE(endpoint.url);
 
   REQUIRE(run_until(ioc, [&] {
-    const auto lines = supervisor.logs(k);
+    const auto lines = lines_of(supervisor, k);
     return count_lines(lines, "stdout", "echo: listening on") == 1 &&
            count_lines(lines, "stderr", "echo: stderr is captured too") == 1;
   }));
-  const auto first = supervisor.logs(k);
+  const auto first = lines_of(supervisor, k);
   for (const auto& line : first) {
     CHECK(std::regex_match(line.time, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")));
   }
-  CHECK(supervisor.logs(k, "9999-01-01T00:00:00.000Z").empty());
+  CHECK(lines_of(supervisor, k, "9999-01-01T00:00:00.000Z").empty());
   // `since` is an instant: inclusive, any RFC 3339 precision or offset.
   const auto& t = first.front().time;
-  CHECK(supervisor.logs(k, t).size() == first.size());
-  CHECK(supervisor.logs(k, t.substr(0, 19) + "Z").size() == first.size());
-  CHECK(supervisor.logs(k, t.substr(0, 23) + "+01:00").size() == first.size());
-  CHECK(supervisor.logs(k, t.substr(0, 23) + "-01:00").empty());
+  CHECK(lines_of(supervisor, k, t).size() == first.size());
+  CHECK(lines_of(supervisor, k, t.substr(0, 19) + "Z").size() == first.size());
+  CHECK(lines_of(supervisor, k, t.substr(0, 23) + "+01:00").size() == first.size());
+  CHECK(lines_of(supervisor, k, t.substr(0, 23) + "-01:00").empty());
   // Finer than a millisecond: rounded up, so the lines of t's own millisecond are before it.
   const auto later =
       std::count_if(first.begin(), first.end(), [&](const auto& l) { return l.time > t; });
-  CHECK(supervisor.logs(k, t.substr(0, 23) + "0001Z").size() == static_cast<std::size_t>(later));
+  CHECK(lines_of(supervisor, k, t.substr(0, 23) + "0001Z").size() ==
+        static_cast<std::size_t>(later));
 
   SECTION("only the last log_lines lines are kept") {
     REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=20").status == 200);
     REQUIRE(run_until(ioc, [&] {
-      const auto lines = supervisor.logs(k);
+      const auto lines = lines_of(supervisor, k);
       return !lines.empty() && lines.back().text == "spam 19";
     }));
-    const auto lines = supervisor.logs(k);
+    const auto lines = lines_of(supervisor, k);
     REQUIRE(lines.size() == 5);
     CHECK(lines.front().text == "spam 15");
   }
@@ -373,13 +415,131 @@ TEST_CASE("Output of both streams is kept as bounded, timestamped lines", "[func
     std::size_t total = 0;
     REQUIRE(run_until(ioc, [&] {
       total = 0;
-      for (const auto& line : supervisor.logs(k)) {
+      for (const auto& line : lines_of(supervisor, k)) {
         if (line.text.starts_with("xxx")) total += line.text.size();
       }
       return total == 20000;
     }));
-    for (const auto& line : supervisor.logs(k)) CHECK(line.text.size() <= 8192);
+    for (const auto& line : lines_of(supervisor, k)) CHECK(line.text.size() <= 8192);
   }
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("logs() pages the lines of several functions in arrival order", "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  const auto a = key("orders", "a");
+  const auto b = key("orders", "b");
+  const std::vector<FunctionKey> keys = {a, key("orders", "never-started"), b};
+  std::map<std::string, unsigned short> ports;
+  for (const auto& [name, k] : {std::pair{"a", a}, std::pair{"b", b}}) {
+    const auto endpoint = ensure(ioc, supervisor, k, echo_spec());
+    REQUIRE(endpoint.url);
+    ports[name] = port_of(*endpoint.url);
+    REQUIRE(run_until(ioc, [&] { return lines_of(supervisor, k).size() == 2; }));
+  }
+  // Three lines from a, three from b, three from a again, each batch kept before the next.
+  const auto spam = [&](const char* name, const FunctionKey& k, std::size_t total) {
+    REQUIRE(http(ports[name], "POST", "/spam?n=3").status == 200);
+    REQUIRE(run_until(ioc, [&] {
+      const auto lines = lines_of(supervisor, k);
+      return std::count_if(lines.begin(), lines.end(), [](const LogLine& l) {
+               return l.text.starts_with("spam ");
+             }) == static_cast<std::ptrdiff_t>(total);
+    }));
+  };
+  spam("a", a, 3);
+  spam("b", b, 3);
+  spam("a", a, 6);
+  const std::vector<std::string> interleaved = {"0:spam 0", "0:spam 1", "0:spam 2",
+                                                "2:spam 0", "2:spam 1", "2:spam 2",
+                                                "0:spam 0", "0:spam 1", "0:spam 2"};
+
+  const auto all = supervisor.logs(keys, {.max_lines = 1'000});
+  CHECK(!all.more);
+  REQUIRE(all.lines.size() == 13);  // two start-up lines of each, and the nine
+  CHECK(texts(all.lines, "spam ") == interleaved);
+  for (std::size_t i = 1; i < all.lines.size(); ++i) {
+    CHECK(all.lines[i - 1].line.seq < all.lines[i].line.seq);
+    CHECK(all.lines[i].key != 1);
+  }
+  const auto same = [](const std::vector<LogPage::Line>& x, const std::vector<LogPage::Line>& y) {
+    return std::equal(x.begin(), x.end(), y.begin(), y.end(), [](const auto& l, const auto& r) {
+      return l.key == r.key && l.line.seq == r.line.seq && l.line.text == r.line.text;
+    });
+  };
+
+  SECTION("pages of any size walk every line once") {
+    for (std::size_t per_page : {1, 2, 5, 12, 13}) {
+      INFO(per_page);
+      CHECK(same(walk(supervisor, keys, {}, per_page), all.lines));
+    }
+    CHECK(supervisor.logs(keys, {.after = all.lines.back().line.seq}).lines.empty());
+  }
+
+  SECTION("max_text_bytes ends a page after the line that reaches it, never before the first") {
+    const auto first = supervisor.logs(keys, {.max_text_bytes = 1});
+    REQUIRE(first.lines.size() == 1);
+    CHECK(first.more);
+    const auto two = all.lines[0].line.text.size() + 1;
+    CHECK(supervisor.logs(keys, {.max_text_bytes = two}).lines.size() == 2);
+    std::vector<LogPage::Line> walked;
+    LogQuery query{.max_text_bytes = 1};
+    for (;;) {
+      const auto page = supervisor.logs(keys, query);
+      CHECK(page.lines.size() == 1);
+      walked.insert(walked.end(), page.lines.begin(), page.lines.end());
+      if (!page.more) break;
+      query.after = page.lines.back().line.seq;
+    }
+    CHECK(same(walked, all.lines));
+  }
+
+  SECTION("since and until hold on every page") {
+    const auto b_first = std::find_if(all.lines.begin(), all.lines.end(), [](const auto& l) {
+      return l.key == 2 && l.line.text == "spam 0";
+    });
+    REQUIRE(b_first != all.lines.end());
+    const auto since = b_first->line.time;
+    const auto until = all.lines[all.lines.size() - 2].line.time;
+    std::vector<LogPage::Line> from, window;
+    for (const auto& l : all.lines) {
+      if (l.line.time >= since) from.push_back(l);
+      if (l.line.time >= since && l.line.time <= until) window.push_back(l);
+    }
+    CHECK(from.size() >= 6);  // b's lines and a's second batch
+    CHECK(from.size() < all.lines.size());
+    CHECK(same(walk(supervisor, keys, {.since = since}, 1), from));
+    CHECK(same(walk(supervisor, keys, {.since = since, .until = until}, 2), window));
+  }
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("Lines dropped between two pages are skipped", "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.log_lines = 5});
+  const auto k = key("orders", "echo");
+  const auto endpoint = ensure(ioc, supervisor, k, echo_spec());
+  REQUIRE(endpoint.url);
+  REQUIRE(run_until(ioc, [&] { return lines_of(supervisor, k).size() == 2; }));
+  const auto first = supervisor.logs({k}, {.max_lines = 1});
+  REQUIRE(first.lines.size() == 1);
+  CHECK(first.more);
+
+  REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=20").status == 200);
+  REQUIRE(run_until(ioc, [&] {
+    const auto lines = lines_of(supervisor, k);
+    return !lines.empty() && lines.back().text == "spam 19";
+  }));
+  // The second start-up line and spam 0..14 left the ring meanwhile: the next page is what is
+  // still kept, without an error.
+  const auto next = supervisor.logs({k}, {.after = first.lines.back().line.seq});
+  CHECK(!next.more);
+  REQUIRE(next.lines.size() == 5);
+  CHECK(next.lines.front().line.text == "spam 15");
+  CHECK(next.lines.front().line.seq > first.lines.back().line.seq + 1);
 
   shutdown(ioc, supervisor);
 }
@@ -408,7 +568,7 @@ TEST_CASE("A long line is cut between characters into pieces of at most 8 KiB of
   REQUIRE(run_until(ioc, [&] {
     pieces.clear();
     kept.clear();
-    for (const auto& line : supervisor.logs(k)) {
+    for (const auto& line : lines_of(supervisor, k)) {
       if (line.text.starts_with("echo:")) continue;
       pieces.push_back(line.text);
       kept += line.text;
@@ -444,7 +604,7 @@ TEST_CASE("A function that crashes is restarted on a new pid", "[function_superv
   CHECK(supervisor.total_restarts() == 1);
   CHECK_THAT(metrics.serialize(), Catch::Contains("\nknflow_function_restarts_total 1\n"));
   CHECK(reaped(old_pid));
-  CHECK(count_lines(supervisor.logs(k), "stderr", "echo: crashing on request") == 1);
+  CHECK(count_lines(lines_of(supervisor, k), "stderr", "echo: crashing on request") == 1);
 
   const auto second = ensure(ioc, supervisor, k, echo_spec());
   REQUIRE(second.url);
@@ -599,7 +759,7 @@ TEST_CASE("release_workflow and shutdown stop processes and their children",
   REQUIRE(run_until(ioc, [&] { return reaped(pid_a1) && reaped(pid_a2) && dead(grandchild); }));
   CHECK(!supervisor.state(a1));
   CHECK(!supervisor.state(a2));
-  CHECK(supervisor.logs(a1).empty());
+  CHECK(lines_of(supervisor, a1).empty());
   CHECK(http(port_of(*url_b1), "POST", "/", "still here").body == "still here");
   CHECK(http(port_of(*url_other), "POST", "/", "me too").body == "me too");
 
@@ -652,9 +812,10 @@ TEST_CASE("Concurrent ensure() calls for one function share one start", "[functi
     REQUIRE(r->url);
     CHECK(r->url == results.front()->url);
   }
-  REQUIRE(run_until(
-      ioc, [&] { return count_lines(supervisor.logs(k), "stdout", "echo: listening on") >= 1; }));
-  CHECK(count_lines(supervisor.logs(k), "stdout", "echo: listening on") == 1);
+  REQUIRE(run_until(ioc, [&] {
+    return count_lines(lines_of(supervisor, k), "stdout", "echo: listening on") >= 1;
+  }));
+  CHECK(count_lines(lines_of(supervisor, k), "stdout", "echo: listening on") == 1);
   shutdown(ioc, supervisor);
 }
 
@@ -724,14 +885,14 @@ TEST_CASE("The supervisor can be used from several threads", "[function_supervis
     while (!all && Clock::now() < deadline) {
       // Readers race with the strand on purpose.
       (void)supervisor.state(key("orders", "odd"));
-      (void)supervisor.logs(key("orders", "even"));
+      (void)supervisor.logs({key("orders", "even"), key("orders", "odd")}, {.max_lines = 2});
       (void)supervisor.total_restarts();
       std::lock_guard lock(mutex);
       all = results.size() == 6;
     }
     REQUIRE(all);
     for (const auto& r : results) CHECK(r.url);
-    CHECK(count_lines(supervisor.logs(key("orders", "odd")), "stdout", "listening") <= 1);
+    CHECK(count_lines(lines_of(supervisor, key("orders", "odd")), "stdout", "listening") <= 1);
     supervisor.shutdown([&stopped] { stopped = true; });
     const auto until = Clock::now() + 30s;
     while (!stopped && Clock::now() < until) std::this_thread::yield();

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -43,9 +44,31 @@ struct FunctionSpec {
 };
 
 struct LogLine {
-  std::string time;    // RFC 3339 with milliseconds
-  std::string stream;  // "stdout" or "stderr"
+  std::uint64_t seq = 0;  // arrival order across every function of the supervisor, from 1
+  std::string time;       // RFC 3339 with milliseconds
+  std::string stream;     // "stdout" or "stderr"
   std::string text;
+};
+
+// Which kept lines logs() returns. `since` and `until` are RFC 3339 date-times, compared as
+// instants to the millisecond (text that is not one is compared as text); `max_lines` and
+// `max_text_bytes` bound what one call copies.
+struct LogQuery {
+  std::uint64_t after = 0;             // only lines with a greater seq (the last one served)
+  std::optional<std::string> since{};  // only lines read at or after this instant
+  std::optional<std::string> until{};  // only lines read at or before this instant
+  std::size_t max_lines = 1'000;
+  std::size_t max_text_bytes = 1 << 20;  // stop after the line whose text reaches this total
+};
+
+// A page of lines, in arrival order (by seq) across the functions asked for.
+struct LogPage {
+  struct Line {
+    std::size_t key = 0;  // index of the line's function in the keys asked for
+    LogLine line;
+  };
+  std::vector<Line> lines;
+  bool more = false;  // more lines match after the last one (a bound ended the page)
 };
 
 struct FunctionState {
@@ -100,7 +123,10 @@ class FunctionSupervisor {
   // Stops and forgets the processes of one workflow (it was deleted or changed).
   void release_workflow(const std::string& namespace_, const std::string& workflow);
 
-  std::vector<LogLine> logs(const FunctionKey& key, std::optional<std::string> since = {}) const;
+  // The kept lines of these functions that match `query`, merged in arrival order; lines that
+  // were dropped (older than the last log_lines of their function) are not there. Any thread:
+  // reads under the mutex the strand writes them under, copying only the page.
+  LogPage logs(const std::vector<FunctionKey>& keys, const LogQuery& query) const;
   std::optional<FunctionState> state(const FunctionKey& key) const;
   std::size_t total_restarts() const;
 
