@@ -5,11 +5,17 @@
 #include "knflow/model/timestamp.hpp"
 #include "knflow/model/validate.hpp"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <set>
+#include <stdexcept>
 #include <variant>
 
 namespace knflow::api {
@@ -184,9 +190,64 @@ RunsQuery parse_runs_query(const http::Request& req, std::string ns, std::size_t
   return q;
 }
 
-LogsQuery parse_logs_query(const http::Request& req) {
+LogsTokens::LogsTokens() {
+  if (RAND_bytes(key_.data(), static_cast<int>(key_.size())) != 1) {
+    throw std::runtime_error("OpenSSL RAND_bytes failed");
+  }
+}
+
+// `<seq>-<32 hex digits>`: the digits are the first half of HMAC-SHA256(scope NUL seq).
+std::string LogsTokens::issue(std::string_view scope, std::uint64_t seq) const {
+  const std::string number = std::to_string(seq);
+  std::string message(scope);
+  message.push_back('\0');
+  message += number;
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
+           reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac,
+           &size) == nullptr) {
+    throw std::runtime_error("OpenSSL HMAC failed");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token = number + "-";
+  for (unsigned int i = 0; i < 16 && i < size; ++i) {
+    token.push_back(kHex[mac[i] >> 4]);
+    token.push_back(kHex[mac[i] & 0xf]);
+  }
+  return token;
+}
+
+std::optional<std::uint64_t> LogsTokens::parse(std::string_view scope,
+                                               std::string_view token) const {
+  const auto dash = token.find('-');
+  if (dash == std::string_view::npos || dash == 0) return std::nullopt;
+  std::uint64_t seq = 0;
+  const char* end = token.data() + dash;
+  auto [ptr, ec] = std::from_chars(token.data(), end, seq);
+  if (ec != std::errc{} || ptr != end || seq == 0) return std::nullopt;
+  const auto expected = issue(scope, seq);  // also refuses a number written another way (007)
+  if (token.size() != expected.size() ||
+      CRYPTO_memcmp(token.data(), expected.data(), expected.size()) != 0) {
+    return std::nullopt;
+  }
+  return seq;
+}
+
+LogsQuery parse_logs_query(const http::Request& req, std::size_t default_page_size,
+                           std::size_t max_page_size, const LogsTokens& tokens,
+                           std::string_view scope) {
   LogsQuery q;
   q.since = instant_param(req, "since", q.errors);
+  q.limit = parse_limit(req, default_page_size, max_page_size, q.errors);
+  if (auto c = req.query_param("continue"); c && !c->empty()) {
+    if (auto seq = tokens.parse(scope, *c)) {
+      q.after = *seq;
+    } else {
+      add(q.errors, "continue",
+          "continue token is not one this server issued for these logs; start the list again.");
+    }
+  }
   return q;
 }
 

@@ -33,6 +33,9 @@ using http::Response;
 // How long :cancel waits for the run to end before it answers 202 `cancelling`.
 constexpr std::chrono::seconds kCancelWait{10};
 
+// A logs page's items, serialized, stay within this (but for a page of one line).
+constexpr std::size_t kMaxLogPageBytes = 1 << 20;
+
 std::string new_event_id() {
   unsigned char raw[16];
   RAND_bytes(raw, sizeof raw);
@@ -132,6 +135,7 @@ bool filter_matches(const model::StringMap& filter, const engine::CloudEvent& e)
 
 struct Api::RunHandlers {
   Api& api;
+  LogsTokens logs_tokens;  // continue tokens of the logs routes
 
   Response unavailable(const Request& req) const {
     if (api.cluster_mode()) {
@@ -550,13 +554,6 @@ struct Api::RunHandlers {
     return problem(404, "not-found", "Workflow \"" + ns + "/" + name + "\" does not exist.", req);
   }
 
-  static Response items_response(json::array items) {
-    return http::make_response(
-        200, std::string(kJson),
-        json::serialize(json::value(json::object{{"items", json::value(std::move(items))}})) +
-            "\n");
-  }
-
   static Response run_not_found(const Request& req, const std::string& id, const std::string& ns) {
     return problem(404, "not-found", "Run \"" + id + "\" does not exist in " + ns + ".", req);
   }
@@ -636,22 +633,50 @@ struct Api::RunHandlers {
                                   json::serialize(run_json(*removed.run, false)) + "\n");
   }
 
-  json::array function_logs(const std::string& ns, const std::string& workflow,
-                            const model::Workflow& wf, std::optional<std::string> since,
-                            std::optional<std::string> until) const {
-    json::array items;
-    if (!api.functions_) return items;
-    for (const auto& [name, fn] : wf.spec.functions) {
-      if (!fn.local || fn.local->command.empty()) continue;
-      const auto page = api.functions_->logs(
-          {{ns, workflow, name}},
-          {.since = since, .until = until, .max_lines = SIZE_MAX, .max_text_bytes = SIZE_MAX});
-      for (const auto& [_, line] : page.lines) {
-        items.push_back(json::object{
-            {"function", name}, {"time", line.time}, {"stream", line.stream}, {"text", line.text}});
+  // A page of the lines of `wf`'s local functions that `query` selects, in arrival order across
+  // them: `{"metadata": {"continue"?}, "items": [...]}`. The page ends after `limit` lines or once
+  // its items, serialized, would pass kMaxLogPageBytes (at least one line, so that paging always
+  // progresses); `continue` is then a token for `scope`.
+  Response logs_page(const std::string& ns, const std::string& workflow, const model::Workflow* wf,
+                     engine::LogQuery query, std::string_view scope) const {
+    std::vector<engine::FunctionKey> keys;
+    std::vector<const std::string*> names;
+    if (wf && api.functions_) {
+      for (const auto& [name, fn] : wf->spec.functions) {
+        if (!fn.local || fn.local->command.empty()) continue;
+        keys.push_back({ns, workflow, name});
+        names.push_back(&name);
       }
     }
-    return items;
+    query.max_text_bytes = kMaxLogPageBytes;  // JSON is never shorter than the text it holds
+    const auto page = keys.empty() ? engine::LogPage{} : api.functions_->logs(keys, query);
+    std::string items;
+    std::size_t served = 0;
+    for (const auto& [key, line] : page.lines) {
+      const auto item = json::serialize(json::object{{"function", *names[key]},
+                                                     {"time", line.time},
+                                                     {"stream", line.stream},
+                                                     {"text", line.text}});
+      if (served > 0 && items.size() + 1 + item.size() > kMaxLogPageBytes) break;
+      if (served > 0) items += ',';
+      items += item;
+      ++served;
+    }
+    json::object meta;
+    if (served > 0 && (served < page.lines.size() || page.more)) {
+      meta["continue"] = logs_tokens.issue(scope, page.lines[served - 1].line.seq);
+    }
+    return http::make_response(
+        200, std::string(kJson),
+        "{\"metadata\":" + json::serialize(meta) + ",\"items\":[" + items + "]}\n");
+  }
+
+  static std::string run_logs_scope(const std::string& ns, const std::string& id) {
+    return std::string("run-logs") + '\0' + ns + '\0' + id;
+  }
+
+  static std::string workflow_logs_scope(const std::string& ns, const std::string& name) {
+    return std::string("workflow-logs") + '\0' + ns + '\0' + name;
   }
 
   asio::awaitable<Response> run_logs(Request& req) {
@@ -659,18 +684,30 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto id = req.params.at("id");
+    const auto scope = run_logs_scope(ns, id);
+    auto query = parse_logs_query(req, api.settings_.default_page_size, api.settings_.max_page_size,
+                                  logs_tokens, scope);
+    if (!query.errors.empty()) co_return invalid_query(req, std::move(query.errors));
     auto run = co_await find_run(id);
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     // A definition that no longer decodes (a database edited by hand) names no functions.
     model::DecodeResult decoded;
+    const model::Workflow* wf = nullptr;
     try {
       decoded = model::decode_workflow(model::parse_data(run->definition_json));
+      wf = &decoded.workflow;
     } catch (const std::exception&) {
-      co_return items_response({});
+      wf = nullptr;  // no functions: an empty page
     }
-    auto items =
-        function_logs(ns, run->workflow, decoded.workflow, run->created_at, run->finished_at);
-    co_return items_response(std::move(items));
+    // Both canonical UTC with milliseconds: compared as text, they compare as instants.
+    auto since = run->created_at;
+    if (query.since && *query.since > since) since = *query.since;
+    co_return logs_page(ns, run->workflow, wf,
+                        engine::LogQuery{.after = query.after,
+                                         .since = std::move(since),
+                                         .until = run->finished_at,
+                                         .max_lines = query.limit},
+                        scope);
   }
 
   asio::awaitable<Response> workflow_logs(Request& req) {
@@ -678,19 +715,24 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto name = req.params.at("name");
-    auto query = parse_logs_query(req);
+    const auto scope = workflow_logs_scope(ns, name);
+    auto query = parse_logs_query(req, api.settings_.default_page_size, api.settings_.max_page_size,
+                                  logs_tokens, scope);
     if (!query.errors.empty()) co_return invalid_query(req, std::move(query.errors));
     auto entry = find_workflow(ns, name);
     if (!entry) co_return workflow_not_found(req, ns, name);
     auto decoded = api.decoded(ns, name, entry->resource_version, entry->json);
-    auto wf = decoded ? decoded->workflow : nullptr;
-    auto items = wf ? function_logs(ns, name, *wf, query.since, std::nullopt) : json::array{};
-    co_return items_response(std::move(items));
+    co_return logs_page(ns, name, decoded ? decoded->workflow.get() : nullptr,
+                        engine::LogQuery{.after = query.after,
+                                         .since = std::move(query.since),
+                                         .until = std::nullopt,
+                                         .max_lines = query.limit},
+                        scope);
   }
 };
 
 void Api::register_run_routes(http::Router& router) {
-  auto h = std::make_shared<RunHandlers>(RunHandlers{*this});
+  auto h = std::make_shared<RunHandlers>(RunHandlers{.api = *this, .logs_tokens = {}});
   using http::Access;
   auto add = [&](std::string method, std::string path,
                  asio::awaitable<Response> (RunHandlers::*fn)(Request&), std::string summary,

@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -182,12 +183,67 @@ TEST_CASE("query: workflow, phase, limit and continue", "[api][query]") {
 }
 
 TEST_CASE("query: logs since is an RFC 3339 instant", "[api][query]") {
-  CHECK(parse_logs_query(with_query({{"since", "2026-11-30T10:02:20.25+01:00"}})).since ==
-        "2026-11-30T09:02:20.250Z");
-  CHECK_FALSE(parse_logs_query(with_query({})).since);
-  auto bad = parse_logs_query(with_query({{"since", "garbage"}}));
+  const LogsTokens tokens;
+  const auto logs = [&](std::vector<std::pair<std::string, std::string>> params) {
+    return parse_logs_query(with_query(std::move(params)), 500, 1000, tokens, "scope");
+  };
+  CHECK(logs({{"since", "2026-11-30T10:02:20.25+01:00"}}).since == "2026-11-30T09:02:20.250Z");
+  CHECK_FALSE(logs({}).since);
+  auto bad = logs({{"since", "garbage"}});
   REQUIRE(bad.errors.size() == 1);
   CHECK(bad.errors[0].parameter == "since");
+}
+
+TEST_CASE("query: logs limit is a list's, continue a token for the same logs", "[api][query]") {
+  const LogsTokens tokens;
+  const auto logs = [&](std::vector<std::pair<std::string, std::string>> params,
+                        std::string_view scope = "workflow-logs/shop/orders") {
+    return parse_logs_query(with_query(std::move(params)), 500, 1000, tokens, scope);
+  };
+  const auto token = tokens.issue("workflow-logs/shop/orders", 41);
+  auto q = logs({{"limit", "20"}, {"continue", token}});
+  CHECK(q.errors.empty());
+  CHECK(q.limit == 20);
+  CHECK(q.after == 41);
+  CHECK(logs({}).limit == 500);
+  CHECK(logs({}).after == 0);
+  CHECK(logs({{"continue", ""}}).errors.empty());
+  CHECK(logs({{"limit", "5000"}}).limit == 1000);
+  CHECK(logs({{"limit", "99999999999999999999999999"}}).limit == 1000);
+
+  auto bad = logs({{"since", "soon"}, {"limit", "0"}, {"continue", "41"}});
+  std::vector<std::string> named;
+  for (const auto& e : bad.errors) named.push_back(e.parameter);
+  CHECK(named == std::vector<std::string>{"since", "limit", "continue"});
+  CHECK(bad.errors.back().detail ==
+        "continue token is not one this server issued for these logs; start the list again.");
+  for (const char* limit : {"-1", "ten", "", "1.5", "+3"}) {
+    INFO("limit=" << limit);
+    CHECK(describe(logs({{"limit", limit}}).errors) ==
+          std::vector<std::string>{"limit: limit must be a positive integer, got \"" +
+                                   std::string(limit) + "\"."});
+  }
+  // Another workflow's or route's token, another daemon's, a changed number, anything else.
+  const LogsTokens other_daemon;
+  const std::vector<std::string> foreign_tokens = {
+      tokens.issue("workflow-logs/shop/other", 41),
+      tokens.issue("run-logs/shop/orders", 41),
+      other_daemon.issue("workflow-logs/shop/orders", 41),
+      "42" + token.substr(2),
+      "041" + token.substr(2),
+      token + "0",
+      token.substr(0, token.size() - 1),
+      "41",
+      "41-",
+      "-" + token.substr(3),
+      tokens.issue("workflow-logs/shop/orders", 0)};
+  for (const auto& foreign : foreign_tokens) {
+    INFO("continue=" << foreign);
+    CHECK(logs({{"continue", foreign}}).errors.size() == 1);
+    CHECK(logs({{"continue", foreign}}).errors.at(0).parameter == "continue");
+  }
+  CHECK(tokens.parse("workflow-logs/shop/orders", token) == 41u);
+  CHECK_FALSE(tokens.parse("workflow-logs/shop/order", token));
 }
 
 TEST_CASE("query: the problem names every invalid parameter", "[api][query]") {

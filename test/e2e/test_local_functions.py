@@ -5,7 +5,9 @@ what was left of the function's process group (a child the function started); SI
 run waits for a function that does not listen yet stops the daemon at once, and the run resumes
 at the next start; control characters a function writes to stderr reach the daemon's log only
 escaped; a function finds the namespace's broker in K_SINK, and an event it posts there with
-KNFLOW_SINK_TOKEN starts a triggered workflow, while that token opens nothing else."""
+KNFLOW_SINK_TOKEN starts a triggered workflow, while that token opens nothing else; the logs
+routes page the lines of every function of a workflow in arrival order, by `limit` and by size,
+with `since`, and refuse a bad `limit` or a foreign `continue`."""
 
 import json
 import os
@@ -18,7 +20,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import SOURCE_DIR, Daemon, alive, wait_until  # noqa: E402
+from daemon import SOURCE_DIR, Daemon, alive, wait_until, workflow  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 ECHO_DIR = os.path.join(SOURCE_DIR, "test", "engine", "fixtures")  # echo_function.py
@@ -58,6 +60,21 @@ spec:
   do:
     - {name: call, call: mute}
 """
+
+PAIR = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: pair}
+spec:
+  functions:
+    a: {local: {command: [python3, echo_function.py]}}
+    b: {local: {command: [python3, echo_function.py]}}
+  do:
+    - {name: first, call: a}
+    - {name: second, call: b}
+    - {name: nap, wait: PT10M}
+"""
+
+PAGE_BYTES = 1 << 20  # what a logs page's items stay within (but for a page of one line)
 
 CONSUMER = """apiVersion: knflow.dev/v1alpha1
 kind: Workflow
@@ -264,6 +281,165 @@ class LocalFunctionsTest(unittest.TestCase):
             # The function's token is good for its own namespace's broker and nothing else.
             self.assertEqual(reply["otherNamespaceStatus"], 401)
             self.assertEqual(reply["listWorkflowsStatus"], 401)
+
+
+class LogsPagingTest(unittest.TestCase):
+    """Both functions of `pair` run while a run of it naps; the tests write lines from them in
+    batches, each batch read by the daemon before the next is written, so arrival order is
+    known."""
+
+    def setUp(self):
+        self.d = Daemon("--functions-dir", ECHO_DIR)
+        self.addCleanup(self.d.close)
+        self.d.start()
+        status, _, body = self.d.call("POST", NS + "/workflows", PAIR,
+                                      content_type="application/yaml")
+        self.assertEqual(status, 201, body)
+        status, _, body = self.d.call("POST", f"{NS}/workflows/pair:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, body)
+        self.run_id = json.loads(body)["runId"]
+        self.ports = {}
+        for name in ("a", "b"):
+            self.ports[name] = wait_until(lambda: self.port_of(name), DEADLINE)
+            self.assertTrue(self.ports[name], f"function {name} never listened:\n{self.d.output()}")
+        # Both startup lines of both functions, so that no line arrives after the batches below.
+        self.assertTrue(wait_until(lambda: len(self.walk(NS + "/workflows/pair/logs")) == 4,
+                                   DEADLINE), self.walk(NS + "/workflows/pair/logs"))
+
+    def page(self, target):
+        status, _, text = self.d.call("GET", target)
+        self.assertEqual(status, 200, text)
+        return text, json.loads(text)
+
+    def walk(self, target, pages=None):
+        """Every line of a logs route, following `continue` (at most 100 pages)."""
+        lines = []
+        cont = None
+        for _ in range(100):
+            sep = "&" if "?" in target else "?"
+            text, body = self.page(target + (sep + "continue=" + cont if cont else ""))
+            if pages is not None:
+                pages.append((len(text.encode()), body))
+            lines += body["items"]
+            cont = body.get("metadata", {}).get("continue")
+            if not cont:
+                return lines
+        self.fail(f"{target} had more than 100 pages")
+
+    def port_of(self, name):
+        for line in self.walk(NS + "/workflows/pair/logs"):
+            m = re.search(r"echo: listening on (\d+)", line["text"])
+            if m and line["function"] == name:
+                return int(m.group(1))
+        return None
+
+    def spam(self, name, query, until):
+        """POST /spam?QUERY to function NAME; waits until the daemon has read its lines, which is
+        when `until(lines of NAME)` holds."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.ports[name]}/spam?{query}",
+                                     data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            self.assertEqual(r.status, 200)
+        self.assertTrue(wait_until(lambda: until([line for line in self.walk(
+            NS + "/workflows/pair/logs") if line["function"] == name]), DEADLINE),
+            f"the lines of {name} never arrived")
+
+    def spam_in_turns(self):
+        """Three lines from a, three from b, three from a again: 9 spam lines, 13 in all."""
+        def spam_lines(n):
+            return lambda lines: sum(line["text"].startswith("spam ") for line in lines) == n
+
+        self.spam("a", "n=3", spam_lines(3))
+        self.spam("b", "n=3", spam_lines(3))
+        self.spam("a", "n=3", spam_lines(6))
+        return [(f, f"spam {i}") for f in "aba" for i in range(3)]
+
+    def test_pages_of_limit_lines_walk_every_line_once_in_arrival_order(self):
+        expected = self.spam_in_turns()
+        for route in (f"{NS}/workflows/pair/logs", f"{NS}/runs/{self.run_id}/logs"):
+            with self.subTest(route=route):
+                _, whole = self.page(route + "?limit=1000")
+                self.assertEqual(whole.get("metadata"), {}, whole)  # no more pages
+                self.assertEqual(len(whole["items"]), 13, whole)
+                pages = []
+                walked = self.walk(route + "?limit=2", pages)
+                self.assertEqual(walked, whole["items"])  # each line once, none lost
+                self.assertEqual([len(body["items"]) for _, body in pages], [2] * 6 + [1])
+                self.assertEqual([(line["function"], line["text"]) for line in walked
+                                  if line["text"].startswith("spam ")], expected)
+
+    def test_since_pages_from_an_instant(self):
+        self.spam_in_turns()
+        whole = self.walk(f"{NS}/workflows/pair/logs")
+        since = next(line["time"] for line in whole
+                     if (line["function"], line["text"]) == ("b", "spam 0"))
+        later = [line for line in whole if line["time"] >= since]
+        self.assertLess(len(later), len(whole))
+        for route in (f"{NS}/workflows/pair/logs", f"{NS}/runs/{self.run_id}/logs"):
+            with self.subTest(route=route):
+                pages = []
+                walked = self.walk(route + "?limit=2&since=" + since, pages)
+                self.assertEqual(walked, later)
+                self.assertEqual([len(body["items"]) for _, body in pages][:-1],
+                                 [2] * (len(pages) - 1))
+                self.assertGreaterEqual(len(pages), 3)  # b's three lines and a's last three
+
+    def test_a_page_of_large_lines_is_cut_by_size(self):
+        # 8,000 bytes of U+0001 each: 48,000 bytes of JSON escapes (\u0001) per line.
+        self.spam("a", "n=40&len=8000&hex=01",
+                  lambda lines: sum(line["text"].startswith("\x01") for line in lines) == 40)
+        pages = []
+        walked = self.walk(f"{NS}/workflows/pair/logs", pages)
+        self.assertEqual(sum(line["text"] == "\x01" * 8000 for line in walked), 40)
+        self.assertEqual(len(walked), 44, [line["text"][:20] for line in walked])
+        self.assertGreater(len(pages), 1)
+        for size, body in pages:
+            self.assertLessEqual(size, PAGE_BYTES + 200)  # items, metadata and braces
+        # Full pages: the next line would not have fitted.
+        for size, _ in pages[:-1]:
+            self.assertGreater(size, PAGE_BYTES - 48_100)
+
+    def invalid_query(self, target, parameters):
+        status, headers, text = self.d.call("GET", target)
+        self.assertEqual(status, 400, text)
+        self.assertEqual(headers["Content-Type"], "application/problem+json")
+        problem = json.loads(text)
+        self.assertEqual(problem["type"], "https://knflow.dev/problems/invalid-query", text)
+        self.assertEqual([e["parameter"] for e in problem["errors"]], parameters, text)
+        for error in problem["errors"]:
+            self.assertIn(error["parameter"], error["detail"])
+
+    def test_a_bad_limit_or_a_foreign_continue_is_refused(self):
+        status, _, body = self.d.call("POST", NS + "/workflows", workflow("other"))
+        self.assertEqual(status, 201, body)
+        workflow_logs = f"{NS}/workflows/pair/logs"
+        run_logs = f"{NS}/runs/{self.run_id}/logs"
+        _, first = self.page(workflow_logs + "?limit=1")
+        token = first["metadata"]["continue"]
+        _, first = self.page(run_logs + "?limit=1")
+        run_token = first["metadata"]["continue"]
+        for route in (workflow_logs, run_logs):
+            for limit in ("0", "-1", "x", "1.5", ""):
+                with self.subTest(route=route, limit=limit):
+                    self.invalid_query(route + "?limit=" + limit, ["limit"])
+            for cont in ("x", "1", "1-", token + "0", token[:-1] + "z"):
+                with self.subTest(route=route, cont=cont):
+                    self.invalid_query(route + "?continue=" + cont, ["continue"])
+            self.invalid_query(route + "?since=soon&limit=0&continue=x",
+                               ["since", "limit", "continue"])
+        # A token is good only for the route and the workflow or run it came from.
+        self.invalid_query(run_logs + "?continue=" + token, ["continue"])
+        self.invalid_query(f"{NS}/workflows/other/logs?continue=" + token, ["continue"])
+        self.invalid_query(workflow_logs + "?continue=" + run_token, ["continue"])
+        status, _, body = self.d.call("POST", f"{NS}/workflows/pair:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, body)
+        self.invalid_query(f"{NS}/runs/{json.loads(body)['runId']}/logs?continue=" + run_token,
+                           ["continue"])
+        # Its own token goes on; a limit above the largest page is lowered to it.
+        _, body = self.page(f"{workflow_logs}?continue={token}&limit=99999999999999999999")
+        self.assertEqual(len(body["items"]), 3, body)
+        _, body = self.page(f"{run_logs}?continue={run_token}")
+        self.assertEqual(len(body["items"]), 3, body)
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ class RunStateTest(unittest.TestCase):
         bad = self.wait_phase(again, run_id, ("completed", "faulted", "cancelled"))
         self.assertEqual((bad["phase"], bad["steps"]), ("faulted", []), bad)
         status, logs = again.json("GET", f"{NS}/runs/{run_id}/logs")
-        self.assertEqual((status, logs), (200, {"items": []}))
+        self.assertEqual((status, logs), (200, {"metadata": {}, "items": []}))
 
     def test_retry_after_the_run_timeout_gets_a_fresh_deadline(self):
         d = self.daemon()

@@ -395,7 +395,7 @@ class RunsApiTest(unittest.TestCase):
                            ["workflow", "phase", "limit", "continue"])
         self.invalid_query("GET", NS + "/workflows/waiter/logs?since=garbage", ["since"])
         status, body = self.d.json("GET", NS + "/workflows/waiter/logs?since=2026-11-30T10:02:20%2B01:00")
-        self.assertEqual((status, body), (200, {"items": []}))
+        self.assertEqual((status, body), (200, {"metadata": {}, "items": []}))
         status, _, body = self.d.call("GET", NS + "/runs?limit=99999999999999999999999")
         self.assertEqual(status, 200, body)  # lowered to the largest page, like any large limit
 

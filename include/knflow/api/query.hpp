@@ -7,10 +7,13 @@
 #include "knflow/http/problem.hpp"
 #include "knflow/store/run_store.hpp"
 
+#include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace knflow::api {
@@ -46,12 +49,35 @@ struct RunsQuery {
 RunsQuery parse_runs_query(const http::Request& req, std::string ns, std::size_t default_page_size,
                            std::size_t max_page_size);
 
-// `GET .../workflows/{name}/logs?since=`.
+// Continue tokens of the logs routes: the sequence number of the last line served, bound by an
+// HMAC under a key of this process to the route and its workflow or run (`scope`), so that a
+// token of another route, workflow or run, or of an earlier daemon (whose sequence numbers meant
+// other lines), is refused. Thread-safe.
+class LogsTokens {
+ public:
+  LogsTokens();  // a random key; throws when OpenSSL has no random bytes
+  std::string issue(std::string_view scope, std::uint64_t seq) const;
+  // The sequence number `token` was issued with for `scope`; nullopt when it was not.
+  std::optional<std::uint64_t> parse(std::string_view scope, std::string_view token) const;
+
+ private:
+  std::array<unsigned char, 32> key_{};
+};
+
+// `GET .../workflows/{name}/logs?since=&limit=&continue=` and `GET .../runs/{id}/logs?limit=
+// &continue=` (which ignores `since`).
 struct LogsQuery {
   std::optional<std::string> since;  // canonical UTC form; nullopt: every line
+  std::size_t limit = 0;             // page size
+  std::uint64_t after = 0;           // the last line served (`continue`); 0: from the first
   std::vector<http::ProblemError> errors;
 };
-LogsQuery parse_logs_query(const http::Request& req);
+
+// `since` as the runs list's time filters, `limit` as parse_limit, `continue` a token `tokens`
+// issued for `scope` (empty: none). Pure.
+LogsQuery parse_logs_query(const http::Request& req, std::size_t default_page_size,
+                           std::size_t max_page_size, const LogsTokens& tokens,
+                           std::string_view scope);
 
 // The 400 `invalid-query` problem for these errors (at least one).
 http::Response invalid_query(const http::Request& req, std::vector<http::ProblemError> errors);
