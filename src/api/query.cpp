@@ -238,7 +238,7 @@ LogsQuery parse_logs_query(const http::Request& req, std::size_t default_page_si
                            std::size_t max_page_size, const LogsTokens& tokens,
                            std::string_view scope) {
   LogsQuery q;
-  q.since = instant_param(req, "since", q.errors);
+  q.since = instant_param(req, "since", q.errors, model::SubMillis::up);  // inclusive
   q.limit = parse_limit(req, default_page_size, max_page_size, q.errors);
   if (auto c = req.query_param("continue"); c && !c->empty()) {
     if (auto seq = tokens.parse(scope, *c)) {

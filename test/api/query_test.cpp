@@ -188,6 +188,9 @@ TEST_CASE("query: logs since is an RFC 3339 instant", "[api][query]") {
     return parse_logs_query(with_query(std::move(params)), 500, 1000, tokens, "scope");
   };
   CHECK(logs({{"since", "2026-11-30T10:02:20.25+01:00"}}).since == "2026-11-30T09:02:20.250Z");
+  // Inclusive: a finer instant is rounded up, so a line of the millisecond before is not in.
+  CHECK(logs({{"since", "2026-11-30T09:02:20.2501Z"}}).since == "2026-11-30T09:02:20.251Z");
+  CHECK(logs({{"since", "2026-11-30T09:02:20.250000Z"}}).since == "2026-11-30T09:02:20.250Z");
   CHECK_FALSE(logs({}).since);
   auto bad = logs({{"since", "garbage"}});
   REQUIRE(bad.errors.size() == 1);
