@@ -25,6 +25,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <atomic>
+#include <charconv>
 #include <mutex>
 #include <random>
 
@@ -1299,28 +1300,38 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return "00-" + run.trace_id + "-" + random_hex(8) + "-01";
   }
 
-  // The URL of a function in standalone mode.
-  // The URL to call function `name` at. A local command is started first if it is not running;
-  // that wait ends with the step's or run's deadline and at a cancel, as a call does.
-  asio::awaitable<std::string> function_url(const Env& env, const std::string& name,
-                                            const std::string& path) {
+  // Where to call a function in standalone mode; for a local command, with the lease that keeps
+  // its process running until the call is over.
+  struct Target {
+    std::string url;
+    std::shared_ptr<void> lease;
+  };
+
+  // Where to call function `name`. A local command is started first if it is not running; that
+  // wait ends with the step's or run's deadline and at a cancel, as a call does.
+  asio::awaitable<Target> function_target(const Env& env, const std::string& name,
+                                          const std::string& path) {
     Run& run = *env.run;
     auto it = run.workflow->spec.functions.find(name);
     if (it == run.workflow->spec.functions.end()) {
       throw make_fault("configuration", 500, "Unknown function", "no function " + name, path);
     }
     const model::Function& fn = it->second;
-    if (fn.url) co_return *fn.url;
-    if (fn.local && fn.local->url) co_return *fn.local->url;
+    if (fn.url) co_return Target{*fn.url, nullptr};
+    if (fn.local && fn.local->url) co_return Target{*fn.local->url, nullptr};
     if (fn.local && !fn.local->command.empty()) {
       FunctionSpec spec;
       spec.command = fn.local->command;
       spec.env = fn.env;
       spec.working_dir = settings.working_dir;
       FunctionKey key{run.namespace_, run.workflow_name, name};
-      auto starting = functions.ensure(std::move(key), std::move(spec));
+      // Which definition the run follows: a process of another one is not stopped under it.
+      std::int64_t revision = -1;
+      const std::string& version = run.workflow->metadata.resource_version;
+      std::from_chars(version.data(), version.data() + version.size(), revision);
+      auto starting = functions.ensure(std::move(key), std::move(spec), revision);
       auto failed = [] {
-        return FunctionSupervisor::Endpoint{std::nullopt, "the function supervisor failed"};
+        return FunctionSupervisor::Endpoint{std::nullopt, "the function supervisor failed", {}};
       };
       auto endpoint =
           co_await await_cancellable(*env.scope, env.deadline, std::move(starting), failed);
@@ -1331,7 +1342,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (!endpoint->url) {
         throw make_fault("communication", 503, "Function did not start", endpoint->error, path);
       }
-      co_return *endpoint->url;
+      co_return Target{*endpoint->url, std::move(endpoint->lease)};
     }
     throw make_fault("configuration", 500, "Function cannot run standalone",
                      "function " + name + " has no url or local", path);
@@ -1340,7 +1351,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<Current> exec_call(Env env, const model::Step& step, const model::CallStep& call,
                                      const std::string& path, Current cur) {
     Run& run = *env.run;
-    const std::string url = co_await function_url(env, call.function, path);
+    // Held until the call (every attempt) is over.
+    const Target target = co_await function_target(env, call.function, path);
+    const std::string& url = target.url;
     const auto& fn = run.workflow->spec.functions.at(call.function);
     const auto policy = effective_policy(call.retry, run.workflow->spec.retry);
     const auto per_call = fn.timeout ? fn.timeout->value : settings.default_call_timeout;

@@ -581,13 +581,17 @@ struct Attempt {
 
 enum class Phase { starting, running, backing_off, failed, stopped };
 
-// One key's function. Strand-owned, except `state` and `logs`, which the strand writes and any
-// thread reads, both under Impl::mutex.
+// One process's worth of a function: the current one of its key, or a retired one. Strand-owned,
+// except `state`, which the strand writes and any thread reads under Impl::mutex.
 struct Function {
   FunctionKey key;
   FunctionSpec spec;
-  unsigned revision = 1;
-  std::uint64_t epoch = 0;  // bumped when the spec changes or the function is stopped
+  unsigned revision = 1;  // of the key's specs: the first, the second since the daemon started
+  std::int64_t definition = -1;  // newest workflow resourceVersion that used it; -1: unknown
+  std::size_t leases = 0;        // calls holding it (FunctionSupervisor::Endpoint::lease)
+  bool retired = false;          // not its workflow's current process: stops once no call holds it
+  std::shared_ptr<asio::steady_timer> linger;  // retired, unleased: stops when it fires
+  std::uint64_t epoch = 0;                     // bumped when the function is stopped
   Phase phase = Phase::starting;
   std::shared_ptr<Process> process;  // the current incarnation
   std::shared_ptr<Attempt> attempt;  // the start callers wait for; null when none is due
@@ -597,8 +601,11 @@ struct Function {
   Clock::time_point retry_at;
 
   FunctionState state;
-  std::deque<std::pair<std::int64_t, LogLine>> logs;  // with the line's time in epoch millis
 };
+
+// A function's kept output lines, with each line's time in epoch millis. Kept per key, not per
+// process, so that they outlive the processes of replaced definitions.
+using KeptLines = std::deque<std::pair<std::int64_t, LogLine>>;
 
 }  // namespace
 
@@ -614,11 +621,19 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   SinkSettings sink;
 
   mutable std::mutex mutex;
-  std::map<FunctionKey, std::shared_ptr<Function>> functions;
+  std::map<FunctionKey, std::shared_ptr<Function>> functions;  // the current one of each key
+  std::map<FunctionKey, KeptLines> logs;
   // The sequence number of the last line kept, of any function (LogLine::seq).
   std::uint64_t last_log_seq = 0;
-  std::set<pid_t> live_pids;  // spawned and not reaped
-  bool closed = false;        // the destructor ran: start nothing more
+  // What set_revisions/set_revision/forget_workflow said: each workflow's current definition,
+  // nullopt for one deleted since the start.
+  std::map<std::pair<std::string, std::string>, std::optional<std::int64_t>> revisions;
+  bool revisions_complete = false;  // a workflow missing from `revisions` was deleted too
+  // Strand-owned: retired functions still running (a call holds them, or they linger).
+  std::multimap<FunctionKey, std::shared_ptr<Function>> retired;
+  std::map<FunctionKey, unsigned> spec_revisions;  // strand-owned: the last Function::revision
+  std::set<pid_t> live_pids;                       // spawned and not reaped
+  bool closed = false;                             // the destructor ran: start nothing more
   std::atomic<std::size_t> total_restarts{0};
   // The process groups of live_pids as written to record_file (empty: not recorded), for the
   // next daemon should this one be killed: leader pid → its start time and session.
@@ -716,63 +731,208 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   // --- ensure -----------------------------------------------------------------------------
 
   static asio::awaitable<Endpoint> ensure_on_strand(std::shared_ptr<Impl> self, FunctionKey key,
-                                                    FunctionSpec spec) {
+                                                    FunctionSpec spec, std::int64_t revision) {
     if (self->is_closed() || self->shutting_down) {
       co_return Endpoint{.url = std::nullopt, .error = "the function supervisor is shutting down"};
     }
     if (spec.command.empty()) {
       co_return Endpoint{.url = std::nullopt, .error = "local.command is empty"};
     }
-    auto it = self->functions.find(key);
-    std::shared_ptr<Function> fn;
-    if (it == self->functions.end()) {
-      fn = std::make_shared<Function>();
-      fn->key = key;
-      fn->spec = std::move(spec);
-      fn->next_backoff = self->settings.min_backoff;
-      {
-        std::lock_guard lock(self->mutex);
-        self->functions.emplace(std::move(key), fn);
-      }
-      self->begin_start(fn, false);
-    } else {
-      fn = it->second;
-      if (!same_spec(fn->spec, spec)) {
-        log::info("Replacing local function with a changed spec",
-                  {{"namespace", fn->key.namespace_},
-                   {"workflow", fn->key.workflow},
-                   {"function", fn->key.function}});
-        self->supersede(*fn, "the function's spec changed while it was starting");
-        fn->spec = std::move(spec);
-        ++fn->revision;
-        fn->next_backoff = self->settings.min_backoff;
-        {
-          std::lock_guard lock(self->mutex);
-          fn->state.restarts = 0;
-          fn->state.last_exit.clear();
-        }
-        self->begin_start(fn, false);
-      }
+    const std::shared_ptr<Function> fn = self->function_for(key, std::move(spec), revision);
+    std::shared_ptr<void> lease = self->lease(fn);
+    if (fn->phase == Phase::running && fn->process) {
+      co_return Endpoint{.url = url(*fn->process), .error = {}, .lease = std::move(lease)};
     }
-
-    if (fn->phase == Phase::running && fn->process)
-      co_return Endpoint{.url = url(*fn->process), .error = {}};
     if (!fn->attempt) {
       const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
           std::max(Clock::duration::zero(), fn->retry_at - Clock::now()));
       co_return Endpoint{
           .url = std::nullopt,
-          .error = fn->last_error + " (next attempt in " + format_duration(wait) + ")"};
+          .error = fn->last_error + " (next attempt in " + format_duration(wait) + ")",
+          .lease = std::move(lease)};
     }
     const auto attempt = fn->attempt;
     while (!attempt->result) {
       const auto cs = co_await asio::this_coro::cancellation_state;
       if (cs.cancelled() != asio::cancellation_type::none) {
-        co_return Endpoint{.url = std::nullopt, .error = "cancelled while the function started"};
+        co_return Endpoint{.url = std::nullopt,
+                           .error = "cancelled while the function started",
+                           .lease = std::move(lease)};
       }
       co_await attempt->signal.async_wait(use_tuple);
     }
-    co_return *attempt->result;
+    Endpoint out = *attempt->result;
+    out.lease = std::move(lease);
+    co_return out;
+  }
+
+  // Whether a run of the workflow's definition `revision` runs its current definition. Holds
+  // `mutex`.
+  bool is_current_locked(const FunctionKey& key, std::int64_t revision) const {
+    if (deleted_locked(key)) return false;
+    const auto it = revisions.find({key.namespace_, key.workflow});
+    return it == revisions.end() || revision < 0 || revision >= *it->second;
+  }
+
+  // Whether the key's workflow was deleted (as far as the supervisor was told). Holds `mutex`.
+  bool deleted_locked(const FunctionKey& key) const {
+    const auto it = revisions.find({key.namespace_, key.workflow});
+    return it == revisions.end() ? revisions_complete : !it->second.has_value();
+  }
+
+  // The function that serves `key` with `spec` for a run of definition `revision` (see ensure()
+  // in the header), started if it is new.
+  std::shared_ptr<Function> function_for(const FunctionKey& key, FunctionSpec spec,
+                                         std::int64_t revision) {
+    bool current = false;
+    std::shared_ptr<Function> existing;
+    {
+      std::lock_guard lock(mutex);
+      current = is_current_locked(key, revision);
+      if (auto it = functions.find(key); it != functions.end()) existing = it->second;
+    }
+    if (existing) {
+      if (same_spec(existing->spec, spec)) {
+        if (current) existing->definition = std::max(existing->definition, revision);
+        return existing;
+      }
+      if (current && revision >= existing->definition) {
+        log::info("Replacing local function with a changed spec", {{"namespace", key.namespace_},
+                                                                   {"workflow", key.workflow},
+                                                                   {"function", key.function}});
+        retire(existing);
+      } else {
+        current = false;  // an older definition's spec: a process of its own
+      }
+    }
+    if (!current) {
+      const auto [first, last] = retired.equal_range(key);
+      for (auto it = first; it != last; ++it) {
+        if (it->second->phase != Phase::stopped && same_spec(it->second->spec, spec)) {
+          return it->second;
+        }
+      }
+    }
+    auto fn = std::make_shared<Function>();
+    fn->key = key;
+    fn->spec = std::move(spec);
+    fn->revision = ++spec_revisions[key];
+    fn->definition = revision;
+    fn->next_backoff = settings.min_backoff;
+    fn->retired = !current;
+    if (current) {
+      std::lock_guard lock(mutex);
+      functions.insert_or_assign(key, fn);
+    } else {
+      log::info(
+          "Starting a local function for runs of an earlier definition",
+          {{"namespace", key.namespace_}, {"workflow", key.workflow}, {"function", key.function}});
+      retired.emplace(key, fn);
+    }
+    begin_start(fn, false);
+    return fn;
+  }
+
+  // A lease on fn until the last copy of the returned pointer goes (on any thread).
+  std::shared_ptr<void> lease(const std::shared_ptr<Function>& fn) {
+    ++fn->leases;
+    if (fn->linger) {
+      fn->linger->cancel();
+      fn->linger.reset();
+    }
+    std::weak_ptr<Impl> weak = weak_from_this();
+    return std::shared_ptr<void>(static_cast<void*>(nullptr), [weak, fn](void*) {
+      if (auto self = weak.lock()) asio::post(self->strand, [self, fn] { self->unlease(fn); });
+    });
+  }
+
+  void unlease(const std::shared_ptr<Function>& fn) {
+    if (fn->leases > 0) --fn->leases;
+    if (!fn->retired || fn->leases > 0 || fn->phase == Phase::stopped) return;
+    fn->linger = std::make_shared<asio::steady_timer>(strand, settings.retired_linger);
+    asio::co_spawn(strand, linger_then_stop(shared_from_this(), fn, fn->linger), logged("linger"));
+  }
+
+  static asio::awaitable<void> linger_then_stop(std::shared_ptr<Impl> self,
+                                                std::shared_ptr<Function> fn,
+                                                std::shared_ptr<asio::steady_timer> timer) {
+    auto [ec] = co_await timer->async_wait(use_tuple);
+    if (ec || fn->linger != timer || fn->leases > 0 || fn->phase == Phase::stopped) co_return;
+    fn->linger.reset();
+    self->stop_function(fn, "no call of an earlier definition holds it any more");
+  }
+
+  // fn is no longer its key's current process: it serves the calls that hold it, then stops.
+  void retire(const std::shared_ptr<Function>& fn) {
+    if (fn->retired) return;
+    fn->retired = true;
+    {
+      std::lock_guard lock(mutex);
+      if (auto it = functions.find(fn->key); it != functions.end() && it->second == fn) {
+        functions.erase(it);
+      }
+    }
+    retired.emplace(fn->key, fn);
+    if (fn->leases == 0) stop_function(fn, "its workflow's definition changed");
+  }
+
+  // Stops fn's process (or start, or pending restart) for good and forgets fn.
+  void stop_function(const std::shared_ptr<Function>& fn, const std::string& why) {
+    if (fn->phase == Phase::stopped) return;
+    log::info("Released local function", {{"namespace", fn->key.namespace_},
+                                          {"workflow", fn->key.workflow},
+                                          {"function", fn->key.function},
+                                          {"reason", why}});
+    supersede(*fn, "the function was released: " + why);
+    fn->phase = Phase::stopped;
+    if (fn->linger) {
+      fn->linger->cancel();
+      fn->linger.reset();
+    }
+    const auto [first, last] = retired.equal_range(fn->key);
+    for (auto it = first; it != last; ++it) {
+      if (it->second == fn) {
+        retired.erase(it);
+        break;
+      }
+    }
+    std::lock_guard lock(mutex);
+    if (auto it = functions.find(fn->key); it != functions.end() && it->second == fn) {
+      functions.erase(it);
+    }
+    forget_logs_if_gone_locked(fn->key);
+  }
+
+  // A deleted workflow's lines go with its last process. Holds `mutex`.
+  void forget_logs_if_gone_locked(const FunctionKey& key) {
+    if (!deleted_locked(key) || functions.contains(key) || retired.contains(key)) return;
+    logs.erase(key);
+    spec_revisions.erase(key);
+  }
+
+  // Processes of (namespace, workflow) that no longer run its current definition stop once no
+  // call holds them.
+  void retire_outdated(const std::string& namespace_, const std::string& workflow) {
+    std::vector<std::shared_ptr<Function>> outdated;
+    {
+      std::lock_guard lock(mutex);
+      const auto said = revisions.find({namespace_, workflow});
+      for (const auto& [key, fn] : functions) {
+        if (key.namespace_ != namespace_ || key.workflow != workflow) continue;
+        // Current only when known to run the definition the supervisor was told of.
+        const bool current = said != revisions.end() && said->second && fn->definition >= 0 &&
+                             fn->definition >= *said->second;
+        if (!current) outdated.push_back(fn);
+      }
+      for (auto it = logs.begin(); it != logs.end();) {
+        const FunctionKey& key = it->first;
+        const bool gone = key.namespace_ == namespace_ && key.workflow == workflow &&
+                          deleted_locked(key) && !functions.contains(key) && !retired.contains(key);
+        if (gone) spec_revisions.erase(key);
+        it = gone ? logs.erase(it) : std::next(it);
+      }
+    }
+    for (const auto& fn : outdated) retire(fn);
   }
 
   static std::string url(const Process& p) { return "http://127.0.0.1:" + std::to_string(p.port); }
@@ -1131,15 +1291,15 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       proc.recent_stderr.push_back(text);
       if (proc.recent_stderr.size() > kStderrExcerptLines) proc.recent_stderr.pop_front();
     }
-    const auto fn = proc.owner.lock();
-    if (!fn || settings.log_lines == 0) return;
+    if (settings.log_lines == 0) return;
     auto stamp = now_stamp();
     std::lock_guard lock(mutex);
-    fn->logs.emplace_back(stamp.millis, LogLine{.seq = ++last_log_seq,
-                                                .time = std::move(stamp.text),
-                                                .stream = is_stderr ? "stderr" : "stdout",
-                                                .text = std::move(text)});
-    while (fn->logs.size() > settings.log_lines) fn->logs.pop_front();
+    KeptLines& kept = logs[proc.key];
+    kept.emplace_back(stamp.millis, LogLine{.seq = ++last_log_seq,
+                                            .time = std::move(stamp.text),
+                                            .stream = is_stderr ? "stderr" : "stdout",
+                                            .text = std::move(text)});
+    while (kept.size() > settings.log_lines) kept.pop_front();
   }
 
   static asio::awaitable<void> reaper(std::shared_ptr<Impl> self) {
@@ -1204,6 +1364,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       fn->state.last_exit = *proc->exit;
     }
     if (fn->phase != Phase::running) return;  // a start in progress sees proc->exit itself
+    if (fn->retired && fn->leases == 0) {
+      stop_function(fn, "it exited while no call of an earlier definition held it");
+      return;
+    }
     detach_process(*fn);
     if (proc->ready_at && Clock::now() - *proc->ready_at >= kStableUptime) {
       fn->next_backoff = settings.min_backoff;
@@ -1280,28 +1444,16 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
 
   // --- release, shutdown, close ------------------------------------------------------------
 
-  void release(const std::string& namespace_, const std::string& workflow) {
-    for (auto it = functions.begin(); it != functions.end();) {
-      if (it->first.namespace_ != namespace_ || it->first.workflow != workflow) {
-        ++it;
-        continue;
-      }
-      log::info("Released local function", {{"namespace", it->first.namespace_},
-                                            {"workflow", it->first.workflow},
-                                            {"function", it->first.function}});
-      supersede(*it->second, "the workflow's functions were released");
-      it->second->phase = Phase::stopped;
-      std::lock_guard lock(mutex);
-      it = functions.erase(it);
-    }
-  }
-
   void begin_shutdown(std::function<void()> done) {
     if (done) shutdown_waiters.push_back(std::move(done));
     if (!shutting_down) {
       shutting_down = true;
       log::info("Stopping local functions", {{"processes", std::to_string(processes.size())}});
       for (auto& [key, fn] : functions) {
+        supersede(*fn, "the function supervisor is shutting down");
+        fn->phase = Phase::stopped;
+      }
+      for (auto& [key, fn] : retired) {
         supersede(*fn, "the function supervisor is shutting down");
         fn->phase = Phase::stopped;
       }
@@ -1344,6 +1496,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     }
     processes.clear();
     for (auto& [key, fn] : functions) supersede(*fn, "the function supervisor was destroyed");
+    for (auto& [key, fn] : retired) supersede(*fn, "the function supervisor was destroyed");
+    retired.clear();
     shutdown_waiters.clear();
     std::lock_guard lock(mutex);
     functions.clear();
@@ -1359,11 +1513,11 @@ FunctionSupervisor::~FunctionSupervisor() {
   asio::post(impl_->strand, [self = impl_] { self->close(); });
 }
 
-boost::asio::awaitable<FunctionSupervisor::Endpoint> FunctionSupervisor::ensure(FunctionKey key,
-                                                                                FunctionSpec spec) {
-  co_return co_await asio::co_spawn(impl_->strand,
-                                    Impl::ensure_on_strand(impl_, std::move(key), std::move(spec)),
-                                    asio::use_awaitable);
+boost::asio::awaitable<FunctionSupervisor::Endpoint> FunctionSupervisor::ensure(
+    FunctionKey key, FunctionSpec spec, std::int64_t revision) {
+  co_return co_await asio::co_spawn(
+      impl_->strand, Impl::ensure_on_strand(impl_, std::move(key), std::move(spec), revision),
+      asio::use_awaitable);
 }
 
 void FunctionSupervisor::set_sink(SinkSettings sink) {
@@ -1371,10 +1525,39 @@ void FunctionSupervisor::set_sink(SinkSettings sink) {
              [self = impl_, sink = std::move(sink)]() mutable { self->sink = std::move(sink); });
 }
 
-void FunctionSupervisor::release_workflow(const std::string& namespace_,
-                                          const std::string& workflow) {
+void FunctionSupervisor::set_revisions(
+    std::map<std::pair<std::string, std::string>, std::int64_t> current) {
+  std::vector<std::pair<std::string, std::string>> known;
+  {
+    std::lock_guard lock(impl_->mutex);
+    for (const auto& [key, fn] : impl_->functions) known.emplace_back(key.namespace_, key.workflow);
+    impl_->revisions.clear();
+    for (auto& [workflow, revision] : current) impl_->revisions.emplace(workflow, revision);
+    impl_->revisions_complete = true;
+  }
+  asio::post(impl_->strand, [self = impl_, known = std::move(known)] {
+    for (const auto& [namespace_, workflow] : known) self->retire_outdated(namespace_, workflow);
+  });
+}
+
+void FunctionSupervisor::set_revision(const std::string& namespace_, const std::string& workflow,
+                                      std::int64_t revision) {
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->revisions.insert_or_assign({namespace_, workflow}, revision);
+  }
   asio::post(impl_->strand,
-             [self = impl_, namespace_, workflow] { self->release(namespace_, workflow); });
+             [self = impl_, namespace_, workflow] { self->retire_outdated(namespace_, workflow); });
+}
+
+void FunctionSupervisor::forget_workflow(const std::string& namespace_,
+                                         const std::string& workflow) {
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->revisions.insert_or_assign({namespace_, workflow}, std::nullopt);
+  }
+  asio::post(impl_->strand,
+             [self = impl_, namespace_, workflow] { self->retire_outdated(namespace_, workflow); });
 }
 
 namespace {
@@ -1397,7 +1580,7 @@ LogPage FunctionSupervisor::logs(const std::vector<FunctionKey>& keys,
   // `since` is inclusive: rounded up to the first millisecond not before it; `until` down.
   const auto since_millis = bound_millis(query.since, model::SubMillis::up);
   const auto until_millis = bound_millis(query.until, model::SubMillis::down);
-  using Kept = std::pair<std::int64_t, LogLine>;  // as Function::logs holds it
+  using Kept = KeptLines::value_type;
   const auto matches = [&](const Kept& kept) {
     const auto& [millis, line] = kept;
     if (query.since && (since_millis ? millis < *since_millis : line.time < *query.since)) {
@@ -1413,9 +1596,9 @@ LogPage FunctionSupervisor::logs(const std::vector<FunctionKey>& keys,
   std::lock_guard lock(impl_->mutex);
   std::vector<Cursor> cursors;
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    const auto it = impl_->functions.find(keys[i]);
-    if (it == impl_->functions.end()) continue;
-    const auto& kept = it->second->logs;  // in seq order
+    const auto it = impl_->logs.find(keys[i]);
+    if (it == impl_->logs.end()) continue;
+    const auto& kept = it->second;  // in seq order
     const auto from = std::partition_point(
         kept.begin(), kept.end(), [&](const Kept& k) { return k.second.seq <= query.after; });
     cursors.push_back({i, from, kept.end()});

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 import unittest
 import urllib.error
@@ -198,6 +199,93 @@ class LocalFunctionsTest(unittest.TestCase):
             with open(os.path.join(records, name)) as f:
                 groups += [int(line.split()[0]) for line in f.read().splitlines()[3:]]
         return groups
+
+    def test_a_call_in_flight_keeps_its_process_through_an_update_and_a_delete(self):
+        # An update used to stop the workflow's processes at once, failing the calls in flight;
+        # runs of the old and the new definition then stopped each other's process at every call;
+        # and after a delete, a run still going started the process again for good.
+        with tempfile.TemporaryDirectory() as tmp, Daemon("--functions-dir", ECHO_DIR) as d:
+            d.start()
+            release = os.path.join(tmp, "release")
+            def holder(greeting):
+                return json.dumps({
+                    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                    "metadata": {"name": "holder"},
+                    "spec": {"functions": {"echo": {
+                        "env": {"HOLD_UNTIL": release, "GREETING": greeting},
+                        "local": {"command": ["python3", "echo_function.py"]}}},
+                        "do": [{"name": "first", "call": "echo"},
+                               {"name": "second", "call": "echo"}]}})
+
+            def lines(pattern):
+                status, logs = d.json("GET", NS + "/workflows/holder/logs")
+                self.assertEqual(status, 200, logs)
+                return [int(m.group(1)) for line in logs["items"]
+                        if (m := re.search(pattern, line["text"]))]
+
+            def run_until_held(greeting_pids):
+                status, run = d.json("POST", NS + "/workflows/holder:invoke?mode=async",
+                                     json.dumps({"n": 1}))
+                self.assertEqual(status, 202, run)
+                self.assertTrue(wait_until(lambda: len(lines(r"holding pid=(\d+)")) >
+                                           greeting_pids, DEADLINE), d.output())
+                return run["runId"], lines(r"holding pid=(\d+)")[-1]
+
+            def finished(run_id):
+                def phase():
+                    _, view = d.json("GET", f"{NS}/runs/{run_id}")
+                    return view if view["phase"] not in ("pending", "running") else None
+                view = wait_until(phase, DEADLINE)
+                self.assertTrue(view, f"run {run_id} did not finish:\n{d.output()}")
+                return view
+
+            status, _, body = d.call("POST", NS + "/workflows", holder("a"))
+            self.assertEqual(status, 201, body)
+            old_run, old_pid = run_until_held(0)
+            # The workflow changes while its run is in the first call.
+            status, _, body = d.call("PUT", NS + "/workflows/holder", holder("b"))
+            self.assertEqual(status, 200, body)
+            self.assertTrue(alive(old_pid), "the update stopped the call in flight")
+            with open(release, "w"):
+                pass
+            view = finished(old_run)
+            self.assertEqual(view["phase"], "completed", view)
+            # A run of the new definition gets its own process; once no call of the old
+            # definition holds the old one, it stops.
+            os.remove(release)
+            new_run, new_pid = run_until_held(1)
+            self.assertNotEqual(new_pid, old_pid)
+            self.assertTrue(wait_until(lambda: not alive(old_pid), DEADLINE), d.output())
+
+            # Deleted while its run is in the first call: that call ends normally, the second
+            # is served too, and no process of the workflow is left once the run is over.
+            status, _, body = d.call("DELETE", NS + "/workflows/holder")
+            self.assertEqual(status, 200, body)
+            self.assertTrue(alive(new_pid), "the delete stopped the call in flight")
+            with open(release, "w"):
+                pass
+            view = finished(new_run)
+            self.assertEqual(view["phase"], "completed", view)
+            self.assertTrue(wait_until(lambda: not alive(new_pid), DEADLINE), d.output())
+            self.assertTrue(wait_until(lambda: "Released local function" in d.output()
+                                       and not self.function_pids(d), DEADLINE), d.output())
+
+    def function_pids(self, d):
+        """Process ids of the daemon's children that run echo_function.py."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    command = f.read()
+            except OSError:
+                continue
+            if parent == d.proc.pid and b"echo_function.py" in command:
+                found.append(int(entry))
+        return found
 
     def test_sigterm_while_a_function_starts_stops_the_daemon_at_once(self):
         first = Daemon()

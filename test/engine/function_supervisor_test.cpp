@@ -67,14 +67,15 @@ bool run_until(asio::io_context& ioc, Pred pred, std::chrono::seconds limit = 30
   return true;
 }
 
+// The endpoint's lease is held as long as the returned Endpoint lives.
 Endpoint ensure(asio::io_context& ioc, FunctionSupervisor& supervisor, const FunctionKey& key,
-                const FunctionSpec& spec) {
+                const FunctionSpec& spec, std::int64_t revision = -1) {
   std::optional<Endpoint> out;
   auto on_done = [&out](std::exception_ptr e, Endpoint endpoint) {
     if (e) endpoint.error = "ensure() threw";
     out = std::move(endpoint);
   };
-  asio::co_spawn(ioc, supervisor.ensure(key, spec), on_done);
+  asio::co_spawn(ioc, supervisor.ensure(key, spec, revision), on_done);
   REQUIRE(run_until(
       ioc, [&] { return out.has_value(); }, 60s));
   return *out;
@@ -106,9 +107,23 @@ struct Reply {
   std::string body;
 };
 
+Reply http_once(unsigned short port, const std::string& method, const std::string& target,
+                const std::string& body, bool& interrupted);
+
 // A blocking HTTP/1.0 exchange with 127.0.0.1:port over a raw socket (bounded by 5 s timeouts).
+// Tried again when a signal interrupted it: the supervisor's SIGCHLD handler runs on this thread
+// when a function exits, and socket calls with a timeout are not restarted (signal(7)).
 Reply http(unsigned short port, const std::string& method, const std::string& target,
            const std::string& body = {}) {
+  for (int tries = 1;; ++tries) {
+    bool interrupted = false;
+    Reply reply = http_once(port, method, target, body, interrupted);
+    if (!interrupted || tries == 5) return reply;
+  }
+}
+
+Reply http_once(unsigned short port, const std::string& method, const std::string& target,
+                const std::string& body, bool& interrupted) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE(fd >= 0);
   timeval tv{.tv_sec = 5, .tv_usec = 0};
@@ -120,6 +135,7 @@ Reply http(unsigned short port, const std::string& method, const std::string& ta
   addr.sin_port = htons(port);
   Reply reply;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    interrupted = errno == EINTR;
     ::close(fd);
     return reply;
   }
@@ -129,6 +145,7 @@ Reply http(unsigned short port, const std::string& method, const std::string& ta
       "\r\n\r\n" + body;
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(request.size())) {
+    interrupted = errno == EINTR;
     ::close(fd);
     return reply;
   }
@@ -136,6 +153,10 @@ Reply http(unsigned short port, const std::string& method, const std::string& ta
   char buf[4096];
   for (;;) {
     const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) {
+      interrupted = true;
+      break;
+    }
     if (n <= 0) break;
     raw.append(buf, static_cast<std::size_t>(n));
   }
@@ -146,6 +167,9 @@ Reply http(unsigned short port, const std::string& method, const std::string& ta
   reply.body = raw.substr(head_end + 4);
   return reply;
 }
+
+// Whether a process answers HTTP on the port.
+bool answers(unsigned short port) { return http(port, "GET", "/env").status != 0; }
 
 json::object env_of(const std::string& url) {
   const auto reply = http(port_of(url), "GET", "/env");
@@ -714,9 +738,10 @@ TEST_CASE("A changed spec replaces the process", "[function_supervisor]") {
   asio::io_context ioc;
   FunctionSupervisor supervisor(ioc.get_executor());
   const auto k = key("orders", "echo");
-  const auto first = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}));
-  REQUIRE(first.url);
+  auto first = std::make_optional(ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}})));
+  REQUIRE(first->url);
   const pid_t old_pid = *supervisor.state(k)->pid;
+  first.reset();  // its call is over: nothing holds the process
 
   const auto second = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "b"}}));
   REQUIRE(second.url);
@@ -732,7 +757,7 @@ TEST_CASE("A changed spec replaces the process", "[function_supervisor]") {
   shutdown(ioc, supervisor);
 }
 
-TEST_CASE("release_workflow and shutdown stop processes and their children",
+TEST_CASE("forget_workflow and shutdown stop processes and their children",
           "[function_supervisor]") {
   asio::io_context ioc;
   FunctionSupervisor supervisor(ioc.get_executor());
@@ -755,7 +780,7 @@ TEST_CASE("release_workflow and shutdown stop processes and their children",
   REQUIRE(grandchild > 0);
   REQUIRE(exists(grandchild));
 
-  supervisor.release_workflow("shop", "a");
+  supervisor.forget_workflow("shop", "a");  // deleted; no call holds its processes
   REQUIRE(run_until(ioc, [&] { return reaped(pid_a1) && reaped(pid_a2) && dead(grandchild); }));
   CHECK(!supervisor.state(a1));
   CHECK(!supervisor.state(a2));
@@ -770,6 +795,100 @@ TEST_CASE("release_workflow and shutdown stop processes and their children",
   const auto after = ensure(ioc, supervisor, b1, echo_spec());
   CHECK(!after.url);
   CHECK_THAT(after.error, Catch::Contains("shutting down"));
+}
+
+TEST_CASE("Runs of an earlier definition keep a process of their own while they call it",
+          "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(
+      ioc.get_executor(), SupervisorSettings{.retired_linger = std::chrono::milliseconds(50)});
+  supervisor.set_revisions({{{"shop", "orders"}, 1}});
+  const auto k = key("orders", "echo");
+  auto old_call = std::make_optional(ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}), 1));
+  REQUIRE(old_call->url);
+  const pid_t old_pid = *supervisor.state(k)->pid;
+
+  // The workflow is replaced with another command line while a run of the old one is in a call:
+  // the old process serves that call; runs of the new definition get a process of their own.
+  supervisor.set_revision("shop", "orders", 2);
+  auto new_call = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "b"}}), 2);
+  REQUIRE(new_call.url);
+  CHECK(*new_call.url != *old_call->url);
+  CHECK(env_value(env_of(*old_call->url), "GREETING") == "a");
+  CHECK(env_value(env_of(*new_call.url), "GREETING") == "b");
+  CHECK(*supervisor.state(k)->pid != old_pid);  // the state is the current process's
+
+  // The old run calls again: the same old process, not a stop of the new one (they used to
+  // stop each other at every call).
+  auto again = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}), 1);
+  CHECK(again.url == old_call->url);
+  CHECK(env_value(env_of(*new_call.url), "GREETING") == "b");
+  // The same command line is shared whatever the definition.
+  const auto old_same_as_new = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "b"}}), 1);
+  CHECK(old_same_as_new.url == new_call.url);
+
+  // Once no call holds it, the old process stops; the new one runs on.
+  old_call.reset();
+  again = Endpoint{};
+  REQUIRE(run_until(ioc, [&] { return reaped(old_pid); }));
+  CHECK(env_value(env_of(*new_call.url), "GREETING") == "b");
+
+  // A later call of an old run starts the old command line again, for that call only.
+  auto late = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}), 1);
+  REQUIRE(late.url);
+  CHECK(env_value(env_of(*late.url), "GREETING") == "a");
+  const auto late_port = port_of(*late.url);
+  late = Endpoint{};
+  REQUIRE(run_until(ioc, [&] { return !answers(late_port); }));
+  CHECK(env_value(env_of(*new_call.url), "GREETING") == "b");
+  CHECK(supervisor.total_restarts() == 0);
+
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("A deleted workflow's processes stop once no call holds them, and stay stopped",
+          "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(
+      ioc.get_executor(), SupervisorSettings{.retired_linger = std::chrono::milliseconds(50)});
+  supervisor.set_revisions({{{"shop", "orders"}, 3}, {{"shop", "other"}, 4}});
+  const auto k = key("orders", "echo");
+  auto call = std::make_optional(ensure(ioc, supervisor, k, echo_spec(), 3));
+  REQUIRE(call->url);
+  const pid_t pid = *supervisor.state(k)->pid;
+  const auto other = ensure(ioc, supervisor, key("other", "echo"), echo_spec(), 4);
+  REQUIRE(other.url);
+
+  supervisor.forget_workflow("shop", "orders");
+  // Deleted during the call: the process serves it to the end.
+  CHECK(http(port_of(*call->url), "POST", "/", "in flight").body == "in flight");
+  call.reset();
+  REQUIRE(run_until(ioc, [&] { return reaped(pid); }));
+  CHECK(!supervisor.state(k));
+  CHECK(supervisor.logs({k}, {}).lines.empty());
+
+  // A run still going calls again: a process for that call, stopped after it (it used to run
+  // until the daemon stopped).
+  auto late = ensure(ioc, supervisor, k, echo_spec(), 3);
+  REQUIRE(late.url);
+  const auto late_port = port_of(*late.url);
+  CHECK(!supervisor.state(k));  // not the workflow's current process: there is none
+  late = Endpoint{};
+  REQUIRE(run_until(ioc, [&] { return !answers(late_port); }));
+  // A workflow missing from the start's list was deleted before: the same.
+  auto unknown = ensure(ioc, supervisor, key("gone", "echo"), echo_spec(), 1);
+  REQUIRE(unknown.url);
+  const auto unknown_port = port_of(*unknown.url);
+  unknown = Endpoint{};
+  REQUIRE(run_until(ioc, [&] { return !answers(unknown_port); }));
+  // Created again: a current process, which stays.
+  supervisor.set_revision("shop", "orders", 9);
+  const auto recreated = ensure(ioc, supervisor, k, echo_spec(), 9);
+  REQUIRE(recreated.url);
+  CHECK(supervisor.state(k)->running);
+  CHECK(http(port_of(*other.url), "POST", "/", "unrelated").body == "unrelated");
+
+  shutdown(ioc, supervisor);
 }
 
 TEST_CASE("Stopping honours SIGTERM and kills after stop_grace", "[function_supervisor]") {

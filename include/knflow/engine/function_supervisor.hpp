@@ -28,7 +28,9 @@ class Metrics;
 
 namespace knflow::engine {
 
-// Which process: one per (namespace, workflow, function) and command line.
+// Which function: one per (namespace, workflow, function). Its process runs the command line of
+// the workflow's current definition; runs of an older definition whose command line differs get a
+// process of their own for as long as their calls need it (FunctionSupervisor::ensure).
 struct FunctionKey {
   std::string namespace_;
   std::string workflow;
@@ -85,6 +87,10 @@ struct SupervisorSettings {
   std::chrono::milliseconds min_backoff{200};
   std::chrono::milliseconds max_backoff{30'000};
   std::size_t log_lines = 2'000;  // kept per function
+  // A process no longer current (its workflow was changed or deleted) stops once no call holds
+  // it, after this long without one, so that a run of the old definition calling it again and
+  // again does not start it each time.
+  std::chrono::milliseconds retired_linger{10'000};
   // Where the running functions' process groups are recorded (one file per daemon process), so
   // that the next daemon can kill what a killed one left behind. Empty: nothing is recorded or
   // reaped (tests).
@@ -111,17 +117,37 @@ class FunctionSupervisor {
   // broker's address only once it listens). Any thread.
   void set_sink(SinkSettings sink);
 
-  // Makes sure the function's process runs (starting it, or restarting it if the spec changed)
-  // and returns its base URL (http://127.0.0.1:PORT) once the port accepts connections; or an
-  // error message when it could not be started in time.
+  // Makes sure a process runs for the function as the workflow's definition `revision` (its
+  // metadata.resourceVersion; -1 when unknown: taken as current) describes it, and returns its
+  // base URL (http://127.0.0.1:PORT) once the port accepts connections; or an error message when
+  // it could not be started in time. The endpoint holds a lease on the process: hold it until the
+  // call made with the URL is over. A process of a definition that is no longer current (the
+  // workflow was changed or deleted meanwhile) serves the calls that hold it, then stops.
+  //
+  // Which process: the function's current one when its spec (command, env, directory) is the
+  // same. A newer definition with another spec replaces it (the old one stops once no call holds
+  // it). An older definition with another spec, or any definition of a deleted workflow, gets a
+  // process of its own that stops once no call has held it for retired_linger.
   struct Endpoint {
     std::optional<std::string> url;
     std::string error;
+    std::shared_ptr<void> lease{};  // released (from any thread) when the last copy goes
   };
-  boost::asio::awaitable<Endpoint> ensure(FunctionKey key, FunctionSpec spec);
+  boost::asio::awaitable<Endpoint> ensure(FunctionKey key, FunctionSpec spec,
+                                          std::int64_t revision = -1);
 
-  // Stops and forgets the processes of one workflow (it was deleted or changed).
-  void release_workflow(const std::string& namespace_, const std::string& workflow);
+  // The workflows as they are: every (namespace, name) with its current definition's
+  // resourceVersion, given once at start; from then on a workflow missing here (or forgotten)
+  // has been deleted. Until this is called, nothing is known to be deleted. Any thread.
+  void set_revisions(std::map<std::pair<std::string, std::string>, std::int64_t> current);
+  // A workflow was created or replaced: `revision` is its definition now. Processes of older
+  // definitions stop once no call holds them. Any thread; ensure() calls made after this returns
+  // see it.
+  void set_revision(const std::string& namespace_, const std::string& workflow,
+                    std::int64_t revision);
+  // A workflow was deleted: its processes stop once no call holds them, and runs still going
+  // get processes that stop after their calls. Any thread, as set_revision.
+  void forget_workflow(const std::string& namespace_, const std::string& workflow);
 
   // The kept lines of these functions that match `query`, merged in arrival order; lines that
   // were dropped (older than the last log_lines of their function) are not there. Any thread:
