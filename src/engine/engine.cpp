@@ -370,12 +370,23 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                              {"startedAt", run.started_at}}}};
   }
 
+  // The evaluator's lane of a run's expressions: its workflow, as `vars` ($run) name it.
+  static std::string lane_of(const json::object& vars) {
+    const json::object* run = vars.contains("run") ? vars.at("run").if_object() : nullptr;
+    if (run == nullptr) return {};
+    const auto text = [run](const char* key) {
+      const json::string* s = run->contains(key) ? run->at(key).if_string() : nullptr;
+      return s != nullptr ? std::string(*s) : std::string();
+    };
+    return text("namespace") + "/" + text("workflow");
+  }
+
   // Evaluates `text` when it is an expression, else returns it as a literal string.
   asio::awaitable<json::value> eval(const std::string& text, const json::value& input,
                                     const json::object& vars, const std::string& instance) {
     if (!model::is_expression(text)) co_return json::string(text);
     std::string program(model::expression_program(text));
-    auto result = co_await evaluator.evaluate(std::move(program), input, vars);
+    auto result = co_await evaluator.evaluate(std::move(program), input, vars, lane_of(vars));
     if (!result.ok()) {
       throw make_fault("expression", 400, "Expression failed",
                        "expression " + text + ": " + result.error, instance);

@@ -32,6 +32,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <map>
 #include <string>
 #include <utility>
 #include <variant>
@@ -186,8 +187,10 @@ struct Worker {
 // An evaluation waiting for a worker: `wake` is cancelled when one is handed over (or on
 // shutdown, or when the caller cancels the evaluation).
 struct Waiter {
-  explicit Waiter(const Strand& strand) : wake(strand, asio::steady_timer::time_point::max()) {}
+  Waiter(const Strand& strand, std::string lane)
+      : wake(strand, asio::steady_timer::time_point::max()), lane(std::move(lane)) {}
   asio::steady_timer wake;
+  std::string lane;
   Worker* worker = nullptr;
 };
 
@@ -253,7 +256,12 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   const JqWorkerSettings settings;
   std::vector<std::atomic<int>> pids;  // mirror of workers[i]->pid for worker_pids()
   std::vector<std::unique_ptr<Worker>> workers;
-  std::deque<Waiter*> waiters;  // FIFO, at most settings.max_queue
+  // Evaluations waiting for a worker, at most settings.max_queue in all: first in first out
+  // within a lane (one per workflow), and the lanes take turns, so that a workflow whose
+  // expressions run away holds up another's by at most one evaluation per worker.
+  std::map<std::string, std::deque<Waiter*>> lanes;
+  std::deque<std::string> turns;  // the lanes that have waiters, next first
+  std::size_t waiting = 0;
   std::vector<pid_t> unreaped;  // killed, not reaped yet
   bool reaper_running = false;
   bool stopped = false;
@@ -265,23 +273,23 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   // `fault`, when given, is set to how the exchange with the worker ended (left alone when the
   // request never reached a worker).
   static asio::awaitable<Evaluation> run(std::shared_ptr<Impl> self, std::string request,
-                                         std::optional<Fault>* fault = nullptr) {
+                                         std::string lane, std::optional<Fault>* fault = nullptr) {
     // Cancellation (the caller gave up) arrives as error codes, so that the worker is always
     // either released or retired below.
     co_await asio::this_coro::throw_if_cancelled(false);
-    Waiter waiter(self->strand);
+    Waiter waiter(self->strand, std::move(lane));
     Worker* worker = self->idle_worker();
     if (worker == nullptr) {
       if (self->stopped) co_return failure(std::string(kShuttingDown));
-      if (self->waiters.size() >= self->settings.max_queue) {
+      if (self->waiting >= self->settings.max_queue) {
         co_return failure("too many expressions are waiting for a worker (" +
                           std::to_string(self->settings.max_queue) + " queued); try again later");
       }
-      self->waiters.push_back(&waiter);
+      self->enqueue(waiter);
       co_await waiter.wake.async_wait(use_tuple);
       worker = waiter.worker;
       if (worker == nullptr) {
-        std::erase(self->waiters, &waiter);
+        self->dequeue(waiter);
         co_return failure(self->stopped ? std::string(kShuttingDown)
                                         : std::string("the evaluation was cancelled"));
       }
@@ -396,11 +404,44 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     w.out.cancel(ignored);  // ends the idle watch
   }
 
-  // Hands the worker to the first waiting evaluation, or marks it idle and watches it.
+  void enqueue(Waiter& waiter) {
+    auto& lane = lanes[waiter.lane];
+    if (lane.empty()) turns.push_back(waiter.lane);
+    lane.push_back(&waiter);
+    ++waiting;
+  }
+
+  // Takes a waiter that gave up out of its lane (it is there unless a worker was handed to it).
+  void dequeue(Waiter& waiter) {
+    const auto it = lanes.find(waiter.lane);
+    if (it == lanes.end() || std::erase(it->second, &waiter) == 0) return;
+    --waiting;
+    if (it->second.empty()) {
+      lanes.erase(it);
+      std::erase(turns, waiter.lane);
+    }
+  }
+
+  // The first waiter of the lane whose turn it is; that lane goes to the back of the turns.
+  Waiter* next_waiter() {
+    if (turns.empty()) return nullptr;
+    const std::string lane = std::move(turns.front());
+    turns.pop_front();
+    const auto it = lanes.find(lane);
+    Waiter* next = it->second.front();
+    it->second.pop_front();
+    --waiting;
+    if (it->second.empty()) {
+      lanes.erase(it);
+    } else {
+      turns.push_back(lane);
+    }
+    return next;
+  }
+
+  // Hands the worker to the next waiting evaluation, or marks it idle and watches it.
   void release(Worker& w) {
-    if (!waiters.empty()) {
-      Waiter* next = waiters.front();
-      waiters.pop_front();
+    if (Waiter* next = next_waiter()) {
       ++w.lease;
       next->worker = &w;
       next->wake.cancel();
@@ -598,8 +639,12 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   void stop() {
     if (stopped) return;
     stopped = true;
-    for (Waiter* waiter : waiters) waiter->wake.cancel();
-    waiters.clear();
+    for (auto& [lane, waiters] : lanes) {
+      for (Waiter* waiter : waiters) waiter->wake.cancel();
+    }
+    lanes.clear();
+    turns.clear();
+    waiting = 0;
     std::size_t killed = 0;
     for (auto& w : workers) {
       if (w->pid < 0) continue;
@@ -630,7 +675,8 @@ JqWorkerPool::~JqWorkerPool() { shutdown(); }
 
 boost::asio::awaitable<Evaluation> JqWorkerPool::evaluate(std::string program,
                                                           boost::json::value input,
-                                                          boost::json::object variables) {
+                                                          boost::json::object variables,
+                                                          std::string lane) {
   std::string request = encode_request(program, input, variables);
   const std::size_t limit = max_request_bytes(impl_->settings);
   if (request.size() > limit) {
@@ -638,8 +684,8 @@ boost::asio::awaitable<Evaluation> JqWorkerPool::evaluate(std::string program,
                       std::to_string(request.size()) + " bytes as JSON, more than the " +
                       describe_bytes(limit) + " a worker accepts");
   }
-  co_return co_await asio::co_spawn(impl_->strand, Impl::run(impl_, std::move(request)),
-                                    asio::use_awaitable);
+  co_return co_await asio::co_spawn(
+      impl_->strand, Impl::run(impl_, std::move(request), std::move(lane)), asio::use_awaitable);
 }
 
 boost::asio::awaitable<CompileCheck> JqWorkerPool::check(std::string program,
@@ -649,7 +695,8 @@ boost::asio::awaitable<CompileCheck> JqWorkerPool::check(std::string program,
   std::string request = json::serialize(json::object{{"check", program}, {"vars", names}});
   std::optional<Fault> fault;
   Evaluation answer = co_await asio::co_spawn(
-      impl_->strand, Impl::run(impl_, std::move(request), &fault), asio::use_awaitable);
+      impl_->strand, Impl::run(impl_, std::move(request), std::string(), &fault),
+      asio::use_awaitable);
   const bool stopping = answer.error == kShuttingDown;
   if (fault == Fault::timeout && !stopping) {
     co_return CompileCheck{.done = true,

@@ -48,18 +48,22 @@ class Batch {
   Batch(asio::io_context& ioc, JqWorkerPool& pool) : ioc_(ioc), pool_(pool) {}
 
   // Starts one evaluation; its result will be results()[index].
-  std::size_t start(std::string program, json::value input = nullptr, json::object vars = {}) {
+  std::size_t start(std::string program, json::value input = nullptr, json::object vars = {},
+                    std::string lane = {}) {
     const std::size_t index = results_.size();
     results_.emplace_back();
-    asio::co_spawn(ioc_, pool_.evaluate(std::move(program), std::move(input), std::move(vars)),
-                   [this, index](std::exception_ptr e, Evaluation result) {
-                     if (e) {
-                       result.error = "exception";
-                       result.value.reset();
-                     }
-                     results_[index] = std::move(result);
-                     ++done_;
-                   });
+    asio::co_spawn(
+        ioc_,
+        pool_.evaluate(std::move(program), std::move(input), std::move(vars), std::move(lane)),
+        [this, index](std::exception_ptr e, Evaluation result) {
+          if (e) {
+            result.error = "exception";
+            result.value.reset();
+          }
+          results_[index] = std::move(result);
+          order_.push_back(index);
+          ++done_;
+        });
     return index;
   }
 
@@ -75,10 +79,14 @@ class Batch {
     return results_;
   }
 
+  // Indexes of the evaluations in the order they finished.
+  const std::vector<std::size_t>& order() const { return order_; }
+
  private:
   asio::io_context& ioc_;
   JqWorkerPool& pool_;
   std::vector<std::optional<Evaluation>> results_;
+  std::vector<std::size_t> order_;
   std::size_t done_ = 0;
 };
 
@@ -284,11 +292,11 @@ TEST_CASE("jq workers: a cancelled evaluation frees its worker", "[engine][jq]")
   asio::cancellation_signal on_worker;
   asio::cancellation_signal in_queue;
   asio::co_spawn(
-      ioc, pool.evaluate("last(range(1e12))", nullptr, {}),
+      ioc, pool.evaluate("last(range(1e12))", nullptr, {}, {}),
       asio::bind_cancellation_slot(
           on_worker.slot(), [&](std::exception_ptr, Evaluation r) { cancelled = std::move(r); }));
   asio::co_spawn(
-      ioc, pool.evaluate("2", nullptr, {}),
+      ioc, pool.evaluate("2", nullptr, {}, {}),
       asio::bind_cancellation_slot(
           in_queue.slot(), [&](std::exception_ptr, Evaluation r) { queued = std::move(r); }));
   ioc.restart();
@@ -403,7 +411,7 @@ TEST_CASE("jq workers: evaluations from many threads and strands", "[engine][jq]
   std::vector<std::optional<Evaluation>> results(kEvaluations);
   int done = 0;
   for (int i = 0; i < kEvaluations; ++i) {
-    asio::co_spawn(asio::make_strand(ioc), pool.evaluate(". + 1", json::value(i), {}),
+    asio::co_spawn(asio::make_strand(ioc), pool.evaluate(". + 1", json::value(i), {}, {}),
                    [&, i](std::exception_ptr e, Evaluation r) {
                      std::lock_guard lock(mutex);
                      if (!e) results[i] = std::move(r);
@@ -418,6 +426,28 @@ TEST_CASE("jq workers: evaluations from many threads and strands", "[engine][jq]
     REQUIRE(results[i]);
     CHECK(results[i]->value == json::value(i + 1));
   }
+}
+
+TEST_CASE("jq workers: lanes take turns, so one lane's runaways do not hold up another's",
+          "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.time_limit = std::chrono::milliseconds(100);
+  JqWorkerPool pool(ioc.get_executor(), s);
+  REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
+
+  Batch batch(ioc, pool);
+  const std::size_t a1 = batch.start("def f: f; f", nullptr, {}, "shop/runaway");
+  const std::size_t a2 = batch.start("def f: f; f", nullptr, {}, "shop/runaway");
+  const std::size_t a3 = batch.start("def f: f; f", nullptr, {}, "shop/runaway");
+  const std::size_t b = batch.start(".n + 1", json::object{{"n", 1}}, {}, "shop/fine");
+  const auto& results = batch.wait();
+  CHECK(results[b]->value == json::value(2));
+  for (const std::size_t a : {a1, a2, a3}) {
+    CHECK_THAT(results[a]->error, Catch::Contains("time limit"));
+  }
+  // First come, first served would have run b last: after three time limits.
+  CHECK(batch.order() == std::vector<std::size_t>{a1, a2, b, a3});
 }
 
 TEST_CASE("jq workers: a full queue refuses at once", "[engine][jq]") {

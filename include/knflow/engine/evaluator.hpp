@@ -28,8 +28,11 @@ class Evaluator {
  public:
   virtual ~Evaluator() = default;
   // `variables` are bound as $name (e.g. {"input": ..., "run": ...} gives $input, $run).
+  // Evaluations that wait are served in turns across `lane`s (the engine's: one per workflow), so
+  // that one workflow's runaway expressions do not hold up every other's.
   virtual boost::asio::awaitable<Evaluation> evaluate(std::string program, boost::json::value input,
-                                                      boost::json::object variables) = 0;
+                                                      boost::json::object variables,
+                                                      std::string lane) = 0;
 };
 
 }  // namespace knflow::engine

@@ -40,7 +40,8 @@ class JqWorkerPool final : public Evaluator {
   ~JqWorkerPool() override;
 
   boost::asio::awaitable<Evaluation> evaluate(std::string program, boost::json::value input,
-                                              boost::json::object variables) override;
+                                              boost::json::object variables,
+                                              std::string lane) override;
   // Compiles `program` with `variables` (names without `$`) declared on a worker, without running
   // it, and says what validation would (model::compile_error, run in the worker: no $HOME/.jq,
   // and jq's compile time bounded by the time limit). A program that takes longer than the time
