@@ -108,20 +108,19 @@ struct Api::Handlers {
   // report keeps its pending expressions), or nullopt.
   asio::awaitable<std::optional<std::string>> compile_pending(model::ValidationReport& report) {
     std::vector<std::optional<std::string>> verdicts;
-    std::map<std::pair<std::string, std::vector<std::string>>, std::size_t> first;  // → verdicts
     for (const model::PendingExpression& p : report.pending) {
-      auto [at, added] = first.try_emplace({p.program, p.variables}, verdicts.size());
-      if (!added) {
-        verdicts.push_back(verdicts[at->second]);
-        continue;
+      // A program met twice is compiled once: its verdict is known the second time.
+      auto verdict = model::known_verdict(p.program, p.variables);
+      if (!verdict) {
+        std::string program = p.program;
+        std::vector<std::string> variables = p.variables;
+        engine::CompileCheck checked =
+            co_await api.compiler_->check(std::move(program), std::move(variables));
+        if (!checked.done) co_return std::move(checked.error);
+        model::remember_verdict(p.program, p.variables, checked.problem);
+        verdict = std::move(checked.problem);
       }
-      std::string program = p.program;
-      std::vector<std::string> variables = p.variables;
-      engine::CompileCheck checked =
-          co_await api.compiler_->check(std::move(program), std::move(variables));
-      if (!checked.done) co_return std::move(checked.error);
-      model::remember_verdict(p.program, p.variables, checked.problem);
-      verdicts.push_back(std::move(checked.problem));
+      verdicts.push_back(std::move(*verdict));
     }
     model::apply_verdicts(report, verdicts);
     co_return std::nullopt;

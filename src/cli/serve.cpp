@@ -302,6 +302,15 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
   return tokens;
 }
 
+// The controller's jq compiles, on the validation worker (ControllerSettings::compile_expression).
+// A plain coroutine function, not a lambda: g++ 12 mishandles coroutine lambdas with captures.
+asio::awaitable<std::optional<std::optional<std::string>>> compile_on(
+    engine::JqWorkerPool* pool, std::string program, std::vector<std::string> variables) {
+  engine::CompileCheck checked = co_await pool->check(std::move(program), std::move(variables));
+  if (!checked.done) co_return std::nullopt;
+  co_return std::optional<std::optional<std::string>>(std::move(checked.problem));
+}
+
 // Creates or replaces the workflow in `file` (writer strand, after attach). Prints why not and
 // returns false when the file is unreadable or invalid.
 bool apply_file(api::Api& api, const std::string& file) {
@@ -516,6 +525,10 @@ int serve(const std::vector<std::string>& args) {
     cs.election.lease_name = vm["lease-name"].as<std::string>();
     cs.resync = seconds_option(vm, "resync");
     cs.metrics = &metrics;
+    cs.compile_expression = [pool = &validation_jq](std::string program,
+                                                    std::vector<std::string> variables) {
+      return compile_on(pool, std::move(program), std::move(variables));
+    };
     reconciler = std::make_unique<controller::Controller>(ioc.get_executor(), *kube_client, cs);
   }
   http::Router router;

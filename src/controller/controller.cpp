@@ -5,6 +5,7 @@
 #include "knflow/kube/informer.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
+#include "knflow/model/expression.hpp"
 #include "knflow/model/validate.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -539,14 +540,37 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
 
   // ---- reconcile
 
-  Plan plan_for(const json::object& wf) {
+  // Validates `wf`, with its jq compiles on settings.compile_expression when there is one: the
+  // verdicts are remembered, so that render's own validation finds them. Nullopt when they could
+  // not be compiled now.
+  asio::awaitable<std::optional<model::CheckResult>> check(const json::object& wf) {
+    const model::ValidateOptions options{.defer_compile =
+                                             static_cast<bool>(settings.compile_expression)};
+    model::CheckResult checked = model::check_value(json::value(model_view(wf)), options);
+    std::vector<std::optional<std::string>> verdicts;
+    for (const model::PendingExpression& p : checked.report.pending) {
+      // A program met twice is compiled once: its verdict is known the second time.
+      auto verdict = model::known_verdict(p.program, p.variables);
+      if (!verdict) {
+        std::string program = p.program;
+        std::vector<std::string> variables = p.variables;
+        verdict = co_await settings.compile_expression(std::move(program), std::move(variables));
+        if (!verdict) co_return std::nullopt;
+        model::remember_verdict(p.program, p.variables, *verdict);
+      }
+      verdicts.push_back(std::move(*verdict));
+    }
+    model::apply_verdicts(checked.report, verdicts);
+    co_return checked;
+  }
+
+  Plan plan_for(const json::object& wf, model::CheckResult checked) {
     const auto& meta = metadata_of(wf);
     Plan plan;
     plan.uid = string_at(meta, "uid");
     plan.generation = int_at(meta, "generation");
     const std::string name = string_at(meta, "name");
     plan.entry_sequence = name;
-    model::CheckResult checked = model::check_value(json::value(model_view(wf)));
     if (!checked.report.ok() || !checked.workflow) {
       plan.invalid = Readiness{"False", "InvalidSpec", errors_message(checked.report.errors)};
     } else if (!checked.report.cluster.supported) {
@@ -603,7 +627,12 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     if (meta.contains("deletionTimestamp")) co_return Outcome::success;
     const std::string ns = string_at(meta, "namespace");
     const std::string name = string_at(meta, "name");
-    const Plan plan = plan_for(*wf);
+    auto checked = co_await check(*wf);
+    if (!checked) {
+      log::warn("Could not compile a workflow's expressions now; will retry", {{"workflow", key}});
+      co_return Outcome::retry;
+    }
+    const Plan plan = plan_for(*wf, std::move(*checked));
 
     StatusInput input;
     input.generation = plan.generation;

@@ -7,6 +7,7 @@ in SQLite."""
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -47,7 +48,13 @@ class ServeClusterTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.env = KubeEnv(controller_manager=True).start()
-        cls.daemon = Daemon("--kubeconfig", cls.env.kubeconfig, "--resync", "5")
+        # A HOME with a jq library: libjq reads $HOME/.jq into every program compiled in a
+        # process that has one; the daemon's validation must not (it compiles on a jq worker).
+        cls.home = tempfile.TemporaryDirectory()
+        with open(os.path.join(cls.home.name, ".jq"), "w") as f:
+            f.write("def knflow_from_home: true;\n")
+        cls.daemon = Daemon("--kubeconfig", cls.env.kubeconfig, "--resync", "5",
+                            env={"HOME": cls.home.name})
         try:
             cls.daemon.start()
         except Exception:
@@ -63,6 +70,7 @@ class ServeClusterTest(unittest.TestCase):
         finally:
             cls.daemon.close()
             cls.env.stop()
+            cls.home.cleanup()
 
     def kube_get(self, resource, name, check=True):
         out = self.env.kubectl("get", resource, name, "-n", NS, "-o", "json", check=check)
@@ -127,6 +135,26 @@ class ServeClusterTest(unittest.TestCase):
         self.env.kubectl("delete", "workflows.knflow.dev", "via-kubectl", "-n", NS)
         wait_for("the mirror to drop it",
                  lambda: self.daemon.json("GET", BASE + "/via-kubectl")[0] == 404)
+
+    def test_the_controller_compiles_expressions_as_the_workers_do(self):
+        """A Workflow applied with kubectl is validated by the daemon's controller with its jq
+        compiles on the validation worker: off its event loop, and without the daemon's
+        $HOME/.jq (a function defined there compiled in the daemon's own process)."""
+        doc = cluster_workflow("home-expression")
+        doc["spec"]["do"][0]["input"] = "${ knflow_from_home }"
+        self.env.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+        def refused():
+            wf = self.kube_get("workflows.knflow.dev", "home-expression", check=False)
+            conditions = (wf or {}).get("status", {}).get("conditions", [])
+            valid = [c for c in conditions if c["type"] == "Valid"]
+            return valid[0] if valid and valid[0]["status"] == "False" else None
+
+        valid = wait_for("Valid=False", refused)
+        self.assertEqual(valid["reason"], "InvalidSpec", valid)
+        self.assertIn("knflow_from_home/0 is not defined", valid["message"])
+        self.assertIn("/spec/do/0/input", valid["message"])
+        self.env.kubectl("delete", "workflows.knflow.dev", "home-expression", "-n", NS)
 
     def test_a_replace_without_resource_version_survives_concurrent_status_writes(self):
         # A PUT without metadata.resourceVersion is unconditional; the apiserver needs a version

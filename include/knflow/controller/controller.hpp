@@ -16,6 +16,7 @@
 #include "knflow/render/render.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/json/object.hpp>
 
 #include <chrono>
@@ -23,7 +24,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace knflow::metrics {
 class Metrics;
@@ -42,6 +45,13 @@ struct StatusChange {
   boost::json::object status;  // the whole status as written
 };
 
+// Compiles a jq program with the variables in its scope as validation does, somewhere other than
+// the controller's threads: the verdict (nullopt inside when it compiles), or nullopt when nothing
+// could compile it now.
+using ExpressionCompiler =
+    std::function<boost::asio::awaitable<std::optional<std::optional<std::string>>>(
+        std::string program, std::vector<std::string> variables)>;
+
 struct ControllerSettings {
   std::size_t workers = 2;
   std::chrono::milliseconds resync{600'000};  // every Workflow is enqueued this often; 0: never
@@ -53,6 +63,10 @@ struct ControllerSettings {
   std::string field_manager = "knflow";
   kube::ReflectorSettings reflector;    // of every informer
   metrics::Metrics* metrics = nullptr;  // optional; must outlive the controller
+  // Where validation's jq compiles go (knflow serve: its validation worker, docs/expressions.md);
+  // empty: in this process, on the reconciling thread. A reconcile whose expressions cannot be
+  // compiled now is retried.
+  ExpressionCompiler compile_expression;
   // Called after a status write, on a worker's executor; must not block.
   std::function<void(const StatusChange&)> on_status_change;
   // Tests only: wait this long between reading a Workflow and writing its status, to make a
