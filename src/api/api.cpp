@@ -117,7 +117,7 @@ struct Api::Handlers {
         engine::CompileCheck checked =
             co_await api.compiler_->check(std::move(program), std::move(variables));
         if (!checked.done) co_return std::move(checked.error);
-        model::remember_verdict(p.program, p.variables, checked.problem);
+        if (checked.lasting) model::remember_verdict(p.program, p.variables, checked.problem);
         verdict = std::move(checked.problem);
       }
       verdicts.push_back(std::move(*verdict));

@@ -304,11 +304,12 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
 
 // The controller's jq compiles, on the validation worker (ControllerSettings::compile_expression).
 // A plain coroutine function, not a lambda: g++ 12 mishandles coroutine lambdas with captures.
-asio::awaitable<std::optional<std::optional<std::string>>> compile_on(
+asio::awaitable<std::optional<controller::CompileVerdict>> compile_on(
     engine::JqWorkerPool* pool, std::string program, std::vector<std::string> variables) {
   engine::CompileCheck checked = co_await pool->check(std::move(program), std::move(variables));
   if (!checked.done) co_return std::nullopt;
-  co_return std::optional<std::optional<std::string>>(std::move(checked.problem));
+  co_return controller::CompileVerdict{.problem = std::move(checked.problem),
+                                       .lasting = checked.lasting};
 }
 
 // Creates or replaces the workflow in `file` (writer strand, after attach). Prints why not and

@@ -554,9 +554,11 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       if (!verdict) {
         std::string program = p.program;
         std::vector<std::string> variables = p.variables;
-        verdict = co_await settings.compile_expression(std::move(program), std::move(variables));
-        if (!verdict) co_return std::nullopt;
-        model::remember_verdict(p.program, p.variables, *verdict);
+        auto compiled =
+            co_await settings.compile_expression(std::move(program), std::move(variables));
+        if (!compiled) co_return std::nullopt;
+        if (compiled->lasting) model::remember_verdict(p.program, p.variables, compiled->problem);
+        verdict = std::move(compiled->problem);
       }
       verdicts.push_back(std::move(*verdict));
     }

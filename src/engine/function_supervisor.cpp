@@ -796,7 +796,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
         if (current) existing->definition = std::max(existing->definition, revision);
         return existing;
       }
-      if (current && revision >= existing->definition) {
+      if (current && (revision < 0 || revision >= existing->definition)) {
         log::info("Replacing local function with a changed spec", {{"namespace", key.namespace_},
                                                                    {"workflow", key.workflow},
                                                                    {"function", key.function}});

@@ -698,30 +698,28 @@ boost::asio::awaitable<CompileCheck> JqWorkerPool::check(std::string program,
       impl_->strand, Impl::run(impl_, std::move(request), std::string(), &fault),
       asio::use_awaitable);
   const bool stopping = answer.error == kShuttingDown;
+  CompileCheck out;
   if (fault == Fault::timeout && !stopping) {
-    co_return CompileCheck{.done = true,
-                           .problem = "jq took longer than the " +
-                                      std::to_string(impl_->settings.time_limit.count()) +
-                                      " ms time limit for expressions to compile it",
-                           .error = {}};
-  }
-  if (fault == Fault::died && !stopping) {
+    out.done = true;
+    out.problem = "jq took longer than the " + std::to_string(impl_->settings.time_limit.count()) +
+                  " ms time limit for expressions to compile it";
+    out.lasting = false;
+  } else if (fault == Fault::died && !stopping) {
     // Twice (the pool tries again on a fresh worker): the program crashes jq's compiler.
-    co_return CompileCheck{
-        .done = true, .problem = "jq's compiler crashed on it (" + answer.error + ")", .error = {}};
+    out.done = true;
+    out.problem = "jq's compiler crashed on it (" + answer.error + ")";
+    out.lasting = false;
+  } else if (!answer.ok()) {
+    out.error = answer.error;
+  } else if (answer.value && answer.value->is_null()) {
+    out.done = true;
+  } else if (answer.value && answer.value->is_string()) {
+    out.done = true;
+    out.problem = std::string(answer.value->get_string());
+  } else {
+    out.error = "the expression worker gave a malformed answer to a check";
   }
-  if (!answer.ok()) co_return CompileCheck{.done = false, .problem = {}, .error = answer.error};
-  if (answer.value && answer.value->is_null())
-    co_return CompileCheck{.done = true, .problem = std::nullopt, .error = {}};
-  if (answer.value && answer.value->is_string()) {
-    co_return CompileCheck{
-        .done = true, .problem = std::string(answer.value->get_string()), .error = {}};
-  }
-  co_return CompileCheck{.done = false,
-                         .problem = {},
-                         .error =
-                             "the expression worker gave a "
-                             "malformed answer to a check"};
+  co_return out;
 }
 
 void JqWorkerPool::shutdown() {

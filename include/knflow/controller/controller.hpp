@@ -45,12 +45,17 @@ struct StatusChange {
   boost::json::object status;  // the whole status as written
 };
 
+// What compiling an expression said: why it does not compile (nullopt: it does), and whether the
+// verdict may be cached (false when a bound such as the time limit decided it).
+struct CompileVerdict {
+  std::optional<std::string> problem;
+  bool lasting = true;
+};
+
 // Compiles a jq program with the variables in its scope as validation does, somewhere other than
-// the controller's threads: the verdict (nullopt inside when it compiles), or nullopt when nothing
-// could compile it now.
-using ExpressionCompiler =
-    std::function<boost::asio::awaitable<std::optional<std::optional<std::string>>>(
-        std::string program, std::vector<std::string> variables)>;
+// the controller's threads: the verdict, or nullopt when nothing could compile it now.
+using ExpressionCompiler = std::function<boost::asio::awaitable<std::optional<CompileVerdict>>(
+    std::string program, std::vector<std::string> variables)>;
 
 struct ControllerSettings {
   std::size_t workers = 2;

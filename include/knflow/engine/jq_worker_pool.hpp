@@ -29,6 +29,9 @@ struct CompileCheck {
   bool done = false;                   // a verdict was reached; false: see `error`
   std::optional<std::string> problem;  // when done: why it does not compile; nullopt: it does
   std::string error;  // when not done: why no worker could check it (shutting down, queue full)
+  // False when the verdict comes from a bound (the time limit, a crash) that a busier or quieter
+  // machine may judge otherwise: not to be cached.
+  bool lasting = true;
 };
 
 // Evaluator backed by `knflow jq-worker` processes (see run_jq_worker). A worker that exceeds the
