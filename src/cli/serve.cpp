@@ -469,8 +469,9 @@ int serve(const std::vector<std::string>& args) {
           .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
           .time_limit = seconds_option(vm, "expression-timeout"),
       });
-  // Validation compiles the expressions of workflows written through the API on a worker of its
-  // own: off the connections' threads, without $HOME/.jq, never waiting behind runs' expressions
+  // Validation compiles the expressions of workflows written through the API, and in cluster mode
+  // of those the controller reconciles, on a worker of its own: off the connections' and the
+  // event loop's threads, without $HOME/.jq, never waiting behind runs' expressions
   // (docs/expressions.md).
   engine::JqWorkerPool validation_jq(ioc.get_executor(),
                                      engine::JqWorkerSettings{
