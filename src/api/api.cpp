@@ -415,18 +415,16 @@ struct Api::Handlers {
       }
       co_await mirror(result);
     } else {
-      // The supervisor learns the new definition in the same turn of the writer strand that
-      // publishes it, before a run of it can call a function.
-      WriteOp op = [w = std::get<model::Workflow>(std::move(read)), create,
-                    functions = api.functions_](cache::WorkflowCache& c) mutable {
-        auto written = create ? c.create(std::move(w)) : c.replace(std::move(w));
-        announce(functions, written);
-        return written;
+      WriteOp op = [w = std::get<model::Workflow>(std::move(read)),
+                    create](cache::WorkflowCache& c) mutable {
+        return create ? c.create(std::move(w)) : c.replace(std::move(w));
       };
       result = co_await on_writer(std::move(op));
     }
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
     const auto& entry = *result.entry;
+    // Local function processes of an older definition stop once no call holds them.
+    if (!create && api.functions_) api.functions_->workflow_changed(entry.namespace_, entry.name);
     log::info(create ? "Created workflow" : "Updated workflow",
               {{"namespace", entry.namespace_},
                {"name", entry.name},
@@ -470,18 +468,15 @@ struct Api::Handlers {
         co_await on_writer(std::move(op));
       }
     } else {
-      WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name"), precondition,
-                    functions = api.functions_](cache::WorkflowCache& c) {
-        auto removed = c.remove(ns, name, precondition);
-        // Its local functions stop once no call of a run still going holds them.
-        if (removed.status == cache::WriteStatus::ok && functions) {
-          functions->forget_workflow(ns, name);
-        }
-        return removed;
-      };
+      WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name"), precondition](
+                       cache::WorkflowCache& c) { return c.remove(ns, name, precondition); };
       result = co_await on_writer(std::move(op));
     }
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
+    // Its local functions stop once no call of a run still going holds them.
+    if (api.functions_) {
+      api.functions_->workflow_changed(result.entry->namespace_, result.entry->name);
+    }
     api.forget_decoded(result.entry->namespace_, result.entry->name);
     log::info("Deleted workflow",
               {{"namespace", result.entry->namespace_}, {"name", result.entry->name}});
@@ -543,14 +538,6 @@ struct Api::Handlers {
     co_return problem(404, "not-found", "No route matches " + req.path, req);
   }
 
-  // Standalone mode: tells the function supervisor a workflow's definition now, so that the
-  // processes of older ones stop once no call holds them (FunctionSupervisor::ensure).
-  static void announce(engine::FunctionSupervisor* functions, const cache::WriteResult& written) {
-    if (functions == nullptr || written.status != cache::WriteStatus::ok || !written.entry) return;
-    functions->set_revision(written.entry->namespace_, written.entry->name,
-                            written.entry->resource_version);
-  }
-
   static std::string_view content_type_for(std::string_view path) {
     struct Type {
       std::string_view ext, type;
@@ -589,14 +576,18 @@ void Api::attach(std::unique_ptr<cache::WorkflowCache> cache, std::unique_ptr<st
   // The broker remembers the runs it started before a restart (migration 7).
   if (runs_) broker_runs_.seed(runs_->recent_deliveries(settings_.broker_recent_runs));
   cache_owner_ = std::move(cache);
-  // The supervisor learns every workflow's definition before a run resumes: a resumed run of a
-  // workflow deleted meanwhile then gets a process that stops after its calls.
+  // The supervisor reads workflows' current definitions from the cache, before a run resumes: a
+  // resumed run of a workflow deleted meanwhile gets a process that stops after its calls.
   if (functions_ && cache_owner_) {
-    std::map<std::pair<std::string, std::string>, std::int64_t> current;
-    for (const auto& [key, entry] : cache_owner_->snapshot()->items) {
-      current.emplace(std::pair{entry->namespace_, entry->name}, entry->resource_version);
-    }
-    functions_->set_revisions(std::move(current));
+    functions_->set_definitions(
+        [this](const std::string& ns, const std::string& name) -> std::optional<std::int64_t> {
+          auto* c = cache_.load();
+          if (c == nullptr) return std::nullopt;
+          const auto snap = c->snapshot();
+          const auto it = snap->items.find({ns, name});
+          if (it == snap->items.end()) return std::nullopt;
+          return it->second->resource_version;
+        });
   }
   cache_.store(cache_owner_.get());
   if (ready) ready_ = true;
@@ -611,7 +602,9 @@ std::string Api::apply(model::Workflow workflow) {
   const bool exists =
       c->snapshot()->items.contains({workflow.metadata.namespace_, workflow.metadata.name});
   auto result = exists ? c->replace(std::move(workflow)) : c->create(std::move(workflow));
-  Handlers::announce(functions_, result);
+  if (exists && functions_ && result.status == cache::WriteStatus::ok) {
+    functions_->workflow_changed(result.entry->namespace_, result.entry->name);
+  }
   return result.status == cache::WriteStatus::ok ? std::string() : result.message;
 }
 

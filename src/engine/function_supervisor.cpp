@@ -625,10 +625,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   std::map<FunctionKey, KeptLines> logs;
   // The sequence number of the last line kept, of any function (LogLine::seq).
   std::uint64_t last_log_seq = 0;
-  // What set_revisions/set_revision/forget_workflow said: each workflow's current definition,
-  // nullopt for one deleted since the start.
-  std::map<std::pair<std::string, std::string>, std::optional<std::int64_t>> revisions;
-  bool revisions_complete = false;  // a workflow missing from `revisions` was deleted too
+  DefinitionLookup definitions;  // strand-owned; empty: every run follows the current definition
   // Strand-owned: retired functions still running (a call holds them, or they linger).
   std::multimap<FunctionKey, std::shared_ptr<Function>> retired;
   std::map<FunctionKey, unsigned> spec_revisions;  // strand-owned: the last Function::revision
@@ -768,27 +765,25 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
 
   // Whether a run of the workflow's definition `revision` runs its current definition. Holds
   // `mutex`.
-  bool is_current_locked(const FunctionKey& key, std::int64_t revision) const {
-    if (deleted_locked(key)) return false;
-    const auto it = revisions.find({key.namespace_, key.workflow});
-    return it == revisions.end() || revision < 0 || revision >= *it->second;
+  bool is_current(const FunctionKey& key, std::int64_t revision) const {
+    if (!definitions) return true;
+    const auto now = definitions(key.namespace_, key.workflow);
+    return now && (revision < 0 || revision >= *now);
   }
 
-  // Whether the key's workflow was deleted (as far as the supervisor was told). Holds `mutex`.
-  bool deleted_locked(const FunctionKey& key) const {
-    const auto it = revisions.find({key.namespace_, key.workflow});
-    return it == revisions.end() ? revisions_complete : !it->second.has_value();
+  // Whether the key's workflow no longer exists.
+  bool deleted(const FunctionKey& key) const {
+    return definitions && !definitions(key.namespace_, key.workflow);
   }
 
   // The function that serves `key` with `spec` for a run of definition `revision` (see ensure()
   // in the header), started if it is new.
   std::shared_ptr<Function> function_for(const FunctionKey& key, FunctionSpec spec,
                                          std::int64_t revision) {
-    bool current = false;
+    bool current = is_current(key, revision);
     std::shared_ptr<Function> existing;
     {
       std::lock_guard lock(mutex);
-      current = is_current_locked(key, revision);
       if (auto it = functions.find(key); it != functions.end()) existing = it->second;
     }
     if (existing) {
@@ -896,43 +891,42 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
         break;
       }
     }
-    std::lock_guard lock(mutex);
-    if (auto it = functions.find(fn->key); it != functions.end() && it->second == fn) {
-      functions.erase(it);
+    {
+      std::lock_guard lock(mutex);
+      if (auto it = functions.find(fn->key); it != functions.end() && it->second == fn) {
+        functions.erase(it);
+      }
     }
-    forget_logs_if_gone_locked(fn->key);
+    forget_logs_if_gone(fn->key);
   }
 
-  // A deleted workflow's lines go with its last process. Holds `mutex`.
-  void forget_logs_if_gone_locked(const FunctionKey& key) {
-    if (!deleted_locked(key) || functions.contains(key) || retired.contains(key)) return;
+  // A deleted workflow's lines go with its last process.
+  void forget_logs_if_gone(const FunctionKey& key) {
+    if (!deleted(key) || retired.contains(key)) return;
+    std::lock_guard lock(mutex);
+    if (functions.contains(key)) return;
     logs.erase(key);
     spec_revisions.erase(key);
   }
 
   // Processes of (namespace, workflow) that no longer run its current definition stop once no
-  // call holds them.
+  // call holds them; without a definition lookup, all of them.
   void retire_outdated(const std::string& namespace_, const std::string& workflow) {
+    const auto now = definitions ? definitions(namespace_, workflow) : std::nullopt;
     std::vector<std::shared_ptr<Function>> outdated;
+    std::vector<FunctionKey> logged;
     {
       std::lock_guard lock(mutex);
-      const auto said = revisions.find({namespace_, workflow});
       for (const auto& [key, fn] : functions) {
         if (key.namespace_ != namespace_ || key.workflow != workflow) continue;
-        // Current only when known to run the definition the supervisor was told of.
-        const bool current = said != revisions.end() && said->second && fn->definition >= 0 &&
-                             fn->definition >= *said->second;
-        if (!current) outdated.push_back(fn);
+        if (!now || fn->definition < 0 || fn->definition < *now) outdated.push_back(fn);
       }
-      for (auto it = logs.begin(); it != logs.end();) {
-        const FunctionKey& key = it->first;
-        const bool gone = key.namespace_ == namespace_ && key.workflow == workflow &&
-                          deleted_locked(key) && !functions.contains(key) && !retired.contains(key);
-        if (gone) spec_revisions.erase(key);
-        it = gone ? logs.erase(it) : std::next(it);
+      for (const auto& [key, lines] : logs) {
+        if (key.namespace_ == namespace_ && key.workflow == workflow) logged.push_back(key);
       }
     }
     for (const auto& fn : outdated) retire(fn);
+    for (const auto& key : logged) forget_logs_if_gone(key);
   }
 
   static std::string url(const Process& p) { return "http://127.0.0.1:" + std::to_string(p.port); }
@@ -1525,37 +1519,14 @@ void FunctionSupervisor::set_sink(SinkSettings sink) {
              [self = impl_, sink = std::move(sink)]() mutable { self->sink = std::move(sink); });
 }
 
-void FunctionSupervisor::set_revisions(
-    std::map<std::pair<std::string, std::string>, std::int64_t> current) {
-  std::vector<std::pair<std::string, std::string>> known;
-  {
-    std::lock_guard lock(impl_->mutex);
-    for (const auto& [key, fn] : impl_->functions) known.emplace_back(key.namespace_, key.workflow);
-    impl_->revisions.clear();
-    for (auto& [workflow, revision] : current) impl_->revisions.emplace(workflow, revision);
-    impl_->revisions_complete = true;
-  }
-  asio::post(impl_->strand, [self = impl_, known = std::move(known)] {
-    for (const auto& [namespace_, workflow] : known) self->retire_outdated(namespace_, workflow);
+void FunctionSupervisor::set_definitions(DefinitionLookup lookup) {
+  asio::post(impl_->strand, [self = impl_, lookup = std::move(lookup)]() mutable {
+    self->definitions = std::move(lookup);
   });
 }
 
-void FunctionSupervisor::set_revision(const std::string& namespace_, const std::string& workflow,
-                                      std::int64_t revision) {
-  {
-    std::lock_guard lock(impl_->mutex);
-    impl_->revisions.insert_or_assign({namespace_, workflow}, revision);
-  }
-  asio::post(impl_->strand,
-             [self = impl_, namespace_, workflow] { self->retire_outdated(namespace_, workflow); });
-}
-
-void FunctionSupervisor::forget_workflow(const std::string& namespace_,
-                                         const std::string& workflow) {
-  {
-    std::lock_guard lock(impl_->mutex);
-    impl_->revisions.insert_or_assign({namespace_, workflow}, std::nullopt);
-  }
+void FunctionSupervisor::workflow_changed(const std::string& namespace_,
+                                          const std::string& workflow) {
   asio::post(impl_->strand,
              [self = impl_, namespace_, workflow] { self->retire_outdated(namespace_, workflow); });
 }

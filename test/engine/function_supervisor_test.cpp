@@ -757,10 +757,23 @@ TEST_CASE("A changed spec replaces the process", "[function_supervisor]") {
   shutdown(ioc, supervisor);
 }
 
-TEST_CASE("forget_workflow and shutdown stop processes and their children",
+// The workflows as a test's "cache" holds them: (namespace, name) → current resourceVersion.
+using Workflows = std::map<std::pair<std::string, std::string>, std::int64_t>;
+
+FunctionSupervisor::DefinitionLookup lookup_in(const Workflows& workflows) {
+  return
+      [&workflows](const std::string& ns, const std::string& name) -> std::optional<std::int64_t> {
+        const auto it = workflows.find({ns, name});
+        return it == workflows.end() ? std::nullopt : std::make_optional(it->second);
+      };
+}
+
+TEST_CASE("A deleted workflow and shutdown stop processes and their children",
           "[function_supervisor]") {
   asio::io_context ioc;
+  Workflows workflows{{{"shop", "a"}, 1}, {{"shop", "b"}, 1}, {{"elsewhere", "a"}, 1}};
   FunctionSupervisor supervisor(ioc.get_executor());
+  supervisor.set_definitions(lookup_in(workflows));
   const auto a1 = key("a", "one");
   const auto a2 = key("a", "two");
   const auto b1 = key("b", "one");
@@ -780,7 +793,9 @@ TEST_CASE("forget_workflow and shutdown stop processes and their children",
   REQUIRE(grandchild > 0);
   REQUIRE(exists(grandchild));
 
-  supervisor.forget_workflow("shop", "a");  // deleted; no call holds its processes
+  // Deleted; no call holds its processes.
+  workflows.erase({"shop", "a"});
+  supervisor.workflow_changed("shop", "a");
   REQUIRE(run_until(ioc, [&] { return reaped(pid_a1) && reaped(pid_a2) && dead(grandchild); }));
   CHECK(!supervisor.state(a1));
   CHECK(!supervisor.state(a2));
@@ -802,7 +817,8 @@ TEST_CASE("Runs of an earlier definition keep a process of their own while they 
   asio::io_context ioc;
   FunctionSupervisor supervisor(
       ioc.get_executor(), SupervisorSettings{.retired_linger = std::chrono::milliseconds(50)});
-  supervisor.set_revisions({{{"shop", "orders"}, 1}});
+  Workflows workflows{{{"shop", "orders"}, 1}};
+  supervisor.set_definitions(lookup_in(workflows));
   const auto k = key("orders", "echo");
   auto old_call = std::make_optional(ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}), 1));
   REQUIRE(old_call->url);
@@ -810,7 +826,8 @@ TEST_CASE("Runs of an earlier definition keep a process of their own while they 
 
   // The workflow is replaced with another command line while a run of the old one is in a call:
   // the old process serves that call; runs of the new definition get a process of their own.
-  supervisor.set_revision("shop", "orders", 2);
+  workflows[{"shop", "orders"}] = 2;
+  supervisor.workflow_changed("shop", "orders");
   auto new_call = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "b"}}), 2);
   REQUIRE(new_call.url);
   CHECK(*new_call.url != *old_call->url);
@@ -851,7 +868,8 @@ TEST_CASE("A deleted workflow's processes stop once no call holds them, and stay
   asio::io_context ioc;
   FunctionSupervisor supervisor(
       ioc.get_executor(), SupervisorSettings{.retired_linger = std::chrono::milliseconds(50)});
-  supervisor.set_revisions({{{"shop", "orders"}, 3}, {{"shop", "other"}, 4}});
+  Workflows workflows{{{"shop", "orders"}, 3}, {{"shop", "other"}, 4}};
+  supervisor.set_definitions(lookup_in(workflows));
   const auto k = key("orders", "echo");
   auto call = std::make_optional(ensure(ioc, supervisor, k, echo_spec(), 3));
   REQUIRE(call->url);
@@ -859,7 +877,8 @@ TEST_CASE("A deleted workflow's processes stop once no call holds them, and stay
   const auto other = ensure(ioc, supervisor, key("other", "echo"), echo_spec(), 4);
   REQUIRE(other.url);
 
-  supervisor.forget_workflow("shop", "orders");
+  workflows.erase({"shop", "orders"});
+  supervisor.workflow_changed("shop", "orders");
   // Deleted during the call: the process serves it to the end.
   CHECK(http(port_of(*call->url), "POST", "/", "in flight").body == "in flight");
   call.reset();
@@ -875,14 +894,15 @@ TEST_CASE("A deleted workflow's processes stop once no call holds them, and stay
   CHECK(!supervisor.state(k));  // not the workflow's current process: there is none
   late = Endpoint{};
   REQUIRE(run_until(ioc, [&] { return !answers(late_port); }));
-  // A workflow missing from the start's list was deleted before: the same.
+  // A workflow the cache does not hold (deleted before a restart): the same.
   auto unknown = ensure(ioc, supervisor, key("gone", "echo"), echo_spec(), 1);
   REQUIRE(unknown.url);
   const auto unknown_port = port_of(*unknown.url);
   unknown = Endpoint{};
   REQUIRE(run_until(ioc, [&] { return !answers(unknown_port); }));
   // Created again: a current process, which stays.
-  supervisor.set_revision("shop", "orders", 9);
+  workflows[{"shop", "orders"}] = 9;
+  supervisor.workflow_changed("shop", "orders");
   const auto recreated = ensure(ioc, supervisor, k, echo_spec(), 9);
   REQUIRE(recreated.url);
   CHECK(supervisor.state(k)->running);

@@ -136,18 +136,17 @@ class FunctionSupervisor {
   boost::asio::awaitable<Endpoint> ensure(FunctionKey key, FunctionSpec spec,
                                           std::int64_t revision = -1);
 
-  // The workflows as they are: every (namespace, name) with its current definition's
-  // resourceVersion, given once at start; from then on a workflow missing here (or forgotten)
-  // has been deleted. Until this is called, nothing is known to be deleted. Any thread.
-  void set_revisions(std::map<std::pair<std::string, std::string>, std::int64_t> current);
-  // A workflow was created or replaced: `revision` is its definition now. Processes of older
-  // definitions stop once no call holds them. Any thread; ensure() calls made after this returns
-  // see it.
-  void set_revision(const std::string& namespace_, const std::string& workflow,
-                    std::int64_t revision);
-  // A workflow was deleted: its processes stop once no call holds them, and runs still going
-  // get processes that stop after their calls. Any thread, as set_revision.
-  void forget_workflow(const std::string& namespace_, const std::string& workflow);
+  // Where the supervisor reads a workflow's current definition: its resourceVersion, nullopt once
+  // it no longer exists (knflow serve: the workflow cache's snapshot). Without one every run is
+  // taken to follow the current definition and nothing is known to be deleted (tests). Call
+  // before the first ensure(); the lookup is called on the supervisor's strand.
+  using DefinitionLookup = std::function<std::optional<std::int64_t>(const std::string& namespace_,
+                                                                     const std::string& workflow)>;
+  void set_definitions(DefinitionLookup lookup);
+  // A workflow was created, replaced or deleted: its processes of other definitions than the
+  // current one (all of them when it was deleted, or without a lookup) stop once no call holds
+  // them. Any thread.
+  void workflow_changed(const std::string& namespace_, const std::string& workflow);
 
   // The kept lines of these functions that match `query`, merged in arrival order; lines that
   // were dropped (older than the last log_lines of their function) are not there. Any thread:
