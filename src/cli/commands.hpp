@@ -2,6 +2,8 @@
 
 // The CLI's commands; each returns the process exit code. Main thread only.
 
+#include "knflow/controller/controller.hpp"
+#include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/errors.hpp"
 #include "knflow/model/validate.hpp"
@@ -37,9 +39,14 @@ std::optional<std::string> read_input_file(const std::string& file, std::string_
 // JSON for *.json, else YAML.
 model::Format workflow_file_format(const std::string& file);
 // Checks a workflow file's text as the daemon does (model::check_document), with jq compiling its
-// expressions as the daemon's workers do: this process's $HOME is dropped first, since libjq
-// would read $HOME/.jq into every program (docs/expressions.md). Single-threaded commands only.
+// expressions as the daemon's workers do: without this process's $HOME while it compiles, since
+// libjq reads $HOME/.jq into every program (docs/expressions.md); HOME is set again afterwards.
+// It changes the environment: only while no other thread runs.
 model::CheckResult check_workflow_text(std::string_view text, model::Format format);
+// Validation's jq compiles for ControllerSettings::compile_expression, on `pool`'s workers: off
+// the caller's threads, without $HOME/.jq, and with jq's compile time bounded. `pool` must
+// outlive every reconcile.
+controller::ExpressionCompiler compile_on_worker(engine::JqWorkerPool& pool);
 // Every error as "  /pointer: message", one per line.
 void print_error_list(std::ostream& out, const model::Errors& errors);
 void print_usage();

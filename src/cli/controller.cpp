@@ -4,6 +4,7 @@
 #include "commands.hpp"
 
 #include "knflow/controller/controller.hpp"
+#include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/http/server.hpp"
 #include "knflow/kube/client.hpp"
 #include "knflow/kube/config.hpp"
@@ -18,6 +19,7 @@
 #include <boost/program_options.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
@@ -68,6 +70,8 @@ int controller(const std::vector<std::string>& args) {
       "metrics-listen", po::value<std::string>()->default_value("127.0.0.1:0"),
       "HOST:PORT for /metrics and /healthz (port 0: any free port, logged)")(
       "threads", po::value<unsigned>()->default_value(2), "threads running the event loop")(
+      "expression-timeout", po::value<double>()->default_value(1),
+      "seconds jq may take to compile one expression before validation refuses it")(
       "log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error")(
       "status-write-delay", po::value<double>()->default_value(0),
       "tests only: seconds to wait between reading a Workflow and writing its status");
@@ -102,6 +106,11 @@ int controller(const std::vector<std::string>& args) {
   settings.election.renew_deadline = seconds_of(vm, "renew-deadline");
   settings.election.retry_period = seconds_of(vm, "retry-period");
   settings.status_write_delay = seconds_of(vm, "status-write-delay");
+  if (const double t = vm["expression-timeout"].as<double>(); !(t > 0 && t <= 3600)) {
+    std::cerr << "knflow controller: --expression-timeout must be more than 0 and at most 3600 "
+                 "seconds\n";
+    return kExitUsage;
+  }
   const auto& e = settings.election;
   if (settings.leader_election &&
       !(e.retry_period.count() > 0 && e.retry_period < e.renew_deadline &&
@@ -163,6 +172,19 @@ int controller(const std::vector<std::string>& args) {
 
   metrics::Metrics metrics;
   settings.metrics = &metrics;
+  // Validation compiles expressions on a jq worker process, as `knflow serve` does: off the
+  // event loop, without $HOME/.jq, with jq's compile time bounded (docs/expressions.md). The
+  // worker is this very binary: /proc/self/exe names it even if the file was moved.
+  std::error_code self_ec;
+  auto self_exe = std::filesystem::read_symlink("/proc/self/exe", self_ec);
+  if (self_ec) self_exe = "/proc/self/exe";
+  engine::JqWorkerPool validation_jq(ioc.get_executor(),
+                                     engine::JqWorkerSettings{
+                                         .executable = self_exe,
+                                         .workers = 1,
+                                         .time_limit = seconds_of(vm, "expression-timeout"),
+                                     });
+  settings.compile_expression = compile_on_worker(validation_jq);
   controller::Controller controller(ioc.get_executor(), **client, settings);
 
   http::Router router;
@@ -214,6 +236,7 @@ int controller(const std::vector<std::string>& args) {
     stopping = true;
     log::info("Received signal, stopping", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
     controller.stop([&] {
+      validation_jq.shutdown();
       server.stop([&] {
         (*client)->shutdown();
         ioc.stop();

@@ -1,4 +1,5 @@
-// What `validate` and `render` share: reading the workflow file and listing errors.
+// What `validate`, `render` and `serve --apply` share: reading a workflow file, checking it, and
+// listing errors.
 
 #include "commands.hpp"
 
@@ -35,7 +36,16 @@ model::Format workflow_file_format(const std::string& file) {
 }
 
 model::CheckResult check_workflow_text(std::string_view text, model::Format format) {
-  ::unsetenv("HOME");  // no other thread runs: nothing reads the environment meanwhile
+  // No other thread runs: nothing reads the environment meanwhile.
+  const char* home = std::getenv("HOME");
+  const std::optional<std::string> saved = home ? std::optional<std::string>(home) : std::nullopt;
+  ::unsetenv("HOME");
+  struct Restore {
+    const std::optional<std::string>& home;
+    ~Restore() {
+      if (home) ::setenv("HOME", home->c_str(), 1);
+    }
+  } restore{saved};
   return model::check_document(text, format);
 }
 

@@ -302,27 +302,13 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
   return tokens;
 }
 
-// The controller's jq compiles, on the validation worker (ControllerSettings::compile_expression).
-// A plain coroutine function, not a lambda: g++ 12 mishandles coroutine lambdas with captures.
-asio::awaitable<std::optional<controller::CompileVerdict>> compile_on(
-    engine::JqWorkerPool* pool, std::string program, std::vector<std::string> variables) {
-  engine::CompileCheck checked = co_await pool->check(std::move(program), std::move(variables));
-  if (!checked.done) co_return std::nullopt;
-  co_return controller::CompileVerdict{.problem = std::move(checked.problem),
-                                       .lasting = checked.lasting};
-}
-
-// Creates or replaces the workflow in `file` (writer strand, after attach). Prints why not and
-// returns false when the file is unreadable or invalid.
-bool apply_file(api::Api& api, const std::string& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    log::error("Failed to read a workflow to apply", {{"file", file}});
-    return false;
-  }
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto checked = model::check_document(
-      text, file.ends_with(".json") ? model::Format::json : model::Format::yaml);
+// The workflow in an --apply file, read and checked at start while no other thread runs: its
+// expressions compile in this process without $HOME (check_workflow_text), as the engine's
+// workers run them. nullopt, after saying why, when the file is unreadable or invalid.
+std::optional<model::Workflow> check_apply_file(const std::string& file) {
+  auto text = read_input_file(file, "serve");
+  if (!text) return std::nullopt;
+  auto checked = check_workflow_text(*text, workflow_file_format(file));
   if (!checked.workflow || !checked.report.ok() || !checked.report.standalone.supported) {
     const auto& errors =
         checked.report.ok() ? checked.report.standalone.reasons : checked.report.errors;
@@ -330,9 +316,15 @@ bool apply_file(api::Api& api, const std::string& file) {
       log::error("Refused a workflow to apply",
                  {{"file", file}, {"pointer", e.pointer}, {"error", e.message}});
     }
-    return false;
+    return std::nullopt;
   }
-  auto result = api.apply(std::move(*checked.workflow));
+  return std::move(checked.workflow);
+}
+
+// Creates or replaces a checked --apply workflow (writer strand, after attach). Says why not and
+// returns false when it cannot be stored.
+bool apply_file(api::Api& api, const std::string& file, model::Workflow workflow) {
+  auto result = api.apply(std::move(workflow));
   if (!result.empty()) {
     log::error("Failed to apply a workflow", {{"file", file}, {"error", result}});
     return false;
@@ -426,6 +418,14 @@ int serve(const std::vector<std::string>& args) {
     }
   }
   const bool cluster = kube_config.has_value();
+  std::vector<std::pair<std::string, model::Workflow>> to_apply;
+  if (vm.count("apply")) {
+    for (const auto& file : vm["apply"].as<std::vector<std::string>>()) {
+      auto workflow = check_apply_file(file);
+      if (!workflow) return kExitUsage;
+      to_apply.emplace_back(file, std::move(*workflow));
+    }
+  }
 
   http::ServerSettings server_settings{
       .listen = *listen,
@@ -527,10 +527,7 @@ int serve(const std::vector<std::string>& args) {
     cs.election.lease_name = vm["lease-name"].as<std::string>();
     cs.resync = seconds_option(vm, "resync");
     cs.metrics = &metrics;
-    cs.compile_expression = [pool = &validation_jq](std::string program,
-                                                    std::vector<std::string> variables) {
-      return compile_on(pool, std::move(program), std::move(variables));
-    };
+    cs.compile_expression = compile_on_worker(validation_jq);
     reconciler = std::make_unique<controller::Controller>(ioc.get_executor(), *kube_client, cs);
   }
   http::Router router;
@@ -722,12 +719,10 @@ int serve(const std::vector<std::string>& args) {
       auto runs = std::make_unique<store::RunStore>(*db);
       store::RunStore* run_store = runs.get();
       api.attach(std::move(cache), std::move(runs), /*ready=*/false);
-      if (vm.count("apply")) {
-        for (const auto& file : vm["apply"].as<std::vector<std::string>>()) {
-          if (!apply_file(api, file)) {
-            shutdown(kExitUsage);
-            return;
-          }
+      for (auto& [file, workflow] : to_apply) {
+        if (!apply_file(api, file, std::move(workflow))) {
+          shutdown(kExitUsage);
+          return;
         }
       }
       if (cluster) {

@@ -108,6 +108,45 @@ class ExpressionsTest(unittest.TestCase):
             self.assertEqual(cli.returncode, 1, cli.stdout + cli.stderr)
             self.assertIn("knflow_from_home/0 is not defined", cli.stdout + cli.stderr)
 
+    def test_apply_files_compile_without_home_and_functions_still_get_it(self):
+        # `serve --apply` checks its files in the daemon's own process, at start: jq must not
+        # read $HOME/.jq there either. HOME is set again afterwards, for the local functions.
+        script = ("import http.server, json, os\n"
+                  "class H(http.server.BaseHTTPRequestHandler):\n"
+                  "    def do_POST(self):\n"
+                  "        self.rfile.read(int(self.headers.get('Content-Length') or 0))\n"
+                  "        body = json.dumps({'home': os.environ.get('HOME')}).encode()\n"
+                  "        self.send_response(200)\n"
+                  "        self.send_header('Content-Type', 'application/json')\n"
+                  "        self.send_header('Content-Length', str(len(body)))\n"
+                  "        self.end_headers()\n"
+                  "        self.wfile.write(body)\n"
+                  "    def log_message(self, *args):\n"
+                  "        pass\n"
+                  "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H)"
+                  ".serve_forever()\n")
+        with tempfile.TemporaryDirectory() as home:
+            with open(os.path.join(home, ".jq"), "w") as f:
+                f.write("def knflow_from_home: 42;\n")
+            bad = os.path.join(home, "bad.json")
+            with open(bad, "w") as f:
+                json.dump(doc("home", [{"name": "s", "set": "${ knflow_from_home }"}]), f)
+            with Daemon("--apply", bad, env={"HOME": home}) as d:
+                d.start(wait_ready=False)
+                self.assertEqual(d.proc.wait(60), 2, d.output())
+                self.assertIn("Refused a workflow to apply", d.output())
+                self.assertIn("knflow_from_home/0 is not defined", d.output())
+            good = os.path.join(home, "good.json")
+            where = doc("where", [{"name": "s", "call": "where"}])
+            where["spec"]["functions"] = {"where": {"local": {"command": ["python3", "-c", script]}}}
+            with open(good, "w") as f:
+                json.dump(where, f)
+            with Daemon("--apply", good, env={"HOME": home}) as d:
+                d.start()
+                status, _, body = d.call("POST", NS + "/workflows/where:invoke", "{}")
+                self.assertEqual(status, 200, body)
+                self.assertEqual(json.loads(body), {"home": home})
+
     def test_a_long_validation_holds_no_other_request(self):
         # Compiling takes 10-20 ms per distinct expression. It used to run on the thread serving
         # the request, and connections share a few threads: /readyz could wait seconds behind a

@@ -65,7 +65,7 @@ class Controller:
 
     def __init__(self, kube: KubeEnv, *args: str, namespace: str | None = None,
                  lease: str = "knflow-controller", identity: str | None = None,
-                 resync: float = 600):
+                 resync: float = 600, env: dict[str, str] | None = None):
         self.kube = kube
         self.log_file = tempfile.NamedTemporaryFile(prefix="knflow-controller-", suffix=".log",
                                                     delete=False)
@@ -77,7 +77,7 @@ class Controller:
             cmd += ["--identity", identity]
         cmd += list(args)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
         m = wait_for("the controller's metrics address",
                      lambda: re.search(r"metrics=127\.0\.0\.1:(\d+)", self.log()) or self._check(),
                      timeout=30)
@@ -434,6 +434,35 @@ class ControllerTest(ClusterTestCase):
         self.wait_condition(ns, "typo", "True", "Valid", type_="Valid", generation=2)
         wait_for("the Service and Sequence",
                  lambda: set(self.children(ns)) == {("Service", "typo-greet"), ("Sequence", "typo")})
+
+    def test_expressions_compile_on_a_worker_without_home(self):
+        # libjq reads $HOME/.jq into every program compiled in a process that has one; the engine's
+        # workers have no environment. The controller validates on a jq worker of its own, so a
+        # function defined there is refused, as `knflow serve` refuses it.
+        ns = self.namespace("home")
+        with tempfile.TemporaryDirectory() as home:
+            with open(os.path.join(home, ".jq"), "w") as f:
+                f.write("def knflow_from_home: true;\n")
+            c = self.start_controller(namespace=ns, lease="home", env={"HOME": home})
+            c.wait_leading()
+            doc = {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                   "metadata": {"name": "home-expression"},
+                   "spec": {"functions": {"greet": {"url": "http://greet.example.com/"}},
+                            "do": [{"name": "hello", "call": "greet",
+                                    "input": "${ knflow_from_home }"}]}}
+            self.apply(ns, doc)
+            self.wait_condition(ns, "home-expression", "False", "InvalidSpec", type_="Valid")
+            valid = self.condition(ns, "home-expression", "Valid")
+            self.assertIn("/spec/do/0/input", valid["message"])
+            self.assertIn("knflow_from_home/0 is not defined", valid["message"])
+            self.assertEqual(self.children(ns), {})
+            # A program that compiles passes the same worker; then the step's `input` is what
+            # cluster mode refuses (docs/cluster.md).
+            doc["spec"]["do"][0]["input"] = "${ {order: .id} }"
+            self.apply(ns, doc)
+            self.wait_condition(ns, "home-expression", "False", "NotSupportedInCluster",
+                                type_="Valid", generation=2)
+            self.assertEqual(c.stop(), 0, c.log())
 
     def test_noop_window_makes_zero_writes(self):
         ns = self.namespace("noop")
