@@ -115,6 +115,12 @@ po::options_description serve_options() {
      "processes that evaluate jq expressions")
     ("max-active-runs", po::value<std::size_t>()->default_value(10000),
      "runs executing at once; more are refused with 503")
+    ("max-run-data-bytes", po::value<std::size_t>()->default_value(std::size_t{64} << 20),
+     "JSON one run may hold in memory (its input and completed steps' outputs); a step that "
+     "would pass it faults")
+    ("max-total-run-data-bytes", po::value<std::size_t>()->default_value(std::size_t{1} << 30),
+     "JSON the runs in flight may hold together; at the limit new runs are refused with 503 "
+     "and steps that would add to it fault")
     ("retention-hours", po::value<double>()->default_value(168),
      "finished runs older than this are deleted (0 keeps them by age)")
     ("retention-runs", po::value<std::size_t>()->default_value(100000),
@@ -235,8 +241,8 @@ std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char
 }
 
 // False after saying which: a seconds option that is not a number from 0 to a year (nan and inf
-// included, which would not convert to milliseconds), --retention-hours beyond ten years, or a
-// --kube-qps that is not a number from 0.
+// included, which would not convert to milliseconds), --retention-hours beyond ten years, a
+// --kube-qps that is not a number from 0, or a run data limit of 0.
 bool check_seconds_options(const po::variables_map& vm) {
   for (const char* name : kSecondsOptions) {
     if (!vm.count(name)) continue;
@@ -257,6 +263,12 @@ bool check_seconds_options(const po::variables_map& vm) {
   if (!std::isfinite(qps) || qps < 0) {
     std::cerr << "knflow serve: --kube-qps must be a number from 0, got " << qps << "\n";
     return false;
+  }
+  for (const char* name : {"max-run-data-bytes", "max-total-run-data-bytes"}) {
+    if (vm[name].as<std::size_t>() == 0) {
+      std::cerr << "knflow serve: --" << name << " must be a positive number of bytes\n";
+      return false;
+    }
   }
   return true;
 }
@@ -495,6 +507,8 @@ int serve(const std::vector<std::string>& args) {
   engine_settings.broker_token = internal_token;
   engine_settings.working_dir = vm["functions-dir"].as<std::string>();
   engine_settings.max_active_runs = vm["max-active-runs"].as<std::size_t>();
+  engine_settings.max_run_data_bytes = vm["max-run-data-bytes"].as<std::size_t>();
+  engine_settings.max_total_run_data_bytes = vm["max-total-run-data-bytes"].as<std::size_t>();
   api::Api api(engine_context.get_executor(), metrics, api_settings, nullptr, &functions);
   engine::Engine engine(engine_context.get_executor(), api.writer(), http_client, jq, functions,
                         &metrics, engine_settings);

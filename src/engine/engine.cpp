@@ -248,6 +248,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   bool stopping = false;
   std::function<void()> on_stopped;
   std::mt19937_64 rng{std::random_device{}()};  // run strands draw jitter under `mutex`
+  // The run data the runs in flight hold together (EngineSettings), in bytes of JSON text.
+  // Changed on their strands (on the store strand while one resumes), read by start().
+  std::atomic<std::size_t> data_bytes{0};
 
   Impl(asio::any_io_executor ex, Strand store, HttpClient& h, Evaluator& e, FunctionSupervisor& f,
        metrics::Metrics* m, EngineSettings s)
@@ -259,6 +262,54 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         functions(f),
         metrics(m),
         settings(std::move(s)) {}
+
+  // --- run data in memory (EngineSettings::max_run_data_bytes) -------------------------------
+
+  // Counts `added` bytes more and `removed` fewer of `run`'s data, and of the total.
+  void hold(Run& run, std::size_t added, std::size_t removed) {
+    run.data_bytes = run.data_bytes + added - removed;
+    // Unsigned arithmetic wraps: adding the difference subtracts when it is "negative".
+    const std::size_t total = data_bytes.fetch_add(added - removed) + (added - removed);
+    if (metrics) metrics->set_run_data_bytes(static_cast<double>(total));
+  }
+
+  // Keeps `value`, whose JSON text is `bytes` long, as `run`'s journal entry `path`.
+  void keep(Run& run, const std::string& path, std::string state, json::value value,
+            std::size_t bytes) {
+    auto& slot = run.journal[path];
+    hold(run, bytes, slot.bytes);
+    slot = JournalValue{std::move(state), std::move(value), bytes};
+  }
+
+  // The fault of a step whose journal entry `path` (`bytes` of JSON text) would take its run past
+  // its data limit, or add to the runs' total while it is at its limit; nullopt when it fits.
+  std::optional<Fault> over_data_limit(const Run& run, const std::string& path,
+                                       std::size_t bytes) const {
+    const auto it = run.journal.find(path);
+    const std::size_t replaced = it == run.journal.end() ? 0 : it->second.bytes;
+    const std::size_t after = run.data_bytes - replaced + bytes;
+    if (after > settings.max_run_data_bytes) {
+      return make_fault("runtime", 413, "Run data limit exceeded",
+                        "with this step's output (" + std::to_string(bytes) +
+                            " bytes of JSON) the run would hold " + std::to_string(after) +
+                            " bytes of data, more than its limit of " +
+                            std::to_string(settings.max_run_data_bytes) +
+                            " (--max-run-data-bytes): the run's input and the outputs of its "
+                            "completed steps are kept until it ends",
+                        path);
+    }
+    const std::size_t total = data_bytes.load();
+    if (bytes > replaced && total + (bytes - replaced) > settings.max_total_run_data_bytes) {
+      return make_fault(
+          "runtime", 503, "Run data memory exhausted",
+          "the runs in flight hold " + std::to_string(total) +
+              " bytes of data together; this step's output (" + std::to_string(bytes) +
+              " bytes of JSON) would pass the daemon's limit of " +
+              std::to_string(settings.max_total_run_data_bytes) + " (--max-total-run-data-bytes)",
+          path);
+    }
+    return std::nullopt;
+  }
 
   // --- store access: every call runs on the store strand ------------------------------------
 
@@ -290,13 +341,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         .value_json = json::serialize(value)};
   }
 
-  asio::awaitable<void> journal_put(const Run& run, std::string path, std::string state,
+  // Keeps `value` as the run's journal entry `path` (in memory at once, then stored).
+  asio::awaitable<void> journal_put(Run& run, std::string path, std::string state,
                                     json::value value) {
-    std::function<int(store::RunStore&)> op =
-        [id = run.id, entry = journal_entry(std::move(path), state, value)](store::RunStore& s) {
-          s.put_journal(id, entry);
-          return 0;
-        };
+    auto entry = journal_entry(path, state, value);
+    keep(run, path, std::move(state), std::move(value), entry.value_json.size());
+    std::function<int(store::RunStore&)> op = [id = run.id,
+                                               entry = std::move(entry)](store::RunStore& s) {
+      s.put_journal(id, entry);
+      return 0;
+    };
     co_await on_store<int>(std::move(op));
   }
 
@@ -757,7 +811,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
     const StepTimes times{started_at, skipped};  // named: see complete()
-    co_await complete(run, env, path, out, at, times);
+    if (auto too_much = co_await complete(run, env, path, out, at, times)) {
+      co_await settle_attempts(run, path, *too_much);
+      throw *too_much;
+    }
     if (metrics && !skipped) {
       metrics->observe_step(std::chrono::steady_clock::now() - started);
     }
@@ -790,8 +847,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     const std::int64_t deadline = unix_ms(std::chrono::system_clock::now() + timeout);
     json::value v = json::object{{"deadline", deadline}, {"drive", run.drive}};
-    run.journal[key] = {"started", v};
-    co_await journal_put(run, key, "started", v);
+    co_await journal_put(run, key, "started", std::move(v));
     co_return steady_at(deadline);
   }
 
@@ -833,27 +889,32 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // journal of a completed run (it is neither resumed nor redriven), its attempt already says how
   // it went, and the entry would cost the commit two more pages (the journal table and its key).
   // Any other step that ends the run keeps its entry, for the run's step history.
-  asio::awaitable<void> complete(Run& run, const Env& env, const std::string& path,
-                                 const StepOutcome& out, const ListPosition& at,
-                                 const StepTimes& times) {
+  // The step's output counts towards its run's data (over_data_limit); one that does not fit
+  // is returned as the step's fault, with nothing written.
+  asio::awaitable<std::optional<Fault>> complete(Run& run, const Env& env, const std::string& path,
+                                                 const StepOutcome& out, const ListPosition& at,
+                                                 const StepTimes& times) {
     auto value = outcome_json(out);
-    auto next = next_attempt(run, env, at, out);
-    auto end = next ? std::nullopt : run_end(run, at, out);
-    std::optional<std::pair<std::int64_t, store::AttemptResult>> attempt;
-    if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
-      attempt = std::move(it->second);
-      run.pending_attempts.erase(it);
-    }
+    // A step that ends the run has no step to begin after it (run_end() and next_attempt() never
+    // both have one), so the run's end is known before the next attempt is numbered.
+    auto end = run_end(run, at, out);
     std::optional<store::JournalEntry> entry;
-    if (!end || !attempt) {
+    if (!end || !run.pending_attempts.contains(path)) {
       auto& o = value.as_object();
       o["startedAt"] = times.started_at;
       o["finishedAt"] = log::now_rfc3339_ms();
       if (times.skipped) o["skipped"] = true;
       for (const auto& [k, v] : out.note) o[k] = v;
       entry = journal_entry(path, "completed", value);
+      if (auto fault = over_data_limit(run, path, entry->value_json.size())) co_return fault;
     }
-    run.journal[path] = {"completed", std::move(value)};
+    auto next = end ? std::nullopt : next_attempt(run, env, at, out);
+    std::optional<std::pair<std::int64_t, store::AttemptResult>> attempt;
+    if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
+      attempt = std::move(it->second);
+      run.pending_attempts.erase(it);
+    }
+    keep(run, path, "completed", std::move(value), entry ? entry->value_json.size() : 0);
     std::function<int(store::RunStore&)> op = [id = run.id, attempt = std::move(attempt),
                                                entry = std::move(entry), next,
                                                end](store::RunStore& s) {
@@ -874,6 +935,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       run.record = std::move(*end);
       run.end_written = true;
     }
+    co_return std::nullopt;
   }
 
   // A step faulted: a call attempt it still holds is finished. The successful attempt of a call
@@ -1212,8 +1274,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                             {"retries", retries},
                                             {"retryAt", *retry_at},
                                             {"drive", run.drive}};
-        run.journal[progress_key] = {"started", progress};
-        co_await journal_put(run, progress_key, "started", progress);
+        co_await journal_put(run, progress_key, "started", std::move(progress));
         continue;
       }
       note["caught"] = fault->error;
@@ -1221,8 +1282,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (!t.catch_->steps) co_return cur;  // caught and swallowed
       caught = fault->error;
       json::value handled = json::object{{"error", *caught}, {"tries", attempt + 1}};
-      run.journal[handler_key] = {"started", handled};
-      co_await journal_put(run, handler_key, "started", handled);
+      co_await journal_put(run, handler_key, "started", std::move(handled));
     }
     note["caught"] = *caught;
     note["tries"] = attempt + 1;
@@ -1241,8 +1301,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } else {
       deadline_ms = unix_ms(std::chrono::system_clock::now() + w.duration.value);
       json::value v = json::object{{"deadline", deadline_ms}, {"startedAt", log::now_rfc3339_ms()}};
-      run.journal[key] = {"started", v};
-      co_await journal_put(run, key, "started", v);
+      co_await journal_put(run, key, "started", std::move(v));
     }
     const auto until = steady_at(deadline_ms);
     if (env.deadline && *env.deadline < until) {
@@ -1702,6 +1761,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       std::lock_guard lock(mutex);
       active.erase(run->id);
       if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size()));
+      hold(*run, 0, run->data_bytes);
       if (stopping && active.empty() && on_stopped) done = std::exchange(on_stopped, nullptr);
     }
     if (done) done();
@@ -1749,7 +1809,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       run->input.datacontenttype = "application/json";
       for (auto& j : store.journal(rec.id)) {
         run->journal[j.path] = {std::string(store::to_string(j.state)),
-                                model::parse_stored(j.value_json)};
+                                model::parse_stored(j.value_json), j.value_json.size()};
       }
       if (auto it = run->journal.find(std::string(kRedriveKey)); it != run->journal.end()) {
         run->drive = it->second.value.at("drive").to_number<std::int64_t>();
@@ -1792,8 +1852,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       ++run->drive;
       before_redrive = run->attempt_seq;
       json::value v = json::object{{"drive", run->drive}, {"attemptSeq", before_redrive}};
-      store.put_journal(rec.id, journal_entry(std::string(kRedriveKey), "started", v));
-      run->journal[std::string(kRedriveKey)] = {"started", std::move(v)};
+      auto entry = journal_entry(std::string(kRedriveKey), "started", v);
+      store.put_journal(rec.id, entry);
+      run->journal[entry.path] = {"started", std::move(v), entry.value_json.size()};
     }
     for (const auto& a : attempts) {
       auto& n = run->attempts[a.path];
@@ -1815,6 +1876,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                            std::nullopt));
       }
     }
+    // Resumed whatever it holds: it was let in before, and the limits hold for its next steps.
+    std::size_t held = rec.input_json.size();
+    for (const auto& [path, entry] : run->journal) held += entry.bytes;
+    hold(*run, held, 0);
     {
       std::lock_guard lock(mutex);
       active[run->id] = run;
@@ -1923,6 +1988,14 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.definition_json = run->definition;
   rec.phase = store::RunPhase::running;
   rec.input_json = json::serialize(current_json(input));
+  if (const std::size_t total = impl.data_bytes.load();
+      total + rec.input_json.size() > impl.settings.max_total_run_data_bytes) {
+    co_return StartResult{"", 503,
+                          "the runs in flight hold " + std::to_string(total) +
+                              " bytes of data, the daemon's limit (--max-total-run-data-bytes " +
+                              std::to_string(impl.settings.max_total_run_data_bytes) +
+                              "); retry later"};
+  }
   // The run's own span: a valid traceparent (W3C: the parent id is never all zeros). Resume reads
   // the trace id back from it (and from the all-zero form stored before).
   rec.traceparent = "00-" + run->trace_id + "-" + random_hex(8) + "-01";
@@ -1942,6 +2015,8 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.seq = co_await impl.on_store<std::int64_t>(std::move(op));
   run->record = std::move(rec);
   if (first) run->begun_attempts["/do/0"] = {first->attempt, first->seq};
+  impl.hold(*run, run->record.input_json.size(),
+            0);  // before launch: no other thread has the run yet
   {
     std::lock_guard lock(impl.mutex);
     impl.active[run->id] = run;

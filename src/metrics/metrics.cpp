@@ -78,6 +78,13 @@ struct Metrics::Impl {
                                           .Help("Runs executing now")
                                           .Register(*registry)
                                           .Add({});
+  prometheus::Gauge& run_data_bytes = prometheus::BuildGauge()
+                                          .Name("knflow_run_data_bytes")
+                                          .Help(
+                                              "Bytes of JSON the runs in flight hold in memory: "
+                                              "inputs and completed steps' outputs")
+                                          .Register(*registry)
+                                          .Add({});
   prometheus::Histogram& step_duration =
       prometheus::BuildHistogram()
           .Name("knflow_step_duration_seconds")
@@ -205,6 +212,7 @@ void Metrics::run_finished(std::string_view phase, std::chrono::duration<double>
 }
 
 void Metrics::set_runs_in_flight(double count) { impl_->runs_in_flight.Set(count); }
+void Metrics::set_run_data_bytes(double bytes) { impl_->run_data_bytes.Set(bytes); }
 
 void Metrics::observe_step(std::chrono::duration<double> elapsed) {
   impl_->step_duration.Observe(elapsed.count());

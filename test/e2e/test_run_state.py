@@ -1,7 +1,8 @@
 """What a run carries and keeps, against the real daemon: deeply nested data (accepted, answered,
 stored and read back after kill -9), a run whose stored state no longer decodes (faulted alone;
 the daemon starts and the other runs resume), a retry after the run's own timeout (a fresh
-deadline), and W3C trace context (validated on the way in, sent with every delivery)."""
+deadline), W3C trace context (validated on the way in, sent with every delivery), and the bounds
+on the data runs hold in memory."""
 
 import json
 import os
@@ -66,8 +67,8 @@ class RunStateTest(unittest.TestCase):
         for f in self.functions:
             f.close()
 
-    def daemon(self, data_dir=None):
-        d = Daemon(data_dir=data_dir)
+    def daemon(self, *args, data_dir=None):
+        d = Daemon(*args, data_dir=data_dir)
         self.daemons.append(d)
         return d.start()
 
@@ -129,6 +130,46 @@ class RunStateTest(unittest.TestCase):
         done = self.wait_phase(again, run_id, ("completed", "faulted"))
         self.assertEqual(done["phase"], "completed", done)
         self.assertEqual(depth_of(done["output"]["data"]), 40)
+
+    def test_run_data_in_memory_is_bounded_per_run_and_in_total(self):
+        d = self.daemon("--max-run-data-bytes", "65536", "--max-total-run-data-bytes", "100000")
+        def keep(name, chars, then):
+            return {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                    "metadata": {"name": name},
+                    "spec": {"do": [{"name": "keep", "set": "${ {kept: ([range(%d)] | map(\"x\")"
+                                     " | join(\"\"))} }" % chars}] + then}}
+        # Per run: the second copy would take the run past 64 KiB.
+        self.create(d, keep("grows", 40000, [{"name": "more", "set": "${ {a: .kept, b: .kept} }"}]))
+        status, _, body = d.call("POST", NS + "/workflows/grows:invoke", "{}")
+        self.assertEqual(status, 413, body)
+        problem = json.loads(body)
+        self.assertEqual(problem["error"]["title"], "Run data limit exceeded", problem)
+        self.assertEqual(problem["error"]["instance"], "/do/1")
+        self.assertIn("--max-run-data-bytes", problem["error"]["detail"])
+        status, run = d.json("GET", f"{NS}/runs/{problem['runId']}")
+        self.assertEqual(run["phase"], "faulted")
+        # In total: a run waiting with 60,000 characters leaves no room for another one's.
+        self.create(d, keep("holds", 60000, [{"name": "nap", "wait": "PT60S"}]))
+        status, held = d.json("POST", NS + "/workflows/holds:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, held)
+        def held_bytes():
+            _, _, metrics = d.call("GET", "/metrics")
+            return float(re.search(r"^knflow_run_data_bytes (\S+)$", metrics, re.M).group(1))
+        deadline = time.monotonic() + 30
+        while held_bytes() < 60000 and time.monotonic() < deadline:  # its step has completed
+            time.sleep(0.05)
+        self.assertGreater(held_bytes(), 60000)
+        self.assertLess(held_bytes(), 100000)
+        status, _, body = d.call("POST", NS + "/workflows/holds:invoke", "{}")
+        self.assertEqual(status, 503, body)
+        self.assertEqual(json.loads(body)["error"]["title"], "Run data memory exhausted")
+        status, _ = d.json("POST", f"{NS}/runs/{held['runId']}:cancel")
+        self.assertEqual(status, 200)
+        self.wait_phase(d, held["runId"], ("cancelled",))
+        deadline = time.monotonic() + 30  # given back as the run's coroutine returns
+        while held_bytes() != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(held_bytes(), 0)
 
     def test_a_workflow_nested_up_to_the_document_limit_reads_back(self):
         d = self.daemon()

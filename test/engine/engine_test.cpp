@@ -44,7 +44,10 @@ void wait_until(const std::function<bool()>& done) {
 // Everything an engine needs, running on two background threads.
 class EngineFixture {
  public:
-  EngineFixture() { start_engine(); }
+  explicit EngineFixture(engine::EngineSettings engine_settings = {})
+      : settings(std::move(engine_settings)) {
+    start_engine();
+  }
 
   ~EngineFixture() {
     stop_engine();
@@ -60,7 +63,7 @@ class EngineFixture {
 
   void start_engine() {
     engine_ = std::make_unique<engine::Engine>(ioc_.get_executor(), store_strand_, http_, jq_,
-                                               functions_, &metrics, engine::EngineSettings{});
+                                               functions_, &metrics, settings);
     engine_->set_broker_url(echo.url("/broker/{ns}"));
     on_store([&] {
       if (!db_) db_ = std::make_unique<store::Db>(dir_.path() / "knflow.db");
@@ -119,13 +122,18 @@ class EngineFixture {
     return event;
   }
 
-  std::string start(const std::string& yaml, const std::string& data = "{}") {
+  // Asks the engine to start a run, which it may refuse.
+  engine::StartResult try_start(const std::string& yaml, const std::string& data = "{}") {
     auto wf = parse(yaml);
-    auto started = asio::co_spawn(ioc_,
-                                  engine_->start(wf, json::serialize(model::encode_workflow(*wf)),
-                                                 input_event(data)),
-                                  asio::use_future)
-                       .get();
+    return asio::co_spawn(
+               ioc_,
+               engine_->start(wf, json::serialize(model::encode_workflow(*wf)), input_event(data)),
+               asio::use_future)
+        .get();
+  }
+
+  std::string start(const std::string& yaml, const std::string& data = "{}") {
+    auto started = try_start(yaml, data);
     INFO(started.error);
     REQUIRE(!started.run_id.empty());
     return started.run_id;
@@ -208,7 +216,17 @@ class EngineFixture {
     return false;
   }
 
+  // What `knflow_run_data_bytes` says now.
+  double run_data_bytes() {
+    const std::string text = metrics.serialize();
+    const std::string name = "\nknflow_run_data_bytes ";
+    const auto at = text.find(name);
+    REQUIRE(at != std::string::npos);
+    return std::stod(text.substr(at + name.size()));
+  }
+
   engine::Engine& engine() { return *engine_; }
+  engine::EngineSettings settings;  // what start_engine() gives the next engine
   asio::strand<asio::any_io_executor>& store_strand() { return store_strand_; }
   metrics::Metrics metrics;
   asio::io_context& ioc() { return ioc_; }
@@ -1119,6 +1137,89 @@ TEST_CASE("engine: an emit ends at its step's deadline, as a call does", "[engin
   CHECK(out.phase == "faulted");
   CHECK(EngineFixture::error_type(out) == "timeout");
   CHECK(out.error->at("status").as_int64() == 408);
+}
+
+namespace {
+
+// A workflow whose first step keeps a string of `chars` characters, then `then` (YAML steps).
+std::string holding(const std::string& name, int chars, const std::string& then) {
+  return header(name) + "  do:\n    - name: keep\n      set: {kept: '${ [range(" +
+         std::to_string(chars) + ")] | map(\"x\") | join(\"\") }'}\n" + then;
+}
+
+}  // namespace
+
+TEST_CASE("engine: a step whose output takes its run past its data limit faults 413",
+          "[engine][data]") {
+  engine::EngineSettings settings;
+  settings.max_run_data_bytes = 8 << 10;
+  EngineFixture f(settings);
+  // The first string fits; with the second the run's journal would hold more than 8 KiB.
+  std::string id;
+  auto out = f.run(holding("growing", 5000, R"(    - name: more
+      set: '${ {kept: .kept, again: .kept} }'
+)"),
+                   "{}", &id);
+  REQUIRE(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "runtime");
+  CHECK(out.error->at("status") == 413);
+  CHECK(out.error->at("title") == "Run data limit exceeded");
+  CHECK(out.error->at("instance") == "/do/1");
+  const std::string detail(out.error->at("detail").as_string());
+  CHECK(detail.find("more than its limit of 8192 (--max-run-data-bytes)") != std::string::npos);
+  // The step that fitted stays journaled; the one that did not left nothing.
+  auto journal = f.journal(id);
+  REQUIRE(journal.size() == 1);
+  CHECK(journal[0].path == "/do/0");
+  // A catch can handle it like any runtime error.
+  auto caught = f.run(holding("caught", 5000, R"(    - name: guarded
+      try:
+        - {name: more, set: '${ {kept: .kept, again: .kept} }'}
+      catch:
+        errors: {type: runtime, status: 413}
+        do:
+          - {name: small, set: {trimmed: true}}
+)"));
+  CHECK(EngineFixture::data(caught) == json::parse(R"({"trimmed": true})"));
+  wait_until([&] { return f.run_data_bytes() == 0; });  // every run ended: nothing held
+}
+
+TEST_CASE("engine: the runs in flight hold at most the total data limit, across a restart",
+          "[engine][data]") {
+  EngineFixture f;
+  const auto waiting = holding("waiting", 6000, "    - {name: nap, wait: PT60S}\n");
+  const std::string id = f.start(waiting);
+  wait_until([&] { return f.journal(id).size() == 2; });  // kept, and the wait begun
+  const double held = f.run_data_bytes();
+  CHECK(held > 6000);
+
+  // Restarted with a limit the waiting run just fits in: it resumes holding exactly as much.
+  f.stop_engine();
+  f.settings.max_total_run_data_bytes = static_cast<std::size_t>(held) + 10;
+  f.start_engine();
+  wait_until([&] { return f.run_data_bytes() == held; });
+  const auto small = header("small") + "  do:\n    - {name: only, set: {ok: true}}\n";
+  auto refused = f.try_start(small);
+  CHECK(refused.run_id.empty());
+  CHECK(refused.status == 503);
+  CHECK(refused.error.find("--max-total-run-data-bytes") != std::string::npos);
+
+  // Room for a new run's input, not for what its step adds: the step faults 503.
+  f.stop_engine();
+  f.settings.max_total_run_data_bytes = static_cast<std::size_t>(held) + 1000;
+  f.start_engine();
+  auto out = f.run(holding("too-much", 2000, ""));
+  REQUIRE(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "runtime");
+  CHECK(out.error->at("status") == 503);
+  CHECK(out.error->at("title") == "Run data memory exhausted");
+  CHECK(EngineFixture::data(f.run(small)) == json::parse(R"({"ok": true})"));
+
+  // What a run held is given back when it ends.
+  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+  CHECK(f.wait(id).phase == "cancelled");
+  wait_until([&] { return f.run_data_bytes() == 0; });
 }
 
 TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {

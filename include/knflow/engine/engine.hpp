@@ -45,6 +45,13 @@ struct EngineSettings {
   std::string working_dir = ".";            // relative `local.command` paths resolve here
   std::size_t max_active_runs = 10'000;     // more at once: start() refuses with 503
   std::size_t max_step_visits = 10'000;     // one step entered more often in one list: fault
+  // Run data in memory, counted as the JSON text of each in-flight run's input and of its
+  // journal (the outputs of its completed steps, kept whole for replay; docs/engine.md). A step
+  // whose output would take its run past `max_run_data_bytes` faults (runtime, 413); while the
+  // runs in flight hold `max_total_run_data_bytes` together, start() refuses with 503 and a step
+  // whose output would add to it faults (runtime, 503).
+  std::size_t max_run_data_bytes = std::size_t{64} << 20;
+  std::size_t max_total_run_data_bytes = std::size_t{1} << 30;
 };
 
 // What a finished run produced.

@@ -34,6 +34,8 @@ class Metrics {
   void run_started();
   void run_finished(std::string_view phase, std::chrono::duration<double> elapsed = {});
   void set_runs_in_flight(double count);
+  // Bytes of JSON the runs in flight hold in memory (EngineSettings::max_total_run_data_bytes).
+  void set_run_data_bytes(double bytes);
   void observe_step(std::chrono::duration<double> elapsed);
   void retry();
   void dead_lettered();
