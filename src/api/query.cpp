@@ -177,17 +177,61 @@ RunsQuery parse_runs_query(const http::Request& req, std::string ns, std::size_t
   q.filter.created_before = instant_param(req, "createdBefore", q.errors, model::SubMillis::up);
   q.filter.limit = parse_limit(req, default_page_size, max_page_size, q.errors);
   if (auto c = req.query_param("continue"); c && !c->empty()) {
+    // The shape of runs_continue_token: `<seq>-<16 hex digits>`.
     std::int64_t seq = 0;
-    const char* end = c->data() + c->size();
+    const auto dash = c->find('-');
+    const char* end = c->data() + std::min(dash, c->size());
     auto [ptr, ec] = std::from_chars(c->data(), end, seq);
-    if (ec != std::errc{} || ptr != end || seq <= 0) {
+    const auto digits = dash == std::string_view::npos ? std::string_view{} : c->substr(dash + 1);
+    if (ec != std::errc{} || ptr != end || seq <= 0 || digits.size() != 16 ||
+        digits.find_first_not_of("0123456789abcdef") != std::string_view::npos) {
       add(q.errors, "continue",
           "continue token is not one this server issued; start the list again.");
+    } else if (q.errors.empty() && *c != runs_continue_token(q.filter, seq)) {
+      add(q.errors, "continue",
+          "continue token was issued for a list with other filters (workflow, phase, "
+          "createdAfter, createdBefore); send the same filters with every page, or start the "
+          "list again.");
     } else {
       q.filter.after_seq = seq;
     }
   }
   return q;
+}
+
+// `<seq>-<16 hex digits>`: the digits are the first 8 bytes of SHA-256 of the filters and the
+// number. Not keyed: it tells a token used with other filters, and stays good across restarts
+// (run sequence numbers are stored); anyone may make one, which gives nothing a list with those
+// filters does not.
+std::string runs_continue_token(const store::RunFilter& filter, std::int64_t seq) {
+  const std::string number = std::to_string(seq);
+  std::string message = "runs";
+  auto field = [&](std::string_view value) {
+    message.push_back('\0');
+    message += value;
+  };
+  field(filter.namespace_);
+  field(filter.workflow.value_or(""));
+  std::string phases = filter.phases ? "=" : "";  // an empty set differs from no filter
+  if (filter.phases) {
+    for (const auto phase : *filter.phases) phases += std::string(store::to_string(phase)) + ",";
+  }
+  field(phases);
+  field(filter.created_after.value_or(""));
+  field(filter.created_before.value_or(""));
+  field(number);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(message.data(), message.size(), digest, &size, EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("OpenSSL SHA-256 failed");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token = number + "-";
+  for (unsigned int i = 0; i < 8 && i < size; ++i) {
+    token.push_back(kHex[digest[i] >> 4]);
+    token.push_back(kHex[digest[i] & 0xf]);
+  }
+  return token;
 }
 
 LogsTokens::LogsTokens() {

@@ -486,7 +486,7 @@ struct Api::RunHandlers {
     for (std::size_t i = 0; i < rows.size() && i < limit; ++i) {
       items.push_back(run_json(rows[i], false));
     }
-    if (rows.size() > limit) meta["continue"] = std::to_string(rows[limit - 1].seq);
+    if (rows.size() > limit) meta["continue"] = runs_continue_token(filter, rows[limit - 1].seq);
     json::object body{{"apiVersion", "knflow.dev/v1alpha1"},
                       {"kind", "RunList"},
                       {"metadata", std::move(meta)},

@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include <regex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -151,8 +153,14 @@ TEST_CASE("query: time filters are RFC 3339, compared in the store's UTC form", 
 }
 
 TEST_CASE("query: workflow, phase, limit and continue", "[api][query]") {
+  knflow::store::RunFilter filter;
+  filter.namespace_ = "shop";
+  filter.workflow = "orders";
+  filter.phases = std::set{knflow::store::RunPhase::running, knflow::store::RunPhase::faulted};
+  const std::string token = runs_continue_token(filter, 41);
+  CHECK(std::regex_match(token, std::regex("41-[0-9a-f]{16}")));
   auto q = runs(
-      {{"workflow", "orders"}, {"phase", "running,faulted"}, {"limit", "20"}, {"continue", "41"}});
+      {{"workflow", "orders"}, {"phase", "faulted,running"}, {"limit", "20"}, {"continue", token}});
   CHECK(q.errors.empty());
   CHECK(q.filter.workflow == "orders");
   CHECK(q.filter.phases ==
@@ -179,6 +187,60 @@ TEST_CASE("query: workflow, phase, limit and continue", "[api][query]") {
   for (const char* limit : {"-1", "ten", "", "1.5", "+3"}) {
     INFO("limit=" << limit);
     CHECK(runs({{"limit", limit}}).errors.size() == 1);
+  }
+}
+
+TEST_CASE("query: a runs continue token is good for the filters it was issued with",
+          "[api][query]") {
+  knflow::store::RunFilter filter;
+  filter.namespace_ = "shop";
+  filter.workflow = "orders";
+  filter.created_after = "2026-11-30T09:00:00.000Z";
+  const std::string token = runs_continue_token(filter, 7);
+  const std::vector<std::pair<std::string, std::string>> same = {
+      {"workflow", "orders"}, {"createdAfter", "2026-11-30T10:00:00+01:00"}, {"continue", token}};
+  auto q = runs(same);
+  CHECK(q.errors.empty());
+  CHECK(q.filter.after_seq == 7);
+  auto with_limit = same;  // the page size may change from page to page
+  with_limit.emplace_back("limit", "3");
+  CHECK(runs(with_limit).errors.empty());
+
+  const std::string other_filters =
+      "continue: continue token was issued for a list with other filters (workflow, phase, "
+      "createdAfter, createdBefore); send the same filters with every page, or start the list "
+      "again.";
+  CHECK(describe(runs({{"workflow", "orders"}, {"continue", token}}).errors) ==
+        std::vector<std::string>{other_filters});
+  CHECK(describe(runs({{"workflow", "payments"},
+                       {"createdAfter", "2026-11-30T09:00:00Z"},
+                       {"continue", token}})
+                     .errors) == std::vector<std::string>{other_filters});
+  CHECK(describe(runs({{"workflow", "orders"},
+                       {"createdAfter", "2026-11-30T09:00:00Z"},
+                       {"phase", "running"},
+                       {"continue", token}})
+                     .errors) == std::vector<std::string>{other_filters});
+  // An empty phase set (no phase at all) is a filter, unlike no `phase` parameter.
+  auto none = filter;
+  none.phases = std::set<knflow::store::RunPhase>{};
+  CHECK(runs_continue_token(none, 7) != token);
+  // Another number with these digits, or the namespace of another list, is refused.
+  const std::string digits = token.substr(token.find('-'));
+  CHECK(runs({{"workflow", "orders"},
+              {"createdAfter", "2026-11-30T09:00:00Z"},
+              {"continue", "8" + digits}})
+            .errors.size() == 1);
+  auto elsewhere = filter;
+  elsewhere.namespace_ = "other";
+  CHECK(runs_continue_token(elsewhere, 7) != token);
+  // Not a token at all (a bare number, as an earlier daemon issued; other shapes).
+  for (const char* bad : {"7", "7-", "7-0123456789ABCDEF", "7-0123456789abcde", "-0123456789abcdef",
+                          "x-0123456789abcdef"}) {
+    INFO("continue=" << bad);
+    CHECK(describe(runs({{"continue", bad}}).errors) ==
+          std::vector<std::string>{
+              "continue: continue token is not one this server issued; start the list again."});
   }
 }
 

@@ -244,6 +244,10 @@ class RunsApiTest(unittest.TestCase):
             if not cont:
                 break
             target = NS + "/runs?workflow=waiter&limit=2&continue=" + cont
+            # The token is good for this list's filters only.
+            status, problem = self.d.json("GET", NS + "/runs?limit=2&continue=" + cont)
+            self.assertEqual(status, 400, problem)
+            self.assertEqual([e["parameter"] for e in problem["errors"]], ["continue"])
         self.assertEqual(sorted(seen), sorted(ids))
         status, _, _ = self.d.call("GET", NS + "/runs?phase=sleeping")
         self.assertEqual(status, 400)

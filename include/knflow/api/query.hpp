@@ -44,10 +44,15 @@ struct RunsQuery {
 
 // The filter of a runs list in namespace `ns`. Time filters are RFC 3339 date-times with any
 // offset, turned into the store's canonical UTC form (so that they compare as instants); an
-// empty filter parameter is no filter. `limit` is a positive integer, capped at `max_page_size`.
-// Pure.
+// empty filter parameter is no filter. `limit` is a positive integer, capped at `max_page_size`;
+// `continue` a runs_continue_token of the same filters. Pure.
 RunsQuery parse_runs_query(const http::Request& req, std::string ns, std::size_t default_page_size,
                            std::size_t max_page_size);
+
+// The runs list's `continue` token after the run numbered `seq`, bound to the list's filters
+// (namespace, workflow, phases, time range; not `limit`): parse_runs_query refuses it with other
+// filters. Stable across restarts. Pure.
+std::string runs_continue_token(const store::RunFilter& filter, std::int64_t seq);
 
 // Continue tokens of the logs routes: the sequence number of the last line served, bound by an
 // HMAC under a key of this process to the route and its workflow or run (`scope`), so that a
