@@ -1637,6 +1637,33 @@ TEST_CASE("engine: a thousand concurrent runs all complete", "[engine][load]") {
   CHECK(value("knflow_runs_in_flight") == 0);
 }
 
+TEST_CASE("engine: wide forks at a high rate reuse pooled connections, never a port per call",
+          "[engine][load]") {
+  // 50 runs at once, each a fork of 32 branches calling one function: 1,600 calls in flight
+  // together. A connection per call would take 1,600 local ports (and leave them in TIME_WAIT);
+  // the pool keeps at most 64 connections per origin and queues the rest.
+  EngineFixture f;
+  f.echo.route("/branch", json_answer("{}", std::chrono::milliseconds(5)));
+  std::string yaml = header("wide") + functions(f, {"branch"}) + R"(  do:
+    - name: spread
+      fork:
+        join: all
+        branches:
+)";
+  for (int k = 0; k < 32; ++k) {
+    yaml += "          - {name: b" + std::to_string(k) + ", call: branch}\n";
+  }
+  std::vector<std::string> ids;
+  for (int i = 0; i < 50; ++i) ids.push_back(f.start(yaml));
+  for (const auto& id : ids) {
+    auto out = f.wait(id);
+    REQUIRE(out.phase == "completed");
+    CHECK(EngineFixture::data(out).as_array().size() == 32);
+  }
+  CHECK(f.echo.requests().size() == 50 * 32);
+  CHECK(f.echo.connections_accepted() <= 64);
+}
+
 TEST_CASE("engine: a redrive gives the failed step its retries again", "[engine][redrive]") {
   // As a redriven Step Functions execution does (its retry counts start at 0). A redriven call
   // got one attempt whatever its retry policy (its attempts went on counting against the limit),
