@@ -582,6 +582,15 @@ struct Api::RunHandlers {
                         "stays faulted with the error \"Run state unreadable\".",
                         req);
     }
+    if (result == engine::Engine::Control::busy) {
+      auto res = problem(503, "engine-busy",
+                         "The run cannot run again now: --max-active-runs runs are in flight, or "
+                         "with what this run holds they would pass --max-total-run-data-bytes. "
+                         "Retry later.",
+                         req);
+      res.set_header("Retry-After", "1");
+      co_return res;
+    }
     if (result == engine::Engine::Control::conflict) {
       if (cancel) co_return problem(409, "conflict", "The run has already finished.", req);
       // The phase now: another retry may have redriven the run since it was read above.

@@ -106,9 +106,8 @@ int controller(const std::vector<std::string>& args) {
   settings.election.renew_deadline = seconds_of(vm, "renew-deadline");
   settings.election.retry_period = seconds_of(vm, "retry-period");
   settings.status_write_delay = seconds_of(vm, "status-write-delay");
-  if (const double t = vm["expression-timeout"].as<double>(); !(t > 0 && t <= 3600)) {
-    std::cerr << "knflow controller: --expression-timeout must be more than 0 and at most 3600 "
-                 "seconds\n";
+  if (const double t = vm["expression-timeout"].as<double>(); !(t >= 0.001 && t <= 3600)) {
+    std::cerr << "knflow controller: --expression-timeout must be from 0.001 to 3600 seconds\n";
     return kExitUsage;
   }
   const auto& e = settings.election;

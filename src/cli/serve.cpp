@@ -37,6 +37,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <thread>
 
 namespace knflow::cli {
@@ -242,7 +243,8 @@ std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char
 
 // False after saying which: a seconds option that is not a number from 0 to a year (nan and inf
 // included, which would not convert to milliseconds), --retention-hours beyond ten years, a
-// --kube-qps that is not a number from 0, or a run data limit of 0.
+// --kube-qps that is not a number from 0, a run data limit of 0, or a total run data limit that
+// leaves no room for one request's data.
 bool check_seconds_options(const po::variables_map& vm) {
   for (const char* name : kSecondsOptions) {
     if (!vm.count(name)) continue;
@@ -264,11 +266,18 @@ bool check_seconds_options(const po::variables_map& vm) {
     std::cerr << "knflow serve: --kube-qps must be a number from 0, got " << qps << "\n";
     return false;
   }
-  for (const char* name : {"max-run-data-bytes", "max-total-run-data-bytes"}) {
-    if (vm[name].as<std::size_t>() == 0) {
-      std::cerr << "knflow serve: --" << name << " must be a positive number of bytes\n";
-      return false;
-    }
+  if (vm["max-run-data-bytes"].as<std::size_t>() == 0) {
+    std::cerr << "knflow serve: --max-run-data-bytes must be a positive number of bytes\n";
+    return false;
+  }
+  // Room for any one input: a text body of control characters grows six-fold as a JSON string.
+  const std::size_t body = vm["max-body-bytes"].as<std::size_t>();
+  if (const std::size_t total = vm["max-total-run-data-bytes"].as<std::size_t>();
+      body > std::numeric_limits<std::size_t>::max() / 8 || total < 8 * body) {
+    std::cerr << "knflow serve: --max-total-run-data-bytes must be at least 8 times "
+                 "--max-body-bytes ("
+              << body << "), so that any one run's input fits; got " << total << "\n";
+    return false;
   }
   return true;
 }

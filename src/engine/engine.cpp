@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <limits>
 #include <mutex>
 #include <random>
 
@@ -265,31 +266,41 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // --- run data in memory (EngineSettings::max_run_data_bytes) -------------------------------
 
-  // Counts `added` bytes more and `removed` fewer of `run`'s data, and of the total.
-  void hold(Run& run, std::size_t added, std::size_t removed) {
+  // Counts `added` bytes more and `removed` fewer of `run`'s data, and in the total. Refused
+  // (false, nothing changed) when the total would grow past `limit`: a compare-and-swap, so that
+  // runs growing at the same moment never pass it together.
+  bool change_data(Run& run, std::size_t added, std::size_t removed,
+                   std::size_t limit = std::numeric_limits<std::size_t>::max()) {
+    std::size_t total = data_bytes.load();
+    do {
+      // Unsigned arithmetic wraps: adding the difference subtracts when it is "negative".
+      if (added > removed && total + (added - removed) > limit) return false;
+    } while (!data_bytes.compare_exchange_weak(total, total + added - removed));
     run.data_bytes = run.data_bytes + added - removed;
-    // Unsigned arithmetic wraps: adding the difference subtracts when it is "negative".
-    const std::size_t total = data_bytes.fetch_add(added - removed) + (added - removed);
-    if (metrics) metrics->set_run_data_bytes(static_cast<double>(total));
+    if (metrics) {
+      metrics->change_run_data_bytes(static_cast<double>(added) - static_cast<double>(removed));
+    }
+    return true;
   }
 
-  // Keeps `value`, whose JSON text is `bytes` long, as `run`'s journal entry `path`.
+  // Keeps `value`, whose JSON text is `bytes` long, as `run`'s journal entry `path`, counted
+  // whatever the limits: the bookkeeping entries of a wait, a timeout and a try.
   void keep(Run& run, const std::string& path, std::string state, json::value value,
             std::size_t bytes) {
     auto& slot = run.journal[path];
-    hold(run, bytes, slot.bytes);
+    change_data(run, bytes, slot.bytes);
     slot = JournalValue{std::move(state), std::move(value), bytes};
   }
 
-  // The fault of a step whose journal entry `path` (`bytes` of JSON text) would take its run past
-  // its data limit, or add to the runs' total while it is at its limit; nullopt when it fits.
-  std::optional<Fault> over_data_limit(const Run& run, const std::string& path,
-                                       std::size_t bytes) const {
+  // Counts a completed step's journal entry `path` (`bytes` of JSON text) for its run, instead of
+  // an entry it replaces; the fault when it would take the run past its own limit, or the runs'
+  // total past theirs (then nothing is counted).
+  std::optional<Fault> take_data(Run& run, const std::string& path, std::size_t bytes) {
     const auto it = run.journal.find(path);
     const std::size_t replaced = it == run.journal.end() ? 0 : it->second.bytes;
     const std::size_t after = run.data_bytes - replaced + bytes;
     if (after > settings.max_run_data_bytes) {
-      return make_fault("runtime", 413, "Run data limit exceeded",
+      return make_fault("runtime", 507, "Run data limit exceeded",
                         "with this step's output (" + std::to_string(bytes) +
                             " bytes of JSON) the run would hold " + std::to_string(after) +
                             " bytes of data, more than its limit of " +
@@ -298,17 +309,27 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                             "completed steps are kept until it ends",
                         path);
     }
-    const std::size_t total = data_bytes.load();
-    if (bytes > replaced && total + (bytes - replaced) > settings.max_total_run_data_bytes) {
-      return make_fault(
-          "runtime", 503, "Run data memory exhausted",
-          "the runs in flight hold " + std::to_string(total) +
-              " bytes of data together; this step's output (" + std::to_string(bytes) +
-              " bytes of JSON) would pass the daemon's limit of " +
-              std::to_string(settings.max_total_run_data_bytes) + " (--max-total-run-data-bytes)",
-          path);
+    if (!change_data(run, bytes, replaced, settings.max_total_run_data_bytes)) {
+      return make_fault("runtime", 503, "Run data memory exhausted",
+                        "this step's output (" + std::to_string(bytes) +
+                            " bytes of JSON) would take the data the runs in flight hold "
+                            "together past the daemon's limit of " +
+                            std::to_string(settings.max_total_run_data_bytes) +
+                            " bytes (--max-total-run-data-bytes); now " +
+                            std::to_string(data_bytes.load()),
+                        path);
     }
     return std::nullopt;
+  }
+
+  // Whether a redrive of a run holding `bytes` may start now: the limits on runs in flight and on
+  // their data, as start() applies them. Checked, not reserved: resume() counts the run.
+  bool admits_redrive(std::size_t bytes) const {
+    {
+      std::lock_guard lock(mutex);
+      if (active.size() >= settings.max_active_runs) return false;
+    }
+    return data_bytes.load() + bytes <= settings.max_total_run_data_bytes;
   }
 
   // --- store access: every call runs on the store strand ------------------------------------
@@ -889,8 +910,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // journal of a completed run (it is neither resumed nor redriven), its attempt already says how
   // it went, and the entry would cost the commit two more pages (the journal table and its key).
   // Any other step that ends the run keeps its entry, for the run's step history.
-  // The step's output counts towards its run's data (over_data_limit); one that does not fit
-  // is returned as the step's fault, with nothing written.
+  // The step's output counts towards its run's data (take_data); one that does not fit is
+  // returned as the step's fault, with nothing written.
   asio::awaitable<std::optional<Fault>> complete(Run& run, const Env& env, const std::string& path,
                                                  const StepOutcome& out, const ListPosition& at,
                                                  const StepTimes& times) {
@@ -906,7 +927,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (times.skipped) o["skipped"] = true;
       for (const auto& [k, v] : out.note) o[k] = v;
       entry = journal_entry(path, "completed", value);
-      if (auto fault = over_data_limit(run, path, entry->value_json.size())) co_return fault;
+      if (auto fault = take_data(run, path, entry->value_json.size())) co_return fault;
     }
     auto next = end ? std::nullopt : next_attempt(run, env, at, out);
     std::optional<std::pair<std::int64_t, store::AttemptResult>> attempt;
@@ -914,7 +935,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       attempt = std::move(it->second);
       run.pending_attempts.erase(it);
     }
-    keep(run, path, "completed", std::move(value), entry ? entry->value_json.size() : 0);
+    // Counted by take_data() when its entry is written; else (the step ends the run) nothing.
+    auto& slot = run.journal[path];
+    if (!entry) change_data(run, 0, slot.bytes);
+    slot = JournalValue{"completed", std::move(value), entry ? entry->value_json.size() : 0};
     std::function<int(store::RunStore&)> op = [id = run.id, attempt = std::move(attempt),
                                                entry = std::move(entry), next,
                                                end](store::RunStore& s) {
@@ -1761,7 +1785,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       std::lock_guard lock(mutex);
       active.erase(run->id);
       if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size()));
-      hold(*run, 0, run->data_bytes);
+      change_data(*run, 0, run->data_bytes);
       if (stopping && active.empty() && on_stopped) done = std::exchange(on_stopped, nullptr);
     }
     if (done) done();
@@ -1879,7 +1903,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // Resumed whatever it holds: it was let in before, and the limits hold for its next steps.
     std::size_t held = rec.input_json.size();
     for (const auto& [path, entry] : run->journal) held += entry.bytes;
-    hold(*run, held, 0);
+    change_data(*run, held, 0);
     {
       std::lock_guard lock(mutex);
       active[run->id] = run;
@@ -1988,13 +2012,17 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.definition_json = run->definition;
   rec.phase = store::RunPhase::running;
   rec.input_json = json::serialize(current_json(input));
-  if (const std::size_t total = impl.data_bytes.load();
-      total + rec.input_json.size() > impl.settings.max_total_run_data_bytes) {
-    co_return StartResult{"", 503,
-                          "the runs in flight hold " + std::to_string(total) +
-                              " bytes of data, the daemon's limit (--max-total-run-data-bytes " +
-                              std::to_string(impl.settings.max_total_run_data_bytes) +
-                              "); retry later"};
+  // The input is counted before the run is stored, so that starts at the same moment never pass
+  // the limit together (no other thread has the run yet).
+  const std::size_t input_bytes = rec.input_json.size();
+  if (!impl.change_data(*run, input_bytes, 0, impl.settings.max_total_run_data_bytes)) {
+    co_return StartResult{
+        "", 503,
+        "the runs in flight hold " + std::to_string(impl.data_bytes.load()) + " of the " +
+            std::to_string(impl.settings.max_total_run_data_bytes) +
+            " bytes of data the daemon allows them (--max-total-run-data-bytes), and this run's "
+            "input (" +
+            std::to_string(input_bytes) + " bytes) would pass that; retry later"};
   }
   // The run's own span: a valid traceparent (W3C: the parent id is never all zeros). Resume reads
   // the trace id back from it (and from the all-zero form stored before).
@@ -2012,11 +2040,14 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
       [rec, first, delivery = std::move(delivery)](store::RunStore& s) {
         return s.insert_run(rec, first ? &*first : nullptr, delivery.empty() ? nullptr : &delivery);
       };
-  rec.seq = co_await impl.on_store<std::int64_t>(std::move(op));
+  try {
+    rec.seq = co_await impl.on_store<std::int64_t>(std::move(op));
+  } catch (...) {
+    impl.change_data(*run, 0, input_bytes);  // never started: it holds nothing
+    throw;
+  }
   run->record = std::move(rec);
   if (first) run->begun_attempts["/do/0"] = {first->attempt, first->seq};
-  impl.hold(*run, run->record.input_json.size(),
-            0);  // before launch: no other thread has the run yet
   {
     std::lock_guard lock(impl.mutex);
     impl.active[run->id] = run;
@@ -2114,6 +2145,10 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     if (rec->phase != store::RunPhase::faulted && rec->phase != store::RunPhase::cancelled) {
       return Control::conflict;
     }
+    // What the run will hold again: a redrive obeys the limits a start does.
+    std::size_t held = rec->input_json.size();
+    for (const auto& j : s.journal(run_id)) held += j.value_json.size();
+    if (!impl->admits_redrive(held)) return Control::busy;
     // Completed steps stay in the journal and replay; the failed step runs again.
     rec->phase = store::RunPhase::running;
     rec->error_json.reset();

@@ -212,7 +212,13 @@ void Metrics::run_finished(std::string_view phase, std::chrono::duration<double>
 }
 
 void Metrics::set_runs_in_flight(double count) { impl_->runs_in_flight.Set(count); }
-void Metrics::set_run_data_bytes(double bytes) { impl_->run_data_bytes.Set(bytes); }
+void Metrics::change_run_data_bytes(double delta) {
+  if (delta >= 0) {
+    impl_->run_data_bytes.Increment(delta);
+  } else {
+    impl_->run_data_bytes.Decrement(-delta);
+  }
+}
 
 void Metrics::observe_step(std::chrono::duration<double> elapsed) {
   impl_->step_duration.Observe(elapsed.count());

@@ -132,7 +132,8 @@ class RunStateTest(unittest.TestCase):
         self.assertEqual(depth_of(done["output"]["data"]), 40)
 
     def test_run_data_in_memory_is_bounded_per_run_and_in_total(self):
-        d = self.daemon("--max-run-data-bytes", "65536", "--max-total-run-data-bytes", "100000")
+        d = self.daemon("--max-run-data-bytes", "65536", "--max-total-run-data-bytes", "100000",
+                        "--max-body-bytes", "8192")
         def keep(name, chars, then):
             return {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
                     "metadata": {"name": name},
@@ -141,7 +142,7 @@ class RunStateTest(unittest.TestCase):
         # Per run: the second copy would take the run past 64 KiB.
         self.create(d, keep("grows", 40000, [{"name": "more", "set": "${ {a: .kept, b: .kept} }"}]))
         status, _, body = d.call("POST", NS + "/workflows/grows:invoke", "{}")
-        self.assertEqual(status, 413, body)
+        self.assertEqual(status, 507, body)
         problem = json.loads(body)
         self.assertEqual(problem["error"]["title"], "Run data limit exceeded", problem)
         self.assertEqual(problem["error"]["instance"], "/do/1")

@@ -116,12 +116,17 @@ class ServeTest(unittest.TestCase):
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(r.returncode, 2, (option, value, r.stderr))
                 self.assertIn(f"knflow serve: {option} must be a number", r.stderr)
-            for option in ("--max-run-data-bytes", "--max-total-run-data-bytes"):
-                r = subprocess.run([BIN, "serve", option, "0", "--data-dir", tmp],
-                                   capture_output=True, text=True, timeout=30)
-                self.assertEqual(r.returncode, 2, (option, r.stderr))
-                self.assertIn(f"knflow serve: {option} must be a positive number of bytes",
-                              r.stderr)
+            r = subprocess.run([BIN, "serve", "--max-run-data-bytes", "0", "--data-dir", tmp],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("knflow serve: --max-run-data-bytes must be a positive number of bytes",
+                          r.stderr)
+            # Any one request's data must fit in the total.
+            r = subprocess.run([BIN, "serve", "--max-total-run-data-bytes", "8388607",
+                                "--data-dir", tmp], capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("--max-total-run-data-bytes must be at least 8 times --max-body-bytes "
+                          "(1048576)", r.stderr)
 
     def test_help_documents_every_option(self):
         r = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)

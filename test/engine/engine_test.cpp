@@ -22,6 +22,7 @@
 #include <boost/json.hpp>
 
 #include <functional>
+#include <future>
 #include <optional>
 #include <regex>
 #include <thread>
@@ -1150,7 +1151,7 @@ std::string holding(const std::string& name, int chars, const std::string& then)
 
 }  // namespace
 
-TEST_CASE("engine: a step whose output takes its run past its data limit faults 413",
+TEST_CASE("engine: a step whose output takes its run past its data limit faults 507",
           "[engine][data]") {
   engine::EngineSettings settings;
   settings.max_run_data_bytes = 8 << 10;
@@ -1163,7 +1164,7 @@ TEST_CASE("engine: a step whose output takes its run past its data limit faults 
                    "{}", &id);
   REQUIRE(out.phase == "faulted");
   CHECK(EngineFixture::error_type(out) == "runtime");
-  CHECK(out.error->at("status") == 413);
+  CHECK(out.error->at("status") == 507);
   CHECK(out.error->at("title") == "Run data limit exceeded");
   CHECK(out.error->at("instance") == "/do/1");
   const std::string detail(out.error->at("detail").as_string());
@@ -1177,7 +1178,7 @@ TEST_CASE("engine: a step whose output takes its run past its data limit faults 
       try:
         - {name: more, set: '${ {kept: .kept, again: .kept} }'}
       catch:
-        errors: {type: runtime, status: 413}
+        errors: {type: runtime, status: 507}
         do:
           - {name: small, set: {trimmed: true}}
 )"));
@@ -1209,17 +1210,33 @@ TEST_CASE("engine: the runs in flight hold at most the total data limit, across 
   f.stop_engine();
   f.settings.max_total_run_data_bytes = static_cast<std::size_t>(held) + 1000;
   f.start_engine();
-  auto out = f.run(holding("too-much", 2000, ""));
+  std::string too_much;
+  auto out = f.run(holding("too-much", 2000, ""), "{}", &too_much);
   REQUIRE(out.phase == "faulted");
   CHECK(EngineFixture::error_type(out) == "runtime");
   CHECK(out.error->at("status") == 503);
   CHECK(out.error->at("title") == "Run data memory exhausted");
   CHECK(EngineFixture::data(f.run(small)) == json::parse(R"({"ok": true})"));
 
-  // What a run held is given back when it ends.
+  // A redrive obeys the limits as a start does: the faulted run would hold its input again.
+  auto retry = [&](const std::string& run) {
+    return asio::co_spawn(f.ioc(), f.engine().retry(run), asio::use_future).get();
+  };
+  f.stop_engine();
+  f.settings.max_total_run_data_bytes = static_cast<std::size_t>(held) + 10;
+  f.start_engine();
+  wait_until([&] { return f.run_data_bytes() == held; });
+  CHECK(retry(too_much) == engine::Engine::Control::busy);
+  CHECK(f.record(too_much)->phase == store::RunPhase::faulted);  // left as it was
+
+  // What a run held is given back when it ends; then the redrive fits.
   REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
           engine::Engine::Control::ok);
   CHECK(f.wait(id).phase == "cancelled");
+  wait_until([&] { return f.run_data_bytes() == 0; });
+  REQUIRE(retry(too_much) == engine::Engine::Control::ok);
+  auto redriven = EngineFixture::data(f.wait(too_much));
+  CHECK(redriven.at("kept").as_string().size() == 2000);
   wait_until([&] { return f.run_data_bytes() == 0; });
 }
 
@@ -1640,9 +1657,10 @@ TEST_CASE("engine: a thousand concurrent runs all complete", "[engine][load]") {
 
 TEST_CASE("engine: wide forks at a high rate reuse pooled connections, never a port per call",
           "[engine][load]") {
-  // 50 runs at once, each a fork of 32 branches calling one function: 1,600 calls in flight
-  // together. A connection per call would take 1,600 local ports (and leave them in TIME_WAIT);
-  // the pool keeps at most 64 connections per origin and queues the rest.
+  // 50 runs started together, each a fork of 32 branches calling one function: 1,600 calls. A
+  // connection per call would take a local port each (and leave them in TIME_WAIT); the pool
+  // keeps at most 64 connections per origin and queues the rest (with no cap, about 600 were
+  // opened).
   EngineFixture f;
   f.echo.route("/branch", json_answer("{}", std::chrono::milliseconds(5)));
   std::string yaml = header("wide") + functions(f, {"branch"}) + R"(  do:
@@ -1654,15 +1672,22 @@ TEST_CASE("engine: wide forks at a high rate reuse pooled connections, never a p
   for (int k = 0; k < 32; ++k) {
     yaml += "          - {name: b" + std::to_string(k) + ", call: branch}\n";
   }
-  std::vector<std::string> ids;
-  for (int i = 0; i < 50; ++i) ids.push_back(f.start(yaml));
-  for (const auto& id : ids) {
-    auto out = f.wait(id);
+  auto wf = EngineFixture::parse(yaml);
+  const std::string definition = json::serialize(model::encode_workflow(*wf));
+  std::vector<std::future<engine::StartResult>> starts;
+  for (int i = 0; i < 50; ++i) {
+    starts.push_back(
+        asio::co_spawn(f.ioc(), f.engine().start(wf, definition, EngineFixture::input_event("{}")),
+                       asio::use_future));
+  }
+  for (auto& started : starts) {
+    auto out = f.wait(started.get().run_id);
     REQUIRE(out.phase == "completed");
     CHECK(EngineFixture::data(out).as_array().size() == 32);
   }
   CHECK(f.echo.requests().size() == 50 * 32);
   CHECK(f.echo.connections_accepted() <= 64);
+  CHECK(f.echo.max_in_flight("/branch") <= 64);
 }
 
 TEST_CASE("engine: a redrive gives the failed step its retries again", "[engine][redrive]") {

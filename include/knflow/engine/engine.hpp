@@ -47,9 +47,9 @@ struct EngineSettings {
   std::size_t max_step_visits = 10'000;     // one step entered more often in one list: fault
   // Run data in memory, counted as the JSON text of each in-flight run's input and of its
   // journal (the outputs of its completed steps, kept whole for replay; docs/engine.md). A step
-  // whose output would take its run past `max_run_data_bytes` faults (runtime, 413); while the
-  // runs in flight hold `max_total_run_data_bytes` together, start() refuses with 503 and a step
-  // whose output would add to it faults (runtime, 503).
+  // whose output would take its run past `max_run_data_bytes` faults (runtime, 507); a start, a
+  // redrive or a step's output that would take the runs' total past `max_total_run_data_bytes`
+  // is refused with 503 or faults (runtime, 503).
   std::size_t max_run_data_bytes = std::size_t{64} << 20;
   std::size_t max_total_run_data_bytes = std::size_t{1} << 30;
 };
@@ -109,7 +109,9 @@ class Engine {
                                                  std::chrono::milliseconds timeout);
 
   // unreadable: a retried run whose stored state does not decode (it stays faulted).
-  enum class Control { ok, not_found, conflict, unreadable };
+  // busy: a retry refused for now, as start() refuses (--max-active-runs runs in flight, or
+  // their data at its limit with what the run would hold again).
+  enum class Control { ok, not_found, conflict, unreadable, busy };
   // Cancels a pending, running or waiting run.
   boost::asio::awaitable<Control> cancel(std::string run_id);
   // Redrives a faulted or cancelled run from where it stopped, reusing completed steps.

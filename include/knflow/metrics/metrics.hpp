@@ -34,8 +34,9 @@ class Metrics {
   void run_started();
   void run_finished(std::string_view phase, std::chrono::duration<double> elapsed = {});
   void set_runs_in_flight(double count);
-  // Bytes of JSON the runs in flight hold in memory (EngineSettings::max_total_run_data_bytes).
-  void set_run_data_bytes(double bytes);
+  // Bytes of JSON the runs in flight hold in memory (EngineSettings::max_total_run_data_bytes):
+  // a change by `delta`, so that changes from several threads add up in any order.
+  void change_run_data_bytes(double delta);
   void observe_step(std::chrono::duration<double> elapsed);
   void retry();
   void dead_lettered();
