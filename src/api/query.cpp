@@ -31,6 +31,18 @@ std::string quoted(std::string_view value) {
   return "\"" + std::string(model::utf8_prefix(value, kMax)) + "...\"";
 }
 
+// A continue token: `<number>-<the first `bytes` of `digest` in lower-case hex>`.
+std::string numbered_token(const std::string& number, const unsigned char* digest,
+                           unsigned int bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token = number + "-";
+  for (unsigned int i = 0; i < bytes; ++i) {
+    token.push_back(kHex[digest[i] >> 4]);
+    token.push_back(kHex[digest[i] & 0xf]);
+  }
+  return token;
+}
+
 void add(std::vector<ProblemError>& errors, std::string parameter, std::string detail) {
   errors.push_back({.pointer = "", .detail = std::move(detail), .parameter = std::move(parameter)});
 }
@@ -225,13 +237,7 @@ std::string runs_continue_token(const store::RunFilter& filter, std::int64_t seq
   if (EVP_Digest(message.data(), message.size(), digest, &size, EVP_sha256(), nullptr) != 1) {
     throw std::runtime_error("OpenSSL SHA-256 failed");
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string token = number + "-";
-  for (unsigned int i = 0; i < 8 && i < size; ++i) {
-    token.push_back(kHex[digest[i] >> 4]);
-    token.push_back(kHex[digest[i] & 0xf]);
-  }
-  return token;
+  return numbered_token(number, digest, std::min(size, 8u));
 }
 
 LogsTokens::LogsTokens() {
@@ -253,13 +259,7 @@ std::string LogsTokens::issue(std::string_view scope, std::uint64_t seq) const {
            &size) == nullptr) {
     throw std::runtime_error("OpenSSL HMAC failed");
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string token = number + "-";
-  for (unsigned int i = 0; i < 16 && i < size; ++i) {
-    token.push_back(kHex[mac[i] >> 4]);
-    token.push_back(kHex[mac[i] & 0xf]);
-  }
-  return token;
+  return numbered_token(number, mac, std::min(size, 16u));
 }
 
 std::optional<std::uint64_t> LogsTokens::parse(std::string_view scope,

@@ -243,8 +243,8 @@ std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char
 
 // False after saying which: a seconds option that is not a number from 0 to a year (nan and inf
 // included, which would not convert to milliseconds), --retention-hours beyond ten years, a
-// --kube-qps that is not a number from 0, a run data limit of 0, or a total run data limit that
-// leaves no room for one request's data.
+// --kube-qps that is not a number from 0, an --expression-timeout under a millisecond, a run data
+// limit of 0, or a total run data limit that leaves no room for one request's data.
 bool check_seconds_options(const po::variables_map& vm) {
   for (const char* name : kSecondsOptions) {
     if (!vm.count(name)) continue;
@@ -254,6 +254,11 @@ bool check_seconds_options(const po::variables_map& vm) {
                 << static_cast<long long>(kMaxSeconds) << ", got " << v << "\n";
       return false;
     }
+  }
+  // jq needs some time to answer at all: a limit under a millisecond would refuse everything.
+  if (vm["expression-timeout"].as<double>() < 0.001) {
+    std::cerr << "knflow serve: --expression-timeout must be at least 0.001 seconds\n";
+    return false;
   }
   const double hours = vm["retention-hours"].as<double>();
   if (!std::isfinite(hours) || hours < 0 || hours > kMaxSeconds * 10 / 3600) {

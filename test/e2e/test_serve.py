@@ -116,6 +116,11 @@ class ServeTest(unittest.TestCase):
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(r.returncode, 2, (option, value, r.stderr))
                 self.assertIn(f"knflow serve: {option} must be a number", r.stderr)
+            r = subprocess.run([BIN, "serve", "--expression-timeout", "0", "--data-dir", tmp],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("knflow serve: --expression-timeout must be at least 0.001 seconds",
+                          r.stderr)
             r = subprocess.run([BIN, "serve", "--max-run-data-bytes", "0", "--data-dir", tmp],
                                capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 2, r.stderr)
