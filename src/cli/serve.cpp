@@ -231,7 +231,7 @@ std::optional<asio::ip::tcp::endpoint> parse_listen(const std::string& text, std
 // A thread that polls longer than this before it sleeps only burns CPU (docs/architecture.md).
 constexpr unsigned kMaxSpinMicros = 10'000;
 
-// The options given in seconds (fractions allowed), checked by check_seconds_options before use.
+// The options given in seconds (fractions allowed), checked by check_numeric_options before use.
 constexpr const char* kSecondsOptions[] = {
     "expression-timeout", "idle-timeout",       "invoke-timeout", "max-invoke-timeout",
     "request-timeout",    "retention-interval", "resync",         "shutdown-timeout"};
@@ -245,7 +245,7 @@ std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char
 // included, which would not convert to milliseconds), --retention-hours beyond ten years, a
 // --kube-qps that is not a number from 0, an --expression-timeout under a millisecond, a run data
 // limit of 0, or a total run data limit that leaves no room for one request's data.
-bool check_seconds_options(const po::variables_map& vm) {
+bool check_numeric_options(const po::variables_map& vm) {
   for (const char* name : kSecondsOptions) {
     if (!vm.count(name)) continue;
     const double v = vm[name].as<double>();
@@ -395,7 +395,7 @@ int serve(const std::vector<std::string>& args) {
     std::cerr << "knflow serve: --spin-us must be at most " << kMaxSpinMicros << "\n";
     return kExitUsage;
   }
-  if (!check_seconds_options(vm)) return kExitUsage;
+  if (!check_numeric_options(vm)) return kExitUsage;
 
   std::string error;
   auto listen = parse_listen(vm["listen"].as<std::string>(), error);
