@@ -108,22 +108,28 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(status, 404)
 
     def test_a_delete_racing_a_retry_never_removes_a_running_run(self):
-        """Retry and two deletes at once on a faulted run, many times: a delete answers 200 only
-        for a run that has finished, so never for one a retry has just redriven (the delete read
-        the phase, then deleted in a second store operation, and a redrive in between was deleted
-        while it ran), and of two deletes only one answers 200 (both did)."""
+        """Retry and two deletes close together on a faulted run, many times: a delete answers 200
+        only for a run that has finished, so never for one a retry has just redriven (the delete
+        read the phase, then deleted in a second store operation, and a redrive in between was
+        deleted while it ran), and of two deletes only one answers 200 (both did)."""
         release = threading.Event()
         function = failing_then_held(release)
         try:
             self.one_call_workflow("downstream", function.url)
             outcomes = set()
             with ThreadPoolExecutor(3) as pool:
-                for _ in range(20):
+                for i in range(40):
                     status, headers, body = self.d.call("POST", NS + "/workflows/downstream:invoke", "{}")
                     self.assertEqual(status, 500, body)
                     run = f"{NS}/runs/{headers['Knflow-Run-Id']}"
-                    answers = list(pool.map(lambda op: self.d.call(*op)[0],
-                                            [("POST", run + ":retry"), ("DELETE", run), ("DELETE", run)]))
+                    # A retry takes more steps than a delete (it may wait for the run's coroutine
+                    # to let go, then reads and redrives); sent together, the deletes can win every
+                    # time on some machines. The deletes go out up to 10 ms after the retry, so that
+                    # they also meet it in the middle of its redrive.
+                    retry = pool.submit(lambda: self.d.call("POST", run + ":retry")[0])
+                    time.sleep((0, 0.001, 0.002, 0.005, 0.01)[i % 5])
+                    deletes = [pool.submit(lambda: self.d.call("DELETE", run)[0]) for _ in range(2)]
+                    answers = [retry.result()] + [d.result() for d in deletes]
                     outcomes.add(tuple(answers))
                     self.assertLessEqual(answers[1:].count(200), 1, answers)
                     if answers[0] == 202:  # redriven, and held in its call: still running
