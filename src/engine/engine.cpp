@@ -937,7 +937,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     // Counted by take_data() when its entry is written; else (the step ends the run) nothing.
     auto& slot = run.journal[path];
-    if (!entry) change_data(run, 0, slot.bytes);
+    if (!entry && slot.bytes != 0) change_data(run, 0, slot.bytes);
     slot = JournalValue{"completed", std::move(value), entry ? entry->value_json.size() : 0};
     std::function<int(store::RunStore&)> op = [id = run.id, attempt = std::move(attempt),
                                                entry = std::move(entry), next,
@@ -1813,10 +1813,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   static constexpr std::string_view kRedriveKey = "/redrive";
 
   // Store strand only. Rebuilds a run from its record, journal and attempts, and runs it again:
-  // completed steps replay from the journal, the rest execute; `redriven`: a redrive (:retry),
-  // which gives the steps it runs again their retries again. False when its stored state does
-  // not decode: the run is faulted instead.
-  bool resume(store::RunStore& store, const store::RunRecord& rec, bool redriven = false) {
+  // completed steps replay from the journal, the rest execute; `redriven`: a redrive (:retry) of
+  // `rec` as it is to be stored again (running), which gives the steps it runs again their retries
+  // again, and which obeys the limits a start does (busy, with nothing written, when it does not
+  // fit). unreadable when its stored state does not decode: the run is faulted instead.
+  Engine::Control resume(store::RunStore& store, const store::RunRecord& rec,
+                         bool redriven = false) {
     auto run = std::make_shared<Run>(asio::make_strand(executor));
     std::int64_t before_redrive = 0;  // attempts up to this seq were made before the latest
     // Everything read back from the record first: what does not decode faults this run alone.
@@ -1824,7 +1826,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto decoded = model::decode_workflow(model::parse_data(rec.definition_json));
       if (!decoded.ok()) {
         fault_unreadable(store, rec, "its definition no longer decodes");
-        return false;
+        return Engine::Control::unreadable;
       }
       run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
       const auto input = model::parse_stored(rec.input_json);
@@ -1843,7 +1845,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       throw;  // the database itself failed: not this run's problem alone
     } catch (const std::exception& e) {
       fault_unreadable(store, rec, reason(e));
-      return false;
+      return Engine::Control::unreadable;
+    }
+    if (redriven) {
+      std::size_t held = rec.input_json.size();
+      for (const auto& [path, entry] : run->journal) held += entry.bytes;
+      if (!admits_redrive(held)) return Engine::Control::busy;
+      store.update_run(rec);
     }
     run->id = rec.id;
     run->record = rec;
@@ -1914,7 +1922,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                               {"workflow", run->namespace_ + "/" + run->workflow_name},
                               {"completedSteps", std::to_string(run->journal.size())}});
     launch(run);
-    return true;
+    return Engine::Control::ok;
   }
 
   // Runs on the run's strand from start to end: finish(), which cancels the waiters' timers,
@@ -2145,10 +2153,6 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     if (rec->phase != store::RunPhase::faulted && rec->phase != store::RunPhase::cancelled) {
       return Control::conflict;
     }
-    // What the run will hold again: a redrive obeys the limits a start does.
-    std::size_t held = rec->input_json.size();
-    for (const auto& j : s.journal(run_id)) held += j.value_json.size();
-    if (!impl->admits_redrive(held)) return Control::busy;
     // Completed steps stay in the journal and replay; the failed step runs again.
     rec->phase = store::RunPhase::running;
     rec->error_json.reset();
@@ -2157,8 +2161,7 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     rec->updated_at = log::now_rfc3339_ms();
     // A retry starts the run again: spec.timeout counts from it (createdAt keeps the first start).
     rec->started_at = rec->updated_at;
-    s.update_run(*rec);
-    return impl->resume(s, *rec, /*redriven=*/true) ? Control::ok : Control::unreadable;
+    return impl->resume(s, *rec, /*redriven=*/true);
   };
   co_return co_await impl_->on_store<Control>(std::move(op));
 }
