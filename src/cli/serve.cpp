@@ -120,8 +120,8 @@ po::options_description serve_options() {
      "JSON one run may hold in memory (its input and completed steps' outputs); a step that "
      "would pass it faults")
     ("max-total-run-data-bytes", po::value<std::size_t>()->default_value(std::size_t{1} << 30),
-     "JSON the runs in flight may hold together; at the limit new runs are refused with 503 "
-     "and steps that would add to it fault")
+     "JSON the runs in flight may hold together (with what their steps work on); at the limit "
+     "new runs are refused with 503 and steps that would add to it fault")
     ("retention-hours", po::value<double>()->default_value(168),
      "finished runs older than this are deleted (0 keeps them by age)")
     ("retention-runs", po::value<std::size_t>()->default_value(100000),

@@ -271,16 +271,70 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // runs growing at the same moment never pass it together.
   bool change_data(Run& run, std::size_t added, std::size_t removed,
                    std::size_t limit = std::numeric_limits<std::size_t>::max()) {
+    if (!change_total(added, removed, limit)) return false;
+    run.data_bytes = run.data_bytes + added - removed;
+    return true;
+  }
+
+  // change_data() for the total alone.
+  bool change_total(std::size_t added, std::size_t removed,
+                    std::size_t limit = std::numeric_limits<std::size_t>::max()) {
     std::size_t total = data_bytes.load();
     do {
       // Unsigned arithmetic wraps: adding the difference subtracts when it is "negative".
       if (added > removed && total + (added - removed) > limit) return false;
     } while (!data_bytes.compare_exchange_weak(total, total + added - removed));
-    run.data_bytes = run.data_bytes + added - removed;
     if (metrics) {
       metrics->change_run_data_bytes(static_cast<double>(added) - static_cast<double>(removed));
     }
     return true;
+  }
+
+  // Working data: what a step holds that no journal entry counts yet (a call's request and its
+  // answer, an expression result kept through a step), counted in the runs' total, not in its
+  // run's, from when it exists until its holder lets go (the end of the step, or the moment its
+  // output is counted instead: complete()).
+  class Held {
+   public:
+    Held(Impl& impl, std::size_t bytes) : impl_(&impl), bytes_(bytes) {}
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+    ~Held() { release(); }
+    void release() {
+      if (bytes_ != 0) impl_->change_total(0, bytes_);
+      bytes_ = 0;
+    }
+
+   private:
+    Impl* impl_;
+    std::size_t bytes_;
+  };
+
+  // Holds `bytes` of working data in `held`: what `what` names (e.g. "this call's request") at
+  // `path`. The step's fault (runtime, 503, as take_data's) when the runs' total has no room for
+  // it; `held` is left as it was then, and when `bytes` is 0.
+  std::optional<Fault> hold_into(std::shared_ptr<Held>& held, std::size_t bytes,
+                                 std::string_view what, const std::string& path) {
+    if (bytes == 0) return std::nullopt;
+    if (!change_total(bytes, 0, settings.max_total_run_data_bytes)) {
+      return make_fault("runtime", 503, "Run data memory exhausted",
+                        std::string(what) + " (" + std::to_string(bytes) +
+                            " bytes of JSON) would take the data the runs in flight hold together "
+                            "past the daemon's limit of " +
+                            std::to_string(settings.max_total_run_data_bytes) +
+                            " bytes (--max-total-run-data-bytes); now " +
+                            std::to_string(data_bytes.load()),
+                        path);
+    }
+    held = std::make_shared<Held>(*this, bytes);
+    return std::nullopt;
+  }
+
+  // hold_into() that throws its fault.
+  std::shared_ptr<Held> hold(std::size_t bytes, std::string_view what, const std::string& path) {
+    std::shared_ptr<Held> held;
+    if (auto fault = hold_into(held, bytes, what, path)) throw *fault;
+    return held;
   }
 
   // Keeps `value`, whose JSON text is `bytes` long, as `run`'s journal entry `path`, counted
@@ -322,14 +376,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return std::nullopt;
   }
 
-  // Whether a redrive of a run holding `bytes` may start now: the limits on runs in flight and on
-  // their data, as start() applies them. Checked, not reserved: resume() counts the run.
-  bool admits_redrive(std::size_t bytes) const {
-    {
-      std::lock_guard lock(mutex);
-      if (active.size() >= settings.max_active_runs) return false;
-    }
-    return data_bytes.load() + bytes <= settings.max_total_run_data_bytes;
+  // Whether a redrive may start now as far as `--max-active-runs` goes, as start() applies it
+  // (checked, not reserved: a start at the same moment may take the last place).
+  bool admits_redrive() const {
+    std::lock_guard lock(mutex);
+    return active.size() < settings.max_active_runs;
   }
 
   // --- store access: every call runs on the store strand ------------------------------------
@@ -460,13 +511,31 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<json::value> eval(const std::string& text, const json::value& input,
                                     const json::object& vars, const std::string& instance) {
     if (!model::is_expression(text)) co_return json::string(text);
+    auto result = co_await evaluate(text, input, vars, instance);
+    co_return result.value ? std::move(*result.value) : json::value(nullptr);
+  }
+
+  // eval() of a result the step keeps while it works (a step's input, a loop's items): `held`
+  // holds its size as working data (hold()).
+  asio::awaitable<json::value> eval(const std::string& text, const json::value& input,
+                                    const json::object& vars, const std::string& instance,
+                                    std::shared_ptr<Held>& held) {
+    if (!model::is_expression(text)) co_return json::string(text);
+    auto result = co_await evaluate(text, input, vars, instance);
+    held = hold(result.bytes, "this expression's result", instance);
+    co_return result.value ? std::move(*result.value) : json::value(nullptr);
+  }
+
+  // The expression `text`'s evaluation; its failure as the step's fault.
+  asio::awaitable<Evaluation> evaluate(const std::string& text, const json::value& input,
+                                       const json::object& vars, const std::string& instance) {
     std::string program(model::expression_program(text));
     auto result = co_await evaluator.evaluate(std::move(program), input, vars, lane_of(vars));
     if (!result.ok()) {
       throw make_fault("expression", 400, "Expression failed",
                        "expression " + text + ": " + result.error, instance);
     }
-    co_return result.value ? std::move(*result.value) : json::value(nullptr);
+    co_return result;
   }
 
   // Evaluates every `${ ... }` string inside a JSON value (objects and arrays at any depth).
@@ -574,6 +643,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::vector<Current> outputs;   // usually one; fork `join: each` gives one per branch
     std::string flow = "continue";  // continue, end, or the name of a step in the same list
     json::object note;              // for the step history only: what a `try` caught
+    std::shared_ptr<Held> held;     // a call's answer, until complete() counts the output
   };
 
   struct Env {
@@ -789,7 +859,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       json::object vars = base_vars(run, cur);
       for (const auto& [k, v] : env.vars) vars[k] = v;
       json::value input = cur.data;
-      if (step.input) input = co_await eval(*step.input, cur.data, vars, path + "/input");
+      std::shared_ptr<Held> input_held;  // an input expression's result, until the step is done
+      if (step.input) {
+        input = co_await eval(*step.input, cur.data, vars, path + "/input", input_held);
+      }
       vars["input"] = input;
       if (step.if_) {
         auto cond = co_await eval(*step.if_, input, vars, path + "/if");
@@ -910,11 +983,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // journal of a completed run (it is neither resumed nor redriven), its attempt already says how
   // it went, and the entry would cost the commit two more pages (the journal table and its key).
   // Any other step that ends the run keeps its entry, for the run's step history.
-  // The step's output counts towards its run's data (take_data); one that does not fit is
-  // returned as the step's fault, with nothing written.
+  // The step's output counts towards its run's data (take_data), instead of the working data
+  // its call held; one that does not fit is returned as the step's fault, with nothing written.
   asio::awaitable<std::optional<Fault>> complete(Run& run, const Env& env, const std::string& path,
                                                  const StepOutcome& out, const ListPosition& at,
                                                  const StepTimes& times) {
+    if (out.held) out.held->release();  // counted as the output from here on, or not kept
     auto value = outcome_json(out);
     // A step that ends the run has no step to begin after it (run_end() and next_attempt() never
     // both have one), so the run's end is known before the next attempt is numbered.
@@ -990,7 +1064,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     StepOutcome out;
     const auto& c = step.construct;
     if (auto* call = std::get_if<model::CallStep>(&c)) {
-      out.outputs.push_back(co_await exec_call(env, step, *call, path, std::move(cur)));
+      out.outputs.push_back(co_await exec_call(env, step, *call, path, std::move(cur), out.held));
     } else if (auto* d = std::get_if<model::DoStep>(&c)) {
       auto results = co_await exec_list(env, &d->steps, path + "/do", cur);
       out.outputs.push_back(collapse(std::move(results), cur));
@@ -1163,12 +1237,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   asio::awaitable<Current> exec_for(Env env, const model::ForStep& f, const std::string& path,
                                     Current cur, const json::object& vars) {
-    auto items = co_await eval(f.in, cur.data, vars, path + "/for/in");
+    std::shared_ptr<Held> items_held;
+    auto items = co_await eval(f.in, cur.data, vars, path + "/for/in", items_held);
     if (!items.is_array()) {
       throw make_fault("expression", 400, "for.in is not an array",
                        "for.in gave " + std::string(json::serialize(items)).substr(0, 200),
                        path + "/for/in");
     }
+    // (The items are held while the loop runs.)
     const std::string each = f.each.empty() ? "item" : f.each;
     const std::string at = f.at.value_or("index");
     const auto& arr = items.as_array();
@@ -1442,8 +1518,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                      "function " + name + " has no url or local", path);
   }
 
+  // `held` gets the answer's size as working data (hold()), for the caller to keep until the
+  // step's output is counted.
   asio::awaitable<Current> exec_call(Env env, const model::Step& step, const model::CallStep& call,
-                                     const std::string& path, Current cur) {
+                                     const std::string& path, Current cur,
+                                     std::shared_ptr<Held>& held) {
     Run& run = *env.run;
     // Held until the call (every attempt) is over.
     const Target target = co_await function_target(env, call.function, path);
@@ -1458,6 +1537,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     out.data = json::serialize(cur.data);
     out.extensions.erase("traceparent");
     const auto encoded = encode_binary(out);
+    // The request's text, held until every attempt is over.
+    const auto request_held = hold(encoded.body.size(), "this call's request", path);
 
     std::int64_t& attempts = run.attempts[path];
     // Attempts made before the run's latest redrive do not count against the retry limit.
@@ -1502,6 +1583,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
       auto res = std::move(*answered);
       if (!res.error && res.status / 100 == 2) {
+        if (auto refused =
+                hold_into(held, res.body.size(), "the answer of " + call.function, path)) {
+          // Answered, but not kept: the step faults (catch.retry may call again).
+          co_await attempt_end(run, seq,
+                               attempt_result(store::AttemptPhase::faulted, std::nullopt,
+                                              refused->error, res.status));
+          throw *refused;
+        }
         Current next = cur;
         if (res.status != 202 && !res.body.empty()) {
           auto decoded = decode_event(res.headers, res.body);
@@ -1847,10 +1936,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       fault_unreadable(store, rec, reason(e));
       return Engine::Control::unreadable;
     }
+    // A redrive's data, reserved in the runs' total (so that runs growing at the same moment
+    // never pass it together) until the run counts it below; given back if it never gets there.
+    std::shared_ptr<Held> reserved;
     if (redriven) {
       std::size_t held = rec.input_json.size();
       for (const auto& [path, entry] : run->journal) held += entry.bytes;
-      if (!admits_redrive(held)) return Engine::Control::busy;
+      if (!admits_redrive() || hold_into(reserved, held, "the run's data", rec.id)) {
+        return Engine::Control::busy;
+      }
       store.update_run(rec);
     }
     run->id = rec.id;
@@ -1908,10 +2002,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                            std::nullopt));
       }
     }
-    // Resumed whatever it holds: it was let in before, and the limits hold for its next steps.
+    // Counted whatever it holds: a run resumed at start-up was let in before (the limits hold for
+    // its next steps), and a redrive's share was reserved above (given back here instead).
     std::size_t held = rec.input_json.size();
     for (const auto& [path, entry] : run->journal) held += entry.bytes;
     change_data(*run, held, 0);
+    if (reserved) reserved->release();
     {
       std::lock_guard lock(mutex);
       active[run->id] = run;

@@ -370,7 +370,8 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
         problem = "no \"value\"";
         return {};
       }
-      return Evaluation{.value = std::move(*value), .error = {}};
+      // The answer's text, the value's with a few bytes around it.
+      return Evaluation{.value = std::move(*value), .error = {}, .bytes = answer.size()};
     }
     const json::value* error = fields->if_contains("error");
     if (error == nullptr || !error->is_string() || error->get_string().empty()) {

@@ -82,7 +82,8 @@ struct Metrics::Impl {
                                           .Name("knflow_run_data_bytes")
                                           .Help(
                                               "Bytes of JSON the runs in flight hold in memory: "
-                                              "inputs and completed steps' outputs")
+                                              "inputs, completed steps' outputs and what steps "
+                                              "work on (calls' requests and answers)")
                                           .Register(*registry)
                                           .Add({});
   prometheus::Histogram& step_duration =

@@ -1240,6 +1240,116 @@ TEST_CASE("engine: the runs in flight hold at most the total data limit, across 
   wait_until([&] { return f.run_data_bytes() == 0; });
 }
 
+TEST_CASE("engine: a call's request and answer are held as working data while its step works",
+          "[engine][data]") {
+  // No journal entry counts them until the step completes, yet they are in memory: while the
+  // function takes its time the request is held, and an answer with no room faults the step.
+  EngineFixture f;
+  f.echo.route("/slow", {.delay = std::chrono::milliseconds(300)});
+  const std::string big(20'000, 'x');
+  const std::string input = R"({"big": ")" + big + R"("})";
+  const auto slow = header("slow-call") + functions(f, {"slow"}) +
+                    "  do:\n    - {name: ask, call: slow}\n    - {name: nap, wait: PT60S}\n";
+  const std::string id = f.start(slow, input);
+  // The run's input, and the request (the same text plus the event around it) while it waits.
+  wait_until([&] { return f.run_data_bytes() > 2 * 20'000; });
+  // Once the call completed, its answer is counted as the step's output instead, and the request
+  // is let go: the input and one output.
+  wait_until([&] { return f.journal(id).size() == 2; });  // ask, and the wait begun
+  const double kept = f.run_data_bytes();
+  CHECK(kept > 2 * 20'000);
+  CHECK(kept < 2 * 20'000 + 1000);
+  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+  CHECK(f.wait(id).phase == "cancelled");
+  wait_until([&] { return f.run_data_bytes() == 0; });
+
+  // Room for the input, not for the request beside it: the call never goes out.
+  f.stop_engine();
+  f.settings.max_total_run_data_bytes = 30'000;
+  f.start_engine();
+  const std::size_t before = f.echo.requests().size();
+  const auto once =
+      header("one-call") + functions(f, {"echo"}) + "  do:\n" + "    - {name: ask, call: echo}\n";
+  auto out = f.run(once, input);
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 503);
+  CHECK(out.error->at("title") == "Run data memory exhausted");
+  const std::string detail(out.error->at("detail").as_string());
+  CHECK(detail.find("this call's request") != std::string::npos);
+  CHECK(f.echo.requests().size() == before);
+
+  // Room for a small request, not for the large answer: the attempt is answered, the step faults.
+  f.echo.route("/large", {.body = R"({"big": ")" + big + R"("})",
+                          .headers = {{"Content-Type", "application/json"}}});
+  f.stop_engine();
+  f.settings.max_total_run_data_bytes = 10'000;
+  f.start_engine();
+  std::string large_id;
+  const auto large = header("large-answer") + functions(f, {"large"}) + "  do:\n" +
+                     "    - {name: ask, call: large}\n";
+  out = f.run(large, "{}", &large_id);
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 503);
+  CHECK(out.error->at("title") == "Run data memory exhausted");
+  CHECK(std::string(out.error->at("detail").as_string()).find("the answer of large") !=
+        std::string::npos);
+  const auto attempts = f.attempts(large_id);
+  REQUIRE(attempts.size() == 1);  // not retried: the function did answer
+  CHECK(attempts[0].phase == store::AttemptPhase::faulted);
+  CHECK(attempts[0].http_status == 200);
+  wait_until([&] { return f.run_data_bytes() == 0; });
+}
+
+TEST_CASE("engine: a step's input expression and a loop's items are held while the step works",
+          "[engine][data]") {
+  engine::EngineSettings settings;
+  settings.max_total_run_data_bytes = 30'000;
+  EngineFixture f(settings);
+  // Held during the wait it feeds (the journal counts it only when the wait completes).
+  const auto waiting = header("held-input") + R"(  do:
+    - name: nap
+      input: '${ {big: ("x" * 20000)} }'
+      wait: PT60S
+)";
+  const std::string id = f.start(waiting);
+  wait_until([&] { return f.run_data_bytes() > 20'000; });
+  // A second one has no room for its input's result.
+  auto out = f.run(header("held-input-2") + R"(  do:
+    - name: nap
+      input: '${ {big: ("x" * 20000)} }'
+      wait: PT0.01S
+)");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 503);
+  CHECK(out.error->at("instance") == "/do/0/input");
+  CHECK(std::string(out.error->at("detail").as_string()).find("this expression's result") !=
+        std::string::npos);
+  // Nor for a loop's items.
+  out = f.run(header("held-items") + R"(  do:
+    - name: each
+      for: {in: '${ [range(4) | "x" * 6000] }'}
+      do:
+        - {name: one, set: {}}
+)");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 503);
+  CHECK(out.error->at("instance") == "/do/0/for/in");
+  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+  CHECK(f.wait(id).phase == "cancelled");
+  wait_until([&] { return f.run_data_bytes() == 0; });
+  // With the room back, both run.
+  CHECK(f.run(header("held-items-2") + R"(  do:
+    - name: each
+      for: {in: '${ [range(4) | "x" * 6000] }'}
+      do:
+        - {name: one, set: {}}
+)")
+            .phase == "completed");
+  wait_until([&] { return f.run_data_bytes() == 0; });
+}
+
 TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
   EngineFixture f;
   auto yaml = header("sleeper") + R"(  do:

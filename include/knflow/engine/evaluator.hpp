@@ -11,6 +11,7 @@
 #include <boost/json/value.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 
@@ -20,6 +21,7 @@ struct Evaluation {
   std::optional<boost::json::value> value;  // the program's first output; null if it has none
   std::string error;                        // set when the program failed (compile, runtime,
                                             // time or memory bound); plain words
+  std::size_t bytes = 0;  // the value's size as JSON text, about (what the engine counts)
   bool ok() const { return error.empty(); }
 };
 
