@@ -291,19 +291,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // Working data: what a step holds that no journal entry counts yet (a call's request and its
-  // answer, an expression result kept through a step), counted in the runs' total, not in its
-  // run's, from when it exists until its holder lets go (the end of the step, or the moment its
-  // output is counted instead: complete()).
+  // answer, an emit's event, an expression result kept through a step), counted in the runs'
+  // total, not in its run's, from when it exists until its holder lets go (the end of the step),
+  // or until its step's output is counted instead (take_data()).
   class Held {
    public:
     Held(Impl& impl, std::size_t bytes) : impl_(&impl), bytes_(bytes) {}
     Held(const Held&) = delete;
     Held& operator=(const Held&) = delete;
     ~Held() { release(); }
+    std::size_t bytes() const { return bytes_; }
     void release() {
       if (bytes_ != 0) impl_->change_total(0, bytes_);
       bytes_ = 0;
     }
+    // The bytes are counted elsewhere from now on (the caller moved them in the same change).
+    void disarm() { bytes_ = 0; }
 
    private:
     Impl* impl_;
@@ -347,9 +350,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // Counts a completed step's journal entry `path` (`bytes` of JSON text) for its run, instead of
-  // an entry it replaces; the fault when it would take the run past its own limit, or the runs'
-  // total past theirs (then nothing is counted).
-  std::optional<Fault> take_data(Run& run, const std::string& path, std::size_t bytes) {
+  // an entry it replaces and of the working data `held` (handed over in the same compare-and-swap,
+  // then disarmed); the fault when it would take the run past its own limit, or the runs' total
+  // past theirs (then nothing is counted, and `held` stays as it was).
+  std::optional<Fault> take_data(Run& run, const std::string& path, std::size_t bytes,
+                                 const std::vector<std::shared_ptr<Held>>& held) {
     const auto it = run.journal.find(path);
     const std::size_t replaced = it == run.journal.end() ? 0 : it->second.bytes;
     const std::size_t after = run.data_bytes - replaced + bytes;
@@ -363,7 +368,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                             "completed steps are kept until it ends",
                         path);
     }
-    if (!change_data(run, bytes, replaced, settings.max_total_run_data_bytes)) {
+    std::size_t working = 0;
+    for (const auto& h : held) working += h->bytes();
+    if (!change_total(bytes, replaced + working, settings.max_total_run_data_bytes)) {
       return make_fault("runtime", 503, "Run data memory exhausted",
                         "this step's output (" + std::to_string(bytes) +
                             " bytes of JSON) would take the data the runs in flight hold "
@@ -373,6 +380,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                             std::to_string(data_bytes.load()),
                         path);
     }
+    run.data_bytes = run.data_bytes + bytes - replaced;
+    for (const auto& h : held) h->disarm();
     return std::nullopt;
   }
 
@@ -643,7 +652,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::vector<Current> outputs;   // usually one; fork `join: each` gives one per branch
     std::string flow = "continue";  // continue, end, or the name of a step in the same list
     json::object note;              // for the step history only: what a `try` caught
-    std::shared_ptr<Held> held;     // a call's answer, until complete() counts the output
+    // Working data (a call's answer, the step's input expression result) until complete()
+    // counts the output instead.
+    std::vector<std::shared_ptr<Held>> held;
   };
 
   struct Env {
@@ -854,12 +865,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     StepOutcome out;
     bool skipped = false;
     std::optional<Fault> fault;
+    std::shared_ptr<Held> input_held;  // an input expression's result, until the step is done
     try {
       check_live(run, *env.scope, env.deadline, path);
       json::object vars = base_vars(run, cur);
       for (const auto& [k, v] : env.vars) vars[k] = v;
       json::value input = cur.data;
-      std::shared_ptr<Held> input_held;  // an input expression's result, until the step is done
       if (step.input) {
         input = co_await eval(*step.input, cur.data, vars, path + "/input", input_held);
       }
@@ -903,6 +914,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       co_await settle_attempts(run, path, *fault);
       throw *fault;
     }
+    if (input_held) out.held.push_back(std::move(input_held));  // handed over with the output
     if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
     const StepTimes times{started_at, skipped};  // named: see complete()
     if (auto too_much = co_await complete(run, env, path, out, at, times)) {
@@ -984,11 +996,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // it went, and the entry would cost the commit two more pages (the journal table and its key).
   // Any other step that ends the run keeps its entry, for the run's step history.
   // The step's output counts towards its run's data (take_data), instead of the working data
-  // its call held; one that does not fit is returned as the step's fault, with nothing written.
+  // the step held; one that does not fit is returned as the step's fault, with nothing written.
   asio::awaitable<std::optional<Fault>> complete(Run& run, const Env& env, const std::string& path,
                                                  const StepOutcome& out, const ListPosition& at,
                                                  const StepTimes& times) {
-    if (out.held) out.held->release();  // counted as the output from here on, or not kept
     auto value = outcome_json(out);
     // A step that ends the run has no step to begin after it (run_end() and next_attempt() never
     // both have one), so the run's end is known before the next attempt is numbered.
@@ -1001,8 +1012,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (times.skipped) o["skipped"] = true;
       for (const auto& [k, v] : out.note) o[k] = v;
       entry = journal_entry(path, "completed", value);
-      if (auto fault = take_data(run, path, entry->value_json.size())) co_return fault;
+      if (auto fault = take_data(run, path, entry->value_json.size(), out.held)) co_return fault;
     }
+    for (const auto& h : out.held) h->release();  // counted as the output now, or not kept
     auto next = end ? std::nullopt : next_attempt(run, env, at, out);
     std::optional<std::pair<std::int64_t, store::AttemptResult>> attempt;
     if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
@@ -1064,7 +1076,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     StepOutcome out;
     const auto& c = step.construct;
     if (auto* call = std::get_if<model::CallStep>(&c)) {
-      out.outputs.push_back(co_await exec_call(env, step, *call, path, std::move(cur), out.held));
+      std::shared_ptr<Held> answer;
+      out.outputs.push_back(co_await exec_call(env, step, *call, path, std::move(cur), answer));
+      if (answer) out.held.push_back(std::move(answer));
     } else if (auto* d = std::get_if<model::DoStep>(&c)) {
       auto results = co_await exec_list(env, &d->steps, path + "/do", cur);
       out.outputs.push_back(collapse(std::move(results), cur));
@@ -1443,6 +1457,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       req.headers.emplace_back("Authorization", "Bearer " + settings.broker_token);
     }
     req.body = std::move(encoded.body);
+    const auto request_held = hold(req.body.size(), "this emit's event", path);  // as a call's
     // Like a call: bounded by the step's or run's deadline, abandoned when the run or branch is
     // cancelled.
     req.timeout = settings.default_call_timeout;
@@ -2006,8 +2021,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // its next steps), and a redrive's share was reserved above (given back here instead).
     std::size_t held = rec.input_json.size();
     for (const auto& [path, entry] : run->journal) held += entry.bytes;
-    change_data(*run, held, 0);
-    if (reserved) reserved->release();
+    change_total(held, reserved ? reserved->bytes() : 0);  // the reservation handed over
+    run->data_bytes = held;
+    if (reserved) reserved->disarm();
     {
       std::lock_guard lock(mutex);
       active[run->id] = run;

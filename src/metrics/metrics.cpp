@@ -83,7 +83,8 @@ struct Metrics::Impl {
                                           .Help(
                                               "Bytes of JSON the runs in flight hold in memory: "
                                               "inputs, completed steps' outputs and what steps "
-                                              "work on (calls' requests and answers)")
+                                              "work on (requests, answers, step inputs, loop "
+                                              "items)")
                                           .Register(*registry)
                                           .Add({});
   prometheus::Histogram& step_duration =

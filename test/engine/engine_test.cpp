@@ -1245,23 +1245,32 @@ TEST_CASE("engine: a call's request and answer are held as working data while it
   // No journal entry counts them until the step completes, yet they are in memory: while the
   // function takes its time the request is held, and an answer with no room faults the step.
   EngineFixture f;
-  f.echo.route("/slow", {.delay = std::chrono::milliseconds(300)});
+  f.echo.route("/slow", {.delay = std::chrono::minutes(1)});
   const std::string big(20'000, 'x');
   const std::string input = R"({"big": ")" + big + R"("})";
-  const auto slow = header("slow-call") + functions(f, {"slow"}) +
-                    "  do:\n    - {name: ask, call: slow}\n    - {name: nap, wait: PT60S}\n";
+  const auto slow =
+      header("slow-call") + functions(f, {"slow"}) + "  do:\n    - {name: ask, call: slow}\n";
   const std::string id = f.start(slow, input);
-  // The run's input, and the request (the same text plus the event around it) while it waits.
-  wait_until([&] { return f.run_data_bytes() > 2 * 20'000; });
-  // Once the call completed, its answer is counted as the step's output instead, and the request
-  // is let go: the input and one output.
-  wait_until([&] { return f.journal(id).size() == 2; });  // ask, and the wait begun
-  const double kept = f.run_data_bytes();
-  CHECK(kept > 2 * 20'000);
-  CHECK(kept < 2 * 20'000 + 1000);
+  wait_until([&] { return f.echo.requests().size() == 1; });
+  // The run's input (its data and event) and, while the function has the request, the request.
+  CHECK(f.run_data_bytes() > 2 * 20'000);
+  CHECK(f.run_data_bytes() < 2 * 20'000 + 1000);
+  // A cancelled call lets go of its request.
   REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
           engine::Engine::Control::ok);
   CHECK(f.wait(id).phase == "cancelled");
+  wait_until([&] { return f.run_data_bytes() == 0; });
+
+  // An answered call's answer is counted as the step's output: the input and one output.
+  const auto then_wait = header("then-wait") + functions(f, {"echo"}) +
+                         "  do:\n    - {name: ask, call: echo}\n    - {name: nap, wait: PT60S}\n";
+  const std::string waiting = f.start(then_wait, input);
+  wait_until([&] { return f.journal(waiting).size() == 2; });  // ask, and the wait begun
+  CHECK(f.run_data_bytes() > 2 * 20'000);
+  CHECK(f.run_data_bytes() < 2 * 20'000 + 1000);
+  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(waiting), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+  CHECK(f.wait(waiting).phase == "cancelled");
   wait_until([&] { return f.run_data_bytes() == 0; });
 
   // Room for the input, not for the request beside it: the call never goes out.
@@ -1277,6 +1286,14 @@ TEST_CASE("engine: a call's request and answer are held as working data while it
   CHECK(out.error->at("title") == "Run data memory exhausted");
   const std::string detail(out.error->at("detail").as_string());
   CHECK(detail.find("this call's request") != std::string::npos);
+  // An emit's event likewise.
+  auto emitted = f.run(header("one-emit") + "  do:\n" +
+                           "    - {name: tell, emit: {type: com.example.told, source: /test}}\n",
+                       input);
+  REQUIRE(emitted.phase == "faulted");
+  CHECK(emitted.error->at("status") == 503);
+  CHECK(std::string(emitted.error->at("detail").as_string()).find("this emit's event") !=
+        std::string::npos);
   CHECK(f.echo.requests().size() == before);
 
   // Room for a small request, not for the large answer: the attempt is answered, the step faults.
@@ -1339,7 +1356,7 @@ TEST_CASE("engine: a step's input expression and a loop's items are held while t
           engine::Engine::Control::ok);
   CHECK(f.wait(id).phase == "cancelled");
   wait_until([&] { return f.run_data_bytes() == 0; });
-  // With the room back, both run.
+  // With the room back, the loop runs.
   CHECK(f.run(header("held-items-2") + R"(  do:
     - name: each
       for: {in: '${ [range(4) | "x" * 6000] }'}
