@@ -320,17 +320,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                  std::string_view what, const std::string& path) {
     if (bytes == 0) return std::nullopt;
     if (!change_total(bytes, 0, settings.max_total_run_data_bytes)) {
-      return make_fault("runtime", 503, "Run data memory exhausted",
-                        std::string(what) + " (" + std::to_string(bytes) +
-                            " bytes of JSON) would take the data the runs in flight hold together "
-                            "past the daemon's limit of " +
-                            std::to_string(settings.max_total_run_data_bytes) +
-                            " bytes (--max-total-run-data-bytes); now " +
-                            std::to_string(data_bytes.load()),
-                        path);
+      return memory_exhausted(what, bytes, path);
     }
     held = std::make_shared<Held>(*this, bytes);
     return std::nullopt;
+  }
+
+  // The step's fault when `what` (`bytes` of JSON text) finds no room in the runs' total.
+  Fault memory_exhausted(std::string_view what, std::size_t bytes, const std::string& path) const {
+    return make_fault("runtime", 503, "Run data memory exhausted",
+                      std::string(what) + " (" + std::to_string(bytes) +
+                          " bytes of JSON) would take the data the runs in flight hold together "
+                          "past the daemon's limit of " +
+                          std::to_string(settings.max_total_run_data_bytes) +
+                          " bytes (--max-total-run-data-bytes); now " +
+                          std::to_string(data_bytes.load()),
+                      path);
   }
 
   // hold_into() that throws its fault.
@@ -371,14 +376,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::size_t working = 0;
     for (const auto& h : held) working += h->bytes();
     if (!change_total(bytes, replaced + working, settings.max_total_run_data_bytes)) {
-      return make_fault("runtime", 503, "Run data memory exhausted",
-                        "this step's output (" + std::to_string(bytes) +
-                            " bytes of JSON) would take the data the runs in flight hold "
-                            "together past the daemon's limit of " +
-                            std::to_string(settings.max_total_run_data_bytes) +
-                            " bytes (--max-total-run-data-bytes); now " +
-                            std::to_string(data_bytes.load()),
-                        path);
+      return memory_exhausted("this step's output", bytes, path);
     }
     run.data_bytes = run.data_bytes + bytes - replaced;
     for (const auto& h : held) h->disarm();

@@ -1250,28 +1250,27 @@ TEST_CASE("engine: a call's request and answer are held as working data while it
   const std::string input = R"({"big": ")" + big + R"("})";
   const auto slow =
       header("slow-call") + functions(f, {"slow"}) + "  do:\n    - {name: ask, call: slow}\n";
+  // `run` holds about two copies of the input; cancelled, it lets go of everything.
+  const auto two_copies_then_cancel = [&](const std::string& run) {
+    CHECK(f.run_data_bytes() > 2 * 20'000);
+    CHECK(f.run_data_bytes() < 2 * 20'000 + 1000);
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(run), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+    CHECK(f.wait(run).phase == "cancelled");
+    wait_until([&] { return f.run_data_bytes() == 0; });
+  };
   const std::string id = f.start(slow, input);
   wait_until([&] { return f.echo.requests().size() == 1; });
-  // The run's input (its data and event) and, while the function has the request, the request.
-  CHECK(f.run_data_bytes() > 2 * 20'000);
-  CHECK(f.run_data_bytes() < 2 * 20'000 + 1000);
-  // A cancelled call lets go of its request.
-  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-          engine::Engine::Control::ok);
-  CHECK(f.wait(id).phase == "cancelled");
-  wait_until([&] { return f.run_data_bytes() == 0; });
+  // The run's input (its data and event) and, while the function has the request, the request;
+  // a cancelled call lets go of its request.
+  two_copies_then_cancel(id);
 
   // An answered call's answer is counted as the step's output: the input and one output.
   const auto then_wait = header("then-wait") + functions(f, {"echo"}) +
                          "  do:\n    - {name: ask, call: echo}\n    - {name: nap, wait: PT60S}\n";
   const std::string waiting = f.start(then_wait, input);
   wait_until([&] { return f.journal(waiting).size() == 2; });  // ask, and the wait begun
-  CHECK(f.run_data_bytes() > 2 * 20'000);
-  CHECK(f.run_data_bytes() < 2 * 20'000 + 1000);
-  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(waiting), asio::use_future).get() ==
-          engine::Engine::Control::ok);
-  CHECK(f.wait(waiting).phase == "cancelled");
-  wait_until([&] { return f.run_data_bytes() == 0; });
+  two_copies_then_cancel(waiting);
 
   // Room for the input, not for the request beside it: the call never goes out.
   f.stop_engine();
