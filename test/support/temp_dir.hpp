@@ -9,6 +9,7 @@ namespace knflow::test {
 class TempDir {
  public:
   TempDir();
+  explicit TempDir(const std::filesystem::path& base);  // made inside `base`
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
