@@ -29,6 +29,8 @@
 #include <limits>
 #include <mutex>
 #include <random>
+#include <utility>
+#include <vector>
 
 namespace knflow::engine {
 namespace asio = boost::asio;
@@ -296,9 +298,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // or until its step's output is counted instead (take_data()).
   class Held {
    public:
+    Held() = default;  // holds nothing
     Held(Impl& impl, std::size_t bytes) : impl_(&impl), bytes_(bytes) {}
-    Held(const Held&) = delete;
-    Held& operator=(const Held&) = delete;
+    Held(Held&& other) noexcept : impl_(other.impl_), bytes_(std::exchange(other.bytes_, 0)) {}
+    Held& operator=(Held&& other) noexcept {
+      if (this != &other) {
+        release();
+        impl_ = other.impl_;
+        bytes_ = std::exchange(other.bytes_, 0);
+      }
+      return *this;
+    }
     ~Held() { release(); }
     std::size_t bytes() const { return bytes_; }
     void release() {
@@ -309,20 +319,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     void disarm() { bytes_ = 0; }
 
    private:
-    Impl* impl_;
-    std::size_t bytes_;
+    Impl* impl_ = nullptr;
+    std::size_t bytes_ = 0;
   };
 
   // Holds `bytes` of working data in `held`: what `what` names (e.g. "this call's request") at
   // `path`. The step's fault (runtime, 503, as take_data's) when the runs' total has no room for
   // it; `held` is left as it was then, and when `bytes` is 0.
-  std::optional<Fault> hold_into(std::shared_ptr<Held>& held, std::size_t bytes,
-                                 std::string_view what, const std::string& path) {
+  std::optional<Fault> hold_into(Held& held, std::size_t bytes, std::string_view what,
+                                 const std::string& path) {
     if (bytes == 0) return std::nullopt;
     if (!change_total(bytes, 0, settings.max_total_run_data_bytes)) {
       return memory_exhausted(what, bytes, path);
     }
-    held = std::make_shared<Held>(*this, bytes);
+    held = Held(*this, bytes);
     return std::nullopt;
   }
 
@@ -339,8 +349,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // hold_into() that throws its fault.
-  std::shared_ptr<Held> hold(std::size_t bytes, std::string_view what, const std::string& path) {
-    std::shared_ptr<Held> held;
+  Held hold(std::size_t bytes, std::string_view what, const std::string& path) {
+    Held held;
     if (auto fault = hold_into(held, bytes, what, path)) throw *fault;
     return held;
   }
@@ -359,7 +369,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // then disarmed); the fault when it would take the run past its own limit, or the runs' total
   // past theirs (then nothing is counted, and `held` stays as it was).
   std::optional<Fault> take_data(Run& run, const std::string& path, std::size_t bytes,
-                                 const std::vector<std::shared_ptr<Held>>& held) {
+                                 std::vector<Held>& held) {
     const auto it = run.journal.find(path);
     const std::size_t replaced = it == run.journal.end() ? 0 : it->second.bytes;
     const std::size_t after = run.data_bytes - replaced + bytes;
@@ -374,12 +384,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                         path);
     }
     std::size_t working = 0;
-    for (const auto& h : held) working += h->bytes();
+    for (const auto& h : held) working += h.bytes();
     if (!change_total(bytes, replaced + working, settings.max_total_run_data_bytes)) {
       return memory_exhausted("this step's output", bytes, path);
     }
     run.data_bytes = run.data_bytes + bytes - replaced;
-    for (const auto& h : held) h->disarm();
+    for (auto& h : held) h.disarm();
     return std::nullopt;
   }
 
@@ -526,7 +536,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // holds its size as working data (hold()).
   asio::awaitable<json::value> eval(const std::string& text, const json::value& input,
                                     const json::object& vars, const std::string& instance,
-                                    std::shared_ptr<Held>& held) {
+                                    Held& held) {
     if (!model::is_expression(text)) co_return json::string(text);
     auto result = co_await evaluate(text, input, vars, instance);
     held = hold(result.bytes, "this expression's result", instance);
@@ -652,7 +662,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     json::object note;              // for the step history only: what a `try` caught
     // Working data (a call's answer, the step's input expression result) until complete()
     // counts the output instead.
-    std::vector<std::shared_ptr<Held>> held;
+    std::vector<Held> held;
   };
 
   struct Env {
@@ -863,7 +873,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     StepOutcome out;
     bool skipped = false;
     std::optional<Fault> fault;
-    std::shared_ptr<Held> input_held;  // an input expression's result, until the step is done
+    Held input_held;  // an input expression's result, until the step is done
     try {
       check_live(run, *env.scope, env.deadline, path);
       json::object vars = base_vars(run, cur);
@@ -912,7 +922,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       co_await settle_attempts(run, path, *fault);
       throw *fault;
     }
-    if (input_held) out.held.push_back(std::move(input_held));  // handed over with the output
+    if (input_held.bytes() != 0) {
+      out.held.push_back(std::move(input_held));  // handed over with the output
+    }
     if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
     const StepTimes times{started_at, skipped};  // named: see complete()
     if (auto too_much = co_await complete(run, env, path, out, at, times)) {
@@ -996,7 +1008,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // The step's output counts towards its run's data (take_data), instead of the working data
   // the step held; one that does not fit is returned as the step's fault, with nothing written.
   asio::awaitable<std::optional<Fault>> complete(Run& run, const Env& env, const std::string& path,
-                                                 const StepOutcome& out, const ListPosition& at,
+                                                 StepOutcome& out, const ListPosition& at,
                                                  const StepTimes& times) {
     auto value = outcome_json(out);
     // A step that ends the run has no step to begin after it (run_end() and next_attempt() never
@@ -1012,7 +1024,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       entry = journal_entry(path, "completed", value);
       if (auto fault = take_data(run, path, entry->value_json.size(), out.held)) co_return fault;
     }
-    for (const auto& h : out.held) h->release();  // counted as the output now, or not kept
+    for (auto& h : out.held) h.release();  // counted as the output now, or not kept
     auto next = end ? std::nullopt : next_attempt(run, env, at, out);
     std::optional<std::pair<std::int64_t, store::AttemptResult>> attempt;
     if (auto it = run.pending_attempts.find(path); it != run.pending_attempts.end()) {
@@ -1074,9 +1086,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     StepOutcome out;
     const auto& c = step.construct;
     if (auto* call = std::get_if<model::CallStep>(&c)) {
-      std::shared_ptr<Held> answer;
+      Held answer;
       out.outputs.push_back(co_await exec_call(env, step, *call, path, std::move(cur), answer));
-      if (answer) out.held.push_back(std::move(answer));
+      if (answer.bytes() != 0) out.held.push_back(std::move(answer));
     } else if (auto* d = std::get_if<model::DoStep>(&c)) {
       auto results = co_await exec_list(env, &d->steps, path + "/do", cur);
       out.outputs.push_back(collapse(std::move(results), cur));
@@ -1249,14 +1261,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   asio::awaitable<Current> exec_for(Env env, const model::ForStep& f, const std::string& path,
                                     Current cur, const json::object& vars) {
-    std::shared_ptr<Held> items_held;
+    Held items_held;  // while the loop runs
     auto items = co_await eval(f.in, cur.data, vars, path + "/for/in", items_held);
     if (!items.is_array()) {
       throw make_fault("expression", 400, "for.in is not an array",
                        "for.in gave " + std::string(json::serialize(items)).substr(0, 200),
                        path + "/for/in");
     }
-    // (The items are held while the loop runs.)
     const std::string each = f.each.empty() ? "item" : f.each;
     const std::string at = f.at.value_or("index");
     const auto& arr = items.as_array();
@@ -1534,8 +1545,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // `held` gets the answer's size as working data (hold()), for the caller to keep until the
   // step's output is counted.
   asio::awaitable<Current> exec_call(Env env, const model::Step& step, const model::CallStep& call,
-                                     const std::string& path, Current cur,
-                                     std::shared_ptr<Held>& held) {
+                                     const std::string& path, Current cur, Held& held) {
     Run& run = *env.run;
     // Held until the call (every attempt) is over.
     const Target target = co_await function_target(env, call.function, path);
@@ -1951,7 +1961,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     // A redrive's data, reserved in the runs' total (so that runs growing at the same moment
     // never pass it together) until the run counts it below; given back if it never gets there.
-    std::shared_ptr<Held> reserved;
+    Held reserved;
     if (redriven) {
       std::size_t held = rec.input_json.size();
       for (const auto& [path, entry] : run->journal) held += entry.bytes;
@@ -2019,9 +2029,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // its next steps), and a redrive's share was reserved above (given back here instead).
     std::size_t held = rec.input_json.size();
     for (const auto& [path, entry] : run->journal) held += entry.bytes;
-    change_total(held, reserved ? reserved->bytes() : 0);  // the reservation handed over
+    change_total(held, reserved.bytes());  // the reservation handed over
     run->data_bytes = held;
-    if (reserved) reserved->disarm();
+    reserved.disarm();
     {
       std::lock_guard lock(mutex);
       active[run->id] = run;
