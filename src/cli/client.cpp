@@ -2,15 +2,18 @@
 
 #include "commands.hpp"
 #include "knflow/engine/http_client.hpp"
+#include "knflow/http/auth.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/timestamp.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/beast/http/error.hpp>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <boost/url/encode.hpp>
+#include <boost/url/parse.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 
 #include <algorithm>
@@ -41,8 +44,8 @@ void add_connection_options(po::options_description& desc) {
      "daemon URL (default: $KNFLOW_SERVER or http://127.0.0.1:8080)")
     ("token-file", po::value<std::string>(),
      "file whose first token is sent (default: $KNFLOW_TOKEN, else $KNFLOW_TOKEN_FILE, else "
-     "the daemon's token in $KNFLOW_DATA_DIR, $XDG_DATA_HOME/knflow or "
-     "~/.local/share/knflow)");
+     "the daemon's token in $KNFLOW_DATA_DIR, $XDG_DATA_HOME/knflow, ~/.local/share/knflow "
+     "or, without a home, ./knflow-data: where `knflow serve` keeps it)");
   // clang-format on
 }
 
@@ -51,21 +54,56 @@ std::string env_or(const char* name, std::string fallback) {
   return v && *v ? std::string(v) : std::move(fallback);
 }
 
+// A command-line word as a POSIX shell reads it back: as it is when it has only safe characters,
+// else in single quotes.
+std::string shell_word(std::string_view word) {
+  const bool safe = !word.empty() && std::all_of(word.begin(), word.end(), [](unsigned char c) {
+    return std::isalnum(c) ||
+           std::string_view("_-./:@%+=,").find(static_cast<char>(c)) != std::string_view::npos;
+  });
+  if (safe) return std::string(word);
+  std::string out = "'";
+  for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 // Where requests go and the token they carry; `token_source` says where the token came from
-// (or where none was found), for the message of a 401.
+// (or where none was found), for the message of a 401; `flags` are the options that address the
+// same daemon and namespace again (` -n NS`, and --server and --token-file when they were given),
+// for the commands the output suggests.
 struct Target {
   std::string server;
   std::string token;
   std::string token_source;
+  std::string flags;
+
+  // The command that shows run `id`.
+  std::string see(std::string_view id) const { return "knflow runs get " + shell_word(id) + flags; }
 };
 
 // The daemon's URL and token from the flags and the environment, looked up in the order the
-// help text gives. A missing or unreadable token file leaves the token empty.
-Target resolve_target(const po::variables_map& vm) {
+// help text gives. A missing or unreadable token file leaves the token empty. nullopt, after
+// saying so on stderr, when the URL is not an http:// URL.
+std::optional<Target> resolve_target(const po::variables_map& vm, std::string_view command) {
   Target target;
-  target.server = vm.count("server") ? vm["server"].as<std::string>()
-                                     : env_or("KNFLOW_SERVER", "http://127.0.0.1:8080");
+  const bool flag = vm.count("server") > 0;
+  const std::string given =
+      flag ? vm["server"].as<std::string>() : env_or("KNFLOW_SERVER", "http://127.0.0.1:8080");
+  target.server = given;
   while (target.server.ends_with("/")) target.server.pop_back();
+  const auto url = boost::urls::parse_absolute_uri(target.server);
+  if (!url || url->scheme_id() != boost::urls::scheme::http || !url->has_authority() ||
+      url->host().empty() || url->has_query() || url->has_fragment()) {
+    std::cerr << "knflow " << command << ": " << (flag ? "--server" : "$KNFLOW_SERVER")
+              << " must be the daemon's http:// URL, such as http://127.0.0.1:8080; got \"" << given
+              << "\"\n";
+    return std::nullopt;
+  }
+  target.flags = " -n " + shell_word(vm["namespace"].as<std::string>());
+  if (flag) target.flags += " --server " + shell_word(target.server);
+  if (vm.count("token-file")) {
+    target.flags += " --token-file " + shell_word(vm["token-file"].as<std::string>());
+  }
   fs::path file;
   if (vm.count("token-file")) {
     file = vm["token-file"].as<std::string>();
@@ -75,24 +113,12 @@ Target resolve_target(const po::variables_map& vm) {
     return target;
   } else if (const char* f = std::getenv("KNFLOW_TOKEN_FILE"); f && *f) {
     file = f;
-  } else if (const char* d = std::getenv("KNFLOW_DATA_DIR"); d && *d) {
-    file = fs::path(d) / "token";
   } else {
-    const char* xdg = std::getenv("XDG_DATA_HOME");
-    const char* home = std::getenv("HOME");
-    file = xdg && *xdg ? fs::path(xdg) / "knflow" / "token"
-                       : fs::path(home ? home : ".") / ".local" / "share" / "knflow" / "token";
+    file = fs::path(env_or("KNFLOW_DATA_DIR", default_data_dir())) / "token";
   }
   target.token_source = file.string();
   std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (!line.empty() && line.front() != '#') {
-      target.token = line;
-      break;
-    }
-  }
+  if (auto tokens = http::token_lines(in); !tokens.empty()) target.token = tokens.front();
   return target;
 }
 
@@ -131,9 +157,15 @@ asio::awaitable<engine::HttpResponse> send_and_close(engine::HttpClient& client,
   co_return res;
 }
 
+// The largest answer read: a run's output may be up to the daemon's --max-run-data-bytes (64 MiB
+// by default), a run's record with its attempts more.
+constexpr std::size_t kMaxAnswerBytes = std::size_t{1} << 30;
+
 engine::HttpResponse send(const Target& target, Call call) {
   asio::io_context ioc;
-  engine::HttpClient client(ioc.get_executor());
+  engine::HttpClientSettings settings;
+  settings.max_response_bytes = kMaxAnswerBytes;
+  engine::HttpClient client(ioc.get_executor(), settings);
   engine::HttpRequest req;
   req.method = call.method;
   req.url = target.server + call.path;
@@ -229,13 +261,28 @@ void report_line(std::string_view label, std::string_view value) {
 
 // Prints a failed request (no answer, or a problem answer) readably on stderr, every member of
 // the problem the daemon sends (title, detail, errors[], a faulted run's error with the step
-// path it happened at, runId, instance); returns the exit code for it. `ns` is the namespace the
-// command addressed, for the `knflow runs get` hint.
-int report_failure(const engine::HttpResponse& res, const Target& target, const std::string& ns) {
+// path it happened at, runId, instance); returns the exit code for it. `sent_bytes` is the size
+// of the request's body.
+int report_failure(const engine::HttpResponse& res, const Target& target,
+                   std::size_t sent_bytes = 0) {
+  if (res.error == boost::beast::http::error::body_limit) {
+    std::cerr << "knflow: the answer from the daemon at " << target.server << " is larger than "
+              << kMaxAnswerBytes << " bytes; not read\n";
+    return kExitFailed;
+  }
   if (res.error) {
     std::cerr << "knflow: no answer from the daemon at " << target.server << ": "
-              << res.error_message << "\n"
-              << "  (is it running there? --server or $KNFLOW_SERVER give its URL)\n";
+              << res.error_message << "\n";
+    // The daemon answers a body over its --max-body-bytes with 413 at once, then reads on for
+    // at most 4 MiB before it closes the connection: a longer body is cut off unanswered.
+    if (sent_bytes > (std::size_t{1} << 20) &&
+        (res.error == asio::error::connection_reset || res.error == asio::error::broken_pipe)) {
+      std::cerr << "  (the request's body is " << sent_bytes
+                << " bytes: more than the daemon accepts unless its --max-body-bytes, 1 MiB by "
+                   "default, was raised)\n";
+    } else {
+      std::cerr << "  (is it running there? --server or $KNFLOW_SERVER give its URL)\n";
+    }
     return kExitFailed;
   }
   boost::system::error_code ec;
@@ -278,7 +325,7 @@ int report_failure(const engine::HttpResponse& res, const Target& target, const 
   }
   if (auto id = text(o, "runId"); !id.empty()) {
     report_line("run", id);
-    report_line("see", "knflow runs get " + id + " -n " + ns);
+    report_line("see", target.see(id));
   }
   for (const auto& [key, value] : o) {
     if (key != "type" && key != "title" && key != "status" && key != "detail" &&
@@ -405,6 +452,16 @@ int invoke(const std::vector<std::string>& args) {
     if (!text) return kExitUsage;
     data = std::move(*text);
   }
+  // An empty body would start the run with no input at all (null), not with the `{}` that no -d
+  // gives.
+  if (data.find_first_not_of(" \t\r\n") == std::string::npos) {
+    std::cerr << "knflow invoke: the input data " << (data.empty() ? "is empty" : "is blank")
+              << (vm["data"].as<std::string>().starts_with("@")
+                      ? " (" + vm["data"].as<std::string>() + ")"
+                      : "")
+              << "; give JSON, such as {} or null\n";
+    return kExitUsage;
+  }
   const auto ns = vm["namespace"].as<std::string>();
   const auto name = vm["name"].as<std::string>();
   if (!all_given("invoke", {{"NAME", name}, {"--namespace", ns}})) return kExitUsage;
@@ -428,22 +485,28 @@ int invoke(const std::vector<std::string>& args) {
     query += (query.empty() ? "" : "&") + std::string("timeout=") + t.str();
     call.timeout = std::chrono::milliseconds(static_cast<long long>(sent * 1000) + 10'000);
   } else {
-    call.timeout = std::chrono::minutes(6);
+    // The daemon answers by its --invoke-timeout (202 when the run goes on), which may be set to
+    // anything up to its limit of a year: no deadline of the client's own, as kubectl and curl
+    // have none by default.
+    call.timeout = std::chrono::hours(24 * 366);
   }
   if (!query.empty()) call.path += "?" + query;
   call.body = std::move(data);
   call.headers.emplace_back("Content-Type", "application/json");
-  const auto target = resolve_target(vm);
-  auto res = send(target, std::move(call));
-  if (res.error || res.status >= 300) return report_failure(res, target, ns);
+  const auto target = resolve_target(vm, "invoke");
+  if (!target) return kExitUsage;
+  const auto sent_bytes = call.body.size();
+  auto res = send(*target, std::move(call));
+  if (res.error || res.status >= 300) return report_failure(res, *target, sent_bytes);
   std::string run_id;
   for (const auto& [k, v] : res.headers) {
     if (k == "knflow-run-id") run_id = v;
   }
+  // Every answer of the daemon's to an invoke names its run: a 2xx without is someone else's.
+  if (run_id.empty()) return unexpected_answer(res, *target, "a run's (no Knflow-Run-Id header)");
   if (res.status == 202) {
     std::cout << res.body << std::flush;
-    std::cerr << "run " << run_id << " is running; see: knflow runs get " << run_id << " -n " << ns
-              << "\n";
+    std::cerr << "run " << run_id << " is running; see: " << target->see(run_id) << "\n";
     return kExitOk;
   }
   std::cout << res.body << (res.body.ends_with("\n") ? "" : "\n") << std::flush;
@@ -451,8 +514,35 @@ int invoke(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+namespace {
+
+// Where `get` is among the arguments of `knflow runs`, when it is the first positional one (so
+// that `knflow runs -n shop get ID` works as `knflow runs get ID -n shop` does); nullopt when the
+// first positional argument is something else (a workflow's name) or there is none.
+std::optional<std::size_t> get_position(const std::vector<std::string>& args) {
+  // The options of `runs` and `runs get` that take a value in the next argument.
+  static const std::vector<std::string_view> kWithValue = {
+      "-n",      "--namespace", "--server",   "--token-file", "--phase",
+      "--limit", "--continue",  "--workflow", "-o",           "--output"};
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto& arg = args[i];
+    if (arg == "--")
+      return i + 1 < args.size() && args[i + 1] == "get" ? std::optional(i + 1) : std::nullopt;
+    if (arg.size() > 1 && arg.front() == '-') {
+      if (std::find(kWithValue.begin(), kWithValue.end(), arg) != kWithValue.end()) ++i;
+      continue;
+    }
+    return arg == "get" ? std::optional(i) : std::nullopt;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 int runs(const std::vector<std::string>& args) {
-  if (!args.empty() && args.front() == "get") {
+  if (const auto at = get_position(args)) {
+    auto rest = args;
+    rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(*at));
     po::options_description desc(
         "Usage: knflow runs get ID [-n NS] [-o text|json]\n\nShows one run: its error or "
         "output, every step it ran (in the order they started) and every attempt of its calls."
@@ -464,7 +554,7 @@ int runs(const std::vector<std::string>& args) {
     positional.add("id", 1);
     po::variables_map vm;
     try {
-      if (!parse_args(desc, {args.begin() + 1, args.end()}, vm, &positional, "runs get")) {
+      if (!parse_args(desc, rest, vm, &positional, "runs get")) {
         return kExitOk;
       }
     } catch (const po::error&) {
@@ -478,18 +568,19 @@ int runs(const std::vector<std::string>& args) {
       std::cerr << "knflow runs get: --output must be text or json, got " << output << "\n";
       return kExitUsage;
     }
-    const auto target = resolve_target(vm);
+    const auto target = resolve_target(vm, "runs get");
+    if (!target) return kExitUsage;
     Call call;
     call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs/" + escaped(id);
-    auto res = send(target, std::move(call));
-    if (res.error || res.status != 200) return report_failure(res, target, ns);
+    auto res = send(*target, std::move(call));
+    if (res.error || res.status != 200) return report_failure(res, *target);
     if (output == "json") {
       std::cout << res.body << std::flush;
       return kExitOk;
     }
     auto answer = answer_object(res);
     const auto* run_id = answer ? answer->if_contains("id") : nullptr;
-    if (!run_id || !run_id->is_string()) return unexpected_answer(res, target, "a run");
+    if (!run_id || !run_id->is_string()) return unexpected_answer(res, *target, "a run");
     const auto& run = *answer;
     std::cout << "Run:       " << str(run, "id") << "\n"
               << "Workflow:  " << str(run, "namespace") << "/" << str(run, "workflow")
@@ -591,7 +682,8 @@ int runs(const std::vector<std::string>& args) {
     std::cerr << "knflow runs: --limit must be a positive number of runs, got " << limit << "\n";
     return kExitUsage;
   }
-  const auto target = resolve_target(vm);
+  const auto target = resolve_target(vm, "runs");
+  if (!target) return kExitUsage;
   Call call;
   call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs?limit=" + std::to_string(limit);
   for (const char* filter : {"workflow", "phase", "continue"}) {
@@ -599,21 +691,19 @@ int runs(const std::vector<std::string>& args) {
       call.path += "&" + std::string(filter) + "=" + escaped(vm[filter].as<std::string>());
     }
   }
-  auto res = send(target, std::move(call));
-  if (res.error || res.status != 200) return report_failure(res, target, ns);
+  auto res = send(*target, std::move(call));
+  if (res.error || res.status != 200) return report_failure(res, *target);
   auto list = answer_object(res);
   const auto* items = list ? list->if_contains("items") : nullptr;
-  if (!items || !items->is_array()) return unexpected_answer(res, target, "a run list");
-  std::cout << std::left << std::setw(38) << "ID" << std::setw(24) << "WORKFLOW" << std::setw(11)
-            << "PHASE" << std::setw(26) << "STARTED"
-            << "FINISHED\n";
+  if (!items || !items->is_array()) return unexpected_answer(res, *target, "a run list");
+  std::vector<std::vector<std::string>> rows{{"ID", "WORKFLOW", "PHASE", "STARTED", "FINISHED"}};
   for (const auto& item : items->as_array()) {
     if (!item.is_object()) continue;
     const auto& o = item.as_object();
-    std::cout << std::left << std::setw(38) << str(o, "id") << std::setw(24) << str(o, "workflow")
-              << std::setw(11) << str(o, "phase") << std::setw(26) << str(o, "startedAt")
-              << str(o, "finishedAt") << "\n";
+    rows.push_back({str(o, "id"), str(o, "workflow"), str(o, "phase"), str(o, "startedAt"),
+                    str(o, "finishedAt")});
   }
+  print_table(rows);
   if (const auto* meta = list->if_contains("metadata"); meta && meta->is_object()) {
     if (const auto* more = meta->as_object().if_contains("continue");
         more && more->is_string() && !more->as_string().empty()) {

@@ -30,6 +30,10 @@ int runs(const std::vector<std::string>& args);
 int controller(const std::vector<std::string>& args);  // internal: the cluster controller alone
 int version();
 
+// The data directory `serve` uses without --data-dir: $XDG_DATA_HOME/knflow, else
+// ~/.local/share/knflow, else ./knflow-data. The CLI's client commands look for the token there.
+std::string default_data_dir();
+
 // Allocator settings for the long-running commands (serve, controller), before anything else.
 void tune_allocator_for_daemon();
 

@@ -41,13 +41,9 @@
 #include <thread>
 
 namespace knflow::cli {
-namespace {
-
-namespace asio = boost::asio;
-namespace po = boost::program_options;
-namespace fs = std::filesystem;
 
 std::string default_data_dir() {
+  namespace fs = std::filesystem;
   if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) {
     return (fs::path(xdg) / "knflow").string();
   }
@@ -56,6 +52,12 @@ std::string default_data_dir() {
   }
   return "knflow-data";
 }
+
+namespace {
+
+namespace asio = boost::asio;
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
 
 po::options_description serve_options() {
   po::options_description desc(

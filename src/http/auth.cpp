@@ -60,12 +60,7 @@ std::string hex(const unsigned char* bytes, std::size_t size) {
 
 }  // namespace
 
-std::optional<TokenSet> TokenSet::load(const std::filesystem::path& file, std::string& error) {
-  std::ifstream in(file);
-  if (!in) {
-    error = "cannot read token file " + file.string();
-    return std::nullopt;
-  }
+std::vector<std::string> token_lines(std::istream& in) {
   std::vector<std::string> tokens;
   std::string line;
   while (std::getline(in, line)) {
@@ -73,6 +68,16 @@ std::optional<TokenSet> TokenSet::load(const std::filesystem::path& file, std::s
     if (token.empty() || token.front() == '#') continue;
     tokens.emplace_back(token);
   }
+  return tokens;
+}
+
+std::optional<TokenSet> TokenSet::load(const std::filesystem::path& file, std::string& error) {
+  std::ifstream in(file);
+  if (!in) {
+    error = "cannot read token file " + file.string();
+    return std::nullopt;
+  }
+  const auto tokens = token_lines(in);
   if (tokens.empty()) {
     error = "token file " + file.string() + " holds no token (one per line)";
     return std::nullopt;

@@ -81,6 +81,8 @@ class InvokeCliTest(unittest.TestCase):
                                   "do": [{"name": "hold", "call": "stock",
                                           "retry": {**FAST_RETRY, "limit": 3}}]}],
                      {"stock": {"url": fn + "/flaky"}}),
+            workflow("big", [{"name": "grow", "set": {"big": '${ "x" * 10000000 }'}}]),
+            workflow("a-workflow-named-longer-than-the-column", [{"name": "noop", "set": {}}]),
             workflow("loopfail", [{"name": "lines", "for": {"each": "item", "in": "${ .items }"},
                                    "do": [{"name": "check", "if": "${ $item > 2 }",
                                            "raise": {"type": "validation", "status": 422,
@@ -153,17 +155,29 @@ class InvokeCliTest(unittest.TestCase):
         self.assertIn("cannot read /nonexistent/input.json", err)
 
     def test_async_invoke_prints_a_hint_that_works_as_printed(self):
-        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", '{"name": "eve"}', "--async")
+        env = {"KNFLOW_SERVER": self.d.base, "KNFLOW_DATA_DIR": self.d.data_dir}
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", '{"name": "eve"}', "--async",
+                                  flags=False, env=env)
         self.assertEqual(code, 0, err)
         run_id = json.loads(out)["runId"]
         self.assertEqual(err, f"run {run_id} is running; see: knflow runs get {run_id} -n {NS}\n")
         self.run_of(run_id)
 
-        # The hint, run as printed, with the daemon and token found through the environment.
+        # Given as flags, --server and --token-file are in the hint too: it works as printed
+        # without the environment (it went to 127.0.0.1:8080 without them).
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", '{"name": "eve"}', "--async")
+        self.assertEqual(code, 0, err)
         hint = shlex.split(err.split("see: ", 1)[1])
-        self.assertEqual(hint[0], "knflow")
-        code, out, err = self.cli(*hint[1:], flags=False,
-                                  env={"KNFLOW_SERVER": self.d.base, "KNFLOW_DATA_DIR": self.d.data_dir})
+        self.assertEqual(hint[:3], ["knflow", "runs", "get"])
+        self.assertIn("--server", hint)
+        self.assertIn("--token-file", hint)
+        self.run_of(hint[3])
+        code, out, err = self.cli(*hint[1:], flags=False)
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"Run:       {hint[3]}", out)
+
+        # The first hint, run as printed, with the daemon and token found through the environment.
+        code, out, err = self.cli("runs", "get", run_id, "-n", NS, flags=False, env=env)
         self.assertEqual(code, 0, err)
         self.assertIn(f"Run:       {run_id}", out)
         self.assertIn(f"Workflow:  {NS}/greet", out)
@@ -190,7 +204,8 @@ class InvokeCliTest(unittest.TestCase):
         self.assertRegex(err, r"\n  at: +/do/0\n")
         self.assertRegex(err, r"\n  type: +communication, status 503\n")
         run_id = next(line.split()[-1] for line in err.splitlines() if line.startswith("  run:"))
-        self.assertIn(f"\n  see:     knflow runs get {run_id} -n {NS}\n", err)
+        self.assertIn(f"\n  see:     knflow runs get {run_id} -n {NS} --server {self.d.base} "
+                      f"--token-file {os.path.join(self.d.data_dir, 'token')}\n", err)
         self.assertIn(f"\n  request: /api/v1/namespaces/{NS}/workflows/charge:invoke\n", err)
 
         run = self.run_of(run_id, ("faulted",))
@@ -256,6 +271,20 @@ class InvokeCliTest(unittest.TestCase):
         for run_id in ids:
             self.assertEqual(listed.get(run_id), ["greet", "completed"], out)
         self.assertEqual({wf for wf, _ in listed.values()}, {"greet"}, out)
+
+        # A name as long as DNS-1123 allows keeps its column apart from the next.
+        long_name = "a-workflow-named-longer-than-the-column"
+        code, _, err = self.cli("invoke", long_name, "-n", NS)
+        self.assertEqual(code, 0, err)
+        code, out, err = self.cli("runs", long_name, "-n", NS)
+        self.assertEqual(code, 0, err)
+        self.assertEqual([line.split()[1:3] for line in out.splitlines()[1:]],
+                         [[long_name, "completed"]], out)
+
+        # `get` may come after the options, as kubectl users write it.
+        code, out, err = self.cli("runs", "-n", NS, "get", ids[0])
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"Run:       {ids[0]}", out)
 
         code, out, err = self.cli("runs", "-n", NS, "--phase", "faulted")
         self.assertEqual(code, 0, err)
@@ -341,11 +370,52 @@ class InvokeCliTest(unittest.TestCase):
         code, out, err = self.cli("runs", "get", "some-id", "-n", NS, "-o", "yaml")
         self.assertEqual(code, 2, out + err)
         self.assertEqual(err, "knflow runs get: --output must be text or json, got yaml\n")
+        # No input is not the same as an empty file: an empty body would start the run with null.
+        empty = os.path.join(self.tmp.name, "empty.json")
+        open(empty, "w").close()
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", "@" + empty)
+        self.assertEqual(code, 2, out + err)
+        self.assertEqual(err, f"knflow invoke: the input data is empty (@{empty}); give JSON, such "
+                              "as {} or null\n")
+        # A --server that is not an http:// URL is bad usage, not "no daemon".
+        for server in ("localhost:8080", "https://127.0.0.1:8080", "http://", "http://h:1/?x=1"):
+            with self.subTest(server=server):
+                code, out, err = self.cli("runs", "-n", NS, "--server", server, flags=False)
+                self.assertEqual(code, 2, out + err)
+                self.assertEqual(err, "knflow runs: --server must be the daemon's http:// URL, "
+                                      f'such as http://127.0.0.1:8080; got "{server}"\n')
+        code, out, err = self.cli("runs", "-n", NS, flags=False, env={"KNFLOW_SERVER": "localhost"})
+        self.assertEqual(code, 2, out + err)
+        self.assertIn("$KNFLOW_SERVER must be the daemon's http:// URL", err)
+
+    def test_large_answers_and_bodies(self):
+        """An answer over the HTTP client's default 8 MiB (a run's output may be 64 MiB) is read,
+        not reported as "no daemon"; a body far over the daemon's --max-body-bytes, which the
+        daemon cuts off, is said to be the likely reason."""
+        code, out, err = self.cli("invoke", "big", "-n", NS)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(json.loads(out)["big"]), 10_000_000)
+        code, out, err = self.cli("runs", "get", err.split()[1], "-n", NS, "-o", "json")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["phase"], "completed")
+
+        body = os.path.join(self.tmp.name, "huge.json")
+        text = '{"pad": "' + "x" * (50 << 20) + '"}'
+        with open(body, "w") as f:
+            f.write(text)
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", "@" + body)
+        os.remove(body)
+        self.assertEqual(code, 3, out + err)
+        self.assertIn(f"the request's body is {len(text)} bytes: more than the daemon accepts", err)
 
     def test_an_answer_that_is_not_the_daemons_is_reported_not_a_crash(self):
         """Another server at --server (or a proxy's page) answers 200 with something else: the
         command says so and exits 3 (it aborted with an uncaught exception, exit -6)."""
         class Other(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
+
             def do_GET(self):
                 body = {"/html": b"<html>a login page</html>", "/list": b'{"items": 5}',
                         "/array": b"[1, 2]"}[self.path.split("/api/", 1)[0]]
@@ -370,6 +440,12 @@ class InvokeCliTest(unittest.TestCase):
                         self.assertEqual(code, 3, out + err)
                         self.assertEqual(out, "")
                         self.assertIn(f"knflow: the answer from {base + prefix} is not {what}: {snippet}", err)
+            # An invoke's 200 without the run's id is not taken for a completed run.
+            code, out, err = self.cli("invoke", "greet", "-n", NS, flags=False,
+                                      env={"KNFLOW_SERVER": base + "/html", "KNFLOW_TOKEN": "t"})
+            self.assertEqual(code, 3, out + err)
+            self.assertEqual(out, "")
+            self.assertIn(f"the answer from {base}/html is not a run's (no Knflow-Run-Id header)", err)
         finally:
             other.shutdown()
             other.server_close()
@@ -385,6 +461,28 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 1, err)
         self.assertIn("401", err)
         self.assertIn("the one from $KNFLOW_TOKEN was refused", err)
+
+    def test_token_files_read_as_the_daemon_reads_them(self):
+        """The CLI takes the token the daemon would accept from the same file: indented comments
+        and blank lines are skipped, spaces trimmed (it sent the comment and got a 401). Without
+        HOME it looks where `knflow serve` keeps its data then, ./knflow-data."""
+        with open(os.path.join(self.d.data_dir, "token")) as f:
+            token = f.read().split()[0]
+        path = os.path.join(self.tmp.name, "tokens")
+        with open(path, "w") as f:
+            f.write(f"  # the CI's token\n   \n\t{token}  \n")
+        code, out, err = self.cli("runs", "-n", NS, "--server", self.d.base, "--token-file", path,
+                                  flags=False)
+        self.assertEqual(code, 0, out + err)
+        cwd = tempfile.mkdtemp(dir=self.tmp.name)
+        os.mkdir(os.path.join(cwd, "knflow-data"))
+        with open(os.path.join(cwd, "knflow-data", "token"), "w") as f:
+            f.write(token + "\n")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("KNFLOW_") and k not in ("XDG_DATA_HOME", "HOME")}
+        r = subprocess.run([BIN, "runs", "-n", NS, "--server", self.d.base], capture_output=True,
+                           text=True, timeout=DEADLINE, env=env, cwd=cwd)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,18 @@
 
 #include <array>
 #include <filesystem>
+#include <istream>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace knflow::http {
+
+// The tokens of a token file's text: one per line, surrounding whitespace trimmed; blank lines
+// and lines starting with '#' skipped. What the server accepts and what the CLI sends agree
+// because both read files with this.
+std::vector<std::string> token_lines(std::istream& in);
 
 // The bearer tokens the server accepts. Tokens are kept only as SHA-256 digests and compared in
 // constant time; they are never logged. Immutable after construction, so thread-safe.
