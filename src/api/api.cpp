@@ -289,6 +289,7 @@ struct Api::Handlers {
     if (!format) co_return not_acceptable(req);
 
     std::vector<http::ProblemError> errors;
+    refuse_repeated(req, {"limit", "labelSelector", "namePrefix", "continue"}, errors);
     const std::size_t limit =
         parse_limit(req, api.settings_.default_page_size, api.settings_.max_page_size, errors);
     LabelSelector selector;

@@ -111,6 +111,17 @@ std::optional<store::RunPhase> parse_phase(std::string_view s) {
 
 }  // namespace
 
+void refuse_repeated(const http::Request& req, std::initializer_list<std::string_view> names,
+                     std::vector<ProblemError>& errors) {
+  for (const auto name : names) {
+    const auto n = req.query.count(std::string(name));
+    if (n < 2) continue;
+    add(errors, std::string(name),
+        std::string(name) + " is given " + std::to_string(n) + " times; give it once" +
+            (name == "phase" ? " (several phases as one comma-separated list)." : "."));
+  }
+}
+
 std::size_t parse_limit(const http::Request& req, std::size_t default_page_size,
                         std::size_t max_page_size, std::vector<ProblemError>& errors) {
   auto l = req.query_param("limit");
@@ -129,6 +140,7 @@ std::size_t parse_limit(const http::Request& req, std::size_t default_page_size,
 InvokeQuery parse_invoke_query(const http::Request& req, std::chrono::milliseconds default_timeout,
                                std::chrono::milliseconds max_timeout) {
   InvokeQuery q{.async = false, .timeout = default_timeout, .errors = {}};
+  refuse_repeated(req, {"mode", "timeout"}, q.errors);
   if (auto mode = req.query_param("mode")) {
     if (*mode == "async") {
       q.async = true;
@@ -150,6 +162,8 @@ InvokeQuery parse_invoke_query(const http::Request& req, std::chrono::millisecon
 RunsQuery parse_runs_query(const http::Request& req, std::string ns, std::size_t default_page_size,
                            std::size_t max_page_size) {
   RunsQuery q;
+  refuse_repeated(req, {"workflow", "phase", "createdAfter", "createdBefore", "limit", "continue"},
+                  q.errors);
   q.filter.namespace_ = std::move(ns);
   if (auto w = req.query_param("workflow"); w && !w->empty()) {
     if (model::is_dns1123_label(*w)) {
@@ -282,6 +296,7 @@ LogsQuery parse_logs_query(const http::Request& req, std::size_t default_page_si
                            std::size_t max_page_size, const LogsTokens& tokens,
                            std::string_view scope) {
   LogsQuery q;
+  refuse_repeated(req, {"since", "limit", "continue"}, q.errors);
   q.since = instant_param(req, "since", q.errors, model::SubMillis::up);  // inclusive
   q.limit = parse_limit(req, default_page_size, max_page_size, q.errors);
   if (auto c = req.query_param("continue"); c && !c->empty()) {

@@ -69,11 +69,37 @@ RecentDeliveries::Claim RecentDeliveries::claim(Key whole) {
 void RecentDeliveries::record(const std::string& key, std::string run_id) {
   std::lock_guard lock(mutex_);
   starting_.erase(key);
-  // A claim is granted only while the key is not in runs_, so each key is in order_ once.
-  if (runs_.emplace(key, std::move(run_id)).second) order_.push_back(key);
+  // A claim is granted only while the key is not in runs_, so a key is in runs_ once; order_ may
+  // also hold it for a run forgotten since.
+  if (runs_.emplace(key, run_id).second) {
+    by_run_.emplace(run_id, key);
+    order_.emplace_back(key, std::move(run_id));
+  }
   while (runs_.size() > capacity_) {
-    runs_.erase(order_.front());
+    auto [oldest, oldest_run] = std::move(order_.front());
     order_.pop_front();
+    if (auto it = runs_.find(oldest); it != runs_.end() && it->second == oldest_run) {
+      runs_.erase(it);
+      by_run_.erase(oldest_run);
+    }
+  }
+}
+
+void RecentDeliveries::forget(const std::vector<std::string>& run_ids) {
+  std::lock_guard lock(mutex_);
+  for (const auto& id : run_ids) {
+    auto it = by_run_.find(id);
+    if (it == by_run_.end()) continue;
+    runs_.erase(it->second);
+    by_run_.erase(it);
+  }
+  // Forgotten entries are dropped once they are as many as the live ones, so that order_ stays
+  // within twice the capacity however many runs are deleted.
+  if (order_.size() > 2 * runs_.size() + 64) {
+    std::erase_if(order_, [this](const auto& entry) {
+      auto it = runs_.find(entry.first);
+      return it == runs_.end() || it->second != entry.second;
+    });
   }
 }
 

@@ -584,9 +584,11 @@ struct Api::RunHandlers {
     }
     if (result == engine::Engine::Control::busy) {
       auto res = problem(503, "engine-busy",
-                         "The run cannot run again now: --max-active-runs runs are in flight, or "
-                         "with what this run holds they would pass --max-total-run-data-bytes. "
-                         "Retry later.",
+                         cancel ? "The run is not executing now (the daemon is stopping; it "
+                                  "resumes at the next start). Retry later."
+                                : "The run cannot run again now: --max-active-runs runs are in "
+                                  "flight, or with what this run holds they would pass "
+                                  "--max-total-run-data-bytes. Retry later.",
                          req);
       res.set_header("Retry-After", "1");
       co_return res;
@@ -638,6 +640,7 @@ struct Api::RunHandlers {
     if (!removed.deleted) {
       co_return problem(409, "conflict", "The run has not finished; cancel it first.", req);
     }
+    api.forget_runs({id});
     co_return http::make_response(200, std::string(kJson),
                                   json::serialize(run_json(*removed.run, false)) + "\n");
   }

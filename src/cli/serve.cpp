@@ -680,7 +680,9 @@ int serve(const std::vector<std::string>& args) {
     if (retention_runs > 0) keep = retention_runs;
     std::size_t deleted = 0;
     try {
-      if (auto* runs = api.run_store()) deleted = runs->prune(before, keep, 200);
+      std::vector<std::string> ids;
+      if (auto* runs = api.run_store()) deleted = runs->prune(before, keep, 200, &ids);
+      api.forget_runs(ids);
     } catch (const std::exception& e) {
       log::warn("Failed to prune runs", {{"error", e.what()}});
       metrics.sqlite_error("write");

@@ -246,8 +246,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   EngineSettings settings;
   store::RunStore* runs = nullptr;  // store strand only
 
-  mutable std::mutex mutex;  // guards active and stopping
+  mutable std::mutex mutex;  // guards active, stranded and stopping
   std::map<std::string, std::shared_ptr<Run>> active;
+  // Runs whose coroutine failed (a store error writing their progress or their end), by id, with
+  // when they began: unfinished in the store and executed by nobody until a restart resumes them
+  // or a cancel writes them cancelled.
+  std::map<std::string, std::chrono::steady_clock::time_point> stranded;
   bool stopping = false;
   std::function<void()> on_stopped;
   std::mt19937_64 rng{std::random_device{}()};  // run strands draw jitter under `mutex`
@@ -1883,8 +1887,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         try {
           std::rethrow_exception(e);
         } catch (const std::exception& ex) {
-          log::error("Run coroutine failed", {{"run", run->id}, {"error", ex.what()}});
+          log::error(
+              "Run coroutine failed; the run stays unfinished until it is cancelled or "
+              "the daemon restarts and resumes it",
+              {{"run", run->id}, {"error", ex.what()}});
         }
+        std::lock_guard lock(self->mutex);
+        self->stranded.emplace(run->id, run->began);
       }
       self->retire(run);
     });
@@ -2234,19 +2243,68 @@ asio::awaitable<Engine::Invoked> Engine::start_and_wait(
 }
 
 asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
-  std::shared_ptr<Run> run;
-  {
-    std::lock_guard lock(impl_->mutex);
-    if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
-  }
-  if (!run) {
+  // A new run is readable through the API a moment before the engine holds it (its insert
+  // commits first): a cancel then waits for that instead of calling it finished. A run whose
+  // coroutine failed (stranded) is written cancelled here, since nothing executes it.
+  for (int pauses = 0;; ++pauses) {
+    std::shared_ptr<Run> run;
+    std::optional<std::chrono::steady_clock::time_point> stranded_since;
+    {
+      std::lock_guard lock(impl_->mutex);
+      if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
+      if (auto it = impl_->stranded.find(run_id); it != impl_->stranded.end()) {
+        stranded_since = it->second;
+      }
+    }
+    if (run) {
+      co_await asio::co_spawn(run->strand, Impl::cancel_on_strand(run), asio::use_awaitable);
+      co_return Control::ok;
+    }
+    if (stranded_since) {
+      std::function<Control(store::RunStore&)> op = [impl = impl_,
+                                                     run_id](store::RunStore& s) -> Control {
+        auto rec = s.get_run(run_id);
+        if (!rec) return Control::not_found;
+        if (store::is_finished(rec->phase)) return Control::conflict;
+        for (const auto& a : s.attempts(run_id)) {
+          if (a.phase != store::AttemptPhase::running) continue;
+          s.finish_attempt(
+              run_id, a.seq,
+              impl->attempt_result(
+                  store::AttemptPhase::cancelled, std::nullopt,
+                  make_fault("runtime", 499, "Cancelled", "the run was cancelled", a.path).error,
+                  std::nullopt));
+        }
+        rec->phase = store::RunPhase::cancelled;
+        rec->error_json = json::serialize(
+            make_fault("runtime", 499, "Cancelled", "the run was cancelled", "/do").error);
+        rec->finished_at = log::now_rfc3339_ms();
+        rec->updated_at = *rec->finished_at;
+        s.update_run(*rec);
+        return Control::ok;
+      };
+      const auto result = co_await impl_->on_store<Control>(std::move(op));
+      {
+        std::lock_guard lock(impl_->mutex);
+        impl_->stranded.erase(run_id);
+      }
+      if (result == Control::ok && impl_->metrics) {
+        impl_->metrics->run_finished("cancelled",
+                                     std::chrono::steady_clock::now() - *stranded_since);
+      }
+      co_return result;
+    }
     std::function<std::optional<store::RunRecord>(store::RunStore&)> op =
         [run_id](store::RunStore& s) { return s.get_run(run_id); };
     auto rec = co_await impl_->on_store<std::optional<store::RunRecord>>(std::move(op));
-    co_return rec ? Control::conflict : Control::not_found;
+    if (!rec) co_return Control::not_found;
+    if (store::is_finished(rec->phase)) co_return Control::conflict;
+    // Unfinished, and neither held nor stranded: starting right now, or the daemon is stopping
+    // (its runs resume at the next start).
+    if (pauses == 1000) co_return Control::busy;
+    asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(1));
+    co_await pause.async_wait(use_tuple);
   }
-  co_await asio::co_spawn(run->strand, Impl::cancel_on_strand(run), asio::use_awaitable);
-  co_return Control::ok;
 }
 
 asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {

@@ -133,7 +133,7 @@ constexpr std::string_view kPruneByAge =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
     "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
     "AND finished_at < ?1 "
-    "ORDER BY finished_at, seq LIMIT ?2)";
+    "ORDER BY finished_at, seq LIMIT ?2) RETURNING id";
 
 // ?1 = keep_at_most: the finished run at that offset from the newest is the newest to delete.
 constexpr std::string_view kPruneByCount =
@@ -142,7 +142,7 @@ constexpr std::string_view kPruneByCount =
     "AND (finished_at, seq) <= (SELECT finished_at, seq FROM runs "
     "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
     "ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?1) "
-    "ORDER BY finished_at, seq LIMIT ?2)";
+    "ORDER BY finished_at, seq LIMIT ?2) RETURNING id";
 
 std::int64_t to_int64(std::size_t value) {
   return static_cast<std::int64_t>(
@@ -556,28 +556,30 @@ bool RunStore::record_step(const std::string& run_id, std::int64_t seq, const At
 }
 
 std::size_t RunStore::prune(const std::optional<std::string>& finished_before,
-                            std::optional<std::size_t> keep_at_most, std::size_t max_rows) {
+                            std::optional<std::size_t> keep_at_most, std::size_t max_rows,
+                            std::vector<std::string>* deleted_ids) {
   Tx tx(db_);
   keep_run_seq();
-  std::int64_t deleted = 0;
+  std::vector<std::string> ids;
   const std::int64_t budget = to_int64(max_rows);
-  if (finished_before && deleted < budget) {
+  auto deleted = [&ids] { return static_cast<std::int64_t>(ids.size()); };
+  if (finished_before && deleted() < budget) {
     auto use = prune_by_age_.use();
     prune_by_age_.bind_text(1, *finished_before);
-    prune_by_age_.bind_int64(2, budget - deleted);
-    prune_by_age_.run();
-    deleted += db_.changes();
+    prune_by_age_.bind_int64(2, budget - deleted());
+    while (prune_by_age_.step()) ids.push_back(prune_by_age_.column_string(0));
   }
-  if (keep_at_most && deleted < budget) {
+  if (keep_at_most && deleted() < budget) {
     auto use = prune_by_count_.use();
     prune_by_count_.bind_int64(1, to_int64(*keep_at_most));
-    prune_by_count_.bind_int64(2, budget - deleted);
-    prune_by_count_.run();
-    deleted += db_.changes();
+    prune_by_count_.bind_int64(2, budget - deleted());
+    while (prune_by_count_.step()) ids.push_back(prune_by_count_.column_string(0));
   }
-  if (deleted == 0) return 0;  // the destructor rolls keep_run_seq's write back: nothing written
+  if (ids.empty()) return 0;  // the destructor rolls keep_run_seq's write back: nothing written
   tx.commit();
-  return static_cast<std::size_t>(deleted);
+  const auto count = ids.size();
+  if (deleted_ids) *deleted_ids = std::move(ids);
+  return count;
 }
 
 }  // namespace knflow::store

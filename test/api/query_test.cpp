@@ -190,6 +190,19 @@ TEST_CASE("query: workflow, phase, limit and continue", "[api][query]") {
   }
 }
 
+TEST_CASE("query: a parameter given twice is refused, not read as its first value",
+          "[api][query]") {
+  // `?phase=faulted&phase=cancelled` listed faulted runs only.
+  CHECK(describe(runs({{"phase", "faulted"}, {"phase", "cancelled"}, {"workflow", "a"}}).errors) ==
+        std::vector<std::string>{"phase: phase is given 2 times; give it once (several phases as "
+                                 "one comma-separated list)."});
+  CHECK(describe(runs({{"workflow", "a"}, {"workflow", "b"}, {"workflow", "c"}}).errors) ==
+        std::vector<std::string>{"workflow: workflow is given 3 times; give it once."});
+  CHECK(invoke({{"mode", "async"}, {"mode", "sync"}}).errors.size() == 1);
+  // Other parameters are not this endpoint's: ignored, as before.
+  CHECK(runs({{"x", "1"}, {"x", "2"}}).errors.empty());
+}
+
 TEST_CASE("query: a runs continue token is good for the filters it was issued with",
           "[api][query]") {
   knflow::store::RunFilter filter;

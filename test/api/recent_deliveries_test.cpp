@@ -75,3 +75,37 @@ TEST_CASE("recent deliveries: bounded, the oldest forgotten first", "[api][broke
   none.claim(key("billing", "e-1")).started("run-1");
   CHECK(none.claim(key("billing", "e-1")).state() == State::claimed);
 }
+
+TEST_CASE("recent deliveries: a deleted run is forgotten, and its event starts a run again",
+          "[api][broker]") {
+  RecentDeliveries d(2);
+  d.claim(key("billing", "e-1")).started("run-1");
+  d.claim(key("billing", "e-2")).started("run-2");
+  d.forget({"run-1", "no-such-run"});
+  {
+    auto again = d.claim(key("billing", "e-1"));
+    REQUIRE(again.state() == State::claimed);
+    again.started("run-1b");
+  }
+  CHECK(d.claim(key("billing", "e-1")).run_id() == "run-1b");
+  CHECK(d.claim(key("billing", "e-2")).run_id() == "run-2");
+
+  // The forgotten run's place in the order is skipped: the capacity counts live runs only, and
+  // the oldest live one goes first.
+  d.claim(key("billing", "e-3")).started("run-3");
+  CHECK(d.claim(key("billing", "e-2")).state() == State::claimed);  // the oldest: forgotten
+  CHECK(d.claim(key("billing", "e-1")).run_id() == "run-1b");
+  CHECK(d.claim(key("billing", "e-3")).run_id() == "run-3");
+
+  // Deleted runs take no room: after 10,000 runs remembered and deleted, the one run that stayed
+  // is still remembered.
+  RecentDeliveries big(100);
+  big.claim(key("billing", "e-1")).started("run-1");
+  for (int i = 0; i < 10'000; ++i) {
+    const auto id = "r-" + std::to_string(i);
+    big.claim(key("loop", id)).started(id);
+    big.forget({id});
+  }
+  CHECK(big.claim(key("billing", "e-1")).run_id() == "run-1");
+  CHECK(big.claim(key("loop", "r-5")).state() == State::claimed);
+}

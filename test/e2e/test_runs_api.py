@@ -292,6 +292,48 @@ class RunsApiTest(unittest.TestCase):
         status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}', headers=headers)
         self.assertNotIn("duplicate", json.loads(body)["runs"][0])
 
+    def test_a_repeat_after_a_delete_or_pruning_starts_a_run_again(self):
+        """The broker forgets the runs that DELETE or retention removed, as docs/api.md says, and
+        as a restart does (a repeat got `duplicate` with the id of a run that answered 404)."""
+        headers = {"ce-specversion": "1.0", "ce-id": "e-del", "ce-source": "/test",
+                   "ce-type": "com.example.tick"}
+
+        def deliver():
+            status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}', headers=headers)
+            self.assertEqual(status, 202, body)
+            [run] = json.loads(body)["runs"]
+            return run
+
+        def end(run_id):
+            status, _, body = self.d.call("POST", f"{NS}/runs/{run_id}:cancel")
+            self.assertEqual(status, 200, body)
+
+        first = deliver()
+        self.assertEqual(deliver(), {**first, "duplicate": True})
+        end(first["runId"])
+        status, _, body = self.d.call("DELETE", f"{NS}/runs/{first['runId']}")
+        self.assertEqual(status, 200, body)
+        second = deliver()
+        self.assertNotIn("duplicate", second)
+        self.assertNotEqual(second["runId"], first["runId"])
+        self.assertEqual(deliver(), {**second, "duplicate": True})
+        end(second["runId"])
+
+        # Retention: keep one finished run, pruned every 50 ms.
+        self.assertEqual(self.d.stop(), 0)
+        self.d.args += ["--retention-runs", "1", "--retention-interval", "0.05"]
+        self.d.start()
+        self.assertEqual(deliver(), {**second, "duplicate": True})  # seeded from the store
+        status, _, body = self.d.call("POST", NS + "/workflows/failer:invoke", '{"n": 1}')
+        self.assertEqual(status, 422, body)  # a newer finished run: the second one is pruned
+        deadline = time.monotonic() + 30
+        while self.d.call("GET", f"{NS}/runs/{second['runId']}")[0] != 404:
+            self.assertLess(time.monotonic(), deadline, "never pruned")
+            time.sleep(0.05)
+        third = deliver()
+        self.assertNotIn("duplicate", third)
+        self.assertNotEqual(third["runId"], second["runId"])
+
     def test_event_data_that_is_not_text_is_refused(self):
         """The engine carries event data as JSON or text, inside the run's stored JSON state: data
         or a Content-Type that is not UTF-8 is 400 and starts no run (such a run was stored

@@ -227,6 +227,7 @@ class EngineFixture {
   }
 
   engine::Engine& engine() { return *engine_; }
+  store::Db& db() { return *db_; }  // store strand only (on_store)
   engine::EngineSettings settings;  // what start_engine() gives the next engine
   asio::strand<asio::any_io_executor>& store_strand() { return store_strand_; }
   metrics::Metrics metrics;
@@ -1377,6 +1378,44 @@ TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
   auto out = f.wait(id);
   CHECK(out.phase == "cancelled");
   CHECK(f.record(id)->phase == store::RunPhase::cancelled);
+}
+
+TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "[engine][cancel]") {
+  // A run whose coroutine fails (its end cannot be written) is executed by nobody until a
+  // restart; cancel answered "already finished" (409) while the store said running.
+  EngineFixture f;
+  f.echo.route("/echo", json_answer(R"({"ok": true})"));
+  f.on_store([&] {
+    f.db().exec(
+        "CREATE TEMP TRIGGER refuse_end BEFORE UPDATE OF phase ON runs "
+        "WHEN NEW.phase IN ('completed', 'faulted') BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+  });
+  auto id = f.start(header("stuck") + functions(f, {"echo"}) + R"(  do:
+    - {name: call, call: echo}
+)");
+  wait_until([&] { return f.engine().active_runs() == 0; });
+  REQUIRE(f.record(id)->phase == store::RunPhase::running);
+  auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 1);
+  CHECK(attempts[0].phase == store::AttemptPhase::running);  // its end was rolled back
+
+  auto cancel = [&] {
+    return asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get();
+  };
+  CHECK(cancel() == engine::Engine::Control::ok);
+  const auto rec = f.record(id);
+  CHECK(rec->phase == store::RunPhase::cancelled);
+  CHECK(rec->finished_at);
+  REQUIRE(rec->error_json);
+  CHECK(json::parse(*rec->error_json).at("title") == "Cancelled");
+  attempts = f.attempts(id);
+  CHECK(attempts[0].phase == store::AttemptPhase::cancelled);
+  CHECK(f.wait(id).phase == "cancelled");
+  CHECK(cancel() == engine::Engine::Control::conflict);
+  // The drain invariant holds again: the run counts as finished (cancelled).
+  const auto text = f.metrics.serialize();
+  CHECK(text.find("\nknflow_runs_finished_total{phase=\"cancelled\"} 1\n") != std::string::npos);
+  CHECK(text.find("\nknflow_runs_in_flight 0\n") != std::string::npos);
 }
 
 TEST_CASE("engine: a restarted engine resumes runs from their last completed step",

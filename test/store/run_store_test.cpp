@@ -1092,8 +1092,12 @@ TEST_CASE("Prune deletes finished runs in batches, with their attempts and journ
   }
 
   SECTION("by age or by count, whichever deletes more") {
-    CHECK(store.prune(at(92), 8, 100) == 2);  // the count deletes f9 and f8, the age f9 only
-    CHECK(store.prune(at(97), 8, 100) == 4);  // the age deletes f7 .. f4, the count nothing
+    std::vector<std::string> ids;
+    CHECK(store.prune(at(92), 8, 100, &ids) == 2);  // the count deletes f9 and f8, the age f9 only
+    CHECK(std::set<std::string>(ids.begin(), ids.end()) == std::set<std::string>{"f9", "f8"});
+    CHECK(store.prune(at(97), 8, 100, &ids) == 4);  // the age deletes f7 .. f4, the count nothing
+    CHECK(std::set<std::string>(ids.begin(), ids.end()) ==
+          std::set<std::string>{"f7", "f6", "f5", "f4"});
     CHECK(remaining() == std::set<std::string>{"f0", "f1", "f2", "f3", "u0", "u1"});
     check_children(6);
   }

@@ -83,6 +83,9 @@ class Api {
   void set_expression_compiler(engine::JqWorkerPool* compiler) { compiler_ = compiler; }
   // The run store while attached; writer strand only.
   store::RunStore* run_store() { return runs_.get(); }
+  // Runs deleted from the store by someone else than the API (retention): the broker forgets
+  // them, so that a repeat of their events starts a run again. Any thread.
+  void forget_runs(const std::vector<std::string>& run_ids) { broker_runs_.forget(run_ids); }
   // /readyz turns 503 (the server is draining).
   void set_draining() { draining_ = true; }
 

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +31,11 @@ struct InvokeQuery {
 // one. Pure.
 InvokeQuery parse_invoke_query(const http::Request& req, std::chrono::milliseconds default_timeout,
                                std::chrono::milliseconds max_timeout);
+
+// Adds an error for each of `names` given more than once (`?phase=a&phase=b`): only the first
+// would count, so the request would be answered for something else than it asked.
+void refuse_repeated(const http::Request& req, std::initializer_list<std::string_view> names,
+                     std::vector<http::ProblemError>& errors);
 
 // `limit` of a list: a positive integer, lowered to `max_page_size` (also when too large to
 // represent); `default_page_size` without one. An invalid value is added to `errors`. Pure.

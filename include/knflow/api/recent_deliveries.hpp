@@ -60,6 +60,9 @@ class RecentDeliveries {
   Claim claim(Key whole);
   // Remembers runs started before (digest, run id), oldest first: what the store kept.
   void seed(const std::vector<std::pair<std::string, std::string>>& runs);
+  // Forgets the runs with these ids (deleted, or pruned by retention): a repeat of their events
+  // starts a run again, as after a restart, when the store no longer has them.
+  void forget(const std::vector<std::string>& run_ids);
 
   // 64 hex digits for any key: SHA-256 over its parts, each preceded by its length.
   static std::string digest(const Key& key);
@@ -70,9 +73,12 @@ class RecentDeliveries {
 
   std::mutex mutex_;
   const std::size_t capacity_;
-  std::map<std::string, std::string> runs_;  // digest -> run id
-  std::deque<std::string> order_;            // the digests of runs_, oldest first
-  std::set<std::string> starting_;           // claimed, not yet started or released
+  std::map<std::string, std::string> runs_;    // digest -> run id
+  std::map<std::string, std::string> by_run_;  // run id -> digest: runs_ the other way
+  // The digests of runs_ with their run ids, oldest first; an entry whose run was forgotten
+  // stays until it reaches the front (or a compaction) and is skipped then.
+  std::deque<std::pair<std::string, std::string>> order_;
+  std::set<std::string> starting_;  // claimed, not yet started or released
 };
 
 }  // namespace knflow::api

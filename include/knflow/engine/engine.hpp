@@ -113,7 +113,9 @@ class Engine {
   // busy: a retry refused for now, as start() refuses (--max-active-runs runs in flight, or
   // their data at its limit with what the run would hold again).
   enum class Control { ok, not_found, conflict, unreadable, busy };
-  // Cancels a pending, running or waiting run.
+  // Cancels a pending, running or waiting run: ok, not_found, conflict (finished), busy (the
+  // engine is stopping). A run left unfinished by a store failure, which nothing executes until
+  // a restart, is written cancelled.
   boost::asio::awaitable<Control> cancel(std::string run_id);
   // Redrives a faulted or cancelled run from where it stopped, reusing completed steps.
   boost::asio::awaitable<Control> retry(std::string run_id);

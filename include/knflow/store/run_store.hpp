@@ -193,9 +193,11 @@ class RunStore {
   // finished before `finished_before`, or that are older (by finished_at) than the newest
   // `keep_at_most` finished runs; unset means no such limit. Deletes at most `max_rows` runs,
   // oldest first, so a caller can prune in small transactions; returns how many it deleted (fewer
-  // than max_rows: nothing is left to prune).
+  // than max_rows: nothing is left to prune), and their ids in `deleted_ids` when given (in no
+  // particular order).
   std::size_t prune(const std::optional<std::string>& finished_before,
-                    std::optional<std::size_t> keep_at_most, std::size_t max_rows);
+                    std::optional<std::size_t> keep_at_most, std::size_t max_rows,
+                    std::vector<std::string>* deleted_ids = nullptr);
 
  private:
   std::vector<RunRecord> read_runs(Stmt& stmt);
