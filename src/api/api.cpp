@@ -443,6 +443,9 @@ struct Api::Handlers {
     if (auto bad = check_path(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
+    std::vector<http::ProblemError> errors;
+    refuse_repeated(req, {"resourceVersion"}, errors);
+    if (!errors.empty()) co_return invalid_query(req, std::move(errors));
     std::optional<std::string> precondition;
     if (auto rv = req.query_param("resourceVersion")) precondition = std::string(*rv);
     cache::WriteResult result;

@@ -97,6 +97,10 @@ std::optional<Target> resolve_target(const po::variables_map& vm, std::string_vi
     std::cerr << "knflow " << command << ": " << (flag ? "--server" : "$KNFLOW_SERVER")
               << " must be the daemon's http:// URL, such as http://127.0.0.1:8080; got \"" << given
               << "\"\n";
+    if (url && url->scheme_id() == boost::urls::scheme::https) {
+      std::cerr << "  (the CLI speaks plain HTTP only: reach a daemon behind TLS through a local "
+                   "port, such as kubectl port-forward gives)\n";
+    }
     return std::nullopt;
   }
   target.flags = " -n " + shell_word(vm["namespace"].as<std::string>());
@@ -518,18 +522,28 @@ namespace {
 
 // Where `get` is among the arguments of `knflow runs`, when it is the first positional one (so
 // that `knflow runs -n shop get ID` works as `knflow runs get ID -n shop` does); nullopt when the
-// first positional argument is something else (a workflow's name) or there is none.
+// first positional argument is something else (a workflow's name), comes after `--`, or there is
+// none.
 std::optional<std::size_t> get_position(const std::vector<std::string>& args) {
-  // The options of `runs` and `runs get` that take a value in the next argument.
+  // The long options of `runs` and `runs get` that take a value in the next argument; as
+  // program_options reads them, any unambiguous beginning of one names it (`--name` for
+  // `--namespace`).
   static const std::vector<std::string_view> kWithValue = {
-      "-n",      "--namespace", "--server",   "--token-file", "--phase",
-      "--limit", "--continue",  "--workflow", "-o",           "--output"};
+      "--namespace", "--server",   "--token-file", "--phase",
+      "--limit",     "--continue", "--workflow",   "--output"};
+  auto takes_value = [](std::string_view arg) {
+    if (arg == "-n" || arg == "-o") return true;
+    if (!arg.starts_with("--") || arg.size() < 3 || arg.find('=') != std::string_view::npos) {
+      return false;
+    }
+    return std::any_of(kWithValue.begin(), kWithValue.end(),
+                       [&](std::string_view option) { return option.starts_with(arg); });
+  };
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto& arg = args[i];
-    if (arg == "--")
-      return i + 1 < args.size() && args[i + 1] == "get" ? std::optional(i + 1) : std::nullopt;
+    if (arg == "--") return std::nullopt;
     if (arg.size() > 1 && arg.front() == '-') {
-      if (std::find(kWithValue.begin(), kWithValue.end(), arg) != kWithValue.end()) ++i;
+      if (takes_value(arg)) ++i;
       continue;
     }
     return arg == "get" ? std::optional(i) : std::nullopt;

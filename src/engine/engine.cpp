@@ -1892,19 +1892,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
               "the daemon restarts and resumes it",
               {{"run", run->id}, {"error", ex.what()}});
         }
-        std::lock_guard lock(self->mutex);
-        self->stranded.emplace(run->id, run->began);
       }
-      self->retire(run);
+      self->retire(run, /*stranded=*/e != nullptr);
     });
   }
 
-  // A run coroutine returned. Finished runs stay findable until their waiters are gone.
-  void retire(const std::shared_ptr<Run>& run) {
+  // A run coroutine returned. Finished runs stay findable until their waiters are gone. A
+  // `stranded` run (its coroutine failed) moves from `active` to `stranded` in one step, so that
+  // a cancel finds it in one or the other.
+  void retire(const std::shared_ptr<Run>& run, bool stranded_run) {
     std::function<void()> done;
     {
       std::lock_guard lock(mutex);
       active.erase(run->id);
+      if (stranded_run) stranded.emplace(run->id, run->began);
       if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size()));
       change_data(*run, 0, run->data_bytes);
       if (stopping && active.empty() && on_stopped) done = std::exchange(on_stopped, nullptr);
@@ -2249,8 +2250,10 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
   for (int pauses = 0;; ++pauses) {
     std::shared_ptr<Run> run;
     std::optional<std::chrono::steady_clock::time_point> stranded_since;
+    bool stopping = false;
     {
       std::lock_guard lock(impl_->mutex);
+      stopping = impl_->stopping;
       if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
       if (auto it = impl_->stranded.find(run_id); it != impl_->stranded.end()) {
         stranded_since = it->second;
@@ -2299,9 +2302,9 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
     auto rec = co_await impl_->on_store<std::optional<store::RunRecord>>(std::move(op));
     if (!rec) co_return Control::not_found;
     if (store::is_finished(rec->phase)) co_return Control::conflict;
-    // Unfinished, and neither held nor stranded: starting right now, or the daemon is stopping
-    // (its runs resume at the next start).
-    if (pauses == 1000) co_return Control::busy;
+    // Unfinished, and neither held nor stranded: the daemon is stopping (its runs resume at the
+    // next start), or the run is starting right now.
+    if (stopping || pauses == 1000) co_return Control::busy;
     asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(1));
     co_await pause.async_wait(use_tuple);
   }

@@ -145,9 +145,10 @@ bool is_managed_header(std::string_view lower_name) {
 }
 
 Clock::time_point deadline_after(std::chrono::milliseconds timeout) {
-  // A day bounds absurd timeouts so that the addition cannot overflow.
+  // 400 days bound absurd timeouts so that the addition cannot overflow; the longest a caller
+  // asks for is the CLI's wait for an invoke, which the daemon may hold for up to a year.
   const auto bounded = std::clamp(timeout, std::chrono::milliseconds{0},
-                                  std::chrono::milliseconds{std::chrono::hours{24}});
+                                  std::chrono::milliseconds{std::chrono::hours{24 * 400}});
   return Clock::now() + bounded;
 }
 

@@ -558,6 +558,7 @@ bool RunStore::record_step(const std::string& run_id, std::int64_t seq, const At
 std::size_t RunStore::prune(const std::optional<std::string>& finished_before,
                             std::optional<std::size_t> keep_at_most, std::size_t max_rows,
                             std::vector<std::string>* deleted_ids) {
+  if (deleted_ids) deleted_ids->clear();
   Tx tx(db_);
   keep_run_seq();
   std::vector<std::string> ids;

@@ -281,10 +281,16 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual([line.split()[1:3] for line in out.splitlines()[1:]],
                          [[long_name, "completed"]], out)
 
-        # `get` may come after the options, as kubectl users write it.
-        code, out, err = self.cli("runs", "-n", NS, "get", ids[0])
+        # `get` may come after the options, as kubectl users write it, abbreviated ones too.
+        for options in (["-n", NS], ["--name", NS], [f"--namespace={NS}"]):
+            code, out, err = self.cli("runs", *options, "get", ids[0])
+            self.assertEqual(code, 0, err)
+            self.assertIn(f"Run:       {ids[0]}", out)
+        # After `--`, `get` is a workflow's name.
+        code, out, err = self.cli("runs", "-n", NS, "--server", self.d.base, "--token-file",
+                                  os.path.join(self.d.data_dir, "token"), "--", "get", flags=False)
         self.assertEqual(code, 0, err)
-        self.assertIn(f"Run:       {ids[0]}", out)
+        self.assertEqual(out.splitlines()[1:], [], out)
 
         code, out, err = self.cli("runs", "-n", NS, "--phase", "faulted")
         self.assertEqual(code, 0, err)
@@ -382,8 +388,10 @@ class InvokeCliTest(unittest.TestCase):
             with self.subTest(server=server):
                 code, out, err = self.cli("runs", "-n", NS, "--server", server, flags=False)
                 self.assertEqual(code, 2, out + err)
-                self.assertEqual(err, "knflow runs: --server must be the daemon's http:// URL, "
-                                      f'such as http://127.0.0.1:8080; got "{server}"\n')
+                self.assertEqual(err.splitlines()[0],
+                                 "knflow runs: --server must be the daemon's http:// URL, "
+                                 f'such as http://127.0.0.1:8080; got "{server}"')
+                self.assertEqual("plain HTTP only" in err, server.startswith("https:"), err)
         code, out, err = self.cli("runs", "-n", NS, flags=False, env={"KNFLOW_SERVER": "localhost"})
         self.assertEqual(code, 2, out + err)
         self.assertIn("$KNFLOW_SERVER must be the daemon's http:// URL", err)

@@ -1418,6 +1418,19 @@ TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "
   CHECK(text.find("\nknflow_runs_in_flight 0\n") != std::string::npos);
 }
 
+TEST_CASE("engine: a cancel while the engine stops is busy at once", "[engine][cancel]") {
+  // The runs stop unfinished (they resume at the next start): a cancel cannot write them
+  // cancelled, and answers busy (503) without polling the store for a second.
+  EngineFixture f;
+  auto id = f.start(header("sleeper") + "  do:\n    - {name: nap, wait: PT60S}\n");
+  std::promise<void> stopped;
+  f.engine().shutdown([&] { stopped.set_value(); });
+  stopped.get_future().get();
+  CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+        engine::Engine::Control::busy);
+  CHECK(f.record(id)->phase == store::RunPhase::running);
+}
+
 TEST_CASE("engine: a restarted engine resumes runs from their last completed step",
           "[engine][durable]") {
   EngineFixture f;
