@@ -105,7 +105,9 @@ EffectivePolicy effective_policy(const std::optional<model::RetryPolicy>& step,
   if (chosen->limit) out.limit = std::max<std::int64_t>(0, *chosen->limit);
   if (chosen->backoff) out.backoff = *chosen->backoff;
   if (chosen->delay) out.delay = chosen->delay->value;
-  if (chosen->max_delay) out.max_delay = chosen->max_delay->value;
+  // Without maxDelay the cap is 30 s, or the delay when that is longer: a policy asking for a
+  // 2-minute delay waits 2 minutes (Knative, which has no cap, would too).
+  out.max_delay = chosen->max_delay ? chosen->max_delay->value : std::max(out.max_delay, out.delay);
   if (chosen->jitter) out.jitter = *chosen->jitter;
   return out;
 }

@@ -446,14 +446,24 @@ class Validator {
                 " has url and also image or local: url is used as-is in both modes, so "
                 "give either url or image/local");
     }
+    if (!f.env.empty() && !f.image && !(f.local && !f.local->command.empty())) {
+      error(at + "/env", "function " + quoted(name) +
+                             " has env, which is given only to the processes knflow starts (image "
+                             "in cluster mode, local.command in standalone mode): a function at a "
+                             "url runs as it is");
+    }
     for (const auto& [variable, value] : f.env) {
       const std::string vat = pointer_append(at + "/env", variable);
       if (!is_c_identifier(variable)) {
         error(vat, "environment variable name " + quoted(variable) +
                        " must be letters, digits and '_', not starting with a digit");
       } else if (variable == "PORT" || variable == "K_SERVICE" || variable == "K_CONFIGURATION" ||
-                 variable == "K_REVISION") {
+                 variable == "K_REVISION" || variable == "K_SINK") {
         error(vat, "environment variable " + quoted(variable) + " is set by knflow and Knative");
+      } else if (variable.starts_with("KNFLOW_")) {
+        error(vat, "environment variable " + quoted(variable) +
+                       ": names starting with KNFLOW_ are knflow's own (KNFLOW_SINK_TOKEN, "
+                       "KNFLOW_FUNCTION_OF)");
       }
     }
     if (f.scale) {
@@ -491,6 +501,13 @@ class Validator {
   }
 
   void check_retry(const RetryPolicy& r, const std::string& pointer) {
+    if (!r.limit) {
+      // Without it the policy would retry nothing (Knative's default), which no one writing a
+      // policy means.
+      error(pointer,
+            "a retry policy needs limit: how many times to retry after the first "
+            "attempt, 0 to 100");
+    }
     if (r.limit && (*r.limit < 0 || *r.limit > kMaxRetryLimit)) {
       error(pointer + "/limit", "limit must be 0 to 100");
     }
@@ -955,6 +972,22 @@ class Validator {
 
   void check_modes() {
     standalone_calls(w_.spec.steps, "/spec/do");
+    // The daemon delivers to URLs only: a Kubernetes object reference needs the cluster to
+    // resolve it, and its broker endpoint is the `default` broker's.
+    for (const auto& [field, destination] :
+         {std::pair{"reply", &w_.spec.reply}, std::pair{"deadLetter", &w_.spec.dead_letter}}) {
+      if (*destination && (*destination)->ref && !(*destination)->uri) {
+        reason(report_.standalone, "/spec/" + std::string(field) + "/ref",
+               std::string(field) +
+                   " names a Kubernetes object (ref): standalone mode delivers to a uri only");
+      }
+    }
+    if (w_.spec.trigger && w_.spec.trigger->broker && *w_.spec.trigger->broker != "default") {
+      reason(report_.standalone, "/spec/trigger/broker",
+             "trigger.broker " + quoted(*w_.spec.trigger->broker) +
+                 ": standalone mode has one broker per namespace, `default` (POST "
+                 "/api/v1/namespaces/{ns}/broker)");
+    }
 
     for (const auto& [name, f] : w_.spec.functions) {
       if (!f.url && !f.image && f.local && !function_in_error(name)) {

@@ -64,6 +64,25 @@ TEST_CASE("effective policy: the step's own policy, else the workflow's, else de
   CHECK(from_step.delay == 200ms);
   CHECK(from_step.max_delay == 30'000ms);
   CHECK(from_step.jitter);
+
+  // Without maxDelay, a delay over the default cap is its own cap: a 2-minute delay waited 30 s.
+  RetryPolicy slow{.limit = 3,
+                   .backoff = Backoff::constant,
+                   .delay = ms(120'000),
+                   .max_delay = std::nullopt,
+                   .jitter = std::nullopt};
+  const auto long_delay = effective_policy(slow, std::nullopt);
+  CHECK(long_delay.max_delay == 120'000ms);
+  std::mt19937_64 rng(1);
+  const EffectivePolicy fixed{.limit = 3,
+                              .backoff = Backoff::exponential,
+                              .delay = 120'000ms,
+                              .max_delay = long_delay.max_delay,
+                              .jitter = false};
+  CHECK(retry_delay(fixed, 1, std::nullopt, rng) == 120'000ms);
+  CHECK(retry_delay(fixed, 3, std::nullopt, rng) == 120'000ms);
+  slow.max_delay = ms(60'000);  // given: kept (validation refuses one shorter than the delay)
+  CHECK(effective_policy(slow, std::nullopt).max_delay == 60'000ms);
 }
 
 TEST_CASE("retry delays: formulas, cap, jitter bounds and Retry-After", "[engine][retry]") {

@@ -433,7 +433,16 @@ TEST_CASE("modes: which constructs run standalone and in the cluster", "[validat
        true,
        {},
        "  trigger: {broker: default, filter: {type: a.b}}\n  reply: {uri: 'http://r'}\n  "
-       "deadLetter: {ref: "
+       "deadLetter: {uri: 'http://dl'}\n"},
+      // The daemon delivers to URLs, and its broker endpoint is the `default` broker's: a ref
+      // and another broker were accepted and then never delivered to, or never fired.
+      {"a ref and another broker need the cluster",
+       "    - {name: a, call: f}\n",
+       false,
+       true,
+       {"/spec/reply/ref", "/spec/deadLetter/ref", "/spec/trigger/broker"},
+       "  trigger: {broker: orders, filter: {type: a.b}}\n  reply: {ref: "
+       "{apiVersion: v1, kind: Service, name: r}}\n  deadLetter: {ref: "
        "{apiVersion: v1, kind: Service, name: dl}}\n"},
   };
   for (const auto& row : rows) {

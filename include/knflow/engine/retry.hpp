@@ -16,8 +16,9 @@ namespace knflow::engine {
 // statuses are final.
 bool is_retryable_status(unsigned status);
 
-// A retry policy with defaults applied: limit 0 (no retries), backoff exponential, delay 200 ms,
-// maxDelay 30 s, jitter true (the defaults are documented in docs/engine.md).
+// A retry policy with defaults applied: limit 0 (no policy: no retries; a written policy has its
+// limit), backoff exponential, delay 200 ms, maxDelay 30 s or the delay when longer, jitter true
+// (the defaults are documented in docs/engine.md).
 struct EffectivePolicy {
   std::int64_t limit = 0;
   model::Backoff backoff = model::Backoff::exponential;
