@@ -22,7 +22,10 @@
 #include "knflow/store/run_store.hpp"
 #include "knflow/version.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -65,8 +68,9 @@ po::options_description serve_options() {
       "Runs the daemon: REST API under /api/v1, dashboard at /, Prometheus metrics at /metrics,\n"
       "health at /healthz and /readyz. Every option can also be set as an environment variable\n"
       "KNFLOW_<OPTION> (upper case, '-' as '_', e.g. KNFLOW_LISTEN) or as a key in the YAML file\n"
-      "given by --config; the command line wins over the environment, which wins over the "
-      "file.\n\nOptions");
+      "given by --config (a list for --apply); the command line wins over the environment, which\n"
+      "wins over the file, except for --apply, whose files from all three are applied. An empty\n"
+      "variable counts as unset.\n\nOptions");
   // clang-format off
   desc.add_options()
     ("help,h", "print this help")
@@ -165,6 +169,10 @@ std::function<std::string(std::string)> env_mapper(const po::options_description
   return [&desc](std::string name) -> std::string {
     constexpr std::string_view kPrefix = "KNFLOW_";
     if (!name.starts_with(kPrefix)) return "";
+    // An empty variable is unset, as the CLI's client commands take it (an empty value would
+    // read as true for a switch such as KNFLOW_ANONYMOUS_METRICS).
+    if (const char* value = std::getenv(name.c_str()); value == nullptr || *value == '\0')
+      return "";
     std::string option = name.substr(kPrefix.size());
     for (auto& c : option) {
       c = c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -191,10 +199,23 @@ std::vector<std::string> config_file_args(const std::string& path,
     if (key == "config" || key == "help" || desc.find_nothrow(key, false) == nullptr) {
       throw po::error("config file " + path + ": unknown option \"" + key + "\"");
     }
-    if (!kv.second.IsScalar()) {
-      throw po::error("config file " + path + ": option \"" + key + "\" must be a scalar");
+    // A list gives the option once per element (for --apply, which takes several files).
+    std::vector<YAML::Node> values;
+    if (kv.second.IsSequence()) {
+      for (const auto& element : kv.second) values.push_back(element);
+    } else {
+      values.push_back(kv.second);
     }
-    args.push_back("--" + key + "=" + kv.second.Scalar());
+    for (const auto& value : values) {
+      if (!value.IsScalar()) {
+        throw po::error("config file " + path + ": option \"" + key +
+                        "\" must be a scalar or a list of scalars");
+      }
+      if (value.Scalar().empty()) {
+        throw po::error("config file " + path + ": option \"" + key + "\" has no value");
+      }
+      args.push_back("--" + key + "=" + value.Scalar());
+    }
   }
   return args;
 }
@@ -257,6 +278,23 @@ bool check_numeric_options(const po::variables_map& vm) {
       return false;
     }
   }
+  // Zero would answer every request 408, close every connection at once, or prune in a loop.
+  for (const char* name : {"request-timeout", "idle-timeout", "retention-interval"}) {
+    if (vm[name].as<double>() < 0.001) {
+      std::cerr << "knflow serve: --" << name << " must be at least 0.001 seconds\n";
+      return false;
+    }
+  }
+  if (vm["invoke-timeout"].as<double>() > vm["max-invoke-timeout"].as<double>()) {
+    std::cerr << "knflow serve: --invoke-timeout (" << vm["invoke-timeout"].as<double>()
+              << ") must not exceed --max-invoke-timeout (" << vm["max-invoke-timeout"].as<double>()
+              << ")\n";
+    return false;
+  }
+  if (vm["max-header-bytes"].as<std::size_t>() > (std::size_t{1} << 30)) {
+    std::cerr << "knflow serve: --max-header-bytes must be at most 1073741824\n";
+    return false;
+  }
   // jq needs some time to answer at all: a limit under a millisecond would refuse everything.
   if (vm["expression-timeout"].as<double>() < 0.001) {
     std::cerr << "knflow serve: --expression-timeout must be at least 0.001 seconds\n";
@@ -310,11 +348,19 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
   if (!fs::exists(file)) {
     const auto token = http::generate_token();
     {
+      // Written beside, then renamed into place: a write that fails (a full disk) leaves no
+      // empty token file that every later start would refuse.
+      const fs::path part = data_dir / "token.part";
       const auto old_mask = ::umask(077);
-      std::ofstream out(file);
+      std::ofstream out(part, std::ios::trunc);
       ::umask(old_mask);
       out << token << "\n";
-      if (!out) {
+      out.close();
+      std::error_code ec;
+      if (!out) ec = std::make_error_code(std::errc::io_error);
+      if (!ec) fs::rename(part, file, ec);
+      if (ec) {
+        fs::remove(part, ec);
         std::cerr << "knflow serve: cannot write " << file << "\n";
         return std::nullopt;
       }
@@ -407,13 +453,55 @@ int serve(const std::vector<std::string>& args) {
   }
   const fs::path data_dir = vm["data-dir"].as<std::string>();
   std::error_code ec;
-  fs::create_directories(data_dir, ec);
+  const bool created = fs::create_directories(data_dir, ec);
   if (ec) {
     std::cerr << "knflow serve: cannot create data directory " << data_dir << ": " << ec.message()
               << "\n";
     return kExitUsage;
   }
-  fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  // A directory made here is the owner's alone (it holds the token and every run's data); one
+  // that existed keeps its permissions, with a warning when others may read it.
+  if (created) {
+    fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+    if (ec) {
+      log::warn("Cannot make the data directory private",
+                {{"dataDir", data_dir.string()}, {"error", ec.message()}});
+    }
+  } else if (const auto perms = fs::status(data_dir, ec).permissions();
+             !ec && (perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
+    log::warn("The data directory is open to other users; its database holds every run's data",
+              {{"dataDir", data_dir.string()}, {"fix", "chmod 700 " + data_dir.string()}});
+  }
+  // One daemon per data directory: a second one would resume the first one's runs while they
+  // go on, and the two would overwrite each other's workflows. The lock is the kernel's (flock),
+  // so it goes with the process however it ends; function processes do not inherit it.
+  const fs::path lock_path = data_dir / "lock";
+  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0) {
+    std::cerr << "knflow serve: cannot open " << lock_path.string() << ": "
+              << std::generic_category().message(errno) << "\n";
+    return kExitUsage;
+  }
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    const auto n = ::pread(lock_fd, pid, sizeof pid - 1, 0);
+    std::string holder(pid, n > 0 ? static_cast<std::size_t>(n) : 0);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    std::cerr << "knflow serve: another knflow serve"
+              << (holder.empty() ? std::string() : " (pid " + holder + ")")
+              << " uses the data directory " << data_dir.string()
+              << "; stop it, or give this one another --data-dir\n";
+    ::close(lock_fd);
+    return kExitUsage;
+  }
+  {
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(lock_fd, 0) != 0 ||
+        ::pwrite(lock_fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      log::warn("Cannot write the pid into the data directory's lock file",
+                {{"file", lock_path.string()}});
+    }
+  }
   auto tokens = load_tokens(vm, data_dir, *listen);
   if (!tokens) return kExitUsage;
 
@@ -577,9 +665,11 @@ int serve(const std::vector<std::string>& args) {
   }
   const std::string address = bound.address().to_string() + ":" + std::to_string(bound.port());
   {
+    // An IPv6 address goes in brackets in a URL.
     const auto loopback = bound.address().is_loopback() || bound.address().is_unspecified()
                               ? std::string(bound.address().is_v6() ? "[::1]" : "127.0.0.1")
-                              : bound.address().to_string();
+                          : bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                    : bound.address().to_string();
     const std::string broker_url = "http://" + loopback + ":" + std::to_string(bound.port()) +
                                    "/api/v1/namespaces/{ns}/broker";
     engine.set_broker_url(broker_url);
@@ -620,29 +710,31 @@ int serve(const std::vector<std::string>& args) {
       exit_code = code;
       api.set_draining();
       signals.cancel();
-      server.stop([&] {
+      // The engine stops first, before the server drains: its runs stop where they are (and
+      // resume at the next start), so what they fail with meanwhile is not stored (an emit to
+      // this daemon's own broker, which no longer accepts, faulted its run for good), and a
+      // synchronous invoke waiting for one answers 202 at once instead of holding the drain for
+      // its timeout. The function processes stop once no request is served any more; the
+      // supervisor then answers a run waiting for a function's start at once, so that it does
+      // not hold the exit for the start timeout and the backoff.
+      auto running = std::make_shared<int>(2);
+      auto stopped = [&, running] {
+        asio::post(api.writer(), [&, running] {
+          if (--*running > 0) return;
+          api.detach();
+          db.reset();
+          log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
+          ioc.stop();
+          engine_context.stop();
+        });
+      };
+      engine.shutdown([&, stopped] {
+        jq.shutdown();
+        stopped();
+      });
+      server.stop([&, stopped] {
         validation_jq.shutdown();  // no request validates any more
-        stop_cluster([&] {
-          // The engine and the function processes stop together, once the engine has begun
-          // (its runs are cancelled and what they fail with from now on is not stored): a run
-          // waiting for a function's start or restart must not hold the exit for up to the start
-          // timeout and the backoff. The supervisor answers it at once; the run resumes at the
-          // next start.
-          auto running = std::make_shared<int>(2);
-          auto stopped = [&, running] {
-            asio::post(api.writer(), [&, running] {
-              if (--*running > 0) return;
-              api.detach();
-              db.reset();
-              log::info("Stopped knflow", {{"exitCode", std::to_string(exit_code)}});
-              ioc.stop();
-              engine_context.stop();
-            });
-          };
-          engine.shutdown([&, stopped] {
-            jq.shutdown();
-            stopped();
-          });
+        stop_cluster([&, stopped] {
           functions.shutdown(stopped);
           http_client.shutdown();
         });

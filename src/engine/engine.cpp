@@ -268,7 +268,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         evaluator(e),
         functions(f),
         metrics(m),
-        settings(std::move(s)) {}
+        settings(std::move(s)) {
+    if (metrics) store_queue.on_sqlite_error([m] { m->sqlite_error("write"); });
+  }
 
   // --- run data in memory (EngineSettings::max_run_data_bytes) -------------------------------
 
@@ -1897,6 +1899,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     });
   }
 
+  // knflow_runs_in_flight: the runs executing and the stranded ones, which are unfinished too
+  // (so that started = finished + in flight holds while a run is stranded). Under `mutex`.
+  void count_in_flight() {
+    if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size() + stranded.size()));
+  }
+
   // A run coroutine returned. Finished runs stay findable until their waiters are gone. A
   // `stranded` run (its coroutine failed) moves from `active` to `stranded` in one step, so that
   // a cancel finds it in one or the other.
@@ -1906,7 +1914,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       std::lock_guard lock(mutex);
       active.erase(run->id);
       if (stranded_run) stranded.emplace(run->id, run->began);
-      if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size()));
+      count_in_flight();
       change_data(*run, 0, run->data_bytes);
       if (stopping && active.empty() && on_stopped) done = std::exchange(on_stopped, nullptr);
     }
@@ -2045,7 +2053,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     {
       std::lock_guard lock(mutex);
       active[run->id] = run;
-      if (metrics) metrics->set_runs_in_flight(static_cast<double>(active.size()));
+      count_in_flight();
     }
     if (metrics) metrics->run_started();  // started in this process, so finished here too
     log::info("Resumed run", {{"run", run->id},
@@ -2061,7 +2069,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // ran in between: the caller then slept for the whole timeout.)
   static asio::awaitable<std::optional<RunOutcome>> wait_on_strand(
       std::shared_ptr<Run> run, std::shared_ptr<asio::steady_timer> timer) {
-    if (run->outcome) co_return run->outcome;
+    if (run->outcome || run->released) co_return run->outcome;
     run->waiters.push_back(timer);
     co_await timer->async_wait(use_tuple);
     co_return run->outcome;
@@ -2189,7 +2197,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   {
     std::lock_guard lock(impl.mutex);
     impl.active[run->id] = run;
-    if (impl.metrics) impl.metrics->set_runs_in_flight(static_cast<double>(impl.active.size()));
+    impl.count_in_flight();
   }
   if (impl.metrics) impl.metrics->run_started();
   impl.launch(run);
@@ -2290,6 +2298,7 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
       {
         std::lock_guard lock(impl_->mutex);
         impl_->stranded.erase(run_id);
+        impl_->count_in_flight();
       }
       if (result == Control::ok && impl_->metrics) {
         impl_->metrics->run_finished("cancelled",
@@ -2359,8 +2368,15 @@ void Engine::shutdown(std::function<void()> done) {
     done();
     return;
   }
+  // Each run stops where it is (unfinished in the store) and lets its waiters go at once: a
+  // synchronous invoke would otherwise hold the daemon's exit for its whole timeout.
   for (auto& r : runs) {
-    asio::post(r->strand, [r] { r->root.cancel(); });
+    asio::post(r->strand, [r] {
+      r->released = true;
+      r->root.cancel();
+      for (auto& w : r->waiters) w->cancel();
+      r->waiters.clear();
+    });
   }
 }
 

@@ -126,6 +126,9 @@ struct Run {
   bool end_written = false;  // the run's end went into the commit of its last step
   std::optional<RunOutcome> outcome;
   std::vector<std::shared_ptr<boost::asio::steady_timer>> waiters;  // sync invokes
+  // The engine is stopping: the run will not end in this process, so nobody waits for it (a
+  // synchronous invoke answers 202 with the run going on at the next start).
+  bool released = false;
 
   explicit Run(Strand s) : strand(std::move(s)) {}
 };

@@ -1,5 +1,6 @@
 #include "knflow/engine/store_queue.hpp"
 
+#include "knflow/store/db.hpp"
 #include "knflow/store/run_store.hpp"
 
 #include <stdexcept>
@@ -65,6 +66,7 @@ void StoreQueue::drain() {
   }
   std::vector<std::exception_ptr> errors(items.size());
   std::exception_ptr commit_error;
+  std::exception_ptr rolled_back;  // the error after which SQLite rolled the whole group back
   try {
     if (runs_ == nullptr) throw std::logic_error("the run store is not attached");
     // One transaction for the whole group; each operation in a savepoint of its own, so that a
@@ -75,16 +77,38 @@ void StoreQueue::drain() {
           runs_->batch([&] { items[i].work(*runs_); });
         } catch (...) {
           errors[i] = std::current_exception();
+          // SQLite rolls the whole transaction back on some errors (I/O, a full disk), not just
+          // the savepoint: the operations before are gone, and one after would open and commit a
+          // transaction of its own. Nothing more runs, and every item gets that error.
+          if (!runs_->in_transaction()) {
+            rolled_back = errors[i];
+            break;
+          }
         }
       }
     });
   } catch (...) {
-    commit_error = std::current_exception();
+    commit_error = rolled_back ? rolled_back : std::current_exception();
   }
   {
     std::lock_guard lock(mutex_);
     if (!commit_error) ++commits_;
     operations_ += items.size();
+  }
+  if (on_sqlite_error_) {
+    auto is_sqlite = [](const std::exception_ptr& e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const store::Error&) {
+        return true;
+      } catch (...) {
+        return false;
+      }
+    };
+    for (const auto& e : errors) {
+      if (e && e != rolled_back && is_sqlite(e)) on_sqlite_error_();
+    }
+    if (commit_error && is_sqlite(commit_error)) on_sqlite_error_();
   }
   for (std::size_t i = 0; i < items.size(); ++i) {
     items[i].done(commit_error ? commit_error : errors[i]);

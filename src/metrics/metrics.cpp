@@ -172,21 +172,29 @@ struct Metrics::Impl {
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
 Metrics::~Metrics() = default;
 
+std::size_t Metrics::request_series() const {
+  std::lock_guard lock(impl_->request_mutex);
+  return impl_->request_series.size();
+}
+
 void Metrics::observe_request(std::string_view route, std::string_view method, unsigned code,
                               std::chrono::duration<double> elapsed) {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  // The method as its label says it (OTHER for one not listed): a key of the raw text would add
+  // an entry for every new method name a client makes up, before any token is checked.
+  const std::string bounded = bounded_method(method);
   std::string key;
-  key.reserve(route.size() + method.size() + 8);
-  key.append(route).append(1, '\x1f').append(method).append(1, '\x1f').append(std::to_string(code));
+  key.reserve(route.size() + bounded.size() + 8);
+  key.append(route).append(1, '\x1f').append(bounded).append(1, '\x1f').append(
+      std::to_string(code));
   std::pair<prometheus::Counter*, prometheus::Histogram*> series;
   {
     std::lock_guard lock(impl_->request_mutex);
     auto it = impl_->request_series.find(key);
     if (it == impl_->request_series.end()) {
-      const std::map<std::string, std::string> labels = {{"route", std::string(route)},
-                                                         {"method", bounded_method(method)},
-                                                         {"code", std::to_string(code)}};
+      const std::map<std::string, std::string> labels = {
+          {"route", std::string(route)}, {"method", bounded}, {"code", std::to_string(code)}};
       it = impl_->request_series
                .emplace(key, std::make_pair(&impl_->requests.Add(labels),
                                             &impl_->durations.Add(labels, kBuckets)))

@@ -1,6 +1,8 @@
 #include "knflow/store/db.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -209,6 +211,13 @@ Error::Error(int code, const std::string& message) : std::runtime_error(message)
 
 Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
   configure_sqlite_once();
+  // A new database file is created readable by its owner only: it holds every run's data, and
+  // SQLite gives the -wal and -shm files the database file's permissions.
+  if (path != ":memory:" && !path.string().starts_with("file:")) {
+    if (const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600); fd >= 0) {
+      ::close(fd);
+    }
+  }
   const int flags =
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
   const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
@@ -220,6 +229,11 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
     throw Error(rc, message);
   }
   try {
+    // SQLite opens a file it may not write read-only, quietly: every write would fail later.
+    if (sqlite3_db_readonly(db_, "main") == 1) {
+      throw Error(SQLITE_READONLY,
+                  "cannot open " + path.string() + " for writing (read-only file or directory)");
+    }
     sqlite3_extended_result_codes(db_, 1);
     busy_timeout_ = settings.busy_timeout;
     sqlite3_busy_handler(db_, &wait_briefly, &busy_timeout_);

@@ -334,6 +334,53 @@ class RunsApiTest(unittest.TestCase):
         self.assertNotIn("duplicate", third)
         self.assertNotEqual(third["runId"], second["runId"])
 
+    def test_a_shutdown_answers_a_waiting_invoke_and_the_run_resumes(self):
+        """SIGTERM while a synchronous invoke waits for a run: the invoke answers 202 with the run
+        going on (the drain closed its connection unanswered after --shutdown-timeout, and the exit
+        waited for the invoke's own timeout), and the run resumes at the next start."""
+        answer = {}
+
+        def invoke():
+            answer["reply"] = self.d.call("POST", NS + "/workflows/waiter:invoke?timeout=25",
+                                          '{"n": 1}')
+
+        caller = threading.Thread(target=invoke)
+        caller.start()
+        deadline = time.monotonic() + 30
+        while not self.d.json("GET", NS + "/runs?workflow=waiter&phase=running")[1]["items"]:
+            self.assertLess(time.monotonic(), deadline, "the run never started")
+            time.sleep(0.05)
+        self.assertEqual(self.d.stop(signal.SIGTERM), 0, self.d.output())
+        caller.join(30)
+        status, _, body = answer["reply"]
+        self.assertEqual(status, 202, body)
+        run_id = json.loads(body)["runId"]
+        self.d.start()
+        status, run = self.d.json("GET", f"{NS}/runs/{run_id}")
+        self.assertEqual((status, run["phase"]), (200, "running"))
+
+    def test_one_daemon_per_data_directory(self):
+        """A second daemon on the same data directory (on another port) is refused: it resumed the
+        first one's runs while they went on. The database and the token are the owner's alone."""
+        other = Daemon(data_dir=self.d.data_dir)
+        other.start(wait_ready=False)
+        try:
+            code = other.proc.wait(30)
+            output = other.output()
+        finally:
+            other.close()
+        self.assertEqual(code, 2, output)
+        self.assertIn(f"another knflow serve (pid {self.d.proc.pid}) uses the data directory "
+                      f"{self.d.data_dir}", output)
+        self.assertEqual(self.d.call("GET", "/readyz")[0], 200)  # the first one is untouched
+        for name in ("knflow.db", "knflow.db-wal", "knflow.db-shm", "token", "lock"):
+            mode = os.stat(os.path.join(self.d.data_dir, name)).st_mode & 0o777
+            self.assertEqual(mode, 0o600, name)
+        self.assertEqual(os.stat(self.d.data_dir).st_mode & 0o777, 0o700)
+        # Once the first one is gone, the directory is free (kill -9 included).
+        self.d.stop(signal.SIGKILL)
+        self.d.start()
+
     def test_event_data_that_is_not_text_is_refused(self):
         """The engine carries event data as JSON or text, inside the run's stored JSON state: data
         or a Content-Type that is not UTF-8 is 400 and starts no run (such a run was stored

@@ -58,11 +58,20 @@ class ServeTest(unittest.TestCase):
                 f.write("# operators\nfirst-token\n\n  second-token  \n")
             config = os.path.join(tmp, "knflow.yaml")
             port = free_port()
+            files = []
+            for name in ("from-list-a", "from-list-b"):
+                files.append(os.path.join(tmp, name + ".json"))
+                with open(files[-1], "w") as f:
+                    f.write(workflow(name))
             with open(config, "w") as f:
-                f.write(f"listen: 127.0.0.1:{port}\nanonymous-health: true\n")
+                # `apply` as a list applies every file in it.
+                f.write(f"listen: 127.0.0.1:{port}\nanonymous-health: true\n"
+                        f"apply: [{files[0]}, {files[1]}]\n")
             data = os.path.join(tmp, "data")
+            # An empty variable is unset: an empty KNFLOW_ANONYMOUS_METRICS turned the switch on.
             proc = subprocess.Popen([BIN, "serve", "--config", config, "--data-dir", data],
-                                    env=dict(os.environ, KNFLOW_TOKEN_FILE=tokens),
+                                    env=dict(os.environ, KNFLOW_TOKEN_FILE=tokens,
+                                             KNFLOW_ANONYMOUS_METRICS=""),
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             try:
                 import urllib.request
@@ -76,15 +85,20 @@ class ServeTest(unittest.TestCase):
                         if time.monotonic() > deadline:
                             raise
                         time.sleep(0.05)
-                for token, expected in (("second-token", 200), ("first-token", 200), ("nope", 401)):
-                    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/workflows",
+                for token, path, expected in (
+                        ("second-token", "/api/v1/workflows", 200),
+                        ("first-token", "/api/v1/workflows", 200), ("nope", "/api/v1/workflows", 401),
+                        ("nope", "/metrics", 401),
+                        ("first-token", "/api/v1/namespaces/default/workflows/from-list-a", 200),
+                        ("first-token", "/api/v1/namespaces/default/workflows/from-list-b", 200)):
+                    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
                                                  headers={"Authorization": "Bearer " + token})
                     try:
                         with urllib.request.urlopen(req, timeout=5) as r:
                             status = r.status
                     except urllib.error.HTTPError as e:
                         status = e.code
-                    self.assertEqual(status, expected, token)
+                    self.assertEqual(status, expected, (token, path))
                 self.assertFalse(os.path.exists(os.path.join(data, "token")))
             finally:
                 proc.send_signal(signal.SIGTERM)
@@ -120,6 +134,17 @@ class ServeTest(unittest.TestCase):
                                capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn("knflow serve: --expression-timeout must be at least 0.001 seconds",
+                          r.stderr)
+            # Zero would answer every request 408, close every connection or prune in a loop.
+            for option in ("--request-timeout", "--idle-timeout", "--retention-interval"):
+                r = subprocess.run([BIN, "serve", option, "0", "--data-dir", tmp],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(f"knflow serve: {option} must be at least 0.001 seconds", r.stderr)
+            r = subprocess.run([BIN, "serve", "--invoke-timeout", "400", "--data-dir", tmp],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("--invoke-timeout (400) must not exceed --max-invoke-timeout (300)",
                           r.stderr)
             r = subprocess.run([BIN, "serve", "--max-run-data-bytes", "0", "--data-dir", tmp],
                                capture_output=True, text=True, timeout=30)

@@ -1395,6 +1395,8 @@ TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "
 )");
   wait_until([&] { return f.engine().active_runs() == 0; });
   REQUIRE(f.record(id)->phase == store::RunPhase::running);
+  // Unfinished, so in flight: started = finished + in flight holds meanwhile.
+  CHECK(f.metrics.serialize().find("\nknflow_runs_in_flight 1\n") != std::string::npos);
   auto attempts = f.attempts(id);
   REQUIRE(attempts.size() == 1);
   CHECK(attempts[0].phase == store::AttemptPhase::running);  // its end was rolled back

@@ -58,6 +58,8 @@ TEST_CASE("store queue: concurrent operations share one commit, a failing one al
   RunStore runs(db);
   StoreQueue queue(store_strand);
   queue.attach(&runs);
+  int sqlite_errors = 0;
+  queue.on_sqlite_error([&] { ++sqlite_errors; });
 
   std::vector<std::string> results;
   // All five are queued before the strand gets a turn, so they run in one transaction; "b" is
@@ -73,6 +75,7 @@ TEST_CASE("store queue: concurrent operations share one commit, a failing one al
   std::sort(results.begin(), results.end());
   CHECK(results == std::vector<std::string>{"a:1", "b:2", "b:error", "c:3", "d:4"});
   for (const char* id : {"a", "b", "c", "d"}) CHECK(runs.get_run(id).has_value());
+  CHECK(sqlite_errors == 1);  // the second "b"
 
   // Later operations get transactions of their own turns.
   results.clear();
@@ -81,6 +84,46 @@ TEST_CASE("store queue: concurrent operations share one commit, a failing one al
   ioc.run();
   CHECK(results == std::vector<std::string>{"e:5"});
   CHECK(queue.commits() == 2);
+}
+
+TEST_CASE("store queue: when SQLite rolls the whole group back, no operation after commits alone") {
+  // SQLite undoes the whole transaction on some errors (I/O, a full disk), not only the failing
+  // operation's savepoint. The operations after it ran in transactions of their own and
+  // committed, yet were answered with the group's commit error.
+  knflow::test::TempDir dir;
+  asio::io_context ioc;
+  auto store_strand = asio::make_strand(ioc.get_executor());
+  knflow::store::Db db(dir.path() / "knflow.db");
+  RunStore runs(db);
+  StoreQueue queue(store_strand);
+  queue.attach(&runs);
+  int sqlite_errors = 0;
+  queue.on_sqlite_error([&] { ++sqlite_errors; });
+
+  std::vector<std::string> results;
+  auto io_error = [&]() -> asio::awaitable<void> {
+    std::function<int(RunStore&)> op = [&db](RunStore&) -> int {
+      db.exec("ROLLBACK");  // what SQLite does on its own after SQLITE_IOERR
+      throw knflow::store::Error(10, "disk I/O error");
+    };
+    try {
+      co_await queue.run<int>(std::move(op));
+      results.push_back("io:ok");
+    } catch (const knflow::store::Error& e) {
+      results.push_back(std::string("io:") + e.what());
+    }
+  };
+  asio::co_spawn(ioc, insert(queue, "a", results), asio::detached);
+  asio::co_spawn(ioc, io_error(), asio::detached);
+  asio::co_spawn(ioc, insert(queue, "c", results), asio::detached);
+  ioc.run();
+
+  std::sort(results.begin(), results.end());
+  CHECK(results == std::vector<std::string>{"a:error", "c:error", "io:disk I/O error"});
+  CHECK_FALSE(runs.get_run("a").has_value());
+  CHECK_FALSE(runs.get_run("c").has_value());
+  CHECK_FALSE(db.in_transaction());
+  CHECK(sqlite_errors == 1);  // one failure, however many operations it took along
 }
 
 TEST_CASE("store queue: results come back on the caller's executor, from many threads") {

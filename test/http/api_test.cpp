@@ -441,6 +441,21 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
   REQUIRE(text.find("knflow_sqlite_errors_total") != std::string::npos);
 }
 
+TEST_CASE("metrics: made-up request methods share one series", "[http][metrics]") {
+  // The series were found by the raw method text: every new method name a client sent (before
+  // any token check) added an entry that was never freed.
+  knflow::metrics::Metrics metrics;
+  for (int i = 0; i < 100; ++i) {
+    metrics.observe_request("unmatched", "FOO" + std::to_string(i), 405,
+                            std::chrono::milliseconds(1));
+  }
+  metrics.observe_request("unmatched", "GET", 405, std::chrono::milliseconds(1));
+  CHECK(metrics.request_series() == 2);
+  const auto text = metrics.serialize();
+  CHECK(text.find("knflow_http_requests_total{code=\"405\",method=\"OTHER\",route=\"unmatched\"} "
+                  "100") != std::string::npos);
+}
+
 TEST_CASE("http: static assets are embedded, typed and locked down", "[http][assets]") {
   ServerFixture server;
   auto page = knflow::test::request(server.port(), "GET", "/");

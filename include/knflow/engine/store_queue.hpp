@@ -41,6 +41,9 @@ class StoreQueue {
   // Store strand only: the store operations run against. Operations queued before this run once
   // it is set (they never are: the engine starts runs only after attaching).
   void attach(store::RunStore* runs);
+  // Called on the store strand for every failed SQLite operation or commit (a store::Error), for
+  // knflow_sqlite_errors_total. Set before the first operation.
+  void on_sqlite_error(std::function<void()> count) { on_sqlite_error_ = std::move(count); }
 
   // Runs `op` on the store strand inside the next group transaction and returns its result once
   // that transaction has committed, on the caller's executor. Throws what `op` threw (its own
@@ -71,7 +74,8 @@ class StoreQueue {
 
   Strand strand_;
   store::RunStore* runs_ = nullptr;  // store strand only
-  mutable std::mutex mutex_;         // guards queue_, scheduled_ and the counters
+  std::function<void()> on_sqlite_error_;
+  mutable std::mutex mutex_;  // guards queue_, scheduled_ and the counters
   std::vector<Item> queue_;
   bool scheduled_ = false;  // a drain is posted and has not taken the queue yet
   std::uint64_t commits_ = 0;

@@ -25,6 +25,9 @@ class Metrics {
   // or "unmatched"; `method` one of the known methods or "OTHER".
   void observe_request(std::string_view route, std::string_view method, unsigned code,
                        std::chrono::duration<double> elapsed);
+  // The (route, method, code) series observe_request() has made so far, for tests: bounded by
+  // the routes, the method labels and the status codes, whatever clients send.
+  std::size_t request_series() const;
   void set_workflows(double count);
   // One SQLite call failed; `operation` is a fixed word such as "write" or "read".
   void sqlite_error(std::string_view operation);

@@ -148,6 +148,10 @@ class RunStore {
   // Deletes a run with its attempts and journal. Returns false when there is no such run.
   bool delete_run(const std::string& id);
 
+  // Whether a transaction is open on the store's connection: false inside batch() after SQLite
+  // rolled the whole transaction back on its own (an I/O error, a full disk).
+  bool in_transaction() const { return db_.in_transaction(); }
+
   // Appends an attempt to its run (record.seq is ignored) and returns the seq assigned to it.
   std::int64_t append_attempt(const AttemptRecord& record);
   // Inserts an attempt with the seq the caller chose (the engine counts its runs' attempts), which
