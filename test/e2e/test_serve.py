@@ -123,40 +123,29 @@ class ServeTest(unittest.TestCase):
 
     def test_durations_that_are_not_numbers_of_seconds_are_clear_errors(self):
         with tempfile.TemporaryDirectory() as tmp:
+            def refused(args, message):
+                r = subprocess.run([BIN, "serve", *args, "--data-dir", tmp],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, (args, r.stderr))
+                self.assertIn(message, r.stderr)
+
             for option, value in (("--invoke-timeout", "inf"), ("--shutdown-timeout", "nan"),
                                   ("--request-timeout", "-1"), ("--retention-hours", "inf"),
                                   ("--kube-qps", "nan")):
-                r = subprocess.run([BIN, "serve", option, value, "--data-dir", tmp],
-                                   capture_output=True, text=True, timeout=30)
-                self.assertEqual(r.returncode, 2, (option, value, r.stderr))
-                self.assertIn(f"knflow serve: {option} must be a number", r.stderr)
-            r = subprocess.run([BIN, "serve", "--expression-timeout", "0", "--data-dir", tmp],
-                               capture_output=True, text=True, timeout=30)
-            self.assertEqual(r.returncode, 2, r.stderr)
-            self.assertIn("knflow serve: --expression-timeout must be at least 0.001 seconds",
-                          r.stderr)
-            # Zero would answer every request 408, close every connection or prune in a loop.
-            for option in ("--request-timeout", "--idle-timeout", "--retention-interval"):
-                r = subprocess.run([BIN, "serve", option, "0", "--data-dir", tmp],
-                                   capture_output=True, text=True, timeout=30)
-                self.assertEqual(r.returncode, 2, r.stderr)
-                self.assertIn(f"knflow serve: {option} must be at least 0.001 seconds", r.stderr)
-            r = subprocess.run([BIN, "serve", "--invoke-timeout", "400", "--data-dir", tmp],
-                               capture_output=True, text=True, timeout=30)
-            self.assertEqual(r.returncode, 2, r.stderr)
-            self.assertIn("--invoke-timeout (400) must not exceed --max-invoke-timeout (300)",
-                          r.stderr)
-            r = subprocess.run([BIN, "serve", "--max-run-data-bytes", "0", "--data-dir", tmp],
-                               capture_output=True, text=True, timeout=30)
-            self.assertEqual(r.returncode, 2, r.stderr)
-            self.assertIn("knflow serve: --max-run-data-bytes must be a positive number of bytes",
-                          r.stderr)
+                refused([option, value], f"knflow serve: {option} must be a number")
+            # Zero would refuse every expression, answer every request 408, close every
+            # connection at once, or prune in a loop.
+            for option in ("--expression-timeout", "--request-timeout", "--idle-timeout",
+                           "--retention-interval"):
+                refused([option, "0"], f"knflow serve: {option} must be at least 0.001 seconds")
+            refused(["--invoke-timeout", "400"],
+                    "--invoke-timeout (400) must not exceed --max-invoke-timeout (300)")
+            refused(["--max-run-data-bytes", "0"],
+                    "knflow serve: --max-run-data-bytes must be a positive number of bytes")
             # Any one request's data must fit in the total.
-            r = subprocess.run([BIN, "serve", "--max-total-run-data-bytes", "8388607",
-                                "--data-dir", tmp], capture_output=True, text=True, timeout=30)
-            self.assertEqual(r.returncode, 2, r.stderr)
-            self.assertIn("--max-total-run-data-bytes must be at least 8 times --max-body-bytes "
-                          "(1048576)", r.stderr)
+            refused(["--max-total-run-data-bytes", "8388607"],
+                    "--max-total-run-data-bytes must be at least 8 times --max-body-bytes "
+                    "(1048576)")
 
     def test_help_documents_every_option(self):
         r = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=30)

@@ -48,18 +48,28 @@ asio::awaitable<void> insert(StoreQueue& queue, std::string id, std::vector<std:
   }
 }
 
+// A queue over a real SQLite file, counting the SQLite errors it reports.
+struct QueueFixture {
+  knflow::test::TempDir dir;
+  asio::io_context ioc;
+  asio::strand<asio::io_context::executor_type> store_strand =
+      asio::make_strand(ioc.get_executor());
+  knflow::store::Db db{dir.path() / "knflow.db"};
+  RunStore runs{db};
+  StoreQueue queue{store_strand};
+  int sqlite_errors = 0;
+
+  QueueFixture() {
+    queue.attach(&runs);
+    queue.on_sqlite_error([this] { ++sqlite_errors; });
+  }
+};
+
 }  // namespace
 
 TEST_CASE("store queue: concurrent operations share one commit, a failing one alone is undone") {
-  knflow::test::TempDir dir;
-  asio::io_context ioc;
-  auto store_strand = asio::make_strand(ioc.get_executor());
-  knflow::store::Db db(dir.path() / "knflow.db");
-  RunStore runs(db);
-  StoreQueue queue(store_strand);
-  queue.attach(&runs);
-  int sqlite_errors = 0;
-  queue.on_sqlite_error([&] { ++sqlite_errors; });
+  QueueFixture f;
+  auto& [dir, ioc, store_strand, db, runs, queue, sqlite_errors] = f;
 
   std::vector<std::string> results;
   // All five are queued before the strand gets a turn, so they run in one transaction; "b" is
@@ -90,15 +100,8 @@ TEST_CASE("store queue: when SQLite rolls the whole group back, no operation aft
   // SQLite undoes the whole transaction on some errors (I/O, a full disk), not only the failing
   // operation's savepoint. The operations after it ran in transactions of their own and
   // committed, yet were answered with the group's commit error.
-  knflow::test::TempDir dir;
-  asio::io_context ioc;
-  auto store_strand = asio::make_strand(ioc.get_executor());
-  knflow::store::Db db(dir.path() / "knflow.db");
-  RunStore runs(db);
-  StoreQueue queue(store_strand);
-  queue.attach(&runs);
-  int sqlite_errors = 0;
-  queue.on_sqlite_error([&] { ++sqlite_errors; });
+  QueueFixture f;
+  auto& [dir, ioc, store_strand, db, runs, queue, sqlite_errors] = f;
 
   std::vector<std::string> results;
   auto io_error = [&]() -> asio::awaitable<void> {
