@@ -211,8 +211,12 @@ std::vector<std::string> config_file_args(const std::string& path,
         throw po::error("config file " + path + ": option \"" + key +
                         "\" must be a scalar or a list of scalars");
       }
-      if (value.Scalar().empty()) {
-        throw po::error("config file " + path + ": option \"" + key + "\" has no value");
+      // An empty value would read as true for a switch; for a text option it may mean "none".
+      const auto* option = desc.find_nothrow(key, false);
+      if (value.Scalar().empty() && option != nullptr &&
+          dynamic_cast<const po::typed_value<bool>*>(option->semantic().get()) != nullptr) {
+        throw po::error("config file " + path + ": option \"" + key +
+                        "\" has no value (true or false)");
       }
       args.push_back("--" + key + "=" + value.Scalar());
     }
@@ -285,7 +289,10 @@ bool check_numeric_options(const po::variables_map& vm) {
       return false;
     }
   }
-  if (vm["invoke-timeout"].as<double>() > vm["max-invoke-timeout"].as<double>()) {
+  // A default wait over a lowered cap is lowered with it (where the settings are made); one given
+  // over it is a mistake.
+  if (!vm["invoke-timeout"].defaulted() &&
+      vm["invoke-timeout"].as<double>() > vm["max-invoke-timeout"].as<double>()) {
     std::cerr << "knflow serve: --invoke-timeout (" << vm["invoke-timeout"].as<double>()
               << ") must not exceed --max-invoke-timeout (" << vm["max-invoke-timeout"].as<double>()
               << ")\n";
@@ -350,18 +357,20 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
     {
       // Written beside, then renamed into place: a write that fails (a full disk) leaves no
       // empty token file that every later start would refuse.
+      // Synced before the rename, so that a power loss cannot leave an empty one either.
       const fs::path part = data_dir / "token.part";
-      const auto old_mask = ::umask(077);
-      std::ofstream out(part, std::ios::trunc);
-      ::umask(old_mask);
-      out << token << "\n";
-      out.close();
+      const std::string text = token + "\n";
       std::error_code ec;
-      if (!out) ec = std::make_error_code(std::errc::io_error);
+      const int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()) ||
+          ::fsync(fd) != 0) {
+        ec = std::error_code(errno, std::generic_category());
+      }
+      if (fd >= 0 && ::close(fd) != 0 && !ec) ec = std::error_code(errno, std::generic_category());
       if (!ec) fs::rename(part, file, ec);
       if (ec) {
+        std::cerr << "knflow serve: cannot write " << file << ": " << ec.message() << "\n";
         fs::remove(part, ec);
-        std::cerr << "knflow serve: cannot write " << file << "\n";
         return std::nullopt;
       }
     }
@@ -482,7 +491,13 @@ int serve(const std::vector<std::string>& args) {
               << std::generic_category().message(errno) << "\n";
     return kExitUsage;
   }
-  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+  const int lock_error = ::flock(lock_fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
+  if (lock_error != 0 && lock_error != EWOULDBLOCK) {
+    // No lock to be had here (a network file system without one): go on, unguarded.
+    log::warn(
+        "Cannot lock the data directory; make sure no other knflow serve uses it",
+        {{"file", lock_path.string()}, {"error", std::generic_category().message(lock_error)}});
+  } else if (lock_error == EWOULDBLOCK) {
     char pid[32] = {};
     const auto n = ::pread(lock_fd, pid, sizeof pid - 1, 0);
     std::string holder(pid, n > 0 ? static_cast<std::size_t>(n) : 0);
@@ -569,8 +584,9 @@ int serve(const std::vector<std::string>& args) {
   auto engine_work = asio::make_work_guard(engine_context);
   auto ioc_work = asio::make_work_guard(ioc);
   metrics::Metrics metrics;
-  api_settings.invoke_timeout = seconds_option(vm, "invoke-timeout");
   api_settings.max_invoke_timeout = seconds_option(vm, "max-invoke-timeout");
+  api_settings.invoke_timeout =
+      std::min(seconds_option(vm, "invoke-timeout"), api_settings.max_invoke_timeout);
 
   // The engine and what it runs on: pooled HTTP, jq worker processes, local function processes.
   // Workers are this very binary: /proc/self/exe names it even if the file was moved.

@@ -403,7 +403,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // (checked, not reserved: a start at the same moment may take the last place).
   bool admits_redrive() const {
     std::lock_guard lock(mutex);
-    return active.size() < settings.max_active_runs;
+    return !stopping && active.size() < settings.max_active_runs;
   }
 
   // --- store access: every call runs on the store strand ------------------------------------
@@ -2194,10 +2194,20 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   }
   run->record = std::move(rec);
   if (first) run->begun_attempts["/do/0"] = {first->attempt, first->seq};
+  bool stopping = false;
   {
     std::lock_guard lock(impl.mutex);
-    impl.active[run->id] = run;
-    impl.count_in_flight();
+    stopping = impl.stopping;
+    if (!stopping) {
+      impl.active[run->id] = run;
+      impl.count_in_flight();
+    }
+  }
+  if (stopping) {
+    // The engine began to stop while the run was written: it is stored, unfinished, and starts
+    // at the next start like the runs the shutdown stopped (a waiting invoke answers 202).
+    impl.change_data(*run, 0, input_bytes);
+    co_return StartResult{run->id, 0, ""};
   }
   if (impl.metrics) impl.metrics->run_started();
   impl.launch(run);
@@ -2262,6 +2272,9 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
     {
       std::lock_guard lock(impl_->mutex);
       stopping = impl_->stopping;
+      // A stopping engine writes no run's end: the cancel would be lost (the run resumes at the
+      // next start), so it is refused as busy, to be sent again then.
+      if (stopping) co_return Control::busy;
       if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
       if (auto it = impl_->stranded.find(run_id); it != impl_->stranded.end()) {
         stranded_since = it->second;

@@ -273,7 +273,9 @@ RetryPolicy decode_retry(Decoder& d, const json::value& v, const std::string& po
   const json::object* o = as_object(d, v, pointer);
   if (o == nullptr) return out;
   ObjectReader r(d, *o, pointer);
-  read_int(r, d, "limit", out.limit);
+  // Required: a policy without it would retry nothing (Knative's default), which no one writing a
+  // policy means.
+  if (const json::value* v = r.required("limit")) out.limit = as_int(d, *v, r.at("limit"));
   if (const json::value* b = r.field("backoff"))
     out.backoff = as_enum(d, *b, r.at("backoff"), kBackoffs);
   read_duration(r, d, "delay", out.delay);

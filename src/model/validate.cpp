@@ -501,13 +501,6 @@ class Validator {
   }
 
   void check_retry(const RetryPolicy& r, const std::string& pointer) {
-    if (!r.limit) {
-      // Without it the policy would retry nothing (Knative's default), which no one writing a
-      // policy means.
-      error(pointer,
-            "a retry policy needs limit: how many times to retry after the first "
-            "attempt, 0 to 100");
-    }
     if (r.limit && (*r.limit < 0 || *r.limit > kMaxRetryLimit)) {
       error(pointer + "/limit", "limit must be 0 to 100");
     }

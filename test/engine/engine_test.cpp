@@ -1424,6 +1424,10 @@ TEST_CASE("engine: a cancel while the engine stops is busy at once", "[engine][c
   // The runs stop unfinished (they resume at the next start): a cancel cannot write them
   // cancelled, and answers busy (503) without polling the store for a second.
   EngineFixture f;
+  std::string failed;
+  REQUIRE(
+      f.run(header("failer") + "  do:\n    - {name: no, raise: {type: runtime}}\n", "{}", &failed)
+          .phase == "faulted");
   auto id = f.start(header("sleeper") + "  do:\n    - {name: nap, wait: PT60S}\n");
   std::promise<void> stopped;
   f.engine().shutdown([&] { stopped.set_value(); });
@@ -1431,6 +1435,10 @@ TEST_CASE("engine: a cancel while the engine stops is busy at once", "[engine][c
   CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
         engine::Engine::Control::busy);
   CHECK(f.record(id)->phase == store::RunPhase::running);
+  // Nor does a stopping engine start a retry: the run would go on while the daemon exits.
+  CHECK(asio::co_spawn(f.ioc(), f.engine().retry(failed), asio::use_future).get() ==
+        engine::Engine::Control::busy);
+  CHECK(f.record(failed)->phase == store::RunPhase::faulted);
 }
 
 TEST_CASE("engine: a restarted engine resumes runs from their last completed step",
