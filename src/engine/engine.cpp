@@ -2268,13 +2268,11 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
   for (int pauses = 0;; ++pauses) {
     std::shared_ptr<Run> run;
     std::optional<std::chrono::steady_clock::time_point> stranded_since;
-    bool stopping = false;
     {
       std::lock_guard lock(impl_->mutex);
-      stopping = impl_->stopping;
       // A stopping engine writes no run's end: the cancel would be lost (the run resumes at the
       // next start), so it is refused as busy, to be sent again then.
-      if (stopping) co_return Control::busy;
+      if (impl_->stopping) co_return Control::busy;
       if (auto it = impl_->active.find(run_id); it != impl_->active.end()) run = it->second;
       if (auto it = impl_->stranded.find(run_id); it != impl_->stranded.end()) {
         stranded_since = it->second;
@@ -2324,9 +2322,9 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
     auto rec = co_await impl_->on_store<std::optional<store::RunRecord>>(std::move(op));
     if (!rec) co_return Control::not_found;
     if (store::is_finished(rec->phase)) co_return Control::conflict;
-    // Unfinished, and neither held nor stranded: the daemon is stopping (its runs resume at the
-    // next start), or the run is starting right now.
-    if (stopping || pauses == 1000) co_return Control::busy;
+    // Unfinished, and neither held nor stranded: the run is starting right now (or the engine
+    // began to stop meanwhile, which the next turn answers).
+    if (pauses == 1000) co_return Control::busy;
     asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(1));
     co_await pause.async_wait(use_tuple);
   }
