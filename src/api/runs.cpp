@@ -106,7 +106,9 @@ json::object attempt_json(const store::AttemptRecord& a) {
   return o;
 }
 
-// Whether every attribute of a trigger filter equals the event's (CloudEvents exact match).
+// Whether every attribute of a trigger filter equals the event's (CloudEvents exact match), as a
+// Knative Trigger's `filter.attributes` matches: an empty value matches any value of an attribute
+// the event has (a context attribute it lacks counts as empty; an extension it lacks fails).
 bool filter_matches(const model::StringMap& filter, const engine::CloudEvent& e) {
   for (const auto& [attr, want] : filter) {
     std::optional<std::string> have;
@@ -119,14 +121,16 @@ bool filter_matches(const model::StringMap& filter, const engine::CloudEvent& e)
     else if (attr == "specversion")
       have = e.specversion;
     else if (attr == "subject")
-      have = e.subject;
+      have = e.subject.value_or("");
     else if (attr == "datacontenttype")
-      have = e.datacontenttype;
+      have = e.datacontenttype.value_or("");
     else if (attr == "dataschema")
-      have = e.dataschema;
+      have = e.dataschema.value_or("");
+    else if (attr == "time")
+      have = e.time.value_or("");
     else if (auto it = e.extensions.find(attr); it != e.extensions.end())
       have = it->second;
-    if (!have || *have != want) return false;
+    if (!have || (!want.empty() && *have != want)) return false;
   }
   return true;
 }
@@ -199,6 +203,13 @@ struct Api::RunHandlers {
     if (auto* e = std::get_if<engine::CloudEvent>(&decoded)) {
       if (auto error = unusable_data(*e)) {
         return problem(400, "malformed-event", "The CloudEvent is malformed: " + *error, req);
+      }
+      // Trace context comes as a header too (Knative's delivery, SDK clients, an `emit`): the
+      // run continues the trace it names when the event has no traceparent extension.
+      if (!e->extensions.contains("traceparent")) {
+        if (auto header = req.header("traceparent")) {
+          e->extensions["traceparent"] = std::string(*header);
+        }
       }
       return std::move(*e);
     }

@@ -335,7 +335,10 @@ DecodeEventResult decode_structured(std::string_view content_type, std::string_v
                        " is not supported (only application/cloudevents+json)");
   }
   boost::system::error_code ec;
-  auto value = json::parse(body, ec, {}, json_options());
+  // One level more than data may nest: the event object around it.
+  auto options = json_options();
+  options.max_depth = kMaxJsonDepth + 1;
+  auto value = json::parse(body, ec, {}, options);
   if (ec) return "the structured-mode body is not valid JSON: " + ec.message();
   if (!value.is_object()) return std::string("the structured-mode body is not a JSON object");
 

@@ -1554,9 +1554,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                      const std::string& path, Current cur, Held& held) {
     Run& run = *env.run;
     // Held until the call (every attempt) is over.
-    const Target target = co_await function_target(env, call.function, path);
-    const std::string& url = target.url;
+    Target target = co_await function_target(env, call.function, path);
     const auto& fn = run.workflow->spec.functions.at(call.function);
+    // A local command restarted after a crash listens on a new port: each retry asks where it
+    // is now (the retries went to the dead port, or to whatever took it since).
+    const bool started_here = !fn.url && !(fn.local && fn.local->url);
     const auto policy = effective_policy(call.retry, run.workflow->spec.retry);
     const auto per_call = fn.timeout ? fn.timeout->value : settings.default_call_timeout;
 
@@ -1573,8 +1575,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // Attempts made before the run's latest redrive do not count against the retry limit.
     const auto based = run.retry_base.find(path);
     const std::int64_t base = based == run.retry_base.end() ? 0 : based->second;
-    for (;;) {
+    for (bool first_attempt = true;; first_attempt = false) {
       check_live(run, *env.scope, env.deadline, path);
+      if (started_here && !first_attempt) {
+        Target now = co_await function_target(env, call.function, path);
+        target = std::move(now);  // the new lease first, then the old one goes
+      }
+      const std::string& url = target.url;
       const std::int64_t attempt = ++attempts;
       std::int64_t seq = 0;
       if (auto begun = run.begun_attempts.find(path);
@@ -1744,6 +1751,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     event.extensions["knativeerrorcode"] = std::to_string(status);
     std::string excerpt = base64(body);
     if (excerpt.size() > 1024) excerpt.resize(1024);
+    // The event may itself be a dead letter (a handler's input): no earlier failure's data stays.
+    event.extensions.erase("knativeerrordata");
     if (!body.empty()) event.extensions["knativeerrordata"] = excerpt;
     event.extensions.erase("traceparent");
     auto encoded = encode_binary(event);

@@ -1286,6 +1286,9 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       if (proc.recent_stderr.size() > kStderrExcerptLines) proc.recent_stderr.pop_front();
     }
     if (settings.log_lines == 0) return;
+    // A deleted workflow's lines went with it (forget_logs_if_gone): what its stopping process
+    // still prints is not kept, or a workflow made again under its name would show it.
+    if (deleted(proc.key)) return;
     auto stamp = now_stamp();
     std::lock_guard lock(mutex);
     KeptLines& kept = logs[proc.key];

@@ -458,7 +458,7 @@ class Validator {
         error(vat, "environment variable name " + quoted(variable) +
                        " must be letters, digits and '_', not starting with a digit");
       } else if (variable == "PORT" || variable == "K_SERVICE" || variable == "K_CONFIGURATION" ||
-                 variable == "K_REVISION" || variable == "K_SINK") {
+                 variable == "K_REVISION") {
         error(vat, "environment variable " + quoted(variable) + " is set by knflow and Knative");
       } else if (variable.starts_with("KNFLOW_")) {
         error(vat, "environment variable " + quoted(variable) +

@@ -270,6 +270,26 @@ class RunsApiTest(unittest.TestCase):
         status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}')
         self.assertEqual(status, 400, body)  # not a CloudEvent
 
+        # An empty filter value matches any value, as a Knative Trigger's does (it matched only
+        # an empty one); a missing extension still fails it.
+        doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                          "metadata": {"name": "any-type"},
+                          "spec": {"trigger": {"filter": {"source": "/any", "type": "",
+                                                          "subject": ""}},
+                                   "do": [{"name": "keep", "set": {"ok": True}}]}})
+        status, _, body = self.d.call("POST", NS + "/workflows", doc)
+        self.assertEqual(status, 201, body)
+        trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        headers = {"ce-specversion": "1.0", "ce-id": "e-any", "ce-source": "/any",
+                   "ce-type": "com.example.whatever", "traceparent": trace}
+        status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}', headers=headers)
+        self.assertEqual(status, 202, body)
+        [run] = json.loads(body)["runs"]
+        self.assertEqual(run["workflow"], "any-type")
+        # The traceparent header continues the caller's trace (only an extension did).
+        status, got = self.d.json("GET", f"{NS}/runs/{run['runId']}")
+        self.assertTrue(got["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-"), got)
+
     def test_a_repeat_after_a_kill_does_not_start_a_second_run(self):
         """The broker's memory of the runs it started survives a kill -9 and a restart (it is
         recorded with each run's insert), so a sender that delivers the event again after losing

@@ -1,4 +1,5 @@
 #include "knflow/engine/cloudevent.hpp"
+#include "knflow/model/document.hpp"
 
 #include "support/catch.hpp"
 
@@ -112,6 +113,21 @@ TEST_CASE("structured mode round-trips events", "[engine][cloudevent]") {
     CHECK(header(encoded.headers, "Content-Type") == "application/cloudevents+json; charset=UTF-8");
     CHECK(decoded(decode_event(lower_names(encoded.headers), encoded.body)) == event);
   }
+}
+
+TEST_CASE("data may nest as deep in structured mode as in binary mode", "[engine][cloudevent]") {
+  // The event object around the data counted as one of the 1,000 levels data may have.
+  const std::size_t depth = knflow::model::kMaxDataDepth;
+  const std::string data = std::string(depth, '[') + std::string(depth, ']');
+  const std::string body = R"({"specversion":"1.0","id":"d","source":"/s","type":"t",)"
+                           R"("datacontenttype":"application/json","data":)" +
+                           data + "}";
+  knflow::engine::HeaderList headers{{"content-type", "application/cloudevents+json"}};
+  auto event = decoded(decode_event(headers, body));
+  CHECK(event.data == data);
+  const std::string deeper = R"({"specversion":"1.0","id":"d","source":"/s","type":"t","data":)" +
+                             std::string(depth + 1, '[') + std::string(depth + 1, ']') + "}";
+  CHECK(std::holds_alternative<std::string>(decode_event(headers, deeper)));
 }
 
 TEST_CASE("binary mode writes the attributes as ce- headers and data as the body",
