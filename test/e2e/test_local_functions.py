@@ -130,6 +130,22 @@ class LocalFunctionsTest(unittest.TestCase):
         self.assertIsNotNone(m, text)
         return float(m.group(1))
 
+    def test_a_call_retried_after_its_function_crashed_reaches_the_restarted_process(self):
+        """The function dies while handling a call and is restarted on a new port: the call's
+        retries go to where it listens now (they went to the dead port until the limit ran
+        out)."""
+        with tempfile.TemporaryDirectory() as tmp, Daemon("--functions-dir", ECHO_DIR) as d:
+            d.start()
+            doc = ("apiVersion: knflow.dev/v1alpha1\nkind: Workflow\nmetadata: {name: flaky}\n"
+                   "spec:\n  functions:\n    echo:\n"
+                   f"      env: {{CRASH_ONCE: '{os.path.join(tmp, 'crashed')}'}}\n"
+                   "      local: {command: [python3, echo_function.py]}\n"
+                   "  do:\n    - name: say\n      call: echo\n"
+                   "      retry: {limit: 20, backoff: constant, delay: PT0.2S, jitter: false}\n")
+            self.create(d, doc)
+            self.assertEqual(self.invoke(d, "flaky", {"n": 1}), '{"n":1}')  # echoed as text
+            self.assertTrue(os.path.exists(os.path.join(tmp, "crashed")))
+
     def test_killed_daemon_leaves_no_function_behind(self):
         first = Daemon("--functions-dir", ECHO_DIR)
         second = None
