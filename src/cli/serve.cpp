@@ -282,8 +282,10 @@ bool check_numeric_options(const po::variables_map& vm) {
       return false;
     }
   }
-  // Zero would answer every request 408, close every connection at once, or prune in a loop.
-  for (const char* name : {"request-timeout", "idle-timeout", "retention-interval"}) {
+  // Zero would refuse every expression (jq needs some time to answer at all), answer every
+  // request 408, close every connection at once, or prune in a loop.
+  for (const char* name :
+       {"expression-timeout", "request-timeout", "idle-timeout", "retention-interval"}) {
     if (vm[name].as<double>() < 0.001) {
       std::cerr << "knflow serve: --" << name << " must be at least 0.001 seconds\n";
       return false;
@@ -300,11 +302,6 @@ bool check_numeric_options(const po::variables_map& vm) {
   }
   if (vm["max-header-bytes"].as<std::size_t>() > (std::size_t{1} << 30)) {
     std::cerr << "knflow serve: --max-header-bytes must be at most 1073741824\n";
-    return false;
-  }
-  // jq needs some time to answer at all: a limit under a millisecond would refuse everything.
-  if (vm["expression-timeout"].as<double>() < 0.001) {
-    std::cerr << "knflow serve: --expression-timeout must be at least 0.001 seconds\n";
     return false;
   }
   const double hours = vm["retention-hours"].as<double>();
@@ -330,6 +327,48 @@ bool check_numeric_options(const po::variables_map& vm) {
                  "--max-body-bytes ("
               << body << "), so that any one run's input fits; got " << total << "\n";
     return false;
+  }
+  return true;
+}
+
+// One daemon per data directory: a second one would resume the first one's runs while they go
+// on, and the two would overwrite each other's workflows. The lock is the kernel's (flock) on
+// DIR/lock, held by a descriptor left open for the life of the process, so it goes with the
+// process however it ends; function processes do not inherit it (close-on-exec). False after
+// saying why when another daemon holds it.
+bool lock_data_dir(const fs::path& data_dir) {
+  const fs::path lock_path = data_dir / "lock";
+  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0) {
+    std::cerr << "knflow serve: cannot open " << lock_path.string() << ": "
+              << std::generic_category().message(errno) << "\n";
+    return false;
+  }
+  const int lock_error = ::flock(lock_fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
+  if (lock_error != 0 && lock_error != EWOULDBLOCK) {
+    // No lock to be had here (a network file system without one): go on, unguarded.
+    log::warn(
+        "Cannot lock the data directory; make sure no other knflow serve uses it",
+        {{"file", lock_path.string()}, {"error", std::generic_category().message(lock_error)}});
+  } else if (lock_error == EWOULDBLOCK) {
+    char pid[32] = {};
+    const auto n = ::pread(lock_fd, pid, sizeof pid - 1, 0);
+    std::string holder(pid, n > 0 ? static_cast<std::size_t>(n) : 0);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    std::cerr << "knflow serve: another knflow serve"
+              << (holder.empty() ? std::string() : " (pid " + holder + ")")
+              << " uses the data directory " << data_dir.string()
+              << "; stop it, or give this one another --data-dir\n";
+    ::close(lock_fd);
+    return false;
+  }
+  {
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(lock_fd, 0) != 0 ||
+        ::pwrite(lock_fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      log::warn("Cannot write the pid into the data directory's lock file",
+                {{"file", lock_path.string()}});
+    }
   }
   return true;
 }
@@ -481,42 +520,7 @@ int serve(const std::vector<std::string>& args) {
     log::warn("The data directory is open to other users; its database holds every run's data",
               {{"dataDir", data_dir.string()}, {"fix", "chmod 700 " + data_dir.string()}});
   }
-  // One daemon per data directory: a second one would resume the first one's runs while they
-  // go on, and the two would overwrite each other's workflows. The lock is the kernel's (flock),
-  // so it goes with the process however it ends; function processes do not inherit it.
-  const fs::path lock_path = data_dir / "lock";
-  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd < 0) {
-    std::cerr << "knflow serve: cannot open " << lock_path.string() << ": "
-              << std::generic_category().message(errno) << "\n";
-    return kExitUsage;
-  }
-  const int lock_error = ::flock(lock_fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
-  if (lock_error != 0 && lock_error != EWOULDBLOCK) {
-    // No lock to be had here (a network file system without one): go on, unguarded.
-    log::warn(
-        "Cannot lock the data directory; make sure no other knflow serve uses it",
-        {{"file", lock_path.string()}, {"error", std::generic_category().message(lock_error)}});
-  } else if (lock_error == EWOULDBLOCK) {
-    char pid[32] = {};
-    const auto n = ::pread(lock_fd, pid, sizeof pid - 1, 0);
-    std::string holder(pid, n > 0 ? static_cast<std::size_t>(n) : 0);
-    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-    std::cerr << "knflow serve: another knflow serve"
-              << (holder.empty() ? std::string() : " (pid " + holder + ")")
-              << " uses the data directory " << data_dir.string()
-              << "; stop it, or give this one another --data-dir\n";
-    ::close(lock_fd);
-    return kExitUsage;
-  }
-  {
-    const std::string pid = std::to_string(::getpid()) + "\n";
-    if (::ftruncate(lock_fd, 0) != 0 ||
-        ::pwrite(lock_fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
-      log::warn("Cannot write the pid into the data directory's lock file",
-                {{"file", lock_path.string()}});
-    }
-  }
+  if (!lock_data_dir(data_dir)) return kExitUsage;
   auto tokens = load_tokens(vm, data_dir, *listen);
   if (!tokens) return kExitUsage;
 
