@@ -42,29 +42,6 @@ std::string new_event_id() {
   return hex_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
 }
 
-// Why `text` is not JSON data as model::parse_data reads it (bounded by model::kMaxDataDepth),
-// with the line and column where the parser stopped; nullopt when it is.
-std::optional<std::string> json_error(std::string_view text) {
-  json::parse_options options;
-  options.max_depth = model::kMaxDataDepth;
-  json::stream_parser parser({}, options);
-  boost::system::error_code ec;
-  const std::size_t at = parser.write(text.data(), text.size(), ec);
-  if (!ec) parser.finish(ec);
-  if (!ec) return std::nullopt;
-  std::size_t line = 1;
-  std::size_t column = 1;
-  for (std::size_t i = 0; i < at && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      column = 1;
-    } else if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
-      ++column;  // a character, not a byte inside one
-    }
-  }
-  return ec.message() + " at line " + std::to_string(line) + ", column " + std::to_string(column);
-}
-
 json::value parse_or_null(const std::optional<std::string>& text) {
   if (!text) return nullptr;
   const auto repaired = model::repaired_utf8(*text);
@@ -180,20 +157,6 @@ struct Api::RunHandlers {
     return std::nullopt;
   }
 
-  // Why an event's data cannot start a run, or nullopt: it is not text (engine::data_not_text:
-  // it would make the run's stored state unreadable), or its media type says JSON (in any case)
-  // and it is not JSON.
-  static std::optional<std::string> unusable_data(const engine::CloudEvent& e) {
-    if (auto error = engine::data_not_text(e)) return error;
-    if (e.data && engine::is_json_media_type(e.datacontenttype.value_or(""))) {
-      if (auto error = json_error(*e.data)) {
-        return "the data is not valid JSON (" + *error + "), though its media type " +
-               *e.datacontenttype + " says it is.";
-      }
-    }
-    return std::nullopt;
-  }
-
   // The event a request carries: a binary or structured CloudEvent, or plain data that becomes
   // one. On failure, the problem.
   std::variant<engine::CloudEvent, Response> read_event(const Request& req, bool require_ce,
@@ -201,7 +164,7 @@ struct Api::RunHandlers {
     engine::HeaderList headers(req.headers.begin(), req.headers.end());
     auto decoded = engine::decode_event(headers, req.body);
     if (auto* e = std::get_if<engine::CloudEvent>(&decoded)) {
-      if (auto error = unusable_data(*e)) {
+      if (auto error = engine::data_unusable(*e)) {
         return problem(400, "malformed-event", "The CloudEvent is malformed: " + *error, req);
       }
       // Trace context comes as a header too (Knative's delivery, SDK clients, an `emit`): the
@@ -231,7 +194,7 @@ struct Api::RunHandlers {
     if (!req.body.empty()) {
       e.data = req.body;
       e.datacontenttype = content_type ? std::string(*content_type) : "application/json";
-      if (auto error = unusable_data(e)) {
+      if (auto error = engine::data_unusable(e)) {
         return problem(400, "malformed-document",
                        std::string("The body cannot be event data") +
                            (content_type ? "" : " (without a Content-Type it is JSON)") + ": " +

@@ -7,6 +7,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/json/stream_parser.hpp>
 #include <boost/json/value.hpp>
 
 #include <algorithm>
@@ -538,6 +539,38 @@ std::optional<std::string> data_not_text(const CloudEvent& event) {
     return "the data is not UTF-8 text (at byte " + std::to_string(at) +
            "); knflow carries event data as JSON or text, so send binary data encoded as text "
            "(base64 in a JSON string, say).";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> json_error(std::string_view text) {
+  json::parse_options options;
+  options.max_depth = model::kMaxDataDepth;
+  json::stream_parser parser({}, options);
+  boost::system::error_code ec;
+  const std::size_t at = parser.write(text.data(), text.size(), ec);
+  if (!ec) parser.finish(ec);
+  if (!ec) return std::nullopt;
+  std::size_t line = 1;
+  std::size_t column = 1;
+  for (std::size_t i = 0; i < at && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
+      ++column;  // a character, not a byte inside one
+    }
+  }
+  return ec.message() + " at line " + std::to_string(line) + ", column " + std::to_string(column);
+}
+
+std::optional<std::string> data_unusable(const CloudEvent& event) {
+  if (auto error = data_not_text(event)) return error;
+  if (event.data && event.datacontenttype && is_json_media_type(*event.datacontenttype)) {
+    if (auto error = json_error(*event.data)) {
+      return "the data is not valid JSON (" + *error + "), though its media type " +
+             *event.datacontenttype + " says it is.";
+    }
   }
   return std::nullopt;
 }

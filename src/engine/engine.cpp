@@ -1628,47 +1628,44 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           throw *refused;
         }
         Current next = cur;
-        if (res.status != 202 && !res.body.empty()) {
+        if (res.status != 202) {
           auto decoded = decode_event(res.headers, res.body);
-          if (std::holds_alternative<std::nullopt_t>(decoded)) {
+          if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
+            // A CloudEvent, with or without data (binary mode with an empty body has none).
+            if (auto error = data_unusable(*ev)) decoded = *error;
+          } else if (std::holds_alternative<std::nullopt_t>(decoded) && !res.body.empty()) {
+            // A plain body: a new event made from it, whose data it is.
             CloudEvent plain;
+            plain.id = run.id + ":" + path + ":reply";
+            plain.type = "dev.knflow." + run.workflow_name + "." + step.name;
+            plain.source = "/apis/knflow.dev/v1alpha1/namespaces/" + run.namespace_ +
+                           "/workflows/" + run.workflow_name;
+            plain.time = log::now_rfc3339_ms();
+            plain.extensions = cur.event.extensions;
             plain.data = res.body;
             for (const auto& [k, v] : res.headers) {
               if (k == "content-type") plain.datacontenttype = v;
             }
-            if (auto error = data_not_text(plain))
+            if (auto error = data_unusable(plain)) {
               decoded = "the answer is a plain body, but " + *error;
-          } else if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
-            if (auto error = data_not_text(*ev)) decoded = *error;
+            } else {
+              decoded = std::move(plain);
+            }
           }
           if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
             next.data = data_as_json(*ev);
-            next.event = *ev;
+            next.event = std::move(*ev);
             next.event.data.reset();
-          } else if (std::holds_alternative<std::nullopt_t>(decoded)) {
-            CloudEvent plain = cur.event;
-            plain.data = res.body;
-            plain.datacontenttype.reset();
-            for (const auto& [k, v] : res.headers) {
-              if (k == "content-type") plain.datacontenttype = v;
-            }
-            next.data = data_as_json(plain);
-            next.event.id = run.id + ":" + path + ":reply";
-            next.event.type = "dev.knflow." + run.workflow_name + "." + step.name;
-            next.event.source = "/apis/knflow.dev/v1alpha1/namespaces/" + run.namespace_ +
-                                "/workflows/" + run.workflow_name;
-          } else {
-            co_await attempt_end(
-                run, seq,
-                attempt_result(store::AttemptPhase::faulted, std::nullopt,
-                               make_fault("communication", 502, "Malformed reply event",
-                                          std::get<std::string>(decoded), path)
-                                   .error,
-                               res.status));
-            throw make_fault("communication", 502, "Malformed reply event",
-                             std::get<std::string>(decoded), path);
+            next.event.datacontenttype.reset();
+          } else if (auto* error = std::get_if<std::string>(&decoded)) {
+            Fault malformed =
+                make_fault("communication", 502, "Malformed reply event", *error, path);
+            co_await attempt_end(run, seq,
+                                 attempt_result(store::AttemptPhase::faulted, std::nullopt,
+                                                malformed.error, res.status));
+            throw malformed;
           }
-          next.event.datacontenttype.reset();
+          // nullopt: an empty body that is no CloudEvent; the current event stays.
         }
         // Finished together with the step's journal entry, in one commit (complete()).
         run.pending_attempts[path] = {seq, attempt_result(store::AttemptPhase::completed, next.data,
@@ -1702,7 +1699,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_await sleep_until(*env.scope, until);
         continue;
       }
-      co_await dead_letter(run, out, url, status, res.body);
+      co_await dead_letter(run, out, url, res);
       throw fault;
     }
   }
@@ -1742,11 +1739,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return res->error ? res->error_message : std::to_string(res->status);
   }
 
-  // Sends the event that exhausted its retries to spec.deadLetter with Knative's extensions.
+  // Sends the event that exhausted its retries to spec.deadLetter with Knative's extensions, set
+  // from the last answer as Knative's dispatcher sets them: its status and body, or, when nothing
+  // was answered (connection error, timeout), 500 and "dispatch error: <why>".
   asio::awaitable<void> dead_letter(Run& run, CloudEvent event, const std::string& dest,
-                                    unsigned status, const std::string& body) {
+                                    const HttpResponse& failed) {
     const auto& dl = run.workflow->spec.dead_letter;
     if (!dl || !dl->uri) co_return;
+    const unsigned status = failed.error ? 500 : failed.status;
+    const std::string body = failed.error ? "dispatch error: " + failed.error_message : failed.body;
     event.extensions["knativeerrordest"] = dest;
     event.extensions["knativeerrorcode"] = std::to_string(status);
     std::string excerpt = base64(body);
@@ -1869,8 +1870,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // Abandoned: at a shutdown the run resumes at the next start and replies again; a cancel of
     // the run gives the reply up.
     if (!res) co_return;
-    const unsigned status = res->error ? 0 : res->status;
-    co_await dead_letter(run, std::move(ev), *reply->uri, status, res->body);
+    co_await dead_letter(run, std::move(ev), *reply->uri, *res);
   }
 
   bool stopping_now() {

@@ -420,6 +420,99 @@ TEST_CASE("engine: a reply that is not a CloudEvent becomes the data", "[engine]
   CHECK(d.at("type").as_string() == "dev.knflow.plain.a");
 }
 
+TEST_CASE("engine: a plain answer is a new event; a bodiless CloudEvent replaces the current one",
+          "[engine][call]") {
+  // A plain answer kept the subject, dataschema and time of the event before it; a CloudEvent
+  // answered with an empty body was taken for "keep the current event".
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  EngineFixture f;
+  const Headers ce = {{"ce-specversion", "1.0"}, {"ce-source", "/fn"}};
+  auto with = [&](Headers extra) {
+    auto h = ce;
+    h.insert(h.end(), extra.begin(), extra.end());
+    return h;
+  };
+  f.echo.route("/event", {.status = 200,
+                          .body = R"({"v": 1})",
+                          .headers = with({{"Content-Type", "application/json"},
+                                           {"ce-id", "e-1"},
+                                           {"ce-type", "fn.done"},
+                                           {"ce-subject", "order-7"},
+                                           {"ce-dataschema", "https://example.com/v1"},
+                                           {"ce-time", "2020-01-01T00:00:00Z"}})});
+  f.echo.route("/plain", json_answer(R"({"plain": true})"));
+  f.echo.route(
+      "/bare",
+      {.status = 200, .body = "", .headers = with({{"ce-id", "e-2"}, {"ce-type", "fn.bare"}})});
+  const std::string look =
+      "'${ {data: ., type: $event.type, subject: $event.subject, schema: $event.dataschema, "
+      "time: $event.time} }'";
+  SECTION("the event answered keeps its attributes") {
+    auto d = EngineFixture::data(f.run(header("event-only") + functions(f, {"event"}) +
+                                       "  do:\n    - {name: a, call: event}\n    - {name: b, "
+                                       "set: " +
+                                       look + "}\n"));
+    CHECK(d.at("data") == json::parse(R"({"v": 1})"));
+    CHECK(d.at("subject") == "order-7");
+    CHECK(d.at("schema") == "https://example.com/v1");
+    CHECK(d.at("time") == "2020-01-01T00:00:00Z");
+  }
+  SECTION("a plain answer after it is an event of its own, made now") {
+    auto d = EngineFixture::data(f.run(header("then-plain") + functions(f, {"event", "plain"}) +
+                                       "  do:\n    - {name: a, call: event}\n    - {name: b, call: "
+                                       "plain}\n    - {name: c, set: " +
+                                       look + "}\n"));
+    CHECK(d.at("data") == json::parse(R"({"plain": true})"));
+    CHECK(d.at("type") == "dev.knflow.then-plain.b");
+    CHECK(d.at("subject").is_null());
+    CHECK(d.at("schema").is_null());
+    REQUIRE(d.at("time").is_string());
+    CHECK(d.at("time") != "2020-01-01T00:00:00Z");
+  }
+  SECTION("a CloudEvent with an empty body becomes the current event, without data") {
+    auto d = EngineFixture::data(f.run(header("then-bare") + functions(f, {"bare"}) +
+                                           "  do:\n    - {name: a, call: bare}\n    - {name: b, "
+                                           "set: " +
+                                           look + "}\n",
+                                       R"({"kept": "no"})"));
+    CHECK(d.at("data").is_null());
+    CHECK(d.at("type") == "fn.bare");
+  }
+}
+
+TEST_CASE("engine: an answer whose media type says JSON must be JSON", "[engine][call]") {
+  // It was kept as a string, where the invoke API refuses such data with 400.
+  EngineFixture f;
+  f.echo.route("/broken",
+               {.status = 200, .body = "{oops", .headers = {{"Content-Type", "application/json"}}});
+  f.echo.route("/broken-event", {.status = 200,
+                                 .body = "[1,",
+                                 .headers = {{"Content-Type", "text/json"},
+                                             {"ce-specversion", "1.0"},
+                                             {"ce-id", "b-1"},
+                                             {"ce-source", "/b"},
+                                             {"ce-type", "b"}}});
+  f.echo.route("/text",
+               {.status = 200, .body = "{oops", .headers = {{"Content-Type", "text/plain"}}});
+  for (const std::string fn : {"broken", "broken-event"}) {
+    INFO(fn);
+    std::string id;
+    auto out = f.run(
+        header("json-" + fn) + functions(f, {fn}) + "  do:\n    - {name: a, call: " + fn + "}\n",
+        "{}", &id);
+    CHECK(out.phase == "faulted");
+    CHECK(EngineFixture::error_type(out) == "communication");
+    REQUIRE(out.error);
+    CHECK(out.error->at("status") == 502);
+    CHECK(std::string(out.error->at("detail").as_string()).find("not valid JSON") !=
+          std::string::npos);
+    CHECK(f.attempts(id).size() == 1);  // a 2xx: not retried
+  }
+  auto text = EngineFixture::data(
+      f.run(header("json-text") + functions(f, {"text"}) + "  do:\n    - {name: a, call: text}\n"));
+  CHECK(text == "{oops");
+}
+
 TEST_CASE("engine: an answer that is not text faults its call; JSON types match in any case",
           "[engine][call]") {
   // A binary answer was kept raw in the run's stored state: invalid JSON there, so the run could
@@ -632,6 +725,7 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
   f.echo.route("/down", {.status = 503, .body = "busy"});
   f.echo.route("/bad", {.status = 400, .body = "no"});
   f.echo.route("/flaky", {.drop_first = 2});
+  f.echo.route("/gone", {.drop_first = 1000});
   const std::string policy = "      retry: {limit: 2, backoff: constant, delay: PT0.01S}\n";
   auto yaml = [&](const std::string& fn) {
     return header("r-" + fn) + functions(f, {fn}) + "  deadLetter: {uri: \"" + f.echo.url("/dls") +
@@ -656,6 +750,21 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
     CHECK(h["ce-knativeerrordest"] == f.echo.url("/down"));
     CHECK(h["ce-knativeerrordata"] == "YnVzeQ==");  // base64("busy")
     CHECK(json::parse(dls[0].body) == json::parse(R"({"x": 1})"));
+  }
+  SECTION("no answer at all: 500 and the dispatch error, as Knative's dispatcher sets them") {
+    // The code was 0 and there was no data.
+    auto out = f.run(yaml("gone"), R"({"x": 2})");
+    CHECK(out.phase == "faulted");
+    std::vector<test::EchoRequest> dls;
+    for (auto& r : f.echo.requests()) {
+      if (r.target == "/dls") dls.push_back(r);
+    }
+    REQUIRE(dls.size() == 1);
+    std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
+    CHECK(h["ce-knativeerrorcode"] == "500");
+    CHECK(h["ce-knativeerrordest"] == f.echo.url("/gone"));
+    CHECK(h["ce-knativeerrordata"].starts_with("ZGlzcGF0Y2ggZXJyb3I6"));  // "dispatch error:"
+    CHECK(json::parse(dls[0].body) == json::parse(R"({"x": 2})"));
   }
   SECTION("400 fails at once") {
     std::string id;

@@ -59,6 +59,15 @@ bool is_json_media_type(std::string_view type);
 // (the other attributes are checked as an event is decoded).
 std::optional<std::string> data_not_text(const CloudEvent& event);
 
+// Why an event's data cannot be a run's data, or nullopt: data_not_text, or its datacontenttype
+// is a JSON type (is_json_media_type) and the data is not JSON (json_error). Data without a
+// datacontenttype is not checked: the engine parses it when it can and keeps it as text if not.
+std::optional<std::string> data_unusable(const CloudEvent& event);
+
+// Why `text` is not JSON data as model::parse_data reads it (nested at most model::kMaxDataDepth
+// levels), with the line and column where it stops being JSON; nullopt when it is JSON.
+std::optional<std::string> json_error(std::string_view text);
+
 // The trace id (32 lowercase hex digits) of a W3C Trace Context `traceparent`, or nullopt when
 // the value is not one: version 00 exactly `00-<32 hex>-<16 hex>-<2 hex>`; a later version at
 // least that, followed by nothing or by '-'; version ff, an all-zero trace id or an all-zero
