@@ -64,6 +64,9 @@ constexpr auto kProbeLimit = 1s;     // one readiness connect
 constexpr auto kFirstProbeInterval = 10ms;
 constexpr auto kMaxProbeInterval = 100ms;
 constexpr auto kStderrDrainLimit = 500ms;  // for the last stderr lines of a failed start
+// How often exits are looked for while a stopping group's other processes have their grace, and
+// always when SIGCHLD could not be watched.
+constexpr auto kReapPollInterval = 100ms;
 constexpr std::string_view kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
 
 // An instant as milliseconds since the epoch, and its RFC 3339 text in UTC with milliseconds.
@@ -564,6 +567,7 @@ struct Process {
   std::optional<Clock::time_point> ready_at;
   std::optional<std::string> exit;  // "exited with 1" once reaped
   bool stopping = false;            // we asked it to stop: its exit is expected
+  Clock::time_point stop_deadline;  // when stopping: SIGKILL to what is left of its group then
   int open_streams = 2;             // output pipes not yet at end of file
   std::deque<std::string> recent_stderr;
   std::shared_ptr<asio::steady_timer> kill_timer;
@@ -603,9 +607,13 @@ struct Function {
   FunctionState state;
 };
 
-// A function's kept output lines, with each line's time in epoch millis. Kept per key, not per
-// process, so that they outlive the processes of replaced definitions.
-using KeptLines = std::deque<std::pair<std::int64_t, LogLine>>;
+// A function's kept output lines, with each line's time in epoch millis, and the bytes of their
+// text. Kept per key, not per process, so that they outlive the processes of replaced definitions.
+struct KeptLines {
+  using Kept = std::pair<std::int64_t, LogLine>;
+  std::deque<Kept> lines;
+  std::size_t bytes = 0;
+};
 
 }  // namespace
 
@@ -648,10 +656,14 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       : strand(asio::make_strand(executor)), settings(std::move(s)), signals(strand), metrics(m) {
     if (!settings.state_dir.empty()) open_record();
     boost::system::error_code ec;
-    signals.add(SIGCHLD, ec);
+    if (settings.watch_sigchld) {
+      signals.add(SIGCHLD, ec);
+    } else {
+      ec = asio::error::operation_not_supported;
+    }
     if (ec) {
       signals_error = ec.message();
-      log::error("Failed to watch SIGCHLD; local functions are reaped only while starting",
+      log::error("Failed to watch SIGCHLD; exits of local functions are looked for every 100 ms",
                  {{"error", signals_error}});
       return;
     }
@@ -1176,7 +1188,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     auto self = shared_from_this();
     asio::co_spawn(strand, pump(self, proc, false), logged("stdout"));
     asio::co_spawn(strand, pump(self, proc, true), logged("stderr"));
-    if (!reaper_running && signals_error.empty()) {
+    if (!reaper_running) {
       reaper_running = true;
       asio::co_spawn(strand, reaper(self), logged("reaper"));
     }
@@ -1292,16 +1304,29 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     auto stamp = now_stamp();
     std::lock_guard lock(mutex);
     KeptLines& kept = logs[proc.key];
-    kept.emplace_back(stamp.millis, LogLine{.seq = ++last_log_seq,
-                                            .time = std::move(stamp.text),
-                                            .stream = is_stderr ? "stderr" : "stdout",
-                                            .text = std::move(text)});
-    while (kept.size() > settings.log_lines) kept.pop_front();
+    kept.bytes += text.size();
+    kept.lines.emplace_back(stamp.millis, LogLine{.seq = ++last_log_seq,
+                                                  .time = std::move(stamp.text),
+                                                  .stream = is_stderr ? "stderr" : "stdout",
+                                                  .text = std::move(text)});
+    // The newest line stays even when it alone is over log_bytes.
+    while (kept.lines.size() > settings.log_lines ||
+           (kept.bytes > settings.log_bytes && kept.lines.size() > 1)) {
+      kept.bytes -= kept.lines.front().second.text.size();
+      kept.lines.pop_front();
+    }
   }
 
+  // Reaps on every SIGCHLD, or, when it could not be watched, every kReapPollInterval.
   static asio::awaitable<void> reaper(std::shared_ptr<Impl> self) {
+    asio::steady_timer poll(self->strand);
     while (!self->processes.empty() && !self->is_closed()) {
-      co_await self->signals.async_wait(use_tuple);
+      if (self->signals_error.empty()) {
+        co_await self->signals.async_wait(use_tuple);
+      } else {
+        poll.expires_after(kReapPollInterval);
+        co_await poll.async_wait(use_tuple);
+      }
       self->reap();
     }
     self->reaper_running = false;
@@ -1322,6 +1347,14 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
           continue;
         }
         std::string how = "exited (status unknown: reaped elsewhere)";
+        if (rc == 0 && it->second->stopping && Clock::now() < it->second->stop_deadline &&
+            group_has_others(pid)) {
+          // A wrapper (`sh -c`, `npm start`) that ended on our SIGTERM: what it started got the
+          // signal too and has the rest of the grace period to finish; its leader stays a zombie
+          // meanwhile, so that the group's id cannot be reused (kill_after_grace polls).
+          ++it;
+          continue;
+        }
         if (rc == 0) {
           // The leader is a zombie, so its id cannot be reused yet: clear what is left of its
           // process group (children it started), then reap it.
@@ -1389,25 +1422,45 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     fn.state.port.reset();
   }
 
-  // SIGTERM to the process group, SIGKILL after the grace period; reap() finishes it.
+  // SIGTERM to the process group, SIGKILL to what is left of it after the grace period; reap()
+  // finishes it.
   void stop(const std::shared_ptr<Process>& proc) {
     if (proc->exit || proc->stopping) return;
     proc->stopping = true;
+    proc->stop_deadline = Clock::now() + settings.stop_grace;
     signal_group(proc->pid, SIGTERM);
-    proc->kill_timer = std::make_shared<asio::steady_timer>(strand, settings.stop_grace);
+    proc->kill_timer = std::make_shared<asio::steady_timer>(strand);
     asio::co_spawn(strand, kill_after_grace(shared_from_this(), proc, proc->kill_timer),
                    logged("stop"));
   }
 
+  // Reaps every kReapPollInterval until the stop deadline (a leader that exited waits there while
+  // its group has others: reap()), then kills what is left of the group. on_exit() cancels it.
   static asio::awaitable<void> kill_after_grace(std::shared_ptr<Impl> self,
                                                 std::shared_ptr<Process> proc,
                                                 std::shared_ptr<asio::steady_timer> timer) {
-    auto [ec] = co_await timer->async_wait(use_tuple);
-    if (ec || proc->exit) co_return;
+    for (;;) {
+      if (proc->exit) co_return;
+      const auto now = Clock::now();
+      if (now >= proc->stop_deadline) break;
+      timer->expires_at(std::min(proc->stop_deadline, now + kReapPollInterval));
+      auto [ec] = co_await timer->async_wait(use_tuple);
+      if (ec || proc->exit) co_return;
+      self->reap();
+    }
     if (!self->signal_group(proc->pid, SIGKILL)) co_return;
     log::warn("Killed local function after the stop grace period",
               {{"pid", std::to_string(proc->pid)},
                {"grace", format_duration(self->settings.stop_grace)}});
+    self->reap();  // a leader that waited for its group's others
+  }
+
+  // Whether process group `pgid` has a live process other than its leader. Reads /proc.
+  static bool group_has_others(pid_t pgid) {
+    for (const auto& [pid, stat] : all_proc_stats()) {
+      if (pid != pgid && stat.pgrp == pgid && stat.state != 'Z') return true;
+    }
+    return false;
   }
 
   // Sends `sig` to the process group led by pid (to pid alone if it left its group), unless pid
@@ -1554,7 +1607,7 @@ LogPage FunctionSupervisor::logs(const std::vector<FunctionKey>& keys,
   // `since` is inclusive: rounded up to the first millisecond not before it; `until` down.
   const auto since_millis = bound_millis(query.since, model::SubMillis::up);
   const auto until_millis = bound_millis(query.until, model::SubMillis::down);
-  using Kept = KeptLines::value_type;
+  using Kept = KeptLines::Kept;
   const auto matches = [&](const Kept& kept) {
     const auto& [millis, line] = kept;
     if (query.since && (since_millis ? millis < *since_millis : line.time < *query.since)) {
@@ -1572,7 +1625,7 @@ LogPage FunctionSupervisor::logs(const std::vector<FunctionKey>& keys,
   for (std::size_t i = 0; i < keys.size(); ++i) {
     const auto it = impl_->logs.find(keys[i]);
     if (it == impl_->logs.end()) continue;
-    const auto& kept = it->second;  // in seq order
+    const auto& kept = it->second.lines;  // in seq order
     const auto from = std::partition_point(
         kept.begin(), kept.end(), [&](const Kept& k) { return k.second.seq <= query.after; });
     cursors.push_back({i, from, kept.end()});

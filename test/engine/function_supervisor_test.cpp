@@ -450,6 +450,64 @@ TEST_CASE("Output of both streams is kept as bounded, timestamped lines", "[func
   shutdown(ioc, supervisor);
 }
 
+TEST_CASE("No more than log_bytes of a function's text are kept, the newest line always",
+          "[function_supervisor]") {
+  // Only the number of lines was bounded: 2,000 lines of 8 KiB each, 16 MiB per function.
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(),
+                                SupervisorSettings{.log_lines = 1'000, .log_bytes = 3'500});
+  const auto k = key("orders", "echo");
+  const auto endpoint = ensure(ioc, supervisor, k, echo_spec());
+  REQUIRE(endpoint.url);
+  REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=10&len=1000").status == 200);
+  REQUIRE(run_until(ioc, [&] {
+    const auto lines = lines_of(supervisor, k);
+    return std::count_if(lines.begin(), lines.end(),
+                         [](const LogLine& l) { return l.text.starts_with("xxx"); }) >= 3 &&
+           lines.back().text.starts_with("xxx");
+  }));
+  std::size_t bytes = 0;
+  const auto lines = lines_of(supervisor, k);
+  for (const auto& line : lines) bytes += line.text.size();
+  CHECK(bytes <= 3'500);
+  CHECK(lines.size() == 3);  // the last three of the ten, nothing before them
+
+  SECTION("a line longer than log_bytes is kept alone") {
+    REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=1&len=5000&text=y").status == 200);
+    REQUIRE(run_until(ioc, [&] {
+      const auto now = lines_of(supervisor, k);
+      return !now.empty() && now.back().text.starts_with("yyy");
+    }));
+    const auto now = lines_of(supervisor, k);
+    REQUIRE(now.size() == 1);
+    CHECK(now[0].text.size() == 5000);
+  }
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("A wrapper's program gets the stop grace period when the wrapper ends at once",
+          "[function_supervisor]") {
+  // `sh -c` ends on SIGTERM while its program shuts down; the program was killed with SIGKILL
+  // as soon as the shell was reaped, without the grace period.
+  knflow::test::TempDir dir;
+  const auto mark = dir.path() / "stopped";
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  const auto k = key("orders", "wrapped");
+  FunctionSpec spec{.command = {"sh", "-c", "python3 echo_function.py; true"},
+                    .env = {{"TERM_MARK", mark.string()}},
+                    .working_dir = kFixtures};
+  const auto endpoint = ensure(ioc, supervisor, k, spec);
+  REQUIRE(endpoint.url);
+  const pid_t shell = *supervisor.state(k)->pid;
+  shutdown(ioc, supervisor);
+  CHECK(reaped(shell));
+  std::ifstream in(mark);
+  std::string text;
+  std::getline(in, text);
+  CHECK(text == "stopped cleanly");
+}
+
 TEST_CASE("logs() pages the lines of several functions in arrival order", "[function_supervisor]") {
   asio::io_context ioc;
   FunctionSupervisor supervisor(ioc.get_executor());
@@ -610,8 +668,12 @@ TEST_CASE("A long line is cut between characters into pieces of at most 8 KiB of
 TEST_CASE("A function that crashes is restarted on a new pid", "[function_supervisor]") {
   asio::io_context ioc;
   knflow::metrics::Metrics metrics;
-  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.min_backoff = 50ms},
-                                &metrics);
+  // Without SIGCHLD (watching it failed) the exit is found by polling; it was never found.
+  const bool watch_sigchld = GENERATE(true, false);
+  INFO("watch_sigchld " << watch_sigchld);
+  FunctionSupervisor supervisor(
+      ioc.get_executor(), SupervisorSettings{.min_backoff = 50ms, .watch_sigchld = watch_sigchld},
+      &metrics);
   CHECK_THAT(metrics.serialize(), Catch::Contains("\nknflow_function_restarts_total 0\n"));
   const auto k = key("orders", "echo");
   const auto first = ensure(ioc, supervisor, k, echo_spec());

@@ -86,7 +86,8 @@ struct SupervisorSettings {
   std::chrono::milliseconds stop_grace{5'000};      // SIGTERM → SIGKILL
   std::chrono::milliseconds min_backoff{200};
   std::chrono::milliseconds max_backoff{30'000};
-  std::size_t log_lines = 2'000;  // kept per function
+  std::size_t log_lines = 2'000;    // kept per function
+  std::size_t log_bytes = 1 << 20;  // of their text kept per function (the newest line always)
   // A process no longer current (its workflow was changed or deleted) stops once no call holds
   // it, after this long without one, so that a run of the old definition calling it again and
   // again does not start it each time.
@@ -95,6 +96,9 @@ struct SupervisorSettings {
   // that the next daemon can kill what a killed one left behind. Empty: nothing is recorded or
   // reaped (tests).
   std::filesystem::path state_dir{};
+  // false: exits are looked for every 100 ms instead of on SIGCHLD, as when watching it fails
+  // (tests of that fallback).
+  bool watch_sigchld = true;
 };
 
 // Where functions send events: K_SINK, and the bearer token they send with it.
