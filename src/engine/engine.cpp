@@ -1505,6 +1505,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   struct Target {
     std::string url;
     std::shared_ptr<void> lease;
+    std::string not_started;  // a local command that could not be started: why (url is empty)
   };
 
   // Where to call function `name`. A local command is started first if it is not running; that
@@ -1517,8 +1518,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       throw make_fault("configuration", 500, "Unknown function", "no function " + name, path);
     }
     const model::Function& fn = it->second;
-    if (fn.url) co_return Target{*fn.url, nullptr};
-    if (fn.local && fn.local->url) co_return Target{*fn.local->url, nullptr};
+    if (fn.url) co_return Target{*fn.url, nullptr, {}};
+    if (fn.local && fn.local->url) co_return Target{*fn.local->url, nullptr, {}};
     if (fn.local && !fn.local->command.empty()) {
       FunctionSpec spec;
       spec.command = fn.local->command;
@@ -1539,10 +1540,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         check_live(run, *env.scope, env.deadline, path);  // cancelled or timed out: throws
         throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
       }
-      if (!endpoint->url) {
-        throw make_fault("communication", 503, "Function did not start", endpoint->error, path);
-      }
-      co_return Target{*endpoint->url, std::move(endpoint->lease)};
+      if (!endpoint->url) co_return Target{{}, nullptr, std::move(endpoint->error)};
+      co_return Target{*endpoint->url, std::move(endpoint->lease), {}};
     }
     throw make_fault("configuration", 500, "Function cannot run standalone",
                      "function " + name + " has no url or local", path);
@@ -1557,7 +1556,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Target target = co_await function_target(env, call.function, path);
     const auto& fn = run.workflow->spec.functions.at(call.function);
     // A local command restarted after a crash listens on a new port: each retry asks where it
-    // is now (the retries went to the dead port, or to whatever took it since).
+    // is now (the retries went to the dead port, or to whatever took it since), and one that
+    // could not be started is tried again by the retries, as an answer 503 would be.
     const bool started_here = !fn.url && !(fn.local && fn.local->url);
     const auto policy = effective_policy(call.retry, run.workflow->spec.retry);
     const auto per_call = fn.timeout ? fn.timeout->value : settings.default_call_timeout;
@@ -1590,6 +1590,24 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         run.begun_attempts.erase(begun);
       } else {
         seq = co_await attempt_begin(run, path, step.name, attempt, cur.data);
+      }
+      if (!target.not_started.empty()) {
+        // No process to send to: an attempt that failed as Knative's activator fails one while
+        // a Service has no ready instance (503), retried and dead-lettered as such.
+        Fault fault =
+            make_fault("communication", 503, "Function did not start", target.not_started, path);
+        co_await attempt_end(
+            run, seq,
+            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error, std::nullopt));
+        HttpResponse as_answered;
+        as_answered.status = 503;
+        as_answered.body = target.not_started;
+        if (attempt - base <= policy.limit) {
+          co_await pause_before_retry(env, policy, attempt - base, as_answered);
+          continue;
+        }
+        co_await dead_letter(run, out, "local:" + call.function, as_answered);
+        throw fault;
       }
       HttpRequest req;
       req.url = url;
@@ -1693,15 +1711,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
       }
       if (is_retryable_status(status) && attempt - base <= policy.limit) {
-        if (metrics) metrics->retry();
-        auto until = std::chrono::steady_clock::now() + backoff(policy, attempt - base, res);
-        if (env.deadline && *env.deadline < until) until = *env.deadline;
-        co_await sleep_until(*env.scope, until);
+        co_await pause_before_retry(env, policy, attempt - base, res);
         continue;
       }
       co_await dead_letter(run, out, url, res);
       throw fault;
     }
+  }
+
+  // Waits out the delay before retry number `retry` of a call after the answer `res`, ended early
+  // by the step's or run's deadline and by a cancel (the caller's check_live sees those).
+  asio::awaitable<void> pause_before_retry(const Env& env, const EffectivePolicy& policy,
+                                           std::int64_t retry, const HttpResponse& res) {
+    if (metrics) metrics->retry();
+    auto until = std::chrono::steady_clock::now() + backoff(policy, retry, res);
+    if (env.deadline && *env.deadline < until) until = *env.deadline;
+    co_await sleep_until(*env.scope, until);
   }
 
   // The delay before retry number `retry` after the answer `res` (its Retry-After honoured).

@@ -1124,6 +1124,46 @@ TEST_CASE("engine: waiting for a local function to start ends at the deadline an
   CHECK(cancelled.error->at("status") == 499);  // the cancel's own error, not the start's
 }
 
+TEST_CASE("engine: a local function that does not start is retried by the call, then dead-lettered",
+          "[engine][retry]") {
+  // A failed start faulted the step at once, whatever the call's retry said, though it fails as
+  // a 503 (Knative's activator with no ready instance), which the delivery contract retries.
+  EngineFixture f;
+  f.echo.route("/dls", {});
+  auto yaml = header("never-up", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
+              R"(  functions:
+    never: {local: {command: ["false"]}}
+  do:
+    - name: call-it
+      call: never
+      retry: {limit: 2, backoff: constant, delay: PT0.05S, jitter: false}
+)";
+  std::string id;
+  auto out = f.run(yaml, R"({"y": 1})", &id);
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "communication");
+  CHECK(out.error->at("status") == 503);
+  CHECK(out.error->at("title") == "Function did not start");
+  auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 3);  // the first and two retries
+  for (const auto& a : attempts) {
+    CHECK(a.phase == store::AttemptPhase::faulted);
+    CHECK(!a.http_status);
+    REQUIRE(a.error_json);
+    CHECK(json::parse(*a.error_json).at("title") == "Function did not start");
+  }
+  std::vector<test::EchoRequest> dls;
+  for (auto& r : f.echo.requests()) {
+    if (r.target == "/dls") dls.push_back(r);
+  }
+  REQUIRE(dls.size() == 1);
+  std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
+  CHECK(h["ce-knativeerrorcode"] == "503");
+  CHECK(h["ce-knativeerrordest"] == "local:never");
+  CHECK(!h["ce-knativeerrordata"].empty());
+  CHECK(json::parse(dls[0].body) == json::parse(R"({"y": 1})"));
+}
+
 TEST_CASE("engine: a catch does not swallow the run's or an enclosing step's deadline",
           "[engine][timeout][try]") {
   // As a Step Functions execution's timeout cannot be caught: the run (or the step whose deadline
