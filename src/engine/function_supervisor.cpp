@@ -411,6 +411,69 @@ std::map<pid_t, ProcStat> all_proc_stats() {
   return out;
 }
 
+// The inodes of the TCP sockets that listen on `port` at an address a connection to
+// 127.0.0.1:port reaches (127.0.0.1, 0.0.0.0, :: dual-stack, ::ffff:127.0.0.1), from
+// /proc/net/tcp and /proc/net/tcp6 of the daemon's network namespace. The kernel writes each
+// 32-bit word of an address as the hex of its value in memory (network order read as a native
+// integer), so the words compare with htonl() of the host-order value.
+std::set<unsigned long> loopback_listeners(unsigned short port) {
+  const std::uint32_t loopback = htonl(INADDR_LOOPBACK);
+  const std::uint32_t v4_mapped = htonl(0x0000ffffU);
+  std::set<unsigned long> out;
+  for (const bool v6 : {false, true}) {
+    std::ifstream in(v6 ? "/proc/net/tcp6" : "/proc/net/tcp");
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
+      unsigned long inode = 0;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+          timeout >> inode;
+      const auto colon = local.rfind(':');
+      if (!fields || state != "0A" || colon == std::string::npos) continue;  // 0A: LISTEN
+      if (std::strtoul(local.c_str() + colon + 1, nullptr, 16) != port) continue;
+      const std::string address = local.substr(0, colon);
+      if (address.size() != (v6 ? 32U : 8U)) continue;
+      std::uint32_t word[4] = {};
+      for (std::size_t i = 0; i < address.size() / 8; ++i) {
+        word[i] = static_cast<std::uint32_t>(std::stoul(address.substr(i * 8, 8), nullptr, 16));
+      }
+      const bool reached =
+          v6 ? (word[0] == 0 && word[1] == 0 &&
+                ((word[2] == 0 && word[3] == 0) || (word[2] == v4_mapped && word[3] == loopback)))
+             : (word[0] == 0 || word[0] == loopback);
+      if (reached) out.insert(inode);
+    }
+  }
+  return out;
+}
+
+// Whether a process of group `pgid` holds one of the sockets `inodes` (its /proc/PID/fd links
+// read `socket:[INODE]`). True too when some member's descriptors cannot be read (another user
+// since exec): the daemon then cannot tell, and does not refuse what it cannot check.
+bool group_holds_socket(pid_t pgid, const std::set<unsigned long>& inodes) {
+  bool unreadable = false;
+  for (const auto& [pid, stat] : all_proc_stats()) {
+    if (stat.pgrp != pgid || stat.state == 'Z') continue;
+    std::error_code ec;
+    std::filesystem::directory_iterator fds("/proc/" + std::to_string(pid) + "/fd", ec);
+    if (ec) {
+      unreadable = unreadable || ec == std::errc::permission_denied;
+      continue;
+    }
+    for (const auto& fd : fds) {
+      const auto target = std::filesystem::read_symlink(fd.path(), ec).string();
+      unsigned long inode = 0;
+      if (!ec && std::sscanf(target.c_str(), "socket:[%lu]", &inode) == 1 &&
+          inodes.contains(inode)) {
+        return true;
+      }
+    }
+  }
+  return unreadable;
+}
+
 // The variable every local function gets (and its children inherit): which daemon's record it
 // is in. A leftover whose group leader is gone is killed only when it carries it.
 constexpr std::string_view kMarkerVariable = "KNFLOW_FUNCTION_OF";
@@ -567,6 +630,7 @@ struct Process {
   std::optional<Clock::time_point> ready_at;
   std::optional<std::string> exit;  // "exited with 1" once reaped
   bool stopping = false;            // we asked it to stop: its exit is expected
+  bool foreign_listener = false;    // its port accepted, but not through a socket of its group
   Clock::time_point stop_deadline;  // when stopping: SIGKILL to what is left of its group then
   int open_streams = 2;             // output pipes not yet at end of file
   std::deque<std::string> recent_stderr;
@@ -980,8 +1044,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
         break;
       }
       if (readiness == Readiness::timed_out) {
-        outcome.error = "did not accept connections on 127.0.0.1:" + std::to_string(proc->port) +
-                        " within " + format_duration(self->settings.start_timeout);
+        outcome.error =
+            "did not accept connections on 127.0.0.1:" + std::to_string(proc->port) + " within " +
+            format_duration(self->settings.start_timeout) +
+            (proc->foreign_listener ? " (a process outside its process group listens there)" : "");
         self->detach_process(*fn);
         self->stop(proc);
         break;
@@ -1212,7 +1278,13 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       if (fn->epoch != epoch || self->is_closed()) co_return Readiness::superseded;
       if (accepted) {
         self->reap();
-        co_return proc->exit ? Readiness::exited : Readiness::ready;
+        if (proc->exit) co_return Readiness::exited;
+        // Whoever accepted must be the function (or what it started), not a process that took
+        // the port in the moment between pick_port() and the function's bind.
+        if (group_holds_socket(proc->pid, loopback_listeners(proc->port))) {
+          co_return Readiness::ready;
+        }
+        proc->foreign_listener = true;
       }
       timer.expires_after(std::min<Clock::duration>(interval, deadline - Clock::now()));
       co_await timer.async_wait(use_tuple);

@@ -796,6 +796,35 @@ TEST_CASE("A function that never listens fails after start_timeout and is stoppe
   shutdown(ioc, supervisor);
 }
 
+TEST_CASE("A port that only a process outside the function's group listens on is not readiness",
+          "[function_supervisor]") {
+  // Any listener on the port counted: one that took the port before the function bound it got
+  // the function's calls.
+  knflow::test::TempDir dir;
+  const auto pidfile = dir.path() / "foreign.pid";
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.start_timeout = 1'500ms});
+  const std::string listener =
+      "import os, socket, time\n"
+      "s = socket.socket()\n"
+      "s.bind(('127.0.0.1', int(os.environ['PORT'])))\n"
+      "s.listen()\n"
+      "open(os.environ['PIDFILE'], 'w').write(str(os.getpid()))\n"
+      "time.sleep(60)\n";
+  // The listener leaves the group (setsid); the function itself never listens.
+  FunctionSpec spec{.command = {"sh", "-c", "setsid python3 -c \"$LISTENER\" & exec sleep 600"},
+                    .env = {{"LISTENER", listener}, {"PIDFILE", pidfile.string()}},
+                    .working_dir = kFixtures};
+  const auto endpoint = ensure(ioc, supervisor, key("orders", "squatted"), spec);
+  pid_t foreign = 0;
+  std::ifstream(pidfile) >> foreign;
+  if (foreign > 0) ::kill(foreign, SIGKILL);
+  REQUIRE(foreign > 0);  // it did listen there
+  CHECK(!endpoint.url);
+  CHECK_THAT(endpoint.error, Catch::Contains("a process outside its process group listens there"));
+  shutdown(ioc, supervisor);
+}
+
 TEST_CASE("A changed spec replaces the process", "[function_supervisor]") {
   asio::io_context ioc;
   FunctionSupervisor supervisor(ioc.get_executor());
