@@ -766,6 +766,32 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
     CHECK(h["ce-knativeerrordata"].starts_with("ZGlzcGF0Y2ggZXJyb3I6"));  // "dispatch error:"
     CHECK(json::parse(dls[0].body) == json::parse(R"({"x": 2})"));
   }
+  SECTION("a dead letter carries no earlier failure's knativeerrordata") {
+    // The event before the failed call was itself a dead letter's (a handler's input, here a
+    // function's answer): its knativeerrordata stayed when the new failure had no body.
+    f.echo.route("/stale", {.status = 200,
+                            .body = R"({"s": 1})",
+                            .headers = {{"Content-Type", "application/json"},
+                                        {"ce-specversion", "1.0"},
+                                        {"ce-id", "s-1"},
+                                        {"ce-source", "/s"},
+                                        {"ce-type", "s"},
+                                        {"ce-knativeerrordata", "b2xk"}}});
+    f.echo.route("/silent-503", {.status = 503, .body = ""});
+    auto out = f.run(header("stale-then-down") + functions(f, {"stale", "silent-503"}) +
+                     "  deadLetter: {uri: \"" + f.echo.url("/dls") +
+                     "\"}\n  do:\n    - {name: a, call: stale}\n    - {name: b, call: "
+                     "silent-503}\n");
+    CHECK(out.phase == "faulted");
+    std::vector<test::EchoRequest> dls;
+    for (auto& r : f.echo.requests()) {
+      if (r.target == "/dls") dls.push_back(r);
+    }
+    REQUIRE(dls.size() == 1);
+    std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
+    CHECK(h["ce-knativeerrorcode"] == "503");
+    CHECK(!h.contains("ce-knativeerrordata"));
+  }
   SECTION("400 fails at once") {
     std::string id;
     auto out = f.run(yaml("bad"), "{}", &id);

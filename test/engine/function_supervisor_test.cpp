@@ -903,6 +903,29 @@ TEST_CASE("A deleted workflow and shutdown stop processes and their children",
   CHECK_THAT(after.error, Catch::Contains("shutting down"));
 }
 
+TEST_CASE("What a deleted workflow's function prints while it stops is not kept",
+          "[function_supervisor]") {
+  // Its lines were forgotten with the workflow, then its stopping process's last words created
+  // them again: a workflow made again under the name showed them.
+  knflow::test::TempDir dir;
+  const auto mark = dir.path() / "stopped";
+  asio::io_context ioc;
+  Workflows workflows{{{"shop", "gone"}, 1}};
+  FunctionSupervisor supervisor(ioc.get_executor());
+  supervisor.set_definitions(lookup_in(workflows));
+  const auto k = key("gone", "echo");
+  REQUIRE(ensure(ioc, supervisor, k, echo_spec({{"TERM_MARK", mark.string()}})).url);
+  const pid_t pid = *supervisor.state(k)->pid;
+  REQUIRE(run_until(ioc, [&] { return !lines_of(supervisor, k).empty(); }));
+
+  workflows.erase({"shop", "gone"});
+  supervisor.workflow_changed("shop", "gone");
+  REQUIRE(run_until(ioc, [&] { return reaped(pid); }));
+  CHECK(std::filesystem::exists(mark));  // it did print while stopping
+  CHECK(lines_of(supervisor, k).empty());
+  shutdown(ioc, supervisor);
+}
+
 TEST_CASE("Runs of an earlier definition keep a process of their own while they call it",
           "[function_supervisor]") {
   asio::io_context ioc;

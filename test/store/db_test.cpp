@@ -3,7 +3,11 @@
 #include "support/catch.hpp"
 #include "support/temp_dir.hpp"
 
+#include <fcntl.h>
+#include <linux/fs.h>
 #include <sqlite3.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -181,6 +185,54 @@ TEST_CASE("Files that are not knflow databases are refused untouched") {
     const Error e = error_of([&] { Db db(path); });
     CHECK((e.code() & 0xff) == SQLITE_NOTADB);
   }
+}
+
+namespace {
+
+// Sets or clears the immutable attribute of a file (chattr +i), which stops even root from
+// writing it; false when the file system does not have it.
+bool set_immutable(const std::filesystem::path& path, bool on) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  int flags = 0;
+  bool done = ::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+  if (done) {
+    flags = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+    done = ::ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+  }
+  ::close(fd);
+  return done;
+}
+
+}  // namespace
+
+TEST_CASE("A database file the daemon may not write is refused at open, and kept") {
+  // SQLite opens such a file read-only without a word; every write failed later instead.
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  { Db db(path); }  // made and migrated
+  const auto before = std::filesystem::file_size(path);
+  // Root writes whatever the mode says: the immutable attribute stops it instead.
+  const bool root = ::geteuid() == 0;
+  if (root) {
+    if (!set_immutable(path, true)) {
+      WARN("the file system of " << path << " has no immutable attribute: not checked as root");
+      return;
+    }
+  } else {
+    std::filesystem::permissions(path, std::filesystem::perms::owner_read);
+  }
+  const Error e = error_of([&] { Db db(path); });
+  if (root) {
+    set_immutable(path, false);
+  } else {
+    std::filesystem::permissions(
+        path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
+  CHECK(e.code() == SQLITE_READONLY);
+  CHECK(contains(e.what(), "for writing"));
+  CHECK(std::filesystem::file_size(path) == before);
+  Db again(path);  // writable again: it opens as before
 }
 
 TEST_CASE("A directory that does not exist cannot be opened") {
