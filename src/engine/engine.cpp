@@ -1698,9 +1698,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // No answer: 504 when the request timed out, 502 when it could not be sent or read, as a
       // gateway says it (a run's or step's own deadline is 408, check_live).
       const bool timed_out = res.error == boost::asio::error::timed_out;
-      Fault fault = make_fault(timed_out ? "timeout" : "communication",
-                               status ? status : (timed_out ? 504 : 502),
-                               "Call to " + call.function + " failed", detail, path);
+      // A request that cannot be made as given (an https URL, a header too long to send) is the
+      // workflow's or the event's fault: not retried, 500 as a configuration error.
+      Fault fault = res.request_invalid
+                        ? make_fault("configuration", 500,
+                                     "Call to " + call.function + " cannot be made", detail, path)
+                        : make_fault(timed_out ? "timeout" : "communication",
+                                     status ? status : (timed_out ? 504 : 502),
+                                     "Call to " + call.function + " failed", detail, path);
       co_await attempt_end(run, seq,
                            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
                                           status ? std::optional<unsigned>(status) : std::nullopt));
@@ -1710,7 +1715,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         // passes during a retry's backoff.
         throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
       }
-      if (is_retryable_status(status) && attempt - base <= policy.limit) {
+      if (!res.request_invalid && is_retryable_status(status) && attempt - base <= policy.limit) {
         co_await pause_before_retry(env, policy, attempt - base, res);
         continue;
       }
@@ -1751,7 +1756,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     for (std::int64_t attempt = 1;; ++attempt) {
       auto res = co_await http.send(req);
       const unsigned s = res.error ? 0 : res.status;
-      if (s / 100 == 2 || !is_retryable_status(s) || attempt > limit) co_return res;
+      if (s / 100 == 2 || !is_retryable_status(s) || res.request_invalid || attempt > limit) {
+        co_return res;
+      }
       const auto until = std::chrono::steady_clock::now() + backoff(policy, attempt, res);
       if (!co_await sleep_until(run.root, until)) {
         co_return std::nullopt;

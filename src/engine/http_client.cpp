@@ -39,6 +39,12 @@ using Strand = asio::strand<asio::any_io_executor>;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 constexpr std::uint32_t kMaxResponseHeaderBytes = 64 << 10;
+// What a connection's read buffer may hold: the answer's header block, a chunk header with its
+// extensions, or its trailer fields, each at once. Beast's parser has no limit of its own for
+// the latter two, and a field value over 65,533 bytes makes Beast throw from its read operation.
+constexpr std::size_t kMaxReadBufferBytes = 64 << 10;
+// Beast keeps a field's name and value with 16-bit offsets: longer ones make it throw.
+constexpr std::size_t kMaxFieldBytes = 65'533;
 constexpr int kMaxInterimResponses = 8;  // 1xx answers skipped before the final one
 
 // Where a request goes, taken apart once.
@@ -58,6 +64,13 @@ HttpResponse failure(boost::system::error_code ec, std::string message) {
   return r;
 }
 
+// A request that cannot be made as given: nothing was sent, and sending again cannot help.
+HttpResponse refused(boost::system::error_code ec, std::string message) {
+  HttpResponse r = failure(ec, std::move(message));
+  r.request_invalid = true;
+  return r;
+}
+
 HttpResponse shut_down_response() {
   return failure(asio::error::operation_aborted, "the HTTP client was shut down");
 }
@@ -71,23 +84,23 @@ std::string to_lower(std::string_view s) {
 std::variant<Target, HttpResponse> parse_target(const std::string& url) {
   auto parsed = boost::urls::parse_uri(url);
   if (!parsed) {
-    return failure(boost::system::errc::make_error_code(boost::system::errc::invalid_argument),
+    return refused(boost::system::errc::make_error_code(boost::system::errc::invalid_argument),
                    "invalid URL \"" + url + "\": " + parsed.error().message());
   }
   const auto& u = *parsed;
   const auto scheme = to_lower(u.scheme());
   if (scheme == "https") {
-    return failure(asio::error::operation_not_supported, "https is not supported yet");
+    return refused(asio::error::operation_not_supported, "https is not supported yet");
   }
   if (scheme != "http") {
-    return failure(asio::error::operation_not_supported,
+    return refused(asio::error::operation_not_supported,
                    "the URL scheme \"" + scheme + "\" is not supported (only http)");
   }
   const auto invalid = boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
   if (!u.has_authority() || u.encoded_host().empty()) {
-    return failure(invalid, "the URL \"" + url + "\" has no host");
+    return refused(invalid, "the URL \"" + url + "\" has no host");
   }
-  if (u.has_userinfo()) return failure(invalid, "credentials in URLs are not supported");
+  if (u.has_userinfo()) return refused(invalid, "credentials in URLs are not supported");
   Target t;
   switch (u.host_type()) {
     case boost::urls::host_type::ipv4:
@@ -98,7 +111,7 @@ std::variant<Target, HttpResponse> parse_target(const std::string& url) {
       t.host = to_lower(u.host_name());
       break;
     default:
-      return failure(invalid, "the URL \"" + url + "\" has an unsupported host");
+      return refused(invalid, "the URL \"" + url + "\" has an unsupported host");
   }
   if (u.has_port() && !u.port().empty()) {
     // port_number() wraps values above 65535, so the digits are checked here.
@@ -108,7 +121,7 @@ std::variant<Target, HttpResponse> parse_target(const std::string& url) {
       if (port > 65535) break;
     }
     if (port == 0 || port > 65535) {
-      return failure(invalid, "the URL \"" + url + "\" has an invalid port");
+      return refused(invalid, "the URL \"" + url + "\" has an invalid port");
     }
     t.port = std::to_string(port);
   } else {
@@ -171,14 +184,22 @@ std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target&
   } else if (is_token(request.method)) {
     m.method_string(request.method);
   } else {
-    return failure(invalid, "invalid HTTP method \"" + request.method + "\"");
+    return refused(invalid, "invalid HTTP method \"" + request.method + "\"");
   }
   p.head = verb == bhttp::verb::head;
+  if (target.path_and_query.size() > kMaxFieldBytes) {
+    return refused(invalid, "the URL's path and query are longer than " +
+                                std::to_string(kMaxFieldBytes) + " bytes");
+  }
   m.target(target.path_and_query);
   m.set(bhttp::field::host, target.host_header);
   for (auto& [name, value] : request.headers) {
     if (!is_token(name) || !is_field_value(value)) {
-      return failure(invalid, "invalid request header \"" + name + "\"");
+      return refused(invalid, "invalid request header \"" + name + "\"");
+    }
+    if (name.size() > kMaxFieldBytes || value.size() > kMaxFieldBytes) {
+      return refused(invalid, "the request header \"" + name.substr(0, 64) + "\" is longer than " +
+                                  std::to_string(kMaxFieldBytes) + " bytes");
     }
     if (is_managed_header(to_lower(name))) continue;
     m.insert(name, value);
@@ -198,7 +219,7 @@ std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target&
 struct Conn {
   explicit Conn(const Strand& strand) : stream(strand) {}
   beast::tcp_stream stream;
-  beast::flat_buffer buffer;
+  beast::flat_buffer buffer{kMaxReadBufferBytes};
   Clock::time_point idle_since{};
 };
 
@@ -261,6 +282,10 @@ std::string describe(beast::error_code ec, const Target& target, const Prepared&
       ec == bhttp::error::partial_message) {
     return "connection closed by " + target.authority + " before the answer was complete";
   }
+  if (ec == bhttp::error::buffer_overflow) {
+    return "the answer from " + target.authority + " has a chunk header or trailer larger than " +
+           std::to_string(kMaxReadBufferBytes) + " bytes";
+  }
   if (ec == bhttp::error::header_limit) {
     return "the answer's headers from " + target.authority + " are larger than " +
            std::to_string(kMaxResponseHeaderBytes) + " bytes";
@@ -289,6 +314,15 @@ struct Pool : std::enable_shared_from_this<Pool> {
   bool reaping = false;
   bool closed = false;
   std::atomic<std::size_t> opened{0};
+  // Read by HttpClient::Impl::pool_for on any thread to sweep pools nobody uses: sends in
+  // progress, and `open` as the strand last set it.
+  std::atomic<std::size_t> users{0};
+  std::atomic<std::size_t> connections{0};
+
+  void set_open(std::size_t n) {
+    open = n;
+    connections.store(n, std::memory_order_relaxed);
+  }
 
   // A connection went away: its slot goes to the first waiter, if any.
   void free_slot() {
@@ -299,7 +333,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
       w->timer.cancel();
       return;
     }
-    --open;
+    set_open(open - 1);
   }
 
   void release(std::unique_ptr<Conn> conn, bool reusable) {
@@ -309,6 +343,12 @@ struct Pool : std::enable_shared_from_this<Pool> {
       return;
     }
     if (!waiters.empty()) {
+      if (!still_open(*conn)) {
+        // The peer closed it, or sent more than the answer: a new connection in its slot.
+        close_conn(*conn);
+        free_slot();
+        return;
+      }
       auto w = std::move(waiters.front());
       waiters.pop_front();
       w->conn = std::move(conn);
@@ -338,7 +378,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
   void close_all() {
     closed = true;
     for (auto& conn : idle) close_conn(*conn);
-    open -= idle.size();
+    set_open(open - idle.size());
     idle.clear();
     reaper.cancel();
     for (auto* conn : active) close_conn(*conn);
@@ -380,7 +420,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
       co_return lease;
     }
     if (self->open < self->settings.max_connections_per_origin) {
-      ++self->open;
+      self->set_open(self->open + 1);
       co_return lease;
     }
     auto waiter = std::make_shared<Waiter>(self->strand, deadline);
@@ -481,8 +521,13 @@ struct Pool : std::enable_shared_from_this<Pool> {
       const bool keep_alive = parser.keep_alive();
       auto res = parser.release();
       const unsigned status = res.result_int();
-      if (status >= 100 && status < 200 && status != 101 && interim < kMaxInterimResponses) {
-        continue;
+      if (status >= 100 && status < 200 && status != 101) {
+        if (interim < kMaxInterimResponses) continue;
+        // The final answer may still come on this connection: it is not used again.
+        out.response.error = bhttp::error::bad_status;
+        out.response.error_message = "more than " + std::to_string(kMaxInterimResponses) +
+                                     " interim (1xx) answers from " + self->target.authority;
+        co_return out;
       }
       out.response.status = status;
       for (const auto& field : res) {
@@ -544,21 +589,46 @@ struct Pool : std::enable_shared_from_this<Pool> {
 
 }  // namespace
 
-// Owns the pools, one per origin; `pools` and `shut_down` are guarded by `mutex`.
+// From this many pools on, creating one first drops those without connections or sends: each
+// restart of a local function listens on a new port, a new origin.
+constexpr std::size_t kPoolSweepAt = 64;
+
+// Owns the pools, one per origin; `pools`, `swept_opened` and `shut_down` are guarded by `mutex`.
 struct HttpClient::Impl {
   asio::any_io_executor executor;
   HttpClientSettings settings;
   mutable std::mutex mutex;
   std::map<std::string, std::shared_ptr<Pool>> pools;
+  std::size_t swept_opened = 0;  // connections opened by pools swept since
   bool shut_down = false;
 
-  // The pool of the target's origin, created on first use; null after shutdown.
+  // The pool of the target's origin, created on first use, with a send counted in its users
+  // (the caller gives it back); null after shutdown.
   std::shared_ptr<Pool> pool_for(const Target& target) {
     std::lock_guard lock(mutex);
     if (shut_down) return nullptr;
-    auto& pool = pools[target.origin_key];
-    if (!pool) pool = std::make_shared<Pool>(executor, settings, target);
-    return pool;
+    auto found = pools.find(target.origin_key);
+    if (found == pools.end()) {
+      if (pools.size() >= kPoolSweepAt) sweep();
+      found = pools.emplace(target.origin_key, std::make_shared<Pool>(executor, settings, target))
+                  .first;
+    }
+    found->second->users.fetch_add(1, std::memory_order_relaxed);
+    return found->second;
+  }
+
+  // Drops the pools with no connection and no send. A send that still holds one goes on with
+  // it; the next send to that origin makes a new pool. Under `mutex`.
+  void sweep() {
+    std::erase_if(pools, [this](const auto& entry) {
+      const Pool& pool = *entry.second;
+      if (pool.users.load(std::memory_order_relaxed) != 0 ||
+          pool.connections.load(std::memory_order_relaxed) != 0) {
+        return false;
+      }
+      swept_opened += pool.opened.load(std::memory_order_relaxed);
+      return true;
+    });
   }
 };
 
@@ -571,16 +641,30 @@ HttpClient::HttpClient(asio::any_io_executor executor, HttpClientSettings settin
 HttpClient::~HttpClient() { shutdown(); }
 
 asio::awaitable<HttpResponse> HttpClient::send(HttpRequest request) {
-  auto parsed = parse_target(request.url);
-  if (auto* bad = std::get_if<HttpResponse>(&parsed)) co_return std::move(*bad);
-  const auto& target = std::get<Target>(parsed);
-  auto prepared = prepare(request, target);
-  if (auto* bad = std::get_if<HttpResponse>(&prepared)) co_return std::move(*bad);
-  auto pool = impl_->pool_for(target);
-  if (!pool) co_return shut_down_response();
-  // The exchange runs on the pool's strand; this coroutine resumes on its own executor.
-  co_return co_await asio::co_spawn(
-      pool->strand, Pool::run(pool, std::move(std::get<Prepared>(prepared))), asio::use_awaitable);
+  std::string unexpected;
+  try {
+    auto parsed = parse_target(request.url);
+    if (auto* bad = std::get_if<HttpResponse>(&parsed)) co_return std::move(*bad);
+    const auto& target = std::get<Target>(parsed);
+    auto prepared = prepare(request, target);
+    if (auto* bad = std::get_if<HttpResponse>(&prepared)) co_return std::move(*bad);
+    auto pool = impl_->pool_for(target);
+    if (!pool) co_return shut_down_response();
+    // Counted until the answer is in, so that the pool is not swept meanwhile (pool_for).
+    struct InUse {
+      Pool& pool;
+      ~InUse() { pool.users.fetch_sub(1, std::memory_order_relaxed); }
+    } in_use{*pool};
+    // The exchange runs on the pool's strand; this coroutine resumes on its own executor.
+    auto answered = co_await asio::co_spawn(
+        pool->strand, Pool::run(pool, std::move(std::get<Prepared>(prepared))),
+        asio::use_awaitable);
+    co_return answered;
+  } catch (const std::exception& e) {
+    unexpected = e.what();
+  }
+  co_return failure(boost::system::errc::make_error_code(boost::system::errc::io_error),
+                    "the HTTP client failed: " + unexpected);
 }
 
 void HttpClient::shutdown() {
@@ -595,9 +679,14 @@ void HttpClient::shutdown() {
   }
 }
 
+std::size_t HttpClient::pools() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->pools.size();
+}
+
 std::size_t HttpClient::connections_opened() const {
   std::lock_guard lock(impl_->mutex);
-  std::size_t total = 0;
+  std::size_t total = impl_->swept_opened;
   for (const auto& [key, pool] : impl_->pools)
     total += pool->opened.load(std::memory_order_relaxed);
   return total;

@@ -48,7 +48,7 @@ bool digits_only(std::string_view s) {
 int two_digits(std::string_view s) { return (s[0] - '0') * 10 + (s[1] - '0'); }
 
 // IMF-fixdate (RFC 9110 5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
-std::optional<std::chrono::system_clock::time_point> parse_imf_fixdate(std::string_view s) {
+std::optional<std::chrono::sys_seconds> parse_imf_fixdate(std::string_view s) {
   static constexpr std::array<std::string_view, 7> kDays = {"Mon", "Tue", "Wed", "Thu",
                                                             "Fri", "Sat", "Sun"};
   static constexpr std::array<std::string_view, 12> kMonths = {
@@ -146,8 +146,13 @@ std::optional<std::chrono::milliseconds> parse_retry_after(
   }
   auto when = parse_imf_fixdate(value);
   if (!when) return std::nullopt;
-  if (*when <= now) return milliseconds{0};
-  return std::chrono::ceil<milliseconds>(*when - now);
+  // In seconds: a date of year 9999 (or 0) as a system_clock time in nanoseconds would overflow.
+  const auto now_seconds = std::chrono::floor<std::chrono::seconds>(now);
+  if (*when <= now_seconds) return milliseconds{0};
+  constexpr std::int64_t kMaxSeconds = kMaxMs / 1000;
+  const std::int64_t seconds = std::min<std::int64_t>((*when - now_seconds).count(), kMaxSeconds);
+  const auto past_second = std::chrono::duration_cast<milliseconds>(now - now_seconds);
+  return milliseconds{seconds * 1000 - past_second.count()};
 }
 
 }  // namespace knflow::engine

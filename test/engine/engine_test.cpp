@@ -806,6 +806,26 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
   }
 }
 
+TEST_CASE("engine: a call that cannot be made is not retried", "[engine][retry]") {
+  // An https URL (not supported standalone yet) was retried as a connection error, up to the
+  // limit, and reported as a 502 communication fault.
+  EngineFixture f;
+  auto yaml = header("tls-only") + R"(  functions:
+    secure: {url: "https://127.0.0.1:1/"}
+  do:
+    - name: call-it
+      call: secure
+      retry: {limit: 3, backoff: constant, delay: PT0.01S}
+)";
+  std::string id;
+  auto out = f.run(yaml, "{}", &id);
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "configuration");
+  CHECK(out.error->at("status") == 500);
+  CHECK(out.error->at("title") == "Call to secure cannot be made");
+  CHECK(f.attempts(id).size() == 1);
+}
+
 TEST_CASE("engine: a reply is retried as a delivery, then dead-lettered; the run stays completed",
           "[engine][retry]") {
   // It was sent once, and a failure only logged: a reply sink that was briefly down lost it.

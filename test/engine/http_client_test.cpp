@@ -12,6 +12,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <exception>
 #include <future>
 #include <optional>
@@ -402,6 +406,7 @@ TEST_CASE("http client refuses URLs it cannot serve", "[engine][http_client]") {
     CHECK(response->error);
     CHECK(response->status == 0);
     CHECK(response->error_message == row.message);
+    CHECK(response->request_invalid);
   }
   auto bad = run(ioc, send_one(client, post("not a url")));
   REQUIRE(bad);
@@ -413,7 +418,153 @@ TEST_CASE("http client refuses URLs it cannot serve", "[engine][http_client]") {
   auto refused = run(ioc, send_one(client, std::move(injected)));
   REQUIRE(refused);
   CHECK(refused->error_message == "invalid request header \"X-Evil\"");
+  CHECK(refused->request_invalid);
+
+  // Beast keeps a field in at most 65,533 bytes, and threw from send() above that (a CloudEvent
+  // extension goes out as a ce-* header).
+  auto long_header = post("http://127.0.0.1:1/");
+  long_header.headers = {{"ce-big", std::string(70'000, 'v')}};
+  auto too_long = run(ioc, send_one(client, std::move(long_header)));
+  REQUIRE(too_long);
+  CHECK(too_long->error_message == "the request header \"ce-big\" is longer than 65533 bytes");
+  CHECK(too_long->request_invalid);
   CHECK(client.connections_opened() == 0);
+}
+
+namespace {
+
+// Serves one connection on 127.0.0.1 from a thread of its own, below HTTP: reads a request's
+// header block, writes `answer`, then `endless` again and again (at most 16 MiB of it) until the
+// client goes away, and closes.
+class RawServer {
+ public:
+  explicit RawServer(std::string answer, std::string endless = {}) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd_, 4) == 0);
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, answer = std::move(answer), endless = std::move(endless)] {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::string got;
+      char buf[4096];
+      while (got.find("\r\n\r\n") == std::string::npos) {
+        const auto n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<std::size_t>(n));
+      }
+      bool open = send_all(c, answer);
+      for (std::size_t sent = 0; open && !endless.empty() && sent < (16U << 20);
+           sent += endless.size()) {
+        open = send_all(c, endless);
+      }
+      ::close(c);
+    });
+  }
+  ~RawServer() {
+    ::shutdown(fd_, SHUT_RDWR);  // ends an accept() still waiting
+    thread_.join();
+    ::close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/"; }
+
+ private:
+  static bool send_all(int fd, std::string_view data) {
+    while (!data.empty()) {
+      const auto n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  int fd_ = -1;
+  unsigned short port_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("http client drops the pools of origins nobody calls once there are 64",
+          "[engine][http_client]") {
+  // A pool (strand, timer) stayed for every origin ever called: each restart of a local function
+  // listens on a new port.
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  HttpClient client(ioc.get_executor());
+  for (int i = 0; i < 70; ++i) {
+    auto refused = run(
+        ioc, send_one(client, post("http://127.0.0.1:" + std::to_string(closed_port(ioc)) + "/")));
+    REQUIRE(refused);
+    CHECK(refused->error);
+  }
+  CHECK(client.pools() <= 64);
+  // One that keeps a connection is kept, and its count of opened connections too.
+  auto first = run(ioc, send_one(client, post(server.url("/echo"), "a")));
+  REQUIRE(first);
+  CHECK(first->body == "a");
+  const auto opened = client.connections_opened();
+  CHECK(opened >= 1);
+  for (int i = 0; i < 70; ++i) {
+    run(ioc, send_one(client, post("http://127.0.0.1:" + std::to_string(closed_port(ioc)) + "/")));
+  }
+  CHECK(client.pools() <= 65);
+  CHECK(client.connections_opened() == opened);
+}
+
+TEST_CASE("http client bounds what a broken peer can make it buffer", "[engine][http_client]") {
+  // Beast's parser has no limit for chunk extensions and trailers: an endless one grew the read
+  // buffer until the request's deadline, and a trailer field over 65,533 bytes made Beast throw
+  // from its read operation, out of the event loop: the daemon ended.
+  asio::io_context ioc;
+  HttpClient client(ioc.get_executor());
+  const std::string chunked =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n";
+  SECTION("an endless chunk extension") {
+    RawServer server(chunked + "5;ext=", std::string(64 << 10, 'e'));
+    auto response = run(ioc, send_one(client, post(server.url(), "x")));
+    REQUIRE(response);
+    CHECK(response->error);
+    CHECK_THAT(response->error_message, Catch::Contains("chunk header or trailer larger than"));
+  }
+  SECTION("an endless trailer") {
+    RawServer server(chunked + "2\r\nok\r\n0\r\nX-Trailer: ", std::string(64 << 10, 't'));
+    auto response = run(ioc, send_one(client, post(server.url(), "x")));
+    REQUIRE(response);
+    CHECK(response->error);
+    CHECK_THAT(response->error_message, Catch::Contains("chunk header or trailer larger than"));
+  }
+  SECTION("a trailer field of 70,000 bytes") {
+    RawServer server(chunked + "2\r\nok\r\n0\r\nX-Trailer: " + std::string(70'000, 't') +
+                     "\r\n\r\n");
+    auto response = run(ioc, send_one(client, post(server.url(), "x")));
+    REQUIRE(response);
+    CHECK(response->error);
+  }
+  SECTION("more interim answers than it skips") {
+    std::string flood;
+    for (int i = 0; i < 9; ++i) flood += "HTTP/1.1 100 Continue\r\n\r\n";
+    RawServer server(flood + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    auto response = run(ioc, send_one(client, post(server.url(), "x")));
+    REQUIRE(response);
+    CHECK(response->error);
+    CHECK_THAT(response->error_message, Catch::Contains("more than 8 interim (1xx) answers"));
+  }
+  // A good answer of several MiB still reads through the bounded buffer.
+  SECTION("a large chunked body") {
+    std::string body;
+    for (int i = 0; i < 64; ++i) body += "10000\r\n" + std::string(0x10000, 'b') + "\r\n";
+    RawServer server(chunked + body + "0\r\n\r\n");
+    auto response = run(ioc, send_one(client, post(server.url(), "x")));
+    REQUIRE(response);
+    INFO(response->error_message);
+    CHECK(!response->error);
+    CHECK(response->body.size() == 64U * 0x10000);
+  }
 }
 
 TEST_CASE("http client serves callers on several threads and strands", "[engine][http_client]") {

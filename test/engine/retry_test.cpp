@@ -203,6 +203,19 @@ TEST_CASE("Retry-After as delta-seconds or IMF-fixdate", "[engine][retry]") {
     REQUIRE(parsed);
     CHECK(parsed->count() == *row.ms);
   }
+  // Dates far out: in seconds, without overflowing nanoseconds (year 9999 wrapped to the past,
+  // year 0 to the future).
+  const auto far = std::chrono::sys_days{std::chrono::year{9999} / 12 / 31} + 23h + 59min + 59s;
+  auto far_parsed = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now);
+  REQUIRE(far_parsed);
+  CHECK(far_parsed->count() == (far - now).count() * 1000);
+  auto ancient = parse_retry_after("Sat, 01 Jan 0000 00:00:00 GMT", now);
+  REQUIRE(ancient);
+  CHECK(ancient->count() == 0);
+  // A clock between two seconds: the wait ends at the date, to the millisecond.
+  auto between = parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now + 250ms);
+  REQUIRE(between);
+  CHECK(between->count() == 29'750);
   // A later date, to check the calendar arithmetic across years.
   const auto later = std::chrono::sys_days{std::chrono::year{2025} / 12 / 31} + 23h + 59min + 59s;
   auto parsed = parse_retry_after("Thu, 01 Jan 2026 00:00:00 GMT", later);

@@ -29,6 +29,9 @@ struct HttpRequest {
 struct HttpResponse {
   boost::system::error_code error;  // set when no HTTP answer came (connect, timeout, reset)
   std::string error_message;        // plain words for error, for logs and run records
+  // With error: the request could not be made as given (URL, scheme, method, a header): nothing
+  // was sent, and sending it again cannot help.
+  bool request_invalid = false;
   unsigned status = 0;
   HeaderList headers;  // lower-case names
   std::string body;
@@ -36,7 +39,9 @@ struct HttpResponse {
 
 struct HttpClientSettings {
   std::size_t max_connections_per_origin = 64;
-  std::size_t max_idle_per_origin = 32;
+  // As many as may be open: a burst's connections stay for the next one (idle_timeout closes
+  // them), instead of each burst closing the extra ones and leaving their ports in TIME_WAIT.
+  std::size_t max_idle_per_origin = 64;
   std::chrono::milliseconds idle_timeout{30'000};  // idle pooled connections close after this
   std::size_t max_response_bytes = 8 << 20;
 };
@@ -49,13 +54,18 @@ class HttpClient {
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  // Sends one request and returns the answer; never throws for network failures (they are in
-  // HttpResponse::error). A stale pooled connection that fails before any byte of the answer is
-  // retried once on a fresh connection (the request was not processed).
+  // Sends one request and returns the answer; never throws (failures are in
+  // HttpResponse::error). A reused pooled connection that fails before any byte of the answer
+  // (the peer closed it just as it was reused, or took the request and closed without a word) is
+  // tried once more on a fresh connection: the peer may see the request twice, as Knative's
+  // at-least-once delivery allows (the CloudEvent keeps its id).
   boost::asio::awaitable<HttpResponse> send(HttpRequest request);
 
   // Closes every pooled connection; pending sends complete with an error.
   void shutdown();
+
+  // Origins it holds a pool for, for tests.
+  std::size_t pools() const;
 
   // Connections opened since start, for tests and metrics.
   std::size_t connections_opened() const;
