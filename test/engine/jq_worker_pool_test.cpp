@@ -432,7 +432,9 @@ TEST_CASE("jq workers: lanes take turns, so one lane's runaways do not hold up a
           "[engine][jq]") {
   asio::io_context ioc;
   JqWorkerSettings s = settings(1);
-  s.time_limit = std::chrono::milliseconds(100);
+  // Long enough that the worker started after each runaway answers b in time on a loaded
+  // machine (100 ms was not, with other builds on the two cores).
+  s.time_limit = std::chrono::seconds(1);
   JqWorkerPool pool(ioc.get_executor(), s);
   REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
 
@@ -545,15 +547,22 @@ knflow::engine::CompileCheck check(asio::io_context& ioc, JqWorkerPool& pool, st
 
 TEST_CASE("jq workers: check compiles without running, as validation does", "[engine][jq]") {
   asio::io_context ioc;
+  // A generous time limit for the checks that must succeed (100 ms was too short for a fresh
+  // worker on a loaded machine), a short one for the compile that must not.
   JqWorkerSettings s = settings(1);
-  s.time_limit = std::chrono::milliseconds(100);
+  s.time_limit = std::chrono::seconds(5);
   JqWorkerPool pool(ioc.get_executor(), s);
+  JqWorkerSettings short_settings = settings(1);
+  short_settings.time_limit = std::chrono::milliseconds(100);
+  JqWorkerPool short_pool(ioc.get_executor(), short_settings);
 
   auto ok = check(ioc, pool, "$item + .a", {"item"});
   CHECK(ok.done);
   CHECK_FALSE(ok.problem.has_value());
   CHECK(ok.lasting);
-  CHECK(check(ioc, pool, "last(range(1e12))").done);  // compiled, never run
+  auto never_run = check(ioc, pool, "last(range(1e12))");  // compiled, never run: no time limit
+  CHECK(never_run.done);
+  CHECK_FALSE(never_run.problem.has_value());
 
   auto bad = check(ioc, pool, ".a +");
   CHECK(bad.done);
@@ -566,11 +575,12 @@ TEST_CASE("jq workers: check compiles without running, as validation does", "[en
   // for 4 KiB): past the time limit it does not compile, and the worker is replaced.
   std::string chain = ".";
   while (chain.size() + 2 <= knflow::model::kMaxExpressionBytes) chain += "+.";
-  auto slow = check(ioc, pool, chain);
+  auto slow = check(ioc, short_pool, chain);
   CHECK(slow.done);
   CHECK(slow.problem == "jq took longer than the 100 ms time limit for expressions to compile it");
   CHECK_FALSE(slow.lasting);  // a quieter machine may compile it in time: not to be cached
-  CHECK(check(ioc, pool, ".").done);
+  CHECK(check(ioc, short_pool, ".").done);
+  short_pool.shutdown();
 
   pool.shutdown();
   auto stopped = check(ioc, pool, ".");
