@@ -806,13 +806,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // Runs tasks concurrently on the run's strand. all: every result, in order; the first fault
   // cancels the others and is rethrown. any: the first success, the rest cancelled (their slots
-  // stay empty); faults only when every task faulted.
+  // stay empty); faults only when every task faulted. An exception that is not a Fault (the
+  // store failed) cancels the others in either mode and is rethrown as it is, whatever the other
+  // tasks did: it faults the run (execute()), not the step, so a `try` does not catch it.
   asio::awaitable<std::vector<std::optional<std::vector<Current>>>> gather(Env env,
                                                                            std::vector<Task> tasks,
                                                                            bool any) {
     struct State {
       std::vector<std::optional<std::vector<Current>>> results;
       std::optional<Fault> fault;
+      std::exception_ptr failure;  // the first exception that is not a Fault
       std::size_t done = 0;
       bool won = false;
     };
@@ -834,12 +837,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                 std::rethrow_exception(e);
               } catch (const Fault& f) {
                 if (!state->fault) state->fault = f;
-              } catch (const std::exception& ex) {
-                if (!state->fault) {
-                  state->fault = make_fault("runtime", 500, "Internal error", reason(ex), "");
-                }
+                if (!any) group.cancel();
+              } catch (...) {
+                if (!state->failure) state->failure = e;
+                group.cancel();
               }
-              if (!any) group.cancel();
             } else if (!any || !state->won) {
               state->results[k] = std::move(r);
               if (any) {
@@ -853,6 +855,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     while (state->done < n) {
       co_await finished.async_wait(use_tuple);
     }
+    if (state->failure) std::rethrow_exception(state->failure);
     if (any) {
       if (!state->won) throw *state->fault;
       co_return state->results;

@@ -1615,6 +1615,66 @@ TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "
   CHECK(text.find("\nknflow_runs_in_flight 0\n") != std::string::npos);
 }
 
+TEST_CASE("engine: a store failure inside a fork or a loop faults the run, which no try catches",
+          "[engine][store]") {
+  // docs/engine.md, "When the store fails": a failed store operation faults the run, and a `try`
+  // does not catch it. Inside a fork or a loop it became a step's fault: a `try` around the fork
+  // or loop caught it and the run completed, and a `join: any` fork passed over it when another
+  // branch won.
+  EngineFixture f;
+  f.on_store([&] {
+    f.db().exec(
+        "CREATE TEMP TRIGGER refuse_step BEFORE INSERT ON run_journal "
+        "WHEN NEW.path GLOB '*/fork/1' OR NEW.path GLOB '*/for/1/0' "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+  });
+  const std::string caught = R"(
+      catch:
+        do:
+          - {name: handle, set: {handled: true}}
+)";
+  const std::string fork_in_try = header("fork-in-try") + R"(  do:
+    - name: guarded
+      try:
+        - name: both
+          fork:
+            branches:
+              - {name: a, set: {a: 1}}
+              - {name: b, set: {b: 1}})" +
+                                  caught;
+  const std::string loop_in_try = header("loop-in-try") + R"(  do:
+    - name: guarded
+      try:
+        - name: each
+          for: {in: '${ [1, 2] }', concurrency: 2}
+          do:
+            - {name: one, set: {one: 1}})" +
+                                  caught;
+  const std::string any_fork = header("any-fork") + R"(  do:
+    - name: first
+      fork:
+        join: any
+        branches:
+          - {name: a, set: {a: 1}}
+          - {name: b, set: {b: 1}}
+)";
+  for (const auto& yaml : {fork_in_try, loop_in_try, any_fork}) {
+    INFO(yaml);
+    std::string id;
+    const auto out = f.run(yaml, "{}", &id);
+    INFO((out.error ? json::serialize(*out.error) : std::string("no error")));
+    CHECK(out.phase == "faulted");
+    CHECK(out.error);
+    if (!out.error) continue;  // each workflow checked, whichever fails
+    CHECK(out.error->at("status") == 500);
+    CHECK(out.error->at("title") == "Internal error");
+    CHECK(out.error->at("instance") == "/do");
+    CHECK(std::string(out.error->at("detail").as_string()).find("disk full") != std::string::npos);
+    f.wait_stored(id, store::RunPhase::faulted);
+    for (const auto& entry : f.journal(id)) CHECK(entry.path.find("/catch") == std::string::npos);
+  }
+}
+
 TEST_CASE("engine: a cancel while the engine stops is busy at once", "[engine][cancel]") {
   // The runs stop unfinished (they resume at the next start): a cancel cannot write them
   // cancelled, and answers busy (503) without polling the store for a second.
