@@ -647,6 +647,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return co_await await_cancellable(scope, std::nullopt, std::move(sending), failed);
   }
 
+  // Whether a fault is a cancel's own: runtime 499 "Cancelled", as check_live() makes it when the
+  // run or branch was cancelled (a call or emit the cancel abandoned ends in it too, or in one of
+  // that form), not a fault the step had before.
+  static bool is_cancellation(const Fault& f) {
+    const auto* type = f.error.if_contains("type");
+    const auto* status = f.error.if_contains("status");
+    const auto* title = f.error.if_contains("title");
+    return type && type->is_string() && type->as_string() == error_type_uri("runtime") && status &&
+           status->is_int64() && status->as_int64() == 499 && title && title->is_string() &&
+           title->as_string() == "Cancelled";
+  }
+
   static void check_live(Run& run, Scope& scope, std::optional<SteadyTime> deadline,
                          const std::string& path) {
     if (run.cancel_requested) {
@@ -1831,7 +1843,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     RunOutcome outcome;
     std::optional<std::string> output_text, error_text;
     if (fault) {
-      const bool cancelled = run->cancel_requested;
+      // A cancel that came after the step had faulted (while its dead letter was sent, say) does
+      // not turn that fault into a cancel: the run ends cancelled only with the cancel's own.
+      const bool cancelled = run->cancel_requested && is_cancellation(*fault);
       outcome.phase = cancelled ? "cancelled" : "faulted";
       outcome.error = fault->error;
       error_text = json::serialize(fault->error);

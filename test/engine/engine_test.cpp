@@ -1575,6 +1575,31 @@ TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
   CHECK(f.record(id)->phase == store::RunPhase::cancelled);
 }
 
+TEST_CASE("engine: a cancel after a step faulted leaves the run faulted", "[engine][cancel]") {
+  // The run's end was written cancelled whenever a cancel had been asked for, also when it came
+  // after the step had faulted with an error of its own (here, while its event was on its way to
+  // the dead-letter sink): the run's error was the 400, its phase cancelled.
+  EngineFixture f;
+  f.echo.route("/broken", {.status = 400, .body = "no"});
+  f.echo.route("/dls", {.status = 200, .body = "", .delay = std::chrono::seconds(1)});
+  auto id = f.start(header("late-cancel", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
+                    functions(f, {"broken"}) + "  do:\n    - {name: ask, call: broken}\n");
+  wait_until([&] {
+    for (const auto& r : f.echo.requests()) {
+      if (r.target == "/dls") return true;
+    }
+    return false;
+  });
+  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+  const auto out = f.wait(id);
+  CHECK(out.phase == "faulted");
+  REQUIRE(out.error);
+  CHECK(out.error->at("status") == 400);
+  CHECK(out.error->at("title") == "Call to broken failed");
+  CHECK(f.record(id)->phase == store::RunPhase::faulted);
+}
+
 TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "[engine][cancel]") {
   // A run whose coroutine fails (its end cannot be written) is executed by nobody until a
   // restart; cancel answered "already finished" (409) while the store said running.
