@@ -2000,13 +2000,40 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // of the last attempt made before the latest (not a step path: those begin with /do).
   static constexpr std::string_view kRedriveKey = "/redrive";
 
-  // Store strand only. Rebuilds a run from its record, journal and attempts, and runs it again:
-  // completed steps replay from the journal, the rest execute; `redriven`: a redrive (:retry) of
-  // `rec` as it is to be stored again (running), which gives the steps it runs again their retries
-  // again, and which obeys the limits a start does (busy, with nothing written, when it does not
-  // fit). unreadable when its stored state does not decode: the run is faulted instead.
-  Engine::Control resume(store::RunStore& store, const store::RunRecord& rec,
-                         bool redriven = false) {
+  // A run rebuilt from the store by prepare(), to be executed by activate().
+  struct Prepared {
+    Engine::Control control = Engine::Control::ok;
+    std::shared_ptr<Run> run;  // when ok; its data_bytes not counted in the total yet
+    // A redrive's data, reserved in the runs' total until activate() counts the run's instead;
+    // given back if it never gets there (a redrive whose commit failed).
+    Held reserved;
+
+    // No run: `control` says why (not_found, conflict, unreadable, busy).
+    static Prepared none(Engine::Control control) {
+      Prepared p;
+      p.control = control;
+      return p;
+    }
+  };
+
+  // Store strand only. Rebuilds the run and runs it again (prepare(), then activate()): at
+  // start-up, outside the group commit, so it executes at once.
+  Engine::Control resume(store::RunStore& store, const store::RunRecord& rec) {
+    auto prepared = prepare(store, rec);
+    const auto control = prepared.control;
+    if (control == Engine::Control::ok) activate(std::move(prepared));
+    return control;
+  }
+
+  // Store strand only. Rebuilds a run from its record, journal and attempts, for activate() to run
+  // it again: completed steps replay from the journal, the rest execute; `redriven`: a redrive
+  // (:retry) of `rec` as it is to be stored again (running), which gives the steps it runs again
+  // their retries again, and which obeys the limits a start does (busy, with nothing written, when
+  // it does not fit). unreadable when its stored state does not decode: the run is faulted
+  // instead. Only writes: inside a group commit, the run must not execute before its writes are
+  // committed (a failed commit would leave it executing what the store does not say).
+  Prepared prepare(store::RunStore& store, const store::RunRecord& rec, bool redriven = false) {
+    Prepared prepared;
     auto run = std::make_shared<Run>(asio::make_strand(executor));
     std::int64_t before_redrive = 0;  // attempts up to this seq were made before the latest
     // Everything read back from the record first: what does not decode faults this run alone.
@@ -2014,7 +2041,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto decoded = model::decode_workflow(model::parse_data(rec.definition_json));
       if (!decoded.ok()) {
         fault_unreadable(store, rec, "its definition no longer decodes");
-        return Engine::Control::unreadable;
+        return Prepared::none(Engine::Control::unreadable);
       }
       run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
       const auto input = model::parse_stored(rec.input_json);
@@ -2033,16 +2060,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       throw;  // the database itself failed: not this run's problem alone
     } catch (const std::exception& e) {
       fault_unreadable(store, rec, reason(e));
-      return Engine::Control::unreadable;
+      return Prepared::none(Engine::Control::unreadable);
     }
     // A redrive's data, reserved in the runs' total (so that runs growing at the same moment
-    // never pass it together) until the run counts it below; given back if it never gets there.
-    Held reserved;
+    // never pass it together) until activate() counts the run's instead.
     if (redriven) {
       std::size_t held = rec.input_json.size();
       for (const auto& [path, entry] : run->journal) held += entry.bytes;
-      if (!admits_redrive() || hold_into(reserved, held, "the run's data", rec.id)) {
-        return Engine::Control::busy;
+      if (!admits_redrive() || hold_into(prepared.reserved, held, "the run's data", rec.id)) {
+        return Prepared::none(Engine::Control::busy);
       }
       store.update_run(rec);
     }
@@ -2101,15 +2127,25 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                            std::nullopt));
       }
     }
-    // Counted whatever it holds: a run resumed at start-up was let in before (the limits hold for
-    // its next steps), and a redrive's share was reserved above (given back here instead).
-    std::size_t held = rec.input_json.size();
-    for (const auto& [path, entry] : run->journal) held += entry.bytes;
-    change_total(held, reserved.bytes());  // the reservation handed over
-    run->data_bytes = held;
-    reserved.disarm();
+    // Counted by activate(), whatever it holds: a run resumed at start-up was let in before (the
+    // limits hold for its next steps), and a redrive's share was reserved above.
+    run->data_bytes = rec.input_json.size();
+    for (const auto& [path, entry] : run->journal) run->data_bytes += entry.bytes;
+    prepared.run = std::move(run);
+    return prepared;
+  }
+
+  // Executes a run prepare() rebuilt (control ok), once what prepare() wrote is committed: counts
+  // its data (a redrive's reservation handed over), holds it in `active` and launches it. A run
+  // whose redrive was committed while the engine began to stop is not launched: it is stored
+  // running, and resumes at the next start, as the runs the shutdown stopped.
+  void activate(Prepared prepared) {
+    auto run = std::move(prepared.run);
     {
       std::lock_guard lock(mutex);
+      if (stopping) return;  // the reservation is given back with `prepared`
+      change_total(run->data_bytes, prepared.reserved.bytes());  // the reservation handed over
+      prepared.reserved.disarm();
       active[run->id] = run;
       count_in_flight();
     }
@@ -2118,7 +2154,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                               {"workflow", run->namespace_ + "/" + run->workflow_name},
                               {"completedSteps", std::to_string(run->journal.size())}});
     launch(run);
-    return Engine::Control::ok;
   }
 
   // Runs on the run's strand from start to end: finish(), which cancels the waiters' timers,
@@ -2405,12 +2440,13 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(1));
     co_await pause.async_wait(use_tuple);
   }
-  std::function<Control(store::RunStore&)> op = [impl = impl_,
-                                                 run_id](store::RunStore& s) -> Control {
+  using Prepared = Impl::Prepared;
+  std::function<Prepared(store::RunStore&)> op = [impl = impl_,
+                                                  run_id](store::RunStore& s) -> Prepared {
     auto rec = s.get_run(run_id);
-    if (!rec) return Control::not_found;
+    if (!rec) return Prepared::none(Control::not_found);
     if (rec->phase != store::RunPhase::faulted && rec->phase != store::RunPhase::cancelled) {
-      return Control::conflict;
+      return Prepared::none(Control::conflict);
     }
     // Completed steps stay in the journal and replay; the failed step runs again.
     rec->phase = store::RunPhase::running;
@@ -2420,9 +2456,14 @@ asio::awaitable<Engine::Control> Engine::retry(std::string run_id) {
     rec->updated_at = log::now_rfc3339_ms();
     // A retry starts the run again: spec.timeout counts from it (createdAt keeps the first start).
     rec->started_at = rec->updated_at;
-    return impl->resume(s, *rec, /*redriven=*/true);
+    return impl->prepare(s, *rec, /*redriven=*/true);
   };
-  co_return co_await impl_->on_store<Control>(std::move(op));
+  // Executed once the group's commit holds the redrive: when the commit fails, this throws, and
+  // the run, never launched, lets go of its reserved data; its record stays as it was.
+  auto prepared = co_await impl_->on_store<Prepared>(std::move(op));
+  const auto control = prepared.control;
+  if (control == Control::ok) impl_->activate(std::move(prepared));
+  co_return control;
 }
 
 void Engine::shutdown(std::function<void()> done) {

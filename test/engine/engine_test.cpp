@@ -15,12 +15,14 @@
 #include "support/catch.hpp"
 #include "support/temp_dir.hpp"
 
+#include <sqlite3.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json.hpp>
 
+#include <atomic>
 #include <functional>
 #include <future>
 #include <optional>
@@ -2286,6 +2288,45 @@ TEST_CASE("engine: a retry as soon as the fault is stored is not refused", "[eng
             engine::Engine::Control::ok);
     REQUIRE(f.wait(id).phase == "faulted");
   }
+}
+
+TEST_CASE("engine: a redrive whose commit fails does not run", "[engine][redrive]") {
+  // The redrive's store operation launched the run before the group's commit: when the commit
+  // failed, the retry answered the error while the run executed, its record still faulted.
+  EngineFixture f;
+  f.echo.route("/flaky", {.status = 200,
+                          .body = R"({"ok": true})",
+                          .headers = {{"Content-Type", "application/json"}},
+                          .delay = std::chrono::milliseconds(300),
+                          .statuses = {400}});  // the first call fails
+  std::string id;
+  REQUIRE(f.run(header("redrive-commit") + functions(f, {"flaky"}) +
+                    "  do:\n    - {name: ask, call: flaky}\n",
+                "{}", &id)
+              .phase == "faulted");
+  wait_until([&] { return f.engine().active_runs() == 0 && f.run_data_bytes() == 0; });
+
+  // The next commit fails (SQLite rolls the transaction back), as a full disk would make it.
+  std::atomic<bool> refuse_commit{true};
+  const auto refuse_once = [](void* refuse) {
+    return static_cast<std::atomic<bool>*>(refuse)->exchange(false) ? 1 : 0;
+  };
+  f.on_store([&] { sqlite3_commit_hook(f.db().handle(), refuse_once, &refuse_commit); });
+  CHECK_THROWS_AS(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get(),
+                  store::Error);
+  f.on_store([&] { sqlite3_commit_hook(f.db().handle(), nullptr, nullptr); });
+  CHECK_FALSE(refuse_commit);
+  CHECK(f.engine().active_runs() == 0);                 // not executing
+  wait_until([&] { return f.run_data_bytes() == 0; });  // its reserved data given back
+  CHECK(f.record(id)->phase == store::RunPhase::faulted);
+  for (const auto& entry : f.journal(id)) CHECK(entry.path != "/redrive");
+
+  // A retry now redrives it once: the failed call runs again as its second attempt, no other.
+  REQUIRE(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
+          engine::Engine::Control::ok);
+  CHECK(EngineFixture::data(f.wait(id)) == json::parse(R"({"ok": true})"));
+  CHECK(f.attempts(id).size() == 2);
+  CHECK(f.echo.requests().size() == 2);
 }
 
 TEST_CASE("engine: retry redrives a faulted run from the failed step", "[engine][redrive]") {
