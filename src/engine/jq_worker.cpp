@@ -330,6 +330,7 @@ class Program {
   Program() = default;
   Program(const Program&) = delete;
   Program& operator=(const Program&) = delete;
+  // Safe after a halt too: run() leaves no halt value behind for jq_teardown to free again.
   ~Program() {
     if (jq_ != nullptr) jq_teardown(&jq_);
   }
@@ -380,7 +381,16 @@ class Program {
       }
     }
     // Release the input and the program's stack now rather than at the next run.
+    const bool halted = jq_halted(jq_) != 0;
     jq_start(jq_, jv_null(), 0);
+    if (halted) {
+      // libjq 1.6 frees the exit code and the value halt_error stopped with when the program
+      // starts again, but leaves them in place (jq#2358, fixed upstream by jq#3134): the next
+      // start, or jq_teardown when the program leaves the cache, would free that value once more.
+      // Invalid values own no memory, so freeing them again is harmless; the next start clears the
+      // flag.
+      jq_halt(jq_, jv_invalid(), jv_invalid());
+    }
     return outcome;
   }
 

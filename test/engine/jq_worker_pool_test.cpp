@@ -355,6 +355,41 @@ TEST_CASE("jq workers: an expression that crashes jq faults alone", "[engine][jq
   CHECK(evaluate(ioc, pool, "[range(5)] | .[1:2]").value == json::value(json::array{1}));
 }
 
+// libjq 1.6 frees the value halt_error stopped with when the program next starts, and again at
+// every start after that and when the program is dropped from the cache (jq#2358): the worker
+// crashed or went on with a corrupt heap.
+TEST_CASE("jq workers: a program that stopped in halt_error runs again on the same worker",
+          "[engine][jq]") {
+  const std::size_t cache = GENERATE(std::size_t{1024}, std::size_t{1});
+  CAPTURE(cache);  // 1: every program is dropped from the cache before it runs again
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.max_program_cache = cache;
+  JqWorkerPool pool(ioc.get_executor(), s);
+  REQUIRE(evaluate(ioc, pool, "1").ok());
+  const int pid = pool.worker_pids().at(0);
+
+  const std::string fails_on_odd =
+      "if .n % 2 == 1 then \"failed \\(.n)\" | halt_error(1) else .n end";
+  for (int n = 0; n < 12; ++n) {
+    CAPTURE(n);
+    Evaluation e = evaluate(ioc, pool, fails_on_odd, json::object{{"n", n}});
+    if (n % 2 == 1) {
+      CHECK(e.error == "failed " + std::to_string(n));
+    } else {
+      CHECK(e.value == json::value(n));
+    }
+    e = evaluate(ioc, pool, "\"bye\" | halt_error");
+    CHECK(e.error == "bye");
+    e = evaluate(ioc, pool, "{a: .} | halt_error(1)", json::value(n));
+    CHECK(e.error == R"({"a":)" + std::to_string(n) + "} (not a string)");
+    e = evaluate(ioc, pool, "[.x, \"y\" * .x]", json::object{{"x", n + 1}});
+    CHECK(e.value == json::value(json::array{n + 1, std::string(n + 1, 'y')}));
+  }
+  CHECK(pool.workers_restarted() == 0);
+  CHECK(pool.worker_pids().at(0) == pid);
+}
+
 TEST_CASE("jq workers: no environment, no working directory, no inherited files", "[engine][jq]") {
   ::setenv("KNFLOW_TEST_SECRET", "hunter2", 1);
   asio::io_context ioc;
