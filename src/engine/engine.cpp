@@ -323,6 +323,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     // The bytes are counted elsewhere from now on (the caller moved them in the same change).
     void disarm() { bytes_ = 0; }
+    // Holds `more` bytes too, which the caller has just counted in the total.
+    void grow(Impl& impl, std::size_t more) {
+      impl_ = &impl;
+      bytes_ += more;
+    }
 
    private:
     Impl* impl_ = nullptr;
@@ -561,27 +566,67 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return result;
   }
 
-  // Evaluates every `${ ... }` string inside a JSON value (objects and arrays at any depth).
+  // Evaluates every `${ ... }` string inside a JSON value (objects and arrays at any depth): a
+  // `set` value or an `emit`'s data, which `what` names ("this set's value"). Each result is
+  // bounded (the evaluator's largest value), their sum is not: the results are working data,
+  // held in `held` as they come (hold_more()), and once they add up to more than a run may hold
+  // the step faults before the next expression is evaluated (check_value_room()).
   asio::awaitable<json::value> eval_deep(const json::value& value, const json::value& input,
-                                         const json::object& vars, const std::string& instance) {
+                                         const json::object& vars, const std::string& instance,
+                                         std::string_view what, Held& held) {
     if (value.is_string()) {
-      co_return co_await eval(std::string(value.as_string()), input, vars, instance);
+      const std::string text(value.as_string());
+      if (!model::is_expression(text)) co_return json::string(text);
+      check_value_room(held, what, instance);
+      auto result = co_await evaluate(text, input, vars, instance);
+      hold_more(held, result.bytes, what, instance);
+      co_return result.value ? std::move(*result.value) : json::value(nullptr);
     }
     if (value.is_array()) {
       json::array out;
       for (const auto& v : value.as_array()) {
-        out.push_back(co_await eval_deep(v, input, vars, instance));
+        auto element = co_await eval_deep(v, input, vars, instance, what, held);
+        out.push_back(std::move(element));
       }
       co_return out;
     }
     if (value.is_object()) {
       json::object out;
       for (const auto& [k, v] : value.as_object()) {
-        out[k] = co_await eval_deep(v, input, vars, instance);
+        auto element = co_await eval_deep(v, input, vars, instance, what, held);
+        out[k] = std::move(element);
       }
       co_return out;
     }
     co_return value;
+  }
+
+  // Before eval_deep() evaluates another expression of a value: the step's fault (runtime, 507,
+  // as take_data's) when the results so far, which `held` counts, already add up to more than
+  // the run's own limit, which no step's output may pass.
+  void check_value_room(const Held& held, std::string_view what, const std::string& path) const {
+    if (held.bytes() <= settings.max_run_data_bytes) return;
+    throw make_fault("runtime", 507, "Run data limit exceeded",
+                     "the expression results in " + std::string(what) + " already add up to " +
+                         std::to_string(held.bytes()) +
+                         " bytes of JSON, more than the run's limit of " +
+                         std::to_string(settings.max_run_data_bytes) +
+                         " (--max-run-data-bytes): the rest of it was not evaluated",
+                     path);
+  }
+
+  // Holds `bytes` more of the value `held` counts (eval_deep()): the step's fault (runtime, 503,
+  // as hold_into's) when the runs' total has no room for them; `held` is left as it was then.
+  // A value that they take past its run's own limit is counted whatever the total: it faults with
+  // the run's limit (507) before its next expression, or as its step's output (take_data(), which
+  // also judges the run's limit first), a lasting fault that a 503 would hide behind a retry.
+  void hold_more(Held& held, std::size_t bytes, std::string_view what, const std::string& path) {
+    if (bytes == 0) return;
+    const std::size_t limit = held.bytes() + bytes > settings.max_run_data_bytes
+                                  ? std::numeric_limits<std::size_t>::max()
+                                  : settings.max_total_run_data_bytes;
+    if (!change_total(bytes, 0, limit)) throw memory_exhausted(what, held.bytes() + bytes, path);
+    held.grow(*this, bytes);
   }
 
   // --- timing ---------------------------------------------------------------------------------
@@ -1128,8 +1173,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       co_await exec_wait(env, *w, path);
       out.outputs.push_back(std::move(cur));
     } else if (auto* s = std::get_if<model::SetStep>(&c)) {
-      cur.data = co_await eval_deep(s->value, cur.data, vars, path + "/set");
+      const std::string instance = path + "/set";
+      Held value_held;  // the value's expression results, until its output is counted instead
+      cur.data =
+          co_await eval_deep(s->value, cur.data, vars, instance, "this set's value", value_held);
       out.outputs.push_back(std::move(cur));
+      if (value_held.bytes() != 0) out.held.push_back(std::move(value_held));
     } else if (auto* r = std::get_if<model::RaiseStep>(&c)) {
       Fault f =
           make_fault(r->type, static_cast<unsigned>(r->status.value_or(500)), step.name, "", path);
@@ -1473,7 +1522,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     ev.time = log::now_rfc3339_ms();
     ev.datacontenttype = "application/json";
     json::value data = cur.data;
-    if (e.data) data = co_await eval_deep(*e.data, cur.data, vars, path + "/emit/data");
+    Held data_held;  // its expression results, as long as the data is kept (to the end)
+    if (e.data) {
+      const std::string instance = path + "/emit/data";
+      data = co_await eval_deep(*e.data, cur.data, vars, instance, "this emit's data", data_held);
+    }
     ev.data = json::serialize(data);
     auto encoded = encode_binary(ev);
     HttpRequest req;

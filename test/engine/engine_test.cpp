@@ -1564,6 +1564,102 @@ TEST_CASE("engine: a step's input expression and a loop's items are held while t
   wait_until([&] { return f.run_data_bytes() == 0; });
 }
 
+TEST_CASE("engine: a set value's or an emit's data's expression results stop at the data limits",
+          "[engine][data]") {
+  // Each result is bounded (16 MiB, the evaluator's largest value), their sum in one value was
+  // not: 35,000 of them built 500 GB before the step could fault. The error after the limit
+  // shows that evaluation stops there.
+  engine::EngineSettings settings;
+  settings.max_run_data_bytes = 8 << 10;
+  EngineFixture f(settings);
+  std::string id;
+  auto out = f.run(header("big-set") + R"(  do:
+    - name: build
+      set:
+        parts: ['${ "x" * 5000 }', '${ "y" * 5000 }', '${ error("evaluated past the limit") }']
+)",
+                   "{}", &id);
+  REQUIRE(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "runtime");
+  CHECK(out.error->at("status") == 507);
+  CHECK(out.error->at("title") == "Run data limit exceeded");
+  CHECK(out.error->at("instance") == "/do/0/set");
+  std::string detail(out.error->at("detail").as_string());
+  CHECK(detail.find("this set's value") != std::string::npos);
+  CHECK(detail.find("more than the run's limit of 8192 (--max-run-data-bytes)") !=
+        std::string::npos);
+  CHECK(f.journal(id).empty());
+
+  // An emit's data likewise: no event goes out.
+  const std::size_t before = f.echo.requests().size();
+  out = f.run(header("big-emit") + R"(  do:
+    - name: tell
+      emit:
+        type: com.example.told
+        source: /test
+        data: ['${ "x" * 5000 }', '${ "y" * 5000 }', '${ "z" * 5000 }']
+)");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 507);
+  CHECK(out.error->at("instance") == "/do/0/emit/data");
+  CHECK(std::string(out.error->at("detail").as_string()).find("this emit's data") !=
+        std::string::npos);
+  CHECK(f.echo.requests().size() == before);
+
+  // Values that fit are built and kept as before; what their step held is given back.
+  auto fits = f.run(header("fitting-set") + R"(  do:
+    - name: build
+      set: {a: '${ "x" * 1500 }', b: '${ "y" * 1500 }', n: 1}
+    - name: tell
+      emit: {type: com.example.told, source: /test, data: ['${ .a }', '${ .b }']}
+)");
+  const auto data = EngineFixture::data(fits);
+  CHECK(data.at("a").as_string().size() == 1500);
+  CHECK(data.at("b").as_string().size() == 1500);
+  CHECK(f.echo.requests().size() == before + 1);
+  wait_until([&] { return f.run_data_bytes() == 0; });
+
+  // The results are working data in the runs' total too, as they come: with no room for the
+  // third, the step faults 503 before the fourth.
+  f.stop_engine();
+  f.settings.max_run_data_bytes = 64 << 20;
+  f.settings.max_total_run_data_bytes = 30'000;
+  f.start_engine();
+  out = f.run(header("crowded-set") + R"(  do:
+    - name: build
+      set:
+        a: '${ "x" * 12000 }'
+        b: '${ "y" * 12000 }'
+        c: '${ "z" * 12000 }'
+        d: '${ error("evaluated past the limit") }'
+)");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 503);
+  CHECK(out.error->at("title") == "Run data memory exhausted");
+  CHECK(out.error->at("instance") == "/do/0/set");
+  detail = std::string(out.error->at("detail").as_string());
+  CHECK(detail.find("this set's value") != std::string::npos);
+  CHECK(detail.find("--max-total-run-data-bytes") != std::string::npos);
+  wait_until([&] { return f.run_data_bytes() == 0; });
+
+  // A value past its run's own limit faults with that limit, a lasting fault, as a step's output
+  // does: not with a 503 that a retry would meet again.
+  f.stop_engine();
+  f.settings.max_run_data_bytes = 8 << 10;
+  f.settings.max_total_run_data_bytes = 12'000;
+  f.start_engine();
+  out =
+      f.run(header("too-big") + "  do:\n    - {name: build, set: '${ {big: (\"x\" * 13000)} }'}\n");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 507);
+  CHECK(out.error->at("instance") == "/do/0");
+  wait_until([&] { return f.run_data_bytes() == 0; });
+  // The engine goes on serving.
+  const auto small = header("small") + "  do:\n    - {name: only, set: {ok: '${ true }'}}\n";
+  CHECK(EngineFixture::data(f.run(small)) == json::parse(R"({"ok": true})"));
+  wait_until([&] { return f.run_data_bytes() == 0; });
+}
+
 TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
   EngineFixture f;
   auto yaml = header("sleeper") + R"(  do:

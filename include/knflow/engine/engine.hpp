@@ -49,8 +49,10 @@ struct EngineSettings {
   // journal (the outputs of its completed steps, kept whole for replay; docs/engine.md). A step
   // whose output would take its run past `max_run_data_bytes` faults (runtime, 507). The total
   // also counts what steps work on (a call's request and answer, an emit's event, a step's input
-  // expression and a loop's items); a start, a redrive or a step's data that would take it past
-  // `max_total_run_data_bytes` is refused with 503 or faults (runtime, 503).
+  // expression, a loop's items and the results in a set value or an emit's data); a start, a
+  // redrive or a step's data that would take it past `max_total_run_data_bytes` is refused with
+  // 503 or faults (runtime, 503). A set value or an emit's data whose results add up to more
+  // than `max_run_data_bytes` faults (runtime, 507) before its next expression is evaluated.
   std::size_t max_run_data_bytes = std::size_t{64} << 20;
   std::size_t max_total_run_data_bytes = std::size_t{1} << 30;
 };
