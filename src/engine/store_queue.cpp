@@ -1,7 +1,10 @@
 #include "knflow/engine/store_queue.hpp"
 
+#include "knflow/log/log.hpp"
 #include "knflow/store/db.hpp"
 #include "knflow/store/run_store.hpp"
+
+#include <sqlite3.h>
 
 #include <stdexcept>
 
@@ -9,7 +12,8 @@ namespace knflow::engine {
 
 namespace asio = boost::asio;
 
-StoreQueue::StoreQueue(Strand store_strand) : strand_(std::move(store_strand)) {}
+StoreQueue::StoreQueue(Strand store_strand)
+    : strand_(std::move(store_strand)), busy_timer_(strand_) {}
 
 void StoreQueue::attach(store::RunStore* runs) { runs_ = runs; }
 
@@ -23,7 +27,22 @@ std::uint64_t StoreQueue::operations() const {
   return operations_;
 }
 
+std::uint64_t StoreQueue::busy_retries() const {
+  std::lock_guard lock(mutex_);
+  return busy_retries_;
+}
+
 namespace {
+
+bool is_busy(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const store::Error& error) {
+    return (error.code() & 0xff) == SQLITE_BUSY;
+  } catch (...) {
+    return false;
+  }
+}
 
 // The completion handler of one waiting coroutine, shared so that the Item stays copyable.
 template <typename Handler>
@@ -58,20 +77,25 @@ void StoreQueue::enqueue(Item item) {
 }
 
 void StoreQueue::drain() {
-  std::vector<Item> items;
+  std::vector<Item> items = std::move(busy_group_);  // first: they were queued first
+  busy_group_.clear();
   {
     std::lock_guard lock(mutex_);
-    items.swap(queue_);
+    for (auto& item : queue_) items.push_back(std::move(item));
+    queue_.clear();
     scheduled_ = false;
   }
+  if (items.empty()) return;  // a busy pause's timer after an earlier drain took its group
   std::vector<std::exception_ptr> errors(items.size());
   std::exception_ptr commit_error;
   std::exception_ptr rolled_back;  // the error after which SQLite rolled the whole group back
+  bool began = false;              // the transaction began: operations ran
   try {
     if (runs_ == nullptr) throw std::logic_error("the run store is not attached");
     // One transaction for the whole group; each operation in a savepoint of its own, so that a
     // failing one leaves the others' changes in.
     runs_->batch([&] {
+      began = true;
       for (std::size_t i = 0; i < items.size(); ++i) {
         try {
           runs_->batch([&] { items[i].work(*runs_); });
@@ -90,6 +114,30 @@ void StoreQueue::drain() {
   } catch (...) {
     commit_error = rolled_back ? rolled_back : std::current_exception();
   }
+  if (commit_error && !began && is_busy(commit_error)) {
+    // Another connection held the write lock past the busy timeout, and nothing of the group ran:
+    // it is tried again after a pause, rather than failing every run in it for good.
+    const auto now = std::chrono::steady_clock::now();
+    if (busy_since_ == std::chrono::steady_clock::time_point{}) {
+      busy_since_ = now;
+      log::warn("The database is locked by another connection; waiting to write",
+                {{"operations", std::to_string(items.size())}});
+      if (on_sqlite_error_) on_sqlite_error_();  // once per wait, not per try
+    }
+    if (now - busy_since_ < kBusyPatience) {
+      {
+        std::lock_guard lock(mutex_);
+        ++busy_retries_;
+      }
+      busy_group_ = std::move(items);
+      busy_timer_.expires_after(kBusyPause);
+      busy_timer_.async_wait([this](boost::system::error_code ec) {
+        if (!ec) drain();  // cancelled: a drain since took the group, or the queue is gone
+      });
+      return;
+    }
+  }
+  busy_since_ = {};
   {
     std::lock_guard lock(mutex_);
     if (!commit_error) ++commits_;

@@ -4,6 +4,8 @@
 #include "support/catch.hpp"
 #include "support/temp_dir.hpp"
 
+#include <sqlite3.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -21,6 +23,8 @@ using knflow::store::RunRecord;
 using knflow::store::RunStore;
 
 namespace {
+
+using namespace std::chrono_literals;
 
 RunRecord run_record(const std::string& id) {
   return RunRecord{.id = id,
@@ -127,6 +131,40 @@ TEST_CASE("store queue: when SQLite rolls the whole group back, no operation aft
   CHECK_FALSE(runs.get_run("c").has_value());
   CHECK_FALSE(db.in_transaction());
   CHECK(sqlite_errors == 1);  // one failure, however many operations it took along
+}
+
+TEST_CASE("store queue: a group that cannot begin while another connection writes waits") {
+  // BEGIN failed with SQLITE_BUSY once the busy timeout passed (an operator's sqlite3 shell, a
+  // checkpoint on a slow disk), and every run in the group was faulted for good, though nothing
+  // of it had run.
+  knflow::test::TempDir dir;
+  asio::io_context ioc;
+  auto store_strand = asio::make_strand(ioc.get_executor());
+  const auto path = dir.path() / "knflow.db";
+  knflow::store::Db db{path, knflow::store::DbSettings{.busy_timeout = 20ms}};
+  RunStore runs{db};
+  StoreQueue queue{store_strand};
+  queue.attach(&runs);
+  int sqlite_errors = 0;
+  queue.on_sqlite_error([&] { ++sqlite_errors; });
+
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  std::vector<std::string> results;
+  asio::co_spawn(ioc, insert(queue, "a", results), asio::detached);
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (queue.busy_retries() < 3 && std::chrono::steady_clock::now() < until) {
+    ioc.run_one_for(10ms);
+  }
+  CHECK(queue.busy_retries() >= 3);
+  CHECK(results.empty());  // still waiting, not failed
+  CHECK(sqlite_errors == 1);
+  REQUIRE(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  while (results.empty() && std::chrono::steady_clock::now() < until) ioc.run_one_for(10ms);
+  CHECK(results == std::vector<std::string>{"a:1"});
+  CHECK(runs.get_run("a").has_value());
 }
 
 TEST_CASE("store queue: results come back on the caller's executor, from many threads") {

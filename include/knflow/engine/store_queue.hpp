@@ -11,9 +11,11 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -47,7 +49,10 @@ class StoreQueue {
 
   // Runs `op` on the store strand inside the next group transaction and returns its result once
   // that transaction has committed, on the caller's executor. Throws what `op` threw (its own
-  // changes rolled back, the others' kept) or, when the commit fails, the commit's error.
+  // changes rolled back, the others' kept) or, when the commit fails, the commit's error. When
+  // the transaction cannot even begin because another connection holds the write lock past the
+  // busy timeout (SQLITE_BUSY: an operator's sqlite3 shell, a checkpoint on a slow disk), no
+  // operation has run: the group waits and tries again, for up to kBusyPatience, before it fails.
   template <typename T>
   boost::asio::awaitable<T> run(std::function<T(store::RunStore&)> op) {
     auto result = std::make_shared<std::optional<T>>();
@@ -61,6 +66,12 @@ class StoreQueue {
   // Transactions committed and operations run so far (for tests and metrics).
   std::uint64_t commits() const;
   std::uint64_t operations() const;
+  // Times a group could not begin (SQLITE_BUSY) and was tried again (for tests).
+  std::uint64_t busy_retries() const;
+
+  // How long a group whose transaction cannot begin is tried again, and how often.
+  static constexpr std::chrono::seconds kBusyPatience{60};
+  static constexpr std::chrono::milliseconds kBusyPause{100};
 
  private:
   struct Item {
@@ -78,6 +89,11 @@ class StoreQueue {
   mutable std::mutex mutex_;  // guards queue_, scheduled_ and the counters
   std::vector<Item> queue_;
   bool scheduled_ = false;  // a drain is posted and has not taken the queue yet
+  // Store strand only: a group waiting to try BEGIN again, since when, and the pause's timer.
+  std::vector<Item> busy_group_;
+  std::chrono::steady_clock::time_point busy_since_{};
+  boost::asio::steady_timer busy_timer_;
+  std::uint64_t busy_retries_ = 0;  // under mutex_
   std::uint64_t commits_ = 0;
   std::uint64_t operations_ = 0;
 };
