@@ -559,6 +559,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                        const json::object& vars, const std::string& instance) {
     std::string program(model::expression_program(text));
     auto result = co_await evaluator.evaluate(std::move(program), input, vars, lane_of(vars));
+    if (!result.ok() && result.transient) {
+      // Not the expression's fault (the evaluator's queue is full, say): 503, which a catch's
+      // retry can wait out, as running out of run-data memory.
+      throw make_fault("runtime", 503, "Expression evaluator unavailable",
+                       "expression " + text + ": " + result.error, instance);
+    }
     if (!result.ok()) {
       throw make_fault("expression", 400, "Expression failed",
                        "expression " + text + ": " + result.error, instance);

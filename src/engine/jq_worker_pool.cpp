@@ -219,6 +219,13 @@ Evaluation failure(std::string message) {
   return Evaluation{.value = std::nullopt, .error = std::move(message)};
 }
 
+// A failure of the evaluator, not of the expression (Evaluation::transient).
+Evaluation unavailable(std::string message) {
+  Evaluation e = failure(std::move(message));
+  e.transient = true;
+  return e;
+}
+
 }  // namespace
 
 // All state belongs to `strand` (except the atomics, read from any thread).
@@ -280,18 +287,19 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     Waiter waiter(self->strand, std::move(lane));
     Worker* worker = self->idle_worker();
     if (worker == nullptr) {
-      if (self->stopped) co_return failure(std::string(kShuttingDown));
+      if (self->stopped) co_return unavailable(std::string(kShuttingDown));
       if (self->waiting >= self->settings.max_queue) {
-        co_return failure("too many expressions are waiting for a worker (" +
-                          std::to_string(self->settings.max_queue) + " queued); try again later");
+        co_return unavailable("too many expressions are waiting for a worker (" +
+                              std::to_string(self->settings.max_queue) +
+                              " queued); try again later");
       }
       self->enqueue(waiter);
       co_await waiter.wake.async_wait(use_tuple);
       worker = waiter.worker;
       if (worker == nullptr) {
         self->dequeue(waiter);
-        co_return failure(self->stopped ? std::string(kShuttingDown)
-                                        : std::string("the evaluation was cancelled"));
+        co_return unavailable(self->stopped ? std::string(kShuttingDown)
+                                            : std::string("the evaluation was cancelled"));
       }
     }
 
@@ -303,7 +311,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
         std::string error = co_await self->start(*worker);
         if (!error.empty()) {
           self->release(*worker);
-          co_return failure(std::move(error));
+          co_return unavailable(std::move(error));
         }
       }
       exchange = co_await self->exchange(*worker, request, self->settings.time_limit);
@@ -340,7 +348,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
         break;
     }
     if (self->stopped && exchange.fault != Fault::none)
-      result = failure(std::string(kShuttingDown));
+      result = unavailable(std::string(kShuttingDown));
 
     if (exchange.fault == Fault::none && !fatal) {
       self->release(*worker);

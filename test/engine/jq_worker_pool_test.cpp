@@ -501,6 +501,7 @@ TEST_CASE("jq workers: a full queue refuses at once", "[engine][jq]") {
       ++served;
     } else {
       CHECK_THAT(r->error, Catch::Contains("too many expressions are waiting"));
+      CHECK(r->transient);  // the evaluator's, not the expression's: a runtime 503 for the engine
     }
   }
   CHECK(served == 3);  // one on the worker, two in the queue
@@ -544,6 +545,8 @@ TEST_CASE("jq workers: shutdown fails pending evaluations and kills the workers"
   CHECK(results[busy]->error == "the expression evaluator is shutting down");
   CHECK(results[queued]->error == "the expression evaluator is shutting down");
   CHECK(evaluate(ioc, *pool, "3").error == "the expression evaluator is shutting down");
+  CHECK(results[queued]->transient);
+  CHECK(evaluate(ioc, *pool, "4").transient);
   pool.reset();
   CHECK(run_until(ioc, [pid] { return ::kill(pid, 0) == -1; }));  // killed and reaped
 }

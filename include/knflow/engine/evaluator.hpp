@@ -22,6 +22,9 @@ struct Evaluation {
   std::string error;                        // set when the program failed (compile, runtime,
                                             // time or memory bound); plain words
   std::size_t bytes = 0;  // the value's size as JSON text, about (what the engine counts)
+  // With error: the evaluator could not take the expression now (its queue is full, no worker
+  // could start, it is shutting down), which says nothing about the expression: later it may work.
+  bool transient = false;
   bool ok() const { return error.empty(); }
 };
 
