@@ -89,17 +89,18 @@ std::optional<std::string> scan(std::string_view p) {
         }
       }
       const std::string_view name = p.substr(start, i - start);
+      const bool object_key =
+          !stack.empty() && stack.back() == '{' && (previous == '{' || previous == ',');
       if (variable_next) {
         if (name == "ENV" || name == "__prog_args") return "$" + std::string(name);
       } else if (std::find(kDirectives.begin(), kDirectives.end(), name) != kDirectives.end()) {
+        // `{include: .x}` names a key; a directive is never followed by ':'.
+        std::size_t next = i;
+        while (next < p.size() && kWhitespace.find(p[next]) != std::string_view::npos) ++next;
+        if (!object_key || next >= p.size() || p[next] != ':') return std::string(name);
+      } else if (!object_key && std::find(kForbiddenCalls.begin(), kForbiddenCalls.end(), name) !=
+                                    kForbiddenCalls.end()) {
         return std::string(name);
-      } else {
-        const bool object_key =
-            !stack.empty() && stack.back() == '{' && (previous == '{' || previous == ',');
-        if (!object_key && std::find(kForbiddenCalls.begin(), kForbiddenCalls.end(), name) !=
-                               kForbiddenCalls.end()) {
-          return std::string(name);
-        }
       }
       variable_next = false;
       previous = 'x';

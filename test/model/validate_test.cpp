@@ -251,6 +251,10 @@ TEST_CASE("expressions compile with the variables in scope", "[validate][express
       {"stderr", false, "\"stderr\" is not available"},
       {"import \"a\" as a; .", false, "\"import\" is not available"},
       {"include \"a\"; .", false, "\"include\" is not available"},
+      {"{include: .x, import: .y}", true, ""},  // keys (they were refused as directives)
+      {"{a: 1, include : .x}", true, ""},
+      {"{include}", false, "\"include\" is not available"},  // not followed by ':'
+      {"{a: include \"b\"; .}", false, "\"include\" is not available"},
       {"  ", false, "empty"},
       // Compiled as the engine's workers run it, after the variables' bindings: a program of
       // definitions only, or with a module directive, does not compile there.
