@@ -2058,6 +2058,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // The journal entry that counts a run's redrives: `drive`, how many, and `attemptSeq`, the seq
   // of the last attempt made before the latest (not a step path: those begin with /do).
   static constexpr std::string_view kRedriveKey = "/redrive";
+  // The journal key of a cancel (cancel_on_strand()): {"drive": <the redrive it cancelled>}. A
+  // run resumed with it (of the same redrive) starts cancelled; a redrive since does not.
+  static constexpr std::string_view kCancelKey = "/cancel";
 
   // A run rebuilt from the store by prepare(), to be executed by activate().
   struct Prepared {
@@ -2114,6 +2117,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (auto it = run->journal.find(std::string(kRedriveKey)); it != run->journal.end()) {
         run->drive = it->second.value.at("drive").to_number<std::int64_t>();
         before_redrive = it->second.value.at("attemptSeq").to_number<std::int64_t>();
+      }
+      if (auto it = run->journal.find(std::string(kCancelKey)); it != run->journal.end()) {
+        // Cancelled (and told so) before the daemon stopped: it ends cancelled now, unless this
+        // is a redrive, or a redrive came after that cancel.
+        const auto drive = it->second.value.at("drive").to_number<std::int64_t>();
+        if (!redriven && drive == run->drive) run->cancel_requested = true;
+        if (redriven || drive != run->drive) run->journal.erase(it);  // written again if need be
       }
     } catch (const store::Error&) {
       throw;  // the database itself failed: not this run's problem alone
@@ -2231,10 +2241,26 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return run->outcome.has_value();
   }
 
-  static asio::awaitable<void> cancel_on_strand(std::shared_ptr<Run> run) {
+  // Run strand. Cancels the run, and records the cancel in its journal before the caller answers:
+  // a run whose end is not written yet when the daemon is killed (it was still delivering a dead
+  // letter, say) ends cancelled when it resumes, instead of running on (prepare()).
+  asio::awaitable<void> cancel_on_strand(std::shared_ptr<Run> run) {
     run->cancel_requested = true;
     run->root.cancel();
-    co_return;
+    // Its end already written (finish() comes after), or a cancel recorded before: nothing to add.
+    if (run->outcome || run->journal.contains(std::string(kCancelKey))) co_return;
+    std::string failed;
+    json::object value;
+    value["drive"] = run->drive;
+    std::string key(kCancelKey);
+    try {
+      co_await journal_put(*run, std::move(key), "started", std::move(value));
+    } catch (const std::exception& e) {
+      failed = reason(e);  // cancelled in memory all the same; only a crash now would forget it
+    }
+    if (!failed.empty()) {
+      log::warn("Failed to record a cancel", {{"run", run->id}, {"error", failed}});
+    }
   }
 };
 
@@ -2431,7 +2457,7 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
       }
     }
     if (run) {
-      co_await asio::co_spawn(run->strand, Impl::cancel_on_strand(run), asio::use_awaitable);
+      co_await asio::co_spawn(run->strand, impl_->cancel_on_strand(run), asio::use_awaitable);
       co_return Control::ok;
     }
     if (stranded_since) {

@@ -1673,6 +1673,48 @@ TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
   CHECK(f.record(id)->phase == store::RunPhase::cancelled);
 }
 
+TEST_CASE("engine: a cancel is recorded before it is answered, and a resumed run ends cancelled",
+          "[engine][cancel][durable]") {
+  // A cancel lived in memory only: a run that could not end at once (delivering a dead letter,
+  // waiting for an expression) and whose daemon was killed after the cancel was answered
+  // resumed as if never cancelled.
+  EngineFixture f;
+  auto yaml = header("sleeper") + R"(  do:
+    - {name: nap, wait: PT60S}
+)";
+  SECTION("the cancel's journal entry") {
+    auto id = f.start(yaml);
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+    bool recorded = false;
+    for (const auto& entry : f.journal(id)) {
+      if (entry.path == "/cancel") recorded = json::parse(entry.value_json).at("drive") == 0;
+    }
+    CHECK(recorded);
+    CHECK(f.wait(id).phase == "cancelled");
+  }
+  SECTION("a run stopped unfinished with a cancel recorded ends cancelled when it resumes") {
+    auto id = f.start(yaml);
+    wait_until([&] { return !f.journal(id).empty(); });  // the wait's deadline is journalled
+    f.stop_engine();
+    REQUIRE(f.record(id)->phase == store::RunPhase::running);
+    f.put_journal(id, store::JournalEntry{.path = "/cancel",
+                                          .state = store::JournalState::started,
+                                          .value_json = R"({"drive":0})"});
+    f.start_engine();
+    auto out = f.wait(id);
+    CHECK(out.phase == "cancelled");
+    CHECK(f.record(id)->phase == store::RunPhase::cancelled);
+    // A redrive of it runs again: the cancel was the earlier drive's.
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+    wait_until([&] { return f.record(id)->phase == store::RunPhase::running; });
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+    CHECK(f.wait(id).phase == "cancelled");
+  }
+}
+
 TEST_CASE("engine: a cancel after a step faulted leaves the run faulted", "[engine][cancel]") {
   // The run's end was written cancelled whenever a cancel had been asked for, also when it came
   // after the step had faulted with an error of its own (here, while its event was on its way to
