@@ -1649,6 +1649,27 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // Attempts made before the run's latest redrive do not count against the retry limit.
     const auto based = run.retry_base.find(path);
     const std::int64_t base = based == run.retry_base.end() ? 0 : based->second;
+    if (auto failed = run.failed_attempts.find(path); failed != run.failed_attempts.end()) {
+      // Resumed after its last attempt faulted: when no retry may follow (a final status, or the
+      // limit used up), the step faults as it did (its dead letter sent again: at-least-once).
+      const auto last = std::move(failed->second);
+      run.failed_attempts.erase(failed);
+      const auto status = static_cast<unsigned>(last.http_status.value_or(0));
+      if (!is_retryable_status(status) || attempts - base > policy.limit) {
+        Fault fault{model::parse_stored(last.error_json).as_object()};
+        HttpResponse as_answered;
+        if (last.http_status) {
+          as_answered.status = status;
+        } else {
+          as_answered.error = boost::asio::error::connection_aborted;
+          const auto* detail = fault.error.if_contains("detail");
+          as_answered.error_message =
+              detail && detail->is_string() ? std::string(detail->as_string()) : "no answer";
+        }
+        co_await dead_letter(run, out, target.url, as_answered);
+        throw fault;
+      }
+    }
     for (bool first_attempt = true;; first_attempt = false) {
       check_live(run, *env.scope, env.deadline, path);
       if (started_here && !first_attempt) {
@@ -2184,6 +2205,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         base = std::max(base, a.attempt);
       } else {
         run->first_attempt_at.emplace(a.path, a.started_at);  // attempts come in seq order
+        if (a.phase == store::AttemptPhase::faulted && a.error_json) {
+          run->failed_attempts[a.path] = {a.http_status, *a.error_json};
+        } else {
+          run->failed_attempts.erase(a.path);  // a later attempt, interrupted or cancelled
+        }
       }
       if (a.phase == store::AttemptPhase::running) {
         // The daemon stopped during this attempt; the step runs again with the same event id.

@@ -121,6 +121,14 @@ struct Run {
   // Loaded on resume: per call path, when its first attempt since the latest redrive began (when
   // the step began, which its timeout counts from).
   std::map<std::string, std::string> first_attempt_at;
+  // Loaded on resume: per call path whose last attempt since the latest redrive faulted, its
+  // HTTP status (none: no answer) and error, so that a call whose retries were used up, or that
+  // failed for good, faults again instead of being sent once more (exec_call).
+  struct FailedAttempt {
+    std::optional<std::int64_t> http_status;
+    std::string error_json;
+  };
+  std::map<std::string, FailedAttempt> failed_attempts;
   store::RunRecord record;  // as last written
   bool cancel_requested = false;
   bool end_written = false;  // the run's end went into the commit of its last step

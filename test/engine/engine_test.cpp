@@ -1780,6 +1780,47 @@ TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "
   CHECK(text.find("\nknflow_runs_in_flight 0\n") != std::string::npos);
 }
 
+TEST_CASE("engine: a call that had failed for good is not sent again when its run resumes",
+          "[engine][durable][retry]") {
+  // Its last attempt was recorded faulted before the run's end was written; resumed, the call was
+  // sent once more, and a run that had used up its retries (or been refused with a 400) went on.
+  EngineFixture f;
+  f.echo.route("/bad", {.status = 400, .body = "no"});
+  f.echo.route("/down", {.status = 503, .body = "busy"});
+  f.echo.route("/dls", {});
+  const bool refused = GENERATE(true, false);
+  const std::string fn = refused ? "bad" : "down";
+  INFO(fn);
+  f.on_store([&] {
+    f.db().exec(
+        "CREATE TEMP TRIGGER refuse_end BEFORE UPDATE OF phase ON runs "
+        "WHEN NEW.phase IN ('completed', 'faulted') BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+  });
+  auto id =
+      f.start(header("failed-" + fn, "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
+              functions(f, {fn}) + "  do:\n    - name: call-it\n      call: " + fn +
+              "\n      retry: {limit: 1, backoff: constant, delay: PT0.01S}\n");
+  wait_until([&] { return f.engine().active_runs() == 0; });
+  REQUIRE(f.record(id)->phase == store::RunPhase::running);  // its end was refused
+  auto sent = [&](const std::string& target) {
+    std::size_t n = 0;
+    for (const auto& r : f.echo.requests()) n += r.target == target ? 1 : 0;
+    return n;
+  };
+  const std::size_t before = sent("/" + fn);
+  CHECK(before == (refused ? 1U : 2U));
+  f.stop_engine();
+  f.on_store([&] { f.db().exec("DROP TRIGGER refuse_end"); });
+  f.start_engine();
+  auto out = f.wait(id);
+  CHECK(out.phase == "faulted");
+  CHECK(out.error->at("status") == (refused ? 400 : 503));
+  CHECK(sent("/" + fn) == before);  // not sent again
+  CHECK(f.attempts(id).size() == before);
+  CHECK(sent("/dls") == 2);  // the dead letter again (at-least-once), with the same status
+  CHECK(f.record(id)->phase == store::RunPhase::faulted);
+}
+
 TEST_CASE("engine: a store failure inside a fork or a loop faults the run, which no try catches",
           "[engine][store]") {
   // docs/engine.md, "When the store fails": a failed store operation faults the run, and a `try`
@@ -2215,9 +2256,12 @@ TEST_CASE("engine: a call's attempt is begun in the commit that ends the step be
     holding.get_future().wait();
     // No way to see the commit queued: wait well past `one`'s answer (50 ms).
     std::this_thread::sleep_for(std::chrono::milliseconds(1000));
-    CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-          engine::Engine::Control::ok);
+    // The cancel takes effect at once; it answers once its journal entry is written, behind the
+    // held strand (no way to see it applied: wait a moment before letting the strand go).
+    auto cancelled = asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
     release.set_value();
+    CHECK(cancelled.get() == engine::Engine::Control::ok);
     auto out = f.wait(id);
     CHECK(out.phase == "cancelled");
     CHECK(f.echo.requests().size() == 1);  // `two` never called
