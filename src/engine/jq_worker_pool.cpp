@@ -306,6 +306,9 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     Exchange exchange;
     Evaluation result;
     bool fatal = false;
+    // The time limit is the evaluation's, across both tries: a program that crashed its worker
+    // after most of it gets only what is left on the fresh one (it used to get it all again).
+    std::chrono::milliseconds left = self->settings.time_limit;
     for (int attempt = 1;; ++attempt) {
       if (worker->pid < 0) {
         std::string error = co_await self->start(*worker);
@@ -314,7 +317,10 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
           co_return unavailable(std::move(error));
         }
       }
-      exchange = co_await self->exchange(*worker, request, self->settings.time_limit);
+      const auto sent = std::chrono::steady_clock::now();
+      exchange = co_await self->exchange(*worker, request, left);
+      left -= std::chrono::ceil<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent);
+      left = std::max(left, std::chrono::milliseconds(1));
       if (exchange.fault == Fault::none) {
         result = decode_answer(exchange.answer, fatal, exchange.detail);
         if (!exchange.detail.empty()) exchange.fault = Fault::protocol;
