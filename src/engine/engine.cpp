@@ -1666,7 +1666,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           as_answered.error_message =
               detail && detail->is_string() ? std::string(detail->as_string()) : "no answer";
         }
-        co_await dead_letter(run, out, target.url, as_answered);
+        const std::string dest = target.url.empty() ? "local:" + call.function : target.url;
+        co_await dead_letter(run, out, dest, as_answered);
         throw fault;
       }
     }
