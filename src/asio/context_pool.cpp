@@ -22,11 +22,11 @@ boost::asio::any_io_executor ContextPool::next() {
   return contexts_[i]->get_executor();
 }
 
-void ContextPool::start(std::chrono::microseconds spin) {
+void ContextPool::start(std::chrono::microseconds spin, HandlerFailed failed) {
   if (!threads_.empty()) return;
   for (auto& context : contexts_) {
     guards_.emplace_back(context->get_executor());
-    threads_.emplace_back([ctx = context.get(), spin] { io::run(*ctx, spin); });
+    threads_.emplace_back([ctx = context.get(), spin, failed] { io::run(*ctx, spin, failed); });
   }
 }
 

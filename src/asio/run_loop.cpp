@@ -4,7 +4,9 @@
 
 namespace knflow::io {
 
-void run(boost::asio::io_context& context, std::chrono::microseconds spin) {
+namespace {
+
+void run_until_thrown(boost::asio::io_context& context, std::chrono::microseconds spin) {
   if (spin.count() <= 0) {
     context.run();
     return;
@@ -24,6 +26,26 @@ void run(boost::asio::io_context& context, std::chrono::microseconds spin) {
       std::this_thread::yield();  // a thread that has work on this core runs first
     }
     if (!ran && context.run_one() == 0) return;  // out of work, or stopped while asleep
+  }
+}
+
+}  // namespace
+
+void run(boost::asio::io_context& context, std::chrono::microseconds spin,
+         const HandlerFailed& failed) {
+  if (!failed) {
+    run_until_thrown(context, spin);
+    return;
+  }
+  for (;;) {
+    try {
+      run_until_thrown(context, spin);
+      return;
+    } catch (...) {
+      // The io_context is left as it was (not stopped): running it again goes on with the
+      // handlers after the one that threw, as Asio documents for exceptions from handlers.
+      failed(std::current_exception());
+    }
   }
 }
 

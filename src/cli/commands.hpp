@@ -8,6 +8,7 @@
 #include "knflow/model/errors.hpp"
 #include "knflow/model/validate.hpp"
 
+#include <exception>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -33,6 +34,10 @@ int version();
 // The data directory `serve` uses without --data-dir: $XDG_DATA_HOME/knflow, else
 // ~/.local/share/knflow, else ./knflow-data. The CLI's client commands look for the token there.
 std::string default_data_dir();
+
+// What the daemons' event-loop threads do with an exception that escaped a handler
+// (io::HandlerFailed): log it as an error and go on.
+void log_handler_failure(std::exception_ptr failure);
 
 // Allocator settings for the long-running commands (serve, controller), before anything else.
 void tune_allocator_for_daemon();

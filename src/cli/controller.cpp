@@ -3,6 +3,7 @@
 
 #include "commands.hpp"
 
+#include "knflow/asio/run_loop.hpp"
 #include "knflow/controller/controller.hpp"
 #include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/http/server.hpp"
@@ -245,9 +246,9 @@ int controller(const std::vector<std::string>& args) {
 
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < std::max(1u, vm["threads"].as<unsigned>()); ++i) {
-    pool.emplace_back([&] { ioc.run(); });
+    pool.emplace_back([&] { io::run(ioc, std::chrono::microseconds{0}, log_handler_failure); });
   }
-  ioc.run();
+  io::run(ioc, std::chrono::microseconds{0}, log_handler_failure);
   for (auto& t : pool) t.join();
   return kExitOk;
 }

@@ -457,6 +457,18 @@ bool apply_file(api::Api& api, const std::string& file, model::Workflow workflow
 
 }  // namespace
 
+void log_handler_failure(std::exception_ptr failure) {
+  std::string what = "an exception that is not a std::exception";
+  try {
+    std::rethrow_exception(failure);
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  // Only the handler that threw was abandoned; the daemon goes on (docs/architecture.md).
+  log::error("A handler failed with an exception; going on", {{"error", what}});
+}
+
 int serve(const std::vector<std::string>& args) {
   tune_allocator_for_daemon();
   const auto desc = serve_options();
@@ -891,11 +903,13 @@ int serve(const std::vector<std::string>& args) {
   });
 
   const std::chrono::microseconds spin{vm["spin-us"].as<unsigned>()};
-  connections.start(spin);
+  connections.start(spin, log_handler_failure);
   std::vector<std::thread> pool;
-  pool.emplace_back([&] { io::run(engine_context, spin); });
-  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
-  ioc.run();
+  pool.emplace_back([&] { io::run(engine_context, spin, log_handler_failure); });
+  for (unsigned i = 1; i < threads; ++i) {
+    pool.emplace_back([&] { io::run(ioc, std::chrono::microseconds{0}, log_handler_failure); });
+  }
+  io::run(ioc, std::chrono::microseconds{0}, log_handler_failure);
   for (auto& t : pool) t.join();
   connections.stop();  // the server has closed every connection by now
   return exit_code;

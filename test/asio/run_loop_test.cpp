@@ -12,8 +12,10 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "knflow/asio/run_loop.hpp"
 
@@ -97,4 +99,36 @@ TEST_CASE("io::run completes socket reads that arrive while it spins and after i
   guard.reset();  // no operation outstanding: run returns
   runner.thread.join();
   CHECK(runner.returned);
+}
+
+TEST_CASE("io::run reports an exception that escapes a handler and goes on", "[asio]") {
+  for (const auto spin : {microseconds{0}, microseconds{50}}) {
+    CAPTURE(spin.count());
+    asio::io_context context(1);
+    auto guard = asio::make_work_guard(context);
+    std::vector<std::string> reported;  // on the loop's thread only
+    std::promise<void> after;
+    std::thread thread([&] {
+      knflow::io::run(context, spin, [&](std::exception_ptr e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          reported.emplace_back(x.what());
+        }
+      });
+    });
+    asio::post(context, [] { throw std::runtime_error("first"); });
+    asio::post(context, [] { throw std::runtime_error("second"); });
+    asio::post(context, [&] { after.set_value(); });
+    after.get_future().wait();  // the handlers after the ones that threw still ran
+    guard.reset();
+    thread.join();
+    CHECK(reported == std::vector<std::string>{"first", "second"});
+  }
+}
+
+TEST_CASE("io::run without a reporter lets a handler's exception leave it", "[asio]") {
+  asio::io_context context(1);
+  asio::post(context, [] { throw std::runtime_error("out"); });
+  CHECK_THROWS_WITH(knflow::io::run(context, microseconds{50}), "out");
 }

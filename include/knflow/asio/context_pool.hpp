@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "knflow/asio/run_loop.hpp"
+
 namespace knflow::io {
 
 class ContextPool {
@@ -31,8 +33,10 @@ class ContextPool {
   boost::asio::any_io_executor next();
 
   // Starts one thread per context; they run until stop(), even while a context has no work.
-  // Each thread polls for up to `spin` before it sleeps (io::run).
-  void start(std::chrono::microseconds spin = std::chrono::microseconds{0});
+  // Each thread polls for up to `spin` before it sleeps, and reports an exception that escapes a
+  // handler to `failed` (io::run).
+  void start(std::chrono::microseconds spin = std::chrono::microseconds{0},
+             HandlerFailed failed = {});
   // Stops the contexts (handlers still queued are not run; they are destroyed with the pool) and
   // joins the threads. Stop what runs on them first (Server::stop).
   void stop();
