@@ -126,9 +126,16 @@ constexpr std::string_view kUpsertJournal =
 constexpr std::string_view kSelectJournal =
     "SELECT path, state, value_json FROM run_journal WHERE run_id = ? ORDER BY path";
 
-// Both prune statements walk the partial index runs_finished (same phase condition, word for
+// The prune statements walk the partial index runs_finished (same phase condition, word for
 // word, as migration 3 spells it) from the oldest finished run; the cascade takes attempts and
-// journal along.
+// journal along. The two reads find what there is to delete before the write transaction, so
+// that a prune with nothing to delete takes no write lock, and the count's walk past the newest
+// keep_at_most index entries (milliseconds at the default 100,000) does not hold it either.
+constexpr std::string_view kAnyFinishedBefore =
+    "SELECT 1 FROM runs "
+    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
+    "AND finished_at < ?1 LIMIT 1";
+
 constexpr std::string_view kPruneByAge =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
     "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
@@ -136,13 +143,19 @@ constexpr std::string_view kPruneByAge =
     "ORDER BY finished_at, seq LIMIT ?2) RETURNING id";
 
 // ?1 = keep_at_most: the finished run at that offset from the newest is the newest to delete.
+constexpr std::string_view kCountCutoff =
+    "SELECT finished_at, seq FROM runs "
+    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
+    "ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?1";
+
+// (?1, ?2): kCountCutoff's run. Runs that finish meanwhile are newer (they only push more runs
+// past the cutoff), and nothing else deletes runs on this connection's strand, so the cutoff
+// read before the transaction never deletes a run among the newest keep_at_most.
 constexpr std::string_view kPruneByCount =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
     "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
-    "AND (finished_at, seq) <= (SELECT finished_at, seq FROM runs "
-    "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
-    "ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?1) "
-    "ORDER BY finished_at, seq LIMIT ?2) RETURNING id";
+    "AND (finished_at, seq) <= (?1, ?2) "
+    "ORDER BY finished_at, seq LIMIT ?3) RETURNING id";
 
 std::int64_t to_int64(std::size_t value) {
   return static_cast<std::int64_t>(
@@ -285,7 +298,9 @@ RunStore::RunStore(Db& db)
       select_attempts_(db, kSelectAttempts),
       upsert_journal_(db, kUpsertJournal),
       select_journal_(db, kSelectJournal),
+      any_finished_before_(db, kAnyFinishedBefore),
       prune_by_age_(db, kPruneByAge),
+      count_cutoff_(db, kCountCutoff),
       prune_by_count_(db, kPruneByCount) {}
 
 Stmt& RunStore::lazy(std::optional<Stmt>& stmt, std::string_view sql) {
@@ -559,21 +574,40 @@ std::size_t RunStore::prune(const std::optional<std::string>& finished_before,
                             std::optional<std::size_t> keep_at_most, std::size_t max_rows,
                             std::vector<std::string>* deleted_ids) {
   if (deleted_ids) deleted_ids->clear();
+  const std::int64_t budget = to_int64(max_rows);
+  if (budget == 0) return 0;
+  // Reads first, each a read transaction of its own, which the engine's writes do not wait for.
+  bool by_age = false;
+  if (finished_before) {
+    auto use = any_finished_before_.use();
+    any_finished_before_.bind_text(1, *finished_before);
+    by_age = any_finished_before_.step();
+  }
+  std::optional<std::pair<std::string, std::int64_t>> cutoff;
+  if (keep_at_most) {
+    auto use = count_cutoff_.use();
+    count_cutoff_.bind_int64(1, to_int64(*keep_at_most));
+    if (count_cutoff_.step()) {
+      cutoff.emplace(count_cutoff_.column_string(0), count_cutoff_.column_int64(1));
+    }
+  }
+  if (!by_age && !cutoff) return 0;  // nothing to delete: no write lock taken, nothing written
+
   Tx tx(db_);
   keep_run_seq();
   std::vector<std::string> ids;
-  const std::int64_t budget = to_int64(max_rows);
   auto deleted = [&ids] { return static_cast<std::int64_t>(ids.size()); };
-  if (finished_before && deleted() < budget) {
+  if (by_age) {
     auto use = prune_by_age_.use();
     prune_by_age_.bind_text(1, *finished_before);
-    prune_by_age_.bind_int64(2, budget - deleted());
+    prune_by_age_.bind_int64(2, budget);
     while (prune_by_age_.step()) ids.push_back(prune_by_age_.column_string(0));
   }
-  if (keep_at_most && deleted() < budget) {
+  if (cutoff && deleted() < budget) {
     auto use = prune_by_count_.use();
-    prune_by_count_.bind_int64(1, to_int64(*keep_at_most));
-    prune_by_count_.bind_int64(2, budget - deleted());
+    prune_by_count_.bind_text(1, cutoff->first);
+    prune_by_count_.bind_int64(2, cutoff->second);
+    prune_by_count_.bind_int64(3, budget - deleted());
     while (prune_by_count_.step()) ids.push_back(prune_by_count_.column_string(0));
   }
   if (ids.empty()) return 0;  // the destructor rolls keep_run_seq's write back: nothing written

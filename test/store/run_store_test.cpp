@@ -1117,6 +1117,18 @@ TEST_CASE("Prune deletes finished runs in batches, with their attempts and journ
     CHECK(query_int(db, "SELECT value FROM meta WHERE key = 'run_seq'") == 0);
   }
 
+  SECTION("nothing to prune: no write lock taken, while another connection holds it") {
+    DbSettings quick;
+    quick.busy_timeout = std::chrono::milliseconds(100);
+    Db other(dir.path() / "knflow.db", quick);
+    other.exec("BEGIN IMMEDIATE");
+    CHECK(store.prune(at(50), 10, 100) == 0);  // it used to wait for the lock and fail (BUSY)
+    CHECK(store.prune(at(50), std::nullopt, 100) == 0);
+    CHECK(store.prune(std::nullopt, 10, 100) == 0);
+    other.exec("ROLLBACK");
+    CHECK(store.prune(at(92), std::nullopt, 100) == 1);  // f9 (at 91): reads and writes still agree
+  }
+
   SECTION("a prune that deletes the newest run: its seq is never handed out again") {
     RunRecord late = make_run("late", "greet", RunPhase::completed, 20);
     late.finished_at = at(20);

@@ -198,7 +198,8 @@ class RunStore {
   // `keep_at_most` finished runs; unset means no such limit. Deletes at most `max_rows` runs,
   // oldest first, so a caller can prune in small transactions; returns how many it deleted (fewer
   // than max_rows: nothing is left to prune), and their ids in `deleted_ids` when given (in no
-  // particular order).
+  // particular order). What there is to delete is found by reads before the write transaction:
+  // a prune that deletes nothing takes no write lock.
   std::size_t prune(const std::optional<std::string>& finished_before,
                     std::optional<std::size_t> keep_at_most, std::size_t max_rows,
                     std::vector<std::string>* deleted_ids = nullptr);
@@ -242,7 +243,9 @@ class RunStore {
   Stmt select_attempts_;
   Stmt upsert_journal_;
   Stmt select_journal_;
+  Stmt any_finished_before_;
   Stmt prune_by_age_;
+  Stmt count_cutoff_;
   Stmt prune_by_count_;
 };
 
