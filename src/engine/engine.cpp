@@ -201,6 +201,23 @@ json::value data_as_json(const CloudEvent& e) {
   return json::string(*e.data);
 }
 
+// Whether `v` nests objects and arrays more than `limit` levels deep (a scalar is level 0, `[]`
+// level 1). Stops as soon as it knows.
+bool nests_deeper_than(const json::value& v, std::size_t limit) {
+  if (const auto* a = v.if_array()) {
+    if (limit == 0) return true;
+    for (const auto& e : *a) {
+      if (nests_deeper_than(e, limit - 1)) return true;
+    }
+  } else if (const auto* o = v.if_object()) {
+    if (limit == 0) return true;
+    for (const auto& m : *o) {
+      if (nests_deeper_than(m.value(), limit - 1)) return true;
+    }
+  }
+  return false;
+}
+
 json::value current_json(const Current& c) {
   return json::object{{"data", c.data}, {"event", event_attributes(c.event)}};
 }
@@ -1082,6 +1099,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<std::optional<Fault>> complete(Run& run, const Env& env, const std::string& path,
                                                  StepOutcome& out, const ListPosition& at,
                                                  const StepTimes& times) {
+    // What a step makes of its results (a `set` value around expression results, a fork's
+    // array of branch outputs, a loop's of iteration outputs) may nest deeper than event data
+    // may; such a run's state would not read back after a restart. Refused as a data limit.
+    for (const auto& o : out.outputs) {
+      if (nests_deeper_than(o.data, model::kMaxDataDepth)) {
+        co_return make_fault("runtime", 507, "Data nested too deep",
+                             "this step's output nests deeper than " +
+                                 std::to_string(model::kMaxDataDepth) +
+                                 " levels, the most event data may: the run could not read its "
+                                 "state back",
+                             path);
+      }
+    }
     auto value = outcome_json(out);
     // A step that ends the run has no step to begin after it (run_end() and next_attempt() never
     // both have one), so the run's end is known before the next attempt is numbered.

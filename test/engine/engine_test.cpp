@@ -1384,6 +1384,51 @@ TEST_CASE("engine: a step whose output takes its run past its data limit faults 
   wait_until([&] { return f.run_data_bytes() == 0; });  // every run ended: nothing held
 }
 
+TEST_CASE("engine: a step output nested deeper than event data may faults 507", "[engine][data]") {
+  EngineFixture f;
+  // The input nests 995 levels, as event data may; the set puts it 12 levels deeper.
+  std::string input = "0";
+  for (int i = 0; i < 995; ++i) input = "{\"x\":" + input + "}";
+  const std::string deep = header("deep") + R"(  do:
+    - name: wrap
+      set: {a: {b: {c: {d: {e: {f: {g: {h: {i: {j: {k: {l: '${ . }'}}}}}}}}}}}}
+    - {name: nap, wait: PT60S}
+)";
+  std::string id;
+  auto out = f.run(deep, input, &id);
+  REQUIRE(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "runtime");
+  CHECK(out.error->at("status") == 507);
+  CHECK(out.error->at("title") == "Data nested too deep");
+  CHECK(out.error->at("instance") == "/do/0");
+  CHECK(f.journal(id).empty());  // nothing a restart could not read back was stored
+
+  // A fork adds a level (its array of branch outputs): 1,000 levels of input are one too many.
+  std::string full = "0";
+  for (int i = 0; i < 1000; ++i) full = "[" + full + "]";
+  auto forked = f.run(header("forked") + R"(  do:
+    - name: both
+      fork:
+        branches:
+          - {name: one, set: '${ . }'}
+          - {name: two, set: '${ . }'}
+)",
+                      full);
+  REQUIRE(forked.phase == "faulted");
+  CHECK(forked.error->at("title") == "Data nested too deep");
+  CHECK(forked.error->at("instance") == "/do/0");
+  // One level less fits.
+  auto fits = f.run(header("fits") + R"(  do:
+    - name: both
+      fork:
+        branches:
+          - {name: one, set: '${ . }'}
+          - {name: two, set: {b: 1}}
+)",
+                    full.substr(1, full.size() - 2));
+  CHECK(fits.phase == "completed");
+}
+
 TEST_CASE("engine: the runs in flight hold at most the total data limit, across a restart",
           "[engine][data]") {
   EngineFixture f;
