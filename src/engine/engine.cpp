@@ -1700,6 +1700,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_await dead_letter(run, out, dest, as_answered);
         throw fault;
       }
+      // A retry follows: after what is left of its backoff, counted from when the failed attempt
+      // ended (the policy's delay, its jitter drawn again; a Retry-After was not stored).
+      co_await resume_backoff(env, policy, attempts - base, last.finished_at);
     }
     for (bool first_attempt = true;; first_attempt = false) {
       check_live(run, *env.scope, env.deadline, path);
@@ -1856,6 +1859,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                            std::int64_t retry, const HttpResponse& res) {
     if (metrics) metrics->retry();
     auto until = std::chrono::steady_clock::now() + backoff(policy, retry, res);
+    if (env.deadline && *env.deadline < until) until = *env.deadline;
+    co_await sleep_until(*env.scope, until);
+  }
+
+  // pause_before_retry() for a run resumed in that pause: sleeps until the backoff that began
+  // when the failed attempt ended (`finished_at`, as stored) is over, if it is not yet. Not
+  // counted as a retry again.
+  asio::awaitable<void> resume_backoff(const Env& env, const EffectivePolicy& policy,
+                                       std::int64_t retry, const std::string& finished_at) {
+    const auto ended = model::parse_rfc3339(finished_at);
+    if (!std::holds_alternative<model::Instant>(ended)) co_return;  // not expected: retry now
+    const HttpResponse unknown;                                     // its Retry-After is not kept
+    const auto due = std::get<model::Instant>(ended) + backoff(policy, retry, unknown);
+    auto until = steady_at(due.time_since_epoch().count());
     if (env.deadline && *env.deadline < until) until = *env.deadline;
     co_await sleep_until(*env.scope, until);
   }
@@ -2237,7 +2254,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       } else {
         run->first_attempt_at.emplace(a.path, a.started_at);  // attempts come in seq order
         if (a.phase == store::AttemptPhase::faulted && a.error_json) {
-          run->failed_attempts[a.path] = {a.http_status, *a.error_json};
+          run->failed_attempts[a.path] = {a.http_status, *a.error_json, a.finished_at.value_or("")};
         } else {
           run->failed_attempts.erase(a.path);  // a later attempt, interrupted or cancelled
         }

@@ -127,6 +127,7 @@ struct Run {
   struct FailedAttempt {
     std::optional<std::int64_t> http_status;
     std::string error_json;
+    std::string finished_at;  // RFC 3339, as stored: when the backoff before the next one began
   };
   std::map<std::string, FailedAttempt> failed_attempts;
   store::RunRecord record;  // as last written

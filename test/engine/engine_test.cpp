@@ -9,6 +9,7 @@
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/timestamp.hpp"
 #include "knflow/model/validate.hpp"
 #include "knflow/store/db.hpp"
 #include "knflow/store/run_store.hpp"
@@ -1864,6 +1865,36 @@ TEST_CASE("engine: a call that had failed for good is not sent again when its ru
   CHECK(f.attempts(id).size() == before);
   CHECK(sent("/dls") == 2);  // the dead letter again (at-least-once), with the same status
   CHECK(f.record(id)->phase == store::RunPhase::faulted);
+}
+
+TEST_CASE("engine: a call resumed in its retry's backoff waits out what is left of it",
+          "[engine][durable][retry]") {
+  // It used to be retried at once: a daemon restarting in a loop sent a failing function every
+  // retry without a pause.
+  EngineFixture f;
+  f.echo.route("/down", {.status = 503, .body = "busy"});
+  auto id = f.start(header("backing-off") + functions(f, {"down"}) +
+                    "  do:\n    - name: call-it\n      call: down\n"
+                    "      retry: {limit: 1, backoff: constant, delay: PT2S, jitter: false}\n");
+  wait_until([&] {
+    const auto a = f.attempts(id);
+    return a.size() == 1 && a[0].phase == store::AttemptPhase::faulted;
+  });
+  f.stop_engine();  // during the 2 s backoff
+  f.start_engine();
+  auto out = f.wait(id);
+  CHECK(out.phase == "faulted");
+  const auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 2);
+  REQUIRE(attempts[0].finished_at);
+  const auto ended = knflow::model::parse_rfc3339(*attempts[0].finished_at);
+  const auto next = knflow::model::parse_rfc3339(attempts[1].started_at);
+  REQUIRE(std::holds_alternative<knflow::model::Instant>(ended));
+  REQUIRE(std::holds_alternative<knflow::model::Instant>(next));
+  // Timestamps the store kept, not a time this test measured: the retry began no earlier than
+  // the delay after the failed attempt ended, across the restart.
+  CHECK(std::get<knflow::model::Instant>(next) - std::get<knflow::model::Instant>(ended) >=
+        std::chrono::milliseconds(2000));
 }
 
 TEST_CASE("engine: a store failure inside a fork or a loop faults the run, which no try catches",
