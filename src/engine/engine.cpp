@@ -575,7 +575,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<Evaluation> evaluate(const std::string& text, const json::value& input,
                                        const json::object& vars, const std::string& instance) {
     std::string program(model::expression_program(text));
-    auto result = co_await evaluator.evaluate(std::move(program), input, vars, lane_of(vars));
+    auto result =
+        co_await evaluator.evaluate(std::move(program), input, vars, lane_of(vars), nullptr);
     if (!result.ok() && result.transient) {
       // Not the expression's fault (the evaluator's queue is full, say): 503, which a catch's
       // retry can wait out, as running out of run-data memory.

@@ -4,6 +4,8 @@
 #include "knflow/model/document.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -57,6 +59,14 @@ constexpr milliseconds kMaxBackoff{5'000};
 constexpr std::size_t kMaxAnswerDepth = model::kMaxDataDepth + 1;
 constexpr std::size_t kAnswerOverhead = 64 << 10;  // envelope and error messages
 constexpr std::string_view kShuttingDown = "the expression evaluator is shutting down";
+constexpr std::string_view kAbandoned = "the evaluation was abandoned";
+
+// Awaits an operation without handing it the awaiting coroutine's cancellation slot: Boost 1.81's
+// co_spawn forwards a cancellation to the spawned coroutine's executor through a pointer that may
+// dangle by then (asio#1332). Callers give up through an AbandonHandle instead.
+auto use_awaitable_alone() {
+  return asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable);
+}
 
 std::string describe_bytes(std::size_t bytes) {
   if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) {
@@ -185,7 +195,7 @@ struct Worker {
 };
 
 // An evaluation waiting for a worker: `wake` is cancelled when one is handed over (or on
-// shutdown, or when the caller cancels the evaluation).
+// shutdown, or when the caller abandons the evaluation).
 struct Waiter {
   Waiter(const Strand& strand, std::string lane)
       : wake(strand, asio::steady_timer::time_point::max()), lane(std::move(lane)) {}
@@ -269,7 +279,8 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   std::map<std::string, std::deque<Waiter*>> lanes;
   std::deque<std::string> turns;  // the lanes that have waiters, next first
   std::size_t waiting = 0;
-  std::vector<pid_t> unreaped;  // killed, not reaped yet
+  std::atomic<std::size_t> queued{0};  // mirror of `waiting` for JqWorkerPool::queued()
+  std::vector<pid_t> unreaped;         // killed, not reaped yet
   bool reaper_running = false;
   bool stopped = false;
   std::atomic<std::size_t> restarted{0};
@@ -278,13 +289,16 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   // ---- one evaluation, on the strand
 
   // `fault`, when given, is set to how the exchange with the worker ended (left alone when the
-  // request never reached a worker).
+  // request never reached a worker). An evaluation `abandon`ed before it reached a worker fails
+  // (transient) without taking one; one on a worker runs to its end.
   static asio::awaitable<Evaluation> run(std::shared_ptr<Impl> self, std::string request,
-                                         std::string lane, std::optional<Fault>* fault = nullptr) {
-    // Cancellation (the caller gave up) arrives as error codes, so that the worker is always
-    // either released or retired below.
+                                         std::string lane, std::shared_ptr<AbandonHandle> abandon,
+                                         std::optional<Fault>* fault = nullptr) {
+    // No cancellation reaches here (use_awaitable_alone); should one anyway, it arrives as error
+    // codes, so that the worker is always either released or retired below.
     co_await asio::this_coro::throw_if_cancelled(false);
-    Waiter waiter(self->strand, std::move(lane));
+    const auto gone = [&abandon] { return abandon != nullptr && abandon->abandoned(); };
+    if (gone()) co_return unavailable(std::string(kAbandoned));
     Worker* worker = self->idle_worker();
     if (worker == nullptr) {
       if (self->stopped) co_return unavailable(std::string(kShuttingDown));
@@ -293,13 +307,30 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
                               std::to_string(self->settings.max_queue) +
                               " queued); try again later");
       }
-      self->enqueue(waiter);
-      co_await waiter.wake.async_wait(use_tuple);
-      worker = waiter.worker;
+      auto waiter = std::make_shared<Waiter>(self->strand, std::move(lane));
+      self->enqueue(*waiter);
+      if (abandon) {
+        // From the caller's thread: wakes the waiter on the strand (posted, so never before it
+        // waits), unless it is gone by then.
+        abandon->on_abandon([pool = std::weak_ptr<Impl>(self), w = std::weak_ptr<Waiter>(waiter)] {
+          if (auto impl = pool.lock()) {
+            asio::post(impl->strand, [w] {
+              if (auto waiting = w.lock()) waiting->wake.cancel();
+            });
+          }
+        });
+      }
+      co_await waiter->wake.async_wait(use_tuple);
+      if (abandon) abandon->on_abandon(nullptr);
+      worker = waiter->worker;
       if (worker == nullptr) {
-        self->dequeue(waiter);
-        co_return unavailable(self->stopped ? std::string(kShuttingDown)
-                                            : std::string("the evaluation was cancelled"));
+        self->dequeue(*waiter);
+        co_return unavailable(std::string(self->stopped ? kShuttingDown : kAbandoned));
+      }
+      if (gone()) {
+        // Handed a worker just as the caller gave up: the next evaluation gets it instead.
+        self->release(*worker);
+        co_return unavailable(std::string(kAbandoned));
       }
     }
 
@@ -350,7 +381,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
         result = failure("the expression worker gave a malformed answer (" + exchange.detail + ")");
         break;
       case Fault::cancelled:
-        result = failure("the evaluation was cancelled");
+        result = failure("the evaluation was cancelled");  // not expected: see above
         break;
     }
     if (self->stopped && exchange.fault != Fault::none)
@@ -423,14 +454,14 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     auto& lane = lanes[waiter.lane];
     if (lane.empty()) turns.push_back(waiter.lane);
     lane.push_back(&waiter);
-    ++waiting;
+    queued = ++waiting;
   }
 
   // Takes a waiter that gave up out of its lane (it is there unless a worker was handed to it).
   void dequeue(Waiter& waiter) {
     const auto it = lanes.find(waiter.lane);
     if (it == lanes.end() || std::erase(it->second, &waiter) == 0) return;
-    --waiting;
+    queued = --waiting;
     if (it->second.empty()) {
       lanes.erase(it);
       std::erase(turns, waiter.lane);
@@ -445,7 +476,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     const auto it = lanes.find(lane);
     Waiter* next = it->second.front();
     it->second.pop_front();
-    --waiting;
+    queued = --waiting;
     if (it->second.empty()) {
       lanes.erase(it);
     } else {
@@ -659,7 +690,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     }
     lanes.clear();
     turns.clear();
-    waiting = 0;
+    queued = waiting = 0;
     std::size_t killed = 0;
     for (auto& w : workers) {
       if (w->pid < 0) continue;
@@ -691,7 +722,8 @@ JqWorkerPool::~JqWorkerPool() { shutdown(); }
 boost::asio::awaitable<Evaluation> JqWorkerPool::evaluate(std::string program,
                                                           boost::json::value input,
                                                           boost::json::object variables,
-                                                          std::string lane) {
+                                                          std::string lane,
+                                                          std::shared_ptr<AbandonHandle> abandon) {
   std::string request = encode_request(program, input, variables);
   const std::size_t limit = max_request_bytes(impl_->settings);
   if (request.size() > limit) {
@@ -700,7 +732,8 @@ boost::asio::awaitable<Evaluation> JqWorkerPool::evaluate(std::string program,
                       describe_bytes(limit) + " a worker accepts");
   }
   co_return co_await asio::co_spawn(
-      impl_->strand, Impl::run(impl_, std::move(request), std::move(lane)), asio::use_awaitable);
+      impl_->strand, Impl::run(impl_, std::move(request), std::move(lane), std::move(abandon)),
+      use_awaitable_alone());
 }
 
 boost::asio::awaitable<CompileCheck> JqWorkerPool::check(std::string program,
@@ -710,8 +743,8 @@ boost::asio::awaitable<CompileCheck> JqWorkerPool::check(std::string program,
   std::string request = json::serialize(json::object{{"check", program}, {"vars", names}});
   std::optional<Fault> fault;
   Evaluation answer = co_await asio::co_spawn(
-      impl_->strand, Impl::run(impl_, std::move(request), std::string(), &fault),
-      asio::use_awaitable);
+      impl_->strand, Impl::run(impl_, std::move(request), std::string(), nullptr, &fault),
+      use_awaitable_alone());
   const bool stopping = answer.error == kShuttingDown;
   CompileCheck out;
   if (fault == Fault::timeout && !stopping) {
@@ -740,6 +773,8 @@ boost::asio::awaitable<CompileCheck> JqWorkerPool::check(std::string program,
 void JqWorkerPool::shutdown() {
   asio::dispatch(impl_->strand, [impl = impl_] { impl->stop(); });
 }
+
+std::size_t JqWorkerPool::queued() const { return impl_->queued.load(std::memory_order_relaxed); }
 
 std::size_t JqWorkerPool::workers_restarted() const {
   return impl_->restarted.load(std::memory_order_relaxed);

@@ -4,8 +4,6 @@
 
 #include "support/catch.hpp"
 
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
@@ -34,6 +32,7 @@ namespace {
 
 namespace asio = boost::asio;
 namespace json = boost::json;
+using knflow::engine::AbandonHandle;
 using knflow::engine::Evaluation;
 using knflow::engine::JqWorkerPool;
 using knflow::engine::JqWorkerSettings;
@@ -49,21 +48,21 @@ class Batch {
 
   // Starts one evaluation; its result will be results()[index].
   std::size_t start(std::string program, json::value input = nullptr, json::object vars = {},
-                    std::string lane = {}) {
+                    std::string lane = {}, std::shared_ptr<AbandonHandle> abandon = nullptr) {
     const std::size_t index = results_.size();
     results_.emplace_back();
-    asio::co_spawn(
-        ioc_,
-        pool_.evaluate(std::move(program), std::move(input), std::move(vars), std::move(lane)),
-        [this, index](std::exception_ptr e, Evaluation result) {
-          if (e) {
-            result.error = "exception";
-            result.value.reset();
-          }
-          results_[index] = std::move(result);
-          order_.push_back(index);
-          ++done_;
-        });
+    asio::co_spawn(ioc_,
+                   pool_.evaluate(std::move(program), std::move(input), std::move(vars),
+                                  std::move(lane), std::move(abandon)),
+                   [this, index](std::exception_ptr e, Evaluation result) {
+                     if (e) {
+                       result.error = "exception";
+                       result.value.reset();
+                     }
+                     results_[index] = std::move(result);
+                     order_.push_back(index);
+                     ++done_;
+                   });
     return index;
   }
 
@@ -282,32 +281,50 @@ TEST_CASE("jq workers: values nested as deep as event data may nest pass both wa
   CHECK(pool.workers_restarted() == 0);
 }
 
-TEST_CASE("jq workers: a cancelled evaluation frees its worker", "[engine][jq]") {
+TEST_CASE("jq workers: an abandoned evaluation leaves its lane and never takes a worker",
+          "[engine][jq]") {
   asio::io_context ioc;
-  JqWorkerPool pool(ioc.get_executor(), settings(1));
-  REQUIRE(evaluate(ioc, pool, "1").ok());
+  JqWorkerSettings s = settings(1);
+  // The runaway holding the worker ends after this; long enough to abandon x meanwhile on a
+  // loaded machine.
+  s.time_limit = std::chrono::seconds(2);
+  JqWorkerPool pool(ioc.get_executor(), s);
+  REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
 
-  std::optional<Evaluation> cancelled;
-  std::optional<Evaluation> queued;
-  asio::cancellation_signal on_worker;
-  asio::cancellation_signal in_queue;
-  asio::co_spawn(
-      ioc, pool.evaluate("last(range(1e12))", nullptr, {}, {}),
-      asio::bind_cancellation_slot(
-          on_worker.slot(), [&](std::exception_ptr, Evaluation r) { cancelled = std::move(r); }));
-  asio::co_spawn(
-      ioc, pool.evaluate("2", nullptr, {}, {}),
-      asio::bind_cancellation_slot(
-          in_queue.slot(), [&](std::exception_ptr, Evaluation r) { queued = std::move(r); }));
+  Batch batch(ioc, pool);
+  auto on_worker = std::make_shared<AbandonHandle>();
+  const std::size_t runaway = batch.start("last(range(1e12))", nullptr, {}, "shop/a", on_worker);
   ioc.restart();
-  ioc.poll();  // the first is on the worker, the second waits for it
-  in_queue.emit(asio::cancellation_type::terminal);
-  on_worker.emit(asio::cancellation_type::terminal);
-  REQUIRE(run_until(ioc, [&] { return cancelled && queued; }));
-  CHECK(cancelled->error == "the evaluation was cancelled");
-  CHECK(queued->error == "the evaluation was cancelled");
-  CHECK(evaluate(ioc, pool, "3").value == json::value(3));
-  CHECK(pool.workers_restarted() == 1);
+  ioc.poll();  // the runaway is on the worker
+  auto waiting = std::make_shared<AbandonHandle>();
+  const std::size_t x = batch.start(".", json::value("x"), {}, "shop/a", waiting);
+  const std::size_t y = batch.start(".", json::value("y"), {}, "shop/a");
+  const std::size_t z = batch.start(".", json::value("z"), {}, "shop/b");
+  REQUIRE(run_until(ioc, [&] { return pool.queued() == 3; }));
+
+  waiting->abandon();  // from this thread, as the engine's run strands do
+  REQUIRE(run_until(ioc, [&] { return !batch.order().empty(); }));
+  CHECK(batch.order().front() == x);
+  CHECK(pool.queued() == 2);
+  // One on a worker runs to its end: the worker is not killed for it.
+  on_worker->abandon();
+
+  const auto& results = batch.wait();
+  CHECK(results[x]->error == "the evaluation was abandoned");
+  CHECK(results[x]->transient);
+  CHECK_THAT(results[runaway]->error, Catch::Contains("time limit"));
+  CHECK(results[y]->value == json::value("y"));
+  CHECK(results[z]->value == json::value("z"));
+  CHECK(batch.order() == std::vector<std::size_t>{x, runaway, y, z});
+  CHECK(pool.queued() == 0);
+  CHECK(pool.workers_restarted() == 1);  // for the runaway's time limit only
+
+  // Abandoned before it was asked for: never queued.
+  auto early = std::make_shared<AbandonHandle>();
+  early->abandon();
+  Batch late(ioc, pool);
+  late.start("1", nullptr, {}, "shop/a", early);
+  CHECK(late.wait().front()->error == "the evaluation was abandoned");
 }
 
 TEST_CASE("jq workers: runaway expressions fault alone and the pool keeps serving",
@@ -446,7 +463,7 @@ TEST_CASE("jq workers: evaluations from many threads and strands", "[engine][jq]
   std::vector<std::optional<Evaluation>> results(kEvaluations);
   int done = 0;
   for (int i = 0; i < kEvaluations; ++i) {
-    asio::co_spawn(asio::make_strand(ioc), pool.evaluate(". + 1", json::value(i), {}, {}),
+    asio::co_spawn(asio::make_strand(ioc), pool.evaluate(". + 1", json::value(i), {}, {}, nullptr),
                    [&, i](std::exception_ptr e, Evaluation r) {
                      std::lock_guard lock(mutex);
                      if (!e) results[i] = std::move(r);

@@ -42,9 +42,11 @@ class JqWorkerPool final : public Evaluator {
   JqWorkerPool(boost::asio::any_io_executor executor, JqWorkerSettings settings);
   ~JqWorkerPool() override;
 
+  // Waits for a worker (in `lane`'s turn) unless one is idle; `abandon` takes a waiting
+  // evaluation out of its lane at once. Resumes on the caller's executor.
   boost::asio::awaitable<Evaluation> evaluate(std::string program, boost::json::value input,
-                                              boost::json::object variables,
-                                              std::string lane) override;
+                                              boost::json::object variables, std::string lane,
+                                              std::shared_ptr<AbandonHandle> abandon) override;
   // Compiles `program` with `variables` (names without `$`) declared on a worker, without running
   // it, and says what validation would (model::compile_error, run in the worker: no $HOME/.jq,
   // and jq's compile time bounded by the time limit). A program that takes longer than the time
@@ -56,6 +58,8 @@ class JqWorkerPool final : public Evaluator {
   // destructor calls it, and whatever is left when the pool's last coroutine ends is killed and
   // reaped then.
   void shutdown();
+  // Evaluations (and checks) waiting for a worker now; for metrics and tests.
+  std::size_t queued() const;
   // Workers killed or lost (time limit, memory limit, death, protocol error) and replaced.
   std::size_t workers_restarted() const;
   // Process ids of the workers, 0 for a slot with no process; for tests and diagnostics.
