@@ -533,6 +533,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // --- expressions ----------------------------------------------------------------------------
 
+  // What a step runs with: its run, the scope whose cancel stops it (the run's, a fork branch's
+  // or a loop iteration's) and its deadline (its own `timeout` once it has begun, an enclosing
+  // step's, the run's).
+  struct Env {
+    std::shared_ptr<Run> run;
+    Scope* scope;
+    std::optional<SteadyTime> deadline;
+    json::object vars;  // loop and catch variables in scope (item, index, error, ...)
+  };
+
   json::object base_vars(const Run& run, const Current& cur) const {
     return json::object{{"event", event_attributes(cur.event)},
                         {"run", json::object{{"id", run.id},
@@ -552,31 +562,54 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return text("namespace") + "/" + text("workflow");
   }
 
+  // The expression helpers take the Env of the step that evaluates: its cancel and its deadline
+  // end the wait for the evaluator (evaluate()).
+
   // Evaluates `text` when it is an expression, else returns it as a literal string.
-  asio::awaitable<json::value> eval(const std::string& text, const json::value& input,
-                                    const json::object& vars, const std::string& instance) {
+  asio::awaitable<json::value> eval(const Env& env, const std::string& text,
+                                    const json::value& input, const json::object& vars,
+                                    const std::string& instance) {
     if (!model::is_expression(text)) co_return json::string(text);
-    auto result = co_await evaluate(text, input, vars, instance);
+    auto result = co_await evaluate(env, text, input, vars, instance);
     co_return result.value ? std::move(*result.value) : json::value(nullptr);
   }
 
   // eval() of a result the step keeps while it works (a step's input, a loop's items): `held`
   // holds its size as working data (hold()).
-  asio::awaitable<json::value> eval(const std::string& text, const json::value& input,
-                                    const json::object& vars, const std::string& instance,
-                                    Held& held) {
+  asio::awaitable<json::value> eval(const Env& env, const std::string& text,
+                                    const json::value& input, const json::object& vars,
+                                    const std::string& instance, Held& held) {
     if (!model::is_expression(text)) co_return json::string(text);
-    auto result = co_await evaluate(text, input, vars, instance);
+    auto result = co_await evaluate(env, text, input, vars, instance);
     held = hold(result.bytes, "this expression's result", instance);
     co_return result.value ? std::move(*result.value) : json::value(nullptr);
   }
 
-  // The expression `text`'s evaluation; its failure as the step's fault.
-  asio::awaitable<Evaluation> evaluate(const std::string& text, const json::value& input,
-                                       const json::object& vars, const std::string& instance) {
+  // The expression `text`'s evaluation; its failure as the step's fault. Like a call, it is
+  // given up as soon as the env's scope is cancelled (runtime 499) or its deadline passes
+  // (timeout 408), as check_live() makes those faults; the evaluator is told (AbandonHandle), so
+  // that an evaluation still waiting for a worker never takes one.
+  asio::awaitable<Evaluation> evaluate(const Env& env, const std::string& text,
+                                       const json::value& input, const json::object& vars,
+                                       const std::string& instance) {
+    check_live(*env.run, *env.scope, env.deadline, instance);
     std::string program(model::expression_program(text));
-    auto result =
-        co_await evaluator.evaluate(std::move(program), input, vars, lane_of(vars), nullptr);
+    auto abandon = std::make_shared<AbandonHandle>();
+    auto evaluating = evaluator.evaluate(std::move(program), input, vars, lane_of(vars), abandon);
+    auto failed = [] {
+      Evaluation e;
+      e.error = "the evaluator failed";
+      e.transient = true;
+      return e;
+    };
+    auto answered =
+        co_await await_cancellable(*env.scope, env.deadline, std::move(evaluating), failed);
+    if (!answered) {
+      abandon->abandon();
+      check_live(*env.run, *env.scope, env.deadline, instance);  // cancelled or timed out: throws
+      throw make_fault("runtime", 499, "Cancelled", "the expression was abandoned", instance);
+    }
+    Evaluation result = std::move(*answered);
     if (!result.ok() && result.transient) {
       // Not the expression's fault (the evaluator's queue is full, say): 503, which a catch's
       // retry can wait out, as running out of run-data memory.
@@ -595,21 +628,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // bounded (the evaluator's largest value), their sum is not: the results are working data,
   // held in `held` as they come (hold_more()), and once they add up to more than a run may hold
   // the step faults before the next expression is evaluated (check_value_room()).
-  asio::awaitable<json::value> eval_deep(const json::value& value, const json::value& input,
-                                         const json::object& vars, const std::string& instance,
-                                         std::string_view what, Held& held) {
+  asio::awaitable<json::value> eval_deep(const Env& env, const json::value& value,
+                                         const json::value& input, const json::object& vars,
+                                         const std::string& instance, std::string_view what,
+                                         Held& held) {
     if (value.is_string()) {
       const std::string text(value.as_string());
       if (!model::is_expression(text)) co_return json::string(text);
       check_value_room(held, what, instance);
-      auto result = co_await evaluate(text, input, vars, instance);
+      auto result = co_await evaluate(env, text, input, vars, instance);
       hold_more(held, result.bytes, what, instance);
       co_return result.value ? std::move(*result.value) : json::value(nullptr);
     }
     if (value.is_array()) {
       json::array out;
       for (const auto& v : value.as_array()) {
-        auto element = co_await eval_deep(v, input, vars, instance, what, held);
+        auto element = co_await eval_deep(env, v, input, vars, instance, what, held);
         out.push_back(std::move(element));
       }
       co_return out;
@@ -617,7 +651,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (value.is_object()) {
       json::object out;
       for (const auto& [k, v] : value.as_object()) {
-        auto element = co_await eval_deep(v, input, vars, instance, what, held);
+        auto element = co_await eval_deep(env, v, input, vars, instance, what, held);
         out[k] = std::move(element);
       }
       co_return out;
@@ -750,13 +784,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // Working data (a call's answer, the step's input expression result) until complete()
     // counts the output instead.
     std::vector<Held> held;
-  };
-
-  struct Env {
-    std::shared_ptr<Run> run;
-    Scope* scope;
-    std::optional<SteadyTime> deadline;
-    json::object vars;  // loop and catch variables in scope (item, index, error, ...)
   };
 
   // Where exec_list stands when it runs a step: what complete() needs to find the step that comes
@@ -970,11 +997,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       for (const auto& [k, v] : env.vars) vars[k] = v;
       json::value input = cur.data;
       if (step.input) {
-        input = co_await eval(*step.input, cur.data, vars, path + "/input", input_held);
+        input = co_await eval(env, *step.input, cur.data, vars, path + "/input", input_held);
       }
       vars["input"] = input;
       if (step.if_) {
-        auto cond = co_await eval(*step.if_, input, vars, path + "/if");
+        auto cond = co_await eval(env, *step.if_, input, vars, path + "/if");
         skipped = !truthy(cond);
       }
       if (skipped) {
@@ -1001,7 +1028,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           out.flow = "end";  // its outputs went on through the rest of the list already
         } else if (step.output) {
           for (auto& o : out.outputs) {
-            o.data = co_await eval(*step.output, o.data, vars, path + "/output");
+            o.data = co_await eval(inner, *step.output, o.data, vars, path + "/output");
           }
         }
       }
@@ -1212,8 +1239,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } else if (auto* s = std::get_if<model::SetStep>(&c)) {
       const std::string instance = path + "/set";
       Held value_held;  // the value's expression results, until its output is counted instead
-      cur.data =
-          co_await eval_deep(s->value, cur.data, vars, instance, "this set's value", value_held);
+      cur.data = co_await eval_deep(env, s->value, cur.data, vars, instance, "this set's value",
+                                    value_held);
       out.outputs.push_back(std::move(cur));
       if (value_held.bytes() != 0) out.held.push_back(std::move(value_held));
     } else if (auto* r = std::get_if<model::RaiseStep>(&c)) {
@@ -1229,11 +1256,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
       // the other branch is taken (a json::value never constructed: heap corruption).
       if (r->title) {
-        auto title = co_await eval(*r->title, cur.data, vars, path + "/raise/title");
+        auto title = co_await eval(env, *r->title, cur.data, vars, path + "/raise/title");
         if (auto t = text(std::move(title))) f.error["title"] = *t;
       }
       if (r->detail) {
-        auto detail = co_await eval(*r->detail, cur.data, vars, path + "/raise/detail");
+        auto detail = co_await eval(env, *r->detail, cur.data, vars, path + "/raise/detail");
         if (auto t = text(std::move(detail))) f.error["detail"] = *t;
       }
       throw f;
@@ -1335,7 +1362,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Current c = collapse(std::move(out.outputs), cur);
     const model::Step& fork = *each_next->step;
     if (fork.output) {
-      c.data = co_await eval(*fork.output, c.data, each_next->vars, path + "/output");
+      c.data = co_await eval(env, *fork.output, c.data, each_next->vars, path + "/output");
     }
     const std::string flow = fork.then.value_or("continue");
     if (flow == "end") co_return std::vector<Current>{std::move(c)};
@@ -1356,12 +1383,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         fallback = &c;
         continue;
       }
-      auto v =
-          co_await eval(*c.when, cur.data, vars, path + "/switch/" + std::to_string(k) + "/when");
+      auto v = co_await eval(env, *c.when, cur.data, vars,
+                             path + "/switch/" + std::to_string(k) + "/when");
       if (truthy(v)) co_return c.then;
     }
     if (fallback) co_return fallback->then;
-    (void)env;
     throw make_fault("runtime", 500, "No switch case matched",
                      "no case matched and the switch has no default", path + "/switch");
   }
@@ -1369,7 +1395,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<Current> exec_for(Env env, const model::ForStep& f, const std::string& path,
                                     Current cur, const json::object& vars) {
     Held items_held;  // while the loop runs
-    auto items = co_await eval(f.in, cur.data, vars, path + "/for/in", items_held);
+    auto items = co_await eval(env, f.in, cur.data, vars, path + "/for/in", items_held);
     if (!items.is_array()) {
       throw make_fault("expression", 400, "for.in is not an array",
                        "for.in gave " + std::string(json::serialize(items)).substr(0, 200),
@@ -1409,7 +1435,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     for (std::int64_t n = 0;; ++n) {
       json::object vars = base;
       vars["event"] = event_attributes(cur.event);
-      auto cond = co_await eval(w.condition, cur.data, vars, path + "/while");
+      auto cond = co_await eval(env, w.condition, cur.data, vars, path + "/while");
       if (!truthy(cond)) break;
       if (n >= max) {
         throw make_fault("runtime", 500, "Loop guard",
@@ -1553,7 +1579,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     ev.type = e.type;
     ev.source = e.source;
     if (e.subject) {
-      auto s = co_await eval(*e.subject, cur.data, vars, path + "/emit/subject");
+      auto s = co_await eval(env, *e.subject, cur.data, vars, path + "/emit/subject");
       ev.subject = s.is_string() ? std::string(s.as_string()) : json::serialize(s);
     }
     ev.time = log::now_rfc3339_ms();
@@ -1562,7 +1588,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Held data_held;  // its expression results, as long as the data is kept (to the end)
     if (e.data) {
       const std::string instance = path + "/emit/data";
-      data = co_await eval_deep(*e.data, cur.data, vars, instance, "this emit's data", data_held);
+      data =
+          co_await eval_deep(env, *e.data, cur.data, vars, instance, "this emit's data", data_held);
     }
     ev.data = json::serialize(data);
     auto encoded = encode_binary(ev);

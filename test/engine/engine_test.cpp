@@ -48,9 +48,14 @@ void wait_until(const std::function<bool()>& done) {
 // Everything an engine needs, running on two background threads.
 class EngineFixture {
  public:
-  explicit EngineFixture(engine::EngineSettings engine_settings = {})
-      : settings(std::move(engine_settings)) {
+  explicit EngineFixture(engine::EngineSettings engine_settings = {},
+                         engine::JqWorkerSettings jq_settings = default_jq())
+      : settings(std::move(engine_settings)), jq_(ioc_.get_executor(), std::move(jq_settings)) {
     start_engine();
+  }
+
+  static engine::JqWorkerSettings default_jq() {
+    return {.executable = KNFLOW_EXECUTABLE, .time_limit = std::chrono::milliseconds(500)};
   }
 
   ~EngineFixture() {
@@ -162,6 +167,12 @@ class EngineFixture {
     return asio::co_spawn(other, engine_->wait(id, timeout), asio::use_future).get();
   }
 
+  // The run's outcome if it ends within `timeout` (a bound for a run that should end long before).
+  std::optional<engine::RunOutcome> wait_for(const std::string& id,
+                                             std::chrono::milliseconds timeout) {
+    return asio::co_spawn(ioc_, engine_->wait(id, timeout), asio::use_future).get();
+  }
+
   engine::RunOutcome wait(const std::string& id) {
     auto outcome =
         asio::co_spawn(ioc_, engine_->wait(id, std::chrono::seconds(60)), asio::use_future).get();
@@ -230,6 +241,7 @@ class EngineFixture {
   }
 
   engine::Engine& engine() { return *engine_; }
+  engine::JqWorkerPool& jq() { return jq_; }
   store::Db& db() { return *db_; }  // store strand only (on_store)
   engine::EngineSettings settings;  // what start_engine() gives the next engine
   asio::strand<asio::any_io_executor>& store_strand() { return store_strand_; }
@@ -247,9 +259,7 @@ class EngineFixture {
   test::TempDir dir_;
   asio::strand<asio::any_io_executor> store_strand_{asio::make_strand(ioc_.get_executor())};
   engine::HttpClient http_{ioc_.get_executor()};
-  engine::JqWorkerPool jq_{ioc_.get_executor(),
-                           engine::JqWorkerSettings{.executable = KNFLOW_EXECUTABLE,
-                                                    .time_limit = std::chrono::milliseconds(500)}};
+  engine::JqWorkerPool jq_;
   engine::FunctionSupervisor functions_{ioc_.get_executor()};
   std::unique_ptr<store::Db> db_;
   std::unique_ptr<store::RunStore> runs_;
@@ -1281,6 +1291,105 @@ TEST_CASE("engine: a runaway expression faults its step; the engine keeps servin
     - {name: add, set: '${ {n: (.n + 1)} }'}
 )";
   CHECK(EngineFixture::data(f.run(ok, R"({"n": 1})")).at("n").as_int64() == 2);
+}
+
+namespace {
+
+// One expression worker with a time limit of a minute: a runaway expression holds it that long.
+engine::JqWorkerSettings one_slow_worker() {
+  return {.executable = KNFLOW_EXECUTABLE, .workers = 1, .time_limit = std::chrono::seconds(60)};
+}
+
+// Starts a run whose runaway expression takes the only worker, and waits until it has.
+void hold_the_worker(EngineFixture& f) {
+  f.start(header("hog") + "  do:\n    - {name: spin, set: '${ last(range(1e12)) }'}\n");
+  wait_until([&] { return f.jq().worker_pids().at(0) > 0; });  // started for the runaway
+}
+
+// Starts a run whose expression then waits for the worker, and waits until it does.
+std::string start_waiting(EngineFixture& f, const std::string& step_extra = "") {
+  auto id =
+      f.start(header("patient") + "  do:\n    - {name: read, set: '${ .x }'" + step_extra + "}\n",
+              R"({"x": 1})");
+  wait_until([&] { return f.jq().queued() == 1; });
+  return id;
+}
+
+// The waiting evaluation left the queue without a worker: the runaway still has it (not
+// killed, not replaced), and nothing waits any more.
+void check_never_evaluated(EngineFixture& f, int worker_pid) {
+  wait_until([&] { return f.jq().queued() == 0; });
+  CHECK(f.jq().worker_pids().at(0) == worker_pid);
+  CHECK(f.jq().workers_restarted() == 0);
+}
+
+}  // namespace
+
+// Each of these waited for the expression ahead of it (here up to the minute of the runaway's time
+// limit; with a backlog of runaways, minutes), as an expression was awaited plainly.
+TEST_CASE("engine: a run cancelled while its expression waits for a worker ends at once",
+          "[engine][expression][cancel]") {
+  EngineFixture f({}, one_slow_worker());
+  hold_the_worker(f);
+  const int pid = f.jq().worker_pids().at(0);
+  auto id = start_waiting(f);
+  auto result = asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get();
+  REQUIRE(result == engine::Engine::Control::ok);
+  auto out = f.wait_for(id, std::chrono::seconds(20));
+  REQUIRE(out);
+  CHECK(out->phase == "cancelled");
+  CHECK(out->error->at("status") == 499);
+  CHECK(out->error->at("instance") == "/do/0/set");
+  check_never_evaluated(f, pid);
+}
+
+TEST_CASE("engine: a step whose timeout passes while its expression waits times out at once",
+          "[engine][expression][timeout]") {
+  EngineFixture f({}, one_slow_worker());
+  hold_the_worker(f);
+  const int pid = f.jq().worker_pids().at(0);
+  auto id = start_waiting(f, ", timeout: PT0.3S");
+  auto out = f.wait_for(id, std::chrono::seconds(20));
+  REQUIRE(out);
+  CHECK(out->phase == "faulted");
+  CHECK(EngineFixture::error_type(*out) == "timeout");
+  CHECK(out->error->at("status") == 408);
+  CHECK(out->error->at("instance") == "/do/0/set");
+  check_never_evaluated(f, pid);
+}
+
+TEST_CASE("engine: a join any branch that lost while its expression waits ends at once",
+          "[engine][expression][fork]") {
+  EngineFixture f({}, one_slow_worker());
+  hold_the_worker(f);
+  const int pid = f.jq().worker_pids().at(0);
+  auto id = f.start(header("hedge") + R"(  do:
+    - name: first
+      fork:
+        join: any
+        branches:
+          - {name: slow, set: '${ .x }'}
+          - {name: quick, wait: PT2S}
+)",
+                    R"({"x": 1})");
+  wait_until([&] { return f.jq().queued() == 1; });  // the slow branch waits, then loses
+  auto out = f.wait_for(id, std::chrono::seconds(20));
+  REQUIRE(out);
+  CHECK(EngineFixture::data(*out) == json::parse(R"({"x": 1})"));
+  check_never_evaluated(f, pid);
+}
+
+TEST_CASE("engine: shutdown does not wait for the expressions its runs wait for",
+          "[engine][expression][shutdown]") {
+  std::promise<void> stopped;  // outlives the engine, which may call back late if this fails
+  EngineFixture f({}, one_slow_worker());
+  hold_the_worker(f);
+  const int pid = f.jq().worker_pids().at(0);
+  auto id = start_waiting(f);
+  f.engine().shutdown([&] { stopped.set_value(); });
+  REQUIRE(stopped.get_future().wait_for(std::chrono::seconds(20)) == std::future_status::ready);
+  CHECK(f.record(id)->phase == store::RunPhase::running);  // resumed at the next start
+  check_never_evaluated(f, pid);
 }
 
 TEST_CASE("engine: emit posts a new event to the broker; the data is unchanged", "[engine][emit]") {
