@@ -4,6 +4,8 @@
 #include "knflow/version.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -22,6 +24,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <variant>
 #include <vector>
@@ -265,6 +268,18 @@ struct Outcome {
   bool stale = false;     // failed before any byte of an answer on a reused connection
 };
 
+// One send on its pool's strand, as a shutdown finds it: what it waits for now.
+struct Call {
+  asio::steady_timer* wake = nullptr;  // waiting for a lookup
+  Conn* conn = nullptr;                // connecting, writing or reading
+
+  // Ends what it waits for: the wait or the socket operation completes at once.
+  void stop() {
+    if (wake) wake->cancel();
+    if (conn) close_conn(*conn);
+  }
+};
+
 std::string describe(beast::error_code ec, const Target& target, const Prepared& req,
                      std::string_view phase) {
   if (ec == beast::error::timeout || ec == asio::error::timed_out) {
@@ -309,7 +324,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
   std::vector<std::unique_ptr<Conn>> idle;  // back: most recently used
   std::size_t open = 0;                     // open or opening, idle or busy
   std::deque<std::shared_ptr<Waiter>> waiters;
-  std::set<Conn*> active;  // connecting or exchanging
+  std::set<Call*> calls;  // past acquire(): looking up, connecting or exchanging
   asio::steady_timer reaper;
   bool reaping = false;
   bool closed = false;
@@ -381,7 +396,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
     set_open(open - idle.size());
     idle.clear();
     reaper.cancel();
-    for (auto* conn : active) close_conn(*conn);
+    for (auto* call : calls) call->stop();
     for (auto& w : waiters) w->timer.cancel();
     waiters.clear();
   }
@@ -449,34 +464,61 @@ struct Pool : std::enable_shared_from_this<Pool> {
     co_return lease;
   }
 
-  static asio::awaitable<beast::error_code> connect(std::shared_ptr<Pool> self, Conn& conn,
-                                                    Clock::time_point deadline) {
+  // The addresses of the origin's host: an IP address as it is, a name as the lookup finds it,
+  // waiting for that at most until the deadline (or a shutdown). A lookup cut short is cancelled
+  // and left to end in the background (a getaddrinfo that has begun cannot be interrupted); what
+  // it finds then is dropped.
+  static asio::awaitable<ResolveResult> endpoints(std::shared_ptr<Pool> self, Call& call,
+                                                  Clock::time_point deadline) {
     const auto& target = self->target;
-    std::vector<tcp::endpoint> endpoints;
-    beast::error_code ec;
-    auto address = asio::ip::make_address(target.host, ec);
-    const auto port = static_cast<unsigned short>(std::stoul(target.port));
-    if (!ec) {
-      endpoints.emplace_back(address, port);
-    } else {
-      // The resolver has no deadline of its own: a timer cancels it. Both live on the strand.
-      auto resolver = std::make_shared<tcp::resolver>(self->strand);
-      asio::steady_timer watchdog(self->strand, deadline);
-      watchdog.async_wait([resolver](beast::error_code wec) {
-        if (!wec) resolver->cancel();
-      });
-      auto [rec, results] = co_await resolver->async_resolve(target.host, target.port, use_tuple);
-      watchdog.cancel();
-      if (rec == asio::error::operation_aborted && Clock::now() >= deadline) {
-        co_return beast::error::timeout;
-      }
-      if (rec) co_return rec;
-      for (const auto& entry : results) endpoints.push_back(entry.endpoint());
-      if (endpoints.empty()) co_return asio::error::host_not_found;
+    ResolveResult found;
+    beast::error_code not_an_address;
+    const auto address = asio::ip::make_address(target.host, not_an_address);
+    if (!not_an_address) {
+      found.endpoints.emplace_back(address, static_cast<unsigned short>(std::stoul(target.port)));
+      co_return found;
     }
+    // Touched on the strand only: by this coroutine and by the lookup's completion, which keeps
+    // it (and the function, whose coroutine may use its captures) until the lookup has ended.
+    struct Lookup {
+      Lookup(const Strand& strand, Clock::time_point deadline, ResolveFunction f)
+          : wake(strand, deadline), resolve(std::move(f)) {}
+      asio::steady_timer wake;
+      ResolveFunction resolve;
+      std::optional<ResolveResult> result;
+      asio::cancellation_signal cancel;
+    };
+    auto lookup = std::make_shared<Lookup>(
+        self->strand, deadline,
+        self->settings.resolve ? self->settings.resolve : ResolveFunction(system_resolve));
+    asio::co_spawn(self->strand, lookup->resolve(target.host, target.port),
+                   asio::bind_cancellation_slot(
+                       lookup->cancel.slot(), [lookup](std::exception_ptr e, ResolveResult result) {
+                         if (e) {
+                           result.error =
+                               boost::system::errc::make_error_code(boost::system::errc::io_error);
+                         }
+                         lookup->result = std::move(result);
+                         lookup->wake.cancel();
+                       }));
+    call.wake = &lookup->wake;
+    while (!lookup->result && !self->closed && Clock::now() < deadline) {
+      co_await lookup->wake.async_wait(use_tuple);
+    }
+    call.wake = nullptr;
+    if (lookup->result) co_return std::move(*lookup->result);
+    lookup->cancel.emit(asio::cancellation_type::terminal);
+    found.error = self->closed ? beast::error_code(asio::error::operation_aborted)
+                               : beast::error_code(beast::error::timeout);
+    co_return found;
+  }
+
+  static asio::awaitable<beast::error_code> connect(std::shared_ptr<Pool> self, Conn& conn,
+                                                    const std::vector<tcp::endpoint>& endpoints,
+                                                    Clock::time_point deadline) {
     conn.stream.expires_at(deadline);
-    auto [cec, endpoint] = co_await conn.stream.async_connect(endpoints, use_tuple);
-    if (cec) co_return cec;
+    auto [ec, endpoint] = co_await conn.stream.async_connect(endpoints, use_tuple);
+    if (ec) co_return ec;
     conn.stream.socket().set_option(tcp::no_delay(true), ec);
     self->opened.fetch_add(1, std::memory_order_relaxed);
     co_return beast::error_code{};
@@ -549,6 +591,14 @@ struct Pool : std::enable_shared_from_this<Pool> {
                         "timed out after " + std::to_string(req.timeout.count()) +
                             " ms waiting for a free connection to " + self->target.authority);
     }
+    // From here on the call holds a slot; a shutdown stops what it waits for.
+    Call call;
+    self->calls.insert(&call);
+    struct Untrack {
+      Pool& pool;
+      Call& call;
+      ~Untrack() { pool.calls.erase(&call); }
+    } untrack{*self, call};
     std::unique_ptr<Conn> conn = std::move(lease.conn);
     bool reused = conn != nullptr;
     for (int attempt = 0;; ++attempt) {
@@ -558,10 +608,26 @@ struct Pool : std::enable_shared_from_this<Pool> {
         co_return shut_down_response();
       }
       if (!conn) {
+        auto found = co_await endpoints(self, call, req.deadline);
+        if (found.error) {
+          self->free_slot();
+          if (self->closed) co_return shut_down_response();
+          if (found.error == beast::error::timeout) {
+            co_return failure(asio::error::timed_out,
+                              "timed out after " + std::to_string(req.timeout.count()) +
+                                  " ms while resolving " + self->target.host);
+          }
+          co_return failure(found.error, describe(found.error, self->target, req, "resolve"));
+        }
+        if (found.endpoints.empty()) {
+          self->free_slot();
+          co_return failure(asio::error::host_not_found,
+                            describe(asio::error::host_not_found, self->target, req, "resolve"));
+        }
         conn = std::make_unique<Conn>(self->strand);
-        self->active.insert(conn.get());
-        auto ec = co_await connect(self, *conn, req.deadline);
-        self->active.erase(conn.get());
+        call.conn = conn.get();
+        auto ec = co_await connect(self, *conn, found.endpoints, req.deadline);
+        call.conn = nullptr;
         if (ec) {
           close_conn(*conn);
           self->free_slot();
@@ -570,9 +636,9 @@ struct Pool : std::enable_shared_from_this<Pool> {
           co_return failure(code, describe(ec, self->target, req, "connect"));
         }
       }
-      self->active.insert(conn.get());
+      call.conn = conn.get();
       auto outcome = co_await exchange(self, *conn, req, reused);
-      self->active.erase(conn.get());
+      call.conn = nullptr;
       if (outcome.stale && attempt == 0) {
         // The peer closed the idle connection: the request was not processed; once more on a
         // new connection, in the same slot.
@@ -588,6 +654,23 @@ struct Pool : std::enable_shared_from_this<Pool> {
 };
 
 }  // namespace
+
+asio::awaitable<ResolveResult> system_resolve(std::string host, std::string port) {
+  auto resolver = std::make_shared<tcp::resolver>(co_await asio::this_coro::executor);
+  // async_resolve has no cancellation slot of its own: cancel() aborts a lookup that has not
+  // begun; one that has completes when getaddrinfo returns.
+  auto state = co_await asio::this_coro::cancellation_state;
+  auto slot = state.slot();
+  if (slot.is_connected()) {
+    slot.assign([resolver](asio::cancellation_type) { resolver->cancel(); });
+  }
+  auto [ec, results] = co_await resolver->async_resolve(host, port, use_tuple);
+  if (slot.is_connected()) slot.clear();
+  ResolveResult found;
+  found.error = ec;
+  for (const auto& entry : results) found.endpoints.push_back(entry.endpoint());
+  co_return found;
+}
 
 // From this many pools on, creating one first drops those without connections or sends: each
 // restart of a local function listens on a new port, a new origin.

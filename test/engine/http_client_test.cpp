@@ -3,12 +3,14 @@
 #include "echo_server.hpp"
 #include "support/catch.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
@@ -28,13 +30,16 @@ using knflow::engine::HttpClient;
 using knflow::engine::HttpClientSettings;
 using knflow::engine::HttpRequest;
 using knflow::engine::HttpResponse;
+using knflow::engine::ResolveFunction;
+using knflow::engine::ResolveResult;
 using knflow::test::EchoRoute;
 using knflow::test::EchoServer;
 using namespace std::chrono_literals;
 
 // Runs `task` on the test thread until it finishes (or a generous bound passes: nullopt).
 template <typename T>
-std::optional<T> run(asio::io_context& ioc, asio::awaitable<T> task) {
+std::optional<T> run(asio::io_context& ioc, asio::awaitable<T> task,
+                     std::chrono::seconds bound = 60s) {
   std::optional<T> result;
   std::exception_ptr error;
   asio::co_spawn(ioc, std::move(task), [&](std::exception_ptr e, T value) {
@@ -43,7 +48,7 @@ std::optional<T> run(asio::io_context& ioc, asio::awaitable<T> task) {
     ioc.stop();
   });
   ioc.restart();
-  ioc.run_for(60s);
+  ioc.run_for(bound);
   if (error) std::rethrow_exception(error);
   return result;
 }
@@ -382,6 +387,73 @@ TEST_CASE("http client resolves host names", "[engine][http_client]") {
   auto seen = server.requests();
   REQUIRE(seen.size() == 1);
   CHECK(seen[0].target == "/x");
+}
+
+namespace {
+
+// Host-name lookups in place of the system's resolver: the first `hang` of them never answer and
+// ignore cancellation, as a getaddrinfo waiting for a DNS server that does not answer; the others
+// find 127.0.0.1 at once.
+struct FakeDns {
+  int hang = 0;
+  int lookups = 0;
+
+  ResolveFunction function() {
+    return [this](std::string, std::string port) -> asio::awaitable<ResolveResult> {
+      if (lookups++ < hang) {
+        co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+        asio::steady_timer never(co_await asio::this_coro::executor,
+                                 asio::steady_timer::time_point::max());
+        co_await never.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      ResolveResult found;
+      found.endpoints.emplace_back(asio::ip::make_address("127.0.0.1"),
+                                   static_cast<unsigned short>(std::stoul(port)));
+      co_return found;
+    };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("http client ends a host name's lookup at the request's deadline",
+          "[engine][http_client]") {
+  // A lookup that did not answer held the call as long as getaddrinfo waited: the resolver's
+  // cancel() does not interrupt a lookup that has begun.
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  FakeDns dns{.hang = 1};
+  HttpClient client(ioc.get_executor(),
+                    HttpClientSettings{.max_connections_per_origin = 1, .resolve = dns.function()});
+  const auto url = "http://fn.test:" + std::to_string(server.port()) + "/echo";
+
+  SECTION("the send times out, and its slot goes to the next request") {
+    auto responses = run(ioc, send_sequence(client, {post(url, "1", 200ms), post(url, "2")}), 10s);
+    REQUIRE(responses);
+    CHECK((*responses)[0].error == asio::error::timed_out);
+    CHECK((*responses)[0].error_message == "timed out after 200 ms while resolving fn.test");
+    CHECK((*responses)[0].status == 0);
+    INFO((*responses)[1].error_message);
+    CHECK(!(*responses)[1].error);
+    CHECK((*responses)[1].body == "2");
+    CHECK(dns.lookups == 2);
+    CHECK(server.connections_accepted() == 1);
+  }
+
+  SECTION("a shutdown ends it at once") {
+    std::optional<HttpResponse> response;
+    asio::co_spawn(ioc, client.send(post(url, "1", 60'000ms)),
+                   [&](std::exception_ptr, HttpResponse r) { response = std::move(r); });
+    for (int i = 0; i < 1000 && dns.lookups == 0; ++i) ioc.run_one_for(10ms);
+    REQUIRE(dns.lookups == 1);
+    client.shutdown();
+    for (int i = 0; i < 1000 && !response; ++i) ioc.run_one_for(10ms);
+    REQUIRE(response);
+    CHECK(response->error == asio::error::operation_aborted);
+    CHECK(response->error_message == "the HTTP client was shut down");
+    CHECK(server.connections_accepted() == 0);
+  }
+  server.stop();
 }
 
 TEST_CASE("http client refuses URLs it cannot serve", "[engine][http_client]") {

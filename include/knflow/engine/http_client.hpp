@@ -1,20 +1,25 @@
 #pragma once
 
 // An HTTP/1.1 client for the engine's calls to functions: a pool of keep-alive connections per
-// origin (scheme, host, port), a deadline per request, a bound on connections per origin (extra
-// requests wait for a free connection instead of opening more sockets, so a wide fork at high rate
-// never runs out of local ports). Plain http only for now; https URLs fail with a clear error.
+// origin (scheme, host, port), a deadline per request that bounds all of it (waiting for a
+// connection, the host name's lookup, connect, write, read), a bound on connections per origin
+// (extra requests wait for a free connection instead of opening more sockets, so a wide fork at
+// high rate never runs out of local ports). Plain http only for now; https URLs fail with a
+// clear error.
 
 #include "knflow/engine/cloudevent.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace knflow::engine {
 
@@ -23,7 +28,8 @@ struct HttpRequest {
   std::string url;  // absolute http:// URL
   HeaderList headers;
   std::string body;
-  std::chrono::milliseconds timeout{30'000};  // whole exchange: connect, write, read
+  // The whole exchange: waiting for a connection, the lookup, connect, write, read.
+  std::chrono::milliseconds timeout{30'000};
 };
 
 struct HttpResponse {
@@ -37,6 +43,24 @@ struct HttpResponse {
   std::string body;
 };
 
+// What a host name's lookup found: the addresses to connect to, in order, or why there are none.
+struct ResolveResult {
+  boost::system::error_code error;
+  std::vector<boost::asio::ip::tcp::endpoint> endpoints;
+};
+
+// Looks up a host name and port (decimal) for HttpClientSettings::resolve. It runs on the
+// origin's pool strand. When the request's deadline passes first (or the client shuts down), the
+// client stops waiting for it and emits a terminal cancellation on its cancellation slot; what it
+// finds after that is dropped, so it may go on as long as it must.
+using ResolveFunction =
+    std::function<boost::asio::awaitable<ResolveResult>(std::string host, std::string port)>;
+
+// The system's resolver: asio's, getaddrinfo on a thread of asio's for the executor's context,
+// one lookup at a time. A terminal cancellation cancels a lookup that has not begun; one that has
+// goes on until getaddrinfo returns.
+boost::asio::awaitable<ResolveResult> system_resolve(std::string host, std::string port);
+
 struct HttpClientSettings {
   std::size_t max_connections_per_origin = 64;
   // As many as may be open: a burst's connections stay for the next one (idle_timeout closes
@@ -44,6 +68,9 @@ struct HttpClientSettings {
   std::size_t max_idle_per_origin = 64;
   std::chrono::milliseconds idle_timeout{30'000};  // idle pooled connections close after this
   std::size_t max_response_bytes = 8 << 20;
+  // How host names are looked up (IP addresses are not): the system's resolver; tests put a fake
+  // in its place.
+  ResolveFunction resolve = system_resolve;
 };
 
 // Thread-safe: send() may be called from any strand; each pool has its own strand.
@@ -58,7 +85,8 @@ class HttpClient {
   // HttpResponse::error). A reused pooled connection that fails before any byte of the answer
   // (the peer closed it just as it was reused, or took the request and closed without a word) is
   // tried once more on a fresh connection: the peer may see the request twice, as Knative's
-  // at-least-once delivery allows (the CloudEvent keeps its id).
+  // at-least-once delivery allows (the CloudEvent keeps its id). Runs on the caller's executor; the
+  // exchange runs on the origin's pool strand.
   boost::asio::awaitable<HttpResponse> send(HttpRequest request);
 
   // Closes every pooled connection; pending sends complete with an error.
