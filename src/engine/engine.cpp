@@ -736,18 +736,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return std::move(*result);
   }
 
-  // Sends a request, but stops waiting as soon as the scope is cancelled: nullopt then (the
-  // request finishes in the background). A scope cancelled already (while the caller wrote its
-  // attempt) sends nothing. The request's own timeout bounds it otherwise.
+  // Sends a request, but stops waiting as soon as the scope is cancelled: nullopt then, and the
+  // request is abandoned at once (HttpCancel: its connection is closed, its slot freed; one not
+  // sent yet is not sent). A scope cancelled already (while the caller wrote its attempt) sends
+  // nothing. The request's own timeout bounds it otherwise.
   asio::awaitable<std::optional<HttpResponse>> send_cancellable(Scope& scope, HttpRequest req) {
-    auto sending = http.send(std::move(req));
+    auto cancel = std::make_shared<HttpCancel>();
+    auto sending = http.send(std::move(req), cancel);
     auto failed = [] {
       HttpResponse r;
       r.error = boost::asio::error::operation_aborted;
       r.error_message = "the request failed inside the client";
       return r;
     };
-    co_return co_await await_cancellable(scope, std::nullopt, std::move(sending), failed);
+    auto answered = co_await await_cancellable(scope, std::nullopt, std::move(sending), failed);
+    if (!answered) cancel->cancel();  // the scope was cancelled (there is no deadline)
+    co_return answered;
   }
 
   // Whether a fault is a cancel's own: runtime 499 "Cancelled", as check_live() makes it when the

@@ -78,6 +78,10 @@ HttpResponse shut_down_response() {
   return failure(asio::error::operation_aborted, "the HTTP client was shut down");
 }
 
+HttpResponse abandoned_response() {
+  return failure(asio::error::operation_aborted, "the request was abandoned by its caller");
+}
+
 std::string to_lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -260,6 +264,7 @@ struct Lease {
   std::unique_ptr<Conn> conn;  // a pooled connection, or null: open a new one (a slot is held)
   bool shut_down = false;
   bool timed_out = false;
+  bool abandoned = false;
 };
 
 struct Outcome {
@@ -268,15 +273,22 @@ struct Outcome {
   bool stale = false;     // failed before any byte of an answer on a reused connection
 };
 
-// One send on its pool's strand, as a shutdown finds it: what it waits for now.
+// One send on its pool's strand, as a shutdown or its caller's HttpCancel finds it: what it waits
+// for now.
 struct Call {
-  asio::steady_timer* wake = nullptr;  // waiting for a lookup
+  bool abandoned = false;              // by its caller: it stops at once
+  asio::steady_timer* wake = nullptr;  // waiting for a connection or a lookup
   Conn* conn = nullptr;                // connecting, writing or reading
 
   // Ends what it waits for: the wait or the socket operation completes at once.
   void stop() {
     if (wake) wake->cancel();
     if (conn) close_conn(*conn);
+  }
+
+  void abandon() {
+    abandoned = true;
+    stop();
   }
 };
 
@@ -417,11 +429,17 @@ struct Pool : std::enable_shared_from_this<Pool> {
     self->reaping = false;
   }
 
-  // A pooled connection, or a slot to open one, waiting in FIFO order until the deadline.
-  static asio::awaitable<Lease> acquire(std::shared_ptr<Pool> self, Clock::time_point deadline) {
+  // A pooled connection, or a slot to open one, waiting in FIFO order until the deadline (or
+  // until the call is abandoned).
+  static asio::awaitable<Lease> acquire(std::shared_ptr<Pool> self, Call& call,
+                                        Clock::time_point deadline) {
     Lease lease;
     if (self->closed) {
       lease.shut_down = true;
+      co_return lease;
+    }
+    if (call.abandoned) {
+      lease.abandoned = true;
       co_return lease;
     }
     if (!self->idle.empty()) {
@@ -440,24 +458,29 @@ struct Pool : std::enable_shared_from_this<Pool> {
     }
     auto waiter = std::make_shared<Waiter>(self->strand, deadline);
     self->waiters.push_back(waiter);
+    call.wake = &waiter->timer;
     co_await waiter->timer.async_wait(use_tuple);
+    call.wake = nullptr;
     if (!waiter->conn && !waiter->slot) {
       std::erase(self->waiters, waiter);
       if (self->closed) {
         lease.shut_down = true;
+      } else if (call.abandoned) {
+        lease.abandoned = true;
       } else {
         lease.timed_out = true;
       }
       co_return lease;
     }
-    if (Clock::now() >= deadline) {
-      // Granted just as the deadline passed: hand it on.
+    if (call.abandoned || Clock::now() >= deadline) {
+      // Granted just as the call was abandoned or the deadline passed: hand it on.
       if (waiter->conn) {
         self->release(std::move(waiter->conn), true);
       } else {
         self->free_slot();
       }
-      lease.timed_out = true;
+      lease.abandoned = call.abandoned;
+      lease.timed_out = !call.abandoned;
       co_return lease;
     }
     lease.conn = std::move(waiter->conn);
@@ -465,9 +488,9 @@ struct Pool : std::enable_shared_from_this<Pool> {
   }
 
   // The addresses of the origin's host: an IP address as it is, a name as the lookup finds it,
-  // waiting for that at most until the deadline (or a shutdown). A lookup cut short is cancelled
-  // and left to end in the background (a getaddrinfo that has begun cannot be interrupted); what
-  // it finds then is dropped.
+  // waiting for that at most until the deadline (or a shutdown, or until the call is abandoned). A
+  // lookup cut short is cancelled and left to end in the background (a getaddrinfo that has begun
+  // cannot be interrupted); what it finds then is dropped.
   static asio::awaitable<ResolveResult> endpoints(std::shared_ptr<Pool> self, Call& call,
                                                   Clock::time_point deadline) {
     const auto& target = self->target;
@@ -502,14 +525,14 @@ struct Pool : std::enable_shared_from_this<Pool> {
                          lookup->wake.cancel();
                        }));
     call.wake = &lookup->wake;
-    while (!lookup->result && !self->closed && Clock::now() < deadline) {
+    while (!lookup->result && !self->closed && !call.abandoned && Clock::now() < deadline) {
       co_await lookup->wake.async_wait(use_tuple);
     }
     call.wake = nullptr;
     if (lookup->result) co_return std::move(*lookup->result);
     lookup->cancel.emit(asio::cancellation_type::terminal);
-    found.error = self->closed ? beast::error_code(asio::error::operation_aborted)
-                               : beast::error_code(beast::error::timeout);
+    found.error = self->closed || call.abandoned ? beast::error_code(asio::error::operation_aborted)
+                                                 : beast::error_code(beast::error::timeout);
     co_return found;
   }
 
@@ -583,35 +606,40 @@ struct Pool : std::enable_shared_from_this<Pool> {
   }
 
   // One request on this origin: lease, connect if needed, exchange, give the connection back.
-  static asio::awaitable<HttpResponse> run(std::shared_ptr<Pool> self, Prepared req) {
-    auto lease = co_await acquire(self, req.deadline);
+  // Abandoned (`call`), it stops at once: a connection it had is closed and its slot freed.
+  static asio::awaitable<HttpResponse> run(std::shared_ptr<Pool> self, Prepared req,
+                                           std::shared_ptr<Call> call) {
+    auto lease = co_await acquire(self, *call, req.deadline);
     if (lease.shut_down) co_return shut_down_response();
+    if (lease.abandoned) co_return abandoned_response();
     if (lease.timed_out) {
       co_return failure(asio::error::timed_out,
                         "timed out after " + std::to_string(req.timeout.count()) +
                             " ms waiting for a free connection to " + self->target.authority);
     }
     // From here on the call holds a slot; a shutdown stops what it waits for.
-    Call call;
-    self->calls.insert(&call);
+    self->calls.insert(call.get());
     struct Untrack {
       Pool& pool;
       Call& call;
       ~Untrack() { pool.calls.erase(&call); }
-    } untrack{*self, call};
+    } untrack{*self, *call};
     std::unique_ptr<Conn> conn = std::move(lease.conn);
+    // After every wait: a shutdown or an abandon ends the call, closing its connection.
+    auto stopped = [&]() -> std::optional<HttpResponse> {
+      if (!self->closed && !call->abandoned) return std::nullopt;
+      if (conn) close_conn(*conn);
+      self->free_slot();
+      return self->closed ? shut_down_response() : abandoned_response();
+    };
     bool reused = conn != nullptr;
     for (int attempt = 0;; ++attempt) {
-      if (self->closed) {
-        if (conn) close_conn(*conn);
-        self->free_slot();
-        co_return shut_down_response();
-      }
+      if (auto response = stopped()) co_return std::move(*response);
       if (!conn) {
-        auto found = co_await endpoints(self, call, req.deadline);
+        auto found = co_await endpoints(self, *call, req.deadline);
+        if (auto response = stopped()) co_return std::move(*response);
         if (found.error) {
           self->free_slot();
-          if (self->closed) co_return shut_down_response();
           if (found.error == beast::error::timeout) {
             co_return failure(asio::error::timed_out,
                               "timed out after " + std::to_string(req.timeout.count()) +
@@ -625,20 +653,26 @@ struct Pool : std::enable_shared_from_this<Pool> {
                             describe(asio::error::host_not_found, self->target, req, "resolve"));
         }
         conn = std::make_unique<Conn>(self->strand);
-        call.conn = conn.get();
+        call->conn = conn.get();
         auto ec = co_await connect(self, *conn, found.endpoints, req.deadline);
-        call.conn = nullptr;
+        call->conn = nullptr;
+        if (auto response = stopped()) co_return std::move(*response);
         if (ec) {
           close_conn(*conn);
           self->free_slot();
-          if (self->closed) co_return shut_down_response();
           auto code = ec == beast::error::timeout ? asio::error::timed_out : ec;
           co_return failure(code, describe(ec, self->target, req, "connect"));
         }
       }
-      call.conn = conn.get();
+      call->conn = conn.get();
       auto outcome = co_await exchange(self, *conn, req, reused);
-      call.conn = nullptr;
+      call->conn = nullptr;
+      if (call->abandoned) {
+        // Whatever came, the caller has gone; the connection may have been closed under it.
+        close_conn(*conn);
+        self->free_slot();
+        co_return abandoned_response();
+      }
       if (outcome.stale && attempt == 0) {
         // The peer closed the idle connection: the request was not processed; once more on a
         // new connection, in the same slot.
@@ -723,7 +757,36 @@ HttpClient::HttpClient(asio::any_io_executor executor, HttpClientSettings settin
 
 HttpClient::~HttpClient() { shutdown(); }
 
-asio::awaitable<HttpResponse> HttpClient::send(HttpRequest request) {
+void HttpCancel::cancel() {
+  std::function<void()> abandon;
+  {
+    std::lock_guard lock(mutex_);
+    if (cancelled_) return;
+    cancelled_ = true;
+    abandon = std::move(abandon_);
+  }
+  if (abandon) abandon();
+}
+
+bool HttpCancel::cancelled() const {
+  std::lock_guard lock(mutex_);
+  return cancelled_;
+}
+
+bool HttpCancel::watch(std::function<void()> abandon) {
+  std::lock_guard lock(mutex_);
+  if (cancelled_) return false;
+  abandon_ = std::move(abandon);
+  return true;
+}
+
+void HttpCancel::unwatch() {
+  std::lock_guard lock(mutex_);
+  abandon_ = nullptr;
+}
+
+asio::awaitable<HttpResponse> HttpClient::send(HttpRequest request,
+                                               std::shared_ptr<HttpCancel> cancel) {
   std::string unexpected;
   try {
     auto parsed = parse_target(request.url);
@@ -738,9 +801,21 @@ asio::awaitable<HttpResponse> HttpClient::send(HttpRequest request) {
       Pool& pool;
       ~InUse() { pool.users.fetch_sub(1, std::memory_order_relaxed); }
     } in_use{*pool};
+    // An abandon may come from any thread: it goes to the call on the pool's strand.
+    auto call = std::make_shared<Call>();
+    if (cancel &&
+        !cancel->watch([pool, call] { asio::post(pool->strand, [call] { call->abandon(); }); })) {
+      co_return abandoned_response();
+    }
+    struct Unwatch {
+      HttpCancel* cancel;
+      ~Unwatch() {
+        if (cancel) cancel->unwatch();
+      }
+    } unwatch{cancel.get()};
     // The exchange runs on the pool's strand; this coroutine resumes on its own executor.
     auto answered = co_await asio::co_spawn(
-        pool->strand, Pool::run(pool, std::move(std::get<Prepared>(prepared))),
+        pool->strand, Pool::run(pool, std::move(std::get<Prepared>(prepared)), call),
         asio::use_awaitable);
     co_return answered;
   } catch (const std::exception& e) {

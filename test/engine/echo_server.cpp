@@ -49,6 +49,7 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
   tcp::acceptor acceptor;
   unsigned short port = 0;
   std::atomic<std::size_t> accepted{0};
+  std::atomic<std::size_t> unanswered_closed{0};
 
   mutable std::mutex mutex;  // guards the fields below
   std::map<std::string, EchoRoute> routes;
@@ -126,6 +127,18 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
       auto [route, drop] = self->route_for(request);
       if (drop) break;
       stream.expires_never();
+      if (route.never_answer) {
+        // Until the client closes the connection (EOF or reset), or stop() does.
+        char byte = 0;
+        const auto one = asio::buffer(&byte, 1);
+        for (;;) {
+          auto [rec, rn] = co_await stream.async_read_some(one, use_tuple);
+          if (rec) break;
+        }
+        self->answered(request);
+        if (!session->stopped) ++self->unanswered_closed;
+        break;
+      }
       if (route.delay.count() > 0) {
         session->delay.expires_after(route.delay);
         co_await session->delay.async_wait(use_tuple);
@@ -185,6 +198,8 @@ void EchoServer::route(const std::string& path, EchoRoute route) {
 }
 
 std::size_t EchoServer::connections_accepted() const { return impl_->accepted.load(); }
+
+std::size_t EchoServer::unanswered_closed() const { return impl_->unanswered_closed.load(); }
 
 std::size_t EchoServer::open_connections() const {
   std::lock_guard lock(impl_->mutex);

@@ -25,6 +25,9 @@ struct EchoRoute {
   std::size_t drop_first = 0;  // the first N requests: close the connection without answering
   // The Nth request (1-based) is answered with statuses[N-1] while there is one, then `status`.
   std::vector<unsigned> statuses{};
+  // Read the request and never answer it: its connection only waits for the client to close it
+  // (EchoServer::unanswered_closed counts those).
+  bool never_answer = false;
 };
 
 // A request as the server read it.
@@ -55,6 +58,9 @@ class EchoServer {
 
   std::size_t connections_accepted() const;
   std::size_t open_connections() const;
+  // Connections their client closed while their request was never to be answered
+  // (EchoRoute::never_answer).
+  std::size_t unanswered_closed() const;
   std::vector<EchoRequest> requests() const;
   // The most requests to `path` (without the query) that were being answered at once.
   std::size_t max_in_flight(const std::string& path) const;

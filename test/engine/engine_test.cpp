@@ -1828,6 +1828,40 @@ TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
   CHECK(f.record(id)->phase == store::RunPhase::cancelled);
 }
 
+TEST_CASE("engine: a call its run or branch abandons closes its connection at once",
+          "[engine][cancel]") {
+  // An abandoned call went on in the background until its request's timeout (here 60 s): it kept
+  // its pooled connection, and the function went on working for nobody.
+  EngineFixture f;
+  f.echo.route("/hang", {.never_answer = true});
+  f.echo.route("/fast", json_answer(R"("fast")"));
+  const std::string hang = "  functions:\n    hang: {url: \"" + f.echo.url("/hang") +
+                           "\", timeout: PT60S}\n" + "    fast: {url: \"" + f.echo.url("/fast") +
+                           "\"}\n";
+
+  SECTION("a cancelled run") {
+    auto id = f.start(header("hanger") + hang + "  do:\n    - {name: ask, call: hang}\n");
+    wait_until([&] { return f.echo.requests().size() == 1; });
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+    CHECK(f.wait(id).phase == "cancelled");
+    wait_until([&] { return f.echo.unanswered_closed() == 1; });
+  }
+
+  SECTION("a branch that lost a join any") {
+    auto out = f.run(header("racer") + hang + R"(  do:
+    - name: race
+      fork:
+        join: any
+        branches:
+          - {name: slow, call: hang}
+          - {name: quick, call: fast}
+)");
+    CHECK(EngineFixture::data(out) == json::parse(R"("fast")"));
+    wait_until([&] { return f.echo.unanswered_closed() == 1; });
+  }
+}
+
 TEST_CASE("engine: a cancel is recorded before it is answered, and a resumed run ends cancelled",
           "[engine][cancel][durable]") {
   // A cancel lived in memory only: a run that could not end at once (delivering a dead letter,

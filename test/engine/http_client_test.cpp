@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <exception>
+#include <functional>
 #include <future>
 #include <optional>
 #include <thread>
@@ -26,6 +27,7 @@
 namespace {
 
 namespace asio = boost::asio;
+using knflow::engine::HttpCancel;
 using knflow::engine::HttpClient;
 using knflow::engine::HttpClientSettings;
 using knflow::engine::HttpRequest;
@@ -89,6 +91,12 @@ std::vector<HttpResponse> send_concurrently(asio::io_context& ioc, HttpClient& c
   ioc.run_for(60s);
   REQUIRE(done == out.size());
   return out;
+}
+
+// Runs the test thread's io_context until `done` (or up to 10 s).
+void run_until(asio::io_context& ioc, const std::function<bool()>& done) {
+  ioc.restart();
+  for (int i = 0; i < 1000 && !done(); ++i) ioc.run_one_for(10ms);
 }
 
 // A port on 127.0.0.1 that nothing listens on.
@@ -452,6 +460,106 @@ TEST_CASE("http client ends a host name's lookup at the request's deadline",
     CHECK(response->error == asio::error::operation_aborted);
     CHECK(response->error_message == "the HTTP client was shut down");
     CHECK(server.connections_accepted() == 0);
+  }
+
+  SECTION("a cancel ends it at once, and its slot goes to the next request") {
+    auto cancel = std::make_shared<HttpCancel>();
+    std::optional<HttpResponse> response;
+    asio::co_spawn(ioc, client.send(post(url, "1", 60'000ms), cancel),
+                   [&](std::exception_ptr, HttpResponse r) { response = std::move(r); });
+    run_until(ioc, [&] { return dns.lookups == 1; });
+    REQUIRE(dns.lookups == 1);
+    cancel->cancel();
+    run_until(ioc, [&] { return response.has_value(); });
+    REQUIRE(response);
+    CHECK(response->error == asio::error::operation_aborted);
+    CHECK(response->error_message == "the request was abandoned by its caller");
+    auto next = run(ioc, send_one(client, post(url, "2")), 10s);
+    REQUIRE(next);
+    INFO(next->error_message);
+    CHECK(next->body == "2");
+    auto seen = server.requests();
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].body == "2");
+  }
+  server.stop();
+}
+
+TEST_CASE("http client abandons a send at once when its caller cancels it",
+          "[engine][http_client]") {
+  // An abandoned send went on until its own deadline (minutes, for a function's timeout): it
+  // held its connection and slot, and the function kept working for nobody.
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  server.route("/hang", EchoRoute{.never_answer = true});
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.max_connections_per_origin = 1});
+  std::vector<std::optional<HttpResponse>> responses(2);
+  auto start = [&](std::size_t i, std::string path, std::string body,
+                   std::shared_ptr<HttpCancel> cancel) {
+    asio::co_spawn(ioc, client.send(post(server.url(path), std::move(body), 60'000ms), cancel),
+                   [&, i](std::exception_ptr, HttpResponse r) { responses[i] = std::move(r); });
+  };
+  auto abandoned = [](const std::optional<HttpResponse>& r) {
+    REQUIRE(r);
+    CHECK(r->error == asio::error::operation_aborted);
+    CHECK(r->error_message == "the request was abandoned by its caller");
+    CHECK(r->status == 0);
+  };
+
+  SECTION("one waiting for its answer: the function sees its connection closed") {
+    auto cancel = std::make_shared<HttpCancel>();
+    start(0, "/hang", "a", cancel);
+    run_until(ioc, [&] { return server.requests().size() == 1; });
+    REQUIRE(server.requests().size() == 1);
+    cancel->cancel();
+    run_until(ioc, [&] { return responses[0] && server.unanswered_closed() == 1; });
+    abandoned(responses[0]);
+    CHECK(server.unanswered_closed() == 1);
+    // Its slot is free, and the next request does not get its connection.
+    auto next = run(ioc, send_one(client, post(server.url("/echo"), "b", 5000ms)), 10s);
+    REQUIRE(next);
+    INFO(next->error_message);
+    CHECK(!next->error);
+    CHECK(next->body == "b");
+    auto seen = server.requests();
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[1].connection == 2);
+    CHECK(client.connections_opened() == 2);
+  }
+
+  SECTION("one waiting for a connection is never sent") {
+    auto first = std::make_shared<HttpCancel>();
+    auto second = std::make_shared<HttpCancel>();
+    start(0, "/hang", "a", first);
+    run_until(ioc, [&] { return server.requests().size() == 1; });
+    REQUIRE(server.requests().size() == 1);
+    start(1, "/echo", "b", second);  // waits for the one connection
+    ioc.restart();
+    ioc.poll();
+    REQUIRE(!responses[1]);
+    second->cancel();
+    run_until(ioc, [&] { return responses[1].has_value(); });
+    abandoned(responses[1]);
+    first->cancel();
+    run_until(ioc, [&] { return responses[0] && server.unanswered_closed() == 1; });
+    abandoned(responses[0]);
+    auto next = run(ioc, send_one(client, post(server.url("/echo"), "c", 5000ms)), 10s);
+    REQUIRE(next);
+    CHECK(next->body == "c");
+    auto seen = server.requests();
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0].body == "a");
+    CHECK(seen[1].body == "c");
+  }
+
+  SECTION("one cancelled before it starts sends nothing") {
+    auto cancel = std::make_shared<HttpCancel>();
+    cancel->cancel();
+    start(0, "/echo", "a", cancel);
+    run_until(ioc, [&] { return responses[0].has_value(); });
+    abandoned(responses[0]);
+    CHECK(server.requests().empty());
+    CHECK(client.connections_opened() == 0);
   }
   server.stop();
 }

@@ -4,8 +4,8 @@
 // origin (scheme, host, port), a deadline per request that bounds all of it (waiting for a
 // connection, the host name's lookup, connect, write, read), a bound on connections per origin
 // (extra requests wait for a free connection instead of opening more sockets, so a wide fork at
-// high rate never runs out of local ports). Plain http only for now; https URLs fail with a
-// clear error.
+// high rate never runs out of local ports), and a handle to abandon a request at once. Plain http
+// only for now; https URLs fail with a clear error.
 
 #include "knflow/engine/cloudevent.hpp"
 
@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -50,9 +51,9 @@ struct ResolveResult {
 };
 
 // Looks up a host name and port (decimal) for HttpClientSettings::resolve. It runs on the
-// origin's pool strand. When the request's deadline passes first (or the client shuts down), the
-// client stops waiting for it and emits a terminal cancellation on its cancellation slot; what it
-// finds after that is dropped, so it may go on as long as it must.
+// origin's pool strand. When the request's deadline passes first (or the send is abandoned, or the
+// client shuts down), the client stops waiting for it and emits a terminal cancellation on its
+// cancellation slot; what it finds after that is dropped, so it may go on as long as it must.
 using ResolveFunction =
     std::function<boost::asio::awaitable<ResolveResult>(std::string host, std::string port)>;
 
@@ -73,6 +74,28 @@ struct HttpClientSettings {
   ResolveFunction resolve = system_resolve;
 };
 
+// Abandons a send from any thread (HttpClient::send's `cancel`). One handle serves one send.
+class HttpCancel {
+ public:
+  // The send stops at once and completes with operation_aborted: a connection it was connecting
+  // or exchanging on is closed (the peer sees its client go away) and not pooled again, its slot
+  // goes to the next request waiting for one, and a request still waiting for a connection, a
+  // lookup or a connect is never sent. Does nothing once the send has completed; a cancel before
+  // the send starts makes it send nothing. Thread-safe.
+  void cancel();
+  bool cancelled() const;
+
+ private:
+  friend class HttpClient;
+  // What cancel() calls while the send runs; false when cancelled already.
+  bool watch(std::function<void()> abandon);
+  void unwatch();
+
+  mutable std::mutex mutex_;
+  bool cancelled_ = false;
+  std::function<void()> abandon_;
+};
+
 // Thread-safe: send() may be called from any strand; each pool has its own strand.
 class HttpClient {
  public:
@@ -85,9 +108,11 @@ class HttpClient {
   // HttpResponse::error). A reused pooled connection that fails before any byte of the answer
   // (the peer closed it just as it was reused, or took the request and closed without a word) is
   // tried once more on a fresh connection: the peer may see the request twice, as Knative's
-  // at-least-once delivery allows (the CloudEvent keeps its id). Runs on the caller's executor; the
-  // exchange runs on the origin's pool strand.
-  boost::asio::awaitable<HttpResponse> send(HttpRequest request);
+  // at-least-once delivery allows (the CloudEvent keeps its id). `cancel`, when given, abandons the
+  // send (HttpCancel::cancel). Runs on the caller's executor; the exchange runs on the origin's
+  // pool strand.
+  boost::asio::awaitable<HttpResponse> send(HttpRequest request,
+                                            std::shared_ptr<HttpCancel> cancel = nullptr);
 
   // Closes every pooled connection; pending sends complete with an error.
   void shutdown();
