@@ -197,10 +197,11 @@ struct Worker {
 // An evaluation waiting for a worker: `wake` is cancelled when one is handed over (or on
 // shutdown, or when the caller abandons the evaluation).
 struct Waiter {
-  Waiter(const Strand& strand, std::string lane)
-      : wake(strand, asio::steady_timer::time_point::max()), lane(std::move(lane)) {}
+  Waiter(const Strand& strand, std::string lane, std::size_t bytes)
+      : wake(strand, asio::steady_timer::time_point::max()), lane(std::move(lane)), bytes(bytes) {}
   asio::steady_timer wake;
   std::string lane;
+  std::size_t bytes;  // its request's, held while it waits
   Worker* worker = nullptr;
 };
 
@@ -273,12 +274,14 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   const JqWorkerSettings settings;
   std::vector<std::atomic<int>> pids;  // mirror of workers[i]->pid for worker_pids()
   std::vector<std::unique_ptr<Worker>> workers;
-  // Evaluations waiting for a worker, at most settings.max_queue in all: first in first out
+  // Evaluations waiting for a worker, at most settings.max_queue in all, whose requests hold at
+  // most settings.max_queue_bytes (`waiting_bytes`) unless there is just one: first in first out
   // within a lane (one per workflow), and the lanes take turns, so that a workflow whose
   // expressions run away holds up another's by at most one evaluation per worker.
   std::map<std::string, std::deque<Waiter*>> lanes;
   std::deque<std::string> turns;  // the lanes that have waiters, next first
   std::size_t waiting = 0;
+  std::size_t waiting_bytes = 0;
   std::atomic<std::size_t> queued{0};  // mirror of `waiting` for JqWorkerPool::queued()
   std::vector<pid_t> unreaped;         // killed, not reaped yet
   bool reaper_running = false;
@@ -307,7 +310,15 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
                               std::to_string(self->settings.max_queue) +
                               " queued); try again later");
       }
-      auto waiter = std::make_shared<Waiter>(self->strand, std::move(lane));
+      if (self->waiting > 0 &&
+          self->waiting_bytes + request.size() > self->settings.max_queue_bytes) {
+        co_return unavailable("the expressions waiting for a worker hold " +
+                              describe_bytes(self->waiting_bytes) +
+                              " of input and variables, and this one's " +
+                              describe_bytes(request.size()) + " would take them past " +
+                              describe_bytes(self->settings.max_queue_bytes) + "; try again later");
+      }
+      auto waiter = std::make_shared<Waiter>(self->strand, std::move(lane), request.size());
       self->enqueue(*waiter);
       if (abandon) {
         // From the caller's thread: wakes the waiter on the strand (posted, so never before it
@@ -455,6 +466,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     if (lane.empty()) turns.push_back(waiter.lane);
     lane.push_back(&waiter);
     queued = ++waiting;
+    waiting_bytes += waiter.bytes;
   }
 
   // Takes a waiter that gave up out of its lane (it is there unless a worker was handed to it).
@@ -462,6 +474,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     const auto it = lanes.find(waiter.lane);
     if (it == lanes.end() || std::erase(it->second, &waiter) == 0) return;
     queued = --waiting;
+    waiting_bytes -= waiter.bytes;
     if (it->second.empty()) {
       lanes.erase(it);
       std::erase(turns, waiter.lane);
@@ -477,6 +490,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     Waiter* next = it->second.front();
     it->second.pop_front();
     queued = --waiting;
+    waiting_bytes -= next->bytes;
     if (it->second.empty()) {
       lanes.erase(it);
     } else {
@@ -691,6 +705,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     lanes.clear();
     turns.clear();
     queued = waiting = 0;
+    waiting_bytes = 0;
     std::size_t killed = 0;
     for (auto& w : workers) {
       if (w->pid < 0) continue;

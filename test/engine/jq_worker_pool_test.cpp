@@ -526,6 +526,30 @@ TEST_CASE("jq workers: a full queue refuses at once", "[engine][jq]") {
   CHECK(evaluate(ioc, pool, "\"ok\"").value == json::value("ok"));
 }
 
+TEST_CASE("jq workers: the waiting requests' bytes are bounded", "[engine][jq]") {
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.max_queue_bytes = 3000;
+  JqWorkerPool pool(ioc.get_executor(), s);
+  REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
+  const json::value big(std::string(2000, 'x'));
+  Batch batch(ioc, pool);
+  const std::size_t on_worker = batch.start(".", big);
+  const std::size_t first_waiting = batch.start(".", big);  // 2,000 bytes wait
+  const std::size_t refused = batch.start(".", big);        // 4,000 would
+  const std::size_t small = batch.start(".", json::value(1));
+  const auto& results = batch.wait();
+  CHECK(results[on_worker]->value == big);
+  CHECK(results[first_waiting]->value == big);
+  CHECK(results[small]->value == json::value(1));
+  CHECK_THAT(results[refused]->error, Catch::Contains("the expressions waiting for a worker hold"));
+  CHECK_THAT(results[refused]->error, Catch::Contains("would take them past 3000 bytes"));
+  CHECK(results[refused]->transient);  // the evaluator's: a runtime 503 for the engine
+  CHECK(pool.queued() == 0);
+  // Drained: the same request is accepted again, and one alone may wait whatever its size.
+  CHECK(evaluate(ioc, pool, ".", big).value == big);
+}
+
 TEST_CASE("jq workers: a worker killed from outside is replaced", "[engine][jq]") {
   asio::io_context ioc;
   JqWorkerPool pool(ioc.get_executor(), settings(1));

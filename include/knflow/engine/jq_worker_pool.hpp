@@ -18,6 +18,9 @@ struct JqWorkerSettings {
   std::filesystem::path executable;  // the knflow binary; workers run `knflow jq-worker`
   std::size_t workers = 2;           // processes; evaluations beyond that wait in a bounded queue
   std::size_t max_queue = 10'000;    // more waiting evaluations fail at once with an error
+  // The requests (input and variables as JSON) of the waiting evaluations hold at most this much;
+  // one that would take them past it fails at once (unless none waits).
+  std::size_t max_queue_bytes = std::size_t{256} << 20;
   std::chrono::milliseconds time_limit{1'000};  // per evaluation; then the worker is killed
   std::size_t memory_limit_bytes = 256u << 20;  // RLIMIT_AS of each worker
   std::size_t max_program_cache = 1024;         // compiled programs kept per worker
