@@ -1711,6 +1711,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // Attempts made before the run's latest redrive do not count against the retry limit.
     const auto based = run.retry_base.find(path);
     const std::int64_t base = based == run.retry_base.end() ? 0 : based->second;
+    bool resumed_in_backoff = false;
     if (auto failed = run.failed_attempts.find(path); failed != run.failed_attempts.end()) {
       // Resumed after its last attempt faulted: when no retry may follow (a final status, or the
       // limit used up), the step faults as it did (its dead letter sent again: at-least-once).
@@ -1735,8 +1736,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // A retry follows: after what is left of its backoff, counted from when the failed attempt
       // ended (the policy's delay, its jitter drawn again; a Retry-After was not stored).
       co_await resume_backoff(env, policy, attempts - base, last.finished_at);
+      resumed_in_backoff = true;
     }
-    for (bool first_attempt = true;; first_attempt = false) {
+    // A local command's process is looked up again before every retry: it may have been
+    // restarted on another port (or have failed to start) meanwhile, as during the backoff a
+    // resumed run waited out.
+    for (bool first_attempt = !resumed_in_backoff;; first_attempt = false) {
       check_live(run, *env.scope, env.deadline, path);
       if (started_here && !first_attempt) {
         Target now = co_await function_target(env, call.function, path);
@@ -2111,6 +2116,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
               "Run coroutine failed; the run stays unfinished until it is cancelled or "
               "the daemon restarts and resumes it",
               {{"run", run->id}, {"error", ex.what()}});
+        } catch (...) {
+          log::error(
+              "Run coroutine failed; the run stays unfinished until it is cancelled or "
+              "the daemon restarts and resumes it",
+              {{"run", run->id}, {"error", "an exception that is not a std::exception"}});
         }
       }
       self->retire(run, /*stranded=*/e != nullptr);

@@ -622,7 +622,13 @@ struct Pool : std::enable_shared_from_this<Pool> {
     struct Untrack {
       Pool& pool;
       Call& call;
-      ~Untrack() { pool.calls.erase(&call); }
+      ~Untrack() {
+        // Also when an exception unwinds this frame: an abandon posted later finds nothing of
+        // it (the connection and the timers it pointed at are gone).
+        call.conn = nullptr;
+        call.wake = nullptr;
+        pool.calls.erase(&call);
+      }
     } untrack{*self, *call};
     std::unique_ptr<Conn> conn = std::move(lease.conn);
     // After every wait: a shutdown or an abandon ends the call, closing its connection.

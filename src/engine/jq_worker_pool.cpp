@@ -222,6 +222,9 @@ auto log_failure(std::string_view what) {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
       log::error("Expression worker task failed", {{"task", what}, {"error", ex.what()}});
+    } catch (...) {
+      log::error("Expression worker task failed",
+                 {{"task", what}, {"error", "an exception that is not a std::exception"}});
     }
   };
 }

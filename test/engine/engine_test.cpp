@@ -180,6 +180,11 @@ class EngineFixture {
     return *outcome;
   }
 
+  // Engine::cancel, run on the engine's context, waited for.
+  engine::Engine::Control cancel(const std::string& id) {
+    return asio::co_spawn(ioc_, engine_->cancel(id), asio::use_future).get();
+  }
+
   static json::value data(const engine::RunOutcome& o) {
     INFO(o.phase << " " << (o.error ? json::serialize(*o.error) : ""));
     REQUIRE(o.phase == "completed");
@@ -1119,8 +1124,7 @@ TEST_CASE("engine: a catch.retry backoff ends at the step's deadline and at a ca
       return attempts.size() == 1 && attempts[0].phase == store::AttemptPhase::faulted;
     };
     wait_until(faulted_once);
-    CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-          engine::Engine::Control::ok);
+    CHECK(f.cancel(id) == engine::Engine::Control::ok);
     auto out = f.wait(id);
     CHECK(out.phase == "cancelled");
     REQUIRE(out.error);
@@ -1176,8 +1180,7 @@ TEST_CASE("engine: waiting for a local function to start ends at the deadline an
 
   auto id = f.start(yaml("mute-cancelled", ""));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // into the start
-  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-          engine::Engine::Control::ok);
+  REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
   auto cancelled = f.wait(id);
   CHECK(cancelled.phase == "cancelled");
   CHECK(cancelled.error->at("status") == 499);  // the cancel's own error, not the start's
@@ -1333,7 +1336,7 @@ TEST_CASE("engine: a run cancelled while its expression waits for a worker ends 
   hold_the_worker(f);
   const int pid = f.jq().worker_pids().at(0);
   auto id = start_waiting(f);
-  auto result = asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get();
+  auto result = f.cancel(id);
   REQUIRE(result == engine::Engine::Control::ok);
   auto out = f.wait_for(id, std::chrono::seconds(20));
   REQUIRE(out);
@@ -1583,8 +1586,7 @@ TEST_CASE("engine: the runs in flight hold at most the total data limit, across 
   CHECK(f.record(too_much)->phase == store::RunPhase::faulted);  // left as it was
 
   // What a run held is given back when it ends; then the redrive fits.
-  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-          engine::Engine::Control::ok);
+  REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
   CHECK(f.wait(id).phase == "cancelled");
   wait_until([&] { return f.run_data_bytes() == 0; });
   REQUIRE(retry(too_much) == engine::Engine::Control::ok);
@@ -1607,8 +1609,7 @@ TEST_CASE("engine: a call's request and answer are held as working data while it
   const auto two_copies_then_cancel = [&](const std::string& run) {
     CHECK(f.run_data_bytes() > 2 * 20'000);
     CHECK(f.run_data_bytes() < 2 * 20'000 + 1000);
-    REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(run), asio::use_future).get() ==
-            engine::Engine::Control::ok);
+    REQUIRE(f.cancel(run) == engine::Engine::Control::ok);
     CHECK(f.wait(run).phase == "cancelled");
     wait_until([&] { return f.run_data_bytes() == 0; });
   };
@@ -1704,8 +1705,7 @@ TEST_CASE("engine: a step's input expression and a loop's items are held while t
   REQUIRE(out.phase == "faulted");
   CHECK(out.error->at("status") == 503);
   CHECK(out.error->at("instance") == "/do/0/for/in");
-  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-          engine::Engine::Control::ok);
+  REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
   CHECK(f.wait(id).phase == "cancelled");
   wait_until([&] { return f.run_data_bytes() == 0; });
   // With the room back, the loop runs.
@@ -1821,7 +1821,7 @@ TEST_CASE("engine: cancel stops a waiting run", "[engine][cancel]") {
     - {name: nap, wait: PT60S}
 )";
   auto id = f.start(yaml);
-  auto result = asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get();
+  auto result = f.cancel(id);
   CHECK(result == engine::Engine::Control::ok);
   auto out = f.wait(id);
   CHECK(out.phase == "cancelled");
@@ -1842,8 +1842,7 @@ TEST_CASE("engine: a call its run or branch abandons closes its connection at on
   SECTION("a cancelled run") {
     auto id = f.start(header("hanger") + hang + "  do:\n    - {name: ask, call: hang}\n");
     wait_until([&] { return f.echo.requests().size() == 1; });
-    REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-            engine::Engine::Control::ok);
+    REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
     CHECK(f.wait(id).phase == "cancelled");
     wait_until([&] { return f.echo.unanswered_closed() == 1; });
   }
@@ -1873,8 +1872,7 @@ TEST_CASE("engine: a cancel is recorded before it is answered, and a resumed run
 )";
   SECTION("the cancel's journal entry") {
     auto id = f.start(yaml);
-    REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-            engine::Engine::Control::ok);
+    REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
     bool recorded = false;
     for (const auto& entry : f.journal(id)) {
       if (entry.path == "/cancel") recorded = json::parse(entry.value_json).at("drive") == 0;
@@ -1898,8 +1896,7 @@ TEST_CASE("engine: a cancel is recorded before it is answered, and a resumed run
     REQUIRE(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
             engine::Engine::Control::ok);
     wait_until([&] { return f.record(id)->phase == store::RunPhase::running; });
-    REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-            engine::Engine::Control::ok);
+    REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
     CHECK(f.wait(id).phase == "cancelled");
   }
 }
@@ -1919,8 +1916,7 @@ TEST_CASE("engine: a cancel after a step faulted leaves the run faulted", "[engi
     }
     return false;
   });
-  REQUIRE(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-          engine::Engine::Control::ok);
+  REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
   const auto out = f.wait(id);
   CHECK(out.phase == "faulted");
   REQUIRE(out.error);
@@ -1950,9 +1946,7 @@ TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "
   REQUIRE(attempts.size() == 1);
   CHECK(attempts[0].phase == store::AttemptPhase::running);  // its end was rolled back
 
-  auto cancel = [&] {
-    return asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get();
-  };
+  auto cancel = [&] { return f.cancel(id); };
   CHECK(cancel() == engine::Engine::Control::ok);
   const auto rec = f.record(id);
   CHECK(rec->phase == store::RunPhase::cancelled);
@@ -2040,6 +2034,38 @@ TEST_CASE("engine: a call resumed in its retry's backoff waits out what is left 
         std::chrono::milliseconds(2000));
 }
 
+TEST_CASE("engine: a local function is looked up again after a resumed call's backoff",
+          "[engine][durable][retry]") {
+  // The target found as the call resumed was used after the backoff: a function that had not
+  // started then (or had moved to another port) was not asked again, and the retry was spent.
+  // This one fails its first two starts (the run's, the resumed call's) and answers from its third.
+  EngineFixture f;
+  knflow::test::TempDir scratch;
+  const auto count = (scratch.path() / "starts").string();
+  const auto fixture = (std::filesystem::path(KNFLOW_SOURCE_DIR) / "test" / "engine" / "fixtures" /
+                        "echo_function.py")
+                           .string();
+  const std::string script = "n=$(cat '" + count +
+                             "' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '" + count +
+                             "'; [ \"$n\" -ge 3 ] && exec python3 '" + fixture + "'; exit 1";
+  json::array command{"sh", "-c", json::string(script)};
+  auto id = f.start(header("late-start") + "  functions:\n    late: {local: {command: " +
+                        json::serialize(command) + "}}\n" +
+                        "  do:\n    - name: call-it\n      call: late\n"
+                        "      retry: {limit: 1, backoff: constant, delay: PT2S, jitter: false}\n",
+                    R"({"hello": "again"})");
+  wait_until([&] {
+    const auto a = f.attempts(id);
+    return a.size() == 1 && a[0].phase == store::AttemptPhase::faulted;
+  });
+  f.stop_engine();  // during the backoff
+  f.start_engine();
+  auto out = f.wait(id);
+  INFO((out.error ? json::serialize(*out.error) : ""));
+  CHECK(out.phase == "completed");
+  CHECK(f.attempts(id).size() == 2);
+}
+
 TEST_CASE("engine: a store failure inside a fork or a loop faults the run, which no try catches",
           "[engine][store]") {
   // docs/engine.md, "When the store fails": a failed store operation faults the run, and a `try`
@@ -2112,8 +2138,7 @@ TEST_CASE("engine: a cancel while the engine stops is busy at once", "[engine][c
   std::promise<void> stopped;
   f.engine().shutdown([&] { stopped.set_value(); });
   stopped.get_future().get();
-  CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-        engine::Engine::Control::busy);
+  CHECK(f.cancel(id) == engine::Engine::Control::busy);
   CHECK(f.record(id)->phase == store::RunPhase::running);
   // Nor does a stopping engine start a retry: the run would go on while the daemon exits.
   CHECK(asio::co_spawn(f.ioc(), f.engine().retry(failed), asio::use_future).get() ==
@@ -2663,8 +2688,7 @@ TEST_CASE("engine: a redrive reuses the iterations and branches that completed",
   redrive(id);
   wait_until([&] { return f.completed_at(id, "/do/1/fork/0") && count("/right") == 1; });
   CHECK(count("/item") == 5);
-  CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id), asio::use_future).get() ==
-        engine::Engine::Control::ok);
+  CHECK(f.cancel(id) == engine::Engine::Control::ok);
   REQUIRE(f.wait(id).phase == "cancelled");
 
   f.echo.route("/right", {});
