@@ -587,14 +587,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // The expression `text`'s evaluation; its failure as the step's fault. Like a call, it is
   // given up as soon as the env's scope is cancelled (runtime 499) or its deadline passes
-  // (timeout 408), as check_live() makes those faults; the evaluator is told (AbandonHandle), so
+  // (timeout 408), as check_live() makes those faults; the evaluator is told (Abandon), so
   // that an evaluation still waiting for a worker never takes one.
   asio::awaitable<Evaluation> evaluate(const Env& env, const std::string& text,
                                        const json::value& input, const json::object& vars,
                                        const std::string& instance) {
     check_live(*env.run, *env.scope, env.deadline, instance);
     std::string program(model::expression_program(text));
-    auto abandon = std::make_shared<AbandonHandle>();
+    auto abandon = std::make_shared<Abandon>();
     auto evaluating = evaluator.evaluate(std::move(program), input, vars, lane_of(vars), abandon);
     auto failed = [] {
       Evaluation e;
@@ -737,12 +737,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // Sends a request, but stops waiting as soon as the scope is cancelled: nullopt then, and the
-  // request is abandoned at once (HttpCancel: its connection is closed, its slot freed; one not
+  // request is abandoned at once (Abandon: its connection is closed, its slot freed; one not
   // sent yet is not sent). A scope cancelled already (while the caller wrote its attempt) sends
   // nothing. The request's own timeout bounds it otherwise.
   asio::awaitable<std::optional<HttpResponse>> send_cancellable(Scope& scope, HttpRequest req) {
-    auto cancel = std::make_shared<HttpCancel>();
-    auto sending = http.send(std::move(req), cancel);
+    auto abandon = std::make_shared<Abandon>();
+    auto sending = http.send(std::move(req), abandon);
     auto failed = [] {
       HttpResponse r;
       r.error = boost::asio::error::operation_aborted;
@@ -750,7 +750,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       return r;
     };
     auto answered = co_await await_cancellable(scope, std::nullopt, std::move(sending), failed);
-    if (!answered) cancel->cancel();  // the scope was cancelled (there is no deadline)
+    if (!answered) abandon->abandon();  // the scope was cancelled (there is no deadline)
     co_return answered;
   }
 

@@ -273,7 +273,7 @@ struct Outcome {
   bool stale = false;     // failed before any byte of an answer on a reused connection
 };
 
-// One send on its pool's strand, as a shutdown or its caller's HttpCancel finds it: what it waits
+// One send on its pool's strand, as a shutdown or its caller's Abandon finds it: what it waits
 // for now.
 struct Call {
   bool abandoned = false;              // by its caller: it stops at once
@@ -763,36 +763,8 @@ HttpClient::HttpClient(asio::any_io_executor executor, HttpClientSettings settin
 
 HttpClient::~HttpClient() { shutdown(); }
 
-void HttpCancel::cancel() {
-  std::function<void()> abandon;
-  {
-    std::lock_guard lock(mutex_);
-    if (cancelled_) return;
-    cancelled_ = true;
-    abandon = std::move(abandon_);
-  }
-  if (abandon) abandon();
-}
-
-bool HttpCancel::cancelled() const {
-  std::lock_guard lock(mutex_);
-  return cancelled_;
-}
-
-bool HttpCancel::watch(std::function<void()> abandon) {
-  std::lock_guard lock(mutex_);
-  if (cancelled_) return false;
-  abandon_ = std::move(abandon);
-  return true;
-}
-
-void HttpCancel::unwatch() {
-  std::lock_guard lock(mutex_);
-  abandon_ = nullptr;
-}
-
 asio::awaitable<HttpResponse> HttpClient::send(HttpRequest request,
-                                               std::shared_ptr<HttpCancel> cancel) {
+                                               std::shared_ptr<Abandon> abandon) {
   std::string unexpected;
   try {
     auto parsed = parse_target(request.url);
@@ -809,16 +781,16 @@ asio::awaitable<HttpResponse> HttpClient::send(HttpRequest request,
     } in_use{*pool};
     // An abandon may come from any thread: it goes to the call on the pool's strand.
     auto call = std::make_shared<Call>();
-    if (cancel &&
-        !cancel->watch([pool, call] { asio::post(pool->strand, [call] { call->abandon(); }); })) {
+    if (abandon &&
+        !abandon->watch([pool, call] { asio::post(pool->strand, [call] { call->abandon(); }); })) {
       co_return abandoned_response();
     }
     struct Unwatch {
-      HttpCancel* cancel;
+      Abandon* abandon;
       ~Unwatch() {
-        if (cancel) cancel->unwatch();
+        if (abandon) abandon->unwatch();
       }
-    } unwatch{cancel.get()};
+    } unwatch{abandon.get()};
     // The exchange runs on the pool's strand; this coroutine resumes on its own executor.
     auto answered = co_await asio::co_spawn(
         pool->strand, Pool::run(pool, std::move(std::get<Prepared>(prepared)), call),

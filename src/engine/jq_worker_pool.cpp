@@ -63,7 +63,7 @@ constexpr std::string_view kAbandoned = "the evaluation was abandoned";
 
 // Awaits an operation without handing it the awaiting coroutine's cancellation slot: Boost 1.81's
 // co_spawn forwards a cancellation to the spawned coroutine's executor through a pointer that may
-// dangle by then (asio#1332). Callers give up through an AbandonHandle instead.
+// dangle by then (asio#1332). Callers give up through an Abandon instead.
 auto use_awaitable_alone() {
   return asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable);
 }
@@ -298,7 +298,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   // request never reached a worker). An evaluation `abandon`ed before it reached a worker fails
   // (transient) without taking one; one on a worker runs to its end.
   static asio::awaitable<Evaluation> run(std::shared_ptr<Impl> self, std::string request,
-                                         std::string lane, std::shared_ptr<AbandonHandle> abandon,
+                                         std::string lane, std::shared_ptr<Abandon> abandon,
                                          std::optional<Fault>* fault = nullptr) {
     // No cancellation reaches here (use_awaitable_alone); should one anyway, it arrives as error
     // codes, so that the worker is always either released or retired below.
@@ -326,16 +326,17 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
       if (abandon) {
         // From the caller's thread: wakes the waiter on the strand (posted, so never before it
         // waits), unless it is gone by then.
-        abandon->on_abandon([pool = std::weak_ptr<Impl>(self), w = std::weak_ptr<Waiter>(waiter)] {
+        auto wake = [pool = std::weak_ptr<Impl>(self), w = std::weak_ptr<Waiter>(waiter)] {
           if (auto impl = pool.lock()) {
             asio::post(impl->strand, [w] {
               if (auto waiting = w.lock()) waiting->wake.cancel();
             });
           }
-        });
+        };
+        if (!abandon->watch(wake)) wake();  // abandoned meanwhile
       }
       co_await waiter->wake.async_wait(use_tuple);
-      if (abandon) abandon->on_abandon(nullptr);
+      if (abandon) abandon->unwatch();
       worker = waiter->worker;
       if (worker == nullptr) {
         self->dequeue(*waiter);
@@ -741,7 +742,7 @@ boost::asio::awaitable<Evaluation> JqWorkerPool::evaluate(std::string program,
                                                           boost::json::value input,
                                                           boost::json::object variables,
                                                           std::string lane,
-                                                          std::shared_ptr<AbandonHandle> abandon) {
+                                                          std::shared_ptr<Abandon> abandon) {
   std::string request = encode_request(program, input, variables);
   const std::size_t limit = max_request_bytes(impl_->settings);
   if (request.size() > limit) {

@@ -27,7 +27,7 @@
 namespace {
 
 namespace asio = boost::asio;
-using knflow::engine::HttpCancel;
+using knflow::engine::Abandon;
 using knflow::engine::HttpClient;
 using knflow::engine::HttpClientSettings;
 using knflow::engine::HttpRequest;
@@ -463,13 +463,13 @@ TEST_CASE("http client ends a host name's lookup at the request's deadline",
   }
 
   SECTION("a cancel ends it at once, and its slot goes to the next request") {
-    auto cancel = std::make_shared<HttpCancel>();
+    auto cancel = std::make_shared<Abandon>();
     std::optional<HttpResponse> response;
     asio::co_spawn(ioc, client.send(post(url, "1", 60'000ms), cancel),
                    [&](std::exception_ptr, HttpResponse r) { response = std::move(r); });
     run_until(ioc, [&] { return dns.lookups == 1; });
     REQUIRE(dns.lookups == 1);
-    cancel->cancel();
+    cancel->abandon();
     run_until(ioc, [&] { return response.has_value(); });
     REQUIRE(response);
     CHECK(response->error == asio::error::operation_aborted);
@@ -495,7 +495,7 @@ TEST_CASE("http client abandons a send at once when its caller cancels it",
   HttpClient client(ioc.get_executor(), HttpClientSettings{.max_connections_per_origin = 1});
   std::vector<std::optional<HttpResponse>> responses(2);
   auto start = [&](std::size_t i, std::string path, std::string body,
-                   std::shared_ptr<HttpCancel> cancel) {
+                   std::shared_ptr<Abandon> cancel) {
     asio::co_spawn(ioc, client.send(post(server.url(path), std::move(body), 60'000ms), cancel),
                    [&, i](std::exception_ptr, HttpResponse r) { responses[i] = std::move(r); });
   };
@@ -507,11 +507,11 @@ TEST_CASE("http client abandons a send at once when its caller cancels it",
   };
 
   SECTION("one waiting for its answer: the function sees its connection closed") {
-    auto cancel = std::make_shared<HttpCancel>();
+    auto cancel = std::make_shared<Abandon>();
     start(0, "/hang", "a", cancel);
     run_until(ioc, [&] { return server.requests().size() == 1; });
     REQUIRE(server.requests().size() == 1);
-    cancel->cancel();
+    cancel->abandon();
     run_until(ioc, [&] { return responses[0] && server.unanswered_closed() == 1; });
     abandoned(responses[0]);
     CHECK(server.unanswered_closed() == 1);
@@ -528,8 +528,8 @@ TEST_CASE("http client abandons a send at once when its caller cancels it",
   }
 
   SECTION("one waiting for a connection is never sent") {
-    auto first = std::make_shared<HttpCancel>();
-    auto second = std::make_shared<HttpCancel>();
+    auto first = std::make_shared<Abandon>();
+    auto second = std::make_shared<Abandon>();
     start(0, "/hang", "a", first);
     run_until(ioc, [&] { return server.requests().size() == 1; });
     REQUIRE(server.requests().size() == 1);
@@ -537,10 +537,10 @@ TEST_CASE("http client abandons a send at once when its caller cancels it",
     ioc.restart();
     ioc.poll();
     REQUIRE(!responses[1]);
-    second->cancel();
+    second->abandon();
     run_until(ioc, [&] { return responses[1].has_value(); });
     abandoned(responses[1]);
-    first->cancel();
+    first->abandon();
     run_until(ioc, [&] { return responses[0] && server.unanswered_closed() == 1; });
     abandoned(responses[0]);
     auto next = run(ioc, send_one(client, post(server.url("/echo"), "c", 5000ms)), 10s);
@@ -553,8 +553,8 @@ TEST_CASE("http client abandons a send at once when its caller cancels it",
   }
 
   SECTION("one cancelled before it starts sends nothing") {
-    auto cancel = std::make_shared<HttpCancel>();
-    cancel->cancel();
+    auto cancel = std::make_shared<Abandon>();
+    cancel->abandon();
     start(0, "/echo", "a", cancel);
     run_until(ioc, [&] { return responses[0].has_value(); });
     abandoned(responses[0]);

@@ -32,7 +32,7 @@ namespace {
 
 namespace asio = boost::asio;
 namespace json = boost::json;
-using knflow::engine::AbandonHandle;
+using knflow::engine::Abandon;
 using knflow::engine::Evaluation;
 using knflow::engine::JqWorkerPool;
 using knflow::engine::JqWorkerSettings;
@@ -48,7 +48,7 @@ class Batch {
 
   // Starts one evaluation; its result will be results()[index].
   std::size_t start(std::string program, json::value input = nullptr, json::object vars = {},
-                    std::string lane = {}, std::shared_ptr<AbandonHandle> abandon = nullptr) {
+                    std::string lane = {}, std::shared_ptr<Abandon> abandon = nullptr) {
     const std::size_t index = results_.size();
     results_.emplace_back();
     asio::co_spawn(ioc_,
@@ -292,11 +292,11 @@ TEST_CASE("jq workers: an abandoned evaluation leaves its lane and never takes a
   REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
 
   Batch batch(ioc, pool);
-  auto on_worker = std::make_shared<AbandonHandle>();
+  auto on_worker = std::make_shared<Abandon>();
   const std::size_t runaway = batch.start("last(range(1e12))", nullptr, {}, "shop/a", on_worker);
   ioc.restart();
   ioc.poll();  // the runaway is on the worker
-  auto waiting = std::make_shared<AbandonHandle>();
+  auto waiting = std::make_shared<Abandon>();
   const std::size_t x = batch.start(".", json::value("x"), {}, "shop/a", waiting);
   const std::size_t y = batch.start(".", json::value("y"), {}, "shop/a");
   const std::size_t z = batch.start(".", json::value("z"), {}, "shop/b");
@@ -320,7 +320,7 @@ TEST_CASE("jq workers: an abandoned evaluation leaves its lane and never takes a
   CHECK(pool.workers_restarted() == 1);  // for the runaway's time limit only
 
   // Abandoned before it was asked for: never queued.
-  auto early = std::make_shared<AbandonHandle>();
+  auto early = std::make_shared<Abandon>();
   early->abandon();
   Batch late(ioc, pool);
   late.start("1", nullptr, {}, "shop/a", early);

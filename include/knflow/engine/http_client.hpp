@@ -7,6 +7,7 @@
 // high rate never runs out of local ports), and a handle to abandon a request at once. Plain http
 // only for now; https URLs fail with a clear error.
 
+#include "knflow/engine/abandon.hpp"
 #include "knflow/engine/cloudevent.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -18,7 +19,6 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -74,28 +74,6 @@ struct HttpClientSettings {
   ResolveFunction resolve = system_resolve;
 };
 
-// Abandons a send from any thread (HttpClient::send's `cancel`). One handle serves one send.
-class HttpCancel {
- public:
-  // The send stops at once and completes with operation_aborted: a connection it was connecting
-  // or exchanging on is closed (the peer sees its client go away) and not pooled again, its slot
-  // goes to the next request waiting for one, and a request still waiting for a connection, a
-  // lookup or a connect is never sent. Does nothing once the send has completed; a cancel before
-  // the send starts makes it send nothing. Thread-safe.
-  void cancel();
-  bool cancelled() const;
-
- private:
-  friend class HttpClient;
-  // What cancel() calls while the send runs; false when cancelled already.
-  bool watch(std::function<void()> abandon);
-  void unwatch();
-
-  mutable std::mutex mutex_;
-  bool cancelled_ = false;
-  std::function<void()> abandon_;
-};
-
 // Thread-safe: send() may be called from any strand; each pool has its own strand.
 class HttpClient {
  public:
@@ -108,11 +86,16 @@ class HttpClient {
   // HttpResponse::error). A reused pooled connection that fails before any byte of the answer
   // (the peer closed it just as it was reused, or took the request and closed without a word) is
   // tried once more on a fresh connection: the peer may see the request twice, as Knative's
-  // at-least-once delivery allows (the CloudEvent keeps its id). `cancel`, when given, abandons the
-  // send (HttpCancel::cancel). Runs on the caller's executor; the exchange runs on the origin's
-  // pool strand.
+  // at-least-once delivery allows (the CloudEvent keeps its id). Runs on the caller's executor;
+  // the exchange runs on the origin's pool strand.
+  //
+  // `abandon`, when given, lets the caller give up on the send: it stops at once and completes
+  // with operation_aborted; a connection it was connecting or exchanging on is closed (the peer
+  // sees its client go away) and not pooled again, its slot goes to the next request waiting for
+  // one, and a request still waiting for a connection, a lookup or a connect is never sent.
+  // Abandoned before the send starts, it sends nothing; after it completed, nothing happens.
   boost::asio::awaitable<HttpResponse> send(HttpRequest request,
-                                            std::shared_ptr<HttpCancel> cancel = nullptr);
+                                            std::shared_ptr<Abandon> abandon = nullptr);
 
   // Closes every pooled connection; pending sends complete with an error.
   void shutdown();

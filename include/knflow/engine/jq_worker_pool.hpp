@@ -49,7 +49,7 @@ class JqWorkerPool final : public Evaluator {
   // evaluation out of its lane at once. Resumes on the caller's executor.
   boost::asio::awaitable<Evaluation> evaluate(std::string program, boost::json::value input,
                                               boost::json::object variables, std::string lane,
-                                              std::shared_ptr<AbandonHandle> abandon) override;
+                                              std::shared_ptr<Abandon> abandon) override;
   // Compiles `program` with `variables` (names without `$`) declared on a worker, without running
   // it, and says what validation would (model::compile_error, run in the worker: no $HOME/.jq,
   // and jq's compile time bounded by the time limit). A program that takes longer than the time
