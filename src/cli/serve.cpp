@@ -458,15 +458,8 @@ bool apply_file(api::Api& api, const std::string& file, model::Workflow workflow
 }  // namespace
 
 void log_handler_failure(std::exception_ptr failure) {
-  std::string what = "an exception that is not a std::exception";
-  try {
-    std::rethrow_exception(failure);
-  } catch (const std::exception& e) {
-    what = e.what();
-  } catch (...) {
-  }
   // Only the handler that threw was abandoned; the daemon goes on (docs/architecture.md).
-  log::error("A handler failed with an exception; going on", {{"error", what}});
+  log::error("A handler failed with an exception; going on", {{"error", log::describe(failure)}});
 }
 
 int serve(const std::vector<std::string>& args) {

@@ -1502,9 +1502,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     while (!caught) {
       if (retry_at) {
         // The backoff ends at the step's (or run's) deadline and at a cancel, as a call's does.
-        auto until = steady_at(*retry_at);
-        if (env.deadline && *env.deadline < until) until = *env.deadline;
-        co_await sleep_until(*env.scope, until);
+        co_await sleep_in_step(env, steady_at(*retry_at));
         check_live(run, *env.scope, env.deadline, path);
       }
       std::optional<Fault> fault;
@@ -1895,9 +1893,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<void> pause_before_retry(const Env& env, const EffectivePolicy& policy,
                                            std::int64_t retry, const HttpResponse& res) {
     if (metrics) metrics->retry();
-    auto until = std::chrono::steady_clock::now() + backoff(policy, retry, res);
-    if (env.deadline && *env.deadline < until) until = *env.deadline;
-    co_await sleep_until(*env.scope, until);
+    co_await sleep_in_step(env, std::chrono::steady_clock::now() + backoff(policy, retry, res));
   }
 
   // pause_before_retry() for a run resumed in that pause: sleeps until the backoff that began
@@ -1909,7 +1905,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (!std::holds_alternative<model::Instant>(ended)) co_return;  // not expected: retry now
     const HttpResponse unknown;                                     // its Retry-After is not kept
     const auto due = std::get<model::Instant>(ended) + backoff(policy, retry, unknown);
-    auto until = steady_at(due.time_since_epoch().count());
+    co_await sleep_in_step(env, steady_at(due.time_since_epoch().count()));
+  }
+
+  // A backoff's sleep: until `until`, the step's (or run's) deadline or a cancel, whichever
+  // comes first (the caller's check_live tells which).
+  asio::awaitable<void> sleep_in_step(const Env& env, SteadyTime until) {
     if (env.deadline && *env.deadline < until) until = *env.deadline;
     co_await sleep_until(*env.scope, until);
   }
@@ -2109,19 +2110,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     auto task = execute(run);
     asio::co_spawn(run->strand, std::move(task), [self, run](std::exception_ptr e) {
       if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error(
-              "Run coroutine failed; the run stays unfinished until it is cancelled or "
-              "the daemon restarts and resumes it",
-              {{"run", run->id}, {"error", ex.what()}});
-        } catch (...) {
-          log::error(
-              "Run coroutine failed; the run stays unfinished until it is cancelled or "
-              "the daemon restarts and resumes it",
-              {{"run", run->id}, {"error", "an exception that is not a std::exception"}});
-        }
+        log::error(
+            "Run coroutine failed; the run stays unfinished until it is cancelled or "
+            "the daemon restarts and resumes it",
+            {{"run", run->id}, {"error", log::describe(e)}});
       }
       self->retire(run, /*stranded=*/e != nullptr);
     });

@@ -218,14 +218,7 @@ struct Exchange {
 auto log_failure(std::string_view what) {
   return [what](std::exception_ptr e) {
     if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log::error("Expression worker task failed", {{"task", what}, {"error", ex.what()}});
-    } catch (...) {
-      log::error("Expression worker task failed",
-                 {{"task", what}, {"error", "an exception that is not a std::exception"}});
-    }
+    log::error("Expression worker task failed", {{"task", what}, {"error", log::describe(e)}});
   };
 }
 

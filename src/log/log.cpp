@@ -84,6 +84,19 @@ void set_level(Level level) { g_level.store(level); }
 
 std::string now_rfc3339_ms() { return timestamp_now(); }
 
+std::string describe(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    try {
+      return x.what();
+    } catch (...) {
+    }
+  } catch (...) {
+  }
+  return "an exception that is not a std::exception";
+}
+
 bool parse_level(std::string_view text, Level& out) {
   for (Level l : {Level::debug, Level::info, Level::warn, Level::error}) {
     if (level_name(l) == text) {

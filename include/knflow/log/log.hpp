@@ -1,5 +1,6 @@
 #pragma once
 
+#include <exception>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -18,6 +19,11 @@ std::string now_rfc3339_ms();
 bool parse_level(std::string_view text, Level& out);
 
 using Field = std::pair<std::string_view, std::string_view>;
+
+// What a caught exception says, for a log line: its what(), or a fixed text for one that is not
+// a std::exception. Never throws for a non-null `e` (a what() that cannot be copied gives the
+// fixed text too).
+std::string describe(std::exception_ptr e);
 
 // Writes one line to stderr: `ts=<RFC 3339> level=<level> msg="<message>" key=value ...`, values
 // quoted when they contain spaces, quotes or control characters (escaped: `\n`, `\r`, `\u001b`).
