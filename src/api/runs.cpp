@@ -6,6 +6,7 @@
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/engine/engine.hpp"
 #include "knflow/engine/function_supervisor.hpp"
+#include "knflow/engine/random.hpp"
 #include "knflow/engine/step_history.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/model/codec.hpp"
@@ -14,7 +15,6 @@
 #include "knflow/model/utf8.hpp"
 #include "knflow/store/run_store.hpp"
 
-#include <openssl/rand.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
@@ -38,7 +38,7 @@ constexpr std::size_t kMaxLogPageBytes = 1 << 20;
 
 std::string new_event_id() {
   unsigned char raw[16];
-  RAND_bytes(raw, sizeof raw);
+  engine::random_bytes(raw, sizeof raw);
   return hex_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
 }
 

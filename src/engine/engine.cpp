@@ -3,6 +3,7 @@
 #include "knflow/engine/evaluator.hpp"
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/engine/http_client.hpp"
+#include "knflow/engine/random.hpp"
 #include "knflow/engine/retry.hpp"
 #include "knflow/engine/store_queue.hpp"
 #include "knflow/log/log.hpp"
@@ -16,7 +17,6 @@
 #include "run_state.hpp"
 
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -96,11 +96,15 @@ std::string without_try_attempts(std::string_view path) {
 }
 
 std::string random_hex(std::size_t bytes) {
-  std::vector<unsigned char> raw(bytes);
-  RAND_bytes(raw.data(), static_cast<int>(raw.size()));
+  unsigned char raw[16];
   std::string out;
   out.reserve(2 * bytes);
-  for (unsigned char b : raw) append_hex(out, b);
+  while (bytes > 0) {
+    const auto n = std::min(bytes, sizeof raw);
+    random_bytes(raw, n);
+    for (std::size_t i = 0; i < n; ++i) append_hex(out, raw[i]);
+    bytes -= n;
+  }
   return out;
 }
 
@@ -116,7 +120,7 @@ std::string new_run_id() {
                                      .count());
   unsigned char raw[16];
   for (int i = 0; i < 6; ++i) raw[i] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
-  RAND_bytes(raw + 6, 10);
+  random_bytes(raw + 6, 10);
   raw[6] = static_cast<unsigned char>(0x70 | (raw[6] & 0x0f));  // version 7
   raw[8] = static_cast<unsigned char>(0x80 | (raw[8] & 0x3f));  // variant 10
   std::string out;

@@ -119,3 +119,23 @@ TEST_CASE("timestamp: the canonical form is the one the clock writes, and sorts 
     CHECK(canonical(ordered[i - 1]) < canonical(ordered[i]));
   }
 }
+
+TEST_CASE("timestamp: the clock's text is the current instant, with its milliseconds",
+          "[model][timestamp]") {
+  // now_rfc3339_ms() formats the second once per second and thread and appends the
+  // milliseconds: every call must still name the instant it was made at.
+  for (int i = 0; i < 2000; ++i) {
+    const auto before =
+        std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+    const auto text = knflow::log::now_rfc3339_ms();
+    const auto after =
+        std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+    const auto parsed = parse_rfc3339(text);
+    REQUIRE(std::holds_alternative<Instant>(parsed));
+    const auto at = std::get<Instant>(parsed);
+    INFO(text);
+    REQUIRE(at >= before);
+    REQUIRE(at <= after);
+    REQUIRE(format_rfc3339_ms(at) == text);
+  }
+}
