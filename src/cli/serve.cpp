@@ -10,6 +10,7 @@
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/engine/http_client.hpp"
 #include "knflow/engine/jq_worker_pool.hpp"
+#include "knflow/engine/retention.hpp"
 #include "knflow/http/auth.hpp"
 #include "knflow/http/server.hpp"
 #include "knflow/kube/client.hpp"
@@ -711,6 +712,18 @@ int serve(const std::vector<std::string>& args) {
   int exit_code = kExitOk;
   bool shutting_down = false;
   std::unique_ptr<store::Db> db;  // writer strand only
+
+  // Finished runs are pruned by age and count: what to delete is read on a connection and thread
+  // of the retention's own, the deletes run on the writer strand in small batches, one per turn,
+  // so that API writes and the engine's commits interleave and are never blocked for long.
+  engine::Retention retention(
+      engine::RetentionSettings{.hours = vm["retention-hours"].as<double>(),
+                                .runs = vm["retention-runs"].as<std::size_t>(),
+                                .interval = seconds_option(vm, "retention-interval"),
+                                .database = data_dir / "knflow.db"},
+      api.writer(), [&]() -> store::RunStore* { return shutting_down ? nullptr : api.run_store(); },
+      [&](const std::vector<std::string>& ids) { api.forget_runs(ids); }, &metrics);
+
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
 
   // Cluster mode: the controller (its informers, the cache's watch among them, and then its
@@ -733,6 +746,7 @@ int serve(const std::vector<std::string>& args) {
       if (shutting_down) return;
       shutting_down = true;
       exit_code = code;
+      retention.stop();
       api.set_draining();
       signals.cancel();
       // The engine stops first, before the server drains: its runs stop where they are (and
@@ -771,53 +785,6 @@ int serve(const std::vector<std::string>& args) {
     log::info("Received signal, draining", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
     shutdown(kExitOk);
   });
-
-  // Finished runs are pruned by age and count in small batches on the writer strand, one batch
-  // per turn, so that API writes interleave and are never blocked for long.
-  const double retention_hours = vm["retention-hours"].as<double>();
-  const std::size_t retention_runs = vm["retention-runs"].as<std::size_t>();
-  const auto retention_interval = seconds_option(vm, "retention-interval");
-  asio::steady_timer retention_timer(api.writer());
-  std::function<void()> schedule_retention;
-  // One batch; the next one is posted while a batch deleted a full 200. It lives here, not in
-  // the timer's handler, because the posted copy refers to it after that handler returned.
-  std::function<void()> prune_batch = [&] {
-    std::optional<std::string> before;
-    if (retention_hours > 0) {
-      const auto cutoff = std::chrono::system_clock::now() -
-                          std::chrono::seconds(static_cast<long long>(retention_hours * 3600));
-      const std::time_t t = std::chrono::system_clock::to_time_t(cutoff);
-      std::tm tm{};
-      gmtime_r(&t, &tm);
-      char buf[40];
-      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
-      before = buf;
-    }
-    std::optional<std::size_t> keep;
-    if (retention_runs > 0) keep = retention_runs;
-    std::size_t deleted = 0;
-    try {
-      std::vector<std::string> ids;
-      if (auto* runs = api.run_store()) deleted = runs->prune(before, keep, 200, &ids);
-      api.forget_runs(ids);
-    } catch (const std::exception& e) {
-      log::warn("Failed to prune runs", {{"error", e.what()}});
-      metrics.sqlite_error("write");
-    }
-    if (shutting_down) return;
-    if (deleted == 200) {
-      asio::post(api.writer(), [&] { prune_batch(); });
-    } else {
-      schedule_retention();
-    }
-  };
-  schedule_retention = [&] {
-    retention_timer.expires_after(retention_interval);
-    retention_timer.async_wait([&](const boost::system::error_code& ec) {
-      if (ec || shutting_down) return;
-      prune_batch();
-    });
-  };
 
   // Cluster mode, once the cache is attached (writer strand): the controller's watch of Workflows
   // also feeds the cache on the writer strand (one LIST and WATCH for both, whether this process
@@ -882,7 +849,7 @@ int serve(const std::vector<std::string>& args) {
         engine.attach(run_store);
         api.mark_ready();  // /readyz: loaded, and every --apply workflow stored
       }
-      schedule_retention();
+      retention.start();
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - started)
                           .count();

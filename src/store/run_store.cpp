@@ -149,8 +149,7 @@ constexpr std::string_view kCountCutoff =
     "ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?1";
 
 // (?1, ?2): kCountCutoff's run. Runs that finish meanwhile are newer (they only push more runs
-// past the cutoff), and nothing else deletes runs on this connection's strand, so the cutoff
-// read before the transaction never deletes a run among the newest keep_at_most.
+// past the cutoff); a run deleted meanwhile is what RunStore::deleted_runs() counts.
 constexpr std::string_view kPruneByCount =
     "DELETE FROM runs WHERE id IN (SELECT id FROM runs "
     "WHERE (phase = 'cancelled' OR phase = 'faulted' OR phase = 'completed') "
@@ -446,6 +445,7 @@ bool RunStore::delete_run(const std::string& id) {
   }
   if (db_.changes() == 0) return false;
   tx.commit();
+  ++deleted_runs_;
   return true;
 }
 
@@ -570,43 +570,54 @@ bool RunStore::record_step(const std::string& run_id, std::int64_t seq, const At
   return true;
 }
 
-std::size_t RunStore::prune(const std::optional<std::string>& finished_before,
-                            std::optional<std::size_t> keep_at_most, std::size_t max_rows,
-                            std::vector<std::string>* deleted_ids) {
-  if (deleted_ids) deleted_ids->clear();
-  const std::int64_t budget = to_int64(max_rows);
-  if (budget == 0) return 0;
-  // Reads first, each a read transaction of its own, which the engine's writes do not wait for.
-  bool by_age = false;
+RunStore::PruneCutoff RunStore::prune_cutoff(const std::optional<std::string>& finished_before,
+                                             std::optional<std::size_t> keep_at_most) {
+  // Each a read transaction of its own, which the writer's transactions do not wait for.
+  PruneCutoff cutoff;
   if (finished_before) {
     auto use = any_finished_before_.use();
     any_finished_before_.bind_text(1, *finished_before);
-    by_age = any_finished_before_.step();
+    if (any_finished_before_.step()) cutoff.finished_before = finished_before;
   }
-  std::optional<std::pair<std::string, std::int64_t>> cutoff;
   if (keep_at_most) {
     auto use = count_cutoff_.use();
     count_cutoff_.bind_int64(1, to_int64(*keep_at_most));
     if (count_cutoff_.step()) {
-      cutoff.emplace(count_cutoff_.column_string(0), count_cutoff_.column_int64(1));
+      cutoff.newest_beyond_count.emplace(count_cutoff_.column_string(0),
+                                         count_cutoff_.column_int64(1));
     }
   }
-  if (!by_age && !cutoff) return 0;  // nothing to delete: no write lock taken, nothing written
+  return cutoff;
+}
+
+std::size_t RunStore::prune(const std::optional<std::string>& finished_before,
+                            std::optional<std::size_t> keep_at_most, std::size_t max_rows,
+                            std::vector<std::string>* deleted_ids) {
+  if (deleted_ids) deleted_ids->clear();
+  if (max_rows == 0) return 0;
+  return prune(prune_cutoff(finished_before, keep_at_most), max_rows, deleted_ids);
+}
+
+std::size_t RunStore::prune(const PruneCutoff& cutoff, std::size_t max_rows,
+                            std::vector<std::string>* deleted_ids) {
+  if (deleted_ids) deleted_ids->clear();
+  const std::int64_t budget = to_int64(max_rows);
+  if (budget == 0 || cutoff.empty()) return 0;  // no write lock taken, nothing written
 
   Tx tx(db_);
   keep_run_seq();
   std::vector<std::string> ids;
   auto deleted = [&ids] { return static_cast<std::int64_t>(ids.size()); };
-  if (by_age) {
+  if (cutoff.finished_before) {
     auto use = prune_by_age_.use();
-    prune_by_age_.bind_text(1, *finished_before);
+    prune_by_age_.bind_text(1, *cutoff.finished_before);
     prune_by_age_.bind_int64(2, budget);
     while (prune_by_age_.step()) ids.push_back(prune_by_age_.column_string(0));
   }
-  if (cutoff && deleted() < budget) {
+  if (cutoff.newest_beyond_count && deleted() < budget) {
     auto use = prune_by_count_.use();
-    prune_by_count_.bind_text(1, cutoff->first);
-    prune_by_count_.bind_int64(2, cutoff->second);
+    prune_by_count_.bind_text(1, cutoff.newest_beyond_count->first);
+    prune_by_count_.bind_int64(2, cutoff.newest_beyond_count->second);
     prune_by_count_.bind_int64(3, budget - deleted());
     while (prune_by_count_.step()) ids.push_back(prune_by_count_.column_string(0));
   }

@@ -1129,6 +1129,36 @@ TEST_CASE("Prune deletes finished runs in batches, with their attempts and journ
     CHECK(store.prune(at(92), std::nullopt, 100) == 1);  // f9 (at 91): reads and writes still agree
   }
 
+  SECTION("the cutoff read on another connection while the writer holds its lock") {
+    // The retention reads on a connection of its own (engine::Retention): the reads need no
+    // lock the writer holds, and the writer deletes by what they found.
+    Db reader_db(dir.path() / "knflow.db", DbSettings{.checkpoint_pages = 0});
+    RunStore reader(reader_db);
+    db.exec("BEGIN IMMEDIATE");
+    const auto cutoff = reader.prune_cutoff(at(92), 8);
+    db.exec("ROLLBACK");
+    REQUIRE(cutoff.finished_before == at(92));  // f9 finished at 91
+    REQUIRE(cutoff.newest_beyond_count.has_value());
+    CHECK(cutoff.newest_beyond_count->first == at(92));  // f8: the ninth newest
+    CHECK(reader.prune_cutoff(at(50), 10).empty());
+    std::vector<std::string> ids;
+    CHECK(store.prune(cutoff, 1, &ids) == 1);  // batches of one: the oldest first
+    CHECK(ids == std::vector<std::string>{"f9"});
+    CHECK(store.prune(cutoff, 1, &ids) == 1);
+    CHECK(ids == std::vector<std::string>{"f8"});
+    CHECK(store.prune(cutoff, 1, &ids) == 0);  // nothing older than the cutoff is left
+    CHECK(remaining().count("f7") == 1);
+    CHECK(store.prune(RunStore::PruneCutoff{}, 100) == 0);
+  }
+
+  SECTION("deleted_runs counts the runs delete_run removed, not prunes") {
+    CHECK(store.deleted_runs() == 0);
+    CHECK(store.delete_run("f0"));
+    CHECK_FALSE(store.delete_run("f0"));  // already gone: not counted again
+    CHECK(store.prune(at(92), std::nullopt, 100) == 1);
+    CHECK(store.deleted_runs() == 1);
+  }
+
   SECTION("a prune that deletes the newest run: its seq is never handed out again") {
     RunRecord late = make_run("late", "greet", RunPhase::completed, 20);
     late.finished_at = at(20);

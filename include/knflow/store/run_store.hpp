@@ -193,16 +193,36 @@ class RunStore {
     }
   }
 
+  // What a prune deletes, found by reads alone: whether a finished run is older than the age
+  // limit (one index probe), and the newest finished run beyond the newest `keep_at_most` (a walk
+  // of that many entries: about 7 ms at the default 100,000). `empty()`: nothing to delete.
+  struct PruneCutoff {
+    std::optional<std::string> finished_before;  // set only when a finished run is older
+    std::optional<std::pair<std::string, std::int64_t>> newest_beyond_count;  // finished_at, seq
+    bool empty() const { return !finished_before && !newest_beyond_count; }
+  };
+  // Reads the cutoff. It writes nothing and takes no lock but a read transaction's, so it may run
+  // on a connection (and a thread) of its own while the writer goes on; see deleted_runs() for
+  // what a cutoff read elsewhere must be checked against.
+  PruneCutoff prune_cutoff(const std::optional<std::string>& finished_before,
+                           std::optional<std::size_t> keep_at_most);
   // Deletes finished runs (cancelled, faulted, completed), with their attempts and journal, that
-  // finished before `finished_before`, or that are older (by finished_at) than the newest
-  // `keep_at_most` finished runs; unset means no such limit. Deletes at most `max_rows` runs,
-  // oldest first, so a caller can prune in small transactions; returns how many it deleted (fewer
-  // than max_rows: nothing is left to prune), and their ids in `deleted_ids` when given (in no
-  // particular order). What there is to delete is found by reads before the write transaction:
-  // a prune that deletes nothing takes no write lock.
+  // finished before the cutoff's `finished_before`, or not after its `newest_beyond_count`, at
+  // most `max_rows`, oldest first, so a caller can prune in small transactions; returns how many
+  // it deleted (fewer than max_rows: nothing is left to prune up to this cutoff), and their ids in
+  // `deleted_ids` when given (in no particular order). An empty cutoff takes no write lock. Runs
+  // that finish after the cutoff was read are newer than it, so they are never deleted by it.
+  std::size_t prune(const PruneCutoff& cutoff, std::size_t max_rows,
+                    std::vector<std::string>* deleted_ids = nullptr);
+  // Both in one: prune(prune_cutoff(finished_before, keep_at_most), ...) on this connection.
   std::size_t prune(const std::optional<std::string>& finished_before,
                     std::optional<std::size_t> keep_at_most, std::size_t max_rows,
                     std::vector<std::string>* deleted_ids = nullptr);
+  // How many runs delete_run() has deleted through this store so far (prunes are not counted).
+  // A count cutoff read on another connection keeps the newest keep_at_most only if none of them
+  // was deleted before the prune: a caller reads this before the cutoff and prunes with it only
+  // while it is unchanged (and reads the cutoff again otherwise).
+  std::uint64_t deleted_runs() const { return deleted_runs_; }
 
  private:
   std::vector<RunRecord> read_runs(Stmt& stmt);
@@ -247,6 +267,7 @@ class RunStore {
   Stmt prune_by_age_;
   Stmt count_cutoff_;
   Stmt prune_by_count_;
+  std::uint64_t deleted_runs_ = 0;
 };
 
 }  // namespace knflow::store
