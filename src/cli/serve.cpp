@@ -610,6 +610,7 @@ int serve(const std::vector<std::string>& args) {
           .executable = self_exe,
           .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
           .time_limit = seconds_option(vm, "expression-timeout"),
+          .metrics = &metrics,
       });
   // Validation compiles the expressions of workflows written through the API, and in cluster mode
   // of those the controller reconciles, on a worker of its own: off the connections' and the
@@ -620,6 +621,8 @@ int serve(const std::vector<std::string>& args) {
                                          .executable = self_exe,
                                          .workers = 1,
                                          .time_limit = seconds_option(vm, "expression-timeout"),
+                                         .metrics = &metrics,
+                                         .metrics_pool = metrics::ExpressionPool::validation,
                                      });
   // Local functions: their process groups are recorded in the data directory, so that this
   // start kills what a daemon killed with SIGKILL left running (docs/functions.md).

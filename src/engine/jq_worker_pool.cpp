@@ -279,10 +279,21 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   std::size_t waiting = 0;
   std::size_t waiting_bytes = 0;
   std::atomic<std::size_t> queued{0};  // mirror of `waiting` for JqWorkerPool::queued()
-  std::vector<pid_t> unreaped;         // killed, not reaped yet
+  void set_waiting(std::size_t n) {
+    queued = n;
+    if (settings.metrics != nullptr) {
+      settings.metrics->set_expressions_waiting(settings.metrics_pool, static_cast<double>(n));
+    }
+  }
+  std::vector<pid_t> unreaped;  // killed, not reaped yet
   bool reaper_running = false;
   bool stopped = false;
   std::atomic<std::size_t> restarted{0};
+  void count_restart() {
+    restarted.fetch_add(1, std::memory_order_relaxed);
+    if (settings.metrics != nullptr)
+      settings.metrics->expression_worker_restarted(settings.metrics_pool);
+  }
   std::string config_request;
 
   // ---- one evaluation, on the strand
@@ -370,7 +381,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
       // jq programs have no side effects, and the worker may have died before the request
       // reached it (killed from outside while idle): try once more on a fresh one.
       self->retire(*worker);
-      self->restarted.fetch_add(1, std::memory_order_relaxed);
+      self->count_restart();
     }
 
     if (fault != nullptr) *fault = exchange.fault;
@@ -462,7 +473,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     auto& lane = lanes[waiter.lane];
     if (lane.empty()) turns.push_back(waiter.lane);
     lane.push_back(&waiter);
-    queued = ++waiting;
+    set_waiting(++waiting);
     waiting_bytes += waiter.bytes;
   }
 
@@ -470,7 +481,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   void dequeue(Waiter& waiter) {
     const auto it = lanes.find(waiter.lane);
     if (it == lanes.end() || std::erase(it->second, &waiter) == 0) return;
-    queued = --waiting;
+    set_waiting(--waiting);
     waiting_bytes -= waiter.bytes;
     if (it->second.empty()) {
       lanes.erase(it);
@@ -486,7 +497,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     const auto it = lanes.find(lane);
     Waiter* next = it->second.front();
     it->second.pop_front();
-    queued = --waiting;
+    set_waiting(--waiting);
     waiting_bytes -= next->bytes;
     if (it->second.empty()) {
       lanes.erase(it);
@@ -533,7 +544,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
       release(w);
       return;
     }
-    restarted.fetch_add(1, std::memory_order_relaxed);
+    count_restart();
     asio::co_spawn(strand, restart(shared_from_this(), &w), log_failure("restart"));
   }
 
@@ -701,7 +712,8 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     }
     lanes.clear();
     turns.clear();
-    queued = waiting = 0;
+    waiting = 0;
+    set_waiting(0);
     waiting_bytes = 0;
     std::size_t killed = 0;
     for (auto& w : workers) {

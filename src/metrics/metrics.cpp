@@ -141,6 +141,26 @@ struct Metrics::Impl {
           .Register(*registry)
           .Add({});
 
+  prometheus::Family<prometheus::Gauge>& expressions_waiting =
+      prometheus::BuildGauge()
+          .Name("knflow_expression_evaluations_waiting")
+          .Help(
+              "Expression evaluations waiting for a jq worker, by pool (runs: steps' "
+              "expressions; validation: workflows being stored)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& expression_restarts =
+      prometheus::BuildCounter()
+          .Name("knflow_expression_worker_restarts_total")
+          .Help(
+              "jq workers killed or lost (time limit, memory limit, death, protocol error) "
+              "and replaced, by pool")
+          .Register(*registry);
+  // By ExpressionPool: runs, validation.
+  prometheus::Gauge* waiting_series[2] = {&expressions_waiting.Add({{"pool", "runs"}}),
+                                          &expressions_waiting.Add({{"pool", "validation"}})};
+  prometheus::Counter* restart_series[2] = {&expression_restarts.Add({{"pool", "runs"}}),
+                                            &expression_restarts.Add({{"pool", "validation"}})};
+
   // Counter and histogram of each (route, method, code), found once: prometheus-cpp's Add()
   // builds label maps and, for histograms, a new object on every call.
   std::mutex request_mutex;
@@ -241,6 +261,14 @@ void Metrics::retry() { impl_->retries.Increment(); }
 void Metrics::dead_lettered() { impl_->dead_lettered.Increment(); }
 
 void Metrics::function_restarted() { impl_->function_restarts.Increment(); }
+
+void Metrics::set_expressions_waiting(ExpressionPool pool, double count) {
+  impl_->waiting_series[static_cast<std::size_t>(pool)]->Set(count);
+}
+
+void Metrics::expression_worker_restarted(ExpressionPool pool) {
+  impl_->restart_series[static_cast<std::size_t>(pool)]->Increment();
+}
 
 void Metrics::controller_reconciled(std::string_view result,
                                     std::chrono::duration<double> elapsed) {

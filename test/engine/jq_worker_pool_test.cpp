@@ -1,5 +1,6 @@
 #include "knflow/engine/jq_worker_pool.hpp"
 
+#include "knflow/metrics/metrics.hpp"
 #include "knflow/model/expression.hpp"
 
 #include "support/catch.hpp"
@@ -288,6 +289,11 @@ TEST_CASE("jq workers: an abandoned evaluation leaves its lane and never takes a
   // The runaway holding the worker ends after this; long enough to abandon x meanwhile on a
   // loaded machine.
   s.time_limit = std::chrono::seconds(2);
+  knflow::metrics::Metrics metrics;  // the waiting evaluations and restarts, as /metrics says
+  s.metrics = &metrics;
+  auto exposed = [&](const std::string& sample) {
+    return metrics.serialize().find("\n" + sample + "\n") != std::string::npos;
+  };
   JqWorkerPool pool(ioc.get_executor(), s);
   REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
 
@@ -301,11 +307,14 @@ TEST_CASE("jq workers: an abandoned evaluation leaves its lane and never takes a
   const std::size_t y = batch.start(".", json::value("y"), {}, "shop/a");
   const std::size_t z = batch.start(".", json::value("z"), {}, "shop/b");
   REQUIRE(run_until(ioc, [&] { return pool.queued() == 3; }));
+  CHECK(exposed("knflow_expression_evaluations_waiting{pool=\"runs\"} 3"));
+  CHECK(exposed("knflow_expression_evaluations_waiting{pool=\"validation\"} 0"));
 
   waiting->abandon();  // from this thread, as the engine's run strands do
   REQUIRE(run_until(ioc, [&] { return !batch.order().empty(); }));
   CHECK(batch.order().front() == x);
   CHECK(pool.queued() == 2);
+  CHECK(exposed("knflow_expression_evaluations_waiting{pool=\"runs\"} 2"));
   // One on a worker runs to its end: the worker is not killed for it.
   on_worker->abandon();
 
@@ -318,6 +327,9 @@ TEST_CASE("jq workers: an abandoned evaluation leaves its lane and never takes a
   CHECK(batch.order() == std::vector<std::size_t>{x, runaway, y, z});
   CHECK(pool.queued() == 0);
   CHECK(pool.workers_restarted() == 1);  // for the runaway's time limit only
+  CHECK(exposed("knflow_expression_evaluations_waiting{pool=\"runs\"} 0"));
+  CHECK(exposed("knflow_expression_worker_restarts_total{pool=\"runs\"} 1"));
+  CHECK(exposed("knflow_expression_worker_restarts_total{pool=\"validation\"} 0"));
 
   // Abandoned before it was asked for: never queued.
   auto early = std::make_shared<Abandon>();

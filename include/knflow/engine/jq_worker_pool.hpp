@@ -1,6 +1,7 @@
 #pragma once
 
 #include "knflow/engine/evaluator.hpp"
+#include "knflow/metrics/metrics.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 
@@ -25,6 +26,10 @@ struct JqWorkerSettings {
   std::size_t memory_limit_bytes = 256u << 20;  // RLIMIT_AS of each worker
   std::size_t max_program_cache = 1024;         // compiled programs kept per worker
   std::size_t max_value_bytes = 16u << 20;      // largest result (as JSON); larger ones fail
+  // Where the pool reports its waiting evaluations and restarted workers (none: nullptr), and
+  // under which pool label.
+  metrics::Metrics* metrics = nullptr;
+  metrics::ExpressionPool metrics_pool = metrics::ExpressionPool::runs;
 };
 
 // What a worker said about compiling a program (JqWorkerPool::check).

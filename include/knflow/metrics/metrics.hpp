@@ -11,6 +11,10 @@ class Registry;
 
 namespace knflow::metrics {
 
+// The two pools of expression workers: the engine's (steps' expressions) and validation's
+// (compiling the expressions of a workflow being stored). A label of their metrics.
+enum class ExpressionPool { runs, validation };
+
 // The daemon's Prometheus registry and the families every part records into. Label values are
 // bounded by construction: routes are router templates, methods a fixed set, codes HTTP codes.
 // Thread-safe (prometheus-cpp metrics are atomic; family lookups take its internal lock).
@@ -45,6 +49,11 @@ class Metrics {
   void dead_lettered();
   // The function supervisor started a local function again (after an exit or a failed start).
   void function_restarted();
+  // Expression evaluations (or compile checks) waiting for a worker of `pool` now.
+  void set_expressions_waiting(ExpressionPool pool, double count);
+  // A worker of `pool` was killed or lost (time limit, memory limit, death, protocol error) and
+  // replaced.
+  void expression_worker_restarted(ExpressionPool pool);
 
   // Controller (cluster mode). `result` of a reconcile: success, invalid (terminal: the spec is
   // refused), retry (transient error, requeued with backoff) or error (terminal: the server
