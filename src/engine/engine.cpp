@@ -1934,15 +1934,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // retried on what the delivery contract retries (a 2xx ends it; another 4xx is final), with the
   // workflow's `spec.retry` but at least three retries, each request with the default call timeout
   // (these deliveries come after the run's steps: its deadline does not bound them). A cancel or
-  // a shutdown of the run ends the backoff: nullopt then, as when nothing was answered at all.
+  // a shutdown of the run ends it at once, a request under way included (abandoned as a call's
+  // is: its connection closed): nullopt then, as when nothing was answered at all.
   asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, const HttpRequest& req) {
     const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
     const std::int64_t limit = std::max<std::int64_t>(policy.limit, 3);
     for (std::int64_t attempt = 1;; ++attempt) {
-      auto res = co_await http.send(req);
+      auto answered = co_await send_cancellable(run.root, req);
+      if (!answered) co_return std::nullopt;
+      auto& res = *answered;
       const unsigned s = res.error ? 0 : res.status;
       if (s / 100 == 2 || !is_retryable_status(s) || res.request_invalid || attempt > limit) {
-        co_return res;
+        co_return std::move(res);
       }
       const auto until = std::chrono::steady_clock::now() + backoff(policy, attempt, res);
       if (!co_await sleep_until(run.root, until)) {

@@ -1859,6 +1859,33 @@ TEST_CASE("engine: a call its run or branch abandons closes its connection at on
     CHECK(EngineFixture::data(out) == json::parse(R"("fast")"));
     wait_until([&] { return f.echo.unanswered_closed() == 1; });
   }
+
+  // Deliveries too: a reply or a dead letter under way when the run is cancelled. They held the
+  // connection until their request's timeout (the default call timeout), and a cancel only
+  // ended the backoff between their tries.
+  f.echo.route("/refuse", {.status = 400, .body = "no"});
+  const std::string refuse = "  functions:\n    refuse: {url: \"" + f.echo.url("/refuse") + "\"}\n";
+  const std::string to_hang = "{uri: \"" + f.echo.url("/hang") + "\"}\n";
+
+  SECTION("its reply") {
+    auto id = f.start(header("replier", "  reply: " + to_hang) + hang +
+                      "  do:\n    - {name: quick, call: fast}\n");
+    wait_until([&] { return f.echo.requests().size() == 2; });  // the call, then the reply
+    REQUIRE(f.echo.requests().back().target == "/hang");
+    REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
+    wait_until([&] { return f.echo.unanswered_closed() == 1; });  // before its 30 s timeout
+    f.wait(id);
+  }
+
+  SECTION("its dead letter") {
+    auto id = f.start(header("dead-letterer", "  deadLetter: " + to_hang) + refuse +
+                      "  do:\n    - {name: ask, call: refuse}\n");
+    wait_until([&] { return f.echo.requests().size() == 2; });  // the call, then the dead letter
+    REQUIRE(f.echo.requests().back().target == "/hang");
+    REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
+    wait_until([&] { return f.echo.unanswered_closed() == 1; });  // before its 30 s timeout
+    f.wait(id);
+  }
 }
 
 TEST_CASE("engine: a cancel is recorded before it is answered, and a resumed run ends cancelled",
