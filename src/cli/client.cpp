@@ -430,8 +430,9 @@ int invoke(const std::vector<std::string>& args) {
   po::options_description desc(
       "Usage: knflow invoke NAME [-n NS] [-d DATA | -d @FILE] [--async] [--timeout SECONDS]\n\n"
       "Runs a workflow on a running daemon and prints the final event's data (synchronous), or\n"
-      "the run id (--async, or when the run outlasts the timeout). Exit code 0: completed or\n"
-      "accepted; 1: the run faulted or the request was refused; 2: bad usage; 3: no daemon.\n\n"
+      "the run id (--async, or when the run outlasts the timeout). Exit code 0: completed, or\n"
+      "accepted (--async); 1: the run faulted or the request was refused; 2: bad usage; 3: no\n"
+      "daemon; 4: the run outlasted the timeout and goes on (its id is printed).\n\n"
       "Options");
   add_connection_options(desc);
   // clang-format off
@@ -511,7 +512,9 @@ int invoke(const std::vector<std::string>& args) {
   if (res.status == 202) {
     std::cout << res.body << std::flush;
     std::cerr << "run " << run_id << " is running; see: " << target->see(run_id) << "\n";
-    return kExitOk;
+    // Asked for: done. Waited for in vain: not done, and not failed either (kubectl wait exits
+    // non-zero at its timeout too), so that `knflow invoke ... && use-the-result` stops here.
+    return vm["async"].as<bool>() ? kExitOk : kExitRunning;
   }
   std::cout << res.body << (res.body.ends_with("\n") ? "" : "\n") << std::flush;
   std::cerr << "run " << run_id << " completed\n";

@@ -22,6 +22,8 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitInvalid = 1;  // the input was read and is invalid (validate, render)
 inline constexpr int kExitUsage = 2;    // bad flags, unreadable files, refused configuration
 inline constexpr int kExitFailed = 3;   // the daemon failed at run time
+// invoke: a synchronous invoke's run outlasted the wait (the daemon answered 202); it goes on
+inline constexpr int kExitRunning = 4;
 
 int serve(const std::vector<std::string>& args);
 int validate(const std::vector<std::string>& args);

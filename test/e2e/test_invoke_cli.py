@@ -82,6 +82,7 @@ class InvokeCliTest(unittest.TestCase):
                                           "retry": {**FAST_RETRY, "limit": 3}}]}],
                      {"stock": {"url": fn + "/flaky"}}),
             workflow("big", [{"name": "grow", "set": {"big": '${ "x" * 10000000 }'}}]),
+            workflow("slow", [{"name": "nap", "wait": "PT3S"}]),
             workflow("a-workflow-named-longer-than-the-column", [{"name": "noop", "set": {}}]),
             workflow("loopfail", [{"name": "lines", "for": {"each": "item", "in": "${ .items }"},
                                    "do": [{"name": "check", "if": "${ $item > 2 }",
@@ -153,6 +154,24 @@ class InvokeCliTest(unittest.TestCase):
         code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", "@/nonexistent/input.json")
         self.assertEqual(code, 2)
         self.assertIn("cannot read /nonexistent/input.json", err)
+
+    def test_a_run_that_outlasts_the_timeout_exits_4_and_goes_on(self):
+        """It exited 0, as a completed run does: `knflow invoke ... && use-the-result` went on
+        without a result."""
+        code, out, err = self.cli("invoke", "slow", "-n", NS, "--timeout", "0.2")
+        self.assertEqual(code, 4, err)
+        run_id = json.loads(out)["runId"]
+        self.assertTrue(err.startswith(f"run {run_id} is running; see: knflow runs get {run_id}"),
+                        err)
+        self.run_of(run_id, ("running", "waiting"))  # it goes on,
+        self.run_of(run_id)  # and ends: completed
+        # Asked for with --async, the same answer is a success.
+        code, out, err = self.cli("invoke", "slow", "-n", NS, "--async")
+        self.assertEqual(code, 0, err)
+        # And a run that ends within the wait is a completed one.
+        code, out, err = self.cli("invoke", "slow", "-n", NS, "--timeout", "30")
+        self.assertEqual(code, 0, err)
+        self.assertRegex(err, r"^run \S+ completed\n$")
 
     def test_async_invoke_prints_a_hint_that_works_as_printed(self):
         env = {"KNFLOW_SERVER": self.d.base, "KNFLOW_DATA_DIR": self.d.data_dir}
