@@ -47,37 +47,86 @@ bool digits_only(std::string_view s) {
 
 int two_digits(std::string_view s) { return (s[0] - '0') * 10 + (s[1] - '0'); }
 
-// IMF-fixdate (RFC 9110 5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
-std::optional<std::chrono::sys_seconds> parse_imf_fixdate(std::string_view s) {
-  static constexpr std::array<std::string_view, 7> kDays = {"Mon", "Tue", "Wed", "Thu",
-                                                            "Fri", "Sat", "Sun"};
-  static constexpr std::array<std::string_view, 12> kMonths = {
-      "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  if (s.size() != 29 || s.substr(3, 2) != ", " || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
-      s[19] != ':' || s[22] != ':' || s.substr(25) != " GMT") {
-    return std::nullopt;
-  }
-  if (std::find(kDays.begin(), kDays.end(), s.substr(0, 3)) == kDays.end()) return std::nullopt;
-  auto month_it = std::find(kMonths.begin(), kMonths.end(), s.substr(8, 3));
+constexpr std::array<std::string_view, 7> kDays = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+constexpr std::array<std::string_view, 7> kLongDays = {
+    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"};
+constexpr std::array<std::string_view, 12> kMonths = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+template <std::size_t N>
+bool one_of(const std::array<std::string_view, N>& names, std::string_view s) {
+  return std::find(names.begin(), names.end(), s) != names.end();
+}
+
+// The instant of a date whose parts were cut out of one of the three forms: `day` two digits
+// (or a space and a digit), `time` `HH:MM:SS`. Nothing else is checked here.
+std::optional<std::chrono::sys_seconds> instant(int year, std::string_view month,
+                                                std::string_view day, std::string_view time) {
+  const auto month_it = std::find(kMonths.begin(), kMonths.end(), month);
   if (month_it == kMonths.end()) return std::nullopt;
-  auto day_text = s.substr(5, 2);
-  auto year_text = s.substr(12, 4);
-  auto hh = s.substr(17, 2), mm = s.substr(20, 2), ss = s.substr(23, 2);
-  if (!digits_only(day_text) || !digits_only(year_text) || !digits_only(hh) || !digits_only(mm) ||
-      !digits_only(ss)) {
+  if (day.size() == 2 && day[0] == ' ') day.remove_prefix(1);
+  if (!digits_only(day) || time.size() != 8 || time[2] != ':' || time[5] != ':') {
     return std::nullopt;
   }
-  const int year = two_digits(year_text.substr(0, 2)) * 100 + two_digits(year_text.substr(2, 2));
+  const auto hh = time.substr(0, 2), mm = time.substr(3, 2), ss = time.substr(6, 2);
+  if (!digits_only(hh) || !digits_only(mm) || !digits_only(ss)) return std::nullopt;
+  const unsigned day_number = day.size() == 1 ? static_cast<unsigned>(day[0] - '0')
+                                              : static_cast<unsigned>(two_digits(day));
   const std::chrono::year_month_day date{
       std::chrono::year{year},
       std::chrono::month{static_cast<unsigned>(month_it - kMonths.begin() + 1)},
-      std::chrono::day{static_cast<unsigned>(two_digits(day_text))}};
+      std::chrono::day{day_number}};
   // Seconds may be 60 (a leap second); hours and minutes are checked strictly.
   if (!date.ok() || two_digits(hh) > 23 || two_digits(mm) > 59 || two_digits(ss) > 60) {
     return std::nullopt;
   }
   return std::chrono::sys_days{date} + std::chrono::hours{two_digits(hh)} +
          std::chrono::minutes{two_digits(mm)} + std::chrono::seconds{two_digits(ss)};
+}
+
+// An HTTP-date (RFC 9110 5.6.7) in any of the three forms a recipient must accept:
+// - IMF-fixdate, what senders use: `Sun, 06 Nov 1994 08:49:37 GMT`;
+// - the obsolete RFC 850 form: `Sunday, 06-Nov-94 08:49:37 GMT`, its two-digit year read as the
+//   latest year with those digits that is at most 50 years after `now`'s (5.6.7: one that would
+//   be more than 50 years ahead is the most recent such year in the past);
+// - the obsolete asctime form: `Sun Nov  6 08:49:37 1994`.
+std::optional<std::chrono::sys_seconds> parse_http_date(std::string_view s,
+                                                        std::chrono::sys_seconds now) {
+  if (s.size() == 29 && s.substr(3, 2) == ", ") {  // IMF-fixdate
+    if (!one_of(kDays, s.substr(0, 3)) || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
+        s.substr(25) != " GMT") {
+      return std::nullopt;
+    }
+    const auto year = s.substr(12, 4);
+    if (!digits_only(year)) return std::nullopt;
+    return instant(two_digits(year.substr(0, 2)) * 100 + two_digits(year.substr(2, 2)),
+                   s.substr(8, 3), s.substr(5, 2), s.substr(17, 8));
+  }
+  if (const auto comma = s.find(", "); comma != std::string_view::npos) {  // RFC 850
+    const auto rest = s.substr(comma + 2);
+    if (!one_of(kLongDays, s.substr(0, comma)) || rest.size() != 22 || rest[2] != '-' ||
+        rest[6] != '-' || rest[9] != ' ' || rest.substr(18) != " GMT" ||
+        !digits_only(rest.substr(7, 2))) {
+      return std::nullopt;
+    }
+    const int this_year = static_cast<int>(
+        std::chrono::year_month_day{std::chrono::floor<std::chrono::days>(now)}.year());
+    int year = this_year - this_year % 100 + two_digits(rest.substr(7, 2));
+    if (year > this_year + 50) {
+      year -= 100;
+    } else if (year + 100 <= this_year + 50) {
+      year += 100;  // `44` in 1994: 2044, not yet more than 50 years ahead
+    }
+    return instant(year, rest.substr(3, 3), rest.substr(0, 2), rest.substr(10, 8));
+  }
+  // asctime
+  if (s.size() != 24 || !one_of(kDays, s.substr(0, 3)) || s[3] != ' ' || s[7] != ' ' ||
+      s[10] != ' ' || s[19] != ' ' || !digits_only(s.substr(20, 4))) {
+    return std::nullopt;
+  }
+  const auto year = s.substr(20, 4);
+  return instant(two_digits(year.substr(0, 2)) * 100 + two_digits(year.substr(2, 2)),
+                 s.substr(4, 3), s.substr(8, 2), s.substr(11, 8));
 }
 
 }  // namespace
@@ -144,10 +193,10 @@ std::optional<std::chrono::milliseconds> parse_retry_after(
     }
     return milliseconds{seconds * 1000};
   }
-  auto when = parse_imf_fixdate(value);
-  if (!when) return std::nullopt;
   // In seconds: a date of year 9999 (or 0) as a system_clock time in nanoseconds would overflow.
   const auto now_seconds = std::chrono::floor<std::chrono::seconds>(now);
+  auto when = parse_http_date(value, now_seconds);
+  if (!when) return std::nullopt;
   if (*when <= now_seconds) return milliseconds{0};
   constexpr std::int64_t kMaxSeconds = kMaxMs / 1000;
   const std::int64_t seconds = std::min<std::int64_t>((*when - now_seconds).count(), kMaxSeconds);

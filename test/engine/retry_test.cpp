@@ -186,8 +186,21 @@ TEST_CASE("Retry-After as delta-seconds or IMF-fixdate", "[engine][retry]") {
       {"-1", std::nullopt},
       {"1.5", std::nullopt},
       {"soon", std::nullopt},
-      {"Sunday, 06-Nov-94 08:49:37 GMT", std::nullopt},  // obsolete RFC 850 form
-      {"Sun Nov  6 08:49:37 1994", std::nullopt},        // obsolete asctime form
+      // The obsolete forms, which a recipient must accept too (RFC 9110 5.6.7); they were
+      // refused, and the server's pause ignored.
+      {"Sunday, 06-Nov-94 08:50:07 GMT", 30'000},  // RFC 850
+      {"Monday, 07-Nov-94 08:49:37 GMT", 86'400'000},
+      {"Sunday, 06-Nov-44 08:49:37 GMT", (50LL * 365 + 13) * 86'400'000},  // 2044
+      {"Tuesday, 06-Nov-45 08:49:37 GMT", 0},  // 1945, not 2045: more than 50 years ahead
+      {"Sun Nov  6 08:50:07 1994", 30'000},    // asctime, a one-digit day after a space
+      {"Thu Nov 10 08:49:37 1994", 4 * 86'400'000},
+      {"Sun, 06-Nov-94 08:49:37 GMT", std::nullopt},       // RFC 850 wants the day's whole name
+      {"Sunday, 06-Nov-1994 08:49:37 GMT", std::nullopt},  // and two digits of year
+      {"Sunday, 06-Nov-94 08:49:37 UTC", std::nullopt},
+      {"Sun Nov 06 08:49:37  1994", std::nullopt},
+      {"Sun Nov  6 08:49:37 94", std::nullopt},
+      {"Sun Xyz  6 08:49:37 1994", std::nullopt},
+      {"Sun Feb 30 08:49:37 1994", std::nullopt},
       {"Sun, 06 Nov 1994 08:49:37 UTC", std::nullopt},
       {"Sun, 31 Feb 1994 08:49:37 GMT", std::nullopt},
       {"Sun, 06 Nov 1994 24:00:00 GMT", std::nullopt},

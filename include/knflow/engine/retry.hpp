@@ -37,7 +37,9 @@ std::chrono::milliseconds retry_delay(const EffectivePolicy& policy, std::int64_
                                       std::optional<std::chrono::milliseconds> retry_after,
                                       std::mt19937_64& rng);
 
-// Parses a Retry-After header value: delta-seconds or an IMF-fixdate relative to `now`.
+// Parses a Retry-After header value: delta-seconds, or an HTTP-date relative to `now` in any of
+// the three forms RFC 9110 (5.6.7) says a recipient must accept: IMF-fixdate and the obsolete
+// RFC 850 and asctime forms.
 std::optional<std::chrono::milliseconds> parse_retry_after(
     std::string_view value, std::chrono::system_clock::time_point now);
 
