@@ -1736,8 +1736,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         throw fault;
       }
       // A retry follows: after what is left of its backoff, counted from when the failed attempt
-      // ended (the policy's delay, its jitter drawn again; a Retry-After was not stored).
-      co_await resume_backoff(env, policy, attempts - base, last.finished_at);
+      // ended (the policy's delay, its jitter drawn again, or the Retry-After its error kept).
+      std::optional<std::chrono::milliseconds> retry_after;
+      boost::system::error_code parsed;
+      if (const auto error = model::parse_stored(last.error_json, parsed);
+          !parsed && error.is_object()) {
+        if (const auto* ms = error.as_object().if_contains("retryAfterMs");
+            ms && ms->is_int64() && ms->as_int64() >= 0) {
+          retry_after = std::chrono::milliseconds(ms->as_int64());
+        }
+      }
+      co_await resume_backoff(env, policy, attempts - base, last.finished_at, retry_after);
       resumed_in_backoff = true;
     }
     // A local command's process is looked up again before every retry: it may have been
@@ -1771,7 +1780,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         as_answered.status = 503;
         as_answered.body = target.not_started;
         if (attempt - base <= policy.limit) {
-          co_await pause_before_retry(env, policy, attempt - base, as_answered);
+          co_await pause_before_retry(env, policy, attempt - base, std::nullopt);
           continue;
         }
         co_await dead_letter(run, out, "local:" + call.function, as_answered);
@@ -1874,6 +1883,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                         : make_fault(timed_out ? "timeout" : "communication",
                                      status ? status : (timed_out ? 504 : 502),
                                      "Call to " + call.function + " failed", detail, path);
+      // The pause the function asked for, from when the attempt ended: kept with the attempt, so
+      // that a run resumed during it waits it out too (resume_backoff).
+      const auto retry_after = retry_after_of(res);
+      if (retry_after)
+        fault.error["retryAfterMs"] = static_cast<std::int64_t>(retry_after->count());
       co_await attempt_end(run, seq,
                            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
                                           status ? std::optional<unsigned>(status) : std::nullopt));
@@ -1884,7 +1898,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
       }
       if (!res.request_invalid && is_retryable_status(status) && attempt - base <= policy.limit) {
-        co_await pause_before_retry(env, policy, attempt - base, res);
+        co_await pause_before_retry(env, policy, attempt - base, retry_after);
         continue;
       }
       co_await dead_letter(run, out, url, res);
@@ -1895,20 +1909,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // Waits out the delay before retry number `retry` of a call after the answer `res`, ended early
   // by the step's or run's deadline and by a cancel (the caller's check_live sees those).
   asio::awaitable<void> pause_before_retry(const Env& env, const EffectivePolicy& policy,
-                                           std::int64_t retry, const HttpResponse& res) {
+                                           std::int64_t retry,
+                                           std::optional<std::chrono::milliseconds> retry_after) {
     if (metrics) metrics->retry();
-    co_await sleep_in_step(env, std::chrono::steady_clock::now() + backoff(policy, retry, res));
+    co_await sleep_in_step(env,
+                           std::chrono::steady_clock::now() + backoff(policy, retry, retry_after));
   }
 
   // pause_before_retry() for a run resumed in that pause: sleeps until the backoff that began
   // when the failed attempt ended (`finished_at`, as stored) is over, if it is not yet. Not
   // counted as a retry again.
   asio::awaitable<void> resume_backoff(const Env& env, const EffectivePolicy& policy,
-                                       std::int64_t retry, const std::string& finished_at) {
+                                       std::int64_t retry, const std::string& finished_at,
+                                       std::optional<std::chrono::milliseconds> retry_after) {
     const auto ended = model::parse_rfc3339(finished_at);
     if (!std::holds_alternative<model::Instant>(ended)) co_return;  // not expected: retry now
-    const HttpResponse unknown;                                     // its Retry-After is not kept
-    const auto due = std::get<model::Instant>(ended) + backoff(policy, retry, unknown);
+    const auto due = std::get<model::Instant>(ended) + backoff(policy, retry, retry_after);
     co_await sleep_in_step(env, steady_at(due.time_since_epoch().count()));
   }
 
@@ -1919,13 +1935,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_await sleep_until(*env.scope, until);
   }
 
-  // The delay before retry number `retry` after the answer `res` (its Retry-After honoured).
-  std::chrono::milliseconds backoff(const EffectivePolicy& policy, std::int64_t retry,
-                                    const HttpResponse& res) {
+  // The pause an answer's Retry-After asks for, from now; nullopt without a usable one.
+  static std::optional<std::chrono::milliseconds> retry_after_of(const HttpResponse& res) {
     std::optional<std::chrono::milliseconds> retry_after;
     for (const auto& [k, v] : res.headers) {
       if (k == "retry-after") retry_after = parse_retry_after(v, std::chrono::system_clock::now());
     }
+    return retry_after;
+  }
+
+  // The delay before retry number `retry`, a Retry-After honoured.
+  std::chrono::milliseconds backoff(const EffectivePolicy& policy, std::int64_t retry,
+                                    std::optional<std::chrono::milliseconds> retry_after) {
     std::lock_guard lock(mutex);
     return retry_delay(policy, retry, retry_after, rng);
   }
@@ -1947,7 +1968,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (s / 100 == 2 || !is_retryable_status(s) || res.request_invalid || attempt > limit) {
         co_return std::move(res);
       }
-      const auto until = std::chrono::steady_clock::now() + backoff(policy, attempt, res);
+      const auto until =
+          std::chrono::steady_clock::now() + backoff(policy, attempt, retry_after_of(res));
       if (!co_await sleep_until(run.root, until)) {
         co_return std::nullopt;
       }

@@ -2061,6 +2061,36 @@ TEST_CASE("engine: a call resumed in its retry's backoff waits out what is left 
         std::chrono::milliseconds(2000));
 }
 
+TEST_CASE("engine: a call resumed in its retry's backoff keeps the function's Retry-After",
+          "[engine][durable][retry]") {
+  // The Retry-After was not stored: a run resumed during a pause the function had asked for
+  // waited only the policy's delay (here 10 ms) and called again too early.
+  EngineFixture f;
+  f.echo.route("/busy", {.status = 503, .body = "busy", .headers = {{"Retry-After", "2"}}});
+  auto id =
+      f.start(header("asked-to-wait") + functions(f, {"busy"}) +
+              "  do:\n    - name: call-it\n      call: busy\n"
+              "      retry: {limit: 1, backoff: constant, delay: PT0.01S, maxDelay: PT10S}\n");
+  wait_until([&] {
+    const auto a = f.attempts(id);
+    return a.size() == 1 && a[0].phase == store::AttemptPhase::faulted;
+  });
+  // The attempt's error says what the function asked for.
+  const auto failed = json::parse(*f.attempts(id)[0].error_json);
+  CHECK(failed.at("retryAfterMs") == 2000);
+  f.stop_engine();  // during the 2 s pause
+  f.start_engine();
+  CHECK(f.wait(id).phase == "faulted");
+  const auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 2);
+  const auto ended = knflow::model::parse_rfc3339(*attempts[0].finished_at);
+  const auto next = knflow::model::parse_rfc3339(attempts[1].started_at);
+  REQUIRE(std::holds_alternative<knflow::model::Instant>(ended));
+  REQUIRE(std::holds_alternative<knflow::model::Instant>(next));
+  CHECK(std::get<knflow::model::Instant>(next) - std::get<knflow::model::Instant>(ended) >=
+        std::chrono::milliseconds(2000));
+}
+
 TEST_CASE("engine: a local function is looked up again after a resumed call's backoff",
           "[engine][durable][retry]") {
   // The target found as the call resumed was used after the backoff: a function that had not
