@@ -1886,8 +1886,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // The pause the function asked for, from when the attempt ended: kept with the attempt, so
       // that a run resumed during it waits it out too (resume_backoff).
       const auto retry_after = retry_after_of(res);
-      if (retry_after)
+      if (retry_after) {
         fault.error["retryAfterMs"] = static_cast<std::int64_t>(retry_after->count());
+      }
       co_await attempt_end(run, seq,
                            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
                                           status ? std::optional<unsigned>(status) : std::nullopt));

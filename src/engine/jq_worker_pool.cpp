@@ -291,8 +291,9 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   std::atomic<std::size_t> restarted{0};
   void count_restart() {
     restarted.fetch_add(1, std::memory_order_relaxed);
-    if (settings.metrics != nullptr)
+    if (settings.metrics != nullptr) {
       settings.metrics->expression_worker_restarted(settings.metrics_pool);
+    }
   }
   std::string config_request;
 

@@ -59,7 +59,8 @@ bool one_of(const std::array<std::string_view, N>& names, std::string_view s) {
 }
 
 // The instant of a date whose parts were cut out of one of the three forms: `day` two digits
-// (or a space and a digit), `time` `HH:MM:SS`. Nothing else is checked here.
+// (or a space and a digit, as asctime pads it; taken in the other forms too), `time`
+// `HH:MM:SS`. Nothing else is checked here.
 std::optional<std::chrono::sys_seconds> instant(int year, std::string_view month,
                                                 std::string_view day, std::string_view time) {
   const auto month_it = std::find(kMonths.begin(), kMonths.end(), month);
