@@ -108,8 +108,9 @@ RetentionSettings keep(std::size_t runs, const Writer& writer) {
 
 }  // namespace
 
-TEST_CASE("Retention: reads the cutoff on its own connection, deletes in batches on the writer",
-          "[retention]") {
+TEST_CASE(
+    "Retention: keeps the newest runs, deleting the rest in batches, and says which it deleted",
+    "[retention]") {
   Writer writer;
   std::vector<std::string> forgotten;  // writer strand
   Retention retention(
@@ -144,8 +145,7 @@ TEST_CASE("Retention: a run deleted through the API after the cutoff was read is
   CHECK(writer.remaining() == std::set<std::string>{"f3", "f4", "f5"});
 }
 
-TEST_CASE("Retention: stops at once, and nothing runs once the writer's store is gone",
-          "[retention]") {
+TEST_CASE("Retention: nothing is pruned once the writer's store is gone", "[retention]") {
   Writer writer;
   bool gone = false;  // writer strand
   Retention retention(
