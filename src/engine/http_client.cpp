@@ -695,23 +695,6 @@ struct Pool : std::enable_shared_from_this<Pool> {
 
 }  // namespace
 
-asio::awaitable<ResolveResult> system_resolve(std::string host, std::string port) {
-  auto resolver = std::make_shared<tcp::resolver>(co_await asio::this_coro::executor);
-  // async_resolve has no cancellation slot of its own: cancel() aborts a lookup that has not
-  // begun; one that has completes when getaddrinfo returns.
-  auto state = co_await asio::this_coro::cancellation_state;
-  auto slot = state.slot();
-  if (slot.is_connected()) {
-    slot.assign([resolver](asio::cancellation_type) { resolver->cancel(); });
-  }
-  auto [ec, results] = co_await resolver->async_resolve(host, port, use_tuple);
-  if (slot.is_connected()) slot.clear();
-  ResolveResult found;
-  found.error = ec;
-  for (const auto& entry : results) found.endpoints.push_back(entry.endpoint());
-  co_return found;
-}
-
 // From this many pools on, creating one first drops those without connections or sends: each
 // restart of a local function listens on a new port, a new origin.
 constexpr std::size_t kPoolSweepAt = 64;

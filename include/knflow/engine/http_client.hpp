@@ -57,9 +57,10 @@ struct ResolveResult {
 using ResolveFunction =
     std::function<boost::asio::awaitable<ResolveResult>(std::string host, std::string port)>;
 
-// The system's resolver: asio's, getaddrinfo on a thread of asio's for the executor's context,
-// one lookup at a time. A terminal cancellation cancels a lookup that has not begun; one that has
-// goes on until getaddrinfo returns.
+// The system's resolver: glibc's getaddrinfo_a, lookups side by side on glibc's threads (up to
+// 20; more wait their turn), none of which a stopping daemon waits for. A terminal cancellation
+// ends the wait at once and takes a lookup that has not begun off glibc's queue; one that has
+// goes on until getaddrinfo returns, and what it finds is dropped.
 boost::asio::awaitable<ResolveResult> system_resolve(std::string host, std::string port);
 
 struct HttpClientSettings {
