@@ -611,4 +611,49 @@ DecodeEventResult decode_event(const HeaderList& headers, std::string_view body)
   return decode_binary(headers, body);
 }
 
+boost::json::object attributes_object(const CloudEvent& e) {
+  json::object o{
+      {"id", e.id}, {"source", e.source}, {"type", e.type}, {"specversion", e.specversion}};
+  if (e.subject) o["subject"] = *e.subject;
+  if (e.time) o["time"] = *e.time;
+  if (e.datacontenttype) o["datacontenttype"] = *e.datacontenttype;
+  if (e.dataschema) o["dataschema"] = *e.dataschema;
+  for (const auto& [k, v] : e.extensions) o[k] = v;
+  return o;
+}
+
+void append_attributes_json(std::string& out, const CloudEvent& e) {
+  const auto& ext = e.extensions;
+  // An extension named like an attribute written before it gives that attribute its value (as
+  // attributes_object's assignment does) and is not written again.
+  auto member = [&](std::string_view name, std::string_view own) {
+    if (!ext.empty()) {
+      if (const auto it = ext.find(std::string(name)); it != ext.end()) own = it->second;
+    }
+    out += json::serialize(name);
+    out += ':';
+    out += json::serialize(own);
+    out += ',';
+  };
+  auto written = [&e](std::string_view name) {
+    return name == "id" || name == "source" || name == "type" || name == "specversion" ||
+           (name == "subject" && e.subject) || (name == "time" && e.time) ||
+           (name == "datacontenttype" && e.datacontenttype) ||
+           (name == "dataschema" && e.dataschema);
+  };
+  out += '{';
+  member("id", e.id);
+  member("source", e.source);
+  member("type", e.type);
+  member("specversion", e.specversion);
+  if (e.subject) member("subject", *e.subject);
+  if (e.time) member("time", *e.time);
+  if (e.datacontenttype) member("datacontenttype", *e.datacontenttype);
+  if (e.dataschema) member("dataschema", *e.dataschema);
+  for (const auto& [k, v] : ext) {
+    if (!written(k)) member(k, v);
+  }
+  out.back() = '}';  // in place of the last member's comma
+}
+
 }  // namespace knflow::engine

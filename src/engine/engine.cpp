@@ -143,17 +143,6 @@ std::string base64(std::string_view in) {
   return out;
 }
 
-json::object event_attributes(const CloudEvent& e) {
-  json::object o{
-      {"id", e.id}, {"source", e.source}, {"type", e.type}, {"specversion", e.specversion}};
-  if (e.subject) o["subject"] = *e.subject;
-  if (e.time) o["time"] = *e.time;
-  if (e.datacontenttype) o["datacontenttype"] = *e.datacontenttype;
-  if (e.dataschema) o["dataschema"] = *e.dataschema;
-  for (const auto& [k, v] : e.extensions) o[k] = v;
-  return o;
-}
-
 CloudEvent event_from_attributes(const json::object& o) {
   CloudEvent e;
   auto str = [&](const char* k) -> std::optional<std::string> {
@@ -223,7 +212,17 @@ bool nests_deeper_than(const json::value& v, std::size_t limit) {
 }
 
 json::value current_json(const Current& c) {
-  return json::object{{"data", c.data}, {"event", event_attributes(c.event)}};
+  return json::object{{"data", c.data}, {"event", attributes_object(c.event)}};
+}
+
+// json::serialize(current_json(c)), written without building the object.
+std::string current_text(const Current& c) {
+  std::string out = "{\"data\":";
+  out += json::serialize(c.data);
+  out += ",\"event\":";
+  append_attributes_json(out, c.event);
+  out += '}';
+  return out;
 }
 
 Current current_from_json(const json::value& v) {
@@ -547,8 +546,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     json::object vars;  // loop and catch variables in scope (item, index, error, ...)
   };
 
+  // Whether a step evaluates expressions with the step's variables ($input, $event, $run, and
+  // those of enclosing loops and catches): a call, `do` or `fork` without `input`, `if` or
+  // `output` does not, and is spared building them (an object of the event's attributes and one
+  // of the run's, per step).
+  static bool uses_vars(const model::Step& step) {
+    if (step.input || step.if_ || step.output) return true;
+    const auto& c = step.construct;
+    return !std::holds_alternative<model::CallStep>(c) &&
+           !std::holds_alternative<model::DoStep>(c) && !std::holds_alternative<model::ForkStep>(c);
+  }
+
   json::object base_vars(const Run& run, const Current& cur) const {
-    return json::object{{"event", event_attributes(cur.event)},
+    return json::object{{"event", attributes_object(cur.event)},
                         {"run", json::object{{"id", run.id},
                                              {"workflow", run.workflow_name},
                                              {"namespace", run.namespace_},
@@ -1001,13 +1011,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Held input_held;  // an input expression's result, until the step is done
     try {
       check_live(run, *env.scope, env.deadline, path);
-      json::object vars = base_vars(run, cur);
-      for (const auto& [k, v] : env.vars) vars[k] = v;
-      json::value input = cur.data;
+      json::object vars;
+      const bool with_vars = uses_vars(step);
+      if (with_vars) {
+        vars = base_vars(run, cur);
+        for (const auto& [k, v] : env.vars) vars[k] = v;
+      }
+      json::value input;
       if (step.input) {
         input = co_await eval(env, *step.input, cur.data, vars, path + "/input", input_held);
+      } else if (step.if_) {
+        input = cur.data;  // a skipped step passes `cur` on
+      } else {
+        input = std::move(cur.data);
       }
-      vars["input"] = input;
+      if (with_vars) vars["input"] = input;
       if (step.if_) {
         auto cond = co_await eval(env, *step.if_, input, vars, path + "/if");
         skipped = !truthy(cond);
@@ -1020,7 +1038,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           auto d = co_await step_deadline(run, step, path);
           if (!inner.deadline || d < *inner.deadline) inner.deadline = d;
         }
-        Current in{std::move(input), cur.event};
+        Current in{std::move(input), std::move(cur.event)};
         std::shared_ptr<const EachNext> each_next;
         if (const auto* fork = std::get_if<model::ForkStep>(&step.construct);
             fork && fork->join.value_or(model::Join::all) == model::Join::each &&
@@ -1107,7 +1125,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     store::RunRecord rec = run.record;
     rec.phase = store::RunPhase::completed;
-    rec.output_json = json::serialize(current_json(out.outputs.front()));
+    rec.output_json = current_text(out.outputs.front());
     rec.error_json.reset();
     rec.finished_at = log::now_rfc3339_ms();
     rec.updated_at = *rec.finished_at;
@@ -1442,7 +1460,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const std::int64_t max = w.max_iterations.value_or(10'000);
     for (std::int64_t n = 0;; ++n) {
       json::object vars = base;
-      vars["event"] = event_attributes(cur.event);
+      vars["event"] = attributes_object(cur.event);
       auto cond = co_await eval(env, w.condition, cur.data, vars, path + "/while");
       if (!truthy(cond)) break;
       if (n >= max) {
@@ -2047,8 +2065,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       error_text = json::serialize(fault->error);
     } else {
       outcome.phase = "completed";
-      auto as_event = [](const Current& c) {
-        CloudEvent ev = c.event;
+      auto as_event = [](Current c) {
+        CloudEvent ev = std::move(c.event);
         ev.data = json::serialize(c.data);
         ev.datacontenttype = "application/json";
         return ev;
@@ -2060,13 +2078,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         for (const auto& r : results) finals.push_back(as_event(r));
       }
       Current final = collapse(std::move(results), start);
-      CloudEvent ev = as_event(final);
-      outcome.output = ev;
-      output_text = json::serialize(current_json(final));
       if (run->end_written) {
+        outcome.output = as_event(std::move(final));
         finish(run, std::move(outcome));  // the last step's commit ended the run (run_end)
         co_return;
       }
+      output_text = current_text(final);
+      CloudEvent ev = as_event(std::move(final));
+      outcome.output = ev;
       if (finals.empty()) finals.push_back(std::move(ev));
       for (auto& e : finals) co_await send_reply(*run, std::move(e));
       if (stopping_now()) co_return;  // stopped while replying: replied again at the next start
@@ -2473,7 +2492,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.generation = workflow->metadata.generation;
   rec.definition_json = run->definition;
   rec.phase = store::RunPhase::running;
-  rec.input_json = json::serialize(current_json(input));
+  rec.input_json = current_text(input);
   // The input is counted before the run is stored, so that starts at the same moment never pass
   // the limit together (no other thread has the run yet).
   const std::size_t input_bytes = rec.input_json.size();

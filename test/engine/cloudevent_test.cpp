@@ -4,7 +4,10 @@
 #include "support/catch.hpp"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+
+#include <vector>
 
 namespace {
 
@@ -446,4 +449,35 @@ TEST_CASE("trace_id_from_traceparent accepts W3C trace context and nothing else"
   CHECK_FALSE(trace_id_from_traceparent("00-" + id + "_00f067aa0ba902b7-01"));
   CHECK_FALSE(trace_id_from_traceparent(""));
   CHECK_FALSE(trace_id_from_traceparent("garbage"));
+}
+
+TEST_CASE("an event's attributes as JSON text are the text of its attributes object",
+          "[engine][cloudevent]") {
+  using knflow::engine::append_attributes_json;
+  using knflow::engine::attributes_object;
+  std::vector<CloudEvent> events;
+  events.push_back(sample());
+  CloudEvent full = sample();
+  full.subject = "order \"42\"";
+  full.time = "2026-12-01T10:00:00.123Z";
+  full.datacontenttype = "application/json";
+  full.dataschema = "https://example.com/schema\\v1";
+  full.extensions = {{"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+                     {"knativeerrorcode", "503"},
+                     {"zz", "tab\there, newline\n, control \x01, é, 😀"}};
+  full.data = "{\"not\":\"written\"}";
+  events.push_back(full);
+  CloudEvent named_like_attributes = sample();
+  named_like_attributes.subject = "own subject";
+  named_like_attributes.extensions = {{"id", "from an extension"},
+                                      {"subject", "extension's subject"},
+                                      {"time", "an extension, no time attribute"},
+                                      {"alpha", "a"}};
+  events.push_back(named_like_attributes);
+  for (const auto& e : events) {
+    std::string text = "prefix:";
+    append_attributes_json(text, e);
+    CHECK(text == "prefix:" + boost::json::serialize(attributes_object(e)));
+    CHECK(boost::json::parse(text.substr(7)).as_object() == attributes_object(e));
+  }
 }

@@ -3,6 +3,8 @@
 // CloudEvents 1.0 as the engine moves them, and their HTTP binding (binary and structured mode),
 // as Knative Eventing sends and receives them. Pure; thread-safe.
 
+#include <boost/json/object.hpp>
+
 #include <map>
 #include <optional>
 #include <string>
@@ -29,6 +31,14 @@ struct CloudEvent {
 
   friend bool operator==(const CloudEvent&, const CloudEvent&) = default;
 };
+
+// The event's attributes without its data, as a run keeps them and expressions see them
+// ($event): id, source, type, specversion, those of the optional ones it has, then the
+// extensions (one named like an attribute before it gives that attribute its value).
+boost::json::object attributes_object(const CloudEvent& event);
+
+// The text of attributes_object(event), appended to `out` without building the object.
+void append_attributes_json(std::string& out, const CloudEvent& event);
 
 // Binary mode (CloudEvents HTTP binding 3.1): `ce-*` headers (values percent-encoded as 3.1.3.2
 // requires), Content-Type from datacontenttype, body = data.
