@@ -622,6 +622,25 @@ boost::json::object attributes_object(const CloudEvent& e) {
   return o;
 }
 
+namespace {
+
+// `text` as a JSON string, as json::serialize writes it: most attribute values need no escape
+// and are copied between quotes, without a serializer per string.
+void append_json_string(std::string& out, std::string_view text) {
+  const bool plain = std::none_of(text.begin(), text.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == '"' || c == '\\';
+  });
+  if (!plain) {
+    out += json::serialize(text);
+    return;
+  }
+  out += '"';
+  out += text;
+  out += '"';
+}
+
+}  // namespace
+
 void append_attributes_json(std::string& out, const CloudEvent& e) {
   const auto& ext = e.extensions;
   // An extension named like an attribute written before it gives that attribute its value (as
@@ -630,9 +649,9 @@ void append_attributes_json(std::string& out, const CloudEvent& e) {
     if (!ext.empty()) {
       if (const auto it = ext.find(std::string(name)); it != ext.end()) own = it->second;
     }
-    out += json::serialize(name);
+    append_json_string(out, name);
     out += ':';
-    out += json::serialize(own);
+    append_json_string(out, own);
     out += ',';
   };
   auto written = [&e](std::string_view name) {
