@@ -78,6 +78,12 @@ class JqWorkerPool final : public Evaluator {
   std::shared_ptr<Impl> impl_;
 };
 
+// Confines the calling process to the system calls a configured worker needs (docs/expressions.md,
+// "The sandbox"): reading stdin, writing stdout and stderr, memory, time, exiting; any other fails
+// with EPERM. Irrevocable. Returns an empty string, or why the filter could not be installed.
+// Sanitizer builds, whose runtimes need more, install nothing.
+std::string confine_jq_worker();
+
 // The worker's main loop, run by `knflow jq-worker`: reads length-prefixed JSON requests on
 // stdin, answers on stdout, until stdin closes. Returns the exit code.
 int run_jq_worker();
