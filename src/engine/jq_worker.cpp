@@ -198,8 +198,9 @@ std::string install_syscall_filter() {
     if (rc == 0) rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, syscall, 0);
   };
   auto allow_on_fd = [&](int syscall, unsigned fd) {
-    if (rc == 0)
+    if (rc == 0) {
       rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, syscall, 1, SCMP_A0(SCMP_CMP_EQ, fd));
+    }
   };
   allow_on_fd(SCMP_SYS(read), STDIN_FILENO);
   allow_on_fd(SCMP_SYS(write), STDOUT_FILENO);

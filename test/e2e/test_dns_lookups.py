@@ -66,7 +66,7 @@ class DnsServer:
                 packet, peer = self.sock.recvfrom(512)
             except OSError:
                 return
-            qid, flags, qdcount = struct.unpack("!HHH", packet[:6])
+            qid = struct.unpack("!H", packet[:2])[0]
             labels, i = [], 12
             while packet[i]:
                 labels.append(packet[i + 1:i + 1 + packet[i]].decode())
@@ -122,7 +122,7 @@ class DnsLookups(unittest.TestCase):
             self.assertTrue(wait_until(lambda: dns.asked("slow.test"), DEADLINE),
                             "the lookup of slow.test never reached the DNS server")
 
-            status, headers, text = daemon.call(
+            status, _, text = daemon.call(
                 "POST", "/api/v1/namespaces/default/workflows/fast:invoke", "{}")
             self.assertEqual(status, 200, text)
             self.assertEqual(json.loads(text), {"answered": True})

@@ -399,7 +399,9 @@ TEST_CASE("http client resolves host names", "[engine][http_client]") {
   CHECK(seen[0].target == "/x");
 }
 
-TEST_CASE("system resolver looks names up side by side, and outlives no io_context",
+// That a lookup whose DNS server does not answer holds no other one is shown against a real DNS
+// server by test/e2e/test_dns_lookups.py.
+TEST_CASE("system resolver answers many lookups at once, and never delivers to a gone io_context",
           "[engine][http_client][resolve]") {
   SECTION("a name in /etc/hosts, many at once") {
     asio::io_context ioc;
@@ -423,7 +425,7 @@ TEST_CASE("system resolver looks names up side by side, and outlives no io_conte
 
   SECTION("io_contexts destroyed while their lookups are under way") {
     // The notification comes on a thread of glibc's, most often after the io_context is gone; it
-    // must not touch it (ASan and TSan builds tell).
+    // must not touch it (the ASan build tells).
     for (int i = 0; i < 50; ++i) {
       asio::io_context ioc;
       asio::co_spawn(ioc, knflow::engine::system_resolve("localhost", "80"), asio::detached);
