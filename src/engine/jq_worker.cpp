@@ -181,46 +181,6 @@ void limit_memory(std::size_t bytes) {
 #endif
 }
 
-// ---- system call filter
-
-// The system calls a configured worker makes: requests and answers on its pipes, memory for jq,
-// the clock (`now`; the vDSO mostly answers without a call), and the ways out (exit; abort, as
-// jq's asserts do, signals itself). Everything else fails with EPERM rather than killing the
-// worker: `localtime` and `mktime` find no /etc/localtime and use UTC.
-std::string install_syscall_filter() {
-#ifdef KNFLOW_JQ_SANITIZED
-  return {};
-#else
-  scmp_filter_ctx filter = seccomp_init(SCMP_ACT_ERRNO(EPERM));
-  if (filter == nullptr) return "seccomp_init failed";
-  int rc = 0;
-  auto allow = [&](int syscall) {
-    if (rc == 0) rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, syscall, 0);
-  };
-  auto allow_on_fd = [&](int syscall, unsigned fd) {
-    if (rc == 0) {
-      rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, syscall, 1, SCMP_A0(SCMP_CMP_EQ, fd));
-    }
-  };
-  allow_on_fd(SCMP_SYS(read), STDIN_FILENO);
-  allow_on_fd(SCMP_SYS(write), STDOUT_FILENO);
-  allow_on_fd(SCMP_SYS(write), STDERR_FILENO);
-  allow_on_fd(SCMP_SYS(writev), STDERR_FILENO);  // glibc's fatal messages
-  for (int syscall :
-       {SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(mprotect),
-        SCMP_SYS(madvise), SCMP_SYS(clock_gettime), SCMP_SYS(gettimeofday), SCMP_SYS(time),
-        SCMP_SYS(futex), SCMP_SYS(getrandom), SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask),
-        SCMP_SYS(rt_sigaction), SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(tgkill),
-        SCMP_SYS(exit), SCMP_SYS(exit_group)}) {
-    allow(syscall);
-  }
-  if (rc == 0) rc = seccomp_load(filter);
-  seccomp_release(filter);
-  if (rc != 0) return std::string("seccomp: ") + std::strerror(-rc);
-  return {};
-#endif
-}
-
 // ---- JSON ⇄ jv
 
 // Returns a new jv; `value` is at most kMaxDepth deep (it was parsed with that bound).
@@ -587,7 +547,45 @@ std::size_t max_request_bytes(const Limits& limits) {
 
 }  // namespace
 
-std::string confine_jq_worker() { return install_syscall_filter(); }
+// ---- system call filter
+
+// The system calls a configured worker makes: requests and answers on its pipes, memory for jq,
+// the clock (`now`; the vDSO mostly answers without a call), and the ways out (exit; abort, as
+// jq's asserts do, signals itself). Everything else fails with EPERM rather than killing the
+// worker: `localtime` and `mktime` find no /etc/localtime and use UTC.
+std::string confine_jq_worker() {
+#ifdef KNFLOW_JQ_SANITIZED
+  return {};
+#else
+  scmp_filter_ctx filter = seccomp_init(SCMP_ACT_ERRNO(EPERM));
+  if (filter == nullptr) return "seccomp_init failed";
+  int rc = 0;
+  auto allow = [&](int syscall) {
+    if (rc == 0) rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, syscall, 0);
+  };
+  auto allow_on_fd = [&](int syscall, unsigned fd) {
+    if (rc == 0) {
+      rc = seccomp_rule_add(filter, SCMP_ACT_ALLOW, syscall, 1, SCMP_A0(SCMP_CMP_EQ, fd));
+    }
+  };
+  allow_on_fd(SCMP_SYS(read), STDIN_FILENO);
+  allow_on_fd(SCMP_SYS(write), STDOUT_FILENO);
+  allow_on_fd(SCMP_SYS(write), STDERR_FILENO);
+  allow_on_fd(SCMP_SYS(writev), STDERR_FILENO);  // glibc's fatal messages
+  for (int syscall :
+       {SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(mprotect),
+        SCMP_SYS(madvise), SCMP_SYS(clock_gettime), SCMP_SYS(gettimeofday), SCMP_SYS(time),
+        SCMP_SYS(futex), SCMP_SYS(getrandom), SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask),
+        SCMP_SYS(rt_sigaction), SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(tgkill),
+        SCMP_SYS(exit), SCMP_SYS(exit_group)}) {
+    allow(syscall);
+  }
+  if (rc == 0) rc = seccomp_load(filter);
+  seccomp_release(filter);
+  if (rc != 0) return std::string("seccomp: ") + std::strerror(-rc);
+  return {};
+#endif
+}
 
 int run_jq_worker() {
   harden_process();

@@ -45,12 +45,12 @@ boost::system::error_code lookup_error(int rc, int saved_errno) {
     case EAI_FAIL:
       return asio::error::no_recovery;
     case EAI_FAMILY:
-    case EAI_ADDRFAMILY:
       return asio::error::address_family_not_supported;
     case EAI_MEMORY:
       return asio::error::no_memory;
     case EAI_NONAME:
     case EAI_NODATA:
+    case EAI_ADDRFAMILY:
       return asio::error::host_not_found;
     case EAI_SERVICE:
       return asio::error::service_not_found;
