@@ -1,12 +1,14 @@
 #include "knflow/asio/context_pool.hpp"
 
 #include <algorithm>
+#include <string>
+#include <utility>
 
 #include "knflow/asio/run_loop.hpp"
 
 namespace knflow::io {
 
-ContextPool::ContextPool(std::size_t size) {
+ContextPool::ContextPool(std::size_t size, std::string name) : name_(std::move(name)) {
   const std::size_t n = std::max<std::size_t>(1, size);
   contexts_.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -24,9 +26,14 @@ boost::asio::any_io_executor ContextPool::next() {
 
 void ContextPool::start(std::chrono::microseconds spin, HandlerFailed failed) {
   if (!threads_.empty()) return;
-  for (auto& context : contexts_) {
-    guards_.emplace_back(context->get_executor());
-    threads_.emplace_back([ctx = context.get(), spin, failed] { io::run(*ctx, spin, failed); });
+  for (std::size_t i = 0; i < contexts_.size(); ++i) {
+    auto* ctx = contexts_[i].get();
+    guards_.emplace_back(ctx->get_executor());
+    std::string name = name_.empty() ? std::string() : name_ + "-" + std::to_string(i);
+    threads_.emplace_back([ctx, spin, failed, name = std::move(name)] {
+      if (!name.empty()) io::name_this_thread(name);
+      io::run(*ctx, spin, failed);
+    });
   }
 }
 

@@ -1,5 +1,7 @@
 #include "knflow/asio/run_loop.hpp"
 
+#include <pthread.h>
+
 #include <thread>
 
 namespace knflow::io {
@@ -47,6 +49,12 @@ void run(boost::asio::io_context& context, std::chrono::microseconds spin,
       failed(std::current_exception());
     }
   }
+}
+
+void name_this_thread(const std::string& name) {
+  // pthread_setname_np refuses names of 16 bytes and more (with the terminating zero).
+  const std::string shown = name.substr(0, 15);
+  (void)pthread_setname_np(pthread_self(), shown.c_str());
 }
 
 }  // namespace knflow::io

@@ -679,7 +679,7 @@ int serve(const std::vector<std::string>& args) {
   http::Router router;
   api.register_routes(router);
   // Connections run on contexts of their own, one thread each (the rest of the daemon on `ioc`).
-  io::ContextPool connections(threads);
+  io::ContextPool connections(threads, "knflow-conn");
   http::Server server(ioc.get_executor(), router, std::move(*tokens), &metrics, server_settings,
                       &connections);
 
@@ -867,9 +867,15 @@ int serve(const std::vector<std::string>& args) {
   const std::chrono::microseconds spin{vm["spin-us"].as<unsigned>()};
   connections.start(spin, log_handler_failure);
   std::vector<std::thread> pool;
-  pool.emplace_back([&] { io::run(engine_context, spin, log_handler_failure); });
+  pool.emplace_back([&] {
+    io::name_this_thread("knflow-engine");
+    io::run(engine_context, spin, log_handler_failure);
+  });
   for (unsigned i = 1; i < threads; ++i) {
-    pool.emplace_back([&] { io::run(ioc, std::chrono::microseconds{0}, log_handler_failure); });
+    pool.emplace_back([&, i] {
+      io::name_this_thread("knflow-io-" + std::to_string(i));
+      io::run(ioc, std::chrono::microseconds{0}, log_handler_failure);
+    });
   }
   io::run(ioc, std::chrono::microseconds{0}, log_handler_failure);
   for (auto& t : pool) t.join();

@@ -1,5 +1,6 @@
 #include "knflow/engine/retention.hpp"
 
+#include "knflow/asio/run_loop.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/timestamp.hpp"
@@ -156,6 +157,7 @@ void Retention::start() {
   if (impl_->settings.hours <= 0 && impl_->settings.runs == 0) return;
   if (impl_->settings.batch == 0 || impl_->thread.joinable()) return;
   impl_->thread = std::thread([impl = impl_] {
+    io::name_this_thread("knflow-retain");
     impl->schedule();
     impl->ioc.run();
     // The reading connection closes on the thread that used it.

@@ -1,6 +1,7 @@
 #include "knflow/store/db.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -85,7 +86,10 @@ class Db::Checkpointer {
       sqlite3_close_v2(db_);
       throw Error(read, message);
     }
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+      (void)pthread_setname_np(pthread_self(), "knflow-checkpt");  // shown by top -H, ps -L
+      loop();
+    });
   }
 
   ~Checkpointer() {

@@ -1,5 +1,6 @@
 // io::run: the spin-then-sleep loop the engine's and the connections' threads run.
 
+#include <pthread.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/connect_pair.hpp>
@@ -9,6 +10,8 @@
 #include <boost/asio/write.hpp>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -17,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "knflow/asio/context_pool.hpp"
 #include "knflow/asio/run_loop.hpp"
 
 namespace asio = boost::asio;
@@ -131,4 +135,41 @@ TEST_CASE("io::run without a reporter lets a handler's exception leave it", "[as
   asio::io_context context(1);
   asio::post(context, [] { throw std::runtime_error("out"); });
   CHECK_THROWS_WITH(knflow::io::run(context, microseconds{50}), "out");
+}
+
+namespace {
+
+// The name the kernel shows for the calling thread (/proc/thread-self/comm, as top -H reads it).
+std::string this_thread_name() {
+  char name[32] = {};
+  REQUIRE(pthread_getname_np(pthread_self(), name, sizeof name) == 0);
+  return name;
+}
+
+}  // namespace
+
+TEST_CASE("threads are named as top -H and ps -L show them", "[run_loop]") {
+  SECTION("a name of more than 15 bytes is cut to 15, not refused") {
+    std::string seen;
+    std::thread([&] {
+      knflow::io::name_this_thread("knflow-engine");
+      const std::string short_name = this_thread_name();
+      knflow::io::name_this_thread("knflow-a-very-long-name");
+      seen = short_name + " " + this_thread_name();
+    }).join();
+    CHECK(seen == "knflow-engine knflow-a-very-l");
+  }
+  SECTION("a ContextPool names thread i NAME-i") {
+    knflow::io::ContextPool pool(2, "knflow-conn");
+    pool.start();
+    std::vector<std::string> names;
+    for (int i = 0; i < 2; ++i) {
+      std::promise<std::string> name;
+      asio::post(pool.next(), [&name] { name.set_value(this_thread_name()); });
+      names.push_back(name.get_future().get());
+    }
+    pool.stop();
+    std::sort(names.begin(), names.end());
+    CHECK(names == std::vector<std::string>{"knflow-conn-0", "knflow-conn-1"});
+  }
 }

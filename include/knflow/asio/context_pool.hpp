@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -21,8 +22,9 @@ namespace knflow::io {
 
 class ContextPool {
  public:
-  // `size` contexts (at least one), not yet running.
-  explicit ContextPool(std::size_t size);
+  // `size` contexts (at least one), not yet running. With a `name`, thread i is named
+  // "NAME-i" (io::name_this_thread).
+  explicit ContextPool(std::size_t size, std::string name = {});
   // Stops and joins the threads if that has not happened yet.
   ~ContextPool();
   ContextPool(const ContextPool&) = delete;
@@ -47,6 +49,7 @@ class ContextPool {
   std::vector<Guard> guards_;
   std::vector<std::thread> threads_;
   std::atomic<std::size_t> next_{0};
+  std::string name_;
 };
 
 }  // namespace knflow::io

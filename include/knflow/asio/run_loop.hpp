@@ -9,6 +9,7 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <string>
 
 namespace knflow::io {
 
@@ -26,5 +27,9 @@ using HandlerFailed = std::function<void(std::exception_ptr)>;
 // only the handler that threw was abandoned. `failed` must not throw.
 void run(boost::asio::io_context& context, std::chrono::microseconds spin,
          const HandlerFailed& failed = {});
+
+// Names the calling thread as `top -H`, `ps -L` and debuggers show it ("knflow-engine"); Linux
+// keeps the first 15 bytes. Best effort: a name that cannot be set is ignored.
+void name_this_thread(const std::string& name);
 
 }  // namespace knflow::io
