@@ -337,6 +337,19 @@ struct Pool : std::enable_shared_from_this<Pool> {
   std::size_t open = 0;                     // open or opening, idle or busy
   std::deque<std::shared_ptr<Waiter>> waiters;
   std::set<Call*> calls;  // past acquire(): looking up, connecting or exchanging
+  // The host name's lookup under way, shared by every connection that opens meanwhile (as Go's
+  // resolver shares concurrent lookups of one name): a burst or a wide fork to an origin with no
+  // idle connection asks the resolver once, not once per connection. Set while it is under way
+  // and some call waits for it; a lookup every waiter left (deadline, abandon, shutdown) is
+  // cancelled and the next connection asks again.
+  struct Lookup {
+    explicit Lookup(ResolveFunction f) : resolve(std::move(f)) {}
+    ResolveFunction resolve;  // kept until the lookup ends: its coroutine may use its captures
+    std::optional<ResolveResult> result;
+    asio::cancellation_signal cancel;
+    std::vector<asio::steady_timer*> waiting;  // the wake timers of the calls waiting for it
+  };
+  std::shared_ptr<Lookup> lookup;
   asio::steady_timer reaper;
   bool reaping = false;
   bool closed = false;
@@ -487,10 +500,11 @@ struct Pool : std::enable_shared_from_this<Pool> {
     co_return lease;
   }
 
-  // The addresses of the origin's host: an IP address as it is, a name as the lookup finds it,
-  // waiting for that at most until the deadline (or a shutdown, or until the call is abandoned). A
-  // lookup cut short is cancelled and left to end in the background (a getaddrinfo that has begun
-  // cannot be interrupted); what it finds then is dropped.
+  // The addresses of the origin's host: an IP address as it is, a name as the lookup finds it (the
+  // pool's lookup under way if there is one, else a new one), waiting for that at most until the
+  // deadline (or a shutdown, or until the call is abandoned). A lookup every waiter left is
+  // cancelled and left to end in the background (a getaddrinfo that has begun cannot be
+  // interrupted); what it finds then is dropped.
   static asio::awaitable<ResolveResult> endpoints(std::shared_ptr<Pool> self, Call& call,
                                                   Clock::time_point deadline) {
     const auto& target = self->target;
@@ -501,36 +515,51 @@ struct Pool : std::enable_shared_from_this<Pool> {
       found.endpoints.emplace_back(address, static_cast<unsigned short>(std::stoul(target.port)));
       co_return found;
     }
-    // Touched on the strand only: by this coroutine and by the lookup's completion, which keeps
-    // it (and the function, whose coroutine may use its captures) until the lookup has ended.
-    struct Lookup {
-      Lookup(const Strand& strand, Clock::time_point deadline, ResolveFunction f)
-          : wake(strand, deadline), resolve(std::move(f)) {}
-      asio::steady_timer wake;
-      ResolveFunction resolve;
-      std::optional<ResolveResult> result;
-      asio::cancellation_signal cancel;
-    };
-    auto lookup = std::make_shared<Lookup>(
-        self->strand, deadline,
-        self->settings.resolve ? self->settings.resolve : ResolveFunction(system_resolve));
-    asio::co_spawn(self->strand, lookup->resolve(target.host, target.port),
-                   asio::bind_cancellation_slot(
-                       lookup->cancel.slot(), [lookup](std::exception_ptr e, ResolveResult result) {
-                         if (e) {
-                           result.error =
-                               boost::system::errc::make_error_code(boost::system::errc::io_error);
-                         }
-                         lookup->result = std::move(result);
-                         lookup->wake.cancel();
-                       }));
-    call.wake = &lookup->wake;
-    while (!lookup->result && !self->closed && !call.abandoned && Clock::now() < deadline) {
-      co_await lookup->wake.async_wait(use_tuple);
+    // The lookup is touched on the strand only: by its waiters and by its completion, which keeps
+    // it until the lookup has ended.
+    auto lookup = self->lookup;
+    if (!lookup) {
+      lookup = std::make_shared<Lookup>(self->settings.resolve ? self->settings.resolve
+                                                               : ResolveFunction(system_resolve));
+      self->lookup = lookup;
+      asio::co_spawn(
+          self->strand, lookup->resolve(target.host, target.port),
+          asio::bind_cancellation_slot(lookup->cancel.slot(), [lookup](std::exception_ptr e,
+                                                                       ResolveResult result) {
+            if (e) {
+              result.error = boost::system::errc::make_error_code(boost::system::errc::io_error);
+            }
+            lookup->result = std::move(result);
+            for (auto* wake : lookup->waiting) wake->cancel();
+          }));
     }
-    call.wake = nullptr;
-    if (lookup->result) co_return std::move(*lookup->result);
-    lookup->cancel.emit(asio::cancellation_type::terminal);
+    asio::steady_timer wake(self->strand, deadline);
+    // However this frame ends (also destroyed with its io_context while it waits), the lookup no
+    // longer wakes it; the last waiter to leave takes the lookup off the pool.
+    struct Leave {
+      Pool& pool;
+      Lookup& lookup;
+      asio::steady_timer& wake;
+      ~Leave() {
+        std::erase(lookup.waiting, &wake);
+        if (pool.lookup.get() == &lookup && (lookup.result || lookup.waiting.empty())) {
+          pool.lookup.reset();
+        }
+      }
+    };
+    {
+      lookup->waiting.push_back(&wake);
+      Leave leave{*self, *lookup, wake};
+      call.wake = &wake;
+      while (!lookup->result && !self->closed && !call.abandoned && Clock::now() < deadline) {
+        co_await wake.async_wait(use_tuple);
+      }
+      call.wake = nullptr;
+    }
+    if (lookup->result) co_return *lookup->result;
+    // Nobody else waits for it: cut it short (a getaddrinfo that has begun goes on in the
+    // background, and what it finds is dropped).
+    if (lookup->waiting.empty()) lookup->cancel.emit(asio::cancellation_type::terminal);
     found.error = self->closed || call.abandoned ? beast::error_code(asio::error::operation_aborted)
                                                  : beast::error_code(beast::error::timeout);
     co_return found;

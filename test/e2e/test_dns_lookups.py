@@ -2,12 +2,14 @@
 
 The daemon runs in a network and mount namespace of its own (`unshare`, as an unprivileged user
 could): only loopback, and a resolv.conf naming a DNS server of this test's on 127.0.0.1:53,
-which answers `fast.test` with 127.0.0.1 at once and never answers `slow.test`, as a DNS server
-that is down. glibc waits for it the resolv.conf's `timeout:30`.
+which answers `fast.test` with 127.0.0.1 at once, `held.test` likewise but only a second after
+each question, and never answers `slow.test`, as a DNS server that is down. glibc waits for it
+the resolv.conf's `timeout:30`.
 
 A run calling `slow.test` is under way, its lookup waiting; then a run calling `fast.test`
 completes (its step's timeout, 10 s, is far shorter than the 30 s the other lookup waits, so it
 cannot have waited behind it), and a SIGTERM stops the daemon while the lookup still waits.
+A fork of eight branches calling `held.test` asks the DNS server once, not once per connection.
 Skipped where user namespaces are not allowed."""
 
 import json
@@ -47,14 +49,16 @@ def loopback_up():
 
 class DnsServer:
     """A DNS server on 127.0.0.1:53 (UDP) for names under .test: `fast.test` is 127.0.0.1 (A; no
-    AAAA), `slow.test` is never answered, anything else does not exist. Records every question."""
+    AAAA), `held.test` too but answered a second after it is asked (so that lookups overlap),
+    `slow.test` is never answered, anything else does not exist. Records every question."""
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 53))
         self.lock = threading.Lock()
         self.questions = []
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
 
     def asked(self, name):
         with self.lock:
@@ -66,6 +70,8 @@ class DnsServer:
                 packet, peer = self.sock.recvfrom(512)
             except OSError:
                 return
+            if not packet:
+                return  # shut down
             qid = struct.unpack("!H", packet[:2])[0]
             labels, i = [], 12
             while packet[i]:
@@ -80,15 +86,30 @@ class DnsServer:
                 continue
             answers = b""
             rcode = 0
-            if name == "fast.test":
+            if name in ("fast.test", "held.test"):
                 if qtype == 1:
                     answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 0, 4) + socket.inet_aton("127.0.0.1")
             else:
                 rcode = 3  # NXDOMAIN
             header = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, 1 if answers else 0, 0, 0)
-            self.sock.sendto(header + question + answers, peer)
+            answer = header + question + answers
+            if name == "held.test":
+                threading.Timer(1.0, self.send, (answer, peer)).start()
+            else:
+                self.send(answer, peer)
+
+    def send(self, packet, peer):
+        try:
+            self.sock.sendto(packet, peer)
+        except OSError:
+            pass  # closed at the end of the test
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the recvfrom
+        except OSError:
+            pass
+        self.thread.join()  # then the port is free for the next test's server
         self.sock.close()
 
 
@@ -98,6 +119,16 @@ def workflow(name, host, port):
         "spec": {"functions": {"fn": {"url": f"http://{host}:{port}/"}},
                  "do": [{"name": "call", "call": "fn", "timeout": "PT10S",
                          "retry": {"limit": 0}}]},
+    })
+
+
+def fork_workflow(name, host, port, branches):
+    return json.dumps({
+        "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
+        "spec": {"functions": {"fn": {"url": f"http://{host}:{port}/"}},
+                 "do": [{"name": "fan-out", "fork": {"join": "all", "branches": [
+                     {"name": f"b{i}", "call": "fn", "timeout": "PT20S", "retry": {"limit": 0}}
+                     for i in range(branches)]}}]},
     })
 
 
@@ -140,6 +171,26 @@ class DnsLookups(unittest.TestCase):
                 self.fail("the daemon did not exit within 20 s of SIGTERM while a lookup waited:\n"
                           + daemon.output())
             self.assertEqual(code, 0, daemon.output())
+
+
+    def test_connections_opening_together_share_one_lookup(self):
+        dns = DnsServer()
+        self.addCleanup(dns.close)
+        fn = LocalFunction(lambda path, headers, body: (200, '{"answered":true}'))
+        self.addCleanup(fn.close)
+        port = fn.url.rsplit(":", 1)[1]
+        with Daemon() as daemon:
+            daemon.start()
+            status, _, text = daemon.call("POST", "/api/v1/namespaces/default/workflows",
+                                          fork_workflow("fan", "held.test", port, 8))
+            self.assertEqual(status, 201, text)
+            status, _, text = daemon.call(
+                "POST", "/api/v1/namespaces/default/workflows/fan:invoke", "{}")
+            self.assertEqual(status, 200, text)
+            self.assertEqual(json.loads(text), [{"answered": True}] * 8)
+            # glibc asks for A and AAAA once per getaddrinfo: one lookup, not eight.
+            a_questions = [q for q in dns.asked("held.test") if q[1] == 1]
+            self.assertEqual(len(a_questions), 1, dns.asked("held.test"))
 
 
 def main():

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <exception>
 #include <functional>
 #include <future>
@@ -519,6 +520,119 @@ TEST_CASE("http client ends a host name's lookup at the request's deadline",
     auto seen = server.requests();
     REQUIRE(seen.size() == 1);
     CHECK(seen[0].body == "2");
+  }
+  server.stop();
+}
+
+namespace {
+
+// Host-name lookups that wait until the test releases them (those after that do not wait), then
+// find 127.0.0.1; one cancelled before that ends with operation_aborted and is counted.
+struct GatedDns {
+  int lookups = 0;
+  int cancelled = 0;
+  bool open = false;
+  std::vector<asio::steady_timer*> held;
+
+  ResolveFunction function() {
+    return [this](std::string, std::string port) -> asio::awaitable<ResolveResult> {
+      ++lookups;
+      asio::steady_timer gate(co_await asio::this_coro::executor,
+                              asio::steady_timer::time_point::max());
+      if (!open) {
+        held.push_back(&gate);
+        co_await gate.async_wait(asio::as_tuple(asio::use_awaitable));
+        std::erase(held, &gate);
+      }
+      ResolveResult found;
+      if (!open) {
+        ++cancelled;
+        found.error = asio::error::operation_aborted;
+        co_return found;
+      }
+      found.endpoints.emplace_back(asio::ip::make_address("127.0.0.1"),
+                                   static_cast<unsigned short>(std::stoul(port)));
+      co_return found;
+    };
+  }
+  void release() {
+    open = true;
+    for (auto* gate : held) gate->cancel();
+  }
+};
+
+// Runs every handler that is ready, until none is: the sends have all reached what they wait for.
+void settle(asio::io_context& ioc) {
+  ioc.restart();
+  while (ioc.poll() > 0) {
+  }
+}
+
+}  // namespace
+
+TEST_CASE("http client shares a host name's lookup between the connections opening meanwhile",
+          "[engine][http_client]") {
+  // Every new connection looked its host name up on its own: a fork of 8 branches to an origin
+  // with no idle connection asked the resolver 8 times for the same name.
+  asio::io_context ioc;
+  EchoServer server(ioc.get_executor());
+  GatedDns dns;
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.resolve = dns.function()});
+  const auto url = "http://fn.test:" + std::to_string(server.port()) + "/echo";
+  std::vector<std::optional<HttpResponse>> responses(8);
+  auto start = [&](std::size_t i, std::chrono::milliseconds timeout) {
+    asio::co_spawn(ioc, client.send(post(url, std::to_string(i), timeout)),
+                   [&, i](std::exception_ptr, HttpResponse r) { responses[i] = std::move(r); });
+  };
+  auto all_answered = [&] {
+    return std::all_of(responses.begin(), responses.end(), [](auto& r) { return r.has_value(); });
+  };
+
+  SECTION("eight sends at once: one lookup, eight connections") {
+    for (std::size_t i = 0; i < responses.size(); ++i) start(i, 30'000ms);
+    settle(ioc);
+    CHECK(dns.lookups == 1);
+    dns.release();
+    run_until(ioc, all_answered);
+    for (std::size_t i = 0; i < responses.size(); ++i) {
+      REQUIRE(responses[i]);
+      INFO(responses[i]->error_message);
+      CHECK(responses[i]->body == std::to_string(i));
+    }
+    CHECK(dns.lookups == 1);
+    CHECK(server.connections_accepted() == 8);
+  }
+
+  SECTION("one waiter's deadline passes: the others keep the lookup") {
+    responses.resize(2);
+    start(0, 100ms);
+    start(1, 30'000ms);
+    run_until(ioc, [&] { return responses[0].has_value(); });
+    REQUIRE(responses[0]);
+    CHECK(responses[0]->error_message == "timed out after 100 ms while resolving fn.test");
+    CHECK(dns.cancelled == 0);
+    dns.release();
+    run_until(ioc, all_answered);
+    REQUIRE(responses[1]);
+    INFO(responses[1]->error_message);
+    CHECK(responses[1]->body == "1");
+    CHECK(dns.lookups == 1);
+  }
+
+  SECTION("every waiter gone: the lookup is cancelled, and the next send asks again") {
+    responses.resize(2);
+    start(0, 100ms);
+    start(1, 100ms);
+    run_until(ioc, all_answered);
+    REQUIRE(all_answered());
+    settle(ioc);
+    CHECK(dns.cancelled == 1);
+    dns.release();
+    auto next = run(ioc, send_one(client, post(url, "next")), 10s);
+    REQUIRE(next);
+    INFO(next->error_message);
+    CHECK(next->body == "next");
+    CHECK(dns.lookups == 2);
   }
   server.stop();
 }
