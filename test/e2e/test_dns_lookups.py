@@ -133,12 +133,15 @@ def fork_workflow(name, host, port, branches):
 
 
 class DnsLookups(unittest.TestCase):
-    def test_a_lookup_that_waits_holds_neither_other_calls_nor_a_stop(self):
-        dns = DnsServer()
-        self.addCleanup(dns.close)
+    def setUp(self):
+        self.dns = DnsServer()
+        self.addCleanup(self.dns.close)
         fn = LocalFunction(lambda path, headers, body: (200, '{"answered":true}'))
         self.addCleanup(fn.close)
-        port = fn.url.rsplit(":", 1)[1]
+        self.port = fn.url.rsplit(":", 1)[1]  # the function answers on every name of 127.0.0.1
+
+    def test_a_lookup_that_waits_holds_neither_other_calls_nor_a_stop(self):
+        dns, port = self.dns, self.port
         with Daemon() as daemon:
             daemon.start()
             for name, host in (("slow", "slow.test"), ("fast", "fast.test")):
@@ -174,11 +177,7 @@ class DnsLookups(unittest.TestCase):
 
 
     def test_connections_opening_together_share_one_lookup(self):
-        dns = DnsServer()
-        self.addCleanup(dns.close)
-        fn = LocalFunction(lambda path, headers, body: (200, '{"answered":true}'))
-        self.addCleanup(fn.close)
-        port = fn.url.rsplit(":", 1)[1]
+        dns, port = self.dns, self.port
         with Daemon() as daemon:
             daemon.start()
             status, _, text = daemon.call("POST", "/api/v1/namespaces/default/workflows",
