@@ -52,9 +52,10 @@ struct ResolveResult {
 
 // Looks up a host name and port (decimal) for HttpClientSettings::resolve. It runs on the
 // origin's pool strand, once for all the connections to that origin that open while it is under
-// way (each waits for it until its own deadline; it is cancelled when all of them have left). When the request's deadline passes first (or the send is abandoned, or the
-// client shuts down), the client stops waiting for it and emits a terminal cancellation on its
-// cancellation slot; what it finds after that is dropped, so it may go on as long as it must.
+// way. Each waits for it until its own deadline; when every one of them has stopped waiting (its
+// deadline passed, its send was abandoned, or the client shuts down), the client emits a terminal
+// cancellation on its cancellation slot; what it finds after that is dropped, so it may go on as
+// long as it must.
 using ResolveFunction =
     std::function<boost::asio::awaitable<ResolveResult>(std::string host, std::string port)>;
 
