@@ -120,6 +120,9 @@ po::options_description serve_options() {
      "seconds one jq expression may run before its step faults")
     ("expression-workers", po::value<std::size_t>()->default_value(2),
      "processes that evaluate jq expressions")
+    ("expression-cache", po::value<std::size_t>()->default_value(1024),
+     "compiled jq programs each expression worker keeps (about 7 KB each; 1 to 10000); "
+     "knflow_expression_compiles_total counts the misses")
     ("max-active-runs", po::value<std::size_t>()->default_value(10000),
      "runs executing at once; more are refused with 503")
     ("max-run-data-bytes", po::value<std::size_t>()->default_value(std::size_t{64} << 20),
@@ -257,6 +260,9 @@ std::optional<asio::ip::tcp::endpoint> parse_listen(const std::string& text, std
 
 // A thread that polls longer than this before it sleeps only burns CPU (docs/architecture.md).
 constexpr unsigned kMaxSpinMicros = 10'000;
+// Compiled programs per expression worker: 10,000 of about 7 KB each are 70 MB of the worker's
+// 256 MiB address-space limit.
+constexpr std::size_t kMaxExpressionCache = 10'000;
 
 // The options given in seconds (fractions allowed), checked by check_numeric_options before use.
 constexpr const char* kSecondsOptions[] = {
@@ -313,6 +319,13 @@ bool check_numeric_options(const po::variables_map& vm) {
   const double qps = vm["kube-qps"].as<double>();
   if (!std::isfinite(qps) || qps < 0) {
     std::cerr << "knflow serve: --kube-qps must be a number from 0, got " << qps << "\n";
+    return false;
+  }
+  // Each compiled program takes about 7 KB of a worker's memory, which its memory limit bounds.
+  if (const std::size_t cache = vm["expression-cache"].as<std::size_t>();
+      cache == 0 || cache > kMaxExpressionCache) {
+    std::cerr << "knflow serve: --expression-cache must be from 1 to " << kMaxExpressionCache
+              << ", got " << cache << "\n";
     return false;
   }
   if (vm["max-run-data-bytes"].as<std::size_t>() == 0) {
@@ -609,6 +622,7 @@ int serve(const std::vector<std::string>& args) {
           .executable = self_exe,
           .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
           .time_limit = seconds_option(vm, "expression-timeout"),
+          .max_program_cache = vm["expression-cache"].as<std::size_t>(),
           .metrics = &metrics,
       });
   // Validation compiles the expressions of workflows written through the API, and in cluster mode

@@ -6,7 +6,8 @@
 //   optional first request: {"config": {"memory_limit_bytes": N, "max_program_cache": N,
 //                                       "max_value_bytes": N}}  → {"ok": true, "value": null}
 //   request:  {"program": "...", "input": <json>, "vars": {"name": <json>, ...}}
-//   answer:   {"ok": true, "value": <json>} or {"ok": false, "error": "...", "fatal": true?}
+//   answer:   {"ok": true, "value": <json>} or {"ok": false, "error": "...", "fatal": true?},
+//             with "compiled": true when the program was not in the worker's cache
 // "fatal" means the worker exits right after this answer (it ran out of memory).
 
 #include "knflow/engine/jq_worker_pool.hpp"
@@ -404,9 +405,10 @@ class ProgramCache {
  public:
   explicit ProgramCache(std::size_t capacity) : capacity_(std::max<std::size_t>(capacity, 1)) {}
 
-  // The compiled program, or the compile error.
+  // The compiled program, or the compile error. `compiled` is set when jq compiled it now (it was
+  // not in the cache).
   Program* find_or_compile(const std::string& program, const std::vector<std::string>& names,
-                           std::string& error) {
+                           std::string& error, bool& compiled) {
     std::string key;
     for (const std::string& name : names) key += name + ",";
     key += '\0';
@@ -415,8 +417,9 @@ class ProgramCache {
       order_.splice(order_.begin(), order_, it->second);
       return it->second->second.get();
     }
-    auto compiled = std::make_unique<Program>();
-    if (auto message = compiled->compile(program, names)) {
+    compiled = true;
+    auto fresh = std::make_unique<Program>();
+    if (auto message = fresh->compile(program, names)) {
       // The message the validator gives for the same program, when it finds the fault too.
       error = model::compile_error(program, names).value_or(*message);
       return nullptr;
@@ -425,7 +428,7 @@ class ProgramCache {
       index_.erase(order_.back().first);
       order_.pop_back();
     }
-    order_.emplace_front(std::move(key), std::move(compiled));
+    order_.emplace_front(std::move(key), std::move(fresh));
     index_.emplace(order_.front().first, order_.begin());
     return order_.front().second.get();
   }
@@ -477,8 +480,14 @@ std::string evaluate(ProgramCache& cache, const Limits& limits, const json::valu
     return error_answer(model::compile_error(text, names).value_or("is not a valid expression"));
   }
   std::string compile_error;
-  Program* compiled = cache.find_or_compile(text, names, compile_error);
-  if (compiled == nullptr) return error_answer(compile_error);
+  bool compiled_now = false;
+  Program* compiled = cache.find_or_compile(text, names, compile_error, compiled_now);
+  // What the daemon counts as knflow_expression_compiles_total: how often the cache missed.
+  const auto answer = [compiled_now](std::string out) {
+    if (compiled_now) out.insert(out.size() - 1, ",\"compiled\":true");
+    return out;
+  };
+  if (compiled == nullptr) return answer(error_answer(compile_error));
 
   jv argument;
   if (names.empty()) {
@@ -489,19 +498,19 @@ std::string evaluate(ProgramCache& cache, const Limits& limits, const json::valu
     argument = jv_array_append(argument, input != nullptr ? to_jv(*input) : jv_null());
   }
   Program::Outcome outcome = compiled->run(argument);
-  if (!outcome.error.empty()) return error_answer(outcome.error);
+  if (!outcome.error.empty()) return answer(error_answer(outcome.error));
 
   json::value value;
   if (outcome.value && !to_json(*outcome.value, value)) {
-    return error_answer("the expression's result is nested more than " + std::to_string(kMaxDepth) +
-                        " levels deep");
+    return answer(error_answer("the expression's result is nested more than " +
+                               std::to_string(kMaxDepth) + " levels deep"));
   }
   std::string serialized = json::serialize(value);
   if (serialized.size() > limits.max_value_bytes) {
-    return error_answer("the expression's result is larger than " +
-                        describe_bytes(limits.max_value_bytes));
+    return answer(error_answer("the expression's result is larger than " +
+                               describe_bytes(limits.max_value_bytes)));
   }
-  return "{\"ok\":true,\"value\":" + serialized + "}";
+  return answer("{\"ok\":true,\"value\":" + serialized + "}");
 }
 
 // {"check": PROGRAM, "vars": [NAME, ...]}: compiles without running, the way validation does

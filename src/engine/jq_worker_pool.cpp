@@ -295,6 +295,11 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
       settings.metrics->expression_worker_restarted(settings.metrics_pool);
     }
   }
+  std::atomic<std::size_t> compiled{0};
+  void count_compile() {
+    compiled.fetch_add(1, std::memory_order_relaxed);
+    if (settings.metrics != nullptr) settings.metrics->expression_compiled();
+  }
   std::string config_request;
 
   // ---- one evaluation, on the strand
@@ -373,8 +378,10 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
       left -= std::chrono::ceil<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent);
       left = std::max(left, std::chrono::milliseconds(1));
       if (exchange.fault == Fault::none) {
-        result = decode_answer(exchange.answer, fatal, exchange.detail);
+        bool compiled = false;
+        result = decode_answer(exchange.answer, fatal, compiled, exchange.detail);
         if (!exchange.detail.empty()) exchange.fault = Fault::protocol;
+        if (compiled) self->count_compile();
       }
       if (exchange.fault != Fault::died) break;
       exchange.detail = co_await self->death_cause(*worker);
@@ -415,9 +422,11 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     co_return result;
   }
 
-  // {"ok": true, "value": v} or {"ok": false, "error": "...", "fatal": true?}; `problem` says
-  // what is wrong with anything else.
-  static Evaluation decode_answer(const std::string& answer, bool& fatal, std::string& problem) {
+  // {"ok": true, "value": v} or {"ok": false, "error": "...", "fatal": true?}, with "compiled":
+  // true when the worker compiled the program for it; `problem` says what is wrong with anything
+  // else.
+  static Evaluation decode_answer(const std::string& answer, bool& fatal, bool& compiled,
+                                  std::string& problem) {
     json::parse_options options;
     options.max_depth = kMaxAnswerDepth;
     boost::system::error_code ec;
@@ -429,6 +438,9 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
       return {};
     }
     if (const json::value* f = fields->if_contains("fatal")) fatal = f->is_bool() && f->get_bool();
+    if (const json::value* c = fields->if_contains("compiled")) {
+      compiled = c->is_bool() && c->get_bool();
+    }
     if (ok->get_bool()) {
       json::value* value = fields->if_contains("value");
       if (value == nullptr) {
@@ -581,7 +593,8 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     const std::string pid = std::to_string(w.pid);
     if (hello.fault == Fault::none) {
       bool fatal = false;
-      Evaluation e = decode_answer(hello.answer, fatal, problem);
+      bool compiled = false;
+      Evaluation e = decode_answer(hello.answer, fatal, compiled, problem);
       if (problem.empty() && !e.ok()) problem = e.error;
     } else if (hello.fault == Fault::died) {
       problem = co_await death_cause(w);
@@ -800,6 +813,10 @@ void JqWorkerPool::shutdown() {
 }
 
 std::size_t JqWorkerPool::queued() const { return impl_->queued.load(std::memory_order_relaxed); }
+
+std::size_t JqWorkerPool::programs_compiled() const {
+  return impl_->compiled.load(std::memory_order_relaxed);
+}
 
 std::size_t JqWorkerPool::workers_restarted() const {
   return impl_->restarted.load(std::memory_order_relaxed);

@@ -155,6 +155,14 @@ struct Metrics::Impl {
               "jq workers killed or lost (time limit, memory limit, death, protocol error) "
               "and replaced, by pool")
           .Register(*registry);
+  prometheus::Counter& expression_compiles =
+      prometheus::BuildCounter()
+          .Name("knflow_expression_compiles_total")
+          .Help(
+              "Programs a jq worker compiled for an evaluation because its compiled-program "
+              "cache did not hold them (--expression-cache)")
+          .Register(*registry)
+          .Add({});
   // By ExpressionPool: runs, validation.
   prometheus::Gauge* waiting_series[2] = {&expressions_waiting.Add({{"pool", "runs"}}),
                                           &expressions_waiting.Add({{"pool", "validation"}})};
@@ -265,6 +273,8 @@ void Metrics::function_restarted() { impl_->function_restarts.Increment(); }
 void Metrics::set_expressions_waiting(ExpressionPool pool, double count) {
   impl_->waiting_series[static_cast<std::size_t>(pool)]->Set(count);
 }
+
+void Metrics::expression_compiled() { impl_->expression_compiles.Increment(); }
 
 void Metrics::expression_worker_restarted(ExpressionPool pool) {
   impl_->restart_series[static_cast<std::size_t>(pool)]->Increment();

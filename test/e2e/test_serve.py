@@ -121,6 +121,14 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(r.returncode, 2)
             self.assertIn("--spin-us must be at most 10000", r.stderr)
 
+    def test_out_of_range_expression_cache_is_a_clear_error(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in ("0", "10001"):
+                r = subprocess.run([BIN, "serve", "--expression-cache", size, "--data-dir", tmp],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(f"--expression-cache must be from 1 to 10000, got {size}", r.stderr)
+
     def test_durations_that_are_not_numbers_of_seconds_are_clear_errors(self):
         with tempfile.TemporaryDirectory() as tmp:
             def refused(args, message):

@@ -282,6 +282,37 @@ TEST_CASE("jq workers: values nested as deep as event data may nest pass both wa
   CHECK(pool.workers_restarted() == 0);
 }
 
+TEST_CASE("jq workers: each worker keeps its last --expression-cache programs; misses are counted",
+          "[engine][jq]") {
+  // How often jq compiles (about 13 ms each) was invisible: a cache too small for the workflows'
+  // expressions showed only as slow steps.
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.max_program_cache = 2;
+  knflow::metrics::Metrics metrics;
+  s.metrics = &metrics;
+  JqWorkerPool pool(ioc.get_executor(), s);
+  std::vector<std::size_t> compiled;
+  for (const char* program : {". + 1", ". + 1", ". + 2", ". + 1", ". + 3", ". + 2", ". + 1"}) {
+    const Evaluation e = evaluate(ioc, pool, program, json::value(1));
+    INFO(program << ": " << e.error);
+    CHECK(e.ok());
+    compiled.push_back(pool.programs_compiled());
+  }
+  // ". + 3" pushed ". + 2" out (". + 1" was used after it); ". + 2" then pushed ". + 1" out.
+  CHECK(compiled == std::vector<std::size_t>{1, 1, 2, 2, 3, 4, 5});
+  // A program that fails at run time is kept like any other; one that does not compile is not
+  // (validation keeps those from the workers), so jq compiles it every time.
+  CHECK_FALSE(evaluate(ioc, pool, "error(\"x\")").ok());
+  CHECK_FALSE(evaluate(ioc, pool, "error(\"x\")").ok());
+  CHECK(pool.programs_compiled() == 6);
+  CHECK_FALSE(evaluate(ioc, pool, ". +").ok());
+  CHECK_FALSE(evaluate(ioc, pool, ". +").ok());
+  CHECK(pool.programs_compiled() == 8);
+  CHECK(metrics.serialize().find("\nknflow_expression_compiles_total 8\n") != std::string::npos);
+  CHECK(pool.workers_restarted() == 0);
+}
+
 TEST_CASE("jq workers: an abandoned evaluation leaves its lane and never takes a worker",
           "[engine][jq]") {
   asio::io_context ioc;

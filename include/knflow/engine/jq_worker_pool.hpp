@@ -24,7 +24,7 @@ struct JqWorkerSettings {
   std::size_t max_queue_bytes = std::size_t{256} << 20;
   std::chrono::milliseconds time_limit{1'000};  // per evaluation; then the worker is killed
   std::size_t memory_limit_bytes = 256u << 20;  // RLIMIT_AS of each worker
-  std::size_t max_program_cache = 1024;         // compiled programs kept per worker
+  std::size_t max_program_cache = 1024;         // compiled programs kept per worker (at least 1)
   std::size_t max_value_bytes = 16u << 20;      // largest result (as JSON); larger ones fail
   // Where the pool reports its waiting evaluations and restarted workers (none: nullptr), and
   // under which pool label.
@@ -68,6 +68,9 @@ class JqWorkerPool final : public Evaluator {
   void shutdown();
   // Evaluations (and checks) waiting for a worker now; for metrics and tests.
   std::size_t queued() const;
+  // Programs a worker compiled for an evaluation because its cache did not hold them (the first
+  // use on that worker, or after they left its cache); also knflow_expression_compiles_total.
+  std::size_t programs_compiled() const;
   // Workers killed or lost (time limit, memory limit, death, protocol error) and replaced.
   std::size_t workers_restarted() const;
   // Process ids of the workers, 0 for a slot with no process; for tests and diagnostics.

@@ -54,6 +54,8 @@ class Metrics {
   // A worker of `pool` was killed or lost (time limit, memory limit, death, protocol error) and
   // replaced.
   void expression_worker_restarted(ExpressionPool pool);
+  // A jq worker compiled a program for an evaluation (its compiled-program cache missed).
+  void expression_compiled();
 
   // Controller (cluster mode). `result` of a reconcile: success, invalid (terminal: the spec is
   // refused), retry (transient error, requeued with backoff) or error (terminal: the server
