@@ -446,7 +446,9 @@ bool blank(std::string_view text) {
   return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
 }
 
-std::string evaluate(ProgramCache& cache, const Limits& limits, const json::value& request) {
+// An evaluation's answer; `compiled` is set when jq compiled the program for it (a cache miss).
+std::string evaluate(ProgramCache& cache, const Limits& limits, const json::value& request,
+                     bool& compiled) {
   const json::object* fields = request.if_object();
   const json::value* program_field = fields ? fields->if_contains("program") : nullptr;
   const json::string* program = program_field ? program_field->if_string() : nullptr;
@@ -480,14 +482,8 @@ std::string evaluate(ProgramCache& cache, const Limits& limits, const json::valu
     return error_answer(model::compile_error(text, names).value_or("is not a valid expression"));
   }
   std::string compile_error;
-  bool compiled_now = false;
-  Program* compiled = cache.find_or_compile(text, names, compile_error, compiled_now);
-  // What the daemon counts as knflow_expression_compiles_total: how often the cache missed.
-  const auto answer = [compiled_now](std::string out) {
-    if (compiled_now) out.insert(out.size() - 1, ",\"compiled\":true");
-    return out;
-  };
-  if (compiled == nullptr) return answer(error_answer(compile_error));
+  Program* program_run = cache.find_or_compile(text, names, compile_error, compiled);
+  if (program_run == nullptr) return error_answer(compile_error);
 
   jv argument;
   if (names.empty()) {
@@ -497,20 +493,20 @@ std::string evaluate(ProgramCache& cache, const Limits& limits, const json::valu
     for (const auto& [name, value] : bound) argument = jv_array_append(argument, to_jv(*value));
     argument = jv_array_append(argument, input != nullptr ? to_jv(*input) : jv_null());
   }
-  Program::Outcome outcome = compiled->run(argument);
-  if (!outcome.error.empty()) return answer(error_answer(outcome.error));
+  Program::Outcome outcome = program_run->run(argument);
+  if (!outcome.error.empty()) return error_answer(outcome.error);
 
   json::value value;
   if (outcome.value && !to_json(*outcome.value, value)) {
-    return answer(error_answer("the expression's result is nested more than " +
-                               std::to_string(kMaxDepth) + " levels deep"));
+    return error_answer("the expression's result is nested more than " + std::to_string(kMaxDepth) +
+                        " levels deep");
   }
   std::string serialized = json::serialize(value);
   if (serialized.size() > limits.max_value_bytes) {
-    return answer(error_answer("the expression's result is larger than " +
-                               describe_bytes(limits.max_value_bytes)));
+    return error_answer("the expression's result is larger than " +
+                        describe_bytes(limits.max_value_bytes));
   }
-  return answer("{\"ok\":true,\"value\":" + serialized + "}");
+  return "{\"ok\":true,\"value\":" + serialized + "}";
 }
 
 // {"check": PROGRAM, "vars": [NAME, ...]}: compiles without running, the way validation does
@@ -669,7 +665,10 @@ int run_jq_worker() {
       } else if (request.is_object() && request.get_object().contains("check")) {
         answer = check(request.get_object());
       } else {
-        answer = evaluate(*cache, limits, request);
+        bool compiled = false;
+        answer = evaluate(*cache, limits, request, compiled);
+        // What the daemon counts as knflow_expression_compiles_total: the cache's misses.
+        if (compiled) answer.insert(answer.size() - 1, ",\"compiled\":true");
       }
       answer = frame(answer);
     } catch (const std::bad_alloc&) {

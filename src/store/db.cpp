@@ -87,7 +87,8 @@ class Db::Checkpointer {
       throw Error(read, message);
     }
     thread_ = std::thread([this] {
-      (void)pthread_setname_np(pthread_self(), "knflow-checkpt");  // shown by top -H, ps -L
+      // As io::name_this_thread names the others (the store does not depend on knflow_asio).
+      (void)pthread_setname_np(pthread_self(), "knflow-checkpt");
       loop();
     });
   }
