@@ -8,6 +8,7 @@
 #include "knflow/model/errors.hpp"
 #include "knflow/model/validate.hpp"
 
+#include <cstddef>
 #include <exception>
 #include <optional>
 #include <ostream>
@@ -44,8 +45,14 @@ void log_handler_failure(std::exception_ptr failure);
 // Allocator settings for the long-running commands (serve, controller), before anything else.
 void tune_allocator_for_daemon();
 
+// The most read_input_file() reads: 64 MiB, the daemon's default --max-run-data-bytes (no run's
+// input may be larger) and 64 times the largest workflow document. A bound, so that /dev/zero or
+// an endless pipe is refused instead of filling memory.
+inline constexpr std::size_t kMaxInputFileBytes = std::size_t{64} << 20;
+
 // The text of an input file ("-": standard input); nullopt, after saying so on stderr as
-// `knflow <command>: cannot read FILE: why`, when it cannot be read (a directory included).
+// `knflow <command>: cannot read FILE: why`, when it cannot be read (a directory included) or
+// holds more than kMaxInputFileBytes (reading stops there).
 std::optional<std::string> read_input_file(const std::string& file, std::string_view command);
 // JSON for *.json, else YAML.
 model::Format workflow_file_format(const std::string& file);

@@ -388,6 +388,11 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 2, err)
         self.assertEqual(err, "knflow invoke: cannot read /nonexistent/input.json: "
                               "No such file or directory\n")
+        # /dev/zero was read until memory ran out; reading stops past 64 MiB.
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", "@/dev/zero")
+        self.assertEqual(code, 2, out + err)
+        self.assertEqual(err, "knflow invoke: cannot read /dev/zero: it holds more than 67108864 "
+                              "bytes (64 MiB), the most knflow reads from a file\n")
         for limit in ("-1", "0"):
             code, out, err = self.cli("runs", "-n", NS, "--limit", limit)
             self.assertEqual(code, 2, out + err)

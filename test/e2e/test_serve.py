@@ -129,6 +129,15 @@ class ServeTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(f"--expression-cache must be from 1 to 10000, got {size}", r.stderr)
 
+    def test_an_endless_apply_file_is_refused(self):
+        """`--apply /dev/zero` was read until memory ran out; reading stops past 64 MiB."""
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run([BIN, "serve", "--apply", "/dev/zero", "--data-dir", tmp],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("knflow serve: cannot read /dev/zero: it holds more than 67108864 bytes "
+                          "(64 MiB), the most knflow reads from a file\n", r.stderr)
+
     def test_durations_that_are_not_numbers_of_seconds_are_clear_errors(self):
         with tempfile.TemporaryDirectory() as tmp:
             def refused(args, message):

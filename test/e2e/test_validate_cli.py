@@ -49,6 +49,30 @@ class ValidateCliTest(unittest.TestCase):
         r = validate()
         self.assertEqual(r.returncode, 2)
 
+    def test_endless_input_is_refused_not_read_to_the_end(self):
+        """/dev/zero and an endless pipe were read until memory ran out; reading now stops past
+        64 MiB, with exit 2 (the file could not be read). A file over the document limit but
+        under that still gets the validator's error, exit 1."""
+        limit = "it holds more than 67108864 bytes (64 MiB), the most knflow reads from a file\n"
+        for command in ("validate", "render"):
+            r = subprocess.run([BIN, command, "-f", "/dev/zero"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertEqual(r.stderr, f"knflow {command}: cannot read /dev/zero: {limit}")
+        endless = subprocess.Popen(["yes"], stdout=subprocess.PIPE)
+        try:
+            r = subprocess.run([BIN, "validate", "-f", "-"], stdin=endless.stdout,
+                               capture_output=True, text=True, timeout=60)
+        finally:
+            endless.kill()
+            endless.wait()
+            endless.stdout.close()
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(r.stderr, f"knflow validate: cannot read standard input: {limit}")
+        r = validate("-f", "-", stdin="a" * 1100000)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("document is 1100000 bytes, more than the limit of 1048576 bytes", r.stdout)
+
     def test_hostile_documents_fail_cleanly(self):
         deep = b"[" * 100000 + b"]" * 100000
         laughs = b"a: &a [1]\n" + b"".join(
