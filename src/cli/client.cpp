@@ -21,7 +21,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <iterator>
@@ -75,6 +74,7 @@ struct Target {
   std::string server;
   std::string token;
   std::string token_source;
+  std::string token_error;  // why the token file could not be read, when it could not
   std::string flags;
 
   // The command that shows run `id`.
@@ -121,8 +121,10 @@ std::optional<Target> resolve_target(const po::variables_map& vm, std::string_vi
     file = fs::path(env_or("KNFLOW_DATA_DIR", default_data_dir())) / "token";
   }
   target.token_source = file.string();
-  std::ifstream in(file);
-  if (auto tokens = http::token_lines(in); !tokens.empty()) target.token = tokens.front();
+  // An unreadable file leaves no token; a 401 then says which file it tried, and why it failed.
+  if (auto tokens = http::read_token_file(file, target.token_error); tokens && !tokens->empty()) {
+    target.token = tokens->front();
+  }
   return target;
 }
 
@@ -339,10 +341,13 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
   }
   if (auto instance = text(o, "instance"); !instance.empty()) report_line("request", instance);
   if (res.status == 401) {
-    report_line("token", target.token.empty()
-                             ? "none found in " + target.token_source +
+    report_line("token", !target.token.empty()
+                             ? "the one from " + target.token_source + " was refused"
+                         : !target.token_error.empty()
+                             ? "none: " + target.token_error +
                                    " (--token-file FILE or $KNFLOW_TOKEN give one)"
-                             : "the one from " + target.token_source + " was refused");
+                             : "none found in " + target.token_source +
+                                   " (--token-file FILE or $KNFLOW_TOKEN give one)");
   }
   return kExitInvalid;
 }

@@ -3,57 +3,23 @@
 
 #include "commands.hpp"
 
-#include <cerrno>
+#include "knflow/log/file.hpp"
+
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <string>
-#include <system_error>
 #include <utility>
 
 namespace knflow::cli {
 
-namespace {
-
-// Reads `in` to its end, or until the text holds more than `limit` bytes.
-std::string read_at_most(std::istream& in, std::size_t limit) {
-  std::string text;
-  char buffer[64 << 10];
-  while (text.size() <= limit && in.read(buffer, sizeof buffer).gcount() > 0) {
-    text.append(buffer, static_cast<std::size_t>(in.gcount()));
-  }
-  return text;
-}
-
-}  // namespace
-
 std::optional<std::string> read_input_file(const std::string& file, std::string_view command) {
-  auto cannot = [&](const std::string& why) -> std::optional<std::string> {
-    std::cerr << "knflow " << command << ": cannot read "
-              << (file == "-" ? std::string("standard input") : file) << ": " << why << "\n";
-    return std::nullopt;
-  };
-  auto bounded = [&](const std::istream& in, std::string text) -> std::optional<std::string> {
-    if (in.bad()) return cannot(std::make_error_code(std::errc::io_error).message());
-    if (text.size() <= kMaxInputFileBytes) return text;
-    return cannot("it holds more than " + std::to_string(kMaxInputFileBytes) +
-                  " bytes (64 MiB), the most knflow reads from a file");
-  };
-  if (file == "-") {
-    auto text = read_at_most(std::cin, kMaxInputFileBytes);
-    return bounded(std::cin, std::move(text));
-  }
-  // A directory opens, then reads as nothing: it would pass for an empty file.
-  std::error_code ec;
-  if (std::filesystem::is_directory(file, ec)) {
-    return cannot(std::make_error_code(std::errc::is_a_directory).message());
-  }
-  errno = 0;
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return cannot(std::error_code(errno ? errno : EIO, std::generic_category()).message());
-  auto text = read_at_most(in, kMaxInputFileBytes);
-  return bounded(in, std::move(text));
+  auto read = file == "-" ? log::read_stream(std::cin, kMaxInputFileBytes)
+                          : log::read_file(file, kMaxInputFileBytes);
+  if (read.text) return std::move(read.text);
+  std::cerr << "knflow " << command << ": cannot read "
+            << (file == "-" ? std::string("standard input") : file) << ": " << read.error
+            << (read.too_large ? " (64 MiB), the most knflow reads from a file" : "") << "\n";
+  return std::nullopt;
 }
 
 model::Format workflow_file_format(const std::string& file) {

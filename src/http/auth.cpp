@@ -1,12 +1,13 @@
 #include "knflow/http/auth.hpp"
 
+#include "knflow/log/file.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#include <fstream>
 #include <stdexcept>
 
 namespace knflow::http {
@@ -60,29 +61,36 @@ std::string hex(const unsigned char* bytes, std::size_t size) {
 
 }  // namespace
 
-std::vector<std::string> token_lines(std::istream& in) {
+std::vector<std::string> token_lines(std::string_view text) {
   std::vector<std::string> tokens;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto token = trim(line);
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    auto token = trim(text.substr(0, end));
+    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
     if (token.empty() || token.front() == '#') continue;
     tokens.emplace_back(token);
   }
   return tokens;
 }
 
-std::optional<TokenSet> TokenSet::load(const std::filesystem::path& file, std::string& error) {
-  std::ifstream in(file);
-  if (!in) {
-    error = "cannot read token file " + file.string();
+std::optional<std::vector<std::string>> read_token_file(const std::filesystem::path& file,
+                                                        std::string& error) {
+  auto read = log::read_file(file, kMaxTokenFileBytes);
+  if (!read.text) {
+    error = "cannot read token file " + file.string() + ": " + read.error;
     return std::nullopt;
   }
-  const auto tokens = token_lines(in);
-  if (tokens.empty()) {
+  return token_lines(*read.text);
+}
+
+std::optional<TokenSet> TokenSet::load(const std::filesystem::path& file, std::string& error) {
+  auto tokens = read_token_file(file, error);
+  if (!tokens) return std::nullopt;
+  if (tokens->empty()) {
     error = "token file " + file.string() + " holds no token (one per line)";
     return std::nullopt;
   }
-  return from_tokens(tokens);
+  return from_tokens(*tokens);
 }
 
 TokenSet TokenSet::from_tokens(const std::vector<std::string>& tokens) {

@@ -1,13 +1,12 @@
 #include "knflow/kube/config.hpp"
 
+#include "knflow/log/file.hpp"
+
 #include <yaml-cpp/yaml.h>
 #include <boost/url/parse.hpp>
 
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <sstream>
+#include <utility>
 
 namespace knflow::kube {
 namespace {
@@ -24,20 +23,18 @@ std::optional<std::string> env(const char* name) {
   return std::string(v);
 }
 
+// The most a kubeconfig, token or certificate file may hold: 16 MiB, far above any real one
+// (kubeconfigs with many embedded certificates stay under a megabyte).
+constexpr std::size_t kMaxConfigFileBytes = std::size_t{16} << 20;
+
 // The whole file, or an error naming it and why it could not be read.
 Result<std::string> read_file(const fs::path& path, std::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
+  auto read = log::read_file(path, kMaxConfigFileBytes);
+  if (!read.text) {
     return config_error("cannot read " + std::string(what) + " " + path.string() + ": " +
-                        (err ? std::strerror(err) : "cannot open"));
+                        read.error);
   }
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) {
-    return config_error("cannot read " + std::string(what) + " " + path.string());
-  }
-  return out.str();
+  return std::move(*read.text);
 }
 
 std::string trim(std::string s) {

@@ -494,6 +494,14 @@ class InvokeCliTest(unittest.TestCase):
         self.assertIn("401", err)
         self.assertIn("the one from $KNFLOW_TOKEN was refused", err)
 
+        # /dev/zero as the token file was read until memory ran out; now it is refused at 1 MiB,
+        # and the 401 says why no token was sent.
+        code, _, err = self.cli("runs", "-n", NS, "--server", self.d.base,
+                                "--token-file", "/dev/zero", flags=False)
+        self.assertEqual(code, 1, err)
+        self.assertIn("none: cannot read token file /dev/zero: it holds more than 1048576 bytes "
+                      "(--token-file FILE or $KNFLOW_TOKEN give one)", err)
+
     def test_token_files_read_as_the_daemon_reads_them(self):
         """The CLI takes the token the daemon would accept from the same file: indented comments
         and blank lines are skipped, spaces trimmed (it sent the comment and got a 401). Without

@@ -129,14 +129,25 @@ class ServeTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(f"--expression-cache must be from 1 to 10000, got {size}", r.stderr)
 
-    def test_an_endless_apply_file_is_refused(self):
-        """`--apply /dev/zero` was read until memory ran out; reading stops past 64 MiB."""
+    def test_endless_files_are_refused(self):
+        """/dev/zero as a file to apply, a token file or a kubeconfig was read until memory ran
+        out; each is now read to its bound (64 MiB, 1 MiB, 16 MiB) and refused, exit 2."""
         with tempfile.TemporaryDirectory() as tmp:
-            r = subprocess.run([BIN, "serve", "--apply", "/dev/zero", "--data-dir", tmp],
-                               capture_output=True, text=True, timeout=60)
-            self.assertEqual(r.returncode, 2, r.stderr)
-            self.assertIn("knflow serve: cannot read /dev/zero: it holds more than 67108864 bytes "
-                          "(64 MiB), the most knflow reads from a file\n", r.stderr)
+            for args, message in (
+                    (["--apply", "/dev/zero"],
+                     "knflow serve: cannot read /dev/zero: it holds more than 67108864 bytes "
+                     "(64 MiB), the most knflow reads from a file\n"),
+                    (["--token-file", "/dev/zero"],
+                     "knflow serve: cannot read token file /dev/zero: it holds more than "
+                     "1048576 bytes\n"),
+                    (["--kubeconfig", "/dev/zero"],
+                     "knflow serve: cluster mode: cannot read kubeconfig /dev/zero: it holds more "
+                     "than 16777216 bytes\n")):
+                r = subprocess.run([BIN, "serve", *args, "--data-dir", tmp,
+                                    "--listen", "127.0.0.1:0"],
+                                   capture_output=True, text=True, timeout=60)
+                self.assertEqual(r.returncode, 2, (args, r.stderr))
+                self.assertIn(message, r.stderr)
 
     def test_durations_that_are_not_numbers_of_seconds_are_clear_errors(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -240,7 +240,24 @@ TEST_CASE("kubeconfig errors say what and where: file, context, field", "[kube][
        head + "current-context: x\ncontexts: 3\n",
        "",
        {"contexts must be a list"}},
+      // Read until memory ran out before: every file is read to 16 MiB at most.
+      {"endless token file",
+       head + cluster_ok + context_ok + "users:\n- name: u\n  user:\n    tokenFile: /dev/zero\n",
+       "x",
+       {"users[\"u\"].user.tokenFile is unusable",
+        "cannot read token file /dev/zero: it holds more than 16777216 bytes"}},
+      {"endless CA file",
+       head + cluster_ok + "    certificate-authority: /dev/zero\n" + context_ok +
+           "users:\n- name: u\n  user: {}\n",
+       "x",
+       {"certificate-authority is unusable", "it holds more than 16777216 bytes"}},
   };
+  SECTION("an endless kubeconfig is refused, not read until memory runs out") {
+    auto config = knflow::kube::load_kubeconfig({.path = "/dev/zero", .context = ""});
+    REQUIRE_FALSE(config);
+    CHECK(config.error().message ==
+          "cannot read kubeconfig /dev/zero: it holds more than 16777216 bytes");
+  }
   for (const auto& c : cases) {
     INFO(c.name);
     write(path, c.text);

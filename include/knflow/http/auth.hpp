@@ -1,8 +1,8 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <filesystem>
-#include <istream>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10,10 +10,19 @@
 
 namespace knflow::http {
 
+// The most a token file may hold: 1 MiB, thousands of tokens; a larger file (or /dev/zero) is
+// refused without being read to its end.
+inline constexpr std::size_t kMaxTokenFileBytes = std::size_t{1} << 20;
+
 // The tokens of a token file's text: one per line, surrounding whitespace trimmed; blank lines
 // and lines starting with '#' skipped. What the server accepts and what the CLI sends agree
 // because both read files with this.
-std::vector<std::string> token_lines(std::istream& in);
+std::vector<std::string> token_lines(std::string_view text);
+
+// The tokens of a token file (token_lines), or nullopt with `error` saying why it could not be
+// read ("cannot read token file F: why", larger than kMaxTokenFileBytes included).
+std::optional<std::vector<std::string>> read_token_file(const std::filesystem::path& file,
+                                                        std::string& error);
 
 // The bearer tokens the server accepts. Tokens are kept only as SHA-256 digests and compared in
 // constant time; they are never logged. Immutable after construction, so thread-safe.
