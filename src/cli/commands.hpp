@@ -50,6 +50,11 @@ void tune_allocator_for_daemon();
 // an endless pipe is refused instead of filling memory.
 inline constexpr std::size_t kMaxInputFileBytes = std::size_t{64} << 20;
 
+// The most event-loop threads `--threads` may ask for. Far above what helps (each thread serves
+// its own connections), and a bound: `--threads 100000` died of an uncaught error when the system
+// refused a thread, and an unsigned option reads `-1` as 4294967295.
+inline constexpr unsigned kMaxThreads = 256;
+
 // The text of an input file ("-": standard input); nullopt, after saying so on stderr as
 // `knflow <command>: cannot read FILE: why`, when it cannot be read (a directory included) or
 // holds more than kMaxInputFileBytes (reading stops there).

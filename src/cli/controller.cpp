@@ -107,6 +107,11 @@ int controller(const std::vector<std::string>& args) {
   settings.election.renew_deadline = seconds_of(vm, "renew-deadline");
   settings.election.retry_period = seconds_of(vm, "retry-period");
   settings.status_write_delay = seconds_of(vm, "status-write-delay");
+  if (const unsigned n = vm["threads"].as<unsigned>(); n == 0 || n > kMaxThreads) {
+    std::cerr << "knflow controller: --threads must be from 1 to " << kMaxThreads << ", got " << n
+              << "\n";
+    return kExitUsage;
+  }
   if (const double t = vm["expression-timeout"].as<double>(); !(t >= 0.001 && t <= 3600)) {
     std::cerr << "knflow controller: --expression-timeout must be from 0.001 to 3600 seconds\n";
     return kExitUsage;
@@ -160,7 +165,7 @@ int controller(const std::vector<std::string>& args) {
     return kExitUsage;
   }
 
-  asio::io_context ioc(static_cast<int>(std::max(1u, vm["threads"].as<unsigned>())));
+  asio::io_context ioc(static_cast<int>(vm["threads"].as<unsigned>()));
   kube::ClientSettings client_settings;
   client_settings.qps = vm["qps"].as<double>();
   client_settings.burst = vm["burst"].as<int>();
@@ -245,7 +250,7 @@ int controller(const std::vector<std::string>& args) {
   });
 
   std::vector<std::thread> pool;
-  for (unsigned i = 1; i < std::max(1u, vm["threads"].as<unsigned>()); ++i) {
+  for (unsigned i = 1; i < vm["threads"].as<unsigned>(); ++i) {
     pool.emplace_back([&] { io::run(ioc, std::chrono::microseconds{0}, log_handler_failure); });
   }
   io::run(ioc, std::chrono::microseconds{0}, log_handler_failure);

@@ -16,6 +16,7 @@
 #include "knflow/kube/client.hpp"
 #include "knflow/kube/config.hpp"
 #include "knflow/kube/informer.hpp"
+#include "knflow/log/file.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/validate.hpp"
@@ -34,6 +35,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -99,7 +101,7 @@ po::options_description serve_options() {
      "seconds a keep-alive connection may stay idle")
     ("shutdown-timeout", po::value<double>()->default_value(10),
      "seconds in-flight requests get to finish after SIGTERM or SIGINT")
-    ("threads", po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
+    ("threads", po::value<unsigned>()->default_value(std::clamp(std::thread::hardware_concurrency(), 1u, kMaxThreads)),
      "threads running the event loop, and as many more serving HTTP connections (one event loop "
      "each); the engine and SQLite run on one thread more")
     ("spin-us", po::value<unsigned>()->default_value(50),
@@ -185,12 +187,18 @@ std::function<std::string(std::string)> env_mapper(const po::options_description
   };
 }
 
+// The most a --config file may hold: far more than every option, and a bound, so that
+// /dev/zero or an endless pipe is refused instead of being read until memory runs out.
+constexpr std::size_t kMaxConfigFileBytes = std::size_t{1} << 20;
+
 // Reads the --config YAML file as `--key=value` arguments; throws po::error on a bad file.
 std::vector<std::string> config_file_args(const std::string& path,
                                           const po::options_description& desc) {
+  auto read = log::read_file(path, kMaxConfigFileBytes);
+  if (!read.text) throw po::error("config file " + path + ": cannot read it: " + read.error);
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    root = YAML::Load(*read.text);
   } catch (const YAML::Exception& e) {
     throw po::error("config file " + path + ": " + e.what());
   }
@@ -252,7 +260,8 @@ std::optional<asio::ip::tcp::endpoint> parse_listen(const std::string& text, std
   boost::system::error_code ec;
   auto address = asio::ip::make_address(host, ec);
   if (ec) {
-    error = "--listen host must be an IP address or localhost, got \"" + host + "\"";
+    error = "--listen host must be an IP address or localhost, got \"" + host + "\" in \"" + text +
+            "\" (an IPv6 address goes in brackets: [::1]:8080)";
     return std::nullopt;
   }
   return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
@@ -326,6 +335,11 @@ bool check_numeric_options(const po::variables_map& vm) {
       cache == 0 || cache > kMaxExpressionCache) {
     std::cerr << "knflow serve: --expression-cache must be from 1 to " << kMaxExpressionCache
               << ", got " << cache << "\n";
+    return false;
+  }
+  if (const unsigned n = vm["threads"].as<unsigned>(); n == 0 || n > kMaxThreads) {
+    std::cerr << "knflow serve: --threads must be from 1 to " << kMaxThreads << ", got " << n
+              << "\n";
     return false;
   }
   if (vm["max-run-data-bytes"].as<std::size_t>() == 0) {
@@ -595,7 +609,7 @@ int serve(const std::vector<std::string>& args) {
   api::ApiSettings api_settings;
   api_settings.parse_limits.max_bytes = server_settings.max_body_bytes;
 
-  const unsigned threads = std::max(1u, vm["threads"].as<unsigned>());
+  const unsigned threads = vm["threads"].as<unsigned>();  // 1 to kMaxThreads (checked)
   asio::io_context ioc(static_cast<int>(threads));
   // The SQLite writer strand, the engine's runs and its HTTP client share one thread of their own:
   // a run's store operations, calls and steps hand over to each other without waking another

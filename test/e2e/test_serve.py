@@ -142,12 +142,37 @@ class ServeTest(unittest.TestCase):
                      "1048576 bytes\n"),
                     (["--kubeconfig", "/dev/zero"],
                      "knflow serve: cluster mode: cannot read kubeconfig /dev/zero: it holds more "
-                     "than 16777216 bytes\n")):
+                     "than 16777216 bytes\n"),
+                    (["--config", "/dev/zero"],
+                     "knflow serve: config file /dev/zero: cannot read it: it holds more than "
+                     "1048576 bytes\n"),
+                    (["--config", "/nonexistent/knflow.yaml"],
+                     "knflow serve: config file /nonexistent/knflow.yaml: cannot read it: No such "
+                     "file or directory\n")):
                 r = subprocess.run([BIN, "serve", *args, "--data-dir", tmp,
                                     "--listen", "127.0.0.1:0"],
                                    capture_output=True, text=True, timeout=60)
                 self.assertEqual(r.returncode, 2, (args, r.stderr))
                 self.assertIn(message, r.stderr)
+
+    def test_out_of_range_threads_and_listen_addresses_are_clear_errors(self):
+        """`--threads 100000` died of an uncaught error when the system refused a thread (and
+        `-1` reads as 4294967295); `--listen [::1` named only the mangled host."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for command in ("serve", "controller"):
+                for threads in ("0", "257", "100000"):
+                    r = subprocess.run([BIN, command, "--threads", threads, "--data-dir", tmp]
+                                       if command == "serve" else
+                                       [BIN, command, "--threads", threads],
+                                       capture_output=True, text=True, timeout=30)
+                    self.assertEqual(r.returncode, 2, r.stderr)
+                    self.assertIn(f"knflow {command}: --threads must be from 1 to 256, got "
+                                  f"{threads}\n", r.stderr)
+            r = subprocess.run([BIN, "serve", "--listen", "[::1", "--data-dir", tmp],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn('--listen host must be an IP address or localhost, got "[:" in "[::1" '
+                          '(an IPv6 address goes in brackets: [::1]:8080)', r.stderr)
 
     def test_durations_that_are_not_numbers_of_seconds_are_clear_errors(self):
         with tempfile.TemporaryDirectory() as tmp:
