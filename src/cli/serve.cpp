@@ -121,7 +121,7 @@ po::options_description serve_options() {
     ("expression-timeout", po::value<double>()->default_value(1),
      "seconds one jq expression may run before its step faults")
     ("expression-workers", po::value<std::size_t>()->default_value(2),
-     "processes that evaluate jq expressions")
+     "processes that evaluate jq expressions (1 to 64)")
     ("expression-cache", po::value<std::size_t>()->default_value(1024),
      "compiled jq programs each expression worker keeps (about 7 KB each; 1 to 10000); "
      "knflow_expression_compiles_total counts the misses")
@@ -272,6 +272,8 @@ constexpr unsigned kMaxSpinMicros = 10'000;
 // Compiled programs per expression worker: 10,000 of about 7 KB each are 70 MB of the worker's
 // 256 MiB address-space limit.
 constexpr std::size_t kMaxExpressionCache = 10'000;
+// jq worker processes: each idles at a few MB, and more than the cores only queue.
+constexpr std::size_t kMaxExpressionWorkers = 64;
 
 // The options given in seconds (fractions allowed), checked by check_numeric_options before use.
 constexpr const char* kSecondsOptions[] = {
@@ -340,6 +342,14 @@ bool check_numeric_options(const po::variables_map& vm) {
   if (const unsigned n = vm["threads"].as<unsigned>(); n == 0 || n > kMaxThreads) {
     std::cerr << "knflow serve: --threads must be from 1 to " << kMaxThreads << ", got " << n
               << "\n";
+    return false;
+  }
+  // Each worker is a process with its own memory limit; -1 (read as the largest number) and
+  // 99999999999 died of an uncaught allocation error.
+  if (const std::size_t n = vm["expression-workers"].as<std::size_t>();
+      n == 0 || n > kMaxExpressionWorkers) {
+    std::cerr << "knflow serve: --expression-workers must be from 1 to " << kMaxExpressionWorkers
+              << ", got " << n << "\n";
     return false;
   }
   if (vm["max-run-data-bytes"].as<std::size_t>() == 0) {
@@ -634,7 +644,7 @@ int serve(const std::vector<std::string>& args) {
       ioc.get_executor(),
       engine::JqWorkerSettings{
           .executable = self_exe,
-          .workers = std::max<std::size_t>(1, vm["expression-workers"].as<std::size_t>()),
+          .workers = vm["expression-workers"].as<std::size_t>(),  // 1 to 64 (checked)
           .time_limit = seconds_option(vm, "expression-timeout"),
           .max_program_cache = vm["expression-cache"].as<std::size_t>(),
           .metrics = &metrics,

@@ -155,9 +155,10 @@ class ServeTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 2, (args, r.stderr))
                 self.assertIn(message, r.stderr)
 
-    def test_out_of_range_threads_and_listen_addresses_are_clear_errors(self):
+    def test_out_of_range_threads_workers_and_listen_addresses_are_clear_errors(self):
         """`--threads 100000` died of an uncaught error when the system refused a thread (and
-        `-1` reads as 4294967295); `--listen [::1` named only the mangled host."""
+        `-1` reads as 4294967295), so did `--expression-workers -1` or 99999999999; `--listen [::1`
+        named only the mangled host."""
         with tempfile.TemporaryDirectory() as tmp:
             for command in ("serve", "controller"):
                 for threads in ("0", "257", "100000"):
@@ -168,6 +169,12 @@ class ServeTest(unittest.TestCase):
                     self.assertEqual(r.returncode, 2, r.stderr)
                     self.assertIn(f"knflow {command}: --threads must be from 1 to 256, got "
                                   f"{threads}\n", r.stderr)
+            for workers in ("0", "65", "-1", "99999999999"):
+                r = subprocess.run([BIN, "serve", "--expression-workers", workers, "--data-dir", tmp],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn("knflow serve: --expression-workers must be from 1 to 64, got ",
+                              r.stderr)
             r = subprocess.run([BIN, "serve", "--listen", "[::1", "--data-dir", tmp],
                                capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 2, r.stderr)
