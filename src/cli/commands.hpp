@@ -8,8 +8,11 @@
 #include "knflow/model/errors.hpp"
 #include "knflow/model/validate.hpp"
 
+#include <boost/program_options/variables_map.hpp>
+
 #include <cstddef>
 #include <exception>
+#include <initializer_list>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -49,6 +52,15 @@ void tune_allocator_for_daemon();
 // input may be larger) and 64 times the largest workflow document. A bound, so that /dev/zero or
 // an endless pipe is refused instead of filling memory.
 inline constexpr std::size_t kMaxInputFileBytes = std::size_t{64} << 20;
+
+// The most any option counted in seconds may be: a year, more is surely a mistake.
+inline constexpr double kMaxSeconds = 365.0 * 24 * 3600;
+
+// False after saying which on stderr: an option of `names` (each a double counted in seconds, if
+// given) that is not a number from 0 to kMaxSeconds: nan and inf included, which would not
+// convert to a duration.
+bool check_seconds_options(const boost::program_options::variables_map& vm,
+                           std::initializer_list<const char*> names, std::string_view command);
 
 // The most event-loop threads `--threads` may ask for. Far above what helps (each thread serves
 // its own connections), and a bound: `--threads 100000` died of an uncaught error when the system

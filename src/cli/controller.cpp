@@ -19,6 +19,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/program_options.hpp>
 
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -95,6 +96,16 @@ int controller(const std::vector<std::string>& args) {
   }
   log::set_level(level);
 
+  if (!check_seconds_options(vm,
+                             {"resync", "lease-duration", "renew-deadline", "retry-period",
+                              "status-write-delay", "expression-timeout"},
+                             "controller")) {
+    return kExitUsage;
+  }
+  if (const double qps = vm["qps"].as<double>(); !std::isfinite(qps) || qps < 0) {
+    std::cerr << "knflow controller: --qps must be a number from 0, got " << qps << "\n";
+    return kExitUsage;
+  }
   controller::ControllerSettings settings;
   settings.workers = std::max<std::size_t>(1, vm["workers"].as<std::size_t>());
   settings.resync = seconds_of(vm, "resync");

@@ -275,12 +275,8 @@ constexpr std::size_t kMaxExpressionCache = 10'000;
 // jq worker processes: each idles at a few MB, and more than the cores only queue.
 constexpr std::size_t kMaxExpressionWorkers = 64;
 
-// The options given in seconds (fractions allowed), checked by check_numeric_options before use.
-constexpr const char* kSecondsOptions[] = {
-    "expression-timeout", "idle-timeout",       "invoke-timeout", "max-invoke-timeout",
-    "request-timeout",    "retention-interval", "resync",         "shutdown-timeout"};
-constexpr double kMaxSeconds = 365.0 * 24 * 3600;  // a year: more is surely a mistake
-
+// An option given in seconds (fractions allowed), as milliseconds; checked by
+// check_numeric_options before use.
 std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char* name) {
   return std::chrono::milliseconds(static_cast<long long>(vm[name].as<double>() * 1000));
 }
@@ -290,14 +286,12 @@ std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char
 // --kube-qps that is not a number from 0, an --expression-timeout under a millisecond, a run data
 // limit of 0, or a total run data limit that leaves no room for one request's data.
 bool check_numeric_options(const po::variables_map& vm) {
-  for (const char* name : kSecondsOptions) {
-    if (!vm.count(name)) continue;
-    const double v = vm[name].as<double>();
-    if (!std::isfinite(v) || v < 0 || v > kMaxSeconds) {
-      std::cerr << "knflow serve: --" << name << " must be a number of seconds from 0 to "
-                << static_cast<long long>(kMaxSeconds) << ", got " << v << "\n";
-      return false;
-    }
+  if (!check_seconds_options(
+          vm,
+          {"expression-timeout", "idle-timeout", "invoke-timeout", "max-invoke-timeout",
+           "request-timeout", "retention-interval", "resync", "shutdown-timeout"},
+          "serve")) {
+    return false;
   }
   // Zero would refuse every expression (jq needs some time to answer at all), answer every
   // request 408, close every connection at once, or prune in a loop.

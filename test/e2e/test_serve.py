@@ -169,6 +169,19 @@ class ServeTest(unittest.TestCase):
                     self.assertEqual(r.returncode, 2, r.stderr)
                     self.assertIn(f"knflow {command}: --threads must be from 1 to 256, got "
                                   f"{threads}\n", r.stderr)
+            # The controller converted nan and inf seconds to durations unchecked (undefined
+            # behaviour), and took any --qps.
+            for args, message in ((["--resync", "inf"], "--resync must be a number of seconds "
+                                   "from 0 to 31536000, got inf"),
+                                  (["--status-write-delay", "-1"], "--status-write-delay must be "
+                                   "a number of seconds from 0 to 31536000, got -1"),
+                                  (["--lease-duration", "nan"], "--lease-duration must be a "
+                                   "number of seconds from 0 to 31536000, got nan"),
+                                  (["--qps", "nan"], "--qps must be a number from 0, got nan")):
+                r = subprocess.run([BIN, "controller", *args, "--kubeconfig", "/nonexistent"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(f"knflow controller: {message}\n", r.stderr)
             for workers in ("0", "65", "-1", "99999999999"):
                 r = subprocess.run([BIN, "serve", "--expression-workers", workers, "--data-dir", tmp],
                                    capture_output=True, text=True, timeout=30)
