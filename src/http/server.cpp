@@ -72,6 +72,47 @@ Problem simple_problem(unsigned status, std::string type, std::string detail,
   return p;
 }
 
+// A request whose body comes in a coding the server cannot undo: a transfer coding other than
+// chunked (Beast frames `gzip, chunked` by its chunks and would hand over the gzip bytes), 501 as
+// RFC 9112 section 6.1 says; or, with a body, a content coding other than identity, 415 with
+// `Accept-Encoding: identity` (RFC 9110 section 15.5.16). Such a body would otherwise reach the
+// handlers still compressed and be refused as not JSON, or taken as text.
+std::optional<Response> unsupported_coding(
+    const bhttp::request_parser<bhttp::string_body>& parser) {
+  const auto& head = parser.get();
+  auto first_other = [](std::string_view list, std::string_view allowed) -> std::string {
+    while (!list.empty()) {
+      const auto comma = list.find(',');
+      auto token = list.substr(0, comma);
+      list.remove_prefix(comma == std::string_view::npos ? list.size() : comma + 1);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
+        token.remove_prefix(1);
+      }
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
+        token.remove_suffix(1);
+      if (!token.empty() && !beast::iequals(token, allowed)) return std::string(token);
+    }
+    return {};
+  };
+  if (auto coding = first_other(head[bhttp::field::transfer_encoding], "chunked");
+      !coding.empty()) {
+    return make_problem(simple_problem(501, "not-implemented",
+                                       "Transfer-Encoding " + coding +
+                                           " is not supported: send the body as it is, framed by "
+                                           "Content-Length or chunked."));
+  }
+  const bool has_body = parser.chunked() || parser.content_length().value_or(0) > 0;
+  if (auto coding = first_other(head[bhttp::field::content_encoding], "identity");
+      has_body && !coding.empty()) {
+    auto res = make_problem(simple_problem(
+        415, "unsupported-content-encoding",
+        "Content-Encoding " + coding + " is not supported: send the body uncompressed."));
+    res.set_header("Accept-Encoding", "identity");
+    return res;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
@@ -343,9 +384,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       bool keep_alive = false;
       bool is_head = false;
       auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, use_tuple);
+      std::optional<Response> refused;  // answered without reading the body
       if (!ec) {
         auto& head = parser.get();
         method = std::string(head.method_string());
+        refused = unsupported_coding(parser);
+      }
+      if (!ec && !refused) {
+        auto& head = parser.get();
         // curl sends Expect: 100-continue for larger bodies; answer it (or refuse the body).
         if (beast::iequals(head[bhttp::field::expect], "100-continue")) {
           if (parser.content_length() && *parser.content_length() > settings.max_body_bytes) {
@@ -362,7 +408,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       }
       *armed = false;
       deadline.cancel();
-      if (ec) {
+      if (refused) {
+        res = std::move(*refused);
+        lingering = true;
+      } else if (ec) {
         if (timed_out) ec = beast::error::timeout;
         if (ec == bhttp::error::header_limit) {
           res = make_problem(simple_problem(431, "header-too-large",

@@ -266,6 +266,47 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(status, 200)
             self.assertEqual(d.stop(), 0)
 
+    def test_bodies_in_codings_the_server_cannot_undo_are_refused(self):
+        """`Transfer-Encoding: gzip, chunked` was framed by its chunks and the gzip bytes handed
+        on as the body; a gzip `Content-Encoding` body reached the handlers compressed. Now 501
+        and 415 (with Accept-Encoding: identity), as RFC 9112 and 9110 say; identity passes."""
+        def answer(head, body=b""):
+            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+                s.sendall(head.encode() + body)
+                reply = b""
+                while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+            status = int(reply.split(b" ", 2)[1])
+            return status, reply.decode()
+
+        with Daemon() as d:
+            d.start()
+            auth = f"Authorization: Bearer {d.token}\r\nContent-Type: application/json\r\n"
+            path = "/api/v1/namespaces/default/workflows"
+            body = workflow("coded").encode()
+            status, reply = answer(f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}"
+                                   "Transfer-Encoding: gzip, chunked\r\n\r\n",
+                                   f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+            self.assertEqual(status, 501, reply)
+            self.assertIn("Transfer-Encoding gzip is not supported", reply)
+            status, reply = answer(f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}"
+                                   f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n",
+                                   body)
+            self.assertEqual(status, 415, reply)
+            self.assertIn("Accept-Encoding: identity", reply)
+            self.assertIn("Content-Encoding gzip is not supported: send the body uncompressed.",
+                          reply)
+            status, _ = d.json("GET", path + "/coded")
+            self.assertEqual(status, 404)  # neither was stored
+            status, reply = answer(f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}"
+                                   "Content-Encoding: identity\r\nConnection: close\r\n"
+                                   f"Content-Length: {len(body)}\r\n\r\n", body)
+            self.assertEqual(status, 201, reply)
+            self.assertEqual(d.stop(), 0)
+
     def test_version(self):
         r = subprocess.run([BIN, "version"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0)
