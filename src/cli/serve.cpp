@@ -283,8 +283,9 @@ std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char
 
 // False after saying which: a seconds option that is not a number from 0 to a year (nan and inf
 // included, which would not convert to milliseconds), --retention-hours beyond ten years, a
-// --kube-qps that is not a number from 0, an --expression-timeout under a millisecond, a run data
-// limit of 0, or a total run data limit that leaves no room for one request's data.
+// --kube-qps that is not a number from 0, an --expression-timeout under a millisecond, a
+// --threads or --expression-workers count out of its range, a run data limit of 0, or a total run
+// data limit that leaves no room for one request's data.
 bool check_numeric_options(const po::variables_map& vm) {
   if (!check_seconds_options(
           vm,

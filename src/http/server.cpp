@@ -80,17 +80,10 @@ Problem simple_problem(unsigned status, std::string type, std::string detail,
 std::optional<Response> unsupported_coding(
     const bhttp::request_parser<bhttp::string_body>& parser) {
   const auto& head = parser.get();
-  auto first_other = [](std::string_view list, std::string_view allowed) -> std::string {
-    while (!list.empty()) {
-      const auto comma = list.find(',');
-      auto token = list.substr(0, comma);
-      list.remove_prefix(comma == std::string_view::npos ? list.size() : comma + 1);
-      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
-        token.remove_prefix(1);
-      }
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
-        token.remove_suffix(1);
-      if (!token.empty() && !beast::iequals(token, allowed)) return std::string(token);
+  // The first coding in a header's list (Beast's RFC 7230 list parser) other than `allowed`.
+  auto first_other = [](beast::string_view list, beast::string_view allowed) -> std::string {
+    for (const auto& token : bhttp::token_list{list}) {
+      if (!beast::iequals(token, allowed)) return std::string(token);
     }
     return {};
   };
