@@ -284,8 +284,8 @@ std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char
 // False after saying which: a seconds option that is not a number from 0 to a year (nan and inf
 // included, which would not convert to milliseconds), --retention-hours beyond ten years, a
 // --kube-qps that is not a number from 0, an --expression-timeout under a millisecond, a
-// --threads or --expression-workers count out of its range, a run data limit of 0, or a total run
-// data limit that leaves no room for one request's data.
+// --threads or --expression-workers count out of its range, a connection or active run limit or
+// a run data limit of 0, or a total run data limit that leaves no room for one request's data.
 bool check_numeric_options(const po::variables_map& vm) {
   if (!check_seconds_options(
           vm,
@@ -346,6 +346,14 @@ bool check_numeric_options(const po::variables_map& vm) {
     std::cerr << "knflow serve: --expression-workers must be from 1 to " << kMaxExpressionWorkers
               << ", got " << n << "\n";
     return false;
+  }
+  // Zero would answer every connection 503, or every invoke: a daemon that serves nothing (as
+  // Kubernetes' limits go, a user may well have meant "no limit").
+  for (const char* name : {"max-connections", "max-active-runs"}) {
+    if (vm[name].as<std::size_t>() == 0) {
+      std::cerr << "knflow serve: --" << name << " must be at least 1\n";
+      return false;
+    }
   }
   if (vm["max-run-data-bytes"].as<std::size_t>() == 0) {
     std::cerr << "knflow serve: --max-run-data-bytes must be a positive number of bytes\n";

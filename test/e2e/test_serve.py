@@ -182,6 +182,11 @@ class ServeTest(unittest.TestCase):
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(f"knflow controller: {message}\n", r.stderr)
+            for option in ("--max-connections", "--max-active-runs"):
+                r = subprocess.run([BIN, "serve", option, "0", "--data-dir", tmp],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(f"knflow serve: {option} must be at least 1\n", r.stderr)
             for workers in ("0", "65", "-1", "99999999999"):
                 r = subprocess.run([BIN, "serve", "--expression-workers", workers, "--data-dir", tmp],
                                    capture_output=True, text=True, timeout=30)
