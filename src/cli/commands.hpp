@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <exception>
 #include <initializer_list>
+#include <iostream>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -61,6 +62,18 @@ inline constexpr double kMaxSeconds = 365.0 * 24 * 3600;
 // convert to a duration.
 bool check_seconds_options(const boost::program_options::variables_map& vm,
                            std::initializer_list<const char*> names, std::string_view command);
+
+// False after saying so on stderr (`knflow <command>: --NAME must be from 1 to MAX, got N`): the
+// count option `name` (of type T: unsigned, std::size_t) is not from 1 to `max`.
+template <class T>
+bool check_count_option(const boost::program_options::variables_map& vm, const char* name, T max,
+                        std::string_view command) {
+  const T n = vm[name].as<T>();
+  if (n >= 1 && n <= max) return true;
+  std::cerr << "knflow " << command << ": --" << name << " must be from 1 to " << max << ", got "
+            << n << "\n";
+  return false;
+}
 
 // The most event-loop threads `--threads` may ask for. Far above what helps (each thread serves
 // its own connections), and a bound: `--threads 100000` died of an uncaught error when the system

@@ -118,11 +118,7 @@ int controller(const std::vector<std::string>& args) {
   settings.election.renew_deadline = seconds_of(vm, "renew-deadline");
   settings.election.retry_period = seconds_of(vm, "retry-period");
   settings.status_write_delay = seconds_of(vm, "status-write-delay");
-  if (const unsigned n = vm["threads"].as<unsigned>(); n == 0 || n > kMaxThreads) {
-    std::cerr << "knflow controller: --threads must be from 1 to " << kMaxThreads << ", got " << n
-              << "\n";
-    return kExitUsage;
-  }
+  if (!check_count_option(vm, "threads", kMaxThreads, "controller")) return kExitUsage;
   if (const double t = vm["expression-timeout"].as<double>(); !(t >= 0.001 && t <= 3600)) {
     std::cerr << "knflow controller: --expression-timeout must be from 0.001 to 3600 seconds\n";
     return kExitUsage;

@@ -327,24 +327,12 @@ bool check_numeric_options(const po::variables_map& vm) {
     std::cerr << "knflow serve: --kube-qps must be a number from 0, got " << qps << "\n";
     return false;
   }
-  // Each compiled program takes about 7 KB of a worker's memory, which its memory limit bounds.
-  if (const std::size_t cache = vm["expression-cache"].as<std::size_t>();
-      cache == 0 || cache > kMaxExpressionCache) {
-    std::cerr << "knflow serve: --expression-cache must be from 1 to " << kMaxExpressionCache
-              << ", got " << cache << "\n";
-    return false;
-  }
-  if (const unsigned n = vm["threads"].as<unsigned>(); n == 0 || n > kMaxThreads) {
-    std::cerr << "knflow serve: --threads must be from 1 to " << kMaxThreads << ", got " << n
-              << "\n";
-    return false;
-  }
-  // Each worker is a process with its own memory limit; -1 (read as the largest number) and
-  // 99999999999 died of an uncaught allocation error.
-  if (const std::size_t n = vm["expression-workers"].as<std::size_t>();
-      n == 0 || n > kMaxExpressionWorkers) {
-    std::cerr << "knflow serve: --expression-workers must be from 1 to " << kMaxExpressionWorkers
-              << ", got " << n << "\n";
+  // Each compiled program takes about 7 KB of a worker's memory, which its memory limit bounds;
+  // each worker is a process. Unbounded, --threads or --expression-workers -1 (read as the largest
+  // number) or 99999999999 died of an uncaught error.
+  if (!check_count_option(vm, "expression-cache", kMaxExpressionCache, "serve") ||
+      !check_count_option(vm, "threads", kMaxThreads, "serve") ||
+      !check_count_option(vm, "expression-workers", kMaxExpressionWorkers, "serve")) {
     return false;
   }
   // Zero would answer every connection 503, or every invoke: a daemon that serves nothing (as
