@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cerrno>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -86,6 +87,12 @@ std::string to_lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+// How many fields a Beast message holds (its list has no size()).
+template <class Fields>
+std::size_t field_count(const Fields& fields) {
+  return static_cast<std::size_t>(std::distance(fields.begin(), fields.end()));
 }
 
 std::variant<Target, HttpResponse> parse_target(const std::string& url) {
@@ -595,7 +602,12 @@ struct Pool : std::enable_shared_from_this<Pool> {
     };
     conn.stream.expires_at(req.deadline);
     auto [wec, wn] = co_await bhttp::async_write(conn.stream, req.message, use_tuple);
-    if (wec) {
+    // A function may answer before it has read the whole body (a 413 from a size limit) and
+    // close, so that the rest of the send fails: its answer is read all the same, as RFC 9112
+    // §9.5 asks of a client, and only without one does the send's error stand.
+    const bool answered_early =
+        wec == asio::error::broken_pipe || wec == asio::error::connection_reset;
+    if (wec && !answered_early) {
       fail(wec, "send", false);
       co_return out;
     }
@@ -605,11 +617,22 @@ struct Pool : std::enable_shared_from_this<Pool> {
       parser.header_limit(kMaxResponseHeaderBytes);
       parser.body_limit(self->settings.max_response_bytes);
       if (req.head) parser.skip(true);
+      // Trailer fields are not header fields (RFC 9110 §6.5.1), but Beast's parser adds them to
+      // the same list: its count at the last chunk, before any trailer, marks where they begin.
+      std::optional<std::size_t> header_fields;
+      auto at_chunk = [&](std::uint64_t size, beast::string_view, beast::error_code&) {
+        if (size == 0) header_fields = field_count(parser.get());
+      };
+      parser.on_chunk_header(at_chunk);
       conn.stream.expires_at(req.deadline);
       auto [rec, rn] = co_await bhttp::async_read(conn.stream, conn.buffer, parser, use_tuple);
       got_bytes = got_bytes || parser.got_some();
       if (rec) {
-        fail(rec, "read", got_bytes);
+        if (answered_early) {
+          fail(wec, "send", got_bytes);
+        } else {
+          fail(rec, "read", got_bytes);
+        }
         co_return out;
       }
       const bool keep_alive = parser.keep_alive();
@@ -624,12 +647,14 @@ struct Pool : std::enable_shared_from_this<Pool> {
         co_return out;
       }
       out.response.status = status;
-      for (const auto& field : res) {
-        out.response.headers.emplace_back(to_lower(field.name_string()),
-                                          std::string(field.value()));
+      std::size_t left = header_fields.value_or(field_count(res));
+      for (auto field = res.begin(); left > 0; ++field, --left) {
+        out.response.headers.emplace_back(to_lower(field->name_string()),
+                                          std::string(field->value()));
       }
       out.response.body = std::move(res.body());
-      out.reusable = keep_alive && status != 101 && conn.buffer.size() == 0;
+      // Answered while the request was still going out: the connection is not used again.
+      out.reusable = keep_alive && !answered_early && status != 101 && conn.buffer.size() == 0;
       co_return out;
     }
   }
