@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <ctime>
+#include <iterator>
 #include <map>
 #include <mutex>
 
@@ -219,7 +220,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   // Turns a parsed Beast request into the plain Request handlers see. Fails (returns a problem)
   // when the target is not a valid origin-form URL.
-  std::optional<Response> to_request(const bhttp::request<bhttp::string_body>& in, Request& out) {
+  // Only the first `header_fields` of `in` are its header: the rest are trailer fields, which
+  // Beast's parser adds to the same list and which are not headers (RFC 9110 §6.5.1).
+  std::optional<Response> to_request(const bhttp::request<bhttp::string_body>& in,
+                                     std::size_t header_fields, Request& out) {
     out.method = std::string(in.method_string());
     out.target = std::string(in.target());
     auto parsed = boost::urls::parse_origin_form(out.target);
@@ -248,10 +252,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       }
       out.query.emplace(param.key, param.value);
     }
-    for (const auto& field : in) {
-      std::string name(field.name_string());
+    for (auto field = in.begin(); header_fields > 0; ++field, --header_fields) {
+      std::string name(field->name_string());
       for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      out.headers.emplace_back(std::move(name), std::string(field.value()));
+      out.headers.emplace_back(std::move(name), std::string(field->value()));
     }
     out.body = in.body();
     return std::nullopt;
@@ -378,8 +382,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       bool is_head = false;
       auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, use_tuple);
       std::optional<Response> refused;  // answered without reading the body
+      std::size_t header_fields = 0;    // those after them in the list are trailer fields
       if (!ec) {
         auto& head = parser.get();
+        header_fields = static_cast<std::size_t>(std::distance(head.begin(), head.end()));
         method = std::string(head.method_string());
         refused = unsupported_coding(parser);
       }
@@ -434,7 +440,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         auto in = parser.release();
         is_head = in.method() == bhttp::verb::head;
         Request req;
-        if (auto bad = self->to_request(in, req)) {
+        if (auto bad = self->to_request(in, header_fields, req)) {
           res = std::move(*bad);
         } else {
           res = co_await self->dispatch(req, route_label);

@@ -14,6 +14,19 @@ sys.path.insert(0, os.path.dirname(__file__))
 from daemon import BIN, Daemon, free_port, workflow  # noqa: E402
 
 
+
+def raw_request(port, head, body=b""):
+    """Sends `head` (text) and `body` (bytes) on a new connection; (status, the reply's text)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head.encode() + body)
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return int(reply.split(b" ", 2)[1]), reply.decode()
+
 class ServeTest(unittest.TestCase):
     def test_first_start_creates_a_token_and_requires_it(self):
         with Daemon() as d:
@@ -276,16 +289,7 @@ class ServeTest(unittest.TestCase):
         on as the body; a gzip `Content-Encoding` body reached the handlers compressed. Now 501
         and 415 (with Accept-Encoding: identity), as RFC 9112 and 9110 say; identity passes."""
         def answer(head, body=b""):
-            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
-                s.sendall(head.encode() + body)
-                reply = b""
-                while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    reply += chunk
-            status = int(reply.split(b" ", 2)[1])
-            return status, reply.decode()
+            return raw_request(d.port, head, body)
 
         with Daemon() as d:
             d.start()
@@ -310,6 +314,29 @@ class ServeTest(unittest.TestCase):
                                    "Content-Encoding: identity\r\nConnection: close\r\n"
                                    f"Content-Length: {len(body)}\r\n\r\n", body)
             self.assertEqual(status, 201, reply)
+            self.assertEqual(d.stop(), 0)
+
+    def test_trailer_fields_are_not_headers(self):
+        """Beast's parser adds a chunked body's trailer fields to the header list: a broker post
+        whose `ce-*` attributes came only as trailers started workflows, and an Authorization
+        trailer authenticated. RFC 9110 §6.5.1: a trailer is not combined into the header."""
+        with Daemon() as d:
+            d.start()
+            path = "/api/v1/namespaces/default/broker"
+            chunked = b"2\r\n{}\r\n0\r\n"
+            attributes = (b"ce-specversion: 1.0\r\nce-id: t-1\r\nce-source: /t\r\n"
+                          b"ce-type: from.trailer\r\n")
+            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: chunked\r\n")
+            status, reply = raw_request(d.port, head + f"Authorization: Bearer {d.token}\r\n\r\n",
+                                        chunked + attributes + b"\r\n")
+            self.assertEqual(status, 400, reply)
+            self.assertIn("not-a-cloudevent", reply)
+            status, reply = raw_request(
+                d.port, head + "ce-specversion: 1.0\r\nce-id: t-2\r\nce-source: /t\r\n"
+                "ce-type: t\r\n\r\n",
+                chunked + f"Authorization: Bearer {d.token}\r\n\r\n".encode())
+            self.assertEqual(status, 401, reply)
             self.assertEqual(d.stop(), 0)
 
     def test_version(self):
