@@ -325,6 +325,11 @@ struct Api::RunHandlers {
     }
     if (outcome.phase == "cancelled") status = 409;
     if (status < 400 || status > 599) status = status == 499 ? 409 : 500;
+    // These would speak of the invoke request itself (its credentials, its method, its
+    // protocol), and RFC 9110 has each carry a header the run cannot give (WWW-Authenticate,
+    // Allow, Proxy-Authenticate, Upgrade): the answer is the gateway's 502, and the run's own
+    // status stays in `error.status`.
+    if (status == 401 || status == 405 || status == 407 || status == 426) status = 502;
     p.status = status;
     p.type = outcome.phase == "cancelled" ? "cancelled" : "run-faulted";
     p.title = outcome.phase == "cancelled" ? "Run cancelled" : "Run faulted";

@@ -280,7 +280,9 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
     std::cerr << "knflow: no answer from the daemon at " << target.server << ": "
               << res.error_message << "\n";
     // The daemon answers a body over its --max-body-bytes with 413 at once, then reads on for
-    // at most 4 MiB before it closes the connection: a longer body is cut off unanswered.
+    // at most 4 MiB before it closes the connection: a longer body is cut off, and its 413 is
+    // read all the same (the client reads an answer that came before its send failed) unless
+    // the reset lost it.
     if (sent_bytes > (std::size_t{1} << 20) &&
         (res.error == asio::error::connection_reset || res.error == asio::error::broken_pipe)) {
       std::cerr << "  (the request's body is " << sent_bytes
@@ -340,7 +342,7 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
     }
   }
   if (auto instance = text(o, "instance"); !instance.empty()) report_line("request", instance);
-  if (res.status == 401) {
+  if (res.status == 401 && text(o, "runId").empty()) {  // a run's 401 is the run's error
     report_line("token", !target.token.empty()
                              ? "the one from " + target.token_source + " was refused"
                          : !target.token_error.empty()
