@@ -39,24 +39,36 @@ bool is_asset(std::string_view path) {
   return false;
 }
 
-// Matches one template segment against one path segment, filling params.
-bool match_segment(std::string_view tmpl, std::string_view seg,
+// One segment of a request's path, as sent and with its escapes decoded.
+struct Segment {
+  std::string_view sent;
+  std::string plain;
+};
+
+// Matches one template segment against one path segment, filling params. A custom verb
+// (`{name}:invoke`) must be sent as is: an escaped colon (`%3A`) is data, part of the value (RFC
+// 3986 §2.2: an escaped reserved character is not the character), as an escaped slash is.
+bool match_segment(std::string_view tmpl, const Segment& seg,
                    std::map<std::string, std::string>& params) {
-  if (tmpl.empty() || tmpl.front() != '{') return tmpl == seg;
+  if (tmpl.empty() || tmpl.front() != '{') return tmpl == seg.plain;
   auto close = tmpl.find('}');
   std::string_view name = tmpl.substr(1, close - 1);
   std::string_view verb = tmpl.substr(close + 1);  // "" or ":verb"
-  if (seg.size() <= verb.size() || !seg.ends_with(verb)) return false;
-  std::string_view value = seg.substr(0, seg.size() - verb.size());
-  if (value.empty()) return false;
-  // A value may not itself carry a custom verb when the template has none.
-  if (verb.empty() && value.find(':') != std::string_view::npos) return false;
-  params[std::string(name)] = std::string(value);
+  if (seg.sent.size() <= verb.size() || !seg.sent.ends_with(verb)) return false;
+  if (verb.empty()) {
+    // A value may not itself carry a custom verb when the template has none.
+    if (seg.sent.find(':') != std::string_view::npos) return false;
+    params[std::string(name)] = seg.plain;
+    return true;
+  }
+  auto value = decoded(seg.sent.substr(0, seg.sent.size() - verb.size()));
+  if (!value || value->empty()) return false;
+  params[std::string(name)] = std::move(*value);
   return true;
 }
 
 bool match_template(const std::string& path_template, const std::vector<std::string>& want,
-                    std::string_view path, const std::vector<std::string>& got,
+                    std::string_view path, const std::vector<Segment>& got,
                     std::map<std::string, std::string>& params) {
   if (path_template == "/{asset*}") return is_asset(path);
   if (want.size() != got.size()) return false;
@@ -79,11 +91,11 @@ Match Router::match(std::string_view method, std::string_view encoded_path) cons
   Match result;
   // Split before decoding, so that an escaped slash (%2F) stays inside its segment; once per
   // request, not once per route.
-  std::vector<std::string> got;
+  std::vector<Segment> got;
   for (auto segment : split_path(encoded_path)) {
     auto plain = decoded(segment);
     if (!plain) return result;
-    got.push_back(std::move(*plain));
+    got.push_back({segment, std::move(*plain)});
   }
   const auto path = decoded(encoded_path).value_or(std::string());
   for (std::size_t r = 0; r < routes_.size(); ++r) {

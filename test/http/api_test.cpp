@@ -337,6 +337,23 @@ TEST_CASE("http: a percent-encoded slash stays inside its path segment", "[http]
   REQUIRE(server.call("GET", kCollection + "/hell%6F").status == 200);
 }
 
+TEST_CASE("http: a percent-encoded colon is not a custom verb's separator", "[http][paths]") {
+  // `hello%3Ainvoke` ran `hello`, and `GET` on it answered 405 (the invoke route's path).
+  ServerFixture server;
+  REQUIRE(server.call("POST", kCollection, workflow_json("hello")).status == 201);
+  // The path names the workflow `hello:invoke`, which takes no POST, and is no valid name.
+  require_problem(server.call("POST", kCollection + "/hello%3Ainvoke", "{}"), 405);
+  auto r = server.call("GET", kCollection + "/hello%3Ainvoke");
+  require_problem(r, 400);
+  REQUIRE(r.json().at("detail").as_string().starts_with("Name \"hello:invoke\" in the path"));
+  // The verb sent as is still works, after a name with escapes of its own.
+  auto match = server.router().match("POST", kCollection + "/hell%6F:invoke");
+  REQUIRE(match.route);
+  REQUIRE(match.route->path_template.ends_with("/{name}:invoke"));
+  REQUIRE(match.params.at("name") == "hello");
+  REQUIRE(!server.router().match("POST", kCollection + "/hello%3ainvoke").route);
+}
+
 TEST_CASE("http: a target that is not UTF-8 once decoded is 400, and not echoed", "[http][paths]") {
   ServerFixture server;
   // A stray byte, a truncated sequence, a surrogate: in a path segment, a name, a query value.
