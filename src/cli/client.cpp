@@ -416,7 +416,7 @@ bool parse_args(po::options_description& desc, const std::vector<std::string>& a
   try {
     auto parser = po::command_line_parser(args).options(desc);
     if (positional) parser.positional(*positional);
-    po::store(parser.run(), vm);
+    store_options(parser.run(), vm);
     if (vm.count("help")) {
       std::cout << desc << "\n";
       return false;

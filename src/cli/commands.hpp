@@ -8,6 +8,7 @@
 #include "knflow/model/errors.hpp"
 #include "knflow/model/validate.hpp"
 
+#include <boost/program_options/parsers.hpp>
 #include <boost/program_options/variables_map.hpp>
 
 #include <cstddef>
@@ -53,6 +54,11 @@ void tune_allocator_for_daemon();
 // input may be larger) and 64 times the largest workflow document. A bound, so that /dev/zero or
 // an endless pipe is refused instead of filling memory.
 inline constexpr std::size_t kMaxInputFileBytes = std::size_t{64} << 20;
+
+// po::store, after refusing a negative number given to an unsigned option (std::size_t or
+// unsigned), which Boost reads as one near 2^64 or 2^32 (`--max-connections -1`: no limit).
+void store_options(const boost::program_options::parsed_options& parsed,
+                   boost::program_options::variables_map& vm);
 
 // The most any option counted in seconds may be: a year, more is surely a mistake.
 inline constexpr double kMaxSeconds = 365.0 * 24 * 3600;

@@ -79,7 +79,7 @@ int controller(const std::vector<std::string>& args) {
       "tests only: seconds to wait between reading a Workflow and writing its status");
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    store_options(po::command_line_parser(args).options(desc).run(), vm);
     if (vm.count("help")) {
       std::cout << desc << "\n";
       return kExitOk;

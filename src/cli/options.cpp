@@ -2,10 +2,36 @@
 
 #include "commands.hpp"
 
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/value_semantic.hpp>
+
 #include <cmath>
 #include <iostream>
 
 namespace knflow::cli {
+
+namespace po = boost::program_options;
+
+void store_options(const po::parsed_options& parsed, po::variables_map& vm) {
+  for (const auto& option : parsed.options) {
+    const auto* described =
+        parsed.description ? parsed.description->find_nothrow(option.string_key, false) : nullptr;
+    if (!described) continue;
+    const auto* semantic = described->semantic().get();
+    if (!dynamic_cast<const po::typed_value<std::size_t>*>(semantic) &&
+        !dynamic_cast<const po::typed_value<unsigned>*>(semantic)) {
+      continue;
+    }
+    for (const auto& text : option.value) {
+      const auto first = text.find_first_not_of(" \t");
+      if (first != std::string::npos && text[first] == '-') {
+        throw po::error("the argument ('" + text + "') for option '--" + option.string_key +
+                        "' is invalid: it cannot be negative");
+      }
+    }
+  }
+  po::store(parsed, vm);
+}
 
 bool check_seconds_options(const boost::program_options::variables_map& vm,
                            std::initializer_list<const char*> names, std::string_view command) {

@@ -43,7 +43,7 @@ int render(const std::vector<std::string>& args) {
       "apiVersion of that channel kind");
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    store_options(po::command_line_parser(args).options(desc).run(), vm);
     if (vm.count("help")) {
       std::cout << desc << "\n";
       return kExitOk;

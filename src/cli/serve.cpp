@@ -495,18 +495,18 @@ int serve(const std::vector<std::string>& args) {
   const auto desc = serve_options();
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    store_options(po::command_line_parser(args).options(desc).run(), vm);
     if (vm.count("help")) {
       std::cout << desc << "\n";
       return kExitOk;
     }
     po::options_description env_desc = desc;
-    po::store(po::parse_environment(env_desc, env_mapper(desc)), vm);
+    store_options(po::parse_environment(env_desc, env_mapper(desc)), vm);
     if (vm.count("config")) {
-      po::store(po::command_line_parser(config_file_args(vm["config"].as<std::string>(), desc))
-                    .options(desc)
-                    .run(),
-                vm);
+      store_options(po::command_line_parser(config_file_args(vm["config"].as<std::string>(), desc))
+                        .options(desc)
+                        .run(),
+                    vm);
     }
     po::notify(vm);
   } catch (const po::error& e) {

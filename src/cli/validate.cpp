@@ -44,7 +44,7 @@ int validate(const std::vector<std::string>& args) {
       "output,o", po::value<std::string>()->default_value("text"), "text or json");
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    store_options(po::command_line_parser(args).options(desc).run(), vm);
     if (vm.count("help")) {
       std::cout << desc << "\n";
       return kExitOk;

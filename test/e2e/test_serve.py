@@ -169,9 +169,10 @@ class ServeTest(unittest.TestCase):
                 self.assertIn(message, r.stderr)
 
     def test_out_of_range_threads_workers_and_listen_addresses_are_clear_errors(self):
-        """`--threads 100000` died of an uncaught error when the system refused a thread (and
-        `-1` reads as 4294967295), so did `--expression-workers -1` or 99999999999; `--listen [::1`
-        named only the mangled host."""
+        """`--threads 100000` died of an uncaught error when the system refused a thread, so did
+        `--expression-workers 99999999999`; a negative count (`-1` reads as 4294967295 or
+        2^64-1) is refused for every unsigned option; `--listen [::1` named only the mangled
+        host."""
         with tempfile.TemporaryDirectory() as tmp:
             for command in ("serve", "controller"):
                 for threads in ("0", "257", "100000"):
@@ -200,12 +201,26 @@ class ServeTest(unittest.TestCase):
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(f"knflow serve: {option} must be at least 1\n", r.stderr)
-            for workers in ("0", "65", "-1", "99999999999"):
+            for workers in ("0", "65", "99999999999"):
                 r = subprocess.run([BIN, "serve", "--expression-workers", workers, "--data-dir", tmp],
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn("knflow serve: --expression-workers must be from 1 to 64, got ",
                               r.stderr)
+            # Boost reads a negative number for an unsigned option as one near 2^64:
+            # `--max-connections -1` or `--retention-runs -1` started with no limit at all.
+            for args in (["serve", "--max-connections", "-1"], ["serve", "--retention-runs=-1"],
+                         ["serve", "--max-active-runs", " -2"], ["serve", "--threads", "-1"],
+                         ["serve", "--expression-workers", "-1"], ["controller", "--workers", "-1"]):
+                r = subprocess.run([BIN, *args] + (["--data-dir", tmp] if args[0] == "serve" else []),
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, (args, r.stderr))
+                self.assertRegex(r.stderr, rf"^knflow {args[0]}: the argument \('\s*-\d'\) for "
+                                 rf"option '--[a-z-]+' is invalid: it cannot be negative\n", args)
+            r = subprocess.run([BIN, "serve", "--data-dir", tmp], capture_output=True, text=True,
+                               timeout=30, env={**os.environ, "KNFLOW_MAX_BODY_BYTES": "-1"})
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("for option '--max-body-bytes' is invalid: it cannot be negative", r.stderr)
             r = subprocess.run([BIN, "serve", "--listen", "[::1", "--data-dir", tmp],
                                capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 2, r.stderr)
