@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <functional>
 #include <map>
+#include <set>
 #include <utility>
 
 namespace knflow::engine {
@@ -18,14 +20,19 @@ namespace {
 
 namespace json = boost::json;
 
+// The first segment of `path`, taken off it; nullopt at its end.
+std::optional<std::string_view> next_segment(std::string_view& path) {
+  if (path.empty()) return std::nullopt;
+  if (path.front() == '/') path.remove_prefix(1);
+  const auto end = path.find('/');
+  const auto segment = path.substr(0, end);
+  path.remove_prefix(end == std::string_view::npos ? path.size() : end);
+  return segment;
+}
+
 std::vector<std::string_view> segments(std::string_view path) {
   std::vector<std::string_view> out;
-  while (!path.empty()) {
-    if (path.front() == '/') path.remove_prefix(1);
-    const auto end = path.find('/');
-    out.push_back(path.substr(0, end));
-    path.remove_prefix(end == std::string_view::npos ? path.size() : end);
-  }
+  while (auto segment = next_segment(path)) out.push_back(*segment);
   return out;
 }
 
@@ -102,14 +109,21 @@ std::string deadline_text(const json::value& deadline) {
   return model::format_rfc3339_ms(model::Instant{std::chrono::milliseconds(ms)});
 }
 
-}  // namespace
+// Every step on the way to the deepest one `path` names, outermost first: each with the length
+// of its path, a prefix of `prefix` (the part of `path` that was resolved). One pass, so that a
+// deep path (a loop through a `join: each` fork nests hundreds of levels) costs its length once.
+struct Chain {
+  std::string prefix;
+  std::vector<std::pair<const model::Step*, std::size_t>> steps;
+};
 
-std::optional<ResolvedStep> resolve_step(const model::Workflow& wf, std::string_view path) {
+Chain resolve_chain(const model::Workflow& wf, std::string_view path) {
+  Chain found;
   const auto segs = segments(path);
-  if (segs.empty() || segs.front() != "do") return std::nullopt;
-  std::optional<ResolvedStep> found;
+  if (segs.empty() || segs.front() != "do") return found;
   const model::Steps* list = &wf.spec.steps;
-  std::string prefix = "/do";
+  std::string& prefix = found.prefix;
+  prefix = "/do";
   std::size_t i = 1;
   // Alternates between an index into `list` and what follows the step it names.
   while (i < segs.size()) {
@@ -118,7 +132,7 @@ std::optional<ResolvedStep> resolve_step(const model::Workflow& wf, std::string_
     const model::Step* step = &(*list)[*index];
     prefix += "/";
     prefix += segs[i];
-    found = ResolvedStep{step, prefix};
+    found.steps.emplace_back(step, prefix.size());
     ++i;
     bool go_on = true;
     while (go_on && i < segs.size()) {
@@ -137,7 +151,7 @@ std::optional<ResolvedStep> resolve_step(const model::Workflow& wf, std::string_
                  f && word == "fork" && next && *next < f->branches.size()) {
         step = &f->branches[*next];  // each branch is a single step
         prefix += "/fork/" + std::string(segs[i + 1]);
-        found = ResolvedStep{step, prefix};
+        found.steps.emplace_back(step, prefix.size());
         i += 2;
         go_on = true;
       } else if (auto* l = std::get_if<model::ForStep>(&c); l && word == "for" && next) {
@@ -165,6 +179,16 @@ std::optional<ResolvedStep> resolve_step(const model::Workflow& wf, std::string_
   return found;
 }
 
+}  // namespace
+
+std::optional<ResolvedStep> resolve_step(const model::Workflow& wf, std::string_view path) {
+  auto chain = resolve_chain(wf, path);
+  if (chain.steps.empty()) return std::nullopt;
+  const auto [step, length] = chain.steps.back();
+  chain.prefix.resize(length);
+  return ResolvedStep{step, std::move(chain.prefix)};
+}
+
 std::string_view step_kind(const model::Step& step) {
   static constexpr std::string_view kKinds[] = {"call", "do",   "fork", "switch", "for", "while",
                                                 "try",  "wait", "set",  "raise",  "emit"};
@@ -173,27 +197,30 @@ std::string_view step_kind(const model::Step& step) {
 }
 
 bool path_less(std::string_view a, std::string_view b) {
-  const auto sa = segments(a);
-  const auto sb = segments(b);
-  for (std::size_t i = 0; i < sa.size() && i < sb.size(); ++i) {
-    const auto ka = key_of(sa[i]);
-    const auto kb = key_of(sb[i]);
+  while (true) {
+    const auto sa = next_segment(a);
+    const auto sb = next_segment(b);
+    if (!sa || !sb) return !sa && sb;  // a prefix of the other comes first
+    const auto ka = key_of(*sa);
+    const auto kb = key_of(*sb);
     if (ka != kb) return ka < kb;
   }
-  return sa.size() < sb.size();
 }
 
 namespace {
 
-// Calls `f` with each step that holds the one at `outer`, innermost first.
+// Calls `f` with each step that holds the one at `path` (a step's path), innermost first. With
+// `walked`, stops at a holder walked before (the holders around it had `f` then), so that the
+// steps of a deep run (hundreds of levels) cost their own length each, not their depth times it.
 template <typename F>
-void each_container(const model::Workflow& definition, std::string outer, F f) {
-  while (true) {
-    const auto cut = outer.rfind('/');
-    if (cut == std::string::npos || cut == 0) return;
-    outer.resize(cut);
-    auto o = resolve_step(definition, outer);
-    if (o && o->path == outer) f(*o);
+void each_container(const model::Workflow& definition, std::string_view path, F f,
+                    std::set<std::string, std::less<>>* walked = nullptr) {
+  const auto chain = resolve_chain(definition, path);
+  for (auto it = chain.steps.rbegin(); it != chain.steps.rend(); ++it) {
+    if (it->second >= path.size()) continue;  // the step itself
+    const auto holder = std::string_view(chain.prefix).substr(0, it->second);
+    if (walked && !walked->emplace(holder).second) return;
+    f(ResolvedStep{it->first, std::string(holder)});
   }
 }
 
@@ -299,11 +326,15 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   // below, or faulted with the step the run faulted at.)
   std::vector<std::string> listed;
   for (const auto& [path, s] : steps) listed.push_back(path);
+  std::set<std::string, std::less<>> walked;
   for (const auto& path : listed) {
-    each_container(definition, path, [&](const ResolvedStep& o) {
-      auto& c = entry(o);
-      if (!c.contains("phase")) c["phase"] = "running";
-    });
+    each_container(
+        definition, path,
+        [&](const ResolvedStep& o) {
+          auto& c = entry(o);
+          if (!c.contains("phase")) c["phase"] = "running";
+        },
+        &walked);
   }
 
   // The step the run faulted at (a raise, a switch without a match, an expression, a call),
