@@ -29,6 +29,7 @@
 #include <limits>
 #include <mutex>
 #include <random>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -67,6 +68,23 @@ std::string capped(const json::value& v, std::size_t cap) {
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// The longest execution path a step may have (docs/engine.md): far above what a definition's
+// own nesting gives (a document nests at most 64 levels), and a bound on what a run's journal
+// keys, its error's `instance` and reading its history cost.
+constexpr std::size_t kMaxStepPathBytes = 4096;
+
+// `t + d`, held at the last time `t`'s clock can hold rather than overflowing: a `wait` or
+// `timeout` of `P200000D` (547 years) passes the year 2262 that the clocks' nanoseconds reach,
+// and ended at once (a deadline in 1989).
+template <class TimePoint>
+TimePoint later(TimePoint t, std::chrono::milliseconds d) {
+  using Duration = typename TimePoint::duration;
+  if (d <= std::chrono::milliseconds(0)) return t;
+  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(TimePoint::max() - t);
+  if (d >= room) return TimePoint::max();
+  return t + std::chrono::duration_cast<Duration>(d);
+}
 
 // Appends a byte as two lowercase hex digits.
 void append_hex(std::string& out, unsigned char b) {
@@ -712,7 +730,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // The steady-clock time at which the wall clock reaches `ms` (Unix ms); now when it has.
   static SteadyTime steady_at(std::int64_t ms) {
     const auto left = std::chrono::milliseconds(ms - unix_ms(std::chrono::system_clock::now()));
-    return std::chrono::steady_clock::now() + std::max(std::chrono::milliseconds(0), left);
+    return later(std::chrono::steady_clock::now(), left);
   }
 
   // Sleeps until `until` on the run's strand; returns false when the scope was cancelled.
@@ -884,13 +902,24 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     while (i < steps->size()) {
       const model::Step& step = (*steps)[i];
       const std::size_t visit = ++visits[i];
+      std::string path = step_path(base, i, visit);
       if (visit > settings.max_step_visits) {
         throw make_fault("runtime", 500, "Loop guard",
                          "step \"" + step.name + "\" was entered more than " +
                              std::to_string(settings.max_step_visits) + " times",
-                         base + "/" + std::to_string(i));
+                         path);
       }
-      std::string path = step_path(base, i, visit);
+      if (path.size() > kMaxStepPathBytes) {
+        // A definition nests boundedly; only a `then` back to a `join: each` fork from its own
+        // continuation (each one a list of its own, under the fork's path) nests without end.
+        throw make_fault("runtime", 500, "Nesting too deep",
+                         "step \"" + step.name +
+                             "\" is nested too deeply: its path is longer than " +
+                             std::to_string(kMaxStepPathBytes) +
+                             " bytes (a `then` back to a `join: each` fork nests its "
+                             "continuations once more each time)",
+                         path);
+      }
       StepOutcome out = co_await exec_step(env, step, path, std::move(cur),
                                            ListPosition{steps, i, &base, &visits});
       std::size_t next = i + 1;
@@ -1099,12 +1128,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (auto it = run.first_attempt_at.find(path); it != run.first_attempt_at.end()) {
         const auto began = model::parse_rfc3339(it->second);
         if (const auto* at = std::get_if<model::Instant>(&began)) {
-          co_return steady_at(unix_ms(*at + timeout));
+          co_return steady_at(unix_ms(later(std::chrono::system_clock::time_point(*at), timeout)));
         }
       }
-      co_return std::chrono::steady_clock::now() + timeout;
+      co_return later(std::chrono::steady_clock::now(), timeout);
     }
-    const std::int64_t deadline = unix_ms(std::chrono::system_clock::now() + timeout);
+    const std::int64_t deadline = unix_ms(later(std::chrono::system_clock::now(), timeout));
     json::value v = json::object{{"deadline", deadline}, {"drive", run.drive}};
     co_await journal_put(run, key, "started", std::move(v));
     co_return steady_at(deadline);
@@ -1579,7 +1608,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (auto it = run.journal.find(key); it != run.journal.end()) {
       deadline_ms = it->second.value.at("deadline").to_number<std::int64_t>();
     } else {
-      deadline_ms = unix_ms(std::chrono::system_clock::now() + w.duration.value);
+      deadline_ms = unix_ms(later(std::chrono::system_clock::now(), w.duration.value));
       json::value v = json::object{{"deadline", deadline_ms}, {"startedAt", log::now_rfc3339_ms()}};
       co_await journal_put(run, key, "started", std::move(v));
     }
@@ -2038,9 +2067,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<void> execute(std::shared_ptr<Run> run) {
     Env env{run, &run->root, std::nullopt, {}};
     if (run->deadline) {
-      auto left = *run->deadline - std::chrono::system_clock::now();
-      env.deadline = std::chrono::steady_clock::now() +
-                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
+      env.deadline = later(std::chrono::steady_clock::now(),
+                           std::chrono::duration_cast<std::chrono::milliseconds>(
+                               *run->deadline - std::chrono::system_clock::now()));
     }
     Current start{data_as_json(run->input), run->input};
     start.event.data.reset();
@@ -2075,7 +2104,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // each branch of a Knative Parallel replies on its own); the run's output is their array.
       std::vector<CloudEvent> finals;
       if (results.size() > 1) {
-        for (const auto& r : results) finals.push_back(as_event(r));
+        std::set<std::pair<std::string, std::string>> ids;  // source and id name one event
+        for (const auto& r : results) {
+          finals.push_back(as_event(r));
+          // Outputs of branches that called nothing (a `set`) still carry the run's input event's
+          // id: each final event gets one of its own, the same when the run replies again.
+          auto& ev = finals.back();
+          if (!ids.emplace(ev.source, ev.id).second) {
+            ev.id += ":" + std::to_string(finals.size() - 1);
+            ids.emplace(ev.source, ev.id);
+          }
+        }
       }
       Current final = collapse(std::move(results), start);
       if (run->end_written) {
@@ -2315,8 +2354,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       const auto start = model::parse_rfc3339(run->started_at);
       const auto* at = std::get_if<model::Instant>(&start);
       run->deadline =
-          (at ? std::chrono::system_clock::time_point(*at) : std::chrono::system_clock::now()) +
-          run->workflow->spec.timeout->value;
+          later(at ? std::chrono::system_clock::time_point(*at) : std::chrono::system_clock::now(),
+                run->workflow->spec.timeout->value);
     }
     const auto attempts = store.attempts(rec.id);
     for (const auto& a : attempts) run->attempt_seq = std::max(run->attempt_seq, a.seq);
@@ -2479,7 +2518,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   }
   event.extensions.erase("traceparent");
   if (workflow->spec.timeout) {
-    run->deadline = std::chrono::system_clock::now() + workflow->spec.timeout->value;
+    run->deadline = later(std::chrono::system_clock::now(), workflow->spec.timeout->value);
   }
   run->input = event;
   Current input{data_as_json(event), event};

@@ -666,6 +666,29 @@ TEST_CASE("engine: each output of a top-level join each is a final event of its 
   REQUIRE(replies.size() == 2);
   CHECK(replies[0] == json::parse(R"({"side": "left", "marked": true})"));
   CHECK(replies[1] == json::parse(R"({"side": "right", "marked": true})"));
+
+  // Outputs of branches that called nothing carried the input event's id, so two different
+  // final events had the same source and id (a consumer that drops repeats kept one).
+  auto plain = header("fan-out-plain", "  reply: {uri: \"" + f.echo.url("/plain-reply") + "\"}\n") +
+               R"(  do:
+    - name: split
+      fork:
+        join: each
+        branches:
+          - {name: left, set: {side: left}}
+          - {name: right, set: {side: right}}
+)";
+  std::string plain_id;
+  f.run(plain, "{}", &plain_id);
+  f.wait_stored(plain_id, store::RunPhase::completed);
+  std::vector<std::string> ids;
+  for (const auto& r : f.echo.requests()) {
+    if (r.target != "/plain-reply") continue;
+    for (const auto& [name, value] : r.headers) {
+      if (name == "ce-id") ids.push_back(value);
+    }
+  }
+  CHECK(ids == std::vector<std::string>{"input-1", "input-1:1"});
 }
 
 TEST_CASE("engine: a join each output goes on through the list as soon as its branch ends",
@@ -705,6 +728,64 @@ TEST_CASE("engine: a join each output goes on through the list as soon as its br
   CHECK(next_bodies() ==
         std::vector<json::value>{json::parse(R"({"branch": "quick", "forked": true})"),
                                  json::parse(R"({"branch": "held", "forked": true})")});
+}
+
+TEST_CASE("engine: the loop guard names the entry that tripped it", "[engine][loops]") {
+  // It named the step's first entry, which had completed.
+  engine::EngineSettings settings;
+  settings.max_step_visits = 5;
+  EngineFixture f(settings);
+  auto yaml = header("spin") + R"(  do:
+    - {name: init, set: {n: 0}}
+    - {name: inc, set: '${ .n += 1 }', then: inc}
+)";
+  auto out = f.run(yaml);
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("title") == "Loop guard");
+  CHECK(out.error->at("instance") == "/do/1~6");
+}
+
+TEST_CASE("engine: a loop back through a join: each fork ends at the nesting bound",
+          "[engine][loops][fork]") {
+  // Each `then: f` from a continuation nests the next pass one level deeper (each continuation
+  // is a list of its own), so neither the loop guard nor anything else ended it: paths grew
+  // without end, and reading the run's history took minutes.
+  EngineFixture f;
+  auto yaml = header("each-loop") + R"(  do:
+    - name: f
+      fork:
+        join: each
+        branches:
+          - {name: b, set: '${ .n += 1 }'}
+    - {name: again, set: '${ . }', then: f}
+)";
+  auto out = f.run(yaml, R"({"n": 0})");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("title") == "Nesting too deep");
+  const auto& instance = out.error->at("instance").as_string();
+  CHECK(instance.size() > 4096);
+  CHECK(instance.size() < 4096 + 32);
+  CHECK(instance.starts_with("/do/0/each/0/0/each/0/0/each/0/0/each/0/"));
+}
+
+TEST_CASE("engine: a wait or timeout longer than the clocks reach waits, not ends at once",
+          "[engine][wait][timeout]") {
+  // Now + P200000D (547 years) passes the year 2262 that the clocks' nanoseconds reach: the
+  // sum overflowed into the past, so the wait ended at once and the timeouts faulted at once.
+  EngineFixture f;
+  auto wait = header("long-wait") + R"(  do:
+    - {name: nap, wait: P200000D}
+)";
+  auto id = f.start(wait);
+  CHECK(!f.wait_for(id, std::chrono::milliseconds(300)));
+  f.cancel(id);
+  CHECK(f.wait(id).phase == "cancelled");
+  auto timeouts = header("long-timeouts") + R"(  timeout: P200000D
+  do:
+    - {name: nap, wait: PT0.05S, timeout: P90000D}
+    - {name: done, set: {done: true}}
+)";
+  CHECK(EngineFixture::data(f.run(timeouts)) == json::parse(R"({"done": true})"));
 }
 
 TEST_CASE("engine: for runs the body per element; while stops at its guard", "[engine][loops]") {
