@@ -424,8 +424,9 @@ struct Api::Handlers {
     }
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);
     const auto& entry = *result.entry;
-    // Local function processes of an older definition stop once no call holds them.
-    if (!create && api.functions_) api.functions_->workflow_changed(entry.namespace_, entry.name);
+    // Local function processes of an older definition stop once no call holds them; a workflow
+    // made again under a deleted one's name does not show that one's lines.
+    if (api.functions_) api.functions_->workflow_changed(entry.namespace_, entry.name);
     log::info(create ? "Created workflow" : "Updated workflow",
               {{"namespace", entry.namespace_},
                {"name", entry.name},
@@ -606,7 +607,7 @@ std::string Api::apply(model::Workflow workflow) {
   const bool exists =
       c->snapshot()->items.contains({workflow.metadata.namespace_, workflow.metadata.name});
   auto result = exists ? c->replace(std::move(workflow)) : c->create(std::move(workflow));
-  if (exists && functions_ && result.status == cache::WriteStatus::ok) {
+  if (functions_ && result.status == cache::WriteStatus::ok) {
     functions_->workflow_changed(result.entry->namespace_, result.entry->name);
   }
   return result.status == cache::WriteStatus::ok ? std::string() : result.message;

@@ -137,6 +137,10 @@ bool port_taken(unsigned short port) {
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(port);
+  // A socket in TIME_WAIT (the function's own connection from that port, closed before it
+  // exited) does not count: only a socket bound to it, a listener most likely, does.
+  const int yes = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   const bool taken =
       ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno == EADDRINUSE;
   ::close(fd);
@@ -658,6 +662,7 @@ struct Function {
   std::int64_t definition = -1;  // newest workflow resourceVersion that used it; -1: unknown
   std::size_t leases = 0;        // calls holding it (FunctionSupervisor::Endpoint::lease)
   bool retired = false;          // not its workflow's current process: stops once no call holds it
+  bool orphaned = false;         // serves a deleted workflow's runs: its lines are not kept
   std::shared_ptr<asio::steady_timer> linger;  // retired, unleased: stops when it fires
   std::uint64_t epoch = 0;                     // bumped when the function is stopped
   Phase phase = Phase::starting;
@@ -701,8 +706,17 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   // Strand-owned: retired functions still running (a call holds them, or they linger).
   std::multimap<FunctionKey, std::shared_ptr<Function>> retired;
   std::map<FunctionKey, unsigned> spec_revisions;  // strand-owned: the last Function::revision
-  std::set<pid_t> live_pids;                       // spawned and not reaped
-  bool closed = false;                             // the destructor ran: start nothing more
+  // Strand-owned: functions whose lines belong to a deleted workflow and are still kept (a
+  // process of it runs on); forgotten with that process, or when a workflow of the same name is
+  // made, whose logs they are not.
+  std::set<FunctionKey> stale_logs;
+  // Strand-owned, by (namespace, workflow): deleted ones, until made again; and the
+  // resourceVersion one was made again with, before which a run's definition is the deleted
+  // one's.
+  std::set<std::pair<std::string, std::string>> gone;
+  std::map<std::pair<std::string, std::string>, std::int64_t> born;
+  std::set<pid_t> live_pids;  // spawned and not reaped
+  bool closed = false;        // the destructor ran: start nothing more
   std::atomic<std::size_t> total_restarts{0};
   // The process groups of live_pids as written to record_file (empty: not recorded), for the
   // next daemon should this one be killed: leader pid → its start time and session.
@@ -891,6 +905,9 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     fn->definition = revision;
     fn->next_backoff = settings.min_backoff;
     fn->retired = !current;
+    // For a run of a deleted workflow (made again since, or not).
+    const auto made = born.find({key.namespace_, key.workflow});
+    fn->orphaned = deleted(key) || (revision >= 0 && made != born.end() && revision < made->second);
     if (current) {
       std::lock_guard lock(mutex);
       functions.insert_or_assign(key, fn);
@@ -976,13 +993,14 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     forget_logs_if_gone(fn->key);
   }
 
-  // A deleted workflow's lines go with its last process.
+  // A deleted workflow's lines go with its last process. (Its spec count stays: K_REVISION
+  // never names two specs alike, also for a run of it still going, or a workflow made again.)
   void forget_logs_if_gone(const FunctionKey& key) {
     if (!deleted(key) || retired.contains(key)) return;
     std::lock_guard lock(mutex);
     if (functions.contains(key)) return;
     logs.erase(key);
-    spec_revisions.erase(key);
+    stale_logs.erase(key);
   }
 
   // Processes of (namespace, workflow) that no longer run its current definition stop once no
@@ -999,6 +1017,23 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       }
       for (const auto& [key, lines] : logs) {
         if (key.namespace_ == namespace_ && key.workflow == workflow) logged.push_back(key);
+      }
+    }
+    if (!now) {
+      // Deleted: what its processes print from now on is not kept, and what was kept goes with
+      // the last of them.
+      gone.emplace(namespace_, workflow);
+      for (const auto& fn : outdated) fn->orphaned = true;
+      for (auto& [key, fn] : retired) {
+        if (key.namespace_ == namespace_ && key.workflow == workflow) fn->orphaned = true;
+      }
+      stale_logs.insert(logged.begin(), logged.end());
+    } else {
+      if (gone.erase({namespace_, workflow}) > 0) born[{namespace_, workflow}] = *now;
+      // Made again while a process of the deleted one ran: those lines are not this one's.
+      std::lock_guard lock(mutex);
+      for (const auto& key : logged) {
+        if (stale_logs.erase(key) > 0) logs.erase(key);
       }
     }
     for (const auto& fn : outdated) retire(fn);
@@ -1372,7 +1407,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     if (settings.log_lines == 0) return;
     // A deleted workflow's lines went with it (forget_logs_if_gone): what its stopping process
     // still prints is not kept, or a workflow made again under its name would show it.
-    if (deleted(proc.key)) return;
+    if (const auto fn = proc.owner.lock(); (fn && fn->orphaned) || deleted(proc.key)) return;
     auto stamp = now_stamp();
     std::lock_guard lock(mutex);
     KeptLines& kept = logs[proc.key];
@@ -1518,13 +1553,26 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       timer->expires_at(std::min(proc->stop_deadline, now + kReapPollInterval));
       auto [ec] = co_await timer->async_wait(use_tuple);
       if (ec || proc->exit) co_return;
-      self->reap();
+      // At the deadline, what is left of the group is killed below, and said so: reap() would
+      // clear a wrapper's group silently.
+      if (Clock::now() < proc->stop_deadline) self->reap();
     }
+    const bool left = group_alive(proc->pid);
     if (!self->signal_group(proc->pid, SIGKILL)) co_return;
-    log::warn("Killed local function after the stop grace period",
-              {{"pid", std::to_string(proc->pid)},
-               {"grace", format_duration(self->settings.stop_grace)}});
+    if (left) {
+      log::warn("Killed local function after the stop grace period",
+                {{"pid", std::to_string(proc->pid)},
+                 {"grace", format_duration(self->settings.stop_grace)}});
+    }
     self->reap();  // a leader that waited for its group's others
+  }
+
+  // Whether process group `pgid` has a live process (not a zombie), its leader included.
+  static bool group_alive(pid_t pgid) {
+    for (const auto& [pid, stat] : all_proc_stats()) {
+      if (stat.pgrp == pgid && stat.state != 'Z') return true;
+    }
+    return false;
   }
 
   // Whether process group `pgid` has a live process other than its leader. Reads /proc.

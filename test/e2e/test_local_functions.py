@@ -278,6 +278,12 @@ class LocalFunctionsTest(unittest.TestCase):
             status, _, body = d.call("DELETE", NS + "/workflows/holder")
             self.assertEqual(status, 200, body)
             self.assertTrue(alive(new_pid), "the delete stopped the call in flight")
+            # Made again meanwhile: it starts with no lines, and what the deleted one's
+            # processes print for its run (the second call too) is not shown as its own (it
+            # was: the new workflow's logs showed the old process's lines, for good).
+            status, _, body = d.call("POST", NS + "/workflows", holder("c"))
+            self.assertEqual(status, 201, body)
+            self.assertEqual(lines(r"pid=(\d+)"), [])
             with open(release, "w"):
                 pass
             view = finished(new_run)
@@ -285,6 +291,7 @@ class LocalFunctionsTest(unittest.TestCase):
             self.assertTrue(wait_until(lambda: not alive(new_pid), DEADLINE), d.output())
             self.assertTrue(wait_until(lambda: "Released local function" in d.output()
                                        and not self.function_pids(d), DEADLINE), d.output())
+            self.assertEqual(lines(r"pid=(\d+)"), [])
 
     def function_pids(self, d):
         """Process ids of the daemon's children that run echo_function.py."""

@@ -11,6 +11,7 @@
 #include <boost/json.hpp>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -24,9 +25,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -506,6 +509,69 @@ TEST_CASE("A wrapper's program gets the stop grace period when the wrapper ends 
   std::string text;
   std::getline(in, text);
   CHECK(text == "stopped cleanly");
+}
+
+TEST_CASE("A wrapper whose program outlives the stop grace period is killed, and said so",
+          "[function_supervisor]") {
+  // The wrapper ends on SIGTERM, its program ignores it: at the deadline the group was killed
+  // silently (reap() cleared it), and the log said only that the wrapper stopped on SIGTERM.
+  knflow::test::TempDir dir;
+  const auto err_file = dir.path() / "stderr";
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.stop_grace = 300ms});
+  const auto k = key("orders", "wrapped");
+  FunctionSpec spec{.command = {"sh", "-c", "python3 echo_function.py; true"},
+                    .env = {{"IGNORE_SIGTERM", "1"}},
+                    .working_dir = kFixtures};
+  REQUIRE(ensure(ioc, supervisor, k, spec).url);
+  const pid_t shell = *supervisor.state(k)->pid;
+  // The daemon's log goes to stderr: to a file while the supervisor stops.
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  const int file = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  REQUIRE(file >= 0);
+  ::dup2(file, STDERR_FILENO);
+  ::close(file);
+  shutdown(ioc, supervisor);
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  CHECK(reaped(shell));
+  std::ifstream in(err_file);
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(log, Catch::Contains("Killed local function after the stop grace period"));
+}
+
+TEST_CASE("A function that exits before listening is not retried for its own closed connection",
+          "[function_supervisor]") {
+  // Its connection from its port, closed first, leaves that port in TIME_WAIT: the check for
+  // "its port was taken" bound without SO_REUSEADDR, failed, and started it twice more at once.
+  knflow::test::TempDir dir;
+  const auto starts = dir.path() / "starts";
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  const auto k = key("orders", "timewait");
+  const std::string code = R"(import os, socket, sys, time
+open(os.environ["STARTS"], "a").write("start\n")
+peer = socket.socket(); peer.bind(("127.0.0.1", 0)); peer.listen(1)
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+c.bind(("127.0.0.1", int(os.environ["PORT"]))); c.connect(peer.getsockname())
+a, _ = peer.accept(); c.close(); time.sleep(0.05); a.close(); time.sleep(0.05)
+print("fatal: configuration missing", file=sys.stderr, flush=True)
+sys.exit(1)
+)";
+  FunctionSpec spec{.command = {"python3", "-c", code},
+                    .env = {{"STARTS", starts.string()}},
+                    .working_dir = kFixtures};
+  const auto endpoint = ensure(ioc, supervisor, k, spec);
+  CHECK(!endpoint.url);
+  CHECK_THAT(endpoint.error, Catch::Contains("configuration missing"));
+  std::ifstream in(starts);
+  std::string line;
+  int count = 0;
+  while (std::getline(in, line)) ++count;
+  CHECK(count == 1);
+  shutdown(ioc, supervisor);
 }
 
 TEST_CASE("logs() pages the lines of several functions in arrival order", "[function_supervisor]") {

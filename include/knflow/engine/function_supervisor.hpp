@@ -149,7 +149,8 @@ class FunctionSupervisor {
   void set_definitions(DefinitionLookup lookup);
   // A workflow was created, replaced or deleted: its processes of other definitions than the
   // current one (all of them when it was deleted, or without a lookup) stop once no call holds
-  // them. Any thread.
+  // them; a deleted one's processes keep no more lines, and a created one does not show the
+  // lines a deleted one of its name left. Any thread.
   void workflow_changed(const std::string& namespace_, const std::string& workflow);
 
   // The kept lines of these functions that match `query`, merged in arrival order; lines that
