@@ -322,6 +322,12 @@ void collect_message(void* data, jv message) {
 
 jv no_more_inputs(jq_state*, void*) { return jv_invalid(); }
 
+// An error's message, never empty: `error("")` and `"" | halt_error` fail too (an empty text
+// meant success, with the value null).
+std::string said(std::string message) {
+  return message.empty() ? "an error with an empty message" : message;
+}
+
 // One compiled program. jq 1.6 bakes the values given to jq_compile_args into the bytecode, so
 // a program is compiled once per set of variable names with the variables bound from its input:
 // `.[0] as $a | .[1] as $b | .[2] | PROGRAM` runs on `[a, b, input]` (model::program_binding,
@@ -367,15 +373,18 @@ class Program {
     jv result = jq_next(jq_);
     if (jv_is_valid(result)) {
       outcome.value = result;
+      // The `break` after the first output (model::program_binding) ends the program, so that
+      // the next start finds no path expression under way (libjq 1.6 asserts there is none).
+      jv_free(jq_next(jq_));
     } else if (jv_invalid_has_msg(jv_copy(result))) {
-      outcome.error = message_text(jv_invalid_get_msg(result));
+      outcome.error = said(message_text(jv_invalid_get_msg(result)));
     } else {
       jv_free(result);
       if (jq_halted(jq_)) {
         // halt_error's input; invalid for `halt`, which stops jq too: no result is not null here.
         jv message = jq_get_error_message(jq_);
         if (jv_is_valid(message)) {
-          outcome.error = message_text(message);
+          outcome.error = said(message_text(message));
         } else {
           jv_free(message);
           outcome.error = "the expression halted before its first result";

@@ -6,6 +6,7 @@ extern "C" {
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <iterator>
 #include <mutex>
 #include <unordered_map>
@@ -142,8 +143,11 @@ std::optional<std::string> scan(std::string_view p) {
 }
 
 // jq's messages read "jq: error: <what> at <top-level>, line N:\n<program>"; keep <what>, and the
-// line when the program has several.
-std::string tidy_message(std::string message, bool multi_line) {
+// line when the program has several. A syntax error past the program's last line is at the end
+// program_binding puts around it: the program ended too soon (`def f: 1;`), which jq would name
+// by the wrapper's token.
+std::string tidy_message(std::string message, std::size_t program_lines) {
+  const bool multi_line = program_lines > 1;
   constexpr std::string_view kPrefix = "jq: error: ";
   if (message.starts_with(kPrefix)) message.erase(0, kPrefix.size());
   constexpr std::string_view kShell = " (Unix shell quoting issues?)";
@@ -154,7 +158,13 @@ std::string tidy_message(std::string message, bool multi_line) {
     const std::size_t colon = message.find(':', number);
     std::string line = message.substr(number, colon == std::string::npos ? colon : colon - number);
     message.erase(at);
-    if (multi_line) message += " (line " + line + ")";
+    std::size_t line_number = 0;
+    std::from_chars(line.data(), line.data() + line.size(), line_number);
+    if (line_number > program_lines && message.starts_with("syntax error, unexpected")) {
+      message = "syntax error, unexpected end of the expression";
+    } else if (multi_line) {
+      message += " (line " + line + ")";
+    }
   }
   while (!message.empty() && kWhitespace.find(message.back()) != std::string_view::npos) {
     message.pop_back();
@@ -190,12 +200,13 @@ std::optional<std::string> compile_with_jq(const std::string& program,
   const bool ok = jq_compile_args(jq, bound.c_str(), jv_object()) != 0;
   jq_teardown(&jq);
   if (ok) return std::nullopt;
-  const bool multi_line = program.find('\n') != std::string::npos;
+  const auto program_lines =
+      static_cast<std::size_t>(std::count(program.begin(), program.end(), '\n')) + 1;
   std::string out;
   for (std::string& m : messages.messages) {
     if (m.starts_with("jq: ") && m.find("compile error") != std::string::npos) continue;
     if (!out.empty()) out += "; ";
-    out += tidy_message(std::move(m), multi_line);
+    out += tidy_message(std::move(m), program_lines);
   }
   if (out.empty()) out = "does not compile";
   return out;
@@ -237,12 +248,14 @@ std::string_view expression_program(std::string_view text) {
 }
 
 std::string program_binding(std::string_view program, std::span<const std::string> variables) {
-  std::string out;
+  std::string out = "label $__knflow_first | (";
   for (std::size_t i = 0; i < variables.size(); ++i) {
     out += ".[" + std::to_string(i) + "] as $" + variables[i] + " | ";
   }
   if (!variables.empty()) out += ".[" + std::to_string(variables.size()) + "] | ";
   out += program;
+  // On a line of its own: the program may end in a comment.
+  out += "\n) | ., break $__knflow_first";
   return out;
 }
 

@@ -216,6 +216,11 @@ TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[e
     CHECK(e.error == "bye");
     e = evaluate(ioc, pool, "{a: 1} | halt_error(1)");
     CHECK(e.error == R"({"a":1} (not a string))");
+    // An empty message is an error too (it answered null, as success).
+    e = evaluate(ioc, pool, "error(\"\")");
+    CHECK(e.error == "an error with an empty message");
+    e = evaluate(ioc, pool, "\"\" | halt_error");
+    CHECK(e.error == "an error with an empty message");
     CHECK(pool.workers_restarted() == 0);
     e = evaluate(ioc, pool, "error(\"é\" * 100000)");  // long messages are cut
     CHECK(e.error.size() < 5000);
@@ -235,6 +240,29 @@ TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[e
     CHECK(evaluate(ioc, pool, ".a", json::object{{"a", 1}}).value == json::value(1));
     CHECK(pool.workers_restarted() == 0);
   }
+}
+
+TEST_CASE("jq workers: a first output from inside a path expression is taken", "[engine][jq]") {
+  // libjq 1.6 aborts (path_len == 0) restarting a program stopped inside a path expression: the
+  // worker died on `paths`, twice per evaluation, and the step faulted.
+  asio::io_context ioc;
+  JqWorkerPool pool(ioc.get_executor(), settings(1));
+  const json::value data = json::parse(R"({"a": 1, "b": {"c": 2, "d": [3, 4]}})");
+  for (const auto& [program, first] :
+       std::vector<std::pair<std::string, std::string>>{{"paths", R"(["a"])"},
+                                                        {"leaf_paths", R"(["a"])"},
+                                                        {"path(.b[])", R"(["b","c"])"},
+                                                        {"first(paths)", R"(["a"])"},
+                                                        {"getpath(paths)", "1"},
+                                                        {"limit(1; paths)", R"(["a"])"}}) {
+    CAPTURE(program);
+    const Evaluation e = evaluate(ioc, pool, program, data);
+    INFO(e.error);
+    CHECK(e.value == json::parse(first));
+    // The same program again, on the same worker.
+    CHECK(evaluate(ioc, pool, program, data).value == json::parse(first));
+  }
+  CHECK(pool.workers_restarted() == 0);
 }
 
 TEST_CASE("jq workers: results are bounded in depth and size", "[engine][jq]") {

@@ -258,7 +258,8 @@ TEST_CASE("expressions compile with the variables in scope", "[validate][express
       {"  ", false, "empty"},
       // Compiled as the engine's workers run it, after the variables' bindings: a program of
       // definitions only, or with a module directive, does not compile there.
-      {"def f: 1;", false, "syntax error, unexpected $end"},
+      {"def f: 1;", false, "syntax error, unexpected end of the expression"},
+      {"(.a", false, "syntax error, unexpected end of the expression"},
       {"module {a: 1}; .", false, "syntax error, unexpected module"},
       {"def f: 1; f", true, ""},
   };

@@ -34,8 +34,10 @@ std::optional<std::string> forbidden_feature(std::string_view program);
 // The program the engine's jq workers compile for `program` with `variables` (names without `$`,
 // each a jq identifier) bound from its input: `.[0] as $a | .[1] as $b | .[2] | PROGRAM`, run on
 // `[a, b, data]` (jq 1.6 bakes the values given to jq_compile_args into the bytecode, so a program
-// compiled with them could not be reused). The prefix adds no line; `program` itself when there
-// are no variables. Pure.
+// compiled with them could not be reused). Around it, `label $__knflow_first | (...\n) | .,
+// break $__knflow_first`: the program ends right after its first output, which is all the engine
+// takes, so that it never restarts a program stopped midway (libjq 1.6 aborts restarting one
+// stopped inside a path expression: `paths`, `path(..)`). The prefix adds no line. Pure.
 std::string program_binding(std::string_view program, std::span<const std::string> variables);
 
 // The most distinct expressions (program and variables in scope) one workflow may hold. Each
