@@ -342,6 +342,10 @@ DecodeEventResult decode_structured(std::string_view content_type, std::string_v
   auto value = json::parse(body, ec, {}, options);
   if (ec) return "the structured-mode body is not valid JSON: " + ec.message();
   if (!value.is_object()) return std::string("the structured-mode body is not a JSON object");
+  if (model::holds_non_finite(value)) {
+    return std::string(
+        "the structured-mode body holds a number too large to represent (beyond ±1.8e308)");
+  }
 
   CloudEvent event;
   event.specversion.clear();
@@ -550,7 +554,10 @@ std::optional<std::string> json_error(std::string_view text) {
   boost::system::error_code ec;
   const std::size_t at = parser.write(text.data(), text.size(), ec);
   if (!ec) parser.finish(ec);
-  if (!ec) return std::nullopt;
+  if (!ec) {
+    if (!model::holds_non_finite(parser.release())) return std::nullopt;
+    return std::string("a number is too large to represent: beyond ±1.8e308");
+  }
   std::size_t line = 1;
   std::size_t column = 1;
   for (std::size_t i = 0; i < at && i < text.size(); ++i) {

@@ -950,10 +950,31 @@ ParseResult parse_document(std::string_view text, Format format, const ParseLimi
 
 static_assert(kMaxDataDepth <= kMaxSupportedDepth);
 
+bool holds_non_finite(const json::value& value) {
+  switch (value.kind()) {
+    case json::kind::double_:
+      return !std::isfinite(value.get_double());
+    case json::kind::array:
+      return std::any_of(value.get_array().begin(), value.get_array().end(),
+                         [](const json::value& v) { return holds_non_finite(v); });
+    case json::kind::object:
+      return std::any_of(
+          value.get_object().begin(), value.get_object().end(),
+          [](const json::key_value_pair& kv) { return holds_non_finite(kv.value()); });
+    default:
+      return false;
+  }
+}
+
 json::value parse_data(std::string_view text, boost::system::error_code& ec) {
   json::parse_options options;
   options.max_depth = kMaxDataDepth;
-  return json::parse(text, ec, {}, options);
+  json::value value = json::parse(text, ec, {}, options);
+  if (!ec && holds_non_finite(value)) {
+    ec = json::error::exponent_overflow;
+    return nullptr;
+  }
+  return value;
 }
 
 json::value parse_data(std::string_view text) {

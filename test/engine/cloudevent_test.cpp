@@ -12,7 +12,9 @@
 namespace {
 
 using knflow::engine::CloudEvent;
+using knflow::engine::data_unusable;
 using knflow::engine::decode_event;
+using knflow::engine::json_error;
 using knflow::engine::DecodeEventResult;
 using knflow::engine::encode_binary;
 using knflow::engine::encode_structured;
@@ -417,6 +419,23 @@ TEST_CASE("malformed events are errors with a plain message", "[engine][cloudeve
     INFO(row.body);
     CHECK(error_of(decode_event(row.headers, row.body)) == row.error);
   }
+}
+
+TEST_CASE("data holding a number beyond a double's range is unusable", "[engine][cloudevent]") {
+  // Read as infinity, it broke every expression on the data, and answers and stored runs held
+  // `Infinity`, which no JSON parser reads back.
+  CHECK(json_error(R"({"ok": 1, "big": 1e400})") ==
+        std::optional<std::string>("a number is too large to represent: beyond ±1.8e308"));
+  CHECK(!json_error(R"({"ok": 1, "big": 1e300})"));
+  CloudEvent event;
+  event.datacontenttype = "application/json";
+  event.data = "[-1e999]";
+  CHECK(data_unusable(event));
+  auto structured =
+      decode_event({{"content-type", "application/cloudevents+json"}},
+                   R"({"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"v":1e400}})");
+  REQUIRE(std::holds_alternative<std::string>(structured));
+  CHECK_THAT(std::get<std::string>(structured), Catch::Contains("too large to represent"));
 }
 
 TEST_CASE("valid timestamps and extension names are accepted", "[engine][cloudevent]") {

@@ -847,6 +847,13 @@ TEST_CASE("parse_data reads data nested up to kMaxDataDepth levels, and no deepe
   CHECK_THROWS_AS(parse_data(nested(kMaxDataDepth + 1)), boost::system::system_error);
   CHECK_THROWS_AS(parse_data("{"), boost::system::system_error);
   CHECK(parse_data(R"({"a": [1, 2]})") == json::parse(R"({"a": [1, 2]})"));
+  // A number beyond a double's range read as infinity, which serialized as no JSON.
+  for (const char* text : {"1e400", R"({"a": [1, -1e999]})", R"([[{"b": 2E+1000}]])"}) {
+    CAPTURE(text);
+    parse_data(text, ec);
+    CHECK(ec == json::error::exponent_overflow);
+  }
+  CHECK(parse_data("1e308") == json::value(1e308));
 }
 
 }  // namespace

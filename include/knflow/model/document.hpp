@@ -56,8 +56,13 @@ FormatGuess format_from_media_type(std::string_view media_type);
 // always parses again (Boost.JSON's own default is 32).
 inline constexpr std::size_t kMaxDataDepth = 1000;
 
+// Whether `value` holds a number JSON cannot write (infinity, NaN): Boost.JSON reads an exponent
+// beyond a double's range (`1e400`) as infinity, which serializes as no JSON parses back.
+bool holds_non_finite(const boost::json::value& value);
+
 // Parses JSON data bounded by kMaxDataDepth. The first form reports errors through `ec`
-// (boost::json::error::too_deep when nested deeper); the second throws boost::system::system_error.
+// (boost::json::error::too_deep when nested deeper, exponent_overflow for a number beyond a
+// double's range); the second throws boost::system::system_error.
 boost::json::value parse_data(std::string_view text, boost::system::error_code& ec);
 boost::json::value parse_data(std::string_view text);
 
