@@ -14,11 +14,11 @@ namespace {
 using knflow::engine::CloudEvent;
 using knflow::engine::data_unusable;
 using knflow::engine::decode_event;
-using knflow::engine::json_error;
 using knflow::engine::DecodeEventResult;
 using knflow::engine::encode_binary;
 using knflow::engine::encode_structured;
 using knflow::engine::HeaderList;
+using knflow::engine::json_error;
 using knflow::engine::trace_id_from_traceparent;
 
 CloudEvent sample() {
