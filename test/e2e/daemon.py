@@ -65,7 +65,8 @@ class Daemon:
             time.sleep(0.05)
         raise RuntimeError("daemon not ready in time:\n" + self.output())
 
-    def call(self, method, path, body=None, content_type="application/json", token=True, headers=None):
+    def call(self, method, path, body=None, content_type="application/json", token=True, headers=None,
+             timeout=30):
         data = body.encode() if isinstance(body, str) else body
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
@@ -75,7 +76,7 @@ class Daemon:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, dict(r.headers), r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read().decode()
