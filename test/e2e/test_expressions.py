@@ -173,7 +173,7 @@ class ExpressionsTest(unittest.TestCase):
                 status, listed = d.json("GET", NS + "/workflows")
                 self.assertEqual(status, 200, listed)
             self.assertTrue(writer.is_alive(), "the validation ended before the other requests")
-            writer.join(120)
+            writer.join(300)
             status, problem = answer["created"]
             self.assertEqual(status, 422, problem)
             self.assertEqual([e["pointer"] for e in problem["errors"]], ["/spec/do/400/set"])
