@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <regex>
@@ -182,6 +183,7 @@ class Validator {
     compute_scopes();
     check_metadata();
     check_spec();
+    for (const FieldError& e : report_.errors) error_pointers_.insert(e.pointer);
     check_modes();
     return std::move(report_);
   }
@@ -189,10 +191,16 @@ class Validator {
  private:
   // ---- errors, with suppression of what a decode error already explains
 
+  // Looked up by the pointer's own ancestors, not by a pass over every decode error: a document
+  // of thousands of bad steps made that errors times errors.
   bool suppressed(std::string_view pointer) const {
-    return std::any_of(scopes_.begin(), scopes_.end(),
-                       [&](const std::string& scope) { return is_under(pointer, scope); }) ||
-           std::find(parents_.begin(), parents_.end(), pointer) != parents_.end();
+    if (parents_.contains(pointer) || scopes_.contains(pointer)) return true;
+    for (auto at = pointer.rfind('/'); at != std::string_view::npos;
+         at = pointer.rfind('/', at - 1)) {
+      if (scopes_.contains(pointer.substr(0, at))) return true;
+      if (at == 0) break;
+    }
+    return false;
   }
 
   void error(std::string pointer, std::string message) {
@@ -200,11 +208,12 @@ class Validator {
     report_.errors.push_back({std::move(pointer), std::move(message)});
   }
 
-  // Step pointers, then function pointers.
-  std::vector<std::string> containers() const {
-    std::vector<std::string> out = step_pointers_;
-    for (const auto& [name, f] : w_.spec.functions)
-      out.push_back(pointer_append("/spec/functions", name));
+  // Step pointers and function pointers.
+  std::set<std::string, std::less<>> containers() const {
+    std::set<std::string, std::less<>> out(step_pointers_.begin(), step_pointers_.end());
+    for (const auto& [name, f] : w_.spec.functions) {
+      out.insert(pointer_append("/spec/functions", name));
+    }
     return out;
   }
 
@@ -212,9 +221,10 @@ class Validator {
   // it would only repeat that error.
   bool function_in_error(const std::string& name) const {
     const std::string at = pointer_append("/spec/functions", name);
-    return suppressed(at) ||
-           std::any_of(report_.errors.begin(), report_.errors.end(),
-                       [&](const FieldError& e) { return is_under(e.pointer, at); });
+    if (suppressed(at) || error_pointers_.contains(at)) return true;
+    // An error under it: the first pointer after "<at>/" in order starts with it, if any does.
+    const auto below = error_pointers_.lower_bound(at + "/");
+    return below != error_pointers_.end() && below->starts_with(at + "/");
   }
 
   void collect_steps(const Steps& steps, const std::string& pointer) {
@@ -242,20 +252,24 @@ class Validator {
   // A decode error makes the part it sits in unreliable: the innermost step around it (whose
   // construct may be a placeholder), or the function, or the field itself.
   void compute_scopes() {
+    const auto holders = containers();
     for (const FieldError& e : decode_errors_) {
       // A step or function itself, or one of its own keys (a misspelt or mistyped construct, a
       // misspelt url): the whole step or function. Deeper down, only the field.
       std::string scope = e.pointer;
       const std::string parent = e.pointer.substr(0, e.pointer.rfind('/'));
-      for (const std::string& container : containers()) {
-        if (container == e.pointer || container == parent) scope = container;
+      // (At most one of the two is a step or function: a step's parent is a list.)
+      if (holders.contains(e.pointer)) {
+        scope = e.pointer;
+      } else if (holders.contains(parent)) {
+        scope = parent;
       }
       // The object holding a field that could not be read: what is said about the object as a
       // whole ("needs exactly one of uri or ref") may only be a consequence.
-      if (!e.pointer.empty()) parents_.push_back(parent);
+      if (!e.pointer.empty()) parents_.insert(parent);
       // The functions map itself could not be read: references to it prove nothing.
       if (is_under("/spec/functions", e.pointer)) functions_unreliable_ = true;
-      scopes_.push_back(std::move(scope));
+      scopes_.insert(std::move(scope));
     }
   }
 
@@ -1017,8 +1031,11 @@ class Validator {
   std::set<std::string> distinct_;  // expressions (program, variables) met so far
   bool over_limit_ = false;
   std::vector<std::string> step_pointers_;
-  std::vector<std::string> scopes_;   // decode errors hide validation errors at and under these
-  std::vector<std::string> parents_;  // ... and exactly at these
+  // Decode errors hide validation errors at and under these ...
+  std::set<std::string, std::less<>> scopes_;
+  std::set<std::string, std::less<>> parents_;  // ... and exactly at these
+  // The errors' pointers once the spec is checked (for the modes' reasons).
+  std::set<std::string, std::less<>> error_pointers_;
   bool functions_unreliable_ = false;
   std::map<std::string, std::string> step_names_;  // name -> pointer of its first step
 };

@@ -195,6 +195,25 @@ TEST_CASE("check_value keeps decoding and validation errors in one list", "[vali
   CHECK_FALSE(result.workflow.has_value());
 }
 
+TEST_CASE("a document of thousands of bad steps gets one error for each", "[validate]") {
+  // Each decode error was matched against every step, and each error reported against every
+  // decode error: a 48 KB document of 6,000 bad steps held a connection thread for a minute.
+  json::array steps;
+  for (int i = 0; i < 6000; ++i) steps.push_back(json::object{{"x", 0}});
+  json::object doc{{"apiVersion", "knflow.dev/v1alpha1"},
+                   {"kind", "Workflow"},
+                   {"metadata", {{"name", "big"}}},
+                   {"spec", {{"do", std::move(steps)}}}};
+  const CheckResult result = check_value(doc);
+  std::set<std::string> steps_in_error;
+  for (const auto& e : result.report.errors) {
+    steps_in_error.insert(
+        e.pointer.substr(0, e.pointer.find('/', std::string("/spec/do/").size())));
+  }
+  CHECK(steps_in_error.size() == 6000);
+  CHECK_FALSE(result.workflow.has_value());
+}
+
 TEST_CASE("is_dns1123_label", "[validate]") {
   struct Row {
     std::string name;
