@@ -115,6 +115,13 @@ std::variant<Target, HttpResponse> parse_target(const std::string& url) {
     return refused(invalid, "the URL \"" + url + "\" has no host");
   }
   if (u.has_userinfo()) return refused(invalid, "credentials in URLs are not supported");
+  // As validation checks it (a workflow stored before it did): Boost.URL reads `host:80abc` as
+  // port 80 and path "abc", and `host:abc` as no port and path "abc".
+  if (!u.encoded_path().empty() && u.encoded_path().front() != '/') {
+    return refused(invalid, "the URL \"" + url +
+                                "\" is not valid: after the host, a port is digits only and a "
+                                "path starts with '/'");
+  }
   Target t;
   switch (u.host_type()) {
     case boost::urls::host_type::ipv4:

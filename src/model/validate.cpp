@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <functional>
 #include <iterator>
 #include <map>
@@ -111,6 +112,23 @@ std::string http_url_problem(std::string_view text) {
     return "\"" + std::string(text) + "\" must be an http or https URL";
   }
   if (parsed->host().empty()) return "\"" + std::string(text) + "\" has no host";
+  // Boost.URL reads `host:80abc` as port 80 and path "abc", and `host:abc` as an empty port and
+  // path "abc" (RFC 3986: a port is digits, and a path after the authority starts with '/').
+  const auto path = parsed->encoded_path();
+  if (!path.empty() && path.front() != '/') {
+    return "\"" + std::string(text) +
+           "\" is not a valid URL: after the host, a port is digits only and a path starts with "
+           "'/'";
+  }
+  if (parsed->has_port() && !parsed->port().empty()) {
+    const auto port = parsed->port();
+    std::size_t value = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc{} || end != port.data() + port.size() || value == 0 || value > 65535) {
+      return "\"" + std::string(text) + "\" has port " + std::string(port) +
+             ": a port is from 1 to 65535";
+    }
+  }
   return {};
 }
 

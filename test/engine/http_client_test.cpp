@@ -730,6 +730,13 @@ TEST_CASE("http client refuses URLs it cannot serve", "[engine][http_client]") {
       {"http:///path", "the URL \"http:///path\" has no host"},
       {"http://user:pw@example.com/", "credentials in URLs are not supported"},
       {"http://example.com:99999/", "the URL \"http://example.com:99999/\" has an invalid port"},
+      // Boost.URL reads these as port 80 or none and a path "abc" (the call went to port 80).
+      {"http://127.0.0.1:abc",
+       "the URL \"http://127.0.0.1:abc\" is not valid: after the host, a "
+       "port is digits only and a path starts with '/'"},
+      {"http://127.0.0.1:80abc",
+       "the URL \"http://127.0.0.1:80abc\" is not valid: after the host, "
+       "a port is digits only and a path starts with '/'"},
   };
   for (const auto& row : rows) {
     auto response = run(ioc, send_one(client, post(row.url)));
