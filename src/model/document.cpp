@@ -944,8 +944,16 @@ ParseResult parse_document(std::string_view text, Format format, const ParseLimi
                     "invalid UTF-8 at byte offset " + std::to_string(at + bom) + " of the input");
   }
   const std::size_t max_depth = std::min(limits.max_depth, kMaxSupportedDepth);
-  return format == Format::json ? parse_json(body, limits, max_depth)
-                                : parse_yaml(body, limits, max_depth);
+  if (format == Format::json) return parse_json(body, limits, max_depth);
+  // JSON is YAML, but yaml-cpp refuses some of it (a surrogate pair escape, "\ud83d\ude00", as
+  // Python's json.dumps writes an emoji): a YAML document that looks like a JSON object is read
+  // as JSON when it is JSON, as kubectl reads either (flow-style YAML falls through to YAML).
+  if (const auto first = body.find_first_not_of(" \t\r\n");
+      first != std::string_view::npos && body[first] == '{') {
+    auto as_json = parse_json(body, limits, max_depth);
+    if (std::holds_alternative<json::value>(as_json)) return as_json;
+  }
+  return parse_yaml(body, limits, max_depth);
 }
 
 static_assert(kMaxDataDepth <= kMaxSupportedDepth);

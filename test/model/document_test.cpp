@@ -267,6 +267,19 @@ TEST_CASE("invalid UTF-8 is rejected with its byte offset in both formats") {
 // ---------------------------------------------------------------------------------------------
 // YAML
 
+TEST_CASE("JSON read as YAML is read as JSON, flow-style YAML still as YAML") {
+  // yaml-cpp refuses a surrogate pair escape, which Python's json.dumps writes for an emoji: the
+  // same file was valid through application/json or `-f x.json` and refused as YAML, or on stdin.
+  const std::string emoji = R"({"d": "smile \ud83d\ude00", "n": [1, 2.5, true, null]})";
+  CHECK(parse_ok(emoji, Format::yaml) == json::parse(emoji));
+  CHECK(parse_ok("  \n" + emoji, Format::yaml).at("d") == "smile \xF0\x9F\x98\x80");
+  CHECK(parse_ok("{a: 1, b: [x, y]}", Format::yaml) == json::parse(R"({"a": 1, "b": ["x", "y"]})"));
+  // Refused as JSON, still refused (duplicate keys), with YAML's position.
+  auto dup = parse_document(R"({"a": 1, "a": 2})", Format::yaml);
+  REQUIRE(std::holds_alternative<ParseError>(dup));
+  CHECK_THAT(std::get<ParseError>(dup).message, Catch::Contains("duplicate"));
+}
+
 TEST_CASE("YAML scalars follow the YAML 1.2 core schema") {
   struct Row {
     std::string yaml;  // the value of key v

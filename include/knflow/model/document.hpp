@@ -39,7 +39,8 @@ using ParseResult = std::variant<boost::json::value, ParseError>;
 // invalid UTF-8, documents larger or deeper than the limits, duplicate keys, non-scalar or
 // non-string keys, YAML alias expansions beyond max_nodes, multi-document YAML streams, and
 // YAML tags other than the core schema's. YAML scalars follow the YAML 1.2 core schema (plain
-// true/false/null/numbers are typed; quoted scalars are strings). Pure; thread-safe.
+// true/false/null/numbers are typed; quoted scalars are strings). YAML that starts with `{` and
+// is JSON is read as JSON (yaml-cpp refuses some JSON: surrogate pair escapes). Pure; thread-safe.
 ParseResult parse_document(std::string_view text, Format format, const ParseLimits& limits = {});
 
 // Picks the format from a media type (application/json, application/yaml, application/x-yaml,
