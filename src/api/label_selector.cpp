@@ -1,5 +1,7 @@
 #include "knflow/api/label_selector.hpp"
 
+#include "knflow/model/validate.hpp"
+
 #include <algorithm>
 #include <cctype>
 
@@ -51,9 +53,15 @@ std::optional<LabelSelector> LabelSelector::parse(std::string_view text, std::st
     Requirement req;
     const std::size_t start = c.pos;
     const bool negated = c.consume("!");
+    const std::size_t key_at = c.pos;
     req.key = c.word(is_key_char);
-    if (req.key.empty() || req.key.size() > 316) {
+    if (req.key.empty()) {
       error = "expected a label key at offset " + std::to_string(c.pos);
+      return std::nullopt;
+    }
+    // As Kubernetes checks a selector's keys and values: as labels' own.
+    if (auto problem = model::qualified_name_problem(req.key); !problem.empty()) {
+      error = "label " + problem + " (at offset " + std::to_string(key_at) + ")";
       return std::nullopt;
     }
     c.skip_spaces();
@@ -70,19 +78,32 @@ std::optional<LabelSelector> LabelSelector::parse(std::string_view text, std::st
     } else {
       req.op = Op::exists;
     }
-    if (req.op == Op::equals || req.op == Op::not_equals) {
+    // A value: empty, or a label value.
+    auto value = [&]() -> bool {
+      c.skip_spaces();
+      const std::size_t at = c.pos;
       req.values.push_back(c.word(is_value_char));
-      if (req.values.back().size() > 63) {
-        error = "label value longer than 63 characters at offset " + std::to_string(start);
-        return std::nullopt;
-      }
+      const auto& v = req.values.back();
+      if (v.empty() || model::is_qualified_name_part(v)) return true;
+      error = "label value \"" + v +
+              "\" must be empty or at most 63 letters, digits, '-', '_' or '.', starting and "
+              "ending with a letter or digit (at offset " +
+              std::to_string(at) + ")";
+      return false;
+    };
+    if (req.op == Op::equals || req.op == Op::not_equals) {
+      if (!value()) return std::nullopt;
     } else if (req.op == Op::in || req.op == Op::not_in) {
       if (!c.consume("(")) {
         error = "expected '(' after 'in' or 'notin' at offset " + std::to_string(c.pos);
         return std::nullopt;
       }
+      if (c.consume(")")) {
+        error = "the value set of 'in' or 'notin' is empty at offset " + std::to_string(start);
+        return std::nullopt;
+      }
       for (;;) {
-        req.values.push_back(c.word(is_value_char));
+        if (!value()) return std::nullopt;
         if (c.consume(")")) break;
         if (!c.consume(",")) {
           error = "expected ',' or ')' in a value set at offset " + std::to_string(c.pos);

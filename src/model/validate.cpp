@@ -55,32 +55,6 @@ bool is_dns1123_subdomain(std::string_view name) {
 }
 
 // The name part of a Kubernetes qualified name, and the shape of a non-empty label value.
-bool is_qualified_name_part(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameLength) return false;
-  if (!is_alnum(name.front()) || !is_alnum(name.back())) return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](char c) { return is_alnum(c) || c == '-' || c == '_' || c == '.'; });
-}
-
-// Why `key` is not a valid label or annotation key (`[prefix/]name`), or empty when it is.
-std::string qualified_name_problem(std::string_view key) {
-  std::string_view name = key;
-  if (const std::size_t slash = key.find('/'); slash != std::string_view::npos) {
-    const std::string_view prefix = key.substr(0, slash);
-    name = key.substr(slash + 1);
-    if (!is_dns1123_subdomain(prefix)) {
-      return "key prefix \"" + std::string(prefix) +
-             "\" must be a DNS-1123 subdomain (lower-case letters, digits, '-' and '.')";
-    }
-  }
-  if (!is_qualified_name_part(name)) {
-    return "key \"" + std::string(key) +
-           "\" is not a valid Kubernetes key: an optional DNS subdomain prefix and '/', then at "
-           "most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
-  }
-  return {};
-}
-
 bool is_c_identifier(std::string_view name) {
   if (name.empty() ||
       !(std::isalpha(static_cast<unsigned char>(name.front())) || name.front() == '_')) {
@@ -1064,6 +1038,32 @@ ValidationReport validate_after_decode(const Workflow& workflow, const Errors& d
 }
 
 }  // namespace
+
+bool is_qualified_name_part(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  if (!is_alnum(name.front()) || !is_alnum(name.back())) return false;
+  return std::all_of(name.begin(), name.end(),
+                     [](char c) { return is_alnum(c) || c == '-' || c == '_' || c == '.'; });
+}
+
+// Why `key` is not a valid label or annotation key (`[prefix/]name`), or empty when it is.
+std::string qualified_name_problem(std::string_view key) {
+  std::string_view name = key;
+  if (const std::size_t slash = key.find('/'); slash != std::string_view::npos) {
+    const std::string_view prefix = key.substr(0, slash);
+    name = key.substr(slash + 1);
+    if (!is_dns1123_subdomain(prefix)) {
+      return "key prefix \"" + std::string(prefix) +
+             "\" must be a DNS-1123 subdomain (lower-case letters, digits, '-' and '.')";
+    }
+  }
+  if (!is_qualified_name_part(name)) {
+    return "key \"" + std::string(key) +
+           "\" is not a valid Kubernetes key: an optional DNS subdomain prefix and '/', then at "
+           "most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+  }
+  return {};
+}
 
 bool is_dns1123_label(std::string_view name) {
   if (name.empty() || name.size() > kMaxNameLength) return false;

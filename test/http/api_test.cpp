@@ -242,6 +242,15 @@ TEST_CASE("workflows: lists filter and page like Kubernetes lists", "[http][list
     REQUIRE(count("team%20in%20(a,b),tier") == 3);
     REQUIRE(count("team%20notin%20(a)") == 4);
     require_problem(server.call("GET", kCollection + "?labelSelector=team%20in%20a"), 400);
+    // Keys and values Kubernetes refuses were taken, and matched nothing (or everything).
+    for (const std::string& bad : std::vector<std::string>{
+             "tier%3D-bad", "Bad_Key/x%3Dy", std::string(70, 'k'), "a/b/c", "team%20in%20()",
+             "team%20notin%20()", "team%20in%20(a,-b)", "team%3D" + std::string(64, 'v')}) {
+      INFO(bad);
+      require_problem(server.call("GET", kCollection + "?labelSelector=" + bad), 400);
+    }
+    REQUIRE(count("team%3D") == 0);  // an empty value is a value (none has it)
+    REQUIRE(count("example.com/team") == 0);
   }
   SECTION("name prefix") {
     auto r = server.call("GET", kCollection + "?namePrefix=user-");

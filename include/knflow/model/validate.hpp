@@ -75,5 +75,10 @@ CheckResult check_value(const boost::json::value& document, const ValidateOption
 
 // Name rules shared with the API: RFC 1123 label (lower-case alphanumerics and '-', at most 63).
 bool is_dns1123_label(std::string_view name);
+// A label value, or the name part of a label key: at most 63 letters, digits, '-', '_' and '.',
+// starting and ending with a letter or digit.
+bool is_qualified_name_part(std::string_view name);
+// Why `key` is not a valid label or annotation key (`[prefix/]name`), or empty when it is.
+std::string qualified_name_problem(std::string_view key);
 
 }  // namespace knflow::model
