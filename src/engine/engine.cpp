@@ -1633,7 +1633,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     ev.source = e.source;
     if (e.subject) {
       auto s = co_await eval(env, *e.subject, cur.data, vars, path + "/emit/subject");
-      ev.subject = s.is_string() ? std::string(s.as_string()) : json::serialize(s);
+      // As a raise's title: null (or no output) is no subject, not the text "null".
+      if (!s.is_null())
+        ev.subject = s.is_string() ? std::string(s.as_string()) : json::serialize(s);
     }
     ev.time = log::now_rfc3339_ms();
     ev.datacontenttype = "application/json";

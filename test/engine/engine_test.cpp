@@ -1487,6 +1487,22 @@ TEST_CASE("engine: emit posts a new event to the broker; the data is unchanged",
   REQUIRE(requests.size() == 1);
   CHECK(requests[0].target == "/broker/test");
   CHECK(json::parse(requests[0].body) == json::parse(R"({"n": 3})"));
+
+  // A subject that evaluates to null is no subject (it was sent as the text "null").
+  auto subjects = header("subjects") + R"(  do:
+    - {name: none, emit: {type: t, source: /test, subject: '${ .missing }'}}
+    - {name: some, emit: {type: t, source: /test, subject: '${ .n }'}}
+)";
+  f.run(subjects, R"({"n": 3})");
+  std::vector<std::string> sent;
+  for (const auto& r : f.echo.requests()) {
+    std::string subject = "(none)";
+    for (const auto& [name, value] : r.headers) {
+      if (name == "ce-subject") subject = value;
+    }
+    sent.push_back(subject);
+  }
+  CHECK(sent == std::vector<std::string>{"(none)", "(none)", "3"});
 }
 
 TEST_CASE("engine: an emit that catch.retry runs again sends the same event id", "[engine][emit]") {
