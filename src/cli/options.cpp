@@ -14,6 +14,13 @@ namespace po = boost::program_options;
 
 void store_options(const po::parsed_options& parsed, po::variables_map& vm) {
   for (const auto& option : parsed.options) {
+    // A word no option or positional argument of the command takes (program_options keeps it
+    // with an empty key, and store() drops it): `validate -f a.yaml b.yaml` checked only a.yaml.
+    if (option.string_key.empty()) {
+      throw po::error(
+          "unexpected argument '" +
+          (option.original_tokens.empty() ? std::string() : option.original_tokens.front()) + "'");
+    }
     const auto* described =
         parsed.description ? parsed.description->find_nothrow(option.string_key, false) : nullptr;
     if (!described) continue;

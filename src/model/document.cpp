@@ -1,5 +1,6 @@
 #include "knflow/model/document.hpp"
 
+#include "knflow/model/errors.hpp"
 #include "knflow/model/utf8.hpp"
 
 #include <yaml-cpp/depthguard.h>
@@ -879,8 +880,19 @@ bool plain_is_safe(std::string_view s) {
   return true;
 }
 
+// Whether `s` holds DEL, which YAML may not hold raw (YAML 1.2 §5.1 "c-printable") and which
+// yaml-cpp writes raw in a double-quoted scalar (it escapes the C0 and C1 controls itself);
+// kubectl's parser refuses it. (U+FFFE and U+FFFF, which yaml-cpp cannot escape, are refused in
+// documents: parse_document.)
+bool holds_unprintable(std::string_view s) { return s.find('\x7F') != std::string_view::npos; }
+
 void emit_string(YAML::Emitter& out, std::string_view s) {
-  if (!plain_is_safe(s)) out << YAML::DoubleQuoted;
+  if (holds_unprintable(s)) {
+    // Every character past ASCII (and DEL) as an escape, for this scalar only.
+    out << YAML::DoubleQuoted << YAML::EscapeNonAscii;
+  } else if (!plain_is_safe(s)) {
+    out << YAML::DoubleQuoted;
+  }
   out << std::string(s);
 }
 
@@ -931,6 +943,53 @@ std::string ParseError::to_string() const {
   return "line " + std::to_string(line) + ", column " + std::to_string(column) + ": " + message;
 }
 
+namespace {
+
+ParseResult parse_any(std::string_view body, Format format, const ParseLimits& limits,
+                      std::size_t max_depth) {
+  if (format == Format::json) return parse_json(body, limits, max_depth);
+  // JSON is YAML, but yaml-cpp refuses some of it (a surrogate pair escape, "\ud83d\ude00", as
+  // Python's json.dumps writes an emoji): a YAML document that looks like a JSON object is read
+  // as JSON when it is JSON, as kubectl reads either (flow-style YAML falls through to YAML).
+  if (const auto first = body.find_first_not_of(" \t\r\n");
+      first != std::string_view::npos && body[first] == '{') {
+    auto as_json = parse_json(body, limits, max_depth);
+    if (std::holds_alternative<json::value>(as_json)) return as_json;
+  }
+  return parse_yaml(body, limits, max_depth);
+}
+
+// The pointer of the first string or key in `value` holding U+FFFE or U+FFFF.
+std::optional<std::string> find_noncharacter(const json::value& value, const std::string& at) {
+  auto holds = [](std::string_view s) {
+    return s.find("\xEF\xBF\xBE") != std::string_view::npos ||
+           s.find("\xEF\xBF\xBF") != std::string_view::npos;
+  };
+  switch (value.kind()) {
+    case json::kind::string:
+      if (holds(value.get_string())) return at;
+      return std::nullopt;
+    case json::kind::array: {
+      const auto& a = value.get_array();
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        if (auto found = find_noncharacter(a[i], pointer_append(at, i))) return found;
+      }
+      return std::nullopt;
+    }
+    case json::kind::object:
+      for (const auto& [key, v] : value.get_object()) {
+        const std::string here = pointer_append(at, key);
+        if (holds(key)) return here;
+        if (auto found = find_noncharacter(v, here)) return found;
+      }
+      return std::nullopt;
+    default:
+      return std::nullopt;
+  }
+}
+
+}  // namespace
+
 ParseResult parse_document(std::string_view text, Format format, const ParseLimits& limits) {
   if (text.size() > limits.max_bytes) {
     return ParseError{"document is " + std::to_string(text.size()) +
@@ -944,16 +1003,15 @@ ParseResult parse_document(std::string_view text, Format format, const ParseLimi
                     "invalid UTF-8 at byte offset " + std::to_string(at + bom) + " of the input");
   }
   const std::size_t max_depth = std::min(limits.max_depth, kMaxSupportedDepth);
-  if (format == Format::json) return parse_json(body, limits, max_depth);
-  // JSON is YAML, but yaml-cpp refuses some of it (a surrogate pair escape, "\ud83d\ude00", as
-  // Python's json.dumps writes an emoji): a YAML document that looks like a JSON object is read
-  // as JSON when it is JSON, as kubectl reads either (flow-style YAML falls through to YAML).
-  if (const auto first = body.find_first_not_of(" \t\r\n");
-      first != std::string_view::npos && body[first] == '{') {
-    auto as_json = parse_json(body, limits, max_depth);
-    if (std::holds_alternative<json::value>(as_json)) return as_json;
+  auto parsed = parse_any(body, format, limits, max_depth);
+  if (const auto* value = std::get_if<json::value>(&parsed)) {
+    if (auto at = find_noncharacter(*value, "")) {
+      return ParseError{"the text at " + (at->empty() ? std::string("the root") : *at) +
+                        " holds U+FFFE or U+FFFF, Unicode noncharacters that YAML cannot carry "
+                        "(a rendered or YAML answer could not be read back)"};
+    }
   }
-  return parse_yaml(body, limits, max_depth);
+  return parsed;
 }
 
 static_assert(kMaxDataDepth <= kMaxSupportedDepth);

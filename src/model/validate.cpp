@@ -993,6 +993,17 @@ class Validator {
         reason(report_.cluster, pointer_append("/spec/functions", name),
                "function " + quoted(name) + " has only local: cluster mode needs url or image");
       }
+      // Knative Serving names a Service's revisions after it and refuses a name that is not a
+      // DNS-1035 label (knative/serving#16007, closed): a letter first.
+      if (f.image && !w_.metadata.name.empty() &&
+          !(w_.metadata.name.front() >= 'a' && w_.metadata.name.front() <= 'z') &&
+          !function_in_error(name)) {
+        reason(report_.cluster, pointer_append("/spec/functions", name),
+               "function " + quoted(name) + " would be the Knative Service " +
+                   quoted(w_.metadata.name + "-" + name) +
+                   ", which Knative Serving refuses: a Service's name must start with a letter "
+                   "(DNS-1035); rename the workflow");
+      }
     }
     cluster_sequence(w_.spec.steps, "/spec/do");
     if (w_.spec.timeout) {

@@ -65,6 +65,18 @@ class RenderCliTest(unittest.TestCase):
         self.assertIn("broken.yaml: 7 errors", r.stderr)
         self.assertIn("  /metadata/name: ", r.stderr)
 
+    def test_a_service_name_must_start_with_a_letter(self):
+        """Knative Serving refuses a Service whose name is not a DNS-1035 label (its revisions
+        are named after it): `1st-pipeline-f` was rendered, and the cluster would refuse it."""
+        doc = ('apiVersion: knflow.dev/v1alpha1\nkind: Workflow\nmetadata: {name: 1st-pipeline}\n'
+               'spec:\n  functions: {f: {image: "reg.example.com/f:1", local: {command: [python3, f.py]}}}\n'
+               '  do: [{name: s, call: f}]\n')
+        r = subprocess.run([BIN, "render", "-f", "-"], capture_output=True, text=True, timeout=60,
+                           input=doc)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('/spec/functions/f: function "f" would be the Knative Service '
+                      '"1st-pipeline-f", which Knative Serving refuses', r.stderr)
+
     def test_namespace_uid_and_channel(self):
         r = render("-f", example("hello.yaml"), "-n", "team-a", "--uid", "u-1",
                    "--channel-kind", "KafkaChannel",

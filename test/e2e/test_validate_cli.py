@@ -49,6 +49,17 @@ class ValidateCliTest(unittest.TestCase):
         r = validate()
         self.assertEqual(r.returncode, 2)
 
+    def test_a_word_no_option_takes_is_refused(self):
+        """`validate -f a.yaml b.yaml` checked a.yaml alone and said "valid"; `render -f x extra`
+        said the option was ambiguous. Every command now refuses the stray word, exit 2."""
+        hello = os.path.join(SOURCE_DIR, "examples", "hello.yaml")
+        broken = os.path.join(SOURCE_DIR, "examples", "broken", "broken.yaml")
+        for argv in (["validate", "-f", hello, broken], ["render", "-f", hello, "extra"],
+                     ["serve", "--help", "extra"], ["controller", "--help", "extra"]):
+            r = subprocess.run([BIN, *argv], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 2, (argv, r.stdout, r.stderr))
+            self.assertIn(f"knflow {argv[0]}: unexpected argument '{argv[-1]}'", r.stderr)
+
     def test_endless_input_is_refused_not_read_to_the_end(self):
         """/dev/zero and an endless pipe were read until memory ran out; reading now stops past
         64 MiB, with exit 2 (the file could not be read). A file over the document limit but

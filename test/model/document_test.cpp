@@ -256,12 +256,23 @@ TEST_CASE("invalid UTF-8 is rejected with its byte offset in both formats") {
     CHECK(bom_error.column == 4);
   }
   const std::vector<std::string> valid = {
-      "é", "€", "😀", "\xF4\x8F\xBF\xBF", "\xED\x9F\xBF", "\xEE\x80\x80", "\xEF\xBF\xBF"};
+      "é", "€", "😀", "\xF4\x8F\xBF\xBF", "\xED\x9F\xBF", "\xEE\x80\x80", "\xEF\xBF\xBD"};
   for (const std::string& text : valid) {
     CAPTURE(text);
     CHECK(parse_ok("{\"k\": \"" + text + "\"}", Format::json).at("k") == text.c_str());
     CHECK(parse_ok("k: " + text + "\n", Format::yaml).at("k") == text.c_str());
   }
+  // U+FFFE and U+FFFF are UTF-8, but YAML cannot carry them raw and yaml-cpp cannot escape them
+  // (it wrote them raw: `knflow render` gave YAML kubectl refuses), so a document may not hold
+  // them, raw or escaped, in a value or a key.
+  for (const std::string& text :
+       {std::string("{\"k\": [\"a\xEF\xBF\xBF\"]}"), std::string(R"({"k": ["\uFFFE"]})")}) {
+    CAPTURE(text);
+    CHECK_THAT(parse_error(text, Format::json).message,
+               Catch::StartsWith("the text at /k/0 holds U+FFFE or U+FFFF"));
+  }
+  CHECK_THAT(parse_error("a\xEF\xBF\xBF: 1\n", Format::yaml).message,
+             Catch::StartsWith("the text at /a\xEF\xBF\xBF holds U+FFFE or U+FFFF"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -838,6 +849,16 @@ TEST_CASE("to_yaml writes invalid UTF-8 built in code as U+FFFD, never as invali
   CHECK(to_yaml(json::value("a\xFF")) == "\"a\xEF\xBF\xBD\"\n");
   CHECK(parse_ok(to_yaml(json::value{{"k\xED\xA0\x80", "v\xC3"}}), Format::yaml) ==
         json::value{{"k\xEF\xBF\xBD", "v\xEF\xBF\xBD"}});
+}
+
+TEST_CASE("to_yaml escapes DEL, which yaml-cpp wrote raw in a double-quoted string") {
+  // YAML may not hold DEL raw (c-printable); kubectl's parser refused `knflow render`'s output.
+  const json::value value = json::object{{"v",
+                                          "a\x7F"
+                                          "b \xC3\xA9"}};
+  const std::string text = to_yaml(value);
+  CHECK(text.find('\x7F') == std::string::npos);
+  CHECK(parse_ok(text, Format::yaml) == value);
 }
 
 TEST_CASE("to_yaml handles a value as deep as the parser accepts") {
