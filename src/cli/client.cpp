@@ -259,10 +259,40 @@ std::string step_detail(const json::object& step) {
   return out;
 }
 
+// `text` for a terminal: control characters (C0, DEL, C1) as escapes, so that what a run's data
+// put in a title, a detail or a step's error cannot move the cursor, recolour or retitle the
+// terminal, or break a line or a table row.
+std::string printable(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7F) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    } else if (c == 0xC2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) < 0xA0 &&
+               static_cast<unsigned char>(text[i + 1]) >= 0x80) {
+      const auto c1 = static_cast<unsigned char>(text[++i]);
+      out += "\\u00";
+      out += kHex[c1 >> 4];
+      out += kHex[c1 & 0xF];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 // One "  label:   value" line of a failure report, values aligned.
 void report_line(std::string_view label, std::string_view value) {
   std::string head = "  " + std::string(label) + ":";
-  std::cerr << std::left << std::setw(11) << head << value << "\n";
+  std::cerr << std::left << std::setw(11) << head << printable(value) << "\n";
 }
 
 // Prints a failed request (no answer, or a problem answer) readably on stderr, every member of
@@ -307,9 +337,9 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
   const auto title = text(o, "title");
   const auto detail = text(o, "detail");
   // First line: what failed. For a faulted run that is the workflow error.
-  std::cerr << "knflow: " << res.status << (title.empty() ? "" : " " + title);
+  std::cerr << "knflow: " << res.status << printable(title.empty() ? "" : " " + title);
   if (error) {
-    std::cerr << ": " << error_summary(*error) << "\n";
+    std::cerr << ": " << printable(error_summary(*error)) << "\n";
     if (!detail.empty() && detail != text(*error, "detail")) report_line("detail", detail);
     if (auto at = text(*error, "instance"); !at.empty()) report_line("at", at);
     if (auto kind = error_kind(*error); !kind.empty()) report_line("type", kind);
@@ -321,13 +351,15 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
       }
     }
   } else {
-    std::cerr << (detail.empty() ? "" : ": " + detail) << "\n";
+    std::cerr << printable(detail.empty() ? "" : ": " + detail) << "\n";
   }
   if (auto* errors = o.if_contains("errors"); errors && errors->is_array()) {
     for (const auto& e : errors->as_array()) {
       if (!e.is_object()) continue;
       auto pointer = text(e.as_object(), "pointer");
-      std::cerr << "  " << (pointer.empty() ? "" : pointer + ": ") << text(e.as_object(), "detail")
+      std::cerr << "  "
+                << printable((pointer.empty() ? "" : pointer + ": ") +
+                             text(e.as_object(), "detail"))
                 << "\n";
     }
   }
@@ -375,14 +407,17 @@ std::optional<json::object> answer_object(const engine::HttpResponse& res) {
 }
 
 // Prints rows as columns two spaces apart, each as wide as its widest cell; the last column is
-// not padded.
+// not padded. Cells are printable(): one line per row.
 void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::vector<std::string>> cells;
   std::vector<std::size_t> widths;
   for (const auto& row : rows) {
-    if (widths.size() < row.size()) widths.resize(row.size(), 0);
-    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    auto& out = cells.emplace_back();
+    for (const auto& cell : row) out.push_back(printable(cell));
+    if (widths.size() < out.size()) widths.resize(out.size(), 0);
+    for (std::size_t i = 0; i < out.size(); ++i) widths[i] = std::max(widths[i], out[i].size());
   }
-  for (const auto& row : rows) {
+  for (const auto& row : cells) {
     std::string line;
     for (std::size_t i = 0; i < row.size(); ++i) {
       line += row[i];
@@ -620,7 +655,7 @@ int runs(const std::vector<std::string>& args) {
     const auto& attempt_list = list("attempts");
     const auto& step_list = list("steps");
     if (const auto* error = object_member(run, "error")) {
-      std::cout << "Error:     " << error_summary(*error) << "\n";
+      std::cout << "Error:     " << printable(error_summary(*error)) << "\n";
       if (auto at = text(*error, "instance"); !at.empty()) {
         // Name the step the history gives the run's error, or that an attempt ran at that path.
         std::string step;
@@ -634,11 +669,14 @@ int runs(const std::vector<std::string>& args) {
             step = text(a.as_object(), "step");
           }
         }
-        std::cout << "At:        " << at << (step.empty() ? "" : " (step " + step + ")") << "\n";
+        std::cout << "At:        " << printable(at + (step.empty() ? "" : " (step " + step + ")"))
+                  << "\n";
       }
-      if (auto kind = error_kind(*error); !kind.empty()) std::cout << "Type:      " << kind << "\n";
+      if (auto kind = error_kind(*error); !kind.empty()) {
+        std::cout << "Type:      " << printable(kind) << "\n";
+      }
     } else if (auto* e = run.if_contains("error"); e && !e->is_null()) {
-      std::cout << "Error:     " << text(run, "error") << "\n";
+      std::cout << "Error:     " << printable(text(run, "error")) << "\n";
     }
     if (run.contains("output")) {
       const auto& out = run.at("output");

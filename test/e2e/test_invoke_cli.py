@@ -84,6 +84,9 @@ class InvokeCliTest(unittest.TestCase):
             workflow("big", [{"name": "grow", "set": {"big": '${ "x" * 10000000 }'}}]),
             workflow("slow", [{"name": "nap", "wait": "PT3S"}]),
             workflow("a-workflow-named-longer-than-the-column", [{"name": "noop", "set": {}}]),
+            workflow("shouty", [{"name": "boom", "raise": {"type": "runtime", "status": 500,
+                                                          "title": "${ .title }",
+                                                          "detail": "${ .detail }"}}]),
             workflow("denied", [{"name": "login", "raise": {"type": "authentication", "status": 401,
                                                             "title": "wrong password"}}]),
             workflow("loopfail", [{"name": "lines", "for": {"each": "item", "in": "${ .items }"},
@@ -290,6 +293,25 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(status, 502, body)
         problem = json.loads(body)
         self.assertEqual((problem["status"], problem["error"]["status"]), (502, 401), body)
+
+    def test_control_characters_of_run_data_reach_no_terminal_raw(self):
+        """A title or detail from the event data was printed as it was: escape sequences
+        recoloured or retitled the terminal, and a newline broke the step table's row."""
+        data = json.dumps({"title": "\x1b[31mRED\x1b[0m\x07", "detail": "line1\nline2 \x1b]0;t\x07\x7f\u0085"})
+        code, out, err = self.cli("invoke", "shouty", "-n", NS, "-d", data)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("knflow: 500 Run faulted: \\x1b[31mRED\\x1b[0m\\x07: "
+                      "line1\\nline2 \\x1b]0;t\\x07\\x7f\\u0085\n", err)
+        run_id = next(line.split()[-1] for line in err.splitlines() if line.startswith("  run:"))
+        code, out, err = self.cli("runs", "get", run_id, "-n", NS)
+        self.assertEqual(code, 0, err)
+        for text in (out, err):
+            self.assertNotIn("\x1b", text)
+            self.assertNotIn("\x07", text)
+            self.assertNotIn("\x7f", text)
+            self.assertNotIn("\u0085", text)
+        [row] = [line for line in out.splitlines() if line.startswith("boom ")]
+        self.assertTrue(row.endswith("\\x07\\x7f\\u0085"), row)  # one line
 
     def test_runs_lists_one_workflows_runs(self):
         ids = []
