@@ -19,6 +19,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
+#include <charconv>
 #include <chrono>
 
 namespace knflow::api {
@@ -375,7 +376,30 @@ struct Api::RunHandlers {
     const auto ns = req.params.at("ns");
     auto event = read_event(req, true, "");
     if (auto* res = std::get_if<Response>(&event)) co_return std::move(*res);
-    const auto& ev = std::get<engine::CloudEvent>(event);
+    auto& ev = std::get<engine::CloudEvent>(event);
+    // Hops, as a Knative broker counts them (engine::kBrokerTtl): an event that has none left is
+    // dropped, and the runs it starts see one fewer, which their emits carry on.
+    int ttl = engine::kBrokerTtlStart;
+    if (auto it = ev.extensions.find(std::string(engine::kBrokerTtl)); it != ev.extensions.end()) {
+      int given = 0;
+      const auto& text = it->second;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), given);
+      if (ec == std::errc{} && end == text.data() + text.size()) ttl = given;
+    }
+    if (ttl <= 0) {
+      log::warn("Dropped an event with no broker hops left",
+                {{"namespace", ns}, {"source", ev.source}, {"id", ev.id}, {"type", ev.type}});
+      json::object body{{"accepted", true},
+                        {"runs", json::array()},
+                        {"rejected", json::array()},
+                        {"dropped",
+                         "The event's knativebrokerttl is spent: it has been through "
+                         "the broker " +
+                             std::to_string(engine::kBrokerTtlStart) +
+                             " times (a workflow whose emit matches its own trigger?)."}};
+      co_return http::make_response(202, std::string(kJson), json::serialize(body) + "\n");
+    }
+    ev.extensions[std::string(engine::kBrokerTtl)] = std::to_string(ttl - 1);
     auto snap = api.cache_.load()->snapshot();
     json::array started;   // runs started for the event, now or by an earlier delivery of it
     json::array retry;     // runs that could not start for now: deliver the event again

@@ -1639,6 +1639,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     ev.time = log::now_rfc3339_ms();
     ev.datacontenttype = "application/json";
+    // The hops left to the event that started the run, as a Knative broker counts them: a
+    // workflow whose emit matches its own trigger ends there (the broker drops the event at 0).
+    if (auto ttl = run.input.extensions.find(std::string(kBrokerTtl));
+        ttl != run.input.extensions.end()) {
+      ev.extensions.insert(*ttl);
+    }
     json::value data = cur.data;
     Held data_held;  // its expression results, as long as the data is kept (to the end)
     if (e.data) {

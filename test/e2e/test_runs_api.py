@@ -290,6 +290,39 @@ class RunsApiTest(unittest.TestCase):
         status, got = self.d.json("GET", f"{NS}/runs/{run['runId']}")
         self.assertTrue(got["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-"), got)
 
+    def test_an_emit_matching_its_own_trigger_ends_after_255_hops(self):
+        """Each emitted event had a new id and no hop count, so a workflow whose emit matched its
+        own trigger ran for ever. The broker now counts hops as Knative's does
+        (knativebrokerttl): 255 runs, then the event is dropped."""
+        doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                          "metadata": {"name": "echoer"},
+                          "spec": {"trigger": {"filter": {"type": "com.example.loop"}},
+                                   "do": [{"name": "again", "emit": {"type": "com.example.loop",
+                                                                     "source": "/loop"}}]}})
+        status, _, body = self.d.call("POST", NS + "/workflows", doc)
+        self.assertEqual(status, 201, body)
+        headers = {"ce-specversion": "1.0", "ce-id": "l-1", "ce-source": "/test",
+                   "ce-type": "com.example.loop"}
+        status, _, body = self.d.call("POST", NS + "/broker", "{}", headers=headers)
+        self.assertEqual(status, 202, body)
+        deadline = time.monotonic() + 120
+        while "Dropped an event with no broker hops left" not in self.d.output():
+            self.assertLess(time.monotonic(), deadline, self.d.output()[-3000:])
+            time.sleep(0.1)
+        status, listing = self.d.json("GET", NS + "/runs?workflow=echoer&limit=1000")
+        self.assertEqual(len(listing["items"]), 255)
+        # An event with no hops left starts nothing; one with one hop left starts a run that sees
+        # none left.
+        headers.update({"ce-id": "l-2", "ce-knativebrokerttl": "0"})
+        status, _, body = self.d.call("POST", NS + "/broker", "{}", headers=headers)
+        self.assertEqual((status, json.loads(body)["runs"]), (202, []), body)
+        self.assertIn("knativebrokerttl is spent", body)
+        headers.update({"ce-id": "l-3", "ce-knativebrokerttl": "1", "ce-type": "com.example.tick"})
+        status, _, body = self.d.call("POST", NS + "/broker", '{"n": 0}', headers=headers)
+        [run] = json.loads(body)["runs"]
+        status, got = self.d.json("GET", f"{NS}/runs/{run['runId']}")
+        self.assertEqual(got["input"]["event"]["knativebrokerttl"], "0", got)
+
     def test_a_repeat_after_a_kill_does_not_start_a_second_run(self):
         """The broker's memory of the runs it started survives a kill -9 and a restart (it is
         recorded with each run's insert), so a sender that delivers the event again after losing

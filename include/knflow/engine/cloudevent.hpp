@@ -15,6 +15,12 @@
 
 namespace knflow::engine {
 
+// The extension in which a Knative broker counts an event's hops: set to kBrokerTtlStart when an
+// event comes in without it, one less for each delivery to a trigger's subscriber; an event that
+// arrives at 0 is dropped. It is what ends a workflow whose emit matches its own trigger.
+inline constexpr std::string_view kBrokerTtl = "knativebrokerttl";
+inline constexpr int kBrokerTtlStart = 255;
+
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
 struct CloudEvent {
