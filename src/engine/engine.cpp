@@ -1090,7 +1090,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } catch (const Fault& f) {
       fault = f;
     }
+    // Every step that ran, however it ended: a step that faulted (its retries spent, its
+    // deadline passed) is the one whose time matters most.
+    auto observe = [&] {
+      if (metrics && !skipped) metrics->observe_step(std::chrono::steady_clock::now() - started);
+    };
     if (fault) {
+      observe();
       co_await settle_attempts(run, path, *fault);
       throw *fault;
     }
@@ -1100,12 +1106,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
     const StepTimes times{started_at, skipped};  // named: see complete()
     if (auto too_much = co_await complete(run, env, path, out, at, times)) {
+      observe();
       co_await settle_attempts(run, path, *too_much);
       throw *too_much;
     }
-    if (metrics && !skipped) {
-      metrics->observe_step(std::chrono::steady_clock::now() - started);
-    }
+    observe();
     co_return out;
   }
 

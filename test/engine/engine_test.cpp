@@ -1052,6 +1052,28 @@ TEST_CASE("engine: a fork cancels the branches that lost (any) or were outrun by
   CHECK(phases["s"] == store::AttemptPhase::cancelled);
 }
 
+TEST_CASE("engine: a step that faults is timed too", "[engine][retry]") {
+  // knflow_step_duration_seconds recorded only steps that completed: a call that spent its
+  // retries, or a raise, never showed.
+  EngineFixture f;
+  f.echo.route("/down", {.status = 503, .body = "busy"});
+  auto call = header("timed") + functions(f, {"down"}) + R"(  do:
+    - name: c
+      call: down
+      retry: {limit: 2, backoff: constant, delay: PT0.01S, jitter: false}
+)";
+  CHECK(f.run(call).phase == "faulted");
+  auto raise = header("raised") + R"(  do:
+    - {name: r, raise: {type: runtime, status: 500}}
+)";
+  CHECK(f.run(raise).phase == "faulted");
+  const auto text = f.metrics.serialize();
+  const std::string name = "\nknflow_step_duration_seconds_count ";
+  const auto at = text.find(name);
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stod(text.substr(at + name.size())) == 2);
+}
+
 TEST_CASE("engine: Retry-After sets the delay before the next attempt", "[engine][retry]") {
   EngineFixture f;
   f.echo.route("/busy", {.status = 200,
