@@ -187,7 +187,7 @@ struct Api::Handlers {
       p.title = "Invalid workflow";
       p.detail = "The workflow has " + std::to_string(errors.size()) +
                  (errors.size() == 1 ? " error." : " errors.");
-      p.instance = req.path;
+      p.instance = req.sent_path();
       p.errors = std::move(errors);
       p.extensions["modes"] = modes_json(result.report);
       co_return http::make_problem(p);
@@ -203,7 +203,7 @@ struct Api::Handlers {
                            "workflow cannot run there."
                          : "This daemon runs workflows in standalone mode, and this workflow "
                            "cannot run there.";
-      p.instance = req.path;
+      p.instance = req.sent_path();
       p.errors = to_problem_errors(support.reasons);
       p.extensions["modes"] = modes_json(result.report);
       co_return http::make_problem(p);
@@ -504,7 +504,7 @@ struct Api::Handlers {
       p.title = "Invalid workflow";
       p.detail = "The workflow has " + std::to_string(result.report.errors.size()) +
                  (result.report.errors.size() == 1 ? " error." : " errors.");
-      p.instance = req.path;
+      p.instance = req.sent_path();
       p.errors = to_problem_errors(result.report.errors);
       p.extensions["modes"] = modes_json(result.report);
       co_return http::make_problem(p);
@@ -540,7 +540,7 @@ struct Api::Handlers {
       res.set_header("Cache-Control", "no-cache");
       co_return res;
     }
-    co_return problem(404, "not-found", "No route matches " + req.path, req);
+    co_return problem(404, "not-found", "No route matches " + req.sent_path(), req);
   }
 
   static std::string_view content_type_for(std::string_view path) {

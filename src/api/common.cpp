@@ -20,7 +20,7 @@ Response problem(unsigned status, std::string type, std::string detail, const Re
   p.status = status;
   p.type = std::move(type);
   p.detail = std::move(detail);
-  p.instance = req.path;
+  p.instance = req.sent_path();
   p.errors = std::move(errors);
   return http::make_problem(p);
 }

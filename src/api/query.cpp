@@ -323,7 +323,7 @@ http::Response invalid_query(const http::Request& req, std::vector<http::Problem
     }
     p.detail += ".";
   }
-  p.instance = req.path;
+  p.instance = req.sent_path();
   p.errors = std::move(errors);
   return http::make_problem(p);
 }

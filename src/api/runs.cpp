@@ -230,7 +230,7 @@ struct Api::RunHandlers {
         p.title = "Input does not match the workflow's input schema";
         p.detail = "The event data has " + std::to_string(errors.size()) +
                    (errors.size() == 1 ? " error." : " errors.");
-        p.instance = req.path;
+        p.instance = req.sent_path();
         p.errors = to_problem_errors(errors);
         return http::make_problem(p);
       }
@@ -337,7 +337,7 @@ struct Api::RunHandlers {
     if (auto* d = error.if_contains("detail"); d && d->is_string()) {
       p.detail = std::string(d->as_string());
     }
-    p.instance = req.path;
+    p.instance = req.sent_path();
     p.extensions["runId"] = id;
     p.extensions["error"] = error;
     auto res = http::make_problem(p);
@@ -461,7 +461,7 @@ struct Api::RunHandlers {
                " matching workflows could not start a run now. Send the event again (same source "
                "and id) after Retry-After: workflows that already have a run for it are not "
                "started again.";
-    p.instance = req.path;
+    p.instance = req.sent_path();
     p.extensions["runs"] = std::move(started);
     p.extensions["notStarted"] = std::move(retry);
     p.extensions["rejected"] = std::move(rejected);

@@ -288,18 +288,17 @@ std::chrono::milliseconds seconds_option(const po::variables_map& vm, const char
 // a run data limit of 0, or a total run data limit that leaves no room for one request's data.
 bool check_numeric_options(const po::variables_map& vm) {
   if (!check_seconds_options(
-          vm,
-          {"expression-timeout", "idle-timeout", "invoke-timeout", "max-invoke-timeout",
-           "request-timeout", "retention-interval", "resync", "shutdown-timeout"},
-          "serve")) {
+          vm, {"invoke-timeout", "max-invoke-timeout", "resync", "shutdown-timeout"}, "serve")) {
     return false;
   }
   // Zero would refuse every expression (jq needs some time to answer at all), answer every
   // request 408, close every connection at once, or prune in a loop.
   for (const char* name :
        {"expression-timeout", "request-timeout", "idle-timeout", "retention-interval"}) {
-    if (vm[name].as<double>() < 0.001) {
-      std::cerr << "knflow serve: --" << name << " must be at least 0.001 seconds\n";
+    const double v = vm[name].as<double>();
+    if (!(v >= 0.001 && v <= kMaxSeconds)) {  // nan too
+      std::cerr << "knflow serve: --" << name << " must be a number of seconds from 0.001 to "
+                << static_cast<long long>(kMaxSeconds) << ", got " << v << "\n";
       return false;
     }
   }

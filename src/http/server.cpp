@@ -293,18 +293,19 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         std::string allow;
         for (const auto& a : m.allowed) allow += (allow.empty() ? "" : ", ") + a;
         auto res = make_problem(simple_problem(
-            405, "method-not-allowed", req.method + " is not allowed on " + req.path, req.path));
+            405, "method-not-allowed", req.method + " is not allowed on " + sent_path, sent_path));
         res.set_header("Allow", allow);
         co_return res;
       }
       co_return make_problem(
-          simple_problem(404, "not-found", "No route matches " + sent_path, req.path));
+          simple_problem(404, "not-found", "No route matches " + sent_path, sent_path));
     }
     route_label = m.route->path_template;
     if (!allowed(*m.route, req, m.params)) {
       auto res = make_problem(simple_problem(
           401, "unauthorized",
-          "A valid bearer token is required: send \"Authorization: Bearer <token>\".", req.path));
+          "A valid bearer token is required: send \"Authorization: Bearer <token>\".",
+          req.sent_path()));
       res.set_header("WWW-Authenticate", "Bearer realm=\"knflow\"");
       co_return res;
     }
@@ -314,7 +315,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     } catch (const std::exception& e) {
       log::error("Failed to handle a request", {{"route", route_label}, {"error", e.what()}});
       co_return make_problem(
-          simple_problem(500, "internal", "The server failed to answer.", req.path));
+          simple_problem(500, "internal", "The server failed to answer.", req.sent_path()));
     }
   }
 
@@ -383,6 +384,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, use_tuple);
       std::optional<Response> refused;  // answered without reading the body
       std::size_t header_fields = 0;    // those after them in the list are trailer fields
+      // A head refused once its start line was read (a Content-Length over the body limit) is
+      // counted with its method.
+      if (ec && !parser.get().method_string().empty()) {
+        method = std::string(parser.get().method_string());
+      }
       if (!ec) {
         auto& head = parser.get();
         header_fields = static_cast<std::size_t>(std::distance(head.begin(), head.end()));

@@ -21,6 +21,7 @@ knflow::http::Request with_query(std::vector<std::pair<std::string, std::string>
   knflow::http::Request req;
   req.method = "GET";
   req.path = "/api/v1/namespaces/shop/runs";
+  req.target = req.path;
   for (auto& [k, v] : params) req.query.emplace(std::move(k), std::move(v));
   return req;
 }

@@ -241,9 +241,12 @@ class ServeTest(unittest.TestCase):
                 refused([option, value], f"knflow serve: {option} must be a number")
             # Zero would refuse every expression, answer every request 408, close every
             # connection at once, or prune in a loop.
+            # The message names the range these take (it said "from 0" for -1, then refused 0).
             for option in ("--expression-timeout", "--request-timeout", "--idle-timeout",
                            "--retention-interval"):
-                refused([option, "0"], f"knflow serve: {option} must be at least 0.001 seconds")
+                for value in ("0", "-1"):
+                    refused([option, value], f"knflow serve: {option} must be a number of seconds "
+                            f"from 0.001 to 31536000, got {value}")
             refused(["--invoke-timeout", "400"],
                     "--invoke-timeout (400) must not exceed --max-invoke-timeout (300)")
             refused(["--max-run-data-bytes", "0"],

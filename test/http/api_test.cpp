@@ -337,6 +337,11 @@ TEST_CASE("http: a percent-encoded slash stays inside its path segment", "[http]
   auto r = server.call("GET", kCollection + "/hello%2Fhistory");
   require_problem(r, 400);
   REQUIRE(r.json().at("detail").as_string().starts_with("Name \"hello/history\" in the path"));
+  // Its `instance` is the path as sent: decoded, it named the history route of `hello` (and a
+  // decoded space made it no URI reference).
+  REQUIRE(r.json().at("instance").as_string() == kCollection + "/hello%2Fhistory");
+  REQUIRE(server.call("GET", "/api/v1/namespaces/shop/runs/a%2Fb%20c").json().at("instance") ==
+          "/api/v1/namespaces/shop/runs/a%2Fb%20c");
   // Nor is `shop%2Fworkflows` the namespace's collection: no route has such a segment, and the
   // problem names the path as it was sent.
   r = server.call("GET", "/api/v1/namespaces/shop%2Fworkflows");
@@ -454,6 +459,8 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
   server.load_cache();
   REQUIRE(server.call("GET", "/readyz").status == 200);
   REQUIRE(server.call("POST", kCollection, workflow_json("counted")).status == 201);
+  // A head refused for its Content-Length is counted with its method (it was "OTHER").
+  require_problem(server.call("POST", kCollection, std::string(2 << 20, ' ')), 413);
   auto metrics = server.call("GET", "/metrics");
   REQUIRE(metrics.status == 200);
   REQUIRE(metrics.header("content-type").starts_with("text/plain; version=0.0.4"));
@@ -461,6 +468,8 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
   INFO(text);
   REQUIRE(text.find("knflow_http_requests_total{code=\"201\",method=\"POST\",route=\"/api/v1/"
                     "namespaces/{ns}/workflows\"} 1") != std::string::npos);
+  REQUIRE(text.find("knflow_http_requests_total{code=\"413\",method=\"POST\",route=\"unmatched\"} "
+                    "1") != std::string::npos);
   REQUIRE(text.find("knflow_http_request_duration_seconds_bucket") != std::string::npos);
   REQUIRE(text.find("knflow_workflows 1") != std::string::npos);
   REQUIRE(text.find("knflow_build_info{") != std::string::npos);

@@ -24,6 +24,10 @@ struct Request {
   std::optional<std::string_view> header(std::string_view name) const;
   // The first query parameter with this name, if any.
   std::optional<std::string_view> query_param(std::string_view name) const;
+  // The path as sent, escapes and all: what a problem's `instance` names (RFC 9457 has it be a
+  // URI reference; the decoded path may not be one, and `a%2Fhistory` decoded names another
+  // route).
+  std::string sent_path() const { return target.substr(0, target.find('?')); }
 };
 
 struct Response {
