@@ -70,7 +70,8 @@ class InvokeCliTest(unittest.TestCase):
         cls.function = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Function)
         threading.Thread(target=cls.function.serve_forever, daemon=True).start()
         fn = f"http://127.0.0.1:{cls.function.server_address[1]}"
-        cls.d = Daemon()
+        # A 10 MB string (the "big" workflow) takes jq most of the default 1 s on a busy machine.
+        cls.d = Daemon("--expression-timeout", "30")
         cls.d.start()
         docs = [
             workflow("greet", [{"name": "say", "call": "greeter"}],
