@@ -1639,8 +1639,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (e.subject) {
       auto s = co_await eval(env, *e.subject, cur.data, vars, path + "/emit/subject");
       // As a raise's title: null (or no output) is no subject, not the text "null".
-      if (!s.is_null())
+      if (!s.is_null()) {
         ev.subject = s.is_string() ? std::string(s.as_string()) : json::serialize(s);
+      }
     }
     ev.time = log::now_rfc3339_ms();
     ev.datacontenttype = "application/json";

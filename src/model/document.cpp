@@ -959,32 +959,36 @@ ParseResult parse_any(std::string_view body, Format format, const ParseLimits& l
   return parse_yaml(body, limits, max_depth);
 }
 
-// The pointer of the first string or key in `value` holding U+FFFE or U+FFFF.
-std::optional<std::string> find_noncharacter(const json::value& value, const std::string& at) {
+// Whether a string or key in `value` holds U+FFFE or U+FFFF; `tokens` then names where, innermost
+// first (built only on the way out of a match: a document's other keys cost no pointer).
+bool find_noncharacter(const json::value& value, std::vector<std::string>& tokens) {
   auto holds = [](std::string_view s) {
     return s.find("\xEF\xBF\xBE") != std::string_view::npos ||
            s.find("\xEF\xBF\xBF") != std::string_view::npos;
   };
   switch (value.kind()) {
     case json::kind::string:
-      if (holds(value.get_string())) return at;
-      return std::nullopt;
+      return holds(value.get_string());
     case json::kind::array: {
       const auto& a = value.get_array();
       for (std::size_t i = 0; i < a.size(); ++i) {
-        if (auto found = find_noncharacter(a[i], pointer_append(at, i))) return found;
+        if (find_noncharacter(a[i], tokens)) {
+          tokens.push_back(std::to_string(i));
+          return true;
+        }
       }
-      return std::nullopt;
+      return false;
     }
     case json::kind::object:
       for (const auto& [key, v] : value.get_object()) {
-        const std::string here = pointer_append(at, key);
-        if (holds(key)) return here;
-        if (auto found = find_noncharacter(v, here)) return found;
+        if (holds(key) || find_noncharacter(v, tokens)) {
+          tokens.emplace_back(key);
+          return true;
+        }
       }
-      return std::nullopt;
+      return false;
     default:
-      return std::nullopt;
+      return false;
   }
 }
 
@@ -1005,8 +1009,10 @@ ParseResult parse_document(std::string_view text, Format format, const ParseLimi
   const std::size_t max_depth = std::min(limits.max_depth, kMaxSupportedDepth);
   auto parsed = parse_any(body, format, limits, max_depth);
   if (const auto* value = std::get_if<json::value>(&parsed)) {
-    if (auto at = find_noncharacter(*value, "")) {
-      return ParseError{"the text at " + (at->empty() ? std::string("the root") : *at) +
+    if (std::vector<std::string> tokens; find_noncharacter(*value, tokens)) {
+      std::string at;
+      for (auto it = tokens.rbegin(); it != tokens.rend(); ++it) at = pointer_append(at, *it);
+      return ParseError{"the text at " + (at.empty() ? std::string("the root") : at) +
                         " holds U+FFFE or U+FFFF, Unicode noncharacters that YAML cannot carry "
                         "(a rendered or YAML answer could not be read back)"};
     }
