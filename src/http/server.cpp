@@ -286,7 +286,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   asio::awaitable<Response> dispatch(Request& req, std::string& route_label) {
     // The router splits the path as sent, then decodes each segment (an escaped slash is data).
-    const std::string sent_path = req.target.substr(0, req.target.find('?'));
+    const std::string sent_path = req.sent_path();
     Match m = router.match(req.method, sent_path);
     if (!m.route) {
       if (!m.allowed.empty()) {
@@ -304,8 +304,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (!allowed(*m.route, req, m.params)) {
       auto res = make_problem(simple_problem(
           401, "unauthorized",
-          "A valid bearer token is required: send \"Authorization: Bearer <token>\".",
-          req.sent_path()));
+          "A valid bearer token is required: send \"Authorization: Bearer <token>\".", sent_path));
       res.set_header("WWW-Authenticate", "Bearer realm=\"knflow\"");
       co_return res;
     }
@@ -315,7 +314,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     } catch (const std::exception& e) {
       log::error("Failed to handle a request", {{"route", route_label}, {"error", e.what()}});
       co_return make_problem(
-          simple_problem(500, "internal", "The server failed to answer.", req.sent_path()));
+          simple_problem(500, "internal", "The server failed to answer.", sent_path));
     }
   }
 
