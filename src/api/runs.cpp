@@ -19,6 +19,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 
@@ -36,6 +37,21 @@ constexpr std::chrono::seconds kCancelWait{10};
 
 // A logs page's items, serialized, stay within this (but for a page of one line).
 constexpr std::size_t kMaxLogPageBytes = 1 << 20;
+
+// The run a path names. Run ids are UUIDs, written in lower case; RFC 9562 §4 has a UUID read in
+// either case, so one in upper case (as some tools print them) names the same run.
+std::string run_id_of(const Request& req) {
+  auto id = req.params.at("id");
+  const bool uuid_shaped = id.size() == 36 && std::ranges::all_of(id, [](char c) {
+                             return c == '-' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+                                    (c >= 'A' && c <= 'F');
+                           });
+  if (uuid_shaped) {
+    for (auto& c : id)
+      if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return id;
+}
 
 std::string new_event_id() {
   unsigned char raw[16];
@@ -503,7 +519,7 @@ struct Api::RunHandlers {
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     const auto ns = req.params.at("ns");
-    const auto id = req.params.at("id");
+    const auto id = run_id_of(req);
     struct Found {
       std::optional<store::RunRecord> run;
       std::vector<store::AttemptRecord> attempts;
@@ -572,7 +588,7 @@ struct Api::RunHandlers {
     if (!ready()) co_return unavailable(req);
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
-    const auto id = req.params.at("id");
+    const auto id = run_id_of(req);
     auto run = co_await find_run(id);
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     auto result = cancel ? co_await api.engine_->cancel(id) : co_await api.engine_->retry(id);
@@ -625,7 +641,7 @@ struct Api::RunHandlers {
     if (!ready()) co_return unavailable(req);
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
-    const auto id = req.params.at("id");
+    const auto id = run_id_of(req);
     // Checked and deleted in one operation on the store strand, where a retry checks and
     // redrives in one too: a run redriven between a check and a delete would be deleted running.
     struct Removed {
@@ -698,7 +714,7 @@ struct Api::RunHandlers {
     if (!ready()) co_return unavailable(req);
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
-    const auto id = req.params.at("id");
+    const auto id = run_id_of(req);
     const auto scope = run_logs_scope(ns, id);
     auto query = parse_logs_query(req, api.settings_.default_page_size, api.settings_.max_page_size,
                                   logs_tokens, scope);

@@ -95,7 +95,10 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(status, 409, body)  # still running
         status, listing = self.d.json("GET", NS + "/runs?workflow=waiter&phase=running")
         self.assertEqual([r["id"] for r in listing["items"]], [run_id])
-        status, _, body = self.d.call("POST", f"{NS}/runs/{run_id}:cancel")
+        # A UUID is read in either case (RFC 9562 §4): the id in upper case names the same run.
+        status, run = self.d.json("GET", f"{NS}/runs/{run_id.upper()}")
+        self.assertEqual((status, run["id"]), (200, run_id))
+        status, _, body = self.d.call("POST", f"{NS}/runs/{run_id.upper()}:cancel")
         self.assertEqual(status, 200, body)  # the wait stops at once: the answer says how it ended
         self.assertEqual(json.loads(body)["phase"], "cancelled", body)
         run = self.wait_phase(run_id, {"cancelled"})
