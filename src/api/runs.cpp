@@ -184,13 +184,7 @@ struct Api::RunHandlers {
       if (auto error = engine::data_unusable(*e)) {
         return problem(400, "malformed-event", "The CloudEvent is malformed: " + *error, req);
       }
-      // Trace context comes as a header too (Knative's delivery, SDK clients, an `emit`): the
-      // run continues the trace it names when the event has no traceparent extension.
-      if (!e->extensions.contains("traceparent")) {
-        if (auto header = req.header("traceparent")) {
-          e->extensions["traceparent"] = std::string(*header);
-        }
-      }
+      take_trace_headers(req, *e);
       return std::move(*e);
     }
     if (auto* error = std::get_if<std::string>(&decoded)) {
@@ -219,8 +213,31 @@ struct Api::RunHandlers {
                        req);
       }
     }
-    if (auto tp = req.header("traceparent")) e.extensions["traceparent"] = std::string(*tp);
+    take_trace_headers(req, e);
     return e;
+  }
+
+  // Trace context comes as headers too (Knative's delivery, SDK clients, an `emit`): the run
+  // continues the trace they name when the event has no traceparent extension, with the
+  // tracestate that comes with it (several tracestate fields are one list, RFC 9110 §5.3).
+  static void take_trace_headers(const Request& req, engine::CloudEvent& e) {
+    if (e.extensions.contains("traceparent")) return;
+    auto traceparent = req.header("traceparent");
+    if (!traceparent) return;
+    e.extensions["traceparent"] = std::string(*traceparent);
+    std::string tracestate;
+    bool any = false;
+    for (const auto& [key, value] : req.headers) {
+      if (key != "tracestate") continue;
+      if (any) tracestate += ',';
+      tracestate += value;
+      any = true;
+    }
+    if (any) {
+      e.extensions["tracestate"] = std::move(tracestate);
+    } else {
+      e.extensions.erase("tracestate");  // not the caller's: it belongs to another trace
+    }
   }
 
   static json::value event_data_json(const engine::CloudEvent& e) {
@@ -537,6 +554,9 @@ struct Api::RunHandlers {
     const auto& run = found.run;
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     auto body = run_json(*run, true);
+    if (auto tracestate = engine::journal_tracestate(found.journal); !tracestate.empty()) {
+      body["tracestate"] = std::move(tracestate);
+    }
     json::array attempts;
     for (const auto& a : found.attempts) attempts.push_back(attempt_json(a));
     body["steps"] = run_steps(*run, found.journal, found.attempts);

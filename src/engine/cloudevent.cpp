@@ -605,6 +605,28 @@ std::optional<std::string> trace_id_from_traceparent(std::string_view tp) {
   return std::string(trace_id);
 }
 
+std::optional<TraceContext> parse_trace_context(std::string_view traceparent,
+                                                std::optional<std::string_view> tracestate) {
+  auto trace_id = trace_id_from_traceparent(traceparent);
+  if (!trace_id) return std::nullopt;
+  TraceContext trace{std::move(*trace_id), false, ""};
+  const char flags_low = traceparent[54];  // the low 4 bits of the flags: sampled is the lowest
+  const int low = flags_low <= '9' ? flags_low - '0' : flags_low - 'a' + 10;
+  trace.sampled = (low & 1) != 0;
+  if (tracestate) {
+    constexpr std::size_t kMaxTracestate = 512;
+    auto value = *tracestate;
+    const auto first = value.find_first_not_of(" \t");
+    value = first == std::string_view::npos ? std::string_view{} : value.substr(first);
+    value = value.substr(0, value.find_last_not_of(" \t") + 1);
+    const bool usable =
+        !value.empty() && value.size() <= kMaxTracestate &&
+        std::ranges::all_of(value, [](char c) { return c == '\t' || (c >= 0x20 && c <= 0x7e); });
+    if (usable) trace.tracestate = value;
+  }
+  return trace;
+}
+
 DecodeEventResult decode_event(const HeaderList& headers, std::string_view body) {
   const std::string* content_type = find_header(headers, "content-type");
   if (content_type) {

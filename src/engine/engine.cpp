@@ -5,6 +5,7 @@
 #include "knflow/engine/http_client.hpp"
 #include "knflow/engine/random.hpp"
 #include "knflow/engine/retry.hpp"
+#include "knflow/engine/step_history.hpp"
 #include "knflow/engine/store_queue.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
@@ -1661,7 +1662,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     ev.data = json::serialize(data);
     auto encoded = encode_binary(ev);
     HttpRequest req;
-    req.headers.emplace_back("traceparent", traceparent(run));
+    add_trace_context(req.headers, run);
     req.url = settings.broker_url;
     if (auto at = req.url.find("{ns}"); at != std::string::npos) {
       req.url.replace(at, 4, run.namespace_);
@@ -1695,8 +1696,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
   }
 
+  // W3C trace context on a request of `run`: a span of its own in the run's trace, with the
+  // caller's sampled flag and tracestate
+  // (https://www.w3.org/TR/trace-context/#mutating-the-traceparent-field).
   static std::string traceparent(const Run& run) {
-    return "00-" + run.trace_id + "-" + random_hex(8) + "-01";
+    return "00-" + run.trace.trace_id + "-" + random_hex(8) + (run.trace.sampled ? "-01" : "-00");
+  }
+  static void add_trace_context(HeaderList& headers, const Run& run) {
+    headers.emplace_back("traceparent", traceparent(run));
+    if (!run.trace.tracestate.empty()) headers.emplace_back("tracestate", run.trace.tracestate);
+  }
+  // An event's own trace context extensions would contradict the headers above.
+  static void drop_trace_extensions(CloudEvent& event) {
+    event.extensions.erase("traceparent");
+    event.extensions.erase("tracestate");
   }
 
   // Where to call a function in standalone mode; for a local command, with the lease that keeps
@@ -1765,7 +1778,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     out.id = run.id + ":" + path;  // the same id on every attempt and after a restart
     out.datacontenttype = "application/json";
     out.data = json::serialize(cur.data);
-    out.extensions.erase("traceparent");
+    drop_trace_extensions(out);
     const auto encoded = encode_binary(out);
     // The request's text, held until every attempt is over.
     const auto request_held = hold(encoded.body.size(), "this call's request", path);
@@ -1851,7 +1864,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       req.url = url;
       req.headers = encoded.headers;
       req.headers.emplace_back("Prefer", "reply");
-      req.headers.emplace_back("traceparent", traceparent(run));  // W3C trace context
+      add_trace_context(req.headers, run);
       req.body = encoded.body;
       req.timeout = per_call;
       if (env.deadline) {
@@ -2059,12 +2072,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // The event may itself be a dead letter (a handler's input): no earlier failure's data stays.
     event.extensions.erase("knativeerrordata");
     if (!body.empty()) event.extensions["knativeerrordata"] = excerpt;
-    event.extensions.erase("traceparent");
+    drop_trace_extensions(event);
     auto encoded = encode_binary(event);
     HttpRequest req;
     req.url = *dl->uri;
     req.headers = std::move(encoded.headers);
-    req.headers.emplace_back("traceparent", traceparent(run));
+    add_trace_context(req.headers, run);
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
     auto res = co_await deliver(run, req);
@@ -2172,12 +2185,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<void> send_reply(Run& run, CloudEvent ev) {
     const auto& reply = run.workflow->spec.reply;
     if (!reply || !reply->uri) co_return;
-    ev.extensions.erase("traceparent");
+    drop_trace_extensions(ev);
     auto encoded = encode_binary(ev);
     HttpRequest req;
     req.url = *reply->uri;
     req.headers = std::move(encoded.headers);
-    req.headers.emplace_back("traceparent", traceparent(run));
+    add_trace_context(req.headers, run);
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
     auto res = co_await deliver(run, req);
@@ -2266,6 +2279,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // The journal key of a cancel (cancel_on_strand()): {"drive": <the redrive it cancelled>}. A
   // run resumed with it (of the same redrive) starts cancelled; a redrive since does not.
   static constexpr std::string_view kCancelKey = "/cancel";
+  // The journal key of the caller's W3C tracestate, written with the run when it has one.
+  static constexpr std::string_view kTraceKey = kTraceJournalPath;
 
   // A run rebuilt from the store by prepare(), to be executed by activate().
   struct Prepared {
@@ -2323,6 +2338,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         run->drive = it->second.value.at("drive").to_number<std::int64_t>();
         before_redrive = it->second.value.at("attemptSeq").to_number<std::int64_t>();
       }
+      if (auto it = run->journal.find(std::string(kTraceKey)); it != run->journal.end()) {
+        if (const auto* state = it->second.value.as_object().if_contains("tracestate");
+            state && state->is_string()) {
+          run->trace.tracestate = state->as_string();
+        }
+      }
       if (auto it = run->journal.find(std::string(kCancelKey)); it != run->journal.end()) {
         // Cancelled (and told so) before the daemon stopped: it ends cancelled now, unless this
         // is a redrive, or a redrive came after that cancel.
@@ -2353,14 +2374,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     run->definition = rec.definition_json;
     run->created_at = rec.created_at;
     run->started_at = rec.started_at.value_or(rec.created_at);
-    auto trace_id = trace_id_from_traceparent(rec.traceparent);
-    if (!trace_id && rec.traceparent.size() == 55) {
+    std::string stored = rec.traceparent;
+    if (stored.size() == 55 && stored.compare(36, 16, "0000000000000000") == 0) {
       // Stored before the run's span id was random: "00-<trace id>-0000000000000000-01".
-      std::string stored = rec.traceparent;
       stored.replace(36, 16, "0000000000000001");
-      trace_id = trace_id_from_traceparent(stored);
     }
-    run->trace_id = trace_id.value_or(random_hex(16));
+    auto trace = parse_trace_context(stored, std::nullopt);  // its tracestate: the journal's
+    if (trace) {
+      run->trace.trace_id = std::move(trace->trace_id);
+      run->trace.sampled = trace->sampled;
+    } else {
+      run->trace = TraceContext{random_hex(16), true, run->trace.tracestate};
+    }
     if (run->workflow->spec.timeout) {
       // The run deadline counts from the run's start (a retry starts it again), across restarts,
       // to the millisecond. A start that does not read back (never written so by the engine) gives
@@ -2525,12 +2550,17 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   run->definition = std::move(definition);
   run->created_at = log::now_rfc3339_ms();
   run->started_at = run->created_at;
-  run->trace_id = random_hex(16);
+  run->trace = TraceContext{random_hex(16), true, ""};
   if (auto it = event.extensions.find("traceparent"); it != event.extensions.end()) {
-    // Continue the caller's trace; one that is not valid W3C trace context starts a new one.
-    if (auto id = trace_id_from_traceparent(it->second)) run->trace_id = std::move(*id);
+    // Continue the caller's trace; one that is not valid W3C trace context starts a new one (and
+    // its tracestate is dropped with it, as the specification asks).
+    std::optional<std::string_view> tracestate;
+    if (auto ts = event.extensions.find("tracestate"); ts != event.extensions.end()) {
+      tracestate = ts->second;
+    }
+    if (auto trace = parse_trace_context(it->second, tracestate)) run->trace = std::move(*trace);
   }
-  event.extensions.erase("traceparent");
+  Impl::drop_trace_extensions(event);
   if (workflow->spec.timeout) {
     run->deadline = later(std::chrono::system_clock::now(), workflow->spec.timeout->value);
   }
@@ -2560,7 +2590,12 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   }
   // The run's own span: a valid traceparent (W3C: the parent id is never all zeros). Resume reads
   // the trace id back from it (and from the all-zero form stored before).
-  rec.traceparent = "00-" + run->trace_id + "-" + random_hex(8) + "-01";
+  rec.traceparent = Impl::traceparent(*run);
+  std::optional<store::JournalEntry> trace;
+  if (!run->trace.tracestate.empty()) {
+    trace = Impl::journal_entry(std::string(Impl::kTraceKey), "completed",
+                                json::object{{"tracestate", run->trace.tracestate}});
+  }
   rec.created_at = run->created_at;
   rec.started_at = run->started_at;
   rec.updated_at = run->created_at;
@@ -2571,8 +2606,12 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
     first = impl.new_attempt(*run, "/do/0", steps.front().name, 1, input.data);
   }
   std::function<std::int64_t(store::RunStore&)> op =
-      [rec, first, delivery = std::move(delivery)](store::RunStore& s) {
-        return s.insert_run(rec, first ? &*first : nullptr, delivery.empty() ? nullptr : &delivery);
+      [rec, first, trace, delivery = std::move(delivery)](store::RunStore& s) {
+        // One savepoint of the group's transaction: the run and its tracestate are stored together.
+        const auto seq =
+            s.insert_run(rec, first ? &*first : nullptr, delivery.empty() ? nullptr : &delivery);
+        if (trace) s.put_journal(rec.id, *trace);
+        return seq;
       };
   try {
     rec.seq = co_await impl.on_store<std::int64_t>(std::move(op));

@@ -94,7 +94,7 @@ struct Run {
   CloudEvent input;
   std::string created_at;
   std::string started_at;
-  std::string trace_id;                                                            // 32 hex
+  TraceContext trace;  // the run's trace: its id, whether sampled, the caller's tracestate
   std::chrono::steady_clock::time_point began = std::chrono::steady_clock::now();  // here
   Strand strand;
   Scope root;

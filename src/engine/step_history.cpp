@@ -405,4 +405,17 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   return out;
 }
 
+std::string journal_tracestate(const std::vector<store::JournalEntry>& journal) {
+  for (const auto& j : journal) {
+    if (j.path != kTraceJournalPath) continue;
+    try {
+      const auto value = model::parse_stored(j.value_json);
+      const auto* state = value.is_object() ? value.as_object().if_contains("tracestate") : nullptr;
+      if (state && state->is_string()) return std::string(state->as_string());
+    } catch (const std::exception&) {
+    }
+  }
+  return "";
+}
+
 }  // namespace knflow::engine

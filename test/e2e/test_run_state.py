@@ -1,9 +1,11 @@
 """What a run carries and keeps, against the real daemon: deeply nested data (accepted, answered,
 stored and read back after kill -9), a run whose stored state no longer decodes (faulted alone;
 the daemon starts and the other runs resume), a retry after the run's own timeout (a fresh
-deadline), W3C trace context (validated on the way in, sent with every delivery), and the bounds
+deadline), W3C trace context (validated on the way in, sent with every delivery, the caller's
+sampled flag and tracestate kept across a restart), and the bounds
 on the data runs hold in memory."""
 
+import http.client
 import json
 import os
 import re
@@ -15,7 +17,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import Daemon, LocalFunction  # noqa: E402
+from daemon import Daemon, LocalFunction, wait_until  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
@@ -302,6 +304,61 @@ class RunStateTest(unittest.TestCase):
         status, run = d.json("GET", f"{NS}/runs/{runs['items'][0]['id']}")
         self.assertEqual(status, 200)
         self.assertEqual(TRACEPARENT.match(run["traceparent"]).group(1), dead.group(1), run)
+
+    def test_the_callers_sampled_flag_and_tracestate_go_on_across_a_restart(self):
+        d = self.daemon()
+        sink = self.function(lambda n, body: (200, ""))
+        fine = self.function(lambda n, body: (200, '{"ok":true}'))
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "paused"},
+                        "spec": {"functions": {"fine": {"url": fine.url}},
+                                 "reply": {"uri": sink.url + "/reply"},
+                                 "do": [{"name": "pause", "wait": "PT1S"},
+                                        {"name": "ask", "call": "fine"}]}})
+
+        def invoke(daemon, fields):
+            conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+            conn.putrequest("POST", f"{NS}/workflows/paused:invoke?mode=async")
+            for name, value in [("Authorization", "Bearer " + daemon.token),
+                                ("Content-Type", "application/json"),
+                                ("Content-Length", "2"), *fields]:
+                conn.putheader(name, value)
+            conn.endheaders(b"{}")
+            answer = conn.getresponse()
+            body = answer.read().decode()
+            conn.close()
+            self.assertEqual(answer.status, 202, body)
+            return json.loads(body)["runId"]
+
+        # Not sampled, with a tracestate in two fields (one list, RFC 9110 §5.3); the daemon is
+        # stopped during the wait, so the rest runs from what was stored.
+        caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        run_id = invoke(d, [("traceparent", caller), ("tracestate", "congo=t61rcWkgMzE"),
+                            ("tracestate", " rojo=00f067aa0ba902b7 ")])
+        self.assertEqual(d.stop(), 0)
+        d = self.daemon(data_dir=d.data_dir)
+        run = self.wait_phase(d, run_id, ("completed", "faulted"))
+        self.assertEqual(run["phase"], "completed", run)
+        unsampled = re.compile(r"^00-4bf92f3577b34da6a3ce929d0e0e4736-([0-9a-f]{16})-00$")
+        self.assertRegex(run["traceparent"], unsampled)
+        self.assertEqual(run["tracestate"], "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7", run)
+        wait_until(lambda: sink.requests, 30)
+        for headers in (fine.requests[0][1], sink.requests[0][1]):
+            self.assertRegex(headers.get("traceparent", ""), unsampled)
+            self.assertEqual(headers.get("tracestate"), "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+
+        # A tracestate that cannot be passed on as it came (over 512 bytes), or one that comes
+        # with a traceparent that is not valid, is dropped; a new trace is sampled.
+        for fields in ([("traceparent", caller), ("tracestate", "a=" + "b" * 600)],
+                       [("traceparent", "00-" + "0" * 32 + "-00f067aa0ba902b7-00"),
+                        ("tracestate", "congo=t61rcWkgMzE")]):
+            run_id = invoke(d, fields)
+            run = self.wait_phase(d, run_id, ("completed", "faulted"))
+            self.assertNotIn("tracestate", run)
+            self.assertNotIn("tracestate", fine.requests[-1][1])
+            self.assertNotIn("tracestate", sink.requests[-1][1])
+        self.assertTrue(run["traceparent"].endswith("-01"), run)
+        self.assertTrue(fine.requests[-1][1]["traceparent"].endswith("-01"))
 
 
 if __name__ == "__main__":

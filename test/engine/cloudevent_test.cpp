@@ -470,6 +470,33 @@ TEST_CASE("trace_id_from_traceparent accepts W3C trace context and nothing else"
   CHECK_FALSE(trace_id_from_traceparent("garbage"));
 }
 
+TEST_CASE("parse_trace_context keeps the sampled flag and a tracestate it can pass on",
+          "[engine][cloudevent]") {
+  using knflow::engine::parse_trace_context;
+  const std::string id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const std::string parent = "00-" + id + "-00f067aa0ba902b7-";
+  auto sampled = parse_trace_context(parent + "01", std::nullopt);
+  REQUIRE(sampled);
+  CHECK(sampled->trace_id == id);
+  CHECK(sampled->sampled);
+  CHECK(sampled->tracestate.empty());
+  CHECK_FALSE(parse_trace_context(parent + "00", std::nullopt)->sampled);
+  // Flags Level 1 does not define are not the sampled flag; the lowest bit is.
+  CHECK_FALSE(parse_trace_context(parent + "fe", std::nullopt)->sampled);
+  CHECK(parse_trace_context(parent + "03", std::nullopt)->sampled);
+  CHECK(parse_trace_context("01-" + id + "-00f067aa0ba902b7-09-later", std::nullopt)->sampled);
+
+  CHECK(parse_trace_context(parent + "01", " congo=t61rcWkgMzE,rojo=1 \t")->tracestate ==
+        "congo=t61rcWkgMzE,rojo=1");
+  CHECK(parse_trace_context(parent + "01", std::string(512, 'a'))->tracestate.size() == 512);
+  CHECK(parse_trace_context(parent + "01", std::string(513, 'a'))->tracestate.empty());
+  CHECK(parse_trace_context(parent + "01", "a=b\nc=d")->tracestate.empty());
+  CHECK(parse_trace_context(parent + "01", "a=\xc3\xa9")->tracestate.empty());
+  CHECK(parse_trace_context(parent + "01", "  ")->tracestate.empty());
+  // No trace context at all when the traceparent is not valid, whatever the tracestate.
+  CHECK_FALSE(parse_trace_context("00-" + id + "-0000000000000000-01", "congo=t61rcWkgMzE"));
+}
+
 TEST_CASE("an event's attributes as JSON text are the text of its attributes object",
           "[engine][cloudevent]") {
   using knflow::engine::append_attributes_json;

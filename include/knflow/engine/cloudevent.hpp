@@ -90,4 +90,22 @@ std::optional<std::string> json_error(std::string_view text);
 // parent id are invalid (https://www.w3.org/TR/trace-context/#traceparent-header).
 std::optional<std::string> trace_id_from_traceparent(std::string_view traceparent);
 
+// The trace a run continues from its caller's W3C Trace Context: the trace id and whether the
+// caller sampled it (the flag a child span carries on; the flags Trace Context Level 1 does not
+// define are sent as zero), and the caller's `tracestate`, passed on unchanged to every request
+// of the run (https://www.w3.org/TR/trace-context/#tracestate-header).
+struct TraceContext {
+  std::string trace_id;  // 32 lowercase hex digits
+  bool sampled = true;
+  std::string tracestate;  // "" when there is none
+};
+
+// The trace context of `traceparent` and `tracestate` (absent: nullopt), or nullopt when the
+// traceparent is absent or not valid (trace_id_from_traceparent). The tracestate is kept only
+// when it is usable as it came: at most 512 bytes (what the specification asks every vendor to
+// pass on) of visible ASCII, spaces and tabs, with optional whitespace around it trimmed;
+// otherwise it is dropped, as the specification lets a vendor drop a tracestate it cannot read.
+std::optional<TraceContext> parse_trace_context(std::string_view traceparent,
+                                                std::optional<std::string_view> tracestate);
+
 }  // namespace knflow::engine

@@ -48,4 +48,12 @@ boost::json::array step_history(const model::Workflow& definition, const store::
                                 const std::vector<store::JournalEntry>& journal,
                                 const std::vector<store::AttemptRecord>& attempts, std::size_t cap);
 
+// The journal key where a run keeps its caller's W3C tracestate, when it has one:
+// {"tracestate": "..."} (docs/engine.md, "Starting a run"). Rare enough that a column of its own
+// in every run's row is not worth it.
+inline constexpr std::string_view kTraceJournalPath = "/trace";
+
+// The tracestate a run's journal keeps (kTraceJournalPath), or "" when it keeps none.
+std::string journal_tracestate(const std::vector<store::JournalEntry>& journal);
+
 }  // namespace knflow::engine
