@@ -73,11 +73,55 @@ Problem simple_problem(unsigned status, std::string type, std::string detail,
   return p;
 }
 
+// A request whose Host or framing cannot be trusted: 400, and the connection is closed (every
+// refusal before the body is read closes it). RFC 9112 §3.2: an HTTP/1.1 request without Host,
+// with more than one Host field, or with a Host that is not `host[:port]`. §6.1 and §6.3: a
+// Transfer-Encoding in an HTTP/1.0 request, or one whose last coding is not `chunked` (or that
+// applies `chunked` twice): the body's length cannot be told, and reading on could take the rest
+// of it for a request of its own. Beast frames such requests by Content-Length or as bodiless.
+std::optional<Response> untrusted_head(const bhttp::request<bhttp::string_body>& head) {
+  auto bad = [](std::string detail) {
+    return make_problem(simple_problem(400, "bad-request", std::move(detail)));
+  };
+  const auto hosts = head.equal_range(bhttp::field::host);
+  const auto host_fields = std::distance(hosts.first, hosts.second);
+  if (host_fields == 0 && head.version() >= 11) {
+    return bad("An HTTP/1.1 request must have a Host header field (RFC 9112 §3.2).");
+  }
+  if (host_fields > 1) return bad("The request has more than one Host header field.");
+  if (host_fields == 1) {
+    const auto value = hosts.first->value();
+    auto authority = boost::urls::parse_authority(value);
+    if (!value.empty() && (!authority || authority->has_userinfo())) {
+      return bad("The Host header field is not a host with an optional port.");
+    }
+  }
+  const auto fields = head.equal_range(bhttp::field::transfer_encoding);
+  if (fields.first == fields.second) return std::nullopt;
+  if (head.version() < 11) {
+    return bad("An HTTP/1.0 request cannot be framed by Transfer-Encoding (RFC 9112 §6.1).");
+  }
+  std::string last;
+  int chunked = 0;
+  for (auto field = fields.first; field != fields.second; ++field) {
+    for (const auto& token : bhttp::token_list{field->value()}) {
+      last = std::string(token);
+      if (beast::iequals(token, "chunked")) ++chunked;
+    }
+  }
+  if (!beast::iequals(last, "chunked") || chunked != 1) {
+    return bad(
+        "The request's Transfer-Encoding must end with chunked, applied once (RFC 9112 §6.3): "
+        "its body's length cannot be told otherwise.");
+  }
+  return std::nullopt;
+}
+
 // A request whose body comes in a coding the server cannot undo: a transfer coding other than
-// chunked (Beast frames `gzip, chunked` by its chunks and would hand over the gzip bytes), 501 as
-// RFC 9112 section 6.1 says; or, with a body, a content coding other than identity, 415 with
-// `Accept-Encoding: identity` (RFC 9110 section 15.5.16). Such a body would otherwise reach the
-// handlers still compressed and be refused as not JSON, or taken as text.
+// chunked before the final chunked (Beast frames `gzip, chunked` by its chunks and would hand
+// over the gzip bytes), 501 as RFC 9112 section 6.1 says; or, with a body, a content coding other
+// than identity, 415 with `Accept-Encoding: identity` (RFC 9110 section 15.5.16). Such a body would
+// otherwise reach the handlers still compressed and be refused as not JSON, or taken as text.
 std::optional<Response> unsupported_coding(
     const bhttp::request_parser<bhttp::string_body>& parser) {
   const auto& head = parser.get();
@@ -88,8 +132,13 @@ std::optional<Response> unsupported_coding(
     }
     return {};
   };
-  if (auto coding = first_other(head[bhttp::field::transfer_encoding], "chunked");
-      !coding.empty()) {
+  std::string coding;
+  for (const auto& field : head) {
+    if (field.name() == bhttp::field::transfer_encoding && coding.empty()) {
+      coding = first_other(field.value(), "chunked");
+    }
+  }
+  if (!coding.empty()) {
     return make_problem(simple_problem(501, "not-implemented",
                                        "Transfer-Encoding " + coding +
                                            " is not supported: send the body as it is, framed by "
@@ -206,6 +255,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                                std::to_string(settings.max_connections) +
                                                " connections; retry shortly."));
     bhttp::response<bhttp::string_body> r{bhttp::status::service_unavailable, 11};
+    add_common_headers(r);
     r.set(bhttp::field::content_type, "application/problem+json");
     r.set(bhttp::field::retry_after, "1");
     r.set(bhttp::field::connection, "close");
@@ -219,13 +269,26 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 
   // Turns a parsed Beast request into the plain Request handlers see. Fails (returns a problem)
-  // when the target is not a valid origin-form URL.
+  // when the target is not a valid origin-form URL, or an absolute-form http(s) one.
   // Only the first `header_fields` of `in` are its header: the rest are trailer fields, which
   // Beast's parser adds to the same list and which are not headers (RFC 9110 §6.5.1).
   std::optional<Response> to_request(const bhttp::request<bhttp::string_body>& in,
                                      std::size_t header_fields, Request& out) {
     out.method = std::string(in.method_string());
     out.target = std::string(in.target());
+    // The absolute form (`GET http://host:port/path`), which a server must accept (RFC 9112
+    // §3.2.2), is read as its path and query; the host it names is this server's concern no more
+    // than Host is.
+    if (!out.target.empty() && out.target.front() != '/') {
+      if (auto absolute = boost::urls::parse_absolute_uri(out.target);
+          absolute && (absolute->scheme_id() == boost::urls::scheme::http ||
+                       absolute->scheme_id() == boost::urls::scheme::https)) {
+        std::string origin(absolute->encoded_path());
+        if (origin.empty()) origin = "/";
+        if (absolute->has_query()) origin += "?" + std::string(absolute->encoded_query());
+        out.target = std::move(origin);
+      }
+    }
     auto parsed = boost::urls::parse_origin_form(out.target);
     if (!parsed) {
       return make_problem(
@@ -347,7 +410,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     const auto& settings = self->settings;
     beast::tcp_stream stream(std::move(socket));
     state->stream = &stream;
-    beast::flat_buffer buffer;
+    // What the read buffer may hold at once: a request head up to its limit, then a chunk header
+    // with its extensions, or the trailer section, which Beast's parser reads whole and bounds
+    // by nothing of its own (RFC 9112 §7.1.1 has a server limit them). Bodies pass through it.
+    const std::size_t read_buffer_bytes = settings.max_header_bytes + (64u << 10);
+    beast::flat_buffer buffer{read_buffer_bytes};
     bool lingering = false;
     for (;;) {
       if (state->closing) break;
@@ -385,19 +452,24 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       std::size_t header_fields = 0;    // those after them in the list are trailer fields
       // A head refused once its start line was read (a Content-Length over the body limit) is
       // counted with its method.
+      // Its answer, error or not, has no body when it is a HEAD (RFC 9110 §9.3.2).
       if (ec && !parser.get().method_string().empty()) {
         method = std::string(parser.get().method_string());
+        is_head = parser.get().method() == bhttp::verb::head;
       }
       if (!ec) {
         auto& head = parser.get();
         header_fields = static_cast<std::size_t>(std::distance(head.begin(), head.end()));
         method = std::string(head.method_string());
-        refused = unsupported_coding(parser);
+        is_head = head.method() == bhttp::verb::head;
+        refused = untrusted_head(head);
+        if (!refused) refused = unsupported_coding(parser);
       }
       if (!ec && !refused) {
         auto& head = parser.get();
-        // curl sends Expect: 100-continue for larger bodies; answer it (or refuse the body).
-        if (beast::iequals(head[bhttp::field::expect], "100-continue")) {
+        // curl sends Expect: 100-continue for larger bodies; answer it (or refuse the body). An
+        // HTTP/1.0 client gets no 1xx answer, and its expectation is ignored (RFC 9110 §10.1.1).
+        if (head.version() >= 11 && beast::iequals(head[bhttp::field::expect], "100-continue")) {
           if (parser.content_length() && *parser.content_length() > settings.max_body_bytes) {
             ec = bhttp::error::body_limit;
           } else {
@@ -422,6 +494,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                             "The request head is larger than " +
                                                 std::to_string(settings.max_header_bytes) +
                                                 " bytes."));
+        } else if (ec == bhttp::error::buffer_overflow) {
+          res = make_problem(simple_problem(
+              431, "header-too-large",
+              "A chunk header (with its extensions) or the trailer section of the request is "
+              "larger than " +
+                  std::to_string(read_buffer_bytes) + " bytes."));
         } else if (ec == bhttp::error::body_limit) {
           res =
               make_problem(simple_problem(413, "body-too-large",
@@ -443,7 +521,6 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         lingering = true;
       } else {
         auto in = parser.release();
-        is_head = in.method() == bhttp::verb::head;
         Request req;
         if (auto bad = self->to_request(in, header_fields, req)) {
           res = std::move(*bad);

@@ -357,6 +357,129 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(status, 401, reply)
             self.assertEqual(d.stop(), 0)
 
+    def test_requests_whose_host_or_framing_cannot_be_trusted_are_refused_and_closed(self):
+        """RFC 9112 §3.2, §6.1 and §6.3, as a review found them broken: no Host, two Hosts or a
+        bad one were served; `chunked, chunked` was framed as bodiless and its chunks read as the
+        next request; an empty Transfer-Encoding beside Content-Length, and a Transfer-Encoding in
+        HTTP/1.0, kept the connection for a smuggled request; `chunked, gzip` was 501."""
+        def exchange(data, wait=5):
+            """Everything answered on one connection until the server closes it."""
+            with socket.create_connection(("127.0.0.1", d.port), timeout=wait) as s:
+                s.sendall(data)
+                out = b""
+                try:
+                    while chunk := s.recv(65536):
+                        out += chunk
+                except (socket.timeout, ConnectionResetError):
+                    pass
+            return out.decode(errors="replace")
+
+        with Daemon() as d:
+            d.start()
+            auth = f"Authorization: Bearer {d.token}\r\n"
+            smuggled = f"GET /smuggled HTTP/1.1\r\nHost: x\r\n{auth}\r\n"
+            for name, head, body in (
+                    ("no Host", "GET /healthz HTTP/1.1\r\n", ""),
+                    ("two Hosts", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n", ""),
+                    ("a bad Host", "GET /healthz HTTP/1.1\r\nHost: a b/c\r\n", ""),
+                    ("chunked twice", "POST /healthz HTTP/1.1\r\nHost: x\r\n"
+                     "Transfer-Encoding: chunked, chunked\r\n", "2\r\n{}\r\n0\r\n\r\n"),
+                    ("chunked not last", "POST /healthz HTTP/1.1\r\nHost: x\r\n"
+                     "Transfer-Encoding: chunked, gzip\r\n", "2\r\n{}\r\n0\r\n\r\n"),
+                    ("an empty Transfer-Encoding", "POST /healthz HTTP/1.1\r\nHost: x\r\n"
+                     "Transfer-Encoding:\r\nContent-Length: 2\r\n", "{}"),
+                    ("HTTP/1.0 chunked", "POST /healthz HTTP/1.0\r\nConnection: keep-alive\r\n"
+                     "Transfer-Encoding: chunked\r\n", "2\r\n{}\r\n0\r\n\r\n")):
+                with self.subTest(name):
+                    reply = exchange((head + auth + "\r\n" + body + smuggled).encode())
+                    self.assertTrue(reply.startswith("HTTP/1.1 400 "), reply)
+                    self.assertIn("Connection: close", reply)
+                    self.assertEqual(reply.count("\r\nServer: knflow/"), 1, reply)  # nothing smuggled
+            # An empty Host is a Host (a target without an authority), and HTTP/1.0 needs none.
+            self.assertIn("HTTP/1.1 200 ", exchange(f"GET /healthz HTTP/1.1\r\nHost:\r\n{auth}"
+                                                    "Connection: close\r\n\r\n".encode()))
+            self.assertIn("HTTP/1.1 200 ", exchange(f"GET /healthz HTTP/1.0\r\n{auth}\r\n".encode()))
+            # The absolute form is a path and query like any (RFC 9112 §3.2.2: a server MUST
+            # accept it); a scheme other than http(s) is not a target.
+            reply = exchange(f"GET http://127.0.0.1:{d.port}/api/v1/namespaces/default/workflows"
+                             f"?limit=1 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+                             .encode())
+            self.assertTrue(reply.startswith("HTTP/1.1 200 "), reply)
+            self.assertIn('"items"', reply)
+            reply = exchange(f"GET http://h HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+                             .encode())
+            self.assertTrue(reply.startswith("HTTP/1.1 200 "), reply)  # "/": the dashboard
+            reply = exchange(f"GET ftp://h/healthz HTTP/1.1\r\nHost: x\r\n{auth}"
+                             "Connection: close\r\n\r\n".encode())
+            self.assertTrue(reply.startswith("HTTP/1.1 400 "), reply)
+            self.assertEqual(d.stop(), 0)
+
+    def test_http10_clients_get_no_interim_answer_and_head_errors_no_body(self):
+        """RFC 9110 §15.2: no 1xx answer to an HTTP/1.0 client (its Expect is ignored); §9.3.2:
+        no content in an answer to HEAD, errors included (a 413 or 431 sent its problem)."""
+        with Daemon("--max-body-bytes", "1000", "--max-header-bytes", "2000") as d:
+            d.start()
+            auth = f"Authorization: Bearer {d.token}\r\n"
+            body = workflow("expected").encode()
+            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+                s.sendall(f"POST /api/v1/namespaces/default/workflows HTTP/1.0\r\n{auth}"
+                          "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode())
+                s.settimeout(0.5)
+                with self.assertRaises(socket.timeout):  # nothing before the body
+                    s.recv(65536)
+                s.settimeout(10)
+                s.sendall(body)
+                reply = b""
+                while chunk := s.recv(65536):
+                    reply += chunk
+            self.assertTrue(reply.startswith(b"HTTP/1.1 201 "), reply)
+            for head in (f"HEAD /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n",
+                         f"HEAD /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'x' * 3000}\r\n",
+                         "HEAD /healthz HTTP/1.1\r\n"):
+                with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+                    s.sendall((head + auth + "\r\n").encode())
+                    reply = b""
+                    try:
+                        while chunk := s.recv(65536):
+                            reply += chunk
+                    except ConnectionResetError:
+                        pass
+                status_line, _, rest = reply.partition(b"\r\n")
+                self.assertRegex(status_line.decode(), r"^HTTP/1.1 4\d\d ")
+                self.assertTrue(rest.endswith(b"\r\n\r\n"), reply)  # the head, and nothing after
+            self.assertEqual(d.stop(), 0)
+
+    def test_trailer_and_chunk_extensions_are_bounded(self):
+        """A chunked body's trailer section and a chunk's extensions were read whole, without any
+        bound: 200 MiB of trailer fields took the daemon to 211 MiB. Now 431 past the head limit
+        plus 64 KiB, the connection closed, and the daemon serves on."""
+        with Daemon("--max-header-bytes", "2000") as d:
+            d.start()
+            head = (f"POST /api/v1/namespaces/default/broker HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Bearer {d.token}\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n")
+            for name, body in (("trailer", b"2\r\n{}\r\n0\r\n" + b"X-Pad: " + b"a" * 200_000),
+                               ("chunk extension", b"2;x=" + b"a" * 200_000)):
+                with self.subTest(name), socket.create_connection(("127.0.0.1", d.port),
+                                                                  timeout=10) as s:
+                    s.sendall(head.encode())
+                    try:
+                        s.sendall(body)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    reply = b""
+                    try:
+                        while chunk := s.recv(65536):
+                            reply += chunk
+                    except ConnectionResetError:
+                        pass
+                    self.assertTrue(reply.startswith(b"HTTP/1.1 431 "), reply[:200])
+                    self.assertIn(b"trailer section", reply)
+            status, _, _ = d.call("GET", "/healthz")
+            self.assertEqual(status, 200)
+            self.assertEqual(d.stop(), 0)
+
     def test_version(self):
         r = subprocess.run([BIN, "version"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0)

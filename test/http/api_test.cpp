@@ -315,6 +315,9 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
     auto refused = knflow::test::request(server.port(), "GET", "/healthz");
     require_problem(refused, 503);
     REQUIRE(refused.header("retry-after") == "1");
+    // The headers every answer carries (docs/api.md) are on this one too.
+    REQUIRE(refused.header("x-content-type-options") == "nosniff");
+    REQUIRE(refused.header("x-frame-options") == "DENY");
   }
   SECTION("unknown route: 404 problem") {
     require_problem(server.call("GET", "/api/v1/nothing-here"), 404);
