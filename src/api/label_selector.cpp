@@ -1,5 +1,6 @@
 #include "knflow/api/label_selector.hpp"
 
+#include "knflow/model/utf8.hpp"
 #include "knflow/model/validate.hpp"
 
 #include <algorithm>
@@ -115,8 +116,8 @@ std::optional<LabelSelector> LabelSelector::parse(std::string_view text, std::st
     c.skip_spaces();
     if (c.done()) break;
     if (!c.consume(",")) {
-      error = "unexpected character '" + std::string(1, text[c.pos]) + "' at offset " +
-              std::to_string(c.pos);
+      error = "unexpected character '" + std::string(model::utf8_character_at(text, c.pos)) +
+              "' at offset " + std::to_string(c.pos);
       return std::nullopt;
     }
   }

@@ -1,5 +1,7 @@
 #include "knflow/model/duration.hpp"
 
+#include "knflow/model/utf8.hpp"
+
 #include <cstdint>
 #include <limits>
 
@@ -74,7 +76,7 @@ std::variant<Duration, std::string> parse_duration(std::string_view text) {
       if (text[i] == '-' || text[i] == '+') {
         return "duration " + quoted + " must not have a sign; durations are never negative";
       }
-      return "duration " + quoted + " has \"" + std::string(1, text[i]) +
+      return "duration " + quoted + " has \"" + std::string(utf8_character_at(text, i)) +
              "\" where a number was expected; write e.g. PT30S, PT10M, P1D";
     }
     std::int64_t fraction_ms = 0;
@@ -112,8 +114,8 @@ std::variant<Duration, std::string> parse_duration(std::string_view text) {
         if (designator == 'H' || designator == 'S') {
           return "duration " + quoted + " needs T before hours, minutes and seconds, e.g. PT1H";
         }
-        return "duration " + quoted + " has unknown designator \"" + std::string(1, designator) +
-               "\"; use W, D, and after T: H, M, S";
+        return "duration " + quoted + " has unknown designator \"" +
+               std::string(utf8_character_at(text, i - 1)) + "\"; use W, D, and after T: H, M, S";
       }
       if (at < next_date) return "duration " + quoted + " has its parts out of order or twice";
       next_date = at + 1;
@@ -122,8 +124,8 @@ std::variant<Duration, std::string> parse_duration(std::string_view text) {
     } else {
       const std::size_t at = kTimeOrder.find(designator);
       if (at == std::string_view::npos) {
-        return "duration " + quoted + " has unknown designator \"" + std::string(1, designator) +
-               "\" after T; use H, M or S";
+        return "duration " + quoted + " has unknown designator \"" +
+               std::string(utf8_character_at(text, i - 1)) + "\" after T; use H, M or S";
       }
       if (at < next_time) return "duration " + quoted + " has its parts out of order or twice";
       next_time = at + 1;

@@ -242,6 +242,11 @@ TEST_CASE("workflows: lists filter and page like Kubernetes lists", "[http][list
     REQUIRE(count("team%20in%20(a,b),tier") == 3);
     REQUIRE(count("team%20notin%20(a)") == 4);
     require_problem(server.call("GET", kCollection + "?labelSelector=team%20in%20a"), 400);
+    // The character it stops at is quoted whole (half of one made the answer not UTF-8).
+    auto stopped = server.call("GET", kCollection + "?labelSelector=team%20%C3%A9");
+    require_problem(stopped, 400);
+    INFO(stopped.body);
+    CHECK(stopped.body.find("unexpected character '\u00e9' at offset 5") != std::string::npos);
     // Keys and values Kubernetes refuses were taken, and matched nothing (or everything).
     for (const std::string& bad : std::vector<std::string>{
              "tier%3D-bad", "Bad_Key/x%3Dy", std::string(70, 'k'), "a/b/c", "team%20in%20()",

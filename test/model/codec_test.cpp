@@ -102,6 +102,11 @@ TEST_CASE("durations", "[codec][duration]") {
       {"P9999999999999999D", -1, "too large"},
       {"PT1.5S2", -1, "fraction"},
       {"PTT1S", -1, "T twice"},
+      // A character quoted in a message is quoted whole: half of one is not UTF-8.
+      {"PT\u00e9S", -1, "has \"\u00e9\" where a number"},
+      {"P\u0661D", -1, "has \"\u0661\" where a number"},
+      {"P1\u00e9", -1, "unknown designator \"\u00e9\"; use W"},
+      {"PT1\U0001F600", -1, "unknown designator \"\U0001F600\" after T"},
   };
   for (const auto& row : rows) {
     INFO(row.text);

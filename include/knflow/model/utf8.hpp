@@ -96,4 +96,12 @@ inline std::string_view utf8_suffix(std::string_view text, std::size_t max) {
   return text.substr(from);
 }
 
+// The character that begins at byte `at` of `text`: that byte and the continuation bytes after
+// it, so that a message quoting it stays UTF-8 ("PTéS" has "é", not half of it).
+inline std::string_view utf8_character_at(std::string_view text, std::size_t at) {
+  std::size_t end = at + 1;
+  while (end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) ++end;
+  return text.substr(at, end - at);
+}
+
 }  // namespace knflow::model
