@@ -1,5 +1,6 @@
 #include "knflow/model/timestamp.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -73,10 +74,20 @@ std::variant<Instant, std::string> parse_rfc3339(std::string_view s, SubMillis s
     return std::string(kLayout);
   }
   if (pos != s.size()) return std::string(kLayout);
+  if (*sec == 60) {
+    // A leap second is inserted at the end of a UTC day only (RFC 3339 §5.7): 23:59:60Z, or the
+    // same moment in another offset (15:59:60-08:00).
+    const auto utc_minute = ((*h * 60 + *mi - offset.count()) % 1440 + 1440) % 1440;
+    if (utc_minute != 23 * 60 + 59) {
+      return std::string(s.substr(11, 8)) +
+             " is not a time of day: a leap second is the 60th second of 23:59 UTC";
+    }
+  }
   const Instant instant =
       sys_days{date} + hours{*h} + minutes{*mi} + seconds{*sec} + milliseconds{millis} - offset;
-  if (instant < kFirst || instant > kLast) return "the instant is outside the years 0000 to 9999";
-  return instant;
+  // Years 0000 to 9999 in the text may be just outside them in UTC (9999-12-31T23:59:59-01:00):
+  // such an instant is the nearest one the canonical form can write.
+  return std::clamp(instant, kFirst, kLast);
 }
 
 std::string format_rfc3339_ms(Instant instant) {

@@ -37,6 +37,11 @@ TEST_CASE("timestamp: RFC 3339 date-times become the canonical UTC form", "[mode
       {"2027-01-01T00:30:00+01:00", "2026-12-31T23:30:00.000Z"},  // crosses a year
       {"2024-02-29T12:00:00Z", "2024-02-29T12:00:00.000Z"},       // leap day
       {"2016-12-31T23:59:60Z", "2017-01-01T00:00:00.000Z"},       // leap second
+      {"2016-12-31T15:59:60-08:00", "2017-01-01T00:00:00.000Z"},  // the same, at -08:00
+      {"2017-01-01T05:29:60+05:30", "2017-01-01T00:00:00.000Z"},  // and at +05:30
+      // Years 0000 to 9999 just outside them in UTC: the first or last millisecond they have.
+      {"0000-01-01T00:30:00+01:00", "0000-01-01T00:00:00.000Z"},
+      {"9999-12-31T23:30:00-01:00", "9999-12-31T23:59:59.999Z"},
       {"0000-01-01T00:00:00Z", "0000-01-01T00:00:00.000Z"},
       {"0999-06-01T00:00:00Z", "0999-06-01T00:00:00.000Z"},  // four digits: still sorts as text
       {"9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999Z"},
@@ -60,7 +65,7 @@ TEST_CASE("timestamp: digits beyond milliseconds can round up to the next millis
   CHECK(up("2026-11-30T09:02:20.5Z") == "2026-11-30T09:02:20.500Z");
   CHECK(up("2026-11-30T09:02:20Z") == "2026-11-30T09:02:20.000Z");
   CHECK(up("2026-12-31T23:59:59.9991+00:00") == "2027-01-01T00:00:00.000Z");  // carries over
-  CHECK(up("9999-12-31T23:59:59.9999Z") == "error: the instant is outside the years 0000 to 9999");
+  CHECK(up("9999-12-31T23:59:59.9999Z") == "9999-12-31T23:59:59.999Z");  // the last there is
   CHECK(canonical("2026-11-30T09:02:20.0005Z") == "2026-11-30T09:02:20.000Z");  // the default
 }
 
@@ -94,8 +99,9 @@ TEST_CASE("timestamp: anything else is refused with a reason", "[model][timestam
       {"2026-11-30T09:02:61Z", "09:02:61 is not a time of day"},
       {"2026-11-30T09:02:20+24:00", "offset +24:00 is out of range"},
       {"2026-11-30T09:02:20-01:60", "offset -01:60 is out of range"},
-      {"0000-01-01T00:30:00+01:00", "outside the years 0000 to 9999"},
-      {"9999-12-31T23:30:00-01:00", "outside the years 0000 to 9999"},
+      // A leap second is the 60th second of 23:59 UTC, and of no other minute.
+      {"2026-11-30T12:00:60Z", "12:00:60 is not a time of day: a leap second"},
+      {"2016-12-31T23:59:60+01:00", "23:59:60 is not a time of day: a leap second"},
   };
   for (const auto& c : cases) {
     INFO(c.text);

@@ -17,10 +17,13 @@ enum class SubMillis { down, up };
 
 // Parses an RFC 3339 date-time (`2026-11-30T09:02:20Z`, `2026-11-30T10:02:20.25+01:00`; `T` and
 // `Z` in either case) into an instant. Any offset; any number of fraction digits, those beyond
-// milliseconds dropped or rounded up (`sub_millis`); second 60 (a leap second) is read as the next
-// minute's first second. Refused, with a plain message: other layouts (no offset, a space for `T`,
-// missing leading zeros), impossible dates (`2026-02-30`), hours, minutes or offsets out of range,
-// and instants outside the years 0000 to 9999 in UTC. Pure; thread-safe.
+// milliseconds dropped or rounded up (`sub_millis`); second 60 (a leap second, at 23:59 UTC only)
+// is read as the next minute's first second. A date-time whose instant falls just outside the
+// years 0000 to 9999 in UTC (9999-12-31T23:59:59-01:00, or a fraction rounded up past the last
+// millisecond) is the first or last millisecond of those years. Refused, with a plain message:
+// other layouts (no offset, a space for `T`, missing leading zeros), impossible dates
+// (`2026-02-30`), hours, minutes or offsets out of range, and a second 60 at another minute.
+// Pure; thread-safe.
 std::variant<Instant, std::string> parse_rfc3339(std::string_view text,
                                                  SubMillis sub_millis = SubMillis::down);
 
