@@ -419,13 +419,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // then disarmed); the fault when it would take the run past its own limit, or the runs' total
   // past theirs (then nothing is counted, and `held` stays as it was).
   std::optional<Fault> take_data(Run& run, const std::string& path, std::size_t bytes,
-                                 std::vector<Held>& held) {
+                                 std::vector<Held>& held,
+                                 std::string_view what = "this step's output") {
     const auto it = run.journal.find(path);
     const std::size_t replaced = it == run.journal.end() ? 0 : it->second.bytes;
     const std::size_t after = run.data_bytes - replaced + bytes;
     if (after > settings.max_run_data_bytes) {
       return make_fault("runtime", 507, "Run data limit exceeded",
-                        "with this step's output (" + std::to_string(bytes) +
+                        "with " + std::string(what) + " (" + std::to_string(bytes) +
                             " bytes of JSON) the run would hold " + std::to_string(after) +
                             " bytes of data, more than its limit of " +
                             std::to_string(settings.max_run_data_bytes) +
@@ -436,7 +437,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::size_t working = 0;
     for (const auto& h : held) working += h.bytes();
     if (!change_total(bytes, replaced + working, settings.max_total_run_data_bytes)) {
-      return memory_exhausted("this step's output", bytes, path);
+      return memory_exhausted(what, bytes, path);
     }
     run.data_bytes = run.data_bytes + bytes - replaced;
     for (auto& h : held) h.disarm();
@@ -480,11 +481,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         .value_json = json::serialize(value)};
   }
 
-  // Keeps `value` as the run's journal entry `path` (in memory at once, then stored).
+  // Keeps `value` as the run's journal entry `path` (in memory at once, then stored). An entry
+  // that holds data rather than bookkeeping (`data`: what it is, for the fault) is refused as a
+  // step's output is, past the run's limit or the runs' total (its fault thrown, nothing kept).
   asio::awaitable<void> journal_put(Run& run, std::string path, std::string state,
-                                    json::value value) {
+                                    json::value value, std::string_view data = {}) {
     auto entry = journal_entry(path, state, value);
-    keep(run, path, std::move(state), std::move(value), entry.value_json.size());
+    if (data.empty()) {
+      keep(run, path, std::move(state), std::move(value), entry.value_json.size());
+    } else {
+      std::vector<Held> none;
+      if (auto fault = take_data(run, path, entry.value_json.size(), none, data)) throw *fault;
+      run.journal[path] = JournalValue{std::move(state), std::move(value), entry.value_json.size()};
+    }
     std::function<int(store::RunStore&)> op = [id = run.id,
                                                entry = std::move(entry)](store::RunStore& s) {
       s.put_journal(id, entry);
@@ -1597,7 +1606,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (!t.catch_->steps) co_return cur;  // caught and swallowed
       caught = fault->error;
       json::value handled = json::object{{"error", *caught}, {"tries", attempt + 1}};
-      co_await journal_put(run, handler_key, "started", std::move(handled));
+      // The error is data (a raise's detail may be an expression's 16 MiB result), kept while
+      // catch.do runs: within the limits, or the try step faults with 507 or 503.
+      co_await journal_put(run, handler_key, "started", std::move(handled),
+                           "the error its catch.do handles");
     }
     note["caught"] = *caught;
     note["tries"] = attempt + 1;

@@ -151,6 +151,20 @@ class RunStateTest(unittest.TestCase):
         self.assertIn("--max-run-data-bytes", problem["error"]["detail"])
         status, run = d.json("GET", f"{NS}/runs/{problem['runId']}")
         self.assertEqual(run["phase"], "faulted")
+        # The error a catch.do handles is data too: a raise's 100,000-character detail, kept
+        # while the handler waits, held the run past its limit (and 20 of them, the total).
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "catches"},
+                        "spec": {"do": [{"name": "guard", "try": [
+                            {"name": "fail", "raise": {"type": "runtime", "status": 500,
+                                                       "detail": '${ "x" * 100000 }'}}],
+                            "catch": {"do": [{"name": "nap", "wait": "PT0.1S"}]}}]}})
+        status, _, body = d.call("POST", NS + "/workflows/catches:invoke", "{}")
+        self.assertEqual(status, 507, body)
+        problem = json.loads(body)
+        self.assertEqual(problem["error"]["title"], "Run data limit exceeded", problem)
+        self.assertEqual(problem["error"]["instance"], "/do/0/catch")
+        self.assertIn("the error its catch.do handles", problem["error"]["detail"])
         # In total: a run waiting with 60,000 characters leaves no room for another one's.
         self.create(d, keep("holds", 60000, [{"name": "nap", "wait": "PT60S"}]))
         status, held = d.json("POST", NS + "/workflows/holds:invoke?mode=async", "{}")
