@@ -2122,6 +2122,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       fault = make_fault("runtime", 500, "Internal error", reason(e), "/do");
     }
     if (stopping_now()) co_return;  // shutting down: the run resumes at the next start
+    if (!fault && results.size() > 1) {
+      // After a top-level fork with `join: each`, the run's output is the array of its final
+      // events' data: one level deeper than each, and refused past the bound as a step's
+      // output is (the invoke's answer and the run's record would not read back).
+      const bool too_deep = std::ranges::any_of(results, [](const Current& r) {
+        return nests_deeper_than(r.data, model::kMaxDataDepth - 1);
+      });
+      if (too_deep) {
+        fault = make_fault("runtime", 507, "Data nested too deep",
+                           "the run's output, the array of its final events' data, nests deeper "
+                           "than " +
+                               std::to_string(model::kMaxDataDepth) +
+                               " levels, the most event data may",
+                           "/do");
+      }
+    }
     RunOutcome outcome;
     std::optional<std::string> output_text, error_text;
     if (fault) {

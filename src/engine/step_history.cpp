@@ -3,6 +3,7 @@
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/timestamp.hpp"
+#include "knflow/model/utf8.hpp"
 #include "run_state.hpp"
 
 #include <boost/json/object.hpp>
@@ -80,9 +81,16 @@ std::optional<std::string> text_member(const json::object& o, std::string_view k
   return std::nullopt;
 }
 
-// Capped as an attempt's data is (detail::capped), as JSON.
+// Capped as an attempt's data is (detail::capped), as JSON. A value deeper than event data may
+// nest (a `join: each` fork's array of 1,000-level outputs, which the step after it refuses) is
+// shown as a value over the cap is: {"truncated": true, "bytes", "head"}.
 json::value capped_value(const json::value& v, std::size_t cap) {
-  return model::parse_data(detail::capped(v, cap));
+  auto text = detail::capped(v, cap);
+  boost::system::error_code ec;
+  auto parsed = model::parse_data(text, ec);
+  if (!ec) return parsed;
+  return json::object{
+      {"truncated", true}, {"bytes", text.size()}, {"head", model::utf8_prefix(text, cap / 2)}};
 }
 
 // The output data of a completed step's journal value: one output's data, or the array of them

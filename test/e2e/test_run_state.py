@@ -133,6 +133,33 @@ class RunStateTest(unittest.TestCase):
         self.assertEqual(done["phase"], "completed", done)
         self.assertEqual(depth_of(done["output"]["data"]), 40)
 
+    def test_join_each_outputs_at_the_depth_bound_are_refused_and_the_run_reads_back(self):
+        """Two branches of a `join: each` fork, each 1,000 levels deep (allowed): at the top level
+        the run completed with their 1,001-level array as its output (an answer the daemon
+        refuses as input); nested, the run faulted as it should, but its step history, built
+        from the fork's outputs, answered 500 on every GET."""
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # json reads 1,000 levels
+        d = self.daemon()
+        deep = "${ reduce range(1000) as $i (1; [.]) }"
+        fork = {"name": "f", "fork": {"join": "each", "branches": [{"name": "a", "set": deep},
+                                                                   {"name": "b", "set": deep}]}}
+        for name, steps in (("top", [fork]), ("nested", [{"name": "d", "do": [fork]}])):
+            with self.subTest(name):
+                self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                                "metadata": {"name": name}, "spec": {"do": steps}})
+                status, _, body = d.call("POST", f"{NS}/workflows/{name}:invoke", "{}")
+                self.assertEqual(status, 507, body[:300])
+                problem = json.loads(body)
+                self.assertEqual(problem["error"]["title"], "Data nested too deep", problem)
+                self.assertEqual(problem["error"]["instance"], "/do" if name == "top" else "/do/0")
+                status, run = d.json("GET", f"{NS}/runs/{problem['runId']}")
+                self.assertEqual(status, 200)
+                self.assertEqual(run["phase"], "faulted")
+                forks = [s for s in run["steps"] if s["name"] == "f"]
+                self.assertTrue(forks, run["steps"])
+                if "output" in forks[0]:
+                    self.assertTrue(forks[0]["output"].get("truncated"), forks[0])
+
     def test_run_data_in_memory_is_bounded_per_run_and_in_total(self):
         d = self.daemon("--max-run-data-bytes", "65536", "--max-total-run-data-bytes", "100000",
                         "--max-body-bytes", "8192")
