@@ -64,8 +64,8 @@ TEST_CASE("timestamp: digits beyond milliseconds can round up to the next millis
   CHECK(up("2026-11-30T09:02:20.123000Z") == "2026-11-30T09:02:20.123Z");  // zeros: exact
   CHECK(up("2026-11-30T09:02:20.5Z") == "2026-11-30T09:02:20.500Z");
   CHECK(up("2026-11-30T09:02:20Z") == "2026-11-30T09:02:20.000Z");
-  CHECK(up("2026-12-31T23:59:59.9991+00:00") == "2027-01-01T00:00:00.000Z");  // carries over
-  CHECK(up("9999-12-31T23:59:59.9999Z") == "9999-12-31T23:59:59.999Z");  // the last there is
+  CHECK(up("2026-12-31T23:59:59.9991+00:00") == "2027-01-01T00:00:00.000Z");    // carries over
+  CHECK(up("9999-12-31T23:59:59.9999Z") == "9999-12-31T23:59:59.999Z");         // the last there is
   CHECK(canonical("2026-11-30T09:02:20.0005Z") == "2026-11-30T09:02:20.000Z");  // the default
 }
 
