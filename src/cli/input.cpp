@@ -41,9 +41,40 @@ model::CheckResult check_workflow_text(std::string_view text, model::Format form
   return model::check_document(text, format);
 }
 
+// `text` for a terminal: control characters (C0, DEL, C1) as escapes, so that what a run's data
+// put in a title, a detail or a step's error cannot move the cursor, recolour or retitle the
+// terminal, or break a line or a table row.
+std::string printable(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7F) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    } else if (c == 0xC2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) < 0xA0 &&
+               static_cast<unsigned char>(text[i + 1]) >= 0x80) {
+      const auto c1 = static_cast<unsigned char>(text[++i]);
+      out += "\\u00";
+      out += kHex[c1 >> 4];
+      out += kHex[c1 & 0xF];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 void print_error_list(std::ostream& out, const model::Errors& errors) {
   for (const auto& e : errors) {
-    out << "  " << (e.pointer.empty() ? "/" : e.pointer) << ": " << e.message << "\n";
+    out << "  " << printable(e.pointer.empty() ? "/" : e.pointer) << ": " << printable(e.message)
+        << "\n";
   }
 }
 

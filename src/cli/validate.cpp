@@ -18,7 +18,8 @@ namespace po = boost::program_options;
 void print_mode(std::ostream& out, std::string_view name, const model::ModeSupport& mode) {
   out << "  " << name << ": " << (mode.supported ? "yes" : "no") << "\n";
   for (const auto& r : mode.reasons) {
-    out << "    " << (r.pointer.empty() ? "/" : r.pointer) << ": " << r.message << "\n";
+    out << "    " << printable(r.pointer.empty() ? "/" : r.pointer) << ": " << printable(r.message)
+        << "\n";
   }
 }
 
@@ -83,9 +84,9 @@ int validate(const std::vector<std::string>& args) {
   }
 
   if (report.ok()) {
-    std::cout << file << ": valid\n";
+    std::cout << printable(file) << ": valid\n";
   } else {
-    std::cout << file << ": " << report.errors.size()
+    std::cout << printable(file) << ": " << report.errors.size()
               << (report.errors.size() == 1 ? " error\n" : " errors\n");
     print_error_list(std::cout, report.errors);
   }

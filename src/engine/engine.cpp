@@ -50,8 +50,14 @@ Fault make_fault(std::string_view type, unsigned status, std::string title, std:
   Fault f;
   f.error["type"] = error_type_uri(type);
   f.error["status"] = static_cast<std::int64_t>(status);
-  f.error["title"] = std::move(title);
-  if (!detail.empty()) f.error["detail"] = std::move(detail);
+  // A fault's text may quote what came from outside (a function's media type, a value cut at a
+  // byte count): it is kept, stored and handed to `$error` as UTF-8, bytes that are not shown
+  // as U+FFFD, so that the run's state always reads back.
+  auto utf8 = [](std::string s) {
+    return model::find_invalid_utf8(s) == std::string::npos ? s : model::repaired_utf8(s);
+  };
+  f.error["title"] = utf8(std::move(title));
+  if (!detail.empty()) f.error["detail"] = utf8(std::move(detail));
   f.error["instance"] = std::move(instance);
   return f;
 }
@@ -60,7 +66,7 @@ std::string capped(const json::value& v, std::size_t cap) {
   std::string text = json::serialize(v);
   if (text.size() <= cap) return text;
   json::object marker{
-      {"truncated", true}, {"bytes", text.size()}, {"head", text.substr(0, cap / 2)}};
+      {"truncated", true}, {"bytes", text.size()}, {"head", model::utf8_prefix(text, cap / 2)}};
   return json::serialize(marker);
 }
 
@@ -1467,9 +1473,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Held items_held;  // while the loop runs
     auto items = co_await eval(env, f.in, cur.data, vars, path + "/for/in", items_held);
     if (!items.is_array()) {
-      throw make_fault("expression", 400, "for.in is not an array",
-                       "for.in gave " + std::string(json::serialize(items)).substr(0, 200),
-                       path + "/for/in");
+      throw make_fault(
+          "expression", 400, "for.in is not an array",
+          "for.in gave " + std::string(model::utf8_prefix(json::serialize(items), 200)),
+          path + "/for/in");
     }
     const std::string each = f.each.empty() ? "item" : f.each;
     const std::string at = f.at.value_or("index");

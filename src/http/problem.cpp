@@ -1,8 +1,20 @@
 #include "knflow/http/problem.hpp"
 
+#include "knflow/model/utf8.hpp"
+
 #include <boost/json/serialize.hpp>
 
 namespace knflow::http {
+namespace {
+
+// Text a problem quotes from a request (a Content-Type, a media type, a header's value) may hold
+// bytes that are not UTF-8; answers are always UTF-8, so they are shown as U+FFFD.
+boost::json::string text(const std::string& s) {
+  if (model::find_invalid_utf8(s) == std::string::npos) return boost::json::string(s);
+  return boost::json::string(model::repaired_utf8(s));
+}
+
+}  // namespace
 
 std::string_view reason_phrase(unsigned status) {
   switch (status) {
@@ -60,18 +72,20 @@ std::string_view reason_phrase(unsigned status) {
 Response make_problem(const Problem& problem) {
   boost::json::object body;
   body["type"] = "https://knflow.dev/problems/" + problem.type;
-  body["title"] =
-      problem.title.empty() ? std::string(reason_phrase(problem.status)) : problem.title;
+  body["title"] = problem.title.empty() ? boost::json::string(reason_phrase(problem.status))
+                                        : text(problem.title);
   body["status"] = problem.status;
-  if (!problem.detail.empty()) body["detail"] = problem.detail;
-  if (!problem.instance.empty()) body["instance"] = problem.instance;
+  if (!problem.detail.empty()) body["detail"] = text(problem.detail);
+  if (!problem.instance.empty()) body["instance"] = text(problem.instance);
   if (!problem.errors.empty()) {
     boost::json::array errors;
     for (const auto& e : problem.errors) {
       if (e.parameter.empty()) {
-        errors.push_back(boost::json::object{{"pointer", e.pointer}, {"detail", e.detail}});
+        errors.push_back(
+            boost::json::object{{"pointer", text(e.pointer)}, {"detail", text(e.detail)}});
       } else {
-        errors.push_back(boost::json::object{{"parameter", e.parameter}, {"detail", e.detail}});
+        errors.push_back(
+            boost::json::object{{"parameter", text(e.parameter)}, {"detail", text(e.detail)}});
       }
     }
     body["errors"] = std::move(errors);

@@ -851,6 +851,23 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
 // ---------------------------------------------------------------------------------------------
 // YAML output
 
+// Whether a YAML 1.1 reader would take plain `s` for something other than a string, though the
+// core schema (YAML 1.2) reads it as one. kubectl reads YAML 1.1 (sigs.k8s.io/yaml, go-yaml v2),
+// and so do PyYAML and many others: `no`, `on`, `y` are booleans there, `1_000`, `0b101`, `0755`
+// and `1:30` numbers, `=` and `<<` keys of their own. A string that might be one is quoted
+// (quoting is always safe): the words, and anything that starts like a number and holds only
+// what a YAML 1.1 number may.
+bool yaml11_would_resolve(std::string_view s) {
+  static constexpr std::string_view kWords[] = {
+      "y",    "Y",     "yes",   "Yes",   "YES",  "n",    "N",    "no", "No",   "NO",
+      "on",   "On",    "ON",    "off",   "Off",  "OFF",  "=",    "<<", "true", "True",
+      "TRUE", "false", "False", "FALSE", "null", "Null", "NULL", "~"};
+  if (std::ranges::find(kWords, s) != std::end(kWords)) return true;
+  const char first = s.front();
+  if (!(first >= '0' && first <= '9') && first != '.' && first != '+') return false;
+  return s.find_first_not_of("0123456789abcdefABCDEFxXoO_.:+-") == std::string_view::npos;
+}
+
 // Whether a string can be written as a plain scalar and read back as the same string.
 bool plain_is_safe(std::string_view s) {
   // Invalid UTF-8 (only a value built in code can hold it) goes double-quoted: yaml-cpp then writes
@@ -863,6 +880,7 @@ bool plain_is_safe(std::string_view s) {
   if (std::string_view("-?:,[]{}#&*!|>'\"%@` ").find(s.front()) != std::string_view::npos) {
     return false;
   }
+  if (yaml11_would_resolve(s)) return false;
   if (s.starts_with("...") || s.back() == ' ' || s.back() == ':') return false;
   if (s.find(": ") != std::string_view::npos || s.find(" #") != std::string_view::npos) {
     return false;

@@ -160,6 +160,49 @@ class RunStateTest(unittest.TestCase):
                 if "output" in forks[0]:
                     self.assertTrue(forks[0]["output"].get("truncated"), forks[0])
 
+    def test_text_that_is_not_utf8_never_reaches_an_answer_or_a_runs_state(self):
+        """A 415 and a malformed-event 400 quoted a Content-Type's bytes as they came, and a step's
+        error cut `for.in`'s value at a byte count, mid-character: the answer was not UTF-8, and
+        the run's error broke `$error` in its catch.do and its resume after a restart."""
+        d = self.daemon()
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "caught"},
+                        "spec": {"do": [{"name": "guard", "try": [
+                            {"name": "loop", "for": {"in": '${ "\u00e9" * 150 }'},
+                             "do": [{"name": "x", "set": {}}]}],
+                            "catch": {"do": [{"name": "keep", "set": "${ {detail: $error.detail} }"},
+                                             {"name": "nap", "wait": "PT1S"}]}}]}})
+        for path, content_type in (("/api/v1/validate", b"text/\xc3"),
+                                   (f"{NS}/workflows/caught:invoke",
+                                    b"application/cloudevents\xff")):
+            conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+            conn.putrequest("POST", path)
+            conn.putheader("Authorization", "Bearer " + d.token)
+            conn.putheader("Content-Type", content_type)
+            conn.putheader("Content-Length", "2")
+            conn.endheaders(b"{}")
+            answer = conn.getresponse()
+            body = answer.read()
+            conn.close()
+            self.assertIn(answer.status, (400, 415), body)
+            self.assertIn("\ufffd", json.loads(body.decode("utf-8"))["detail"])  # strict UTF-8
+
+        status, started = d.json("POST", f"{NS}/workflows/caught:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, started)
+        db = os.path.join(d.data_dir, "knflow.db")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the catch.do's set is journaled: kill in the wait
+            with sqlite3.connect(db) as c:
+                if c.execute("SELECT count(*) FROM run_journal WHERE run_id = ? AND path LIKE ?",
+                             (started["runId"], "%/catch/do/0")).fetchone()[0] > 0:
+                    break
+            time.sleep(0.02)
+        d.stop(signal.SIGKILL)
+        again = self.daemon(data_dir=d.data_dir)
+        run = self.wait_phase(again, started["runId"], ("completed", "faulted"))
+        self.assertEqual(run["phase"], "completed", run)
+        self.assertTrue(run["output"]["data"]["detail"].startswith("for.in gave \"\u00e9"), run)
+
     def test_run_data_in_memory_is_bounded_per_run_and_in_total(self):
         d = self.daemon("--max-run-data-bytes", "65536", "--max-total-run-data-bytes", "100000",
                         "--max-body-bytes", "8192")

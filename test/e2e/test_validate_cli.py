@@ -49,6 +49,19 @@ class ValidateCliTest(unittest.TestCase):
         r = validate()
         self.assertEqual(r.returncode, 2)
 
+    def test_control_characters_from_the_file_are_escaped_on_the_terminal(self):
+        """A step name with ESC, BEL and CR reached the terminal raw in validate's error lines
+        (it could clear the screen or retitle the terminal); `runs get` already escaped them."""
+        doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                          "metadata": {"name": "a"},
+                          "spec": {"do": [{"name": "s\u001b[2J\u001b]0;t\u0007\rX", "set": {}}]}})
+        r = validate("-f", "-", stdin=doc)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        out = r.stdout + r.stderr
+        self.assertEqual([c for c in out if (ord(c) < 0x20 and c != "\n") or ord(c) == 0x7F], [],
+                         repr(out))
+        self.assertIn("\\x1b[2J", out)
+
     def test_a_word_no_option_takes_is_refused(self):
         """`validate -f a.yaml b.yaml` checked a.yaml alone and said "valid"; `render -f x extra`
         said the option was ambiguous. Every command now refuses the stray word, exit 2."""

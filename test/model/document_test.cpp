@@ -625,59 +625,17 @@ TEST_CASE("to_yaml writes block style") {
 }
 
 TEST_CASE("to_yaml quotes strings that would read back as something else") {
-  const std::vector<std::string> quoted = {"true",
-                                           "False",
-                                           "123",
-                                           "-1",
-                                           "0x1F",
-                                           "0o7",
-                                           "1.5",
-                                           "1e3",
-                                           ".inf",
-                                           "-.Inf",
-                                           ".NaN",
-                                           "null",
-                                           "Null",
-                                           "~",
-                                           "",
-                                           " a",
-                                           "a ",
-                                           "a: b",
-                                           "a:",
-                                           "a #b",
-                                           "#a",
-                                           "-",
-                                           "-a",
-                                           "- a",
-                                           "---",
-                                           "...",
-                                           "...x",
-                                           "?a",
-                                           ":a",
-                                           "*a",
-                                           "&a",
-                                           "!a",
-                                           "|a",
-                                           ">a",
-                                           "'a",
-                                           "\"a",
-                                           "%a",
-                                           "@a",
-                                           "`a",
-                                           ",a",
-                                           "[a]",
-                                           "{a}",
-                                           "a\nb",
-                                           "a\n",
-                                           "\n",
-                                           "a\tb",
-                                           "a\rb",
-                                           "a\x01",
-                                           "a\x7F",
-                                           "a\xC2\x85",
-                                           "a\xE2\x80\xA8",
-                                           "\xEF\xBB\xBF"
-                                           "a"};
+  const std::vector<std::string> quoted = {
+      "true", "False", "123", "-1", "0x1F", "0o7", "1.5", "1e3", ".inf", "-.Inf", ".NaN", "null",
+      "Null", "~", "", " a", "a ", "a: b", "a:", "a #b", "#a", "-", "-a", "- a", "---", "...",
+      "...x", "?a", ":a", "*a", "&a", "!a", "|a", ">a", "'a", "\"a", "%a", "@a", "`a", ",a", "[a]",
+      "{a}", "a\nb", "a\n", "\n", "a\tb", "a\rb", "a\x01", "a\x7F", "a\xC2\x85", "a\xE2\x80\xA8",
+      "\xEF\xBB\xBF"
+      "a",
+      // YAML 1.1 (kubectl, PyYAML) reads these as
+      // booleans, numbers, timestamps or keys of their own.
+      "no", "Yes", "y", "N", "on", "OFF", "=", "<<", "1_000", "0b101", "0755", "1:30", "+12",
+      "2026-11-30", "00000000-0000-4000-8000-000000000001"};
   for (const std::string& s : quoted) {
     CAPTURE(s);
     const std::string text = to_yaml(json::value(s));
@@ -688,8 +646,9 @@ TEST_CASE("to_yaml quotes strings that would read back as something else") {
     CAPTURE(as_key);
     CHECK(parse_ok(as_key, Format::yaml) == json::value{{s, 1}});
   }
-  const std::vector<std::string> plain = {"hello", "hello world", "a-b", "café", "x.y", "/path",
-                                          "PT30S", "${ .a }",     "a,b", "a:b",  "a#b", ".hidden"};
+  const std::vector<std::string> plain = {"hello", "hello world", "a-b",     "café",      "x.y",
+                                          "/path", "PT30S",       "${ .a }", "a,b",       "a:b",
+                                          "a#b",   ".hidden",     "nope",    "yes-or-no", "v1.2"};
   for (const std::string& s : plain) {
     CAPTURE(s);
     CHECK(to_yaml(json::value(s)) == s + "\n");
