@@ -181,6 +181,22 @@ class ExampleTest(unittest.TestCase):
                 if alive(pid):
                     os.kill(pid, signal.SIGKILL)
 
+    def test_the_try_catch_example_falls_back_standalone(self):
+        """examples/try-catch.yaml named a fallback function that did not exist, and its partner
+        was an https URL, which standalone mode cannot call (an error its catch did not match)."""
+        example = os.path.join(SOURCE_DIR, "examples", "try-catch.yaml")
+        with Daemon("--apply", example, "--functions-dir", SOURCE_DIR) as d:
+            d.start()
+            path = "/api/v1/namespaces/default/workflows/quote"
+            self.assertTrue(wait_until(lambda: d.call("GET", path)[0] == 200, 30))
+            status, _, body = d.call("POST", path + ":invoke", '{"id": "q-1", "weight": 3}')
+            self.assertEqual(status, 200, body)
+            self.assertEqual(json.loads(body), {"id": "q-1", "price": 9.9, "source": "fallback"})
+            status, _, body = d.call("POST", path + ":invoke", '{"id": "q-2", "weight": 300}')
+            self.assertEqual(status, 422, body)
+            self.assertEqual(json.loads(body)["error"]["title"], "No quote")
+            self.assertEqual(d.stop(), 0)
+
     def test_applied_workflow_is_there_once_ready(self):
         """`serve --apply FILE`: once /readyz answers 200 the workflow can be invoked."""
         with Daemon("--apply", EXAMPLE, "--functions-dir", SOURCE_DIR) as d:
