@@ -211,14 +211,18 @@ class RunStateTest(unittest.TestCase):
                     "metadata": {"name": name},
                     "spec": {"do": [{"name": "keep",  # jq's `join` is quadratic: not that
                                      "set": "${ {kept: (\"x\" * %d)} }" % chars}] + then}}
+        def over_its_limit(name, instance, words):
+            """Invokes NAME: 507, the run's data limit, at INSTANCE, the detail saying WORDS."""
+            status, _, body = d.call("POST", f"{NS}/workflows/{name}:invoke", "{}")
+            self.assertEqual(status, 507, body)
+            problem = json.loads(body)
+            self.assertEqual(problem["error"]["title"], "Run data limit exceeded", problem)
+            self.assertEqual(problem["error"]["instance"], instance)
+            self.assertIn(words, problem["error"]["detail"])
+            return problem
         # Per run: the second copy would take the run past 64 KiB.
         self.create(d, keep("grows", 40000, [{"name": "more", "set": "${ {a: .kept, b: .kept} }"}]))
-        status, _, body = d.call("POST", NS + "/workflows/grows:invoke", "{}")
-        self.assertEqual(status, 507, body)
-        problem = json.loads(body)
-        self.assertEqual(problem["error"]["title"], "Run data limit exceeded", problem)
-        self.assertEqual(problem["error"]["instance"], "/do/1")
-        self.assertIn("--max-run-data-bytes", problem["error"]["detail"])
+        problem = over_its_limit("grows", "/do/1", "--max-run-data-bytes")
         status, run = d.json("GET", f"{NS}/runs/{problem['runId']}")
         self.assertEqual(run["phase"], "faulted")
         # The error a catch.do handles is data too: a raise's 100,000-character detail, kept
@@ -229,12 +233,7 @@ class RunStateTest(unittest.TestCase):
                             {"name": "fail", "raise": {"type": "runtime", "status": 500,
                                                        "detail": '${ "x" * 100000 }'}}],
                             "catch": {"do": [{"name": "nap", "wait": "PT0.1S"}]}}]}})
-        status, _, body = d.call("POST", NS + "/workflows/catches:invoke", "{}")
-        self.assertEqual(status, 507, body)
-        problem = json.loads(body)
-        self.assertEqual(problem["error"]["title"], "Run data limit exceeded", problem)
-        self.assertEqual(problem["error"]["instance"], "/do/0/catch")
-        self.assertIn("the error its catch.do handles", problem["error"]["detail"])
+        over_its_limit("catches", "/do/0/catch", "the error its catch.do handles")
         # In total: a run waiting with 60,000 characters leaves no room for another one's.
         self.create(d, keep("holds", 60000, [{"name": "nap", "wait": "PT60S"}]))
         status, held = d.json("POST", NS + "/workflows/holds:invoke?mode=async", "{}")

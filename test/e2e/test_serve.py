@@ -27,6 +27,17 @@ def raw_request(port, head, body=b""):
             reply += chunk
     return int(reply.split(b" ", 2)[1]), reply.decode()
 
+def read_until_closed(s):
+    """Everything the server sends on socket `s` until it closes the connection (or resets it)."""
+    reply = b""
+    try:
+        while chunk := s.recv(65536):
+            reply += chunk
+    except ConnectionResetError:
+        pass
+    return reply
+
+
 class ServeTest(unittest.TestCase):
     def test_first_start_creates_a_token_and_requires_it(self):
         with Daemon() as d:
@@ -430,21 +441,14 @@ class ServeTest(unittest.TestCase):
                     s.recv(65536)
                 s.settimeout(10)
                 s.sendall(body)
-                reply = b""
-                while chunk := s.recv(65536):
-                    reply += chunk
+                reply = read_until_closed(s)
             self.assertTrue(reply.startswith(b"HTTP/1.1 201 "), reply)
             for head in (f"HEAD /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n",
                          f"HEAD /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'x' * 3000}\r\n",
                          "HEAD /healthz HTTP/1.1\r\n"):
                 with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
                     s.sendall((head + auth + "\r\n").encode())
-                    reply = b""
-                    try:
-                        while chunk := s.recv(65536):
-                            reply += chunk
-                    except ConnectionResetError:
-                        pass
+                    reply = read_until_closed(s)
                 status_line, _, rest = reply.partition(b"\r\n")
                 self.assertRegex(status_line.decode(), r"^HTTP/1.1 4\d\d ")
                 self.assertTrue(rest.endswith(b"\r\n\r\n"), reply)  # the head, and nothing after
@@ -468,12 +472,7 @@ class ServeTest(unittest.TestCase):
                         s.sendall(body)
                     except (BrokenPipeError, ConnectionResetError):
                         pass
-                    reply = b""
-                    try:
-                        while chunk := s.recv(65536):
-                            reply += chunk
-                    except ConnectionResetError:
-                        pass
+                    reply = read_until_closed(s)
                     self.assertTrue(reply.startswith(b"HTTP/1.1 431 "), reply[:200])
                     self.assertIn(b"trailer section", reply)
             status, _, _ = d.call("GET", "/healthz")
