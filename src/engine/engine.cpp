@@ -2314,8 +2314,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // The journal key of a cancel (cancel_on_strand()): {"drive": <the redrive it cancelled>}. A
   // run resumed with it (of the same redrive) starts cancelled; a redrive since does not.
   static constexpr std::string_view kCancelKey = "/cancel";
-  // The journal key of the caller's W3C tracestate, written with the run when it has one.
-  static constexpr std::string_view kTraceKey = kTraceJournalPath;
 
   // A run rebuilt from the store by prepare(), to be executed by activate().
   struct Prepared {
@@ -2373,11 +2371,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         run->drive = it->second.value.at("drive").to_number<std::int64_t>();
         before_redrive = it->second.value.at("attemptSeq").to_number<std::int64_t>();
       }
-      if (auto it = run->journal.find(std::string(kTraceKey)); it != run->journal.end()) {
-        if (const auto* state = it->second.value.as_object().if_contains("tracestate");
-            state && state->is_string()) {
-          run->trace.tracestate = state->as_string();
-        }
+      // The caller's tracestate, kept with the run when it had one.
+      if (auto it = run->journal.find(std::string(kTraceJournalPath)); it != run->journal.end()) {
+        run->trace.tracestate = tracestate_of(it->second.value);
       }
       if (auto it = run->journal.find(std::string(kCancelKey)); it != run->journal.end()) {
         // Cancelled (and told so) before the daemon stopped: it ends cancelled now, unless this
@@ -2628,8 +2624,8 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.traceparent = Impl::traceparent(*run);
   std::optional<store::JournalEntry> trace;
   if (!run->trace.tracestate.empty()) {
-    trace = Impl::journal_entry(std::string(Impl::kTraceKey), "completed",
-                                json::object{{"tracestate", run->trace.tracestate}});
+    trace = Impl::journal_entry(std::string(kTraceJournalPath), "completed",
+                                trace_entry_value(run->trace.tracestate));
   }
   rec.created_at = run->created_at;
   rec.started_at = run->started_at;

@@ -413,14 +413,23 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   return out;
 }
 
+json::value trace_entry_value(std::string_view tracestate) {
+  return json::object{{"tracestate", tracestate}};
+}
+
+std::string tracestate_of(const json::value& entry_value) {
+  const auto* state =
+      entry_value.is_object() ? entry_value.as_object().if_contains("tracestate") : nullptr;
+  return state && state->is_string() ? std::string(state->as_string()) : std::string();
+}
+
 std::string journal_tracestate(const std::vector<store::JournalEntry>& journal) {
   for (const auto& j : journal) {
     if (j.path != kTraceJournalPath) continue;
     try {
-      const auto value = model::parse_stored(j.value_json);
-      const auto* state = value.is_object() ? value.as_object().if_contains("tracestate") : nullptr;
-      if (state && state->is_string()) return std::string(state->as_string());
+      return tracestate_of(model::parse_stored(j.value_json));
     } catch (const std::exception&) {
+      return "";  // unreadable: the run has no tracestate to show
     }
   }
   return "";

@@ -9,6 +9,7 @@
 #include "knflow/store/run_store.hpp"
 
 #include <boost/json/array.hpp>
+#include <boost/json/value.hpp>
 
 #include <cstddef>
 #include <optional>
@@ -52,6 +53,11 @@ boost::json::array step_history(const model::Workflow& definition, const store::
 // {"tracestate": "..."} (docs/engine.md, "Starting a run"). Rare enough that a column of its own
 // in every run's row is not worth it.
 inline constexpr std::string_view kTraceJournalPath = "/trace";
+
+// The value of a run's kTraceJournalPath entry that keeps `tracestate`, and the tracestate such a
+// value keeps ("" when it is not one).
+boost::json::value trace_entry_value(std::string_view tracestate);
+std::string tracestate_of(const boost::json::value& entry_value);
 
 // The tracestate a run's journal keeps (kTraceJournalPath), or "" when it keeps none.
 std::string journal_tracestate(const std::vector<store::JournalEntry>& journal);
