@@ -53,11 +53,8 @@ Fault make_fault(std::string_view type, unsigned status, std::string title, std:
   // A fault's text may quote what came from outside (a function's media type, a value cut at a
   // byte count): it is kept, stored and handed to `$error` as UTF-8, bytes that are not shown
   // as U+FFFD, so that the run's state always reads back.
-  auto utf8 = [](std::string s) {
-    return model::find_invalid_utf8(s) == std::string::npos ? s : model::repaired_utf8(s);
-  };
-  f.error["title"] = utf8(std::move(title));
-  if (!detail.empty()) f.error["detail"] = utf8(std::move(detail));
+  f.error["title"] = model::repaired_utf8(title);
+  if (!detail.empty()) f.error["detail"] = model::repaired_utf8(detail);
   f.error["instance"] = std::move(instance);
   return f;
 }

@@ -10,7 +10,6 @@ namespace {
 // Text a problem quotes from a request (a Content-Type, a media type, a header's value) may hold
 // bytes that are not UTF-8; answers are always UTF-8, so they are shown as U+FFFD.
 boost::json::string text(const std::string& s) {
-  if (model::find_invalid_utf8(s) == std::string::npos) return boost::json::string(s);
   return boost::json::string(model::repaired_utf8(s));
 }
 

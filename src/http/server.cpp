@@ -133,10 +133,9 @@ std::optional<Response> unsupported_coding(
     return {};
   };
   std::string coding;
-  for (const auto& field : head) {
-    if (field.name() == bhttp::field::transfer_encoding && coding.empty()) {
-      coding = first_other(field.value(), "chunked");
-    }
+  const auto fields = head.equal_range(bhttp::field::transfer_encoding);
+  for (auto field = fields.first; field != fields.second && coding.empty(); ++field) {
+    coding = first_other(field->value(), "chunked");
   }
   if (!coding.empty()) {
     return make_problem(simple_problem(501, "not-implemented",

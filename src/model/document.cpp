@@ -858,10 +858,11 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
 // (quoting is always safe): the words, and anything that starts like a number and holds only
 // what a YAML 1.1 number may.
 bool yaml11_would_resolve(std::string_view s) {
-  static constexpr std::string_view kWords[] = {
-      "y",    "Y",     "yes",   "Yes",   "YES",  "n",    "N",    "no", "No",   "NO",
-      "on",   "On",    "ON",    "off",   "Off",  "OFF",  "=",    "<<", "true", "True",
-      "TRUE", "false", "False", "FALSE", "null", "Null", "NULL", "~"};
+  // The YAML 1.1 words the core schema reads as strings (its true, false and null it reads as
+  // they are, and plain_is_safe() quotes them already).
+  static constexpr std::string_view kWords[] = {"y",  "Y",   "yes", "Yes", "YES", "n",
+                                                "N",  "no",  "No",  "NO",  "on",  "On",
+                                                "ON", "off", "Off", "OFF", "=",   "<<"};
   if (std::ranges::find(kWords, s) != std::end(kWords)) return true;
   const char first = s.front();
   if (!(first >= '0' && first <= '9') && first != '.' && first != '+') return false;
