@@ -14,6 +14,7 @@
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/expression.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/validate.hpp"
 #include "knflow/store/run_store.hpp"
 
@@ -460,7 +461,7 @@ struct Api::Handlers {
           result.entry = it->second;
         } else {
           auto named = std::make_shared<cache::Entry>(*result.entry);
-          named->json = json::serialize(json::object{
+          named->json = model::json_text(json::object{
               {"apiVersion", "knflow.dev/v1alpha1"},
               {"kind", "Workflow"},
               {"metadata", json::object{{"name", named->name}, {"namespace", named->namespace_}}}});
@@ -511,7 +512,7 @@ struct Api::Handlers {
     }
     json::object body{
         {"valid", true}, {"errors", json::array{}}, {"modes", modes_json(result.report)}};
-    co_return document_response(200, json::serialize(body), *format);
+    co_return document_response(200, model::json_text(body), *format);
   }
 
   asio::awaitable<Response> healthz(Request&) {
@@ -642,7 +643,7 @@ std::shared_ptr<const Api::Decoded> Api::decoded(const std::string& namespace_,
   auto decoded = std::make_shared<Decoded>();
   decoded->workflow = std::make_shared<const model::Workflow>(std::move(result.workflow));
   object.as_object().erase("status");  // decode_workflow accepts objects only
-  decoded->definition = json::serialize(object);
+  decoded->definition = model::json_text(object);
   std::lock_guard lock(decoded_mutex_);
   decoded_[key] = {resource_version, decoded};
   return decoded;

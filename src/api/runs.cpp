@@ -11,6 +11,7 @@
 #include "knflow/log/log.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/schema.hpp"
 #include "knflow/model/utf8.hpp"
 #include "knflow/store/run_store.hpp"
@@ -300,7 +301,7 @@ struct Api::RunHandlers {
   Response accepted(const std::string& ns, const std::string& id, unsigned status = 202,
                     std::string_view phase = "running") const {
     json::object body{{"runId", id}, {"phase", phase}, {"location", run_location(ns, id)}};
-    auto res = http::make_response(status, std::string(kJson), json::serialize(body) + "\n");
+    auto res = http::make_response(status, std::string(kJson), model::json_text(body) + "\n");
     res.set_header("Location", run_location(ns, id));
     res.set_header("Knflow-Run-Id", id);
     return res;
@@ -430,7 +431,7 @@ struct Api::RunHandlers {
                          "the broker " +
                              std::to_string(engine::kBrokerTtlStart) +
                              " times (a workflow whose emit matches its own trigger?)."}};
-      co_return http::make_response(202, std::string(kJson), json::serialize(body) + "\n");
+      co_return http::make_response(202, std::string(kJson), model::json_text(body) + "\n");
     }
     ev.extensions[std::string(engine::kBrokerTtl)] = std::to_string(ttl - 1);
     auto snap = api.cache_.load()->snapshot();
@@ -483,7 +484,7 @@ struct Api::RunHandlers {
     if (retry.empty()) {
       json::object body{
           {"accepted", true}, {"runs", std::move(started)}, {"rejected", std::move(rejected)}};
-      co_return http::make_response(202, std::string(kJson), json::serialize(body) + "\n");
+      co_return http::make_response(202, std::string(kJson), model::json_text(body) + "\n");
     }
     http::Problem p;
     p.status = 503;
@@ -527,7 +528,7 @@ struct Api::RunHandlers {
                       {"kind", "RunList"},
                       {"metadata", std::move(meta)},
                       {"items", std::move(items)}};
-    co_return document_response(200, json::serialize(body), *format);
+    co_return document_response(200, model::json_text(body), *format);
   }
 
   asio::awaitable<Response> get_run(Request& req) {
@@ -561,7 +562,7 @@ struct Api::RunHandlers {
     for (const auto& a : found.attempts) attempts.push_back(attempt_json(a));
     body["steps"] = run_steps(*run, found.journal, found.attempts);
     body["attempts"] = std::move(attempts);
-    co_return document_response(200, json::serialize(body), *format);
+    co_return document_response(200, model::json_text(body), *format);
   }
 
   // The run's step history (engine::step_history), from the definition it runs. A definition
@@ -681,7 +682,7 @@ struct Api::RunHandlers {
     }
     api.forget_runs({id});
     co_return http::make_response(200, std::string(kJson),
-                                  json::serialize(run_json(*removed.run, false)) + "\n");
+                                  model::json_text(run_json(*removed.run, false)) + "\n");
   }
 
   // A page of the lines of `wf`'s local functions that `query` selects, in arrival order across
@@ -704,10 +705,10 @@ struct Api::RunHandlers {
     std::string items;
     std::size_t served = 0;
     for (const auto& [key, line] : page.lines) {
-      const auto item = json::serialize(json::object{{"function", *names[key]},
-                                                     {"time", line.time},
-                                                     {"stream", line.stream},
-                                                     {"text", line.text}});
+      const auto item = model::json_text(json::object{{"function", *names[key]},
+                                                      {"time", line.time},
+                                                      {"stream", line.stream},
+                                                      {"text", line.text}});
       if (served > 0 && items.size() + 1 + item.size() > kMaxLogPageBytes) break;
       if (served > 0) items += ',';
       items += item;
@@ -719,7 +720,7 @@ struct Api::RunHandlers {
     }
     return http::make_response(
         200, std::string(kJson),
-        "{\"metadata\":" + json::serialize(meta) + ",\"items\":[" + items + "]}\n");
+        "{\"metadata\":" + model::json_text(meta) + ",\"items\":[" + items + "]}\n");
   }
 
   static std::string run_logs_scope(const std::string& ns, const std::string& id) {

@@ -3,6 +3,7 @@
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/store/db.hpp"
 #include "knflow/store/workflow_store.hpp"
 
@@ -84,7 +85,7 @@ json::object parse_stored(const Key& key, std::string_view text) {
 }
 
 std::string compact_text(const json::value& value) {
-  std::string text = json::serialize(value);
+  std::string text = model::json_text(value);
   text.shrink_to_fit();  // entries live as long as the workflow: keep only what they use
   return text;
 }
@@ -143,7 +144,7 @@ struct WorkflowCache::Impl {
                                             .uid = meta.uid,
                                             .generation = meta.generation,
                                             .observed_at = now,
-                                            .status_json = json::serialize(status)});
+                                            .status_json = model::json_text(status)});
   }
 
   std::shared_ptr<const Snapshot> get_current() const {
@@ -429,7 +430,7 @@ WriteResult WorkflowCache::mirror_put(const json::object& object) {
   }
   const Key key{string_at(*meta, "namespace"), string_at(*meta, "name")};
   const std::shared_ptr<const Snapshot> base = snapshot();
-  std::string text = json::serialize(object);
+  std::string text = model::json_text(object);
   const json::value* stored_status = nullptr;
   json::object stored;
   if (auto it = base->items.find(key); it != base->items.end()) {
@@ -473,7 +474,7 @@ WriteResult WorkflowCache::mirror_put(const json::object& object) {
                                                      .uid = entry->uid,
                                                      .generation = entry->generation,
                                                      .observed_at = now,
-                                                     .status_json = json::serialize(*status)});
+                                                     .status_json = model::json_text(*status)});
     }
   });
   impl_->publish(*base, key, entry, revision);
@@ -515,7 +516,7 @@ std::vector<std::string> WorkflowCache::status_history(const std::string& namesp
       continue;
     }
     status.as_object()["observedAt"] = row.observed_at;
-    out.push_back(json::serialize(status));
+    out.push_back(model::json_text(status));
   }
   return out;
 }

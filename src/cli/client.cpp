@@ -4,6 +4,7 @@
 #include "knflow/engine/http_client.hpp"
 #include "knflow/http/auth.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/timestamp.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -188,7 +189,7 @@ engine::HttpResponse send(const Target& target, Call call) {
 std::string text(const json::object& o, std::string_view key) {
   auto* v = o.if_contains(key);
   if (!v || v->is_null()) return {};
-  return v->is_string() ? std::string(v->as_string()) : json::serialize(*v);
+  return v->is_string() ? std::string(v->as_string()) : model::json_text(*v);
 }
 
 // The same, "-" when empty: for table cells.
@@ -317,7 +318,7 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
       if (key != "type" && key != "status" && key != "title" && key != "detail" &&
           key != "instance") {
         report_line(key,
-                    value.is_string() ? std::string(value.as_string()) : json::serialize(value));
+                    value.is_string() ? std::string(value.as_string()) : model::json_text(value));
       }
     }
   } else {
@@ -340,7 +341,8 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
   for (const auto& [key, value] : o) {
     if (key != "type" && key != "title" && key != "status" && key != "detail" &&
         key != "instance" && key != "errors" && key != "error" && key != "runId") {
-      report_line(key, value.is_string() ? std::string(value.as_string()) : json::serialize(value));
+      report_line(key,
+                  value.is_string() ? std::string(value.as_string()) : model::json_text(value));
     }
   }
   if (auto instance = text(o, "instance"); !instance.empty()) report_line("request", instance);
@@ -652,8 +654,8 @@ int runs(const std::vector<std::string>& args) {
       const auto& out = run.at("output");
       std::cout << "Output:    "
                 << (out.is_object() && out.as_object().contains("data")
-                        ? json::serialize(out.at("data"))
-                        : json::serialize(out))
+                        ? model::json_text(out.at("data"))
+                        : model::json_text(out))
                 << "\n";
     }
     // The step history, in the order the steps started; then every call attempt.

@@ -11,12 +11,12 @@
 #include "knflow/kube/config.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/validate.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/json/serialize.hpp>
 #include <boost/program_options.hpp>
 
 #include <cmath>
@@ -217,7 +217,7 @@ int controller(const std::vector<std::string>& args) {
                                   {"prunes", stats.prunes},
                                   {"statusWrites", stats.status_writes},
                                   {"conflicts", stats.conflicts}};
-                co_return http::make_response(200, "application/json", json::serialize(body));
+                co_return http::make_response(200, "application/json", model::json_text(body));
               },
               "controller state"});
   http::ServerSettings server_settings;

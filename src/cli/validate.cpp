@@ -1,5 +1,6 @@
 #include "commands.hpp"
 
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/validate.hpp"
 
 #include <boost/json.hpp>
@@ -79,7 +80,7 @@ int validate(const std::vector<std::string>& args) {
         {"errors", std::move(errors)},
         {"modes", boost::json::object{{"standalone", mode_json(report.standalone)},
                                       {"cluster", mode_json(report.cluster)}}}};
-    std::cout << boost::json::serialize(out) << "\n";
+    std::cout << model::json_text(out) << "\n";
     return report.ok() ? kExitOk : kExitInvalid;
   }
 

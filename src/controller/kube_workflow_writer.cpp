@@ -2,8 +2,7 @@
 
 #include "knflow/controller/controller.hpp"
 #include "knflow/model/codec.hpp"
-
-#include <boost/json/serialize.hpp>
+#include "knflow/model/json_text.hpp"
 
 namespace knflow::controller {
 
@@ -28,7 +27,7 @@ std::shared_ptr<const cache::Entry> entry_of(const json::object& object) {
       entry->generation = g->as_int64();
     }
   }
-  entry->json = json::serialize(object);
+  entry->json = model::json_text(object);
   return entry;
 }
 

@@ -1,12 +1,12 @@
 #include "knflow/engine/cloudevent.hpp"
 
 #include "knflow/model/document.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/utf8.hpp"
 
 #include <openssl/evp.h>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
 #include <boost/json/stream_parser.hpp>
 #include <boost/json/value.hpp>
 
@@ -339,7 +339,7 @@ DecodeEventResult decode_structured(std::string_view content_type, std::string_v
   // One level more than data may nest: the event object around it.
   auto options = json_options();
   options.max_depth = kMaxJsonDepth + 1;
-  auto value = json::parse(body, ec, {}, options);
+  auto value = model::parse_json_value(body, ec, options);
   if (ec) return "the structured-mode body is not valid JSON: " + ec.message();
   if (!value.is_object()) return std::string("the structured-mode body is not a JSON object");
   if (model::holds_non_finite(value)) {
@@ -515,7 +515,7 @@ EncodedEvent encode_structured(const CloudEvent& event) {
   }
   EncodedEvent out;
   out.headers.emplace_back("Content-Type", std::string(kStructuredType));
-  out.body = json::serialize(object);
+  out.body = model::json_text(object);
   if (spliced_data) {
     // The data goes in as written, so that it reaches the function byte for byte.
     out.body.pop_back();  // '}'
@@ -651,25 +651,6 @@ boost::json::object attributes_object(const CloudEvent& e) {
   return o;
 }
 
-namespace {
-
-// `text` as a JSON string, as json::serialize writes it: most attribute values need no escape
-// and are copied between quotes, without a serializer per string.
-void append_json_string(std::string& out, std::string_view text) {
-  const bool plain = std::none_of(text.begin(), text.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20 || c == '"' || c == '\\';
-  });
-  if (!plain) {
-    out += json::serialize(text);
-    return;
-  }
-  out += '"';
-  out += text;
-  out += '"';
-}
-
-}  // namespace
-
 void append_attributes_json(std::string& out, const CloudEvent& e) {
   const auto& ext = e.extensions;
   // An extension named like an attribute written before it gives that attribute its value (as
@@ -678,9 +659,9 @@ void append_attributes_json(std::string& out, const CloudEvent& e) {
     if (!ext.empty()) {
       if (const auto it = ext.find(std::string(name)); it != ext.end()) own = it->second;
     }
-    append_json_string(out, name);
+    model::append_json_string(out, name);
     out += ':';
-    append_json_string(out, own);
+    model::append_json_string(out, own);
     out += ',';
   };
   auto written = [&e](std::string_view name) {

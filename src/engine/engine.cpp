@@ -12,6 +12,7 @@
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/expression.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/timestamp.hpp"
 #include "knflow/model/utf8.hpp"
 #include "knflow/store/run_store.hpp"
@@ -60,11 +61,11 @@ Fault make_fault(std::string_view type, unsigned status, std::string title, std:
 }
 
 std::string capped(const json::value& v, std::size_t cap) {
-  std::string text = json::serialize(v);
+  std::string text = model::json_text(v);
   if (text.size() <= cap) return text;
   json::object marker{
       {"truncated", true}, {"bytes", text.size()}, {"head", model::utf8_prefix(text, cap / 2)}};
-  return json::serialize(marker);
+  return model::json_text(marker);
 }
 
 }  // namespace detail
@@ -237,10 +238,10 @@ json::value current_json(const Current& c) {
   return json::object{{"data", c.data}, {"event", attributes_object(c.event)}};
 }
 
-// json::serialize(current_json(c)), written without building the object.
+// model::json_text(current_json(c)), written without building the object.
 std::string current_text(const Current& c) {
   std::string out = "{\"data\":";
-  out += json::serialize(c.data);
+  out += model::json_text(c.data);
   out += ",\"event\":";
   append_attributes_json(out, c.event);
   out += '}';
@@ -262,7 +263,7 @@ RunOutcome outcome_from_record(const store::RunRecord& rec) {
   if (rec.output_json) {
     auto c = current_from_json(model::parse_stored(*rec.output_json));
     CloudEvent ev = c.event;
-    ev.data = json::serialize(c.data);
+    ev.data = model::json_text(c.data);
     ev.datacontenttype = "application/json";
     o.output = std::move(ev);
   }
@@ -481,7 +482,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return store::JournalEntry{
         .path = std::move(path),
         .state = state == "started" ? store::JournalState::started : store::JournalState::completed,
-        .value_json = json::serialize(value)};
+        .value_json = model::json_text(value)};
   }
 
   // Keeps `value` as the run's journal entry `path` (in memory at once, then stored). An entry
@@ -552,7 +553,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     r.phase = phase;
     r.finished_at = log::now_rfc3339_ms();
     if (output) r.output_json = capped(*output, settings.record_cap_bytes);
-    if (error) r.error_json = json::serialize(*error);
+    if (error) r.error_json = model::json_text(*error);
     if (http_status) r.http_status = static_cast<std::int64_t>(*http_status);
     return r;
   }
@@ -1324,7 +1325,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto text = [](json::value v) -> std::optional<std::string> {
         if (v.is_null()) return std::nullopt;
         if (v.is_string()) return std::string(v.as_string());
-        return json::serialize(v);
+        return model::json_text(v);
       };
       // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
       // the other branch is taken (a json::value never constructed: heap corruption).
@@ -1472,7 +1473,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (!items.is_array()) {
       throw make_fault(
           "expression", 400, "for.in is not an array",
-          "for.in gave " + std::string(model::utf8_prefix(json::serialize(items), 200)),
+          "for.in gave " + std::string(model::utf8_prefix(model::json_text(items), 200)),
           path + "/for/in");
     }
     const std::string each = f.each.empty() ? "item" : f.each;
@@ -1657,7 +1658,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto s = co_await eval(env, *e.subject, cur.data, vars, path + "/emit/subject");
       // As a raise's title: null (or no output) is no subject, not the text "null".
       if (!s.is_null()) {
-        ev.subject = s.is_string() ? std::string(s.as_string()) : json::serialize(s);
+        ev.subject = s.is_string() ? std::string(s.as_string()) : model::json_text(s);
       }
     }
     ev.time = log::now_rfc3339_ms();
@@ -1675,7 +1676,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       data =
           co_await eval_deep(env, *e.data, cur.data, vars, instance, "this emit's data", data_held);
     }
-    ev.data = json::serialize(data);
+    ev.data = model::json_text(data);
     auto encoded = encode_binary(ev);
     HttpRequest req;
     add_trace_context(req.headers, run);
@@ -1793,7 +1794,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     CloudEvent out = cur.event;
     out.id = run.id + ":" + path;  // the same id on every attempt and after a restart
     out.datacontenttype = "application/json";
-    out.data = json::serialize(cur.data);
+    out.data = model::json_text(cur.data);
     drop_trace_extensions(out);
     const auto encoded = encode_binary(out);
     // The request's text, held until every attempt is over.
@@ -2150,12 +2151,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       const bool cancelled = run->cancel_requested && is_cancellation(*fault);
       outcome.phase = cancelled ? "cancelled" : "faulted";
       outcome.error = fault->error;
-      error_text = json::serialize(fault->error);
+      error_text = model::json_text(fault->error);
     } else {
       outcome.phase = "completed";
       auto as_event = [](Current c) {
         CloudEvent ev = std::move(c.event);
-        ev.data = json::serialize(c.data);
+        ev.data = model::json_text(c.data);
         ev.datacontenttype = "application/json";
         return ev;
       };
@@ -2297,9 +2298,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     store::RunRecord u = rec;
     u.phase = store::RunPhase::faulted;
     u.error_json =
-        json::serialize(make_fault("configuration", 500, "Run state unreadable",
-                                   "the stored state of this run does not decode: " + detail, "/")
-                            .error);
+        model::json_text(make_fault("configuration", 500, "Run state unreadable",
+                                    "the stored state of this run does not decode: " + detail, "/")
+                             .error);
     u.finished_at = log::now_rfc3339_ms();
     u.updated_at = *u.finished_at;
     store.update_run(u);
@@ -2358,7 +2359,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
       const auto input = model::parse_stored(rec.input_json);
       run->input = event_from_attributes(input.at("event").as_object());
-      run->input.data = json::serialize(input.at("data"));
+      run->input.data = model::json_text(input.at("data"));
       run->input.datacontenttype = "application/json";
       for (auto& j : store.journal(rec.id)) {
         run->journal[j.path] = {std::string(store::to_string(j.state)),
@@ -2753,7 +2754,7 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
                   std::nullopt));
         }
         rec->phase = store::RunPhase::cancelled;
-        rec->error_json = json::serialize(
+        rec->error_json = model::json_text(
             make_fault("runtime", 499, "Cancelled", "the run was cancelled", "/do").error);
         rec->finished_at = log::now_rfc3339_ms();
         rec->updated_at = *rec->finished_at;

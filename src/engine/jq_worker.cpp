@@ -14,6 +14,7 @@
 #include "knflow/model/document.hpp"
 
 #include "knflow/model/expression.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/utf8.hpp"
 
 extern "C" {
@@ -21,7 +22,6 @@ extern "C" {
 }
 
 #include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
 #include <fcntl.h>
@@ -132,7 +132,7 @@ std::string error_answer(std::string_view message, bool fatal = false) {
   }
   json::object answer{{"ok", false}, {"error", text}};
   if (fatal) answer["fatal"] = true;
-  return json::serialize(answer);
+  return model::json_text(answer);
 }
 
 // Written by the out-of-memory paths, which must not allocate: prepared once at start-up.
@@ -510,7 +510,7 @@ std::string evaluate(ProgramCache& cache, const Limits& limits, const json::valu
     return error_answer("the expression's result is nested more than " + std::to_string(kMaxDepth) +
                         " levels deep");
   }
-  std::string serialized = json::serialize(value);
+  std::string serialized = model::json_text(value);
   if (serialized.size() > limits.max_value_bytes) {
     return error_answer("the expression's result is larger than " +
                         describe_bytes(limits.max_value_bytes));
@@ -539,7 +539,7 @@ std::string check(const json::object& request) {
   const auto verdict =
       model::compile_error(std::string_view(program->data(), program->size()), names);
   if (!verdict) return "{\"ok\":true,\"value\":null}";
-  return "{\"ok\":true,\"value\":" + json::serialize(json::string_view(*verdict)) + "}";
+  return "{\"ok\":true,\"value\":" + model::json_text(std::string_view(*verdict)) + "}";
 }
 
 std::size_t size_field(const json::object& config, std::string_view name, std::size_t fallback) {
@@ -633,7 +633,7 @@ int run_jq_worker() {
       json::parse_options options;
       options.max_depth = kMaxRequestDepth;
       boost::system::error_code ec;
-      json::value request = json::parse(body, ec, {}, options);
+      json::value request = model::parse_json_value(body, ec, options);
 
       if (!configured) {
         configured = true;

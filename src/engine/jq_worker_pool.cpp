@@ -2,6 +2,7 @@
 
 #include "knflow/log/log.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/json_text.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -17,7 +18,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -89,11 +89,11 @@ std::string header_for(std::size_t size) {
 std::string encode_request(const std::string& program, const json::value& input,
                            const json::object& variables) {
   std::string out = "{\"program\":";
-  out += json::serialize(json::string_view(program));
+  out += model::json_text(std::string_view(program));
   out += ",\"input\":";
-  out += json::serialize(input);
+  out += model::json_text(input);
   out += ",\"vars\":";
-  out += json::serialize(variables);
+  out += model::json_text(variables);
   out += '}';
   return out;
 }
@@ -247,7 +247,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     json::object config{{"memory_limit_bytes", settings.memory_limit_bytes},
                         {"max_program_cache", settings.max_program_cache},
                         {"max_value_bytes", settings.max_value_bytes}};
-    config_request = json::serialize(json::object{{"config", std::move(config)}});
+    config_request = model::json_text(json::object{{"config", std::move(config)}});
   }
 
   // Whatever is left when the last reference goes (the io_context stopped before the pool did):
@@ -430,7 +430,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     json::parse_options options;
     options.max_depth = kMaxAnswerDepth;
     boost::system::error_code ec;
-    json::value parsed = json::parse(answer, ec, {}, options);
+    json::value parsed = model::parse_json_value(answer, ec, options);
     json::object* fields = ec ? nullptr : parsed.if_object();
     const json::value* ok = fields ? fields->if_contains("ok") : nullptr;
     if (ok == nullptr || !ok->is_bool()) {
@@ -778,7 +778,7 @@ boost::asio::awaitable<CompileCheck> JqWorkerPool::check(std::string program,
                                                          std::vector<std::string> variables) {
   json::array names;
   for (std::string& name : variables) names.emplace_back(std::move(name));
-  std::string request = json::serialize(json::object{{"check", program}, {"vars", names}});
+  std::string request = model::json_text(json::object{{"check", program}, {"vars", names}});
   std::optional<Fault> fault;
   Evaluation answer = co_await asio::co_spawn(
       impl_->strand, Impl::run(impl_, std::move(request), std::string(), nullptr, &fault),

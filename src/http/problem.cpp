@@ -1,8 +1,7 @@
 #include "knflow/http/problem.hpp"
 
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/utf8.hpp"
-
-#include <boost/json/serialize.hpp>
 
 namespace knflow::http {
 namespace {
@@ -90,8 +89,7 @@ Response make_problem(const Problem& problem) {
     body["errors"] = std::move(errors);
   }
   for (const auto& [key, value] : problem.extensions) body[key] = value;
-  return make_response(problem.status, "application/problem+json",
-                       boost::json::serialize(body) + "\n");
+  return make_response(problem.status, "application/problem+json", model::json_text(body) + "\n");
 }
 
 }  // namespace knflow::http

@@ -1,6 +1,7 @@
 #include "knflow/kube/client.hpp"
 
 #include "knflow/kube/rate_limiter.hpp"
+#include "knflow/model/json_text.hpp"
 #include "transport.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -8,7 +9,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
 
 namespace knflow::kube {
 namespace {
@@ -303,7 +303,7 @@ asio::awaitable<Result<json::object>> Client::create(ResourceType type, std::str
   request.method = "POST";
   request.target = collection_path(type, name->ns) + encode_query(to_query(options));
   request.content_type = "application/json";
-  request.body = json::serialize(object);
+  request.body = model::json_text(object);
   co_return co_await Impl::call_object(impl_, std::move(request));
 }
 
@@ -316,7 +316,7 @@ asio::awaitable<Result<json::object>> Client::update(ResourceType type, json::ob
   request.method = "PUT";
   request.target = object_path(type, name->ns, name->name) + encode_query(to_query(options));
   request.content_type = "application/json";
-  request.body = json::serialize(object);
+  request.body = model::json_text(object);
   co_return co_await Impl::call_object(impl_, std::move(request));
 }
 
@@ -330,7 +330,7 @@ asio::awaitable<Result<json::object>> Client::update_status(ResourceType type, j
   request.target =
       object_path(type, name->ns, name->name, "status") + encode_query(to_query(options));
   request.content_type = "application/json";
-  request.body = json::serialize(object);
+  request.body = model::json_text(object);
   co_return co_await Impl::call_object(impl_, std::move(request));
 }
 
@@ -351,7 +351,7 @@ asio::awaitable<Result<json::object>> Client::patch(ResourceType type, std::stri
   request.target =
       object_path(type, type.namespaced ? ns : "", name, subresource) + encode_query(query);
   request.content_type = content_type_of(kind);
-  request.body = json::serialize(body);
+  request.body = model::json_text(body);
   co_return co_await Impl::call_object(impl_, std::move(request));
 }
 
@@ -365,7 +365,7 @@ detail::HttpRequest apply_request(const ResourceType& type, const Name& name,
   request.target =
       object_path(type, name.ns, name.name, subresource) + encode_query(to_query(options));
   request.content_type = content_type_of(PatchType::apply);
-  request.body = json::serialize(object);  // JSON is YAML: the server reads it as apply YAML
+  request.body = model::json_text(object);  // JSON is YAML: the server reads it as apply YAML
   return request;
 }
 

@@ -1,7 +1,8 @@
 #include "knflow/kube/reflector.hpp"
 
+#include "knflow/model/json_text.hpp"
+
 #include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -140,7 +141,7 @@ ObjectPtr Store::parsed(const Entry& entry) {
 
 void Store::put(Map& map, std::string_view key, const json::object& object) {
   map.erase(key);  // the old key is a view into the old entry: it goes with it
-  Entry entry(&pool_, key, resource_version_of(object), json::serialize(object));
+  Entry entry(&pool_, key, resource_version_of(object), model::json_text(object));
   const std::string_view stored_key = entry.key();
   map.emplace(stored_key, std::move(entry));
 }

@@ -1,8 +1,9 @@
 #include "knflow/kube/resource.hpp"
 
+#include "knflow/model/json_text.hpp"
+
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
-#include <boost/json/serialize.hpp>
 
 namespace knflow::kube {
 
@@ -126,7 +127,7 @@ std::string delete_body(const DeleteOptions& o) {
   if (body.empty()) return {};
   body["kind"] = "DeleteOptions";
   body["apiVersion"] = "v1";
-  return boost::json::serialize(body);
+  return model::json_text(body);
 }
 
 }  // namespace knflow::kube

@@ -1,6 +1,6 @@
 #include "knflow/kube/watch.hpp"
 
-#include <boost/json/serialize.hpp>
+#include "knflow/model/json_text.hpp"
 
 namespace knflow::kube {
 namespace {
@@ -126,7 +126,7 @@ std::optional<WatchEvent> WatchDecoder::next() {
 }
 
 Error watch_error(const WatchEvent& event, std::string_view where) {
-  return status_error(500, json::serialize(event.object), where);
+  return status_error(500, model::json_text(event.object), where);
 }
 
 }  // namespace knflow::kube

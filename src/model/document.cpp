@@ -1,6 +1,7 @@
 #include "knflow/model/document.hpp"
 
 #include "knflow/model/errors.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/utf8.hpp"
 
 #include <yaml-cpp/depthguard.h>
@@ -11,7 +12,6 @@
 #include <yaml-cpp/parser.h>
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
 #include <boost/json/value_stack.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -68,7 +68,7 @@ std::string quoted(std::string_view text) {
   constexpr std::size_t kShown = 64;
   const bool cut = text.size() > kShown;
   text = utf8_prefix(text, kShown);
-  std::string out = json::serialize(json::string_view(text.data(), text.size()));
+  std::string out = model::json_text(text);
   if (cut) out.insert(out.size() - 1, "...");
   return out;
 }
@@ -87,6 +87,111 @@ std::string too_long_message(std::size_t max_string_bytes) {
 
 // ---------------------------------------------------------------------------------------------
 // JSON
+
+// The double a JSON number's text denotes, correctly rounded (std::from_chars). Boost.JSON 1.81
+// converts with one multiplication or division by a power of ten, exact only for mantissas up to
+// 2^53 and exponents within ±22, and otherwise sometimes one unit in the last place off (about one
+// number in five of those with 17 significant digits). Its value stays when from_chars cannot
+// give one: beyond a double's range (infinity, refused by the callers), or below it.
+double exact_double(std::string_view text, double boosts) {
+  double d = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), d);
+  return ec == std::errc() && end == text.data() + text.size() ? d : boosts;
+}
+
+// The text of the number being read: the parser hands over a number that spans two writes in
+// parts (on_number_part), and its last part with the value.
+class NumberText {
+ public:
+  void part(json::string_view s) { parts_.append(s.data(), s.size()); }
+  // The whole text, given the last part; then forgets the parts.
+  double exact(json::string_view last, double boosts) {
+    if (parts_.empty()) return exact_double(std::string_view(last.data(), last.size()), boosts);
+    parts_.append(last.data(), last.size());
+    const double d = exact_double(parts_, boosts);
+    parts_.clear();
+    return d;
+  }
+  void clear() { parts_.clear(); }
+
+ private:
+  std::string parts_;
+};
+
+// Builds a value as boost::json::parser does, with every double read exactly: the handler of
+// parse_json_value.
+class ValueHandler {
+ public:
+  static constexpr std::size_t max_object_size = json::object::max_size();
+  static constexpr std::size_t max_array_size = json::array::max_size();
+  static constexpr std::size_t max_key_size = json::string::max_size();
+  static constexpr std::size_t max_string_size = json::string::max_size();
+
+  ValueHandler() { stack_.reset(); }
+
+  bool on_document_begin(json::error_code&) { return true; }
+  bool on_document_end(json::error_code&) { return true; }
+  bool on_object_begin(json::error_code&) { return true; }
+  bool on_object_end(std::size_t n, json::error_code&) {
+    stack_.push_object(n);
+    return true;
+  }
+  bool on_array_begin(json::error_code&) { return true; }
+  bool on_array_end(std::size_t n, json::error_code&) {
+    stack_.push_array(n);
+    return true;
+  }
+  bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
+    stack_.push_chars(s);
+    return true;
+  }
+  bool on_key(json::string_view s, std::size_t, json::error_code&) {
+    stack_.push_key(s);
+    return true;
+  }
+  bool on_string_part(json::string_view s, std::size_t, json::error_code&) {
+    stack_.push_chars(s);
+    return true;
+  }
+  bool on_string(json::string_view s, std::size_t, json::error_code&) {
+    stack_.push_string(s);
+    return true;
+  }
+  bool on_number_part(json::string_view s, json::error_code&) {
+    number_.part(s);
+    return true;
+  }
+  bool on_int64(std::int64_t i, json::string_view, json::error_code&) {
+    number_.clear();
+    stack_.push_int64(i);
+    return true;
+  }
+  bool on_uint64(std::uint64_t u, json::string_view, json::error_code&) {
+    number_.clear();
+    stack_.push_uint64(u);
+    return true;
+  }
+  bool on_double(double d, json::string_view s, json::error_code&) {
+    stack_.push_double(number_.exact(s, d));
+    return true;
+  }
+  bool on_bool(bool b, json::error_code&) {
+    stack_.push_bool(b);
+    return true;
+  }
+  bool on_null(json::error_code&) {
+    stack_.push_null();
+    return true;
+  }
+  bool on_comment_part(json::string_view, json::error_code&) { return true; }
+  bool on_comment(json::string_view, json::error_code&) { return true; }
+
+  json::value release() { return stack_.release(); }
+
+ private:
+  json::value_stack stack_;
+  NumberText number_;
+};
 
 // Builds the value through boost::json::value_stack, as boost::json::parser's own handler does,
 // adding what that parser cannot do: reject duplicate keys and enforce the node and string limits.
@@ -145,18 +250,24 @@ class JsonHandler {
     return true;
   }
 
-  bool on_number_part(json::string_view, json::error_code&) { return true; }
+  bool on_number_part(json::string_view s, json::error_code&) {
+    number_.part(s);
+    return true;
+  }
   bool on_int64(std::int64_t i, json::string_view, json::error_code& ec) {
+    number_.clear();
     if (!count_node(ec, Token::scalar)) return false;
     stack_.push_int64(i);
     return true;
   }
   bool on_uint64(std::uint64_t u, json::string_view, json::error_code& ec) {
+    number_.clear();
     if (!count_node(ec, Token::scalar)) return false;
     stack_.push_uint64(u);
     return true;
   }
   bool on_double(double d, json::string_view text, json::error_code& ec) {
+    d = number_.exact(text, d);
     // Boost.JSON reads an exponent beyond double's range as infinity, which JSON cannot hold.
     if (!std::isfinite(d)) {
       return fail(ec,
@@ -213,6 +324,7 @@ class JsonHandler {
   json::value_stack stack_;
   std::vector<std::unordered_set<std::string>> keys_;  // keys seen, one set per open object
   std::string key_;
+  NumberText number_;
   std::size_t nodes_ = 0;
   std::string error_;
   Token error_token_ = Token::other;
@@ -915,15 +1027,13 @@ void emit_string(YAML::Emitter& out, std::string_view s) {
   out << std::string(s);
 }
 
-// Shortest text that reads back as the same double, always in float syntax.
+// Shortest text that reads back as the same double, always in float syntax (as in JSON text).
 std::string double_text(double d) {
   if (d != d) return ".nan";
   if (d == std::numeric_limits<double>::infinity()) return ".inf";
   if (d == -std::numeric_limits<double>::infinity()) return "-.inf";
-  char buffer[64];
-  const auto result = std::to_chars(buffer, buffer + sizeof buffer, d);
-  std::string text(buffer, result.ptr);
-  if (text.find_first_of(".e") == std::string::npos) text += ".0";
+  std::string text;
+  append_json_double(text, d);
   return text;
 }
 
@@ -1041,6 +1151,18 @@ ParseResult parse_document(std::string_view text, Format format, const ParseLimi
 
 static_assert(kMaxDataDepth <= kMaxSupportedDepth);
 
+json::value parse_json_value(std::string_view text, json::error_code& ec,
+                             const json::parse_options& options) {
+  json::basic_parser<ValueHandler> parser(options);
+  const std::size_t consumed = parser.write_some(false, text.data(), text.size(), ec);
+  if (ec) return nullptr;
+  if (consumed < text.size()) {
+    ec = json::error::extra_data;
+    return nullptr;
+  }
+  return parser.handler().release();
+}
+
 bool holds_non_finite(const json::value& value) {
   switch (value.kind()) {
     case json::kind::double_:
@@ -1060,7 +1182,7 @@ bool holds_non_finite(const json::value& value) {
 json::value parse_data(std::string_view text, boost::system::error_code& ec) {
   json::parse_options options;
   options.max_depth = kMaxDataDepth;
-  json::value value = json::parse(text, ec, {}, options);
+  json::value value = parse_json_value(text, ec, options);
   if (!ec && holds_non_finite(value)) {
     ec = json::error::exponent_overflow;
     return nullptr;
@@ -1078,7 +1200,7 @@ json::value parse_data(std::string_view text) {
 json::value parse_stored(std::string_view text, boost::system::error_code& ec) {
   json::parse_options options;
   options.max_depth = kMaxDataDepth + kStoredWrapping;
-  return json::parse(text, ec, {}, options);
+  return parse_json_value(text, ec, options);
 }
 
 json::value parse_stored(std::string_view text) {

@@ -1,5 +1,7 @@
 #include "knflow/model/schema.hpp"
 
+#include "knflow/model/json_text.hpp"
+
 #include <boost/json.hpp>
 
 #include <regex>
@@ -77,13 +79,13 @@ void check(const json::value& schema, const json::value& data, const std::string
   if (const auto* e = s->if_contains("enum"); e && e->is_array()) {
     bool found = false;
     for (const auto& v : e->as_array()) found |= v == data;
-    if (!found) errors.push_back({at, "must be one of " + json::serialize(*e)});
+    if (!found) errors.push_back({at, "must be one of " + model::json_text(*e)});
   }
   if (data.is_number()) {
     const double x = number(data);
     auto bound = [&](const char* key, auto fails, const char* words) {
       if (const auto* b = s->if_contains(key); b && b->is_number() && fails(x, number(*b))) {
-        errors.push_back({at, std::string("must be ") + words + " " + json::serialize(*b)});
+        errors.push_back({at, std::string("must be ") + words + " " + model::json_text(*b)});
       }
     };
     bound(
@@ -99,10 +101,10 @@ void check(const json::value& schema, const json::value& data, const std::string
     const auto& str = data.get_string();
     const std::size_t len = utf8_length(str);
     if (const auto* m = s->if_contains("minLength"); m && m->is_number() && len < number(*m)) {
-      errors.push_back({at, "must have at least " + json::serialize(*m) + " characters"});
+      errors.push_back({at, "must have at least " + model::json_text(*m) + " characters"});
     }
     if (const auto* m = s->if_contains("maxLength"); m && m->is_number() && len > number(*m)) {
-      errors.push_back({at, "must have at most " + json::serialize(*m) + " characters"});
+      errors.push_back({at, "must have at most " + model::json_text(*m) + " characters"});
     }
     if (const auto* p = s->if_contains("pattern"); p && p->is_string()) {
       if (str.size() > kMaxPatternInput) {
@@ -123,11 +125,11 @@ void check(const json::value& schema, const json::value& data, const std::string
     const auto& arr = data.get_array();
     if (const auto* m = s->if_contains("minItems");
         m && m->is_number() && arr.size() < number(*m)) {
-      errors.push_back({at, "must have at least " + json::serialize(*m) + " items"});
+      errors.push_back({at, "must have at least " + model::json_text(*m) + " items"});
     }
     if (const auto* m = s->if_contains("maxItems");
         m && m->is_number() && arr.size() > number(*m)) {
-      errors.push_back({at, "must have at most " + json::serialize(*m) + " items"});
+      errors.push_back({at, "must have at most " + model::json_text(*m) + " items"});
     }
     if (const auto* items = s->if_contains("items")) {
       for (std::size_t i = 0; i < arr.size(); ++i) {

@@ -195,6 +195,37 @@ class RunsApiTest(unittest.TestCase):
         finally:
             function.close()
 
+    def test_numbers_reach_the_function_and_the_answer_as_they_were_sent(self):
+        """Doubles keep their value and their usual form on the way through a run: a function
+        receives, and a sync invoke and the run show, `42.5`, not Boost.JSON 1.81's
+        `4.25E1`; 17 significant digits survive (its parser read 0.30000000000000004 one unit in
+        the last place off); an integral double stays a double (`5000.0`)."""
+        received = []
+
+        def echo(path, headers, body):
+            received.append(body.decode())
+            return 200, body
+
+        function = LocalFunction(echo)
+        sent = ('{"price":42.5,"ratio":0.30000000000000004,"big":5000.0,"tiny":1e-07,'
+                '"huge":1e+300,"odd":8750541415622993.0,"n":3}')
+        try:
+            self.one_call_workflow("numbers", function.url)
+            req = urllib.request.Request(self.d.base + NS + "/workflows/numbers:invoke",
+                                         data=sent.encode(), method="POST")
+            req.add_header("Authorization", "Bearer " + self.d.token)
+            req.add_header("Content-Type", "application/json")
+            with urllib.request.urlopen(req, timeout=30) as r:
+                answer, run_id = r.read().decode(), r.headers["Knflow-Run-Id"]
+            self.assertEqual(received, [sent])
+            self.assertEqual(answer, sent)
+            status, _, raw = self.raw_call("GET", f"{NS}/runs/{run_id}")
+            self.assertEqual(status, 200, raw)
+            # The run's input and output, the step's output, its attempt's input and output.
+            self.assertEqual(raw.decode().count(sent), 5, raw)
+        finally:
+            function.close()
+
     def raw_call(self, method, path):
         """(status, headers, body bytes): the body not decoded, so a test sees invalid UTF-8."""
         req = urllib.request.Request(self.d.base + path, data=b"{}" if method == "POST" else None,

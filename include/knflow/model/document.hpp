@@ -1,5 +1,6 @@
 #pragma once
 
+#include <boost/json/parse_options.hpp>
 #include <boost/json/value.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -56,6 +57,14 @@ FormatGuess format_from_media_type(std::string_view media_type);
 // function's answer) and of every stored value read back, so that what was accepted and stored
 // always parses again (Boost.JSON's own default is 32).
 inline constexpr std::size_t kMaxDataDepth = 1000;
+
+// boost::json::parse(text, ec, {}, options), but every double is the one its text denotes,
+// correctly rounded (std::from_chars): Boost.JSON 1.81's parser reads some numbers with 17
+// significant digits one unit in the last place off, so a number would change on its way through
+// the daemon. Every JSON text the daemon reads as data goes through this (or parse_document),
+// except the Kubernetes client's, whose part links no model (docs/api.md, "Numbers").
+boost::json::value parse_json_value(std::string_view text, boost::json::error_code& ec,
+                                    const boost::json::parse_options& options);
 
 // Whether `value` holds a number JSON cannot write (infinity, NaN): Boost.JSON reads an exponent
 // beyond a double's range (`1e400`) as infinity, which serializes as no JSON parses back.
