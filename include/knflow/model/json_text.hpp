@@ -55,13 +55,17 @@ inline std::size_t unescaped_prefix(std::string_view text) {
 }
 
 // Writes JSON text into a buffer on the stack and appends it to `out` a kilobyte at a time, and
-// when destroyed.
+// at `flush` (not when destroyed: an append that throws must not end the process).
 class JsonWriter {
  public:
   explicit JsonWriter(std::string& out) : out_(out) {}
   JsonWriter(const JsonWriter&) = delete;
   JsonWriter& operator=(const JsonWriter&) = delete;
-  ~JsonWriter() { flush(); }
+
+  void flush() {
+    out_.append(buffer_, used_);
+    used_ = 0;
+  }
 
   void put(char c) {
     if (used_ == sizeof buffer_) flush();
@@ -186,11 +190,6 @@ class JsonWriter {
     if (sizeof buffer_ - used_ < n) flush();
     return buffer_ + used_;
   }
-  void flush() {
-    out_.append(buffer_, used_);
-    used_ = 0;
-  }
-
   std::string& out_;
   char buffer_[1024];
   std::size_t used_ = 0;
@@ -200,24 +199,36 @@ class JsonWriter {
 
 // Appends `d` as JSON text: the shortest form that reads back as the same double, in float
 // syntax (`42.5`, `5000.0`, `1e+21`, `1e-07`).
-inline void append_json_double(std::string& out, double d) { detail::JsonWriter(out).number(d); }
+inline void append_json_double(std::string& out, double d) {
+  detail::JsonWriter writer(out);
+  writer.number(d);
+  writer.flush();
+}
 
 // Appends `text` as a JSON string, escaped as Boost.JSON escapes: `"`, `\` and the C0 controls
 // (`\b`, `\t`, `\n`, `\f`, `\r` by name, the others as `\u00xx`). Other bytes are copied as they
 // are, the runs between escapes whole.
 inline void append_json_string(std::string& out, std::string_view text) {
-  detail::JsonWriter(out).string(text);
+  detail::JsonWriter writer(out);
+  writer.string(text);
+  writer.flush();
 }
 
 // Appends a value, an object or an array as JSON text.
 inline void append_json(std::string& out, const boost::json::value& value) {
-  detail::JsonWriter(out).value(value);
+  detail::JsonWriter writer(out);
+  writer.value(value);
+  writer.flush();
 }
 inline void append_json(std::string& out, const boost::json::object& object) {
-  detail::JsonWriter(out).object(object);
+  detail::JsonWriter writer(out);
+  writer.object(object);
+  writer.flush();
 }
 inline void append_json(std::string& out, const boost::json::array& array) {
-  detail::JsonWriter(out).array(array);
+  detail::JsonWriter writer(out);
+  writer.array(array);
+  writer.flush();
 }
 
 // The JSON text of a value, an object, an array or a string: these replace boost::json::serialize
