@@ -241,13 +241,6 @@ struct Api::RunHandlers {
     }
   }
 
-  static json::value event_data_json(const engine::CloudEvent& e) {
-    if (!e.data) return nullptr;
-    boost::system::error_code ec;
-    auto v = model::parse_data(*e.data, ec);
-    return ec ? json::value(json::string(*e.data)) : v;
-  }
-
   // The workflow of an entry, decoded, with the event checked against its input schema; on
   // failure the problem.
   std::variant<std::shared_ptr<const Api::Decoded>, Response> runnable(
@@ -256,7 +249,7 @@ struct Api::RunHandlers {
     if (!decoded) return problem(500, "internal", "The stored workflow no longer decodes.", req);
     const auto& workflow = decoded->workflow;
     if (workflow->spec.input && workflow->spec.input->schema) {
-      auto errors = model::check_schema(*workflow->spec.input->schema, event_data_json(event));
+      auto errors = model::check_schema(*workflow->spec.input->schema, engine::data_as_json(event));
       if (!errors.empty()) {
         http::Problem p;
         p.status = 400;

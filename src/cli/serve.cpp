@@ -721,13 +721,14 @@ int serve(const std::vector<std::string>& args) {
   }
   const std::string address = bound.address().to_string() + ":" + std::to_string(bound.port());
   {
-    // An IPv6 address goes in brackets in a URL.
-    const auto loopback = bound.address().is_loopback() || bound.address().is_unspecified()
-                              ? std::string(bound.address().is_v6() ? "[::1]" : "127.0.0.1")
-                          : bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                                    : bound.address().to_string();
-    const std::string broker_url = "http://" + loopback + ":" + std::to_string(bound.port()) +
-                                   "/api/v1/namespaces/{ns}/broker";
+    // The address the daemon listens on (any loopback address, 127.0.0.2 too, is its own), the
+    // loopback one of its family for a wildcard; an IPv6 address goes in brackets in a URL.
+    const auto host = bound.address().is_unspecified()
+                          ? std::string(bound.address().is_v6() ? "[::1]" : "127.0.0.1")
+                      : bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                : bound.address().to_string();
+    const std::string broker_url =
+        "http://" + host + ":" + std::to_string(bound.port()) + "/api/v1/namespaces/{ns}/broker";
     engine.set_broker_url(broker_url);
     functions.set_sink(engine::SinkSettings{
         .url = broker_url,

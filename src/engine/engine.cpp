@@ -205,18 +205,6 @@ std::string answer_excerpt(std::string_view body) {
   return model::repaired_utf8(model::utf8_prefix(body, 512));
 }
 
-// The data of an event as JSON: parsed when it is JSON (or untyped and parses), else a string.
-json::value data_as_json(const CloudEvent& e) {
-  if (!e.data) return nullptr;
-  const bool jsonish = !e.datacontenttype || is_json_media_type(*e.datacontenttype);
-  if (jsonish) {
-    boost::system::error_code ec;
-    auto v = model::parse_data(*e.data, ec);
-    if (!ec) return v;
-  }
-  return json::string(*e.data);
-}
-
 // Whether `v` nests objects and arrays more than `limit` levels deep (a scalar is level 0, `[]`
 // level 1). Stops as soon as it knows.
 bool nests_deeper_than(const json::value& v, std::size_t limit) {
@@ -1556,8 +1544,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::int64_t retries = 0;              // of catch.retry's limit
     std::optional<std::int64_t> retry_at;  // when the backoff before `attempt` ends (Unix ms)
     std::optional<json::object> caught;    // the error catch.do handles
+    std::string caught_at;                 // when it was caught, for the step history
     if (auto it = run.journal.find(handler_key); it != run.journal.end()) {
       caught = it->second.value.at("error").as_object();
+      if (const auto* at = it->second.value.as_object().if_contains("caughtAt")) {
+        if (at->is_string()) caught_at = std::string(at->get_string());
+      }
       if (const auto* tries = it->second.value.as_object().if_contains("tries")) {
         attempt = tries->to_number<std::int64_t>() - 1;
       }
@@ -1606,11 +1598,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_await journal_put(run, progress_key, "started", std::move(progress));
         continue;
       }
+      caught_at = log::now_rfc3339_ms();
       note["caught"] = fault->error;
       note["tries"] = attempt + 1;
+      note["caughtAt"] = caught_at;
       if (!t.catch_->steps) co_return cur;  // caught and swallowed
       caught = fault->error;
-      json::value handled = json::object{{"error", *caught}, {"tries", attempt + 1}};
+      json::value handled =
+          json::object{{"error", *caught}, {"tries", attempt + 1}, {"caughtAt", caught_at}};
       // The error is data (a raise's detail may be an expression's 16 MiB result), kept while
       // catch.do runs: within the limits, or the try step faults with 507 or 503.
       co_await journal_put(run, handler_key, "started", std::move(handled),
@@ -1618,6 +1613,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     note["caught"] = *caught;
     note["tries"] = attempt + 1;
+    if (!caught_at.empty()) note["caughtAt"] = caught_at;
     Env handler = env;
     handler.vars[t.catch_->as.value_or("error")] = *caught;
     auto results = co_await exec_list(handler, &*t.catch_->steps, path + "/catch/do", cur);
@@ -1677,6 +1673,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           co_await eval_deep(env, *e.data, cur.data, vars, instance, "this emit's data", data_held);
     }
     ev.data = model::json_text(data);
+    // What the broker would refuse (a subject with a newline, say), said here rather than as its
+    // 400.
+    if (auto error = event_error(ev)) {
+      throw make_fault("runtime", 400, "Invalid event", "the event to emit: " + *error, path);
+    }
     auto encoded = encode_binary(ev);
     HttpRequest req;
     add_trace_context(req.headers, run);

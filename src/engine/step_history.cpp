@@ -54,11 +54,13 @@ std::optional<std::size_t> index_of(std::string_view seg) {
   return value;
 }
 
-// A segment's sort key: numbers (with their visit) by value, before any word.
+// A segment's sort key: numbers (with their visit) by value, before any word; of the words, a
+// `try`'s list before its `catch`, which runs after it.
 struct SegmentKey {
   bool word = false;
   std::size_t index = 0;
   std::size_t visit = 0;
+  bool after_try = false;
   std::string_view text;
 
   auto operator<=>(const SegmentKey&) const = default;
@@ -70,9 +72,9 @@ SegmentKey key_of(std::string_view seg) {
     if (const auto tilde = seg.find('~'); tilde != std::string_view::npos) {
       std::from_chars(seg.data() + tilde + 1, seg.data() + seg.size(), visit);
     }
-    return {false, *i, visit, {}};
+    return {false, *i, visit, false, {}};
   }
-  return {true, 0, 0, seg};
+  return {true, 0, 0, seg == "catch", seg};
 }
 
 std::optional<std::string> text_member(const json::object& o, std::string_view key) {
@@ -237,6 +239,15 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
                          const std::vector<store::JournalEntry>& journal,
                          const std::vector<store::AttemptRecord>& attempts, std::size_t cap) {
   std::map<std::string, json::object> steps;  // by path
+  struct Caught {
+    std::string try_path;
+    json::value error;
+    std::optional<std::string> at;
+  };
+  std::vector<Caught> caught_errors;  // what each completed `try` caught
+  // A step a try caught, by path: the path prefix of its try's list ("/do/0/try/1/"), whose
+  // steps it comes after.
+  std::map<std::string, std::string> after_its_try;
   auto entry = [&](const ResolvedStep& r) -> json::object& {
     auto [it, fresh] = steps.try_emplace(r.path);
     if (fresh) {
@@ -287,7 +298,10 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     if (auto flow = text_member(v, "flow"); flow && !each && (decides || *flow != "continue")) {
       s["then"] = *flow;
     }
-    if (const auto* caught = v.if_contains("caught")) s["caught"] = *caught;  // a `try`
+    if (const auto* caught = v.if_contains("caught")) {  // a `try`
+      s["caught"] = *caught;
+      caught_errors.push_back({r->path, *caught, text_member(v, "caughtAt")});
+    }
     if (const auto* tries = v.if_contains("tries")) s["tries"] = *tries;
     if (auto out = output_data(v)) s["output"] = capped_value(*out, cap);
   }
@@ -342,6 +356,37 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
           if (!c.contains("phase")) c["phase"] = "running";
         },
         &walked);
+  }
+
+  // The step a `try`'s last try faulted at, which its catch caught (a call is listed from its
+  // attempts already), and the steps between it and the try, faulted with it. The steps an
+  // earlier try (catch.retry) faulted at are not kept: only the caught error is.
+  for (const auto& c : caught_errors) {
+    const auto* instance =
+        c.error.is_object() ? c.error.as_object().if_contains("instance") : nullptr;
+    if (instance == nullptr || !instance->is_string()) continue;
+    const auto r = resolve_step(definition, instance->as_string());
+    const std::string inside = c.try_path + "/";
+    if (!r || !r->path.starts_with(inside)) continue;
+    auto& s = entry(*r);
+    if (auto phase = text_member(s, "phase"); !phase || *phase == "running") {
+      s["phase"] = "faulted";
+      s["error"] = c.error;
+      if (c.at && !s.contains("finishedAt")) s["finishedAt"] = *c.at;
+      // Its start is unknown: it is listed after what its try ran before it (below).
+      if (!s.contains("startedAt")) {
+        std::string_view attempt = std::string_view(r->path).substr(inside.size());  // try/N/...
+        attempt = attempt.substr(0, attempt.find('/', attempt.find('/') + 1) + 1);
+        after_its_try[r->path] = inside + std::string(attempt);
+      }
+    }
+    each_container(definition, r->path, [&](const ResolvedStep& o) {
+      if (!o.path.starts_with(inside)) return;  // the try and what holds it carried on
+      auto& p = entry(o);
+      if (auto phase = text_member(p, "phase"); phase && *phase != "running") return;
+      p["phase"] = "faulted";
+      if (c.at) p["finishedAt"] = *c.at;
+    });
   }
 
   // The step the run faulted at (a raise, a switch without a match, an expression, a call),
@@ -402,12 +447,30 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     if (w.empty()) w = text_member(*s, "finishedAt").value_or("~");  // "~": unknown, last
     when[s] = std::move(w);
   }
+  std::vector<json::object*> caught_steps;
+  std::erase_if(order, [&](json::object* s) {
+    if (!after_its_try.contains(std::string(s->at("path").as_string()))) return false;
+    caught_steps.push_back(s);
+    return true;
+  });
   std::stable_sort(order.begin(), order.end(), [&](const json::object* a, const json::object* b) {
     const auto& ta = when[a];
     const auto& tb = when[b];
     if (ta != tb) return ta < tb;
     return path_less(a->at("path").as_string(), b->at("path").as_string());
   });
+  // A step a try caught goes after the last step of its try's list (the times of steps a
+  // millisecond apart cannot tell), or after the try when it was the list's first.
+  for (auto* caught : caught_steps) {
+    const std::string& prefix = after_its_try.at(std::string(caught->at("path").as_string()));
+    const std::string try_path = prefix.substr(0, prefix.rfind("/try/"));
+    auto at = order.end();
+    for (auto it = order.begin(); it != order.end(); ++it) {
+      const auto path = (*it)->at("path").as_string();
+      if (path == try_path || path.starts_with(prefix)) at = std::next(it);
+    }
+    order.insert(at, caught);
+  }
   for (auto* s : order) out.push_back(std::move(*s));
   return out;
 }

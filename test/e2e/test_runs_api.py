@@ -324,6 +324,82 @@ class RunsApiTest(unittest.TestCase):
         status, got = self.d.json("GET", f"{NS}/runs/{run['runId']}")
         self.assertTrue(got["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-"), got)
 
+    def test_the_input_schema_judges_the_data_the_run_gets(self):
+        """Text data stays a string in the run, and the schema judged it as JSON: `123` sent as
+        text/plain was refused by `{type: string}` and `{"a":1}` as text passed `{type: object}`,
+        at `:invoke` and at the broker."""
+        doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                          "metadata": {"name": "texty"},
+                          "spec": {"input": {"schema": {"type": "string"}},
+                                   "trigger": {"filter": {"type": "com.example.text"}},
+                                   "do": [{"name": "keep", "set": "${ . }"}]}})
+        status, _, body = self.d.call("POST", NS + "/workflows", doc)
+        self.assertEqual(status, 201, body)
+        status, _, body = self.d.call("POST", NS + "/workflows/texty:invoke", "123",
+                                      content_type="text/plain")
+        self.assertEqual((status, body), (200, '"123"'))  # the string, which `set` kept as JSON
+        status, _, body = self.d.call("POST", NS + "/workflows/texty:invoke", "123")
+        self.assertEqual(status, 400, body)  # as JSON, the number 123
+        headers = {"ce-specversion": "1.0", "ce-id": "t-1", "ce-source": "/test",
+                   "ce-type": "com.example.text"}
+        status, _, body = self.d.call("POST", NS + "/broker", "123", content_type="text/plain",
+                                      headers=headers)
+        self.assertEqual(status, 202, body)
+        answer = json.loads(body)
+        self.assertEqual([r["workflow"] for r in answer["runs"]], ["texty"], answer)
+        self.assertEqual(answer.get("rejected", []), [], answer)
+
+    def test_an_emit_whose_subject_no_cloudevent_may_hold_faults_before_sending(self):
+        doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                          "metadata": {"name": "bad-subject"},
+                          "spec": {"do": [{"name": "tell", "emit": {
+                              "type": "com.example.told", "source": "/test",
+                              "subject": '${ "line\\nbreak" }'}}]}})
+        status, _, body = self.d.call("POST", NS + "/workflows", doc)
+        self.assertEqual(status, 201, body)
+        status, _, body = self.d.call("POST", NS + "/workflows/bad-subject:invoke", "{}")
+        self.assertEqual(status, 400, body)
+        error = json.loads(body)["error"]
+        self.assertEqual((error["title"], error["instance"]), ("Invalid event", "/do/0"), error)
+        self.assertIn("the attribute subject holds a character CloudEvents forbids (U+000A",
+                      error["detail"])
+        # And such an event sent to the daemon is refused, naming the attribute.
+        headers = {"ce-specversion": "1.0", "ce-id": "c-1", "ce-source": "/test",
+                   "ce-type": "com.example.tick", "ce-subject": "a%00b"}
+        status, _, body = self.d.call("POST", NS + "/broker", "{}", headers=headers)
+        self.assertEqual(status, 400, body)
+        self.assertIn("the attribute subject holds a character CloudEvents forbids (U+0000",
+                      json.loads(body)["detail"])
+
+    def test_an_emit_reaches_a_daemon_listening_on_another_loopback_address(self):
+        """It was sent to 127.0.0.1 whatever loopback address the daemon listened on."""
+        other = Daemon()
+        other.args[other.args.index("--listen") + 1] = f"127.0.0.2:{other.port}"
+        other.base = f"http://127.0.0.2:{other.port}"
+        other.start()
+        try:
+            for doc in (
+                    {"metadata": {"name": "teller"},
+                     "spec": {"do": [{"name": "tell", "emit": {"type": "com.example.told",
+                                                               "source": "/test"}}]}},
+                    {"metadata": {"name": "listener"},
+                     "spec": {"trigger": {"filter": {"type": "com.example.told"}},
+                              "do": [{"name": "keep", "set": {"heard": True}}]}}):
+                doc.update({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow"})
+                status, _, body = other.call("POST", NS + "/workflows", json.dumps(doc))
+                self.assertEqual(status, 201, body)
+            status, _, body = other.call("POST", NS + "/workflows/teller:invoke", "{}")
+            self.assertEqual(status, 200, body)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status, listing = other.json("GET", NS + "/runs?workflow=listener")
+                if [r["phase"] for r in listing["items"]] == ["completed"]:
+                    break
+                time.sleep(0.1)
+            self.assertEqual([r["phase"] for r in listing["items"]], ["completed"], listing)
+        finally:
+            other.close()
+
     def test_an_emit_matching_its_own_trigger_ends_after_255_hops(self):
         """Each emitted event had a new id and no hop count, so a workflow whose emit matched its
         own trigger ran for ever. The broker now counts hops as Knative's does

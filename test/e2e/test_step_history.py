@@ -126,6 +126,8 @@ class StepHistoryTest(unittest.TestCase):
              ("/do/3/while/0/0", "bump", "set", "completed"),
              ("/do/3/while/1/0", "bump", "set", "completed"),
              ("/do/4", "guarded", "try", "completed"),
+             # What the try caught (only calls were listed), after what its try ran before it.
+             ("/do/4/try/0/0", "boom", "raise", "faulted"),
              ("/do/4/catch/do/0", "handle", "set", "completed"),
              ("/do/5", "pause", "wait", "completed"),
              # The last step ends the run in the same commit, and is journaled all the same.
@@ -134,11 +136,13 @@ class StepHistoryTest(unittest.TestCase):
         self.assertEqual(by_path["/do/2"]["then"], "continue")  # a switch's decision
         self.assertEqual(by_path["/do/4"]["caught"]["title"], "Boom")
         self.assertEqual(by_path["/do/4"]["tries"], 1)
+        self.assertEqual(by_path["/do/4/try/0/0"]["error"], by_path["/do/4"]["caught"])
+        self.assertNotIn("startedAt", by_path["/do/4/try/0/0"])  # its end only: when it was caught
         self.assertIn("until", by_path["/do/5"])
         self.assertEqual(by_path["/do/3/while/1/0"]["output"], {"n": 2})
         self.assertEqual(by_path["/do/6"]["output"], {"handled": "Boom", "n": 2, "done": True})
         for s in steps:
-            self.assertLessEqual(s["startedAt"], s["finishedAt"], s)
+            self.assertLessEqual(s.get("startedAt", s["finishedAt"]), s["finishedAt"], s)
         self.assertGreaterEqual(by_path["/do/5"]["finishedAt"], by_path["/do/5"]["until"])
 
         code, out, err = self.cli("runs", "get", run_id)

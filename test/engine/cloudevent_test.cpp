@@ -17,6 +17,7 @@ using knflow::engine::decode_event;
 using knflow::engine::DecodeEventResult;
 using knflow::engine::encode_binary;
 using knflow::engine::encode_structured;
+using knflow::engine::event_error;
 using knflow::engine::HeaderList;
 using knflow::engine::json_error;
 using knflow::engine::trace_id_from_traceparent;
@@ -72,7 +73,7 @@ std::vector<CloudEvent> round_trip_events() {
   full.datacontenttype = "text/plain; charset=utf-8";
   full.extensions = {{"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
                      {"knativeerrorcode", "503"},
-                     {"comment", "Euro € 😀, tab\there"}};
+                     {"comment", "Euro € 😀, \"quoted\", 100%"}};
   full.data = "plain text, not JSON";
   events.push_back(full);
 
@@ -210,6 +211,12 @@ TEST_CASE("binary mode percent-encodes header values as 3.1.3.2 requires", "[eng
     event.subject = value;
     auto encoded = encode_binary(event);
     CHECK(header(encoded.headers, "ce-subject") == wire);
+    if (event_error(event)) {
+      // Controls are encoded, but an event holding one is no CloudEvent: refused when read.
+      CHECK(error_of(decode_event(encoded.headers, encoded.body)).find("CloudEvents forbids") !=
+            std::string::npos);
+      continue;
+    }
     auto back = decoded(decode_event(encoded.headers, encoded.body));
     CHECK(back.subject == value);
   }
@@ -405,6 +412,34 @@ TEST_CASE("malformed events are errors with a plain message", "[engine][cloudeve
        "3.1.3.2)"},
       {binary({{"ce-time", "2024-13-01T00:00:00Z"}}), "",
        "the attribute time is not an RFC 3339 timestamp: \"2024-13-01T00:00:00Z\""},
+      // CloudEvents 1.0 "Type System": no controls, no noncharacters in a String attribute.
+      {binary({{"ce-subject", "a%00b"}}), "",
+       "the attribute subject holds a character CloudEvents forbids (U+0000 at byte 1): no "
+       "controls (U+0000-U+001F, U+007F-U+009F) or noncharacters"},
+      {binary({{"ce-type", "t%0A"}}), "",
+       "the attribute type holds a character CloudEvents forbids (U+000A at byte 1): no controls "
+       "(U+0000-U+001F, U+007F-U+009F) or noncharacters"},
+      {binary({{"ce-source", "/s%7F"}}), "",
+       "the attribute source holds a character CloudEvents forbids (U+007F at byte 2): no "
+       "controls (U+0000-U+001F, U+007F-U+009F) or noncharacters"},
+      {binary({{"ce-myext", "%C3%A9%C2%85"}}), "",  // é, then NEL (a C1 control)
+       "the attribute myext holds a character CloudEvents forbids (U+0085 at byte 2): no "
+       "controls (U+0000-U+001F, U+007F-U+009F) or noncharacters"},
+      {binary({{"ce-subject", "%EF%BF%BE"}}), "",
+       "the attribute subject holds a character CloudEvents forbids (U+FFFE at byte 0): no "
+       "controls (U+0000-U+001F, U+007F-U+009F) or noncharacters"},
+      {binary({{"ce-subject", "%F0%9F%BF%BF"}}), "",
+       "the attribute subject holds a character CloudEvents forbids (U+1FFFF at byte 0): no "
+       "controls (U+0000-U+001F, U+007F-U+009F) or noncharacters"},
+      {binary({{"ce-subject", "%EF%B7%90"}}), "",
+       "the attribute subject holds a character CloudEvents forbids (U+FDD0 at byte 0): no "
+       "controls (U+0000-U+001F, U+007F-U+009F) or noncharacters"},
+      {structured, R"({"specversion":"1.0","id":"c2\u0007","source":"/s","type":"t"})",
+       "the attribute id holds a character CloudEvents forbids (U+0007 at byte 2): no controls "
+       "(U+0000-U+001F, U+007F-U+009F) or noncharacters"},
+      {structured, "{" + ok_attrs + R"(,"datacontenttype":"text/plain\t"})",
+       "the attribute datacontenttype holds a character CloudEvents forbids (U+0009 at byte 10): "
+       "no controls (U+0000-U+001F, U+007F-U+009F) or noncharacters"},
       {[] {
          HeaderList h = {{"ce-specversion", "1.0"},
                          {"ce-id", "1"},
@@ -449,6 +484,23 @@ TEST_CASE("valid timestamps and extension names are accepted", "[engine][cloudev
     CHECK(event.time == time);
     CHECK(event.extensions.at("x1verylongextensionname") == "y");  // longer than 20: allowed
   }
+}
+
+TEST_CASE("String attributes may hold any other character", "[engine][cloudevent]") {
+  // Tab is a control (refused); space, DEL's neighbours, U+00A0, U+FFFD, emoji and U+10FFFD are
+  // not.
+  HeaderList h = {{"ce-specversion", "1.0"},
+                  {"ce-id", "1"},
+                  {"ce-source", "/s"},
+                  {"ce-type", "t"},
+                  {"ce-subject", "a b~%C2%A0%EF%BF%BD%F0%9F%98%80%F4%8F%BF%BD"}};
+  auto event = decoded(decode_event(h, ""));
+  CHECK(event.subject == "a b~\u00a0\ufffd\U0001f600\U0010fffd");
+  CHECK_FALSE(event_error(event));
+  event.subject = "line\nbreak";
+  CHECK(event_error(event) ==
+        "the attribute subject holds a character CloudEvents forbids (U+000A at byte 4): no "
+        "controls (U+0000-U+001F, U+007F-U+009F) or noncharacters");
 }
 
 TEST_CASE("trace_id_from_traceparent accepts W3C trace context and nothing else",

@@ -117,6 +117,8 @@ TEST_CASE("path_less orders numbers by value and visits after the first") {
   CHECK(path_less("/do/2", "/do/2/for/0/0"));  // a container before what it holds
   CHECK(path_less("/do/2/for/9/0", "/do/2/for/10/0"));
   CHECK_FALSE(path_less("/do/1", "/do/1"));
+  CHECK(path_less("/do/1/try/0/0", "/do/1/catch/do/0"));  // what a try runs, then its catch
+  CHECK_FALSE(path_less("/do/1/catch/do/0", "/do/1/try/0/0"));
 }
 
 TEST_CASE("The history joins the journal, the attempts and the run's error") {
@@ -269,4 +271,41 @@ TEST_CASE("The history caps outputs and marks skipped steps and caught errors") 
   const auto& guard = find(steps, "/do/5");
   CHECK(guard.at("caught").at("title") == "Boom");
   CHECK(guard.at("tries") == 3);
+}
+
+TEST_CASE("The history lists the step a try caught, after what its try ran before it") {
+  // Every step a try ran was listed but the one that faulted, unless it was a call.
+  auto decoded = knflow::model::decode_workflow(knflow::model::parse_data(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
+    "spec": {"do": [
+      {"name": "t", "try": [{"name": "inner", "do": [{"name": "ok", "set": {"a": 1}},
+                                                     {"name": "bad", "raise": {"type": "runtime",
+                                                                               "status": 500}}]}],
+       "catch": {"retry": {"limit": 1}, "do": [{"name": "h", "set": {"handled": true}}]}}]}})"));
+  REQUIRE(decoded.ok());
+  RunRecord run;
+  run.phase = RunPhase::completed;
+  const std::string at = "2026-01-01T00:00:02.000Z";  // everything in one millisecond
+  std::string try_value = value("2026-01-01T00:00:01.000Z", at, "continue", "null");
+  try_value.insert(try_value.size() - 1,
+                   R"(,"caught":{"title":"Boom","instance":"/do/0/try/1/0/do/1"},"tries":2,)"
+                   R"("caughtAt":")" +
+                       at + "\"");
+  const std::vector<JournalEntry> journal{
+      {"/do/0/try/0/0/do/0", JournalState::completed, value(at, at, "continue")},
+      {"/do/0/try/1/0/do/0", JournalState::completed, value(at, at, "continue")},
+      {"/do/0/catch/do/0", JournalState::completed, value(at, at, "continue")},
+      {"/do/0", JournalState::completed, try_value}};
+  const auto steps = step_history(decoded.workflow, run, journal, {}, 100);
+  CHECK(paths(steps) == std::vector<std::string>{"/do/0", "/do/0/try/0/0", "/do/0/try/0/0/do/0",
+                                                 "/do/0/try/1/0", "/do/0/try/1/0/do/0",
+                                                 "/do/0/try/1/0/do/1", "/do/0/catch/do/0"});
+  const auto& bad = find(steps, "/do/0/try/1/0/do/1");
+  CHECK(bad.at("phase") == "faulted");
+  CHECK(bad.at("error").at("title") == "Boom");
+  CHECK(bad.at("finishedAt").as_string() == at);
+  CHECK(find(steps, "/do/0/try/1/0").at("phase") == "faulted");  // the do around it
+  // The earlier try's do is not known to have faulted (only the caught error is kept).
+  CHECK(find(steps, "/do/0/try/0/0").at("phase") == "cancelled");
+  CHECK(find(steps, "/do/0").at("phase") == "completed");
 }

@@ -4,6 +4,7 @@
 // as Knative Eventing sends and receives them. Pure; thread-safe.
 
 #include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
 
 #include <map>
 #include <optional>
@@ -66,9 +67,19 @@ EncodedEvent encode_structured(const CloudEvent& event);
 using DecodeEventResult = std::variant<std::nullopt_t, CloudEvent, std::string>;
 DecodeEventResult decode_event(const HeaderList& headers, std::string_view body);
 
+// Why `event` is no valid CloudEvent 1.0, or nullopt: the checks decode_event makes of every
+// event it reads (specversion 1.0; id, source and type present; time in RFC 3339; extension
+// names; no controls or noncharacters in a String attribute), for an event the daemon makes.
+std::optional<std::string> event_error(const CloudEvent& event);
+
 // Whether a Content-Type says its data is JSON: application/json, text/json or a structured
 // syntax `+json` type (CloudEvents JSON format 3.1), in any case, parameters ignored.
 bool is_json_media_type(std::string_view type);
+
+// The data of an event as a run holds it (the value a step and `spec.input.schema` see): parsed
+// when its datacontenttype is a JSON type or absent and it parses, else the text as a string;
+// null when the event has no data.
+boost::json::value data_as_json(const CloudEvent& event);
 
 // Why an event's data cannot be carried by a run, or nullopt: the engine holds data as JSON or
 // text inside the run's stored JSON state, so the data and its datacontenttype must be UTF-8
