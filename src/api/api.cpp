@@ -18,6 +18,7 @@
 #include "knflow/model/validate.hpp"
 #include "knflow/store/run_store.hpp"
 
+#include <openssl/evp.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
@@ -60,15 +61,39 @@ std::string now_rfc3339() {
   return buf;
 }
 
-// Continue tokens are opaque to clients: "v1." + hex of "<namespace>\0<name>" of the last item.
-std::string encode_continue(const cache::Key& key) {
-  return "v1." + hex_encode(key.first + '\0' + key.second);
+// The check part of a workflow list's continue token: the first 8 bytes (hex) of SHA-256 of the
+// list's scope (its namespace; empty for every namespace's) and the last item's key. Not keyed,
+// as the runs list's: anyone may make one, which gives nothing a list does not, but a token made
+// up or issued for another namespace's list is told apart.
+std::string continue_check(std::string_view scope, std::string_view last) {
+  std::string message = "workflows";
+  message.push_back('\0');
+  message += scope;
+  message.push_back('\0');
+  message += last;
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(message.data(), message.size(), digest, &size, EVP_sha256(), nullptr) != 1 ||
+      size < 8) {
+    throw std::runtime_error("OpenSSL SHA-256 failed");
+  }
+  return hex_encode(std::string_view(reinterpret_cast<const char*>(digest), 8));
 }
 
-std::optional<cache::Key> decode_continue(std::string_view token) {
+// Continue tokens are opaque to clients: "v1." + hex of "<namespace>\0<name>" of the last item,
+// "." and its check.
+std::string encode_continue(std::string_view scope, const cache::Key& key) {
+  const std::string last = key.first + '\0' + key.second;
+  return "v1." + hex_encode(last) + "." + continue_check(scope, last);
+}
+
+std::optional<cache::Key> decode_continue(std::string_view scope, std::string_view token) {
   if (!token.starts_with("v1.")) return std::nullopt;
-  auto raw = hex_decode(token.substr(3));
-  if (!raw) return std::nullopt;
+  token.remove_prefix(3);
+  const auto dot = token.find('.');
+  if (dot == std::string_view::npos) return std::nullopt;
+  auto raw = hex_decode(token.substr(0, dot));
+  if (!raw || token.substr(dot + 1) != continue_check(scope, *raw)) return std::nullopt;
   auto zero = raw->find('\0');
   if (zero == std::string::npos) return std::nullopt;
   return cache::Key{raw->substr(0, zero), raw->substr(zero + 1)};
@@ -304,9 +329,10 @@ struct Api::Handlers {
       }
     }
     const std::string prefix(req.query_param("namePrefix").value_or(""));
+    const std::string ns = all_namespaces ? std::string() : req.params.at("ns");
     std::optional<cache::Key> after;
     if (auto token = req.query_param("continue"); token && !token->empty()) {
-      after = decode_continue(*token);
+      after = decode_continue(ns, *token);
       if (!after) {
         errors.push_back(
             {.pointer = "",
@@ -317,7 +343,6 @@ struct Api::Handlers {
     if (!errors.empty()) co_return invalid_query(req, std::move(errors));
 
     auto snap = c->snapshot();
-    const std::string ns = all_namespaces ? std::string() : req.params.at("ns");
     auto it = after ? snap->items.upper_bound(*after)
                     : (all_namespaces ? snap->items.begin()
                                       : snap->items.lower_bound(cache::Key{ns, std::string()}));
@@ -340,7 +365,7 @@ struct Api::Handlers {
       last = key;
     }
     std::string meta = "{\"resourceVersion\":\"" + std::to_string(snap->revision) + "\"";
-    if (more && last) meta += ",\"continue\":\"" + encode_continue(*last) + "\"";
+    if (more && last) meta += ",\"continue\":\"" + encode_continue(ns, *last) + "\"";
     meta += "}";
     std::string body =
         "{\"apiVersion\":\"knflow.dev/v1alpha1\",\"kind\":\"WorkflowList\","

@@ -277,8 +277,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   EngineSettings settings;
   store::RunStore* runs = nullptr;  // store strand only
 
-  mutable std::mutex mutex;  // guards active, stranded and stopping
+  mutable std::mutex mutex;  // guards active, starting, stranded and stopping
   std::map<std::string, std::shared_ptr<Run>> active;
+  // Starts that passed the `--max-active-runs` check and are being stored: they count against it
+  // until they join `active` (or fail), so that starts at the same moment never pass it together.
+  std::size_t starting = 0;
   // Runs whose coroutine failed (a store error writing their progress or their end), by id, with
   // when they began: unfinished in the store and executed by nobody until a restart resumes them
   // or a cancel writes them cancelled.
@@ -440,7 +443,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // (checked, not reserved: a start at the same moment may take the last place).
   bool admits_redrive() const {
     std::lock_guard lock(mutex);
-    return !stopping && active.size() < settings.max_active_runs;
+    return !stopping && active.size() + starting < settings.max_active_runs;
   }
 
   // --- store access: every call runs on the store strand ------------------------------------
@@ -2567,12 +2570,23 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   {
     std::lock_guard lock(impl.mutex);
     if (impl.stopping) co_return StartResult{"", 503, "the daemon is shutting down"};
-    if (impl.active.size() >= impl.settings.max_active_runs) {
+    if (impl.active.size() + impl.starting >= impl.settings.max_active_runs) {
       co_return StartResult{"", 503,
                             "too many runs in flight (" +
                                 std::to_string(impl.settings.max_active_runs) + "); retry later"};
     }
+    ++impl.starting;
   }
+  // The place taken above, given back however this start ends (joining `active` takes it over).
+  struct Place {
+    Impl& impl;
+    bool taken_over = false;
+    ~Place() {
+      if (taken_over) return;
+      std::lock_guard lock(impl.mutex);
+      --impl.starting;
+    }
+  } place{impl};
   run->id = new_run_id();
   run->namespace_ = workflow->metadata.namespace_;
   run->workflow_name = workflow->metadata.name;
@@ -2655,6 +2669,8 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   {
     std::lock_guard lock(impl.mutex);
     stopping = impl.stopping;
+    --impl.starting;
+    place.taken_over = true;
     if (!stopping) {
       impl.active[run->id] = run;
       impl.count_in_flight();

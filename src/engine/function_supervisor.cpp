@@ -1492,6 +1492,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
                                            {"workflow", proc->key.workflow},
                                            {"function", proc->key.function},
                                            {"pid", pid},
+                                           {"port", std::to_string(proc->port)},
                                            {"status", *proc->exit}});
       return;
     }
@@ -1516,6 +1517,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
                                                     {"workflow", fn->key.workflow},
                                                     {"function", fn->key.function},
                                                     {"pid", pid},
+                                                    {"port", std::to_string(proc->port)},
                                                     {"status", *proc->exit},
                                                     {"restart_in", delay}});
   }
@@ -1561,7 +1563,11 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     if (!self->signal_group(proc->pid, SIGKILL)) co_return;
     if (left) {
       log::warn("Killed local function after the stop grace period",
-                {{"pid", std::to_string(proc->pid)},
+                {{"namespace", proc->key.namespace_},
+                 {"workflow", proc->key.workflow},
+                 {"function", proc->key.function},
+                 {"pid", std::to_string(proc->pid)},
+                 {"port", std::to_string(proc->port)},
                  {"grace", format_duration(self->settings.stop_grace)}});
     }
     self->reap();  // a leader that waited for its group's others

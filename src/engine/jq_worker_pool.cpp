@@ -20,8 +20,10 @@
 #include <boost/json/parse.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +45,15 @@
 namespace knflow::engine {
 
 namespace {
+
+// Whether a pipe's read end has something for its reader: bytes, or the end of the stream (its
+// writer closed it, as a worker that died does).
+bool has_output(int fd) {
+  int available = 0;
+  if (::ioctl(fd, FIONREAD, &available) == 0 && available > 0) return true;
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+}
 
 namespace asio = boost::asio;
 namespace json = boost::json;
@@ -536,10 +547,17 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
 
   // An idle worker never writes: when its stdout turns readable it has died (killed from
   // outside, say) or broken the protocol. Reaps and replaces it at once rather than at next use.
+  // The wait can also end on the readiness of an answer its last evaluation already read (the
+  // evaluation read it before the event loop saw the pipe turn readable, and the loop reported
+  // that edge to the watch armed since): a pipe with nothing in it and its writer still there is
+  // watched again.
   static asio::awaitable<void> watch_idle(std::shared_ptr<Impl> self, Worker* w,
                                           std::uint64_t lease) {
-    auto [ec] = co_await w->out.async_wait(asio::posix::descriptor_base::wait_read, use_tuple);
-    if (ec || w->busy || w->lease != lease || w->pid < 0 || self->stopped) co_return;
+    for (;;) {
+      auto [ec] = co_await w->out.async_wait(asio::posix::descriptor_base::wait_read, use_tuple);
+      if (ec || w->busy || w->lease != lease || w->pid < 0 || self->stopped) co_return;
+      if (has_output(w->out.native_handle())) break;
+    }
     self->take(*w);
     std::string how = co_await self->death_cause(*w);
     self->replace(*w, how.empty() ? "wrote while idle" : "died while idle (" + how + ")");

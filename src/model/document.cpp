@@ -1027,13 +1027,19 @@ void emit_string(YAML::Emitter& out, std::string_view s) {
   out << std::string(s);
 }
 
-// Shortest text that reads back as the same double, always in float syntax (as in JSON text).
+// Shortest text that reads back as the same double, always in float syntax (as in JSON text),
+// with a dot in an exponent form too (`1.0e+300`, not `1e+300`): YAML 1.1, which kubectl and
+// PyYAML read, takes an exponent number for a float only when it has a dot.
 std::string double_text(double d) {
   if (d != d) return ".nan";
   if (d == std::numeric_limits<double>::infinity()) return ".inf";
   if (d == -std::numeric_limits<double>::infinity()) return "-.inf";
   std::string text;
   append_json_double(text, d);
+  if (const auto e = text.find('e');
+      e != std::string::npos && text.find('.') == std::string::npos) {
+    text.insert(e, ".0");
+  }
   return text;
 }
 

@@ -725,6 +725,30 @@ spec:
 """
 
 
+class MaxActiveRunsTest(unittest.TestCase):
+    def test_invokes_at_the_same_moment_never_pass_the_limit(self):
+        """Each start checked the limit before its run was stored and counted it after, so
+        invokes arriving together all passed: 228 runs in flight with --max-active-runs 10."""
+        d = Daemon("--max-active-runs", "10")
+        d.start()
+        try:
+            status, _, body = d.call("POST", NS + "/workflows", WAITER, content_type="application/yaml")
+            self.assertEqual(status, 201, body)
+
+            def invoke(i):
+                return d.call("POST", NS + "/workflows/waiter:invoke?mode=async",
+                              json.dumps({"n": i}))[0]
+
+            with ThreadPoolExecutor(max_workers=64) as pool:
+                statuses = list(pool.map(invoke, range(300)))
+            self.assertEqual(statuses.count(202), 10, statuses)
+            self.assertEqual(statuses.count(503), 290, statuses)
+            status, _, text = d.call("GET", "/metrics")
+            self.assertIn("knflow_runs_in_flight 10\n", text)
+        finally:
+            d.close()
+
+
 class BrokerOverloadTest(unittest.TestCase):
     """The broker tells the truth when a run cannot start: one run at most in flight."""
 

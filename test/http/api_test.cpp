@@ -265,6 +265,17 @@ TEST_CASE("workflows: lists filter and page like Kubernetes lists", "[http][list
     require_problem(server.call("GET", kCollection + "?limit=0"), 400);
     require_problem(server.call("GET", kCollection + "?limit=ten"), 400);
     require_problem(server.call("GET", kCollection + "?continue=garbage"), 400);
+    // A token of the shape the server issues but made up ("shop\0a" in hex), with no check or a
+    // wrong one, was taken; and so was one issued for another namespace's list.
+    require_problem(server.call("GET", "/api/v1/workflows?continue=v1.73686f700061"), 400);
+    require_problem(
+        server.call("GET", "/api/v1/workflows?continue=v1.73686f700061.0011223344556677"), 400);
+    require_problem(server.call("GET", "/api/v1/workflows?continue=v1.00"), 400);
+    const auto issued = server.call("GET", kCollection + "?limit=1").json();
+    const std::string token(issued.at("metadata").at("continue").as_string());
+    REQUIRE(server.call("GET", kCollection + "?limit=1&continue=" + token).status == 200);
+    require_problem(server.call("GET", "/api/v1/namespaces/aaa/workflows?continue=" + token), 400);
+    require_problem(server.call("GET", "/api/v1/workflows?continue=" + token), 400);
     // Every invalid parameter at once, each named.
     auto r = server.call("GET", kCollection + "?limit=0&labelSelector=team%20in%20a&continue=x");
     require_problem(r, 400);

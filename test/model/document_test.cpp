@@ -680,6 +680,10 @@ TEST_CASE("to_yaml writes numbers that read back with their type") {
   }
   CHECK(to_yaml(json::value(1.0)) == "1.0\n");
   CHECK(to_yaml(json::value(0.1)) == "0.1\n");
+  // YAML 1.1 (kubectl, PyYAML) reads an exponent number without a dot as a string.
+  CHECK(to_yaml(json::value(1e300)) == "1.0e+300\n");
+  CHECK(to_yaml(json::value(1e-7)) == "1.0e-07\n");
+  CHECK(to_yaml(json::value(-2.5e-8)) == "-2.5e-08\n");
 }
 
 // Values of every kind, nested a few levels, with strings made to trip up a YAML writer.
