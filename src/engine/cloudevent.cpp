@@ -138,8 +138,9 @@ std::optional<std::string> forbidden_character(std::string_view text) {
       length = 2;
       cp &= 0x1F;
     }
-    for (std::size_t k = 1; k < length && i + k < text.size(); ++k)
+    for (std::size_t k = 1; k < length && i + k < text.size(); ++k) {
       cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
     if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0xFDD0 && cp <= 0xFDEF) ||
         (cp & 0xFFFE) == 0xFFFE) {
       char code[16];

@@ -127,7 +127,9 @@ class ValueHandler {
   static constexpr std::size_t max_key_size = json::string::max_size();
   static constexpr std::size_t max_string_size = json::string::max_size();
 
-  ValueHandler() { stack_.reset(); }
+  // `temp`: room for the value stack's first levels, as boost::json::parse gives it (no heap
+  // allocation for a small document's stack).
+  ValueHandler(unsigned char* temp, std::size_t size) : stack_({}, temp, size) { stack_.reset(); }
 
   bool on_document_begin(json::error_code&) { return true; }
   bool on_document_end(json::error_code&) { return true; }
@@ -1159,7 +1161,8 @@ static_assert(kMaxDataDepth <= kMaxSupportedDepth);
 
 json::value parse_json_value(std::string_view text, json::error_code& ec,
                              const json::parse_options& options) {
-  json::basic_parser<ValueHandler> parser(options);
+  unsigned char temp[BOOST_JSON_STACK_BUFFER_SIZE];
+  json::basic_parser<ValueHandler> parser(options, temp, sizeof temp);
   const std::size_t consumed = parser.write_some(false, text.data(), text.size(), ec);
   if (ec) return nullptr;
   if (consumed < text.size()) {
