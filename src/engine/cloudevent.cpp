@@ -152,8 +152,9 @@ std::optional<std::string> forbidden_character(std::string_view text) {
   return std::nullopt;
 }
 
-// The checks every decoded event passes; returns a message or nullopt.
-std::optional<std::string> validate(const CloudEvent& event) {
+}  // namespace
+
+std::optional<std::string> event_error(const CloudEvent& event) {
   if (event.specversion != "1.0") {
     return "specversion \"" + event.specversion + "\" is not supported (only 1.0)";
   }
@@ -191,6 +192,8 @@ std::optional<std::string> validate(const CloudEvent& event) {
   }
   return std::nullopt;
 }
+
+namespace {
 
 // Percent-encoding of a header value (HTTP binding 3.1.3.2), hand-written: every byte of
 // U+0000-U+001F, space, double quote, percent, U+007F and every byte of a multi-byte UTF-8
@@ -468,7 +471,7 @@ DecodeEventResult decode_structured(std::string_view content_type, std::string_v
       event.data = std::string(*data_raw);
     }
   }
-  if (auto error = validate(event)) return *error;
+  if (auto error = event_error(event)) return *error;
   return event;
 }
 
@@ -509,7 +512,7 @@ DecodeEventResult decode_binary(const HeaderList& headers, std::string_view body
     }
   }
   if (!body.empty()) event.data = std::string(body);
-  if (auto error = validate(event)) return *error;
+  if (auto error = event_error(event)) return *error;
   return event;
 }
 
@@ -596,8 +599,6 @@ json::value data_as_json(const CloudEvent& e) {
   }
   return json::string(*e.data);
 }
-
-std::optional<std::string> event_error(const CloudEvent& event) { return validate(event); }
 
 std::optional<std::string> data_not_text(const CloudEvent& event) {
   if (event.datacontenttype &&
