@@ -41,7 +41,7 @@ void add_connection_options(po::options_description& desc) {
     ("help,h", "print this help")
     ("namespace,n", po::value<std::string>()->default_value("default"), "namespace")
     ("server", po::value<std::string>(),
-     "daemon URL (default: $KNFLOW_SERVER or http://127.0.0.1:8080)")
+     "daemon URL, http:// or https:// (default: $KNFLOW_SERVER or http://127.0.0.1:8080)")
     ("token-file", po::value<std::string>(),
      "file whose first token is sent (default: $KNFLOW_TOKEN, else $KNFLOW_TOKEN_FILE, else "
      "the daemon's token in $KNFLOW_DATA_DIR, $XDG_DATA_HOME/knflow, ~/.local/share/knflow "
@@ -93,15 +93,16 @@ std::optional<Target> resolve_target(const po::variables_map& vm, std::string_vi
   target.server = given;
   while (target.server.ends_with("/")) target.server.pop_back();
   const auto url = boost::urls::parse_absolute_uri(target.server);
-  if (!url || url->scheme_id() != boost::urls::scheme::http || !url->has_authority() ||
-      url->host().empty() || url->has_query() || url->has_fragment()) {
+  // https: a daemon behind a TLS proxy or ingress, its certificate checked against the system's
+  // trust store (SSL_CERT_FILE points OpenSSL elsewhere).
+  if (!url ||
+      (url->scheme_id() != boost::urls::scheme::http &&
+       url->scheme_id() != boost::urls::scheme::https) ||
+      !url->has_authority() || url->host().empty() || url->has_query() || url->has_fragment()) {
     std::cerr << "knflow " << command << ": " << (flag ? "--server" : "$KNFLOW_SERVER")
-              << " must be the daemon's http:// URL, such as http://127.0.0.1:8080; got \"" << given
-              << "\"\n";
-    if (url && url->scheme_id() == boost::urls::scheme::https) {
-      std::cerr << "  (the CLI speaks plain HTTP only: reach a daemon behind TLS through a local "
-                   "port, such as kubectl port-forward gives)\n";
-    }
+              << " must be the daemon's http:// or https:// URL, such as http://127.0.0.1:8080; "
+                 "got \""
+              << given << "\"\n";
     return std::nullopt;
   }
   target.flags = " -n " + shell_word(vm["namespace"].as<std::string>());

@@ -114,6 +114,9 @@ po::options_description serve_options() {
      "`default` unless the file names one")
     ("functions-dir", po::value<std::string>()->default_value("."),
      "directory that relative local.command paths of functions start in")
+    ("tls-ca-file", po::value<std::string>(),
+     "PEM file of CA certificates that https functions, reply and dead-letter sinks may also "
+     "chain to, besides the system's")
     ("invoke-timeout", po::value<double>()->default_value(30),
      "seconds a synchronous invoke waits for the run's result before answering 202")
     ("max-invoke-timeout", po::value<double>()->default_value(300),
@@ -524,6 +527,17 @@ int serve(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   if (!check_numeric_options(vm)) return kExitUsage;
+  // Whom https peers are checked against: read now so that a bad file stops the start at once.
+  // Without the option the client loads the system's trust store at its first https request.
+  engine::HttpClientSettings http_settings;
+  if (vm.count("tls-ca-file")) {
+    try {
+      http_settings.tls = engine::make_tls_client_context(vm["tls-ca-file"].as<std::string>());
+    } catch (const std::exception& e) {
+      std::cerr << "knflow serve: --tls-ca-file: " << e.what() << "\n";
+      return kExitUsage;
+    }
+  }
 
   std::string error;
   auto listen = parse_listen(vm["listen"].as<std::string>(), error);
@@ -629,7 +643,7 @@ int serve(const std::vector<std::string>& args) {
   std::error_code self_ec;
   auto self_exe = fs::read_symlink("/proc/self/exe", self_ec);
   if (self_ec) self_exe = "/proc/self/exe";
-  engine::HttpClient http_client(engine_context.get_executor());
+  engine::HttpClient http_client(engine_context.get_executor(), http_settings);
   engine::JqWorkerPool jq(
       ioc.get_executor(),
       engine::JqWorkerSettings{

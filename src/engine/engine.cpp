@@ -1836,10 +1836,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       boost::system::error_code parsed;
       if (const auto error = model::parse_stored(last.error_json, parsed);
           !parsed && error.is_object()) {
-        if (const auto* ms = error.as_object().if_contains("retryAfterMs");
-            ms && ms->is_int64() && ms->as_int64() >= 0) {
-          retry_after = std::chrono::milliseconds(ms->as_int64());
-        }
+        retry_after = retry_after_in(error.as_object());
       }
       co_await resume_backoff(env, policy, attempts - base, last.finished_at, retry_after);
       resumed_in_backoff = true;
@@ -1970,8 +1967,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // No answer: 504 when the request timed out, 502 when it could not be sent or read, as a
       // gateway says it (a run's or step's own deadline is 408, check_live).
       const bool timed_out = res.error == boost::asio::error::timed_out;
-      // A request that cannot be made as given (an https URL, a header too long to send) is the
-      // workflow's or the event's fault: not retried, 500 as a configuration error.
+      // A request that cannot be made as given (credentials in its URL, a header too long to send)
+      // is the workflow's or the event's fault: not retried, 500 as a configuration error.
       Fault fault = res.request_invalid
                         ? make_fault("configuration", 500,
                                      "Call to " + call.function + " cannot be made", detail, path)
@@ -2032,6 +2029,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // The pause an answer's Retry-After asks for, from now; nullopt without a usable one.
+  // The pause a fault's error says its function asked for (`retryAfterMs`), if any.
+  static std::optional<std::chrono::milliseconds> retry_after_in(const json::object& error) {
+    if (const auto* ms = error.if_contains("retryAfterMs");
+        ms && ms->is_int64() && ms->as_int64() >= 0) {
+      return std::chrono::milliseconds(ms->as_int64());
+    }
+    return std::nullopt;
+  }
+
   static std::optional<std::chrono::milliseconds> retry_after_of(const HttpResponse& res) {
     std::optional<std::chrono::milliseconds> retry_after;
     for (const auto& [k, v] : res.headers) {

@@ -9,13 +9,20 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/url/parse.hpp>
 
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -27,6 +34,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <variant>
 #include <vector>
 
@@ -36,6 +44,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using Strand = asio::strand<asio::any_io_executor>;
@@ -53,10 +62,11 @@ constexpr int kMaxInterimResponses = 8;  // 1xx answers skipped before the final
 
 // Where a request goes, taken apart once.
 struct Target {
+  bool tls = false;         // https
   std::string host;         // for the resolver: no brackets around IPv6 addresses
   std::string port;         // decimal
   std::string authority;    // host:port for messages ("127.0.0.1:8080", "[::1]:80")
-  std::string host_header;  // Host: the port only when it is not 80
+  std::string host_header;  // Host: the port only when it is not the scheme's (80, 443)
   std::string path_and_query;
   std::string origin_key;  // scheme://host:port, lower-case
 };
@@ -103,12 +113,9 @@ std::variant<Target, HttpResponse> parse_target(const std::string& url) {
   }
   const auto& u = *parsed;
   const auto scheme = to_lower(u.scheme());
-  if (scheme == "https") {
-    return refused(asio::error::operation_not_supported, "https is not supported yet");
-  }
-  if (scheme != "http") {
+  if (scheme != "http" && scheme != "https") {
     return refused(asio::error::operation_not_supported,
-                   "the URL scheme \"" + scheme + "\" is not supported (only http)");
+                   "the URL scheme \"" + scheme + "\" is not supported (only http and https)");
   }
   const auto invalid = boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
   if (!u.has_authority() || u.encoded_host().empty()) {
@@ -123,6 +130,8 @@ std::variant<Target, HttpResponse> parse_target(const std::string& url) {
                                 "path starts with '/'");
   }
   Target t;
+  t.tls = scheme == "https";
+  const std::string default_port = t.tls ? "443" : "80";
   switch (u.host_type()) {
     case boost::urls::host_type::ipv4:
     case boost::urls::host_type::ipv6:
@@ -146,15 +155,15 @@ std::variant<Target, HttpResponse> parse_target(const std::string& url) {
     }
     t.port = std::to_string(port);
   } else {
-    t.port = "80";
+    t.port = default_port;
   }
   const bool v6 = u.host_type() == boost::urls::host_type::ipv6;
   const std::string host_part = v6 ? "[" + t.host + "]" : t.host;
   t.authority = host_part + ":" + t.port;
-  t.host_header = t.port == "80" ? host_part : t.authority;
+  t.host_header = t.port == default_port ? host_part : t.authority;
   t.path_and_query = u.encoded_path().empty() ? "/" : std::string(u.encoded_path());
   if (u.has_query()) t.path_and_query += "?" + std::string(u.encoded_query());
-  t.origin_key = "http://" + t.authority;
+  t.origin_key = scheme + "://" + t.authority;
   return t;
 }
 
@@ -236,27 +245,53 @@ std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target&
   return p;
 }
 
-// One keep-alive connection. Touched only on its pool's strand.
+// One keep-alive connection, over TLS when its pool has a TLS context. Touched only on its pool's
+// strand.
 struct Conn {
-  explicit Conn(const Strand& strand) : stream(strand) {}
-  beast::tcp_stream stream;
+  Conn(const Strand& strand, ssl::context* tls_context) {
+    if (tls_context) {
+      tls.emplace(strand, *tls_context);
+    } else {
+      plain.emplace(strand);
+    }
+  }
+  // The TCP stream, under TLS or not: its deadline bounds the TLS layer's operations too.
+  beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
   beast::flat_buffer buffer{kMaxReadBufferBytes};
   Clock::time_point idle_since{};
 };
 
+// Closes the socket, without a TLS close_notify: the peer sees its client go away, as when a
+// pooled connection is dropped, and nothing waits for its answer.
 void close_conn(Conn& conn) {
   beast::error_code ignored;
-  conn.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  conn.stream.close();
+  conn.tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  conn.tcp().close();
+}
+
+// True when the TLS layer holds bytes the peer sent after the answer, read from the socket with
+// the answer's last record: decrypted and not yet read (SSL_pending), or still encrypted in its
+// input BIO. (Asio's own input buffer, beneath, is not visible: it keeps what does not fit in
+// the BIO, more than a TLS record's worth, which such a peer would have to send at once.)
+bool holds_input(Conn& conn) {
+  if (!conn.tls) return false;
+  SSL* handle = conn.tls->native_handle();
+  return SSL_pending(handle) > 0 || BIO_ctrl_pending(SSL_get_rbio(handle)) > 0;
 }
 
 // True when an idle connection can still be used: the peer has neither closed it nor sent
 // anything. One non-blocking peek (MSG_DONTWAIT), which leaves the socket's mode as it is: through
 // Asio it took four system calls (mode on, peek, mode off, and Asio's mode on again at the next
 // send).
+//
+// Over TLS, any byte (an alert, a late session ticket) also retires the connection: the TLS
+// layer cannot be asked without a read, and a new connection is always safe.
 bool still_open(Conn& conn) {
-  auto& socket = conn.stream.socket();
-  if (!socket.is_open()) return false;
+  auto& socket = conn.tcp().socket();
+  if (!socket.is_open() || holds_input(conn)) return false;
   char byte = 0;
   ssize_t n = 0;
   do {
@@ -320,7 +355,7 @@ std::string describe(beast::error_code ec, const Target& target, const Prepared&
     return "connection reset by " + target.authority;
   }
   if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
-      ec == bhttp::error::partial_message) {
+      ec == bhttp::error::partial_message || ec == ssl::error::stream_truncated) {
     return "connection closed by " + target.authority + " before the answer was complete";
   }
   if (ec == bhttp::error::buffer_overflow) {
@@ -342,10 +377,11 @@ struct Pool : std::enable_shared_from_this<Pool> {
   Pool(asio::any_io_executor executor, HttpClientSettings s, Target t)
       : strand(asio::make_strand(executor)), settings(s), target(std::move(t)), reaper(strand) {
     settings.max_connections_per_origin = std::max<std::size_t>(1, s.max_connections_per_origin);
+    if (!target.tls) settings.tls.reset();
   }
 
   Strand strand;
-  HttpClientSettings settings;
+  HttpClientSettings settings;  // settings.tls: set for an https origin, null for http
   const Target target;  // host, port and authority of the origin (path of the first request)
   std::vector<std::unique_ptr<Conn>> idle;  // back: most recently used
   std::size_t open = 0;                     // open or opening, idle or busy
@@ -579,19 +615,54 @@ struct Pool : std::enable_shared_from_this<Pool> {
     co_return found;
   }
 
-  static asio::awaitable<beast::error_code> connect(std::shared_ptr<Pool> self, Conn& conn,
-                                                    const std::vector<tcp::endpoint>& endpoints,
-                                                    Clock::time_point deadline) {
-    conn.stream.expires_at(deadline);
-    auto [ec, endpoint] = co_await conn.stream.async_connect(endpoints, use_tuple);
-    if (ec) co_return ec;
-    conn.stream.socket().set_option(tcp::no_delay(true), ec);
+  struct Connected {
+    beast::error_code ec;
+    std::string message;  // why, in plain words, when the TLS layer refused the peer
+  };
+
+  // Connects to the first address that takes the connection and, for https, makes the TLS
+  // handshake: the peer's certificate must chain to a trusted authority and be valid for the
+  // URL's host, a name (sent as SNI) or an IP address, as a browser checks it (no partial
+  // wildcards).
+  static asio::awaitable<Connected> connect(std::shared_ptr<Pool> self, Conn& conn,
+                                            const std::vector<tcp::endpoint>& endpoints,
+                                            Clock::time_point deadline) {
+    auto& stream = conn.tcp();
+    stream.expires_at(deadline);
+    auto [ec, endpoint] = co_await stream.async_connect(endpoints, use_tuple);
+    if (ec) co_return Connected{ec, {}};
+    stream.socket().set_option(tcp::no_delay(true), ec);
     self->opened.fetch_add(1, std::memory_order_relaxed);
-    co_return beast::error_code{};
+    if (!conn.tls) co_return Connected{};
+    const auto& target = self->target;
+    SSL* handle = conn.tls->native_handle();
+    beast::error_code not_an_address;
+    asio::ip::make_address(target.host, not_an_address);
+    X509_VERIFY_PARAM* param = SSL_get0_param(handle);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const bool named = not_an_address
+                           ? SSL_set_tlsext_host_name(handle, target.host.c_str()) == 1 &&
+                                 X509_VERIFY_PARAM_set1_host(param, target.host.c_str(), 0) == 1
+                           : X509_VERIFY_PARAM_set1_ip_asc(param, target.host.c_str()) == 1;
+    if (!named) {
+      co_return Connected{ssl::error::make_error_code(ssl::error::unspecified_system_error),
+                          "TLS handshake with " + target.authority +
+                              " failed: the host to verify could not be set (" + target.host + ")"};
+    }
+    stream.expires_at(deadline);
+    auto [hec] = co_await conn.tls->async_handshake(ssl::stream_base::client, use_tuple);
+    if (!hec || hec == beast::error::timeout) co_return Connected{hec, {}};
+    std::string why = hec.message();
+    const long verified = SSL_get_verify_result(handle);
+    if (verified != X509_V_OK) {
+      why = "its certificate was refused: " + std::string(X509_verify_cert_error_string(verified));
+    }
+    co_return Connected{hec, "TLS handshake with " + target.authority + " failed: " + why};
   }
 
-  static asio::awaitable<Outcome> exchange(std::shared_ptr<Pool> self, Conn& conn, Prepared& req,
-                                           bool reused) {
+  template <class Stream>
+  static asio::awaitable<Outcome> exchange(std::shared_ptr<Pool> self, Stream& stream, Conn& conn,
+                                           Prepared& req, bool reused) {
     Outcome out;
     auto fail = [&](beast::error_code ec, std::string_view phase, bool got_bytes) {
       out.stale = reused && !got_bytes && ec != beast::error::timeout && !self->closed;
@@ -607,8 +678,8 @@ struct Pool : std::enable_shared_from_this<Pool> {
                                      std::to_string(self->settings.max_response_bytes) + " bytes";
       }
     };
-    conn.stream.expires_at(req.deadline);
-    auto [wec, wn] = co_await bhttp::async_write(conn.stream, req.message, use_tuple);
+    conn.tcp().expires_at(req.deadline);
+    auto [wec, wn] = co_await bhttp::async_write(stream, req.message, use_tuple);
     // A function may answer before it has read the whole body (a 413 from a size limit) and
     // close, so that the rest of the send fails: its answer is read all the same, as RFC 9112
     // §9.5 asks of a client, and only without one does the send's error stand.
@@ -631,8 +702,8 @@ struct Pool : std::enable_shared_from_this<Pool> {
         if (size == 0) header_fields = field_count(parser.get());
       };
       parser.on_chunk_header(at_chunk);
-      conn.stream.expires_at(req.deadline);
-      auto [rec, rn] = co_await bhttp::async_read(conn.stream, conn.buffer, parser, use_tuple);
+      conn.tcp().expires_at(req.deadline);
+      auto [rec, rn] = co_await bhttp::async_read(stream, conn.buffer, parser, use_tuple);
       got_bytes = got_bytes || parser.got_some();
       if (rec) {
         if (answered_early) {
@@ -661,7 +732,8 @@ struct Pool : std::enable_shared_from_this<Pool> {
       }
       out.response.body = std::move(res.body());
       // Answered while the request was still going out: the connection is not used again.
-      out.reusable = keep_alive && !answered_early && status != 101 && conn.buffer.size() == 0;
+      out.reusable = keep_alive && !answered_early && status != 101 && conn.buffer.size() == 0 &&
+                     !holds_input(conn);
       co_return out;
     }
   }
@@ -719,20 +791,28 @@ struct Pool : std::enable_shared_from_this<Pool> {
           co_return failure(asio::error::host_not_found,
                             describe(asio::error::host_not_found, self->target, req, "resolve"));
         }
-        conn = std::make_unique<Conn>(self->strand);
+        conn = std::make_unique<Conn>(self->strand, self->settings.tls.get());
         call->conn = conn.get();
-        auto ec = co_await connect(self, *conn, found.endpoints, req.deadline);
+        auto connected = co_await connect(self, *conn, found.endpoints, req.deadline);
         call->conn = nullptr;
         if (auto response = stopped()) co_return std::move(*response);
-        if (ec) {
+        if (const auto ec = connected.ec) {
           close_conn(*conn);
           self->free_slot();
           auto code = ec == beast::error::timeout ? asio::error::timed_out : ec;
-          co_return failure(code, describe(ec, self->target, req, "connect"));
+          co_return failure(code, connected.message.empty()
+                                      ? describe(ec, self->target, req, "connect")
+                                      : std::move(connected.message));
         }
       }
       call->conn = conn.get();
-      auto outcome = co_await exchange(self, *conn, req, reused);
+      // Not a conditional expression with a co_await in each branch: GCC 12 miscompiles that.
+      Outcome outcome;
+      if (conn->tls) {
+        outcome = co_await exchange(self, *conn->tls, *conn, req, reused);
+      } else {
+        outcome = co_await exchange(self, *conn->plain, *conn, req, reused);
+      }
       call->conn = nullptr;
       if (call->abandoned) {
         // Whatever came, the caller has gone; the connection may have been closed under it.
@@ -776,6 +856,7 @@ struct HttpClient::Impl {
     if (shut_down) return nullptr;
     auto found = pools.find(target.origin_key);
     if (found == pools.end()) {
+      if (target.tls && !settings.tls) settings.tls = make_tls_client_context();
       if (pools.size() >= kPoolSweepAt) sweep();
       found = pools.emplace(target.origin_key, std::make_shared<Pool>(executor, settings, target))
                   .first;
@@ -798,6 +879,24 @@ struct HttpClient::Impl {
     });
   }
 };
+
+std::shared_ptr<ssl::context> make_tls_client_context(const std::string& ca_file) {
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
+  context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  context->set_verify_mode(ssl::verify_peer);
+  beast::error_code ec;
+  // A machine without a trust store still trusts ca_file.
+  context->set_default_verify_paths(ec);
+  if (!ca_file.empty()) {
+    context->load_verify_file(ca_file, ec);
+    if (ec) {
+      throw std::runtime_error("cannot read CA certificates from \"" + ca_file +
+                               "\": " + ec.message() + " (a PEM file of one or more certificates)");
+    }
+  }
+  return context;
+}
 
 HttpClient::HttpClient(asio::any_io_executor executor, HttpClientSettings settings)
     : impl_(std::make_shared<Impl>()) {

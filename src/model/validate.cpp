@@ -75,15 +75,6 @@ std::string label_message(std::string_view what, std::string_view value) {
          "and ending with a letter or digit";
 }
 
-// Whether an absolute URL's scheme is https, in any case.
-bool is_https(std::string_view url) {
-  constexpr std::string_view kScheme = "https:";
-  return url.size() >= kScheme.size() &&
-         std::equal(kScheme.begin(), kScheme.end(), url.begin(), [](char a, char b) {
-           return a == std::tolower(static_cast<unsigned char>(b));
-         });
-}
-
 // Why `text` is not an absolute http(s) URL, or empty when it is.
 std::string http_url_problem(std::string_view text) {
   auto parsed = boost::urls::parse_uri(text);
@@ -824,13 +815,6 @@ class Validator {
     return f.url || (f.local && (!f.local->command.empty() || f.local->url));
   }
 
-  // The https URL standalone mode would call for `f` (its url, else its local.url), or nullptr:
-  // the engine's HTTP client speaks plain HTTP only (docs/engine.md).
-  static const std::string* standalone_https(const Function& f) {
-    const std::string* url = f.url ? &*f.url : (f.local && f.local->url ? &*f.local->url : nullptr);
-    return url && is_https(*url) ? url : nullptr;
-  }
-
   void standalone_calls(const Steps& steps, const std::string& pointer) {
     for (std::size_t i = 0; i < steps.size(); ++i) {
       const std::string at = pointer_append(pointer, i);
@@ -848,10 +832,6 @@ class Validator {
                        step_label(step) + " calls function " + quoted(c.function) +
                            ", which has neither url nor local (command or url): standalone mode "
                            "cannot reach it");
-              } else if (const std::string* url = standalone_https(f)) {
-                reason(report_.standalone, at + "/call",
-                       step_label(step) + " calls function " + quoted(c.function) + " at " +
-                           quoted(*url) + ": standalone mode does not call https URLs yet");
               }
             } else if constexpr (std::is_same_v<T, DoStep>) {
               standalone_calls(c.steps, at + "/do");
@@ -999,10 +979,6 @@ class Validator {
         reason(report_.standalone, "/spec/" + std::string(field) + "/ref",
                std::string(field) +
                    " names a Kubernetes object (ref): standalone mode delivers to a uri only");
-      } else if (*destination && (*destination)->uri && is_https(*(*destination)->uri)) {
-        reason(report_.standalone, "/spec/" + std::string(field) + "/uri",
-               std::string(field) + " is the https URL " + quoted(*(*destination)->uri) +
-                   ": standalone mode does not deliver to https URLs yet");
       }
     }
     if (w_.spec.trigger && w_.spec.trigger->broker && *w_.spec.trigger->broker != "default") {

@@ -143,9 +143,9 @@ class LocalFunction:
     """A function on a local HTTP server (127.0.0.1, a free port) for the tests: `respond(path,
     headers, body)` gives (status, JSON text, or bytes) for each POST, called on the server's thread for
     that request (so it may block to hold the request in flight). A connection the daemon
-    dropped meanwhile is ignored."""
+    dropped meanwhile is ignored. With `tls=(certificate file, key file)` it serves https."""
 
-    def __init__(self, respond):
+    def __init__(self, respond, tls=None):
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
@@ -167,7 +167,18 @@ class LocalFunction:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            # The handshake happens in the handler's thread, at its first read, not in accept().
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
+                                                     do_handshake_on_connect=False)
+            scheme = "https"
+            # A client that refused the certificate ends its handler with an SSLError: expected.
+            self.server.handle_error = lambda request, address: None
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):

@@ -447,18 +447,25 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 2, out + err)
         self.assertEqual(err, f"knflow invoke: the input data is empty (@{empty}); give JSON, such "
                               "as {} or null\n")
-        # A --server that is not an http:// URL is bad usage, not "no daemon".
-        for server in ("localhost:8080", "https://127.0.0.1:8080", "http://", "http://h:1/?x=1"):
+        # A --server that is not an http:// or https:// URL is bad usage, not "no daemon".
+        for server in ("localhost:8080", "ftp://127.0.0.1:8080", "http://", "http://h:1/?x=1"):
             with self.subTest(server=server):
                 code, out, err = self.cli("runs", "-n", NS, "--server", server, flags=False)
                 self.assertEqual(code, 2, out + err)
-                self.assertEqual(err.splitlines()[0],
-                                 "knflow runs: --server must be the daemon's http:// URL, "
-                                 f'such as http://127.0.0.1:8080; got "{server}"')
-                self.assertEqual("plain HTTP only" in err, server.startswith("https:"), err)
+                self.assertEqual(err, "knflow runs: --server must be the daemon's http:// or "
+                                      "https:// URL, such as http://127.0.0.1:8080; got "
+                                      f'"{server}"\n')
         code, out, err = self.cli("runs", "-n", NS, flags=False, env={"KNFLOW_SERVER": "localhost"})
         self.assertEqual(code, 2, out + err)
-        self.assertIn("$KNFLOW_SERVER must be the daemon's http:// URL", err)
+        self.assertIn("$KNFLOW_SERVER must be the daemon's http:// or https:// URL", err)
+        # https is spoken (for a daemon behind a TLS proxy): this daemon's plain port fails the
+        # handshake, which the CLI reports as no answer, naming it.
+        server = self.d.base.replace("http://", "https://")
+        code, out, err = self.cli("runs", "-n", NS, "--server", server, flags=False)
+        self.assertEqual(code, 3, out + err)
+        self.assertTrue(err.startswith(f"knflow: no answer from the daemon at {server}: TLS "
+                                       f"handshake with {server.removeprefix('https://')} "
+                                       "failed: "), err)
 
     def test_large_answers_and_bodies(self):
         """An answer over the HTTP client's default 8 MiB (a run's output may be 64 MiB) is read,

@@ -5,16 +5,21 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <sstream>
+#include <tuple>
 
 namespace knflow::test {
 namespace {
@@ -22,15 +27,25 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // One connection; touched on its strand, except that stop() posts there.
 struct Session {
-  explicit Session(tcp::socket socket) : stream(std::move(socket)), delay(stream.get_executor()) {}
-  beast::tcp_stream stream;
+  Session(tcp::socket socket, ssl::context* tls) : delay(socket.get_executor()) {
+    if (tls) {
+      secure.emplace(std::move(socket), *tls);
+    } else {
+      plain.emplace(std::move(socket));
+    }
+  }
+  beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
+
   asio::steady_timer delay;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   bool stopped = false;
 };
 
@@ -43,13 +58,16 @@ std::string lower(std::string_view s) {
 }  // namespace
 
 struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
-  explicit Impl(asio::any_io_executor ex) : executor(ex), acceptor(asio::make_strand(ex)) {}
+  Impl(asio::any_io_executor ex, std::shared_ptr<ssl::context> t)
+      : executor(ex), tls(std::move(t)), acceptor(asio::make_strand(ex)) {}
 
   asio::any_io_executor executor;
+  std::shared_ptr<ssl::context> tls;
   tcp::acceptor acceptor;
   unsigned short port = 0;
   std::atomic<std::size_t> accepted{0};
   std::atomic<std::size_t> unanswered_closed{0};
+  std::atomic<std::size_t> handshake_failures{0};
 
   mutable std::mutex mutex;  // guards the fields below
   std::map<std::string, EchoRoute> routes;
@@ -66,13 +84,13 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
           co_await self->acceptor.async_accept(asio::make_strand(self->executor), use_tuple);
       if (ec) co_return;  // stopped
       const std::size_t id = ++self->accepted;
-      auto session = std::make_shared<Session>(std::move(socket));
+      auto session = std::make_shared<Session>(std::move(socket), self->tls.get());
       {
         std::lock_guard lock(self->mutex);
         if (self->stopping) co_return;
         self->sessions.emplace(id, session);
       }
-      asio::co_spawn(session->stream.get_executor(), serve(self, session, id),
+      asio::co_spawn(session->delay.get_executor(), serve(self, session, id),
                      [self, id](std::exception_ptr) {
                        std::lock_guard lock(self->mutex);
                        self->sessions.erase(id);
@@ -106,12 +124,32 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
 
   static asio::awaitable<void> serve(std::shared_ptr<Impl> self, std::shared_ptr<Session> session,
                                      std::size_t id) {
-    auto& stream = session->stream;
+    if (session->secure) {
+      session->lowest().expires_after(std::chrono::seconds(10));
+      auto [ec] = co_await session->secure->async_handshake(ssl::stream_base::server, use_tuple);
+      if (ec) {
+        ++self->handshake_failures;
+      } else {
+        co_await exchange(self, session, *session->secure, id);
+      }
+    } else {
+      co_await exchange(self, session, *session->plain, id);
+    }
+    beast::error_code ignored;
+    session->lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    session->lowest().socket().close(ignored);
+  }
+
+  // Answers requests on one connection until it ends.
+  template <class Stream>
+  static asio::awaitable<void> exchange(std::shared_ptr<Impl> self,
+                                        std::shared_ptr<Session> session, Stream& stream,
+                                        std::size_t id) {
     beast::flat_buffer buffer;
     for (;;) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.body_limit(64 << 20);
-      stream.expires_after(std::chrono::seconds(60));
+      session->lowest().expires_after(std::chrono::seconds(60));
       auto [ec, n] = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
       if (ec) break;
       auto in = parser.release();
@@ -126,7 +164,7 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
       request.received = std::chrono::steady_clock::now();
       auto [route, drop] = self->route_for(request);
       if (drop) break;
-      stream.expires_never();
+      session->lowest().expires_never();
       if (route.never_answer) {
         // Until the client closes the connection (EOF or reset), or stop() does.
         char byte = 0;
@@ -161,19 +199,25 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
       for (const auto& [name, value] : route.headers) out.set(name, value);
       out.keep_alive(in.keep_alive());
       out.prepare_payload();
-      stream.expires_after(std::chrono::seconds(10));
-      auto [wec, wn] = co_await bhttp::async_write(stream, out, use_tuple);
+      session->lowest().expires_after(std::chrono::seconds(10));
+      beast::error_code wec;
+      if (route.after_answer.empty()) {
+        std::tie(wec, std::ignore) = co_await bhttp::async_write(stream, out, use_tuple);
+      } else {
+        std::ostringstream bytes;
+        bytes << out << route.after_answer;
+        const std::string whole = bytes.str();
+        std::tie(wec, std::ignore) =
+            co_await asio::async_write(stream, asio::buffer(whole), use_tuple);
+      }
       self->answered(request);
       if (wec || !in.keep_alive() || route.close_after_answer) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream.socket().close(ignored);
   }
 };
 
-EchoServer::EchoServer(asio::any_io_executor executor)
-    : impl_(std::make_shared<Impl>(std::move(executor))) {
+EchoServer::EchoServer(asio::any_io_executor executor, std::shared_ptr<ssl::context> tls)
+    : impl_(std::make_shared<Impl>(std::move(executor), std::move(tls))) {
   auto& acceptor = impl_->acceptor;
   const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), 0);
   acceptor.open(endpoint.protocol());
@@ -189,7 +233,8 @@ EchoServer::~EchoServer() { stop(); }
 unsigned short EchoServer::port() const { return impl_->port; }
 
 std::string EchoServer::url(std::string_view path) const {
-  return "http://127.0.0.1:" + std::to_string(impl_->port) + std::string(path);
+  return std::string(impl_->tls ? "https" : "http") +
+         "://127.0.0.1:" + std::to_string(impl_->port) + std::string(path);
 }
 
 void EchoServer::route(const std::string& path, EchoRoute route) {
@@ -200,6 +245,8 @@ void EchoServer::route(const std::string& path, EchoRoute route) {
 std::size_t EchoServer::connections_accepted() const { return impl_->accepted.load(); }
 
 std::size_t EchoServer::unanswered_closed() const { return impl_->unanswered_closed.load(); }
+
+std::size_t EchoServer::handshake_failures() const { return impl_->handshake_failures.load(); }
 
 std::size_t EchoServer::open_connections() const {
   std::lock_guard lock(impl_->mutex);
@@ -231,10 +278,10 @@ void EchoServer::stop() {
     impl->acceptor.close(ignored);
   });
   for (auto& session : open) {
-    asio::post(session->stream.get_executor(), [session] {
+    asio::post(session->delay.get_executor(), [session] {
       session->stopped = true;
       session->delay.cancel();
-      session->stream.close();
+      session->lowest().close();
     });
   }
 }

@@ -11,6 +11,10 @@
 #include <utility>
 #include <vector>
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace knflow::test {
 
 // How the echo server answers one path.
@@ -28,6 +32,9 @@ struct EchoRoute {
   // Read the request and never answer it: its connection only waits for the client to close it
   // (EchoServer::unanswered_closed counts those).
   bool never_answer = false;
+  // Bytes sent right after the answer, in the same write (a broken peer: a forged second answer
+  // the client must never take for the next request's).
+  std::string after_answer{};
 };
 
 // A request as the server read it.
@@ -42,16 +49,19 @@ struct EchoRequest {
 
 // A real HTTP/1.1 server on 127.0.0.1 (port 0) for engine tests: answers each path as its route
 // says (unrouted paths echo), records requests and counts connections. It runs on the executor
-// it is given, one strand per connection; every public function is thread-safe.
+// it is given, one strand per connection; every public function is thread-safe. With a TLS
+// context (a server context holding its certificate and key) it speaks https only.
 class EchoServer {
  public:
-  explicit EchoServer(boost::asio::any_io_executor executor);
+  explicit EchoServer(boost::asio::any_io_executor executor,
+                      std::shared_ptr<boost::asio::ssl::context> tls = nullptr);
   ~EchoServer();
   EchoServer(const EchoServer&) = delete;
   EchoServer& operator=(const EchoServer&) = delete;
 
   unsigned short port() const;
-  std::string url(std::string_view path = "/") const;  // http://127.0.0.1:<port><path>
+  // http://127.0.0.1:<port><path>, or https:// with TLS
+  std::string url(std::string_view path = "/") const;
 
   // Sets how `path` (without the query) is answered from now on.
   void route(const std::string& path, EchoRoute route);
@@ -61,6 +71,8 @@ class EchoServer {
   // Connections their client closed while their request was never to be answered
   // (EchoRoute::never_answer).
   std::size_t unanswered_closed() const;
+  // Connections whose TLS handshake failed (with TLS).
+  std::size_t handshake_failures() const;
   std::vector<EchoRequest> requests() const;
   // The most requests to `path` (without the query) that were being answered at once.
   std::size_t max_in_flight(const std::string& path) const;

@@ -906,11 +906,11 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
 }
 
 TEST_CASE("engine: a call that cannot be made is not retried", "[engine][retry]") {
-  // An https URL (not supported standalone yet) was retried as a connection error, up to the
-  // limit, and reported as a 502 communication fault.
+  // A URL the client refuses (here, with credentials in it; once, an https one) was retried as a
+  // connection error, up to the limit, and reported as a 502 communication fault.
   EngineFixture f;
   auto yaml = header("tls-only") + R"(  functions:
-    secure: {url: "https://127.0.0.1:1/"}
+    secure: {url: "http://user:secret@127.0.0.1:1/"}
   do:
     - name: call-it
       call: secure

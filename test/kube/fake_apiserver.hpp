@@ -5,6 +5,8 @@
 // chunked streams the test feeds piece by piece for watches. Runs on the executor it is given;
 // every function must be called on the thread that runs it (the test's thread).
 
+#include "support/test_pki.hpp"
+
 #include <boost/asio/any_io_executor.hpp>
 
 #include <chrono>
@@ -54,18 +56,6 @@ struct FakeReply {
   bool close = false;                  // close the connection after answering
   bool drop = false;                   // close the connection without answering
   std::shared_ptr<FakeStream> stream;  // set: a chunked answer fed by the test
-};
-
-// Certificates made with the openssl command for one test: a CA, a server certificate for
-// 127.0.0.1 and localhost signed by it, a client certificate signed by it, and an unrelated CA.
-struct TestPki {
-  explicit TestPki(const std::filesystem::path& dir);
-  std::string ca_pem;
-  std::string other_ca_pem;
-  std::filesystem::path server_cert;
-  std::filesystem::path server_key;
-  std::string client_cert_pem;
-  std::string client_key_pem;
 };
 
 struct FakeTls {

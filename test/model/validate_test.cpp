@@ -468,13 +468,12 @@ TEST_CASE("modes: which constructs run standalone and in the cluster", "[validat
        "  trigger: {broker: orders, filter: {type: a.b}}\n  reply: {ref: "
        "{apiVersion: v1, kind: Service, name: r}}\n  deadLetter: {ref: "
        "{apiVersion: v1, kind: Service, name: dl}}\n"},
-      // The standalone client speaks plain HTTP: the validator said yes, and every such call
-      // faulted at run time.
-      {"https endpoints need the cluster",
+      // The standalone client speaks https too (it was a reason when it spoke plain HTTP only).
+      {"https endpoints run in both modes",
        "    - {name: a, call: tls}\n",
-       false,
        true,
-       {"/spec/do/0/call", "/spec/reply/uri", "/spec/deadLetter/uri"},
+       true,
+       {},
        "  reply: {uri: 'HTTPS://r'}\n  deadLetter: {uri: 'https://dl'}\n",
        "    tls: {url: 'https://pay.example/charge'}\n"},
   };
@@ -492,20 +491,11 @@ TEST_CASE("modes: which constructs run standalone and in the cluster", "[validat
   }
 }
 
-TEST_CASE("a standalone reason names the https URL", "[validate][modes]") {
-  const CheckResult result = check_yaml(workflow_with("    - {name: a, call: tls}\n", "",
-                                                      "    tls: {url: 'https://pay.example/c'}\n"));
-  REQUIRE(result.report.standalone.reasons.size() == 1);
-  CHECK(result.report.standalone.reasons[0].message ==
-        "step \"a\" calls function \"tls\" at \"https://pay.example/c\": standalone mode does "
-        "not call https URLs yet");
-}
-
-TEST_CASE("a local.url at https cannot run standalone either", "[validate][modes]") {
+TEST_CASE("a local.url at https runs standalone", "[validate][modes]") {
   const CheckResult result = check_yaml(workflow_with(
       "    - {name: a, call: tls}\n", "", "    tls: {local: {url: 'https://127.0.0.1:8443'}}\n"));
-  CHECK_FALSE(result.report.standalone.supported);
-  CHECK(pointers(result.report.standalone.reasons) == std::set<std::string>{"/spec/do/0/call"});
+  CHECK(result.report.standalone.supported);
+  CHECK(result.report.standalone.reasons.empty());
 }
 
 TEST_CASE("a cluster reason names the step", "[validate][modes]") {

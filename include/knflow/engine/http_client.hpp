@@ -4,8 +4,9 @@
 // origin (scheme, host, port), a deadline per request that bounds all of it (waiting for a
 // connection, the host name's lookup, connect, write, read), a bound on connections per origin
 // (extra requests wait for a free connection instead of opening more sockets, so a wide fork at
-// high rate never runs out of local ports), and a handle to abandon a request at once. Plain http
-// only for now; https URLs fail with a clear error.
+// high rate never runs out of local ports), and a handle to abandon a request at once. http and
+// https: an https peer must present a certificate for the URL's host that the client's trust
+// store verifies (TLS 1.2 or later; no way to skip the check).
 
 #include "knflow/engine/abandon.hpp"
 #include "knflow/engine/cloudevent.hpp"
@@ -22,11 +23,15 @@
 #include <string>
 #include <vector>
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace knflow::engine {
 
 struct HttpRequest {
   std::string method = "POST";
-  std::string url;  // absolute http:// URL
+  std::string url;  // absolute http:// or https:// URL
   HeaderList headers;
   std::string body;
   // The whole exchange: waiting for a connection, the lookup, connect, write, read.
@@ -75,7 +80,17 @@ struct HttpClientSettings {
   // How host names are looked up (IP addresses are not): the system's resolver; tests put a fake
   // in its place.
   ResolveFunction resolve = system_resolve;
+  // Whom https peers are verified against (make_tls_client_context). Null: made on the first
+  // https request with the system's trust store alone.
+  std::shared_ptr<boost::asio::ssl::context> tls = nullptr;
 };
+
+// A TLS client context for HttpClientSettings::tls: TLS 1.2 or later, peers verified against
+// OpenSSL's default trust store (Debian's CA certificates; the variables SSL_CERT_FILE and
+// SSL_CERT_DIR point it elsewhere) and, when ca_file is given, also against the PEM certificates in
+// that file. Throws std::runtime_error naming the file when it cannot be read or holds no
+// certificate.
+std::shared_ptr<boost::asio::ssl::context> make_tls_client_context(const std::string& ca_file = {});
 
 // Thread-safe: send() may be called from any strand; each pool has its own strand.
 class HttpClient {
