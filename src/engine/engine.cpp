@@ -1588,7 +1588,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         std::chrono::milliseconds delay;
         {
           std::lock_guard lock(mutex);
-          delay = retry_delay(policy, retries + 1, std::nullopt, rng);
+          // A longer Retry-After the fault kept (its call's last answer) is honoured, as a call's
+          // own retry honours it.
+          delay = retry_delay(policy, retries + 1, retry_after_in(fault->error), rng);
         }
         if (metrics) metrics->retry();
         ++attempt;

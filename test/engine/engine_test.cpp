@@ -1096,6 +1096,33 @@ TEST_CASE("engine: Retry-After sets the delay before the next attempt", "[engine
   CHECK(busy[1].received - busy[0].received >= std::chrono::seconds(1));
 }
 
+TEST_CASE("engine: catch.retry honours the Retry-After its caught call was answered with",
+          "[engine][try][retry]") {
+  // catch.retry waited its own 10 ms: a function answering 503 with Retry-After was called
+  // again before the pause it asked for, as a call's own retry never does.
+  EngineFixture f;
+  f.echo.route("/busy", {.status = 200,
+                         .body = R"({"ok": true})",
+                         .headers = {{"Retry-After", "1"}},
+                         .statuses = {503}});
+  auto yaml = header("try-retry-after") + functions(f, {"busy"}) + R"(  do:
+    - name: guarded
+      try:
+        - {name: call-it, call: busy}
+      catch:
+        errors: {type: communication, status: 503}
+        retry: {limit: 1, backoff: constant, delay: PT0.01S}
+)";
+  auto out = f.run(yaml);
+  CHECK(out.phase == "completed");
+  std::vector<test::EchoRequest> busy;
+  for (auto& r : f.echo.requests()) {
+    if (r.target == "/busy") busy.push_back(r);
+  }
+  REQUIRE(busy.size() == 2);
+  CHECK(busy[1].received - busy[0].received >= std::chrono::seconds(1));
+}
+
 TEST_CASE("engine: try/catch handles matching errors with $error", "[engine][try]") {
   EngineFixture f;
   f.echo.route("/bad", {.status = 400, .body = "no"});
