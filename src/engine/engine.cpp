@@ -1530,10 +1530,30 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return true;
   }
 
+  // What the step history keeps of an error an earlier try (catch.retry) faulted with: its
+  // type, status, title, detail and instance, each text cut at 1 KiB (a raise's title or detail
+  // may be an expression's 16 MiB result), and when it was caught.
+  static json::object earlier_fault(const json::object& error, std::string at) {
+    constexpr std::size_t kMaxText = 1024;
+    json::object kept;
+    for (const std::string_view key : {"type", "status", "title", "detail", "instance"}) {
+      const auto* v = error.if_contains(key);
+      if (!v) continue;
+      if (v->is_string() && v->as_string().size() > kMaxText) {
+        kept[key] = model::utf8_prefix(v->as_string(), kMaxText);
+      } else {
+        kept[key] = *v;
+      }
+    }
+    return json::object{{"error", std::move(kept)}, {"at", std::move(at)}};
+  }
+  static constexpr std::size_t kEarlierFaultsKept = 16;  // the latest ones
+
   // A try keeps its progress in the journal, so that a restart goes on where it was instead of
   // running the try list from its first attempt again: `<path>/try` (started) holds the attempt a
-  // catch.retry moved on to, the retries used and when the backoff ends; `<path>/catch` (started)
-  // the error handed to catch.do (and how many times the list ran), which a restart goes straight
+  // catch.retry moved on to, the retries used, when the backoff ends, and for the step history
+  // the errors the latest earlier tries faulted with (`faults`); `<path>/catch` (started) the
+  // error handed to catch.do (and how many times the list ran), which a restart goes straight
   // back to. `note` gets what the step history shows of a caught error: the error and how many
   // times the try list ran.
   asio::awaitable<Current> exec_try(Env env, const model::TryStep& t, const std::string& path,
@@ -1548,6 +1568,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::optional<std::int64_t> retry_at;  // when the backoff before `attempt` ends (Unix ms)
     std::optional<json::object> caught;    // the error catch.do handles
     std::string caught_at;                 // when it was caught, for the step history
+    json::array faults;                    // earlier tries' errors, for the step history
     if (auto it = run.journal.find(handler_key); it != run.journal.end()) {
       caught = it->second.value.at("error").as_object();
       if (const auto* at = it->second.value.as_object().if_contains("caughtAt")) {
@@ -1559,6 +1580,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } else if (auto at = run.journal.find(progress_key); at != run.journal.end()) {
       const auto& progress = at->second.value.as_object();
       attempt = progress.at("attempt").to_number<std::int64_t>();
+      if (const auto* kept = progress.if_contains("faults"); kept && kept->is_array()) {
+        faults = kept->as_array();
+      }
       const auto* drive = progress.if_contains("drive");
       if ((drive ? drive->to_number<std::int64_t>() : 0) == run.drive) {
         retries = progress.at("retries").to_number<std::int64_t>();
@@ -1596,10 +1620,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         ++attempt;
         ++retries;
         retry_at = unix_ms(std::chrono::system_clock::now() + delay);
+        faults.push_back(earlier_fault(fault->error, log::now_rfc3339_ms()));
+        if (faults.size() > kEarlierFaultsKept) faults.erase(faults.begin());
         json::value progress = json::object{{"attempt", attempt},
                                             {"retries", retries},
                                             {"retryAt", *retry_at},
-                                            {"drive", run.drive}};
+                                            {"drive", run.drive},
+                                            {"faults", faults}};
         co_await journal_put(run, progress_key, "started", std::move(progress));
         continue;
       }

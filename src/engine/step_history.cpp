@@ -244,7 +244,8 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     json::value error;
     std::optional<std::string> at;
   };
-  std::vector<Caught> caught_errors;  // what each completed `try` caught
+  // What each `try` caught, and what its earlier tries (catch.retry) faulted with.
+  std::vector<Caught> caught_errors;
   // A step a try caught, by path: the path prefix of its try's list ("/do/0/try/1/"), whose
   // steps it comes after.
   std::map<std::string, std::string> after_its_try;
@@ -269,6 +270,17 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     }
     if (!value.is_object()) continue;
     const auto& v = value.as_object();
+    if (j.path == r->path + "/try" && std::holds_alternative<model::TryStep>(r->step->construct)) {
+      // A try's progress: the errors its latest earlier tries faulted with.
+      if (const auto* faults = v.if_contains("faults"); faults && faults->is_array()) {
+        for (const auto& f : faults->as_array()) {
+          if (!f.is_object() || !f.as_object().contains("error")) continue;
+          caught_errors.push_back(
+              {r->path, f.as_object().at("error"), text_member(f.as_object(), "at")});
+        }
+      }
+      continue;
+    }
     if (r->path != j.path) {
       // A part of a step: the deadline a `wait` keeps while it waits.
       if (j.path != r->path + "/wait" ||
@@ -358,9 +370,9 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
         &walked);
   }
 
-  // The step a `try`'s last try faulted at, which its catch caught (a call is listed from its
-  // attempts already), and the steps between it and the try, faulted with it. The steps an
-  // earlier try (catch.retry) faulted at are not kept: only the caught error is.
+  // The step each try of a `try` faulted at: the one its catch caught and those its earlier tries
+  // (catch.retry) faulted with (a call is listed from its attempts already), and the steps
+  // between it and the try, faulted with it.
   for (const auto& c : caught_errors) {
     const auto* instance =
         c.error.is_object() ? c.error.as_object().if_contains("instance") : nullptr;
@@ -459,15 +471,23 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     if (ta != tb) return ta < tb;
     return path_less(a->at("path").as_string(), b->at("path").as_string());
   });
-  // A step a try caught goes after the last step of its try's list (the times of steps a
-  // millisecond apart cannot tell), or after the try when it was the list's first.
+  // A step a try caught goes after the last step its try list ran before it, in this try or an
+  // earlier one (the times of steps a millisecond apart cannot tell), or after the try when it
+  // was the first list's first: so each try's fault follows that try's steps.
+  std::sort(caught_steps.begin(), caught_steps.end(), [](const auto* a, const auto* b) {
+    return path_less(a->at("path").as_string(), b->at("path").as_string());
+  });
   for (auto* caught : caught_steps) {
-    const std::string& prefix = after_its_try.at(std::string(caught->at("path").as_string()));
+    const auto caught_path = caught->at("path").as_string();
+    const std::string& prefix = after_its_try.at(std::string(caught_path));
     const std::string try_path = prefix.substr(0, prefix.rfind("/try/"));
+    const std::string tries = try_path + "/try/";
     auto at = order.end();
     for (auto it = order.begin(); it != order.end(); ++it) {
       const auto path = (*it)->at("path").as_string();
-      if (path == try_path || path.starts_with(prefix)) at = std::next(it);
+      if (path == try_path || (path.starts_with(tries) && path_less(path, caught_path))) {
+        at = std::next(it);
+      }
     }
     order.insert(at, caught);
   }

@@ -67,6 +67,20 @@ spec:
     - {name: double, set: '${ {n: (.n * 2)} }'}
 """
 
+RETRIED = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: retried}
+spec:
+  do:
+    - name: guarded
+      try:
+        - {name: boom, raise: {type: runtime, status: 500, title: Boom}}
+      catch:
+        retry: {limit: 2, backoff: constant, delay: PT0.01S}
+        do:
+          - {name: handle, set: {handled: true}}
+"""
+
 NAP = """apiVersion: knflow.dev/v1alpha1
 kind: Workflow
 metadata: {name: nap}
@@ -91,7 +105,7 @@ class StepHistoryTest(unittest.TestCase):
     def setUp(self):
         self.d = Daemon()
         self.d.start()
-        for doc in (TOUR, LOOP_FAULT, NAP, EACH):
+        for doc in (TOUR, LOOP_FAULT, NAP, EACH, RETRIED):
             status, _, body = self.d.call("POST", NS + "/workflows", doc, content_type="application/yaml")
             self.assertEqual(status, 201, body)
 
@@ -153,6 +167,24 @@ class StepHistoryTest(unittest.TestCase):
         self.assertIn("then continue", rows[2]["DETAIL"])
         self.assertIn("caught Boom", rows[6]["DETAIL"])
         self.assertIn("No call attempts", out)
+
+    def test_the_steps_every_try_of_a_try_faulted_at(self):
+        """Each try a catch.retry ran again is listed with the step it faulted at (only the last,
+        which the catch handled, was)."""
+        status, run_id, body = self.invoke("retried")
+        self.assertEqual(status, 200, body)
+        steps = self.steps(run_id)
+        self.assertEqual([(s["path"], s["phase"]) for s in steps],
+                         [("/do/0", "completed"),
+                          ("/do/0/try/0/0", "faulted"),
+                          ("/do/0/try/1/0", "faulted"),
+                          ("/do/0/try/2/0", "faulted"),
+                          ("/do/0/catch/do/0", "completed")])
+        for s in steps[1:4]:
+            self.assertEqual(s["error"]["title"], "Boom", s)
+            self.assertEqual(s["error"]["instance"], s["path"], s)
+        self.assertLess(steps[1]["finishedAt"], steps[3]["finishedAt"])
+        self.assertEqual(steps[0]["tries"], 3)
 
     def test_the_step_a_run_faulted_at_and_the_loop_around_it(self):
         status, run_id, body = self.invoke("loop-fault", '{"items": [1, 2, 3]}')

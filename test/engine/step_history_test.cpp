@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -305,7 +306,57 @@ TEST_CASE("The history lists the step a try caught, after what its try ran befor
   CHECK(bad.at("error").at("title") == "Boom");
   CHECK(bad.at("finishedAt").as_string() == at);
   CHECK(find(steps, "/do/0/try/1/0").at("phase") == "faulted");  // the do around it
-  // The earlier try's do is not known to have faulted (only the caught error is kept).
+  // Without the try's progress (a journal from before it kept the earlier tries' errors), the
+  // earlier try's do is not known to have faulted.
   CHECK(find(steps, "/do/0/try/0/0").at("phase") == "cancelled");
+  CHECK(find(steps, "/do/0").at("phase") == "completed");
+}
+
+TEST_CASE("The history lists the steps earlier tries of a try faulted at") {
+  // Only the error the catch handled was kept: the step an earlier try (catch.retry) faulted at
+  // was missing, and the do around it was listed cancelled.
+  auto decoded = knflow::model::decode_workflow(knflow::model::parse_data(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
+    "spec": {"do": [
+      {"name": "t", "try": [{"name": "inner", "do": [{"name": "ok", "set": {"a": 1}},
+                                                     {"name": "bad", "raise": {"type": "runtime",
+                                                                               "status": 500}}]}],
+       "catch": {"retry": {"limit": 2}}}]}})"));
+  REQUIRE(decoded.ok());
+  RunRecord run;
+  run.phase = RunPhase::completed;
+  const std::string t1 = "2026-01-01T00:00:01.000Z";
+  const std::string t2 = "2026-01-01T00:00:02.000Z";
+  const std::string t3 = "2026-01-01T00:00:03.000Z";
+  // The first two tries faulted at `bad`; the third completed.
+  const std::string progress =
+      R"({"attempt":2,"retries":2,"retryAt":0,"drive":0,"faults":[)"
+      R"({"error":{"title":"Boom 1","instance":"/do/0/try/0/0/do/1"},"at":")" +
+      t1 + R"("},{"error":{"title":"Boom 2","instance":"/do/0/try/1/0/do/1"},"at":")" + t2 +
+      R"("}]})";
+  const std::vector<JournalEntry> journal{
+      {"/do/0/try/0/0/do/0", JournalState::completed, value(t1, t1, "continue")},
+      {"/do/0/try", JournalState::started, progress},
+      {"/do/0/try/1/0/do/0", JournalState::completed, value(t2, t2, "continue")},
+      {"/do/0/try/2/0/do/0", JournalState::completed, value(t3, t3, "continue")},
+      {"/do/0/try/2/0/do/1", JournalState::completed, value(t3, t3, "continue")},
+      {"/do/0/try/2/0", JournalState::completed, value(t3, t3, "continue")},
+      {"/do/0", JournalState::completed, value(t1, t3, "continue")}};
+  const auto steps = step_history(decoded.workflow, run, journal, {}, 100);
+  CHECK(paths(steps) == std::vector<std::string>{
+                            "/do/0", "/do/0/try/0/0", "/do/0/try/0/0/do/0", "/do/0/try/0/0/do/1",
+                            "/do/0/try/1/0", "/do/0/try/1/0/do/0", "/do/0/try/1/0/do/1",
+                            "/do/0/try/2/0", "/do/0/try/2/0/do/0", "/do/0/try/2/0/do/1"});
+  for (const auto& [path, title, at] : {std::tuple{"/do/0/try/0/0/do/1", "Boom 1", t1},
+                                        std::tuple{"/do/0/try/1/0/do/1", "Boom 2", t2}}) {
+    INFO(path);
+    const auto& bad = find(steps, path);
+    CHECK(bad.at("phase") == "faulted");
+    CHECK(bad.at("error").at("title") == title);
+    CHECK(bad.at("finishedAt").as_string() == at);
+  }
+  CHECK(find(steps, "/do/0/try/0/0").at("phase") == "faulted");
+  CHECK(find(steps, "/do/0/try/1/0").at("phase") == "faulted");
+  CHECK(find(steps, "/do/0/try/2/0/do/1").at("phase") == "completed");
   CHECK(find(steps, "/do/0").at("phase") == "completed");
 }
