@@ -640,10 +640,13 @@ struct Pool : std::enable_shared_from_this<Pool> {
     asio::ip::make_address(target.host, not_an_address);
     X509_VERIFY_PARAM* param = SSL_get0_param(handle);
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    const bool named = not_an_address
-                           ? SSL_set_tlsext_host_name(handle, target.host.c_str()) == 1 &&
-                                 X509_VERIFY_PARAM_set1_host(param, target.host.c_str(), 0) == 1
-                           : X509_VERIFY_PARAM_set1_ip_asc(param, target.host.c_str()) == 1;
+    // A fully qualified name's final dot is not part of the name a certificate holds, nor of
+    // SNI (RFC 6066 §3), as Go's client also drops it.
+    std::string name = target.host;
+    if (not_an_address && name.size() > 1 && name.back() == '.') name.pop_back();
+    const bool named = not_an_address ? SSL_set_tlsext_host_name(handle, name.c_str()) == 1 &&
+                                            X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0) == 1
+                                      : X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) == 1;
     if (!named) {
       co_return Connected{ssl::error::make_error_code(ssl::error::unspecified_system_error),
                           "TLS handshake with " + target.authority +
