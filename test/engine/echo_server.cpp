@@ -258,6 +258,15 @@ std::vector<EchoRequest> EchoServer::requests() const {
   return impl_->requests;
 }
 
+std::vector<EchoRequest> EchoServer::requests_to(std::string_view target) const {
+  std::lock_guard lock(impl_->mutex);
+  std::vector<EchoRequest> out;
+  for (const auto& r : impl_->requests) {
+    if (r.target == target) out.push_back(r);
+  }
+  return out;
+}
+
 std::size_t EchoServer::max_in_flight(const std::string& path) const {
   std::lock_guard lock(impl_->mutex);
   auto it = impl_->max_in_flight.find(path);

@@ -74,6 +74,8 @@ class EchoServer {
   // Connections whose TLS handshake failed (with TLS).
   std::size_t handshake_failures() const;
   std::vector<EchoRequest> requests() const;
+  // The requests whose target is `target` exactly (path and query), in the order they came.
+  std::vector<EchoRequest> requests_to(std::string_view target) const;
   // The most requests to `path` (without the query) that were being answered at once.
   std::size_t max_in_flight(const std::string& path) const;
 

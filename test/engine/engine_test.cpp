@@ -839,10 +839,7 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
     REQUIRE(attempts.size() == 3);
     CHECK(attempts[2].attempt == 3);
     CHECK(attempts[2].http_status == 503);
-    std::vector<test::EchoRequest> dls;
-    for (auto& r : f.echo.requests()) {
-      if (r.target == "/dls") dls.push_back(r);
-    }
+    const auto dls = f.echo.requests_to("/dls");
     REQUIRE(dls.size() == 1);
     std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
     CHECK(h["ce-knativeerrorcode"] == "503");
@@ -854,10 +851,7 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
     // The code was 0 and there was no data.
     auto out = f.run(yaml("gone"), R"({"x": 2})");
     CHECK(out.phase == "faulted");
-    std::vector<test::EchoRequest> dls;
-    for (auto& r : f.echo.requests()) {
-      if (r.target == "/dls") dls.push_back(r);
-    }
+    const auto dls = f.echo.requests_to("/dls");
     REQUIRE(dls.size() == 1);
     std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
     CHECK(h["ce-knativeerrorcode"] == "500");
@@ -882,10 +876,7 @@ TEST_CASE("engine: retries follow the delivery contract, then dead-letter", "[en
                      "\"}\n  do:\n    - {name: a, call: stale}\n    - {name: b, call: "
                      "silent-503}\n");
     CHECK(out.phase == "faulted");
-    std::vector<test::EchoRequest> dls;
-    for (auto& r : f.echo.requests()) {
-      if (r.target == "/dls") dls.push_back(r);
-    }
+    const auto dls = f.echo.requests_to("/dls");
     REQUIRE(dls.size() == 1);
     std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
     CHECK(h["ce-knativeerrorcode"] == "503");
@@ -938,29 +929,22 @@ TEST_CASE("engine: a reply is retried as a delivery, then dead-lettered; the run
                       "  retry: {limit: 1, backoff: constant, delay: PT0.01S}\n") +
            functions(f, {"echo"}) + "  do:\n    - {name: call-it, call: echo}\n";
   };
-  auto to = [&](const std::string& target) {
-    std::vector<test::EchoRequest> out;
-    for (auto& r : f.echo.requests()) {
-      if (r.target == target) out.push_back(r);
-    }
-    return out;
-  };
   SECTION("a 503 and a dropped connection are retried, at least three times") {
     f.echo.route("/reply", {.drop_first = 1, .statuses = {200, 503}});
     auto out = f.run(yaml("/reply"), R"({"n": 1})");
     CHECK(EngineFixture::data(out) == json::parse(R"({"n": 1})"));
-    auto replies = to("/reply");
+    auto replies = f.echo.requests_to("/reply");
     REQUIRE(replies.size() == 3);  // dropped, 503, 200: more than spec.retry's one retry
     CHECK(json::parse(replies[2].body) == json::parse(R"({"n": 1})"));
-    CHECK(to("/dls").empty());
+    CHECK(f.echo.requests_to("/dls").empty());
   }
   SECTION("a 400 is final: the reply goes to the dead-letter sink") {
     f.echo.route("/refusing", {.status = 400, .body = "no"});
     std::string id;
     auto out = f.run(yaml("/refusing"), R"({"n": 2})", &id);
     CHECK(out.phase == "completed");
-    CHECK(to("/refusing").size() == 1);
-    auto dls = to("/dls");
+    CHECK(f.echo.requests_to("/refusing").size() == 1);
+    auto dls = f.echo.requests_to("/dls");
     REQUIRE(dls.size() == 1);
     std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
     CHECK(h["ce-knativeerrordest"] == f.echo.url("/refusing"));
@@ -1080,32 +1064,18 @@ TEST_CASE("engine: Retry-After sets the delay before the next attempt", "[engine
                          .body = R"({"ok": true})",
                          .headers = {{"Retry-After", "1"}},
                          .statuses = {503}});
-  auto yaml = header("retry-after") + functions(f, {"busy"}) + R"(  do:
+  std::string yaml;
+  SECTION("a call's retry") {
+    yaml = header("retry-after") + functions(f, {"busy"}) + R"(  do:
     - name: call-it
       call: busy
       retry: {limit: 2, backoff: constant, delay: PT0.01S}
 )";
-  auto out = f.run(yaml);
-  CHECK(out.phase == "completed");
-  std::vector<test::EchoRequest> busy;
-  for (auto& r : f.echo.requests()) {
-    if (r.target == "/busy") busy.push_back(r);
   }
-  REQUIRE(busy.size() == 2);
-  // The policy alone would have waited 10 ms; the answer asked for a second.
-  CHECK(busy[1].received - busy[0].received >= std::chrono::seconds(1));
-}
-
-TEST_CASE("engine: catch.retry honours the Retry-After its caught call was answered with",
-          "[engine][try][retry]") {
-  // catch.retry waited its own 10 ms: a function answering 503 with Retry-After was called
-  // again before the pause it asked for, as a call's own retry never does.
-  EngineFixture f;
-  f.echo.route("/busy", {.status = 200,
-                         .body = R"({"ok": true})",
-                         .headers = {{"Retry-After", "1"}},
-                         .statuses = {503}});
-  auto yaml = header("try-retry-after") + functions(f, {"busy"}) + R"(  do:
+  SECTION("catch.retry, from the error it caught") {
+    // catch.retry waited its own 10 ms: the function was called again before the pause it had
+    // asked for, as a call's own retry never does.
+    yaml = header("try-retry-after") + functions(f, {"busy"}) + R"(  do:
     - name: guarded
       try:
         - {name: call-it, call: busy}
@@ -1113,13 +1083,12 @@ TEST_CASE("engine: catch.retry honours the Retry-After its caught call was answe
         errors: {type: communication, status: 503}
         retry: {limit: 1, backoff: constant, delay: PT0.01S}
 )";
+  }
   auto out = f.run(yaml);
   CHECK(out.phase == "completed");
-  std::vector<test::EchoRequest> busy;
-  for (auto& r : f.echo.requests()) {
-    if (r.target == "/busy") busy.push_back(r);
-  }
+  const auto busy = f.echo.requests_to("/busy");
   REQUIRE(busy.size() == 2);
+  // The policy alone would have waited 10 ms; the answer asked for a second.
   CHECK(busy[1].received - busy[0].received >= std::chrono::seconds(1));
 }
 
@@ -1344,10 +1313,7 @@ TEST_CASE("engine: a local function that does not start is retried by the call, 
     REQUIRE(a.error_json);
     CHECK(json::parse(*a.error_json).at("title") == "Function did not start");
   }
-  std::vector<test::EchoRequest> dls;
-  for (auto& r : f.echo.requests()) {
-    if (r.target == "/dls") dls.push_back(r);
-  }
+  const auto dls = f.echo.requests_to("/dls");
   REQUIRE(dls.size() == 1);
   std::map<std::string, std::string> h(dls[0].headers.begin(), dls[0].headers.end());
   CHECK(h["ce-knativeerrorcode"] == "503");
@@ -2462,13 +2428,6 @@ TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
   // that was in its catch handler ran the try list again first, then handled whatever error that
   // gave (or took the success path, the handler's work half done).
   EngineFixture f;
-  auto requests_to = [&](const std::string& target) {
-    std::vector<test::EchoRequest> out;
-    for (auto& r : f.echo.requests()) {
-      if (r.target == target) out.push_back(r);
-    }
-    return out;
-  };
   auto ce_id = [](const test::EchoRequest& r) {
     for (const auto& [name, value] : r.headers) {
       if (name == "ce-id") return value;
@@ -2487,13 +2446,13 @@ TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
         retry: {limit: 2, backoff: constant, delay: PT0.01S}
 )";
     auto id = f.start(yaml, R"({"k": 1})");
-    wait_until([&] { return requests_to("/flaky").size() == 2; });
+    wait_until([&] { return f.echo.requests_to("/flaky").size() == 2; });
     f.stop_engine();
     f.echo.route("/flaky", {});  // answers at once now
     f.start_engine();
     auto out = f.wait(id);
     CHECK(EngineFixture::data(out) == json::parse(R"({"k": 1})"));
-    auto flaky = requests_to("/flaky");
+    auto flaky = f.echo.requests_to("/flaky");
     REQUIRE(flaky.size() == 3);
     CHECK(ce_id(flaky[0]) == id + ":/do/0/try/0/0");
     CHECK(ce_id(flaky[1]) == id + ":/do/0/try/1/0");
@@ -2514,15 +2473,15 @@ TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
           - {name: handle, call: handler, input: '${ {failed: $error.instance} }'}
 )";
     auto id = f.start(yaml);
-    wait_until([&] { return requests_to("/handler").size() == 1; });
-    REQUIRE(requests_to("/down").size() == 2);
+    wait_until([&] { return f.echo.requests_to("/handler").size() == 1; });
+    REQUIRE(f.echo.requests_to("/down").size() == 2);
     f.stop_engine();
     f.echo.route("/handler", {});
     f.start_engine();
     auto out = f.wait(id);
     CHECK(EngineFixture::data(out) == json::parse(R"({"failed": "/do/0/try/1/0"})"));
-    CHECK(requests_to("/down").size() == 2);  // the try list was not run again
-    auto handler = requests_to("/handler");
+    CHECK(f.echo.requests_to("/down").size() == 2);  // the try list was not run again
+    auto handler = f.echo.requests_to("/handler");
     REQUIRE(handler.size() == 2);
     CHECK(json::parse(handler[1].body) == json::parse(handler[0].body));
     CHECK(ce_id(handler[1]) == id + ":/do/0/catch/do/0");

@@ -274,16 +274,27 @@ TEST_CASE("The history caps outputs and marks skipped steps and caught errors") 
   CHECK(guard.at("tries") == 3);
 }
 
-TEST_CASE("The history lists the step a try caught, after what its try ran before it") {
-  // Every step a try ran was listed but the one that faulted, unless it was a call.
+namespace {
+
+// One `try` whose list is a `do` of a `set` (ok) and a `raise` (bad), with the `catch` given.
+knflow::model::Workflow try_workflow(const std::string& catch_json) {
   auto decoded = knflow::model::decode_workflow(knflow::model::parse_data(R"({
     "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
     "spec": {"do": [
       {"name": "t", "try": [{"name": "inner", "do": [{"name": "ok", "set": {"a": 1}},
                                                      {"name": "bad", "raise": {"type": "runtime",
                                                                                "status": 500}}]}],
-       "catch": {"retry": {"limit": 1}, "do": [{"name": "h", "set": {"handled": true}}]}}]}})"));
+       "catch": )" + catch_json + "}]}}"));
   REQUIRE(decoded.ok());
+  return decoded.workflow;
+}
+
+}  // namespace
+
+TEST_CASE("The history lists the step a try caught, after what its try ran before it") {
+  // Every step a try ran was listed but the one that faulted, unless it was a call.
+  const auto definition =
+      try_workflow(R"({"retry": {"limit": 1}, "do": [{"name": "h", "set": {"handled": true}}]})");
   RunRecord run;
   run.phase = RunPhase::completed;
   const std::string at = "2026-01-01T00:00:02.000Z";  // everything in one millisecond
@@ -297,7 +308,7 @@ TEST_CASE("The history lists the step a try caught, after what its try ran befor
       {"/do/0/try/1/0/do/0", JournalState::completed, value(at, at, "continue")},
       {"/do/0/catch/do/0", JournalState::completed, value(at, at, "continue")},
       {"/do/0", JournalState::completed, try_value}};
-  const auto steps = step_history(decoded.workflow, run, journal, {}, 100);
+  const auto steps = step_history(definition, run, journal, {}, 100);
   CHECK(paths(steps) == std::vector<std::string>{"/do/0", "/do/0/try/0/0", "/do/0/try/0/0/do/0",
                                                  "/do/0/try/1/0", "/do/0/try/1/0/do/0",
                                                  "/do/0/try/1/0/do/1", "/do/0/catch/do/0"});
@@ -315,14 +326,7 @@ TEST_CASE("The history lists the step a try caught, after what its try ran befor
 TEST_CASE("The history lists the steps earlier tries of a try faulted at") {
   // Only the error the catch handled was kept: the step an earlier try (catch.retry) faulted at
   // was missing, and the do around it was listed cancelled.
-  auto decoded = knflow::model::decode_workflow(knflow::model::parse_data(R"({
-    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
-    "spec": {"do": [
-      {"name": "t", "try": [{"name": "inner", "do": [{"name": "ok", "set": {"a": 1}},
-                                                     {"name": "bad", "raise": {"type": "runtime",
-                                                                               "status": 500}}]}],
-       "catch": {"retry": {"limit": 2}}}]}})"));
-  REQUIRE(decoded.ok());
+  const auto definition = try_workflow(R"({"retry": {"limit": 2}})");
   RunRecord run;
   run.phase = RunPhase::completed;
   const std::string t1 = "2026-01-01T00:00:01.000Z";
@@ -342,7 +346,7 @@ TEST_CASE("The history lists the steps earlier tries of a try faulted at") {
       {"/do/0/try/2/0/do/1", JournalState::completed, value(t3, t3, "continue")},
       {"/do/0/try/2/0", JournalState::completed, value(t3, t3, "continue")},
       {"/do/0", JournalState::completed, value(t1, t3, "continue")}};
-  const auto steps = step_history(decoded.workflow, run, journal, {}, 100);
+  const auto steps = step_history(definition, run, journal, {}, 100);
   CHECK(paths(steps) == std::vector<std::string>{
                             "/do/0", "/do/0/try/0/0", "/do/0/try/0/0/do/0", "/do/0/try/0/0/do/1",
                             "/do/0/try/1/0", "/do/0/try/1/0/do/0", "/do/0/try/1/0/do/1",
