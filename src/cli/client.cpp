@@ -9,6 +9,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/json.hpp>
@@ -16,6 +17,9 @@
 #include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <cctype>
@@ -173,6 +177,9 @@ engine::HttpResponse send(const Target& target, Call call) {
   asio::io_context ioc;
   engine::HttpClientSettings settings;
   settings.max_response_bytes = kMaxAnswerBytes;
+  // An invoke may wait for its answer as long as the daemon holds it; reaching the daemon may
+  // not (a peer that never finishes the TLS handshake).
+  settings.connect_timeout = std::chrono::seconds(10);
   engine::HttpClient client(ioc.get_executor(), settings);
   engine::HttpRequest req;
   req.method = call.method;
@@ -290,6 +297,15 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
       std::cerr << "  (the request's body is " << sent_bytes
                 << " bytes: more than the daemon accepts unless its --max-body-bytes, 1 MiB by "
                    "default, was raised)\n";
+    } else if (res.error.category() == asio::error::get_ssl_category() &&
+               ERR_GET_REASON(static_cast<unsigned long>(res.error.value())) ==
+                   SSL_R_CERTIFICATE_VERIFY_FAILED) {
+      std::cerr << "  (the CLI trusts the system's CA certificates, or those in $SSL_CERT_FILE)\n";
+    } else if (res.error.category() == asio::error::get_ssl_category() ||
+               res.error.category() == asio::ssl::error::get_stream_category()) {
+      std::cerr
+          << "  (is https right there? `knflow serve` itself speaks plain HTTP: https reaches "
+             "it only through a TLS proxy)\n";
     } else {
       std::cerr << "  (is it running there? --server or $KNFLOW_SERVER give its URL)\n";
     }

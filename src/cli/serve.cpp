@@ -531,6 +531,10 @@ int serve(const std::vector<std::string>& args) {
   // Without the option the client loads the system's trust store at its first https request.
   engine::HttpClientSettings http_settings;
   if (vm.count("tls-ca-file")) {
+    if (vm["tls-ca-file"].as<std::string>().empty()) {
+      std::cerr << "knflow serve: --tls-ca-file: the file name is empty\n";
+      return kExitUsage;
+    }
     try {
       http_settings.tls = engine::make_tls_client_context(vm["tls-ca-file"].as<std::string>());
     } catch (const std::exception& e) {

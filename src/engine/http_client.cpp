@@ -11,7 +11,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -21,6 +20,7 @@
 #include <boost/url/parse.hpp>
 
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 #include <sys/socket.h>
@@ -29,12 +29,15 @@
 #include <atomic>
 #include <cerrno>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
+#include <system_error>
 #include <variant>
 #include <vector>
 
@@ -341,6 +344,27 @@ struct Call {
   }
 };
 
+// An error of the TLS layer (OpenSSL's, or Asio's stream errors such as a truncated stream).
+bool is_tls_error(const beast::error_code& ec) {
+  return ec.category() == asio::error::get_ssl_category() ||
+         ec.category() == ssl::error::get_stream_category();
+}
+
+// What an alert the TLS peer sent most likely means, when OpenSSL's words leave it out: knflow
+// sends no client certificate, and a peer that wants one refuses the connection.
+std::string tls_alert_hint(const beast::error_code& ec) {
+  if (ec.category() != asio::error::get_ssl_category()) return {};
+  const int reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+  if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
+    return "the peer requires a client certificate, which knflow does not send";
+  }
+  if (reason == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE) {
+    return "the peer shares no protocol version or cipher with knflow, or requires a client "
+           "certificate, which knflow does not send";
+  }
+  return {};
+}
+
 std::string describe(beast::error_code ec, const Target& target, const Prepared& req,
                      std::string_view phase) {
   if (ec == beast::error::timeout || ec == asio::error::timed_out) {
@@ -368,6 +392,10 @@ std::string describe(beast::error_code ec, const Target& target, const Prepared&
   }
   if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category()) {
     return "invalid HTTP answer from " + target.authority + ": " + ec.message();
+  }
+  if (const auto hint = tls_alert_hint(ec); !hint.empty()) {
+    return std::string(phase) + " failed for " + target.authority + ": " + ec.message() + " (" +
+           hint + ")";
   }
   return std::string(phase) + " failed for " + target.authority + ": " + ec.message();
 }
@@ -617,7 +645,8 @@ struct Pool : std::enable_shared_from_this<Pool> {
 
   struct Connected {
     beast::error_code ec;
-    std::string message;  // why, in plain words, when the TLS layer refused the peer
+    std::string message;     // why, in plain words, when the TLS layer refused the peer
+    bool handshake = false;  // the TCP connection was made: the TLS handshake failed
   };
 
   // Connects to the first address that takes the connection and, for https, makes the TLS
@@ -654,13 +683,15 @@ struct Pool : std::enable_shared_from_this<Pool> {
     }
     stream.expires_at(deadline);
     auto [hec] = co_await conn.tls->async_handshake(ssl::stream_base::client, use_tuple);
-    if (!hec || hec == beast::error::timeout) co_return Connected{hec, {}};
+    if (!hec || hec == beast::error::timeout) co_return Connected{hec, {}, true};
     std::string why = hec.message();
     const long verified = SSL_get_verify_result(handle);
     if (verified != X509_V_OK) {
       why = "its certificate was refused: " + std::string(X509_verify_cert_error_string(verified));
+    } else if (const auto hint = tls_alert_hint(hec); !hint.empty()) {
+      why += " (" + hint + ")";
     }
-    co_return Connected{hec, "TLS handshake with " + target.authority + " failed: " + why};
+    co_return Connected{hec, "TLS handshake with " + target.authority + " failed: " + why, true};
   }
 
   template <class Stream>
@@ -709,7 +740,9 @@ struct Pool : std::enable_shared_from_this<Pool> {
       auto [rec, rn] = co_await bhttp::async_read(stream, conn.buffer, parser, use_tuple);
       got_bytes = got_bytes || parser.got_some();
       if (rec) {
-        if (answered_early) {
+        // What the peer said before it closed (a TLS alert: it wants a client certificate, say)
+        // tells more than the reset of the send it caused.
+        if (answered_early && !is_tls_error(rec)) {
           fail(wec, "send", got_bytes);
         } else {
           fail(rec, "read", got_bytes);
@@ -796,16 +829,26 @@ struct Pool : std::enable_shared_from_this<Pool> {
         }
         conn = std::make_unique<Conn>(self->strand, self->settings.tls.get());
         call->conn = conn.get();
-        auto connected = co_await connect(self, *conn, found.endpoints, req.deadline);
+        const auto limit = self->settings.connect_timeout;
+        const bool limited = limit.count() > 0 && Clock::now() + limit < req.deadline;
+        const auto connect_deadline = limited ? Clock::now() + limit : req.deadline;
+        auto connected = co_await connect(self, *conn, found.endpoints, connect_deadline);
         call->conn = nullptr;
         if (auto response = stopped()) co_return std::move(*response);
         if (const auto ec = connected.ec) {
           close_conn(*conn);
           self->free_slot();
-          auto code = ec == beast::error::timeout ? asio::error::timed_out : ec;
-          co_return failure(code, connected.message.empty()
-                                      ? describe(ec, self->target, req, "connect")
-                                      : std::move(connected.message));
+          if (ec == beast::error::timeout) {
+            const auto waited = limited ? limit : req.timeout;
+            co_return failure(
+                asio::error::timed_out,
+                "timed out after " + std::to_string(waited.count()) + " ms " +
+                    (connected.handshake ? "in the TLS handshake with " : "connecting to ") +
+                    self->target.authority);
+          }
+          co_return failure(ec, connected.message.empty()
+                                    ? describe(ec, self->target, req, "connect")
+                                    : std::move(connected.message));
         }
       }
       call->conn = conn.get();
@@ -891,13 +934,23 @@ std::shared_ptr<ssl::context> make_tls_client_context(const std::string& ca_file
   beast::error_code ec;
   // A machine without a trust store still trusts ca_file.
   context->set_default_verify_paths(ec);
-  if (!ca_file.empty()) {
-    context->load_verify_file(ca_file, ec);
-    if (ec) {
-      throw std::runtime_error("cannot read CA certificates from \"" + ca_file +
-                               "\": " + ec.message() + " (a PEM file of one or more certificates)");
-    }
+  if (ca_file.empty()) return context;
+  const auto refused = [&](const std::string& why) {
+    return std::runtime_error("cannot read CA certificates from \"" + ca_file + "\": " + why +
+                              " (a PEM file of one or more certificates)");
+  };
+  std::error_code fs_ec;
+  if (!std::filesystem::is_regular_file(ca_file, fs_ec)) {
+    throw refused(fs_ec ? fs_ec.message() : "not a regular file");
   }
+  std::ifstream in(ca_file, std::ios::binary);
+  const std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    throw refused(std::error_code(errno, std::generic_category()).message());
+  }
+  // Certificates only: a file of CRLs or keys alone would add no authority.
+  context->add_certificate_authority(asio::buffer(pem), ec);
+  if (ec) throw refused("no PEM certificate in it (" + ec.message() + ")");
   return context;
 }
 

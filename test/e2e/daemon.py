@@ -143,9 +143,10 @@ class LocalFunction:
     """A function on a local HTTP server (127.0.0.1, a free port) for the tests: `respond(path,
     headers, body)` gives (status, JSON text, or bytes) for each POST, called on the server's thread for
     that request (so it may block to hold the request in flight). A connection the daemon
-    dropped meanwhile is ignored. With `tls=(certificate file, key file)` it serves https."""
+    dropped meanwhile is ignored. With `tls=(certificate file, key file)` it serves https, and
+    with `client_ca` (a CA file) it requires a client certificate that CA signed."""
 
-    def __init__(self, respond, tls=None):
+    def __init__(self, respond, tls=None, client_ca=None):
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
@@ -172,6 +173,9 @@ class LocalFunction:
             import ssl
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
+            if client_ca:
+                context.load_verify_locations(client_ca)
+                context.verify_mode = ssl.CERT_REQUIRED
             # The handshake happens in the handler's thread, at its first read, not in accept().
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
                                                      do_handshake_on_connect=False)

@@ -466,6 +466,8 @@ class InvokeCliTest(unittest.TestCase):
         self.assertTrue(err.startswith(f"knflow: no answer from the daemon at {server}: TLS "
                                        f"handshake with {server.removeprefix('https://')} "
                                        "failed: "), err)
+        self.assertIn("\n  (is https right there? `knflow serve` itself speaks plain HTTP: https "
+                      "reaches it only through a TLS proxy)\n", err)
 
     def test_large_answers_and_bodies(self):
         """An answer over the HTTP client's default 8 MiB (a run's output may be 64 MiB) is read,

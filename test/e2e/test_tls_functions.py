@@ -7,6 +7,7 @@ not at all; a peer it cannot verify is a delivery failure that names the reason.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,7 @@ class TlsFunctionsTest(unittest.TestCase):
 
     def test_system_trust_store_through_ssl_cert_file(self):
         """Without the flag the client uses OpenSSL's default trust store, which SSL_CERT_FILE
-        replaces (as docs/functions.md says)."""
+        replaces (as docs/engine.md says)."""
         with Daemon(env={"SSL_CERT_FILE": self.pki["ca"]}) as d:
             d.start()
             self.create(d, "quote", function_url=self.function.url + "/price")
@@ -138,14 +139,74 @@ class TlsFunctionsTest(unittest.TestCase):
             self.assertEqual(self.sink_got("/dls"), [])
             self.assertEqual(d.stop(), 0)
 
-    def test_an_unreadable_ca_file_stops_the_start(self):
-        missing = os.path.join(self.tmp.name, "missing.pem")
+    def test_a_peer_that_wants_a_client_certificate_is_named(self):
+        """knflow sends no client certificate: a TLS 1.3 peer that requires one refuses it with an
+        alert after the handshake, which was lost to the reset of the send in most runs."""
+        demanding = LocalFunction(lambda *_: (200, "{}"), tls=self.pki["cert"],
+                                  client_ca=self.pki["ca"])
+        self.addCleanup(demanding.close)
+        with Daemon("--tls-ca-file", self.pki["ca"]) as d:
+            d.start()
+            self.create(d, "quote", function_url=demanding.url + "/price")
+            for _ in range(5):
+                status, body = d.json("POST", "/api/v1/namespaces/default/workflows/quote:invoke",
+                                      json.dumps({"item": "pen"}))
+                self.assertEqual(status, 502, body)
+                self.assertIn("the peer requires a client certificate, which knflow does not "
+                              "send", body["error"]["detail"], body)
+            self.assertEqual(d.stop(), 0)
+
+    def test_the_cli_gives_up_on_a_peer_that_never_finishes_the_handshake(self):
+        """`knflow invoke` without --timeout waits as long as the daemon holds its request, and
+        waited as long for a TLS peer that took the connection and never answered."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        server = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        token = os.path.join(self.tmp.name, "token")
+        with open(token, "w") as f:
+            f.write("not-checked-by-a-peer-that-never-answers\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KNFLOW_")}
+        result = subprocess.run([BIN, "invoke", "quote", "--server", server, "--token-file",
+                                 token], capture_output=True, text=True,
+                                timeout=DEADLINE, env=dict(env, HOME=self.tmp.name))
+        self.assertEqual(result.returncode, 3, result.stderr)
+        self.assertIn(f"knflow: no answer from the daemon at {server}: timed out after 10000 ms "
+                      f"in the TLS handshake with {server.removeprefix('https://')}\n",
+                      result.stderr)
+
+    def test_a_ca_file_without_certificates_stops_the_start(self):
+        """A CRL alone, a key, an empty file: nothing to trust, so the start stops (a CRL alone
+        was taken)."""
+        d = self.tmp.name
+        with open(f"{d}/index.txt", "w"), open(f"{d}/ca.cnf", "w") as f:
+            f.write("[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\ndefault_md=sha256\n"
+                    "default_crl_days=1\n")
+        subprocess.run(["openssl", "ca", "-gencrl", "-config", "ca.cnf", "-keyfile", "ca.key",
+                        "-cert", "ca.crt", "-out", "crl.pem"], cwd=d, check=True,
+                       capture_output=True)
+        open(f"{d}/empty.pem", "w").close()
+        cases = {
+            f"{d}/missing.pem": "No such file or directory",
+            d: "not a regular file",
+            f"{d}/empty.pem": "no PEM certificate in it",
+            f"{d}/server.key": "no PEM certificate in it",
+            f"{d}/crl.pem": "no PEM certificate in it",
+        }
+        for path, why in cases.items():
+            with self.subTest(path=path):
+                result = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir",
+                                         os.path.join(d, "data"), "--tls-ca-file", path],
+                                        capture_output=True, text=True, timeout=DEADLINE)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn("knflow serve: --tls-ca-file: cannot read CA certificates from "
+                              f'"{path}": {why}', result.stderr)
         result = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir",
-                                 os.path.join(self.tmp.name, "data"), "--tls-ca-file", missing],
+                                 os.path.join(d, "data"), "--tls-ca-file", ""],
                                 capture_output=True, text=True, timeout=DEADLINE)
         self.assertEqual(result.returncode, 2, result.stderr)
-        self.assertIn(f'knflow serve: --tls-ca-file: cannot read CA certificates from "{missing}"',
-                      result.stderr)
+        self.assertEqual(result.stderr, "knflow serve: --tls-ca-file: the file name is empty\n")
 
 
 if __name__ == "__main__":

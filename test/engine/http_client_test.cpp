@@ -1127,6 +1127,37 @@ TEST_CASE("http client never takes bytes sent after an answer for the next one",
   }
 }
 
+TEST_CASE("http client bounds connecting and the TLS handshake by connect_timeout",
+          "[engine][http_client][tls]") {
+  // A peer that took the connection and never answered the ClientHello held the call until its
+  // whole deadline: the CLI's invoke, which may wait a year for its answer, hung for good.
+  asio::io_context ioc;
+  asio::ip::tcp::acceptor silent(ioc, {asio::ip::make_address("127.0.0.1"), 0});
+  std::vector<asio::ip::tcp::socket> held;
+  std::function<void()> accept = [&] {
+    silent.async_accept([&](boost::system::error_code ec, asio::ip::tcp::socket s) {
+      if (ec) return;
+      held.push_back(std::move(s));
+      accept();
+    });
+  };
+  accept();
+  const std::string authority = "127.0.0.1:" + std::to_string(silent.local_endpoint().port());
+  HttpClient client(ioc.get_executor(), HttpClientSettings{.connect_timeout = 200ms});
+  auto response =
+      run(ioc, send_one(client, post("https://" + authority + "/x", "hi", std::chrono::hours(1))));
+  REQUIRE(response);
+  CHECK(response->error == asio::error::timed_out);
+  CHECK(response->error_message == "timed out after 200 ms in the TLS handshake with " + authority);
+  // Without it, the request's own deadline bounds the handshake, as it bounds the rest.
+  HttpClient unbounded(ioc.get_executor());
+  auto late = run(ioc, send_one(unbounded, post("https://" + authority + "/x", "hi", 300ms)));
+  REQUIRE(late);
+  CHECK(late->error_message == "timed out after 300 ms in the TLS handshake with " + authority);
+  client.shutdown();
+  unbounded.shutdown();
+}
+
 TEST_CASE("a TLS client context refuses a CA file it cannot use, naming it",
           "[engine][http_client][tls]") {
   knflow::test::TempDir dir;
@@ -1136,7 +1167,14 @@ TEST_CASE("a TLS client context refuses a CA file it cannot use, naming it",
       Catch::Matchers::StartsWith("cannot read CA certificates from \"" + missing + "\": "));
   const auto junk = (dir.path() / "junk.pem").string();
   std::ofstream(junk) << "not a certificate\n";
-  CHECK_THROWS_WITH(
-      knflow::engine::make_tls_client_context(junk),
-      Catch::Matchers::StartsWith("cannot read CA certificates from \"" + junk + "\": "));
+  CHECK_THROWS_WITH(knflow::engine::make_tls_client_context(junk),
+                    Catch::Matchers::StartsWith("cannot read CA certificates from \"" + junk +
+                                                "\": no PEM certificate in it"));
+  // A key is PEM, but no authority.
+  knflow::test::TestPki pki(dir.path());
+  CHECK_THROWS_WITH(knflow::engine::make_tls_client_context(pki.server_key.string()),
+                    Catch::Matchers::Contains("no PEM certificate in it"));
+  CHECK_THROWS_WITH(knflow::engine::make_tls_client_context(dir.path().string()),
+                    Catch::Matchers::Contains("not a regular file"));
+  CHECK_NOTHROW(knflow::engine::make_tls_client_context(pki.ca_cert.string()));
 }

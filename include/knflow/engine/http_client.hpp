@@ -77,6 +77,10 @@ struct HttpClientSettings {
   std::size_t max_idle_per_origin = 64;
   std::chrono::milliseconds idle_timeout{30'000};  // idle pooled connections close after this
   std::size_t max_response_bytes = 8 << 20;
+  // How long connecting (and an https peer's TLS handshake) may take, within the request's
+  // deadline; 0: only that deadline bounds it. A client that waits long for an answer (the CLI's
+  // invoke) still learns at once that it cannot reach the peer.
+  std::chrono::milliseconds connect_timeout{0};
   // How host names are looked up (IP addresses are not): the system's resolver; tests put a fake
   // in its place.
   ResolveFunction resolve = system_resolve;
