@@ -2057,7 +2057,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_await sleep_until(*env.scope, until);
   }
 
-  // The pause an answer's Retry-After asks for, from now; nullopt without a usable one.
   // The pause a fault's error says its function asked for (`retryAfterMs`), if any.
   static std::optional<std::chrono::milliseconds> retry_after_in(const json::object& error) {
     if (const auto* ms = error.if_contains("retryAfterMs");
@@ -2067,6 +2066,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     return std::nullopt;
   }
 
+  // The pause an answer's Retry-After asks for, from now; nullopt without a usable one.
   static std::optional<std::chrono::milliseconds> retry_after_of(const HttpResponse& res) {
     std::optional<std::chrono::milliseconds> retry_after;
     for (const auto& [k, v] : res.headers) {
