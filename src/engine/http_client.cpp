@@ -1,5 +1,7 @@
 #include "knflow/engine/http_client.hpp"
 
+#include "knflow/asio/tls.hpp"
+#include "knflow/log/file.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/version.hpp"
 
@@ -29,15 +31,12 @@
 #include <atomic>
 #include <cerrno>
 #include <deque>
-#include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
-#include <system_error>
 #include <variant>
 #include <vector>
 
@@ -343,12 +342,6 @@ struct Call {
     stop();
   }
 };
-
-// An error of the TLS layer (OpenSSL's, or Asio's stream errors such as a truncated stream).
-bool is_tls_error(const beast::error_code& ec) {
-  return ec.category() == asio::error::get_ssl_category() ||
-         ec.category() == ssl::error::get_stream_category();
-}
 
 // What an alert the TLS peer sent most likely means, when OpenSSL's words leave it out: knflow
 // sends no client certificate, and a peer that wants one refuses the connection.
@@ -742,7 +735,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
       if (rec) {
         // What the peer said before it closed (a TLS alert: it wants a client certificate, say)
         // tells more than the reset of the send it caused.
-        if (answered_early && !is_tls_error(rec)) {
+        if (answered_early && !io::is_tls_error(rec)) {
           fail(wec, "send", got_bytes);
         } else {
           fail(rec, "read", got_bytes);
@@ -928,8 +921,7 @@ struct HttpClient::Impl {
 
 std::shared_ptr<ssl::context> make_tls_client_context(const std::string& ca_file) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
-  context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  io::use_current_tls_versions(*context);
   context->set_verify_mode(ssl::verify_peer);
   beast::error_code ec;
   // A machine without a trust store still trusts ca_file.
@@ -939,17 +931,11 @@ std::shared_ptr<ssl::context> make_tls_client_context(const std::string& ca_file
     return std::runtime_error("cannot read CA certificates from \"" + ca_file + "\": " + why +
                               " (a PEM file of one or more certificates)");
   };
-  std::error_code fs_ec;
-  if (!std::filesystem::is_regular_file(ca_file, fs_ec)) {
-    throw refused(fs_ec ? fs_ec.message() : "not a regular file");
-  }
-  std::ifstream in(ca_file, std::ios::binary);
-  const std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.good() && !in.eof()) {
-    throw refused(std::error_code(errno, std::generic_category()).message());
-  }
+  // 16 MiB, as the Kubernetes client bounds its certificate files: far above any real bundle.
+  const auto read = log::read_file(ca_file, std::size_t{16} << 20);
+  if (!read.text) throw refused(read.error);
   // Certificates only: a file of CRLs or keys alone would add no authority.
-  context->add_certificate_authority(asio::buffer(pem), ec);
+  context->add_certificate_authority(asio::buffer(*read.text), ec);
   if (ec) throw refused("no PEM certificate in it (" + ec.message() + ")");
   return context;
 }

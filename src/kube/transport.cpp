@@ -1,5 +1,6 @@
 #include "transport.hpp"
 
+#include "knflow/asio/tls.hpp"
 #include "knflow/version.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -102,11 +103,6 @@ void set_keepalive(tcp::socket& socket) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-}
-
-bool is_ssl_error(const beast::error_code& ec) {
-  return ec.category() == asio::error::get_ssl_category() ||
-         ec.category() == ssl::error::get_stream_category();
 }
 
 template <class Stream>
@@ -276,7 +272,7 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
     } else if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again ||
                ec == asio::error::no_data) {
       e.message = where + ": could not resolve host " + server.host + ": " + ec.message();
-    } else if (phase == "TLS handshake" && is_ssl_error(ec)) {
+    } else if (phase == "TLS handshake" && io::is_tls_error(ec)) {
       e.message = where + ": TLS handshake with " + server.authority + " failed: " + ec.message() +
                   (insecure ? ""
                             : " (the server's certificate is checked against the CA for " +
@@ -564,9 +560,7 @@ Result<std::shared_ptr<Transport>> Transport::create(asio::any_io_executor execu
   impl->insecure = config.insecure_skip_tls_verify;
   if (server->tls) {
     auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
-    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                         ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
-                     ec);
+    io::use_current_tls_versions(*ctx);
     if (impl->insecure) {
       ctx->set_verify_mode(ssl::verify_none, ec);
     } else {

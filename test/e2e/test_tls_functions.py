@@ -189,7 +189,7 @@ class TlsFunctionsTest(unittest.TestCase):
         open(f"{d}/empty.pem", "w").close()
         cases = {
             f"{d}/missing.pem": "No such file or directory",
-            d: "not a regular file",
+            d: "Is a directory",
             f"{d}/empty.pem": "no PEM certificate in it",
             f"{d}/server.key": "no PEM certificate in it",
             f"{d}/crl.pem": "no PEM certificate in it",
