@@ -1,5 +1,6 @@
 #include "knflow/engine/http_client.hpp"
 
+#include "knflow/asio/net_stream.hpp"
 #include "knflow/asio/tls.hpp"
 #include "knflow/log/file.hpp"
 #include "knflow/log/log.hpp"
@@ -21,15 +22,11 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/url/parse.hpp>
 
-#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509_vfy.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <deque>
 #include <iterator>
 #include <map>
@@ -250,57 +247,12 @@ std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target&
 // One keep-alive connection, over TLS when its pool has a TLS context. Touched only on its pool's
 // strand.
 struct Conn {
-  Conn(const Strand& strand, ssl::context* tls_context) {
-    if (tls_context) {
-      tls.emplace(strand, *tls_context);
-    } else {
-      plain.emplace(strand);
-    }
-  }
-  // The TCP stream, under TLS or not: its deadline bounds the TLS layer's operations too.
-  beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  Conn(const Strand& strand, ssl::context* tls_context) : stream(strand, tls_context) {}
 
-  std::optional<beast::tcp_stream> plain;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  io::NetStream stream;
   beast::flat_buffer buffer{kMaxReadBufferBytes};
   Clock::time_point idle_since{};
 };
-
-// Closes the socket, without a TLS close_notify: the peer sees its client go away, as when a
-// pooled connection is dropped, and nothing waits for its answer.
-void close_conn(Conn& conn) {
-  beast::error_code ignored;
-  conn.tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
-  conn.tcp().close();
-}
-
-// True when the TLS layer holds bytes the peer sent after the answer, read from the socket with
-// the answer's last record: decrypted and not yet read (SSL_pending), or still encrypted in its
-// input BIO. (Asio's own input buffer, beneath, is not visible: it keeps what does not fit in
-// the BIO, more than a TLS record's worth, which such a peer would have to send at once.)
-bool holds_input(Conn& conn) {
-  if (!conn.tls) return false;
-  SSL* handle = conn.tls->native_handle();
-  return SSL_pending(handle) > 0 || BIO_ctrl_pending(SSL_get_rbio(handle)) > 0;
-}
-
-// True when an idle connection can still be used: the peer has neither closed it nor sent
-// anything. One non-blocking peek (MSG_DONTWAIT), which leaves the socket's mode as it is: through
-// Asio it took four system calls (mode on, peek, mode off, and Asio's mode on again at the next
-// send).
-//
-// Over TLS, any byte (an alert, a late session ticket) also retires the connection: the TLS
-// layer cannot be asked without a read, and a new connection is always safe.
-bool still_open(Conn& conn) {
-  auto& socket = conn.tcp().socket();
-  if (!socket.is_open() || holds_input(conn)) return false;
-  char byte = 0;
-  ssize_t n = 0;
-  do {
-    n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
 
 // Someone waiting for a connection: granted a pooled connection, or the right to open one, or
 // woken by its deadline or by shutdown.
@@ -334,7 +286,7 @@ struct Call {
   // Ends what it waits for: the wait or the socket operation completes at once.
   void stop() {
     if (wake) wake->cancel();
-    if (conn) close_conn(*conn);
+    if (conn) conn->stream.close();
   }
 
   void abandon() {
@@ -449,14 +401,14 @@ struct Pool : std::enable_shared_from_this<Pool> {
 
   void release(std::unique_ptr<Conn> conn, bool reusable) {
     if (!reusable || closed) {
-      close_conn(*conn);
+      conn->stream.close();
       free_slot();
       return;
     }
     if (!waiters.empty()) {
-      if (!still_open(*conn)) {
+      if (!conn->stream.idle_and_open()) {
         // The peer closed it, or sent more than the answer: a new connection in its slot.
-        close_conn(*conn);
+        conn->stream.close();
         free_slot();
         return;
       }
@@ -467,7 +419,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
       return;
     }
     if (idle.size() >= settings.max_idle_per_origin) {
-      close_conn(*conn);
+      conn->stream.close();
       free_slot();
       return;
     }
@@ -488,7 +440,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
 
   void close_all() {
     closed = true;
-    for (auto& conn : idle) close_conn(*conn);
+    for (auto& conn : idle) conn->stream.close();
     set_open(open - idle.size());
     idle.clear();
     reaper.cancel();
@@ -505,7 +457,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
       const auto now = Clock::now();
       while (!self->idle.empty() &&
              self->idle.front()->idle_since + self->settings.idle_timeout <= now) {
-        close_conn(*self->idle.front());
+        self->idle.front()->stream.close();
         self->idle.erase(self->idle.begin());
         self->free_slot();
       }
@@ -529,10 +481,10 @@ struct Pool : std::enable_shared_from_this<Pool> {
     if (!self->idle.empty()) {
       auto conn = std::move(self->idle.back());
       self->idle.pop_back();
-      if (still_open(*conn)) {
+      if (conn->stream.idle_and_open()) {
         lease.conn = std::move(conn);
       } else {
-        close_conn(*conn);  // its slot is ours: open a new connection in its place
+        conn->stream.close();  // its slot is ours: open a new connection in its place
       }
       co_return lease;
     }
@@ -649,40 +601,27 @@ struct Pool : std::enable_shared_from_this<Pool> {
   static asio::awaitable<Connected> connect(std::shared_ptr<Pool> self, Conn& conn,
                                             const std::vector<tcp::endpoint>& endpoints,
                                             Clock::time_point deadline) {
-    auto& stream = conn.tcp();
+    auto& stream = conn.stream.tcp();
     stream.expires_at(deadline);
     auto [ec, endpoint] = co_await stream.async_connect(endpoints, use_tuple);
     if (ec) co_return Connected{ec, {}};
     stream.socket().set_option(tcp::no_delay(true), ec);
     self->opened.fetch_add(1, std::memory_order_relaxed);
-    if (!conn.tls) co_return Connected{};
+    auto* tls = conn.stream.tls();
+    if (!tls) co_return Connected{};
     const auto& target = self->target;
-    SSL* handle = conn.tls->native_handle();
-    beast::error_code not_an_address;
-    asio::ip::make_address(target.host, not_an_address);
-    X509_VERIFY_PARAM* param = SSL_get0_param(handle);
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    // A fully qualified name's final dot is not part of the name a certificate holds, nor of
-    // SNI (RFC 6066 §3), as Go's client also drops it.
-    std::string name = target.host;
-    if (not_an_address && name.size() > 1 && name.back() == '.') name.pop_back();
-    const bool named = not_an_address ? SSL_set_tlsext_host_name(handle, name.c_str()) == 1 &&
-                                            X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0) == 1
-                                      : X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) == 1;
-    if (!named) {
+    if (!io::expect_peer(tls->native_handle(), target.host)) {
       co_return Connected{ssl::error::make_error_code(ssl::error::unspecified_system_error),
                           "TLS handshake with " + target.authority +
                               " failed: the host to verify could not be set (" + target.host + ")"};
     }
     stream.expires_at(deadline);
-    auto [hec] = co_await conn.tls->async_handshake(ssl::stream_base::client, use_tuple);
+    auto [hec] = co_await tls->async_handshake(ssl::stream_base::client, use_tuple);
     if (!hec || hec == beast::error::timeout) co_return Connected{hec, {}, true};
-    std::string why = hec.message();
-    const long verified = SSL_get_verify_result(handle);
-    if (verified != X509_V_OK) {
-      why = "its certificate was refused: " + std::string(X509_verify_cert_error_string(verified));
-    } else if (const auto hint = tls_alert_hint(hec); !hint.empty()) {
-      why += " (" + hint + ")";
+    std::string why = io::refused_certificate(tls->native_handle());
+    if (why.empty()) {
+      why = hec.message();
+      if (const auto hint = tls_alert_hint(hec); !hint.empty()) why += " (" + hint + ")";
     }
     co_return Connected{hec, "TLS handshake with " + target.authority + " failed: " + why, true};
   }
@@ -705,7 +644,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
                                      std::to_string(self->settings.max_response_bytes) + " bytes";
       }
     };
-    conn.tcp().expires_at(req.deadline);
+    conn.stream.tcp().expires_at(req.deadline);
     auto [wec, wn] = co_await bhttp::async_write(stream, req.message, use_tuple);
     // A function may answer before it has read the whole body (a 413 from a size limit) and
     // close, so that the rest of the send fails: its answer is read all the same, as RFC 9112
@@ -729,7 +668,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
         if (size == 0) header_fields = field_count(parser.get());
       };
       parser.on_chunk_header(at_chunk);
-      conn.tcp().expires_at(req.deadline);
+      conn.stream.tcp().expires_at(req.deadline);
       auto [rec, rn] = co_await bhttp::async_read(stream, conn.buffer, parser, use_tuple);
       got_bytes = got_bytes || parser.got_some();
       if (rec) {
@@ -762,7 +701,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
       out.response.body = std::move(res.body());
       // Answered while the request was still going out: the connection is not used again.
       out.reusable = keep_alive && !answered_early && status != 101 && conn.buffer.size() == 0 &&
-                     !holds_input(conn);
+                     !conn.stream.holds_tls_input();
       co_return out;
     }
   }
@@ -796,7 +735,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
     // After every wait: a shutdown or an abandon ends the call, closing its connection.
     auto stopped = [&]() -> std::optional<HttpResponse> {
       if (!self->closed && !call->abandoned) return std::nullopt;
-      if (conn) close_conn(*conn);
+      if (conn) conn->stream.close();
       self->free_slot();
       return self->closed ? shut_down_response() : abandoned_response();
     };
@@ -829,7 +768,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
         call->conn = nullptr;
         if (auto response = stopped()) co_return std::move(*response);
         if (const auto ec = connected.ec) {
-          close_conn(*conn);
+          conn->stream.close();
           self->free_slot();
           if (ec == beast::error::timeout) {
             const auto waited = limited ? limit : req.timeout;
@@ -846,23 +785,19 @@ struct Pool : std::enable_shared_from_this<Pool> {
       }
       call->conn = conn.get();
       // Not a conditional expression with a co_await in each branch: GCC 12 miscompiles that.
-      Outcome outcome;
-      if (conn->tls) {
-        outcome = co_await exchange(self, *conn->tls, *conn, req, reused);
-      } else {
-        outcome = co_await exchange(self, *conn->plain, *conn, req, reused);
-      }
+      auto exchange_on = [&](auto& stream) { return exchange(self, stream, *conn, req, reused); };
+      Outcome outcome = co_await conn->stream.visit(exchange_on);
       call->conn = nullptr;
       if (call->abandoned) {
         // Whatever came, the caller has gone; the connection may have been closed under it.
-        close_conn(*conn);
+        conn->stream.close();
         self->free_slot();
         co_return abandoned_response();
       }
       if (outcome.stale && attempt == 0) {
         // The peer closed the idle connection: the request was not processed; once more on a
         // new connection, in the same slot.
-        close_conn(*conn);
+        conn->stream.close();
         conn.reset();
         reused = false;
         continue;

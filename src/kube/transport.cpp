@@ -1,5 +1,6 @@
 #include "transport.hpp"
 
+#include "knflow/asio/net_stream.hpp"
 #include "knflow/asio/tls.hpp"
 #include "knflow/version.hpp"
 
@@ -49,47 +50,28 @@ using Message = bhttp::request<bhttp::string_body>;
 // One connection, used by one coroutine at a time on `executor` (its own strand when pooled, the
 // owner's executor for a watch).
 struct Conn {
-  Conn(asio::any_io_executor ex, ssl::context* ctx) : executor(ex) {
-    if (ctx) {
-      tls.emplace(ex, *ctx);
-    } else {
-      plain.emplace(ex);
-    }
-  }
+  Conn(asio::any_io_executor ex, ssl::context* ctx) : executor(ex), stream(ex, ctx) {}
 
-  beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  beast::tcp_stream& tcp() { return stream.tcp(); }
 
   void close() {
     if (closed) return;
     closed = true;
-    beast::error_code ignored;
-    tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
-    tcp().close();
+    stream.close();
   }
 
+  // True when an idle connection can still be used: the peer has neither closed it nor sent
+  // anything.
+  bool still_open() { return !closed && stream.idle_and_open(); }
+
   asio::any_io_executor executor;
-  std::optional<beast::tcp_stream> plain;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  io::NetStream stream;
   beast::flat_buffer buffer;
   Clock::time_point idle_since{};
+  std::string refused;  // why the TLS handshake refused the server's certificate, if it did
   bool connected = false;
   bool closed = false;
 };
-
-// True when an idle connection can still be used: the peer has neither closed it nor sent
-// anything (a non-blocking peek would block).
-bool still_open(Conn& conn) {
-  auto& socket = conn.tcp().socket();
-  if (conn.closed || !socket.is_open()) return false;
-  beast::error_code ec;
-  socket.non_blocking(true, ec);
-  if (ec) return false;
-  char byte = 0;
-  socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
-  const bool open = ec == asio::error::would_block || ec == asio::error::try_again;
-  socket.non_blocking(false, ec);
-  return open && !ec;
-}
 
 // Dead peers are noticed within about a minute, as Go's dialer does (keep-alive after 30 s idle).
 void set_keepalive(tcp::socket& socket) {
@@ -153,7 +135,6 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
   TransportSettings settings;
   ServerAddress server;
   std::string verify_name;  // tls-server-name, else the server's host
-  bool sni = false;         // verify_name is a DNS name (SNI is not sent for addresses)
   bool insecure = false;
   std::unique_ptr<ssl::context> ssl_context;  // null for http
 
@@ -252,8 +233,9 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
     return m;
   }
 
-  Error to_error(const beast::error_code& ec, std::string_view phase,
-                 const HttpRequest& req) const {
+  // `refused`: why the TLS handshake refused the server's certificate (io::refused_certificate).
+  Error to_error(const beast::error_code& ec, std::string_view phase, const HttpRequest& req,
+                 const std::string& refused = {}) const {
     const auto where = describe_request(req);
     if (shut_down) {
       return make_error(ErrorKind::cancelled, where + ": the Kubernetes client was shut down");
@@ -273,7 +255,8 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
                ec == asio::error::no_data) {
       e.message = where + ": could not resolve host " + server.host + ": " + ec.message();
     } else if (phase == "TLS handshake" && io::is_tls_error(ec)) {
-      e.message = where + ": TLS handshake with " + server.authority + " failed: " + ec.message() +
+      e.message = where + ": TLS handshake with " + server.authority +
+                  " failed: " + (refused.empty() ? ec.message() : refused) +
                   (insecure ? ""
                             : " (the server's certificate is checked against the CA for " +
                                   verify_name + ")");
@@ -327,19 +310,18 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
     if (cec) co_return std::pair{cec, std::string("connect")};
     set_keepalive(stream.socket());
     self->opened.fetch_add(1, std::memory_order_relaxed);
-    if (conn->tls) {
-      auto* handle = conn->tls->native_handle();
-      if (self->sni && !SSL_set_tlsext_host_name(handle, self->verify_name.c_str())) {
+    if (auto* tls = conn->stream.tls()) {
+      if (!io::expect_peer(tls->native_handle(), self->verify_name, !self->insecure)) {
         co_return std::pair{
             beast::error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()),
             std::string("TLS handshake")};
       }
-      if (!self->insecure) {
-        conn->tls->set_verify_callback(ssl::host_name_verification(self->verify_name), ec);
-      }
       stream.expires_at(deadline);
-      auto [hec] = co_await conn->tls->async_handshake(ssl::stream_base::client, use_tuple);
-      if (hec) co_return std::pair{hec, std::string("TLS handshake")};
+      auto [hec] = co_await tls->async_handshake(ssl::stream_base::client, use_tuple);
+      if (hec) {
+        conn->refused = io::refused_certificate(tls->native_handle());
+        co_return std::pair{hec, std::string("TLS handshake")};
+      }
     }
     conn->connected = true;
     co_return std::pair{beast::error_code{}, std::string()};
@@ -390,7 +372,7 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
       conn->close();
       co_return out;
     }
-    if (reused && !still_open(*conn)) {
+    if (reused && !conn->still_open()) {
       out.ec = asio::error::connection_reset;
       out.stale = true;
     } else {
@@ -402,11 +384,10 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
         }
       }
       if (!out.ec) {
-        if (conn->tls) {
-          co_await exchange_on(*conn->tls, self, conn, message, deadline, reused, out);
-        } else {
-          co_await exchange_on(*conn->plain, self, conn, message, deadline, reused, out);
-        }
+        auto on_stream = [&](auto& stream) {
+          return exchange_on(stream, self, conn, message, deadline, reused, out);
+        };
+        co_await conn->stream.visit(on_stream);
       }
     }
     self->leave(conn);
@@ -508,8 +489,10 @@ struct WatchStream::Impl {
       body.data = chunk->data();
       body.size = chunk->size();
       body.more = true;
-      auto [ec, n] = conn->tls ? co_await detail::read_some(*conn->tls, conn->buffer, *parser)
-                               : co_await detail::read_some(*conn->plain, conn->buffer, *parser);
+      auto read_chunk = [&](auto& stream) {
+        return detail::read_some(stream, conn->buffer, *parser);
+      };
+      auto [ec, n] = co_await conn->stream.visit(read_chunk);
       if (ec == bhttp::error::need_buffer) ec = {};
       const std::size_t got = chunk->size() - parser->get().body().size;
       if (got > 0) {
@@ -555,8 +538,6 @@ Result<std::shared_ptr<Transport>> Transport::create(asio::any_io_executor execu
   impl->server = *server;
   impl->verify_name = config.tls_server_name.empty() ? server->host : config.tls_server_name;
   beast::error_code ec;
-  asio::ip::make_address(impl->verify_name, ec);
-  impl->sni = static_cast<bool>(ec);
   impl->insecure = config.insecure_skip_tls_verify;
   if (server->tls) {
     auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
@@ -616,7 +597,7 @@ asio::awaitable<Result<HttpReply>> Transport::send(HttpRequest request) {
         attempt <= static_cast<int>(self->settings.max_idle_connections)) {
       continue;
     }
-    if (out.ec) co_return self->to_error(out.ec, out.phase, request);
+    if (out.ec) co_return self->to_error(out.ec, out.phase, request, conn->refused);
     if (out.reusable) self->give_back(std::move(conn));
     co_return std::move(out.reply);
   }
@@ -631,21 +612,21 @@ asio::awaitable<Result<std::unique_ptr<WatchStream>>> Transport::watch(
   auto fail = [&](beast::error_code ec, std::string_view phase) {
     self->leave(conn);
     conn->close();
-    return self->to_error(ec, phase, request);
+    return self->to_error(ec, phase, request, conn->refused);
   };
   auto [cec, phase] = co_await Impl::connect(self, conn, request.deadline);
   if (cec) co_return fail(cec, phase);
   auto message = self->make_message(request);
   conn->tcp().expires_at(request.deadline);
-  auto [wec, wn] = conn->tls ? co_await write_message(*conn->tls, message)
-                             : co_await write_message(*conn->plain, message);
+  auto send_message = [&](auto& stream) { return write_message(stream, message); };
+  auto [wec, wn] = co_await conn->stream.visit(send_message);
   if (wec) co_return fail(wec, "send to");
   auto parser = std::make_unique<bhttp::response_parser<bhttp::buffer_body>>();
   parser->header_limit(kMaxHeaderBytes);
   parser->body_limit(boost::none);  // a watch is unbounded; each event is bounded by the decoder
   conn->tcp().expires_at(request.deadline);
-  auto [hec, hn] = conn->tls ? co_await read_head(*conn->tls, conn->buffer, *parser)
-                             : co_await read_head(*conn->plain, conn->buffer, *parser);
+  auto read_headers = [&](auto& stream) { return read_head(stream, conn->buffer, *parser); };
+  auto [hec, hn] = co_await conn->stream.visit(read_headers);
   if (hec) co_return fail(hec, "read from");
   const unsigned status = parser->get().result_int();
   if (status / 100 != 2) {
@@ -655,8 +636,8 @@ asio::awaitable<Result<std::unique_ptr<WatchStream>>> Transport::watch(
     while (!parser->is_done() && body.size() < kMaxErrorBodyBytes) {
       parser->get().body().data = chunk.data();
       parser->get().body().size = chunk.size();
-      auto [rec, rn] = conn->tls ? co_await read_some(*conn->tls, conn->buffer, *parser)
-                                 : co_await read_some(*conn->plain, conn->buffer, *parser);
+      auto read_chunk = [&](auto& stream) { return read_some(stream, conn->buffer, *parser); };
+      auto [rec, rn] = co_await conn->stream.visit(read_chunk);
       body.append(chunk.data(), chunk.size() - parser->get().body().size);
       if (rec && rec != bhttp::error::need_buffer) break;
     }

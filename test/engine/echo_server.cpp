@@ -1,5 +1,7 @@
 #include "echo_server.hpp"
 
+#include "knflow/asio/net_stream.hpp"
+
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -34,18 +36,12 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // One connection; touched on its strand, except that stop() posts there.
 struct Session {
-  Session(tcp::socket socket, ssl::context* tls) : delay(socket.get_executor()) {
-    if (tls) {
-      secure.emplace(std::move(socket), *tls);
-    } else {
-      plain.emplace(std::move(socket));
-    }
-  }
-  beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
+  Session(tcp::socket socket, ssl::context* tls)
+      : delay(socket.get_executor()), stream(std::move(socket), tls) {}
+  beast::tcp_stream& lowest() { return stream.tcp(); }
 
   asio::steady_timer delay;
-  std::optional<beast::tcp_stream> plain;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+  io::NetStream stream;
   bool stopped = false;
 };
 
@@ -124,20 +120,20 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
 
   static asio::awaitable<void> serve(std::shared_ptr<Impl> self, std::shared_ptr<Session> session,
                                      std::size_t id) {
-    if (session->secure) {
+    bool shook_hands = true;
+    if (auto* tls = session->stream.tls()) {
       session->lowest().expires_after(std::chrono::seconds(10));
-      auto [ec] = co_await session->secure->async_handshake(ssl::stream_base::server, use_tuple);
+      auto [ec] = co_await tls->async_handshake(ssl::stream_base::server, use_tuple);
       if (ec) {
         ++self->handshake_failures;
-      } else {
-        co_await exchange(self, session, *session->secure, id);
+        shook_hands = false;
       }
-    } else {
-      co_await exchange(self, session, *session->plain, id);
     }
-    beast::error_code ignored;
-    session->lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
-    session->lowest().socket().close(ignored);
+    if (shook_hands) {
+      auto on_stream = [&](auto& stream) { return exchange(self, session, stream, id); };
+      co_await session->stream.visit(on_stream);
+    }
+    session->stream.close();
   }
 
   // Answers requests on one connection until it ends.

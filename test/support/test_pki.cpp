@@ -23,21 +23,14 @@ void run(const std::string& command) {
 
 }  // namespace
 
-TestPki::TestPki(const std::filesystem::path& dir) {
+TestPki::TestPki(const std::filesystem::path& folder) : dir(folder) {
   const auto d = dir.string();
   const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
   run("openssl req -x509" + ec + " -keyout " + d + "/ca.key -out " + d +
       "/ca.crt -days 2 -subj /CN=knflow-test-ca");
   run("openssl req -x509" + ec + " -keyout " + d + "/other.key -out " + d +
       "/other.crt -days 2 -subj /CN=knflow-other-ca");
-  {
-    std::ofstream ext(dir / "server.ext");
-    ext << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
-  }
-  run("openssl req" + ec + " -keyout " + d + "/server.key -out " + d +
-      "/server.csr -subj /CN=localhost");
-  run("openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.crt -CAkey " + d +
-      "/ca.key -CAcreateserial -out " + d + "/server.crt -days 2 -extfile " + d + "/server.ext");
+  const auto server = issue("server", "DNS:localhost,IP:127.0.0.1");
   run("openssl req" + ec + " -keyout " + d + "/client.key -out " + d +
       "/client.csr -subj /CN=knflow-client");
   run("openssl x509 -req -in " + d + "/client.csr -CA " + d + "/ca.crt -CAkey " + d +
@@ -46,10 +39,25 @@ TestPki::TestPki(const std::filesystem::path& dir) {
   ca_pem = read_text(ca_cert);
   other_ca_cert = dir / "other.crt";
   other_ca_pem = read_text(other_ca_cert);
-  server_cert = dir / "server.crt";
-  server_key = dir / "server.key";
+  server_cert = server.cert;
+  server_key = server.key;
   client_cert_pem = read_text(dir / "client.crt");
   client_key_pem = read_text(dir / "client.key");
+}
+
+TestPki::Issued TestPki::issue(const std::string& name,
+                               const std::string& subject_alt_names) const {
+  const auto d = dir.string();
+  const auto base = d + "/" + name;
+  {
+    std::ofstream ext(base + ".ext");
+    ext << "subjectAltName=" << subject_alt_names << "\n";
+  }
+  run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " + base +
+      ".key -out " + base + ".csr -subj /CN=" + name);
+  run("openssl x509 -req -in " + base + ".csr -CA " + d + "/ca.crt -CAkey " + d +
+      "/ca.key -CAcreateserial -out " + base + ".crt -days 2 -extfile " + base + ".ext");
+  return {dir / (name + ".crt"), dir / (name + ".key")};
 }
 
 }  // namespace knflow::test
