@@ -457,14 +457,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // Writes the run's record (phase, output, error, timestamps) as `run.record` holds it. With
   // `abandoned`, finishes those attempts too, in the same commit.
+  // Writes the run's record; with `unrecorded`, also ends every attempt of the run still
+  // `running` in the store with it (one whose end could not be written: a store failure faulted
+  // the run meanwhile), so that a finished run never shows an attempt under way.
   asio::awaitable<void> record_run(
-      const Run& run, std::vector<std::pair<std::int64_t, store::AttemptResult>> abandoned = {}) {
-    std::function<int(store::RunStore&)> op =
-        [rec = run.record, abandoned = std::move(abandoned)](store::RunStore& s) {
-          for (const auto& [seq, result] : abandoned) s.finish_attempt(rec.id, seq, result);
-          s.update_run(rec);
-          return 0;
-        };
+      const Run& run, std::vector<std::pair<std::int64_t, store::AttemptResult>> abandoned = {},
+      std::optional<store::AttemptResult> unrecorded = std::nullopt) {
+    std::function<int(store::RunStore&)> op = [rec = run.record, abandoned = std::move(abandoned),
+                                               unrecorded](store::RunStore& s) {
+      for (const auto& [seq, result] : abandoned) s.finish_attempt(rec.id, seq, result);
+      if (unrecorded) s.end_running_attempts(rec.id, *unrecorded);
+      s.update_run(rec);
+      return 0;
+    };
     co_await on_store<int>(std::move(op));
   }
 
@@ -2247,7 +2252,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                     std::nullopt));
     }
     run->begun_attempts.clear();
-    co_await record_run(*run, std::move(abandoned));
+    std::optional<store::AttemptResult> unrecorded;
+    if (fault) {
+      unrecorded = attempt_result(
+          store::AttemptPhase::cancelled, std::nullopt,
+          make_fault("runtime", 500, "Not recorded",
+                     "the run ended " + outcome.phase + " before this attempt's end was written",
+                     "/do")
+              .error,
+          std::nullopt);
+    }
+    co_await record_run(*run, std::move(abandoned), std::move(unrecorded));
     finish(run, std::move(outcome));
   }
 

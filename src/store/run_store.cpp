@@ -105,6 +105,11 @@ constexpr std::string_view kFinishAttempt =
     "UPDATE run_attempts SET phase = ?3, finished_at = ?4, output_json = ?5, error_json = ?6, "
     "http_status = ?7 WHERE run_id = ?1 AND seq = ?2";
 
+// A run's attempts still `running` (the end of one could not be written): ended as `result` says.
+constexpr std::string_view kEndRunningAttempts =
+    "UPDATE run_attempts SET phase = ?2, finished_at = ?3, error_json = ?4 "
+    "WHERE run_id = ?1 AND phase = 'running'";
+
 constexpr std::string_view kSelectAttempts =
     "SELECT run_id, seq, path, step, attempt, phase, started_at, finished_at, input_json, "
     "output_json, error_json, http_status FROM run_attempts WHERE run_id = ? ORDER BY seq";
@@ -506,6 +511,17 @@ bool RunStore::write_finish(const std::string& run_id, std::int64_t seq,
   bind_optional(finish_attempt_, 7, result.http_status);
   finish_attempt_.run();
   return db_.changes() != 0;
+}
+
+std::size_t RunStore::end_running_attempts(const std::string& run_id, const AttemptResult& result) {
+  auto& stmt = lazy(end_running_attempts_, kEndRunningAttempts);
+  auto use = stmt.use();
+  stmt.bind_text(1, run_id);
+  stmt.bind_text(2, to_string(result.phase));
+  stmt.bind_text(3, result.finished_at);
+  bind_optional(stmt, 4, result.error_json);
+  stmt.run();
+  return static_cast<std::size_t>(db_.changes());
 }
 
 std::vector<AttemptRecord> RunStore::attempts(const std::string& run_id) {

@@ -2286,6 +2286,34 @@ TEST_CASE("engine: a store failure inside a fork or a loop faults the run, which
   }
 }
 
+TEST_CASE("engine: a run a store failure faulted shows no attempt under way", "[engine][store]") {
+  // The end of the call's attempt cannot be written (the store refuses it), so the run faults
+  // with the store's error; its record then ends the attempt too, instead of leaving it running.
+  EngineFixture f;
+  f.echo.route("/failing", {.status = 500, .body = "no"});
+  f.on_store([&] {
+    f.db().exec(
+        "CREATE TEMP TRIGGER refuse_attempt_end BEFORE UPDATE OF phase ON run_attempts "
+        "WHEN NEW.phase = 'faulted' BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+  });
+  std::string id;
+  const auto out = f.run(header("store-fails", functions(f, {"failing"})) +
+                             "  do:\n    - {name: one, call: failing}\n",
+                         "{}", &id);
+  CHECK(out.phase == "faulted");
+  REQUIRE(out.error);
+  CHECK(out.error->at("title") == "Internal error");
+  f.wait_stored(id, store::RunPhase::faulted);
+  const auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 1);
+  CHECK(attempts[0].phase == store::AttemptPhase::cancelled);
+  CHECK(attempts[0].finished_at);
+  REQUIRE(attempts[0].error_json);
+  const auto error = json::parse(*attempts[0].error_json);
+  CHECK(error.at("title") == "Not recorded");
+  CHECK(error.at("detail") == "the run ended faulted before this attempt's end was written");
+}
+
 TEST_CASE("engine: a cancel while the engine stops is busy at once", "[engine][cancel]") {
   // The runs stop unfinished (they resume at the next start): a cancel cannot write them
   // cancelled, and answers busy (503) without polling the store for a second.

@@ -161,6 +161,11 @@ class RunStore {
   // Records how the attempt (run_id, seq) ended. Returns false, changing nothing, when there is no
   // such attempt.
   bool finish_attempt(const std::string& run_id, std::int64_t seq, const AttemptResult& result);
+  // Ends every attempt of the run still `running` with `result`'s phase, time and error (its
+  // output and status left as they are): for a run that ends while the end of an attempt could not
+  // be written. Returns how many there were. Not a transaction of its own: run it in the one that
+  // writes the run's end.
+  std::size_t end_running_attempts(const std::string& run_id, const AttemptResult& result);
   // Every attempt of a run, in the order they were appended.
   std::vector<AttemptRecord> attempts(const std::string& run_id);
 
@@ -245,6 +250,7 @@ class RunStore {
   std::optional<Stmt> park_unfinished_;
   std::optional<Stmt> set_resume_from_;
   std::optional<Stmt> park_run_;
+  std::optional<Stmt> end_running_attempts_;
   std::optional<Stmt> unpark_run_;
   std::optional<Stmt> select_unfinished_;
   std::optional<Stmt> insert_delivery_;
