@@ -249,7 +249,7 @@ std::string took(const json::object& step) {
 }
 
 // What else a step of the history says: its calls' attempts, where the flow went, a wait's
-// deadline, the error a `try` caught, the error it faulted with.
+// deadline, when a call's retry is due, the error a `try` caught, the error it faulted with.
 std::string step_detail(const json::object& step) {
   std::vector<std::string> parts;
   if (auto n = text(step, "attempts"); !n.empty()) {
@@ -257,6 +257,7 @@ std::string step_detail(const json::object& step) {
   }
   if (auto then = text(step, "then"); !then.empty()) parts.push_back("then " + then);
   if (auto until = text(step, "until"); !until.empty()) parts.push_back("until " + until);
+  if (auto retry = text(step, "retryAt"); !retry.empty()) parts.push_back("retry at " + retry);
   if (const auto* caught = object_member(step, "caught")) {
     auto tries = text(step, "tries");
     parts.push_back("caught " + error_summary(*caught) +
@@ -344,11 +345,13 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
   if (auto* errors = o.if_contains("errors"); errors && errors->is_array()) {
     for (const auto& e : errors->as_array()) {
       if (!e.is_object()) continue;
-      auto pointer = text(e.as_object(), "pointer");
-      std::cerr << "  "
-                << printable((pointer.empty() ? "" : pointer + ": ") +
-                             text(e.as_object(), "detail"))
-                << "\n";
+      // A document's JSON pointer, or the query parameter; an error the first line said already
+      // (a query's one error is also the problem's detail) is not said again.
+      auto where = text(e.as_object(), "pointer");
+      if (where.empty()) where = text(e.as_object(), "parameter");
+      const auto what = text(e.as_object(), "detail");
+      if (what == detail && !error) continue;
+      std::cerr << "  " << printable((where.empty() ? "" : where + ": ") + what) << "\n";
     }
   }
   if (auto id = text(o, "runId"); !id.empty()) {
@@ -710,7 +713,8 @@ int runs(const std::vector<std::string>& args) {
   po::options_description desc(
       "Usage: knflow runs [NAME] [-n NS] [--phase P[,P]] [--limit N] [--continue TOKEN]\n"
       "       knflow runs get ID"
-      "\n\nLists runs, newest first; when there are more than --limit, says how to get the next "
+      "\n\nLists runs, the newest created first (a retried run keeps its place; STARTED is when "
+      "its latest try began); when there are more than --limit, says how to get the next "
       "page.\n\nOptions");
   add_connection_options(desc);
   desc.add_options()("workflow", po::value<std::string>(), "only runs of this workflow")(

@@ -1599,6 +1599,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         // The backoff ends at the step's (or run's) deadline and at a cancel, as a call's does.
         co_await sleep_in_step(env, steady_at(*retry_at));
         check_live(run, *env.scope, env.deadline, path);
+        // Counted as it begins (by the process that runs it), as a call's retry is.
+        if (metrics) metrics->retry();
       }
       std::optional<Fault> fault;
       try {
@@ -1621,7 +1623,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           // own retry honours it.
           delay = retry_delay(policy, retries + 1, retry_after_in(fault->error), rng);
         }
-        if (metrics) metrics->retry();
         ++attempt;
         ++retries;
         retry_at = unix_ms(std::chrono::system_clock::now() + delay);
@@ -1851,6 +1852,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       const auto status = static_cast<unsigned>(last.http_status.value_or(0));
       if (!is_retryable_status(status) || attempts - base > policy.limit) {
         Fault fault{model::parse_stored(last.error_json).as_object()};
+        fault.error.erase("retryAt");  // the attempt's own note, not the step's error
         HttpResponse as_answered;
         if (last.http_status) {
           as_answered.status = status;
@@ -1864,15 +1866,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_await dead_letter(run, out, dest, as_answered);
         throw fault;
       }
-      // A retry follows: after what is left of its backoff, counted from when the failed attempt
-      // ended (the policy's delay, its jitter drawn again, or the Retry-After its error kept).
+      // A retry follows: at the time the failed attempt kept (`retryAt`), or, for an attempt
+      // stored without one, after what is left of its backoff counted from when it ended (the
+      // policy's delay, its jitter drawn again, or the Retry-After its error kept).
       std::optional<std::chrono::milliseconds> retry_after;
+      std::optional<std::string> retry_at;
       boost::system::error_code parsed;
       if (const auto error = model::parse_stored(last.error_json, parsed);
           !parsed && error.is_object()) {
         retry_after = retry_after_in(error.as_object());
+        if (const auto* at = error.as_object().if_contains("retryAt"); at && at->is_string()) {
+          retry_at = std::string(at->get_string());
+        }
       }
-      co_await resume_backoff(env, policy, attempts - base, last.finished_at, retry_after);
+      co_await resume_backoff(env, policy, attempts - base, last.finished_at, retry_after,
+                              retry_at);
       resumed_in_backoff = true;
     }
     // A local command's process is looked up again before every retry: it may have been
@@ -1880,6 +1888,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // resumed run waited out.
     for (bool first_attempt = !resumed_in_backoff;; first_attempt = false) {
       check_live(run, *env.scope, env.deadline, path);
+      // Counted when it is made, not when its backoff begins (a cancel or a deadline may come
+      // first), and by the process that makes it.
+      if (!first_attempt && metrics) metrics->retry();
       if (started_here && !first_attempt) {
         Target now = co_await function_target(env, call.function, path);
         target = std::move(now);  // the new lease first, then the old one goes
@@ -1899,14 +1910,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         // a Service has no ready instance (503), retried and dead-lettered as such.
         Fault fault =
             make_fault("communication", 503, "Function did not start", target.not_started, path);
-        co_await attempt_end(
-            run, seq,
-            attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error, std::nullopt));
+        const bool retrying = attempt - base <= policy.limit;
+        const auto due = retrying ? retry_due(policy, attempt - base, std::nullopt) : RetryDue{};
+        co_await attempt_end(run, seq,
+                             attempt_result(store::AttemptPhase::faulted, std::nullopt,
+                                            with_retry_at(fault.error, due), std::nullopt));
         HttpResponse as_answered;
         as_answered.status = 503;
         as_answered.body = target.not_started;
-        if (attempt - base <= policy.limit) {
-          co_await pause_before_retry(env, policy, attempt - base, std::nullopt);
+        if (retrying) {
+          co_await sleep_in_step(env, due.steady);
           continue;
         }
         co_await dead_letter(run, out, "local:" + call.function, as_answered);
@@ -2015,17 +2028,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (retry_after) {
         fault.error["retryAfterMs"] = static_cast<std::int64_t>(retry_after->count());
       }
+      // The step's or the run's deadline passed, not the function's timeout: the step times out
+      // (408), and no attempt can follow, so nothing is dead-lettered, as when the deadline passes
+      // during a retry's backoff.
+      const bool step_timed_out = timed_out && cut_short;
+      const bool retrying = !step_timed_out && !res.request_invalid &&
+                            is_retryable_status(status) && attempt - base <= policy.limit;
+      const auto due = retrying ? retry_due(policy, attempt - base, retry_after) : RetryDue{};
       co_await attempt_end(run, seq,
-                           attempt_result(store::AttemptPhase::faulted, std::nullopt, fault.error,
+                           attempt_result(store::AttemptPhase::faulted, std::nullopt,
+                                          with_retry_at(fault.error, due),
                                           status ? std::optional<unsigned>(status) : std::nullopt));
-      if (timed_out && cut_short) {
-        // The step's or the run's deadline passed, not the function's timeout: the step times out
-        // (408), and no attempt can follow, so nothing is dead-lettered, as when the deadline
-        // passes during a retry's backoff.
+      if (step_timed_out) {
         throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
       }
-      if (!res.request_invalid && is_retryable_status(status) && attempt - base <= policy.limit) {
-        co_await pause_before_retry(env, policy, attempt - base, retry_after);
+      if (retrying) {
+        co_await sleep_in_step(env, due.steady);
         continue;
       }
       co_await dead_letter(run, out, url, res);
@@ -2033,22 +2051,43 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
   }
 
-  // Waits out the delay before retry number `retry` of a call after the answer `res`, ended early
-  // by the step's or run's deadline and by a cancel (the caller's check_live sees those).
-  asio::awaitable<void> pause_before_retry(const Env& env, const EffectivePolicy& policy,
-                                           std::int64_t retry,
-                                           std::optional<std::chrono::milliseconds> retry_after) {
-    if (metrics) metrics->retry();
-    co_await sleep_in_step(env,
-                           std::chrono::steady_clock::now() + backoff(policy, retry, retry_after));
+  // When the retry of a call after a faulted attempt is due: on the steady clock, to sleep until,
+  // and on the wall clock, kept with the attempt (`retryAt`) for the step history and for a run
+  // resumed during the backoff. Unset (steady at its epoch) when no retry follows.
+  struct RetryDue {
+    SteadyTime steady{};
+    std::string wall;
+  };
+
+  // The retry number `retry` of a call is due after its backoff, a Retry-After honoured.
+  RetryDue retry_due(const EffectivePolicy& policy, std::int64_t retry,
+                     std::optional<std::chrono::milliseconds> retry_after) {
+    const auto delay = backoff(policy, retry, retry_after);
+    const model::Instant wall = std::chrono::time_point_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now() + delay);
+    return {std::chrono::steady_clock::now() + delay, model::format_rfc3339_ms(wall)};
   }
 
-  // pause_before_retry() for a run resumed in that pause: sleeps until the backoff that began
-  // when the failed attempt ended (`finished_at`, as stored) is over, if it is not yet. Not
-  // counted as a retry again.
+  // A faulted attempt's error as stored: with `retryAt` when a retry follows.
+  static json::object with_retry_at(json::object error, const RetryDue& due) {
+    if (!due.wall.empty()) error["retryAt"] = due.wall;
+    return error;
+  }
+
+  // The backoff of a run resumed during it: sleeps until the retry the failed attempt kept
+  // (`retry_at`), or, for one stored without it, until the backoff counted from when the attempt
+  // ended (`finished_at`, as stored) is over, if it is not yet.
   asio::awaitable<void> resume_backoff(const Env& env, const EffectivePolicy& policy,
                                        std::int64_t retry, const std::string& finished_at,
-                                       std::optional<std::chrono::milliseconds> retry_after) {
+                                       std::optional<std::chrono::milliseconds> retry_after,
+                                       const std::optional<std::string>& retry_at) {
+    if (retry_at) {
+      const auto due = model::parse_rfc3339(*retry_at);
+      if (const auto* at = std::get_if<model::Instant>(&due)) {
+        co_await sleep_in_step(env, steady_at(at->time_since_epoch().count()));
+        co_return;
+      }
+    }
     const auto ended = model::parse_rfc3339(finished_at);
     if (!std::holds_alternative<model::Instant>(ended)) co_return;  // not expected: retry now
     const auto due = std::get<model::Instant>(ended) + backoff(policy, retry, retry_after);
@@ -2362,7 +2401,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // The journal entry that counts a run's redrives: `drive`, how many, and `attemptSeq`, the seq
   // of the last attempt made before the latest (not a step path: those begin with /do).
-  static constexpr std::string_view kRedriveKey = "/redrive";
+  static constexpr std::string_view kRedriveKey = kRedriveJournalPath;
   // The journal key of a cancel (cancel_on_strand()): {"drive": <the redrive it cancelled>}. A
   // run resumed with it (of the same redrive) starts cancelled; a redrive since does not.
   static constexpr std::string_view kCancelKey = "/cancel";
@@ -2469,12 +2508,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     } else {
       run->trace = TraceContext{random_hex(16), true, run->trace.tracestate};
     }
+    const auto start = model::parse_rfc3339(run->started_at);
+    const auto* at = std::get_if<model::Instant>(&start);
+    if (at) {
+      // knflow_run_duration_seconds counts from the run's start too (a resumed run's time before
+      // the restart included), never from later than now.
+      const auto before =
+          std::chrono::system_clock::now() - std::chrono::system_clock::time_point(*at);
+      if (before > std::chrono::system_clock::duration::zero()) {
+        run->began -= std::chrono::duration_cast<std::chrono::steady_clock::duration>(before);
+      }
+    }
     if (run->workflow->spec.timeout) {
       // The run deadline counts from the run's start (a retry starts it again), across restarts,
       // to the millisecond. A start that does not read back (never written so by the engine) gives
       // the whole timeout from now.
-      const auto start = model::parse_rfc3339(run->started_at);
-      const auto* at = std::get_if<model::Instant>(&start);
       run->deadline =
           later(at ? std::chrono::system_clock::time_point(*at) : std::chrono::system_clock::now(),
                 run->workflow->spec.timeout->value);

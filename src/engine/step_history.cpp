@@ -259,7 +259,19 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     return it->second;
   };
 
+  // The attempts of the run's latest drive come after this seq: those before its latest redrive
+  // (`:retry`) do not tell when a step that ran again started.
+  std::int64_t redriven_after = 0;
   for (const auto& j : journal) {
+    if (j.path == kRedriveJournalPath) {
+      try {
+        const auto v = model::parse_stored(j.value_json);
+        const auto* seq = v.is_object() ? v.as_object().if_contains("attemptSeq") : nullptr;
+        if (seq && seq->is_int64()) redriven_after = seq->as_int64();
+      } catch (const std::exception&) {
+      }
+      continue;
+    }
     const auto r = resolve_step(definition, j.path);
     if (!r) continue;
     json::value value;
@@ -320,7 +332,9 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
 
   // Calls: how many attempts each made. A call without a journal entry (the one whose commit
   // ended the run, one in flight, one that faulted) takes its phase and times from its attempts.
+  // A call that ran again after a redrive started with its first attempt since.
   std::map<std::string, const store::AttemptRecord*> last;
+  std::set<std::string, std::less<>> started_by_attempts, started_since_redrive;
   for (const auto& a : attempts) {
     auto r = resolve_step(definition, a.path);
     auto [it, fresh] = steps.try_emplace(a.path);
@@ -332,12 +346,35 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     }
     const auto* n = s.if_contains("attempts");
     s["attempts"] = n ? n->to_number<std::int64_t>() + 1 : 1;
-    if (!s.contains("startedAt")) s["startedAt"] = a.started_at;
+    if (!s.contains("startedAt")) {
+      s["startedAt"] = a.started_at;
+      started_by_attempts.insert(a.path);
+    }
+    if (a.seq > redriven_after && started_by_attempts.contains(a.path) &&
+        started_since_redrive.insert(a.path).second) {
+      s["startedAt"] = a.started_at;
+    }
     last[a.path] = &a;
   }
+  const bool run_finished = store::is_finished(run.phase);
   for (const auto& [path, a] : last) {
     auto& s = steps[path];
     if (s.contains("phase")) continue;  // journaled: completed or skipped
+    // A faulted attempt that a retry follows (`retryAt`): the call is in its backoff, under way
+    // until the retry or the run's end (then cancelled or faulted below, at the run's end).
+    if (a->phase == store::AttemptPhase::faulted && a->error_json) {
+      std::optional<std::string> retry_at;
+      try {
+        const auto error = model::parse_stored(*a->error_json);
+        if (error.is_object()) retry_at = text_member(error.as_object(), "retryAt");
+      } catch (const std::exception&) {
+      }
+      if (retry_at) {
+        s["phase"] = "running";
+        if (!run_finished) s["retryAt"] = *retry_at;
+        continue;
+      }
+    }
     s["phase"] = store::to_string(a->phase);
     if (a->finished_at) s["finishedAt"] = *a->finished_at;
     // A completed call without a journal entry in a completed run is the step whose commit ended

@@ -102,8 +102,10 @@ Match Router::match(std::string_view method, std::string_view encoded_path) cons
     const auto& route = routes_[r];
     std::map<std::string, std::string> params;
     if (!match_template(route.path_template, segments_[r], path, got, params)) continue;
+    if (result.path_template.empty()) result.path_template = route.path_template;
     if (route.method == method || (method == "HEAD" && route.method == "GET")) {
       result.route = &route;
+      result.path_template = route.path_template;
       result.params = std::move(params);
       result.allowed.clear();
       return result;

@@ -352,6 +352,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     Match m = router.match(req.method, sent_path);
     if (!m.route) {
       if (!m.allowed.empty()) {
+        route_label = m.path_template;  // the path is a route's: counted with it
         std::string allow;
         for (const auto& a : m.allowed) allow += (allow.empty() ? "" : ", ") + a;
         auto res = make_problem(simple_problem(

@@ -375,6 +375,10 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(status, 200, listing)
         self.assertEqual(seen, [r["id"] for r in listing["items"]])
         self.assertGreaterEqual(len(seen), 3)
+        # A refused token is said once (the query's one error is also the problem's detail).
+        code, _, err = self.cli("runs", "greet", "-n", NS, "--continue", "garbage")
+        self.assertEqual(code, 1, err)
+        self.assertEqual(err.count("continue token is not one this server issued"), 1, err)
 
         for bad in ("inf", "nan", "-1"):
             code, _, err = self.cli("invoke", "greet", "-n", NS, "--timeout", bad)

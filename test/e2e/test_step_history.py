@@ -81,6 +81,18 @@ spec:
           - {name: handle, set: {handled: true}}
 """
 
+BACKOFF = """apiVersion: knflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: backoff}
+spec:
+  functions:
+    gone: {url: "http://127.0.0.1:1/"}
+  do:
+    - name: reach
+      call: gone
+      retry: {limit: 3, backoff: constant, delay: PT1H}
+"""
+
 NAP = """apiVersion: knflow.dev/v1alpha1
 kind: Workflow
 metadata: {name: nap}
@@ -105,7 +117,7 @@ class StepHistoryTest(unittest.TestCase):
     def setUp(self):
         self.d = Daemon()
         self.d.start()
-        for doc in (TOUR, LOOP_FAULT, NAP, EACH, RETRIED):
+        for doc in (TOUR, LOOP_FAULT, NAP, EACH, RETRIED, BACKOFF):
             status, _, body = self.d.call("POST", NS + "/workflows", doc, content_type="application/yaml")
             self.assertEqual(status, 201, body)
 
@@ -237,6 +249,32 @@ class StepHistoryTest(unittest.TestCase):
         self.assertEqual([(s["path"], s["phase"]) for s in steps],
                          [("/do/0", "completed"), ("/do/1", "cancelled")])
         self.assertEqual(steps[1]["error"]["title"], "Cancelled")
+
+    def test_a_call_in_its_retry_backoff_then_cancelled(self):
+        # Its last attempt faulted, but a retry follows: the step is under way, not faulted.
+        status, _, body = self.d.call("POST", f"{NS}/workflows/backoff:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, body)
+        run_id = json.loads(body)["runId"]
+        wait_until(lambda: any(s["path"] == "/do/0" for s in self.steps(run_id)), 30)
+        reach = self.steps(run_id)[0]
+        self.assertEqual(reach["phase"], "running")
+        self.assertEqual(reach["attempts"], 1)
+        self.assertNotIn("finishedAt", reach)
+        self.assertGreater(reach["retryAt"], reach["startedAt"])
+        code, out, err = self.cli("runs", "get", run_id)
+        self.assertEqual(code, 0, err)
+        row = table(out, ["STEP"])[0]
+        self.assertEqual(row["PHASE"], "running")
+        self.assertIn("retry at " + reach["retryAt"], row["DETAIL"])
+
+        status, _, body = self.d.call("POST", f"{NS}/runs/{run_id}:cancel")
+        self.assertEqual(status, 200, body)
+        status, run = self.d.json("GET", f"{NS}/runs/{run_id}")
+        reach = run["steps"][0]
+        self.assertEqual(reach["phase"], "cancelled")
+        self.assertEqual(reach["finishedAt"], run["finishedAt"])  # ended with the run, not the attempt
+        self.assertNotIn("retryAt", reach)
+        self.assertIn("retryAt", run["attempts"][0]["error"])
 
     def test_the_history_outlives_a_kill_and_a_resume(self):
         status, _, body = self.d.call("POST", f"{NS}/workflows/nap:invoke?mode=async", "{}")

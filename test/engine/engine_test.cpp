@@ -6,6 +6,7 @@
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/engine/http_client.hpp"
 #include "knflow/engine/jq_worker_pool.hpp"
+#include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
@@ -1058,6 +1059,57 @@ TEST_CASE("engine: a step that faults is timed too", "[engine][retry]") {
   CHECK(std::stod(text.substr(at + name.size())) == 2);
 }
 
+TEST_CASE("engine: a faulted attempt a retry follows keeps when it is due; retries count as made",
+          "[engine][retry]") {
+  // The step history showed a call in its backoff as faulted (its last attempt's phase), and
+  // knflow_step_retries_total counted a retry when its backoff began, also when a cancel came
+  // before it was made.
+  EngineFixture f;
+  f.echo.route("/down", {.status = 503, .body = "busy"});
+  auto retries = [&] {
+    const auto text = f.metrics.serialize();
+    const std::string name = "\nknflow_step_retries_total ";
+    const auto at = text.find(name);
+    REQUIRE(at != std::string::npos);
+    return std::stod(text.substr(at + name.size()));
+  };
+  auto yaml = [&](const std::string& name, const std::string& delay) {
+    return header(name) + functions(f, {"down"}) + "  do:\n    - name: c\n      call: down\n" +
+           "      retry: {limit: 1, backoff: constant, delay: " + delay + ", jitter: false}\n";
+  };
+  const auto before = log::now_rfc3339_ms();
+  std::string id = f.start(yaml("long-backoff", "PT1H"));
+  auto faulted_once = [&] {
+    auto attempts = f.attempts(id);
+    return attempts.size() == 1 && attempts[0].phase == store::AttemptPhase::faulted;
+  };
+  wait_until(faulted_once);
+  const auto attempts = f.attempts(id);
+  REQUIRE(attempts[0].error_json);
+  const auto error = json::parse(*attempts[0].error_json);
+  REQUIRE(error.as_object().contains("retryAt"));
+  // An hour after the attempt ended (to the millisecond it was written).
+  const auto due = model::parse_rfc3339(std::string(error.at("retryAt").as_string()));
+  const auto from = model::parse_rfc3339(before);
+  REQUIRE(std::holds_alternative<model::Instant>(due));
+  const auto ahead = std::get<model::Instant>(due) - std::get<model::Instant>(from);
+  CHECK(ahead >= std::chrono::hours(1));
+  CHECK(ahead < std::chrono::hours(1) + std::chrono::seconds(30));
+  CHECK(retries() == 0);  // not made yet
+  CHECK(f.cancel(id) == engine::Engine::Control::ok);
+  CHECK(f.wait(id).phase == "cancelled");
+  CHECK(retries() == 0);  // never made
+
+  // Made and spent: counted once; the last attempt, which no retry follows, keeps no retryAt.
+  std::string spent;
+  CHECK(f.run(yaml("short-backoff", "PT0.01S"), "{}", &spent).phase == "faulted");
+  CHECK(retries() == 1);
+  const auto both = f.attempts(spent);
+  REQUIRE(both.size() == 2);
+  CHECK(json::parse(*both[0].error_json).as_object().contains("retryAt"));
+  CHECK_FALSE(json::parse(*both[1].error_json).as_object().contains("retryAt"));
+}
+
 TEST_CASE("engine: Retry-After sets the delay before the next attempt", "[engine][retry]") {
   EngineFixture f;
   f.echo.route("/busy", {.status = 200,
@@ -1652,6 +1704,29 @@ TEST_CASE("engine: a step output nested deeper than event data may faults 507", 
 )",
                     full.substr(1, full.size() - 2));
   CHECK(fits.phase == "completed");
+}
+
+TEST_CASE("engine: a resumed run's duration counts from its start, before the restart too",
+          "[engine][metrics]") {
+  // knflow_run_duration_seconds counted a resumed run from when this process resumed it.
+  EngineFixture f;
+  const std::string id = f.start(header("napper") + "  do:\n    - {name: nap, wait: PT0.2S}\n");
+  wait_until([&] { return f.journal(id).size() == 1; });  // the wait begun
+  f.stop_engine();
+  // As if it had started an hour ago (its wait's deadline is kept apart, and passes at once).
+  f.on_store([&] {
+    f.db().exec(
+        "UPDATE runs SET started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour') "
+        "WHERE id = '" +
+        id + "'");
+  });
+  f.start_engine();
+  CHECK(f.wait(id).phase == "completed");
+  const auto text = f.metrics.serialize();
+  const std::string name = "\nknflow_run_duration_seconds_sum ";
+  const auto at = text.find(name);
+  REQUIRE(at != std::string::npos);
+  CHECK(std::stod(text.substr(at + name.size())) >= 3600);
 }
 
 TEST_CASE("engine: the runs in flight hold at most the total data limit, across a restart",

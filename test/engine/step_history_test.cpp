@@ -364,3 +364,77 @@ TEST_CASE("The history lists the steps earlier tries of a try faulted at") {
   CHECK(find(steps, "/do/0/try/2/0/do/1").at("phase") == "completed");
   CHECK(find(steps, "/do/0").at("phase") == "completed");
 }
+
+TEST_CASE("The history shows a call in its retry's backoff under way, and when it ended") {
+  const auto wf = workflow();
+  auto failed = attempt("/do/0", "first", 1, AttemptPhase::faulted, "2026-01-01T00:00:01.000Z",
+                        "2026-01-01T00:00:01.100Z");
+  failed.error_json = R"({"title":"Call to f failed","status":500,"instance":"/do/0",)"
+                      R"("retryAt":"2026-01-01T00:00:06.100Z"})";
+  failed.http_status = 500;
+  RunRecord run;
+  run.id = "r";
+  run.phase = RunPhase::running;
+
+  SECTION("while the run waits for the retry") {
+    const auto steps = step_history(wf, run, {}, {failed}, 1024);
+    const auto& first = find(steps, "/do/0");
+    CHECK(first.at("phase") == "running");
+    CHECK(first.at("retryAt") == "2026-01-01T00:00:06.100Z");
+    CHECK(first.at("attempts") == 1);
+    CHECK_FALSE(first.contains("finishedAt"));
+  }
+  SECTION("cancelled in the backoff: the step ended with the run") {
+    run.phase = RunPhase::cancelled;
+    run.finished_at = "2026-01-01T00:00:03.000Z";
+    run.error_json = R"({"title":"Cancelled","status":499,"instance":"/do"})";
+    const auto steps = step_history(wf, run, {}, {failed}, 1024);
+    const auto& first = find(steps, "/do/0");
+    CHECK(first.at("phase") == "cancelled");
+    CHECK(first.at("finishedAt") == "2026-01-01T00:00:03.000Z");
+    CHECK_FALSE(first.contains("retryAt"));
+  }
+  SECTION("timed out in the backoff: the step faulted then, with the run's error") {
+    run.phase = RunPhase::faulted;
+    run.finished_at = "2026-01-01T00:00:02.000Z";
+    run.error_json = R"({"title":"Timed out","status":408,"instance":"/do/0"})";
+    const auto steps = step_history(wf, run, {}, {failed}, 1024);
+    const auto& first = find(steps, "/do/0");
+    CHECK(first.at("phase") == "faulted");
+    CHECK(first.at("error").at("status") == 408);
+    CHECK(first.at("finishedAt") == "2026-01-01T00:00:02.000Z");
+  }
+  SECTION("a faulted attempt no retry follows is the step's end") {
+    failed.error_json = R"({"title":"Call to f failed","status":400,"instance":"/do/0"})";
+    const auto steps = step_history(wf, run, {}, {failed}, 1024);
+    const auto& first = find(steps, "/do/0");
+    CHECK(first.at("phase") == "faulted");
+    CHECK(first.at("finishedAt") == "2026-01-01T00:00:01.100Z");
+  }
+}
+
+TEST_CASE("The history starts a call that ran again after a redrive at its first attempt since") {
+  const auto wf = workflow();
+  RunRecord run;
+  run.id = "r";
+  run.phase = RunPhase::completed;
+  run.finished_at = "2026-01-01T01:00:00.500Z";
+  run.output_json = R"({"data":{"ok":true}})";
+  auto first = attempt("/do/0", "first", 1, AttemptPhase::faulted, "2026-01-01T00:00:01.000Z",
+                       "2026-01-01T00:00:01.100Z");
+  first.error_json = R"({"title":"Call to f failed","status":400,"instance":"/do/0"})";
+  auto again = attempt("/do/0", "first", 2, AttemptPhase::completed, "2026-01-01T01:00:00.100Z",
+                       "2026-01-01T01:00:00.200Z");
+  const std::vector<JournalEntry> journal{
+      {"/redrive", JournalState::started, R"({"drive":1,"attemptSeq":1})"}};
+  const auto steps = step_history(wf, run, journal, {first, again}, 1024);
+  const auto& step = find(steps, "/do/0");
+  CHECK(step.at("attempts") == 2);
+  CHECK(step.at("startedAt") == "2026-01-01T01:00:00.100Z");
+  CHECK(step.at("finishedAt") == "2026-01-01T01:00:00.200Z");
+  CHECK(step.at("phase") == "completed");
+  // Without the redrive's entry (a run recorded before it was kept), the first attempt's start.
+  const auto before = step_history(wf, run, {}, {first, again}, 1024);
+  const auto& old = find(before, "/do/0");
+  CHECK(old.at("startedAt") == "2026-01-01T00:00:01.000Z");
+}

@@ -480,6 +480,8 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
   REQUIRE(server.call("POST", kCollection, workflow_json("counted")).status == 201);
   // A head refused for its Content-Length is counted with its method (it was "OTHER").
   require_problem(server.call("POST", kCollection, std::string(2 << 20, ' ')), 413);
+  // A 405 is counted with the route its path matched (it was "unmatched").
+  require_problem(server.call("PATCH", kCollection), 405);
   auto metrics = server.call("GET", "/metrics");
   REQUIRE(metrics.status == 200);
   REQUIRE(metrics.header("content-type").starts_with("text/plain; version=0.0.4"));
@@ -489,6 +491,8 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
                     "namespaces/{ns}/workflows\"} 1") != std::string::npos);
   REQUIRE(text.find("knflow_http_requests_total{code=\"413\",method=\"POST\",route=\"unmatched\"} "
                     "1") != std::string::npos);
+  REQUIRE(text.find("knflow_http_requests_total{code=\"405\",method=\"PATCH\",route=\"/api/v1/"
+                    "namespaces/{ns}/workflows\"} 1") != std::string::npos);
   REQUIRE(text.find("knflow_http_request_duration_seconds_bucket") != std::string::npos);
   REQUIRE(text.find("knflow_workflows 1") != std::string::npos);
   REQUIRE(text.find("knflow_build_info{") != std::string::npos);

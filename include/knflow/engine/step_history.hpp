@@ -54,6 +54,10 @@ boost::json::array step_history(const model::Workflow& definition, const store::
 // in every run's row is not worth it.
 inline constexpr std::string_view kTraceJournalPath = "/trace";
 
+// The journal key where a run keeps its latest redrive (`:retry`): {"drive": N, "attemptSeq":
+// the highest attempt seq before it}.
+inline constexpr std::string_view kRedriveJournalPath = "/redrive";
+
 // The value of a run's kTraceJournalPath entry that keeps `tracestate`, and the tracestate such a
 // value keeps ("" when it is not one).
 boost::json::value trace_entry_value(std::string_view tracestate);

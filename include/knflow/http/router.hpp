@@ -35,6 +35,7 @@ struct Route {
 struct Match {
   const Route* route = nullptr;      // set when method and path matched
   std::vector<std::string> allowed;  // methods for the path when only the method did not
+  std::string path_template;         // of the first route the path matched (a 405's too)
   std::map<std::string, std::string> params;
 };
 
