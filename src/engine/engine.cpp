@@ -1279,66 +1279,148 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
   }
 
+  // Runs the step's construct. Not a coroutine itself: it hands back the awaitable of the
+  // construct's own coroutine, so that a step under way holds that one's frame only. (A coroutine's
+  // frame holds the locals and awaited results of every branch of its body at once: one body for
+  // all the constructs made every step under way, a run's wait or a fork's branch, hold 6 KiB.)
+  // `vars` and `path` outlive the awaitable: the caller awaits it at once.
   asio::awaitable<StepOutcome> exec_construct(Env env, const model::Step& step,
                                               const std::string& path, Current cur,
                                               const json::object& vars,
                                               std::shared_ptr<const EachNext> each_next = {}) {
-    StepOutcome out;
     const auto& c = step.construct;
-    if (auto* call = std::get_if<model::CallStep>(&c)) {
-      Held answer;
-      out.outputs.push_back(co_await exec_call(env, step, *call, path, std::move(cur), answer));
-      if (answer.bytes() != 0) out.held.push_back(std::move(answer));
-    } else if (auto* d = std::get_if<model::DoStep>(&c)) {
-      auto results = co_await exec_list(env, &d->steps, path + "/do", cur);
-      out.outputs.push_back(collapse(std::move(results), cur));
-    } else if (auto* fork = std::get_if<model::ForkStep>(&c)) {
-      out = co_await exec_fork(env, *fork, path, std::move(cur), std::move(each_next));
-    } else if (auto* sw = std::get_if<model::SwitchStep>(&c)) {
-      out.flow = co_await exec_switch(env, *sw, path, cur, vars);
-      out.outputs.push_back(std::move(cur));
-    } else if (auto* f = std::get_if<model::ForStep>(&c)) {
-      out.outputs.push_back(co_await exec_for(env, *f, path, std::move(cur), vars));
-    } else if (auto* w = std::get_if<model::WhileStep>(&c)) {
-      out.outputs.push_back(co_await exec_while(env, *w, path, std::move(cur), vars));
-    } else if (auto* t = std::get_if<model::TryStep>(&c)) {
-      out.outputs.push_back(co_await exec_try(env, *t, path, std::move(cur), out.note));
-    } else if (auto* w = std::get_if<model::WaitStep>(&c)) {
-      co_await exec_wait(env, *w, path);
-      out.outputs.push_back(std::move(cur));
-    } else if (auto* s = std::get_if<model::SetStep>(&c)) {
-      const std::string instance = path + "/set";
-      Held value_held;  // the value's expression results, until its output is counted instead
-      cur.data = co_await eval_deep(env, s->value, cur.data, vars, instance, "this set's value",
-                                    value_held);
-      out.outputs.push_back(std::move(cur));
-      if (value_held.bytes() != 0) out.held.push_back(std::move(value_held));
-    } else if (auto* r = std::get_if<model::RaiseStep>(&c)) {
-      Fault f =
-          make_fault(r->type, static_cast<unsigned>(r->status.value_or(500)), step.name, "", path);
-      // RFC 7807's title and detail are strings: another value is written as JSON text, null is
-      // as if absent.
-      auto text = [](json::value v) -> std::optional<std::string> {
-        if (v.is_null()) return std::nullopt;
-        if (v.is_string()) return std::string(v.as_string());
-        return model::json_text(v);
-      };
-      // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
-      // the other branch is taken (a json::value never constructed: heap corruption).
-      if (r->title) {
-        auto title = co_await eval(env, *r->title, cur.data, vars, path + "/raise/title");
-        if (auto t = text(std::move(title))) f.error["title"] = *t;
-      }
-      if (r->detail) {
-        auto detail = co_await eval(env, *r->detail, cur.data, vars, path + "/raise/detail");
-        if (auto t = text(std::move(detail))) f.error["detail"] = *t;
-      }
-      throw f;
-    } else if (auto* e = std::get_if<model::EmitStep>(&c)) {
-      co_await exec_emit(env, *e, path, cur, vars);
-      out.outputs.push_back(std::move(cur));
+    if (const auto* call = std::get_if<model::CallStep>(&c)) {
+      return construct_call(std::move(env), step, *call, path, std::move(cur));
     }
+    if (const auto* d = std::get_if<model::DoStep>(&c)) {
+      return construct_do(std::move(env), *d, path, std::move(cur));
+    }
+    if (const auto* fork = std::get_if<model::ForkStep>(&c)) {
+      return exec_fork(std::move(env), *fork, path, std::move(cur), std::move(each_next));
+    }
+    if (const auto* sw = std::get_if<model::SwitchStep>(&c)) {
+      return construct_switch(std::move(env), *sw, path, std::move(cur), vars);
+    }
+    if (const auto* f = std::get_if<model::ForStep>(&c)) {
+      return construct_for(std::move(env), *f, path, std::move(cur), vars);
+    }
+    if (const auto* w = std::get_if<model::WhileStep>(&c)) {
+      return construct_while(std::move(env), *w, path, std::move(cur), vars);
+    }
+    if (const auto* t = std::get_if<model::TryStep>(&c)) {
+      return construct_try(std::move(env), *t, path, std::move(cur));
+    }
+    if (const auto* w = std::get_if<model::WaitStep>(&c)) {
+      return construct_wait(std::move(env), *w, path, std::move(cur));
+    }
+    if (const auto* set = std::get_if<model::SetStep>(&c)) {
+      return construct_set(std::move(env), *set, path, std::move(cur), vars);
+    }
+    if (const auto* r = std::get_if<model::RaiseStep>(&c)) {
+      return construct_raise(std::move(env), step, *r, path, std::move(cur), vars);
+    }
+    return construct_emit(std::move(env), std::get<model::EmitStep>(c), path, std::move(cur), vars);
+  }
+
+  // One output: what the construct gave.
+  static StepOutcome one_output(Current cur) {
+    StepOutcome out;
+    out.outputs.push_back(std::move(cur));
+    return out;
+  }
+
+  asio::awaitable<StepOutcome> construct_call(Env env, const model::Step& step,
+                                              const model::CallStep& call, const std::string& path,
+                                              Current cur) {
+    Held answer;
+    auto out = one_output(co_await exec_call(env, step, call, path, std::move(cur), answer));
+    if (answer.bytes() != 0) out.held.push_back(std::move(answer));
     co_return out;
+  }
+
+  asio::awaitable<StepOutcome> construct_do(Env env, const model::DoStep& d,
+                                            const std::string& path, Current cur) {
+    auto results = co_await exec_list(env, &d.steps, path + "/do", cur);
+    co_return one_output(collapse(std::move(results), cur));
+  }
+
+  asio::awaitable<StepOutcome> construct_switch(Env env, const model::SwitchStep& sw,
+                                                const std::string& path, Current cur,
+                                                const json::object& vars) {
+    auto flow = co_await exec_switch(env, sw, path, cur, vars);
+    auto out = one_output(std::move(cur));
+    out.flow = std::move(flow);
+    co_return out;
+  }
+
+  asio::awaitable<StepOutcome> construct_for(Env env, const model::ForStep& f,
+                                             const std::string& path, Current cur,
+                                             const json::object& vars) {
+    co_return one_output(co_await exec_for(env, f, path, std::move(cur), vars));
+  }
+
+  asio::awaitable<StepOutcome> construct_while(Env env, const model::WhileStep& w,
+                                               const std::string& path, Current cur,
+                                               const json::object& vars) {
+    co_return one_output(co_await exec_while(env, w, path, std::move(cur), vars));
+  }
+
+  asio::awaitable<StepOutcome> construct_try(Env env, const model::TryStep& t,
+                                             const std::string& path, Current cur) {
+    json::object note;
+    auto out = one_output(co_await exec_try(env, t, path, std::move(cur), note));
+    out.note = std::move(note);
+    co_return out;
+  }
+
+  asio::awaitable<StepOutcome> construct_wait(Env env, const model::WaitStep& w,
+                                              const std::string& path, Current cur) {
+    co_await exec_wait(env, w, path);
+    co_return one_output(std::move(cur));
+  }
+
+  asio::awaitable<StepOutcome> construct_set(Env env, const model::SetStep& set,
+                                             const std::string& path, Current cur,
+                                             const json::object& vars) {
+    const std::string instance = path + "/set";
+    Held value_held;  // the value's expression results, until its output is counted instead
+    cur.data = co_await eval_deep(env, set.value, cur.data, vars, instance, "this set's value",
+                                  value_held);
+    auto out = one_output(std::move(cur));
+    if (value_held.bytes() != 0) out.held.push_back(std::move(value_held));
+    co_return out;
+  }
+
+  asio::awaitable<StepOutcome> construct_raise(Env env, const model::Step& step,
+                                               const model::RaiseStep& r, const std::string& path,
+                                               Current cur, const json::object& vars) {
+    Fault f =
+        make_fault(r.type, static_cast<unsigned>(r.status.value_or(500)), step.name, "", path);
+    // RFC 7807's title and detail are strings: another value is written as JSON text, null is as
+    // if absent.
+    auto text = [](json::value v) -> std::optional<std::string> {
+      if (v.is_null()) return std::nullopt;
+      if (v.is_string()) return std::string(v.as_string());
+      return model::json_text(v);
+    };
+    // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
+    // the other branch is taken (a json::value never constructed: heap corruption).
+    if (r.title) {
+      auto title = co_await eval(env, *r.title, cur.data, vars, path + "/raise/title");
+      if (auto t = text(std::move(title))) f.error["title"] = *t;
+    }
+    if (r.detail) {
+      auto detail = co_await eval(env, *r.detail, cur.data, vars, path + "/raise/detail");
+      if (auto t = text(std::move(detail))) f.error["detail"] = *t;
+    }
+    throw f;
+  }
+
+  asio::awaitable<StepOutcome> construct_emit(Env env, const model::EmitStep& e,
+                                              const std::string& path, Current cur,
+                                              const json::object& vars) {
+    co_await exec_emit(env, e, path, cur, vars);
+    co_return one_output(std::move(cur));
   }
 
   // Several outputs of a nested list (after a fork with join each) become one array.
@@ -1817,6 +1899,125 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // `held` gets the answer's size as working data (hold()), for the caller to keep until the
   // step's output is counted.
+  // A call resumed after its last attempt (`last`, of `used` attempts against the policy's limit)
+  // faulted. When no retry may follow (a final status, or the limit used up), the step faults as
+  // it did, its event `out` with `data` dead-lettered again (at-least-once, `dest` as
+  // knativeerrordest).
+  // Otherwise its backoff is waited out: until the time the failed attempt kept (`retryAt`), or,
+  // for an attempt stored without one, what is left of it counted from when the attempt ended (the
+  // policy's delay, its jitter drawn again, or the Retry-After its error kept).
+  asio::awaitable<void> resume_faulted_call(const Env& env, const EffectivePolicy& policy,
+                                            std::int64_t used, const Run::FailedAttempt& last,
+                                            const CloudEvent& out, const json::value& data,
+                                            const std::string& dest) {
+    const auto status = static_cast<unsigned>(last.http_status.value_or(0));
+    if (!is_retryable_status(status) || used > policy.limit) {
+      Fault fault{model::parse_stored(last.error_json).as_object()};
+      fault.error.erase("retryAt");  // the attempt's own note, not the step's error
+      HttpResponse as_answered;
+      if (last.http_status) {
+        as_answered.status = status;
+      } else {
+        as_answered.error = boost::asio::error::connection_aborted;
+        const auto* detail = fault.error.if_contains("detail");
+        as_answered.error_message =
+            detail && detail->is_string() ? std::string(detail->as_string()) : "no answer";
+      }
+      co_await dead_letter(*env.run, out, dest, as_answered, &data);
+      throw fault;
+    }
+    std::optional<std::chrono::milliseconds> retry_after;
+    std::optional<std::string> retry_at;
+    boost::system::error_code parsed;
+    if (const auto error = model::parse_stored(last.error_json, parsed);
+        !parsed && error.is_object()) {
+      retry_after = retry_after_in(error.as_object());
+      if (const auto* at = error.as_object().if_contains("retryAt"); at && at->is_string()) {
+        retry_at = std::string(at->get_string());
+      }
+    }
+    co_await resume_backoff(env, policy, used, last.finished_at, retry_after, retry_at);
+  }
+
+  // A call's attempt `seq` found no process to send to (`why`): it failed as Knative's activator
+  // fails one while a Service has no ready instance (503). With `retry` (the policy, when retry
+  // number `retry_number` may follow) the backoff is waited out; else the event `out` with `data`
+  // is dead-lettered and the step faults.
+  asio::awaitable<void> not_started(const Env& env, const model::CallStep& call,
+                                    const std::string& path, const std::string& why,
+                                    std::int64_t seq, const EffectivePolicy* retry,
+                                    std::int64_t retry_number, const CloudEvent& out,
+                                    const json::value& data) {
+    Fault fault = make_fault("communication", 503, "Function did not start", why, path);
+    const auto due = retry ? retry_due(*retry, retry_number, std::nullopt) : RetryDue{};
+    co_await end_attempt(*env.run, seq, store::AttemptPhase::faulted,
+                         with_retry_at(fault.error, due), std::nullopt);
+    if (retry) {
+      co_await sleep_in_step(env, due.steady);
+      co_return;
+    }
+    HttpResponse as_answered;
+    as_answered.status = 503;
+    as_answered.body = why;
+    co_await dead_letter(*env.run, out, "local:" + call.function, as_answered, &data);
+    throw fault;
+  }
+
+  // What a call's 2xx answer makes of the current event `cur`: the next one (a CloudEvent
+  // answer; a plain body as the data of a new event of the step's own type; 202 or an empty body
+  // keeps `cur`), or the fault when it cannot be kept (over the run's data limits, held in `held`
+  // otherwise) or is a malformed event. Not a coroutine: what it works with stays off the call's
+  // coroutine frame, which every call under way holds.
+  std::variant<Current, Fault> take_answer(const Run& run, const model::Step& step,
+                                           const model::CallStep& call, const std::string& path,
+                                           const Current& cur, const HttpResponse& res,
+                                           Held& held) {
+    if (auto refused = hold_into(held, res.body.size(), "the answer of " + call.function, path)) {
+      return std::move(*refused);  // answered, but not kept: the step faults
+    }
+    Current next = cur;
+    if (res.status == 202) return next;
+    auto decoded = decode_event(res.headers, res.body);
+    if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
+      // A CloudEvent, with or without data (binary mode with an empty body has none).
+      if (auto error = data_unusable(*ev)) decoded = *error;
+    } else if (std::holds_alternative<std::nullopt_t>(decoded) && !res.body.empty()) {
+      // A plain body: a new event made from it, whose data it is.
+      CloudEvent plain;
+      plain.id = run.id + ":" + path + ":reply";
+      plain.type = "dev.knflow." + run.workflow_name + "." + step.name;
+      plain.source = "/apis/knflow.dev/v1alpha1/namespaces/" + run.namespace_ + "/workflows/" +
+                     run.workflow_name;
+      plain.time = log::now_rfc3339_ms();
+      plain.extensions = cur.event.extensions;
+      plain.data = res.body;
+      for (const auto& [k, v] : res.headers) {
+        if (k == "content-type") plain.datacontenttype = v;
+      }
+      if (auto error = data_unusable(plain)) {
+        decoded = "the answer is a plain body, but " + *error;
+      } else {
+        decoded = std::move(plain);
+      }
+    }
+    if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
+      next.data = data_as_json(*ev);
+      next.event = std::move(*ev);
+      next.event.data.reset();
+      next.event.datacontenttype.reset();
+    } else if (auto* error = std::get_if<std::string>(&decoded)) {
+      return make_fault("communication", 502, "Malformed reply event", *error, path);
+    }
+    // nullopt: an empty body that is no CloudEvent; the current event stays.
+    return next;
+  }
+
+  // attempt_end() with the result made here, off the caller's coroutine frame.
+  asio::awaitable<void> end_attempt(const Run& run, std::int64_t seq, store::AttemptPhase phase,
+                                    json::object error, std::optional<unsigned> http_status) {
+    co_await attempt_end(run, seq, attempt_result(phase, std::nullopt, error, http_status));
+  }
+
   asio::awaitable<Current> exec_call(Env env, const model::Step& step, const model::CallStep& call,
                                      const std::string& path, Current cur, Held& held) {
     Run& run = *env.run;
@@ -1836,6 +2037,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     out.data = model::json_text(cur.data);
     drop_trace_extensions(out);
     const auto encoded = encode_binary(out);
+    out.data.reset();  // the request holds its text; a dead letter writes it again (cur.data)
     // The request's text, held until every attempt is over.
     const auto request_held = hold(encoded.body.size(), "this call's request", path);
 
@@ -1845,42 +2047,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const std::int64_t base = based == run.retry_base.end() ? 0 : based->second;
     bool resumed_in_backoff = false;
     if (auto failed = run.failed_attempts.find(path); failed != run.failed_attempts.end()) {
-      // Resumed after its last attempt faulted: when no retry may follow (a final status, or the
-      // limit used up), the step faults as it did (its dead letter sent again: at-least-once).
-      const auto last = std::move(failed->second);
+      // Resumed after its last attempt faulted: it faults again, or its backoff is waited out.
+      const auto last = std::make_shared<const Run::FailedAttempt>(std::move(failed->second));
       run.failed_attempts.erase(failed);
-      const auto status = static_cast<unsigned>(last.http_status.value_or(0));
-      if (!is_retryable_status(status) || attempts - base > policy.limit) {
-        Fault fault{model::parse_stored(last.error_json).as_object()};
-        fault.error.erase("retryAt");  // the attempt's own note, not the step's error
-        HttpResponse as_answered;
-        if (last.http_status) {
-          as_answered.status = status;
-        } else {
-          as_answered.error = boost::asio::error::connection_aborted;
-          const auto* detail = fault.error.if_contains("detail");
-          as_answered.error_message =
-              detail && detail->is_string() ? std::string(detail->as_string()) : "no answer";
-        }
-        const std::string dest = target.url.empty() ? "local:" + call.function : target.url;
-        co_await dead_letter(run, out, dest, as_answered);
-        throw fault;
-      }
-      // A retry follows: at the time the failed attempt kept (`retryAt`), or, for an attempt
-      // stored without one, after what is left of its backoff counted from when it ended (the
-      // policy's delay, its jitter drawn again, or the Retry-After its error kept).
-      std::optional<std::chrono::milliseconds> retry_after;
-      std::optional<std::string> retry_at;
-      boost::system::error_code parsed;
-      if (const auto error = model::parse_stored(last.error_json, parsed);
-          !parsed && error.is_object()) {
-        retry_after = retry_after_in(error.as_object());
-        if (const auto* at = error.as_object().if_contains("retryAt"); at && at->is_string()) {
-          retry_at = std::string(at->get_string());
-        }
-      }
-      co_await resume_backoff(env, policy, attempts - base, last.finished_at, retry_after,
-                              retry_at);
+      const std::string dest = target.url.empty() ? "local:" + call.function : target.url;
+      co_await resume_faulted_call(env, policy, attempts - base, *last, out, cur.data, dest);
       resumed_in_backoff = true;
     }
     // A local command's process is looked up again before every retry: it may have been
@@ -1906,24 +2077,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         seq = co_await attempt_begin(run, path, step.name, attempt, cur.data);
       }
       if (!target.not_started.empty()) {
-        // No process to send to: an attempt that failed as Knative's activator fails one while
-        // a Service has no ready instance (503), retried and dead-lettered as such.
-        Fault fault =
-            make_fault("communication", 503, "Function did not start", target.not_started, path);
-        const bool retrying = attempt - base <= policy.limit;
-        const auto due = retrying ? retry_due(policy, attempt - base, std::nullopt) : RetryDue{};
-        co_await attempt_end(run, seq,
-                             attempt_result(store::AttemptPhase::faulted, std::nullopt,
-                                            with_retry_at(fault.error, due), std::nullopt));
-        HttpResponse as_answered;
-        as_answered.status = 503;
-        as_answered.body = target.not_started;
-        if (retrying) {
-          co_await sleep_in_step(env, due.steady);
-          continue;
-        }
-        co_await dead_letter(run, out, "local:" + call.function, as_answered);
-        throw fault;
+        co_await not_started(env, call, path, target.not_started, seq,
+                             attempt - base <= policy.limit ? &policy : nullptr, attempt - base,
+                             out, cur.data);
+        continue;  // after its backoff (else it threw)
       }
       HttpRequest req;
       req.url = url;
@@ -1941,70 +2098,26 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       const bool cut_short = req.timeout < per_call;  // by the step's or the run's deadline
       auto answered = co_await send_cancellable(*env.scope, std::move(req));
       if (!answered) {
-        co_await attempt_end(
-            run, seq,
-            attempt_result(
-                store::AttemptPhase::cancelled, std::nullopt,
-                make_fault("runtime", 499, "Cancelled",
-                           "the call was abandoned: its run or branch was cancelled", path)
-                    .error,
-                std::nullopt));
+        co_await end_attempt(
+            run, seq, store::AttemptPhase::cancelled,
+            make_fault("runtime", 499, "Cancelled",
+                       "the call was abandoned: its run or branch was cancelled", path)
+                .error,
+            std::nullopt);
         check_live(run, *env.scope, std::nullopt, path);
       }
-      auto res = std::move(*answered);
+      auto& res = *answered;
       if (!res.error && res.status / 100 == 2) {
-        if (auto refused =
-                hold_into(held, res.body.size(), "the answer of " + call.function, path)) {
-          // Answered, but not kept: the step faults (catch.retry may call again).
-          co_await attempt_end(run, seq,
-                               attempt_result(store::AttemptPhase::faulted, std::nullopt,
-                                              refused->error, res.status));
+        auto taken = take_answer(run, step, call, path, cur, res, held);
+        if (auto* refused = std::get_if<Fault>(&taken)) {
+          co_await end_attempt(run, seq, store::AttemptPhase::faulted, refused->error, res.status);
           throw *refused;
         }
-        Current next = cur;
-        if (res.status != 202) {
-          auto decoded = decode_event(res.headers, res.body);
-          if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
-            // A CloudEvent, with or without data (binary mode with an empty body has none).
-            if (auto error = data_unusable(*ev)) decoded = *error;
-          } else if (std::holds_alternative<std::nullopt_t>(decoded) && !res.body.empty()) {
-            // A plain body: a new event made from it, whose data it is.
-            CloudEvent plain;
-            plain.id = run.id + ":" + path + ":reply";
-            plain.type = "dev.knflow." + run.workflow_name + "." + step.name;
-            plain.source = "/apis/knflow.dev/v1alpha1/namespaces/" + run.namespace_ +
-                           "/workflows/" + run.workflow_name;
-            plain.time = log::now_rfc3339_ms();
-            plain.extensions = cur.event.extensions;
-            plain.data = res.body;
-            for (const auto& [k, v] : res.headers) {
-              if (k == "content-type") plain.datacontenttype = v;
-            }
-            if (auto error = data_unusable(plain)) {
-              decoded = "the answer is a plain body, but " + *error;
-            } else {
-              decoded = std::move(plain);
-            }
-          }
-          if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
-            next.data = data_as_json(*ev);
-            next.event = std::move(*ev);
-            next.event.data.reset();
-            next.event.datacontenttype.reset();
-          } else if (auto* error = std::get_if<std::string>(&decoded)) {
-            Fault malformed =
-                make_fault("communication", 502, "Malformed reply event", *error, path);
-            co_await attempt_end(run, seq,
-                                 attempt_result(store::AttemptPhase::faulted, std::nullopt,
-                                                malformed.error, res.status));
-            throw malformed;
-          }
-          // nullopt: an empty body that is no CloudEvent; the current event stays.
-        }
+        auto& next = std::get<Current>(taken);
         // Finished together with the step's journal entry, in one commit (complete()).
         run.pending_attempts[path] = {seq, attempt_result(store::AttemptPhase::completed, next.data,
                                                           std::nullopt, res.status)};
-        co_return next;
+        co_return std::move(next);
       }
       const unsigned status = res.error ? 0 : res.status;
       const std::string detail =
@@ -2035,10 +2148,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       const bool retrying = !step_timed_out && !res.request_invalid &&
                             is_retryable_status(status) && attempt - base <= policy.limit;
       const auto due = retrying ? retry_due(policy, attempt - base, retry_after) : RetryDue{};
-      co_await attempt_end(run, seq,
-                           attempt_result(store::AttemptPhase::faulted, std::nullopt,
-                                          with_retry_at(fault.error, due),
-                                          status ? std::optional<unsigned>(status) : std::nullopt));
+      co_await end_attempt(run, seq, store::AttemptPhase::faulted, with_retry_at(fault.error, due),
+                           status ? std::optional<unsigned>(status) : std::nullopt);
       if (step_timed_out) {
         throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
       }
@@ -2046,7 +2157,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_await sleep_in_step(env, due.steady);
         continue;
       }
-      co_await dead_letter(run, out, url, res);
+      co_await dead_letter(run, out, url, res, &cur.data);
       throw fault;
     }
   }
@@ -2159,10 +2270,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // Sends the event that exhausted its retries to spec.deadLetter with Knative's extensions, set
   // from the last answer as Knative's dispatcher sets them: its status and body, or, when nothing
   // was answered (connection error, timeout), 500 and "dispatch error: <why>".
+  // `data`, when given, is the event's data as JSON (written into it here: a call keeps its
+  // event without the data's text, which its request already holds).
   asio::awaitable<void> dead_letter(Run& run, CloudEvent event, const std::string& dest,
-                                    const HttpResponse& failed) {
+                                    const HttpResponse& failed, const json::value* data = nullptr) {
     const auto& dl = run.workflow->spec.dead_letter;
     if (!dl || !dl->uri) co_return;
+    if (data) event.data = model::json_text(*data);
     const unsigned status = failed.error ? 500 : failed.status;
     const std::string body = failed.error ? "dispatch error: " + failed.error_message : failed.body;
     event.extensions["knativeerrordest"] = dest;
