@@ -1939,6 +1939,28 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_await resume_backoff(env, policy, used, last.finished_at, retry_after, retry_at);
   }
 
+  // Records retry number `attempt` of the call at `path` as an attempt that was not sent: ended
+  // at once with the fault that cut its backoff short (a cancel, `cancelled`; a deadline,
+  // `faulted` 408).
+  asio::awaitable<void> retry_not_sent(Run& run, const std::string& path, const std::string& step,
+                                       std::int64_t attempt, const Fault& cut) {
+    auto rec = new_attempt(run, path, step, attempt, nullptr);
+    rec.input_json.reset();  // nothing was sent
+    const bool cancelled = is_cancellation(cut);
+    json::object error = cut.error;
+    if (const auto* why = cut.error.if_contains("detail"); why && why->is_string()) {
+      error["detail"] = "not sent: " + std::string(why->get_string()) + " during the backoff";
+    }
+    rec.phase = cancelled ? store::AttemptPhase::cancelled : store::AttemptPhase::faulted;
+    rec.finished_at = rec.started_at;
+    rec.error_json = model::json_text(error);
+    std::function<int(store::RunStore&)> op = [rec](store::RunStore& s) {
+      s.begin_attempt(rec);
+      return 0;
+    };
+    co_await on_store<int>(std::move(op));
+  }
+
   // A call's attempt `seq` found no process to send to (`why`): it failed as Knative's activator
   // fails one while a Service has no ready instance (503). With `retry` (the policy, when retry
   // number `retry_number` may follow) the backoff is waited out; else the event `out` with `data`
@@ -2058,10 +2080,26 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // restarted on another port (or have failed to start) meanwhile, as during the backoff a
     // resumed run waited out.
     for (bool first_attempt = !resumed_in_backoff;; first_attempt = false) {
-      check_live(run, *env.scope, env.deadline, path);
-      // Counted when it is made, not when its backoff begins (a cancel or a deadline may come
-      // first), and by the process that makes it.
-      if (!first_attempt && metrics) metrics->retry();
+      if (first_attempt) {
+        check_live(run, *env.scope, env.deadline, path);
+      } else {
+        // The retry's backoff is over, or a cancel or a deadline cut it short: then the retry is
+        // recorded as an attempt that was not sent, so that the step ends then (its last attempt
+        // kept the retry's due time) while the run may go on (a fork branch that lost, a fault a
+        // try caught). Not at a shutdown: the run resumes the backoff at the next start.
+        std::optional<Fault> cut;
+        try {
+          check_live(run, *env.scope, env.deadline, path);
+        } catch (const Fault& f) {
+          cut = f;
+        }
+        if (cut) {
+          if (!stopping_now()) co_await retry_not_sent(run, path, step.name, ++attempts, *cut);
+          throw *cut;
+        }
+        // Counted when it is made, not when its backoff begins, and by the process that makes it.
+        if (metrics) metrics->retry();
+      }
       if (started_here && !first_attempt) {
         Target now = co_await function_target(env, call.function, path);
         target = std::move(now);  // the new lease first, then the old one goes

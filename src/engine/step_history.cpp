@@ -249,6 +249,14 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   // A step a try caught, by path: the path prefix of its try's list ("/do/0/try/1/"), whose
   // steps it comes after.
   std::map<std::string, std::string> after_its_try;
+  // A try whose catch.retry runs its list again: the list's path prefix, and when it is due.
+  struct TryRetry {
+    ResolvedStep step;
+    std::string list;
+    std::string due;
+  };
+  std::vector<TryRetry> try_retries;
+  std::set<std::string, std::less<>> catching;  // tries whose catch.do runs
   auto entry = [&](const ResolvedStep& r) -> json::object& {
     auto [it, fresh] = steps.try_emplace(r.path);
     if (fresh) {
@@ -283,7 +291,16 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     if (!value.is_object()) continue;
     const auto& v = value.as_object();
     if (j.path == r->path + "/try" && std::holds_alternative<model::TryStep>(r->step->construct)) {
-      // A try's progress: the errors its latest earlier tries faulted with.
+      // A try's progress: the list's try under way (or due), when its retry is due, and the
+      // errors its latest earlier tries faulted with.
+      if (const auto* at = v.if_contains("attempt"); at && at->is_int64()) {
+        if (const auto* due = v.if_contains("retryAt")) {
+          if (auto when = deadline_text(*due); !when.empty()) {
+            try_retries.push_back(
+                {*r, r->path + "/try/" + std::to_string(at->as_int64()) + "/", std::move(when)});
+          }
+        }
+      }
       if (const auto* faults = v.if_contains("faults"); faults && faults->is_array()) {
         for (const auto& f : faults->as_array()) {
           if (!f.is_object() || !f.as_object().contains("error")) continue;
@@ -291,6 +308,11 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
               {r->path, f.as_object().at("error"), text_member(f.as_object(), "at")});
         }
       }
+      continue;
+    }
+    if (j.path == r->path + "/catch" &&
+        std::holds_alternative<model::TryStep>(r->step->construct)) {
+      catching.insert(r->path);  // its catch.do runs: no retry of its list follows
       continue;
     }
     if (r->path != j.path) {
@@ -462,6 +484,19 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
         }
       }
     } catch (const std::exception&) {
+    }
+  }
+
+  // A try waiting for its retry: nothing of the list's next try is listed yet.
+  if (!store::is_finished(run.phase)) {
+    for (const auto& t : try_retries) {
+      if (catching.contains(t.step.path)) continue;
+      auto inside = steps.lower_bound(t.list);
+      if (inside != steps.end() && inside->first.starts_with(t.list)) continue;  // begun
+      auto& s = entry(t.step);
+      if (auto phase = text_member(s, "phase"); phase && *phase != "running") continue;
+      s["phase"] = "running";
+      s["retryAt"] = t.due;
     }
   }
 

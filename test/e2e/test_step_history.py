@@ -266,15 +266,29 @@ class StepHistoryTest(unittest.TestCase):
         row = table(out, ["STEP"])[0]
         self.assertEqual(row["PHASE"], "running")
         self.assertIn("retry at " + reach["retryAt"], row["DETAIL"])
+        waiting = reach
 
         status, _, body = self.d.call("POST", f"{NS}/runs/{run_id}:cancel")
         self.assertEqual(status, 200, body)
         status, run = self.d.json("GET", f"{NS}/runs/{run_id}")
         reach = run["steps"][0]
         self.assertEqual(reach["phase"], "cancelled")
-        self.assertEqual(reach["finishedAt"], run["finishedAt"])  # ended with the run, not the attempt
+        # Ended by the cancel, not at the attempt's end: the retry it cut short is recorded as an
+        # attempt that was not sent.
+        self.assertGreater(reach["finishedAt"], run["attempts"][0]["finishedAt"])
+        self.assertLessEqual(reach["finishedAt"], run["finishedAt"])
         self.assertNotIn("retryAt", reach)
+        self.assertEqual(reach["attempts"], 2)
         self.assertIn("retryAt", run["attempts"][0]["error"])
+        not_sent = run["attempts"][1]
+        self.assertEqual(not_sent["phase"], "cancelled")
+        self.assertEqual(not_sent["error"]["detail"], "not sent: the run was cancelled during the backoff")
+        # What the API answers is what its contract (docs/openapi.json) describes.
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "openapi.json")) as f:
+            schemas = json.load(f)["components"]["schemas"]
+        allowed = set(schemas["RunStep"]["properties"])
+        for step in [waiting] + run["steps"] + self.steps(self.invoke("tour")[1]):
+            self.assertLessEqual(set(step), allowed, step)
 
     def test_the_history_outlives_a_kill_and_a_resume(self):
         status, _, body = self.d.call("POST", f"{NS}/workflows/nap:invoke?mode=async", "{}")

@@ -1099,6 +1099,18 @@ TEST_CASE("engine: a faulted attempt a retry follows keeps when it is due; retri
   CHECK(f.cancel(id) == engine::Engine::Control::ok);
   CHECK(f.wait(id).phase == "cancelled");
   CHECK(retries() == 0);  // never made
+  // The retry the cancel cut short is recorded as an attempt that was not sent.
+  const auto after = f.attempts(id);
+  REQUIRE(after.size() == 2);
+  CHECK(after[1].attempt == 2);
+  CHECK(after[1].phase == store::AttemptPhase::cancelled);
+  CHECK(after[1].finished_at == after[1].started_at);
+  CHECK_FALSE(after[1].input_json);
+  CHECK_FALSE(after[1].http_status);
+  REQUIRE(after[1].error_json);
+  CHECK(json::parse(*after[1].error_json).at("detail") ==
+        "not sent: the run was cancelled during the backoff");
+  CHECK(f.echo.requests_to("/down").size() == 1);
 
   // Made and spent: counted once; the last attempt, which no retry follows, keeps no retryAt.
   std::string spent;
@@ -1108,6 +1120,56 @@ TEST_CASE("engine: a faulted attempt a retry follows keeps when it is due; retri
   REQUIRE(both.size() == 2);
   CHECK(json::parse(*both[0].error_json).as_object().contains("retryAt"));
   CHECK_FALSE(json::parse(*both[1].error_json).as_object().contains("retryAt"));
+}
+
+TEST_CASE("engine: a retry cut short while the run goes on is an attempt not sent",
+          "[engine][retry]") {
+  // A fork branch that lost (join: any) or a call whose own timeout passed in its backoff (a try
+  // catching it) stayed a faulted attempt with a retry due that never came, while the run went on.
+  EngineFixture f;
+  f.echo.route("/down", {.status = 503, .body = "busy"});
+  // Answers once the other branch has long since faulted and begun its backoff.
+  f.echo.route("/slow-ok",
+               {.status = 200, .body = R"({"ok": true})", .delay = std::chrono::seconds(1)});
+  const auto fns = functions(f, {"down", "slow-ok"});
+  const std::string policy = "retry: {limit: 3, backoff: constant, delay: PT1H, jitter: false}";
+  auto loser = header("loser", fns) + R"(  do:
+    - name: race
+      fork:
+        join: any
+        branches:
+          - {name: quick, call: slow-ok}
+          - {name: failing, call: down, )" +
+               policy + R"(}
+)";
+  std::string id;
+  CHECK(f.run(loser, "{}", &id).phase == "completed");
+  auto attempts = f.attempts(id);
+  std::vector<store::AttemptRecord> failing;
+  for (const auto& a : attempts) {
+    if (a.step == "failing") failing.push_back(a);
+  }
+  REQUIRE(failing.size() == 2);
+  CHECK(failing[0].phase == store::AttemptPhase::faulted);
+  CHECK(failing[1].phase == store::AttemptPhase::cancelled);
+  CHECK(json::parse(*failing[1].error_json).at("detail") ==
+        "not sent: the branch was cancelled during the backoff");
+
+  auto timed = header("timed-backoff", fns) + R"(  do:
+    - name: guard
+      try:
+        - {name: c, call: down, timeout: PT0.3S, )" +
+               policy + R"(}
+      catch:
+        errors: {type: timeout}
+)";
+  CHECK(f.run(timed, "{}", &id).phase == "completed");
+  attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 2);
+  CHECK(attempts[1].phase == store::AttemptPhase::faulted);
+  const auto error = json::parse(*attempts[1].error_json);
+  CHECK(error.at("status") == 408);
+  CHECK(error.at("detail") == "not sent: the step or run deadline passed during the backoff");
 }
 
 TEST_CASE("engine: Retry-After sets the delay before the next attempt", "[engine][retry]") {

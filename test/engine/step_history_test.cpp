@@ -438,3 +438,44 @@ TEST_CASE("The history starts a call that ran again after a redrive at its first
   const auto& old = find(before, "/do/0");
   CHECK(old.at("startedAt") == "2026-01-01T00:00:01.000Z");
 }
+
+TEST_CASE("The history shows when a try's catch.retry runs its list again") {
+  const auto wf = workflow();
+  RunRecord run;
+  run.id = "r";
+  run.phase = RunPhase::running;
+  // Try 0's call faulted and was caught; try 1 is due at 00:00:10.
+  auto failed = attempt("/do/5/try/0/0", "risky", 1, AttemptPhase::faulted,
+                        "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.100Z");
+  failed.error_json = R"({"title":"Call to f failed","status":503,"instance":"/do/5/try/0/0"})";
+  std::vector<JournalEntry> journal{
+      {"/do/5/try", JournalState::started,
+       R"({"attempt":1,"retries":1,"retryAt":1767225610000,"drive":0,"faults":[]})"}};
+  {
+    const auto steps = step_history(wf, run, journal, {failed}, 1024);
+    const auto& guard = find(steps, "/do/5");
+    CHECK(guard.at("phase") == "running");
+    CHECK(guard.at("retryAt") == "2026-01-01T00:00:10.000Z");
+  }
+  // Begun: its list's call is under way.
+  auto again = attempt("/do/5/try/1/0", "risky", 1, AttemptPhase::running,
+                       "2026-01-01T00:00:10.001Z", std::nullopt);
+  {
+    const auto steps = step_history(wf, run, journal, {failed, again}, 1024);
+    CHECK_FALSE(find(steps, "/do/5").contains("retryAt"));
+  }
+  // Its catch.do runs: no retry follows.
+  journal.push_back({"/do/5/catch", JournalState::started, R"({"error":{"title":"x"},"tries":2})"});
+  {
+    const auto steps = step_history(wf, run, journal, {failed}, 1024);
+    CHECK_FALSE(find(steps, "/do/5").contains("retryAt"));
+  }
+  // The run ended: nothing is due.
+  run.phase = RunPhase::cancelled;
+  run.finished_at = "2026-01-01T00:00:05.000Z";
+  journal.pop_back();
+  {
+    const auto steps = step_history(wf, run, journal, {failed}, 1024);
+    CHECK_FALSE(find(steps, "/do/5").contains("retryAt"));
+  }
+}
