@@ -1035,8 +1035,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // Runs one step (or replays it from the journal). `at`: where in its list, when exec_list
   // runs it, so that the commit ending it can begin the next call's attempt.
-  asio::awaitable<StepOutcome> exec_step(Env env, const model::Step& step, std::string path,
-                                         Current cur, ListPosition at = {}) {
+  // `env`, `path` and `cur` are the caller's, which awaits the step at once (references: their
+  // copies would sit in both coroutines' frames while the step is under way); `cur` is moved from.
+  asio::awaitable<StepOutcome> exec_step(const Env& env, const model::Step& step,
+                                         const std::string& path, Current&& cur,
+                                         ListPosition at = {}) {
     Run& run = *env.run;
     if (auto it = run.journal.find(path);
         it != run.journal.end() && it->second.state == "completed") {
@@ -1284,42 +1287,42 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // frame holds the locals and awaited results of every branch of its body at once: one body for
   // all the constructs made every step under way, a run's wait or a fork's branch, hold 6 KiB.)
   // `vars` and `path` outlive the awaitable: the caller awaits it at once.
-  asio::awaitable<StepOutcome> exec_construct(Env env, const model::Step& step,
-                                              const std::string& path, Current cur,
+  asio::awaitable<StepOutcome> exec_construct(const Env& env, const model::Step& step,
+                                              const std::string& path, Current&& cur,
                                               const json::object& vars,
                                               std::shared_ptr<const EachNext> each_next = {}) {
     const auto& c = step.construct;
     if (const auto* call = std::get_if<model::CallStep>(&c)) {
-      return construct_call(std::move(env), step, *call, path, std::move(cur));
+      return construct_call(env, step, *call, path, std::move(cur));
     }
     if (const auto* d = std::get_if<model::DoStep>(&c)) {
-      return construct_do(std::move(env), *d, path, std::move(cur));
+      return construct_do(env, *d, path, std::move(cur));
     }
     if (const auto* fork = std::get_if<model::ForkStep>(&c)) {
-      return exec_fork(std::move(env), *fork, path, std::move(cur), std::move(each_next));
+      return exec_fork(env, *fork, path, std::move(cur), std::move(each_next));
     }
     if (const auto* sw = std::get_if<model::SwitchStep>(&c)) {
-      return construct_switch(std::move(env), *sw, path, std::move(cur), vars);
+      return construct_switch(env, *sw, path, std::move(cur), vars);
     }
     if (const auto* f = std::get_if<model::ForStep>(&c)) {
-      return construct_for(std::move(env), *f, path, std::move(cur), vars);
+      return construct_for(env, *f, path, std::move(cur), vars);
     }
     if (const auto* w = std::get_if<model::WhileStep>(&c)) {
-      return construct_while(std::move(env), *w, path, std::move(cur), vars);
+      return construct_while(env, *w, path, std::move(cur), vars);
     }
     if (const auto* t = std::get_if<model::TryStep>(&c)) {
-      return construct_try(std::move(env), *t, path, std::move(cur));
+      return construct_try(env, *t, path, std::move(cur));
     }
     if (const auto* w = std::get_if<model::WaitStep>(&c)) {
-      return construct_wait(std::move(env), *w, path, std::move(cur));
+      return construct_wait(env, *w, path, std::move(cur));
     }
     if (const auto* set = std::get_if<model::SetStep>(&c)) {
-      return construct_set(std::move(env), *set, path, std::move(cur), vars);
+      return construct_set(env, *set, path, std::move(cur), vars);
     }
     if (const auto* r = std::get_if<model::RaiseStep>(&c)) {
-      return construct_raise(std::move(env), step, *r, path, std::move(cur), vars);
+      return construct_raise(env, step, *r, path, std::move(cur), vars);
     }
-    return construct_emit(std::move(env), std::get<model::EmitStep>(c), path, std::move(cur), vars);
+    return construct_emit(env, std::get<model::EmitStep>(c), path, std::move(cur), vars);
   }
 
   // One output: what the construct gave.
@@ -1509,7 +1512,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                                     std::size_t k, std::string path, Current cur,
                                                     std::shared_ptr<const EachNext> each_next) {
     const model::Step& step = (*branches)[k];
-    StepOutcome out = co_await exec_step(env, step, path + "/fork/" + std::to_string(k), cur);
+    const std::string at = path + "/fork/" + std::to_string(k);
+    Current in = cur;  // kept for a `join: each` continuation's fallback
+    StepOutcome out = co_await exec_step(env, step, at, std::move(in));
     if (!each_next) co_return out.outputs;
     Current c = collapse(std::move(out.outputs), cur);
     const model::Step& fork = *each_next->step;
@@ -2362,6 +2367,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       fault = make_fault("runtime", 500, "Internal error", reason(e), "/do");
     }
     if (stopping_now()) co_return;  // shutting down: the run resumes at the next start
+    co_await conclude(run, start, results, fault);
+  }
+
+  // What execute() does once the run's steps are over: its output (or its fault) written, its
+  // reply sent, its waiters told. A coroutine of its own, so that the frame every run in flight
+  // holds (execute()'s) does not also hold what only its end needs.
+  asio::awaitable<void> conclude(std::shared_ptr<Run> run, const Current& start,
+                                 std::vector<Current>& results, std::optional<Fault>& fault) {
     if (!fault && results.size() > 1) {
       // After a top-level fork with `join: each`, the run's output is the array of its final
       // events' data: one level deeper than each, and refused past the bound as a step's
