@@ -1286,7 +1286,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // construct's own coroutine, so that a step under way holds that one's frame only. (A coroutine's
   // frame holds the locals and awaited results of every branch of its body at once: one body for
   // all the constructs made every step under way, a run's wait or a fork's branch, hold 6 KiB.)
-  // `vars` and `path` outlive the awaitable: the caller awaits it at once.
+  // `env` and `cur` go into that coroutine (a copy, and moved); `path` and `vars` are the
+  // caller's, which awaits it at once.
   asio::awaitable<StepOutcome> exec_construct(const Env& env, const model::Step& step,
                                               const std::string& path, Current&& cur,
                                               const json::object& vars,
