@@ -455,6 +455,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return co_await store_queue.run<T>(std::move(op));
   }
 
+  // A run's record as a run in flight keeps it (Run::record): its definition and input texts,
+  // which only insert_run writes, left out.
+  static store::RunRecord without_stored_texts(store::RunRecord rec) {
+    std::string().swap(rec.definition_json);
+    std::string().swap(rec.input_json);
+    return rec;
+  }
+
   // Writes the run's record (phase, output, error, timestamps) as `run.record` holds it. With
   // `abandoned`, finishes those attempts too, in the same commit.
   // Writes the run's record; with `unrecorded`, also ends every attempt of the run still
@@ -2656,10 +2664,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       store.update_run(rec);
     }
     run->id = rec.id;
-    run->record = rec;
+    run->record = without_stored_texts(rec);
     run->namespace_ = rec.namespace_;
     run->workflow_name = rec.workflow;
-    run->definition = rec.definition_json;
     run->created_at = rec.created_at;
     run->started_at = rec.started_at.value_or(rec.created_at);
     std::string stored = rec.traceparent;
@@ -2855,7 +2862,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   run->namespace_ = workflow->metadata.namespace_;
   run->workflow_name = workflow->metadata.name;
   run->workflow = workflow;
-  run->definition = std::move(definition);
+
   run->created_at = log::now_rfc3339_ms();
   run->started_at = run->created_at;
   run->trace = TraceContext{random_hex(16), true, ""};
@@ -2881,7 +2888,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   rec.namespace_ = run->namespace_;
   rec.workflow = run->workflow_name;
   rec.generation = workflow->metadata.generation;
-  rec.definition_json = run->definition;
+  rec.definition_json = std::move(definition);
   rec.phase = store::RunPhase::running;
   rec.input_json = current_text(input);
   // The input is counted before the run is stored, so that starts at the same moment never pass
@@ -2927,7 +2934,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
     impl.change_data(*run, 0, input_bytes);  // never started: it holds nothing
     throw;
   }
-  run->record = std::move(rec);
+  run->record = Impl::without_stored_texts(std::move(rec));
   if (first) run->begun_attempts["/do/0"] = {first->attempt, first->seq};
   bool stopping = false;
   {

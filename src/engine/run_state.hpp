@@ -90,7 +90,6 @@ struct Run {
   std::string namespace_;
   std::string workflow_name;
   std::shared_ptr<const model::Workflow> workflow;
-  std::string definition;
   CloudEvent input;
   std::string created_at;
   std::string started_at;
@@ -130,7 +129,9 @@ struct Run {
     std::string finished_at;  // RFC 3339, as stored: when the backoff before the next one began
   };
   std::map<std::string, FailedAttempt> failed_attempts;
-  store::RunRecord record;  // as last written
+  // As last written, without its definition and input texts: only insert_run writes those, and a
+  // copy of each for every run in flight would only take room (the input's data may be large).
+  store::RunRecord record;
   bool cancel_requested = false;
   bool end_written = false;  // the run's end went into the commit of its last step
   std::optional<RunOutcome> outcome;
