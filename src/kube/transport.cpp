@@ -319,7 +319,8 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
       stream.expires_at(deadline);
       auto [hec] = co_await tls->async_handshake(ssl::stream_base::client, use_tuple);
       if (hec) {
-        conn->refused = io::refused_certificate(tls->native_handle());
+        // Without verification OpenSSL still records what it would have refused: not the reason.
+        if (!self->insecure) conn->refused = io::refused_certificate(tls->native_handle());
         co_return std::pair{hec, std::string("TLS handshake")};
       }
     }
