@@ -570,6 +570,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_await on_store<int>(std::move(op));
   }
 
+  // An attempt that ended without output: the result is made here, off the caller's coroutine
+  // frame (a call's, which every call under way holds).
+  asio::awaitable<void> attempt_end(const Run& run, std::int64_t seq, store::AttemptPhase phase,
+                                    json::object error, std::optional<unsigned> http_status) {
+    co_await attempt_end(run, seq, attempt_result(phase, std::nullopt, error, http_status));
+  }
+
   // --- expressions ----------------------------------------------------------------------------
 
   // What a step runs with: its run, the scope whose cancel stops it (the run's, a fork branch's
@@ -1986,7 +1993,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                     const json::value& data) {
     Fault fault = make_fault("communication", 503, "Function did not start", why, path);
     const auto due = retry ? retry_due(*retry, retry_number, std::nullopt) : RetryDue{};
-    co_await end_attempt(*env.run, seq, store::AttemptPhase::faulted,
+    co_await attempt_end(*env.run, seq, store::AttemptPhase::faulted,
                          with_retry_at(fault.error, due), std::nullopt);
     if (retry) {
       co_await sleep_in_step(env, due.steady);
@@ -2046,12 +2053,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     // nullopt: an empty body that is no CloudEvent; the current event stays.
     return next;
-  }
-
-  // attempt_end() with the result made here, off the caller's coroutine frame.
-  asio::awaitable<void> end_attempt(const Run& run, std::int64_t seq, store::AttemptPhase phase,
-                                    json::object error, std::optional<unsigned> http_status) {
-    co_await attempt_end(run, seq, attempt_result(phase, std::nullopt, error, http_status));
   }
 
   asio::awaitable<Current> exec_call(Env env, const model::Step& step, const model::CallStep& call,
@@ -2150,7 +2151,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       const bool cut_short = req.timeout < per_call;  // by the step's or the run's deadline
       auto answered = co_await send_cancellable(*env.scope, std::move(req));
       if (!answered) {
-        co_await end_attempt(
+        co_await attempt_end(
             run, seq, store::AttemptPhase::cancelled,
             make_fault("runtime", 499, "Cancelled",
                        "the call was abandoned: its run or branch was cancelled", path)
@@ -2162,7 +2163,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (!res.error && res.status / 100 == 2) {
         auto taken = take_answer(run, step, call, path, cur, res, held);
         if (auto* refused = std::get_if<Fault>(&taken)) {
-          co_await end_attempt(run, seq, store::AttemptPhase::faulted, refused->error, res.status);
+          co_await attempt_end(run, seq, store::AttemptPhase::faulted, refused->error, res.status);
           throw *refused;
         }
         auto& next = std::get<Current>(taken);
@@ -2200,7 +2201,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       const bool retrying = !step_timed_out && !res.request_invalid &&
                             is_retryable_status(status) && attempt - base <= policy.limit;
       const auto due = retrying ? retry_due(policy, attempt - base, retry_after) : RetryDue{};
-      co_await end_attempt(run, seq, store::AttemptPhase::faulted, with_retry_at(fault.error, due),
+      co_await attempt_end(run, seq, store::AttemptPhase::faulted, with_retry_at(fault.error, due),
                            status ? std::optional<unsigned>(status) : std::nullopt);
       if (step_timed_out) {
         throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
@@ -2920,8 +2921,17 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
       !steps.empty() && Impl::starts_at_once(*run, steps.front())) {
     first = impl.new_attempt(*run, "/do/0", steps.front().name, 1, input.data);
   }
+  // The run keeps its record without the texts only the insert writes, which the insert takes
+  // along (one copy of the input less per start).
+  {
+    auto definition_text = std::exchange(rec.definition_json, {});
+    auto input_text = std::exchange(rec.input_json, {});
+    run->record = rec;
+    rec.definition_json = std::move(definition_text);
+    rec.input_json = std::move(input_text);
+  }
   std::function<std::int64_t(store::RunStore&)> op =
-      [rec, first, trace, delivery = std::move(delivery)](store::RunStore& s) {
+      [rec = std::move(rec), first, trace, delivery = std::move(delivery)](store::RunStore& s) {
         // One savepoint of the group's transaction: the run and its tracestate are stored together.
         const auto seq =
             s.insert_run(rec, first ? &*first : nullptr, delivery.empty() ? nullptr : &delivery);
@@ -2929,12 +2939,11 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
         return seq;
       };
   try {
-    rec.seq = co_await impl.on_store<std::int64_t>(std::move(op));
+    run->record.seq = co_await impl.on_store<std::int64_t>(std::move(op));
   } catch (...) {
     impl.change_data(*run, 0, input_bytes);  // never started: it holds nothing
     throw;
   }
-  run->record = Impl::without_stored_texts(std::move(rec));
   if (first) run->begun_attempts["/do/0"] = {first->attempt, first->seq};
   bool stopping = false;
   {

@@ -488,7 +488,7 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   }
 
   // A try waiting for its retry: nothing of the list's next try is listed yet.
-  if (!store::is_finished(run.phase)) {
+  if (!run_finished) {
     for (const auto& t : try_retries) {
       if (catching.contains(t.step.path)) continue;
       auto inside = steps.lower_bound(t.list);

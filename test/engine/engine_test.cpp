@@ -237,14 +237,17 @@ class EngineFixture {
     return false;
   }
 
-  // What `knflow_run_data_bytes` says now.
-  double run_data_bytes() {
+  // What the metric series `name` (without labels: "knflow_step_retries_total") says now.
+  double metric(std::string_view name) {
     const std::string text = metrics.serialize();
-    const std::string name = "\nknflow_run_data_bytes ";
-    const auto at = text.find(name);
+    const std::string line = "\n" + std::string(name) + " ";
+    const auto at = text.find(line);
     REQUIRE(at != std::string::npos);
-    return std::stod(text.substr(at + name.size()));
+    return std::stod(text.substr(at + line.size()));
   }
+
+  // What `knflow_run_data_bytes` says now.
+  double run_data_bytes() { return metric("knflow_run_data_bytes"); }
 
   engine::Engine& engine() { return *engine_; }
   engine::JqWorkerPool& jq() { return jq_; }
@@ -1052,11 +1055,7 @@ TEST_CASE("engine: a step that faults is timed too", "[engine][retry]") {
     - {name: r, raise: {type: runtime, status: 500}}
 )";
   CHECK(f.run(raise).phase == "faulted");
-  const auto text = f.metrics.serialize();
-  const std::string name = "\nknflow_step_duration_seconds_count ";
-  const auto at = text.find(name);
-  REQUIRE(at != std::string::npos);
-  CHECK(std::stod(text.substr(at + name.size())) == 2);
+  CHECK(f.metric("knflow_step_duration_seconds_count") == 2);
 }
 
 TEST_CASE("engine: a faulted attempt a retry follows keeps when it is due; retries count as made",
@@ -1066,13 +1065,7 @@ TEST_CASE("engine: a faulted attempt a retry follows keeps when it is due; retri
   // before it was made.
   EngineFixture f;
   f.echo.route("/down", {.status = 503, .body = "busy"});
-  auto retries = [&] {
-    const auto text = f.metrics.serialize();
-    const std::string name = "\nknflow_step_retries_total ";
-    const auto at = text.find(name);
-    REQUIRE(at != std::string::npos);
-    return std::stod(text.substr(at + name.size()));
-  };
+  auto retries = [&] { return f.metric("knflow_step_retries_total"); };
   auto yaml = [&](const std::string& name, const std::string& delay) {
     return header(name) + functions(f, {"down"}) + "  do:\n    - name: c\n      call: down\n" +
            "      retry: {limit: 1, backoff: constant, delay: " + delay + ", jitter: false}\n";
@@ -1784,11 +1777,7 @@ TEST_CASE("engine: a resumed run's duration counts from its start, before the re
   });
   f.start_engine();
   CHECK(f.wait(id).phase == "completed");
-  const auto text = f.metrics.serialize();
-  const std::string name = "\nknflow_run_duration_seconds_sum ";
-  const auto at = text.find(name);
-  REQUIRE(at != std::string::npos);
-  CHECK(std::stod(text.substr(at + name.size())) >= 3600);
+  CHECK(f.metric("knflow_run_duration_seconds_sum") >= 3600);
 }
 
 TEST_CASE("engine: the runs in flight hold at most the total data limit, across a restart",

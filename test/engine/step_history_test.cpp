@@ -67,6 +67,15 @@ AttemptRecord attempt(std::string path, std::string step, std::int64_t n, Attemp
   return a;
 }
 
+// A faulted attempt of the call at `path` with `error` (JSON text).
+AttemptRecord faulted(std::string path, std::string step, std::int64_t n, std::string started,
+                      std::string finished, std::string error) {
+  auto a = attempt(std::move(path), std::move(step), n, AttemptPhase::faulted, std::move(started),
+                   std::move(finished));
+  a.error_json = std::move(error);
+  return a;
+}
+
 const json::object& find(const json::array& steps, std::string_view path) {
   for (const auto& s : steps) {
     if (s.as_object().at("path").as_string() == path) return s.as_object();
@@ -367,10 +376,9 @@ TEST_CASE("The history lists the steps earlier tries of a try faulted at") {
 
 TEST_CASE("The history shows a call in its retry's backoff under way, and when it ended") {
   const auto wf = workflow();
-  auto failed = attempt("/do/0", "first", 1, AttemptPhase::faulted, "2026-01-01T00:00:01.000Z",
-                        "2026-01-01T00:00:01.100Z");
-  failed.error_json = R"({"title":"Call to f failed","status":500,"instance":"/do/0",)"
-                      R"("retryAt":"2026-01-01T00:00:06.100Z"})";
+  auto failed = faulted("/do/0", "first", 1, "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.100Z",
+                        R"({"title":"Call to f failed","status":500,"instance":"/do/0",)"
+                        R"("retryAt":"2026-01-01T00:00:06.100Z"})");
   failed.http_status = 500;
   RunRecord run;
   run.id = "r";
@@ -420,9 +428,8 @@ TEST_CASE("The history starts a call that ran again after a redrive at its first
   run.phase = RunPhase::completed;
   run.finished_at = "2026-01-01T01:00:00.500Z";
   run.output_json = R"({"data":{"ok":true}})";
-  auto first = attempt("/do/0", "first", 1, AttemptPhase::faulted, "2026-01-01T00:00:01.000Z",
-                       "2026-01-01T00:00:01.100Z");
-  first.error_json = R"({"title":"Call to f failed","status":400,"instance":"/do/0"})";
+  auto first = faulted("/do/0", "first", 1, "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.100Z",
+                       R"({"title":"Call to f failed","status":400,"instance":"/do/0"})");
   auto again = attempt("/do/0", "first", 2, AttemptPhase::completed, "2026-01-01T01:00:00.100Z",
                        "2026-01-01T01:00:00.200Z");
   const std::vector<JournalEntry> journal{
@@ -445,9 +452,9 @@ TEST_CASE("The history shows when a try's catch.retry runs its list again") {
   run.id = "r";
   run.phase = RunPhase::running;
   // Try 0's call faulted and was caught; try 1 is due at 00:00:10.
-  auto failed = attempt("/do/5/try/0/0", "risky", 1, AttemptPhase::faulted,
-                        "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.100Z");
-  failed.error_json = R"({"title":"Call to f failed","status":503,"instance":"/do/5/try/0/0"})";
+  auto failed =
+      faulted("/do/5/try/0/0", "risky", 1, "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.100Z",
+              R"({"title":"Call to f failed","status":503,"instance":"/do/5/try/0/0"})");
   std::vector<JournalEntry> journal{
       {"/do/5/try", JournalState::started,
        R"({"attempt":1,"retries":1,"retryAt":1767225610000,"drive":0,"faults":[]})"}};
