@@ -67,6 +67,14 @@ AttemptRecord attempt(std::string path, std::string step, std::int64_t n, Attemp
   return a;
 }
 
+// Run "r" in `phase`.
+RunRecord run_record(RunPhase phase) {
+  RunRecord run;
+  run.id = "r";
+  run.phase = phase;
+  return run;
+}
+
 // A faulted attempt of the call at `path` with `error` (JSON text).
 AttemptRecord faulted(std::string path, std::string step, std::int64_t n, std::string started,
                       std::string finished, std::string error) {
@@ -380,9 +388,7 @@ TEST_CASE("The history shows a call in its retry's backoff under way, and when i
                         R"({"title":"Call to f failed","status":500,"instance":"/do/0",)"
                         R"("retryAt":"2026-01-01T00:00:06.100Z"})");
   failed.http_status = 500;
-  RunRecord run;
-  run.id = "r";
-  run.phase = RunPhase::running;
+  auto run = run_record(RunPhase::running);
 
   SECTION("while the run waits for the retry") {
     const auto steps = step_history(wf, run, {}, {failed}, 1024);
@@ -423,9 +429,7 @@ TEST_CASE("The history shows a call in its retry's backoff under way, and when i
 
 TEST_CASE("The history starts a call that ran again after a redrive at its first attempt since") {
   const auto wf = workflow();
-  RunRecord run;
-  run.id = "r";
-  run.phase = RunPhase::completed;
+  auto run = run_record(RunPhase::completed);
   run.finished_at = "2026-01-01T01:00:00.500Z";
   run.output_json = R"({"data":{"ok":true}})";
   auto first = faulted("/do/0", "first", 1, "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.100Z",
@@ -448,9 +452,7 @@ TEST_CASE("The history starts a call that ran again after a redrive at its first
 
 TEST_CASE("The history shows when a try's catch.retry runs its list again") {
   const auto wf = workflow();
-  RunRecord run;
-  run.id = "r";
-  run.phase = RunPhase::running;
+  auto run = run_record(RunPhase::running);
   // Try 0's call faulted and was caught; try 1 is due at 00:00:10.
   auto failed =
       faulted("/do/5/try/0/0", "risky", 1, "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.100Z",
