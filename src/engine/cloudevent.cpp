@@ -7,8 +7,8 @@
 #include <openssl/evp.h>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
-#include <boost/json/stream_parser.hpp>
 #include <boost/json/value.hpp>
+#include <boost/url/parse.hpp>
 
 #include <algorithm>
 #include <array>
@@ -119,6 +119,20 @@ bool is_rfc3339(std::string_view s) {
   return number(rest.substr(1, 2)) <= 23 && number(rest.substr(4, 2)) <= 59;
 }
 
+// `type/subtype`, optionally followed by `;` and parameters (not checked): RFC 2045 tokens.
+bool is_media_type(std::string_view content_type) {
+  const auto is_token = [](std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+      return c > ' ' && c < 0x7F &&
+             std::string_view("()<>@,;:\\\"/[]?=").find(c) == std::string_view::npos;
+    });
+  };
+  const auto essence = trim(content_type.substr(0, content_type.find(';')));
+  const auto slash = essence.find('/');
+  return slash != std::string_view::npos && is_token(essence.substr(0, slash)) &&
+         is_token(essence.substr(slash + 1));
+}
+
 // The first character of `text` (valid UTF-8) that CloudEvents 1.0 forbids in a String
 // attribute (spec "Type System": the controls U+0000-U+001F and U+007F-U+009F, and the Unicode
 // noncharacters U+FDD0-U+FDEF and U+xFFFE, U+xFFFF; surrogates cannot be in valid UTF-8), as
@@ -163,6 +177,17 @@ std::optional<std::string> event_error(const CloudEvent& event) {
   if (event.type.empty()) return std::string("the required attribute type is missing or empty");
   if (event.time && !is_rfc3339(*event.time)) {
     return "the attribute time is not an RFC 3339 timestamp: \"" + *event.time + "\"";
+  }
+  // The optional attributes, when present (CloudEvents 1.0, as the SDKs' Validate checks them).
+  if (event.subject && event.subject->empty()) {
+    return std::string("the attribute subject is empty (when present it must not be)");
+  }
+  if (event.datacontenttype && !is_media_type(*event.datacontenttype)) {
+    return "the attribute datacontenttype is not a media type (type/subtype, RFC 2046): \"" +
+           *event.datacontenttype + "\"";
+  }
+  if (event.dataschema && !boost::urls::parse_absolute_uri(*event.dataschema)) {
+    return "the attribute dataschema is not an absolute URI: \"" + *event.dataschema + "\"";
   }
   for (const auto& [name, value] : event.extensions) {
     if (!is_valid_extension_name(name)) {
@@ -386,33 +411,42 @@ std::vector<Member> top_level_members(std::string_view s) {
   return members;
 }
 
+// json_error for a text nested at most `max_depth` levels.
+std::optional<std::string> json_error_within(std::string_view text, std::size_t max_depth) {
+  auto error = model::data_json_error(text, max_depth);
+  if (!error) return std::nullopt;
+  std::string message = std::move(error->message);
+  if (constexpr std::string_view kPrefix = "invalid JSON: "; message.starts_with(kPrefix)) {
+    message.erase(0, kPrefix.size());
+  }
+  return message + " at line " + std::to_string(error->line) + ", column " +
+         std::to_string(error->column);
+}
+
 DecodeEventResult decode_structured(std::string_view content_type, std::string_view body) {
   const auto type = media_type(content_type);
   if (type != "application/cloudevents+json") {
     return std::string("the event format " + type +
                        " is not supported (only application/cloudevents+json)");
   }
+  // One level more than data may nest: the event object around it. Checked strictly first
+  // (duplicate keys, in data too, numbers beyond a double's range; the line and column of an
+  // error), then read.
+  if (auto error = json_error_within(body, kMaxJsonDepth + 1)) {
+    return "the structured-mode body is not valid JSON: " + *error;
+  }
   boost::system::error_code ec;
-  // One level more than data may nest: the event object around it.
   auto options = json_options();
   options.max_depth = kMaxJsonDepth + 1;
   auto value = model::parse_json_value(body, ec, options);
   if (ec) return "the structured-mode body is not valid JSON: " + ec.message();
   if (!value.is_object()) return std::string("the structured-mode body is not a JSON object");
-  if (model::holds_non_finite(value)) {
-    return std::string(
-        "the structured-mode body holds a number too large to represent (beyond ±1.8e308)");
-  }
 
   CloudEvent event;
   event.specversion.clear();
-  std::set<std::string> seen;
   std::optional<std::string_view> data_raw;
   std::optional<std::string> data_base64;
   for (const auto& member : top_level_members(body)) {
-    if (!seen.insert(member.name).second) {
-      return "the member \"" + member.name + "\" appears twice";
-    }
     const auto& name = member.name;
     const json::value& parsed = value.as_object().at(name);
     if (parsed.is_null()) continue;  // a null attribute is an absent one
@@ -615,27 +649,7 @@ std::optional<std::string> data_not_text(const CloudEvent& event) {
 }
 
 std::optional<std::string> json_error(std::string_view text) {
-  json::parse_options options;
-  options.max_depth = model::kMaxDataDepth;
-  json::stream_parser parser({}, options);
-  boost::system::error_code ec;
-  const std::size_t at = parser.write(text.data(), text.size(), ec);
-  if (!ec) parser.finish(ec);
-  if (!ec) {
-    if (!model::holds_non_finite(parser.release())) return std::nullopt;
-    return std::string("a number is too large to represent: beyond ±1.8e308");
-  }
-  std::size_t line = 1;
-  std::size_t column = 1;
-  for (std::size_t i = 0; i < at && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      column = 1;
-    } else if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
-      ++column;  // a character, not a byte inside one
-    }
-  }
-  return ec.message() + " at line " + std::to_string(line) + ", column " + std::to_string(column);
+  return json_error_within(text, model::kMaxDataDepth);
 }
 
 std::optional<std::string> data_unusable(const CloudEvent& event) {

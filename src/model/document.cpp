@@ -1159,6 +1159,15 @@ ParseResult parse_document(std::string_view text, Format format, const ParseLimi
 
 static_assert(kMaxDataDepth <= kMaxSupportedDepth);
 
+std::optional<ParseError> data_json_error(std::string_view text, std::size_t max_depth) {
+  // Only the depth bounds data; its size was bounded where it came in.
+  constexpr std::size_t kUnbounded = std::numeric_limits<std::size_t>::max();
+  const ParseLimits limits{kUnbounded, max_depth, kUnbounded, kUnbounded};
+  auto parsed = parse_json(text, limits, max_depth);
+  if (auto* error = std::get_if<ParseError>(&parsed)) return std::move(*error);
+  return std::nullopt;
+}
+
 json::value parse_json_value(std::string_view text, json::error_code& ec,
                              const json::parse_options& options) {
   unsigned char temp[BOOST_JSON_STACK_BUFFER_SIZE];

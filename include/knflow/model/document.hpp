@@ -5,6 +5,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -75,6 +76,13 @@ bool holds_non_finite(const boost::json::value& value);
 // double's range); the second throws boost::system::system_error.
 boost::json::value parse_data(std::string_view text, boost::system::error_code& ec);
 boost::json::value parse_data(std::string_view text);
+
+// Why `text` is not JSON data as the daemon accepts it from outside (event data sent to `:invoke`
+// or the broker, a function's reply): not JSON, nested deeper than `max_depth`, a duplicate key
+// in an object (parse_data would keep the last one silently) or a number beyond a double's
+// range; with the line and column. nullopt when it is such data. Builds no value.
+std::optional<ParseError> data_json_error(std::string_view text,
+                                          std::size_t max_depth = kMaxDataDepth);
 
 // What the engine stores around such data (a run's input with its event, a journal entry's list
 // of outputs, an output with its event) nests it at most this many levels deeper.
