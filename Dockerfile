@@ -18,7 +18,7 @@ RUN scripts/install-deps.sh \
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
       libboost-json1.81.0 libboost-url1.81.0 libboost-program-options1.81.0 libyaml-cpp0.7 \
-      libgit2-1.5 libsqlite3-0 libprometheus-cpp-core1.0 libssl3 libjq1 libseccomp2 ca-certificates \
+      libgit2-1.5 libsqlite3-0 libprometheus-cpp-core1.0 libssl3 libjq1 libseccomp2 libre2-9 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 65532 --home-dir /var/lib/knflow --create-home knflow
 COPY --from=build /src/build/release/knflow /usr/local/bin/knflow

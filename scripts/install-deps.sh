@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache clang-format
   libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
   libyaml-cpp-dev libgit2-dev prometheus-cpp-dev catch2 libssl-dev libsqlite3-dev
-  libjq-dev libseccomp-dev sqlite3 python3 curl openssl
+  libjq-dev libseccomp-dev libre2-dev sqlite3 python3 curl openssl
 )
 if [[ "${KNFLOW_BENCH_DEPS:-0}" == 1 ]]; then
   packages+=(wrk nginx-light)

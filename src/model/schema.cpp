@@ -1,19 +1,17 @@
 #include "knflow/model/schema.hpp"
 
 #include "knflow/model/json_text.hpp"
+#include "knflow/model/pattern.hpp"
 
 #include <boost/json.hpp>
 
-#include <regex>
+#include <algorithm>
+#include <cmath>
 
 namespace knflow::model {
 namespace {
 
 namespace json = boost::json;
-
-// Strings longer than this are not matched against `pattern` (std::regex recurses per
-// character); the check reports that instead of risking the stack.
-constexpr std::size_t kMaxPatternInput = 16 << 10;
 
 std::string type_of(const json::value& v) {
   switch (v.kind()) {
@@ -25,8 +23,9 @@ std::string type_of(const json::value& v) {
     case json::kind::uint64:
       return "integer";
     case json::kind::double_: {
+      // JSON Schema: an integer is any number without a fractional part (1.0 and 1e20 too).
       const double d = v.get_double();
-      return d == static_cast<double>(static_cast<long long>(d)) ? "integer" : "number";
+      return std::isfinite(d) && std::trunc(d) == d ? "integer" : "number";
     }
     case json::kind::string:
       return "string";
@@ -44,6 +43,35 @@ bool type_matches(std::string_view want, const json::value& v) {
 }
 
 double number(const json::value& v) { return v.to_number<double>(); }
+
+// JSON Schema equality (`enum`): numbers are equal when their values are, whichever of int64,
+// uint64 and double they were read as (1 and 1.0); arrays and objects member by member.
+// A long double holds each of the three kinds exactly on x86-64 (64-bit mantissa).
+bool same_value(const json::value& a, const json::value& b) {
+  if (a.is_number() && b.is_number()) {
+    const auto exact = [](const json::value& v) -> long double {
+      if (v.is_int64()) return static_cast<long double>(v.get_int64());
+      if (v.is_uint64()) return static_cast<long double>(v.get_uint64());
+      return v.get_double();
+    };
+    return exact(a) == exact(b);
+  }
+  if (a.kind() != b.kind()) return false;
+  if (a.is_array()) {
+    const auto& x = a.get_array();
+    const auto& y = b.get_array();
+    return x.size() == y.size() && std::equal(x.begin(), x.end(), y.begin(), same_value);
+  }
+  if (a.is_object()) {
+    const auto& x = a.get_object();
+    const auto& y = b.get_object();
+    return x.size() == y.size() && std::all_of(x.begin(), x.end(), [&](const auto& member) {
+             const auto* other = y.if_contains(member.key());
+             return other != nullptr && same_value(member.value(), *other);
+           });
+  }
+  return a == b;
+}
 
 std::size_t utf8_length(std::string_view s) {
   std::size_t n = 0;
@@ -78,7 +106,7 @@ void check(const json::value& schema, const json::value& data, const std::string
   }
   if (const auto* e = s->if_contains("enum"); e && e->is_array()) {
     bool found = false;
-    for (const auto& v : e->as_array()) found |= v == data;
+    for (const auto& v : e->as_array()) found = found || same_value(v, data);
     if (!found) errors.push_back({at, "must be one of " + model::json_text(*e)});
   }
   if (data.is_number()) {
@@ -107,17 +135,11 @@ void check(const json::value& schema, const json::value& data, const std::string
       errors.push_back({at, "must have at most " + model::json_text(*m) + " characters"});
     }
     if (const auto* p = s->if_contains("pattern"); p && p->is_string()) {
-      if (str.size() > kMaxPatternInput) {
-        errors.push_back({at, "is too long to match against its pattern"});
-      } else {
-        try {
-          const std::regex re(std::string(p->get_string()), std::regex::ECMAScript);
-          if (!std::regex_search(str.begin(), str.end(), re)) {
-            errors.push_back({at, "must match the pattern " + std::string(p->get_string())});
-          }
-        } catch (const std::regex_error&) {
-          errors.push_back({at, "the schema's pattern cannot be compiled"});
-        }
+      const auto matched = pattern_search(p->get_string(), str);
+      if (!matched) {
+        errors.push_back({at, "the schema's pattern cannot be compiled"});
+      } else if (!*matched) {
+        errors.push_back({at, "must match the pattern " + std::string(p->get_string())});
       }
     }
   }

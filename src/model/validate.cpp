@@ -2,6 +2,7 @@
 
 #include "knflow/model/codec.hpp"
 #include "knflow/model/expression.hpp"
+#include "knflow/model/pattern.hpp"
 #include "knflow/model/utf8.hpp"
 
 #include <boost/url/parse.hpp>
@@ -13,7 +14,6 @@
 #include <functional>
 #include <iterator>
 #include <map>
-#include <regex>
 #include <set>
 #include <vector>
 
@@ -392,10 +392,11 @@ class Validator {
       error(pointer, "pattern is longer than 1024 characters");
       return;
     }
-    try {
-      std::regex compiled(s->begin(), s->end(), std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      error(pointer, "pattern " + quoted(*s) + " is not a valid regular expression: " + e.what());
+    if (auto why = pattern_error(*s)) {
+      error(pointer, "pattern " + quoted(*s) +
+                         " is not a valid regular expression (matched with RE2: no lookaround or "
+                         "backreferences): " +
+                         *why);
     }
   }
 

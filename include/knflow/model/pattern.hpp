@@ -1,0 +1,25 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace knflow::model {
+
+// The `pattern` keyword of an input schema, matched by RE2: in time linear in the text, with no
+// recursion on its length, so that data from any caller can be checked against it on a
+// connection's thread (std::regex backtracks without bound and recursed once per character: a
+// 15 KB string crashed the daemon, a 30-character one held a thread for half a minute).
+// Patterns are ECMAScript as JSON Schema says, in the subset RE2 reads: the JSON Schema
+// specification's recommended subset and more (classes, `\d \w \s \b`, counted repetition, lazy
+// quantifiers, non-capturing and named groups); `\uXXXX` escapes (surrogate pairs too) are read
+// as the code point they name. Lookaround and backreferences, which need backtracking, are
+// refused when the workflow is validated. Matching is by code point (UTF-8), unanchored.
+
+// Why `pattern` cannot be a schema pattern (RE2's own words), or nullopt.
+std::optional<std::string> pattern_error(std::string_view pattern);
+
+// Whether `pattern` matches somewhere in `text`; nullopt when it cannot be compiled.
+std::optional<bool> pattern_search(std::string_view pattern, std::string_view text);
+
+}  // namespace knflow::model

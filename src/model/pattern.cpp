@@ -1,0 +1,91 @@
+#include "knflow/model/pattern.hpp"
+
+#include <re2/re2.h>
+
+#include <cstdint>
+#include <cstdio>
+
+namespace knflow::model {
+namespace {
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The 16-bit unit of `\uXXXX` at `s[i]` (the backslash), or -1.
+std::int32_t unicode_escape(std::string_view s, std::size_t i) {
+  if (i + 6 > s.size() || s[i + 1] != 'u') return -1;
+  std::int32_t unit = 0;
+  for (std::size_t k = i + 2; k < i + 6; ++k) {
+    const int d = hex_digit(s[k]);
+    if (d < 0) return -1;
+    unit = unit * 16 + d;
+  }
+  return unit;
+}
+
+// ECMAScript spellings RE2 does not read, in RE2's: `\uXXXX` (a surrogate pair as one code
+// point) as `\x{...}`, and a named group `(?<name>` as `(?P<name>`. Everything else is left for
+// RE2 to read or refuse.
+std::string to_re2(std::string_view pattern) {
+  std::string out;
+  out.reserve(pattern.size());
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      if (std::int32_t unit = unicode_escape(pattern, i); unit >= 0) {
+        std::int32_t code_point = unit;
+        std::size_t length = 6;
+        if (unit >= 0xD800 && unit <= 0xDBFF && pattern.substr(i + 6, 1) == "\\") {
+          const std::int32_t low = unicode_escape(pattern, i + 6);
+          if (low >= 0xDC00 && low <= 0xDFFF) {
+            code_point = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+            length = 12;
+          }
+        }
+        char buffer[16];
+        std::snprintf(buffer, sizeof buffer, "\\x{%X}", static_cast<unsigned>(code_point));
+        out += buffer;
+        i += length - 1;
+        continue;
+      }
+      out += c;
+      out += pattern[++i];
+      continue;
+    }
+    if (c == '(' && pattern.substr(i, 3) == "(?<" && i + 3 < pattern.size() &&
+        pattern[i + 3] != '=' && pattern[i + 3] != '!') {
+      out += "(?P<";
+      i += 2;
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+RE2::Options options() {
+  RE2::Options o;
+  o.set_log_errors(false);
+  o.set_never_capture(true);  // only whether it matches
+  return o;
+}
+
+}  // namespace
+
+std::optional<std::string> pattern_error(std::string_view pattern) {
+  const RE2 re(to_re2(pattern), options());
+  if (re.ok()) return std::nullopt;
+  return re.error();
+}
+
+std::optional<bool> pattern_search(std::string_view pattern, std::string_view text) {
+  const RE2 re(to_re2(pattern), options());
+  if (!re.ok()) return std::nullopt;
+  return RE2::PartialMatch(re2::StringPiece(text.data(), text.size()), re);
+}
+
+}  // namespace knflow::model

@@ -1,0 +1,77 @@
+#include "knflow/model/schema.hpp"
+#include "knflow/model/pattern.hpp"
+
+#include "support/catch.hpp"
+
+#include <boost/json/parse.hpp>
+
+#include <string>
+
+using namespace knflow::model;
+namespace json = boost::json;
+
+namespace {
+
+// The messages of check_schema(schema, data), as "pointer: message".
+std::vector<std::string> errors_of(std::string_view schema, std::string_view data) {
+  std::vector<std::string> out;
+  for (const auto& e : check_schema(json::parse(schema), json::parse(data))) {
+    out.push_back(e.pointer + ": " + e.message);
+  }
+  return out;
+}
+
+using Messages = std::vector<std::string>;
+
+}  // namespace
+
+TEST_CASE("pattern: a long string is matched without recursion on its length", "[model][schema]") {
+  // std::regex recursed per character: 15,000 of them overflowed a connection thread's stack and
+  // killed the daemon.
+  const std::string schema = R"({"properties":{"s":{"type":"string","pattern":"^(a|b)*$"}}})";
+  CHECK(errors_of(schema, R"({"s":")" + std::string(200'000, 'a') + R"("})").empty());
+  CHECK(errors_of(schema, R"({"s":")" + std::string(200'000, 'a') + R"(c"})") ==
+        Messages{"/s: must match the pattern ^(a|b)*$"});
+}
+
+TEST_CASE("pattern: a backtracking pattern takes time linear in the string", "[model][schema]") {
+  // std::regex took about 28 s for these 31 characters, and twice as long per character more.
+  const std::string schema = R"({"properties":{"s":{"type":"string","pattern":"^(a+)+$"}}})";
+  CHECK(errors_of(schema, R"({"s":")" + std::string(5'000, 'a') + R"(b"})") ==
+        Messages{"/s: must match the pattern ^(a+)+$"});
+}
+
+TEST_CASE("pattern: ECMAScript spellings RE2 would not read", "[model][schema]") {
+  CHECK(pattern_search(R"(^\u00e9+$)", "\xC3\xA9\xC3\xA9") == true);  // é é
+  CHECK(pattern_search(R"(^[\u0041-\u005A]+$)", "ABC") == true);
+  CHECK(pattern_search(R"(^[\u0041-\u005A]+$)", "abc") == false);
+  CHECK(pattern_search(R"(^\uD83D\uDE00$)", "\xF0\x9F\x98\x80") == true);  // a surrogate pair
+  CHECK(pattern_search(R"(^(?<year>\d{4})-\d{2}$)", "2026-12") == true);
+  CHECK(pattern_search(R"(\\u0041)", "\\u0041") == true);   // an escaped backslash, then text
+  CHECK(pattern_search("b", "abc") == true);                // unanchored, as JSON Schema says
+  CHECK(pattern_search(R"(^.$)", "\xE2\x82\xAC") == true);  // a code point, not a byte
+}
+
+TEST_CASE("pattern: what needs backtracking is refused, with RE2's reason", "[model][schema]") {
+  CHECK(pattern_error("^[a-z]+(?=x)") == std::optional<std::string>("invalid perl operator: (?="));
+  CHECK(pattern_error(R"(^(a)\1$)") == std::optional<std::string>("invalid escape sequence: \\1"));
+  CHECK(pattern_error("([a-z") == std::optional<std::string>("missing ]: [a-z"));
+  CHECK(!pattern_error(R"(^[a-z0-9]([-a-z0-9]*[a-z0-9])?$)"));
+  CHECK(pattern_search("([a-z", "a") == std::nullopt);
+}
+
+TEST_CASE("enum compares numbers by value, integer is any number without a fraction",
+          "[model][schema]") {
+  const std::string schema = R"({"properties":{"e":{"enum":[1,"x",{"a":[2]}]},
+                                               "i":{"type":"integer"}}})";
+  CHECK(errors_of(schema, R"({"e":1.0})").empty());
+  CHECK(errors_of(schema, R"({"e":{"a":[2.0]}})").empty());
+  CHECK(errors_of(schema, R"({"e":1.5})") == Messages{R"(/e: must be one of [1,"x",{"a":[2]}])"});
+  CHECK(errors_of(schema, R"({"e":{"a":[2],"b":1}})") ==
+        Messages{R"(/e: must be one of [1,"x",{"a":[2]}])"});
+  CHECK(errors_of(schema, R"({"i":1e20})").empty());
+  CHECK(errors_of(schema, R"({"i":100000000000000000000})").empty());
+  CHECK(errors_of(schema, R"({"i":2.5})") == Messages{"/i: must be integer, not number"});
+  CHECK(errors_of(R"({"enum":[18446744073709551615]})", "18446744073709551614") ==
+        Messages{": must be one of [18446744073709551615]"});
+}
