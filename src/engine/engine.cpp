@@ -963,7 +963,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         std::vector<Task> tasks;
         for (std::size_t k = 0; k < out.outputs.size(); ++k) {
           tasks.push_back([this, steps, path, k, c = out.outputs[k], next](Env e) {
-            return exec_list(std::move(e), steps, path + "/each/" + std::to_string(k), c, next);
+            return exec_continuation(std::move(e), steps, path + "/each/" + std::to_string(k), c,
+                                     next);
           });
         }
         auto results = co_await gather(env, std::move(tasks), /*any=*/false);
@@ -978,6 +979,31 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     co_return std::vector<Current>{std::move(cur)};
   }
+
+  // One `join: each` continuation of a run, counted while it lives against
+  // EngineSettings::max_continuations. Without the bound, a `then` back to such a fork from its
+  // own continuation doubled the work on every pass (two branches) until the run's data limit:
+  // 2 GB of memory, and a run timeout overrun by half while tens of thousands were cancelled.
+  class ContinuationSlot {
+   public:
+    ContinuationSlot(Run& run, std::size_t max, const std::string& path) : run_(run) {
+      if (run_.continuations >= max) {
+        throw make_fault("runtime", 500, "Too many continuations",
+                         "the run holds " + std::to_string(max) +
+                             " `join: each` continuations at once, the most it may (a `then` "
+                             "back to a `join: each` fork from its own continuation multiplies "
+                             "them by its branch count every time)",
+                         path);
+      }
+      ++run_.continuations;
+    }
+    ContinuationSlot(const ContinuationSlot&) = delete;
+    ContinuationSlot& operator=(const ContinuationSlot&) = delete;
+    ~ContinuationSlot() { --run_.continuations; }
+
+   private:
+    Run& run_;
+  };
 
   // A concurrent part of a step (a fork branch, a loop iteration, a `join: each` continuation).
   // It runs with the Env gather() gives it: the group's scope, so that cancelling the group
@@ -1542,8 +1568,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const std::size_t next =
         flow == "continue" ? each_next->index + 1 : step_index(*each_next->steps, flow);
     env.deadline = each_next->deadline;  // the list's: the rest is not part of the fork step
-    co_return co_await exec_list(std::move(env), each_next->steps,
-                                 path + "/each/" + std::to_string(k), std::move(c), next);
+    co_return co_await exec_continuation(std::move(env), each_next->steps,
+                                         path + "/each/" + std::to_string(k), std::move(c), next);
+  }
+
+  // The rest of a list from `next`, for one output of a `join: each` fork, holding one of the
+  // run's continuation slots while it runs.
+  asio::awaitable<std::vector<Current>> exec_continuation(Env env, const model::Steps* steps,
+                                                          std::string base, Current cur,
+                                                          std::size_t next) {
+    ContinuationSlot slot(*env.run, settings.max_continuations, base);
+    co_return co_await exec_list(std::move(env), steps, std::move(base), std::move(cur), next);
   }
 
   asio::awaitable<std::string> exec_switch(Env env, const model::SwitchStep& sw,

@@ -99,7 +99,8 @@ struct Run {
   Scope root;
   std::optional<std::chrono::system_clock::time_point> deadline;  // spec.timeout
   std::map<std::string, JournalValue> journal;  // path → entry (loaded on resume)
-  std::size_t data_bytes = 0;  // its input's and journal's JSON text (EngineSettings)
+  std::size_t data_bytes = 0;     // its input's and journal's JSON text (EngineSettings)
+  std::size_t continuations = 0;  // `join: each` continuations under way (EngineSettings)
   std::map<std::string, std::int64_t> attempts;  // path → attempts made so far
   // A call's successful attempt, finished in the same commit as its step's journal entry.
   std::map<std::string, std::pair<std::int64_t, store::AttemptResult>> pending_attempts;

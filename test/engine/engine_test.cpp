@@ -772,6 +772,35 @@ TEST_CASE("engine: a loop back through a join: each fork ends at the nesting bou
   CHECK(instance.starts_with("/do/0/each/0/0/each/0/0/each/0/0/each/0/"));
 }
 
+TEST_CASE(
+    "engine: a loop back through a join: each fork of two branches ends at the bound of "
+    "continuations",
+    "[engine][loops][fork]") {
+  // Each pass doubled the continuations under way (two branches, each going on through the
+  // rest of the list and back), so the nesting bound of about 450 passes was never reached: the
+  // run's data limit was, after 240,000 steps and 2 GB of memory.
+  engine::EngineSettings settings;
+  settings.max_continuations = 64;
+  EngineFixture f(settings);
+  auto yaml = header("each-doubling") + R"(  do:
+    - name: f
+      fork:
+        join: each
+        branches:
+          - {name: a, set: {b: a}}
+          - {name: b, set: {b: b}}
+    - {name: again, set: {x: 1}, then: f}
+)";
+  auto out = f.run(yaml);
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("title") == "Too many continuations");
+  CHECK(std::string(out.error->at("detail").as_string()).starts_with("the run holds 64 "));
+  // The 65th of them, after six passes (2 + 4 + ... + 64 = 126 begun, 64 at most at once).
+  const std::string instance(out.error->at("instance").as_string());
+  CHECK(instance.starts_with("/do/0/each/"));
+  CHECK(f.metric("knflow_runs_in_flight") == 0);
+}
+
 TEST_CASE("engine: a wait or timeout longer than the clocks reach waits, not ends at once",
           "[engine][wait][timeout]") {
   // Now + P200000D (547 years) passes the year 2262 that the clocks' nanoseconds reach: the

@@ -45,6 +45,9 @@ struct EngineSettings {
   std::string working_dir = ".";            // relative `local.command` paths resolve here
   std::size_t max_active_runs = 10'000;     // more at once: start() refuses with 503
   std::size_t max_step_visits = 10'000;     // one step entered more often in one list: fault
+  // `join: each` continuations one run holds at once: one more faults (a `then` back to such a
+  // fork from its own continuation multiplies them by the branch count on every pass).
+  std::size_t max_continuations = 4'096;
   // Run data in memory, counted as the JSON text of each in-flight run's input and of its
   // journal (the outputs of its completed steps, kept whole for replay; docs/engine.md). A step
   // whose output would take its run past `max_run_data_bytes` faults (runtime, 507). The total
