@@ -568,7 +568,9 @@ Leftovers reap_leftovers(const std::filesystem::path& dir, const std::string& ow
   const auto procs = all_proc_stats();
   for (const auto& [file, daemon] : files) {
     const auto it = procs.find(daemon.pid);
-    const bool running = it != procs.end() && it->second.start == daemon.start;
+    // A zombie (killed, not yet reaped by its parent) no longer runs: its functions are left.
+    const bool running =
+        it != procs.end() && it->second.start == daemon.start && it->second.state != 'Z';
     if (daemon.partial) {  // its groups are in the whole file it was to replace
       if (!running) std::filesystem::remove(file, ec);
       continue;

@@ -121,6 +121,15 @@ def alive(pid):
         return False
 
 
+def zombie(pid):
+    """Whether process `pid` has ended and waits for its parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def wait_until(predicate, timeout, interval=0.05):
     """Calls `predicate` every `interval` seconds until it returns something true or `timeout`
     seconds have passed; returns its last result."""

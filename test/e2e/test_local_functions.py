@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import SOURCE_DIR, Daemon, alive, wait_until, workflow  # noqa: E402
+from daemon import SOURCE_DIR, Daemon, alive, wait_until, workflow, zombie  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 ECHO_DIR = os.path.join(SOURCE_DIR, "test", "engine", "fixtures")  # echo_function.py
@@ -177,9 +177,11 @@ class LocalFunctionsTest(unittest.TestCase):
             with open(os.path.join(records, record)) as f:
                 self.assertRegex(f.read(), rf"(?m)^{pid} \d+ \d+$")
 
-            # kill -9: the function dies with the daemon; its child is still in its group.
+            # kill -9: the function dies with the daemon; its child is still in its group. The
+            # daemon is left a zombie (not reaped) until the next one has started: a zombie runs
+            # no more, and its record was once taken for a running daemon's.
             first.proc.kill()
-            first.proc.wait()
+            self.assertTrue(wait_until(lambda: zombie(first.proc.pid), DEADLINE))
             self.assertTrue(wait_until(lambda: not alive(pid), DEADLINE),
                             f"function {pid} outlived the daemon killed with SIGKILL")
             self.assertTrue(alive(child), "expected the function's child to outlive it")
@@ -191,6 +193,7 @@ class LocalFunctionsTest(unittest.TestCase):
                             f"the next daemon left {child} running:\n{second.output()}")
             self.assertIn("Killed local functions of a daemon that was killed", second.output())
             self.assertEqual(os.listdir(records), [])
+            first.proc.wait()
 
             # The workflow still works; SIGTERM stops its new function and leaves no record.
             self.assertEqual(self.invoke(second, "echoer", {"n": 3}), '{"n":3}')
