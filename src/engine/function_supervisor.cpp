@@ -1144,6 +1144,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
                                            {"pid", pid},
                                            {"port", port},
                                            {"revision", revision}});
+    } else if (fn->retired && fn->leases == 0) {
+      // Nobody waits for it and no run's definition wants it: no start again.
+      detach_process(*fn);
+      stop_function(fn, "its start failed while no call of an earlier definition held it");
     } else {
       detach_process(*fn);
       fn->phase = Phase::failed;

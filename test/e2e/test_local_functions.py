@@ -347,6 +347,31 @@ class LocalFunctionsTest(unittest.TestCase):
                 if daemon:
                     daemon.close()
 
+    def test_a_call_that_timed_out_during_the_start_no_longer_holds_the_process(self):
+        # The call's step timeout ended the run, but the call kept its hold on the function until
+        # the start itself ended (30 s later): a delete meanwhile left the process running to
+        # the end of the start timeout, and the failed start was then retried once more.
+        d = Daemon()
+        try:
+            d.start()
+            self.create(d, SILENT.replace("name: silent", "name: silent1").replace(
+                "call: mute}", "call: mute, timeout: PT1S}"))
+            status, _, body = d.call("POST", f"{NS}/workflows/silent1:invoke", "{}")
+            self.assertEqual(status, 408, body)
+            [pid] = wait_until(lambda: self.recorded_groups(d), DEADLINE)
+            self.assertTrue(alive(pid))  # the workflow exists: its function goes on starting
+
+            status, _, body = d.call("DELETE", f"{NS}/workflows/silent1")
+            self.assertEqual(status, 200, body)
+            # Polled for less than the 30 s start timeout, after which the old code stopped it.
+            self.assertTrue(wait_until(lambda: not alive(pid), 10),
+                            f"the deleted workflow's function still starts:\n{d.output()}")
+            self.assertTrue(wait_until(lambda: self.recorded_groups(d) == [], DEADLINE))  # reaped
+            deleted = d.output().index("Deleted workflow")
+            self.assertNotIn("Spawned local function", d.output()[deleted:])
+        finally:
+            d.close()
+
     def test_control_characters_of_a_function_do_not_reach_the_daemons_log_raw(self):
         # A failed start's error quotes the function's stderr, and the daemon logs that error.
         script = ("import sys\n"
