@@ -707,7 +707,9 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   DefinitionLookup definitions;  // strand-owned; empty: every run follows the current definition
   // Strand-owned: retired functions still running (a call holds them, or they linger).
   std::multimap<FunctionKey, std::shared_ptr<Function>> retired;
-  std::map<FunctionKey, unsigned> spec_revisions;  // strand-owned: the last Function::revision
+  // Strand-owned: the specs each key had, in the order they first ran; a Function's revision is
+  // its spec's place here, from 1 (K_REVISION names a spec, as a Knative revision does).
+  std::map<FunctionKey, std::vector<FunctionSpec>> spec_revisions;
   // Strand-owned: functions whose lines belong to a deleted workflow and are still kept (a
   // process of it runs on); forgotten with that process, or when a workflow of the same name is
   // made, whose logs they are not.
@@ -903,7 +905,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     auto fn = std::make_shared<Function>();
     fn->key = key;
     fn->spec = std::move(spec);
-    fn->revision = ++spec_revisions[key];
+    fn->revision = revision_of(key, fn->spec);
     fn->definition = revision;
     fn->next_backoff = settings.min_backoff;
     fn->retired = !current;
@@ -921,6 +923,18 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     }
     begin_start(fn, false);
     return fn;
+  }
+
+  // The number of `spec` among the specs `key` had (spec_revisions), a new one when it is new.
+  unsigned revision_of(const FunctionKey& key, const FunctionSpec& spec) {
+    auto& specs = spec_revisions[key];
+    const auto it = std::find_if(specs.begin(), specs.end(),
+                                 [&](const FunctionSpec& known) { return same_spec(known, spec); });
+    if (it == specs.end()) {
+      specs.push_back(spec);
+      return static_cast<unsigned>(specs.size());
+    }
+    return static_cast<unsigned>(it - specs.begin() + 1);
   }
 
   // A lease on fn until the last copy of the returned pointer goes (on any thread).

@@ -911,6 +911,14 @@ TEST_CASE("A changed spec replaces the process", "[function_supervisor]") {
   CHECK(supervisor.state(k)->restarts == 0);
   CHECK(supervisor.total_restarts() == 0);
 
+  // Back to the first spec: a new process, under the first spec's number (it counted processes,
+  // not specs: 00003).
+  const pid_t second_pid = new_pid;
+  const auto third = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}));
+  REQUIRE(third.url);
+  CHECK(*supervisor.state(k)->pid != second_pid);
+  CHECK(env_value(env_of(*third.url), "K_REVISION") == "orders-echo-00001");
+
   shutdown(ioc, supervisor);
 }
 
