@@ -407,23 +407,26 @@ struct Api::RunHandlers {
     // Hops, as a Knative broker counts them (engine::kBrokerTtl): an event that has none left is
     // dropped, and the runs it starts see one fewer, which their emits carry on.
     int ttl = engine::kBrokerTtlStart;
+    std::string ttl_text;  // as the event gave it
     if (auto it = ev.extensions.find(std::string(engine::kBrokerTtl)); it != ev.extensions.end()) {
       int given = 0;
       const auto& text = it->second;
+      ttl_text = text;
       const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), given);
       if (ec == std::errc{} && end == text.data() + text.size()) ttl = given;
     }
     if (ttl <= 0) {
       log::warn("Dropped an event with no broker hops left",
                 {{"namespace", ns}, {"source", ev.source}, {"id", ev.id}, {"type", ev.type}});
-      json::object body{{"accepted", true},
-                        {"runs", json::array()},
-                        {"rejected", json::array()},
-                        {"dropped",
-                         "The event's knativebrokerttl is spent: it has been through "
-                         "the broker " +
-                             std::to_string(engine::kBrokerTtlStart) +
-                             " times (a workflow whose emit matches its own trigger?)."}};
+      json::object body{
+          {"accepted", true},
+          {"runs", json::array()},
+          {"rejected", json::array()},
+          {"dropped", "The event's knativebrokerttl is " + ttl_text +
+                          ": it has no broker hops left (an event starts with " +
+                          std::to_string(engine::kBrokerTtlStart) +
+                          " and each pass through a broker takes one; a workflow whose emit "
+                          "matches its own trigger?)."}};
       co_return http::make_response(202, std::string(kJson), model::json_text(body) + "\n");
     }
     ev.extensions[std::string(engine::kBrokerTtl)] = std::to_string(ttl - 1);

@@ -182,7 +182,9 @@ std::optional<std::string> event_error(const CloudEvent& event) {
   if (event.subject && event.subject->empty()) {
     return std::string("the attribute subject is empty (when present it must not be)");
   }
-  if (event.datacontenttype && !is_media_type(*event.datacontenttype)) {
+  // (Not UTF-8 at all: data_not_text says so, in its own words.)
+  if (event.datacontenttype && !is_media_type(*event.datacontenttype) &&
+      model::find_invalid_utf8(*event.datacontenttype) == std::string_view::npos) {
     return "the attribute datacontenttype is not a media type (type/subtype, RFC 2046): \"" +
            *event.datacontenttype + "\"";
   }

@@ -426,7 +426,7 @@ class RunsApiTest(unittest.TestCase):
         headers.update({"ce-id": "l-2", "ce-knativebrokerttl": "0"})
         status, _, body = self.d.call("POST", NS + "/broker", "{}", headers=headers)
         self.assertEqual((status, json.loads(body)["runs"]), (202, []), body)
-        self.assertIn("knativebrokerttl is spent", body)
+        self.assertIn("knativebrokerttl is 0: it has no broker hops left", body)
         headers.update({"ce-id": "l-3", "ce-knativebrokerttl": "1", "ce-type": "com.example.tick"})
         status, _, body = self.d.call("POST", NS + "/broker", '{"n": 0}', headers=headers)
         [run] = json.loads(body)["runs"]
