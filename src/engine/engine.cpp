@@ -838,6 +838,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
            title->as_string() == "Cancelled";
   }
 
+  // Whether a fault is a deadline's own: timeout 408 "Timed out", as check_live() makes it.
+  static bool is_deadline_fault(const Fault& f) {
+    const auto* type = f.error.if_contains("type");
+    const auto* status = f.error.if_contains("status");
+    const auto* title = f.error.if_contains("title");
+    return type && type->is_string() && type->as_string() == error_type_uri("timeout") && status &&
+           status->is_int64() && status->as_int64() == 408 && title && title->is_string() &&
+           title->as_string() == "Timed out";
+  }
+
   static void check_live(Run& run, Scope& scope, std::optional<SteadyTime> deadline,
                          const std::string& path) {
     if (run.cancel_requested) {
@@ -1766,7 +1776,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       const bool cancelled = run.cancel_requested || env.scope->cancelled();
       if (cancelled || !t.catch_ || !catch_matches(*t.catch_, fault->error)) throw *fault;
       // The run's deadline, an enclosing step's or this step's own passed: that is not the try's
-      // to catch (as a Step Functions execution's timeout cannot be caught), the step times out.
+      // to catch (as a Step Functions execution's timeout cannot be caught), the step times out:
+      // with the fault of the step the deadline cut, when that is what the try got (as a catch
+      // that does not match passes it on), else at the try.
+      if (env.deadline && std::chrono::steady_clock::now() >= *env.deadline &&
+          is_deadline_fault(*fault)) {
+        throw *fault;
+      }
       check_live(run, *env.scope, env.deadline, path);
       if (retries < policy.limit) {
         std::chrono::milliseconds delay;

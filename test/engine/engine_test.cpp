@@ -1475,12 +1475,16 @@ TEST_CASE("engine: a catch does not swallow the run's or an enclosing step's dea
   auto step_timeout = header("step-deadline") + functions(f, {"hang"}) +
                       "  do:\n    - name: outer\n      timeout: PT0.3S\n      do:\n" +
                       guarded("        ");
-  for (const auto& yaml : {run_timeout, step_timeout}) {
+  // The fault names the call the deadline cut, as when the catch does not match (it named the
+  // try when the catch matched).
+  for (const auto& [yaml, instance] :
+       {std::pair{run_timeout, "/do/0/try/0/0"}, {step_timeout, "/do/0/do/0/try/0/0"}}) {
     auto out = f.run(yaml);
     CHECK(out.phase == "faulted");
     if (out.error) {
       CHECK(EngineFixture::error_type(out) == "timeout");
       CHECK(out.error->at("status") == 408);
+      CHECK(out.error->at("instance") == instance);
     }
   }
   // A timeout of the call's own (the function's timeout) is the try's to catch.
