@@ -257,6 +257,9 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   };
   std::vector<TryRetry> try_retries;
   std::set<std::string, std::less<>> catching;  // tries whose catch.do runs
+  // What a try whose catch.do runs (or faulted) handed it, from its `/catch` entry: shown like
+  // a completed try's `caught` unless the try's own entry says it.
+  std::map<std::string, Caught> handled;
   auto entry = [&](const ResolvedStep& r) -> json::object& {
     auto [it, fresh] = steps.try_emplace(r.path);
     if (fresh) {
@@ -313,6 +316,10 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     if (j.path == r->path + "/catch" &&
         std::holds_alternative<model::TryStep>(r->step->construct)) {
       catching.insert(r->path);  // its catch.do runs: no retry of its list follows
+      if (const auto* error = v.if_contains("error")) {
+        handled[r->path] = {r->path, *error, text_member(v, "caughtAt")};
+        if (const auto* tries = v.if_contains("tries")) entry(*r)["tries"] = *tries;
+      }
       continue;
     }
     if (r->path != j.path) {
@@ -432,6 +439,12 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   // The step each try of a `try` faulted at: the one its catch caught and those its earlier tries
   // (catch.retry) faulted with (a call is listed from its attempts already), and the steps
   // between it and the try, faulted with it.
+  for (auto& [path, c] : handled) {
+    auto& s = steps.at(path);
+    if (s.contains("caught")) continue;  // the try completed: its entry said it
+    s["caught"] = c.error;
+    caught_errors.push_back(std::move(c));
+  }
   for (const auto& c : caught_errors) {
     const auto* instance =
         c.error.is_object() ? c.error.as_object().if_contains("instance") : nullptr;

@@ -340,6 +340,42 @@ TEST_CASE("The history lists the step a try caught, after what its try ran befor
   CHECK(find(steps, "/do/0").at("phase") == "completed");
 }
 
+TEST_CASE("The history lists what a try caught while its catch.do runs, and when it faulted") {
+  // The step the try caught and its error showed only once the try had completed: while the
+  // handler ran, and in a run whose handler faulted, that step was missing.
+  const auto definition =
+      try_workflow(R"({"do": [{"name": "h", "wait": "PT3S"}, {"name": "h2", "set": {}}]})");
+  const std::string at = "2026-01-01T00:00:02.000Z";
+  const std::string handed =
+      R"({"error":{"title":"Boom","instance":"/do/0/try/0/0/do/1"},"tries":1,"caughtAt":")" + at +
+      "\"}";
+  const std::vector<JournalEntry> journal{
+      {"/do/0/try/0/0/do/0", JournalState::completed, value(at, at, "continue")},
+      {"/do/0/catch", JournalState::started, handed}};
+  RunRecord run;
+  run.phase = RunPhase::running;
+  auto steps = step_history(definition, run, journal, {}, 100);
+  CHECK(paths(steps) == std::vector<std::string>{"/do/0", "/do/0/try/0/0", "/do/0/try/0/0/do/0",
+                                                 "/do/0/try/0/0/do/1"});
+  CHECK(find(steps, "/do/0").at("phase") == "running");
+  CHECK(find(steps, "/do/0").at("caught").at("title") == "Boom");
+  CHECK(find(steps, "/do/0").at("tries") == 1);
+  const auto& bad = find(steps, "/do/0/try/0/0/do/1");
+  CHECK(bad.at("phase") == "faulted");
+  CHECK(bad.at("error").at("title") == "Boom");
+  CHECK(find(steps, "/do/0/try/0/0").at("phase") == "faulted");
+
+  // The handler's second step faulted the run: the caught step is still listed.
+  run.phase = RunPhase::faulted;
+  run.error_json = R"({"title":"Again","instance":"/do/0/catch/do/1"})";
+  auto ended = journal;
+  ended.push_back({"/do/0/catch/do/0", JournalState::completed, value(at, at, "continue")});
+  steps = step_history(definition, run, ended, {}, 100);
+  CHECK(find(steps, "/do/0/try/0/0/do/1").at("phase") == "faulted");
+  CHECK(find(steps, "/do/0/catch/do/1").at("phase") == "faulted");
+  CHECK(find(steps, "/do/0/catch/do/1").at("error").at("title") == "Again");
+}
+
 TEST_CASE("The history lists the steps earlier tries of a try faulted at") {
   // Only the error the catch handled was kept: the step an earlier try (catch.retry) faulted at
   // was missing, and the do around it was listed cancelled.
