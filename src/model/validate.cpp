@@ -1111,6 +1111,15 @@ CheckResult check_value(const boost::json::value& document, const ValidateOption
   CheckResult result;
   DecodeResult decoded = decode_workflow(document);
   result.report = validate_after_decode(decoded.workflow, decoded.errors, options);
+  // A document that is not a Workflow at all runs in no mode (its modes were those of the empty
+  // workflow its decoding left: both "yes").
+  const auto* object = document.if_object();
+  const auto* kind = object ? object->if_contains("kind") : nullptr;
+  if (!kind || !kind->is_string() || kind->get_string() != "Workflow") {
+    const FieldError why{object ? "/kind" : "", "the document is not a Workflow (kind: Workflow)"};
+    result.report.standalone = {false, {why}};
+    result.report.cluster = {false, {why}};
+  }
   if (decoded.ok()) {
     result.workflow = std::move(decoded.workflow);
   } else {

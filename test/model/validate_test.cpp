@@ -618,3 +618,18 @@ TEST_CASE("a workflow holds at most 1000 distinct expressions", "[validate][expr
   CheckResult repeated = check_value(with(kMaxDistinctExpressions + 2, true), defer);
   CHECK(repeated.report.errors.empty());
 }
+
+TEST_CASE("a document that is not a Workflow runs in no mode", "[validate]") {
+  // null, [] or {} decoded to an empty workflow, whose modes were both "yes".
+  for (const char* text :
+       {"null", "[]", "{}", R"({"apiVersion": "knflow.dev/v1alpha1"})", R"({"kind": "Service"})"}) {
+    INFO(text);
+    const CheckResult result = check_value(json::parse(text));
+    CHECK(!result.report.errors.empty());
+    CHECK(!result.report.standalone.supported);
+    CHECK(!result.report.cluster.supported);
+    REQUIRE(result.report.standalone.reasons.size() == 1);
+    CHECK(result.report.standalone.reasons[0].message ==
+          "the document is not a Workflow (kind: Workflow)");
+  }
+}
