@@ -133,39 +133,6 @@ bool is_media_type(std::string_view content_type) {
          is_token(essence.substr(slash + 1));
 }
 
-// The first character of `text` (valid UTF-8) that CloudEvents 1.0 forbids in a String
-// attribute (spec "Type System": the controls U+0000-U+001F and U+007F-U+009F, and the Unicode
-// noncharacters U+FDD0-U+FDEF and U+xFFFE, U+xFFFF; surrogates cannot be in valid UTF-8), as
-// "U+XXXX at byte N", or nullopt.
-std::optional<std::string> forbidden_character(std::string_view text) {
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  for (std::size_t i = 0; i < text.size();) {
-    char32_t cp = s[i];
-    std::size_t length = 1;
-    if (cp >= 0xF0) {
-      length = 4;
-      cp &= 0x07;
-    } else if (cp >= 0xE0) {
-      length = 3;
-      cp &= 0x0F;
-    } else if (cp >= 0xC0) {
-      length = 2;
-      cp &= 0x1F;
-    }
-    for (std::size_t k = 1; k < length && i + k < text.size(); ++k) {
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0xFDD0 && cp <= 0xFDEF) ||
-        (cp & 0xFFFE) == 0xFFFE) {
-      char code[16];
-      std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(cp));
-      return std::string(code) + " at byte " + std::to_string(i);
-    }
-    i += length;
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
 std::optional<std::string> event_error(const CloudEvent& event) {
@@ -198,7 +165,7 @@ std::optional<std::string> event_error(const CloudEvent& event) {
     if (is_reserved(name)) return "the extension name \"" + name + "\" is reserved";
   }
   auto forbidden = [](std::string_view name, std::string_view value) -> std::optional<std::string> {
-    if (auto at = forbidden_character(value)) {
+    if (auto at = model::cloudevents_forbidden_character(value)) {
       return "the attribute " + std::string(name) + " holds a character CloudEvents forbids (" +
              *at + "): no controls (U+0000-U+001F, U+007F-U+009F) or noncharacters";
     }

@@ -633,3 +633,15 @@ TEST_CASE("a document that is not a Workflow runs in no mode", "[validate]") {
           "the document is not a Workflow (kind: Workflow)");
   }
 }
+
+TEST_CASE("an emit whose literal type or source CloudEvents forbids is refused", "[validate]") {
+  // Valid and Ready, it faulted every run at the emit ("Invalid event").
+  const CheckResult result = check_value(json::parse(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "bad-emit"},
+    "spec": {"do": [{"name": "e", "emit": {"type": "a\nb", "source": "/x\u0001"}}]}})"));
+  CHECK(describe(result.report.errors) ==
+        "  /spec/do/0/emit/type: type holds a character CloudEvents forbids (U+000A at byte 1): "
+        "no controls (U+0000-U+001F, U+007F-U+009F) or noncharacters\n"
+        "  /spec/do/0/emit/source: source holds a character CloudEvents forbids (U+0001 at byte "
+        "2): no controls (U+0000-U+001F, U+007F-U+009F) or noncharacters\n");
+}

@@ -5,6 +5,8 @@
 // on nothing else of model can use it.
 
 #include <cstddef>
+#include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -102,6 +104,40 @@ inline std::string_view utf8_character_at(std::string_view text, std::size_t at)
   std::size_t end = at + 1;
   while (end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) ++end;
   return text.substr(at, end - at);
+}
+
+// The first character of `text` (valid UTF-8) that CloudEvents 1.0 forbids in a String
+// attribute (spec "Type System": the controls U+0000-U+001F and U+007F-U+009F, and the Unicode
+// noncharacters U+FDD0-U+FDEF and U+xFFFE, U+xFFFF; surrogates cannot be in valid UTF-8), as
+// "U+XXXX at byte N", or nullopt. Here, not in the engine's codec, so that validation can refuse
+// an `emit` whose literal attributes could never be sent.
+inline std::optional<std::string> cloudevents_forbidden_character(std::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  for (std::size_t i = 0; i < text.size();) {
+    char32_t cp = s[i];
+    std::size_t length = 1;
+    if (cp >= 0xF0) {
+      length = 4;
+      cp &= 0x07;
+    } else if (cp >= 0xE0) {
+      length = 3;
+      cp &= 0x0F;
+    } else if (cp >= 0xC0) {
+      length = 2;
+      cp &= 0x1F;
+    }
+    for (std::size_t k = 1; k < length && i + k < text.size(); ++k) {
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || (cp >= 0xFDD0 && cp <= 0xFDEF) ||
+        (cp & 0xFFFE) == 0xFFFE) {
+      char code[16];
+      std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(cp));
+      return std::string(code) + " at byte " + std::to_string(i);
+    }
+    i += length;
+  }
+  return std::nullopt;
 }
 
 }  // namespace knflow::model
