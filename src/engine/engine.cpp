@@ -1914,10 +1914,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const auto& res = *answered;
     if (res.error || res.status / 100 != 2) {
       check_live(run, *env.scope, env.deadline, path);  // cut short by the deadline: 408
-      throw make_fault(
-          "communication", res.status ? res.status : 502, "Emit failed",
-          res.error ? res.error_message : "the broker answered " + std::to_string(res.status),
-          path);
+      // The broker's answer says why (a 413 names the daemon's --max-body-bytes, which bounds
+      // an emit's event as it does any request; a 503 which workflows did not start).
+      throw make_fault("communication", res.status ? res.status : 502, "Emit failed",
+                       res.error ? res.error_message
+                                 : "the broker answered " + std::to_string(res.status) +
+                                       (res.body.empty() ? "" : ": " + answer_excerpt(res.body)),
+                       path);
     }
   }
 

@@ -1703,6 +1703,25 @@ TEST_CASE("engine: an emit ends at its step's deadline, as a call does", "[engin
   CHECK(out.error->at("status").as_int64() == 408);
 }
 
+TEST_CASE("engine: an emit the broker refuses faults with the broker's reason", "[engine][emit]") {
+  // It said only "the broker answered 413": not that the daemon's request limit bounds an emit.
+  EngineFixture f;
+  f.echo.route(
+      "/broker/test",
+      {.status = 413,
+       .body =
+           R"({"title":"Payload Too Large","detail":"the body is larger than 1048576 bytes"})"});
+  auto out = f.run(header("emit-refused") + R"(  do:
+    - {name: tell, emit: {type: com.example.told, source: /test}}
+)");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 413);
+  CHECK(out.error->at("title") == "Emit failed");
+  CHECK(std::string(out.error->at("detail").as_string()) ==
+        R"(the broker answered 413: {"title":"Payload Too Large","detail":"the body is larger )"
+        R"(than 1048576 bytes"})");
+}
+
 namespace {
 
 // A workflow whose first step keeps a string of `chars` characters, then `then` (YAML steps).
