@@ -443,7 +443,7 @@ struct Api::RunHandlers {
       if (!workflow->spec.trigger) continue;
       if (workflow->spec.trigger->broker.value_or("default") != "default") continue;
       if (!filter_matches(workflow->spec.trigger->filter, ev)) continue;
-      auto claim = api.broker_runs_.claim({ns, name, ev.source, ev.id});
+      auto claim = api.broker_runs_.claim({ns, name, workflow->metadata.uid, ev.source, ev.id});
       if (claim.state() == RecentDeliveries::State::started) {
         started.push_back(
             json::object{{"workflow", name}, {"runId", claim.run_id()}, {"duplicate", true}});

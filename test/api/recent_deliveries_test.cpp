@@ -11,7 +11,7 @@ using State = RecentDeliveries::State;
 namespace {
 
 RecentDeliveries::Key key(const std::string& workflow, const std::string& id) {
-  return {"shop", workflow, "/orders", id};
+  return {"shop", workflow, "uid-1", "/orders", id};
 }
 
 }  // namespace
@@ -29,8 +29,10 @@ TEST_CASE("recent deliveries: a repeated event gets the run started for it", "[a
   // Another workflow, id or source is another delivery.
   CHECK(d.claim(key("shipping", "e-1")).state() == State::claimed);
   CHECK(d.claim(key("billing", "e-2")).state() == State::claimed);
-  CHECK(d.claim({"shop", "billing", "/other", "e-1"}).state() == State::claimed);
-  CHECK(d.claim({"other-ns", "billing", "/orders", "e-1"}).state() == State::claimed);
+  CHECK(d.claim({"shop", "billing", "uid-1", "/other", "e-1"}).state() == State::claimed);
+  CHECK(d.claim({"other-ns", "billing", "uid-1", "/orders", "e-1"}).state() == State::claimed);
+  // The same name made again (a new uid) is a new subscriber.
+  CHECK(d.claim({"shop", "billing", "uid-2", "/orders", "e-1"}).state() == State::claimed);
 }
 
 TEST_CASE("recent deliveries: a run that did not start may be started by a later delivery",

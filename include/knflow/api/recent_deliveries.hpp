@@ -12,17 +12,20 @@
 
 namespace knflow::api {
 
-// The runs the broker started lately, by (namespace, workflow, event source, event id): a sender
+// The runs the broker started lately, by (namespace, workflow, the workflow's uid, event source,
+// event id): a sender
 // that delivers an event again (after a 503 because another workflow's run could not start, or
 // after losing the answer) does not start a second run of a workflow that already has one for it.
-// CloudEvents identify an event by source and id, so a repeat is a duplicate. Bounded: past
+// CloudEvents identify an event by source and id, so a repeat is a duplicate. A workflow deleted
+// and made again under its name is a new subscriber (as a new Knative Trigger is): its uid is
+// new, so a repeat of an event its predecessor had starts a run of it. Bounded: past
 // `capacity` runs the oldest are forgotten, and each is kept as a SHA-256 of its key (event ids
 // and sources may be long), so the memory is bounded by the capacity alone. The runs record their
 // digest in the store (migration 7); at start-up seed() puts the newest back, so a restart
 // forgets nothing the store still holds. Any thread (one mutex, held for a map operation).
 class RecentDeliveries {
  public:
-  using Key = std::tuple<std::string, std::string, std::string, std::string>;
+  using Key = std::tuple<std::string, std::string, std::string, std::string, std::string>;
 
   explicit RecentDeliveries(std::size_t capacity) : capacity_(capacity) {}
   RecentDeliveries(const RecentDeliveries&) = delete;
