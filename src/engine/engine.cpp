@@ -1113,6 +1113,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     const auto started = std::chrono::steady_clock::now();
     const auto started_at = log::now_rfc3339_ms();  // for the step history
+    const auto begun = ++run.steps_begun;
     StepOutcome out;
     bool skipped = false;
     std::optional<Fault> fault;
@@ -1183,7 +1184,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       out.held.push_back(std::move(input_held));  // handed over with the output
     }
     if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
-    const StepTimes times{started_at, skipped};  // named: see complete()
+    const StepTimes times{started_at, skipped, begun};  // named: see complete()
     if (auto too_much = co_await complete(run, env, path, out, at, times)) {
       observe();
       co_await settle_attempts(run, path, *too_much);
@@ -1252,6 +1253,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   struct StepTimes {
     std::string started_at;
     bool skipped = false;
+    std::int64_t begun = 0;  // Run::steps_begun when it began
   };
 
   // Journals a completed step. A call's successful attempt is finished in the same commit; when
@@ -1288,6 +1290,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto& o = value.as_object();
       o["startedAt"] = times.started_at;
       o["finishedAt"] = log::now_rfc3339_ms();
+      o["n"] = times.begun;
       if (times.skipped) o["skipped"] = true;
       for (const auto& [k, v] : out.note) o[k] = v;
       entry = journal_entry(path, "completed", value);
@@ -2699,8 +2702,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       run->input.data = model::json_text(input.at("data"));
       run->input.datacontenttype = "application/json";
       for (auto& j : store.journal(rec.id)) {
-        run->journal[j.path] = {std::string(store::to_string(j.state)),
-                                model::parse_stored(j.value_json), j.value_json.size()};
+        auto value = model::parse_stored(j.value_json);
+        // Steps go on being numbered after those that completed before the restart.
+        if (const auto* object = value.if_object()) {
+          if (const auto* n = object->if_contains("n"); n && n->is_int64()) {
+            run->steps_begun = std::max(run->steps_begun, n->get_int64());
+          }
+        }
+        run->journal[j.path] = {std::string(store::to_string(j.state)), std::move(value),
+                                j.value_json.size()};
       }
       if (auto it = run->journal.find(std::string(kRedriveKey)); it != run->journal.end()) {
         run->drive = it->second.value.at("drive").to_number<std::int64_t>();

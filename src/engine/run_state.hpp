@@ -101,6 +101,9 @@ struct Run {
   std::map<std::string, JournalValue> journal;  // path → entry (loaded on resume)
   std::size_t data_bytes = 0;     // its input's and journal's JSON text (EngineSettings)
   std::size_t continuations = 0;  // `join: each` continuations under way (EngineSettings)
+  // Steps begun, in order: each completed step's journal entry keeps its number (`n`), so that
+  // the step history lists steps begun in one millisecond in the order they began.
+  std::int64_t steps_begun = 0;
   std::map<std::string, std::int64_t> attempts;  // path → attempts made so far
   // A call's successful attempt, finished in the same commit as its step's journal entry.
   std::map<std::string, std::pair<std::int64_t, store::AttemptResult>> pending_attempts;

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <charconv>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
 #include <utility>
@@ -260,6 +261,9 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   // What a try whose catch.do runs (or faulted) handed it, from its `/catch` entry: shown like
   // a completed try's `caught` unless the try's own entry says it.
   std::map<std::string, Caught> handled;
+  // Completed steps' places in the order steps began (their entry's `n`; none before it was
+  // kept): ties of the start's millisecond go by it.
+  std::map<std::string, std::int64_t> begun;
   auto entry = [&](const ResolvedStep& r) -> json::object& {
     auto [it, fresh] = steps.try_emplace(r.path);
     if (fresh) {
@@ -342,6 +346,7 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     s["phase"] = skipped && skipped->is_bool() && skipped->as_bool() ? "skipped" : "completed";
     if (auto started = text_member(v, "startedAt")) s["startedAt"] = *started;
     if (auto finished = text_member(v, "finishedAt")) s["finishedAt"] = *finished;
+    if (const auto* n = v.if_contains("n"); n && n->is_int64()) begun[r->path] = n->get_int64();
     // Where the flow went: a switch's decision always, another step's when not to the next step.
     // A fork with `join: each` sends each output on through the rest of its list itself, and its
     // entry says "end" for that (replay needs it), not a `then` of its own.
@@ -550,11 +555,30 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     caught_steps.push_back(s);
     return true;
   });
+  // Where a step began among the others, for ties of the start's millisecond: its number; for
+  // one without (not completed: a loop under way or faulted), just before the first numbered
+  // step inside it, as it began before them; else after every numbered one. (start, place, path)
+  // is one order whatever is known.
+  auto place_of = [&](std::string_view path) -> std::pair<std::int64_t, int> {
+    if (const auto it = begun.find(std::string(path)); it != begun.end()) return {it->second, 0};
+    const std::string inside = std::string(path) + "/";
+    std::int64_t first = std::numeric_limits<std::int64_t>::max();
+    for (auto it = begun.lower_bound(inside); it != begun.end() && it->first.starts_with(inside);
+         ++it) {
+      first = std::min(first, it->second);
+    }
+    return {first, first == std::numeric_limits<std::int64_t>::max() ? 0 : -1};
+  };
+  std::map<const json::object*, std::pair<std::int64_t, int>> places;  // each step's, once
+  for (const auto* s : order) places[s] = place_of(std::string(s->at("path").as_string()));
   std::stable_sort(order.begin(), order.end(), [&](const json::object* a, const json::object* b) {
     const auto& ta = when[a];
     const auto& tb = when[b];
     if (ta != tb) return ta < tb;
-    return path_less(a->at("path").as_string(), b->at("path").as_string());
+    const auto& pa = a->at("path").as_string();
+    const auto& pb = b->at("path").as_string();
+    if (const auto& na = places[a], &nb = places[b]; na != nb) return na < nb;
+    return path_less(pa, pb);
   });
   // A step a try caught goes after the last step its try list ran before it, in this try or an
   // earlier one (the times of steps a millisecond apart cannot tell), or after the try when it

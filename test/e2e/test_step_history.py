@@ -180,6 +180,25 @@ class StepHistoryTest(unittest.TestCase):
         self.assertIn("caught Boom", rows[6]["DETAIL"])
         self.assertIn("No call attempts", out)
 
+    def test_a_then_loop_in_the_order_its_steps_began(self):
+        # Steps of a `then` loop begin in the same millisecond; ties went by path, so the
+        # history listed inc, check, inc~2, inc~3, check~2, check~3, ... instead of alternating.
+        doc = ("apiVersion: knflow.dev/v1alpha1\nkind: Workflow\nmetadata: {name: spin}\nspec:\n"
+               "  do:\n    - {name: init, set: {n: 0}}\n    - {name: inc, set: '${ .n += 1 }'}\n"
+               "    - name: check\n      switch:\n        - {when: '${ .n < 5 }', then: inc}\n"
+               "        - {then: continue}\n    - {name: fin, set: '${ {n: .n} }'}\n")
+        status, _, body = self.d.call("POST", NS + "/workflows", doc, content_type="application/yaml")
+        self.assertEqual(status, 201, body)
+        status, run_id, body = self.invoke("spin")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body), {"n": 5})
+        paths = [s["path"] for s in self.steps(run_id)]
+        loop = []
+        for k in range(1, 6):
+            suffix = "" if k == 1 else f"~{k}"
+            loop += [f"/do/1{suffix}", f"/do/2{suffix}"]
+        self.assertEqual(paths, ["/do/0"] + loop + ["/do/3"])
+
     def test_the_steps_every_try_of_a_try_faulted_at(self):
         """Each try a catch.retry ran again is listed with the step it faulted at (only the last,
         which the catch handled, was)."""
