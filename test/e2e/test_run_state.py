@@ -107,7 +107,7 @@ class RunStateTest(unittest.TestCase):
         too_deep = "[" * 1001 + "1" + "]" * 1001
         status, _, body = d.call("POST", NS + "/workflows/echo:invoke", too_deep)
         self.assertEqual(status, 400, body)
-        self.assertIn("too deep", body)
+        self.assertIn("nesting is deeper than the limit of 1000 levels at line 1, column 1001", body)
 
         self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
                         "metadata": {"name": "deep"},
