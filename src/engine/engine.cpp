@@ -583,11 +583,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // What a step runs with: its run, the scope whose cancel stops it (the run's, a fork branch's
   // or a loop iteration's) and its deadline (its own `timeout` once it has begun, an enclosing
   // step's, the run's).
+  // The `join: each` forks whose continuations a step runs inside, innermost first.
+  struct Continued {
+    const model::Step* fork;
+    std::shared_ptr<const Continued> outer;
+  };
+
   struct Env {
     std::shared_ptr<Run> run;
     Scope* scope;
     std::optional<SteadyTime> deadline;
     json::object vars;  // loop and catch variables in scope (item, index, error, ...)
+    std::shared_ptr<const Continued> continued;  // see Continued
   };
 
   // Whether a step evaluates expressions with the step's variables ($input, $event, $run, and
@@ -987,9 +994,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         if (end) co_return out.outputs;
         std::vector<Task> tasks;
         for (std::size_t k = 0; k < out.outputs.size(); ++k) {
-          tasks.push_back([this, steps, path, k, c = out.outputs[k], next](Env e) {
-            return exec_continuation(std::move(e), steps, path + "/each/" + std::to_string(k), c,
-                                     next);
+          tasks.push_back([this, &step, steps, path, k, c = out.outputs[k], next](Env e) {
+            return exec_continuation(std::move(e), &step, steps,
+                                     path + "/each/" + std::to_string(k), c, next);
           });
         }
         auto results = co_await gather(env, std::move(tasks), /*any=*/false);
@@ -1005,19 +1012,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return std::vector<Current>{std::move(cur)};
   }
 
-  // One `join: each` continuation of a run, counted while it lives against
-  // EngineSettings::max_continuations. Without the bound, a `then` back to such a fork from its
-  // own continuation doubled the work on every pass (two branches) until the run's data limit:
-  // 2 GB of memory, and a run timeout overrun by half while tens of thousands were cancelled.
+  // One `join: each` continuation of a run that runs inside a continuation of the same fork step
+  // (a `then` led back to it), counted while it lives against EngineSettings::max_continuations.
+  // Without the bound, such a loop doubled the work on every pass (two branches) until the run's
+  // data limit: 2 GB of memory, and a run timeout overrun by half while tens of thousands were
+  // cancelled. Continuations of distinct forks (one nested in another's, or in `for`
+  // iterations) are not counted: their number is the definition's, not a loop's.
   class ContinuationSlot {
    public:
     ContinuationSlot(Run& run, std::size_t max, const std::string& path) : run_(run) {
       if (run_.continuations >= max) {
         throw make_fault("runtime", 500, "Too many continuations",
                          "the run holds " + std::to_string(max) +
-                             " `join: each` continuations at once, the most it may (a `then` "
-                             "back to a `join: each` fork from its own continuation multiplies "
-                             "them by its branch count every time)",
+                             " `join: each` continuations of forks a `then` led back to, the "
+                             "most it may (each pass through such a fork from its own "
+                             "continuation multiplies them by its branch count)",
                          path);
       }
       ++run_.continuations;
@@ -1596,16 +1605,25 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const std::size_t next =
         flow == "continue" ? each_next->index + 1 : step_index(*each_next->steps, flow);
     env.deadline = each_next->deadline;  // the list's: the rest is not part of the fork step
-    co_return co_await exec_continuation(std::move(env), each_next->steps,
+    co_return co_await exec_continuation(std::move(env), each_next->step, each_next->steps,
                                          path + "/each/" + std::to_string(k), std::move(c), next);
   }
 
-  // The rest of a list from `next`, for one output of a `join: each` fork, holding one of the
-  // run's continuation slots while it runs.
-  asio::awaitable<std::vector<Current>> exec_continuation(Env env, const model::Steps* steps,
+  // The rest of a list from `next`, for one output of the `join: each` fork step `fork`;
+  // inside a continuation of that same fork (a `then` led back to it) holding one of the run's
+  // continuation slots while it runs.
+  asio::awaitable<std::vector<Current>> exec_continuation(Env env, const model::Step* fork,
+                                                          const model::Steps* steps,
                                                           std::string base, Current cur,
                                                           std::size_t next) {
-    ContinuationSlot slot(*env.run, settings.max_continuations, base);
+    std::optional<ContinuationSlot> slot;
+    for (const auto* c = env.continued.get(); c; c = c->outer.get()) {
+      if (c->fork == fork) {
+        slot.emplace(*env.run, settings.max_continuations, base);
+        break;
+      }
+    }
+    env.continued = std::make_shared<const Continued>(Continued{fork, std::move(env.continued)});
     co_return co_await exec_list(std::move(env), steps, std::move(base), std::move(cur), next);
   }
 
@@ -2431,7 +2449,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // --- run lifecycle --------------------------------------------------------------------------
 
   asio::awaitable<void> execute(std::shared_ptr<Run> run) {
-    Env env{run, &run->root, std::nullopt, {}};
+    Env env{run, &run->root, std::nullopt, {}, {}};
     if (run->deadline) {
       env.deadline = later(std::chrono::steady_clock::now(),
                            std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -801,6 +801,34 @@ TEST_CASE(
   CHECK(f.metric("knflow_runs_in_flight") == 0);
 }
 
+TEST_CASE("engine: nested join: each forks and loops around them are not bounded as loops back",
+          "[engine][loops][fork]") {
+  // Every continuation counted: 64 branches in each of 64 continuations, or a `for` of 900
+  // iterations each with a fork of 5, faulted "Too many continuations" without a loop.
+  engine::EngineSettings settings;
+  settings.max_continuations = 4;
+  EngineFixture f(settings);
+  auto yaml = header("each-nested") + R"(  do:
+    - name: outer
+      fork:
+        join: each
+        branches: [{name: a, set: {o: a}}, {name: b, set: {o: b}}, {name: c, set: {o: c}}]
+    - name: inner
+      fork:
+        join: each
+        branches: [{name: x, set: '${ .i = "x" }'}, {name: y, set: '${ .i = "y" }'}, {name: z, set: '${ .i = "z" }'}]
+    - name: each-item
+      for: {in: '${ [1, 2, 3] }', concurrency: 3}
+      do:
+        - name: per-item
+          fork:
+            join: each
+            branches: [{name: p, set: {p: 1}}, {name: q, set: {p: 2}}]
+)";
+  auto out = f.run(yaml);
+  CHECK(out.phase == "completed");
+}
+
 TEST_CASE("engine: a wait or timeout longer than the clocks reach waits, not ends at once",
           "[engine][wait][timeout]") {
   // Now + P200000D (547 years) passes the year 2262 that the clocks' nanoseconds reach: the
