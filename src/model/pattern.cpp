@@ -27,14 +27,47 @@ std::int32_t unicode_escape(std::string_view s, std::size_t i) {
   return unit;
 }
 
-// ECMAScript spellings RE2 does not read, in RE2's: `\uXXXX` (a surrogate pair as one code
-// point) as `\x{...}`, and a named group `(?<name>` as `(?P<name>`. Everything else is left for
-// RE2 to read or refuse.
+// ECMAScript's white space and line terminators (`\s`), as the inside of a character class.
+constexpr std::string_view kSpaces =
+    "\\t\\n\\x{B}\\f\\r \\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"
+    "\\x{3000}\\x{FEFF}";
+
+// ECMAScript spellings RE2 does not read, or reads otherwise, in RE2's: `\uXXXX` (a surrogate
+// pair as one code point) as `\x{...}`; a named group `(?<name>` as `(?P<name>`; `\s` and `\S`
+// as ECMAScript's white space (RE2's are ASCII without U+000B; `\S` inside a class is left as
+// RE2 reads it); `[^]`, any character, as `(?s:.)`. Everything else is left for RE2 to read or
+// refuse.
 std::string to_re2(std::string_view pattern) {
   std::string out;
   out.reserve(pattern.size());
+  bool in_class = false;
   for (std::size_t i = 0; i < pattern.size(); ++i) {
     const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size() && (pattern[i + 1] == 's' || pattern[i + 1] == 'S') &&
+        !(in_class && pattern[i + 1] == 'S')) {
+      if (in_class) {
+        out += kSpaces;
+      } else {
+        out += pattern[i + 1] == 's' ? "[" : "[^";
+        out += kSpaces;
+        out += ']';
+      }
+      ++i;
+      continue;
+    }
+    if (!in_class && pattern.substr(i, 3) == "[^]") {
+      out += "(?s:.)";
+      i += 2;
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      if (pattern.substr(i + 1, 1) == "^") out += pattern[++i];
+      if (pattern.substr(i + 1, 1) == "]") out += pattern[++i];  // a literal ] first
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
     if (c == '\\' && i + 1 < pattern.size()) {
       if (std::int32_t unit = unicode_escape(pattern, i); unit >= 0) {
         std::int32_t code_point = unit;

@@ -137,7 +137,11 @@ void check(const json::value& schema, const json::value& data, const std::string
     if (const auto* p = s->if_contains("pattern"); p && p->is_string()) {
       const auto matched = pattern_search(p->get_string(), str);
       if (!matched) {
-        errors.push_back({at, "the schema's pattern cannot be compiled"});
+        // Stored before patterns were matched with RE2 (validation refuses it now): say why, so
+        // that whoever reads the 400 knows the workflow needs an edit.
+        errors.push_back({at, "the schema's pattern cannot be compiled (RE2: " +
+                                  pattern_error(p->get_string()).value_or("?") +
+                                  "); the workflow needs a pattern RE2 reads"});
       } else if (!*matched) {
         errors.push_back({at, "must match the pattern " + std::string(p->get_string())});
       }

@@ -52,12 +52,32 @@ TEST_CASE("pattern: ECMAScript spellings RE2 would not read", "[model][schema]")
   CHECK(pattern_search(R"(^.$)", "\xE2\x82\xAC") == true);  // a code point, not a byte
 }
 
+TEST_CASE("pattern: \\s is ECMAScript's white space, [^] any character", "[model][schema]") {
+  // RE2's \s is ASCII without U+000B; ECMAScript's has it and the Unicode spaces.
+  CHECK(pattern_search(R"(^\s$)", "\v") == true);
+  CHECK(pattern_search(R"(^\s$)", "\xC2\xA0") == true);      // U+00A0
+  CHECK(pattern_search(R"(^\s$)", "\xE3\x80\x80") == true);  // U+3000
+  CHECK(pattern_search(R"(^\S+$)", "a\vb") == false);
+  CHECK(pattern_search(R"(^[\s,]+$)", " ,\xE2\x80\xA8") == true);  // in a class; U+2028
+  CHECK(pattern_search(R"(^[^\s]+$)", "ab\xC2\xA0") == false);
+  CHECK(pattern_search(R"(^a[^]b$)", "a\nb") == true);
+  CHECK(pattern_search(R"(^\\s$)", "\\s") == true);    // an escaped backslash, then s
+  CHECK(pattern_search(R"(^[\]s]+$)", "]s") == true);  // \] inside a class
+}
+
 TEST_CASE("pattern: what needs backtracking is refused, with RE2's reason", "[model][schema]") {
   CHECK(pattern_error("^[a-z]+(?=x)") == std::optional<std::string>("invalid perl operator: (?="));
   CHECK(pattern_error(R"(^(a)\1$)") == std::optional<std::string>("invalid escape sequence: \\1"));
   CHECK(pattern_error("([a-z") == std::optional<std::string>("missing ]: [a-z"));
   CHECK(!pattern_error(R"(^[a-z0-9]([-a-z0-9]*[a-z0-9])?$)"));
   CHECK(pattern_search("([a-z", "a") == std::nullopt);
+  // RE2 repeats at most 1,000 times.
+  CHECK(pattern_error("^[a-z]{1,2000}$") ==
+        std::optional<std::string>("invalid repetition size: {1,2000}"));
+  // A workflow stored before (validation refuses the pattern now) is told why at invoke.
+  CHECK(errors_of(R"j({"pattern":"^(?=a)"})j", R"("a")") ==
+        Messages{": the schema's pattern cannot be compiled (RE2: invalid perl operator: (?=); "
+                 "the workflow needs a pattern RE2 reads"});
 }
 
 TEST_CASE("enum compares numbers by value, integer is any number without a fraction",
