@@ -836,23 +836,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // Whether a fault is a cancel's own: runtime 499 "Cancelled", as check_live() makes it when the
   // run or branch was cancelled (a call or emit the cancel abandoned ends in it too, or in one of
   // that form), not a fault the step had before.
-  static bool is_cancellation(const Fault& f) {
-    const auto* type = f.error.if_contains("type");
-    const auto* status = f.error.if_contains("status");
-    const auto* title = f.error.if_contains("title");
-    return type && type->is_string() && type->as_string() == error_type_uri("runtime") && status &&
-           status->is_int64() && status->as_int64() == 499 && title && title->is_string() &&
-           title->as_string() == "Cancelled";
-  }
+  static bool is_cancellation(const Fault& f) { return is_fault(f, "runtime", 499, "Cancelled"); }
 
   // Whether a fault is a deadline's own: timeout 408 "Timed out", as check_live() makes it.
-  static bool is_deadline_fault(const Fault& f) {
+  static bool is_deadline_fault(const Fault& f) { return is_fault(f, "timeout", 408, "Timed out"); }
+
+  // Whether a fault has exactly this DSL type, status and title.
+  static bool is_fault(const Fault& f, std::string_view type_name, std::int64_t code,
+                       std::string_view name) {
     const auto* type = f.error.if_contains("type");
     const auto* status = f.error.if_contains("status");
     const auto* title = f.error.if_contains("title");
-    return type && type->is_string() && type->as_string() == error_type_uri("timeout") && status &&
-           status->is_int64() && status->as_int64() == 408 && title && title->is_string() &&
-           title->as_string() == "Timed out";
+    return type && type->is_string() && type->as_string() == error_type_uri(type_name) && status &&
+           status->is_int64() && status->as_int64() == code && title && title->is_string() &&
+           title->as_string() == name;
   }
 
   static void check_live(Run& run, Scope& scope, std::optional<SteadyTime> deadline,

@@ -795,7 +795,7 @@ TEST_CASE(
   REQUIRE(out.phase == "faulted");
   CHECK(out.error->at("title") == "Too many continuations");
   CHECK(std::string(out.error->at("detail").as_string()).starts_with("the run holds 64 "));
-  // The 65th of them, after six passes (2 + 4 + ... + 64 = 126 begun, 64 at most at once).
+  // The one past 64 of those begun inside a continuation of the same fork (the second pass on).
   const std::string instance(out.error->at("instance").as_string());
   CHECK(instance.starts_with("/do/0/each/"));
   CHECK(f.metric("knflow_runs_in_flight") == 0);
