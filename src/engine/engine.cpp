@@ -580,15 +580,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // --- expressions ----------------------------------------------------------------------------
 
-  // What a step runs with: its run, the scope whose cancel stops it (the run's, a fork branch's
-  // or a loop iteration's) and its deadline (its own `timeout` once it has begun, an enclosing
-  // step's, the run's).
   // The `join: each` forks whose continuations a step runs inside, innermost first.
   struct Continued {
     const model::Step* fork;
     std::shared_ptr<const Continued> outer;
   };
 
+  // What a step runs with: its run, the scope whose cancel stops it (the run's, a fork branch's
+  // or a loop iteration's), its deadline (its own `timeout` once it has begun, an enclosing
+  // step's, the run's) and the continuations it runs inside.
   struct Env {
     std::shared_ptr<Run> run;
     Scope* scope;

@@ -321,8 +321,9 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
         std::holds_alternative<model::TryStep>(r->step->construct)) {
       catching.insert(r->path);  // its catch.do runs: no retry of its list follows
       if (const auto* error = v.if_contains("error")) {
+        auto& s = entry(*r);  // listed whatever the entry holds besides (handled reads it below)
         handled[r->path] = {r->path, *error, text_member(v, "caughtAt")};
-        if (const auto* tries = v.if_contains("tries")) entry(*r)["tries"] = *tries;
+        if (const auto* tries = v.if_contains("tries")) s["tries"] = *tries;
       }
       continue;
     }

@@ -365,6 +365,13 @@ TEST_CASE("The history lists what a try caught while its catch.do runs, and when
   CHECK(bad.at("error").at("title") == "Boom");
   CHECK(find(steps, "/do/0/try/0/0").at("phase") == "faulted");
 
+  // An entry without `tries` (none is written so; the history must not fail on one).
+  const std::vector<JournalEntry> bare{
+      {"/do/0/catch", JournalState::started,
+       R"({"error":{"title":"Boom","instance":"/do/0/try/0/0/do/1"}})"}};
+  CHECK(find(step_history(definition, run, bare, {}, 100), "/do/0").at("caught").at("title") ==
+        "Boom");
+
   // The handler's second step faulted the run: the caught step is still listed.
   run.phase = RunPhase::faulted;
   run.error_json = R"({"title":"Again","instance":"/do/0/catch/do/1"})";
