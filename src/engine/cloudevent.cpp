@@ -1,5 +1,7 @@
 #include "knflow/engine/cloudevent.hpp"
 
+#include "knflow/engine/http_client.hpp"
+
 #include "knflow/model/document.hpp"
 #include "knflow/model/json_text.hpp"
 #include "knflow/model/utf8.hpp"
@@ -119,18 +121,12 @@ bool is_rfc3339(std::string_view s) {
   return number(rest.substr(1, 2)) <= 23 && number(rest.substr(4, 2)) <= 59;
 }
 
-// `type/subtype`, optionally followed by `;` and parameters (not checked): RFC 2045 tokens.
+// `type/subtype`, optionally followed by `;` and parameters (not checked): HTTP tokens.
 bool is_media_type(std::string_view content_type) {
-  const auto is_token = [](std::string_view s) {
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-      return c > ' ' && c < 0x7F &&
-             std::string_view("()<>@,;:\\\"/[]?=").find(c) == std::string_view::npos;
-    });
-  };
   const auto essence = trim(content_type.substr(0, content_type.find(';')));
   const auto slash = essence.find('/');
-  return slash != std::string_view::npos && is_token(essence.substr(0, slash)) &&
-         is_token(essence.substr(slash + 1));
+  return slash != std::string_view::npos && is_http_token(essence.substr(0, slash)) &&
+         is_http_token(essence.substr(slash + 1));
 }
 
 }  // namespace
@@ -352,8 +348,8 @@ struct Member {
   std::string_view raw;  // the value's JSON text exactly as sent
 };
 
-// Splits a JSON object text (already validated by Boost.JSON) into its members, so that `data` is
-// passed on byte for byte (numbers keep their digits) and duplicate names are seen.
+// Splits a JSON object text (already checked strictly: no duplicate names) into its members, so
+// that `data` is passed on byte for byte (numbers keep their digits).
 std::vector<Member> top_level_members(std::string_view s) {
   std::vector<Member> members;
   std::size_t i = skip_ws(s, 0) + 1;  // past '{'

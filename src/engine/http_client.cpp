@@ -166,13 +166,6 @@ std::variant<Target, HttpResponse> parse_target(const std::string& url) {
   return t;
 }
 
-bool is_token(std::string_view s) {
-  static constexpr std::string_view kExtra = "!#$%&'*+-.^_`|~";
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || kExtra.find(c) != std::string_view::npos;
-  });
-}
-
 bool is_field_value(std::string_view s) {
   return std::none_of(s.begin(), s.end(),
                       [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
@@ -210,7 +203,7 @@ std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target&
   const auto verb = bhttp::string_to_verb(request.method);
   if (verb != bhttp::verb::unknown) {
     m.method(verb);
-  } else if (is_token(request.method)) {
+  } else if (is_http_token(request.method)) {
     m.method_string(request.method);
   } else {
     return refused(invalid, "invalid HTTP method \"" + request.method + "\"");
@@ -223,7 +216,7 @@ std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target&
   m.target(target.path_and_query);
   m.set(bhttp::field::host, target.host_header);
   for (auto& [name, value] : request.headers) {
-    if (!is_token(name) || !is_field_value(value)) {
+    if (!is_http_token(name) || !is_field_value(value)) {
       return refused(invalid, "invalid request header \"" + name + "\"");
     }
     if (name.size() > kMaxFieldBytes || value.size() > kMaxFieldBytes) {
@@ -809,6 +802,13 @@ struct Pool : std::enable_shared_from_this<Pool> {
 };
 
 }  // namespace
+
+bool is_http_token(std::string_view s) {
+  static constexpr std::string_view kExtra = "!#$%&'*+-.^_`|~";
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || kExtra.find(c) != std::string_view::npos;
+  });
+}
 
 // From this many pools on, creating one first drops those without connections or sends: each
 // restart of a local function listens on a new port, a new origin.

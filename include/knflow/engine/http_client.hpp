@@ -49,6 +49,10 @@ struct HttpResponse {
   std::string body;
 };
 
+// Whether `s` is an HTTP token (RFC 9110 5.6.2: a method, a field name, a media type's type and
+// subtype).
+bool is_http_token(std::string_view s);
+
 // What a host name's lookup found: the addresses to connect to, in order, or why there are none.
 struct ResolveResult {
   boost::system::error_code error;
