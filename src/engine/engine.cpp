@@ -2314,8 +2314,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   RetryDue retry_due(const EffectivePolicy& policy, std::int64_t retry,
                      std::optional<std::chrono::milliseconds> retry_after) {
     const auto delay = backoff(policy, retry, retry_after);
-    const model::Instant wall = std::chrono::time_point_cast<std::chrono::milliseconds>(
-        std::chrono::system_clock::now() + delay);
+    // Rounded up: never before the delay counted from the attempt's stored end, which is stamped
+    // (to the millisecond below) a moment after this.
+    const model::Instant wall =
+        std::chrono::ceil<std::chrono::milliseconds>(std::chrono::system_clock::now() + delay);
     return {std::chrono::steady_clock::now() + delay, model::format_rfc3339_ms(wall)};
   }
 
