@@ -2166,7 +2166,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const auto request_held = hold(encoded.body.size(), "this call's request", path);
 
     std::int64_t& attempts = run.attempts[path];
-    // Attempts made before the run's latest redrive do not count against the retry limit.
+    // Attempts made before the run's latest redrive, and those a stop cut off, do not count
+    // against the retry limit.
     const auto based = run.retry_base.find(path);
     const std::int64_t base = based == run.retry_base.end() ? 0 : based->second;
     bool resumed_in_backoff = false;
@@ -2315,10 +2316,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                      std::optional<std::chrono::milliseconds> retry_after) {
     const auto delay = backoff(policy, retry, retry_after);
     // Rounded up: never before the delay counted from the attempt's stored end, which is stamped
-    // (to the millisecond below) a moment after this.
-    const model::Instant wall =
-        std::chrono::ceil<std::chrono::milliseconds>(std::chrono::system_clock::now() + delay);
-    return {std::chrono::steady_clock::now() + delay, model::format_rfc3339_ms(wall)};
+    // (to the millisecond below) a moment after this. The retry sleeps until that very
+    // millisecond, so that its attempt's start, stamped truncated, is never before it either.
+    const auto now = std::chrono::system_clock::now();
+    const model::Instant wall = std::chrono::ceil<std::chrono::milliseconds>(now + delay);
+    return {std::chrono::steady_clock::now() + (wall - now), model::format_rfc3339_ms(wall)};
   }
 
   // A faulted attempt's error as stored: with `retryAt` when a retry follows.
@@ -2815,6 +2817,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         base = std::max(base, a.attempt);
       } else {
         run->first_attempt_at.emplace(a.path, a.started_at);  // attempts come in seq order
+        if (a.phase == store::AttemptPhase::running || a.phase == store::AttemptPhase::cancelled) {
+          // Cut off by a stop (a crash, a shutdown), not a failed delivery: the call sends again
+          // with its retries intact, however often the daemon restarts meanwhile.
+          ++run->retry_base[a.path];
+        }
         if (a.phase == store::AttemptPhase::faulted && a.error_json) {
           run->failed_attempts[a.path] = {a.http_status, *a.error_json, a.finished_at.value_or("")};
         } else {

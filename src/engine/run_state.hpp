@@ -117,8 +117,9 @@ struct Run {
   std::map<std::string, BegunAttempt> begun_attempts;
   std::int64_t attempt_seq = 0;  // the seq of the run's newest attempt: the engine numbers them
   // Redrives: how many the run had (a try's progress from an earlier one starts its retries
-  // anew), and per call path the attempts made before the latest, which its retry limit does not
-  // count (a redrive gives the failed step its retries again).
+  // anew), and per call path the attempts its retry limit does not count: those made before the
+  // latest (a redrive gives the failed step its retries again), and those since that a stop cut
+  // off (stored running or cancelled when the run resumed).
   std::int64_t drive = 0;
   std::map<std::string, std::int64_t> retry_base;
   // Loaded on resume: per call path, when its first attempt since the latest redrive began (when

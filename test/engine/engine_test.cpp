@@ -1170,6 +1170,21 @@ TEST_CASE("engine: a faulted attempt a retry follows keeps when it is due; retri
   REQUIRE(both.size() == 2);
   CHECK(json::parse(*both[0].error_json).as_object().contains("retryAt"));
   CHECK_FALSE(json::parse(*both[1].error_json).as_object().contains("retryAt"));
+
+  // The retry begins no earlier than the millisecond its failed attempt said it was due (it began
+  // up to a millisecond before: retryAt was rounded up, the sleep not).
+  for (int i = 0; i < 10; ++i) {
+    std::string again;
+    REQUIRE(f.run(yaml("due-" + std::to_string(i), "PT0.003S"), "{}", &again).phase == "faulted");
+    const auto pair = f.attempts(again);
+    REQUIRE(pair.size() == 2);
+    const auto due = model::parse_rfc3339(
+        std::string(json::parse(*pair[0].error_json).at("retryAt").as_string()));
+    const auto began = model::parse_rfc3339(pair[1].started_at);
+    REQUIRE(std::holds_alternative<model::Instant>(due));
+    REQUIRE(std::holds_alternative<model::Instant>(began));
+    CHECK(std::get<model::Instant>(began) >= std::get<model::Instant>(due));
+  }
 }
 
 TEST_CASE("engine: a retry cut short while the run goes on is an attempt not sent",
@@ -2347,6 +2362,37 @@ TEST_CASE("engine: a call that had failed for good is not sent again when its ru
   CHECK(f.attempts(id).size() == before);
   CHECK(sent("/dls") == 2);  // the dead letter again (at-least-once), with the same status
   CHECK(f.record(id)->phase == store::RunPhase::faulted);
+}
+
+TEST_CASE("engine: attempts a stop cut off do not use up a call's retries",
+          "[engine][durable][retry]") {
+  // Each restart during an attempt counted against retry.limit: a daemon restarted three times
+  // while its function was slow faulted the run (and dead-lettered its event) on the function's
+  // first 503, with the retry the workflow allows never sent.
+  EngineFixture f;
+  f.echo.route("/slow", {.never_answer = true});
+  f.echo.route("/dls", {});
+  auto id = f.start(header("restarted", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
+                    functions(f, {"slow"}) +
+                    "  do:\n    - name: call-it\n      call: slow\n"
+                    "      retry: {limit: 1, backoff: constant, delay: PT0.01S}\n");
+  for (std::size_t sent = 1; sent <= 3; ++sent) {
+    wait_until([&] { return f.echo.requests_to("/slow").size() == sent; });
+    if (sent == 3) {
+      // The three requests so far were cut off; the next is answered 503, the one after it 200.
+      f.echo.route("/slow", {.status = 200, .statuses = {503, 503, 503, 503}});
+    }
+    f.stop_engine();
+    f.start_engine();
+  }
+  auto out = f.wait(id);
+  CHECK(out.phase == "completed");
+  CHECK(f.echo.requests_to("/slow").size() == 5);
+  CHECK(f.echo.requests_to("/dls").empty());
+  const auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 5);
+  CHECK(attempts[3].phase == store::AttemptPhase::faulted);
+  CHECK(attempts[4].phase == store::AttemptPhase::completed);
 }
 
 // Restarts the engine while the run's first call attempt, which faulted, waits for its retry;
