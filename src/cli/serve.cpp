@@ -36,6 +36,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -361,20 +362,37 @@ bool check_numeric_options(const po::variables_map& vm) {
   return true;
 }
 
+// flock(fd, LOCK_EX | LOCK_NB), tried again for up to two seconds while another process holds the
+// lock: a daemon killed a moment ago may still have a child between its fork and its exec,
+// holding a copy of the descriptor. 0, or the errno of the last try.
+int lock_briefly(int fd) {
+  for (int tries = 0;; ++tries) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    const int error = errno;
+    if (error != EWOULDBLOCK || tries == 100) return error;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 // One daemon per data directory: a second one would resume the first one's runs while they go
-// on, and the two would overwrite each other's workflows. The lock is the kernel's (flock) on
-// DIR/lock, held by a descriptor left open for the life of the process, so it goes with the
-// process however it ends; function processes do not inherit it (close-on-exec). False after
-// saying why when another daemon holds it.
+// on, and the two would overwrite each other's workflows. The lock is the kernel's (flock) on the
+// directory itself and on DIR/lock (which names the holder's pid; the directory's lock holds even
+// when that file is deleted), held by descriptors left open for the life of the process, so it
+// goes with the process however it ends; function processes do not inherit it (close-on-exec).
+// False after saying why when another daemon holds it.
 bool lock_data_dir(const fs::path& data_dir) {
   const fs::path lock_path = data_dir / "lock";
+  const int dir_fd = ::open(data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd < 0) {
-    std::cerr << "knflow serve: cannot open " << lock_path.string() << ": "
-              << std::generic_category().message(errno) << "\n";
+  if (dir_fd < 0 || lock_fd < 0) {
+    std::cerr << "knflow serve: cannot open " << (dir_fd < 0 ? data_dir : lock_path).string()
+              << ": " << std::generic_category().message(errno) << "\n";
+    if (dir_fd >= 0) ::close(dir_fd);
+    if (lock_fd >= 0) ::close(lock_fd);
     return false;
   }
-  const int lock_error = ::flock(lock_fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
+  int lock_error = lock_briefly(dir_fd);
+  if (lock_error == 0) lock_error = lock_briefly(lock_fd);
   if (lock_error != 0 && lock_error != EWOULDBLOCK) {
     // No lock to be had here (a network file system without one): go on, unguarded.
     log::warn(
@@ -390,6 +408,7 @@ bool lock_data_dir(const fs::path& data_dir) {
               << " uses the data directory " << data_dir.string()
               << "; stop it, or give this one another --data-dir\n";
     ::close(lock_fd);
+    ::close(dir_fd);
     return false;
   }
   {

@@ -9,9 +9,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <filesystem>
 #include <iterator>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 
 namespace knflow::store {
@@ -210,6 +212,32 @@ CheckpointStats Db::checkpoint_stats() const {
   return stats;
 }
 
+namespace {
+
+// A WAL whose database file is gone or empty: the database was lost or truncated (a copy of the
+// WAL without it, a file emptied by mistake). SQLite would start a new, empty database over it and
+// then remove the WAL, losing what it holds. A database in WAL mode always has its first page in
+// the file (switching to WAL writes it there), so this never happens to one SQLite made itself.
+// A WAL of its 32-byte header alone holds no frames, nothing to lose.
+void refuse_lost_database(const std::filesystem::path& path) {
+  std::error_code ec;
+  auto wal = path;
+  wal += "-wal";
+  const auto wal_bytes = std::filesystem::file_size(wal, ec);
+  if (ec || wal_bytes <= 32) return;
+  const auto db_bytes = std::filesystem::file_size(path, ec);
+  if (!ec && db_bytes > 0) return;
+  throw Error(SQLITE_CANTOPEN,
+              "cannot open " + path.string() + ": it is " + (ec ? "missing" : "empty") +
+                  ", but its write-ahead log " + wal.string() + " holds " +
+                  std::to_string(wal_bytes) +
+                  " bytes of its latest writes: the database file was lost or truncated. Restore "
+                  "it (with the -wal file) from a backup, or move the -wal file away to start an "
+                  "empty database");
+}
+
+}  // namespace
+
 Error::Error(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
 
 // ---- Db ---------------------------------------------------------------------------------------
@@ -219,6 +247,7 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
   // A new database file is created readable by its owner only: it holds every run's data, and
   // SQLite gives the -wal and -shm files the database file's permissions.
   if (path != ":memory:" && !path.string().starts_with("file:")) {
+    refuse_lost_database(path);
     if (const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600); fd >= 0) {
       ::close(fd);
     }

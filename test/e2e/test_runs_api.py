@@ -540,6 +540,19 @@ class RunsApiTest(unittest.TestCase):
             mode = os.stat(os.path.join(self.d.data_dir, name)).st_mode & 0o777
             self.assertEqual(mode, 0o600, name)
         self.assertEqual(os.stat(self.d.data_dir).st_mode & 0o777, 0o700)
+        # The lock file deleted (by a clean-up of stale files, say) does not let a second one in:
+        # the directory itself is locked too.
+        os.remove(os.path.join(self.d.data_dir, "lock"))
+        other = Daemon(data_dir=self.d.data_dir)
+        other.start(wait_ready=False)
+        try:
+            code = other.proc.wait(30)
+            output = other.output()
+        finally:
+            other.close()
+        self.assertEqual(code, 2, output)
+        self.assertIn(f"uses the data directory {self.d.data_dir}", output)
+        self.assertEqual(self.d.call("GET", "/readyz")[0], 200)
         # Once the first one is gone, the directory is free (kill -9 included).
         self.d.stop(signal.SIGKILL)
         self.d.start()

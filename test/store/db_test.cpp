@@ -235,6 +235,29 @@ TEST_CASE("A database file the daemon may not write is refused at open, and kept
   Db again(path);  // writable again: it opens as before
 }
 
+TEST_CASE("A write-ahead log without its database file is refused, and kept") {
+  // An emptied knflow.db beside a WAL full of recent runs opened as a new, empty database, and
+  // the WAL was removed at the next clean stop: everything it held was lost without a word.
+  knflow::test::TempDir dir;
+  const auto path = dir.path() / "knflow.db";
+  Db db(path);
+  db.exec("UPDATE meta SET value = 42 WHERE key = 'revision'");  // in the WAL, not yet copied
+  const bool emptied = GENERATE(true, false);
+  INFO((emptied ? "an empty knflow.db" : "no knflow.db"));
+  const auto lost = dir.path() / "lost";
+  std::filesystem::create_directory(lost);
+  std::filesystem::copy_file(dir.path() / "knflow.db-wal", lost / "knflow.db-wal");
+  if (emptied) std::ofstream(lost / "knflow.db").close();
+  const auto wal_bytes = std::filesystem::file_size(lost / "knflow.db-wal");
+  REQUIRE(wal_bytes > 32);
+  const Error e = error_of([&] { Db again(lost / "knflow.db"); });
+  CHECK((e.code() & 0xff) == SQLITE_CANTOPEN);
+  CHECK(contains(e.what(), emptied ? "it is empty" : "it is missing"));
+  CHECK(contains(e.what(), "write-ahead log"));
+  CHECK(std::filesystem::file_size(lost / "knflow.db-wal") == wal_bytes);
+  CHECK(std::filesystem::exists(lost / "knflow.db") == emptied);  // not created either
+}
+
 TEST_CASE("A directory that does not exist cannot be opened") {
   knflow::test::TempDir dir;
   const Error e = error_of([&] { Db db(dir.path() / "missing" / "knflow.db"); });
