@@ -416,11 +416,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     const std::size_t read_buffer_bytes = settings.max_header_bytes + (64u << 10);
     beast::flat_buffer buffer{read_buffer_bytes};
     bool lingering = false;
-    for (;;) {
+    for (bool first = true;; first = false) {
       if (state->closing) break;
-      // Wait for the first bytes of the next request; an idle connection closes quietly.
+      // Wait for the first bytes of the next request; an idle connection closes quietly. A new
+      // one that sends nothing has no longer than a request (it would hold a connection slot for
+      // the whole idle timeout, and --max-connections of them would lock every client out).
       if (buffer.size() == 0) {
-        stream.expires_after(settings.idle_timeout);
+        stream.expires_after(first ? std::min(settings.idle_timeout, settings.request_timeout)
+                                   : settings.idle_timeout);
         auto [ec, n] = co_await stream.async_read_some(buffer.prepare(8192), use_tuple);
         if (ec) break;
         buffer.commit(n);

@@ -335,6 +335,17 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
     REQUIRE(refused.header("x-content-type-options") == "nosniff");
     REQUIRE(refused.header("x-frame-options") == "DENY");
   }
+  SECTION("new connections that send nothing are closed after the request timeout") {
+    // They waited for the idle timeout (a minute), holding their slots: as many silent
+    // connections as --max-connections locked every client out meanwhile.
+    std::vector<std::unique_ptr<knflow::test::RawConnection>> silent;
+    for (int i = 0; i < 3; ++i) {
+      silent.push_back(std::make_unique<knflow::test::RawConnection>(server.port()));
+    }
+    // Each is closed, after the 300 ms request timeout, without an answer.
+    for (auto& c : silent) REQUIRE(c->read_all(std::chrono::seconds(5)).empty());
+    REQUIRE(knflow::test::request(server.port(), "GET", "/healthz").status != 503);
+  }
   SECTION("unknown route: 404 problem") {
     require_problem(server.call("GET", "/api/v1/nothing-here"), 404);
     require_problem(server.call("GET", "/../../etc/passwd"), 404);
