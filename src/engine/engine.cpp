@@ -158,6 +158,16 @@ std::string new_run_id() {
 
 bool truthy(const json::value& v) { return !(v.is_null() || (v.is_bool() && !v.as_bool())); }
 
+// The length of `v`'s JSON text, counted as it is serialized piece by piece (no copy of it made).
+std::size_t json_text_size(const json::value& v) {
+  json::serializer sr;
+  sr.reset(&v);
+  std::array<char, 4096> buffer;
+  std::size_t n = 0;
+  while (!sr.done()) n += sr.read(buffer.data(), buffer.size()).size();
+  return n;
+}
+
 std::string base64(std::string_view in) {
   std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
   const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
@@ -1526,11 +1536,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_return out;
       }
     }
+    // One input for every branch to copy from, each copy counted while its branch runs.
+    const auto input = std::make_shared<const Current>(std::move(cur));
+    const std::size_t bytes = json_text_size(input->data);
     std::vector<Task> tasks;
     for (std::size_t k = 0; k < fork.branches.size(); ++k) {
       const model::Steps* one = &fork.branches;  // each branch is a single step of the list
-      tasks.push_back([this, one, k, path, cur, each_next](Env e) {
-        return exec_branch(std::move(e), one, k, path, cur, each_next);
+      tasks.push_back([this, one, k, path, input, bytes, each_next](Env e) {
+        return exec_branch(std::move(e), one, k, path, input, bytes, each_next);
       });
     }
     auto results = co_await gather(env, std::move(tasks), join == model::Join::any);
@@ -1538,7 +1551,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (join == model::Join::any) {
       for (auto& r : results) {
         if (r) {
-          out.outputs.push_back(collapse(std::move(*r), cur));
+          out.outputs.push_back(collapse(std::move(*r), *input));
           break;
         }
       }
@@ -1548,12 +1561,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         for (auto& c : *r) out.outputs.push_back(std::move(c));
       }
     } else if (join == model::Join::each) {
-      for (auto& r : results) out.outputs.push_back(collapse(std::move(*r), cur));
+      for (auto& r : results) out.outputs.push_back(collapse(std::move(*r), *input));
     } else {
       Current joined;
-      joined.event = cur.event;
+      joined.event = input->event;
       json::array arr;
-      for (auto& r : results) arr.push_back(collapse(std::move(*r), cur).data);
+      for (auto& r : results) arr.push_back(collapse(std::move(*r), *input).data);
       joined.data = std::move(arr);
       out.outputs.push_back(std::move(joined));
     }
@@ -1583,16 +1596,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // Runs branch `k` (one step) of the fork at `path` as a list of its own, so that its `then: end`
   // ends the branch. With `each_next`, its output then goes on through the rest of the fork
-  // step's list at once, as a Knative Parallel's branch replies on its own.
+  // step's list at once, as a Knative Parallel's branch replies on its own. The branch works on
+  // a copy of the fork's input `cur` (`bytes` of JSON text), held as working data while it runs:
+  // a wide fork of a large input faults with the runs' data limit instead of taking the
+  // daemon's memory.
   asio::awaitable<std::vector<Current>> exec_branch(Env env, const model::Steps* branches,
-                                                    std::size_t k, std::string path, Current cur,
+                                                    std::size_t k, std::string path,
+                                                    std::shared_ptr<const Current> cur,
+                                                    std::size_t bytes,
                                                     std::shared_ptr<const EachNext> each_next) {
     const model::Step& step = (*branches)[k];
     const std::string at = path + "/fork/" + std::to_string(k);
-    Current in = cur;  // kept for a `join: each` continuation's fallback
-    StepOutcome out = co_await exec_step(env, step, at, std::move(in));
+    const Held copy =
+        hold(bytes, "branch " + std::to_string(k) + "'s copy of the fork's input", at);
+    StepOutcome out = co_await exec_step(env, step, at, Current(*cur));
     if (!each_next) co_return out.outputs;
-    Current c = collapse(std::move(out.outputs), cur);
+    Current c = collapse(std::move(out.outputs), *cur);
     const model::Step& fork = *each_next->step;
     if (fork.output) {
       c.data = co_await eval(env, *fork.output, c.data, each_next->vars, path + "/output");
@@ -1659,26 +1678,43 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const std::size_t concurrency =
         static_cast<std::size_t>(std::max<std::int64_t>(1, f.concurrency.value_or(1)));
     std::vector<json::value> results(arr.size());
+    // One input for every iteration to copy from, each copy counted while its iteration runs (as
+    // a fork branch's: exec_branch).
+    const auto input = std::make_shared<const Current>(std::move(cur));
+    const std::size_t bytes = json_text_size(input->data);
     for (std::size_t start = 0; start < arr.size(); start += concurrency) {
       std::vector<Task> tasks;
       const std::size_t end = std::min(arr.size(), start + concurrency);
       for (std::size_t k = start; k < end; ++k) {
-        tasks.push_back([this, each, at, item = arr[k], k, steps = &f.steps,
-                         p = path + "/for/" + std::to_string(k), cur](Env e) {
-          e.vars[each] = item;
-          e.vars[at] = k;
-          return exec_list(std::move(e), steps, p, cur);
+        tasks.push_back([this, each, at, &arr, k, steps = &f.steps,
+                         p = path + "/for/" + std::to_string(k), input, bytes](Env e) {
+          return exec_iteration(std::move(e), steps, std::move(p), *input, bytes, each, arr[k], at,
+                                k);
         });
       }
       auto batch = co_await gather(env, std::move(tasks), false);
       for (std::size_t k = start; k < end; ++k) {
-        results[k] = collapse(std::move(*batch[k - start]), cur).data;
+        results[k] = collapse(std::move(*batch[k - start]), *input).data;
       }
     }
     json::array out;
     for (auto& r : results) out.push_back(std::move(r));
-    cur.data = std::move(out);
-    co_return cur;
+    Current done{std::move(out), input->event};
+    co_return done;
+  }
+
+  // Iteration `k` of a `for` at `path` (its item `item` as `$<each>`, `k` as `$<at>`), on a copy
+  // of the loop's input `cur` (`bytes` of JSON text) held as working data while it runs.
+  asio::awaitable<std::vector<Current>> exec_iteration(Env env, const model::Steps* steps,
+                                                       std::string path, const Current& cur,
+                                                       std::size_t bytes, const std::string& each,
+                                                       const json::value& item,
+                                                       const std::string& at, std::size_t k) {
+    const Held copy =
+        hold(bytes, "iteration " + std::to_string(k) + "'s copy of the loop's input", path);
+    env.vars[each] = item;
+    env.vars[at] = k;
+    co_return co_await exec_list(std::move(env), steps, std::move(path), Current(cur));
   }
 
   asio::awaitable<Current> exec_while(Env env, const model::WhileStep& w, const std::string& path,
