@@ -472,9 +472,18 @@ struct Api::Handlers {
     if (!format) co_return not_acceptable(req);
     std::vector<http::ProblemError> errors;
     refuse_repeated(req, {"resourceVersion"}, errors);
+    const auto rv = req.query_param("resourceVersion");
+    if (rv && rv->empty()) {
+      // Not "no precondition": a script whose look-up of the version failed would delete
+      // whatever is stored.
+      errors.push_back({.pointer = "",
+                        .detail = "resourceVersion is empty: give the resourceVersion you read, "
+                                  "or leave the parameter out to delete unconditionally.",
+                        .parameter = "resourceVersion"});
+    }
     if (!errors.empty()) co_return invalid_query(req, std::move(errors));
     std::optional<std::string> precondition;
-    if (auto rv = req.query_param("resourceVersion")) precondition = std::string(*rv);
+    if (rv) precondition = std::string(*rv);
     cache::WriteResult result;
     if (auto* writer = api.cluster_writer_) {
       result = co_await writer->remove(req.params.at("ns"), req.params.at("name"), precondition);

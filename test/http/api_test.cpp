@@ -109,6 +109,9 @@ TEST_CASE("workflows: create, get, list, replace, delete", "[http][crud]") {
 
   SECTION("delete with a stale precondition is 409, then delete works and the name is gone") {
     require_problem(server.call("DELETE", kCollection + "/hello?resourceVersion=999999"), 409);
+    // An empty precondition is refused, not taken for none (it deleted unconditionally).
+    require_problem(server.call("DELETE", kCollection + "/hello?resourceVersion="), 400);
+    REQUIRE(server.call("GET", kCollection + "/hello").status == 200);
     auto deleted = server.call("DELETE", kCollection + "/hello");
     REQUIRE(deleted.status == 200);
     REQUIRE(deleted.json().at("metadata").at("name").as_string() == "hello");
