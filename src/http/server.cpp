@@ -79,6 +79,7 @@ Problem simple_problem(unsigned status, std::string type, std::string detail,
 // Transfer-Encoding in an HTTP/1.0 request, or one whose last coding is not `chunked` (or that
 // applies `chunked` twice): the body's length cannot be told, and reading on could take the rest
 // of it for a request of its own. Beast frames such requests by Content-Length or as bodiless.
+// And a request with more than one Content-Type field.
 std::optional<Response> untrusted_head(const bhttp::request<bhttp::string_body>& head) {
   auto bad = [](std::string detail) {
     return make_problem(simple_problem(400, "bad-request", std::move(detail)));
@@ -89,6 +90,12 @@ std::optional<Response> untrusted_head(const bhttp::request<bhttp::string_body>&
     return bad("An HTTP/1.1 request must have a Host header field (RFC 9112 §3.2).");
   }
   if (host_fields > 1) return bad("The request has more than one Host header field.");
+  // A singleton field (RFC 9110 §8.3): given twice, one part of the server could read the body as
+  // one type and another as the other.
+  if (const auto types = head.equal_range(bhttp::field::content_type);
+      types.first != types.second && std::next(types.first) != types.second) {
+    return bad("The request has more than one Content-Type header field.");
+  }
   if (host_fields == 1) {
     const auto value = hosts.first->value();
     auto authority = boost::urls::parse_authority(value);

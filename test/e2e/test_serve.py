@@ -393,6 +393,11 @@ class ServeTest(unittest.TestCase):
                     ("no Host", "GET /healthz HTTP/1.1\r\n", ""),
                     ("two Hosts", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n", ""),
                     ("a bad Host", "GET /healthz HTTP/1.1\r\nHost: a b/c\r\n", ""),
+                    # one part read the first, another the last (a plain invoke took text, the
+                    # broker JSON)
+                    ("two Content-Types", "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     "text/plain\r\nContent-Type: application/json\r\nContent-Length: 2\r\n",
+                     "{}"),
                     ("chunked twice", "POST /healthz HTTP/1.1\r\nHost: x\r\n"
                      "Transfer-Encoding: chunked, chunked\r\n", "2\r\n{}\r\n0\r\n\r\n"),
                     ("chunked not last", "POST /healthz HTTP/1.1\r\nHost: x\r\n"
