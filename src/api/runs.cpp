@@ -203,6 +203,7 @@ struct Api::RunHandlers {
     e.type = "dev.knflow.invoke";
     e.time = log::now_rfc3339_ms();
     auto content_type = req.header("content-type");
+    if (content_type && content_type->empty()) content_type.reset();  // as without one: JSON
     if (!req.body.empty()) {
       e.data = req.body;
       e.datacontenttype = content_type ? std::string(*content_type) : "application/json";

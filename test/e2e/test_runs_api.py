@@ -340,6 +340,10 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual((status, body), (200, '"123"'))  # the string, which `set` kept as JSON
         status, _, body = self.d.call("POST", NS + "/workflows/texty:invoke", "123")
         self.assertEqual(status, 400, body)  # as JSON, the number 123
+        # An empty Content-Type is as none: JSON (it kept the text as a string).
+        status, _, body = self.d.call("POST", NS + "/workflows/texty:invoke", "123",
+                                      content_type="")
+        self.assertEqual(status, 400, body)
         headers = {"ce-specversion": "1.0", "ce-id": "t-1", "ce-source": "/test",
                    "ce-type": "com.example.text"}
         status, _, body = self.d.call("POST", NS + "/broker", "123", content_type="text/plain",
