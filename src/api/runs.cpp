@@ -354,11 +354,31 @@ struct Api::RunHandlers {
     }
     if (outcome.phase == "cancelled") status = 409;
     if (status < 400 || status > 599) status = status == 499 ? 409 : 500;
-    // These would speak of the invoke request itself (its credentials, its method, its
-    // protocol), and RFC 9110 has each carry a header the run cannot give (WWW-Authenticate,
-    // Allow, Proxy-Authenticate, Upgrade): the answer is the gateway's 502, and the run's own
-    // status stays in `error.status`.
-    if (status == 401 || status == 405 || status == 407 || status == 426) status = 502;
+    // These would speak of the invoke request itself: its credentials, its method, its protocol
+    // (RFC 9110 has each carry a header the run cannot give: WWW-Authenticate, Allow,
+    // Proxy-Authenticate, Upgrade), its framing or its size (an emit's event refused by the
+    // broker as too large, a function's 413: the client would shrink a request that was fine).
+    // The answer is the gateway's 502, and the run's own status stays in `error.status`. A 408
+    // (a step's or the run's deadline) is the gateway's 504: a 408 tells the client that its
+    // request was not read in time and that it may send it again, which would start the run again.
+    switch (status) {
+      case 401:
+      case 405:
+      case 407:
+      case 411:
+      case 413:
+      case 414:
+      case 417:
+      case 426:
+      case 431:
+        status = 502;
+        break;
+      case 408:
+        status = 504;
+        break;
+      default:
+        break;
+    }
     p.status = status;
     p.type = outcome.phase == "cancelled" ? "cancelled" : "run-faulted";
     p.title = outcome.phase == "cancelled" ? "Run cancelled" : "Run faulted";

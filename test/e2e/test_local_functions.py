@@ -357,7 +357,8 @@ class LocalFunctionsTest(unittest.TestCase):
             self.create(d, SILENT.replace("name: silent", "name: silent1").replace(
                 "call: mute}", "call: mute, timeout: PT1S}"))
             status, _, body = d.call("POST", f"{NS}/workflows/silent1:invoke", "{}")
-            self.assertEqual(status, 408, body)
+            self.assertEqual(status, 504, body)  # the step's 408, answered as a gateway's
+            self.assertEqual(json.loads(body)["error"]["status"], 408, body)
             [pid] = wait_until(lambda: self.recorded_groups(d), DEADLINE)
             self.assertTrue(alive(pid))  # the workflow exists: its function goes on starting
 

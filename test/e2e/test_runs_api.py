@@ -655,6 +655,23 @@ class RunsApiTest(unittest.TestCase):
                                       '{"n": 1}')
         self.assertEqual(status, 202, body)  # timeout 0: the run goes on
 
+    def test_statuses_about_the_request_itself_are_answered_as_a_gateways(self):
+        """A run's 413 or 431 (an emit's event the broker refused as too large) told the client
+        to shrink a request that was fine, and its 408 (a timeout) that it may send it again,
+        which would start the run again: 502 and 504, the run's status kept in error.status."""
+        for status, answered in [(413, 502), (431, 502), (414, 502), (408, 504), (422, 422)]:
+            name = f"raises-{status}"
+            doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                              "metadata": {"name": name},
+                              "spec": {"do": [{"name": "fail", "raise": {
+                                  "type": "runtime", "status": status, "title": "Refused"}}]}})
+            code, _, body = self.d.call("POST", NS + "/workflows", doc)
+            self.assertEqual(code, 201, body)
+            with self.subTest(status=status):
+                code, _, body = self.d.call("POST", NS + f"/workflows/{name}:invoke", "{}")
+                self.assertEqual(code, answered, body)
+                self.assertEqual(json.loads(body)["error"]["status"], status, body)
+
     def test_invoke_timeout_inf_is_capped_not_zero(self):
         # A timeout too large to wait for is the cap, so the answer is the run's result, not an
         # early 202 (the failer faults at once, with 422).
