@@ -2,6 +2,7 @@
 
 #include "knflow/log/log.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/expression.hpp"
 #include "knflow/model/json_text.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -97,15 +98,26 @@ std::string header_for(std::size_t size) {
           static_cast<char>((n >> 8) & 0xff), static_cast<char>(n & 0xff)};
 }
 
+// Only the variables the program may read go to the worker: `$input` is a copy of the data, and
+// every step's expressions have it in scope, so sending it to one that never reads it would
+// halve the data an expression can be given (max_request_bytes).
 std::string encode_request(const std::string& program, const json::value& input,
                            const json::object& variables) {
   std::string out = "{\"program\":";
   out += model::json_text(std::string_view(program));
   out += ",\"input\":";
   out += model::json_text(input);
-  out += ",\"vars\":";
-  out += model::json_text(variables);
-  out += '}';
+  out += ",\"vars\":{";
+  bool first = true;
+  for (const auto& [name, value] : variables) {
+    if (!model::mentions_variable(program, name)) continue;
+    if (!first) out += ',';
+    first = false;
+    out += model::json_text(std::string_view(name));
+    out += ':';
+    out += model::json_text(value);
+  }
+  out += "}}";
   return out;
 }
 

@@ -267,6 +267,23 @@ bool is_jq_identifier(std::string_view name) {
 
 std::optional<std::string> forbidden_feature(std::string_view program) { return scan(program); }
 
+bool mentions_variable(std::string_view program, std::string_view name) {
+  for (std::size_t at = program.find('$'); at != std::string_view::npos;
+       at = program.find('$', at + 1)) {
+    std::size_t i = at + 1;
+    for (;;) {  // white space and comments may come between `$` and the name
+      while (i < program.size() && kWhitespace.find(program[i]) != std::string_view::npos) ++i;
+      if (i >= program.size() || program[i] != '#') break;
+      while (i < program.size() && program[i] != '\n') ++i;
+    }
+    if (program.substr(i, name.size()) == name &&
+        (i + name.size() == program.size() || !is_ident_char(program[i + name.size()]))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::optional<std::string> precheck_error(std::string_view program) {
   if (program.find('\0') != std::string_view::npos) {
     return std::string("contains a NUL character");

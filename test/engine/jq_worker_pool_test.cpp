@@ -130,6 +130,14 @@ TEST_CASE("jq workers: values, variables and round trips", "[engine][jq]") {
       {"[$input, $run.id, .]", "3", R"({"run": {"id": "r-1"}, "input": "in"})",
        R"(["in", "r-1", 3])"},
       {"$item * $index", "null", R"({"index": 3, "item": 4})", "12"},
+      // Only the variables a program may read are sent: `$` and the name apart, in an object's
+      // shorthand, in an interpolation, and a name that is another's prefix.
+      {"$ input.n", "null", R"({"input": {"n": 5}})", "5"},
+      {"$ # a comment\n  input.n", "null", R"({"input": {"n": 5}})", "5"},
+      {"{$input}", "null", R"({"input": 1})", R"({"input": 1})"},
+      {"\"\\($input)\"", "null", R"({"input": 2})", R"("2")"},
+      {"[$in, $input]", "null", R"({"in": 1, "input": 2})", "[1, 2]"},
+      {"$in", "null", R"({"in": 1, "input": 2})", "1"},
       {"empty", "1", "{}", "null"},
       {".missing", "{}", "{}", "null"},
       {"1, 2, 3", "null", "{}", "1"},
@@ -183,12 +191,13 @@ TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[e
     CHECK(e.error == "$nope is not defined");
     e = evaluate(ioc, pool, "  ");
     CHECK_THAT(e.error, Catch::Contains("empty"));
-    e = evaluate(ioc, pool, "$x", nullptr, json::object{{"not-a-name", 1}});
+    // (Variables are sent only when the program names them.)
+    e = evaluate(ioc, pool, "$not-a-name", nullptr, json::object{{"not-a-name", 1}});
     CHECK_THAT(e.error, Catch::Contains("cannot be a jq variable name"));
     // jq keywords do not parse as $names (`$if`, `$__loc__`).
     for (const std::string keyword : {"if", "__loc__", "reduce", "and"}) {
       CAPTURE(keyword);
-      e = evaluate(ioc, pool, "1", nullptr, json::object{{keyword, 1}});
+      e = evaluate(ioc, pool, "1, $" + keyword, nullptr, json::object{{keyword, 1}});
       CHECK(e.error == "\"" + keyword + "\" cannot be a jq variable name");
     }
   }
@@ -240,6 +249,22 @@ TEST_CASE("jq workers: compile errors, runtime errors and refused features", "[e
     CHECK(evaluate(ioc, pool, ".a", json::object{{"a", 1}}).value == json::value(1));
     CHECK(pool.workers_restarted() == 0);
   }
+}
+
+TEST_CASE("jq workers: a variable the program does not read is not sent", "[engine][jq]") {
+  // Every step's expressions have $input (a copy of the data) in scope: sent to each, it halved
+  // the data an expression could be given (a request is at most a quarter of the memory limit).
+  asio::io_context ioc;
+  auto small = settings();
+  small.memory_limit_bytes = 64u << 20;  // requests up to 16 MiB
+  JqWorkerPool pool(ioc.get_executor(), small);
+  const json::value data = json::string(std::string(10u << 20, 'x'));
+  const json::object vars{{"input", data}, {"run", json::object{{"id", "r-1"}}}};
+  Evaluation e = evaluate(ioc, pool, "length", data, vars);
+  REQUIRE(e.error == "");
+  CHECK(e.value == json::value(10u << 20));
+  e = evaluate(ioc, pool, "length + ($input | length)", data, vars);  // both: 20 MB
+  CHECK(e.error.find("more than the 16 MiB a worker accepts") != std::string::npos);
 }
 
 TEST_CASE("jq workers: a first output from inside a path expression is taken", "[engine][jq]") {

@@ -25,6 +25,12 @@ std::string_view expression_program(std::string_view text);
 // keywords (`if`, `reduce`, `__loc__`, ...), which jq 1.6 does not parse after `$`.
 bool is_jq_identifier(std::string_view name);
 
+// Whether `program` may read the variable `$name`: some `$` in it is followed by `name` (and no
+// further identifier character), with only white space and comments between, as jq's lexer
+// allows. Lexical and conservative: a `$name` inside a string literal counts too; it never says
+// no for a program that reads the variable. Pure.
+bool mentions_variable(std::string_view program, std::string_view name);
+
 // The first jq feature that knflow expressions may not use, named as written (`input`, `$ENV`,
 // `import`, ...), or nullopt. These read files, the environment or other inputs, or write to the
 // daemon's own streams. Lexical and conservative: also refuses a user-defined function of the same
