@@ -215,9 +215,9 @@ RunsQuery parse_runs_query(const http::Request& req, std::string ns, std::size_t
           "continue token is not one this server issued; start the list again.");
     } else if (q.errors.empty() && *c != runs_continue_token(q.filter, seq)) {
       add(q.errors, "continue",
-          "continue token was issued for a list with other filters (workflow, phase, "
-          "createdAfter, createdBefore); send the same filters with every page, or start the "
-          "list again.");
+          "continue token does not belong to this list: it was issued for other filters "
+          "(workflow, phase, createdAfter, createdBefore), or changed since; send the token and "
+          "the filters of the page before it unchanged, or start the list again.");
     } else {
       q.filter.after_seq = seq;
     }

@@ -221,9 +221,9 @@ TEST_CASE("query: a runs continue token is good for the filters it was issued wi
   CHECK(runs(with_limit).errors.empty());
 
   const std::string other_filters =
-      "continue: continue token was issued for a list with other filters (workflow, phase, "
-      "createdAfter, createdBefore); send the same filters with every page, or start the list "
-      "again.";
+      "continue: continue token does not belong to this list: it was issued for other filters "
+      "(workflow, phase, createdAfter, createdBefore), or changed since; send the token and the "
+      "filters of the page before it unchanged, or start the list again.";
   CHECK(describe(runs({{"workflow", "orders"}, {"continue", token}}).errors) ==
         std::vector<std::string>{other_filters});
   CHECK(describe(runs({{"workflow", "payments"},
@@ -234,6 +234,12 @@ TEST_CASE("query: a runs continue token is good for the filters it was issued wi
                        {"createdAfter", "2026-11-30T09:00:00Z"},
                        {"phase", "running"},
                        {"continue", token}})
+                     .errors) == std::vector<std::string>{other_filters});
+  // A token changed (its number) is told apart no better than one from other filters: the
+  // message says both, not only the other filters the client did not change.
+  CHECK(describe(runs({{"workflow", "orders"},
+                       {"createdAfter", "2026-11-30T09:00:00Z"},
+                       {"continue", "8" + token.substr(1)}})
                      .errors) == std::vector<std::string>{other_filters});
   // An empty phase set (no phase at all) is a filter, unlike no `phase` parameter.
   auto none = filter;
