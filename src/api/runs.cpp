@@ -665,8 +665,17 @@ struct Api::RunHandlers {
       if (auto outcome = co_await api.engine_->wait(id, kCancelWait)) {
         co_return accepted(ns, id, 200, outcome->phase);
       }
-      // No outcome: still unwinding, or ended and deleted meanwhile (a DELETE racing the cancel).
-      if (!co_await find_run(id)) co_return run_not_found(req, id, ns);
+      // No outcome: still unwinding, ended and deleted meanwhile (a DELETE racing the cancel),
+      // or ended and started again by a retry (which starts it anew: its startedAt changes).
+      auto now = co_await find_run(id);
+      if (!now) co_return run_not_found(req, id, ns);
+      if (now->started_at != run->started_at) {
+        co_return problem(409, "conflict",
+                          "The cancel ended the run, but a retry has started it again since; it "
+                          "is " +
+                              std::string(store::to_string(now->phase)) + ".",
+                          req);
+      }
       co_return accepted(ns, id, 202, "cancelling");
     }
     co_return accepted(ns, id);
