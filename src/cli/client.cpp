@@ -118,6 +118,14 @@ std::optional<Target> resolve_target(const po::variables_map& vm, std::string_vi
   if (vm.count("token-file")) {
     file = vm["token-file"].as<std::string>();
   } else if (const char* t = std::getenv("KNFLOW_TOKEN"); t && *t) {
+    const std::string_view token(t);
+    if (std::any_of(token.begin(), token.end(), [](char c) { return c <= ' ' || c > '~'; })) {
+      // It could not be sent: no answer would ever say why.
+      std::cerr << "knflow " << command
+                << ": $KNFLOW_TOKEN holds a character a bearer token cannot have (a space, a "
+                   "control character such as a line break, or a non-ASCII one)\n";
+      return std::nullopt;
+    }
     target.token = t;
     target.token_source = "$KNFLOW_TOKEN";
     return target;
@@ -464,7 +472,8 @@ int invoke(const std::vector<std::string>& args) {
   po::options_description desc(
       "Usage: knflow invoke NAME [-n NS] [-d DATA | -d @FILE] [--async] [--timeout SECONDS]\n\n"
       "Runs a workflow on a running daemon and prints the final event's data (synchronous), or\n"
-      "the run id (--async, or when the run outlasts the timeout). Exit code 0: completed, or\n"
+      "the daemon's answer naming the run, {\"runId\": ..., ...} (--async, or when the run\n"
+      "outlasts the timeout; the id alone: ... | jq -r .runId). Exit code 0: completed, or\n"
       "accepted (--async); 1: the run faulted or the request was refused; 2: bad usage; 3: no\n"
       "daemon; 4: the run outlasted the timeout and goes on (its id is printed).\n\n"
       "Options");
@@ -474,7 +483,7 @@ int invoke(const std::vector<std::string>& args) {
     ("name", po::value<std::string>()->required(), "the workflow")
     ("data,d", po::value<std::string>()->default_value("{}"),
      "input data as JSON, or @FILE to read it from a file (- for standard input)")
-    ("async", po::bool_switch(), "return the run id at once")
+    ("async", po::bool_switch(), "return at once with the run's id (see above)")
     ("timeout", po::value<double>(), "seconds to wait for the result (daemon default: 30)");
   // clang-format on
   po::positional_options_description positional;

@@ -548,6 +548,11 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 1, err)
         self.assertIn("401", err)
         self.assertIn("the one from $KNFLOW_TOKEN was refused", err)
+        # One that cannot be sent is a usage error saying so (it was "no answer from the daemon").
+        code, _, err = self.cli("runs", "-n", NS, flags=False,
+                                env={"KNFLOW_SERVER": self.d.base, "KNFLOW_TOKEN": "x\r\nX: 1"})
+        self.assertEqual(code, 2, err)
+        self.assertIn("$KNFLOW_TOKEN holds a character a bearer token cannot have", err)
 
         # /dev/zero as the token file was read until memory ran out; now it is refused at 1 MiB,
         # and the 401 says why no token was sent.
