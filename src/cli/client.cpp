@@ -442,6 +442,21 @@ std::string usage_error(const po::error& e, const po::positional_options_descrip
       return "the " + name + " argument is missing";
     }
   }
+  // Boost says "option '--workflow' cannot be specified more than once" of an option that is also
+  // a positional argument given both ways (`knflow runs NAME --workflow NAME`).
+  const auto* repeated = dynamic_cast<const po::multiple_occurrences*>(&e);
+  if (repeated && positional) {
+    auto name = repeated->get_option_name();
+    name.erase(0, name.find_first_not_of('-'));
+    for (unsigned i = 0; i < positional->max_total_count() && i < 8; ++i) {
+      if (positional->name_for_position(i) != name) continue;
+      std::string upper = name;
+      std::transform(upper.begin(), upper.end(), upper.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+      return "--" + name + " is given more than once (the " + upper + " argument is --" + name +
+             " too); give it once";
+    }
+  }
   return e.what();
 }
 

@@ -432,6 +432,11 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 2, err)
         self.assertEqual(err, "knflow invoke: cannot read /nonexistent/input.json: "
                               "No such file or directory\n")
+        # A workflow given as NAME and as --workflow: Boost's words said it was repeated.
+        code, _, err = self.cli("runs", "echo", "--workflow", "slow", "-n", NS)
+        self.assertEqual(code, 2, err)
+        self.assertIn("knflow runs: --workflow is given more than once (the WORKFLOW argument is "
+                      "--workflow too); give it once", err)
         # /dev/zero was read until memory ran out; reading stops past 64 MiB.
         code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", "@/dev/zero")
         self.assertEqual(code, 2, out + err)
