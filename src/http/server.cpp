@@ -353,6 +353,37 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     return ns != params.end() && settings.broker_tokens->accepts(*header, ns->second);
   }
 
+  static Response unauthorized(const std::string& sent_path) {
+    auto res = make_problem(simple_problem(
+        401, "unauthorized",
+        "A valid bearer token is required: send \"Authorization: Bearer <token>\".", sent_path));
+    res.set_header("WWW-Authenticate", "Bearer realm=\"knflow\"");
+    return res;
+  }
+
+  // What a request's head alone says, for an answer given before its body is read: the route's
+  // label for the metrics ("unmatched" when none), and 401 when the route needs a token the head
+  // does not carry.
+  struct HeadVerdict {
+    std::string route_label = "unmatched";
+    std::optional<Response> refused;
+  };
+  HeadVerdict judge_head(const bhttp::request<bhttp::string_body>& head,
+                         std::size_t header_fields) {
+    HeadVerdict verdict;
+    Request req;
+    if (to_request(head, header_fields, req)) return verdict;  // the target is refused later
+    const std::string sent_path = req.sent_path();
+    Match m = router.match(req.method, sent_path);
+    if (!m.route) {
+      if (!m.allowed.empty()) verdict.route_label = m.path_template;
+      return verdict;
+    }
+    verdict.route_label = m.route->path_template;
+    if (!allowed(*m.route, req, m.params)) verdict.refused = unauthorized(sent_path);
+    return verdict;
+  }
+
   asio::awaitable<Response> dispatch(Request& req, std::string& route_label) {
     // The router splits the path as sent, then decodes each segment (an escaped slash is data).
     const std::string sent_path = req.sent_path();
@@ -371,13 +402,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           simple_problem(404, "not-found", "No route matches " + sent_path, sent_path));
     }
     route_label = m.route->path_template;
-    if (!allowed(*m.route, req, m.params)) {
-      auto res = make_problem(simple_problem(
-          401, "unauthorized",
-          "A valid bearer token is required: send \"Authorization: Bearer <token>\".", sent_path));
-      res.set_header("WWW-Authenticate", "Bearer realm=\"knflow\"");
-      co_return res;
-    }
+    if (!allowed(*m.route, req, m.params)) co_return unauthorized(sent_path);
     req.params = std::move(m.params);
     try {
       co_return co_await m.route->handler(req);
@@ -479,16 +504,21 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         auto& head = parser.get();
         // curl sends Expect: 100-continue for larger bodies; answer it (or refuse the body). An
         // HTTP/1.0 client gets no 1xx answer, and its expectation is ignored (RFC 9110 §10.1.1).
+        // A client that waits for the go-ahead gets a 401 instead, before it sends its body.
         if (head.version() >= 11 && beast::iequals(head[bhttp::field::expect], "100-continue")) {
+          auto verdict = self->judge_head(head, header_fields);
+          route_label = std::move(verdict.route_label);
           if (parser.content_length() && *parser.content_length() > settings.max_body_bytes) {
             ec = bhttp::error::body_limit;
+          } else if (verdict.refused) {
+            refused = std::move(verdict.refused);
           } else {
             bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
             auto [wec, wn] = co_await bhttp::async_write(stream, cont, use_tuple);
             ec = wec;
           }
         }
-        if (!ec && !parser.is_done()) {
+        if (!ec && !refused && !parser.is_done()) {
           std::tie(ec, n) = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
         }
       }
@@ -499,6 +529,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         lingering = true;
       } else if (ec) {
         if (timed_out) ec = beast::error::timeout;
+        if (route_label == "unmatched" && !parser.get().method_string().empty()) {
+          // Refused once its start line was read (a body over the limit, too slow): counted with
+          // its route, as every answer is.
+          const auto& head = parser.get();
+          route_label =
+              self->judge_head(head,
+                               static_cast<std::size_t>(std::distance(head.begin(), head.end())))
+                  .route_label;
+        }
         if (ec == bhttp::error::header_limit) {
           res = make_problem(simple_problem(431, "header-too-large",
                                             "The request head is larger than " +

@@ -312,6 +312,16 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
            std::string(knflow::test::kToken) + "\r\n\r\n");
     REQUIRE(c.read_reply().status == 413);
   }
+  SECTION("a body announced with Expect: 100-continue without a token: 401 before sending it") {
+    // It got 100 Continue, sent its body (up to the body limit), and only then its 401.
+    knflow::test::RawConnection c(server.port());
+    c.send("POST " + kCollection +
+           " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+           "1000\r\nExpect: 100-continue\r\n\r\n");
+    const auto reply = c.read_reply();
+    REQUIRE(reply.status == 401);
+    REQUIRE(reply.header("www-authenticate") == "Bearer realm=\"knflow\"");
+  }
   SECTION("headers over the limit: 431") {
     require_problem(server.call("GET", "/healthz", {}, {{"X-Big", std::string(4000, 'x')}}), 431);
   }
@@ -492,7 +502,8 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
   server.load_cache();
   REQUIRE(server.call("GET", "/readyz").status == 200);
   REQUIRE(server.call("POST", kCollection, workflow_json("counted")).status == 201);
-  // A head refused for its Content-Length is counted with its method (it was "OTHER").
+  // A head refused for its Content-Length is counted with its method (it was "OTHER") and its
+  // route (it was "unmatched").
   require_problem(server.call("POST", kCollection, std::string(2 << 20, ' ')), 413);
   // A 405 is counted with the route its path matched (it was "unmatched").
   require_problem(server.call("PATCH", kCollection), 405);
@@ -503,8 +514,8 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
   INFO(text);
   REQUIRE(text.find("knflow_http_requests_total{code=\"201\",method=\"POST\",route=\"/api/v1/"
                     "namespaces/{ns}/workflows\"} 1") != std::string::npos);
-  REQUIRE(text.find("knflow_http_requests_total{code=\"413\",method=\"POST\",route=\"unmatched\"} "
-                    "1") != std::string::npos);
+  REQUIRE(text.find("knflow_http_requests_total{code=\"413\",method=\"POST\",route=\"/api/v1/"
+                    "namespaces/{ns}/workflows\"} 1") != std::string::npos);
   REQUIRE(text.find("knflow_http_requests_total{code=\"405\",method=\"PATCH\",route=\"/api/v1/"
                     "namespaces/{ns}/workflows\"} 1") != std::string::npos);
   REQUIRE(text.find("knflow_http_request_duration_seconds_bucket") != std::string::npos);
