@@ -207,7 +207,9 @@ struct Api::RunHandlers {
     if (!req.body.empty()) {
       e.data = req.body;
       e.datacontenttype = content_type ? std::string(*content_type) : "application/json";
-      if (auto error = engine::data_unusable(e)) {
+      auto error = engine::data_unusable(e);
+      if (!error) error = engine::event_error(e);  // a Content-Type that is no media type
+      if (error) {
         return problem(400, "malformed-document",
                        std::string("The body cannot be event data") +
                            (content_type ? "" : " (without a Content-Type it is JSON)") + ": " +
@@ -357,18 +359,25 @@ struct Api::RunHandlers {
     // These would speak of the invoke request itself: its credentials, its method, its protocol
     // (RFC 9110 has each carry a header the run cannot give: WWW-Authenticate, Allow,
     // Proxy-Authenticate, Upgrade), its framing or its size (an emit's event refused by the
-    // broker as too large, a function's 413: the client would shrink a request that was fine).
+    // broker as too large, a function's 413: the client would shrink a request that was fine),
+    // its Accept, Content-Type, conditions or range, or the connection it came on (421 has the
+    // client send it again on another, which would start the run again).
     // The answer is the gateway's 502, and the run's own status stays in `error.status`. A 408
     // (a step's or the run's deadline) is the gateway's 504: a 408 tells the client that its
     // request was not read in time and that it may send it again, which would start the run again.
     switch (status) {
       case 401:
       case 405:
+      case 406:
       case 407:
       case 411:
+      case 412:
       case 413:
       case 414:
+      case 415:
+      case 416:
       case 417:
+      case 421:
       case 426:
       case 431:
         status = 502;

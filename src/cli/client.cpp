@@ -430,7 +430,8 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 // What was wrong with the command line. A missing positional argument is named as the usage line
 // writes it ("the NAME argument is missing"), not as the option program_options keeps it under
 // ("the option '--name' is required").
-std::string usage_error(const po::error& e, const po::positional_options_description* positional) {
+std::string usage_error(const po::error& e, const po::positional_options_description* positional,
+                        const std::vector<std::string>& args) {
   const auto* missing = dynamic_cast<const po::required_option*>(&e);
   if (missing && positional) {
     auto name = missing->get_option_name();
@@ -448,6 +449,11 @@ std::string usage_error(const po::error& e, const po::positional_options_descrip
   if (repeated && positional) {
     auto name = repeated->get_option_name();
     name.erase(0, name.find_first_not_of('-'));
+    // Only when the option itself is given once: the other is the positional argument.
+    const auto as_option = std::count_if(args.begin(), args.end(), [&](const std::string& a) {
+      return a == "--" + name || a.starts_with("--" + name + "=");
+    });
+    if (as_option != 1) return e.what();
     for (unsigned i = 0; i < positional->max_total_count() && i < 8; ++i) {
       if (positional->name_for_position(i) != name) continue;
       std::string upper = name;
@@ -473,7 +479,7 @@ bool parse_args(po::options_description& desc, const std::vector<std::string>& a
     }
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "knflow " << command << ": " << usage_error(e, positional) << "\n\n"
+    std::cerr << "knflow " << command << ": " << usage_error(e, positional, args) << "\n\n"
               << desc << "\n";
     vm.clear();
     throw;

@@ -391,8 +391,10 @@ bool lock_data_dir(const fs::path& data_dir) {
     if (lock_fd >= 0) ::close(lock_fd);
     return false;
   }
-  int lock_error = lock_briefly(dir_fd);
-  if (lock_error == 0) lock_error = lock_briefly(lock_fd);
+  // The directory's lock is the file's backstop: where the file system has none for a directory
+  // (NFS emulates flock with POSIX locks, which need a file open for writing), the file's holds.
+  const int dir_error = lock_briefly(dir_fd);
+  const int lock_error = dir_error == EWOULDBLOCK ? EWOULDBLOCK : lock_briefly(lock_fd);
   if (lock_error != 0 && lock_error != EWOULDBLOCK) {
     // No lock to be had here (a network file system without one): go on, unguarded.
     log::warn(

@@ -448,6 +448,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     const std::size_t read_buffer_bytes = settings.max_header_bytes + (64u << 10);
     beast::flat_buffer buffer{read_buffer_bytes};
     bool lingering = false;
+    const auto accepted = Clock::now();
     for (bool first = true;; first = false) {
       if (state->closing) break;
       // Wait for the first bytes of the next request; an idle connection closes quietly. A new
@@ -470,7 +471,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       stream.expires_never();
       bool timed_out = false;
       auto armed = std::make_shared<bool>(true);
-      asio::steady_timer deadline(stream.get_executor(), settings.request_timeout);
+      // The first request's time counts from the connection's start: one that sent its first
+      // byte late has no more time than one that sent its whole request then.
+      asio::steady_timer deadline(stream.get_executor(),
+                                  (first ? accepted : Clock::now()) + settings.request_timeout);
       deadline.async_wait([armed, &timed_out, &stream](beast::error_code tec) {
         if (tec || !*armed) return;
         timed_out = true;

@@ -437,6 +437,9 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 2, err)
         self.assertIn("knflow runs: --workflow is given more than once (the WORKFLOW argument is "
                       "--workflow too); give it once", err)
+        code, _, err = self.cli("runs", "--workflow", "echo", "--workflow", "slow", "-n", NS)
+        self.assertEqual(code, 2, err)
+        self.assertIn("knflow runs: option '--workflow' cannot be specified more than once", err)
         # /dev/zero was read until memory ran out; reading stops past 64 MiB.
         code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", "@/dev/zero")
         self.assertEqual(code, 2, out + err)

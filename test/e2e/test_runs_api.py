@@ -344,6 +344,11 @@ class RunsApiTest(unittest.TestCase):
         status, _, body = self.d.call("POST", NS + "/workflows/texty:invoke", "123",
                                       content_type="")
         self.assertEqual(status, 400, body)
+        # One that is no media type is refused, as a binary-mode event's is (it kept a string).
+        status, _, body = self.d.call("POST", NS + "/workflows/texty:invoke", "123",
+                                      content_type="application/json, text/plain")
+        self.assertEqual(status, 400, body)
+        self.assertIn("not a media type", body)
         headers = {"ce-specversion": "1.0", "ce-id": "t-1", "ce-source": "/test",
                    "ce-type": "com.example.text"}
         status, _, body = self.d.call("POST", NS + "/broker", "123", content_type="text/plain",
@@ -659,7 +664,8 @@ class RunsApiTest(unittest.TestCase):
         """A run's 413 or 431 (an emit's event the broker refused as too large) told the client
         to shrink a request that was fine, and its 408 (a timeout) that it may send it again,
         which would start the run again: 502 and 504, the run's status kept in error.status."""
-        for status, answered in [(413, 502), (431, 502), (414, 502), (408, 504), (422, 422)]:
+        for status, answered in [(413, 502), (431, 502), (414, 502), (421, 502), (415, 502),
+                                 (408, 504), (422, 422)]:
             name = f"raises-{status}"
             doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
                               "metadata": {"name": name},

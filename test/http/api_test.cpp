@@ -293,6 +293,21 @@ TEST_CASE("workflows: lists filter and page like Kubernetes lists", "[http][list
   }
 }
 
+TEST_CASE("http: a new connection's first request has the request timeout from its start",
+          "[http][limits]") {
+  // Its timer began at its first byte: a client that waited almost the whole timeout before it
+  // began had twice as long in all.
+  knflow::http::ServerSettings settings;
+  settings.request_timeout = std::chrono::milliseconds(1000);
+  ServerFixture server(settings);
+  knflow::test::RawConnection c(server.port());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  c.send("GET /healthz HTTP/1.1\r\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // 1.2 s since the connection
+  c.send("Host: x\r\nAuthorization: Bearer " + std::string(knflow::test::kToken) + "\r\n\r\n");
+  REQUIRE(c.read_reply().status == 408);
+}
+
 TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
   knflow::http::ServerSettings settings;
   settings.max_body_bytes = 4096;
