@@ -2158,7 +2158,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       plain.extensions = cur.event.extensions;
       plain.data = res.body;
       for (const auto& [k, v] : res.headers) {
-        if (k == "content-type") plain.datacontenttype = v;
+        if (k == "content-type" && !v.empty()) plain.datacontenttype = v;  // empty: as none
       }
       if (auto error = data_unusable(plain)) {
         decoded = "the answer is a plain body, but " + *error;
@@ -2316,7 +2316,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // that a run resumed during it waits it out too (resume_backoff).
       const auto retry_after = retry_after_of(res);
       if (retry_after) {
-        fault.error["retryAfterMs"] = static_cast<std::int64_t>(retry_after->count());
+        // At most 2^53 - 1: a JSON number every client reads exactly (the pause is capped by the
+        // policy's maxDelay in any case).
+        constexpr std::int64_t kMaxExact = (std::int64_t{1} << 53) - 1;
+        fault.error["retryAfterMs"] =
+            std::min<std::int64_t>(static_cast<std::int64_t>(retry_after->count()), kMaxExact);
       }
       // The step's or the run's deadline passed, not the function's timeout: the step times out
       // (408), and no attempt can follow, so nothing is dead-lettered, as when the deadline passes

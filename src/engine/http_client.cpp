@@ -685,6 +685,28 @@ struct Pool : std::enable_shared_from_this<Pool> {
                                      " interim (1xx) answers from " + self->target.authority;
         co_return out;
       }
+      if (status < 100 || status > 599) {
+        // Not an HTTP status (RFC 9110 §15): a broken peer or proxy, as a garbled answer is,
+        // which the delivery contract retries.
+        out.response.error = bhttp::error::bad_status;
+        out.response.error_message = "invalid HTTP answer from " + self->target.authority +
+                                     ": status " + std::to_string(status) +
+                                     " is not an HTTP status (100-599)";
+        co_return out;
+      }
+      if (const auto codings = res[bhttp::field::transfer_encoding]; !codings.empty()) {
+        // Beast undoes `chunked` only; a body in another transfer coding (gzip, chunked) would be
+        // taken as it came.
+        for (const auto& coding : bhttp::token_list{codings}) {
+          if (beast::iequals(coding, "chunked")) continue;
+          out.response.error = bhttp::error::bad_transfer_encoding;
+          out.response.error_message = "invalid HTTP answer from " + self->target.authority +
+                                       ": its Transfer-Encoding " + std::string(codings) +
+                                       " is not one knflow can undo (only chunked; it asked for "
+                                       "no other)";
+          co_return out;
+        }
+      }
       out.response.status = status;
       std::size_t left = header_fields.value_or(field_count(res));
       for (auto field = res.begin(); left > 0; ++field, --left) {

@@ -442,6 +442,33 @@ TEST_CASE("engine: a reply that is not a CloudEvent becomes the data", "[engine]
   CHECK(d.at("type").as_string() == "dev.knflow.plain.a");
 }
 
+TEST_CASE("engine: a plain answer with an empty Content-Type is JSON, as one without",
+          "[engine][call]") {
+  // It kept the JSON as a string, where an invoke with an empty Content-Type reads JSON.
+  EngineFixture f;
+  f.echo.route("/bare", {.status = 200, .body = R"({"k": 1})", .headers = {{"Content-Type", ""}}});
+  auto d = EngineFixture::data(
+      f.run(header("bare") + functions(f, {"bare"}) + "  do:\n    - {name: a, call: bare}\n"));
+  CHECK(d == json::parse(R"({"k": 1})"));
+}
+
+TEST_CASE("engine: a huge Retry-After is kept as a number every JSON reader reads exactly",
+          "[engine][retry]") {
+  // 10^23 ms was stored as 9223372036854775000, past 2^53: a JavaScript client read another number.
+  EngineFixture f;
+  f.echo.route("/busy", {.status = 503, .headers = {{"Retry-After", "99999999999999999999999"}}});
+  std::string id;
+  auto out = f.run(header("asks-forever") + functions(f, {"busy"}) +
+                       "  do:\n    - name: c\n      call: busy\n"
+                       "      retry: {limit: 1, backoff: constant, delay: PT0.01S, "
+                       "maxDelay: PT0.05S}\n",
+                   "{}", &id);
+  CHECK(out.phase == "faulted");
+  const auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 2);
+  CHECK(json::parse(*attempts[0].error_json).at("retryAfterMs") == 9007199254740991);
+}
+
 TEST_CASE("engine: a plain answer is a new event; a bodiless CloudEvent replaces the current one",
           "[engine][call]") {
   // A plain answer kept the subject, dataschema and time of the event before it; a CloudEvent

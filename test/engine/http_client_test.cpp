@@ -896,6 +896,25 @@ TEST_CASE("http client bounds what a broken peer can make it buffer", "[engine][
     CHECK(response->error);
     CHECK_THAT(response->error_message, Catch::Contains("more than 8 interim (1xx) answers"));
   }
+  // Taken as answers before: a status HTTP does not have (a final 600, so the call was never
+  // retried), and a body in a transfer coding the client cannot undo (used as it came).
+  SECTION("a status outside 100-599") {
+    for (const std::string status : {"600", "099"}) {
+      RawServer server("HTTP/1.1 " + status + " Odd\r\nContent-Length: 2\r\n\r\nok");
+      auto response = run(ioc, send_one(client, post(server.url(), "x")));
+      REQUIRE(response);
+      CHECK(response->error);
+      CHECK_THAT(response->error_message, Catch::Contains("is not an HTTP status (100-599)"));
+    }
+  }
+  SECTION("a transfer coding other than chunked") {
+    RawServer server(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
+    auto response = run(ioc, send_one(client, post(server.url(), "x")));
+    REQUIRE(response);
+    CHECK(response->error);
+    CHECK_THAT(response->error_message, Catch::Contains("is not one knflow can undo"));
+  }
   // A good answer of several MiB still reads through the bounded buffer.
   SECTION("a large chunked body") {
     std::string body;
