@@ -534,13 +534,15 @@ class RunsApiTest(unittest.TestCase):
     def test_one_daemon_per_data_directory(self):
         """A second daemon on the same data directory (on another port) is refused: it resumed the
         first one's runs while they went on. The database and the token are the owner's alone."""
-        other = Daemon(data_dir=self.d.data_dir)
-        other.start(wait_ready=False)
-        try:
-            code = other.proc.wait(30)
-            output = other.output()
-        finally:
-            other.close()
+        def second_daemon():
+            other = Daemon(data_dir=self.d.data_dir)
+            other.start(wait_ready=False)
+            try:
+                return other.proc.wait(30), other.output()
+            finally:
+                other.close()
+
+        code, output = second_daemon()
         self.assertEqual(code, 2, output)
         self.assertIn(f"another knflow serve (pid {self.d.proc.pid}) uses the data directory "
                       f"{self.d.data_dir}", output)
@@ -552,13 +554,7 @@ class RunsApiTest(unittest.TestCase):
         # The lock file deleted (by a clean-up of stale files, say) does not let a second one in:
         # the directory itself is locked too.
         os.remove(os.path.join(self.d.data_dir, "lock"))
-        other = Daemon(data_dir=self.d.data_dir)
-        other.start(wait_ready=False)
-        try:
-            code = other.proc.wait(30)
-            output = other.output()
-        finally:
-            other.close()
+        code, output = second_daemon()
         self.assertEqual(code, 2, output)
         self.assertIn(f"uses the data directory {self.d.data_dir}", output)
         self.assertEqual(self.d.call("GET", "/readyz")[0], 200)
