@@ -208,7 +208,10 @@ struct Api::RunHandlers {
       e.data = req.body;
       e.datacontenttype = content_type ? std::string(*content_type) : "application/json";
       auto error = engine::data_unusable(e);
-      if (!error) error = engine::event_error(e);  // a Content-Type that is no media type
+      if (!error && !engine::is_media_type(*e.datacontenttype)) {
+        error = "the Content-Type \"" + *e.datacontenttype +
+                "\" is not a media type (type/subtype, RFC 2046).";
+      }
       if (error) {
         return problem(400, "malformed-document",
                        std::string("The body cannot be event data") +
@@ -360,8 +363,9 @@ struct Api::RunHandlers {
     // (RFC 9110 has each carry a header the run cannot give: WWW-Authenticate, Allow,
     // Proxy-Authenticate, Upgrade), its framing or its size (an emit's event refused by the
     // broker as too large, a function's 413: the client would shrink a request that was fine),
-    // its Accept, Content-Type, conditions or range, or the connection it came on (421 has the
-    // client send it again on another, which would start the run again).
+    // its Accept, Content-Type, conditions or range, its HTTP version or network access (505,
+    // 511), or the connection it came on (421 and 425 have the client send it again, which would
+    // start the run again).
     // The answer is the gateway's 502, and the run's own status stays in `error.status`. A 408
     // (a step's or the run's deadline) is the gateway's 504: a 408 tells the client that its
     // request was not read in time and that it may send it again, which would start the run again.
@@ -378,8 +382,12 @@ struct Api::RunHandlers {
       case 416:
       case 417:
       case 421:
+      case 425:
       case 426:
+      case 428:
       case 431:
+      case 505:
+      case 511:
         status = 502;
         break;
       case 408:

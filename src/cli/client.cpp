@@ -449,9 +449,12 @@ std::string usage_error(const po::error& e, const po::positional_options_descrip
   if (repeated && positional) {
     auto name = repeated->get_option_name();
     name.erase(0, name.find_first_not_of('-'));
-    // Only when the option itself is given once: the other is the positional argument.
+    // Only when the option itself is given once (spelt out or abbreviated, as program_options
+    // takes it): the other is the positional argument.
     const auto as_option = std::count_if(args.begin(), args.end(), [&](const std::string& a) {
-      return a == "--" + name || a.starts_with("--" + name + "=");
+      if (!a.starts_with("--") || a.size() == 2) return false;
+      const auto given = std::string_view(a).substr(2, a.find('=') - 2);
+      return !given.empty() && std::string_view(name).starts_with(given);
     });
     if (as_option != 1) return e.what();
     for (unsigned i = 0; i < positional->max_total_count() && i < 8; ++i) {

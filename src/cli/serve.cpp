@@ -395,7 +395,7 @@ bool lock_data_dir(const fs::path& data_dir) {
   // (NFS emulates flock with POSIX locks, which need a file open for writing), the file's holds.
   const int dir_error = lock_briefly(dir_fd);
   const int lock_error = dir_error == EWOULDBLOCK ? EWOULDBLOCK : lock_briefly(lock_fd);
-  if (lock_error != 0 && lock_error != EWOULDBLOCK) {
+  if (lock_error != 0 && lock_error != EWOULDBLOCK && dir_error != 0) {
     // No lock to be had here (a network file system without one): go on, unguarded.
     log::warn(
         "Cannot lock the data directory; make sure no other knflow serve uses it",

@@ -121,15 +121,14 @@ bool is_rfc3339(std::string_view s) {
   return number(rest.substr(1, 2)) <= 23 && number(rest.substr(4, 2)) <= 59;
 }
 
-// `type/subtype`, optionally followed by `;` and parameters (not checked): HTTP tokens.
+}  // namespace
+
 bool is_media_type(std::string_view content_type) {
   const auto essence = trim(content_type.substr(0, content_type.find(';')));
   const auto slash = essence.find('/');
   return slash != std::string_view::npos && is_http_token(essence.substr(0, slash)) &&
          is_http_token(essence.substr(slash + 1));
 }
-
-}  // namespace
 
 std::optional<std::string> event_error(const CloudEvent& event) {
   if (event.specversion != "1.0") {

@@ -695,15 +695,20 @@ struct Pool : std::enable_shared_from_this<Pool> {
         co_return out;
       }
       if (const auto codings = res[bhttp::field::transfer_encoding]; !codings.empty()) {
-        // Beast undoes `chunked` only; a body in another transfer coding (gzip, chunked) would be
-        // taken as it came.
+        // Beast undoes one `chunked` only, applied last; a body in another transfer coding
+        // (gzip, chunked), or chunked twice, would be taken as it came, framing and all.
+        std::size_t count = 0;
+        bool chunked_only = true;
         for (const auto& coding : bhttp::token_list{codings}) {
-          if (beast::iequals(coding, "chunked")) continue;
+          ++count;
+          chunked_only = chunked_only && beast::iequals(coding, "chunked");
+        }
+        if (count != 1 || !chunked_only) {
           out.response.error = bhttp::error::bad_transfer_encoding;
           out.response.error_message = "invalid HTTP answer from " + self->target.authority +
                                        ": its Transfer-Encoding " + std::string(codings) +
-                                       " is not one knflow can undo (only chunked; it asked for "
-                                       "no other)";
+                                       " is not one knflow can undo (only chunked, once; it "
+                                       "asked for no other)";
           co_return out;
         }
       }

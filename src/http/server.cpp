@@ -509,7 +509,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         // curl sends Expect: 100-continue for larger bodies; answer it (or refuse the body). An
         // HTTP/1.0 client gets no 1xx answer, and its expectation is ignored (RFC 9110 §10.1.1).
         // A client that waits for the go-ahead gets a 401 instead, before it sends its body.
-        if (head.version() >= 11 && beast::iequals(head[bhttp::field::expect], "100-continue")) {
+        if (head.version() >= 11 && beast::iequals(head[bhttp::field::expect], "100-continue") &&
+            !parser.is_done()) {
           auto verdict = self->judge_head(head, header_fields);
           route_label = std::move(verdict.route_label);
           if (parser.content_length() && *parser.content_length() > settings.max_body_bytes) {
@@ -523,7 +524,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           }
         }
         if (!ec && !refused && !parser.is_done()) {
-          std::tie(ec, n) = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
+          // (A deadline that passed while no read was under way cancelled nothing.)
+          if (timed_out) {
+            ec = beast::error::timeout;
+          } else {
+            std::tie(ec, n) = co_await bhttp::async_read(stream, buffer, parser, use_tuple);
+          }
         }
       }
       *armed = false;

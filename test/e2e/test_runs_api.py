@@ -349,6 +349,10 @@ class RunsApiTest(unittest.TestCase):
                                       content_type="application/json, text/plain")
         self.assertEqual(status, 400, body)
         self.assertIn("not a media type", body)
+        # White space around a parameter's `;` is HTTP's (it was refused as a control character).
+        status, _, body = self.d.call("POST", NS + "/workflows/texty:invoke", "123",
+                                      content_type="text/plain;\tcharset=utf-8")
+        self.assertEqual((status, body), (200, '"123"'))
         headers = {"ce-specversion": "1.0", "ce-id": "t-1", "ce-source": "/test",
                    "ce-type": "com.example.text"}
         status, _, body = self.d.call("POST", NS + "/broker", "123", content_type="text/plain",
@@ -661,7 +665,7 @@ class RunsApiTest(unittest.TestCase):
         to shrink a request that was fine, and its 408 (a timeout) that it may send it again,
         which would start the run again: 502 and 504, the run's status kept in error.status."""
         for status, answered in [(413, 502), (431, 502), (414, 502), (421, 502), (415, 502),
-                                 (408, 504), (422, 422)]:
+                                 (505, 502), (408, 504), (422, 422)]:
             name = f"raises-{status}"
             doc = json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
                               "metadata": {"name": name},

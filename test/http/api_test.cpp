@@ -328,7 +328,7 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
     REQUIRE(c.read_reply().status == 413);
   }
   SECTION("a body announced with Expect: 100-continue without a token: 401 before sending it") {
-    // It got 100 Continue, sent its body (up to the body limit), and only then its 401.
+    // It used to get 100 Continue, send its body (up to the body limit), and only then its 401.
     knflow::test::RawConnection c(server.port());
     c.send("POST " + kCollection +
            " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
@@ -336,6 +336,16 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
     const auto reply = c.read_reply();
     REQUIRE(reply.status == 401);
     REQUIRE(reply.header("www-authenticate") == "Bearer realm=\"knflow\"");
+  }
+  SECTION("a bodiless request with Expect: 100-continue and no token keeps its connection") {
+    // Nothing is left unread: its 401 is answered as any other, and what was pipelined after it.
+    knflow::test::RawConnection c(server.port());
+    c.send("GET " + kCollection +
+           " HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\nGET /healthz HTTP/1.1\r\n"
+           "Host: x\r\nAuthorization: Bearer " +
+           std::string(knflow::test::kToken) + "\r\n\r\n");
+    REQUIRE(c.read_reply().status == 401);
+    REQUIRE(c.read_reply().status == 200);
   }
   SECTION("headers over the limit: 431") {
     require_problem(server.call("GET", "/healthz", {}, {{"X-Big", std::string(4000, 'x')}}), 431);

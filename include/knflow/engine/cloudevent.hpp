@@ -72,6 +72,10 @@ DecodeEventResult decode_event(const HeaderList& headers, std::string_view body)
 // names; no controls or noncharacters in a String attribute), for an event the daemon makes.
 std::optional<std::string> event_error(const CloudEvent& event);
 
+// Whether a Content-Type is a media type: `type/subtype` (HTTP tokens), optionally followed by
+// `;` and parameters (not checked).
+bool is_media_type(std::string_view content_type);
+
 // Whether a Content-Type says its data is JSON: application/json, text/json or a structured
 // syntax `+json` type (CloudEvents JSON format 3.1), in any case, parameters ignored.
 bool is_json_media_type(std::string_view type);
