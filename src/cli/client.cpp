@@ -427,26 +427,34 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+// The usage line's name of the positional argument that fills option `name` ("NAME" for
+// "--name"), or nullopt when no positional argument does.
+std::optional<std::string> positional_label(const po::positional_options_description& positional,
+                                            std::string name) {
+  name.erase(0, name.find_first_not_of('-'));
+  for (unsigned i = 0; i < positional.max_total_count() && i < 8; ++i) {
+    if (positional.name_for_position(i) != name) continue;
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    return name;
+  }
+  return std::nullopt;
+}
+
 // What was wrong with the command line. A missing positional argument is named as the usage line
 // writes it ("the NAME argument is missing"), not as the option program_options keeps it under
 // ("the option '--name' is required").
 std::string usage_error(const po::error& e, const po::positional_options_description* positional,
                         const std::vector<std::string>& args) {
-  const auto* missing = dynamic_cast<const po::required_option*>(&e);
-  if (missing && positional) {
-    auto name = missing->get_option_name();
-    name.erase(0, name.find_first_not_of('-'));
-    for (unsigned i = 0; i < positional->max_total_count() && i < 8; ++i) {
-      if (positional->name_for_position(i) != name) continue;
-      std::transform(name.begin(), name.end(), name.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-      return "the " + name + " argument is missing";
+  if (!positional) return e.what();
+  if (const auto* missing = dynamic_cast<const po::required_option*>(&e)) {
+    if (auto label = positional_label(*positional, missing->get_option_name())) {
+      return "the " + *label + " argument is missing";
     }
   }
   // Boost says "option '--workflow' cannot be specified more than once" of an option that is also
   // a positional argument given both ways (`knflow runs NAME --workflow NAME`).
-  const auto* repeated = dynamic_cast<const po::multiple_occurrences*>(&e);
-  if (repeated && positional) {
+  if (const auto* repeated = dynamic_cast<const po::multiple_occurrences*>(&e)) {
     auto name = repeated->get_option_name();
     name.erase(0, name.find_first_not_of('-'));
     // Only when the option itself is given once (spelt out or abbreviated, as program_options
@@ -456,13 +464,8 @@ std::string usage_error(const po::error& e, const po::positional_options_descrip
       const auto given = std::string_view(a).substr(2, a.find('=') - 2);
       return !given.empty() && std::string_view(name).starts_with(given);
     });
-    if (as_option != 1) return e.what();
-    for (unsigned i = 0; i < positional->max_total_count() && i < 8; ++i) {
-      if (positional->name_for_position(i) != name) continue;
-      std::string upper = name;
-      std::transform(upper.begin(), upper.end(), upper.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-      return "--" + name + " is given more than once (the " + upper + " argument is --" + name +
+    if (auto label = positional_label(*positional, name); label && as_option == 1) {
+      return "--" + name + " is given more than once (the " + *label + " argument is --" + name +
              " too); give it once";
     }
   }

@@ -158,16 +158,6 @@ std::string new_run_id() {
 
 bool truthy(const json::value& v) { return !(v.is_null() || (v.is_bool() && !v.as_bool())); }
 
-// The length of `v`'s JSON text, counted as it is serialized piece by piece (no copy of it made).
-std::size_t json_text_size(const json::value& v) {
-  json::serializer sr;
-  sr.reset(&v);
-  std::array<char, 4096> buffer;
-  std::size_t n = 0;
-  while (!sr.done()) n += sr.read(buffer.data(), buffer.size()).size();
-  return n;
-}
-
 std::string base64(std::string_view in) {
   std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
   const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
@@ -1538,7 +1528,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     // One input for every branch to copy from, each copy counted while its branch runs.
     const auto input = std::make_shared<const Current>(std::move(cur));
-    const std::size_t bytes = json_text_size(input->data);
+    const std::size_t bytes = model::json_text_size(input->data);
     std::vector<Task> tasks;
     for (std::size_t k = 0; k < fork.branches.size(); ++k) {
       const model::Steps* one = &fork.branches;  // each branch is a single step of the list
@@ -1681,7 +1671,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // One input for every iteration to copy from, each copy counted while its iteration runs (as
     // a fork branch's: exec_branch).
     const auto input = std::make_shared<const Current>(std::move(cur));
-    const std::size_t bytes = json_text_size(input->data);
+    const std::size_t bytes = model::json_text_size(input->data);
     for (std::size_t start = 0; start < arr.size(); start += concurrency) {
       std::vector<Task> tasks;
       const std::size_t end = std::min(arr.size(), start + concurrency);

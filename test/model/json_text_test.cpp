@@ -69,6 +69,18 @@ TEST_CASE("everything but doubles is written byte for byte as Boost.JSON writes 
   CHECK(json_text(v.at("k").at(1).as_string()) == R"("s")");
 }
 
+TEST_CASE("json_text_size counts the text json_text writes, short and over a kilobyte") {
+  const json::value values[] = {
+      json::parse(R"({"k":[1.5,"s",null,1e300,-7],"e":"\u0001\"x"})"),
+      json::value(std::string(5000, 'x')),                 // one string past the writer's buffer
+      json::value(json::array(3000, json::value(12345))),  // many pieces past the buffer
+      json::value(nullptr),
+  };
+  for (const auto& v : values) {
+    CHECK(knflow::model::json_text_size(v) == json_text(v).size());
+  }
+}
+
 TEST_CASE("random doubles are written as the shortest text that reads back to them") {
   std::mt19937_64 random(20261202);
   std::uniform_real_distribution<double> magnitude(-300, 300);

@@ -55,17 +55,20 @@ inline std::size_t unescaped_prefix(std::string_view text) {
 }
 
 // Writes JSON text into a buffer on the stack and appends it to `out` a kilobyte at a time, and
-// at `flush` (not when destroyed: an append that throws must not end the process).
+// at `flush` (not when destroyed: an append that throws must not end the process). Without `out`
+// it only counts the text's bytes (`counted`).
 class JsonWriter {
  public:
-  explicit JsonWriter(std::string& out) : out_(out) {}
+  explicit JsonWriter(std::string& out) : out_(&out) {}
+  JsonWriter() : out_(nullptr) {}
   JsonWriter(const JsonWriter&) = delete;
   JsonWriter& operator=(const JsonWriter&) = delete;
 
   void flush() {
-    out_.append(buffer_, used_);
+    append(std::string_view(buffer_, used_));
     used_ = 0;
   }
+  std::size_t counted() const { return counted_ + used_; }
 
   void put(char c) {
     if (used_ == sizeof buffer_) flush();
@@ -75,7 +78,7 @@ class JsonWriter {
     if (s.size() > sizeof buffer_ - used_) {
       flush();
       if (s.size() > sizeof buffer_) {
-        out_.append(s);
+        append(s);
         return;
       }
     }
@@ -190,9 +193,17 @@ class JsonWriter {
     if (sizeof buffer_ - used_ < n) flush();
     return buffer_ + used_;
   }
-  std::string& out_;
+  void append(std::string_view s) {
+    if (out_ != nullptr) {
+      out_->append(s);
+    } else {
+      counted_ += s.size();
+    }
+  }
+  std::string* out_;
   char buffer_[1024];
   std::size_t used_ = 0;
+  std::size_t counted_ = 0;  // without `out_`
 };
 
 }  // namespace detail
@@ -229,6 +240,13 @@ inline void append_json(std::string& out, const boost::json::array& array) {
   detail::JsonWriter writer(out);
   writer.array(array);
   writer.flush();
+}
+
+// The length of a value's JSON text (json_text(value).size()), counted without making it.
+inline std::size_t json_text_size(const boost::json::value& value) {
+  detail::JsonWriter counter;
+  counter.value(value);
+  return counter.counted();
 }
 
 // The JSON text of a value, an object, an array or a string: these replace boost::json::serialize
