@@ -1041,14 +1041,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // reaches it.
   using Task = std::function<asio::awaitable<std::vector<Current>>(Env)>;
 
-  // Runs tasks concurrently on the run's strand. all: every result, in order; the first fault
-  // cancels the others and is rethrown. any: the first success, the rest cancelled (their slots
-  // stay empty); faults only when every task faulted. An exception that is not a Fault (the
-  // store failed) cancels the others in either mode and is rethrown as it is, whatever the other
-  // tasks did: it faults the run (execute()), not the step, so a `try` does not catch it.
-  asio::awaitable<std::vector<std::optional<std::vector<Current>>>> gather(Env env,
-                                                                           std::vector<Task> tasks,
-                                                                           bool any) {
+  // Runs tasks concurrently on the run's strand, at most `limit` at once: each one that ends
+  // lets the next start (a sliding window, as a Step Functions Map's MaxConcurrency), so one slow
+  // task holds up no others but its own slot. all: every result, in order; the first fault
+  // cancels the others, starts no more, and is rethrown. any: the first success, the rest
+  // cancelled (their slots stay empty); faults only when every task faulted. An exception that
+  // is not a Fault (the store failed) cancels the others in either mode and is rethrown as it is,
+  // whatever the other tasks did: it faults the run (execute()), not the step, so a `try` does
+  // not catch it.
+  asio::awaitable<std::vector<std::optional<std::vector<Current>>>> gather(
+      Env env, std::vector<Task> tasks, bool any,
+      std::size_t limit = std::numeric_limits<std::size_t>::max()) {
     struct State {
       std::vector<std::optional<std::vector<Current>>> results;
       std::optional<Fault> fault;
@@ -1062,35 +1065,42 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Env child = env;
     child.scope = &group;
     auto strand = env.run->strand;
-    asio::steady_timer finished(strand, std::chrono::steady_clock::time_point::max());
+    // Cancelled by every task that ends, to wake this coroutine; the state says what happened
+    // (a cancel while it was not waiting is lost, and needs not be seen).
+    asio::steady_timer ended(strand, std::chrono::steady_clock::time_point::max());
     const std::size_t n = tasks.size();
-    for (std::size_t k = 0; k < n; ++k) {
-      auto task = branch_task(child, tasks[k]);
-      asio::co_spawn(
-          strand, std::move(task),
-          [state, k, n, any, &group, &finished](std::exception_ptr e, std::vector<Current> r) {
-            if (e) {
-              try {
-                std::rethrow_exception(e);
-              } catch (const Fault& f) {
-                if (!state->fault) state->fault = f;
-                if (!any) group.cancel();
-              } catch (...) {
-                if (!state->failure) state->failure = e;
-                group.cancel();
+    limit = std::max<std::size_t>(1, limit);
+    std::size_t started = 0;
+    for (;;) {
+      const bool stop = state->failure || (any ? state->won : state->fault.has_value());
+      while (!stop && started < n && started - state->done < limit) {
+        const std::size_t k = started++;
+        asio::co_spawn(
+            strand, branch_task(child, tasks[k]),
+            [state, k, any, &group, &ended](std::exception_ptr e, std::vector<Current> r) {
+              if (e) {
+                try {
+                  std::rethrow_exception(e);
+                } catch (const Fault& f) {
+                  if (!state->fault) state->fault = f;
+                  if (!any) group.cancel();
+                } catch (...) {
+                  if (!state->failure) state->failure = e;
+                  group.cancel();
+                }
+              } else if (!any || !state->won) {
+                state->results[k] = std::move(r);
+                if (any) {
+                  state->won = true;
+                  group.cancel();
+                }
               }
-            } else if (!any || !state->won) {
-              state->results[k] = std::move(r);
-              if (any) {
-                state->won = true;
-                group.cancel();
-              }
-            }
-            if (++state->done == n) finished.cancel();
-          });
-    }
-    while (state->done < n) {
-      co_await finished.async_wait(use_tuple);
+              ++state->done;
+              ended.cancel();
+            });
+      }
+      if (state->done == started) break;  // none under way, and none more to start
+      co_await ended.async_wait(use_tuple);
     }
     if (state->failure) std::rethrow_exception(state->failure);
     if (any) {
@@ -1667,28 +1677,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const auto& arr = items.as_array();
     const std::size_t concurrency =
         static_cast<std::size_t>(std::max<std::int64_t>(1, f.concurrency.value_or(1)));
-    std::vector<json::value> results(arr.size());
     // One input for every iteration to copy from, each copy counted while its iteration runs (as
     // a fork branch's: exec_branch).
     const auto input = std::make_shared<const Current>(std::move(cur));
     const std::size_t bytes = model::json_text_size(input->data);
-    for (std::size_t start = 0; start < arr.size(); start += concurrency) {
-      std::vector<Task> tasks;
-      const std::size_t end = std::min(arr.size(), start + concurrency);
-      for (std::size_t k = start; k < end; ++k) {
-        tasks.push_back([this, each, at, &arr, k, steps = &f.steps,
-                         p = path + "/for/" + std::to_string(k), input, bytes](Env e) {
-          return exec_iteration(std::move(e), steps, std::move(p), *input, bytes, each, arr[k], at,
-                                k);
-        });
-      }
-      auto batch = co_await gather(env, std::move(tasks), false);
-      for (std::size_t k = start; k < end; ++k) {
-        results[k] = collapse(std::move(*batch[k - start]), *input).data;
-      }
+    std::vector<Task> tasks;
+    for (std::size_t k = 0; k < arr.size(); ++k) {
+      tasks.push_back([this, &each, &at, &arr, k, steps = &f.steps, &path, input, bytes](Env e) {
+        return exec_iteration(std::move(e), steps, path + "/for/" + std::to_string(k), *input,
+                              bytes, each, arr[k], at, k);
+      });
     }
+    auto results = co_await gather(env, std::move(tasks), false, concurrency);
     json::array out;
-    for (auto& r : results) out.push_back(std::move(r));
+    out.reserve(results.size());
+    for (auto& r : results) out.push_back(collapse(std::move(*r), *input).data);
     Current done{std::move(out), input->event};
     co_return done;
   }

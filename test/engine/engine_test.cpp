@@ -1085,6 +1085,30 @@ TEST_CASE("engine: for never runs more iterations at once than its concurrency",
   CHECK(f.echo.max_in_flight("/slow") == 2);
 }
 
+TEST_CASE("engine: for starts the next iteration as soon as one ends, not in batches",
+          "[engine][loops]") {
+  EngineFixture f;
+  f.echo.route("/hold", {.never_answer = true});
+  auto yaml = header("window") + functions(f, {"hold", "quick"}) + R"(  do:
+    - name: each
+      for: {each: x, in: '${ .items }', concurrency: 2}
+      do:
+        - name: pick
+          switch:
+            - {when: '${ $x == "held" }', then: wait-here}
+            - {then: go}
+        - {name: go, call: quick, input: '${ {v: $x} }', then: end}
+        - {name: wait-here, call: hold}
+)";
+  // The first iteration never ends; with batches of two, the third could not start before it.
+  auto id = f.start(yaml, R"({"items": ["held", "a", "b", "c", "d"]})");
+  wait_until([&] { return f.echo.requests_to("/quick").size() == 4; });
+  CHECK(f.echo.requests_to("/hold").size() == 1);
+  CHECK(f.echo.max_in_flight("/hold") + f.echo.max_in_flight("/quick") <= 2);
+  CHECK(f.cancel(id) == engine::Engine::Control::ok);
+  CHECK(f.wait(id).phase == "cancelled");
+}
+
 TEST_CASE("engine: a fork cancels the branches that lost (any) or were outrun by a fault (all)",
           "[engine][fork]") {
   EngineFixture f;
