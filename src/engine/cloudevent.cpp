@@ -598,6 +598,17 @@ json::value data_as_json(const CloudEvent& e) {
   return json::string(*e.data);
 }
 
+void put_data(CloudEvent& event, const json::value& data) {
+  if (data.is_string() && event.datacontenttype && is_media_type(*event.datacontenttype) &&
+      !is_json_media_type(*event.datacontenttype)) {
+    const auto& text = data.get_string();
+    event.data.emplace(text.data(), text.size());
+    return;
+  }
+  event.data = model::json_text(data);
+  event.datacontenttype = "application/json";
+}
+
 std::optional<std::string> data_not_text(const CloudEvent& event) {
   if (event.datacontenttype &&
       model::find_invalid_utf8(*event.datacontenttype) != std::string_view::npos) {

@@ -252,8 +252,7 @@ RunOutcome outcome_from_record(const store::RunRecord& rec) {
   if (rec.output_json) {
     auto c = current_from_json(model::parse_stored(*rec.output_json));
     CloudEvent ev = c.event;
-    ev.data = model::json_text(c.data);
-    ev.datacontenttype = "application/json";
+    put_data(ev, c.data);
     o.output = std::move(ev);
   }
   if (rec.error_json) {
@@ -1164,6 +1163,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           if (!inner.deadline || d < *inner.deadline) inner.deadline = d;
         }
         Current in{std::move(input), std::move(cur.event)};
+        if (step.input) made_json(in);
         std::shared_ptr<const EachNext> each_next;
         if (const auto* fork = std::get_if<model::ForkStep>(&step.construct);
             fork && fork->join.value_or(model::Join::all) == model::Join::each &&
@@ -1180,6 +1180,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         } else if (step.output) {
           for (auto& o : out.outputs) {
             o.data = co_await eval(inner, *step.output, o.data, vars, path + "/output");
+            made_json(o);
           }
         }
       }
@@ -1475,6 +1476,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Held value_held;  // the value's expression results, until its output is counted instead
     cur.data = co_await eval_deep(env, set.value, cur.data, vars, instance, "this set's value",
                                   value_held);
+    made_json(cur);
     auto out = one_output(std::move(cur));
     if (value_held.bytes() != 0) out.held.push_back(std::move(value_held));
     co_return out;
@@ -1512,6 +1514,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return one_output(std::move(cur));
   }
 
+  // Data an expression or a join made is a JSON value: a text datacontenttype (text/plain) that
+  // came with the event no longer says what it is, and is dropped (put_data sends it as JSON).
+  static void made_json(Current& c) {
+    if (c.event.datacontenttype && !is_json_media_type(*c.event.datacontenttype)) {
+      c.event.datacontenttype.reset();
+    }
+  }
+
   // Several outputs of a nested list (after a fork with join each) become one array.
   static Current collapse(std::vector<Current> results, const Current& fallback) {
     if (results.size() == 1) return std::move(results.front());
@@ -1520,6 +1530,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     json::array arr;
     for (auto& r : results) arr.push_back(std::move(r.data));
     c.data = std::move(arr);
+    made_json(c);
     return c;
   }
 
@@ -1568,6 +1579,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       json::array arr;
       for (auto& r : results) arr.push_back(collapse(std::move(*r), *input).data);
       joined.data = std::move(arr);
+      made_json(joined);
       out.outputs.push_back(std::move(joined));
     }
     co_return out;
@@ -1615,6 +1627,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const model::Step& fork = *each_next->step;
     if (fork.output) {
       c.data = co_await eval(env, *fork.output, c.data, each_next->vars, path + "/output");
+      made_json(c);
     }
     const std::string flow = fork.then.value_or("continue");
     if (flow == "end") co_return std::vector<Current>{std::move(c)};
@@ -1693,6 +1706,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     out.reserve(results.size());
     for (auto& r : results) out.push_back(collapse(std::move(*r), *input).data);
     Current done{std::move(out), input->event};
+    made_json(done);
     co_return done;
   }
 
@@ -1912,7 +1926,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
     }
     ev.time = log::now_rfc3339_ms();
-    ev.datacontenttype = "application/json";
+    // Without `data`, the current data goes as it is (text as text); `data` makes JSON.
+    if (!e.data) ev.datacontenttype = cur.event.datacontenttype;
     // The hops left to the event that started the run, as a Knative broker counts them: a
     // workflow whose emit matches its own trigger ends there (the broker drops the event at 0).
     if (auto ttl = run.input.extensions.find(std::string(kBrokerTtl));
@@ -1926,7 +1941,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       data =
           co_await eval_deep(env, *e.data, cur.data, vars, instance, "this emit's data", data_held);
     }
-    ev.data = model::json_text(data);
+    put_data(ev, data);
     // What the broker would refuse (a subject with a newline, say), said here rather than as its
     // 400.
     if (auto error = event_error(ev)) {
@@ -2163,7 +2178,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       next.data = data_as_json(*ev);
       next.event = std::move(*ev);
       next.event.data.reset();
-      next.event.datacontenttype.reset();
     } else if (auto* error = std::get_if<std::string>(&decoded)) {
       return make_fault("communication", 502, "Malformed reply event", *error, path);
     }
@@ -2186,8 +2200,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
     CloudEvent out = cur.event;
     out.id = run.id + ":" + path;  // the same id on every attempt and after a restart
-    out.datacontenttype = "application/json";
-    out.data = model::json_text(cur.data);
+    put_data(out, cur.data);
     drop_trace_extensions(out);
     const auto encoded = encode_binary(out);
     out.data.reset();  // the request holds its text; a dead letter writes it again (cur.data)
@@ -2453,7 +2466,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                     const HttpResponse& failed, const json::value* data = nullptr) {
     const auto& dl = run.workflow->spec.dead_letter;
     if (!dl || !dl->uri) co_return;
-    if (data) event.data = model::json_text(*data);
+    if (data) put_data(event, *data);
     const unsigned status = failed.error ? 500 : failed.status;
     const std::string body = failed.error ? "dispatch error: " + failed.error_message : failed.body;
     event.extensions["knativeerrordest"] = dest;
@@ -2538,8 +2551,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       outcome.phase = "completed";
       auto as_event = [](Current c) {
         CloudEvent ev = std::move(c.event);
-        ev.data = model::json_text(c.data);
-        ev.datacontenttype = "application/json";
+        put_data(ev, c.data);
         return ev;
       };
       // After a top-level fork with `join: each`, every output is a final event of its own (as
@@ -2751,8 +2763,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       run->workflow = std::make_shared<const model::Workflow>(std::move(decoded.workflow));
       const auto input = model::parse_stored(rec.input_json);
       run->input = event_from_attributes(input.at("event").as_object());
-      run->input.data = model::json_text(input.at("data"));
-      run->input.datacontenttype = "application/json";
+      put_data(run->input, input.at("data"));
       for (auto& j : store.journal(rec.id)) {
         auto value = model::parse_stored(j.value_json);
         // Steps go on being numbered after those that completed before the restart.

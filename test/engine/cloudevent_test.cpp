@@ -7,6 +7,9 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -18,6 +21,8 @@ using knflow::engine::DecodeEventResult;
 using knflow::engine::encode_binary;
 using knflow::engine::encode_structured;
 using knflow::engine::event_error;
+using knflow::engine::put_data;
+namespace json = boost::json;
 using knflow::engine::HeaderList;
 using knflow::engine::json_error;
 using knflow::engine::trace_id_from_traceparent;
@@ -608,4 +613,26 @@ TEST_CASE("an event's attributes as JSON text are the text of its attributes obj
     CHECK(text == "prefix:" + boost::json::serialize(attributes_object(e)));
     CHECK(boost::json::parse(text.substr(7)).as_object() == attributes_object(e));
   }
+}
+
+TEST_CASE("put_data sends text of a text type as it is, and everything else as JSON",
+          "[engine][cloudevent]") {
+  auto with = [](std::optional<std::string> type, const json::value& data) {
+    CloudEvent ev;
+    ev.datacontenttype = std::move(type);
+    put_data(ev, data);
+    return std::make_pair(ev.datacontenttype.value_or(""), ev.data.value_or(""));
+  };
+  using Sent = std::pair<std::string, std::string>;
+  CHECK(with("text/plain", "hi") == Sent{"text/plain", "hi"});
+  CHECK(with("application/xml; charset=utf-8", "<a/>") ==
+        Sent{"application/xml; charset=utf-8", "<a/>"});
+  // JSON types, none, and a type that is no media type: the JSON text.
+  CHECK(with("application/json", "hi") == Sent{"application/json", R"("hi")"});
+  CHECK(with("application/cloudevents+json", "hi") == Sent{"application/json", R"("hi")"});
+  CHECK(with(std::nullopt, "hi") == Sent{"application/json", R"("hi")"});
+  CHECK(with("text", "hi") == Sent{"application/json", R"("hi")"});
+  // Data that is not a string is JSON whatever the type says.
+  CHECK(with("text/plain", json::parse(R"({"a":1})")) == Sent{"application/json", R"({"a":1})"});
+  CHECK(with("text/plain", nullptr) == Sent{"application/json", "null"});
 }

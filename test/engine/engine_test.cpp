@@ -142,6 +142,19 @@ class EngineFixture {
         .get();
   }
 
+  // Starts a run with `event` as its input event.
+  std::string start_event(const std::string& yaml, engine::CloudEvent event) {
+    auto wf = parse(yaml);
+    auto started =
+        asio::co_spawn(ioc_,
+                       engine_->start(wf, json::serialize(model::encode_workflow(*wf)), event),
+                       asio::use_future)
+            .get();
+    INFO(started.error);
+    REQUIRE(!started.run_id.empty());
+    return started.run_id;
+  }
+
   std::string start(const std::string& yaml, const std::string& data = "{}") {
     auto started = try_start(yaml, data);
     INFO(started.error);
@@ -557,9 +570,12 @@ TEST_CASE("engine: an answer whose media type says JSON must be JSON", "[engine]
           std::string::npos);
     CHECK(f.attempts(id).size() == 1);  // a 2xx: not retried
   }
-  auto text = EngineFixture::data(
-      f.run(header("json-text") + functions(f, {"text"}) + "  do:\n    - {name: a, call: text}\n"));
-  CHECK(text == "{oops");
+  // Text is text: the run answers it as it came.
+  auto text =
+      f.run(header("json-text") + functions(f, {"text"}) + "  do:\n    - {name: a, call: text}\n");
+  REQUIRE(text.phase == "completed");
+  CHECK(text.output->data == "{oops");
+  CHECK(text.output->datacontenttype == "text/plain");
 }
 
 TEST_CASE("engine: an answer that is not text faults its call; JSON types match in any case",
@@ -1083,6 +1099,92 @@ TEST_CASE("engine: for never runs more iterations at once than its concurrency",
   CHECK(EngineFixture::data(f.run(yaml, R"({"items": [1, 2, 3, 4, 5, 6]})")) ==
         json::parse(R"([{"v":1},{"v":2},{"v":3},{"v":4},{"v":5},{"v":6}])"));
   CHECK(f.echo.max_in_flight("/slow") == 2);
+}
+
+// The Content-Type and body of the request to `target` the echo server read `k`-th.
+std::pair<std::string, std::string> sent(EngineFixture& f, const std::string& target,
+                                         std::size_t k = 0) {
+  auto requests = f.echo.requests_to(target);
+  REQUIRE(requests.size() > k);
+  std::string type;
+  for (const auto& [name, value] : requests[k].headers) {
+    if (name == "content-type") type = value;
+  }
+  return {type, requests[k].body};
+}
+
+TEST_CASE("engine: text data goes on as text, with its type, until an expression makes it JSON",
+          "[engine][events]") {
+  // Knative passes a reply on as it came: text/plain stays text/plain. The engine sent every
+  // event's data as JSON, so text became a quoted JSON string.
+  EngineFixture f;
+  f.echo.route("/upper",
+               {.body = "HELLO", .headers = {{"Content-Type", "text/plain; charset=utf-8"}}});
+  f.echo.route("/refuse", {.status = 400, .body = "no"});
+  auto text_input = [](std::string data) {
+    auto ev = EngineFixture::input_event("");
+    ev.datacontenttype = "text/plain";
+    ev.data = std::move(data);
+    return ev;
+  };
+  auto yaml = header("texty", "  reply: {uri: \"" + f.echo.url("/reply") + "\"}\n") +
+              functions(f, {"first", "upper", "after"}) + R"(  do:
+    - {name: one, call: first}
+    - {name: two, call: upper}
+    - {name: three, call: after}
+)";
+  auto id = f.start_event(yaml, text_input("hi"));
+  auto outcome = f.wait(id);
+  REQUIRE(outcome.phase == "completed");
+  CHECK(sent(f, "/first") == std::pair<std::string, std::string>{"text/plain", "hi"});
+  CHECK(sent(f, "/upper") == std::pair<std::string, std::string>{"text/plain", "hi"});
+  // A plain answer's own type goes on with it.
+  CHECK(sent(f, "/after") ==
+        std::pair<std::string, std::string>{"text/plain; charset=utf-8", "HELLO"});
+  CHECK(outcome.output->data == "HELLO");
+  CHECK(outcome.output->datacontenttype == "text/plain; charset=utf-8");
+  wait_until([&] { return f.echo.requests_to("/reply").size() == 1; });
+  CHECK(sent(f, "/reply") ==
+        std::pair<std::string, std::string>{"text/plain; charset=utf-8", "HELLO"});
+  // The record keeps the text and its type: a waiter after the end reads the same event.
+  f.wait_stored(id, store::RunPhase::completed);
+  auto again = f.wait(id);
+  CHECK(again.output->data == "HELLO");
+  CHECK(again.output->datacontenttype == "text/plain; charset=utf-8");
+
+  // Data an expression made is JSON, a string too; so is a loop's or a fork's array.
+  auto made = header("made") + functions(f, {"then", "last"}) + R"(  do:
+    - {name: shout, set: '${ . + "!" }'}
+    - {name: then, call: then}
+    - {name: reshaped, call: last, input: '${ . }'}
+)";
+  auto out = f.wait(f.start_event(made, text_input("hi")));
+  CHECK(sent(f, "/then") == std::pair<std::string, std::string>{"application/json", R"("hi!")"});
+  CHECK(sent(f, "/last") == std::pair<std::string, std::string>{"application/json", R"("hi!")"});
+  CHECK(out.output->data == R"("hi!")");
+  CHECK(out.output->datacontenttype == "application/json");
+
+  // A dead letter carries the text as the call sent it.
+  auto lettered = header("lettered", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
+                  functions(f, {"refuse"}) + R"(  do:
+    - {name: one, call: refuse}
+)";
+  CHECK(f.wait(f.start_event(lettered, text_input("hi"))).phase == "faulted");
+  wait_until([&] { return f.echo.requests_to("/dls").size() == 1; });
+  CHECK(sent(f, "/dls") == std::pair<std::string, std::string>{"text/plain", "hi"});
+
+  // A run resumed after a restart still has text input.
+  f.echo.route("/held", {.never_answer = true});
+  auto held = header("held") + functions(f, {"held"}) + R"(  do:
+    - {name: one, call: held}
+)";
+  auto resumed = f.start_event(held, text_input("hi"));
+  wait_until([&] { return f.echo.requests_to("/held").size() == 1; });
+  f.stop_engine();
+  f.echo.route("/held", {});
+  f.start_engine();
+  CHECK(f.wait(resumed).output->data == "hi");
+  CHECK(sent(f, "/held", 1) == std::pair<std::string, std::string>{"text/plain", "hi"});
 }
 
 TEST_CASE("engine: for starts the next iteration as soon as one ends, not in batches",

@@ -85,6 +85,12 @@ bool is_json_media_type(std::string_view type);
 // null when the event has no data.
 boost::json::value data_as_json(const CloudEvent& event);
 
+// Makes `data` (a run's data, as data_as_json reads it) the data of `event`, whose
+// datacontenttype says what the data came as: a string whose datacontenttype is a media type
+// that is not JSON (text/plain, application/xml) is sent as the text itself, with that type, as
+// Knative passes a reply on; anything else as its JSON text, `application/json`.
+void put_data(CloudEvent& event, const boost::json::value& data);
+
 // Why an event's data cannot be carried by a run, or nullopt: the engine holds data as JSON or
 // text inside the run's stored JSON state, so the data and its datacontenttype must be UTF-8
 // (the other attributes are checked as an event is decoded).
