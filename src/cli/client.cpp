@@ -1,6 +1,7 @@
 // `knflow invoke` and `knflow runs`: the CLI as a client of a running daemon's REST API.
 
 #include "commands.hpp"
+#include "knflow/engine/cloudevent.hpp"
 #include "knflow/engine/http_client.hpp"
 #include "knflow/http/auth.hpp"
 #include "knflow/model/document.hpp"
@@ -20,6 +21,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -497,7 +499,8 @@ bool parse_args(po::options_description& desc, const std::vector<std::string>& a
 
 int invoke(const std::vector<std::string>& args) {
   po::options_description desc(
-      "Usage: knflow invoke NAME [-n NS] [-d DATA | -d @FILE] [--async] [--timeout SECONDS]\n\n"
+      "Usage: knflow invoke NAME [-n NS] [-d DATA | -d @FILE] [--content-type TYPE] [--async]\n"
+      "                           [--timeout SECONDS]\n\n"
       "Runs a workflow on a running daemon and prints the final event's data (synchronous), or\n"
       "the daemon's answer naming the run, {\"runId\": ..., ...} (--async, or when the run\n"
       "outlasts the timeout; the id alone: ... | jq -r .runId). Exit code 0: completed, or\n"
@@ -510,6 +513,9 @@ int invoke(const std::vector<std::string>& args) {
     ("name", po::value<std::string>()->required(), "the workflow")
     ("data,d", po::value<std::string>()->default_value("{}"),
      "input data as JSON, or @FILE to read it from a file (- for standard input)")
+    ("content-type", po::value<std::string>()->default_value("application/json"),
+     "the data's media type: text of another type (text/plain, application/xml) is passed to "
+     "the functions as it is")
     ("async", po::bool_switch(), "return at once with the run's id (see above)")
     ("timeout", po::value<double>(), "seconds to wait for the result (daemon default: 30)");
   // clang-format on
@@ -529,7 +535,14 @@ int invoke(const std::vector<std::string>& args) {
   }
   // An empty body would start the run with no input at all (null), not with the `{}` that no -d
   // gives.
-  if (data.find_first_not_of(" \t\r\n") == std::string::npos) {
+  const auto content_type = vm["content-type"].as<std::string>();
+  if (!engine::is_media_type(content_type)) {
+    std::cerr << "knflow invoke: --content-type " << printable(content_type)
+              << " is not a media type (type/subtype, such as text/plain)\n";
+    return kExitUsage;
+  }
+  const bool json_data = engine::is_json_media_type(content_type);
+  if (json_data && data.find_first_not_of(" \t\r\n") == std::string::npos) {
     std::cerr << "knflow invoke: the input data " << (data.empty() ? "is empty" : "is blank")
               << (vm["data"].as<std::string>().starts_with("@")
                       ? " (" + vm["data"].as<std::string>() + ")"
@@ -567,7 +580,7 @@ int invoke(const std::vector<std::string>& args) {
   }
   if (!query.empty()) call.path += "?" + query;
   call.body = std::move(data);
-  call.headers.emplace_back("Content-Type", "application/json");
+  call.headers.emplace_back("Content-Type", content_type);
   const auto target = resolve_target(vm, "invoke");
   if (!target) return kExitUsage;
   const auto sent_bytes = call.body.size();
@@ -586,7 +599,10 @@ int invoke(const std::vector<std::string>& args) {
     // non-zero at its timeout too), so that `knflow invoke ... && use-the-result` stops here.
     return vm["async"].as<bool>() ? kExitOk : kExitRunning;
   }
-  std::cout << res.body << (res.body.ends_with("\n") ? "" : "\n") << std::flush;
+  // Text a function answered may hold control characters: a terminal gets them as escapes (JSON
+  // has its own), a pipe or a file the bytes.
+  std::cout << (::isatty(STDOUT_FILENO) ? printable(res.body, true) : res.body)
+            << (res.body.ends_with("\n") ? "" : "\n") << std::flush;
   std::cerr << "run " << run_id << " completed\n";
   return kExitOk;
 }

@@ -41,16 +41,15 @@ model::CheckResult check_workflow_text(std::string_view text, model::Format form
   return model::check_document(text, format);
 }
 
-// `text` for a terminal: control characters (C0, DEL, C1) as escapes, so that what a run's data
-// put in a title, a detail or a step's error cannot move the cursor, recolour or retitle the
-// terminal, or break a line or a table row.
-std::string printable(std::string_view text) {
+std::string printable(std::string_view text, bool keep_lines) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
-    if (c == '\n') {
+    if (keep_lines && (c == '\n' || c == '\t')) {
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
       out += "\\n";
     } else if (c == '\t') {
       out += "\\t";

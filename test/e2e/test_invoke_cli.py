@@ -8,6 +8,7 @@ the error and the step path; `knflow runs NAME -n NS` lists that workflow's runs
 import http.server
 import json
 import os
+import pty
 import re
 import shlex
 import subprocess
@@ -25,8 +26,9 @@ DEADLINE = 60  # seconds: generous bounds for polling, never an assertion on spe
 
 
 class Function(http.server.BaseHTTPRequestHandler):
-    """The workflows' function. /greet answers {"hello": name}; /down always 503; /flaky answers
-    503 to the first two deliveries of each event (by ce-id), then echoes the data."""
+    """The workflows' function. /greet answers {"hello": name}; /shout the body in upper case,
+    with the request's Content-Type; /down always 503; /flaky answers 503 to the first two
+    deliveries of each event (by ce-id), then echoes the data."""
 
     lock = threading.Lock()
     seen = {}
@@ -35,6 +37,8 @@ class Function(http.server.BaseHTTPRequestHandler):
         data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path == "/greet":
             self.answer(200, json.dumps({"hello": json.loads(data)["name"]}).encode())
+        elif self.path == "/shout":
+            self.answer(200, data.upper(), self.headers["Content-Type"])
         elif self.path == "/down":
             self.answer(503, b"overloaded", "text/plain")
         elif self.path == "/flaky":
@@ -76,6 +80,8 @@ class InvokeCliTest(unittest.TestCase):
         docs = [
             workflow("greet", [{"name": "say", "call": "greeter"}],
                      {"greeter": {"url": fn + "/greet"}}),
+            workflow("shout", [{"name": "say", "call": "shouter"}],
+                     {"shouter": {"url": fn + "/shout"}}),
             workflow("charge", [{"name": "pay", "call": "bank", "retry": FAST_RETRY}],
                      {"bank": {"url": fn + "/down"}}),
             workflow("reserve", [{"name": "lines", "for": {"each": "item", "in": "${ .items }"},
@@ -160,6 +166,49 @@ class InvokeCliTest(unittest.TestCase):
         code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", "@/nonexistent/input.json")
         self.assertEqual(code, 2)
         self.assertIn("cannot read /nonexistent/input.json", err)
+
+    def test_text_data_with_its_content_type(self):
+        """--content-type sends text as text; the function gets it and its answer comes back as
+        they are (the CLI sent every input as application/json)."""
+        code, out, err = self.cli("invoke", "shout", "-n", NS, "-d", "hello\tworld",
+                                  "--content-type", "text/plain; charset=utf-8")
+        self.assertEqual((code, out), (0, "HELLO\tWORLD\n"), err)
+        code, out, err = self.cli("invoke", "shout", "-n", NS, "-d", "<a/>", "--content-type",
+                                  "application/xml")
+        self.assertEqual((code, out), (0, "<A/>\n"), err)
+        for bad in ("", "text", "text/plain\r\nX-Evil: 1"):
+            with self.subTest(content_type=bad):
+                code, _, err = self.cli("invoke", "shout", "-n", NS, "-d", "x", "--content-type", bad)
+                self.assertEqual(code, 2, err)
+                self.assertIn("is not a media type", err)
+        # Control characters reach a pipe as they are, a terminal as escapes (lines kept).
+        data = "a\x1b[31mb\x07\nc"
+        code, out, err = self.cli("invoke", "shout", "-n", NS, "-d", data, "--content-type",
+                                  "text/plain")
+        self.assertEqual((code, out), (0, data.upper() + "\n"), err)
+        leader, follower = pty.openpty()
+        try:
+            argv = [BIN, "invoke", "shout", "-n", NS, "-d", data, "--content-type", "text/plain",
+                    "--server", self.d.base, "--token-file",
+                    os.path.join(self.d.data_dir, "token")]
+            proc = subprocess.run(argv, stdout=follower, stderr=subprocess.PIPE, timeout=DEADLINE)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            os.close(follower)
+            follower = None
+            seen = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # EIO: the terminal's other side is closed and drained
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        finally:
+            if follower is not None:
+                os.close(follower)
+            os.close(leader)
+        self.assertEqual(seen.replace(b"\r\n", b"\n"), b"A\\x1b[31MB\\x07\nC\n")
 
     def test_a_run_that_outlasts_the_timeout_exits_4_and_goes_on(self):
         """It exited 0, as a completed run does: `knflow invoke ... && use-the-result` went on
