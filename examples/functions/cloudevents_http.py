@@ -1,6 +1,7 @@
 """A tiny CloudEvents-over-HTTP function server for the examples, standard library only.
 
-A function is a Python callable `handle(data, event)` that returns the reply data (a JSON value),
+A function is a Python callable `handle(data, event)` that returns the reply data (a JSON value;
+`data` is JSON as parsed, or a string when the event's data is text of another type),
 or raises `Reject(status, message)` to answer with an error status. The server listens on $PORT
 (set by knflow for `local.command` functions, as Knative sets it for containers), accepts binary-
 and structured-mode CloudEvents, and answers in binary mode with a reply event.
@@ -20,6 +21,13 @@ class Reject(Exception):
         self.message = message
 
 
+def is_json(content_type):
+    """Whether a Content-Type says JSON (none says so too, as knflow reads it); other data, such
+    as text/plain, is handed to the function as text."""
+    media = (content_type or "application/json").split(";")[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
+
+
 def serve(handle, reply_type):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -33,7 +41,8 @@ def serve(handle, reply_type):
                 data = structured.get("data")
             else:
                 event = {k[3:]: v for k, v in self.headers.items() if k.lower().startswith("ce-")}
-                data = json.loads(body) if body else None
+                data = json.loads(body) if body and is_json(self.headers.get("Content-Type")) \
+                    else body.decode("utf-8") if body else None
             try:
                 result = handle(data, event)
             except Reject as r:

@@ -598,6 +598,12 @@ json::value data_as_json(const CloudEvent& e) {
   return json::string(*e.data);
 }
 
+void type_untyped_data(CloudEvent& event) {
+  if (!event.datacontenttype && event.data && json_error(*event.data)) {
+    event.datacontenttype = "application/octet-stream";
+  }
+}
+
 void put_data(CloudEvent& event, const json::value& data) {
   if (data.is_string() && event.datacontenttype && is_media_type(*event.datacontenttype) &&
       !is_json_media_type(*event.datacontenttype)) {

@@ -1515,10 +1515,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // Data an expression or a join made is a JSON value: a text datacontenttype (text/plain) that
-  // came with the event no longer says what it is, and is dropped (put_data sends it as JSON).
+  // came with the event no longer says what it is, and becomes application/json.
   static void made_json(Current& c) {
     if (c.event.datacontenttype && !is_json_media_type(*c.event.datacontenttype)) {
-      c.event.datacontenttype.reset();
+      c.event.datacontenttype = "application/json";
     }
   }
 
@@ -2175,6 +2175,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
     }
     if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
+      type_untyped_data(*ev);
       next.data = data_as_json(*ev);
       next.event = std::move(*ev);
       next.event.data.reset();
@@ -3027,6 +3028,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   if (workflow->spec.timeout) {
     run->deadline = later(std::chrono::system_clock::now(), workflow->spec.timeout->value);
   }
+  type_untyped_data(event);  // untyped text goes on as text
   run->input = event;
   Current input{data_as_json(event), event};
   input.event.data.reset();

@@ -1157,12 +1157,36 @@ TEST_CASE("engine: text data goes on as text, with its type, until an expression
     - {name: shout, set: '${ . + "!" }'}
     - {name: then, call: then}
     - {name: reshaped, call: last, input: '${ . }'}
+    - {name: seen, set: '${ {data: ., type: $event.datacontenttype} }'}
 )";
   auto out = f.wait(f.start_event(made, text_input("hi")));
   CHECK(sent(f, "/then") == std::pair<std::string, std::string>{"application/json", R"("hi!")"});
   CHECK(sent(f, "/last") == std::pair<std::string, std::string>{"application/json", R"("hi!")"});
-  CHECK(out.output->data == R"("hi!")");
+  CHECK(EngineFixture::data(out) == json::parse(R"({"data": "hi!", "type": "application/json"})"));
   CHECK(out.output->datacontenttype == "application/json");
+
+  // Data without a media type that is not JSON is taken as HTTP takes such a body,
+  // application/octet-stream: the bytes go on, not a JSON string. Untyped JSON stays JSON.
+  f.echo.route("/untyped", {.body = "plain words"});
+  f.echo.route("/untyped-json", {.body = R"({"a": 1})"});
+  auto untyped = header("untyped") +
+                 functions(f, {"untyped", "next", "untyped-json", "then-json"}) +
+                 R"(  do:
+    - {name: one, call: untyped}
+    - {name: two, call: next}
+    - {name: three, call: untyped-json}
+    - {name: four, call: then-json}
+)";
+  auto input = text_input("raw input");
+  input.datacontenttype.reset();
+  auto typed = f.wait(f.start_event(untyped, input));
+  REQUIRE(typed.phase == "completed");
+  CHECK(sent(f, "/untyped") ==
+        std::pair<std::string, std::string>{"application/octet-stream", "raw input"});
+  CHECK(sent(f, "/next") ==
+        std::pair<std::string, std::string>{"application/octet-stream", "plain words"});
+  CHECK(sent(f, "/then-json") ==
+        std::pair<std::string, std::string>{"application/json", R"({"a":1})"});
 
   // A dead letter carries the text as the call sent it.
   auto lettered = header("lettered", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +

@@ -91,6 +91,11 @@ boost::json::value data_as_json(const CloudEvent& event);
 // Knative passes a reply on; anything else as its JSON text, `application/json`.
 void put_data(CloudEvent& event, const boost::json::value& data);
 
+// Gives data without a datacontenttype that is not JSON the media type HTTP lets a recipient
+// assume for a body without one (RFC 9110, 8.3), application/octet-stream, so that it goes on as
+// the text it is (put_data) rather than as a JSON string. JSON data stays untyped.
+void type_untyped_data(CloudEvent& event);
+
 // Why an event's data cannot be carried by a run, or nullopt: the engine holds data as JSON or
 // text inside the run's stored JSON state, so the data and its datacontenttype must be UTF-8
 // (the other attributes are checked as an event is decoded).
