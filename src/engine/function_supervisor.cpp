@@ -1390,11 +1390,14 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
           line.clear();
         } else {
           line.push_back(buf[i]);
-          if (line.size() >= kMaxLineBytes) {
-            // Cut between characters: one that is not complete yet begins the next piece.
-            const auto whole = line.size() - model::utf8_incomplete_tail(line);
-            self->append_line(*proc, is_stderr, std::string_view(line).substr(0, whole));
-            line.erase(0, whole);
+          // Cut once the line is longer than a piece (a line of exactly kMaxLineBytes, ended by
+          // `\n` or `\r\n`, stays whole: no empty piece after it, no `\r` kept), between
+          // characters: one that is not complete yet begins the next piece.
+          if (line.size() > kMaxLineBytes &&
+              !(line.size() == kMaxLineBytes + 1 && line.back() == '\r')) {
+            const auto piece = model::utf8_prefix(line, kMaxLineBytes);
+            self->append_line(*proc, is_stderr, piece);
+            line.erase(0, piece.size());
           }
         }
       }

@@ -731,6 +731,46 @@ TEST_CASE("A long line is cut between characters into pieces of at most 8 KiB of
   shutdown(ioc, supervisor);
 }
 
+TEST_CASE("A line of exactly 8 KiB is one line, whatever ends it", "[function_supervisor]") {
+  // A line of 8192 bytes was kept with an empty line after it, and with `\r\n` with its `\r`.
+  struct Case {
+    int len;
+    std::string end;                  // hex
+    std::vector<std::size_t> pieces;  // the lengths kept
+  };
+  const auto c =
+      GENERATE(Case{8191, "0a", {8191}}, Case{8192, "0a", {8192}}, Case{8193, "0a", {8192, 1}},
+               Case{16384, "0a", {8192, 8192}}, Case{8191, "0d0a", {8191}},
+               Case{8192, "0d0a", {8192}}, Case{8193, "0d0a", {8192, 1}});
+  INFO(c.len << " bytes ended by " << c.end);
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor());
+  const auto k = key("orders", "echo");
+  const auto endpoint = ensure(ioc, supervisor, k, echo_spec());
+  REQUIRE(endpoint.url);
+  const auto query = "/spam?n=1&len=" + std::to_string(c.len) + "&end=" + c.end;
+  REQUIRE(http(port_of(*endpoint.url), "POST", query).status == 200);
+  // Then a marker line: every piece of the long line was read before it.
+  REQUIRE(http(port_of(*endpoint.url), "POST", "/spam?n=1&len=1&text=done").status == 200);
+  std::vector<std::size_t> pieces;
+  REQUIRE(run_until(ioc, [&] {
+    pieces.clear();
+    bool done = false;
+    for (const auto& line : lines_of(supervisor, k)) {
+      if (line.text.starts_with("echo:")) continue;
+      if (line.text == "done") {
+        done = true;
+        break;
+      }
+      CHECK(line.text.find('\r') == std::string::npos);
+      pieces.push_back(line.text.size());
+    }
+    return done;
+  }));
+  CHECK(pieces == c.pieces);
+  shutdown(ioc, supervisor);
+}
+
 TEST_CASE("A function that crashes is restarted on a new pid", "[function_supervisor]") {
   asio::io_context ioc;
   knflow::metrics::Metrics metrics;
