@@ -13,6 +13,7 @@
 #include "knflow/model/document.hpp"
 #include "knflow/model/json_text.hpp"
 #include "knflow/model/schema.hpp"
+#include "knflow/model/timestamp.hpp"
 #include "knflow/model/utf8.hpp"
 #include "knflow/store/run_store.hpp"
 
@@ -800,9 +801,22 @@ struct Api::RunHandlers {
     co_return logs_page(ns, run->workflow, wf,
                         engine::LogQuery{.after = query.after,
                                          .since = std::move(since),
-                                         .until = run->finished_at,
+                                         .until = logs_until(run->finished_at),
                                          .max_lines = query.limit},
                         scope);
+  }
+
+  // The end of a finished run's span of log lines: kRunLogsGrace after its end. A line is stamped
+  // when the daemon reads it from the function's pipe, which may come a moment after the answer
+  // the function wrote it before (a traceback printed as it answered 500): the run ended first.
+  static std::optional<std::string> logs_until(const std::optional<std::string>& finished_at) {
+    if (!finished_at) return std::nullopt;
+    constexpr std::chrono::milliseconds kRunLogsGrace{1000};
+    const auto parsed = model::parse_rfc3339(*finished_at);
+    const auto* end = std::get_if<model::Instant>(&parsed);
+    if (!end) return finished_at;  // not the store's form (a database edited by hand)
+    const model::Instant last = std::chrono::sys_days{std::chrono::year{9999} / 12 / 31};
+    return model::format_rfc3339_ms(*end < last - kRunLogsGrace ? *end + kRunLogsGrace : last);
   }
 
   asio::awaitable<Response> workflow_logs(Request& req) {
