@@ -1098,7 +1098,9 @@ TEST_CASE("engine: for never runs more iterations at once than its concurrency",
 )";
   CHECK(EngineFixture::data(f.run(yaml, R"({"items": [1, 2, 3, 4, 5, 6]})")) ==
         json::parse(R"([{"v":1},{"v":2},{"v":3},{"v":4},{"v":5},{"v":6}])"));
-  CHECK(f.echo.max_in_flight("/slow") == 2);
+  // At most two (that both slots are used is the next test's: a slow machine may finish one
+  // 100 ms call before the other reached the server).
+  CHECK(f.echo.max_in_flight("/slow") <= 2);
 }
 
 // The Content-Type and body of the request to `target` the echo server read `k`-th.
