@@ -599,12 +599,17 @@ json::value data_as_json(const CloudEvent& e) {
 }
 
 void type_untyped_data(CloudEvent& event) {
-  if (!event.datacontenttype && event.data && json_error(*event.data)) {
-    event.datacontenttype = "application/octet-stream";
+  if (!event.datacontenttype && event.data) {
+    event.datacontenttype =
+        json_error(*event.data) ? "application/octet-stream" : "application/json";
   }
 }
 
 void put_data(CloudEvent& event, const json::value& data) {
+  if (data.is_null() && !event.datacontenttype) {
+    event.data.reset();  // an event without data (a JSON null is typed)
+    return;
+  }
   if (data.is_string() && event.datacontenttype && is_media_type(*event.datacontenttype) &&
       !is_json_media_type(*event.datacontenttype)) {
     const auto& text = data.get_string();

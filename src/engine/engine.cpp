@@ -206,6 +206,22 @@ std::string answer_excerpt(std::string_view body) {
   return model::repaired_utf8(model::utf8_prefix(body, 512));
 }
 
+// A faulted call attempt's error detail when the function answered `status` with `body`.
+std::string answered_detail(unsigned status, std::string_view body) {
+  return "the function answered " + std::to_string(status) +
+         (body.empty() ? "" : ": " + answer_excerpt(body));
+}
+
+// The answer's body as answered_detail() kept it (its first 512 bytes, as text), from a stored
+// error's detail: what a dead letter sent again after a restart carries as knativeerrordata.
+std::string answered_body(const json::object& error, unsigned status) {
+  const auto* detail = error.if_contains("detail");
+  if (!detail || !detail->is_string()) return {};
+  const std::string_view text = detail->get_string();
+  const std::string prefix = "the function answered " + std::to_string(status) + ": ";
+  return text.starts_with(prefix) ? std::string(text.substr(prefix.size())) : std::string();
+}
+
 // Whether `v` nests objects and arrays more than `limit` levels deep (a scalar is level 0, `[]`
 // level 1). Stops as soon as it knows.
 bool nests_deeper_than(const json::value& v, std::size_t limit) {
@@ -1515,9 +1531,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // Data an expression or a join made is a JSON value: a text datacontenttype (text/plain) that
-  // came with the event no longer says what it is, and becomes application/json.
+  // came with the event no longer says what it is, and none (an event without data) would make a
+  // null no data at all (put_data): either becomes application/json.
   static void made_json(Current& c) {
-    if (c.event.datacontenttype && !is_json_media_type(*c.event.datacontenttype)) {
+    if (!c.event.datacontenttype || !is_json_media_type(*c.event.datacontenttype)) {
       c.event.datacontenttype = "application/json";
     }
   }
@@ -1926,8 +1943,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
     }
     ev.time = log::now_rfc3339_ms();
-    // Without `data`, the current data goes as it is (text as text); `data` makes JSON.
-    if (!e.data) ev.datacontenttype = cur.event.datacontenttype;
+    // Without `data`, the current data goes as it is (text as text, none as none); `data`
+    // makes JSON.
+    ev.datacontenttype =
+        e.data ? std::optional<std::string>("application/json") : cur.event.datacontenttype;
     // The hops left to the event that started the run, as a Knative broker counts them: a
     // workflow whose emit matches its own trigger ends there (the broker drops the event at 0).
     if (auto ttl = run.input.extensions.find(std::string(kBrokerTtl));
@@ -2069,13 +2088,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       HttpResponse as_answered;
       if (last.http_status) {
         as_answered.status = status;
+        as_answered.body = answered_body(fault.error, status);
       } else {
         as_answered.error = boost::asio::error::connection_aborted;
         const auto* detail = fault.error.if_contains("detail");
         as_answered.error_message =
             detail && detail->is_string() ? std::string(detail->as_string()) : "no answer";
       }
-      co_await dead_letter(*env.run, out, dest, as_answered, &data);
+      co_await dead_letter(*env.run, out, dest, as_answered, &env, &data);
       throw fault;
     }
     std::optional<std::chrono::milliseconds> retry_after;
@@ -2133,7 +2153,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     HttpResponse as_answered;
     as_answered.status = 503;
     as_answered.body = why;
-    co_await dead_letter(*env.run, out, "local:" + call.function, as_answered, &data);
+    co_await dead_letter(*env.run, out, "local:" + call.function, as_answered, &env, &data);
     throw fault;
   }
 
@@ -2305,9 +2325,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
       const unsigned status = res.error ? 0 : res.status;
       const std::string detail =
-          res.error ? res.error_message
-                    : "the function answered " + std::to_string(res.status) +
-                          (res.body.empty() ? "" : ": " + answer_excerpt(res.body));
+          res.error ? res.error_message : answered_detail(res.status, res.body);
       // No answer: 504 when the request timed out, 502 when it could not be sent or read, as a
       // gateway says it (a run's or step's own deadline is 408, check_live).
       const bool timed_out = res.error == boost::asio::error::timed_out;
@@ -2345,7 +2363,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_await sleep_in_step(env, due.steady);
         continue;
       }
-      co_await dead_letter(run, out, url, res, &cur.data);
+      co_await dead_letter(run, out, url, res, &env, &cur.data);
       throw fault;
     }
   }
@@ -2434,27 +2452,42 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // (these deliveries come after the run's steps: its deadline does not bound them). A cancel or
   // a shutdown of the run ends it at once, a request under way included (abandoned as a call's
   // is: its connection closed): nullopt then, as when nothing was answered at all.
-  asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, const HttpRequest& req) {
+  // Delivers `req` as a subscription does, retried (at least three times); nullopt when `scope`
+  // was cancelled or `deadline` passed first (abandoned).
+  asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, HttpRequest req, Scope& scope,
+                                                       std::optional<SteadyTime> deadline) {
     const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
     const std::int64_t limit = std::max<std::int64_t>(policy.limit, 3);
+    const auto per_request = req.timeout;
     for (std::int64_t attempt = 1;; ++attempt) {
-      auto answered = co_await send_cancellable(run.root, req);
+      if (deadline) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+            *deadline - std::chrono::steady_clock::now());
+        if (left <= std::chrono::milliseconds::zero()) co_return std::nullopt;
+        req.timeout = std::min(per_request, left);
+      }
+      auto answered = co_await send_cancellable(scope, req);
       if (!answered) co_return std::nullopt;
       auto& res = *answered;
       const unsigned s = res.error ? 0 : res.status;
+      // A request the deadline cut short: abandoned, not failed.
+      if (deadline && std::chrono::steady_clock::now() >= *deadline && s / 100 != 2) {
+        co_return std::nullopt;
+      }
       if (s / 100 == 2 || !is_retryable_status(s) || res.request_invalid || attempt > limit) {
         co_return std::move(res);
       }
-      const auto until =
-          std::chrono::steady_clock::now() + backoff(policy, attempt, retry_after_of(res));
-      if (!co_await sleep_until(run.root, until)) {
-        co_return std::nullopt;
-      }
+      auto until = std::chrono::steady_clock::now() + backoff(policy, attempt, retry_after_of(res));
+      if (deadline && *deadline < until) until = *deadline;
+      if (!co_await sleep_until(scope, until)) co_return std::nullopt;
     }
   }
 
   static std::string delivery_error(const std::optional<HttpResponse>& res) {
-    if (!res) return "abandoned: the run was cancelled or the daemon is stopping";
+    if (!res) {
+      return "abandoned: the run or its fork branch was cancelled, the step's or run's deadline "
+             "passed, or the daemon is stopping";
+    }
     return res->error ? res->error_message : std::to_string(res->status);
   }
 
@@ -2462,9 +2495,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // from the last answer as Knative's dispatcher sets them: its status and body, or, when nothing
   // was answered (connection error, timeout), 500 and "dispatch error: <why>".
   // `data`, when given, is the event's data as JSON (written into it here: a call keeps its
-  // event without the data's text, which its request already holds).
+  // event without the data's text, which its request already holds). A call's dead letter is
+  // given up when its step's `env` is cancelled (its fork branch lost a `join: any`, say) or its
+  // deadline passes, as the call itself would be; a reply's (`env` null) only when the run is.
   asio::awaitable<void> dead_letter(Run& run, CloudEvent event, const std::string& dest,
-                                    const HttpResponse& failed, const json::value* data = nullptr) {
+                                    const HttpResponse& failed, const Env* env,
+                                    const json::value* data = nullptr) {
     const auto& dl = run.workflow->spec.dead_letter;
     if (!dl || !dl->uri) co_return;
     if (data) put_data(event, *data);
@@ -2485,7 +2521,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     add_trace_context(req.headers, run);
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
-    auto res = co_await deliver(run, req);
+    // Plain locals: GCC 12 mishandles a conditional's temporaries inside a co_await expression.
+    Scope& scope = env ? *env->scope : run.root;
+    std::optional<SteadyTime> deadline;
+    if (env) deadline = env->deadline;
+    auto res = co_await deliver(run, std::move(req), scope, deadline);
     if (!res || res->error || res->status / 100 != 2) {
       log::warn("Failed to deliver to the dead-letter sink",
                 {{"run", run.id}, {"url", *dl->uri}, {"error", delivery_error(res)}});
@@ -2631,14 +2671,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     add_trace_context(req.headers, run);
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
-    auto res = co_await deliver(run, req);
+    auto res = co_await deliver(run, std::move(req), run.root, std::nullopt);
     if (res && !res->error && res->status / 100 == 2) co_return;
     log::warn("Failed to deliver a run's reply",
               {{"run", run.id}, {"url", *reply->uri}, {"error", delivery_error(res)}});
     // Abandoned: at a shutdown the run resumes at the next start and replies again; a cancel of
     // the run gives the reply up.
     if (!res) co_return;
-    co_await dead_letter(run, std::move(ev), *reply->uri, *res);
+    co_await dead_letter(run, std::move(ev), *reply->uri, *res, nullptr);
   }
 
   bool stopping_now() {

@@ -1190,6 +1190,19 @@ TEST_CASE("engine: text data goes on as text, with its type, until an expression
   CHECK(sent(f, "/then-json") ==
         std::pair<std::string, std::string>{"application/json", R"({"a":1})"});
 
+  // An event without data goes on without data (no body, no Content-Type); a JSON null is JSON.
+  auto bare = header("bare") + functions(f, {"nothing", "made-null"}) + R"(  do:
+    - {name: one, call: nothing}
+    - {name: two, set: '${ null }'}
+    - {name: three, call: made-null}
+)";
+  auto none = text_input("");
+  none.datacontenttype.reset();
+  none.data.reset();
+  REQUIRE(f.wait(f.start_event(bare, none)).phase == "completed");
+  CHECK(sent(f, "/nothing") == std::pair<std::string, std::string>{"", ""});
+  CHECK(sent(f, "/made-null") == std::pair<std::string, std::string>{"application/json", "null"});
+
   // A dead letter carries the text as the call sent it.
   auto lettered = header("lettered", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
                   functions(f, {"refuse"}) + R"(  do:
@@ -1235,6 +1248,59 @@ TEST_CASE("engine: for starts the next iteration as soon as one ends, not in bat
   CHECK(f.echo.max_in_flight("/hold") + f.echo.max_in_flight("/quick") <= 2);
   CHECK(f.cancel(id) == engine::Engine::Control::ok);
   CHECK(f.wait(id).phase == "cancelled");
+}
+
+TEST_CASE("engine: a call's dead letter is given up with its branch and at its deadline",
+          "[engine][fork][deadletter]") {
+  // The winner of a `join: any` waited for the losing branch's dead letter (four tries of 30 s
+  // at a sink that did not answer), and a run's timeout did not bound it.
+  EngineFixture f;
+  f.echo.route("/dls", {.never_answer = true});
+  f.echo.route("/bad", {.status = 400, .body = "no"});
+  f.echo.route("/good", json_answer(R"({"good": 1})", std::chrono::milliseconds(300)));
+  const std::string dls = "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n";
+  auto any = header("any-lettered", dls) + functions(f, {"bad", "good"}) + R"(  do:
+    - name: first
+      fork:
+        join: any
+        branches:
+          - {name: b, call: bad}
+          - {name: g, call: good}
+)";
+  CHECK(EngineFixture::data(f.run(any)) == json::parse(R"({"good": 1})"));
+  auto timed = header("timed-lettered", "  timeout: PT1S\n" + dls) + functions(f, {"bad"}) +
+               R"(  do:
+    - {name: b, call: bad}
+)";
+  auto out = f.run(timed);
+  CHECK(out.phase == "faulted");
+  REQUIRE(out.error);
+  CHECK(out.error->at("status") == 400);  // the call's own fault: its dead letter was given up
+}
+
+TEST_CASE("engine: a dead letter sent again after a restart carries the answer's body",
+          "[engine][deadletter]") {
+  // It came without knativeerrordata: the answer's body was not kept.
+  EngineFixture f;
+  f.echo.route("/dls", {.never_answer = true});
+  f.echo.route("/bad", {.status = 400, .body = "invalid order"});
+  auto yaml = header("relettered", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
+              functions(f, {"bad"}) + R"(  do:
+    - {name: b, call: bad}
+)";
+  auto id = f.start(yaml);
+  wait_until([&] { return f.echo.requests_to("/dls").size() == 1; });
+  f.stop_engine();
+  f.echo.route("/dls", {});
+  f.start_engine();
+  CHECK(f.wait(id).phase == "faulted");
+  auto letters = f.echo.requests_to("/dls");
+  REQUIRE(letters.size() == 2);
+  for (const auto& letter : letters) {
+    std::map<std::string, std::string> h(letter.headers.begin(), letter.headers.end());
+    CHECK(h["ce-knativeerrorcode"] == "400");
+    CHECK(h["ce-knativeerrordata"] == "aW52YWxpZCBvcmRlcg==");  // base64("invalid order")
+  }
 }
 
 TEST_CASE("engine: a fork cancels the branches that lost (any) or were outrun by a fault (all)",

@@ -88,12 +88,14 @@ boost::json::value data_as_json(const CloudEvent& event);
 // Makes `data` (a run's data, as data_as_json reads it) the data of `event`, whose
 // datacontenttype says what the data came as: a string whose datacontenttype is a media type
 // that is not JSON (text/plain, application/xml) is sent as the text itself, with that type, as
-// Knative passes a reply on; anything else as its JSON text, `application/json`.
+// Knative passes a reply on; null without a datacontenttype (an event that came without data,
+// type_untyped_data) as no data at all; anything else as its JSON text, `application/json`.
 void put_data(CloudEvent& event, const boost::json::value& data);
 
-// Gives data without a datacontenttype that is not JSON the media type HTTP lets a recipient
-// assume for a body without one (RFC 9110, 8.3), application/octet-stream, so that it goes on as
-// the text it is (put_data) rather than as a JSON string. JSON data stays untyped.
+// Types data that came without a datacontenttype: JSON as application/json, anything else as
+// HTTP lets a recipient take a body without a type (RFC 9110, 8.3), application/octet-stream, so
+// that it goes on as the text it is (put_data) rather than as a JSON string. An event without
+// data stays untyped: so put_data tells it from a JSON null.
 void type_untyped_data(CloudEvent& event);
 
 // Why an event's data cannot be carried by a run, or nullopt: the engine holds data as JSON or
