@@ -533,14 +533,14 @@ int invoke(const std::vector<std::string>& args) {
     if (!text) return kExitUsage;
     data = std::move(*text);
   }
-  // An empty body would start the run with no input at all (null), not with the `{}` that no -d
-  // gives.
   const auto content_type = vm["content-type"].as<std::string>();
   if (!engine::is_media_type(content_type)) {
     std::cerr << "knflow invoke: --content-type " << printable(content_type)
               << " is not a media type (type/subtype, such as text/plain)\n";
     return kExitUsage;
   }
+  // An empty JSON body would start the run with no input at all (null), not with the `{}` that
+  // no -d gives. (Empty text is text.)
   const bool json_data = engine::is_json_media_type(content_type);
   if (json_data && data.find_first_not_of(" \t\r\n") == std::string::npos) {
     std::cerr << "knflow invoke: the input data " << (data.empty() ? "is empty" : "is blank")

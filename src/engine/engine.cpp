@@ -2448,12 +2448,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // Delivers a run's reply or dead letter as a Knative subscription delivers to its subscriber:
   // retried on what the delivery contract retries (a 2xx ends it; another 4xx is final), with the
-  // workflow's `spec.retry` but at least three retries, each request with the default call timeout
-  // (these deliveries come after the run's steps: its deadline does not bound them). A cancel or
-  // a shutdown of the run ends it at once, a request under way included (abandoned as a call's
-  // is: its connection closed): nullopt then, as when nothing was answered at all.
-  // Delivers `req` as a subscription does, retried (at least three times); nullopt when `scope`
-  // was cancelled or `deadline` passed first (abandoned).
+  // workflow's `spec.retry` but at least three retries, each request with `req.timeout` (the
+  // default call timeout) and within `deadline` when there is one (a call's dead letter: its
+  // step's or run's; a reply comes after the run's steps, which no deadline bounds then). A
+  // cancel of `scope` (the run's; a call's fork branch or loop iteration) or a shutdown ends it at
+  // once, a request under way included (abandoned as a call's is: its connection closed), and so
+  // does the deadline: nullopt then, as when nothing was answered at all.
   asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, HttpRequest req, Scope& scope,
                                                        std::optional<SteadyTime> deadline) {
     const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
