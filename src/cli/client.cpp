@@ -540,7 +540,7 @@ int invoke(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   // An empty JSON body would start the run with no input at all (null), not with the `{}` that
-  // no -d gives. (Empty text is text.)
+  // no -d gives. (Empty text of another type is sent: an event without data, as curl would.)
   const bool json_data = engine::is_json_media_type(content_type);
   if (json_data && data.find_first_not_of(" \t\r\n") == std::string::npos) {
     std::cerr << "knflow invoke: the input data " << (data.empty() ? "is empty" : "is blank")
