@@ -514,8 +514,8 @@ int invoke(const std::vector<std::string>& args) {
     ("data,d", po::value<std::string>()->default_value("{}"),
      "input data as JSON, or @FILE to read it from a file (- for standard input)")
     ("content-type", po::value<std::string>()->default_value("application/json"),
-     "the data's media type: text of another type (text/plain, application/xml) is passed to "
-     "the functions as it is")
+     "the data's media type: text of another type (text/plain, application/xml; give -d) is "
+     "passed to the functions as it is; empty, it is an event without data")
     ("async", po::bool_switch(), "return at once with the run's id (see above)")
     ("timeout", po::value<double>(), "seconds to wait for the result (daemon default: 30)");
   // clang-format on
@@ -542,6 +542,11 @@ int invoke(const std::vector<std::string>& args) {
   // An empty JSON body would start the run with no input at all (null), not with the `{}` that
   // no -d gives. (Empty text of another type is sent: an event without data, as curl would.)
   const bool json_data = engine::is_json_media_type(content_type);
+  if (!json_data && vm["data"].defaulted()) {
+    std::cerr << "knflow invoke: --content-type " << printable(content_type)
+              << " needs the data: give -d DATA or -d @FILE (the default, {}, is JSON)\n";
+    return kExitUsage;
+  }
   if (json_data && data.find_first_not_of(" \t\r\n") == std::string::npos) {
     std::cerr << "knflow invoke: the input data " << (data.empty() ? "is empty" : "is blank")
               << (vm["data"].as<std::string>().starts_with("@")

@@ -103,8 +103,8 @@ model::CheckResult check_workflow_text(std::string_view text, model::Format form
 controller::ExpressionCompiler compile_on_worker(engine::JqWorkerPool& pool);
 // `text` for a terminal: control characters (C0, DEL, C1) as escapes, so that what a file or a
 // run's data put in a name, a title, a detail or an error cannot move the cursor, recolour or
-// retitle the terminal, or break a line or a table row. With `keep_lines`, line feeds and tabs stay
-// as they are (text a run answered, shown as lines).
+// retitle the terminal, or break a line or a table row. With `keep_lines`, line feeds (and a
+// carriage return before one) and tabs stay as they are (text a run answered, shown as lines).
 std::string printable(std::string_view text, bool keep_lines = false);
 // Every error as "  /pointer: message", one per line, printable().
 void print_error_list(std::ostream& out, const model::Errors& errors);

@@ -47,8 +47,9 @@ std::string printable(std::string_view text, bool keep_lines) {
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
-    if (keep_lines && (c == '\n' || c == '\t')) {
-      out += static_cast<char>(c);
+    if (keep_lines &&
+        (c == '\n' || c == '\t' || (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n'))) {
+      out += static_cast<char>(c);  // lines as they are, CRLF ones too (text/csv)
     } else if (c == '\n') {
       out += "\\n";
     } else if (c == '\t') {

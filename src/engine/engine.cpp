@@ -610,6 +610,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::optional<SteadyTime> deadline;
     json::object vars;  // loop and catch variables in scope (item, index, error, ...)
     std::shared_ptr<const Continued> continued;  // see Continued
+    // The group of the innermost `join: any` fork branch this runs in (its cancel: another
+    // branch won, or the run was cancelled), or null: what abandons a call's dead letter.
+    Scope* race = nullptr;
   };
 
   // Whether a step evaluates expressions with the step's variables ($input, $event, $run, and
@@ -1079,6 +1082,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Scope group(env.scope);
     Env child = env;
     child.scope = &group;
+    if (any) child.race = &group;
     auto strand = env.run->strand;
     // Cancelled by every task that ends, to wake this coroutine; the state says what happened
     // (a cancel while it was not waiting is lost, and needs not be seen).
@@ -2448,45 +2452,34 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // Delivers a run's reply or dead letter as a Knative subscription delivers to its subscriber:
   // retried on what the delivery contract retries (a 2xx ends it; another 4xx is final), with the
-  // workflow's `spec.retry` but at least three retries, each request with `req.timeout` (the
-  // default call timeout) and within `deadline` when there is one (a call's dead letter: its
-  // step's or run's; a reply comes after the run's steps, which no deadline bounds then). A
-  // cancel of `scope` (the run's; a call's fork branch or loop iteration) or a shutdown ends it at
-  // once, a request under way included (abandoned as a call's is: its connection closed), and so
-  // does the deadline: nullopt then, as when nothing was answered at all.
-  asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, HttpRequest req, Scope& scope,
-                                                       std::optional<SteadyTime> deadline) {
+  // workflow's `spec.retry` but at least three retries, each request with the default call timeout
+  // (not bounded by the run's or a step's deadline: Knative's dispatcher delivers to a dead-letter
+  // sink whatever the sequence does). A cancel of `scope` (the run's; for a call's dead letter in
+  // a `join: any` branch, that race's, which another branch won) or a shutdown ends it at once, a
+  // request under way included (abandoned as a call's is: its connection closed): nullopt then,
+  // as when nothing was answered at all.
+  asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, const HttpRequest& req,
+                                                       Scope& scope) {
     const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
     const std::int64_t limit = std::max<std::int64_t>(policy.limit, 3);
-    const auto per_request = req.timeout;
     for (std::int64_t attempt = 1;; ++attempt) {
-      if (deadline) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-            *deadline - std::chrono::steady_clock::now());
-        if (left <= std::chrono::milliseconds::zero()) co_return std::nullopt;
-        req.timeout = std::min(per_request, left);
-      }
       auto answered = co_await send_cancellable(scope, req);
       if (!answered) co_return std::nullopt;
       auto& res = *answered;
       const unsigned s = res.error ? 0 : res.status;
-      // A request the deadline cut short: abandoned, not failed.
-      if (deadline && std::chrono::steady_clock::now() >= *deadline && s / 100 != 2) {
-        co_return std::nullopt;
-      }
       if (s / 100 == 2 || !is_retryable_status(s) || res.request_invalid || attempt > limit) {
         co_return std::move(res);
       }
-      auto until = std::chrono::steady_clock::now() + backoff(policy, attempt, retry_after_of(res));
-      if (deadline && *deadline < until) until = *deadline;
+      const auto until =
+          std::chrono::steady_clock::now() + backoff(policy, attempt, retry_after_of(res));
       if (!co_await sleep_until(scope, until)) co_return std::nullopt;
     }
   }
 
   static std::string delivery_error(const std::optional<HttpResponse>& res) {
     if (!res) {
-      return "abandoned: the run or its fork branch was cancelled, the step's or run's deadline "
-             "passed, or the daemon is stopping";
+      return "abandoned: the run was cancelled, another branch of its join: any fork won, or the "
+             "daemon is stopping";
     }
     return res->error ? res->error_message : std::to_string(res->status);
   }
@@ -2495,9 +2488,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // from the last answer as Knative's dispatcher sets them: its status and body, or, when nothing
   // was answered (connection error, timeout), 500 and "dispatch error: <why>".
   // `data`, when given, is the event's data as JSON (written into it here: a call keeps its
-  // event without the data's text, which its request already holds). A call's dead letter is
-  // given up when its step's `env` is cancelled (its fork branch lost a `join: any`, say) or its
-  // deadline passes, as the call itself would be; a reply's (`env` null) only when the run is.
+  // event without the data's text, which its request already holds). A call's dead letter (`env`
+  // its step's) in a branch of a `join: any` fork is given up when another branch wins (the
+  // winner does not wait for it); otherwise, and for a reply's (`env` null), only a cancel of the
+  // run or a shutdown ends it.
   asio::awaitable<void> dead_letter(Run& run, CloudEvent event, const std::string& dest,
                                     const HttpResponse& failed, const Env* env,
                                     const json::value* data = nullptr) {
@@ -2521,11 +2515,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     add_trace_context(req.headers, run);
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
-    // Plain locals: GCC 12 mishandles a conditional's temporaries inside a co_await expression.
-    Scope& scope = env ? *env->scope : run.root;
-    std::optional<SteadyTime> deadline;
-    if (env) deadline = env->deadline;
-    auto res = co_await deliver(run, std::move(req), scope, deadline);
+    // A plain local: GCC 12 mishandles a conditional's temporaries inside a co_await expression.
+    Scope& scope = env && env->race ? *env->race : run.root;
+    auto res = co_await deliver(run, req, scope);
     if (!res || res->error || res->status / 100 != 2) {
       log::warn("Failed to deliver to the dead-letter sink",
                 {{"run", run.id}, {"url", *dl->uri}, {"error", delivery_error(res)}});
@@ -2537,7 +2529,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // --- run lifecycle --------------------------------------------------------------------------
 
   asio::awaitable<void> execute(std::shared_ptr<Run> run) {
-    Env env{run, &run->root, std::nullopt, {}, {}};
+    Env env{run, &run->root, std::nullopt, {}, {}, nullptr};
     if (run->deadline) {
       env.deadline = later(std::chrono::steady_clock::now(),
                            std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -2671,7 +2663,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     add_trace_context(req.headers, run);
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
-    auto res = co_await deliver(run, std::move(req), run.root, std::nullopt);
+    auto res = co_await deliver(run, req, run.root);
     if (res && !res->error && res->status / 100 == 2) co_return;
     log::warn("Failed to deliver a run's reply",
               {{"run", run.id}, {"url", *reply->uri}, {"error", delivery_error(res)}});

@@ -176,16 +176,20 @@ class InvokeCliTest(unittest.TestCase):
         code, out, err = self.cli("invoke", "shout", "-n", NS, "-d", "<a/>", "--content-type",
                                   "application/xml")
         self.assertEqual((code, out), (0, "<A/>\n"), err)
+        code, _, err = self.cli("invoke", "shout", "-n", NS, "--content-type", "text/plain")
+        self.assertEqual(code, 2, err)  # the default data, {}, is JSON
+        self.assertIn("needs the data", err)
         for bad in ("", "text", "text/plain\r\nX-Evil: 1"):
             with self.subTest(content_type=bad):
                 code, _, err = self.cli("invoke", "shout", "-n", NS, "-d", "x", "--content-type", bad)
                 self.assertEqual(code, 2, err)
                 self.assertIn("is not a media type", err)
         # Control characters reach a pipe as they are, a terminal as escapes (lines kept).
-        data = "a\x1b[31mb\x07\nc"
+        data = "a\x1b[31mb\x07\r\nc\rd"
         code, out, err = self.cli("invoke", "shout", "-n", NS, "-d", data, "--content-type",
                                   "text/plain")
-        self.assertEqual((code, out), (0, data.upper() + "\n"), err)
+        # (Read as text, with universal newlines: \r\n and \r read as \n.)
+        self.assertEqual((code, out), (0, "A\x1b[31MB\x07\nC\nD\n"), err)
         leader, follower = pty.openpty()
         try:
             argv = [BIN, "invoke", "shout", "-n", NS, "-d", data, "--content-type", "text/plain",
@@ -208,7 +212,8 @@ class InvokeCliTest(unittest.TestCase):
             if follower is not None:
                 os.close(follower)
             os.close(leader)
-        self.assertEqual(seen.replace(b"\r\n", b"\n"), b"A\\x1b[31MB\\x07\nC\n")
+        # (The terminal itself writes its line ends as \r\n.)
+        self.assertEqual(seen, b"A\\x1b[31MB\\x07\r\r\nC\\x0dD\r\n")
 
     def test_a_run_that_outlasts_the_timeout_exits_4_and_goes_on(self):
         """It exited 0, as a completed run does: `knflow invoke ... && use-the-result` went on
