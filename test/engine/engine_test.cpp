@@ -326,6 +326,11 @@ std::string functions(EngineFixture& f, std::initializer_list<std::string> names
   return out;
 }
 
+// The spec lines of a dead-letter sink at the echo server's `path`.
+std::string dead_letter_to(EngineFixture& f, const std::string& path) {
+  return "  deadLetter: {uri: \"" + f.echo.url(path) + "\"}\n";
+}
+
 }  // namespace
 
 TEST_CASE("engine: a waiter never misses the end of a run that finishes as it starts waiting",
@@ -1204,8 +1209,8 @@ TEST_CASE("engine: text data goes on as text, with its type, until an expression
   CHECK(sent(f, "/made-null") == std::pair<std::string, std::string>{"application/json", "null"});
 
   // A dead letter carries the text as the call sent it.
-  auto lettered = header("lettered", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
-                  functions(f, {"refuse"}) + R"(  do:
+  auto lettered =
+      header("lettered", dead_letter_to(f, "/dls")) + functions(f, {"refuse"}) + R"(  do:
     - {name: one, call: refuse}
 )";
   CHECK(f.wait(f.start_event(lettered, text_input("hi"))).phase == "faulted");
@@ -1258,8 +1263,8 @@ TEST_CASE("engine: a join: any winner does not wait for a losing branch's dead l
   f.echo.route("/dls", {.never_answer = true});
   f.echo.route("/bad", {.status = 400, .body = "no"});
   f.echo.route("/good", json_answer(R"({"good": 1})", std::chrono::milliseconds(300)));
-  auto any = header("any-lettered", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
-             functions(f, {"bad", "good"}) + R"(  do:
+  auto any =
+      header("any-lettered", dead_letter_to(f, "/dls")) + functions(f, {"bad", "good"}) + R"(  do:
     - name: first
       fork:
         join: any
@@ -1276,7 +1281,7 @@ TEST_CASE("engine: a join: any winner does not wait for a losing branch's dead l
   f.echo.route("/slow-dls", {.delay = std::chrono::milliseconds(300)});
   f.echo.route("/bad-later",
                {.status = 400, .body = "no", .delay = std::chrono::milliseconds(150)});
-  auto all = header("all-lettered", "  deadLetter: {uri: \"" + f.echo.url("/slow-dls") + "\"}\n") +
+  auto all = header("all-lettered", dead_letter_to(f, "/slow-dls")) +
              functions(f, {"bad", "bad-later"}) + R"(  do:
     - name: both
       fork:
@@ -1294,8 +1299,7 @@ TEST_CASE("engine: a dead letter sent again after a restart carries the answer's
   EngineFixture f;
   f.echo.route("/dls", {.never_answer = true});
   f.echo.route("/bad", {.status = 400, .body = "invalid order"});
-  auto yaml = header("relettered", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
-              functions(f, {"bad"}) + R"(  do:
+  auto yaml = header("relettered", dead_letter_to(f, "/dls")) + functions(f, {"bad"}) + R"(  do:
     - {name: b, call: bad}
 )";
   auto id = f.start(yaml);
@@ -1674,7 +1678,7 @@ TEST_CASE("engine: a call cut short by its step's or run's deadline faults 408, 
   // backoff gave 408 and no dead letter).
   EngineFixture f;
   f.echo.route("/hang", {.status = 200, .body = "{}", .delay = std::chrono::seconds(30)});
-  const std::string sink = "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n";
+  const std::string sink = dead_letter_to(f, "/dls");
   for (const auto& yaml :
        {header("step-deadline", sink) + functions(f, {"hang"}) + R"(  do:
     - {name: ask, call: hang, timeout: PT0.2S}
@@ -1725,7 +1729,7 @@ TEST_CASE("engine: a local function that does not start is retried by the call, 
   // a 503 (Knative's activator with no ready instance), which the delivery contract retries.
   EngineFixture f;
   f.echo.route("/dls", {});
-  auto yaml = header("never-up", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
+  auto yaml = header("never-up", dead_letter_to(f, "/dls")) +
               R"(  functions:
     never: {local: {command: ["false"]}}
   do:
@@ -2559,8 +2563,8 @@ TEST_CASE("engine: a cancel after a step faulted leaves the run faulted", "[engi
   EngineFixture f;
   f.echo.route("/broken", {.status = 400, .body = "no"});
   f.echo.route("/dls", {.status = 200, .body = "", .delay = std::chrono::seconds(1)});
-  auto id = f.start(header("late-cancel", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
-                    functions(f, {"broken"}) + "  do:\n    - {name: ask, call: broken}\n");
+  auto id = f.start(header("late-cancel", dead_letter_to(f, "/dls")) + functions(f, {"broken"}) +
+                    "  do:\n    - {name: ask, call: broken}\n");
   wait_until([&] {
     for (const auto& r : f.echo.requests()) {
       if (r.target == "/dls") return true;
@@ -2630,10 +2634,9 @@ TEST_CASE("engine: a call that had failed for good is not sent again when its ru
         "CREATE TEMP TRIGGER refuse_end BEFORE UPDATE OF phase ON runs "
         "WHEN NEW.phase IN ('completed', 'faulted') BEGIN SELECT RAISE(ABORT, 'disk full'); END");
   });
-  auto id =
-      f.start(header("failed-" + fn, "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
-              functions(f, {fn}) + "  do:\n    - name: call-it\n      call: " + fn +
-              "\n      retry: {limit: 1, backoff: constant, delay: PT0.01S}\n");
+  auto id = f.start(header("failed-" + fn, dead_letter_to(f, "/dls")) + functions(f, {fn}) +
+                    "  do:\n    - name: call-it\n      call: " + fn +
+                    "\n      retry: {limit: 1, backoff: constant, delay: PT0.01S}\n");
   wait_until([&] { return f.engine().active_runs() == 0; });
   REQUIRE(f.record(id)->phase == store::RunPhase::running);  // its end was refused
   auto sent = [&](const std::string& target) {
@@ -2663,8 +2666,7 @@ TEST_CASE("engine: attempts a stop cut off do not use up a call's retries",
   EngineFixture f;
   f.echo.route("/slow", {.never_answer = true});
   f.echo.route("/dls", {});
-  auto id = f.start(header("restarted", "  deadLetter: {uri: \"" + f.echo.url("/dls") + "\"}\n") +
-                    functions(f, {"slow"}) +
+  auto id = f.start(header("restarted", dead_letter_to(f, "/dls")) + functions(f, {"slow"}) +
                     "  do:\n    - name: call-it\n      call: slow\n"
                     "      retry: {limit: 1, backoff: constant, delay: PT0.01S}\n");
   for (std::size_t sent = 1; sent <= 3; ++sent) {
