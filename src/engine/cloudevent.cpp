@@ -606,12 +606,15 @@ void type_untyped_data(CloudEvent& event) {
 }
 
 void put_data(CloudEvent& event, const json::value& data) {
-  if (data.is_null() && !event.datacontenttype) {
-    event.data.reset();  // an event without data (a JSON null is typed)
+  const bool text_type = event.datacontenttype && is_media_type(*event.datacontenttype) &&
+                         !is_json_media_type(*event.datacontenttype);
+  if (data.is_null() && (!event.datacontenttype || text_type)) {
+    // An event without data (a JSON null an expression made is typed application/json), which
+    // keeps the type it came with, as Knative forwards Content-Type with an empty body.
+    event.data.reset();
     return;
   }
-  if (data.is_string() && event.datacontenttype && is_media_type(*event.datacontenttype) &&
-      !is_json_media_type(*event.datacontenttype)) {
+  if (data.is_string() && text_type) {
     const auto& text = data.get_string();
     event.data.emplace(text.data(), text.size());
     return;

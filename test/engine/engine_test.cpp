@@ -1208,6 +1208,20 @@ TEST_CASE("engine: text data goes on as text, with its type, until an expression
   CHECK(sent(f, "/nothing") == std::pair<std::string, std::string>{"", ""});
   CHECK(sent(f, "/made-null") == std::pair<std::string, std::string>{"application/json", "null"});
 
+  // A text type without data keeps its Content-Type and has no body, as Knative forwards it; it
+  // went on as a JSON null.
+  auto typed_bare = header("typed-bare") + functions(f, {"typed-nothing", "typed-null"}) + R"(  do:
+    - {name: one, call: typed-nothing}
+    - {name: two, set: '${ . }'}
+    - {name: three, call: typed-null}
+)";
+  auto empty_text = text_input("");
+  empty_text.data.reset();
+  auto typed_end = f.wait(f.start_event(typed_bare, empty_text));
+  REQUIRE(typed_end.phase == "completed");
+  CHECK(sent(f, "/typed-nothing") == std::pair<std::string, std::string>{"text/plain", ""});
+  CHECK(sent(f, "/typed-null") == std::pair<std::string, std::string>{"application/json", "null"});
+
   // A dead letter carries the text as the call sent it.
   auto lettered =
       header("lettered", dead_letter_to(f, "/dls")) + functions(f, {"refuse"}) + R"(  do:

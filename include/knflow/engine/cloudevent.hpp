@@ -89,7 +89,8 @@ boost::json::value data_as_json(const CloudEvent& event);
 // datacontenttype says what the data came as: a string whose datacontenttype is a media type
 // that is not JSON (text/plain, application/xml) is sent as the text itself, with that type, as
 // Knative passes a reply on; null without a datacontenttype (an event that came without data,
-// type_untyped_data) as no data at all; anything else as its JSON text, `application/json`.
+// type_untyped_data) or with one of those types (text/plain with an empty body) as no data at
+// all, the type kept; anything else as its JSON text, `application/json`.
 void put_data(CloudEvent& event, const boost::json::value& data);
 
 // Types data that came without a datacontenttype: JSON as application/json, anything else as
