@@ -51,6 +51,11 @@ class Daemon:
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def tail(self, size=6000):
+        """The end of the daemon's log, for a failed assertion's message (the log is gone with
+        the temporary directory once the test ends)."""
+        return self.output()[-size:]
+
     def wait_ready(self, limit=60):
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:

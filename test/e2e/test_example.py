@@ -195,7 +195,7 @@ class ExampleTest(unittest.TestCase):
             status, _, body = d.call("POST", path + ":invoke", '{"id": "q-2", "weight": 300}')
             self.assertEqual(status, 422, body)
             self.assertEqual(json.loads(body)["error"]["title"], "No quote")
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_applied_workflow_is_there_once_ready(self):
         """`serve --apply FILE`: once /readyz answers 200 the workflow can be invoked."""
@@ -204,7 +204,7 @@ class ExampleTest(unittest.TestCase):
             status, _, body = d.call("GET", "/api/v1/namespaces/shop/workflows/order-pipeline")
             self.assertEqual(status, 200, "/readyz answered 200 before the --apply workflow was "
                                           f"stored: {body}\n{d.output()}")
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
 
 if __name__ == "__main__":

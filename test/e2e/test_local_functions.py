@@ -424,7 +424,7 @@ class LocalFunctionsTest(unittest.TestCase):
             status, _, body = d.call("POST", f"{NS}/workflows/noisy:invoke", "{}")
             self.assertEqual(status, 503, body)
             self.assertIn("stderr: boom", json.loads(body)["detail"])
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
             with open(d.log_path, "rb") as f:
                 log = f.read()
             line = next(line for line in log.split(b"\n")

@@ -135,7 +135,7 @@ class ReadmeTest(unittest.TestCase):
                 self.assertEqual([row.split()[3:5] for row in attempts],
                                  [["faulted", "503"], ["faulted", "503"], ["completed", "200"]],
                                  attempts)
-                self.assertEqual(d.stop(), 0)
+                self.assertEqual(d.stop(), 0, d.tail())
             finally:
                 d.stop()  # SIGTERM, so the daemon stops the example's functions
 
@@ -166,7 +166,7 @@ class ReadmeTest(unittest.TestCase):
             self.assertIn(201, seen)
             self.assertIn(409, seen)
             self.assertIn(422, seen)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
 
 if __name__ == "__main__":

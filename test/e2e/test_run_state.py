@@ -417,7 +417,7 @@ class RunStateTest(unittest.TestCase):
         caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
         run_id = invoke(d, [("traceparent", caller), ("tracestate", "congo=t61rcWkgMzE"),
                             ("tracestate", " rojo=00f067aa0ba902b7 ")])
-        self.assertEqual(d.stop(), 0)
+        self.assertEqual(d.stop(), 0, d.tail())
         d = self.daemon(data_dir=d.data_dir)
         run = self.wait_phase(d, run_id, ("completed", "faulted"))
         self.assertEqual(run["phase"], "completed", run)

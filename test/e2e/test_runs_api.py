@@ -496,7 +496,7 @@ class RunsApiTest(unittest.TestCase):
         end(second["runId"])
 
         # Retention: keep one finished run, pruned every 50 ms.
-        self.assertEqual(self.d.stop(), 0)
+        self.assertEqual(self.d.stop(), 0, self.d.tail())
         self.d.args += ["--retention-runs", "1", "--retention-interval", "0.05"]
         self.d.start()
         self.assertEqual(deliver(), {**second, "duplicate": True})  # seeded from the store

@@ -50,7 +50,7 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(status, 401)
             status, _, _ = d.call("GET", "/api/v1/workflows")
             self.assertEqual(status, 200)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_restart_keeps_workflows_and_the_token(self):
         with Daemon() as d:
@@ -58,7 +58,7 @@ class ServeTest(unittest.TestCase):
             status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows", workflow("kept"))
             self.assertEqual(status, 201, body)
             token = d.token
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
             d.start()
             self.assertEqual(d.token, token)
             self.assertNotIn("Created an API token", d.output().split("Stopped knflow")[-1])
@@ -311,7 +311,7 @@ class ServeTest(unittest.TestCase):
             d.start()
             status, _ = d.json("GET", "/api/v1/namespaces/default/workflows/late")
             self.assertEqual(status, 200)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_bodies_in_codings_the_server_cannot_undo_are_refused(self):
         """`Transfer-Encoding: gzip, chunked` was framed by its chunks and the gzip bytes handed
@@ -343,7 +343,7 @@ class ServeTest(unittest.TestCase):
                                    "Content-Encoding: identity\r\nConnection: close\r\n"
                                    f"Content-Length: {len(body)}\r\n\r\n", body)
             self.assertEqual(status, 201, reply)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_trailer_fields_are_not_headers(self):
         """Beast's parser adds a chunked body's trailer fields to the header list: a broker post
@@ -366,7 +366,7 @@ class ServeTest(unittest.TestCase):
                 "ce-type: t\r\n\r\n",
                 chunked + f"Authorization: Bearer {d.token}\r\n\r\n".encode())
             self.assertEqual(status, 401, reply)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_requests_whose_host_or_framing_cannot_be_trusted_are_refused_and_closed(self):
         """RFC 9112 §3.2, §6.1 and §6.3, as a review found them broken: no Host, two Hosts or a
@@ -428,7 +428,7 @@ class ServeTest(unittest.TestCase):
             reply = exchange(f"GET ftp://h/healthz HTTP/1.1\r\nHost: x\r\n{auth}"
                              "Connection: close\r\n\r\n".encode())
             self.assertTrue(reply.startswith("HTTP/1.1 400 "), reply)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_http10_clients_get_no_interim_answer_and_head_errors_no_body(self):
         """RFC 9110 §15.2: no 1xx answer to an HTTP/1.0 client (its Expect is ignored); §9.3.2:
@@ -457,7 +457,7 @@ class ServeTest(unittest.TestCase):
                 status_line, _, rest = reply.partition(b"\r\n")
                 self.assertRegex(status_line.decode(), r"^HTTP/1.1 4\d\d ")
                 self.assertTrue(rest.endswith(b"\r\n\r\n"), reply)  # the head, and nothing after
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_trailer_and_chunk_extensions_are_bounded(self):
         """A chunked body's trailer section and a chunk's extensions were read whole, without any
@@ -482,7 +482,7 @@ class ServeTest(unittest.TestCase):
                     self.assertIn(b"trailer section", reply)
             status, _, _ = d.call("GET", "/healthz")
             self.assertEqual(status, 200)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_version(self):
         r = subprocess.run([BIN, "version"], capture_output=True, text=True, timeout=30)

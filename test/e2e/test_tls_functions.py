@@ -102,7 +102,7 @@ class TlsFunctionsTest(unittest.TestCase):
             # The final events went to the https reply sink too.
             self.assertTrue(wait_until(lambda: len(self.sink_got("/reply")) == 3, DEADLINE),
                             self.received)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_system_trust_store_through_ssl_cert_file(self):
         """Without the flag the client uses OpenSSL's default trust store, which SSL_CERT_FILE
@@ -114,7 +114,7 @@ class TlsFunctionsTest(unittest.TestCase):
                                   json.dumps({"item": "pen"}))
             self.assertEqual(status, 200, body)
             self.assertEqual(body, {"item": "pen", "price": 42.5})
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_an_untrusted_peer_is_a_delivery_failure_that_says_why(self):
         with Daemon("--tls-ca-file", self.pki["other"]) as d:
@@ -137,7 +137,7 @@ class TlsFunctionsTest(unittest.TestCase):
             self.assertEqual(len(attempts), 2, run)  # the first try and one retry
             self.assertTrue(all(a["error"]["detail"] == why for a in attempts), attempts)
             self.assertEqual(self.sink_got("/dls"), [])
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_a_peer_that_wants_a_client_certificate_is_named(self):
         """knflow sends no client certificate: a TLS 1.3 peer that requires one refuses it with an
@@ -154,7 +154,7 @@ class TlsFunctionsTest(unittest.TestCase):
                 self.assertEqual(status, 502, body)
                 self.assertIn("the peer requires a client certificate, which knflow does not "
                               "send", body["error"]["detail"], body)
-            self.assertEqual(d.stop(), 0)
+            self.assertEqual(d.stop(), 0, d.tail())
 
     def test_the_cli_gives_up_on_a_peer_that_never_finishes_the_handshake(self):
         """`knflow invoke` without --timeout waits as long as the daemon holds its request, and
