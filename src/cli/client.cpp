@@ -89,8 +89,9 @@ struct Target {
 };
 
 // The daemon's URL and token from the flags and the environment, looked up in the order the
-// help text gives. A missing or unreadable token file leaves the token empty. nullopt, after
-// saying so on stderr, when the URL is not an http:// URL.
+// help text gives. A missing or unreadable default token file leaves the token empty. nullopt,
+// after saying so on stderr, when the URL is not an http:// URL or a token file the user named
+// cannot be read.
 std::optional<Target> resolve_target(const po::variables_map& vm, std::string_view command) {
   Target target;
   const bool flag = vm.count("server") > 0;
@@ -117,8 +118,10 @@ std::optional<Target> resolve_target(const po::variables_map& vm, std::string_vi
     target.flags += " --token-file " + shell_word(vm["token-file"].as<std::string>());
   }
   fs::path file;
+  std::string_view named;  // the option or variable that named the file, when one did
   if (vm.count("token-file")) {
     file = vm["token-file"].as<std::string>();
+    named = "--token-file";
   } else if (const char* t = std::getenv("KNFLOW_TOKEN"); t && *t) {
     const std::string_view token(t);
     if (std::any_of(token.begin(), token.end(), [](char c) { return c <= ' ' || c > '~'; })) {
@@ -133,14 +136,20 @@ std::optional<Target> resolve_target(const po::variables_map& vm, std::string_vi
     return target;
   } else if (const char* f = std::getenv("KNFLOW_TOKEN_FILE"); f && *f) {
     file = f;
+    named = "$KNFLOW_TOKEN_FILE";
   } else {
     file = fs::path(env_or("KNFLOW_DATA_DIR", default_data_dir())) / "token";
   }
   target.token_source = file.string();
-  // An unreadable file leaves no token; a 401 then says which file it tried, and why it failed.
-  if (auto tokens = http::read_token_file(file, target.token_error); tokens && !tokens->empty()) {
-    target.token = tokens->front();
+  // A file the user named must be read, as a data file (-d @FILE) must; the default file may be
+  // missing (a daemon with its token elsewhere): no token, and a 401 then says which file it
+  // tried, and why it failed.
+  auto tokens = http::read_token_file(file, target.token_error);
+  if (!tokens && !named.empty()) {
+    std::cerr << "knflow " << command << ": " << named << ": " << target.token_error << "\n";
+    return std::nullopt;
   }
+  if (tokens && !tokens->empty()) target.token = tokens->front();
   return target;
 }
 
@@ -200,7 +209,15 @@ engine::HttpResponse send(const Target& target, Call call) {
   req.timeout = call.timeout;
   auto future = asio::co_spawn(ioc, send_and_close(client, std::move(req)), asio::use_future);
   ioc.run();
-  return future.get();
+  auto res = future.get();
+  if (res.body_too_large) {
+    // An answer this large is not the daemon's: what came cannot be shown.
+    res.error = boost::beast::http::error::body_limit;
+    res.error_message = "the answer from " + target.server + " (status " +
+                        std::to_string(res.status) + ") is larger than " +
+                        std::to_string(kMaxAnswerBytes) + " bytes";
+  }
+  return res;
 }
 
 // A member as plain text: a string as it is, another value as JSON; empty when absent or null.
@@ -512,10 +529,10 @@ int invoke(const std::vector<std::string>& args) {
   desc.add_options()
     ("name", po::value<std::string>()->required(), "the workflow")
     ("data,d", po::value<std::string>()->default_value("{}"),
-     "input data as JSON, or @FILE to read it from a file (- for standard input)")
+     "input data as JSON, or @FILE to read it from a file (@- for standard input)")
     ("content-type", po::value<std::string>()->default_value("application/json"),
      "the data's media type: text of another type (text/plain, application/xml; give -d) is "
-     "passed to the functions as it is; empty, it is an event without data")
+     "passed to the functions as it is; with -d '', an event without data")
     ("async", po::bool_switch(), "return at once with the run's id (see above)")
     ("timeout", po::value<double>(), "seconds to wait for the result (daemon default: 30)");
   // clang-format on

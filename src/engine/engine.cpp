@@ -1986,11 +1986,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // Like a call: bounded by the step's or run's deadline, abandoned when the run or branch is
     // cancelled.
     req.timeout = settings.default_call_timeout;
-    if (env.deadline) {
-      auto left = std::chrono::ceil<std::chrono::milliseconds>(*env.deadline -
-                                                               std::chrono::steady_clock::now());
-      req.timeout = std::max(std::chrono::milliseconds(1), std::min(req.timeout, left));
-    }
+    req.deadline = env.deadline;
     auto answered = co_await send_cancellable(*env.scope, std::move(req));
     if (!answered) {
       check_live(run, *env.scope, std::nullopt, path);  // the scope was cancelled: throws
@@ -2175,6 +2171,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     Current next = cur;
     if (res.status == 202) return next;
+    if (res.body_too_large) {
+      // Delivered (Knative counts a 2xx so, whatever its body), so not retried or dead-lettered:
+      // the step faults, as with any answer that cannot be taken.
+      return make_fault("communication", 502, "Reply too large",
+                        "the answer of " + call.function + " (status " +
+                            std::to_string(res.status) + ") has a body larger than " +
+                            std::to_string(http.max_response_bytes()) +
+                            " bytes, the most a function's answer may be; not read",
+                        path);
+    }
     auto decoded = decode_event(res.headers, res.body);
     if (auto* ev = std::get_if<CloudEvent>(&decoded)) {
       // A CloudEvent, with or without data (binary mode with an empty body has none).
@@ -2296,14 +2302,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       req.headers.emplace_back("Prefer", "reply");
       add_trace_context(req.headers, run);
       req.body = encoded.body;
+      // The function's timeout counts from when the request has a connection (a wide fork may
+      // wait for one); the step's or the run's deadline bounds the wait too.
       req.timeout = per_call;
-      if (env.deadline) {
-        // Rounded up: a request the deadline cut short ends when that deadline has passed.
-        auto left = std::chrono::ceil<std::chrono::milliseconds>(*env.deadline -
-                                                                 std::chrono::steady_clock::now());
-        req.timeout = std::max(std::chrono::milliseconds(1), std::min(req.timeout, left));
-      }
-      const bool cut_short = req.timeout < per_call;  // by the step's or the run's deadline
+      req.deadline = env.deadline;
       auto answered = co_await send_cancellable(*env.scope, std::move(req));
       if (!answered) {
         co_await attempt_end(
@@ -2354,7 +2356,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // The step's or the run's deadline passed, not the function's timeout: the step times out
       // (408), and no attempt can follow, so nothing is dead-lettered, as when the deadline passes
       // during a retry's backoff.
-      const bool step_timed_out = timed_out && cut_short;
+      const bool step_timed_out = timed_out && res.deadline_passed;
       const bool retrying = !step_timed_out && !res.request_invalid &&
                             is_retryable_status(status) && attempt - base <= policy.limit;
       const auto due = retrying ? retry_due(policy, attempt - base, retry_after) : RetryDue{};

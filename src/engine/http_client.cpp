@@ -187,12 +187,21 @@ Clock::time_point deadline_after(std::chrono::milliseconds timeout) {
   return Clock::now() + bounded;
 }
 
-// The request as it goes on the wire, with the deadline of the whole exchange.
+// The request as it goes on the wire, with its deadlines.
 struct Prepared {
   bhttp::request<bhttp::string_body> message;
-  Clock::time_point deadline;
+  Clock::time_point outer = Clock::time_point::max();  // HttpRequest::deadline, waiting included
+  std::chrono::milliseconds requested{0};              // HttpRequest::timeout
+  // Of the exchange, set once the request holds a connection slot (start_exchange): its timeout
+  // from then on, cut by `outer`; `timeout` is how long that is, for messages.
+  Clock::time_point deadline = Clock::time_point::max();
   std::chrono::milliseconds timeout{0};
   bool head = false;
+
+  void start_exchange() {
+    deadline = std::min(deadline_after(requested), outer);
+    timeout = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+  }
 };
 
 std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target& target) {
@@ -232,8 +241,8 @@ std::variant<Prepared, HttpResponse> prepare(HttpRequest& request, const Target&
   m.body() = std::move(request.body);
   m.prepare_payload();
   m.keep_alive(true);
-  p.timeout = request.timeout;
-  p.deadline = deadline_after(request.timeout);
+  p.requested = request.timeout;
+  if (request.deadline) p.outer = *request.deadline;
   return p;
 }
 
@@ -664,7 +673,11 @@ struct Pool : std::enable_shared_from_this<Pool> {
       conn.stream.tcp().expires_at(req.deadline);
       auto [rec, rn] = co_await bhttp::async_read(stream, conn.buffer, parser, use_tuple);
       got_bytes = got_bytes || parser.got_some();
-      if (rec) {
+      // A body larger than the client reads, after a header that says what was answered: that
+      // answer, without its body (a 2xx was delivered all the same, as Knative, which reads any
+      // size, counts it), on a connection that cannot be used again.
+      const bool too_large = rec == bhttp::error::body_limit && parser.is_header_done();
+      if (rec && !too_large) {
         // What the peer said before it closed (a TLS alert: it wants a client certificate, say)
         // tells more than the reset of the send it caused.
         if (answered_early && !io::is_tls_error(rec)) {
@@ -718,6 +731,10 @@ struct Pool : std::enable_shared_from_this<Pool> {
         out.response.headers.emplace_back(to_lower(field->name_string()),
                                           std::string(field->value()));
       }
+      if (too_large) {
+        out.response.body_too_large = true;
+        co_return out;  // not reusable: the rest of the body is still coming
+      }
       out.response.body = std::move(res.body());
       // Answered while the request was still going out: the connection is not used again.
       out.reusable = keep_alive && !answered_early && status != 101 && conn.buffer.size() == 0 &&
@@ -730,14 +747,27 @@ struct Pool : std::enable_shared_from_this<Pool> {
   // Abandoned (`call`), it stops at once: a connection it had is closed and its slot freed.
   static asio::awaitable<HttpResponse> run(std::shared_ptr<Pool> self, Prepared req,
                                            std::shared_ptr<Call> call) {
-    auto lease = co_await acquire(self, *call, req.deadline);
+    auto lease = co_await acquire(self, *call, req.outer);
     if (lease.shut_down) co_return shut_down_response();
     if (lease.abandoned) co_return abandoned_response();
     if (lease.timed_out) {
-      co_return failure(asio::error::timed_out,
-                        "timed out after " + std::to_string(req.timeout.count()) +
-                            " ms waiting for a free connection to " + self->target.authority);
+      auto out = failure(
+          asio::error::timed_out,
+          "the deadline passed while waiting for a free connection to " + self->target.authority);
+      out.deadline_passed = true;
+      co_return out;
     }
+    req.start_exchange();
+    auto response = co_await exchange_in_slot(self, req, call, std::move(lease.conn));
+    response.deadline_passed =
+        response.error == asio::error::timed_out && Clock::now() >= req.outer;
+    co_return response;
+  }
+
+  // The request, holding a slot of the pool (and a pooled connection, or none yet).
+  static asio::awaitable<HttpResponse> exchange_in_slot(std::shared_ptr<Pool> self, Prepared& req,
+                                                        std::shared_ptr<Call> call,
+                                                        std::unique_ptr<Conn> conn) {
     // From here on the call holds a slot; a shutdown stops what it waits for.
     self->calls.insert(call.get());
     struct Untrack {
@@ -751,7 +781,6 @@ struct Pool : std::enable_shared_from_this<Pool> {
         pool.calls.erase(&call);
       }
     } untrack{*self, *call};
-    std::unique_ptr<Conn> conn = std::move(lease.conn);
     // After every wait: a shutdown or an abandon ends the call, closing its connection.
     auto stopped = [&]() -> std::optional<HttpResponse> {
       if (!self->closed && !call->abandoned) return std::nullopt;
@@ -909,6 +938,8 @@ HttpClient::HttpClient(asio::any_io_executor executor, HttpClientSettings settin
 }
 
 HttpClient::~HttpClient() { shutdown(); }
+
+std::size_t HttpClient::max_response_bytes() const { return impl_->settings.max_response_bytes; }
 
 asio::awaitable<HttpResponse> HttpClient::send(HttpRequest request,
                                                std::shared_ptr<Abandon> abandon) {

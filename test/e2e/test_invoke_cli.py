@@ -616,13 +616,26 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 2, err)
         self.assertIn("$KNFLOW_TOKEN holds a character a bearer token cannot have", err)
 
-        # /dev/zero as the token file was read until memory ran out; now it is refused at 1 MiB,
-        # and the 401 says why no token was sent.
+        # /dev/zero as the token file was read until memory ran out; now it is refused at 1 MiB.
+        # A file the user named that cannot be read is a usage error, as `-d @FILE` is (the
+        # request went without a token, and the daemon's 401 said why).
         code, _, err = self.cli("runs", "-n", NS, "--server", self.d.base,
                                 "--token-file", "/dev/zero", flags=False)
+        self.assertEqual(code, 2, err)
+        self.assertIn("knflow runs: --token-file: cannot read token file /dev/zero: it holds more "
+                      "than 1048576 bytes", err)
+        missing = os.path.join(self.tmp.name, "no-such-token")
+        code, _, err = self.cli("invoke", "quick", "-n", NS, flags=False,
+                                env={"KNFLOW_SERVER": self.d.base, "KNFLOW_TOKEN_FILE": missing})
+        self.assertEqual(code, 2, err)
+        self.assertIn(f"knflow invoke: $KNFLOW_TOKEN_FILE: cannot read token file {missing}", err)
+        # The default file may be missing: the 401 says which file was tried.
+        code, _, err = self.cli("runs", "-n", NS, flags=False,
+                                env={"KNFLOW_SERVER": self.d.base,
+                                     "KNFLOW_DATA_DIR": self.tmp.name})
         self.assertEqual(code, 1, err)
-        self.assertIn("none: cannot read token file /dev/zero: it holds more than 1048576 bytes "
-                      "(--token-file FILE or $KNFLOW_TOKEN give one)", err)
+        self.assertIn("401", err)
+        self.assertIn("cannot read token file", err)
 
     def test_token_files_read_as_the_daemon_reads_them(self):
         """The CLI takes the token the daemon would accept from the same file: indented comments

@@ -1684,6 +1684,84 @@ TEST_CASE("engine: a catch.retry backoff ends at the step's deadline and at a ca
   }
 }
 
+TEST_CASE("engine: a call waiting for a free connection is not timed out by its function's timeout",
+          "[engine][call][timeout]") {
+  // Waiting for one of the 64 connections per origin counted against the function's timeout: a
+  // fork wider than the pool, or many runs at once, faulted calls that were never sent (Knative,
+  // which limits no connections per host, times the request alone).
+  EngineFixture f;
+  f.echo.route("/hold", {.status = 200, .body = "{}", .delay = std::chrono::milliseconds(800)});
+  std::string branches;
+  for (int i = 0; i < 64; ++i) {
+    branches += "          - {name: h" + std::to_string(i) + ", call: hold}\n";
+  }
+  branches += "          - {name: quick, call: quick}\n";
+  auto yaml = header("pool-wait") + "  functions:\n    hold: {url: \"" + f.echo.url("/hold") +
+              "\"}\n    quick: {url: \"" + f.echo.url("/quick") + R"(", timeout: PT0.2S}
+  retry: {limit: 0}
+  do:
+    - name: wide
+      fork:
+        join: all
+        branches:
+)" + branches;
+  auto out = f.run(yaml);
+  INFO((out.error ? json::serialize(*out.error) : ""));
+  CHECK(out.phase == "completed");
+  CHECK(f.echo.requests_to("/quick").size() == 1);
+  CHECK(f.echo.requests_to("/hold").size() == 64);
+
+  // The step's deadline still bounds the wait: a timeout of the step (408), the call never sent.
+  auto bounded = header("pool-deadline") + "  functions:\n    hold: {url: \"" +
+                 f.echo.url("/hold") + "\"}\n    quick: {url: \"" + f.echo.url("/quick") +
+                 R"("}
+  retry: {limit: 0}
+  do:
+    - name: wide
+      fork:
+        join: all
+        branches:
+)" + branches.substr(0, branches.rfind("          - {name: quick")) +
+                 "          - {name: quick, call: quick, timeout: PT0.2S}\n";
+  out = f.run(bounded);
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "timeout");
+  CHECK(out.error->at("status") == 408);
+  CHECK(f.echo.requests_to("/quick").size() == 1);
+}
+
+TEST_CASE("engine: a 2xx answer larger than a function's answer may be is not retried",
+          "[engine][call]") {
+  // Its body could not be read, and it was retried and dead-lettered as if nothing had been
+  // delivered; Knative counts a 2xx as delivered whatever its body.
+  EngineFixture f;
+  const std::string big(9 << 20, 'x');
+  f.echo.route("/big", {.status = 200, .body = big, .headers = {{"Content-Type", "text/plain"}}});
+  f.echo.route("/big-503", {.status = 503, .body = big});
+  auto yaml = [&](const std::string& name, const std::string& function) {
+    return header(name, dead_letter_to(f, "/dls")) + functions(f, {function}) +
+           R"(  retry: {limit: 2, backoff: constant, delay: PT0.01S, jitter: false}
+  do:
+    - {name: ask, call: )" +
+           function + "}\n";
+  };
+  std::string id;
+  auto out = f.run(yaml("too-large", "big"), "{}", &id);
+  CHECK(out.phase == "faulted");
+  CHECK(out.error->at("status") == 502);
+  CHECK(out.error->at("title") == "Reply too large");
+  CHECK(f.echo.requests_to("/big").size() == 1);
+  auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 1);
+  CHECK(attempts[0].http_status == 200u);
+  // Another status is that status, its body unread: a 503 is retried, then dead-lettered.
+  out = f.run(yaml("too-large-503", "big-503"));
+  CHECK(out.phase == "faulted");
+  CHECK(out.error->at("status") == 503);
+  CHECK(f.echo.requests_to("/big-503").size() == 3);
+  wait_until([&] { return f.echo.requests_to("/dls").size() == 1; });
+}
+
 TEST_CASE("engine: a call cut short by its step's or run's deadline faults 408, not dead-lettered",
           "[engine][timeout]") {
   // docs/engine.md: a step's or the run's own deadline is a timeout error with status 408. A call

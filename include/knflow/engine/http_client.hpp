@@ -1,10 +1,10 @@
 #pragma once
 
 // An HTTP/1.1 client for the engine's calls to functions: a pool of keep-alive connections per
-// origin (scheme, host, port), a deadline per request that bounds all of it (waiting for a
-// connection, the host name's lookup, connect, write, read), a bound on connections per origin
-// (extra requests wait for a free connection instead of opening more sockets, so a wide fork at
-// high rate never runs out of local ports), and a handle to abandon a request at once. http and
+// origin (scheme, host, port), a timeout per request (the host name's lookup, connect, write,
+// read) and an optional deadline that bounds all of it, a bound on connections per origin (extra
+// requests wait for a free connection instead of opening more sockets, so a wide fork at high
+// rate never runs out of local ports), and a handle to abandon a request at once. http and
 // https: an https peer must present a certificate for the URL's host that the client's trust
 // store verifies (TLS 1.2 or later; no way to skip the check).
 
@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,8 +35,14 @@ struct HttpRequest {
   std::string url;  // absolute http:// or https:// URL
   HeaderList headers;
   std::string body;
-  // The whole exchange: waiting for a connection, the lookup, connect, write, read.
+  // The exchange, from when the request holds one of its origin's connection slots: the lookup,
+  // connect, write, read. Waiting for a slot while all of them are busy does not count: Knative's
+  // dispatcher, which limits no connections per host, times the request alone, and a burst wider
+  // than the pool would otherwise time out requests that were never sent.
   std::chrono::milliseconds timeout{30'000};
+  // Bounds everything, the wait for a slot included (a step's or a run's deadline); a request it
+  // cuts says so (HttpResponse::deadline_passed). None: only `timeout`.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
 };
 
 struct HttpResponse {
@@ -44,8 +51,14 @@ struct HttpResponse {
   // With error: the request could not be made as given (URL, scheme, method, a header): nothing
   // was sent, and sending it again cannot help.
   bool request_invalid = false;
+  // With error timed_out: it was HttpRequest::deadline, not the request's own timeout, that ended
+  // it.
+  bool deadline_passed = false;
   unsigned status = 0;
   HeaderList headers;  // lower-case names
+  // Without error, with status: the body was larger than the client reads
+  // (HttpClientSettings::max_response_bytes), so it is empty; the connection was closed.
+  bool body_too_large = false;
   std::string body;
 };
 
@@ -125,6 +138,9 @@ class HttpClient {
 
   // Closes every pooled connection; pending sends complete with an error.
   void shutdown();
+
+  // The largest answer body it reads (HttpClientSettings::max_response_bytes).
+  std::size_t max_response_bytes() const;
 
   // Origins it holds a pool for, for tests.
   std::size_t pools() const;
