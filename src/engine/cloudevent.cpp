@@ -620,7 +620,10 @@ void put_data(CloudEvent& event, const json::value& data) {
     return;
   }
   event.data = model::json_text(data);
-  event.datacontenttype = "application/json";
+  // A JSON type stays as it came (a vendor type, its parameters), as Knative passes it on.
+  if (!event.datacontenttype || !is_json_media_type(*event.datacontenttype)) {
+    event.datacontenttype = "application/json";
+  }
 }
 
 std::optional<std::string> data_not_text(const CloudEvent& event) {

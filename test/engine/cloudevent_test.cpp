@@ -629,7 +629,11 @@ TEST_CASE("put_data sends text of a text type as it is, and everything else as J
         Sent{"application/xml; charset=utf-8", "<a/>"});
   // JSON types, none, and a type that is no media type: the JSON text.
   CHECK(with("application/json", "hi") == Sent{"application/json", R"("hi")"});
-  CHECK(with("application/cloudevents+json", "hi") == Sent{"application/json", R"("hi")"});
+  // A JSON type stays as it came, parameters and all.
+  CHECK(with("application/cloudevents+json", "hi") ==
+        Sent{"application/cloudevents+json", R"("hi")"});
+  CHECK(with("application/vnd.order+json; version=2", json::parse(R"({"a":1})")) ==
+        Sent{"application/vnd.order+json; version=2", R"({"a":1})"});
   CHECK(with(std::nullopt, "hi") == Sent{"application/json", R"("hi")"});
   CHECK(with("text", "hi") == Sent{"application/json", R"("hi")"});
   // Data that is not a string is JSON whatever the type says.

@@ -1208,6 +1208,16 @@ TEST_CASE("engine: text data goes on as text, with its type, until an expression
   CHECK(sent(f, "/nothing") == std::pair<std::string, std::string>{"", ""});
   CHECK(sent(f, "/made-null") == std::pair<std::string, std::string>{"application/json", "null"});
 
+  // A JSON type goes on as it came, parameters and all (it became application/json).
+  auto vendor = header("vendor") + functions(f, {"vendor"}) + R"(  do:
+    - {name: one, call: vendor}
+)";
+  auto order = text_input(R"({"id": 1})");
+  order.datacontenttype = "application/vnd.order+json; version=2";
+  REQUIRE(f.wait(f.start_event(vendor, order)).phase == "completed");
+  CHECK(sent(f, "/vendor") == std::pair<std::string, std::string>{
+                                  "application/vnd.order+json; version=2", R"({"id":1})"});
+
   // A text type without data keeps its Content-Type and has no body, as Knative forwards it; it
   // went on as a JSON null.
   auto typed_bare = header("typed-bare") + functions(f, {"typed-nothing", "typed-null"}) + R"(  do:

@@ -90,7 +90,8 @@ boost::json::value data_as_json(const CloudEvent& event);
 // that is not JSON (text/plain, application/xml) is sent as the text itself, with that type, as
 // Knative passes a reply on; null without a datacontenttype (an event that came without data,
 // type_untyped_data) or with one of those types (text/plain with an empty body) as no data at
-// all, the type kept; anything else as its JSON text, `application/json`.
+// all, the type kept; anything else as its JSON text, with the JSON type the event has, else
+// `application/json`.
 void put_data(CloudEvent& event, const boost::json::value& data);
 
 // Types data that came without a datacontenttype: JSON as application/json, anything else as
