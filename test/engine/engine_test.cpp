@@ -1554,6 +1554,24 @@ TEST_CASE("engine: Retry-After sets the delay before the next attempt", "[engine
   CHECK(busy[1].received - busy[0].received >= std::chrono::seconds(1));
 }
 
+TEST_CASE("engine: Retry-After counts on a 429 or 503 only", "[engine][retry]") {
+  // It was honoured on every status retried (a 500 asking for an hour waited the hour); Knative
+  // honours it on 429 and 503, the statuses RFC 9110 and RFC 6585 define it for.
+  EngineFixture f;
+  f.echo.route("/err", {.status = 200, .headers = {{"Retry-After", "3600"}}, .statuses = {500}});
+  f.echo.route("/throttled", {.status = 200, .headers = {{"Retry-After", "1"}}, .statuses = {429}});
+  auto yaml = header("retry-after-statuses") + functions(f, {"err", "throttled"}) + R"(  do:
+    - {name: one, call: err, retry: {limit: 1, backoff: constant, delay: PT0.01S}}
+    - {name: two, call: throttled, retry: {limit: 1, backoff: constant, delay: PT0.01S}}
+)";
+  std::string id;
+  CHECK(f.run(yaml, "{}", &id).phase == "completed");
+  auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 4);
+  CHECK_FALSE(json::parse(*attempts[0].error_json).as_object().contains("retryAfterMs"));
+  CHECK(json::parse(*attempts[2].error_json).at("retryAfterMs") == 1000);
+}
+
 TEST_CASE("engine: try/catch handles matching errors with $error", "[engine][try]") {
   EngineFixture f;
   f.echo.route("/bad", {.status = 400, .body = "no"});
