@@ -1698,13 +1698,26 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   asio::awaitable<Current> exec_for(Env env, const model::ForStep& f, const std::string& path,
                                     Current cur, const json::object& vars) {
-    Held items_held;  // while the loop runs
-    auto items = co_await eval(env, f.in, cur.data, vars, path + "/for/in", items_held);
+    // The items are journaled as the loop begins: a run resumed or redriven goes on over the
+    // same items, which its journaled iterations were of (`in` may read `now`, or a redrive's
+    // new $run.startedAt), not over what `in` gives now.
+    Run& run = *env.run;
+    const std::string in_key = path + "/for/in";
+    if (!run.journal.contains(in_key)) {
+      Held items_held;  // until the journal counts them instead
+      auto items = co_await eval(env, f.in, cur.data, vars, in_key, items_held);
+      if (!items.is_array()) {
+        throw make_fault(
+            "expression", 400, "for.in is not an array",
+            "for.in gave " + std::string(model::utf8_prefix(model::json_text(items), 200)), in_key);
+      }
+      items_held.release();  // the journal counts them from here on
+      co_await journal_put(run, in_key, "started", std::move(items), "this for loop's items");
+    }
+    const json::value& items = run.journal.at(in_key).value;  // std::map: stays where it is
     if (!items.is_array()) {
-      throw make_fault(
-          "expression", 400, "for.in is not an array",
-          "for.in gave " + std::string(model::utf8_prefix(model::json_text(items), 200)),
-          path + "/for/in");
+      throw make_fault("runtime", 500, "Unreadable journal entry",
+                       "the items journaled for this for loop are not an array", in_key);
     }
     const std::string each = f.each.empty() ? "item" : f.each;
     const std::string at = f.at.value_or("index");
@@ -1749,20 +1762,31 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                       Current cur, const json::object& base) {
     const std::int64_t max = w.max_iterations.value_or(10'000);
     for (std::int64_t n = 0;; ++n) {
-      json::object vars = base;
-      vars["event"] = attributes_object(cur.event);
-      auto cond = co_await eval(env, w.condition, cur.data, vars, path + "/while");
-      if (!truthy(cond)) break;
+      const std::string at = path + "/while/" + std::to_string(n);
+      // An iteration with journaled steps had begun before a restart or a redrive: its condition
+      // held then, whatever it says now (it may read `now`, or a redrive's new $run.startedAt).
+      if (!journaled_under(*env.run, at + "/")) {
+        json::object vars = base;
+        vars["event"] = attributes_object(cur.event);
+        auto cond = co_await eval(env, w.condition, cur.data, vars, path + "/while");
+        if (!truthy(cond)) break;
+      }
       if (n >= max) {
         throw make_fault("runtime", 500, "Loop guard",
                          "while ran " + std::to_string(max) +
                              " iterations (maxIterations) and its condition still holds",
                          path + "/while");
       }
-      auto results = co_await exec_list(env, &w.steps, path + "/while/" + std::to_string(n), cur);
+      auto results = co_await exec_list(env, &w.steps, at, cur);
       cur = collapse(std::move(results), cur);
     }
     co_return cur;
+  }
+
+  // Whether the run's journal holds an entry under `prefix` (a path ending in '/').
+  static bool journaled_under(const Run& run, const std::string& prefix) {
+    const auto it = run.journal.lower_bound(prefix);
+    return it != run.journal.end() && it->first.starts_with(prefix);
   }
 
   static bool catch_matches(const model::Catch& c, const json::object& error) {

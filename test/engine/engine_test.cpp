@@ -2676,6 +2676,45 @@ TEST_CASE("engine: a cancel is recorded before it is answered, and a resumed run
   }
 }
 
+TEST_CASE("engine: a redriven loop goes on over the items and iterations it had begun",
+          "[engine][redrive][loops]") {
+  // A resumed or redriven loop evaluated for.in and each while condition again: an `in` or a
+  // condition that reads $run.startedAt (new on a redrive) or `now` could end a while before the
+  // iterations it had journaled, or give a for more items than the run began with.
+  EngineFixture f;
+  f.echo.route("/flaky", {.status = 200, .body = "{}", .statuses = {400}});
+  f.echo.route("/flaky-for", {.status = 200, .body = "{}", .statuses = {400}});
+  auto yaml = header("redriven-loops") + functions(f, {"flaky", "flaky-for"}) + R"(  do:
+    - {name: init, set: '${ {started: $run.startedAt, n: 0} }'}
+    - name: loop
+      while: '${ .started == $run.startedAt and .n < 2 }'
+      do:
+        - {name: bump, set: '${ . + {n: (.n + 1)} }'}
+        - {name: ask, if: '${ .n == 2 }', call: flaky, output: '${ $input }'}
+    - {name: mark, set: '${ {started: $run.startedAt} }'}
+    - name: each
+      for:
+        in: '${ if .started == $run.startedAt then [1, 2] else [1, 2, 3] end }'
+      do:
+        - {name: ask, if: '${ $item == 2 }', call: flaky-for, output: '${ $input }'}
+        - {name: value, set: '${ $item }'}
+)";
+  auto id = f.start(yaml);
+  CHECK(f.wait(id).phase == "faulted");  // at the while's second iteration
+  auto redrive = [&] {
+    REQUIRE(asio::co_spawn(f.ioc(), f.engine().retry(id), asio::use_future).get() ==
+            engine::Engine::Control::ok);
+    wait_until([&] { return f.record(id)->phase != store::RunPhase::running; });
+    return f.wait(id);
+  };
+  CHECK(redrive().phase == "faulted");  // the while went on; now at the for's second item
+  CHECK(f.echo.requests_to("/flaky").size() == 2);
+  auto out = redrive();
+  REQUIRE(out.phase == "completed");
+  CHECK(EngineFixture::data(out) == json::parse("[1, 2]"));
+  CHECK(f.echo.requests_to("/flaky-for").size() == 2);
+}
+
 TEST_CASE("engine: a cancel after a step faulted leaves the run faulted", "[engine][cancel]") {
   // The run's end was written cancelled whenever a cancel had been asked for, also when it came
   // after the step had faulted with an error of its own (here, while its event was on its way to
