@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <limits>
 #include <optional>
+#include <regex>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -980,7 +981,15 @@ bool yaml11_would_resolve(std::string_view s) {
   if (std::ranges::find(kWords, s) != std::end(kWords)) return true;
   const char first = s.front();
   if (!(first >= '0' && first <= '9') && first != '.' && first != '+') return false;
-  return s.find_first_not_of("0123456789abcdefABCDEFxXoO_.:+-") == std::string_view::npos;
+  if (s.find_first_not_of("0123456789abcdefABCDEFxXoO_.:+-") == std::string_view::npos) {
+    return true;
+  }
+  // A YAML 1.1 timestamp with a time (https://yaml.org/type/timestamp.html): PyYAML reads
+  // 2026-12-03T09:20:34Z as a datetime, so a GET, edit and PUT through it changed the string.
+  static const std::regex kTimestamp(
+      R"([0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(\.[0-9]*)?)"
+      R"(([ \t]*(Z|[-+][0-9]{1,2}(:[0-9]{2})?))?)");
+  return std::regex_match(s.begin(), s.end(), kTimestamp);
 }
 
 // Whether a string can be written as a plain scalar and read back as the same string.
