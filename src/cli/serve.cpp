@@ -119,9 +119,11 @@ po::options_description serve_options() {
      "PEM file of CA certificates that https functions, reply and dead-letter sinks may also "
      "chain to, besides the system's")
     ("invoke-timeout", po::value<double>()->default_value(30),
-     "seconds a synchronous invoke waits for the run's result before answering 202")
+     "seconds a synchronous invoke waits for the run's result before answering 202 (a "
+     "--max-invoke-timeout below the default lowers it too)")
     ("max-invoke-timeout", po::value<double>()->default_value(300),
-     "largest ?timeout= a synchronous invoke may ask for, in seconds")
+     "largest ?timeout= a synchronous invoke may ask for, in seconds (0: every invoke answers "
+     "202 at once)")
     ("expression-timeout", po::value<double>()->default_value(1),
      "seconds one jq expression may run before its step faults")
     ("expression-workers", po::value<std::size_t>()->default_value(2),
@@ -338,9 +340,9 @@ bool check_numeric_options(const po::variables_map& vm) {
       !check_count_option(vm, "expression-workers", kMaxExpressionWorkers, "serve")) {
     return false;
   }
-  // Zero would answer every connection 503, or every invoke: a daemon that serves nothing (as
-  // Kubernetes' limits go, a user may well have meant "no limit").
-  for (const char* name : {"max-connections", "max-active-runs"}) {
+  // Zero would answer every connection 503, every invoke, or every request with a body 413: a
+  // daemon that serves nothing (as Kubernetes' limits go, a user may well have meant "no limit").
+  for (const char* name : {"max-connections", "max-active-runs", "max-body-bytes"}) {
     if (vm[name].as<std::size_t>() == 0) {
       std::cerr << "knflow serve: --" << name << " must be at least 1\n";
       return false;

@@ -207,7 +207,7 @@ class ServeTest(unittest.TestCase):
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(f"knflow controller: {message}\n", r.stderr)
-            for option in ("--max-connections", "--max-active-runs"):
+            for option in ("--max-connections", "--max-active-runs", "--max-body-bytes"):
                 r = subprocess.run([BIN, "serve", option, "0", "--data-dir", tmp],
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(r.returncode, 2, r.stderr)
