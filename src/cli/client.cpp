@@ -670,7 +670,8 @@ int runs(const std::vector<std::string>& args) {
     rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(*at));
     po::options_description desc(
         "Usage: knflow runs get ID [-n NS] [-o text|json]\n\nShows one run: its error or "
-        "output, every step it ran (in the order they started) and every attempt of its calls."
+        "output, every step it ran (in the order they started) and every attempt of its calls.\n"
+        "Exit code 0: shown; 1: refused (no such run: 404); 2: bad usage; 3: no daemon."
         "\n\nOptions");
     add_connection_options(desc);
     desc.add_options()("id", po::value<std::string>()->required(), "the run id")(
@@ -789,7 +790,7 @@ int runs(const std::vector<std::string>& args) {
       "       knflow runs get ID"
       "\n\nLists runs, the newest created first (a retried run keeps its place; STARTED is when "
       "its latest try began); when there are more than --limit, says how to get the next "
-      "page.\n\nOptions");
+      "page.\nExit code 0: listed; 1: refused; 2: bad usage; 3: no daemon.\n\nOptions");
   add_connection_options(desc);
   desc.add_options()("workflow", po::value<std::string>(), "only runs of this workflow")(
       "phase", po::value<std::string>(), "only these phases, comma-separated")(

@@ -5,26 +5,36 @@
 #include "knflow/version.hpp"
 
 #include <iostream>
+#include <string>
+#include <vector>
 
 namespace knflow::cli {
 
-void print_usage() {
-  std::cout << "knflow " << kVersion
-            << ": serverless workflows on your laptop and on Knative\n\n"
-               "Usage: knflow <command> [options]\n\n"
-               "Commands:\n"
-               "  serve      run the daemon: REST API, dashboard, metrics, engine\n"
-               "  validate   check a workflow file offline and list every error\n"
-               "  render     print the Knative objects a workflow compiles to (offline)\n"
-               "  invoke     run a workflow on the daemon and print its result\n"
-               "  runs       list runs, or show one with `runs get ID`\n"
-               "  controller run the cluster controller alone (internal, for tests)\n"
-               "  version    print the version and exit\n"
-               "  help       print this text\n\n"
-               "Run `knflow <command> --help` for a command's options.\n";
+void print_usage(std::ostream& out) {
+  out << "knflow " << kVersion
+      << ": serverless workflows on your laptop and on Knative\n\n"
+         "Usage: knflow <command> [options]\n\n"
+         "Commands:\n"
+         "  serve      run the daemon: REST API, dashboard, metrics, engine\n"
+         "  validate   check a workflow file offline and list every error\n"
+         "  render     print the Knative objects a workflow compiles to (offline)\n"
+         "  invoke     run a workflow on the daemon and print its result\n"
+         "  runs       list runs, or show one with `runs get ID`\n"
+         "  controller run the cluster controller alone (internal, for tests)\n"
+         "  version    print the version and exit\n"
+         "  help       print this text\n\n"
+         "Run `knflow <command> --help` for a command's options.\n";
 }
 
-int version() {
+int version(const std::vector<std::string>& args) {
+  if (!args.empty() && (args.front() == "--help" || args.front() == "-h")) {
+    std::cout << "Usage: knflow version\n\nPrints the version and the commit it was built from.\n";
+    return kExitOk;
+  }
+  if (!args.empty()) {
+    std::cerr << "knflow version: takes no arguments, got \"" << args.front() << "\"\n";
+    return kExitUsage;
+  }
   std::cout << "knflow " << kVersion << " (commit " << kGitCommit << ")\n";
   return kExitOk;
 }
@@ -32,7 +42,7 @@ int version() {
 int run(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
-    print_usage();
+    print_usage(std::cerr);  // a usage error: the text goes where errors go
     return kExitUsage;
   }
   const std::string command = args.front();
@@ -44,13 +54,13 @@ int run(int argc, char** argv) {
   if (command == "runs") return runs(args);
   if (command == "controller") return controller(args);
   if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
-  if (command == "version" || command == "--version") return version();
+  if (command == "version" || command == "--version") return version(args);
   if (command == "help" || command == "--help" || command == "-h") {
-    print_usage();
+    print_usage(std::cout);
     return kExitOk;
   }
   std::cerr << "knflow: unknown command \"" << command << "\"\n\n";
-  print_usage();
+  print_usage(std::cerr);
   return kExitUsage;
 }
 

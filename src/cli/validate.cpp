@@ -38,8 +38,8 @@ int validate(const std::vector<std::string>& args) {
   po::options_description desc(
       "Usage: knflow validate -f FILE [-o text|json]\n\n"
       "Checks a Workflow (YAML or JSON) offline with the daemon's own validator and lists every\n"
-      "error with its JSON pointer. Exit code 0: valid; 1: invalid; 2: the file could not be "
-      "read.\n\nOptions");
+      "error with its JSON pointer. Exit code 0: valid; 1: invalid; 2: bad options or a file\n"
+      "that could not be read.\n\nOptions");
   desc.add_options()("help,h", "print this help")("filename,f",
                                                   po::value<std::string>()->required(),
                                                   "the workflow file; `-` reads standard input")(

@@ -488,6 +488,25 @@ class ServeTest(unittest.TestCase):
         r = subprocess.run([BIN, "version"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0)
         self.assertRegex(r.stdout, r"^knflow \d+\.\d+\.\d+ \(commit \w+\)")
+        # `version --help` printed the version, and `version extra` exited 0.
+        r = subprocess.run([BIN, "version", "--help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.startswith("Usage: knflow version\n"), r.stdout)
+        r = subprocess.run([BIN, "version", "extra"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('knflow version: takes no arguments, got "extra"', r.stderr)
+
+    def test_usage_errors_print_the_usage_on_stderr(self):
+        """A usage error's text goes where errors go (it went to standard output); help asked
+        for goes to standard output."""
+        for argv in ([BIN, "foo"], [BIN]):
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertEqual(r.stdout, "")
+            self.assertIn("Usage: knflow <command> [options]", r.stderr)
+        r = subprocess.run([BIN, "help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("Usage: knflow <command> [options]", r.stdout)
 
 
 if __name__ == "__main__":
