@@ -42,16 +42,22 @@ constexpr std::size_t kMaxLogPageBytes = 1 << 20;
 
 // The run a path names. Run ids are UUIDs, written in lower case; RFC 9562 §4 has a UUID read in
 // either case, so one in upper case (as some tools print them) names the same run.
+// Whether `id` is written as a UUID is (RFC 9562 §4: 8-4-4-4-12 hex digits, either case).
+bool uuid_shaped(std::string_view id) {
+  if (id.size() != 36) return false;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    const char c = id[i];
+    const bool hyphen_here = i == 8 || i == 13 || i == 18 || i == 23;
+    const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    if (hyphen_here ? c != '-' : !hex) return false;
+  }
+  return true;
+}
+
 std::string run_id_of(const Request& req) {
   auto id = req.params.at("id");
-  const bool uuid_shaped = id.size() == 36 && std::ranges::all_of(id, [](char c) {
-                             return c == '-' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-                                    (c >= 'A' && c <= 'F');
-                           });
-  if (uuid_shaped) {
-    for (auto& c : id)
-      if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
-  }
+  for (auto& c : id)  // check_names let only a UUID through
+    if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
   return id;
 }
 
@@ -172,6 +178,14 @@ struct Api::RunHandlers {
         return problem(400, "invalid-name",
                        "\"" + it->second + "\" in the path is not a DNS-1123 label.", req);
       }
+    }
+    // A run id is a UUID: anything else names no run that could exist, which a 404 would not say.
+    if (auto it = req.params.find("id"); it != req.params.end() && !uuid_shaped(it->second)) {
+      return problem(400, "invalid-run-id",
+                     "\"" + it->second +
+                         "\" in the path is not a run id: a UUID such as "
+                         "01a23b31-e720-702c-99af-bbe0db3458cc.",
+                     req);
     }
     return std::nullopt;
   }

@@ -457,9 +457,9 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         run_id = err.split()[1]
         for args, message in [
-                (("runs", "get", run_id + "/logs", "-n", NS), f'Run "{run_id}/logs" does not exist'),
-                (("runs", "get", "x?phase=running", "-n", NS), 'Run "x?phase=running" does not exist'),
-                (("runs", "get", "a b", "-n", NS), 'Run "a b" does not exist'),
+                (("runs", "get", run_id + "/logs", "-n", NS), f'"{run_id}/logs" in the path is not a run id'),
+                (("runs", "get", "x?phase=running", "-n", NS), '"x?phase=running" in the path is not a run id'),
+                (("runs", "get", "a b", "-n", NS), '"a b" in the path is not a run id'),
                 (("invoke", "greet?mode=async", "-n", NS), '"greet?mode=async" in the path is not'),
                 (("invoke", "greet", "-n", "Bad NS"), '"Bad NS" in the path is not a DNS-1123 label'),
                 (("runs", "-n", NS, "--phase", "running&limit=abc"), 'not a phase: "running&limit=abc"'),

@@ -109,6 +109,14 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(status, 200)
         status, _, _ = self.d.call("GET", f"{NS}/runs/{run_id}")
         self.assertEqual(status, 404)
+        # What is no UUID names no run that could exist: 400 saying so (it was 404, as for a
+        # run deleted), on every route of a run.
+        for method, path in (("GET", "not-a-uuid"), ("GET", "%00"), ("DELETE", "x"),
+                             ("POST", "x:cancel"), ("POST", "x:retry"), ("GET", "x/logs"),
+                             ("GET", run_id[:-1] + "g")):
+            status, _, body = self.d.call(method, f"{NS}/runs/{path}")
+            self.assertEqual(status, 400, (method, path, body))
+            self.assertEqual(json.loads(body)["type"].rsplit("/", 1)[-1], "invalid-run-id", body)
 
     def test_a_delete_racing_a_retry_never_removes_a_running_run(self):
         """Retry and two deletes close together on a faulted run, many times: a delete answers 200
