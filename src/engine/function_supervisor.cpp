@@ -835,11 +835,14 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       co_return Endpoint{.url = url(*fn->process), .error = {}, .lease = std::move(lease)};
     }
     if (!fn->attempt) {
-      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+      // When, not how long from now: the error is kept with the call's attempt and shown later.
+      const auto wait = std::chrono::ceil<std::chrono::milliseconds>(
           std::max(Clock::duration::zero(), fn->retry_at - Clock::now()));
+      const model::Instant at =
+          std::chrono::ceil<std::chrono::milliseconds>(std::chrono::system_clock::now() + wait);
       co_return Endpoint{
           .url = std::nullopt,
-          .error = fn->last_error + " (next attempt in " + format_duration(wait) + ")",
+          .error = fn->last_error + " (next attempt at " + model::format_rfc3339_ms(at) + ")",
           .lease = std::move(lease)};
     }
     const auto attempt = fn->attempt;
