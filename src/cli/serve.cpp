@@ -925,8 +925,11 @@ int serve(const std::vector<std::string>& args) {
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - started)
                           .count();
+      // What it holds now: those loaded and those --apply created.
       log::info("Loaded workflows, ready",
-                {{"count", std::to_string(count)}, {"ms", std::to_string(ms)}});
+                {{"count", std::to_string(mirrored->snapshot()->items.size())},
+                 {"loaded", std::to_string(count)},
+                 {"ms", std::to_string(ms)}});
     } catch (const std::exception& e) {
       log::error("Failed to open the database",
                  {{"path", (data_dir / "knflow.db").string()}, {"error", e.what()}});
