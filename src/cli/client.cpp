@@ -442,6 +442,8 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
       line += row[i];
       if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
     }
+    // An empty last cell leaves no padding at the end of the line.
+    line.erase(line.find_last_not_of(' ') + 1);
     std::cout << line << "\n";
   }
 }
@@ -772,14 +774,20 @@ int runs(const std::vector<std::string>& args) {
       return kExitOk;
     }
     // PATH tells apart the attempts of one step in different loop iterations or branches.
+    // STARTED, the time of day (UTC) an attempt began, shows a retry's backoff.
     std::vector<std::vector<std::string>> rows{
-        {"STEP", "PATH", "ATTEMPT", "PHASE", "HTTP", "ERROR"}};
+        {"STEP", "PATH", "ATTEMPT", "PHASE", "HTTP", "STARTED", "ERROR"}};
     for (const auto& a : attempt_list) {
       if (!a.is_object()) continue;
       const auto& o = a.as_object();
       const auto* error = object_member(o, "error");
+      std::string started = str(o, "startedAt");
+      if (const auto t = started.find('T'); t != std::string::npos) {
+        started = started.substr(t + 1);
+        if (started.ends_with("Z")) started.pop_back();
+      }
       rows.push_back({str(o, "step"), str(o, "path"), str(o, "attempt"), str(o, "phase"),
-                      str(o, "httpStatus"), error ? error_summary(*error) : ""});
+                      str(o, "httpStatus"), started, error ? error_summary(*error) : ""});
     }
     print_table(rows);
     return kExitOk;

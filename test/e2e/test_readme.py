@@ -123,7 +123,8 @@ class ReadmeTest(unittest.TestCase):
                 shown = sh(lines[2].replace("RUN_ID", failed_id))
                 self.assertIn("Phase:     faulted", shown)
                 self.assertIn("At:        /do/2 (step charge)", shown)
-                self.assertRegex(shown, r"charge +/do/2 +1 +faulted +402 +Call to charge failed")
+                self.assertRegex(shown, r"charge +/do/2 +1 +faulted +402 +\d\d:\d\d:\d\d\.\d{3} +"
+                                r"Call to charge failed")
                 knflow = lines[2].split(" runs get", 1)[0]
                 shown_runs = {row.split()[0]: sh(lines[2].replace("RUN_ID", row.split()[0]))
                               for row in sh(knflow + " runs -n shop").splitlines()[1:]
