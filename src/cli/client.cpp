@@ -474,7 +474,7 @@ std::string usage_error(const po::error& e, const po::positional_options_descrip
     }
   }
   // Boost says "option '--workflow' cannot be specified more than once" of an option that is also
-  // a positional argument given both ways (`knflow runs NAME --workflow NAME`).
+  // a positional argument given both ways (`knflow runs WORKFLOW --workflow WORKFLOW`).
   if (const auto* repeated = dynamic_cast<const po::multiple_occurrences*>(&e)) {
     auto name = repeated->get_option_name();
     name.erase(0, name.find_first_not_of('-'));
@@ -794,7 +794,9 @@ int runs(const std::vector<std::string>& args) {
   }
 
   po::options_description desc(
-      "Usage: knflow runs [NAME] [-n NS] [--phase P[,P]] [--limit N] [--continue TOKEN]\n"
+      "Usage: knflow runs [WORKFLOW] [-n NS] [--phase P[,P]] [--created-after T] [--created-before "
+      "T]\n"
+      "                   [--limit N] [--continue TOKEN] [-o text|json]\n"
       "       knflow runs get ID"
       "\n\nLists runs, the newest created first (a retried run keeps its place; STARTED is when "
       "its latest try began); when there are more than --limit, says how to get the next "
@@ -803,7 +805,12 @@ int runs(const std::vector<std::string>& args) {
   desc.add_options()("workflow", po::value<std::string>(), "only runs of this workflow")(
       "phase", po::value<std::string>(), "only these phases, comma-separated")(
       "limit", po::value<long long>()->default_value(50), "at most this many runs")(
-      "continue", po::value<std::string>(), "the next page, as the previous one said");
+      "continue", po::value<std::string>(), "the next page, as the previous one said")(
+      "created-after", po::value<std::string>(),
+      "only runs created after this RFC 3339 time (2026-11-30T09:02:20Z)")(
+      "created-before", po::value<std::string>(), "only runs created before this RFC 3339 time")(
+      "output,o", po::value<std::string>()->default_value("text"),
+      "text or json (the API's list as it came, its metadata.continue included)");
   po::positional_options_description positional;
   positional.add("workflow", 1);
   po::variables_map vm;
@@ -820,17 +827,32 @@ int runs(const std::vector<std::string>& args) {
     std::cerr << "knflow runs: --limit must be a positive number of runs, got " << limit << "\n";
     return kExitUsage;
   }
+  const auto output = vm["output"].as<std::string>();
+  if (output != "text" && output != "json") {
+    std::cerr << "knflow runs: --output must be text or json, got " << output << "\n";
+    return kExitUsage;
+  }
   const auto target = resolve_target(vm, "runs");
   if (!target) return kExitUsage;
   Call call;
   call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs?limit=" + std::to_string(limit);
-  for (const char* filter : {"workflow", "phase", "continue"}) {
-    if (vm.count(filter)) {
-      call.path += "&" + std::string(filter) + "=" + escaped(vm[filter].as<std::string>());
+  // The daemon checks the values and says what is wrong with one (a 400).
+  for (const auto& [flag, parameter] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"workflow", "workflow"},
+           {"phase", "phase"},
+           {"continue", "continue"},
+           {"created-after", "createdAfter"},
+           {"created-before", "createdBefore"}}) {
+    if (vm.count(flag)) {
+      call.path += "&" + std::string(parameter) + "=" + escaped(vm[flag].as<std::string>());
     }
   }
   auto res = send(*target, std::move(call));
   if (res.error || res.status != 200) return report_failure(res, *target);
+  if (output == "json") {
+    std::cout << res.body << std::flush;
+    return kExitOk;
+  }
   auto list = answer_object(res);
   const auto* items = list ? list->if_contains("items") : nullptr;
   if (!items || !items->is_array()) return unexpected_answer(res, *target, "a run list");

@@ -411,6 +411,25 @@ class InvokeCliTest(unittest.TestCase):
         self.assertTrue(rows, out)
         self.assertEqual({r[2] for r in rows}, {"faulted"}, out)
 
+        # -o json and the time filters, as the API has them (the CLI had neither).
+        code, out, err = self.cli("runs", "greet", "-n", NS, "-o", "json")
+        self.assertEqual(code, 0, err)
+        listed = json.loads(out)
+        self.assertLessEqual(set(ids), {r["id"] for r in listed["items"]})
+        first = min(r["createdAt"] for r in listed["items"])
+        code, out, err = self.cli("runs", "greet", "-n", NS, "-o", "json", "--created-before", first)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["items"], [])
+        last = max(r["createdAt"] for r in listed["items"])
+        code, out, err = self.cli("runs", "greet", "-n", NS, "--created-after", last)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.splitlines()[1:], [], out)  # after it: exclusive, as the API's
+        code, _, err = self.cli("runs", "-n", NS, "--created-after", "yesterday")
+        self.assertEqual(code, 1, err)
+        self.assertIn("createdAfter must be an RFC 3339 date-time", err)
+        code, _, err = self.cli("runs", "-n", NS, "-o", "yaml")
+        self.assertEqual(code, 2, err)
+
     def test_runs_pages_and_invoke_timeouts(self):
         for name in ("ann", "bob", "cy"):
             code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", json.dumps({"name": name}))
