@@ -2596,6 +2596,11 @@ TEST_CASE("engine: a call its run or branch abandons closes its connection at on
   }
 
   SECTION("a branch that lost a join any") {
+    // The winner answers once the loser's request is out: under ASan a quick win could come
+    // before it was sent, which left no connection to close (the request is then never sent).
+    auto late = json_answer(R"("fast")");
+    late.delay = std::chrono::milliseconds(500);
+    f.echo.route("/fast", late);
     auto out = f.run(header("racer") + hang + R"(  do:
     - name: race
       fork:
