@@ -27,7 +27,7 @@ void print_usage(std::ostream& out) {
 }
 
 int version(const std::vector<std::string>& args) {
-  if (!args.empty() && (args.front() == "--help" || args.front() == "-h")) {
+  if (args.size() == 1 && (args.front() == "--help" || args.front() == "-h")) {
     std::cout << "Usage: knflow version\n\nPrints the version and the commit it was built from.\n";
     return kExitOk;
   }

@@ -1534,14 +1534,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     co_return one_output(std::move(cur));
   }
 
-  // Data an expression or a join made is a JSON value: a text datacontenttype (text/plain) that
-  // came with the event no longer says what it is, and none (an event without data) would make a
-  // null no data at all (put_data): either becomes application/json.
-  static void made_json(Current& c) {
-    if (!c.event.datacontenttype || !is_json_media_type(*c.event.datacontenttype)) {
-      c.event.datacontenttype = "application/json";
-    }
-  }
+  // Data an expression or a join made is a JSON value of its own: the datacontenttype that came
+  // with the event no longer says what it is (text/plain; application/vnd.order+json, which
+  // put_data keeps on data that passes through unchanged), and none (an event without data)
+  // would make a null no data at all (put_data): it becomes application/json.
+  static void made_json(Current& c) { c.event.datacontenttype = "application/json"; }
 
   // Several outputs of a nested list (after a fork with join each) become one array.
   static Current collapse(std::vector<Current> results, const Current& fallback) {
@@ -1714,6 +1711,20 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       items_held.release();  // the journal counts them from here on
       co_await journal_put(run, in_key, "started", std::move(items), "this for loop's items");
     }
+    // The items count as the run's data while the loop runs (however it ends), as before they
+    // were journaled; the store keeps them, so that a crash before the loop's own entry is
+    // written, or a redrive of the loop, goes on over them.
+    struct ForgetItems {
+      Impl& impl;
+      Run& run;
+      const std::string& key;
+      ~ForgetItems() {
+        if (const auto it = run.journal.find(key); it != run.journal.end()) {
+          impl.change_data(run, 0, it->second.bytes);
+          run.journal.erase(it);
+        }
+      }
+    } forget{*this, run, in_key};
     const json::value& items = run.journal.at(in_key).value;  // std::map: stays where it is
     if (!items.is_array()) {
       throw make_fault("runtime", 500, "Unreadable journal entry",
@@ -2355,7 +2366,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
       const unsigned status = res.error ? 0 : res.status;
       const std::string detail =
-          res.error ? res.error_message : answered_detail(res.status, res.body);
+          res.error ? res.error_message
+          : res.body_too_large
+              ? "the function answered " + std::to_string(res.status) + " (its body, larger than " +
+                    std::to_string(http.max_response_bytes()) + " bytes, was not read)"
+              : answered_detail(res.status, res.body);
       // No answer: 504 when the request timed out, 502 when it could not be sent or read, as a
       // gateway says it (a run's or step's own deadline is 408, check_live).
       const bool timed_out = res.error == boost::asio::error::timed_out;

@@ -200,7 +200,9 @@ struct Prepared {
 
   void start_exchange() {
     deadline = std::min(deadline_after(requested), outer);
-    timeout = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    // At least 1 ms: a deadline already passed when the slot came still says "after 1 ms".
+    timeout = std::max(std::chrono::milliseconds{1},
+                       std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()));
   }
 };
 

@@ -24,7 +24,6 @@
 #include <cstdlib>
 #include <limits>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -972,6 +971,36 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
 // and `1:30` numbers, `=` and `<<` keys of their own. A string that might be one is quoted
 // (quoting is always safe): the words, and anything that starts like a number and holds only
 // what a YAML 1.1 number may.
+// Whether `s` is a YAML 1.1 timestamp with a time: [0-9]{4}-[0-9]{1,2}-[0-9]{1,2}, T or t or
+// blanks, [0-9]{1,2}:[0-9]{2}:[0-9]{2}, an optional fraction (. and digits), then optional blanks
+// and Z or an offset ([-+][0-9]{1,2}, optionally :[0-9]{2}). By hand, in one pass: std::regex
+// recurses per character and overflowed the stack on a long fraction.
+bool yaml11_timestamp(std::string_view s) {
+  std::size_t i = 0;
+  auto digits = [&](std::size_t least, std::size_t most) {
+    std::size_t n = 0;
+    while (i < s.size() && n < most && s[i] >= '0' && s[i] <= '9') ++i, ++n;
+    return n >= least;
+  };
+  auto take = [&](char c) { return i < s.size() && s[i] == c ? (++i, true) : false; };
+  auto blanks = [&] {
+    std::size_t n = 0;
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i, ++n;
+    return n;
+  };
+  if (!digits(4, 4) || !take('-') || !digits(1, 2) || !take('-') || !digits(1, 2)) return false;
+  if (!take('T') && !take('t') && blanks() == 0) return false;
+  if (!digits(1, 2) || !take(':') || !digits(2, 2) || !take(':') || !digits(2, 2)) return false;
+  if (take('.')) digits(0, s.size());
+  if (i == s.size()) return true;
+  blanks();
+  if (take('Z')) return i == s.size();
+  if (!take('+') && !take('-')) return false;
+  if (!digits(1, 2)) return false;
+  if (take(':') && !digits(2, 2)) return false;
+  return i == s.size();
+}
+
 bool yaml11_would_resolve(std::string_view s) {
   // The YAML 1.1 words the core schema reads as strings (its true, false and null it reads as
   // they are, and plain_is_safe() quotes them already).
@@ -986,10 +1015,7 @@ bool yaml11_would_resolve(std::string_view s) {
   }
   // A YAML 1.1 timestamp with a time (https://yaml.org/type/timestamp.html): PyYAML reads
   // 2026-12-03T09:20:34Z as a datetime, so a GET, edit and PUT through it changed the string.
-  static const std::regex kTimestamp(
-      R"([0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(\.[0-9]*)?)"
-      R"(([ \t]*(Z|[-+][0-9]{1,2}(:[0-9]{2})?))?)");
-  return std::regex_match(s.begin(), s.end(), kTimestamp);
+  return yaml11_timestamp(s);
 }
 
 // Whether a string can be written as a plain scalar and read back as the same string.

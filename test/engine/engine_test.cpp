@@ -1217,6 +1217,14 @@ TEST_CASE("engine: text data goes on as text, with its type, until an expression
   REQUIRE(f.wait(f.start_event(vendor, order)).phase == "completed");
   CHECK(sent(f, "/vendor") == std::pair<std::string, std::string>{
                                   "application/vnd.order+json; version=2", R"({"id":1})"});
+  // Data an expression made is no longer what that type says: application/json.
+  auto remade = header("remade") + functions(f, {"remade"}) + R"(  do:
+    - {name: summary, set: '${ {n: 42} }'}
+    - {name: one, call: remade}
+)";
+  REQUIRE(f.wait(f.start_event(remade, order)).phase == "completed");
+  CHECK(sent(f, "/remade") ==
+        std::pair<std::string, std::string>{"application/json", R"({"n":42})"});
 
   // A text type without data keeps its Content-Type and has no body, as Knative forwards it; it
   // went on as a JSON null.
@@ -1786,6 +1794,8 @@ TEST_CASE("engine: a 2xx answer larger than a function's answer may be is not re
   out = f.run(yaml("too-large-503", "big-503"));
   CHECK(out.phase == "faulted");
   CHECK(out.error->at("status") == 503);
+  CHECK(out.error->at("detail") ==
+        "the function answered 503 (its body, larger than 8388608 bytes, was not read)");
   CHECK(f.echo.requests_to("/big-503").size() == 3);
   wait_until([&] { return f.echo.requests_to("/dls").size() == 1; });
 }
@@ -2679,6 +2689,33 @@ TEST_CASE("engine: a cancel is recorded before it is answered, and a resumed run
     REQUIRE(f.cancel(id) == engine::Engine::Control::ok);
     CHECK(f.wait(id).phase == "cancelled");
   }
+}
+
+TEST_CASE("engine: a for loop's journaled items count as the run's data only while it runs",
+          "[engine][loops][data]") {
+  // Journaled for resume and redrive, they stayed counted until the run ended: two loops in a row
+  // over the same items reached a limit the run stayed under before.
+  engine::EngineSettings settings;
+  // The input, the first loop's output (its input again) and the second loop's items: 60 KB.
+  settings.max_run_data_bytes = 70'000;
+  EngineFixture f(settings);
+  auto yaml = header("two-loops") + R"(  do:
+    - name: first
+      for: {in: '${ .items }'}
+      do:
+        - {name: one, set: {}}
+      output: '${ $input }'
+    - name: second
+      for: {in: '${ .items }'}
+      do:
+        - {name: two, set: {}}
+)";
+  json::array items;
+  for (int i = 0; i < 4; ++i) items.push_back(json::string(std::string(5000, 'x')));
+  auto out = f.run(yaml, json::serialize(json::object{{"items", items}}));
+  INFO((out.error ? json::serialize(*out.error) : ""));
+  CHECK(out.phase == "completed");
+  wait_until([&] { return f.run_data_bytes() == 0; });
 }
 
 TEST_CASE("engine: a redriven loop goes on over the items and iterations it had begun",

@@ -636,7 +636,10 @@ TEST_CASE("to_yaml quotes strings that would read back as something else") {
       // booleans, numbers, timestamps or keys of their own.
       "no", "Yes", "y", "N", "on", "OFF", "=", "<<", "1_000", "0b101", "0755", "1:30", "+12",
       "2026-11-30", "00000000-0000-4000-8000-000000000001", "2026-12-03T09:20:34Z",
-      "2026-12-03T09:20:34.5+01:00", "2026-12-03 09:20:34", "2026-1-3t9:20:34 -5"};
+      "2026-12-03T09:20:34.5+01:00", "2026-12-03 09:20:34", "2026-1-3t9:20:34 -5",
+      "2026-12-03T09:20:34.", "2026-12-03 \t 09:20:34 \tZ",
+      // A long fraction: a std::regex match of it overflowed the stack (the daemon died).
+      "2026-12-03T09:20:34." + std::string(200'000, '1')};
   for (const std::string& s : quoted) {
     CAPTURE(s);
     const std::string text = to_yaml(json::value(s));
@@ -647,11 +650,25 @@ TEST_CASE("to_yaml quotes strings that would read back as something else") {
     CAPTURE(as_key);
     CHECK(parse_ok(as_key, Format::yaml) == json::value{{s, 1}});
   }
-  const std::vector<std::string> plain = {
-      "hello", "hello world", "a-b",   "café",
-      "x.y",   "/path",       "PT30S", "${ .a }",
-      "a,b",   "a:b",         "a#b",   ".hidden",
-      "nope",  "yes-or-no",   "v1.2",  "2026-12-03T09:20:34Z later"};
+  const std::vector<std::string> plain = {"hello",
+                                          "hello world",
+                                          "a-b",
+                                          "café",
+                                          "x.y",
+                                          "/path",
+                                          "PT30S",
+                                          "${ .a }",
+                                          "a,b",
+                                          "a:b",
+                                          "a#b",
+                                          ".hidden",
+                                          "nope",
+                                          "yes-or-no",
+                                          "v1.2",
+                                          "2026-12-03T09:20:34Z later",
+                                          "2026-12-03T9:2:34Z",
+                                          "2026-12-03T09:20:34+1:0",
+                                          "12026-12-03T09:20:34Z"};
   for (const std::string& s : plain) {
     CAPTURE(s);
     CHECK(to_yaml(json::value(s)) == s + "\n");
