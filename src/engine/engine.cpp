@@ -889,6 +889,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::vector<Current> outputs;   // usually one; fork `join: each` gives one per branch
     std::string flow = "continue";  // continue, end, or the name of a step in the same list
     json::object note;              // for the step history only: what a `try` caught
+    bool skipped = false;           // its `if` was false: the input passed through
     // Working data (a call's answer, the step's input expression result) until complete()
     // counts the output instead.
     std::vector<Held> held;
@@ -961,6 +962,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     StepOutcome o;
     for (const auto& c : v.at("outputs").as_array()) o.outputs.push_back(current_from_json(c));
     o.flow = std::string(v.at("flow").as_string());
+    const auto* skipped = v.as_object().if_contains("skipped");  // complete() writes it
+    o.skipped = skipped && skipped->is_bool() && skipped->as_bool();
     return o;
   }
 
@@ -1063,21 +1066,26 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // lets the next start (a sliding window, as a Step Functions Map's MaxConcurrency), so one slow
   // task holds up no others but its own slot. all: every result, in order; the first fault
   // cancels the others, starts no more, and is rethrown. any: the first success, the rest
-  // cancelled (their slots stay empty); faults only when every task faulted. An exception that
-  // is not a Fault (the store failed) cancels the others in either mode and is rethrown as it is,
-  // whatever the other tasks did: it faults the run (execute()), not the step, so a `try` does
-  // not catch it.
+  // cancelled (their slots stay empty); a task whose flag in `abstained` is set when it ends (a
+  // fork branch its `if` skipped) took no part: its result is kept, but wins nothing and
+  // cancels nothing. Faults only when every task that took part faulted; when none took part,
+  // every result is there. An exception that is not a Fault (the store failed) cancels the
+  // others in either mode and is rethrown as it is, whatever the other tasks did: it faults the
+  // run (execute()), not the step, so a `try` does not catch it.
   asio::awaitable<std::vector<std::optional<std::vector<Current>>>> gather(
       Env env, std::vector<Task> tasks, bool any,
-      std::size_t limit = std::numeric_limits<std::size_t>::max()) {
+      std::size_t limit = std::numeric_limits<std::size_t>::max(),
+      std::shared_ptr<const std::vector<char>> abstained = {}) {
     struct State {
       std::vector<std::optional<std::vector<Current>>> results;
       std::optional<Fault> fault;
       std::exception_ptr failure;  // the first exception that is not a Fault
       std::size_t done = 0;
       bool won = false;
+      std::shared_ptr<const std::vector<char>> abstained;
     };
     auto state = std::make_shared<State>();
+    state->abstained = std::move(abstained);
     state->results.resize(tasks.size());
     Scope group(env.scope);
     Env child = env;
@@ -1109,7 +1117,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                 }
               } else if (!any || !state->won) {
                 state->results[k] = std::move(r);
-                if (any) {
+                if (any && !(state->abstained && (*state->abstained)[k])) {
                   state->won = true;
                   group.cancel();
                 }
@@ -1123,7 +1131,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     if (state->failure) std::rethrow_exception(state->failure);
     if (any) {
-      if (!state->won) throw *state->fault;
+      if (!state->won && state->fault) throw *state->fault;
       co_return state->results;
     }
     if (state->fault) throw *state->fault;
@@ -1176,6 +1184,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
       if (skipped) {
         out.outputs.push_back(std::move(cur));  // skipped: the input passes through
+        out.skipped = true;
       } else {
         Env inner = env;
         if (step.timeout) {
@@ -1568,22 +1577,26 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // One input for every branch to copy from, each copy counted while its branch runs.
     const auto input = std::make_shared<const Current>(std::move(cur));
     const std::size_t bytes = model::json_text_size(input->data);
+    // join any: which branches their `if` skipped, so that they do not win the race.
+    std::shared_ptr<std::vector<char>> skipped;
+    if (join == model::Join::any)
+      skipped = std::make_shared<std::vector<char>>(fork.branches.size());
     std::vector<Task> tasks;
     for (std::size_t k = 0; k < fork.branches.size(); ++k) {
       const model::Steps* one = &fork.branches;  // each branch is a single step of the list
-      tasks.push_back([this, one, k, path, input, bytes, each_next](Env e) {
-        return exec_branch(std::move(e), one, k, path, input, bytes, each_next);
+      tasks.push_back([this, one, k, path, input, bytes, each_next, skipped](Env e) {
+        return exec_branch(std::move(e), one, k, path, input, bytes, each_next, skipped);
       });
     }
-    auto results = co_await gather(env, std::move(tasks), join == model::Join::any);
+    auto results = co_await gather(env, std::move(tasks), join == model::Join::any,
+                                   std::numeric_limits<std::size_t>::max(), skipped);
     StepOutcome out;
     if (join == model::Join::any) {
-      for (auto& r : results) {
-        if (r) {
-          out.outputs.push_back(collapse(std::move(*r), *input));
-          break;
-        }
-      }
+      // The winner, the one result of a branch that was not skipped; when every branch was
+      // skipped, the fork's input passes through (as each of theirs did).
+      std::size_t k = 0;
+      while (k < results.size() && !(results[k] && !(*skipped)[k])) ++k;
+      out.outputs.push_back(k < results.size() ? collapse(std::move(*results[k]), *input) : *input);
     } else if (join == model::Join::each && each_next) {
       // What the rest of the list gave for each branch, in branch order.
       for (auto& r : results) {
@@ -1605,7 +1618,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // The branch of a `join: any` fork that completed first, from the journal: the one with the
   // earliest finish (entries journaled before finish times were kept count as earliest), the
-  // lowest index among equals.
+  // lowest index among equals. A branch its `if` skipped never won.
   static std::optional<StepOutcome> journaled_winner(const Run& run, const model::ForkStep& fork,
                                                      const std::string& path) {
     const json::value* won = nullptr;
@@ -1613,6 +1626,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     for (std::size_t k = 0; k < fork.branches.size(); ++k) {
       auto it = run.journal.find(path + "/fork/" + std::to_string(k));
       if (it == run.journal.end() || it->second.state != "completed") continue;
+      if (outcome_from_json(it->second.value).skipped) continue;
       const auto* at = it->second.value.as_object().if_contains("finishedAt");
       std::string finished = at && at->is_string() ? std::string(at->as_string()) : "";
       if (!won || finished < won_at) {
@@ -1629,17 +1643,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // step's list at once, as a Knative Parallel's branch replies on its own. The branch works on
   // a copy of the fork's input `cur` (`bytes` of JSON text), held as working data while it runs:
   // a wide fork of a large input faults with the runs' data limit instead of taking the
-  // daemon's memory.
+  // daemon's memory. `skipped` (join any): its flag `k` is set when the branch's `if` skipped it.
   asio::awaitable<std::vector<Current>> exec_branch(Env env, const model::Steps* branches,
                                                     std::size_t k, std::string path,
                                                     std::shared_ptr<const Current> cur,
                                                     std::size_t bytes,
-                                                    std::shared_ptr<const EachNext> each_next) {
+                                                    std::shared_ptr<const EachNext> each_next,
+                                                    std::shared_ptr<std::vector<char>> skipped) {
     const model::Step& step = (*branches)[k];
     const std::string at = path + "/fork/" + std::to_string(k);
     const Held copy =
         hold(bytes, "branch " + std::to_string(k) + "'s copy of the fork's input", at);
     StepOutcome out = co_await exec_step(env, step, at, Current(*cur));
+    if (skipped) (*skipped)[k] = out.skipped;
     if (!each_next) co_return out.outputs;
     Current c = collapse(std::move(out.outputs), *cur);
     const model::Step& fork = *each_next->step;

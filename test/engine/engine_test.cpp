@@ -692,6 +692,50 @@ TEST_CASE("engine: fork joins all in order, any first, each separately", "[engin
   CHECK(out.as_array().size() == 2);
 }
 
+TEST_CASE("engine: a join any branch its if skipped takes no part in the race", "[engine][fork]") {
+  // docs/engine.md: a skipped branch passes its input through at once, and it used to win the
+  // race with it, cancelling the branches that did run.
+  EngineFixture f;
+  f.echo.route("/slow", json_answer(R"("slow")", std::chrono::milliseconds(200)));
+  f.echo.route("/refuse", {.status = 400, .body = "no"});
+  const auto race = [&](const std::string& name, const std::string& branches) {
+    return header(name) + functions(f, {"slow", "refuse"}) + R"(  do:
+    - name: race
+      fork:
+        join: any
+        branches:
+)" + branches;
+  };
+  const std::string off = "          - {name: off, if: '${ .go }', set: {off: true}}\n";
+  const std::string off_too = "          - {name: off2, if: '${ .go }', set: {off2: true}}\n";
+
+  SECTION("the branch that ran wins") {
+    std::string id;
+    auto out = f.run(race("skip-then-call", off + "          - {name: ran, call: slow}\n"),
+                     R"({"go": false})", &id);
+    CHECK(EngineFixture::data(out) == json::parse(R"("slow")"));
+    f.wait_stored(id, store::RunPhase::completed);
+    CHECK(f.completed_at(id, "/do/0/fork/1"));
+  }
+  SECTION("the branches that ran all faulted: the fork faults") {
+    auto out = f.run(race("skip-then-fault", off + "          - {name: ran, call: refuse}\n"),
+                     R"({"go": false})");
+    CHECK(out.phase == "faulted");
+    REQUIRE(out.error);
+    CHECK(out.error->at("status") == 400);
+  }
+  SECTION("every branch skipped: the fork's input passes through") {
+    auto out = f.run(race("all-skipped", off + off_too), R"({"go": false})");
+    CHECK(out.phase == "completed");
+    CHECK(EngineFixture::data(out) == json::parse(R"({"go": false})"));
+  }
+  SECTION("a branch that runs and ends at once still wins") {
+    auto out =
+        f.run(race("ran-first", off + "          - {name: ran, call: slow}\n"), R"({"go": true})");
+    CHECK(EngineFixture::data(out) == json::parse(R"({"off": true})"));
+  }
+}
+
 TEST_CASE("engine: each output of a top-level join each is a final event of its own",
           "[engine][fork]") {
   // docs/engine.md: each one goes to spec.reply, as a Knative Parallel's branches reply each on
@@ -3145,6 +3189,36 @@ TEST_CASE("engine: a restarted join any fork takes its journaled winner; the los
   std::size_t loser_attempts = 0;
   for (const auto& a : f.attempts(id)) loser_attempts += a.path == "/do/0/fork/0" ? 1 : 0;
   CHECK(loser_attempts == 1);  // the one the stop interrupted, no new one
+}
+
+TEST_CASE("engine: a restarted join any fork does not take a skipped branch as its winner",
+          "[engine][durable][fork]") {
+  // A branch its `if` skipped is journaled as completed (with "skipped": true); after a restart it
+  // was taken as the journaled winner, and the branch under way was never run again.
+  EngineFixture f;
+  f.echo.route("/slow", json_answer(R"({"from": "slow"})", std::chrono::seconds(30)));
+  auto yaml = header("racing-skip") + functions(f, {"slow"}) + R"(  do:
+    - name: race
+      fork:
+        join: any
+        branches:
+          - {name: ran, call: slow}
+          - {name: off, if: '${ false }', set: {off: true}}
+)";
+  std::string id = f.start(yaml);
+  wait_until([&] { return f.echo.requests().size() == 1; });
+  wait_until([&] {
+    for (const auto& e : f.journal(id)) {
+      if (e.path == "/do/0/fork/1") return true;
+    }
+    return false;
+  });
+  f.stop_engine();
+  f.echo.route("/slow", json_answer(R"({"from": "slow"})"));
+  f.start_engine();
+  auto out = f.wait(id);
+  CHECK(EngineFixture::data(out) == json::parse(R"({"from": "slow"})"));
+  CHECK(f.echo.requests().size() == 2);  // the call cut off by the stop, made again
 }
 
 TEST_CASE("engine: a run whose data nests as deep as data may resumes after a restart",
