@@ -345,9 +345,16 @@ struct Api::RunHandlers {
     auto workflow = runnable(req, *entry, std::get<engine::CloudEvent>(event));
     if (auto* res = std::get_if<Response>(&workflow)) co_return std::move(*res);
     const auto& decoded = std::get<std::shared_ptr<const Api::Decoded>>(workflow);
+    // A client that goes away stops the wait (the run goes on): it held its connection, one of
+    // --max-connections, until the run ended or the timeout passed.
+    std::shared_ptr<engine::StopWaiting> stop;
+    if (req.client_gone) {
+      stop = std::make_shared<engine::StopWaiting>();
+      req.client_gone->on_gone([stop] { stop->stop(); });
+    }
     auto invoked = co_await api.engine_->start_and_wait(
         decoded->workflow, decoded->definition, std::get<engine::CloudEvent>(std::move(event)),
-        timeout);
+        timeout, stop);
     if (invoked.start.run_id.empty()) co_return not_started(req, invoked.start);
     const auto& id = invoked.start.run_id;
     if (!invoked.outcome) co_return accepted(ns, id);
@@ -859,13 +866,15 @@ void Api::register_run_routes(http::Router& router) {
   using http::Access;
   auto add = [&](std::string method, std::string path,
                  asio::awaitable<Response> (RunHandlers::*fn)(Request&), std::string summary,
-                 Access access = Access::token) {
+                 Access access = Access::token, bool watch_client = false) {
     router.add({std::move(method), std::move(path), access,
-                [h, fn](Request& req) { return ((*h).*fn)(req); }, std::move(summary)});
+                [h, fn](Request& req) { return ((*h).*fn)(req); }, std::move(summary),
+                watch_client});
   };
   const std::string ns = "/api/v1/namespaces/{ns}";
   add("POST", ns + "/workflows/{name}:invoke", &RunHandlers::invoke,
-      "Run a workflow; waits for the result unless ?mode=async");
+      "Run a workflow; waits for the result unless ?mode=async", Access::token,
+      /*watch_client=*/true);
   add("GET", ns + "/workflows/{name}/logs", &RunHandlers::workflow_logs,
       "Logs of a workflow's local functions");
   // Also open to local functions' KNFLOW_SINK_TOKEN for their namespace (docs/functions.md).

@@ -3208,8 +3208,27 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   co_return StartResult{run->id, 0, ""};
 }
 
+void StopWaiting::stop() {
+  std::function<void()> wake;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    wake = std::move(wake_);
+  }
+  if (wake) wake();
+}
+
+bool StopWaiting::arm(std::function<void()> wake) {
+  std::lock_guard lock(mutex_);
+  if (stopped_) return false;
+  wake_ = std::move(wake);
+  return true;
+}
+
 asio::awaitable<std::optional<RunOutcome>> Engine::wait(std::string run_id,
-                                                        std::chrono::milliseconds timeout) {
+                                                        std::chrono::milliseconds timeout,
+                                                        std::shared_ptr<StopWaiting> stop) {
   std::shared_ptr<Run> run;
   {
     std::lock_guard lock(impl_->mutex);
@@ -3224,6 +3243,11 @@ asio::awaitable<std::optional<RunOutcome>> Engine::wait(std::string run_id,
     co_return outcome_from_record(*rec);
   }
   auto timer = std::make_shared<asio::steady_timer>(run->strand, timeout);
+  if (stop && !stop->arm([timer, strand = run->strand] {
+        asio::post(strand, [timer] { timer->cancel(); });
+      })) {
+    co_return std::nullopt;  // stopped before it began
+  }
   auto task = Impl::wait_on_strand(run, timer);
   co_return co_await asio::co_spawn(run->strand, std::move(task), asio::use_awaitable);
 }
@@ -3235,12 +3259,13 @@ namespace {
 asio::awaitable<Engine::Invoked> start_then_wait(Engine& engine,
                                                  std::shared_ptr<const model::Workflow> workflow,
                                                  std::string definition, CloudEvent event,
-                                                 std::chrono::milliseconds timeout) {
+                                                 std::chrono::milliseconds timeout,
+                                                 std::shared_ptr<StopWaiting> stop) {
   Engine::Invoked invoked;
   invoked.start =
       co_await engine.start(std::move(workflow), std::move(definition), std::move(event));
   if (!invoked.start.run_id.empty()) {
-    invoked.outcome = co_await engine.wait(invoked.start.run_id, timeout);
+    invoked.outcome = co_await engine.wait(invoked.start.run_id, timeout, std::move(stop));
   }
   co_return invoked;
 }
@@ -3249,9 +3274,9 @@ asio::awaitable<Engine::Invoked> start_then_wait(Engine& engine,
 
 asio::awaitable<Engine::Invoked> Engine::start_and_wait(
     std::shared_ptr<const model::Workflow> workflow, std::string definition, CloudEvent event,
-    std::chrono::milliseconds timeout) {
-  auto task =
-      start_then_wait(*this, std::move(workflow), std::move(definition), std::move(event), timeout);
+    std::chrono::milliseconds timeout, std::shared_ptr<StopWaiting> stop) {
+  auto task = start_then_wait(*this, std::move(workflow), std::move(definition), std::move(event),
+                              timeout, std::move(stop));
   co_return co_await asio::co_spawn(impl_->executor, std::move(task), asio::use_awaitable);
 }
 

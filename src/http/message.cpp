@@ -15,6 +15,33 @@ std::optional<std::string_view> Request::query_param(std::string_view name) cons
   return it->second;
 }
 
+void ClientGone::on_gone(std::function<void()> f) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!gone_) {
+      f_ = std::move(f);
+      return;
+    }
+  }
+  f();
+}
+
+void ClientGone::fire() {
+  std::function<void()> f;
+  {
+    std::lock_guard lock(mutex_);
+    if (gone_) return;
+    gone_ = true;
+    f = std::move(f_);
+  }
+  if (f) f();
+}
+
+bool ClientGone::gone() const {
+  std::lock_guard lock(mutex_);
+  return gone_;
+}
+
 Response& Response::set_header(std::string name, std::string value) {
   for (auto& [key, existing] : headers) {
     if (key == name) {

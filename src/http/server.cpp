@@ -17,11 +17,16 @@
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
 
+#include <sys/socket.h>
+
 #include <atomic>
+#include <cerrno>
 #include <ctime>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 
 namespace knflow::http {
 namespace {
@@ -52,6 +57,46 @@ std::string_view http_date() {
   }
   return buf;
 }
+
+// Watches a connection while its handler runs, for a route that asks (Route::watch_client):
+// fires `gone` when the client closed the connection or reset it. The bytes of a pipelined
+// request end the watch (the client is there; a client that half-closes its side after sending
+// counts as gone, as nginx's proxy and Go's net/http see it). Ends when it goes out of scope.
+class ClientWatch {
+ public:
+  ClientWatch(tcp::socket& socket, std::shared_ptr<ClientGone> gone)
+      : socket_(socket), done_(std::make_shared<bool>(false)) {
+    arm(socket_, done_, std::move(gone));
+  }
+  ~ClientWatch() {
+    *done_ = true;  // the wait's handler, run later with operation_aborted, touches nothing
+    beast::error_code ignored;
+    socket_.cancel(ignored);  // nothing else is under way on it while the handler runs
+  }
+  ClientWatch(const ClientWatch&) = delete;
+  ClientWatch& operator=(const ClientWatch&) = delete;
+
+ private:
+  static void arm(tcp::socket& socket, std::shared_ptr<bool> done,
+                  std::shared_ptr<ClientGone> gone) {
+    socket.async_wait(tcp::socket::wait_read, [&socket, done, gone](beast::error_code ec) {
+      if (*done) return;
+      if (!ec) {
+        char byte = 0;
+        const auto n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0) return;  // a pipelined request's first byte
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+          arm(socket, done, gone);  // woken with nothing to read
+          return;
+        }
+      }
+      gone->fire();  // end of stream, a reset, or the socket failed
+    });
+  }
+
+  tcp::socket& socket_;
+  std::shared_ptr<bool> done_;
+};
 
 // Connection bookkeeping shared between a session and Server::stop. Touched only on the
 // connection's strand, except `executor`, which is immutable.
@@ -384,7 +429,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     return verdict;
   }
 
-  asio::awaitable<Response> dispatch(Request& req, std::string& route_label) {
+  asio::awaitable<Response> dispatch(Request& req, std::string& route_label, tcp::socket& socket) {
     // The router splits the path as sent, then decodes each segment (an escaped slash is data).
     const std::string sent_path = req.sent_path();
     Match m = router.match(req.method, sent_path);
@@ -404,6 +449,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     route_label = m.route->path_template;
     if (!allowed(*m.route, req, m.params)) co_return unauthorized(sent_path);
     req.params = std::move(m.params);
+    std::optional<ClientWatch> watch;
+    if (m.route->watch_client) {
+      req.client_gone = std::make_shared<ClientGone>();
+      watch.emplace(socket, req.client_gone);
+    }
     try {
       co_return co_await m.route->handler(req);
     } catch (const std::exception& e) {
@@ -584,7 +634,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         if (auto bad = self->to_request(in, header_fields, req)) {
           res = std::move(*bad);
         } else {
-          res = co_await self->dispatch(req, route_label);
+          res = co_await self->dispatch(req, route_label, stream.socket());
         }
         keep_alive = in.keep_alive() && !state->closing;
       }

@@ -5,6 +5,7 @@ endpoint starting triggered workflows (503 when a run cannot start, repeats not 
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -542,6 +543,45 @@ class RunsApiTest(unittest.TestCase):
         self.d.start()
         status, run = self.d.json("GET", f"{NS}/runs/{run_id}")
         self.assertEqual((status, run["phase"]), (200, "running"))
+
+    def test_a_client_that_leaves_a_waiting_invoke_frees_its_connection(self):
+        """Three synchronous invokes of a 30 s run on a daemon serving three connections at once,
+        whose clients hang up: the connections are freed at once and the runs go on. They were held
+        until the runs ended or the invoke timed out, and every other request was refused (503)."""
+        self.d.close()
+        self.d = Daemon("--max-connections", "3")
+        self.d.start()
+        status, _, body = self.d.call("POST", NS + "/workflows", WAITER, content_type="application/yaml")
+        self.assertEqual(status, 201, body)
+        request = (f"POST {NS}/workflows/waiter:invoke?timeout=25 HTTP/1.1\r\n"
+                   f"Host: 127.0.0.1\r\nAuthorization: Bearer {self.d.token}\r\n"
+                   "Content-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"n\": 1}").encode()
+        clients = []
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", self.d.port))
+            s.sendall(request)
+            clients.append(s)
+        deadline = time.monotonic() + 30
+        while True:
+            # Each request of this loop waits for a free connection: the three are taken.
+            try:
+                status, running = self.d.json("GET", NS + "/runs?workflow=waiter&phase=running",
+                                              timeout=2)
+            except OSError:
+                status, running = None, None
+            if status == 503:
+                break  # all three taken, each by a waiting invoke
+            self.assertLess(time.monotonic(), deadline, "the invokes never took the connections")
+            time.sleep(0.05)
+        for s in clients:
+            s.close()
+        deadline = time.monotonic() + 10
+        while self.d.call("GET", "/healthz")[0] != 200:
+            self.assertLess(time.monotonic(), deadline, "the connections stayed taken:\n" + self.d.tail())
+            time.sleep(0.05)
+        status, runs = self.d.json("GET", NS + "/runs?workflow=waiter")
+        self.assertEqual(status, 200)
+        self.assertEqual(sorted(r["phase"] for r in runs["items"]), ["running"] * 3)
 
     def test_one_daemon_per_data_directory(self):
         """A second daemon on the same data directory (on another port) is refused: it resumed the

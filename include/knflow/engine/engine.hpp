@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -67,6 +68,22 @@ struct RunOutcome {
   std::optional<boost::json::object> error;  // faulted or cancelled: RFC 7807 object
 };
 
+// Ends a wait() early, from any thread: its caller no longer wants the outcome (the client of a
+// synchronous invoke went away). The run goes on.
+class StopWaiting {
+ public:
+  void stop();
+
+ private:
+  friend class Engine;
+  // Runs `wake` when stopped (at once when stopped already); false when stopped already.
+  bool arm(std::function<void()> wake);
+
+  std::mutex mutex_;
+  bool stopped_ = false;
+  std::function<void()> wake_;
+};
+
 struct StartResult {
   std::string run_id;   // empty on failure
   unsigned status = 0;  // on failure: the HTTP status that fits (503 when too many runs)
@@ -98,9 +115,11 @@ class Engine {
                                             std::string definition, CloudEvent event,
                                             std::string delivery = {});
 
-  // Waits until the run is terminal, up to `timeout`; nullopt when it is still going.
+  // Waits until the run is terminal, up to `timeout` or until `stop` stops it; nullopt when it
+  // is still going.
   boost::asio::awaitable<std::optional<RunOutcome>> wait(std::string run_id,
-                                                         std::chrono::milliseconds timeout);
+                                                         std::chrono::milliseconds timeout,
+                                                         std::shared_ptr<StopWaiting> stop = {});
 
   // start() then wait(), both on the engine's executor: the caller's thread hands over once and
   // is handed back once (a synchronous invoke from a connection's thread would otherwise cross
@@ -112,7 +131,8 @@ class Engine {
   };
   boost::asio::awaitable<Invoked> start_and_wait(std::shared_ptr<const model::Workflow> workflow,
                                                  std::string definition, CloudEvent event,
-                                                 std::chrono::milliseconds timeout);
+                                                 std::chrono::milliseconds timeout,
+                                                 std::shared_ptr<StopWaiting> stop = {});
 
   // unreadable: a retried run whose stored state does not decode (it stays faulted).
   // busy: a retry refused for now, as start() refuses (--max-active-runs runs in flight, or

@@ -1,6 +1,9 @@
 #pragma once
 
+#include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -8,6 +11,22 @@
 #include <vector>
 
 namespace knflow::http {
+
+// Tells a handler that its client has gone: closed or reset the connection while the handler
+// ran. Thread-safe; fires once.
+class ClientGone {
+ public:
+  // `f` runs once the client is gone: on the thread that finds it gone (the connection's), or at
+  // once on this one if it is gone already. One callback; a second replaces the first.
+  void on_gone(std::function<void()> f);
+  void fire();
+  bool gone() const;
+
+ private:
+  mutable std::mutex mutex_;
+  bool gone_ = false;
+  std::function<void()> f_;
+};
 
 // A request as handlers see it: already read whole, within the server's limits. Beast stays
 // inside the server; handlers only see these plain values.
@@ -19,6 +38,10 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
   std::string body;
   std::map<std::string, std::string> params;  // from the route template, e.g. {"ns": "shop"}
+  // For a route that watches its client (Route::watch_client): fires when the client goes away
+  // while the handler runs, so that a handler waiting long (a synchronous invoke) can stop and
+  // free the connection. Null for other routes.
+  std::shared_ptr<ClientGone> client_gone;
 
   // The first header with this (lower-case) name, if any.
   std::optional<std::string_view> header(std::string_view name) const;

@@ -30,6 +30,9 @@ struct Route {
   Access access = Access::token;
   Handler handler;
   std::string summary;  // one line, for logs and the route listing
+  // The server watches the connection while the handler runs and fires Request::client_gone
+  // when the client closes it: for a handler that may wait long (a synchronous invoke).
+  bool watch_client = false;
 };
 
 struct Match {
