@@ -179,6 +179,9 @@ std::optional<std::string> event_error(const CloudEvent& event) {
   for (const auto& [name, value] : event.extensions) {
     if (auto error = forbidden(name, value)) return error;
   }
+  if (!boost::urls::parse_uri_reference(event.source)) {
+    return "the attribute source is not a URI reference (RFC 3986): \"" + event.source + "\"";
+  }
   return std::nullopt;
 }
 

@@ -206,6 +206,39 @@ std::string answer_excerpt(std::string_view body) {
   return model::repaired_utf8(model::utf8_prefix(body, 512));
 }
 
+// An emit's error detail when the broker answered `status` with `body`. A 503's answer lists
+// the workflows whose runs did not start (`notStarted`, docs/api.md): they are named first, since
+// the excerpt of a long answer may end before them.
+std::string broker_answer_detail(unsigned status, std::string_view body) {
+  std::string detail = "the broker answered " + std::to_string(status);
+  boost::system::error_code ec;
+  const auto answer = json::parse(body, ec);
+  const auto* list =
+      !ec && answer.is_object() ? answer.as_object().if_contains("notStarted") : nullptr;
+  if (list && list->is_array() && !list->as_array().empty()) {
+    constexpr std::size_t kNamed = 20;
+    const auto& items = list->as_array();
+    std::string names;
+    std::string first_detail;
+    for (std::size_t i = 0; i < items.size() && i < kNamed; ++i) {
+      const auto* item = items[i].if_object();
+      const auto* workflow = item ? item->if_contains("workflow") : nullptr;
+      if (!workflow || !workflow->is_string()) continue;
+      names += (names.empty() ? "" : ", ") + std::string(workflow->get_string());
+      const auto* why = item->if_contains("detail");
+      if (first_detail.empty() && why && why->is_string()) {
+        first_detail = std::string(workflow->get_string()) + ": " + std::string(why->get_string());
+      }
+    }
+    if (items.size() > kNamed) names += " and " + std::to_string(items.size() - kNamed) + " more";
+    detail += "; the runs of these matching workflows did not start: " + names;
+    if (!first_detail.empty())
+      detail += " (" + std::string(model::utf8_prefix(first_detail, 512)) + ")";
+    return model::repaired_utf8(detail);
+  }
+  return body.empty() ? detail : detail + ": " + answer_excerpt(body);
+}
+
 // A faulted call attempt's error detail when the function answered `status` with `body`.
 std::string answered_detail(unsigned status, std::string_view body) {
   return "the function answered " + std::to_string(status) +
@@ -2049,9 +2082,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // The broker's answer says why (a 413 names the daemon's --max-body-bytes, which bounds
       // an emit's event as it does any request; a 503 which workflows did not start).
       throw make_fault("communication", res.status ? res.status : 502, "Emit failed",
-                       res.error ? res.error_message
-                                 : "the broker answered " + std::to_string(res.status) +
-                                       (res.body.empty() ? "" : ": " + answer_excerpt(res.body)),
+                       res.error ? res.error_message : broker_answer_detail(res.status, res.body),
                        path);
     }
   }

@@ -716,14 +716,23 @@ class Validator {
           } else if constexpr (std::is_same_v<T, EmitStep>) {
             if (c.type.empty()) error(at + "/emit/type", "type must not be empty");
             if (c.source.empty()) error(at + "/emit/source", "source must not be empty");
-            // Literals: one CloudEvents forbids would fault every run at the emit.
+            // Literals: one CloudEvents forbids would fault every run at the emit, and an
+            // expression would be sent as its text.
             for (const auto& [name, text] :
                  {std::pair<const char*, const std::string*>{"type", &c.type},
                   {"source", &c.source}}) {
-              if (auto bad = cloudevents_forbidden_character(*text)) {
+              if (text->find("${") != std::string::npos) {
+                error(at + "/emit/" + name,
+                      std::string(name) +
+                          " is a literal: an expression (${ ... }) is not evaluated here");
+              } else if (auto bad = cloudevents_forbidden_character(*text)) {
                 error(at + "/emit/" + name,
                       std::string(name) + " holds a character CloudEvents forbids (" + *bad +
                           "): no controls (U+0000-U+001F, U+007F-U+009F) or noncharacters");
+              } else if (text == &c.source && !text->empty() &&
+                         !boost::urls::parse_uri_reference(*text)) {
+                error(at + "/emit/source",
+                      "source must be a URI reference (RFC 3986), as CloudEvents has it");
               }
             }
             if (c.subject) maybe_expression(*c.subject, at + "/emit/subject", variables);

@@ -2198,6 +2198,36 @@ TEST_CASE("engine: an emit the broker refuses faults with the broker's reason", 
         R"(than 1048576 bytes"})");
 }
 
+TEST_CASE("engine: an emit the broker answers 503 names the workflows that did not start",
+          "[engine][emit]") {
+  // The detail quoted the answer's first 512 bytes: with a few runs started, or long problems,
+  // the list of workflows not started was cut off.
+  EngineFixture f;
+  std::string runs, not_started;
+  for (int i = 0; i < 6; ++i) {
+    runs += std::string(i ? "," : "") + R"({"workflow":"started-)" + std::to_string(i) +
+            R"(","runId":"01234567-89ab-7cde-8f01-23456789abcd"})";
+  }
+  for (int i = 0; i < 22; ++i) {
+    not_started += std::string(i ? "," : "") + R"({"workflow":"busy-)" + std::to_string(i) +
+                   R"(","status":503,"detail":"too many runs in flight"})";
+  }
+  f.echo.route("/broker/test",
+               {.status = 503,
+                .body = R"({"type":"https://knflow.dev/problems/delivery-incomplete","runs":[)" +
+                        runs + R"(],"notStarted":[)" + not_started + "]}"});
+  auto out = f.run(header("emit-busy") + R"(  do:
+    - {name: tell, emit: {type: com.example.told, source: /test}}
+)");
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("status") == 503);
+  std::string names;
+  for (int i = 0; i < 20; ++i) names += std::string(i ? ", " : "") + "busy-" + std::to_string(i);
+  CHECK(std::string(out.error->at("detail").as_string()) ==
+        "the broker answered 503; the runs of these matching workflows did not start: " + names +
+            " and 2 more (busy-0: too many runs in flight)");
+}
+
 namespace {
 
 // A workflow whose first step keeps a string of `chars` characters, then `then` (YAML steps).

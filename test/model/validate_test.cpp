@@ -645,3 +645,17 @@ TEST_CASE("an emit whose literal type or source CloudEvents forbids is refused",
         "  /spec/do/0/emit/source: source holds a character CloudEvents forbids (U+0001 at byte "
         "2): no controls (U+0000-U+001F, U+007F-U+009F) or noncharacters\n");
 }
+
+TEST_CASE("an emit whose source is no URI reference, or holds an expression, is refused",
+          "[validate]") {
+  // Both were valid: the first was sent as it was, the second as the text of the expression.
+  const CheckResult result = check_value(json::parse(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "bad-emit"},
+    "spec": {"do": [{"name": "e", "emit": {"type": "${ .t }", "source": "http://[::1"}},
+                    {"name": "f", "emit": {"type": "com.example.ok", "source": "urn:example:ok"}}]}})"));
+  CHECK(describe(result.report.errors) ==
+        "  /spec/do/0/emit/type: type is a literal: an expression (${ ... }) is not evaluated "
+        "here\n"
+        "  /spec/do/0/emit/source: source must be a URI reference (RFC 3986), as CloudEvents has "
+        "it\n");
+}
