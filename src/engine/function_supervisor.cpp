@@ -644,6 +644,10 @@ struct Process {
   std::unique_ptr<asio::posix::stream_descriptor> out;
   std::unique_ptr<asio::posix::stream_descriptor> err;
   std::weak_ptr<struct Function> owner;  // NOLINT: defined below
+  // Impl::deletions of its workflow when it started: a process started before a delete prints
+  // lines that are not a workflow made again under the name's, also once its Function is gone
+  // (a child that left its group keeps the pipes after the function stopped).
+  std::uint64_t deletions = 0;
 };
 
 // One start (or restart) and the ensure() calls waiting for it. Strand-owned.
@@ -719,6 +723,12 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   // one's.
   std::set<std::pair<std::string, std::string>> gone;
   std::map<std::pair<std::string, std::string>, std::int64_t> born;
+  // Strand-owned, by (namespace, workflow): how many times it was deleted (Process::deletions).
+  std::map<std::pair<std::string, std::string>, std::uint64_t> deletions;
+  std::uint64_t deletions_of(const FunctionKey& key) const {
+    const auto it = deletions.find({key.namespace_, key.workflow});
+    return it == deletions.end() ? 0 : it->second;
+  }
   std::set<pid_t> live_pids;  // spawned and not reaped
   bool closed = false;        // the destructor ran: start nothing more
   std::atomic<std::size_t> total_restarts{0};
@@ -1041,7 +1051,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     if (!now) {
       // Deleted: what its processes print from now on is not kept, and what was kept goes with
       // the last of them.
-      gone.emplace(namespace_, workflow);
+      if (gone.emplace(namespace_, workflow).second) ++deletions[{namespace_, workflow}];
       for (const auto& fn : outdated) fn->orphaned = true;
       for (auto& [key, fn] : retired) {
         if (key.namespace_ == namespace_ && key.workflow == workflow) fn->orphaned = true;
@@ -1294,6 +1304,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     proc->port = *port;
     proc->started = Clock::now();
     proc->owner = fn;
+    proc->deletions = deletions_of(fn->key);
     proc->out = std::make_unique<asio::posix::stream_descriptor>(strand, spawned.out);
     proc->err = std::make_unique<asio::posix::stream_descriptor>(strand, spawned.err);
     processes.emplace(proc->pid, proc);
@@ -1432,8 +1443,12 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     }
     if (settings.log_lines == 0) return;
     // A deleted workflow's lines went with it (forget_logs_if_gone): what its stopping process
-    // still prints is not kept, or a workflow made again under its name would show it.
-    if (const auto fn = proc.owner.lock(); (fn && fn->orphaned) || deleted(proc.key)) return;
+    // (or a child of it that kept the pipes) still prints is not kept, or a workflow made again
+    // under its name would show it.
+    if (const auto fn = proc.owner.lock();
+        (fn && fn->orphaned) || deleted(proc.key) || proc.deletions != deletions_of(proc.key)) {
+      return;
+    }
     auto stamp = now_stamp();
     std::lock_guard lock(mutex);
     KeptLines& kept = logs[proc.key];

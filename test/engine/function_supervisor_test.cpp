@@ -1041,6 +1041,49 @@ TEST_CASE("What a deleted workflow's function prints while it stops is not kept"
   shutdown(ioc, supervisor);
 }
 
+TEST_CASE("What a deleted workflow's leftover child prints is not kept for one made again",
+          "[function_supervisor]") {
+  // A child that left the function's group (setsid) keeps the output pipes after the function
+  // is stopped. Once a workflow was made again under the name, its lines were kept as the new
+  // workflow's (its Function gone, nothing said whose they were).
+  knflow::test::TempDir dir;
+  const auto ticks = dir.path() / "ticks";
+  const auto pidfile = dir.path() / "child.pid";
+  asio::io_context ioc;
+  Workflows workflows{{{"shop", "again"}, 1}};
+  FunctionSupervisor supervisor(ioc.get_executor());
+  supervisor.set_definitions(lookup_in(workflows));
+  const auto k = key("again", "echo");
+  FunctionSpec spec{
+      .command = {"sh", "-c",
+                  "setsid sh -c 'echo $$ > \"$PIDFILE\"; while :; do echo tick; echo tick >> "
+                  "\"$TICKS\"; sleep 0.05; done' & exec python3 echo_function.py"},
+      .env = {{"PIDFILE", pidfile.string()}, {"TICKS", ticks.string()}},
+      .working_dir = kFixtures};
+  REQUIRE(ensure(ioc, supervisor, k, spec, 1).url);
+  const pid_t pid = *supervisor.state(k)->pid;
+  REQUIRE(run_until(ioc, [&] { return !lines_of(supervisor, k).empty(); }));
+  pid_t child = 0;
+  std::ifstream(pidfile) >> child;
+  REQUIRE(child > 0);
+
+  workflows.erase({"shop", "again"});
+  supervisor.workflow_changed("shop", "again");
+  REQUIRE(run_until(ioc, [&] { return reaped(pid); }));
+  workflows[{"shop", "again"}] = 2;
+  supervisor.workflow_changed("shop", "again");
+  const auto count_ticks = [&] {
+    std::ifstream in(ticks);
+    return std::count(std::istreambuf_iterator<char>(in), {}, '\n');
+  };
+  const auto before = count_ticks();
+  // The child prints on: ten more lines read (or not) by the supervisor meanwhile.
+  REQUIRE(run_until(ioc, [&] { return count_ticks() >= before + 10; }));
+  ::kill(child, SIGKILL);
+  CHECK(lines_of(supervisor, k).empty());
+  shutdown(ioc, supervisor);
+}
+
 TEST_CASE("Runs of an earlier definition keep a process of their own while they call it",
           "[function_supervisor]") {
   asio::io_context ioc;
