@@ -990,7 +990,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       }
     }
     retired.emplace(fn->key, fn);
-    if (fn->leases == 0) stop_function(fn, "its workflow's definition changed");
+    if (fn->leases == 0) {
+      stop_function(
+          fn, deleted(fn->key) ? "its workflow was deleted" : "its workflow's definition changed");
+    }
   }
 
   // Stops fn's process (or start, or pending restart) for good and forgets fn.
@@ -1230,6 +1233,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     }
     if (!env.contains("PATH")) env["PATH"] = kDefaultPath;
     env["PYTHONUNBUFFERED"] = "1";
+    env["PYTHONDONTWRITEBYTECODE"] = "1";  // no __pycache__ in the functions' directory
     // A process gets C strings: a NUL byte would cut an argument or a value short there.
     for (std::size_t i = 0; i < spec.command.size(); ++i) {
       if (spec.command[i].find('\0') != std::string::npos) {

@@ -41,6 +41,8 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
   // Retention thread only: the reading connection, opened at the first pass.
   std::unique_ptr<store::Db> db;
   std::unique_ptr<store::RunStore> reader;
+  // Writer strand only: runs the batches of the pass under way deleted so far.
+  std::size_t pruned_in_pass = 0;
 
   Impl(RetentionSettings s, asio::strand<asio::any_io_executor> w, WriterStore ws, Forget f,
        metrics::Metrics* m)
@@ -132,11 +134,17 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
       log::warn("Failed to prune runs", {{"error", e.what()}});
       if (metrics != nullptr) metrics->sqlite_error("write");
     }
+    pruned_in_pass += count;
+    if (metrics != nullptr && count != 0) metrics->runs_pruned(count);
     if (count == settings.batch) {
       asio::post(writer, [self = shared_from_this(), cutoff, deleted_before] {
         self->delete_batch(cutoff, deleted_before);
       });
     } else {
+      if (pruned_in_pass != 0) {
+        log::info("Pruned finished runs", {{"runs", std::to_string(pruned_in_pass)}});
+      }
+      pruned_in_pass = 0;
       asio::post(ioc, [this] { schedule(); });
     }
   }

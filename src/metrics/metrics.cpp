@@ -105,6 +105,11 @@ struct Metrics::Impl {
                                            .Help("Events delivered to a dead-letter sink")
                                            .Register(*registry)
                                            .Add({});
+  prometheus::Counter& runs_pruned = prometheus::BuildCounter()
+                                         .Name("knflow_runs_pruned_total")
+                                         .Help("Finished runs deleted by retention")
+                                         .Register(*registry)
+                                         .Add({});
   prometheus::Counter& function_restarts =
       prometheus::BuildCounter()
           .Name("knflow_function_restarts_total")
@@ -209,7 +214,9 @@ std::size_t Metrics::request_series() const {
 void Metrics::observe_request(std::string_view route, std::string_view method, unsigned code,
                               std::chrono::duration<double> elapsed) {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+      // A synchronous invoke waits up to --max-invoke-timeout (300 s by default).
+      30, 60, 120, 300};
   // The method as its label says it (OTHER for one not listed): a key of the raw text would add
   // an entry for every new method name a client makes up, before any token is checked.
   const std::string_view bounded = bounded_method(method);
@@ -267,6 +274,9 @@ void Metrics::observe_step(std::chrono::duration<double> elapsed) {
 void Metrics::retry() { impl_->retries.Increment(); }
 
 void Metrics::dead_lettered() { impl_->dead_lettered.Increment(); }
+void Metrics::runs_pruned(std::size_t count) {
+  impl_->runs_pruned.Increment(static_cast<double>(count));
+}
 
 void Metrics::function_restarted() { impl_->function_restarts.Increment(); }
 

@@ -365,6 +365,7 @@ TEST_CASE("A local function answers on its port with the runtime contract's envi
     CHECK(env_value(env, "K_REVISION") == "orders-echo-00001");
     CHECK(env_value(env, "GREETING") == "hello");
     CHECK(env_value(env, "PYTHONUNBUFFERED") == "1");
+    CHECK(env_value(env, "PYTHONDONTWRITEBYTECODE") == "1");
     // Inherited (a pyenv shim in between may prepend its own directories).
     CHECK_THAT(env_value(env, "PATH"), Catch::EndsWith(std::getenv("PATH")));
     CHECK(env_value(env, "KNFLOW_TEST_NOT_INHERITED") == "<unset>");

@@ -1,5 +1,7 @@
 #include "knflow/engine/retention.hpp"
 
+#include "knflow/metrics/metrics.hpp"
+
 #include "knflow/store/db.hpp"
 #include "knflow/store/run_store.hpp"
 
@@ -112,18 +114,21 @@ TEST_CASE(
     "Retention: keeps the newest runs, deleting the rest in batches, and says which it deleted",
     "[retention]") {
   Writer writer;
+  knflow::metrics::Metrics metrics;
   std::vector<std::string> forgotten;  // writer strand
   Retention retention(
       keep(3, writer), writer.strand, [&] { return writer.store.get(); },
       [&](const std::vector<std::string>& ids) {
         forgotten.insert(forgotten.end(), ids.begin(), ids.end());
       },
-      nullptr);
+      &metrics);
   retention.start();
   CHECK(writer.await_remaining({"f4", "f5", "f6"}) == std::set<std::string>{"f4", "f5", "f6"});
   retention.stop();
   const auto told = writer.on_strand([&] { return forgotten; });
   CHECK(std::set<std::string>(told.begin(), told.end()) == std::set<std::string>{"f1", "f2", "f3"});
+  // Counted in each batch's handler, which the read of `forgotten` above comes after.
+  CHECK(metrics.serialize().find("\nknflow_runs_pruned_total 3\n") != std::string::npos);
 }
 
 TEST_CASE("Retention: a run deleted through the API after the cutoff was read is not one too many",

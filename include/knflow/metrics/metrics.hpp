@@ -47,6 +47,8 @@ class Metrics {
   void observe_step(std::chrono::duration<double> elapsed);
   void retry();
   void dead_lettered();
+  // Retention deleted `count` finished runs.
+  void runs_pruned(std::size_t count);
   // The function supervisor started a local function again (after an exit or a failed start).
   void function_restarted();
   // Expression evaluations (or compile checks) waiting for a worker of `pool` now.
