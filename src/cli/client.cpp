@@ -566,6 +566,11 @@ int invoke(const std::vector<std::string>& args) {
               << " needs the data: give -d DATA or -d @FILE (the default, {}, is JSON)\n";
     return kExitUsage;
   }
+  if (json_data && vm["data"].as<std::string>() == "-") {
+    std::cerr << "knflow invoke: -d - would send the text \"-\"; read the data from standard "
+                 "input with -d @-\n";
+    return kExitUsage;
+  }
   if (json_data && data.find_first_not_of(" \t\r\n") == std::string::npos) {
     std::cerr << "knflow invoke: the input data " << (data.empty() ? "is empty" : "is blank")
               << (vm["data"].as<std::string>().starts_with("@")
@@ -800,7 +805,8 @@ int runs(const std::vector<std::string>& args) {
       "       knflow runs get ID"
       "\n\nLists runs, the newest created first (a retried run keeps its place; STARTED is when "
       "its latest try began); when there are more than --limit, says how to get the next "
-      "page.\nExit code 0: listed; 1: refused; 2: bad usage; 3: no daemon.\n\nOptions");
+      "page, and when there are none, says so on standard error.\nExit code 0: listed; 1: refused; "
+      "2: bad usage; 3: no daemon.\n\nOptions");
   add_connection_options(desc);
   desc.add_options()("workflow", po::value<std::string>(), "only runs of this workflow")(
       "phase", po::value<std::string>(), "only these phases, comma-separated")(
@@ -856,6 +862,18 @@ int runs(const std::vector<std::string>& args) {
   auto list = answer_object(res);
   const auto* items = list ? list->if_contains("items") : nullptr;
   if (!items || !items->is_array()) return unexpected_answer(res, *target, "a run list");
+  if (items->as_array().empty() && !vm.count("continue")) {
+    // As kubectl says it: on stderr, with no table (a workflow that does not exist has none).
+    std::cerr << "No runs found in namespace " << printable(ns)
+              << (vm.count("workflow")
+                      ? " of workflow " + printable(vm["workflow"].as<std::string>())
+                      : std::string())
+              << (vm.count("phase") || vm.count("created-after") || vm.count("created-before")
+                      ? " with these filters"
+                      : "")
+              << ".\n";
+    return kExitOk;
+  }
   std::vector<std::vector<std::string>> rows{{"ID", "WORKFLOW", "PHASE", "STARTED", "FINISHED"}};
   for (const auto& item : items->as_array()) {
     if (!item.is_object()) continue;

@@ -166,6 +166,10 @@ class InvokeCliTest(unittest.TestCase):
         code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", "@/nonexistent/input.json")
         self.assertEqual(code, 2)
         self.assertIn("cannot read /nonexistent/input.json", err)
+        code, _, err = self.cli("invoke", "greet", "-n", NS, "-d", "-")
+        self.assertEqual(code, 2, err)
+        self.assertIn('-d - would send the text "-"; read the data from standard input with -d @-',
+                      err)
 
     def test_text_data_with_its_content_type(self):
         """--content-type sends text as text; the function gets it and its answer comes back as
@@ -384,6 +388,11 @@ class InvokeCliTest(unittest.TestCase):
         for run_id in ids:
             self.assertEqual(listed.get(run_id), ["greet", "completed"], out)
         self.assertEqual({wf for wf, _ in listed.values()}, {"greet"}, out)
+
+        # None: said on stderr, as kubectl says it, with no table.
+        code, out, err = self.cli("runs", "never-invoked", "-n", NS)
+        self.assertEqual((code, out), (0, ""), err)
+        self.assertEqual(err, f"No runs found in namespace {NS} of workflow never-invoked.\n")
 
         # A name as long as DNS-1123 allows keeps its column apart from the next.
         long_name = "a-workflow-named-longer-than-the-column"
