@@ -2140,8 +2140,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       auto endpoint = co_await await_cancellable(*env.scope, env.deadline, std::move(starting),
                                                  failed, /*cancel_abandoned=*/true);
       if (!endpoint) {
-        check_live(run, *env.scope, env.deadline, path);  // cancelled or timed out: throws
-        throw make_fault("timeout", 408, "Timed out", "the step or run deadline passed", path);
+        check_live(run, *env.scope, std::nullopt, path);  // cancelled: throws
+        // The wait for the start is no attempt (nothing was sent): the error says where the time
+        // went.
+        throw make_fault("timeout", 408, "Timed out",
+                         "the step or run deadline passed while local function " + name +
+                             " was starting (its process did not listen yet)",
+                         path);
       }
       if (!endpoint->url) co_return Target{{}, nullptr, std::move(endpoint->error)};
       co_return Target{*endpoint->url, std::move(endpoint->lease), {}};

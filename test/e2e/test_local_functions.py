@@ -394,6 +394,10 @@ class LocalFunctionsTest(unittest.TestCase):
             status, _, body = d.call("POST", f"{NS}/workflows/silent1:invoke", "{}")
             self.assertEqual(status, 504, body)  # the step's 408, answered as a gateway's
             self.assertEqual(json.loads(body)["error"]["status"], 408, body)
+            # Says where the time went: no attempt was made, as nothing was sent.
+            self.assertEqual(json.loads(body)["error"]["detail"],
+                             "the step or run deadline passed while local function mute was "
+                             "starting (its process did not listen yet)", body)
             [pid] = wait_until(lambda: self.recorded_groups(d), DEADLINE)
             self.assertTrue(alive(pid))  # the workflow exists: its function goes on starting
 
