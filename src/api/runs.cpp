@@ -347,14 +347,14 @@ struct Api::RunHandlers {
     const auto& decoded = std::get<std::shared_ptr<const Api::Decoded>>(workflow);
     // A client that goes away stops the wait (the run goes on): it held its connection, one of
     // --max-connections, until the run ended or the timeout passed.
-    std::shared_ptr<engine::StopWaiting> stop;
+    std::shared_ptr<engine::Abandon> gone;
     if (req.client_gone) {
-      stop = std::make_shared<engine::StopWaiting>();
-      req.client_gone->on_gone([stop] { stop->stop(); });
+      gone = std::make_shared<engine::Abandon>();
+      req.client_gone->on_gone([gone] { gone->abandon(); });
     }
     auto invoked = co_await api.engine_->start_and_wait(
         decoded->workflow, decoded->definition, std::get<engine::CloudEvent>(std::move(event)),
-        timeout, stop);
+        timeout, gone);
     if (invoked.start.run_id.empty()) co_return not_started(req, invoked.start);
     const auto& id = invoked.start.run_id;
     if (!invoked.outcome) co_return accepted(ns, id);

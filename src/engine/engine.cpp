@@ -215,26 +215,36 @@ std::string broker_answer_detail(unsigned status, std::string_view body) {
   const auto answer = json::parse(body, ec);
   const auto* list =
       !ec && answer.is_object() ? answer.as_object().if_contains("notStarted") : nullptr;
-  if (list && list->is_array() && !list->as_array().empty()) {
+  if (list && list->is_array()) {
     constexpr std::size_t kNamed = 20;
     const auto& items = list->as_array();
     std::string names;
     std::string first_detail;
-    for (std::size_t i = 0; i < items.size() && i < kNamed; ++i) {
-      const auto* item = items[i].if_object();
+    std::size_t named = 0;
+    std::size_t more = 0;
+    for (const auto& entry : items) {
+      const auto* item = entry.if_object();
       const auto* workflow = item ? item->if_contains("workflow") : nullptr;
       if (!workflow || !workflow->is_string()) continue;
+      if (named == kNamed) {
+        ++more;
+        continue;
+      }
+      ++named;
       names += (names.empty() ? "" : ", ") + std::string(workflow->get_string());
       const auto* why = item->if_contains("detail");
       if (first_detail.empty() && why && why->is_string()) {
         first_detail = std::string(workflow->get_string()) + ": " + std::string(why->get_string());
       }
     }
-    if (items.size() > kNamed) names += " and " + std::to_string(items.size() - kNamed) + " more";
-    detail += "; the runs of these matching workflows did not start: " + names;
-    if (!first_detail.empty())
-      detail += " (" + std::string(model::utf8_prefix(first_detail, 512)) + ")";
-    return model::repaired_utf8(detail);
+    if (named != 0) {
+      if (more != 0) names += " and " + std::to_string(more) + " more";
+      detail += "; the runs of these matching workflows did not start: " + names;
+      if (!first_detail.empty()) {
+        detail += " (" + std::string(model::utf8_prefix(first_detail, 512)) + ")";
+      }
+      return model::repaired_utf8(detail);
+    }
   }
   return body.empty() ? detail : detail + ": " + answer_excerpt(body);
 }
@@ -1326,7 +1336,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // When a step started (wall clock) and whether its `if` skipped it: kept in its journal entry
-  // for the step history (docs/engine.md), never read by replay. Passed as a named object: GCC 12
+  // for the step history (docs/engine.md); replay reads only `skipped` (a join any fork's skipped
+  // branch wins nothing: outcome_from_json). Passed as a named object: GCC 12
   // frees a temporary with a std::string member twice when it is an argument of a co_await
   // (docs/architecture.md, "Known compiler workarounds").
   struct StepTimes {
@@ -3045,11 +3056,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // runs on the same strand, so it cannot slip between the check and the wait. (Registering on
   // the strand and starting the wait from the caller's executor lost the wake-up when finish()
   // ran in between: the caller then slept for the whole timeout.)
+  // `abandon` is watched from here, on the strand, right before the wait begins: the cancel it
+  // posts comes after that (one posted before the wait began would find nothing to cancel, and
+  // the wait would sleep its whole timeout).
   static asio::awaitable<std::optional<RunOutcome>> wait_on_strand(
-      std::shared_ptr<Run> run, std::shared_ptr<asio::steady_timer> timer) {
+      std::shared_ptr<Run> run, std::shared_ptr<asio::steady_timer> timer,
+      std::shared_ptr<Abandon> abandon) {
     if (run->outcome || run->released) co_return run->outcome;
+    if (abandon && !abandon->watch([timer, strand = run->strand] {
+          asio::post(strand, [timer] { timer->cancel(); });
+        })) {
+      co_return std::nullopt;  // abandoned before it began
+    }
     run->waiters.push_back(timer);
     co_await timer->async_wait(use_tuple);
+    if (abandon) abandon->unwatch();
     co_return run->outcome;
   }
 
@@ -3244,27 +3265,9 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   co_return StartResult{run->id, 0, ""};
 }
 
-void StopWaiting::stop() {
-  std::function<void()> wake;
-  {
-    std::lock_guard lock(mutex_);
-    if (stopped_) return;
-    stopped_ = true;
-    wake = std::move(wake_);
-  }
-  if (wake) wake();
-}
-
-bool StopWaiting::arm(std::function<void()> wake) {
-  std::lock_guard lock(mutex_);
-  if (stopped_) return false;
-  wake_ = std::move(wake);
-  return true;
-}
-
 asio::awaitable<std::optional<RunOutcome>> Engine::wait(std::string run_id,
                                                         std::chrono::milliseconds timeout,
-                                                        std::shared_ptr<StopWaiting> stop) {
+                                                        std::shared_ptr<Abandon> abandon) {
   std::shared_ptr<Run> run;
   {
     std::lock_guard lock(impl_->mutex);
@@ -3279,12 +3282,7 @@ asio::awaitable<std::optional<RunOutcome>> Engine::wait(std::string run_id,
     co_return outcome_from_record(*rec);
   }
   auto timer = std::make_shared<asio::steady_timer>(run->strand, timeout);
-  if (stop && !stop->arm([timer, strand = run->strand] {
-        asio::post(strand, [timer] { timer->cancel(); });
-      })) {
-    co_return std::nullopt;  // stopped before it began
-  }
-  auto task = Impl::wait_on_strand(run, timer);
+  auto task = Impl::wait_on_strand(run, timer, std::move(abandon));
   co_return co_await asio::co_spawn(run->strand, std::move(task), asio::use_awaitable);
 }
 
@@ -3296,12 +3294,12 @@ asio::awaitable<Engine::Invoked> start_then_wait(Engine& engine,
                                                  std::shared_ptr<const model::Workflow> workflow,
                                                  std::string definition, CloudEvent event,
                                                  std::chrono::milliseconds timeout,
-                                                 std::shared_ptr<StopWaiting> stop) {
+                                                 std::shared_ptr<Abandon> abandon) {
   Engine::Invoked invoked;
   invoked.start =
       co_await engine.start(std::move(workflow), std::move(definition), std::move(event));
   if (!invoked.start.run_id.empty()) {
-    invoked.outcome = co_await engine.wait(invoked.start.run_id, timeout, std::move(stop));
+    invoked.outcome = co_await engine.wait(invoked.start.run_id, timeout, std::move(abandon));
   }
   co_return invoked;
 }
@@ -3310,9 +3308,9 @@ asio::awaitable<Engine::Invoked> start_then_wait(Engine& engine,
 
 asio::awaitable<Engine::Invoked> Engine::start_and_wait(
     std::shared_ptr<const model::Workflow> workflow, std::string definition, CloudEvent event,
-    std::chrono::milliseconds timeout, std::shared_ptr<StopWaiting> stop) {
+    std::chrono::milliseconds timeout, std::shared_ptr<Abandon> abandon) {
   auto task = start_then_wait(*this, std::move(workflow), std::move(definition), std::move(event),
-                              timeout, std::move(stop));
+                              timeout, std::move(abandon));
   co_return co_await asio::co_spawn(impl_->executor, std::move(task), asio::use_awaitable);
 }
 

@@ -1308,7 +1308,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     proc->port = *port;
     proc->started = Clock::now();
     proc->owner = fn;
-    proc->deletions = deletions_of(fn->key);
+    // A process of an orphaned function (a run of a deleted definition) matches no count: its
+    // lines are never its name's.
+    proc->deletions =
+        fn->orphaned ? std::numeric_limits<std::uint64_t>::max() : deletions_of(fn->key);
     proc->out = std::make_unique<asio::posix::stream_descriptor>(strand, spawned.out);
     proc->err = std::make_unique<asio::posix::stream_descriptor>(strand, spawned.err);
     processes.emplace(proc->pid, proc);

@@ -41,8 +41,6 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
   // Retention thread only: the reading connection, opened at the first pass.
   std::unique_ptr<store::Db> db;
   std::unique_ptr<store::RunStore> reader;
-  // Writer strand only: runs the batches of the pass under way deleted so far.
-  std::size_t pruned_in_pass = 0;
 
   Impl(RetentionSettings s, asio::strand<asio::any_io_executor> w, WriterStore ws, Forget f,
        metrics::Metrics* m)
@@ -85,8 +83,15 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
     });
   }
 
-  // Retention thread: the reads, on the connection of its own.
-  void read_cutoff(std::uint64_t deleted_before) {
+  // Retention thread: a pass that deleted `pruned` runs is over; the next is due.
+  void pass_ended(std::size_t pruned) {
+    if (pruned != 0) log::info("Pruned finished runs", {{"runs", std::to_string(pruned)}});
+    schedule();
+  }
+
+  // Retention thread: the reads, on the connection of its own. `pruned`: what the pass under way
+  // deleted so far (a pass reads its cutoff again when a run was deleted meanwhile).
+  void read_cutoff(std::uint64_t deleted_before, std::size_t pruned = 0) {
     if (stopped) return;
     const auto before = finished_before();
     store::RunStore::PruneCutoff cutoff;
@@ -102,27 +107,27 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
       if (metrics != nullptr) metrics->sqlite_error("read");
       reader.reset();  // opened again at the next pass
       db.reset();
-      schedule();
+      pass_ended(pruned);
       return;
     }
     if (after_read) after_read();
     if (cutoff.empty()) {
-      schedule();
+      pass_ended(pruned);
       return;
     }
-    asio::post(writer, [self = shared_from_this(), cutoff = std::move(cutoff), deleted_before] {
-      self->delete_batch(cutoff, deleted_before);
-    });
+    asio::post(writer, [self = shared_from_this(), cutoff = std::move(cutoff), deleted_before,
+                        pruned] { self->delete_batch(cutoff, deleted_before, pruned); });
   }
 
   // Writer strand: one batch; the next is posted while batches come back full.
-  void delete_batch(const store::RunStore::PruneCutoff& cutoff, std::uint64_t deleted_before) {
+  void delete_batch(const store::RunStore::PruneCutoff& cutoff, std::uint64_t deleted_before,
+                    std::size_t pruned) {
     store::RunStore* store = stopped ? nullptr : writer_store();
     if (store == nullptr) return;
     if (store->deleted_runs() != deleted_before) {
       // A run was deleted since the cutoff was read: read it again now.
       const auto deleted = store->deleted_runs();
-      asio::post(ioc, [this, deleted] { read_cutoff(deleted); });
+      asio::post(ioc, [this, deleted, pruned] { read_cutoff(deleted, pruned); });
       return;
     }
     std::size_t count = 0;
@@ -134,18 +139,14 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
       log::warn("Failed to prune runs", {{"error", e.what()}});
       if (metrics != nullptr) metrics->sqlite_error("write");
     }
-    pruned_in_pass += count;
     if (metrics != nullptr && count != 0) metrics->runs_pruned(count);
+    pruned += count;
     if (count == settings.batch) {
-      asio::post(writer, [self = shared_from_this(), cutoff, deleted_before] {
-        self->delete_batch(cutoff, deleted_before);
+      asio::post(writer, [self = shared_from_this(), cutoff, deleted_before, pruned] {
+        self->delete_batch(cutoff, deleted_before, pruned);
       });
     } else {
-      if (pruned_in_pass != 0) {
-        log::info("Pruned finished runs", {{"runs", std::to_string(pruned_in_pass)}});
-      }
-      pruned_in_pass = 0;
-      asio::post(ioc, [this] { schedule(); });
+      asio::post(ioc, [this, pruned] { pass_ended(pruned); });
     }
   }
 };

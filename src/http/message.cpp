@@ -16,30 +16,17 @@ std::optional<std::string_view> Request::query_param(std::string_view name) cons
 }
 
 void ClientGone::on_gone(std::function<void()> f) {
-  {
-    std::lock_guard lock(mutex_);
-    if (!gone_) {
-      f_ = std::move(f);
-      return;
-    }
+  if (gone_) {
+    f();
+  } else {
+    f_ = std::move(f);
   }
-  f();
 }
 
 void ClientGone::fire() {
-  std::function<void()> f;
-  {
-    std::lock_guard lock(mutex_);
-    if (gone_) return;
-    gone_ = true;
-    f = std::move(f_);
-  }
-  if (f) f();
-}
-
-bool ClientGone::gone() const {
-  std::lock_guard lock(mutex_);
-  return gone_;
+  if (gone_) return;
+  gone_ = true;
+  if (auto f = std::move(f_)) f();
 }
 
 Response& Response::set_header(std::string name, std::string value) {

@@ -7,6 +7,7 @@
 // unfinished run resumes by replaying its journal (completed steps are not run again; a step
 // that was in flight runs again with the same event id). See docs/engine.md.
 
+#include "knflow/engine/abandon.hpp"
 #include "knflow/engine/cloudevent.hpp"
 #include "knflow/model/workflow.hpp"
 
@@ -21,7 +22,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 
@@ -68,22 +68,6 @@ struct RunOutcome {
   std::optional<boost::json::object> error;  // faulted or cancelled: RFC 7807 object
 };
 
-// Ends a wait() early, from any thread: its caller no longer wants the outcome (the client of a
-// synchronous invoke went away). The run goes on.
-class StopWaiting {
- public:
-  void stop();
-
- private:
-  friend class Engine;
-  // Runs `wake` when stopped (at once when stopped already); false when stopped already.
-  bool arm(std::function<void()> wake);
-
-  std::mutex mutex_;
-  bool stopped_ = false;
-  std::function<void()> wake_;
-};
-
 struct StartResult {
   std::string run_id;   // empty on failure
   unsigned status = 0;  // on failure: the HTTP status that fits (503 when too many runs)
@@ -115,11 +99,12 @@ class Engine {
                                             std::string definition, CloudEvent event,
                                             std::string delivery = {});
 
-  // Waits until the run is terminal, up to `timeout` or until `stop` stops it; nullopt when it
-  // is still going.
+  // Waits until the run is terminal, up to `timeout` or until `abandon` is abandoned (its caller
+  // no longer wants the outcome: the client of a synchronous invoke went away; the run goes on);
+  // nullopt when it is still going.
   boost::asio::awaitable<std::optional<RunOutcome>> wait(std::string run_id,
                                                          std::chrono::milliseconds timeout,
-                                                         std::shared_ptr<StopWaiting> stop = {});
+                                                         std::shared_ptr<Abandon> abandon = {});
 
   // start() then wait(), both on the engine's executor: the caller's thread hands over once and
   // is handed back once (a synchronous invoke from a connection's thread would otherwise cross
@@ -132,7 +117,7 @@ class Engine {
   boost::asio::awaitable<Invoked> start_and_wait(std::shared_ptr<const model::Workflow> workflow,
                                                  std::string definition, CloudEvent event,
                                                  std::chrono::milliseconds timeout,
-                                                 std::shared_ptr<StopWaiting> stop = {});
+                                                 std::shared_ptr<Abandon> abandon = {});
 
   // unreadable: a retried run whose stored state does not decode (it stays faulted).
   // busy: a retry refused for now, as start() refuses (--max-active-runs runs in flight, or

@@ -3,7 +3,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,17 +12,17 @@
 namespace knflow::http {
 
 // Tells a handler that its client has gone: closed or reset the connection while the handler
-// ran. Thread-safe; fires once.
+// ran. Used on the connection's thread only: the server fires it there, and a handler runs there
+// (but for what it awaits on other executors), so it registers its callback there too.
 class ClientGone {
  public:
-  // `f` runs once the client is gone: on the thread that finds it gone (the connection's), or at
-  // once on this one if it is gone already. One callback; a second replaces the first.
+  // `f` runs once, when the client is gone (at once if it is gone already); it must not block.
+  // One callback: a second replaces the first.
   void on_gone(std::function<void()> f);
   void fire();
-  bool gone() const;
+  bool gone() const { return gone_; }
 
  private:
-  mutable std::mutex mutex_;
   bool gone_ = false;
   std::function<void()> f_;
 };
