@@ -20,7 +20,6 @@ class ClientGone {
   // One callback: a second replaces the first.
   void on_gone(std::function<void()> f);
   void fire();
-  bool gone() const { return gone_; }
 
  private:
   bool gone_ = false;
