@@ -626,6 +626,13 @@ int serve(const std::vector<std::string>& args) {
     }
   }
   const bool cluster = kube_config.has_value();
+  // Every local function starts in this directory: a mistyped one would only show as each
+  // function's start failing, at its first call.
+  if (const fs::path dir = vm["functions-dir"].as<std::string>(); !fs::is_directory(dir, ec)) {
+    std::cerr << "knflow serve: --functions-dir " << dir << ": "
+              << (ec ? ec.message() : std::string("not a directory")) << "\n";
+    return kExitUsage;
+  }
   std::vector<std::pair<std::string, model::Workflow>> to_apply;
   if (vm.count("apply")) {
     for (const auto& file : vm["apply"].as<std::vector<std::string>>()) {

@@ -232,6 +232,14 @@ class ServeTest(unittest.TestCase):
                                timeout=30, env={**os.environ, "KNFLOW_MAX_BODY_BYTES": "-1"})
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn("for option '--max-body-bytes' is invalid: it cannot be negative", r.stderr)
+            # A mistyped --functions-dir showed only as every local function failing to start.
+            for directory, reason in (("/nonexistent/functions", "No such file or directory"),
+                                      ("/etc/passwd", "not a directory"),
+                                      ("", "No such file or directory")):
+                r = subprocess.run([BIN, "serve", "--functions-dir", directory, "--data-dir", tmp],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(f'knflow serve: --functions-dir "{directory}": {reason}\n', r.stderr)
             r = subprocess.run([BIN, "serve", "--listen", "[::1", "--data-dir", tmp],
                                capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 2, r.stderr)
