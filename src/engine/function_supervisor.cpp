@@ -345,6 +345,9 @@ Spawned spawn_process(const std::filesystem::path& program, const std::vector<st
   } else if (failure.stage == ChildStage::working_dir) {
     result.error = "could not start " + argv0 + ": working directory " + dir + ": " +
                    std::strerror(failure.error);
+  } else if (std::error_code ec;
+             failure.error == EACCES && std::filesystem::is_directory(program, ec)) {
+    result.error = "could not start " + argv0 + ": it is a directory";  // execve says EACCES
   } else {
     result.error = "could not start " + argv0 + ": " + std::strerror(failure.error);
   }

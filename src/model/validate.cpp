@@ -31,6 +31,9 @@ constexpr std::int64_t kMaxContainerConcurrency = 1000;
 constexpr std::chrono::milliseconds kMaxRetryDelay = std::chrono::hours(24);
 constexpr std::size_t kMaxAnnotationBytes = 256 * 1024;
 constexpr std::size_t kMaxPatternLength = 1024;
+// Linux's MAX_ARG_STRLEN (32 pages) less the terminating NUL: the longest argument or
+// environment string execve takes; a longer one fails every start with E2BIG.
+constexpr std::size_t kMaxProcessString = 32 * 4096 - 1;
 
 // ---------------------------------------------------------------------------------------------
 // Name rules
@@ -471,6 +474,10 @@ class Validator {
         error(vat, "environment variable " + quoted(variable) +
                        ": names starting with KNFLOW_ are knflow's own (KNFLOW_SINK_TOKEN, "
                        "KNFLOW_FUNCTION_OF)");
+      } else if (std::string problem =
+                     process_string_problem(variable.size() + 1 + value.size(), value);
+                 !problem.empty()) {
+        error(vat, "environment variable " + quoted(variable) + ": " + problem);
       }
     }
     if (f.scale) {
@@ -500,11 +507,30 @@ class Validator {
       if (!l.command.empty() && l.command.front().empty()) {
         error(lat + "/command/0", "the program to start must not be empty");
       }
+      for (std::size_t i = 0; i < l.command.size(); ++i) {
+        if (std::string problem = process_string_problem(l.command[i].size(), l.command[i]);
+            !problem.empty()) {
+          error(lat + "/command/" + std::to_string(i),
+                "argument " + std::to_string(i) + ": " + problem);
+        }
+      }
       if (l.url) {
         if (std::string problem = http_url_problem(*l.url); !problem.empty())
           error(lat + "/url", problem);
       }
     }
+  }
+
+  // Why a process could never be given `text` (`size` bytes as execve counts it), or "".
+  static std::string process_string_problem(std::size_t size, std::string_view text) {
+    if (text.find('\0') != std::string_view::npos) {
+      return "a NUL byte cannot be passed to a process (it would end the text there)";
+    }
+    if (size > kMaxProcessString) {
+      return std::to_string(size) + " bytes, more than a process can be given in one string (" +
+             std::to_string(kMaxProcessString) + ")";
+    }
+    return {};
   }
 
   void check_retry(const RetryPolicy& r, const std::string& pointer) {

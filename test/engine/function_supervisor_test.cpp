@@ -823,6 +823,8 @@ TEST_CASE("A function that exits at start fails ensure() with its status and std
       Case{{"python3", "no_such_script.py"}, {}, {"exited with 2", "No such file or directory"}},
       Case{{"knflow-no-such-command"}, {}, {"knflow-no-such-command", "not found in PATH"}},
       Case{{"./no_such_program"}, {}, {"no_such_program", "No such file or directory"}},
+      // execve says "Permission denied" of a directory.
+      Case{{"/tmp"}, {}, {"could not start /tmp: it is a directory"}},
       Case{{"/bin/sh", "-c", "exit 0"},
            {},
            {"working directory /nonexistent/knflow-test: No such file or directory"},

@@ -659,3 +659,31 @@ TEST_CASE("an emit whose source is no URI reference, or holds an expression, is 
         "  /spec/do/0/emit/source: source must be a URI reference (RFC 3986), as CloudEvents has "
         "it\n");
 }
+
+TEST_CASE("a command argument or environment string execve could never take is refused",
+          "[validate]") {
+  // Valid and Ready, each start of the function failed with E2BIG and was tried again every 30 s.
+  const std::string at_limit(131071, 'a');
+  const std::string over_limit(131072, 'a');
+  json::object functions;
+  functions["ok"] = json::parse(R"({"local": {"command": ["python3"]}})");
+  functions["ok"].as_object()["local"].as_object()["command"].as_array().emplace_back(
+      at_limit.c_str());
+  functions["long"] = json::parse(R"({"local": {"command": ["python3"]}})");
+  functions["long"].as_object()["local"].as_object()["command"].as_array().emplace_back(
+      over_limit.c_str());
+  // NAME=value may be 131071 bytes long: AB's is, CD's is one byte more.
+  functions["long"].as_object()["env"] =
+      json::object{{"AB", std::string(131068, 'b')}, {"CD", std::string(131069, 'c')}};
+  json::object document = json::parse(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "long-args"},
+    "spec": {"do": [{"name": "a", "call": "ok"}, {"name": "b", "call": "long"}]}})")
+                              .as_object();
+  document["spec"].as_object()["functions"] = std::move(functions);
+  const CheckResult result = check_value(document);
+  CHECK(describe(result.report.errors) ==
+        "  /spec/functions/long/env/CD: environment variable \"CD\": 131072 bytes, more than a "
+        "process can be given in one string (131071)\n"
+        "  /spec/functions/long/local/command/1: argument 1: 131072 bytes, more than a process "
+        "can be given in one string (131071)\n");
+}
