@@ -859,6 +859,72 @@ struct Api::RunHandlers {
                                          .max_lines = query.limit},
                         scope);
   }
+
+  // The local functions (`local.command`) of the workflow's current definition, by name, and
+  // what the daemon's process of each is doing (docs/functions.md, "Status"). Only in standalone
+  // mode: ready() needs the engine.
+  asio::awaitable<Response> workflow_functions(Request& req) {
+    if (!ready()) co_return unavailable(req);
+    if (auto bad = check_names(req)) co_return *bad;
+    auto format = negotiate(req);
+    if (!format) co_return not_acceptable(req);
+    const auto ns = req.params.at("ns");
+    const auto name = req.params.at("name");
+    auto entry = find_workflow(ns, name);
+    if (!entry) co_return workflow_not_found(req, ns, name);
+    auto decoded = api.decoded(ns, name, entry->resource_version, entry->json);
+    json::array items;
+    if (decoded && decoded->workflow) {
+      for (const auto& [function, fn] : decoded->workflow->spec.functions) {
+        if (!fn.local || fn.local->command.empty()) continue;
+        const auto state = api.functions_ ? api.functions_->state({ns, name, function})
+                                          : std::optional<engine::FunctionState>{};
+        items.push_back(function_json(function, state));
+      }
+    }
+    json::object body{{"apiVersion", "knflow.dev/v1alpha1"},
+                      {"kind", "FunctionList"},
+                      {"metadata", json::object{}},
+                      {"items", std::move(items)}};
+    co_return document_response(200, model::json_text(body), *format);
+  }
+
+  static json::object function_json(const std::string& name,
+                                    const std::optional<engine::FunctionState>& state) {
+    json::object item{{"name", name}};
+    if (!state) {
+      item["phase"] = "notStarted";  // no call has needed it since the daemon started
+      return item;
+    }
+    const auto at = [](std::chrono::system_clock::time_point t) {
+      return model::format_rfc3339_ms(std::chrono::time_point_cast<std::chrono::milliseconds>(t));
+    };
+    switch (state->phase) {
+      case engine::FunctionPhase::starting:
+        item["phase"] = "starting";
+        break;
+      case engine::FunctionPhase::running:
+        item["phase"] = "running";
+        break;
+      case engine::FunctionPhase::backing_off:
+        item["phase"] = "backingOff";
+        break;
+      case engine::FunctionPhase::stopped:
+        item["phase"] = "stopped";
+        break;
+    }
+    item["revision"] = state->revision;
+    item["restarts"] = state->restarts;
+    if (state->pid) item["pid"] = *state->pid;
+    if (state->port && state->running) {
+      item["url"] = "http://127.0.0.1:" + std::to_string(*state->port);
+    }
+    if (state->ready_at) item["readyAt"] = at(*state->ready_at);
+    if (state->next_attempt) item["nextAttemptAt"] = at(*state->next_attempt);
+    if (!state->last_exit.empty()) item["lastExit"] = state->last_exit;
+    if (!state->last_error.empty()) item["lastError"] = state->last_error;
+    return item;
+  }
 };
 
 void Api::register_run_routes(http::Router& router) {
@@ -877,6 +943,8 @@ void Api::register_run_routes(http::Router& router) {
       /*watch_client=*/true);
   add("GET", ns + "/workflows/{name}/logs", &RunHandlers::workflow_logs,
       "Logs of a workflow's local functions");
+  add("GET", ns + "/workflows/{name}/functions", &RunHandlers::workflow_functions,
+      "What the processes of a workflow's local functions are doing");
   // Also open to local functions' KNFLOW_SINK_TOKEN for their namespace (docs/functions.md).
   add("POST", ns + "/broker", &RunHandlers::broker,
       "Deliver a CloudEvent to every workflow whose trigger matches", Access::broker);

@@ -922,6 +922,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     fn->key = key;
     fn->spec = std::move(spec);
     fn->revision = revision_of(key, fn->spec);
+    fn->state.revision = fn->revision;  // not shared yet: no lock
     fn->definition = revision;
     fn->next_backoff = settings.min_backoff;
     fn->retired = !current;
@@ -1087,14 +1088,16 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     if (!fn->attempt) fn->attempt = std::make_shared<Attempt>(strand);
     fn->phase = Phase::starting;
     fn->backoff_timer.reset();
-    if (restart) {
-      {
-        std::lock_guard lock(mutex);
+    {
+      std::lock_guard lock(mutex);
+      fn->state.phase = FunctionPhase::starting;
+      fn->state.next_attempt.reset();
+      if (restart) {
         ++fn->state.restarts;
         ++total_restarts;
       }
-      if (metrics) metrics->function_restarted();
     }
+    if (restart && metrics) metrics->function_restarted();
     asio::co_spawn(strand, run_start(shared_from_this(), fn, fn->epoch), logged("start"));
   }
 
@@ -1166,7 +1169,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       fn->process->ready_at = Clock::now();
       {
         std::lock_guard lock(mutex);
+        fn->state.phase = FunctionPhase::running;
         fn->state.running = true;
+        fn->state.ready_at = std::chrono::system_clock::now();
+        fn->state.last_error.clear();
       }
       const auto pid = std::to_string(fn->process->pid);
       const auto port = std::to_string(fn->process->port);
@@ -1185,6 +1191,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       detach_process(*fn);
       fn->phase = Phase::failed;
       fn->last_error = outcome.error;
+      {
+        std::lock_guard lock(mutex);
+        fn->state.last_error = outcome.error;
+      }
       const auto delay = schedule_retry(fn);
       const auto retry = format_duration(delay);
       log::warn("Failed to start local function", {{"namespace", fn->key.namespace_},
@@ -1204,6 +1214,11 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     const auto delay = fn->next_backoff;
     fn->next_backoff = std::min(settings.max_backoff, std::max(settings.min_backoff, delay * 2));
     fn->retry_at = Clock::now() + delay;
+    {
+      std::lock_guard lock(mutex);
+      fn->state.phase = FunctionPhase::backing_off;
+      fn->state.next_attempt = std::chrono::system_clock::now() + delay;
+    }
     fn->backoff_timer = std::make_shared<asio::steady_timer>(strand, delay);
     asio::co_spawn(strand, retry_after(shared_from_this(), fn, fn->backoff_timer, fn->epoch),
                    logged("restart"));
@@ -1580,6 +1595,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     fn.state.running = false;
     fn.state.pid.reset();
     fn.state.port.reset();
+    fn.state.ready_at.reset();
   }
 
   // SIGTERM to the process group, SIGKILL to what is left of it after the grace period; reap()
@@ -1679,6 +1695,9 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       for (auto& [key, fn] : functions) {
         supersede(*fn, "the function supervisor is shutting down");
         fn->phase = Phase::stopped;
+        std::lock_guard lock(mutex);
+        fn->state.phase = FunctionPhase::stopped;
+        fn->state.next_attempt.reset();
       }
       for (auto& [key, fn] : retired) {
         supersede(*fn, "the function supervisor is shutting down");

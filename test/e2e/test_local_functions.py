@@ -7,7 +7,8 @@ at the next start; control characters a function writes to stderr reach the daem
 escaped; a function finds the namespace's broker in K_SINK, and an event it posts there with
 KNFLOW_SINK_TOKEN starts a triggered workflow, while that token opens nothing else; the logs
 routes page the lines of every function of a workflow in arrival order, by `limit` and by size,
-with `since`, and refuse a bad `limit` or a foreign `continue`."""
+with `since`, and refuse a bad `limit` or a foreign `continue`; the functions route shows each
+function's process, its restarts, how it last ended and why its start failed."""
 
 import json
 import os
@@ -146,6 +147,92 @@ class LocalFunctionsTest(unittest.TestCase):
             # Echoed as application/octet-stream: text, which the answer gives as it came.
             self.assertEqual(self.invoke(d, "flaky", {"n": 1}), {"n": 1})
             self.assertTrue(os.path.exists(os.path.join(tmp, "crashed")))
+
+    def functions(self, d, name):
+        """{function: item} of GET .../workflows/NAME/functions."""
+        status, listed = d.json("GET", f"{NS}/workflows/{name}/functions")
+        self.assertEqual(status, 200, listed)
+        self.assertEqual((listed["apiVersion"], listed["kind"]), ("knflow.dev/v1alpha1", "FunctionList"))
+        return {item["name"]: item for item in listed["items"]}
+
+    def test_the_functions_route_shows_each_process_its_restarts_and_its_start_error(self):
+        """What the processes of a workflow's local functions are doing: a function no call has
+        needed yet, one running (then crashed and started again, counted), one whose start fails
+        (its error and when it is tried again); a function at a url is not listed."""
+        broken = ("apiVersion: knflow.dev/v1alpha1\nkind: Workflow\nmetadata: {name: states}\n"
+                  "spec:\n  functions:\n"
+                  "    echo: {local: {command: [python3, echo_function.py]}}\n"
+                  "    later: {local: {command: [python3, echo_function.py]}}\n"
+                  "    outside: {url: 'http://127.0.0.1:9/'}\n"
+                  "    broken:\n      env: {EXIT_AT_START: '4'}\n"
+                  "      local: {command: [python3, echo_function.py]}\n"
+                  "  do:\n    - {name: say, call: echo}\n"
+                  "    - name: fail\n      try: [{name: call, call: broken}]\n"
+                  "      catch: {as: e}\n"
+                  "    - {name: never, if: '${ false }', call: later}\n")
+        with Daemon("--functions-dir", ECHO_DIR) as d:
+            d.start()
+            self.create(d, broken)
+            self.assertEqual(self.functions(d, "states"), {
+                "broken": {"name": "broken", "phase": "notStarted"},
+                "echo": {"name": "echo", "phase": "notStarted"},
+                "later": {"name": "later", "phase": "notStarted"}})
+            status, _, body = d.call("POST", f"{NS}/workflows/states:invoke", "{}")
+            self.assertEqual(status, 200, body)
+
+            listed = self.functions(d, "states")
+            self.assertEqual(sorted(listed), ["broken", "echo", "later"])
+            self.assertEqual(listed["later"], {"name": "later", "phase": "notStarted"})
+            echo = listed["echo"]
+            self.assertEqual((echo["phase"], echo["revision"], echo["restarts"]), ("running", 1, 0))
+            self.assertRegex(echo["url"], r"^http://127\.0\.0\.1:\d+$")
+            self.assertRegex(echo["readyAt"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            self.assertNotIn("lastExit", echo)
+            port = int(echo["url"].rsplit(":", 1)[1])
+            self.assertEqual([p for p, _ in self.listening_of(d, "states")], [port])
+            self.assertTrue(alive(echo["pid"]))
+            # Between its tries it backs off (each try a moment in `starting`).
+            seen = [None]
+            self.assertTrue(wait_until(lambda: seen.__setitem__(0, self.functions(d, "states")[
+                "broken"]) or seen[0]["phase"] == "backingOff", DEADLINE), seen)
+            bad = seen[0]
+            self.assertIn("exited with 4 before accepting connections", bad["lastError"])
+            self.assertIn("echo: refusing to start", bad["lastError"])
+            self.assertRegex(bad["nextAttemptAt"], r"Z$")
+            self.assertNotIn("pid", bad)
+            self.assertNotIn("url", bad)
+
+            # A crash: started again on another port, counted, and how it ended is kept.
+            crash(port)
+            self.assertTrue(wait_until(lambda: self.functions(d, "states")["echo"].get("restarts")
+                                       == 1 and self.functions(d, "states")["echo"]["phase"]
+                                       == "running", DEADLINE), self.functions(d, "states"))
+            echo = self.functions(d, "states")["echo"]
+            self.assertEqual(echo["lastExit"], "exited with 3")
+            self.assertNotEqual(echo["url"], f"http://127.0.0.1:{port}")
+            # The failed start is tried again in the background, and counted too.
+            self.assertTrue(wait_until(lambda: self.functions(d, "states")["broken"]["restarts"] >= 1,
+                                       DEADLINE), self.functions(d, "states"))
+
+            # What the API answers is what its contract (docs/openapi.json) describes.
+            with open(os.path.join(SOURCE_DIR, "docs", "openapi.json")) as f:
+                item = json.load(f)["components"]["schemas"]["FunctionList"]["properties"][
+                    "items"]["items"]
+            for answered in [*listed.values(), echo, bad]:
+                self.assertLessEqual(set(answered), set(item["properties"]), answered)
+                self.assertLessEqual(set(item["required"]), set(answered), answered)
+                self.assertIn(answered["phase"], item["properties"]["phase"]["enum"])
+            status, _, body = d.call("GET", f"{NS}/workflows/nothing/functions")
+            self.assertEqual(status, 404, body)
+            status, _, body = d.call("GET", "/api/v1/namespaces/Default/workflows/states/functions")
+            self.assertEqual(status, 400, body)
+
+    def listening_of(self, d, name):
+        """[(port, pid)] of every start of an echo function of workflow NAME, from its logs."""
+        status, logs = d.json("GET", f"{NS}/workflows/{name}/logs")
+        self.assertEqual(status, 200, logs)
+        return [(int(m.group(1)), int(m.group(2))) for line in logs["items"]
+                if (m := re.search(r"echo: listening on (\d+) pid=(\d+)", line["text"]))]
 
     def test_a_runs_logs_hold_what_its_function_printed_before_answering(self):
         """Lines are stamped when the daemon reads them, which may come after the run ended on

@@ -73,12 +73,26 @@ struct LogPage {
   bool more = false;  // more lines match after the last one (a bound ended the page)
 };
 
+// What a function's current process is doing. A function is started at its first call, so one
+// that no call has needed since the daemon started has no state.
+enum class FunctionPhase {
+  starting,     // spawned (or spawning), waiting for its port to accept
+  running,      // its port accepts; calls go to it
+  backing_off,  // it exited, or its start failed: started again at next_attempt
+  stopped,      // released, or the daemon is shutting down
+};
+
 struct FunctionState {
-  bool running = false;
+  FunctionPhase phase = FunctionPhase::starting;
+  bool running = false;  // phase == running
   std::optional<int> pid;
   std::optional<unsigned short> port;
+  unsigned revision = 1;  // K_REVISION's number: which of the key's specs it runs
   std::size_t restarts = 0;
-  std::string last_exit;  // "exited with 1", "killed by signal 9"
+  std::string last_exit;   // how its last process ended: "exited with 1", "killed by signal 9"
+  std::string last_error;  // why its last start failed; cleared by a start that succeeds
+  std::optional<std::chrono::system_clock::time_point> ready_at;      // while running
+  std::optional<std::chrono::system_clock::time_point> next_attempt;  // while backing off
 };
 
 struct SupervisorSettings {
