@@ -614,8 +614,29 @@ struct Api::RunHandlers {
     if (auto tracestate = engine::journal_tracestate(found.journal); !tracestate.empty()) {
       body["tracestate"] = std::move(tracestate);
     }
+    // Which drive (the first, or which redrive) made each attempt, once the run was redriven.
+    json::array redrives;
+    for (const auto& j : found.journal) {
+      if (j.path != engine::kRedriveJournalPath) continue;
+      try {
+        redrives = engine::redrive_list(model::parse_stored(j.value_json));
+      } catch (const std::exception&) {
+        // a database edited by hand: no drives shown
+      }
+    }
+    if (!redrives.empty()) {
+      const auto& latest = redrives.back().get_object();
+      body["redriveCount"] = latest.at("drive");
+      if (const auto* at = latest.if_contains("at")) body["redrivenAt"] = *at;
+    }
     json::array attempts;
-    for (const auto& a : found.attempts) attempts.push_back(attempt_json(a));
+    for (const auto& a : found.attempts) {
+      auto o = attempt_json(a);
+      if (!redrives.empty()) {
+        if (const auto drive = engine::attempt_drive(redrives, a.seq)) o["drive"] = *drive;
+      }
+      attempts.push_back(std::move(o));
+    }
     body["steps"] = run_steps(*run, found.journal, found.attempts);
     body["attempts"] = std::move(attempts);
     co_return document_response(200, model::json_text(body), *format);

@@ -721,6 +721,9 @@ int runs(const std::vector<std::string>& args) {
               << "Phase:     " << str(run, "phase") << "\n"
               << "Started:   " << str(run, "startedAt") << "\n"
               << "Finished:  " << str(run, "finishedAt") << "\n";
+    if (run.contains("redriveCount")) {  // started again by :retry; Started is the latest
+      std::cout << "Redrives:  " << str(run, "redriveCount") << "\n";
+    }
     const json::array none;
     auto list = [&](std::string_view key) -> const json::array& {
       const auto* v = run.if_contains(key);
@@ -791,7 +794,12 @@ int runs(const std::vector<std::string>& args) {
         started = started.substr(t + 1);
         if (started.ends_with("Z")) started.pop_back();
       }
-      rows.push_back({str(o, "step"), str(o, "path"), str(o, "attempt"), str(o, "phase"),
+      // Which redrive made it, once the run was redriven (the first drive's are unmarked).
+      std::string attempt = str(o, "attempt");
+      if (const auto drive = text(o, "drive"); !drive.empty() && drive != "0") {
+        attempt += " (redrive " + drive + ")";
+      }
+      rows.push_back({str(o, "step"), str(o, "path"), attempt, str(o, "phase"),
                       str(o, "httpStatus"), started, error ? error_summary(*error) : ""});
     }
     print_table(rows);

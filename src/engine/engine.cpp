@@ -2986,9 +2986,22 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const auto attempts = store.attempts(rec.id);
     for (const auto& a : attempts) run->attempt_seq = std::max(run->attempt_seq, a.seq);
     if (redriven) {
+      // Every redrive so far, for the API to tell which attempts each one made.
+      json::array redrives;
+      if (auto it = run->journal.find(std::string(kRedriveKey)); it != run->journal.end()) {
+        redrives = redrive_list(it->second.value);
+      }
       ++run->drive;
       before_redrive = run->attempt_seq;
-      json::value v = json::object{{"drive", run->drive}, {"attemptSeq", before_redrive}};
+      redrives.push_back(json::object{{"drive", run->drive},
+                                      {"attemptSeq", before_redrive},
+                                      {"at", rec.started_at.value_or(rec.updated_at)}});
+      if (redrives.size() > kRedrivesKept) {
+        redrives.erase(redrives.begin(), redrives.begin() + static_cast<std::ptrdiff_t>(
+                                                                redrives.size() - kRedrivesKept));
+      }
+      json::value v = json::object{
+          {"drive", run->drive}, {"attemptSeq", before_redrive}, {"redrives", std::move(redrives)}};
       auto entry = journal_entry(std::string(kRedriveKey), "started", v);
       store.put_journal(rec.id, entry);
       run->journal[entry.path] = {"started", std::move(v), entry.value_json.size()};

@@ -615,6 +615,41 @@ std::string tracestate_of(const json::value& entry_value) {
   return state && state->is_string() ? std::string(state->as_string()) : std::string();
 }
 
+json::array redrive_list(const json::value& entry_value) {
+  json::array out;
+  const auto* o = entry_value.if_object();
+  if (!o) return out;
+  const auto valid = [](const json::value& v) {
+    const auto* r = v.if_object();
+    if (!r) return false;
+    const auto* drive = r->if_contains("drive");
+    const auto* seq = r->if_contains("attemptSeq");
+    return drive && drive->is_int64() && seq && seq->is_int64();
+  };
+  if (const auto* list = o->if_contains("redrives"); list && list->is_array()) {
+    for (const auto& v : list->get_array()) {
+      if (valid(v)) out.push_back(v);
+    }
+  } else if (valid(entry_value)) {
+    out.push_back(json::object{{"drive", o->at("drive")}, {"attemptSeq", o->at("attemptSeq")}});
+  }
+  return out;
+}
+
+std::optional<std::int64_t> attempt_drive(const json::array& redrives, std::int64_t seq) {
+  // The list is consecutive redrives, oldest first: an attempt made before one of them belongs
+  // to the drive before it, which is known unless that one is the first drive the list leaves
+  // out.
+  for (std::size_t i = 0; i < redrives.size(); ++i) {
+    const auto& r = redrives[i].get_object();
+    if (seq > r.at("attemptSeq").get_int64()) continue;
+    const auto drive = r.at("drive").get_int64();
+    if (i == 0 && drive != 1) return std::nullopt;
+    return drive - 1;
+  }
+  return redrives.empty() ? 0 : redrives.back().get_object().at("drive").get_int64();
+}
+
 std::string journal_tracestate(const std::vector<store::JournalEntry>& journal) {
   for (const auto& j : journal) {
     if (j.path != kTraceJournalPath) continue;

@@ -305,6 +305,32 @@ class InvokeCliTest(unittest.TestCase):
         for r in rows:
             self.assertIn("Call to bank failed", r["ERROR"])
 
+    def test_a_redriven_run_marks_which_redrive_made_each_attempt(self):
+        """Redriven twice, a call's attempts go on being numbered: the API says which drive made
+        each one (`drive`, 0 for the first) and the run how often it was redriven; `runs get`
+        marks the redrives' attempts."""
+        code, out, err = self.cli("invoke", "charge", "-n", NS)
+        self.assertEqual(code, 1, out + err)
+        run_id = next(line.split()[-1] for line in err.splitlines() if line.startswith("  run:"))
+        first = self.run_of(run_id, ("faulted",))
+        self.assertNotIn("redriveCount", first)
+        self.assertTrue(all("drive" not in a for a in first["attempts"]), first["attempts"])
+        redriven_at = []
+        for _ in range(2):
+            status, _, body = self.d.call("POST", f"/api/v1/namespaces/{NS}/runs/{run_id}:retry")
+            self.assertEqual(status, 202, body)
+            run = self.run_of(run_id, ("faulted",))
+            redriven_at.append(run["startedAt"])
+        self.assertEqual((run["redriveCount"], run["redrivenAt"]), (2, redriven_at[1]))
+        self.assertEqual([(a["attempt"], a["drive"]) for a in run["attempts"]],
+                         [(1, 0), (2, 0), (3, 0), (4, 1), (5, 1), (6, 1), (7, 2), (8, 2), (9, 2)])
+        code, out, err = self.cli("runs", "get", run_id, "-n", NS)
+        self.assertEqual(code, 0, err)
+        self.assertIn("\nRedrives:  2\n", out)
+        marks = re.findall(r"(?m)^pay +/do/0 +(\d+(?: \(redrive \d\))?) +faulted ", out)
+        self.assertEqual(marks, ["1", "2", "3", "4 (redrive 1)", "5 (redrive 1)", "6 (redrive 1)",
+                                 "7 (redrive 2)", "8 (redrive 2)", "9 (redrive 2)"], out)
+
     def test_attempts_in_a_loop_are_told_apart_by_path(self):
         code, out, err = self.cli("invoke", "reserve", "-n", NS, "-d", '{"items": [1, 2]}')
         self.assertEqual(code, 0, err)

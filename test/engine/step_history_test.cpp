@@ -531,3 +531,34 @@ TEST_CASE("The history shows when a try's catch.retry runs its list again") {
     CHECK_FALSE(find(steps, "/do/5").contains("retryAt"));
   }
 }
+
+TEST_CASE("attempt_drive tells which drive made an attempt from the redrives the journal keeps") {
+  using knflow::engine::attempt_drive;
+  using knflow::engine::redrive_list;
+  // Every redrive kept: attempts 1-3 of the first drive, 4-5 of the first redrive, 6- of the
+  // second.
+  const auto all = redrive_list(json::parse(R"({"drive": 2, "attemptSeq": 5, "redrives": [
+      {"drive": 1, "attemptSeq": 3, "at": "2026-12-03T10:00:00.000Z"},
+      {"drive": 2, "attemptSeq": 5, "at": "2026-12-03T10:05:00.000Z"}]})"));
+  REQUIRE(all.size() == 2);
+  for (const auto& [seq, drive] : std::vector<std::pair<std::int64_t, std::int64_t>>{
+           {1, 0}, {3, 0}, {4, 1}, {5, 1}, {6, 2}, {40, 2}}) {
+    CHECK(attempt_drive(all, seq) == drive);
+  }
+  // A run redriven before the list was kept: only its latest redrive is known, so the attempts
+  // before it are of an earlier drive, but not of which.
+  const auto legacy = redrive_list(json::parse(R"({"drive": 3, "attemptSeq": 7})"));
+  REQUIRE(legacy.size() == 1);
+  CHECK(attempt_drive(legacy, 7) == std::nullopt);
+  CHECK(attempt_drive(legacy, 8) == 3);
+  // A legacy run redriven once knows everything.
+  const auto once = redrive_list(json::parse(R"({"drive": 1, "attemptSeq": 2})"));
+  CHECK(attempt_drive(once, 2) == 0);
+  CHECK(attempt_drive(once, 3) == 1);
+  // Items that are not redrives are left out; not a redrive entry at all: none.
+  CHECK(redrive_list(
+            json::parse(R"({"redrives": [{"drive": "1"}, 7, {"drive": 4, "attemptSeq": 9}]})"))
+            .size() == 1);
+  CHECK(redrive_list(json::parse(R"([1, 2])")).empty());
+  CHECK(attempt_drive(json::array{}, 5) == 0);
+}

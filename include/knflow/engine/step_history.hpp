@@ -55,8 +55,22 @@ boost::json::array step_history(const model::Workflow& definition, const store::
 inline constexpr std::string_view kTraceJournalPath = "/trace";
 
 // The journal key where a run keeps its latest redrive (`:retry`): {"drive": N, "attemptSeq":
-// the highest attempt seq before it}.
+// the highest attempt seq before it, "redrives": [{"drive", "attemptSeq", "at"}, ...]}, the
+// list holding every redrive, oldest first (the kRedrivesKept latest; runs redriven before the
+// list existed have only the latest, without "at").
 inline constexpr std::string_view kRedriveJournalPath = "/redrive";
+inline constexpr std::size_t kRedrivesKept = 1000;
+
+// The redrives a kRedriveJournalPath value lists, oldest first: its "redrives", else the one
+// its "drive" and "attemptSeq" name; items that are not {"drive": int, "attemptSeq": int, ...}
+// are left out.
+boost::json::array redrive_list(const boost::json::value& entry_value);
+
+// Which redrive made the attempt numbered `seq` (1 for the first redrive, ...), given
+// redrive_list() of the run's journal: 0 for an attempt of the first drive, nullopt when the
+// list does not reach back to it (a run redriven more than kRedrivesKept times, or before the
+// list was kept).
+std::optional<std::int64_t> attempt_drive(const boost::json::array& redrives, std::int64_t seq);
 
 // The value of a run's kTraceJournalPath entry that keeps `tracestate`, and the tracestate such a
 // value keeps ("" when it is not one).
