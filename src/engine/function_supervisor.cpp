@@ -1027,6 +1027,28 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       }
     }
     forget_logs_if_gone(fn->key);
+    trim_removed_logs(fn->key.namespace_, fn->key.workflow);
+  }
+
+  // Keeps the lines of at most settings.kept_removed_functions of the workflow's functions that
+  // no process runs for (SupervisorSettings): a workflow updated again and again with new
+  // function names would otherwise keep each one's lines until it is deleted.
+  void trim_removed_logs(const std::string& namespace_, const std::string& workflow) {
+    std::lock_guard lock(mutex);
+    std::vector<std::pair<std::uint64_t, FunctionKey>> removed;  // by the seq of its last line
+    for (auto it = logs.lower_bound(FunctionKey{namespace_, workflow, ""});
+         it != logs.end() && it->first.namespace_ == namespace_ && it->first.workflow == workflow;
+         ++it) {
+      if (functions.contains(it->first) || retired.contains(it->first)) continue;
+      removed.emplace_back(it->second.lines.empty() ? 0 : it->second.lines.back().second.seq,
+                           it->first);
+    }
+    if (removed.size() <= settings.kept_removed_functions) return;
+    std::sort(removed.begin(), removed.end());
+    for (std::size_t i = 0; i < removed.size() - settings.kept_removed_functions; ++i) {
+      logs.erase(removed[i].second);
+      stale_logs.erase(removed[i].second);
+    }
   }
 
   // A deleted workflow's lines go with its last process. (Its spec count stays: K_REVISION

@@ -1471,3 +1471,38 @@ TEST_CASE("A new supervisor kills the process groups a killed daemon recorded, a
   }
   ::kill(stranger, SIGKILL);  // a grandchild: init reaps it
 }
+
+TEST_CASE("Only the newest removed functions of a workflow keep their lines",
+          "[function_supervisor]") {
+  // A workflow updated again and again with new function names kept every one's lines until it
+  // was deleted.
+  asio::io_context ioc;
+  Workflows workflows{{{"shop", "renamed"}, 1}};
+  FunctionSupervisor supervisor(ioc.get_executor(),
+                                SupervisorSettings{.kept_removed_functions = 2});
+  supervisor.set_definitions(lookup_in(workflows));
+  std::vector<FunctionKey> keys;
+  std::vector<pid_t> pids;
+  for (const char* name : {"a0", "a1", "a2", "a3"}) {
+    keys.push_back(key("renamed", name));
+    REQUIRE(ensure(ioc, supervisor, keys.back(), echo_spec(), 1).url);
+    pids.push_back(*supervisor.state(keys.back())->pid);
+    REQUIRE(run_until(ioc, [&] { return !lines_of(supervisor, keys.back()).empty(); }));
+  }
+  // The next definition has none of them: each stops once no call holds it.
+  workflows[{"shop", "renamed"}] = 2;
+  supervisor.workflow_changed("shop", "renamed");
+  REQUIRE(run_until(ioc, [&] {
+    return std::all_of(pids.begin(), pids.end(), [](pid_t pid) { return reaped(pid); });
+  }));
+  CHECK(lines_of(supervisor, keys[0]).empty());
+  CHECK(lines_of(supervisor, keys[1]).empty());
+  CHECK(!lines_of(supervisor, keys[2]).empty());
+  CHECK(!lines_of(supervisor, keys[3]).empty());
+  // A function the workflow has now keeps its lines however many were removed.
+  const auto current = key("renamed", "now");
+  REQUIRE(ensure(ioc, supervisor, current, echo_spec(), 2).url);
+  REQUIRE(run_until(ioc, [&] { return !lines_of(supervisor, current).empty(); }));
+  CHECK(!lines_of(supervisor, keys[3]).empty());
+  shutdown(ioc, supervisor);
+}

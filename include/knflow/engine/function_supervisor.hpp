@@ -102,6 +102,10 @@ struct SupervisorSettings {
   std::chrono::milliseconds max_backoff{30'000};
   std::size_t log_lines = 2'000;    // kept per function
   std::size_t log_bytes = 1 << 20;  // of their text kept per function (the newest line always)
+  // Of a workflow's functions that no process runs for any more (an update removed or renamed
+  // them, or changed their spec and they have not started again), the lines of this many are
+  // kept: past it, those whose last line is oldest go.
+  std::size_t kept_removed_functions = 64;
   // A process no longer current (its workflow was changed or deleted) stops once no call holds
   // it, after this long without one, so that a run of the old definition calling it again and
   // again does not start it each time.
