@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -638,17 +639,20 @@ int invoke(const std::vector<std::string>& args) {
 
 namespace {
 
-// Where `get` is among the arguments of `knflow runs`, when it is the first positional one (so
-// that `knflow runs -n shop get ID` works as `knflow runs get ID -n shop` does); nullopt when the
-// first positional argument is something else (a workflow's name), comes after `--`, or there is
-// none.
-std::optional<std::size_t> get_position(const std::vector<std::string>& args) {
-  // The long options of `runs` and `runs get` that take a value in the next argument; as
+// The commands `knflow runs` takes on a run: `knflow runs VERB ID`.
+constexpr std::array<std::string_view, 5> kRunVerbs = {"get", "cancel", "retry", "delete", "logs"};
+
+// Where a verb (kRunVerbs) is among the arguments of `knflow runs`, when it is the first
+// positional one (so that `knflow runs -n shop get ID` works as `knflow runs get ID -n shop`
+// does); nullopt when the first positional argument is something else (a workflow's name), comes
+// after `--`, or there is none.
+std::optional<std::size_t> verb_position(const std::vector<std::string>& args) {
+  // The long options of `runs` and its verbs that take a value in the next argument; as
   // program_options reads them, any unambiguous beginning of one names it (`--name` for
   // `--namespace`).
   static const std::vector<std::string_view> kWithValue = {
-      "--namespace", "--server",   "--token-file", "--phase",
-      "--limit",     "--continue", "--workflow",   "--output"};
+      "--namespace", "--server", "--token-file",    "--phase",          "--limit", "--continue",
+      "--workflow",  "--output", "--created-after", "--created-before", "--since"};
   auto takes_value = [](std::string_view arg) {
     if (arg == "-n" || arg == "-o") return true;
     if (!arg.starts_with("--") || arg.size() < 3 || arg.find('=') != std::string_view::npos) {
@@ -664,153 +668,292 @@ std::optional<std::size_t> get_position(const std::vector<std::string>& args) {
       if (takes_value(arg)) ++i;
       continue;
     }
-    return arg == "get" ? std::optional(i) : std::nullopt;
+    return std::find(kRunVerbs.begin(), kRunVerbs.end(), arg) != kRunVerbs.end() ? std::optional(i)
+                                                                                 : std::nullopt;
   }
   return std::nullopt;
+}
+
+// `knflow runs get ID`.
+int runs_get(const std::vector<std::string>& rest) {
+  po::options_description desc(
+      "Usage: knflow runs get ID [-n NS] [-o text|json]\n\nShows one run: its error or "
+      "output, every step it ran (in the order they started) and every attempt of its calls.\n"
+      "Exit code 0: shown; 1: refused (no such run: 404); 2: bad usage; 3: no daemon."
+      "\n\nOptions");
+  add_connection_options(desc);
+  desc.add_options()("id", po::value<std::string>()->required(), "the run id")(
+      "output,o", po::value<std::string>()->default_value("text"), "text or json");
+  po::positional_options_description positional;
+  positional.add("id", 1);
+  po::variables_map vm;
+  try {
+    if (!parse_args(desc, rest, vm, &positional, "runs get")) {
+      return kExitOk;
+    }
+  } catch (const po::error&) {
+    return kExitUsage;
+  }
+  const auto ns = vm["namespace"].as<std::string>();
+  const auto id = vm["id"].as<std::string>();
+  if (!all_given("runs get", {{"ID", id}, {"--namespace", ns}})) return kExitUsage;
+  const auto output = vm["output"].as<std::string>();
+  if (output != "text" && output != "json") {
+    std::cerr << "knflow runs get: --output must be text or json, got " << output << "\n";
+    return kExitUsage;
+  }
+  const auto target = resolve_target(vm, "runs get");
+  if (!target) return kExitUsage;
+  Call call;
+  call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs/" + escaped(id);
+  auto res = send(*target, std::move(call));
+  if (res.error || res.status != 200) return report_failure(res, *target);
+  if (output == "json") {
+    std::cout << res.body << std::flush;
+    return kExitOk;
+  }
+  auto answer = answer_object(res);
+  const auto* run_id = answer ? answer->if_contains("id") : nullptr;
+  if (!run_id || !run_id->is_string()) return unexpected_answer(res, *target, "a run");
+  const auto& run = *answer;
+  std::cout << "Run:       " << str(run, "id") << "\n"
+            << "Workflow:  " << str(run, "namespace") << "/" << str(run, "workflow")
+            << " (generation " << str(run, "generation") << ")\n"
+            << "Phase:     " << str(run, "phase") << "\n"
+            << "Started:   " << str(run, "startedAt") << "\n"
+            << "Finished:  " << str(run, "finishedAt") << "\n";
+  if (run.contains("redriveCount")) {  // started again by :retry; Started is the latest
+    std::cout << "Redrives:  " << str(run, "redriveCount") << "\n";
+  }
+  const json::array none;
+  auto list = [&](std::string_view key) -> const json::array& {
+    const auto* v = run.if_contains(key);
+    return v && v->is_array() ? v->as_array() : none;
+  };
+  const auto& attempt_list = list("attempts");
+  const auto& step_list = list("steps");
+  if (const auto* error = object_member(run, "error")) {
+    std::cout << "Error:     " << printable(error_summary(*error)) << "\n";
+    if (auto at = text(*error, "instance"); !at.empty()) {
+      // Name the step the history gives the run's error, or that an attempt ran at that path.
+      std::string step;
+      for (const auto& s : step_list) {
+        if (s.is_object() && object_member(s.as_object(), "error")) {
+          step = text(s.as_object(), "name");
+        }
+      }
+      for (const auto& a : attempt_list) {
+        if (step.empty() && a.is_object() && text(a.as_object(), "path") == at) {
+          step = text(a.as_object(), "step");
+        }
+      }
+      std::cout << "At:        " << printable(at + (step.empty() ? "" : " (step " + step + ")"))
+                << "\n";
+    }
+    if (auto kind = error_kind(*error); !kind.empty()) {
+      std::cout << "Type:      " << printable(kind) << "\n";
+    }
+  } else if (auto* e = run.if_contains("error"); e && !e->is_null()) {
+    std::cout << "Error:     " << printable(text(run, "error")) << "\n";
+  }
+  if (run.contains("output")) {
+    const auto& out = run.at("output");
+    std::cout << "Output:    "
+              << (out.is_object() && out.as_object().contains("data")
+                      ? model::json_text(out.at("data"))
+                      : model::json_text(out))
+              << "\n";
+  }
+  // The step history, in the order the steps started; then every call attempt.
+  if (!step_list.empty()) {
+    std::vector<std::vector<std::string>> rows{{"STEP", "PATH", "KIND", "PHASE", "TOOK", "DETAIL"}};
+    for (const auto& s : step_list) {
+      if (!s.is_object()) continue;
+      const auto& o = s.as_object();
+      rows.push_back({str(o, "name"), str(o, "path"), str(o, "kind"), str(o, "phase"), took(o),
+                      step_detail(o)});
+    }
+    std::cout << "\n";
+    print_table(rows);
+  }
+  std::cout << "\n";
+  if (attempt_list.empty()) {
+    std::cout << "No call attempts (only calls to functions are recorded as attempts).\n";
+    return kExitOk;
+  }
+  // PATH tells apart the attempts of one step in different loop iterations or branches.
+  // STARTED, the time of day (UTC) an attempt began, shows a retry's backoff.
+  std::vector<std::vector<std::string>> rows{
+      {"STEP", "PATH", "ATTEMPT", "PHASE", "HTTP", "STARTED", "ERROR"}};
+  for (const auto& a : attempt_list) {
+    if (!a.is_object()) continue;
+    const auto& o = a.as_object();
+    const auto* error = object_member(o, "error");
+    std::string started = str(o, "startedAt");
+    if (const auto t = started.find('T'); t != std::string::npos) {
+      started = started.substr(t + 1);
+      if (started.ends_with("Z")) started.pop_back();
+    }
+    // Which redrive made it, once the run was redriven (the first drive's are unmarked).
+    std::string attempt = str(o, "attempt");
+    if (const auto drive = text(o, "drive"); !drive.empty() && drive != "0") {
+      attempt += " (redrive " + drive + ")";
+    }
+    rows.push_back({str(o, "step"), str(o, "path"), attempt, str(o, "phase"), str(o, "httpStatus"),
+                    started, error ? error_summary(*error) : ""});
+  }
+  print_table(rows);
+  return kExitOk;
+}
+
+// `knflow runs cancel|retry|delete ID`: the run routes that act on one run.
+int run_control(const std::string& verb, const std::vector<std::string>& rest) {
+  const std::string command = "runs " + verb;
+  const std::string usage =
+      verb == "cancel"
+          ? "Usage: knflow runs cancel ID [-n NS]\n\nCancels a run: what it is doing (a call in "
+            "flight, a wait, a backoff) stops at once, and it ends cancelled; waits up to 10 s "
+            "for that.\nExit code 0: cancelled, or it had ended first (it says how); 1: refused "
+            "(no such run: 404; it had finished: 409); 2: bad usage; 3: no daemon; 4: still "
+            "stopping after 10 s (it ends cancelled)."
+      : verb == "retry"
+          ? "Usage: knflow runs retry ID [-n NS]\n\nRedrives a faulted or cancelled run from "
+            "the step that failed, reusing what its completed steps gave; `knflow runs get` "
+            "marks the attempts each redrive made.\nExit code 0: running again; 1: refused (no "
+            "such run: 404; not faulted or cancelled: 409; at --max-active-runs: 503); 2: bad "
+            "usage; 3: no daemon."
+          : "Usage: knflow runs delete ID [-n NS]\n\nDeletes a finished run and its attempts.\n"
+            "Exit code 0: deleted; 1: refused (no such run: 404; it has not finished: 409, cancel "
+            "it first); 2: bad usage; 3: no daemon.";
+  po::options_description desc(usage + "\n\nOptions");
+  add_connection_options(desc);
+  desc.add_options()("id", po::value<std::string>()->required(), "the run id");
+  po::positional_options_description positional;
+  positional.add("id", 1);
+  po::variables_map vm;
+  try {
+    if (!parse_args(desc, rest, vm, &positional, command.c_str())) return kExitOk;
+  } catch (const po::error&) {
+    return kExitUsage;
+  }
+  const auto ns = vm["namespace"].as<std::string>();
+  const auto id = vm["id"].as<std::string>();
+  if (!all_given(command, {{"ID", id}, {"--namespace", ns}})) return kExitUsage;
+  const auto target = resolve_target(vm, command);
+  if (!target) return kExitUsage;
+  Call call;
+  call.method = verb == "delete" ? "DELETE" : "POST";
+  call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs/" + escaped(id) +
+              (verb == "delete" ? "" : ":" + verb);
+  auto res = send(*target, std::move(call));
+  if (res.error || (res.status != 200 && res.status != 202)) return report_failure(res, *target);
+  const auto answer = answer_object(res);
+  const auto phase = answer ? text(*answer, "phase") : std::string();
+  if (phase.empty()) return unexpected_answer(res, *target, "an answer about a run");
+  const std::string run = "Run " + printable(id);
+  if (verb == "cancel") {
+    if (res.status == 202) {
+      std::cout << run << " is cancelling: it has not stopped within 10 s, and ends cancelled.\n";
+      report_line("see", target->see(id));
+      return kExitRunning;
+    }
+    std::cout << run
+              << (phase == "cancelled" ? " cancelled."
+                                       : " had ended first: " + printable(phase) + ".")
+              << "\n";
+  } else if (verb == "retry") {
+    std::cout << run << " is running again from the step where it stopped.\n";
+    report_line("see", target->see(id));
+  } else {
+    std::cout << run << " deleted (it had " << printable(phase) << ").\n";
+  }
+  return kExitOk;
+}
+
+// `knflow runs logs ID`: every page of the run's log lines.
+int runs_logs(const std::vector<std::string>& rest) {
+  po::options_description desc(
+      "Usage: knflow runs logs ID [-n NS] [--since T] [-o text|json]\n\nPrints what the "
+      "workflow's local functions (local.command) wrote during the run, in the order the daemon "
+      "read it: a line each, with its time, function and stream (text), or the API's items, one "
+      "JSON object a line (json). Function processes serve every run of their workflow, so lines "
+      "of runs at the same time show too; the daemon keeps the last 2,000 lines per function, in "
+      "memory.\nExit code 0: printed (also none, said on standard error); 1: refused (no such "
+      "run: 404); 2: bad usage; 3: no daemon.\n\nOptions");
+  add_connection_options(desc);
+  desc.add_options()("id", po::value<std::string>()->required(), "the run id")(
+      "since", po::value<std::string>(), "only lines read at or after this RFC 3339 time")(
+      "output,o", po::value<std::string>()->default_value("text"), "text or json");
+  po::positional_options_description positional;
+  positional.add("id", 1);
+  po::variables_map vm;
+  try {
+    if (!parse_args(desc, rest, vm, &positional, "runs logs")) return kExitOk;
+  } catch (const po::error&) {
+    return kExitUsage;
+  }
+  const auto ns = vm["namespace"].as<std::string>();
+  const auto id = vm["id"].as<std::string>();
+  if (!all_given("runs logs", {{"ID", id}, {"--namespace", ns}})) return kExitUsage;
+  const auto output = vm["output"].as<std::string>();
+  if (output != "text" && output != "json") {
+    std::cerr << "knflow runs logs: --output must be text or json, got " << output << "\n";
+    return kExitUsage;
+  }
+  const auto target = resolve_target(vm, "runs logs");
+  if (!target) return kExitUsage;
+  const std::string base =
+      "/api/v1/namespaces/" + escaped(ns) + "/runs/" + escaped(id) + "/logs?limit=1000" +
+      (vm.count("since") ? "&since=" + escaped(vm["since"].as<std::string>()) : std::string());
+  std::size_t printed = 0;
+  std::string next;  // the continue token of the page before
+  do {
+    Call call;
+    call.path = base + (next.empty() ? "" : "&continue=" + escaped(next));
+    auto res = send(*target, std::move(call));
+    if (res.error || res.status != 200) return report_failure(res, *target);
+    const auto page = answer_object(res);
+    const auto* items = page ? page->if_contains("items") : nullptr;
+    if (!items || !items->is_array()) return unexpected_answer(res, *target, "a page of log lines");
+    for (const auto& item : items->as_array()) {
+      if (!item.is_object()) continue;
+      const auto& o = item.as_object();
+      if (output == "json") {
+        std::cout << model::json_text(o) << "\n";
+      } else {
+        std::cout << printable(text(o, "time")) << " " << printable(text(o, "function")) << " "
+                  << printable(text(o, "stream")) << " " << printable(text(o, "text")) << "\n";
+      }
+      ++printed;
+    }
+    next.clear();
+    if (const auto* meta = object_member(*page, "metadata")) next = text(*meta, "continue");
+  } while (!next.empty());
+  std::cout << std::flush;
+  if (printed == 0) {
+    std::cerr << "No log lines of run " << printable(id)
+              << ": its workflow's local functions wrote none that the daemon still keeps.\n";
+  }
+  return kExitOk;
 }
 
 }  // namespace
 
 int runs(const std::vector<std::string>& args) {
-  if (const auto at = get_position(args)) {
+  if (const auto at = verb_position(args)) {
     auto rest = args;
+    const std::string verb = rest[*at];
     rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(*at));
-    po::options_description desc(
-        "Usage: knflow runs get ID [-n NS] [-o text|json]\n\nShows one run: its error or "
-        "output, every step it ran (in the order they started) and every attempt of its calls.\n"
-        "Exit code 0: shown; 1: refused (no such run: 404); 2: bad usage; 3: no daemon."
-        "\n\nOptions");
-    add_connection_options(desc);
-    desc.add_options()("id", po::value<std::string>()->required(), "the run id")(
-        "output,o", po::value<std::string>()->default_value("text"), "text or json");
-    po::positional_options_description positional;
-    positional.add("id", 1);
-    po::variables_map vm;
-    try {
-      if (!parse_args(desc, rest, vm, &positional, "runs get")) {
-        return kExitOk;
-      }
-    } catch (const po::error&) {
-      return kExitUsage;
-    }
-    const auto ns = vm["namespace"].as<std::string>();
-    const auto id = vm["id"].as<std::string>();
-    if (!all_given("runs get", {{"ID", id}, {"--namespace", ns}})) return kExitUsage;
-    const auto output = vm["output"].as<std::string>();
-    if (output != "text" && output != "json") {
-      std::cerr << "knflow runs get: --output must be text or json, got " << output << "\n";
-      return kExitUsage;
-    }
-    const auto target = resolve_target(vm, "runs get");
-    if (!target) return kExitUsage;
-    Call call;
-    call.path = "/api/v1/namespaces/" + escaped(ns) + "/runs/" + escaped(id);
-    auto res = send(*target, std::move(call));
-    if (res.error || res.status != 200) return report_failure(res, *target);
-    if (output == "json") {
-      std::cout << res.body << std::flush;
-      return kExitOk;
-    }
-    auto answer = answer_object(res);
-    const auto* run_id = answer ? answer->if_contains("id") : nullptr;
-    if (!run_id || !run_id->is_string()) return unexpected_answer(res, *target, "a run");
-    const auto& run = *answer;
-    std::cout << "Run:       " << str(run, "id") << "\n"
-              << "Workflow:  " << str(run, "namespace") << "/" << str(run, "workflow")
-              << " (generation " << str(run, "generation") << ")\n"
-              << "Phase:     " << str(run, "phase") << "\n"
-              << "Started:   " << str(run, "startedAt") << "\n"
-              << "Finished:  " << str(run, "finishedAt") << "\n";
-    if (run.contains("redriveCount")) {  // started again by :retry; Started is the latest
-      std::cout << "Redrives:  " << str(run, "redriveCount") << "\n";
-    }
-    const json::array none;
-    auto list = [&](std::string_view key) -> const json::array& {
-      const auto* v = run.if_contains(key);
-      return v && v->is_array() ? v->as_array() : none;
-    };
-    const auto& attempt_list = list("attempts");
-    const auto& step_list = list("steps");
-    if (const auto* error = object_member(run, "error")) {
-      std::cout << "Error:     " << printable(error_summary(*error)) << "\n";
-      if (auto at = text(*error, "instance"); !at.empty()) {
-        // Name the step the history gives the run's error, or that an attempt ran at that path.
-        std::string step;
-        for (const auto& s : step_list) {
-          if (s.is_object() && object_member(s.as_object(), "error")) {
-            step = text(s.as_object(), "name");
-          }
-        }
-        for (const auto& a : attempt_list) {
-          if (step.empty() && a.is_object() && text(a.as_object(), "path") == at) {
-            step = text(a.as_object(), "step");
-          }
-        }
-        std::cout << "At:        " << printable(at + (step.empty() ? "" : " (step " + step + ")"))
-                  << "\n";
-      }
-      if (auto kind = error_kind(*error); !kind.empty()) {
-        std::cout << "Type:      " << printable(kind) << "\n";
-      }
-    } else if (auto* e = run.if_contains("error"); e && !e->is_null()) {
-      std::cout << "Error:     " << printable(text(run, "error")) << "\n";
-    }
-    if (run.contains("output")) {
-      const auto& out = run.at("output");
-      std::cout << "Output:    "
-                << (out.is_object() && out.as_object().contains("data")
-                        ? model::json_text(out.at("data"))
-                        : model::json_text(out))
-                << "\n";
-    }
-    // The step history, in the order the steps started; then every call attempt.
-    if (!step_list.empty()) {
-      std::vector<std::vector<std::string>> rows{
-          {"STEP", "PATH", "KIND", "PHASE", "TOOK", "DETAIL"}};
-      for (const auto& s : step_list) {
-        if (!s.is_object()) continue;
-        const auto& o = s.as_object();
-        rows.push_back({str(o, "name"), str(o, "path"), str(o, "kind"), str(o, "phase"), took(o),
-                        step_detail(o)});
-      }
-      std::cout << "\n";
-      print_table(rows);
-    }
-    std::cout << "\n";
-    if (attempt_list.empty()) {
-      std::cout << "No call attempts (only calls to functions are recorded as attempts).\n";
-      return kExitOk;
-    }
-    // PATH tells apart the attempts of one step in different loop iterations or branches.
-    // STARTED, the time of day (UTC) an attempt began, shows a retry's backoff.
-    std::vector<std::vector<std::string>> rows{
-        {"STEP", "PATH", "ATTEMPT", "PHASE", "HTTP", "STARTED", "ERROR"}};
-    for (const auto& a : attempt_list) {
-      if (!a.is_object()) continue;
-      const auto& o = a.as_object();
-      const auto* error = object_member(o, "error");
-      std::string started = str(o, "startedAt");
-      if (const auto t = started.find('T'); t != std::string::npos) {
-        started = started.substr(t + 1);
-        if (started.ends_with("Z")) started.pop_back();
-      }
-      // Which redrive made it, once the run was redriven (the first drive's are unmarked).
-      std::string attempt = str(o, "attempt");
-      if (const auto drive = text(o, "drive"); !drive.empty() && drive != "0") {
-        attempt += " (redrive " + drive + ")";
-      }
-      rows.push_back({str(o, "step"), str(o, "path"), attempt, str(o, "phase"),
-                      str(o, "httpStatus"), started, error ? error_summary(*error) : ""});
-    }
-    print_table(rows);
-    return kExitOk;
+    if (verb == "get") return runs_get(rest);
+    if (verb == "logs") return runs_logs(rest);
+    return run_control(verb, rest);
   }
 
   po::options_description desc(
       "Usage: knflow runs [WORKFLOW] [-n NS] [--phase P[,P]] [--created-after T] [--created-before "
       "T]\n"
       "                   [--limit N] [--continue TOKEN] [-o text|json]\n"
-      "       knflow runs get ID"
+      "       knflow runs get|cancel|retry|delete|logs ID  (each with --help)"
       "\n\nLists runs, the newest created first (a retried run keeps its place; STARTED is when "
       "its latest try began); when there are more than --limit, says how to get the next "
       "page, and when there are none, says so on standard error.\nExit code 0: listed; 1: refused; "

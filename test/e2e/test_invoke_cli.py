@@ -331,6 +331,68 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(marks, ["1", "2", "3", "4 (redrive 1)", "5 (redrive 1)", "6 (redrive 1)",
                                  "7 (redrive 2)", "8 (redrive 2)", "9 (redrive 2)"], out)
 
+    def test_runs_cancel_retry_delete_and_logs(self):
+        """The run routes that act on one run, from the CLI: cancel a waiting run, redrive it,
+        cancel it again, refuse to delete it running and delete it once finished; print a run's
+        log lines; a verb may follow the options, and a workflow named like a verb is listed with
+        --workflow."""
+        echo = os.path.join(os.path.dirname(__file__), "..", "engine", "fixtures", "echo_function.py")
+        for doc in (workflow("napper", [{"name": "nap", "wait": "PT1H"}]),
+                    workflow("retry", [{"name": "say", "call": "echo"}],
+                             {"echo": {"local": {"command": ["python3", os.path.abspath(echo)]}}})):
+            status, _, body = self.d.call("POST", f"/api/v1/namespaces/{NS}/workflows", doc)
+            self.assertEqual(status, 201, body)
+        code, out, err = self.cli("invoke", "napper", "-n", NS, "--async")
+        self.assertEqual(code, 0, err)
+        run_id = json.loads(out)["runId"]
+
+        code, out, err = self.cli("runs", "delete", run_id, "-n", NS)
+        self.assertEqual((code, out), (1, ""), err)
+        self.assertIn("409 Conflict: The run has not finished; cancel it first.", err)
+        code, out, err = self.cli("runs", "-n", NS, "cancel", run_id)
+        self.assertEqual((code, out), (0, f"Run {run_id} cancelled.\n"), err)
+        code, out, err = self.cli("runs", "cancel", run_id, "-n", NS)
+        self.assertEqual((code, out), (1, ""), err)
+        self.assertIn("409 Conflict: The run has already finished.", err)
+        code, out, err = self.cli("runs", "retry", run_id, "-n", NS)
+        self.assertEqual((code, out), (0, f"Run {run_id} is running again from the step where it "
+                                          "stopped.\n"), err)
+        self.assertIn(f"knflow runs get {run_id} -n {NS}", err)
+        self.assertEqual(self.run_of(run_id, ("running",))["redriveCount"], 1)
+        code, out, err = self.cli("runs", "retry", run_id, "-n", NS)
+        self.assertEqual(code, 1, err)
+        self.assertIn("409 Conflict: Only a faulted or cancelled run can be retried; this one is "
+                      "running.", err)
+        code, out, err = self.cli("runs", "cancel", run_id, "-n", NS)
+        self.assertEqual((code, out), (0, f"Run {run_id} cancelled.\n"), err)
+        code, out, err = self.cli("runs", "logs", run_id, "-n", NS)
+        self.assertEqual((code, out), (0, ""), err)
+        self.assertIn(f"No log lines of run {run_id}", err)
+        code, out, err = self.cli("runs", "delete", run_id, "-n", NS)
+        self.assertEqual((code, out), (0, f"Run {run_id} deleted (it had cancelled).\n"), err)
+        status, _, _ = self.d.call("GET", f"/api/v1/namespaces/{NS}/runs/{run_id}")
+        self.assertEqual(status, 404)
+
+        # A run of a workflow with a local function has its lines; the workflow named "retry" is
+        # listed with --workflow (a positional "retry" is the verb).
+        code, out, err = self.cli("invoke", "retry", "-n", NS, "-d", '{"n": 1}')
+        self.assertEqual(code, 0, err)
+        code, out, err = self.cli("runs", "-n", NS, "--workflow", "retry", "-o", "json")
+        self.assertEqual(code, 0, err)
+        [listed] = json.loads(out)["items"]
+        code, out, err = self.cli("runs", "logs", listed["id"], "-n", NS)
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z echo stdout echo: listening on "
+                              r"\d+ pid=\d+$")
+        code, out, err = self.cli("runs", "logs", listed["id"], "-n", NS, "-o", "json")
+        self.assertEqual(code, 0, err)
+        lines = [json.loads(line) for line in out.splitlines()]
+        self.assertTrue(any(line["function"] == "echo" and "listening" in line["text"]
+                            for line in lines), lines)
+        code, out, err = self.cli("runs", "retry", "-n", NS)
+        self.assertEqual(code, 2, err)
+        self.assertIn("knflow runs retry: the ID argument is missing", err)
+
     def test_attempts_in_a_loop_are_told_apart_by_path(self):
         code, out, err = self.cli("invoke", "reserve", "-n", NS, "-d", '{"items": [1, 2]}')
         self.assertEqual(code, 0, err)
