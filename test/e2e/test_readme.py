@@ -1,7 +1,8 @@
 """Runs the README's curl walkthrough, command by command, against a fresh daemon, and checks that
 each command answers with the status its comment announces (200 when it names none); and runs
 the lines of "Run the example" as written (the curl invoke, `knflow runs`, `knflow runs get`,
-`knflow invoke`) against a daemon started with the example, checking the answers it shows."""
+`knflow invoke`, and `runs logs|cancel|retry|delete` on the failed run) against a daemon
+started with the example, checking the answers it shows."""
 
 import json
 import os
@@ -40,7 +41,7 @@ def walkthrough_steps():
 
 
 def example_section():
-    """The "Run the example" section: its two shell blocks, the JSON answer it shows and the
+    """The "Run the example" section: its shell blocks, the JSON answer it shows and the
     answer it gives in words for the big order."""
     with open(os.path.join(SOURCE_DIR, "README.md")) as f:
         readme = f.read()
@@ -57,7 +58,7 @@ class ReadmeTest(unittest.TestCase):
         there), `~` is a fresh home whose ~/.local/share/knflow is the daemon's data directory,
         and only the daemon's port differs: the curl's URL is rewritten, the CLI gets
         $KNFLOW_SERVER."""
-        (invoke_block, cli_block, failure_block), answer, review = example_section()
+        (invoke_block, cli_block, failure_block, control_block), answer, review = example_section()
         with tempfile.TemporaryDirectory(prefix="knflow-readme-") as home, \
                 Daemon("--apply", os.path.join(SOURCE_DIR, "examples", "order-pipeline.yaml"),
                        "--functions-dir", SOURCE_DIR,
@@ -136,6 +137,24 @@ class ReadmeTest(unittest.TestCase):
                 self.assertEqual([row.split()[3:5] for row in attempts],
                                  [["faulted", "503"], ["faulted", "503"], ["completed", "200"]],
                                  attempts)
+
+                # The run commands, on the declined run: its logs, a redrive (declined again), a
+                # cancel refused (it has finished), a delete.
+                logs, cancel, retry, delete = [line.replace("RUN_ID", failed_id) for line in
+                                               control_block.splitlines() if line.strip()]
+                self.assertRegex(sh(logs), r"(?m) charge stderr .*\"POST / HTTP/1\.1\" 402")
+                self.assertIn(f"Run {failed_id} is running again", sh(retry))
+                deadline = time.monotonic() + 60
+                while " (redrive 1) " not in (shown := sh(lines[2].replace("RUN_ID", failed_id))) \
+                        or "Phase:     faulted" not in shown:
+                    self.assertLess(time.monotonic(), deadline, shown)
+                    time.sleep(0.05)
+                self.assertRegex(shown, r"charge +/do/2 +2 \(redrive 1\) +faulted +402 ")
+                r = subprocess.run(["bash", "-c", cancel], cwd=work, env=env, capture_output=True,
+                                   text=True, timeout=120)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn("409 Conflict: The run has already finished.", r.stderr)
+                self.assertEqual(sh(delete), f"Run {failed_id} deleted (it had faulted).\n")
                 self.assertEqual(d.stop(), 0, d.tail())
             finally:
                 d.stop()  # SIGTERM, so the daemon stops the example's functions
