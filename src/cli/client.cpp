@@ -794,10 +794,13 @@ int runs_get(const std::vector<std::string>& rest) {
       started = started.substr(t + 1);
       if (started.ends_with("Z")) started.pop_back();
     }
-    // Which redrive made it, once the run was redriven (the first drive's are unmarked).
+    // Which redrive made it, once the run was redriven (the first drive's are unmarked; one
+    // older than the redrives the run keeps is "earlier").
     std::string attempt = str(o, "attempt");
     if (const auto drive = text(o, "drive"); !drive.empty() && drive != "0") {
       attempt += " (redrive " + drive + ")";
+    } else if (drive.empty() && run.contains("redriveCount")) {
+      attempt += " (earlier)";
     }
     rows.push_back({str(o, "step"), str(o, "path"), attempt, str(o, "phase"), str(o, "httpStatus"),
                     started, error ? error_summary(*error) : ""});

@@ -345,9 +345,6 @@ Spawned spawn_process(const std::filesystem::path& program, const std::vector<st
   } else if (failure.stage == ChildStage::working_dir) {
     result.error = "could not start " + argv0 + ": working directory " + dir + ": " +
                    std::strerror(failure.error);
-  } else if (std::error_code ec;
-             failure.error == EACCES && std::filesystem::is_directory(program, ec)) {
-    result.error = "could not start " + argv0 + ": it is a directory";  // execve says EACCES
   } else {
     result.error = "could not start " + argv0 + ": " + std::strerror(failure.error);
   }
@@ -1323,6 +1320,11 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     if (fs_ec) return "working directory " + spec.working_dir.string() + ": " + fs_ec.message();
     const auto program = resolve_program(spec.command[0], working_dir, env["PATH"]);
     if (!program) return "could not start " + spec.command[0] + ": not found in PATH";
+    // execve would say "Permission denied" of a directory. Looked at here, not under the mutex
+    // spawning holds.
+    if (std::error_code dir_ec; std::filesystem::is_directory(*program, dir_ec)) {
+      return "could not start " + spec.command[0] + ": it is a directory";
+    }
 
     Spawned spawned;
     {
