@@ -873,40 +873,51 @@ int run_control(const std::string& verb, const std::vector<std::string>& rest) {
   return kExitOk;
 }
 
-// `knflow runs logs ID`: every page of the run's log lines.
-int runs_logs(const std::vector<std::string>& rest) {
+// `knflow runs logs ID` (`run`) and `knflow logs WORKFLOW`: every page of the lines of a run's or
+// a workflow's local functions.
+int print_logs(const std::vector<std::string>& args, bool run) {
+  const std::string command = run ? "runs logs" : "logs";
+  const std::string what = run ? "ID" : "WORKFLOW";
+  const char* const key = run ? "id" : "name";  // the positional argument's option
   po::options_description desc(
-      "Usage: knflow runs logs ID [-n NS] [--since T] [-o text|json]\n\nPrints what the "
-      "workflow's local functions (local.command) wrote during the run, in the order the daemon "
-      "read it: a line each, with its time, function and stream (text), or the API's items, one "
-      "JSON object a line (json). Function processes serve every run of their workflow, so lines "
-      "of runs at the same time show too; the daemon keeps the last 2,000 lines per function, in "
-      "memory.\nExit code 0: printed (also none, said on standard error); 1: refused (no such "
-      "run: 404); 2: bad usage; 3: no daemon.\n\nOptions");
+      "Usage: knflow " + command + " " + what +
+      " [-n NS] [--since T] [-o text|json]\n\nPrints what the workflow's local functions "
+      "(local.command) wrote" +
+      (run ? " during the run" : "") +
+      ", in the order the daemon read it: a line each, with its time, function and stream "
+      "(text), or the API's items, one JSON object a line (json). " +
+      (run ? "Function processes serve every run of their workflow, so lines of runs at the "
+             "same time show too; the"
+           : "Only the functions of its current definition; the") +
+      " daemon keeps the last 2,000 lines per function, in memory.\nExit code 0: printed (also "
+      "none, said on standard error); 1: refused (no such " +
+      (run ? "run" : "workflow") + ": 404); 2: bad usage; 3: no daemon.\n\nOptions");
   add_connection_options(desc);
-  desc.add_options()("id", po::value<std::string>()->required(), "the run id")(
+  desc.add_options()(key, po::value<std::string>()->required(),
+                     run ? "the run id" : "the workflow")(
       "since", po::value<std::string>(), "only lines read at or after this RFC 3339 time")(
       "output,o", po::value<std::string>()->default_value("text"), "text or json");
   po::positional_options_description positional;
-  positional.add("id", 1);
+  positional.add(key, 1);
   po::variables_map vm;
   try {
-    if (!parse_args(desc, rest, vm, &positional, "runs logs")) return kExitOk;
+    if (!parse_args(desc, args, vm, &positional, command.c_str())) return kExitOk;
   } catch (const po::error&) {
     return kExitUsage;
   }
   const auto ns = vm["namespace"].as<std::string>();
-  const auto id = vm["id"].as<std::string>();
-  if (!all_given("runs logs", {{"ID", id}, {"--namespace", ns}})) return kExitUsage;
+  const auto name = vm[key].as<std::string>();
+  if (!all_given(command, {{what, name}, {"--namespace", ns}})) return kExitUsage;
   const auto output = vm["output"].as<std::string>();
   if (output != "text" && output != "json") {
-    std::cerr << "knflow runs logs: --output must be text or json, got " << output << "\n";
+    std::cerr << "knflow " << command << ": --output must be text or json, got " << output << "\n";
     return kExitUsage;
   }
-  const auto target = resolve_target(vm, "runs logs");
+  const auto target = resolve_target(vm, command);
   if (!target) return kExitUsage;
   const std::string base =
-      "/api/v1/namespaces/" + escaped(ns) + "/runs/" + escaped(id) + "/logs?limit=1000" +
+      "/api/v1/namespaces/" + escaped(ns) + (run ? "/runs/" : "/workflows/") + escaped(name) +
+      "/logs?limit=1000" +
       (vm.count("since") ? "&since=" + escaped(vm["since"].as<std::string>()) : std::string());
   std::size_t printed = 0;
   std::string next;  // the continue token of the page before
@@ -934,8 +945,9 @@ int runs_logs(const std::vector<std::string>& rest) {
   } while (!next.empty());
   std::cout << std::flush;
   if (printed == 0) {
-    std::cerr << "No log lines of run " << printable(id)
-              << ": its workflow's local functions wrote none that the daemon still keeps.\n";
+    std::cerr << "No log lines of " << (run ? "run " : "workflow ") << printable(name)
+              << (run ? ": its workflow's local functions wrote none that the daemon still keeps.\n"
+                      : ": its local functions wrote none that the daemon still keeps.\n");
   }
   return kExitOk;
 }
@@ -948,7 +960,7 @@ int runs(const std::vector<std::string>& args) {
     const std::string verb = rest[*at];
     rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(*at));
     if (verb == "get") return runs_get(rest);
-    if (verb == "logs") return runs_logs(rest);
+    if (verb == "logs") return print_logs(rest, /*run=*/true);
     return run_control(verb, rest);
   }
 
@@ -1045,5 +1057,7 @@ int runs(const std::vector<std::string>& args) {
   }
   return kExitOk;
 }
+
+int logs(const std::vector<std::string>& args) { return print_logs(args, /*run=*/false); }
 
 }  // namespace knflow::cli

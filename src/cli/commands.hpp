@@ -36,6 +36,7 @@ int validate(const std::vector<std::string>& args);
 int render(const std::vector<std::string>& args);
 int invoke(const std::vector<std::string>& args);
 int runs(const std::vector<std::string>& args);
+int logs(const std::vector<std::string>& args);
 int controller(const std::vector<std::string>& args);  // internal: the cluster controller alone
 int version();
 

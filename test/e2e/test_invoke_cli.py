@@ -334,8 +334,8 @@ class InvokeCliTest(unittest.TestCase):
     def test_runs_cancel_retry_delete_and_logs(self):
         """The run routes that act on one run, from the CLI: cancel a waiting run, redrive it,
         cancel it again, refuse to delete it running and delete it once finished; print a run's
-        log lines; a verb may follow the options, and a workflow named like a verb is listed with
-        --workflow."""
+        log lines, and a workflow's (`knflow logs`); a verb may follow the options, and a workflow
+        named like a verb is listed with --workflow."""
         echo = os.path.join(os.path.dirname(__file__), "..", "engine", "fixtures", "echo_function.py")
         for doc in (workflow("napper", [{"name": "nap", "wait": "PT1H"}]),
                     workflow("retry", [{"name": "say", "call": "echo"}],
@@ -389,6 +389,16 @@ class InvokeCliTest(unittest.TestCase):
         lines = [json.loads(line) for line in out.splitlines()]
         self.assertTrue(any(line["function"] == "echo" and "listening" in line["text"]
                             for line in lines), lines)
+        # The workflow's lines, all its runs': `knflow logs WORKFLOW`.
+        code, out, err = self.cli("logs", "retry", "-n", NS)
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"(?m)^\S+Z echo stdout echo: listening on \d+ pid=\d+$")
+        code, out, err = self.cli("logs", "napper", "-n", NS)
+        self.assertEqual((code, out), (0, ""), err)
+        self.assertIn("No log lines of workflow napper", err)
+        code, out, err = self.cli("logs", "nothing-here", "-n", NS)
+        self.assertEqual((code, out), (1, ""), err)
+        self.assertIn("404 Not Found", err)
         code, out, err = self.cli("runs", "retry", "-n", NS)
         self.assertEqual(code, 2, err)
         self.assertIn("knflow runs retry: the ID argument is missing", err)
