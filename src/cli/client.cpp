@@ -1060,4 +1060,71 @@ int runs(const std::vector<std::string>& args) {
 
 int logs(const std::vector<std::string>& args) { return print_logs(args, /*run=*/false); }
 
+int functions(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "Usage: knflow functions WORKFLOW [-n NS] [-o text|json]\n\nShows what the processes of "
+      "the workflow's local functions (local.command) are doing: phase (notStarted until a call "
+      "needs one; starting, running, backingOff), pid, restarts, how the last process ended or "
+      "why the last start failed, and when it is tried again (docs/functions.md, \"Status\").\n"
+      "Exit code 0: shown; 1: refused (no such workflow: 404); 2: bad usage; 3: no daemon."
+      "\n\nOptions");
+  add_connection_options(desc);
+  desc.add_options()("name", po::value<std::string>()->required(), "the workflow")(
+      "output,o", po::value<std::string>()->default_value("text"),
+      "text or json (the API's list as it came)");
+  po::positional_options_description positional;
+  positional.add("name", 1);
+  po::variables_map vm;
+  try {
+    if (!parse_args(desc, args, vm, &positional, "functions")) return kExitOk;
+  } catch (const po::error&) {
+    return kExitUsage;
+  }
+  const auto ns = vm["namespace"].as<std::string>();
+  const auto name = vm["name"].as<std::string>();
+  if (!all_given("functions", {{"WORKFLOW", name}, {"--namespace", ns}})) return kExitUsage;
+  const auto output = vm["output"].as<std::string>();
+  if (output != "text" && output != "json") {
+    std::cerr << "knflow functions: --output must be text or json, got " << output << "\n";
+    return kExitUsage;
+  }
+  const auto target = resolve_target(vm, "functions");
+  if (!target) return kExitUsage;
+  Call call;
+  call.path = "/api/v1/namespaces/" + escaped(ns) + "/workflows/" + escaped(name) + "/functions";
+  auto res = send(*target, std::move(call));
+  if (res.error || res.status != 200) return report_failure(res, *target);
+  if (output == "json") {
+    std::cout << res.body << std::flush;
+    return kExitOk;
+  }
+  const auto list = answer_object(res);
+  const auto* items = list ? list->if_contains("items") : nullptr;
+  if (!items || !items->is_array()) return unexpected_answer(res, *target, "a function list");
+  if (items->as_array().empty()) {
+    std::cerr << "Workflow " << printable(ns) << "/" << printable(name)
+              << " has no local functions (local.command); functions at a url run outside the "
+                 "daemon.\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows{
+      {"FUNCTION", "PHASE", "PID", "RESTARTS", "SINCE", "LAST"}};
+  for (const auto& item : items->as_array()) {
+    if (!item.is_object()) continue;
+    const auto& o = item.as_object();
+    // SINCE: when it became ready, or when it is tried again; LAST: why its last start failed,
+    // else how its last process ended.
+    std::string since = text(o, "readyAt");
+    if (since.empty()) {
+      if (auto next = text(o, "nextAttemptAt"); !next.empty()) since = "next try " + next;
+    }
+    std::string last = text(o, "lastError");
+    if (last.empty()) last = text(o, "lastExit");
+    rows.push_back({str(o, "name"), str(o, "phase"), str(o, "pid"), str(o, "restarts"),
+                    since.empty() ? "-" : since, last});
+  }
+  print_table(rows);
+  return kExitOk;
+}
+
 }  // namespace knflow::cli

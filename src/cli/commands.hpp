@@ -37,6 +37,7 @@ int render(const std::vector<std::string>& args);
 int invoke(const std::vector<std::string>& args);
 int runs(const std::vector<std::string>& args);
 int logs(const std::vector<std::string>& args);
+int functions(const std::vector<std::string>& args);
 int controller(const std::vector<std::string>& args);  // internal: the cluster controller alone
 int version();
 

@@ -21,6 +21,7 @@ void print_usage(std::ostream& out) {
          "  invoke     run a workflow on the daemon and print its result\n"
          "  runs       list runs; show or act on one: runs get|cancel|retry|delete|logs ID\n"
          "  logs       print what a workflow's local functions wrote\n"
+         "  functions  show what a workflow's local functions' processes are doing\n"
          "  controller run the cluster controller alone (internal, for tests)\n"
          "  version    print the version and exit\n"
          "  help       print this text\n\n"
@@ -54,6 +55,7 @@ int run(int argc, char** argv) {
   if (command == "invoke") return invoke(args);
   if (command == "runs") return runs(args);
   if (command == "logs") return logs(args);
+  if (command == "functions") return functions(args);
   if (command == "controller") return controller(args);
   if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
   if (command == "version" || command == "--version") return version(args);

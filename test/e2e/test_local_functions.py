@@ -14,6 +14,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import SOURCE_DIR, Daemon, alive, wait_until, workflow, zombie  # noqa: E402
+from daemon import BIN, SOURCE_DIR, Daemon, alive, wait_until, workflow, zombie  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 ECHO_DIR = os.path.join(SOURCE_DIR, "test", "engine", "fixtures")  # echo_function.py
@@ -222,6 +223,27 @@ class LocalFunctionsTest(unittest.TestCase):
                 self.assertLessEqual(set(answered), set(item["properties"]), answered)
                 self.assertLessEqual(set(item["required"]), set(answered), answered)
                 self.assertIn(answered["phase"], item["properties"]["phase"]["enum"])
+            # The same from the CLI: a row per function.
+            def cli(*args):
+                r = subprocess.run([BIN, *args, "--server", d.base, "--token-file",
+                                    os.path.join(d.data_dir, "token")], capture_output=True,
+                                   text=True, timeout=DEADLINE)
+                return r.returncode, r.stdout, r.stderr
+            code, out, err = cli("functions", "states")
+            self.assertEqual(code, 0, err)
+            rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+            self.assertEqual(out.split()[:6], ["FUNCTION", "PHASE", "PID", "RESTARTS", "SINCE", "LAST"])
+            self.assertEqual(sorted(rows), ["broken", "echo", "later"])
+            self.assertEqual(rows["later"][1:5], ["notStarted", "-", "-", "-"])
+            self.assertEqual(rows["echo"][1], "running")
+            self.assertIn("exited with 3", out)
+            self.assertIn("echo: refusing to start", out)
+            code, out, err = cli("functions", "states", "-o", "json")
+            self.assertEqual(code, 0, err)
+            self.assertEqual(json.loads(out)["kind"], "FunctionList")
+            code, out, err = cli("functions", "nothing")
+            self.assertEqual((code, out), (1, ""), err)
+            self.assertIn("404 Not Found", err)
             status, _, body = d.call("GET", f"{NS}/workflows/nothing/functions")
             self.assertEqual(status, 404, body)
             status, _, body = d.call("GET", "/api/v1/namespaces/Default/workflows/states/functions")
