@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <set>
 
 namespace knflow::engine {
@@ -429,6 +430,14 @@ DecodeEventResult decode_structured(std::string_view content_type, std::string_v
     } else if (parsed.is_bool()) {
       text = parsed.as_bool() ? "true" : "false";
     } else if (parsed.is_int64() || parsed.is_uint64()) {
+      // CloudEvents' Integer is 32-bit; JSON writes it with its integer digits only (so `1.0`
+      // and `1e3`, which parse as doubles, are refused below).
+      if (!parsed.is_int64() || parsed.get_int64() < std::numeric_limits<std::int32_t>::min() ||
+          parsed.get_int64() > std::numeric_limits<std::int32_t>::max()) {
+        return "the extension " + name +
+               " is an integer outside CloudEvents' range (-2147483648 to 2147483647): " +
+               std::string(member.raw);
+      }
       text = std::string(member.raw);
     } else {
       return "the extension " + name + " must be a string, an integer or a boolean";

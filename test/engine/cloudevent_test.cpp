@@ -282,13 +282,17 @@ TEST_CASE("structured mode decodes other senders' events", "[engine][cloudevent]
     auto event = decoded(decode_event(headers, R"({
       "specversion": "1.0", "id": "1", "source": "/s", "type": "t",
       "datacontenttype": "text/plain", "data": "hello \u00e9",
-      "count": 42, "flag": true, "subject": null, "ext": "v"
+      "count": 42, "flag": true, "subject": null, "ext": "v",
+      "low": -2147483648, "high": 2147483647
     })"));
     CHECK(event.id == "1");
     CHECK(event.data == "hello é");
     CHECK(!event.subject);
-    CHECK(event.extensions ==
-          std::map<std::string, std::string>{{"count", "42"}, {"flag", "true"}, {"ext", "v"}});
+    CHECK(event.extensions == std::map<std::string, std::string>{{"count", "42"},
+                                                                 {"flag", "true"},
+                                                                 {"ext", "v"},
+                                                                 {"low", "-2147483648"},
+                                                                 {"high", "2147483647"}});
   }
   SECTION("JSON data byte for byte, with or without datacontenttype") {
     auto event = decoded(decode_event(
@@ -409,6 +413,18 @@ TEST_CASE("malformed events are errors with a plain message", "[engine][cloudeve
        "the extension name \"my_ext\" is not lower-case letters and digits"},
       {structured, "{" + ok_attrs + R"(,"ext":{"a":1}})",
        "the extension ext must be a string, an integer or a boolean"},
+      // CloudEvents' JSON format: an Integer is a number of integer digits only, 32-bit.
+      {structured, "{" + ok_attrs + R"(,"ext":1.0})",
+       "the extension ext must be a string, an integer or a boolean"},
+      {structured, "{" + ok_attrs + R"(,"ext":2147483648})",
+       "the extension ext is an integer outside CloudEvents' range (-2147483648 to 2147483647): "
+       "2147483648"},
+      {structured, "{" + ok_attrs + R"(,"ext":-2147483649})",
+       "the extension ext is an integer outside CloudEvents' range (-2147483648 to 2147483647): "
+       "-2147483649"},
+      {structured, "{" + ok_attrs + R"(,"ext":18446744073709551615})",
+       "the extension ext is an integer outside CloudEvents' range (-2147483648 to 2147483647): "
+       "18446744073709551615"},
       {structured, "{" + ok_attrs + R"(,"time":"yesterday"})",
        "the attribute time is not an RFC 3339 timestamp: \"yesterday\""},
       {structured, "{" + ok_attrs + R"(,"time":"2023-02-29T00:00:00Z"})",
