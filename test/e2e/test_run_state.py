@@ -11,13 +11,14 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import Daemon, LocalFunction, wait_until  # noqa: E402
+from daemon import BIN, Daemon, LocalFunction, wait_until  # noqa: E402
 
 NS = "/api/v1/namespaces/default"
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
@@ -340,6 +341,51 @@ class RunStateTest(unittest.TestCase):
         second = self.wait_phase(d, run_id, ("completed", "faulted"))
         self.assertEqual(second["phase"], "completed", second)
         self.assertEqual(len(slow_once.requests), 2)
+
+    def test_a_run_redriven_before_the_redrives_were_listed_marks_what_it_knows(self):
+        """A run redriven by an older daemon keeps only its latest redrive ({drive, attemptSeq}):
+        the attempts after it are that redrive's, those before it of an earlier drive it cannot
+        name (no `drive`; `runs get` says "earlier"); a redrive now goes on from there."""
+        down = self.function(lambda n, body: (503, "busy"))
+        self.create(d := self.daemon(), {
+            "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "down"},
+            "spec": {"functions": {"fn": {"url": down.url}},
+                     "do": [{"name": "ask", "call": "fn", "retry": {"limit": 0}}]}})
+        status, run = d.json("POST", NS + "/workflows/down:invoke?mode=async", "{}")
+        self.assertEqual(status, 202, run)
+        run_id = run["runId"]
+        self.wait_phase(d, run_id, ("faulted",))
+        for _ in range(2):
+            status, _, body = d.call("POST", f"{NS}/runs/{run_id}:retry")
+            self.assertEqual(status, 202, body)
+            self.wait_phase(d, run_id, ("faulted",))
+        self.assertEqual(d.stop(), 0, d.tail())
+        # As an older daemon wrote it: the second redrive, after attempt 2.
+        with sqlite3.connect(os.path.join(d.data_dir, "knflow.db")) as c:
+            changed = c.execute("UPDATE run_journal SET value_json = ? WHERE run_id = ? AND "
+                                "path = '/redrive'",
+                                ('{"drive":2,"attemptSeq":2}', run_id)).rowcount
+        self.assertEqual(changed, 1)
+        again = self.daemon(data_dir=d.data_dir)
+        run = self.wait_phase(again, run_id, ("faulted",))
+        self.assertEqual(run["redriveCount"], 2)
+        self.assertNotIn("redrivenAt", run)
+        self.assertEqual([(a["attempt"], a.get("drive")) for a in run["attempts"]],
+                         [(1, None), (2, None), (3, 2)])
+        r = subprocess.run([BIN, "runs", "get", run_id, "--server", again.base, "--token-file",
+                            os.path.join(again.data_dir, "token")], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(re.findall(r"(?m)^ask +/do/0 +(\d+(?: \(\w+(?: \d)?\))?) +faulted ",
+                                    r.stdout), ["1 (earlier)", "2 (earlier)", "3 (redrive 2)"],
+                         r.stdout)
+        # A redrive now adds to the list it found.
+        status, _, body = again.call("POST", f"{NS}/runs/{run_id}:retry")
+        self.assertEqual(status, 202, body)
+        run = self.wait_phase(again, run_id, ("faulted",))
+        self.assertEqual(run["redriveCount"], 3)
+        self.assertEqual([(a["attempt"], a.get("drive")) for a in run["attempts"]],
+                         [(1, None), (2, None), (3, 2), (4, 3)])
 
     def test_trace_context_is_validated_and_sent_with_every_delivery(self):
         d = self.daemon()
