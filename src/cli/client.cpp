@@ -3,6 +3,7 @@
 #include "commands.hpp"
 #include "knflow/engine/cloudevent.hpp"
 #include "knflow/engine/http_client.hpp"
+#include "knflow/engine/retry.hpp"
 #include "knflow/http/auth.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/json_text.hpp"
@@ -345,7 +346,7 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
   if (ec || !body.is_object()) {
     constexpr std::size_t kShown = 1000;
     std::cerr << "knflow: the daemon answered " << res.status << ": "
-              << std::string_view(res.body).substr(0, kShown)
+              << printable(std::string_view(res.body).substr(0, kShown))
               << (res.body.size() > kShown ? "..." : "") << "\n";
     return kExitFailed;
   }
@@ -412,7 +413,7 @@ int unexpected_answer(const engine::HttpResponse& res, const Target& target,
                       std::string_view what) {
   constexpr std::size_t kShown = 200;
   std::cerr << "knflow: the answer from " << target.server << " is not " << what << ": "
-            << std::string_view(res.body).substr(0, kShown)
+            << printable(std::string_view(res.body).substr(0, kShown))
             << (res.body.size() > kShown ? "..." : "") << "\n"
             << "  (is --server or $KNFLOW_SERVER the knflow daemon's URL?)\n";
   return kExitFailed;
@@ -817,11 +818,13 @@ int run_control(const std::string& verb, const std::vector<std::string>& rest) {
           ? "Usage: knflow runs cancel ID [-n NS]\n\nCancels a run: what it is doing (a call in "
             "flight, a wait, a backoff) stops at once, and it ends cancelled; waits up to 10 s "
             "for that.\nExit code 0: cancelled, or it had ended first (it says how); 1: refused "
-            "(no such run: 404; it had finished: 409); 2: bad usage; 3: no daemon; 4: still "
-            "stopping after 10 s (it ends cancelled)."
+            "(no such run: 404; it had finished, or a retry started it again meanwhile: 409; the "
+            "daemon is stopping: 503); 2: bad usage; 3: no daemon; 4: still stopping after 10 s "
+            "(it ends cancelled)."
       : verb == "retry"
           ? "Usage: knflow runs retry ID [-n NS]\n\nRedrives a faulted or cancelled run from "
-            "the step that failed, reusing what its completed steps gave; `knflow runs get` "
+            "the step where it stopped (the one that failed, or that it was cancelled in), "
+            "reusing what its completed steps gave; `knflow runs get` "
             "marks the attempts each redrive made.\nExit code 0: running again; 1: refused (no "
             "such run: 404; not faulted or cancelled: 409; at --max-active-runs: 503); 2: bad "
             "usage; 3: no daemon."
@@ -868,7 +871,7 @@ int run_control(const std::string& verb, const std::vector<std::string>& rest) {
     std::cout << run << " is running again from the step where it stopped.\n";
     report_line("see", target->see(id));
   } else {
-    std::cout << run << " deleted (it had " << printable(phase) << ").\n";
+    std::cout << run << " deleted (it was " << printable(phase) << ").\n";
   }
   return kExitOk;
 }
@@ -889,7 +892,8 @@ int print_logs(const std::vector<std::string>& args, bool run) {
       (run ? "Function processes serve every run of their workflow, so lines of runs at the "
              "same time show too; the"
            : "Only the functions of its current definition; the") +
-      " daemon keeps the last 2,000 lines per function, in memory.\nExit code 0: printed (also "
+      " daemon keeps the last 2,000 lines (at most 1 MiB) per function, in memory; lines "
+      "read after the command began are left out.\nExit code 0: printed (also "
       "none, said on standard error); 1: refused (no such " +
       (run ? "run" : "workflow") + ": 404); 2: bad usage; 3: no daemon.\n\nOptions");
   add_connection_options(desc);
@@ -921,6 +925,11 @@ int print_logs(const std::vector<std::string>& args, bool run) {
       (vm.count("since") ? "&since=" + escaped(vm["since"].as<std::string>()) : std::string());
   std::size_t printed = 0;
   std::string next;  // the continue token of the page before
+  // The lines there were when the command began: those read by the end of the second of the
+  // first answer's Date (the daemon's clock, to the second). A function writing on would
+  // otherwise keep the pages coming for ever (no `-f` here).
+  std::optional<std::string> cutoff;
+  bool done = false;
   do {
     Call call;
     call.path = base + (next.empty() ? "" : "&continue=" + escaped(next));
@@ -929,9 +938,24 @@ int print_logs(const std::vector<std::string>& args, bool run) {
     const auto page = answer_object(res);
     const auto* items = page ? page->if_contains("items") : nullptr;
     if (!items || !items->is_array()) return unexpected_answer(res, *target, "a page of log lines");
+    if (next.empty()) {
+      for (const auto& [header, value] : res.headers) {
+        if (header != "date") continue;
+        const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+        if (const auto date = engine::parse_http_date(value, now)) {
+          cutoff = model::format_rfc3339_ms(
+              std::chrono::time_point_cast<std::chrono::milliseconds>(*date) +
+              std::chrono::milliseconds(999));
+        }
+      }
+    }
     for (const auto& item : items->as_array()) {
       if (!item.is_object()) continue;
       const auto& o = item.as_object();
+      if (cutoff && text(o, "time") > *cutoff) {
+        done = true;  // read after the command began
+        break;
+      }
       if (output == "json") {
         std::cout << model::json_text(o) << "\n";
       } else {
@@ -940,14 +964,19 @@ int print_logs(const std::vector<std::string>& args, bool run) {
       }
       ++printed;
     }
-    next.clear();
-    if (const auto* meta = object_member(*page, "metadata")) next = text(*meta, "continue");
-  } while (!next.empty());
+    std::string token;
+    if (const auto* meta = object_member(*page, "metadata")) token = text(*meta, "continue");
+    // A page without lines, or the same token again, cannot move on (not the daemon's answer).
+    if (items->as_array().empty() || token == next) done = true;
+    next = std::move(token);
+  } while (!done && !next.empty());
   std::cout << std::flush;
   if (printed == 0) {
     std::cerr << "No log lines of " << (run ? "run " : "workflow ") << printable(name)
-              << (run ? ": its workflow's local functions wrote none that the daemon still keeps.\n"
-                      : ": its local functions wrote none that the daemon still keeps.\n");
+              << (vm.count("since") ? " since " + printable(vm["since"].as<std::string>()) : "")
+              << ": " << (run ? "its workflow's " : "its ")
+              << "local functions wrote none that the daemon still keeps, or it has none "
+                 "(knflow functions WORKFLOW lists them).\n";
   }
   return kExitOk;
 }
@@ -1064,9 +1093,10 @@ int functions(const std::vector<std::string>& args) {
   po::options_description desc(
       "Usage: knflow functions WORKFLOW [-n NS] [-o text|json]\n\nShows what the processes of "
       "the workflow's local functions (local.command) are doing: phase (notStarted until a call "
-      "needs one; starting, running, backingOff), pid, restarts, how the last process ended or "
-      "why the last start failed, and when it is tried again (docs/functions.md, \"Status\").\n"
-      "Exit code 0: shown; 1: refused (no such workflow: 404); 2: bad usage; 3: no daemon."
+      "needs one; starting, running, backingOff, stopped), pid, restarts, how the last process "
+      "ended or why the last start failed, and when it is tried again (docs/functions.md, "
+      "\"Status\").\nExit code 0: shown; 1: refused (no such workflow: 404; cluster mode, where "
+      "functions run on Knative: 501); 2: bad usage; 3: no daemon."
       "\n\nOptions");
   add_connection_options(desc);
   desc.add_options()("name", po::value<std::string>()->required(), "the workflow")(

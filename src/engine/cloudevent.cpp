@@ -439,6 +439,13 @@ DecodeEventResult decode_structured(std::string_view content_type, std::string_v
                std::string(member.raw);
       }
       text = std::string(member.raw);
+    } else if (const std::string_view raw = member.raw;
+               parsed.is_double() && !raw.empty() &&
+               raw.find_first_not_of("-0123456789") == std::string_view::npos) {
+      // Integer digits too many for 64 bits, which the parser reads as a double.
+      return "the extension " + name +
+             " is an integer outside CloudEvents' range (-2147483648 to 2147483647): " +
+             std::string(raw);
     } else {
       return "the extension " + name + " must be a string, an integer or a boolean";
     }

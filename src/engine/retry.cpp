@@ -85,6 +85,9 @@ std::optional<std::chrono::sys_seconds> instant(int year, std::string_view month
          std::chrono::minutes{two_digits(mm)} + std::chrono::seconds{two_digits(ss)};
 }
 
+
+}  // namespace
+
 // An HTTP-date (RFC 9110 5.6.7) in any of the three forms a recipient must accept:
 // - IMF-fixdate, what senders use: `Sun, 06 Nov 1994 08:49:37 GMT`;
 // - the obsolete RFC 850 form: `Sunday, 06-Nov-94 08:49:37 GMT`, its two-digit year read as the
@@ -129,8 +132,6 @@ std::optional<std::chrono::sys_seconds> parse_http_date(std::string_view s,
   return instant(two_digits(year.substr(0, 2)) * 100 + two_digits(year.substr(2, 2)),
                  s.substr(4, 3), s.substr(8, 2), s.substr(11, 8));
 }
-
-}  // namespace
 
 bool is_retryable_status(unsigned status) {
   switch (status) {

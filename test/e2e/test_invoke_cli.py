@@ -369,7 +369,7 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual((code, out), (0, ""), err)
         self.assertIn(f"No log lines of run {run_id}", err)
         code, out, err = self.cli("runs", "delete", run_id, "-n", NS)
-        self.assertEqual((code, out), (0, f"Run {run_id} deleted (it had cancelled).\n"), err)
+        self.assertEqual((code, out), (0, f"Run {run_id} deleted (it was cancelled).\n"), err)
         status, _, _ = self.d.call("GET", f"/api/v1/namespaces/{NS}/runs/{run_id}")
         self.assertEqual(status, 404)
 
@@ -724,6 +724,51 @@ class InvokeCliTest(unittest.TestCase):
         finally:
             other.shutdown()
             other.server_close()
+
+    def test_the_log_pager_stops_at_the_lines_there_were_when_it_began(self):
+        """A function writing on keeps `metadata.continue` coming: the pager stops at lines read
+        after the second of the first answer's Date (it paged for ever), and at a page that cannot
+        move on (the same token again) from a server that is not the daemon."""
+        class Logs(http.server.BaseHTTPRequestHandler):
+            pages = 0
+
+            def do_GET(self):
+                # Page k: one line stamped 300 ms after the one before, from the Date's second on.
+                k = int(self.path.rsplit("continue=tok-", 1)[1]) if "continue=tok-" in self.path else 0
+                Logs.pages += 1
+                ms = 300 * k
+                line = {"function": "f", "time": f"2026-12-03T10:00:{ms // 1000:02d}.{ms % 1000:03d}Z",
+                        "stream": "stdout", "text": f"line {k}"}
+                token = "tok-0" if self.path.startswith("/stuck") else f"tok-{k + 1}"
+                body = json.dumps({"metadata": {"continue": token}, "items": [line]}).encode()
+                self.send_response(200)
+                self.send_header("Date", "Thu, 03 Dec 2026 10:00:00 GMT")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Logs)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            base = f"http://127.0.0.1:{server.server_address[1]}"
+            code, out, err = self.cli("logs", "w", "-n", NS, flags=False,
+                                      env={"KNFLOW_SERVER": base, "KNFLOW_TOKEN": "t"})
+            self.assertEqual(code, 0, err)
+            self.assertEqual([line.split()[-1] for line in out.splitlines()], ["0", "1", "2", "3"])
+            self.assertEqual(Logs.pages, 5)
+            Logs.pages = 0
+            code, out, err = self.cli("runs", "logs", "01a23c65-c07a-78a0-b30d-a78d39a29a4f", "-n",
+                                      NS, flags=False,
+                                      env={"KNFLOW_SERVER": base + "/stuck", "KNFLOW_TOKEN": "t"})
+            self.assertEqual(code, 0, err)
+            self.assertEqual(Logs.pages, 2)  # tok-0, then tok-0 again
+        finally:
+            server.shutdown()
+            server.server_close()
 
     def test_no_daemon_and_bad_token(self):
         url = f"http://127.0.0.1:{free_port()}"

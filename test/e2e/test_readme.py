@@ -154,7 +154,7 @@ class ReadmeTest(unittest.TestCase):
                                    text=True, timeout=120)
                 self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
                 self.assertIn("409 Conflict: The run has already finished.", r.stderr)
-                self.assertEqual(sh(delete), f"Run {failed_id} deleted (it had faulted).\n")
+                self.assertEqual(sh(delete), f"Run {failed_id} deleted (it was faulted).\n")
                 self.assertEqual(d.stop(), 0, d.tail())
             finally:
                 d.stop()  # SIGTERM, so the daemon stops the example's functions

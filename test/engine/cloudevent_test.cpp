@@ -425,6 +425,11 @@ TEST_CASE("malformed events are errors with a plain message", "[engine][cloudeve
       {structured, "{" + ok_attrs + R"(,"ext":18446744073709551615})",
        "the extension ext is an integer outside CloudEvents' range (-2147483648 to 2147483647): "
        "18446744073709551615"},
+      {structured, "{" + ok_attrs + R"(,"ext":-99999999999999999999})",
+       "the extension ext is an integer outside CloudEvents' range (-2147483648 to 2147483647): "
+       "-99999999999999999999"},
+      {structured, "{" + ok_attrs + R"(,"ext":1e3})",
+       "the extension ext must be a string, an integer or a boolean"},
       {structured, "{" + ok_attrs + R"(,"time":"yesterday"})",
        "the attribute time is not an RFC 3339 timestamp: \"yesterday\""},
       {structured, "{" + ok_attrs + R"(,"time":"2023-02-29T00:00:00Z"})",

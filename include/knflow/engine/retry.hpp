@@ -37,6 +37,12 @@ std::chrono::milliseconds retry_delay(const EffectivePolicy& policy, std::int64_
                                       std::optional<std::chrono::milliseconds> retry_after,
                                       std::mt19937_64& rng);
 
+// An HTTP-date (RFC 9110 5.6.7) in any of the three forms a recipient must accept: IMF-fixdate
+// (`Sun, 06 Nov 1994 08:49:37 GMT`), and the obsolete RFC 850 (its two-digit year read relative
+// to `now`) and asctime forms.
+std::optional<std::chrono::sys_seconds> parse_http_date(std::string_view s,
+                                                        std::chrono::sys_seconds now);
+
 // Parses a Retry-After header value: delta-seconds, or an HTTP-date relative to `now` in any of
 // the three forms RFC 9110 (5.6.7) says a recipient must accept: IMF-fixdate and the obsolete
 // RFC 850 and asctime forms.
