@@ -85,7 +85,6 @@ std::optional<std::chrono::sys_seconds> instant(int year, std::string_view month
          std::chrono::minutes{two_digits(mm)} + std::chrono::seconds{two_digits(ss)};
 }
 
-
 }  // namespace
 
 // An HTTP-date (RFC 9110 5.6.7) in any of the three forms a recipient must accept:
