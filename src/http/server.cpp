@@ -224,6 +224,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   bool stopping = false;
   std::function<void()> on_stopped;
   std::unique_ptr<asio::steady_timer> shutdown_timer;
+  // The accept loop runs (start() to its end): stop() is done only once it has ended, or its
+  // aborted accept, which holds a socket of a connection context, could outlive that context
+  // (io_context destructors run in the daemon's reverse declaration order).
+  bool accepting = false;
 
   Impl(asio::any_io_executor ex, const Router& r, TokenSet t, metrics::Metrics* m, ServerSettings s,
        io::ContextPool* pool)
@@ -289,13 +293,27 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       std::lock_guard lock(mutex);
       std::erase_if(connections, [&](const auto& kv) { return kv.second == state; });
       if (metrics) metrics->set_connections(static_cast<double>(connections.size()));
-      if (stopping && connections.empty() && on_stopped) {
-        done = std::move(on_stopped);
-        on_stopped = nullptr;
-        if (shutdown_timer) shutdown_timer->cancel();
-      }
+      done = take_stopped_locked();
     }
     if (done) done();
+  }
+
+  // The accept loop has ended.
+  void accept_ended() {
+    std::function<void()> done;
+    {
+      std::lock_guard lock(mutex);
+      accepting = false;
+      done = take_stopped_locked();
+    }
+    if (done) done();
+  }
+
+  // stop()'s callback once stopping has finished: no connection left and no accept under way.
+  std::function<void()> take_stopped_locked() {
+    if (!stopping || !connections.empty() || accepting || !on_stopped) return nullptr;
+    if (shutdown_timer) shutdown_timer->cancel();
+    return std::exchange(on_stopped, nullptr);
   }
 
   // Over the connection cap: answer 503 at once, without reading the request.
@@ -685,15 +703,21 @@ tcp::endpoint Server::start() {
   acceptor.bind(impl_->settings.listen);
   acceptor.listen(asio::socket_base::max_listen_connections);
   auto bound = acceptor.local_endpoint();
-  asio::co_spawn(acceptor.get_executor(), impl_->accept_loop(), [](std::exception_ptr e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::error("Stopped accepting on an exception", {{"error", ex.what()}});
-      }
-    }
-  });
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->accepting = true;
+  }
+  asio::co_spawn(acceptor.get_executor(), impl_->accept_loop(),
+                 [impl = impl_](std::exception_ptr e) {
+                   if (e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       log::error("Stopped accepting on an exception", {{"error", ex.what()}});
+                     }
+                   }
+                   impl->accept_ended();
+                 });
   return bound;
 }
 
@@ -704,12 +728,16 @@ void Server::stop(std::function<void()> done) {
     impl->acceptor.close(ignored);
   });
   std::vector<std::shared_ptr<ConnState>> open;
+  std::function<void()> stopped_already;  // nothing to wait for: no connection, no accept loop
   {
     std::lock_guard lock(impl->mutex);
     impl->stopping = true;
     for (auto& [id, state] : impl->connections) open.push_back(state);
-    if (!open.empty()) {
-      impl->on_stopped = std::move(done);
+    impl->on_stopped = std::move(done);
+    if (open.empty()) {
+      // Else done once the accept loop has seen its acceptor closed (accept_ended).
+      stopped_already = impl->take_stopped_locked();
+    } else {
       impl->shutdown_timer = std::make_unique<asio::steady_timer>(impl->executor);
       impl->shutdown_timer->expires_after(impl->settings.shutdown_timeout);
       impl->shutdown_timer->async_wait([impl](beast::error_code ec) {
@@ -730,8 +758,8 @@ void Server::stop(std::function<void()> done) {
       });
     }
   }
-  if (open.empty()) {
-    done();
+  if (stopped_already) {
+    stopped_already();
     return;
   }
   for (auto& state : open) {

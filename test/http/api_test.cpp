@@ -3,7 +3,9 @@
 #include "server_fixture.hpp"
 #include "support/catch.hpp"
 
+#include "knflow/asio/context_pool.hpp"
 #include "knflow/http/assets.hpp"
+#include "knflow/http/server.hpp"
 #include "knflow/model/document.hpp"
 
 #include <boost/json.hpp>
@@ -667,4 +669,24 @@ TEST_CASE("workflows: status follows the generation, history records only change
   REQUIRE(changed.at("status").at("observedGeneration").as_int64() == 2);
   REQUIRE(history() == 2);
   require_problem(server.call("GET", kCollection + "/missing/history"), 404);
+}
+
+TEST_CASE("server: a stop is done only once the accept loop has ended", "[http][server]") {
+  // It was done at once when no connection was open: the accept loop's aborted accept, which
+  // holds a socket of a connection context, could then still be queued when `knflow serve`
+  // destroyed its contexts (connections' first), and its destruction read a freed socket service
+  // (ASan, at a daemon's stop in the crash test).
+  boost::asio::io_context ioc;
+  knflow::io::ContextPool pool(1);
+  knflow::http::Router router;
+  knflow::http::ServerSettings settings;
+  settings.listen = {boost::asio::ip::make_address("127.0.0.1"), 0};
+  knflow::http::Server server(ioc.get_executor(), router,
+                              knflow::http::TokenSet::from_tokens({"t"}), nullptr, settings, &pool);
+  server.start();
+  bool done = false;
+  server.stop([&] { done = true; });
+  CHECK(!done);  // the acceptor's close and the loop's end are still to run on `ioc`
+  ioc.run();     // returns once nothing is left: the accept loop has ended
+  CHECK(done);
 }

@@ -54,7 +54,8 @@ class Server {
 
   // Graceful stop: closes the acceptor, closes idle connections, lets in-flight requests finish
   // (their answers carry `Connection: close`) for up to shutdown_timeout, then closes the rest.
-  // `done` runs once every connection is gone.
+  // `done` runs once every connection is gone and the accept loop has ended (on the executor's
+  // thread then, or at once when start() was never called).
   void stop(std::function<void()> done);
 
   std::size_t open_connections() const;
