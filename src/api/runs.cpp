@@ -937,7 +937,7 @@ struct Api::RunHandlers {
     item["revision"] = state->revision;
     item["restarts"] = state->restarts;
     if (state->pid) item["pid"] = *state->pid;
-    if (state->port && state->running) {
+    if (state->port && state->running()) {
       item["url"] = "http://127.0.0.1:" + std::to_string(*state->port);
     }
     if (state->ready_at) item["readyAt"] = at(*state->ready_at);

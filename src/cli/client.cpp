@@ -173,6 +173,14 @@ bool all_given(std::string_view command,
   return true;
 }
 
+// `--output`, when it is text or json; else nullopt, after saying so on stderr.
+std::optional<std::string> output_format(const po::variables_map& vm, std::string_view command) {
+  auto output = vm["output"].as<std::string>();
+  if (output == "text" || output == "json") return output;
+  std::cerr << "knflow " << command << ": --output must be text or json, got " << output << "\n";
+  return std::nullopt;
+}
+
 struct Call {
   std::string method = "GET";
   std::string path;
@@ -698,11 +706,9 @@ int runs_get(const std::vector<std::string>& rest) {
   const auto ns = vm["namespace"].as<std::string>();
   const auto id = vm["id"].as<std::string>();
   if (!all_given("runs get", {{"ID", id}, {"--namespace", ns}})) return kExitUsage;
-  const auto output = vm["output"].as<std::string>();
-  if (output != "text" && output != "json") {
-    std::cerr << "knflow runs get: --output must be text or json, got " << output << "\n";
-    return kExitUsage;
-  }
+  const auto output_given = output_format(vm, "runs get");
+  if (!output_given) return kExitUsage;
+  const auto& output = *output_given;
   const auto target = resolve_target(vm, "runs get");
   if (!target) return kExitUsage;
   Call call;
@@ -912,11 +918,9 @@ int print_logs(const std::vector<std::string>& args, bool run) {
   const auto ns = vm["namespace"].as<std::string>();
   const auto name = vm[key].as<std::string>();
   if (!all_given(command, {{what, name}, {"--namespace", ns}})) return kExitUsage;
-  const auto output = vm["output"].as<std::string>();
-  if (output != "text" && output != "json") {
-    std::cerr << "knflow " << command << ": --output must be text or json, got " << output << "\n";
-    return kExitUsage;
-  }
+  const auto output_given = output_format(vm, command);
+  if (!output_given) return kExitUsage;
+  const auto& output = *output_given;
   const auto target = resolve_target(vm, command);
   if (!target) return kExitUsage;
   const std::string base =
@@ -1028,11 +1032,9 @@ int runs(const std::vector<std::string>& args) {
     std::cerr << "knflow runs: --limit must be a positive number of runs, got " << limit << "\n";
     return kExitUsage;
   }
-  const auto output = vm["output"].as<std::string>();
-  if (output != "text" && output != "json") {
-    std::cerr << "knflow runs: --output must be text or json, got " << output << "\n";
-    return kExitUsage;
-  }
+  const auto output_given = output_format(vm, "runs");
+  if (!output_given) return kExitUsage;
+  const auto& output = *output_given;
   const auto target = resolve_target(vm, "runs");
   if (!target) return kExitUsage;
   Call call;
@@ -1113,11 +1115,9 @@ int functions(const std::vector<std::string>& args) {
   const auto ns = vm["namespace"].as<std::string>();
   const auto name = vm["name"].as<std::string>();
   if (!all_given("functions", {{"WORKFLOW", name}, {"--namespace", ns}})) return kExitUsage;
-  const auto output = vm["output"].as<std::string>();
-  if (output != "text" && output != "json") {
-    std::cerr << "knflow functions: --output must be text or json, got " << output << "\n";
-    return kExitUsage;
-  }
+  const auto output_given = output_format(vm, "functions");
+  if (!output_given) return kExitUsage;
+  const auto& output = *output_given;
   const auto target = resolve_target(vm, "functions");
   if (!target) return kExitUsage;
   Call call;

@@ -1189,7 +1189,6 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       {
         std::lock_guard lock(mutex);
         fn->state.phase = FunctionPhase::running;
-        fn->state.running = true;
         fn->state.ready_at = std::chrono::system_clock::now();
         fn->state.last_error.clear();
       }
@@ -1360,7 +1359,6 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     fn->process = proc;
     {
       std::lock_guard lock(mutex);
-      fn->state.running = false;
       fn->state.pid = proc->pid;
       fn->state.port = proc->port;
     }
@@ -1616,7 +1614,6 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   void detach_process(Function& fn) {
     fn.process.reset();
     std::lock_guard lock(mutex);
-    fn.state.running = false;
     fn.state.pid.reset();
     fn.state.port.reset();
     fn.state.ready_at.reset();

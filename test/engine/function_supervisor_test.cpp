@@ -374,7 +374,7 @@ TEST_CASE("A local function answers on its port with the runtime contract's envi
 
     const auto state = supervisor.state(key("orders", "echo"));
     REQUIRE(state);
-    CHECK(state->running);
+    CHECK(state->running());
     CHECK(state->port == port);
     REQUIRE(state->pid);
     CHECK(exists(*state->pid));
@@ -791,7 +791,7 @@ TEST_CASE("A function that crashes is restarted on a new pid", "[function_superv
   http(port_of(*first.url), "POST", "/crash");  // no answer: it exits while handling this
   REQUIRE(run_until(ioc, [&] {
     const auto s = supervisor.state(k);
-    return s->restarts == 1 && s->running && s->pid && *s->pid != old_pid;
+    return s->restarts == 1 && s->running() && s->pid && *s->pid != old_pid;
   }));
   const auto state = supervisor.state(k);
   CHECK(state->last_exit == "exited with 3");
@@ -846,7 +846,7 @@ TEST_CASE("A function that exits at start fails ensure() with its status and std
   for (const auto& text : c.expected) CHECK_THAT(endpoint.error, Catch::Contains(text));
   const auto state = supervisor.state(k);
   REQUIRE(state);
-  CHECK(!state->running);
+  CHECK(!state->running());
   CHECK(!state->pid);
 
   // While the restart backs off, callers get the last error at once.
@@ -1015,7 +1015,7 @@ TEST_CASE("A deleted workflow and shutdown stop processes and their children",
   shutdown(ioc, supervisor);
   CHECK(reaped(pid_b1));
   CHECK(reaped(pid_other));
-  CHECK(!supervisor.state(b1)->running);
+  CHECK(!supervisor.state(b1)->running());
   const auto after = ensure(ioc, supervisor, b1, echo_spec());
   CHECK(!after.url);
   CHECK_THAT(after.error, Catch::Contains("shutting down"));
@@ -1180,7 +1180,7 @@ TEST_CASE("A deleted workflow's processes stop once no call holds them, and stay
   supervisor.workflow_changed("shop", "orders");
   const auto recreated = ensure(ioc, supervisor, k, echo_spec(), 9);
   REQUIRE(recreated.url);
-  CHECK(supervisor.state(k)->running);
+  CHECK(supervisor.state(k)->running());
   CHECK(http(port_of(*other.url), "POST", "/", "unrelated").body == "unrelated");
 
   shutdown(ioc, supervisor);
@@ -1360,7 +1360,7 @@ TEST_CASE("A function gets SIGKILL when the thread that started it ends (PR_SET_
   const pid_t pid = *supervisor.state(k)->pid;
   REQUIRE(run_until(ioc, [&] { return supervisor.state(k)->last_exit == "killed by signal 9"; }));
   CHECK(reaped(pid));
-  CHECK(!supervisor.state(k)->running);
+  CHECK(!supervisor.state(k)->running());
   shutdown(ioc, supervisor);
 }
 

@@ -84,7 +84,6 @@ enum class FunctionPhase {
 
 struct FunctionState {
   FunctionPhase phase = FunctionPhase::starting;
-  bool running = false;  // phase == running
   std::optional<int> pid;
   std::optional<unsigned short> port;
   unsigned revision = 1;  // K_REVISION's number: which of the key's specs it runs
@@ -93,6 +92,8 @@ struct FunctionState {
   std::string last_error;  // why its last start failed; cleared by a start that succeeds
   std::optional<std::chrono::system_clock::time_point> ready_at;      // while running
   std::optional<std::chrono::system_clock::time_point> next_attempt;  // while backing off
+
+  bool running() const { return phase == FunctionPhase::running; }
 };
 
 struct SupervisorSettings {
