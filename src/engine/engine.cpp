@@ -2152,8 +2152,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                                  failed, /*cancel_abandoned=*/true);
       if (!endpoint) {
         check_live(run, *env.scope, std::nullopt, path);  // cancelled: throws
-        // The wait for the start is no attempt (nothing was sent): the error says where the time
-        // went.
+        // The error says where the time went (the attempt that waited sent nothing).
         throw make_fault("timeout", 408, "Timed out",
                          "the step or run deadline passed while local function " + name +
                              " was starting (its process did not listen yet)",
@@ -2317,13 +2316,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   asio::awaitable<Current> exec_call(Env env, const model::Step& step, const model::CallStep& call,
                                      const std::string& path, Current cur, Held& held) {
     Run& run = *env.run;
-    // Held until the call (every attempt) is over.
-    Target target = co_await function_target(env, call.function, path);
-    const auto& fn = run.workflow->spec.functions.at(call.function);
-    // A local command restarted after a crash listens on a new port: each retry asks where it
-    // is now (the retries went to the dead port, or to whatever took it since), and one that
-    // could not be started is tried again by the retries, as an answer 503 would be.
-    const bool started_here = !fn.url && !(fn.local && fn.local->url);
+    const auto fn_it = run.workflow->spec.functions.find(call.function);
+    // A local command is asked for where it listens by each attempt, once the attempt has begun,
+    // so that the wait for its start is part of the attempt (below). A local command restarted
+    // after a crash listens on a new port: each retry asks where it is now (the retries went to
+    // the dead port, or to whatever took it since), and one that could not be started is tried
+    // again by the retries, as an answer 503 would be.
+    const bool started_here = fn_it != run.workflow->spec.functions.end() && !fn_it->second.url &&
+                              fn_it->second.local && !fn_it->second.local->url;
+    // Held until the call (every attempt) is over. Every other function is known at once (an
+    // unknown one faults here).
+    Target target;
+    if (!started_here) target = co_await function_target(env, call.function, path);
+    const auto& fn = fn_it->second;
     const auto policy = effective_policy(call.retry, run.workflow->spec.retry);
     const auto per_call = fn.timeout ? fn.timeout->value : settings.default_call_timeout;
 
@@ -2346,6 +2351,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // Resumed after its last attempt faulted: it faults again, or its backoff is waited out.
       const auto last = std::make_shared<const Run::FailedAttempt>(std::move(failed->second));
       run.failed_attempts.erase(failed);
+      // A local command's process, not asked for yet, may not even run: it is named, as when it
+      // could not be started.
       const std::string dest = target.url.empty() ? "local:" + call.function : target.url;
       co_await resume_faulted_call(env, policy, attempts - base, *last, out, cur.data, dest);
       resumed_in_backoff = true;
@@ -2374,11 +2381,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         // Counted when it is made, not when its backoff begins, and by the process that makes it.
         if (metrics) metrics->retry();
       }
-      if (started_here && !first_attempt) {
-        Target now = co_await function_target(env, call.function, path);
-        target = std::move(now);  // the new lease first, then the old one goes
-      }
-      const std::string& url = target.url;
       const std::int64_t attempt = ++attempts;
       std::int64_t seq = 0;
       if (auto begun = run.begun_attempts.find(path);
@@ -2388,6 +2390,30 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       } else {
         seq = co_await attempt_begin(run, path, step.name, attempt, cur.data);
       }
+      if (started_here) {
+        // The wait for a local command's start is part of the attempt, as Knative's activator
+        // holds a request while its Service scales from zero: the attempt's times show it, and a
+        // deadline or a cancel during it ends the attempt.
+        std::optional<Fault> waited;
+        try {
+          Target now = co_await function_target(env, call.function, path);
+          target = std::move(now);  // the new lease first, then the old one goes
+        } catch (const Fault& f) {
+          waited = f;
+        }
+        if (waited) {
+          // Not at a shutdown: the attempt is left under way, and the run resumes at the next
+          // start, as when its request was under way.
+          if (!stopping_now()) {
+            co_await attempt_end(run, seq,
+                                 is_cancellation(*waited) ? store::AttemptPhase::cancelled
+                                                          : store::AttemptPhase::faulted,
+                                 waited->error, std::nullopt);
+          }
+          throw *waited;
+        }
+      }
+      const std::string& url = target.url;
       if (!target.not_started.empty()) {
         co_await not_started(env, call, path, target.not_started, seq,
                              attempt - base <= policy.limit ? &policy : nullptr, attempt - base,

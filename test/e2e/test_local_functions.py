@@ -21,6 +21,7 @@ import time
 import unittest
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(__file__))
 from daemon import BIN, SOURCE_DIR, Daemon, alive, wait_until, workflow, zombie  # noqa: E402
@@ -503,10 +504,28 @@ class LocalFunctionsTest(unittest.TestCase):
             status, _, body = d.call("POST", f"{NS}/workflows/silent1:invoke", "{}")
             self.assertEqual(status, 504, body)  # the step's 408, answered as a gateway's
             self.assertEqual(json.loads(body)["error"]["status"], 408, body)
-            # Says where the time went: no attempt was made, as nothing was sent.
-            self.assertEqual(json.loads(body)["error"]["detail"],
-                             "the step or run deadline passed while local function mute was "
-                             "starting (its process did not listen yet)", body)
+            # Says where the time went.
+            waited = ("the step or run deadline passed while local function mute was "
+                      "starting (its process did not listen yet)")
+            self.assertEqual(json.loads(body)["error"]["detail"], waited, body)
+            # The wait is the step's attempt, as a request Knative's activator holds during a
+            # cold start: its times show the second the step waited, and its error why it ended.
+            # (Before, the step had no attempt at all, so no times either.)
+            status, runs = d.json("GET", f"{NS}/runs?workflow=silent1")
+            self.assertEqual(status, 200, runs)
+            status, run = d.json("GET", f"{NS}/runs/{runs['items'][0]['id']}")
+            self.assertEqual(status, 200, run)
+            [attempt] = run["attempts"]
+            self.assertEqual((attempt["path"], attempt["attempt"], attempt["phase"]),
+                             ("/do/0", 1, "faulted"), attempt)
+            self.assertEqual(attempt["error"]["detail"], waited, attempt)
+            self.assertNotIn("httpStatus", attempt)
+            took = (datetime.fromisoformat(attempt["finishedAt"].replace("Z", "+00:00")) -
+                    datetime.fromisoformat(attempt["startedAt"].replace("Z", "+00:00")))
+            self.assertGreaterEqual(took.total_seconds(), 0.99, attempt)
+            [step] = run["steps"]
+            self.assertEqual((step["phase"], step["attempts"]), ("faulted", 1), step)
+            self.assertEqual(step["startedAt"], attempt["startedAt"], step)
             [pid] = wait_until(lambda: self.recorded_groups(d), DEADLINE)
             self.assertTrue(alive(pid))  # the workflow exists: its function goes on starting
 
