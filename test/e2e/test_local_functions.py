@@ -540,6 +540,32 @@ class LocalFunctionsTest(unittest.TestCase):
         finally:
             d.close()
 
+    def test_a_call_waiting_for_the_start_shows_its_attempt_and_a_cancel_ends_it(self):
+        with Daemon() as d:
+            d.start()
+            self.create(d, SILENT.replace("name: silent", "name: silent2"))
+            status, _, body = d.call("POST", f"{NS}/workflows/silent2:invoke?mode=async", "{}")
+            self.assertEqual(status, 202, body)
+            run_id = json.loads(body)["runId"]
+
+            def attempts():
+                status, run = d.json("GET", f"{NS}/runs/{run_id}")
+                self.assertEqual(status, 200, run)
+                return run["attempts"]
+            # The process never listens (for 30 s): meanwhile the step's attempt is under way.
+            [attempt] = wait_until(attempts, DEADLINE)
+            self.assertEqual((attempt["path"], attempt["phase"]), ("/do/0", "running"), attempt)
+            self.assertNotIn("finishedAt", attempt)
+
+            status, _, body = d.call("POST", f"{NS}/runs/{run_id}:cancel")
+            self.assertEqual(status, 200, body)
+            status, run = d.json("GET", f"{NS}/runs/{run_id}")
+            self.assertEqual(run["phase"], "cancelled", run)
+            [attempt] = run["attempts"]
+            self.assertEqual(attempt["phase"], "cancelled", attempt)
+            self.assertEqual(attempt["error"]["status"], 499, attempt)
+            self.assertEqual(run["steps"][0]["phase"], "cancelled", run)
+
     def test_control_characters_of_a_function_do_not_reach_the_daemons_log_raw(self):
         # A failed start's error quotes the function's stderr, and the daemon logs that error.
         script = ("import sys\n"
