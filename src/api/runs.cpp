@@ -24,6 +24,8 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <limits>
+#include <map>
 
 namespace knflow::api {
 namespace {
@@ -775,15 +777,23 @@ struct Api::RunHandlers {
   // them: `{"metadata": {"continue"?}, "items": [...]}`. The page ends after `limit` lines or once
   // its items, serialized, would pass kMaxLogPageBytes (at least one line, so that paging always
   // progresses); `continue` is then a token for `scope`.
+  // With `spans`, only the lines each function wrote within its spans (a function it does not
+  // name: none).
   Response logs_page(const std::string& ns, const std::string& workflow, const model::Workflow* wf,
-                     engine::LogQuery query, std::string_view scope) const {
+                     engine::LogQuery query, std::string_view scope,
+                     std::map<std::string, engine::LogSpans>* spans = nullptr) const {
     std::vector<engine::FunctionKey> keys;
     std::vector<const std::string*> names;
     if (wf && api.functions_) {
+      if (spans) query.spans.emplace();
       for (const auto& [name, fn] : wf->spec.functions) {
         if (!fn.local || fn.local->command.empty()) continue;
         keys.push_back({ns, workflow, name});
         names.push_back(&name);
+        if (spans) {
+          auto its = spans->find(name);
+          query.spans->push_back(its == spans->end() ? engine::LogSpans{} : std::move(its->second));
+        }
       }
     }
     query.max_text_bytes = kMaxLogPageBytes;  // JSON is never shorter than the text it holds
@@ -826,7 +836,17 @@ struct Api::RunHandlers {
     auto query = parse_logs_query(req, api.settings_.default_page_size, api.settings_.max_page_size,
                                   logs_tokens, scope);
     if (!query.errors.empty()) co_return invalid_query(req, std::move(query.errors));
-    auto run = co_await find_run(id);
+    struct Found {
+      std::optional<store::RunRecord> run;
+      std::vector<store::AttemptSpan> attempts;
+    };
+    std::function<Found(store::RunStore&)> op = [id](store::RunStore& s) {
+      Found found{s.get_run(id), {}};
+      if (found.run) found.attempts = s.attempt_spans(id);
+      return found;
+    };
+    auto found = co_await on_store<Found>(std::move(op));
+    const auto& run = found.run;
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     // A definition that no longer decodes (a database edited by hand) names no functions.
     model::DecodeResult decoded;
@@ -837,28 +857,47 @@ struct Api::RunHandlers {
     } catch (const std::exception&) {
       wf = nullptr;  // no functions: an empty page
     }
-    // Both canonical UTC with milliseconds: compared as text, they compare as instants.
-    auto since = run->created_at;
-    if (query.since && *query.since > since) since = *query.since;
+    auto spans = wf ? call_spans(*wf, found.attempts) : std::map<std::string, engine::LogSpans>{};
     co_return logs_page(ns, run->workflow, wf,
                         engine::LogQuery{.after = query.after,
-                                         .since = std::move(since),
-                                         .until = logs_until(run->finished_at),
+                                         .since = std::move(query.since),
+                                         .until = std::nullopt,
                                          .max_lines = query.limit},
-                        scope);
+                        scope, &spans);
   }
 
-  // The end of a finished run's span of log lines: kRunLogsGrace after its end. A line is stamped
-  // when the daemon reads it from the function's pipe, which may come a moment after the answer
-  // the function wrote it before (a traceback printed as it answered 500): the run ended first.
-  static std::optional<std::string> logs_until(const std::optional<std::string>& finished_at) {
-    if (!finished_at) return std::nullopt;
-    constexpr std::chrono::milliseconds kRunLogsGrace{1000};
-    const auto parsed = model::parse_rfc3339(*finished_at);
-    const auto* end = std::get_if<model::Instant>(&parsed);
-    if (!end) return finished_at;  // not the store's form (a database edited by hand)
-    const model::Instant last = std::chrono::sys_days{std::chrono::year{9999} / 12 / 31};
-    return model::format_rfc3339_ms(*end < last - kRunLogsGrace ? *end + kRunLogsGrace : last);
+  // When the run's calls of each function were under way: each attempt's span, from its start to
+  // kRunLogsGrace after its end (to now and on while it runs), merged. A line is stamped when the
+  // daemon reads it from the function's pipe, which may come a moment after the answer the
+  // function wrote it before (a traceback printed as it answered 500): the attempt ended first.
+  static std::map<std::string, engine::LogSpans> call_spans(
+      const model::Workflow& wf, const std::vector<store::AttemptSpan>& attempts) {
+    constexpr std::int64_t kRunLogsGrace = 1000;  // milliseconds
+    constexpr std::int64_t kOpen = std::numeric_limits<std::int64_t>::max();
+    const auto millis = [](const std::string& text) -> std::optional<std::int64_t> {
+      const auto parsed = model::parse_rfc3339(text);
+      const auto* at = std::get_if<model::Instant>(&parsed);
+      if (!at) return std::nullopt;  // not the store's form (a database edited by hand)
+      return at->time_since_epoch().count();
+    };
+    std::map<std::string, engine::LogSpans> spans;
+    for (const auto& a : attempts) {
+      const auto resolved = engine::resolve_step(wf, a.path);
+      if (!resolved) continue;
+      const auto* call = std::get_if<model::CallStep>(&resolved->step->construct);
+      if (!call) continue;
+      const auto from = millis(a.started_at);
+      if (!from) continue;
+      std::int64_t to = kOpen;
+      if (a.finished_at) {
+        const auto end = millis(*a.finished_at);
+        if (!end) continue;
+        to = *end < kOpen - kRunLogsGrace ? *end + kRunLogsGrace : kOpen;
+      }
+      spans[call->function].emplace_back(*from, std::max(*from, to));
+    }
+    for (auto& [function, list] : spans) engine::merge_log_spans(list);
+    return spans;
   }
 
   asio::awaitable<Response> workflow_logs(Request& req) {

@@ -892,11 +892,11 @@ int print_logs(const std::vector<std::string>& args, bool run) {
       "Usage: knflow " + command + " " + what +
       " [-n NS] [--since T] [-o text|json]\n\nPrints what the workflow's local functions "
       "(local.command) wrote" +
-      (run ? " during the run" : "") +
+      (run ? " during the run's calls of them" : "") +
       ", in the order the daemon read it: a line each, with its time, function and stream "
       "(text), or the API's items, one JSON object a line (json). " +
-      (run ? "Function processes serve every run of their workflow, so lines of runs at the "
-             "same time show too; the"
+      (run ? "Function processes serve every run of their workflow, so lines of other runs' "
+             "calls of the same function at the same time show too; the"
            : "Only the functions of its current definition; the") +
       " daemon keeps the last 2,000 lines (at most 1 MiB) per function, in memory; lines "
       "read after the command began are left out.\nExit code 0: printed (also "

@@ -38,6 +38,7 @@
 #include <deque>
 #include <exception>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -1819,18 +1820,40 @@ std::optional<std::int64_t> bound_millis(const std::optional<std::string>& bound
 
 }  // namespace
 
+void merge_log_spans(LogSpans& spans) {
+  std::sort(spans.begin(), spans.end());
+  LogSpans merged;
+  for (const auto& span : spans) {
+    if (!merged.empty() && (merged.back().second == std::numeric_limits<std::int64_t>::max() ||
+                            span.first <= merged.back().second + 1)) {
+      merged.back().second = std::max(merged.back().second, span.second);
+    } else {
+      merged.push_back(span);
+    }
+  }
+  spans = std::move(merged);
+}
+
 LogPage FunctionSupervisor::logs(const std::vector<FunctionKey>& keys,
                                  const LogQuery& query) const {
   // `since` is inclusive: rounded up to the first millisecond not before it; `until` down.
   const auto since_millis = bound_millis(query.since, model::SubMillis::up);
   const auto until_millis = bound_millis(query.until, model::SubMillis::down);
   using Kept = KeptLines::Kept;
-  const auto matches = [&](const Kept& kept) {
+  const auto matches = [&](std::size_t key, const Kept& kept) {
     const auto& [millis, line] = kept;
     if (query.since && (since_millis ? millis < *since_millis : line.time < *query.since)) {
       return false;
     }
-    return !query.until || (until_millis ? millis <= *until_millis : line.time <= *query.until);
+    if (query.until && (until_millis ? millis > *until_millis : line.time > *query.until)) {
+      return false;
+    }
+    if (!query.spans) return true;
+    // The first span that does not end before the line: it holds the line if it began by then.
+    const auto& spans = (*query.spans)[key];
+    const auto span = std::partition_point(spans.begin(), spans.end(),
+                                           [&](const auto& s) { return s.second < millis; });
+    return span != spans.end() && span->first <= millis;
   };
   struct Cursor {
     std::size_t key;
@@ -1842,6 +1865,7 @@ LogPage FunctionSupervisor::logs(const std::vector<FunctionKey>& keys,
   for (std::size_t i = 0; i < keys.size(); ++i) {
     const auto it = impl_->logs.find(keys[i]);
     if (it == impl_->logs.end()) continue;
+    if (query.spans && (query.spans->size() <= i || (*query.spans)[i].empty())) continue;
     const auto& kept = it->second.lines;  // in seq order
     const auto from = std::partition_point(
         kept.begin(), kept.end(), [&](const Kept& k) { return k.second.seq <= query.after; });
@@ -1852,7 +1876,7 @@ LogPage FunctionSupervisor::logs(const std::vector<FunctionKey>& keys,
     // The earliest of the functions' next matching lines.
     Cursor* next = nullptr;
     for (auto& c : cursors) {
-      while (c.at != c.end && !matches(*c.at)) ++c.at;
+      while (c.at != c.end && !matches(c.key, *c.at)) ++c.at;
       if (c.at != c.end && (!next || c.at->second.seq < next->at->second.seq)) next = &c;
     }
     if (!next) break;

@@ -114,6 +114,9 @@ constexpr std::string_view kSelectAttempts =
     "SELECT run_id, seq, path, step, attempt, phase, started_at, finished_at, input_json, "
     "output_json, error_json, http_status FROM run_attempts WHERE run_id = ? ORDER BY seq";
 
+constexpr std::string_view kSelectAttemptSpans =
+    "SELECT path, started_at, finished_at FROM run_attempts WHERE run_id = ? ORDER BY seq";
+
 // Migration 7's table: the broker's deliveries, one per run it started.
 constexpr std::string_view kInsertDelivery =
     "INSERT INTO run_deliveries (seq, digest) VALUES (?, ?)";
@@ -300,6 +303,7 @@ RunStore::RunStore(Db& db)
       begin_attempt_(db, kBeginAttempt),
       finish_attempt_(db, kFinishAttempt),
       select_attempts_(db, kSelectAttempts),
+      select_attempt_spans_(db, kSelectAttemptSpans),
       upsert_journal_(db, kUpsertJournal),
       select_journal_(db, kSelectJournal),
       any_finished_before_(db, kAnyFinishedBefore),
@@ -544,6 +548,19 @@ std::vector<AttemptRecord> RunStore::attempts(const std::string& run_id) {
     record.http_status = optional_int64(select_attempts_, 11);
   }
   return records;
+}
+
+std::vector<AttemptSpan> RunStore::attempt_spans(const std::string& run_id) {
+  std::vector<AttemptSpan> spans;
+  auto use = select_attempt_spans_.use();
+  select_attempt_spans_.bind_text(1, run_id);
+  while (select_attempt_spans_.step()) {
+    AttemptSpan& span = spans.emplace_back();
+    span.path = select_attempt_spans_.column_string(0);
+    span.started_at = select_attempt_spans_.column_string(1);
+    span.finished_at = optional_text(select_attempt_spans_, 2);
+  }
+  return spans;
 }
 
 void RunStore::put_journal(const std::string& run_id, const JournalEntry& entry,

@@ -21,7 +21,7 @@ import time
 import unittest
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(__file__))
 from daemon import BIN, SOURCE_DIR, Daemon, alive, wait_until, workflow, zombie  # noqa: E402
@@ -290,6 +290,62 @@ class LocalFunctionsTest(unittest.TestCase):
                     f"{NS}/workflows/chatty/logs")), DEADLINE))
                 lines = lines_of(f"{NS}/runs/{headers['Knflow-Run-Id']}/logs")
                 self.assertEqual(mine - set(lines), set(), f"run {k} misses some of its lines")
+
+    def test_a_runs_logs_hold_its_own_calls_lines_not_those_of_another_run_meanwhile(self):
+        """A run's logs are what its functions printed while its calls of them were under way:
+        before, they were every line in the run's lifetime, so a run waiting in a `wait` showed
+        what other runs' calls printed meanwhile."""
+        with Daemon("--functions-dir", ECHO_DIR) as d:
+            d.start()
+            self.create(d, "apiVersion: knflow.dev/v1alpha1\nkind: Workflow\n"
+                           "metadata: {name: paced}\nspec:\n  functions:\n    echo:\n"
+                           "      env: {PRINT_LINES: '2'}\n"
+                           "      local: {command: [python3, echo_function.py]}\n"
+                           "  do:\n    - {name: first, call: echo}\n"
+                           "    - {name: pause, wait: PT60S, if: '${ contains(\"a\") }'}\n"
+                           "    - {name: second, call: echo}\n")
+
+            def lines_of(run_id, prefix="echo: {"):
+                status, page = d.json("GET", f"{NS}/runs/{run_id}/logs")
+                self.assertEqual(status, 200, page)
+                return [line["text"] for line in page["items"] if line["text"].startswith(prefix)]
+
+            status, _, body = d.call("POST", f"{NS}/workflows/paced:invoke?mode=async",
+                                     json.dumps({"who": "a"}))
+            self.assertEqual(status, 202, body)
+            a = json.loads(body)["runId"]
+
+            def first_attempt():
+                status, run = d.json("GET", f"{NS}/runs/{a}")
+                done = [t for t in run["attempts"] if t["phase"] == "completed"]
+                return done[0] if done else None
+            attempt = wait_until(first_attempt, DEADLINE)
+            # B's calls come after the second that follows A's first call (the lines a call's
+            # answer may outrun), while A waits.
+            ended = datetime.fromisoformat(attempt["finishedAt"].replace("Z", "+00:00"))
+            while datetime.now(ended.tzinfo) < ended + timedelta(seconds=1.2):
+                time.sleep(0.1)
+            status, headers, body = d.call("POST", f"{NS}/workflows/paced:invoke",
+                                           json.dumps({"who": "b"}))
+            self.assertEqual(status, 200, body)
+            b = headers["Knflow-Run-Id"]
+
+            mine_a = ['echo: {"who":"a"} 0', 'echo: {"who":"a"} 1']
+            mine_b = ['echo: {"who":"b"} 0', 'echo: {"who":"b"} 1'] * 2
+            self.assertTrue(wait_until(lambda: lines_of(b) == mine_b, DEADLINE), lines_of(b))
+            self.assertEqual(lines_of(a), mine_a)  # still waiting: none of B's lines
+            # What the process printed as it started is A's: A's call waited for that start.
+            self.assertEqual(len(lines_of(a, "echo: listening on")), 1)
+            self.assertEqual(lines_of(b, "echo: listening on"), [])
+
+            # The workflow's logs hold both.
+            status, page = d.json("GET", f"{NS}/workflows/paced/logs")
+            self.assertEqual(status, 200, page)
+            texts = [line["text"] for line in page["items"] if line["text"].startswith("echo: {")]
+            self.assertEqual(texts, mine_a + mine_b)
+            status, _, body = d.call("POST", f"{NS}/runs/{a}:cancel")
+            self.assertEqual(status, 200, body)
+            self.assertEqual(lines_of(a), mine_a)
 
     def test_killed_daemon_leaves_no_function_behind(self):
         first = Daemon("--functions-dir", ECHO_DIR)

@@ -31,6 +31,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -664,7 +665,52 @@ TEST_CASE("logs() pages the lines of several functions in arrival order", "[func
     CHECK(same(walk(supervisor, keys, {.since = since, .until = until}, 2), window));
   }
 
+  SECTION("spans hold each function's lines to its own times, on every page") {
+    const auto millis = [](const std::string& time) {
+      return std::get<knflow::model::Instant>(knflow::model::parse_rfc3339(time))
+          .time_since_epoch()
+          .count();
+    };
+    // a: the span of its second batch alone; b: every line; the one never started: a span, but
+    // no lines.
+    const auto a_second = std::find_if(all.lines.rbegin(), all.lines.rend(), [](const auto& l) {
+      return l.key == 0 && l.line.text == "spam 0";
+    });
+    REQUIRE(a_second != all.lines.rend());
+    const auto from = millis(a_second->line.time);
+    LogQuery query{.spans = std::vector<knflow::engine::LogSpans>{
+                       {{from, std::numeric_limits<std::int64_t>::max()}},
+                       {{0, std::numeric_limits<std::int64_t>::max()}},
+                       {{0, std::numeric_limits<std::int64_t>::max()}}}};
+    std::vector<LogPage::Line> expected;
+    for (const auto& l : all.lines) {
+      if (l.key == 2 || millis(l.line.time) >= from) expected.push_back(l);
+    }
+    CHECK(expected.size() >= 8);  // b's five, and a's second batch at least
+    CHECK(expected.size() < all.lines.size());
+    for (std::size_t per_page : {1, 3, 13}) {
+      INFO(per_page);
+      CHECK(same(walk(supervisor, keys, query, per_page), expected));
+    }
+    // A function with no span has no lines; spans before and after a line do not hold it.
+    query.spans = std::vector<knflow::engine::LogSpans>{
+        {}, {}, {{0, 1}, {from + 3'600'000, from + 3'600'001}}};
+    CHECK(supervisor.logs(keys, query).lines.empty());
+  }
+
   shutdown(ioc, supervisor);
+}
+
+TEST_CASE("merge_log_spans sorts spans and joins those that overlap or touch",
+          "[function_supervisor]") {
+  using knflow::engine::LogSpans;
+  constexpr auto kOpen = std::numeric_limits<std::int64_t>::max();
+  LogSpans spans = {{20, 30}, {1, 5}, {6, 8}, {25, 40}, {50, 50}, {100, kOpen}, {200, 300}};
+  knflow::engine::merge_log_spans(spans);
+  CHECK(spans == LogSpans{{1, 8}, {20, 40}, {50, 50}, {100, kOpen}});
+  LogSpans none;
+  knflow::engine::merge_log_spans(none);
+  CHECK(none.empty());
 }
 
 TEST_CASE("Lines dropped between two pages are skipped", "[function_supervisor]") {

@@ -686,6 +686,16 @@ TEST_CASE("Attempts are numbered per run and finished in place") {
   CHECK(store.attempts("b").size() == 1);
   CHECK(store.attempts("nobody").empty());
 
+  // Their paths and times alone, in the same order.
+  const auto spans = store.attempt_spans("a");
+  REQUIRE(spans.size() == 3);
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    CHECK(spans[i].path == attempts[i].path);
+    CHECK(spans[i].started_at == attempts[i].started_at);
+    CHECK(spans[i].finished_at == attempts[i].finished_at);
+  }
+  CHECK(store.attempt_spans("nobody").empty());
+
   SECTION("an attempt that does not exist is not finished") {
     CHECK_FALSE(store.finish_attempt("a", 4, {.finished_at = at(4)}));
     CHECK_FALSE(store.finish_attempt("nobody", 1, {.finished_at = at(4)}));

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace knflow::metrics {
@@ -52,6 +53,13 @@ struct LogLine {
   std::string text;
 };
 
+// Spans of time, each [from, to] in milliseconds since the epoch, both inclusive.
+using LogSpans = std::vector<std::pair<std::int64_t, std::int64_t>>;
+
+// `spans` sorted by start, with spans that overlap or touch made one: the form LogQuery::spans
+// takes.
+void merge_log_spans(LogSpans& spans);
+
 // Which kept lines logs() returns. `since` and `until` are RFC 3339 date-times, compared as
 // instants to the millisecond (text that is not one is compared as text); `max_lines` and
 // `max_text_bytes` bound what one call copies.
@@ -59,6 +67,9 @@ struct LogQuery {
   std::uint64_t after = 0;             // only lines with a greater seq (the last one served)
   std::optional<std::string> since{};  // only lines read at or after this instant
   std::optional<std::string> until{};  // only lines read at or before this instant
+  // With a value: only lines read within one of the spans of their function (an entry per key
+  // asked for, in the same order; each as merge_log_spans() leaves it).
+  std::optional<std::vector<LogSpans>> spans{};
   std::size_t max_lines = 1'000;
   std::size_t max_text_bytes = 1 << 20;  // stop after the line whose text reaches this total
 };

@@ -76,6 +76,14 @@ struct AttemptRecord {
   friend bool operator==(const AttemptRecord&, const AttemptRecord&) = default;
 };
 
+// When one attempt was under way, and of which step: what attempt_spans() reads, without the
+// attempt's data.
+struct AttemptSpan {
+  std::string path;
+  std::string started_at;
+  std::optional<std::string> finished_at{};  // none while it runs
+};
+
 // How an attempt ended: written by finish_attempt and record_step.
 struct AttemptResult {
   AttemptPhase phase = AttemptPhase::completed;  // not running
@@ -168,6 +176,8 @@ class RunStore {
   std::size_t end_running_attempts(const std::string& run_id, const AttemptResult& result);
   // Every attempt of a run, in the order they were appended.
   std::vector<AttemptRecord> attempts(const std::string& run_id);
+  // The path and times of every attempt of a run, in the same order.
+  std::vector<AttemptSpan> attempt_spans(const std::string& run_id);
 
   // Inserts or replaces the journal entry of (run_id, entry.path). With `next`, also begins that
   // attempt (as begin_attempt) in the same transaction: both or neither.
@@ -267,6 +277,7 @@ class RunStore {
   Stmt begin_attempt_;
   Stmt finish_attempt_;
   Stmt select_attempts_;
+  Stmt select_attempt_spans_;
   Stmt upsert_journal_;
   Stmt select_journal_;
   Stmt any_finished_before_;
