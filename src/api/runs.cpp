@@ -933,15 +933,28 @@ struct Api::RunHandlers {
     auto entry = find_workflow(ns, name);
     if (!entry) co_return workflow_not_found(req, ns, name);
     auto decoded = api.decoded(ns, name, entry->resource_version, entry->json);
-    json::array items;
+    // By name; of each, the current definition's process first, then those kept for runs of
+    // earlier definitions (also of functions the current one no longer has).
+    std::vector<std::pair<std::string, json::object>> listed;
     if (decoded && decoded->workflow) {
       for (const auto& [function, fn] : decoded->workflow->spec.functions) {
         if (!fn.local || fn.local->command.empty()) continue;
         const auto state = api.functions_ ? api.functions_->state({ns, name, function})
                                           : std::optional<engine::FunctionState>{};
-        items.push_back(function_json(function, state));
+        listed.emplace_back(function, function_json(function, state));
       }
     }
+    if (api.functions_) {
+      for (auto& [function, state] : api.functions_->retired_states(ns, name)) {
+        auto item = function_json(function, state);
+        item["retired"] = true;
+        listed.emplace_back(function, std::move(item));
+      }
+    }
+    std::stable_sort(listed.begin(), listed.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    json::array items;
+    for (auto& [function, item] : listed) items.push_back(std::move(item));
     json::object body{{"apiVersion", "knflow.dev/v1alpha1"},
                       {"kind", "FunctionList"},
                       {"metadata", json::object{}},

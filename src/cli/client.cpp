@@ -1094,7 +1094,8 @@ int logs(const std::vector<std::string>& args) { return print_logs(args, /*run=*
 int functions(const std::vector<std::string>& args) {
   po::options_description desc(
       "Usage: knflow functions WORKFLOW [-n NS] [-o text|json]\n\nShows what the processes of "
-      "the workflow's local functions (local.command) are doing: phase (notStarted until a call "
+      "the workflow's local functions (local.command) are doing: revision (K_REVISION; \"retired\" "
+      "for a process kept for runs of an earlier definition), phase (notStarted until a call "
       "needs one; starting, running, backingOff, stopped), pid, restarts, how the last process "
       "ended or why the last start failed, and when it is tried again (docs/functions.md, "
       "\"Status\").\nExit code 0: shown; 1: refused (no such workflow: 404; cluster mode, where "
@@ -1138,7 +1139,7 @@ int functions(const std::vector<std::string>& args) {
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows{
-      {"FUNCTION", "PHASE", "PID", "RESTARTS", "SINCE", "LAST"}};
+      {"FUNCTION", "REVISION", "PHASE", "PID", "RESTARTS", "SINCE", "LAST"}};
   for (const auto& item : items->as_array()) {
     if (!item.is_object()) continue;
     const auto& o = item.as_object();
@@ -1150,7 +1151,13 @@ int functions(const std::vector<std::string>& args) {
     }
     std::string last = text(o, "lastError");
     if (last.empty()) last = text(o, "lastExit");
-    rows.push_back({str(o, "name"), str(o, "phase"), str(o, "pid"), str(o, "restarts"),
+    // A process kept for runs of an earlier definition says so after its revision.
+    std::string revision = str(o, "revision");
+    if (const auto* retired = o.if_contains("retired");
+        retired && retired->is_bool() && retired->as_bool()) {
+      revision += " retired";
+    }
+    rows.push_back({str(o, "name"), revision, str(o, "phase"), str(o, "pid"), str(o, "restarts"),
                     since.empty() ? "-" : since, last});
   }
   print_table(rows);

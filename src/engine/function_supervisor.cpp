@@ -710,7 +710,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   // The sequence number of the last line kept, of any function (LogLine::seq).
   std::uint64_t last_log_seq = 0;
   DefinitionLookup definitions;  // strand-owned; empty: every run follows the current definition
-  // Strand-owned: retired functions still running (a call holds them, or they linger).
+  // Retired functions still running (a call holds them, or they linger): the strand changes it
+  // under `mutex` (its shape, which retired_states() reads) and reads it without.
   std::multimap<FunctionKey, std::shared_ptr<Function>> retired;
   // Strand-owned: the specs each key had, in the order they first ran; a Function's revision is
   // its spec's place here, from 1 (K_REVISION names a spec, as a Knative revision does).
@@ -934,6 +935,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       log::info(
           "Starting a local function for runs of an earlier definition",
           {{"namespace", key.namespace_}, {"workflow", key.workflow}, {"function", key.function}});
+      std::lock_guard lock(mutex);
       retired.emplace(key, fn);
     }
     begin_start(fn, false);
@@ -990,8 +992,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       if (auto it = functions.find(fn->key); it != functions.end() && it->second == fn) {
         functions.erase(it);
       }
+      retired.emplace(fn->key, fn);
     }
-    retired.emplace(fn->key, fn);
     if (fn->leases == 0) {
       stop_function(
           fn, deleted(fn->key) ? "its workflow was deleted" : "its workflow's definition changed");
@@ -1011,15 +1013,15 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       fn->linger->cancel();
       fn->linger.reset();
     }
-    const auto [first, last] = retired.equal_range(fn->key);
-    for (auto it = first; it != last; ++it) {
-      if (it->second == fn) {
-        retired.erase(it);
-        break;
-      }
-    }
     {
       std::lock_guard lock(mutex);
+      const auto [first, last] = retired.equal_range(fn->key);
+      for (auto it = first; it != last; ++it) {
+        if (it->second == fn) {
+          retired.erase(it);
+          break;
+        }
+      }
       if (auto it = functions.find(fn->key); it != functions.end() && it->second == fn) {
         functions.erase(it);
       }
@@ -1724,6 +1726,9 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       for (auto& [key, fn] : retired) {
         supersede(*fn, "the function supervisor is shutting down");
         fn->phase = Phase::stopped;
+        std::lock_guard lock(mutex);
+        fn->state.phase = FunctionPhase::stopped;
+        fn->state.next_attempt.reset();
       }
     }
     check_shutdown_done();
@@ -1765,9 +1770,9 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     processes.clear();
     for (auto& [key, fn] : functions) supersede(*fn, "the function supervisor was destroyed");
     for (auto& [key, fn] : retired) supersede(*fn, "the function supervisor was destroyed");
-    retired.clear();
     shutdown_waiters.clear();
     std::lock_guard lock(mutex);
+    retired.clear();
     functions.clear();
   }
 };
@@ -1896,6 +1901,19 @@ std::optional<FunctionState> FunctionSupervisor::state(const FunctionKey& key) c
   const auto it = impl_->functions.find(key);
   if (it == impl_->functions.end()) return std::nullopt;
   return it->second->state;
+}
+
+std::vector<std::pair<std::string, FunctionState>> FunctionSupervisor::retired_states(
+    const std::string& namespace_, const std::string& workflow) const {
+  std::vector<std::pair<std::string, FunctionState>> found;
+  std::lock_guard lock(impl_->mutex);
+  for (auto it = impl_->retired.lower_bound(FunctionKey{namespace_, workflow, ""});
+       it != impl_->retired.end() && it->first.namespace_ == namespace_ &&
+       it->first.workflow == workflow;
+       ++it) {
+    found.emplace_back(it->first.function, it->second->state);
+  }
+  return found;
 }
 
 std::size_t FunctionSupervisor::total_restarts() const { return impl_->total_restarts.load(); }

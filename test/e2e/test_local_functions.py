@@ -233,10 +233,11 @@ class LocalFunctionsTest(unittest.TestCase):
             code, out, err = cli("functions", "states")
             self.assertEqual(code, 0, err)
             rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-            self.assertEqual(out.split()[:6], ["FUNCTION", "PHASE", "PID", "RESTARTS", "SINCE", "LAST"])
+            self.assertEqual(out.split()[:7], ["FUNCTION", "REVISION", "PHASE", "PID", "RESTARTS",
+                                               "SINCE", "LAST"])
             self.assertEqual(sorted(rows), ["broken", "echo", "later"])
-            self.assertEqual(rows["later"][1:5], ["notStarted", "-", "-", "-"])
-            self.assertEqual(rows["echo"][1], "running")
+            self.assertEqual(rows["later"][1:6], ["-", "notStarted", "-", "-", "-"])
+            self.assertEqual(rows["echo"][1:3], ["1", "running"])
             self.assertIn("exited with 3", out)
             self.assertIn("echo: refusing to start", out)
             code, out, err = cli("functions", "states", "-o", "json")
@@ -466,6 +467,22 @@ class LocalFunctionsTest(unittest.TestCase):
             status, _, body = d.call("PUT", NS + "/workflows/holder", holder("b"))
             self.assertEqual(status, 200, body)
             self.assertTrue(alive(old_pid), "the update stopped the call in flight")
+            # The functions route lists the process the old run's call holds after the current
+            # definition's (which no call has needed yet), as retired (it was not listed).
+            status, listed = d.json("GET", NS + "/workflows/holder/functions")
+            self.assertEqual(status, 200, listed)
+            current, kept = listed["items"]
+            self.assertEqual(current, {"name": "echo", "phase": "notStarted"})
+            self.assertEqual((kept["name"], kept["retired"], kept["revision"], kept["phase"],
+                              kept["pid"]), ("echo", True, 1, "running", old_pid), kept)
+            r = subprocess.run([BIN, "functions", "holder", "--server", d.base, "--token-file",
+                                os.path.join(d.data_dir, "token")], capture_output=True,
+                               text=True, timeout=DEADLINE)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual([line.split()[:4] for line in r.stdout.splitlines()],
+                             [["FUNCTION", "REVISION", "PHASE", "PID"],
+                              ["echo", "-", "notStarted", "-"],
+                              ["echo", "1", "retired", "running"]])
             with open(release, "w"):
                 pass
             view = finished(old_run)
@@ -476,6 +493,13 @@ class LocalFunctionsTest(unittest.TestCase):
             new_run, new_pid = run_until_held(1)
             self.assertNotEqual(new_pid, old_pid)
             self.assertTrue(wait_until(lambda: not alive(old_pid), DEADLINE), d.output())
+            # Stopped: no longer listed.
+            status, listed = d.json("GET", NS + "/workflows/holder/functions")
+            self.assertEqual(status, 200, listed)
+            [current] = listed["items"]
+            self.assertEqual((current["phase"], current["revision"], current["pid"]),
+                             ("running", 2, new_pid), current)
+            self.assertNotIn("retired", current)
 
             # Deleted while its run is in the first call: that call ends normally, the second
             # is served too, and no process of the workflow is left once the run is over.

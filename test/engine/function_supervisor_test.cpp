@@ -1155,6 +1155,17 @@ TEST_CASE("Runs of an earlier definition keep a process of their own while they 
   CHECK(env_value(env_of(*old_call->url), "GREETING") == "a");
   CHECK(env_value(env_of(*new_call.url), "GREETING") == "b");
   CHECK(*supervisor.state(k)->pid != old_pid);  // the state is the current process's
+  // The old one is listed as retired, of the workflow it serves only.
+  const auto kept = supervisor.retired_states("shop", "orders");
+  REQUIRE(kept.size() == 1);
+  CHECK(kept[0].first == "echo");
+  CHECK(kept[0].second.pid == old_pid);
+  CHECK(kept[0].second.revision == 1);
+  CHECK(kept[0].second.running());
+  CHECK(supervisor.state(k)->revision == 2);
+  CHECK(supervisor.retired_states("shop", "order").empty());
+  CHECK(supervisor.retired_states("shop", "orders2").empty());
+  CHECK(supervisor.retired_states("shops", "orders").empty());
 
   // The old run calls again: the same old process, not a stop of the new one (they used to
   // stop each other at every call).
@@ -1170,6 +1181,7 @@ TEST_CASE("Runs of an earlier definition keep a process of their own while they 
   again = Endpoint{};
   REQUIRE(run_until(ioc, [&] { return reaped(old_pid); }));
   CHECK(env_value(env_of(*new_call.url), "GREETING") == "b");
+  CHECK(supervisor.retired_states("shop", "orders").empty());  // stopped: gone from the list
 
   // A later call of an old run starts the old command line again, for that call only.
   auto late = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}), 1);
