@@ -935,21 +935,24 @@ struct Api::RunHandlers {
     auto decoded = api.decoded(ns, name, entry->resource_version, entry->json);
     // By name; of each, the current definition's process first, then those kept for runs of
     // earlier definitions (also of functions the current one no longer has).
+    // Read at one moment, so that a process an update retires meanwhile is not listed twice.
+    auto states = api.functions_ ? api.functions_->workflow_states(ns, name)
+                                 : engine::FunctionSupervisor::WorkflowStates{};
     std::vector<std::pair<std::string, json::object>> listed;
     if (decoded && decoded->workflow) {
       for (const auto& [function, fn] : decoded->workflow->spec.functions) {
         if (!fn.local || fn.local->command.empty()) continue;
-        const auto state = api.functions_ ? api.functions_->state({ns, name, function})
-                                          : std::optional<engine::FunctionState>{};
-        listed.emplace_back(function, function_json(function, state));
+        const auto current = states.current.find(function);
+        listed.emplace_back(function,
+                            function_json(function, current == states.current.end()
+                                                        ? std::nullopt
+                                                        : std::optional(current->second)));
       }
     }
-    if (api.functions_) {
-      for (auto& [function, state] : api.functions_->retired_states(ns, name)) {
-        auto item = function_json(function, state);
-        item["retired"] = true;
-        listed.emplace_back(function, std::move(item));
-      }
+    for (auto& [function, state] : states.retired) {
+      auto item = function_json(function, state);
+      item["retired"] = true;
+      listed.emplace_back(function, std::move(item));
     }
     std::stable_sort(listed.begin(), listed.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });

@@ -978,9 +978,10 @@ int print_logs(const std::vector<std::string>& args, bool run) {
   if (printed == 0) {
     std::cerr << "No log lines of " << (run ? "run " : "workflow ") << printable(name)
               << (vm.count("since") ? " since " + printable(vm["since"].as<std::string>()) : "")
-              << ": " << (run ? "its workflow's " : "its ")
-              << "local functions wrote none that the daemon still keeps, or it has none "
-                 "(knflow functions WORKFLOW lists them).\n";
+              << ": " << (run ? "its workflow's " : "its ") << "local functions wrote none"
+              << (run ? " during its calls of them" : "")
+              << " that the daemon still keeps, or it has none (knflow functions WORKFLOW lists "
+                 "them).\n";
   }
   return kExitOk;
 }
@@ -1094,7 +1095,8 @@ int logs(const std::vector<std::string>& args) { return print_logs(args, /*run=*
 int functions(const std::vector<std::string>& args) {
   po::options_description desc(
       "Usage: knflow functions WORKFLOW [-n NS] [-o text|json]\n\nShows what the processes of "
-      "the workflow's local functions (local.command) are doing: revision (K_REVISION; \"retired\" "
+      "the workflow's local functions (local.command) are doing: revision (K_REVISION; "
+      "\"(retired)\" "
       "for a process kept for runs of an earlier definition), phase (notStarted until a call "
       "needs one; starting, running, backingOff, stopped), pid, restarts, how the last process "
       "ended or why the last start failed, and when it is tried again (docs/functions.md, "
@@ -1155,7 +1157,7 @@ int functions(const std::vector<std::string>& args) {
     std::string revision = str(o, "revision");
     if (const auto* retired = o.if_contains("retired");
         retired && retired->is_bool() && retired->as_bool()) {
-      revision += " retired";
+      revision += "(retired)";
     }
     rows.push_back({str(o, "name"), revision, str(o, "phase"), str(o, "pid"), str(o, "restarts"),
                     since.empty() ? "-" : since, last});

@@ -2351,9 +2351,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // Resumed after its last attempt faulted: it faults again, or its backoff is waited out.
       const auto last = std::make_shared<const Run::FailedAttempt>(std::move(failed->second));
       run.failed_attempts.erase(failed);
-      // A local command's process, not asked for yet, may not even run: it is named, as when it
-      // could not be started.
-      const std::string dest = target.url.empty() ? "local:" + call.function : target.url;
+      const std::string dest = started_here ? "local:" + call.function : target.url;
       co_await resume_faulted_call(env, policy, attempts - base, *last, out, cur.data, dest);
       resumed_in_backoff = true;
     }
@@ -2402,9 +2400,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           waited = f;
         }
         if (waited) {
-          // Not at a shutdown: the attempt is left under way, and the run resumes at the next
-          // start, as when its request was under way.
-          if (!stopping_now()) {
+          // Not a shutdown's cancel: the attempt is left under way, and the next start marks it
+          // interrupted when it resumes the run, as one whose request was under way. (A deadline
+          // that passed meanwhile is recorded: the run may go on, a `try` catching it.)
+          if (!is_cancellation(*waited) || !stopping_now()) {
             co_await attempt_end(run, seq,
                                  is_cancellation(*waited) ? store::AttemptPhase::cancelled
                                                           : store::AttemptPhase::faulted,
@@ -2432,12 +2431,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       req.deadline = env.deadline;
       auto answered = co_await send_cancellable(*env.scope, std::move(req));
       if (!answered) {
-        co_await attempt_end(
-            run, seq, store::AttemptPhase::cancelled,
-            make_fault("runtime", 499, "Cancelled",
-                       "the call was abandoned: its run or branch was cancelled", path)
-                .error,
-            std::nullopt);
+        // Abandoned. At a shutdown the attempt is left under way, and the next start marks it
+        // interrupted when it resumes the run (it was not cancelled).
+        if (!stopping_now()) {
+          co_await attempt_end(
+              run, seq, store::AttemptPhase::cancelled,
+              make_fault("runtime", 499, "Cancelled",
+                         "the call was abandoned: its run or branch was cancelled", path)
+                  .error,
+              std::nullopt);
+        }
         check_live(run, *env.scope, std::nullopt, path);
       }
       auto& res = *answered;
@@ -2497,7 +2500,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_await sleep_in_step(env, due.steady);
         continue;
       }
-      co_await dead_letter(run, out, url, res, &env, &cur.data);
+      // A local command is named, not its process's port: the same destination however often
+      // the process restarted, and after a restart of the daemon. (Named before the co_await:
+      // g++ 12 frees a temporary string in one twice, docs/architecture.md.)
+      const std::string dest = started_here ? "local:" + call.function : url;
+      co_await dead_letter(run, out, dest, res, &env, &cur.data);
       throw fault;
     }
   }

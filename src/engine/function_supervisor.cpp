@@ -1903,15 +1903,21 @@ std::optional<FunctionState> FunctionSupervisor::state(const FunctionKey& key) c
   return it->second->state;
 }
 
-std::vector<std::pair<std::string, FunctionState>> FunctionSupervisor::retired_states(
+FunctionSupervisor::WorkflowStates FunctionSupervisor::workflow_states(
     const std::string& namespace_, const std::string& workflow) const {
-  std::vector<std::pair<std::string, FunctionState>> found;
+  WorkflowStates found;
+  const FunctionKey first{namespace_, workflow, ""};
+  const auto of_workflow = [&](const FunctionKey& key) {
+    return key.namespace_ == namespace_ && key.workflow == workflow;
+  };
   std::lock_guard lock(impl_->mutex);
-  for (auto it = impl_->retired.lower_bound(FunctionKey{namespace_, workflow, ""});
-       it != impl_->retired.end() && it->first.namespace_ == namespace_ &&
-       it->first.workflow == workflow;
-       ++it) {
-    found.emplace_back(it->first.function, it->second->state);
+  for (auto it = impl_->functions.lower_bound(first);
+       it != impl_->functions.end() && of_workflow(it->first); ++it) {
+    found.current.emplace(it->first.function, it->second->state);
+  }
+  for (auto it = impl_->retired.lower_bound(first);
+       it != impl_->retired.end() && of_workflow(it->first); ++it) {
+    found.retired.emplace_back(it->first.function, it->second->state);
   }
   return found;
 }

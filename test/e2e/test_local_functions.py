@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -24,7 +25,8 @@ import urllib.request
 from datetime import datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(__file__))
-from daemon import BIN, SOURCE_DIR, Daemon, alive, wait_until, workflow, zombie  # noqa: E402
+from daemon import (BIN, SOURCE_DIR, Daemon, LocalFunction, alive, wait_until,  # noqa: E402
+                    workflow, zombie)
 
 NS = "/api/v1/namespaces/default"
 ECHO_DIR = os.path.join(SOURCE_DIR, "test", "engine", "fixtures")  # echo_function.py
@@ -482,7 +484,7 @@ class LocalFunctionsTest(unittest.TestCase):
             self.assertEqual([line.split()[:4] for line in r.stdout.splitlines()],
                              [["FUNCTION", "REVISION", "PHASE", "PID"],
                               ["echo", "-", "notStarted", "-"],
-                              ["echo", "1", "retired", "running"]])
+                              ["echo", "1(retired)", "running", str(old_pid)]])
             with open(release, "w"):
                 pass
             view = finished(old_run)
@@ -562,6 +564,11 @@ class LocalFunctionsTest(unittest.TestCase):
             status, run = second.json("GET", f"{NS}/runs/{run_id}")
             self.assertEqual(status, 200, run)
             self.assertEqual(run["phase"], "running", run)
+            # The attempt that waited for the start was left under way by the shutdown, and the
+            # next start marked it interrupted (not faulted or cancelled as by a user).
+            first_attempt = run["attempts"][0]
+            self.assertEqual((first_attempt["phase"], first_attempt["error"]["title"]),
+                             ("cancelled", "Interrupted"), first_attempt)
             [pid] = wait_until(lambda: self.recorded_groups(second), DEADLINE)
             stopping = time.monotonic()
             self.assertEqual(second.stop(), 0, second.output())
@@ -571,6 +578,48 @@ class LocalFunctionsTest(unittest.TestCase):
             for daemon in (second, first):
                 if daemon:
                     daemon.close()
+
+    def test_a_shutdown_during_a_call_leaves_its_attempt_to_be_marked_interrupted(self):
+        # It was written `cancelled` "Cancelled: the call was abandoned: its run or branch was
+        # cancelled", as if a user had cancelled the run.
+        release = threading.Event()
+        calls = []
+
+        def respond(path, headers, body):
+            calls.append(path)
+            if len(calls) == 1:
+                release.wait(DEADLINE)
+            return 200, '{"ok": true}'
+        function = LocalFunction(respond)
+        first = second = None
+        try:
+            first = Daemon()
+            first.start()
+            self.create(first, workflow("held", function.url))
+            status, _, body = first.call("POST", f"{NS}/workflows/held:invoke?mode=async", "{}")
+            self.assertEqual(status, 202, body)
+            run_id = json.loads(body)["runId"]
+            self.assertTrue(wait_until(lambda: calls, DEADLINE))
+            self.assertEqual(first.stop(), 0, first.output())
+            release.set()
+            second = Daemon(data_dir=first.data_dir)
+            second.start()
+
+            def finished():
+                status, run = second.json("GET", f"{NS}/runs/{run_id}")
+                return run if run["phase"] == "completed" else None
+            run = wait_until(finished, DEADLINE)
+            self.assertTrue(run, second.output())
+            interrupted, sent_again = run["attempts"]
+            self.assertEqual((interrupted["phase"], interrupted["error"]["title"]),
+                             ("cancelled", "Interrupted"), interrupted)
+            self.assertEqual((sent_again["attempt"], sent_again["phase"]), (2, "completed"))
+        finally:
+            release.set()
+            for daemon in (second, first):
+                if daemon:
+                    daemon.close()
+            function.close()
 
     def test_a_call_that_timed_out_during_the_start_no_longer_holds_the_process(self):
         # The call's step timeout ended the run, but the call kept its hold on the function until
@@ -645,6 +694,32 @@ class LocalFunctionsTest(unittest.TestCase):
             self.assertEqual(attempt["phase"], "cancelled", attempt)
             self.assertEqual(attempt["error"]["status"], 499, attempt)
             self.assertEqual(run["steps"][0]["phase"], "cancelled", run)
+
+    def test_a_local_functions_dead_letter_names_the_function_not_its_port(self):
+        # knativeerrordest was the process's URL, a port that changes with every start (and was
+        # local:NAME when a run resumed after the daemon's restart, so one event went to the
+        # dead-letter sink under two names).
+        got = []
+        sink = LocalFunction(lambda path, headers, body: got.append(dict(headers)) or (202, ""))
+        try:
+            with Daemon("--functions-dir", ECHO_DIR) as d:
+                d.start()
+                self.create(d, json.dumps({
+                    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                    "metadata": {"name": "refused"},
+                    "spec": {"functions": {"picky": {
+                        "env": {"ANSWER_STATUS": "400"},
+                        "local": {"command": ["python3", "echo_function.py"]}}},
+                        "deadLetter": {"uri": sink.url + "/dead"},
+                        "do": [{"name": "ask", "call": "picky"}]}}))
+                status, _, body = d.call("POST", f"{NS}/workflows/refused:invoke", "{}")
+                self.assertEqual(status, 400, body)
+                self.assertTrue(wait_until(lambda: got, DEADLINE))
+                [headers] = got
+                self.assertEqual(headers["ce-knativeerrordest"], "local:picky", headers)
+                self.assertEqual(headers["ce-knativeerrorcode"], "400", headers)
+        finally:
+            sink.close()
 
     def test_control_characters_of_a_function_do_not_reach_the_daemons_log_raw(self):
         # A failed start's error quotes the function's stderr, and the daemon logs that error.

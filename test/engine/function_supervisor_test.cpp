@@ -1156,16 +1156,22 @@ TEST_CASE("Runs of an earlier definition keep a process of their own while they 
   CHECK(env_value(env_of(*new_call.url), "GREETING") == "b");
   CHECK(*supervisor.state(k)->pid != old_pid);  // the state is the current process's
   // The old one is listed as retired, of the workflow it serves only.
-  const auto kept = supervisor.retired_states("shop", "orders");
+  const auto states = supervisor.workflow_states("shop", "orders");
+  const auto& kept = states.retired;
   REQUIRE(kept.size() == 1);
+  REQUIRE(states.current.size() == 1);
+  CHECK(states.current.at("echo").pid == supervisor.state(k)->pid);
   CHECK(kept[0].first == "echo");
   CHECK(kept[0].second.pid == old_pid);
   CHECK(kept[0].second.revision == 1);
   CHECK(kept[0].second.running());
   CHECK(supervisor.state(k)->revision == 2);
-  CHECK(supervisor.retired_states("shop", "order").empty());
-  CHECK(supervisor.retired_states("shop", "orders2").empty());
-  CHECK(supervisor.retired_states("shops", "orders").empty());
+  for (const auto& [ns, workflow] :
+       {std::pair{"shop", "order"}, std::pair{"shop", "orders2"}, std::pair{"shops", "orders"}}) {
+    const auto none = supervisor.workflow_states(ns, workflow);
+    CHECK(none.current.empty());
+    CHECK(none.retired.empty());
+  }
 
   // The old run calls again: the same old process, not a stop of the new one (they used to
   // stop each other at every call).
@@ -1181,7 +1187,7 @@ TEST_CASE("Runs of an earlier definition keep a process of their own while they 
   again = Endpoint{};
   REQUIRE(run_until(ioc, [&] { return reaped(old_pid); }));
   CHECK(env_value(env_of(*new_call.url), "GREETING") == "b");
-  CHECK(supervisor.retired_states("shop", "orders").empty());  // stopped: gone from the list
+  CHECK(supervisor.workflow_states("shop", "orders").retired.empty());  // stopped: not listed
 
   // A later call of an old run starts the old command line again, for that call only.
   auto late = ensure(ioc, supervisor, k, echo_spec({{"GREETING", "a"}}), 1);

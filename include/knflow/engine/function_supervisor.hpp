@@ -190,11 +190,15 @@ class FunctionSupervisor {
   // What the current process of the function is doing; nullopt when it has none (no call has
   // needed it since the daemon started or the workflow last changed).
   std::optional<FunctionState> state(const FunctionKey& key) const;
-  // The workflow's processes kept for runs of its earlier definitions (or, once it was deleted,
-  // of its last one) that have not stopped yet, by function name, in name order (each name's in
+  // What every process of a workflow is doing, read at one moment: the current process of each
+  // function that has one, and the processes kept for runs of its earlier definitions (or, once
+  // it was deleted, of its last one) that have not stopped yet, by function name (each name's in
   // the order they were retired).
-  std::vector<std::pair<std::string, FunctionState>> retired_states(
-      const std::string& namespace_, const std::string& workflow) const;
+  struct WorkflowStates {
+    std::map<std::string, FunctionState> current;
+    std::vector<std::pair<std::string, FunctionState>> retired;
+  };
+  WorkflowStates workflow_states(const std::string& namespace_, const std::string& workflow) const;
   std::size_t total_restarts() const;
 
   // Stops every process (SIGTERM, then SIGKILL after the grace period); `done` runs when all
