@@ -2400,9 +2400,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           waited = f;
         }
         if (waited) {
-          // Not a shutdown's cancel: the attempt is left under way, and the next start marks it
-          // interrupted when it resumes the run, as one whose request was under way. (A deadline
-          // that passed meanwhile is recorded: the run may go on, a `try` catching it.)
+          // Ended with the fault, unless it is a shutdown's cancel: that leaves the attempt under
+          // way, for the next start to mark interrupted when it resumes the run, as one whose
+          // request was under way. (A deadline that passed during a shutdown is recorded: the run
+          // may go on meanwhile, a `try` catching it.)
           if (!is_cancellation(*waited) || !stopping_now()) {
             co_await attempt_end(run, seq,
                                  is_cancellation(*waited) ? store::AttemptPhase::cancelled

@@ -711,7 +711,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   std::uint64_t last_log_seq = 0;
   DefinitionLookup definitions;  // strand-owned; empty: every run follows the current definition
   // Retired functions still running (a call holds them, or they linger): the strand changes it
-  // under `mutex` (its shape, which retired_states() reads) and reads it without.
+  // under `mutex` (its shape, which workflow_states() reads) and reads it without.
   std::multimap<FunctionKey, std::shared_ptr<Function>> retired;
   // Strand-owned: the specs each key had, in the order they first ran; a Function's revision is
   // its spec's place here, from 1 (K_REVISION names a spec, as a Knative revision does).
