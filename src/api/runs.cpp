@@ -781,7 +781,7 @@ struct Api::RunHandlers {
   // name: none).
   Response logs_page(const std::string& ns, const std::string& workflow, const model::Workflow* wf,
                      engine::LogQuery query, std::string_view scope,
-                     std::map<std::string, engine::LogSpans>* spans = nullptr) const {
+                     std::optional<std::map<std::string, engine::LogSpans>> spans = {}) const {
     std::vector<engine::FunctionKey> keys;
     std::vector<const std::string*> names;
     if (wf && api.functions_) {
@@ -863,7 +863,7 @@ struct Api::RunHandlers {
                                          .since = std::move(query.since),
                                          .until = std::nullopt,
                                          .max_lines = query.limit},
-                        scope, &spans);
+                        scope, std::move(spans));
   }
 
   // When the run's calls of each function were under way: each attempt's span, from its start to

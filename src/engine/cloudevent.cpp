@@ -188,6 +188,14 @@ std::optional<std::string> event_error(const CloudEvent& event) {
 
 namespace {
 
+// Why a structured-mode extension whose JSON (`raw`) is an integer cannot be one of CloudEvents'
+// Integers, which are 32-bit.
+std::string outside_integer_range(const std::string& name, std::string_view raw) {
+  return "the extension " + name +
+         " is an integer outside CloudEvents' range (-2147483648 to 2147483647): " +
+         std::string(raw);
+}
+
 // Percent-encoding of a header value (HTTP binding 3.1.3.2), hand-written: every byte of
 // U+0000-U+001F, space, double quote, percent, U+007F and every byte of a multi-byte UTF-8
 // sequence becomes %XX; all other printable ASCII stays as it is.
@@ -434,18 +442,14 @@ DecodeEventResult decode_structured(std::string_view content_type, std::string_v
       // and `1e3`, which parse as doubles, are refused below).
       if (!parsed.is_int64() || parsed.get_int64() < std::numeric_limits<std::int32_t>::min() ||
           parsed.get_int64() > std::numeric_limits<std::int32_t>::max()) {
-        return "the extension " + name +
-               " is an integer outside CloudEvents' range (-2147483648 to 2147483647): " +
-               std::string(member.raw);
+        return outside_integer_range(name, member.raw);
       }
       text = std::string(member.raw);
     } else if (const std::string_view raw = member.raw;
                parsed.is_double() && !raw.empty() &&
                raw.find_first_not_of("-0123456789") == std::string_view::npos) {
       // Integer digits too many for 64 bits, which the parser reads as a double.
-      return "the extension " + name +
-             " is an integer outside CloudEvents' range (-2147483648 to 2147483647): " +
-             std::string(raw);
+      return outside_integer_range(name, raw);
     } else {
       return "the extension " + name + " must be a string, an integer or a boolean";
     }
