@@ -20,7 +20,6 @@
 
 #include <openssl/evp.h>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -840,15 +839,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // Awaits `task`, started at once on this executor, until it ends, the scope is cancelled (a lost
   // `any` branch, a cancelled run, a shutdown) or `deadline` passes: nullopt then, the task going
   // on in the background and its result dropped. A scope cancelled already starts nothing.
-  // `failed()` stands for the result of a task that threw. With `cancel_abandoned`, a task given
-  // up on is also sent a terminal cancellation (Asio's per-operation cancellation), for a task
-  // that holds something while it runs which its caller no longer wants (a local function's start
-  // held its process for a call that had timed out, until the start ended).
+  // `failed()` stands for the result of a task that threw. A task that holds something its caller
+  // no longer wants is given an Abandon, which the caller abandons on nullopt.
   template <typename T, typename Failed>
   asio::awaitable<std::optional<T>> await_cancellable(Scope& scope,
                                                       std::optional<SteadyTime> deadline,
-                                                      asio::awaitable<T> task, Failed failed,
-                                                      bool cancel_abandoned = false) {
+                                                      asio::awaitable<T> task, Failed failed) {
     if (scope.cancelled()) co_return std::nullopt;
     auto result = std::make_shared<std::optional<T>>();
     auto ex = co_await asio::this_coro::executor;
@@ -857,22 +853,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       *result = e ? failed() : std::move(r);
       wake->cancel();
     };
-    std::shared_ptr<asio::cancellation_signal> stop;
-    if (cancel_abandoned) {
-      stop = std::make_shared<asio::cancellation_signal>();
-      asio::co_spawn(ex, std::move(task),
-                     asio::bind_cancellation_slot(
-                         stop->slot(), [stop, done](auto... args) { done(std::move(args)...); }));
-    } else {
-      asio::co_spawn(ex, std::move(task), std::move(done));
-    }
+    asio::co_spawn(ex, std::move(task), std::move(done));
     scope.add_timer(wake.get());
     while (!*result && !scope.cancelled() &&
            (!deadline || std::chrono::steady_clock::now() < *deadline)) {
       co_await wake->async_wait(use_tuple);
     }
     scope.remove_timer(wake.get());
-    if (!*result && stop) stop->emit(asio::cancellation_type::terminal);
     co_return std::move(*result);
   }
 
@@ -2144,13 +2131,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       std::int64_t revision = -1;
       const std::string& version = run.workflow->metadata.resource_version;
       std::from_chars(version.data(), version.data() + version.size(), revision);
-      auto starting = functions.ensure(std::move(key), std::move(spec), revision);
+      // Abandoned when the wait ends first, so that the call lets go of the process at once: a
+      // workflow deleted or replaced meanwhile does not keep its starting process for it.
+      auto abandon = std::make_shared<Abandon>();
+      auto starting = functions.ensure(std::move(key), std::move(spec), revision, abandon);
       auto failed = [] {
         return FunctionSupervisor::Endpoint{std::nullopt, "the function supervisor failed", {}};
       };
-      auto endpoint = co_await await_cancellable(*env.scope, env.deadline, std::move(starting),
-                                                 failed, /*cancel_abandoned=*/true);
+      auto endpoint =
+          co_await await_cancellable(*env.scope, env.deadline, std::move(starting), failed);
       if (!endpoint) {
+        abandon->abandon();
         check_live(run, *env.scope, std::nullopt, path);  // cancelled: throws
         // The error says where the time went (the attempt that waited sent nothing).
         throw make_fault("timeout", 408, "Timed out",

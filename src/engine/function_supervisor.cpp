@@ -1,11 +1,14 @@
 #include "knflow/engine/function_supervisor.hpp"
 
+#include "knflow/engine/abandon.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/timestamp.hpp"
 #include "knflow/model/utf8.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -834,7 +837,8 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   // --- ensure -----------------------------------------------------------------------------
 
   static asio::awaitable<Endpoint> ensure_on_strand(std::shared_ptr<Impl> self, FunctionKey key,
-                                                    FunctionSpec spec, std::int64_t revision) {
+                                                    FunctionSpec spec, std::int64_t revision,
+                                                    std::shared_ptr<Abandon> abandon) {
     if (self->is_closed() || self->shutting_down) {
       co_return Endpoint{.url = std::nullopt, .error = "the function supervisor is shutting down"};
     }
@@ -858,14 +862,26 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
           .lease = std::move(lease)};
     }
     const auto attempt = fn->attempt;
-    while (!attempt->result) {
-      const auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none) {
-        co_return Endpoint{.url = std::nullopt,
-                           .error = "cancelled while the function started",
-                           .lease = std::move(lease)};
-      }
+    if (abandon) {
+      // From the caller's thread: wakes the waiters on the strand (posted, so never before this
+      // one waits); the others wait on, this one sees that it was abandoned.
+      auto wake = [supervisor = std::weak_ptr<Impl>(self),
+                   waited = std::weak_ptr<Attempt>(attempt)] {
+        if (auto impl = supervisor.lock()) {
+          asio::post(impl->strand, [waited] {
+            if (auto starting = waited.lock()) starting->signal.cancel();
+          });
+        }
+      };
+      if (!abandon->watch(wake)) wake();  // abandoned already
+    }
+    while (!attempt->result && !(abandon && abandon->abandoned())) {
       co_await attempt->signal.async_wait(use_tuple);
+    }
+    if (abandon) abandon->unwatch();
+    if (!attempt->result) {
+      // Without the lease: nothing holds the process for a call that no longer waits.
+      co_return Endpoint{.url = std::nullopt, .error = "abandoned while the function started"};
     }
     Endpoint out = *attempt->result;
     out.lease = std::move(lease);
@@ -1787,10 +1803,14 @@ FunctionSupervisor::~FunctionSupervisor() {
 }
 
 boost::asio::awaitable<FunctionSupervisor::Endpoint> FunctionSupervisor::ensure(
-    FunctionKey key, FunctionSpec spec, std::int64_t revision) {
+    FunctionKey key, FunctionSpec spec, std::int64_t revision, std::shared_ptr<Abandon> abandon) {
+  // Without the awaiting coroutine's cancellation slot: Boost 1.81's co_spawn forwards a
+  // cancellation to the strand through a pointer that may dangle by then (asio#1332), as a
+  // SIGTERM during a start showed under ASan. The caller gives up through `abandon` instead.
   co_return co_await asio::co_spawn(
-      impl_->strand, Impl::ensure_on_strand(impl_, std::move(key), std::move(spec), revision),
-      asio::use_awaitable);
+      impl_->strand,
+      Impl::ensure_on_strand(impl_, std::move(key), std::move(spec), revision, std::move(abandon)),
+      asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
 }
 
 void FunctionSupervisor::set_sink(SinkSettings sink) {

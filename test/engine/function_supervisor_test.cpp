@@ -1,4 +1,5 @@
 #include "knflow/engine/function_supervisor.hpp"
+#include "knflow/engine/abandon.hpp"
 #include "knflow/model/timestamp.hpp"
 
 #include "knflow/metrics/metrics.hpp"
@@ -1294,6 +1295,78 @@ TEST_CASE("Concurrent ensure() calls for one function share one start", "[functi
     return count_lines(lines_of(supervisor, k), "stdout", "echo: listening on") >= 1;
   }));
   CHECK(count_lines(lines_of(supervisor, k), "stdout", "echo: listening on") == 1);
+  shutdown(ioc, supervisor);
+}
+
+TEST_CASE("An abandoned ensure() ends at once, and the start goes on for the other callers",
+          "[function_supervisor]") {
+  // The engine gave up through Asio's cancellation, which Boost 1.81's co_spawn forwards through
+  // a pointer that may dangle (a use after free under ASan when a SIGTERM came during a start).
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(ioc.get_executor(), SupervisorSettings{.start_timeout = 600s});
+  const auto k = key("orders", "silent");
+  const FunctionSpec spec{.command = {"sleep", "600"}, .env = {}, .working_dir = {}};
+  auto abandon = std::make_shared<knflow::engine::Abandon>();
+  std::optional<Endpoint> given_up;
+  std::optional<Endpoint> waiting;
+  asio::co_spawn(ioc, supervisor.ensure(k, spec, -1, abandon),
+                 [&given_up](std::exception_ptr, Endpoint e) { given_up = std::move(e); });
+  asio::co_spawn(ioc, supervisor.ensure(k, spec),
+                 [&waiting](std::exception_ptr, Endpoint e) { waiting = std::move(e); });
+  REQUIRE(run_until(ioc, [&] {
+    const auto s = supervisor.state(k);
+    return s && s->pid;
+  }));
+  std::thread([abandon] { abandon->abandon(); }).join();  // from another thread, as a run's strand
+  REQUIRE(run_until(ioc, [&] { return given_up.has_value(); }));
+  CHECK(!given_up->url);
+  CHECK(given_up->error == "abandoned while the function started");
+  // The other caller still waits for the same start.
+  for (int i = 0; i < 20; ++i) ioc.run_one_for(10ms);
+  CHECK(!waiting);
+  CHECK(supervisor.state(k)->phase == knflow::engine::FunctionPhase::starting);
+
+  // Abandoned before it was called: it ends without waiting.
+  auto already = std::make_shared<knflow::engine::Abandon>();
+  already->abandon();
+  std::optional<Endpoint> late;
+  asio::co_spawn(ioc, supervisor.ensure(k, spec, -1, already),
+                 [&late](std::exception_ptr, Endpoint e) { late = std::move(e); });
+  REQUIRE(run_until(ioc, [&] { return late.has_value(); }));
+  CHECK(late->error == "abandoned while the function started");
+  CHECK(!waiting);
+
+  shutdown(ioc, supervisor);
+  REQUIRE(run_until(ioc, [&] { return waiting.has_value(); }));
+  CHECK(!waiting->url);
+}
+
+TEST_CASE("A deleted workflow's starting process stops once its last caller abandons the start",
+          "[function_supervisor]") {
+  asio::io_context ioc;
+  FunctionSupervisor supervisor(
+      ioc.get_executor(),
+      SupervisorSettings{.start_timeout = 600s, .retired_linger = std::chrono::milliseconds(50)});
+  Workflows workflows{{{"shop", "orders"}, 3}};
+  supervisor.set_definitions(lookup_in(workflows));
+  const auto k = key("orders", "silent");
+  const FunctionSpec spec{.command = {"sleep", "600"}, .env = {}, .working_dir = {}};
+  auto abandon = std::make_shared<knflow::engine::Abandon>();
+  std::optional<Endpoint> result;
+  asio::co_spawn(ioc, supervisor.ensure(k, spec, 3, abandon),
+                 [&result](std::exception_ptr, Endpoint e) { result = std::move(e); });
+  std::optional<pid_t> pid;
+  REQUIRE(run_until(ioc, [&] {
+    const auto s = supervisor.state(k);
+    if (s && s->pid) pid = s->pid;
+    return pid.has_value();
+  }));
+  workflows.erase({"shop", "orders"});
+  supervisor.workflow_changed("shop", "orders");
+  abandon->abandon();
+  REQUIRE(run_until(ioc, [&] { return result.has_value(); }));
+  // Not kept for the start timeout (ten minutes here): nothing holds it any more.
+  REQUIRE(run_until(ioc, [&] { return reaped(*pid); }));
   shutdown(ioc, supervisor);
 }
 

@@ -29,6 +29,8 @@ class Metrics;
 
 namespace knflow::engine {
 
+class Abandon;  // abandon.hpp
+
 // Which function: one per (namespace, workflow, function). Its process runs the command line of
 // the workflow's current definition; runs of an older definition whose command line differs get a
 // process of their own for as long as their calls need it (FunctionSupervisor::ensure).
@@ -167,8 +169,13 @@ class FunctionSupervisor {
     std::string error;
     std::shared_ptr<void> lease{};  // released (from any thread) when the last copy goes
   };
+  //
+  // A caller that stops waiting (its step's deadline passed, its run was cancelled) abandons
+  // `abandon`: its ensure() ends at once with an error and lets go of the process; the start goes
+  // on for the calls still waiting. Asio's cancellation does not reach it (see abandon.hpp).
   boost::asio::awaitable<Endpoint> ensure(FunctionKey key, FunctionSpec spec,
-                                          std::int64_t revision = -1);
+                                          std::int64_t revision = -1,
+                                          std::shared_ptr<Abandon> abandon = nullptr);
 
   // Where the supervisor reads a workflow's current definition: its resourceVersion, nullopt once
   // it no longer exists (knflow serve: the workflow cache's snapshot). Without one every run is
