@@ -7,8 +7,6 @@
 #include "knflow/model/utf8.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -1804,13 +1802,12 @@ FunctionSupervisor::~FunctionSupervisor() {
 
 boost::asio::awaitable<FunctionSupervisor::Endpoint> FunctionSupervisor::ensure(
     FunctionKey key, FunctionSpec spec, std::int64_t revision, std::shared_ptr<Abandon> abandon) {
-  // Without the awaiting coroutine's cancellation slot: Boost 1.81's co_spawn forwards a
-  // cancellation to the strand through a pointer that may dangle by then (asio#1332), as a
-  // SIGTERM during a start showed under ASan. The caller gives up through `abandon` instead.
+  // Not Asio's cancellation (a SIGTERM during a start was a use after free under ASan): the
+  // caller gives up through `abandon`.
   co_return co_await asio::co_spawn(
       impl_->strand,
       Impl::ensure_on_strand(impl_, std::move(key), std::move(spec), revision, std::move(abandon)),
-      asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
+      use_awaitable_alone());
 }
 
 void FunctionSupervisor::set_sink(SinkSettings sink) {

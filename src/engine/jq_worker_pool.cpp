@@ -6,8 +6,6 @@
 #include "knflow/model/json_text.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -72,13 +70,6 @@ constexpr std::size_t kMaxAnswerDepth = model::kMaxDataDepth + 1;
 constexpr std::size_t kAnswerOverhead = 64 << 10;  // envelope and error messages
 constexpr std::string_view kShuttingDown = "the expression evaluator is shutting down";
 constexpr std::string_view kAbandoned = "the evaluation was abandoned";
-
-// Awaits an operation without handing it the awaiting coroutine's cancellation slot: Boost 1.81's
-// co_spawn forwards a cancellation to the spawned coroutine's executor through a pointer that may
-// dangle by then (asio#1332). Callers give up through an Abandon instead.
-auto use_awaitable_alone() {
-  return asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable);
-}
 
 std::string describe_bytes(std::size_t bytes) {
   if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) {

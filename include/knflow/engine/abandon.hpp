@@ -8,6 +8,10 @@
 // executor through a pointer that may dangle if the operation completes at the same moment
 // (chriskohlhoff/asio#1332), and these operations hop from a run's strand to their own.
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <functional>
 #include <mutex>
 
@@ -33,5 +37,13 @@ class Abandon {
   bool abandoned_ = false;
   std::function<void()> callback_;
 };
+
+// The completion token for awaiting a co_spawn onto another strand: use_awaitable without the
+// awaiting coroutine's cancellation slot, so that Boost 1.81 forwards no cancellation to it (see
+// above). The caller gives up through an Abandon instead.
+inline auto use_awaitable_alone() {
+  return boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(),
+                                             boost::asio::use_awaitable);
+}
 
 }  // namespace knflow::engine

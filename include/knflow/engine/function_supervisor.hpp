@@ -169,7 +169,6 @@ class FunctionSupervisor {
     std::string error;
     std::shared_ptr<void> lease{};  // released (from any thread) when the last copy goes
   };
-  //
   // A caller that stops waiting (its step's deadline passed, its run was cancelled) abandons
   // `abandon`: its ensure() ends at once with an error and lets go of the process; the start goes
   // on for the calls still waiting. Asio's cancellation does not reach it (see abandon.hpp).
