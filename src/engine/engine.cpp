@@ -867,7 +867,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // request is abandoned at once (Abandon: its connection is closed, its slot freed; one not
   // sent yet is not sent). A scope cancelled already (while the caller wrote its attempt) sends
   // nothing. The request's own timeout bounds it otherwise.
-  asio::awaitable<std::optional<HttpResponse>> send_cancellable(Scope& scope, HttpRequest req) {
+  // An answer the client gave as it was shut down is the shutdown's too (stopped_for_shutdown()).
+  asio::awaitable<std::optional<HttpResponse>> send_cancellable(Run& run, Scope& scope,
+                                                                HttpRequest req) {
     auto abandon = std::make_shared<Abandon>();
     auto sending = http.send(std::move(req), abandon);
     auto failed = [] {
@@ -877,7 +879,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       return r;
     };
     auto answered = co_await await_cancellable(scope, std::nullopt, std::move(sending), failed);
-    if (!answered) abandon->abandon();  // the scope was cancelled (there is no deadline)
+    if (!answered) {
+      abandon->abandon();  // the scope was cancelled (there is no deadline)
+    } else if (answered->error == boost::asio::error::operation_aborted &&
+               stopped_for_shutdown(run)) {
+      answered.reset();
+    }
     co_return answered;
   }
 
@@ -2069,7 +2076,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // cancelled.
     req.timeout = settings.default_call_timeout;
     req.deadline = env.deadline;
-    auto answered = co_await send_cancellable(*env.scope, std::move(req));
+    auto answered = co_await send_cancellable(run, *env.scope, std::move(req));
     if (!answered) {
       check_live(run, *env.scope, std::nullopt, path);  // the scope was cancelled: throws
       throw make_fault("runtime", 499, "Cancelled", "the emit was abandoned", path);
@@ -2148,6 +2155,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                          "the step or run deadline passed while local function " + name +
                              " was starting (its process did not listen yet)",
                          path);
+      }
+      if (!endpoint->url && stopped_for_shutdown(run)) {
+        check_live(run, *env.scope, std::nullopt, path);  // stopped: throws
       }
       if (!endpoint->url) co_return Target{{}, nullptr, std::move(endpoint->error)};
       co_return Target{*endpoint->url, std::move(endpoint->lease), {}};
@@ -2421,7 +2431,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // wait for one); the step's or the run's deadline bounds the wait too.
       req.timeout = per_call;
       req.deadline = env.deadline;
-      auto answered = co_await send_cancellable(*env.scope, std::move(req));
+      auto answered = co_await send_cancellable(run, *env.scope, std::move(req));
       if (!answered) {
         // Abandoned. At a shutdown the attempt is left under way, and the next start marks it
         // interrupted when it resumes the run (it was not cancelled).
@@ -2595,7 +2605,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
     const std::int64_t limit = std::max<std::int64_t>(policy.limit, 3);
     for (std::int64_t attempt = 1;; ++attempt) {
-      auto answered = co_await send_cancellable(scope, req);
+      auto answered = co_await send_cancellable(run, scope, req);
       if (!answered) co_return std::nullopt;
       auto& res = *answered;
       const unsigned s = res.error ? 0 : res.status;
@@ -2808,6 +2818,26 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   bool stopping_now() {
     std::lock_guard lock(mutex);
     return stopping;
+  }
+
+  // Run strand. Stops `run` where it is, for a shutdown: its scopes cancelled (every step ends as
+  // a shutdown's cancel, recording nothing, and the run resumes at the next start), its waiters
+  // let go.
+  static void stop_for_shutdown(Run& run) {
+    run.released = true;
+    run.root.cancel();
+    for (auto& w : run.waiters) w->cancel();
+    run.waiters.clear();
+  }
+
+  // Run strand. The function supervisor and the HTTP client stop after the engine and answer what
+  // waits on them then as shut down. Such an answer may reach a run before Engine::shutdown()'s
+  // stop of it, which is posted to its strand: it is the shutdown's, not the function's or the
+  // peer's, so when the engine is stopping the run is stopped here already, and true is returned.
+  bool stopped_for_shutdown(Run& run) {
+    if (!stopping_now()) return false;
+    stop_for_shutdown(run);
+    return true;
   }
 
   void finish(const std::shared_ptr<Run>& run, RunOutcome outcome) {
@@ -3479,12 +3509,7 @@ void Engine::shutdown(std::function<void()> done) {
   // Each run stops where it is (unfinished in the store) and lets its waiters go at once: a
   // synchronous invoke would otherwise hold the daemon's exit for its whole timeout.
   for (auto& r : runs) {
-    asio::post(r->strand, [r] {
-      r->released = true;
-      r->root.cancel();
-      for (auto& w : r->waiters) w->cancel();
-      r->waiters.clear();
-    });
+    asio::post(r->strand, [r] { Impl::stop_for_shutdown(*r); });
   }
 }
 

@@ -49,9 +49,14 @@ void wait_until(const std::function<bool()>& done) {
 // Everything an engine needs, running on two background threads.
 class EngineFixture {
  public:
+  // The engine's runs go on `engine_executor` when one is given (a context the test runs itself),
+  // on the fixture's own threads otherwise.
   explicit EngineFixture(engine::EngineSettings engine_settings = {},
-                         engine::JqWorkerSettings jq_settings = default_jq())
-      : settings(std::move(engine_settings)), jq_(ioc_.get_executor(), std::move(jq_settings)) {
+                         engine::JqWorkerSettings jq_settings = default_jq(),
+                         std::optional<asio::any_io_executor> engine_executor = std::nullopt)
+      : settings(std::move(engine_settings)),
+        engine_executor_(engine_executor.value_or(ioc_.get_executor())),
+        jq_(ioc_.get_executor(), std::move(jq_settings)) {
     start_engine();
   }
 
@@ -72,7 +77,7 @@ class EngineFixture {
   }
 
   void start_engine() {
-    engine_ = std::make_unique<engine::Engine>(ioc_.get_executor(), store_strand_, http_, jq_,
+    engine_ = std::make_unique<engine::Engine>(engine_executor_, store_strand_, http_, jq_,
                                                functions_, &metrics, settings);
     engine_->set_broker_url(echo.url("/broker/{ns}"));
     on_store([&] {
@@ -264,6 +269,8 @@ class EngineFixture {
 
   engine::Engine& engine() { return *engine_; }
   engine::JqWorkerPool& jq() { return jq_; }
+  engine::FunctionSupervisor& functions() { return functions_; }
+  engine::HttpClient& http() { return http_; }
   store::Db& db() { return *db_; }  // store strand only (on_store)
   engine::EngineSettings settings;  // what start_engine() gives the next engine
   asio::strand<asio::any_io_executor>& store_strand() { return store_strand_; }
@@ -278,6 +285,7 @@ class EngineFixture {
     for (int i = 0; i < 2; ++i) t.emplace_back([this] { ioc_.run(); });
     return t;
   }();
+  asio::any_io_executor engine_executor_;
   test::TempDir dir_;
   asio::strand<asio::any_io_executor> store_strand_{asio::make_strand(ioc_.get_executor())};
   engine::HttpClient http_{ioc_.get_executor()};
@@ -1897,6 +1905,101 @@ TEST_CASE("engine: waiting for a local function to start ends at the deadline an
   auto cancelled = f.wait(id);
   CHECK(cancelled.phase == "cancelled");
   CHECK(cancelled.error->at("status") == 499);  // the cancel's own error, not the start's
+}
+
+// A context for an engine's runs that a test runs on a thread of its own and can hold still
+// (pause()): what is posted to a run meanwhile waits, in order, until resume(). Declare it before
+// the EngineFixture; reset the fixture before it goes.
+class PausableContext {
+ public:
+  PausableContext() { resume(); }
+  ~PausableContext() {
+    work_.reset();
+    if (runner_.joinable()) runner_.join();
+  }
+  asio::any_io_executor executor() { return ioc_.get_executor(); }
+  void pause() {
+    ioc_.stop();
+    runner_.join();
+  }
+  void resume() {
+    ioc_.restart();
+    runner_ = std::thread([this] { ioc_.run(); });
+  }
+
+ private:
+  asio::io_context ioc_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_{ioc_.get_executor()};
+  std::thread runner_;
+};
+
+// A daemon's shutdown stops the engine, then (once no request is served) the function supervisor
+// and the HTTP client, which answer what waits on them as shut down. When such an answer reached
+// the run before the shutdown's own stop of it (posted to the run's strand), the attempt was
+// written faulted ("Function did not start", or the client's "shut down" as a connection error),
+// and the next daemon faulted the run with it or retried it as a failure, instead of resuming it
+// (CI, e2e test_local_functions). Here the runs stand still while both wake-ups are queued, in
+// that order.
+TEST_CASE("engine: a shutdown the function supervisor answers first leaves the attempt under way",
+          "[engine][shutdown]") {
+  PausableContext runs;
+  std::optional<EngineFixture> f;
+  f.emplace(engine::EngineSettings{}, EngineFixture::default_jq(), runs.executor());
+  auto id = f->start(header("mute-stopped") + R"(  functions:
+    mute: {local: {command: [sleep, "600"]}}
+  do:
+    - {name: call, call: mute}
+)");
+  const engine::FunctionKey key{"test", "mute-stopped", "mute"};
+  wait_until([&] {
+    const auto state = f->functions().state(key);
+    return state && state->phase == engine::FunctionPhase::starting && state->pid;
+  });
+  wait_until([&] { return f->attempts(id).size() == 1; });  // the call waits for the start
+  runs.pause();
+
+  std::promise<void> engine_stopped;
+  f->engine().shutdown([&] { engine_stopped.set_value(); });  // queues the run's stop
+  std::promise<void> functions_stopped;
+  f->functions().shutdown([&] { functions_stopped.set_value(); });  // answers the call
+  functions_stopped.get_future().get();
+  runs.resume();
+  engine_stopped.get_future().get();
+
+  const auto attempts = f->attempts(id);
+  REQUIRE(attempts.size() == 1);
+  CHECK(attempts[0].phase == store::AttemptPhase::running);  // for the next start to resume
+  CHECK(!attempts[0].error_json);
+  CHECK(f->record(id)->phase == store::RunPhase::running);
+  f.reset();
+}
+
+TEST_CASE("engine: a shutdown the HTTP client answers first leaves the attempt under way",
+          "[engine][shutdown]") {
+  PausableContext runs;
+  std::optional<EngineFixture> f;
+  f.emplace(engine::EngineSettings{}, EngineFixture::default_jq(), runs.executor());
+  f->echo.route("/held", {.never_answer = true});
+  auto id = f->start(header("held-stopped") + "  functions:\n    held: {url: \"" +
+                     f->echo.url("/held") + "\"}\n  do:\n    - {name: call, call: held}\n");
+  wait_until([&] { return f->echo.requests_to("/held").size() == 1; });
+  runs.pause();
+
+  std::promise<void> engine_stopped;
+  f->engine().shutdown([&] { engine_stopped.set_value(); });  // queues the run's stop
+  f->http().shutdown();                                       // answers the call
+  // The client closed the call's connection: its answer is on its way to the run. (Should it come
+  // after the run's stop, the test passes without showing anything, never fails.)
+  wait_until([&] { return f->echo.unanswered_closed() == 1; });
+  runs.resume();
+  engine_stopped.get_future().get();
+
+  const auto attempts = f->attempts(id);
+  REQUIRE(attempts.size() == 1);
+  CHECK(attempts[0].phase == store::AttemptPhase::running);
+  CHECK(!attempts[0].error_json);
+  CHECK(f->record(id)->phase == store::RunPhase::running);
+  f.reset();
 }
 
 TEST_CASE("engine: a local function that does not start is retried by the call, then dead-lettered",
