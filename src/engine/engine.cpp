@@ -2831,9 +2831,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   }
 
   // Run strand. The function supervisor and the HTTP client stop after the engine and answer what
-  // waits on them then as shut down. Such an answer may reach a run before Engine::shutdown()'s
-  // stop of it, which is posted to its strand: it is the shutdown's, not the function's or the
-  // peer's, so when the engine is stopping the run is stopped here already, and true is returned.
+  // waits on them then as shut down. A run can be handed such an answer though its stop
+  // (Engine::shutdown(), posted to its strand) came first: await_cancellable() takes a result over
+  // a cancel when both are in before it wakes. The answer is the shutdown's, not the function's or
+  // the peer's: when the engine is stopping the run is stopped here (again), and true is returned.
   bool stopped_for_shutdown(Run& run) {
     if (!stopping_now()) return false;
     stop_for_shutdown(run);

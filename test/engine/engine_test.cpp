@@ -1934,12 +1934,12 @@ class PausableContext {
 };
 
 // A daemon's shutdown stops the engine, then (once no request is served) the function supervisor
-// and the HTTP client, which answer what waits on them as shut down. When such an answer reached
-// the run before the shutdown's own stop of it (posted to the run's strand), the attempt was
-// written faulted ("Function did not start", or the client's "shut down" as a connection error),
-// and the next daemon faulted the run with it or retried it as a failure, instead of resuming it
-// (CI, e2e test_local_functions). Here the runs stand still while both wake-ups are queued, in
-// that order.
+// and the HTTP client, which answer what waits on them as shut down. When such an answer came in
+// with the shutdown's own stop of the run (posted to the run's strand), the call took the answer
+// (a result is taken over a cancel), and the attempt was written faulted ("Function did not
+// start", or the client's "shut down" as a connection error): the next daemon faulted the run
+// with it or retried it as a failure, instead of resuming it (CI, e2e test_local_functions). Here
+// the runs stand still while both wake-ups are queued, the stop first.
 TEST_CASE("engine: a shutdown the function supervisor answers first leaves the attempt under way",
           "[engine][shutdown]") {
   PausableContext runs;
