@@ -350,9 +350,9 @@ struct Api::RunHandlers {
     // A client that goes away stops the wait (the run goes on): it held its connection, one of
     // --max-connections, until the run ended or the timeout passed.
     std::shared_ptr<engine::Abandon> gone;
-    if (req.client_gone) {
+    if (req.watch_client) {
       gone = std::make_shared<engine::Abandon>();
-      req.client_gone->on_gone([gone] { gone->abandon(); });
+      req.watch_client()->on_gone([gone] { gone->abandon(); });
     }
     auto invoked = co_await api.engine_->start_and_wait(
         decoded->workflow, decoded->definition, std::get<engine::CloudEvent>(std::move(event)),

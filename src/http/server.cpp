@@ -58,7 +58,7 @@ std::string_view http_date() {
   return buf;
 }
 
-// Watches a connection while its handler runs, for a route that asks (Route::watch_client):
+// Watches a connection while its handler runs, for a handler that asks (Request::watch_client):
 // fires `gone` when the client closed the connection or reset it. The bytes of a pipelined
 // request end the watch (the client is there; a client that half-closes its side after sending
 // counts as gone, as nginx's proxy and Go's net/http see it). Ends when it goes out of scope.
@@ -467,10 +467,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     route_label = m.route->path_template;
     if (!allowed(*m.route, req, m.params)) co_return unauthorized(sent_path);
     req.params = std::move(m.params);
-    std::optional<ClientWatch> watch;
+    std::optional<ClientWatch> watch;  // armed by the handler, ended when it returns
+    std::shared_ptr<ClientGone> client_gone;
     if (m.route->watch_client) {
-      req.client_gone = std::make_shared<ClientGone>();
-      watch.emplace(socket, req.client_gone);
+      req.watch_client = [&socket, &watch, &client_gone] {
+        if (!client_gone) {
+          client_gone = std::make_shared<ClientGone>();
+          watch.emplace(socket, client_gone);
+        }
+        return client_gone;
+      };
     }
     try {
       co_return co_await m.route->handler(req);

@@ -36,10 +36,12 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
   std::string body;
   std::map<std::string, std::string> params;  // from the route template, e.g. {"ns": "shop"}
-  // For a route that watches its client (Route::watch_client): fires when the client goes away
-  // while the handler runs, so that a handler waiting long (a synchronous invoke) can stop and
-  // free the connection. Null for other routes.
-  std::shared_ptr<ClientGone> client_gone;
+  // For a route that may watch its client (Route::watch_client): starts watching the connection
+  // (at the first call; later calls give the same ClientGone), which fires when the client goes
+  // away while the handler runs, so that a handler about to wait long (a synchronous invoke) can
+  // stop and free the connection. Called only then: a handler that answers at once (an async
+  // invoke) costs the connection no watch. Empty for other routes; the connection's thread only.
+  std::function<std::shared_ptr<ClientGone>()> watch_client;
 
   // The first header with this (lower-case) name, if any.
   std::optional<std::string_view> header(std::string_view name) const;

@@ -30,8 +30,8 @@ struct Route {
   Access access = Access::token;
   Handler handler;
   std::string summary;  // one line, for logs and the route listing
-  // The server watches the connection while the handler runs and fires Request::client_gone
-  // when the client closes it: for a handler that may wait long (a synchronous invoke).
+  // The handler may have the server watch the connection (Request::watch_client), to learn when
+  // the client closes it: for a handler that may wait long (a synchronous invoke).
   bool watch_client = false;
 };
 
