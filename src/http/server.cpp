@@ -478,6 +478,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         return client_gone;
       };
     }
+    // What watch_client refers to goes with this frame: the request may outlive it.
+    struct Unwatch {
+      Request& req;
+      ~Unwatch() { req.watch_client = nullptr; }
+    } unwatch{req};
     try {
       co_return co_await m.route->handler(req);
     } catch (const std::exception& e) {
