@@ -467,15 +467,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     route_label = m.route->path_template;
     if (!allowed(*m.route, req, m.params)) co_return unauthorized(sent_path);
     req.params = std::move(m.params);
-    std::optional<ClientWatch> watch;  // armed by the handler, ended when it returns
-    std::shared_ptr<ClientGone> client_gone;
+    // Armed by the handler, ended when it returns. One pointer for the function to hold, which
+    // std::function keeps without an allocation.
+    struct Watching {
+      tcp::socket& socket;
+      std::optional<ClientWatch> watch{};
+      std::shared_ptr<ClientGone> gone{};
+    } watching{socket};
     if (m.route->watch_client) {
-      req.watch_client = [&socket, &watch, &client_gone] {
-        if (!client_gone) {
-          client_gone = std::make_shared<ClientGone>();
-          watch.emplace(socket, client_gone);
+      req.watch_client = [w = &watching] {
+        if (!w->gone) {
+          w->gone = std::make_shared<ClientGone>();
+          w->watch.emplace(w->socket, w->gone);
         }
-        return client_gone;
+        return w->gone;
       };
     }
     // What watch_client refers to goes with this frame: the request may outlive it.
