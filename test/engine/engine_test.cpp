@@ -1940,7 +1940,7 @@ class PausableContext {
 // start", or the client's "shut down" as a connection error): the next daemon faulted the run
 // with it or retried it as a failure, instead of resuming it (CI, e2e test_local_functions). Here
 // the runs stand still while both wake-ups are queued, the stop first.
-TEST_CASE("engine: a shutdown the function supervisor answers first leaves the attempt under way",
+TEST_CASE("engine: a call the function supervisor ends at a shutdown leaves its attempt under way",
           "[engine][shutdown]") {
   PausableContext runs;
   std::optional<EngineFixture> f;
@@ -1974,7 +1974,7 @@ TEST_CASE("engine: a shutdown the function supervisor answers first leaves the a
   f.reset();
 }
 
-TEST_CASE("engine: a shutdown the HTTP client answers first leaves the attempt under way",
+TEST_CASE("engine: a call the HTTP client ends at a shutdown leaves its attempt under way",
           "[engine][shutdown]") {
   PausableContext runs;
   std::optional<EngineFixture> f;
@@ -1988,8 +1988,9 @@ TEST_CASE("engine: a shutdown the HTTP client answers first leaves the attempt u
   std::promise<void> engine_stopped;
   f->engine().shutdown([&] { engine_stopped.set_value(); });  // queues the run's stop
   f->http().shutdown();                                       // answers the call
-  // The client closed the call's connection: its answer is on its way to the run. (Should it come
-  // after the run's stop, the test passes without showing anything, never fails.)
+  // The client closed the call's connection: its answer is on its way to the run. (Should it reach
+  // the run only after the run has taken its stop, the test passes without showing anything; it
+  // never fails for that.)
   wait_until([&] { return f->echo.unanswered_closed() == 1; });
   runs.resume();
   engine_stopped.get_future().get();
