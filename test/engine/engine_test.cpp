@@ -1933,6 +1933,16 @@ class PausableContext {
   std::thread runner_;
 };
 
+// What a shutdown leaves of run `id`, whose one call it stopped: the attempt under way, with no
+// error, for the next start to mark interrupted and resume, and the run unfinished.
+void require_left_under_way(EngineFixture& f, const std::string& id) {
+  const auto attempts = f.attempts(id);
+  REQUIRE(attempts.size() == 1);
+  CHECK(attempts[0].phase == store::AttemptPhase::running);
+  CHECK(!attempts[0].error_json);
+  CHECK(f.record(id)->phase == store::RunPhase::running);
+}
+
 // A daemon's shutdown stops the engine, then (once no request is served) the function supervisor
 // and the HTTP client, which answer what waits on them as shut down. When such an answer came in
 // with the shutdown's own stop of the run (posted to the run's strand), the call took the answer
@@ -1966,11 +1976,7 @@ TEST_CASE("engine: a call the function supervisor ends at a shutdown leaves its 
   runs.resume();
   engine_stopped.get_future().get();
 
-  const auto attempts = f->attempts(id);
-  REQUIRE(attempts.size() == 1);
-  CHECK(attempts[0].phase == store::AttemptPhase::running);  // for the next start to resume
-  CHECK(!attempts[0].error_json);
-  CHECK(f->record(id)->phase == store::RunPhase::running);
+  require_left_under_way(*f, id);
   f.reset();
 }
 
@@ -1995,11 +2001,7 @@ TEST_CASE("engine: a call the HTTP client ends at a shutdown leaves its attempt 
   runs.resume();
   engine_stopped.get_future().get();
 
-  const auto attempts = f->attempts(id);
-  REQUIRE(attempts.size() == 1);
-  CHECK(attempts[0].phase == store::AttemptPhase::running);
-  CHECK(!attempts[0].error_json);
-  CHECK(f->record(id)->phase == store::RunPhase::running);
+  require_left_under_way(*f, id);
   f.reset();
 }
 
