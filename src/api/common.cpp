@@ -45,10 +45,10 @@ json::object modes_json(const model::ValidationReport& report) {
                       {"cluster", mode_json(report.cluster)}};
 }
 
-// Picks the answer format from Accept (RFC 9110 section 12.5.1, q-values honoured); nullopt when
-// the client accepts neither JSON nor YAML.
+// Picks the answer format from Accept (RFC 9110 section 12.5.1, q-values honoured; several
+// Accept lines read as one list); nullopt when the client accepts neither JSON nor YAML.
 std::optional<model::Format> negotiate(const Request& req) {
-  auto accept = req.header("accept");
+  const auto accept = req.header_list("accept");
   if (!accept || accept->empty()) return model::Format::json;
   double best_q = -1;
   std::optional<model::Format> best;

@@ -314,10 +314,11 @@ struct Api::RunHandlers {
     return "/api/v1/namespaces/" + ns + "/runs/" + id;
   }
 
-  Response accepted(const std::string& ns, const std::string& id, unsigned status = 202,
-                    std::string_view phase = "running") const {
+  // The answer that names a run and where to follow it, in the format `format` Accept chose.
+  Response accepted(const std::string& ns, const std::string& id, model::Format format,
+                    unsigned status = 202, std::string_view phase = "running") const {
     json::object body{{"runId", id}, {"phase", phase}, {"location", run_location(ns, id)}};
-    auto res = http::make_response(status, std::string(kJson), model::json_text(body) + "\n");
+    auto res = document_response(status, model::json_text(body), format);
     res.set_header("Location", run_location(ns, id));
     res.set_header("Knflow-Run-Id", id);
     return res;
@@ -333,6 +334,11 @@ struct Api::RunHandlers {
     if (!query.errors.empty()) co_return invalid_query(req, std::move(query.errors));
     const bool async = query.async;
     const auto timeout = query.timeout;
+    // An asynchronous invoke answers a document, so Accept must allow one before the run starts.
+    // A synchronous one answers the final event whatever Accept says (its data is the body), and
+    // the document of its 202 (the run outlasted the wait) in the format Accept prefers, else JSON.
+    const auto format = negotiate(req);
+    if (async && !format) co_return not_acceptable(req);
     auto entry = find_workflow(ns, name);
     if (!entry) co_return workflow_not_found(req, ns, name);
     auto event =
@@ -342,7 +348,7 @@ struct Api::RunHandlers {
       auto started =
           co_await start_run(req, *entry, std::get<engine::CloudEvent>(std::move(event)));
       if (auto* res = std::get_if<Response>(&started)) co_return std::move(*res);
-      co_return accepted(ns, std::get<std::string>(started));
+      co_return accepted(ns, std::get<std::string>(started), *format);
     }
     auto workflow = runnable(req, *entry, std::get<engine::CloudEvent>(event));
     if (auto* res = std::get_if<Response>(&workflow)) co_return std::move(*res);
@@ -359,7 +365,7 @@ struct Api::RunHandlers {
         timeout, gone);
     if (invoked.start.run_id.empty()) co_return not_started(req, invoked.start);
     const auto& id = invoked.start.run_id;
-    if (!invoked.outcome) co_return accepted(ns, id);
+    if (!invoked.outcome) co_return accepted(ns, id, format.value_or(model::Format::json));
     co_return outcome_response(req, id, *invoked.outcome);
   }
 
@@ -689,6 +695,8 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto id = run_id_of(req);
+    const auto format = negotiate(req);  // checked before the run is touched
+    if (!format) co_return not_acceptable(req);
     auto run = co_await find_run(id);
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     auto result = cancel ? co_await api.engine_->cancel(id) : co_await api.engine_->retry(id);
@@ -725,7 +733,7 @@ struct Api::RunHandlers {
       // Cancelling stops what the run is doing (a call in flight, a wait) at once; the answer
       // says how it ended. A run still unwinding after kCancelWait answers 202 `cancelling`.
       if (auto outcome = co_await api.engine_->wait(id, kCancelWait)) {
-        co_return accepted(ns, id, 200, outcome->phase);
+        co_return accepted(ns, id, *format, 200, outcome->phase);
       }
       // No outcome: still unwinding, ended and deleted meanwhile (a DELETE racing the cancel),
       // or ended and started again by a retry (which starts it anew: its startedAt changes).
@@ -738,9 +746,9 @@ struct Api::RunHandlers {
                               std::string(store::to_string(now->phase)) + ".",
                           req);
       }
-      co_return accepted(ns, id, 202, "cancelling");
+      co_return accepted(ns, id, *format, 202, "cancelling");
     }
-    co_return accepted(ns, id);
+    co_return accepted(ns, id, *format);
   }
 
   asio::awaitable<Response> cancel(Request& req) { return control(req, true); }
@@ -751,6 +759,8 @@ struct Api::RunHandlers {
     if (auto bad = check_names(req)) co_return *bad;
     const auto ns = req.params.at("ns");
     const auto id = run_id_of(req);
+    const auto format = negotiate(req);  // checked before the run is deleted
+    if (!format) co_return not_acceptable(req);
     // Checked and deleted in one operation on the store strand, where a retry checks and
     // redrives in one too: a run redriven between a check and a delete would be deleted running.
     struct Removed {
@@ -769,8 +779,7 @@ struct Api::RunHandlers {
       co_return problem(409, "conflict", "The run has not finished; cancel it first.", req);
     }
     api.forget_runs({id});
-    co_return http::make_response(200, std::string(kJson),
-                                  model::json_text(run_json(*removed.run, false)) + "\n");
+    co_return document_response(200, model::json_text(run_json(*removed.run, false)), *format);
   }
 
   // A page of the lines of `wf`'s local functions that `query` selects, in arrival order across

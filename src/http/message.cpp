@@ -9,6 +9,20 @@ std::optional<std::string_view> Request::header(std::string_view name) const {
   return std::nullopt;
 }
 
+std::optional<std::string> Request::header_list(std::string_view name) const {
+  std::optional<std::string> joined;
+  for (const auto& [key, value] : headers) {
+    if (key != name) continue;
+    if (joined) {
+      *joined += ", ";
+      *joined += value;
+    } else {
+      joined = value;
+    }
+  }
+  return joined;
+}
+
 std::optional<std::string_view> Request::query_param(std::string_view name) const {
   auto it = query.find(std::string(name));
   if (it == query.end()) return std::nullopt;

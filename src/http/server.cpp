@@ -124,7 +124,7 @@ Problem simple_problem(unsigned status, std::string type, std::string detail,
 // Transfer-Encoding in an HTTP/1.0 request, or one whose last coding is not `chunked` (or that
 // applies `chunked` twice): the body's length cannot be told, and reading on could take the rest
 // of it for a request of its own. Beast frames such requests by Content-Length or as bodiless.
-// And a request with more than one Content-Type field.
+// And a request with more than one Content-Type or Authorization field.
 std::optional<Response> untrusted_head(const bhttp::request<bhttp::string_body>& head) {
   auto bad = [](std::string detail) {
     return make_problem(simple_problem(400, "bad-request", std::move(detail)));
@@ -140,6 +140,11 @@ std::optional<Response> untrusted_head(const bhttp::request<bhttp::string_body>&
   if (const auto types = head.equal_range(bhttp::field::content_type);
       types.first != types.second && std::next(types.first) != types.second) {
     return bad("The request has more than one Content-Type header field.");
+  }
+  // The same for credentials: only one is checked, and which one would depend on their order.
+  if (const auto auths = head.equal_range(bhttp::field::authorization);
+      auths.first != auths.second && std::next(auths.first) != auths.second) {
+    return bad("The request has more than one Authorization header field.");
   }
   if (host_fields == 1) {
     const auto value = hosts.first->value();
@@ -632,6 +637,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                static_cast<std::size_t>(std::distance(head.begin(), head.end())))
                   .route_label;
         }
+        // Where, when the start line was read: what the problem's `instance` names.
+        std::string sent_path;
+        if (!parser.get().method_string().empty()) {
+          const auto target = parser.get().target();
+          sent_path = std::string(target.substr(0, target.find('?')));
+        }
         if (ec == bhttp::error::header_limit) {
           res = make_problem(simple_problem(431, "header-too-large",
                                             "The request head is larger than " +
@@ -642,24 +653,26 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
               431, "header-too-large",
               "A chunk header (with its extensions) or the trailer section of the request is "
               "larger than " +
-                  std::to_string(read_buffer_bytes) + " bytes."));
+                  std::to_string(read_buffer_bytes) + " bytes.",
+              sent_path));
         } else if (ec == bhttp::error::body_limit) {
-          res =
-              make_problem(simple_problem(413, "body-too-large",
-                                          "The request body is larger than " +
-                                              std::to_string(settings.max_body_bytes) + " bytes."));
+          res = make_problem(simple_problem(413, "body-too-large",
+                                            "The request body is larger than " +
+                                                std::to_string(settings.max_body_bytes) + " bytes.",
+                                            sent_path));
         } else if (ec == beast::error::timeout) {
           res = make_problem(simple_problem(408, "request-timeout",
                                             "The request was not received whole within " +
                                                 std::to_string(settings.request_timeout.count()) +
-                                                " ms."));
+                                                " ms.",
+                                            sent_path));
         } else if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
                    ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
                    ec == bhttp::error::partial_message) {
           break;  // the peer went away mid-request, or the server is stopping: nothing to answer
         } else {
-          res = make_problem(simple_problem(400, "bad-request",
-                                            "The request is not valid HTTP/1.1: " + ec.message()));
+          res = make_problem(simple_problem(
+              400, "bad-request", "The request is not valid HTTP/1.1: " + ec.message(), sent_path));
         }
         lingering = true;
       } else {

@@ -2,6 +2,7 @@
 input schema refusal, query parameters checked, time filters compared as instants, and the broker
 endpoint starting triggered workflows (503 when a run cannot start, repeats not started twice)."""
 
+import http.client
 import json
 import os
 import signal
@@ -118,6 +119,45 @@ class RunsApiTest(unittest.TestCase):
             status, _, body = self.d.call(method, f"{NS}/runs/{path}")
             self.assertEqual(status, 400, (method, path, body))
             self.assertEqual(json.loads(body)["type"].rsplit("/", 1)[-1], "invalid-run-id", body)
+
+    def test_accept_is_honoured_before_a_run_is_touched(self):
+        yaml_ = {"Accept": "application/yaml"}
+        html = {"Accept": "text/html"}
+        status, _, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async", '{"n": 1}',
+                                      headers=html)
+        self.assertEqual(status, 406, body)
+        status, listing = self.d.json("GET", NS + "/runs?workflow=waiter")
+        self.assertEqual(listing["items"], [])  # refused before the run started
+        status, headers, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async",
+                                            '{"n": 1}', headers=yaml_)
+        self.assertEqual((status, headers["Content-Type"]), (202, "application/yaml"), body)
+        run_id = headers["Knflow-Run-Id"]
+        self.assertRegex(body, f'(?m)^runId: "?{run_id}"?$')  # quoted when it starts with digits
+        for method, path in (("POST", f"{run_id}:cancel"), ("POST", f"{run_id}:retry"),
+                             ("DELETE", run_id)):
+            status, _, body = self.d.call(method, f"{NS}/runs/{path}", headers=html)
+            self.assertEqual(status, 406, (method, path, body))
+        self.assertEqual(self.d.json("GET", f"{NS}/runs/{run_id}")[1]["phase"], "running")
+        status, headers, body = self.d.call("POST", f"{NS}/runs/{run_id}:cancel", headers=yaml_)
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/yaml"), body)
+        self.assertIn("phase: cancelled", body)
+        status, headers, body = self.d.call("DELETE", f"{NS}/runs/{run_id}", headers=yaml_)
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/yaml"), body)
+        self.assertRegex(body, f'(?m)^id: "?{run_id}"?$')
+        # Accept on two lines is one list (RFC 9110 §5.3): the second line counts too.
+        conn = http.client.HTTPConnection("127.0.0.1", self.d.port, timeout=30)
+        try:
+            conn.putrequest("GET", NS + "/workflows/waiter")
+            conn.putheader("Authorization", "Bearer " + self.d.token)
+            conn.putheader("Accept", "application/json;q=0.1")
+            conn.putheader("Accept", "application/yaml")
+            conn.endheaders()
+            reply = conn.getresponse()
+            body = reply.read().decode()
+            self.assertEqual((reply.status, reply.getheader("Content-Type")),
+                             (200, "application/yaml"), body)
+        finally:
+            conn.close()
 
     def test_a_delete_racing_a_retry_never_removes_a_running_run(self):
         """Retry and two deletes close together on a faulted run, many times: a delete answers 200

@@ -406,6 +406,9 @@ class ServeTest(unittest.TestCase):
                     ("two Content-Types", "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Type: "
                      "text/plain\r\nContent-Type: application/json\r\nContent-Length: 2\r\n",
                      "{}"),
+                    # only one could be checked, and which one would depend on their order
+                    ("two Authorizations", "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                     "Authorization: Bearer wrong\r\n", ""),
                     ("chunked twice", "POST /healthz HTTP/1.1\r\nHost: x\r\n"
                      "Transfer-Encoding: chunked, chunked\r\n", "2\r\n{}\r\n0\r\n\r\n"),
                     ("chunked not last", "POST /healthz HTTP/1.1\r\nHost: x\r\n"

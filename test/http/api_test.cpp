@@ -318,8 +318,10 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
   settings.request_timeout = std::chrono::milliseconds(300);
   ServerFixture server(settings);
 
-  SECTION("body over the limit: 413") {
-    require_problem(server.call("POST", kCollection, std::string(5000, ' ')), 413);
+  SECTION("body over the limit: 413, naming where") {
+    auto r = server.call("POST", kCollection + "?dryRun=All", std::string(5000, ' '));
+    require_problem(r, 413);
+    REQUIRE(r.json().at("instance").as_string() == kCollection);
   }
   SECTION("body over the limit announced with Expect: 100-continue: 413 before sending it") {
     knflow::test::RawConnection c(server.port());

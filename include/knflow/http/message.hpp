@@ -45,6 +45,9 @@ struct Request {
 
   // The first header with this (lower-case) name, if any.
   std::optional<std::string_view> header(std::string_view name) const;
+  // Every field with this (lower-case) name, joined by ", ": what a list field (Accept) sent on
+  // several lines means (RFC 9110 §5.3). nullopt when there is none.
+  std::optional<std::string> header_list(std::string_view name) const;
   // The first query parameter with this name, if any.
   std::optional<std::string_view> query_param(std::string_view name) const;
   // The path as sent, escapes and all: what a problem's `instance` names (RFC 9457 has it be a
