@@ -73,6 +73,13 @@ bool same_value(const json::value& a, const json::value& b) {
   return a == b;
 }
 
+// "1 character", "3 characters": a schema's bound as its message counts it.
+std::string counted(const json::value& bound, std::string_view unit) {
+  auto text = model::json_text(bound) + " " + std::string(unit);
+  if (!(bound.is_number() && bound.to_number<double>() == 1)) text += "s";
+  return text;
+}
+
 std::size_t utf8_length(std::string_view s) {
   std::size_t n = 0;
   for (unsigned char c : s) n += (c & 0xC0) != 0x80;
@@ -129,10 +136,10 @@ void check(const json::value& schema, const json::value& data, const std::string
     const auto& str = data.get_string();
     const std::size_t len = utf8_length(str);
     if (const auto* m = s->if_contains("minLength"); m && m->is_number() && len < number(*m)) {
-      errors.push_back({at, "must have at least " + model::json_text(*m) + " characters"});
+      errors.push_back({at, "must have at least " + counted(*m, "character")});
     }
     if (const auto* m = s->if_contains("maxLength"); m && m->is_number() && len > number(*m)) {
-      errors.push_back({at, "must have at most " + model::json_text(*m) + " characters"});
+      errors.push_back({at, "must have at most " + counted(*m, "character")});
     }
     if (const auto* p = s->if_contains("pattern"); p && p->is_string()) {
       const auto matched = pattern_search(p->get_string(), str);
@@ -151,11 +158,11 @@ void check(const json::value& schema, const json::value& data, const std::string
     const auto& arr = data.get_array();
     if (const auto* m = s->if_contains("minItems");
         m && m->is_number() && arr.size() < number(*m)) {
-      errors.push_back({at, "must have at least " + model::json_text(*m) + " items"});
+      errors.push_back({at, "must have at least " + counted(*m, "item")});
     }
     if (const auto* m = s->if_contains("maxItems");
         m && m->is_number() && arr.size() > number(*m)) {
-      errors.push_back({at, "must have at most " + model::json_text(*m) + " items"});
+      errors.push_back({at, "must have at most " + counted(*m, "item")});
     }
     if (const auto* items = s->if_contains("items")) {
       for (std::size_t i = 0; i < arr.size(); ++i) {

@@ -95,3 +95,11 @@ TEST_CASE("enum compares numbers by value, integer is any number without a fract
   CHECK(errors_of(R"({"enum":[18446744073709551615]})", "18446744073709551614") ==
         Messages{": must be one of [18446744073709551615]"});
 }
+
+TEST_CASE("schema: a length bound of one counts one character or item", "[model][schema]") {
+  CHECK(errors_of(R"({"minLength":1})", R"("")") == Messages{": must have at least 1 character"});
+  CHECK(errors_of(R"({"maxLength":1})", R"("ab")") == Messages{": must have at most 1 character"});
+  CHECK(errors_of(R"({"minLength":2})", R"("a")") == Messages{": must have at least 2 characters"});
+  CHECK(errors_of(R"({"minItems":1})", "[]") == Messages{": must have at least 1 item"});
+  CHECK(errors_of(R"({"maxItems":2})", "[1,2,3]") == Messages{": must have at most 2 items"});
+}
