@@ -760,16 +760,25 @@ struct Pool : std::enable_shared_from_this<Pool> {
       co_return out;
     }
     req.start_exchange();
-    auto response = co_await exchange_in_slot(self, req, call, std::move(lease.conn));
+    std::string stale;  // what failed on a reused connection before the request was sent again
+    auto response = co_await exchange_in_slot(self, req, call, std::move(lease.conn), stale);
+    if (response.error && response.error != asio::error::operation_aborted && !stale.empty()) {
+      // The second try's error alone would hide the first: a function that took the request and
+      // died answers "connection refused" on the second.
+      response.error_message +=
+          " (sent again on a new connection after a kept-alive one failed: " + stale + ")";
+    }
     response.deadline_passed =
         response.error == asio::error::timed_out && Clock::now() >= req.outer;
     co_return response;
   }
 
-  // The request, holding a slot of the pool (and a pooled connection, or none yet).
+  // The request, holding a slot of the pool (and a pooled connection, or none yet). `stale` is
+  // set to the error of a reused connection the request was sent again after.
   static asio::awaitable<HttpResponse> exchange_in_slot(std::shared_ptr<Pool> self, Prepared& req,
                                                         std::shared_ptr<Call> call,
-                                                        std::unique_ptr<Conn> conn) {
+                                                        std::unique_ptr<Conn> conn,
+                                                        std::string& stale) {
     // From here on the call holds a slot; a shutdown stops what it waits for.
     self->calls.insert(call.get());
     struct Untrack {
@@ -848,6 +857,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
       if (outcome.stale && attempt == 0) {
         // The peer closed the idle connection: the request was not processed; once more on a
         // new connection, in the same slot.
+        stale = std::move(outcome.response.error_message);
         conn->stream.close();
         conn.reset();
         reused = false;

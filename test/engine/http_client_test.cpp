@@ -322,6 +322,22 @@ TEST_CASE("http client retries once on a new connection when a pooled one went s
     CHECK(seen[2].connection == 2);
   }
 
+  SECTION("a request sent again that fails again names both failures") {
+    // The second try's error alone said "connection refused" of a function that had taken the
+    // request and died.
+    server.route("/dead", EchoRoute{.drop_first = 2});
+    auto responses = run(ioc, send_sequence(client, {post(server.url("/echo"), "1"),
+                                                     post(server.url("/dead"), "2")}));
+    REQUIRE(responses);
+    const auto closed = "connection closed by 127.0.0.1:" + std::to_string(server.port()) +
+                        " before the answer was complete";
+    CHECK((*responses)[1].error);
+    CHECK((*responses)[1].error_message ==
+          closed + " (sent again on a new connection after a kept-alive one failed: " + closed +
+              ")");
+    CHECK(server.requests().size() == 3);
+  }
+
   SECTION("a fresh connection that fails is not retried") {
     server.route("/drop", EchoRoute{.drop_first = 1});
     auto response = run(ioc, send_one(client, post(server.url("/drop"), "1")));
