@@ -637,11 +637,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                static_cast<std::size_t>(std::distance(head.begin(), head.end())))
                   .route_label;
         }
-        // Where, when the start line was read: what the problem's `instance` names.
+        // Where, when the start line was read: what the problem's `instance` names (not bytes
+        // that are not UTF-8, which a problem never repeats).
         std::string sent_path;
         if (!parser.get().method_string().empty()) {
           const auto target = parser.get().target();
           sent_path = std::string(target.substr(0, target.find('?')));
+          if (model::find_invalid_utf8(sent_path) != std::string_view::npos) sent_path.clear();
         }
         if (ec == bhttp::error::header_limit) {
           res = make_problem(simple_problem(431, "header-too-large",

@@ -7,6 +7,7 @@
 #include "knflow/http/assets.hpp"
 #include "knflow/http/server.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/utf8.hpp"
 
 #include <boost/json.hpp>
 
@@ -322,6 +323,16 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
     auto r = server.call("POST", kCollection + "?dryRun=All", std::string(5000, ' '));
     require_problem(r, 413);
     REQUIRE(r.json().at("instance").as_string() == kCollection);
+    // A target that is not UTF-8 is not repeated.
+    knflow::test::RawConnection c(server.port());
+    c.send(
+        "POST /api/v1/\xff HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000\r\nAuthorization: Bearer " +
+        std::string(knflow::test::kToken) + "\r\n\r\n" + std::string(5000, ' '));
+    const auto reply = c.read_reply();
+    REQUIRE(reply.status == 413);
+    REQUIRE(reply.body.find("instance") == std::string::npos);
+    REQUIRE(knflow::model::find_invalid_utf8(reply.body) == std::string_view::npos);
   }
   SECTION("body over the limit announced with Expect: 100-continue: 413 before sending it") {
     knflow::test::RawConnection c(server.port());
