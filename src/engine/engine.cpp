@@ -26,6 +26,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <limits>
@@ -3115,9 +3116,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       count_in_flight();
     }
     if (metrics) metrics->run_started();  // started in this process, so finished here too
+    // Entries of steps still under way (a `wait`'s deadline, a loop's progress) do not count.
+    const auto completed =
+        std::count_if(run->journal.begin(), run->journal.end(),
+                      [](const auto& e) { return e.second.state == "completed"; });
     log::info("Resumed run", {{"run", run->id},
                               {"workflow", run->namespace_ + "/" + run->workflow_name},
-                              {"completedSteps", std::to_string(run->journal.size())}});
+                              {"completedSteps", std::to_string(completed)}});
     launch(run);
   }
 

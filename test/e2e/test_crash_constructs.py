@@ -6,6 +6,7 @@ switch decisions going on where they were, one reply per run, one dead letter.""
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -271,6 +272,12 @@ class CrashInsideConstructsTest(unittest.TestCase):
         self.assertEqual(after, [{"n": 4}, {"tagged": 1}], echoed)
 
         self.assertEqual(data["waiting"], {"w": 1, "woke": True})
+        # Its one completed step is what the resume counts, not the wait under way (unless a slow
+        # machine let the wait end before the kill: then it was not resumed).
+        resumed = re.search(f'msg="Resumed run" run={ids["waiting"]} .*completedSteps=(\\d+)',
+                            d.output())
+        if resumed:
+            self.assertEqual(resumed.group(1), "1", resumed.group(0))
         started = runs["waiting"]["startedAt"]
         self.assertGreaterEqual(seconds(runs["waiting"]["finishedAt"]) - seconds(started), 5.0)
 
