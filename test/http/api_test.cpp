@@ -328,7 +328,7 @@ TEST_CASE("http: limits answer with clear problems", "[http][limits]") {
     c.send(
         "POST /api/v1/\xff HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         "Content-Length: 100000\r\nAuthorization: Bearer " +
-        std::string(knflow::test::kToken) + "\r\n\r\n" + std::string(5000, ' '));
+        std::string(knflow::test::kToken) + "\r\n\r\n");  // refused by its length alone
     const auto reply = c.read_reply();
     REQUIRE(reply.status == 413);
     REQUIRE(reply.body.find("instance") == std::string::npos);
