@@ -73,7 +73,7 @@ std::string printable(std::string_view text, bool keep_lines) {
 
 void print_error_list(std::ostream& out, const model::Errors& errors) {
   for (const auto& e : errors) {
-    out << "  " << printable(e.pointer.empty() ? "/" : e.pointer) << ": " << printable(e.message)
+    out << "  " << printable(model::pointer_label(e.pointer)) << ": " << printable(e.message)
         << "\n";
   }
 }

@@ -19,7 +19,7 @@ namespace po = boost::program_options;
 void print_mode(std::ostream& out, std::string_view name, const model::ModeSupport& mode) {
   out << "  " << name << ": " << (mode.supported ? "yes" : "no") << "\n";
   for (const auto& r : mode.reasons) {
-    out << "    " << printable(r.pointer.empty() ? "/" : r.pointer) << ": " << printable(r.message)
+    out << "    " << printable(model::pointer_label(r.pointer)) << ": " << printable(r.message)
         << "\n";
   }
 }

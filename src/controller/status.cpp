@@ -265,7 +265,7 @@ std::string errors_message(const model::Errors& errors, std::size_t max_bytes) {
   std::string out = std::to_string(errors.size()) + (errors.size() == 1 ? " error: " : " errors: ");
   for (std::size_t i = 0; i < errors.size(); ++i) {
     std::string item =
-        (errors[i].pointer.empty() ? "/" : errors[i].pointer) + ": " + errors[i].message;
+        std::string(model::pointer_label(errors[i].pointer)) + ": " + errors[i].message;
     if (i > 0) item = "; " + item;
     if (out.size() + item.size() > max_bytes) {
       out += "; and " + std::to_string(errors.size() - i) + " more";

@@ -26,4 +26,8 @@ std::string pointer_append(const std::string& pointer, std::size_t index) {
   return pointer + '/' + std::to_string(index);
 }
 
+std::string_view pointer_label(std::string_view pointer) {
+  return pointer.empty() ? "(root)" : pointer;
+}
+
 }  // namespace knflow::model

@@ -212,7 +212,8 @@ TEST_CASE("same_status ignores the order of conditions and functions, not their 
 
 TEST_CASE("Error messages list every error with its pointer, bounded") {
   knflow::model::Errors errors = {{"/spec/do/0/call", "bad"}, {"", "whole"}};
-  CHECK(knflow::controller::errors_message(errors) == "2 errors: /spec/do/0/call: bad; /: whole");
+  CHECK(knflow::controller::errors_message(errors) ==
+        "2 errors: /spec/do/0/call: bad; (root): whole");
   knflow::model::Errors many(500, knflow::model::FieldError{"/spec/x", std::string(40, 'e')});
   const std::string message = knflow::controller::errors_message(many, 1000);
   CHECK(message.size() < 1100);

@@ -95,7 +95,8 @@ class ValidateCliTest(unittest.TestCase):
         self.assertEqual(r.stderr, f"knflow validate: cannot read standard input: {limit}")
         r = validate("-f", "-", stdin="a" * 1100000)
         self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertIn("document is 1100000 bytes, more than the limit of 1048576 bytes", r.stdout)
+        self.assertIn("\n  (root): document is 1100000 bytes, more than the limit of 1048576 bytes",
+                      r.stdout)
 
     def test_hostile_documents_fail_cleanly(self):
         deep = b"[" * 100000 + b"]" * 100000

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace knflow::model {
@@ -19,5 +20,9 @@ using Errors = std::vector<FieldError>;
 // Appends one reference token to a JSON pointer, escaping '~' and '/' as RFC 6901 requires.
 std::string pointer_append(const std::string& pointer, std::string_view token);
 std::string pointer_append(const std::string& pointer, std::size_t index);
+
+// A pointer as a line of text shows it: "(root)" for the whole document, whose pointer is ""
+// ("/" would be the pointer of a member named "" at the top).
+std::string_view pointer_label(std::string_view pointer);
 
 }  // namespace knflow::model
