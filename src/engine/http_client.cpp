@@ -2,6 +2,7 @@
 
 #include "knflow/asio/net_stream.hpp"
 #include "knflow/asio/tls.hpp"
+#include "knflow/asio/write_message.hpp"
 #include "knflow/log/file.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/version.hpp"
@@ -649,7 +650,7 @@ struct Pool : std::enable_shared_from_this<Pool> {
       }
     };
     conn.stream.tcp().expires_at(req.deadline);
-    auto [wec, wn] = co_await bhttp::async_write(stream, req.message, use_tuple);
+    auto [wec, wn] = co_await io::write_message(stream, req.message);
     // A function may answer before it has read the whole body (a 413 from a size limit) and
     // close, so that the rest of the send fails: its answer is read all the same, as RFC 9112
     // §9.5 asks of a client, and only without one does the send's error stand.

@@ -1,6 +1,7 @@
 #include "knflow/http/server.hpp"
 
 #include "knflow/asio/context_pool.hpp"
+#include "knflow/asio/write_message.hpp"
 #include "knflow/http/problem.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
@@ -336,7 +337,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     r.body() = std::move(res.body);
     r.prepare_payload();
     stream.expires_after(std::chrono::seconds(2));
-    co_await bhttp::async_write(stream, r, use_tuple);
+    co_await io::write_message(stream, r);
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     if (metrics) metrics->observe_request("unmatched", "OTHER", 503, std::chrono::seconds(0));
@@ -706,8 +707,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       if (self->metrics) {
         self->metrics->observe_request(route_label, method, res.status, Clock::now() - started);
       }
-      auto [wec, wn] = is_head ? co_await bhttp::async_write_header(stream, serializer, use_tuple)
-                               : co_await bhttp::async_write(stream, serializer, use_tuple);
+      auto [wec, wn] = co_await io::write_message(stream, serializer);
       state->busy = false;
       if (wec || !keep_alive) break;
     }

@@ -2,6 +2,7 @@
 
 #include "knflow/asio/net_stream.hpp"
 #include "knflow/asio/tls.hpp"
+#include "knflow/asio/write_message.hpp"
 #include "knflow/version.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -90,7 +91,7 @@ void set_keepalive(tcp::socket& socket) {
 template <class Stream>
 asio::awaitable<std::tuple<beast::error_code, std::size_t>> write_message(Stream& stream,
                                                                           Message& message) {
-  co_return co_await bhttp::async_write(stream, message, use_tuple);
+  co_return co_await io::write_message(stream, message);
 }
 
 template <class Stream, class Parser>
