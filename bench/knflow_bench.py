@@ -244,9 +244,11 @@ class Knflow:
             with open(self.log_path, "rb") as f:
                 f.seek(log_offset)
                 text = f.read().decode(errors="replace")
-            m = re.search(r'msg="Loaded workflows, ready" count=(\d+) ms=(\d+)', text)
-            if m:
-                count, load_ms = int(m.group(1)), int(m.group(2))
+            # The line's fields by name: more than count and ms may be on it (loaded=).
+            m = re.search(r'msg="Loaded workflows, ready"(.*)', text)
+            fields = dict(re.findall(r' (\w+)=(\d+)', m.group(1))) if m else {}
+            if "count" in fields and "ms" in fields:
+                count, load_ms = int(fields["count"]), int(fields["ms"])
             else:
                 time.sleep(0.01)
         return {"wall_ms": wall_ms, "load_ms": load_ms, "count": count, "polls": polls}
