@@ -609,7 +609,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             refused = std::move(verdict.refused);
           } else {
             bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
-            auto [wec, wn] = co_await bhttp::async_write(stream, cont, use_tuple);
+            auto [wec, wn] = co_await io::write_message(stream, cont);
             ec = wec;
           }
         }
