@@ -88,12 +88,6 @@ void set_keepalive(tcp::socket& socket) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
-template <class Stream>
-asio::awaitable<std::tuple<beast::error_code, std::size_t>> write_message(Stream& stream,
-                                                                          Message& message) {
-  co_return co_await io::write_message(stream, message);
-}
-
 template <class Stream, class Parser>
 asio::awaitable<std::tuple<beast::error_code, std::size_t>> read_whole(Stream& stream,
                                                                        beast::flat_buffer& buffer,
@@ -335,7 +329,7 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
                                            std::shared_ptr<Message> message,
                                            Clock::time_point deadline, bool reused, Outcome& out) {
     conn->tcp().expires_at(deadline);
-    auto [wec, wn] = co_await write_message(stream, *message);
+    auto [wec, wn] = co_await io::write_message(stream, *message);
     if (wec) {
       out.ec = wec;
       out.phase = "send to";
@@ -620,7 +614,7 @@ asio::awaitable<Result<std::unique_ptr<WatchStream>>> Transport::watch(
   if (cec) co_return fail(cec, phase);
   auto message = self->make_message(request);
   conn->tcp().expires_at(request.deadline);
-  auto send_message = [&](auto& stream) { return write_message(stream, message); };
+  auto send_message = [&](auto& stream) { return io::write_message(stream, message); };
   auto [wec, wn] = co_await conn->stream.visit(send_message);
   if (wec) co_return fail(wec, "send to");
   auto parser = std::make_unique<bhttp::response_parser<bhttp::buffer_body>>();

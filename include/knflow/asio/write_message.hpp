@@ -3,7 +3,7 @@
 // Writing a Beast HTTP message as one gathered write. Beast serializes it (the start line, the
 // fields, the body: nothing here formats HTTP), but its own async_write walks the serializer's
 // nested buffer views again on every partial write and every step of its composed operation,
-// which cost a quarter of the instructions of a cached GET (docs/benchmarks.md). Here the
+// which took 29 % of the instructions of a cached GET (docs/benchmarks.md). Here the
 // serializer's buffers are listed once and written with Asio's async_write, which hands them to
 // the kernel in one writev.
 
