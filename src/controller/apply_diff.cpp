@@ -1,5 +1,6 @@
 #include "knflow/controller/apply_diff.hpp"
 
+#include "knflow/kube/json_fields.hpp"
 #include "knflow/render/render.hpp"
 
 #include <openssl/evp.h>
@@ -75,11 +76,6 @@ bool json_equal(const json::value& a, const json::value& b) {
 }
 
 namespace {
-
-const json::object* object_member(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  return it != o.end() && it->value().is_object() ? &it->value().get_object() : nullptr;
-}
 
 void write_number(std::string& out, const json::value& v) {
   if (v.is_int64()) {
@@ -222,7 +218,7 @@ json::value project(const json::object& fields, const json::value& observed) {
 
 // The fieldsV1 of `manager`'s Apply entry, or nullptr.
 const json::object* applied_fields(const json::object& observed, std::string_view manager) {
-  const json::object* meta = object_member(observed, "metadata");
+  const json::object* meta = kube::object_at(observed, "metadata");
   if (meta == nullptr) return nullptr;
   auto managed = meta->find("managedFields");
   if (managed == meta->end() || !managed->value().is_array()) return nullptr;
@@ -237,7 +233,7 @@ const json::object* applied_fields(const json::object& observed, std::string_vie
         sub != e.end() && sub->value().is_string() && !sub->value().get_string().empty()) {
       continue;  // a status written through the subresource is not the object's fields
     }
-    if (const json::object* fields = object_member(e, "fieldsV1")) return fields;
+    if (const json::object* fields = kube::object_at(e, "fieldsV1")) return fields;
   }
   return nullptr;
 }
@@ -281,13 +277,13 @@ std::optional<std::uint64_t> applied_digest(const json::object& observed,
 
 json::object child_summary(json::object observed, std::string_view manager) {
   json::object out;
-  if (const json::object* meta = object_member(observed, "metadata")) {
+  if (const json::object* meta = kube::object_at(observed, "metadata")) {
     json::object m;
     for (const char* key :
          {"name", "namespace", "resourceVersion", "generation", "deletionTimestamp"}) {
       copy_member(*meta, m, key);
     }
-    if (const json::object* labels = object_member(*meta, "labels")) {
+    if (const json::object* labels = kube::object_at(*meta, "labels")) {
       json::object kept;
       for (const auto& kv : *labels) {
         const std::string_view key = kv.key();
@@ -299,11 +295,11 @@ json::object child_summary(json::object observed, std::string_view manager) {
     }
     out["metadata"] = std::move(m);
   }
-  if (const json::object* status = object_member(observed, "status")) {
+  if (const json::object* status = kube::object_at(observed, "status")) {
     json::object s;
     copy_member(*status, s, "observedGeneration");
     copy_member(*status, s, "url");
-    if (const json::object* address = object_member(*status, "address")) {
+    if (const json::object* address = kube::object_at(*status, "address")) {
       json::object a;
       copy_member(*address, a, "url");
       s["address"] = std::move(a);

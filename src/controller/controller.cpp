@@ -3,6 +3,7 @@
 #include "knflow/controller/apply_diff.hpp"
 #include "knflow/controller/status.hpp"
 #include "knflow/kube/informer.hpp"
+#include "knflow/kube/json_fields.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/expression.hpp"
@@ -36,29 +37,12 @@ namespace {
 
 namespace asio = boost::asio;
 namespace json = boost::json;
+using kube::int_at;
+using kube::object_at;
+using kube::string_at;
 using Strand = asio::strand<asio::any_io_executor>;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-const json::object* object_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_object()) return nullptr;
-  return &it->value().get_object();
-}
-
-std::string string_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_string()) return {};
-  return std::string(it->value().get_string());
-}
-
-std::int64_t int_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end()) return 0;
-  if (it->value().is_int64()) return it->value().get_int64();
-  if (it->value().is_uint64()) return static_cast<std::int64_t>(it->value().get_uint64());
-  return 0;
-}
 
 const json::object& metadata_of(const json::object& o) {
   static const json::object empty;

@@ -1,5 +1,6 @@
 #include "knflow/controller/leader_election.hpp"
 
+#include "knflow/kube/json_fields.hpp"
 #include "knflow/log/log.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -23,23 +24,11 @@ namespace {
 
 namespace asio = boost::asio;
 namespace json = boost::json;
+using kube::int_at;
+using kube::string_at;
 using Clock = std::chrono::steady_clock;
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-std::string string_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_string()) return {};
-  return std::string(it->value().get_string());
-}
-
-std::int64_t int_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end()) return 0;
-  if (it->value().is_int64()) return it->value().get_int64();
-  if (it->value().is_uint64()) return static_cast<std::int64_t>(it->value().get_uint64());
-  return 0;
-}
 
 std::string ms(std::chrono::milliseconds d) { return std::to_string(d.count()); }
 

@@ -1,6 +1,7 @@
 #include "knflow/controller/status.hpp"
 
 #include "knflow/controller/apply_diff.hpp"
+#include "knflow/kube/json_fields.hpp"
 #include "knflow/model/codec.hpp"
 
 #include <chrono>
@@ -13,11 +14,7 @@ namespace {
 
 namespace json = boost::json;
 
-const json::object* object_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_object()) return nullptr;
-  return &it->value().get_object();
-}
+using kube::object_at;
 
 std::optional<std::string> string_at(const json::object& o, std::string_view key) {
   auto it = o.find(key);

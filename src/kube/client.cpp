@@ -1,5 +1,6 @@
 #include "knflow/kube/client.hpp"
 
+#include "knflow/kube/json_fields.hpp"
 #include "knflow/kube/rate_limiter.hpp"
 #include "knflow/model/json_text.hpp"
 #include "transport.hpp"
@@ -47,18 +48,6 @@ Result<json::object> parse_object(const std::string& body, std::string_view wher
     return make_error(ErrorKind::decode, std::string(where) + ": the answer is not a JSON object");
   }
   return std::move(value.get_object());
-}
-
-std::string string_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_string()) return {};
-  return std::string(it->value().get_string());
-}
-
-const json::object* object_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_object()) return nullptr;
-  return &it->value().get_object();
 }
 
 // apiVersion and kind from the type where the object has none (typed lists leave them out).

@@ -1,5 +1,7 @@
 #include "knflow/kube/error.hpp"
 
+#include "knflow/kube/json_fields.hpp"
+
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
@@ -7,20 +9,6 @@ namespace knflow::kube {
 namespace {
 
 namespace json = boost::json;
-
-std::string string_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_string()) return {};
-  return std::string(it->value().get_string());
-}
-
-std::int64_t int_at(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end()) return 0;
-  if (it->value().is_int64()) return it->value().get_int64();
-  if (it->value().is_uint64()) return static_cast<std::int64_t>(it->value().get_uint64());
-  return 0;
-}
 
 // The reason client-go gives an answer without a Status (NewGenericServerResponse).
 std::string reason_for(unsigned status) {
