@@ -62,6 +62,14 @@ inline constexpr std::size_t kMaxInputFileBytes = std::size_t{64} << 20;
 void store_options(const boost::program_options::parsed_options& parsed,
                    boost::program_options::variables_map& vm);
 
+// Parses a command's arguments into `vm` (store_options, then notify). Empty when the command
+// goes on; otherwise its exit code: kExitOk after printing `desc` for --help, kExitUsage after
+// saying what is wrong (`knflow <command>: ...`) and printing `desc` on stderr.
+std::optional<int> parse_command_line(const boost::program_options::options_description& desc,
+                                      const std::vector<std::string>& args,
+                                      boost::program_options::variables_map& vm,
+                                      std::string_view command);
+
 // The most any option counted in seconds may be: a year, more is surely a mistake.
 inline constexpr double kMaxSeconds = 365.0 * 24 * 3600;
 

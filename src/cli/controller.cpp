@@ -78,17 +78,7 @@ int controller(const std::vector<std::string>& args) {
       "status-write-delay", po::value<double>()->default_value(0),
       "tests only: seconds to wait between reading a Workflow and writing its status");
   po::variables_map vm;
-  try {
-    store_options(po::command_line_parser(args).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return kExitOk;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "knflow controller: " << e.what() << "\n\n" << desc << "\n";
-    return kExitUsage;
-  }
+  if (auto exit_code = parse_command_line(desc, args, vm, "controller")) return *exit_code;
   log::Level level;
   if (!log::parse_level(vm["log-level"].as<std::string>(), level)) {
     std::cerr << "knflow controller: --log-level must be debug, info, warn or error\n";

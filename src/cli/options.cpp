@@ -1,4 +1,4 @@
-// Checks that serve and controller share for their numeric options.
+// What the commands share in reading their options: the checks of numeric options, the parse.
 
 #include "commands.hpp"
 
@@ -53,6 +53,23 @@ bool check_seconds_options(const boost::program_options::variables_map& vm,
     }
   }
   return true;
+}
+
+std::optional<int> parse_command_line(const po::options_description& desc,
+                                      const std::vector<std::string>& args, po::variables_map& vm,
+                                      std::string_view command) {
+  try {
+    store_options(po::command_line_parser(args).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return kExitOk;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "knflow " << command << ": " << e.what() << "\n\n" << desc << "\n";
+    return kExitUsage;
+  }
+  return std::nullopt;
 }
 
 }  // namespace knflow::cli

@@ -42,17 +42,7 @@ int render(const std::vector<std::string>& args) {
       "channel-api-version", po::value<std::string>()->default_value("messaging.knative.dev/v1"),
       "apiVersion of that channel kind");
   po::variables_map vm;
-  try {
-    store_options(po::command_line_parser(args).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return kExitOk;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "knflow render: " << e.what() << "\n\n" << desc << "\n";
-    return kExitUsage;
-  }
+  if (auto exit_code = parse_command_line(desc, args, vm, "render")) return *exit_code;
   const auto file = vm["filename"].as<std::string>();
   render::Options options;
   options.channel_template = {vm["channel-api-version"].as<std::string>(),

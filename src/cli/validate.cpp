@@ -45,17 +45,7 @@ int validate(const std::vector<std::string>& args) {
                                                   "the workflow file; `-` reads standard input")(
       "output,o", po::value<std::string>()->default_value("text"), "text or json");
   po::variables_map vm;
-  try {
-    store_options(po::command_line_parser(args).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return kExitOk;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "knflow validate: " << e.what() << "\n\n" << desc << "\n";
-    return kExitUsage;
-  }
+  if (auto exit_code = parse_command_line(desc, args, vm, "validate")) return *exit_code;
   const auto file = vm["filename"].as<std::string>();
   const auto output = vm["output"].as<std::string>();
   if (output != "text" && output != "json") {
