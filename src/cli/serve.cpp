@@ -427,9 +427,11 @@ bool lock_data_dir(const fs::path& data_dir) {
 }
 
 // The accepted tokens: from --token-file, or the data directory's token file (created on first
-// start when listening on loopback). Returns nullopt after printing why it refused.
+// start when listening on loopback; `created` is then set to it). Returns nullopt after printing
+// why it refused.
 std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs::path& data_dir,
-                                          const asio::ip::tcp::endpoint& listen) {
+                                          const asio::ip::tcp::endpoint& listen,
+                                          std::optional<fs::path>& created) {
   std::string error;
   if (vm.count("token-file")) {
     auto tokens = http::TokenSet::load(vm["token-file"].as<std::string>(), error);
@@ -466,11 +468,7 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
         return std::nullopt;
       }
     }
-    std::cerr << "Created an API token in " << file.string()
-              << ". Send it with every request, for example:\n  curl -H \"Authorization: Bearer "
-                 "$(cat "
-              << file.string() << ")\" http://" << listen.address().to_string() << ":"
-              << listen.port() << "/api/v1/workflows\n";
+    created = file;  // said once the port is known (--listen may ask for any free one)
   }
   auto tokens = http::TokenSet::load(file, error);
   if (!tokens) std::cerr << "knflow serve: " << error << "\n";
@@ -594,7 +592,8 @@ int serve(const std::vector<std::string>& args) {
               {{"dataDir", data_dir.string()}, {"fix", "chmod 700 " + data_dir.string()}});
   }
   if (!lock_data_dir(data_dir)) return kExitUsage;
-  auto tokens = load_tokens(vm, data_dir, *listen);
+  std::optional<fs::path> created_token;
+  auto tokens = load_tokens(vm, data_dir, *listen, created_token);
   if (!tokens) return kExitUsage;
 
   // Cluster mode: the Kubernetes API owns the workflows (docs/cluster.md).
@@ -775,8 +774,14 @@ int serve(const std::vector<std::string>& args) {
                           ? std::string(bound.address().is_v6() ? "[::1]" : "127.0.0.1")
                       : bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
                                                 : bound.address().to_string();
-    const std::string broker_url =
-        "http://" + host + ":" + std::to_string(bound.port()) + "/api/v1/namespaces/{ns}/broker";
+    const std::string base_url = "http://" + host + ":" + std::to_string(bound.port());
+    const std::string broker_url = base_url + "/api/v1/namespaces/{ns}/broker";
+    if (created_token) {
+      std::cerr << "Created an API token in " << created_token->string()
+                << ". Send it with every request, for example:\n  curl -H \"Authorization: "
+                   "Bearer $(cat "
+                << created_token->string() << ")\" " << base_url << "/api/v1/workflows\n";
+    }
     engine.set_broker_url(broker_url);
     functions.set_sink(engine::SinkSettings{
         .url = broker_url,

@@ -2,6 +2,7 @@
 environment, restart keeps data, graceful shutdown on SIGTERM and SIGINT."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,6 +51,22 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(status, 401)
             status, _, _ = d.call("GET", "/api/v1/workflows")
             self.assertEqual(status, 200)
+            self.assertEqual(d.stop(), 0, d.tail())
+
+    def test_first_start_hint_names_the_port_the_daemon_listens_on(self):
+        """With `--listen 127.0.0.1:0` the hint's curl went to http://127.0.0.1:0: the token was
+        made before the port was chosen."""
+        with Daemon() as d:
+            d.args[d.args.index("--listen") + 1] = "127.0.0.1:0"
+            d.start(wait_ready=False)
+            deadline = time.monotonic() + 60
+            while "Started knflow" not in d.output() and time.monotonic() < deadline:
+                self.assertIsNone(d.proc.poll(), d.tail())
+                time.sleep(0.05)
+            port = re.search(r"listen=127\.0\.0\.1:(\d+)", d.output()).group(1)
+            self.assertNotEqual(port, "0")
+            self.assertIn(f"$(cat {d.data_dir}/token)\" http://127.0.0.1:{port}/api/v1/workflows\n",
+                          d.output())
             self.assertEqual(d.stop(), 0, d.tail())
 
     def test_restart_keeps_workflows_and_the_token(self):
