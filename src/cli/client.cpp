@@ -6,6 +6,7 @@
 #include "knflow/engine/retry.hpp"
 #include "knflow/http/auth.hpp"
 #include "knflow/model/document.hpp"
+#include "knflow/model/errors.hpp"
 #include "knflow/model/json_text.hpp"
 #include "knflow/model/timestamp.hpp"
 
@@ -27,6 +28,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -112,6 +114,27 @@ std::optional<Target> resolve_target(const po::variables_map& vm, std::string_vi
               << " must be the daemon's http:// or https:// URL, such as http://127.0.0.1:8080; "
                  "got \""
               << given << "\"\n";
+    return std::nullopt;
+  }
+  // Said here, as the usage errors they are, not as a daemon that did not answer.
+  std::string wrong;
+  if (url->has_userinfo()) {
+    wrong = "holds credentials (\"" + std::string(url->encoded_userinfo()) +
+            "@\"), which are not sent: the token goes in --token-file or $KNFLOW_TOKEN";
+  } else if (const std::string_view port = url->port(); url->has_port() && !port.empty()) {
+    unsigned long number = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+    if (ec != std::errc() || end != port.data() + port.size() || number == 0 || number > 65535) {
+      wrong = "has the port \"" + std::string(port) + "\", which is not a number from 1 to 65535";
+    }
+  } else if (!url->encoded_path().empty() && !url->encoded_path().starts_with('/')) {
+    // Boost.URL 1.81 reads "http://host:abc" as an empty port and the path "abc".
+    wrong = "has \"" + std::string(url->encoded_path()) +
+            "\" after the host's ':', where a port (digits) goes";
+  }
+  if (!wrong.empty()) {
+    std::cerr << "knflow " << command << ": " << (flag ? "--server" : "$KNFLOW_SERVER") << " \""
+              << given << "\" " << wrong << "\n";
     return std::nullopt;
   }
   target.flags = " -n " + shell_word(vm["namespace"].as<std::string>());
@@ -352,10 +375,14 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
   boost::system::error_code ec;
   auto body = model::parse_data(res.body, ec);
   if (ec || !body.is_object()) {
-    constexpr std::size_t kShown = 1000;
-    std::cerr << "knflow: the daemon answered " << res.status << ": "
+    // The daemon's refusals are JSON problems: this one is likely another server's (a wrong
+    // port), whose whole page would not help.
+    constexpr std::size_t kShown = 200;
+    std::cerr << "knflow: " << target.server << " answered " << res.status
+              << (res.body.empty() ? " with no body" : ", not with a JSON problem: ")
               << printable(std::string_view(res.body).substr(0, kShown))
-              << (res.body.size() > kShown ? "..." : "") << "\n";
+              << (res.body.size() > kShown ? "..." : "") << "\n"
+              << "  (is --server or $KNFLOW_SERVER the knflow daemon's URL?)\n";
     return kExitFailed;
   }
   const auto& o = body.as_object();
@@ -384,8 +411,12 @@ int report_failure(const engine::HttpResponse& res, const Target& target,
       if (!e.is_object()) continue;
       // A document's JSON pointer, or the query parameter; an error the first line said already
       // (a query's one error is also the problem's detail) is not said again.
-      auto where = text(e.as_object(), "pointer");
-      if (where.empty()) where = text(e.as_object(), "parameter");
+      // The empty pointer, the whole document (an input schema's `type` at its root), is
+      // "(root)", as `knflow validate` says it.
+      const auto* pointer = e.as_object().if_contains("pointer");
+      auto where = pointer && pointer->is_string()
+                       ? std::string(model::pointer_label(pointer->get_string()))
+                       : text(e.as_object(), "parameter");
       const auto what = text(e.as_object(), "detail");
       if (what == detail && !error) continue;
       std::cerr << "  " << printable((where.empty() ? "" : where + ": ") + what) << "\n";

@@ -27,7 +27,7 @@ namespace knflow::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitInvalid = 1;  // the input was read and is invalid (validate, render)
 inline constexpr int kExitUsage = 2;    // bad flags, unreadable files, refused configuration
-inline constexpr int kExitFailed = 3;   // the daemon failed at run time
+inline constexpr int kExitFailed = 3;   // the daemon failed at run time; the output was lost
 // invoke: a synchronous invoke's run outlasted the wait (the daemon answered 202); it goes on
 inline constexpr int kExitRunning = 4;
 

@@ -4,6 +4,8 @@
 #include "knflow/engine/jq_worker_pool.hpp"
 #include "knflow/version.hpp"
 
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -41,14 +43,9 @@ int version(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-int run(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty()) {
-    print_usage(std::cerr);  // a usage error: the text goes where errors go
-    return kExitUsage;
-  }
-  const std::string command = args.front();
-  args.erase(args.begin());
+namespace {
+
+int dispatch(const std::string& command, const std::vector<std::string>& args) {
   if (command == "serve") return serve(args);
   if (command == "validate") return validate(args);
   if (command == "render") return render(args);
@@ -57,7 +54,6 @@ int run(int argc, char** argv) {
   if (command == "logs") return logs(args);
   if (command == "functions") return functions(args);
   if (command == "controller") return controller(args);
-  if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
   if (command == "version" || command == "--version") return version(args);
   if (command == "help" || command == "--help" || command == "-h") {
     print_usage(std::cout);
@@ -66,6 +62,31 @@ int run(int argc, char** argv) {
   std::cerr << "knflow: unknown command \"" << command << "\"\n\n";
   print_usage(std::cerr);
   return kExitUsage;
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    print_usage(std::cerr);  // a usage error: the text goes where errors go
+    return kExitUsage;
+  }
+  const std::string command = args.front();
+  args.erase(args.begin());
+  if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
+  const int exit_code = dispatch(command, args);
+  // What a command printed is its result: a full disk or a closed descriptor (`> /dev/full`)
+  // must not exit 0 with it lost. (A reader gone from a pipe ends the process by SIGPIPE first.)
+  errno = 0;
+  std::cout.flush();
+  if (!std::cout) {
+    const int error = errno;
+    std::cerr << "knflow " << command << ": cannot write to standard output"
+              << (error != 0 ? ": " + std::string(std::strerror(error)) : std::string()) << "\n";
+    return exit_code == kExitOk ? kExitFailed : exit_code;
+  }
+  return exit_code;
 }
 
 }  // namespace knflow::cli

@@ -59,10 +59,10 @@ class Function(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def workflow(name, do, functions=None):
+def workflow(name, do, functions=None, **spec):
     return json.dumps({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
                        "metadata": {"name": name, "namespace": NS},
-                       "spec": {"functions": functions or {}, "do": do}})
+                       "spec": {"functions": functions or {}, "do": do, **spec}})
 
 
 FAST_RETRY = {"limit": 2, "backoff": "constant", "delay": "PT0.01S", "jitter": False}
@@ -90,6 +90,8 @@ class InvokeCliTest(unittest.TestCase):
                      {"stock": {"url": fn + "/flaky"}}),
             workflow("big", [{"name": "grow", "set": {"big": '${ "x" * 10000000 }'}}]),
             workflow("slow", [{"name": "nap", "wait": "PT3S"}]),
+            workflow("typed", [{"name": "noop", "set": {}}],
+                     input={"schema": {"type": "object", "required": ["amount"]}}),
             workflow("a-workflow-named-longer-than-the-column", [{"name": "noop", "set": {}}]),
             workflow("shouty", [{"name": "boom", "raise": {"type": "runtime", "status": 500,
                                                           "title": "${ .title }",
@@ -647,6 +649,20 @@ class InvokeCliTest(unittest.TestCase):
                 self.assertEqual(err, "knflow runs: --server must be the daemon's http:// or "
                                       "https:// URL, such as http://127.0.0.1:8080; got "
                                       f'"{server}"\n')
+        # A port out of range, not digits, or credentials in the URL are usage errors too: they
+        # were said as "no answer from the daemon" (exit 3).
+        for server, wrong in (("http://127.0.0.1:99999", 'has the port "99999", which is not a '
+                               "number from 1 to 65535"),
+                              ("http://127.0.0.1:0", 'has the port "0", which is not a number from '
+                               "1 to 65535"),
+                              ("http://127.0.0.1:abc", "has \"abc\" after the host's ':', where a "
+                               "port (digits) goes"),
+                              ("http://u:p@127.0.0.1:8080", 'holds credentials ("u:p@"), which are '
+                               "not sent: the token goes in --token-file or $KNFLOW_TOKEN")):
+            with self.subTest(server=server):
+                code, out, err = self.cli("runs", "-n", NS, "--server", server, flags=False)
+                self.assertEqual(code, 2, out + err)
+                self.assertEqual(err, f'knflow runs: --server "{server}" {wrong}\n')
         code, out, err = self.cli("runs", "-n", NS, flags=False, env={"KNFLOW_SERVER": "localhost"})
         self.assertEqual(code, 2, out + err)
         self.assertIn("$KNFLOW_SERVER must be the daemon's http:// or https:// URL", err)
@@ -660,6 +676,28 @@ class InvokeCliTest(unittest.TestCase):
                                        "failed: "), err)
         self.assertIn("\n  (is https right there? `knflow serve` itself speaks plain HTTP: https "
                       "reaches it only through a TLS proxy)\n", err)
+
+    def test_schema_errors_name_where_and_lost_output_is_an_error(self):
+        """An input schema's error at the data's root was a bare line with no place (the CLI
+        says "(root)" for the empty pointer, as `knflow validate` does); output to a full disk
+        exited 0 with the result lost."""
+        code, out, err = self.cli("invoke", "typed", "-n", NS, "-d", "[1]")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("\n  (root): must be object, not array\n", err)
+        code, out, err = self.cli("invoke", "typed", "-n", NS, "-d", "{}")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("\n  /amount: is required\n", err)
+        for args in (("invoke", "a-workflow-named-longer-than-the-column", "-n", NS),
+                     ("runs", "-n", NS)):
+            with self.subTest(args=args), open("/dev/full", "w") as full:
+                r = subprocess.run([BIN, *args, "--server", self.d.base, "--token-file",
+                                    os.path.join(self.d.data_dir, "token")],
+                                   stdout=full, stderr=subprocess.PIPE, text=True, timeout=DEADLINE)
+                self.assertEqual(r.returncode, 3, r.stderr)
+                # The reason when the failed write was the last (invoke flushes its result at
+                # once: the reason is gone by the time it is noticed).
+                self.assertRegex(r.stderr, f"knflow {args[0]}: cannot write to standard output"
+                                           "(: No space left on device)?\n")
 
     def test_large_answers_and_bodies(self):
         """An answer over the HTTP client's default 8 MiB (a run's output may be 64 MiB) is read,
@@ -692,9 +730,11 @@ class InvokeCliTest(unittest.TestCase):
                 self.do_GET()
 
             def do_GET(self):
+                prefix = self.path.split("/api/", 1)[0]
                 body = {"/html": b"<html>a login page</html>", "/list": b'{"items": 5}',
-                        "/array": b"[1, 2]"}[self.path.split("/api/", 1)[0]]
-                self.send_response(200)
+                        "/array": b"[1, 2]", "/404": b"<!DOCTYPE html><title>Not found</title>" +
+                        b"x" * 5000, "/empty404": b""}[prefix]
+                self.send_response(404 if prefix.endswith("404") else 200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -715,6 +755,18 @@ class InvokeCliTest(unittest.TestCase):
                         self.assertEqual(code, 3, out + err)
                         self.assertEqual(out, "")
                         self.assertIn(f"knflow: the answer from {base + prefix} is not {what}: {snippet}", err)
+            # Another server's refusal (a wrong port): its URL and a question, not its whole page.
+            code, out, err = self.cli("runs", "-n", NS, flags=False,
+                                      env={"KNFLOW_SERVER": base + "/404", "KNFLOW_TOKEN": "t"})
+            self.assertEqual(code, 3, out + err)
+            self.assertEqual(err, f"knflow: {base}/404 answered 404, not with a JSON problem: "
+                                  "<!DOCTYPE html><title>Not found</title>" + "x" * 161 + "...\n"
+                                  "  (is --server or $KNFLOW_SERVER the knflow daemon's URL?)\n")
+            code, out, err = self.cli("runs", "-n", NS, flags=False,
+                                      env={"KNFLOW_SERVER": base + "/empty404", "KNFLOW_TOKEN": "t"})
+            self.assertEqual(code, 3, out + err)
+            self.assertEqual(err, f"knflow: {base}/empty404 answered 404 with no body\n"
+                                  "  (is --server or $KNFLOW_SERVER the knflow daemon's URL?)\n")
             # An invoke's 200 without the run's id is not taken for a completed run.
             code, out, err = self.cli("invoke", "greet", "-n", NS, flags=False,
                                       env={"KNFLOW_SERVER": base + "/html", "KNFLOW_TOKEN": "t"})
