@@ -1,5 +1,7 @@
 #include "knflow/store/db.hpp"
 
+#include "knflow/store/wal_file.hpp"
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -9,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iterator>
 #include <mutex>
@@ -236,6 +239,54 @@ void refuse_lost_database(const std::filesystem::path& path) {
                   "empty database");
 }
 
+// What SQLite would quietly drop or fail on later, refused while nothing was written yet: a WAL
+// damaged other than by a crash's torn end (wal_file.hpp), and a WAL or shared-memory file the
+// daemon may not write (SQLite would open the database and fail at the first write). Returns
+// whether the WAL holds frames: the last stop was not clean (a clean one leaves no WAL).
+bool refuse_damaged_wal(const std::filesystem::path& path) {
+  auto wal = path;
+  wal += "-wal";
+  WalCheck check;
+  try {
+    check = check_wal_file(wal);
+  } catch (const std::system_error& e) {
+    throw Error(SQLITE_CANTOPEN, "cannot open " + path.string() + ": " + e.what());
+  }
+  for (const char* suffix : {"-wal", "-shm"}) {
+    auto file = path;
+    file += suffix;
+    if (::access(file.c_str(), F_OK) == 0 && ::access(file.c_str(), R_OK | W_OK) != 0) {
+      throw Error(SQLITE_READONLY, "cannot open " + file.string() +
+                                       " for writing: " + std::strerror(errno) +
+                                       " (its owner or mode differs from the database file's?)");
+    }
+  }
+  const std::string advice =
+      ". Restore the database and its -wal file from a backup; or, to start from the database "
+      "file alone, move the -wal file away: the writes it holds since the last checkpoint are "
+      "then lost";
+  switch (check.state) {
+    case WalCheck::State::absent:
+      return false;
+    case WalCheck::State::sound:
+      return true;
+    case WalCheck::State::bad_header:
+      throw Error(SQLITE_CORRUPT, "cannot open " + path.string() + ": its write-ahead log " +
+                                      wal.string() + " (" + std::to_string(check.bytes) +
+                                      " bytes) does not start with a valid WAL header, so none "
+                                      "of the writes it holds could be read" +
+                                      advice);
+    case WalCheck::State::damaged_frame:
+      throw Error(SQLITE_CORRUPT,
+                  "cannot open " + path.string() + ": its write-ahead log " + wal.string() +
+                      " is damaged at byte " + std::to_string(check.bad_offset) +
+                      " (a frame fails its checksum, and committed writes follow it), so the "
+                      "writes from there on could not be read" +
+                      advice);
+  }
+  return true;
+}
+
 }  // namespace
 
 Error::Error(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
@@ -244,10 +295,12 @@ Error::Error(int code, const std::string& message) : std::runtime_error(message)
 
 Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
   configure_sqlite_once();
+  bool unclean_stop = false;
   // A new database file is created readable by its owner only: it holds every run's data, and
   // SQLite gives the -wal and -shm files the database file's permissions.
   if (path != ":memory:" && !path.string().starts_with("file:")) {
     refuse_lost_database(path);
+    unclean_stop = refuse_damaged_wal(path);
     if (const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600); fd >= 0) {
       ::close(fd);
     }
@@ -271,6 +324,17 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
     sqlite3_extended_result_codes(db_, 1);
     busy_timeout_ = settings.busy_timeout;
     sqlite3_busy_handler(db_, &wait_briefly, &busy_timeout_);
+    // After a crash (a WAL with frames), every page is read once: a database file damaged
+    // meanwhile is refused here, before runs resume on it and fault one by one on what they
+    // cannot read. A clean stop leaves no WAL, and SQLite reads the pages it needs as it goes.
+    if (unclean_stop) {
+      Stmt check(*this, "PRAGMA quick_check(1)");
+      const std::string verdict = check.step() ? check.column_string(0) : std::string("no answer");
+      if (verdict != "ok") {
+        throw Error(SQLITE_CORRUPT, "cannot open " + path.string() + ": it is damaged (" + verdict +
+                                        "). Restore it and its -wal file from a backup");
+      }
+    }
     // Read-only checks first, so that a foreign file is refused before anything is written to it.
     check_identity(settings.migrations.size());
     std::string mode;
@@ -291,6 +355,9 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
   } catch (...) {
     checkpointer_.reset();
     for (auto& stmt : tx_stmts_) stmt.reset();
+    // A refused file is left as it was: the last connection's close would otherwise copy the
+    // WAL into the database file (a damaged one, say) and delete it.
+    sqlite3_db_config(db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
     sqlite3_close_v2(db_);
     db_ = nullptr;
     throw;

@@ -258,6 +258,145 @@ TEST_CASE("A write-ahead log without its database file is refused, and kept") {
   CHECK(std::filesystem::exists(lost / "knflow.db") == emptied);  // not created either
 }
 
+namespace {
+
+std::string file_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void overwrite(const std::filesystem::path& path, std::size_t offset, std::string_view bytes) {
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A database and its WAL as a daemon killed after `rows` commits leaves them: a copy of both
+// files taken while the writer still has them open (nothing checkpointed: checkpoint_pages 0
+// leaves it to SQLite, at 1,000 pages).
+std::filesystem::path crashed_copy(const knflow::test::TempDir& dir, int rows) {
+  const auto live = dir.path() / "live";
+  std::filesystem::create_directory(live);
+  Db db(live / "knflow.db", DbSettings{.checkpoint_pages = 0});
+  db.exec("CREATE TABLE t (n INTEGER, pad TEXT)");
+  for (int i = 0; i < rows; ++i) {
+    db.exec("INSERT INTO t VALUES (" + std::to_string(i) + ", printf('%.2000c', 'x'))");
+  }
+  const auto copy = dir.path() / "crashed";
+  std::filesystem::create_directory(copy);
+  for (const char* name : {"knflow.db", "knflow.db-wal"}) {
+    std::filesystem::copy_file(live / name, copy / name);
+  }
+  return copy / "knflow.db";
+}
+
+constexpr std::size_t kWalHeader = 32;
+constexpr std::size_t kFrame = 24 + 4096;
+
+}  // namespace
+
+TEST_CASE("A write-ahead log damaged other than by a torn end is refused, and kept") {
+  // SQLite reads a WAL up to its first frame that does not check and drops the rest, and a WAL
+  // with a bad header not at all: a damaged WAL opened as a database without its latest runs,
+  // and the next writes overwrote it.
+  knflow::test::TempDir dir;
+  const auto path = crashed_copy(dir, 20);
+  auto wal = path;
+  wal += "-wal";
+  const auto wal_bytes = std::filesystem::file_size(wal);
+  REQUIRE(wal_bytes > kWalHeader + 10 * kFrame);
+  const auto db_before = file_bytes(path);
+
+  SECTION("a sound WAL opens with every commit in it, after a check of every page") {
+    Db db(path);
+    CHECK(query_int(db, "SELECT count(*) FROM t") == 20);
+  }
+  SECTION("a torn end (a crash during the last write) opens without the torn commit") {
+    std::filesystem::resize_file(wal, wal_bytes - 100);
+    Db db(path);
+    CHECK(query_int(db, "SELECT count(*) FROM t") == 19);
+  }
+  SECTION("a header that is not a WAL header is refused") {
+    overwrite(wal, 0, "THIS IS NOT A WAL HEADER, GARBAG");
+    const auto wal_before = file_bytes(wal);
+    const Error e = error_of([&] { Db db(path); });
+    CHECK((e.code() & 0xff) == SQLITE_CORRUPT);
+    CHECK(contains(e.what(), "does not start with a valid WAL header"));
+    CHECK(contains(e.what(), wal.string()));
+    CHECK(contains(e.what(), "move the -wal file away"));
+    CHECK(file_bytes(wal) == wal_before);
+    CHECK(file_bytes(path) == db_before);
+  }
+  SECTION("a frame in the middle that fails its checksum is refused, naming where") {
+    const std::size_t third = kWalHeader + 2 * kFrame;
+    overwrite(wal, third + 24 + 100, "garbage in the middle");
+    const auto wal_before = file_bytes(wal);
+    const Error e = error_of([&] { Db db(path); });
+    CHECK((e.code() & 0xff) == SQLITE_CORRUPT);
+    CHECK(contains(e.what(), "is damaged at byte " + std::to_string(third)));
+    CHECK(file_bytes(wal) == wal_before);
+    CHECK(file_bytes(path) == db_before);
+  }
+}
+
+TEST_CASE("After a crash, a damaged database file is refused before anything runs on it") {
+  // With a WAL present, SQLite opened a half-truncated file, and every resumed run faulted on
+  // "database disk image is malformed".
+  knflow::test::TempDir dir;
+  const auto path = crashed_copy(dir, 5);
+  {
+    // Pages the WAL does not hold over: the checkpointed schema's and first rows' pages.
+    Db db(path.parent_path().parent_path() / "live" / "knflow.db",
+          DbSettings{.checkpoint_pages = 0});
+  }
+  std::filesystem::remove(path);
+  std::filesystem::remove(std::filesystem::path(path.string() + "-wal"));
+  std::filesystem::copy_file(dir.path() / "live" / "knflow.db", path);
+  {
+    // A WAL again: a writer that has the file open, copied while it is.
+    Db db(dir.path() / "live" / "knflow.db", DbSettings{.checkpoint_pages = 0});
+    db.exec("INSERT INTO t VALUES (99, 'after')");
+    std::filesystem::copy_file(dir.path() / "live" / "knflow.db-wal",
+                               std::filesystem::path(path.string() + "-wal"));
+  }
+  const auto size = std::filesystem::file_size(path);
+  REQUIRE(size >= 4 * 4096);
+  overwrite(path, 2 * 4096, std::string(4096, '\x5a'));
+  const auto db_before = file_bytes(path);
+  const Error e = error_of([&] { Db db(path); });
+  CHECK((e.code() & 0xff) == SQLITE_CORRUPT);
+  CHECK(contains(e.what(), "it is damaged"));
+  CHECK(file_bytes(path) == db_before);
+}
+
+TEST_CASE("A write-ahead log the daemon may not write is refused at open") {
+  // SQLite opened the database and failed at the first write ("attempt to write a readonly
+  // database"): the daemon was ready, and every invoke and resumed run failed.
+  knflow::test::TempDir dir;
+  const auto path = crashed_copy(dir, 2);
+  const std::filesystem::path wal = path.string() + "-wal";
+  const bool root = ::geteuid() == 0;
+  if (root) {
+    if (!set_immutable(wal, true)) {
+      WARN("the file system of " << wal << " has no immutable attribute: not checked as root");
+      return;
+    }
+  } else {
+    std::filesystem::permissions(wal, std::filesystem::perms::owner_read);
+  }
+  const Error e = error_of([&] { Db db(path); });
+  if (root) {
+    set_immutable(wal, false);
+  } else {
+    std::filesystem::permissions(
+        wal, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
+  CHECK((e.code() & 0xff) == SQLITE_READONLY);
+  CHECK(contains(e.what(), "cannot open " + wal.string() + " for writing"));
+  Db again(path);
+  CHECK(query_int(again, "SELECT count(*) FROM t") == 2);
+}
+
 TEST_CASE("A directory that does not exist cannot be opened") {
   knflow::test::TempDir dir;
   const Error e = error_of([&] { Db db(dir.path() / "missing" / "knflow.db"); });

@@ -1,0 +1,120 @@
+#include "knflow/store/wal_file.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <system_error>
+#include <vector>
+
+namespace knflow::store {
+namespace {
+
+constexpr std::uint32_t kMagicLittle = 0x377f0682;  // checksums over little-endian words
+constexpr std::uint32_t kMagicBig = 0x377f0683;     // over big-endian words
+constexpr std::uint32_t kFormatVersion = 3007000;
+constexpr std::size_t kHeaderBytes = 32;
+constexpr std::size_t kFrameHeaderBytes = 24;
+
+std::uint32_t big_endian(const unsigned char* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         std::uint32_t{p[3]};
+}
+
+std::uint32_t little_endian(const unsigned char* p) {
+  return std::uint32_t{p[0]} | (std::uint32_t{p[1]} << 8) | (std::uint32_t{p[2]} << 16) |
+         (std::uint32_t{p[3]} << 24);
+}
+
+// SQLite's WAL checksum (walChecksumBytes): over pairs of 32-bit words, continuing from `sum`.
+void checksum(const unsigned char* data, std::size_t size, bool big,
+              std::array<std::uint32_t, 2>& sum) {
+  for (std::size_t i = 0; i + 8 <= size; i += 8) {
+    const std::uint32_t x0 = big ? big_endian(data + i) : little_endian(data + i);
+    const std::uint32_t x1 = big ? big_endian(data + i + 4) : little_endian(data + i + 4);
+    sum[0] += x0 + sum[1];
+    sum[1] += x1 + sum[0];
+  }
+}
+
+std::vector<unsigned char> read_whole(const std::filesystem::path& file, bool& exists) {
+  std::vector<unsigned char> bytes;
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      exists = false;
+      return bytes;
+    }
+    throw std::system_error(errno, std::generic_category(), "cannot read " + file.string());
+  }
+  exists = true;
+  std::array<unsigned char, 1 << 16> chunk;
+  for (;;) {
+    const ssize_t n = ::read(fd, chunk.data(), chunk.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      ::close(fd);
+      throw std::system_error(error, std::generic_category(), "cannot read " + file.string());
+    }
+    if (n == 0) break;
+    bytes.insert(bytes.end(), chunk.data(), chunk.data() + n);
+  }
+  ::close(fd);
+  return bytes;
+}
+
+}  // namespace
+
+WalCheck check_wal_file(const std::filesystem::path& wal) {
+  WalCheck result;
+  bool exists = false;
+  const auto bytes = read_whole(wal, exists);
+  result.bytes = bytes.size();
+  // A header alone, or less: no frame, nothing SQLite would read.
+  if (!exists || bytes.size() <= kHeaderBytes) return result;
+  const unsigned char* h = bytes.data();
+  const std::uint32_t magic = big_endian(h);
+  const std::uint32_t page_size = big_endian(h + 8);
+  const bool big = magic == kMagicBig;
+  std::array<std::uint32_t, 2> sum{0, 0};
+  checksum(h, 24, big, sum);
+  const bool header_ok = (magic == kMagicLittle || magic == kMagicBig) &&
+                         big_endian(h + 4) == kFormatVersion && page_size >= 512 &&
+                         page_size <= 65536 && (page_size & (page_size - 1)) == 0 &&
+                         sum[0] == big_endian(h + 24) && sum[1] == big_endian(h + 28);
+  if (!header_ok) {
+    result.state = WalCheck::State::bad_header;
+    return result;
+  }
+  const std::uint32_t salt1 = big_endian(h + 16);
+  const std::uint32_t salt2 = big_endian(h + 20);
+  const std::size_t frame_bytes = kFrameHeaderBytes + page_size;
+  std::uint64_t frame = 0;
+  std::size_t offset = kHeaderBytes;
+  for (; offset + frame_bytes <= bytes.size(); offset += frame_bytes, ++frame) {
+    const unsigned char* f = bytes.data() + offset;
+    if (big_endian(f) == 0 || big_endian(f + 8) != salt1 || big_endian(f + 12) != salt2) break;
+    checksum(f, 8, big, sum);
+    checksum(f + kFrameHeaderBytes, page_size, big, sum);
+    if (sum[0] != big_endian(f + 16) || sum[1] != big_endian(f + 20)) break;
+    if (big_endian(f + 4) != 0) result.valid_frames = frame + 1;  // a commit
+  }
+  result.state = WalCheck::State::sound;
+  // Frames of earlier logs (other salts) follow the current one's end after a WAL restart; a torn
+  // write leaves the end of the last transaction, which never committed. A commit frame of this
+  // log past a failing frame is neither: the log was damaged in its middle.
+  for (std::size_t next = offset + frame_bytes; next + frame_bytes <= bytes.size();
+       next += frame_bytes) {
+    const unsigned char* f = bytes.data() + next;
+    if (big_endian(f + 8) == salt1 && big_endian(f + 12) == salt2 && big_endian(f + 4) != 0) {
+      result.state = WalCheck::State::damaged_frame;
+      result.bad_offset = offset;
+      break;
+    }
+  }
+  return result;
+}
+
+}  // namespace knflow::store
