@@ -699,7 +699,19 @@ struct Api::RunHandlers {
     if (!format) co_return not_acceptable(req);
     auto run = co_await find_run(id);
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
-    auto result = cancel ? co_await api.engine_->cancel(id) : co_await api.engine_->retry(id);
+    std::string failure;
+    auto result =
+        cancel ? co_await api.engine_->cancel(id, &failure) : co_await api.engine_->retry(id);
+    if (result == engine::Engine::Control::unrecorded) {
+      // Said, not answered as done: only a record survives the daemon's stop.
+      auto res = problem(503, "storage",
+                         "The run is cancelled, but the cancel could not be written (" + failure +
+                             "): were the daemon to stop before the run's end is written, it "
+                             "would resume. Send the cancel again.",
+                         req);
+      res.set_header("Retry-After", "1");
+      co_return res;
+    }
     if (result == engine::Engine::Control::not_found) {
       co_return problem(404, "not-found", "Run \"" + id + "\" does not exist.", req);
     }

@@ -3155,11 +3155,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // Run strand. Cancels the run, and records the cancel in its journal before the caller answers:
   // a run whose end is not written yet when the daemon is killed (it was still delivering a dead
   // letter, say) ends cancelled when it resumes, instead of running on (prepare()).
-  asio::awaitable<void> cancel_on_strand(std::shared_ptr<Run> run) {
+  // Returns why the record failed, or "" when it is written (or nothing needed writing).
+  asio::awaitable<std::string> cancel_on_strand(std::shared_ptr<Run> run) {
     run->cancel_requested = true;
     run->root.cancel();
     // Its end already written (finish() comes after), or a cancel recorded before: nothing to add.
-    if (run->outcome || run->journal.contains(std::string(kCancelKey))) co_return;
+    if (run->outcome || run->journal.contains(std::string(kCancelKey))) co_return std::string();
     std::string failed;
     json::object value;
     value["drive"] = run->drive;
@@ -3171,7 +3172,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     if (!failed.empty()) {
       log::warn("Failed to record a cancel", {{"run", run->id}, {"error", failed}});
+      // Not in the store: a cancel sent again writes it again.
+      if (const auto it = run->journal.find(std::string(kCancelKey)); it != run->journal.end()) {
+        change_data(*run, 0, it->second.bytes);
+        run->journal.erase(it);
+      }
     }
+    co_return failed;
   }
 };
 
@@ -3388,7 +3395,7 @@ asio::awaitable<Engine::Invoked> Engine::start_and_wait(
   co_return co_await asio::co_spawn(impl_->executor, std::move(task), asio::use_awaitable);
 }
 
-asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
+asio::awaitable<Engine::Control> Engine::cancel(std::string run_id, std::string* failure) {
   // A new run is readable through the API a moment before the engine holds it (its insert
   // commits first): a cancel then waits for that instead of calling it finished. A run whose
   // coroutine failed (stranded) is written cancelled here, since nothing executes it.
@@ -3406,8 +3413,11 @@ asio::awaitable<Engine::Control> Engine::cancel(std::string run_id) {
       }
     }
     if (run) {
-      co_await asio::co_spawn(run->strand, impl_->cancel_on_strand(run), asio::use_awaitable);
-      co_return Control::ok;
+      auto failed =
+          co_await asio::co_spawn(run->strand, impl_->cancel_on_strand(run), asio::use_awaitable);
+      if (failed.empty()) co_return Control::ok;
+      if (failure) *failure = std::move(failed);
+      co_return Control::unrecorded;
     }
     if (stranded_since) {
       std::function<Control(store::RunStore&)> op = [impl = impl_,

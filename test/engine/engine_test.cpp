@@ -3001,6 +3001,36 @@ TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "
   CHECK(text.find("\nknflow_runs_in_flight 0\n") != std::string::npos);
 }
 
+TEST_CASE("engine: a cancel whose record fails is said to be unrecorded, not done",
+          "[engine][cancel][durable]") {
+  // The cancel was answered 202 "cancelling" after the record had failed (the database locked
+  // by another connection): killed then, the daemon resumed the run, which completed.
+  EngineFixture f;
+  f.on_store([&] {
+    f.db().exec(
+        "CREATE TEMP TRIGGER refuse_cancel BEFORE INSERT ON run_journal WHEN NEW.path = '/cancel' "
+        "BEGIN SELECT RAISE(ABORT, 'database is locked'); END;"
+        "CREATE TEMP TRIGGER refuse_end BEFORE UPDATE OF phase ON runs "
+        "WHEN NEW.phase = 'cancelled' BEGIN SELECT RAISE(ABORT, 'database is locked'); END");
+  });
+  auto id = f.start(header("sleeper") + R"(  do:
+    - {name: nap, wait: PT60S}
+)");
+  wait_until([&] { return !f.journal(id).empty(); });  // under way: its deadline is journalled
+  std::string why;
+  CHECK(asio::co_spawn(f.ioc(), f.engine().cancel(id, &why), asio::use_future).get() ==
+        engine::Engine::Control::unrecorded);
+  CHECK(why.find("database is locked") != std::string::npos);
+  for (const auto& entry : f.journal(id)) CHECK(entry.path != "/cancel");
+  // In effect all the same: the run stops (its end could not be written either).
+  wait_until([&] { return f.engine().active_runs() == 0; });
+  REQUIRE(f.record(id)->phase == store::RunPhase::running);
+  f.on_store([&] { f.db().exec("DROP TRIGGER refuse_cancel; DROP TRIGGER refuse_end"); });
+  // Sent again once the store writes: recorded.
+  CHECK(f.cancel(id) == engine::Engine::Control::ok);
+  CHECK(f.record(id)->phase == store::RunPhase::cancelled);
+}
+
 TEST_CASE("engine: a call that had failed for good is not sent again when its run resumes",
           "[engine][durable][retry]") {
   // Its last attempt was recorded faulted before the run's end was written; resumed, the call was

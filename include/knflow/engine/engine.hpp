@@ -122,11 +122,13 @@ class Engine {
   // unreadable: a retried run whose stored state does not decode (it stays faulted).
   // busy: a retry refused for now, as start() refuses (--max-active-runs runs in flight, or
   // their data at its limit with what the run would hold again).
-  enum class Control { ok, not_found, conflict, unreadable, busy };
+  // unrecorded: a cancel in effect (the run stops) whose record failed (`failure` says why):
+  // were the daemon to stop before the run's end is written, the run would resume.
+  enum class Control { ok, not_found, conflict, unreadable, busy, unrecorded };
   // Cancels a pending, running or waiting run: ok, not_found, conflict (finished), busy (the
-  // engine is stopping). A run left unfinished by a store failure, which nothing executes until
-  // a restart, is written cancelled.
-  boost::asio::awaitable<Control> cancel(std::string run_id);
+  // engine is stopping), unrecorded. A run left unfinished by a store failure, which nothing
+  // executes until a restart, is written cancelled.
+  boost::asio::awaitable<Control> cancel(std::string run_id, std::string* failure = nullptr);
   // Redrives a faulted or cancelled run from where it stopped, reusing completed steps.
   boost::asio::awaitable<Control> retry(std::string run_id);
 
