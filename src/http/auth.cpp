@@ -7,6 +7,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <algorithm>
 
 #include <stdexcept>
 
@@ -61,13 +62,30 @@ std::string hex(const unsigned char* bytes, std::size_t size) {
 
 }  // namespace
 
-std::vector<std::string> token_lines(std::string_view text) {
+std::optional<std::vector<std::string>> token_lines(std::string_view text, std::string& error) {
   std::vector<std::string> tokens;
-  while (!text.empty()) {
+  for (std::size_t line = 1; !text.empty(); ++line) {
     const auto end = text.find('\n');
-    auto token = trim(text.substr(0, end));
+    auto token = text.substr(0, end);
     text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
-    if (token.empty() || token.front() == '#') continue;
+    // A comment: a line's first '#', or one after a space or tab (`token  # ci`), which no token
+    // can hold.
+    for (std::size_t hash = token.find('#'); hash != std::string_view::npos;
+         hash = token.find('#', hash + 1)) {
+      if (hash == 0 || token[hash - 1] == ' ' || token[hash - 1] == '\t') {
+        token = token.substr(0, hash);
+        break;
+      }
+    }
+    token = trim(token);
+    if (token.empty()) continue;
+    if (std::any_of(token.begin(), token.end(), [](char c) { return c <= ' ' || c > '~'; })) {
+      // Never accepted (no client could send it): said, without the token itself.
+      error = "line " + std::to_string(line) +
+              " holds a character a bearer token cannot have (a space, a control character or a "
+              "non-ASCII one; `#` after a space starts a comment)";
+      return std::nullopt;
+    }
     tokens.emplace_back(token);
   }
   return tokens;
@@ -80,7 +98,10 @@ std::optional<std::vector<std::string>> read_token_file(const std::filesystem::p
     error = "cannot read token file " + file.string() + ": " + read.error;
     return std::nullopt;
   }
-  return token_lines(*read.text);
+  std::string why;
+  auto tokens = token_lines(*read.text, why);
+  if (!tokens) error = "token file " + file.string() + ": " + why;
+  return tokens;
 }
 
 std::optional<TokenSet> TokenSet::load(const std::filesystem::path& file, std::string& error) {

@@ -868,10 +868,19 @@ class InvokeCliTest(unittest.TestCase):
             token = f.read().split()[0]
         path = os.path.join(self.tmp.name, "tokens")
         with open(path, "w") as f:
-            f.write(f"  # the CI's token\n   \n\t{token}  \n")
+            f.write(f"  # the CI's token\n   \n\t{token}  # rotated monthly\n")
         code, out, err = self.cli("runs", "-n", NS, "--server", self.d.base, "--token-file", path,
                                   flags=False)
         self.assertEqual(code, 0, out + err)
+        # A token no client could send: said (it went out and got a 400 about the request's HTTP).
+        with open(path, "w") as f:
+            f.write("# ok\ntok\x01en\n")
+        code, out, err = self.cli("runs", "-n", NS, "--server", self.d.base, "--token-file", path,
+                                  flags=False)
+        self.assertEqual(code, 2, out + err)
+        self.assertEqual(err, f"knflow runs: --token-file: token file {path}: line 2 holds a "
+                              "character a bearer token cannot have (a space, a control character "
+                              "or a non-ASCII one; `#` after a space starts a comment)\n")
         cwd = tempfile.mkdtemp(dir=self.tmp.name)
         os.mkdir(os.path.join(cwd, "knflow-data"))
         with open(os.path.join(cwd, "knflow-data", "token"), "w") as f:

@@ -67,6 +67,21 @@ TEST_CASE("token files: one token per line, at most 1 MiB", "[http][auth][file]"
     CHECK(*tokens == std::vector<std::string>{"first", "second", "last-without-newline"});
     CHECK(knflow::http::TokenSet::load(dir.path() / "tokens", error));
   }
+  SECTION("a comment after a token; a token no client could send is refused, naming its line") {
+    // `token # prod` was taken whole: no client sent it, and every request got a 401.
+    write(dir.path() / "tokens", "first # prod\nsecond\t#ci\nthird#not-a-comment\n");
+    auto tokens = knflow::http::read_token_file(dir.path() / "tokens", error);
+    REQUIRE(tokens);
+    CHECK(*tokens == std::vector<std::string>{"first", "second", "third#not-a-comment"});
+    for (const std::string bad : {"to ken", "tok\x01en", "tok\x7f", "t\xc3\xa9"}) {
+      write(dir.path() / "bad", "# fine\nfine\n" + bad + "\n");
+      CHECK_FALSE(knflow::http::TokenSet::load(dir.path() / "bad", error));
+      CHECK(error == "token file " + (dir.path() / "bad").string() +
+                         ": line 3 holds a character a bearer token cannot have (a space, a "
+                         "control character or a non-ASCII one; `#` after a space starts a "
+                         "comment)");
+    }
+  }
   SECTION("/dev/zero was read until memory ran out; now it is refused") {
     CHECK_FALSE(knflow::http::TokenSet::load("/dev/zero", error));
     CHECK(error == "cannot read token file /dev/zero: it holds more than 1048576 bytes");

@@ -14,13 +14,16 @@ namespace knflow::http {
 // refused without being read to its end.
 inline constexpr std::size_t kMaxTokenFileBytes = std::size_t{1} << 20;
 
-// The tokens of a token file's text: one per line, surrounding whitespace trimmed; blank lines
-// and lines starting with '#' skipped. What the server accepts and what the CLI sends agree
-// because both read files with this.
-std::vector<std::string> token_lines(std::string_view text);
+// The tokens of a token file's text: one per line, surrounding whitespace trimmed; comments (from
+// a '#' that starts a line or follows a space or tab) and blank lines skipped. nullopt, with
+// `error` naming the line, when a token holds a character no bearer token can (a space, a control
+// character, a non-ASCII one). What the server accepts and what the CLI sends agree because both
+// read files with this.
+std::optional<std::vector<std::string>> token_lines(std::string_view text, std::string& error);
 
 // The tokens of a token file (token_lines), or nullopt with `error` saying why it could not be
-// read ("cannot read token file F: why", larger than kMaxTokenFileBytes included).
+// read ("cannot read token file F: why", larger than kMaxTokenFileBytes included) or used
+// ("token file F: line N holds ...").
 std::optional<std::vector<std::string>> read_token_file(const std::filesystem::path& file,
                                                         std::string& error);
 
