@@ -588,6 +588,10 @@ int invoke(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   std::string data = vm["data"].as<std::string>();
+  if (data == "@") {
+    std::cerr << "knflow invoke: -d @ names no file: give -d @FILE, or -d @- for standard input\n";
+    return kExitUsage;
+  }
   if (data.starts_with("@")) {
     auto text = read_input_file(data.substr(1), "invoke");
     if (!text) return kExitUsage;
@@ -612,6 +616,9 @@ int invoke(const std::vector<std::string>& args) {
                  "input with -d @-\n";
     return kExitUsage;
   }
+  // A UTF-8 byte order mark (an editor's) is not JSON; JSON readers may skip it (RFC 8259 8.1),
+  // as `knflow validate` does.
+  if (json_data && data.starts_with("\xEF\xBB\xBF")) data.erase(0, 3);
   if (json_data && data.find_first_not_of(" \t\r\n") == std::string::npos) {
     std::cerr << "knflow invoke: the input data " << (data.empty() ? "is empty" : "is blank")
               << (vm["data"].as<std::string>().starts_with("@")

@@ -90,6 +90,7 @@ class InvokeCliTest(unittest.TestCase):
                      {"stock": {"url": fn + "/flaky"}}),
             workflow("big", [{"name": "grow", "set": {"big": '${ "x" * 10000000 }'}}]),
             workflow("slow", [{"name": "nap", "wait": "PT3S"}]),
+            workflow("named", [{"name": "pick", "set": {"name": "${ .name }"}}]),
             workflow("typed", [{"name": "noop", "set": {}}],
                      input={"schema": {"type": "object", "required": ["amount"]}}),
             workflow("a-workflow-named-longer-than-the-column", [{"name": "noop", "set": {}}]),
@@ -172,6 +173,16 @@ class InvokeCliTest(unittest.TestCase):
         self.assertEqual(code, 2, err)
         self.assertIn('-d - would send the text "-"; read the data from standard input with -d @-',
                       err)
+
+    def test_json_data_with_a_byte_order_mark(self):
+        """A file an editor saved with a UTF-8 byte order mark was refused by the daemon as
+        invalid JSON at line 1, column 1 (`knflow validate` reads such files)."""
+        path = os.path.join(self.tmp.name, "bom.json")
+        with open(path, "wb") as f:
+            f.write(b'\xef\xbb\xbf{"name": "bom"}')
+        code, out, err = self.cli("invoke", "named", "-n", NS, "-d", "@" + path)
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual(json.loads(out), {"name": "bom"})
 
     def test_text_data_with_its_content_type(self):
         """--content-type sends text as text; the function gets it and its answer comes back as
@@ -634,6 +645,10 @@ class InvokeCliTest(unittest.TestCase):
         code, out, err = self.cli("runs", "get", "some-id", "-n", NS, "-o", "yaml")
         self.assertEqual(code, 2, out + err)
         self.assertEqual(err, "knflow runs get: --output must be text or json, got yaml\n")
+        code, out, err = self.cli("invoke", "greet", "-n", NS, "-d", "@")
+        self.assertEqual(code, 2, out + err)
+        self.assertEqual(err, "knflow invoke: -d @ names no file: give -d @FILE, or -d @- for "
+                              "standard input\n")
         # No input is not the same as an empty file: an empty body would start the run with null.
         empty = os.path.join(self.tmp.name, "empty.json")
         open(empty, "w").close()
@@ -687,7 +702,7 @@ class InvokeCliTest(unittest.TestCase):
         code, out, err = self.cli("invoke", "typed", "-n", NS, "-d", "{}")
         self.assertEqual(code, 1, out + err)
         self.assertIn("\n  /amount: is required\n", err)
-        for args in (("invoke", "a-workflow-named-longer-than-the-column", "-n", NS),
+        for args in (("invoke", "named", "-n", NS),
                      ("runs", "-n", NS)):
             with self.subTest(args=args), open("/dev/full", "w") as full:
                 r = subprocess.run([BIN, *args, "--server", self.d.base, "--token-file",
