@@ -2601,11 +2601,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // a `join: any` branch, that race's, which another branch won) or a shutdown ends it at once, a
   // request under way included (abandoned as a call's is: its connection closed): nullopt then,
   // as when nothing was answered at all.
-  asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, const HttpRequest& req,
-                                                       Scope& scope) {
+  asio::awaitable<std::optional<HttpResponse>> deliver(Run& run, HttpRequest req, Scope& scope) {
     const auto policy = effective_policy(run.workflow->spec.retry, std::nullopt);
     const std::int64_t limit = std::max<std::int64_t>(policy.limit, 3);
     for (std::int64_t attempt = 1;; ++attempt) {
+      if (attempt > 1) {
+        // Each delivery attempt a span of its own, as each attempt of a call is.
+        for (auto& [name, value] : req.headers) {
+          if (name == "traceparent") value = traceparent(run);
+        }
+      }
       auto answered = co_await send_cancellable(run, scope, req);
       if (!answered) co_return std::nullopt;
       auto& res = *answered;
@@ -2660,7 +2665,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     req.timeout = settings.default_call_timeout;
     // A plain local: GCC 12 mishandles a conditional's temporaries inside a co_await expression.
     Scope& scope = env && env->race ? *env->race : run.root;
-    auto res = co_await deliver(run, req, scope);
+    auto res = co_await deliver(run, std::move(req), scope);
     if (!res || res->error || res->status / 100 != 2) {
       log::warn("Failed to deliver to the dead-letter sink",
                 {{"run", run.id}, {"url", *dl->uri}, {"error", delivery_error(res)}});
@@ -2806,7 +2811,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     add_trace_context(req.headers, run);
     req.body = std::move(encoded.body);
     req.timeout = settings.default_call_timeout;
-    auto res = co_await deliver(run, req, run.root);
+    auto res = co_await deliver(run, std::move(req), run.root);
     if (res && !res->error && res->status / 100 == 2) co_return;
     log::warn("Failed to deliver a run's reply",
               {{"run", run.id}, {"url", *reply->uri}, {"error", delivery_error(res)}});

@@ -1099,6 +1099,18 @@ TEST_CASE("engine: a reply is retried as a delivery, then dead-lettered; the run
     auto replies = f.echo.requests_to("/reply");
     REQUIRE(replies.size() == 3);  // dropped, 503, 200: more than spec.retry's one retry
     CHECK(json::parse(replies[2].body) == json::parse(R"({"n": 1})"));
+    // One trace, a span per delivery attempt (every attempt carried the first one's span id).
+    // The dropped request was on a kept-alive connection: sent again at once on a new one, the
+    // 503 is the same attempt, and the 200 the next.
+    std::vector<std::string> parents;
+    for (const auto& r : replies) {
+      std::map<std::string, std::string> h(r.headers.begin(), r.headers.end());
+      REQUIRE(h["traceparent"].size() == 55);
+      parents.push_back(h["traceparent"]);
+    }
+    CHECK(parents[0] == parents[1]);
+    CHECK(parents[2].substr(0, 36) == parents[1].substr(0, 36));  // version and trace id
+    CHECK(parents[2] != parents[1]);
     CHECK(f.echo.requests_to("/dls").empty());
   }
   SECTION("a 400 is final: the reply goes to the dead-letter sink") {
