@@ -441,7 +441,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                          std::size_t header_fields) {
     HeadVerdict verdict;
     Request req;
-    if (to_request(head, header_fields, req)) return verdict;  // the target is refused later
+    if (to_request(head, header_fields, req)) {
+      // The request is refused later (a query that does not decode, say): counted with the route
+      // its path names, if it names one.
+      const auto target = head.target();
+      const std::string path(target.substr(0, target.find('?')));
+      if (model::find_invalid_utf8(path) == std::string_view::npos) {
+        Match m = router.match(std::string(head.method_string()), path);
+        if (m.route)
+          verdict.route_label = m.route->path_template;
+        else if (!m.allowed.empty())
+          verdict.route_label = m.path_template;
+      }
+      return verdict;
+    }
     const std::string sent_path = req.sent_path();
     Match m = router.match(req.method, sent_path);
     if (!m.route) {
@@ -625,6 +638,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       *armed = false;
       deadline.cancel();
       if (refused) {
+        // Refused from its head alone (a content coding, untrusted framing): counted with its
+        // route, as every answer is.
+        if (route_label == "unmatched") {
+          route_label = self->judge_head(parser.get(), header_fields).route_label;
+        }
         res = std::move(*refused);
         lingering = true;
       } else if (ec) {
@@ -682,6 +700,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         auto in = parser.release();
         Request req;
         if (auto bad = self->to_request(in, header_fields, req)) {
+          route_label = self->judge_head(in, header_fields).route_label;
           res = std::move(*bad);
         } else {
           res = co_await self->dispatch(req, route_label, stream.socket());

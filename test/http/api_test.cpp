@@ -547,6 +547,10 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
   require_problem(server.call("POST", kCollection, std::string(2 << 20, ' ')), 413);
   // A 405 is counted with the route its path matched (it was "unmatched").
   require_problem(server.call("PATCH", kCollection), 405);
+  // So are a body in a content coding, refused from the head, and a query that does not decode,
+  // refused before routing (both were "unmatched").
+  require_problem(server.call("POST", kCollection, "{}", {{"Content-Encoding", "gzip"}}), 415);
+  require_problem(server.call("GET", std::string(kCollection) + "?labelSelector=%FF"), 400);
   auto metrics = server.call("GET", "/metrics");
   REQUIRE(metrics.status == 200);
   REQUIRE(metrics.header("content-type").starts_with("text/plain; version=0.0.4"));
@@ -558,6 +562,10 @@ TEST_CASE("http: health, readiness and metrics", "[http][health]") {
                     "namespaces/{ns}/workflows\"} 1") != std::string::npos);
   REQUIRE(text.find("knflow_http_requests_total{code=\"405\",method=\"PATCH\",route=\"/api/v1/"
                     "namespaces/{ns}/workflows\"} 1") != std::string::npos);
+  CHECK(text.find("knflow_http_requests_total{code=\"415\",method=\"POST\",route=\"/api/v1/"
+                  "namespaces/{ns}/workflows\"} 1") != std::string::npos);
+  CHECK(text.find("knflow_http_requests_total{code=\"400\",method=\"GET\",route=\"/api/v1/"
+                  "namespaces/{ns}/workflows\"} 1") != std::string::npos);
   REQUIRE(text.find("knflow_http_request_duration_seconds_bucket") != std::string::npos);
   REQUIRE(text.find("knflow_workflows 1") != std::string::npos);
   REQUIRE(text.find("knflow_build_info{") != std::string::npos);
