@@ -352,6 +352,16 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(json.loads(body)["runs"], [])
         status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}')
         self.assertEqual(status, 400, body)  # not a CloudEvent
+        self.assertEqual(json.loads(body)["type"].rsplit("/", 1)[-1], "not-a-cloudevent")
+        # Binary mode without ce-specversion names it (it was told to send a CloudEvent).
+        partial = {k: v for k, v in headers.items() if k != "ce-specversion"}
+        status, _, body = self.d.call("POST", NS + "/broker", '{"n": 3}', headers=partial)
+        self.assertEqual(status, 400, body)
+        problem = json.loads(body)
+        self.assertEqual(problem["type"].rsplit("/", 1)[-1], "malformed-event")
+        self.assertEqual(problem["detail"], "The CloudEvent is malformed: the required attribute "
+                         "specversion is missing (a binary-mode event's ce-specversion header, "
+                         "1.0); it has ce-id, ce-source, ce-type.")
 
         # An empty filter value matches any value, as a Knative Trigger's does (it matched only
         # an empty one); a missing extension still fails it.
