@@ -112,22 +112,6 @@ struct Api::Handlers {
     return res;
   }
 
-  // Validates the path's namespace (and name, when present).
-  std::optional<Response> check_path(const Request& req) const {
-    for (const char* key : {"ns", "name"}) {
-      auto it = req.params.find(key);
-      if (it != req.params.end() && !model::is_dns1123_label(it->second)) {
-        return problem(400, "invalid-name",
-                       std::string(key == std::string_view("ns") ? "Namespace" : "Name") + " \"" +
-                           it->second +
-                           "\" in the path is not a DNS-1123 label (lower-case letters, digits "
-                           "and '-', at most 63 characters).",
-                       req);
-      }
-    }
-    return std::nullopt;
-  }
-
   // Compiles the expressions validation left pending (ValidateOptions::defer_compile) on the
   // API's jq workers, one program at a time (requests validating together take turns), remembers
   // the verdicts and puts them into the report. Returns why no worker could compile (then the
@@ -310,7 +294,7 @@ struct Api::Handlers {
   asio::awaitable<Response> list(Request& req, bool all_namespaces) {
     auto* c = cache();
     if (!c) co_return starting(req);
-    if (auto bad = check_path(req)) co_return *bad;
+    if (auto bad = check_path_names(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
 
@@ -380,7 +364,7 @@ struct Api::Handlers {
   asio::awaitable<Response> get(Request& req) {
     auto* c = cache();
     if (!c) co_return starting(req);
-    if (auto bad = check_path(req)) co_return *bad;
+    if (auto bad = check_path_names(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     auto snap = c->snapshot();
@@ -402,7 +386,7 @@ struct Api::Handlers {
   asio::awaitable<Response> history(Request& req) {
     auto* c = cache();
     if (!c) co_return starting(req);
-    if (auto bad = check_path(req)) co_return *bad;
+    if (auto bad = check_path_names(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     const auto ns = req.params.at("ns");
@@ -427,7 +411,7 @@ struct Api::Handlers {
   // POST (create) and PUT (replace): read, validate, write on the writer strand, answer.
   asio::awaitable<Response> write(Request& req, bool create) {
     if (!cache()) co_return starting(req);
-    if (auto bad = check_path(req)) co_return *bad;
+    if (auto bad = check_path_names(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     auto read = co_await read_workflow(req);
@@ -467,7 +451,7 @@ struct Api::Handlers {
 
   asio::awaitable<Response> remove(Request& req) {
     if (!cache()) co_return starting(req);
-    if (auto bad = check_path(req)) co_return *bad;
+    if (auto bad = check_path_names(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     std::vector<http::ProblemError> errors;

@@ -131,6 +131,30 @@ std::variant<json::value, Response> read_document(const Request& req,
   return std::get<json::value>(std::move(parsed));
 }
 
+std::optional<Response> check_path_names(const Request& req) {
+  for (const std::string_view key : {"ns", "name"}) {
+    auto it = req.params.find(std::string(key));
+    if (it != req.params.end() && !model::is_dns1123_label(it->second)) {
+      return problem(400, "invalid-name",
+                     std::string(key == "ns" ? "Namespace" : "Name") + " " +
+                         quote_value(it->second) +
+                         " in the path is not a DNS-1123 label (lower-case letters, digits and "
+                         "'-', at most 63 characters).",
+                     req);
+    }
+  }
+  return std::nullopt;
+}
+
+std::string quote_value(std::string_view value) {
+  constexpr std::size_t kShown = 64;
+  if (value.size() <= kShown + 16) return "\"" + std::string(value) + "\"";
+  std::size_t cut = kShown;
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+  return "\"" + std::string(value.substr(0, cut)) + "...\" (" + std::to_string(value.size()) +
+         " bytes)";
+}
+
 std::string hex_encode(std::string_view in) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;

@@ -37,6 +37,13 @@ http::Response document_response(unsigned status, std::string json_text, model::
 std::variant<boost::json::value, http::Response> read_document(const http::Request& req,
                                                                const model::ParseLimits& limits);
 
+// The path's namespace and name (route parameters `ns`, `name`, when present) checked as DNS-1123
+// labels: the 400 `invalid-name` saying which one is wrong, or nullopt.
+std::optional<http::Response> check_path_names(const http::Request& req);
+// A value from the request quoted in a problem's detail: whole when short, else its beginning
+// and its length (a 16 KiB path segment was repeated whole).
+std::string quote_value(std::string_view value);
+
 std::string hex_encode(std::string_view in);
 std::optional<std::string> hex_decode(std::string_view in);
 

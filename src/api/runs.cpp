@@ -174,18 +174,12 @@ struct Api::RunHandlers {
   }
 
   std::optional<Response> check_names(const Request& req) const {
-    for (const char* key : {"ns", "name"}) {
-      auto it = req.params.find(key);
-      if (it != req.params.end() && !model::is_dns1123_label(it->second)) {
-        return problem(400, "invalid-name",
-                       "\"" + it->second + "\" in the path is not a DNS-1123 label.", req);
-      }
-    }
+    if (auto bad = check_path_names(req)) return bad;
     // A run id is a UUID: anything else names no run that could exist, which a 404 would not say.
     if (auto it = req.params.find("id"); it != req.params.end() && !uuid_shaped(it->second)) {
       return problem(400, "invalid-run-id",
-                     "\"" + it->second +
-                         "\" in the path is not a run id: a UUID such as "
+                     quote_value(it->second) +
+                         " in the path is not a run id: a UUID such as "
                          "01a23b31-e720-702c-99af-bbe0db3458cc.",
                      req);
     }

@@ -600,7 +600,13 @@ class InvokeCliTest(unittest.TestCase):
                 (("runs", "get", "x?phase=running", "-n", NS), '"x?phase=running" in the path is not a run id'),
                 (("runs", "get", "a b", "-n", NS), '"a b" in the path is not a run id'),
                 (("invoke", "greet?mode=async", "-n", NS), '"greet?mode=async" in the path is not'),
-                (("invoke", "greet", "-n", "Bad NS"), '"Bad NS" in the path is not a DNS-1123 label'),
+                (("invoke", "greet", "-n", "Bad NS"), 'Namespace "Bad NS" in the path is not a '
+                 "DNS-1123 label (lower-case letters, digits and '-', at most 63 characters)"),
+                (("invoke", "Bad_Name", "-n", NS), 'Name "Bad_Name" in the path is not a DNS-1123 '
+                 "label"),
+                # A long one is quoted by its beginning and length, not repeated whole.
+                (("runs", "get", "x" * 5000, "-n", NS), f'"{"x" * 64}..." (5000 bytes) in the path '
+                 "is not a run id"),
                 (("runs", "-n", NS, "--phase", "running&limit=abc"), 'not a phase: "running&limit=abc"'),
                 (("runs", "greet&phase=x", "-n", NS), 'got "greet&phase=x"')]:
             with self.subTest(args=args):
