@@ -577,7 +577,9 @@ int invoke(const std::vector<std::string>& args) {
      "the data's media type: text of another type (text/plain, application/xml; give -d) is "
      "passed to the functions as it is; with -d '', an event without data")
     ("async", po::bool_switch(), "return at once with the run's id (see above)")
-    ("timeout", po::value<double>(), "seconds to wait for the result (daemon default: 30)");
+    ("timeout", po::value<double>(), "seconds to wait for the result (daemon default: 30); "
+     "without it, as long as the daemon takes to answer, as curl waits (Ctrl-C stops waiting; "
+     "the run goes on)");
   // clang-format on
   po::positional_options_description positional;
   positional.add("name", 1);
@@ -1099,7 +1101,18 @@ int runs(const std::vector<std::string>& args) {
   const auto* items = list ? list->if_contains("items") : nullptr;
   if (!items || !items->is_array()) return unexpected_answer(res, *target, "a run list");
   if (items->as_array().empty() && !vm.count("continue")) {
-    // As kubectl says it: on stderr, with no table (a workflow that does not exist has none).
+    // A workflow that does not exist has none: a misspelt name is worth a word (its runs may
+    // outlive it, so it is not an error).
+    std::string missing;
+    if (vm.count("workflow")) {
+      Call get;
+      get.path = "/api/v1/namespaces/" + escaped(ns) + "/workflows/" +
+                 escaped(vm["workflow"].as<std::string>());
+      if (send(*target, std::move(get)).status == 404) {
+        missing = "; no workflow of that name exists there either";
+      }
+    }
+    // As kubectl says it: on stderr, with no table.
     std::cerr << "No runs found in namespace " << printable(ns)
               << (vm.count("workflow")
                       ? " of workflow " + printable(vm["workflow"].as<std::string>())
@@ -1107,7 +1120,7 @@ int runs(const std::vector<std::string>& args) {
               << (vm.count("phase") || vm.count("created-after") || vm.count("created-before")
                       ? " with these filters"
                       : "")
-              << ".\n";
+              << missing << ".\n";
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows{{"ID", "WORKFLOW", "PHASE", "STARTED", "FINISHED"}};

@@ -503,7 +503,11 @@ class InvokeCliTest(unittest.TestCase):
         # None: said on stderr, as kubectl says it, with no table.
         code, out, err = self.cli("runs", "never-invoked", "-n", NS)
         self.assertEqual((code, out), (0, ""), err)
-        self.assertEqual(err, f"No runs found in namespace {NS} of workflow never-invoked.\n")
+        self.assertEqual(err, f"No runs found in namespace {NS} of workflow never-invoked; no "
+                              "workflow of that name exists there either.\n")
+        code, out, err = self.cli("runs", "typed", "-n", NS)  # it exists, never invoked
+        self.assertEqual((code, out), (0, ""), err)
+        self.assertEqual(err, f"No runs found in namespace {NS} of workflow typed.\n")
 
         # A name as long as DNS-1123 allows keeps its column apart from the next.
         long_name = "a-workflow-named-longer-than-the-column"
