@@ -1,6 +1,7 @@
 #include "knflow/store/wal_file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -38,77 +39,82 @@ void checksum(const unsigned char* data, std::size_t size, bool big,
   }
 }
 
-std::vector<unsigned char> read_whole(const std::filesystem::path& file, bool& exists) {
-  std::vector<unsigned char> bytes;
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) {
-      exists = false;
-      return bytes;
-    }
-    throw std::system_error(errno, std::generic_category(), "cannot read " + file.string());
-  }
-  exists = true;
-  std::array<unsigned char, 1 << 16> chunk;
-  for (;;) {
-    const ssize_t n = ::read(fd, chunk.data(), chunk.size());
+// Reads `size` bytes at `offset` whole; false at the end of the file.
+bool read_at(int fd, const std::filesystem::path& file, unsigned char* out, std::size_t size,
+             std::uint64_t offset) {
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::pread(fd, out + done, size - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int error = errno;
-      ::close(fd);
-      throw std::system_error(error, std::generic_category(), "cannot read " + file.string());
-    }
-    if (n == 0) break;
-    bytes.insert(bytes.end(), chunk.data(), chunk.data() + n);
+    if (n < 0)
+      throw std::system_error(errno, std::generic_category(), "cannot read " + file.string());
+    if (n == 0) return false;
+    done += static_cast<std::size_t>(n);
   }
-  ::close(fd);
-  return bytes;
+  return true;
 }
+
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
 
 }  // namespace
 
 WalCheck check_wal_file(const std::filesystem::path& wal) {
   WalCheck result;
-  bool exists = false;
-  const auto bytes = read_whole(wal, exists);
-  result.bytes = bytes.size();
+  const Fd file{::open(wal.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (file.fd < 0) {
+    if (errno == ENOENT) return result;
+    throw std::system_error(errno, std::generic_category(), "cannot read " + wal.string());
+  }
+  struct stat st {};
+  if (::fstat(file.fd, &st) != 0) {
+    throw std::system_error(errno, std::generic_category(), "cannot read " + wal.string());
+  }
+  result.bytes = static_cast<std::uint64_t>(st.st_size);
   // A header alone, or less: no frame, nothing SQLite would read.
-  if (!exists || bytes.size() <= kHeaderBytes) return result;
-  const unsigned char* h = bytes.data();
-  const std::uint32_t magic = big_endian(h);
-  const std::uint32_t page_size = big_endian(h + 8);
+  std::array<unsigned char, kHeaderBytes> h{};
+  if (result.bytes <= kHeaderBytes || !read_at(file.fd, wal, h.data(), h.size(), 0)) return result;
+  const std::uint32_t magic = big_endian(h.data());
+  const std::uint32_t page_size = big_endian(h.data() + 8);
   const bool big = magic == kMagicBig;
   std::array<std::uint32_t, 2> sum{0, 0};
-  checksum(h, 24, big, sum);
+  checksum(h.data(), 24, big, sum);
   const bool header_ok = (magic == kMagicLittle || magic == kMagicBig) &&
-                         big_endian(h + 4) == kFormatVersion && page_size >= 512 &&
+                         big_endian(h.data() + 4) == kFormatVersion && page_size >= 512 &&
                          page_size <= 65536 && (page_size & (page_size - 1)) == 0 &&
-                         sum[0] == big_endian(h + 24) && sum[1] == big_endian(h + 28);
+                         sum[0] == big_endian(h.data() + 24) && sum[1] == big_endian(h.data() + 28);
   if (!header_ok) {
     result.state = WalCheck::State::bad_header;
     return result;
   }
-  const std::uint32_t salt1 = big_endian(h + 16);
-  const std::uint32_t salt2 = big_endian(h + 20);
+  const std::uint32_t salt1 = big_endian(h.data() + 16);
+  const std::uint32_t salt2 = big_endian(h.data() + 20);
   const std::size_t frame_bytes = kFrameHeaderBytes + page_size;
-  std::uint64_t frame = 0;
-  std::size_t offset = kHeaderBytes;
-  for (; offset + frame_bytes <= bytes.size(); offset += frame_bytes, ++frame) {
-    const unsigned char* f = bytes.data() + offset;
+  std::vector<unsigned char> frame(frame_bytes);
+  std::uint64_t offset = kHeaderBytes;
+  for (std::uint64_t index = 0;; offset += frame_bytes, ++index) {
+    if (!read_at(file.fd, wal, frame.data(), frame_bytes, offset)) break;
+    const unsigned char* f = frame.data();
     if (big_endian(f) == 0 || big_endian(f + 8) != salt1 || big_endian(f + 12) != salt2) break;
     checksum(f, 8, big, sum);
     checksum(f + kFrameHeaderBytes, page_size, big, sum);
     if (sum[0] != big_endian(f + 16) || sum[1] != big_endian(f + 20)) break;
-    if (big_endian(f + 4) != 0) result.valid_frames = frame + 1;  // a commit
+    if (big_endian(f + 4) != 0) result.valid_frames = index + 1;  // a commit
   }
   result.state = WalCheck::State::sound;
   // Frames of earlier logs (other salts) follow the current one's end after a WAL restart; a torn
   // write leaves the end of the last transaction, which never committed. A commit frame of this
   // log past a failing frame is neither: the log was damaged in its middle.
-  for (std::size_t next = offset + frame_bytes; next + frame_bytes <= bytes.size();
+  std::array<unsigned char, kFrameHeaderBytes> fh{};
+  for (std::uint64_t next = offset + frame_bytes; next + frame_bytes <= result.bytes;
        next += frame_bytes) {
-    const unsigned char* f = bytes.data() + next;
-    if (big_endian(f + 8) == salt1 && big_endian(f + 12) == salt2 && big_endian(f + 4) != 0) {
+    if (!read_at(file.fd, wal, fh.data(), fh.size(), next)) break;
+    if (big_endian(fh.data() + 8) == salt1 && big_endian(fh.data() + 12) == salt2 &&
+        big_endian(fh.data() + 4) != 0) {
       result.state = WalCheck::State::damaged_frame;
       result.bad_offset = offset;
       break;

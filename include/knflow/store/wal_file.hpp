@@ -25,7 +25,7 @@ struct WalCheck {
   std::uint64_t bad_offset = 0;    // damaged_frame: where the first failing frame starts
 };
 
-// Reads the WAL at `wal` whole (it is read once, at start; it is bounded by the checkpoints).
+// Reads the WAL at `wal` a frame at a time (once, at start).
 // Throws std::system_error when the file exists and cannot be read.
 WalCheck check_wal_file(const std::filesystem::path& wal);
 
