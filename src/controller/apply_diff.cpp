@@ -293,6 +293,22 @@ json::object child_summary(json::object observed, std::string_view manager) {
       }
       if (!kept.empty()) m["labels"] = std::move(kept);
     }
+    // Its controller, which decides whether the object is a Workflow's to write and prune.
+    if (auto refs = meta->find("ownerReferences");
+        refs != meta->end() && refs->value().is_array()) {
+      for (const auto& ref : refs->value().get_array()) {
+        const json::object* r = ref.if_object();
+        if (r == nullptr) continue;
+        const json::value* controller = r->if_contains("controller");
+        if (controller == nullptr || !controller->is_bool() || !controller->get_bool()) continue;
+        json::object kept;
+        for (const char* key : {"apiVersion", "kind", "name", "uid", "controller"}) {
+          copy_member(*r, kept, key);
+        }
+        m["ownerReferences"] = json::array{std::move(kept)};
+        break;
+      }
+    }
     out["metadata"] = std::move(m);
   }
   if (const json::object* status = kube::object_at(observed, "status")) {

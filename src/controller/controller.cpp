@@ -60,6 +60,31 @@ std::string owner_key(const json::object& object) {
   return string_at(meta, "namespace") + "/" + owner;
 }
 
+// Why `object` is not this Workflow's to write or prune, or "" when it is: its controller
+// ownerReference names the Workflow (`uid`), or names a Workflow of the same name with another
+// uid: a deleted one's object the garbage collector has not removed yet, adopted as Kubernetes'
+// controllers adopt their orphans (the apply replaces the reference). An object with no
+// controller, or another one, was not made for this Workflow: knflow neither takes it over nor
+// deletes it (docs/cluster.md, "Names").
+std::string not_owned_reason(const json::object& object, std::string_view uid,
+                             std::string_view workflow) {
+  const json::value* refs = metadata_of(object).if_contains("ownerReferences");
+  if (refs != nullptr && refs->is_array()) {
+    for (const auto& ref : refs->get_array()) {
+      const json::object* r = ref.if_object();
+      const json::value* controller = r ? r->if_contains("controller") : nullptr;
+      if (controller == nullptr || !controller->is_bool() || !controller->get_bool()) continue;
+      const std::string kind = string_at(*r, "kind");
+      const std::string name = string_at(*r, "name");
+      const bool a_workflow =
+          kind == "Workflow" && string_at(*r, "apiVersion").starts_with("knflow.dev/");
+      if (a_workflow && (string_at(*r, "uid") == uid || name == workflow)) return {};
+      return "is controlled by " + (a_workflow ? "Workflow " : kind + " ") + name;
+    }
+  }
+  return "has no controller ownerReference (not made by knflow for this Workflow)";
+}
+
 // Gives freed memory back to the system. glibc keeps freed small blocks in its arenas, where
 // their pages count in RSS; after a burst (the first LIST of every informer, a wave of
 // reconciles) that is tens of MiB the cache no longer uses, until malloc_trim returns the
@@ -639,6 +664,30 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
         const std::string write_key = object_write_key(plan.kinds[i], ns, object_name);
         const std::uint64_t want = desired_digest(object);
         kube::ObjectPtr current = o.informer->get(ns, object_name);
+        if (!current) {
+          // Not among knflow's (labelled) objects: one of the same name may exist all the same,
+          // which the apply would take over (and the garbage collector delete with the Workflow).
+          auto existing = co_await client.get(o.type, ns, object_name);
+          if (existing) {
+            current = std::make_shared<const json::object>(
+                child_summary(std::move(*existing), settings.field_manager));
+          } else if (!existing.error().is_not_found()) {
+            log::warn("Failed to read", {{"kind", o.type.kind},
+                                         {"name", object_name},
+                                         {"namespace", ns},
+                                         {"error", existing.error().message}});
+            co_return Outcome::retry;
+          }
+        }
+        if (current) {
+          if (auto why = not_owned_reason(*current, plan.uid, name); !why.empty()) {
+            input.apply_failed = Readiness{"False", "NotOwned",
+                                           o.type.kind + " " + object_name + " " + why +
+                                               ": knflow neither takes it over nor deletes it. "
+                                               "Rename the step or function, or delete it"};
+            break;
+          }
+        }
         const std::string observed_rv = current ? kube::resource_version_of(*current) : "";
         if (auto mine = own_pending(write_key, observed_rv)) current = mine->result;
         if (!current || !applied_memo.is_applied(write_key, want, summary_digest(*current))) {
@@ -674,6 +723,8 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           const Owned& o = owned[kind];
           kube::ObjectPtr current = o.informer->get(ns, object_name);
           if (!current || metadata_of(*current).contains("deletionTimestamp")) continue;
+          // Labels are anyone's to write: only what the Workflow controls is deleted.
+          if (!not_owned_reason(*current, plan.uid, name).empty()) continue;
           const std::string write_key = object_write_key(kind, ns, object_name);
           const std::string observed_rv = kube::resource_version_of(*current);
           if (own_pending(write_key, observed_rv)) continue;  // deleted by us already

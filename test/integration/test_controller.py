@@ -530,6 +530,70 @@ class ControllerTest(ClusterTestCase):
         time.sleep(3)
         self.assertEqual(c.writes(), writes)
 
+    def test_objects_it_does_not_control_are_neither_taken_over_nor_pruned(self):
+        """A Service of the same name as a rendered one, made by someone else, was taken over by
+        the forced apply (image replaced, env dropped, knflow's ownerReference added) and deleted
+        with the Workflow; two Workflows whose names render the same Service overwrote each other
+        ten times a second; labels alone made an object prunable."""
+        ns = self.namespace("owners")
+        c = self.start_controller(namespace=ns, lease="owners")
+        c.wait_leading()
+
+        def service(name, image, labels=None, owner=None):
+            meta = {"name": name, "namespace": ns, "labels": labels or {}}
+            if owner:
+                meta["ownerReferences"] = [owner]
+            return {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": meta,
+                    "spec": {"template": {"spec": {"containers": [
+                        {"image": image, "env": [{"name": "SECRET_MODE", "value": "on"}]}]}}}}
+
+        def workflow(name, function, image):
+            return {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                    "metadata": {"name": name},
+                    "spec": {"functions": {function: {"image": image}},
+                             "do": [{"name": "s1", "call": function}]}}
+
+        # Someone else's Service, named as the Workflow's function would be.
+        self.kube.kubectl("create", "-f", "-", input=json.dumps(service("own-a", "theirs:7")))
+        self.apply(ns, workflow("own", "a", "mine:1"))
+        wf = self.wait_condition(ns, "own", "False", "NotOwned")
+        ready = next(x for x in wf["status"]["conditions"] if x["type"] == "Ready")
+        self.assertIn("Service own-a has no controller ownerReference", ready["message"])
+        theirs = self.child("Service", ns, "own-a")
+        self.assertEqual(theirs["spec"]["template"]["spec"]["containers"][0]["image"], "theirs:7")
+        self.assertNotIn("ownerReferences", theirs["metadata"])
+
+        # Workflow col's function x-y and workflow col-x's function y both render col-x-y: the
+        # first keeps it, the second is told, and nobody writes on.
+        self.apply(ns, workflow("col", "x-y", "col-one:1"))
+        first = wait_for("col's Service", lambda: self.child("Service", ns, "col-x-y"))
+        self.apply(ns, workflow("col-x", "y", "col-two:1"))
+        wf = self.wait_condition(ns, "col-x", "False", "NotOwned")
+        ready = next(x for x in wf["status"]["conditions"] if x["type"] == "Ready")
+        self.assertIn("Service col-x-y is controlled by Workflow col", ready["message"])
+        time.sleep(2)
+        writes = c.writes()
+        time.sleep(3)
+        self.assertEqual(c.writes(), writes)
+        svc = self.child("Service", ns, "col-x-y")
+        self.assertEqual(svc["spec"]["template"]["spec"]["containers"][0]["image"], "col-one:1")
+        self.assertEqual(svc["metadata"]["generation"], first["metadata"]["generation"])
+
+        # Labelled as col's, but not controlled by it: not pruned when col changes.
+        labels = {"app.kubernetes.io/managed-by": "knflow", "knflow.dev/workflow": "col"}
+        self.kube.kubectl("create", "configmap", "keeper", "-n", ns)
+        keeper = {"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "controller": True,
+                  "uid": self.get(f"/api/v1/namespaces/{ns}/configmaps/keeper")["metadata"]["uid"]}
+        for name, owner in (("col-extra", None), ("col-other-owner", keeper)):
+            self.kube.kubectl("create", "-f", "-",
+                              input=json.dumps(service(name, "theirs:7", labels, owner)))
+        self.apply(ns, workflow("col", "x-y", "col-one:2"))
+        wait_for("col's change", lambda: self.child("Service", ns, "col-x-y")["spec"]["template"]
+                 ["spec"]["containers"][0]["image"] == "col-one:2" or None)
+        time.sleep(2)
+        for name in ("col-extra", "col-other-owner"):
+            self.assertIsNotNone(self.child("Service", ns, name), name)
+
     def test_status_write_conflict_is_retried(self):
         ns = self.namespace("conflict")
         # Three seconds between reading the Workflow and writing its status: a write by someone
