@@ -232,6 +232,14 @@ struct Api::Handlers {
                            (r.entry ? r.entry->name : std::string()) + "\" already exists.",
                        req);
       case cache::WriteStatus::not_found:
+        // A create names no workflow: what is missing is its namespace (the Kubernetes API's
+        // answer in cluster mode).
+        if (!req.params.contains("name")) {
+          return problem(404, "not-found",
+                         "Namespace \"" + req.params.at("ns") + "\" does not exist" +
+                             (r.message.empty() ? "." : ": " + r.message),
+                         req);
+        }
         return problem(404, "not-found",
                        "Workflow \"" + req.params.at("ns") + "/" + req.params.at("name") +
                            "\" does not exist.",
@@ -470,13 +478,20 @@ struct Api::Handlers {
     if (rv) precondition = std::string(*rv);
     cache::WriteResult result;
     if (auto* writer = api.cluster_writer_) {
-      result = co_await writer->remove(req.params.at("ns"), req.params.at("name"), precondition);
-      if (result.status == cache::WriteStatus::ok && result.entry->json.empty()) {
-        // The apiserver answered a bare Status: answer the object as last mirrored.
+      // The object as mirrored before the delete: the watch may drop it before the apiserver's
+      // answer comes, and the answer may be a bare Status.
+      std::shared_ptr<const cache::Entry> mirrored;
+      {
         auto snap = cache()->snapshot();
         if (auto it = snap->items.find({req.params.at("ns"), req.params.at("name")});
             it != snap->items.end()) {
-          result.entry = it->second;
+          mirrored = it->second;
+        }
+      }
+      result = co_await writer->remove(req.params.at("ns"), req.params.at("name"), precondition);
+      if (result.status == cache::WriteStatus::ok && result.entry->json.empty()) {
+        if (mirrored) {
+          result.entry = std::move(mirrored);
         } else {
           auto named = std::make_shared<cache::Entry>(*result.entry);
           named->json = model::json_text(json::object{

@@ -27,7 +27,16 @@ std::shared_ptr<const cache::Entry> entry_of(const json::object& object) {
       entry->generation = g->as_int64();
     }
   }
-  entry->json = model::json_text(object);
+  // As the watch's mirror shows it: without managedFields, which the API's strict decoding
+  // refuses, so that an answer can be sent back as it came (a create's answer had them).
+  if (const auto* meta = object.if_contains("metadata");
+      meta && meta->is_object() && meta->as_object().contains("managedFields")) {
+    json::object shown = object;
+    shown["metadata"].as_object().erase("managedFields");
+    entry->json = model::json_text(shown);
+  } else {
+    entry->json = model::json_text(object);
+  }
   return entry;
 }
 

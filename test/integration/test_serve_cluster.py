@@ -108,10 +108,23 @@ class ServeClusterTest(unittest.TestCase):
                  .get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0]
                  .get("image") == "registry.example/greet:2")
 
+        # Without managedFields, as every GET answers it: the create's answer, changed and sent
+        # back, is taken (it was 422 "unknown field managedFields").
+        self.assertNotIn("managedFields", created["metadata"])
+        resent = json.loads(json.dumps(created))
+        resent["spec"]["functions"]["greet"]["image"] = "registry.example/greet:2"
+        resent["spec"]["functions"]["greet"]["env"] = {"MODE": "resent"}
+        del resent["metadata"]["resourceVersion"]  # the controller has written status since
+        status, answer = self.daemon.json("PUT", BASE + "/via-rest", json.dumps(resent))
+        self.assertEqual(status, 200, answer)
+        self.assertNotIn("managedFields", answer["metadata"])
+
         # Delete through the REST API: gone from the apiserver, the REST API, and (through the
         # garbage collector) its Knative objects.
-        status, _ = self.daemon.json("DELETE", BASE + "/via-rest")
+        status, deleted = self.daemon.json("DELETE", BASE + "/via-rest")
         self.assertEqual(status, 200)
+        # The deleted object, not only its name (the watch may drop it before the answer).
+        self.assertEqual(deleted["spec"]["functions"]["greet"]["image"], "registry.example/greet:2")
         self.assertIsNone(self.kube_get("workflows.knflow.dev", "via-rest", check=False))
         status, _ = self.daemon.json("GET", BASE + "/via-rest")
         self.assertEqual(status, 404)
@@ -226,6 +239,13 @@ class ServeClusterTest(unittest.TestCase):
         self.assertIsNone(self.kube_get("workflows.knflow.dev", "needs-engine", check=False))
         # The CRD's own rules still apply (a name the apiserver refuses never gets this far:
         # knflow's validator refuses it first with the same pointer).
+        # A namespace the cluster does not have: 404 naming it (it was 500).
+        status, problem = self.daemon.json("POST", "/api/v1/namespaces/nonexistent/workflows",
+                                           json.dumps(dict(cluster_workflow("lost"),
+                                                           metadata={"name": "lost"})))
+        self.assertEqual(status, 404, problem)
+        self.assertTrue(problem["detail"].startswith('Namespace "nonexistent" does not exist: '),
+                        problem)
         # Creating a name twice.
         self.assertEqual(self.daemon.json("POST", BASE, json.dumps(cluster_workflow("twice")))[0], 201)
         status, problem = self.daemon.json("POST", BASE, json.dumps(cluster_workflow("twice")))
