@@ -1,5 +1,7 @@
 #include "knflow/cache/workflow_cache.hpp"
 
+#include "knflow/log/log.hpp"
+
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
@@ -241,12 +243,15 @@ WorkflowCache::WorkflowCache(store::Db& db, metrics::Metrics* metrics, CacheSett
     : impl_(std::make_unique<Impl>(db, metrics, std::move(settings))) {
   auto snapshot = std::make_shared<Snapshot>();
   try {
+    // The revision goes on from the stored one either way: a mirror's writes (cluster mode) put
+    // objects and status history under revisions that must move the store's forward, and from 0
+    // after a restart every one was refused until the count caught up.
+    snapshot->revision = impl_->store.revision();
     if (!impl_->settings.load_stored) {
       impl_->set_current(std::move(snapshot));
       if (metrics != nullptr) metrics->set_workflows(0);
       return;
     }
-    snapshot->revision = impl_->store.revision();
     std::vector<store::WorkflowRecord> records = impl_->store.load_all();
     for (store::WorkflowRecord& record : records) {
       Key key{record.namespace_, record.name};
@@ -466,17 +471,22 @@ WriteResult WorkflowCache::mirror_put(const json::object& object) {
     std::string c = string_at(*meta, "creationTimestamp");
     return c.empty() ? now : c;
   }();
-  impl_->transact(key, [&] {
-    impl_->store.put(record_of(*entry, created, now));
-    if (status_changed) {
-      impl_->store.append_status(store::StatusRecord{.namespace_ = entry->namespace_,
-                                                     .name = entry->name,
-                                                     .uid = entry->uid,
-                                                     .generation = entry->generation,
-                                                     .observed_at = now,
-                                                     .status_json = model::json_text(*status)});
-    }
-  });
+  if (auto failed = impl_->transact(key, [&] {
+        impl_->store.put(record_of(*entry, created, now));
+        if (status_changed) {
+          impl_->store.append_status(store::StatusRecord{.namespace_ = entry->namespace_,
+                                                         .name = entry->name,
+                                                         .uid = entry->uid,
+                                                         .generation = entry->generation,
+                                                         .observed_at = now,
+                                                         .status_json = model::json_text(*status)});
+        }
+      })) {
+    // Served all the same (the Kubernetes API holds the workflow), but said: the copy and the
+    // status history are behind.
+    log::warn("Failed to store a mirrored workflow",
+              {{"workflow", describe(key)}, {"error", failed->message}});
+  }
   impl_->publish(*base, key, entry, revision);
   return {.status = WriteStatus::ok, .entry = std::move(entry), .message = {}};
 }
@@ -492,7 +502,11 @@ WriteResult WorkflowCache::mirror_remove(const std::string& namespace_, const st
   }
   auto old = it->second;
   const std::int64_t revision = base->revision + 1;
-  impl_->transact(key, [&] { impl_->store.remove(namespace_, name, revision); });
+  if (auto failed =
+          impl_->transact(key, [&] { impl_->store.remove(namespace_, name, revision); })) {
+    log::warn("Failed to remove a mirrored workflow's copy",
+              {{"workflow", describe(key)}, {"error", failed->message}});
+  }
   impl_->publish(*base, key, nullptr, revision);
   return {.status = WriteStatus::ok, .entry = std::move(old), .message = {}};
 }

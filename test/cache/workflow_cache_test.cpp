@@ -479,3 +479,27 @@ TEST_CASE_METHOD(Fixture, "Cluster mode: the cache mirrors objects and records s
   CHECK(cache.mirror_put(json::object{{"metadata", json::object{}}}).status ==
         WriteStatus::store_failed);
 }
+
+TEST_CASE_METHOD(Fixture, "Cluster mode: a restarted mirror goes on recording status changes") {
+  // Its revision started at 0 after a restart, below the stored one: every copy and status
+  // change was refused ("not above the stored revision") until the count caught up.
+  knflow::store::Db db2(dir.path() / "mirror.db");
+  auto settings = counting_settings();
+  settings.load_stored = false;
+  auto object = json::parse(R"({"apiVersion":"knflow.dev/v1alpha1","kind":"Workflow",
+      "metadata":{"name":"greet","namespace":"team","uid":"k-1","generation":1},
+      "spec":{"functions":{"f":{"url":"http://f"}},"do":[{"call":{"function":"f"},"name":"c"}]}})")
+                    .as_object();
+  auto status = [&](int n) {
+    object["status"] = json::object{{"observedGeneration", n}};
+    return object;
+  };
+  {
+    WorkflowCache before(db2, nullptr, settings);
+    for (int i = 1; i <= 5; ++i) REQUIRE(before.mirror_put(status(i)).status == WriteStatus::ok);
+  }
+  WorkflowCache after(db2, nullptr, settings);  // the daemon restarted
+  CHECK(after.mirror_put(status(6)).status == WriteStatus::ok);
+  CHECK(after.mirror_put(status(7)).status == WriteStatus::ok);
+  CHECK(after.status_history("team", "greet", 10).size() == 7);
+}
