@@ -127,7 +127,8 @@ std::optional<Target> resolve_target(const po::variables_map& vm, std::string_vi
     if (ec != std::errc() || end != port.data() + port.size() || number == 0 || number > 65535) {
       wrong = "has the port \"" + std::string(port) + "\", which is not a number from 1 to 65535";
     }
-  } else if (!url->encoded_path().empty() && !url->encoded_path().starts_with('/')) {
+  }
+  if (wrong.empty() && !url->encoded_path().empty() && !url->encoded_path().starts_with('/')) {
     // Boost.URL 1.81 reads "http://host:abc" as an empty port and the path "abc".
     wrong = "has \"" + std::string(url->encoded_path()) +
             "\" after the host's ':', where a port (digits) goes";

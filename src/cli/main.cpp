@@ -77,7 +77,8 @@ int run(int argc, char** argv) {
   if (command == "jq-worker") return engine::run_jq_worker();  // internal: JqWorkerPool's workers
   const int exit_code = dispatch(command, args);
   // What a command printed is its result: a full disk or a closed descriptor (`> /dev/full`)
-  // must not exit 0 with it lost. (A reader gone from a pipe ends the process by SIGPIPE first.)
+  // must not exit 0 with it lost. (A reader gone from a pipe ends a client command by SIGPIPE
+  // first; serve and controller ignore SIGPIPE, and print nothing there but --help.)
   errno = 0;
   std::cout.flush();
   if (!std::cout) {

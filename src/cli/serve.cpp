@@ -468,7 +468,10 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
         return std::nullopt;
       }
     }
-    created = file;  // said once the port is known (--listen may ask for any free one)
+    // Said now (a start that fails later would leave it unsaid for good); how to send it once
+    // the port is known (--listen may ask for any free one).
+    std::cerr << "Created an API token in " << file.string() << ".\n";
+    created = file;
   }
   auto tokens = http::TokenSet::load(file, error);
   if (!tokens) std::cerr << "knflow serve: " << error << "\n";
@@ -777,9 +780,8 @@ int serve(const std::vector<std::string>& args) {
     const std::string base_url = "http://" + host + ":" + std::to_string(bound.port());
     const std::string broker_url = base_url + "/api/v1/namespaces/{ns}/broker";
     if (created_token) {
-      std::cerr << "Created an API token in " << created_token->string()
-                << ". Send it with every request, for example:\n  curl -H \"Authorization: "
-                   "Bearer $(cat "
+      std::cerr << "Send the API token with every request, for example:\n  curl -H "
+                   "\"Authorization: Bearer $(cat "
                 << created_token->string() << ")\" " << base_url << "/api/v1/workflows\n";
     }
     engine.set_broker_url(broker_url);

@@ -3177,6 +3177,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     if (!failed.empty()) {
       log::warn("Failed to record a cancel", {{"run", run->id}, {"error", failed}});
+      // Ended while the record was written (its end queued before it): that end stands, and the
+      // run's data is released already.
+      if (run->outcome) co_return std::string();
       // Not in the store: a cancel sent again writes it again.
       if (const auto it = run->journal.find(std::string(kCancelKey)); it != run->journal.end()) {
         change_data(*run, 0, it->second.bytes);

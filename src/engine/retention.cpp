@@ -97,8 +97,9 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
     store::RunStore::PruneCutoff cutoff;
     try {
       if (!reader) {
-        db = std::make_unique<store::Db>(settings.database,
-                                         store::DbSettings{.checkpoint_pages = 0});
+        // A second connection to a database the writer has open (and checked at its start).
+        db = std::make_unique<store::Db>(
+            settings.database, store::DbSettings{.checkpoint_pages = 0, .recovery_checks = false});
         reader = std::make_unique<store::RunStore>(*db);
       }
       cutoff = reader->prune_cutoff(before, keep());

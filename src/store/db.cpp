@@ -300,7 +300,7 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
   // SQLite gives the -wal and -shm files the database file's permissions.
   if (path != ":memory:" && !path.string().starts_with("file:")) {
     refuse_lost_database(path);
-    unclean_stop = refuse_damaged_wal(path);
+    if (settings.recovery_checks) unclean_stop = refuse_damaged_wal(path);
     if (const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600); fd >= 0) {
       ::close(fd);
     }
@@ -324,6 +324,8 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
     sqlite3_extended_result_codes(db_, 1);
     busy_timeout_ = settings.busy_timeout;
     sqlite3_busy_handler(db_, &wait_briefly, &busy_timeout_);
+    // Read-only checks first, so that a foreign file is refused before anything is written to it.
+    check_identity(settings.migrations.size());
     // After a crash (a WAL with frames), every page is read once: a database file damaged
     // meanwhile is refused here, before runs resume on it and fault one by one on what they
     // cannot read. A clean stop leaves no WAL, and SQLite reads the pages it needs as it goes.
@@ -335,8 +337,6 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
                                         "). Restore it and its -wal file from a backup");
       }
     }
-    // Read-only checks first, so that a foreign file is refused before anything is written to it.
-    check_identity(settings.migrations.size());
     std::string mode;
     {
       Stmt journal(*this, "PRAGMA journal_mode = WAL");

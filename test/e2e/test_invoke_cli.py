@@ -682,6 +682,8 @@ class InvokeCliTest(unittest.TestCase):
                                "1 to 65535"),
                               ("http://127.0.0.1:abc", "has \"abc\" after the host's ':', where a "
                                "port (digits) goes"),
+                              ("http://127.0.0.1:8080abc", "has \"abc\" after the host's ':', "
+                               "where a port (digits) goes"),
                               ("http://u:p@127.0.0.1:8080", 'holds credentials ("u:p@"), which are '
                                "not sent: the token goes in --token-file or $KNFLOW_TOKEN")):
             with self.subTest(server=server):

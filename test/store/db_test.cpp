@@ -339,6 +339,32 @@ TEST_CASE("A write-ahead log damaged other than by a torn end is refused, and ke
   }
 }
 
+TEST_CASE("A WAL started over, with the old log's frames after the new one's, opens whole") {
+  // The guard against refusing a sound WAL: after a checkpoint RESTART the writer writes the new
+  // log over the old one from its beginning, so the old log's frames (other salts, commits among
+  // them) follow the new log's last frame.
+  knflow::test::TempDir dir;
+  const auto live = dir.path() / "live";
+  std::filesystem::create_directory(live);
+  Db db(live / "knflow.db", DbSettings{.checkpoint_pages = 0});
+  db.exec("CREATE TABLE t (n INTEGER, pad TEXT)");
+  for (int i = 0; i < 30; ++i) {
+    db.exec("INSERT INTO t VALUES (" + std::to_string(i) + ", printf('%.3000c', 'x'))");
+  }
+  db.exec("PRAGMA wal_checkpoint(RESTART)");
+  for (int i = 30; i < 33; ++i) {
+    db.exec("INSERT INTO t VALUES (" + std::to_string(i) + ", 'after the restart')");
+  }
+  const auto copy = dir.path() / "crashed";
+  std::filesystem::create_directory(copy);
+  for (const char* name : {"knflow.db", "knflow.db-wal"}) {
+    std::filesystem::copy_file(live / name, copy / name);
+  }
+  REQUIRE(std::filesystem::file_size(copy / "knflow.db-wal") > kWalHeader + 20 * kFrame);
+  Db reopened(copy / "knflow.db");
+  CHECK(query_int(reopened, "SELECT count(*) FROM t") == 33);
+}
+
 TEST_CASE("After a crash, a damaged database file is refused before anything runs on it") {
   // With a WAL present, SQLite opened a half-truncated file, and every resumed run faulted on
   // "database disk image is malformed".

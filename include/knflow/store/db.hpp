@@ -53,6 +53,12 @@ struct DbSettings {
   // 0: SQLite's automatic checkpoint on the writer (its default behaviour). See docs/storage.md,
   // "Checkpoints off the writer".
   std::size_t checkpoint_pages = 300;
+  // The checks of a database that may have been left by a crash (docs/storage.md, "The
+  // connection"): a damaged or unwritable WAL refused, and after an unclean stop every page read.
+  // For the one connection that opens the database first (the daemon's writer, under the data
+  // directory's lock); another connection opened while it writes would read a WAL the writer is
+  // restarting, and take torn reads for damage.
+  bool recovery_checks = true;
 };
 
 // What the WAL checkpoints have done so far (for tests).
