@@ -582,7 +582,10 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     plan.generation = int_at(meta, "generation");
     const std::string name = string_at(meta, "name");
     plan.entry_sequence = name;
-    if (!checked.report.ok() || !checked.workflow) {
+    // Valid but for the modes it can run in: the cluster's reasons, not the standalone ones the
+    // "neither mode" error lists first.
+    if (!checked.workflow ||
+        (!checked.report.ok() && !model::invalid_only_for_modes(checked.report))) {
       plan.invalid = Readiness{"False", "InvalidSpec", errors_message(checked.report.errors)};
     } else if (!checked.report.cluster.supported) {
       plan.invalid = Readiness{"False", "NotSupportedInCluster",

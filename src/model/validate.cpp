@@ -19,6 +19,16 @@
 
 namespace knflow::model {
 
+namespace {
+constexpr std::string_view kNeitherMode = "the workflow can run in neither mode";
+}  // namespace
+
+bool invalid_only_for_modes(const ValidationReport& report) {
+  return report.pending.empty() && report.errors.size() == 1 &&
+         report.errors.front().pointer == "/spec" &&
+         report.errors.front().message.starts_with(kNeitherMode);
+}
+
 namespace json = boost::json;
 
 namespace {
@@ -1060,7 +1070,7 @@ class Validator {
     if (w_.spec.retry) cluster_retry(*w_.spec.retry, "/spec/retry");
 
     if (!report_.standalone.supported && !report_.cluster.supported) {
-      std::string message = "the workflow can run in neither mode";
+      std::string message(kNeitherMode);
       for (const auto& [label, mode] :
            {std::pair{"standalone", &report_.standalone}, std::pair{"cluster", &report_.cluster}}) {
         message += std::string("; ") + label + ": ";

@@ -401,6 +401,25 @@ class ControllerTest(ClusterTestCase):
         owners = {o["metadata"]["labels"]["knflow.dev/workflow"] for o in self.children(ns).values()}
         self.assertFalse(owners & {d["metadata"]["name"] for _, d, _ in incapable})
 
+    def test_a_workflow_neither_mode_runs_says_the_clusters_reasons(self):
+        """Image functions (no standalone mode) and a switch (no cluster mode yet): it was
+        InvalidSpec, its message starting with the standalone reasons ("has neither url nor
+        local"), which mean nothing to a cluster user."""
+        ns = self.namespace("neither")
+        c = self.start_controller(namespace=ns, lease="neither")
+        c.wait_leading()
+        self.apply(ns, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "branchy"},
+                        "spec": {"functions": {"f": {"image": "registry.example.com/f:1"}},
+                                 "do": [{"name": "pick", "switch": [
+                                            {"when": "${ .big }", "then": "end"},
+                                            {"then": "continue"}]},
+                                        {"name": "a", "call": "f"}]}})
+        self.wait_condition(ns, "branchy", "False", "NotSupportedInCluster", type_="Valid")
+        message = self.condition(ns, "branchy", "Valid")["message"]
+        self.assertTrue(message.startswith("1 error: /spec/do/0/switch: step \"pick\": switch "), message)
+        self.assertNotIn("neither url nor local", message)
+
     def test_invalid_spec_is_refused_until_fixed(self):
         ns = self.namespace("invalid")
         c = self.start_controller(namespace=ns, lease="invalid")

@@ -40,6 +40,10 @@ struct ValidationReport {
   bool ok() const { return errors.empty() && pending.empty(); }
 };
 
+// Whether the report's one error is that the workflow can run in neither mode (the document is
+// otherwise valid, nothing left to compile): a back end then gives its own mode's reasons.
+bool invalid_only_for_modes(const ValidationReport& report);
+
 struct ValidateOptions {
   // Leave the jq compiles to the caller (report.pending, then apply_verdicts): compiling takes
   // 10-20 ms per program, and the daemon has its jq workers do it off the thread that serves
