@@ -204,6 +204,36 @@ bool set_immutable(const std::filesystem::path& path, bool on) {
   return done;
 }
 
+// A file the process may not write while this lives: read-only by mode, or, for root (who writes
+// whatever the mode says), by the immutable attribute. `made` is false when the file system has
+// no such attribute (nothing to check then).
+struct Unwritable {
+  std::filesystem::path path;
+  bool root = ::geteuid() == 0;
+  bool made = false;
+
+  explicit Unwritable(std::filesystem::path file) : path(std::move(file)) {
+    if (root) {
+      made = set_immutable(path, true);
+      if (!made) WARN("the file system of " << path << " has no immutable attribute: not checked");
+    } else {
+      std::filesystem::permissions(path, std::filesystem::perms::owner_read);
+      made = true;
+    }
+  }
+  ~Unwritable() { writable(); }
+  void writable() {
+    if (!made) return;
+    made = false;
+    if (root) {
+      set_immutable(path, false);
+    } else {
+      std::filesystem::permissions(
+          path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    }
+  }
+};
+
 }  // namespace
 
 TEST_CASE("A database file the daemon may not write is refused at open, and kept") {
@@ -212,23 +242,10 @@ TEST_CASE("A database file the daemon may not write is refused at open, and kept
   const auto path = dir.path() / "knflow.db";
   { Db db(path); }  // made and migrated
   const auto before = std::filesystem::file_size(path);
-  // Root writes whatever the mode says: the immutable attribute stops it instead.
-  const bool root = ::geteuid() == 0;
-  if (root) {
-    if (!set_immutable(path, true)) {
-      WARN("the file system of " << path << " has no immutable attribute: not checked as root");
-      return;
-    }
-  } else {
-    std::filesystem::permissions(path, std::filesystem::perms::owner_read);
-  }
+  Unwritable unwritable(path);
+  if (!unwritable.made) return;
   const Error e = error_of([&] { Db db(path); });
-  if (root) {
-    set_immutable(path, false);
-  } else {
-    std::filesystem::permissions(
-        path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-  }
+  unwritable.writable();
   CHECK(e.code() == SQLITE_READONLY);
   CHECK(contains(e.what(), "for writing"));
   CHECK(std::filesystem::file_size(path) == before);
@@ -401,22 +418,10 @@ TEST_CASE("A write-ahead log the daemon may not write is refused at open") {
   knflow::test::TempDir dir;
   const auto path = crashed_copy(dir, 2);
   const std::filesystem::path wal = path.string() + "-wal";
-  const bool root = ::geteuid() == 0;
-  if (root) {
-    if (!set_immutable(wal, true)) {
-      WARN("the file system of " << wal << " has no immutable attribute: not checked as root");
-      return;
-    }
-  } else {
-    std::filesystem::permissions(wal, std::filesystem::perms::owner_read);
-  }
+  Unwritable unwritable(wal);
+  if (!unwritable.made) return;
   const Error e = error_of([&] { Db db(path); });
-  if (root) {
-    set_immutable(wal, false);
-  } else {
-    std::filesystem::permissions(
-        wal, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-  }
+  unwritable.writable();
   CHECK((e.code() & 0xff) == SQLITE_READONLY);
   CHECK(contains(e.what(), "cannot open " + wal.string() + " for writing"));
   Db again(path);
