@@ -548,8 +548,10 @@ bool parse_args(po::options_description& desc, const std::vector<std::string>& a
     }
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "knflow " << command << ": " << usage_error(e, positional, args) << "\n\n"
-              << desc << "\n";
+    // The error and where the options are, as serve says it: the whole option list after a
+    // mistyped value (`--timeout abc`) buried the one line that matters.
+    std::cerr << "knflow " << command << ": " << usage_error(e, positional, args)
+              << "\nRun `knflow " << command << " --help` for the options.\n";
     vm.clear();
     throw;
   }

@@ -64,7 +64,7 @@ void store_options(const boost::program_options::parsed_options& parsed,
 
 // Parses a command's arguments into `vm` (store_options, then notify). Empty when the command
 // goes on; otherwise its exit code: kExitOk after printing `desc` for --help, kExitUsage after
-// saying what is wrong (`knflow <command>: ...`) and printing `desc` on stderr.
+// saying what is wrong (`knflow <command>: ...`) and where the options are, on stderr.
 std::optional<int> parse_command_line(const boost::program_options::options_description& desc,
                                       const std::vector<std::string>& args,
                                       boost::program_options::variables_map& vm,

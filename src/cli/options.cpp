@@ -66,7 +66,8 @@ std::optional<int> parse_command_line(const po::options_description& desc,
     }
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "knflow " << command << ": " << e.what() << "\n\n" << desc << "\n";
+    std::cerr << "knflow " << command << ": " << e.what() << "\nRun `knflow " << command
+              << " --help` for the options.\n";
     return kExitUsage;
   }
   return std::nullopt;
