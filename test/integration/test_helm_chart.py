@@ -324,6 +324,8 @@ class ChartInstallTest(unittest.TestCase):
             ("update", "workflows.knflow.dev", "--subresource=status", "-n", "media"),
             ("update", "workflows.knflow.dev", "--subresource=finalizers", "-n", "media"),
             ("create", "services.serving.knative.dev", "-n", "media"),
+            # Whether an object of a rendered name that is not knflow's exists (NotOwned).
+            ("get", "services.serving.knative.dev", "-n", "media"),
             ("patch", "sequences.flows.knative.dev", "-n", "media"),
             ("delete", "parallels.flows.knative.dev", "-n", "media"),
             ("watch", "triggers.eventing.knative.dev", "-A"),
@@ -335,7 +337,6 @@ class ChartInstallTest(unittest.TestCase):
             ("create", "deployments.apps", "-n", "media"), ("create", "pods", "-n", "media"),
             ("patch", "workflows.knflow.dev", "-n", "media"),  # status is the controller's
             ("patch", "workflows.knflow.dev", "--subresource=status", "-n", "media"),
-            ("get", "services.serving.knative.dev", "-n", "media"),  # read from the watch
             ("update", "services.serving.knative.dev", "--subresource=status", "-n", "media"),
             ("create", "brokers.eventing.knative.dev", "-n", "media"),
             ("update", "leases.coordination.k8s.io/other", "-n", NS),
