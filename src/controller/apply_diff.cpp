@@ -287,7 +287,7 @@ json::object child_summary(json::object observed, std::string_view manager) {
       json::object kept;
       for (const auto& kv : *labels) {
         const std::string_view key = kv.key();
-        if (key == render::kWorkflowLabel) {
+        if (key == render::kWorkflowLabel || key == render::kManagedByLabel) {
           kept[key] = kv.value();
         }
       }

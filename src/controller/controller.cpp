@@ -67,7 +67,7 @@ std::string owner_key(const json::object& object) {
 // controller, or another one, was not made for this Workflow: knflow neither takes it over nor
 // deletes it (docs/cluster.md, "Names").
 std::string not_owned_reason(const json::object& object, std::string_view uid,
-                             std::string_view workflow) {
+                             std::string_view workflow, bool adopt_orphan = false) {
   const json::value* refs = metadata_of(object).if_contains("ownerReferences");
   if (refs != nullptr && refs->is_array()) {
     for (const auto& ref : refs->get_array()) {
@@ -79,7 +79,18 @@ std::string not_owned_reason(const json::object& object, std::string_view uid,
       const bool a_workflow =
           kind == "Workflow" && string_at(*r, "apiVersion").starts_with("knflow.dev/");
       if (a_workflow && (string_at(*r, "uid") == uid || name == workflow)) return {};
-      return "is controlled by " + (a_workflow ? "Workflow " : kind + " ") + name;
+      return "is controlled by " + kind + " " + name +
+             (a_workflow ? std::string() : " (" + string_at(*r, "apiVersion") + ")");
+    }
+  }
+  // No controller, but labelled as this Workflow's (its objects after `kubectl delete
+  // --cascade=orphan` and a new Workflow of the name): adopted by the apply, as a ReplicaSet
+  // adopts orphaned pods its selector matches; never pruned on labels alone.
+  if (adopt_orphan) {
+    if (const json::object* labels = object_at(metadata_of(object), "labels");
+        labels && string_at(*labels, render::kManagedByLabel) == render::kManagedByValue &&
+        string_at(*labels, render::kWorkflowLabel) == workflow) {
+      return {};
     }
   }
   return "has no controller ownerReference (not made by knflow for this Workflow)";
@@ -654,6 +665,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     input.functions = plan.functions;
     if (plan.invalid) input.invalid = plan.invalid;
 
+    bool not_owned = false;
     if (!plan.invalid) {
       std::set<std::pair<std::size_t, std::string>> desired;
       kube::ApplyOptions apply_options;
@@ -683,7 +695,11 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           }
         }
         if (current) {
-          if (auto why = not_owned_reason(*current, plan.uid, name); !why.empty()) {
+          if (auto why = not_owned_reason(*current, plan.uid, name, /*adopt_orphan=*/true);
+              !why.empty()) {
+            // Looked at again with the queue's backoff: the object may be deleted or renamed,
+            // which no event of ours says (an unlabelled one is not watched).
+            not_owned = true;
             input.apply_failed = Readiness{"False", "NotOwned",
                                            o.type.kind + " " + object_name + " " + why +
                                                ": knflow neither takes it over nor deletes it. "
@@ -695,6 +711,12 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
         if (auto mine = own_pending(write_key, observed_rv)) current = mine->result;
         if (!current || !applied_memo.is_applied(write_key, want, summary_digest(*current))) {
           if (!may_write(t)) co_return Outcome::abandoned;
+          // Deleted (or deleted and made again) while this reconcile applies: its render is no
+          // one's any more (a large Workflow went on creating objects for 20 s after it).
+          if (kube::ObjectPtr now = workflows->get(key);
+              !now || string_at(metadata_of(*now), "uid") != plan.uid) {
+            co_return Outcome::success;
+          }
           auto applied = co_await client.apply(o.type, object, apply_options);
           if (!applied) {
             const auto& e = applied.error();
@@ -770,6 +792,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     const model::WorkflowStatus status = compute_status(input);
     json::object status_object = status_json(status);
     Outcome done = plan.invalid         ? Outcome::invalid
+                   : not_owned          ? Outcome::retry
                    : input.apply_failed ? Outcome::failed
                                         : Outcome::success;
     if (same_status(status_object, previous ? *previous : kEmpty)) co_return done;

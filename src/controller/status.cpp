@@ -42,13 +42,24 @@ const json::object* find_condition(const json::object* status, std::string_view 
   return nullptr;
 }
 
+// A condition's message at most about 4 KiB, as validation's are: a child's own message (a
+// Knative Service's, which anyone with access to its status writes) went in whole, twice (its
+// KnativeReady and Ready), and one of 800 KB made every status write too large for etcd.
+std::string bounded_message(const std::string& message) {
+  constexpr std::size_t kMax = 4096;
+  if (message.size() <= kMax) return message;
+  std::size_t cut = kMax - 64;
+  while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+  return message.substr(0, cut) + "... (" + std::to_string(message.size()) + " bytes in all)";
+}
+
 model::Condition condition(const char* type, const Readiness& r, std::int64_t generation,
                            const StatusInput& input) {
   model::Condition c;
   c.type = type;
   c.status = r.status;
   c.reason = r.reason;
-  c.message = r.message;
+  c.message = bounded_message(r.message);
   c.observed_generation = generation;
   c.last_transition_time = input.now;
   if (const json::object* before = find_condition(input.previous, type)) {

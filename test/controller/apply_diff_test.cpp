@@ -175,7 +175,8 @@ TEST_CASE("A summary keeps what status and the apply decision need, and little e
   CHECK(summary == object(R"({
     "metadata": {"name": "wf-a", "namespace": "ns", "resourceVersion": "42",
                  "generation": 1,
-                 "labels": {"knflow.dev/workflow": "wf"},
+                 "labels": {"app.kubernetes.io/managed-by": "knflow",
+                            "knflow.dev/workflow": "wf"},
                  "ownerReferences": [{"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
                                       "name": "wf", "uid": "u1", "controller": true}]},
     "status": {"observedGeneration": 1, "url": "http://wf-a.ns", "address": {"url": "http://a"},

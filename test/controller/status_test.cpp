@@ -134,6 +134,21 @@ TEST_CASE("A failed child makes the Workflow not ready with the child's reason")
   CHECK(condition(s, "Valid").status == "True");
 }
 
+TEST_CASE("A child's long message is cut in the Workflow's conditions") {
+  // A Knative Service's Ready message of 800 KB went into KnativeReady and Ready whole, and
+  // every status write was then too large for etcd.
+  auto child = std::make_shared<json::object>(*knative(1, 1, "False"));
+  (*child)["status"].as_object()["conditions"].as_array()[0].as_object()["message"] =
+      std::string(300000, 'x') + "\xc3\xa9";
+  const auto s = compute_status(input(child, knative(1, 1, "True")));
+  for (const char* type : {"KnativeReady", "Ready"}) {
+    const std::string& message = condition(s, type).message;
+    CHECK(message.size() <= 4096);
+    CHECK(message.starts_with("Service wf-a: RFalse: xxx"));
+    CHECK(message.ends_with("... (300024 bytes in all)"));
+  }
+}
+
 TEST_CASE("An invalid workflow: Valid=False with the errors, nothing else") {
   StatusInput in = input(knative(1, 1, "True"), knative(1, 1, "True"));
   in.invalid = Readiness{"False", "InvalidSpec", "1 error: /spec/do/0/call: nope"};

@@ -581,6 +581,28 @@ class ControllerTest(ClusterTestCase):
         theirs = self.child("Service", ns, "own-a")
         self.assertEqual(theirs["spec"]["template"]["spec"]["containers"][0]["image"], "theirs:7")
         self.assertNotIn("ownerReferences", theirs["metadata"])
+        # Once it is gone, the Workflow makes its own (it waited for the next resync, 10 min: no
+        # event says an unlabelled object went away).
+        self.kube.kubectl("delete", "services.serving.knative.dev", "own-a", "-n", ns)
+        mine = wait_for("the Workflow's own Service", lambda: (
+            lambda svc: svc if svc and svc["metadata"].get("ownerReferences") else None)(
+                self.child("Service", ns, "own-a")), timeout=60)
+        self.assertEqual(mine["spec"]["template"]["spec"]["containers"][0]["image"], "mine:1")
+
+        # Its objects left by `kubectl delete --cascade=orphan` are adopted by a Workflow of the
+        # same name made again (they were NotOwned: no controller).
+        uid = self.workflow(ns, "own")["metadata"]["uid"]
+        self.kube.kubectl("delete", "workflows.knflow.dev", "own", "-n", ns, "--cascade=orphan")
+        wait_for("the orphaned Service", lambda: (
+            lambda svc: svc if svc and not svc["metadata"].get("ownerReferences") else None)(
+                self.child("Service", ns, "own-a")))
+        self.apply(ns, workflow("own", "a", "mine:1"))
+        new_uid = wait_for("the new Workflow", lambda: (
+            lambda wf: wf["metadata"]["uid"] if wf and wf["metadata"]["uid"] != uid else None)(
+                self.workflow(ns, "own")))
+        wait_for("the adoption", lambda: [r["uid"] for r in self.child("Service", ns, "own-a")
+                                          ["metadata"].get("ownerReferences", [])] == [new_uid]
+                 or None)
 
         # Workflow col's function x-y and workflow col-x's function y both render col-x-y: the
         # first keeps it, the second is told, and nobody writes on.

@@ -42,9 +42,10 @@ std::optional<std::uint64_t> applied_digest(const boost::json::object& observed,
 inline constexpr const char* kAppliedDigestMember = "knflowAppliedDigest";
 
 // What the controller caches of an owned object (the informers' transform): metadata name,
-// namespace, resourceVersion, generation, deletionTimestamp, the knflow.dev/workflow
-// label and the controller ownerReference; status observedGeneration, url, address.url and the
-// Ready condition; and the applied digest of `manager`. About 0.25 KiB where the object is 1.5 KiB.
+// namespace, resourceVersion, generation, deletionTimestamp, the knflow.dev/workflow and
+// app.kubernetes.io/managed-by labels and the controller ownerReference; status observedGeneration,
+// url, address.url and the Ready condition; and the applied digest of `manager`. About 0.25 KiB
+// where the object is 1.5 KiB.
 boost::json::object child_summary(boost::json::object observed, std::string_view manager);
 
 // The applied digest a summary holds; nullopt when it has none.
