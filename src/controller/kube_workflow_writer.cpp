@@ -4,6 +4,13 @@
 #include "knflow/model/codec.hpp"
 #include "knflow/model/json_text.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+
 namespace knflow::controller {
 
 namespace asio = boost::asio;
@@ -112,9 +119,9 @@ asio::awaitable<cache::WriteResult> KubeWorkflowWriter::create(model::Workflow w
 // one for a custom resource: it gets the stored object and updates with that object's version.
 // The controller writes status meanwhile (a new resourceVersion each time), so a 409 then is not
 // the caller's conflict: the replace reads again and retries, as client-go's RetryOnConflict does,
-// a few times. With the caller's resourceVersion a 409 is the answer.
+// up to 8 times, 10 ms apart and doubling. With the caller's resourceVersion a 409 is the answer.
 asio::awaitable<cache::WriteResult> KubeWorkflowWriter::replace(model::Workflow workflow) {
-  constexpr int kUnconditionalTries = 5;
+  constexpr int kUnconditionalTries = 8;
   const std::string ns = workflow.metadata.namespace_;
   const std::string name = workflow.metadata.name;
   const bool conditional = !workflow.metadata.resource_version.empty();
@@ -139,9 +146,20 @@ asio::awaitable<cache::WriteResult> KubeWorkflowWriter::replace(model::Workflow 
     const kube::WriteOptions options;
     auto updated = co_await client_.update(type, std::move(object), options);
     if (updated) co_return ok(*updated);
-    if (conditional || !updated.error().is_conflict() || attempt == kUnconditionalTries) {
-      co_return failure(updated.error(), ns, name);
+    if (conditional || !updated.error().is_conflict()) co_return failure(updated.error(), ns, name);
+    if (attempt == kUnconditionalTries) {
+      // Not the caller's conflict (they sent no resourceVersion): say what happened.
+      auto r = failure(updated.error(), ns, name);
+      r.message = "the workflow changed " + std::to_string(kUnconditionalTries) +
+                  " times while this replace read and wrote it (status writes, other writers); "
+                  "send it again: " +
+                  r.message;
+      co_return r;
     }
+    // A moment between tries, growing, as client-go's RetryOnConflict waits (10 ms, then more).
+    asio::steady_timer pause(co_await asio::this_coro::executor,
+                             std::chrono::milliseconds(10 << (attempt - 1)));
+    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
   }
 }
 
