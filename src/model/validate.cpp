@@ -1044,6 +1044,19 @@ class Validator {
                  "/api/v1/namespaces/{ns}/broker)");
     }
 
+    if (w_.spec.trigger) {
+      // Knative's Trigger webhook wants a letter first (`^[a-z][a-z0-9]*$`), stricter than
+      // CloudEvents, whose attribute names may start with a digit.
+      for (const auto& [attribute, value] : w_.spec.trigger->filter) {
+        if (is_cloudevents_attribute(attribute) &&
+            !(attribute.front() >= 'a' && attribute.front() <= 'z')) {
+          reason(report_.cluster, pointer_append("/spec/trigger/filter", attribute),
+                 "filter attribute " + quoted(attribute) +
+                     " starts with a digit, which a Knative Trigger refuses (a letter first)");
+        }
+      }
+    }
+
     for (const auto& [name, f] : w_.spec.functions) {
       if (!f.url && !f.image && f.local && !function_in_error(name)) {
         reason(report_.cluster, pointer_append("/spec/functions", name),

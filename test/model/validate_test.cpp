@@ -468,6 +468,14 @@ TEST_CASE("modes: which constructs run standalone and in the cluster", "[validat
        "  trigger: {broker: orders, filter: {type: a.b}}\n  reply: {ref: "
        "{apiVersion: v1, kind: Service, name: r}}\n  deadLetter: {ref: "
        "{apiVersion: v1, kind: Service, name: dl}}\n"},
+      // CloudEvents lets an attribute name start with a digit; a Knative Trigger's webhook
+      // does not (it rendered, and the apply would have been refused).
+      {"a filter attribute starting with a digit runs standalone only",
+       "    - {name: a, call: f}\n",
+       true,
+       false,
+       {"/spec/trigger/filter/1abc"},
+       "  trigger: {filter: {type: a.b, 1abc: x}}\n"},
       // The standalone client speaks https too (it was a reason when it spoke plain HTTP only).
       {"https endpoints run in both modes",
        "    - {name: a, call: tls}\n",
