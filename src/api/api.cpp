@@ -105,6 +105,21 @@ struct Api::Handlers {
   Api& api;
 
   cache::WorkflowCache* cache() const { return api.cache_.load(); }
+  // In cluster mode the cache mirrors the cluster's Workflows: until its first list is in, an
+  // empty list or a 404 would be a wrong answer, not a true one.
+  bool listed() const { return api.cluster_writer_ == nullptr || api.ready_; }
+
+  // A namespace a --watch-namespace daemon does not watch: its mirror knows nothing there, and a
+  // write would reach the cluster but never the mirror (a create stayed in the cache for good).
+  std::optional<Response> unserved(const Request& req) const {
+    if (api.watch_namespace_.empty()) return std::nullopt;
+    auto it = req.params.find("ns");
+    if (it == req.params.end() || it->second == api.watch_namespace_) return std::nullopt;
+    return problem(404, "not-found",
+                   "Namespace \"" + it->second + "\" is not served by this daemon: it watches \"" +
+                       api.watch_namespace_ + "\" only (--watch-namespace).",
+                   req);
+  }
 
   Response starting(const Request& req) const {
     auto res = problem(503, "starting", "The workflow cache is still loading; retry shortly.", req);
@@ -301,8 +316,9 @@ struct Api::Handlers {
 
   asio::awaitable<Response> list(Request& req, bool all_namespaces) {
     auto* c = cache();
-    if (!c) co_return starting(req);
+    if (!c || !listed()) co_return starting(req);
     if (auto bad = check_path_names(req)) co_return *bad;
+    if (auto bad = unserved(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
 
@@ -371,8 +387,9 @@ struct Api::Handlers {
 
   asio::awaitable<Response> get(Request& req) {
     auto* c = cache();
-    if (!c) co_return starting(req);
+    if (!c || !listed()) co_return starting(req);
     if (auto bad = check_path_names(req)) co_return *bad;
+    if (auto bad = unserved(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     auto snap = c->snapshot();
@@ -393,8 +410,9 @@ struct Api::Handlers {
 
   asio::awaitable<Response> history(Request& req) {
     auto* c = cache();
-    if (!c) co_return starting(req);
+    if (!c || !listed()) co_return starting(req);
     if (auto bad = check_path_names(req)) co_return *bad;
+    if (auto bad = unserved(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     const auto ns = req.params.at("ns");
@@ -420,6 +438,7 @@ struct Api::Handlers {
   asio::awaitable<Response> write(Request& req, bool create) {
     if (!cache()) co_return starting(req);
     if (auto bad = check_path_names(req)) co_return *bad;
+    if (auto bad = unserved(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     auto read = co_await read_workflow(req);
@@ -460,6 +479,7 @@ struct Api::Handlers {
   asio::awaitable<Response> remove(Request& req) {
     if (!cache()) co_return starting(req);
     if (auto bad = check_path_names(req)) co_return *bad;
+    if (auto bad = unserved(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
     std::vector<http::ProblemError> errors;

@@ -740,7 +740,7 @@ int serve(const std::vector<std::string>& args) {
     }
     kube_client = std::move(*created);
     cluster_writer = std::make_unique<controller::KubeWorkflowWriter>(*kube_client);
-    api.set_cluster_writer(cluster_writer.get());
+    api.set_cluster_writer(cluster_writer.get(), vm["watch-namespace"].as<std::string>());
 
     controller::ControllerSettings cs;
     cs.watch_namespace = vm["watch-namespace"].as<std::string>();

@@ -447,15 +447,19 @@ class ScopedReleaseTest(unittest.TestCase):
             self.assertEqual({(i["metadata"]["namespace"], i["metadata"]["name"])
                               for i in listed["items"]}, {("team-a", "hello")})
             log = d.output()
-            # Writing there through the REST API: the apiserver refuses the daemon's
-            # ServiceAccount, and the answer says so (403, not a storage error).
+            # Reading or writing there through the REST API: the daemon serves the namespace it
+            # watches only (a GET said "does not exist", and with a broader identity a write
+            # reached the cluster and stayed in the mirror for good).
             doc["metadata"]["name"] = "via-rest"
-            status, problem = d.json("POST", "/api/v1/namespaces/team-b/workflows",
-                                     json.dumps(doc))
-            self.assertEqual(status, 403, problem)
-            self.assertEqual(problem["type"].rsplit("/", 1)[-1], "forbidden")
-            self.assertIn("refused this daemon's identity", problem["detail"])
-            self.assertIn("team-b", problem["detail"])
+            for method, path, body in (
+                    ("POST", "/api/v1/namespaces/team-b/workflows", json.dumps(doc)),
+                    ("GET", "/api/v1/namespaces/team-b/workflows/hello", None),
+                    ("DELETE", "/api/v1/namespaces/team-b/workflows/hello", None)):
+                status, problem = d.json(method, path, body)
+                self.assertEqual(status, 404, problem)
+                self.assertEqual(problem["detail"], 'Namespace "team-b" is not served by this '
+                                 'daemon: it watches "team-a" only (--watch-namespace).')
+            self.assertIsNotNone(get("workflows.knflow.dev", "hello", "team-b"))
         self.assertNotRegex(log.lower(), r"forbidden|\b403\b")
         self.assertIsNone(get("services.serving.knative.dev", "hello-greet", "team-b"))
 

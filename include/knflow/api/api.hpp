@@ -69,7 +69,13 @@ class Api {
   void detach();
   // Cluster mode: workflow writes go to `writer` (the Kubernetes API) and the cache mirrors the
   // apiserver; workflows must be runnable in cluster mode. Call before the server starts.
-  void set_cluster_writer(cache::WorkflowWriter* writer) { cluster_writer_ = writer; }
+  // Cluster mode: workflow writes go to the Kubernetes API. With `watch_namespace`, the one
+  // namespace the daemon watches (--watch-namespace), the API serves that namespace's workflows
+  // only.
+  void set_cluster_writer(cache::WorkflowWriter* writer, std::string watch_namespace = {}) {
+    cluster_writer_ = writer;
+    watch_namespace_ = std::move(watch_namespace);
+  }
   bool cluster_mode() const { return cluster_writer_ != nullptr; }
   // The engine, when it is built after the API (its store strand is the API's writer strand).
   void set_engine(engine::Engine* engine) { engine_ = engine; }
@@ -118,6 +124,7 @@ class Api {
   engine::FunctionSupervisor* functions_;
   engine::JqWorkerPool* compiler_ = nullptr;
   cache::WorkflowWriter* cluster_writer_ = nullptr;
+  std::string watch_namespace_;
   std::unique_ptr<cache::WorkflowCache> cache_owner_;  // writer strand only
   std::unique_ptr<store::RunStore> runs_;              // writer strand only
   std::mutex decoded_mutex_;
