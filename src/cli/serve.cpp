@@ -813,16 +813,18 @@ int serve(const std::vector<std::string>& args) {
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
 
   // Cluster mode: the controller (its informers, the cache's watch among them, and then its
-  // Lease), then the client.
+  // Lease), the client closed at once.
   std::function<void(std::function<void()>)> stop_cluster = [&](std::function<void()> next) {
     if (!cluster) {
       next();
       return;
     }
-    reconciler->stop([&, next] {
-      kube_client->shutdown();
-      asio::post(api.writer(), next);
-    });
+    reconciler->stop([&, next] { asio::post(api.writer(), next); });
+    // The server has drained: no request of the API's uses the client any more. Closed now, it
+    // ends the informers' and reconciles' requests in flight at once: against an apiserver that
+    // does not answer they held the stop for their timeouts, 31 s, past a pod's grace period.
+    // (The lease is released through a client of its own.)
+    kube_client->shutdown();
   };
 
   // Stops accepting and drains requests; stops runs (they stay unfinished in SQLite and resume at

@@ -69,6 +69,48 @@ class ServeTest(unittest.TestCase):
                           d.output())
             self.assertEqual(d.stop(), 0, d.tail())
 
+    def test_cluster_mode_reads_wait_for_the_mirror(self):
+        """Against an apiserver that never answers, /readyz said 503 but the workflow API
+        answered an empty list and 404s: wrong answers from a mirror not filled yet. And a
+        SIGTERM took 31 s."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                kubeconfig = os.path.join(tmp, "kubeconfig")
+                with open(kubeconfig, "w") as f:
+                    f.write(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "https://127.0.0.1:{silent.getsockname()[1]}",
+  insecure-skip-tls-verify: true}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+                with Daemon("--kubeconfig", kubeconfig) as d:
+                    d.start(wait_ready=False)
+                    deadline = time.monotonic() + 60
+                    while time.monotonic() < deadline:
+                        self.assertIsNone(d.proc.poll(), d.tail())
+                        try:
+                            if d.call("GET", "/healthz")[0] == 200:
+                                break
+                        except OSError:
+                            pass
+                        time.sleep(0.05)
+                    self.assertEqual(d.call("GET", "/readyz")[0], 503)
+                    for path in ("/api/v1/workflows", "/api/v1/namespaces/default/workflows",
+                                 "/api/v1/namespaces/default/workflows/x"):
+                        status, headers, body = d.call("GET", path)
+                        self.assertEqual(status, 503, (path, body))
+                        self.assertEqual(headers.get("Retry-After"), "1")
+                    # And SIGTERM ends it within the drain's bound: the informers' requests to the
+                    # silent apiserver held it for their 30 s timeouts.
+                    self.assertEqual(d.stop(limit=25), 0, d.tail())
+        finally:
+            silent.close()
+
     def test_restart_keeps_workflows_and_the_token(self):
         with Daemon() as d:
             d.start()
