@@ -441,28 +441,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                          std::size_t header_fields) {
     HeadVerdict verdict;
     Request req;
-    if (to_request(head, header_fields, req)) {
-      // The request is refused later (a query that does not decode, say): counted with the route
-      // its path names, if it names one.
-      const auto target = head.target();
-      const std::string path(target.substr(0, target.find('?')));
-      if (model::find_invalid_utf8(path) == std::string_view::npos) {
-        Match m = router.match(std::string(head.method_string()), path);
-        if (m.route)
-          verdict.route_label = m.route->path_template;
-        else if (!m.allowed.empty())
-          verdict.route_label = m.path_template;
-      }
-      return verdict;
-    }
-    const std::string sent_path = req.sent_path();
-    Match m = router.match(req.method, sent_path);
+    // A request to_request refuses (a query that does not decode, say) is refused later; it is
+    // counted with the route its path names all the same, if the path is text.
+    const bool parsed = !to_request(head, header_fields, req);
+    const auto target = head.target();
+    const std::string sent_path =
+        parsed ? req.sent_path() : std::string(target.substr(0, target.find('?')));
+    if (!parsed && model::find_invalid_utf8(sent_path) != std::string_view::npos) return verdict;
+    Match m = router.match(parsed ? req.method : std::string(head.method_string()), sent_path);
     if (!m.route) {
       if (!m.allowed.empty()) verdict.route_label = m.path_template;
       return verdict;
     }
     verdict.route_label = m.route->path_template;
-    if (!allowed(*m.route, req, m.params)) verdict.refused = unauthorized(sent_path);
+    if (parsed && !allowed(*m.route, req, m.params)) verdict.refused = unauthorized(sent_path);
     return verdict;
   }
 

@@ -96,14 +96,13 @@ WalCheck check_wal_file(const std::filesystem::path& wal) {
   const std::size_t frame_bytes = kFrameHeaderBytes + page_size;
   std::vector<unsigned char> frame(frame_bytes);
   std::uint64_t offset = kHeaderBytes;
-  for (std::uint64_t index = 0;; offset += frame_bytes, ++index) {
+  for (;; offset += frame_bytes) {
     if (!read_at(file.fd, wal, frame.data(), frame_bytes, offset)) break;
     const unsigned char* f = frame.data();
     if (big_endian(f) == 0 || big_endian(f + 8) != salt1 || big_endian(f + 12) != salt2) break;
     checksum(f, 8, big, sum);
     checksum(f + kFrameHeaderBytes, page_size, big, sum);
     if (sum[0] != big_endian(f + 16) || sum[1] != big_endian(f + 20)) break;
-    if (big_endian(f + 4) != 0) result.valid_frames = index + 1;  // a commit
   }
   result.state = WalCheck::State::sound;
   // Frames of earlier logs (other salts) follow the current one's end after a WAL restart; a torn

@@ -20,9 +20,8 @@ struct WalCheck {
     damaged_frame,  // a frame fails its checksum, and a commit of the same log comes after it
   };
   State state = State::absent;
-  std::uint64_t bytes = 0;         // the file's size
-  std::uint64_t valid_frames = 0;  // frames up to the last commit that checks
-  std::uint64_t bad_offset = 0;    // damaged_frame: where the first failing frame starts
+  std::uint64_t bytes = 0;       // the file's size
+  std::uint64_t bad_offset = 0;  // damaged_frame: where the first failing frame starts
 };
 
 // Reads the WAL at `wal` a frame at a time (once, at start).
