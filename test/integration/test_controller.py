@@ -589,13 +589,19 @@ class ControllerTest(ClusterTestCase):
                 self.child("Service", ns, "own-a")), timeout=60)
         self.assertEqual(mine["spec"]["template"]["spec"]["containers"][0]["image"], "mine:1")
 
-        # Its objects left by `kubectl delete --cascade=orphan` are adopted by a Workflow of the
-        # same name made again (they were NotOwned: no controller).
+        # Its objects orphaned (what `kubectl delete --cascade=orphan` leaves: the garbage
+        # collector takes their ownerReferences away) are adopted by a Workflow of the same name
+        # made again (they were NotOwned: no controller). Made here with the controller stopped,
+        # so that it cannot put the reference back first, and without the collector, which can
+        # miss a reference added a moment before and then delete the object as a dependent.
         uid = self.workflow(ns, "own")["metadata"]["uid"]
-        self.kube.kubectl("delete", "workflows.knflow.dev", "own", "-n", ns, "--cascade=orphan")
-        wait_for("the orphaned Service", lambda: (
-            lambda svc: svc if svc and not svc["metadata"].get("ownerReferences") else None)(
-                self.child("Service", ns, "own-a")))
+        self.assertEqual(c.stop(), 0)
+        self.kube.kubectl("patch", "services.serving.knative.dev", "own-a", "-n", ns,
+                          "--type=json", "-p", '[{"op":"remove","path":"/metadata/ownerReferences"}]')
+        self.kube.kubectl("delete", "workflows.knflow.dev", "own", "-n", ns)
+        c = self.start_controller(namespace=ns, lease="owners")
+        c.wait_leading()
+        self.assertIsNotNone(self.child("Service", ns, "own-a"))
         self.apply(ns, workflow("own", "a", "mine:1"))
         new_uid = wait_for("the new Workflow", lambda: (
             lambda wf: wf["metadata"]["uid"] if wf and wf["metadata"]["uid"] != uid else None)(
