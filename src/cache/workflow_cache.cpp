@@ -105,6 +105,19 @@ struct WorkflowCache::Impl {
     if (!this->settings.new_uid) this->settings.new_uid = random_uuid;
   }
 
+  // Cluster mode: the copy of a workflow SQLite keeps, if any. A failure to read it is counted
+  // and taken as no copy (the status history may then gain a row it had).
+  std::optional<store::WorkflowRecord> stored_copy(const Key& key) {
+    try {
+      return store.get(key.first, key.second);
+    } catch (const store::Error& e) {
+      if (metrics != nullptr) metrics->sqlite_error("read");
+      log::warn("Failed to read a mirrored workflow's copy",
+                {{"workflow", describe(key)}, {"error", e.what()}});
+      return std::nullopt;
+    }
+  }
+
   // Runs `write` in one transaction. On a SQLite failure: nothing is stored, the failure is
   // counted and returned as a store_failed result for `key`.
   template <typename F>
@@ -438,22 +451,31 @@ WriteResult WorkflowCache::mirror_put(const json::object& object) {
   std::string text = model::json_text(object);
   const json::value* stored_status = nullptr;
   json::object stored;
-  if (auto it = base->items.find(key); it != base->items.end()) {
-    if (it->second->json == text) {
-      return {.status = WriteStatus::ok, .entry = it->second, .message = {}};
-    }
+  const std::string uid = string_at(*meta, "uid");
+  auto keep_stored_status = [&](const std::string& stored_json) {
     json::error_code ec;
-    json::value parsed = model::parse_data(it->second->json, ec);
+    json::value parsed = model::parse_data(stored_json, ec);
     if (!ec && parsed.is_object()) {
       stored = std::move(parsed.as_object());
       stored_status = field(stored, "status");
     }
+  };
+  if (auto it = base->items.find(key); it != base->items.end()) {
+    if (it->second->json == text) {
+      return {.status = WriteStatus::ok, .entry = it->second, .message = {}};
+    }
+    keep_stored_status(it->second->json);
+  } else if (auto copy = impl_->stored_copy(key); copy && copy->uid == uid) {
+    // The mirror starts empty at every start: the copy the daemon stored before says which status
+    // the history ends with, so the same status listed again is no new row. A copy with another
+    // uid is of a workflow deleted and made again meanwhile: its history is not this one's.
+    keep_stored_status(copy->object_json);
   }
   const std::int64_t revision = base->revision + 1;
   auto entry = std::make_shared<Entry>();
   entry->namespace_ = key.first;
   entry->name = key.second;
-  entry->uid = string_at(*meta, "uid");
+  entry->uid = uid;
   if (const json::value* g = meta->if_contains("generation"); g != nullptr && g->is_int64()) {
     entry->generation = g->as_int64();
   }

@@ -12,6 +12,10 @@ constexpr std::string_view kSelectAll =
     "SELECT namespace, name, uid, generation, resource_version, object_json, created_at, "
     "updated_at FROM workflows ORDER BY namespace, name";
 
+constexpr std::string_view kSelectOne =
+    "SELECT namespace, name, uid, generation, resource_version, object_json, created_at, "
+    "updated_at FROM workflows WHERE namespace = ? AND name = ?";
+
 constexpr std::string_view kSelectRevision = "SELECT value FROM meta WHERE key = 'revision'";
 
 // ON CONFLICT DO UPDATE, not INSERT OR REPLACE: a replace would delete the row first and cascade
@@ -23,6 +27,11 @@ constexpr std::string_view kUpsert =
     "generation = excluded.generation, resource_version = excluded.resource_version, "
     "object_json = excluded.object_json, created_at = excluded.created_at, "
     "updated_at = excluded.updated_at";
+
+// The history belongs to one object: a row put with another uid (a workflow deleted and made again
+// under its name while the daemon was not watching) starts a new one.
+constexpr std::string_view kForgetOtherHistory =
+    "DELETE FROM workflow_status_history WHERE namespace = ? AND name = ? AND uid <> ?";
 
 constexpr std::string_view kDelete = "DELETE FROM workflows WHERE namespace = ? AND name = ?";
 
@@ -42,6 +51,17 @@ constexpr std::string_view kSelectStatus =
     "SELECT id, namespace, name, uid, generation, observed_at, status_json "
     "FROM workflow_status_history WHERE namespace = ? AND name = ? ORDER BY id DESC LIMIT ?";
 
+WorkflowRecord record_at(Stmt& stmt) {
+  return WorkflowRecord{.namespace_ = stmt.column_string(0),
+                        .name = stmt.column_string(1),
+                        .uid = stmt.column_string(2),
+                        .generation = stmt.column_int64(3),
+                        .resource_version = stmt.column_int64(4),
+                        .object_json = stmt.column_string(5),
+                        .created_at = stmt.column_string(6),
+                        .updated_at = stmt.column_string(7)};
+}
+
 std::int64_t to_int64(std::size_t value) {
   return static_cast<std::int64_t>(
       std::min<std::size_t>(value, std::numeric_limits<std::int64_t>::max()));
@@ -53,8 +73,10 @@ WorkflowStore::WorkflowStore(Db& db, WorkflowStoreSettings settings)
     : db_(db),
       settings_(settings),
       select_all_(db, kSelectAll),
+      select_one_(db, kSelectOne),
       select_revision_(db, kSelectRevision),
       upsert_(db, kUpsert),
+      forget_other_history_(db, kForgetOtherHistory),
       delete_(db, kDelete),
       advance_revision_(db, kAdvanceRevision),
       insert_status_(db, kInsertStatus),
@@ -66,18 +88,17 @@ WorkflowStore::~WorkflowStore() = default;
 std::vector<WorkflowRecord> WorkflowStore::load_all() {
   std::vector<WorkflowRecord> records;
   auto use = select_all_.use();
-  while (select_all_.step()) {
-    WorkflowRecord& record = records.emplace_back();
-    record.namespace_ = select_all_.column_string(0);
-    record.name = select_all_.column_string(1);
-    record.uid = select_all_.column_string(2);
-    record.generation = select_all_.column_int64(3);
-    record.resource_version = select_all_.column_int64(4);
-    record.object_json = select_all_.column_string(5);
-    record.created_at = select_all_.column_string(6);
-    record.updated_at = select_all_.column_string(7);
-  }
+  while (select_all_.step()) records.push_back(record_at(select_all_));
   return records;
+}
+
+std::optional<WorkflowRecord> WorkflowStore::get(const std::string& namespace_,
+                                                 const std::string& name) {
+  auto use = select_one_.use();
+  select_one_.bind_text(1, namespace_);
+  select_one_.bind_text(2, name);
+  if (!select_one_.step()) return std::nullopt;
+  return record_at(select_one_);
 }
 
 std::int64_t WorkflowStore::revision() {
@@ -100,6 +121,13 @@ void WorkflowStore::advance_revision(std::int64_t revision) {
 
 void WorkflowStore::put(const WorkflowRecord& record) {
   Tx tx(db_);
+  {
+    auto use = forget_other_history_.use();
+    forget_other_history_.bind_text(1, record.namespace_);
+    forget_other_history_.bind_text(2, record.name);
+    forget_other_history_.bind_text(3, record.uid);
+    forget_other_history_.run();
+  }
   {
     auto use = upsert_.use();
     upsert_.bind_text(1, record.namespace_);

@@ -503,3 +503,42 @@ TEST_CASE_METHOD(Fixture, "Cluster mode: a restarted mirror goes on recording st
   CHECK(after.mirror_put(status(7)).status == WriteStatus::ok);
   CHECK(after.status_history("team", "greet", 10).size() == 7);
 }
+
+TEST_CASE_METHOD(Fixture,
+                 "Cluster mode: a restarted mirror records no status it had, and a workflow made "
+                 "again while it was down starts a new history") {
+  // The mirror starts empty at every start and compared the first status it was listed with
+  // nothing: every restart added one more row of an unchanged status per workflow; and the
+  // history of a workflow deleted and made again under its name meanwhile went on with the old
+  // one's rows.
+  knflow::store::Db db2(dir.path() / "mirror.db");
+  auto settings = counting_settings();
+  settings.load_stored = false;
+  auto object = [](const std::string& uid, int observed) {
+    auto o = json::parse(R"({"apiVersion":"knflow.dev/v1alpha1","kind":"Workflow",
+        "metadata":{"name":"greet","namespace":"team","generation":1},
+        "spec":{"functions":{"f":{"url":"http://f"}},"do":[{"call":{"function":"f"},"name":"c"}]}})")
+                 .as_object();
+    o["metadata"].as_object()["uid"] = uid;
+    o["status"] = json::object{{"observedGeneration", observed}};
+    return o;
+  };
+  {
+    WorkflowCache first(db2, nullptr, settings);
+    REQUIRE(first.mirror_put(object("k-1", 1)).status == WriteStatus::ok);
+    REQUIRE(first.mirror_put(object("k-1", 2)).status == WriteStatus::ok);
+  }
+  {
+    WorkflowCache restarted(db2, nullptr, settings);
+    REQUIRE(restarted.mirror_put(object("k-1", 2)).status == WriteStatus::ok);
+    CHECK(restarted.snapshot()->items.contains(Key{"team", "greet"}));
+    CHECK(restarted.status_history("team", "greet", 10).size() == 2);
+    REQUIRE(restarted.mirror_put(object("k-1", 3)).status == WriteStatus::ok);
+    CHECK(restarted.status_history("team", "greet", 10).size() == 3);
+  }
+  WorkflowCache made_again(db2, nullptr, settings);
+  REQUIRE(made_again.mirror_put(object("k-2", 3)).status == WriteStatus::ok);
+  const auto rows = made_again.status_history("team", "greet", 10);
+  REQUIRE(rows.size() == 1);
+  CHECK(parsed(rows[0]).at("observedGeneration") == 3);
+}

@@ -19,8 +19,8 @@ using knflow::store::WorkflowStore;
 WorkflowRecord record(std::string ns, std::string name, std::int64_t revision,
                       std::string json = "{}") {
   return WorkflowRecord{.namespace_ = std::move(ns),
-                        .name = std::move(name),
-                        .uid = "uid-" + std::to_string(revision),
+                        .name = name,
+                        .uid = "uid-" + name,
                         .generation = 1,
                         .resource_version = revision,
                         .object_json = std::move(json),
@@ -30,8 +30,8 @@ WorkflowRecord record(std::string ns, std::string name, std::int64_t revision,
 
 StatusRecord status(std::string ns, std::string name, std::string json) {
   return StatusRecord{.namespace_ = std::move(ns),
-                      .name = std::move(name),
-                      .uid = "uid",
+                      .name = name,
+                      .uid = "uid-" + name,
                       .generation = 1,
                       .observed_at = "2024-01-02T03:04:05Z",
                       .status_json = std::move(json)};
@@ -69,7 +69,12 @@ TEST_CASE("put, remove and the revision counter") {
   REQUIRE(all.size() == 3);
   CHECK(all[0].object_json == R"({"v":2})");
   CHECK(all[0].resource_version == 4);
-  CHECK(all[0].uid == "uid-4");
+  CHECK(all[0].uid == "uid-x");
+  const auto one = store.get("a", "x");
+  REQUIRE(one.has_value());
+  CHECK(one->object_json == R"({"v":2})");
+  CHECK(one->resource_version == 4);
+  CHECK_FALSE(store.get("a", "z").has_value());
   CHECK(all[0].created_at == "2024-01-02T03:04:05Z");
   CHECK(all[0].updated_at == "2024-01-02T03:04:06Z");
 
@@ -146,14 +151,25 @@ TEST_CASE("Status history is newest first, limited, bounded per workflow, and di
   REQUIRE(rows.size() == 1);
   CHECK(rows[0].namespace_ == "ns");
   CHECK(rows[0].name == "a");
-  CHECK(rows[0].uid == "uid");
+  CHECK(rows[0].uid == "uid-a");
   CHECK(rows[0].generation == 1);
   CHECK(rows[0].observed_at == "2024-01-02T03:04:05Z");
 
-  // Replacing the object keeps its history; removing it drops it.
+  // Replacing the object keeps its history; another object under its name (another uid) starts a
+  // new one; removing it drops it.
   store.put(record("ns", "a", 3));
   CHECK(store.status_history("ns", "a", 10).size() == 3);
-  CHECK(store.remove("ns", "a", 4));
+  WorkflowRecord again = record("ns", "a", 4);
+  again.uid = "uid-a-again";
+  store.put(again);
+  CHECK(store.status_history("ns", "a", 10).empty());
+  CHECK(store.status_history("ns", "b", 10).size() == 3);
+  auto first = status("ns", "a", "again-1");
+  first.uid = again.uid;
+  store.append_status(first);
+  store.put(record("ns", "b", 5));
+  CHECK(store.status_history("ns", "b", 10).size() == 3);
+  CHECK(store.remove("ns", "a", 6));
   CHECK(store.status_history("ns", "a", 10).empty());
   CHECK(store.status_history("ns", "b", 10).size() == 3);
 }
@@ -204,9 +220,9 @@ TEST_CASE("A table dropped underneath makes writes fail and leaves the rest inta
 
   CHECK_THROWS_AS(store.append_status(status("ns", "wf", "s")), Error);
   {
+    // A put reads the history too (another uid's rows go), so it fails inside the transaction.
     knflow::store::Tx tx(db);
-    store.put(record("ns", "wf", 2, R"({"v":2})"));
-    CHECK_THROWS_AS(store.append_status(status("ns", "wf", "s")), Error);
+    CHECK_THROWS_AS(store.put(record("ns", "wf", 2, R"({"v":2})")), Error);
   }
   const auto all = store.load_all();
   REQUIRE(all.size() == 1);

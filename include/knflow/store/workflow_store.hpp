@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,11 +55,14 @@ class WorkflowStore {
 
   // Every workflow, ordered by namespace, then name.
   std::vector<WorkflowRecord> load_all();
+  // The row of one workflow, if stored.
+  std::optional<WorkflowRecord> get(const std::string& namespace_, const std::string& name);
   // The revision of the newest write (0 for an empty database).
   std::int64_t revision();
   // Inserts or replaces the row of (record.namespace_, record.name) and sets the revision counter
   // to record.resource_version, which must be above the current one (else Error with
-  // SQLITE_CONSTRAINT), all in one transaction.
+  // SQLITE_CONSTRAINT), all in one transaction. A row put with another uid than the stored one's
+  // (the workflow was deleted and made again under its name) loses the old one's status history.
   void put(const WorkflowRecord& record);
   // Deletes the workflow and its status history and sets the revision counter to `revision` (above
   // the current one), in one transaction. Returns false, changing nothing, when there is no such
@@ -77,8 +81,10 @@ class WorkflowStore {
   Db& db_;
   WorkflowStoreSettings settings_;
   Stmt select_all_;
+  Stmt select_one_;
   Stmt select_revision_;
   Stmt upsert_;
+  Stmt forget_other_history_;
   Stmt delete_;
   Stmt advance_revision_;
   Stmt insert_status_;
