@@ -311,6 +311,13 @@ json::object child_summary(json::object observed, std::string_view manager) {
     }
     out["metadata"] = std::move(m);
   }
+  // A Trigger's broker, which Knative does not let change in place.
+  if (const json::object* spec = kube::object_at(observed, "spec")) {
+    if (const json::value* broker = spec->if_contains("broker");
+        broker != nullptr && broker->is_string()) {
+      out["spec"] = json::object{{"broker", *broker}};
+    }
+  }
   if (const json::object* status = kube::object_at(observed, "status")) {
     json::object s;
     copy_member(*status, s, "observedGeneration");
@@ -339,6 +346,17 @@ json::object child_summary(json::object observed, std::string_view manager) {
   }
   if (auto digest = applied_digest(observed, manager)) out[kAppliedDigestMember] = hex(*digest);
   return out;
+}
+
+std::string immutable_change(const json::object& current, const json::object& desired) {
+  auto broker_of = [](const json::object& o) -> const json::value* {
+    const json::object* spec = kube::object_at(o, "spec");
+    return spec != nullptr ? spec->if_contains("broker") : nullptr;
+  };
+  const json::value* had = broker_of(current);
+  const json::value* wants = broker_of(desired);
+  if (had == nullptr || wants == nullptr || *had == *wants) return {};
+  return "spec.broker changes from " + json::serialize(*had) + " to " + json::serialize(*wants);
 }
 
 std::optional<std::uint64_t> summary_digest(const json::object& summary) {

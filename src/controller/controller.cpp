@@ -666,6 +666,7 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     if (plan.invalid) input.invalid = plan.invalid;
 
     bool not_owned = false;
+    bool replacing = false;  // an object is being deleted, to be made again
     if (!plan.invalid) {
       std::set<std::pair<std::size_t, std::string>> desired;
       kube::ApplyOptions apply_options;
@@ -709,6 +710,15 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
         }
         const std::string observed_rv = current ? kube::resource_version_of(*current) : "";
         if (auto mine = own_pending(write_key, observed_rv)) current = mine->result;
+        if (current && metadata_of(*current).contains("deletionTimestamp")) {
+          // Being deleted (below, or by someone else) and held by a finalizer: an apply would
+          // change an object about to go. Made again once it is gone, which its delete event says.
+          replacing = true;
+          input.apply_failed = Readiness{
+              "False", "Replacing",
+              o.type.kind + " " + object_name + " is being deleted: made again once it is gone"};
+          break;
+        }
         if (!current || !applied_memo.is_applied(write_key, want, summary_digest(*current))) {
           if (!may_write(t)) co_return Outcome::abandoned;
           // Deleted (or deleted and made again) while this reconcile applies: its render is no
@@ -716,6 +726,37 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           if (kube::ObjectPtr now = workflows->get(key);
               !now || string_at(metadata_of(*now), "uid") != plan.uid) {
             co_return Outcome::success;
+          }
+          if (const std::string change = current ? immutable_change(*current, object) : "";
+              !change.empty()) {
+            // Knative refuses the apply: deleted (only as we saw it) and made again once gone.
+            kube::DeleteOptions options;
+            options.propagation_policy = "Background";
+            options.precondition_resource_version = kube::resource_version_of(*current);
+            auto removed = co_await client.remove(o.type, ns, object_name, options);
+            if (!removed && !removed.error().is_not_found()) {
+              const auto& e = removed.error();
+              record_write("replace", write_result(e));
+              log::warn("Failed to delete to make again", {{"kind", o.type.kind},
+                                                           {"name", object_name},
+                                                           {"namespace", ns},
+                                                           {"error", e.message}});
+              if (retryable(e)) co_return Outcome::retry;
+              input.apply_failed = Readiness{"False", "ReplaceFailed",
+                                             o.type.kind + " " + object_name + ": " + e.message};
+              break;
+            }
+            record_write("replace", "ok");
+            log::info(
+                "Deleted to make again",
+                {{"kind", o.type.kind}, {"name", object_name}, {"namespace", ns}, {"why", change}});
+            replacing = true;
+            input.apply_failed =
+                Readiness{"False", "Replacing",
+                          o.type.kind + " " + object_name + ": " + change +
+                              ", which Knative does not change in place: deleted, made again "
+                              "once it is gone"};
+            break;
           }
           auto applied = co_await client.apply(o.type, object, apply_options);
           if (!applied) {
@@ -791,10 +832,10 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     input.now = now_rfc3339();
     const model::WorkflowStatus status = compute_status(input);
     json::object status_object = status_json(status);
-    Outcome done = plan.invalid         ? Outcome::invalid
-                   : not_owned          ? Outcome::retry
-                   : input.apply_failed ? Outcome::failed
-                                        : Outcome::success;
+    Outcome done = plan.invalid             ? Outcome::invalid
+                   : not_owned || replacing ? Outcome::retry
+                   : input.apply_failed     ? Outcome::failed
+                                            : Outcome::success;
     if (same_status(status_object, previous ? *previous : kEmpty)) co_return done;
 
     if (settings.status_write_delay.count() > 0) {

@@ -18,6 +18,7 @@ using knflow::controller::applied_digest;
 using knflow::controller::canonical_json;
 using knflow::controller::child_summary;
 using knflow::controller::desired_digest;
+using knflow::controller::immutable_change;
 using knflow::controller::json_equal;
 using knflow::controller::summary_digest;
 
@@ -194,6 +195,24 @@ TEST_CASE("A summary keeps what status and the apply decision need, and little e
   json::object foreign = observed;
   foreign["metadata"].as_object().erase("managedFields");
   CHECK(summary_digest(child_summary(foreign, "knflow")) == std::nullopt);
+}
+
+TEST_CASE("A Trigger's broker is kept in its summary, and a change of it needs a new object") {
+  const json::object trigger = object(R"({"apiVersion":"eventing.knative.dev/v1","kind":"Trigger",
+      "metadata":{"name":"wf","namespace":"ns","resourceVersion":"7"},
+      "spec":{"broker":"default","filter":{"attributes":{"type":"a"}},
+              "subscriber":{"ref":{"kind":"Sequence","name":"wf"}}}})");
+  const json::object summary = child_summary(trigger, "knflow");
+  CHECK(summary.at("spec") == object(R"({"broker":"default"})"));
+  json::object desired = trigger;
+  desired["spec"].as_object()["filter"] = parse(R"({"attributes":{"type":"b"}})");
+  CHECK(immutable_change(summary, desired).empty());  // the filter changes in place
+  desired["spec"].as_object()["broker"] = "other";
+  CHECK(immutable_change(summary, desired) == R"(spec.broker changes from "default" to "other")");
+  CHECK(immutable_change(trigger, desired) == immutable_change(summary, desired));
+  // Other kinds keep no spec in their summary; nothing of theirs is immutable here.
+  CHECK_FALSE(child_summary(observed_after_apply(), "knflow").contains("spec"));
+  CHECK(immutable_change(child_summary(observed_after_apply(), "knflow"), desired).empty());
 }
 
 TEST_CASE("The memo: an object the server keeps different from what we applied costs one apply") {

@@ -641,6 +641,39 @@ class ControllerTest(ClusterTestCase):
         for name in ("col-extra", "col-other-owner"):
             self.assertIsNotNone(self.child("Service", ns, name), name)
 
+    def test_a_trigger_whose_broker_changes_is_made_again(self):
+        """A Trigger's spec.broker cannot change in place (Knative's webhook refuses it as an
+        immutable field): the apply sent it all the same, and the Workflow stayed ApplyFailed.
+        The Trigger is now deleted and made again. No Knative webhook runs here, so what the test
+        sees is the Trigger made again (a new uid) instead of changed."""
+        ns = self.namespace("brokers")
+        c = self.start_controller(namespace=ns, lease="brokers")
+        c.wait_leading()
+        doc = {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+               "metadata": {"name": "brk"},
+               "spec": {"trigger": {"broker": "default", "filter": {"type": "com.example.a"}},
+                        "functions": {"a": {"image": "a:1"}},
+                        "do": [{"name": "s1", "call": "a"}]}}
+        self.apply(ns, doc)
+        first = wait_for("the Trigger", lambda: self.child("Trigger", ns, "brk"))
+        self.assertEqual(first["spec"]["broker"], "default")
+
+        doc["spec"]["trigger"]["broker"] = "other"
+        doc["spec"]["trigger"]["filter"]["type"] = "com.example.b"
+        self.apply(ns, doc)
+        again = wait_for("the Trigger made again", lambda: (
+            lambda t: t if t and t["metadata"]["uid"] != first["metadata"]["uid"] else None)(
+                self.child("Trigger", ns, "brk")))
+        self.assertEqual(again["spec"]["broker"], "other")
+        self.assertEqual(again["spec"]["filter"]["attributes"], {"type": "com.example.b"})
+        wf = self.workflow(ns, "brk")
+        self.assertEqual([r["uid"] for r in again["metadata"]["ownerReferences"]],
+                         [wf["metadata"]["uid"]])
+        self.assertIn("Deleted to make again", c.log())
+        self.assertIn('spec.broker changes from \\"default\\" to \\"other\\"', c.log())
+        # Settled: the Knative side is Pending (nobody plays Knative here), not failed.
+        self.wait_condition(ns, "brk", "Unknown", "Pending", generation=2)
+
     def test_status_write_conflict_is_retried(self):
         ns = self.namespace("conflict")
         # Three seconds between reading the Workflow and writing its status: a write by someone

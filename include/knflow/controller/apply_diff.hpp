@@ -43,10 +43,17 @@ inline constexpr const char* kAppliedDigestMember = "knflowAppliedDigest";
 
 // What the controller caches of an owned object (the informers' transform): metadata name,
 // namespace, resourceVersion, generation, deletionTimestamp, the knflow.dev/workflow and
-// app.kubernetes.io/managed-by labels and the controller ownerReference; status observedGeneration,
+// app.kubernetes.io/managed-by labels and the controller ownerReference; spec.broker (a Trigger's,
+// immutable in Knative); status observedGeneration,
 // url, address.url and the Ready condition; and the applied digest of `manager`. About 0.25 KiB
 // where the object is 1.5 KiB.
 boost::json::object child_summary(boost::json::object observed, std::string_view manager);
+
+// What would change in `current` (an object or its summary) that Knative does not let change in
+// place, so that `desired` needs the object deleted and made again; "" when nothing does. Only a
+// Trigger's spec.broker: its webhook refuses a change of it ("Immutable fields changed").
+std::string immutable_change(const boost::json::object& current,
+                             const boost::json::object& desired);
 
 // The applied digest a summary holds; nullopt when it has none.
 std::optional<std::uint64_t> summary_digest(const boost::json::object& summary);
