@@ -96,6 +96,26 @@ std::string not_owned_reason(const json::object& object, std::string_view uid,
   return "has no controller ownerReference (not made by knflow for this Workflow)";
 }
 
+// The NotOwned message: every object the Workflow would write that is someone else's, the first
+// three named with why (`conflicts`: "<kind> <name> <why>"), then how many more.
+std::string not_owned_message(const std::vector<std::string>& conflicts) {
+  constexpr std::size_t kNamed = 3;
+  std::string out;
+  for (std::size_t i = 0; i < conflicts.size() && i < kNamed; ++i) {
+    if (i > 0) out += "; ";
+    out += conflicts[i];
+  }
+  if (conflicts.size() > kNamed) {
+    out += "; and " + std::to_string(conflicts.size() - kNamed) + " more";
+  }
+  out += conflicts.size() == 1
+             ? ": knflow neither takes it over nor deletes it, and applies nothing of the "
+               "Workflow meanwhile. Rename the step or function, or delete it"
+             : ": knflow neither takes them over nor deletes them, and applies nothing of the "
+               "Workflow meanwhile. Rename the steps or functions, or delete them";
+  return out;
+}
+
 // Gives freed memory back to the system. glibc keeps freed small blocks in its arenas, where
 // their pages count in RSS; after a burst (the first LIST of every informer, a wave of
 // reconciles) that is tens of MiB the cache no longer uses, until malloc_trim returns the
@@ -672,13 +692,13 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
       kube::ApplyOptions apply_options;
       apply_options.field_manager = settings.field_manager;
       apply_options.force = true;
+      // First every object's owner, so that nothing is applied for a Workflow one of whose
+      // objects is someone else's, and every such object is named at once.
+      std::vector<kube::ObjectPtr> read(plan.objects.size());
+      std::vector<std::string> conflicts;
       for (std::size_t i = 0; i < plan.objects.size(); ++i) {
-        const json::object& object = plan.objects[i];
         const Owned& o = owned[plan.kinds[i]];
-        const std::string object_name = string_at(metadata_of(object), "name");
-        desired.emplace(plan.kinds[i], object_name);
-        const std::string write_key = object_write_key(plan.kinds[i], ns, object_name);
-        const std::uint64_t want = desired_digest(object);
+        const std::string object_name = string_at(metadata_of(plan.objects[i]), "name");
         kube::ObjectPtr current = o.informer->get(ns, object_name);
         if (!current) {
           // Not among knflow's (labelled) objects: one of the same name may exist all the same,
@@ -698,16 +718,28 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
         if (current) {
           if (auto why = not_owned_reason(*current, plan.uid, name, /*adopt_orphan=*/true);
               !why.empty()) {
-            // Looked at again with the queue's backoff: the object may be deleted or renamed,
-            // which no event of ours says (an unlabelled one is not watched).
-            not_owned = true;
-            input.apply_failed = Readiness{"False", "NotOwned",
-                                           o.type.kind + " " + object_name + " " + why +
-                                               ": knflow neither takes it over nor deletes it. "
-                                               "Rename the step or function, or delete it"};
-            break;
+            conflicts.push_back(o.type.kind + " " + object_name + " " + why);
           }
         }
+        read[i] = std::move(current);
+      }
+      if (!conflicts.empty()) {
+        // Looked at again with the queue's backoff: the objects may be deleted or renamed, which
+        // no event of ours says (an unlabelled one is not watched).
+        not_owned = true;
+        input.apply_failed = Readiness{"False", "NotOwned", not_owned_message(conflicts)};
+      }
+      for (std::size_t i = 0; i < plan.objects.size() && !not_owned; ++i) {
+        const json::object& object = plan.objects[i];
+        const Owned& o = owned[plan.kinds[i]];
+        const std::string object_name = string_at(metadata_of(object), "name");
+        desired.emplace(plan.kinds[i], object_name);
+        const std::string write_key = object_write_key(plan.kinds[i], ns, object_name);
+        const std::uint64_t want = desired_digest(object);
+        // The informer's copy may be newer than the first pass's; an object it does not hold
+        // was read then.
+        kube::ObjectPtr current = o.informer->get(ns, object_name);
+        if (!current) current = read[i];
         const std::string observed_rv = current ? kube::resource_version_of(*current) : "";
         if (auto mine = own_pending(write_key, observed_rv)) current = mine->result;
         if (current && metadata_of(*current).contains("deletionTimestamp")) {

@@ -589,6 +589,23 @@ class ControllerTest(ClusterTestCase):
                 self.child("Service", ns, "own-a")), timeout=60)
         self.assertEqual(mine["spec"]["template"]["spec"]["containers"][0]["image"], "mine:1")
 
+        # Two objects someone else's: both named (only the first was), nothing of the Workflow
+        # applied (the objects before the first conflict were).
+        for name in ("two-a", "two-b"):
+            self.kube.kubectl("create", "-f", "-", input=json.dumps(service(name, "theirs:7")))
+        two = workflow("two", "a", "mine:1")
+        two["spec"]["functions"]["b"] = {"image": "mine:1"}
+        two["spec"]["functions"]["c"] = {"image": "mine:1"}
+        two["spec"]["do"] += [{"name": "s2", "call": "b"}, {"name": "s3", "call": "c"}]
+        self.apply(ns, two)
+        wf = self.wait_condition(ns, "two", "False", "NotOwned")
+        ready = next(x for x in wf["status"]["conditions"] if x["type"] == "Ready")
+        self.assertIn("Service two-a has no controller ownerReference", ready["message"])
+        self.assertIn("Service two-b has no controller ownerReference", ready["message"])
+        self.assertIn("applies nothing of the Workflow meanwhile", ready["message"])
+        self.assertIsNone(self.child("Service", ns, "two-c"))
+        self.assertIsNone(self.child("Sequence", ns, "two"))
+
         # Its objects orphaned (what `kubectl delete --cascade=orphan` leaves: the garbage
         # collector takes their ownerReferences away) are adopted by a Workflow of the same name
         # made again (they were NotOwned: no controller). Made here with the controller stopped,
