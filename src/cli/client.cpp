@@ -205,6 +205,24 @@ std::optional<std::string> output_format(const po::variables_map& vm, std::strin
   return std::nullopt;
 }
 
+// Whether every given time option (`--since`, `--created-after`, ...) is an RFC 3339 date-time;
+// prints the first that is not, by its option name (the daemon's 400 named its query parameter).
+bool times_given_well(const po::variables_map& vm, std::string_view command,
+                      std::initializer_list<const char*> options) {
+  for (const char* option : options) {
+    if (!vm.count(option)) continue;
+    const auto& value = vm[option].as<std::string>();
+    const auto parsed = model::parse_rfc3339(value);
+    if (const auto* error = std::get_if<std::string>(&parsed)) {
+      std::cerr << "knflow " << command << ": --" << option
+                << " must be an RFC 3339 date-time, got \"" << printable(value) << "\": " << *error
+                << "\n";
+      return false;
+    }
+  }
+  return true;
+}
+
 struct Call {
   std::string method = "GET";
   std::string path;
@@ -961,6 +979,7 @@ int print_logs(const std::vector<std::string>& args, bool run) {
   const auto ns = vm["namespace"].as<std::string>();
   const auto name = vm[key].as<std::string>();
   if (!all_given(command, {{what, name}, {"--namespace", ns}})) return kExitUsage;
+  if (!times_given_well(vm, command, {"since"})) return kExitUsage;
   const auto output_given = output_format(vm, command);
   if (!output_given) return kExitUsage;
   const auto& output = *output_given;
@@ -1076,6 +1095,7 @@ int runs(const std::vector<std::string>& args) {
     std::cerr << "knflow runs: --limit must be a positive number of runs, got " << limit << "\n";
     return kExitUsage;
   }
+  if (!times_given_well(vm, "runs", {"created-after", "created-before"})) return kExitUsage;
   const auto output_given = output_format(vm, "runs");
   if (!output_given) return kExitUsage;
   const auto& output = *output_given;

@@ -548,9 +548,18 @@ class InvokeCliTest(unittest.TestCase):
         code, out, err = self.cli("runs", "greet", "-n", NS, "--created-after", last)
         self.assertEqual(code, 0, err)
         self.assertEqual(out.splitlines()[1:], [], out)  # after it: exclusive, as the API's
+        # Said by the option's name, before anything is sent (the daemon's 400 named its query
+        # parameter, createdAfter, and how to escape a + in a query).
         code, _, err = self.cli("runs", "-n", NS, "--created-after", "yesterday")
-        self.assertEqual(code, 1, err)
-        self.assertIn("createdAfter must be an RFC 3339 date-time", err)
+        self.assertEqual(code, 2, err)
+        self.assertIn('--created-after must be an RFC 3339 date-time, got "yesterday"', err)
+        self.assertNotIn("createdAfter", err)
+        code, _, err = self.cli("runs", "-n", NS, "--created-before", "2026-02-30T00:00:00Z")
+        self.assertEqual(code, 2, err)
+        self.assertIn("--created-before", err)
+        code, _, err = self.cli("logs", "greet", "-n", NS, "--since", "5m")
+        self.assertEqual(code, 2, err)
+        self.assertIn('--since must be an RFC 3339 date-time, got "5m"', err)
         code, _, err = self.cli("runs", "-n", NS, "-o", "yaml")
         self.assertEqual(code, 2, err)
 
