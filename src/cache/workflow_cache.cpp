@@ -254,6 +254,8 @@ void settle_status(model::WorkflowStatus& status, std::int64_t generation,
 
 WorkflowCache::WorkflowCache(store::Db& db, metrics::Metrics* metrics, CacheSettings settings)
     : impl_(std::make_unique<Impl>(db, metrics, std::move(settings))) {
+  // One file serves one mode: the two share the workflows table.
+  impl_->store.claim_mode(impl_->settings.load_stored ? "standalone" : "cluster");
   auto snapshot = std::make_shared<Snapshot>();
   try {
     // The revision goes on from the stored one either way: a mirror's writes (cluster mode) put

@@ -119,6 +119,38 @@ void WorkflowStore::advance_revision(std::int64_t revision) {
   }
 }
 
+void WorkflowStore::claim_mode(std::string_view mode) {
+  Tx tx(db_);
+  std::string claimed;
+  {
+    Stmt read(db_, "SELECT value FROM meta WHERE key = 'workflows_mode'");
+    if (read.step()) claimed = read.column_string(0);
+  }
+  if (claimed.empty() && mode == "cluster") {
+    // A file from before the claim: runs are a standalone daemon's alone (cluster mode runs
+    // nothing), so a file that has any holds a standalone daemon's workflows.
+    Stmt runs(db_, "SELECT EXISTS (SELECT 1 FROM runs)");
+    if (runs.step() && runs.column_int64(0) != 0) claimed = "standalone";
+  }
+  if (!claimed.empty() && claimed != mode) {
+    throw Error(SQLITE_MISUSE,
+                db_.path().string() +
+                    (claimed == "standalone"
+                         ? " is a standalone daemon's: a cluster-mode daemon would write its "
+                           "copies of the cluster's Workflows over the workflows stored there "
+                           "under the same names"
+                         : " is a cluster-mode daemon's (copies of the cluster's Workflows): a "
+                           "standalone daemon would load them as its own") +
+                    "; give this daemon another --data-dir");
+  }
+  if (claimed.empty()) {
+    Stmt write(db_, "INSERT INTO meta (key, value) VALUES ('workflows_mode', ?)");
+    write.bind_text(1, std::string(mode));
+    write.run();
+  }
+  tx.commit();
+}
+
 void WorkflowStore::put(const WorkflowRecord& record) {
   Tx tx(db_);
   {

@@ -437,9 +437,18 @@ TEST_CASE_METHOD(Fixture, "Cluster mode: the cache mirrors objects and records s
   auto settings = counting_settings();
   settings.load_stored = false;
   {
-    // A workflow stored in standalone mode is not loaded by a mirroring cache.
-    WorkflowCache standalone(db2, nullptr, counting_settings());
-    REQUIRE(standalone.create(workflow("default", "local", "http://a")).status == WriteStatus::ok);
+    // A file a standalone daemon stored its workflows in is not a mirror's: the mirror would
+    // write over those of the same names, and a standalone daemon load its copies as its own.
+    knflow::store::Db standalone_db(dir.path() / "standalone.db");
+    {
+      WorkflowCache standalone(standalone_db, nullptr, counting_settings());
+      REQUIRE(standalone.create(workflow("default", "local", "http://a")).status ==
+              WriteStatus::ok);
+    }
+    CHECK_THROWS_WITH(WorkflowCache(standalone_db, nullptr, settings),
+                      Catch::Contains("standalone.db is a standalone daemon's") &&
+                          Catch::Contains("another --data-dir"));
+    CHECK(WorkflowCache(standalone_db, nullptr, counting_settings()).snapshot()->items.size() == 1);
   }
   WorkflowCache cache(db2, nullptr, settings);
   CHECK(cache.snapshot()->items.empty());
@@ -541,4 +550,7 @@ TEST_CASE_METHOD(Fixture,
   const auto rows = made_again.status_history("team", "greet", 10);
   REQUIRE(rows.size() == 1);
   CHECK(parsed(rows[0]).at("observedGeneration") == 3);
+  // A standalone daemon would load the copies as its own workflows.
+  CHECK_THROWS_WITH(WorkflowCache(db2, nullptr, counting_settings()),
+                    Catch::Contains("is a cluster-mode daemon's"));
 }

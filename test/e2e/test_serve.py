@@ -39,6 +39,21 @@ def read_until_closed(s):
     return reply
 
 
+
+def write_kubeconfig(directory, port):
+    """A kubeconfig for an apiserver at 127.0.0.1:port; returns its path."""
+    path = os.path.join(directory, "kubeconfig")
+    with open(path, "w") as f:
+        f.write(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "https://127.0.0.1:{port}",
+  insecure-skip-tls-verify: true}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    return path
+
 class ServeTest(unittest.TestCase):
     def test_first_start_creates_a_token_and_requires_it(self):
         with Daemon() as d:
@@ -78,16 +93,7 @@ class ServeTest(unittest.TestCase):
         silent.listen(16)
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                kubeconfig = os.path.join(tmp, "kubeconfig")
-                with open(kubeconfig, "w") as f:
-                    f.write(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: c, cluster: {{server: "https://127.0.0.1:{silent.getsockname()[1]}",
-  insecure-skip-tls-verify: true}}}}]
-users: [{{name: u, user: {{token: t}}}}]
-contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
-current-context: x
-""")
+                kubeconfig = write_kubeconfig(tmp, silent.getsockname()[1])
                 with Daemon("--kubeconfig", kubeconfig) as d:
                     d.start(wait_ready=False)
                     deadline = time.monotonic() + 60
@@ -108,6 +114,33 @@ current-context: x
                     # And SIGTERM ends it within the drain's bound: the informers' requests to the
                     # silent apiserver held it for their 30 s timeouts.
                     self.assertEqual(d.stop(limit=25), 0, d.tail())
+        finally:
+            silent.close()
+
+    def test_one_data_directory_serves_one_mode(self):
+        """A cluster-mode daemon given a standalone daemon's data directory wrote its copies of
+        the cluster's Workflows over the standalone ones of the same names, and a standalone
+        daemon then loaded those copies as its own."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        try:
+            with tempfile.TemporaryDirectory() as tmp, Daemon() as d:
+                d.start()
+                status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows",
+                                         workflow("kept"))
+                self.assertEqual(status, 201, body)
+                self.assertEqual(d.stop(), 0, d.tail())
+                kubeconfig = write_kubeconfig(tmp, silent.getsockname()[1])
+                with Daemon("--kubeconfig", kubeconfig, data_dir=d.data_dir) as c:
+                    c.start(wait_ready=False)
+                    self.assertEqual(c.proc.wait(60), 3, c.tail())
+                    self.assertIn("is a standalone daemon's: a cluster-mode daemon would write", c.output())
+                    self.assertIn("give this daemon another --data-dir", c.output())
+                d.start()
+                status, obj = d.json("GET", "/api/v1/namespaces/default/workflows/kept")
+                self.assertEqual(status, 200, obj)
+                self.assertEqual(d.stop(), 0, d.tail())
         finally:
             silent.close()
 

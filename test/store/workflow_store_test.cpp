@@ -1,5 +1,7 @@
 #include "knflow/store/workflow_store.hpp"
 
+#include "knflow/store/run_store.hpp"
+
 #include "support/catch.hpp"
 #include "support/temp_dir.hpp"
 
@@ -228,4 +230,41 @@ TEST_CASE("A table dropped underneath makes writes fail and leaves the rest inta
   REQUIRE(all.size() == 1);
   CHECK(all[0].object_json == "{}");
   CHECK(store.revision() == 1);
+}
+
+TEST_CASE("A file serves one mode: standalone or a cluster's mirror") {
+  knflow::test::TempDir dir;
+  {
+    Db db(dir.path() / "a.db");
+    WorkflowStore store(db);
+    store.claim_mode("standalone");
+    store.claim_mode("standalone");  // every start claims again
+    CHECK_THROWS_WITH(store.claim_mode("cluster"),
+                      Catch::Contains("a.db is a standalone daemon's"));
+  }
+  {
+    Db db(dir.path() / "b.db");
+    WorkflowStore store(db);
+    store.claim_mode("cluster");
+    CHECK_THROWS_WITH(store.claim_mode("standalone"),
+                      Catch::Contains("b.db is a cluster-mode daemon's"));
+  }
+  {
+    // A file from before the claim: one with runs was a standalone daemon's; one without is
+    // taken by whichever comes first.
+    Db db(dir.path() / "c.db");
+    knflow::store::RunStore runs(db);
+    runs.insert_run({.id = "r1",
+                     .namespace_ = "ns",
+                     .workflow = "wf",
+                     .generation = 1,
+                     .definition_json = "{}",
+                     .input_json = "{}",
+                     .traceparent = "",
+                     .created_at = "2024-01-02T03:04:05Z",
+                     .updated_at = "2024-01-02T03:04:05Z"});
+    WorkflowStore store(db);
+    CHECK_THROWS_WITH(store.claim_mode("cluster"), Catch::Contains("c.db is a standalone"));
+    store.claim_mode("standalone");
+  }
 }

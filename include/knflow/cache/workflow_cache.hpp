@@ -67,6 +67,8 @@ struct CacheSettings {
   std::function<std::string()> new_uid;      // default: random RFC 4122 version 4 UUID
   // Whether the constructor loads the workflows stored in SQLite. Cluster mode starts empty: the
   // Kubernetes API owns the workflows and the cache mirrors them (mirror_put, mirror_remove).
+  // A file serves one of the two: the constructor refuses one the other mode used
+  // (store::WorkflowStore::claim_mode).
   bool load_stored = true;
 };
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace knflow::store {
@@ -57,6 +58,11 @@ class WorkflowStore {
   std::vector<WorkflowRecord> load_all();
   // The row of one workflow, if stored.
   std::optional<WorkflowRecord> get(const std::string& namespace_, const std::string& name);
+  // Records which daemon keeps its workflows here, "standalone" or "cluster" (a mirror of the
+  // Kubernetes API's), the first time; Error (SQLITE_MISUSE) naming the file when the other one
+  // does: the two share the workflows table. A file from before the record is taken as the
+  // other mode's only when a cluster-mode daemon finds runs in it (only standalone runs any).
+  void claim_mode(std::string_view mode);
   // The revision of the newest write (0 for an empty database).
   std::int64_t revision();
   // Inserts or replaces the row of (record.namespace_, record.name) and sets the revision counter
