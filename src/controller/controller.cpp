@@ -661,6 +661,35 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
     return plan;
   }
 
+  // Deletes an owned object only as it was seen (a resourceVersion precondition: a changed one,
+  // 409, is looked at again), its dependents in the background; counted as `operation`. A refusal
+  // that is not retried sets the reason `refused` on `input`. Whether it is gone or going.
+  enum class Deleted { ok, retry, refused };
+  asio::awaitable<Deleted> delete_as_seen(const char* operation, const char* refused,
+                                          const Owned& o, const std::string& ns,
+                                          const std::string& object_name,
+                                          const std::string& seen_rv, StatusInput& input) {
+    kube::DeleteOptions options;
+    options.propagation_policy = "Background";
+    options.precondition_resource_version = seen_rv;
+    auto removed = co_await client.remove(o.type, ns, object_name, options);
+    if (!removed && !removed.error().is_not_found()) {
+      const auto& e = removed.error();
+      record_write(operation, write_result(e));
+      log::warn("Failed to delete", {{"kind", o.type.kind},
+                                     {"name", object_name},
+                                     {"namespace", ns},
+                                     {"for", operation},
+                                     {"error", e.message}});
+      if (retryable(e)) co_return Deleted::retry;
+      input.apply_failed =
+          Readiness{"False", refused, o.type.kind + " " + object_name + ": " + e.message};
+      co_return Deleted::refused;
+    }
+    record_write(operation, "ok");
+    co_return Deleted::ok;
+  }
+
   asio::awaitable<Outcome> reconcile(std::string key, std::uint64_t t) {
     kube::ObjectPtr wf = workflows->get(key);
     if (!wf) {
@@ -762,23 +791,11 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           if (const std::string change = current ? immutable_change(*current, object) : "";
               !change.empty()) {
             // Knative refuses the apply: deleted (only as we saw it) and made again once gone.
-            kube::DeleteOptions options;
-            options.propagation_policy = "Background";
-            options.precondition_resource_version = kube::resource_version_of(*current);
-            auto removed = co_await client.remove(o.type, ns, object_name, options);
-            if (!removed && !removed.error().is_not_found()) {
-              const auto& e = removed.error();
-              record_write("replace", write_result(e));
-              log::warn("Failed to delete to make again", {{"kind", o.type.kind},
-                                                           {"name", object_name},
-                                                           {"namespace", ns},
-                                                           {"error", e.message}});
-              if (retryable(e)) co_return Outcome::retry;
-              input.apply_failed = Readiness{"False", "ReplaceFailed",
-                                             o.type.kind + " " + object_name + ": " + e.message};
-              break;
-            }
-            record_write("replace", "ok");
+            const std::string seen_rv = kube::resource_version_of(*current);
+            const Deleted deleted = co_await delete_as_seen("replace", "ReplaceFailed", o, ns,
+                                                            object_name, seen_rv, input);
+            if (deleted == Deleted::retry) co_return Outcome::retry;
+            if (deleted == Deleted::refused) break;
             log::info(
                 "Deleted to make again",
                 {{"kind", o.type.kind}, {"name", object_name}, {"namespace", ns}, {"why", change}});
@@ -827,25 +844,10 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
           const std::string observed_rv = kube::resource_version_of(*current);
           if (own_pending(write_key, observed_rv)) continue;  // deleted by us already
           if (!may_write(t)) co_return Outcome::abandoned;
-          kube::DeleteOptions options;
-          options.propagation_policy = "Background";
-          // Only the object as we saw it: a changed one (409) is looked at again.
-          options.precondition_resource_version = observed_rv;
-          auto removed = co_await client.remove(o.type, ns, object_name, options);
-          if (!removed && !removed.error().is_not_found()) {
-            const auto& e = removed.error();
-            record_write("prune", write_result(e));
-            log::warn("Failed to prune", {{"kind", o.type.kind},
-                                          {"name", object_name},
-                                          {"namespace", ns},
-                                          {"error", e.message}});
-            // A uid precondition that fails (409) means the object was replaced: look again.
-            if (retryable(e)) co_return Outcome::retry;
-            input.apply_failed = Readiness{"False", "PruneFailed",
-                                           o.type.kind + " " + object_name + ": " + e.message};
-            break;
-          }
-          record_write("prune", "ok");
+          const Deleted deleted = co_await delete_as_seen("prune", "PruneFailed", o, ns,
+                                                          object_name, observed_rv, input);
+          if (deleted == Deleted::retry) co_return Outcome::retry;
+          if (deleted == Deleted::refused) break;
           own_write(write_key, OwnWrite{observed_rv, nullptr}, *o.informer, ns + "/" + object_name);
           log::info("Pruned", {{"kind", o.type.kind}, {"name", object_name}, {"namespace", ns}});
         }
