@@ -42,11 +42,6 @@ using namespace detail;
 
 namespace detail {
 
-std::string error_type_uri(std::string_view short_type) {
-  if (short_type.find(':') != std::string_view::npos) return std::string(short_type);
-  return "https://serverlessworkflow.io/spec/1.0.0/errors/" + std::string(short_type);
-}
-
 Fault make_fault(std::string_view type, unsigned status, std::string title, std::string detail,
                  std::string instance) {
   Fault f;
@@ -1616,10 +1611,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // One input for every branch to copy from, each copy counted while its branch runs.
     const auto input = std::make_shared<const Current>(std::move(cur));
     const std::size_t bytes = model::json_text_size(input->data);
-    // join any: which branches their `if` skipped, so that they do not win the race.
-    std::shared_ptr<std::vector<char>> skipped;
-    if (join == model::Join::any)
-      skipped = std::make_shared<std::vector<char>>(fork.branches.size());
+    // Which branches their `if` skipped: under join any they do not win the race, under join
+    // each they send nothing on.
+    auto skipped = std::make_shared<std::vector<char>>(fork.branches.size());
     std::vector<Task> tasks;
     for (std::size_t k = 0; k < fork.branches.size(); ++k) {
       const model::Steps* one = &fork.branches;  // each branch is a single step of the list
@@ -1627,8 +1621,13 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         return exec_branch(std::move(e), one, k, path, input, bytes, each_next, skipped);
       });
     }
+    // Named: g++ 12 mishandles a temporary made inside a co_await expression.
+    std::shared_ptr<const std::vector<char>> abstained;
+    if (join == model::Join::any) abstained = skipped;
     auto results = co_await gather(env, std::move(tasks), join == model::Join::any,
-                                   std::numeric_limits<std::size_t>::max(), skipped);
+                                   std::numeric_limits<std::size_t>::max(), std::move(abstained));
+    const bool all_skipped =
+        std::all_of(skipped->begin(), skipped->end(), [](char s) { return s; });
     StepOutcome out;
     if (join == model::Join::any) {
       // The winner, the one result of a branch that was not skipped; when every branch was
@@ -1636,13 +1635,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       std::size_t k = 0;
       while (k < results.size() && !(results[k] && !(*skipped)[k])) ++k;
       out.outputs.push_back(k < results.size() ? collapse(std::move(*results[k]), *input) : *input);
+    } else if (join == model::Join::each && each_next && all_skipped) {
+      // Every branch skipped: the fork's input goes on once, as a skipped step's does.
+      Current c = *input;
+      auto rest = co_await go_on_after_each(env, each_next, path, 0, std::move(c));
+      for (auto& r : rest) out.outputs.push_back(std::move(r));
     } else if (join == model::Join::each && each_next) {
-      // What the rest of the list gave for each branch, in branch order.
+      // What the rest of the list gave for each branch, in branch order (none for a skipped one).
       for (auto& r : results) {
         for (auto& c : *r) out.outputs.push_back(std::move(c));
       }
     } else if (join == model::Join::each) {
-      for (auto& r : results) out.outputs.push_back(collapse(std::move(*r), *input));
+      if (all_skipped) out.outputs.push_back(*input);
+      for (std::size_t k = 0; k < results.size() && !all_skipped; ++k) {
+        if (!(*skipped)[k]) out.outputs.push_back(collapse(std::move(*results[k]), *input));
+      }
     } else {
       Current joined;
       joined.event = input->event;
@@ -1682,7 +1689,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // step's list at once, as a Knative Parallel's branch replies on its own. The branch works on
   // a copy of the fork's input `cur` (`bytes` of JSON text), held as working data while it runs:
   // a wide fork of a large input faults with the runs' data limit instead of taking the
-  // daemon's memory. `skipped` (join any): its flag `k` is set when the branch's `if` skipped it.
+  // daemon's memory. Its flag in `skipped` is set when the branch's `if` skipped it.
   asio::awaitable<std::vector<Current>> exec_branch(Env env, const model::Steps* branches,
                                                     std::size_t k, std::string path,
                                                     std::shared_ptr<const Current> cur,
@@ -1694,9 +1701,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const Held copy =
         hold(bytes, "branch " + std::to_string(k) + "'s copy of the fork's input", at);
     StepOutcome out = co_await exec_step(env, step, at, Current(*cur));
-    if (skipped) (*skipped)[k] = out.skipped;
+    (*skipped)[k] = out.skipped;
     if (!each_next) co_return out.outputs;
+    // A branch its `if` skipped sends nothing on, as a Knative Parallel's branch whose filter
+    // refuses the event (exec_fork sends the fork's input on when every branch was skipped).
+    if (out.skipped) co_return std::vector<Current>{};
     Current c = collapse(std::move(out.outputs), *cur);
+    co_return co_await go_on_after_each(std::move(env), each_next, path, k, std::move(c));
+  }
+
+  // One output `c` of branch `k` of the join each fork at `path` goes on: the fork step's
+  // `output`, then its `then` or the rest of its list (a continuation of its own).
+  asio::awaitable<std::vector<Current>> go_on_after_each(Env env,
+                                                         std::shared_ptr<const EachNext> each_next,
+                                                         std::string path, std::size_t k,
+                                                         Current c) {
     const model::Step& fork = *each_next->step;
     if (fork.output) {
       c.data = co_await eval(env, *fork.output, c.data, each_next->vars, path + "/output");

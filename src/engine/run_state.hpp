@@ -6,6 +6,7 @@
 
 #include "knflow/engine/cloudevent.hpp"
 #include "knflow/engine/engine.hpp"
+#include "knflow/model/errors.hpp"
 #include "knflow/model/workflow.hpp"
 #include "knflow/store/run_store.hpp"
 
@@ -33,8 +34,7 @@ struct Fault {
   json::object error;  // type, status, title, detail, instance
 };
 
-// DSL error types as URIs (https://serverlessworkflow.io/spec/1.0.0/errors/<type>).
-std::string error_type_uri(std::string_view short_type);
+using model::error_type_uri;
 Fault make_fault(std::string_view type, unsigned status, std::string title, std::string detail,
                  std::string instance);
 

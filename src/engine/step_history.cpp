@@ -392,6 +392,15 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     last[a.path] = &a;
   }
   const bool run_finished = store::is_finished(run.phase);
+  // The call whose commit ended a completed run (Engine::run_end): a step of the top-level list,
+  // and the run's last attempt.
+  const store::AttemptRecord* final_attempt = nullptr;
+  for (const auto& a : attempts) {
+    if (!final_attempt || a.seq > final_attempt->seq) final_attempt = &a;
+  }
+  const bool ended_by_call = run.phase == store::RunPhase::completed && run.output_json &&
+                             final_attempt && final_attempt->path.starts_with("/do/") &&
+                             final_attempt->path.find('/', 4) == std::string::npos;
   for (const auto& [path, a] : last) {
     auto& s = steps[path];
     if (s.contains("phase")) continue;  // journaled: completed or skipped
@@ -410,16 +419,21 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
         continue;
       }
     }
+    const bool ended_run = ended_by_call && a == final_attempt;
+    if (a->phase == store::AttemptPhase::completed && !ended_run) {
+      // Answered, but its step did not complete (its `output` was under way, or it waits for
+      // its commit): under way, or, once the run ended, cancelled (a `join: any` branch that
+      // lost, a sibling of a branch that faulted) or faulted (below).
+      s["phase"] = "running";
+      continue;
+    }
     s["phase"] = store::to_string(a->phase);
     if (a->finished_at) s["finishedAt"] = *a->finished_at;
-    // A completed call without a journal entry in a completed run is the step whose commit ended
-    // the run: its output is the run's. Otherwise the reply's data stands for it.
-    const bool ended_run = run.phase == store::RunPhase::completed && run.output_json;
-    const auto& output = ended_run ? run.output_json : a->output_json;
-    if (a->phase == store::AttemptPhase::completed && output) {
+    // The step whose commit ended the run: its output is the run's.
+    if (ended_run) {
       try {
-        auto v = model::parse_stored(*output);
-        if (ended_run && v.is_object() && v.as_object().contains("data")) v = v.at("data");
+        auto v = model::parse_stored(*run.output_json);
+        if (v.is_object() && v.as_object().contains("data")) v = v.at("data");
         s["output"] = capped_value(v, cap);
       } catch (const std::exception&) {
       }
@@ -517,6 +531,23 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
       s["phase"] = "running";
       s["retryAt"] = t.due;
     }
+  }
+
+  // A step that holds others began no later than they did: one a redrive ran again (a loop, a
+  // fork, a try that spanned both drives) has its own start from the last drive only, and was
+  // listed after the steps inside it, its time the last drive's.
+  for (auto& [path, s] : steps) {
+    auto own = text_member(s, "startedAt");
+    if (!own) continue;
+    std::string earliest = *own;
+    const std::string inside = path + "/";
+    for (auto it = steps.lower_bound(inside); it != steps.end() && it->first.starts_with(inside);
+         ++it) {
+      if (auto t = text_member(it->second, "startedAt"); t && *t < earliest) earliest = *t;
+    }
+    if (earliest == *own) continue;
+    s["startedAt"] = earliest;
+    begun.erase(path);  // its number is of the last drive: it goes just before the steps inside
   }
 
   // A finished run has nothing running: what was still going when it ended was cancelled.

@@ -30,4 +30,9 @@ std::string_view pointer_label(std::string_view pointer) {
   return pointer.empty() ? "(root)" : pointer;
 }
 
+std::string error_type_uri(std::string_view type) {
+  if (type.find(':') != std::string_view::npos) return std::string(type);
+  return "https://serverlessworkflow.io/spec/1.0.0/errors/" + std::string(type);
+}
+
 }  // namespace knflow::model

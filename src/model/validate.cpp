@@ -213,6 +213,24 @@ class Validator {
     report_.errors.push_back({std::move(pointer), std::move(message)});
   }
 
+  // An error type (a raise's, a catch's): RFC 7807 has it a URI, which a short DSL name becomes
+  // (error_type_uri); one that does not make a URI (a space, `%` not followed by two hex digits)
+  // was raised as an invalid one, or matched nothing a function could send.
+  void check_error_type(const std::string& type, std::string pointer) {
+    if (type.empty()) {
+      error(std::move(pointer), "type must not be empty");
+    } else if (type.find("${") != std::string::npos) {
+      error(std::move(pointer),
+            "type is a literal: an expression (${ ... }) is not evaluated here");
+    } else if (!boost::urls::parse_uri(error_type_uri(type))) {
+      error(std::move(pointer),
+            type.find(':') != std::string::npos
+                ? "type must be a URI (RFC 3986), or a short name such as runtime or timeout"
+                : "type must be a short name a URI path may end with (letters, digits, - . _ ~, "
+                  "%XX escapes), such as runtime or timeout, or a URI (RFC 3986)");
+    }
+  }
+
   // Step pointers and function pointers.
   std::set<std::string, std::less<>> containers() const {
     std::set<std::string, std::less<>> out(step_pointers_.begin(), step_pointers_.end());
@@ -743,7 +761,7 @@ class Validator {
               expressions_in(c.value, at + "/set", variables);
             }
           } else if constexpr (std::is_same_v<T, RaiseStep>) {
-            if (c.type.empty()) error(at + "/raise/type", "type must not be empty");
+            check_error_type(c.type, at + "/raise/type");
             if (c.status && (*c.status < 100 || *c.status > 599)) {
               error(at + "/raise/status", "status must be an HTTP status, 100 to 599");
             }
@@ -834,8 +852,7 @@ class Validator {
     const Catch& c = *t.catch_;
     const std::string cat = at + "/catch";
     if (c.errors) {
-      if (c.errors->type && c.errors->type->empty())
-        error(cat + "/errors/type", "type must not be empty");
+      if (c.errors->type) check_error_type(*c.errors->type, cat + "/errors/type");
       if (c.errors->status && (*c.errors->status < 100 || *c.errors->status > 599)) {
         error(cat + "/errors/status", "status must be an HTTP status, 100 to 599");
       }

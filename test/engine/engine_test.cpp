@@ -797,6 +797,54 @@ TEST_CASE("engine: each output of a top-level join each is a final event of its 
   CHECK(ids == std::vector<std::string>{"input-1", "input-1:1"});
 }
 
+TEST_CASE("engine: a join each branch its if skipped sends nothing on", "[engine][fork]") {
+  // As a Knative Parallel's branch whose filter refuses the event: the skipped branch's input
+  // went on through the rest of the list as one more output (one more final event and reply).
+  EngineFixture f;
+  auto yaml = header("notify", "  reply: {uri: \"" + f.echo.url("/reply") + "\"}\n") + R"(  do:
+    - name: fan
+      fork:
+        join: each
+        branches:
+          - {name: email, if: '${ .email != null }', set: {sent: email}}
+          - {name: sms, if: '${ .phone != null }', set: {sent: sms}}
+    - {name: mark, set: '${ . + {marked: true} }'}
+)";
+  auto replies = [&] {
+    std::vector<json::value> out;
+    for (const auto& r : f.echo.requests()) {
+      if (r.target == "/reply") out.push_back(json::parse(r.body));
+    }
+    return out;
+  };
+  std::string id;
+  CHECK(EngineFixture::data(f.run(yaml, R"({"email": "a@b"})", &id)) ==
+        json::parse(R"({"sent": "email", "marked": true})"));
+  f.wait_stored(id, store::RunPhase::completed);
+  CHECK(replies() == std::vector<json::value>{json::parse(R"({"sent": "email", "marked": true})")});
+
+  // Every branch skipped: the fork's input goes on once, as a skipped step's does.
+  CHECK(EngineFixture::data(f.run(yaml, R"({"name": "x"})", &id)) ==
+        json::parse(R"({"name": "x", "marked": true})"));
+  f.wait_stored(id, store::RunPhase::completed);
+  CHECK(replies().size() == 2);
+
+  // The same inside a nested list, whose outputs are gathered into an array when it ends.
+  auto nested = header("notify-nested") + R"(  do:
+    - name: inner
+      do:
+        - name: fan
+          fork:
+            join: each
+            branches:
+              - {name: email, if: '${ .email != null }', set: {sent: email}}
+              - {name: sms, if: '${ .phone != null }', set: {sent: sms}}
+              - {name: log, set: {sent: log}}
+)";
+  CHECK(EngineFixture::data(f.run(nested, R"({"phone": "1"})")) ==
+        json::parse(R"([{"sent": "sms"}, {"sent": "log"}])"));
+}
+
 TEST_CASE("engine: a join each output goes on through the list as soon as its branch ends",
           "[engine][fork]") {
   // As a Knative Parallel's branches do: the rest of the list ran for no branch until every

@@ -211,6 +211,54 @@ TEST_CASE("The history joins the journal, the attempts and the run's error") {
                                                  "/do/5", "/do/5/try/0/0", "/do/6"});
 }
 
+TEST_CASE("The history shows a call answered but not completed as under way, then cancelled") {
+  // A fork branch cancelled after its call answered (a join any loser whose `output` was under
+  // way) was listed completed, with the run's output as its own.
+  auto decoded = knflow::model::decode_workflow(knflow::model::parse_data(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "w"},
+    "spec": {
+      "functions": {"f": {"url": "http://127.0.0.1:1/"}},
+      "do": [
+        {"name": "race", "fork": {"join": "any", "branches": [
+          {"name": "a", "call": "f"}, {"name": "b", "call": "f", "output": "${ . }"}]}},
+        {"name": "after", "call": "f"}
+      ]}})"));
+  REQUIRE(decoded.ok());
+  RunRecord run = run_record(RunPhase::completed);
+  run.finished_at = "2026-01-01T00:00:09.000Z";
+  run.output_json = R"({"data":{"final":true}})";
+  const std::vector<JournalEntry> journal{
+      {"/do/0/fork/0", JournalState::completed,
+       value("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z", "continue", R"({"a":1})")},
+      {"/do/0", JournalState::completed,
+       value("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z", "continue", R"({"a":1})")},
+  };
+  auto loser = attempt("/do/0/fork/1", "b", 2, AttemptPhase::completed, "2026-01-01T00:00:01.000Z",
+                       "2026-01-01T00:00:01.500Z");
+  loser.output_json = R"({"data":{"b":1}})";
+  const std::vector<AttemptRecord> attempts{
+      attempt("/do/0/fork/0", "a", 1, AttemptPhase::completed, "2026-01-01T00:00:01.000Z",
+              "2026-01-01T00:00:02.000Z"),
+      loser,
+      // The call whose commit ended the run: no journal entry, the run's output.
+      attempt("/do/1", "after", 3, AttemptPhase::completed, "2026-01-01T00:00:03.000Z",
+              "2026-01-01T00:00:04.000Z"),
+  };
+  auto steps = step_history(decoded.workflow, run, journal, attempts, 1024);
+  const auto& b = find(steps, "/do/0/fork/1");
+  CHECK(b.at("phase") == "cancelled");
+  CHECK_FALSE(b.contains("output"));
+  const auto& after = find(steps, "/do/1");
+  CHECK(after.at("phase") == "completed");
+  CHECK(after.at("output") == json::parse(R"({"final":true})"));
+
+  // While the run goes on, the branch is under way (its output or its commit), not completed.
+  run = run_record(RunPhase::running);
+  steps = step_history(decoded.workflow, run, journal,
+                       std::vector<AttemptRecord>(attempts.begin(), attempts.end() - 1), 1024);
+  CHECK(find(steps, "/do/0/fork/1").at("phase") == "running");
+}
+
 TEST_CASE("The history of a fault inside loops marks the steps around it faulted too") {
   const auto wf = workflow();
   RunRecord run;
@@ -491,6 +539,36 @@ TEST_CASE("The history starts a call that ran again after a redrive at its first
   const auto before = step_history(wf, run, {}, {first, again}, 1024);
   const auto& old = find(before, "/do/0");
   CHECK(old.at("startedAt") == "2026-01-01T00:00:01.000Z");
+}
+
+TEST_CASE("The history starts a loop a redrive ran again no later than the steps inside it") {
+  // Its own start was the redrive's: it was listed after its iterations, and took only the last
+  // drive's time.
+  const auto wf = workflow();
+  auto run = run_record(RunPhase::completed);
+  run.finished_at = "2026-01-01T01:00:01.000Z";
+  auto with_n = [](std::string v, int n) {
+    v.pop_back();
+    return v + R"(,"n":)" + std::to_string(n) + "}";
+  };
+  const std::vector<JournalEntry> journal{
+      {"/do/0", JournalState::completed,
+       with_n(value("2026-01-01T00:00:00.500Z", "2026-01-01T00:00:00.900Z", "continue"), 1)},
+      {"/do/1", JournalState::completed,
+       with_n(value("2026-01-01T00:00:00.900Z", "2026-01-01T00:00:01.000Z", "continue"), 2)},
+      // The first iteration completed in the first drive, the loop in the second.
+      {"/do/2/for/0/0", JournalState::completed,
+       with_n(value("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:01.100Z", "continue"), 4)},
+      {"/redrive", JournalState::started, R"({"drive":1,"attemptSeq":9})"},
+      {"/do/2/for/1/0", JournalState::completed,
+       with_n(value("2026-01-01T01:00:00.000Z", "2026-01-01T01:00:00.100Z", "continue"), 2)},
+      {"/do/2", JournalState::completed,
+       with_n(value("2026-01-01T01:00:00.000Z", "2026-01-01T01:00:00.200Z", "continue"), 1)},
+  };
+  const auto steps = step_history(wf, run, journal, {}, 1024);
+  CHECK(find(steps, "/do/2").at("startedAt") == "2026-01-01T00:00:01.000Z");
+  CHECK(paths(steps) ==
+        std::vector<std::string>{"/do/0", "/do/1", "/do/2", "/do/2/for/0/0", "/do/2/for/1/0"});
 }
 
 TEST_CASE("The history shows when a try's catch.retry runs its list again") {

@@ -668,6 +668,32 @@ TEST_CASE("an emit whose source is no URI reference, or holds an expression, is 
         "it\n");
 }
 
+TEST_CASE("an error type that makes no URI is refused, in a raise and in a catch", "[validate]") {
+  // RFC 7807 has an error's type a URI: `not a uri` was raised as
+  // https://serverlessworkflow.io/spec/1.0.0/errors/not a uri.
+  const CheckResult result = check_value(json::parse(R"({
+    "apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "bad-type"},
+    "spec": {"do": [
+      {"name": "a", "raise": {"type": "not a uri", "status": 400}},
+      {"name": "b", "raise": {"type": "urn:bad type", "status": 400}},
+      {"name": "c", "raise": {"type": "${ .t }", "status": 400}},
+      {"name": "d", "try": [{"name": "x", "set": {}}],
+       "catch": {"errors": {"type": "50%"}}},
+      {"name": "e", "raise": {"type": "communication", "status": 502}},
+      {"name": "f", "raise": {"type": "https://example.com/errors/out-of-stock", "status": 409}},
+      {"name": "g", "raise": {"type": "orders/out-of-stock%20now", "status": 409}}]}})"));
+  CHECK(describe(result.report.errors) ==
+        "  /spec/do/0/raise/type: type must be a short name a URI path may end with (letters, "
+        "digits, - . _ ~, %XX escapes), such as runtime or timeout, or a URI (RFC 3986)\n"
+        "  /spec/do/1/raise/type: type must be a URI (RFC 3986), or a short name such as runtime "
+        "or timeout\n"
+        "  /spec/do/2/raise/type: type is a literal: an expression (${ ... }) is not evaluated "
+        "here\n"
+        "  /spec/do/3/catch/errors/type: type must be a short name a URI path may end with "
+        "(letters, digits, - . _ ~, %XX escapes), such as runtime or timeout, or a URI (RFC "
+        "3986)\n");
+}
+
 TEST_CASE("a command argument or environment string execve could never take is refused",
           "[validate]") {
   // Valid and Ready, each start of the function failed with E2BIG and was tried again every 30 s.

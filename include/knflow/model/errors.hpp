@@ -25,4 +25,8 @@ std::string pointer_append(const std::string& pointer, std::size_t index);
 // ("/" would be the pointer of a member named "" at the top).
 std::string_view pointer_label(std::string_view pointer);
 
+// An error type as an RFC 7807 `type`: a type with a `:` is a URI already; a short DSL type
+// (`runtime`, `timeout`, ...) becomes https://serverlessworkflow.io/spec/1.0.0/errors/<type>.
+std::string error_type_uri(std::string_view type);
+
 }  // namespace knflow::model
