@@ -1960,6 +1960,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       try {
         auto results =
             co_await exec_list(env, &t.steps, path + "/try/" + std::to_string(attempt), cur);
+        // How many times its list ran, for the step history, when catch.retry ran it again.
+        if (attempt > 0) note["tries"] = attempt + 1;
         co_return collapse(std::move(results), cur);
       } catch (const Fault& f) {
         fault = f;

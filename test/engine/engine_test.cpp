@@ -1676,6 +1676,30 @@ TEST_CASE("engine: Retry-After sets the delay before the next attempt", "[engine
   CHECK(busy[1].received - busy[0].received >= std::chrono::seconds(1));
 }
 
+TEST_CASE("engine: a try whose catch.retry ran its list again says how many times it ran",
+          "[engine][try]") {
+  // Its entry said nothing of the tries that faulted when the last one succeeded.
+  EngineFixture f;
+  f.echo.route("/flaky", {.status = 200, .body = "{}", .statuses = {500, 500}});
+  auto yaml = header("try-tries") + functions(f, {"flaky"}) + R"(  do:
+    - name: guarded
+      try:
+        - {name: call-it, call: flaky}
+      catch:
+        retry: {limit: 3, backoff: constant, delay: PT0.01S}
+)";
+  std::string id;
+  CHECK(f.run(yaml, "{}", &id).phase == "completed");
+  f.wait_stored(id, store::RunPhase::completed);
+  const auto journal = f.journal(id);
+  const auto entry =
+      std::find_if(journal.begin(), journal.end(), [](const auto& e) { return e.path == "/do/0"; });
+  REQUIRE(entry != journal.end());
+  const auto v = json::parse(entry->value_json);
+  CHECK(v.at("tries") == 3);
+  CHECK_FALSE(v.as_object().contains("caught"));  // nothing was handled
+}
+
 TEST_CASE("engine: Retry-After counts on a 429 or 503 only", "[engine][retry]") {
   // It was honoured on every status retried (a 500 asking for an hour waited the hour); Knative
   // honours it on 429 and 503, the statuses RFC 9110 and RFC 6585 define it for.
