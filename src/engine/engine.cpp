@@ -1194,6 +1194,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     bool skipped = false;
     std::optional<Fault> fault;
     Held input_held;  // an input expression's result, until the step is done
+    // Every step that ran, however it ended: a step that faulted (its retries spent, its
+    // deadline passed) is the one whose time matters most, and one the store failed under (its
+    // run faults then) ran too. Not one a shutdown stopped: it runs again at the next start.
+    auto observe = [&] {
+      if (metrics && !skipped && !stopping_now()) {
+        metrics->observe_step(std::chrono::steady_clock::now() - started);
+      }
+    };
     try {
       check_live(run, *env.scope, env.deadline, path);
       json::object vars;
@@ -1248,12 +1256,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
     } catch (const Fault& f) {
       fault = f;
+    } catch (const std::exception&) {
+      observe();  // the store failed
+      throw;
     }
-    // Every step that ran, however it ended: a step that faulted (its retries spent, its
-    // deadline passed) is the one whose time matters most.
-    auto observe = [&] {
-      if (metrics && !skipped) metrics->observe_step(std::chrono::steady_clock::now() - started);
-    };
     if (fault) {
       observe();
       co_await settle_attempts(run, path, *fault);
@@ -1264,7 +1270,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
     const StepTimes times{started_at, skipped, begun};  // named: see complete()
-    if (auto too_much = co_await complete(run, env, path, out, at, times)) {
+    std::optional<Fault> too_much;
+    try {
+      too_much = co_await complete(run, env, path, out, at, times);
+    } catch (const std::exception&) {
+      observe();  // the store failed
+      throw;
+    }
+    if (too_much) {
       observe();
       co_await settle_attempts(run, path, *too_much);
       throw *too_much;

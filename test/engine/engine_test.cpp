@@ -3064,6 +3064,8 @@ TEST_CASE("engine: a run left unfinished by a store failure can be cancelled", "
   REQUIRE(f.record(id)->phase == store::RunPhase::running);
   // Unfinished, so in flight: started = finished + in flight holds meanwhile.
   CHECK(f.metrics.serialize().find("\nknflow_runs_in_flight 1\n") != std::string::npos);
+  // The step ran (its function answered), though its end was not written: it is timed too.
+  CHECK(f.metric("knflow_step_duration_seconds_count") == 1);
   auto attempts = f.attempts(id);
   REQUIRE(attempts.size() == 1);
   CHECK(attempts[0].phase == store::AttemptPhase::running);  // its end was rolled back
