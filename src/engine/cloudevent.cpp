@@ -151,6 +151,14 @@ std::optional<std::string> event_error(const CloudEvent& event) {
     return "the attribute datacontenttype is not a media type (type/subtype, RFC 2046): \"" +
            *event.datacontenttype + "\"";
   }
+  // Data typed as a CloudEvents format cannot go on in binary mode, as every call and answer
+  // sends it: that Content-Type makes the receiver read the data as the event itself (structured
+  // mode: another id, source and type than this one's), or refuse it (batch).
+  if (event.datacontenttype &&
+      istarts_with(media_type(*event.datacontenttype), "application/cloudevents")) {
+    return "the attribute datacontenttype is a CloudEvents format (\"" + *event.datacontenttype +
+           "\"): data of that type would be read as another event when sent on in binary mode";
+  }
   if (event.dataschema && !boost::urls::parse_absolute_uri(*event.dataschema)) {
     return "the attribute dataschema is not an absolute URI: \"" + *event.dataschema + "\"";
   }

@@ -368,6 +368,14 @@ TEST_CASE("malformed events are errors with a plain message", "[engine][cloudeve
       {structured, "{\n" + ok_attrs + ",\n\"data\":{x}}",
        "the structured-mode body is not valid JSON: syntax error at line 3, column 9"},
       {structured, "[1]", "the structured-mode body is not a JSON object"},
+      // Sent on in binary mode, its data would be read as another event (found by fuzzing).
+      {structured,
+       "{" + ok_attrs +
+           R"(,"datacontenttype":"Application/CloudEvents+JSON; charset=utf-8",)"
+           R"("data":{"specversion":"1.0","id":"forged","source":"/x","type":"admin"}})",
+       "the attribute datacontenttype is a CloudEvents format (\"Application/CloudEvents+JSON; "
+       "charset=utf-8\"): data of that type would be read as another event when sent on in "
+       "binary mode"},
       {structured, R"({"id":"1","source":"/s","type":"t"})",
        "the required attribute specversion is missing"},
       {structured, R"({"specversion":"0.3","id":"1","source":"/s","type":"t"})",
