@@ -116,9 +116,18 @@ std::optional<std::string> pattern_error(std::string_view pattern) {
 }
 
 std::optional<bool> pattern_search(std::string_view pattern, std::string_view text) {
-  const RE2 re(to_re2(pattern), options());
-  if (!re.ok()) return std::nullopt;
-  return RE2::PartialMatch(re2::StringPiece(text.data(), text.size()), re);
+  return CompiledPattern(pattern).search(text);
+}
+
+CompiledPattern::CompiledPattern(std::string_view pattern)
+    : re_(std::make_unique<RE2>(to_re2(pattern), options())) {}
+CompiledPattern::~CompiledPattern() = default;
+CompiledPattern::CompiledPattern(CompiledPattern&&) noexcept = default;
+CompiledPattern& CompiledPattern::operator=(CompiledPattern&&) noexcept = default;
+
+std::optional<bool> CompiledPattern::search(std::string_view text) const {
+  if (!re_->ok()) return std::nullopt;
+  return RE2::PartialMatch(re2::StringPiece(text.data(), text.size()), *re_);
 }
 
 }  // namespace knflow::model

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <string>
 
 namespace knflow::model {
 namespace {
@@ -86,8 +88,21 @@ std::size_t utf8_length(std::string_view s) {
   return n;
 }
 
+// At most this many violations are listed: one per element of a large array, each quoting an
+// enum or a pattern, took hundreds of MB for a 30 KB body (found by fuzzing).
+constexpr std::size_t kMaxErrors = 100;
+
+struct State {
+  Errors errors;
+  // Each pattern compiled once per check, not once per string it is matched against.
+  std::map<std::string, CompiledPattern, std::less<>> patterns;
+  bool full() const { return errors.size() >= kMaxErrors; }
+};
+
 void check(const json::value& schema, const json::value& data, const std::string& at,
-           Errors& errors) {
+           State& state) {
+  if (state.full()) return;
+  Errors& errors = state.errors;
   const auto* s = schema.if_object();
   if (s == nullptr) {
     if (schema.is_bool() && !schema.get_bool()) errors.push_back({at, "no value is allowed here"});
@@ -114,7 +129,14 @@ void check(const json::value& schema, const json::value& data, const std::string
   if (const auto* e = s->if_contains("enum"); e && e->is_array()) {
     bool found = false;
     for (const auto& v : e->as_array()) found = found || same_value(v, data);
-    if (!found) errors.push_back({at, "must be one of " + model::json_text(*e)});
+    if (!found) {
+      // A long list is named by its size: every violation quoted it whole.
+      std::string listed = model::json_text(*e);
+      if (listed.size() > 256) {
+        listed = "the " + std::to_string(e->as_array().size()) + " values of the schema's enum";
+      }
+      errors.push_back({at, "must be one of " + listed});
+    }
   }
   if (data.is_number()) {
     const double x = number(data);
@@ -142,7 +164,13 @@ void check(const json::value& schema, const json::value& data, const std::string
       errors.push_back({at, "must have at most " + counted(*m, "character")});
     }
     if (const auto* p = s->if_contains("pattern"); p && p->is_string()) {
-      const auto matched = pattern_search(p->get_string(), str);
+      auto compiled = state.patterns.find(std::string_view(p->get_string()));
+      if (compiled == state.patterns.end()) {
+        compiled =
+            state.patterns.emplace(std::string(p->get_string()), CompiledPattern(p->get_string()))
+                .first;
+      }
+      const auto matched = compiled->second.search(str);
       if (!matched) {
         // Stored before patterns were matched with RE2 (validation refuses it now): say why, so
         // that whoever reads the 400 knows the workflow needs an edit.
@@ -165,8 +193,8 @@ void check(const json::value& schema, const json::value& data, const std::string
       errors.push_back({at, "must have at most " + counted(*m, "item")});
     }
     if (const auto* items = s->if_contains("items")) {
-      for (std::size_t i = 0; i < arr.size(); ++i) {
-        check(*items, arr[i], pointer_append(at, i), errors);
+      for (std::size_t i = 0; i < arr.size() && !state.full(); ++i) {
+        check(*items, arr[i], pointer_append(at, i), state);
       }
     }
   }
@@ -183,10 +211,11 @@ void check(const json::value& schema, const json::value& data, const std::string
     if (const auto* p = s->if_contains("properties"); p && p->is_object()) props = &p->as_object();
     const json::value* additional = s->if_contains("additionalProperties");
     for (const auto& [key, value] : obj) {
+      if (state.full()) break;
       const std::string child = pointer_append(at, key);
       if (props != nullptr) {
         if (const auto* sub = props->if_contains(key)) {
-          check(*sub, value, child, errors);
+          check(*sub, value, child, state);
           continue;
         }
       }
@@ -194,7 +223,7 @@ void check(const json::value& schema, const json::value& data, const std::string
         if (additional->is_bool() && !additional->get_bool()) {
           errors.push_back({child, "is not an allowed property"});
         } else {
-          check(*additional, value, child, errors);
+          check(*additional, value, child, state);
         }
       }
     }
@@ -204,9 +233,14 @@ void check(const json::value& schema, const json::value& data, const std::string
 }  // namespace
 
 Errors check_schema(const json::value& schema, const json::value& data) {
-  Errors errors;
-  check(schema, data, "", errors);
-  return errors;
+  State state;
+  check(schema, data, "", state);
+  if (state.full()) {
+    state.errors.resize(kMaxErrors);
+    state.errors.push_back(
+        {"", "and maybe more: the first " + std::to_string(kMaxErrors) + " violations are listed"});
+  }
+  return std::move(state.errors);
 }
 
 }  // namespace knflow::model

@@ -103,3 +103,26 @@ TEST_CASE("schema: a length bound of one counts one character or item", "[model]
   CHECK(errors_of(R"({"minItems":1})", "[]") == Messages{": must have at least 1 item"});
   CHECK(errors_of(R"({"maxItems":2})", "[1,2,3]") == Messages{": must have at most 2 items"});
 }
+
+TEST_CASE("schema: at most 100 violations are listed, and a long enum is named by its size",
+          "[model][schema]") {
+  // Found by fuzzing: every element of a large array quoted the whole enum, hundreds of MB for a
+  // 30 KB body; and a pattern was compiled again for every string.
+  std::string values;
+  for (int i = 0; i < 50; ++i)
+    values += (i ? "," : "") + std::string("\"value-") + std::to_string(i) + "\"";
+  std::string items;
+  for (int i = 0; i < 5000; ++i) items += i ? ",\"\"" : "\"\"";
+  const auto errors =
+      errors_of(R"({"type":"array","items":{"enum":[)" + values + "]}}", "[" + items + "]");
+  REQUIRE(errors.size() == 101);
+  CHECK(errors[0] == "/0: must be one of the 50 values of the schema's enum");
+  CHECK(errors[99] == "/99: must be one of the 50 values of the schema's enum");
+  CHECK(errors[100] == ": and maybe more: the first 100 violations are listed");
+  // A short enum is quoted as before.
+  CHECK(errors_of(R"({"enum":["a","b"]})", R"("c")") == Messages{R"(: must be one of ["a","b"])"});
+  // One compile for all: 5,000 strings against a pattern that takes milliseconds to compile.
+  const auto matched = errors_of(R"({"type":"array","items":{"pattern":"^\\s*\\S{1,200}\\s*$"}})",
+                                 "[" + items + "]");
+  CHECK(matched.size() == 101);
+}

@@ -1,8 +1,13 @@
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+
+namespace re2 {
+class RE2;
+}
 
 namespace knflow::model {
 
@@ -21,5 +26,20 @@ std::optional<std::string> pattern_error(std::string_view pattern);
 
 // Whether `pattern` matches somewhere in `text`; nullopt when it cannot be compiled.
 std::optional<bool> pattern_search(std::string_view pattern, std::string_view text);
+
+// A pattern compiled once, for matching many texts (RE2 compiles in time growing with the
+// pattern's counted repetitions: `\S{1,200}` costs milliseconds each time).
+class CompiledPattern {
+ public:
+  explicit CompiledPattern(std::string_view pattern);
+  ~CompiledPattern();
+  CompiledPattern(CompiledPattern&&) noexcept;
+  CompiledPattern& operator=(CompiledPattern&&) noexcept;
+  // Whether it matches somewhere in `text`; nullopt when the pattern cannot be compiled.
+  std::optional<bool> search(std::string_view text) const;
+
+ private:
+  std::unique_ptr<re2::RE2> re_;
+};
 
 }  // namespace knflow::model
