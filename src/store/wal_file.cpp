@@ -75,9 +75,14 @@ WalCheck check_wal_file(const std::filesystem::path& wal) {
     throw std::system_error(errno, std::generic_category(), "cannot read " + wal.string());
   }
   result.bytes = static_cast<std::uint64_t>(st.st_size);
-  // A header alone, or less: no frame, nothing SQLite would read.
+  // A header and less than the smallest frame (its header and a 512-byte page): no frame,
+  // nothing SQLite would read, whatever the header says (a tail of zeros after a power loss
+  // made the daemon refuse such a file as a bad header with frames after it).
   std::array<unsigned char, kHeaderBytes> h{};
-  if (result.bytes <= kHeaderBytes || !read_at(file.fd, wal, h.data(), h.size(), 0)) return result;
+  if (result.bytes < kHeaderBytes + kFrameHeaderBytes + 512 ||
+      !read_at(file.fd, wal, h.data(), h.size(), 0)) {
+    return result;
+  }
   const std::uint32_t magic = big_endian(h.data());
   const std::uint32_t page_size = big_endian(h.data() + 8);
   const bool big = magic == kMagicBig;

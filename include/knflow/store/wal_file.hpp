@@ -14,7 +14,7 @@ namespace knflow::store {
 
 struct WalCheck {
   enum class State {
-    absent,         // no file, or its header alone (or less): no frame, nothing to lose
+    absent,         // no file, or too short for a frame (a header and less than 536 bytes)
     sound,          // every frame of the current log checks (the last ones may be torn off)
     bad_header,     // frames follow a header that is not a WAL header or fails its checksum
     damaged_frame,  // a frame fails its checksum, and a commit of the same log comes after it
