@@ -98,8 +98,10 @@ Response not_acceptable(const Request& req) {
 // Answers a JSON document in the negotiated format.
 Response document_response(unsigned status, std::string json_text, model::Format format) {
   if (format == model::Format::yaml) {
+    // Read with the bound of stored state: a run's fields around data nested as deep as data
+    // may be went past data's own bound (a 500).
     return http::make_response(status, std::string(kYaml),
-                               model::to_yaml(model::parse_data(json_text)));
+                               model::to_yaml(model::parse_stored(json_text)));
   }
   json_text.push_back('\n');
   return http::make_response(status, std::string(kJson), std::move(json_text));

@@ -120,6 +120,20 @@ class RunsApiTest(unittest.TestCase):
             self.assertEqual(status, 400, (method, path, body))
             self.assertEqual(json.loads(body)["type"].rsplit("/", 1)[-1], "invalid-run-id", body)
 
+    def test_a_run_of_data_nested_as_deep_as_allowed_reads_as_yaml(self):
+        """Found by fuzzing: the YAML view parsed the run's JSON with the data's own depth bound,
+        which the run's fields around the data went past: 500."""
+        deep = '{"n": 1, "deep": ' + "[" * 998 + "1" + "]" * 998 + "}"
+        status, headers, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async",
+                                            deep)
+        self.assertEqual(status, 202, body)
+        run_id = headers["Knflow-Run-Id"]
+        status, headers, body = self.d.call("GET", f"{NS}/runs/{run_id}",
+                                            headers={"Accept": "application/yaml"})
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/yaml"), body[:300])
+        self.assertRegex(body, f'(?m)^id: "?{run_id}"?$')
+        self.d.call("POST", f"{NS}/runs/{run_id}:cancel")
+
     def test_accept_is_honoured_before_a_run_is_touched(self):
         yaml_ = {"Accept": "application/yaml"}
         html = {"Accept": "text/html"}
