@@ -46,18 +46,19 @@ bool type_matches(std::string_view want, const json::value& v) {
 
 double number(const json::value& v) { return v.to_number<double>(); }
 
-// JSON Schema equality (`enum`): numbers are equal when their values are, whichever of int64,
-// uint64 and double they were read as (1 and 1.0); arrays and objects member by member.
-// A long double holds each of the three kinds exactly on x86-64 (64-bit mantissa).
+// A number's value, whichever of int64, uint64 and double it was read as: a long double holds
+// each of the three exactly on x86-64 (64-bit mantissa). As doubles, 2^63 - 1 and 2^63 compared
+// equal, so a `maximum` of the one let the other through (found by fuzzing).
+long double exact(const json::value& v) {
+  if (v.is_int64()) return static_cast<long double>(v.get_int64());
+  if (v.is_uint64()) return static_cast<long double>(v.get_uint64());
+  return v.get_double();
+}
+
+// JSON Schema equality (`enum`): numbers are equal when their values are (1 and 1.0); arrays
+// and objects member by member.
 bool same_value(const json::value& a, const json::value& b) {
-  if (a.is_number() && b.is_number()) {
-    const auto exact = [](const json::value& v) -> long double {
-      if (v.is_int64()) return static_cast<long double>(v.get_int64());
-      if (v.is_uint64()) return static_cast<long double>(v.get_uint64());
-      return v.get_double();
-    };
-    return exact(a) == exact(b);
-  }
+  if (a.is_number() && b.is_number()) return exact(a) == exact(b);
   if (a.kind() != b.kind()) return false;
   if (a.is_array()) {
     const auto& x = a.get_array();
@@ -139,20 +140,21 @@ void check(const json::value& schema, const json::value& data, const std::string
     }
   }
   if (data.is_number()) {
-    const double x = number(data);
+    const long double x = exact(data);
     auto bound = [&](const char* key, auto fails, const char* words) {
-      if (const auto* b = s->if_contains(key); b && b->is_number() && fails(x, number(*b))) {
+      if (const auto* b = s->if_contains(key); b && b->is_number() && fails(x, exact(*b))) {
         errors.push_back({at, std::string("must be ") + words + " " + model::json_text(*b)});
       }
     };
+    using L = long double;
     bound(
-        "minimum", [](double a, double b) { return a < b; }, "at least");
+        "minimum", [](L a, L b) { return a < b; }, "at least");
     bound(
-        "maximum", [](double a, double b) { return a > b; }, "at most");
+        "maximum", [](L a, L b) { return a > b; }, "at most");
     bound(
-        "exclusiveMinimum", [](double a, double b) { return a <= b; }, "more than");
+        "exclusiveMinimum", [](L a, L b) { return a <= b; }, "more than");
     bound(
-        "exclusiveMaximum", [](double a, double b) { return a >= b; }, "less than");
+        "exclusiveMaximum", [](L a, L b) { return a >= b; }, "less than");
   }
   if (data.is_string()) {
     const auto& str = data.get_string();

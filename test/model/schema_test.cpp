@@ -126,3 +126,16 @@ TEST_CASE("schema: at most 100 violations are listed, and a long enum is named b
                                  "[" + items + "]");
   CHECK(matched.size() == 101);
 }
+
+TEST_CASE("schema: numeric bounds compare exactly, beyond a double's precision",
+          "[model][schema]") {
+  // Found by fuzzing: compared as doubles, 2^63 - 1 and 2^63 (and 2^53 and 2^53 + 1) were equal.
+  CHECK(errors_of(R"({"maximum":9223372036854775807})", "9223372036854775808") ==
+        Messages{": must be at most 9223372036854775807"});
+  CHECK(errors_of(R"({"maximum":9007199254740992})", "9007199254740993") ==
+        Messages{": must be at most 9007199254740992"});
+  CHECK(errors_of(R"({"minimum":9007199254740993})", "9007199254740992") ==
+        Messages{": must be at least 9007199254740993"});
+  CHECK(errors_of(R"({"exclusiveMaximum":1})", "0.5").empty());
+  CHECK(errors_of(R"({"exclusiveMinimum":1.5})", "1") == Messages{": must be more than 1.5"});
+}
