@@ -2,6 +2,7 @@
 
 #include "knflow/log/file.hpp"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 #include <boost/url/parse.hpp>
 
@@ -59,6 +60,11 @@ class KubeconfigReader {
     YAML::Node root;
     try {
       root = YAML::Load(*text);
+    } catch (const YAML::DeepRecursion& e) {
+      // yaml-cpp's own message for it is "bad file" (found by fuzzing).
+      return fail("", "is not valid YAML (line " + std::to_string(e.mark.line + 1) + ", column " +
+                          std::to_string(e.mark.column + 1) +
+                          "): nesting is deeper than the YAML parser allows");
     } catch (const YAML::Exception& e) {
       return fail("", "is not valid YAML (line " + std::to_string(e.mark.line + 1) + ", column " +
                           std::to_string(e.mark.column + 1) + "): " + e.msg);

@@ -177,6 +177,8 @@ TEST_CASE("kubeconfig errors say what and where: file, context, field", "[kube][
   const std::string context_ok = "contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n";
   std::vector<Case> cases = {
       {"not YAML", "a: [1, 2", "", {"not valid YAML", "line"}},
+      // yaml-cpp says "bad file" of it (found by fuzzing).
+      {"nested too deep", std::string(2000, '['), "", {"not valid YAML", "nesting is deeper"}},
       {"no current-context", head + cluster_ok + context_ok, "", {"current-context", "is not set"}},
       {"unknown context",
        head + "current-context: nope\n" + cluster_ok + context_ok,
