@@ -879,17 +879,11 @@ class YamlBuilder final : public YAML::EventHandler {
 };
 
 // Stops the parser at the start of a second document.
-class SecondDocument final : public YAML::EventHandler {
+// Takes every event and does nothing with it: for reading a text only for yaml-cpp's own
+// errors.
+class IgnoreEvents : public YAML::EventHandler {
  public:
-  explicit SecondDocument(std::string_view body) : body_(body) {}
-
-  void OnDocumentStart(const YAML::Mark& mark) override {
-    const bool marker =
-        mark.pos >= 0 &&
-        body_.substr(std::min(body_.size(), std::size_t(mark.pos))).starts_with("---");
-    fail(mark, marker ? "a second document is not allowed; send one document per request or file"
-                      : "unexpected content after the end of the document");
-  }
+  void OnDocumentStart(const YAML::Mark&) override {}
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
   void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
@@ -901,6 +895,19 @@ class SecondDocument final : public YAML::EventHandler {
   void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
                   YAML::EmitterStyle::value) override {}
   void OnMapEnd() override {}
+};
+
+class SecondDocument final : public IgnoreEvents {
+ public:
+  explicit SecondDocument(std::string_view body) : body_(body) {}
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    const bool marker =
+        mark.pos >= 0 &&
+        body_.substr(std::min(body_.size(), std::size_t(mark.pos))).starts_with("---");
+    fail(mark, marker ? "a second document is not allowed; send one document per request or file"
+                      : "unexpected content after the end of the document");
+  }
 
  private:
   std::string_view body_;
@@ -954,6 +961,20 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
     parser.HandleNextDocument(probe);
     return builder.take_root();
   } catch (const YamlFailure& failure) {
+    // yaml-cpp may send an event it guessed (a map start for an unclosed `[`) before it finds a
+    // syntax error: that error, when the text has one, says what is wrong ("map keys must be
+    // scalars" of `[1, 2`; found by fuzzing).
+    try {
+      std::istringstream again{std::string(body)};
+      YAML::Parser syntax(again);
+      IgnoreEvents ignore;
+      while (syntax.HandleNextDocument(ignore)) {
+      }
+    } catch (const YAML::DeepRecursion&) {
+      // The builder's own depth bound, lower, said it first.
+    } catch (const YAML::Exception& e) {
+      return yaml_error_at(body, e.mark, "invalid YAML: " + e.msg);
+    }
     return yaml_error_at(body, failure.mark, failure.message);
   } catch (const YAML::DeepRecursion& e) {
     return yaml_error_at(body, e.mark, "nesting is deeper than the YAML parser allows");
