@@ -319,6 +319,13 @@ struct Elsewhere {
   }
 };
 
+// The JSON bodies of the requests `echo` got at `target`, in order.
+std::vector<json::value> json_bodies_to(const test::EchoServer& echo, std::string_view target) {
+  std::vector<json::value> out;
+  for (const auto& r : echo.requests_to(target)) out.push_back(json::parse(r.body));
+  return out;
+}
+
 // A route answering `body` as JSON (after `delay`).
 test::EchoRoute json_answer(std::string body,
                             std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
@@ -810,13 +817,7 @@ TEST_CASE("engine: a join each branch its if skipped sends nothing on", "[engine
           - {name: sms, if: '${ .phone != null }', set: {sent: sms}}
     - {name: mark, set: '${ . + {marked: true} }'}
 )";
-  auto replies = [&] {
-    std::vector<json::value> out;
-    for (const auto& r : f.echo.requests()) {
-      if (r.target == "/reply") out.push_back(json::parse(r.body));
-    }
-    return out;
-  };
+  auto replies = [&] { return json_bodies_to(f.echo, "/reply"); };
   std::string id;
   CHECK(EngineFixture::data(f.run(yaml, R"({"email": "a@b"})", &id)) ==
         json::parse(R"({"sent": "email", "marked": true})"));
@@ -861,13 +862,7 @@ TEST_CASE("engine: a join each output goes on through the list as soon as its br
       output: '${ . + {forked: true} }'
     - {name: after, call: next}
 )";
-  auto next_bodies = [&] {
-    std::vector<json::value> out;
-    for (const auto& r : f.echo.requests()) {
-      if (r.target == "/next") out.push_back(json::parse(r.body));
-    }
-    return out;
-  };
+  auto next_bodies = [&] { return json_bodies_to(f.echo, "/next"); };
   auto id = f.start(yaml);
   wait_until([&] { return f.completed_at(id, "/do/0/each/0/1"); });  // the quick branch went on
   CHECK(next_bodies() ==
