@@ -466,7 +466,8 @@ WriteResult WorkflowCache::mirror_put(const json::object& object) {
     if (it->second->json == text) {
       return {.status = WriteStatus::ok, .entry = it->second, .message = {}};
     }
-    keep_stored_status(it->second->json);
+    // Another uid: deleted and made again while the watch was away (its relist says update).
+    if (it->second->uid == uid) keep_stored_status(it->second->json);
   } else if (auto copy = impl_->stored_copy(key); copy && copy->uid == uid) {
     // The mirror starts empty at every start: the copy the daemon stored before says which status
     // the history ends with, so the same status listed again is no new row. A copy with another

@@ -212,6 +212,7 @@ bool times_given_well(const po::variables_map& vm, std::string_view command,
   for (const char* option : options) {
     if (!vm.count(option)) continue;
     const auto& value = vm[option].as<std::string>();
+    if (value.empty()) continue;  // as the daemon takes it: no filter (an empty shell variable)
     const auto parsed = model::parse_rfc3339(value);
     if (const auto* error = std::get_if<std::string>(&parsed)) {
       std::cerr << "knflow " << command << ": --" << option

@@ -769,6 +769,18 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
         // was read then.
         kube::ObjectPtr current = o.informer->get(ns, object_name);
         if (!current) current = read[i];
+        if (current && current != read[i]) {
+          // Made or changed since the first pass (by another Workflow of the same render, say):
+          // its owner is looked at again before it is written.
+          if (auto why = not_owned_reason(*current, plan.uid, name, /*adopt_orphan=*/true);
+              !why.empty()) {
+            not_owned = true;
+            input.apply_failed =
+                Readiness{"False", "NotOwned",
+                          not_owned_message({o.type.kind + " " + object_name + " " + why})};
+            break;
+          }
+        }
         const std::string observed_rv = current ? kube::resource_version_of(*current) : "";
         if (auto mine = own_pending(write_key, observed_rv)) current = mine->result;
         if (current && metadata_of(*current).contains("deletionTimestamp")) {

@@ -963,7 +963,10 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
   } catch (const YamlFailure& failure) {
     // yaml-cpp may send an event it guessed (a map start for an unclosed `[`) before it finds a
     // syntax error: that error, when the text has one, says what is wrong ("map keys must be
-    // scalars" of `[1, 2`; found by fuzzing).
+    // scalars" of `[1, 2`; found by fuzzing). Only then: any other failure comes first.
+    if (!failure.message.starts_with("map keys must be scalars")) {
+      return yaml_error_at(body, failure.mark, failure.message);
+    }
     try {
       std::istringstream again{std::string(body)};
       YAML::Parser syntax(again);

@@ -120,22 +120,26 @@ void WorkflowStore::advance_revision(std::int64_t revision) {
 }
 
 void WorkflowStore::claim_mode(std::string_view mode) {
-  Tx tx(db_);
-  std::string claimed;
-  {
+  auto claimed = [&] {
     Stmt read(db_, "SELECT value FROM meta WHERE key = 'workflows_mode'");
-    if (read.step()) claimed = read.column_string(0);
+    return read.step() ? read.column_string(0) : std::string();
+  };
+  // Read first: every start claims, and a write transaction would wait for (and fail on) a lock
+  // another process holds.
+  if (claimed() == mode) return;
+  Tx tx(db_);
+  std::string owner = claimed();
+  if (owner.empty() && mode == "cluster") {
+    // A file from before the record: a cluster-mode daemon's copies cannot be told from a
+    // standalone daemon's workflows (the apiserver's metadata is not kept), so a file that holds
+    // either, or runs (only standalone runs any), is taken as a standalone daemon's.
+    Stmt any(db_, "SELECT EXISTS (SELECT 1 FROM runs) OR EXISTS (SELECT 1 FROM workflows)");
+    if (any.step() && any.column_int64(0) != 0) owner = "standalone";
   }
-  if (claimed.empty() && mode == "cluster") {
-    // A file from before the claim: runs are a standalone daemon's alone (cluster mode runs
-    // nothing), so a file that has any holds a standalone daemon's workflows.
-    Stmt runs(db_, "SELECT EXISTS (SELECT 1 FROM runs)");
-    if (runs.step() && runs.column_int64(0) != 0) claimed = "standalone";
-  }
-  if (!claimed.empty() && claimed != mode) {
+  if (!owner.empty() && owner != mode) {
     throw Error(SQLITE_MISUSE,
                 db_.path().string() +
-                    (claimed == "standalone"
+                    (owner == "standalone"
                          ? " is a standalone daemon's: a cluster-mode daemon would write its "
                            "copies of the cluster's Workflows over the workflows stored there "
                            "under the same names"
@@ -143,7 +147,7 @@ void WorkflowStore::claim_mode(std::string_view mode) {
                            "standalone daemon would load them as its own") +
                     "; give this daemon another --data-dir");
   }
-  if (claimed.empty()) {
+  if (owner.empty()) {
     Stmt write(db_, "INSERT INTO meta (key, value) VALUES ('workflows_mode', ?)");
     write.bind_text(1, std::string(mode));
     write.run();

@@ -550,6 +550,9 @@ TEST_CASE_METHOD(Fixture,
   const auto rows = made_again.status_history("team", "greet", 10);
   REQUIRE(rows.size() == 1);
   CHECK(parsed(rows[0]).at("observedGeneration") == 3);
+  // Made again while the watch was away: its relist says update, with the same status.
+  REQUIRE(made_again.mirror_put(object("k-3", 3)).status == WriteStatus::ok);
+  CHECK(made_again.status_history("team", "greet", 10).size() == 1);
   // A standalone daemon would load the copies as its own workflows.
   CHECK_THROWS_WITH(WorkflowCache(db2, nullptr, counting_settings()),
                     Catch::Contains("is a cluster-mode daemon's"));

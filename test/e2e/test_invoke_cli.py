@@ -560,6 +560,9 @@ class InvokeCliTest(unittest.TestCase):
         code, _, err = self.cli("logs", "greet", "-n", NS, "--since", "5m")
         self.assertEqual(code, 2, err)
         self.assertIn('--since must be an RFC 3339 date-time, got "5m"', err)
+        # Empty (an unset shell variable) is no filter, as the daemon takes it.
+        code, _, err = self.cli("runs", "-n", NS, "--created-after", "")
+        self.assertEqual(code, 0, err)
         code, _, err = self.cli("runs", "-n", NS, "-o", "yaml")
         self.assertEqual(code, 2, err)
 

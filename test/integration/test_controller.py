@@ -590,8 +590,8 @@ class ControllerTest(ClusterTestCase):
         self.assertEqual(mine["spec"]["template"]["spec"]["containers"][0]["image"], "mine:1")
 
         # Two objects someone else's: both named (only the first was), nothing of the Workflow
-        # applied (the objects before the first conflict were).
-        for name in ("two-a", "two-b"):
+        # applied (the objects before the first conflict were: two-a here).
+        for name in ("two-b", "two-c"):
             self.kube.kubectl("create", "-f", "-", input=json.dumps(service(name, "theirs:7")))
         two = workflow("two", "a", "mine:1")
         two["spec"]["functions"]["b"] = {"image": "mine:1"}
@@ -600,10 +600,10 @@ class ControllerTest(ClusterTestCase):
         self.apply(ns, two)
         wf = self.wait_condition(ns, "two", "False", "NotOwned")
         ready = next(x for x in wf["status"]["conditions"] if x["type"] == "Ready")
-        self.assertIn("Service two-a has no controller ownerReference", ready["message"])
         self.assertIn("Service two-b has no controller ownerReference", ready["message"])
+        self.assertIn("Service two-c has no controller ownerReference", ready["message"])
         self.assertIn("applies nothing of the Workflow meanwhile", ready["message"])
-        self.assertIsNone(self.child("Service", ns, "two-c"))
+        self.assertIsNone(self.child("Service", ns, "two-a"))
         self.assertIsNone(self.child("Sequence", ns, "two"))
 
         # Its objects orphaned (what `kubectl delete --cascade=orphan` leaves: the garbage

@@ -417,6 +417,8 @@ TEST_CASE("YAML rejections carry a message and a position") {
       // which said "map keys must be scalars" (found by fuzzing).
       {"unclosed flow sequence", "[1, 2", "end of sequence flow not found", 1, 6},
       {"unclosed flow sequence in a list", "- [1, 2\n- 3\n", "invalid YAML", 3, 1},
+      // Any other failure is said as before, not a syntax error further on.
+      {"second document before a syntax error", "a: 1\n---\nb: [", "a second document", 2, 1},
       {"null key", "~: a\n", "map key is null or empty", 1, 1},
       {"null key spelled out", "{a: 1, null: 2}", "map key is null or empty", 1, 8},
       {"tagged null key", "!!null '': a\n", "map key is null or empty", 1, 1},

@@ -267,4 +267,11 @@ TEST_CASE("A file serves one mode: standalone or a cluster's mirror") {
     CHECK_THROWS_WITH(store.claim_mode("cluster"), Catch::Contains("c.db is a standalone"));
     store.claim_mode("standalone");
   }
+  {
+    // One with workflows and no runs (retention pruned them) too: the mirror would overwrite them.
+    Db db(dir.path() / "d.db");
+    WorkflowStore store(db);
+    store.put(record("ns", "greet", 1));
+    CHECK_THROWS_WITH(store.claim_mode("cluster"), Catch::Contains("d.db is a standalone"));
+  }
 }

@@ -60,8 +60,9 @@ class WorkflowStore {
   std::optional<WorkflowRecord> get(const std::string& namespace_, const std::string& name);
   // Records which daemon keeps its workflows here, "standalone" or "cluster" (a mirror of the
   // Kubernetes API's), the first time; Error (SQLITE_MISUSE) naming the file when the other one
-  // does: the two share the workflows table. A file from before the record is taken as the
-  // other mode's only when a cluster-mode daemon finds runs in it (only standalone runs any).
+  // does: the two share the workflows table. A file from before the record that holds workflows
+  // or runs is taken as a standalone daemon's (mirror copies cannot be told from its workflows).
+  // Writes only when it records.
   void claim_mode(std::string_view mode);
   // The revision of the newest write (0 for an empty database).
   std::int64_t revision();
