@@ -1658,9 +1658,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       for (auto& r : results) {
         for (auto& c : *r) out.outputs.push_back(std::move(c));
       }
+    } else if (join == model::Join::each && all_skipped) {
+      out.outputs.push_back(*input);
     } else if (join == model::Join::each) {
-      if (all_skipped) out.outputs.push_back(*input);
-      for (std::size_t k = 0; k < results.size() && !all_skipped; ++k) {
+      for (std::size_t k = 0; k < results.size(); ++k) {
         if (!(*skipped)[k]) out.outputs.push_back(collapse(std::move(*results[k]), *input));
       }
     } else {

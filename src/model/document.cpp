@@ -613,6 +613,9 @@ std::optional<std::string> repair_escapes(std::string_view text) {
   return out;
 }
 
+// Also what yaml-cpp's guessed map start for an unclosed `[` runs into (parse_yaml).
+constexpr std::string_view kComplexKeyMessage =
+    "map keys must be scalars; a sequence or map as a key is not supported";
 constexpr const char* kNullKeyMessage =
     "map key is null or empty; quote it to use it as a string key";
 
@@ -794,7 +797,7 @@ class YamlBuilder final : public YAML::EventHandler {
   void open(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
             std::string_view type, json::value node) {
     if (expecting_key()) {
-      fail(mark, "map keys must be scalars; a sequence or map as a key is not supported");
+      fail(mark, std::string(kComplexKeyMessage));
     }
     if (tag != "?" && tag != "!" && tag != std::string(kCoreTag) + std::string(type)) {
       const bool other_collection = tag == std::string(kCoreTag) + (type == "seq" ? "map" : "seq");
@@ -964,7 +967,7 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
     // yaml-cpp may send an event it guessed (a map start for an unclosed `[`) before it finds a
     // syntax error: that error, when the text has one, says what is wrong ("map keys must be
     // scalars" of `[1, 2`; found by fuzzing). Only then: any other failure comes first.
-    if (!failure.message.starts_with("map keys must be scalars")) {
+    if (failure.message != kComplexKeyMessage) {
       return yaml_error_at(body, failure.mark, failure.message);
     }
     try {

@@ -29,9 +29,11 @@ constexpr std::string_view kUpsert =
     "updated_at = excluded.updated_at";
 
 // The history belongs to one object: a row put with another uid (a workflow deleted and made again
-// under its name while the daemon was not watching) starts a new one.
+// under its name while the daemon was not watching) starts a new one. The stored row's uid is
+// looked up first (its key), so that a put of the same object reads none of its history rows.
 constexpr std::string_view kForgetOtherHistory =
-    "DELETE FROM workflow_status_history WHERE namespace = ? AND name = ? AND uid <> ?";
+    "DELETE FROM workflow_status_history WHERE namespace = ?1 AND name = ?2 AND uid <> ?3 "
+    "AND EXISTS (SELECT 1 FROM workflows WHERE namespace = ?1 AND name = ?2 AND uid <> ?3)";
 
 constexpr std::string_view kDelete = "DELETE FROM workflows WHERE namespace = ? AND name = ?";
 

@@ -808,15 +808,18 @@ TEST_CASE("engine: a join each branch its if skipped sends nothing on", "[engine
   // As a Knative Parallel's branch whose filter refuses the event: the skipped branch's input
   // went on through the rest of the list as one more output (one more final event and reply).
   EngineFixture f;
+  // The branches, indented for a fork at `indent` spaces.
+  const auto branches = [](const std::string& indent) {
+    return indent + "    - {name: email, if: '${ .email != null }', set: {sent: email}}\n" +
+           indent + "    - {name: sms, if: '${ .phone != null }', set: {sent: sms}}\n";
+  };
   auto yaml = header("notify", "  reply: {uri: \"" + f.echo.url("/reply") + "\"}\n") + R"(  do:
     - name: fan
       fork:
         join: each
         branches:
-          - {name: email, if: '${ .email != null }', set: {sent: email}}
-          - {name: sms, if: '${ .phone != null }', set: {sent: sms}}
-    - {name: mark, set: '${ . + {marked: true} }'}
-)";
+)" + branches("      ") +
+              "    - {name: mark, set: '${ . + {marked: true} }'}\n";
   auto replies = [&] { return json_bodies_to(f.echo, "/reply"); };
   std::string id;
   CHECK(EngineFixture::data(f.run(yaml, R"({"email": "a@b"})", &id)) ==
@@ -838,10 +841,8 @@ TEST_CASE("engine: a join each branch its if skipped sends nothing on", "[engine
           fork:
             join: each
             branches:
-              - {name: email, if: '${ .email != null }', set: {sent: email}}
-              - {name: sms, if: '${ .phone != null }', set: {sent: sms}}
-              - {name: log, set: {sent: log}}
-)";
+)" + branches("          ") +
+                "              - {name: log, set: {sent: log}}\n";
   CHECK(EngineFixture::data(f.run(nested, R"({"phone": "1"})")) ==
         json::parse(R"([{"sent": "sms"}, {"sent": "log"}])"));
 }
