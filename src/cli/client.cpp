@@ -972,14 +972,25 @@ int print_logs(const std::vector<std::string>& args, bool run) {
   po::positional_options_description positional;
   positional.add(key, 1);
   po::variables_map vm;
+  // A workflow's logs are `knflow logs WORKFLOW`: said where a run's were asked for without an
+  // id, or for an id that names no run (a workflow's name, likely).
+  const auto workflow_hint = [run] {
+    if (run) std::cerr << "(A workflow's logs, of every run: knflow logs WORKFLOW.)\n";
+  };
   try {
     if (!parse_args(desc, args, vm, &positional, command.c_str())) return kExitOk;
+  } catch (const po::required_option&) {
+    workflow_hint();
+    return kExitUsage;
   } catch (const po::error&) {
     return kExitUsage;
   }
   const auto ns = vm["namespace"].as<std::string>();
   const auto name = vm[key].as<std::string>();
-  if (!all_given(command, {{what, name}, {"--namespace", ns}})) return kExitUsage;
+  if (!all_given(command, {{what, name}, {"--namespace", ns}})) {
+    if (name.empty()) workflow_hint();
+    return kExitUsage;
+  }
   if (!times_given_well(vm, command, {"since"})) return kExitUsage;
   const auto output_given = output_format(vm, command);
   if (!output_given) return kExitUsage;
@@ -1001,7 +1012,12 @@ int print_logs(const std::vector<std::string>& args, bool run) {
     Call call;
     call.path = base + (next.empty() ? "" : "&continue=" + escaped(next));
     auto res = send(*target, std::move(call));
-    if (res.error || res.status != 200) return report_failure(res, *target);
+    if (res.error || res.status != 200) {
+      const int code = report_failure(res, *target);
+      // 400: not a run id at all (a workflow's name); 404: no such run.
+      if (!res.error && (res.status == 400 || res.status == 404) && next.empty()) workflow_hint();
+      return code;
+    }
     const auto page = answer_object(res);
     const auto* items = page ? page->if_contains("items") : nullptr;
     if (!items || !items->is_array()) return unexpected_answer(res, *target, "a page of log lines");
