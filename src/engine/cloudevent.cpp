@@ -4,6 +4,7 @@
 
 #include "knflow/model/document.hpp"
 #include "knflow/model/json_text.hpp"
+#include "knflow/model/timestamp.hpp"
 #include "knflow/model/utf8.hpp"
 
 #include <openssl/evp.h>
@@ -72,56 +73,6 @@ bool is_valid_extension_name(std::string_view name) {
   });
 }
 
-bool is_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-int number(std::string_view s) {
-  int v = 0;
-  for (char c : s) v = v * 10 + (c - '0');
-  return v;
-}
-
-// RFC 3339 date-time (`2024-05-01T12:00:00Z`, `2024-05-01T12:00:00.123+02:00`).
-bool is_rfc3339(std::string_view s) {
-  if (s.size() < 20) return false;
-  auto date = s.substr(0, 10);
-  if (!is_digits(date.substr(0, 4)) || date[4] != '-' || !is_digits(date.substr(5, 2)) ||
-      date[7] != '-' || !is_digits(date.substr(8, 2))) {
-    return false;
-  }
-  const int year = number(date.substr(0, 4));
-  const int month = number(date.substr(5, 2));
-  const int day = number(date.substr(8, 2));
-  static constexpr std::array<int, 12> kDays = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1]) return false;
-  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  if (month == 2 && day == 29 && !leap) return false;
-  if (s[10] != 'T' && s[10] != 't') return false;
-  auto time = s.substr(11);
-  if (time.size() < 9 || !is_digits(time.substr(0, 2)) || time[2] != ':' ||
-      !is_digits(time.substr(3, 2)) || time[5] != ':' || !is_digits(time.substr(6, 2))) {
-    return false;
-  }
-  if (number(time.substr(0, 2)) > 23 || number(time.substr(3, 2)) > 59 ||
-      number(time.substr(6, 2)) > 60) {
-    return false;
-  }
-  auto rest = time.substr(8);
-  if (rest.front() == '.') {
-    std::size_t n = 1;
-    while (n < rest.size() && rest[n] >= '0' && rest[n] <= '9') ++n;
-    if (n == 1) return false;
-    rest.remove_prefix(n);
-  }
-  if (rest == "Z" || rest == "z") return true;
-  if (rest.size() != 6 || (rest[0] != '+' && rest[0] != '-') || !is_digits(rest.substr(1, 2)) ||
-      rest[3] != ':' || !is_digits(rest.substr(4, 2))) {
-    return false;
-  }
-  return number(rest.substr(1, 2)) <= 23 && number(rest.substr(4, 2)) <= 59;
-}
-
 }  // namespace
 
 bool is_media_type(std::string_view content_type) {
@@ -138,7 +89,8 @@ std::optional<std::string> event_error(const CloudEvent& event) {
   if (event.id.empty()) return std::string("the required attribute id is missing or empty");
   if (event.source.empty()) return std::string("the required attribute source is missing or empty");
   if (event.type.empty()) return std::string("the required attribute type is missing or empty");
-  if (event.time && !is_rfc3339(*event.time)) {
+  // The API's time filters' parser: a second 60 only at 23:59 UTC (RFC 3339 §5.7).
+  if (event.time && !std::holds_alternative<model::Instant>(model::parse_rfc3339(*event.time))) {
     return "the attribute time is not an RFC 3339 timestamp: \"" + *event.time + "\"";
   }
   // The optional attributes, when present (CloudEvents 1.0, as the SDKs' Validate checks them).
