@@ -32,21 +32,30 @@ constexpr std::string_view kSpaces =
     "\\t\\n\\x{B}\\f\\r \\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"
     "\\x{3000}\\x{FEFF}";
 
+// How to_re2 writes `\s` and `\S`: as ECMAScript's white space, or left as RE2's (ASCII), whose
+// syntax is the same; only to check a pattern, so that RE2's reason quotes what was written.
+enum class Spaces { ecmascript, re2 };
+
 // ECMAScript spellings RE2 does not read, or reads otherwise, in RE2's: `\uXXXX` (a surrogate
 // pair as one code point) as `\x{...}`; a named group `(?<name>` as `(?P<name>`; `\s` and `\S`
 // as ECMAScript's white space (RE2's are ASCII without U+000B; `\S` inside a class is left as
-// RE2 reads it); `[^]`, any character, as `(?s:.)`. Everything else is left for RE2 to read or
-// refuse.
-std::string to_re2(std::string_view pattern) {
+// RE2 reads it; a `-` after a `\s` in a class is a literal, as after RE2's own `\d`); `[^]`, any
+// character, as `(?s:.)`. Everything else is left for RE2 to read or refuse.
+std::string to_re2(std::string_view pattern, Spaces spaces = Spaces::ecmascript) {
   std::string out;
   out.reserve(pattern.size());
   bool in_class = false;
   for (std::size_t i = 0; i < pattern.size(); ++i) {
     const char c = pattern[i];
     if (c == '\\' && i + 1 < pattern.size() && (pattern[i + 1] == 's' || pattern[i + 1] == 'S') &&
-        !(in_class && pattern[i + 1] == 'S')) {
+        !(in_class && pattern[i + 1] == 'S') && spaces == Spaces::ecmascript) {
       if (in_class) {
         out += kSpaces;
+        // `[\s-a]`: the expansion ends in a character, which would start a range.
+        if (i + 3 < pattern.size() && pattern[i + 2] == '-' && pattern[i + 3] != ']') {
+          out += "\\-";
+          ++i;
+        }
       } else {
         out += pattern[i + 1] == 's' ? "[" : "[^";
         out += kSpaces;
@@ -110,6 +119,11 @@ RE2::Options options() {
 }  // namespace
 
 std::optional<std::string> pattern_error(std::string_view pattern) {
+  // Checked with `\s` as RE2's own first: the same syntax, and a reason in the pattern's words
+  // (`[a-\s]`: `invalid escape sequence: \s`, not a range ending in the expansion's `\t`).
+  if (const RE2 written(to_re2(pattern, Spaces::re2), options()); !written.ok()) {
+    return written.error();
+  }
   const RE2 re(to_re2(pattern), options());
   if (re.ok()) return std::nullopt;
   return re.error();

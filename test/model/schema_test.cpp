@@ -63,12 +63,22 @@ TEST_CASE("pattern: \\s is ECMAScript's white space, [^] any character", "[model
   CHECK(pattern_search(R"(^a[^]b$)", "a\nb") == true);
   CHECK(pattern_search(R"(^\\s$)", "\\s") == true);    // an escaped backslash, then s
   CHECK(pattern_search(R"(^[\]s]+$)", "]s") == true);  // \] inside a class
+  // A `-` after `\s` in a class is a literal, as after RE2's `\d` (`[\d-a]`).
+  CHECK(pattern_search(R"(^[\s-a]+$)", "- a\xC2\xA0") == true);
+  CHECK(pattern_search(R"(^[\s-a]+$)", "b") == false);
+  CHECK(pattern_search(R"(^[\s-]+$)", " -") == true);
+  CHECK(pattern_search(R"(^[\s--/]+$)", ".") == true);  // then a range from `-` to `/`
+  CHECK(!pattern_error(R"([\s-a])"));
 }
 
 TEST_CASE("pattern: what needs backtracking is refused, with RE2's reason", "[model][schema]") {
   CHECK(pattern_error("^[a-z]+(?=x)") == std::optional<std::string>("invalid perl operator: (?="));
   CHECK(pattern_error(R"(^(a)\1$)") == std::optional<std::string>("invalid escape sequence: \\1"));
   CHECK(pattern_error("([a-z") == std::optional<std::string>("missing ]: [a-z"));
+  // Quoted as written, not as `\s`'s expansion (`invalid character class range: a-\t`).
+  CHECK(pattern_error(R"([a-\s])") == std::optional<std::string>("invalid escape sequence: \\s"));
+  CHECK(pattern_error(R"(\s{1,2000})") ==
+        std::optional<std::string>("invalid repetition size: {1,2000}"));
   CHECK(!pattern_error(R"(^[a-z0-9]([-a-z0-9]*[a-z0-9])?$)"));
   CHECK(pattern_search("([a-z", "a") == std::nullopt);
   // RE2 repeats at most 1,000 times.
