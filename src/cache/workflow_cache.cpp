@@ -536,6 +536,33 @@ WriteResult WorkflowCache::mirror_remove(const std::string& namespace_, const st
   return {.status = WriteStatus::ok, .entry = std::move(old), .message = {}};
 }
 
+std::size_t WorkflowCache::mirror_forget_unlisted(const std::string& namespace_) {
+  std::vector<Key> keys;
+  try {
+    keys = impl_->store.keys();
+  } catch (const store::Error& e) {
+    if (impl_->metrics != nullptr) impl_->metrics->sqlite_error("read");
+    log::warn("Failed to list the mirrored workflows' copies", {{"error", e.what()}});
+    return 0;
+  }
+  std::size_t forgotten = 0;
+  for (const Key& key : keys) {
+    if (!namespace_.empty() && key.first != namespace_) continue;
+    const std::shared_ptr<const Snapshot> base = snapshot();
+    if (base->items.contains(key)) continue;
+    const std::int64_t revision = base->revision + 1;
+    if (auto failed =
+            impl_->transact(key, [&] { impl_->store.remove(key.first, key.second, revision); })) {
+      log::warn("Failed to remove a mirrored workflow's copy",
+                {{"workflow", describe(key)}, {"error", failed->message}});
+      break;
+    }
+    impl_->publish(*base, key, nullptr, revision);  // moves the revision on, as the store's
+    ++forgotten;
+  }
+  return forgotten;
+}
+
 std::vector<std::string> WorkflowCache::status_history(const std::string& namespace_,
                                                        const std::string& name, std::size_t limit) {
   std::vector<store::StatusRecord> rows;

@@ -897,8 +897,15 @@ int serve(const std::vector<std::string>& args) {
         mirrored->mirror_remove(text("namespace"), text("name"));
       });
     };
-    handlers.on_synced = [&] {
-      asio::post(writer, [&] {
+    handlers.on_synced = [&, mirrored] {
+      asio::post(writer, [&, mirrored] {
+        // The copies of workflows deleted while no daemon watched: every listed one is mirrored
+        // by now (the adds were posted before), so a copy the cache lacks is of none.
+        if (const auto forgotten =
+                mirrored->mirror_forget_unlisted(vm["watch-namespace"].as<std::string>())) {
+          log::info("Removed the copies of workflows deleted while the daemon was not watching",
+                    {{"count", std::to_string(forgotten)}});
+        }
         if (!shutting_down) api.mark_ready();
         log::info("Mirrored every workflow from the cluster",
                   {{"count", std::to_string(reconciler->workflow_count())}});

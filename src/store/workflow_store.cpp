@@ -12,6 +12,9 @@ constexpr std::string_view kSelectAll =
     "SELECT namespace, name, uid, generation, resource_version, object_json, created_at, "
     "updated_at FROM workflows ORDER BY namespace, name";
 
+constexpr std::string_view kSelectKeys =
+    "SELECT namespace, name FROM workflows ORDER BY namespace, name";
+
 constexpr std::string_view kSelectOne =
     "SELECT namespace, name, uid, generation, resource_version, object_json, created_at, "
     "updated_at FROM workflows WHERE namespace = ? AND name = ?";
@@ -75,6 +78,7 @@ WorkflowStore::WorkflowStore(Db& db, WorkflowStoreSettings settings)
     : db_(db),
       settings_(settings),
       select_all_(db, kSelectAll),
+      select_keys_(db, kSelectKeys),
       select_one_(db, kSelectOne),
       select_revision_(db, kSelectRevision),
       upsert_(db, kUpsert),
@@ -92,6 +96,15 @@ std::vector<WorkflowRecord> WorkflowStore::load_all() {
   auto use = select_all_.use();
   while (select_all_.step()) records.push_back(record_at(select_all_));
   return records;
+}
+
+std::vector<std::pair<std::string, std::string>> WorkflowStore::keys() {
+  std::vector<std::pair<std::string, std::string>> keys;
+  auto use = select_keys_.use();
+  while (select_keys_.step()) {
+    keys.emplace_back(select_keys_.column_string(0), select_keys_.column_string(1));
+  }
+  return keys;
 }
 
 std::optional<WorkflowRecord> WorkflowStore::get(const std::string& namespace_,

@@ -557,3 +557,50 @@ TEST_CASE_METHOD(Fixture,
   CHECK_THROWS_WITH(WorkflowCache(db2, nullptr, counting_settings()),
                     Catch::Contains("is a cluster-mode daemon's"));
 }
+
+TEST_CASE_METHOD(Fixture,
+                 "Cluster mode: the copies of workflows deleted while no daemon watched are "
+                 "removed once the first list is mirrored") {
+  // They stayed in the file, unseen, with their status history, until a workflow of the same
+  // name replaced them.
+  knflow::store::Db db2(dir.path() / "mirror.db");
+  auto settings = counting_settings();
+  settings.load_stored = false;
+  auto object = [](const std::string& ns, const std::string& name) {
+    auto o = json::parse(R"({"apiVersion":"knflow.dev/v1alpha1","kind":"Workflow",
+        "metadata":{"generation":1,"uid":"k-1"},"status":{"observedGeneration":1},
+        "spec":{"functions":{"f":{"url":"http://f"}},"do":[{"call":{"function":"f"},"name":"c"}]}})")
+                 .as_object();
+    o["metadata"].as_object()["namespace"] = ns;
+    o["metadata"].as_object()["name"] = name;
+    return o;
+  };
+  {
+    WorkflowCache before(db2, nullptr, settings);
+    for (const auto& [ns, name] : std::vector<Key>{
+             {"team", "kept"}, {"team", "gone"}, {"team", "gone-too"}, {"other", "gone"}}) {
+      REQUIRE(before.mirror_put(object(ns, name)).status == WriteStatus::ok);
+    }
+  }
+  knflow::store::WorkflowStore store(db2);
+  auto stored = [&] { return store.keys(); };
+  {
+    // A daemon watching one namespace leaves the others' copies alone.
+    WorkflowCache scoped(db2, nullptr, settings);
+    REQUIRE(scoped.mirror_put(object("team", "kept")).status == WriteStatus::ok);
+    CHECK(scoped.mirror_forget_unlisted("team") == 2);
+    CHECK(stored() == std::vector<Key>{{"other", "gone"}, {"team", "kept"}});
+    CHECK(scoped.status_history("team", "gone", 10).empty());
+    CHECK(scoped.status_history("team", "kept", 10).size() == 1);
+    CHECK(scoped.mirror_forget_unlisted("team") == 0);
+  }
+  WorkflowCache all(db2, nullptr, settings);
+  REQUIRE(all.mirror_put(object("team", "kept")).status == WriteStatus::ok);
+  CHECK(all.mirror_forget_unlisted("") == 1);
+  CHECK(stored() == std::vector<Key>{{"team", "kept"}});
+  CHECK(all.snapshot()->items.size() == 1);
+  // The revision moved on with the store's: the next writes are taken.
+  REQUIRE(all.mirror_put(object("team", "new")).status == WriteStatus::ok);
+  CHECK(all.status_history("team", "new", 10).size() == 1);
+  CHECK(stored() == std::vector<Key>{{"team", "kept"}, {"team", "new"}});
+}

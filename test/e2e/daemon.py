@@ -36,6 +36,8 @@ class Daemon:
         self.proc = None
 
     def start(self, wait_ready=True):
+        if getattr(self, "log", None):
+            self.log.close()  # started again
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         if wait_ready:

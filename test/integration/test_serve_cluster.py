@@ -6,6 +6,7 @@ in SQLite."""
 
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -148,6 +149,39 @@ class ServeClusterTest(unittest.TestCase):
         self.env.kubectl("delete", "workflows.knflow.dev", "via-kubectl", "-n", NS)
         wait_for("the mirror to drop it",
                  lambda: self.daemon.json("GET", BASE + "/via-kubectl")[0] == 404)
+
+    def test_a_workflow_deleted_while_no_daemon_watched_leaves_no_copy(self):
+        # Its copy and status history stayed in the file, unseen, until a workflow of its name
+        # replaced it. A second daemon, with its own file, mirrors the same Workflows.
+        second = Daemon("--kubeconfig", self.env.kubeconfig, env={"HOME": self.home.name})
+        try:
+            second.start()
+            self.env.kubectl("apply", "-f", "-", input=json.dumps(cluster_workflow("gone-later")))
+            wait_for("the mirrored workflow",
+                     lambda: second.json("GET", BASE + "/gone-later")[0] == 200)
+            self.assertEqual(second.stop(), 0, second.tail())
+            db_path = os.path.join(second.data_dir, "knflow.db")
+
+            def copies():
+                with sqlite3.connect(db_path) as db:
+                    return [r[0] for r in db.execute(
+                        "SELECT name FROM workflows WHERE name = 'gone-later'")]
+            self.assertEqual(copies(), ["gone-later"])
+            self.env.kubectl("delete", "workflows.knflow.dev", "gone-later", "-n", NS)
+            second.start()
+            self.assertEqual(copies(), [], second.tail())
+            self.assertIn("Removed the copies of workflows deleted while the daemon was not "
+                          "watching", second.output())
+            self.assertEqual(second.json("GET", BASE + "/gone-later")[0], 404)
+            # The Workflows still in the cluster keep theirs.
+            status, listed = second.json("GET", BASE)
+            self.assertEqual(status, 200, listed)
+            with sqlite3.connect(db_path) as db:
+                kept = {r[0] for r in db.execute("SELECT name FROM workflows")}
+            self.assertEqual(kept, {i["metadata"]["name"] for i in listed["items"]})
+            self.assertEqual(second.stop(), 0, second.tail())
+        finally:
+            second.close()
 
     def test_the_controller_compiles_expressions_as_the_workers_do(self):
         """A Workflow applied with kubectl is validated by the daemon's controller with its jq

@@ -111,6 +111,12 @@ class WorkflowCache {
   // Writer strand only. Cluster mode: the workflow is gone from the Kubernetes API. not_found
   // when the cache does not hold it.
   WriteResult mirror_remove(const std::string& namespace_, const std::string& name);
+  // Writer strand only. Cluster mode, once the first complete list was mirrored: deletes the
+  // copies (and status history) SQLite keeps of workflows the cache does not hold, in
+  // `namespace_` (every namespace when empty): workflows deleted while the daemon was not
+  // watching. Returns how many; a SQLite failure is counted and logged, and forgets the rest
+  // until the next start.
+  std::size_t mirror_forget_unlisted(const std::string& namespace_);
 
   // Status history of one workflow, newest first, at most `limit` entries (JSON status objects
   // with `observedAt`). Writer strand only. Throws store::Error when SQLite fails.

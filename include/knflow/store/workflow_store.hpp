@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace knflow::store {
@@ -56,6 +57,8 @@ class WorkflowStore {
 
   // Every workflow, ordered by namespace, then name.
   std::vector<WorkflowRecord> load_all();
+  // The namespace and name of every workflow, ordered by namespace, then name.
+  std::vector<std::pair<std::string, std::string>> keys();
   // The row of one workflow, if stored.
   std::optional<WorkflowRecord> get(const std::string& namespace_, const std::string& name);
   // Records which daemon keeps its workflows here, "standalone" or "cluster" (a mirror of the
@@ -88,6 +91,7 @@ class WorkflowStore {
   Db& db_;
   WorkflowStoreSettings settings_;
   Stmt select_all_;
+  Stmt select_keys_;
   Stmt select_one_;
   Stmt select_revision_;
   Stmt upsert_;
