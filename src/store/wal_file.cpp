@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <system_error>
@@ -54,6 +55,20 @@ bool read_at(int fd, const std::filesystem::path& file, unsigned char* out, std:
   return true;
 }
 
+// Whether the first `size` bytes of the file are all zero.
+bool all_zeros(int fd, const std::filesystem::path& file, std::uint64_t size) {
+  std::vector<unsigned char> chunk(std::size_t{1} << 16);
+  for (std::uint64_t offset = 0; offset < size; offset += chunk.size()) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), size - offset));
+    if (!read_at(fd, file, chunk.data(), n, offset)) return true;  // shorter now: read what was
+    if (std::any_of(chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(n),
+                    [](unsigned char c) { return c != 0; })) {
+      return false;
+    }
+  }
+  return true;
+}
+
 struct Fd {
   int fd;
   ~Fd() {
@@ -93,7 +108,9 @@ WalCheck check_wal_file(const std::filesystem::path& wal) {
                          page_size <= 65536 && (page_size & (page_size - 1)) == 0 &&
                          sum[0] == big_endian(h.data() + 24) && sum[1] == big_endian(h.data() + 28);
   if (!header_ok) {
-    result.state = WalCheck::State::bad_header;
+    // Zeros throughout: the file was extended and none of what was written to it reached the
+    // disk (a power loss); no frame is there to lose, as in a file too short for one.
+    if (!all_zeros(file.fd, wal, result.bytes)) result.state = WalCheck::State::bad_header;
     return result;
   }
   const std::uint32_t salt1 = big_endian(h.data() + 16);

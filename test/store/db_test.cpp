@@ -350,6 +350,17 @@ TEST_CASE("A write-ahead log damaged other than by a torn end is refused, and ke
     std::filesystem::resize_file(wal, kWalHeader + 24 + 511);
     CHECK_NOTHROW(Db(path));  // as the database file holds it: the lost log held every commit
   }
+  SECTION("a WAL of zeros throughout opens, however long (none of its writes reached the disk)") {
+    const auto size = GENERATE(kWalHeader + kFrame, kWalHeader + 3 * kFrame + 7);
+    std::filesystem::resize_file(wal, 0);
+    std::filesystem::resize_file(wal, size);
+    CHECK_NOTHROW(Db(path));
+  }
+  SECTION("a zeroed header with frames after it is still refused") {
+    overwrite(wal, 0, std::string(kWalHeader, '\0'));
+    const Error e = error_of([&] { Db db(path); });
+    CHECK(contains(e.what(), "does not start with a valid WAL header"));
+  }
   SECTION("a frame in the middle that fails its checksum is refused, naming where") {
     const std::size_t third = kWalHeader + 2 * kFrame;
     overwrite(wal, third + 24 + 100, "garbage in the middle");

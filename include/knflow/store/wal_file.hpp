@@ -14,7 +14,8 @@ namespace knflow::store {
 
 struct WalCheck {
   enum class State {
-    absent,         // no file, or too short for a frame (a header and less than 536 bytes)
+    absent,         // no file, too short for a frame (a header and less than 536 bytes), or
+                    // zeros throughout (a power loss kept its size and none of its writes)
     sound,          // every frame of the current log checks (the last ones may be torn off)
     bad_header,     // frames follow a header that is not a WAL header or fails its checksum
     damaged_frame,  // a frame fails its checksum, and a commit of the same log comes after it
