@@ -202,23 +202,25 @@ struct Api::RunHandlers {
     if (auto* error = std::get_if<std::string>(&decoded)) {
       return problem(400, "malformed-event", "The CloudEvent is malformed: " + *error, req);
     }
+    // ce-* attributes without ce-specversion: a binary-mode event missing that one attribute
+    // (binary mode is told by it), said as structured mode says a missing attribute. Also at
+    // invoke, which takes plain data too: as data, the event's id, source, type and extensions
+    // would be replaced without a word.
+    std::string given;
+    std::size_t named = 0;
+    for (const auto& [name, value] : req.headers) {
+      if (name.size() <= 3 || !name.starts_with("ce-")) continue;  // names are lower case
+      if (++named <= 8) given += (given.empty() ? "" : ", ") + name;
+    }
+    if (named > 8) given += " and " + std::to_string(named - 8) + " more";
+    if (!given.empty()) {
+      return problem(400, "malformed-event",
+                     "The CloudEvent is malformed: the required attribute specversion is "
+                     "missing (a binary-mode event's ce-specversion header, 1.0); it has " +
+                         given + ".",
+                     req);
+    }
     if (require_ce) {
-      // ce-* attributes without ce-specversion: a binary-mode event missing that one attribute
-      // (binary mode is told by it), said as structured mode says a missing attribute.
-      std::string given;
-      std::size_t named = 0;
-      for (const auto& [name, value] : req.headers) {
-        if (name.size() <= 3 || !name.starts_with("ce-")) continue;  // names are lower case
-        if (++named <= 8) given += (given.empty() ? "" : ", ") + name;
-      }
-      if (named > 8) given += " and " + std::to_string(named - 8) + " more";
-      if (!given.empty()) {
-        return problem(400, "malformed-event",
-                       "The CloudEvent is malformed: the required attribute specversion is "
-                       "missing (a binary-mode event's ce-specversion header, 1.0); it has " +
-                           given + ".",
-                       req);
-      }
       return problem(400, "not-a-cloudevent",
                      "Send a CloudEvent: binary mode (ce-id, ce-source, ce-type, ce-specversion "
                      "headers) or structured mode (Content-Type: application/cloudevents+json).",

@@ -2611,14 +2611,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
   // The pause an answer's Retry-After asks for, from now; nullopt without a usable one. Only on a
   // 429 or 503, the statuses it is defined for (RFC 6585, RFC 9110 10.2.3; on a 3xx it is not
-  // retried) and the ones Knative's dispatcher honours it on.
+  // retried) and the ones Knative's dispatcher honours it on. Of several fields, the first, as
+  // the dispatcher reads it (Go's Header.Get).
   static std::optional<std::chrono::milliseconds> retry_after_of(const HttpResponse& res) {
     if (res.error || (res.status != 429 && res.status != 503)) return std::nullopt;
-    std::optional<std::chrono::milliseconds> retry_after;
     for (const auto& [k, v] : res.headers) {
-      if (k == "retry-after") retry_after = parse_retry_after(v, std::chrono::system_clock::now());
+      if (k == "retry-after") return parse_retry_after(v, std::chrono::system_clock::now());
     }
-    return retry_after;
+    return std::nullopt;
   }
 
   // The delay before retry number `retry`, a Retry-After honoured.

@@ -376,6 +376,14 @@ class RunsApiTest(unittest.TestCase):
         self.assertEqual(problem["detail"], "The CloudEvent is malformed: the required attribute "
                          "specversion is missing (a binary-mode event's ce-specversion header, "
                          "1.0); it has ce-id, ce-source, ce-type.")
+        # So at invoke, which takes plain data too: as data, the event's id, source, type and
+        # extensions were replaced without a word.
+        status, _, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async",
+                                      '{"n": 3}', headers=dict(partial, **{"ce-tenant": "acme"}))
+        self.assertEqual(status, 400, body)
+        self.assertEqual(json.loads(body)["detail"], "The CloudEvent is malformed: the required "
+                         "attribute specversion is missing (a binary-mode event's ce-specversion "
+                         "header, 1.0); it has ce-id, ce-source, ce-type, ce-tenant.")
 
         # An empty filter value matches any value, as a Knative Trigger's does (it matched only
         # an empty one); a missing extension still fails it.

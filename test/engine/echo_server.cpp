@@ -192,7 +192,7 @@ struct EchoServer::Impl : std::enable_shared_from_this<EchoServer::Impl> {
         }
         out.body() = request.body;
       }
-      for (const auto& [name, value] : route.headers) out.set(name, value);
+      for (const auto& [name, value] : route.headers) out.insert(name, value);
       out.keep_alive(in.keep_alive());
       out.prepare_payload();
       session->lowest().expires_after(std::chrono::seconds(10));

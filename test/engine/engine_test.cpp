@@ -1701,7 +1701,10 @@ TEST_CASE("engine: Retry-After counts on a 429 or 503 only", "[engine][retry]") 
   // honours it on 429 and 503, the statuses RFC 9110 and RFC 6585 define it for.
   EngineFixture f;
   f.echo.route("/err", {.status = 200, .headers = {{"Retry-After", "3600"}}, .statuses = {500}});
-  f.echo.route("/throttled", {.status = 200, .headers = {{"Retry-After", "1"}}, .statuses = {429}});
+  // Of two fields, the first, as Knative's dispatcher reads it (Go's Header.Get): the last was.
+  f.echo.route(
+      "/throttled",
+      {.status = 200, .headers = {{"Retry-After", "1"}, {"Retry-After", "2"}}, .statuses = {429}});
   auto yaml = header("retry-after-statuses") + functions(f, {"err", "throttled"}) + R"(  do:
     - {name: one, call: err, retry: {limit: 1, backoff: constant, delay: PT0.01S}}
     - {name: two, call: throttled, retry: {limit: 1, backoff: constant, delay: PT0.01S}}
