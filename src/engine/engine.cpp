@@ -651,6 +651,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // The group of the innermost `join: any` fork branch this runs in (its cancel: another
     // branch won, or the run was cancelled), or null: what abandons a call's dead letter.
     Scope* race = nullptr;
+    // How much later than journaled the waits begun before a restart come due: set in a `join:
+    // any` fork resumed after one of its waits came due (waits_lag).
+    std::chrono::milliseconds wait_lag{0};
   };
 
   // Whether a step evaluates expressions with the step's variables ($input, $event, $run, and
@@ -1621,6 +1624,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         co_return out;
       }
     }
+    if (join == model::Join::any) env.wait_lag += waits_lag(*env.run, path, env.wait_lag);
     // One input for every branch to copy from, each copy counted while its branch runs.
     const auto input = std::make_shared<const Current>(std::move(cur));
     const std::size_t bytes = model::json_text_size(input->data);
@@ -1674,6 +1678,33 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       out.outputs.push_back(std::move(joined));
     }
     co_return out;
+  }
+
+  // A `join: any` fork resumed (after a restart, or a redrive) when waits its branches had begun
+  // were due already: all at once, they raced, and the first branch declared won, not the one
+  // whose wait came due first, while the others made their calls. Its branches' time is taken
+  // up again from the earliest of those deadlines: every wait begun before comes due that much
+  // later (`lag` already, from an enclosing such fork), so they come due in their order and with
+  // their spacing, and the losers are cancelled as they would have been. Returns how much more.
+  static std::chrono::milliseconds waits_lag(const Run& run, const std::string& path,
+                                             std::chrono::milliseconds lag) {
+    const std::string prefix = path + "/fork/";
+    constexpr std::string_view kWait = "/wait";
+    const std::int64_t now = unix_ms(std::chrono::system_clock::now());
+    std::optional<std::int64_t> earliest;
+    for (auto it = run.journal.lower_bound(prefix);
+         it != run.journal.end() && it->first.starts_with(prefix); ++it) {
+      if (!it->first.ends_with(kWait)) continue;
+      const auto step = run.journal.find(it->first.substr(0, it->first.size() - kWait.size()));
+      if (step != run.journal.end() && step->second.state == "completed") continue;  // waited
+      const auto* deadline = it->second.value.is_object()
+                                 ? it->second.value.as_object().if_contains("deadline")
+                                 : nullptr;
+      if (deadline == nullptr || !deadline->is_int64()) continue;
+      const std::int64_t due = deadline->as_int64() + lag.count();
+      if (due <= now && (!earliest || due < *earliest)) earliest = due;
+    }
+    return std::chrono::milliseconds(earliest ? now - *earliest : 0);
   }
 
   // The branch of a `join: any` fork that completed first, from the journal: the one with the
@@ -2039,7 +2070,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     const std::string key = path + "/wait";
     std::int64_t deadline_ms = 0;
     if (auto it = run.journal.find(key); it != run.journal.end()) {
-      deadline_ms = it->second.value.at("deadline").to_number<std::int64_t>();
+      // Begun before a restart: later by the lag of the `join: any` fork it is in (waits_lag).
+      deadline_ms =
+          it->second.value.at("deadline").to_number<std::int64_t>() + env.wait_lag.count();
     } else {
       deadline_ms = unix_ms(later(std::chrono::system_clock::now(), w.duration.value));
       json::value v = json::object{{"deadline", deadline_ms}, {"startedAt", log::now_rfc3339_ms()}};

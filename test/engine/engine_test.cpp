@@ -3444,6 +3444,38 @@ TEST_CASE("engine: a restarted join any fork takes its journaled winner; the los
   CHECK(loser_attempts == 1);  // the one the stop interrupted, no new one
 }
 
+TEST_CASE("engine: a join any fork resumed after its waits came due lets the earliest win",
+          "[engine][durable][fork]") {
+  // Every wait due at once after the restart: the first branch declared won, not the one whose
+  // wait came due first, and the other branches made their calls before they were cancelled.
+  EngineFixture f;
+  f.echo.route("/one", json_answer(R"({"won": 1})"));
+  f.echo.route("/two", json_answer(R"({"won": 2})"));
+  f.echo.route("/three", json_answer(R"({"won": 3})"));
+  auto yaml = header("racing-waits") + functions(f, {"one", "two", "three"}) + R"(  do:
+    - name: race
+      fork:
+        join: any
+        branches:
+          - {name: b3, do: [{name: w, wait: PT0.9S}, {name: c, call: three}]}
+          - {name: b2, do: [{name: w, wait: PT0.6S}, {name: c, call: two}]}
+          - {name: b1, do: [{name: w, wait: PT0.3S}, {name: c, call: one}]}
+)";
+  auto id = f.start(yaml);
+  wait_until([&] {
+    std::size_t waits = 0;
+    for (const auto& e : f.journal(id)) waits += e.path.ends_with("/wait") ? 1 : 0;
+    return waits == 3;
+  });
+  f.stop_engine();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // every wait comes due
+  f.start_engine();
+  auto out = f.wait(id);
+  CHECK(EngineFixture::data(out) == json::parse(R"({"won": 1})"));
+  REQUIRE(f.echo.requests().size() == 1);
+  CHECK(f.echo.requests()[0].target == "/one");
+}
+
 TEST_CASE("engine: a restarted join any fork does not take a skipped branch as its winner",
           "[engine][durable][fork]") {
   // A branch its `if` skipped is journaled as completed (with "skipped": true); after a restart it
