@@ -26,6 +26,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -509,6 +510,46 @@ bool apply_file(api::Api& api, const std::string& file, model::Workflow workflow
   return true;
 }
 
+// The limit of open files: each connection, outgoing connection and function pipe is a
+// descriptor, and a soft limit of 1,024 (the usual one of shells and services) ran out before
+// --max-connections did: connections then went unanswered, and calls faulted. Raised to the hard
+// limit (as Go's runtime and nginx's worker_rlimit_nofile do); function processes start with
+// the one the daemon was started with.
+struct OpenFiles {
+  rlim_t started;
+  rlim_t now;
+};
+
+OpenFiles raise_open_files() {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return {RLIM_INFINITY, RLIM_INFINITY};
+  const rlim_t started = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    struct rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+      // A hard limit of "unlimited" is still bounded by fs.nr_open.
+      std::ifstream nr_open("/proc/sys/fs/nr_open");
+      if (rlim_t most = 0; nr_open >> most && most > limit.rlim_cur) {
+        raised.rlim_cur = std::min(most, limit.rlim_max);
+        ::setrlimit(RLIMIT_NOFILE, &raised);
+      }
+    }
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  return {started, limit.rlim_cur};
+}
+
+// --max-connections within the open-files limit, with room for what else the daemon opens
+// (outgoing connections, function pipes, SQLite's files): a quarter of the limit, at least 64,
+// at most half.
+std::size_t connections_within(std::size_t requested, rlim_t open_files) {
+  if (open_files == RLIM_INFINITY) return requested;
+  const rlim_t reserve = std::min<rlim_t>(std::max<rlim_t>(64, open_files / 4), open_files / 2);
+  const rlim_t room = std::max<rlim_t>(open_files - reserve, 1);
+  return requested > room ? static_cast<std::size_t>(room) : requested;
+}
+
 }  // namespace
 
 void log_handler_failure(std::exception_ptr failure) {
@@ -644,11 +685,20 @@ int serve(const std::vector<std::string>& args) {
     }
   }
 
+  const OpenFiles open_files = raise_open_files();
+  const std::size_t max_connections =
+      connections_within(vm["max-connections"].as<std::size_t>(), open_files.now);
+  if (max_connections < vm["max-connections"].as<std::size_t>()) {
+    log::warn("Lowered --max-connections to fit the open files limit",
+              {{"requested", std::to_string(vm["max-connections"].as<std::size_t>())},
+               {"maxConnections", std::to_string(max_connections)},
+               {"openFilesLimit", std::to_string(open_files.now)}});
+  }
   http::ServerSettings server_settings{
       .listen = *listen,
       .max_body_bytes = vm["max-body-bytes"].as<std::size_t>(),
       .max_header_bytes = vm["max-header-bytes"].as<std::size_t>(),
-      .max_connections = vm["max-connections"].as<std::size_t>(),
+      .max_connections = max_connections,
       .request_timeout = seconds_option(vm, "request-timeout"),
       .idle_timeout = seconds_option(vm, "idle-timeout"),
       .write_timeout = std::chrono::seconds(30),
@@ -704,7 +754,9 @@ int serve(const std::vector<std::string>& args) {
   // Local functions: their process groups are recorded in the data directory, so that this
   // start kills what a daemon killed with SIGKILL left running (docs/functions.md).
   engine::FunctionSupervisor functions(
-      ioc.get_executor(), engine::SupervisorSettings{.state_dir = data_dir / "function-processes"},
+      ioc.get_executor(),
+      engine::SupervisorSettings{.state_dir = data_dir / "function-processes",
+                                 .child_open_files = open_files.started},
       &metrics);
   // Local functions post events to their namespace's broker (K_SINK) with a token that is good
   // for nothing else.

@@ -23,6 +23,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -216,6 +217,7 @@ struct ChildPlan {
   int err;
   int status;  // write end of the ChildFailure pipe
   pid_t parent;
+  const struct rlimit* open_files;  // set before execve when not null
 };
 
 // The child between fork() and execve(). Async-signal-safe calls only: the daemon has other
@@ -243,6 +245,11 @@ struct ChildPlan {
     fail(ChildStage::setup);
   }
   if (::chdir(plan.working_dir) != 0) fail(ChildStage::working_dir);
+  // The limit the daemon was started with, not the one it raised for its connections: a program
+  // may rely on it (select() breaks above 1,024 descriptors).
+  if (plan.open_files != nullptr && ::setrlimit(RLIMIT_NOFILE, plan.open_files) != 0) {
+    fail(ChildStage::setup);
+  }
   // No other descriptor of the daemon: the status pipe moves to 3 (still close-on-exec), then
   // everything above goes.
   if (status != STDERR_FILENO + 1) {
@@ -264,9 +271,15 @@ struct ChildPlan {
 // rather than posix_spawn(), which cannot set that; the calling thread waits until execve()
 // succeeded or failed, as posix_spawn() does.
 Spawned spawn_process(const std::filesystem::path& program, const std::vector<std::string>& args,
-                      const std::filesystem::path& working_dir,
-                      const std::vector<std::string>& env) {
+                      const std::filesystem::path& working_dir, const std::vector<std::string>& env,
+                      std::optional<std::uint64_t> open_files) {
   Spawned result;
+  struct rlimit files {};
+  if (open_files && ::getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    files.rlim_cur = std::min<rlim_t>(*open_files, files.rlim_max);
+  } else {
+    open_files.reset();
+  }
   std::string argv0 = program.string();
   int out[2] = {-1, -1};
   int err[2] = {-1, -1};
@@ -304,7 +317,8 @@ Spawned spawn_process(const std::filesystem::path& program, const std::vector<st
                        .out = out[1],
                        .err = err[1],
                        .status = status[1],
-                       .parent = ::getpid()};
+                       .parent = ::getpid(),
+                       .open_files = open_files ? &files : nullptr};
 
   // All signals blocked across fork(): none may run a daemon's handler in the child.
   sigset_t all;
@@ -1348,7 +1362,7 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
       // live_pids, and none can be added once it has looked.
       std::lock_guard lock(mutex);
       if (closed) return "the function supervisor is shutting down";
-      spawned = spawn_process(*program, spec.command, working_dir, envp);
+      spawned = spawn_process(*program, spec.command, working_dir, envp, settings.child_open_files);
       if (spawned.pid > 0) {
         live_pids.insert(spawned.pid);
         // Recorded for the next daemon. The child exists until we reap it, so this reads it.

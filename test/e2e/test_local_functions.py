@@ -260,6 +260,51 @@ class LocalFunctionsTest(unittest.TestCase):
         return [(int(m.group(1)), int(m.group(2))) for line in logs["items"]
                 if (m := re.search(r"echo: listening on (\d+) pid=(\d+)", line["text"]))]
 
+    def test_the_open_files_limit_is_raised_for_connections_and_not_for_functions(self):
+        """A soft limit of open files (1,024 for most shells and services) ran out before
+        --max-connections did: idle connections left new ones unanswered and calls faulted. The
+        daemon raises it to the hard limit; its function processes start with the one it was
+        started with; and --max-connections is lowered to leave room within a hard limit."""
+        def soft_limit(pid):
+            with open(f"/proc/{pid}/limits") as f:
+                line = next(line for line in f if line.startswith("Max open files"))
+            return int(line.split()[3])
+
+        d = Daemon("--functions-dir", ECHO_DIR)
+        d.args = ["prlimit", "--nofile=200:4096", "--", *d.args]
+        with d:
+            d.start()
+            self.assertEqual(soft_limit(d.proc.pid), 4096)
+            self.create(d, ECHOER)
+            status, _, body = d.call("POST", f"{NS}/workflows/echoer:invoke", "{}")
+            self.assertEqual(status, 200, body)
+            self.assertEqual(soft_limit(self.functions(d, "echoer")["echo"]["pid"]), 200)
+            self.assertNotIn("Lowered --max-connections", d.output())
+
+        d = Daemon()
+        d.args = ["prlimit", "--nofile=256:256", "--", *d.args]
+        with d:
+            d.start()
+            self.assertIn('msg="Lowered --max-connections to fit the open files limit" '
+                          'requested=1024 maxConnections=192 openFilesLimit=256', d.output())
+            # Past the 192, a connection is answered 503 at once, not left unanswered; a client
+            # connected before goes on being served.
+            kept = socket.create_connection(("127.0.0.1", d.port))
+            idle = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(191)]
+            try:
+                late = socket.create_connection(("127.0.0.1", d.port))
+                late.settimeout(DEADLINE)
+                self.assertTrue(late.recv(100).startswith(b"HTTP/1.1 503"))
+                late.close()
+                kept.settimeout(DEADLINE)
+                kept.sendall(f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             f"{d.token}\r\n\r\n".encode())
+                self.assertTrue(kept.recv(100).startswith(b"HTTP/1.1 200"))
+            finally:
+                for c in idle:
+                    c.close()
+                kept.close()
+
     def test_a_runs_logs_hold_what_its_function_printed_before_answering(self):
         """Lines are stamped when the daemon reads them, which may come after the run ended on
         the answer the function wrote after them: a run's logs missed some of its own lines (14

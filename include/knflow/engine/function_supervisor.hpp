@@ -131,6 +131,9 @@ struct SupervisorSettings {
   // false: exits are looked for every 100 ms instead of on SIGCHLD, as when watching it fails
   // (tests of that fallback).
   bool watch_sigchld = true;
+  // The soft limit of open files function processes start with: the one the daemon was started
+  // with, before it raised its own (serve). nullopt: the daemon's.
+  std::optional<std::uint64_t> child_open_files{};
 };
 
 // Where functions send events: K_SINK, and the bearer token they send with it.
