@@ -265,7 +265,7 @@ struct Api::Handlers {
                            ? "The workflow was changed since it was read; get it again and "
                              "retry with its current metadata.resourceVersion."
                            : r.message,
-                       req, {{"/metadata/resourceVersion", r.message}});
+                       req, {{r.field.empty() ? "/metadata/resourceVersion" : r.field, r.message}});
       case cache::WriteStatus::store_failed:
         return problem(500, "storage", "The workflow could not be stored: " + r.message, req);
       case cache::WriteStatus::invalid:
@@ -323,7 +323,8 @@ struct Api::Handlers {
     if (!format) co_return not_acceptable(req);
 
     std::vector<http::ProblemError> errors;
-    refuse_repeated(req, {"limit", "labelSelector", "namePrefix", "continue"}, errors);
+    refuse_repeated(req, {"limit", "labelSelector", "fieldSelector", "namePrefix", "continue"},
+                    errors);
     const std::size_t limit =
         parse_limit(req, api.settings_.default_page_size, api.settings_.max_page_size, errors);
     LabelSelector selector;
@@ -334,6 +335,16 @@ struct Api::Handlers {
       } else {
         errors.push_back(
             {.pointer = "", .detail = "labelSelector: " + error, .parameter = "labelSelector"});
+      }
+    }
+    FieldSelector fields;
+    if (auto s = req.query_param("fieldSelector")) {
+      std::string error;
+      if (auto parsed = FieldSelector::parse(*s, error)) {
+        fields = std::move(*parsed);
+      } else {
+        errors.push_back(
+            {.pointer = "", .detail = "fieldSelector: " + error, .parameter = "fieldSelector"});
       }
     }
     const std::string prefix(req.query_param("namePrefix").value_or(""));
@@ -362,7 +373,7 @@ struct Api::Handlers {
       const auto& [key, entry] = *it;
       if (!all_namespaces && key.first != ns) break;
       if (!prefix.empty() && !key.second.starts_with(prefix)) continue;
-      if (!selector.matches(entry->labels)) continue;
+      if (!selector.matches(entry->labels) || !fields.matches(key.first, key.second)) continue;
       if (count == limit) {
         more = true;
         break;
@@ -441,6 +452,9 @@ struct Api::Handlers {
     if (auto bad = unserved(req)) co_return *bad;
     auto format = negotiate(req);
     if (!format) co_return not_acceptable(req);
+    std::vector<http::ProblemError> query_errors;
+    refuse_dry_run(req, query_errors);
+    if (!query_errors.empty()) co_return invalid_query(req, std::move(query_errors));
     auto read = co_await read_workflow(req);
     if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
     cache::WriteResult result;
@@ -484,6 +498,7 @@ struct Api::Handlers {
     if (!format) co_return not_acceptable(req);
     std::vector<http::ProblemError> errors;
     refuse_repeated(req, {"resourceVersion"}, errors);
+    refuse_dry_run(req, errors);
     const auto rv = req.query_param("resourceVersion");
     if (rv && rv->empty()) {
       // Not "no precondition": a script whose look-up of the version failed would delete
@@ -494,8 +509,29 @@ struct Api::Handlers {
                         .parameter = "resourceVersion"});
     }
     if (!errors.empty()) co_return invalid_query(req, std::move(errors));
-    std::optional<std::string> precondition;
+    // A DeleteOptions body (kubectl's, client-go's): its preconditions count, as Kubernetes'.
+    auto options = parse_delete_options(req.body);
+    if (rv && options.resource_version && *options.resource_version != *rv) {
+      options.errors.push_back(
+          {.pointer = "/preconditions/resourceVersion",
+           .detail = "preconditions.resourceVersion " + quote_value(*options.resource_version) +
+                     " is not the resourceVersion parameter's " + quote_value(*rv)});
+    }
+    if (!options.errors.empty()) {
+      Problem p;
+      p.status = 400;
+      p.type = "invalid-delete-options";
+      p.title = "Invalid DeleteOptions";
+      p.detail =
+          "The body is not DeleteOptions this server can honour: " + options.errors.front().detail +
+          ".";
+      p.instance = req.sent_path();
+      p.errors = std::move(options.errors);
+      co_return http::make_problem(p);
+    }
+    std::optional<std::string> precondition = std::move(options.resource_version);
     if (rv) precondition = std::string(*rv);
+    const std::optional<std::string> uid = std::move(options.uid);
     cache::WriteResult result;
     if (auto* writer = api.cluster_writer_) {
       // The object as mirrored before the delete: the watch may drop it before the apiserver's
@@ -508,7 +544,8 @@ struct Api::Handlers {
           mirrored = it->second;
         }
       }
-      result = co_await writer->remove(req.params.at("ns"), req.params.at("name"), precondition);
+      result =
+          co_await writer->remove(req.params.at("ns"), req.params.at("name"), precondition, uid);
       if (result.status == cache::WriteStatus::ok && result.entry->json.empty()) {
         if (mirrored) {
           result.entry = std::move(mirrored);
@@ -527,8 +564,8 @@ struct Api::Handlers {
         co_await on_writer(std::move(op));
       }
     } else {
-      WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name"), precondition](
-                       cache::WorkflowCache& c) { return c.remove(ns, name, precondition); };
+      WriteOp op = [ns = req.params.at("ns"), name = req.params.at("name"), precondition,
+                    uid](cache::WorkflowCache& c) { return c.remove(ns, name, precondition, uid); };
       result = co_await on_writer(std::move(op));
     }
     if (result.status != cache::WriteStatus::ok) co_return write_failure(result, req);

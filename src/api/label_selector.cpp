@@ -1,5 +1,7 @@
 #include "knflow/api/label_selector.hpp"
 
+#include "common.hpp"
+
 #include "knflow/model/utf8.hpp"
 #include "knflow/model/validate.hpp"
 
@@ -146,6 +148,57 @@ bool LabelSelector::matches(const model::StringMap& labels) const {
         return !in_values();
     }
     return false;
+  });
+}
+
+std::optional<FieldSelector> FieldSelector::parse(std::string_view text, std::string& error) {
+  FieldSelector selector;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string_view term = text.substr(start, comma - start);
+    start = comma + 1;
+    if (term.empty()) {
+      if (text.empty()) break;  // no requirement: everything
+      error = "an empty requirement at character " + std::to_string(comma + 1);
+      return std::nullopt;
+    }
+    const std::size_t op = term.find_first_of("=!");
+    if (op == std::string_view::npos) {
+      error = detail::quote_value(term) + " is not field=value, field==value or field!=value";
+      return std::nullopt;
+    }
+    Requirement r{};
+    const std::string_view field = term.substr(0, op);
+    std::string_view rest = term.substr(op);
+    if (rest.starts_with("!=")) {
+      rest.remove_prefix(2);
+    } else if (rest.starts_with("==")) {
+      r.equals = true;
+      rest.remove_prefix(2);
+    } else if (rest.starts_with("=")) {
+      r.equals = true;
+      rest.remove_prefix(1);
+    } else {
+      error = detail::quote_value(term) + " is not field=value, field==value or field!=value";
+      return std::nullopt;
+    }
+    if (field == "metadata.name") {
+      r.name = true;
+    } else if (field != "metadata.namespace") {
+      error = "field label not supported: " + detail::quote_value(field) +
+              " (only metadata.name and metadata.namespace)";
+      return std::nullopt;
+    }
+    r.value = std::string(rest);
+    selector.requirements_.push_back(std::move(r));
+  }
+  return selector;
+}
+
+bool FieldSelector::matches(std::string_view namespace_, std::string_view name) const {
+  return std::all_of(requirements_.begin(), requirements_.end(), [&](const Requirement& r) {
+    return ((r.name ? name : namespace_) == r.value) == r.equals;
   });
 }
 

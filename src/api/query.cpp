@@ -1,14 +1,15 @@
 #include "knflow/api/query.hpp"
 
-#include "knflow/model/utf8.hpp"
-
+#include "knflow/model/document.hpp"
 #include "knflow/model/timestamp.hpp"
+#include "knflow/model/utf8.hpp"
 #include "knflow/model/validate.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <boost/json/value.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -22,6 +23,7 @@ namespace knflow::api {
 namespace {
 
 using http::ProblemError;
+namespace json = boost::json;
 
 // A parameter's value for a problem's detail: quoted, and cut when long (the query may be 16 KiB),
 // before a character rather than inside one (the server passes on only valid UTF-8).
@@ -308,6 +310,73 @@ LogsQuery parse_logs_query(const http::Request& req, std::size_t default_page_si
     }
   }
   return q;
+}
+
+void refuse_dry_run(const http::Request& req, std::vector<ProblemError>& errors) {
+  if (auto v = req.query_param("dryRun"); v && !v->empty()) {
+    add(errors, "dryRun",
+        "dryRun is not supported: nothing was written. POST /api/v1/validate checks a workflow "
+        "without storing it.");
+  }
+}
+
+DeleteOptions parse_delete_options(std::string_view body) {
+  DeleteOptions o;
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return o;
+  const auto bad = [&o](std::string pointer, std::string detail) {
+    o.errors.push_back({.pointer = std::move(pointer), .detail = std::move(detail)});
+  };
+  boost::system::error_code ec;
+  const json::value parsed = model::parse_data(body, ec);
+  if (ec || !parsed.is_object()) {
+    bad("",
+        ec ? "the body is not JSON: " + ec.message() : "the body is not a DeleteOptions object");
+    return o;
+  }
+  const auto text = [&](const json::object& object, const char* key, const std::string& at,
+                        std::optional<std::string>& out) {
+    const json::value* v = object.if_contains(key);
+    if (v == nullptr || v->is_null()) return;
+    if (!v->is_string()) return bad(at, std::string(key) + " must be a string");
+    out = std::string(v->as_string());
+  };
+  std::optional<std::string> ignored;
+  for (const auto& [key, value] : parsed.as_object()) {
+    const std::string at = "/" + std::string(key);
+    if (key == "kind" || key == "apiVersion" || key == "propagationPolicy") {
+      if (!value.is_string()) bad(at, std::string(key) + " must be a string");
+    } else if (key == "gracePeriodSeconds") {
+      if (!value.is_null() && !value.is_int64() && !value.is_uint64()) {
+        bad(at, "gracePeriodSeconds must be an integer");
+      }
+    } else if (key == "orphanDependents") {
+      if (!value.is_null() && !value.is_bool()) bad(at, "orphanDependents must be a boolean");
+    } else if (key == "dryRun") {
+      if (!value.is_null() && !(value.is_array() && value.as_array().empty())) {
+        bad(at, "dryRun is not supported: nothing was written");
+      }
+    } else if (key == "preconditions") {
+      if (value.is_null()) continue;
+      if (!value.is_object()) {
+        bad(at, "preconditions must be an object");
+        continue;
+      }
+      for (const auto& [field, v] : value.as_object()) {
+        if (field != "resourceVersion" && field != "uid") {
+          bad(at + "/" + std::string(field), "unknown field \"" + std::string(field) +
+                                                 "\" (preconditions has resourceVersion "
+                                                 "and uid)");
+        }
+      }
+      text(value.as_object(), "resourceVersion", at + "/resourceVersion", o.resource_version);
+      text(value.as_object(), "uid", at + "/uid", o.uid);
+    } else {
+      bad(at, "unknown field \"" + std::string(key) +
+                  "\" (a DeleteOptions has kind, apiVersion, preconditions, propagationPolicy, "
+                  "gracePeriodSeconds, orphanDependents and dryRun)");
+    }
+  }
+  return o;
 }
 
 http::Response invalid_query(const http::Request& req, std::vector<http::ProblemError> errors) {

@@ -214,6 +214,16 @@ store::WorkflowRecord record_of(const Entry& entry, std::string created_at,
                                .updated_at = std::move(updated_at)};
 }
 
+}  // namespace
+
+std::string uid_conflict_message(const Key& key, const std::string& stored,
+                                 const std::string& given) {
+  return describe(key) + " is another object than the one given (uid " + given +
+         "): it was deleted and made again since (uid " + stored + "); get it again";
+}
+
+namespace {
+
 std::string conflict_message(const Key& key, std::int64_t stored, const std::string& given) {
   return describe(key) + " has been modified: stored resourceVersion is " + std::to_string(stored) +
          ", given " + given;
@@ -336,6 +346,12 @@ WriteResult WorkflowCache::replace(model::Workflow workflow) {
             .message = describe(key) + " not found"};
   }
   const Entry& old = *it->second;
+  if (!meta.uid.empty() && meta.uid != old.uid) {
+    return {.status = WriteStatus::conflict,
+            .entry = it->second,
+            .message = uid_conflict_message(key, old.uid, meta.uid),
+            .field = "/metadata/uid"};
+  }
   if (!meta.resource_version.empty() &&
       meta.resource_version != std::to_string(old.resource_version)) {
     return {.status = WriteStatus::conflict,
@@ -395,7 +411,8 @@ WriteResult WorkflowCache::replace(model::Workflow workflow) {
 }
 
 WriteResult WorkflowCache::remove(const std::string& namespace_, const std::string& name,
-                                  std::optional<std::string> resource_version) {
+                                  std::optional<std::string> resource_version,
+                                  std::optional<std::string> uid) {
   const Key key{namespace_, name};
   const std::shared_ptr<const Snapshot> base = snapshot();
   const auto it = base->items.find(key);
@@ -405,6 +422,12 @@ WriteResult WorkflowCache::remove(const std::string& namespace_, const std::stri
             .message = describe(key) + " not found"};
   }
   const std::shared_ptr<const Entry>& old = it->second;
+  if (uid && !uid->empty() && *uid != old->uid) {
+    return {.status = WriteStatus::conflict,
+            .entry = old,
+            .message = uid_conflict_message(key, old->uid, *uid),
+            .field = "/metadata/uid"};
+  }
   // An empty precondition is no precondition, as for replace.
   if (resource_version && !resource_version->empty() &&
       *resource_version != std::to_string(old->resource_version)) {

@@ -133,6 +133,16 @@ asio::awaitable<cache::WriteResult> KubeWorkflowWriter::replace(model::Workflow 
     json::object object = std::move(*current);
     auto& meta = object["metadata"].as_object();
     const auto& my_meta = mine.at("metadata").as_object();
+    // The object the client read was deleted and made again since: the update (of the object
+    // just read, its uid) would give the new one this spec.
+    if (const std::string stored = text_at(meta, "uid");
+        !workflow.metadata.uid.empty() && workflow.metadata.uid != stored) {
+      co_return cache::WriteResult{
+          .status = cache::WriteStatus::conflict,
+          .entry = nullptr,
+          .message = cache::uid_conflict_message({ns, name}, stored, workflow.metadata.uid),
+          .field = "/metadata/uid"};
+    }
     for (const char* key : {"labels", "annotations"}) {
       if (const auto* v = my_meta.if_contains(key)) {
         meta[key] = *v;
@@ -164,11 +174,13 @@ asio::awaitable<cache::WriteResult> KubeWorkflowWriter::replace(model::Workflow 
 }
 
 asio::awaitable<cache::WriteResult> KubeWorkflowWriter::remove(
-    std::string namespace_, std::string name, std::optional<std::string> resource_version) {
+    std::string namespace_, std::string name, std::optional<std::string> resource_version,
+    std::optional<std::string> uid) {
   kube::DeleteOptions options;
   if (resource_version && !resource_version->empty()) {
     options.precondition_resource_version = *resource_version;
   }
+  if (uid && !uid->empty()) options.precondition_uid = *uid;
   const kube::ResourceType type = workflow_resource();
   auto deleted = co_await client_.remove(type, namespace_, name, options);
   if (!deleted) co_return failure(deleted.error(), namespace_, name);

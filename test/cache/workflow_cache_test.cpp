@@ -156,9 +156,15 @@ TEST_CASE_METHOD(Fixture, "replace bumps generation only when the spec changes")
   CHECK(r1.entry->labels == knflow::model::StringMap{{"tier", "gold"}});
   CHECK(meta_of(*r1.entry).at("creationTimestamp") == "2024-01-01T00:00:01Z");
   CHECK(meta_of(*r1.entry).at("generation") == 1);
-  // The caller's uid, generation and timestamps are ignored.
+  // The caller's generation and timestamps are ignored; a uid not the stored object's names
+  // another object (deleted and made again since it was read): a conflict, nothing written.
   auto forged = workflow("ns", "a", "http://f");
   forged.metadata.uid = "forged";
+  const auto refused = cache.replace(forged);
+  CHECK(refused.status == WriteStatus::conflict);
+  CHECK(refused.field == "/metadata/uid");
+  CHECK(cache.snapshot()->revision == 2);
+  forged.metadata.uid = created->uid;
   forged.metadata.generation = 40;
   forged.metadata.creation_timestamp = "1999-01-01T00:00:00Z";
   const auto r2 = cache.replace(forged);

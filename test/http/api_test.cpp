@@ -110,6 +110,73 @@ TEST_CASE("workflows: create, get, list, replace, delete", "[http][crud]") {
     require_problem(server.call("PUT", kCollection + "/missing", workflow_json("missing")), 404);
   }
 
+  SECTION("dryRun is refused, writing nothing, rather than ignored") {
+    // Ignored before: a client asking for a dry run had its write done for real.
+    for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
+             {"POST", kCollection + "?dryRun=All"},
+             {"PUT", kCollection + "/hello?dryRun=All"},
+             {"DELETE", kCollection + "/hello?dryRun=All"}}) {
+      INFO(method);
+      auto r = server.call(method, target,
+                           method == "POST" ? workflow_json("dry")
+                                            : workflow_json("hello", "http://127.0.0.1:9001"));
+      require_problem(r, 400);
+      CHECK(r.json().at("errors").at(0).at("parameter") == "dryRun");
+      CHECK(r.body.find("dryRun is not supported: nothing was written") != std::string::npos);
+    }
+    require_problem(server.call("DELETE", kCollection + "/hello", R"({"dryRun": ["All"]})"), 400);
+    REQUIRE(server.call("GET", kCollection + "/hello").json() == created.json());
+    require_problem(server.call("GET", kCollection + "/dry"), 404);
+  }
+
+  SECTION("a DeleteOptions body's preconditions count, as Kubernetes'") {
+    // Ignored before: a stale precondition in the body deleted the workflow all the same.
+    auto stale = server.call("DELETE", kCollection + "/hello",
+                             R"({"kind":"DeleteOptions","apiVersion":"v1",
+                                 "preconditions":{"resourceVersion":"999999"}})");
+    require_problem(stale, 409);
+    auto other = server.call("DELETE", kCollection + "/hello",
+                             R"({"preconditions":{"uid":"6a1d5f6e-0000-4000-8000-000000000000"}})");
+    require_problem(other, 409);
+    CHECK(pointers(other) == std::set<std::string>{"/metadata/uid"});
+    auto odd = server.call("DELETE", kCollection + "/hello",
+                           R"({"preconditions":{"resourceVersion":1},"grace":0})");
+    require_problem(odd, 400);
+    CHECK(pointers(odd) == std::set<std::string>{"/preconditions/resourceVersion", "/grace"});
+    require_problem(server.call("DELETE", kCollection + "/hello?resourceVersion=" + rv1,
+                                R"({"preconditions":{"resourceVersion":"999999"}})"),
+                    400);
+    require_problem(server.call("DELETE", kCollection + "/hello", "not json"), 400);
+    REQUIRE(server.call("GET", kCollection + "/hello").status == 200);
+    // kubectl's body, with this object's uid and version.
+    auto deleted = server.call(
+        "DELETE", kCollection + "/hello",
+        R"({"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Background",
+            "preconditions":{"uid":")" +
+            std::string(meta.at("uid").as_string()) + R"(","resourceVersion":")" + rv1 + R"("}})");
+    REQUIRE(deleted.status == 200);
+    require_problem(server.call("GET", kCollection + "/hello"), 404);
+  }
+
+  SECTION("a replace of an object deleted and made again since it was read is 409") {
+    // Its uid was ignored: a stale copy, sent without a resourceVersion, overwrote the new one.
+    auto stale = created.json().as_object();
+    stale["metadata"].as_object().erase("resourceVersion");
+    REQUIRE(server.call("DELETE", kCollection + "/hello").status == 200);
+    REQUIRE(
+        server.call("POST", kCollection, workflow_json("hello", "http://127.0.0.1:9002")).status ==
+        201);
+    const auto made_again = server.call("GET", kCollection + "/hello").json();
+    auto r = server.call("PUT", kCollection + "/hello", json::serialize(stale));
+    require_problem(r, 409);
+    CHECK(pointers(r) == std::set<std::string>{"/metadata/uid"});
+    CHECK(r.body.find("deleted and made again since") != std::string::npos);
+    REQUIRE(server.call("GET", kCollection + "/hello").json() == made_again);
+    // Without a uid, a replace is taken as before.
+    stale["metadata"].as_object().erase("uid");
+    REQUIRE(server.call("PUT", kCollection + "/hello", json::serialize(stale)).status == 200);
+  }
+
   SECTION("delete with a stale precondition is 409, then delete works and the name is gone") {
     require_problem(server.call("DELETE", kCollection + "/hello?resourceVersion=999999"), 409);
     // An empty precondition is refused, not taken for none (it deleted unconditionally).
@@ -266,6 +333,32 @@ TEST_CASE("workflows: lists filter and page like Kubernetes lists", "[http][list
   SECTION("name prefix") {
     auto r = server.call("GET", kCollection + "?namePrefix=user-");
     REQUIRE(r.json().at("items").as_array().size() == 2);
+  }
+  SECTION("field selectors on metadata.name and metadata.namespace, as every Kubernetes list") {
+    // Ignored before: a client asking for one workflow got every one.
+    auto names = [&](const std::string& target) {
+      std::vector<std::string> out;
+      const auto listed = server.call("GET", target).json();
+      for (const auto& item : listed.at("items").as_array()) {
+        out.emplace_back(item.at("metadata").at("name").as_string());
+      }
+      return out;
+    };
+    CHECK(names(kCollection + "?fieldSelector=metadata.name%3Duser-5") ==
+          std::vector<std::string>{"user-5"});
+    CHECK(names("/api/v1/workflows?fieldSelector=metadata.name%3D%3Dfirst") ==
+          std::vector<std::string>{"first"});
+    CHECK(names("/api/v1/workflows?fieldSelector=metadata.namespace!%3Dshop") ==
+          std::vector<std::string>{"first"});
+    CHECK(names(kCollection + "?fieldSelector=metadata.name!%3Dorder-0,metadata.name!%3Duser-6")
+              .size() == 5);
+    CHECK(names(kCollection + "?fieldSelector=").size() == 7);
+    auto r = server.call("GET", kCollection + "?fieldSelector=spec.timeout%3DPT1S");
+    require_problem(r, 400);
+    INFO(r.body);
+    CHECK(r.body.find("field label not supported: \\\"spec.timeout\\\"") != std::string::npos);
+    require_problem(server.call("GET", kCollection + "?fieldSelector=metadata.name"), 400);
+    require_problem(server.call("GET", kCollection + "?fieldSelector=metadata.name%3Da,"), 400);
   }
   SECTION("bad limit and forged continue tokens are 400") {
     require_problem(server.call("GET", kCollection + "?limit=0"), 400);

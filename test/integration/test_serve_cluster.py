@@ -290,6 +290,36 @@ class ServeClusterTest(unittest.TestCase):
         self.assertIn("address.url", problem["detail"])
         self.assertEqual(self.daemon.json("DELETE", BASE + "/twice")[0], 200)
 
+    def test_stale_objects_and_preconditions_are_conflicts_not_writes(self):
+        # A copy read before its Workflow was deleted and made again, sent back without a
+        # resourceVersion, gave the new object its spec; a DeleteOptions body's preconditions
+        # were ignored; a dryRun was done for real.
+        status, first = self.daemon.json("POST", BASE, json.dumps(cluster_workflow("stale")))
+        self.assertEqual(status, 201, first)
+        self.assertEqual(self.daemon.json("DELETE", BASE + "/stale")[0], 200)
+        wait_for("the delete", lambda: self.kube_get("workflows.knflow.dev", "stale",
+                                                     check=False) is None)
+        status, again = self.daemon.json("POST", BASE, json.dumps(cluster_workflow("stale")))
+        self.assertEqual(status, 201, again)
+        old = dict(first, spec=dict(first["spec"],
+                                    functions={"greet": {"image": "registry.example/greet:2"}}))
+        old["metadata"] = {k: v for k, v in first["metadata"].items() if k != "resourceVersion"}
+        status, problem = self.daemon.json("PUT", BASE + "/stale", json.dumps(old))
+        self.assertEqual(status, 409, problem)
+        self.assertIn("deleted and made again since", problem["detail"])
+        self.assertEqual(self.kube_get("workflows.knflow.dev", "stale")["spec"]["functions"],
+                         {"greet": {"image": "registry.example/greet:1"}})
+        options = {"kind": "DeleteOptions", "apiVersion": "v1",
+                   "preconditions": {"uid": first["metadata"]["uid"]}}
+        status, problem = self.daemon.json("DELETE", BASE + "/stale", json.dumps(options))
+        self.assertEqual(status, 409, problem)
+        status, problem = self.daemon.json("DELETE", BASE + "/stale?dryRun=All")
+        self.assertEqual(status, 400, problem)
+        self.assertIsNotNone(self.kube_get("workflows.knflow.dev", "stale"))
+        options["preconditions"]["uid"] = again["metadata"]["uid"]
+        status, _ = self.daemon.json("DELETE", BASE + "/stale", json.dumps(options))
+        self.assertEqual(status, 200)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

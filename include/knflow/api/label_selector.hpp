@@ -30,4 +30,24 @@ class LabelSelector {
   std::vector<Requirement> requirements_;
 };
 
+// A Kubernetes field selector (`fieldSelector=`) as every resource supports it: requirements
+// joined by commas, each `metadata.name` or `metadata.namespace` with `=`, `==` or `!=` and a
+// value (an empty one too); another field is refused, as the Kubernetes API refuses it ("field
+// label not supported"). Immutable after parsing; thread-safe.
+class FieldSelector {
+ public:
+  // Parses the selector text; on failure returns nullopt and sets `error` to what and where.
+  static std::optional<FieldSelector> parse(std::string_view text, std::string& error);
+
+  bool matches(std::string_view namespace_, std::string_view name) const;
+
+ private:
+  struct Requirement {
+    bool name;  // metadata.name, else metadata.namespace
+    bool equals;
+    std::string value;
+  };
+  std::vector<Requirement> requirements_;
+};
+
 }  // namespace knflow::api

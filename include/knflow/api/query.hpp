@@ -90,6 +90,22 @@ LogsQuery parse_logs_query(const http::Request& req, std::size_t default_page_si
                            std::size_t max_page_size, const LogsTokens& tokens,
                            std::string_view scope);
 
+// Adds an error when `dryRun` is given (not empty, which Kubernetes takes as none): the Kubernetes
+// API writes nothing then, and a client relying on it would have its write done for real.
+void refuse_dry_run(const http::Request& req, std::vector<http::ProblemError>& errors);
+
+// The preconditions of a DELETE's body, a Kubernetes DeleteOptions (as kubectl and client-go
+// send it): `preconditions.resourceVersion` and `preconditions.uid`. Its `kind`, `apiVersion`,
+// `propagationPolicy`, `gracePeriodSeconds` and `orphanDependents` are checked and otherwise
+// mean nothing here (a workflow has no dependents to orphan and no grace period); `dryRun` is
+// refused, as the query parameter is. Errors (JSON pointers into the body) in `errors`.
+struct DeleteOptions {
+  std::optional<std::string> resource_version;
+  std::optional<std::string> uid;
+  std::vector<http::ProblemError> errors;
+};
+DeleteOptions parse_delete_options(std::string_view body);
+
 // The 400 `invalid-query` problem for these errors (at least one).
 http::Response invalid_query(const http::Request& req, std::vector<http::ProblemError> errors);
 

@@ -59,7 +59,15 @@ struct WriteResult {
   std::shared_ptr<const Entry> entry;  // the stored entry after the write (or the deleted one);
                                        // for already_exists and conflict the current one
   std::string message;                 // for conflict and store_failed: what happened
+  // For conflict: the field whose precondition failed, as a JSON pointer ("" for
+  // /metadata/resourceVersion).
+  std::string field{};
 };
+
+// A precondition's failure on another object of the same name: `given` names the one the
+// client read, deleted (and another made under its name) since. For conflict results.
+std::string uid_conflict_message(const Key& key, const std::string& stored,
+                                 const std::string& given);
 
 // Clock and identity sources, injectable for tests.
 struct CacheSettings {
@@ -95,11 +103,13 @@ class WorkflowCache {
   // Write methods never throw store::Error: SQLite failures come back as store_failed.
   WriteResult create(model::Workflow workflow);
   // Writer strand only. Replaces spec, labels, annotations (and status when given). When
-  // metadata.resourceVersion is non-empty it must equal the stored one, else `conflict`.
+  // metadata.resourceVersion is non-empty it must equal the stored one, and so must
+  // metadata.uid (the object read was not deleted and made again since), else `conflict`.
   WriteResult replace(model::Workflow workflow);
-  // Writer strand only. `resource_version`, when given, must equal the stored one.
+  // Writer strand only. `resource_version` and `uid`, when given, must equal the stored ones.
   WriteResult remove(const std::string& namespace_, const std::string& name,
-                     std::optional<std::string> resource_version);
+                     std::optional<std::string> resource_version,
+                     std::optional<std::string> uid = std::nullopt);
 
   // Writer strand only. Cluster mode: `object` is a Workflow as the Kubernetes API holds it; it
   // becomes the entry of its namespace/name as is (its resourceVersion is the apiserver's; the

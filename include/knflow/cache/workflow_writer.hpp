@@ -28,10 +28,12 @@ class WorkflowWriter {
   // controller writes status).
   virtual boost::asio::awaitable<WriteResult> create(model::Workflow workflow) = 0;
   // Replaces spec, labels and annotations. With a metadata.resourceVersion, only if it is the
-  // stored one.
+  // stored one; with a metadata.uid, only if the stored object is that one.
   virtual boost::asio::awaitable<WriteResult> replace(model::Workflow workflow) = 0;
-  virtual boost::asio::awaitable<WriteResult> remove(
-      std::string namespace_, std::string name, std::optional<std::string> resource_version) = 0;
+  // With `resource_version` or `uid`, only if the stored object has it.
+  virtual boost::asio::awaitable<WriteResult> remove(std::string namespace_, std::string name,
+                                                     std::optional<std::string> resource_version,
+                                                     std::optional<std::string> uid) = 0;
 };
 
 }  // namespace knflow::cache

@@ -20,12 +20,13 @@ class KubeWorkflowWriter final : public cache::WorkflowWriter {
   boost::asio::awaitable<cache::WriteResult> create(model::Workflow workflow) override;
   // GET, then PUT of the stored object with this spec, labels and annotations (the server's
   // other metadata — finalizers, ownerReferences, managedFields — is kept), conditional on the
-  // workflow's resourceVersion when it has one, else on the one just read.
+  // workflow's resourceVersion when it has one, else on the one just read; a conflict without a
+  // write when the workflow's uid, given, is not the stored object's.
   boost::asio::awaitable<cache::WriteResult> replace(model::Workflow workflow) override;
-  // DELETE, with the resourceVersion as a precondition when given.
-  boost::asio::awaitable<cache::WriteResult> remove(
-      std::string namespace_, std::string name,
-      std::optional<std::string> resource_version) override;
+  // DELETE, with the resourceVersion and the uid as preconditions when given.
+  boost::asio::awaitable<cache::WriteResult> remove(std::string namespace_, std::string name,
+                                                    std::optional<std::string> resource_version,
+                                                    std::optional<std::string> uid) override;
 
   // How a Kubernetes error reads as a cache write result (exposed for tests).
   static cache::WriteResult failure(const kube::Error& error, const std::string& namespace_,
