@@ -457,6 +457,16 @@ struct Api::Handlers {
     if (!query_errors.empty()) co_return invalid_query(req, std::move(query_errors));
     auto read = co_await read_workflow(req);
     if (auto* res = std::get_if<Response>(&read)) co_return std::move(*res);
+    // The object replaced, as it was: a replace that left its spec (its generation) alone keeps
+    // its local functions' processes, as a Knative Service's metadata change makes no revision.
+    std::shared_ptr<const cache::Entry> before;
+    if (!create) {
+      auto snap = cache()->snapshot();
+      if (auto it = snap->items.find({req.params.at("ns"), req.params.at("name")});
+          it != snap->items.end()) {
+        before = it->second;
+      }
+    }
     cache::WriteResult result;
     if (auto* writer = api.cluster_writer_) {
       auto w = std::get<model::Workflow>(std::move(read));
@@ -477,7 +487,11 @@ struct Api::Handlers {
     const auto& entry = *result.entry;
     // Local function processes of an older definition stop once no call holds them; a workflow
     // made again under a deleted one's name does not show that one's lines.
-    if (api.functions_) api.functions_->workflow_changed(entry.namespace_, entry.name);
+    const bool same_spec =
+        before && before->uid == entry.uid && before->generation == entry.generation;
+    if (api.functions_ && !same_spec) {
+      api.functions_->workflow_changed(entry.namespace_, entry.name);
+    }
     log::info(create ? "Created workflow" : "Updated workflow",
               {{"namespace", entry.namespace_},
                {"name", entry.name},

@@ -260,6 +260,33 @@ class LocalFunctionsTest(unittest.TestCase):
         return [(int(m.group(1)), int(m.group(2))) for line in logs["items"]
                 if (m := re.search(r"echo: listening on (\d+) pid=(\d+)", line["text"]))]
 
+    def test_a_replace_that_leaves_the_spec_alone_keeps_the_functions_processes(self):
+        """An idempotent re-apply (the same YAML again, or new labels) stopped every function
+        process of the workflow, and its next call started them cold; a Knative Service's
+        metadata change makes no new revision. A change of the spec still replaces them."""
+        with Daemon("--functions-dir", ECHO_DIR) as d:
+            d.start()
+            self.create(d, ECHOER)
+            self.invoke(d, "echoer", {"n": 1})
+            pid = self.functions(d, "echoer")["echo"]["pid"]
+            relabelled = ECHOER.replace("metadata: {name: echoer}",
+                                        "metadata: {name: echoer, labels: {tier: gold}}")
+            for doc in (ECHOER, relabelled):
+                status, _, body = d.call("PUT", NS + "/workflows/echoer", doc,
+                                         content_type="application/yaml")
+                self.assertEqual(status, 200, body)
+                listed = self.functions(d, "echoer")["echo"]
+                self.assertEqual((listed["phase"], listed["pid"]), ("running", pid))
+                self.invoke(d, "echoer", {"n": 2})
+                self.assertEqual(self.functions(d, "echoer")["echo"]["pid"], pid)
+            changed = relabelled.replace('SPAWN_CHILD: "1"', 'SPAWN_CHILD: "1", EXTRA: "x"')
+            self.assertNotEqual(changed, relabelled)
+            status, _, body = d.call("PUT", NS + "/workflows/echoer", changed,
+                                     content_type="application/yaml")
+            self.assertEqual(status, 200, body)
+            self.invoke(d, "echoer", {"n": 3})
+            self.assertNotEqual(self.functions(d, "echoer")["echo"]["pid"], pid)
+
     def test_the_open_files_limit_is_raised_for_connections_and_not_for_functions(self):
         """A soft limit of open files (1,024 for most shells and services) ran out before
         --max-connections did: idle connections left new ones unanswered and calls faulted. The
