@@ -1482,14 +1482,23 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
           line.clear();
         } else {
           line.push_back(buf[i]);
-          // Cut once the line is longer than a piece (a line of exactly kMaxLineBytes, ended by
-          // `\n` or `\r\n`, stays whole: no empty piece after it, no `\r` kept), between
-          // characters: one that is not complete yet begins the next piece.
-          if (line.size() > kMaxLineBytes &&
-              !(line.size() == kMaxLineBytes + 1 && line.back() == '\r')) {
-            const auto piece = model::utf8_prefix(line, kMaxLineBytes);
-            self->append_line(*proc, is_stderr, piece);
-            line.erase(0, piece.size());
+          // A long line is cut as append_line cuts it, into pieces of the repaired text: at
+          // twice a piece, the whole pieces of what is complete so far are kept, and the rest
+          // (repaired already, which repairing again leaves as it is, and the bytes of a
+          // character not complete yet) begins the next. Cut in the raw bytes, a byte that is
+          // not UTF-8 (three bytes once repaired) made a piece end in the middle of the line.
+          // Not at a `\r`, which a `\n` may make a line end (carried alone, an empty line).
+          if (line.size() > 2 * kMaxLineBytes && line.back() != '\r') {
+            const std::size_t tail = model::utf8_incomplete_tail(line);
+            std::string text =
+                model::repaired_utf8(std::string_view(line).substr(0, line.size() - tail));
+            std::string_view rest = text;
+            while (rest.size() > kMaxLineBytes) {
+              const auto piece = model::utf8_prefix(rest, kMaxLineBytes);
+              self->keep_line(*proc, is_stderr, std::string(piece));
+              rest.remove_prefix(piece.size());
+            }
+            line = std::string(rest) + line.substr(line.size() - tail);
           }
         }
       }

@@ -777,6 +777,13 @@ TEST_CASE("A long line is cut between characters into pieces of at most 8 KiB of
   CHECK(kept == expected);  // no character split into two U+FFFD, none lost
   CHECK(pieces.size() >= 3);
   for (const auto& piece : pieces) CHECK(piece.size() <= 8192);
+  // Every piece but the last is whole: cut in the raw bytes, a byte that is not UTF-8 (three
+  // once repaired) ended pieces in the middle of the line (8,192 such bytes: 8,190, 8,190,
+  // 8,190, then 6).
+  for (std::size_t i = 0; i + 1 < pieces.size(); ++i) {
+    INFO("piece " << i);
+    CHECK(pieces[i].size() > 8192 - c.unit.size());
+  }
   shutdown(ioc, supervisor);
 }
 
@@ -790,7 +797,9 @@ TEST_CASE("A line of exactly 8 KiB is one line, whatever ends it", "[function_su
   const auto c =
       GENERATE(Case{8191, "0a", {8191}}, Case{8192, "0a", {8192}}, Case{8193, "0a", {8192, 1}},
                Case{16384, "0a", {8192, 8192}}, Case{8191, "0d0a", {8191}},
-               Case{8192, "0d0a", {8192}}, Case{8193, "0d0a", {8192, 1}});
+               Case{8192, "0d0a", {8192}}, Case{8193, "0d0a", {8192, 1}},
+               Case{16384, "0d0a", {8192, 8192}}, Case{16385, "0d0a", {8192, 8192, 1}},
+               Case{24577, "0a", {8192, 8192, 8192, 1}});
   INFO(c.len << " bytes ended by " << c.end);
   asio::io_context ioc;
   FunctionSupervisor supervisor(ioc.get_executor());
