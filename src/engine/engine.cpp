@@ -1206,7 +1206,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
     };
     try {
-      check_live(run, *env.scope, env.deadline, path);
+      // A step begun before a restart (its progress journaled under it) that resumes past its
+      // deadline faults inside, at the step the deadline cut (as it would have live), not at
+      // itself: the steps within check it as they are entered.
+      check_live(run, *env.scope,
+                 env.deadline && !begun_inside(run, path) ? env.deadline : std::nullopt, path);
       json::object vars;
       const bool with_vars = uses_vars(step);
       if (with_vars) {
@@ -1678,6 +1682,14 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       out.outputs.push_back(std::move(joined));
     }
     co_return out;
+  }
+
+  // Whether the step at `path` has progress journaled inside it (a step of its list, a wait's
+  // deadline, a loop's items): begun before a restart.
+  static bool begun_inside(const Run& run, const std::string& path) {
+    const std::string prefix = path + "/";
+    const auto it = run.journal.lower_bound(prefix);
+    return it != run.journal.end() && it->first.starts_with(prefix);
   }
 
   // A `join: any` fork resumed (after a restart, or a redrive) when waits its branches had begun

@@ -3621,6 +3621,39 @@ TEST_CASE("engine: a restarted engine resumes a try where its catch had got to",
   }
 }
 
+TEST_CASE("engine: a run resumed past its deadline times out at the step the deadline cut",
+          "[engine][durable][timeout]") {
+  // Its error named the outermost step under way (the try around the wait), not the wait, as
+  // the same run names it without the restart.
+  EngineFixture f;
+  auto yaml = header("cut-inside") + R"(  timeout: PT1S
+  do:
+    - name: guarded
+      try:
+        - {name: nap, wait: PT60S}
+      catch:
+        errors: {type: timeout}
+        do: [{name: handled, set: {handled: true}}]
+)";
+  const auto began = std::chrono::system_clock::now();
+  auto id = f.start(yaml);
+  wait_until([&] {
+    for (const auto& e : f.journal(id)) {
+      if (e.path.ends_with("/wait")) return true;
+    }
+    return false;
+  });
+  f.stop_engine();
+  while (std::chrono::system_clock::now() < began + std::chrono::milliseconds(1100)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  f.start_engine();
+  auto out = f.wait(id);
+  CHECK(out.phase == "faulted");
+  CHECK(EngineFixture::error_type(out) == "timeout");
+  CHECK(out.error->at("instance") == "/do/0/try/0/0");  // the wait, as without the restart
+}
+
 TEST_CASE("engine: a step's timeout counts from when the step began, across a restart",
           "[engine][durable][timeout]") {
   // As spec.timeout does. The resumed step got its whole timeout again: a step stopped after its
