@@ -551,6 +551,17 @@ std::string usage_error(const po::error& e, const po::positional_options_descrip
              " too); give it once";
     }
   }
+  // Boost says "too many positional options have been specified on the command line": say how
+  // many the command takes (`knflow runs bogus ID`: a misspelt verb).
+  if (dynamic_cast<const po::too_many_positional_options_error*>(&e) != nullptr) {
+    const auto takes = positional->max_total_count();
+    std::string labels;
+    for (unsigned i = 0; i < takes && i < 8; ++i) {
+      const auto& name = positional->name_for_position(i);
+      labels += (i ? " " : "") + positional_label(*positional, name).value_or(name);
+    }
+    return "too many arguments: it takes " + (takes == 0 ? std::string("none") : "only " + labels);
+  }
   return e.what();
 }
 
@@ -1101,6 +1112,9 @@ int runs(const std::vector<std::string>& args) {
   po::variables_map vm;
   try {
     if (!parse_args(desc, args, vm, &positional, "runs")) return kExitOk;
+  } catch (const po::too_many_positional_options_error&) {
+    std::cerr << "(A run is acted on with knflow runs get|cancel|retry|delete|logs ID.)\n";
+    return kExitUsage;
   } catch (const po::error&) {
     return kExitUsage;
   }

@@ -425,6 +425,11 @@ class InvokeCliTest(unittest.TestCase):
         code, out, err = self.cli("runs", "retry", "-n", NS)
         self.assertEqual(code, 2, err)
         self.assertIn("knflow runs retry: the ID argument is missing", err)
+        # A misspelt verb: Boost's "too many positional options" said neither what nor how.
+        code, out, err = self.cli("runs", "canel", run_id, "-n", NS)
+        self.assertEqual((code, out), (2, ""), err)
+        self.assertIn("knflow runs: too many arguments: it takes only WORKFLOW", err)
+        self.assertIn("knflow runs get|cancel|retry|delete|logs ID", err)
 
     def test_attempts_in_a_loop_are_told_apart_by_path(self):
         code, out, err = self.cli("invoke", "reserve", "-n", NS, "-d", '{"items": [1, 2]}')
