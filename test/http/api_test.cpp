@@ -222,6 +222,20 @@ spec:
   SECTION("an unsupported Content-Type is 415") {
     require_problem(server.call("POST", kCollection, yaml, {{"Content-Type", "text/plain"}}), 415);
   }
+  SECTION("a charset other than UTF-8 is 415; UTF-8 is taken however it is written") {
+    // A Latin-1 body was read as UTF-8: its accented letters became other text.
+    auto r = server.call("PUT", kCollection + "/from-yaml", yaml,
+                         {{"Content-Type", "application/yaml; charset=ISO-8859-1"}});
+    require_problem(r, 415);
+    CHECK(r.body.find("only UTF-8 is read") != std::string::npos);
+    for (const std::string type :
+         {"application/yaml; charset=UTF-8", "application/yaml;charset=\"utf-8\"",
+          "application/yaml; version=1; charset=utf8", "application/yaml; charset=us-ascii"}) {
+      INFO(type);
+      CHECK(server.call("PUT", kCollection + "/from-yaml", yaml, {{"Content-Type", type}}).status ==
+            200);
+    }
+  }
   SECTION("an Accept that allows neither JSON nor YAML is 406") {
     require_problem(server.call("GET", kCollection + "/from-yaml", {}, {{"Accept", "text/html"}}),
                     406);
