@@ -6,6 +6,7 @@ workers are gone and every run reads back."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,24 @@ class ExpressionsTest(unittest.TestCase):
             status, problem = answer["created"]
             self.assertEqual(status, 422, problem)
             self.assertEqual([e["pointer"] for e in problem["errors"]], ["/spec/do/400/set"])
+
+    def test_a_validation_whose_client_went_away_stops_compiling(self):
+        # Its 400 expressions held the validation worker for seconds after the client had gone
+        # (1,000 of them: a quarter of an hour of a core), for an answer nobody read.
+        steps = [{"name": f"s{i}", "set": "${ .gone_" + str(i) + " + 1 }"} for i in range(400)]
+        body = json.dumps(doc("abandoned", steps)).encode()
+        with Daemon() as d:
+            d.start()
+            stopped = "Stopped compiling a workflow's expressions: the client went away"
+            for k, path in enumerate(("/api/v1/validate", NS + "/workflows"), start=1):
+                with socket.create_connection(("127.0.0.1", d.port)) as s:
+                    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                              f"{d.token}\r\nContent-Type: application/json\r\n"
+                              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                    time.sleep(0.2)  # its compiles begin (400 take seconds)
+                self.assertTrue(wait_until(lambda: d.output().count(stopped) == k, 60), d.tail())
+            status, _ = d.json("GET", NS + "/workflows/abandoned")
+            self.assertEqual(status, 404)  # nothing written for a client that left
 
     def test_hostile_expressions_fault_their_step_and_the_daemon_keeps_serving(self):
         with Daemon() as d:
