@@ -181,7 +181,7 @@ class ExpressionsTest(unittest.TestCase):
 
     def test_a_validation_whose_client_went_away_stops_compiling(self):
         # Its 400 expressions held the validation worker for seconds after the client had gone
-        # (1,000 of them: a quarter of an hour of a core), for an answer nobody read.
+        # (1,000 of them: about 15 s of a core), for an answer nobody read.
         steps = [{"name": f"s{i}", "set": "${ .gone_" + str(i) + " + 1 }"} for i in range(400)]
         body = json.dumps(doc("abandoned", steps)).encode()
         with Daemon() as d:
