@@ -25,6 +25,7 @@
 #include "knflow/version.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -336,6 +337,12 @@ bool check_numeric_options(const po::variables_map& vm) {
   // Each compiled program takes about 7 KB of a worker's memory, which its memory limit bounds;
   // each worker is a process. Unbounded, --threads or --expression-workers -1 (read as the largest
   // number) or 99999999999 died of an uncaught error.
+  // 0 is SQLite's own checkpoints; above a million pages (4 GiB of WAL) is no threshold at all.
+  if (const auto pages = vm["wal-checkpoint-pages"].as<std::size_t>(); pages > 1'000'000) {
+    std::cerr << "knflow serve: --wal-checkpoint-pages must be from 0 to 1000000, got " << pages
+              << "\n";
+    return false;
+  }
   if (!check_count_option(vm, "expression-cache", kMaxExpressionCache, "serve") ||
       !check_count_option(vm, "threads", kMaxThreads, "serve") ||
       !check_count_option(vm, "expression-workers", kMaxExpressionWorkers, "serve")) {
@@ -686,6 +693,10 @@ int serve(const std::vector<std::string>& args) {
   }
 
   const OpenFiles open_files = raise_open_files();
+  // A file size limit (`ulimit -f`) reached by the database or its WAL: SIGXFSZ killed the
+  // daemon without a word. Ignored, the write fails with EFBIG, which SQLite reports as any
+  // failed write (a full disk's way). Function processes start with every signal at its default.
+  ::signal(SIGXFSZ, SIG_IGN);
   const std::size_t max_connections =
       connections_within(vm["max-connections"].as<std::size_t>(), open_files.now);
   if (max_connections < vm["max-connections"].as<std::size_t>()) {

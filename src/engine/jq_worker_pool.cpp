@@ -289,9 +289,19 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
   // within a lane (one per workflow), and the lanes take turns, so that a workflow whose
   // expressions run away holds up another's by at most one evaluation per worker.
   std::map<std::string, std::deque<Waiter*>> lanes;
-  std::deque<std::string> turns;  // the lanes that have waiters, next first
+  std::map<std::string, std::size_t> lane_bytes;  // of each lane's waiters' requests
+  std::deque<std::string> turns;                  // the lanes that have waiters, next first
   std::size_t waiting = 0;
   std::size_t waiting_bytes = 0;
+
+  // How much of `limit` (the queue's length, or its bytes) one lane may hold: a share that
+  // leaves as much again for a lane that has none yet. One workflow filled the whole queue
+  // (a loop of runaway expressions), and every other workflow's expressions failed at once
+  // until it drained, up to an hour and a half.
+  std::size_t lane_share(const std::string& lane, std::size_t limit) const {
+    const std::size_t holders = lanes.size() + (lanes.contains(lane) ? 0 : 1);
+    return std::max<std::size_t>(limit / (holders + 1), 1);
+  }
   std::atomic<std::size_t> queued{0};  // mirror of `waiting` for JqWorkerPool::queued()
   void set_waiting(std::size_t n) {
     queued = n;
@@ -336,6 +346,26 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
         co_return unavailable("too many expressions are waiting for a worker (" +
                               std::to_string(self->settings.max_queue) +
                               " queued); try again later");
+      }
+      const auto lane_it = self->lanes.find(lane);
+      const std::size_t lane_waiting = lane_it == self->lanes.end() ? 0 : lane_it->second.size();
+      if (lane_waiting >= self->lane_share(lane, self->settings.max_queue)) {
+        co_return unavailable("this workflow has " + std::to_string(lane_waiting) +
+                              " expressions waiting for a worker, its share of the " +
+                              std::to_string(self->settings.max_queue) + " the queue holds while " +
+                              std::to_string(self->lanes.size() - 1) +
+                              " other workflows' expressions wait too (a share leaves room for "
+                              "others); try again later");
+      }
+      if (lane_waiting > 0 && self->lane_bytes[lane] + request.size() >
+                                  self->lane_share(lane, self->settings.max_queue_bytes)) {
+        co_return unavailable(
+            "this workflow's expressions waiting for a worker hold " +
+            describe_bytes(self->lane_bytes[lane]) + " of input and variables, and this one's " +
+            describe_bytes(request.size()) + " would take them past its share, " +
+            describe_bytes(self->lane_share(lane, self->settings.max_queue_bytes)) + " of the " +
+            describe_bytes(self->settings.max_queue_bytes) +
+            " waiting expressions may hold (a share leaves room for others); try again later");
       }
       if (self->waiting > 0 &&
           self->waiting_bytes + request.size() > self->settings.max_queue_bytes) {
@@ -502,6 +532,14 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     lane.push_back(&waiter);
     set_waiting(++waiting);
     waiting_bytes += waiter.bytes;
+    lane_bytes[waiter.lane] += waiter.bytes;
+  }
+
+  void forget_bytes(const std::string& lane, std::size_t bytes) {
+    waiting_bytes -= bytes;
+    if (auto it = lane_bytes.find(lane); it != lane_bytes.end() && (it->second -= bytes) == 0) {
+      lane_bytes.erase(it);
+    }
   }
 
   // Takes a waiter that gave up out of its lane (it is there unless a worker was handed to it).
@@ -509,7 +547,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     const auto it = lanes.find(waiter.lane);
     if (it == lanes.end() || std::erase(it->second, &waiter) == 0) return;
     set_waiting(--waiting);
-    waiting_bytes -= waiter.bytes;
+    forget_bytes(waiter.lane, waiter.bytes);
     if (it->second.empty()) {
       lanes.erase(it);
       std::erase(turns, waiter.lane);
@@ -525,7 +563,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
     Waiter* next = it->second.front();
     it->second.pop_front();
     set_waiting(--waiting);
-    waiting_bytes -= next->bytes;
+    forget_bytes(lane, next->bytes);
     if (it->second.empty()) {
       lanes.erase(it);
     } else {
@@ -746,6 +784,7 @@ struct JqWorkerPool::Impl : std::enable_shared_from_this<JqWorkerPool::Impl> {
       for (Waiter* waiter : waiters) waiter->wake.cancel();
     }
     lanes.clear();
+    lane_bytes.clear();
     turns.clear();
     waiting = 0;
     set_waiting(0);

@@ -603,23 +603,52 @@ TEST_CASE("jq workers: lanes take turns, so one lane's runaways do not hold up a
 TEST_CASE("jq workers: a full queue refuses at once", "[engine][jq]") {
   asio::io_context ioc;
   JqWorkerSettings s = settings(1);
-  s.max_queue = 2;
+  s.max_queue = 4;
   JqWorkerPool pool(ioc.get_executor(), s);
+  REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
   Batch batch(ioc, pool);
-  for (int i = 0; i < 10; ++i) batch.start(".", json::value(i));
+  // Lanes a, b and c each take their share of the four places as they come (a alone: half;
+  // then b a third; then c a quarter): 2 + 1 + 1 wait, and d finds the queue full.
+  batch.start(".", json::value(0), {}, "a");  // on the worker
+  for (const char* lane : {"a", "a", "b", "c", "d"}) batch.start(".", json::value(1), {}, lane);
   const auto& results = batch.wait();
-  std::size_t served = 0;
-  for (const auto& r : results) {
-    if (r->ok()) {
-      ++served;
-    } else {
-      CHECK_THAT(r->error, Catch::Contains("too many expressions are waiting"));
-      CHECK(r->transient);  // the evaluator's, not the expression's: a runtime 503 for the engine
-    }
-  }
-  CHECK(served == 3);  // one on the worker, two in the queue
+  for (std::size_t i = 0; i < 5; ++i) CHECK(results[i]->ok());
+  CHECK_THAT(results[5]->error,
+             Catch::Contains("too many expressions are waiting for a worker (4 queued)"));
+  CHECK(results[5]
+            ->transient);  // the evaluator's, not the expression's: a runtime 503 for the engine
   // Once the queue drained, evaluations are accepted again.
   CHECK(evaluate(ioc, pool, "\"ok\"").value == json::value("ok"));
+}
+
+TEST_CASE("jq workers: one lane holds only its share of the queue, leaving room for the others",
+          "[engine][jq]") {
+  // One workflow (a loop of runaway expressions) filled the whole queue, and every other
+  // workflow's expressions failed at once until it drained: up to an hour and a half.
+  asio::io_context ioc;
+  JqWorkerSettings s = settings(1);
+  s.max_queue = 6;
+  JqWorkerPool pool(ioc.get_executor(), s);
+  REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
+  Batch batch(ioc, pool);
+  for (int i = 0; i < 10; ++i) batch.start(".", json::value(i), {}, "shop/hog");
+  const std::size_t other = batch.start(".", json::value("other"), {}, "shop/other");
+  const std::size_t third = batch.start(".", json::value("third"), {}, "shop/third");
+  const auto& results = batch.wait();
+  std::size_t served = 0;
+  for (std::size_t i = 0; i < 10; ++i) {
+    if (results[i]->ok()) {
+      ++served;
+    } else {
+      CHECK_THAT(results[i]->error,
+                 Catch::Contains("this workflow has 3 expressions waiting for a worker, its share "
+                                 "of the 6 the queue holds"));
+      CHECK(results[i]->transient);
+    }
+  }
+  CHECK(served == 4);  // one on the worker, three (half of six) waiting
+  CHECK(results[other]->value == json::value("other"));
+  CHECK(results[third]->value == json::value("third"));
 }
 
 TEST_CASE("jq workers: the waiting requests' bytes are bounded", "[engine][jq]") {
@@ -630,10 +659,12 @@ TEST_CASE("jq workers: the waiting requests' bytes are bounded", "[engine][jq]")
   REQUIRE(evaluate(ioc, pool, "1").ok());  // the worker is up
   const json::value big(std::string(2000, 'x'));
   Batch batch(ioc, pool);
-  const std::size_t on_worker = batch.start(".", big);
-  const std::size_t first_waiting = batch.start(".", big);  // 2,000 bytes wait
-  const std::size_t refused = batch.start(".", big);        // 4,000 would
-  const std::size_t small = batch.start(".", json::value(1));
+  const std::size_t on_worker = batch.start(".", big, {}, "a");
+  const std::size_t first_waiting = batch.start(".", big, {}, "a");  // 2,000 bytes wait
+  const std::size_t refused = batch.start(".", big, {}, "b");        // 4,000 would
+  const std::size_t small = batch.start(".", json::value(1), {}, "b");
+  // A lane's waiting requests hold at most its share: a's 2,000 bytes are past it already.
+  const std::size_t past_share = batch.start(".", json::value(1), {}, "a");
   const auto& results = batch.wait();
   CHECK(results[on_worker]->value == big);
   CHECK(results[first_waiting]->value == big);
@@ -641,6 +672,8 @@ TEST_CASE("jq workers: the waiting requests' bytes are bounded", "[engine][jq]")
   CHECK_THAT(results[refused]->error, Catch::Contains("the expressions waiting for a worker hold"));
   CHECK_THAT(results[refused]->error, Catch::Contains("would take them past 3000 bytes"));
   CHECK(results[refused]->transient);  // the evaluator's: a runtime 503 for the engine
+  CHECK_THAT(results[past_share]->error,
+             Catch::Contains("would take them past its share, 1000 bytes of the 3000 bytes"));
   CHECK(pool.queued() == 0);
   // Drained: the same request is accepted again, and one alone may wait whatever its size.
   CHECK(evaluate(ioc, pool, ".", big).value == big);
