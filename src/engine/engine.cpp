@@ -75,6 +75,10 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // keys, its error's `instance` and reading its history cost.
 constexpr std::size_t kMaxStepPathBytes = 4096;
 
+// The most of a `raise`'s title and detail an error keeps (the rest is cut, its size said).
+constexpr std::size_t kMaxRaiseTitle = 4096;
+constexpr std::size_t kMaxRaiseDetail = 65536;
+
 // `t + d`, held at the last time `t`'s clock can hold rather than overflowing: a `wait` or
 // `timeout` of `P200000D` (547 years) passes the year 2262 that the clocks' nanoseconds reach,
 // and ended at once (a deadline in 1989).
@@ -1571,21 +1575,28 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Fault f =
         make_fault(r.type, static_cast<unsigned>(r.status.value_or(500)), step.name, "", path);
     // RFC 7807's title and detail are strings: another value is written as JSON text, null is as
-    // if absent.
-    auto text = [](json::value v) -> std::optional<std::string> {
+    // if absent. Bounded as kept: the error outlives the step (the run's record, the invoke's
+    // answer, each page of runs listed), where an expression's 16 MiB result was kept whole,
+    // past any run data limit.
+    auto text = [](json::value v, std::size_t max) -> std::optional<std::string> {
       if (v.is_null()) return std::nullopt;
-      if (v.is_string()) return std::string(v.as_string());
-      return model::json_text(v);
+      std::string t = v.is_string() ? std::string(v.as_string()) : model::json_text(v);
+      if (t.size() > max) {
+        const auto whole = t.size();
+        t.resize(model::utf8_prefix(t, max).size());
+        t += "\u2026 (" + std::to_string(whole) + " bytes in all)";
+      }
+      return t;
     };
     // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
     // the other branch is taken (a json::value never constructed: heap corruption).
     if (r.title) {
       auto title = co_await eval(env, *r.title, cur.data, vars, path + "/raise/title");
-      if (auto t = text(std::move(title))) f.error["title"] = *t;
+      if (auto t = text(std::move(title), kMaxRaiseTitle)) f.error["title"] = *t;
     }
     if (r.detail) {
       auto detail = co_await eval(env, *r.detail, cur.data, vars, path + "/raise/detail");
-      if (auto t = text(std::move(detail))) f.error["detail"] = *t;
+      if (auto t = text(std::move(detail), kMaxRaiseDetail)) f.error["detail"] = *t;
     }
     throw f;
   }

@@ -11,6 +11,7 @@
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/timestamp.hpp"
+#include "knflow/model/utf8.hpp"
 #include "knflow/model/validate.hpp"
 #include "knflow/store/db.hpp"
 #include "knflow/store/run_store.hpp"
@@ -3442,6 +3443,32 @@ TEST_CASE("engine: a restarted join any fork takes its journaled winner; the los
   std::size_t loser_attempts = 0;
   for (const auto& a : f.attempts(id)) loser_attempts += a.path == "/do/0/fork/0" ? 1 : 0;
   CHECK(loser_attempts == 1);  // the one the stop interrupted, no new one
+}
+
+TEST_CASE("engine: a raise keeps at most 4 KiB of title and 64 KiB of detail", "[engine][raise]") {
+  // An expression's 16 MiB result was kept whole in the run's error: its record, the invoke's
+  // answer and each page of runs listed carried it, past any run data limit.
+  EngineFixture f;
+  auto yaml = header("big-raise") + R"(  do:
+    - name: fail
+      raise:
+        type: x
+        status: 400
+        title: '${ "\u00e9" * 3000 }'
+        detail: '${ [range(20000)] }'
+)";
+  auto out = f.run(yaml);
+  REQUIRE(out.phase == "faulted");
+  const std::string title(out.error->at("title").as_string());
+  const std::string detail(out.error->at("detail").as_string());
+  CHECK(title.size() <= 4096 + 64);
+  CHECK(title.starts_with("\u00e9\u00e9"));
+  CHECK(title.ends_with("\u2026 (6000 bytes in all)"));
+  CHECK(detail.size() <= 65536 + 64);
+  CHECK(detail.starts_with("[0,1,2,"));
+  CHECK(detail.find(" bytes in all)") != std::string::npos);
+  CHECK(knflow::model::find_invalid_utf8(title) ==
+        std::string_view::npos);  // cut between characters
 }
 
 TEST_CASE("engine: a join any fork resumed after its waits came due lets the earliest win",
