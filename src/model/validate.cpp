@@ -611,7 +611,9 @@ class Validator {
       error(pointer, expression_message(text, *problem));
       return;
     }
-    // Past the limit, no more programs are compiled; the first one over it says why.
+    // Past the limit, no more programs are compiled (a repeated one neither); the first one over
+    // it says why.
+    if (over_limit_) return;
     std::string key(program);
     for (const std::string& v : variables) key += '\0' + v;
     if (!distinct_.contains(key)) {
@@ -621,6 +623,9 @@ class Validator {
           error(pointer, "the workflow holds more than " + std::to_string(kMaxDistinctExpressions) +
                              " distinct expressions (a program with the variables in its scope); "
                              "expressions from here on are not checked");
+          // Refused for that whatever they say: those waiting for a worker are not sent (a
+          // thousand compiles, 15 s of a core, for a workflow refused anyway).
+          report_.pending.clear();
         }
         return;
       }

@@ -620,7 +620,8 @@ TEST_CASE("a workflow holds at most 1000 distinct expressions", "[validate][expr
   CHECK(over.report.errors[0].pointer == "/spec/do/0/set/k1000");
   CHECK_THAT(over.report.errors[0].message,
              Catch::StartsWith("the workflow holds more than 1000 distinct expressions"));
-  CHECK(over.report.pending.size() == kMaxDistinctExpressions);
+  // Refused for that: none is sent to be compiled (a thousand compiles, 15 s of a core).
+  CHECK(over.report.pending.empty());
 
   // The same program many times is one expression.
   CheckResult repeated = check_value(with(kMaxDistinctExpressions + 2, true), defer);
