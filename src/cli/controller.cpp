@@ -109,8 +109,9 @@ int controller(const std::vector<std::string>& args) {
   settings.election.retry_period = seconds_of(vm, "retry-period");
   settings.status_write_delay = seconds_of(vm, "status-write-delay");
   if (!check_count_option(vm, "threads", kMaxThreads, "controller")) return kExitUsage;
-  if (const double t = vm["expression-timeout"].as<double>(); !(t >= 0.001 && t <= 3600)) {
-    std::cerr << "knflow controller: --expression-timeout must be from 0.001 to 3600 seconds\n";
+  if (const double t = vm["expression-timeout"].as<double>(); !(t >= 0.1 && t <= 3600)) {
+    std::cerr << "knflow controller: --expression-timeout must be from 0.1 to 3600 seconds "
+                 "(compiling takes 10 to 20 ms of it)\n";
     return kExitUsage;
   }
   const auto& e = settings.election;

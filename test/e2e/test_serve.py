@@ -353,11 +353,15 @@ class ServeTest(unittest.TestCase):
             # Zero would refuse every expression, answer every request 408, close every
             # connection at once, or prune in a loop.
             # The message names the range these take (it said "from 0" for -1, then refused 0).
-            for option in ("--expression-timeout", "--request-timeout", "--idle-timeout",
-                           "--retention-interval"):
+            for option in ("--request-timeout", "--idle-timeout", "--retention-interval"):
                 for value in ("0", "-1"):
                     refused([option, value], f"knflow serve: {option} must be a number of seconds "
                             f"from 0.001 to 31536000, got {value}")
+            # An expression's time includes compiling it: under 0.1 s every one was refused.
+            for value in ("0", "0.01"):
+                refused(["--expression-timeout", value], "knflow serve: --expression-timeout must "
+                        f"be a number of seconds from 0.1 to 31536000, got {value} (compiling "
+                        "takes 10 to 20 ms of it)")
             refused(["--invoke-timeout", "400"],
                     "--invoke-timeout (400) must not exceed --max-invoke-timeout (300)")
             refused(["--max-run-data-bytes", "0"],
