@@ -9,6 +9,7 @@
 #include "knflow/engine/random.hpp"
 #include "knflow/engine/step_history.hpp"
 #include "knflow/log/log.hpp"
+#include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
 #include "knflow/model/document.hpp"
 #include "knflow/model/json_text.hpp"
@@ -160,6 +161,32 @@ struct Api::RunHandlers {
   }
 
   bool ready() const { return api.engine_ && api.cache_.load() && api.runs_; }
+
+  using Handler = asio::awaitable<Response> (RunHandlers::*)(Request&);
+
+  // Runs a route's handler; a SQLite failure under it (a full disk, a lock another process held
+  // past the busy timeout, damaged pages) is answered with SQLite's reason, as the workflow
+  // routes answer theirs, and counted: it was a bare 500 "internal", the reason only in the log,
+  // and a failed read was not counted at all.
+  asio::awaitable<Response> guarded(Handler fn, Request& req) {
+    std::optional<store::Error> failed;  // answered outside the handler: no co_await in a catch
+    try {
+      co_return co_await (this->*fn)(req);
+    } catch (const store::Error& e) {
+      failed = e;
+    }
+    api.metrics_.sqlite_error(req.method == "GET" || req.method == "HEAD" ? "read" : "write");
+    log::warn("A run route failed in the store", {{"path", req.path}, {"error", failed->what()}});
+    if (failed->locked()) {
+      auto res = problem(503, "storage",
+                         std::string("The run store is locked by another process (") +
+                             failed->what() + "); try again.",
+                         req);
+      res.set_header("Retry-After", "1");
+      co_return res;
+    }
+    co_return problem(500, "storage", std::string("The run store failed: ") + failed->what(), req);
+  }
 
   template <typename T>
   static asio::awaitable<T> run_op(store::RunStore* runs, std::function<T(store::RunStore&)> op) {
@@ -1039,11 +1066,10 @@ struct Api::RunHandlers {
 void Api::register_run_routes(http::Router& router) {
   auto h = std::make_shared<RunHandlers>(RunHandlers{.api = *this, .logs_tokens = {}});
   using http::Access;
-  auto add = [&](std::string method, std::string path,
-                 asio::awaitable<Response> (RunHandlers::*fn)(Request&), std::string summary,
+  auto add = [&](std::string method, std::string path, RunHandlers::Handler fn, std::string summary,
                  Access access = Access::token, bool watch_client = false) {
     router.add({std::move(method), std::move(path), access,
-                [h, fn](Request& req) { return ((*h).*fn)(req); }, std::move(summary),
+                [h, fn](Request& req) { return h->guarded(fn, req); }, std::move(summary),
                 watch_client});
   };
   const std::string ns = "/api/v1/namespaces/{ns}";

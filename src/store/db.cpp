@@ -294,6 +294,10 @@ bool refuse_damaged_wal(const std::filesystem::path& path) {
 
 Error::Error(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
 
+bool Error::locked() const noexcept {
+  return (code_ & 0xff) == SQLITE_BUSY || (code_ & 0xff) == SQLITE_LOCKED;
+}
+
 // ---- Db ---------------------------------------------------------------------------------------
 
 Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {

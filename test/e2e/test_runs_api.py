@@ -88,6 +88,34 @@ class RunsApiTest(unittest.TestCase):
             time.sleep(0.05)
         self.fail(f"run {run_id} never reached {phases}")
 
+    def test_a_run_route_the_store_fails_under_says_why(self):
+        # A lock another process held past the busy timeout (or a full disk, damaged pages) was
+        # a bare 500 "internal", its reason only in the log, and a failed read was not counted.
+        status, _, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async",
+                                      '{"n": 1}')
+        self.assertEqual(status, 202, body)
+        run_id = json.loads(body)["runId"]
+        status, _, body = self.d.call("POST", f"{NS}/runs/{run_id}:cancel")
+        self.assertEqual(status, 200, body)
+        self.wait_phase(run_id, {"cancelled"})
+        locker = sqlite3.connect(os.path.join(self.d.data_dir, "knflow.db"), timeout=30,
+                                 isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            status, headers, body = self.d.call("DELETE", f"{NS}/runs/{run_id}")
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        self.assertEqual(status, 503, body)
+        problem = json.loads(body)
+        self.assertEqual(problem["type"].rsplit("/", 1)[-1], "storage")
+        self.assertIn("The run store is locked by another process (", problem["detail"])
+        self.assertEqual(headers["Retry-After"], "1")
+        status, _, text = self.d.call("GET", "/metrics")
+        self.assertRegex(text, r'(?m)^knflow_sqlite_errors_total\{operation="write"\} [1-9]')
+        status, _, _ = self.d.call("DELETE", f"{NS}/runs/{run_id}")
+        self.assertEqual(status, 200)  # nothing lost: done once the lock is gone
+
     def test_async_invoke_cancel_delete(self):
         status, headers, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async", '{"n": 1}')
         self.assertEqual(status, 202, body)

@@ -35,6 +35,9 @@ class Error : public std::runtime_error {
  public:
   Error(int code, const std::string& message);
   int code() const noexcept { return code_; }
+  // Whether another connection held a lock past the busy timeout (SQLITE_BUSY, SQLITE_LOCKED):
+  // a failure that trying again later may not meet.
+  bool locked() const noexcept;
 
  private:
   int code_;
