@@ -7,6 +7,7 @@
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/expression.hpp"
+#include "knflow/model/json_text.hpp"
 #include "knflow/model/validate.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -143,11 +144,20 @@ const char* result_label(Outcome o) {
   return "error";
 }
 
-// Worth another attempt later: no answer, a deadline, 409, 429, 5xx, or a 404 (a CRD or
-// namespace that is not there yet).
+// An object larger than the cluster stores: etcd refuses it (500 "etcdserver: request is too
+// large", 1.5 MiB by default) or the apiserver does (413). The same object is refused again:
+// applied again and again with backoff, 2 MB each time, and the Workflow got no status.
+bool too_large(const kube::Error& e) {
+  return e.is_api() &&
+         (e.code == 413 || e.message.find("request is too large") != std::string::npos);
+}
+
+// Worth another attempt later: no answer, a deadline, 409, 429, 5xx (but an object too large),
+// or a 404 (a CRD or namespace that is not there yet).
 bool retryable(const kube::Error& e) {
-  return e.is_transient() || e.is_conflict() || e.is_not_found() ||
-         e.kind == kube::ErrorKind::decode;
+  return (e.is_transient() || e.is_conflict() || e.is_not_found() ||
+          e.kind == kube::ErrorKind::decode) &&
+         !too_large(e);
 }
 
 const char* write_result(const kube::Error& e) { return e.is_conflict() ? "conflict" : "error"; }
@@ -828,8 +838,13 @@ struct Controller::Impl : std::enable_shared_from_this<Controller::Impl> {
                                           {"namespace", ns},
                                           {"error", e.message}});
             if (retryable(e)) co_return Outcome::retry;
-            input.apply_failed = Readiness{"False", "ApplyFailed",
-                                           o.type.kind + " " + object_name + ": " + e.message};
+            input.apply_failed = Readiness{
+                "False", "ApplyFailed",
+                o.type.kind + " " + object_name + ": " + e.message +
+                    (too_large(e) ? " (it is " + std::to_string(model::json_text(object).size()) +
+                                        " bytes of JSON: more than the cluster stores in one "
+                                        "object; a smaller workflow, or fewer steps in one list)"
+                                  : "")};
             break;
           }
           record_write("apply", "ok");

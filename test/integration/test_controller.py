@@ -420,6 +420,27 @@ class ControllerTest(ClusterTestCase):
         self.assertTrue(message.startswith("1 error: /spec/do/0/switch: step \"pick\": switch "), message)
         self.assertNotIn("neither url nor local", message)
 
+    def test_an_object_too_large_for_the_cluster_fails_the_apply_and_says_so(self):
+        """etcd refuses an object over its request limit (500 "etcdserver: request is too
+        large"): the controller applied it again and again, 2 MB each time, and the Workflow got
+        no status at all."""
+        ns = self.namespace("huge")
+        c = self.start_controller(namespace=ns, lease="huge")
+        c.wait_leading()
+        steps = [{"name": f"s{i}", "call": "f"} for i in range(1000)]
+        self.apply(ns, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "huge"},
+                        "spec": {"functions": {"f": {"image": "registry.example.com/f:1"}},
+                                 "deadLetter": {"uri": "http://dead.example/" + "d" * 1900},
+                                 "do": steps}})
+        wf = self.wait_condition(ns, "huge", "False", "ApplyFailed", type_="KnativeReady",
+                                 timeout=60)
+        message = next(x["message"] for x in wf["status"]["conditions"]
+                       if x["type"] == "KnativeReady")
+        self.assertIn("request is too large", message)
+        self.assertIn("more than the cluster stores in one object", message)
+        self.assertEqual(self.condition(ns, "huge")["status"], "False")
+
     def test_invalid_spec_is_refused_until_fixed(self):
         ns = self.namespace("invalid")
         c = self.start_controller(namespace=ns, lease="invalid")
