@@ -91,6 +91,16 @@ bool check_count_option(const boost::program_options::variables_map& vm, const c
   return false;
 }
 
+// The leader election Lease's name: `--lease-name` when given; by default knflow-controller, or
+// knflow-controller-NS for a controller of one namespace, so that controllers of different
+// namespaces do not share one leader (the one of another namespace led, and this one's Workflows
+// were never reconciled).
+inline std::string lease_name(const boost::program_options::variable_value& given,
+                              const std::string& watch_namespace) {
+  if (!given.defaulted() || watch_namespace.empty()) return given.as<std::string>();
+  return given.as<std::string>() + "-" + watch_namespace;
+}
+
 // The most event-loop threads `--threads` may ask for. Far above what helps (each thread serves
 // its own connections), and a bound: `--threads 100000` died of an uncaught error when the system
 // refused a thread, and an unsigned option reads `-1` as 4294967295.

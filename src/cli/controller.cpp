@@ -62,8 +62,12 @@ int controller(const std::vector<std::string>& args) {
       "lease-namespace", po::value<std::string>()->default_value("default"),
       "namespace of the leader election Lease")(
       "lease-name", po::value<std::string>()->default_value("knflow-controller"),
-      "name of the leader election Lease")("lease-duration", po::value<double>()->default_value(15),
-                                           "seconds")(
+      "name of the leader election Lease (default with --namespace NS: knflow-controller-NS)")(
+      "channel-kind", po::value<std::string>()->default_value("InMemoryChannel"),
+      "channel kind of every Sequence and Parallel (as knflow render's)")(
+      "channel-api-version", po::value<std::string>()->default_value("messaging.knative.dev/v1"),
+      "apiVersion of that channel kind")("lease-duration", po::value<double>()->default_value(15),
+                                         "seconds")(
       "renew-deadline", po::value<double>()->default_value(10), "seconds")(
       "retry-period", po::value<double>()->default_value(2), "seconds")(
       "no-leader-election", po::bool_switch(), "reconcile at once, without a Lease")(
@@ -103,7 +107,9 @@ int controller(const std::vector<std::string>& args) {
   settings.leader_election = !vm["no-leader-election"].as<bool>();
   settings.election.identity = vm["identity"].as<std::string>();
   settings.election.lease_namespace = vm["lease-namespace"].as<std::string>();
-  settings.election.lease_name = vm["lease-name"].as<std::string>();
+  settings.election.lease_name = lease_name(vm["lease-name"], settings.watch_namespace);
+  settings.channel_template = {vm["channel-api-version"].as<std::string>(),
+                               vm["channel-kind"].as<std::string>()};
   settings.election.lease_duration = seconds_of(vm, "lease-duration");
   settings.election.renew_deadline = seconds_of(vm, "renew-deadline");
   settings.election.retry_period = seconds_of(vm, "retry-period");
@@ -125,6 +131,10 @@ int controller(const std::vector<std::string>& args) {
   if (!settings.watch_namespace.empty() && !model::is_dns1123_label(settings.watch_namespace)) {
     std::cerr << "knflow controller: --namespace \"" << settings.watch_namespace
               << "\" is not a valid namespace\n";
+    return kExitUsage;
+  }
+  if (settings.channel_template.kind.empty() || settings.channel_template.api_version.empty()) {
+    std::cerr << "knflow controller: --channel-kind and --channel-api-version must not be empty\n";
     return kExitUsage;
   }
 

@@ -166,7 +166,12 @@ po::options_description serve_options() {
      "cluster mode: namespace of the leader election Lease (default: the kubeconfig context's "
      "or the pod's namespace)")
     ("lease-name", po::value<std::string>()->default_value("knflow-controller"),
-     "cluster mode: name of the leader election Lease; daemons sharing it share one leader")
+     "cluster mode: name of the leader election Lease; daemons sharing it share one leader "
+     "(default with --watch-namespace NS: knflow-controller-NS)")
+    ("channel-kind", po::value<std::string>()->default_value("InMemoryChannel"),
+     "cluster mode: channel kind of every Sequence and Parallel (as knflow render's)")
+    ("channel-api-version", po::value<std::string>()->default_value("messaging.knative.dev/v1"),
+     "cluster mode: apiVersion of that channel kind")
     ("kube-qps", po::value<double>()->default_value(20),
      "cluster mode: Kubernetes API requests per second (token bucket)")
     ("kube-burst", po::value<int>()->default_value(30),
@@ -343,6 +348,11 @@ bool check_numeric_options(const po::variables_map& vm) {
   // Each compiled program takes about 7 KB of a worker's memory, which its memory limit bounds;
   // each worker is a process. Unbounded, --threads or --expression-workers -1 (read as the largest
   // number) or 99999999999 died of an uncaught error.
+  if (vm["channel-kind"].as<std::string>().empty() ||
+      vm["channel-api-version"].as<std::string>().empty()) {
+    std::cerr << "knflow serve: --channel-kind and --channel-api-version must not be empty\n";
+    return false;
+  }
   // 0 is SQLite's own checkpoints; above a million pages (4 GiB of WAL) is no threshold at all.
   if (const auto pages = vm["wal-checkpoint-pages"].as<std::size_t>(); pages > 1'000'000) {
     std::cerr << "knflow serve: --wal-checkpoint-pages must be from 0 to 1000000, got " << pages
@@ -817,7 +827,9 @@ int serve(const std::vector<std::string>& args) {
     cs.election.lease_namespace = vm["lease-namespace"].as<std::string>().empty()
                                       ? kube_config->default_namespace
                                       : vm["lease-namespace"].as<std::string>();
-    cs.election.lease_name = vm["lease-name"].as<std::string>();
+    cs.election.lease_name = lease_name(vm["lease-name"], cs.watch_namespace);
+    cs.channel_template = {vm["channel-api-version"].as<std::string>(),
+                           vm["channel-kind"].as<std::string>()};
     cs.resync = seconds_option(vm, "resync");
     cs.metrics = &metrics;
     cs.compile_expression = compile_on_worker(validation_jq);

@@ -64,13 +64,15 @@ class Controller:
     """One `knflow controller` process, its log in a temporary file, its /metrics and /healthz."""
 
     def __init__(self, kube: KubeEnv, *args: str, namespace: str | None = None,
-                 lease: str = "knflow-controller", identity: str | None = None,
+                 lease: str | None = "knflow-controller", identity: str | None = None,
                  resync: float = 600, env: dict[str, str] | None = None):
         self.kube = kube
         self.log_file = tempfile.NamedTemporaryFile(prefix="knflow-controller-", suffix=".log",
                                                     delete=False)
         cmd = [BIN, "controller", "--kubeconfig", kube.kubeconfig, "--metrics-listen",
-               "127.0.0.1:0", "--lease-name", lease, "--resync", str(resync)]
+               "127.0.0.1:0", "--resync", str(resync)]
+        if lease is not None:  # None: the default name
+            cmd += ["--lease-name", lease]
         if namespace:
             cmd += ["--namespace", namespace]
         if identity:
@@ -244,10 +246,10 @@ class ClusterTestCase(unittest.TestCase):
         self.assertEqual(code, 200, body)
 
 
-def render(path: Path, ns: str) -> str:
-    """What `knflow render -f path -n ns` prints (a YAML stream)."""
-    r = subprocess.run([BIN, "render", "-f", str(path), "-n", ns], capture_output=True, text=True,
-                       timeout=60)
+def render(path: Path, ns: str, *args: str) -> str:
+    """What `knflow render -f path -n ns [args]` prints (a YAML stream)."""
+    r = subprocess.run([BIN, "render", "-f", str(path), "-n", ns, *args], capture_output=True,
+                       text=True, timeout=60)
     if r.returncode != 0:
         raise AssertionError(f"knflow render {path} failed: {r.stderr}")
     return r.stdout
@@ -419,6 +421,40 @@ class ControllerTest(ClusterTestCase):
         message = self.condition(ns, "branchy", "Valid")["message"]
         self.assertTrue(message.startswith("1 error: /spec/do/0/switch: step \"pick\": switch "), message)
         self.assertNotIn("neither url nor local", message)
+
+    def test_channel_kind_and_a_lease_of_its_own_namespace(self):
+        """`knflow render --channel-kind` picked a production channel, but the controller had no
+        such option: it applied InMemoryChannel, and took back a render applied by hand. And
+        controllers of different namespaces shared the default Lease: one led, and the other's
+        Workflows were never reconciled."""
+        ns = self.namespace("kafka")
+        channel = ("--channel-kind", "KafkaChannel",
+                   "--channel-api-version", "messaging.knative.dev/v1beta1")
+        c = self.start_controller(*channel, namespace=ns, lease=None)
+        c.wait_leading()
+        lease = self.get(f"/apis/coordination.k8s.io/v1/namespaces/default/leases/"
+                         f"knflow-controller-{ns}")
+        self.assertIsNotNone(lease)
+        doc = load_yaml_docs(self.kube, MEDIA.read_text())[0]
+        doc["metadata"].pop("namespace", None)  # the example's own is media
+        self.apply(ns, doc)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "kafka.json"
+            path.write_text(json.dumps(doc))
+            expected = {(o["kind"], o["metadata"]["name"]): o
+                        for o in load_yaml_docs(self.kube, render(path, ns, *channel))}
+        got = wait_for("every rendered object",
+                       lambda: (lambda ch: ch if set(ch) == set(expected) else None)(
+                           self.children(ns)))
+        templates = [o["spec"]["channelTemplate"] for (kind, _), o in got.items()
+                     if kind in ("Sequence", "Parallel")]
+        self.assertTrue(templates)
+        for template in templates:
+            self.assertEqual(template, {"apiVersion": "messaging.knative.dev/v1beta1",
+                                        "kind": "KafkaChannel"})
+        for key, o in expected.items():
+            if key[0] in ("Sequence", "Parallel"):
+                self.assertEqual(got[key]["spec"]["channelTemplate"], o["spec"]["channelTemplate"])
 
     def test_an_object_too_large_for_the_cluster_fails_the_apply_and_says_so(self):
         """etcd refuses an object over its request limit (500 "etcdserver: request is too
