@@ -31,10 +31,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/program_options.hpp>
 
 #include <algorithm>
@@ -563,6 +569,41 @@ OpenFiles raise_open_files() {
   return {started, limit.rlim_cur};
 }
 
+// Every two seconds, on the writer strand (the database's): whether the database file is still
+// the one the daemon writes. Deleted or replaced under it, the daemon went on answering 200 for
+// writes into a file nobody would open again, and started on an empty file after a restart, its
+// runs and workflows gone without a word. Now it saves a copy of what it holds beside the file,
+// says so, and stops (`stop`, exit 3).
+asio::awaitable<void> watch_database_file(store::Db* db, const bool* stopping,
+                                          std::function<void(int)> stop) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    timer.expires_after(std::chrono::seconds(2));
+    const auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (ec || *stopping) co_return;
+    const auto why = db->file_replaced();
+    if (!why) continue;
+    auto copy = db->path();
+    copy += ".saved-" + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+    log::error("The database file is no longer the one the daemon writes; stopping",
+               {{"why", *why}});
+    try {
+      db->save_copy(copy);
+      log::error(
+          "Saved what the daemon held: move it to knflow.db (with the daemon stopped) to "
+          "go on from it",
+          {{"copy", copy.string()}});
+    } catch (const std::exception& e) {
+      log::error("Failed to save what the daemon held",
+                 {{"copy", copy.string()}, {"error", e.what()}});
+    }
+    stop(kExitFailed);
+    co_return;
+  }
+}
+
 // --max-connections within the open-files limit, with room for what else the daemon opens
 // (outgoing connections, function pipes, SQLite's files): a quarter of the limit, at least 64,
 // at most half.
@@ -1026,6 +1067,8 @@ int serve(const std::vector<std::string>& args) {
         api.mark_ready();  // /readyz: loaded, and every --apply workflow stored
       }
       retention.start();
+      asio::co_spawn(api.writer(), watch_database_file(db.get(), &shutting_down, shutdown),
+                     asio::detached);
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - started)
                           .count();

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -322,6 +323,9 @@ Db::Db(const std::filesystem::path& path, DbSettings settings) : path_(path) {
     db_ = nullptr;
     throw Error(rc, message);
   }
+  if (struct stat st{}; ::stat(path.c_str(), &st) == 0) {
+    file_id_ = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+  }
   try {
     // SQLite opens a file it may not write read-only, quietly: every write would fail later.
     if (sqlite3_db_readonly(db_, "main") == 1) {
@@ -379,6 +383,26 @@ Db::~Db() {
   checkpointer_.reset();  // first, so that the writer's close makes the last checkpoint
   for (auto& stmt : tx_stmts_) stmt.reset();
   sqlite3_close_v2(db_);
+}
+
+std::optional<std::string> Db::file_replaced() const {
+  if (!file_id_) return std::nullopt;  // in memory, or not a file we could look at
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) != 0) {
+    if (errno == ENOENT) return path_.string() + " was deleted";
+    return std::nullopt;  // cannot tell (permissions changed, say): not taken for a replacement
+  }
+  if (std::pair{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)} !=
+      *file_id_) {
+    return path_.string() + " was replaced by another file";
+  }
+  return std::nullopt;
+}
+
+void Db::save_copy(const std::filesystem::path& to) {
+  Stmt copy(*this, "VACUUM INTO ?");
+  copy.bind_text(1, to.string());
+  copy.run();
 }
 
 Stmt& Db::tx_stmt(TxOp op) {

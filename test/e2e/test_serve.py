@@ -1,10 +1,12 @@
 """The real `knflow serve` process: first start, tokens, refusal to bind openly, config and
 environment, restart keeps data, graceful shutdown on SIGTERM and SIGINT."""
 
+import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -143,6 +145,30 @@ class ServeTest(unittest.TestCase):
                 self.assertEqual(d.stop(), 0, d.tail())
         finally:
             silent.close()
+
+    def test_a_database_file_deleted_under_the_daemon_is_saved_and_stops_it(self):
+        # It went on answering 200 for writes into a file nobody would open again, and a restart
+        # came up on an empty file: its runs and workflows gone without a word.
+        with Daemon() as d:
+            d.start()
+            status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows", json.dumps(
+                {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                 "metadata": {"name": "kept"},
+                 "spec": {"do": [{"name": "s", "set": {"a": 1}}]}}))
+            self.assertEqual(status, 201, body)
+            for suffix in ("", "-wal", "-shm"):
+                path = os.path.join(d.data_dir, "knflow.db" + suffix)
+                if os.path.exists(path):
+                    os.remove(path)
+            d.proc.wait(30)
+            self.assertEqual(d.proc.returncode, 3, d.tail())
+            self.assertIn("The database file is no longer the one the daemon writes; stopping",
+                          d.output())
+            self.assertIn("knflow.db was deleted", d.output())
+            [saved] = [f for f in os.listdir(d.data_dir) if f.startswith("knflow.db.saved-")]
+            with sqlite3.connect(os.path.join(d.data_dir, saved)) as db:
+                names = [r[0] for r in db.execute("SELECT name FROM workflows")]
+            self.assertEqual(names, ["kept"])
 
     def test_restart_keeps_workflows_and_the_token(self):
         with Daemon() as d:

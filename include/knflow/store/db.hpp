@@ -17,10 +17,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -105,6 +107,15 @@ class Db {
   sqlite3* handle() const { return db_; }
   const std::filesystem::path& path() const { return path_; }
 
+  // Why the file at path() is no longer the one this connection reads and writes, or nullopt:
+  // it was deleted, or another was put in its place (renamed over it, a backup restored) while
+  // the connection was open. What is written from then on goes to a file nobody opens again.
+  // Any thread.
+  std::optional<std::string> file_replaced() const;
+  // Writes a copy of the database as this connection sees it (VACUUM INTO) to `to`, which must
+  // not exist. Writer only. Throws Error.
+  void save_copy(const std::filesystem::path& to);
+
  private:
   friend class Tx;
   // Transaction control for Tx, each statement prepared once, on first use (sqlite3_exec would
@@ -121,9 +132,10 @@ class Db {
   class Checkpointer;
   sqlite3* db_ = nullptr;
   std::filesystem::path path_;
-  std::chrono::milliseconds busy_timeout_{0};   // wait_briefly's argument
-  std::uint64_t writer_checkpoints_ = 0;        // writer only
-  std::unique_ptr<Checkpointer> checkpointer_;  // before db_ closes, it stops
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> file_id_;  // device and inode opened
+  std::chrono::milliseconds busy_timeout_{0};                       // wait_briefly's argument
+  std::uint64_t writer_checkpoints_ = 0;                            // writer only
+  std::unique_ptr<Checkpointer> checkpointer_;                      // before db_ closes, it stops
   std::unique_ptr<Stmt> tx_stmts_[static_cast<std::size_t>(TxOp::count)];  // finalized before
 };
 
