@@ -117,12 +117,15 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     asio::post(writer, [self = shared_from_this(), cutoff = std::move(cutoff), deleted_before,
-                        pruned] { self->delete_batch(cutoff, deleted_before, pruned); });
+                        pruned, size = settings.batch] {
+      self->delete_batch(cutoff, deleted_before, pruned, size);
+    });
   }
 
-  // Writer strand: one batch; the next is posted while batches come back full.
+  // Writer strand: one batch of at most `size` runs; the next is posted while batches come back
+  // full, its size set by how long this one took (RetentionSettings::batch_time).
   void delete_batch(const store::RunStore::PruneCutoff& cutoff, std::uint64_t deleted_before,
-                    std::size_t pruned) {
+                    std::size_t pruned, std::size_t size) {
     store::RunStore* store = stopped ? nullptr : writer_store();
     if (store == nullptr) return;
     if (store->deleted_runs() != deleted_before) {
@@ -132,9 +135,10 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     std::size_t count = 0;
+    const auto began = std::chrono::steady_clock::now();
     try {
       std::vector<std::string> ids;
-      count = store->prune(cutoff, settings.batch, &ids);
+      count = store->prune(cutoff, size, &ids);
       if (forget) forget(ids);
     } catch (const std::exception& e) {
       log::warn("Failed to prune runs", {{"error", e.what()}});
@@ -142,9 +146,16 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
     }
     if (metrics != nullptr && count != 0) metrics->runs_pruned(count);
     pruned += count;
-    if (count == settings.batch) {
-      asio::post(writer, [self = shared_from_this(), cutoff, deleted_before, pruned] {
-        self->delete_batch(cutoff, deleted_before, pruned);
+    if (count == size) {
+      const auto took = std::chrono::steady_clock::now() - began;
+      std::size_t next = size;
+      if (took > settings.batch_time) {
+        next = std::max<std::size_t>(size / 2, 1);
+      } else if (took < settings.batch_time / 4) {
+        next = std::min(size * 2, settings.batch);
+      }
+      asio::post(writer, [self = shared_from_this(), cutoff, deleted_before, pruned, next] {
+        self->delete_batch(cutoff, deleted_before, pruned, next);
       });
     } else {
       asio::post(ioc, [this, pruned] { pass_ended(pruned); });

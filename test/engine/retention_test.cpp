@@ -131,6 +131,23 @@ TEST_CASE(
   CHECK(metrics.serialize().find("\nknflow_runs_pruned_total 3\n") != std::string::npos);
 }
 
+TEST_CASE("Retention: a batch that took long makes the next one smaller", "[retention]") {
+  // 200 runs of large data per batch held the writer strand, and every invoke, for a second.
+  // With no time allowed, each full batch halves the next: of five runs, 2, then 1, 1, 1, and
+  // an empty one that ends the pass (it was 2, 2, 1).
+  Writer writer;
+  auto settings = keep(1, writer);  // f6 stays
+  settings.batch_time = std::chrono::milliseconds(0);
+  std::vector<std::size_t> sizes;  // writer strand
+  Retention retention(
+      settings, writer.strand, [&] { return writer.store.get(); },
+      [&](const std::vector<std::string>& ids) { sizes.push_back(ids.size()); }, nullptr);
+  retention.start();
+  CHECK(writer.await_remaining({"f6"}) == std::set<std::string>{"f6"});
+  retention.stop();
+  CHECK(writer.on_strand([&] { return sizes; }) == std::vector<std::size_t>{2, 1, 1, 1, 0});
+}
+
 TEST_CASE("Retention: a run deleted through the API after the cutoff was read is not one too many",
           "[retention]") {
   // The cutoff keeps f4, f5 and f6. Had the prune used it after f6 was deleted, it would keep

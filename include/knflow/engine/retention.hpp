@@ -24,8 +24,12 @@ struct RetentionSettings {
   double hours = 168;         // finished longer ago than this is pruned; 0: no age limit
   std::size_t runs = 100000;  // at most this many finished runs are kept; 0: no count limit
   std::chrono::milliseconds interval{60000};  // from the end of one pass to the next
-  std::size_t batch = 200;                    // runs deleted per write transaction
-  std::filesystem::path database;             // the file the writer has open
+  std::size_t batch = 200;                    // runs deleted per write transaction, at most
+  // A batch that held the writer strand longer than this halves the next one (down to one run),
+  // and one well under it doubles the next (up to `batch`): runs of large data take longer each
+  // (200 runs of 600 KB held every invoke for a second).
+  std::chrono::milliseconds batch_time{20};
+  std::filesystem::path database;  // the file the writer has open
 };
 
 // Prunes finished runs by age and count (docs/storage.md, "Retention"). What to delete is read on
