@@ -281,8 +281,17 @@ struct Api::Handlers {
                              "retry with its current metadata.resourceVersion."
                            : r.message,
                        req, {{r.field.empty() ? "/metadata/resourceVersion" : r.field, r.message}});
-      case cache::WriteStatus::store_failed:
-        return problem(500, "storage", "The workflow could not be stored: " + r.message, req);
+      case cache::WriteStatus::store_failed: {
+        if (!r.locked) {
+          return problem(500, "storage", "The workflow could not be stored: " + r.message, req);
+        }
+        // Another process's lock, held past the busy timeout: worth sending again.
+        auto res =
+            problem(503, "storage",
+                    "The workflow could not be stored now: " + r.message + "; try again.", req);
+        res.set_header("Retry-After", "1");
+        return res;
+      }
       case cache::WriteStatus::invalid:
         return problem(422, "validation", "The Kubernetes API refused the workflow: " + r.message,
                        req);

@@ -131,7 +131,9 @@ struct WorkflowCache::Impl {
       if (metrics != nullptr) metrics->sqlite_error("write");
       return WriteResult{.status = WriteStatus::store_failed,
                          .entry = nullptr,
-                         .message = "storing " + describe(key) + " failed: " + e.what()};
+                         .message = "storing " + describe(key) + " failed: " + e.what(),
+                         .field = {},
+                         .locked = e.locked()};
     }
   }
 

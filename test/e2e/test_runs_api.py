@@ -103,9 +103,14 @@ class RunsApiTest(unittest.TestCase):
         try:
             locker.execute("BEGIN EXCLUSIVE")
             status, headers, body = self.d.call("DELETE", f"{NS}/runs/{run_id}")
+            # A workflow's write too: it was a 500, not worth sending again.
+            w_status, w_headers, w_body = self.d.call("POST", NS + "/workflows", FAILER.replace(
+                "name: failer", "name: failer-two"), content_type="application/yaml")
         finally:
             locker.execute("ROLLBACK")
             locker.close()
+        self.assertEqual((w_status, w_headers.get("Retry-After")), (503, "1"), w_body)
+        self.assertIn("The workflow could not be stored now: ", w_body)
         self.assertEqual(status, 503, body)
         problem = json.loads(body)
         self.assertEqual(problem["type"].rsplit("/", 1)[-1], "storage")

@@ -62,6 +62,9 @@ struct WriteResult {
   // For conflict: the field whose precondition failed, as a JSON pointer ("" for
   // /metadata/resourceVersion).
   std::string field{};
+  // For store_failed: another connection held the database's lock past the busy timeout (an
+  // operator's sqlite3, a backup): the same write may well succeed a moment later.
+  bool locked = false;
 };
 
 // A precondition's failure on another object of the same name: `given` names the one the
