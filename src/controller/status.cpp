@@ -164,6 +164,26 @@ model::WorkflowStatus compute_status(const StatusInput& input) {
     status.conditions.push_back(
         condition(kConditionKnativeReady, knative, input.generation, input));
     status.conditions.push_back(condition(kConditionReady, valid, input.generation, input));
+    // The last valid generation's objects stay as they are (nothing is applied or pruned), and
+    // so does what they serve: the address and the functions' URLs. They were dropped, and the
+    // Workflow showed no address while its Sequence went on receiving events.
+    if (input.previous != nullptr) {
+      if (const json::object* address = object_at(*input.previous, "address")) {
+        if (auto url = string_at(*address, "url"); url && !url->empty()) status.address_url = url;
+      }
+      if (const auto* functions = input.previous->if_contains("functions");
+          functions != nullptr && functions->is_array()) {
+        for (const auto& f : functions->get_array()) {
+          if (!f.is_object()) continue;
+          model::FunctionStatus fs;
+          fs.name = string_at(f.get_object(), "name").value_or("");
+          fs.url = string_at(f.get_object(), "url");
+          const auto* ready = f.get_object().if_contains("ready");
+          fs.ready = ready != nullptr && ready->is_bool() && ready->get_bool();
+          if (!fs.name.empty()) status.functions.push_back(std::move(fs));
+        }
+      }
+    }
     return status;
   }
 

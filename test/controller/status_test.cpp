@@ -164,6 +164,29 @@ TEST_CASE("An invalid workflow: Valid=False with the errors, nothing else") {
   CHECK_FALSE(s.address_url.has_value());
 }
 
+TEST_CASE("An invalid generation keeps the address and functions the last valid one serves") {
+  // Its objects stay as they are, and its Sequence goes on receiving events: the address and
+  // the functions' URLs were dropped from the status all the same.
+  StatusInput in = input(knative(1, 1, "True"), knative(1, 1, "True"));
+  in.invalid = Readiness{"False", "InvalidSpec", "1 error: /spec/do/0/call: nope"};
+  const auto previous = json::parse(R"({"observedGeneration": 3,
+      "address": {"url": "http://wf-kn-sequence-0.ns"},
+      "functions": [{"name": "a", "url": "http://wf-a.ns.example", "ready": true},
+                    {"name": "b", "ready": false}]})")
+                            .as_object();
+  in.previous = &previous;
+  const auto s = compute_status(in);
+  CHECK(condition(s, "Ready").reason == "InvalidSpec");
+  CHECK(s.address_url == "http://wf-kn-sequence-0.ns");
+  REQUIRE(s.functions.size() == 2);
+  CHECK(s.functions[0].name == "a");
+  CHECK(s.functions[0].url == "http://wf-a.ns.example");
+  CHECK(s.functions[0].ready);
+  CHECK(s.functions[1].name == "b");
+  CHECK_FALSE(s.functions[1].url.has_value());
+  CHECK_FALSE(s.functions[1].ready);
+}
+
 TEST_CASE("A refused apply makes KnativeReady False with ApplyFailed") {
   StatusInput in = input(knative(1, 1, "True"), knative(1, 1, "True"));
   in.apply_failed = Readiness{"False", "ApplyFailed", "Service wf-a: 422 Invalid"};
