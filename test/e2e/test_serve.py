@@ -146,6 +146,31 @@ class ServeTest(unittest.TestCase):
         finally:
             silent.close()
 
+    def test_a_file_size_limit_fails_writes_instead_of_killing_the_daemon(self):
+        # Under `ulimit -f`, the database's growth past it sent SIGXFSZ, which killed the daemon
+        # without a word. Ignored, the write fails (EFBIG) as on a full disk, and it serves on.
+        d = Daemon()
+        d.args = ["prlimit", "--fsize=400000", "--", *d.args]
+        with d:
+            d.start()
+            failed = None
+            for i in range(400):
+                status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows",
+                                         json.dumps({"apiVersion": "knflow.dev/v1alpha1",
+                                                     "kind": "Workflow",
+                                                     "metadata": {"name": f"w{i}"},
+                                                     "spec": {"do": [{"name": "s", "set": {
+                                                         "pad": "x" * 4000}}]}}))
+                if status != 201:
+                    failed = (status, body)
+                    break
+            self.assertIsNotNone(failed, "the file size limit was never reached")
+            self.assertEqual(failed[0], 500, failed[1])
+            self.assertIn("storage", failed[1])
+            self.assertIsNone(d.proc.poll(), d.tail())
+            status, _, _ = d.call("GET", "/healthz")
+            self.assertEqual(status, 200)
+
     def test_a_database_file_deleted_under_the_daemon_is_saved_and_stops_it(self):
         # It went on answering 200 for writes into a file nobody would open again, and a restart
         # came up on an empty file: its runs and workflows gone without a word.
@@ -388,6 +413,10 @@ class ServeTest(unittest.TestCase):
                 refused(["--expression-timeout", value], "knflow serve: --expression-timeout must "
                         f"be a number of seconds from 0.1 to 31536000, got {value} (compiling "
                         "takes 10 to 20 ms of it)")
+            # No threshold at all above a million pages (4 GiB of WAL); it took any number.
+            refused(["--wal-checkpoint-pages", "99999999999"],
+                    "knflow serve: --wal-checkpoint-pages must be from 0 to 1000000, got "
+                    "99999999999")
             refused(["--invoke-timeout", "400"],
                     "--invoke-timeout (400) must not exceed --max-invoke-timeout (300)")
             refused(["--max-run-data-bytes", "0"],
