@@ -731,7 +731,11 @@ std::string Api::apply(model::Workflow workflow) {
   auto* c = cache_.load();
   if (!c) return "the cache is not loaded";
   if (workflow.metadata.namespace_.empty()) workflow.metadata.namespace_ = "default";
+  // The file is the workflow wanted, whichever object holds it now: no precondition (a uid
+  // kept from `GET ... -o yaml` named the object of an earlier start, and every later start
+  // failed as a conflict).
   workflow.metadata.resource_version.clear();
+  workflow.metadata.uid.clear();
   workflow.status = standalone_status(now_rfc3339());
   const bool exists =
       c->snapshot()->items.contains({workflow.metadata.namespace_, workflow.metadata.name});

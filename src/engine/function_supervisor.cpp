@@ -1487,9 +1487,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
           // (repaired already, which repairing again leaves as it is, and the bytes of a
           // character not complete yet) begins the next. Cut in the raw bytes, a byte that is
           // not UTF-8 (three bytes once repaired) made a piece end in the middle of the line.
-          // Not at a `\r`, which a `\n` may make a line end (carried alone, an empty line).
-          if (line.size() > 2 * kMaxLineBytes && line.back() != '\r') {
-            const std::size_t tail = model::utf8_incomplete_tail(line);
+          // A `\r` at the end goes on with the rest, as a character not complete yet does: a
+          // `\n` after it makes it a line end (cut from it, an empty line would follow).
+          if (line.size() > 2 * kMaxLineBytes) {
+            const std::size_t tail = line.back() == '\r' ? 1 : model::utf8_incomplete_tail(line);
             std::string text =
                 model::repaired_utf8(std::string_view(line).substr(0, line.size() - tail));
             std::string_view rest = text;

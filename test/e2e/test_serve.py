@@ -146,6 +146,31 @@ class ServeTest(unittest.TestCase):
         finally:
             silent.close()
 
+    def test_apply_takes_a_file_with_a_uid_at_every_start(self):
+        # A file saved with `GET ... -o yaml` keeps its uid: the replace at the second start
+        # took it as a precondition on another object, and every start after the first failed.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "wf.json")
+            with open(path, "w") as f:
+                json.dump({"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                           "metadata": {"name": "applied",
+                                        "uid": "6a1d5f6e-0000-4000-8000-000000000000"},
+                           "spec": {"do": [{"name": "s", "set": {"a": 1}}]}}, f)
+            first = Daemon("--apply", path)
+            try:
+                first.start()
+                self.assertEqual(first.stop(), 0, first.tail())
+                second = Daemon("--apply", path, data_dir=first.data_dir)
+                try:
+                    second.start()
+                    status, got = second.json("GET",
+                                              "/api/v1/namespaces/default/workflows/applied")
+                    self.assertEqual(status, 200, got)
+                finally:
+                    second.close()
+            finally:
+                first.close()
+
     def test_a_file_size_limit_fails_writes_instead_of_killing_the_daemon(self):
         # Under `ulimit -f`, the database's growth past it sent SIGXFSZ, which killed the daemon
         # without a word. Ignored, the write fails (EFBIG) as on a full disk, and it serves on.
