@@ -549,6 +549,13 @@ struct Api::Handlers {
     if (!errors.empty()) co_return invalid_query(req, std::move(errors));
     // A DeleteOptions body (kubectl's, client-go's): its preconditions count, as Kubernetes'.
     auto options = parse_delete_options(req.body);
+    if (options.resource_version && options.resource_version->empty()) {
+      // As the query's: not "no precondition" (a script whose look-up failed would delete
+      // whatever is stored).
+      options.errors.push_back({.pointer = "/preconditions/resourceVersion",
+                                .detail = "preconditions.resourceVersion is empty: give the "
+                                          "resourceVersion you read, or leave it out"});
+    }
     if (rv && options.resource_version && *options.resource_version != *rv) {
       options.errors.push_back(
           {.pointer = "/preconditions/resourceVersion",

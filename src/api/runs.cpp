@@ -175,17 +175,29 @@ struct Api::RunHandlers {
     } catch (const store::Error& e) {
       failed = e;
     }
-    api.metrics_.sqlite_error(req.method == "GET" || req.method == "HEAD" ? "read" : "write");
-    log::warn("A run route failed in the store", {{"path", req.path}, {"error", failed->what()}});
-    if (failed->locked()) {
-      auto res = problem(503, "storage",
-                         std::string("The run store is locked by another process (") +
-                             failed->what() + "); try again.",
-                         req);
-      res.set_header("Retry-After", "1");
-      co_return res;
+    // The engine's writes (a run's start, a cancel's or a retry's record) were counted by its
+    // store queue already; the routes' own reads and deletes are counted here.
+    if (req.method == "GET" || req.method == "HEAD") {
+      api.metrics_.sqlite_error("read");
+    } else if (req.method == "DELETE") {
+      api.metrics_.sqlite_error("write");
     }
-    co_return problem(500, "storage", std::string("The run store failed: ") + failed->what(), req);
+    log::warn("A run route failed in the store", {{"path", req.path}, {"error", failed->what()}});
+    co_return store_failure(req, *failed);
+  }
+
+  // The problem for a SQLite failure: 503 with Retry-After for another process's lock, else 500;
+  // both `storage`, with SQLite's reason.
+  Response store_failure(const Request& req, const store::Error& e) const {
+    if (e.locked()) {
+      auto res = problem(
+          503, "storage",
+          std::string("The run store is locked by another process (") + e.what() + "); try again.",
+          req);
+      res.set_header("Retry-After", "1");
+      return res;
+    }
+    return problem(500, "storage", std::string("The run store failed: ") + e.what(), req);
   }
 
   template <typename T>
@@ -566,7 +578,11 @@ struct Api::RunHandlers {
       std::variant<std::string, Response> run;
       try {
         run = co_await start_run(req, *it->second, ev, claim.digest());
-      } catch (const std::exception& e) {  // the store failed: the others may still start
+      } catch (const store::Error& e) {  // the store failed: the others may still start
+        log::error("Failed to record a triggered run",
+                   {{"namespace", ns}, {"workflow", name}, {"error", e.what()}});
+        run = store_failure(req, e);
+      } catch (const std::exception& e) {
         log::error("Failed to record a triggered run",
                    {{"namespace", ns}, {"workflow", name}, {"error", e.what()}});
         run = problem(500, "internal", "The run could not be recorded.", req);

@@ -183,7 +183,16 @@ asio::awaitable<cache::WriteResult> KubeWorkflowWriter::remove(
   if (uid && !uid->empty()) options.precondition_uid = *uid;
   const kube::ResourceType type = workflow_resource();
   auto deleted = co_await client_.remove(type, namespace_, name, options);
-  if (!deleted) co_return failure(deleted.error(), namespace_, name);
+  if (!deleted) {
+    auto r = failure(deleted.error(), namespace_, name);
+    // "the UID in the precondition (…) does not match the UID in record": the uid's, not the
+    // resourceVersion's.
+    if (r.status == cache::WriteStatus::conflict &&
+        deleted.error().message.find("UID in the precondition") != std::string::npos) {
+      r.field = "/metadata/uid";
+    }
+    co_return r;
+  }
   // The deleted Workflow (or, while finalizers run, the Workflow being deleted); a bare Status
   // only names it.
   if (text_at(*deleted, "kind") == "Workflow") co_return ok(*deleted);

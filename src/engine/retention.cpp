@@ -32,6 +32,9 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
   Forget forget;
   metrics::Metrics* metrics;
   std::function<void()> after_read;  // tests only
+  // Writer strand: the size the next batch takes, as the last ones' times set it, from one pass
+  // to the next (each pass began at the full size, and its first batch stalled all the same).
+  std::size_t batch_size = 0;
 
   asio::io_context ioc;  // the retention thread's
   asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};  // idle
@@ -48,7 +51,8 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
         writer(std::move(w)),
         writer_store(std::move(ws)),
         forget(std::move(f)),
-        metrics(m) {}
+        metrics(m),
+        batch_size(settings.batch) {}
 
   std::optional<std::string> finished_before() const {
     if (settings.hours <= 0) return std::nullopt;
@@ -116,10 +120,10 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
       pass_ended(pruned);
       return;
     }
-    asio::post(writer, [self = shared_from_this(), cutoff = std::move(cutoff), deleted_before,
-                        pruned, size = settings.batch] {
-      self->delete_batch(cutoff, deleted_before, pruned, size);
-    });
+    asio::post(writer,
+               [self = shared_from_this(), cutoff = std::move(cutoff), deleted_before, pruned] {
+                 self->delete_batch(cutoff, deleted_before, pruned, self->batch_size);
+               });
   }
 
   // Writer strand: one batch of at most `size` runs; the next is posted while batches come back
@@ -154,6 +158,7 @@ struct Retention::Impl : std::enable_shared_from_this<Impl> {
       } else if (took < settings.batch_time / 4) {
         next = std::min(size * 2, settings.batch);
       }
+      batch_size = next;
       asio::post(writer, [self = shared_from_this(), cutoff, deleted_before, pruned, next] {
         self->delete_batch(cutoff, deleted_before, pruned, next);
       });

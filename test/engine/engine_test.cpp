@@ -3484,10 +3484,11 @@ TEST_CASE("engine: a join any fork resumed after its waits came due lets the ear
       fork:
         join: any
         branches:
-          - {name: b3, do: [{name: w, wait: PT0.9S}, {name: c, call: three}]}
-          - {name: b2, do: [{name: w, wait: PT0.6S}, {name: c, call: two}]}
-          - {name: b1, do: [{name: w, wait: PT0.3S}, {name: c, call: one}]}
+          - {name: b3, do: [{name: w, wait: PT3S}, {name: c, call: three}]}
+          - {name: b2, do: [{name: w, wait: PT2S}, {name: c, call: two}]}
+          - {name: b1, do: [{name: w, wait: PT1S}, {name: c, call: one}]}
 )";
+  // A second apart: room for a slow stop before b1's wait, and for b1's call after the restart.
   auto id = f.start(yaml);
   wait_until([&] {
     std::size_t waits = 0;
@@ -3495,7 +3496,7 @@ TEST_CASE("engine: a join any fork resumed after its waits came due lets the ear
     return waits == 3;
   });
   f.stop_engine();
-  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // every wait comes due
+  std::this_thread::sleep_for(std::chrono::milliseconds(3300));  // every wait comes due
   f.start_engine();
   auto out = f.wait(id);
   CHECK(EngineFixture::data(out) == json::parse(R"({"won": 1})"));

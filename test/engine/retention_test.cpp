@@ -144,8 +144,16 @@ TEST_CASE("Retention: a batch that took long makes the next one smaller", "[rete
       [&](const std::vector<std::string>& ids) { sizes.push_back(ids.size()); }, nullptr);
   retention.start();
   CHECK(writer.await_remaining({"f6"}) == std::set<std::string>{"f6"});
-  retention.stop();
   CHECK(writer.on_strand([&] { return sizes; }) == std::vector<std::size_t>{2, 1, 1, 1, 0});
+  // The next pass goes on at the size the last one came to (each pass began at the full size,
+  // and its first batch stalled all the same).
+  writer.on_strand([&] {
+    sizes.clear();
+    for (int i = 7; i <= 8; ++i) writer.store->insert_run(finished_run(i));
+  });
+  CHECK(writer.await_remaining({"f8"}) == std::set<std::string>{"f8"});
+  retention.stop();
+  CHECK(writer.on_strand([&] { return sizes; }) == std::vector<std::size_t>{1, 1, 0});
 }
 
 TEST_CASE("Retention: a run deleted through the API after the cutoff was read is not one too many",

@@ -147,6 +147,10 @@ TEST_CASE("workflows: create, get, list, replace, delete", "[http][crud]") {
                                 R"({"preconditions":{"resourceVersion":"999999"}})"),
                     400);
     require_problem(server.call("DELETE", kCollection + "/hello", "not json"), 400);
+    // An empty one is refused, as the query's is (a failed look-up would delete anything).
+    require_problem(server.call("DELETE", kCollection + "/hello",
+                                R"({"preconditions":{"resourceVersion":""}})"),
+                    400);
     REQUIRE(server.call("GET", kCollection + "/hello").status == 200);
     // kubectl's body, with this object's uid and version.
     auto deleted = server.call(

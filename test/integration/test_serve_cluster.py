@@ -313,6 +313,7 @@ class ServeClusterTest(unittest.TestCase):
                    "preconditions": {"uid": first["metadata"]["uid"]}}
         status, problem = self.daemon.json("DELETE", BASE + "/stale", json.dumps(options))
         self.assertEqual(status, 409, problem)
+        self.assertEqual([e["pointer"] for e in problem["errors"]], ["/metadata/uid"], problem)
         status, problem = self.daemon.json("DELETE", BASE + "/stale?dryRun=All")
         self.assertEqual(status, 400, problem)
         self.assertIsNotNone(self.kube_get("workflows.knflow.dev", "stale"))
