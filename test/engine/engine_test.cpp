@@ -89,6 +89,15 @@ class EngineFixture {
   }
 
   // Stops the engine as a daemon shutdown does: runs stay unfinished in the store.
+  // Stops the engine, waits (the daemon down) until `at`, and starts it again: its runs resume.
+  void restart_at(std::chrono::system_clock::time_point at) {
+    stop_engine();
+    while (std::chrono::system_clock::now() < at) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    start_engine();
+  }
+
   void stop_engine() {
     if (!engine_) return;
     std::promise<void> stopped;
@@ -3495,9 +3504,7 @@ TEST_CASE("engine: a join any fork resumed after its waits came due lets the ear
     for (const auto& e : f.journal(id)) waits += e.path.ends_with("/wait") ? 1 : 0;
     return waits == 3;
   });
-  f.stop_engine();
-  std::this_thread::sleep_for(std::chrono::milliseconds(3300));  // every wait comes due
-  f.start_engine();
+  f.restart_at(std::chrono::system_clock::now() + std::chrono::milliseconds(3300));  // all due
   auto out = f.wait(id);
   CHECK(EngineFixture::data(out) == json::parse(R"({"won": 1})"));
   REQUIRE(f.echo.requests().size() == 1);
@@ -3671,11 +3678,7 @@ TEST_CASE("engine: a run resumed past its deadline times out at the step the dea
     }
     return false;
   });
-  f.stop_engine();
-  while (std::chrono::system_clock::now() < began + std::chrono::milliseconds(1100)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  f.start_engine();
+  f.restart_at(began + std::chrono::milliseconds(1100));
   auto out = f.wait(id);
   CHECK(out.phase == "faulted");
   CHECK(EngineFixture::error_type(out) == "timeout");
@@ -3698,11 +3701,7 @@ TEST_CASE("engine: a step's timeout counts from when the step began, across a re
     auto id = f.start(yaml);
     wait_until([&] { return hang_requests() > 0; });
     REQUIRE(hang_requests() == 1);
-    f.stop_engine();
-    while (std::chrono::system_clock::now() < began + std::chrono::milliseconds(1100)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    f.start_engine();
+    f.restart_at(began + std::chrono::milliseconds(1100));
     auto out = f.wait(id);
     CHECK(out.phase == "faulted");
     CHECK(EngineFixture::error_type(out) == "timeout");
