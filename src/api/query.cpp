@@ -340,7 +340,6 @@ DeleteOptions parse_delete_options(std::string_view body) {
     if (!v->is_string()) return bad(at, std::string(key) + " must be a string");
     out = std::string(v->as_string());
   };
-  std::optional<std::string> ignored;
   for (const auto& [key, value] : parsed.as_object()) {
     const std::string at = "/" + std::string(key);
     if (key == "kind" || key == "apiVersion" || key == "propagationPolicy") {
