@@ -1064,6 +1064,9 @@ struct Api::RunHandlers {
       case engine::FunctionPhase::stopped:
         item["phase"] = "stopped";
         break;
+      case engine::FunctionPhase::stopping:
+        item["phase"] = "stopping";
+        break;
     }
     item["revision"] = state->revision;
     item["restarts"] = state->restarts;

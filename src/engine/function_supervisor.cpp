@@ -728,6 +728,9 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
   // Retired functions still running (a call holds them, or they linger): the strand changes it
   // under `mutex` (its shape, which workflow_states() reads) and reads it without.
   std::multimap<FunctionKey, std::shared_ptr<Function>> retired;
+  // The processes of released functions until they are gone (their stop grace), as the functions
+  // route lists them: a process that ignored SIGTERM held its port for 5 s, listed nowhere.
+  std::multimap<FunctionKey, std::pair<std::shared_ptr<Process>, FunctionState>> stopping;
   // Strand-owned: the specs each key had, in the order they first ran; a Function's revision is
   // its spec's place here, from 1 (K_REVISION names a spec, as a Knative revision does).
   std::map<FunctionKey, std::vector<FunctionSpec>> spec_revisions;
@@ -1035,6 +1038,15 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
                                           {"workflow", fn->key.workflow},
                                           {"function", fn->key.function},
                                           {"reason", why}});
+    if (const auto proc = fn->process; proc && !proc->exit && !proc->stopping) {
+      std::lock_guard lock(mutex);
+      FunctionState state = fn->state;
+      state.phase = FunctionPhase::stopping;
+      state.port.reset();
+      state.ready_at.reset();
+      state.next_attempt.reset();
+      stopping.emplace(fn->key, std::pair{proc, std::move(state)});
+    }
     supersede(*fn, "the function was released: " + why);
     fn->phase = Phase::stopped;
     if (fn->linger) {
@@ -1617,6 +1629,10 @@ struct FunctionSupervisor::Impl : std::enable_shared_from_this<FunctionSuperviso
     const auto fn = proc->owner.lock();
     const auto pid = std::to_string(proc->pid);
     if (proc->stopping) {
+      {
+        std::lock_guard lock(mutex);
+        std::erase_if(stopping, [&](const auto& entry) { return entry.second.first == proc; });
+      }
       log::info("Stopped local function", {{"namespace", proc->key.namespace_},
                                            {"workflow", proc->key.workflow},
                                            {"function", proc->key.function},
@@ -1959,6 +1975,10 @@ FunctionSupervisor::WorkflowStates FunctionSupervisor::workflow_states(
   for (auto it = impl_->retired.lower_bound(first);
        it != impl_->retired.end() && of_workflow(it->first); ++it) {
     found.retired.emplace_back(it->first.function, it->second->state);
+  }
+  for (auto it = impl_->stopping.lower_bound(first);
+       it != impl_->stopping.end() && of_workflow(it->first); ++it) {
+    found.retired.emplace_back(it->first.function, it->second.second);
   }
   return found;
 }

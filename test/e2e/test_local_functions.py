@@ -287,6 +287,32 @@ class LocalFunctionsTest(unittest.TestCase):
             self.invoke(d, "echoer", {"n": 3})
             self.assertNotEqual(self.functions(d, "echoer")["echo"]["pid"], pid)
 
+    def test_a_released_process_is_listed_until_it_is_gone(self):
+        """A process that ignores SIGTERM holds its port for the stop grace (5 s) after an
+        update released it: it was listed nowhere meanwhile."""
+        stubborn = ECHOER.replace('SPAWN_CHILD: "1"', 'IGNORE_SIGTERM: "1"')
+        with Daemon("--functions-dir", ECHO_DIR) as d:
+            d.start()
+            self.create(d, stubborn)
+            self.invoke(d, "echoer", {"n": 1})
+            pid = self.functions(d, "echoer")["echo"]["pid"]
+            status, _, body = d.call("PUT", NS + "/workflows/echoer",
+                                     stubborn.replace('IGNORE_SIGTERM: "1"',
+                                                      'IGNORE_SIGTERM: "1", EXTRA: "x"'),
+                                     content_type="application/yaml")
+            self.assertEqual(status, 200, body)
+            status, listed = d.json("GET", f"{NS}/workflows/echoer/functions")
+            self.assertEqual(status, 200, listed)
+            stopping = [i for i in listed["items"] if i.get("retired")]
+            self.assertEqual([(i["name"], i["phase"], i["pid"]) for i in stopping],
+                             [("echo", "stopping", pid)], listed)
+            self.assertNotIn("url", stopping[0])
+            # Gone once the grace is over (killed), and no longer listed.
+            self.assertTrue(wait_until(lambda: not alive(pid), DEADLINE))
+            self.assertTrue(wait_until(lambda: not any(
+                i.get("retired") for i in d.json("GET", f"{NS}/workflows/echoer/functions")[1][
+                    "items"]), DEADLINE))
+
     def test_the_open_files_limit_is_raised_for_connections_and_not_for_functions(self):
         """A soft limit of open files (1,024 for most shells and services) ran out before
         --max-connections did: idle connections left new ones unanswered and calls faulted. The

@@ -93,6 +93,7 @@ enum class FunctionPhase {
   running,      // its port accepts; calls go to it
   backing_off,  // it exited, or its start failed: started again at next_attempt
   stopped,      // released, or the daemon is shutting down
+  stopping,     // released: sent SIGTERM, and not gone yet (within its stop grace)
 };
 
 struct FunctionState {
