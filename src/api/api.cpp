@@ -338,6 +338,19 @@ struct Api::Handlers {
     if (mirrored.status == cache::WriteStatus::ok) result.entry = mirrored.entry;
   }
 
+  // The selector query parameter `name` (none: everything), parsed by S::parse; when it does not
+  // parse, an error naming the parameter.
+  template <class S>
+  static S selector_param(const Request& req, const char* name,
+                          std::vector<http::ProblemError>& errors) {
+    const auto text = req.query_param(name);
+    if (!text) return S{};
+    std::string error;
+    if (auto parsed = S::parse(*text, error)) return std::move(*parsed);
+    errors.push_back({.pointer = "", .detail = name + (": " + error), .parameter = name});
+    return S{};
+  }
+
   asio::awaitable<Response> list(Request& req, bool all_namespaces) {
     auto* c = cache();
     if (!c || !listed()) co_return starting(req);
@@ -351,26 +364,8 @@ struct Api::Handlers {
                     errors);
     const std::size_t limit =
         parse_limit(req, api.settings_.default_page_size, api.settings_.max_page_size, errors);
-    LabelSelector selector;
-    if (auto s = req.query_param("labelSelector")) {
-      std::string error;
-      if (auto parsed = LabelSelector::parse(*s, error)) {
-        selector = std::move(*parsed);
-      } else {
-        errors.push_back(
-            {.pointer = "", .detail = "labelSelector: " + error, .parameter = "labelSelector"});
-      }
-    }
-    FieldSelector fields;
-    if (auto s = req.query_param("fieldSelector")) {
-      std::string error;
-      if (auto parsed = FieldSelector::parse(*s, error)) {
-        fields = std::move(*parsed);
-      } else {
-        errors.push_back(
-            {.pointer = "", .detail = "fieldSelector: " + error, .parameter = "fieldSelector"});
-      }
-    }
+    const auto selector = selector_param<LabelSelector>(req, "labelSelector", errors);
+    const auto fields = selector_param<FieldSelector>(req, "fieldSelector", errors);
     const std::string prefix(req.query_param("namePrefix").value_or(""));
     const std::string ns = all_namespaces ? std::string() : req.params.at("ns");
     std::optional<cache::Key> after;

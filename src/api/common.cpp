@@ -4,10 +4,7 @@
 
 #include <boost/json.hpp>
 
-#include <algorithm>
-#include <cctype>
 #include <charconv>
-#include <optional>
 
 namespace knflow::api::detail {
 
@@ -112,40 +109,6 @@ Response document_response(unsigned status, std::string json_text, model::Format
 
 // Reads and parses a request body as JSON or YAML per Content-Type. On failure returns the
 // problem to answer.
-namespace {
-
-// The `charset` parameter of a Content-Type, lower-case and unquoted; nullopt without one.
-std::optional<std::string> charset_of(std::string_view content_type) {
-  const auto lower_trimmed = [](std::string_view v) {
-    const auto first = v.find_first_not_of(" \t");
-    v = first == std::string_view::npos ? std::string_view()
-                                        : v.substr(first, v.find_last_not_of(" \t") + 1 - first);
-    std::string out(v);
-    std::transform(out.begin(), out.end(), out.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return out;
-  };
-  std::string_view rest = content_type;
-  for (auto semicolon = rest.find(';'); semicolon != std::string_view::npos;
-       semicolon = rest.find(';')) {
-    rest.remove_prefix(semicolon + 1);
-    const std::string_view parameter = rest.substr(0, rest.find(';'));
-    const auto equals = parameter.find('=');
-    if (equals == std::string_view::npos ||
-        lower_trimmed(parameter.substr(0, equals)) != "charset") {
-      continue;
-    }
-    std::string value = lower_trimmed(parameter.substr(equals + 1));
-    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
-      value = value.substr(1, value.size() - 2);
-    }
-    return value;
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
 std::variant<json::value, Response> read_document(const Request& req,
                                                   const model::ParseLimits& limits) {
   auto content_type = req.header("content-type");
@@ -160,7 +123,7 @@ std::variant<json::value, Response> read_document(const Request& req,
                        " is not supported; use application/json or application/yaml.",
                    req);
   }
-  if (auto charset = charset_of(*content_type);
+  if (auto charset = http::media_type_parameter(*content_type, "charset");
       charset && *charset != "utf-8" && *charset != "utf8" && *charset != "us-ascii") {
     // Read as UTF-8 all the same, a Latin-1 body's accented letters became other text.
     return problem(415, "unsupported-media-type",

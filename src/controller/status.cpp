@@ -3,6 +3,7 @@
 #include "knflow/controller/apply_diff.hpp"
 #include "knflow/kube/json_fields.hpp"
 #include "knflow/model/codec.hpp"
+#include "knflow/model/utf8.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -48,9 +49,7 @@ const json::object* find_condition(const json::object* status, std::string_view 
 std::string bounded_message(const std::string& message) {
   constexpr std::size_t kMax = 4096;
   if (message.size() <= kMax) return message;
-  std::size_t cut = kMax - 64;
-  while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
-  return message.substr(0, cut) + "... (" + std::to_string(message.size()) + " bytes in all)";
+  return model::cut_noting_size(message, kMax - 64, "...");  // room for the note
 }
 
 model::Condition condition(const char* type, const Readiness& r, std::int64_t generation,

@@ -1580,13 +1580,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // past any run data limit.
     auto text = [](json::value v, std::size_t max) -> std::optional<std::string> {
       if (v.is_null()) return std::nullopt;
-      std::string t = v.is_string() ? std::string(v.as_string()) : model::json_text(v);
-      if (t.size() > max) {
-        const auto whole = t.size();
-        t.resize(model::utf8_prefix(t, max).size());
-        t += "\u2026 (" + std::to_string(whole) + " bytes in all)";
-      }
-      return t;
+      return model::cut_noting_size(
+          v.is_string() ? std::string_view(v.as_string()) : std::string_view(model::json_text(v)),
+          max, "\u2026");
     };
     // Not `title ? co_await eval(...) : name`: g++ 12 destroys the co_await's result also when
     // the other branch is taken (a json::value never constructed: heap corruption).

@@ -1,6 +1,29 @@
 #include "knflow/http/message.hpp"
 
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+
+#include <algorithm>
+#include <cctype>
+
 namespace knflow::http {
+
+std::optional<std::string> media_type_parameter(std::string_view media_type,
+                                                std::string_view name) {
+  const auto semicolon = media_type.find(';');
+  if (semicolon == std::string_view::npos) return std::nullopt;
+  for (const auto& [key, raw] : boost::beast::http::param_list(media_type.substr(semicolon))) {
+    if (!boost::beast::iequals(key, name)) continue;
+    std::string value(raw);
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+      value = value.substr(1, value.size() - 2);
+    }
+    std::transform(value.begin(), value.end(), value.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return value;
+  }
+  return std::nullopt;
+}
 
 std::optional<std::string_view> Request::header(std::string_view name) const {
   for (const auto& [key, value] : headers) {

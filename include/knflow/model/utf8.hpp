@@ -78,6 +78,18 @@ inline std::string_view utf8_prefix(std::string_view text, std::size_t max) {
   return text.substr(0, cut);
 }
 
+// `text` when it has at most `max` bytes; else its longest prefix of at most `max` bytes that does
+// not end inside a character, then `ellipsis` and " (N bytes in all)": a message kept bounded
+// that says it was cut, and how much there was.
+inline std::string cut_noting_size(std::string_view text, std::size_t max,
+                                   std::string_view ellipsis) {
+  if (text.size() <= max) return std::string(text);
+  std::string out(utf8_prefix(text, max));
+  out += ellipsis;
+  out += " (" + std::to_string(text.size()) + " bytes in all)";
+  return out;
+}
+
 // How many bytes at the end of `text` (0 to 3) begin a character that more bytes would complete:
 // what text read in pieces carries over to the next piece so as not to cut a character in two.
 inline std::size_t utf8_incomplete_tail(std::string_view text) {
