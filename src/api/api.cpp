@@ -3,6 +3,7 @@
 #include "common.hpp"
 #include "knflow/api/label_selector.hpp"
 #include "knflow/api/query.hpp"
+#include "knflow/api/run_reader.hpp"
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/cache/workflow_writer.hpp"
 #include "knflow/engine/function_supervisor.hpp"
@@ -707,8 +708,10 @@ Api::Api(asio::any_io_executor executor, metrics::Metrics& metrics, ApiSettings 
 Api::~Api() = default;
 
 void Api::attach(std::unique_ptr<cache::WorkflowCache> cache, std::unique_ptr<store::RunStore> runs,
-                 bool ready) {
+                 bool ready, std::unique_ptr<RunReader> reader) {
   runs_ = std::move(runs);
+  reader_owner_ = std::move(reader);
+  reader_.store(reader_owner_.get());
   // The broker remembers the runs it started before a restart (migration 7).
   if (runs_) broker_runs_.seed(runs_->recent_deliveries(settings_.broker_recent_runs));
   cache_owner_ = std::move(cache);
@@ -756,6 +759,8 @@ void Api::forget_decoded(const std::string& namespace_, const std::string& name)
 void Api::detach() {
   cache_.store(nullptr);
   cache_owner_.reset();
+  reader_.store(nullptr);
+  reader_owner_.reset();  // after the reads under way
   runs_.reset();
 }
 

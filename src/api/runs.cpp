@@ -3,6 +3,7 @@
 #include "common.hpp"
 #include "knflow/api/api.hpp"
 #include "knflow/api/query.hpp"
+#include "knflow/api/run_reader.hpp"
 #include "knflow/cache/workflow_cache.hpp"
 #include "knflow/engine/engine.hpp"
 #include "knflow/engine/function_supervisor.hpp"
@@ -210,6 +211,16 @@ struct Api::RunHandlers {
   asio::awaitable<T> on_store(std::function<T(store::RunStore&)> op) {
     auto task = run_op<T>(api.runs_.get(), std::move(op));
     co_return co_await asio::co_spawn(api.writer_, std::move(task), asio::use_awaitable);
+  }
+
+  // Runs `op`, which only reads, on the run reader's connection (one snapshot), or on the writer
+  // strand when there is no reader.
+  template <typename T>
+  asio::awaitable<T> read_store(std::function<T(store::RunStore&)> op) {
+    auto* reader = api.reader_.load();
+    if (reader == nullptr) co_return co_await on_store<T>(std::move(op));
+    auto task = reader->read<T>(std::move(op));
+    co_return co_await std::move(task);
   }
 
   std::optional<Response> check_names(const Request& req) const {
@@ -636,7 +647,7 @@ struct Api::RunHandlers {
     filter.limit = limit + 1;  // one more tells whether another page exists
     std::function<std::vector<store::RunRecord>(store::RunStore&)> op =
         [filter](store::RunStore& s) { return s.list_runs(filter); };
-    auto rows = co_await on_store<std::vector<store::RunRecord>>(std::move(op));
+    auto rows = co_await read_store<std::vector<store::RunRecord>>(std::move(op));
     json::array items;
     json::object meta;
     for (std::size_t i = 0; i < rows.size() && i < limit; ++i) {
@@ -670,7 +681,7 @@ struct Api::RunHandlers {
       }
       return found;
     };
-    auto found = co_await on_store<Found>(std::move(op));
+    auto found = co_await read_store<Found>(std::move(op));
     const auto& run = found.run;
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     auto body = run_json(*run, true);
@@ -921,7 +932,7 @@ struct Api::RunHandlers {
       if (found.run) found.attempts = s.attempt_spans(id);
       return found;
     };
-    auto found = co_await on_store<Found>(std::move(op));
+    auto found = co_await read_store<Found>(std::move(op));
     const auto& run = found.run;
     if (!run || run->namespace_ != ns) co_return run_not_found(req, id, ns);
     // A definition that no longer decodes (a database edited by hand) names no functions.

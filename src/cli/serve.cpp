@@ -1,6 +1,7 @@
 #include "commands.hpp"
 
 #include "knflow/api/api.hpp"
+#include "knflow/api/run_reader.hpp"
 #include "knflow/asio/context_pool.hpp"
 #include "knflow/asio/run_loop.hpp"
 #include "knflow/cache/workflow_cache.hpp"
@@ -1051,7 +1052,8 @@ int serve(const std::vector<std::string>& args) {
       const auto count = cache->snapshot()->items.size();
       auto runs = std::make_unique<store::RunStore>(*db);
       store::RunStore* run_store = runs.get();
-      api.attach(std::move(cache), std::move(runs), /*ready=*/false);
+      api.attach(std::move(cache), std::move(runs), /*ready=*/false,
+                 std::make_unique<api::RunReader>(data_dir / "knflow.db"));
       for (auto& [file, workflow] : to_apply) {
         if (!apply_file(api, file, std::move(workflow))) {
           shutdown(kExitUsage);

@@ -121,6 +121,42 @@ class RunsApiTest(unittest.TestCase):
         status, _, _ = self.d.call("DELETE", f"{NS}/runs/{run_id}")
         self.assertEqual(status, 200)  # nothing lost: done once the lock is gone
 
+    def test_run_reads_do_not_wait_for_a_write_held_by_a_lock(self):
+        # Run reads went through the writer strand: behind a write waiting out the busy timeout
+        # for another process's lock (or a long commit, a prune batch), every GET of a run waited
+        # too. They read on a connection of their own now.
+        status, _, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async",
+                                      '{"n": 1}')
+        self.assertEqual(status, 202, body)
+        run_id = json.loads(body)["runId"]
+        locker = sqlite3.connect(os.path.join(self.d.data_dir, "knflow.db"), timeout=30,
+                                 isolation_level=None)
+        write = {}
+
+        def held_write():
+            write["answer"] = self.d.call("POST", NS + "/workflows", FAILER.replace(
+                "name: failer", "name: failer-two"), content_type="application/yaml")
+
+        writer = threading.Thread(target=held_write)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            writer.start()
+            time.sleep(1)  # the write is waiting for the lock (up to 5 s)
+            status, run = self.d.json("GET", f"{NS}/runs/{run_id}")
+            listed, listing = self.d.json("GET", NS + "/runs?workflow=waiter")
+            logged, _, _ = self.d.call("GET", f"{NS}/runs/{run_id}/logs")
+            answered_while_held = writer.is_alive()
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+            writer.join()
+        self.assertTrue(answered_while_held, "the reads waited for the held write")
+        self.assertEqual((status, run["id"], run["phase"]), (200, run_id, "running"))
+        self.assertEqual((listed, [r["id"] for r in listing["items"]]), (200, [run_id]))
+        self.assertEqual(logged, 200)
+        # The lock was released within the write's busy timeout: it was then done.
+        self.assertEqual(write["answer"][0], 201, write["answer"][2])
+
     def test_async_invoke_cancel_delete(self):
         status, headers, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async", '{"n": 1}')
         self.assertEqual(status, 202, body)

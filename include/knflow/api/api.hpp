@@ -1,6 +1,7 @@
 #pragma once
 
 #include "knflow/api/recent_deliveries.hpp"
+#include "knflow/api/run_reader.hpp"
 #include "knflow/http/router.hpp"
 #include "knflow/model/document.hpp"
 
@@ -62,8 +63,11 @@ class Api {
   // from the run store; call on the writer strand once loaded. /readyz
   // turns 200.
   // With `ready` false, /readyz stays 503 until mark_ready() (e.g. after `--apply` files).
+  // With `reader`, the run routes read runs on its connection and thread; without one (tests),
+  // on the writer strand through `runs`.
   void attach(std::unique_ptr<cache::WorkflowCache> cache,
-              std::unique_ptr<store::RunStore> runs = nullptr, bool ready = true);
+              std::unique_ptr<store::RunStore> runs = nullptr, bool ready = true,
+              std::unique_ptr<RunReader> reader = nullptr);
   void mark_ready() { ready_ = true; }
   // Detaches and destroys the cache and run store (on the writer strand), before SQLite closes.
   void detach();
@@ -127,6 +131,8 @@ class Api {
   std::string watch_namespace_;
   std::unique_ptr<cache::WorkflowCache> cache_owner_;  // writer strand only
   std::unique_ptr<store::RunStore> runs_;              // writer strand only
+  std::unique_ptr<RunReader> reader_owner_;            // writer strand only
+  std::atomic<RunReader*> reader_{nullptr};            // read by the run handlers
   std::mutex decoded_mutex_;
   std::map<std::pair<std::string, std::string>,
            std::pair<std::int64_t, std::shared_ptr<const Decoded>>>
