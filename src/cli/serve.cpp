@@ -457,6 +457,38 @@ bool lock_data_dir(const fs::path& data_dir) {
   return true;
 }
 
+// One daemon per database file, too: a knflow.db that is a link (symbolic or hard) to another
+// data directory's file passed the directory's lock, and two daemons then resumed each other's runs;
+// through a hard link each had a WAL of its own beside its name, and the file was damaged. The
+// lock is flock on the file the link leads to, whichever name opened it, held by a descriptor left
+// open for the life of the process: it must never be closed while SQLite has the file open, as
+// closing any descriptor of a file drops the POSIX locks SQLite holds on it. A file not there yet
+// is created empty (as SQLite would create it), so that the first start holds the lock too. False
+// after saying why when another daemon holds it.
+bool lock_database_file(const fs::path& data_dir) {
+  const fs::path db_path = data_dir / "knflow.db";
+  int fd = ::open(db_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    fd = ::open(db_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  }
+  if (fd < 0) return true;  // unreadable: Db refuses it, saying why
+  const int error = lock_briefly(fd);
+  if (error == 0) return true;
+  if (error != EWOULDBLOCK) {
+    log::warn("Cannot lock the database file; make sure no other knflow serve uses it",
+              {{"file", db_path.string()}, {"error", std::generic_category().message(error)}});
+    return true;
+  }
+  std::error_code ec;
+  const auto target = fs::canonical(db_path, ec);
+  std::cerr << "knflow serve: another knflow serve uses the database file " << db_path.string()
+            << (!ec && target != db_path ? " (" + target.string() + ")" : std::string())
+            << " through a link from its own data directory; give each daemon a database of its "
+               "own\n";
+  ::close(fd);  // SQLite has not opened it in this process
+  return false;
+}
+
 // The accepted tokens: from --token-file, or the data directory's token file (created on first
 // start when listening on loopback; `created` is then set to it). Returns nullopt after printing
 // why it refused.
@@ -700,7 +732,7 @@ int serve(const std::vector<std::string>& args) {
     log::warn("The data directory is open to other users; its database holds every run's data",
               {{"dataDir", data_dir.string()}, {"fix", "chmod 700 " + data_dir.string()}});
   }
-  if (!lock_data_dir(data_dir)) return kExitUsage;
+  if (!lock_data_dir(data_dir) || !lock_database_file(data_dir)) return kExitUsage;
   std::optional<fs::path> created_token;
   auto tokens = load_tokens(vm, data_dir, *listen, created_token);
   if (!tokens) return kExitUsage;

@@ -5,10 +5,12 @@ endpoint starting triggered workflows (503 when a run cannot start, repeats not 
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -751,6 +753,38 @@ class RunsApiTest(unittest.TestCase):
         # Once the first one is gone, the directory is free (kill -9 included).
         self.d.stop(signal.SIGKILL)
         self.d.start()
+
+    def test_one_daemon_per_database_file(self):
+        """A knflow.db that links to another daemon's passed the data directory's lock: two
+        daemons resumed each other's runs, and through a hard link each kept a WAL of its own
+        beside its name, damaging the file. The file is locked too, whichever name opened it."""
+        status, _, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async",
+                                      '{"n": 1}')
+        self.assertEqual(status, 202, body)
+        run_id = json.loads(body)["runId"]
+        db = os.path.join(self.d.data_dir, "knflow.db")
+        for link in (os.symlink, os.link):
+            other_dir = tempfile.mkdtemp(prefix="knflow-linked-")
+            try:
+                link(db, os.path.join(other_dir, "knflow.db"))
+                other = Daemon(data_dir=other_dir)
+                other.start(wait_ready=False)
+                try:
+                    code, output = other.proc.wait(30), other.output()
+                finally:
+                    other.close()
+                self.assertEqual(code, 2, output)
+                self.assertIn("another knflow serve uses the database file "
+                              f"{os.path.join(other_dir, 'knflow.db')}", output)
+                if link is os.symlink:
+                    self.assertIn(f"({os.path.realpath(db)})", output)
+                self.assertNotIn("Resumed", output)
+            finally:
+                shutil.rmtree(other_dir)
+            # The owner's run goes on where it was.
+            status, run = self.d.json("GET", f"{NS}/runs/{run_id}")
+            self.assertEqual((status, run["phase"]), (200, "running"))
+        self.assertEqual(self.d.call("GET", "/readyz")[0], 200)
 
     def test_event_data_that_is_not_text_is_refused(self):
         """The engine carries event data as JSON or text, inside the run's stored JSON state: data
