@@ -139,6 +139,10 @@ CompiledPattern::~CompiledPattern() = default;
 CompiledPattern::CompiledPattern(CompiledPattern&&) noexcept = default;
 CompiledPattern& CompiledPattern::operator=(CompiledPattern&&) noexcept = default;
 
+std::size_t CompiledPattern::program_size() const {
+  return re_->ok() ? static_cast<std::size_t>(re_->ProgramSize()) : 0;
+}
+
 std::optional<bool> CompiledPattern::search(std::string_view text) const {
   if (!re_->ok()) return std::nullopt;
   return RE2::PartialMatch(re2::StringPiece(text.data(), text.size()), *re_);

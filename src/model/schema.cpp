@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -93,10 +94,19 @@ std::size_t utf8_length(std::string_view s) {
 // enum or a pattern, took hundreds of MB for a 30 KB body (found by fuzzing).
 constexpr std::size_t kMaxErrors = 100;
 
+// What one check may spend on patterns, in RE2 program steps (a pattern's program size times the
+// bytes of a string it searches): about a second and a half of a core at RE2's slowest (its NFA,
+// some 5.5 ns a step on the machines of docs/benchmarks.md). RE2 is linear in the string, but
+// also in the program, which counted repetitions make large (`(?s)(.{1000}){40}z` is 280,005
+// steps a byte): 50 KB of data held a connection's thread for 12 s, 1 MiB would for minutes.
+constexpr std::uint64_t kPatternSteps = std::uint64_t{1} << 28;
+
 struct State {
   Errors errors;
   // Each pattern compiled once per check, not once per string it is matched against.
   std::map<std::string, CompiledPattern, std::less<>> patterns;
+  std::uint64_t pattern_steps = 0;  // spent so far, at most kPatternSteps
+  bool patterns_refused = false;    // the budget ran out: no more pattern is matched
   bool full() const { return errors.size() >= kMaxErrors; }
 };
 
@@ -172,6 +182,24 @@ void check(const json::value& schema, const json::value& data, const std::string
             state.patterns.emplace(std::string(p->get_string()), CompiledPattern(p->get_string()))
                 .first;
       }
+      const std::uint64_t steps =
+          std::uint64_t{compiled->second.program_size()} * (std::uint64_t{str.size()} + 1);
+      if (state.patterns_refused) return;  // said once, at the string that ran out
+      if (steps > kPatternSteps - state.pattern_steps) {
+        state.patterns_refused = true;
+        errors.push_back(
+            {at, "cannot be checked against the pattern " + std::string(p->get_string()) +
+                     ": the strings of this input are too long for the schema's patterns (a "
+                     "check may take " +
+                     std::to_string(kPatternSteps) +
+                     " steps in all, a pattern's RE2 program size times the bytes it searches; "
+                     "this pattern's program is " +
+                     std::to_string(compiled->second.program_size()) +
+                     " steps a byte): send shorter strings, or give the pattern fewer counted "
+                     "repetitions"});
+        return;
+      }
+      state.pattern_steps += steps;
       const auto matched = compiled->second.search(str);
       if (!matched) {
         // Stored before patterns were matched with RE2 (validation refuses it now): say why, so

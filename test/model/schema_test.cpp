@@ -41,6 +41,38 @@ TEST_CASE("pattern: a backtracking pattern takes time linear in the string", "[m
         Messages{"/s: must match the pattern ^(a+)+$"});
 }
 
+TEST_CASE("pattern: one input's strings may cost the patterns a bounded number of steps",
+          "[model][schema]") {
+  // RE2 is linear in the string and in its program: `(?s)(.{1000}){40}z` is 280,005 steps a byte,
+  // and 50 KB of data held a connection's thread for 12 s. A check may spend 2^28 steps in all.
+  std::string big = "(?s)";
+  for (int i = 0; i < 40; ++i) big += ".{1000}";
+  big += "z";
+  CHECK(CompiledPattern(big).program_size() == 280'005);
+  const std::string schema = R"({"properties":{"s":{"type":"string","pattern":")" + big + R"("}}})";
+  CHECK(errors_of(schema, R"({"s":"az"})") == Messages{"/s: must match the pattern " + big});
+  const auto refused = errors_of(schema, R"({"s":")" + std::string(1'000, 'a') + R"("})");
+  REQUIRE(refused.size() == 1);
+  CHECK(refused[0].starts_with("/s: cannot be checked against the pattern " + big +
+                               ": the strings of this input are too long"));
+  CHECK_THAT(refused[0], Catch::Contains("this pattern's program is 280005 steps a byte"));
+  // The budget is the whole input's: many strings each short enough add up to it, and the one
+  // that runs out is named once, the rest left unmatched.
+  const std::string items =
+      R"({"type":"array","items":{"type":"string","pattern":")" + big + R"("}})";
+  std::string many = "[";
+  for (int i = 0; i < 200; ++i)
+    many += std::string(i ? "," : "") + "\"" + std::string(9, 'a') + "\"";
+  many += "]";
+  const auto spent = errors_of(items, many);
+  REQUIRE(spent.size() == 96);  // 95 strings of 10 bytes' steps fit, each a mismatch
+  CHECK(spent.back().starts_with("/95: cannot be checked against the pattern"));
+  // A pattern of a usual size is not affected by a string of the largest size data may hold.
+  CHECK(errors_of(R"({"type":"string","pattern":"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"})",
+                  "\"" + std::string(256 * 1024, 'a') + "\"")
+            .size() == 1);
+}
+
 TEST_CASE("pattern: ECMAScript spellings RE2 would not read", "[model][schema]") {
   CHECK(pattern_search(R"(^\u00e9+$)", "\xC3\xA9\xC3\xA9") == true);  // é é
   CHECK(pattern_search(R"(^[\u0041-\u005A]+$)", "ABC") == true);

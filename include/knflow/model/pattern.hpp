@@ -37,6 +37,10 @@ class CompiledPattern {
   CompiledPattern& operator=(CompiledPattern&&) noexcept;
   // Whether it matches somewhere in `text`; nullopt when the pattern cannot be compiled.
   std::optional<bool> search(std::string_view text) const;
+  // The size of RE2's program for it (0 when it cannot be compiled): a search costs at most about
+  // this many steps per byte of the text (RE2's NFA, which it falls back to when its DFA would
+  // need too many states).
+  std::size_t program_size() const;
 
  private:
   std::unique_ptr<re2::RE2> re_;
