@@ -905,6 +905,27 @@ TEST_CASE("engine: the loop guard names the entry that tripped it", "[engine][lo
   CHECK(out.error->at("instance") == "/do/1~6");
 }
 
+TEST_CASE("engine: the loop guard counts the entries of every step of a list together",
+          "[engine][loops]") {
+  // Counted per step, a loop through 10 steps made ten times the entries: 100,000 from one
+  // invoke, a 16 MB run.
+  engine::EngineSettings settings;
+  settings.max_step_visits = 6;
+  EngineFixture f(settings);
+  auto yaml = header("three-step-loop") + R"(  do:
+    - {name: a, set: {n: 1}}
+    - {name: b, set: {n: 2}}
+    - {name: c, set: {n: 3}, then: a}
+)";
+  auto out = f.run(yaml);
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("title") == "Loop guard");
+  // a, b, c, then a~2 b~2 c~2 a~3 b~3 c~3: the sixth entry again trips it.
+  CHECK(out.error->at("instance") == "/do/2~3");
+  CHECK(std::string(out.error->at("detail").as_string())
+            .starts_with("the steps of this list were entered again through `then` 6 times"));
+}
+
 TEST_CASE("engine: a loop back through a join: each fork ends at the nesting bound",
           "[engine][loops][fork]") {
   // Each `then: f` from a continuation nests the next pass one level deeper (each continuation

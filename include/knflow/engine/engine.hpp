@@ -45,7 +45,7 @@ struct EngineSettings {
   std::string broker_token;                 // bearer token for it
   std::string working_dir = ".";            // relative `local.command` paths resolve here
   std::size_t max_active_runs = 10'000;     // more at once: start() refuses with 503
-  std::size_t max_step_visits = 10'000;     // one step entered more often in one list: fault
+  std::size_t max_step_visits = 10'000;     // entries again (then loops) in one list: fault
   // `join: each` continuations one run holds at once: one more faults (a `then` back to such a
   // fork from its own continuation multiplies them by the branch count on every pass).
   std::size_t max_continuations = 4'096;
