@@ -123,8 +123,12 @@ std::variant<json::value, Response> read_document(const Request& req,
                        " is not supported; use application/json or application/yaml.",
                    req);
   }
-  if (auto charset = http::media_type_parameter(*content_type, "charset");
-      charset && *charset != "utf-8" && *charset != "utf8" && *charset != "us-ascii") {
+  const auto charsets = http::media_type_parameter(*content_type, "charset");
+  if (charsets.size() > 1 ||
+      std::any_of(charsets.begin(), charsets.end(), [](const std::string& charset) {
+        return charset != "utf-8" && charset != "utf8" && charset != "us-ascii";
+      })) {
+    // (A second charset, latin1 after utf-8, was not looked at.)
     // Read as UTF-8 all the same, a Latin-1 body's accented letters became other text.
     return problem(415, "unsupported-media-type",
                    "Content-Type " + std::string(*content_type) +

@@ -8,10 +8,10 @@
 
 namespace knflow::http {
 
-std::optional<std::string> media_type_parameter(std::string_view media_type,
-                                                std::string_view name) {
+std::vector<std::string> media_type_parameter(std::string_view media_type, std::string_view name) {
+  std::vector<std::string> values;
   const auto semicolon = media_type.find(';');
-  if (semicolon == std::string_view::npos) return std::nullopt;
+  if (semicolon == std::string_view::npos) return values;
   for (const auto& [key, raw] : boost::beast::http::param_list(media_type.substr(semicolon))) {
     if (!boost::beast::iequals(key, name)) continue;
     std::string value(raw);
@@ -20,9 +20,9 @@ std::optional<std::string> media_type_parameter(std::string_view media_type,
     }
     std::transform(value.begin(), value.end(), value.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return value;
+    values.push_back(std::move(value));
   }
-  return std::nullopt;
+  return values;
 }
 
 std::optional<std::string_view> Request::header(std::string_view name) const {

@@ -232,6 +232,15 @@ spec:
                          {{"Content-Type", "application/yaml; charset=ISO-8859-1"}});
     require_problem(r, 415);
     CHECK(r.body.find("only UTF-8 is read") != std::string::npos);
+    // A second charset was not looked at.
+    require_problem(
+        server.call("PUT", kCollection + "/from-yaml", yaml,
+                    {{"Content-Type", "application/yaml; charset=utf-8; charset=latin1"}}),
+        415);
+    require_problem(
+        server.call("PUT", kCollection + "/from-yaml", yaml,
+                    {{"Content-Type", "application/yaml; charset=utf-8; charset=utf-8"}}),
+        415);
     for (const std::string type :
          {"application/yaml; charset=UTF-8", "application/yaml;charset=\"utf-8\"",
           "application/yaml; version=1; charset=utf8", "application/yaml; charset=us-ascii"}) {

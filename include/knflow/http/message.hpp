@@ -26,10 +26,11 @@ class ClientGone {
   std::function<void()> f_;
 };
 
-// The parameter `name` (case-insensitive) of a media type (`application/yaml; charset="UTF-8"`),
-// lower-case and unquoted; nullopt when it has none. Read with Beast's parameter list (RFC 7230
-// `param`): what follows a malformed parameter is not read.
-std::optional<std::string> media_type_parameter(std::string_view media_type, std::string_view name);
+// The values of the parameter `name` (case-insensitive) of a media type (`application/yaml;
+// charset="UTF-8"`), lower-case and unquoted, in their order: none when it has none, more than one
+// when it is repeated (an error, RFC 6838 §4.3, which the caller refuses). Read with Beast's
+// parameter list (RFC 7230 `param`): what follows a malformed parameter is not read.
+std::vector<std::string> media_type_parameter(std::string_view media_type, std::string_view name);
 
 // A request as handlers see it: already read whole, within the server's limits. Beast stays
 // inside the server; handlers only see these plain values.
