@@ -157,7 +157,7 @@ def workflow(name, url="http://127.0.0.1:9000"):
 
 class LocalFunction:
     """A function on a local HTTP server (127.0.0.1, a free port) for the tests: `respond(path,
-    headers, body)` gives (status, JSON text, or bytes) for each POST, called on the server's thread for
+    headers, body)` gives (status, JSON text or bytes[, more headers]) for each POST, called on the server's thread for
     that request (so it may block to hold the request in flight). A connection the daemon
     dropped meanwhile is ignored. With `tls=(certificate file, key file)` it serves https, and
     with `client_ca` (a CA file) it requires a client certificate that CA signed."""
@@ -168,11 +168,13 @@ class LocalFunction:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, text = respond(self.path, self.headers, body)
+                status, text, *extra = respond(self.path, self.headers, body)
                 payload = text if isinstance(text, bytes) else text.encode()
+                headers = {"Content-Type": "application/json", **(extra[0] if extra else {})}
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)

@@ -41,7 +41,8 @@ def depth_of(value):
 
 class Function(LocalFunction):
     """A local HTTP function: records every request; `answer(n, body)` decides each answer (n
-    counts requests from 1). Returns (status, body) or (status, body, seconds to wait first)."""
+    counts requests from 1). Returns (status, body), (status, body, seconds to wait first) or
+    (status, body, {more headers})."""
 
     def __init__(self, answer):
         self.requests = []
@@ -51,10 +52,11 @@ class Function(LocalFunction):
             with self.lock:
                 self.requests.append((path, dict(headers), body))
                 n = len(self.requests)
-            status, text, *pause = answer(n, body)
-            if pause:
-                time.sleep(pause[0])
-            return status, text
+            status, text, *more = answer(n, body)
+            headers = next((m for m in more if isinstance(m, dict)), {})
+            for pause in (m for m in more if not isinstance(m, dict)):
+                time.sleep(pause)
+            return status, text, headers
 
         super().__init__(respond)
 
@@ -432,6 +434,47 @@ class RunStateTest(unittest.TestCase):
         status, run = d.json("GET", f"{NS}/runs/{runs['items'][0]['id']}")
         self.assertEqual(status, 200)
         self.assertEqual(TRACEPARENT.match(run["traceparent"]).group(1), dead.group(1), run)
+
+    def test_an_answer_carries_no_foreign_trace_and_two_traceparents_start_a_trace(self):
+        d = self.daemon()
+        foreign = "00-99999999999999999999999999999999-1111111111111111-01"
+        replier = self.function(lambda n, body: (200, '{"r":1}', {
+            "ce-specversion": "1.0", "ce-id": "r1", "ce-source": "/fn", "ce-type": "reply.t",
+            "ce-traceparent": foreign, "ce-tracestate": "evil=1"}))
+        fine = self.function(lambda n, body: (200, '{"ok":true}'))
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "replier"},
+                        "spec": {"functions": {"f": {"url": replier.url}},
+                                 "do": [{"name": "ask", "call": "f"}]}})
+        self.create(d, {"apiVersion": "knflow.dev/v1alpha1", "kind": "Workflow",
+                        "metadata": {"name": "fine"},
+                        "spec": {"functions": {"f": {"url": fine.url}},
+                                 "do": [{"name": "ask", "call": "f"}]}})
+        # The final event a function sent with its own trace context: the answer had the
+        # function's trace id as ce-traceparent.
+        status, headers, body = d.call("POST", f"{NS}/workflows/replier:invoke", "{}")
+        self.assertEqual((status, headers.get("ce-type"), json.loads(body)), (200, "reply.t", {"r": 1}))
+        lowered = {k.lower() for k in headers}
+        self.assertNotIn("ce-traceparent", lowered, headers)
+        self.assertNotIn("ce-tracestate", lowered, headers)
+        # Two traceparent fields name no one trace: a new one (the first was taken).
+        first = "00-11111111111111111111111111111111-00f067aa0ba902b7-01"
+        second = "00-22222222222222222222222222222222-00f067aa0ba902b7-01"
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+        try:
+            conn.putrequest("POST", f"{NS}/workflows/fine:invoke")
+            for name, value in (("Authorization", "Bearer " + d.token),
+                                ("Content-Type", "application/json"), ("Content-Length", "2"),
+                                ("traceparent", first), ("traceparent", second)):
+                conn.putheader(name, value)
+            conn.endheaders(b"{}")
+            answer = conn.getresponse()
+            self.assertEqual(answer.status, 200, answer.read())
+        finally:
+            conn.close()
+        call = TRACEPARENT.match(fine.requests[0][1].get("traceparent", ""))
+        self.assertIsNotNone(call, fine.requests[0][1])
+        self.assertNotIn(call.group(1), ("1" * 32, "2" * 32))
 
     def test_the_callers_sampled_flag_and_tracestate_go_on_across_a_restart(self):
         d = self.daemon()
