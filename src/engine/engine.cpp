@@ -3412,16 +3412,31 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
     rec.definition_json = std::move(definition_text);
     rec.input_json = std::move(input_text);
   }
-  std::function<std::int64_t(store::RunStore&)> op =
-      [rec = std::move(rec), first, trace, delivery = std::move(delivery)](store::RunStore& s) {
+  // The run's times are taken when it is stored, in the order of the seq the list sorts by: taken
+  // when the request was read, runs started at the same moment on two threads were listed "newest
+  // first" out of their createdAt order, and a client polling with createdAfter could miss one.
+  std::function<std::pair<std::int64_t, std::string>(store::RunStore&)> op =
+      [rec = std::move(rec), first, trace,
+       delivery = std::move(delivery)](store::RunStore& s) mutable {
+        rec.created_at = log::now_rfc3339_ms();
+        rec.started_at = rec.created_at;
+        rec.updated_at = rec.created_at;
+        if (first) first->started_at = rec.created_at;
         // One savepoint of the group's transaction: the run and its tracestate are stored together.
         const auto seq =
             s.insert_run(rec, first ? &*first : nullptr, delivery.empty() ? nullptr : &delivery);
         if (trace) s.put_journal(rec.id, *trace);
-        return seq;
+        return std::make_pair(seq, rec.created_at);
       };
   try {
-    run->record.seq = co_await impl.on_store<std::int64_t>(std::move(op));
+    auto [seq, created_at] =
+        co_await impl.on_store<std::pair<std::int64_t, std::string>>(std::move(op));
+    run->record.seq = seq;
+    run->created_at = created_at;
+    run->started_at = created_at;
+    run->record.created_at = created_at;
+    run->record.started_at = created_at;
+    run->record.updated_at = std::move(created_at);
   } catch (...) {
     impl.change_data(*run, 0, input_bytes);  // never started: it holds nothing
     throw;

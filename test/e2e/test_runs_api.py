@@ -159,6 +159,32 @@ class RunsApiTest(unittest.TestCase):
         # The lock was released within the write's busy timeout: it was then done.
         self.assertEqual(write["answer"][0], 201, write["answer"][2])
 
+    def test_the_list_is_in_created_order_for_runs_started_at_once(self):
+        # createdAt was taken when the request was read, the list's order (seq) when the run was
+        # stored: runs started at the same moment on two threads came out of createdAt order, and
+        # a client polling with createdAfter could miss one.
+        self.one_call_workflow("quick", "http://127.0.0.1:9/")  # refused at once: the run ends
+
+        def starts():
+            for _ in range(25):
+                status, _, body = self.d.call("POST", NS + "/workflows/quick:invoke?mode=async", "{}")
+                self.assertEqual(status, 202, body)
+
+        threads = [threading.Thread(target=starts) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        status, listing = self.d.json("GET", NS + "/runs?workflow=quick&limit=1000")
+        self.assertEqual(status, 200)
+        created = [r["createdAt"] for r in listing["items"]]
+        self.assertEqual(len(created), 400)
+        self.assertEqual(created, sorted(created, reverse=True))
+        for run in listing["items"][:3]:
+            status, full = self.d.json("GET", f"{NS}/runs/{run['id']}")
+            self.assertEqual(full["startedAt"], full["createdAt"])
+            self.assertGreaterEqual(full["attempts"][0]["startedAt"], full["createdAt"])
+
     def test_async_invoke_cancel_delete(self):
         status, headers, body = self.d.call("POST", NS + "/workflows/waiter:invoke?mode=async", '{"n": 1}')
         self.assertEqual(status, 202, body)
