@@ -1127,7 +1127,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     struct State {
       std::vector<std::optional<std::vector<Current>>> results;
       std::optional<Fault> fault;
-      std::exception_ptr failure;  // the first exception that is not a Fault
+      std::map<std::size_t, json::object> branch_faults;  // any: each task's, by its index
+      std::exception_ptr failure;                         // the first exception that is not a Fault
       std::size_t done = 0;
       bool won = false;
       std::shared_ptr<const std::vector<char>> abstained;
@@ -1158,6 +1159,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                   std::rethrow_exception(e);
                 } catch (const Fault& f) {
                   if (!state->fault) state->fault = f;
+                  if (any) state->branch_faults.emplace(k, brief_error(f.error));
                   if (!any) group.cancel();
                 } catch (...) {
                   if (!state->failure) state->failure = e;
@@ -1179,7 +1181,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     }
     if (state->failure) std::rethrow_exception(state->failure);
     if (any) {
-      if (!state->won && state->fault) throw *state->fault;
+      if (!state->won && state->fault) {
+        // Every branch faulted: the first one's error, with each branch's (in their order), so
+        // that the run and its step history show them all (the others were listed cancelled).
+        Fault out = *state->fault;
+        if (state->branch_faults.size() > 1) {
+          json::array branches;
+          for (auto& [k, error] : state->branch_faults) branches.push_back(std::move(error));
+          out.error["branches"] = std::move(branches);
+        }
+        throw out;
+      }
       co_return state->results;
     }
     if (state->fault) throw *state->fault;
@@ -1965,9 +1977,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // type, status, title, detail and instance, each text cut at 1 KiB (a raise's title or detail
   // may be an expression's 16 MiB result), and when it was caught.
   static json::object earlier_fault(const json::object& error, std::string at) {
+    return json::object{{"error", brief_error(error)}, {"at", std::move(at)}};
+  }
+
+  // An error as the step history keeps one beside another: its type, status, title, detail and
+  // instance, each text cut at 1 KiB, and the errors of a `join: any` fork's branches it holds
+  // (already cut so).
+  static json::object brief_error(const json::object& error) {
     constexpr std::size_t kMaxText = 1024;
     json::object kept;
-    for (const std::string_view key : {"type", "status", "title", "detail", "instance"}) {
+    for (const std::string_view key :
+         {"type", "status", "title", "detail", "instance", "branches"}) {
       const auto* v = error.if_contains(key);
       if (!v) continue;
       if (v->is_string() && v->as_string().size() > kMaxText) {
@@ -1976,7 +1996,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         kept[key] = *v;
       }
     }
-    return json::object{{"error", std::move(kept)}, {"at", std::move(at)}};
+    return kept;
   }
   static constexpr std::size_t kEarlierFaultsKept = 16;  // the latest ones
 

@@ -234,6 +234,19 @@ void each_container(const model::Workflow& definition, std::string_view path, F 
   }
 }
 
+// Calls `f` with each error of the branches of a `join: any` fork that `error` holds (every
+// branch faulted: the error is the first one's, with all of theirs), nested ones too.
+template <typename F>
+void each_branch_error(const json::value& error, F f) {
+  const auto* branches = error.is_object() ? error.as_object().if_contains("branches") : nullptr;
+  if (branches == nullptr || !branches->is_array()) return;
+  for (const auto& b : branches->as_array()) {
+    if (!b.is_object()) continue;
+    each_branch_error(b, f);
+    f(b);
+  }
+}
+
 }  // namespace
 
 json::array step_history(const model::Workflow& definition, const store::RunRecord& run,
@@ -465,6 +478,18 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
     s["caught"] = c.error;
     caught_errors.push_back(std::move(c));
   }
+  // A `join: any` fork whose branches all faulted: each branch's step faulted too (listed before
+  // the error it holds, whose own step takes that error whole).
+  for (std::size_t i = 0, n = caught_errors.size(); i < n; ++i) {
+    std::vector<Caught> more;
+    each_branch_error(caught_errors[i].error, [&](const json::value& b) {
+      more.push_back({caught_errors[i].try_path, b, caught_errors[i].at});
+    });
+    caught_errors.insert(caught_errors.begin() + static_cast<std::ptrdiff_t>(i), more.begin(),
+                         more.end());
+    i += more.size();
+    n += more.size();
+  }
   for (const auto& c : caught_errors) {
     const auto* instance =
         c.error.is_object() ? c.error.as_object().if_contains("instance") : nullptr;
@@ -499,6 +524,27 @@ json::array step_history(const model::Workflow& definition, const store::RunReco
   if ((faulted || run.phase == store::RunPhase::cancelled) && run.error_json) {
     try {
       const auto error = model::parse_stored(*run.error_json);
+      // The steps of a `join: any` fork's branches, which all faulted: each with its error (the
+      // run's own error, the first of them, whole below).
+      if (faulted) {
+        each_branch_error(error, [&](const json::value& b) {
+          const auto* at = b.as_object().if_contains("instance");
+          if (at == nullptr || !at->is_string()) return;
+          const auto r = resolve_step(definition, at->as_string());
+          if (!r) return;
+          auto& s = entry(*r);
+          if (auto phase = text_member(s, "phase"); phase && *phase != "running") return;
+          s["phase"] = "faulted";
+          s["error"] = b;
+          if (!s.contains("finishedAt") && run.finished_at) s["finishedAt"] = *run.finished_at;
+          each_container(definition, r->path, [&](const ResolvedStep& o) {
+            auto& p = entry(o);
+            if (auto phase = text_member(p, "phase"); phase && *phase != "running") return;
+            p["phase"] = "faulted";
+            if (run.finished_at) p["finishedAt"] = *run.finished_at;
+          });
+        });
+      }
       const auto* instance =
           error.is_object() ? error.as_object().if_contains("instance") : nullptr;
       if (instance && instance->is_string()) {

@@ -6,6 +6,7 @@
 #include "knflow/engine/function_supervisor.hpp"
 #include "knflow/engine/http_client.hpp"
 #include "knflow/engine/jq_worker_pool.hpp"
+#include "knflow/engine/step_history.hpp"
 #include "knflow/log/log.hpp"
 #include "knflow/metrics/metrics.hpp"
 #include "knflow/model/codec.hpp"
@@ -715,6 +716,53 @@ TEST_CASE("engine: fork joins all in order, any first, each separately", "[engin
   auto out = EngineFixture::data(f.run(each));
   REQUIRE(out.is_array());
   CHECK(out.as_array().size() == 2);
+}
+
+TEST_CASE("engine: a join: any fork whose branches all faulted keeps every branch's error",
+          "[engine][fork]") {
+  // The run showed the first fault only; the other branch, which had faulted too, was listed
+  // cancelled, its raise and error nowhere.
+  EngineFixture f;
+  auto yaml = header("all-fault") + R"(  do:
+    - name: fk
+      fork:
+        join: any
+        branches:
+          - name: a
+            do:
+              - {name: aw, wait: PT0.5S}
+              - {name: ar, raise: {type: validation, status: 422, title: A failed}}
+          - name: b
+            do:
+              - {name: bw, wait: PT0.01S}
+              - {name: br, raise: {type: runtime, status: 503, title: B failed}}
+)";
+  std::string id;
+  auto out = f.run(yaml, "{}", &id);
+  REQUIRE(out.phase == "faulted");
+  CHECK(out.error->at("title") == "B failed");  // the first to fault
+  const auto& branches = out.error->at("branches").as_array();
+  REQUIRE(branches.size() == 2);  // in the branches' order
+  CHECK(branches[0].at("title") == "A failed");
+  CHECK(branches[1].at("title") == "B failed");
+  f.wait_stored(id, store::RunPhase::faulted);
+  const auto rec = f.record(id);
+  const auto definition = model::decode_workflow(model::parse_data(rec->definition_json));
+  const auto steps =
+      engine::step_history(definition.workflow, *rec, f.journal(id), f.attempts(id), 1024);
+  std::map<std::string, std::pair<std::string, std::string>> by_name;  // phase, error title
+  for (const auto& s : steps) {
+    const auto& o = s.as_object();
+    const auto* error = o.if_contains("error");
+    by_name[std::string(o.at("name").as_string())] = {
+        std::string(o.at("phase").as_string()),
+        error ? std::string(error->at("title").as_string()) : ""};
+  }
+  CHECK(by_name["ar"] == std::pair<std::string, std::string>{"faulted", "A failed"});
+  CHECK(by_name["br"] == std::pair<std::string, std::string>{"faulted", "B failed"});
+  CHECK(by_name["a"].first == "faulted");
+  CHECK(by_name["b"].first == "faulted");
+  CHECK(by_name["fk"].first == "faulted");
 }
 
 TEST_CASE("engine: a join any branch its if skipped takes no part in the race", "[engine][fork]") {
