@@ -1299,7 +1299,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     if (input_held.bytes() != 0) {
       out.held.push_back(std::move(input_held));  // handed over with the output
     }
-    if (!skipped && out.flow == "continue" && step.then) out.flow = *step.then;
+    // A switch's flow is its case's, `continue` too (validation refuses a then on a switch; one
+    // stored before that decides nothing).
+    if (!skipped && out.flow == "continue" && step.then &&
+        !std::holds_alternative<model::SwitchStep>(step.construct)) {
+      out.flow = *step.then;
+    }
     const StepTimes times{started_at, skipped, begun};  // named: see complete()
     std::optional<Fault> too_much;
     try {

@@ -725,7 +725,15 @@ class Validator {
     }
     if (step.output) maybe_expression(*step.output, at + "/output", variables);
     if (step.timeout) check_positive(*step.timeout, at + "/timeout");
-    if (step.then) check_then(*step.then, at + "/then", list);
+    if (step.then && std::holds_alternative<SwitchStep>(step.construct)) {
+      // It would only have replaced the `continue` of a case: the case that matched says where
+      // the switch goes (an explicit `then: continue` went to the switch's `then` instead).
+      error(at + "/then",
+            "a switch goes where the case that matched says (each case has its then); the "
+            "switch step takes no then of its own");
+    } else if (step.then) {
+      check_then(*step.then, at + "/then", list);
+    }
 
     std::visit(
         [&](const auto& c) {

@@ -150,7 +150,11 @@ class EngineFixture {
 
   // Asks the engine to start a run, which it may refuse.
   engine::StartResult try_start(const std::string& yaml, const std::string& data = "{}") {
-    auto wf = parse(yaml);
+    return try_start(parse(yaml), data);
+  }
+  // The same with a workflow as given (one validation would refuse now: stored before).
+  engine::StartResult try_start(std::shared_ptr<const model::Workflow> wf,
+                                const std::string& data = "{}") {
     return asio::co_spawn(
                ioc_,
                engine_->start(wf, json::serialize(model::encode_workflow(*wf)), input_event(data)),
@@ -681,6 +685,23 @@ TEST_CASE("engine: switch takes the first match, the default, or faults", "[engi
   auto out = f.run(strict, R"({"n": 1})");
   CHECK(out.phase == "faulted");
   CHECK(EngineFixture::error_type(out) == "runtime");
+  // A case's `then: continue` goes to the next step, also when the switch step has a then of its
+  // own (which validation now refuses; one stored before that decides nothing): it went there.
+  auto stored = std::make_shared<model::Workflow>(*EngineFixture::parse(header("stored") + R"(  do:
+    - name: route
+      switch:
+        - {when: '${ .v == 1 }', then: continue}
+        - {then: c}
+    - {name: b, set: '${ . + {b: 1} }'}
+    - {name: c, set: '${ . + {c: 1} }'}
+)"));
+  stored->spec.steps[0].then = "c";
+  for (const auto& [in, want] : {std::pair{R"({"v": 1})", R"({"v": 1, "b": 1, "c": 1})"},
+                                 std::pair{R"({"v": 2})", R"({"v": 2, "c": 1})"}}) {
+    const auto started = f.try_start(stored, in);
+    REQUIRE(!started.run_id.empty());
+    CHECK(EngineFixture::data(f.wait(started.run_id)) == json::parse(want));
+  }
 }
 
 TEST_CASE("engine: fork joins all in order, any first, each separately", "[engine][fork]") {
