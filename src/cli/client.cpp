@@ -608,7 +608,7 @@ int invoke(const std::vector<std::string>& args) {
      "input data as JSON, or @FILE to read it from a file (@- for standard input)")
     ("content-type", po::value<std::string>()->default_value("application/json"),
      "the data's media type: text of another type (text/plain, application/xml; give -d) is "
-     "passed to the functions as it is; with -d '', an event without data")
+     "passed to the functions as it is; with such a type and -d '', an event without data")
     ("async", po::bool_switch(), "return at once with the run's id (see above)")
     ("timeout", po::value<double>(), "seconds to wait for the result (daemon default: 30); "
      "without it, as long as the daemon takes to answer, as curl waits (Ctrl-C stops waiting; "

@@ -24,7 +24,8 @@ void print_usage(std::ostream& out) {
          "  runs       list runs; show or act on one: runs get|cancel|retry|delete|logs ID\n"
          "  logs       print what a workflow's local functions wrote\n"
          "  functions  show what a workflow's local functions' processes are doing\n"
-         "  controller run the cluster controller alone (internal, for tests)\n"
+         "  controller run the cluster controller alone, without the REST API "
+         "(docs/controller.md)\n"
          "  version    print the version and exit\n"
          "  help       print this text\n\n"
          "Run `knflow <command> --help` for a command's options.\n";

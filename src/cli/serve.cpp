@@ -77,8 +77,9 @@ namespace fs = std::filesystem;
 po::options_description serve_options() {
   po::options_description desc(
       "Usage: knflow serve [options]\n\n"
-      "Runs the daemon: REST API under /api/v1, dashboard at /, Prometheus metrics at /metrics,\n"
-      "health at /healthz and /readyz. Every option can also be set as an environment variable\n"
+      "Runs the daemon: REST API under /api/v1, a start page at / (the dashboard is not built\n"
+      "yet), Prometheus metrics at /metrics, health at /healthz and /readyz. Every option can\n"
+      "also be set as an environment variable\n"
       "KNFLOW_<OPTION> (upper case, '-' as '_', e.g. KNFLOW_LISTEN) or as a key in the YAML file\n"
       "given by --config (a list for --apply); the command line wins over the environment, which\n"
       "wins over the file, except for --apply, whose files from all three are applied. An empty\n"
@@ -458,10 +459,10 @@ bool lock_data_dir(const fs::path& data_dir) {
 }
 
 // One daemon per database file, too: a knflow.db that is a link (symbolic or hard) to another
-// data directory's file passed the directory's lock, and two daemons then resumed each other's runs;
-// through a hard link each had a WAL of its own beside its name, and the file was damaged. The
-// lock is flock on the file the link leads to, whichever name opened it, held by a descriptor left
-// open for the life of the process: it must never be closed while SQLite has the file open, as
+// data directory's file passed the directory's lock, and two daemons then resumed each other's
+// runs; through a hard link each had a WAL of its own beside its name, and the file was damaged.
+// The lock is flock on the file the link leads to, whichever name opened it, held by a descriptor
+// left open for the life of the process: it must never be closed while SQLite has the file open, as
 // closing any descriptor of a file drops the POSIX locks SQLite holds on it. A file not there yet
 // is created empty (as SQLite would create it), so that the first start holds the lock too. False
 // after saying why when another daemon holds it.
