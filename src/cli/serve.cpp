@@ -809,7 +809,11 @@ int serve(const std::vector<std::string>& args) {
       .anonymous_metrics = vm["anonymous-metrics"].as<bool>(),
   };
   api::ApiSettings api_settings;
-  api_settings.parse_limits.max_bytes = server_settings.max_body_bytes;
+  // A workflow document is at most 1 MiB, as `knflow validate` and `render` read it, whatever
+  // larger bodies --max-body-bytes lets invokes send: with it raised, a 2 MB workflow was stored
+  // that neither command could then read.
+  api_settings.parse_limits.max_bytes =
+      std::min(server_settings.max_body_bytes, model::ParseLimits{}.max_bytes);
 
   const unsigned threads = vm["threads"].as<unsigned>();  // 1 to kMaxThreads (checked)
   asio::io_context ioc(static_cast<int>(threads));

@@ -646,6 +646,27 @@ class ServeTest(unittest.TestCase):
                 self.assertTrue(rest.endswith(b"\r\n\r\n"), reply)  # the head, and nothing after
             self.assertEqual(d.stop(), 0, d.tail())
 
+    def test_a_workflow_document_stays_at_most_one_mebibyte(self):
+        """With --max-body-bytes raised (for larger invoke data), a 2 MB workflow was stored that
+        `knflow validate` and `render` (1 MiB) could not read."""
+        with Daemon("--max-body-bytes", "4000000") as d:
+            d.start()
+            doc = json.loads(workflow("big"))
+            doc["metadata"]["annotations"] = {f"a{i}": "x" * 200_000 for i in range(10)}
+            status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows", json.dumps(doc))
+            self.assertEqual(status, 400, body)
+            self.assertIn("more than the limit of 1048576 bytes", body)
+            status, _, body = d.call("GET", "/api/v1/namespaces/default/workflows/big")
+            self.assertEqual(status, 404, body)
+            # Invoke data may still be as large as the body limit lets it be.
+            status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows", workflow("small"))
+            self.assertEqual(status, 201, body)
+            data = json.dumps({"blob": "y" * 2_000_000})
+            status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows/small:invoke"
+                                     "?mode=async", data)
+            self.assertEqual(status, 202, body)
+            self.assertEqual(d.stop(), 0, d.tail())
+
     def test_trailer_and_chunk_extensions_are_bounded(self):
         """A chunked body's trailer section and a chunk's extensions were read whole, without any
         bound: 200 MiB of trailer fields took the daemon to 211 MiB. Now 431 past the head limit
