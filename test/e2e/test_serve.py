@@ -652,7 +652,7 @@ class ServeTest(unittest.TestCase):
         with Daemon("--max-body-bytes", "4000000") as d:
             d.start()
             doc = json.loads(workflow("big"))
-            doc["metadata"]["annotations"] = {f"a{i}": "x" * 200_000 for i in range(10)}
+            doc["spec"]["do"] += [{"name": f"s{i}", "set": {"v": "x" * 200_000}} for i in range(10)]
             status, _, body = d.call("POST", "/api/v1/namespaces/default/workflows", json.dumps(doc))
             self.assertEqual(status, 400, body)
             self.assertIn("more than the limit of 1048576 bytes", body)
