@@ -546,6 +546,16 @@ std::optional<http::TokenSet> load_tokens(const po::variables_map& vm, const fs:
 // expressions compile in this process without $HOME (check_workflow_text), as the engine's
 // workers run them. nullopt, after saying why, when the file is unreadable or invalid.
 std::optional<model::Workflow> check_apply_file(const std::string& file) {
+  // A FIFO (or a terminal) held the start in open() until something wrote to it, with the data
+  // directory locked and nothing listening, and SIGTERM did not stop it.
+  std::error_code ec;
+  if (const auto status = fs::status(file, ec);
+      !ec && status.type() != fs::file_type::regular && status.type() != fs::file_type::not_found) {
+    std::cerr << "knflow serve: --apply " << file
+              << " is not a regular file (a pipe or a device would hold the start until it is "
+                 "written to); give a workflow file\n";
+    return std::nullopt;
+  }
   auto text = read_input_file(file, "serve");
   if (!text) return std::nullopt;
   auto checked = check_workflow_text(*text, workflow_file_format(file));

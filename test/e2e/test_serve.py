@@ -323,12 +323,18 @@ class ServeTest(unittest.TestCase):
 
     def test_endless_files_are_refused(self):
         """/dev/zero as a file to apply, a token file or a kubeconfig was read until memory ran
-        out; each is now read to its bound (64 MiB, 1 MiB, 16 MiB) and refused, exit 2."""
+        out; each is now read to its bound (1 MiB, 16 MiB) and refused, exit 2. A file to apply
+        must be a regular file: a FIFO held the start in open(), the data directory locked,
+        nothing listening, SIGTERM ignored."""
         with tempfile.TemporaryDirectory() as tmp:
+            fifo = os.path.join(tmp, "workflow.yaml")
+            os.mkfifo(fifo)
             for args, message in (
                     (["--apply", "/dev/zero"],
-                     "knflow serve: cannot read /dev/zero: it holds more than 67108864 bytes "
-                     "(64 MiB), the most knflow reads from a file\n"),
+                     "knflow serve: --apply /dev/zero is not a regular file (a pipe or a device "
+                     "would hold the start until it is written to); give a workflow file\n"),
+                    (["--apply", fifo],
+                     f"knflow serve: --apply {fifo} is not a regular file"),
                     (["--token-file", "/dev/zero"],
                      "knflow serve: cannot read token file /dev/zero: it holds more than "
                      "1048576 bytes\n"),
