@@ -347,6 +347,18 @@ class Validator {
       error(pointer, "duration " + quoted(d.text) + " must be longer than zero");
   }
 
+  // The first string a list holds twice (draft 2020-12: the elements of `type` and `required`
+  // MUST be unique), or nullopt.
+  static std::optional<std::string> repeated(const json::value& list) {
+    const json::array* a = list.if_array();
+    if (a == nullptr) return std::nullopt;
+    std::set<std::string_view> seen;
+    for (const auto& x : *a) {
+      if (x.is_string() && !seen.insert(x.get_string()).second) return std::string(x.get_string());
+    }
+    return std::nullopt;
+  }
+
   void check_schema(const json::value& schema, const std::string& pointer) {
     if (schema.is_bool()) return;
     const json::object* o = schema.if_object();
@@ -376,6 +388,8 @@ class Validator {
           error(at,
                 "type must be one of null, boolean, object, array, number, string, integer "
                 "(or a list of them)");
+        } else if (const auto twice = repeated(v)) {
+          error(at, "type lists " + quoted(*twice) + " twice; its types must be unique");
         }
       } else if (key == "properties") {
         if (const json::object* props = v.if_object()) {
@@ -395,6 +409,8 @@ class Validator {
         if (a == nullptr || !std::all_of(a->begin(), a->end(),
                                          [](const json::value& x) { return x.is_string(); })) {
           error(at, "required must be a list of property names");
+        } else if (const auto twice = repeated(v)) {
+          error(at, "required lists " + quoted(*twice) + " twice; its names must be unique");
         }
       } else if (key == "enum") {
         if (!v.is_array() || v.get_array().empty()) error(at, "enum must be a non-empty list");
