@@ -899,6 +899,19 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // Whether a fault is a deadline's own: timeout 408 "Timed out", as check_live() makes it.
   static bool is_deadline_fault(const Fault& f) { return is_fault(f, "timeout", 408, "Timed out"); }
 
+  // A deadline's fault says "the step or run deadline passed" where it is noticed (the step the
+  // deadline cut); the step or run whose deadline it was names itself once the fault reaches it
+  // (`owner`: "the timeout of step \"fetch\" (PT2S)"), so that the error says which one passed.
+  static void name_deadline(Fault& f, const std::string& owner) {
+    static constexpr std::string_view kUnnamed = "the step or run deadline passed";
+    auto* detail = f.error.if_contains("detail");
+    if (!is_deadline_fault(f) || detail == nullptr || !detail->is_string() ||
+        !detail->as_string().starts_with(kUnnamed)) {
+      return;
+    }
+    *detail = owner + " passed" + std::string(detail->as_string().subview(kUnnamed.size()));
+  }
+
   // Whether a fault has exactly this DSL type, status and title.
   static bool is_fault(const Fault& f, std::string_view type_name, std::int64_t code,
                        std::string_view name) {
@@ -1220,7 +1233,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     StepOutcome out;
     bool skipped = false;
     std::optional<Fault> fault;
-    Held input_held;  // an input expression's result, until the step is done
+    std::optional<SteadyTime> own_deadline;  // the step's timeout, when it is the nearest
+    Held input_held;                         // an input expression's result, until the step is done
     // Every step that ran, however it ended: a step that faulted (its retries spent, its
     // deadline passed) is the one whose time matters most, and one the store failed under (its
     // run faults then) ran too. Not one a shutdown stopped: it runs again at the next start.
@@ -1261,7 +1275,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         Env inner = env;
         if (step.timeout) {
           auto d = co_await step_deadline(run, step, path);
-          if (!inner.deadline || d < *inner.deadline) inner.deadline = d;
+          if (!inner.deadline || d < *inner.deadline) inner.deadline = own_deadline = d;
         }
         Current in{std::move(input), std::move(cur.event)};
         if (step.input) made_json(in);
@@ -1287,6 +1301,10 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       }
     } catch (const Fault& f) {
       fault = f;
+      if (own_deadline && std::chrono::steady_clock::now() >= *own_deadline) {
+        name_deadline(*fault,
+                      "the timeout of step \"" + step.name + "\" (" + step.timeout->text + ")");
+      }
     } catch (const std::exception&) {
       observe();  // the store failed
       throw;
@@ -2811,6 +2829,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       results = co_await exec_list(env, &run->workflow->spec.steps, "/do", start);
     } catch (const Fault& f) {
       fault = f;
+      if (env.deadline && std::chrono::steady_clock::now() >= *env.deadline) {
+        const auto& timeout = run->workflow->spec.timeout;
+        name_deadline(*fault, "the run's timeout (spec.timeout" +
+                                  (timeout ? " " + timeout->text : std::string()) + ")");
+      }
     } catch (const std::exception& e) {
       fault = make_fault("runtime", 500, "Internal error", reason(e), "/do");
     }

@@ -734,7 +734,9 @@ class LocalFunctionsTest(unittest.TestCase):
             # Says where the time went.
             waited = ("the step or run deadline passed while local function mute was "
                       "starting (its process did not listen yet)")
-            self.assertEqual(json.loads(body)["error"]["detail"], waited, body)
+            self.assertEqual(json.loads(body)["error"]["detail"],
+                             waited.replace("the step or run deadline",
+                                            'the timeout of step "call" (PT1S)'), body)
             # The wait is the step's attempt, as a request Knative's activator holds during a
             # cold start: its times show the second the step waited, and its error why it ended.
             # (Before, the step had no attempt at all, so no times either.)

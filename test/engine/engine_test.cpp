@@ -1917,6 +1917,24 @@ TEST_CASE("engine: step and run timeouts fault with a timeout error", "[engine][
   auto out2 = f.run(waiting);
   CHECK(out2.phase == "faulted");
   CHECK(EngineFixture::error_type(out2) == "timeout");
+  // The error says whose deadline passed (it said "the step or run deadline passed" for each),
+  // where it was noticed: the step the deadline cut.
+  CHECK(out.error->at("detail") == "the timeout of step \"call-it\" (PT0.2S) passed");
+  CHECK(out2.error->at("detail") == "the run's timeout (spec.timeout PT0.2S) passed");
+  CHECK(out2.error->at("instance") == "/do/0");
+  auto nested = header("nested-timeout") + R"(  do:
+    - name: outer
+      timeout: PT0.2S
+      fork:
+        branches:
+          - {name: a, wait: PT30S}
+          - name: b
+            timeout: PT1H
+            do:
+              - {name: inner, wait: PT30S}
+)";
+  auto out3 = f.run(nested);
+  CHECK(out3.error->at("detail") == "the timeout of step \"outer\" (PT0.2S) passed");
 }
 
 TEST_CASE("engine: a catch.retry backoff ends at the step's deadline and at a cancel",
