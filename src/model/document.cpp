@@ -976,8 +976,10 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
       IgnoreEvents ignore;
       while (syntax.HandleNextDocument(ignore)) {
       }
-    } catch (const YAML::DeepRecursion&) {
-      // The builder's own depth bound, lower, said it first.
+    } catch (const YAML::DeepRecursion& e) {
+      // The text nests deeper than yaml-cpp reads, past the builder's own bound: that is what is
+      // wrong (1,000 unclosed `[` said "map keys must be scalars", yaml-cpp's guess).
+      return yaml_error_at(body, e.mark, too_deep_message(max_depth));
     } catch (const YAML::Exception& e) {
       return yaml_error_at(body, e.mark, "invalid YAML: " + e.msg);
     }

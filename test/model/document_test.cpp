@@ -223,6 +223,18 @@ TEST_CASE("JSON nested 100,000 deep is refused, not a crash") {
   CHECK(parse_ok(repeat("[", 64) + repeat("]", 64), Format::json).is_array());
 }
 
+TEST_CASE("YAML nested past the parser's own bound says so, closed or not") {
+  // 1,000 unclosed `[` said "map keys must be scalars" (yaml-cpp's guessed map start); 200 said
+  // the sequence was not closed, as it should.
+  for (const std::string& text :
+       {repeat("[", 1'000), repeat("{a: ", 1'000), repeat("[", 100'000)}) {
+    CHECK(parse_error(text, Format::yaml).message ==
+          "nesting is deeper than the limit of 64 levels");
+  }
+  CHECK(parse_error(repeat("[", 200), Format::yaml).message ==
+        "invalid YAML: end of sequence flow not found");
+}
+
 // ---------------------------------------------------------------------------------------------
 // UTF-8, both formats
 
