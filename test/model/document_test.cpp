@@ -532,11 +532,12 @@ TEST_CASE("YAML nested 100,000 deep, flow and block, is refused, not a crash") {
     CHECK(unlimited.message.find("nesting is deeper than") != std::string::npos);
     CHECK(unlimited.line == 1);
   }
-  // Unclosed, yaml-cpp reads "[[" at the end of input as a compact map with a sequence for key.
+  // Unclosed, yaml-cpp reads "[[" at the end of input as a compact map with a sequence for key;
+  // its own depth guard then says what is wrong (that key was the message).
   for (const std::size_t max_depth : {std::size_t{64}, std::size_t{1} << 30}) {
     const ParseError error =
         parse_error(unclosed, Format::yaml, ParseLimits{.max_depth = max_depth});
-    CHECK(error.message == "map keys must be scalars; a sequence or map as a key is not supported");
+    CHECK(error.message.starts_with("nesting is deeper than the limit of "));
     CHECK(error.line == 1);
   }
   CHECK(parse_ok(repeat("[", 64) + repeat("]", 64), Format::yaml).is_array());
