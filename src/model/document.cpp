@@ -953,6 +953,17 @@ ParseResult parse_yaml(std::string_view body, const ParseLimits& limits, std::si
     return error_at(
         body, at, "control character " + std::to_string(int(body[at])) + " is not allowed in YAML");
   }
+  // YAML 1.2 (5.4): a CR alone is a line break, as CRLF and LF are, and a line break in a scalar
+  // reads as LF; yaml-cpp reads LF and CRLF only (a file with classic Mac line ends was "illegal
+  // map value" at line 1). The same bytes with each lone CR an LF: offsets, lines and columns
+  // stay right.
+  std::string lone_cr_as_lf;
+  for (std::size_t i = body.find('\r'); i != std::string_view::npos; i = body.find('\r', i + 1)) {
+    if (i + 1 < body.size() && body[i + 1] == '\n') continue;
+    if (lone_cr_as_lf.empty()) lone_cr_as_lf = std::string(body);
+    lone_cr_as_lf[i] = '\n';
+  }
+  if (!lone_cr_as_lf.empty()) body = lone_cr_as_lf;
   if (!has_content(body)) return ParseError{"empty document"};
   std::istringstream in{std::string(body)};
   try {

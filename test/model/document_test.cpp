@@ -223,6 +223,16 @@ TEST_CASE("JSON nested 100,000 deep is refused, not a crash") {
   CHECK(parse_ok(repeat("[", 64) + repeat("]", 64), Format::json).is_array());
 }
 
+TEST_CASE("YAML with CR line ends reads as with LF ones") {
+  // YAML 1.2 (5.4) reads a CR alone as a line break; yaml-cpp does not: "illegal map value".
+  CHECK(parse_ok("a: 1\rb:\r  - x\r  - 'y\rz'\r", Format::yaml) ==
+        json::parse(R"({"a": 1, "b": ["x", "y z"]})"));
+  CHECK(parse_ok("a: |\r  one\r  two\r", Format::yaml) == json::parse(R"({"a": "one\ntwo\n"})"));
+  CHECK(parse_ok("a: 1\r\nb: 2\r\n", Format::yaml) == json::parse(R"({"a": 1, "b": 2})"));
+  const ParseError error = parse_error("a: 1\rb: [\r", Format::yaml);
+  CHECK(error.line == 3);  // lines counted at the lone CRs
+}
+
 TEST_CASE("YAML nested past the parser's own bound says so, closed or not") {
   // 1,000 unclosed `[` said "map keys must be scalars" (yaml-cpp's guessed map start); 200 said
   // the sequence was not closed, as it should.
