@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -94,19 +95,19 @@ std::size_t utf8_length(std::string_view s) {
 // enum or a pattern, took hundreds of MB for a 30 KB body (found by fuzzing).
 constexpr std::size_t kMaxErrors = 100;
 
-// What one check may spend on patterns, in RE2 program steps (a pattern's program size times the
-// bytes of a string it searches): about a second and a half of a core at RE2's slowest (its NFA,
-// some 5.5 ns a step on the machines of docs/benchmarks.md). RE2 is linear in the string, but
-// also in the program, which counted repetitions make large (`(?s)(.{1000}){40}z` is 280,005
-// steps a byte): 50 KB of data held a connection's thread for 12 s, 1 MiB would for minutes.
-constexpr std::uint64_t kPatternSteps = std::uint64_t{1} << 28;
-
+// RE2 is linear in the string, but also in the size of its program, which counted repetitions
+// make large (`(?s)` then `.{1000}` forty times then `z` is 280,005 steps a byte), once it falls
+// back from its DFA to its NFA: 50 KB of data held a connection's thread for 12 s, 1 MiB would
+// for minutes. A search's worst case is its program size times the bytes it searches, at about 1
+// to 5.5 ns a step on the machines of docs/benchmarks.md; its real cost is often far less (the
+// NFA works on the threads alive, and a large Unicode class is one of many byte ranges).
 struct State {
   Errors errors;
   // Each pattern compiled once per check, not once per string it is matched against.
   std::map<std::string, CompiledPattern, std::less<>> patterns;
-  std::uint64_t pattern_steps = 0;  // spent so far, at most kPatternSteps
-  bool patterns_refused = false;    // the budget ran out: no more pattern is matched
+  PatternBudget budget;
+  std::chrono::nanoseconds searched{0};  // time the searches took so far
+  bool patterns_refused = false;         // the time ran out: no more pattern is matched
   bool full() const { return errors.size() >= kMaxErrors; }
 };
 
@@ -182,25 +183,33 @@ void check(const json::value& schema, const json::value& data, const std::string
             state.patterns.emplace(std::string(p->get_string()), CompiledPattern(p->get_string()))
                 .first;
       }
-      const std::uint64_t steps =
-          std::uint64_t{compiled->second.program_size()} * (std::uint64_t{str.size()} + 1);
       if (state.patterns_refused) return;  // said once, at the string that ran out
-      if (steps > kPatternSteps - state.pattern_steps) {
-        state.patterns_refused = true;
+      const std::string pattern(p->get_string());
+      const std::size_t program = compiled->second.program_size();
+      // A string whose search alone could take seconds (by its worst case) is not searched.
+      if (program != 0 &&
+          std::uint64_t{program} * (std::uint64_t{str.size()} + 1) > state.budget.steps) {
         errors.push_back(
-            {at, "cannot be checked against the pattern " + std::string(p->get_string()) +
-                     ": the strings of this input are too long for the schema's patterns (a "
-                     "check may take " +
-                     std::to_string(kPatternSteps) +
-                     " steps in all, a pattern's RE2 program size times the bytes it searches; "
-                     "this pattern's program is " +
-                     std::to_string(compiled->second.program_size()) +
-                     " steps a byte): send shorter strings, or give the pattern fewer counted "
-                     "repetitions"});
+            {at, "is too long to be checked against the pattern " + pattern + " (" +
+                     std::to_string(str.size()) + " bytes; this pattern's RE2 program is " +
+                     std::to_string(program) + " steps a byte, and a string may take " +
+                     std::to_string(state.budget.steps) +
+                     "): send a shorter string, or give the pattern fewer counted repetitions"});
         return;
       }
-      state.pattern_steps += steps;
+      // Nor any string once the searches of this input have taken the time they may.
+      if (state.searched >= state.budget.time) {
+        state.patterns_refused = true;
+        errors.push_back(
+            {at, "cannot be checked against the pattern " + pattern +
+                     ": checking this input's strings against the schema's patterns took " +
+                     std::to_string(state.budget.time.count() / 1'000'000) +
+                     " ms, the most it may: send fewer or shorter strings"});
+        return;
+      }
+      const auto began = std::chrono::steady_clock::now();
       const auto matched = compiled->second.search(str);
+      state.searched += std::chrono::steady_clock::now() - began;
       if (!matched) {
         // Stored before patterns were matched with RE2 (validation refuses it now): say why, so
         // that whoever reads the 400 knows the workflow needs an edit.
@@ -262,8 +271,10 @@ void check(const json::value& schema, const json::value& data, const std::string
 
 }  // namespace
 
-Errors check_schema(const json::value& schema, const json::value& data) {
+Errors check_schema(const json::value& schema, const json::value& data,
+                    const PatternBudget& budget) {
   State state;
+  state.budget = budget;
   check(schema, data, "", state);
   if (state.full()) {
     state.errors.resize(kMaxErrors);
