@@ -1,6 +1,7 @@
 #include "knflow/api/run_reader.hpp"
 
 #include "knflow/asio/run_loop.hpp"
+#include "knflow/log/log.hpp"
 #include "knflow/store/db.hpp"
 #include "knflow/store/run_store.hpp"
 
@@ -33,7 +34,11 @@ RunReader::RunReader(std::filesystem::path database) : impl_(std::make_unique<Im
   impl_->database = std::move(database);
   impl_->thread = std::thread([impl = impl_.get()] {
     io::name_this_thread("knflow-reader");
-    impl->ioc.run();
+    // As every thread of the daemon: a handler that throws is logged, not the process's end.
+    io::run(impl->ioc, std::chrono::microseconds{0}, [](std::exception_ptr failure) {
+      log::error("A handler failed with an exception; going on",
+                 {{"error", log::describe(failure)}});
+    });
     impl->close();  // the connection closes on the thread that used it
   });
 }

@@ -468,11 +468,16 @@ bool lock_data_dir(const fs::path& data_dir) {
 // after saying why when another daemon holds it.
 bool lock_database_file(const fs::path& data_dir) {
   const fs::path db_path = data_dir / "knflow.db";
+  // Read-only either way: where flock is emulated with POSIX locks (NFS) a descriptor open for
+  // writing would take a whole-file lock in this process, which SQLite's own unlocks punch holes
+  // in; read-only, it fails there, with a warning.
   int fd = ::open(db_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) {
-    fd = ::open(db_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  std::error_code ec;
+  if (fd < 0 && errno == ENOENT && !fs::exists(data_dir / "knflow.db-wal", ec)) {
+    // (A WAL without its database: Db refuses that as a lost database, and says so.)
+    fd = ::open(db_path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
   }
-  if (fd < 0) return true;  // unreadable: Db refuses it, saying why
+  if (fd < 0) return true;  // unreadable or lost: Db refuses it, saying why
   const int error = lock_briefly(fd);
   if (error == 0) return true;
   if (error != EWOULDBLOCK) {
@@ -480,7 +485,6 @@ bool lock_database_file(const fs::path& data_dir) {
               {{"file", db_path.string()}, {"error", std::generic_category().message(error)}});
     return true;
   }
-  std::error_code ec;
   const auto target = fs::canonical(db_path, ec);
   std::cerr << "knflow serve: another knflow serve uses the database file " << db_path.string()
             << (!ec && target != db_path ? " (" + target.string() + ")" : std::string())

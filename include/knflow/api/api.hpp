@@ -69,7 +69,9 @@ class Api {
               std::unique_ptr<store::RunStore> runs = nullptr, bool ready = true,
               std::unique_ptr<RunReader> reader = nullptr);
   void mark_ready() { ready_ = true; }
-  // Detaches and destroys the cache and run store (on the writer strand), before SQLite closes.
+  // Detaches and destroys the cache, the run store and the run reader (on the writer strand),
+  // before SQLite closes. Only once no request is served any more (the server has stopped): a
+  // run route holds the reader's plain pointer while it reads.
   void detach();
   // Cluster mode: workflow writes go to `writer` (the Kubernetes API) and the cache mirrors the
   // apiserver; workflows must be runnable in cluster mode. Call before the server starts.
