@@ -442,10 +442,16 @@ struct Api::RunHandlers {
     if (outcome.phase == "completed" && outcome.output) {
       // Its trace context extensions are a function's (a reply event's), not the run's: as on
       // every delivery, they do not go out as ce- headers (a caller took a foreign trace id).
-      engine::CloudEvent ev = *outcome.output;
-      ev.extensions.erase("traceparent");
-      ev.extensions.erase("tracestate");
-      auto encoded = engine::encode_binary(ev);
+      const auto& output = *outcome.output;
+      auto encoded =
+          output.extensions.contains("traceparent") || output.extensions.contains("tracestate")
+              ? engine::encode_binary([&] {
+                  engine::CloudEvent ev = output;  // a copy only then
+                  ev.extensions.erase("traceparent");
+                  ev.extensions.erase("tracestate");
+                  return ev;
+                }())
+              : engine::encode_binary(output);
       Response res;
       res.status = 200;
       for (auto& [k, v] : encoded.headers) res.set_header(k, v);

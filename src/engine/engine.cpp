@@ -1197,11 +1197,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       if (!state->won && state->fault) {
         // Every branch faulted: the first one's error, with each branch's (in their order), so
         // that the run and its step history show them all (the others were listed cancelled).
+        // Not when a cancel or a deadline ended them all: the same error each time.
         Fault out = *state->fault;
-        if (state->branch_faults.size() > 1) {
+        if (state->branch_faults.size() > 1 && !is_cancellation(out) && !is_deadline_fault(out)) {
           json::array branches;
-          for (auto& [k, error] : state->branch_faults) branches.push_back(std::move(error));
+          for (auto& [k, error] : state->branch_faults) {
+            if (branches.size() == kBranchErrorsListed) break;
+            branches.push_back(std::move(error));
+          }
           out.error["branches"] = std::move(branches);
+          if (state->branch_faults.size() > kBranchErrorsListed) {
+            out.error["branchesNotListed"] = state->branch_faults.size() - kBranchErrorsListed;
+          }
         }
         throw out;
       }
@@ -1999,18 +2006,21 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // What the step history keeps of an error an earlier try (catch.retry) faulted with: its
   // type, status, title, detail and instance, each text cut at 1 KiB (a raise's title or detail
   // may be an expression's 16 MiB result), and when it was caught.
+  // The branch errors a `join: any` fork whose branches all faulted lists (the first ones, in the
+  // branches' order): a fork may have thousands of branches.
+  static constexpr std::size_t kBranchErrorsListed = 16;
+
   static json::object earlier_fault(const json::object& error, std::string at) {
     return json::object{{"error", brief_error(error)}, {"at", std::move(at)}};
   }
 
   // An error as the step history keeps one beside another: its type, status, title, detail and
-  // instance, each text cut at 1 KiB, and the errors of a `join: any` fork's branches it holds
-  // (already cut so).
+  // instance, each text cut at 1 KiB (not the branch errors it may hold: nested `join: any`
+  // forks would carry every leaf's).
   static json::object brief_error(const json::object& error) {
     constexpr std::size_t kMaxText = 1024;
     json::object kept;
-    for (const std::string_view key :
-         {"type", "status", "title", "detail", "instance", "branches"}) {
+    for (const std::string_view key : {"type", "status", "title", "detail", "instance"}) {
       const auto* v = error.if_contains(key);
       if (!v) continue;
       if (v->is_string() && v->as_string().size() > kMaxText) {

@@ -784,6 +784,19 @@ TEST_CASE("engine: a join: any fork whose branches all faulted keeps every branc
   CHECK(by_name["a"].first == "faulted");
   CHECK(by_name["b"].first == "faulted");
   CHECK(by_name["fk"].first == "faulted");
+
+  // A fork may have thousands of branches: the first 16 errors are listed, the rest counted.
+  std::string many = header("many-fault") +
+                     "  do:\n    - name: fk\n      fork:\n        join: any\n        branches:\n";
+  for (int i = 0; i < 20; ++i) {
+    many += "          - {name: r" + std::to_string(i) + ", raise: {type: runtime, title: R" +
+            std::to_string(i) + "}}\n";
+  }
+  auto all = f.run(many);
+  REQUIRE(all.phase == "faulted");
+  CHECK(all.error->at("branches").as_array().size() == 16);
+  CHECK(all.error->at("branches").as_array()[15].at("title") == "R15");
+  CHECK(all.error->at("branchesNotListed") == 4);
 }
 
 TEST_CASE("engine: a join any branch its if skipped takes no part in the race", "[engine][fork]") {
