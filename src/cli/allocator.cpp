@@ -16,4 +16,10 @@ void tune_allocator_for_daemon() {
 #endif
 }
 
+void release_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 }  // namespace knflow::cli

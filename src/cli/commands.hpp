@@ -51,6 +51,9 @@ void log_handler_failure(std::exception_ptr failure);
 
 // Allocator settings for the long-running commands (serve, controller), before anything else.
 void tune_allocator_for_daemon();
+// Gives the pages of freed memory back to the system (glibc's malloc_trim): glibc keeps freed
+// small blocks in its arenas, where their pages count in RSS.
+void release_free_memory();
 
 // The most read_input_file() reads: 64 MiB, the daemon's default --max-run-data-bytes (no run's
 // input may be larger) and 64 times the largest workflow document. A bound, so that /dev/zero or

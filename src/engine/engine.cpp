@@ -350,6 +350,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
   // The run data the runs in flight hold together (EngineSettings), in bytes of JSON text.
   // Changed on their strands (on the store strand while one resumes), read by start().
   std::atomic<std::size_t> data_bytes{0};
+  std::atomic<std::size_t> highest_data_bytes{0};  // Engine::take_highest_run_data_bytes
 
   Impl(asio::any_io_executor ex, Strand store, HttpClient& h, Evaluator& e, FunctionSupervisor& f,
        metrics::Metrics* m, EngineSettings s)
@@ -384,6 +385,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
       // Unsigned arithmetic wraps: adding the difference subtracts when it is "negative".
       if (added > removed && total + (added - removed) > limit) return false;
     } while (!data_bytes.compare_exchange_weak(total, total + added - removed));
+    // The highest since it was last taken (an update lost to a race under-reports a little).
+    if (const std::size_t now = total + added - removed;
+        now > highest_data_bytes.load(std::memory_order_relaxed)) {
+      highest_data_bytes.store(now, std::memory_order_relaxed);
+    }
     if (metrics) {
       metrics->change_run_data_bytes(static_cast<double>(added) - static_cast<double>(removed));
     }
@@ -3365,6 +3371,12 @@ std::size_t Engine::active_runs() const {
 }
 
 std::uint64_t Engine::store_operations() const { return impl_->store_queue.operations(); }
+
+std::size_t Engine::run_data_bytes() const { return impl_->data_bytes.load(); }
+
+std::size_t Engine::take_highest_run_data_bytes() {
+  return impl_->highest_data_bytes.exchange(impl_->data_bytes.load());
+}
 
 void Engine::attach(store::RunStore* runs) {
   impl_->runs = runs;

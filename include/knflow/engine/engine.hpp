@@ -137,6 +137,11 @@ class Engine {
   void shutdown(std::function<void()> done);
 
   std::size_t active_runs() const;
+  // The run data the runs in flight hold now (knflow_run_data_bytes), and the most they held
+  // since the last take_highest_run_data_bytes() (which starts the next span at what they hold
+  // now). Any thread.
+  std::size_t run_data_bytes() const;
+  std::size_t take_highest_run_data_bytes();
   // Store operations queued for the group commit so far (a run of N calls that start at once
   // takes N + 1: its insert and one per step, the last one ending the run; N + 2 with a
   // spec.reply); for tests.
