@@ -35,10 +35,7 @@ RunReader::RunReader(std::filesystem::path database) : impl_(std::make_unique<Im
   impl_->thread = std::thread([impl = impl_.get()] {
     io::name_this_thread("knflow-reader");
     // As every thread of the daemon: a handler that throws is logged, not the process's end.
-    io::run(impl->ioc, std::chrono::microseconds{0}, [](std::exception_ptr failure) {
-      log::error("A handler failed with an exception; going on",
-                 {{"error", log::describe(failure)}});
-    });
+    io::run(impl->ioc, std::chrono::microseconds{0}, log::handler_failed);
     impl->close();  // the connection closes on the thread that used it
   });
 }

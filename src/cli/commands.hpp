@@ -45,10 +45,6 @@ int version();
 // ~/.local/share/knflow, else ./knflow-data. The CLI's client commands look for the token there.
 std::string default_data_dir();
 
-// What the daemons' event-loop threads do with an exception that escaped a handler
-// (io::HandlerFailed): log it as an error and go on.
-void log_handler_failure(std::exception_ptr failure);
-
 // Allocator settings for the long-running commands (serve, controller), before anything else.
 void tune_allocator_for_daemon();
 // Gives the pages of freed memory back to the system (glibc's malloc_trim): glibc keeps freed

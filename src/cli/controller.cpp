@@ -259,9 +259,9 @@ int controller(const std::vector<std::string>& args) {
 
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < vm["threads"].as<unsigned>(); ++i) {
-    pool.emplace_back([&] { io::run(ioc, std::chrono::microseconds{0}, log_handler_failure); });
+    pool.emplace_back([&] { io::run(ioc, std::chrono::microseconds{0}, log::handler_failed); });
   }
-  io::run(ioc, std::chrono::microseconds{0}, log_handler_failure);
+  io::run(ioc, std::chrono::microseconds{0}, log::handler_failed);
   for (auto& t : pool) t.join();
   return kExitOk;
 }

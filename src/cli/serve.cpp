@@ -684,11 +684,6 @@ std::size_t connections_within(std::size_t requested, rlim_t open_files) {
 
 }  // namespace
 
-void log_handler_failure(std::exception_ptr failure) {
-  // Only the handler that threw was abandoned; the daemon goes on (docs/architecture.md).
-  log::error("A handler failed with an exception; going on", {{"error", log::describe(failure)}});
-}
-
 int serve(const std::vector<std::string>& args) {
   tune_allocator_for_daemon();
   const auto desc = serve_options();
@@ -1161,19 +1156,19 @@ int serve(const std::vector<std::string>& args) {
   });
 
   const std::chrono::microseconds spin{vm["spin-us"].as<unsigned>()};
-  connections.start(spin, log_handler_failure);
+  connections.start(spin, log::handler_failed);
   std::vector<std::thread> pool;
   pool.emplace_back([&] {
     io::name_this_thread("knflow-engine");
-    io::run(engine_context, spin, log_handler_failure);
+    io::run(engine_context, spin, log::handler_failed);
   });
   for (unsigned i = 1; i < threads; ++i) {
     pool.emplace_back([&, i] {
       io::name_this_thread("knflow-io-" + std::to_string(i));
-      io::run(ioc, std::chrono::microseconds{0}, log_handler_failure);
+      io::run(ioc, std::chrono::microseconds{0}, log::handler_failed);
     });
   }
-  io::run(ioc, std::chrono::microseconds{0}, log_handler_failure);
+  io::run(ioc, std::chrono::microseconds{0}, log::handler_failed);
   for (auto& t : pool) t.join();
   connections.stop();  // the server has closed every connection by now
   return exit_code;

@@ -186,10 +186,7 @@ void Retention::start() {
     io::name_this_thread("knflow-retain");
     impl->schedule();
     // As every thread of the daemon: a handler that throws is logged, not the process's end.
-    io::run(impl->ioc, std::chrono::microseconds{0}, [](std::exception_ptr failure) {
-      log::error("A handler failed with an exception; going on",
-                 {{"error", log::describe(failure)}});
-    });
+    io::run(impl->ioc, std::chrono::microseconds{0}, log::handler_failed);
     // The reading connection closes on the thread that used it.
     impl->reader.reset();
     impl->db.reset();

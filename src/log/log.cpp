@@ -109,6 +109,11 @@ std::string describe(std::exception_ptr e) {
   return "an exception that is not a std::exception";
 }
 
+void handler_failed(std::exception_ptr failure) {
+  // Only the handler that threw was abandoned; the daemon goes on.
+  error("A handler failed with an exception; going on", {{"error", describe(failure)}});
+}
+
 bool parse_level(std::string_view text, Level& out) {
   for (Level l : {Level::debug, Level::info, Level::warn, Level::error}) {
     if (level_name(l) == text) {

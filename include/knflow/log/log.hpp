@@ -25,6 +25,10 @@ using Field = std::pair<std::string_view, std::string_view>;
 // fixed text too).
 std::string describe(std::exception_ptr e);
 
+// What the daemons' event-loop threads do with an exception that escaped a handler
+// (io::HandlerFailed): log it as an error and go on (docs/architecture.md).
+void handler_failed(std::exception_ptr failure);
+
 // Writes one line to stderr: `ts=<RFC 3339> level=<level> msg="<message>" key=value ...`, values
 // quoted when they contain spaces, quotes or control characters (escaped: `\n`, `\r`, `\u001b`).
 // Thread-safe (one write(2) per line). Never pass a token, a secret or a request body.
