@@ -335,6 +335,8 @@ class ServeTest(unittest.TestCase):
                      "would hold the start until it is written to); give a workflow file\n"),
                     (["--apply", fifo],
                      f"knflow serve: --apply {fifo} is not a regular file"),
+                    (["--token-file", fifo],  # read as empty, not waited on for good
+                     f"knflow serve: token file {fifo} holds no token"),
                     (["--token-file", "/dev/zero"],
                      "knflow serve: cannot read token file /dev/zero: it holds more than "
                      "1048576 bytes\n"),

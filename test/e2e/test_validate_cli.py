@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -48,6 +49,18 @@ class ValidateCliTest(unittest.TestCase):
         self.assertIn("cannot read", r.stderr)
         r = validate()
         self.assertEqual(r.returncode, 2)
+
+    def test_a_fifo_nobody_writes_to_reads_as_empty(self):
+        # Opening it waited for a writer, for good; a pipe with one (`<(...)`) is read as ever.
+        with tempfile.TemporaryDirectory() as tmp:
+            fifo = os.path.join(tmp, "workflow.yaml")
+            os.mkfifo(fifo)
+            r = validate("-f", fifo)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("empty document", r.stdout)
+        r = subprocess.run(["bash", "-c", f'"{BIN}" validate -f <(cat examples/hello.yaml)'],
+                           capture_output=True, text=True, timeout=60, cwd=SOURCE_DIR)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_control_characters_from_the_file_are_escaped_on_the_terminal(self):
         """A step name with ESC, BEL and CR reached the terminal raw in validate's error lines

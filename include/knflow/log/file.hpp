@@ -21,6 +21,7 @@ struct FileText {
 };
 
 // The whole file, read in binary, or why not. A directory is refused (it would read as nothing).
+// A FIFO no process writes to reads as empty at once (opening one waited for a writer).
 FileText read_file(const std::filesystem::path& path, std::size_t max_bytes);
 
 // The rest of `in` (standard input, say), or why not.
