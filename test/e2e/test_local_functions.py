@@ -593,10 +593,15 @@ class LocalFunctionsTest(unittest.TestCase):
             new_run, new_pid = run_until_held(1)
             self.assertNotEqual(new_pid, old_pid)
             self.assertTrue(wait_until(lambda: not alive(old_pid), DEADLINE), d.output())
-            # Stopped: no longer listed.
-            status, listed = d.json("GET", NS + "/workflows/holder/functions")
-            self.assertEqual(status, 200, listed)
-            [current] = listed["items"]
+            # Stopped: no longer listed, once the daemon has seen it end (listed as stopping
+            # until then; its end may be seen a moment after the process is gone).
+            def listed_alone():
+                status, listed = d.json("GET", NS + "/workflows/holder/functions")
+                self.assertEqual(status, 200, listed)
+                return listed["items"] if len(listed["items"]) == 1 else None
+
+            self.assertTrue(wait_until(listed_alone, DEADLINE), d.output())
+            [current] = listed_alone()
             self.assertEqual((current["phase"], current["revision"], current["pid"]),
                              ("running", 2, new_pid), current)
             self.assertNotIn("retired", current)
