@@ -3415,8 +3415,7 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
   run->workflow_name = workflow->metadata.name;
   run->workflow = workflow;
 
-  run->created_at = log::now_rfc3339_ms();
-  run->started_at = run->created_at;
+  // Its times are taken when it is stored (below).
   run->trace = TraceContext{random_hex(16), true, ""};
   if (auto it = event.extensions.find("traceparent"); it != event.extensions.end()) {
     // Continue the caller's trace; one that is not valid W3C trace context starts a new one (and
@@ -3464,9 +3463,6 @@ asio::awaitable<StartResult> Engine::start(std::shared_ptr<const model::Workflow
     trace = Impl::journal_entry(std::string(kTraceJournalPath), "completed",
                                 trace_entry_value(run->trace.tracestate));
   }
-  rec.created_at = run->created_at;
-  rec.started_at = run->started_at;
-  rec.updated_at = run->created_at;
   // A first step that is a call starting at once has its attempt begun with the run: one commit.
   std::optional<store::AttemptRecord> first;
   if (const auto& steps = workflow->spec.steps;

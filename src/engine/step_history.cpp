@@ -235,15 +235,13 @@ void each_container(const model::Workflow& definition, std::string_view path, F 
 }
 
 // Calls `f` with each error of the branches of a `join: any` fork that `error` holds (every
-// branch faulted: the error is the first one's, with all of theirs), nested ones too.
+// branch faulted: the error is the first one's, with theirs; a branch's own holds none).
 template <typename F>
 void each_branch_error(const json::value& error, F f) {
   const auto* branches = error.is_object() ? error.as_object().if_contains("branches") : nullptr;
   if (branches == nullptr || !branches->is_array()) return;
   for (const auto& b : branches->as_array()) {
-    if (!b.is_object()) continue;
-    each_branch_error(b, f);
-    f(b);
+    if (b.is_object()) f(b);
   }
 }
 

@@ -176,14 +176,13 @@ void check(const json::value& schema, const json::value& data, const std::string
     if (const auto* m = s->if_contains("maxLength"); m && m->is_number() && len > number(*m)) {
       errors.push_back({at, "must have at most " + counted(*m, "character")});
     }
-    if (const auto* p = s->if_contains("pattern"); p && p->is_string()) {
+    if (const auto* p = s->if_contains("pattern"); p && p->is_string() && !state.patterns_refused) {
       auto compiled = state.patterns.find(std::string_view(p->get_string()));
       if (compiled == state.patterns.end()) {
         compiled =
             state.patterns.emplace(std::string(p->get_string()), CompiledPattern(p->get_string()))
                 .first;
       }
-      if (state.patterns_refused) return;  // said once, at the string that ran out
       const std::string pattern(p->get_string());
       const std::size_t program = compiled->second.program_size();
       // A string whose search alone could take seconds (by its worst case) is not searched.

@@ -50,15 +50,21 @@ std::function<bool(RunStore&)> has(const std::string& id) {
   return [id](RunStore& s) { return s.get_run(id).has_value(); };
 }
 
+// A database with one run stored by its writer, and a reader of it.
+struct Stored {
+  explicit Stored(const std::string& id) { runs.insert_run(run(id)); }
+  knflow::test::TempDir dir;
+  const std::filesystem::path path = dir.path() / "knflow.db";
+  Db writer{path};
+  RunStore runs{writer};
+  RunReader reader{path};
+};
+
 }  // namespace
 
 TEST_CASE("run reader: reads what is committed while the writer holds its lock", "[api][reader]") {
-  knflow::test::TempDir dir;
-  const auto path = dir.path() / "knflow.db";
-  Db writer(path);
-  RunStore runs(writer);
-  runs.insert_run(run("committed"));
-  RunReader reader(path);
+  Stored db("committed");
+  auto& [dir, path, writer, runs, reader] = db;
   CHECK(read(reader, has("committed")));
   {
     // A write under way (and its lock) holds no read up, and is not seen before its commit.
@@ -72,12 +78,8 @@ TEST_CASE("run reader: reads what is committed while the writer holds its lock",
 }
 
 TEST_CASE("run reader: never writes, and reads again after a failed read", "[api][reader]") {
-  knflow::test::TempDir dir;
-  const auto path = dir.path() / "knflow.db";
-  Db writer(path);
-  RunStore runs(writer);
-  runs.insert_run(run("r1"));
-  RunReader reader(path);
+  Stored db("r1");
+  auto& [dir, path, writer, runs, reader] = db;
   std::function<bool(RunStore&)> write = [](RunStore& s) {
     s.insert_run(run("from-the-reader"));
     return true;
